@@ -1,0 +1,52 @@
+"""One exception hierarchy for kia, so the CLI can turn any failure into one clear line.
+
+Every error names the thing it concerns (a file, a paper key, a taxonomy file) and the cause;
+`str(err)` is the single line a user sees.
+"""
+
+from __future__ import annotations
+
+
+class KiaError(Exception):
+    """Base class: anything kia raises on purpose."""
+
+
+class ExtractError(KiaError):
+    """A document could not be turned into text (corrupt, encrypted, scanned, empty...)."""
+
+    def __init__(self, path: str, cause: str) -> None:
+        self.path = path
+        self.cause = cause
+        super().__init__(f"{path}: {cause}")
+
+
+class UnsupportedFormatError(ExtractError):
+    """The file's extension is not one kia can read."""
+
+
+class TaxonomyError(KiaError):
+    """The taxonomy file is missing or does not have the expected shape."""
+
+
+class GoldError(KiaError):
+    """The gold-label CSV is missing or malformed."""
+
+
+class StoreError(KiaError):
+    """The database could not be opened or written (locked, corrupt, wrong version)."""
+
+
+class PaperNotFoundError(KiaError):
+    """A paper key was asked for that is not in the database."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"no paper with key {key!r} in the database (see `kia papers`)")
+
+
+class BackendError(KiaError):
+    """A proposal backend failed for a paper (after its retries)."""
+
+
+class ProposalValidationError(KiaError):
+    """A model answer did not fit the taxonomy's schema (label outside it, empty axis...)."""

@@ -1,0 +1,81 @@
+"""Gold labels as data: a Table-5-style CSV with one column per taxonomy axis.
+
+Labels within a cell are joined by ';' (the survey's Table 5 prints "I1, I2"; both separators are
+read). A paper is found by its method name or its arXiv id.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import GoldError
+from pipeline.taxonomy import PROJECT_ROOT, Taxonomy
+
+DEFAULT_GOLD = PROJECT_ROOT / "labels" / "table5.csv"
+_SPLIT_RE = re.compile(r"[;,]")
+
+
+@dataclass(frozen=True)
+class GoldPaper:
+    """One hand-labelled paper: its names and a set of categories per axis."""
+
+    method: str
+    arxiv_id: str
+    title: str
+    labels: dict[str, frozenset[str]]
+
+    def names(self) -> set[str]:
+        """Every key a stored paper may carry and still match this row."""
+        return {k for k in (self.method, self.arxiv_id) if k}
+
+
+def parse_cell(cell: str) -> frozenset[str]:
+    """ "I1; I2" or "I1, I2" -> {"I1", "I2"}."""
+    return frozenset(part.strip() for part in _SPLIT_RE.split(cell or "") if part.strip())
+
+
+def load_gold(path: str | Path | None, taxonomy: Taxonomy) -> list[GoldPaper]:
+    """Read a gold CSV and check every label against the taxonomy; never an empty axis."""
+    resolved = Path(path) if path else DEFAULT_GOLD
+    try:
+        with resolved.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = set(reader.fieldnames or [])
+            missing = [a for a in taxonomy.axis_ids if a not in columns]
+            if "method" not in columns or missing:
+                raise GoldError(
+                    f"{resolved}: needs a 'method' column and one column per axis; missing {missing or ['method']}"
+                )
+            papers: list[GoldPaper] = []
+            for line, row in enumerate(reader, start=2):
+                labels = {axis: parse_cell(row[axis]) for axis in taxonomy.axis_ids}
+                for axis_id, cats in labels.items():
+                    if not cats:
+                        raise GoldError(f"{resolved}:{line}: {row['method']} has an empty {axis_id} axis")
+                    unknown = sorted(cats - set(taxonomy.axis(axis_id).category_ids))
+                    if unknown:
+                        raise GoldError(f"{resolved}:{line}: {row['method']} has {unknown} outside axis {axis_id}")
+                papers.append(
+                    GoldPaper(
+                        row["method"].strip(),
+                        (row.get("arxiv_id") or "").strip(),
+                        (row.get("title") or "").strip(),
+                        labels,
+                    )
+                )
+            return papers
+    except FileNotFoundError as exc:
+        raise GoldError(f"{resolved}: gold file not found") from exc
+
+
+def gold_index(papers: list[GoldPaper]) -> dict[str, GoldPaper]:
+    """Look-up by method name and by arXiv id."""
+    index: dict[str, GoldPaper] = {}
+    for paper in papers:
+        for key in paper.names():
+            index[key] = paper
+            index[key.lower()] = paper
+    return index

@@ -1,0 +1,138 @@
+"""Batch ingest: walk paths, extract each file, store it once, and never stop on one bad file."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.errors import ExtractError, KiaError
+from pipeline.extract import SUPPORTED_EXTENSIONS, Document, extract
+from pipeline.store import Store
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    """What happened to one path: ingested, present (same bytes already stored) or failed."""
+
+    path: str
+    status: str
+    paper_key: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class IngestSummary:
+    """All outcomes of a batch and the one summary line the CLI prints."""
+
+    outcomes: list[IngestOutcome] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        """How many paths ended with `status`."""
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def failed(self) -> int:
+        """Number of failed paths; the CLI exits non-zero when this is positive."""
+        return self.count("failed")
+
+    def line(self) -> str:
+        """`ingested N, already present M, failed F`."""
+        return f"ingested {self.count('ingested')}, already present {self.count('present')}, failed {self.failed}"
+
+
+def load_manifest(path: Path) -> dict[str, str]:
+    """Map file name to paper key from a CSV with `file` and `method` (or `arxiv_id`) columns."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = set(reader.fieldnames or [])
+            key_column = "method" if "method" in columns else "arxiv_id" if "arxiv_id" in columns else None
+            if "file" not in columns or key_column is None:
+                raise KiaError(
+                    f"{path}: manifest needs columns 'file' and 'method' (or 'arxiv_id'); found {sorted(columns)}"
+                )
+            return {
+                row["file"].strip(): row[key_column].strip()
+                for row in reader
+                if row.get("file") and row.get(key_column)
+            }
+    except OSError as exc:
+        raise KiaError(f"{path}: cannot read manifest ({exc.strerror})") from exc
+
+
+def collect_paths(paths: Iterable[Path]) -> list[Path]:
+    """Expand folders into their supported files (sorted); keep explicit files as given.
+
+    An explicit file of an unsupported type is kept so that it fails with its own message; inside a
+    folder such files are skipped silently (a folder also holds manifests, images, etc.).
+    """
+    collected: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            collected.extend(
+                sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS)
+            )
+        else:
+            collected.append(path)
+    return collected
+
+
+def paper_key_for(path: Path, doc: Document, manifest: dict[str, str]) -> str:
+    """The manifest's key for this file, else the arXiv id in the document, else the file stem."""
+    for candidate in (path.name, str(path)):
+        if candidate in manifest:
+            return manifest[candidate]
+    if doc.arxiv_id:
+        return doc.arxiv_id
+    return path.stem
+
+
+def ingest_one(path: Path, store: Store, manifest: dict[str, str]) -> IngestOutcome:
+    """Extract and store one file; any bad input becomes a failed outcome, logged in the database."""
+    try:
+        doc = extract(path)
+    except ExtractError as exc:
+        store.log_ingest(str(path), "failed", manifest.get(path.name), None, exc.cause)
+        return IngestOutcome(str(path), "failed", manifest.get(path.name), str(exc))
+    except Exception as exc:  # an extractor bug must not end the batch either
+        cause = f"unexpected {type(exc).__name__}: {exc}"
+        store.log_ingest(str(path), "failed", manifest.get(path.name), None, cause)
+        return IngestOutcome(str(path), "failed", manifest.get(path.name), f"{path}: {cause}")
+    key = paper_key_for(path, doc, manifest)
+    existing = store.has_document(doc.sha256)
+    if existing is not None:
+        store.log_ingest(str(path), "present", existing, doc.sha256)
+        return IngestOutcome(str(path), "present", existing)
+    store.add_document(doc, key)
+    store.log_ingest(str(path), "ingested", key, doc.sha256)
+    return IngestOutcome(str(path), "ingested", key)
+
+
+def ingest_paths(
+    paths: Iterable[Path],
+    store: Store,
+    manifest: dict[str, str] | None = None,
+    on_outcome: Callable[[IngestOutcome], None] | None = None,
+) -> IngestSummary:
+    """Ingest every file under `paths`; report each outcome as it happens."""
+    summary = IngestSummary()
+    for path in collect_paths(paths):
+        outcome = ingest_one(path, store, manifest or {})
+        summary.outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
+    return summary
+
+
+def run_ingest(
+    paths: list[Path],
+    db: Path,
+    manifest_path: Path | None = None,
+    on_outcome: Callable[[IngestOutcome], None] | None = None,
+) -> IngestSummary:
+    """What `kia ingest` does: open the database, read the manifest, ingest every path."""
+    manifest = load_manifest(manifest_path) if manifest_path else {}
+    with Store(db) as store:
+        return ingest_paths(paths, store, manifest, on_outcome)

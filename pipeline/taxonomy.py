@@ -1,0 +1,158 @@
+"""Stage: the taxonomy as data. A validated model of any survey's axes and categories.
+
+The default is the survey's K x I x A taxonomy shipped in `labels/taxonomy.yaml`; `--taxonomy FILE`
+points at any other file of the same shape, so nothing downstream hard-codes K, I or A.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import cached_property
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import TaxonomyError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TAXONOMY = PROJECT_ROOT / "labels" / "taxonomy.yaml"
+
+
+class Category(BaseModel):
+    """One category of an axis: its id (e.g. K2), name, definition, examples and cue terms."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
+    name: str = Field(min_length=1)
+    definition: str = Field(min_length=1)
+    instantiations: list[str] = Field(default_factory=list)
+    cues: list[str] = Field(default_factory=list)
+
+    def description(self) -> str:
+        """The text a sentence is compared with: name, definition and instantiations."""
+        examples = "; ".join(self.instantiations)
+        return f"{self.name}. {self.definition} Examples: {examples}."
+
+
+class Axis(BaseModel):
+    """An axis of the design space; a paper gets a non-empty set of its categories."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
+    name: str = Field(min_length=1)
+    question: str = ""
+    definition: str = Field(min_length=1)
+    categories: list[Category] = Field(min_length=1)
+
+    @field_validator("categories")
+    @classmethod
+    def _unique_categories(cls, categories: list[Category]) -> list[Category]:
+        ids = [c.id for c in categories]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate category ids {duplicates}")
+        return categories
+
+    @property
+    def category_ids(self) -> list[str]:
+        """Category ids in file order."""
+        return [c.id for c in self.categories]
+
+
+class Taxonomy(BaseModel):
+    """A survey's taxonomy: axes of categories, plus where it came from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    title: str = ""
+    source: str = ""
+    scope: str = ""
+    axes: list[Axis] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _globally_unique_ids(self) -> Taxonomy:
+        axis_ids = [a.id for a in self.axes]
+        if len(set(axis_ids)) != len(axis_ids):
+            raise ValueError(f"duplicate axis ids in {axis_ids}")
+        cat_ids = [c.id for a in self.axes for c in a.categories]
+        if len(set(cat_ids)) != len(cat_ids):
+            raise ValueError("category ids must be unique across axes")
+        return self
+
+    @property
+    def axis_ids(self) -> list[str]:
+        """Axis ids in file order."""
+        return [a.id for a in self.axes]
+
+    def axis(self, axis_id: str) -> Axis:
+        """The axis with this id."""
+        for axis in self.axes:
+            if axis.id == axis_id:
+                return axis
+        raise TaxonomyError(f"taxonomy {self.name!r} has no axis {axis_id!r} (axes: {self.axis_ids})")
+
+    def category(self, category_id: str) -> Category:
+        """The category with this id, on whichever axis."""
+        for axis in self.axes:
+            for category in axis.categories:
+                if category.id == category_id:
+                    return category
+        raise TaxonomyError(f"taxonomy {self.name!r} has no category {category_id!r}")
+
+    def axis_of(self, category_id: str) -> str:
+        """The id of the axis that holds a category."""
+        for axis in self.axes:
+            if category_id in axis.category_ids:
+                return axis.id
+        raise TaxonomyError(f"taxonomy {self.name!r} has no category {category_id!r}")
+
+    @cached_property
+    def content_hash(self) -> str:
+        """sha256 of the canonical JSON form, stored with each run."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+
+    def render_definitions(self) -> str:
+        """The taxonomy as prompt text: every axis, category, definition and examples."""
+        lines: list[str] = []
+        for axis in self.axes:
+            lines.append(f"Axis {axis.id} - {axis.name}: {axis.definition}")
+            if axis.question:
+                lines.append(f"  Question: {axis.question}")
+            for category in axis.categories:
+                lines.append(f"  {category.id} - {category.name}: {category.definition}")
+                if category.instantiations:
+                    lines.append(f"    Examples: {'; '.join(category.instantiations)}")
+            lines.append("")
+        return "\n".join(lines).strip()
+
+
+def resolve_taxonomy_path(option: str | os.PathLike[str] | None) -> Path:
+    """`--taxonomy`, else `$KIA_TAXONOMY`, else the shipped K x I x A file."""
+    if option:
+        return Path(option)
+    env = os.environ.get("KIA_TAXONOMY")
+    return Path(env) if env else DEFAULT_TAXONOMY
+
+
+def load_taxonomy(path: str | os.PathLike[str] | None = None) -> Taxonomy:
+    """Read and validate a taxonomy YAML file; one-line TaxonomyError naming the file otherwise."""
+    resolved = resolve_taxonomy_path(path)
+    try:
+        raw = yaml.safe_load(resolved.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise TaxonomyError(f"{resolved}: taxonomy file not found") from exc
+    except yaml.YAMLError as exc:
+        raise TaxonomyError(f"{resolved}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(raw, dict):
+        raise TaxonomyError(f"{resolved}: a taxonomy is a mapping with 'name' and 'axes'")
+    try:
+        return Taxonomy.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise TaxonomyError(f"{resolved}: invalid taxonomy at {where or 'top level'}: {first['msg']}") from exc

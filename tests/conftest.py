@@ -1,0 +1,78 @@
+"""Shared fixtures: the shared corpus (skipped when absent), a temp database, PDFs made here."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pymupdf
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_CORPUS = Path(os.environ.get("KIA_SHARED_CORPUS", ROOT.parent / "shared" / "corpus"))
+REAL_PDF = SHARED_CORPUS / "Text-to-CT.pdf"
+
+needs_shared_corpus = pytest.mark.skipif(
+    not (SHARED_CORPUS / "MANIFEST.csv").exists(),
+    reason=f"shared corpus not found at {SHARED_CORPUS} (third-party texts are never copied into the repo)",
+)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """A fresh DuckDB file path for one test."""
+    return tmp_path / "kia.duckdb"
+
+
+def kia_exe() -> list[str]:
+    """The installed `kia` console script, or the module when running from a bare checkout."""
+    exe = shutil.which("kia")
+    return [exe] if exe else [sys.executable, "-m", "pipeline.cli"]
+
+
+def run_kia(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `kia` program in a subprocess, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([*kia_exe(), *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout)
+
+
+def make_pdf(path: Path, pages: list[str], two_columns: list[tuple[str, str]] | None = None) -> Path:
+    """A text PDF: each page's text in a text box; or per page a (left, right) pair of columns."""
+    doc = pymupdf.open()
+    for text in pages:
+        page = doc.new_page(width=595, height=842)
+        page.insert_textbox(pymupdf.Rect(50, 50, 545, 800), text, fontsize=11, fontname="helv")
+    for left, right in two_columns or []:
+        page = doc.new_page(width=595, height=842)
+        page.insert_textbox(pymupdf.Rect(40, 60, 285, 800), left, fontsize=10, fontname="helv")
+        page.insert_textbox(pymupdf.Rect(310, 60, 555, 800), right, fontsize=10, fontname="helv")
+    doc.save(path)
+    doc.close()
+    return path
+
+
+def make_image_only_pdf(path: Path) -> Path:
+    """A 'scanned' PDF: one page holding only an image, no text layer."""
+    doc = pymupdf.open()
+    page = doc.new_page()
+    pix = pymupdf.Pixmap(pymupdf.csRGB, pymupdf.IRect(0, 0, 64, 64), False)
+    pix.clear_with(200)
+    page.insert_image(pymupdf.Rect(50, 50, 300, 300), pixmap=pix)
+    doc.save(path)
+    doc.close()
+    return path
+
+
+def make_encrypted_pdf(path: Path) -> Path:
+    """A PDF that needs a user password to open."""
+    doc = pymupdf.open()
+    page = doc.new_page()
+    page.insert_text((72, 72), "Secret text about segmentation masks.")
+    doc.save(path, encryption=pymupdf.PDF_ENCRYPT_AES_256, user_pw="user", owner_pw="owner")
+    doc.close()
+    return path

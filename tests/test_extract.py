@@ -1,0 +1,177 @@
+"""Extraction: normalisation, sections, formats, bad input, and the real PDF of the shared corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import ExtractError, UnsupportedFormatError
+from pipeline.extract import detect_sections, extract, find_arxiv_id, normalise_text
+from tests.conftest import REAL_PDF, make_encrypted_pdf, make_image_only_pdf, make_pdf, needs_shared_corpus
+
+
+def test_normalise_folds_ligatures() -> None:
+    assert normalise_text("e\ufb00ective \ufb01eld \ufb02ow o\ufb03ce") == "effective field flow office"
+
+
+def test_normalise_joins_hyphenated_words_but_keeps_real_hyphens() -> None:
+    assert normalise_text("volumetric genera-\ntion of CT-\nRATE") == "volumetric generation of CT-\nRATE"
+
+
+def test_normalise_whitespace() -> None:
+    assert normalise_text("a  \t b\u00a0c\n\n\n\nd  ") == "a b c\n\nd"
+
+
+def test_arxiv_id_detection() -> None:
+    assert find_arxiv_id("see arXiv:2409.11169v3 [cs.CV]") == "2409.11169"
+    assert find_arxiv_id("https://arxiv.org/abs/2505.22489") == "2505.22489"
+    assert find_arxiv_id("no identifier here 2023.1234") is None
+
+
+def test_sections_numbered_and_subsections_inherit() -> None:
+    text = "A title\n\nAbstract\n\nWe do X.\n\n1. Introduction\n\nIntro.\n\n3 Method\n\nOurs.\n\n3.1 ControlNet branch\n\nDetails.\n\n4 Experiments\n\nRes.\n\nReferences\n\n[1] Someone."
+    names = [s.name for s in detect_sections(text)]
+    assert names == ["front", "abstract", "introduction", "method", "experiments", "references"]
+    method = next(s for s in detect_sections(text) if s.name == "method")
+    assert "Details." in text[method.start : method.end]
+
+
+def test_markdown_sections_and_title(tmp_path: Path) -> None:
+    path = tmp_path / "paper.md"
+    path.write_text(
+        "<!-- source: nowhere -->\n# A **Great** Method\n\n## Abstract\nWe generate CT from [reports](http://x).\n\n"
+        "## Method\nA ControlNet branch.\n\n### Training\nAdamW.\n\n## References\n[1] A. B.\n",
+        encoding="utf-8",
+    )
+    doc = extract(path)
+    assert doc.title == "A Great Method"
+    names = [s.name for s in doc.sections]
+    assert names == ["front", "abstract", "method", "references"]
+    method = next(s for s in doc.sections if s.name == "method")
+    assert doc.text[method.start : method.end].startswith("Method\nA ControlNet branch.")
+    assert "AdamW." in doc.text[method.start : method.end]
+    assert "http://x" not in doc.text and "source: nowhere" not in doc.text
+    kept = " ".join(doc.text[a:b] for a, b, _ in doc.classification_spans())
+    assert "[1] A. B." not in kept and "ControlNet" in kept
+
+
+def test_html_arxiv_like(tmp_path: Path) -> None:
+    path = tmp_path / "2401.00001.html"
+    path.write_text(
+        "<html><head><title>T</title><script>var x=1;</script></head><body>"
+        '<h1 class="ltx_title ltx_title_document">Wavelet Diffusion for CT</h1>'
+        '<div class="ltx_abstract"><h6 class="ltx_title ltx_title_abstract">Abstract</h6>'
+        '<p>We diffuse <math alttext="x_t">x</math> wavelet\ncoefficients.</p></div>'
+        '<section><h2 class="ltx_title">1 Introduction</h2><p>Intro text.</p></section>'
+        '<section><h2 class="ltx_title">3 Method</h2><p>A discrete wavelet transform.</p></section>'
+        "<p>arXiv:2401.00001v1</p></body></html>",
+        encoding="utf-8",
+    )
+    doc = extract(path)
+    assert doc.title == "Wavelet Diffusion for CT"
+    assert doc.format == "html" and doc.extractor == "beautifulsoup4"
+    assert "var x" not in doc.text
+    assert "We diffuse x_t wavelet coefficients." in doc.section_text("abstract")
+    assert "discrete wavelet transform" in doc.section_text("method")
+    assert doc.arxiv_id == "2401.00001"
+
+
+def test_pdf_pages_offsets_and_hyphenation(tmp_path: Path) -> None:
+    path = make_pdf(
+        tmp_path / "p.pdf", ["Abstract\n\nWe propose volumetric genera-\ntion with masks.", "Page two text."]
+    )
+    doc = extract(path)
+    assert len(doc.pages) == 2
+    assert "volumetric generation with masks." in doc.text
+    second = doc.pages[1]
+    assert doc.text[second.start : second.end] == "Page two text."
+    assert doc.page_of(doc.text.index("Page two")) == 2
+    assert doc.extractor == "pymupdf" and doc.extractor_version
+
+
+def test_pdf_two_column_reading_order(tmp_path: Path) -> None:
+    left = "Left column starts here and the sentence wraps over several lines of this narrow column before it ends."
+    right = "Right column comes second."
+    doc = extract(make_pdf(tmp_path / "cols.pdf", [], two_columns=[(left, right)]))
+    assert left in doc.text
+    assert doc.text.index("Left column") < doc.text.index("Right column")
+
+
+@pytest.mark.parametrize(
+    ("maker", "cause"),
+    [
+        (lambda p: make_encrypted_pdf(p), "encrypted"),
+        (lambda p: make_image_only_pdf(p), "no text layer"),
+        (lambda p: p.write_bytes(b"%PDF-1.7\nthis is not really a pdf") or p, "PDF"),
+        (lambda p: p.write_bytes(b"") or p, "empty file"),
+    ],
+    ids=["encrypted", "image-only", "corrupt", "empty"],
+)
+def test_bad_pdfs_fail_with_named_cause(tmp_path: Path, maker: object, cause: str) -> None:
+    path = tmp_path / "bad.pdf"
+    maker(path)  # type: ignore[operator]
+    with pytest.raises(ExtractError) as info:
+        extract(path)
+    message = str(info.value)
+    assert str(path) in message and cause in message
+    assert "\n" not in message
+
+
+def test_truncated_pdf_fails_or_recovers_cleanly(tmp_path: Path) -> None:
+    full = make_pdf(tmp_path / "full.pdf", ["Some text about a radiology report." * 5] * 3).read_bytes()
+    path = tmp_path / "truncated.pdf"
+    path.write_bytes(full[: len(full) // 3])
+    try:
+        doc = extract(path)
+    except ExtractError as exc:
+        assert str(path) in str(exc)
+    else:
+        assert doc.text  # pymupdf repaired it: whatever came back is real text
+
+
+def test_unsupported_and_missing(tmp_path: Path) -> None:
+    docx = tmp_path / "paper.docx"
+    docx.write_bytes(b"PK\x03\x04")
+    with pytest.raises(UnsupportedFormatError, match="unsupported file type '.docx'"):
+        extract(docx)
+    with pytest.raises(ExtractError, match="no such file"):
+        extract(tmp_path / "missing.pdf")
+
+
+def test_non_utf8_text_is_decoded_with_warning(tmp_path: Path) -> None:
+    path = tmp_path / "latin.txt"
+    path.write_bytes("Abstract\n\nR\xe9sum\xe9 of a m\xe9thode.".encode("latin-1"))
+    doc = extract(path)
+    assert "Résumé" in doc.text
+    assert doc.warnings and "not UTF-8" in doc.warnings[0]
+
+
+@needs_shared_corpus
+def test_real_pdf_text_to_ct() -> None:
+    doc = extract(REAL_PDF)
+    assert len(doc.pages) == 30
+    assert doc.arxiv_id == "2506.00633"
+    assert doc.title.startswith("Text-to-CT Generation via 3D Latent Diffusion Model")
+    abstract = doc.section_text("abstract")
+    assert (
+        "Our approach leverages a dual-encoder CLIP-style model trained on paired CT volumes and radiology reports"
+        in abstract
+    )
+    # A sentence running over a page break keeps its words in order, the hyphenated word joined
+    # and the page number between them dropped.
+    assert "offering high-resolution volumetric views essential for diagnosing" in doc.text
+    assert (
+        "multi-stage pipeline in both GenerateCT and MedSyn is not merely architectural, it reflects a practical"
+        in doc.text
+    )
+    assert doc.text.index("Objective: While recent advances") < doc.text.index(
+        "Methods: We introduce a novel architecture"
+    )
+    names = [s.name for s in doc.sections]
+    for expected in ("abstract", "introduction", "method", "experiments", "conclusion", "references"):
+        assert expected in names
+    assert "\ufb01" not in doc.text and "\ufb02" not in doc.text
+    kept = " ".join(doc.text[a:b] for a, b, _ in doc.classification_spans())
+    references = doc.section_text("references")
+    assert references and references[:200] not in kept

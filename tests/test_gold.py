@@ -1,0 +1,50 @@
+"""labels/table5.csv: the survey's Table 5, checked against the survey's own reported shares."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import GoldError
+from pipeline.gold import gold_index, load_gold, parse_cell
+from pipeline.taxonomy import load_taxonomy
+
+
+def test_table5_has_26_methods_with_nonempty_axes() -> None:
+    gold = load_gold(None, load_taxonomy())
+    assert len(gold) == 26
+    assert len({p.method for p in gold}) == 26
+    assert all(all(p.labels[a] for a in "KIA") for p in gold)
+
+
+def test_table5_label_counts_match_survey_shares() -> None:
+    gold = load_gold(None, load_taxonomy())
+    counts = {axis: Counter(c for p in gold for c in p.labels[axis]) for axis in "KIA"}
+    # Section 4 reports K1 22%, K2 44%, K3 28%, K4 6% of label occurrences: 7, 14, 9, 2 of 32.
+    assert counts["K"] == {"K1": 7, "K2": 14, "K3": 9, "K4": 2}
+    # I1 6%, I2 74%, I3 10%, I4 10%: 2, 23, 3, 3 of 31.
+    assert counts["I"] == {"I1": 2, "I2": 23, "I3": 3, "I4": 3}
+    # A2 15%, A3 15%, A4 12%; A1 is 15 of 26 (58%) although the text says 56%.
+    assert counts["A"] == {"A1": 15, "A2": 4, "A3": 4, "A4": 3}
+
+
+def test_lookup_by_method_or_arxiv_id() -> None:
+    index = gold_index(load_gold(None, load_taxonomy()))
+    assert index["MAISI"] is index["2409.11169"]
+    assert index["GenerateCT"].labels["I"] == frozenset({"I1", "I2"})
+
+
+def test_parse_cell() -> None:
+    assert parse_cell("I1; I2") == parse_cell("I1, I2") == frozenset({"I1", "I2"})
+
+
+def test_bad_gold_rows(tmp_path: Path) -> None:
+    path = tmp_path / "g.csv"
+    path.write_text("method,K,I,A\nX,K9,I2,A1\n", encoding="utf-8")
+    with pytest.raises(GoldError, match="outside axis K"):
+        load_gold(path, load_taxonomy())
+    path.write_text("method,K,I,A\nX,,I2,A1\n", encoding="utf-8")
+    with pytest.raises(GoldError, match="empty K axis"):
+        load_gold(path, load_taxonomy())

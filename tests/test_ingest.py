@@ -1,0 +1,125 @@
+"""`kia ingest`, `kia papers` and `kia show` end to end through the real program and a real DuckDB file."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import duckdb
+
+from pipeline.ingest import load_manifest
+from tests.conftest import (
+    SHARED_CORPUS,
+    make_encrypted_pdf,
+    make_image_only_pdf,
+    make_pdf,
+    needs_shared_corpus,
+    run_kia,
+)
+
+
+def _bad_batch(folder: Path) -> list[Path]:
+    good = make_pdf(folder / "good.pdf", ["Abstract\n\nWe condition on segmentation masks."])
+    notes = folder / "notes.md"
+    notes.write_text("# Notes\n\n## Abstract\nA wavelet diffusion model.\n", encoding="utf-8")
+    corrupt = folder / "corrupt.pdf"
+    corrupt.write_bytes(b"%PDF-1.4\n garbage")
+    empty = folder / "empty.pdf"
+    empty.write_bytes(b"")
+    docx = folder / "paper.docx"
+    docx.write_bytes(b"PK")
+    return [
+        good,
+        notes,
+        corrupt,
+        empty,
+        make_encrypted_pdf(folder / "locked.pdf"),
+        make_image_only_pdf(folder / "scan.pdf"),
+        docx,
+        folder / "missing.pdf",
+    ]
+
+
+def test_batch_goes_on_past_bad_files_and_records_them(tmp_path: Path, db_path: Path) -> None:
+    paths = _bad_batch(tmp_path)
+    result = run_kia("ingest", *map(str, paths), "--db", str(db_path))
+    assert result.returncode == 1
+    assert result.stdout.strip().splitlines()[-1] == "ingested 2, already present 0, failed 6"
+    failures = [line for line in result.stderr.splitlines() if line.startswith("failed: ")]
+    assert len(failures) == 6
+    for name, cause in [
+        ("corrupt.pdf", "corrupt"),
+        ("empty.pdf", "empty file"),
+        ("locked.pdf", "encrypted"),
+        ("scan.pdf", "no text layer"),
+        ("paper.docx", "unsupported"),
+        ("missing.pdf", "no such file"),
+    ]:
+        assert any(name in line and cause in line for line in failures), (name, failures)
+    con = duckdb.connect(str(db_path), read_only=True)
+    assert con.execute("SELECT count(*) FROM documents").fetchone() == (2,)
+    assert con.execute("SELECT count(*) FROM ingest_log WHERE status = 'failed'").fetchone() == (6,)
+    con.close()
+
+    again = run_kia("ingest", str(paths[0]), str(paths[1]), "--db", str(db_path))
+    assert again.returncode == 0
+    assert again.stdout.strip().splitlines()[-1] == "ingested 0, already present 2, failed 0"
+
+    listing = run_kia("papers", "--db", str(db_path))
+    assert listing.returncode == 0
+    assert "good" in listing.stdout and "notes" in listing.stdout and "failed" in listing.stdout
+
+
+def test_folder_walk_manifest_keys_and_show(tmp_path: Path, db_path: Path) -> None:
+    folder = tmp_path / "papers"
+    folder.mkdir()
+    (folder / "a.md").write_text(
+        "# Alpha\n\n## Abstract\nRadiology reports.\n\n## Method\nCross-attention.\n", encoding="utf-8"
+    )
+    (folder / "b.txt").write_text(
+        "Beta\n\nAbstract\n\narXiv:2501.01234\n\n1 Introduction\n\nMasks.\n", encoding="utf-8"
+    )
+    (folder / "README.csv").write_text("not a paper", encoding="utf-8")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("file,method\na.md,AlphaNet\n", encoding="utf-8")
+    result = run_kia("ingest", str(folder), "--manifest", str(manifest), "--db", str(db_path))
+    assert result.returncode == 0, result.stderr
+    assert "ingested 2, already present 0, failed 0" in result.stdout
+    assert "-> AlphaNet" in result.stdout and "-> 2501.01234" in result.stdout
+
+    shown = run_kia("show", "AlphaNet", "--section", "method", "--db", str(db_path))
+    assert shown.returncode == 0
+    assert "Cross-attention." in shown.stdout and "Radiology reports." not in shown.stdout
+    missing = run_kia("show", "Nope", "--db", str(db_path))
+    assert (
+        missing.returncode == 1
+        and missing.stderr.strip() == "kia: no paper with key 'Nope' in the database (see `kia papers`)"
+    )
+
+
+def test_db_from_environment(tmp_path: Path) -> None:
+    paper = tmp_path / "x.md"
+    paper.write_text("# X\n\n## Abstract\nText.\n", encoding="utf-8")
+    target = tmp_path / "env.duckdb"
+    result = run_kia("ingest", str(paper), env={"KIA_DB": str(target)}, cwd=tmp_path)
+    assert result.returncode == 0 and target.exists()
+
+
+def test_manifest_reader(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("file,arxiv_id\nx.pdf,2409.11169\n", encoding="utf-8")
+    assert load_manifest(manifest) == {"x.pdf": "2409.11169"}
+
+
+@needs_shared_corpus
+def test_shared_corpus_ingests_with_manifest_keys(db_path: Path) -> None:
+    result = run_kia(
+        "ingest", str(SHARED_CORPUS), "--manifest", str(SHARED_CORPUS / "MANIFEST.csv"), "--db", str(db_path)
+    )
+    assert result.returncode == 0, result.stderr
+    with (SHARED_CORPUS / "MANIFEST.csv").open() as handle:
+        expected = {row["method"] for row in csv.DictReader(handle)}
+    con = duckdb.connect(str(db_path), read_only=True)
+    keys = {row[0] for row in con.execute("SELECT paper_key FROM documents").fetchall()}
+    con.close()
+    assert keys == expected
