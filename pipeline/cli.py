@@ -14,9 +14,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipeline import demo as demo_stage
 from pipeline import ingest as ingest_stage
+from pipeline import propose as propose_stage
+from pipeline import score as score_stage
 from pipeline import store as store_stage
+from pipeline.backends import make_backend
 from pipeline.errors import KiaError
+from pipeline.taxonomy import load_taxonomy
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 out = Console(highlight=False, soft_wrap=True)
@@ -96,6 +101,164 @@ def show(
             f"page {doc.page_of(sec.start)}-{doc.page_of(max(sec.start, sec.end - 1))}][/bold cyan]"
         )
         out.print(doc.text[sec.start : sec.end], markup=False)
+
+
+TaxonomyOption = Annotated[
+    Path | None, typer.Option("--taxonomy", help="Taxonomy YAML (default: $KIA_TAXONOMY, else labels/taxonomy.yaml)")
+]
+
+
+@app.command()
+@one_line_errors
+def propose(
+    keys: Annotated[list[str] | None, typer.Argument(help="Paper keys (default: every stored paper)")] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="local (offline default) or openai (any OpenAI-compatible server); "
+            "default: openai when a model or endpoint is configured, else local"
+        ),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model name (default: $KIA_MODEL)")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Requests in flight (LLM backends)")] = 4,
+    run: Annotated[
+        str | None, typer.Option(help="Run name (default: derived from the settings, so reruns resume)")
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Call the model even when a stored answer matches")
+    ] = False,
+    max_input_tokens: Annotated[
+        int | None, typer.Option(help="Cut the paper to this many tokens by section priority")
+    ] = None,
+    context: Annotated[
+        str, typer.Option(help="full: the paper text; evidence: only the local backend's top sentences")
+    ] = "full",
+    timeout: Annotated[float, typer.Option(help="Seconds before one LLM request is abandoned")] = 120.0,
+    max_retries: Annotated[int, typer.Option(min=0, max=10, help="Retries per LLM call (429, 5xx, timeouts)")] = 3,
+    prompt: Annotated[Path | None, typer.Option(help="Prompt template (default: prompts/classify.md)")] = None,
+    taxonomy: TaxonomyOption = None,
+    db: DbOption = None,
+) -> None:
+    """Propose labels on every axis, each backed by quotes kia locates in the paper."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    chosen = make_backend(backend, model, base_url, timeout=timeout, max_retries=max_retries, context=context)
+    with store_stage.Store(store_stage.resolve_db_path(db)) as store:
+        total = len(keys) if keys else len(store.paper_keys())
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("failed {task.fields[failed]} · tokens {task.fields[tokens]}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=False,
+        ) as progress:
+            task = progress.add_task(f"propose ({chosen.name})", total=total, failed=0, tokens=0)
+
+            def tick(paper_key: str, status: str, summary: propose_stage.RunSummary) -> None:
+                progress.update(
+                    task, advance=1, failed=summary.failed, tokens=summary.prompt_tokens + summary.completion_tokens
+                )
+                if status == "failed":
+                    progress.console.print(f"failed: {paper_key}: {summary.failures[-1][1]}", markup=False)
+
+            summary = propose_stage.run_proposals(
+                store,
+                chosen,
+                load_taxonomy(taxonomy),
+                propose_stage.load_prompt(prompt),
+                keys=keys or None,
+                run_name=run,
+                use_cache=not no_cache,
+                concurrency=concurrency,
+                max_input_tokens=max_input_tokens,
+                on_progress=tick,
+            )
+    out.print(summary.line(), markup=False)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _print_agreement(agreement: score_stage.Agreement, title: str) -> None:
+    table = Table(title=title)
+    for column in ("axis", "exact", "jaccard", "micro-F1", "macro-F1", "alpha (MASI)"):
+        table.add_column(column)
+    for axis, value in agreement.axes.items():
+        alpha = "n/a" if value.alpha_masi is None else f"{value.alpha_masi:.3f}"
+        table.add_row(
+            axis,
+            f"{value.exact_match:.3f}",
+            f"{value.jaccard:.3f}",
+            f"{value.micro_f1:.3f}",
+            f"{value.macro_f1:.3f}",
+            alpha,
+        )
+    out.print(table)
+    per = Table(title="per category")
+    for column in ("category", "P", "R", "F1", "kappa", "PABAK", "AC1", "gold n", "pred n"):
+        per.add_column(column)
+
+    def fmt(value: object) -> str:
+        return "n/a" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
+
+    for value in agreement.axes.values():
+        for category, m in value.per_category.items():
+            per.add_row(
+                category,
+                *(fmt(m[k]) for k in ("precision", "recall", "f1", "kappa", "pabak", "ac1", "support", "predicted")),
+            )
+    out.print(per)
+    out.print(f"papers scored: {agreement.n_papers}; whole-triple exact match: {agreement.triple_exact_match:.3f}")
+
+
+@app.command()
+@one_line_errors
+def score(
+    run: Annotated[str | None, typer.Option(help="Run to score (default: the latest)")] = None,
+    gold: Annotated[Path | None, typer.Option(help="Gold CSV (default: labels/table5.csv)")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    taxonomy: TaxonomyOption = None,
+    db: DbOption = None,
+) -> None:
+    """Agreement of a run's proposals with gold labels, axis by axis, and the disagreements."""
+    import json
+
+    report = score_stage.score_run(store_stage.resolve_db_path(db), load_taxonomy(taxonomy), run, gold)
+    if output_format == "json":
+        out.print(json.dumps({"run": report.run_id, **report.agreement.as_dict()}, indent=2), markup=False)
+        return
+    _print_agreement(report.agreement, f"run {report.run_id} against {report.gold_path}")
+    for d in report.agreement.disagreements:
+        out.print(f"\n[bold]{d.paper_key}[/bold]", highlight=False)
+        for axis, (reference, candidate) in d.axes.items():
+            out.print(f"  {axis}: gold {','.join(reference)} | proposed {','.join(candidate)}", markup=False)
+            for category, quote, status, page in report.evidence.get((d.paper_key, axis), [])[:4]:
+                out.print(f"    {category} [{status}, p.{page}] {quote[:160]}", markup=False)
+    if report.agreement.missing:
+        names = ", ".join(m["paper"] for m in report.agreement.missing if m["missing_in"] == "proposals")
+        extra = ", ".join(m["paper"] for m in report.agreement.missing if m["missing_in"] == "gold")
+        out.print(f"\nmissing: {len(report.agreement.missing)} paper(s)", markup=False)
+        if names:
+            out.print(f"  in gold but not proposed: {names}", markup=False)
+        if extra:
+            out.print(f"  proposed but not in gold: {extra}", markup=False)
+
+
+@app.command()
+@one_line_errors
+def demo(db: DbOption = None) -> None:
+    """The main job on the shipped examples: ingest, propose offline, and print the score table."""
+    result = demo_stage.run_demo(store_stage.resolve_db_path(db), on_stage=lambda m: err.print(f"kia: {m}"))
+    out.print(result.ingest.line())
+    out.print(result.run.line(), markup=False)
+    rows = store_stage.list_papers_at(store_stage.resolve_db_path(db))
+    table = Table("key", "title", "status")
+    for row in rows:
+        table.add_row(row["key"], (row["title"] or "")[:60], row["status"])
+    out.print(table)
+    _print_agreement(result.score.agreement, f"run {result.score.run_id} against {result.score.gold_path}")
 
 
 def main() -> None:

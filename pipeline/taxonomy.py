@@ -30,6 +30,7 @@ class Category(BaseModel):
     definition: str = Field(min_length=1)
     instantiations: list[str] = Field(default_factory=list)
     cues: list[str] = Field(default_factory=list)
+    excludes: list[str] = Field(default_factory=list)
 
     def description(self) -> str:
         """The text a sentence is compared with: name, definition and instantiations."""
@@ -47,6 +48,7 @@ class Axis(BaseModel):
     question: str = ""
     definition: str = Field(min_length=1)
     categories: list[Category] = Field(min_length=1)
+    default: str | None = None
 
     @field_validator("categories")
     @classmethod
@@ -55,7 +57,17 @@ class Axis(BaseModel):
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise ValueError(f"duplicate category ids {duplicates}")
+        for category in categories:
+            unknown = sorted(set(category.excludes) - set(ids))
+            if unknown:
+                raise ValueError(f"{category.id} excludes {unknown}, which are not categories of this axis")
         return categories
+
+    @model_validator(mode="after")
+    def _default_on_axis(self) -> Axis:
+        if self.default is not None and self.default not in self.category_ids:
+            raise ValueError(f"default {self.default!r} is not a category of axis {self.id}")
+        return self
 
     @property
     def category_ids(self) -> list[str]:

@@ -10,6 +10,7 @@ CREATE TABLE runs (
     taxonomy_name VARCHAR NOT NULL,
     package_version VARCHAR NOT NULL,
     git_commit VARCHAR,
+    prompt_file VARCHAR,
     params VARCHAR NOT NULL,
     started_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
@@ -21,6 +22,10 @@ CREATE TABLE proposals (
     error VARCHAR,
     cache_key VARCHAR,
     cached BOOLEAN NOT NULL DEFAULT false,
+    prompt_hash VARCHAR,
+    schema_hash VARCHAR,
+    model VARCHAR,
+    package_version VARCHAR,
     raw_response VARCHAR,
     context_sections VARCHAR,
     prompt_tokens_saved INTEGER,

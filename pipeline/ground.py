@@ -1,0 +1,139 @@
+"""Stage: grounding. Locate every evidence quote in the stored text of its paper.
+
+First an exact match after normalising case, whitespace, ligatures, hyphens and quote marks; else
+the best fuzzy match (rapidfuzz) with its score; else `not_found`. A found quote gets character
+offsets into `Document.text`, its page and its section, so a reviewer can see it in context.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from rapidfuzz import fuzz
+
+from pipeline.extract import LIGATURES, Document
+
+EXACT = "exact"
+FUZZY = "fuzzy"
+NOT_FOUND = "not_found"
+DEFAULT_FUZZY_THRESHOLD = 85.0
+MIN_QUOTE_CHARS = 12
+
+_TRANSLATE = {
+    **{ord(k): v for k, v in LIGATURES.items()},
+    ord("\u2018"): "'",
+    ord("\u2019"): "'",
+    ord("\u201c"): '"',
+    ord("\u201d"): '"',
+    ord("\u2010"): "-",
+    ord("\u2011"): "-",
+    ord("\u2012"): "-",
+    ord("\u2013"): "-",
+    ord("\u2014"): "-",
+    ord("\u00ad"): None,
+}
+_HYPHEN_SPACE_RE = re.compile(r"\s*-\s+|\s+-\s*")
+
+
+@dataclass(frozen=True)
+class Grounding:
+    """Where a quote was found: status, match score (100 for exact), span, page and section."""
+
+    quote: str
+    status: str
+    score: float
+    start: int | None = None
+    end: int | None = None
+    page: int | None = None
+    section: str | None = None
+
+    @property
+    def found(self) -> bool:
+        """True for exact and fuzzy matches."""
+        return self.status != NOT_FOUND
+
+
+def normalise_with_map(text: str) -> tuple[str, list[int]]:
+    """A matching form of `text` and, for each of its characters, the offset it came from.
+
+    Case is folded, ligatures expanded, typographic quotes and dashes unified, soft hyphens dropped,
+    "-" followed by whitespace (a line-break hyphen) removed, and whitespace runs collapsed.
+    """
+    out: list[str] = []
+    origin: list[int] = []
+    previous_space = True
+    for index, char in enumerate(text):
+        mapped = char.translate(_TRANSLATE)
+        if not mapped:
+            continue
+        for piece in unicodedata.normalize("NFKC", mapped).casefold():
+            if piece.isspace():
+                if previous_space:
+                    continue
+                piece = " "
+                previous_space = True
+            else:
+                previous_space = False
+            out.append(piece)
+            origin.append(index)
+    if out and out[-1] == " ":
+        out.pop()
+        origin.pop()
+    # Drop a hyphen that ends a line break ("genera- tion" -> "generation").
+    joined = "".join(out)
+    drop: set[int] = set()
+    for match in _HYPHEN_SPACE_RE.finditer(joined):
+        before_ok = match.start() > 0 and joined[match.start() - 1].isalpha()
+        after_ok = match.end() < len(joined) and joined[match.end()].islower()
+        if before_ok and after_ok:
+            drop.update(range(match.start(), match.end()))
+    if not drop:
+        return joined, origin
+    kept = [i for i in range(len(joined)) if i not in drop]
+    return "".join(joined[i] for i in kept), [origin[i] for i in kept]
+
+
+def normalise(text: str) -> str:
+    """The matching form of `text` only."""
+    return normalise_with_map(text)[0]
+
+
+class Locator:
+    """Locates quotes in one document; the normalised text is computed once per document."""
+
+    def __init__(self, doc: Document, fuzzy_threshold: float = DEFAULT_FUZZY_THRESHOLD) -> None:
+        self.doc = doc
+        self.fuzzy_threshold = fuzzy_threshold
+        self.norm, self.origin = normalise_with_map(doc.text)
+
+    def _span(self, norm_start: int, norm_end: int) -> tuple[int, int]:
+        start = self.origin[norm_start]
+        end = self.origin[max(norm_start, norm_end - 1)] + 1
+        return start, end
+
+    def _grounding(self, quote: str, status: str, score: float, start: int, end: int) -> Grounding:
+        return Grounding(
+            quote, status, round(score, 1), start, end, self.doc.page_of(start), self.doc.section_of(start)
+        )
+
+    def locate(self, quote: str) -> Grounding:
+        """Exact (normalised) match first, else fuzzy above the threshold, else not_found."""
+        needle = normalise(quote).strip(" .\"'")
+        if len(needle) < MIN_QUOTE_CHARS:
+            return Grounding(quote, NOT_FOUND, 0.0)
+        position = self.norm.find(needle)
+        if position >= 0:
+            start, end = self._span(position, position + len(needle))
+            return self._grounding(quote, EXACT, 100.0, start, end)
+        alignment = fuzz.partial_ratio_alignment(needle, self.norm, score_cutoff=self.fuzzy_threshold)
+        if alignment is None:
+            return Grounding(quote, NOT_FOUND, 0.0)
+        start, end = self._span(alignment.dest_start, alignment.dest_end)
+        return self._grounding(quote, FUZZY, alignment.score, start, end)
+
+
+def locate(quote: str, doc: Document, fuzzy_threshold: float = DEFAULT_FUZZY_THRESHOLD) -> Grounding:
+    """Locate one quote in one document (see `Locator` to locate many)."""
+    return Locator(doc, fuzzy_threshold).locate(quote)

@@ -1,0 +1,621 @@
+"""Stage: propose labels for papers, ground every quote, and store the result as one run.
+
+`propose(doc, backend, taxonomy, prompt)` does one paper: render the prompt, ask the backend, check
+its answer against the taxonomy's schema, and locate each quote in the paper. `run_proposals()`
+does a batch: a run row that records what produced the numbers, resume (papers already done in the
+run are skipped), a cache across runs (same paper, prompt, schema, model and parameters reuse the
+stored answer without a call), and failures recorded per paper while the batch goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
+
+from pipeline import __version__
+from pipeline.backends import Backend, BackendAnswer, CallRecord, ClaimedLabel
+from pipeline.errors import KiaError, ProposalValidationError
+from pipeline.extract import Document
+from pipeline.ground import Grounding, Locator
+from pipeline.store import Store, dumps
+from pipeline.taxonomy import PROJECT_ROOT, Taxonomy
+
+DEFAULT_PROMPT = PROJECT_ROOT / "prompts" / "classify.md"
+SECTION_PRIORITY = [
+    "front",
+    "abstract",
+    "method",
+    "introduction",
+    "experiments",
+    "conclusion",
+    "other",
+    "related_work",
+    "appendix",
+]
+CHARS_PER_TOKEN = 4
+MAX_QUOTES = 3
+MAX_QUOTE_CHARS = 400
+
+
+# --- the response schema, built from the taxonomy ----------------------------------------------
+
+
+Quote = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUOTE_CHARS)]
+
+
+class _ProposalBase(BaseModel):
+    """Checks shared by every taxonomy's response model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _no_category_twice(self) -> _ProposalBase:
+        for axis, labels in self:
+            seen = [label.category for label in labels]
+            if len(seen) != len(set(seen)):
+                raise ValueError(f"axis {axis} lists a category twice: {seen}")
+        return self
+
+
+@lru_cache(maxsize=8)
+def _response_model_cached(taxonomy_json: str) -> type[BaseModel]:
+    taxonomy = Taxonomy.model_validate_json(taxonomy_json)
+    fields: dict[str, Any] = {}
+    for axis in taxonomy.axes:
+        allowed = tuple(axis.category_ids)
+        label_fields: dict[str, Any] = {
+            "category": (Literal[allowed], Field(description=f"one of {', '.join(allowed)}")),
+            "evidence": (
+                list[Quote],
+                Field(min_length=1, max_length=MAX_QUOTES, description="verbatim quotes from the paper"),
+            ),
+            "rationale": (str, Field(max_length=400)),
+            "confidence": (float, Field(ge=0.0, le=1.0)),
+        }
+        label_model = create_model(f"Label{axis.id}", __config__=ConfigDict(extra="forbid"), **label_fields)
+        fields[axis.id] = (
+            list[label_model],  # type: ignore[valid-type]
+            Field(min_length=1, max_length=len(allowed), description=f"{axis.name}: {axis.question}"),
+        )
+    return create_model("TaxonomyProposal", __base__=_ProposalBase, **fields)
+
+
+def response_model(taxonomy: Taxonomy) -> type[BaseModel]:
+    """The pydantic model every backend's answer must validate against.
+
+    Per axis, a non-empty list of labels, each a category of that axis (anything else is a
+    validation error) with 1-3 bounded quotes, a short rationale and a confidence in [0, 1].
+    Bounds keep small models from looping.
+    """
+    return _response_model_cached(taxonomy.model_dump_json())
+
+
+def schema_hash(taxonomy: Taxonomy) -> str:
+    """sha256 of the response model's JSON schema."""
+    schema = response_model(taxonomy).model_json_schema()
+    return hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()
+
+
+def answer_to_json(answer: BackendAnswer, taxonomy: Taxonomy) -> dict[str, Any]:
+    """Validate a backend's labels against the schema and return them as plain JSON."""
+    payload = {
+        axis: [
+            {"category": c.category, "evidence": c.quotes, "rationale": c.rationale, "confidence": c.confidence}
+            for c in labels
+        ]
+        for axis, labels in answer.labels.items()
+    }
+    try:
+        return response_model(taxonomy).model_validate(payload).model_dump()
+    except Exception as exc:
+        raise ProposalValidationError(f"answer does not fit the taxonomy schema: {str(exc).splitlines()[0]}") from exc
+
+
+def labels_from_json(payload: dict[str, Any], taxonomy: Taxonomy) -> dict[str, list[ClaimedLabel]]:
+    """Schema-checked JSON back into claimed labels (used for cache hits)."""
+    validated = response_model(taxonomy).model_validate(payload).model_dump()
+    return {
+        axis: [
+            ClaimedLabel(item["category"], float(item["confidence"]), item["rationale"], list(item["evidence"]))
+            for item in validated[axis]
+        ]
+        for axis in taxonomy.axis_ids
+    }
+
+
+# --- prompts -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A prompt file from `prompts/` and its hash."""
+
+    path: Path
+    text: str
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the template itself (the run's identity)."""
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+def load_prompt(path: str | Path | None = None) -> PromptTemplate:
+    """Read a prompt template (default `prompts/classify.md`)."""
+    resolved = Path(path) if path else DEFAULT_PROMPT
+    try:
+        return PromptTemplate(resolved, resolved.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise KiaError(f"{resolved}: prompt file not found") from exc
+
+
+@dataclass(frozen=True)
+class Context:
+    """The paper text sent to a model and which sections it holds."""
+
+    text: str
+    sections: list[str]
+    tokens: int
+    full_tokens: int
+
+
+def select_context(doc: Document, max_input_tokens: int | None) -> Context:
+    """The classification text, cut to the token budget by section priority.
+
+    Abstract and method come first, related work last; references are never sent. The choice is
+    returned so it can be recorded with the proposal.
+    """
+    spans = doc.classification_spans()
+    full = "\n\n".join(doc.text[a:b] for a, b, _ in spans)
+    full_tokens = len(full) // CHARS_PER_TOKEN + 1
+    if max_input_tokens is None or full_tokens <= max_input_tokens:
+        return Context(full, sorted({name for _, _, name in spans}), full_tokens, full_tokens)
+    budget = max_input_tokens * CHARS_PER_TOKEN
+    rank = {name: i for i, name in enumerate(SECTION_PRIORITY)}
+    chosen: list[tuple[int, int, str]] = []
+    used = 0
+    for start, end, name in sorted(spans, key=lambda s: (rank.get(s[2], len(rank)), s[0])):
+        room = budget - used
+        if room <= 200:
+            break
+        end = min(end, start + room)
+        chosen.append((start, end, name))
+        used += end - start
+    chosen.sort()
+    text = "\n\n".join(doc.text[a:b] for a, b, _ in chosen)
+    return Context(text, sorted({name for _, _, name in chosen}), len(text) // CHARS_PER_TOKEN + 1, full_tokens)
+
+
+def render_prompt(template: PromptTemplate, taxonomy: Taxonomy, paper_key: str, context: Context) -> str:
+    """Fill the template: taxonomy definitions, then the paper between data markers.
+
+    The paper's own marker-like lines are neutralised so that it cannot close the data block.
+    """
+    safe_text = context.text.replace("PAPER>>>", "PAPER>>\u200b>").replace("<<<PAPER", "<\u200b<<PAPER")
+    return template.text.format(
+        taxonomy_title=taxonomy.title or taxonomy.name,
+        taxonomy_definitions=taxonomy.render_definitions(),
+        paper_key=paper_key,
+        paper_text=safe_text,
+    )
+
+
+# --- one paper -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Label:
+    """A proposed label with its located evidence."""
+
+    axis: str
+    category: str
+    confidence: float
+    rationale: str
+    evidence: list[Grounding]
+
+    @property
+    def grounded(self) -> bool:
+        """True when at least one quote was found in the paper."""
+        return any(e.found for e in self.evidence)
+
+
+@dataclass
+class Proposal:
+    """One paper's proposal: labels per axis, the raw answer and how it was produced."""
+
+    paper_key: str
+    sha256: str
+    labels: list[Label]
+    raw: dict[str, Any]
+    prompt_hash: str
+    calls: list[CallRecord] = field(default_factory=list)
+    context_sections: list[str] = field(default_factory=list)
+    prompt_tokens_saved: int | None = None
+    cached: bool = False
+
+    def categories(self, axis: str) -> set[str]:
+        """The categories proposed on one axis."""
+        return {label.category for label in self.labels if label.axis == axis}
+
+
+def ground_answer(labels: dict[str, list[ClaimedLabel]], doc: Document) -> list[Label]:
+    """Locate every quote of every label in the document's text."""
+    locator = Locator(doc)
+    return [
+        Label(axis, claim.category, claim.confidence, claim.rationale, [locator.locate(q) for q in claim.quotes])
+        for axis, claims in labels.items()
+        for claim in claims
+    ]
+
+
+def propose(
+    doc: Document,
+    backend: Backend,
+    taxonomy: Taxonomy,
+    prompt: PromptTemplate,
+    paper_key: str,
+    max_input_tokens: int | None = None,
+) -> Proposal:
+    """Propose labels for one paper with one backend, grounded in the paper's text."""
+    context = select_context(doc, max_input_tokens)
+    rendered = render_prompt(prompt, taxonomy, paper_key, context)
+    answer = backend.answer(doc, taxonomy, rendered)
+    payload = answer_to_json(answer, taxonomy)
+    labels = ground_answer(labels_from_json(payload, taxonomy), doc)
+    return Proposal(
+        paper_key=paper_key,
+        sha256=doc.sha256,
+        labels=labels,
+        raw={"labels": payload, "backend": answer.raw},
+        prompt_hash=hashlib.sha256(rendered.encode()).hexdigest(),
+        calls=answer.calls,
+        context_sections=answer.context_sections or context.sections,
+        prompt_tokens_saved=answer.prompt_tokens_saved,
+    )
+
+
+# --- a batch as a run --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Everything that determines a run's answers; stored in the `runs` row."""
+
+    backend: str
+    model: str
+    endpoint_host: str | None
+    prompt_hash: str
+    prompt_file: str
+    schema_hash: str
+    taxonomy_hash: str
+    taxonomy_name: str
+    params: str
+
+    def short_hash(self) -> str:
+        """A short digest used in default run names and cache keys."""
+        fields = [
+            self.backend,
+            self.model,
+            self.endpoint_host or "",
+            self.prompt_hash,
+            self.schema_hash,
+            self.taxonomy_hash,
+            self.params,
+        ]
+        return hashlib.sha256("\x1f".join(fields).encode()).hexdigest()[:10]
+
+
+def git_commit() -> str | None:
+    """The checkout's commit, when kia runs from a git checkout."""
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def run_identity(
+    backend: Backend, taxonomy: Taxonomy, prompt: PromptTemplate, max_input_tokens: int | None
+) -> RunIdentity:
+    """What produced a run: backend, model, endpoint host, hashes and parameters."""
+    params = dumps({"backend": backend.params(), "max_input_tokens": max_input_tokens})
+    return RunIdentity(
+        backend=backend.name,
+        model=backend.model,
+        endpoint_host=backend.endpoint_host,
+        prompt_hash=prompt.sha256,
+        prompt_file=str(prompt.path.name),
+        schema_hash=schema_hash(taxonomy),
+        taxonomy_hash=taxonomy.content_hash,
+        taxonomy_name=taxonomy.name,
+        params=params,
+    )
+
+
+def cache_key(identity: RunIdentity, paper_sha: str) -> str:
+    """Same paper bytes, prompt, schema, model, endpoint and parameters: same answer."""
+    return hashlib.sha256(f"{paper_sha}\x1f{identity.short_hash()}".encode()).hexdigest()
+
+
+@dataclass
+class RunSummary:
+    """What a batch did, for the one summary line."""
+
+    run_id: str
+    done: int = 0
+    cached: int = 0
+    skipped: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def line(self) -> str:
+        """`run R: proposed N (cached C), already done S, failed F; tokens P+Q`."""
+        return (
+            f"run {self.run_id}: proposed {self.done} (cached {self.cached}), already done {self.skipped}, "
+            f"failed {self.failed}; tokens {self.prompt_tokens} prompt + {self.completion_tokens} completion"
+        )
+
+
+ProgressCallback = Callable[[str, str, RunSummary], None]
+
+
+def _ensure_run(store: Store, run_id: str, identity: RunIdentity) -> None:
+    row = store.query(
+        "SELECT backend, model, prompt_hash, schema_hash, taxonomy_hash, params FROM runs WHERE run_id = ?", [run_id]
+    )
+    wanted = (
+        identity.backend,
+        identity.model,
+        identity.prompt_hash,
+        identity.schema_hash,
+        identity.taxonomy_hash,
+        identity.params,
+    )
+    if row:
+        if tuple(row[0]) != wanted:
+            raise KiaError(
+                f"run {run_id!r} already exists with other settings (backend, model, prompt, schema, taxonomy or "
+                "parameters); choose another --run name"
+            )
+        return
+    store.con.execute(
+        "INSERT INTO runs (run_id, backend, model, endpoint_host, prompt_hash, schema_hash, taxonomy_hash,"
+        " taxonomy_name, package_version, git_commit, prompt_file, params) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        [
+            run_id,
+            identity.backend,
+            identity.model,
+            identity.endpoint_host,
+            identity.prompt_hash,
+            identity.schema_hash,
+            identity.taxonomy_hash,
+            identity.taxonomy_name,
+            __version__,
+            git_commit(),
+            identity.prompt_file,
+            identity.params,
+        ],
+    )
+
+
+def save_proposal(store: Store, run_id: str, proposal: Proposal, identity: RunIdentity, key: str) -> None:
+    """Write one paper's proposal, labels, evidence and calls in one transaction (replacing a failure)."""
+    with store.transaction():
+        _delete_paper(store, run_id, proposal.paper_key)
+        store.con.execute(
+            "INSERT INTO proposals (run_id, paper_key, sha256, status, cache_key, cached, prompt_hash, schema_hash,"
+            " model, package_version, raw_response, context_sections, prompt_tokens_saved)"
+            " VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                run_id,
+                proposal.paper_key,
+                proposal.sha256,
+                key,
+                proposal.cached,
+                proposal.prompt_hash,
+                identity.schema_hash,
+                identity.model,
+                __version__,
+                dumps(proposal.raw),
+                dumps(proposal.context_sections),
+                proposal.prompt_tokens_saved,
+            ],
+        )
+        for label in proposal.labels:
+            store.con.execute(
+                "INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    run_id,
+                    proposal.paper_key,
+                    label.axis,
+                    label.category,
+                    label.confidence,
+                    label.rationale,
+                    label.grounded,
+                ],
+            )
+            for index, ev in enumerate(label.evidence):
+                store.con.execute(
+                    "INSERT INTO evidence VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        run_id,
+                        proposal.paper_key,
+                        label.axis,
+                        label.category,
+                        index,
+                        ev.quote,
+                        ev.status,
+                        ev.score,
+                        ev.start,
+                        ev.end,
+                        ev.page,
+                        ev.section,
+                    ],
+                )
+        _save_calls(store, run_id, proposal.paper_key, proposal.calls)
+
+
+def _delete_paper(store: Store, run_id: str, paper_key: str) -> None:
+    for table in ("evidence", "labels", "proposals"):
+        store.con.execute(f"DELETE FROM {table} WHERE run_id = ? AND paper_key = ?", [run_id, paper_key])
+
+
+def _save_calls(store: Store, run_id: str, paper_key: str, calls: list[CallRecord]) -> None:
+    for call in calls:
+        store.con.execute(
+            "INSERT INTO llm_calls (run_id, paper_key, attempt, prompt_tokens, completion_tokens, latency_s, error)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [run_id, paper_key, call.attempt, call.prompt_tokens, call.completion_tokens, call.latency_s, call.error],
+        )
+
+
+def save_failure(
+    store: Store, run_id: str, paper_key: str, sha: str, error: str, calls: list[CallRecord] | None = None
+) -> None:
+    """Record a paper that failed in this run, with its cause (a rerun tries it again)."""
+    with store.transaction():
+        _delete_paper(store, run_id, paper_key)
+        store.con.execute(
+            "INSERT INTO proposals (run_id, paper_key, sha256, status, error, package_version)"
+            " VALUES (?, ?, ?, 'failed', ?, ?)",
+            [run_id, paper_key, sha, error, __version__],
+        )
+        _save_calls(store, run_id, paper_key, calls or [])
+
+
+def _cached_answer(store: Store, key: str, taxonomy: Taxonomy) -> BackendAnswer | None:
+    row = store.query(
+        "SELECT raw_response, context_sections, prompt_tokens_saved FROM proposals"
+        " WHERE cache_key = ? AND status = 'done' ORDER BY created_at LIMIT 1",
+        [key],
+    )
+    if not row:
+        return None
+    raw = json.loads(row[0][0])
+    labels = labels_from_json(raw["labels"], taxonomy)
+    return BackendAnswer(
+        labels=labels,
+        raw=raw.get("backend", {}),
+        context_sections=json.loads(row[0][1] or "[]"),
+        prompt_tokens_saved=row[0][2],
+    )
+
+
+class _CachedBackend:
+    """Replays a stored answer through `propose()` so cached papers are grounded and stored alike."""
+
+    def __init__(self, inner: Backend, answer: BackendAnswer) -> None:
+        self.name, self.model, self.endpoint_host = inner.name, inner.model, inner.endpoint_host
+        self._answer = answer
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def answer(self, doc: Document, taxonomy: Taxonomy, prompt: str) -> BackendAnswer:
+        del doc, taxonomy, prompt
+        return self._answer
+
+
+def default_run_name(identity: RunIdentity) -> str:
+    """`<backend>-<hash>`: a rerun with the same settings resumes the same run."""
+    return f"{identity.backend}-{identity.short_hash()}"
+
+
+def run_proposals(
+    store: Store,
+    backend: Backend,
+    taxonomy: Taxonomy,
+    prompt: PromptTemplate,
+    keys: list[str] | None = None,
+    run_name: str | None = None,
+    use_cache: bool = True,
+    concurrency: int = 1,
+    max_input_tokens: int | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> RunSummary:
+    """Propose for every paper (or `keys`) in one run; resumable, cached, failures recorded."""
+    identity = run_identity(backend, taxonomy, prompt, max_input_tokens)
+    run_id = run_name or default_run_name(identity)
+    _ensure_run(store, run_id, identity)
+    summary = RunSummary(run_id)
+    wanted = keys or store.paper_keys()
+    done = {
+        (row[0], row[1])
+        for row in store.query("SELECT paper_key, sha256 FROM proposals WHERE run_id = ? AND status = 'done'", [run_id])
+    }
+    work: list[tuple[str, Document, str]] = []
+    for paper_key in wanted:
+        doc = store.get_document(paper_key)
+        if (paper_key, doc.sha256) in done:
+            summary.skipped += 1
+            if on_progress:
+                on_progress(paper_key, "skipped", summary)
+            continue
+        work.append((paper_key, doc, cache_key(identity, doc.sha256)))
+
+    def one(paper_key: str, doc: Document, chosen: Backend) -> tuple[Proposal | None, str | None, list[CallRecord]]:
+        """Propose one paper; no database access here, so it can run in a worker thread."""
+        try:
+            proposal = propose(doc, chosen, taxonomy, prompt, paper_key, max_input_tokens)
+        except KiaError as exc:
+            return None, str(exc), list(getattr(exc, "calls", []))
+        except Exception as exc:  # a backend bug must not end the batch
+            return None, f"unexpected {type(exc).__name__}: {exc}", list(getattr(exc, "calls", []))
+        proposal.cached = isinstance(chosen, _CachedBackend)
+        return proposal, None, proposal.calls
+
+    def backend_for(key: str) -> Backend:
+        cached = _cached_answer(store, key, taxonomy) if use_cache else None
+        return _CachedBackend(backend, cached) if cached is not None else backend
+
+    def record(
+        paper_key: str, doc: Document, key: str, proposal: Proposal | None, error: str | None, calls: list[CallRecord]
+    ) -> None:
+        summary.prompt_tokens += sum(c.prompt_tokens or 0 for c in calls)
+        summary.completion_tokens += sum(c.completion_tokens or 0 for c in calls)
+        if proposal is None:
+            summary.failed += 1
+            summary.failures.append((paper_key, error or "unknown error"))
+            save_failure(store, run_id, paper_key, doc.sha256, error or "unknown error", calls)
+            status = "failed"
+        else:
+            save_proposal(store, run_id, proposal, identity, key)
+            summary.done += 1
+            summary.cached += int(proposal.cached)
+            status = "cached" if proposal.cached else "done"
+        if on_progress:
+            on_progress(paper_key, status, summary)
+
+    fresh: list[tuple[str, Document, str]] = []
+    for paper_key, doc, key in work:
+        chosen = backend_for(key)
+        if isinstance(chosen, _CachedBackend) or concurrency <= 1:
+            record(paper_key, doc, key, *one(paper_key, doc, chosen))
+        else:
+            fresh.append((paper_key, doc, key))
+    if fresh:
+        # Model calls run in worker threads; the database is written from this thread only.
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            futures = {pool.submit(one, p, d, backend): (p, d, k) for p, d, k in fresh}
+            for future in as_completed(futures):
+                paper_key, doc, key = futures[future]
+                record(paper_key, doc, key, *future.result())
+    return summary
+
+
+def elapsed_since(start: float) -> float:
+    """Seconds since `start` (perf_counter), rounded for storage."""
+    return round(time.perf_counter() - start, 4)

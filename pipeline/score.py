@@ -1,0 +1,269 @@
+"""Stage: agreement between two labelings of the same papers (proposals vs gold, run vs run).
+
+Metrics come from scikit-learn (F1, Jaccard, Cohen's kappa) and nltk (Krippendorff's alpha with
+the MASI distance for set-valued labels). PABAK and Gwet's AC1 sit beside kappa because kappa
+misleads when one category dominates (I2 is 74% of Table 5).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from nltk.metrics.agreement import AnnotationTask
+from nltk.metrics.distance import masi_distance
+from sklearn.metrics import cohen_kappa_score, f1_score, jaccard_score, precision_recall_fscore_support
+
+from pipeline.errors import KiaError
+from pipeline.gold import DEFAULT_GOLD, GoldPaper, load_gold
+from pipeline.store import Store
+from pipeline.taxonomy import Taxonomy
+
+Labeling = dict[str, dict[str, frozenset[str]]]  # paper key -> axis -> categories
+
+
+@dataclass
+class AxisAgreement:
+    """Agreement on one axis over the papers both sides labelled."""
+
+    exact_match: float
+    jaccard: float
+    micro_f1: float
+    macro_f1: float
+    alpha_masi: float | None
+    per_category: dict[str, dict[str, float | None]]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "exact_match": self.exact_match,
+            "jaccard": self.jaccard,
+            "micro_f1": self.micro_f1,
+            "macro_f1": self.macro_f1,
+            "alpha_masi": self.alpha_masi,
+            "per_category": self.per_category,
+        }
+
+
+@dataclass
+class Disagreement:
+    """A paper whose labels differ on at least one axis."""
+
+    paper_key: str
+    axes: dict[str, tuple[list[str], list[str]]]  # axis -> (reference, candidate)
+
+
+@dataclass
+class Agreement:
+    """The full comparison: per axis, the whole triple, and who is missing on which side."""
+
+    n_papers: int
+    triple_exact_match: float
+    axes: dict[str, AxisAgreement]
+    missing: list[dict[str, str]]
+    disagreements: list[Disagreement] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The `kia score --format json` document."""
+        return {
+            "n_papers": self.n_papers,
+            "triple_exact_match": self.triple_exact_match,
+            "axes": {axis: value.as_dict() for axis, value in self.axes.items()},
+            "missing": self.missing,
+            "disagreements": [
+                {"paper": d.paper_key, "axes": {a: {"reference": r, "candidate": c} for a, (r, c) in d.axes.items()}}
+                for d in self.disagreements
+            ],
+        }
+
+
+def _round(value: float | None) -> float | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return round(float(value), 4)
+
+
+def pabak(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Prevalence- and bias-adjusted kappa for one binary category: 2 * observed agreement - 1."""
+    return float(2.0 * np.mean(reference == candidate) - 1.0)
+
+
+def gwet_ac1(reference: np.ndarray, candidate: np.ndarray) -> float | None:
+    """Gwet's AC1 for one binary category (two raters): (po - pe) / (1 - pe), pe = 2 q (1 - q)."""
+    observed = float(np.mean(reference == candidate))
+    prevalence = (float(np.mean(reference)) + float(np.mean(candidate))) / 2.0
+    chance = 2.0 * prevalence * (1.0 - prevalence)
+    if chance >= 1.0:
+        return None
+    return (observed - chance) / (1.0 - chance)
+
+
+def krippendorff_alpha_masi(reference: list[frozenset[str]], candidate: list[frozenset[str]]) -> float | None:
+    """Krippendorff's alpha over set-valued labels with the MASI distance (nltk)."""
+    data = [("reference", str(i), ref) for i, ref in enumerate(reference)]
+    data += [("candidate", str(i), cand) for i, cand in enumerate(candidate)]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = AnnotationTask(data=data, distance=masi_distance).alpha()
+    except ZeroDivisionError:
+        return None  # every label identical on both sides: no variation to agree on
+    return _round(value)
+
+
+def _macro_f1(ref: np.ndarray, cand: np.ndarray) -> float:
+    """Macro-F1 over the categories either side uses: a category nobody uses is no disagreement."""
+    used = np.flatnonzero(ref.any(axis=0) | cand.any(axis=0))
+    if used.size == 0:
+        return 1.0
+    return round(float(f1_score(ref[:, used], cand[:, used], average="macro", zero_division=0)), 4)
+
+
+def axis_agreement(
+    reference: list[frozenset[str]], candidate: list[frozenset[str]], categories: list[str]
+) -> AxisAgreement:
+    """Every metric of one axis from two aligned lists of label sets."""
+    ref = np.array([[c in labels for c in categories] for labels in reference], dtype=int)
+    cand = np.array([[c in labels for c in categories] for labels in candidate], dtype=int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        precision, recall, f1, support = precision_recall_fscore_support(ref, cand, average=None, zero_division=0)
+        per_category: dict[str, dict[str, float | None]] = {}
+        for index, category in enumerate(categories):
+            r, c = ref[:, index], cand[:, index]
+            kappa = cohen_kappa_score(r, c) if len(set(r) | set(c)) > 1 else float("nan")
+            unused = not r.any() and not c.any()
+            per_category[category] = {
+                "precision": None if not c.any() else _round(precision[index]),
+                "recall": None if not r.any() else _round(recall[index]),
+                "f1": None if unused else _round(f1[index]),
+                "kappa": _round(kappa),
+                "pabak": _round(pabak(r, c)),
+                "ac1": _round(gwet_ac1(r, c)),
+                "support": int(support[index]),
+                "predicted": int(c.sum()),
+            }
+        exact = float(np.mean([a == b for a, b in zip(reference, candidate, strict=True)]))
+        return AxisAgreement(
+            exact_match=round(exact, 4),
+            jaccard=round(float(jaccard_score(ref, cand, average="samples", zero_division=0)), 4),
+            micro_f1=round(float(f1_score(ref, cand, average="micro", zero_division=0)), 4),
+            macro_f1=_macro_f1(ref, cand),
+            alpha_masi=krippendorff_alpha_masi(reference, candidate),
+            per_category=per_category,
+        )
+
+
+def compare(
+    reference: Labeling, candidate: Labeling, taxonomy: Taxonomy, names: tuple[str, str] = ("gold", "proposals")
+) -> Agreement:
+    """Agreement of `candidate` with `reference` on the papers both hold; the rest are named as missing."""
+    shared = sorted(set(reference) & set(candidate))
+    missing = [{"paper": k, "missing_in": names[1]} for k in sorted(set(reference) - set(candidate))]
+    missing += [{"paper": k, "missing_in": names[0]} for k in sorted(set(candidate) - set(reference))]
+    axes: dict[str, AxisAgreement] = {}
+    if shared:
+        for axis in taxonomy.axes:
+            axes[axis.id] = axis_agreement(
+                [reference[k][axis.id] for k in shared], [candidate[k][axis.id] for k in shared], axis.category_ids
+            )
+    triple = (
+        float(np.mean([all(reference[k][a] == candidate[k][a] for a in taxonomy.axis_ids) for k in shared]))
+        if shared
+        else 0.0
+    )
+    disagreements = [
+        Disagreement(
+            k,
+            {
+                a: (sorted(reference[k][a]), sorted(candidate[k][a]))
+                for a in taxonomy.axis_ids
+                if reference[k][a] != candidate[k][a]
+            },
+        )
+        for k in shared
+        if any(reference[k][a] != candidate[k][a] for a in taxonomy.axis_ids)
+    ]
+    return Agreement(len(shared), round(triple, 4), axes, missing, disagreements)
+
+
+# --- where labelings come from ------------------------------------------------------------------------
+
+
+def latest_run(store: Store) -> str | None:
+    """The most recently started run."""
+    rows = store.query("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1")
+    return str(rows[0][0]) if rows else None
+
+
+def run_labeling(store: Store, run_id: str, taxonomy: Taxonomy) -> Labeling:
+    """A run's proposed labels per paper (papers that failed in the run are absent)."""
+    rows = store.query(
+        "SELECT l.paper_key, l.axis, l.category FROM labels l JOIN proposals p USING (run_id, paper_key)"
+        " WHERE l.run_id = ? AND p.status = 'done'",
+        [run_id],
+    )
+    labeling: Labeling = {}
+    for paper_key, axis, category in rows:
+        paper = labeling.setdefault(paper_key, {a: frozenset() for a in taxonomy.axis_ids})
+        paper[axis] = paper[axis] | {category}
+    return labeling
+
+
+def evidence_for(store: Store, run_id: str, paper_key: str, axis: str) -> list[tuple[str, str, str, int | None]]:
+    """(category, quote, grounding status, page) of a paper's labels on one axis."""
+    rows = store.query(
+        "SELECT category, quote, status, page FROM evidence WHERE run_id = ? AND paper_key = ? AND axis = ?"
+        " ORDER BY category, idx",
+        [run_id, paper_key, axis],
+    )
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+def gold_labeling(gold: list[GoldPaper], stored_keys: list[str]) -> Labeling:
+    """Gold labels keyed like the stored papers: a paper matches by method name or arXiv id."""
+    by_name = {name.lower(): paper for paper in gold for name in paper.names()}
+    labeling: Labeling = {}
+    matched: set[str] = set()
+    for key in stored_keys:
+        paper = by_name.get(key.lower())
+        if paper is not None:
+            labeling[key] = dict(paper.labels)
+            matched.add(paper.method)
+    for paper in gold:
+        if paper.method not in matched:
+            labeling[paper.method] = dict(paper.labels)
+    return labeling
+
+
+@dataclass
+class ScoreReport:
+    """What `kia score` prints: the agreement, the run scored and each disagreement's evidence."""
+
+    run_id: str
+    gold_path: str
+    agreement: Agreement
+    evidence: dict[tuple[str, str], list[tuple[str, str, str, int | None]]]
+
+
+def score_run(db: Path, taxonomy: Taxonomy, run_id: str | None = None, gold_path: Path | None = None) -> ScoreReport:
+    """Score a run (default: the latest) against a gold CSV (default: labels/table5.csv)."""
+    with Store(db, read_only=True) as store:
+        chosen = run_id or latest_run(store)
+        if chosen is None:
+            raise KiaError(f"{db}: no proposal runs yet; run `kia propose` first")
+        if not store.query("SELECT 1 FROM runs WHERE run_id = ?", [chosen]):
+            raise KiaError(f"{db}: no run named {chosen!r} (see `kia runs`)")
+        candidate = run_labeling(store, chosen, taxonomy)
+        gold = load_gold(gold_path, taxonomy)
+        reference = gold_labeling(gold, store.paper_keys())
+        agreement = compare(reference, candidate, taxonomy)
+        evidence = {
+            (d.paper_key, axis): evidence_for(store, chosen, d.paper_key, axis)
+            for d in agreement.disagreements
+            for axis in d.axes
+        }
+    return ScoreReport(chosen, str(gold_path or DEFAULT_GOLD), agreement, evidence)
