@@ -60,9 +60,20 @@ class BackendAnswer:
 class Backend(Protocol):
     """What `propose()` needs from a backend."""
 
-    name: str
-    model: str
-    endpoint_host: str | None
+    @property
+    def name(self) -> str:
+        """Backend kind: local, openai, ..."""
+        ...
+
+    @property
+    def model(self) -> str:
+        """Model identity stored with each run."""
+        ...
+
+    @property
+    def endpoint_host(self) -> str | None:
+        """Host of the endpoint called (never a key), None for in-process backends."""
+        ...
 
     def params(self) -> dict[str, Any]:
         """Everything besides the model that changes the answer (stored with the run, part of the cache key)."""
@@ -75,7 +86,7 @@ class Backend(Protocol):
 
 # --- sentences ---------------------------------------------------------------------------------
 
-_SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+_SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[`]?[A-Z0-9`])")
 _CITATION_RE = re.compile(
     r"\[\d+(?:\s*[,\u2013\-]\s*\d+)*\]|\bet al\b|\(\s*[A-Z][A-Za-z\-]+(?: et al\.?)?,? \d{4}[a-z]?\s*\)"
 )
@@ -264,8 +275,8 @@ class AxisScores:
 class LocalBackend:
     """Offline classifier: embeddings + BM25 over cue terms, section-weighted, thresholded per axis."""
 
-    name = "local"
-    endpoint_host = None
+    name: str = "local"
+    endpoint_host: str | None = None
 
     def __init__(self, encoder: SentenceEncoder | None = None, settings: LocalSettings | None = None) -> None:
         self._encoder = encoder
@@ -282,7 +293,8 @@ class LocalBackend:
     @property
     def model(self) -> str:
         """Model identity stored with each run."""
-        return f"{self.encoder.name}+bm25"
+        encoder_name = self._encoder.name if self._encoder is not None else MiniLMEncoder.name
+        return f"{encoder_name}+bm25"
 
     def params(self) -> dict[str, Any]:
         """Settings and section weights: part of the run's identity."""
@@ -423,7 +435,8 @@ def make_backend(
     base_url: str | None = None,
     timeout: float = 120.0,
     max_retries: int = 3,
-    context: str = "full",
+    mode: str = "json_schema",
+    reasks: int = 2,
 ) -> Backend:
     """The backend a command asked for; `local` unless a model or endpoint is configured."""
     model = model or os.environ.get("KIA_MODEL")
@@ -436,5 +449,7 @@ def make_backend(
 
         if not model:
             raise BackendError("--backend openai needs a model: --model NAME or $KIA_MODEL")
-        return OpenAIBackend(model=model, base_url=base_url, timeout=timeout, max_retries=max_retries, context=context)
+        return OpenAIBackend(
+            model=model, base_url=base_url, timeout=timeout, max_retries=max_retries, mode=mode, reasks=reasks
+        )
     raise BackendError(f"unknown backend {chosen!r}; use local or openai")

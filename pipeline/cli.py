@@ -136,6 +136,11 @@ def propose(
     ] = "full",
     timeout: Annotated[float, typer.Option(help="Seconds before one LLM request is abandoned")] = 120.0,
     max_retries: Annotated[int, typer.Option(min=0, max=10, help="Retries per LLM call (429, 5xx, timeouts)")] = 3,
+    reasks: Annotated[int, typer.Option(min=0, max=5, help="Re-asks on an invalid or ungrounded answer")] = 2,
+    mode: Annotated[
+        str,
+        typer.Option(help="Structured output: json_schema (OpenAI, vLLM, xllamacpp), json, tools"),
+    ] = "json_schema",
     prompt: Annotated[Path | None, typer.Option(help="Prompt template (default: prompts/classify.md)")] = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
@@ -143,7 +148,9 @@ def propose(
     """Propose labels on every axis, each backed by quotes kia locates in the paper."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    chosen = make_backend(backend, model, base_url, timeout=timeout, max_retries=max_retries, context=context)
+    if context not in ("full", "evidence"):
+        raise KiaError(f"--context must be full or evidence, not {context!r}")
+    chosen = make_backend(backend, model, base_url, timeout=timeout, max_retries=max_retries, mode=mode, reasks=reasks)
     with store_stage.Store(store_stage.resolve_db_path(db)) as store:
         total = len(keys) if keys else len(store.paper_keys())
         with Progress(

@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
 
 from pipeline import __version__
-from pipeline.backends import Backend, BackendAnswer, CallRecord, ClaimedLabel
+from pipeline.backends import Backend, BackendAnswer, CallRecord, ClaimedLabel, LocalBackend
 from pipeline.errors import KiaError, ProposalValidationError
 from pipeline.extract import Document
 from pipeline.ground import Grounding, Locator
@@ -185,7 +185,7 @@ def select_context(doc: Document, max_input_tokens: int | None) -> Context:
     used = 0
     for start, end, name in sorted(spans, key=lambda s: (rank.get(s[2], len(rank)), s[0])):
         room = budget - used
-        if room <= 200:
+        if room < 50:
             break
         end = min(end, start + room)
         chosen.append((start, end, name))
@@ -193,6 +193,23 @@ def select_context(doc: Document, max_input_tokens: int | None) -> Context:
     chosen.sort()
     text = "\n\n".join(doc.text[a:b] for a, b, _ in chosen)
     return Context(text, sorted({name for _, _, name in chosen}), len(text) // CHARS_PER_TOKEN + 1, full_tokens)
+
+
+def evidence_context(doc: Document, taxonomy: Taxonomy, retriever: LocalBackend, per_category: int = 3) -> Context:
+    """Only the sentences the local retriever ranks highest for each category, with their sections.
+
+    This is what `--context evidence` sends instead of the whole paper; the tokens it saves are
+    recorded with each proposal.
+    """
+    sentences, axes = retriever.score_axes(doc, taxonomy)
+    chosen = sorted(
+        {i for scores in axes.values() for top in scores.top_sentences.values() for i in top[:per_category]}
+    )
+    text = "\n".join(f"[{sentences[i].section}] {sentences[i].text}" for i in chosen)
+    full = select_context(doc, None)
+    return Context(
+        text, sorted({sentences[i].section for i in chosen}), len(text) // CHARS_PER_TOKEN + 1, full.full_tokens
+    )
 
 
 def render_prompt(template: PromptTemplate, taxonomy: Taxonomy, paper_key: str, context: Context) -> str:
@@ -264,9 +281,13 @@ def propose(
     prompt: PromptTemplate,
     paper_key: str,
     max_input_tokens: int | None = None,
+    retriever: LocalBackend | None = None,
 ) -> Proposal:
-    """Propose labels for one paper with one backend, grounded in the paper's text."""
-    context = select_context(doc, max_input_tokens)
+    """Propose labels for one paper with one backend, grounded in the paper's text.
+
+    With a `retriever`, the model sees only the retrieved evidence sentences (`--context evidence`).
+    """
+    context = evidence_context(doc, taxonomy, retriever) if retriever else select_context(doc, max_input_tokens)
     rendered = render_prompt(prompt, taxonomy, paper_key, context)
     answer = backend.answer(doc, taxonomy, rendered)
     payload = answer_to_json(answer, taxonomy)
@@ -279,7 +300,9 @@ def propose(
         prompt_hash=hashlib.sha256(rendered.encode()).hexdigest(),
         calls=answer.calls,
         context_sections=answer.context_sections or context.sections,
-        prompt_tokens_saved=answer.prompt_tokens_saved,
+        prompt_tokens_saved=answer.prompt_tokens_saved
+        if answer.prompt_tokens_saved is not None
+        else (context.full_tokens - context.tokens if retriever else None),
     )
 
 
@@ -326,10 +349,14 @@ def git_commit() -> str | None:
 
 
 def run_identity(
-    backend: Backend, taxonomy: Taxonomy, prompt: PromptTemplate, max_input_tokens: int | None
+    backend: Backend,
+    taxonomy: Taxonomy,
+    prompt: PromptTemplate,
+    max_input_tokens: int | None,
+    context_mode: str = "full",
 ) -> RunIdentity:
     """What produced a run: backend, model, endpoint host, hashes and parameters."""
-    params = dumps({"backend": backend.params(), "max_input_tokens": max_input_tokens})
+    params = dumps({"backend": backend.params(), "max_input_tokens": max_input_tokens, "context": context_mode})
     return RunIdentity(
         backend=backend.name,
         model=backend.model,
@@ -544,10 +571,12 @@ def run_proposals(
     use_cache: bool = True,
     concurrency: int = 1,
     max_input_tokens: int | None = None,
+    context_mode: str = "full",
     on_progress: ProgressCallback | None = None,
 ) -> RunSummary:
     """Propose for every paper (or `keys`) in one run; resumable, cached, failures recorded."""
-    identity = run_identity(backend, taxonomy, prompt, max_input_tokens)
+    identity = run_identity(backend, taxonomy, prompt, max_input_tokens, context_mode)
+    retriever = LocalBackend() if context_mode == "evidence" and backend.name != "local" else None
     run_id = run_name or default_run_name(identity)
     _ensure_run(store, run_id, identity)
     summary = RunSummary(run_id)
@@ -569,7 +598,7 @@ def run_proposals(
     def one(paper_key: str, doc: Document, chosen: Backend) -> tuple[Proposal | None, str | None, list[CallRecord]]:
         """Propose one paper; no database access here, so it can run in a worker thread."""
         try:
-            proposal = propose(doc, chosen, taxonomy, prompt, paper_key, max_input_tokens)
+            proposal = propose(doc, chosen, taxonomy, prompt, paper_key, max_input_tokens, retriever)
         except KiaError as exc:
             return None, str(exc), list(getattr(exc, "calls", []))
         except Exception as exc:  # a backend bug must not end the batch

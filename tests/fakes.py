@@ -1,0 +1,62 @@
+"""Fakes for unit tests of logic only: a scripted backend and a bag-of-words encoder."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from pipeline.backends import BackendAnswer, CallRecord, ClaimedLabel
+from pipeline.errors import BackendError
+from pipeline.extract import Document
+from pipeline.taxonomy import Taxonomy
+
+
+class ScriptedBackend:
+    """Returns a fixed answer (or raises) per paper title; counts its calls."""
+
+    name = "scripted"
+    model = "scripted-1"
+    endpoint_host: str | None = "127.0.0.1"
+
+    def __init__(self, answers: dict[str, dict[str, list[tuple[str, list[str]]]] | Exception]) -> None:
+        self.answers = answers
+        self.calls = 0
+        self.prompts: list[str] = []
+
+    def params(self) -> dict[str, Any]:
+        return {"temperature": 0}
+
+    def answer(self, doc: Document, taxonomy: Taxonomy, prompt: str) -> BackendAnswer:
+        self.calls += 1
+        self.prompts.append(prompt)
+        scripted = self.answers[doc.title]
+        if isinstance(scripted, Exception):
+            raise scripted
+        labels = {
+            axis: [ClaimedLabel(category, 0.8, "because", quotes) for category, quotes in claims]
+            for axis, claims in scripted.items()
+        }
+        return BackendAnswer(labels=labels, raw={"scripted": True}, calls=[CallRecord(1, 100, 20, 0.01)])
+
+
+class HashingEncoder:
+    """Deterministic bag-of-words vectors: enough to exercise the local backend's arithmetic."""
+
+    name = "hashing-test-encoder"
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        rows = []
+        for text in texts:
+            vector = np.zeros(64, dtype=np.float32)
+            for word in text.lower().split():
+                vector[int(hashlib.md5(word.encode()).hexdigest(), 16) % 64] += 1.0
+            norm = np.linalg.norm(vector)
+            rows.append(vector / norm if norm else vector)
+        return np.stack(rows)
+
+
+def failing(message: str) -> BackendError:
+    return BackendError(message)

@@ -1,0 +1,119 @@
+"""The local backend: sentences, section weighting, decisions per axis; the real MiniLM model on examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.backends import AxisScores, LocalBackend, LocalSettings, make_backend, split_sentences
+from pipeline.errors import BackendError
+from pipeline.extract import extract
+from pipeline.ground import Locator
+from pipeline.taxonomy import PROJECT_ROOT, load_taxonomy
+from tests.fakes import HashingEncoder
+
+PAPER = """# A Paper
+
+## Abstract
+We synthesise CT volumes from radiology reports with a latent diffusion model. Short one.
+
+## Related Work
+Prior work [3] used segmentation masks with a ControlNet and wavelet diffusion.
+
+## Method
+The report embedding enters the denoising network through cross-attention layers. `python train.py --masks` is the command.
+
+## References
+[1] A. Author. Segmentation masks everywhere. 2020.
+"""
+
+
+@pytest.fixture
+def doc(tmp_path: Path):  # type: ignore[no-untyped-def]
+    path = tmp_path / "paper.md"
+    path.write_text(PAPER, encoding="utf-8")
+    return extract(path)
+
+
+def test_sentences_are_verbatim_spans_without_references_or_code(doc) -> None:  # type: ignore[no-untyped-def]
+    sentences = split_sentences(doc)
+    texts = [s.text for s in sentences]
+    assert "We synthesise CT volumes from radiology reports with a latent diffusion model." in texts
+    assert not any("Segmentation masks everywhere" in t for t in texts)
+    assert not any("train.py" in t for t in texts)
+    assert all(doc.text[s.start : s.end] == s.text for s in sentences)
+    assert {s.section for s in sentences} == {"abstract", "related_work", "method"}
+
+
+def test_related_work_cannot_outrank_own_method(doc) -> None:  # type: ignore[no-untyped-def]
+    backend = LocalBackend(HashingEncoder())
+    answer = backend.answer(doc, load_taxonomy(), "")
+    k = {label.category for label in answer.labels["K"]}
+    assert k == {"K1"}
+    assert {label.category for label in answer.labels["I"]} == {"I2"}
+    for labels in answer.labels.values():
+        for label in labels:
+            assert label.quotes and 0 <= label.confidence <= 1
+            for quote in label.quotes:
+                assert Locator(doc).locate(quote).status == "exact"
+
+
+def test_decide_threshold_exclusions_and_default() -> None:
+    taxonomy = load_taxonomy()
+    backend = LocalBackend(HashingEncoder(), LocalSettings(threshold=0.5, min_score=1.0))
+    axis_a = taxonomy.axis("A")
+    # A1 and A3 both clear the threshold, but A1 excludes A3 by definition: A3 stays.
+    kept = backend.decide(AxisScores({"A1": 4.0, "A2": 0.1, "A3": 4.4, "A4": 0.0}, {}), axis_a)
+    assert [c for c, _ in kept] == ["A3"]
+    # Second category under the relative threshold is dropped; over it is kept.
+    axis_k = taxonomy.axis("K")
+    assert [c for c, _ in backend.decide(AxisScores({"K1": 4.0, "K2": 1.9, "K3": 0, "K4": 0}, {}), axis_k)] == ["K1"]
+    assert [c for c, _ in backend.decide(AxisScores({"K1": 4.0, "K2": 2.1, "K3": 0, "K4": 0}, {}), axis_k)] == [
+        "K1",
+        "K2",
+    ]
+    # No evidence at all: the axis default when it has one, else the best semantic fallback.
+    assert backend.decide(AxisScores({"I1": 0, "I2": 0, "I3": 0, "I4": 0}, {}), taxonomy.axis("I")) == [("I2", 0.2)]
+    fallback = AxisScores({"K1": 0, "K2": 0, "K3": 0, "K4": 0}, {}, {"K1": 0.1, "K2": 0.0, "K3": 0.4, "K4": 0.2})
+    assert backend.decide(fallback, axis_k) == [("K3", 0.2)]
+
+
+def test_empty_document_is_a_backend_error(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.md"
+    path.write_text("# T\n\nshort\n", encoding="utf-8")
+    with pytest.raises(BackendError, match="no sentences"):
+        LocalBackend(HashingEncoder()).answer(extract(path), load_taxonomy(), "")
+
+
+def test_backend_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KIA_MODEL", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    assert make_backend(None).name == "local"
+    with pytest.raises(BackendError, match="unknown backend"):
+        make_backend("gpt")
+    with pytest.raises(BackendError, match="needs a model"):
+        make_backend("openai")
+
+
+@pytest.mark.slow
+def test_real_minilm_labels_the_shipped_examples() -> None:
+    import csv
+
+    taxonomy = load_taxonomy()
+    backend = LocalBackend()
+    gold = {row["method"]: row for row in csv.DictReader((PROJECT_ROOT / "labels" / "examples.csv").open())}
+    manifest = {
+        row["file"]: row["method"] for row in csv.DictReader((PROJECT_ROOT / "corpus/examples/manifest.csv").open())
+    }
+    correct = 0
+    for file, method in manifest.items():
+        document = extract(PROJECT_ROOT / "corpus" / "examples" / file)
+        answer = backend.answer(document, taxonomy, "")
+        locator = Locator(document)
+        for axis, labels in answer.labels.items():
+            assert labels
+            predicted = {label.category for label in labels}
+            correct += predicted == set(gold[method][axis].split(";"))
+            assert all(locator.locate(q).status == "exact" for label in labels for q in label.quotes)
+    assert correct >= 13  # of 15 axis decisions on documents written to be unambiguous
