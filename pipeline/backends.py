@@ -437,6 +437,7 @@ def make_backend(
     max_retries: int = 3,
     mode: str = "json_schema",
     reasks: int = 2,
+    max_tokens: int = 2048,
 ) -> Backend:
     """The backend a command asked for; `local` unless a model or endpoint is configured."""
     model = model or os.environ.get("KIA_MODEL")
@@ -450,6 +451,12 @@ def make_backend(
         if not model:
             raise BackendError("--backend openai needs a model: --model NAME or $KIA_MODEL")
         return OpenAIBackend(
-            model=model, base_url=base_url, timeout=timeout, max_retries=max_retries, mode=mode, reasks=reasks
+            model=model,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+            mode=mode,
+            reasks=reasks,
+            max_tokens=max_tokens,
         )
     raise BackendError(f"unknown backend {chosen!r}; use local or openai")

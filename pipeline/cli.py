@@ -137,6 +137,7 @@ def propose(
     timeout: Annotated[float, typer.Option(help="Seconds before one LLM request is abandoned")] = 120.0,
     max_retries: Annotated[int, typer.Option(min=0, max=10, help="Retries per LLM call (429, 5xx, timeouts)")] = 3,
     reasks: Annotated[int, typer.Option(min=0, max=5, help="Re-asks on an invalid or ungrounded answer")] = 2,
+    max_tokens: Annotated[int, typer.Option(min=64, help="Completion token limit per LLM call")] = 2048,
     mode: Annotated[
         str,
         typer.Option(help="Structured output: json_schema (OpenAI, vLLM, xllamacpp), json, tools"),
@@ -150,7 +151,16 @@ def propose(
 
     if context not in ("full", "evidence"):
         raise KiaError(f"--context must be full or evidence, not {context!r}")
-    chosen = make_backend(backend, model, base_url, timeout=timeout, max_retries=max_retries, mode=mode, reasks=reasks)
+    chosen = make_backend(
+        backend,
+        model,
+        base_url,
+        timeout=timeout,
+        max_retries=max_retries,
+        mode=mode,
+        reasks=reasks,
+        max_tokens=max_tokens,
+    )
     with store_stage.Store(store_stage.resolve_db_path(db)) as store:
         total = len(keys) if keys else len(store.paper_keys())
         with Progress(

@@ -85,9 +85,24 @@ def _validation_summary(error: Exception) -> str:
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
+def _api_error(exc: BaseException | None) -> BaseException | None:
+    """The openai error behind `exc` (instructor wraps API failures in its retry exception)."""
+    import openai
+
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, openai.APIError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
 def _is_transient(exc: BaseException) -> bool:
     """429, 5xx, timeouts and connection failures are worth another attempt; 4xx are not."""
     import openai
+
+    exc = _api_error(exc) or exc
 
     if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError | openai.RateLimitError):
         return True
@@ -97,7 +112,7 @@ def _is_transient(exc: BaseException) -> bool:
 
 
 def _retry_after_seconds(exc: BaseException | None) -> float | None:
-    response = getattr(exc, "response", None)
+    response = getattr(_api_error(exc), "response", None)
     headers = getattr(response, "headers", None)
     if not headers:
         return None
@@ -131,6 +146,7 @@ class _WaitRetryAfterOrBackoff:
 def _describe(exc: BaseException) -> str:
     import openai
 
+    exc = _api_error(exc) or exc
     if isinstance(exc, openai.APIStatusError):
         return f"HTTP {exc.status_code}: {exc.message}"
     if isinstance(exc, openai.APITimeoutError):
@@ -199,7 +215,7 @@ class OpenAIBackend:
 
     def answer(self, doc: Document, taxonomy: Taxonomy, prompt: str) -> BackendAnswer:
         """Ask the model; retry transient failures; re-ask on invalid or ungrounded answers."""
-        from instructor.core.exceptions import InstructorRetryException
+        from instructor.core.exceptions import IncompleteOutputException, InstructorRetryException
         from instructor.core.hooks import Hooks
 
         calls: list[CallRecord] = []
@@ -276,19 +292,19 @@ class OpenAIBackend:
                         max_tokens=self._max_tokens,
                     )
         except InstructorRetryException as exc:
-            result, completion = self._salvage(exc, taxonomy, calls)
-        except Exception as exc:
-            if _is_transient(exc):
-                record_failure_final = _redact(_describe(exc), self._api_key)
-                calls.append(CallRecord(attempt_no[0], None, None, 0.0, record_failure_final))
-                error = BackendError(
-                    f"{doc.path}: model call kept failing after {self._max_retries + 1} attempts: "
-                    f"{record_failure_final}"
-                )
+            if _api_error(exc) is None:
+                result, completion = self._salvage(exc, taxonomy, calls)
             else:
-                error = BackendError(f"{doc.path}: model call failed: {_redact(_describe(exc), self._api_key)}")
+                self._raise_api_failure(doc, exc, calls, attempt_no[0])
+        except IncompleteOutputException as exc:
+            calls.append(CallRecord(attempt_no[0], None, None, 0.0, "answer cut at max_tokens"))
+            error = BackendError(
+                f"{doc.path}: the model's answer was cut at max_tokens={self._max_tokens} (raise --max-tokens)"
+            )
             error.calls = calls  # type: ignore[attr-defined]
-            raise error from None
+            raise error from exc
+        except Exception as exc:
+            self._raise_api_failure(doc, exc, calls, attempt_no[0])
         assert result is not None
         payload = result.model_dump()
         labels = {
@@ -301,6 +317,17 @@ class OpenAIBackend:
         raw = {"completion_id": getattr(completion, "id", None), "model": getattr(completion, "model", None)}
         return BackendAnswer(labels=labels, raw=raw, calls=calls)
 
+    def _raise_api_failure(self, doc: Document, exc: BaseException, calls: list[CallRecord], attempt: int) -> None:
+        """Record the last failed attempt and raise one line naming the paper and the cause."""
+        cause = _redact(_describe(exc), self._api_key)
+        calls.append(CallRecord(attempt, None, None, 0.0, cause))
+        if _is_transient(exc):
+            error = BackendError(f"{doc.path}: model call kept failing after {self._max_retries + 1} attempts: {cause}")
+        else:
+            error = BackendError(f"{doc.path}: model call failed: {cause}")
+        error.calls = calls  # type: ignore[attr-defined]
+        raise error from None
+
     def _salvage(self, exc: Exception, taxonomy: Taxonomy, calls: list[CallRecord]) -> tuple[BaseModel, Any]:
         """After the last re-ask: keep a schema-valid answer whose only fault is ungrounded quotes.
 
@@ -310,14 +337,18 @@ class OpenAIBackend:
         from pipeline.propose import response_model
 
         completion = getattr(exc, "last_completion", None)
-        content = None
         try:
             content = completion.choices[0].message.content  # type: ignore[union-attr]
+            finish = completion.choices[0].finish_reason  # type: ignore[union-attr]
+        except (AttributeError, IndexError, TypeError):
+            content, finish = None, None
+        try:
             return response_model(taxonomy).model_validate_json(content or ""), completion
-        except Exception:
+        except Exception as invalid:
+            cause = "the answer was cut at max_tokens" if finish == "length" else _validation_summary(invalid)
             error = BackendError(
                 f"model answer did not fit the taxonomy schema after {self._reasks} re-asks: "
-                f"{_redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, self._api_key)}"
+                f"{_redact(cause, self._api_key)}"
             )
             error.calls = calls  # type: ignore[attr-defined]
             raise error from None

