@@ -118,7 +118,7 @@ class Sentence:
     text: str
 
 
-def split_sentences(doc: Document, min_chars: int = 30, max_chars: int = 500) -> list[Sentence]:
+def split_sentences(doc: Document, min_chars: int = 30, max_chars: int = 300) -> list[Sentence]:
     """Sentences of every section but references and acknowledgements, as verbatim spans.
 
     Lines are split at sentence ends; fragments with few words (tables, code, URLs, author lists)

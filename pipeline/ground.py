@@ -34,7 +34,8 @@ _TRANSLATE = {
     ord("\u2014"): "-",
     ord("\u00ad"): None,
 }
-_HYPHEN_SPACE_RE = re.compile(r"\s*-\s+|\s+-\s*")
+# "-" glued to a letter and followed by whitespace then a lower-case letter: a word broken at a line end.
+_LINE_BREAK_HYPHEN_RE = re.compile(r"(?<=[^\W\d_])-\s+(?=[a-z])")
 
 
 @dataclass(frozen=True)
@@ -58,17 +59,16 @@ class Grounding:
 def normalise_with_map(text: str) -> tuple[str, list[int]]:
     """A matching form of `text` and, for each of its characters, the offset it came from.
 
-    Case is folded, ligatures expanded, typographic quotes and dashes unified, soft hyphens dropped,
-    "-" followed by whitespace (a line-break hyphen) removed, and whitespace runs collapsed.
+    Ligatures are expanded, typographic quotes and dashes unified, soft hyphens dropped, whitespace
+    runs collapsed, a hyphen that ends a line-broken word removed ("genera- tion" -> "generation",
+    decided on the original case so "CT- RATE" keeps it), and finally case is folded.
     """
-    out: list[str] = []
+    chars: list[str] = []
     origin: list[int] = []
     previous_space = True
     for index, char in enumerate(text):
         mapped = char.translate(_TRANSLATE)
-        if not mapped:
-            continue
-        for piece in unicodedata.normalize("NFKC", mapped).casefold():
+        for piece in unicodedata.normalize("NFKC", mapped) if mapped else "":
             if piece.isspace():
                 if previous_space:
                     continue
@@ -76,23 +76,24 @@ def normalise_with_map(text: str) -> tuple[str, list[int]]:
                 previous_space = True
             else:
                 previous_space = False
-            out.append(piece)
+            chars.append(piece)
             origin.append(index)
-    if out and out[-1] == " ":
-        out.pop()
+    if chars and chars[-1] == " ":
+        chars.pop()
         origin.pop()
-    # Drop a hyphen that ends a line break ("genera- tion" -> "generation").
-    joined = "".join(out)
+    joined = "".join(chars)
     drop: set[int] = set()
-    for match in _HYPHEN_SPACE_RE.finditer(joined):
-        before_ok = match.start() > 0 and joined[match.start() - 1].isalpha()
-        after_ok = match.end() < len(joined) and joined[match.end()].islower()
-        if before_ok and after_ok:
-            drop.update(range(match.start(), match.end()))
-    if not drop:
-        return joined, origin
-    kept = [i for i in range(len(joined)) if i not in drop]
-    return "".join(joined[i] for i in kept), [origin[i] for i in kept]
+    for match in _LINE_BREAK_HYPHEN_RE.finditer(joined):
+        drop.update(range(match.start(), match.end()))
+    out: list[str] = []
+    out_origin: list[int] = []
+    for position, (char, source) in enumerate(zip(chars, origin, strict=True)):
+        if position in drop:
+            continue
+        for folded in char.casefold():
+            out.append(folded)
+            out_origin.append(source)
+    return "".join(out), out_origin
 
 
 def normalise(text: str) -> str:
@@ -120,7 +121,7 @@ class Locator:
 
     def locate(self, quote: str) -> Grounding:
         """Exact (normalised) match first, else fuzzy above the threshold, else not_found."""
-        needle = normalise(quote).strip(" .\"'")
+        needle = normalise(quote).strip(" .\"'-")
         if len(needle) < MIN_QUOTE_CHARS:
             return Grounding(quote, NOT_FOUND, 0.0)
         position = self.norm.find(needle)

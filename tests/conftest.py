@@ -29,6 +29,9 @@ def db_path(tmp_path: Path) -> Path:
 
 def kia_exe() -> list[str]:
     """The installed `kia` console script, or the module when running from a bare checkout."""
+    beside = Path(sys.executable).parent / "kia"
+    if beside.exists():
+        return [str(beside)]
     exe = shutil.which("kia")
     return [exe] if exe else [sys.executable, "-m", "pipeline.cli"]
 

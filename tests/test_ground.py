@@ -46,10 +46,16 @@ def test_exact_match_ignores_case_whitespace_and_ligatures() -> None:
 
 def test_line_break_hyphen_in_quote_is_joined() -> None:
     doc = _doc(TEXT)
-    grounding = locate("A Control- Net branch reads the segmen- tation mask", doc)
+    grounding = locate("A ControlNet branch reads the segmen- tation mask", doc)
     assert grounding.status == EXACT
     assert grounding.start is not None
     assert TEXT[grounding.start : grounding.end] == "A ControlNet branch reads the segmentation mask"
+
+
+def test_hyphen_before_a_capital_is_kept() -> None:
+    doc = _doc("Trained on CT-\nRATE volumes with a cross-\nattention block.")
+    assert locate("Trained on CT- RATE volumes", doc).status == EXACT
+    assert locate("with a crossattention block", doc).status == EXACT
 
 
 def test_fuzzy_match_reports_score() -> None:

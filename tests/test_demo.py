@@ -1,0 +1,45 @@
+"""The README's main job end to end, through the real `kia` program: demo, score, rerun."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, run_kia
+
+
+@pytest.mark.slow
+def test_demo_then_score_json_and_rerun(tmp_path: Path) -> None:
+    db = tmp_path / "demo.duckdb"
+    first = run_kia("demo", "--db", str(db), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "ingested 5, already present 0, failed 0" in first.stdout
+    assert "proposed 5 (cached 0)" in first.stdout
+    assert "micro-F1" in first.stdout and "whole-triple exact match" in first.stdout
+
+    scored = run_kia("score", "--gold", str(ROOT / "labels" / "examples.csv"), "--format", "json", "--db", str(db))
+    assert scored.returncode == 0, scored.stderr
+    document = json.loads(scored.stdout)
+    assert document["n_papers"] == 5 and document["missing"] == []
+    assert set(document["axes"]) == {"K", "I", "A"}
+    assert document["axes"]["K"]["micro_f1"] >= 0.8
+
+    against_table5 = run_kia("score", "--db", str(db))
+    assert against_table5.returncode == 0
+    assert "missing: 31 paper(s)" in against_table5.stdout  # 26 gold papers not proposed, 5 examples not in gold
+
+    again = run_kia("demo", "--db", str(db), cwd=tmp_path)
+    assert again.returncode == 0
+    assert "already present 5" in again.stdout and "already done 5" in again.stdout
+
+
+def test_score_without_runs_is_one_line(tmp_path: Path) -> None:
+    db = tmp_path / "empty.duckdb"
+    paper = tmp_path / "p.md"
+    paper.write_text("# P\n\n## Abstract\nSome text about masks.\n", encoding="utf-8")
+    assert run_kia("ingest", str(paper), "--db", str(db)).returncode == 0
+    result = run_kia("score", "--db", str(db))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"kia: {db}: no proposal runs yet; run `kia propose` first"
