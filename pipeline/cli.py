@@ -17,6 +17,7 @@ from rich.table import Table
 from pipeline import demo as demo_stage
 from pipeline import ingest as ingest_stage
 from pipeline import propose as propose_stage
+from pipeline import report as report_stage
 from pipeline import score as score_stage
 from pipeline import store as store_stage
 from pipeline.backends import make_backend
@@ -261,6 +262,133 @@ def score(
             out.print(f"  in gold but not proposed: {names}", markup=False)
         if extra:
             out.print(f"  proposed but not in gold: {extra}", markup=False)
+
+
+@app.command()
+@one_line_errors
+def compare(
+    run_a: Annotated[str, typer.Argument(help="Reference run")],
+    run_b: Annotated[str, typer.Argument(help="Run compared with it")],
+    output_format: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    taxonomy: TaxonomyOption = None,
+    db: DbOption = None,
+) -> None:
+    """Agreement between two runs (two models, two prompts) and the papers they disagree on."""
+    import json
+
+    agreement = report_stage.compare_runs(store_stage.resolve_db_path(db), run_a, run_b, load_taxonomy(taxonomy))
+    if output_format == "json":
+        out.print(json.dumps(agreement.as_dict(), indent=2), markup=False)
+        return
+    _print_agreement(agreement, f"{run_b} against {run_a}")
+    out.print(f"\n{len(agreement.disagreements)} paper(s) disagree (review these first):", markup=False)
+    for d in agreement.disagreements:
+        cells = "; ".join(f"{a}: {','.join(r)} vs {','.join(c)}" for a, (r, c) in d.axes.items())
+        out.print(f"  {d.paper_key}: {cells}", markup=False)
+    for m in agreement.missing:
+        out.print(f"  {m['paper']}: missing in {m['missing_in']}", markup=False)
+
+
+def _label_source(
+    run: str | None, gold: Path | None, taxonomy_file: Path | None, db: Path | None
+) -> report_stage.LabelSource:
+    taxonomy = load_taxonomy(taxonomy_file)
+    if run is not None:
+        return report_stage.run_source(store_stage.resolve_db_path(db), run, taxonomy)
+    return report_stage.gold_source(gold, taxonomy)
+
+
+@app.command()
+@one_line_errors
+def stats(
+    gold: Annotated[Path | None, typer.Option(help="Gold CSV (the default source: labels/table5.csv)")] = None,
+    run: Annotated[str | None, typer.Option(help="Statistics of a run's proposals instead of gold")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    plots: Annotated[Path | None, typer.Option(help="Write Figure-2 plots (PNG and SVG) into this folder")] = None,
+    taxonomy: TaxonomyOption = None,
+    db: DbOption = None,
+) -> None:
+    """Design-space statistics: shares, single/multi-label use, co-occurrences, empty and sparse cells."""
+    import json
+
+    source = _label_source(run, gold, taxonomy, db)
+    report = report_stage.stats_report(
+        source, load_taxonomy(taxonomy), check_text=run is None and gold is None, plot_dir=plots
+    )
+    result = report.stats
+    if output_format == "json":
+        document = {
+            "source": report.source,
+            **result.as_dict(),
+            "text_vs_table": [m.__dict__ for m in report.mismatches],
+            "plots": [str(p) for p in report.plots],
+        }
+        out.print(json.dumps(document, indent=2), markup=False)
+        return
+    out.print(f"{report.source}: {result.n_papers} methods", markup=False)
+    for axis, shares in result.shares.items():
+        cells = ", ".join(f"{c} {100 * s:.0f}% ({result.counts[axis][c]})" for c, s in shares.items())
+        single = result.single_multi[axis]
+        out.print(f"  {axis}: {cells}; single {single['single']}, multi {single['multi']}", markup=False)
+    for pair, counts in result.cooccurrence.items():
+        out.print(f"  {pair}: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v), markup=False)
+    out.print(
+        f"  empty cells of the design space: {len(result.empty_cells)}; sparse (1 method): "
+        + ", ".join(result.sparse_cells),
+        markup=False,
+    )
+    for m in report.mismatches:
+        out.print(
+            f"  text vs table: {m.category} reported {m.reported_percent:g}% but the table gives "
+            f"{m.table_count} of {m.total} ({m.table_percent:g}%) [{m.where}]",
+            markup=False,
+        )
+    for path in report.plots:
+        out.print(f"  wrote {path}", markup=False)
+
+
+@app.command()
+@one_line_errors
+def export(
+    output_format: Annotated[str, typer.Option("--format", help="csv, jsonl, markdown or latex")] = "csv",
+    run: Annotated[str | None, typer.Option(help="Export a run's labels (default: the gold CSV)")] = None,
+    gold: Annotated[Path | None, typer.Option(help="Gold CSV (default: labels/table5.csv)")] = None,
+    output: Annotated[Path | None, typer.Option("--out", help="Write to this file instead of stdout")] = None,
+    taxonomy: TaxonomyOption = None,
+    db: DbOption = None,
+) -> None:
+    """Labels as CSV, JSON lines, Markdown, or LaTeX in the layout of the survey's Table 5."""
+    source = _label_source(run, gold, taxonomy, db)
+    text = report_stage.export_labels(source, load_taxonomy(taxonomy), output_format, gold)
+    if output is None:
+        out.print(text, markup=False, end="")
+    else:
+        output.write_text(text, encoding="utf-8")
+        out.print(f"wrote {output}", markup=False)
+
+
+@app.command()
+@one_line_errors
+def report(
+    run: Annotated[str | None, typer.Option(help="Run to report (default: the latest)")] = None,
+    gold: Annotated[Path | None, typer.Option(help="Gold CSV (default: labels/table5.csv)")] = None,
+    output: Annotated[Path, typer.Option("--out", help="HTML file to write")] = Path("kia-report.html"),
+    taxonomy: TaxonomyOption = None,
+    db: DbOption = None,
+) -> None:
+    """One self-contained HTML file: score tables, plots and disagreements with evidence."""
+    path = report_stage.write_report(store_stage.resolve_db_path(db), load_taxonomy(taxonomy), output, run, gold)
+    out.print(f"wrote {path}", markup=False)
+
+
+@app.command()
+@one_line_errors
+def runs(db: DbOption = None) -> None:
+    """List proposal runs: name, backend, model, papers done and failed, tokens."""
+    table = Table("run", "backend", "model", "started", "done", "failed", "tokens")
+    for row in store_stage.list_runs_at(store_stage.resolve_db_path(db)):
+        table.add_row(*(str(v) for v in row))
+    out.print(table)
 
 
 @app.command()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import GoldError
@@ -26,6 +26,7 @@ class GoldPaper:
     arxiv_id: str
     title: str
     labels: dict[str, frozenset[str]]
+    details: dict[str, str] = field(default_factory=dict)
 
     def names(self) -> set[str]:
         """Every key a stored paper may carry and still match this row."""
@@ -58,12 +59,18 @@ def load_gold(path: str | Path | None, taxonomy: Taxonomy) -> list[GoldPaper]:
                     unknown = sorted(cats - set(taxonomy.axis(axis_id).category_ids))
                     if unknown:
                         raise GoldError(f"{resolved}:{line}: {row['method']} has {unknown} outside axis {axis_id}")
+                details = {
+                    column: (row.get(column) or "").strip()
+                    for column in ("conditioning_source", "conditioning_mechanism", "generation_strategy", "dataset")
+                    if row.get(column)
+                }
                 papers.append(
                     GoldPaper(
                         row["method"].strip(),
                         (row.get("arxiv_id") or "").strip(),
                         (row.get("title") or "").strip(),
                         labels,
+                        details,
                     )
                 )
             return papers

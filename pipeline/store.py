@@ -306,3 +306,18 @@ def paper_text_by_section(db: Path, paper_key: str, section: str | None = None) 
         names = sorted({s.name for s in doc.sections})
         raise StoreError(f"{paper_key}: no section {section!r}; it has {', '.join(names)}")
     return doc, chosen
+
+
+def list_runs_at(db: Path) -> list[tuple[Any, ...]]:
+    """What `kia runs` prints: one row per run with its counts and tokens."""
+    with Store(db, read_only=True) as store:
+        return store.query(
+            """
+            SELECT r.run_id, r.backend, r.model, strftime(r.started_at, '%Y-%m-%d %H:%M'),
+                   (SELECT count(*) FROM proposals p WHERE p.run_id = r.run_id AND p.status = 'done'),
+                   (SELECT count(*) FROM proposals p WHERE p.run_id = r.run_id AND p.status = 'failed'),
+                   (SELECT coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)
+                      FROM llm_calls c WHERE c.run_id = r.run_id)
+            FROM runs r ORDER BY r.started_at
+            """
+        )

@@ -1,0 +1,120 @@
+"""Plots with matplotlib (PNG and SVG): the survey's Figure 2 from any labeling, and agreement heatmaps."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Wedge  # noqa: E402
+
+from pipeline.score import Agreement, Labeling  # noqa: E402
+from pipeline.stats import design_space  # noqa: E402
+from pipeline.taxonomy import Taxonomy  # noqa: E402
+
+PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
+
+
+def _save(fig: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.svg"]
+    for path in paths:
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def figure2(labeling: Labeling, taxonomy: Taxonomy, out_dir: Path, title: str = "") -> list[Path]:
+    """Top row: each axis's category shares and single- vs multi-label use. Bottom row: the pairwise
+    bubble charts, node size the number of methods, pie slices the third axis's distribution."""
+    stats = design_space(labeling, taxonomy)
+    axes_ids = taxonomy.axis_ids
+    pairs = list(itertools.combinations(axes_ids, 2))
+    columns = max(len(axes_ids) + 1, len(pairs))
+    fig, grid = plt.subplots(2, columns, figsize=(4.2 * columns, 8.4), squeeze=False)
+    for column, axis_id in enumerate(axes_ids):
+        ax = grid[0][column]
+        categories = taxonomy.axis(axis_id).category_ids
+        shares = [100 * stats.shares[axis_id][c] for c in categories]
+        ax.bar(categories, shares, color=PALETTE[: len(categories)])
+        for x, share in enumerate(shares):
+            ax.text(x, share + 1, f"{share:.0f}%", ha="center", fontsize=9)
+        ax.set_title(f"{axis_id}: {taxonomy.axis(axis_id).name}")
+        ax.set_ylabel("share of labels (%)")
+        ax.set_ylim(0, max(shares + [10]) * 1.2)
+    ax = grid[0][len(axes_ids)]
+    singles = [stats.single_multi[a]["single"] for a in axes_ids]
+    multis = [stats.single_multi[a]["multi"] for a in axes_ids]
+    positions = range(len(axes_ids))
+    ax.bar([p - 0.2 for p in positions], singles, width=0.4, label="single", color=PALETTE[0])
+    ax.bar([p + 0.2 for p in positions], multis, width=0.4, label="multiple", color=PALETTE[1])
+    ax.set_xticks(list(positions), axes_ids)
+    ax.set_title("categories per method")
+    ax.set_ylabel("methods")
+    ax.legend()
+    for column in range(len(axes_ids) + 1, columns):
+        grid[0][column].axis("off")
+
+    for column, (first, second) in enumerate(pairs):
+        ax = grid[1][column]
+        third = next(a for a in axes_ids if a not in (first, second))
+        xs, ys = taxonomy.axis(first).category_ids, taxonomy.axis(second).category_ids
+        third_ids = taxonomy.axis(third).category_ids
+        biggest = max(stats.cooccurrence[f"{first}-{second}"].values()) or 1
+        for (xi, a), (yi, b) in itertools.product(enumerate(xs), enumerate(ys)):
+            members = [p for p in labeling.values() if a in p[first] and b in p[second]]
+            if not members:
+                continue
+            slices = Counter(c for p in members for c in p[third])
+            radius = 0.12 + 0.33 * (len(members) / biggest) ** 0.5
+            start = 90.0
+            total = sum(slices.values())
+            for index, category in enumerate(third_ids):
+                if not slices[category]:
+                    continue
+                sweep = 360.0 * slices[category] / total
+                ax.add_patch(Wedge((xi, yi), radius, start, start + sweep, color=PALETTE[index % len(PALETTE)]))
+                start += sweep
+            ax.text(xi, yi, str(len(members)), ha="center", va="center", fontsize=8, color="white", weight="bold")
+        ax.set_xlim(-0.6, len(xs) - 0.4)
+        ax.set_ylim(-0.6, len(ys) - 0.4)
+        ax.set_xticks(range(len(xs)), xs)
+        ax.set_yticks(range(len(ys)), ys)
+        ax.set_aspect("equal")
+        ax.grid(True, alpha=0.3)
+        ax.set_title(f"{first}-{second} (slices: {third})")
+        handles = [Wedge((0, 0), 0.1, 0, 360, color=PALETTE[i % len(PALETTE)]) for i in range(len(third_ids))]
+        ax.legend(handles, third_ids, fontsize=7, loc="upper right", framealpha=0.6)
+    for column in range(len(pairs), columns):
+        grid[1][column].axis("off")
+    fig.suptitle(title or f"Design space of {stats.n_papers} methods")
+    fig.tight_layout()
+    return _save(fig, out_dir, "figure2")
+
+
+def agreement_heatmap(agreement: Agreement, out_dir: Path, title: str = "") -> list[Path]:
+    """Per category (rows) precision, recall, F1, kappa, PABAK and AC1 (columns), colour-coded."""
+    metrics = ["precision", "recall", "f1", "kappa", "pabak", "ac1"]
+    rows: list[str] = []
+    values: list[list[float]] = []
+    for axis_agreement in agreement.axes.values():
+        for category, figures in axis_agreement.per_category.items():
+            rows.append(category)
+            values.append([float("nan") if figures[m] is None else float(figures[m] or 0.0) for m in metrics])
+    fig, ax = plt.subplots(figsize=(7, 0.38 * max(4, len(rows)) + 1.2))
+    image = ax.imshow(values, cmap="RdYlGn", vmin=-1, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(metrics)), metrics)
+    ax.set_yticks(range(len(rows)), rows)
+    for (r, c), value in (
+        (rc, values[rc[0]][rc[1]]) for rc in itertools.product(range(len(rows)), range(len(metrics)))
+    ):
+        ax.text(c, r, "n/a" if value != value else f"{value:.2f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(image, ax=ax, shrink=0.7)
+    ax.set_title(title or "agreement per category")
+    fig.tight_layout()
+    return _save(fig, out_dir, "agreement")

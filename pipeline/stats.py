@@ -1,0 +1,126 @@
+"""Design-space statistics of any labeling (gold, a run, reviewed labels): the survey's Figure 2.
+
+Shares follow the survey's convention: a category's share of its axis is its count over all label
+occurrences on that axis (a paper with two labels counts twice), which is how Table 5 gives K1 22%,
+K2 44%, K3 28%, K4 6%. The survey's own reported figures live in `labels/survey_reported.yaml` so
+that the text and the table can be checked against each other.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import KiaError
+from pipeline.score import Labeling
+from pipeline.taxonomy import PROJECT_ROOT, Taxonomy
+
+SURVEY_REPORTED = PROJECT_ROOT / "labels" / "survey_reported.yaml"
+
+
+@dataclass
+class DesignSpaceStats:
+    """Everything `kia stats` prints."""
+
+    n_papers: int
+    counts: dict[str, dict[str, int]]
+    shares: dict[str, dict[str, float]]
+    single_multi: dict[str, dict[str, int]]
+    cooccurrence: dict[str, dict[str, int]]
+    triples: dict[str, int]
+    empty_cells: list[str]
+    sparse_cells: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return self.__dict__.copy()
+
+
+def design_space(labeling: Labeling, taxonomy: Taxonomy, sparse_max: int = 1) -> DesignSpaceStats:
+    """Shares, single/multi-label use, pairwise co-occurrence and the K x I x A cells."""
+    axes = taxonomy.axis_ids
+    counts = {a: {c: 0 for c in taxonomy.axis(a).category_ids} for a in axes}
+    single_multi = {a: {"single": 0, "multi": 0} for a in axes}
+    pairs: Counter[str] = Counter()
+    triples: Counter[str] = Counter()
+    for labels in labeling.values():
+        for axis in axes:
+            for category in labels[axis]:
+                counts[axis][category] += 1
+            single_multi[axis]["multi" if len(labels[axis]) > 1 else "single"] += 1
+        for first, second in itertools.combinations(axes, 2):
+            for a, b in itertools.product(sorted(labels[first]), sorted(labels[second])):
+                pairs[f"{a}-{b}"] += 1
+        for cell in itertools.product(*(sorted(labels[a]) for a in axes)):
+            triples["-".join(cell)] += 1
+    shares = {
+        axis: {c: round(n / max(1, sum(per.values())), 4) for c, n in per.items()} for axis, per in counts.items()
+    }
+    all_cells = ["-".join(cell) for cell in itertools.product(*(taxonomy.axis(a).category_ids for a in axes))]
+    cooccurrence: dict[str, dict[str, int]] = {}
+    for first, second in itertools.combinations(axes, 2):
+        cooccurrence[f"{first}-{second}"] = {
+            f"{a}-{b}": pairs[f"{a}-{b}"]
+            for a in taxonomy.axis(first).category_ids
+            for b in taxonomy.axis(second).category_ids
+        }
+    return DesignSpaceStats(
+        n_papers=len(labeling),
+        counts=counts,
+        shares=shares,
+        single_multi=single_multi,
+        cooccurrence=cooccurrence,
+        triples={cell: triples[cell] for cell in all_cells if triples[cell]},
+        empty_cells=[cell for cell in all_cells if triples[cell] == 0],
+        sparse_cells=[cell for cell in all_cells if 0 < triples[cell] <= sparse_max],
+    )
+
+
+@dataclass(frozen=True)
+class ReportedMismatch:
+    """A figure the survey's text reports that its own table does not give."""
+
+    category: str
+    reported_percent: float
+    table_percent: float
+    table_count: int
+    total: int
+    where: str
+
+
+def load_reported(path: Path = SURVEY_REPORTED) -> dict[str, Any]:
+    """The survey's reported shares (percent per category) and where the text states them."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise KiaError(f"{path}: survey-reported figures not found") from exc
+    if not isinstance(data, dict) or "shares" not in data:
+        raise KiaError(f"{path}: expected a mapping with 'shares'")
+    return data
+
+
+def text_vs_table(stats: DesignSpaceStats, reported: dict[str, Any], tolerance: float = 1.0) -> list[ReportedMismatch]:
+    """Categories whose share in the survey's text differs from the table by more than `tolerance` points.
+
+    The table's share is computed both ways (over label occurrences and over papers); a mismatch is
+    reported only when neither reading gives the text's figure.
+    """
+    mismatches: list[ReportedMismatch] = []
+    for category, entry in reported["shares"].items():
+        percent = float(entry["percent"])
+        axis = next((a for a, per in stats.counts.items() if category in per), None)
+        if axis is None:
+            continue
+        count = stats.counts[axis][category]
+        occurrences = sum(stats.counts[axis].values())
+        readings = [100 * count / max(1, occurrences), 100 * count / max(1, stats.n_papers)]
+        if all(abs(r - percent) > tolerance for r in readings):
+            mismatches.append(
+                ReportedMismatch(category, percent, round(readings[0], 1), count, occurrences, entry.get("where", ""))
+            )
+    return mismatches

@@ -1,0 +1,82 @@
+"""Plots, HTML report, stats, export and compare through the real `kia` program on a real database."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import ROOT, run_kia
+from tests.fakes import ScriptedBackend
+
+GOOD = {
+    "K": [("K2", ["We generate CT from segmentation masks with a ControlNet branch"])],
+    "I": [("I2", ["We generate CT from segmentation masks with a ControlNet branch"])],
+    "A": [("A1", ["We generate CT from segmentation masks with a ControlNet branch"])],
+}
+OTHER = {**GOOD, "I": [("I2", ["We generate CT from segmentation masks"]), ("I3", ["with a ControlNet branch"])]}
+
+
+def _db_with_two_runs(tmp_path: Path) -> Path:
+    from pipeline.extract import extract
+    from pipeline.propose import load_prompt, run_proposals
+    from pipeline.store import Store
+    from pipeline.taxonomy import load_taxonomy
+
+    db = tmp_path / "kia.duckdb"
+    for key in ("MAISI", "MedLoRD"):
+        path = tmp_path / f"{key}.md"
+        path.write_text(
+            f"# {key}\n\n## Abstract\nWe generate CT from segmentation masks with a ControlNet branch.\n",
+            encoding="utf-8",
+        )
+        with Store(db) as store:
+            store.add_document(extract(path), key)
+    with Store(db) as store:
+        run_proposals(
+            store, ScriptedBackend({"MAISI": GOOD, "MedLoRD": GOOD}), load_taxonomy(), load_prompt(), run_name="a"
+        )
+        other = ScriptedBackend({"MAISI": GOOD, "MedLoRD": OTHER})
+        other.model = "other"
+        run_proposals(store, other, load_taxonomy(), load_prompt(), run_name="b")
+    return db
+
+
+def test_report_html_is_self_contained(tmp_path: Path) -> None:
+    db = _db_with_two_runs(tmp_path)
+    out = tmp_path / "report.html"
+    result = run_kia("report", "--run", "b", "--out", str(out), "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    page = out.read_text(encoding="utf-8")
+    assert page.count("data:image/png;base64,") == 3
+    assert "micro-F1" in page and "MedLoRD" in page and "http" not in page.split("<body>")[1].split("Missing")[0]
+
+
+def test_compare_lists_disagreements(tmp_path: Path) -> None:
+    db = _db_with_two_runs(tmp_path)
+    result = run_kia("compare", "a", "b", "--format", "json", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert [d["paper"] for d in document["disagreements"]] == ["MedLoRD"]
+    assert document["axes"]["I"]["exact_match"] == 0.5
+    missing = run_kia("compare", "a", "zzz", "--db", str(db))
+    assert missing.returncode == 1 and "no run named 'zzz'" in missing.stderr
+
+
+def test_stats_and_export_from_a_run_and_plots(tmp_path: Path) -> None:
+    db = _db_with_two_runs(tmp_path)
+    stats = run_kia("stats", "--run", "a", "--format", "json", "--plots", str(tmp_path / "plots"), "--db", str(db))
+    assert stats.returncode == 0, stats.stderr
+    document = json.loads(stats.stdout)
+    assert document["counts"]["K"]["K2"] == 2 and document["text_vs_table"] == []
+    png = tmp_path / "plots" / "figure2.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "plots" / "figure2.svg").read_text(encoding="utf-8").lstrip().startswith("<?xml")
+    exported = run_kia("export", "--run", "a", "--format", "latex", "--db", str(db))
+    assert exported.returncode == 0
+    assert "MAISI & K2 & I2 & A1 & Multi-organ Segmentation Maps & ControlNet" in exported.stdout
+
+
+def test_stats_on_gold_points_at_the_text(tmp_path: Path) -> None:
+    result = run_kia("stats", cwd=ROOT)
+    assert result.returncode == 0
+    assert "A1 reported 56% but the table gives 15 of 26" in result.stdout

@@ -1,0 +1,38 @@
+"""Design-space statistics on Table 5: the survey's reported shares, and where its text disagrees."""
+
+from __future__ import annotations
+
+from pipeline.gold import load_gold
+from pipeline.score import gold_labeling
+from pipeline.stats import design_space, load_reported, text_vs_table
+from pipeline.taxonomy import load_taxonomy
+
+
+def _table5_stats():  # type: ignore[no-untyped-def]
+    taxonomy = load_taxonomy()
+    return design_space(gold_labeling(load_gold(None, taxonomy), []), taxonomy)
+
+
+def test_reproduces_the_survey_shares() -> None:
+    stats = _table5_stats()
+    percent = {c: round(100 * s) for per in stats.shares.values() for c, s in per.items()}
+    assert {k: percent[k] for k in ("K1", "K2", "K3", "K4")} == {"K1": 22, "K2": 44, "K3": 28, "K4": 6}
+    assert {k: percent[k] for k in ("I1", "I2", "I3", "I4")} == {"I1": 6, "I2": 74, "I3": 10, "I4": 10}
+    assert {k: percent[k] for k in ("A2", "A3", "A4")} == {"A2": 15, "A3": 15, "A4": 12}
+    assert stats.n_papers == 26
+
+
+def test_single_multi_and_cooccurrence() -> None:
+    stats = _table5_stats()
+    assert stats.single_multi["A"] == {"single": 26, "multi": 0}
+    assert stats.single_multi["K"] == {"single": 20, "multi": 6}
+    assert stats.cooccurrence["K-I"]["K4-I2"] == 2 and stats.cooccurrence["K-I"]["K4-I3"] == 0
+    assert stats.cooccurrence["K-A"]["K4-A2"] == 2  # K4 only in cascades, as the survey says
+    assert stats.triples["K2-I2-A1"] == 8  # the prevailing triplet, and the largest cell
+    assert max(stats.triples, key=lambda cell: stats.triples[cell]) == "K2-I2-A1"
+    assert "K1-I1-A4" in stats.empty_cells and len(stats.empty_cells) + len(stats.triples) == 64
+
+
+def test_text_vs_table_flags_a1() -> None:
+    mismatches = text_vs_table(_table5_stats(), load_reported())
+    assert [(m.category, m.reported_percent, m.table_count, m.total) for m in mismatches] == [("A1", 56.0, 15, 26)]
