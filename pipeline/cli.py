@@ -18,6 +18,7 @@ from pipeline import demo as demo_stage
 from pipeline import ingest as ingest_stage
 from pipeline import propose as propose_stage
 from pipeline import report as report_stage
+from pipeline import review as review_stage
 from pipeline import score as score_stage
 from pipeline import store as store_stage
 from pipeline.backends import make_backend
@@ -237,13 +238,26 @@ def score(
     run: Annotated[str | None, typer.Option(help="Run to score (default: the latest)")] = None,
     gold: Annotated[Path | None, typer.Option(help="Gold CSV (default: labels/table5.csv)")] = None,
     output_format: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    proposals_only: Annotated[bool, typer.Option("--proposals-only", help="Ignore reviews")] = False,
+    between: Annotated[
+        tuple[str, str] | None, typer.Option(help="Inter-annotator agreement of two reviewers: --between A B")
+    ] = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
-    """Agreement of a run's proposals with gold labels, axis by axis, and the disagreements."""
+    """Agreement of a run's labels (reviewed where reviewed) with gold, axis by axis, and the disagreements."""
     import json
 
-    report = score_stage.score_run(store_stage.resolve_db_path(db), load_taxonomy(taxonomy), run, gold)
+    if between is not None:
+        agreement = score_stage.between_reviewers(store_stage.resolve_db_path(db), load_taxonomy(taxonomy), *between)
+        if output_format == "json":
+            out.print(json.dumps(agreement.as_dict(), indent=2), markup=False)
+        else:
+            _print_agreement(agreement, f"reviewer {between[1]} against reviewer {between[0]}")
+        return
+    report = score_stage.score_run(
+        store_stage.resolve_db_path(db), load_taxonomy(taxonomy), run, gold, use_reviews=not proposals_only
+    )
     if output_format == "json":
         out.print(json.dumps({"run": report.run_id, **report.agreement.as_dict()}, indent=2), markup=False)
         return
@@ -389,6 +403,52 @@ def runs(db: DbOption = None) -> None:
     for row in store_stage.list_runs_at(store_stage.resolve_db_path(db)):
         table.add_row(*(str(v) for v in row))
     out.print(table)
+
+
+@app.command()
+@one_line_errors
+def review(
+    run: Annotated[str | None, typer.Option(help="Run to review (default: the latest)")] = None,
+    reviewer: Annotated[str | None, typer.Option(help="Reviewer name (default: $USER)")] = None,
+    only: Annotated[str | None, typer.Option(help="unreviewed, disagreements or low-confidence")] = None,
+    accept_above: Annotated[
+        float | None, typer.Option(help="No terminal: accept every axis whose confidence is at least this")
+    ] = None,
+    taxonomy: TaxonomyOption = None,
+    db: DbOption = None,
+) -> None:
+    """Review proposals paper by paper: evidence in context; accept, edit or reject each axis."""
+    with review_stage.open_store(store_stage.resolve_db_path(db)) as store:
+        if accept_above is not None:
+            count = review_stage.bulk_accept(store, load_taxonomy(taxonomy), accept_above, run, reviewer)
+            out.print(f"accepted {count} axis decision(s) with confidence >= {accept_above}", markup=False)
+            return
+        session = review_stage.ReviewSession(store, load_taxonomy(taxonomy), run, reviewer, only)
+        if session.done:
+            out.print(f"nothing to review for {session.reviewer} in run {session.run_id}", markup=False)
+            return
+        out.print("type ? for help", markup=False)
+        review_stage.interactive(session, out, input)
+
+
+@app.command()
+@one_line_errors
+def label(
+    key: Annotated[str, typer.Argument(help="Paper key")],
+    k: Annotated[str | None, typer.Option("--K", help="K categories, e.g. K1,K2")] = None,
+    i: Annotated[str | None, typer.Option("--I", help="I categories")] = None,
+    a: Annotated[str | None, typer.Option("--A", help="A categories")] = None,
+    note: Annotated[str | None, typer.Option(help="A note on the paper")] = None,
+    reviewer: Annotated[str | None, typer.Option(help="Reviewer name (default: $USER)")] = None,
+    run: Annotated[str | None, typer.Option(help="Run the decision refers to (default: the latest)")] = None,
+    taxonomy: TaxonomyOption = None,
+    db: DbOption = None,
+) -> None:
+    """Record a reviewer's labels for one paper from a script, stored like an interactive edit."""
+    labels = {axis: value.split(",") for axis, value in (("K", k), ("I", i), ("A", a)) if value}
+    with review_stage.open_store(store_stage.resolve_db_path(db)) as store:
+        review_stage.label_paper(store, load_taxonomy(taxonomy), key, labels, note, reviewer, run)
+    out.print(f"recorded {key}: " + "; ".join(f"{ax} {v}" for ax, v in labels.items()), markup=False)
 
 
 @app.command()

@@ -213,6 +213,39 @@ def run_labeling(store: Store, run_id: str, taxonomy: Taxonomy) -> Labeling:
     return labeling
 
 
+def reviewed_labeling(store: Store, taxonomy: Taxonomy, reviewer: str | None = None) -> Labeling:
+    """Final labels from reviews: per paper and axis the latest accept or edit (of one reviewer, or of anyone).
+
+    A rejected axis has no final labels, so a paper counts as reviewed only on axes accepted or edited.
+    """
+    sql = "SELECT paper_key, axis, decision, labels, reviewer FROM reviews WHERE axis IS NOT NULL"
+    params: list[str] = []
+    if reviewer is not None:
+        sql += " AND reviewer = ?"
+        params.append(reviewer)
+    latest: dict[tuple[str, str], tuple[str, str]] = {}
+    for key, axis, decision, labels, _who in store.query(sql + " ORDER BY id", params):
+        latest[(key, axis)] = (decision, labels or "")
+    labeling: Labeling = {}
+    for (key, axis), (decision, labels) in latest.items():
+        if decision in ("accept", "edit") and labels:
+            labeling.setdefault(key, {})[axis] = frozenset(labels.split(";"))
+    return labeling
+
+
+def merge_reviewed(proposals: Labeling, reviewed: Labeling) -> Labeling:
+    """Reviewed labels where a review exists, else the proposal's, axis by axis."""
+    merged: Labeling = {}
+    for key, labels in proposals.items():
+        merged[key] = {axis: reviewed.get(key, {}).get(axis, cats) for axis, cats in labels.items()}
+    return merged
+
+
+def complete(labeling: Labeling, taxonomy: Taxonomy) -> Labeling:
+    """Only the papers labelled on every axis."""
+    return {k: v for k, v in labeling.items() if set(v) >= set(taxonomy.axis_ids)}
+
+
 def evidence_for(store: Store, run_id: str, paper_key: str, axis: str) -> list[tuple[str, str, str, int | None]]:
     """(category, quote, grounding status, page) of a paper's labels on one axis."""
     rows = store.query(
@@ -249,8 +282,14 @@ class ScoreReport:
     evidence: dict[tuple[str, str], list[tuple[str, str, str, int | None]]]
 
 
-def score_run(db: Path, taxonomy: Taxonomy, run_id: str | None = None, gold_path: Path | None = None) -> ScoreReport:
-    """Score a run (default: the latest) against a gold CSV (default: labels/table5.csv)."""
+def score_run(
+    db: Path, taxonomy: Taxonomy, run_id: str | None = None, gold_path: Path | None = None, use_reviews: bool = True
+) -> ScoreReport:
+    """Score a run (default: the latest) against a gold CSV (default: labels/table5.csv).
+
+    Reviewed labels replace the proposal's axis by axis where a review exists, unless `use_reviews`
+    is False (`--proposals-only`).
+    """
     with Store(db, read_only=True) as store:
         chosen = run_id or latest_run(store)
         if chosen is None:
@@ -258,6 +297,8 @@ def score_run(db: Path, taxonomy: Taxonomy, run_id: str | None = None, gold_path
         if not store.query("SELECT 1 FROM runs WHERE run_id = ?", [chosen]):
             raise KiaError(f"{db}: no run named {chosen!r} (see `kia runs`)")
         candidate = run_labeling(store, chosen, taxonomy)
+        if use_reviews:
+            candidate = merge_reviewed(candidate, reviewed_labeling(store, taxonomy))
         gold = load_gold(gold_path, taxonomy)
         reference = gold_labeling(gold, store.paper_keys())
         agreement = compare(reference, candidate, taxonomy)
@@ -267,3 +308,15 @@ def score_run(db: Path, taxonomy: Taxonomy, run_id: str | None = None, gold_path
             for axis in d.axes
         }
     return ScoreReport(chosen, str(gold_path or DEFAULT_GOLD), agreement, evidence)
+
+
+def between_reviewers(db: Path, taxonomy: Taxonomy, first: str, second: str) -> Agreement:
+    """Inter-annotator agreement of two reviewers on the papers both reviewed on every axis."""
+    with Store(db, read_only=True) as store:
+        known = {r[0] for r in store.query("SELECT DISTINCT reviewer FROM reviews")}
+        for reviewer in (first, second):
+            if reviewer not in known:
+                raise KiaError(f"{db}: no reviews by {reviewer!r} (reviewers: {', '.join(sorted(known)) or 'none'})")
+        a = complete(reviewed_labeling(store, taxonomy, first), taxonomy)
+        b = complete(reviewed_labeling(store, taxonomy, second), taxonomy)
+    return compare(a, b, taxonomy, names=(first, second))

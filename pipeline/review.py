@@ -1,0 +1,414 @@
+"""Stage: human review of proposals. A state machine over papers, each decision stored at once.
+
+Decisions per paper and axis: accept (the proposed labels), edit (labels picked from the taxonomy),
+reject (the proposal is wrong; no replacement given). Notes attach to a paper. Every decision is one
+committed row in `reviews` (paper, run, axis, labels, decision, reviewer, note, time), so quitting,
+Ctrl-C or a killed process loses nothing, and reopening resumes at the first paper this reviewer
+has not finished. The latest decision per reviewer, paper and axis is the one that counts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import KiaError
+from pipeline.extract import Document
+from pipeline.score import latest_run, run_labeling
+from pipeline.store import Store
+from pipeline.taxonomy import Taxonomy
+
+ACCEPT, EDIT, REJECT, NOTE = "accept", "edit", "reject", "note"
+ONLY_CHOICES = ("unreviewed", "disagreements", "low-confidence")
+LOW_CONFIDENCE = 0.6
+
+
+def default_reviewer(option: str | None) -> str:
+    """`--reviewer`, else `$USER`, else "anonymous"."""
+    return option or os.environ.get("USER") or os.environ.get("USERNAME") or "anonymous"
+
+
+@dataclass(frozen=True)
+class EvidenceView:
+    """A quote shown in context: the sentence(s) around it, with the quote's span inside them."""
+
+    category: str
+    quote: str
+    status: str
+    score: float | None
+    page: int | None
+    section: str | None
+    before: str
+    match: str
+    after: str
+
+
+@dataclass
+class PaperView:
+    """Everything the reviewer sees for one paper."""
+
+    key: str
+    title: str
+    proposed: dict[str, list[tuple[str, float]]]
+    evidence: dict[str, list[EvidenceView]]
+    decided: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
+
+
+def context_window(doc: Document, start: int, end: int, width: int = 160) -> tuple[str, str, str]:
+    """Text before, the quote itself and text after, cut at sentence or line boundaries when near."""
+    left = max(0, start - width)
+    boundary = max(doc.text.rfind(". ", left, start), doc.text.rfind("\n", left, start))
+    left = boundary + 1 if boundary >= 0 else left
+    right = min(len(doc.text), end + width)
+    stop = min([p for p in (doc.text.find(". ", end, right), doc.text.find("\n", end, right)) if p >= 0] or [right])
+    right = stop + 1 if stop < right else right
+    return doc.text[left:start].lstrip(), doc.text[start:end], doc.text[end:right].rstrip()
+
+
+class ReviewSession:
+    """The review state machine: papers in order of need, a cursor, and decisions written at once."""
+
+    def __init__(
+        self,
+        store: Store,
+        taxonomy: Taxonomy,
+        run_id: str | None = None,
+        reviewer: str | None = None,
+        only: str | None = None,
+        keys: list[str] | None = None,
+    ) -> None:
+        """Review a run's papers (default: the latest run), or exactly `keys` (a run is then optional)."""
+        if only is not None and only not in ONLY_CHOICES:
+            raise KiaError(f"--only must be one of {', '.join(ONLY_CHOICES)}, not {only!r}")
+        self.store = store
+        self.taxonomy = taxonomy
+        self.reviewer = default_reviewer(reviewer)
+        chosen = run_id or latest_run(store)
+        if chosen is None and keys is None:
+            raise KiaError(f"{store.path}: no proposals to review; run `kia propose` first")
+        if chosen is not None and not store.query("SELECT 1 FROM runs WHERE run_id = ?", [chosen]):
+            raise KiaError(f"{store.path}: no run named {chosen!r}")
+        self.run_id = chosen
+        self.proposals = run_labeling(store, chosen, taxonomy) if chosen else {}
+        self.keys = keys if keys is not None else self._ordered_keys(only)
+        self.index = 0 if keys is not None else self._first_unfinished()
+
+    # --- ordering ----------------------------------------------------------------------------
+    def _disagreeing_keys(self) -> set[str]:
+        """Papers on which this run and any other run disagree on some axis."""
+        others = [r[0] for r in self.store.query("SELECT run_id FROM runs WHERE run_id != ?", [self.run_id])]
+        disagreeing: set[str] = set()
+        for other in others:
+            labeling = run_labeling(self.store, other, self.taxonomy)
+            for key, labels in self.proposals.items():
+                if key in labeling and labeling[key] != labels:
+                    disagreeing.add(key)
+        return disagreeing
+
+    def _min_confidence(self) -> dict[str, float]:
+        rows = self.store.query(
+            "SELECT paper_key, min(confidence) FROM labels WHERE run_id = ? GROUP BY paper_key", [self.run_id]
+        )
+        return {r[0]: float(r[1]) for r in rows}
+
+    def _ordered_keys(self, only: str | None) -> list[str]:
+        """Disagreements between runs first, then the lowest confidence; optionally filtered."""
+        disagreeing = self._disagreeing_keys()
+        confidence = self._min_confidence()
+        keys = sorted(self.proposals, key=lambda k: (k not in disagreeing, confidence.get(k, 0.0), k))
+        if only == "disagreements":
+            keys = [k for k in keys if k in disagreeing]
+        elif only == "low-confidence":
+            keys = [k for k in keys if confidence.get(k, 0.0) < LOW_CONFIDENCE]
+        elif only == "unreviewed":
+            keys = [k for k in keys if not self.finished(k)]
+        return keys
+
+    # --- state ---------------------------------------------------------------------------------
+    def decisions(self, key: str) -> dict[str, tuple[str, list[str]]]:
+        """This reviewer's latest decision per axis on a paper."""
+        rows = self.store.query(
+            "SELECT axis, decision, labels FROM reviews WHERE reviewer = ? AND paper_key = ? AND axis IS NOT NULL"
+            " ORDER BY id",
+            [self.reviewer, key],
+        )
+        latest: dict[str, tuple[str, list[str]]] = {}
+        for axis, decision, labels in rows:
+            latest[axis] = (decision, [c for c in (labels or "").split(";") if c])
+        return latest
+
+    def finished(self, key: str) -> bool:
+        """Every axis of the paper has a decision from this reviewer."""
+        return set(self.decisions(key)) >= set(self.taxonomy.axis_ids)
+
+    def _first_unfinished(self) -> int:
+        for index, key in enumerate(self.keys):
+            if not self.finished(key):
+                return index
+        return len(self.keys)
+
+    @property
+    def done(self) -> bool:
+        """No paper left under the cursor."""
+        return self.index >= len(self.keys)
+
+    @property
+    def current(self) -> str:
+        """The key of the paper under review."""
+        if self.done:
+            raise KiaError("no paper left to review")
+        return self.keys[self.index]
+
+    def view(self) -> PaperView:
+        """The current paper with its proposed labels, confidences and evidence in context."""
+        key = self.current
+        doc = self.store.get_document(key)
+        proposed: dict[str, list[tuple[str, float]]] = {a: [] for a in self.taxonomy.axis_ids}
+        for axis, category, confidence in self.store.query(
+            "SELECT axis, category, confidence FROM labels WHERE run_id = ? AND paper_key = ? ORDER BY axis, category",
+            [self.run_id, key],
+        ):
+            proposed[axis].append((category, float(confidence)))
+        evidence: dict[str, list[EvidenceView]] = {a: [] for a in self.taxonomy.axis_ids}
+        for axis, category, quote, status, score, start, end, page, section in self.store.query(
+            "SELECT axis, category, quote, status, score, start_char, end_char, page, section FROM evidence"
+            " WHERE run_id = ? AND paper_key = ? ORDER BY axis, category, idx",
+            [self.run_id, key],
+        ):
+            if start is None:
+                before, match, after = "", quote, ""
+            else:
+                before, match, after = context_window(doc, int(start), int(end))
+            evidence[axis].append(EvidenceView(category, quote, status, score, page, section, before, match, after))
+        return PaperView(key, doc.title, proposed, evidence, self.decisions(key))
+
+    # --- decisions -----------------------------------------------------------------------------
+    def _record(self, axis: str | None, decision: str, labels: list[str], note: str | None = None) -> None:
+        with self.store.transaction():
+            self.store.con.execute(
+                "INSERT INTO reviews (paper_key, run_id, axis, labels, decision, reviewer, note)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [self.current, self.run_id, axis, ";".join(labels), decision, self.reviewer, note],
+            )
+
+    def _check_axis(self, axis: str) -> str:
+        wanted = axis.strip().upper() if axis.strip().upper() in self.taxonomy.axis_ids else axis.strip()
+        if wanted not in self.taxonomy.axis_ids:
+            raise KiaError(f"unknown axis {axis!r}; axes are {', '.join(self.taxonomy.axis_ids)}")
+        return wanted
+
+    def accept(self, axis: str) -> None:
+        """Accept the proposed labels of one axis."""
+        axis = self._check_axis(axis)
+        proposed = self.proposals.get(self.current, {}).get(axis)
+        if not proposed:
+            raise KiaError(f"{self.current}: nothing proposed on axis {axis} to accept; edit it instead")
+        self._record(axis, ACCEPT, sorted(proposed))
+
+    def accept_all(self) -> None:
+        """Accept every axis of the current paper."""
+        for axis in self.taxonomy.axis_ids:
+            self.accept(axis)
+
+    def edit(self, axis: str, categories: list[str]) -> None:
+        """Replace an axis's labels by categories of that axis (never empty, never outside it)."""
+        axis = self._check_axis(axis)
+        chosen = sorted({c.strip().upper() for c in categories if c.strip()})
+        if not chosen:
+            allowed_ids = ", ".join(self.taxonomy.axis(axis).category_ids)
+            raise KiaError(f"an axis is never empty: give at least one of {allowed_ids}")
+        allowed = self.taxonomy.axis(axis).category_ids
+        outside = [c for c in chosen if c not in allowed]
+        if outside:
+            raise KiaError(f"{', '.join(outside)} not in axis {axis} ({', '.join(allowed)})")
+        self._record(axis, EDIT, chosen)
+
+    def reject(self, axis: str) -> None:
+        """Mark an axis's proposal as wrong without giving the right labels."""
+        axis = self._check_axis(axis)
+        self._record(axis, REJECT, [])
+
+    def note(self, text: str) -> None:
+        """Attach a note to the current paper."""
+        if not text.strip():
+            raise KiaError("a note needs some text")
+        self._record(None, NOTE, [], text.strip())
+
+    def next(self) -> None:
+        """Move to the next paper (skip)."""
+        if not self.done:
+            self.index += 1
+
+    def back(self) -> None:
+        """Move to the previous paper."""
+        self.index = max(0, self.index - 1)
+
+    def advance_if_finished(self) -> bool:
+        """After a decision: move on when the paper has a decision on every axis."""
+        if not self.done and self.finished(self.current):
+            self.index += 1
+            return True
+        return False
+
+
+def bulk_accept(
+    store: Store, taxonomy: Taxonomy, threshold: float, run_id: str | None = None, reviewer: str | None = None
+) -> int:
+    """Accept every axis whose proposed labels all have confidence >= threshold; return how many."""
+    session = ReviewSession(store, taxonomy, run_id, reviewer)
+    accepted = 0
+    for index, key in enumerate(session.keys):
+        session.index = index
+        rows = store.query(
+            "SELECT axis, min(confidence) FROM labels WHERE run_id = ? AND paper_key = ? GROUP BY axis",
+            [session.run_id, key],
+        )
+        decided = session.decisions(key)
+        for axis, confidence in rows:
+            if float(confidence) >= threshold and axis not in decided:
+                session.accept(axis)
+                accepted += 1
+    return accepted
+
+
+def label_paper(
+    store: Store,
+    taxonomy: Taxonomy,
+    key: str,
+    labels: dict[str, list[str]],
+    note: str | None,
+    reviewer: str | None = None,
+    run_id: str | None = None,
+) -> None:
+    """Record a reviewer's labels for a paper from a script (`kia label`); stored like an edit."""
+    store.get_document(key)  # a clear error for an unknown key
+    session = ReviewSession(store, taxonomy, run_id, reviewer, keys=[key])
+    given = {axis: cats for axis, cats in labels.items() if cats}
+    if not given and not note:
+        raise KiaError("nothing to record: give labels (--K, --I, ...) or a --note")
+    for axis, categories in given.items():
+        session.edit(axis, categories)
+    if note:
+        session.note(note)
+
+
+def reviewers(store: Store) -> list[str]:
+    """Everyone who has recorded a decision."""
+    return [r[0] for r in store.query("SELECT DISTINCT reviewer FROM reviews ORDER BY reviewer")]
+
+
+def open_store(db: Path) -> Store:
+    """A store for reviewing (read-write: every decision is written at once)."""
+    return Store(db)
+
+
+HELP = """keys (then Enter):
+  a AXIS        accept the proposed labels of an axis (e.g. "a K")
+  A             accept all axes
+  e AXIS C,C    edit an axis: pick categories of the taxonomy (e.g. "e I I2,I3")
+  r AXIS        reject an axis's proposal
+  d CATEGORY    show the taxonomy's definition of a category (e.g. "d K2")
+  n TEXT        add a note to this paper
+  s             skip to the next paper      b   back to the previous paper
+  ?             this help                   q   quit (every decision is already saved)"""
+
+
+def render_paper(session: ReviewSession, console: Any) -> None:
+    """Show the current paper: key, title, labels with confidence, evidence highlighted in context."""
+    from rich.text import Text
+
+    view = session.view()
+    console.rule(
+        f"[bold]{view.key}[/bold]  ({session.index + 1}/{len(session.keys)}, run {session.run_id}, "
+        f"reviewer {session.reviewer})"
+    )
+    console.print(Text(view.title, style="bold"))
+    marks = {"exact": ("exact", "green"), "fuzzy": ("FUZZY", "yellow"), "not_found": ("NOT FOUND", "bold red")}
+    for axis in session.taxonomy.axes:
+        labels = ", ".join(f"{c} ({conf:.2f})" for c, conf in view.proposed.get(axis.id, []))
+        decided = view.decided.get(axis.id)
+        status = f"  -> {decided[0]} {','.join(decided[1])}" if decided else ""
+        console.print(Text(f"{axis.id} {axis.name}: {labels}{status}", style="bold cyan"))
+        for ev in view.evidence.get(axis.id, []):
+            label, colour = marks.get(ev.status, (ev.status, "white"))
+            score = f" {ev.score:.0f}" if ev.status == "fuzzy" and ev.score is not None else ""
+            where = f"p.{ev.page} {ev.section}" if ev.page is not None else "not located in the paper"
+            line = Text(f"   {ev.category} [{label}{score}, {where}] ", style=colour)
+            line.append(ev.before.replace("\n", " "), style="dim")
+            line.append(
+                ev.match.replace("\n", " "),
+                style=f"bold {colour} underline" if ev.status != "not_found" else "bold red strike",
+            )
+            line.append(ev.after.replace("\n", " "), style="dim")
+            console.print(line)
+
+
+def apply_command(session: ReviewSession, command: str, console: Any) -> bool:
+    """Apply one typed command; False when the reviewer quits. Bad input raises KiaError (the
+    caller prints it and stays on the same paper)."""
+    parts = command.strip().split(maxsplit=2)
+    if not parts:
+        return True
+    verb, rest = parts[0], parts[1:]
+    if verb == "q":
+        return False
+    if verb in ("?", "h", "help"):
+        console.print(HELP, markup=False)
+    elif verb == "A" or verb == "aa":
+        session.accept_all()
+        session.advance_if_finished()
+    elif verb == "a" and rest:
+        session.accept(rest[0])
+        session.advance_if_finished()
+    elif verb == "e" and len(rest) == 2:
+        session.edit(rest[0], rest[1].replace(" ", ",").split(","))
+        session.advance_if_finished()
+    elif verb == "e":
+        raise KiaError('edit needs an axis and categories, e.g. "e I I2,I3"')
+    elif verb == "r" and rest:
+        session.reject(rest[0])
+        session.advance_if_finished()
+    elif verb == "n":
+        session.note(command.strip()[1:])
+    elif verb == "s":
+        session.next()
+    elif verb == "b":
+        session.back()
+    elif verb == "d" and rest:
+        category = session.taxonomy.category(rest[0].upper())
+        console.print(f"{category.id} {category.name}: {category.definition}", markup=False)
+        if category.instantiations:
+            console.print(f"  e.g. {'; '.join(category.instantiations)}", markup=False)
+    else:
+        raise KiaError(f"unknown command {command.strip()!r}; type ? for help")
+    return True
+
+
+def interactive(session: ReviewSession, console: Any, read_line: Callable[[str], str]) -> int:
+    """The review loop; returns the number of papers left. Ctrl-C and end of input quit cleanly."""
+    shown: int | None = None
+    try:
+        while not session.done:
+            if shown != session.index:
+                render_paper(session, console)
+                shown = session.index
+            try:
+                command = read_line("review> ")
+            except EOFError:
+                break
+            try:
+                if not apply_command(session, command, console):
+                    break
+                if command.strip()[:1] in ("a", "A", "e", "r", "n"):
+                    shown = None  # show the decision just made (or the next paper)
+            except KiaError as exc:
+                console.print(f"! {exc}", markup=False, style="red")
+                shown = None if session.done else session.index  # stay on the same paper
+    except KeyboardInterrupt:
+        console.print("\ninterrupted: every decision so far is saved", markup=False)
+    left = sum(1 for key in session.keys if not session.finished(key))
+    console.print(f"{left} paper(s) left to review", markup=False)
+    return left
