@@ -107,6 +107,10 @@ def agreement_heatmap(agreement: Agreement, out_dir: Path, title: str = "") -> l
             rows.append(category)
             values.append([float("nan") if figures[m] is None else float(figures[m] or 0.0) for m in metrics])
     fig, ax = plt.subplots(figsize=(7, 0.38 * max(4, len(rows)) + 1.2))
+    if not rows:
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no papers in common: nothing to compare", ha="center", va="center")
+        return _save(fig, out_dir, "agreement")
     image = ax.imshow(values, cmap="RdYlGn", vmin=-1, vmax=1, aspect="auto")
     ax.set_xticks(range(len(metrics)), metrics)
     ax.set_yticks(range(len(rows)), rows)

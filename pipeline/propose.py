@@ -325,10 +325,11 @@ class RunIdentity:
 
     def short_hash(self) -> str:
         """A short digest used in default run names and cache keys."""
+        # The endpoint host is recorded but is no part of the identity: a local server restarted on
+        # another port still serves the same model, and a run against it resumes.
         fields = [
             self.backend,
             self.model,
-            self.endpoint_host or "",
             self.prompt_hash,
             self.schema_hash,
             self.taxonomy_hash,
@@ -371,7 +372,7 @@ def run_identity(
 
 
 def cache_key(identity: RunIdentity, paper_sha: str) -> str:
-    """Same paper bytes, prompt, schema, model, endpoint and parameters: same answer."""
+    """Same paper bytes, prompt, schema, model and parameters: same answer."""
     return hashlib.sha256(f"{paper_sha}\x1f{identity.short_hash()}".encode()).hexdigest()
 
 

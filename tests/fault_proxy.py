@@ -74,12 +74,14 @@ def completion(content: str) -> bytes:
 class FaultProxy:
     """Start with `FaultProxy(upstream).start()`; set `script`; read `requests`; `stop()` at the end."""
 
-    def __init__(self, upstream: str | None, stall_seconds: float = 30.0) -> None:
+    def __init__(self, upstream: str | None, stall_seconds: float = 30.0, canned_delay: float = 0.0) -> None:
         self.upstream = upstream.rstrip("/") if upstream else None
         self.script: deque[str] = deque()
         self.requests = 0
         self.log: list[str] = []
         self.stall_seconds = stall_seconds
+        self.canned_delay = canned_delay
+        self.default = "pass"  # the fault used once the script is empty
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -101,7 +103,7 @@ class FaultProxy:
     def next_fault(self) -> str:
         with self._lock:
             self.requests += 1
-            fault = self.script.popleft() if self.script else "pass"
+            fault = self.script.popleft() if self.script else self.default
             self.log.append(fault)
             return fault
 
@@ -142,6 +144,8 @@ class FaultProxy:
                     self.close_connection = True
                     self.connection.close()
                 elif fault in SYNTHETIC:
+                    if fault == "canned":
+                        time.sleep(proxy.canned_delay)
                     self._send(200, completion(SYNTHETIC[fault]))
                 elif proxy.upstream is None:
                     self._send(502, b'{"error": {"message": "no upstream"}}')
@@ -159,3 +163,26 @@ class FaultProxy:
                         self._send(exc.code, exc.read())
 
         return Handler
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run the fault proxy standalone (killable as a real server).")
+    parser.add_argument("--upstream", default=None)
+    parser.add_argument("--default", default="pass", help="fault used for every request")
+    args = parser.parse_args()
+    standalone = FaultProxy(args.upstream)
+    standalone.default = args.default
+    serve_fault = standalone.next_fault
+
+    def announce() -> str:
+        fault = serve_fault()
+        print(f"request {standalone.requests} {fault}", flush=True)
+        return fault
+
+    standalone.next_fault = announce  # type: ignore[method-assign]
+    standalone.start()
+    print(standalone.base_url, flush=True)
+    while True:
+        time.sleep(3600)
