@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline import demo as demo_stage
+from pipeline import fetch as fetch_stage
 from pipeline import ingest as ingest_stage
 from pipeline import propose as propose_stage
 from pipeline import report as report_stage
@@ -449,6 +450,137 @@ def label(
     with review_stage.open_store(store_stage.resolve_db_path(db)) as store:
         review_stage.label_paper(store, load_taxonomy(taxonomy), key, labels, note, reviewer, run)
     out.print(f"recorded {key}: " + "; ".join(f"{ax} {v}" for ax, v in labels.items()), markup=False)
+
+
+def _arxiv_client(interval: float | None) -> fetch_stage.ArxivClient:
+    config = fetch_stage.ArxivConfig()
+    if interval is not None:
+        config.min_interval = interval
+    return fetch_stage.ArxivClient(config)
+
+
+IntervalOption = Annotated[
+    float | None, typer.Option(help="Seconds between arXiv requests (default 3, as arXiv asks; $KIA_ARXIV_INTERVAL)")
+]
+OutOption = Annotated[Path, typer.Option("--out", help="Folder for downloaded papers (keep it out of git)")]
+
+
+@app.command()
+@one_line_errors
+def fetch(
+    ids: Annotated[list[str] | None, typer.Argument(help="arXiv ids, e.g. 2409.11169 or 2409.11169v2")] = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="CSV with an arxiv_id column (e.g. corpus/manifest.csv)")
+    ] = None,
+    output_dir: OutOption = Path("papers"),
+    no_html: Annotated[bool, typer.Option("--no-html", help="Only the PDF, not arXiv's HTML")] = False,
+    interval: IntervalOption = None,
+    db: DbOption = None,
+) -> None:
+    """Download arXiv PDFs (and HTML where it exists) with metadata; deduplicated by id and version."""
+    wanted = list(ids or []) + (fetch_stage.ids_from_manifest(manifest) if manifest else [])
+    if not wanted:
+        raise KiaError("give arXiv ids or --manifest CSV")
+    client = _arxiv_client(interval)
+
+    def report(outcome: fetch_stage.FetchOutcome) -> None:
+        if outcome.status == "failed":
+            err.print(f"failed: {outcome.error}", markup=False)
+        else:
+            out.print(f"{outcome.status}: {outcome.arxiv_id} -> {outcome.pdf_path}", markup=False)
+
+    with store_stage.Store(store_stage.resolve_db_path(db)) as store:
+        outcomes = fetch_stage.fetch_papers(store, client, wanted, output_dir, not no_html, report)
+    client.close()
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("fetched", "present", "failed")}
+    out.print(f"fetched {counts['fetched']}, already present {counts['present']}, failed {counts['failed']}")
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+@one_line_errors
+def discover(
+    query: Annotated[str, typer.Option(help='arXiv search terms, e.g. "3D CT generation diffusion"')] = "",
+    category: Annotated[str | None, typer.Option(help="arXiv category, e.g. eess.IV")] = None,
+    since: Annotated[str | None, typer.Option(help="Only papers submitted on or after YYYY-MM-DD")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    threshold: Annotated[float, typer.Option(help="Scope similarity a paper must reach")] = 0.35,
+    interval: IntervalOption = None,
+    taxonomy: TaxonomyOption = None,
+) -> None:
+    """List candidate arXiv papers ranked by closeness to the taxonomy's scope (offline MiniLM)."""
+    from pipeline.backends import default_encoder
+
+    client = _arxiv_client(interval)
+    candidates = fetch_stage.discover(
+        client,
+        load_taxonomy(taxonomy),
+        default_encoder(),
+        query,
+        category,
+        fetch_stage.parse_since(since),
+        limit,
+        threshold,
+    )
+    client.close()
+    table = Table("score", "in scope", "arXiv id", "published", "title")
+    for c in candidates:
+        table.add_row(
+            f"{c.score:.3f}",
+            "yes" if c.kept else "no",
+            c.entry.versioned_id,
+            c.entry.published[:10],
+            c.entry.title[:80],
+        )
+    out.print(table)
+    out.print(f"{sum(c.kept for c in candidates)} of {len(candidates)} at or above the threshold {threshold}")
+
+
+@app.command()
+@one_line_errors
+def batch(
+    query: Annotated[str, typer.Option(help="arXiv search terms")] = "",
+    category: Annotated[str | None, typer.Option(help="arXiv category, e.g. eess.IV")] = None,
+    since: Annotated[str | None, typer.Option(help="Only papers submitted on or after YYYY-MM-DD")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    threshold: Annotated[float, typer.Option(help="Scope similarity a paper must reach")] = 0.35,
+    backend: Annotated[str | None, typer.Option(help="local (default) or openai")] = None,
+    model: Annotated[str | None, typer.Option(help="Model for --backend openai (default: $KIA_MODEL)")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint")] = None,
+    run: Annotated[str | None, typer.Option(help="Run name (default: from the settings)")] = None,
+    output_dir: OutOption = Path("papers"),
+    interval: IntervalOption = None,
+    taxonomy: TaxonomyOption = None,
+    db: DbOption = None,
+) -> None:
+    """Discover, fetch, ingest and propose in one resumable command (a rerun skips what is done)."""
+    from pipeline import batch as batch_stage
+
+    client = _arxiv_client(interval)
+    chosen = make_backend(backend, model, base_url)
+    with store_stage.Store(store_stage.resolve_db_path(db)) as store:
+        result = batch_stage.run_batch(
+            store,
+            client,
+            load_taxonomy(taxonomy),
+            chosen,
+            query,
+            category,
+            fetch_stage.parse_since(since),
+            limit,
+            threshold,
+            output_dir,
+            run,
+            on_stage=lambda m: err.print(f"kia: {m}", markup=False),
+        )
+    client.close()
+    for outcome in result.fetched:
+        if outcome.status == "failed":
+            err.print(f"failed: {outcome.error}", markup=False)
+    out.print(result.proposed.line(), markup=False)
+    if any(o.status == "failed" for o in result.fetched) or result.ingested.failed or result.proposed.failed:
+        raise typer.Exit(1)
 
 
 @app.command()
