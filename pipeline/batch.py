@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Protocol
 
 from pipeline.backends import Backend, LocalBackend
 from pipeline.fetch import ArxivClient, Candidate, FetchOutcome, discover, fetch_papers
@@ -13,6 +14,16 @@ from pipeline.ingest import IngestSummary, ingest_paths
 from pipeline.propose import RunSummary, load_prompt, run_proposals
 from pipeline.store import Store
 from pipeline.taxonomy import Taxonomy
+
+
+class BatchProgress(Protocol):
+    """Where a batch reports its progress (the CLI draws a rich progress bar)."""
+
+    def start(self, stage: str, total: int) -> None:
+        """A stage begins with `total` items."""
+
+    def advance(self, stage: str, status: str) -> None:
+        """One item of the stage ended with `status`."""
 
 
 @dataclass
@@ -38,6 +49,7 @@ def run_batch(
     out_dir: Path,
     run_name: str | None = None,
     on_stage: Callable[[str], None] | None = None,
+    progress: BatchProgress | None = None,
 ) -> BatchResult:
     """Discover in-scope papers, fetch what is missing, ingest, and propose; a rerun skips what is done."""
     say = on_stage or (lambda _message: None)
@@ -45,15 +57,29 @@ def run_batch(
     candidates = discover(client, taxonomy, encoder, query, category, since, limit, threshold)
     kept = [c.entry.versioned_id for c in candidates if c.kept]
     say(f"discovered {len(candidates)} paper(s), {len(kept)} in scope (threshold {threshold})")
-    fetched = fetch_papers(store, client, kept, out_dir)
+    if progress:
+        progress.start("fetch", len(kept))
+    fetched = fetch_papers(
+        store, client, kept, out_dir, on_outcome=(lambda o: progress.advance("fetch", o.status)) if progress else None
+    )
     paths = [Path(o.pdf_path) for o in fetched if o.pdf_path]
     counts = {status: sum(o.status == status for o in fetched) for status in ("fetched", "present", "failed")}
     say(f"fetched {counts['fetched']}, present {counts['present']}, failed {counts['failed']}")
     ingested = ingest_paths(paths, store)
     keys = sorted({o.paper_key for o in ingested.outcomes if o.paper_key and o.status != "failed"})
     say(ingested.line())
+    if progress:
+        progress.start("propose", len(keys))
     proposed = (
-        run_proposals(store, backend, taxonomy, load_prompt(), keys=keys or None, run_name=run_name)
+        run_proposals(
+            store,
+            backend,
+            taxonomy,
+            load_prompt(),
+            keys=keys or None,
+            run_name=run_name,
+            on_progress=(lambda _key, status, _summary: progress.advance("propose", status)) if progress else None,
+        )
         if keys
         else RunSummary(run_name or "-")
     )

@@ -305,9 +305,13 @@ def compare(
 
 
 def _label_source(
-    run: str | None, gold: Path | None, taxonomy_file: Path | None, db: Path | None
+    run: str | None, gold: Path | None, taxonomy_file: Path | None, db: Path | None, reviewed: bool = False
 ) -> report_stage.LabelSource:
     taxonomy = load_taxonomy(taxonomy_file)
+    if reviewed:
+        if run is not None:
+            raise KiaError("choose one source: --run or --reviewed")
+        return report_stage.reviewed_source(store_stage.resolve_db_path(db), taxonomy)
     if run is not None:
         return report_stage.run_source(store_stage.resolve_db_path(db), run, taxonomy)
     return report_stage.gold_source(gold, taxonomy)
@@ -318,6 +322,9 @@ def _label_source(
 def stats(
     gold: Annotated[Path | None, typer.Option(help="Gold CSV (the default source: labels/table5.csv)")] = None,
     run: Annotated[str | None, typer.Option(help="Statistics of a run's proposals instead of gold")] = None,
+    reviewed: Annotated[
+        bool, typer.Option("--reviewed", help="Use reviewed labels (papers reviewed on every axis)")
+    ] = False,
     output_format: Annotated[str, typer.Option("--format", help="table or json")] = "table",
     plots: Annotated[Path | None, typer.Option(help="Write Figure-2 plots (PNG and SVG) into this folder")] = None,
     taxonomy: TaxonomyOption = None,
@@ -326,10 +333,9 @@ def stats(
     """Design-space statistics: shares, single/multi-label use, co-occurrences, empty and sparse cells."""
     import json
 
-    source = _label_source(run, gold, taxonomy, db)
-    report = report_stage.stats_report(
-        source, load_taxonomy(taxonomy), check_text=run is None and gold is None, plot_dir=plots
-    )
+    source = _label_source(run, gold, taxonomy, db, reviewed)
+    check_text = run is None and gold is None and not reviewed
+    report = report_stage.stats_report(source, load_taxonomy(taxonomy), check_text=check_text, plot_dir=plots)
     result = report.stats
     if output_format == "json":
         document = {
@@ -367,13 +373,16 @@ def stats(
 def export(
     output_format: Annotated[str, typer.Option("--format", help="csv, jsonl, markdown or latex")] = "csv",
     run: Annotated[str | None, typer.Option(help="Export a run's labels (default: the gold CSV)")] = None,
+    reviewed: Annotated[
+        bool, typer.Option("--reviewed", help="Use reviewed labels (papers reviewed on every axis)")
+    ] = False,
     gold: Annotated[Path | None, typer.Option(help="Gold CSV (default: labels/table5.csv)")] = None,
     output: Annotated[Path | None, typer.Option("--out", help="Write to this file instead of stdout")] = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
     """Labels as CSV, JSON lines, Markdown, or LaTeX in the layout of the survey's Table 5."""
-    source = _label_source(run, gold, taxonomy, db)
+    source = _label_source(run, gold, taxonomy, db, reviewed)
     text = report_stage.export_labels(source, load_taxonomy(taxonomy), output_format, gold)
     if output is None:
         out.print(text, markup=False, end="")
@@ -559,7 +568,33 @@ def batch(
 
     client = _arxiv_client(interval)
     chosen = make_backend(backend, model, base_url)
-    with store_stage.Store(store_stage.resolve_db_path(db)) as store:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    class Bars:
+        """One progress bar per stage, with failures counted."""
+
+        def __init__(self, progress: Progress) -> None:
+            self.progress = progress
+            self.tasks: dict[str, Any] = {}
+
+        def start(self, stage: str, total: int) -> None:
+            self.tasks[stage] = self.progress.add_task(stage, total=total, failed=0)
+
+        def advance(self, stage: str, status: str) -> None:
+            task = self.tasks[stage]
+            failed = self.progress.tasks[task].fields["failed"] + (status == "failed")
+            self.progress.update(task, advance=1, failed=failed)
+
+    with (
+        store_stage.Store(store_stage.resolve_db_path(db)) as store,
+        Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("failed {task.fields[failed]}"),
+            console=err,
+        ) as bar,
+    ):
         result = batch_stage.run_batch(
             store,
             client,
@@ -572,7 +607,8 @@ def batch(
             threshold,
             output_dir,
             run,
-            on_stage=lambda m: err.print(f"kia: {m}", markup=False),
+            on_stage=lambda m: bar.console.print(f"kia: {m}", markup=False),
+            progress=Bars(bar),
         )
     client.close()
     for outcome in result.fetched:

@@ -128,6 +128,15 @@ class ArxivClient:
                 time.sleep(pause)
             self._last_request = time.monotonic()
 
+    def _retrying(self) -> Retrying:
+        """Retries on 429, 5xx, timeouts, dropped connections and truncated bodies, with backoff."""
+        return Retrying(
+            stop=stop_after_attempt(self.config.retries + 1),
+            wait=wait_exponential_jitter(initial=self.config.backoff_initial, max=60),
+            retry=retry_if_exception(_transient),
+            reraise=True,
+        )
+
     def _get(self, url: str, params: dict[str, Any] | None = None) -> Any:
         import httpx
 
@@ -137,14 +146,8 @@ class ArxivClient:
             response.raise_for_status()
             return response
 
-        retrying = Retrying(
-            stop=stop_after_attempt(self.config.retries + 1),
-            wait=wait_exponential_jitter(initial=self.config.backoff_initial, max=60),
-            retry=retry_if_exception(_transient),
-            reraise=True,
-        )
         try:
-            return retrying(attempt)
+            return self._retrying()(attempt)
         except httpx.HTTPStatusError as exc:
             attempts = self.config.retries + 1
             raise FetchError(f"{url}: HTTP {exc.response.status_code} after {attempts} attempt(s)") from exc
@@ -203,14 +206,8 @@ class ArxivClient:
             partial.replace(target)
             return target
 
-        retrying = Retrying(
-            stop=stop_after_attempt(self.config.retries + 1),
-            wait=wait_exponential_jitter(initial=self.config.backoff_initial, max=60),
-            retry=retry_if_exception(_transient),
-            reraise=True,
-        )
         try:
-            return retrying(attempt)
+            return self._retrying()(attempt)
         except (httpx.HTTPError, _TruncatedDownload) as exc:
             partial.unlink(missing_ok=True)
             detail = f"HTTP {exc.response.status_code}" if isinstance(exc, httpx.HTTPStatusError) else str(exc)

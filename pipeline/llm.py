@@ -98,6 +98,14 @@ def _api_error(exc: BaseException | None) -> BaseException | None:
     return None
 
 
+def _content_of(completion: Any) -> str | None:
+    """The raw text the model returned (stored as the proposal's raw response)."""
+    try:
+        return str(completion.choices[0].message.content)
+    except (AttributeError, IndexError, TypeError):
+        return None
+
+
 def _is_transient(exc: BaseException) -> bool:
     """429, 5xx, timeouts and connection failures are worth another attempt; 4xx are not."""
     import openai
@@ -314,7 +322,11 @@ class OpenAIBackend:
             ]
             for axis in taxonomy.axis_ids
         }
-        raw = {"completion_id": getattr(completion, "id", None), "model": getattr(completion, "model", None)}
+        raw = {
+            "completion_id": getattr(completion, "id", None),
+            "model": getattr(completion, "model", None),
+            "content": _content_of(completion),
+        }
         return BackendAnswer(labels=labels, raw=raw, calls=calls)
 
     def _raise_api_failure(self, doc: Document, exc: BaseException, calls: list[CallRecord], attempt: int) -> None:

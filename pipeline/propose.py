@@ -574,10 +574,18 @@ def run_proposals(
     max_input_tokens: int | None = None,
     context_mode: str = "full",
     on_progress: ProgressCallback | None = None,
+    retriever: LocalBackend | None = None,
 ) -> RunSummary:
-    """Propose for every paper (or `keys`) in one run; resumable, cached, failures recorded."""
+    """Propose for every paper (or `keys`) in one run; resumable, cached, failures recorded.
+
+    With `context_mode="evidence"` the model sees only what `retriever` (default: the local
+    backend) ranks highest per category, and the prompt tokens saved are recorded.
+    """
+    if context_mode not in ("full", "evidence"):
+        raise KiaError(f"context must be full or evidence, not {context_mode!r}")
     identity = run_identity(backend, taxonomy, prompt, max_input_tokens, context_mode)
-    retriever = LocalBackend() if context_mode == "evidence" and backend.name != "local" else None
+    wants_evidence = context_mode == "evidence" and backend.name != "local"
+    retriever = (retriever or LocalBackend()) if wants_evidence else None
     run_id = run_name or default_run_name(identity)
     _ensure_run(store, run_id, identity)
     summary = RunSummary(run_id)

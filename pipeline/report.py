@@ -14,7 +14,18 @@ from pipeline.errors import KiaError
 from pipeline.export import render, rows_from_labeling
 from pipeline.gold import load_gold
 from pipeline.plots import agreement_heatmap, figure2
-from pipeline.score import Agreement, Labeling, ScoreReport, compare, gold_labeling, latest_run, run_labeling, score_run
+from pipeline.score import (
+    Agreement,
+    Labeling,
+    ScoreReport,
+    compare,
+    complete,
+    gold_labeling,
+    latest_run,
+    reviewed_labeling,
+    run_labeling,
+    score_run,
+)
 from pipeline.stats import DesignSpaceStats, ReportedMismatch, design_space, load_reported, text_vs_table
 from pipeline.store import Store
 from pipeline.taxonomy import Taxonomy
@@ -44,6 +55,16 @@ def run_source(db: Path, run_id: str | None, taxonomy: Taxonomy) -> LabelSource:
         _require_run(store, chosen)
         titles = {r[0]: r[1] or "" for r in store.query("SELECT paper_key, title FROM documents")}
         return LabelSource(run_labeling(store, chosen, taxonomy), f"run {chosen}", titles)
+
+
+def reviewed_source(db: Path, taxonomy: Taxonomy, reviewer: str | None = None) -> LabelSource:
+    """Reviewed labels (latest accept or edit per axis, of anyone or of one reviewer), papers reviewed on every axis."""
+    with Store(db, read_only=True) as store:
+        labeling = complete(reviewed_labeling(store, taxonomy, reviewer), taxonomy)
+        titles = {r[0]: r[1] or "" for r in store.query("SELECT paper_key, title FROM documents")}
+    if not labeling:
+        raise KiaError(f"{db}: no paper is reviewed on every axis yet (see `kia review`)")
+    return LabelSource(labeling, f"reviewed{f' by {reviewer}' if reviewer else ''}", titles)
 
 
 def gold_source(gold_path: Path | None, taxonomy: Taxonomy) -> LabelSource:

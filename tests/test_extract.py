@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.errors import ExtractError, UnsupportedFormatError
 from pipeline.extract import detect_sections, extract, find_arxiv_id, normalise_text
@@ -175,3 +177,15 @@ def test_real_pdf_text_to_ct() -> None:
     kept = " ".join(doc.text[a:b] for a, b, _ in doc.classification_spans())
     references = doc.section_text("references")
     assert references and references[:200] not in kept
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.text(alphabet=st.sampled_from(list("ab -\n\t\u00a0.") + ["\ufb01", "\ufb02", "\ufb00", "\u00ad"]), max_size=200)
+)
+def test_normaliser_properties(raw: str) -> None:
+    text = normalise_text(raw)
+    assert normalise_text(text) == text  # idempotent
+    assert not any(lig in text for lig in ("\ufb00", "\ufb01", "\ufb02", "\u00ad"))
+    assert "  " not in text and "\t" not in text and "\n\n\n" not in text
+    assert text == text.strip()

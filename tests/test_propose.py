@@ -154,3 +154,28 @@ def test_run_row_records_provenance(stored: Store) -> None:
     assert row[6] and "temperature" in row[7]
     per_paper = stored.query("SELECT prompt_hash, schema_hash, model FROM proposals WHERE run_id='p'")
     assert len({r[0] for r in per_paper}) == 2  # rendered prompts differ per paper
+
+
+def test_evidence_context_sends_retrieved_sentences_and_records_savings(stored: Store) -> None:
+    from pipeline.backends import LocalBackend
+    from tests.fakes import HashingEncoder
+
+    backend = ScriptedBackend({"Mask Paper": GOOD, "Other Paper": GOOD})
+    summary = run_proposals(
+        stored,
+        backend,
+        load_taxonomy(),
+        load_prompt(),
+        keys=["A"],
+        run_name="ev",
+        context_mode="evidence",
+        retriever=LocalBackend(HashingEncoder()),
+    )
+    assert summary.done == 1
+    sent = backend.prompts[0]
+    assert "[abstract] We generate CT volumes from segmentation masks" in sent
+    assert "## References" not in sent and "A cascaded model. 2020" not in sent
+    saved = stored.query("SELECT prompt_tokens_saved, context_sections FROM proposals WHERE run_id = 'ev'")[0]
+    assert saved[0] is not None and saved[0] >= 0
+    with pytest.raises(KiaError, match="context must be full or evidence"):
+        run_proposals(stored, backend, load_taxonomy(), load_prompt(), context_mode="summary")

@@ -169,3 +169,15 @@ def test_review_without_runs_is_one_line(tmp_path: Path) -> None:
     run_kia("ingest", str(paper), "--db", str(db))
     result = run_kia("review", "--db", str(db))
     assert result.returncode == 1 and result.stderr.strip().endswith("no proposals to review; run `kia propose` first")
+
+
+def test_stats_and_export_of_reviewed_labels(db: Path) -> None:
+    with Store(db) as store:
+        label_paper(store, load_taxonomy(), "P2", {"K": ["K1", "K4"], "I": ["I2"], "A": ["A2"]}, None, reviewer="ann")
+        label_paper(store, load_taxonomy(), "P3", {"K": ["K1"]}, None, reviewer="ann")  # not complete: left out
+    exported = run_kia("export", "--reviewed", "--format", "jsonl", "--db", str(db))
+    assert exported.returncode == 0, exported.stderr
+    rows = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert [r["key"] for r in rows] == ["P2"] and rows[0]["labels"]["K"] == ["K1", "K4"]
+    stats = json.loads(run_kia("stats", "--reviewed", "--format", "json", "--db", str(db)).stdout)
+    assert stats["n_papers"] == 1 and stats["single_multi"]["K"] == {"single": 0, "multi": 1}
