@@ -438,7 +438,7 @@ def review(
             out.print(f"nothing to review for {session.reviewer} in run {session.run_id}", markup=False)
             return
         out.print("type ? for help", markup=False)
-        review_stage.interactive(session, out, input)
+        review_stage.interactive(session, out, review_stage.line_reader(session.taxonomy))
 
 
 @app.command()

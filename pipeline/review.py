@@ -412,3 +412,21 @@ def interactive(session: ReviewSession, console: Any, read_line: Callable[[str],
     left = sum(1 for key in session.keys if not session.finished(key))
     console.print(f"{left} paper(s) left to review", markup=False)
     return left
+
+
+def line_reader(taxonomy: Taxonomy) -> Callable[[str], str]:
+    """prompt_toolkit with history and completion of commands, axes and categories in a terminal;
+    plain `input` when stdin is not a terminal (pipes, scripts)."""
+    import sys
+
+    if not sys.stdin.isatty():
+        return input
+    try:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.completion import WordCompleter
+    except ImportError:  # pragma: no cover - prompt_toolkit is a dependency
+        return input
+    words = ["a", "A", "e", "r", "d", "n", "s", "b", "q", "?", *taxonomy.axis_ids]
+    words += [c.id for axis in taxonomy.axes for c in axis.categories]
+    session: PromptSession[str] = PromptSession(completer=WordCompleter(words, sentence=True))
+    return lambda message: session.prompt(message)

@@ -116,7 +116,7 @@ def _spawn_review(db: Path, reviewer: str) -> pexpect.spawn:
         dimensions=(50, 160),
         env={**os.environ, "TERM": "xterm"},
     )
-    child.expect("review> ")
+    child.expect("review>")
     return child
 
 
@@ -128,10 +128,10 @@ def test_interactive_review_in_a_real_terminal(db: Path) -> None:
     child.expect("accept all axes")
     child.sendline("e I I9")
     child.expect("not in axis I")
-    child.expect("review> ")
+    child.expect("review>")
     child.sendline("A")
     child.expect("P2")
-    child.expect("review> ")
+    child.expect("review>")
     child.sendline("d K4")
     child.expect("Attribute & Categorical Knowledge")
     child.sendline("q")
@@ -148,9 +148,9 @@ def test_interactive_review_in_a_real_terminal(db: Path) -> None:
 def test_kill_9_mid_review_loses_no_decision(db: Path) -> None:
     child = _spawn_review(db, "kim")
     child.sendline("a K")
-    child.expect("review> ")
+    child.expect("-> accept K2")  # the paper is shown again with the decision just stored
     child.sendline("e I I2,I4")
-    child.expect("review> ")
+    child.expect("-> edit I2,I4")
     os.kill(child.pid, signal.SIGKILL)
     child.expect(pexpect.EOF)
     with Store(db) as store:  # the file opens cleanly and holds both decisions
