@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -258,10 +257,6 @@ class Proposal:
     context_sections: list[str] = field(default_factory=list)
     prompt_tokens_saved: int | None = None
     cached: bool = False
-
-    def categories(self, axis: str) -> set[str]:
-        """The categories proposed on one axis."""
-        return {label.category for label in self.labels if label.axis == axis}
 
 
 def ground_answer(labels: dict[str, list[ClaimedLabel]], doc: Document) -> list[Label]:
@@ -652,8 +647,3 @@ def run_proposals(
                 paper_key, doc, key = futures[future]
                 record(paper_key, doc, key, *future.result())
     return summary
-
-
-def elapsed_since(start: float) -> float:
-    """Seconds since `start` (perf_counter), rounded for storage."""
-    return round(time.perf_counter() - start, 4)

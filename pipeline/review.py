@@ -295,11 +295,6 @@ def label_paper(
         session.note(note)
 
 
-def reviewers(store: Store) -> list[str]:
-    """Everyone who has recorded a decision."""
-    return [r[0] for r in store.query("SELECT DISTINCT reviewer FROM reviews ORDER BY reviewer")]
-
-
 def open_store(db: Path) -> Store:
     """A store for reviewing (read-write: every decision is written at once)."""
     return Store(db)
