@@ -65,3 +65,17 @@ def test_invalid_taxonomy_one_line(tmp_path: Path, content: str, expected: str) 
 def test_missing_taxonomy(tmp_path: Path) -> None:
     with pytest.raises(TaxonomyError, match="not found"):
         load_taxonomy(tmp_path / "none.yaml")
+
+
+def test_no_cue_names_a_table5_method() -> None:
+    import csv
+
+    from pipeline.taxonomy import PROJECT_ROOT
+
+    def squash(text: str) -> str:
+        return "".join(ch for ch in text.lower() if ch.isalnum())
+
+    with (PROJECT_ROOT / "labels" / "table5.csv").open(encoding="utf-8") as handle:
+        methods = {squash(row["method"]) for row in csv.DictReader(handle)}
+    cues = {squash(cue) for axis in load_taxonomy().axes for category in axis.categories for cue in category.cues}
+    assert not cues & methods
