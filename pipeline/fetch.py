@@ -132,7 +132,7 @@ class ArxivClient:
         """Retries on 429, 5xx, timeouts, dropped connections and truncated bodies, with backoff."""
         return Retrying(
             stop=stop_after_attempt(self.config.retries + 1),
-            wait=wait_exponential_jitter(initial=self.config.backoff_initial, max=60),
+            wait=wait_exponential_jitter(multiplier=self.config.backoff_initial, max=60),
             retry=retry_if_exception(_transient),
             reraise=True,
         )
