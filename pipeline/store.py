@@ -83,14 +83,31 @@ class Store:
         self.path = path
         if read_only and not path.exists():
             raise StoreError(f"{path}: no database here yet; run `kia ingest` first or pass --db")
-        try:
-            if not read_only:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            self.con = duckdb.connect(str(path), read_only=read_only)
-        except duckdb.Error as exc:
-            raise _friendly_open_error(path, exc) from exc
+        self.con = self._connect(read_only)
         if not read_only:
             self.migrate()
+        elif self._pending_migrations():
+            # A database written by an older kia: bring its schema up to date once, then read.
+            self.con.close()
+            self.con = self._connect(False)
+            self.migrate()
+            self.con.close()
+            self.con = self._connect(True)
+
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        try:
+            if not read_only:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            return duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.Error as exc:
+            raise _friendly_open_error(self.path, exc) from exc
+
+    def _pending_migrations(self) -> bool:
+        try:
+            applied = {r[0] for r in self.con.execute("SELECT version FROM schema_migrations").fetchall()}
+        except duckdb.Error:
+            return True
+        return any(m.version not in applied for m in load_migrations())
 
     def close(self) -> None:
         """Close the connection (DuckDB checkpoints the WAL on close)."""

@@ -78,3 +78,13 @@ def test_second_writer_gets_one_line_naming_the_lock_holder(db_path: Path) -> No
     time.sleep(0.1)
     with Store(db_path) as store:  # the file is intact after the conflict
         assert store.schema_versions()
+
+
+def test_reading_an_older_database_migrates_it_first(db_path: Path) -> None:
+    with Store(db_path) as store:
+        store.con.execute("DROP TABLE reviews")
+        store.con.execute("DROP SEQUENCE reviews_seq")
+        store.con.execute("DELETE FROM schema_migrations WHERE version = 3")
+    with Store(db_path, read_only=True) as store:  # e.g. `kia score` on a database from before reviews existed
+        assert 3 in store.schema_versions()
+        assert store.query("SELECT count(*) FROM reviews") == [(0,)]
