@@ -152,8 +152,6 @@ def propose(
     """Propose labels on every axis, each backed by quotes kia locates in the paper."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    if context not in ("full", "evidence"):
-        raise KiaError(f"--context must be full or evidence, not {context!r}")
     chosen = make_backend(
         backend,
         model,
@@ -194,6 +192,7 @@ def propose(
                 use_cache=not no_cache,
                 concurrency=concurrency,
                 max_input_tokens=max_input_tokens,
+                context_mode=context,
                 on_progress=tick,
             )
     out.print(summary.line(), markup=False)

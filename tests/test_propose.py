@@ -179,3 +179,47 @@ def test_evidence_context_sends_retrieved_sentences_and_records_savings(stored: 
     assert saved[0] is not None and saved[0] >= 0
     with pytest.raises(KiaError, match="context must be full or evidence"):
         run_proposals(stored, backend, load_taxonomy(), load_prompt(), context_mode="summary")
+
+
+@pytest.mark.slow
+def test_cli_context_evidence_records_tokens_saved(tmp_path: Path) -> None:
+    import duckdb
+
+    from tests.conftest import run_kia
+    from tests.fault_proxy import FaultProxy
+
+    paper = tmp_path / "paper.md"
+    paper.write_text(
+        PAPER + "\n## Experiments\n" + "We evaluate on many volumes with many metrics. " * 200, encoding="utf-8"
+    )
+    db = tmp_path / "kia.duckdb"
+    assert run_kia("ingest", str(paper), "--db", str(db)).returncode == 0
+    proxy = FaultProxy(None).start()
+    proxy.default = "canned"
+    try:
+        result = run_kia(
+            "propose",
+            "--backend",
+            "openai",
+            "--model",
+            "canned",
+            "--base-url",
+            proxy.base_url,
+            "--context",
+            "evidence",
+            "--reasks",
+            "0",
+            "--db",
+            str(db),
+        )
+    finally:
+        proxy.stop()
+    assert result.returncode == 0, result.stderr
+    con = duckdb.connect(str(db), read_only=True)
+    saved = con.execute("SELECT prompt_tokens_saved FROM proposals").fetchone()
+    params = con.execute("SELECT params FROM runs").fetchone()
+    con.close()
+    assert saved is not None and saved[0] > 1000
+    assert params is not None and '"context": "evidence"' in params[0]
+    bad = run_kia("propose", "--context", "summary", "--db", str(db))
+    assert bad.returncode == 1 and "context must be full or evidence" in bad.stderr
