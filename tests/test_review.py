@@ -181,3 +181,20 @@ def test_stats_and_export_of_reviewed_labels(db: Path) -> None:
     assert [r["key"] for r in rows] == ["P2"] and rows[0]["labels"]["K"] == ["K1", "K4"]
     stats = json.loads(run_kia("stats", "--reviewed", "--format", "json", "--db", str(db)).stdout)
     assert stats["n_papers"] == 1 and stats["single_multi"]["K"] == {"single": 0, "multi": 1}
+
+
+def test_order_and_filters_put_disagreements_first(db: Path) -> None:
+    taxonomy = load_taxonomy()
+    other_answer = {**ANSWER, "A": [("A2", [QUOTE])]}
+    with Store(db) as store:
+        other = ScriptedBackend({"P1": ANSWER, "P2": other_answer, "P3": ANSWER})
+        other.model = "other-model"
+        run_proposals(store, other, taxonomy, load_prompt(), run_name="r2")
+        assert ReviewSession(store, taxonomy, run_id="r", reviewer="x").keys == ["P2", "P1", "P3"]
+        assert ReviewSession(store, taxonomy, run_id="r", reviewer="x", only="disagreements").keys == ["P2"]
+        assert ReviewSession(store, taxonomy, run_id="r", reviewer="x", only="low-confidence").keys == []
+        session = ReviewSession(store, taxonomy, run_id="r", reviewer="x")
+        session.accept_all()
+        assert ReviewSession(store, taxonomy, run_id="r", reviewer="x", only="unreviewed").keys == ["P1", "P3"]
+        with pytest.raises(KiaError, match="--only must be one of"):
+            ReviewSession(store, taxonomy, run_id="r", only="everything")
