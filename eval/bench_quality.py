@@ -7,9 +7,9 @@ count: count each category's cue terms, keep those within half of the best), the
 evidence quotes found verbatim, the time to classify the corpus after the model is loaded, and
 peak memory.
 
-The thresholds (relative `threshold`, absolute `min_score`) are also fitted leave-one-out: for each
-paper, the pair that maximises micro-F1 summed over axes on the other papers is chosen and applied
-to the held-out paper. Nothing else is learned from gold.
+The thresholds (relative `threshold`, absolute `min_score`) are also fitted leave-one-out, per
+axis: for each paper and axis, the pair that maximises that axis's micro-F1 on the other papers is
+chosen and applied to the held-out paper. Nothing else is learned from gold.
 
     python eval/bench_quality.py [--corpus ../shared/corpus] [--json out.json]
 """
@@ -89,36 +89,36 @@ def decide_all(
     }
 
 
-def micro_sum(reference: Labeling, candidate: Labeling, taxonomy: Taxonomy) -> float:
-    """The fitting objective: micro-F1 summed over axes."""
-    return sum(v["micro_f1"] for v in axis_figures(reference, candidate, taxonomy).values())
-
-
 def leave_one_out(
     backend: LocalBackend, scores: dict[str, dict[str, AxisScores]], reference: Labeling, taxonomy: Taxonomy
 ) -> tuple[Labeling, list[dict[str, Any]]]:
-    """Fit (threshold, min_score) on all papers but one, label that one; repeat for each paper."""
+    """Fit (threshold, min_score) per axis on all papers but one, label that one; repeat for each paper.
+
+    Each axis gets its own pair, chosen by that axis's micro-F1 on the other papers; ties go to the
+    pair nearest the defaults, so a flat objective changes nothing.
+    """
     grid = [replace(backend.settings, threshold=t, min_score=m) for t in THRESHOLDS for m in MIN_SCORES]
     decisions = {id(s): decide_all(backend, scores, taxonomy, s) for s in grid}
+    default = backend.settings
     predicted: Labeling = {}
     chosen: list[dict[str, Any]] = []
     for held_out in scores:
         train = [k for k in scores if k != held_out]
+        labels: dict[str, frozenset[str]] = {}
+        picks: dict[str, Any] = {"held_out": held_out}
+        for axis in taxonomy.axis_ids:
 
-        def objective(settings: LocalSettings, train: list[str] = train) -> float:
-            labeling = decisions[id(settings)]
-            return micro_sum({k: reference[k] for k in train}, {k: labeling[k] for k in train}, taxonomy)
+            def preference(settings: LocalSettings, axis: str = axis, train: list[str] = train) -> tuple[float, float]:
+                labeling = decisions[id(settings)]
+                figures = axis_figures({k: reference[k] for k in train}, {k: labeling[k] for k in train}, taxonomy)
+                distance = abs(settings.threshold - default.threshold) + abs(settings.min_score - default.min_score)
+                return (round(figures[axis]["micro_f1"], 6), -distance)
 
-        default = backend.settings
-
-        def preference(settings: LocalSettings, default: LocalSettings = default) -> tuple[float, float]:
-            # Ties go to the settings nearest the defaults, so a flat objective changes nothing.
-            distance = abs(settings.threshold - default.threshold) + abs(settings.min_score - default.min_score)
-            return (round(objective(settings), 6), -distance)
-
-        best = max(grid, key=preference)
-        predicted[held_out] = decisions[id(best)][held_out]
-        chosen.append({"held_out": held_out, "threshold": best.threshold, "min_score": best.min_score})
+            best = max(grid, key=preference)
+            labels[axis] = decisions[id(best)][held_out][axis]
+            picks[axis] = {"threshold": best.threshold, "min_score": best.min_score}
+        predicted[held_out] = labels
+        chosen.append(picks)
     return predicted, chosen
 
 
