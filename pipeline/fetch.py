@@ -282,14 +282,8 @@ def record_entry(store: Store, entry: ArxivEntry, pdf_path: str | None, html_pat
 
 def stored_versions(store: Store) -> dict[str, tuple[int, str | None]]:
     """Highest stored version and PDF path per arXiv id."""
-    rows = store.query("SELECT arxiv_id, max(version) FROM arxiv_papers GROUP BY arxiv_id")
-    result: dict[str, tuple[int, str | None]] = {}
-    for arxiv_id, version in rows:
-        path = store.query("SELECT pdf_path FROM arxiv_papers WHERE arxiv_id = ? AND version = ?", [arxiv_id, version])[
-            0
-        ][0]
-        result[arxiv_id] = (int(version), path)
-    return result
+    rows = store.query("SELECT arxiv_id, max(version), arg_max(pdf_path, version) FROM arxiv_papers GROUP BY arxiv_id")
+    return {arxiv_id: (int(version), path) for arxiv_id, version, path in rows}
 
 
 def fetch_papers(

@@ -591,12 +591,13 @@ def run_proposals(
     }
     work: list[tuple[str, Document, str]] = []
     for paper_key in wanted:
-        doc = store.get_document(paper_key)
-        if (paper_key, doc.sha256) in done:
+        # The hash alone decides a skip; the text is loaded only for papers still to do.
+        if (paper_key, store.latest_sha(paper_key)) in done:
             summary.skipped += 1
             if on_progress:
                 on_progress(paper_key, "skipped", summary)
             continue
+        doc = store.get_document(paper_key)
         work.append((paper_key, doc, cache_key(identity, doc.sha256)))
 
     def one(paper_key: str, doc: Document, chosen: Backend) -> tuple[Proposal | None, str | None, list[CallRecord]]:

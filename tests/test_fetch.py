@@ -3,6 +3,7 @@ and version, politeness headers, retries on 503 and slow answers, truncated PDFs
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,32 +80,26 @@ def test_503_and_slow_answers_are_retried(arxiv: ArxivStandIn, tmp_path: Path) -
 
 def test_truncated_pdf_is_retried_and_never_stored_half(arxiv: ArxivStandIn, tmp_path: Path) -> None:
     arxiv.faults["/pdf/2611.00001v2"].extend(["truncated"] * 10)
-    env = {**arxiv.env()}
-    result = run_kia(
-        "fetch",
-        "2611.00001",
-        "--no-html",
-        "--out",
-        str(tmp_path / "papers"),
-        "--db",
-        str(tmp_path / "kia.duckdb"),
-        env=env,
-    )
+
+    def fetch() -> subprocess.CompletedProcess[str]:
+        return run_kia(
+            "fetch",
+            "2611.00001",
+            "--no-html",
+            "--out",
+            str(tmp_path / "papers"),
+            "--db",
+            str(tmp_path / "kia.duckdb"),
+            env=arxiv.env(),
+        )
+
+    result = fetch()
     assert result.returncode == 1
     assert "failed: " in result.stderr and "2611.00001v2" in result.stderr
     assert list((tmp_path / "papers").glob("*")) == []  # neither a half PDF nor a .part file
     assert arxiv.hits["/pdf/2611.00001v2"] == 4  # first try and three retries
     arxiv.faults["/pdf/2611.00001v2"].clear()
-    again = run_kia(
-        "fetch",
-        "2611.00001",
-        "--no-html",
-        "--out",
-        str(tmp_path / "papers"),
-        "--db",
-        str(tmp_path / "kia.duckdb"),
-        env=env,
-    )
+    again = fetch()
     assert again.returncode == 0 and "fetched 1" in again.stdout
     validate_pdf(tmp_path / "papers" / "2611.00001v2.pdf")
 
