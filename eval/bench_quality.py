@@ -7,9 +7,11 @@ count: count each category's cue terms, keep those within half of the best), the
 evidence quotes found verbatim, the time to classify the corpus after the model is loaded, and
 peak memory.
 
-The thresholds (relative `threshold`, absolute `min_score`) are also fitted leave-one-out, per
-axis: for each paper and axis, the pair that maximises that axis's micro-F1 on the other papers is
-chosen and applied to the held-out paper. Nothing else is learned from gold.
+The thresholds (relative `threshold`, absolute `min_score`) and the evaluation-sentence discount
+are also fitted leave-one-out, per axis: for each paper and axis, the triple that maximises that
+axis's micro-F1 on the other papers is chosen and applied to the held-out paper. Nothing else is
+learned from gold. Ablations switch one mechanism off at a time (the taxonomy's patterns, the
+removal of metric names, the stronger evaluation discount used before) to show what each does.
 
     python eval/bench_quality.py [--corpus ../shared/corpus] [--json out.json]
 """
@@ -32,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline.backends import AxisScores, LocalBackend, LocalSettings, default_encoder, split_sentences  # noqa: E402
+from pipeline.extract import Document  # noqa: E402
 from pipeline.gold import load_gold  # noqa: E402
 from pipeline.ingest import ingest_paths, load_manifest  # noqa: E402
 from pipeline.propose import load_prompt, run_proposals  # noqa: E402
@@ -42,6 +45,12 @@ from pipeline.taxonomy import Taxonomy, load_taxonomy  # noqa: E402
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"
 THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
 MIN_SCORES = [0.5, 1.0, 1.5, 2.0, 3.0]
+EVALUATION_DISCOUNTS = [0.1, 0.3, 0.5]
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "no_patterns": {"pattern_score": 0.0},
+    "metric_names_kept": {"ignore_metric_names": False},
+    "evaluation_discount_0.1": {"evaluation_discount": 0.1},
+}
 
 
 def majority_labeling(keys: list[str]) -> Labeling:
@@ -78,9 +87,15 @@ def axis_figures(reference: Labeling, candidate: Labeling, taxonomy: Taxonomy) -
     }
 
 
-def decide_all(
-    backend: LocalBackend, scores: dict[str, dict[str, AxisScores]], taxonomy: Taxonomy, settings: LocalSettings
-) -> Labeling:
+Scores = dict[str, dict[str, AxisScores]]
+
+
+def score_all(backend: LocalBackend, documents: dict[str, Document], taxonomy: Taxonomy) -> Scores:
+    """Per paper and axis, the category scores under the backend's settings."""
+    return {key: backend.score_axes(doc, taxonomy)[1] for key, doc in documents.items()}
+
+
+def decide_all(backend: LocalBackend, scores: Scores, taxonomy: Taxonomy, settings: LocalSettings) -> Labeling:
     """Re-run only the per-axis decisions with other thresholds (scores do not depend on them)."""
     tuned = LocalBackend(backend.encoder, settings)
     return {
@@ -90,20 +105,27 @@ def decide_all(
 
 
 def leave_one_out(
-    backend: LocalBackend, scores: dict[str, dict[str, AxisScores]], reference: Labeling, taxonomy: Taxonomy
+    backend: LocalBackend, scores_by_discount: dict[float, Scores], reference: Labeling, taxonomy: Taxonomy
 ) -> tuple[Labeling, list[dict[str, Any]]]:
-    """Fit (threshold, min_score) per axis on all papers but one, label that one; repeat for each paper.
+    """Fit (evaluation_discount, threshold, min_score) per axis on all papers but one, label that
+    one; repeat for each paper.
 
-    Each axis gets its own pair, chosen by that axis's micro-F1 on the other papers; ties go to the
-    pair nearest the defaults, so a flat objective changes nothing.
+    Each axis gets its own triple, chosen by that axis's micro-F1 on the other papers; ties go to
+    the triple nearest the defaults, so a flat objective changes nothing.
     """
-    grid = [replace(backend.settings, threshold=t, min_score=m) for t in THRESHOLDS for m in MIN_SCORES]
-    decisions = {id(s): decide_all(backend, scores, taxonomy, s) for s in grid}
+    grid = [
+        replace(backend.settings, evaluation_discount=d, threshold=t, min_score=m)
+        for d in EVALUATION_DISCOUNTS
+        for t in THRESHOLDS
+        for m in MIN_SCORES
+    ]
+    decisions = {id(s): decide_all(backend, scores_by_discount[s.evaluation_discount], taxonomy, s) for s in grid}
     default = backend.settings
     predicted: Labeling = {}
     chosen: list[dict[str, Any]] = []
-    for held_out in scores:
-        train = [k for k in scores if k != held_out]
+    keys = list(next(iter(scores_by_discount.values())))
+    for held_out in keys:
+        train = [k for k in keys if k != held_out]
         labels: dict[str, frozenset[str]] = {}
         picks: dict[str, Any] = {"held_out": held_out}
         for axis in taxonomy.axis_ids:
@@ -111,12 +133,20 @@ def leave_one_out(
             def preference(settings: LocalSettings, axis: str = axis, train: list[str] = train) -> tuple[float, float]:
                 labeling = decisions[id(settings)]
                 figures = axis_figures({k: reference[k] for k in train}, {k: labeling[k] for k in train}, taxonomy)
-                distance = abs(settings.threshold - default.threshold) + abs(settings.min_score - default.min_score)
+                distance = (
+                    abs(settings.threshold - default.threshold)
+                    + abs(settings.min_score - default.min_score)
+                    + abs(settings.evaluation_discount - default.evaluation_discount)
+                )
                 return (round(figures[axis]["micro_f1"], 6), -distance)
 
             best = max(grid, key=preference)
             labels[axis] = decisions[id(best)][held_out][axis]
-            picks[axis] = {"threshold": best.threshold, "min_score": best.min_score}
+            picks[axis] = {
+                "evaluation_discount": best.evaluation_discount,
+                "threshold": best.threshold,
+                "min_score": best.min_score,
+            }
         predicted[held_out] = labels
         chosen.append(picks)
     return predicted, chosen
@@ -148,10 +178,19 @@ def main() -> None:
         reference = {k: v for k, v in gold_labeling(gold, keys).items() if k in keys}
         proposed = run_labeling(store, "bench", taxonomy)
         evidence = store.query("SELECT status, count(*) FROM evidence WHERE run_id = 'bench' GROUP BY status")
-        per_paper_scores = {k: backend.score_axes(store.get_document(k), taxonomy)[1] for k in keys}
+        docs = {k: store.get_document(k) for k in keys}
         majority = majority_labeling(keys)
         cue_count = cue_count_labeling(store, keys, taxonomy)
-    loo, chosen = leave_one_out(backend, per_paper_scores, reference, taxonomy)
+    scores_by_discount = {
+        d: score_all(LocalBackend(backend.encoder, replace(backend.settings, evaluation_discount=d)), docs, taxonomy)
+        for d in EVALUATION_DISCOUNTS
+    }
+    loo, chosen = leave_one_out(backend, scores_by_discount, reference, taxonomy)
+    ablations = {}
+    for name, change in ABLATIONS.items():
+        ablated = LocalBackend(backend.encoder, replace(backend.settings, **change))
+        labeling = decide_all(ablated, score_all(ablated, docs, taxonomy), taxonomy, ablated.settings)
+        ablations[name] = axis_figures(reference, labeling, taxonomy)
     total_quotes = sum(n for _, n in evidence)
     verbatim = sum(n for status, n in evidence if status == "exact")
     result = {
@@ -161,6 +200,7 @@ def main() -> None:
         "default_settings": axis_figures(reference, proposed, taxonomy),
         "leave_one_out": axis_figures(reference, loo, taxonomy),
         "loo_chosen": chosen,
+        "ablations": ablations,
         "majority_baseline": axis_figures(reference, majority, taxonomy),
         "cue_count_baseline": axis_figures(reference, cue_count, taxonomy),
         "quotes": total_quotes,
@@ -185,6 +225,9 @@ def print_table(result: dict[str, Any]) -> None:
         for name in ("default_settings", "leave_one_out", "cue_count_baseline", "majority_baseline"):
             f = result[name][axis]
             print(f"| {axis} | {name} | {f['micro_f1']:.3f} | {f['macro_f1']:.3f} | {f['exact_match']:.3f} |")
+        for name, figures in result["ablations"].items():
+            f = figures[axis]
+            print(f"| {axis} | ablation: {name} | {f['micro_f1']:.3f} | {f['macro_f1']:.3f} | {f['exact_match']:.3f} |")
     print(f"\nquotes verbatim: {result['quotes_verbatim_share']} of {result['quotes']}")
     print(
         f"model load {result['model_load_s']} s; {result['sentences']} sentences classified in "

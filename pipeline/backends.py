@@ -106,6 +106,14 @@ _OWN_WORK_RE = re.compile(
     r"\b(we|our|ours|this (paper|work|study)|the proposed|proposed (method|model|framework))\b", re.I
 )
 _WORD_RE = re.compile(r"[A-Za-z]{2,}")
+# A word that names a metric ("CLIP score", "CLIP-based metrics", "Dice score") says how results
+# were measured, not what the method is made of: it is no evidence for the category it would cue.
+_METRIC_NAME_RE = re.compile(r"\b[A-Za-z][\w]*(?=(?:[\s-]+based)?[\s-]+(?:scores?|metrics?)\b)", re.I)
+
+
+def without_metric_names(text: str) -> str:
+    """The sentence with the words that name a metric removed, for lexical matching only."""
+    return _METRIC_NAME_RE.sub("", text)
 
 
 @dataclass(frozen=True)
@@ -175,8 +183,10 @@ class LocalSettings:
     threshold: float = 0.5
     min_score: float = 1.0
     other_work_discount: float = 0.3
-    evaluation_discount: float = 0.1
+    evaluation_discount: float = 0.5
     own_work_boost: float = 1.2
+    pattern_score: float = 3.0
+    ignore_metric_names: bool = True
     quotes_per_label: int = 2
 
 
@@ -248,6 +258,15 @@ def default_encoder() -> MiniLMEncoder:
     return MiniLMEncoder()
 
 
+def _pattern_hits(texts: list[str], category: Category) -> np.ndarray:
+    """Per sentence text, how many of the category's patterns it matches."""
+    if not category.patterns:
+        return np.zeros(len(texts), dtype=np.float32)
+    return np.asarray(
+        [sum(1 for pattern in category.compiled_patterns if pattern.search(t)) for t in texts], dtype=np.float32
+    )
+
+
 def _category_texts(category: Category) -> list[str]:
     return [category.description(), *category.instantiations]
 
@@ -317,15 +336,18 @@ class LocalBackend:
 
     def sentence_scores(
         self, sentences: list[Sentence], taxonomy: Taxonomy
-    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Per category, one evidence score per sentence (before section weighting), and the
-        semantic margin alone (used only where an axis has no lexical evidence at all).
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Per category, one evidence score per sentence (before section weighting), the semantic
+        margin alone (used only where an axis has no lexical evidence at all), and the plain
+        similarity (to quote the closest sentence for a label given by default).
 
         Lexical: BM25 of the category's cue phrases against the sentence, both as stemmed 1- to
-        3-grams, so "classifier-free guidance" is matched as a phrase and not as "guidance".
-        Semantic: how much more the sentence resembles this category's description than the axis's
-        other categories (MiniLM cosine). A sentence counts when it has lexical evidence, amplified by
-        its semantic fit.
+        3-grams, so "classifier-free guidance" is matched as a phrase and not as "guidance"; plus
+        a fixed `pattern_score` per regular-expression pattern of the category a sentence matches.
+        Words naming a metric ("CLIP score") are removed before matching. Semantic: how much more
+        the sentence resembles this category's description than the axis's other categories
+        (MiniLM cosine). A sentence counts when it has lexical evidence, amplified by its semantic
+        fit.
         """
         import bm25s
 
@@ -333,10 +355,12 @@ class LocalBackend:
         sentence_vectors = self.encoder.encode([s.text for s in sentences])
         similarity = sentence_vectors @ category_vectors.T  # sentences x category texts
         retriever = bm25s.BM25()
-        retriever.index([_ngrams(_stem_tokens(s.text)) for s in sentences], show_progress=False)
+        texts = [without_metric_names(s.text) if self.settings.ignore_metric_names else s.text for s in sentences]
+        retriever.index([_ngrams(_stem_tokens(t)) for t in texts], show_progress=False)
         settings = self.settings
         result: dict[str, np.ndarray] = {}
         margins: dict[str, np.ndarray] = {}
+        closeness: dict[str, np.ndarray] = {}
         for axis in taxonomy.axes:
             semantic = {
                 c.id: similarity[:, [i for i, owner in enumerate(owners) if owner == c.id]].max(axis=1)
@@ -348,10 +372,12 @@ class LocalBackend:
                 margin = np.clip(semantic[category.id] - others, 0.0, None)
                 query = sorted({"_".join(_stem_tokens(cue)) for cue in category.cues} - {""})
                 lexical = np.asarray(retriever.get_scores(query), dtype=np.float32) if query else 0 * margin
+                lexical = lexical + settings.pattern_score * _pattern_hits(texts, category)
                 amplified = 1.0 + settings.semantic_weight * 10.0 * margin
                 result[category.id] = settings.lexical_weight * lexical * amplified
                 margins[category.id] = margin
-        return result, margins
+                closeness[category.id] = semantic[category.id]
+        return result, margins, closeness
 
     def score_axes(self, doc: Document, taxonomy: Taxonomy) -> tuple[list[Sentence], dict[str, AxisScores]]:
         """Paper-level score per category: the section-weighted sum of its sentence evidence.
@@ -362,7 +388,7 @@ class LocalBackend:
         sentences = split_sentences(doc)
         if not sentences:
             raise BackendError(f"{doc.path}: no sentences to classify in its text")
-        raw, margins = self.sentence_scores(sentences, taxonomy)
+        raw, margins, closeness = self.sentence_scores(sentences, taxonomy)
         weights = np.asarray([_sentence_weight(s, self.settings) for s in sentences], dtype=np.float32)
         axes: dict[str, AxisScores] = {}
         for axis in taxonomy.axes:
@@ -373,8 +399,11 @@ class LocalBackend:
                 weighted = raw[category.id] * weights
                 scores[category.id] = float(np.sqrt(weighted.sum()))
                 fallback[category.id] = float((margins[category.id] * weights).sum())
-                # Quotes: the strongest lexical sentences, else the semantically closest ones.
+                # Quotes: the strongest lexical sentences, else those that fit this category better
+                # than the others, else (a label given by default) the closest sentence at all.
                 ranking = weighted if weighted.any() else margins[category.id] * weights
+                if not ranking.any():
+                    ranking = np.clip(closeness[category.id], 1e-6, None) * weights
                 order = np.argsort(-ranking, kind="stable")
                 tops[category.id] = [int(i) for i in order[: self.settings.quotes_per_label * 2] if ranking[i] > 0]
             axes[axis.id] = AxisScores(scores, tops, fallback)
@@ -420,9 +449,12 @@ class LocalBackend:
                 indices = axis_scores.top_sentences[category_id][: self.settings.quotes_per_label]
                 quotes = [sentences[i].text for i in indices]
                 sections = sorted({sentences[i].section for i in indices})
+                name = taxonomy.category(category_id).name
                 rationale = (
                     f"score {axis_scores.scores[category_id]:.3f} from {len(quotes)} sentence(s) in "
-                    f"{', '.join(sections) or 'no section'} matching {taxonomy.category(category_id).name}"
+                    f"{', '.join(sections) or 'no section'} matching {name}"
+                    if axis_scores.scores[category_id] > 0
+                    else f"no cue of this axis in the paper; {name} by default, quoted: the closest sentence"
                 )
                 claimed.append(ClaimedLabel(category_id, confidence, rationale, quotes))
             labels[axis.id] = claimed

@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model, model_validator
 
 from pipeline import __version__
 from pipeline.backends import Backend, BackendAnswer, CallRecord, ClaimedLabel, LocalBackend
@@ -116,8 +116,12 @@ def answer_to_json(answer: BackendAnswer, taxonomy: Taxonomy) -> dict[str, Any]:
     }
     try:
         return response_model(taxonomy).model_validate(payload).model_dump()
-    except Exception as exc:
-        raise ProposalValidationError(f"answer does not fit the taxonomy schema: {str(exc).splitlines()[0]}") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        message = f"answer does not fit the taxonomy schema: {where}: {first['msg']}{more}"
+        raise ProposalValidationError(message) from exc
 
 
 def labels_from_json(payload: dict[str, Any], taxonomy: Taxonomy) -> dict[str, list[ClaimedLabel]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 
@@ -30,7 +31,25 @@ class Category(BaseModel):
     definition: str = Field(min_length=1)
     instantiations: list[str] = Field(default_factory=list)
     cues: list[str] = Field(default_factory=list)
+    # Regular expressions for evidence that no fixed phrase captures, such as a construction whose
+    # words vary ("generating ... masks in conjunction with the images"); matched per sentence.
+    patterns: list[str] = Field(default_factory=list)
     excludes: list[str] = Field(default_factory=list)
+
+    @field_validator("patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {pattern!r} is not a valid regular expression: {exc}") from exc
+        return patterns
+
+    @cached_property
+    def compiled_patterns(self) -> list[re.Pattern[str]]:
+        """The patterns, compiled case-insensitively (once per category)."""
+        return [re.compile(p, re.IGNORECASE) for p in self.patterns]
 
     def description(self) -> str:
         """The text a sentence is compared with: name, definition and instantiations."""

@@ -117,3 +117,54 @@ def test_real_minilm_labels_the_shipped_examples() -> None:
             correct += predicted == set(gold[method][axis].split(";"))
             assert all(locator.locate(q).status == "exact" for label in labels for q in label.quotes)
     assert correct >= 13  # of 15 axis decisions on documents written to be unambiguous
+
+
+def test_metric_names_are_no_evidence_for_the_category_they_name(tmp_path: Path) -> None:
+    from pipeline.backends import without_metric_names
+
+    assert "CLIP" not in without_metric_names("We report CLIP scores and CLIP-based metrics.")
+    assert without_metric_names("A CLIP encoder aligns reports and volumes.") == (
+        "A CLIP encoder aligns reports and volumes."
+    )
+    path = tmp_path / "metric.md"
+    path.write_text(
+        "# T\n\n## Abstract\nWe generate CT volumes from radiology reports with cross-attention layers.\n"
+        "Semantic fidelity was measured with the CLIP score of generated volumes against their reports.\n",
+        encoding="utf-8",
+    )
+    answer = LocalBackend(HashingEncoder()).answer(extract(path), load_taxonomy(), "")
+    assert {label.category for label in answer.labels["I"]} == {"I2"}
+
+
+def test_patterns_catch_generating_the_knowledge_with_the_image(tmp_path: Path) -> None:
+    """I4 by a pattern of the taxonomy: no fixed phrase says 'masks in conjunction with the images'."""
+    taxonomy = load_taxonomy()
+    i4 = taxonomy.category("I4")
+    joint = "We synthesise vascular and airway segmentation masks in conjunction with the CT images."
+    conditioned = "We synthesise CT images conditioned on segmentation masks together with the report."
+    assert any(p.search(joint) for p in i4.compiled_patterns)
+    assert not any(p.search(conditioned) for p in i4.compiled_patterns)
+    path = tmp_path / "joint.md"
+    path.write_text(f"# T\n\n## Abstract\nOur diffusion model is trained on thoracic CT. {joint}\n", encoding="utf-8")
+    backend = LocalBackend(HashingEncoder())
+    answer = backend.answer(extract(path), taxonomy, "")
+    i_labels = {label.category: label for label in answer.labels["I"]}
+    assert set(i_labels) == {"I4"}
+    assert i_labels["I4"].quotes == [joint]
+    without = LocalBackend(HashingEncoder(), LocalSettings(pattern_score=0.0)).answer(extract(path), taxonomy, "")
+    assert {label.category for label in without.labels["I"]} != {"I4"}
+
+
+def test_a_label_given_by_default_still_quotes_the_closest_sentence(tmp_path: Path) -> None:
+    path = tmp_path / "plain.md"
+    path.write_text(
+        "# T\n\n## Abstract\nWe study thoracic imaging of many patients in a large hospital cohort.\n"
+        "The cohort spans ten years of routine clinical practice across three sites.\n",
+        encoding="utf-8",
+    )
+    document = extract(path)
+    answer = LocalBackend(HashingEncoder()).answer(document, load_taxonomy(), "")
+    (label,) = answer.labels["I"]
+    assert label.category == "I2" and label.confidence == 0.2
+    assert "by default" in label.rationale
+    assert label.quotes and all(Locator(document).locate(q).status == "exact" for q in label.quotes)

@@ -102,8 +102,11 @@ def test_context_cut_by_section_priority(stored: Store) -> None:
 def test_backend_answer_outside_schema_is_a_validation_error(stored: Store) -> None:
     doc = stored.get_document("A")
     bad = {**GOOD, "I": []}
-    with pytest.raises(ProposalValidationError):
+    with pytest.raises(ProposalValidationError, match=r"schema: I: List should have at least 1 item"):
         propose(doc, ScriptedBackend({"Mask Paper": bad}), load_taxonomy(), load_prompt(), "A")
+    no_quote = {**GOOD, "K": [("K2", [])]}
+    with pytest.raises(ProposalValidationError, match=r"schema: K\.0\.evidence: List should have at least 1 item"):
+        propose(doc, ScriptedBackend({"Mask Paper": no_quote}), load_taxonomy(), load_prompt(), "A")
 
 
 def test_run_resumes_caches_and_records_failures(stored: Store) -> None:

@@ -51,6 +51,11 @@ def test_content_hash_changes_with_content(tmp_path: Path) -> None:
         ),
         ("- just a list\n", "mapping"),
         ("name: [unclosed\n", "not valid YAML"),
+        (
+            "name: x\naxes:\n  - id: K\n    name: K\n    definition: d\n    categories:\n"
+            "      - {id: K1, name: a, definition: d, patterns: ['(unclosed']}\n",
+            "not a valid regular expression",
+        ),
     ],
 )
 def test_invalid_taxonomy_one_line(tmp_path: Path, content: str, expected: str) -> None:
@@ -79,3 +84,6 @@ def test_no_cue_names_a_table5_method() -> None:
         methods = {squash(row["method"]) for row in csv.DictReader(handle)}
     cues = {squash(cue) for axis in load_taxonomy().axes for category in axis.categories for cue in category.cues}
     assert not cues & methods
+    patterns = [squash(p) for axis in load_taxonomy().axes for category in axis.categories for p in category.patterns]
+    assert patterns, "the default taxonomy has patterns; this check must see them"
+    assert not [(m, p) for m in methods for p in patterns if m in p]
