@@ -33,7 +33,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.backends import AxisScores, LocalBackend, LocalSettings, default_encoder, split_sentences  # noqa: E402
+from pipeline.backends import (  # noqa: E402
+    ENCODERS,
+    AxisScores,
+    LocalBackend,
+    LocalSettings,
+    load_encoder,
+    split_sentences,
+)
 from pipeline.extract import Document  # noqa: E402
 from pipeline.gold import load_gold  # noqa: E402
 from pipeline.ingest import ingest_paths, load_manifest  # noqa: E402
@@ -156,6 +163,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--encoder", choices=sorted(ENCODERS), default="minilm", help="sentence model")
     args = parser.parse_args()
     if not (args.corpus / "MANIFEST.csv").exists():
         sys.exit(f"bench_quality: no corpus at {args.corpus} (MANIFEST.csv missing)")
@@ -163,7 +171,7 @@ def main() -> None:
     gold = load_gold(None, taxonomy)
 
     load_start = time.perf_counter()
-    backend = LocalBackend(default_encoder())
+    backend = LocalBackend(load_encoder(args.encoder))
     backend.encoder.encode(["warm-up"])
     load_s = time.perf_counter() - load_start
 
@@ -195,6 +203,7 @@ def main() -> None:
     verbatim = sum(n for status, n in evidence if status == "exact")
     result = {
         "corpus": str(args.corpus),
+        "encoder": backend.model,
         "papers": len(keys),
         "failed": summary.failed,
         "default_settings": axis_figures(reference, proposed, taxonomy),

