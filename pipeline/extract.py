@@ -36,7 +36,9 @@ LIGATURES = {
 _LIGATURE_RE = re.compile("[" + "".join(LIGATURES) + "]")
 # A word broken at a line end: "genera-\ntion". Only joined when the next part is lower case,
 # so "CT-\nRATE" or "3D-\nVQGAN" keep their hyphen.
-_HYPHEN_BREAK_RE = re.compile(r"(\w)[-\u00ad\u2010]\n[ \t]*([a-z])")
+# The following lowercase letter is a lookahead, so "x-\ny-\nz" joins in one pass (idempotence).
+_HYPHEN_BREAK_RE = re.compile(r"(\w)[-\u2010]\n(?=[a-z])")
+_SOFT_HYPHEN_BREAK_RE = re.compile("\u00ad[ \t]*\n[ \t]*")
 _SOFT_HYPHEN_RE = re.compile("\u00ad")
 _INLINE_SPACE_RE = re.compile(r"[ \t\u00a0\u2002-\u200a\u202f\u3000]+")
 _MANY_NEWLINES_RE = re.compile(r"\n{3,}")
@@ -129,8 +131,8 @@ class Document:
         return "other"
 
     def classification_spans(self) -> list[tuple[int, int, str]]:
-        """Spans used for classification: everything but the reference list (and acknowledgements)."""
-        excluded = {"references", "acknowledgements"}
+        """Spans used for classification: everything but the reference list, acknowledgements and code."""
+        excluded = {"references", "acknowledgements", "code"}
         return [(s.start, s.end, s.name) for s in self.sections if s.name not in excluded]
 
     def section_text(self, name: str) -> str:
@@ -151,11 +153,12 @@ def normalise_text(raw: str) -> str:
     """
     text = raw.replace("\r\n", "\n").replace("\r", "\n").replace("\f", "\n\n")
     text = _LIGATURE_RE.sub(lambda m: LIGATURES[m.group(0)], text)
-    text = _HYPHEN_BREAK_RE.sub(r"\1\2", text)
+    text = _SOFT_HYPHEN_BREAK_RE.sub("", text)
     text = _SOFT_HYPHEN_RE.sub("", text)
     text = _INLINE_SPACE_RE.sub(" ", text)
     lines = [line.strip() for line in text.split("\n")]
     text = "\n".join(lines)
+    text = _HYPHEN_BREAK_RE.sub(r"\1", text)
     text = _MANY_NEWLINES_RE.sub("\n\n", text)
     return text.strip()
 
@@ -192,10 +195,23 @@ def detect_sections(text: str, markdown: bool = False) -> list[Section]:
     headings: list[tuple[int, int, str, str]] = []  # (offset, level, name, heading text)
     current_level_name: list[tuple[int, str]] = []
     offset = 0
+    in_fence = False
     for line in text.split("\n"):
         start = offset
         offset += len(line) + 1
         stripped = line.strip()
+        if markdown and stripped.startswith(("```", "~~~")):
+            # A fenced code block is a "code" section (a shell "# comment" in it is no heading);
+            # after it, the enclosing section resumes.
+            in_fence = not in_fence
+            if in_fence:
+                headings.append((start, 0, "code", ""))
+            else:
+                resumed = current_level_name[-1][1] if current_level_name else _resumed_section(headings)
+                headings.append((offset, 0, resumed, ""))
+            continue
+        if in_fence:
+            continue
         if not stripped or len(stripped) > 120:
             inline = _INLINE_LABEL_RE.match(stripped)
             if inline and stripped:
@@ -243,6 +259,12 @@ def detect_sections(text: str, markdown: bool = False) -> list[Section]:
         end = headings[index + 1][0] if index + 1 < len(headings) else len(text)
         sections.append(Section(name, heading, start, end))
     return _merge_adjacent(sections)
+
+
+def _resumed_section(headings: list[tuple[int, int, str, str]]) -> str:
+    """The section a code block interrupted when no heading is open: the last one before it."""
+    before = [name for _, _, name, _ in headings if name != "code"]
+    return before[-1] if before else "front"
 
 
 def _merge_adjacent(sections: list[Section]) -> list[Section]:

@@ -189,3 +189,21 @@ def test_normaliser_properties(raw: str) -> None:
     assert not any(lig in text for lig in ("\ufb00", "\ufb01", "\ufb02", "\u00ad"))
     assert "  " not in text and "\t" not in text and "\n\n\n" not in text
     assert text == text.strip()
+
+
+def test_markdown_code_fences_are_code_not_headings_and_not_classified(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "# Tool\n\n## Method\nWe condition a latent diffusion model on organ masks.\n\n"
+        "```bash\n# Navigate to the data folder\ncat healthy_ct.zip* > HealthyCT.zip\n```\n\n"
+        "The masks enter through a ControlNet branch.\n\n## References\n[1] Someone. 2020.\n",
+        encoding="utf-8",
+    )
+    doc = extract(readme)
+    names = [s.name for s in doc.sections]
+    assert "code" in names and names[names.index("code") + 1] == "method"
+    assert not any(s.heading.startswith("Navigate") for s in doc.sections)
+    kept = " ".join(doc.text[a:b] for a, b, _ in doc.classification_spans())
+    assert "HealthyCT.zip" not in kept and "Navigate" not in kept
+    assert "ControlNet branch" in kept and "organ masks" in kept
+    assert doc.section_of(doc.text.index("ControlNet")) == "method"
