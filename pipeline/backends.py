@@ -374,6 +374,14 @@ class LocalBackend:
         self._category_cache[taxonomy.content_hash] = result
         return result
 
+    def _lexical_text(self, text: str, taxonomy: Taxonomy) -> str:
+        """The sentence as cue matching sees it: without metric names and the taxonomy's ignored phrases."""
+        if self.settings.ignore_metric_names:
+            text = without_metric_names(text)
+        if taxonomy.ignore_pattern is not None:
+            text = taxonomy.ignore_pattern.sub(" ", text)
+        return text
+
     def sentence_scores(
         self, sentences: list[Sentence], taxonomy: Taxonomy
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -395,7 +403,7 @@ class LocalBackend:
         sentence_vectors = self.encoder.encode([s.text for s in sentences])
         similarity = sentence_vectors @ category_vectors.T  # sentences x category texts
         retriever = bm25s.BM25()
-        texts = [without_metric_names(s.text) if self.settings.ignore_metric_names else s.text for s in sentences]
+        texts = [self._lexical_text(s.text, taxonomy) for s in sentences]
         retriever.index([_ngrams(_stem_tokens(t)) for t in texts], show_progress=False)
         settings = self.settings
         result: dict[str, np.ndarray] = {}

