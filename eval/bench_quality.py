@@ -41,6 +41,7 @@ from pipeline.backends import (  # noqa: E402
     load_encoder,
     split_sentences,
 )
+from pipeline.errors import BackendError  # noqa: E402
 from pipeline.extract import Document  # noqa: E402
 from pipeline.gold import load_gold  # noqa: E402
 from pipeline.ingest import ingest_paths, load_manifest  # noqa: E402
@@ -85,6 +86,12 @@ def cue_count_labeling(store: Store, keys: list[str], taxonomy: Taxonomy) -> Lab
     return labeling
 
 
+def complete(labeling: Labeling, expected: list[str], taxonomy: Taxonomy) -> Labeling:
+    """The labeling with every expected paper present; a missing one gets empty sets (all missed)."""
+    empty = {axis: frozenset[str]() for axis in taxonomy.axis_ids}
+    return {key: labeling.get(key, empty) for key in expected}
+
+
 def axis_figures(reference: Labeling, candidate: Labeling, taxonomy: Taxonomy) -> dict[str, dict[str, float]]:
     """micro-F1, macro-F1 and exact match per axis on the papers both hold."""
     agreement = compare(reference, candidate, taxonomy)
@@ -98,8 +105,15 @@ Scores = dict[str, dict[str, AxisScores]]
 
 
 def score_all(backend: LocalBackend, documents: dict[str, Document], taxonomy: Taxonomy) -> Scores:
-    """Per paper and axis, the category scores under the backend's settings."""
-    return {key: backend.score_axes(doc, taxonomy)[1] for key, doc in documents.items()}
+    """Per paper and axis, the category scores under the backend's settings (papers the backend
+    cannot read are left out here and scored as all missed by `complete`)."""
+    scores: Scores = {}
+    for key, doc in documents.items():
+        try:
+            scores[key] = backend.score_axes(doc, taxonomy)[1]
+        except BackendError:
+            continue
+    return scores
 
 
 def decide_all(backend: LocalBackend, scores: Scores, taxonomy: Taxonomy, settings: LocalSettings) -> Labeling:
@@ -164,11 +178,12 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--encoder", choices=sorted(ENCODERS), default="minilm", help="sentence model")
+    parser.add_argument("--gold", type=Path, default=None, help="gold labels CSV (default: labels/table5.csv)")
     args = parser.parse_args()
     if not (args.corpus / "MANIFEST.csv").exists():
         sys.exit(f"bench_quality: no corpus at {args.corpus} (MANIFEST.csv missing)")
     taxonomy = load_taxonomy()
-    gold = load_gold(None, taxonomy)
+    gold = load_gold(args.gold, taxonomy)
 
     load_start = time.perf_counter()
     backend = LocalBackend(load_encoder(args.encoder))
@@ -179,33 +194,39 @@ def main() -> None:
         manifest = load_manifest(args.corpus / "MANIFEST.csv")
         ingested = ingest_paths([args.corpus], store, manifest)
         keys = sorted(o.paper_key for o in ingested.outcomes if o.paper_key and o.status != "failed")
+        # Every gold paper the manifest names is scored: one that fails to ingest or to be labelled
+        # counts with empty labels (all missed), never silently dropped from the figures.
+        expected = sorted(set(manifest.values()) & set(gold_labeling(gold, list(manifest.values()))))
         start = time.perf_counter()
         summary = run_proposals(store, backend, taxonomy, load_prompt(), keys=keys, run_name="bench")
         classify_s = time.perf_counter() - start
         sentences = sum(len(split_sentences(store.get_document(k))) for k in keys)
-        reference = {k: v for k, v in gold_labeling(gold, keys).items() if k in keys}
-        proposed = run_labeling(store, "bench", taxonomy)
+        reference = {k: v for k, v in gold_labeling(gold, expected).items() if k in expected}
+        proposed = complete(run_labeling(store, "bench", taxonomy), expected, taxonomy)
+        unlabelled = sorted(set(expected) - set(run_labeling(store, "bench", taxonomy)))
         evidence = store.query("SELECT status, count(*) FROM evidence WHERE run_id = 'bench' GROUP BY status")
         docs = {k: store.get_document(k) for k in keys}
-        majority = majority_labeling(keys)
-        cue_count = cue_count_labeling(store, keys, taxonomy)
+        majority = majority_labeling(expected)
+        cue_count = complete(cue_count_labeling(store, keys, taxonomy), expected, taxonomy)
     scores_by_discount = {
         d: score_all(LocalBackend(backend.encoder, replace(backend.settings, evaluation_discount=d)), docs, taxonomy)
         for d in EVALUATION_DISCOUNTS
     }
     loo, chosen = leave_one_out(backend, scores_by_discount, reference, taxonomy)
+    loo = complete(loo, expected, taxonomy)
     ablations = {}
     for name, change in ABLATIONS.items():
         ablated = LocalBackend(backend.encoder, replace(backend.settings, **change))
         labeling = decide_all(ablated, score_all(ablated, docs, taxonomy), taxonomy, ablated.settings)
-        ablations[name] = axis_figures(reference, labeling, taxonomy)
+        ablations[name] = axis_figures(reference, complete(labeling, expected, taxonomy), taxonomy)
     total_quotes = sum(n for _, n in evidence)
     verbatim = sum(n for status, n in evidence if status == "exact")
     result = {
         "corpus": str(args.corpus),
         "encoder": backend.model,
-        "papers": len(keys),
+        "papers": len(expected),
         "failed": summary.failed,
+        "unlabelled_counted_as_missed": unlabelled,
         "default_settings": axis_figures(reference, proposed, taxonomy),
         "leave_one_out": axis_figures(reference, loo, taxonomy),
         "loo_chosen": chosen,
@@ -227,7 +248,11 @@ def main() -> None:
 
 def print_table(result: dict[str, Any]) -> None:
     """A Markdown table of the figures, then speed and memory."""
-    print(f"papers {result['papers']} (failed {result['failed']}), corpus {result['corpus']}\n")
+    print(f"papers {result['papers']} (failed {result['failed']}), corpus {result['corpus']}")
+    print(f"encoder {result['encoder']}")
+    if result["unlabelled_counted_as_missed"]:
+        print(f"unlabelled, scored as all missed: {', '.join(result['unlabelled_counted_as_missed'])}")
+    print()
     print("| axis | system | micro-F1 | macro-F1 | exact |")
     print("| --- | --- | --- | --- | --- |")
     for axis in ("K", "I", "A"):
