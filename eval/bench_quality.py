@@ -57,6 +57,7 @@ EVALUATION_DISCOUNTS = [0.1, 0.3, 0.5]
 ABLATIONS: dict[str, dict[str, Any]] = {
     "no_patterns": {"pattern_score": 0.0},
     "metric_names_kept": {"ignore_metric_names": False},
+    "negations_kept": {"ignore_negated": False},
     "evaluation_discount_0.1": {"evaluation_discount": 0.1},
 }
 

@@ -111,6 +111,21 @@ _WORD_RE = re.compile(r"[A-Za-z]{2,}")
 _METRIC_NAME_RE = re.compile(r"\b[A-Za-z][\w]*(?=(?:[\s-]+based)?[\s-]+(?:scores?|metrics?)\b)", re.I)
 
 
+# A cue under negation ("eliminates the need for super-resolution", "without a cascade") is evidence
+# against, not for: the negated stretch, up to the next clause break, is not matched.
+_NEGATED_RE = re.compile(
+    r"\b(?:without|instead of|rather than|no need (?:for|of|to)|not (?:need|require|rely on|use)\w*"
+    r"|(?:eliminat|avoid|remov|obviat|dispens|circumvent|bypass)\w*(?: \w+){0,2}? (?:need|dependence|use|reliance)"
+    r"(?: (?:for|on|of|to))?|free of|no)\b[^.,;:()]{0,80}",
+    re.I,
+)
+
+
+def without_negated(text: str) -> str:
+    """The sentence with negated stretches removed, for lexical matching only."""
+    return _NEGATED_RE.sub(" ", text)
+
+
 def without_metric_names(text: str) -> str:
     """The sentence with the words that name a metric removed, for lexical matching only."""
     return _METRIC_NAME_RE.sub("", text)
@@ -187,6 +202,7 @@ class LocalSettings:
     own_work_boost: float = 1.2
     pattern_score: float = 3.0
     ignore_metric_names: bool = True
+    ignore_negated: bool = True
     quotes_per_label: int = 2
 
 
@@ -375,9 +391,12 @@ class LocalBackend:
         return result
 
     def _lexical_text(self, text: str, taxonomy: Taxonomy) -> str:
-        """The sentence as cue matching sees it: without metric names and the taxonomy's ignored phrases."""
+        """The sentence as cue matching sees it: without metric names, negated stretches and the
+        taxonomy's ignored phrases."""
         if self.settings.ignore_metric_names:
             text = without_metric_names(text)
+        if self.settings.ignore_negated:
+            text = without_negated(text)
         if taxonomy.ignore_pattern is not None:
             text = taxonomy.ignore_pattern.sub(" ", text)
         return text

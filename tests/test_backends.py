@@ -211,3 +211,21 @@ def test_ignored_phrases_of_the_taxonomy_are_no_cue_evidence(tmp_path: Path) -> 
     assert axes["K"].scores["K2"] == 0.0 and axes["K"].scores["K1"] > 0
     bare = type(taxonomy).model_validate({**taxonomy.model_dump(), "ignore_phrases": []})
     assert LocalBackend(HashingEncoder()).score_axes(extract(path), bare)[1]["K"].scores["K2"] > 0
+
+
+def test_negated_cues_are_no_evidence(tmp_path: Path) -> None:
+    from pipeline.backends import without_negated
+
+    negated = "Our latent design eliminates the need for a super-resolution cascade, so it is fast."
+    assert "super-resolution" not in without_negated(negated) and "fast" in without_negated(negated)
+    assert without_negated("We use a cascaded model with two stages.") == "We use a cascaded model with two stages."
+    path = tmp_path / "neg.md"
+    path.write_text(
+        f"# T\n\n## Abstract\nWe train a latent diffusion model with a VAE on thoracic CT volumes. {negated}\n",
+        encoding="utf-8",
+    )
+    taxonomy = load_taxonomy()
+    answer = LocalBackend(HashingEncoder()).answer(extract(path), taxonomy, "")
+    assert {label.category for label in answer.labels["A"]} == {"A1"}
+    kept = LocalBackend(HashingEncoder(), LocalSettings(ignore_negated=False))
+    assert kept.score_axes(extract(path), taxonomy)[1]["A"].scores["A2"] > 0
