@@ -212,8 +212,9 @@ def _stem_tokens(text: str) -> list[str]:
     return [stemmer.stem(w) for w in re.findall(r"[a-z0-9]+", text.lower())]
 
 
-def _ngrams(tokens: list[str], longest: int = 3) -> list[str]:
-    """Unigrams, bigrams and trigrams joined by "_", the vocabulary cue phrases are matched in."""
+def _ngrams(tokens: list[str], longest: int = 4) -> list[str]:
+    """1- to 4-grams joined by "_", the vocabulary cue phrases are matched in (a cue of more words
+    than `longest` could never match, which the taxonomy tests guard against)."""
     grams = list(tokens)
     for n in range(2, longest + 1):
         grams.extend("_".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))

@@ -229,3 +229,26 @@ def test_negated_cues_are_no_evidence(tmp_path: Path) -> None:
     assert {label.category for label in answer.labels["A"]} == {"A1"}
     kept = LocalBackend(HashingEncoder(), LocalSettings(ignore_negated=False))
     assert kept.score_axes(extract(path), taxonomy)[1]["A"].scores["A2"] > 0
+
+
+def test_every_cue_and_pattern_of_the_default_taxonomy_can_match() -> None:
+    """A cue longer than the n-grams sentences are indexed in would silently never count."""
+    from pipeline.backends import _ngrams, _stem_tokens
+
+    taxonomy = load_taxonomy()
+    for axis in taxonomy.axes:
+        for category in axis.categories:
+            for cue in category.cues:
+                tokens = _stem_tokens(cue)
+                assert "_".join(tokens) in _ngrams(tokens), f"{category.id} cue {cue!r} can never match"
+    examples = {
+        "I4": [
+            "We generate paired 3D medical images and masks.",
+            "Paired 3D Image and Mask Generation with diffusion",
+            "The model jointly generates CT volumes and segmentation masks.",
+        ]
+    }
+    for category_id, sentences in examples.items():
+        patterns = taxonomy.category(category_id).compiled_patterns
+        for sentence in sentences:
+            assert any(p.search(sentence) for p in patterns), sentence
