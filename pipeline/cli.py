@@ -22,7 +22,7 @@ from pipeline import report as report_stage
 from pipeline import review as review_stage
 from pipeline import score as score_stage
 from pipeline import store as store_stage
-from pipeline.backends import make_backend
+from pipeline.backends import LocalBackend, make_backend
 from pipeline.errors import KiaError
 from pipeline.taxonomy import load_taxonomy
 
@@ -205,6 +205,7 @@ def propose(
                 max_input_tokens=max_input_tokens,
                 context_mode=context,
                 on_progress=tick,
+                retriever=LocalBackend(encoder_name=encoder) if context == "evidence" else None,
             )
     out.print(summary.line(), markup=False)
     if summary.failed:

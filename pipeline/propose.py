@@ -354,9 +354,18 @@ def run_identity(
     prompt: PromptTemplate,
     max_input_tokens: int | None,
     context_mode: str = "full",
+    retriever: LocalBackend | None = None,
 ) -> RunIdentity:
-    """What produced a run: backend, model, endpoint host, hashes and parameters."""
-    params = dumps({"backend": backend.params(), "max_input_tokens": max_input_tokens, "context": context_mode})
+    """What produced a run: backend, model, endpoint host, hashes and parameters (and, where the
+    model sees retrieved evidence only, the retriever's model and settings)."""
+    fields: dict[str, Any] = {
+        "backend": backend.params(),
+        "max_input_tokens": max_input_tokens,
+        "context": context_mode,
+    }
+    if retriever is not None:
+        fields["retriever"] = {"model": retriever.model, **retriever.params()}
+    params = dumps(fields)
     return RunIdentity(
         backend=backend.name,
         model=backend.model,
@@ -582,9 +591,9 @@ def run_proposals(
     """
     if context_mode not in ("full", "evidence"):
         raise KiaError(f"context must be full or evidence, not {context_mode!r}")
-    identity = run_identity(backend, taxonomy, prompt, max_input_tokens, context_mode)
     wants_evidence = context_mode == "evidence" and backend.name != "local"
     retriever = (retriever or LocalBackend()) if wants_evidence else None
+    identity = run_identity(backend, taxonomy, prompt, max_input_tokens, context_mode, retriever)
     run_id = run_name or default_run_name(identity)
     _ensure_run(store, run_id, identity)
     summary = RunSummary(run_id)

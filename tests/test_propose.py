@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -180,6 +181,8 @@ def test_evidence_context_sends_retrieved_sentences_and_records_savings(stored: 
     assert "## References" not in sent and "A cascaded model. 2020" not in sent
     saved = stored.query("SELECT prompt_tokens_saved, context_sections FROM proposals WHERE run_id = 'ev'")[0]
     assert saved[0] is not None and saved[0] >= 0
+    params = json.loads(stored.query("SELECT params FROM runs WHERE run_id = 'ev'")[0][0])
+    assert params["retriever"]["model"] == "hashing-test-encoder+bm25" and "settings" in params["retriever"]
     with pytest.raises(KiaError, match="context must be full or evidence"):
         run_proposals(stored, backend, load_taxonomy(), load_prompt(), context_mode="summary")
 
