@@ -117,6 +117,15 @@ def score_all(backend: LocalBackend, documents: dict[str, Document], taxonomy: T
     return scores
 
 
+def abstract_only(doc: Document) -> Document:
+    """The paper as an abstract-only record would give it: front matter and abstract (papers
+    without an abstract section are left whole). The hidden hold-out set is mostly abstracts."""
+    if not any(s.name == "abstract" for s in doc.sections):
+        return doc
+    kept = [s if s.name in ("front", "abstract") else replace(s, name="references") for s in doc.sections]
+    return replace(doc, sections=kept)
+
+
 def decide_all(backend: LocalBackend, scores: Scores, taxonomy: Taxonomy, settings: LocalSettings) -> Labeling:
     """Re-run only the per-axis decisions with other thresholds (scores do not depend on them)."""
     tuned = LocalBackend(backend.encoder, settings)
@@ -215,6 +224,11 @@ def main() -> None:
     }
     loo, chosen = leave_one_out(backend, scores_by_discount, reference, taxonomy)
     loo = complete(loo, expected, taxonomy)
+    short = LocalBackend(backend.encoder, backend.settings)
+    short_docs = {k: abstract_only(d) for k, d in docs.items()}
+    abstracts = complete(
+        decide_all(short, score_all(short, short_docs, taxonomy), taxonomy, short.settings), expected, taxonomy
+    )
     ablations = {}
     for name, change in ABLATIONS.items():
         ablated = LocalBackend(backend.encoder, replace(backend.settings, **change))
@@ -232,6 +246,9 @@ def main() -> None:
         "leave_one_out": axis_figures(reference, loo, taxonomy),
         "loo_chosen": chosen,
         "ablations": ablations,
+        "abstract_only": axis_figures(reference, abstracts, taxonomy),
+        "abstract_only_predictions": {k: {a: sorted(v) for a, v in abstracts[k].items()} for k in sorted(abstracts)},
+        "abstract_only_papers": sorted(k for k, d in docs.items() if abstract_only(d) is not d),
         "majority_baseline": axis_figures(reference, majority, taxonomy),
         "cue_count_baseline": axis_figures(reference, cue_count, taxonomy),
         "quotes": total_quotes,
@@ -260,10 +277,13 @@ def print_table(result: dict[str, Any]) -> None:
         for name in ("default_settings", "leave_one_out", "cue_count_baseline", "majority_baseline"):
             f = result[name][axis]
             print(f"| {axis} | {name} | {f['micro_f1']:.3f} | {f['macro_f1']:.3f} | {f['exact_match']:.3f} |")
+        f = result["abstract_only"][axis]
+        print(f"| {axis} | abstract only | {f['micro_f1']:.3f} | {f['macro_f1']:.3f} | {f['exact_match']:.3f} |")
         for name, figures in result["ablations"].items():
             f = figures[axis]
             print(f"| {axis} | ablation: {name} | {f['micro_f1']:.3f} | {f['macro_f1']:.3f} | {f['exact_match']:.3f} |")
-    print(f"\nquotes verbatim: {result['quotes_verbatim_share']} of {result['quotes']}")
+    print(f"\nabstract only: {', '.join(result['abstract_only_papers'])} cut to front matter and abstract")
+    print(f"quotes verbatim: {result['quotes_verbatim_share']} of {result['quotes']}")
     print(
         f"model load {result['model_load_s']} s; {result['sentences']} sentences classified in "
         f"{result['classify_s_after_load']} s after load; peak RSS {result['peak_rss_mib']} MiB"
