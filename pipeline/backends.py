@@ -481,9 +481,10 @@ class LocalBackend:
         """Categories kept on one axis, with confidences; never empty.
 
         Kept: the best category, and any other within `threshold` of it and above `min_score`.
-        Then the taxonomy's exclusions apply (a category listing another that is also kept is
-        dropped). An axis without any lexical evidence gets the axis's declared default, else the
-        category closest by semantic similarity alone, with a low confidence.
+        Then what a kept category `implies` is added, and the taxonomy's exclusions apply (a
+        category listing another that is also kept is dropped). An axis without any lexical
+        evidence gets the axis's declared default, else the category closest by semantic
+        similarity alone, with a low confidence.
         """
         scores = axis_scores.scores
         best = max(scores.values())
@@ -499,6 +500,10 @@ class LocalBackend:
             if relative >= 1.0 or (relative >= self.settings.threshold and score >= self.settings.min_score):
                 strength = min(1.0, score / (4 * self.settings.min_score))
                 kept[category_id] = round(float(0.5 * relative + 0.5 * strength), 3)
+        for category in axis.categories:  # what a kept category needs by definition comes with it
+            if category.id in kept:
+                for needed in category.implies:
+                    kept.setdefault(needed, kept[category.id])
         excluded = {c.id for c in axis.categories if c.id in kept and set(c.excludes) & set(kept)}
         remaining = {c: v for c, v in kept.items() if c not in excluded} or kept
         return sorted(remaining.items(), key=lambda kv: -kv[1])
@@ -513,17 +518,22 @@ class LocalBackend:
             axis_scores = axes[axis.id]
             raw["scores"][axis.id] = {c: round(s, 4) for c, s in axis_scores.scores.items()}
             claimed: list[ClaimedLabel] = []
-            for category_id, confidence in self.decide(axis_scores, axis):
+            decided = self.decide(axis_scores, axis)
+            for category_id, confidence in decided:
                 indices = axis_scores.top_sentences[category_id][: self.settings.quotes_per_label]
                 quotes = [sentences[i].text for i in indices]
                 sections = sorted({sentences[i].section for i in indices})
                 name = taxonomy.category(category_id).name
-                rationale = (
-                    f"score {axis_scores.scores[category_id]:.3f} from {len(quotes)} sentence(s) in "
-                    f"{', '.join(sections) or 'no section'} matching {name}"
-                    if axis_scores.scores[category_id] > 0
-                    else f"no cue of this axis in the paper; {name} by default, quoted: the closest sentence"
-                )
+                implied_by = [c.id for c in axis.categories if category_id in c.implies and c.id in dict(decided)]
+                if axis_scores.scores[category_id] > 0:
+                    rationale = (
+                        f"score {axis_scores.scores[category_id]:.3f} from {len(quotes)} sentence(s) in "
+                        f"{', '.join(sections) or 'no section'} matching {name}"
+                    )
+                elif implied_by:
+                    rationale = f"implied by {', '.join(implied_by)} (taxonomy); quoted: the closest sentence"
+                else:
+                    rationale = f"no cue of this axis in the paper; {name} by default, quoted: the closest sentence"
                 claimed.append(ClaimedLabel(category_id, confidence, rationale, quotes))
             labels[axis.id] = claimed
         return BackendAnswer(labels=labels, raw=raw, context_sections=sorted({s.section for s in sentences}))

@@ -35,6 +35,9 @@ class Category(BaseModel):
     # words vary ("generating ... masks in conjunction with the images"); matched per sentence.
     patterns: list[str] = Field(default_factory=list)
     excludes: list[str] = Field(default_factory=list)
+    # Categories of the same axis that this one cannot work without, by definition (classifier-free
+    # guidance mixes a conditional network's predictions, so the condition is a model input too).
+    implies: list[str] = Field(default_factory=list)
 
     @field_validator("patterns")
     @classmethod
@@ -80,6 +83,9 @@ class Axis(BaseModel):
             unknown = sorted(set(category.excludes) - set(ids))
             if unknown:
                 raise ValueError(f"{category.id} excludes {unknown}, which are not categories of this axis")
+            unknown = sorted(set(category.implies) - set(ids))
+            if unknown:
+                raise ValueError(f"{category.id} implies {unknown}, which are not categories of this axis")
         return categories
 
     @model_validator(mode="after")

@@ -250,3 +250,30 @@ def test_every_cue_and_pattern_of_the_default_taxonomy_can_match() -> None:
         patterns = taxonomy.category(category_id).compiled_patterns
         for sentence in sentences:
             assert any(p.search(sentence) for p in patterns), sentence
+
+
+def test_a_kept_category_brings_what_it_implies_unless_excluded() -> None:
+    taxonomy = load_taxonomy()
+    axis_i = taxonomy.axis("I")
+    assert taxonomy.category("I3").implies == ["I2"]
+    backend = LocalBackend(HashingEncoder(), LocalSettings(threshold=0.5, min_score=1.0))
+    # Only guidance evidence: I2 comes with I3 at its confidence.
+    kept = dict(backend.decide(AxisScores({"I1": 0, "I2": 0, "I3": 3.0, "I4": 0}, {}), axis_i))
+    assert set(kept) == {"I2", "I3"} and kept["I2"] == kept["I3"]
+    # Joint modelling excludes the fixed-input I2, implied or not.
+    joint = backend.decide(AxisScores({"I1": 0, "I2": 0, "I3": 3.0, "I4": 3.2}, {}), axis_i)
+    assert {c for c, _ in joint} == {"I3", "I4"}
+
+
+def test_an_implied_label_says_so_and_is_quoted(tmp_path: Path) -> None:
+    document = abstract_paper(
+        tmp_path,
+        "We sample thoracic CT volumes with classifier-free guidance at a guidance scale of 4.",
+        "The volumes come from a large public cohort of adults.",
+    )
+    labels = {
+        label.category: label
+        for label in LocalBackend(HashingEncoder()).answer(document, load_taxonomy(), "").labels["I"]
+    }
+    assert set(labels) == {"I2", "I3"}
+    assert labels["I2"].rationale.startswith("implied by I3") and labels["I2"].quotes
