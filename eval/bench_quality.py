@@ -251,6 +251,7 @@ def main() -> None:
         "abstract_only_papers": sorted(k for k, d in docs.items() if abstract_only(d) is not d),
         "majority_baseline": axis_figures(reference, majority, taxonomy),
         "cue_count_baseline": axis_figures(reference, cue_count, taxonomy),
+        "cue_count_predictions": {k: {a: sorted(v) for a, v in cue_count[k].items()} for k in sorted(cue_count)},
         "quotes": total_quotes,
         "quotes_verbatim_share": round(verbatim / total_quotes, 4) if total_quotes else None,
         "sentences": sentences,
