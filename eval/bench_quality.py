@@ -212,8 +212,9 @@ def main() -> None:
         classify_s = time.perf_counter() - start
         sentences = sum(len(split_sentences(store.get_document(k))) for k in keys)
         reference = {k: v for k, v in gold_labeling(gold, expected).items() if k in expected}
-        proposed = complete(run_labeling(store, "bench", taxonomy), expected, taxonomy)
-        unlabelled = sorted(set(expected) - set(run_labeling(store, "bench", taxonomy)))
+        labelled = run_labeling(store, "bench", taxonomy)
+        proposed = complete(labelled, expected, taxonomy)
+        unlabelled = sorted(set(expected) - set(labelled))
         evidence = store.query("SELECT status, count(*) FROM evidence WHERE run_id = 'bench' GROUP BY status")
         docs = {k: store.get_document(k) for k in keys}
         majority = majority_labeling(expected)

