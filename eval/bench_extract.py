@@ -20,7 +20,7 @@ import pymupdf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.extract import extract  # noqa: E402
+from kia.extract import extract  # noqa: E402
 
 SHARED_PDF = ROOT.parent / "shared" / "corpus" / "Text-to-CT.pdf"
 PARAGRAPH = (

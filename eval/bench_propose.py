@@ -26,11 +26,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.ingest import ingest_paths  # noqa: E402
-from pipeline.llm import OpenAIBackend  # noqa: E402
-from pipeline.propose import load_prompt, run_proposals  # noqa: E402
-from pipeline.store import Store  # noqa: E402
-from pipeline.taxonomy import load_taxonomy  # noqa: E402
+from kia.backends.openai import OpenAIBackend  # noqa: E402
+from kia.ingest import ingest_paths  # noqa: E402
+from kia.propose import load_prompt, run_proposals  # noqa: E402
+from kia.store import Store  # noqa: E402
+from kia.taxonomy import load_taxonomy  # noqa: E402
+
 from tests.llm_server import MODEL_ALIAS, start  # noqa: E402
 
 

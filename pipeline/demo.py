@@ -6,15 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.backends import LocalBackend
-from pipeline.ingest import IngestSummary, ingest_paths, load_manifest
-from pipeline.propose import RunSummary, load_prompt, run_proposals
-from pipeline.score import ScoreReport, score_run
-from pipeline.store import Store
-from pipeline.taxonomy import PROJECT_ROOT, load_taxonomy
-
-EXAMPLES = PROJECT_ROOT / "corpus" / "examples"
-EXAMPLE_GOLD = PROJECT_ROOT / "labels" / "examples.csv"
+from kia.backends.local import LocalBackend
+from kia.ingest import IngestSummary, ingest_paths, load_manifest
+from kia.propose import RunSummary, load_prompt, run_proposals
+from kia.resources import examples_dir, examples_gold_path
+from kia.score import ScoreReport, score_run
+from kia.store import Store
+from kia.taxonomy import load_taxonomy
 
 
 @dataclass
@@ -31,10 +29,11 @@ def run_demo(db: Path, on_stage: Callable[[str], None] | None = None) -> DemoRes
     taxonomy = load_taxonomy()
     say = on_stage or (lambda _message: None)
     with Store(db) as store:
-        say(f"ingesting {EXAMPLES}")
-        ingested = ingest_paths([EXAMPLES], store, load_manifest(EXAMPLES / "manifest.csv"))
+        examples = examples_dir()
+        say(f"ingesting {examples}")
+        ingested = ingest_paths([examples], store, load_manifest(examples / "manifest.csv"))
         say("proposing labels with the offline local backend (MiniLM + BM25)")
         keys = sorted(o.paper_key for o in ingested.outcomes if o.paper_key and o.status != "failed")
         run = run_proposals(store, LocalBackend(), taxonomy, load_prompt(), keys=keys)
     say("scoring against labels/examples.csv")
-    return DemoResult(ingested, run, score_run(db, taxonomy, run.run_id, EXAMPLE_GOLD))
+    return DemoResult(ingested, run, score_run(db, taxonomy, run.run_id, examples_gold_path()))

@@ -7,10 +7,10 @@ import io
 import json
 from dataclasses import dataclass, field
 
-from pipeline.errors import KiaError
-from pipeline.gold import GoldPaper
-from pipeline.score import Labeling
-from pipeline.taxonomy import Taxonomy
+from kia.errors import KiaError
+from kia.gold import GoldPaper
+from kia.score import Labeling
+from kia.taxonomy import Taxonomy
 
 FORMATS = ("csv", "jsonl", "markdown", "latex")
 DETAIL_COLUMNS = ["conditioning_source", "conditioning_mechanism", "generation_strategy", "dataset"]
@@ -25,6 +25,12 @@ class ExportRow:
     labels: dict[str, list[str]]
     details: dict[str, str] = field(default_factory=dict)
     evidence: dict[str, str] = field(default_factory=dict)
+    # axis -> `unclear` or `out_of_scope` where the labeller abstained (the axis has no labels then)
+    status: dict[str, str] = field(default_factory=dict)
+
+    def cell(self, axis: str, sep: str = ";") -> str:
+        """An axis's labels, or the reason there are none (`unclear`, `out_of_scope`)."""
+        return sep.join(self.labels[axis]) if self.labels[axis] else self.status.get(axis, "")
 
 
 def rows_from_labeling(
@@ -32,6 +38,7 @@ def rows_from_labeling(
     titles: dict[str, str],
     gold: list[GoldPaper] | None = None,
     evidence: dict[str, dict[str, str]] | None = None,
+    statuses: dict[str, dict[str, str]] | None = None,
 ) -> list[ExportRow]:
     """Rows sorted by key; Table-5 detail columns are filled from gold rows where the paper matches."""
     details_by_key: dict[str, dict[str, str]] = {}
@@ -45,6 +52,7 @@ def rows_from_labeling(
             labels={axis: sorted(cats) for axis, cats in labels.items()},
             details=details_by_key.get(key.lower(), {}),
             evidence=(evidence or {}).get(key, {}),
+            status=(statuses or {}).get(key, {}),
         )
         for key, labels in sorted(labeling.items())
     ]
@@ -75,11 +83,20 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str) -> str
     if output_format == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
+        with_status = any(r.status for r in rows)
         writer.writerow(
-            ["key", "title", *axes, *details, *(f"evidence_{a}" for a in axes if any(r.evidence for r in rows))]
+            [
+                "key",
+                "title",
+                *axes,
+                *details,
+                *(f"evidence_{a}" for a in axes if any(r.evidence for r in rows)),
+                *(f"status_{a}" for a in axes if with_status),
+            ]
         )
         for row in rows:
             extra = [row.evidence.get(a, "") for a in axes] if any(r.evidence for r in rows) else []
+            status = [row.status.get(a, "labelled") for a in axes] if with_status else []
             writer.writerow(
                 [
                     row.key,
@@ -87,6 +104,7 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str) -> str
                     *(";".join(row.labels[a]) for a in axes),
                     *(row.details.get(d, "") for d in details),
                     *extra,
+                    *status,
                 ]
             )
         return buffer.getvalue()
@@ -99,6 +117,7 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str) -> str
                     "labels": r.labels,
                     **({"details": r.details} if r.details else {}),
                     **({"evidence": r.evidence} if r.evidence else {}),
+                    **({"status": r.status} if r.status else {}),
                 },
                 ensure_ascii=False,
             )
@@ -109,7 +128,7 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str) -> str
         header = ["Method", *axes, *(d.replace("_", " ").title() for d in details)]
         lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for row in rows:
-            cells = [row.key, *(", ".join(row.labels[a]) for a in axes), *(row.details.get(d, "–") for d in details)]
+            cells = [row.key, *(row.cell(a, ", ") for a in axes), *(row.details.get(d, "–") for d in details)]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         return "\n".join(lines) + "\n"
     if output_format == "latex":
@@ -134,7 +153,7 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str) -> str
         for row in rows:
             cells = [
                 _latex_escape(row.key),
-                *(", ".join(row.labels[a]) for a in axes),
+                *(_latex_escape(row.cell(a, ", ")) for a in axes),
                 *(_latex_escape(row.details.get(d, "") or "--") for d in DETAIL_COLUMNS),
             ]
             lines.append(" & ".join(cells) + r" \\")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from pipeline.errors import ExtractError, UnsupportedFormatError
+from kia.errors import ExtractError, UnsupportedFormatError
 
 PDF_EXTENSIONS = {".pdf"}
 HTML_EXTENSIONS = {".html", ".htm", ".xhtml"}

@@ -12,25 +12,22 @@
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from pipeline import __version__
-from pipeline.errors import KiaError
-from pipeline.store import Store
+from kia._version import __version__
+from kia.errors import KiaError
+from kia.settings import DEFAULT_ARXIV_API, DEFAULT_ARXIV_HTML, DEFAULT_ARXIV_PDF, Settings
+from kia.store import Store
 
-DEFAULT_API = "https://export.arxiv.org/api/query"
-DEFAULT_PDF = "https://arxiv.org/pdf"
-DEFAULT_HTML = "https://arxiv.org/html"
 USER_AGENT = f"kia/{__version__} (literature-survey labelling tool; +https://pypi.org/project/kia)"
 _ID_RE = re.compile(r"(\d{4}\.\d{4,5})(?:v(\d+))?")
 
@@ -71,15 +68,20 @@ class FetchOutcome:
 
 @dataclass
 class ArxivConfig:
-    """Endpoints and politeness; defaults from the environment, else arXiv itself."""
+    """Endpoints and politeness; `from_settings` takes them from the settings ($KIA_ARXIV_*)."""
 
-    api_url: str = field(default_factory=lambda: os.environ.get("KIA_ARXIV_API", DEFAULT_API))
-    pdf_url: str = field(default_factory=lambda: os.environ.get("KIA_ARXIV_PDF", DEFAULT_PDF))
-    html_url: str = field(default_factory=lambda: os.environ.get("KIA_ARXIV_HTML", DEFAULT_HTML))
-    min_interval: float = field(default_factory=lambda: float(os.environ.get("KIA_ARXIV_INTERVAL", "3.0")))
+    api_url: str = DEFAULT_ARXIV_API
+    pdf_url: str = DEFAULT_ARXIV_PDF
+    html_url: str = DEFAULT_ARXIV_HTML
+    min_interval: float = 3.0
     timeout: float = 60.0
     retries: int = 3
     backoff_initial: float = 2.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ArxivConfig:
+        """Endpoints and interval from the settings (which read $KIA_ARXIV_*)."""
+        return cls(settings.arxiv_api, settings.arxiv_pdf, settings.arxiv_html, settings.arxiv_interval)
 
 
 def parse_arxiv_id(text: str) -> tuple[str, int | None]:
@@ -258,32 +260,25 @@ def validate_pdf(path: Path) -> None:
 
 def record_entry(store: Store, entry: ArxivEntry, pdf_path: str | None, html_path: str | None) -> None:
     """Store arXiv metadata and where the files are (one row per id and version)."""
-    with store.transaction():
-        store.con.execute(
-            "DELETE FROM arxiv_papers WHERE arxiv_id = ? AND version = ?", [entry.arxiv_id, entry.version]
-        )
-        store.con.execute(
-            "INSERT INTO arxiv_papers (arxiv_id, version, title, authors, published, updated, categories, abstract,"
-            " pdf_path, html_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                entry.arxiv_id,
-                entry.version,
-                entry.title,
-                "; ".join(entry.authors),
-                entry.published,
-                entry.updated,
-                " ".join(entry.categories),
-                entry.abstract,
-                pdf_path,
-                html_path,
-            ],
-        )
+    store.record_arxiv(
+        {
+            "arxiv_id": entry.arxiv_id,
+            "version": entry.version,
+            "title": entry.title,
+            "authors": "; ".join(entry.authors),
+            "published": entry.published,
+            "updated": entry.updated,
+            "categories": " ".join(entry.categories),
+            "abstract": entry.abstract,
+            "pdf_path": pdf_path,
+            "html_path": html_path,
+        }
+    )
 
 
 def stored_versions(store: Store) -> dict[str, tuple[int, str | None]]:
     """Highest stored version and PDF path per arXiv id."""
-    rows = store.query("SELECT arxiv_id, max(version), arg_max(pdf_path, version) FROM arxiv_papers GROUP BY arxiv_id")
-    return {arxiv_id: (int(version), path) for arxiv_id, version, path in rows}
+    return store.arxiv_versions()
 
 
 def fetch_papers(

@@ -11,10 +11,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.errors import GoldError
-from pipeline.taxonomy import PROJECT_ROOT, Taxonomy
+from kia.errors import GoldError
+from kia.resources import default_gold_path
+from kia.taxonomy import Taxonomy
 
-DEFAULT_GOLD = PROJECT_ROOT / "labels" / "table5.csv"
 _SPLIT_RE = re.compile(r"[;,]")
 
 
@@ -40,7 +40,7 @@ def parse_cell(cell: str) -> frozenset[str]:
 
 def load_gold(path: str | Path | None, taxonomy: Taxonomy) -> list[GoldPaper]:
     """Read a gold CSV and check every label against the taxonomy; never an empty axis."""
-    resolved = Path(path) if path else DEFAULT_GOLD
+    resolved = Path(path) if path else default_gold_path()
     try:
         with resolved.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)

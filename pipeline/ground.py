@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from rapidfuzz import fuzz
 
-from pipeline.extract import LIGATURES, Document
+from kia.extract import LIGATURES, Document
 
 EXACT = "exact"
 FUZZY = "fuzzy"

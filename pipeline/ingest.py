@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.errors import ExtractError, KiaError
-from pipeline.extract import SUPPORTED_EXTENSIONS, Document, extract
-from pipeline.store import Store
+from kia.errors import ExtractError, KiaError
+from kia.extract import SUPPORTED_EXTENSIONS, Document, extract
+from kia.store import Store
 
 
 @dataclass(frozen=True)

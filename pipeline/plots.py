@@ -13,9 +13,9 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Wedge  # noqa: E402
 
-from pipeline.score import Agreement, Labeling  # noqa: E402
-from pipeline.stats import design_space  # noqa: E402
-from pipeline.taxonomy import Taxonomy  # noqa: E402
+from kia.score import Agreement, Labeling  # noqa: E402
+from kia.stats import design_space  # noqa: E402
+from kia.taxonomy import Taxonomy  # noqa: E402
 
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
 

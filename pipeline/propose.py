@@ -15,21 +15,20 @@ import subprocess
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model, model_validator
+from kia._version import __version__
+from kia.backends import Backend, BackendAnswer, CallRecord, ClaimedLabel
+from kia.backends.local import LocalBackend
+from kia.errors import KiaError
+from kia.extract import Document
+from kia.ground import Grounding, Locator
+from kia.resources import default_prompt_path, source_checkout
+from kia.schema import answer_to_json, labels_from_json, schema_hash
+from kia.store import CallRow, Store, dumps
+from kia.taxonomy import Taxonomy
 
-from pipeline import __version__
-from pipeline.backends import Backend, BackendAnswer, CallRecord, ClaimedLabel, LocalBackend
-from pipeline.errors import KiaError, ProposalValidationError
-from pipeline.extract import Document
-from pipeline.ground import Grounding, Locator
-from pipeline.store import Store, dumps
-from pipeline.taxonomy import PROJECT_ROOT, Taxonomy
-
-DEFAULT_PROMPT = PROJECT_ROOT / "prompts" / "classify.md"
 SECTION_PRIORITY = [
     "front",
     "abstract",
@@ -44,96 +43,6 @@ SECTION_PRIORITY = [
 CHARS_PER_TOKEN = 4
 MAX_QUOTES = 3
 MAX_QUOTE_CHARS = 300
-
-
-# --- the response schema, built from the taxonomy ----------------------------------------------
-
-
-Quote = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUOTE_CHARS)]
-
-
-class _ProposalBase(BaseModel):
-    """Checks shared by every taxonomy's response model."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="after")
-    def _no_category_twice(self) -> _ProposalBase:
-        for axis, labels in self:
-            seen = [label.category for label in labels]
-            if len(seen) != len(set(seen)):
-                raise ValueError(f"axis {axis} lists a category twice: {seen}")
-        return self
-
-
-@lru_cache(maxsize=8)
-def _response_model_cached(taxonomy_json: str) -> type[BaseModel]:
-    taxonomy = Taxonomy.model_validate_json(taxonomy_json)
-    fields: dict[str, Any] = {}
-    for axis in taxonomy.axes:
-        allowed = tuple(axis.category_ids)
-        label_fields: dict[str, Any] = {
-            "category": (Literal[allowed], Field(description=f"one of {', '.join(allowed)}")),
-            "evidence": (
-                list[Quote],
-                Field(min_length=1, max_length=MAX_QUOTES, description="verbatim quotes from the paper"),
-            ),
-            "rationale": (str, Field(max_length=200)),
-            "confidence": (float, Field(ge=0.0, le=1.0)),
-        }
-        label_model = create_model(f"Label{axis.id}", __config__=ConfigDict(extra="forbid"), **label_fields)
-        fields[axis.id] = (
-            list[label_model],  # type: ignore[valid-type]
-            Field(min_length=1, max_length=len(allowed), description=f"{axis.name}: {axis.question}"),
-        )
-    return create_model("TaxonomyProposal", __base__=_ProposalBase, **fields)
-
-
-def response_model(taxonomy: Taxonomy) -> type[BaseModel]:
-    """The pydantic model every backend's answer must validate against.
-
-    Per axis, a non-empty list of labels, each a category of that axis (anything else is a
-    validation error) with 1-3 bounded quotes, a short rationale and a confidence in [0, 1].
-    Bounds keep small models from looping.
-    """
-    return _response_model_cached(taxonomy.model_dump_json())
-
-
-def schema_hash(taxonomy: Taxonomy) -> str:
-    """sha256 of the response model's JSON schema."""
-    schema = response_model(taxonomy).model_json_schema()
-    return hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()
-
-
-def answer_to_json(answer: BackendAnswer, taxonomy: Taxonomy) -> dict[str, Any]:
-    """Validate a backend's labels against the schema and return them as plain JSON."""
-    payload = {
-        axis: [
-            {"category": c.category, "evidence": c.quotes, "rationale": c.rationale, "confidence": c.confidence}
-            for c in labels
-        ]
-        for axis, labels in answer.labels.items()
-    }
-    try:
-        return response_model(taxonomy).model_validate(payload).model_dump()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        message = f"answer does not fit the taxonomy schema: {where}: {first['msg']}{more}"
-        raise ProposalValidationError(message) from exc
-
-
-def labels_from_json(payload: dict[str, Any], taxonomy: Taxonomy) -> dict[str, list[ClaimedLabel]]:
-    """Schema-checked JSON back into claimed labels (used for cache hits)."""
-    validated = response_model(taxonomy).model_validate(payload).model_dump()
-    return {
-        axis: [
-            ClaimedLabel(item["category"], float(item["confidence"]), item["rationale"], list(item["evidence"]))
-            for item in validated[axis]
-        ]
-        for axis in taxonomy.axis_ids
-    }
 
 
 # --- prompts -------------------------------------------------------------------------------------
@@ -154,7 +63,7 @@ class PromptTemplate:
 
 def load_prompt(path: str | Path | None = None) -> PromptTemplate:
     """Read a prompt template (default `prompts/classify.md`)."""
-    resolved = Path(path) if path else DEFAULT_PROMPT
+    resolved = Path(path) if path else default_prompt_path()
     try:
         return PromptTemplate(resolved, resolved.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -261,6 +170,29 @@ class Proposal:
     context_sections: list[str] = field(default_factory=list)
     prompt_tokens_saved: int | None = None
     cached: bool = False
+    # Abstention: axis -> (status, reason), status `unclear` or `out_of_scope`; and the scope verdict.
+    statuses: dict[str, tuple[str, str]] = field(default_factory=dict)
+    in_scope: bool | None = None
+    scope_score: float | None = None
+
+
+def abstention_json(answer: BackendAnswer) -> dict[str, Any]:
+    """What a backend said it cannot label (stored in the raw answer, so a cached answer keeps it)."""
+    return {"unclear": answer.unclear, "in_scope": answer.in_scope, "scope_score": answer.scope_score}
+
+
+def axis_statuses(answer: BackendAnswer, taxonomy: Taxonomy) -> dict[str, tuple[str, str]]:
+    """Per abstaining axis, `out_of_scope` (the paper is outside the taxonomy) or `unclear`, with the reason."""
+    statuses: dict[str, tuple[str, str]] = {}
+    for axis in taxonomy.axis_ids:
+        if answer.labels.get(axis):
+            continue
+        if answer.in_scope is False:
+            score = "" if answer.scope_score is None else f" (scope score {answer.scope_score:.2f})"
+            statuses[axis] = ("out_of_scope", f"the paper is outside the taxonomy's scope{score}")
+        elif axis in answer.unclear:
+            statuses[axis] = ("unclear", answer.unclear[axis])
+    return statuses
 
 
 def ground_answer(labels: dict[str, list[ClaimedLabel]], doc: Document) -> list[Label]:
@@ -295,7 +227,10 @@ def propose(
         paper_key=paper_key,
         sha256=doc.sha256,
         labels=labels,
-        raw={"labels": payload, "backend": answer.raw},
+        raw={"labels": payload, "backend": answer.raw, "abstention": abstention_json(answer)},
+        statuses=axis_statuses(answer, taxonomy),
+        in_scope=answer.in_scope,
+        scope_score=answer.scope_score,
         prompt_hash=hashlib.sha256(rendered.encode()).hexdigest(),
         calls=answer.calls,
         context_sections=answer.context_sections or context.sections,
@@ -338,10 +273,13 @@ class RunIdentity:
 
 
 def git_commit() -> str | None:
-    """The checkout's commit, when kia runs from a git checkout."""
+    """The checkout's commit, when kia runs from a git checkout (None from an installed wheel)."""
+    checkout = source_checkout()
+    if checkout is None:
+        return None
     try:
         result = subprocess.run(
-            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            ["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -409,9 +347,6 @@ ProgressCallback = Callable[[str, str, RunSummary], None]
 
 
 def _ensure_run(store: Store, run_id: str, identity: RunIdentity) -> None:
-    row = store.query(
-        "SELECT backend, model, prompt_hash, schema_hash, taxonomy_hash, params FROM runs WHERE run_id = ?", [run_id]
-    )
     wanted = (
         identity.backend,
         identity.model,
@@ -420,133 +355,88 @@ def _ensure_run(store: Store, run_id: str, identity: RunIdentity) -> None:
         identity.taxonomy_hash,
         identity.params,
     )
-    if row:
-        if tuple(row[0]) != wanted:
+    stored = store.run_settings(run_id)
+    if stored is not None:
+        if stored != wanted:
             raise KiaError(
                 f"run {run_id!r} already exists with other settings (backend, model, prompt, schema, taxonomy or "
                 "parameters); choose another --run name"
             )
         return
-    store.con.execute(
-        "INSERT INTO runs (run_id, backend, model, endpoint_host, prompt_hash, schema_hash, taxonomy_hash,"
-        " taxonomy_name, package_version, git_commit, prompt_file, params) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-        [
-            run_id,
-            identity.backend,
-            identity.model,
-            identity.endpoint_host,
-            identity.prompt_hash,
-            identity.schema_hash,
-            identity.taxonomy_hash,
-            identity.taxonomy_name,
-            __version__,
-            git_commit(),
-            identity.prompt_file,
-            identity.params,
-        ],
+    store.insert_run(
+        {
+            "run_id": run_id,
+            "backend": identity.backend,
+            "model": identity.model,
+            "endpoint_host": identity.endpoint_host,
+            "prompt_hash": identity.prompt_hash,
+            "schema_hash": identity.schema_hash,
+            "taxonomy_hash": identity.taxonomy_hash,
+            "taxonomy_name": identity.taxonomy_name,
+            "package_version": __version__,
+            "git_commit": git_commit(),
+            "prompt_file": identity.prompt_file,
+            "params": identity.params,
+        }
     )
+
+
+def _call_rows(calls: list[CallRecord]) -> list[CallRow]:
+    return [(c.attempt, c.prompt_tokens, c.completion_tokens, c.latency_s, c.error) for c in calls]
 
 
 def save_proposal(store: Store, run_id: str, proposal: Proposal, identity: RunIdentity, key: str) -> None:
     """Write one paper's proposal, labels, evidence and calls in one transaction (replacing a failure)."""
-    with store.transaction():
-        _delete_paper(store, run_id, proposal.paper_key)
-        store.con.execute(
-            "INSERT INTO proposals (run_id, paper_key, sha256, status, cache_key, cached, prompt_hash, schema_hash,"
-            " model, package_version, raw_response, context_sections, prompt_tokens_saved)"
-            " VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                run_id,
-                proposal.paper_key,
-                proposal.sha256,
-                key,
-                proposal.cached,
-                proposal.prompt_hash,
-                identity.schema_hash,
-                identity.model,
-                __version__,
-                dumps(proposal.raw),
-                dumps(proposal.context_sections),
-                proposal.prompt_tokens_saved,
-            ],
-        )
-        for label in proposal.labels:
-            store.con.execute(
-                "INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    run_id,
-                    proposal.paper_key,
-                    label.axis,
-                    label.category,
-                    label.confidence,
-                    label.rationale,
-                    label.grounded,
-                ],
-            )
-            for index, ev in enumerate(label.evidence):
-                store.con.execute(
-                    "INSERT INTO evidence VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        run_id,
-                        proposal.paper_key,
-                        label.axis,
-                        label.category,
-                        index,
-                        ev.quote,
-                        ev.status,
-                        ev.score,
-                        ev.start,
-                        ev.end,
-                        ev.page,
-                        ev.section,
-                    ],
-                )
-        _save_calls(store, run_id, proposal.paper_key, proposal.calls)
-
-
-def _delete_paper(store: Store, run_id: str, paper_key: str) -> None:
-    for table in ("evidence", "labels", "proposals"):
-        store.con.execute(f"DELETE FROM {table} WHERE run_id = ? AND paper_key = ?", [run_id, paper_key])
-
-
-def _save_calls(store: Store, run_id: str, paper_key: str, calls: list[CallRecord]) -> None:
-    for call in calls:
-        store.con.execute(
-            "INSERT INTO llm_calls (run_id, paper_key, attempt, prompt_tokens, completion_tokens, latency_s, error)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [run_id, paper_key, call.attempt, call.prompt_tokens, call.completion_tokens, call.latency_s, call.error],
-        )
+    store.save_proposal(
+        run_id,
+        {
+            "paper_key": proposal.paper_key,
+            "sha256": proposal.sha256,
+            "cache_key": key,
+            "cached": proposal.cached,
+            "prompt_hash": proposal.prompt_hash,
+            "schema_hash": identity.schema_hash,
+            "model": identity.model,
+            "package_version": __version__,
+            "raw_response": dumps(proposal.raw),
+            "context_sections": dumps(proposal.context_sections),
+            "prompt_tokens_saved": proposal.prompt_tokens_saved,
+            "in_scope": proposal.in_scope,
+            "scope_score": proposal.scope_score,
+        },
+        [(lb.axis, lb.category, lb.confidence, lb.rationale, lb.grounded) for lb in proposal.labels],
+        [
+            (lb.axis, lb.category, index, ev.quote, ev.status, ev.score, ev.start, ev.end, ev.page, ev.section)
+            for lb in proposal.labels
+            for index, ev in enumerate(lb.evidence)
+        ],
+        _call_rows(proposal.calls),
+        [(axis, status, reason) for axis, (status, reason) in sorted(proposal.statuses.items())],
+    )
 
 
 def save_failure(
     store: Store, run_id: str, paper_key: str, sha: str, error: str, calls: list[CallRecord] | None = None
 ) -> None:
     """Record a paper that failed in this run, with its cause (a rerun tries it again)."""
-    with store.transaction():
-        _delete_paper(store, run_id, paper_key)
-        store.con.execute(
-            "INSERT INTO proposals (run_id, paper_key, sha256, status, error, package_version)"
-            " VALUES (?, ?, ?, 'failed', ?, ?)",
-            [run_id, paper_key, sha, error, __version__],
-        )
-        _save_calls(store, run_id, paper_key, calls or [])
+    store.save_failure(run_id, paper_key, sha, error, __version__, _call_rows(calls or []))
 
 
 def _cached_answer(store: Store, key: str, taxonomy: Taxonomy) -> BackendAnswer | None:
-    row = store.query(
-        "SELECT raw_response, context_sections, prompt_tokens_saved FROM proposals"
-        " WHERE cache_key = ? AND status = 'done' ORDER BY created_at LIMIT 1",
-        [key],
-    )
-    if not row:
+    row = store.cached_answer(key)
+    if row is None:
         return None
-    raw = json.loads(row[0][0])
+    raw = json.loads(row[0])
     labels = labels_from_json(raw["labels"], taxonomy)
+    abstention = raw.get("abstention") or {}
     return BackendAnswer(
-        labels=labels,
+        labels={axis: claims for axis, claims in labels.items() if claims},
         raw=raw.get("backend", {}),
-        context_sections=json.loads(row[0][1] or "[]"),
-        prompt_tokens_saved=row[0][2],
+        context_sections=json.loads(row[1] or "[]"),
+        prompt_tokens_saved=row[2],
+        unclear=abstention.get("unclear") or {},
+        in_scope=abstention.get("in_scope"),
+        scope_score=abstention.get("scope_score"),
     )
 
 
@@ -598,10 +488,7 @@ def run_proposals(
     _ensure_run(store, run_id, identity)
     summary = RunSummary(run_id)
     wanted = keys or store.paper_keys()
-    done = {
-        (row[0], row[1])
-        for row in store.query("SELECT paper_key, sha256 FROM proposals WHERE run_id = ? AND status = 'done'", [run_id])
-    }
+    done = store.done_papers(run_id)
     work: list[tuple[str, Document, str]] = []
     for paper_key in wanted:
         # The hash alone decides a skip; the text is loaded only for papers still to do.

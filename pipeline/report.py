@@ -6,15 +6,14 @@ from __future__ import annotations
 import base64
 import html
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import __version__
-from pipeline.errors import KiaError
-from pipeline.export import render, rows_from_labeling
-from pipeline.gold import load_gold
-from pipeline.plots import agreement_heatmap, figure2
-from pipeline.score import (
+from kia._version import __version__
+from kia.errors import KiaError
+from kia.export import render, rows_from_labeling
+from kia.gold import load_gold
+from kia.score import (
     Agreement,
     Labeling,
     ScoreReport,
@@ -26,9 +25,9 @@ from pipeline.score import (
     run_labeling,
     score_run,
 )
-from pipeline.stats import DesignSpaceStats, ReportedMismatch, design_space, load_reported, text_vs_table
-from pipeline.store import Store
-from pipeline.taxonomy import Taxonomy
+from kia.stats import DesignSpaceStats, ReportedMismatch, design_space, load_reported, text_vs_table
+from kia.store import Store
+from kia.taxonomy import Taxonomy
 
 
 @dataclass
@@ -38,11 +37,13 @@ class LabelSource:
     labeling: Labeling
     name: str
     titles: dict[str, str]
+    # paper key -> axis -> `unclear` or `out_of_scope`, where the run abstained
+    statuses: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def _require_run(store: Store, run_id: str) -> None:
-    if not store.query("SELECT 1 FROM runs WHERE run_id = ?", [run_id]):
-        known = ", ".join(r[0] for r in store.query("SELECT run_id FROM runs ORDER BY started_at")) or "none"
+    if not store.run_exists(run_id):
+        known = ", ".join(store.run_ids()) or "none"
         raise KiaError(f"{store.path}: no run named {run_id!r} (runs: {known})")
 
 
@@ -53,15 +54,18 @@ def run_source(db: Path, run_id: str | None, taxonomy: Taxonomy) -> LabelSource:
         if chosen is None:
             raise KiaError(f"{db}: no proposal runs yet; run `kia propose` first")
         _require_run(store, chosen)
-        titles = {r[0]: r[1] or "" for r in store.query("SELECT paper_key, title FROM documents")}
-        return LabelSource(run_labeling(store, chosen, taxonomy), f"run {chosen}", titles)
+        titles = store.titles()
+        statuses: dict[str, dict[str, str]] = {}
+        for key, axis, status, _reason in store.axis_statuses(chosen):
+            statuses.setdefault(key, {})[axis] = status
+        return LabelSource(run_labeling(store, chosen, taxonomy), f"run {chosen}", titles, statuses)
 
 
 def reviewed_source(db: Path, taxonomy: Taxonomy, reviewer: str | None = None) -> LabelSource:
     """Reviewed labels (latest accept or edit per axis, of anyone or of one reviewer), papers reviewed on every axis."""
     with Store(db, read_only=True) as store:
         labeling = complete(reviewed_labeling(store, taxonomy, reviewer), taxonomy)
-        titles = {r[0]: r[1] or "" for r in store.query("SELECT paper_key, title FROM documents")}
+        titles = store.titles()
     if not labeling:
         raise KiaError(f"{db}: no paper is reviewed on every axis yet (see `kia review`)")
     return LabelSource(labeling, f"reviewed{f' by {reviewer}' if reviewer else ''}", titles)
@@ -89,6 +93,8 @@ def stats_report(source: LabelSource, taxonomy: Taxonomy, check_text: bool, plot
     """Design-space statistics of a labeling, optional Figure-2 plots and the text-vs-table check."""
     stats = design_space(source.labeling, taxonomy)
     mismatches = text_vs_table(stats, load_reported()) if check_text else []
+    from kia.plots import figure2  # matplotlib loads only when plots are drawn
+
     plots = figure2(source.labeling, taxonomy, plot_dir, f"Design space: {source.name}") if plot_dir else []
     return StatsReport(source.name, stats, mismatches, plots)
 
@@ -105,7 +111,8 @@ def compare_runs(db: Path, run_a: str, run_b: str, taxonomy: Taxonomy) -> Agreem
 def export_labels(source: LabelSource, taxonomy: Taxonomy, output_format: str, gold_path: Path | None = None) -> str:
     """A labeling as CSV, JSON lines, Markdown or LaTeX; Table-5 details come from gold where known."""
     gold = load_gold(gold_path, taxonomy)
-    return render(rows_from_labeling(source.labeling, source.titles, gold), taxonomy, output_format)
+    rows = rows_from_labeling(source.labeling, source.titles, gold, statuses=source.statuses)
+    return render(rows, taxonomy, output_format)
 
 
 def _img(path: Path) -> str:
@@ -145,6 +152,8 @@ def write_report(
 ) -> Path:
     """One self-contained HTML file: score tables, Figure 2 of the run and of gold, the agreement
     heatmap, the disagreements with their evidence, and the papers missing on either side."""
+    from kia.plots import agreement_heatmap, figure2
+
     scored: ScoreReport = score_run(db, taxonomy, run_id, gold_path)
     run = run_source(db, scored.run_id, taxonomy)
     gold = gold_source(gold_path, taxonomy)
@@ -169,6 +178,20 @@ def write_report(
             f"<h3>{html.escape(d.paper_key)}</h3><table><tr><th>axis</th><th>gold</th>"
             f"<th>proposed</th><th>evidence</th></tr>{''.join(rows)}</table>"
         )
+    abstention = scored.abstention
+    def _fmt(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    abstained_rows = "".join(
+        f"<tr><td>{html.escape(axis)}</td><td>{counts.get('unclear', 0)}</td><td>{counts.get('out_of_scope', 0)}</td>"
+        f"<td>{_fmt(abstention.coverage.get(axis))}</td><td>{_fmt(abstention.decided_exact.get(axis))}</td></tr>"
+        for axis, counts in abstention.counts.items()
+    )
+    abstained = (
+        "<table><tr><th>axis</th><th>unclear</th><th>out of scope</th><th>coverage</th><th>exact where decided</th>"
+        f"</tr>{abstained_rows}</table><p>flagged out of scope: "
+        f"{html.escape(', '.join(abstention.out_of_scope)) or 'none'}</p>"
+    )
     missing = (
         ", ".join(
             f"{html.escape(m['paper'])} (not in {html.escape(m['missing_in'])})" for m in scored.agreement.missing
@@ -182,6 +205,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:top}}
 <p>run <b>{html.escape(scored.run_id)}</b> against {html.escape(scored.gold_path)}; {scored.agreement.n_papers} papers
 scored; whole-triple exact match {scored.agreement.triple_exact_match:.3f}; kia {html.escape(__version__)}.</p>
 <h2>Agreement</h2>{_agreement_tables(scored.agreement)}
+<h2>Abstained axes (no label, no quote; counted as misses above)</h2>{abstained}
 <h2>Agreement per category</h2>{images["heat"]}
 <h2>Design space of the run</h2>{images["run"]}
 <h2>Design space of gold</h2>{images["gold"]}

@@ -9,17 +9,17 @@ has not finished. The latest decision per reviewer, paper and axis is the one th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import KiaError
-from pipeline.extract import Document
-from pipeline.score import latest_run, run_labeling
-from pipeline.store import Store
-from pipeline.taxonomy import Taxonomy
+from kia.errors import KiaError
+from kia.extract import Document
+from kia.score import latest_run, run_labeling
+from kia.settings import Settings
+from kia.store import Store
+from kia.taxonomy import Taxonomy
 
 ACCEPT, EDIT, REJECT, NOTE = "accept", "edit", "reject", "note"
 ONLY_CHOICES = ("unreviewed", "disagreements", "low-confidence")
@@ -27,8 +27,8 @@ LOW_CONFIDENCE = 0.6
 
 
 def default_reviewer(option: str | None) -> str:
-    """`--reviewer`, else `$USER`, else "anonymous"."""
-    return option or os.environ.get("USER") or os.environ.get("USERNAME") or "anonymous"
+    """`--reviewer`, else the settings' reviewer ($KIA_REVIEWER, else $USER), else "anonymous"."""
+    return option or Settings.from_env().reviewer
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,8 @@ class PaperView:
     proposed: dict[str, list[tuple[str, float]]]
     evidence: dict[str, list[EvidenceView]]
     decided: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
+    # Axes the backend abstained on: axis -> (`unclear` or `out_of_scope`, reason); no quote stands for them.
+    abstained: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def context_window(doc: Document, start: int, end: int, width: int = 160) -> tuple[str, str, str]:
@@ -89,7 +91,7 @@ class ReviewSession:
         chosen = run_id or latest_run(store)
         if chosen is None and keys is None:
             raise KiaError(f"{store.path}: no proposals to review; run `kia propose` first")
-        if chosen is not None and not store.query("SELECT 1 FROM runs WHERE run_id = ?", [chosen]):
+        if chosen is not None and not store.run_exists(chosen):
             raise KiaError(f"{store.path}: no run named {chosen!r}")
         self.run_id = chosen
         self.proposals = run_labeling(store, chosen, taxonomy) if chosen else {}
@@ -99,7 +101,7 @@ class ReviewSession:
     # --- ordering ----------------------------------------------------------------------------
     def _disagreeing_keys(self) -> set[str]:
         """Papers on which this run and any other run disagree on some axis."""
-        others = [r[0] for r in self.store.query("SELECT run_id FROM runs WHERE run_id != ?", [self.run_id])]
+        others = [r for r in self.store.run_ids() if r != self.run_id]
         disagreeing: set[str] = set()
         for other in others:
             labeling = run_labeling(self.store, other, self.taxonomy)
@@ -109,16 +111,17 @@ class ReviewSession:
         return disagreeing
 
     def _min_confidence(self) -> dict[str, float]:
-        rows = self.store.query(
-            "SELECT paper_key, min(confidence) FROM labels WHERE run_id = ? GROUP BY paper_key", [self.run_id]
-        )
-        return {r[0]: float(r[1]) for r in rows}
+        return self.store.min_confidence_per_paper(self.run_id)
 
     def _ordered_keys(self, only: str | None) -> list[str]:
-        """Disagreements between runs first, then the lowest confidence; optionally filtered."""
+        """Disagreements between runs first, then unclear or out-of-scope papers, then the lowest
+        confidence; optionally filtered."""
         disagreeing = self._disagreeing_keys()
         confidence = self._min_confidence()
-        keys = sorted(self.proposals, key=lambda k: (k not in disagreeing, confidence.get(k, 0.0), k))
+        abstained = {row[0] for row in self.store.axis_statuses(self.run_id)}
+        keys = sorted(
+            self.proposals, key=lambda k: (k not in disagreeing, k not in abstained, confidence.get(k, 0.0), k)
+        )
         if only == "disagreements":
             keys = [k for k in keys if k in disagreeing]
         elif only == "low-confidence":
@@ -130,13 +133,8 @@ class ReviewSession:
     # --- state ---------------------------------------------------------------------------------
     def decisions(self, key: str) -> dict[str, tuple[str, list[str]]]:
         """This reviewer's latest decision per axis on a paper."""
-        rows = self.store.query(
-            "SELECT axis, decision, labels FROM reviews WHERE reviewer = ? AND paper_key = ? AND axis IS NOT NULL"
-            " ORDER BY id",
-            [self.reviewer, key],
-        )
         latest: dict[str, tuple[str, list[str]]] = {}
-        for axis, decision, labels in rows:
+        for _key, axis, decision, labels, _who in self.store.review_rows(self.reviewer, key):
             latest[axis] = (decision, [c for c in (labels or "").split(";") if c])
         return latest
 
@@ -167,32 +165,23 @@ class ReviewSession:
         key = self.current
         doc = self.store.get_document(key)
         proposed: dict[str, list[tuple[str, float]]] = {a: [] for a in self.taxonomy.axis_ids}
-        for axis, category, confidence in self.store.query(
-            "SELECT axis, category, confidence FROM labels WHERE run_id = ? AND paper_key = ? ORDER BY axis, category",
-            [self.run_id, key],
-        ):
-            proposed[axis].append((category, float(confidence)))
+        for axis, category, confidence in self.store.paper_labels(self.run_id, key):
+            proposed[axis].append((category, confidence))
         evidence: dict[str, list[EvidenceView]] = {a: [] for a in self.taxonomy.axis_ids}
-        for axis, category, quote, status, score, start, end, page, section in self.store.query(
-            "SELECT axis, category, quote, status, score, start_char, end_char, page, section FROM evidence"
-            " WHERE run_id = ? AND paper_key = ? ORDER BY axis, category, idx",
-            [self.run_id, key],
+        for axis, category, quote, status, score, start, end, page, section in self.store.paper_evidence(
+            self.run_id, key
         ):
             if start is None:
                 before, match, after = "", quote, ""
             else:
                 before, match, after = context_window(doc, int(start), int(end))
             evidence[axis].append(EvidenceView(category, quote, status, score, page, section, before, match, after))
-        return PaperView(key, doc.title, proposed, evidence, self.decisions(key))
+        abstained = {axis: (status, reason) for _k, axis, status, reason in self.store.axis_statuses(self.run_id, key)}
+        return PaperView(key, doc.title, proposed, evidence, self.decisions(key), abstained)
 
     # --- decisions -----------------------------------------------------------------------------
     def _record(self, axis: str | None, decision: str, labels: list[str], note: str | None = None) -> None:
-        with self.store.transaction():
-            self.store.con.execute(
-                "INSERT INTO reviews (paper_key, run_id, axis, labels, decision, reviewer, note)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [self.current, self.run_id, axis, ";".join(labels), decision, self.reviewer, note],
-            )
+        self.store.add_review(self.current, self.run_id, axis, labels, decision, self.reviewer, note)
 
     def _check_axis(self, axis: str) -> str:
         wanted = axis.strip().upper() if axis.strip().upper() in self.taxonomy.axis_ids else axis.strip()
@@ -262,13 +251,9 @@ def bulk_accept(
     accepted = 0
     for index, key in enumerate(session.keys):
         session.index = index
-        rows = store.query(
-            "SELECT axis, min(confidence) FROM labels WHERE run_id = ? AND paper_key = ? GROUP BY axis",
-            [session.run_id, key],
-        )
         decided = session.decisions(key)
-        for axis, confidence in rows:
-            if float(confidence) >= threshold and axis not in decided:
+        for axis, confidence in store.min_confidence_per_axis(session.run_id, key).items():
+            if confidence >= threshold and axis not in decided:
                 session.accept(axis)
                 accepted += 1
     return accepted
@@ -297,7 +282,7 @@ def label_paper(
 
 def open_store(db: Path) -> Store:
     """A store for reviewing (read-write: every decision is written at once)."""
-    return Store(db)
+    return Store(db, create=False)
 
 
 HELP = """keys (then Enter):
@@ -327,6 +312,10 @@ def render_paper(session: ReviewSession, console: Any) -> None:
         decided = view.decided.get(axis.id)
         status = f"  -> {decided[0]} {','.join(decided[1])}" if decided else ""
         console.print(Text(f"{axis.id} {axis.name}: {labels}{status}", style="bold cyan"))
+        if axis.id in view.abstained:
+            kind, reason = view.abstained[axis.id]
+            shown = kind.upper().replace("_", " ")
+            console.print(Text(f"   {shown}: {reason} (no evidence quoted)", style="bold yellow"))
         for ev in view.evidence.get(axis.id, []):
             label, colour = marks.get(ev.status, (ev.status, "white"))
             score = f" {ev.score:.0f}" if ev.status == "fuzzy" and ev.score is not None else ""

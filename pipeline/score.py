@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from nltk.metrics.agreement import AnnotationTask
-from nltk.metrics.distance import masi_distance
-from sklearn.metrics import cohen_kappa_score, f1_score, jaccard_score, precision_recall_fscore_support
 
-from pipeline.errors import KiaError
-from pipeline.gold import DEFAULT_GOLD, GoldPaper, load_gold
-from pipeline.store import Store
-from pipeline.taxonomy import Taxonomy
+from kia.errors import KiaError
+from kia.gold import GoldPaper, load_gold
+from kia.resources import default_gold_path
+from kia.store import Store
+from kia.taxonomy import Taxonomy
 
 Labeling = dict[str, dict[str, frozenset[str]]]  # paper key -> axis -> categories
 
@@ -108,6 +106,9 @@ def krippendorff_alpha_masi(reference: list[frozenset[str]], candidate: list[fro
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            from nltk.metrics.agreement import AnnotationTask  # nltk and scikit-learn load only to score
+            from nltk.metrics.distance import masi_distance
+
             value = AnnotationTask(data=data, distance=masi_distance).alpha()
     except ZeroDivisionError:
         return None  # every label identical on both sides: no variation to agree on
@@ -119,6 +120,8 @@ def _macro_f1(ref: np.ndarray, cand: np.ndarray) -> float:
     used = np.flatnonzero(ref.any(axis=0) | cand.any(axis=0))
     if used.size == 0:
         return 1.0
+    from sklearn.metrics import f1_score
+
     return round(float(f1_score(ref[:, used], cand[:, used], average="macro", zero_division=0)), 4)
 
 
@@ -126,6 +129,8 @@ def axis_agreement(
     reference: list[frozenset[str]], candidate: list[frozenset[str]], categories: list[str]
 ) -> AxisAgreement:
     """Every metric of one axis from two aligned lists of label sets."""
+    from sklearn.metrics import cohen_kappa_score, f1_score, jaccard_score, precision_recall_fscore_support
+
     ref = np.array([[c in labels for c in categories] for labels in reference], dtype=int)
     cand = np.array([[c in labels for c in categories] for labels in candidate], dtype=int)
     with warnings.catch_warnings():
@@ -195,19 +200,15 @@ def compare(
 
 def latest_run(store: Store) -> str | None:
     """The most recently started run."""
-    rows = store.query("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1")
-    return str(rows[0][0]) if rows else None
+    return store.latest_run()
 
 
 def run_labeling(store: Store, run_id: str, taxonomy: Taxonomy) -> Labeling:
     """A run's proposed labels per paper (papers that failed in the run are absent)."""
-    rows = store.query(
-        "SELECT l.paper_key, l.axis, l.category FROM labels l JOIN proposals p USING (run_id, paper_key)"
-        " WHERE l.run_id = ? AND p.status = 'done'",
-        [run_id],
-    )
     labeling: Labeling = {}
-    for paper_key, axis, category in rows:
+    for paper_key, _axis, _status, _reason in store.axis_statuses(run_id):  # abstained axes are empty sets
+        labeling.setdefault(paper_key, {a: frozenset() for a in taxonomy.axis_ids})
+    for paper_key, axis, category in store.run_label_rows(run_id):
         paper = labeling.setdefault(paper_key, {a: frozenset() for a in taxonomy.axis_ids})
         paper[axis] = paper[axis] | {category}
     return labeling
@@ -218,13 +219,8 @@ def reviewed_labeling(store: Store, taxonomy: Taxonomy, reviewer: str | None = N
 
     A rejected axis has no final labels, so a paper counts as reviewed only on axes accepted or edited.
     """
-    sql = "SELECT paper_key, axis, decision, labels, reviewer FROM reviews WHERE axis IS NOT NULL"
-    params: list[str] = []
-    if reviewer is not None:
-        sql += " AND reviewer = ?"
-        params.append(reviewer)
     latest: dict[tuple[str, str], tuple[str, str]] = {}
-    for key, axis, decision, labels, _who in store.query(sql + " ORDER BY id", params):
+    for key, axis, decision, labels, _who in store.review_rows(reviewer):
         latest[(key, axis)] = (decision, labels or "")
     labeling: Labeling = {}
     for (key, axis), (decision, labels) in latest.items():
@@ -248,12 +244,7 @@ def complete(labeling: Labeling, taxonomy: Taxonomy) -> Labeling:
 
 def evidence_for(store: Store, run_id: str, paper_key: str, axis: str) -> list[tuple[str, str, str, int | None]]:
     """(category, quote, grounding status, page) of a paper's labels on one axis."""
-    rows = store.query(
-        "SELECT category, quote, status, page FROM evidence WHERE run_id = ? AND paper_key = ? AND axis = ?"
-        " ORDER BY category, idx",
-        [run_id, paper_key, axis],
-    )
-    return [(r[0], r[1], r[2], r[3]) for r in rows]
+    return [(r[1], r[2], r[3], r[7]) for r in store.paper_evidence(run_id, paper_key, axis)]
 
 
 def gold_labeling(gold: list[GoldPaper], stored_keys: list[str]) -> Labeling:
@@ -280,6 +271,54 @@ class ScoreReport:
     gold_path: str
     agreement: Agreement
     evidence: dict[tuple[str, str], list[tuple[str, str, str, int | None]]]
+    abstention: Abstention = field(default_factory=lambda: Abstention({}, [], {}, {}))
+
+
+@dataclass
+class Abstention:
+    """What a run declined to label, scored apart: an abstained axis counts as a miss in the agreement
+    above, and here the coverage and the exact match on the axes it did decide are given."""
+
+    counts: dict[str, dict[str, int]]  # axis -> {"unclear": n, "out_of_scope": n} over the run's papers
+    out_of_scope: list[str]  # papers flagged outside the taxonomy's scope
+    coverage: dict[str, float]  # axis -> share of the scored papers decided (not abstained)
+    decided_exact: dict[str, float | None]  # axis -> exact match on the scored papers decided
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "counts": self.counts,
+            "out_of_scope": self.out_of_scope,
+            "coverage": self.coverage,
+            "decided_exact_match": self.decided_exact,
+        }
+
+
+def abstention_summary(
+    statuses: list[tuple[str, str, str, str]],
+    reference: Labeling,
+    candidate: Labeling,
+    reviewed: Labeling,
+    taxonomy: Taxonomy,
+) -> Abstention:
+    """Counts of unclear and out-of-scope axes, coverage, and exact match where the run decided.
+
+    An axis a person reviewed counts as decided whatever the backend said.
+    """
+    abstained = {(k, a): s for k, a, s, _ in statuses if a not in reviewed.get(k, {})}
+    counts = {a: {"unclear": 0, "out_of_scope": 0} for a in taxonomy.axis_ids}
+    for (_key, axis), status in abstained.items():
+        counts[axis][status] = counts[axis].get(status, 0) + 1
+    flagged = sorted({k for (k, _a), s in abstained.items() if s == "out_of_scope"})
+    shared = sorted(set(reference) & set(candidate))
+    coverage: dict[str, float] = {}
+    decided_exact: dict[str, float | None] = {}
+    for axis in taxonomy.axis_ids:
+        decided = [k for k in shared if (k, axis) not in abstained]
+        coverage[axis] = round(len(decided) / len(shared), 4) if shared else 0.0
+        hits = [reference[k][axis] == candidate[k][axis] for k in decided]
+        decided_exact[axis] = round(sum(hits) / len(hits), 4) if hits else None
+    return Abstention(counts, flagged, coverage, decided_exact)
 
 
 def score_run(
@@ -294,26 +333,27 @@ def score_run(
         chosen = run_id or latest_run(store)
         if chosen is None:
             raise KiaError(f"{db}: no proposal runs yet; run `kia propose` first")
-        if not store.query("SELECT 1 FROM runs WHERE run_id = ?", [chosen]):
+        if not store.run_exists(chosen):
             raise KiaError(f"{db}: no run named {chosen!r} (see `kia runs`)")
         candidate = run_labeling(store, chosen, taxonomy)
-        if use_reviews:
-            candidate = merge_reviewed(candidate, reviewed_labeling(store, taxonomy))
+        reviewed = reviewed_labeling(store, taxonomy) if use_reviews else {}
+        candidate = merge_reviewed(candidate, reviewed)
         gold = load_gold(gold_path, taxonomy)
         reference = gold_labeling(gold, store.paper_keys())
         agreement = compare(reference, candidate, taxonomy)
+        abstention = abstention_summary(store.axis_statuses(chosen), reference, candidate, reviewed, taxonomy)
         evidence = {
             (d.paper_key, axis): evidence_for(store, chosen, d.paper_key, axis)
             for d in agreement.disagreements
             for axis in d.axes
         }
-    return ScoreReport(chosen, str(gold_path or DEFAULT_GOLD), agreement, evidence)
+    return ScoreReport(chosen, str(gold_path or default_gold_path()), agreement, evidence, abstention)
 
 
 def between_reviewers(db: Path, taxonomy: Taxonomy, first: str, second: str) -> Agreement:
     """Inter-annotator agreement of two reviewers on the papers both reviewed on every axis."""
     with Store(db, read_only=True) as store:
-        known = {r[0] for r in store.query("SELECT DISTINCT reviewer FROM reviews")}
+        known = store.reviewers()
         for reviewer in (first, second):
             if reviewer not in known:
                 raise KiaError(f"{db}: no reviews by {reviewer!r} (reviewers: {', '.join(sorted(known)) or 'none'})")

@@ -16,11 +16,10 @@ from typing import Any
 
 import yaml
 
-from pipeline.errors import KiaError
-from pipeline.score import Labeling
-from pipeline.taxonomy import PROJECT_ROOT, Taxonomy
-
-SURVEY_REPORTED = PROJECT_ROOT / "labels" / "survey_reported.yaml"
+from kia.errors import KiaError
+from kia.resources import survey_reported_path
+from kia.score import Labeling
+from kia.taxonomy import Taxonomy
 
 
 @dataclass
@@ -93,8 +92,9 @@ class ReportedMismatch:
     where: str
 
 
-def load_reported(path: Path = SURVEY_REPORTED) -> dict[str, Any]:
+def load_reported(path: Path | None = None) -> dict[str, Any]:
     """The survey's reported shares (percent per category) and where the text states them."""
+    path = path or survey_reported_path()
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:

@@ -19,19 +19,18 @@ from typing import Any
 
 import duckdb
 
-from pipeline.errors import PaperNotFoundError, StoreError
-from pipeline.extract import Document, Page, Section
+from kia.errors import PaperNotFoundError, StoreError
+from kia.extract import Document, Page, Section
 
 DEFAULT_DB = "kia.duckdb"
 _MIGRATION_NAME_RE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+# One logged model call: (attempt, prompt tokens, completion tokens, latency in seconds, error).
+CallRow = tuple[int, int | None, int | None, float, str | None]
 
 
 def resolve_db_path(option: str | os.PathLike[str] | None) -> Path:
-    """`--db`, else `$KIA_DB`, else `./kia.duckdb`."""
-    if option:
-        return Path(option)
-    env = os.environ.get("KIA_DB")
-    return Path(env) if env else Path(DEFAULT_DB)
+    """The file given (the CLI passes `--db`, else the settings' `$KIA_DB`), else `./kia.duckdb`."""
+    return Path(option) if option else Path(DEFAULT_DB)
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ class Migration:
 def load_migrations() -> list[Migration]:
     """All migrations shipped with the package, in version order."""
     found: list[Migration] = []
-    for entry in files("pipeline.migrations").iterdir():
+    for entry in files("kia.migrations").iterdir():
         match = _MIGRATION_NAME_RE.match(entry.name)
         if not match:
             continue
@@ -79,9 +78,11 @@ def _friendly_open_error(path: Path, exc: Exception) -> StoreError:
 class Store:
     """A migrated DuckDB database and the queries kia's stages need."""
 
-    def __init__(self, path: Path, read_only: bool = False) -> None:
+    def __init__(self, path: Path, read_only: bool = False, create: bool = True) -> None:
+        """Open (and migrate) the database at `path`; with `read_only` or `create=False`, a missing
+        file is an error, never a new empty database."""
         self.path = path
-        if read_only and not path.exists():
+        if (read_only or not create) and not path.exists():
             raise StoreError(f"{path}: no database here yet; run `kia ingest` first or pass --db")
         self.con = self._connect(read_only)
         if not read_only:
@@ -298,6 +299,243 @@ class Store:
         )
         return papers
 
+    # --- runs and proposals ------------------------------------------------------------------
+    def run_exists(self, run_id: str) -> bool:
+        """Whether a run of this name is stored."""
+        return bool(self.query("SELECT 1 FROM runs WHERE run_id = ?", [run_id]))
+
+    def run_ids(self) -> list[str]:
+        """Every run, oldest first."""
+        return [r[0] for r in self.query("SELECT run_id FROM runs ORDER BY started_at")]
+
+    def latest_run(self) -> str | None:
+        """The most recently started run."""
+        rows = self.query("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1")
+        return str(rows[0][0]) if rows else None
+
+    def run_settings(self, run_id: str) -> tuple[Any, ...] | None:
+        """(backend, model, prompt_hash, schema_hash, taxonomy_hash, params) of a stored run."""
+        rows = self.query(
+            "SELECT backend, model, prompt_hash, schema_hash, taxonomy_hash, params FROM runs WHERE run_id = ?",
+            [run_id],
+        )
+        return tuple(rows[0]) if rows else None
+
+    def insert_run(self, run: dict[str, Any]) -> None:
+        """A new run row: what produced the run (backend, model, hashes, versions, parameters)."""
+        columns = list(run)
+        self.con.execute(
+            f"INSERT INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+            [run[c] for c in columns],
+        )
+
+    def done_papers(self, run_id: str) -> set[tuple[str, str]]:
+        """(paper key, document hash) of the papers a run has finished."""
+        rows = self.query("SELECT paper_key, sha256 FROM proposals WHERE run_id = ? AND status = 'done'", [run_id])
+        return {(r[0], r[1]) for r in rows}
+
+    def cached_answer(self, cache_key: str) -> tuple[str, str | None, int | None] | None:
+        """(raw response, context sections, tokens saved) of the first stored answer with this cache key."""
+        rows = self.query(
+            "SELECT raw_response, context_sections, prompt_tokens_saved FROM proposals"
+            " WHERE cache_key = ? AND status = 'done' ORDER BY created_at LIMIT 1",
+            [cache_key],
+        )
+        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
+
+    def _delete_paper_of_run(self, run_id: str, paper_key: str) -> None:
+        for table in ("evidence", "labels", "axis_status", "proposals"):
+            self.con.execute(f"DELETE FROM {table} WHERE run_id = ? AND paper_key = ?", [run_id, paper_key])
+
+    def _insert_calls(self, run_id: str, paper_key: str, calls: list[CallRow]) -> None:
+        for call in calls:
+            self.con.execute(
+                "INSERT INTO llm_calls (run_id, paper_key, attempt, prompt_tokens, completion_tokens, latency_s, error)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [run_id, paper_key, *call],
+            )
+
+    def save_proposal(
+        self,
+        run_id: str,
+        proposal: dict[str, Any],
+        labels: list[tuple[Any, ...]],
+        evidence: list[tuple[Any, ...]],
+        calls: list[CallRow],
+        statuses: list[tuple[str, str, str]] | None = None,
+    ) -> None:
+        """One paper's proposal row, labels, evidence and calls in one transaction (replacing a failure).
+
+        `proposal` maps proposal columns to values; `labels` rows are (axis, category, confidence,
+        rationale, grounded); `evidence` rows are (axis, category, idx, quote, status, score, start,
+        end, page, section); `calls` rows are (attempt, prompt tokens, completion tokens, latency, error);
+        `statuses` rows are (axis, status, reason) of the axes the backend abstained on.
+        """
+        paper_key = proposal["paper_key"]
+        with self.transaction():
+            self._delete_paper_of_run(run_id, paper_key)
+            row = {"run_id": run_id, "status": "done", **proposal}
+            columns = list(row)
+            self.con.execute(
+                f"INSERT INTO proposals ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+                [row[c] for c in columns],
+            )
+            if labels:
+                self.con.executemany(
+                    "INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?, ?)", [[run_id, paper_key, *r] for r in labels]
+                )
+            if evidence:
+                self.con.executemany(
+                    "INSERT INTO evidence VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [[run_id, paper_key, *r] for r in evidence],
+                )
+            if statuses:
+                self.con.executemany(
+                    "INSERT INTO axis_status VALUES (?, ?, ?, ?, ?)", [[run_id, paper_key, *r] for r in statuses]
+                )
+            self._insert_calls(run_id, paper_key, calls)
+
+    def save_failure(
+        self, run_id: str, paper_key: str, sha: str, error: str, package_version: str, calls: list[CallRow]
+    ) -> None:
+        """Record a paper that failed in a run, with its cause (a rerun tries it again)."""
+        with self.transaction():
+            self._delete_paper_of_run(run_id, paper_key)
+            self.con.execute(
+                "INSERT INTO proposals (run_id, paper_key, sha256, status, error, package_version)"
+                " VALUES (?, ?, ?, 'failed', ?, ?)",
+                [run_id, paper_key, sha, error, package_version],
+            )
+            self._insert_calls(run_id, paper_key, calls)
+
+    def run_label_rows(self, run_id: str) -> list[tuple[str, str, str]]:
+        """(paper key, axis, category) of every label of the papers a run finished."""
+        return [
+            (r[0], r[1], r[2])
+            for r in self.query(
+                "SELECT l.paper_key, l.axis, l.category FROM labels l JOIN proposals p USING (run_id, paper_key)"
+                " WHERE l.run_id = ? AND p.status = 'done'",
+                [run_id],
+            )
+        ]
+
+    def axis_statuses(self, run_id: str | None, paper_key: str | None = None) -> list[tuple[str, str, str, str]]:
+        """(paper key, axis, status, reason) of the axes a run abstained on (`unclear`, `out_of_scope`)."""
+        sql = (
+            "SELECT s.paper_key, s.axis, s.status, s.reason FROM axis_status s JOIN proposals p"
+            " USING (run_id, paper_key) WHERE s.run_id = ? AND p.status = 'done'"
+        )
+        params: list[Any] = [run_id]
+        if paper_key is not None:
+            sql += " AND s.paper_key = ?"
+            params.append(paper_key)
+        return [(r[0], r[1], r[2], r[3]) for r in self.query(sql + " ORDER BY s.paper_key, s.axis", params)]
+
+    def paper_labels(self, run_id: str | None, paper_key: str) -> list[tuple[str, str, float]]:
+        """(axis, category, confidence) of one paper in one run."""
+        rows = self.query(
+            "SELECT axis, category, confidence FROM labels WHERE run_id = ? AND paper_key = ? ORDER BY axis, category",
+            [run_id, paper_key],
+        )
+        return [(r[0], r[1], float(r[2])) for r in rows]
+
+    def min_confidence_per_paper(self, run_id: str | None) -> dict[str, float]:
+        """The lowest label confidence of each paper of a run."""
+        rows = self.query("SELECT paper_key, min(confidence) FROM labels WHERE run_id = ? GROUP BY paper_key", [run_id])
+        return {r[0]: float(r[1]) for r in rows}
+
+    def min_confidence_per_axis(self, run_id: str | None, paper_key: str) -> dict[str, float]:
+        """The lowest label confidence on each axis of one paper in a run."""
+        rows = self.query(
+            "SELECT axis, min(confidence) FROM labels WHERE run_id = ? AND paper_key = ? GROUP BY axis",
+            [run_id, paper_key],
+        )
+        return {r[0]: float(r[1]) for r in rows}
+
+    def paper_evidence(self, run_id: str | None, paper_key: str, axis: str | None = None) -> list[tuple[Any, ...]]:
+        """(axis, category, quote, status, score, start, end, page, section) of a paper's evidence in a run."""
+        sql = (
+            "SELECT axis, category, quote, status, score, start_char, end_char, page, section FROM evidence"
+            " WHERE run_id = ? AND paper_key = ?"
+        )
+        params: list[Any] = [run_id, paper_key]
+        if axis is not None:
+            sql += " AND axis = ?"
+            params.append(axis)
+        return self.query(sql + " ORDER BY axis, category, idx", params)
+
+    def titles(self) -> dict[str, str]:
+        """Paper key -> stored title."""
+        return {r[0]: r[1] or "" for r in self.query("SELECT paper_key, title FROM documents")}
+
+    def runs_overview(self) -> list[tuple[Any, ...]]:
+        """One row per run: name, backend, model, start, papers done and failed, tokens."""
+        return self.query(
+            """
+            SELECT r.run_id, r.backend, r.model, strftime(r.started_at, '%Y-%m-%d %H:%M'),
+                   (SELECT count(*) FROM proposals p WHERE p.run_id = r.run_id AND p.status = 'done'),
+                   (SELECT count(*) FROM proposals p WHERE p.run_id = r.run_id AND p.status = 'failed'),
+                   (SELECT coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)
+                      FROM llm_calls c WHERE c.run_id = r.run_id)
+            FROM runs r ORDER BY r.started_at
+            """
+        )
+
+    # --- reviews -------------------------------------------------------------------------------
+    def add_review(
+        self,
+        paper_key: str,
+        run_id: str | None,
+        axis: str | None,
+        labels: list[str],
+        decision: str,
+        reviewer: str,
+        note: str | None = None,
+    ) -> None:
+        """One committed review decision (or a note, with no axis)."""
+        with self.transaction():
+            self.con.execute(
+                "INSERT INTO reviews (paper_key, run_id, axis, labels, decision, reviewer, note)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [paper_key, run_id, axis, ";".join(labels), decision, reviewer, note],
+            )
+
+    def review_rows(self, reviewer: str | None = None, paper_key: str | None = None) -> list[tuple[Any, ...]]:
+        """(paper key, axis, decision, labels, reviewer) of axis decisions, oldest first."""
+        sql = "SELECT paper_key, axis, decision, labels, reviewer FROM reviews WHERE axis IS NOT NULL"
+        params: list[Any] = []
+        if reviewer is not None:
+            sql += " AND reviewer = ?"
+            params.append(reviewer)
+        if paper_key is not None:
+            sql += " AND paper_key = ?"
+            params.append(paper_key)
+        return self.query(sql + " ORDER BY id", params)
+
+    def reviewers(self) -> set[str]:
+        """Everyone who has reviewed."""
+        return {r[0] for r in self.query("SELECT DISTINCT reviewer FROM reviews")}
+
+    # --- arXiv -----------------------------------------------------------------------------------
+    def record_arxiv(self, row: dict[str, Any]) -> None:
+        """arXiv metadata of one id and version, replacing an earlier row of the same version."""
+        with self.transaction():
+            self.con.execute(
+                "DELETE FROM arxiv_papers WHERE arxiv_id = ? AND version = ?", [row["arxiv_id"], row["version"]]
+            )
+            columns = list(row)
+            self.con.execute(
+                f"INSERT INTO arxiv_papers ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+                [row[c] for c in columns],
+            )
+
+    def arxiv_versions(self) -> dict[str, tuple[int, str | None]]:
+        """Highest stored version and PDF path per arXiv id."""
+        rows = self.query(
+            "SELECT arxiv_id, max(version), arg_max(pdf_path, version) FROM arxiv_papers GROUP BY arxiv_id"
+        )
+        return {arxiv_id: (int(version), path) for arxiv_id, version, path in rows}
+
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a read query (used by reports and tests)."""
         return self.con.execute(sql, params or []).fetchall()
@@ -310,13 +548,13 @@ def dumps(value: Any) -> str:
 
 def list_papers_at(db: Path) -> list[dict[str, Any]]:
     """What `kia papers` prints."""
-    with Store(db) as store:
+    with Store(db, create=False) as store:
         return store.list_papers()
 
 
 def paper_text_by_section(db: Path, paper_key: str, section: str | None = None) -> tuple[Document, list[Section]]:
     """A stored paper and the sections to print (all, or those named `section`)."""
-    with Store(db) as store:
+    with Store(db, create=False) as store:
         doc = store.get_document(paper_key)
     chosen = [s for s in doc.sections if section is None or s.name == section]
     if section is not None and not chosen:
@@ -328,13 +566,4 @@ def paper_text_by_section(db: Path, paper_key: str, section: str | None = None) 
 def list_runs_at(db: Path) -> list[tuple[Any, ...]]:
     """What `kia runs` prints: one row per run with its counts and tokens."""
     with Store(db, read_only=True) as store:
-        return store.query(
-            """
-            SELECT r.run_id, r.backend, r.model, strftime(r.started_at, '%Y-%m-%d %H:%M'),
-                   (SELECT count(*) FROM proposals p WHERE p.run_id = r.run_id AND p.status = 'done'),
-                   (SELECT count(*) FROM proposals p WHERE p.run_id = r.run_id AND p.status = 'failed'),
-                   (SELECT coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)
-                      FROM llm_calls c WHERE c.run_id = r.run_id)
-            FROM runs r ORDER BY r.started_at
-            """
-        )
+        return store.runs_overview()

@@ -15,10 +15,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.errors import TaxonomyError
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_TAXONOMY = PROJECT_ROOT / "labels" / "taxonomy.yaml"
+from kia.errors import TaxonomyError
+from kia.resources import default_taxonomy_path
 
 
 class Category(BaseModel):
@@ -178,11 +176,9 @@ class Taxonomy(BaseModel):
 
 
 def resolve_taxonomy_path(option: str | os.PathLike[str] | None) -> Path:
-    """`--taxonomy`, else `$KIA_TAXONOMY`, else the shipped K x I x A file."""
-    if option:
-        return Path(option)
-    env = os.environ.get("KIA_TAXONOMY")
-    return Path(env) if env else DEFAULT_TAXONOMY
+    """The file given (the CLI passes `--taxonomy`, else the settings' `$KIA_TAXONOMY`), else the
+    shipped K x I x A file."""
+    return Path(option) if option else default_taxonomy_path()
 
 
 def load_taxonomy(path: str | os.PathLike[str] | None = None) -> Taxonomy:

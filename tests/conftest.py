@@ -33,15 +33,39 @@ def kia_exe() -> list[str]:
     if beside.exists():
         return [str(beside)]
     exe = shutil.which("kia")
-    return [exe] if exe else [sys.executable, "-m", "pipeline.cli"]
+    return [exe] if exe else [sys.executable, "-m", "kia.cli"]
 
 
 def run_kia(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 300,
+    process: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real `kia` program in a subprocess, as a user would."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([*kia_exe(), *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout)
+    """Run `kia ARGS` and return its exit code, stdout and stderr.
+
+    In-process through typer's CliRunner (the same app, parser and error handling, without paying a
+    Python start-up and a model load per call), unless `process=True`: then the real `kia` program
+    in a subprocess, for the journeys where the process boundary itself is under test.
+    """
+    if process:
+        full_env = {**os.environ, **(env or {})}
+        return subprocess.run(
+            [*kia_exe(), *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
+        )
+    from typer.testing import CliRunner
+
+    from kia.cli import app
+
+    previous = Path.cwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        result = CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+    finally:
+        os.chdir(previous)
+    return subprocess.CompletedProcess(["kia", *args], result.exit_code, result.stdout, result.stderr)
 
 
 def make_pdf(path: Path, pages: list[str], two_columns: list[tuple[str, str]] | None = None) -> Path:

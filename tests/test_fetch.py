@@ -10,8 +10,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipeline.errors import KiaError
-from pipeline.fetch import ArxivClient, ArxivConfig, parse_arxiv_id, parse_feed, validate_pdf
+from kia.errors import KiaError
+from kia.fetch import ArxivClient, ArxivConfig, parse_arxiv_id, parse_feed, validate_pdf
 from tests.arxiv_server import FEED, ArxivStandIn
 from tests.conftest import ROOT, run_kia
 
@@ -69,8 +69,8 @@ def test_503_and_slow_answers_are_retried(arxiv: ArxivStandIn, tmp_path: Path) -
             backoff_initial=0.05,
         )
     )
-    from pipeline.fetch import fetch_papers
-    from pipeline.store import Store
+    from kia.fetch import fetch_papers
+    from kia.store import Store
 
     with Store(tmp_path / "kia.duckdb") as store:
         outcomes = fetch_papers(store, client, ["2611.00002"], tmp_path / "papers", with_html=False)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import GoldError
-from pipeline.gold import gold_index, load_gold, parse_cell
-from pipeline.taxonomy import load_taxonomy
+from kia.errors import GoldError
+from kia.gold import gold_index, load_gold, parse_cell
+from kia.taxonomy import load_taxonomy
 
 
 def test_table5_has_26_methods_with_nonempty_axes() -> None:

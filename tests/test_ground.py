@@ -7,8 +7,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.extract import Document, Page, Section, normalise_text
-from pipeline.ground import EXACT, FUZZY, NOT_FOUND, Locator, locate, normalise
+from kia.extract import Document, Page, Section, normalise_text
+from kia.ground import EXACT, FUZZY, NOT_FOUND, Locator, locate, normalise
 
 
 def _doc(text: str) -> Document:
@@ -108,7 +108,7 @@ def test_any_quote_cut_from_a_document_is_found_at_its_own_offsets(words: list[s
 
 
 def test_locator_on_real_text_file(tmp_path: Path) -> None:
-    from pipeline.extract import extract
+    from kia.extract import extract
 
     path = tmp_path / "p.md"
     path.write_text(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipeline.ingest import load_manifest
+from kia.ingest import load_manifest
 from tests.conftest import (
     SHARED_CORPUS,
     make_encrypted_pdf,

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import KiaError, ProposalValidationError
-from pipeline.extract import extract
-from pipeline.propose import (
+from kia.errors import KiaError, ProposalValidationError
+from kia.extract import extract
+from kia.propose import (
     load_prompt,
     propose,
     render_prompt,
-    response_model,
     run_proposals,
     select_context,
 )
-from pipeline.store import Store
-from pipeline.taxonomy import load_taxonomy
+from kia.schema import response_model
+from kia.store import Store
+from kia.taxonomy import load_taxonomy
 from tests.fakes import ScriptedBackend, failing
 
 PAPER = """# Mask Paper
@@ -161,7 +161,7 @@ def test_run_row_records_provenance(stored: Store) -> None:
 
 
 def test_evidence_context_sends_retrieved_sentences_and_records_savings(stored: Store) -> None:
-    from pipeline.backends import LocalBackend
+    from kia.backends.local import LocalBackend
     from tests.fakes import HashingEncoder
 
     backend = ScriptedBackend({"Mask Paper": GOOD, "Other Paper": GOOD})

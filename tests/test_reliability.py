@@ -18,7 +18,7 @@ import duckdb
 import pymupdf
 import pytest
 
-from pipeline.extract import extract
+from kia.extract import extract
 from tests.conftest import ROOT, kia_exe, run_kia
 from tests.fault_proxy import FaultProxy
 
@@ -191,8 +191,8 @@ def test_api_key_never_reaches_database_logs_or_errors(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_prompt_injection_does_not_move_the_local_backend(tmp_path: Path) -> None:
-    from pipeline.backends import LocalBackend
-    from pipeline.taxonomy import load_taxonomy
+    from kia.backends.local import LocalBackend
+    from kia.taxonomy import load_taxonomy
 
     clean = "# Masks\n\n## Abstract\nWe condition a latent diffusion model on organ segmentation masks through a ControlNet branch, generating the whole volume in a single stage.\n"
     hostile = clean + f"\n## Method\n{INJECTION} {INJECTION}\n"

@@ -17,10 +17,10 @@ OTHER = {**GOOD, "I": [("I2", ["We generate CT from segmentation masks"]), ("I3"
 
 
 def _db_with_two_runs(tmp_path: Path) -> Path:
-    from pipeline.extract import extract
-    from pipeline.propose import load_prompt, run_proposals
-    from pipeline.store import Store
-    from pipeline.taxonomy import load_taxonomy
+    from kia.extract import extract
+    from kia.propose import load_prompt, run_proposals
+    from kia.store import Store
+    from kia.taxonomy import load_taxonomy
 
     db = tmp_path / "kia.duckdb"
     for key in ("MAISI", "MedLoRD"):

@@ -12,13 +12,13 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from pipeline.errors import KiaError, PaperNotFoundError
-from pipeline.extract import extract
-from pipeline.propose import load_prompt, run_proposals
-from pipeline.review import ReviewSession, bulk_accept, label_paper
-from pipeline.score import reviewed_labeling
-from pipeline.store import Store
-from pipeline.taxonomy import load_taxonomy
+from kia.errors import KiaError, PaperNotFoundError
+from kia.extract import extract
+from kia.propose import load_prompt, run_proposals
+from kia.review import ReviewSession, bulk_accept, label_paper
+from kia.score import reviewed_labeling
+from kia.store import Store
+from kia.taxonomy import load_taxonomy
 from tests.conftest import kia_exe, run_kia
 from tests.fakes import ScriptedBackend
 

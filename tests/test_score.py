@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.gold import load_gold
-from pipeline.score import axis_agreement, compare, gold_labeling, gwet_ac1, krippendorff_alpha_masi, pabak
-from pipeline.taxonomy import load_taxonomy
+from kia.gold import load_gold
+from kia.score import axis_agreement, compare, gold_labeling, gwet_ac1, krippendorff_alpha_masi, pabak
+from kia.taxonomy import load_taxonomy
 
 F = frozenset
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pipeline.gold import load_gold
-from pipeline.score import gold_labeling
-from pipeline.stats import design_space, load_reported, text_vs_table
-from pipeline.taxonomy import load_taxonomy
+from kia.gold import load_gold
+from kia.score import gold_labeling
+from kia.stats import design_space, load_reported, text_vs_table
+from kia.taxonomy import load_taxonomy
 
 
 def _table5_stats():  # type: ignore[no-untyped-def]

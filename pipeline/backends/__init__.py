@@ -1,0 +1,132 @@
+"""Proposal backends: the protocol every backend meets, the answer types, and the registry.
+
+A backend reads a document and claims labels with quotes; it does not ground or store anything
+(`propose` grounds the quotes, `store` keeps the result), so every backend's proposals are treated
+alike downstream. Backends are found by name through the entry-point group `kia.backends`: each
+entry point names a factory `create(settings: Settings) -> Backend`. kia registers `local` (the
+offline default) and `openai` (any OpenAI-compatible server) there; a third-party package adds its
+own without editing kia:
+
+    [project.entry-points."kia.backends"]
+    mine = "my_package.backend:create"
+
+This module imports nothing heavy: the backends themselves are imported when asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import import_module
+from importlib.metadata import entry_points
+from typing import Any, Protocol
+
+from kia.errors import BackendError
+from kia.extract import Document
+from kia.settings import Settings
+from kia.taxonomy import Taxonomy
+
+ENTRY_POINT_GROUP = "kia.backends"
+# Built in, so a checkout that is not installed (eval scripts on sys.path) still finds them.
+BUILTIN_BACKENDS = {"local": "kia.backends.local:create", "openai": "kia.backends.openai:create"}
+
+
+@dataclass(frozen=True)
+class ClaimedLabel:
+    """A label as a backend claims it: category, confidence, rationale and supporting quotes."""
+
+    category: str
+    confidence: float
+    rationale: str
+    quotes: list[str]
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One model call: tokens, latency, attempt number and error (None when it succeeded)."""
+
+    attempt: int
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_s: float
+    error: str | None = None
+
+
+@dataclass
+class BackendAnswer:
+    """What a backend returns for one paper, before grounding."""
+
+    labels: dict[str, list[ClaimedLabel]]
+    raw: dict[str, Any]
+    calls: list[CallRecord] = field(default_factory=list)
+    context_sections: list[str] = field(default_factory=list)
+    prompt_tokens_saved: int | None = None
+    # Abstention: axis -> why no category is claimed (stored as `unclear`, with no quote).
+    unclear: dict[str, str] = field(default_factory=dict)
+    # Whether the paper fits the taxonomy's scope (None: the backend does not judge scope), and how well.
+    in_scope: bool | None = None
+    scope_score: float | None = None
+
+
+class Backend(Protocol):
+    """What `propose()` needs from a backend."""
+
+    @property
+    def name(self) -> str:
+        """Backend kind: local, openai, ..."""
+        ...
+
+    @property
+    def model(self) -> str:
+        """Model identity stored with each run."""
+        ...
+
+    @property
+    def endpoint_host(self) -> str | None:
+        """Host of the endpoint called (never a key), None for in-process backends."""
+        ...
+
+    def params(self) -> dict[str, Any]:
+        """Everything besides the model that changes the answer (stored with the run, part of the cache key)."""
+        ...
+
+    def answer(self, doc: Document, taxonomy: Taxonomy, prompt: str) -> BackendAnswer:
+        """Claim labels for one document."""
+        ...
+
+
+BackendFactory = Callable[[Settings], Backend]
+
+
+def available_backends() -> dict[str, str]:
+    """Backend name -> `module:factory`, built-ins first, then every installed entry point."""
+    found = dict(BUILTIN_BACKENDS)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, ep.value)
+    return found
+
+
+def _load_factory(name: str, target: str) -> BackendFactory:
+    module_name, _, attr = target.partition(":")
+    try:
+        factory = getattr(import_module(module_name), attr) if attr else import_module(module_name)
+    except (ImportError, AttributeError) as exc:
+        raise BackendError(f"backend {name!r} ({target}) cannot be loaded: {exc}") from exc
+    if not callable(factory):
+        raise BackendError(f"backend {name!r} ({target}) is not a factory")
+    return factory  # type: ignore[no-any-return]
+
+
+def chosen_backend_name(name: str | None, settings: Settings) -> str:
+    """`name`, else `openai` when a model or endpoint is configured, else `local`."""
+    return name or ("openai" if (settings.model or settings.base_url) else "local")
+
+
+def make_backend(name: str | None, settings: Settings | None = None) -> Backend:
+    """The backend a command asked for, built by its registered factory from `settings`."""
+    settings = settings or Settings.from_env()
+    chosen = chosen_backend_name(name, settings)
+    registry = available_backends()
+    if chosen not in registry:
+        raise BackendError(f"unknown backend {chosen!r}; installed: {', '.join(sorted(registry))}")
+    return _load_factory(chosen, registry[chosen])(settings)

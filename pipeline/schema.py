@@ -1,0 +1,119 @@
+"""The response schema every backend's answer must validate against, built from the taxonomy.
+
+Shared by `propose` (validating any backend's answer) and the LLM backends (structured output), so
+neither imports the other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model, model_validator
+
+from kia.backends import BackendAnswer, ClaimedLabel
+from kia.errors import ProposalValidationError
+from kia.taxonomy import Taxonomy
+
+MAX_QUOTES = 3
+MAX_QUOTE_CHARS = 300
+
+
+Quote = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUOTE_CHARS)]
+
+
+class _ProposalBase(BaseModel):
+    """Checks shared by every taxonomy's response model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _no_category_twice(self) -> _ProposalBase:
+        for axis, labels in self:
+            seen = [label.category for label in labels]
+            if len(seen) != len(set(seen)):
+                raise ValueError(f"axis {axis} lists a category twice: {seen}")
+        return self
+
+
+@lru_cache(maxsize=8)
+def _response_model_cached(taxonomy_json: str, allow_empty: bool) -> type[BaseModel]:
+    taxonomy = Taxonomy.model_validate_json(taxonomy_json)
+    fields: dict[str, Any] = {}
+    for axis in taxonomy.axes:
+        allowed = tuple(axis.category_ids)
+        label_fields: dict[str, Any] = {
+            "category": (Literal[allowed], Field(description=f"one of {', '.join(allowed)}")),
+            "evidence": (
+                list[Quote],
+                Field(min_length=1, max_length=MAX_QUOTES, description="verbatim quotes from the paper"),
+            ),
+            "rationale": (str, Field(max_length=200)),
+            "confidence": (float, Field(ge=0.0, le=1.0)),
+        }
+        label_model = create_model(f"Label{axis.id}", __config__=ConfigDict(extra="forbid"), **label_fields)
+        fields[axis.id] = (
+            list[label_model],  # type: ignore[valid-type]
+            Field(
+                min_length=0 if allow_empty else 1,
+                max_length=len(allowed),
+                description=f"{axis.name}: {axis.question}",
+            ),
+        )
+    return create_model("TaxonomyProposal", __base__=_ProposalBase, **fields)
+
+
+def response_model(taxonomy: Taxonomy, allow_empty: bool = False) -> type[BaseModel]:
+    """The pydantic model every backend's answer must validate against.
+
+    Per axis, a non-empty list of labels, each a category of that axis (anything else is a
+    validation error) with 1-3 bounded quotes, a short rationale and a confidence in [0, 1].
+    Bounds keep small models from looping. `allow_empty` admits an empty axis: a backend that
+    abstains (an `unclear` axis, an out-of-scope paper) says why beside the labels.
+    """
+    return _response_model_cached(taxonomy.model_dump_json(), allow_empty)
+
+
+def schema_hash(taxonomy: Taxonomy) -> str:
+    """sha256 of the response model's JSON schema."""
+    schema = response_model(taxonomy).model_json_schema()
+    return hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()
+
+
+def answer_to_json(answer: BackendAnswer, taxonomy: Taxonomy) -> dict[str, Any]:
+    """Validate a backend's labels against the schema and return them as plain JSON."""
+    abstaining = set(answer.unclear) | (set(taxonomy.axis_ids) if answer.in_scope is False else set())
+    payload = {
+        axis: [
+            {"category": c.category, "evidence": c.quotes, "rationale": c.rationale, "confidence": c.confidence}
+            for c in answer.labels.get(axis, [])
+        ]
+        for axis in taxonomy.axis_ids
+    }
+    for axis in taxonomy.axis_ids:
+        if axis in abstaining and payload[axis]:
+            raise ProposalValidationError(f"answer does not fit the taxonomy schema: {axis}: labelled and abstaining")
+        if abstaining and axis not in abstaining and not payload[axis]:
+            raise ProposalValidationError(f"answer does not fit the taxonomy schema: {axis}: no label, no reason")
+    try:
+        return response_model(taxonomy, allow_empty=bool(abstaining)).model_validate(payload).model_dump()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        message = f"answer does not fit the taxonomy schema: {where}: {first['msg']}{more}"
+        raise ProposalValidationError(message) from exc
+
+
+def labels_from_json(payload: dict[str, Any], taxonomy: Taxonomy) -> dict[str, list[ClaimedLabel]]:
+    """Schema-checked JSON back into claimed labels (used for cache hits)."""
+    validated = response_model(taxonomy, allow_empty=True).model_validate(payload).model_dump()
+    return {
+        axis: [
+            ClaimedLabel(item["category"], float(item["confidence"]), item["rationale"], list(item["evidence"]))
+            for item in validated[axis]
+        ]
+        for axis in taxonomy.axis_ids
+    }
