@@ -81,14 +81,14 @@ def propose(
     (openai when a model or endpoint is configured, else local). The run resumes if it exists.
     """
     from kia.backends import make_backend
-    from kia.backends.local import LocalBackend
+    from kia.backends.rules import RulesBackend
     from kia.propose import load_prompt, run_proposals
     from kia.store import Store
     from kia.taxonomy import load_taxonomy
 
     settings = settings or Settings.from_env()
     chosen = backend if backend is not None and not isinstance(backend, str) else make_backend(backend, settings)
-    retriever = LocalBackend(encoder_name=settings.encoder) if context == "evidence" else None
+    retriever = RulesBackend(encoder_name=settings.encoder) if context == "evidence" else None
     with Store(_db(db, settings)) as store:
         return run_proposals(
             store,
@@ -98,7 +98,7 @@ def propose(
             keys=list(keys) if keys else None,
             run_name=run,
             use_cache=use_cache,
-            concurrency=concurrency or (1 if chosen.name == "local" else settings.concurrency),
+            concurrency=concurrency or (1 if chosen.name in ("local", "rules") else settings.concurrency),
             max_input_tokens=max_input_tokens,
             context_mode=context,
             on_progress=on_progress,

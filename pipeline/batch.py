@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from kia.backends import Backend
-from kia.backends.local import LocalBackend
+from kia.encoders import default_encoder
 from kia.fetch import ArxivClient, Candidate, FetchOutcome, discover, fetch_papers
 from kia.ingest import IngestSummary, ingest_paths
 from kia.propose import RunSummary, load_prompt, run_proposals
@@ -54,7 +54,7 @@ def run_batch(
 ) -> BatchResult:
     """Discover in-scope papers, fetch what is missing, ingest, and propose; a rerun skips what is done."""
     say = on_stage or (lambda _message: None)
-    encoder = backend.encoder if isinstance(backend, LocalBackend) else LocalBackend().encoder
+    encoder = getattr(backend, "encoder", None) or default_encoder()
     candidates = discover(client, taxonomy, encoder, query, category, since, limit, threshold)
     kept = [c.entry.versioned_id for c in candidates if c.kept]
     say(f"discovered {len(candidates)} paper(s), {len(kept)} in scope (threshold {threshold})")

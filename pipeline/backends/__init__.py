@@ -28,7 +28,11 @@ from kia.taxonomy import Taxonomy
 
 ENTRY_POINT_GROUP = "kia.backends"
 # Built in, so a checkout that is not installed (eval scripts on sys.path) still finds them.
-BUILTIN_BACKENDS = {"local": "kia.backends.local:create", "openai": "kia.backends.openai:create"}
+BUILTIN_BACKENDS = {
+    "local": "kia.backends.local:create",
+    "rules": "kia.backends.rules:create",
+    "openai": "kia.backends.openai:create",
+}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,155 @@
+"""Rebuild `labels/local_head.json`, the learned head the offline backend ships with.
+
+Trains on every labelled paper of `../shared/devset` (61 abstracts; K/I/A from the 45 in scope or
+unsure, the scope model from the 54 with an agreed yes/no) and `../shared/corpus` (10 Table 5
+papers, gold from `labels/table5.csv`, all in scope). Fixed seeds, so the same inputs give the same
+weights. The file holds weights, settings and provenance (file hashes, git commit, package version,
+taxonomy hash), never paper text.
+
+    python eval/build_head.py [--devset ../shared/devset] [--corpus ../shared/corpus] [--out labels/local_head.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from kia.encoders import SentenceEncoder, load_encoder  # noqa: E402
+from kia.extract import Document, extract  # noqa: E402
+from kia.learned import HeadSettings, PaperFeatures, concat_features, featurize, fit_head, git_commit  # noqa: E402
+from kia.taxonomy import Taxonomy, load_taxonomy  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+DEFAULT_DEVSET = SHARED / "devset"
+DEFAULT_CORPUS = SHARED / "corpus"
+DEFAULT_OUT = ROOT / "labels" / "local_head.json"
+DEFAULT_GOLD = ROOT / "labels" / "table5.csv"
+
+
+@dataclass
+class LabelledSet:
+    """Papers of one labelled folder: documents, K/I/A labels of the in-scope ones, scope flags."""
+
+    name: str
+    keys: list[str]
+    documents: list[Document]
+    labels: dict[str, dict[str, frozenset[str]]]
+    in_scope: dict[str, bool]
+    files_sha256: str
+
+
+def _cell(value: str) -> frozenset[str]:
+    return frozenset(p.strip() for p in value.replace(",", ";").split(";") if p.strip() and p.strip() != "-")
+
+
+def _read_manifest(folder: Path) -> dict[str, str]:
+    with (folder / "MANIFEST.csv").open(newline="", encoding="utf-8") as handle:
+        return {row["method"]: row["file"] for row in csv.DictReader(handle)}
+
+
+def _hash_files(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.name.encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def load_devset(folder: Path, taxonomy: Taxonomy) -> LabelledSet:
+    """The devset: K/I/A for papers in scope or unsure; scope flags for yes/no only."""
+    files = _read_manifest(folder)
+    keys, docs = [], []
+    labels: dict[str, dict[str, frozenset[str]]] = {}
+    in_scope: dict[str, bool] = {}
+    with (folder / "labels.csv").open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            key = row["method"]
+            keys.append(key)
+            docs.append(extract(folder / files[key]))
+            if row["in_scope"] in ("yes", "unsure"):
+                labels[key] = {axis: _cell(row[axis]) for axis in taxonomy.axis_ids}
+            if row["in_scope"] in ("yes", "no"):
+                in_scope[key] = row["in_scope"] == "yes"
+    paths = [folder / f for f in files.values()] + [folder / "labels.csv"]
+    return LabelledSet("devset", keys, docs, labels, in_scope, _hash_files(paths))
+
+
+def load_corpus(folder: Path, taxonomy: Taxonomy, gold: Path = DEFAULT_GOLD) -> LabelledSet:
+    """The shared corpus with Table 5 gold: every paper is in scope."""
+    files = _read_manifest(folder)
+    with gold.open(newline="", encoding="utf-8") as handle:
+        table = {row["method"]: row for row in csv.DictReader(handle)}
+    keys = sorted(k for k in files if k in table)
+    docs = [extract(folder / files[k]) for k in keys]
+    labels = {k: {axis: _cell(table[k][axis]) for axis in taxonomy.axis_ids} for k in keys}
+    paths = [folder / files[k] for k in keys] + [gold]
+    return LabelledSet("corpus", keys, docs, labels, dict.fromkeys(keys, True), _hash_files(paths))
+
+
+def featurize_set(data: LabelledSet, taxonomy: Taxonomy, encoder: SentenceEncoder) -> PaperFeatures:
+    """Features of a labelled set, keys prefixed by the set's name (keys never collide)."""
+    return featurize(data.documents, taxonomy, encoder, keys=[f"{data.name}:{k}" for k in data.keys])
+
+
+def prefixed(data: LabelledSet) -> tuple[dict[str, dict[str, frozenset[str]]], dict[str, bool]]:
+    """Labels and scope flags with the same prefixed keys as `featurize_set`."""
+    return (
+        {f"{data.name}:{k}": v for k, v in data.labels.items()},
+        {f"{data.name}:{k}": v for k, v in data.in_scope.items()},
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devset", type=Path, default=DEFAULT_DEVSET)
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--encoder", default="minilm")
+    args = parser.parse_args()
+    for folder in (args.devset, args.corpus):
+        if not (folder / "MANIFEST.csv").exists():
+            sys.exit(f"build_head: no labelled set at {folder} (MANIFEST.csv missing)")
+    taxonomy = load_taxonomy(None)
+    encoder = load_encoder(args.encoder)
+    sets = [load_devset(args.devset, taxonomy), load_corpus(args.corpus, taxonomy)]
+    parts = [featurize_set(s, taxonomy, encoder) for s in sets]
+    features = concat_features(parts)
+    labels: dict[str, dict[str, frozenset[str]]] = {}
+    scope: dict[str, bool] = {}
+    for data in sets:
+        lab, sc = prefixed(data)
+        labels.update(lab)
+        scope.update(sc)
+    started = time.perf_counter()
+    head = fit_head(
+        features,
+        labels,
+        taxonomy,
+        HeadSettings(),
+        in_scope=scope,
+        provenance={
+            "data": {
+                s.name: {"papers": len(s.keys), "labelled": len(s.labels), "sha256": s.files_sha256} for s in sets
+            },
+            "git_commit": git_commit(ROOT),
+            "built_by": "eval/build_head.py",
+        },
+    )
+    head.save(args.out)
+    print(
+        f"wrote {args.out}: {len(labels)} labelled papers, {len(scope)} with scope, "
+        f"{len(head.own)} own models, fit {time.perf_counter() - started:.2f} s, "
+        f"{args.out.stat().st_size / 1024:.0f} KiB"
+    )
+
+
+if __name__ == "__main__":
+    main()

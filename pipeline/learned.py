@@ -1,0 +1,940 @@
+"""A learned classifier head for the offline backend: calibrated per-category probabilities,
+per-axis abstention ("unclear"), out-of-scope detection and sentence evidence.
+
+Why: the hand-written cue rules and thresholds of the local backend were tuned on the ten papers
+they are scored on and do not generalise (the devset shows it). Here the same raw evidence (frozen
+MiniLM sentence embeddings, similarity to each category's definition, the taxonomy's cue and
+pattern matches) becomes *features*, and small, strongly regularised logistic regressions learn how
+much each is worth from labelled papers. Everything that is chosen (regularisation strength) is
+chosen by inner cross-validation on the training papers only; probabilities are Platt-calibrated on
+out-of-fold scores, so "0.8" means about 80% of such labels are right, and an axis where no category
+clears the threshold is reported as unclear instead of guessed.
+
+Pipeline: `featurize(documents, taxonomy, encoder)` -> `PaperFeatures` (one encoder call for all
+sentences of all papers) -> `fit_head(features, labelings, taxonomy)` -> `Head` (save/load as a
+small JSON file of weights, no paper text) -> `predict(head, features, taxonomy)` ->
+`PaperPrediction` per paper. Without a fitted head (another taxonomy), `predict_zero_shot` decides
+from definition similarity and cue evidence relative to the axis's other categories.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .encoders import SentenceEncoder
+from .extract import Document
+from .sentences import (
+    CITATION_RE,
+    EVALUATION_RE,
+    OTHER_WORK_RE,
+    OWN_WORK_RE,
+    Sentence,
+    split_sentences,
+    without_metric_names,
+    without_negated,
+)
+from .taxonomy import Category, Taxonomy
+
+HEAD_FORMAT = 1
+# The categories' label sets as a training set gives them: paper key -> axis id -> category ids.
+Labeling = Mapping[str, Mapping[str, frozenset[str] | set[str] | Sequence[str]]]
+
+# How much a sentence counts in a paper's pooled evidence, by section: the method and abstract say
+# what the paper does, related work says what others did.
+SECTION_WEIGHTS: dict[str, float] = {
+    "front": 1.0,
+    "abstract": 1.0,
+    "method": 1.0,
+    "introduction": 0.6,
+    "experiments": 0.5,
+    "conclusion": 0.7,
+    "other": 0.7,
+    "appendix": 0.3,
+    "related_work": 0.15,
+}
+FEATURE_SETS = ("both", "embeddings", "cues")
+_TOKEN_RE = re.compile(r"[a-z0-9]+")
+# Words of the scope text that say nothing about scope.
+_STOP_STEMS = frozenset(
+    {"a", "an", "and", "as", "at", "by", "for", "from", "in", "into", "is", "of", "on", "or", "such", "the", "to"}
+    | {"with", "that", "this", "are", "be", "it", "its", "their", "which"}
+)
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeadSettings:
+    """Knobs of the head. `c_grid` is searched by inner CV per category; the rest are decisions.
+
+    - `threshold`: a category is kept when its calibrated probability reaches it.
+    - `floor`: when nothing reaches `threshold`, the most probable category is still kept if it
+      reaches `floor` (a weaker claim, its confidence says so); below it the axis is unclear.
+    - `scope_threshold`: in-scope probability under which a paper is flagged out of scope.
+    - `features`: which feature blocks the head sees (for ablations): both, embeddings, cues.
+    - `min_positives`: a category with fewer positive training papers gets no own model; its
+      probability comes from the shared model over (paper, category) evidence features.
+    """
+
+    c_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
+    inner_folds: int = 3
+    threshold: float = 0.5
+    floor: float = 0.3
+    scope_threshold: float = 0.5
+    features: str = "both"
+    min_positives: int = 4
+    evidence_per_label: int = 2
+    seed: int = 0
+    zero_shot_margin: float = 0.6
+
+
+# --- features ----------------------------------------------------------------------------------
+
+
+@dataclass
+class PaperFeatures:
+    """Everything the head needs per paper, with no text: vectors and per-sentence score matrices.
+
+    `pooled` holds the section-weighted mean and the max of the sentence embeddings; `similarity`
+    per sentence and category the cosine to the category's closest description text; `cue_hits` per
+    sentence and category the number of cue phrases and patterns matched; `scope_similarity` per
+    sentence the cosine to the taxonomy's scope text; `weights` the sentence weights.
+    """
+
+    keys: list[str]
+    category_ids: list[str]
+    axis_of: dict[str, str]
+    pooled: np.ndarray
+    similarity: list[np.ndarray]
+    cue_hits: list[np.ndarray]
+    scope_similarity: list[np.ndarray]
+    weights: list[np.ndarray]
+    scope_terms: np.ndarray
+    taxonomy_hash: str
+    encoder: str
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def subset(self, indices: Sequence[int]) -> PaperFeatures:
+        """The features of some papers only (folds of a cross-validation)."""
+        idx = list(indices)
+        return PaperFeatures(
+            keys=[self.keys[i] for i in idx],
+            category_ids=self.category_ids,
+            axis_of=self.axis_of,
+            pooled=self.pooled[idx],
+            similarity=[self.similarity[i] for i in idx],
+            cue_hits=[self.cue_hits[i] for i in idx],
+            scope_similarity=[self.scope_similarity[i] for i in idx],
+            weights=[self.weights[i] for i in idx],
+            scope_terms=self.scope_terms[idx],
+            taxonomy_hash=self.taxonomy_hash,
+            encoder=self.encoder,
+        )
+
+
+def concat_features(parts: Sequence[PaperFeatures]) -> PaperFeatures:
+    """Several featurised batches as one (same taxonomy and encoder)."""
+    first = parts[0]
+    if any(p.taxonomy_hash != first.taxonomy_hash or p.encoder != first.encoder for p in parts):
+        raise ValueError("features of different taxonomies or encoders cannot be joined")
+    return PaperFeatures(
+        keys=[k for p in parts for k in p.keys],
+        category_ids=first.category_ids,
+        axis_of=first.axis_of,
+        pooled=np.concatenate([p.pooled for p in parts]),
+        similarity=[s for p in parts for s in p.similarity],
+        cue_hits=[s for p in parts for s in p.cue_hits],
+        scope_similarity=[s for p in parts for s in p.scope_similarity],
+        weights=[s for p in parts for s in p.weights],
+        scope_terms=np.concatenate([p.scope_terms for p in parts]),
+        taxonomy_hash=first.taxonomy_hash,
+        encoder=first.encoder,
+    )
+
+
+@lru_cache(maxsize=1)
+def _stemmer() -> Any:
+    from nltk.stem import PorterStemmer
+
+    return PorterStemmer()
+
+
+@lru_cache(maxsize=200_000)
+def _stem(word: str) -> str:
+    return str(_stemmer().stem(word))
+
+
+def _stems(text: str) -> list[str]:
+    """Lower-cased Porter stems, so "masks" matches the cue "mask"."""
+    return [_stem(w) for w in _TOKEN_RE.findall(text.lower())]
+
+
+def _lexical_text(text: str, taxonomy: Taxonomy) -> str:
+    """The sentence as cue matching sees it: no metric names ("CLIP score"), no negated stretches
+    ("without super-resolution"), none of the taxonomy's ignored phrases."""
+    text = without_negated(without_metric_names(text))
+    if taxonomy.ignore_pattern is not None:
+        text = taxonomy.ignore_pattern.sub(" ", text)
+    return text
+
+
+def _gram_counts(tokens: list[str], longest: int) -> Counter[tuple[str, ...]]:
+    """Occurrences of every 1- to `longest`-gram of a token list."""
+    grams: Counter[tuple[str, ...]] = Counter()
+    for n in range(1, longest + 1):
+        grams.update(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+    return grams
+
+
+def _cue_phrases(category: Category) -> list[tuple[str, ...]]:
+    return sorted({tuple(_stems(cue)) for cue in category.cues} - {()})
+
+
+def cue_matrix(texts: Sequence[str], taxonomy: Taxonomy) -> np.ndarray:
+    """Per sentence and category: cue phrases matched (stemmed, as phrases) plus patterns matched.
+
+    These are raw counts: how much a match is worth is learned by the head, not set by hand.
+    """
+    categories = [c for axis in taxonomy.axes for c in axis.categories]
+    phrases = [_cue_phrases(c) for c in categories]
+    longest = max((len(p) for ps in phrases for p in ps), default=1)
+    out = np.zeros((len(texts), len(categories)), dtype=np.float32)
+    for row, raw in enumerate(texts):
+        text = _lexical_text(raw, taxonomy)
+        grams = _gram_counts(_stems(text), longest)
+        for col, category in enumerate(categories):
+            hits = sum(grams.get(p, 0) for p in phrases[col])
+            hits += sum(1 for pattern in category.compiled_patterns if pattern.search(text))
+            out[row, col] = hits
+    return out
+
+
+def sentence_weight(sentence: Sentence) -> float:
+    """Section weight, discounted for sentences about other work or about evaluation."""
+    weight = SECTION_WEIGHTS.get(sentence.section, 0.7)
+    if CITATION_RE.search(sentence.text) or OTHER_WORK_RE.search(sentence.text):
+        weight *= 0.3
+    elif OWN_WORK_RE.search(sentence.text):
+        weight *= 1.2
+    if EVALUATION_RE.search(sentence.text):
+        weight *= 0.5
+    return weight
+
+
+def scope_text(taxonomy: Taxonomy) -> str:
+    """What an in-scope paper is about: the taxonomy's `scope`, else its title and axis definitions."""
+    if taxonomy.scope.strip():
+        return taxonomy.scope.strip()
+    parts = [taxonomy.title or taxonomy.name, *(f"{a.name}: {a.definition}" for a in taxonomy.axes)]
+    return " ".join(parts)
+
+
+def category_texts(category: Category) -> list[str]:
+    """The texts a sentence is compared with: the full description, then each instantiation."""
+    return [category.description(), *category.instantiations]
+
+
+def _as_sentences(item: Document | Sequence[Sentence] | Sequence[str]) -> list[Sentence]:
+    if isinstance(item, Document):
+        return split_sentences(item)
+    out: list[Sentence] = []
+    for s in item:
+        out.append(s if isinstance(s, Sentence) else Sentence(0, len(s), "abstract", s))
+    return out
+
+
+def featurize(
+    papers: Sequence[Document | Sequence[Sentence] | Sequence[str]],
+    taxonomy: Taxonomy,
+    encoder: SentenceEncoder,
+    keys: Sequence[str] | None = None,
+) -> PaperFeatures:
+    """Features of many papers at once: all their sentences go to the encoder in one call (the
+    encoder batches), which is what makes a thousand papers affordable on two cores.
+
+    A paper is a `Document` (split with `split_sentences`, so sentence indices match the backend's),
+    a list of `Sentence`s, or a list of sentence strings. A paper without sentences gets zero
+    features (and will come out unclear).
+    """
+    sentence_lists = [_as_sentences(p) for p in papers]
+    keys = list(keys) if keys is not None else [str(i) for i in range(len(papers))]
+    categories = [c for axis in taxonomy.axes for c in axis.categories]
+    owners: list[int] = []
+    reference_texts: list[str] = []
+    for index, category in enumerate(categories):
+        for text in category_texts(category):
+            owners.append(index)
+            reference_texts.append(text)
+    scope = scope_text(taxonomy)
+    all_texts = [s.text for sentences in sentence_lists for s in sentences]
+    vectors = (
+        encoder.encode([*reference_texts, scope, *all_texts])
+        if all_texts
+        else encoder.encode([*reference_texts, scope])
+    )
+    reference = vectors[: len(reference_texts)]
+    scope_vector = vectors[len(reference_texts)]
+    sentence_vectors = vectors[len(reference_texts) + 1 :]
+    dim = vectors.shape[1]
+    owner_array = np.asarray(owners)
+    scope_stems = set(_stems(scope)) - _STOP_STEMS
+    pooled = np.zeros((len(papers), 2 * dim), dtype=np.float32)
+    similarity: list[np.ndarray] = []
+    cue_hits: list[np.ndarray] = []
+    scope_similarity: list[np.ndarray] = []
+    weights: list[np.ndarray] = []
+    scope_terms = np.zeros((len(papers), 1), dtype=np.float32)
+    cursor = 0
+    for row, sentences in enumerate(sentence_lists):
+        n = len(sentences)
+        block = sentence_vectors[cursor : cursor + n]
+        cursor += n
+        if n == 0:
+            similarity.append(np.zeros((0, len(categories)), dtype=np.float32))
+            cue_hits.append(np.zeros((0, len(categories)), dtype=np.float32))
+            scope_similarity.append(np.zeros(0, dtype=np.float32))
+            weights.append(np.zeros(0, dtype=np.float32))
+            continue
+        w = np.asarray([sentence_weight(s) for s in sentences], dtype=np.float32)
+        raw = block @ reference.T
+        per_category = np.full((n, len(categories)), -1.0, dtype=np.float32)
+        for index in range(len(categories)):
+            per_category[:, index] = raw[:, owner_array == index].max(axis=1)
+        mean = (w[:, None] * block).sum(axis=0) / max(float(w.sum()), 1e-6)
+        pooled[row] = np.concatenate([mean / max(float(np.linalg.norm(mean)), 1e-6), block.max(axis=0)])
+        similarity.append(per_category)
+        cue_hits.append(cue_matrix([s.text for s in sentences], taxonomy))
+        scope_similarity.append((block @ scope_vector).astype(np.float32))
+        weights.append(w)
+        words = [t for s in sentences for t in _stems(s.text)]
+        scope_terms[row, 0] = sum(1 for t in words if t in scope_stems) / max(len(words), 1)
+    return PaperFeatures(
+        keys=keys,
+        category_ids=[c.id for c in categories],
+        axis_of={c.id: a.id for a in taxonomy.axes for c in a.categories},
+        pooled=pooled,
+        similarity=similarity,
+        cue_hits=cue_hits,
+        scope_similarity=scope_similarity,
+        weights=weights,
+        scope_terms=scope_terms,
+        taxonomy_hash=taxonomy.content_hash,
+        encoder=getattr(encoder, "name", type(encoder).__name__),
+    )
+
+
+def _axis_columns(features: PaperFeatures) -> dict[str, list[int]]:
+    columns: dict[str, list[int]] = {}
+    for index, category_id in enumerate(features.category_ids):
+        columns.setdefault(features.axis_of[category_id], []).append(index)
+    return columns
+
+
+def evidence_block(features: PaperFeatures) -> np.ndarray:
+    """Per paper and category, the definition-similarity and cue statistics (8 per category).
+
+    Similarity: max and top-3 mean over sentences, the paper-level margin over the axis's best other
+    category, and the weighted share of sentences where this category is the axis's closest. Cues:
+    log of the weighted count, presence, share of the axis's cue evidence, own-work-sentence count.
+    """
+    axis_columns = _axis_columns(features)
+    n_categories = len(features.category_ids)
+    out = np.zeros((len(features), n_categories, 8), dtype=np.float32)
+    for row in range(len(features)):
+        sim, hits, w = features.similarity[row], features.cue_hits[row], features.weights[row]
+        if len(w) == 0:
+            continue
+        weighted_hits = (hits * w[:, None]).sum(axis=0)
+        k = min(3, len(w))
+        top = -np.sort(-sim, axis=0)[:k].mean(axis=0)
+        best = sim.max(axis=0)
+        for columns in axis_columns.values():
+            axis_sim = sim[:, columns]
+            winners = axis_sim.argmax(axis=1)
+            axis_hits = weighted_hits[columns]
+            for position, col in enumerate(columns):
+                others = [c for c in columns if c != col]
+                other_best = max((best[c] for c in others), default=0.0)
+                out[row, col, 0] = best[col]
+                out[row, col, 1] = top[col]
+                out[row, col, 2] = best[col] - other_best
+                out[row, col, 3] = float((w * (winners == position)).sum() / max(float(w.sum()), 1e-6))
+                out[row, col, 4] = np.log1p(weighted_hits[col])
+                out[row, col, 5] = float(weighted_hits[col] > 0)
+                out[row, col, 6] = weighted_hits[col] / max(float(axis_hits.max()), 1e-6)
+                own = np.asarray([1.0 if wi >= 1.1 else 0.0 for wi in w], dtype=np.float32)
+                out[row, col, 7] = np.log1p(float((hits[:, col] * own).sum()))
+    return out
+
+
+EVIDENCE_NAMES = ("sim_max", "sim_top3", "sim_margin", "sim_share", "cue_log", "cue_any", "cue_share", "cue_own")
+_SIMILARITY_SLOTS = [0, 1, 2, 3]
+_CUE_SLOTS = [4, 5, 6, 7]
+
+
+def _evidence_slots(feature_set: str) -> list[int]:
+    if feature_set == "embeddings":
+        return _SIMILARITY_SLOTS
+    if feature_set == "cues":
+        return _CUE_SLOTS
+    return _SIMILARITY_SLOTS + _CUE_SLOTS
+
+
+def design_matrix(features: PaperFeatures, axis_id: str, feature_set: str) -> np.ndarray:
+    """The per-category model's inputs: the evidence of every category of the axis (so "A1" can
+    learn from the absence of cascade evidence), plus the pooled embeddings unless cues only."""
+    evidence = evidence_block(features)
+    columns = _axis_columns(features)[axis_id]
+    slots = _evidence_slots(feature_set)
+    parts = [evidence[:, columns][:, :, slots].reshape(len(features), -1)]
+    if feature_set != "cues":
+        parts.append(features.pooled)
+    return np.concatenate(parts, axis=1)
+
+
+def scope_matrix(features: PaperFeatures, feature_set: str) -> np.ndarray:
+    """The in-scope model's inputs: similarity to the scope text (max, top-3 mean, weighted mean),
+    the share of scope words, the strongest evidence per axis, and the pooled embeddings."""
+    rows = []
+    evidence = evidence_block(features)
+    columns = _axis_columns(features)
+    for row in range(len(features)):
+        s, w = features.scope_similarity[row], features.weights[row]
+        if len(s) == 0:
+            rows.append(np.zeros(3, dtype=np.float32))
+            continue
+        top = float(np.sort(s)[-3:].mean())
+        rows.append(np.asarray([s.max(), top, float((s * w).sum() / max(float(w.sum()), 1e-6))], dtype=np.float32))
+    parts = [np.stack(rows), features.scope_terms]
+    per_axis = [evidence[:, cols][:, :, _evidence_slots(feature_set)].max(axis=1) for cols in columns.values()]
+    parts.extend(per_axis)
+    if feature_set != "cues":
+        parts.append(features.pooled)
+    return np.concatenate(parts, axis=1)
+
+
+# --- linear models -------------------------------------------------------------------------------
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(x, -30.0, 30.0))))
+
+
+@dataclass
+class LinearModel:
+    """A standardised, L2-regularised logistic regression plus a Platt map of its score to a
+    calibrated probability. Stored as plain lists so a head is a small JSON file."""
+
+    mean: list[float]
+    scale: list[float]
+    coef: list[float]
+    intercept: float
+    platt_a: float
+    platt_b: float
+    c: float
+    positives: int
+    n: int
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """The uncalibrated decision value."""
+        z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
+        return np.asarray(z @ np.asarray(self.coef) + self.intercept)
+
+    def proba(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated probability of the positive class."""
+        return _sigmoid(self.platt_a * self.score(x) + self.platt_b)
+
+    def direction(self) -> np.ndarray:
+        """Weights in the raw feature space (per unit of each input), for evidence attribution."""
+        return np.asarray(self.coef) / np.asarray(self.scale)
+
+
+def _block_scale(blocks: Sequence[int]) -> np.ndarray:
+    """Each block of columns scaled by 1/sqrt(its width), so a 768-wide embedding block and an
+    8-wide evidence block weigh alike under one L2 penalty."""
+    return np.concatenate([np.full(b, 1.0 / np.sqrt(b)) for b in blocks if b > 0])
+
+
+def _folds(y: np.ndarray, wanted: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import StratifiedKFold
+
+    n_splits = int(min(wanted, int(y.sum()), int(len(y) - y.sum())))
+    if n_splits < 2:
+        return []
+    return list(StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+
+
+def _raw_fit(x: np.ndarray, y: np.ndarray, c: float, seed: int) -> Any:
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000, random_state=seed)
+    return model.fit(x, y)
+
+
+def _platt(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """A 1-D logistic fit of out-of-fold scores to outcomes, with Platt's smoothed targets (so a
+    perfectly separated fold does not give infinite confidence)."""
+    n_pos, n_neg = float(y.sum()), float(len(y) - y.sum())
+    targets = np.where(y > 0, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    a, b = 1.0, 0.0
+    for _ in range(100):  # Newton steps on the cross-entropy with soft targets
+        p = _sigmoid(a * scores + b)
+        g = np.asarray([np.sum((p - targets) * scores), np.sum(p - targets)])
+        wgt = p * (1 - p) + 1e-9
+        h = np.asarray(
+            [[np.sum(wgt * scores * scores) + 1e-6, np.sum(wgt * scores)], [np.sum(wgt * scores), np.sum(wgt) + 1e-6]]
+        )
+        step = np.linalg.solve(h, g)
+        a, b = a - float(step[0]), b - float(step[1])
+        if np.abs(step).max() < 1e-8:
+            break
+    return max(a, 0.0), b
+
+
+def fit_linear(
+    x: np.ndarray, y: np.ndarray, blocks: Sequence[int], settings: HeadSettings, groups: np.ndarray | None = None
+) -> LinearModel:
+    """Choose C by inner stratified CV (ranking quality, ties to the stronger penalty), calibrate
+    on the out-of-fold scores of that C, refit on everything.
+
+    Only the papers given are used: in a benchmark these are the training folds, never the paper
+    being scored. `groups` (a paper id per row) keeps rows of one paper in one fold.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y = y.astype(int)
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale = np.where(scale < 1e-6, 1.0, scale) / _block_scale(blocks)
+    z = (x - mean) / scale
+    if groups is None:
+        folds = _folds(y, settings.inner_folds, settings.seed)
+    else:
+        from sklearn.model_selection import GroupKFold
+
+        folds = list(GroupKFold(n_splits=settings.inner_folds).split(z, y, groups))
+    best_c, best_auc, best_oof = settings.c_grid[0], -1.0, None
+    for c in settings.c_grid:
+        oof = np.zeros(len(y))
+        usable = bool(folds)
+        for train, test in folds:
+            if len(set(y[train])) < 2:
+                usable = False
+                break
+            oof[test] = _raw_fit(z[train], y[train], c, settings.seed).decision_function(z[test])
+        if not usable:
+            continue
+        auc = float(roc_auc_score(y, oof)) if len(set(y)) > 1 else 0.5
+        if auc > best_auc + 1e-9:
+            best_c, best_auc, best_oof = c, auc, oof
+    model = _raw_fit(z, y, best_c, settings.seed)
+    a, b = _platt(best_oof, y) if best_oof is not None else (1.0, 0.0)
+    return LinearModel(
+        mean=[float(v) for v in mean],
+        scale=[float(v) for v in scale],
+        coef=[float(v) for v in model.coef_[0]],
+        intercept=float(model.intercept_[0]),
+        platt_a=a,
+        platt_b=b,
+        c=float(best_c),
+        positives=int(y.sum()),
+        n=len(y),
+    )
+
+
+# --- the head ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Head:
+    """Fitted weights for one taxonomy: a model per category with enough positives, a shared model
+    over (paper, category) evidence for the rest, an in-scope model, and where they came from."""
+
+    taxonomy_hash: str
+    category_ids: list[str]
+    axis_of: dict[str, str]
+    settings: HeadSettings
+    own: dict[str, LinearModel]
+    shared: LinearModel | None
+    scope: LinearModel | None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document: weights, settings, provenance; never any paper text."""
+        return {
+            "format": HEAD_FORMAT,
+            "taxonomy_hash": self.taxonomy_hash,
+            "category_ids": self.category_ids,
+            "axis_of": self.axis_of,
+            "settings": {**asdict(self.settings), "c_grid": list(self.settings.c_grid)},
+            "own": {k: asdict(v) for k, v in self.own.items()},
+            "shared": asdict(self.shared) if self.shared else None,
+            "scope": asdict(self.scope) if self.scope else None,
+            "provenance": self.provenance,
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write the head as compact JSON (weights rounded to 6 significant digits)."""
+        Path(path).write_text(json.dumps(_rounded(self.to_json()), separators=(",", ":")), encoding="utf-8")
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Head:
+        """Inverse of `to_json`; refuses an unknown format."""
+        if data.get("format") != HEAD_FORMAT:
+            raise ValueError(f"head format {data.get('format')!r} is not {HEAD_FORMAT}")
+        raw_settings = dict(data["settings"])
+        raw_settings["c_grid"] = tuple(raw_settings["c_grid"])
+        return cls(
+            taxonomy_hash=data["taxonomy_hash"],
+            category_ids=list(data["category_ids"]),
+            axis_of=dict(data["axis_of"]),
+            settings=HeadSettings(**raw_settings),
+            own={k: LinearModel(**v) for k, v in data["own"].items()},
+            shared=LinearModel(**data["shared"]) if data.get("shared") else None,
+            scope=LinearModel(**data["scope"]) if data.get("scope") else None,
+            provenance=dict(data.get("provenance", {})),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Head:
+        """Read a head written by `save`."""
+        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def matches(self, taxonomy: Taxonomy) -> bool:
+        """Whether the head was fitted for this very taxonomy (content hash)."""
+        return self.taxonomy_hash == taxonomy.content_hash
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def _label_sets(labelings: Labeling, keys: Sequence[str], axis_id: str) -> list[set[str]]:
+    return [set(labelings[k].get(axis_id, ())) if k in labelings else set() for k in keys]
+
+
+def _shared_rows(features: PaperFeatures, feature_set: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(paper, category) rows: that category's evidence plus a one-hot of the category (its prior)."""
+    evidence = evidence_block(features)[:, :, _evidence_slots(feature_set)]
+    n, m, _ = evidence.shape
+    onehot = np.tile(np.eye(m, dtype=np.float32), (n, 1))
+    x = np.concatenate([evidence.reshape(n * m, -1), onehot], axis=1)
+    paper = np.repeat(np.arange(n), m)
+    category = np.tile(np.arange(m), n)
+    return x, paper, category
+
+
+def git_commit(root: Path | None = None) -> str | None:
+    """The checkout's commit (provenance), None outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=root or Path(__file__).parent, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def fit_head(
+    features: PaperFeatures,
+    labelings: Labeling,
+    taxonomy: Taxonomy,
+    settings: HeadSettings | None = None,
+    in_scope: Mapping[str, bool] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+) -> Head:
+    """Fit the head on labelled papers.
+
+    `labelings` gives the categories of the papers that are in scope (papers without labels are
+    used only for the scope model); `in_scope` marks papers known to be in or out of scope (papers
+    absent from it are left out of the scope model). Takes well under a second per hundred papers
+    once features exist: the cost is the inner CV over `c_grid`.
+    """
+    from threadpoolctl import threadpool_limits
+
+    # The matrices are tiny: BLAS threads only spin against each other (and against the encoder).
+    with threadpool_limits(limits=1):
+        return _fit_head(features, labelings, taxonomy, settings or HeadSettings(), in_scope, provenance)
+
+
+def _fit_head(
+    features: PaperFeatures,
+    labelings: Labeling,
+    taxonomy: Taxonomy,
+    settings: HeadSettings,
+    in_scope: Mapping[str, bool] | None,
+    provenance: Mapping[str, Any] | None,
+) -> Head:
+    if settings.features not in FEATURE_SETS:
+        raise ValueError(f"features must be one of {FEATURE_SETS}")
+    started = time.perf_counter()
+    labelled = [i for i, k in enumerate(features.keys) if k in labelings]
+    sub = features.subset(labelled)
+    own: dict[str, LinearModel] = {}
+    evidence_width = len(_evidence_slots(settings.features))
+    for axis in taxonomy.axes:
+        x = design_matrix(sub, axis.id, settings.features)
+        n_evidence = evidence_width * len(axis.categories)
+        blocks = [n_evidence, x.shape[1] - n_evidence]
+        sets = _label_sets(labelings, sub.keys, axis.id)
+        for category in axis.categories:
+            y = np.asarray([category.id in s for s in sets], dtype=int)
+            if y.sum() >= settings.min_positives and len(y) - y.sum() >= settings.min_positives:
+                own[category.id] = fit_linear(x, y, blocks, settings)
+    shared = None
+    if len(sub):
+        x, paper, column = _shared_rows(sub, settings.features)
+        y = np.asarray(
+            [
+                sub.category_ids[c] in set(labelings[sub.keys[p]].get(sub.axis_of[sub.category_ids[c]], ()))
+                for p, c in zip(paper.tolist(), column.tolist(), strict=True)
+            ],
+            dtype=int,
+        )
+        if 0 < y.sum() < len(y):
+            shared = fit_linear(x, y, [evidence_width, len(sub.category_ids)], settings, groups=paper)
+    scope = None
+    if in_scope:
+        known = [i for i, k in enumerate(features.keys) if k in in_scope]
+        y = np.asarray([in_scope[features.keys[i]] for i in known], dtype=int)
+        if min(y.sum(), len(y) - y.sum()) >= 2:
+            xs = scope_matrix(features.subset(known), settings.features)
+            pooled_width = features.pooled.shape[1] if settings.features != "cues" else 0
+            scope = fit_linear(xs, y, [xs.shape[1] - pooled_width, pooled_width], settings)
+    info = {
+        "n_papers_labelled": len(sub),
+        "n_papers_scope": len(in_scope or {}),
+        "fit_s": round(time.perf_counter() - started, 3),
+        "encoder": features.encoder,
+        "taxonomy": taxonomy.name,
+        "taxonomy_hash": taxonomy.content_hash,
+        "package_version": _package_version(),
+        "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **dict(provenance or {}),
+    }
+    return Head(
+        taxonomy_hash=taxonomy.content_hash,
+        category_ids=list(features.category_ids),
+        axis_of=dict(features.axis_of),
+        settings=settings,
+        own=own,
+        shared=shared,
+        scope=scope,
+        provenance=info,
+    )
+
+
+def refit(
+    features: PaperFeatures,
+    reviewed: Labeling,
+    taxonomy: Taxonomy,
+    base: Head | None = None,
+    in_scope: Mapping[str, bool] | None = None,
+) -> Head:
+    """Fit a head from papers a user reviewed (the backend passes reviewed labels from the store),
+    with the settings of `base` when given. Same as `fit_head`; provenance says it was a refit."""
+    settings = base.settings if base is not None else HeadSettings()
+    return fit_head(features, reviewed, taxonomy, settings, in_scope, provenance={"data": "reviewed labels"})
+
+
+def _package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("kia")
+    except Exception:  # noqa: BLE001 - not installed: still a valid head
+        return "unknown"
+
+
+# --- predictions ---------------------------------------------------------------------------------
+
+
+@dataclass
+class AxisPrediction:
+    """One axis of one paper: kept (category, probability, sentence indices), or unclear + why."""
+
+    kept: list[tuple[str, float, list[int]]]
+    probabilities: dict[str, float]
+    unclear: str | None = None
+
+
+@dataclass
+class PaperPrediction:
+    """A paper's decision per axis, with its in-scope probability and out-of-scope flag."""
+
+    key: str
+    axes: dict[str, AxisPrediction]
+    in_scope: float | None
+    out_of_scope: bool
+    zero_shot: bool = False
+
+    def labels(self) -> dict[str, frozenset[str]]:
+        """Kept category ids per axis (empty for an unclear axis)."""
+        return {a: frozenset(c for c, _, _ in p.kept) for a, p in self.axes.items()}
+
+
+def category_probabilities(head: Head, features: PaperFeatures, taxonomy: Taxonomy) -> np.ndarray:
+    """Calibrated probability per paper and category (columns in `features.category_ids` order)."""
+    if not head.matches(taxonomy):
+        raise ValueError("the head was fitted for another taxonomy (content hash differs); refit or use zero-shot")
+    out = np.zeros((len(features), len(features.category_ids)))
+    shared_p = None
+    if head.shared is not None:
+        x, _, _ = _shared_rows(features, head.settings.features)
+        shared_p = head.shared.proba(x).reshape(len(features), -1)
+    for axis in taxonomy.axes:
+        x = design_matrix(features, axis.id, head.settings.features)
+        for category in axis.categories:
+            col = features.category_ids.index(category.id)
+            if category.id in head.own:
+                out[:, col] = head.own[category.id].proba(x)
+            elif shared_p is not None:
+                out[:, col] = shared_p[:, col]
+    return out
+
+
+def scope_probabilities(head: Head | None, features: PaperFeatures) -> np.ndarray:
+    """In-scope probability per paper: the fitted scope model, else the closest sentence's
+    similarity to the scope text mapped through a fixed logistic (zero-shot)."""
+    if head is not None and head.scope is not None:
+        return head.scope.proba(scope_matrix(features, head.settings.features))
+    best = np.asarray([float(s.max()) if len(s) else 0.0 for s in features.scope_similarity])
+    return _sigmoid((best - 0.45) * 15.0)
+
+
+def evidence_sentences(features: PaperFeatures, row: int, category_id: str, limit: int) -> list[int]:
+    """Indices of the sentences that speak most for a category: weighted cue matches plus how much
+    closer the sentence is to this category than to the axis's others. Only sentences with some
+    evidence (a cue, or a positive margin) are returned."""
+    sim, hits, w = features.similarity[row], features.cue_hits[row], features.weights[row]
+    if len(w) == 0:
+        return []
+    col = features.category_ids.index(category_id)
+    columns = _axis_columns(features)[features.axis_of[category_id]]
+    others = [c for c in columns if c != col]
+    margin = sim[:, col] - (sim[:, others].max(axis=1) if others else 0.0)
+    score = w * (hits[:, col] + 10.0 * np.clip(margin, 0.0, None))
+    order = np.argsort(-score, kind="stable")
+    return [int(i) for i in order[:limit] if score[i] > 0]
+
+
+def decide_axis(
+    probabilities: Mapping[str, float], settings: HeadSettings
+) -> tuple[list[tuple[str, float]], str | None]:
+    """Keep what reaches `threshold`; else the best if it reaches `floor`; else unclear, with why."""
+    ranked = sorted(probabilities.items(), key=lambda kv: -kv[1])
+    kept = [(c, p) for c, p in ranked if p >= settings.threshold]
+    if kept:
+        return kept, None
+    best_id, best_p = ranked[0]
+    if best_p >= settings.floor:
+        return [(best_id, best_p)], None
+    return [], f"no category reached probability {settings.floor:.2f} (best {best_id} at {best_p:.2f})"
+
+
+def predict(head: Head, features: PaperFeatures, taxonomy: Taxonomy) -> list[PaperPrediction]:
+    """Decisions per paper and axis, with confidences (calibrated probabilities) and evidence
+    sentence indices (into `split_sentences` of the paper's Document); none for an unclear axis."""
+    probabilities = category_probabilities(head, features, taxonomy)
+    scope = scope_probabilities(head, features)
+    return _assemble(features, taxonomy, probabilities, scope, head.settings, zero_shot=False)
+
+
+def _assemble(
+    features: PaperFeatures,
+    taxonomy: Taxonomy,
+    probabilities: np.ndarray,
+    scope: np.ndarray,
+    settings: HeadSettings,
+    zero_shot: bool,
+) -> list[PaperPrediction]:
+    out: list[PaperPrediction] = []
+    for row, key in enumerate(features.keys):
+        axes: dict[str, AxisPrediction] = {}
+        for axis in taxonomy.axes:
+            probs = {c.id: float(probabilities[row, features.category_ids.index(c.id)]) for c in axis.categories}
+            if len(features.weights[row]) == 0:
+                axes[axis.id] = AxisPrediction([], probs, "the paper has no sentences to classify")
+                continue
+            kept, reason = decide_axis(probs, settings)
+            axes[axis.id] = AxisPrediction(
+                [(c, round(p, 4), evidence_sentences(features, row, c, settings.evidence_per_label)) for c, p in kept],
+                probs,
+                reason,
+            )
+        p_scope = float(scope[row])
+        out.append(PaperPrediction(key, axes, round(p_scope, 4), p_scope < settings.scope_threshold, zero_shot))
+    return out
+
+
+def zero_shot_probabilities(features: PaperFeatures, temperature: float = 0.03) -> np.ndarray:
+    """Without labels: per axis, a softmax over categories of top-3 definition similarity plus a
+    small bonus for cue evidence. Relative to the axis's other categories, not calibrated."""
+    evidence = evidence_block(features)
+    score = evidence[:, :, 1] + 0.02 * evidence[:, :, 4]
+    out = np.zeros(score.shape)
+    for columns in _axis_columns(features).values():
+        block = score[:, columns] / temperature
+        block = np.exp(block - block.max(axis=1, keepdims=True))
+        out[:, columns] = block / block.sum(axis=1, keepdims=True)
+    return out
+
+
+def predict_zero_shot(
+    features: PaperFeatures, taxonomy: Taxonomy, settings: HeadSettings | None = None
+) -> list[PaperPrediction]:
+    """Predictions for a taxonomy with no fitted head: the axis's best category by definition
+    similarity, plus any other within `zero_shot_margin` of it; where the paper has no cue of the axis
+    at all and the axis declares a `default`, that default; unclear when no sentence of the paper is
+    closer than 0.2 to any of the axis's definitions. Confidences are relative scores, not calibrated."""
+    settings = settings or HeadSettings()
+    relative = zero_shot_probabilities(features)
+    probabilities = np.zeros_like(relative)
+    for columns in _axis_columns(features).values():
+        block = relative[:, columns]
+        probabilities[:, columns] = block / block.max(axis=1, keepdims=True)
+    zs = HeadSettings(**{**asdict(settings), "threshold": settings.zero_shot_margin, "floor": 2.0})
+    preds = _assemble(features, taxonomy, probabilities, scope_probabilities(None, features), zs, zero_shot=True)
+    evidence = evidence_block(features)
+    defaults = {axis.id: axis.default for axis in taxonomy.axes}
+    for row, pred in enumerate(preds):
+        for axis_id, columns in _axis_columns(features).items():
+            axis_pred = pred.axes[axis_id]
+            axis_pred.probabilities = {features.category_ids[c]: float(relative[row, c]) for c in columns}
+            axis_pred.kept = [(c, round(axis_pred.probabilities[c], 4), s) for c, _, s in axis_pred.kept]
+            default = defaults.get(axis_id)
+            if default and axis_pred.kept and float(evidence[row, columns, 5].max()) == 0.0:
+                # No cue of this axis anywhere: the taxonomy's declared default beats a similarity guess.
+                p = axis_pred.probabilities[default]
+                axis_pred.kept = [
+                    (default, round(p, 4), evidence_sentences(features, row, default, settings.evidence_per_label))
+                ]
+            if axis_pred.kept and float(evidence[row, columns, 0].max()) < 0.2:
+                axis_pred.kept, axis_pred.unclear = [], "no sentence is close to any definition of this axis"
+    return preds
+
+
+def content_sha(data: bytes) -> str:
+    """sha256 of bytes (provenance of the training files)."""
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,276 @@
+"""The learned head (`kia.learned`): fit/predict on synthetic papers with a fake encoder, save/load,
+abstention, zero-shot on another taxonomy, no paper text in a saved head; and (slow, needs
+../shared) a cross-validated figure on the devset above the cue-count baseline."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kia.learned import (
+    Head,
+    HeadSettings,
+    concat_features,
+    decide_axis,
+    featurize,
+    fit_head,
+    predict,
+    predict_zero_shot,
+    refit,
+)
+from kia.taxonomy import Taxonomy
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+needs_shared = pytest.mark.skipif(
+    not (SHARED / "devset" / "MANIFEST.csv").exists() or not (SHARED / "corpus" / "MANIFEST.csv").exists(),
+    reason=f"shared devset/corpus not found under {SHARED} (third-party texts are never copied into the repo)",
+)
+
+
+class BagEncoder:
+    """Deterministic bag-of-words unit vectors: texts sharing words are similar."""
+
+    name = "bag-test-encoder"
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        rows = []
+        for text in texts:
+            vector = np.zeros(128, dtype=np.float32)
+            for word in text.lower().replace(".", " ").split():
+                vector[int(hashlib.md5(word.encode()).hexdigest(), 16) % 128] += 1.0
+            norm = np.linalg.norm(vector)
+            rows.append(vector / norm if norm else vector)
+        return np.stack(rows) if rows else np.zeros((0, 128), dtype=np.float32)
+
+
+def toy_taxonomy() -> Taxonomy:
+    """Two axes of two categories each, nothing like the shipped survey."""
+    return Taxonomy.model_validate(
+        {
+            "name": "toy",
+            "title": "Toy survey of bird song recognisers",
+            "scope": "Machine learning models that recognise bird species from recorded songs.",
+            "axes": [
+                {
+                    "id": "S",
+                    "name": "Signal",
+                    "definition": "What the model listens to.",
+                    "categories": [
+                        {
+                            "id": "S1",
+                            "name": "Spectrograms",
+                            "definition": "Mel spectrogram images of the song.",
+                            "cues": ["spectrogram"],
+                        },
+                        {
+                            "id": "S2",
+                            "name": "Raw waveform",
+                            "definition": "Raw audio waveform samples.",
+                            "cues": ["waveform"],
+                        },
+                    ],
+                },
+                {
+                    "id": "M",
+                    "name": "Model",
+                    "definition": "Which network architecture.",
+                    "categories": [
+                        {
+                            "id": "M1",
+                            "name": "Convolutional",
+                            "definition": "Convolutional neural network layers.",
+                            "cues": ["convolutional"],
+                        },
+                        {
+                            "id": "M2",
+                            "name": "Transformer",
+                            "definition": "Transformer attention encoder.",
+                            "cues": ["transformer"],
+                        },
+                    ],
+                },
+            ],
+        }
+    )
+
+
+FILLER = [
+    "The recordings were collected over three summers in the valley of zanzibar-marker.",
+    "Results are reported for twenty species with careful annotation by experts.",
+    "Training used a single machine for two days and the data are public.",
+]
+SIGNAL = {
+    "S1": "We convert each recording into a mel spectrogram image of the song.",
+    "S2": "Our model reads the raw audio waveform samples directly.",
+}
+MODEL = {
+    "M1": "A deep convolutional neural network with stacked layers classifies the input.",
+    "M2": "A transformer attention encoder classifies the input sequence.",
+}
+
+
+def synthetic(n: int, seed: int) -> tuple[list[list[str]], dict[str, dict[str, frozenset[str]]]]:
+    rng = random.Random(seed)
+    papers, labels = [], {}
+    for i in range(n):
+        s, m = rng.choice(["S1", "S2"]), rng.choice(["M1", "M2"])
+        sentences = [SIGNAL[s], MODEL[m], *rng.sample(FILLER, 2)]
+        rng.shuffle(sentences)
+        papers.append(sentences)
+        labels[f"p{seed}-{i}"] = {"S": frozenset({s}), "M": frozenset({m})}
+    return papers, labels
+
+
+@pytest.fixture(scope="module")
+def toy() -> tuple[Head, Taxonomy, BagEncoder]:
+    """One head fitted on 40 synthetic papers, shared by the tests (fitting is the slow part)."""
+    taxonomy, encoder = toy_taxonomy(), BagEncoder()
+    papers, labels = synthetic(40, seed=1)
+    features = featurize(papers, taxonomy, encoder, keys=list(labels))
+    return fit_head(features, labels, taxonomy, HeadSettings(min_positives=4)), taxonomy, encoder
+
+
+def test_fit_then_predict_held_out_papers(toy: tuple[Head, Taxonomy, BagEncoder]) -> None:
+    head, taxonomy, encoder = toy
+    papers, labels = synthetic(20, seed=2)
+    preds = predict(head, featurize(papers, taxonomy, encoder, keys=list(labels)), taxonomy)
+    right = sum(p.labels()[a] == labels[p.key][a] for p in preds for a in ("S", "M"))
+    assert right >= 38  # of 40 axis decisions
+    for pred in preds:
+        for axis_pred in pred.axes.values():
+            for category, probability, sentences in axis_pred.kept:
+                assert 0.0 <= probability <= 1.0
+                assert sentences, f"{category} kept without evidence"
+
+
+def test_evidence_points_at_the_sentence_that_says_it(toy: tuple[Head, Taxonomy, BagEncoder]) -> None:
+    head, taxonomy, encoder = toy
+    paper = [FILLER[0], SIGNAL["S2"], FILLER[1], MODEL["M1"]]
+    pred = predict(head, featurize([paper], taxonomy, encoder, keys=["x"]), taxonomy)[0]
+    assert pred.labels() == {"S": frozenset({"S2"}), "M": frozenset({"M1"})}
+    assert pred.axes["S"].kept[0][2][0] == 1
+    assert pred.axes["M"].kept[0][2][0] == 3
+
+
+def test_save_load_round_trip_and_no_paper_text(tmp_path: Path, toy: tuple[Head, Taxonomy, BagEncoder]) -> None:
+    head, taxonomy, encoder = toy
+    path = tmp_path / "head.json"
+    head.save(path)
+    loaded = Head.load(path)
+    papers, labels = synthetic(10, seed=3)
+    features = featurize(papers, taxonomy, encoder, keys=list(labels))
+    before = [(p.labels(), p.in_scope) for p in predict(head, features, taxonomy)]
+    after = [(p.labels(), p.in_scope) for p in predict(loaded, features, taxonomy)]
+    assert before == after
+    raw = path.read_text(encoding="utf-8")
+    assert "zanzibar" not in raw and "spectrogram image" not in raw
+    assert json.loads(raw)["provenance"]["taxonomy_hash"] == taxonomy.content_hash
+
+
+def test_unclear_when_nothing_clears_threshold_and_no_quote(toy: tuple[Head, Taxonomy, BagEncoder]) -> None:
+    kept, reason = decide_axis({"A": 0.2, "B": 0.1}, HeadSettings(threshold=0.5, floor=0.3))
+    assert kept == [] and reason is not None and "A" in reason
+    kept, reason = decide_axis({"A": 0.35, "B": 0.1}, HeadSettings(threshold=0.5, floor=0.3))
+    assert kept == [("A", 0.35)] and reason is None
+    fitted_head, taxonomy, encoder = toy
+    head = dataclasses.replace(
+        fitted_head, settings=dataclasses.replace(fitted_head.settings, threshold=1.01, floor=1.01)
+    )
+    pred = predict(head, featurize([FILLER], taxonomy, encoder, keys=["f"]), taxonomy)[0]
+    for axis_pred in pred.axes.values():
+        assert axis_pred.kept == [] and axis_pred.unclear
+
+
+def test_paper_without_sentences_is_unclear(toy: tuple[Head, Taxonomy, BagEncoder]) -> None:
+    head, taxonomy, encoder = toy
+    pred = predict(head, featurize([[]], taxonomy, encoder, keys=["empty"]), taxonomy)[0]
+    assert all(a.unclear and not a.kept for a in pred.axes.values())
+
+
+def test_head_refuses_another_taxonomy(toy: tuple[Head, Taxonomy, BagEncoder]) -> None:
+    head, taxonomy, encoder = toy
+    other = Taxonomy.model_validate({**taxonomy.model_dump(), "name": "other"})
+    with pytest.raises(ValueError, match="another taxonomy"):
+        predict(head, featurize([SIGNAL["S1"]], other, encoder), other)
+
+
+def test_zero_shot_two_axis_toy_taxonomy() -> None:
+    taxonomy, encoder = toy_taxonomy(), BagEncoder()
+    paper = [SIGNAL["S1"], MODEL["M2"], FILLER[0]]
+    pred = predict_zero_shot(featurize([paper], taxonomy, encoder, keys=["z"]), taxonomy)[0]
+    assert pred.zero_shot
+    assert pred.labels() == {"S": frozenset({"S1"}), "M": frozenset({"M2"})}
+
+
+def test_refit_from_reviewed_labels_and_scope_model() -> None:
+    taxonomy, encoder = toy_taxonomy(), BagEncoder()
+    papers, labels = synthetic(30, seed=4)
+    off = [["The stock market fell sharply on Tuesday after weak earnings news."] for _ in range(8)]
+    features = concat_features(
+        [
+            featurize(papers, taxonomy, encoder, keys=list(labels)),
+            featurize(off, taxonomy, encoder, keys=[f"o{i}" for i in range(8)]),
+        ]
+    )
+    scope = {**dict.fromkeys(labels, True), **{f"o{i}": False for i in range(8)}}
+    head = refit(features, labels, taxonomy, in_scope=scope)
+    assert head.scope is not None and head.provenance["data"] == "reviewed labels"
+    test = featurize([["Bond yields rose sharply on Tuesday after weak earnings news."], papers[0]], taxonomy, encoder)
+    preds = predict(head, test, taxonomy)
+    assert preds[0].out_of_scope and not preds[1].out_of_scope
+
+
+def test_shipped_head_matches_the_default_taxonomy() -> None:
+    from kia.taxonomy import load_taxonomy
+
+    path = ROOT / "labels" / "local_head.json"
+    if not path.exists():
+        pytest.skip("labels/local_head.json not built (python eval/build_head.py)")
+    head = Head.load(path)
+    assert head.matches(load_taxonomy(None)), "taxonomy changed since the head was built: rebuild it"
+    strings: list[str] = []
+
+    def walk(value: object) -> None:
+        if isinstance(value, str):
+            strings.append(value)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                strings.append(str(k))
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(json.loads(path.read_text(encoding="utf-8")))
+    # Weights, ids, hashes and short provenance only: nothing long enough to be a sentence of a paper.
+    assert max(len(s) for s in strings) < 100
+
+
+@pytest.mark.slow
+@needs_shared
+def test_cross_validated_devset_k_beats_cue_count_baseline() -> None:
+    sys.path.insert(0, str(ROOT / "eval"))
+    from bench_quality import axis_figures, cue_count_labels, cv_predictions, summarise
+    from build_head import featurize_set, load_devset, prefixed
+
+    from kia.encoders import load_encoder
+    from kia.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy(None)
+    dev = load_devset(SHARED / "devset", taxonomy)
+    features = featurize_set(dev, taxonomy, load_encoder("minilm"))
+    labels, scope = prefixed(dev)
+    learned = summarise(cv_predictions(features, labels, scope, taxonomy, HeadSettings(), 1), labels, scope, taxonomy)
+    docs = {f"devset:{k}": d for k, d in zip(dev.keys, dev.documents, strict=True)}
+    baseline = axis_figures(labels, cue_count_labels(docs, taxonomy), taxonomy)
+    assert learned["K"]["micro_f1"] >= baseline["K"]["micro_f1"] + 0.10
+    assert learned["I"]["micro_f1"] > baseline["I"]["micro_f1"]
