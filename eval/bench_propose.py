@@ -31,7 +31,6 @@ from kia.ingest import ingest_paths  # noqa: E402
 from kia.propose import load_prompt, run_proposals  # noqa: E402
 from kia.store import Store  # noqa: E402
 from kia.taxonomy import load_taxonomy  # noqa: E402
-
 from tests.llm_server import MODEL_ALIAS, start  # noqa: E402
 
 
