@@ -471,7 +471,7 @@ def main() -> None:
     )
     dev_docs = {f"devset:{k}": d for k, d in zip(dev.keys, dev.documents, strict=True)}
     rules = rule_labels(dev_docs, taxonomy, encoder)
-    devset["rules (LocalBackend)"] = axis_figures(dev_labels, rules, taxonomy)
+    devset["rules (former offline default)"] = axis_figures(dev_labels, rules, taxonomy)
     devset["cue-count baseline"] = axis_figures(dev_labels, cue_count_labels(dev_docs, taxonomy), taxonomy)
     devset["majority baseline (corpus + folds)"] = axis_figures(
         dev_labels, majority_labels({**dev_labels, **cor_labels}, list(dev_labels), taxonomy), taxonomy
@@ -541,7 +541,9 @@ def main() -> None:
         cor_labels, as_labels(predict(dev_head, fc, taxonomy)), taxonomy
     )
     cor_docs = {f"corpus:{k}": d for k, d in zip(cor.keys, cor.documents, strict=True)}
-    corpus["rules (LocalBackend)"] = axis_figures(cor_labels, rule_labels(cor_docs, taxonomy, encoder), taxonomy)
+    corpus["rules (former offline default)"] = axis_figures(
+        cor_labels, rule_labels(cor_docs, taxonomy, encoder), taxonomy
+    )
     corpus["cue-count baseline"] = axis_figures(cor_labels, cue_count_labels(cor_docs, taxonomy), taxonomy)
     corpus["majority baseline (devset)"] = axis_figures(
         cor_labels, majority_labels(dev_labels, list(cor_labels), taxonomy), taxonomy

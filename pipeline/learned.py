@@ -23,7 +23,6 @@ import hashlib
 import json
 import re
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -688,7 +687,6 @@ def _fit_head(
 ) -> Head:
     if settings.features not in FEATURE_SETS:
         raise ValueError(f"features must be one of {FEATURE_SETS}")
-    started = time.perf_counter()
     labelled = [i for i, k in enumerate(features.keys) if k in labelings]
     sub = features.subset(labelled)
     own: dict[str, LinearModel] = {}
@@ -725,12 +723,10 @@ def _fit_head(
     info = {
         "n_papers_labelled": len(sub),
         "n_papers_scope": len(in_scope or {}),
-        "fit_s": round(time.perf_counter() - started, 3),
         "encoder": features.encoder,
         "taxonomy": taxonomy.name,
         "taxonomy_hash": taxonomy.content_hash,
         "package_version": _package_version(),
-        "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **dict(provenance or {}),
     }
     return Head(
@@ -777,6 +773,8 @@ class AxisPrediction:
     kept: list[tuple[str, float, list[int]]]
     probabilities: dict[str, float]
     unclear: str | None = None
+    # Kept categories whose sentences carry no cue or margin for them: quoted by the closest sentence.
+    weak_evidence: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -839,6 +837,17 @@ def evidence_sentences(features: PaperFeatures, row: int, category_id: str, limi
     return [int(i) for i in order[:limit] if score[i] > 0]
 
 
+def closest_sentence(features: PaperFeatures, row: int, category_id: str) -> list[int]:
+    """The one sentence closest to a category's definition (weighted): the quote for a label the
+    head keeps without any sentence-level evidence (typically the conventional case, e.g. knowledge
+    fed in as a model input, which abstracts rarely spell out)."""
+    sim, w = features.similarity[row], features.weights[row]
+    if len(w) == 0:
+        return []
+    col = features.category_ids.index(category_id)
+    return [int(np.argmax(w * np.clip(sim[:, col], 1e-6, None)))]
+
+
 def decide_axis(
     probabilities: Mapping[str, float], settings: HeadSettings
 ) -> tuple[list[tuple[str, float]], str | None]:
@@ -878,11 +887,15 @@ def _assemble(
                 axes[axis.id] = AxisPrediction([], probs, "the paper has no sentences to classify")
                 continue
             kept, reason = decide_axis(probs, settings)
-            axes[axis.id] = AxisPrediction(
-                [(c, round(p, 4), evidence_sentences(features, row, c, settings.evidence_per_label)) for c, p in kept],
-                probs,
-                reason,
-            )
+            claimed: list[tuple[str, float, list[int]]] = []
+            weak: list[str] = []
+            for c, p in kept:
+                indices = evidence_sentences(features, row, c, settings.evidence_per_label)
+                if not indices:
+                    indices = closest_sentence(features, row, c)
+                    weak.append(c)
+                claimed.append((c, round(p, 4), indices))
+            axes[axis.id] = AxisPrediction(claimed, probs, reason, weak)
         p_scope = float(scope[row])
         out.append(PaperPrediction(key, axes, round(p_scope, 4), p_scope < settings.scope_threshold, zero_shot))
     return out
@@ -927,11 +940,12 @@ def predict_zero_shot(
             if default and axis_pred.kept and float(evidence[row, columns, 5].max()) == 0.0:
                 # No cue of this axis anywhere: the taxonomy's declared default beats a similarity guess.
                 p = axis_pred.probabilities[default]
-                axis_pred.kept = [
-                    (default, round(p, 4), evidence_sentences(features, row, default, settings.evidence_per_label))
-                ]
+                indices = evidence_sentences(features, row, default, settings.evidence_per_label)
+                axis_pred.weak_evidence = [] if indices else [default]
+                axis_pred.kept = [(default, round(p, 4), indices or closest_sentence(features, row, default))]
             if axis_pred.kept and float(evidence[row, columns, 0].max()) < 0.2:
                 axis_pred.kept, axis_pred.unclear = [], "no sentence is close to any definition of this axis"
+                axis_pred.weak_evidence = []
     return preds
 
 
