@@ -84,7 +84,7 @@ def propose(
     from kia.backends.rules import RulesBackend
     from kia.propose import load_prompt, run_proposals
     from kia.store import Store
-    from kia.taxonomy import load_taxonomy
+    from kia.taxonomy import load_checked_taxonomy
 
     settings = settings or Settings.from_env()
     chosen = backend if backend is not None and not isinstance(backend, str) else make_backend(backend, settings)
@@ -93,7 +93,7 @@ def propose(
         return run_proposals(
             store,
             chosen,
-            load_taxonomy(taxonomy or settings.taxonomy),
+            load_checked_taxonomy(taxonomy or settings.taxonomy),
             load_prompt(prompt or settings.prompt),
             keys=list(keys) if keys else None,
             run_name=run,
@@ -113,14 +113,16 @@ def score(
     taxonomy: PathLike | None = None,
     use_reviews: bool = True,
 ) -> ScoreReport:
-    """Agreement of a run (default: the latest; reviewed labels where reviewed) with gold labels."""
+    """Agreement of a run (default: the latest; reviewed labels where reviewed) with gold labels, in
+    the taxonomy the run recorded (`taxonomy`, when given, must be that one)."""
     from kia.score import score_run
     from kia.taxonomy import load_taxonomy
 
     settings = Settings.from_env()
+    chosen = taxonomy or settings.taxonomy
     return score_run(
         _db(db, settings),
-        load_taxonomy(taxonomy or settings.taxonomy),
+        load_taxonomy(chosen) if chosen else None,
         run,
         Path(gold) if gold else settings.gold,
         use_reviews=use_reviews,
@@ -134,14 +136,17 @@ def export(
     reviewed: bool = False,
     gold: PathLike | None = None,
     taxonomy: PathLike | None = None,
+    group_by: str | None = None,
 ) -> str:
-    """Labels as csv, jsonl, markdown or latex text: a run's, the reviewed ones, or (neither given) the gold file's."""
+    """Labels as csv, jsonl, markdown or latex text: a run's (in the taxonomy it recorded), the
+    reviewed ones, or (neither given) the gold file's; `group_by` groups LaTeX rows by an axis."""
     from kia.errors import KiaError
     from kia.report import export_labels, gold_source, reviewed_source, run_source
     from kia.taxonomy import load_taxonomy
 
     settings = Settings.from_env()
-    loaded = load_taxonomy(taxonomy or settings.taxonomy)
+    chosen = taxonomy or settings.taxonomy
+    loaded = load_taxonomy(chosen) if chosen else None
     gold_path = Path(gold) if gold else settings.gold
     if reviewed and run is not None:
         raise KiaError("choose one source: --run or --reviewed")
@@ -151,4 +156,4 @@ def export(
         source = run_source(_db(db, settings), run, loaded)
     else:
         source = gold_source(gold_path, loaded)
-    return export_labels(source, loaded, format, gold_path)
+    return export_labels(source, format, gold_path, group_by)

@@ -75,6 +75,13 @@ def load_taxonomy(path: Path | None) -> Taxonomy:
     return load(path or _settings().taxonomy)
 
 
+def given_taxonomy(path: Path | None) -> Taxonomy | None:
+    """The taxonomy the user named (`--taxonomy`, else $KIA_TAXONOMY), or None: commands on a run
+    then use the taxonomy the run recorded."""
+    chosen = path or _settings().taxonomy
+    return load_taxonomy(chosen) if chosen else None
+
+
 def one_line_errors(func: F) -> F:
     """Turn KiaError into `kia: <message>` on stderr and exit 1, never a traceback."""
 
@@ -382,7 +389,7 @@ def compare(
 
     from kia.report import compare_runs
 
-    agreement = compare_runs(_existing_db(db), run_a, run_b, load_taxonomy(taxonomy))
+    agreement = compare_runs(_existing_db(db), run_a, run_b, given_taxonomy(taxonomy))
     if output_format == "json":
         out.print(json.dumps(agreement.as_dict(), indent=2), markup=False)
         return
@@ -400,7 +407,7 @@ def _label_source(
 ) -> report_stage.LabelSource:
     from kia import report as report_stage
 
-    taxonomy = load_taxonomy(taxonomy_file)
+    taxonomy = given_taxonomy(taxonomy_file)
     if reviewed:
         if run is not None:
             raise KiaError("choose one source: --run or --reviewed")
@@ -430,7 +437,7 @@ def stats(
 
     source = _label_source(run, gold, taxonomy, db, reviewed)
     check_text = run is None and gold is None and not reviewed
-    report = stats_report(source, load_taxonomy(taxonomy), check_text=check_text, plot_dir=plots)
+    report = stats_report(source, check_text=check_text, plot_dir=plots)
     result = report.stats
     if output_format == "json":
         document = {
@@ -441,15 +448,17 @@ def stats(
         }
         out.print(json.dumps(document, indent=2), markup=False)
         return
+    names = {a.id: a.name for a in (source.taxonomy.axes if source.taxonomy else [])}
     out.print(f"{report.source}: {result.n_papers} methods", markup=False)
     for axis, shares in result.shares.items():
         cells = ", ".join(f"{c} {100 * s:.0f}% ({result.counts[axis][c]})" for c, s in shares.items())
         single = result.single_multi[axis]
-        out.print(f"  {axis}: {cells}; single {single['single']}, multi {single['multi']}", markup=False)
+        name = f" ({names[axis]})" if axis in names else ""
+        out.print(f"  {axis}{name}: {cells}; single {single['single']}, multi {single['multi']}", markup=False)
     for pair, counts in result.cooccurrence.items():
         out.print(f"  {pair}: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v), markup=False)
     out.print(
-        f"  empty cells of the design space: {len(result.empty_cells)}; sparse (1 method): "
+        f"  empty cells of the design space: {result.n_empty_cells} of {result.n_cells}; sparse (1 method): "
         + ", ".join(result.sparse_cells),
         markup=False,
     )
@@ -473,13 +482,18 @@ def export(
     ] = False,
     gold: Annotated[Path | None, typer.Option(help="Gold CSV (default: labels/table5.csv)")] = None,
     output: Annotated[Path | None, typer.Option("--out", help="Write to this file instead of stdout")] = None,
+    group_by: Annotated[
+        str | None, typer.Option(help="LaTeX: rows grouped under each value of this axis (id or name) or gold column")
+    ] = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
-    """Labels as CSV, JSON lines, Markdown, or LaTeX in the layout of the survey's Table 5."""
+    """Labels as CSV, JSON lines, Markdown, or LaTeX in the layout of a survey table, one column per axis."""
     import kia
 
-    text = kia.export(_existing_db(db) if (run or reviewed) else _db(db), output_format, run, reviewed, gold, taxonomy)
+    text = kia.export(
+        _existing_db(db) if (run or reviewed) else _db(db), output_format, run, reviewed, gold, taxonomy, group_by
+    )
     if output is None:
         out.print(text, markup=False, end="")
     else:
@@ -499,15 +513,15 @@ def report(
     """One self-contained HTML file: score tables, plots and disagreements with evidence."""
     from kia.report import write_report
 
-    path = write_report(_existing_db(db), load_taxonomy(taxonomy), output, run, gold or _settings().gold)
+    path = write_report(_existing_db(db), given_taxonomy(taxonomy), output, run, gold or _settings().gold)
     out.print(f"wrote {path}", markup=False)
 
 
 @app.command()
 @one_line_errors
 def runs(db: DbOption = None) -> None:
-    """List proposal runs: name, backend, model, papers done and failed, tokens."""
-    table = Table("run", "backend", "model", "started", "done", "failed", "tokens")
+    """List proposal runs: name, taxonomy, backend, model, papers done and failed, tokens."""
+    table = Table("run", "taxonomy", "backend", "model", "started", "done", "failed", "tokens")
     from kia.store import list_runs_at
 
     for row in list_runs_at(_existing_db(db)):
@@ -532,10 +546,10 @@ def review(
 
     with review_stage.open_store(_existing_db(db)) as store:
         if accept_above is not None:
-            count = review_stage.bulk_accept(store, load_taxonomy(taxonomy), accept_above, run, reviewer)
+            count = review_stage.bulk_accept(store, given_taxonomy(taxonomy), accept_above, run, reviewer)
             out.print(f"accepted {count} axis decision(s) with confidence >= {accept_above}", markup=False)
             return
-        session = review_stage.ReviewSession(store, load_taxonomy(taxonomy), run, reviewer, only)
+        session = review_stage.ReviewSession(store, given_taxonomy(taxonomy), run, reviewer, only)
         if session.done:
             out.print(f"nothing to review for {session.reviewer} in run {session.run_id}", markup=False)
             return
@@ -547,22 +561,89 @@ def review(
 @one_line_errors
 def label(
     key: Annotated[str, typer.Argument(help="Paper key")],
-    k: Annotated[str | None, typer.Option("--K", help="K categories, e.g. K1,K2")] = None,
-    i: Annotated[str | None, typer.Option("--I", help="I categories")] = None,
-    a: Annotated[str | None, typer.Option("--A", help="A categories")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="AXIS=ID[,ID...] for any axis of the taxonomy; repeat for more axes"),
+    ] = None,
+    k: Annotated[str | None, typer.Option("--K", help="Shorthand for --set K=... (taxonomies with an axis K)")] = None,
+    i: Annotated[str | None, typer.Option("--I", help="Shorthand for --set I=...")] = None,
+    a: Annotated[str | None, typer.Option("--A", help="Shorthand for --set A=...")] = None,
     note: Annotated[str | None, typer.Option(help="A note on the paper")] = None,
     reviewer: Annotated[str | None, typer.Option(help="Reviewer name (default: $USER)")] = None,
     run: Annotated[str | None, typer.Option(help="Run the decision refers to (default: the latest)")] = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
-    """Record a reviewer's labels for one paper from a script, stored like an interactive edit."""
+    """Record a reviewer's labels for one paper from a script, stored like an interactive edit.
+
+    `--set memory=hybrid --set planning=plan_feedback`: any axis of the paper's run's taxonomy;
+    a single-label axis takes exactly one id."""
     from kia import review as review_stage
 
-    labels = {axis: value.split(",") for axis, value in (("K", k), ("I", i), ("A", a)) if value}
+    labels: dict[str, list[str]] = {}
+    for assignment in set_ or []:
+        axis, sep, ids = assignment.partition("=")
+        if not sep or not axis.strip() or not ids.strip():
+            raise KiaError(f"--set {assignment!r}: write AXIS=ID[,ID...], e.g. --set K=K1,K2")
+        if axis.strip() in labels:
+            raise KiaError(f"--set gives axis {axis.strip()!r} twice")
+        labels[axis.strip()] = [c for c in ids.split(",") if c.strip()]
+    for axis, value in (("K", k), ("I", i), ("A", a)):
+        if value:
+            if axis in labels:
+                raise KiaError(f"axis {axis} given by both --{axis} and --set")
+            labels[axis] = value.split(",")
     with review_stage.open_store(_existing_db(db)) as store:
-        review_stage.label_paper(store, load_taxonomy(taxonomy), key, labels, note, reviewer, run)
-    out.print(f"recorded {key}: " + "; ".join(f"{ax} {v}" for ax, v in labels.items()), markup=False)
+        review_stage.label_paper(store, given_taxonomy(taxonomy), key, labels, note, reviewer, run)
+    out.print(f"recorded {key}: " + "; ".join(f"{ax} {','.join(v)}" for ax, v in labels.items()), markup=False)
+
+
+taxonomy_app = typer.Typer(no_args_is_help=True, help="Check and show a taxonomy file.")
+app.add_typer(taxonomy_app, name="taxonomy")
+
+
+@taxonomy_app.command("check")
+@one_line_errors
+def taxonomy_check(
+    path: Annotated[Path | None, typer.Argument(help="Taxonomy YAML (default: the shipped one)")] = None,
+) -> None:
+    """Report duplicate ids, empty axes, unknown ids in implies/excludes, missing definitions and
+    patterns that do not compile or can backtrack catastrophically (FILE:LINE each); then print the
+    taxonomy as a table."""
+    from kia.taxonomy import check_taxonomy_file, resolve_taxonomy_path
+
+    resolved = resolve_taxonomy_path(path)
+    problems = check_taxonomy_file(resolved)
+    for problem in problems:
+        (err if problem.severity == "error" else out).print(problem.render(resolved), markup=False)
+    errors = sum(p.severity == "error" for p in problems)
+    if errors:
+        err.print(f"kia: {resolved}: {errors} error(s)", markup=False)
+        raise typer.Exit(1)
+    loaded = load_taxonomy(resolved)
+    table = Table("axis", "category", "name", "definition", title=f"{loaded.name}: {loaded.title or loaded.source}")
+    for axis in loaded.axes:
+        kind = "multi-label" if axis.multi else "single-label"
+        table.add_row(f"{axis.id} ({kind})", "", axis.name, axis.definition[:80], end_section=False)
+        for category in axis.categories:
+            table.add_row("", category.id, category.name, category.definition[:80])
+        table.add_section()
+    out.print(table)
+    out.print(f"{resolved}: ok, {len(loaded.axes)} axes, {sum(len(a.categories) for a in loaded.axes)} categories")
+
+
+@app.command()
+@one_line_errors
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder for a new survey's taxonomy, gold CSV and README")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite files that exist")] = False,
+) -> None:
+    """Start a new survey: a commented taxonomy skeleton, an empty gold CSV with its columns, a README."""
+    from kia.scaffold import write_skeleton
+
+    for path in write_skeleton(directory, force):
+        out.print(f"wrote {path}", markup=False)
+    out.print(f"next: edit {directory / 'taxonomy.yaml'}, then `kia taxonomy check {directory / 'taxonomy.yaml'}`")
 
 
 def _arxiv_client(interval: float | None) -> fetch_stage.ArxivClient:
@@ -702,6 +783,9 @@ def batch(
             failed = self.progress.tasks[task].fields["failed"] + (status == "failed")
             self.progress.update(task, advance=1, failed=failed)
 
+    from kia.taxonomy import load_checked_taxonomy
+
+    checked = load_checked_taxonomy(taxonomy or _settings().taxonomy)
     with (
         Store(_db(db)) as store,
         Progress(
@@ -715,7 +799,7 @@ def batch(
         result = batch_stage.run_batch(
             store,
             client,
-            load_taxonomy(taxonomy),
+            checked,
             chosen,
             query,
             category,

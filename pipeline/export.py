@@ -1,4 +1,7 @@
-"""Exports of a labeling as CSV, JSON lines, Markdown or LaTeX (the layout of the survey's Table 5)."""
+"""Exports of a labeling as CSV, JSON lines, Markdown or LaTeX, in the taxonomy's axis order with its
+names. LaTeX has the layout of a survey's classification table (the shipped survey's Table 5): one
+row per paper, one column per axis, detail columns where gold has them, and optional groups of rows
+under a column the user names (`--group-by`)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from dataclasses import dataclass, field
 from kia.errors import KiaError
 from kia.gold import GoldPaper
 from kia.score import Labeling
-from kia.taxonomy import Taxonomy
+from kia.taxonomy import Axis, Taxonomy
 
 FORMATS = ("csv", "jsonl", "markdown", "latex")
 DETAIL_COLUMNS = ["conditioning_source", "conditioning_mechanism", "generation_strategy", "dataset"]
@@ -30,7 +33,7 @@ class ExportRow:
 
     def cell(self, axis: str, sep: str = ";") -> str:
         """An axis's labels, or the reason there are none (`unclear`, `out_of_scope`)."""
-        return sep.join(self.labels[axis]) if self.labels[axis] else self.status.get(axis, "")
+        return sep.join(self.labels.get(axis, [])) if self.labels.get(axis) else self.status.get(axis, "")
 
 
 def rows_from_labeling(
@@ -75,9 +78,56 @@ def _latex_escape(text: str) -> str:
     return text.replace("→", r"$\rightarrow$").replace("²", r"$^2$").replace("³", r"$^3$").replace("×", r"$\times$")
 
 
-def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str) -> str:
-    """The rows in one of FORMATS."""
+def _axis_header(axis: Axis) -> str:
+    """A one-letter axis is typeset as the survey does ($\\mathcal{K}$); any other by its name."""
+    return rf"$\mathcal{{{axis.id}}}$" if len(axis.id) == 1 and axis.id.isalpha() else _latex_escape(axis.name)
+
+
+def _in_taxonomy_order(rows: list[ExportRow], taxonomy: Taxonomy) -> None:
+    """Each cell's categories in the taxonomy's order (K1 before K2, as the file lists them)."""
+    rank = {c: i for i, c in enumerate(c.id for axis in taxonomy.axes for c in axis.categories)}
+    for row in rows:
+        row.labels = {
+            axis: sorted(row.labels.get(axis, []), key=lambda c: (rank.get(c, len(rank)), c))
+            for axis in taxonomy.axis_ids
+        }
+
+
+def _groups(rows: list[ExportRow], taxonomy: Taxonomy, column: str) -> list[tuple[str, list[ExportRow]]]:
+    """Rows grouped by a column the user names: an axis (by id or name; groups in category order,
+    titled by the category's name) or a detail column of gold (groups in order of appearance)."""
+    wanted = column.strip().lower()
+    axis = next((a for a in taxonomy.axes if wanted in (a.id.lower(), a.name.lower())), None)
+    if axis is not None:
+        rank = {c: i for i, c in enumerate(axis.category_ids)}
+        names = {c.id: c.name for c in axis.categories}
+        keyed: dict[tuple[int, ...], list[ExportRow]] = {}
+        for row in rows:
+            keyed.setdefault(tuple(rank[c] for c in row.labels.get(axis.id, []) if c in rank), []).append(row)
+        titled = []
+        for key in sorted(keyed):
+            ids = [axis.category_ids[i] for i in key]
+            label = " + ".join(f"{names[i]} ({i})" for i in ids) or "no label"
+            titled.append((label, keyed[key]))
+        return titled
+    details = {d for row in rows for d in row.details}
+    detail = next((d for d in details if d.lower() == wanted), None)
+    if detail is None:
+        choices = [*taxonomy.axis_ids, *sorted(details)]
+        raise KiaError(f"cannot group by {column!r}: not an axis or a detail column (choose one of {', '.join(choices)})")
+    ordered: dict[str, list[ExportRow]] = {}
+    for row in rows:
+        ordered.setdefault(row.details.get(detail, "") or "--", []).append(row)
+    return list(ordered.items())
+
+
+def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_by: str | None = None) -> str:
+    """The rows in one of FORMATS, axes in the taxonomy's order; `group_by` (LaTeX only) puts rows
+    under a heading per value of an axis or detail column."""
     axes = taxonomy.axis_ids
+    _in_taxonomy_order(rows, taxonomy)
+    if group_by and output_format != "latex":
+        raise KiaError("--group-by applies to --format latex")
     with_details = any(row.details for row in rows)
     details = DETAIL_COLUMNS if with_details else []
     if output_format == "csv":
@@ -125,22 +175,16 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str) -> str
             for r in rows
         )
     if output_format == "markdown":
-        header = ["Method", *axes, *(d.replace("_", " ").title() for d in details)]
+        header = ["Method", *(taxonomy.axis(a).name for a in axes), *(d.replace("_", " ").title() for d in details)]
         lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for row in rows:
             cells = [row.key, *(row.cell(a, ", ") for a in axes), *(row.details.get(d, "–") for d in details)]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         return "\n".join(lines) + "\n"
     if output_format == "latex":
-        header = [
-            "Method",
-            *(rf"$\mathcal{{{a}}}$" for a in axes),
-            "Conditioning Source",
-            "Conditioning Mechanism",
-            "Generation Strategy",
-            "Dataset (Resolution)",
-        ]
-        spec = "l" + "c" * len(axes) + "p{3cm}p{3cm}p{3cm}p{3.2cm}"
+        detail_headers = ["Conditioning Source", "Conditioning Mechanism", "Generation Strategy", "Dataset (Resolution)"]
+        header = ["Method", *(_axis_header(taxonomy.axis(a)) for a in axes), *(detail_headers if details else [])]
+        spec = "l" + "c" * len(axes) + ("p{3cm}p{3cm}p{3cm}p{3.2cm}" if details else "")
         lines = [
             r"\begin{table*}[t]",
             r"\centering",
@@ -150,17 +194,24 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str) -> str
             " & ".join(header) + r" \\",
             r"\midrule",
         ]
-        for row in rows:
-            cells = [
-                _latex_escape(row.key),
-                *(_latex_escape(row.cell(a, ", ")) for a in axes),
-                *(_latex_escape(row.details.get(d, "") or "--") for d in DETAIL_COLUMNS),
-            ]
-            lines.append(" & ".join(cells) + r" \\")
+        groups = _groups(rows, taxonomy, group_by) if group_by else [("", rows)]
+        for index, (title, members) in enumerate(groups):
+            if title:
+                if index:
+                    lines.append(r"\midrule")
+                lines.append(rf"\multicolumn{{{len(header)}}}{{l}}{{\textit{{{_latex_escape(title)}}}}} \\")
+            for row in members:
+                cells = [
+                    _latex_escape(row.key),
+                    *(_latex_escape(row.cell(a, ", ")) for a in axes),
+                    *(_latex_escape(row.details.get(d, "") or "--") for d in details),
+                ]
+                lines.append(" & ".join(cells) + r" \\")
+        caption = _latex_escape(taxonomy.title or taxonomy.name)
         lines += [
             r"\bottomrule",
             r"\end{tabular}",
-            r"\caption{Methods organised under the taxonomy (exported by kia).}",
+            rf"\caption{{Methods organised under the taxonomy {caption} (exported by kia).}}",
             r"\end{table*}",
         ]
         return "\n".join(lines) + "\n"

@@ -38,6 +38,21 @@ def parse_cell(cell: str) -> frozenset[str]:
     return frozenset(part.strip() for part in _SPLIT_RE.split(cell or "") if part.strip())
 
 
+def check_cell(categories: frozenset[str], axis_id: str, taxonomy: Taxonomy, where: str) -> None:
+    """A gold cell's categories must be of its axis, and one only on a single-label axis."""
+    axis = taxonomy.axis(axis_id)
+    for category in sorted(categories - set(axis.category_ids)):
+        owner = next((a.id for a in taxonomy.axes if category in a.category_ids), None)
+        if owner is not None:
+            raise GoldError(f"{where}: {category!r} is a category of axis {owner}, not of {axis_id}")
+        raise GoldError(
+            f"{where}: {category!r} is no category of taxonomy {taxonomy.name!r} "
+            f"(axis {axis_id}: {', '.join(axis.category_ids)})"
+        )
+    if not axis.multi and len(categories) > 1:
+        raise GoldError(f"{where}: {', '.join(sorted(categories))} on a single-label axis (one category only)")
+
+
 def load_gold(path: str | Path | None, taxonomy: Taxonomy) -> list[GoldPaper]:
     """Read a gold CSV and check every label against the taxonomy; never an empty axis."""
     resolved = Path(path) if path else default_gold_path()
@@ -48,17 +63,17 @@ def load_gold(path: str | Path | None, taxonomy: Taxonomy) -> list[GoldPaper]:
             missing = [a for a in taxonomy.axis_ids if a not in columns]
             if "method" not in columns or missing:
                 raise GoldError(
-                    f"{resolved}: needs a 'method' column and one column per axis; missing {missing or ['method']}"
+                    f"{resolved} does not fit taxonomy {taxonomy.name!r}: it needs a 'method' column and one column "
+                    f"per axis ({', '.join(taxonomy.axis_ids)}); missing {', '.join(missing or ['method'])}"
                 )
             papers: list[GoldPaper] = []
             for line, row in enumerate(reader, start=2):
                 labels = {axis: parse_cell(row[axis]) for axis in taxonomy.axis_ids}
                 for axis_id, cats in labels.items():
+                    where = f"{resolved}: row {line}, column {axis_id} ({row['method']})"
                     if not cats:
-                        raise GoldError(f"{resolved}:{line}: {row['method']} has an empty {axis_id} axis")
-                    unknown = sorted(cats - set(taxonomy.axis(axis_id).category_ids))
-                    if unknown:
-                        raise GoldError(f"{resolved}:{line}: {row['method']} has {unknown} outside axis {axis_id}")
+                        raise GoldError(f"{where}: empty; every axis needs a category")
+                    check_cell(cats, axis_id, taxonomy, where)
                 details = {
                     column: (row.get(column) or "").strip()
                     for column in ("conditioning_source", "conditioning_mechanism", "generation_strategy", "dataset")

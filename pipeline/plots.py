@@ -29,69 +29,84 @@ def _save(fig: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
     return paths
 
 
+def _grid(panels: int, columns: int) -> int:
+    return max(1, -(-panels // columns))
+
+
 def figure2(labeling: Labeling, taxonomy: Taxonomy, out_dir: Path, title: str = "") -> list[Path]:
-    """Top row: each axis's category shares and single- vs multi-label use. Bottom row: the pairwise
-    bubble charts, node size the number of methods, pie slices the third axis's distribution."""
+    """The survey's Figure 2 for any taxonomy of 1 to 6 axes. First rows: each axis's category shares
+    and single- vs multi-label use. Then one bubble chart per pair of axes (node size the number of
+    methods in the cell, empty cells left blank), its pie slices the distribution on a third axis
+    where the taxonomy has one. Panels wrap at four per row."""
     stats = design_space(labeling, taxonomy)
     axes_ids = taxonomy.axis_ids
     pairs = list(itertools.combinations(axes_ids, 2))
-    columns = max(len(axes_ids) + 1, len(pairs))
-    fig, grid = plt.subplots(2, columns, figsize=(4.2 * columns, 8.4), squeeze=False)
-    for column, axis_id in enumerate(axes_ids):
-        ax = grid[0][column]
+    top_panels = len(axes_ids) + 1
+    columns = min(4, max(top_panels, len(pairs), 1))
+    top_rows, pair_rows = _grid(top_panels, columns), (_grid(len(pairs), columns) if pairs else 0)
+    fig, grid = plt.subplots(
+        top_rows + pair_rows, columns, figsize=(4.2 * columns, 4.2 * (top_rows + pair_rows)), squeeze=False
+    )
+    panels = [ax for row in grid for ax in row]
+    top, bottom = panels[: top_rows * columns], panels[top_rows * columns :]
+    for ax, axis_id in zip(top, axes_ids, strict=False):
         categories = taxonomy.axis(axis_id).category_ids
         shares = [100 * stats.shares[axis_id][c] for c in categories]
-        ax.bar(categories, shares, color=PALETTE[: len(categories)])
+        ax.bar(range(len(categories)), shares, color=[PALETTE[i % len(PALETTE)] for i in range(len(categories))])
+        ax.set_xticks(range(len(categories)), categories, rotation=30 if len(categories) > 4 else 0, fontsize=8)
         for x, share in enumerate(shares):
-            ax.text(x, share + 1, f"{share:.0f}%", ha="center", fontsize=9)
-        ax.set_title(f"{axis_id}: {taxonomy.axis(axis_id).name}")
+            ax.text(x, share + 1, f"{share:.0f}%", ha="center", fontsize=8)
+        kind = "" if taxonomy.axis(axis_id).multi else " (single-label)"
+        ax.set_title(f"{axis_id}: {taxonomy.axis(axis_id).name}{kind}", fontsize=10)
         ax.set_ylabel("share of labels (%)")
         ax.set_ylim(0, max(shares + [10]) * 1.2)
-    ax = grid[0][len(axes_ids)]
+    ax = top[len(axes_ids)]
     singles = [stats.single_multi[a]["single"] for a in axes_ids]
     multis = [stats.single_multi[a]["multi"] for a in axes_ids]
     positions = range(len(axes_ids))
     ax.bar([p - 0.2 for p in positions], singles, width=0.4, label="single", color=PALETTE[0])
     ax.bar([p + 0.2 for p in positions], multis, width=0.4, label="multiple", color=PALETTE[1])
-    ax.set_xticks(list(positions), axes_ids)
+    ax.set_xticks(list(positions), axes_ids, fontsize=8)
     ax.set_title("categories per method")
     ax.set_ylabel("methods")
     ax.legend()
-    for column in range(len(axes_ids) + 1, columns):
-        grid[0][column].axis("off")
+    for ax in top[top_panels:]:
+        ax.axis("off")
 
-    for column, (first, second) in enumerate(pairs):
-        ax = grid[1][column]
-        third = next(a for a in axes_ids if a not in (first, second))
+    for ax, (first, second) in zip(bottom, pairs, strict=False):
+        third = next((a for a in axes_ids if a not in (first, second)), None)
         xs, ys = taxonomy.axis(first).category_ids, taxonomy.axis(second).category_ids
-        third_ids = taxonomy.axis(third).category_ids
-        biggest = max(stats.cooccurrence[f"{first}-{second}"].values()) or 1
+        third_ids = taxonomy.axis(third).category_ids if third else []
+        biggest = max(stats.cooccurrence[f"{first}-{second}"].values(), default=0) or 1
         for (xi, a), (yi, b) in itertools.product(enumerate(xs), enumerate(ys)):
-            members = [p for p in labeling.values() if a in p[first] and b in p[second]]
+            members = [p for p in labeling.values() if a in p.get(first, ()) and b in p.get(second, ())]
             if not members:
                 continue
-            slices = Counter(c for p in members for c in p[third])
             radius = 0.12 + 0.33 * (len(members) / biggest) ** 0.5
-            start = 90.0
-            total = sum(slices.values())
-            for index, category in enumerate(third_ids):
-                if not slices[category]:
-                    continue
-                sweep = 360.0 * slices[category] / total
-                ax.add_patch(Wedge((xi, yi), radius, start, start + sweep, color=PALETTE[index % len(PALETTE)]))
-                start += sweep
+            if third is None:
+                ax.add_patch(Wedge((xi, yi), radius, 0, 360, color=PALETTE[0]))
+            else:
+                slices = Counter(c for p in members for c in p.get(third, ()))
+                start, total = 90.0, sum(slices.values()) or 1
+                for index, category in enumerate(third_ids):
+                    if not slices[category]:
+                        continue
+                    sweep = 360.0 * slices[category] / total
+                    ax.add_patch(Wedge((xi, yi), radius, start, start + sweep, color=PALETTE[index % len(PALETTE)]))
+                    start += sweep
             ax.text(xi, yi, str(len(members)), ha="center", va="center", fontsize=8, color="white", weight="bold")
         ax.set_xlim(-0.6, len(xs) - 0.4)
         ax.set_ylim(-0.6, len(ys) - 0.4)
-        ax.set_xticks(range(len(xs)), xs)
-        ax.set_yticks(range(len(ys)), ys)
+        ax.set_xticks(range(len(xs)), xs, rotation=30 if len(xs) > 4 else 0, fontsize=8)
+        ax.set_yticks(range(len(ys)), ys, fontsize=8)
         ax.set_aspect("equal")
         ax.grid(True, alpha=0.3)
-        ax.set_title(f"{first}-{second} (slices: {third})")
-        handles = [Wedge((0, 0), 0.1, 0, 360, color=PALETTE[i % len(PALETTE)]) for i in range(len(third_ids))]
-        ax.legend(handles, third_ids, fontsize=7, loc="upper right", framealpha=0.6)
-    for column in range(len(pairs), columns):
-        grid[1][column].axis("off")
+        ax.set_title(f"{first}-{second}" + (f" (slices: {third})" if third else ""), fontsize=10)
+        if third:
+            handles = [Wedge((0, 0), 0.1, 0, 360, color=PALETTE[i % len(PALETTE)]) for i in range(len(third_ids))]
+            ax.legend(handles, third_ids, fontsize=7, loc="upper right", framealpha=0.6)
+    for ax in bottom[len(pairs) :]:
+        ax.axis("off")
     fig.suptitle(title or f"Design space of {stats.n_papers} methods")
     fig.tight_layout()
     return _save(fig, out_dir, "figure2")

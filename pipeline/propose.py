@@ -14,7 +14,7 @@ import json
 import subprocess
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +207,18 @@ def ground_answer(labels: dict[str, list[ClaimedLabel]], doc: Document) -> list[
     ]
 
 
+def one_label_per_single_axis(answer: BackendAnswer, taxonomy: Taxonomy) -> BackendAnswer:
+    """The in-process backends (`local`, `rules`) keep every category they find likely; on an axis
+    with `multi: false` only their most confident category stands. (An LLM gets the one-label limit from the response
+    schema itself, and an answer that breaks it is a validation error like any other.)"""
+    labels = dict(answer.labels)
+    for axis in taxonomy.axes:
+        claims = labels.get(axis.id) or []
+        if not axis.multi and len(claims) > 1:
+            labels[axis.id] = [max(claims, key=lambda c: c.confidence)]
+    return replace(answer, labels=labels)
+
+
 def propose(
     doc: Document,
     backend: Backend,
@@ -225,6 +237,8 @@ def propose(
     context = evidence_context(doc, taxonomy, retriever) if retriever else select_context(doc, max_input_tokens)
     rendered = render_prompt(prompt, taxonomy, paper_key, context)
     answer = answer if answer is not None else backend.answer(doc, taxonomy, rendered)
+    if backend.name in ("local", "rules"):
+        answer = one_label_per_single_axis(answer, taxonomy)
     payload = answer_to_json(answer, taxonomy)
     labels = ground_answer(labels_from_json(payload, taxonomy), doc)
     return Proposal(
@@ -350,7 +364,7 @@ class RunSummary:
 ProgressCallback = Callable[[str, str, RunSummary], None]
 
 
-def _ensure_run(store: Store, run_id: str, identity: RunIdentity) -> None:
+def _ensure_run(store: Store, run_id: str, identity: RunIdentity, taxonomy: Taxonomy) -> None:
     wanted = (
         identity.backend,
         identity.model,
@@ -367,6 +381,7 @@ def _ensure_run(store: Store, run_id: str, identity: RunIdentity) -> None:
                 "parameters); choose another --run name"
             )
         return
+    store.save_taxonomy(identity.taxonomy_hash, identity.taxonomy_name, taxonomy.source_text)
     store.insert_run(
         {
             "run_id": run_id,
@@ -508,7 +523,7 @@ def run_proposals(
     adapt_to_reviews(store, backend, taxonomy)
     identity = run_identity(backend, taxonomy, prompt, max_input_tokens, context_mode, retriever)
     run_id = run_name or default_run_name(identity)
-    _ensure_run(store, run_id, identity)
+    _ensure_run(store, run_id, identity, taxonomy)
     summary = RunSummary(run_id)
     wanted = keys or store.paper_keys()
     done = store.done_papers(run_id)

@@ -23,11 +23,13 @@ from kia.score import (
     latest_run,
     reviewed_labeling,
     run_labeling,
+    same_taxonomy,
     score_run,
+    taxonomy_for_run,
 )
 from kia.stats import DesignSpaceStats, ReportedMismatch, design_space, load_reported, text_vs_table
 from kia.store import Store
-from kia.taxonomy import Taxonomy
+from kia.taxonomy import Taxonomy, load_taxonomy
 
 
 @dataclass
@@ -39,6 +41,8 @@ class LabelSource:
     titles: dict[str, str]
     # paper key -> axis -> `unclear` or `out_of_scope`, where the run abstained
     statuses: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The taxonomy the labels are in (a run's own, read back from the store).
+    taxonomy: Taxonomy | None = None
 
 
 def _require_run(store: Store, run_id: str) -> None:
@@ -47,36 +51,50 @@ def _require_run(store: Store, run_id: str) -> None:
         raise KiaError(f"{store.path}: no run named {run_id!r} (runs: {known})")
 
 
-def run_source(db: Path, run_id: str | None, taxonomy: Taxonomy) -> LabelSource:
-    """A run's labels (default: the latest run) with the stored titles."""
+def run_source(db: Path, run_id: str | None, taxonomy: Taxonomy | None) -> LabelSource:
+    """A run's labels (default: the latest run) with the stored titles, in the run's own taxonomy
+    (`taxonomy`, when given, must be that one)."""
     with Store(db, read_only=True) as store:
         chosen = run_id or latest_run(store)
         if chosen is None:
             raise KiaError(f"{db}: no proposal runs yet; run `kia propose` first")
         _require_run(store, chosen)
+        taxonomy = taxonomy_for_run(store, chosen, taxonomy)
         titles = store.titles()
         statuses: dict[str, dict[str, str]] = {}
         for key, axis, status, _reason in store.axis_statuses(chosen):
             statuses.setdefault(key, {})[axis] = status
-        return LabelSource(run_labeling(store, chosen, taxonomy), f"run {chosen}", titles, statuses)
+        return LabelSource(run_labeling(store, chosen, taxonomy), f"run {chosen}", titles, statuses, taxonomy)
 
 
-def reviewed_source(db: Path, taxonomy: Taxonomy, reviewer: str | None = None) -> LabelSource:
-    """Reviewed labels (latest accept or edit per axis, of anyone or of one reviewer), papers reviewed on every axis."""
+def reviewed_source(db: Path, taxonomy: Taxonomy | None, reviewer: str | None = None) -> LabelSource:
+    """Reviewed labels (latest accept or edit per axis, of anyone or of one reviewer), papers reviewed on every axis
+    of the taxonomy given (else the shipped one); reviews of other taxonomies' runs are left out."""
+    taxonomy = taxonomy or load_taxonomy(None)
     with Store(db, read_only=True) as store:
         labeling = complete(reviewed_labeling(store, taxonomy, reviewer), taxonomy)
         titles = store.titles()
     if not labeling:
         raise KiaError(f"{db}: no paper is reviewed on every axis yet (see `kia review`)")
-    return LabelSource(labeling, f"reviewed{f' by {reviewer}' if reviewer else ''}", titles)
+    return LabelSource(labeling, f"reviewed{f' by {reviewer}' if reviewer else ''}", titles, taxonomy=taxonomy)
 
 
-def gold_source(gold_path: Path | None, taxonomy: Taxonomy) -> LabelSource:
-    """All rows of a gold CSV (default: labels/table5.csv), keyed by method."""
+def gold_source(gold_path: Path | None, taxonomy: Taxonomy | None) -> LabelSource:
+    """All rows of a gold CSV (default: labels/table5.csv), keyed by method, checked against the
+    taxonomy given (else the shipped one)."""
+    taxonomy = taxonomy or load_taxonomy(None)
     gold = load_gold(gold_path, taxonomy)
     return LabelSource(
-        gold_labeling(gold, []), f"gold {gold_path or 'labels/table5.csv'}", {p.method: p.title for p in gold}
+        gold_labeling(gold, []),
+        f"gold {gold_path or 'labels/table5.csv'}",
+        {p.method: p.title for p in gold},
+        taxonomy=taxonomy,
     )
+
+
+def source_taxonomy(source: LabelSource) -> Taxonomy:
+    """The taxonomy a labeling is in."""
+    return source.taxonomy or load_taxonomy(None)
 
 
 @dataclass
@@ -89,30 +107,44 @@ class StatsReport:
     plots: list[Path]
 
 
-def stats_report(source: LabelSource, taxonomy: Taxonomy, check_text: bool, plot_dir: Path | None) -> StatsReport:
-    """Design-space statistics of a labeling, optional Figure-2 plots and the text-vs-table check."""
+def stats_report(source: LabelSource, check_text: bool, plot_dir: Path | None) -> StatsReport:
+    """Design-space statistics of a labeling in its own taxonomy, optional Figure-2 plots and the
+    text-vs-table check (the shipped survey's reported shares, so only for its taxonomy)."""
+    taxonomy = source_taxonomy(source)
     stats = design_space(source.labeling, taxonomy)
-    mismatches = text_vs_table(stats, load_reported()) if check_text else []
+    shipped = taxonomy.content_hash == load_taxonomy(None).content_hash
+    mismatches = text_vs_table(stats, load_reported()) if check_text and shipped else []
     from kia.plots import figure2  # matplotlib loads only when plots are drawn
 
     plots = figure2(source.labeling, taxonomy, plot_dir, f"Design space: {source.name}") if plot_dir else []
     return StatsReport(source.name, stats, mismatches, plots)
 
 
-def compare_runs(db: Path, run_a: str, run_b: str, taxonomy: Taxonomy) -> Agreement:
-    """Agreement between two runs, run A as the reference; their disagreements are the first to review."""
+def compare_runs(db: Path, run_a: str, run_b: str, taxonomy: Taxonomy | None) -> Agreement:
+    """Agreement between two runs of one taxonomy, run A as the reference; their disagreements are
+    the first to review. Runs of two taxonomies stop with one line naming both."""
     with Store(db, read_only=True) as store:
         _require_run(store, run_a)
         _require_run(store, run_b)
+        taxonomy = same_taxonomy(store, run_a, run_b, taxonomy)
         first, second = run_labeling(store, run_a, taxonomy), run_labeling(store, run_b, taxonomy)
     return compare(first, second, taxonomy, names=(run_a, run_b))
 
 
-def export_labels(source: LabelSource, taxonomy: Taxonomy, output_format: str, gold_path: Path | None = None) -> str:
-    """A labeling as CSV, JSON lines, Markdown or LaTeX; Table-5 details come from gold where known."""
-    gold = load_gold(gold_path, taxonomy)
+def export_labels(
+    source: LabelSource, output_format: str, gold_path: Path | None = None, group_by: str | None = None
+) -> str:
+    """A labeling as CSV, JSON lines, Markdown or LaTeX in its own taxonomy; detail columns come from
+    gold where the gold file fits that taxonomy (a run of another survey simply has none)."""
+    taxonomy = source_taxonomy(source)
+    try:
+        gold = load_gold(gold_path, taxonomy)
+    except KiaError:
+        if gold_path is not None:
+            raise
+        gold = []  # the shipped Table 5 belongs to the shipped taxonomy only
     rows = rows_from_labeling(source.labeling, source.titles, gold, statuses=source.statuses)
-    return render(rows, taxonomy, output_format)
+    return render(rows, taxonomy, output_format, group_by=group_by)
 
 
 def _img(path: Path) -> str:
@@ -120,7 +152,8 @@ def _img(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}" style="max-width:100%">'
 
 
-def _agreement_tables(agreement: Agreement) -> str:
+def _agreement_tables(agreement: Agreement, taxonomy: Taxonomy) -> str:
+    names = {axis.id: f"{axis.id}: {axis.name}" for axis in taxonomy.axes}
     parts = [
         "<table><tr><th>axis</th><th>exact</th><th>Jaccard</th><th>micro-F1</th><th>macro-F1</th>"
         "<th>alpha (MASI)</th></tr>"
@@ -128,7 +161,7 @@ def _agreement_tables(agreement: Agreement) -> str:
     for axis, value in agreement.axes.items():
         alpha = "n/a" if value.alpha_masi is None else f"{value.alpha_masi:.3f}"
         parts.append(
-            f"<tr><td>{axis}</td><td>{value.exact_match:.3f}</td><td>{value.jaccard:.3f}</td>"
+            f"<tr><td>{html.escape(names.get(axis, axis))}</td><td>{value.exact_match:.3f}</td><td>{value.jaccard:.3f}</td>"
             f"<td>{value.micro_f1:.3f}</td><td>{value.macro_f1:.3f}</td><td>{alpha}</td></tr>"
         )
     parts.append("</table>")
@@ -148,13 +181,15 @@ def _agreement_tables(agreement: Agreement) -> str:
 
 
 def write_report(
-    db: Path, taxonomy: Taxonomy, out: Path, run_id: str | None = None, gold_path: Path | None = None
+    db: Path, taxonomy: Taxonomy | None, out: Path, run_id: str | None = None, gold_path: Path | None = None
 ) -> Path:
-    """One self-contained HTML file: score tables, Figure 2 of the run and of gold, the agreement
-    heatmap, the disagreements with their evidence, and the papers missing on either side."""
+    """One self-contained HTML file in the run's taxonomy (its axis names and order): score tables,
+    Figure 2 of the run and of gold, the agreement heatmap, the disagreements with their evidence,
+    and the papers missing on either side."""
     from kia.plots import agreement_heatmap, figure2
 
     scored: ScoreReport = score_run(db, taxonomy, run_id, gold_path)
+    taxonomy = scored.taxonomy or load_taxonomy(None)
     run = run_source(db, scored.run_id, taxonomy)
     gold = gold_source(gold_path, taxonomy)
     with tempfile.TemporaryDirectory() as tmp:
@@ -179,6 +214,8 @@ def write_report(
             f"<th>proposed</th><th>evidence</th></tr>{''.join(rows)}</table>"
         )
     abstention = scored.abstention
+    axes_line = ", ".join(f"{a.id} {a.name}{'' if a.multi else ' (single-label)'}" for a in taxonomy.axes)
+
     def _fmt(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.3f}"
 
@@ -202,9 +239,10 @@ def write_report(
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:top}}</style></head><body>
 <h1>kia report</h1>
-<p>run <b>{html.escape(scored.run_id)}</b> against {html.escape(scored.gold_path)}; {scored.agreement.n_papers} papers
-scored; whole-triple exact match {scored.agreement.triple_exact_match:.3f}; kia {html.escape(__version__)}.</p>
-<h2>Agreement</h2>{_agreement_tables(scored.agreement)}
+<p>run <b>{html.escape(scored.run_id)}</b> against {html.escape(scored.gold_path)}; taxonomy
+<b>{html.escape(taxonomy.title or taxonomy.name)}</b> ({len(taxonomy.axes)} axes: {html.escape(axes_line)});
+{scored.agreement.n_papers} papers scored; all-axes exact match {scored.agreement.triple_exact_match:.3f}; kia {html.escape(__version__)}.</p>
+<h2>Agreement</h2>{_agreement_tables(scored.agreement, taxonomy)}
 <h2>Abstained axes (no label, no quote; counted as misses above)</h2>{abstained}
 <h2>Agreement per category</h2>{images["heat"]}
 <h2>Design space of the run</h2>{images["run"]}

@@ -16,10 +16,10 @@ from typing import Any
 
 from kia.errors import KiaError
 from kia.extract import Document
-from kia.score import latest_run, run_labeling
+from kia.score import latest_run, run_labeling, taxonomy_for_run
 from kia.settings import Settings
 from kia.store import Store
-from kia.taxonomy import Taxonomy
+from kia.taxonomy import Taxonomy, load_taxonomy
 
 ACCEPT, EDIT, REJECT, NOTE = "accept", "edit", "reject", "note"
 ONLY_CHOICES = ("unreviewed", "disagreements", "low-confidence")
@@ -76,23 +76,28 @@ class ReviewSession:
     def __init__(
         self,
         store: Store,
-        taxonomy: Taxonomy,
+        taxonomy: Taxonomy | None,
         run_id: str | None = None,
         reviewer: str | None = None,
         only: str | None = None,
         keys: list[str] | None = None,
     ) -> None:
-        """Review a run's papers (default: the latest run), or exactly `keys` (a run is then optional)."""
+        """Review a run's papers (default: the latest run), or exactly `keys` (a run is then optional).
+
+        Axes, ids and single/multi-label come from the run's own taxonomy (`taxonomy`, when given,
+        must be that one; without a run it is the taxonomy reviewed in)."""
         if only is not None and only not in ONLY_CHOICES:
             raise KiaError(f"--only must be one of {', '.join(ONLY_CHOICES)}, not {only!r}")
         self.store = store
-        self.taxonomy = taxonomy
         self.reviewer = default_reviewer(reviewer)
         chosen = run_id or latest_run(store)
         if chosen is None and keys is None:
             raise KiaError(f"{store.path}: no proposals to review; run `kia propose` first")
         if chosen is not None and not store.run_exists(chosen):
             raise KiaError(f"{store.path}: no run named {chosen!r}")
+        if chosen is not None:
+            taxonomy = taxonomy_for_run(store, chosen, taxonomy)
+        self.taxonomy: Taxonomy = taxonomy or load_taxonomy(None)
         self.run_id = chosen
         self.proposals = run_labeling(store, chosen, taxonomy) if chosen else {}
         self.keys = keys if keys is not None else self._ordered_keys(only)
@@ -101,7 +106,9 @@ class ReviewSession:
     # --- ordering ----------------------------------------------------------------------------
     def _disagreeing_keys(self) -> set[str]:
         """Papers on which this run and any other run disagree on some axis."""
-        others = [r for r in self.store.run_ids() if r != self.run_id]
+        hashes = self.store.run_taxonomy_hashes()
+        mine = hashes.get(self.run_id or "")
+        others = [r for r in self.store.run_ids() if r != self.run_id and hashes.get(r) == mine]
         disagreeing: set[str] = set()
         for other in others:
             labeling = run_labeling(self.store, other, self.taxonomy)
@@ -184,10 +191,12 @@ class ReviewSession:
         self.store.add_review(self.current, self.run_id, axis, labels, decision, self.reviewer, note)
 
     def _check_axis(self, axis: str) -> str:
-        wanted = axis.strip().upper() if axis.strip().upper() in self.taxonomy.axis_ids else axis.strip()
-        if wanted not in self.taxonomy.axis_ids:
-            raise KiaError(f"unknown axis {axis!r}; axes are {', '.join(self.taxonomy.axis_ids)}")
-        return wanted
+        """The taxonomy's id of an axis typed in any case ("k" is K, "Memory" is memory)."""
+        wanted = axis.strip()
+        for known in self.taxonomy.axis_ids:
+            if known == wanted or known.lower() == wanted.lower():
+                return known
+        raise KiaError(f"unknown axis {axis!r}; axes are {', '.join(self.taxonomy.axis_ids)}")
 
     def accept(self, axis: str) -> None:
         """Accept the proposed labels of one axis."""
@@ -205,14 +214,17 @@ class ReviewSession:
     def edit(self, axis: str, categories: list[str]) -> None:
         """Replace an axis's labels by categories of that axis (never empty, never outside it)."""
         axis = self._check_axis(axis)
-        chosen = sorted({c.strip().upper() for c in categories if c.strip()})
-        if not chosen:
-            allowed_ids = ", ".join(self.taxonomy.axis(axis).category_ids)
-            raise KiaError(f"an axis is never empty: give at least one of {allowed_ids}")
         allowed = self.taxonomy.axis(axis).category_ids
-        outside = [c for c in chosen if c not in allowed]
+        by_lower = {c.lower(): c for c in allowed}
+        typed = {c.strip() for c in categories if c.strip()}
+        if not typed:
+            raise KiaError(f"an axis is never empty: give at least one of {', '.join(allowed)}")
+        outside = sorted(c for c in typed if c not in allowed and c.lower() not in by_lower)
         if outside:
             raise KiaError(f"{', '.join(outside)} not in axis {axis} ({', '.join(allowed)})")
+        chosen = sorted({c if c in allowed else by_lower[c.lower()] for c in typed}, key=allowed.index)
+        if not self.taxonomy.axis(axis).multi and len(chosen) > 1:
+            raise KiaError(f"axis {axis} is single-label: give one of {', '.join(allowed)}, not {', '.join(chosen)}")
         self._record(axis, EDIT, chosen)
 
     def reject(self, axis: str) -> None:
@@ -244,7 +256,7 @@ class ReviewSession:
 
 
 def bulk_accept(
-    store: Store, taxonomy: Taxonomy, threshold: float, run_id: str | None = None, reviewer: str | None = None
+    store: Store, taxonomy: Taxonomy | None, threshold: float, run_id: str | None = None, reviewer: str | None = None
 ) -> int:
     """Accept every axis whose proposed labels all have confidence >= threshold; return how many."""
     session = ReviewSession(store, taxonomy, run_id, reviewer)
@@ -261,7 +273,7 @@ def bulk_accept(
 
 def label_paper(
     store: Store,
-    taxonomy: Taxonomy,
+    taxonomy: Taxonomy | None,
     key: str,
     labels: dict[str, list[str]],
     note: str | None,
@@ -270,10 +282,13 @@ def label_paper(
 ) -> None:
     """Record a reviewer's labels for a paper from a script (`kia label`); stored like an edit."""
     store.get_document(key)  # a clear error for an unknown key
+    # The decision refers to the run named, else the latest run that labelled this paper (so a
+    # database holding two surveys records it in the paper's own taxonomy).
+    run_id = run_id or next(iter(store.runs_of_paper(key)), None)
     session = ReviewSession(store, taxonomy, run_id, reviewer, keys=[key])
     given = {axis: cats for axis, cats in labels.items() if cats}
     if not given and not note:
-        raise KiaError("nothing to record: give labels (--K, --I, ...) or a --note")
+        raise KiaError("nothing to record: give labels (--set AXIS=ID[,ID]) or a --note")
     for axis, categories in given.items():
         session.edit(axis, categories)
     if note:
@@ -285,15 +300,25 @@ def open_store(db: Path) -> Store:
     return Store(db, create=False)
 
 
-HELP = """keys (then Enter):
-  a AXIS        accept the proposed labels of an axis (e.g. "a K")
+def help_text(taxonomy: Taxonomy) -> str:
+    """The keys, with examples and the axes taken from the taxonomy under review."""
+    first = taxonomy.axes[0]
+    multi = next((a for a in taxonomy.axes if a.multi and len(a.categories) > 1), None)
+    example = f"e {multi.id} {','.join(multi.category_ids[:2])}" if multi else f"e {first.id} {first.category_ids[0]}"
+    axes = "; ".join(
+        f"{a.id} ({a.name}{'' if a.multi else ', one only'}): {', '.join(a.category_ids)}" for a in taxonomy.axes
+    )
+    return f"""keys (then Enter):
+  a AXIS        accept the proposed labels of an axis (e.g. "a {first.id}")
   A             accept all axes
-  e AXIS C,C    edit an axis: pick categories of the taxonomy (e.g. "e I I2,I3")
+  e AXIS C,C    edit an axis: pick categories of the taxonomy (e.g. "{example}")
   r AXIS        reject an axis's proposal
-  d CATEGORY    show the taxonomy's definition of a category (e.g. "d K2")
+  d CATEGORY    show the taxonomy's definition of a category (e.g. "d {first.category_ids[0]}")
   n TEXT        add a note to this paper
   s             skip to the next paper      b   back to the previous paper
-  ?             this help                   q   quit (every decision is already saved)"""
+  ?             this help                   q   quit (every decision is already saved)
+axes: {axes}"""
+
 
 
 def render_paper(session: ReviewSession, console: Any) -> None:
@@ -340,7 +365,7 @@ def apply_command(session: ReviewSession, command: str, console: Any) -> bool:
     if verb == "q":
         return False
     if verb in ("?", "h", "help"):
-        console.print(HELP, markup=False)
+        console.print(help_text(session.taxonomy), markup=False)
     elif verb == "A" or verb == "aa":
         session.accept_all()
         session.advance_if_finished()
@@ -351,7 +376,7 @@ def apply_command(session: ReviewSession, command: str, console: Any) -> bool:
         session.edit(rest[0], rest[1].replace(" ", ",").split(","))
         session.advance_if_finished()
     elif verb == "e":
-        raise KiaError('edit needs an axis and categories, e.g. "e I I2,I3"')
+        raise KiaError(f'edit needs an axis and categories; type ? for the keys of {session.taxonomy.name}')
     elif verb == "r" and rest:
         session.reject(rest[0])
         session.advance_if_finished()
@@ -362,7 +387,9 @@ def apply_command(session: ReviewSession, command: str, console: Any) -> bool:
     elif verb == "b":
         session.back()
     elif verb == "d" and rest:
-        category = session.taxonomy.category(rest[0].upper())
+        wanted = rest[0].strip()
+        ids = [c.id for axis in session.taxonomy.axes for c in axis.categories]
+        category = session.taxonomy.category(next((i for i in ids if i.lower() == wanted.lower()), wanted))
         console.print(f"{category.id} {category.name}: {category.definition}", markup=False)
         if category.instantiations:
             console.print(f"  e.g. {'; '.join(category.instantiations)}", markup=False)

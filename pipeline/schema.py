@@ -58,8 +58,10 @@ def _response_model_cached(taxonomy_json: str, allow_empty: bool) -> type[BaseMo
             list[label_model],  # type: ignore[valid-type]
             Field(
                 min_length=0 if allow_empty else 1,
-                max_length=len(allowed),
-                description=f"{axis.name}: {axis.question}",
+                # A single-label axis (`multi: false`) takes exactly one category.
+                max_length=len(allowed) if axis.multi else 1,
+                description=f"{axis.name}: {axis.question}"
+                + ("" if axis.multi else " (exactly one category)"),
             ),
         )
     return create_model("TaxonomyProposal", __base__=_ProposalBase, **fields)
@@ -68,7 +70,7 @@ def _response_model_cached(taxonomy_json: str, allow_empty: bool) -> type[BaseMo
 def response_model(taxonomy: Taxonomy, allow_empty: bool = False) -> type[BaseModel]:
     """The pydantic model every backend's answer must validate against.
 
-    Per axis, a non-empty list of labels, each a category of that axis (anything else is a
+    Per axis, a non-empty list of labels (exactly one on an axis with `multi: false`), each a category of that axis (anything else is a
     validation error) with 1-3 bounded quotes, a short rationale and a confidence in [0, 1].
     Bounds keep small models from looping. `allow_empty` admits an empty axis: a backend that
     abstains (an `unclear` axis, an out-of-scope paper) says why beside the labels.

@@ -18,7 +18,7 @@ from kia.errors import KiaError
 from kia.gold import GoldPaper, load_gold
 from kia.resources import default_gold_path
 from kia.store import Store
-from kia.taxonomy import Taxonomy
+from kia.taxonomy import Taxonomy, load_taxonomy, taxonomy_from_text
 
 Labeling = dict[str, dict[str, frozenset[str]]]  # paper key -> axis -> categories
 
@@ -203,6 +203,45 @@ def latest_run(store: Store) -> str | None:
     return store.latest_run()
 
 
+def taxonomy_for_run(store: Store, run_id: str, given: Taxonomy | None = None) -> Taxonomy:
+    """The taxonomy a run used, read back from the store: its axes, ids, names, order and
+    single/multi-label. A taxonomy the user gave (`--taxonomy`) must be that same taxonomy; one
+    line naming both otherwise, so labels of two surveys are never read against each other."""
+    stored = store.run_taxonomy(run_id)
+    if stored is None:
+        known = ", ".join(store.run_ids()) or "none"
+        raise KiaError(f"{store.path}: no run named {run_id!r} (runs: {known})")
+    stored_hash, name, content = stored
+    if given is not None:
+        if given.content_hash != stored_hash:
+            raise KiaError(
+                f"run {run_id!r} used taxonomy {name!r} ({stored_hash[:10]}), not {given.name!r} "
+                f"({given.content_hash[:10]}); leave out --taxonomy or choose a run of {given.name!r}"
+            )
+        return given
+    if content is not None:
+        return taxonomy_from_text(content, f"{store.path}: run {run_id}")
+    shipped = load_taxonomy(None)  # a run from before taxonomies were stored: the shipped one, if it is that
+    if shipped.content_hash != stored_hash:
+        raise KiaError(
+            f"run {run_id!r} used taxonomy {name!r} ({stored_hash[:10]}), which {store.path} does not hold "
+            "(the run predates stored taxonomies); pass its file with --taxonomy"
+        )
+    return shipped
+
+
+def same_taxonomy(store: Store, run_a: str, run_b: str, given: Taxonomy | None = None) -> Taxonomy:
+    """The one taxonomy two runs share; one line naming both when they differ."""
+    first = taxonomy_for_run(store, run_a, given)
+    second = taxonomy_for_run(store, run_b, given)
+    if first.content_hash != second.content_hash:
+        raise KiaError(
+            f"runs {run_a!r} and {run_b!r} used different taxonomies ({first.name!r} {first.content_hash[:10]} "
+            f"and {second.name!r} {second.content_hash[:10]}); compare runs of one taxonomy"
+        )
+    return first
+
+
 def run_labeling(store: Store, run_id: str, taxonomy: Taxonomy) -> Labeling:
     """A run's proposed labels per paper (papers that failed in the run are absent)."""
     labeling: Labeling = {}
@@ -218,9 +257,15 @@ def reviewed_labeling(store: Store, taxonomy: Taxonomy, reviewer: str | None = N
     """Final labels from reviews: per paper and axis the latest accept or edit (of one reviewer, or of anyone).
 
     A rejected axis has no final labels, so a paper counts as reviewed only on axes accepted or edited.
+    Only reviews of runs of this taxonomy count (and reviews made without a run, on its axes).
     """
     latest: dict[tuple[str, str], tuple[str, str]] = {}
-    for key, axis, decision, labels, _who in store.review_rows(reviewer):
+    hashes = store.run_taxonomy_hashes()
+    for key, axis, decision, labels, _who, run_id in store.review_rows(reviewer, with_run=True):
+        if run_id is not None and hashes.get(run_id) != taxonomy.content_hash:
+            continue  # a review of another survey's run: never mixed into this taxonomy's labels
+        if axis not in taxonomy.axis_ids:
+            continue
         latest[(key, axis)] = (decision, labels or "")
     labeling: Labeling = {}
     for (key, axis), (decision, labels) in latest.items():
@@ -272,6 +317,7 @@ class ScoreReport:
     agreement: Agreement
     evidence: dict[tuple[str, str], list[tuple[str, str, str, int | None]]]
     abstention: Abstention = field(default_factory=lambda: Abstention({}, [], {}, {}))
+    taxonomy: Taxonomy | None = None  # the run's taxonomy, as scored
 
 
 @dataclass
@@ -322,9 +368,14 @@ def abstention_summary(
 
 
 def score_run(
-    db: Path, taxonomy: Taxonomy, run_id: str | None = None, gold_path: Path | None = None, use_reviews: bool = True
+    db: Path,
+    taxonomy: Taxonomy | None,
+    run_id: str | None = None,
+    gold_path: Path | None = None,
+    use_reviews: bool = True,
 ) -> ScoreReport:
-    """Score a run (default: the latest) against a gold CSV (default: labels/table5.csv).
+    """Score a run (default: the latest) against a gold CSV (default: labels/table5.csv), in the
+    taxonomy the run used (`taxonomy`, when given, must be that one); the gold must fit it.
 
     Reviewed labels replace the proposal's axis by axis where a review exists, unless `use_reviews`
     is False (`--proposals-only`).
@@ -335,6 +386,7 @@ def score_run(
             raise KiaError(f"{db}: no proposal runs yet; run `kia propose` first")
         if not store.run_exists(chosen):
             raise KiaError(f"{db}: no run named {chosen!r} (see `kia runs`)")
+        taxonomy = taxonomy_for_run(store, chosen, taxonomy)
         candidate = run_labeling(store, chosen, taxonomy)
         reviewed = reviewed_labeling(store, taxonomy) if use_reviews else {}
         candidate = merge_reviewed(candidate, reviewed)
@@ -347,11 +399,13 @@ def score_run(
             for d in agreement.disagreements
             for axis in d.axes
         }
-    return ScoreReport(chosen, str(gold_path or default_gold_path()), agreement, evidence, abstention)
+    return ScoreReport(chosen, str(gold_path or default_gold_path()), agreement, evidence, abstention, taxonomy)
 
 
-def between_reviewers(db: Path, taxonomy: Taxonomy, first: str, second: str) -> Agreement:
-    """Inter-annotator agreement of two reviewers on the papers both reviewed on every axis."""
+def between_reviewers(db: Path, taxonomy: Taxonomy | None, first: str, second: str) -> Agreement:
+    """Inter-annotator agreement of two reviewers on the papers both reviewed on every axis (of the
+    given taxonomy, else the shipped one; reviews of other taxonomies' runs are left out)."""
+    taxonomy = taxonomy or load_taxonomy(None)
     with Store(db, read_only=True) as store:
         known = store.reviewers()
         for reviewer in (first, second):

@@ -19,7 +19,7 @@ import yaml
 from kia.errors import KiaError
 from kia.resources import survey_reported_path
 from kia.score import Labeling
-from kia.taxonomy import Taxonomy
+from kia.taxonomy import Taxonomy, all_cells, cells
 
 
 @dataclass
@@ -31,17 +31,26 @@ class DesignSpaceStats:
     shares: dict[str, dict[str, float]]
     single_multi: dict[str, dict[str, int]]
     cooccurrence: dict[str, dict[str, int]]
-    triples: dict[str, int]
+    triples: dict[str, int]  # occupied cells of the whole design space (one category per axis)
     empty_cells: list[str]
     sparse_cells: list[str]
+    n_cells: int = 0  # cells of the design space; the empty ones are listed only up to MAX_LISTED_CELLS
+    n_empty_cells: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return self.__dict__.copy()
 
 
+MAX_LISTED_CELLS = 5000
+
+
 def design_space(labeling: Labeling, taxonomy: Taxonomy, sparse_max: int = 1) -> DesignSpaceStats:
-    """Shares, single/multi-label use, pairwise co-occurrence and the K x I x A cells."""
+    """Shares, single/multi-label use, co-occurrence of every pair of axes and the cells of the
+    design space (one category per axis: K x I x A for the shipped taxonomy), for 1 to 6 axes.
+
+    A large design space (six axes of eight categories has 262,144 cells) is counted, not listed:
+    its empty cells are listed only up to MAX_LISTED_CELLS."""
     axes = taxonomy.axis_ids
     counts = {a: {c: 0 for c in taxonomy.axis(a).category_ids} for a in axes}
     single_multi = {a: {"single": 0, "multi": 0} for a in axes}
@@ -49,18 +58,20 @@ def design_space(labeling: Labeling, taxonomy: Taxonomy, sparse_max: int = 1) ->
     triples: Counter[str] = Counter()
     for labels in labeling.values():
         for axis in axes:
-            for category in labels[axis]:
+            for category in labels.get(axis, ()):
                 counts[axis][category] += 1
-            single_multi[axis]["multi" if len(labels[axis]) > 1 else "single"] += 1
+            single_multi[axis]["multi" if len(labels.get(axis, ())) > 1 else "single"] += 1
         for first, second in itertools.combinations(axes, 2):
-            for a, b in itertools.product(sorted(labels[first]), sorted(labels[second])):
+            for a, b in itertools.product(sorted(labels.get(first, ())), sorted(labels.get(second, ()))):
                 pairs[f"{a}-{b}"] += 1
-        for cell in itertools.product(*(sorted(labels[a]) for a in axes)):
+        for cell in itertools.product(*(sorted(labels.get(a, ())) for a in axes)):
             triples["-".join(cell)] += 1
     shares = {
         axis: {c: round(n / max(1, sum(per.values())), 4) for c, n in per.items()} for axis, per in counts.items()
     }
-    all_cells = ["-".join(cell) for cell in itertools.product(*(taxonomy.axis(a).category_ids for a in axes))]
+    n_cells = cells(taxonomy)
+    listed = n_cells <= MAX_LISTED_CELLS
+    every_cell = ["-".join(cell) for cell in all_cells(taxonomy)] if listed else sorted(triples)
     cooccurrence: dict[str, dict[str, int]] = {}
     for first, second in itertools.combinations(axes, 2):
         cooccurrence[f"{first}-{second}"] = {
@@ -74,9 +85,11 @@ def design_space(labeling: Labeling, taxonomy: Taxonomy, sparse_max: int = 1) ->
         shares=shares,
         single_multi=single_multi,
         cooccurrence=cooccurrence,
-        triples={cell: triples[cell] for cell in all_cells if triples[cell]},
-        empty_cells=[cell for cell in all_cells if triples[cell] == 0],
-        sparse_cells=[cell for cell in all_cells if 0 < triples[cell] <= sparse_max],
+        triples={cell: triples[cell] for cell in every_cell if triples[cell]},
+        empty_cells=[cell for cell in every_cell if triples[cell] == 0] if listed else [],
+        sparse_cells=[cell for cell in every_cell if 0 < triples[cell] <= sparse_max],
+        n_cells=n_cells,
+        n_empty_cells=n_cells - sum(1 for n in triples.values() if n),
     )
 
 

@@ -329,6 +329,35 @@ class Store:
             [run[c] for c in columns],
         )
 
+    def save_taxonomy(self, taxonomy_hash: str, name: str, content: str) -> None:
+        """Keep a taxonomy file under its content hash (once; runs refer to it by the hash)."""
+        self.con.execute(
+            "INSERT OR IGNORE INTO taxonomies (taxonomy_hash, taxonomy_name, content) VALUES (?, ?, ?)",
+            [taxonomy_hash, name, content],
+        )
+
+    def run_taxonomy(self, run_id: str) -> tuple[str, str, str | None] | None:
+        """(taxonomy hash, name, stored file or None for runs older than migration 006) of a run."""
+        rows = self.query(
+            "SELECT r.taxonomy_hash, r.taxonomy_name, t.content FROM runs r"
+            " LEFT JOIN taxonomies t USING (taxonomy_hash) WHERE r.run_id = ?",
+            [run_id],
+        )
+        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
+
+    def run_taxonomy_hashes(self) -> dict[str, str]:
+        """Run id -> the content hash of the taxonomy it used."""
+        return {r[0]: r[1] for r in self.query("SELECT run_id, taxonomy_hash FROM runs")}
+
+    def runs_of_paper(self, paper_key: str) -> list[str]:
+        """Runs that finished a paper, newest first."""
+        rows = self.query(
+            "SELECT p.run_id FROM proposals p JOIN runs r USING (run_id)"
+            " WHERE p.paper_key = ? AND p.status = 'done' ORDER BY r.started_at DESC",
+            [paper_key],
+        )
+        return [r[0] for r in rows]
+
     def done_papers(self, run_id: str) -> set[tuple[str, str]]:
         """(paper key, document hash) of the papers a run has finished."""
         rows = self.query("SELECT paper_key, sha256 FROM proposals WHERE run_id = ? AND status = 'done'", [run_id])
@@ -469,10 +498,10 @@ class Store:
         return {r[0]: r[1] or "" for r in self.query("SELECT paper_key, title FROM documents")}
 
     def runs_overview(self) -> list[tuple[Any, ...]]:
-        """One row per run: name, backend, model, start, papers done and failed, tokens."""
+        """One row per run: name, taxonomy, backend, model, start, papers done and failed, tokens."""
         return self.query(
             """
-            SELECT r.run_id, r.backend, r.model, strftime(r.started_at, '%Y-%m-%d %H:%M'),
+            SELECT r.run_id, r.taxonomy_name, r.backend, r.model, strftime(r.started_at, '%Y-%m-%d %H:%M'),
                    (SELECT count(*) FROM proposals p WHERE p.run_id = r.run_id AND p.status = 'done'),
                    (SELECT count(*) FROM proposals p WHERE p.run_id = r.run_id AND p.status = 'failed'),
                    (SELECT coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)
@@ -500,9 +529,12 @@ class Store:
                 [paper_key, run_id, axis, ";".join(labels), decision, reviewer, note],
             )
 
-    def review_rows(self, reviewer: str | None = None, paper_key: str | None = None) -> list[tuple[Any, ...]]:
-        """(paper key, axis, decision, labels, reviewer) of axis decisions, oldest first."""
-        sql = "SELECT paper_key, axis, decision, labels, reviewer FROM reviews WHERE axis IS NOT NULL"
+    def review_rows(
+        self, reviewer: str | None = None, paper_key: str | None = None, with_run: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """(paper key, axis, decision, labels, reviewer[, run]) of axis decisions, oldest first."""
+        run = ", run_id" if with_run else ""
+        sql = f"SELECT paper_key, axis, decision, labels, reviewer{run} FROM reviews WHERE axis IS NOT NULL"
         params: list[Any] = []
         if reviewer is not None:
             sql += " AND reviewer = ?"

@@ -1,22 +1,61 @@
 """Stage: the taxonomy as data. A validated model of any survey's axes and categories.
 
 The default is the survey's K x I x A taxonomy shipped in `labels/taxonomy.yaml`; `--taxonomy FILE`
-points at any other file of the same shape, so nothing downstream hard-codes K, I or A.
+points at any other survey's file (1 to 6 axes of any ids, each multi- or single-label), so nothing
+downstream hard-codes K, I or A. `check_taxonomy_file` reports what a survey author gets wrong in
+such a file (duplicate ids, dangling `implies`, patterns that can hang), each with its line.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any, Protocol
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from kia.errors import TaxonomyError
 from kia.resources import default_taxonomy_path
+
+
+MAX_AXES = 6
+
+
+class SentenceMatcher(Protocol):
+    """A compiled pattern: RE2's or Python's, both with `search`."""
+
+    def search(self, text: str) -> Any:
+        """The first match in `text`, or None."""
+        ...
+
+
+def _re2() -> Any | None:
+    """The RE2 module (google-re2), or None where it is not installed."""
+    try:
+        import re2
+    except ImportError:  # pragma: no cover - google-re2 is a dependency
+        return None
+    return re2
+
+
+def compile_pattern(pattern: str) -> SentenceMatcher:
+    """Case-insensitive, with RE2 (linear time) where RE2 compiles it, else with Python's `re`."""
+    re2 = _re2()
+    if re2 is not None:
+        try:
+            options = re2.Options()
+            options.case_sensitive = False
+            options.log_errors = False
+            return re2.compile(pattern, options)  # type: ignore[no-any-return]
+        except Exception:  # noqa: BLE001 - RE2 raises its own error type for unsupported syntax
+            pass
+    return re.compile(pattern, re.IGNORECASE)
 
 
 class Category(BaseModel):
@@ -48,9 +87,12 @@ class Category(BaseModel):
         return patterns
 
     @cached_property
-    def compiled_patterns(self) -> list[re.Pattern[str]]:
-        """The patterns, compiled case-insensitively (once per category)."""
-        return [re.compile(p, re.IGNORECASE) for p in self.patterns]
+    def compiled_patterns(self) -> list[SentenceMatcher]:
+        """The patterns, compiled case-insensitively (once per category): with RE2, a linear-time
+        engine, wherever RE2 can compile the pattern, so no pattern can hang the classifier; Python's
+        `re` only for what RE2 lacks (lookarounds), which `check_taxonomy_file` has checked for
+        nested quantifiers."""
+        return [compile_pattern(p) for p in self.patterns]
 
     def description(self) -> str:
         """The text a sentence is compared with: name, definition and instantiations."""
@@ -69,6 +111,9 @@ class Axis(BaseModel):
     definition: str = Field(min_length=1)
     categories: list[Category] = Field(min_length=1)
     default: str | None = None
+    # False: a paper gets exactly one category on this axis (enforced by the response schema, by
+    # `kia label` and by `kia review`); True: a non-empty set.
+    multi: bool = True
 
     @field_validator("categories")
     @classmethod
@@ -108,7 +153,17 @@ class Taxonomy(BaseModel):
     # Phrases that contain a cue word but are no evidence for anything ("masked language
     # modelling" is not a segmentation mask); removed from sentences before cue matching.
     ignore_phrases: list[str] = Field(default_factory=list)
-    axes: list[Axis] = Field(min_length=1)
+    axes: list[Axis] = Field(min_length=1, max_length=MAX_AXES)
+    # The YAML text the taxonomy was read from (stored with each run, so a run can be read back
+    # with the taxonomy it used); None for a taxonomy built in code.
+    _source_text: str | None = PrivateAttr(default=None)
+
+    @property
+    def source_text(self) -> str:
+        """The file the taxonomy was read from, else its canonical YAML form."""
+        if self._source_text is not None:
+            return self._source_text
+        return yaml.safe_dump(self.model_dump(), sort_keys=False, allow_unicode=True)
 
     @cached_property
     def ignore_pattern(self) -> re.Pattern[str] | None:
@@ -185,7 +240,8 @@ def load_taxonomy(path: str | os.PathLike[str] | None = None) -> Taxonomy:
     """Read and validate a taxonomy YAML file; one-line TaxonomyError naming the file otherwise."""
     resolved = resolve_taxonomy_path(path)
     try:
-        raw = yaml.safe_load(resolved.read_text(encoding="utf-8"))
+        text = resolved.read_text(encoding="utf-8")
+        raw = yaml.safe_load(text)
     except FileNotFoundError as exc:
         raise TaxonomyError(f"{resolved}: taxonomy file not found") from exc
     except yaml.YAMLError as exc:
@@ -193,8 +249,244 @@ def load_taxonomy(path: str | os.PathLike[str] | None = None) -> Taxonomy:
     if not isinstance(raw, dict):
         raise TaxonomyError(f"{resolved}: a taxonomy is a mapping with 'name' and 'axes'")
     try:
-        return Taxonomy.model_validate(raw)
+        taxonomy = Taxonomy.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise TaxonomyError(f"{resolved}: invalid taxonomy at {where or 'top level'}: {first['msg']}") from exc
+    taxonomy._source_text = text
+    return taxonomy
+
+
+def taxonomy_from_text(text: str, where: str) -> Taxonomy:
+    """A taxonomy from YAML text stored with a run; `where` names it in errors."""
+    try:
+        taxonomy = Taxonomy.model_validate(yaml.safe_load(text))
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise TaxonomyError(f"{where}: the stored taxonomy no longer validates ({str(exc).splitlines()[0]})") from exc
+    taxonomy._source_text = text
+    return taxonomy
+
+
+# --- checking a taxonomy file ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a taxonomy file, with the line it is on (1-based; 0 when unknown)."""
+
+    line: int
+    message: str
+    severity: str = "error"  # `error` (the file is refused) or `note` (worth knowing, accepted)
+
+    def render(self, path: str | os.PathLike[str]) -> str:
+        """`FILE:LINE: error: message`, as compilers print it."""
+        return f"{path}:{self.line}: {self.severity}: {self.message}"
+
+
+def _line(node: Any) -> int:
+    return int(node.start_mark.line) + 1 if node is not None else 0
+
+
+def _mapping_get(node: Any, key: str) -> Any:
+    """The value node under `key` of a YAML mapping node (None when absent or not a mapping)."""
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for key_node, value_node in node.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
+            return value_node
+    return None
+
+
+def _sequence(node: Any) -> list[Any]:
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _scalar(node: Any) -> str:
+    return str(node.value).strip() if isinstance(node, yaml.ScalarNode) and node.value is not None else ""
+
+
+def nested_quantifier(pattern: str) -> str | None:
+    """The reason a pattern can backtrack catastrophically, else None.
+
+    An unbounded repetition (`+`, `*`, `{n,}`) of something that itself repeats, such as `(a+)+` or
+    `(\\w*\\s?)*`, makes a backtracking engine try exponentially many splits of one run of
+    characters. A bounded outer repetition (`(\\w+\\W+){0,3}`) costs a polynomial at worst and is
+    allowed.
+    """
+    try:
+        from re import _parser as sre_parse  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover - Python < 3.11 keeps it as sre_parse
+        import sre_parse  # type: ignore[no-redef]
+    repeats = {sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT, getattr(sre_parse, "POSSESSIVE_REPEAT", None)}
+    unbounded = sre_parse.MAXREPEAT
+
+    def repeats_inside(items: Any) -> bool:
+        for op, arg in items:
+            if op in repeats:
+                return True
+            if op == sre_parse.SUBPATTERN and repeats_inside(arg[-1]):
+                return True
+            if op == sre_parse.BRANCH and any(repeats_inside(branch) for branch in arg[1]):
+                return True
+        return False
+
+    def walk(items: Any) -> str | None:
+        for op, arg in items:
+            if op in repeats:
+                low, high, body = arg
+                if high == unbounded and repeats_inside(body):
+                    return "an unbounded repetition of a repetition (e.g. (a+)+) can backtrack catastrophically"
+                found = walk(body)
+            elif op == sre_parse.SUBPATTERN:
+                found = walk(arg[-1])
+            elif op == sre_parse.BRANCH:
+                found = next((r for r in (walk(b) for b in arg[1]) if r), None)
+            elif op in (sre_parse.ASSERT, sre_parse.ASSERT_NOT):
+                found = walk(arg[1])
+            else:
+                found = None
+            if found:
+                return found
+        return None
+
+    return walk(sre_parse.parse(pattern))
+
+
+def check_pattern(pattern: str) -> list[tuple[str, str]]:
+    """(severity, message) for a pattern: it must compile and must not nest unbounded quantifiers;
+    one RE2 cannot compile (a lookaround, a backreference) is matched by Python's `re` (a note)."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return [("error", f"pattern {pattern!r} does not compile: {exc}")]
+    found: list[tuple[str, str]] = []
+    reason = nested_quantifier(pattern)
+    if reason:
+        found.append(("error", f"pattern {pattern!r}: {reason}"))
+    re2 = _re2()
+    if re2 is not None:
+        try:
+            options = re2.Options()
+            options.log_errors = False
+            re2.compile(pattern, options)
+        except Exception as exc:  # noqa: BLE001 - RE2's error type
+            found.append(
+                ("note", f"pattern {pattern!r} is not linear-time (RE2 cannot compile it: {exc}); matched with re")
+            )
+    return found
+
+
+def check_taxonomy_text(text: str) -> list[Problem]:
+    """Everything wrong in a taxonomy file's text, each with its line, in file order.
+
+    Reported: YAML that does not parse, a missing name or axes, more than MAX_AXES axes, duplicate
+    axis or category ids, empty axes, missing definitions, `implies`/`excludes`/`default` naming
+    no category of the axis, and patterns that do not compile or can backtrack catastrophically.
+    The file is also validated as a model, so anything else `load_taxonomy` would refuse is named.
+    """
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        return [Problem(int(mark.line) + 1 if mark else 0, f"not valid YAML: {str(exc).splitlines()[0]}")]
+    if not isinstance(root, yaml.MappingNode):
+        return [Problem(1, "a taxonomy is a mapping with 'name' and 'axes'")]
+    problems: list[Problem] = []
+    if not _scalar(_mapping_get(root, "name")):
+        problems.append(Problem(1, "the taxonomy has no 'name'"))
+    axes_node = _mapping_get(root, "axes")
+    axes = _sequence(axes_node)
+    if not axes:
+        problems.append(Problem(_line(axes_node) or 1, "the taxonomy has no axes"))
+    if len(axes) > MAX_AXES:
+        problems.append(Problem(_line(axes_node), f"{len(axes)} axes; kia handles 1 to {MAX_AXES}"))
+    seen_axes: dict[str, int] = {}
+    seen_categories: dict[str, int] = {}
+    for axis_node in axes:
+        axis_id = _scalar(_mapping_get(axis_node, "id"))
+        where = _line(axis_node)
+        if not axis_id:
+            problems.append(Problem(where, "an axis without an 'id'"))
+        elif axis_id in seen_axes:
+            problems.append(Problem(where, f"duplicate axis id {axis_id!r} (first on line {seen_axes[axis_id]})"))
+        else:
+            seen_axes[axis_id] = where
+        if not _scalar(_mapping_get(axis_node, "definition")):
+            problems.append(Problem(where, f"axis {axis_id!r} has no definition"))
+        categories_node = _mapping_get(axis_node, "categories")
+        categories = _sequence(categories_node)
+        if not categories:
+            problems.append(Problem(_line(categories_node) or where, f"axis {axis_id!r} has no categories"))
+        ids_here = [_scalar(_mapping_get(c, "id")) for c in categories]
+        for category_node, category_id in zip(categories, ids_here, strict=True):
+            line = _line(category_node)
+            if not category_id:
+                problems.append(Problem(line, f"a category of axis {axis_id!r} without an 'id'"))
+                continue
+            if category_id in seen_categories:
+                problems.append(
+                    Problem(line, f"duplicate category id {category_id!r} (first on line {seen_categories[category_id]})")
+                )
+            else:
+                seen_categories[category_id] = line
+            if not _scalar(_mapping_get(category_node, "definition")):
+                problems.append(Problem(line, f"category {category_id!r} has no definition"))
+            for relation in ("implies", "excludes"):
+                for target in _sequence(_mapping_get(category_node, relation)):
+                    if _scalar(target) not in ids_here:
+                        problems.append(
+                            Problem(
+                                _line(target),
+                                f"{category_id} {relation} {_scalar(target)!r}, which is no category of axis {axis_id!r}",
+                            )
+                        )
+            for pattern_node in _sequence(_mapping_get(category_node, "patterns")):
+                for severity, message in check_pattern(_scalar(pattern_node)):
+                    problems.append(Problem(_line(pattern_node), f"{category_id}: {message}", severity))
+        default_node = _mapping_get(axis_node, "default")
+        if _scalar(default_node) and _scalar(default_node) not in ids_here:
+            problems.append(
+                Problem(_line(default_node), f"default {_scalar(default_node)!r} is no category of axis {axis_id!r}")
+            )
+    if not any(p.severity == "error" for p in problems):
+        try:
+            Taxonomy.model_validate(yaml.safe_load(text))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where_text = ".".join(str(p) for p in first["loc"])
+            problems.append(Problem(0, f"invalid taxonomy at {where_text or 'top level'}: {first['msg']}"))
+    return sorted(problems, key=lambda p: p.line)
+
+
+def check_taxonomy_file(path: str | os.PathLike[str] | None) -> list[Problem]:
+    """`check_taxonomy_text` of a file (default: the shipped taxonomy)."""
+    resolved = resolve_taxonomy_path(path)
+    try:
+        text = resolved.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise TaxonomyError(f"{resolved}: taxonomy file not found") from exc
+    return check_taxonomy_text(text)
+
+
+def load_checked_taxonomy(path: str | os.PathLike[str] | None = None) -> Taxonomy:
+    """`load_taxonomy` after `check_taxonomy_file`: what `propose` reads, so a pattern that can
+    hang the classifier or an `implies` to nowhere stops the run before it starts."""
+    errors = [p for p in check_taxonomy_file(path) if p.severity == "error"]
+    if errors:
+        more = f" (and {len(errors) - 1} more; see `kia taxonomy check`)" if len(errors) > 1 else ""
+        raise TaxonomyError(errors[0].render(resolve_taxonomy_path(path)) + more)
+    return load_taxonomy(path)
+
+
+def cells(taxonomy: Taxonomy) -> int:
+    """How many cells the design space has (the product of the axes' sizes)."""
+    size = 1
+    for axis in taxonomy.axes:
+        size *= len(axis.categories)
+    return size
+
+
+def all_cells(taxonomy: Taxonomy) -> itertools.product[tuple[str, ...]]:
+    """Every cell of the design space, one category per axis, in file order."""
+    return itertools.product(*(axis.category_ids for axis in taxonomy.axes))

@@ -43,8 +43,28 @@ def test_parse_cell() -> None:
 def test_bad_gold_rows(tmp_path: Path) -> None:
     path = tmp_path / "g.csv"
     path.write_text("method,K,I,A\nX,K9,I2,A1\n", encoding="utf-8")
-    with pytest.raises(GoldError, match="outside axis K"):
+    with pytest.raises(GoldError, match="row 2, column K .*'K9' is no category"):
         load_gold(path, load_taxonomy())
     path.write_text("method,K,I,A\nX,,I2,A1\n", encoding="utf-8")
-    with pytest.raises(GoldError, match="empty K axis"):
+    with pytest.raises(GoldError, match="row 2, column K .*empty"):
         load_gold(path, load_taxonomy())
+    path.write_text("method,K,I,A\nX,K1,I2,A1\nY,K1,K2,A1\n", encoding="utf-8")
+    with pytest.raises(GoldError, match="row 3, column I .*'K2' is a category of axis K, not of I"):
+        load_gold(path, load_taxonomy())
+
+
+def test_gold_of_another_taxonomy_names_both(tmp_path: Path) -> None:
+    other = tmp_path / "t.yaml"
+    other.write_text(
+        "name: two-axes\naxes:\n"
+        "  - {id: arch, name: Architecture, definition: d, multi: false, categories: "
+        "[{id: cnn, name: CNN, definition: c}, {id: vit, name: ViT, definition: v}]}\n"
+        "  - {id: data, name: Data, definition: d, categories: [{id: img, name: Images, definition: i}]}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(GoldError, match="table5.csv does not fit taxonomy 'two-axes'.*missing arch, data"):
+        load_gold(None, load_taxonomy(other))
+    gold = tmp_path / "g.csv"
+    gold.write_text("method,arch,data\nX,cnn;vit,img\n", encoding="utf-8")
+    with pytest.raises(GoldError, match="row 2, column arch .*single-label"):
+        load_gold(gold, load_taxonomy(other))
