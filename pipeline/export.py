@@ -114,7 +114,9 @@ def _groups(rows: list[ExportRow], taxonomy: Taxonomy, column: str) -> list[tupl
     detail = next((d for d in details if d.lower() == wanted), None)
     if detail is None:
         choices = [*taxonomy.axis_ids, *sorted(details)]
-        raise KiaError(f"cannot group by {column!r}: not an axis or a detail column (choose one of {', '.join(choices)})")
+        raise KiaError(
+            f"cannot group by {column!r}: not an axis or a detail column (choose one of {', '.join(choices)})"
+        )
     ordered: dict[str, list[ExportRow]] = {}
     for row in rows:
         ordered.setdefault(row.details.get(detail, "") or "--", []).append(row)
@@ -182,7 +184,12 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         return "\n".join(lines) + "\n"
     if output_format == "latex":
-        detail_headers = ["Conditioning Source", "Conditioning Mechanism", "Generation Strategy", "Dataset (Resolution)"]
+        detail_headers = [
+            "Conditioning Source",
+            "Conditioning Mechanism",
+            "Generation Strategy",
+            "Dataset (Resolution)",
+        ]
         header = ["Method", *(_axis_header(taxonomy.axis(a)) for a in axes), *(detail_headers if details else [])]
         spec = "l" + "c" * len(axes) + ("p{3cm}p{3cm}p{3cm}p{3.2cm}" if details else "")
         lines = [

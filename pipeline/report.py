@@ -161,7 +161,8 @@ def _agreement_tables(agreement: Agreement, taxonomy: Taxonomy) -> str:
     for axis, value in agreement.axes.items():
         alpha = "n/a" if value.alpha_masi is None else f"{value.alpha_masi:.3f}"
         parts.append(
-            f"<tr><td>{html.escape(names.get(axis, axis))}</td><td>{value.exact_match:.3f}</td><td>{value.jaccard:.3f}</td>"
+            f"<tr><td>{html.escape(names.get(axis, axis))}</td><td>{value.exact_match:.3f}</td>"
+            f"<td>{value.jaccard:.3f}</td>"
             f"<td>{value.micro_f1:.3f}</td><td>{value.macro_f1:.3f}</td><td>{alpha}</td></tr>"
         )
     parts.append("</table>")
@@ -241,7 +242,8 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:top}}
 <h1>kia report</h1>
 <p>run <b>{html.escape(scored.run_id)}</b> against {html.escape(scored.gold_path)}; taxonomy
 <b>{html.escape(taxonomy.title or taxonomy.name)}</b> ({len(taxonomy.axes)} axes: {html.escape(axes_line)});
-{scored.agreement.n_papers} papers scored; all-axes exact match {scored.agreement.triple_exact_match:.3f}; kia {html.escape(__version__)}.</p>
+{scored.agreement.n_papers} papers scored; all-axes exact match {scored.agreement.triple_exact_match:.3f};
+kia {html.escape(__version__)}.</p>
 <h2>Agreement</h2>{_agreement_tables(scored.agreement, taxonomy)}
 <h2>Abstained axes (no label, no quote; counted as misses above)</h2>{abstained}
 <h2>Agreement per category</h2>{images["heat"]}

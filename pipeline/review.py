@@ -320,7 +320,6 @@ def help_text(taxonomy: Taxonomy) -> str:
 axes: {axes}"""
 
 
-
 def render_paper(session: ReviewSession, console: Any) -> None:
     """Show the current paper: key, title, labels with confidence, evidence highlighted in context."""
     from rich.text import Text
@@ -376,7 +375,7 @@ def apply_command(session: ReviewSession, command: str, console: Any) -> bool:
         session.edit(rest[0], rest[1].replace(" ", ",").split(","))
         session.advance_if_finished()
     elif verb == "e":
-        raise KiaError(f'edit needs an axis and categories; type ? for the keys of {session.taxonomy.name}')
+        raise KiaError(f"edit needs an axis and categories; type ? for the keys of {session.taxonomy.name}")
     elif verb == "r" and rest:
         session.reject(rest[0])
         session.advance_if_finished()

@@ -70,7 +70,8 @@ def _response_model_cached(taxonomy_json: str, allow_empty: bool) -> type[BaseMo
 def response_model(taxonomy: Taxonomy, allow_empty: bool = False) -> type[BaseModel]:
     """The pydantic model every backend's answer must validate against.
 
-    Per axis, a non-empty list of labels (exactly one on an axis with `multi: false`), each a category of that axis (anything else is a
+    Per axis, a non-empty list of labels (exactly one on an axis with `multi: false`), each a
+    category of that axis (anything else is a
     validation error) with 1-3 bounded quotes, a short rationale and a confidence in [0, 1].
     Bounds keep small models from looping. `allow_empty` admits an empty axis: a backend that
     abstains (an `unclear` axis, an out-of-scope paper) says why beside the labels.

@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from kia.errors import TaxonomyError
 from kia.resources import default_taxonomy_path
 
-
 MAX_AXES = 6
 
 
@@ -426,7 +425,9 @@ def check_taxonomy_text(text: str) -> list[Problem]:
                 continue
             if category_id in seen_categories:
                 problems.append(
-                    Problem(line, f"duplicate category id {category_id!r} (first on line {seen_categories[category_id]})")
+                    Problem(
+                        line, f"duplicate category id {category_id!r} (first on line {seen_categories[category_id]})"
+                    )
                 )
             else:
                 seen_categories[category_id] = line
@@ -438,7 +439,8 @@ def check_taxonomy_text(text: str) -> list[Problem]:
                         problems.append(
                             Problem(
                                 _line(target),
-                                f"{category_id} {relation} {_scalar(target)!r}, which is no category of axis {axis_id!r}",
+                                f"{category_id} {relation} {_scalar(target)!r}, "
+                                f"which is no category of axis {axis_id!r}",
                             )
                         )
             for pattern_node in _sequence(_mapping_get(category_node, "patterns")):
