@@ -63,7 +63,9 @@ def test_journey_on_the_agents_survey(agents_db: Path, tmp_path: Path) -> None:
     stored = _ok("runs", *db)
     assert "agents" in stored and "llm-age" in stored
     # label with --set on any axis; a single-label axis takes one id
-    assert "recorded ReAct" in _ok("label", "ReAct", "--set", "planning=planning_feedback", "--set", "action=tools", *db)
+    assert "recorded ReAct" in _ok(
+        "label", "ReAct", "--set", "planning=planning_feedback", "--set", "action=tools", *db
+    )
     assert "single-label" in _one_line_error("label", "ReAct", "--set", "memory=unified,hybrid", *db)
     assert "unknown axis 'K'" in _one_line_error("label", "ReAct", "--K", "K1", *db)
     assert "accepted" in _ok("review", "--run", "agents", "--accept-above", "0", *db)
@@ -118,12 +120,27 @@ def test_database_with_both_surveys_never_tracebacks(agents_db: Path, tmp_path: 
     assert "papers scored: 5" in _ok("score", "--run", ct_run, "--gold", str(ROOT / "labels" / "examples.csv"), *db)
     assert "K (External Knowledge)" in _ok("stats", "--run", ct_run, *db)
     _ok("export", "--run", ct_run, "--format", "latex", *db)
-    _ok("report", "--run", ct_run, "--gold", str(ROOT / "labels" / "examples.csv"), "--out", str(tmp_path / "ct.html"), *db)
+    _ok(
+        "report",
+        "--run",
+        ct_run,
+        "--gold",
+        str(ROOT / "labels" / "examples.csv"),
+        "--out",
+        str(tmp_path / "ct.html"),
+        *db,
+    )
     _ok("review", "--run", ct_run, "--accept-above", "0.99", *db)
     reviewed = run_kia("stats", "--reviewed", *db)  # the agents' reviews never count as 3D-CT reviews
     assert reviewed.returncode == 1 and "no paper is reviewed" in reviewed.stderr
     _ok("stats", "--reviewed", "--taxonomy", TAXONOMY, *db)
-    for args in (("papers",), ("runs",), ("score",), ("export", "--run", "agents"), ("review", "--accept-above", "0.5")):
+    for args in (
+        ("papers",),
+        ("runs",),
+        ("score",),
+        ("export", "--run", "agents"),
+        ("review", "--accept-above", "0.5"),
+    ):
         result = run_kia(*args, *db)
         assert result.returncode in (0, 1) and "Traceback" not in result.stderr + result.stdout
 

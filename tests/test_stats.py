@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from kia.gold import load_gold
 from kia.score import gold_labeling
 from kia.stats import design_space, load_reported, text_vs_table
@@ -36,3 +40,27 @@ def test_single_multi_and_cooccurrence() -> None:
 def test_text_vs_table_flags_a1() -> None:
     mismatches = text_vs_table(_table5_stats(), load_reported())
     assert [(m.category, m.reported_percent, m.table_count, m.total) for m in mismatches] == [("A1", 56.0, 15, 26)]
+
+
+@pytest.mark.parametrize("n_axes", [1, 2, 6])
+def test_figure2_for_one_to_six_axes(tmp_path: Path, n_axes: int) -> None:
+    from kia.plots import figure2
+    from kia.taxonomy import Taxonomy
+
+    axes = [
+        {
+            "id": f"ax{i}",
+            "name": f"Axis {i}",
+            "definition": "d",
+            "multi": i % 2 == 0,
+            "categories": [{"id": f"c{i}_{j}", "name": f"C{j}", "definition": "d"} for j in range(3)],
+        }
+        for i in range(n_axes)
+    ]
+    taxonomy = Taxonomy.model_validate({"name": "t", "axes": axes})
+    labeling = {f"p{k}": {f"ax{i}": frozenset({f"c{i}_{(k + i) % 3}"}) for i in range(n_axes)} for k in range(5)}
+    stats = design_space(labeling, taxonomy)
+    assert stats.n_cells == 3**n_axes and len(stats.cooccurrence) == n_axes * (n_axes - 1) // 2
+    assert stats.n_empty_cells == 3**n_axes - len(stats.triples)
+    paths = figure2(labeling, taxonomy, tmp_path)
+    assert paths[0].stat().st_size > 5_000

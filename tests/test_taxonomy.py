@@ -85,3 +85,86 @@ def test_no_cue_names_a_table5_method() -> None:
     patterns = [squash(p) for axis in load_taxonomy().axes for category in axis.categories for p in category.patterns]
     assert patterns, "the default taxonomy has patterns; this check must see them"
     assert not [(m, p) for m in methods for p in patterns if m in p]
+
+
+HOSTILE = """name: hostile
+axes:
+  - id: arch
+    name: Architecture
+    definition: the model family
+    multi: false
+    categories:
+      - id: cnn
+        name: CNN
+        definition: convolutional
+        patterns:
+          - '(a+)+$'
+        implies: [transformer]
+      - id: cnn
+        name: Again
+        definition: a duplicate
+      - id: rnn
+        name: RNN
+"""
+
+
+def test_check_names_the_line_of_each_problem(tmp_path: Path) -> None:
+    from kia.taxonomy import check_taxonomy_text
+
+    problems = [(p.line, p.severity, p.message) for p in check_taxonomy_text(HOSTILE)]
+    assert problems[0][:2] == (12, "error") and "can backtrack catastrophically" in problems[0][2]
+    assert any(line == 13 and "implies 'transformer'" in message for line, _, message in problems)
+    assert any(
+        line == 14 and "duplicate category id 'cnn' (first on line 8)" in message for line, _, message in problems
+    )
+    assert any(line == 17 and "'rnn' has no definition" in message for line, _, message in problems)
+    path = tmp_path / "hostile.yaml"
+    path.write_text(HOSTILE, encoding="utf-8")
+    from tests.conftest import run_kia
+
+    result = run_kia("taxonomy", "check", str(path))
+    assert result.returncode == 1
+    assert (
+        f"{path}:12: error: cnn: pattern '(a+)+$'" in result.stderr and f"{path}:14: error: duplicate" in result.stderr
+    )
+    # propose runs the same check on load and stops before any work
+    from kia.errors import TaxonomyError
+    from kia.taxonomy import load_checked_taxonomy
+
+    with pytest.raises(TaxonomyError, match=r"hostile.yaml:12: error: .*\(and 3 more"):
+        load_checked_taxonomy(path)
+
+
+def test_shipped_taxonomy_checks_and_patterns_run_on_re2() -> None:
+    from kia.taxonomy import check_taxonomy_file, compile_pattern
+
+    problems = check_taxonomy_file(None)
+    assert [p.severity for p in problems] == ["note"]  # one lookahead pattern: matched by re, no nesting
+    taxonomy = load_taxonomy()
+    compiled = taxonomy.category("K3").compiled_patterns[0]
+    assert type(compiled).__module__.startswith("re2") and compiled.search("an MRI-to-CT translation")
+    hostile = compile_pattern("(a+)+$")
+    assert type(hostile).__module__.startswith("re2")
+    assert hostile.search("a" * 5000 + "!") is None  # linear time: returns at once
+
+
+def test_single_label_axis_schema_takes_one_category(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from kia.schema import response_model
+
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        HOSTILE.replace("'(a+)+$'", "'conv'")
+        .replace("[transformer]", "[]")
+        .replace("      - id: cnn\n        name: Again\n        definition: a duplicate\n", "")
+        .replace("name: RNN\n", "name: RNN\n        definition: recurrent\n"),
+        encoding="utf-8",
+    )
+    taxonomy = load_taxonomy(path)
+    model = response_model(taxonomy)
+    label = {"evidence": ["q"], "rationale": "r", "confidence": 0.5}
+    model.model_validate({"arch": [{"category": "cnn", **label}]})
+    with pytest.raises(ValidationError, match="at most 1"):
+        model.model_validate({"arch": [{"category": "cnn", **label}, {"category": "rnn", **label}]})
+    assert model.model_json_schema()["properties"]["arch"]["maxItems"] == 1
