@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -211,8 +212,17 @@ class Taxonomy(BaseModel):
 
     @cached_property
     def content_hash(self) -> str:
-        """sha256 of the canonical JSON form, stored with each run."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+        """sha256 of the canonical JSON form, stored with each run.
+
+        An axis's `multi: true` (the default, and the only behaviour before the field existed) is
+        left out of the form, so a taxonomy that does not use the field keeps the hash it had:
+        stored runs and the learned head built for it still match."""
+        data = self.model_dump(mode="json")
+        for axis in data["axes"]:
+            if axis.get("multi") is True:
+                del axis["multi"]
+        canonical = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     def render_definitions(self) -> str:
         """The taxonomy as prompt text: every axis, category, definition and examples."""
