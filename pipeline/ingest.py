@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kia.errors import ExtractError, KiaError
-from kia.extract import SUPPORTED_EXTENSIONS, Document, extract
+from kia.extract import SUPPORTED_EXTENSIONS, Document, extract, is_current_extraction
 from kia.store import Store
 
 
@@ -38,8 +38,10 @@ class IngestSummary:
         return self.count("failed")
 
     def line(self) -> str:
-        """`ingested N, already present M, failed F`."""
-        return f"ingested {self.count('ingested')}, already present {self.count('present')}, failed {self.failed}"
+        """`ingested N, already present M, failed F` (and re-extracted R where there were any)."""
+        again = self.count("re-extracted")
+        extra = f", re-extracted {again}" if again else ""
+        return f"ingested {self.count('ingested')}, already present {self.count('present')}{extra}, failed {self.failed}"
 
 
 def load_manifest(path: Path) -> dict[str, str]:
@@ -89,6 +91,25 @@ def paper_key_for(path: Path, doc: Document, manifest: dict[str, str]) -> str:
     return path.stem
 
 
+def reextract(store: Store, doc: Document) -> int:
+    """Replace a stored document's text by a newer extraction and locate its stored quotes again.
+
+    Extraction rules change offsets; every quote of every run is located in the new text (exact,
+    else fuzzy, else `not_found` without offsets) in the same transaction. Returns quotes moved.
+    """
+    from kia.ground import Locator
+
+    locator = Locator(doc)
+    rows = []
+    for run_id, paper_key, axis, category, idx, quote in store.document_quotes(doc.sha256):
+        found = locator.locate(quote)
+        rows.append(
+            (found.status, found.score, found.start, found.end, found.page, found.section, run_id, paper_key, axis, category, idx)
+        )
+    store.replace_extraction(doc, rows)
+    return len(rows)
+
+
 def ingest_one(path: Path, store: Store, manifest: dict[str, str]) -> IngestOutcome:
     """Extract and store one file; any bad input becomes a failed outcome, logged in the database."""
     try:
@@ -103,6 +124,11 @@ def ingest_one(path: Path, store: Store, manifest: dict[str, str]) -> IngestOutc
     key = paper_key_for(path, doc, manifest)
     existing = store.has_document(doc.sha256)
     if existing is not None:
+        stored_version = store.extraction_version(doc.sha256) or ""
+        if not is_current_extraction(stored_version) and is_current_extraction(doc.extractor_version):
+            reextract(store, doc)
+            store.log_ingest(str(path), "re-extracted", existing, doc.sha256)
+            return IngestOutcome(str(path), "re-extracted", existing)
         store.log_ingest(str(path), "present", existing, doc.sha256)
         return IngestOutcome(str(path), "present", existing)
     store.add_document(doc, key)

@@ -196,6 +196,50 @@ class Store:
                 )
         return True
 
+    def extraction_version(self, sha256: str) -> str | None:
+        """The extractor version a stored document was read with, or None when not stored."""
+        row = self.con.execute("SELECT extractor_version FROM documents WHERE sha256 = ?", [sha256]).fetchone()
+        return str(row[0]) if row else None
+
+    def replace_extraction(self, doc: Document, evidence: list[tuple[Any, ...]]) -> None:
+        """Store a new extraction of already stored bytes, and where its quotes now are, at once.
+
+        `evidence` rows are (status, score, start, end, page, section, run id, paper key, axis,
+        category, idx): every stored quote of the document, located again in the new text, so no
+        offset ever points into text that is gone.
+        """
+        with self.transaction():
+            self.con.execute(
+                "UPDATE documents SET text = ?, n_chars = ?, n_pages = ?, extractor = ?, extractor_version = ?"
+                " WHERE sha256 = ?",
+                [doc.text, len(doc.text), len(doc.pages), doc.extractor, doc.extractor_version, doc.sha256],
+            )
+            self.con.execute("DELETE FROM pages WHERE sha256 = ?", [doc.sha256])
+            self.con.execute("DELETE FROM sections WHERE sha256 = ?", [doc.sha256])
+            self.con.executemany(
+                "INSERT INTO pages VALUES (?, ?, ?, ?)", [[doc.sha256, p.number, p.start, p.end] for p in doc.pages]
+            )
+            if doc.sections:
+                self.con.executemany(
+                    "INSERT INTO sections VALUES (?, ?, ?, ?, ?, ?)",
+                    [[doc.sha256, i, s.name, s.heading, s.start, s.end] for i, s in enumerate(doc.sections)],
+                )
+            if evidence:
+                self.con.executemany(
+                    "UPDATE evidence SET status = ?, score = ?, start_char = ?, end_char = ?, page = ?, section = ?"
+                    " WHERE run_id = ? AND paper_key = ? AND axis = ? AND category = ? AND idx = ?",
+                    [list(r) for r in evidence],
+                )
+
+    def document_quotes(self, sha256: str) -> list[tuple[str, str, str, str, int, str]]:
+        """(run id, paper key, axis, category, idx, quote) of every quote stored against a document."""
+        rows = self.query(
+            "SELECT e.run_id, e.paper_key, e.axis, e.category, e.idx, e.quote FROM evidence e"
+            " JOIN proposals p USING (run_id, paper_key) WHERE p.sha256 = ?",
+            [sha256],
+        )
+        return [(r[0], r[1], r[2], r[3], int(r[4]), r[5]) for r in rows]
+
     def log_ingest(
         self, path: str, status: str, paper_key: str | None = None, sha256: str | None = None, error: str | None = None
     ) -> None:
