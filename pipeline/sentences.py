@@ -91,7 +91,13 @@ def sentence_spans(line: str) -> list[tuple[int, int]]:
         start = match.end()
     if start < len(line):
         spans.append((start, len(line)))
-    return [(a, b) for a, b in spans if line[a:b].strip()]
+    trimmed = []
+    for a, b in spans:
+        piece = line[a:b]
+        if piece.strip():
+            lead = len(piece) - len(piece.lstrip())
+            trimmed.append((a + lead, a + len(piece.rstrip())))
+    return trimmed
 
 
 def _cut_at_word(text: str, max_chars: int) -> str:
