@@ -41,10 +41,6 @@ EXTRACTOR_REVISION = "x2"
 # so "CT-\nRATE" or "3D-\nVQGAN" keep their hyphen; then `keeps_hyphen` decides.
 # The following word is a lookahead, so "x-\ny-\nz" is decided pair by pair in one pass (idempotence).
 _HYPHEN_BREAK_RE = re.compile(r"([^\W\d_]+)[-\u2010]\n(?=([a-z][^\W\d_]*))")
-_WORD_RE = re.compile(r"[^\W\d_]+")
-_BROKEN_WORD_RE = re.compile(r"[^\W\d_]*[-\u2010]\n[^\W\d_]*")
-# Words joined by an in-line hyphen ("text-to-image"): evidence that a hyphen is part of the spelling.
-_COMPOUND_RE = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)+")
 _SOFT_HYPHEN_BREAK_RE = re.compile("\u00ad[ \t]*\n[ \t]*")
 _SOFT_HYPHEN_RE = re.compile("\u00ad")
 _INLINE_SPACE_RE = re.compile(r"[ \t\u00a0\u2002-\u200a\u202f\u3000]+")
@@ -152,26 +148,64 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@dataclass(frozen=True)
+_TOKEN_STRIP = ".,;:!?()[]{}<>\"'*_`\u2018\u2019\u201c\u201d"
+
+
 class Vocabulary:
     """The words a document spells whole (not at a line-end hyphen) and its hyphenated compounds.
 
     A line-end hyphen is resolved by the document's own spelling: no word list knows "denoising"
     or "text-to-image", but the paper that hyphenates them at a line end spells them elsewhere.
+    Built on first use only, so a document without line-end hyphens pays nothing for it.
     """
 
-    words: frozenset[str]
-    compounds: frozenset[str]  # adjacent pairs of in-line compounds: "text-to-image" gives text-to, to-image
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._words: frozenset[str] | None = None
+        self._compounds: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, text: str) -> Vocabulary:
-        """Vocabulary of `text`; the fragments around line-end hyphens are left out."""
-        words = frozenset(w.lower() for w in _WORD_RE.findall(_BROKEN_WORD_RE.sub(" ", text)))
-        pairs = set()
-        for compound in _COMPOUND_RE.findall(text):
-            parts = compound.lower().split("-")
-            pairs.update(f"{a}-{b}" for a, b in zip(parts, parts[1:], strict=False))
-        return cls(words, frozenset(pairs))
+        """The (lazily built) vocabulary of `text`."""
+        return cls(text)
+
+    def _build(self) -> frozenset[str]:
+        words: set[str] = set()
+        pairs: set[str] = set()
+        broken = False  # the previous token ended in a line-end hyphen: this one is a fragment
+        for line in self._text.lower().split("\n"):
+            tokens = line.split()
+            for index, raw in enumerate(tokens):
+                token = raw.strip(_TOKEN_STRIP)
+                if broken:
+                    broken = False
+                    continue
+                if index == len(tokens) - 1 and token.endswith(("-", "\u2010")):
+                    broken = True
+                    continue
+                if "-" in token:
+                    parts = [p for p in token.split("-") if p]
+                    pairs.update(f"{a}-{b}" for a, b in zip(parts, parts[1:], strict=False))
+                    words.update(parts)
+                elif token:
+                    words.add(token)
+            if not tokens:
+                broken = False
+        self._compounds = frozenset(pairs)
+        return frozenset(words)
+
+    @property
+    def words(self) -> frozenset[str]:
+        """Words spelled whole somewhere in the text (lower case)."""
+        if self._words is None:
+            self._words = self._build()
+        return self._words
+
+    @property
+    def compounds(self) -> frozenset[str]:
+        """Adjacent pairs of in-line compounds: "text-to-image" gives text-to and to-image."""
+        _ = self.words
+        return self._compounds
 
 
 def keeps_hyphen(left: str, right: str, vocabulary: Vocabulary) -> bool:
@@ -382,7 +416,7 @@ def _joint(previous: str, following: str, vocabulary: Vocabulary) -> tuple[str, 
 
 def _page_joint(previous: str, following: str, vocabulary: Vocabulary | None = None) -> tuple[str, str]:
     """How two pages meet (see `_joint`)."""
-    return _joint(previous, following, vocabulary or Vocabulary(frozenset(), frozenset()))
+    return _joint(previous, following, vocabulary or Vocabulary(""))
 
 
 def _assemble(page_texts: list[str], vocabulary: Vocabulary | None = None) -> tuple[str, list[Page]]:

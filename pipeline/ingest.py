@@ -41,7 +41,8 @@ class IngestSummary:
         """`ingested N, already present M, failed F` (and re-extracted R where there were any)."""
         again = self.count("re-extracted")
         extra = f", re-extracted {again}" if again else ""
-        return f"ingested {self.count('ingested')}, already present {self.count('present')}{extra}, failed {self.failed}"
+        present = self.count("present")
+        return f"ingested {self.count('ingested')}, already present {present}{extra}, failed {self.failed}"
 
 
 def load_manifest(path: Path) -> dict[str, str]:
@@ -103,9 +104,8 @@ def reextract(store: Store, doc: Document) -> int:
     rows = []
     for run_id, paper_key, axis, category, idx, quote in store.document_quotes(doc.sha256):
         found = locator.locate(quote)
-        rows.append(
-            (found.status, found.score, found.start, found.end, found.page, found.section, run_id, paper_key, axis, category, idx)
-        )
+        location = (found.status, found.score, found.start, found.end, found.page, found.section)
+        rows.append((*location, run_id, paper_key, axis, category, idx))
     store.replace_extraction(doc, rows)
     return len(rows)
 

@@ -17,8 +17,42 @@ from kia.extract import Document
 _SENTENCE_END_RE = re.compile(r"[.!?][\"')\]]*\s+(?=[\"'(\[`]?[A-Z0-9`])")
 # Words whose period is no sentence end: "et al. [3]", "Fig. 3", "e.g. CT", "Eq. 2", "vs. GANs".
 ABBREVIATIONS = frozenset(
-    "al e.g i.e cf vs fig figs eq eqs tab sec secs ref refs ch no nos vol pp approx resp dr prof mr ms st"
-    " suppl appx alg def thm lemma ca incl".split()
+    [
+        "al",
+        "e.g",
+        "i.e",
+        "cf",
+        "vs",
+        "fig",
+        "figs",
+        "eq",
+        "eqs",
+        "tab",
+        "sec",
+        "secs",
+        "ref",
+        "refs",
+        "ch",
+        "no",
+        "nos",
+        "vol",
+        "pp",
+        "approx",
+        "resp",
+        "dr",
+        "prof",
+        "mr",
+        "ms",
+        "st",
+        "suppl",
+        "appx",
+        "alg",
+        "def",
+        "thm",
+        "lemma",
+        "ca",
+        "incl",
+    ]
 )
 _LAST_TOKEN_RE = re.compile(r"(\S+)$")
 CITATION_RE = re.compile(

@@ -6,14 +6,20 @@ import re
 from pathlib import Path
 
 import pymupdf
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kia.errors import ExtractError, UnsupportedFormatError
 from kia.extract import detect_sections, extract, find_arxiv_id, normalise_text
-from tests.conftest import REAL_PDF, SHARED_CORPUS, make_encrypted_pdf, make_image_only_pdf, make_pdf, needs_shared_corpus
+from tests.conftest import (
+    REAL_PDF,
+    SHARED_CORPUS,
+    make_encrypted_pdf,
+    make_image_only_pdf,
+    make_pdf,
+    needs_shared_corpus,
+)
 
 
 def test_normalise_folds_ligatures() -> None:
