@@ -17,7 +17,7 @@ from kia.extract import Document
 _SENTENCE_END_RE = re.compile(r"[.!?][\"')\]]*\s+(?=[\"'(\[`]?[A-Z0-9`])")
 # Words whose period is no sentence end: "et al. [3]", "Fig. 3", "e.g. CT", "Eq. 2", "vs. GANs".
 ABBREVIATIONS = frozenset(
-    [
+    {
         "al",
         "e.g",
         "i.e",
@@ -52,7 +52,7 @@ ABBREVIATIONS = frozenset(
         "lemma",
         "ca",
         "incl",
-    ]
+    }
 )
 _LAST_TOKEN_RE = re.compile(r"(\S+)$")
 CITATION_RE = re.compile(
