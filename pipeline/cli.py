@@ -136,19 +136,37 @@ def show(
     section: Annotated[
         str | None, typer.Option(help="Only this section: abstract, introduction, method, experiments, ...")
     ] = None,
+    around: Annotated[
+        int | None, typer.Option(help="Only a window of text around this character offset (e.g. a quote's start)")
+    ] = None,
+    width: Annotated[int, typer.Option(help="Characters shown either side of --around")] = 400,
     db: DbOption = None,
 ) -> None:
     """Print a stored paper's text, section by section, with character offsets and pages."""
+    from rich.markup import escape
+
     from kia.store import paper_text_by_section
 
     doc, sections = paper_text_by_section(_existing_db(db), key, section)
-    out.print(f"[bold]{doc.title}[/bold]  ({key}, {len(doc.pages)} pages, {doc.extractor} {doc.extractor_version})")
+    out.print(
+        f"[bold]{escape(doc.title)}[/bold]  ({escape(key)}, {len(doc.pages)} pages, "
+        f"{escape(doc.extractor)} {escape(doc.extractor_version)})"
+    )
+    if around is not None:
+        if not 0 <= around <= len(doc.text):
+            raise KiaError(f"{key}: offset {around} is outside the text (0-{len(doc.text)})")
+        start, end = max(0, around - width), min(len(doc.text), around + width)
+        pages = f"page {doc.page_of(start)}-{doc.page_of(max(start, end - 1))}"
+        out.print(f"\n[bold cyan]{escape(f'== {doc.section_of(around)} [chars {start}-{end}, {pages}]')}[/bold cyan]")
+        out.print(doc.text[start:around] + ">>>" + doc.text[around:end], markup=False)
+        return
     for sec in sections:
         heading = sec.heading or sec.name
-        out.print(
-            f"\n[bold cyan]== {sec.name}: {heading} [chars {sec.start}-{sec.end}, "
-            f"page {doc.page_of(sec.start)}-{doc.page_of(max(sec.start, sec.end - 1))}][/bold cyan]"
+        label = (
+            f"== {sec.name}: {heading} [chars {sec.start}-{sec.end}, "
+            f"page {doc.page_of(sec.start)}-{doc.page_of(max(sec.start, sec.end - 1))}]"
         )
+        out.print(f"\n[bold cyan]{escape(label)}[/bold cyan]")
         out.print(doc.text[sec.start : sec.end], markup=False)
 
 

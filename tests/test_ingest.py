@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import duckdb
@@ -90,6 +91,11 @@ def test_folder_walk_manifest_keys_and_show(tmp_path: Path, db_path: Path) -> No
     shown = run_kia("show", "AlphaNet", "--section", "method", "--db", str(db_path))
     assert shown.returncode == 0
     assert "Cross-attention." in shown.stdout and "Radiology reports." not in shown.stdout
+    assert re.search(r"== method: Method \[chars \d+-\d+, page 1-1\]", shown.stdout), shown.stdout
+    offset = run_kia("show", "AlphaNet", "--around", "20", "--width", "5", "--db", str(db_path))
+    assert re.search(r"\[chars 15-25, page 1-1\]", offset.stdout) and ">>>" in offset.stdout
+    outside = run_kia("show", "AlphaNet", "--around", "99999", "--db", str(db_path))
+    assert outside.returncode == 1 and "outside the text" in outside.stderr
     missing = run_kia("show", "Nope", "--db", str(db_path))
     assert (
         missing.returncode == 1
