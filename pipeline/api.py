@@ -134,10 +134,16 @@ def export(
     reviewed: bool = False,
     gold: PathLike | None = None,
     taxonomy: PathLike | None = None,
+    keywords_field: str = "keywords",
 ) -> str:
-    """Labels as csv, jsonl, markdown or latex text: a run's, the reviewed ones, or (neither given) the gold file's."""
+    """Labels as csv, jsonl, markdown or latex text: a run's, the reviewed ones, or (neither given) the gold file's.
+
+    `bibtex`, `ris` and `csljson` write the labelled papers back as library entries (the labels in
+    `keywords_field`, the evidence in a note) for a reference manager.
+    """
     from kia.errors import KiaError
-    from kia.report import export_labels, gold_source, reviewed_source, run_source
+    from kia.references import BIB_FORMATS
+    from kia.report import export_bibliography, export_labels, gold_source, reviewed_source, run_source
     from kia.taxonomy import load_taxonomy
 
     settings = Settings.from_env()
@@ -151,4 +157,8 @@ def export(
         source = run_source(_db(db, settings), run, loaded)
     else:
         source = gold_source(gold_path, loaded)
+    if format in BIB_FORMATS:
+        if not (reviewed or run is not None):
+            raise KiaError(f"--format {format} writes library entries of stored papers: give --run NAME or --reviewed")
+        return export_bibliography(_db(db, settings), source, loaded, format, keywords_field)
     return export_labels(source, loaded, format, gold_path)

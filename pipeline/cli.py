@@ -92,15 +92,31 @@ def one_line_errors(func: F) -> F:
 @app.command()
 @one_line_errors
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders (walked) of papers")],
+    paths: Annotated[list[Path] | None, typer.Argument(help="Files or folders (walked) of papers")] = None,
     manifest: Annotated[
         Path | None, typer.Option(help="CSV with columns file and method (or arxiv_id) naming each paper")
     ] = None,
+    bib: Annotated[
+        Path | None, typer.Option(help="A library (.bib, .ris or CSL-JSON .json): its entries and attached PDFs")
+    ] = None,
+    fetch: Annotated[
+        bool, typer.Option("--fetch", help="With --bib: download from arXiv the entries that have an id but no file")
+    ] = False,
+    output_dir: Annotated[Path, typer.Option("--out", help="With --fetch: folder for downloaded PDFs")] = Path(
+        "papers"
+    ),
     db: DbOption = None,
 ) -> None:
     """Extract and store papers (PDF, arXiv HTML, Markdown, text); each file is stored once."""
 
     import kia
+
+    if bib is not None:
+        _ingest_library(bib, fetch, output_dir, _db(db))
+        if not paths:
+            return
+    if not paths:
+        raise KiaError("give files or folders to ingest, or --bib LIBRARY")
 
     def report(outcome: ingest_stage.IngestOutcome) -> None:
         if outcome.status == "failed":
@@ -111,6 +127,33 @@ def ingest(
     summary = kia.ingest(paths, _db(db), manifest, report)
     out.print(summary.line())
     if summary.failed:
+        raise typer.Exit(1)
+
+
+def _ingest_library(bib: Path, fetch: bool, output_dir: Path, db: Path) -> None:
+    """`kia ingest --bib`: one line per entry, the entries without a usable file listed with why."""
+    from kia.ingest import ingest_library
+    from kia.store import Store
+
+    fetch_pdf = None
+    if fetch:
+        from kia import fetch as fetch_stage
+
+        client = _arxiv_client(None)
+
+        def fetch_pdf(arxiv_id: str) -> Path:
+            outcome = fetch_stage.fetch_papers(store, client, [arxiv_id], output_dir, with_html=False)[0]
+            if outcome.status == "failed" or not outcome.pdf_path:
+                raise KiaError(outcome.error or f"{arxiv_id}: no PDF")
+            return Path(outcome.pdf_path)
+
+    with Store(db) as store:
+        outcomes = ingest_library(bib, store, fetch_pdf, lambda o: out.print(o.line(), markup=False))
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    out.print(f"{bib}: {len(outcomes)} entries; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if counts.get("failed"):
         raise typer.Exit(1)
 
 
@@ -484,20 +527,34 @@ def stats(
 @app.command()
 @one_line_errors
 def export(
-    output_format: Annotated[str, typer.Option("--format", help="csv, jsonl, markdown or latex")] = "csv",
+    output_format: Annotated[
+        str,
+        typer.Option("--format", help="csv, jsonl, markdown, latex; bibtex, ris or csljson for a reference manager"),
+    ] = "csv",
     run: Annotated[str | None, typer.Option(help="Export a run's labels (default: the gold CSV)")] = None,
     reviewed: Annotated[
         bool, typer.Option("--reviewed", help="Use reviewed labels (papers reviewed on every axis)")
     ] = False,
     gold: Annotated[Path | None, typer.Option(help="Gold CSV (default: labels/table5.csv)")] = None,
     output: Annotated[Path | None, typer.Option("--out", help="Write to this file instead of stdout")] = None,
+    keywords_field: Annotated[
+        str, typer.Option(help="BibTeX field that carries the labels (e.g. keywords, groups, tags)")
+    ] = "keywords",
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
-    """Labels as CSV, JSON lines, Markdown, or LaTeX in the layout of the survey's Table 5."""
+    """Labels as CSV, JSON lines, Markdown, LaTeX (Table 5's layout), or BibTeX/RIS/CSL-JSON entries."""
     import kia
 
-    text = kia.export(_existing_db(db) if (run or reviewed) else _db(db), output_format, run, reviewed, gold, taxonomy)
+    text = kia.export(
+        _existing_db(db) if (run or reviewed) else _db(db),
+        output_format,
+        run,
+        reviewed,
+        gold,
+        taxonomy,
+        keywords_field=keywords_field,
+    )
     if output is None:
         out.print(text, markup=False, end="")
     else:

@@ -39,6 +39,8 @@ class LabelSource:
     titles: dict[str, str]
     # paper key -> axis -> `unclear` or `out_of_scope`, where the run abstained
     statuses: dict[str, dict[str, str]] = field(default_factory=dict)
+    # the run the labels (and so the evidence) come from, when they come from one
+    run_id: str | None = None
 
 
 def _require_run(store: Store, run_id: str) -> None:
@@ -58,7 +60,7 @@ def run_source(db: Path, run_id: str | None, taxonomy: Taxonomy) -> LabelSource:
         statuses: dict[str, dict[str, str]] = {}
         for key, axis, status, _reason in store.axis_statuses(chosen):
             statuses.setdefault(key, {})[axis] = status
-        return LabelSource(run_labeling(store, chosen, taxonomy), f"run {chosen}", titles, statuses)
+        return LabelSource(run_labeling(store, chosen, taxonomy), f"run {chosen}", titles, statuses, chosen)
 
 
 def reviewed_source(db: Path, taxonomy: Taxonomy, reviewer: str | None = None) -> LabelSource:
@@ -113,6 +115,61 @@ def export_labels(source: LabelSource, taxonomy: Taxonomy, output_format: str, g
     gold = load_gold(gold_path, taxonomy)
     rows = rows_from_labeling(source.labeling, source.titles, gold, statuses=source.statuses)
     return render(rows, taxonomy, output_format)
+
+
+def _evidence_note(source: LabelSource, taxonomy: Taxonomy, paper_key: str, evidence: list[tuple[object, ...]]) -> str:
+    """The note written into a library entry: per label its name and the quotes with their pages."""
+    parts = []
+    for axis in taxonomy.axis_ids:
+        categories = sorted(source.labeling.get(paper_key, {}).get(axis, frozenset()))
+        if not categories:
+            status = source.statuses.get(paper_key, {}).get(axis)
+            parts.append(f"{axis}: {status or 'no label'}")
+        for category in categories:
+            quotes = [
+                f'p.{row[7]} "{row[2]}"'
+                for row in evidence
+                if row[0] == axis and row[1] == category and row[5] is not None
+            ]
+            parts.append(f"{category} {taxonomy.category(category).name}" + (": " + " ".join(quotes) if quotes else ""))
+    return f"kia ({source.name}): " + " | ".join(parts)
+
+
+def export_bibliography(
+    db: Path, source: LabelSource, taxonomy: Taxonomy, output_format: str, keywords_field: str = "keywords"
+) -> str:
+    """The labelled papers as BibTeX, RIS or CSL-JSON: the library's own entry where the paper came
+    from one (else one built from the stored document), the labels as keywords, the evidence in a note."""
+    from kia.references import LabelledReference, Reference, write_references
+
+    with Store(db, read_only=True) as store:
+        entries: dict[str, dict[str, object]] = {}
+        for entry in store.bib_entries():
+            if entry["paper_key"] and entry["paper_key"] not in entries:
+                entries[str(entry["paper_key"])] = entry
+        arxiv_ids = dict(
+            store.query("SELECT paper_key, arg_max(arxiv_id, ingested_at) FROM documents GROUP BY paper_key")
+        )
+        items = []
+        for key in sorted(source.labeling):
+            evidence = store.paper_evidence(source.run_id, key) if source.run_id else []
+            entry = entries.get(key)
+            if entry is not None:
+                ref = Reference(
+                    key=str(entry["entry_key"]),
+                    entry_type=str(entry["entry_type"] or "article"),
+                    title=str(entry["title"] or ""),
+                    authors=[a for a in str(entry["authors"] or "").split("; ") if a],
+                    year=str(entry["year"] or ""),
+                    doi=entry["doi"] and str(entry["doi"]),  # type: ignore[arg-type]
+                    arxiv_id=entry["arxiv_id"] and str(entry["arxiv_id"]),  # type: ignore[arg-type]
+                    url=entry["url"] and str(entry["url"]),  # type: ignore[arg-type]
+                )
+            else:
+                ref = Reference(key=key, title=source.titles.get(key, ""), arxiv_id=arxiv_ids.get(key))
+            labels = [c for axis in taxonomy.axis_ids for c in sorted(source.labeling[key].get(axis, frozenset()))]
+            items.append(LabelledReference(ref, labels, _evidence_note(source, taxonomy, key, evidence)))
+    return write_references(items, output_format, keywords_field)
 
 
 def _img(path: Path) -> str:
@@ -179,6 +236,7 @@ def write_report(
             f"<th>proposed</th><th>evidence</th></tr>{''.join(rows)}</table>"
         )
     abstention = scored.abstention
+
     def _fmt(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.3f}"
 

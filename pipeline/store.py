@@ -560,6 +560,48 @@ class Store:
         """Everyone who has reviewed."""
         return {r[0] for r in self.query("SELECT DISTINCT reviewer FROM reviews")}
 
+    # --- libraries (BibTeX, RIS, CSL-JSON) -------------------------------------------------------
+    def add_bib_entry(self, row: dict[str, Any]) -> None:
+        """One library entry (replacing the same source and key): identifiers, file, paper, status."""
+        with self.transaction():
+            self.con.execute(
+                "DELETE FROM bib_entries WHERE source = ? AND entry_key = ?", [row["source"], row["entry_key"]]
+            )
+            columns = list(row)
+            self.con.execute(
+                f"INSERT INTO bib_entries ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+                [row[c] for c in columns],
+            )
+
+    def bib_entries(self) -> list[dict[str, Any]]:
+        """Every stored library entry as column -> value: per paper, the entries whose file is the
+        stored paper first (a linked second record after them), then the latest."""
+        cursor = self.con.execute(
+            "SELECT source, entry_key, entry_type, paper_key, title, authors, year, doi, arxiv_id, url, file_path,"
+            " status, reason FROM bib_entries ORDER BY status = 'linked', added_at DESC, entry_key"
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def paper_identifiers(self) -> list[tuple[str, str | None, str | None, str | None]]:
+        """(paper key, DOI, arXiv id, title) of every stored document and library entry of a paper."""
+        rows = self.query("SELECT paper_key, NULL, arxiv_id, title FROM documents")
+        rows += self.query("SELECT paper_key, doi, arxiv_id, title FROM bib_entries WHERE paper_key IS NOT NULL")
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def link_file(self, paper_key: str, path: str, sha256: str | None, reason: str) -> None:
+        """Record a further file of a known paper, linked to it rather than stored a second time."""
+        self.con.execute(
+            "INSERT OR REPLACE INTO paper_links (paper_key, path, sha256, reason) VALUES (?, ?, ?, ?)",
+            [paper_key, path, sha256, reason],
+        )
+
+    def linked_files(self, paper_key: str | None = None) -> list[tuple[str, str, str | None, str]]:
+        """(paper key, path, sha256, reason) of the files linked to known papers."""
+        sql = "SELECT paper_key, path, sha256, reason FROM paper_links"
+        rows = self.query(sql + " WHERE paper_key = ?", [paper_key]) if paper_key else self.query(sql)
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
     # --- arXiv -----------------------------------------------------------------------------------
     def record_arxiv(self, row: dict[str, Any]) -> None:
         """arXiv metadata of one id and version, replacing an earlier row of the same version."""
