@@ -149,6 +149,8 @@ def export(
     settings = Settings.from_env()
     loaded = load_taxonomy(taxonomy or settings.taxonomy)
     gold_path = Path(gold) if gold else settings.gold
+    # A run's or the reviews' export has gold columns only when gold is asked for (`gold` given).
+    with_gold = gold is not None or not (reviewed or run is not None)
     if reviewed and run is not None:
         raise KiaError("choose one source: --run or --reviewed")
     if reviewed:
@@ -161,4 +163,4 @@ def export(
         if not (reviewed or run is not None):
             raise KiaError(f"--format {format} writes library entries of stored papers: give --run NAME or --reviewed")
         return export_bibliography(_db(db, settings), source, loaded, format, keywords_field)
-    return export_labels(source, loaded, format, gold_path)
+    return export_labels(source, loaded, format, gold_path, _db(db, settings), with_gold)

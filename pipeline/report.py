@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kia._version import __version__
 from kia.errors import KiaError
-from kia.export import render, rows_from_labeling
+from kia.export import AxisDetail, ExportRow, Quote, render, rows_from_labeling
 from kia.gold import load_gold
 from kia.score import (
     Agreement,
@@ -110,11 +110,78 @@ def compare_runs(db: Path, run_a: str, run_b: str, taxonomy: Taxonomy) -> Agreem
     return compare(first, second, taxonomy, names=(run_a, run_b))
 
 
-def export_labels(source: LabelSource, taxonomy: Taxonomy, output_format: str, gold_path: Path | None = None) -> str:
-    """A labeling as CSV, JSON lines, Markdown or LaTeX; Table-5 details come from gold where known."""
-    gold = load_gold(gold_path, taxonomy)
+def export_labels(
+    source: LabelSource,
+    taxonomy: Taxonomy,
+    output_format: str,
+    gold_path: Path | None = None,
+    db: Path | None = None,
+    with_gold: bool = True,
+) -> str:
+    """A labeling as CSV, JSON lines, Markdown or LaTeX.
+
+    A run's export (with `db`) carries per axis the names, status, confidence, quotes with page and
+    offsets, and the latest review (reviewer, time, note). Gold columns (Table-5 details and gold
+    labels) only come with `with_gold`; a gold source is gold itself and always has its details.
+    """
+    gold = load_gold(gold_path, taxonomy) if with_gold else []
     rows = rows_from_labeling(source.labeling, source.titles, gold, statuses=source.statuses)
+    if source.run_id is not None and db is not None:
+        _add_axis_details(rows, source, taxonomy, db)
+        if with_gold:
+            by_name = {name.lower(): paper for paper in gold for name in paper.names()}
+            for row in rows:
+                paper = by_name.get(row.key.lower())
+                if paper is not None:
+                    row.gold = {a: sorted(paper.labels.get(a, [])) for a in taxonomy.axis_ids}
     return render(rows, taxonomy, output_format)
+
+
+def axis_status(review: tuple[object, ...] | None, abstained: str | None, grounded: bool) -> str:
+    """An axis's status: a review's decision (accepted, edited, machine-accepted, rejected), else
+    the run's abstention (unclear, out_of_scope), else unsupported (no quote found) or proposed."""
+    from kia.review import MACHINE_ACCEPTED
+
+    if review is not None:
+        decision, note = str(review[0]), str(review[3] or "")
+        if decision == "accept":
+            return MACHINE_ACCEPTED if note.startswith(MACHINE_ACCEPTED) else "accepted"
+        return {"edit": "edited", "reject": "rejected"}.get(decision, decision)
+    if abstained:
+        return abstained
+    return "proposed" if grounded else "unsupported"
+
+
+def _add_axis_details(rows: list[ExportRow], source: LabelSource, taxonomy: Taxonomy, db: Path) -> None:
+    assert source.run_id is not None
+    with Store(db, read_only=True) as store:
+        reviews = store.latest_axis_reviews(source.run_id)
+        notes = store.paper_notes()
+        labels = store.run_label_details(source.run_id)
+        evidence = store.run_evidence(source.run_id)
+    confidence: dict[tuple[str, str], list[float]] = {}
+    grounded: dict[tuple[str, str], bool] = {}
+    for key, axis, _category, conf, ok in labels:
+        confidence.setdefault((key, axis), []).append(conf)
+        grounded[(key, axis)] = grounded.get((key, axis), True) and ok
+    quotes: dict[tuple[str, str], list[Quote]] = {}
+    for key, axis, category, quote, status, start, end, page in evidence:
+        quotes.setdefault((key, axis), []).append(Quote(category, quote, page, start, end, status))
+    for row in rows:
+        for axis in taxonomy.axis_ids:
+            review = reviews.get((row.key, axis))
+            if review is not None and review[0] in ("accept", "edit") and review[1]:
+                row.labels[axis] = sorted(str(review[1]).split(";"))
+            confs = confidence.get((row.key, axis))
+            row.axes[axis] = AxisDetail(
+                names=[taxonomy.category(c).name for c in row.labels.get(axis, [])],
+                status=axis_status(review, row.status.get(axis), grounded.get((row.key, axis), True)),
+                confidence=min(confs) if confs else None,
+                quotes=quotes.get((row.key, axis), []),
+                reviewer=str(review[2]) if review else "",
+                decided_at=str(review[4])[:19] if review else "",
+                note=str(review[3] or "") if review and review[3] else notes.get(row.key, ""),
+            )
 
 
 def _evidence_note(source: LabelSource, taxonomy: Taxonomy, paper_key: str, evidence: list[tuple[object, ...]]) -> str:

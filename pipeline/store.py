@@ -556,6 +556,36 @@ class Store:
             params.append(paper_key)
         return self.query(sql + " ORDER BY id", params)
 
+    def latest_axis_reviews(self, run_id: str | None = None) -> dict[tuple[str, str], tuple[Any, ...]]:
+        """(paper key, axis) -> (decision, labels, reviewer, note, decided_at) of the latest decision
+        on each axis (of reviews of `run_id`, or of reviews naming no run, when a run is given)."""
+        sql = "SELECT paper_key, axis, decision, labels, reviewer, note, decided_at FROM reviews WHERE axis IS NOT NULL"
+        params: list[Any] = []
+        if run_id is not None:
+            sql += " AND (run_id = ? OR run_id IS NULL)"
+            params.append(run_id)
+        return {(r[0], r[1]): tuple(r[2:]) for r in self.query(sql + " ORDER BY id", params)}
+
+    def paper_notes(self) -> dict[str, str]:
+        """Paper key -> its latest note that names no axis (`n text` in review, `kia label --note`)."""
+        rows = self.query("SELECT paper_key, note FROM reviews WHERE axis IS NULL AND note IS NOT NULL ORDER BY id")
+        return {r[0]: r[1] for r in rows}
+
+    def run_label_details(self, run_id: str) -> list[tuple[str, str, str, float, bool]]:
+        """(paper key, axis, category, confidence, grounded) of every label of a run."""
+        rows = self.query(
+            "SELECT paper_key, axis, category, confidence, grounded FROM labels WHERE run_id = ?", [run_id]
+        )
+        return [(r[0], r[1], r[2], float(r[3]), bool(r[4])) for r in rows]
+
+    def run_evidence(self, run_id: str) -> list[tuple[Any, ...]]:
+        """(paper key, axis, category, quote, status, start, end, page) of every quote of a run."""
+        return self.query(
+            "SELECT paper_key, axis, category, quote, status, start_char, end_char, page FROM evidence"
+            " WHERE run_id = ? ORDER BY paper_key, axis, category, idx",
+            [run_id],
+        )
+
     def reviewers(self) -> set[str]:
         """Everyone who has reviewed."""
         return {r[0] for r in self.query("SELECT DISTINCT reviewer FROM reviews")}
