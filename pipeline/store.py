@@ -357,6 +357,16 @@ class Store:
         rows = self.query("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1")
         return str(rows[0][0]) if rows else None
 
+    def run_with_identity(self, identity_hash: str, legacy_name: str) -> str | None:
+        """The run whose settings hash is `identity_hash` (or, from before readable names, the run
+        named `legacy_name`), oldest first."""
+        rows = self.query(
+            "SELECT run_id FROM runs WHERE identity_hash = ? OR (identity_hash IS NULL AND run_id = ?)"
+            " ORDER BY started_at LIMIT 1",
+            [identity_hash, legacy_name],
+        )
+        return str(rows[0][0]) if rows else None
+
     def run_settings(self, run_id: str) -> tuple[Any, ...] | None:
         """(backend, model, prompt_hash, schema_hash, taxonomy_hash, params) of a stored run."""
         rows = self.query(
