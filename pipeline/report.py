@@ -271,6 +271,70 @@ def _agreement_tables(agreement: Agreement) -> str:
     return "\n".join(parts)
 
 
+def _source_link(path: str, page: int | None) -> str:
+    """A link to the paper file, at the page for a PDF (`#page=N` is read by browsers' viewers)."""
+    try:
+        uri = Path(path).resolve().as_uri()
+    except ValueError:
+        return html.escape(path)
+    anchor = f"#page={page}" if page and path.lower().endswith(".pdf") else ""
+    return f'<a href="{html.escape(uri + anchor)}">p.{page}</a>'
+
+
+def _papers_table(rows: list[ExportRow], taxonomy: Taxonomy, paths: dict[str, str]) -> str:
+    """Per paper and axis: labels with names, status, confidence, review, quotes linked to the source."""
+    parts = ["<table><tr><th>paper</th><th>axis</th><th>labels</th><th>status</th><th>evidence</th></tr>"]
+    for row in rows:
+        for index, axis in enumerate(taxonomy.axis_ids):
+            d = row.axes.get(axis, AxisDetail())
+            names = ", ".join(
+                f"{html.escape(c)} {html.escape(n)}" for c, n in zip(row.labels.get(axis, []), d.names, strict=False)
+            )
+            review = f"<br>{html.escape(d.reviewer)} {html.escape(d.decided_at)}" if d.reviewer else ""
+            note = f"<br><i>{html.escape(d.note)}</i>" if d.note else ""
+            confidence = "" if d.confidence is None else f" ({d.confidence:.2f})"
+            quotes = "".join(
+                f"<li><b>{html.escape(q.category)}</b> "
+                + (_source_link(paths.get(row.key, ""), q.page) if q.start is not None else "<i>not located</i>")
+                + f" [{q.start}-{q.end}] {html.escape(q.quote)}</li>"
+                for q in d.quotes
+            )
+            head = (
+                f'<td rowspan="{len(taxonomy.axis_ids)}"><b>{html.escape(row.key)}</b><br>{html.escape(row.title)}</td>'
+                if index == 0
+                else ""
+            )
+            parts.append(
+                f"<tr>{head}<td>{axis}</td><td>{names or '&ndash;'}</td><td>{html.escape(d.status)}{confidence}"
+                f"{review}{note}</td><td><ul>{quotes}</ul></td></tr>"
+            )
+    parts.append("</table>")
+    return "".join(parts)
+
+
+def _provenance(db: Path, run_id: str) -> tuple[str, dict[str, str]]:
+    """The line saying which run and which reviews the report uses, and each paper's file."""
+    with Store(db, read_only=True) as store:
+        info = store.query(
+            "SELECT backend, model, strftime(started_at, '%Y-%m-%d %H:%M') FROM runs WHERE run_id = ?", [run_id]
+        )
+        reviews = store.latest_axis_reviews(run_id)
+        paths = dict(store.query("SELECT paper_key, arg_max(path, ingested_at) FROM documents GROUP BY paper_key"))
+    who = sorted({str(r[2]) for r in reviews.values()})
+    backend, model, started = info[0] if info else ("?", "?", "?")
+    used = (
+        f"{len(reviews)} axis decision(s) by {', '.join(who)} (the latest per paper and axis; accepted and edited"
+        " labels replace the proposal in scoring)"
+        if reviews
+        else "none (proposals only)"
+    )
+    line = (
+        f"<p>Run <b>{html.escape(run_id)}</b>: backend {html.escape(str(backend))}, model {html.escape(str(model))},"
+        f" started {html.escape(str(started))}. Reviews used: {html.escape(used)}.</p>"
+    )
+    return line, paths
+
+
 def write_report(
     db: Path, taxonomy: Taxonomy, out: Path, run_id: str | None = None, gold_path: Path | None = None
 ) -> Path:
@@ -280,6 +344,9 @@ def write_report(
 
     scored: ScoreReport = score_run(db, taxonomy, run_id, gold_path)
     run = run_source(db, scored.run_id, taxonomy)
+    provenance, paths = _provenance(db, scored.run_id)
+    paper_rows = rows_from_labeling(run.labeling, run.titles, statuses=run.statuses)
+    _add_axis_details(paper_rows, run, taxonomy, db)
     gold = gold_source(gold_path, taxonomy)
     with tempfile.TemporaryDirectory() as tmp:
         run_plot = figure2(run.labeling, taxonomy, Path(tmp) / "run", f"Design space: {run.name}")[0]
@@ -327,6 +394,7 @@ def write_report(
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:top}}</style></head><body>
 <h1>kia report</h1>
+{provenance}
 <p>run <b>{html.escape(scored.run_id)}</b> against {html.escape(scored.gold_path)}; {scored.agreement.n_papers} papers
 scored; whole-triple exact match {scored.agreement.triple_exact_match:.3f}; kia {html.escape(__version__)}.</p>
 <h2>Agreement</h2>{_agreement_tables(scored.agreement)}
@@ -336,6 +404,7 @@ scored; whole-triple exact match {scored.agreement.triple_exact_match:.3f}; kia 
 <h2>Design space of gold</h2>{images["gold"]}
 <h2>Disagreements</h2>{"".join(disagreements) or "<p>none</p>"}
 <h2>Missing papers</h2><p>{missing}</p>
+<h2>Papers: labels, status and the evidence to check them against</h2>{_papers_table(paper_rows, taxonomy, paths)}
 </body></html>"""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")

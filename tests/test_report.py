@@ -44,11 +44,19 @@ def _db_with_two_runs(tmp_path: Path) -> Path:
 def test_report_html_is_self_contained(tmp_path: Path) -> None:
     db = _db_with_two_runs(tmp_path)
     out = tmp_path / "report.html"
+    label = ["label", "MAISI", "--K", "K1", "--note", "checked", "--reviewer", "ann", "--run", "b", "--db", str(db)]
+    assert run_kia(*label).returncode == 0
     result = run_kia("report", "--run", "b", "--out", str(out), "--db", str(db))
     assert result.returncode == 0, result.stderr
     page = out.read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") == 3
     assert "micro-F1" in page and "MedLoRD" in page and "http" not in page.split("<body>")[1].split("Missing")[0]
+    top = page.split("<h2>")[0]
+    assert "Run <b>b</b>: backend scripted, model other" in top and "Reviews used: 1 axis decision(s) by ann" in top
+    papers = page.split("Papers: labels, status")[1]
+    assert "K1 " in papers and "edited" in papers and "checked" in papers
+    assert "I3 " in papers and "proposed" in papers and 'href="file://' in papers
+    assert "with a ControlNet branch" in papers
 
 
 def test_compare_lists_disagreements(tmp_path: Path) -> None:
