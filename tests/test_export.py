@@ -56,7 +56,7 @@ def test_unknown_format() -> None:
 
 
 def test_run_export_carries_evidence_status_and_review_and_gold_only_when_asked(tmp_path: Path) -> None:
-    from kia.backends.local import LocalBackend
+    from kia.backends.rules import RulesBackend
     from kia.propose import load_prompt, run_proposals
     from kia.store import Store
     from tests.conftest import run_kia
@@ -71,7 +71,7 @@ def test_run_export_carries_evidence_status_and_review_and_gold_only_when_asked(
     )
     assert run_kia("ingest", str(paper), "--db", str(db)).returncode == 0
     with Store(db) as store:
-        run_proposals(store, LocalBackend(HashingEncoder()), load_taxonomy(), load_prompt(), run_name="r")
+        run_proposals(store, RulesBackend(HashingEncoder()), load_taxonomy(), load_prompt(), run_name="r")
     assert run_kia("review", "--accept-above", "0", "--run", "r", "--reviewer", "bot", "--db", str(db)).returncode == 0
     assert (
         run_kia(

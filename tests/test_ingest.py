@@ -149,12 +149,12 @@ def _same(quote: str, found: str) -> bool:
 
 
 def _propose_offline(store: object) -> str:
-    from kia.backends.local import LocalBackend
+    from kia.backends.rules import RulesBackend
     from kia.propose import load_prompt, run_proposals
     from kia.taxonomy import load_taxonomy
     from tests.fakes import HashingEncoder
 
-    summary = run_proposals(store, LocalBackend(HashingEncoder()), load_taxonomy(), load_prompt(), run_name="r")  # type: ignore[arg-type]
+    summary = run_proposals(store, RulesBackend(HashingEncoder()), load_taxonomy(), load_prompt(), run_name="r")  # type: ignore[arg-type]
     return summary.run_id
 
 

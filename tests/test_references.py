@@ -82,13 +82,13 @@ def library(tmp_path: Path) -> Path:
 
 
 def _propose(db_path: Path) -> str:
-    from kia.backends.local import LocalBackend
+    from kia.backends.rules import RulesBackend
     from kia.propose import load_prompt, run_proposals
     from kia.taxonomy import load_taxonomy
     from tests.fakes import HashingEncoder
 
     with Store(db_path) as store:
-        return run_proposals(store, LocalBackend(HashingEncoder()), load_taxonomy(), load_prompt(), run_name="r").run_id
+        return run_proposals(store, RulesBackend(HashingEncoder()), load_taxonomy(), load_prompt(), run_name="r").run_id
 
 
 def test_zotero_bibtex_in_labels_out_in_three_formats_read_back(library: Path, db_path: Path, tmp_path: Path) -> None:
