@@ -137,17 +137,32 @@ def export(
     gold: PathLike | None = None,
     taxonomy: PathLike | None = None,
     group_by: str | None = None,
+    keywords_field: str = "keywords",
 ) -> str:
     """Labels as csv, jsonl, markdown or latex text: a run's (in the taxonomy it recorded), the
-    reviewed ones, or (neither given) the gold file's; `group_by` groups LaTeX rows by an axis."""
+    reviewed ones, or (neither given) the gold file's; `group_by` groups LaTeX rows by an axis.
+
+    `bibtex`, `ris` and `csljson` write the labelled papers back as library entries (the labels in
+    `keywords_field`, the evidence in a note) for a reference manager.
+    """
     from kia.errors import KiaError
-    from kia.report import export_labels, gold_source, reviewed_source, run_source
+    from kia.references import BIB_FORMATS
+    from kia.report import (
+        export_bibliography,
+        export_labels,
+        gold_source,
+        reviewed_source,
+        run_source,
+        source_taxonomy,
+    )
     from kia.taxonomy import load_taxonomy
 
     settings = Settings.from_env()
     chosen = taxonomy or settings.taxonomy
     loaded = load_taxonomy(chosen) if chosen else None
     gold_path = Path(gold) if gold else settings.gold
+    # A run's or the reviews' export has gold columns only when gold is asked for (`gold` given).
+    with_gold = gold is not None or not (reviewed or run is not None)
     if reviewed and run is not None:
         raise KiaError("choose one source: --run or --reviewed")
     if reviewed:
@@ -156,4 +171,8 @@ def export(
         source = run_source(_db(db, settings), run, loaded)
     else:
         source = gold_source(gold_path, loaded)
-    return export_labels(source, format, gold_path, group_by)
+    if format in BIB_FORMATS:
+        if not (reviewed or run is not None):
+            raise KiaError(f"--format {format} writes library entries of stored papers: give --run NAME or --reviewed")
+        return export_bibliography(_db(db, settings), source, source_taxonomy(source), format, keywords_field)
+    return export_labels(source, format, gold_path, group_by, _db(db, settings), with_gold)

@@ -99,15 +99,31 @@ def one_line_errors(func: F) -> F:
 @app.command()
 @one_line_errors
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders (walked) of papers")],
+    paths: Annotated[list[Path] | None, typer.Argument(help="Files or folders (walked) of papers")] = None,
     manifest: Annotated[
         Path | None, typer.Option(help="CSV with columns file and method (or arxiv_id) naming each paper")
     ] = None,
+    bib: Annotated[
+        Path | None, typer.Option(help="A library (.bib, .ris or CSL-JSON .json): its entries and attached PDFs")
+    ] = None,
+    fetch: Annotated[
+        bool, typer.Option("--fetch", help="With --bib: download from arXiv the entries that have an id but no file")
+    ] = False,
+    output_dir: Annotated[Path, typer.Option("--out", help="With --fetch: folder for downloaded PDFs")] = Path(
+        "papers"
+    ),
     db: DbOption = None,
 ) -> None:
     """Extract and store papers (PDF, arXiv HTML, Markdown, text); each file is stored once."""
 
     import kia
+
+    if bib is not None:
+        _ingest_library(bib, fetch, output_dir, _db(db))
+        if not paths:
+            return
+    if not paths:
+        raise KiaError("give files or folders to ingest, or --bib LIBRARY")
 
     def report(outcome: ingest_stage.IngestOutcome) -> None:
         if outcome.status == "failed":
@@ -118,6 +134,33 @@ def ingest(
     summary = kia.ingest(paths, _db(db), manifest, report)
     out.print(summary.line())
     if summary.failed:
+        raise typer.Exit(1)
+
+
+def _ingest_library(bib: Path, fetch: bool, output_dir: Path, db: Path) -> None:
+    """`kia ingest --bib`: one line per entry, the entries without a usable file listed with why."""
+    from kia.ingest import ingest_library
+    from kia.store import Store
+
+    fetch_pdf = None
+    if fetch:
+        from kia import fetch as fetch_stage
+
+        client = _arxiv_client(None)
+
+        def fetch_pdf(arxiv_id: str) -> Path:
+            outcome = fetch_stage.fetch_papers(store, client, [arxiv_id], output_dir, with_html=False)[0]
+            if outcome.status == "failed" or not outcome.pdf_path:
+                raise KiaError(outcome.error or f"{arxiv_id}: no PDF")
+            return Path(outcome.pdf_path)
+
+    with Store(db) as store:
+        outcomes = ingest_library(bib, store, fetch_pdf, lambda o: out.print(o.line(), markup=False))
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    out.print(f"{bib}: {len(outcomes)} entries; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if counts.get("failed"):
         raise typer.Exit(1)
 
 
@@ -143,19 +186,37 @@ def show(
     section: Annotated[
         str | None, typer.Option(help="Only this section: abstract, introduction, method, experiments, ...")
     ] = None,
+    around: Annotated[
+        int | None, typer.Option(help="Only a window of text around this character offset (e.g. a quote's start)")
+    ] = None,
+    width: Annotated[int, typer.Option(help="Characters shown either side of --around")] = 400,
     db: DbOption = None,
 ) -> None:
     """Print a stored paper's text, section by section, with character offsets and pages."""
+    from rich.markup import escape
+
     from kia.store import paper_text_by_section
 
     doc, sections = paper_text_by_section(_existing_db(db), key, section)
-    out.print(f"[bold]{doc.title}[/bold]  ({key}, {len(doc.pages)} pages, {doc.extractor} {doc.extractor_version})")
+    out.print(
+        f"[bold]{escape(doc.title)}[/bold]  ({escape(key)}, {len(doc.pages)} pages, "
+        f"{escape(doc.extractor)} {escape(doc.extractor_version)})"
+    )
+    if around is not None:
+        if not 0 <= around <= len(doc.text):
+            raise KiaError(f"{key}: offset {around} is outside the text (0-{len(doc.text)})")
+        start, end = max(0, around - width), min(len(doc.text), around + width)
+        pages = f"page {doc.page_of(start)}-{doc.page_of(max(start, end - 1))}"
+        out.print(f"\n[bold cyan]{escape(f'== {doc.section_of(around)} [chars {start}-{end}, {pages}]')}[/bold cyan]")
+        out.print(doc.text[start:around] + ">>>" + doc.text[around:end], markup=False)
+        return
     for sec in sections:
         heading = sec.heading or sec.name
-        out.print(
-            f"\n[bold cyan]== {sec.name}: {heading} [chars {sec.start}-{sec.end}, "
-            f"page {doc.page_of(sec.start)}-{doc.page_of(max(sec.start, sec.end - 1))}][/bold cyan]"
+        label = (
+            f"== {sec.name}: {heading} [chars {sec.start}-{sec.end}, "
+            f"page {doc.page_of(sec.start)}-{doc.page_of(max(sec.start, sec.end - 1))}]"
         )
+        out.print(f"\n[bold cyan]{escape(label)}[/bold cyan]")
         out.print(doc.text[sec.start : sec.end], markup=False)
 
 
@@ -475,7 +536,10 @@ def stats(
 @app.command()
 @one_line_errors
 def export(
-    output_format: Annotated[str, typer.Option("--format", help="csv, jsonl, markdown or latex")] = "csv",
+    output_format: Annotated[
+        str,
+        typer.Option("--format", help="csv, jsonl, markdown, latex; bibtex, ris or csljson for a reference manager"),
+    ] = "csv",
     run: Annotated[str | None, typer.Option(help="Export a run's labels (default: the gold CSV)")] = None,
     reviewed: Annotated[
         bool, typer.Option("--reviewed", help="Use reviewed labels (papers reviewed on every axis)")
@@ -485,14 +549,24 @@ def export(
     group_by: Annotated[
         str | None, typer.Option(help="LaTeX: rows grouped under each value of this axis (id or name) or gold column")
     ] = None,
+    keywords_field: Annotated[
+        str, typer.Option(help="BibTeX field that carries the labels (e.g. keywords, groups, tags)")
+    ] = "keywords",
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
-    """Labels as CSV, JSON lines, Markdown, or LaTeX in the layout of a survey table, one column per axis."""
+    """Labels as CSV, JSON lines, Markdown, LaTeX (a survey table's layout), or BibTeX/RIS/CSL-JSON entries."""
     import kia
 
     text = kia.export(
-        _existing_db(db) if (run or reviewed) else _db(db), output_format, run, reviewed, gold, taxonomy, group_by
+        _existing_db(db) if (run or reviewed) else _db(db),
+        output_format,
+        run,
+        reviewed,
+        gold,
+        taxonomy,
+        group_by=group_by,
+        keywords_field=keywords_field,
     )
     if output is None:
         out.print(text, markup=False, end="")

@@ -20,6 +20,40 @@ DETAIL_COLUMNS = ["conditioning_source", "conditioning_mechanism", "generation_s
 
 
 @dataclass
+class Quote:
+    """One evidence quote as exported: the category it backs, the words, and where they are."""
+
+    category: str
+    quote: str
+    page: int | None
+    start: int | None
+    end: int | None
+    status: str
+
+    def cell(self) -> str:
+        """`K2 p.3 [120-240] "quote"` (or `not located`)."""
+        where = f"p.{self.page} [{self.start}-{self.end}]" if self.start is not None else "not located"
+        return f'{self.category} {where} "{self.quote}"'
+
+
+@dataclass
+class AxisDetail:
+    """What a reader needs to check one axis of one paper: names, status, confidence, quotes, review."""
+
+    names: list[str] = field(default_factory=list)
+    # proposed, accepted, edited, machine-accepted, rejected, unclear, unsupported, out_of_scope
+    status: str = "proposed"
+    confidence: float | None = None
+    quotes: list[Quote] = field(default_factory=list)
+    reviewer: str = ""
+    decided_at: str = ""
+    note: str = ""
+
+
+DETAIL_FIELDS = ("names", "status", "confidence", "evidence", "reviewer", "decided_at", "note")
+
+
+@dataclass
 class ExportRow:
     """One paper: its key, title, labels per axis and optional Table-5 detail columns."""
 
@@ -30,6 +64,30 @@ class ExportRow:
     evidence: dict[str, str] = field(default_factory=dict)
     # axis -> `unclear` or `out_of_scope` where the labeller abstained (the axis has no labels then)
     status: dict[str, str] = field(default_factory=dict)
+    # axis -> names, status, confidence, quotes and review (exports of a run or of reviews)
+    axes: dict[str, AxisDetail] = field(default_factory=dict)
+    # axis -> gold labels (only when gold is asked for)
+    gold: dict[str, list[str]] = field(default_factory=dict)
+
+    def detail_cells(self, axis: str) -> list[str]:
+        """The DETAIL_FIELDS of one axis as CSV cells."""
+        d = self.axes.get(axis, AxisDetail())
+        confidence = "" if d.confidence is None else f"{d.confidence:.3f}"
+        evidence = " | ".join(q.cell() for q in d.quotes)
+        return ["; ".join(d.names), d.status, confidence, evidence, d.reviewer, d.decided_at, d.note]
+
+    def detail_json(self, axis: str) -> dict[str, object]:
+        """One axis as a JSON object."""
+        d = self.axes.get(axis, AxisDetail())
+        return {
+            "labels": [{"id": c, "name": n} for c, n in zip(self.labels.get(axis, []), d.names, strict=False)],
+            "status": d.status,
+            "confidence": d.confidence,
+            "evidence": [q.__dict__ for q in d.quotes],
+            "reviewer": d.reviewer or None,
+            "decided_at": d.decided_at or None,
+            "note": d.note or None,
+        }
 
     def cell(self, axis: str, sep: str = ";") -> str:
         """An axis's labels, or the reason there are none (`unclear`, `out_of_scope`)."""
@@ -135,12 +193,16 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
     if output_format == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        with_status = any(r.status for r in rows)
+        with_axes = any(r.axes for r in rows)
+        with_status = any(r.status for r in rows) and not with_axes
+        with_gold = any(r.gold for r in rows)
         writer.writerow(
             [
                 "key",
                 "title",
                 *axes,
+                *(f"{a}_{f}" for a in axes for f in DETAIL_FIELDS if with_axes),
+                *(f"gold_{a}" for a in axes if with_gold),
                 *details,
                 *(f"evidence_{a}" for a in axes if any(r.evidence for r in rows)),
                 *(f"status_{a}" for a in axes if with_status),
@@ -154,6 +216,8 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
                     row.key,
                     row.title,
                     *(";".join(row.labels[a]) for a in axes),
+                    *(cell for a in axes for cell in (row.detail_cells(a) if with_axes else [])),
+                    *(";".join(row.gold.get(a, [])) for a in axes if with_gold),
                     *(row.details.get(d, "") for d in details),
                     *extra,
                     *status,
@@ -169,7 +233,9 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
                     "labels": r.labels,
                     **({"details": r.details} if r.details else {}),
                     **({"evidence": r.evidence} if r.evidence else {}),
-                    **({"status": r.status} if r.status else {}),
+                    **({"status": r.status} if r.status and not r.axes else {}),
+                    **({"axes": {a: r.detail_json(a) for a in axes}} if r.axes else {}),
+                    **({"gold": r.gold} if r.gold else {}),
                 },
                 ensure_ascii=False,
             )

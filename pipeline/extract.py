@@ -34,10 +34,13 @@ LIGATURES = {
     "\ufb06": "st",
 }
 _LIGATURE_RE = re.compile("[" + "".join(LIGATURES) + "]")
-# A word broken at a line end: "genera-\ntion". Only joined when the next part is lower case,
-# so "CT-\nRATE" or "3D-\nVQGAN" keep their hyphen.
-# The following lowercase letter is a lookahead, so "x-\ny-\nz" joins in one pass (idempotence).
-_HYPHEN_BREAK_RE = re.compile(r"(\w)[-\u2010]\n(?=[a-z])")
+# Bumped whenever extraction output changes (offsets move): a stored document whose version lacks
+# this suffix is re-extracted on the next ingest, and its stored quotes are located again.
+EXTRACTOR_REVISION = "x2"
+# A word broken at a line end: "genera-\ntion". Only considered when the next part is lower case,
+# so "CT-\nRATE" or "3D-\nVQGAN" keep their hyphen; then `keeps_hyphen` decides.
+# The following word is a lookahead, so "x-\ny-\nz" is decided pair by pair in one pass (idempotence).
+_HYPHEN_BREAK_RE = re.compile(r"([^\W\d_]+)[-\u2010]\n(?=([a-z][^\W\d_]*))")
 _SOFT_HYPHEN_BREAK_RE = re.compile("\u00ad[ \t]*\n[ \t]*")
 _SOFT_HYPHEN_RE = re.compile("\u00ad")
 _INLINE_SPACE_RE = re.compile(r"[ \t\u00a0\u2002-\u200a\u202f\u3000]+")
@@ -145,11 +148,99 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def normalise_text(raw: str) -> str:
-    """Fold ligatures, join words hyphenated across line breaks, and normalise whitespace.
+_TOKEN_STRIP = ".,;:!?()[]{}<>\"'*_`\u2018\u2019\u201c\u201d"
 
-    Paragraph breaks survive as a single blank line; line breaks inside a paragraph become spaces,
-    so a sentence that a PDF wraps over several lines reads as one line.
+
+class Vocabulary:
+    """The words a document spells whole (not at a line-end hyphen) and its hyphenated compounds.
+
+    A line-end hyphen is resolved by the document's own spelling: no word list knows "denoising"
+    or "text-to-image", but the paper that hyphenates them at a line end spells them elsewhere.
+    Built on first use only, so a document without line-end hyphens pays nothing for it.
+    """
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._words: frozenset[str] | None = None
+        self._compounds: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, text: str) -> Vocabulary:
+        """The (lazily built) vocabulary of `text`."""
+        return cls(text)
+
+    def _build(self) -> frozenset[str]:
+        words: set[str] = set()
+        pairs: set[str] = set()
+        broken = False  # the previous token ended in a line-end hyphen: this one is a fragment
+        for line in self._text.lower().split("\n"):
+            tokens = line.split()
+            for index, raw in enumerate(tokens):
+                token = raw.strip(_TOKEN_STRIP)
+                if broken:
+                    broken = False
+                    continue
+                if index == len(tokens) - 1 and token.endswith(("-", "\u2010")):
+                    broken = True
+                    continue
+                if "-" in token:
+                    parts = [p for p in token.split("-") if p]
+                    pairs.update(f"{a}-{b}" for a, b in zip(parts, parts[1:], strict=False))
+                    words.update(parts)
+                elif token:
+                    words.add(token)
+            if not tokens:
+                broken = False
+        self._compounds = frozenset(pairs)
+        return frozenset(words)
+
+    @property
+    def words(self) -> frozenset[str]:
+        """Words spelled whole somewhere in the text (lower case)."""
+        if self._words is None:
+            self._words = self._build()
+        return self._words
+
+    @property
+    def compounds(self) -> frozenset[str]:
+        """Adjacent pairs of in-line compounds: "text-to-image" gives text-to and to-image."""
+        _ = self.words
+        return self._compounds
+
+
+def keeps_hyphen(left: str, right: str, vocabulary: Vocabulary) -> bool:
+    """Whether "left-" at a line end and "right" on the next line are one hyphenated word.
+
+    The joined word spelled whole in the document wins ("gener-ation"); else the hyphenated
+    spelling ("text-to-image" elsewhere keeps "text-\nto"); else both parts being words of their
+    own keeps the hyphen ("image-\ntext"), a fragment that is no word joins ("denois-\ning").
+    """
+    lo_left, lo_right = left.lower(), right.lower()
+    if lo_left + lo_right in vocabulary.words:
+        return False
+    if f"{lo_left}-{lo_right}" in vocabulary.compounds:
+        return True
+    return lo_left in vocabulary.words and lo_right in vocabulary.words and len(lo_right) > 1
+
+
+def resolve_line_hyphens(text: str, vocabulary: Vocabulary | None = None) -> str:
+    """Join or keep every lower-case-continued line-end hyphen of `text` (see `keeps_hyphen`)."""
+    if "-\n" not in text and "\u2010\n" not in text:
+        return text
+    vocab = vocabulary if vocabulary is not None else Vocabulary.of(text)
+
+    def decide(match: re.Match[str]) -> str:
+        left, right = match.group(1), match.group(2)
+        return match.group(0) if keeps_hyphen(left, right, vocab) else left
+
+    return _HYPHEN_BREAK_RE.sub(decide, text)
+
+
+def normalise_text(raw: str, vocabulary: Vocabulary | None = None) -> str:
+    """Fold ligatures, resolve words hyphenated across line breaks, and normalise whitespace.
+
+    Paragraph breaks survive as a single blank line. A line-end hyphen is removed only where the
+    joined word is a word (see `keeps_hyphen`; `vocabulary` defaults to that of `raw` itself).
     """
     text = raw.replace("\r\n", "\n").replace("\r", "\n").replace("\f", "\n\n")
     text = _LIGATURE_RE.sub(lambda m: LIGATURES[m.group(0)], text)
@@ -158,7 +249,7 @@ def normalise_text(raw: str) -> str:
     text = _INLINE_SPACE_RE.sub(" ", text)
     lines = [line.strip() for line in text.split("\n")]
     text = "\n".join(lines)
-    text = _HYPHEN_BREAK_RE.sub(r"\1", text)
+    text = resolve_line_hyphens(text, vocabulary)
     text = _MANY_NEWLINES_RE.sub("\n\n", text)
     return text.strip()
 
@@ -174,6 +265,16 @@ def _package_version(name: str) -> str:
         return version(name)
     except PackageNotFoundError:
         return "unknown"
+
+
+def extractor_version(package: str) -> str:
+    """The reading library's version plus kia's extraction revision: "1.24.9+x2"."""
+    return f"{_package_version(package)}+{EXTRACTOR_REVISION}"
+
+
+def is_current_extraction(stored_version: str) -> bool:
+    """Whether a stored document was extracted by this revision of the rules (else re-extract it)."""
+    return stored_version.endswith(f"+{EXTRACTOR_REVISION}")
 
 
 def _classify_heading(title: str) -> str | None:
@@ -281,31 +382,51 @@ def _merge_adjacent(sections: list[Section]) -> list[Section]:
     return merged
 
 
-_PAGE_END_HYPHEN_RE = re.compile(r"\w[-\u00ad\u2010]$")
+# A paragraph whose last word is hyphenated, and the first word of what follows it.
+_TRAILING_HYPHEN_RE = re.compile(r"([^\W\d_]+)[-\u00ad\u2010]$")
+_LEADING_WORD_RE = re.compile(r"^[a-z][^\W\d_]*")
+# "Figure 3:", "Fig. 2.", "Table 1|", "Algorithm 1": a caption, kept as a paragraph of its own.
+_CAPTION_RE = re.compile(r"^(?:fig\.|figure|tab\.|table|algorithm|listing)\s*[A-Z]?\d+[a-z]?\s*[:.|]", re.I)
+# Share of the page height at top and bottom where running headers and footers live.
+_MARGIN = 0.09
+# A line-end hyphen that `keeps_hyphen` kept: the word goes on without a space ("text-to-image").
+_SENTENCE_END_RE = re.compile(r"(?<=[a-z0-9)\]][.!?])\s+(?=[A-Z])")
+_KEPT_HYPHEN_BREAK_RE = re.compile(r"(?<=\w[-\u2010])\n(?=[^\W_])")
 
 
-def _page_joint(previous: str, following: str) -> tuple[str, str]:
-    """How two pages meet: (text kept of the previous page, separator).
+def _joint(previous: str, following: str, vocabulary: Vocabulary) -> tuple[str, str]:
+    """How two stretches of running text meet: (text kept of the previous one, separator).
 
-    A word hyphenated over the page break is joined, a sentence running on to the next page gets a
-    space, anything else a paragraph break.
+    A word hyphenated over the break is joined where the joined word is a word (see
+    `keeps_hyphen`), else kept with its hyphen; a sentence running on gets a space; anything else
+    a paragraph break.
     """
-    continues = bool(following) and following[0].islower()
-    if continues and _PAGE_END_HYPHEN_RE.search(previous):
+    first = _LEADING_WORD_RE.match(following)
+    if first is None or not previous:
+        return previous, PAGE_SEPARATOR
+    hyphen = _TRAILING_HYPHEN_RE.search(previous)
+    if hyphen:
+        if keeps_hyphen(hyphen.group(1), first.group(0), vocabulary):
+            return previous, ""
         return previous[:-1], ""
-    if continues and previous and previous[-1] not in ".!?:":
+    if previous[-1] not in ".!?:":
         return previous, " "
     return previous, PAGE_SEPARATOR
 
 
-def _assemble(page_texts: list[str]) -> tuple[str, list[Page]]:
+def _page_joint(previous: str, following: str, vocabulary: Vocabulary | None = None) -> tuple[str, str]:
+    """How two pages meet (see `_joint`)."""
+    return _joint(previous, following, vocabulary or Vocabulary(""))
+
+
+def _assemble(page_texts: list[str], vocabulary: Vocabulary | None = None) -> tuple[str, list[Page]]:
     """Join page texts into one string and record each page's global span."""
     parts: list[str] = []
     pages: list[Page] = []
     cursor = 0
     for number, page_text in enumerate(page_texts, start=1):
         if parts:
-            kept, separator = _page_joint(parts[-1], page_text)
+            kept, separator = _page_joint(parts[-1], page_text, vocabulary)
             if kept != parts[-1]:
                 cursor -= len(parts[-1]) - len(kept)
                 parts[-1] = kept
@@ -319,7 +440,10 @@ def _assemble(page_texts: list[str]) -> tuple[str, list[Page]]:
     return "".join(parts), pages
 
 
-def _order_blocks(blocks: list[tuple[float, float, float, float, str]], width: float) -> list[str]:
+Block = tuple[float, float, float, float, str]
+
+
+def _order_blocks(blocks: list[Block], width: float) -> list[str]:
     """Reading order for one- and two-column pages.
 
     Blocks that span the middle of the page (titles, wide figures) cut the page into bands; inside
@@ -348,20 +472,111 @@ def _order_blocks(blocks: list[tuple[float, float, float, float, str]], width: f
     return ordered
 
 
-def _pdf_page_text(page: object) -> str:
+@dataclass
+class _RawPage:
+    """One PDF page as pymupdf gives it: its text blocks and size."""
+
+    blocks: list[Block]
+    width: float
+    height: float
+
+
+def _read_page(page: object) -> _RawPage:
     raw_blocks = page.get_text("blocks")  # type: ignore[attr-defined]
-    blocks = [
-        (b[0], b[1], b[2], b[3], b[4])
-        for b in raw_blocks
-        if b[6] == 0 and str(b[4]).strip() and not _PAGE_NUMBER_RE.match(str(b[4]).strip())
-    ]
-    width = float(page.rect.width)  # type: ignore[attr-defined]
-    # Inside a block, a line break is a wrap, so it becomes a space after hyphen joining.
-    paragraphs = []
-    for text in _order_blocks(blocks, width):
-        joined = normalise_text(text).replace("\n\n", "\n")
-        paragraphs.append(joined.replace("\n", " "))
-    return "\n\n".join(paragraphs)
+    rect = page.rect  # type: ignore[attr-defined]
+    blocks = [(b[0], b[1], b[2], b[3], b[4]) for b in raw_blocks if b[6] == 0 and b[4].strip()]
+    return _RawPage(blocks, float(rect.width), float(rect.height))
+
+
+def _furniture_key(text: str) -> str:
+    """A margin line with its numbers masked: "Preprint 12" and "Preprint 13" are the same footer."""
+    return re.sub(r"\d+", "#", " ".join(text.split()).lower())
+
+
+def _in_margin(block: Block, page: _RawPage) -> bool:
+    """The block lies in the top or bottom margin band of the page."""
+    return block[3] <= page.height * _MARGIN or block[1] >= page.height * (1 - _MARGIN)
+
+
+def _has_body(page: _RawPage) -> bool:
+    """Some text lies outside the margin bands (so margin text may be running furniture)."""
+    return any(not _in_margin(b, page) and b[4].strip() for b in page.blocks)
+
+
+def _running_furniture(pages: list[_RawPage]) -> set[str]:
+    """Text repeated in the top or bottom margin of many pages: running headers and footers.
+
+    A line counts when it recurs (numbers masked) on at least 3 pages and a third of them; a title
+    printed once in the margin of page 1 stays.
+    """
+    seen: dict[str, int] = {}
+    for page in pages:
+        if not _has_body(page):
+            continue  # a page whose only text is in its margins: that text is the page, not furniture
+        keys = {_furniture_key(b[4]) for b in page.blocks if _in_margin(b, page)}
+        for key in keys:
+            seen[key] = seen.get(key, 0) + 1
+    threshold = max(3, len(pages) / 3)
+    return {key for key, count in seen.items() if count >= threshold}
+
+
+def _page_text(page: _RawPage, furniture: set[str], vocabulary: Vocabulary, continues: bool) -> str:
+    """A page's running text in reading order, with its captions as paragraphs of their own.
+
+    Page numbers and running headers/footers are dropped. Captions are taken out of the flow so
+    that a sentence interrupted by a figure reads whole; they go before the running text, or, when
+    the page opens mid-sentence (`continues`), after the paragraph that finishes that sentence.
+    """
+    kept: list[Block] = []
+    has_body = _has_body(page)
+    for block in page.blocks:
+        stripped = block[4].strip()
+        if _PAGE_NUMBER_RE.match(stripped):
+            continue
+        if has_body and _in_margin(block, page) and _furniture_key(stripped) in furniture:
+            continue
+        kept.append(block)
+    body: list[str] = []
+    captions: list[str] = []
+    for text in _order_blocks(kept, page.width):
+        # Inside a block, a line break is a wrap: it becomes a space once hyphens are resolved.
+        normalised = _KEPT_HYPHEN_BREAK_RE.sub("", normalise_text(text, vocabulary))
+        paragraph = normalised.replace("\n\n", "\n").replace("\n", " ")
+        if not paragraph:
+            continue
+        if _CAPTION_RE.match(paragraph):
+            captions.append(paragraph)
+            continue
+        if body:
+            previous, separator = _joint(body[-1], paragraph, vocabulary)
+            if separator != PAGE_SEPARATOR:
+                body[-1] = previous + separator + paragraph
+                continue
+        body.append(paragraph)
+    if not captions:
+        return PAGE_SEPARATOR.join(body)
+    opens_mid_sentence = continues and bool(body) and _LEADING_WORD_RE.match(body[0]) is not None
+    if not opens_mid_sentence:
+        return PAGE_SEPARATOR.join(captions + body)
+    # After the sentence that finishes the previous page's; a paragraph is split there if need be.
+    first = body[0]
+    if first[-1] not in ".!?" or len(body) == 1:
+        end = _SENTENCE_END_RE.search(first)
+        if end is not None:
+            body = [first[: end.start()], first[end.end() :], *body[1:]]
+    return PAGE_SEPARATOR.join(body[:1] + captions + body[1:])
+
+
+def _pdf_page_texts(pages: list[_RawPage]) -> tuple[list[str], Vocabulary]:
+    """Every page's text, hyphens resolved against the whole document's vocabulary."""
+    vocabulary = Vocabulary.of("\n".join(b[4] for page in pages for b in page.blocks))
+    furniture = _running_furniture(pages) if len(pages) >= 3 else set()
+    texts: list[str] = []
+    for page in pages:
+        previous = texts[-1] if texts else ""
+        continues = bool(previous) and previous[-1] not in ".!?:"
+        texts.append(_page_text(page, furniture, vocabulary, continues))
+    return texts, vocabulary
 
 
 def _pdf_title(doc: object, first_page_text: str) -> str:
@@ -398,15 +613,16 @@ def extract_pdf(path: Path, data: bytes) -> Document:
             raise ExtractError(str(path), "encrypted PDF: a password is required to read it")
         if doc.page_count == 0:
             raise ExtractError(str(path), "PDF has no pages")
-        page_texts: list[str] = []
+        raw_pages: list[_RawPage] = []
         try:
             for page_no in range(doc.page_count):
-                page_texts.append(_pdf_page_text(doc.load_page(page_no)))
+                raw_pages.append(_read_page(doc.load_page(page_no)))
         except Exception as exc:
-            raise ExtractError(str(path), f"corrupt PDF, failed on page {len(page_texts) + 1} ({exc})") from exc
+            raise ExtractError(str(path), f"corrupt PDF, failed on page {len(raw_pages) + 1} ({exc})") from exc
+        page_texts, vocabulary = _pdf_page_texts(raw_pages)
         if sum(len(t.strip()) for t in page_texts) < 20:
             raise ExtractError(str(path), f"no text layer in {doc.page_count} page(s) (scanned images?): OCR it first")
-        text, pages = _assemble(page_texts)
+        text, pages = _assemble(page_texts, vocabulary)
         title = _pdf_title(doc, page_texts[0])
     finally:
         doc.close()
@@ -420,7 +636,7 @@ def extract_pdf(path: Path, data: bytes) -> Document:
         sections=detect_sections(text),
         arxiv_id=find_arxiv_id(text),
         extractor="pymupdf",
-        extractor_version=_package_version("pymupdf"),
+        extractor_version=extractor_version("pymupdf"),
     )
 
 
@@ -452,6 +668,54 @@ def markdown_to_text(markdown: str) -> str:
     return text
 
 
+_LIST_ITEM_RE = re.compile(r"^(?:[-*+\u2022]|\d{1,3}[.)])\s")
+_RULE_RE = re.compile(r"^(?:[-=*_]\s*){3,}$")
+
+
+def _line_kind(line: str, markdown: bool) -> str:
+    """What a line of hard-wrapped text is: blank, heading, list, table, fence or prose."""
+    if not line:
+        return "blank"
+    if line.startswith(("```", "~~~")):
+        return "fence"
+    if line.startswith("|") or _RULE_RE.match(line):
+        return "table"
+    if markdown and _MD_HEADING_RE.match(line):
+        return "heading"
+    numbered = _NUMBERED_HEADING_RE.match(line)
+    if numbered and not line.endswith((".", ",", ";")):
+        return "heading"
+    if _LIST_ITEM_RE.match(line):
+        return "list"
+    if len(line.split()) <= 4 and _classify_heading(line) is not None:
+        return "heading"
+    return "prose"
+
+
+def join_wrapped_lines(text: str, markdown: bool = False) -> str:
+    """Join hard-wrapped lines into paragraphs: a line break inside a paragraph becomes a space.
+
+    A blank line, a heading, a list item, a table row or a code fence ends a paragraph; the lines
+    of a fenced code block stay as they are.
+    """
+    lines = text.split("\n")
+    out = [lines[0]] if lines else []
+    in_fence = _line_kind(lines[0], markdown) == "fence" if lines else False
+    previous = _line_kind(lines[0], markdown) if lines else "blank"
+    for line in lines[1:]:
+        kind = _line_kind(line, markdown)
+        if kind == "fence":
+            in_fence = not in_fence
+        elif not in_fence and kind == "prose" and previous in ("prose", "list") and out[-1].strip():
+            # A hyphen kept at a line end (see `keeps_hyphen`) goes on without a space.
+            glue = "" if out[-1].endswith(("-", "\u2010")) and out[-1][-2:-1].isalnum() and line[:1].isalnum() else " "
+            out[-1] = f"{out[-1]}{glue}{line}"
+            continue
+        out.append(line)
+        previous = "fence" if in_fence else kind
+    return "\n".join(out)
+
+
 def _structured_text(
     path: Path,
     body: str,
@@ -463,10 +727,10 @@ def _structured_text(
     title_hint: str = "",
 ) -> Document:
     """Shared tail of the Markdown, HTML and text readers: one page, sections from headings."""
-    text = normalise_text(body)
+    markdown = fmt in {"markdown", "html"}
+    text = join_wrapped_lines(normalise_text(body), markdown)
     if not text:
         raise ExtractError(str(path), "no text in file")
-    markdown = fmt in {"markdown", "html"}
     sections = detect_sections(text, markdown=markdown)
     if markdown:
         text, sections = _strip_md_headings(text, sections)
@@ -528,14 +792,14 @@ def extract_markdown(path: Path, data: bytes) -> Document:
     """Markdown: headings give sections; links, emphasis and comments are reduced to prose."""
     raw, warnings = _decode(path, data)
     return _structured_text(
-        path, markdown_to_text(raw), "markdown", "kia-markdown", _package_version("kia"), data, warnings
+        path, markdown_to_text(raw), "markdown", "kia-markdown", extractor_version("kia"), data, warnings
     )
 
 
 def extract_text(path: Path, data: bytes) -> Document:
     """Plain text: one page; sections from numbered or keyword heading lines."""
     raw, warnings = _decode(path, data)
-    return _structured_text(path, raw, "text", "kia-text", _package_version("kia"), data, warnings)
+    return _structured_text(path, raw, "text", "kia-text", extractor_version("kia"), data, warnings)
 
 
 def extract_html(path: Path, data: bytes) -> Document:
@@ -571,7 +835,7 @@ def extract_html(path: Path, data: bytes) -> Document:
     # Paragraph text in HTML wraps arbitrarily: single newlines inside a block are spaces.
     text = re.sub(r"(?<!\n)\n(?!\n)", " ", text)
     return _structured_text(
-        path, text, "html", "beautifulsoup4", _package_version("beautifulsoup4"), data, warnings, title
+        path, text, "html", "beautifulsoup4", extractor_version("beautifulsoup4"), data, warnings, title
     )
 
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kia.errors import ExtractError, KiaError
-from kia.extract import SUPPORTED_EXTENSIONS, Document, extract
+from kia.extract import SUPPORTED_EXTENSIONS, Document, extract, is_current_extraction, sha256_of
+from kia.references import Identity, Reference, find_known_paper, read_references, usable_file
 from kia.store import Store
 
 
@@ -38,8 +39,11 @@ class IngestSummary:
         return self.count("failed")
 
     def line(self) -> str:
-        """`ingested N, already present M, failed F`."""
-        return f"ingested {self.count('ingested')}, already present {self.count('present')}, failed {self.failed}"
+        """`ingested N, already present M, failed F` (and re-extracted R where there were any)."""
+        again = self.count("re-extracted")
+        extra = f", re-extracted {again}" if again else ""
+        present = self.count("present")
+        return f"ingested {self.count('ingested')}, already present {present}{extra}, failed {self.failed}"
 
 
 def load_manifest(path: Path) -> dict[str, str]:
@@ -89,6 +93,24 @@ def paper_key_for(path: Path, doc: Document, manifest: dict[str, str]) -> str:
     return path.stem
 
 
+def reextract(store: Store, doc: Document) -> int:
+    """Replace a stored document's text by a newer extraction and locate its stored quotes again.
+
+    Extraction rules change offsets; every quote of every run is located in the new text (exact,
+    else fuzzy, else `not_found` without offsets) in the same transaction. Returns quotes moved.
+    """
+    from kia.ground import Locator
+
+    locator = Locator(doc)
+    rows = []
+    for run_id, paper_key, axis, category, idx, quote in store.document_quotes(doc.sha256):
+        found = locator.locate(quote)
+        location = (found.status, found.score, found.start, found.end, found.page, found.section)
+        rows.append((*location, run_id, paper_key, axis, category, idx))
+    store.replace_extraction(doc, rows)
+    return len(rows)
+
+
 def ingest_one(path: Path, store: Store, manifest: dict[str, str]) -> IngestOutcome:
     """Extract and store one file; any bad input becomes a failed outcome, logged in the database."""
     try:
@@ -103,6 +125,11 @@ def ingest_one(path: Path, store: Store, manifest: dict[str, str]) -> IngestOutc
     key = paper_key_for(path, doc, manifest)
     existing = store.has_document(doc.sha256)
     if existing is not None:
+        stored_version = store.extraction_version(doc.sha256) or ""
+        if not is_current_extraction(stored_version) and is_current_extraction(doc.extractor_version):
+            reextract(store, doc)
+            store.log_ingest(str(path), "re-extracted", existing, doc.sha256)
+            return IngestOutcome(str(path), "re-extracted", existing)
         store.log_ingest(str(path), "present", existing, doc.sha256)
         return IngestOutcome(str(path), "present", existing)
     store.add_document(doc, key)
@@ -136,3 +163,99 @@ def run_ingest(
     manifest = load_manifest(manifest_path) if manifest_path else {}
     with Store(db) as store:
         return ingest_paths(paths, store, manifest, on_outcome)
+
+
+@dataclass(frozen=True)
+class EntryOutcome:
+    """What happened to one library entry: ingested, present, linked, fetched or no file (with why)."""
+
+    entry_key: str
+    status: str
+    paper_key: str | None = None
+    detail: str | None = None
+
+    def line(self) -> str:
+        """One line for the CLI."""
+        target = f" -> {self.paper_key}" if self.paper_key else ""
+        return f"{self.status}: {self.entry_key}{target}" + (f" ({self.detail})" if self.detail else "")
+
+
+def _known_papers(store: Store) -> dict[str, list[Identity]]:
+    known: dict[str, list[Identity]] = {}
+    for key, doi, arxiv_id, title in store.paper_identifiers():
+        known.setdefault(key, []).append(Identity.of(doi, arxiv_id, title))
+    return known
+
+
+def ingest_library(
+    library: Path,
+    store: Store,
+    fetch_pdf: Callable[[str], Path] | None = None,
+    on_outcome: Callable[[EntryOutcome], None] | None = None,
+) -> list[EntryOutcome]:
+    """Ingest a BibTeX/RIS/CSL-JSON library: every entry stored, its file ingested (or its arXiv id
+    fetched through `fetch_pdf`), a further file of a known paper linked to it, never stored twice.
+
+    The paper key of a new paper is its arXiv id, else the entry's citation key.
+    """
+    outcomes: list[EntryOutcome] = []
+    for ref in read_references(library):
+        outcome = _ingest_entry(ref, library, store, fetch_pdf)
+        outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
+    return outcomes
+
+
+def _ingest_entry(ref: Reference, library: Path, store: Store, fetch_pdf: Callable[[str], Path] | None) -> EntryOutcome:
+    identity = Identity.of(ref.doi, ref.arxiv_id, ref.title)
+    known = find_known_paper(_known_papers(store), identity)
+    file, reason = usable_file(ref)
+    status, detail = "ingested", None
+    if file is None and fetch_pdf is not None and ref.arxiv_id and known is None:
+        try:
+            file, status = fetch_pdf(ref.arxiv_id), "fetched"
+        except KiaError as exc:
+            reason = f"{reason}; fetching arXiv {ref.arxiv_id} failed: {exc}"
+    paper_key = known[0] if known else None
+    if file is None:
+        status, detail = ("linked", f"{known[1]}, no file: {reason}") if known else ("no file", reason)
+    else:
+        key = ref.arxiv_id or ref.key
+        doc_outcome: IngestOutcome | None = None
+        if known is not None:
+            try:
+                sha = sha256_of(file.read_bytes())
+            except OSError as exc:
+                sha, detail = None, f"cannot read {file}: {exc.strerror}"
+            stored = store.has_document(sha) if sha else None
+            if stored is not None:
+                status, detail = "present", f"{file} is stored as {stored}"
+            else:
+                store.link_file(known[0], str(file), sha, known[1])
+                status, detail = "linked", f"second file of a known paper ({known[1]}): {file}"
+        else:
+            doc_outcome = ingest_one(file, store, {str(file): key})
+            paper_key = doc_outcome.paper_key
+            if doc_outcome.status == "failed":
+                status, detail, paper_key = "failed", doc_outcome.error, None
+            elif doc_outcome.status == "present":
+                status, detail = "present", f"{file} is stored as {paper_key}"
+    store.add_bib_entry(
+        {
+            "source": str(library),
+            "entry_key": ref.key,
+            "entry_type": ref.entry_type,
+            "paper_key": paper_key,
+            "title": ref.title,
+            "authors": "; ".join(ref.authors),
+            "year": ref.year,
+            "doi": ref.doi,
+            "arxiv_id": ref.arxiv_id,
+            "url": ref.url,
+            "file_path": str(file) if file else (str(ref.files[0]) if ref.files else None),
+            "status": status,
+            "reason": detail,
+        }
+    )
+    return EntryOutcome(ref.key, status, paper_key, detail)

@@ -113,27 +113,40 @@ def figure2(labeling: Labeling, taxonomy: Taxonomy, out_dir: Path, title: str = 
 
 
 def agreement_heatmap(agreement: Agreement, out_dir: Path, title: str = "") -> list[Path]:
-    """Per category (rows) precision, recall, F1, kappa, PABAK and AC1 (columns), colour-coded."""
-    metrics = ["precision", "recall", "f1", "kappa", "pabak", "ac1"]
+    """Per category (rows) precision, recall and F1 on a 0-1 scale, and kappa, PABAK and AC1 on a
+    -1-1 scale whose middle is chance: two panels, each with its own colour bar, so a precision of 0
+    reads red, not the neutral colour of a chance-level kappa. Undefined cells are grey, marked n/a."""
+    import numpy as np
+
+    groups = [
+        (["precision", "recall", "f1"], 0.0, 1.0, "0 = none right, 1 = all right"),
+        (["kappa", "pabak", "ac1"], -1.0, 1.0, "0 = chance, 1 = perfect, < 0 = worse than chance"),
+    ]
     rows: list[str] = []
-    values: list[list[float]] = []
+    figures_per_row: list[dict[str, object]] = []
     for axis_agreement in agreement.axes.values():
         for category, figures in axis_agreement.per_category.items():
             rows.append(category)
-            values.append([float("nan") if figures[m] is None else float(figures[m] or 0.0) for m in metrics])
-    fig, ax = plt.subplots(figsize=(7, 0.38 * max(4, len(rows)) + 1.2))
+            figures_per_row.append(figures)
+    fig, panels = plt.subplots(1, 2, figsize=(9, 0.38 * max(4, len(rows)) + 1.4))
     if not rows:
-        ax.axis("off")
-        ax.text(0.5, 0.5, "no papers in common: nothing to compare", ha="center", va="center")
+        for panel in panels:
+            panel.axis("off")
+        panels[0].text(0.5, 0.5, "no papers in common: nothing to compare", ha="center", va="center")
         return _save(fig, out_dir, "agreement")
-    image = ax.imshow(values, cmap="RdYlGn", vmin=-1, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(metrics)), metrics)
-    ax.set_yticks(range(len(rows)), rows)
-    for (r, c), value in (
-        (rc, values[rc[0]][rc[1]]) for rc in itertools.product(range(len(rows)), range(len(metrics)))
-    ):
-        ax.text(c, r, "n/a" if value != value else f"{value:.2f}", ha="center", va="center", fontsize=7)
-    fig.colorbar(image, ax=ax, shrink=0.7)
-    ax.set_title(title or "agreement per category")
+    cmap = plt.get_cmap("RdYlGn").with_extremes(bad="lightgrey")
+    for panel, (metrics, low, high, meaning) in zip(panels, groups, strict=True):
+        values = np.array(
+            [[np.nan if f[m] is None else float(f[m] or 0.0) for m in metrics] for f in figures_per_row]  # type: ignore[arg-type]
+        )
+        image = panel.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=low, vmax=high, aspect="auto")
+        panel.set_xticks(range(len(metrics)), metrics)
+        panel.set_yticks(range(len(rows)), rows)
+        for r, c in itertools.product(range(len(rows)), range(len(metrics))):
+            value = values[r][c]
+            panel.text(c, r, "n/a" if value != value else f"{value:.2f}", ha="center", va="center", fontsize=7)
+        bar = fig.colorbar(image, ax=panel, shrink=0.7)
+        bar.set_label(meaning, fontsize=7)
+    fig.suptitle(title or "agreement per category")
     fig.tight_layout()
     return _save(fig, out_dir, "agreement")

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -396,6 +398,7 @@ def _ensure_run(store: Store, run_id: str, identity: RunIdentity, taxonomy: Taxo
             "git_commit": git_commit(),
             "prompt_file": identity.prompt_file,
             "params": identity.params,
+            "identity_hash": identity.short_hash(),
         }
     )
 
@@ -474,9 +477,34 @@ class _CachedBackend:
         return self._answer
 
 
-def default_run_name(identity: RunIdentity) -> str:
-    """`<backend>-<hash>`: a rerun with the same settings resumes the same run."""
-    return f"{identity.backend}-{identity.short_hash()}"
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def readable_run_name(identity: RunIdentity, day: date | None = None) -> str:
+    """`<backend>-<model>-<date>`, e.g. `local-minilm-l6-v2-2026-11-27` or `openai-gpt-4o-mini-2026-11-27`.
+
+    The model part drops what the backend name already says and a retriever suffix ("+bm25").
+    """
+    model = _slug(identity.model.split("+", 1)[0]).removeprefix("all-")
+    model = model.removeprefix(f"{_slug(identity.backend)}-")[:32].strip("-")
+    return "-".join(part for part in (_slug(identity.backend), model, (day or date.today()).isoformat()) if part)
+
+
+def default_run_name(identity: RunIdentity, store: Store | None = None) -> str:
+    """The run a rerun with the same settings resumes (found by its settings hash), else a new
+    readable name, numbered when another run took that name today."""
+    if store is not None:
+        existing = store.run_with_identity(identity.short_hash(), f"{identity.backend}-{identity.short_hash()}")
+        if existing is not None:
+            return existing
+    name = readable_run_name(identity)
+    if store is None or not store.run_exists(name):
+        return name
+    number = 2
+    while store.run_exists(f"{name}-{number}"):
+        number += 1
+    return f"{name}-{number}"
 
 
 def adapt_to_reviews(store: Store, backend: Backend, taxonomy: Taxonomy) -> int:
@@ -522,7 +550,7 @@ def run_proposals(
     retriever = (retriever or RulesBackend()) if wants_evidence else None
     adapt_to_reviews(store, backend, taxonomy)
     identity = run_identity(backend, taxonomy, prompt, max_input_tokens, context_mode, retriever)
-    run_id = run_name or default_run_name(identity)
+    run_id = run_name or default_run_name(identity, store)
     _ensure_run(store, run_id, identity, taxonomy)
     summary = RunSummary(run_id)
     wanted = keys or store.paper_keys()

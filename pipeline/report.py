@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kia._version import __version__
 from kia.errors import KiaError
-from kia.export import render, rows_from_labeling
+from kia.export import AxisDetail, ExportRow, Quote, render, rows_from_labeling
 from kia.gold import load_gold
 from kia.score import (
     Agreement,
@@ -43,6 +43,8 @@ class LabelSource:
     statuses: dict[str, dict[str, str]] = field(default_factory=dict)
     # The taxonomy the labels are in (a run's own, read back from the store).
     taxonomy: Taxonomy | None = None
+    # the run the labels (and so the evidence) come from, when they come from one
+    run_id: str | None = None
 
 
 def _require_run(store: Store, run_id: str) -> None:
@@ -64,7 +66,9 @@ def run_source(db: Path, run_id: str | None, taxonomy: Taxonomy | None) -> Label
         statuses: dict[str, dict[str, str]] = {}
         for key, axis, status, _reason in store.axis_statuses(chosen):
             statuses.setdefault(key, {})[axis] = status
-        return LabelSource(run_labeling(store, chosen, taxonomy), f"run {chosen}", titles, statuses, taxonomy)
+        return LabelSource(
+            run_labeling(store, chosen, taxonomy), f"run {chosen}", titles, statuses, taxonomy=taxonomy, run_id=chosen
+        )
 
 
 def reviewed_source(db: Path, taxonomy: Taxonomy | None, reviewer: str | None = None) -> LabelSource:
@@ -132,19 +136,140 @@ def compare_runs(db: Path, run_a: str, run_b: str, taxonomy: Taxonomy | None) ->
 
 
 def export_labels(
-    source: LabelSource, output_format: str, gold_path: Path | None = None, group_by: str | None = None
+    source: LabelSource,
+    output_format: str,
+    gold_path: Path | None = None,
+    group_by: str | None = None,
+    db: Path | None = None,
+    with_gold: bool = True,
 ) -> str:
-    """A labeling as CSV, JSON lines, Markdown or LaTeX in its own taxonomy; detail columns come from
-    gold where the gold file fits that taxonomy (a run of another survey simply has none)."""
+    """A labeling as CSV, JSON lines, Markdown or LaTeX in its own taxonomy.
+
+    A run's export (with `db`) carries per axis the names, status, confidence, quotes with page and
+    offsets, and the latest review (reviewer, time, note). Gold columns (Table-5 details and gold
+    labels) only come with `with_gold` and where the gold file fits the taxonomy (a run of another
+    survey simply has none); a gold source is gold itself and always has its details.
+    """
     taxonomy = source_taxonomy(source)
-    try:
-        gold = load_gold(gold_path, taxonomy)
-    except KiaError:
-        if gold_path is not None:
-            raise
-        gold = []  # the shipped Table 5 belongs to the shipped taxonomy only
+    gold = []
+    if with_gold:
+        try:
+            gold = load_gold(gold_path, taxonomy)
+        except KiaError:
+            if gold_path is not None:
+                raise
     rows = rows_from_labeling(source.labeling, source.titles, gold, statuses=source.statuses)
+    if source.run_id is not None and db is not None:
+        _add_axis_details(rows, source, taxonomy, db)
+        if with_gold:
+            by_name = {name.lower(): paper for paper in gold for name in paper.names()}
+            for row in rows:
+                paper = by_name.get(row.key.lower())
+                if paper is not None:
+                    row.gold = {a: sorted(paper.labels.get(a, [])) for a in taxonomy.axis_ids}
     return render(rows, taxonomy, output_format, group_by=group_by)
+
+
+def axis_status(review: tuple[object, ...] | None, abstained: str | None, grounded: bool) -> str:
+    """An axis's status: a review's decision (accepted, edited, machine-accepted, rejected), else
+    the run's abstention (unclear, out_of_scope), else unsupported (no quote found) or proposed."""
+    from kia.review import MACHINE_ACCEPTED
+
+    if review is not None:
+        decision, note = str(review[0]), str(review[3] or "")
+        if decision == "accept":
+            return MACHINE_ACCEPTED if note.startswith(MACHINE_ACCEPTED) else "accepted"
+        return {"edit": "edited", "reject": "rejected"}.get(decision, decision)
+    if abstained:
+        return abstained
+    return "proposed" if grounded else "unsupported"
+
+
+def _add_axis_details(rows: list[ExportRow], source: LabelSource, taxonomy: Taxonomy, db: Path) -> None:
+    assert source.run_id is not None
+    with Store(db, read_only=True) as store:
+        reviews = store.latest_axis_reviews(source.run_id)
+        notes = store.paper_notes()
+        labels = store.run_label_details(source.run_id)
+        evidence = store.run_evidence(source.run_id)
+    confidence: dict[tuple[str, str], list[float]] = {}
+    grounded: dict[tuple[str, str], bool] = {}
+    for key, axis, _category, conf, ok in labels:
+        confidence.setdefault((key, axis), []).append(conf)
+        grounded[(key, axis)] = grounded.get((key, axis), True) and ok
+    quotes: dict[tuple[str, str], list[Quote]] = {}
+    for key, axis, category, quote, status, start, end, page in evidence:
+        quotes.setdefault((key, axis), []).append(Quote(category, quote, page, start, end, status))
+    for row in rows:
+        for axis in taxonomy.axis_ids:
+            review = reviews.get((row.key, axis))
+            if review is not None and review[0] in ("accept", "edit") and review[1]:
+                row.labels[axis] = sorted(str(review[1]).split(";"))
+            confs = confidence.get((row.key, axis))
+            row.axes[axis] = AxisDetail(
+                names=[taxonomy.category(c).name for c in row.labels.get(axis, [])],
+                status=axis_status(review, row.status.get(axis), grounded.get((row.key, axis), True)),
+                confidence=min(confs) if confs else None,
+                quotes=quotes.get((row.key, axis), []),
+                reviewer=str(review[2]) if review else "",
+                decided_at=str(review[4])[:19] if review else "",
+                note=str(review[3] or "") if review and review[3] else notes.get(row.key, ""),
+            )
+
+
+def _evidence_note(source: LabelSource, taxonomy: Taxonomy, paper_key: str, evidence: list[tuple[object, ...]]) -> str:
+    """The note written into a library entry: per label its name and the quotes with their pages."""
+    parts = []
+    for axis in taxonomy.axis_ids:
+        categories = sorted(source.labeling.get(paper_key, {}).get(axis, frozenset()))
+        if not categories:
+            status = source.statuses.get(paper_key, {}).get(axis)
+            parts.append(f"{axis}: {status or 'no label'}")
+        for category in categories:
+            quotes = [
+                f'p.{row[7]} "{row[2]}"'
+                for row in evidence
+                if row[0] == axis and row[1] == category and row[5] is not None
+            ]
+            parts.append(f"{category} {taxonomy.category(category).name}" + (": " + " ".join(quotes) if quotes else ""))
+    return f"kia ({source.name}): " + " | ".join(parts)
+
+
+def export_bibliography(
+    db: Path, source: LabelSource, taxonomy: Taxonomy, output_format: str, keywords_field: str = "keywords"
+) -> str:
+    """The labelled papers as BibTeX, RIS or CSL-JSON: the library's own entry where the paper came
+    from one (else one built from the stored document), the labels as keywords, the evidence in a note."""
+    from kia.references import LabelledReference, Reference, write_references
+
+    with Store(db, read_only=True) as store:
+        entries: dict[str, dict[str, object]] = {}
+        for entry in store.bib_entries():
+            if entry["paper_key"] and entry["paper_key"] not in entries:
+                entries[str(entry["paper_key"])] = entry
+        arxiv_ids = dict(
+            store.query("SELECT paper_key, arg_max(arxiv_id, ingested_at) FROM documents GROUP BY paper_key")
+        )
+        items = []
+        for key in sorted(source.labeling):
+            evidence = store.paper_evidence(source.run_id, key) if source.run_id else []
+            entry = entries.get(key)
+            if entry is not None:
+                ref = Reference(
+                    key=str(entry["entry_key"]),
+                    entry_type=str(entry["entry_type"] or "article"),
+                    title=str(entry["title"] or ""),
+                    authors=[a for a in str(entry["authors"] or "").split("; ") if a],
+                    year=str(entry["year"] or ""),
+                    doi=entry["doi"] and str(entry["doi"]),  # type: ignore[arg-type]
+                    arxiv_id=entry["arxiv_id"] and str(entry["arxiv_id"]),  # type: ignore[arg-type]
+                    url=entry["url"] and str(entry["url"]),  # type: ignore[arg-type]
+                )
+            else:
+                ref = Reference(key=key, title=source.titles.get(key, ""), arxiv_id=arxiv_ids.get(key))
+            labels = [c for axis in taxonomy.axis_ids for c in sorted(source.labeling[key].get(axis, frozenset()))]
+            items.append(LabelledReference(ref, labels, _evidence_note(source, taxonomy, key, evidence)))
+    return write_references(items, output_format, keywords_field)
 
 
 def _img(path: Path) -> str:
@@ -181,6 +306,70 @@ def _agreement_tables(agreement: Agreement, taxonomy: Taxonomy) -> str:
     return "\n".join(parts)
 
 
+def _source_link(path: str, page: int | None) -> str:
+    """A link to the paper file, at the page for a PDF (`#page=N` is read by browsers' viewers)."""
+    try:
+        uri = Path(path).resolve().as_uri()
+    except ValueError:
+        return html.escape(path)
+    anchor = f"#page={page}" if page and path.lower().endswith(".pdf") else ""
+    return f'<a href="{html.escape(uri + anchor)}">p.{page}</a>'
+
+
+def _papers_table(rows: list[ExportRow], taxonomy: Taxonomy, paths: dict[str, str]) -> str:
+    """Per paper and axis: labels with names, status, confidence, review, quotes linked to the source."""
+    parts = ["<table><tr><th>paper</th><th>axis</th><th>labels</th><th>status</th><th>evidence</th></tr>"]
+    for row in rows:
+        for index, axis in enumerate(taxonomy.axis_ids):
+            d = row.axes.get(axis, AxisDetail())
+            names = ", ".join(
+                f"{html.escape(c)} {html.escape(n)}" for c, n in zip(row.labels.get(axis, []), d.names, strict=False)
+            )
+            review = f"<br>{html.escape(d.reviewer)} {html.escape(d.decided_at)}" if d.reviewer else ""
+            note = f"<br><i>{html.escape(d.note)}</i>" if d.note else ""
+            confidence = "" if d.confidence is None else f" ({d.confidence:.2f})"
+            quotes = "".join(
+                f"<li><b>{html.escape(q.category)}</b> "
+                + (_source_link(paths.get(row.key, ""), q.page) if q.start is not None else "<i>not located</i>")
+                + f" [{q.start}-{q.end}] {html.escape(q.quote)}</li>"
+                for q in d.quotes
+            )
+            head = (
+                f'<td rowspan="{len(taxonomy.axis_ids)}"><b>{html.escape(row.key)}</b><br>{html.escape(row.title)}</td>'
+                if index == 0
+                else ""
+            )
+            parts.append(
+                f"<tr>{head}<td>{axis}</td><td>{names or '&ndash;'}</td><td>{html.escape(d.status)}{confidence}"
+                f"{review}{note}</td><td><ul>{quotes}</ul></td></tr>"
+            )
+    parts.append("</table>")
+    return "".join(parts)
+
+
+def _provenance(db: Path, run_id: str) -> tuple[str, dict[str, str]]:
+    """The line saying which run and which reviews the report uses, and each paper's file."""
+    with Store(db, read_only=True) as store:
+        info = store.query(
+            "SELECT backend, model, strftime(started_at, '%Y-%m-%d %H:%M') FROM runs WHERE run_id = ?", [run_id]
+        )
+        reviews = store.latest_axis_reviews(run_id)
+        paths = dict(store.query("SELECT paper_key, arg_max(path, ingested_at) FROM documents GROUP BY paper_key"))
+    who = sorted({str(r[2]) for r in reviews.values()})
+    backend, model, started = info[0] if info else ("?", "?", "?")
+    used = (
+        f"{len(reviews)} axis decision(s) by {', '.join(who)} (the latest per paper and axis; accepted and edited"
+        " labels replace the proposal in scoring)"
+        if reviews
+        else "none (proposals only)"
+    )
+    line = (
+        f"<p>Run <b>{html.escape(run_id)}</b>: backend {html.escape(str(backend))}, model {html.escape(str(model))},"
+        f" started {html.escape(str(started))}. Reviews used: {html.escape(used)}.</p>"
+    )
+    return line, paths
+
+
 def write_report(
     db: Path, taxonomy: Taxonomy | None, out: Path, run_id: str | None = None, gold_path: Path | None = None
 ) -> Path:
@@ -192,6 +381,9 @@ def write_report(
     scored: ScoreReport = score_run(db, taxonomy, run_id, gold_path)
     taxonomy = scored.taxonomy or load_taxonomy(None)
     run = run_source(db, scored.run_id, taxonomy)
+    provenance, paths = _provenance(db, scored.run_id)
+    paper_rows = rows_from_labeling(run.labeling, run.titles, statuses=run.statuses)
+    _add_axis_details(paper_rows, run, taxonomy, db)
     gold = gold_source(gold_path, taxonomy)
     with tempfile.TemporaryDirectory() as tmp:
         run_plot = figure2(run.labeling, taxonomy, Path(tmp) / "run", f"Design space: {run.name}")[0]
@@ -240,6 +432,7 @@ def write_report(
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:top}}</style></head><body>
 <h1>kia report</h1>
+{provenance}
 <p>run <b>{html.escape(scored.run_id)}</b> against {html.escape(scored.gold_path)}; taxonomy
 <b>{html.escape(taxonomy.title or taxonomy.name)}</b> ({len(taxonomy.axes)} axes: {html.escape(axes_line)});
 {scored.agreement.n_papers} papers scored; all-axes exact match {scored.agreement.triple_exact_match:.3f};
@@ -251,6 +444,7 @@ kia {html.escape(__version__)}.</p>
 <h2>Design space of gold</h2>{images["gold"]}
 <h2>Disagreements</h2>{"".join(disagreements) or "<p>none</p>"}
 <h2>Missing papers</h2><p>{missing}</p>
+<h2>Papers: labels, status and the evidence to check them against</h2>{_papers_table(paper_rows, taxonomy, paths)}
 </body></html>"""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")

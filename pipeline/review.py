@@ -22,6 +22,7 @@ from kia.store import Store
 from kia.taxonomy import Taxonomy, load_taxonomy
 
 ACCEPT, EDIT, REJECT, NOTE = "accept", "edit", "reject", "note"
+MACHINE_ACCEPTED = "machine-accepted"
 ONLY_CHOICES = ("unreviewed", "disagreements", "low-confidence")
 LOW_CONFIDENCE = 0.6
 
@@ -198,13 +199,13 @@ class ReviewSession:
                 return known
         raise KiaError(f"unknown axis {axis!r}; axes are {', '.join(self.taxonomy.axis_ids)}")
 
-    def accept(self, axis: str) -> None:
-        """Accept the proposed labels of one axis."""
+    def accept(self, axis: str, note: str | None = None) -> None:
+        """Accept the proposed labels of one axis (`note` says why, for an acceptance by rule)."""
         axis = self._check_axis(axis)
         proposed = self.proposals.get(self.current, {}).get(axis)
         if not proposed:
             raise KiaError(f"{self.current}: nothing proposed on axis {axis} to accept; edit it instead")
-        self._record(axis, ACCEPT, sorted(proposed))
+        self._record(axis, ACCEPT, sorted(proposed), note)
 
     def accept_all(self) -> None:
         """Accept every axis of the current paper."""
@@ -266,7 +267,8 @@ def bulk_accept(
         decided = session.decisions(key)
         for axis, confidence in store.min_confidence_per_axis(session.run_id, key).items():
             if confidence >= threshold and axis not in decided:
-                session.accept(axis)
+                # Exports tell this apart from a person's acceptance ("machine-accepted").
+                session.accept(axis, f"{MACHINE_ACCEPTED}: confidence >= {threshold:g}")
                 accepted += 1
     return accepted
 

@@ -60,8 +60,7 @@ def _response_model_cached(taxonomy_json: str, allow_empty: bool) -> type[BaseMo
                 min_length=0 if allow_empty else 1,
                 # A single-label axis (`multi: false`) takes exactly one category.
                 max_length=len(allowed) if axis.multi else 1,
-                description=f"{axis.name}: {axis.question}"
-                + ("" if axis.multi else " (exactly one category)"),
+                description=f"{axis.name}: {axis.question}" + ("" if axis.multi else " (exactly one category)"),
             ),
         )
     return create_model("TaxonomyProposal", __base__=_ProposalBase, **fields)

@@ -12,7 +12,49 @@ from dataclasses import dataclass
 
 from kia.extract import Document
 
-_SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[`]?[A-Z0-9`])")
+# A candidate sentence end: terminal punctuation (and closing quotes or brackets), space, then
+# what can open a sentence. `sentence_spans` rejects the candidates after abbreviations.
+_SENTENCE_END_RE = re.compile(r"[.!?][\"')\]]*\s+(?=[\"'(\[`]?[A-Z0-9`])")
+# Words whose period is no sentence end: "et al. [3]", "Fig. 3", "e.g. CT", "Eq. 2", "vs. GANs".
+ABBREVIATIONS = frozenset(
+    {
+        "al",
+        "e.g",
+        "i.e",
+        "cf",
+        "vs",
+        "fig",
+        "figs",
+        "eq",
+        "eqs",
+        "tab",
+        "sec",
+        "secs",
+        "ref",
+        "refs",
+        "ch",
+        "no",
+        "nos",
+        "vol",
+        "pp",
+        "approx",
+        "resp",
+        "dr",
+        "prof",
+        "mr",
+        "ms",
+        "st",
+        "suppl",
+        "appx",
+        "alg",
+        "def",
+        "thm",
+        "lemma",
+        "ca",
+        "incl",
+    }
+)
+_LAST_TOKEN_RE = re.compile(r"(\S+)$")
 CITATION_RE = re.compile(
     r"\[\d+(?:\s*[,\u2013\-]\s*\d+)*\]|\bet al\b|\(\s*[A-Z][A-Za-z\-]+(?: et al\.?)?,? \d{4}[a-z]?\s*\)"
 )
@@ -65,6 +107,39 @@ class Sentence:
     text: str
 
 
+def sentence_spans(line: str) -> list[tuple[int, int]]:
+    """[start, end) spans of the sentences of one paragraph line, surrounding spaces excluded.
+
+    A period ends a sentence unless it follows an abbreviation ("et al.", "Fig.", "e.g."), a single
+    capital (an initial, "J. Smith") or is inside a number ("0.5" never matches: no space follows).
+    """
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for match in _SENTENCE_END_RE.finditer(line):
+        token = _LAST_TOKEN_RE.search(line, 0, match.start())
+        word = token.group(1).lstrip("([\"'").lower() if token else ""
+        if line[match.start()] == "." and (word in ABBREVIATIONS or (len(word) == 1 and word.isalpha())):
+            continue
+        end = match.end() - (len(match.group(0)) - len(match.group(0).rstrip()))
+        spans.append((start, end))
+        start = match.end()
+    if start < len(line):
+        spans.append((start, len(line)))
+    trimmed = []
+    for a, b in spans:
+        piece = line[a:b]
+        if piece.strip():
+            lead = len(piece) - len(piece.lstrip())
+            trimmed.append((a + lead, a + len(piece.rstrip())))
+    return trimmed
+
+
+def _cut_at_word(text: str, max_chars: int) -> str:
+    """`text` cut to at most `max_chars` at a word boundary (a quote never ends mid-word)."""
+    cut = text.rfind(" ", 0, max_chars + 1)
+    return text[:cut].rstrip(" ,;:") if cut > 0 else text[:max_chars]
+
+
 def split_sentences(doc: Document, min_chars: int = 30, max_chars: int = 300) -> list[Sentence]:
     """Sentences of every section but references and acknowledgements, as verbatim spans.
 
@@ -78,17 +153,13 @@ def split_sentences(doc: Document, min_chars: int = 30, max_chars: int = 300) ->
         for line in block.split("\n"):
             base = span_start + line_offset
             line_offset += len(line) + 1
-            cursor = 0
-            for piece in _SENTENCE_END_RE.split(line):
-                local = line.find(piece, cursor)
-                cursor = local + len(piece)
+            for local_start, local_end in sentence_spans(line):
+                piece = line[local_start:local_end]
                 text = piece.strip()
                 if len(text) < min_chars or len(WORD_RE.findall(text)) < 5 or CODE_RE.search(text):
                     continue
-                lead = piece.find(text)
-                start = base + local + lead
+                start = base + local_start + piece.find(text)
                 if len(text) > max_chars:
-                    cut = text.rfind(" ", 0, max_chars)
-                    text = text[: cut if cut > min_chars else max_chars]
+                    text = _cut_at_word(text, max_chars)
                 sentences.append(Sentence(start, start + len(text), section, text))
     return sentences

@@ -196,6 +196,50 @@ class Store:
                 )
         return True
 
+    def extraction_version(self, sha256: str) -> str | None:
+        """The extractor version a stored document was read with, or None when not stored."""
+        row = self.con.execute("SELECT extractor_version FROM documents WHERE sha256 = ?", [sha256]).fetchone()
+        return str(row[0]) if row else None
+
+    def replace_extraction(self, doc: Document, evidence: list[tuple[Any, ...]]) -> None:
+        """Store a new extraction of already stored bytes, and where its quotes now are, at once.
+
+        `evidence` rows are (status, score, start, end, page, section, run id, paper key, axis,
+        category, idx): every stored quote of the document, located again in the new text, so no
+        offset ever points into text that is gone.
+        """
+        with self.transaction():
+            self.con.execute(
+                "UPDATE documents SET text = ?, n_chars = ?, n_pages = ?, extractor = ?, extractor_version = ?"
+                " WHERE sha256 = ?",
+                [doc.text, len(doc.text), len(doc.pages), doc.extractor, doc.extractor_version, doc.sha256],
+            )
+            self.con.execute("DELETE FROM pages WHERE sha256 = ?", [doc.sha256])
+            self.con.execute("DELETE FROM sections WHERE sha256 = ?", [doc.sha256])
+            self.con.executemany(
+                "INSERT INTO pages VALUES (?, ?, ?, ?)", [[doc.sha256, p.number, p.start, p.end] for p in doc.pages]
+            )
+            if doc.sections:
+                self.con.executemany(
+                    "INSERT INTO sections VALUES (?, ?, ?, ?, ?, ?)",
+                    [[doc.sha256, i, s.name, s.heading, s.start, s.end] for i, s in enumerate(doc.sections)],
+                )
+            if evidence:
+                self.con.executemany(
+                    "UPDATE evidence SET status = ?, score = ?, start_char = ?, end_char = ?, page = ?, section = ?"
+                    " WHERE run_id = ? AND paper_key = ? AND axis = ? AND category = ? AND idx = ?",
+                    [list(r) for r in evidence],
+                )
+
+    def document_quotes(self, sha256: str) -> list[tuple[str, str, str, str, int, str]]:
+        """(run id, paper key, axis, category, idx, quote) of every quote stored against a document."""
+        rows = self.query(
+            "SELECT e.run_id, e.paper_key, e.axis, e.category, e.idx, e.quote FROM evidence e"
+            " JOIN proposals p USING (run_id, paper_key) WHERE p.sha256 = ?",
+            [sha256],
+        )
+        return [(r[0], r[1], r[2], r[3], int(r[4]), r[5]) for r in rows]
+
     def log_ingest(
         self, path: str, status: str, paper_key: str | None = None, sha256: str | None = None, error: str | None = None
     ) -> None:
@@ -311,6 +355,16 @@ class Store:
     def latest_run(self) -> str | None:
         """The most recently started run."""
         rows = self.query("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1")
+        return str(rows[0][0]) if rows else None
+
+    def run_with_identity(self, identity_hash: str, legacy_name: str) -> str | None:
+        """The run whose settings hash is `identity_hash` (or, from before readable names, the run
+        named `legacy_name`), oldest first."""
+        rows = self.query(
+            "SELECT run_id FROM runs WHERE identity_hash = ? OR (identity_hash IS NULL AND run_id = ?)"
+            " ORDER BY started_at LIMIT 1",
+            [identity_hash, legacy_name],
+        )
         return str(rows[0][0]) if rows else None
 
     def run_settings(self, run_id: str) -> tuple[Any, ...] | None:
@@ -544,9 +598,81 @@ class Store:
             params.append(paper_key)
         return self.query(sql + " ORDER BY id", params)
 
+    def latest_axis_reviews(self, run_id: str | None = None) -> dict[tuple[str, str], tuple[Any, ...]]:
+        """(paper key, axis) -> (decision, labels, reviewer, note, decided_at) of the latest decision
+        on each axis (of reviews of `run_id`, or of reviews naming no run, when a run is given)."""
+        sql = "SELECT paper_key, axis, decision, labels, reviewer, note, decided_at FROM reviews WHERE axis IS NOT NULL"
+        params: list[Any] = []
+        if run_id is not None:
+            sql += " AND (run_id = ? OR run_id IS NULL)"
+            params.append(run_id)
+        return {(r[0], r[1]): tuple(r[2:]) for r in self.query(sql + " ORDER BY id", params)}
+
+    def paper_notes(self) -> dict[str, str]:
+        """Paper key -> its latest note that names no axis (`n text` in review, `kia label --note`)."""
+        rows = self.query("SELECT paper_key, note FROM reviews WHERE axis IS NULL AND note IS NOT NULL ORDER BY id")
+        return {r[0]: r[1] for r in rows}
+
+    def run_label_details(self, run_id: str) -> list[tuple[str, str, str, float, bool]]:
+        """(paper key, axis, category, confidence, grounded) of every label of a run."""
+        rows = self.query(
+            "SELECT paper_key, axis, category, confidence, grounded FROM labels WHERE run_id = ?", [run_id]
+        )
+        return [(r[0], r[1], r[2], float(r[3]), bool(r[4])) for r in rows]
+
+    def run_evidence(self, run_id: str) -> list[tuple[Any, ...]]:
+        """(paper key, axis, category, quote, status, start, end, page) of every quote of a run."""
+        return self.query(
+            "SELECT paper_key, axis, category, quote, status, start_char, end_char, page FROM evidence"
+            " WHERE run_id = ? ORDER BY paper_key, axis, category, idx",
+            [run_id],
+        )
+
     def reviewers(self) -> set[str]:
         """Everyone who has reviewed."""
         return {r[0] for r in self.query("SELECT DISTINCT reviewer FROM reviews")}
+
+    # --- libraries (BibTeX, RIS, CSL-JSON) -------------------------------------------------------
+    def add_bib_entry(self, row: dict[str, Any]) -> None:
+        """One library entry (replacing the same source and key): identifiers, file, paper, status."""
+        with self.transaction():
+            self.con.execute(
+                "DELETE FROM bib_entries WHERE source = ? AND entry_key = ?", [row["source"], row["entry_key"]]
+            )
+            columns = list(row)
+            self.con.execute(
+                f"INSERT INTO bib_entries ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+                [row[c] for c in columns],
+            )
+
+    def bib_entries(self) -> list[dict[str, Any]]:
+        """Every stored library entry as column -> value: per paper, the entries whose file is the
+        stored paper first (a linked second record after them), then the latest."""
+        cursor = self.con.execute(
+            "SELECT source, entry_key, entry_type, paper_key, title, authors, year, doi, arxiv_id, url, file_path,"
+            " status, reason FROM bib_entries ORDER BY status = 'linked', added_at DESC, entry_key"
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def paper_identifiers(self) -> list[tuple[str, str | None, str | None, str | None]]:
+        """(paper key, DOI, arXiv id, title) of every stored document and library entry of a paper."""
+        rows = self.query("SELECT paper_key, NULL, arxiv_id, title FROM documents")
+        rows += self.query("SELECT paper_key, doi, arxiv_id, title FROM bib_entries WHERE paper_key IS NOT NULL")
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def link_file(self, paper_key: str, path: str, sha256: str | None, reason: str) -> None:
+        """Record a further file of a known paper, linked to it rather than stored a second time."""
+        self.con.execute(
+            "INSERT OR REPLACE INTO paper_links (paper_key, path, sha256, reason) VALUES (?, ?, ?, ?)",
+            [paper_key, path, sha256, reason],
+        )
+
+    def linked_files(self, paper_key: str | None = None) -> list[tuple[str, str, str | None, str]]:
+        """(paper key, path, sha256, reason) of the files linked to known papers."""
+        sql = "SELECT paper_key, path, sha256, reason FROM paper_links"
+        rows = self.query(sql + " WHERE paper_key = ?", [paper_key]) if paper_key else self.query(sql)
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
 
     # --- arXiv -----------------------------------------------------------------------------------
     def record_arxiv(self, row: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from kia.export import render, rows_from_labeling
 from kia.gold import load_gold
 from kia.score import gold_labeling
 from kia.taxonomy import load_taxonomy
+from tests.conftest import ROOT
 
 
 def _rows():  # type: ignore[no-untyped-def]
@@ -51,3 +53,49 @@ def test_unknown_format() -> None:
     rows, taxonomy = _rows()
     with pytest.raises(KiaError, match="unknown export format"):
         render(rows, taxonomy, "docx")
+
+
+def test_run_export_carries_evidence_status_and_review_and_gold_only_when_asked(tmp_path: Path) -> None:
+    from kia.backends.rules import RulesBackend
+    from kia.propose import load_prompt, run_proposals
+    from kia.store import Store
+    from tests.conftest import run_kia
+    from tests.fakes import HashingEncoder
+
+    db = tmp_path / "kia.duckdb"
+    paper = tmp_path / "MAISI.md"
+    paper.write_text(
+        "# Masks to CT\n\n## Abstract\nWe generate CT volumes from organ segmentation masks with a latent\n"
+        "diffusion model conditioned through a ControlNet branch, in a single stage.\n",
+        encoding="utf-8",
+    )
+    assert run_kia("ingest", str(paper), "--db", str(db)).returncode == 0
+    with Store(db) as store:
+        run_proposals(store, RulesBackend(HashingEncoder()), load_taxonomy(), load_prompt(), run_name="r")
+    assert run_kia("review", "--accept-above", "0", "--run", "r", "--reviewer", "bot", "--db", str(db)).returncode == 0
+    assert (
+        run_kia(
+            "label", "MAISI", "--K", "K2", "--note", "masks", "--reviewer", "ann", "--run", "r", "--db", str(db)
+        ).returncode
+        == 0
+    )
+
+    out = run_kia("export", "--format", "csv", "--run", "r", "--db", str(db))
+    assert out.returncode == 0, out.stderr
+    row = next(csv.DictReader(io.StringIO(out.stdout)))
+    assert row["K"] == "K2" and row["K_status"] == "edited" and row["K_reviewer"] == "ann" and row["K_note"] == "masks"
+    assert row["K_names"] and row["K_decided_at"]
+    assert row["I_status"] == "machine-accepted" and row["I_reviewer"] == "bot"
+    assert "p.1 [" in row["I_evidence"] and row["I_confidence"]
+    assert not any(column.startswith("gold_") or column == "dataset" for column in row)
+
+    lines = run_kia("export", "--format", "jsonl", "--run", "r", "--db", str(db)).stdout.splitlines()
+    axes = json.loads(lines[0])["axes"]
+    quote = axes["I"]["evidence"][0]
+    assert isinstance(quote["start"], int) and quote["page"] == 1 and axes["I"]["labels"][0]["name"]
+
+    with_gold = run_kia(
+        "export", "--format", "csv", "--run", "r", "--gold", str(ROOT / "labels" / "table5.csv"), "--db", str(db)
+    )
+    gold_row = next(csv.DictReader(io.StringIO(with_gold.stdout)))
+    assert gold_row["gold_K"] and "dataset" in gold_row

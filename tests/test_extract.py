@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pymupdf
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kia.errors import ExtractError, UnsupportedFormatError
 from kia.extract import detect_sections, extract, find_arxiv_id, normalise_text
-from tests.conftest import REAL_PDF, make_encrypted_pdf, make_image_only_pdf, make_pdf, needs_shared_corpus
+from tests.conftest import (
+    REAL_PDF,
+    SHARED_CORPUS,
+    make_encrypted_pdf,
+    make_image_only_pdf,
+    make_pdf,
+    needs_shared_corpus,
+)
 
 
 def test_normalise_folds_ligatures() -> None:
@@ -207,3 +216,93 @@ def test_markdown_code_fences_are_code_not_headings_and_not_classified(tmp_path:
     assert "HealthyCT.zip" not in kept and "Navigate" not in kept
     assert "ControlNet branch" in kept and "organ masks" in kept
     assert doc.section_of(doc.text.index("ControlNet")) == "method"
+
+
+def _lines_pdf(path: Path, pages: list[list[tuple[float, str]]], header: str | None = None) -> Path:
+    """A PDF whose lines are placed one by one (y, text), so line-end hyphens are real line ends."""
+    doc = pymupdf.open()
+    for number, lines in enumerate(pages, start=1):
+        page = doc.new_page(width=595, height=842)
+        if header:
+            page.insert_text((60, 30), header, fontsize=8)
+            page.insert_text((60, 825), f"Journal of Tests {number} (2026)", fontsize=8)
+        for y, text in lines:
+            page.insert_text((60, y), text, fontsize=10)
+    doc.save(path)
+    doc.close()
+    return path
+
+
+def test_pdf_line_end_hyphens_kept_or_joined_by_the_documents_spelling(tmp_path: Path) -> None:
+    lines = [
+        (100, "Extending text-"),
+        (112, "to-image gener-"),
+        (124, "ation to CT volumes is hard. Our image-"),
+        (136, "text model is new. Unlike a text-to-image"),
+        (148, "model, we need no external denois-"),
+        (160, "ing stage for the generation."),
+    ]
+    doc = extract(_lines_pdf(tmp_path / "hyphens.pdf", [lines]))
+    assert "Extending text-to-image generation to CT volumes is hard." in doc.text
+    assert "Our image-text model is new." in doc.text
+    assert "no external denoising stage" in doc.text
+    assert "textto" not in doc.text and "gener-" not in doc.text
+
+
+def test_pdf_captions_stand_alone_and_running_furniture_is_dropped(tmp_path: Path) -> None:
+    body = [
+        (100, "We condition a latent diffusion model on"),
+        (112, "segmentation masks."),
+        (160, "Figure 2: Overview of the framework."),
+        (220, "The decoder maps latents back to Hounsfield"),
+        (232, "units, while"),
+    ]
+    second = [(100, "the masks come from a public dataset."), (150, "Table 1: Datasets used.")]
+    pages = [body, second, [(100, "A third page of text.")], [(100, "A fourth page of text.")]]
+    doc = extract(_lines_pdf(tmp_path / "captions.pdf", pages, header="Preprint submitted to Journal of Tests"))
+    assert "Preprint submitted" not in doc.text and "Journal of Tests" not in doc.text
+    paragraphs = doc.text.split("\n\n")
+    assert "Figure 2: Overview of the framework." in paragraphs
+    assert "Table 1: Datasets used." in paragraphs
+    # the sentence running on to page 2 is read whole, the caption of page 2 after it
+    assert "Hounsfield units, while the masks come from a public dataset.\n\nTable 1:" in doc.text
+
+
+def test_hard_wrapped_text_joins_into_paragraphs_but_keeps_lists_tables_headings(tmp_path: Path) -> None:
+    path = tmp_path / "readme.md"
+    path.write_text(
+        "# Model\n\nWe generate CT volumes with a\nlatent diffusion model and a\nControlNet branch.\n\n"
+        "## Method\n- first item that\n  wraps\n- second item\n\n| a | b |\n| c | d |\n",
+        encoding="utf-8",
+    )
+    doc = extract(path)
+    assert "We generate CT volumes with a latent diffusion model and a ControlNet branch." in doc.text
+    assert "- first item that wraps\n- second item" in doc.text
+    assert "| a | b |\n| c | d |" in doc.text
+    assert doc.section_of(doc.text.index("first item")) == "method"
+
+
+@needs_shared_corpus
+def test_real_pdf_keeps_real_hyphens_and_lifts_captions_out_of_sentences() -> None:
+    doc = extract(REAL_PDF)
+    assert "Extending text-to-image generation to volumetric Computed Tomography" in doc.text
+    assert "textto" not in doc.text
+    assert not re.search(r"[a-z]- [a-z]", doc.text.split("References")[0]), "a line-end hyphen left a gap"
+    for match in re.finditer(r"(?:Figure|Table) \d+:", doc.text):
+        assert doc.text[match.start() - 2 : match.start()] in ("\n\n", ""), "a caption inside a paragraph"
+    assert doc.extractor_version.endswith("+x2")
+
+
+@needs_shared_corpus
+def test_shared_corpus_sentences_begin_and_end_on_word_boundaries() -> None:
+    from kia.sentences import split_sentences
+
+    for path in sorted(SHARED_CORPUS.iterdir()):
+        if path.suffix.lower() not in (".md", ".pdf"):
+            continue
+        doc = extract(path)
+        for sentence in split_sentences(doc):
+            before = doc.text[sentence.start - 1 : sentence.start] if sentence.start else " "
+            after = doc.text[sentence.end : sentence.end + 1]
+            assert not (before.isalnum() and sentence.text[0].isalnum()), (path.name, sentence.text)
+            assert not (after.isalnum() and sentence.text[-1].isalnum()), (path.name, sentence.text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import duckdb
@@ -90,6 +91,11 @@ def test_folder_walk_manifest_keys_and_show(tmp_path: Path, db_path: Path) -> No
     shown = run_kia("show", "AlphaNet", "--section", "method", "--db", str(db_path))
     assert shown.returncode == 0
     assert "Cross-attention." in shown.stdout and "Radiology reports." not in shown.stdout
+    assert re.search(r"== method: Method \[chars \d+-\d+, page 1-1\]", shown.stdout), shown.stdout
+    offset = run_kia("show", "AlphaNet", "--around", "20", "--width", "5", "--db", str(db_path))
+    assert re.search(r"\[chars 15-25, page 1-1\]", offset.stdout) and ">>>" in offset.stdout
+    outside = run_kia("show", "AlphaNet", "--around", "99999", "--db", str(db_path))
+    assert outside.returncode == 1 and "outside the text" in outside.stderr
     missing = run_kia("show", "Nope", "--db", str(db_path))
     assert (
         missing.returncode == 1
@@ -123,3 +129,79 @@ def test_shared_corpus_ingests_with_manifest_keys(db_path: Path) -> None:
     keys = {row[0] for row in con.execute("SELECT paper_key FROM documents").fetchall()}
     con.close()
     assert keys == expected
+
+
+def _quote_at_offsets(store: object, run_id: str) -> list[tuple[str, str, str]]:
+    """(paper, quote, text at its offsets) of every stored quote of a run that has offsets."""
+    rows = store.query(  # type: ignore[attr-defined]
+        "SELECT paper_key, quote, start_char, end_char FROM evidence WHERE run_id = ? AND start_char IS NOT NULL",
+        [run_id],
+    )
+    texts = {key: store.get_document(key).text for key in {r[0] for r in rows}}  # type: ignore[attr-defined]
+    return [(key, quote, texts[key][start:end]) for key, quote, start, end in rows]
+
+
+def _same(quote: str, found: str) -> bool:
+    """The quote as grounding matches it: normalised, its closing period and quote marks aside."""
+    from kia.ground import normalise
+
+    return normalise(found).strip(" .\"'-") == normalise(quote).strip(" .\"'-")
+
+
+def _propose_offline(store: object) -> str:
+    from kia.backends.rules import RulesBackend
+    from kia.propose import load_prompt, run_proposals
+    from kia.taxonomy import load_taxonomy
+    from tests.fakes import HashingEncoder
+
+    summary = run_proposals(store, RulesBackend(HashingEncoder()), load_taxonomy(), load_prompt(), run_name="r")  # type: ignore[arg-type]
+    return summary.run_id
+
+
+def test_new_extraction_rules_reextract_and_relocate_stored_quotes(tmp_path: Path, db_path: Path) -> None:
+    from kia.store import Store
+
+    paper = tmp_path / "paper.md"
+    paper.write_text(
+        "# Masks to CT\n\n## Abstract\nWe generate CT volumes from organ segmentation masks with a latent\n"
+        "diffusion model conditioned through a ControlNet branch.\n\n## Method\nThe decoder maps latents back\n"
+        "to Hounsfield units in a single stage of generation.\n",
+        encoding="utf-8",
+    )
+    assert run_kia("ingest", str(paper), "--db", str(db_path)).returncode == 0
+    with Store(db_path) as store:
+        run_id = _propose_offline(store)
+        before = _quote_at_offsets(store, run_id)
+        assert before and all(_same(quote, found) for _, quote, found in before)
+        # As an older extractor stored it: other text, the quotes at other offsets.
+        store.con.execute("UPDATE documents SET text = 'OLD PREFIX ' || text, extractor_version = '0.1.0'")
+        store.con.execute("UPDATE evidence SET start_char = start_char + 11, end_char = end_char + 11")
+    result = run_kia("ingest", str(paper), "--db", str(db_path))
+    assert result.returncode == 0 and "re-extracted: " in result.stdout and "re-extracted 1" in result.stdout
+    with Store(db_path) as store:
+        after = _quote_at_offsets(store, run_id)
+        assert len(after) == len(before) and all(_same(quote, found) for _, quote, found in after)
+        assert store.extraction_version(store.latest_sha("paper")).endswith("+x2")  # type: ignore[union-attr]
+    again = run_kia("ingest", str(paper), "--db", str(db_path))
+    assert "already present 1" in again.stdout
+
+
+@needs_shared_corpus
+def test_every_stored_quote_of_the_shared_corpus_is_at_its_offsets_on_word_boundaries(db_path: Path) -> None:
+    from kia.store import Store
+
+    manifest = SHARED_CORPUS / "MANIFEST.csv"
+    assert run_kia("ingest", str(SHARED_CORPUS), "--manifest", str(manifest), "--db", str(db_path)).returncode == 0
+    with Store(db_path) as store:
+        run_id = _propose_offline(store)
+        quotes = _quote_at_offsets(store, run_id)
+        texts = {key: store.get_document(key).text for key in store.paper_keys()}
+        spans = store.query("SELECT paper_key, start_char, end_char FROM evidence WHERE start_char IS NOT NULL")
+    assert len(quotes) > 20
+    for key, quote, found in quotes:
+        assert _same(quote, found), (key, quote)
+    for key, start, end in spans:
+        text = texts[key]
+        before, first, last, after = text[start - 1 : start], text[start], text[end - 1], text[end : end + 1]
+        assert not (before.isalnum() and first.isalnum()), (key, text[start:end])
+        assert not (after.isalnum() and last.isalnum()), (key, text[start:end])

@@ -229,3 +229,20 @@ def test_cli_context_evidence_records_tokens_saved(tmp_path: Path) -> None:
     assert params is not None and '"context": "evidence"' in params[0]
     bad = run_kia("propose", "--context", "summary", "--db", str(db))
     assert bad.returncode == 1 and "context must be full or evidence" in bad.stderr
+
+
+def test_default_run_name_is_readable_and_a_rerun_resumes_it_by_settings_hash(stored: Store) -> None:
+    from datetime import date
+
+    backend = ScriptedBackend({"Mask Paper": GOOD, "Other Paper": GOOD})
+    first = run_proposals(stored, backend, load_taxonomy(), load_prompt(), keys=["A"])
+    assert first.run_id == f"scripted-1-{date.today().isoformat()}"
+    again = run_proposals(stored, backend, load_taxonomy(), load_prompt())
+    assert again.run_id == first.run_id and again.skipped == 1  # same settings: the same run, resumed
+    changed = ScriptedBackend({"Mask Paper": GOOD, "Other Paper": GOOD})
+    changed.model = "scripted-1"
+    changed.params = lambda: {"temperature": 1}  # type: ignore[method-assign]
+    other = run_proposals(stored, changed, load_taxonomy(), load_prompt(), keys=["A"])
+    assert other.run_id == f"scripted-1-{date.today().isoformat()}-2"  # same name today, other settings
+    hashes = stored.query("SELECT identity_hash FROM runs WHERE run_id = ?", [first.run_id])
+    assert hashes[0][0] and len(hashes[0][0]) == 10

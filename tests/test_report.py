@@ -44,11 +44,19 @@ def _db_with_two_runs(tmp_path: Path) -> Path:
 def test_report_html_is_self_contained(tmp_path: Path) -> None:
     db = _db_with_two_runs(tmp_path)
     out = tmp_path / "report.html"
+    label = ["label", "MAISI", "--K", "K1", "--note", "checked", "--reviewer", "ann", "--run", "b", "--db", str(db)]
+    assert run_kia(*label).returncode == 0
     result = run_kia("report", "--run", "b", "--out", str(out), "--db", str(db))
     assert result.returncode == 0, result.stderr
     page = out.read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") == 3
     assert "micro-F1" in page and "MedLoRD" in page and "http" not in page.split("<body>")[1].split("Missing")[0]
+    top = page.split("<h2>")[0]
+    assert "Run <b>b</b>: backend scripted, model other" in top and "Reviews used: 1 axis decision(s) by ann" in top
+    papers = page.split("Papers: labels, status")[1]
+    assert "K1 " in papers and "edited" in papers and "checked" in papers
+    assert "I3 " in papers and "proposed" in papers and 'href="file://' in papers
+    assert "with a ControlNet branch" in papers
 
 
 def test_compare_lists_disagreements(tmp_path: Path) -> None:
@@ -73,7 +81,11 @@ def test_stats_and_export_from_a_run_and_plots(tmp_path: Path) -> None:
     assert (tmp_path / "plots" / "figure2.svg").read_text(encoding="utf-8").lstrip().startswith("<?xml")
     exported = run_kia("export", "--run", "a", "--format", "latex", "--db", str(db))
     assert exported.returncode == 0
-    assert "MAISI & K2 & I2 & A1 & Multi-organ Segmentation Maps & ControlNet" in exported.stdout
+    # a run's export has no gold columns unless gold is asked for
+    assert "MAISI & K2 & I2 & A1 \\\\" in exported.stdout and "Multi-organ" not in exported.stdout
+    gold_csv = str(Path(__file__).resolve().parent.parent / "labels" / "table5.csv")
+    with_gold = run_kia("export", "--run", "a", "--format", "latex", "--gold", gold_csv, "--db", str(db))
+    assert "MAISI & K2 & I2 & A1 & Multi-organ Segmentation Maps & ControlNet" in with_gold.stdout
 
 
 def test_stats_on_gold_points_at_the_text(tmp_path: Path) -> None:

@@ -1,0 +1,345 @@
+"""Stage: a reference manager's library in and out (BibTeX, RIS, CSL-JSON).
+
+In: each entry's title, authors, year, DOI, arXiv id, URL and attached file (Zotero's `file`
+field) is read with a well-kept parser (bibtexparser, rispy, plain JSON for CSL-JSON), stored, and
+its file ingested. Out: the same entries with the labels as keywords and the evidence in a note,
+so the reference manager can filter by category.
+
+Identity (`same_paper`, `find_known_paper`): two records are the same paper when their DOI, their
+arXiv id (any version) or their normalised title matches. Other stages (ingest of a second file of
+a known paper) call the same functions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kia.errors import KiaError
+from kia.extract import SUPPORTED_EXTENSIONS
+
+BIB_FORMATS = ("bibtex", "ris", "csljson")
+_ARXIV_RE = re.compile(r"(?:arxiv[:/ ]|arxiv\.org/(?:abs|pdf|html)/|10\.48550/arxiv\.)(\d{4}\.\d{4,5})(?:v\d+)?", re.I)
+_BARE_ARXIV_RE = re.compile(r"^(\d{4}\.\d{4,5})(?:v\d+)?$")
+_DOI_RE = re.compile(r"10\.\d{4,9}/\S+", re.I)
+_LATEX_RE = re.compile(r"\\[a-zA-Z]+\s*|[{}$\\]")
+
+
+@dataclass
+class Reference:
+    """One library entry as kia keeps it."""
+
+    key: str
+    entry_type: str = "article"
+    title: str = ""
+    authors: list[str] = field(default_factory=list)
+    year: str = ""
+    doi: str | None = None
+    arxiv_id: str | None = None
+    url: str | None = None
+    files: list[Path] = field(default_factory=list)
+
+
+def normalise_title(title: str) -> str:
+    """A title's identity: LaTeX, accents, case and punctuation removed ("{CT}-Flow:" -> "ct flow")."""
+    text = unicodedata.normalize("NFKD", _LATEX_RE.sub("", title))
+    text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
+    return " ".join(re.sub(r"[^a-z0-9]+", " ", text).split())
+
+
+def normalise_doi(doi: str | None) -> str | None:
+    """A DOI without resolver prefix, lower case (DOIs are case-insensitive)."""
+    if not doi:
+        return None
+    match = _DOI_RE.search(doi.strip())
+    return match.group(0).rstrip(".").lower() if match else None
+
+
+def arxiv_id_of(*texts: str | None) -> str | None:
+    """The arXiv id (no version) named in an eprint, journal, URL or DOI field, if any."""
+    for text in texts:
+        if not text:
+            continue
+        bare = _BARE_ARXIV_RE.match(text.strip())
+        if bare:
+            return bare.group(1)
+        match = _ARXIV_RE.search(text)
+        if match:
+            return match.group(1)
+    return None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What makes two records the same paper."""
+
+    doi: str | None = None
+    arxiv_id: str | None = None
+    title: str = ""
+
+    @classmethod
+    def of(cls, doi: str | None, arxiv_id: str | None, title: str | None) -> Identity:
+        """Identity from raw fields, normalised (an arXiv id loses its version)."""
+        return cls(normalise_doi(doi), arxiv_id_of(arxiv_id), normalise_title(title or ""))
+
+
+def same_paper(a: Identity, b: Identity) -> str | None:
+    """Why `a` and `b` are the same paper ("same DOI", "same arXiv id", "same title"), or None.
+
+    A title counts only when it is long enough to be specific (more than 3 words).
+    """
+    if a.doi and a.doi == b.doi:
+        return "same DOI"
+    if a.arxiv_id and a.arxiv_id == b.arxiv_id:
+        return "same arXiv id"
+    if a.title and a.title == b.title and len(a.title.split()) > 3:
+        return "same title"
+    return None
+
+
+def find_known_paper(known: dict[str, list[Identity]], wanted: Identity) -> tuple[str, str] | None:
+    """(paper key, reason) of the stored paper `wanted` is, given each paper's identities."""
+    for paper_key, identities in known.items():
+        for identity in identities:
+            reason = same_paper(identity, wanted)
+            if reason:
+                return paper_key, reason
+    return None
+
+
+# --- reading -----------------------------------------------------------------------------------
+def _zotero_files(value: str, base: Path) -> list[Path]:
+    """Paths of Zotero's `file` field: "desc:path:mime;desc:path:mime" (or plain paths)."""
+    paths: list[Path] = []
+    for part in re.split(r";(?=[^;]*:)", value) if value else []:
+        part = part.strip()
+        if not part:
+            continue
+        pieces = part.split(":")
+        # description:path:mime/type, else a plain path
+        raw = ":".join(pieces[1:-1]) if len(pieces) >= 3 and "/" in pieces[-1] else part
+        raw = raw.replace("\\:", ":").replace("\\\\", "\\")
+        path = Path(raw)
+        paths.append(path if path.is_absolute() else base / path)
+    return paths
+
+
+def _authors_bibtex(value: str) -> list[str]:
+    return [" ".join(a.split()) for a in re.split(r"\s+and\s+", value) if a.strip()]
+
+
+def read_bibtex(path: Path) -> list[Reference]:
+    """Entries of a BibTeX file (bibtexparser); braces and LaTeX left in titles are cleaned."""
+    import bibtexparser
+
+    library = bibtexparser.parse_string(path.read_text(encoding="utf-8-sig"))
+    refs = []
+    for entry in library.entries:
+        fields = {f.key.lower(): str(f.value) for f in entry.fields}
+        refs.append(
+            Reference(
+                key=entry.key,
+                entry_type=entry.entry_type.lower(),
+                title=" ".join(_LATEX_RE.sub("", fields.get("title", "")).split()),
+                authors=_authors_bibtex(fields.get("author", "")),
+                year=fields.get("year", fields.get("date", "")[:4]),
+                doi=normalise_doi(fields.get("doi")),
+                arxiv_id=arxiv_id_of(fields.get("eprint"), fields.get("journal"), fields.get("url"), fields.get("doi")),
+                url=fields.get("url"),
+                files=_zotero_files(fields.get("file", ""), path.parent),
+            )
+        )
+    return refs
+
+
+def read_ris(path: Path) -> list[Reference]:
+    """Entries of an RIS file (rispy); `L1`/`file_attachments1` are the attached files."""
+    import rispy
+
+    refs = []
+    with path.open(encoding="utf-8-sig") as handle:
+        entries = rispy.load(handle)
+    for index, entry in enumerate(entries, start=1):
+        files = [*entry.get("file_attachments1", []), *entry.get("file_attachments2", [])]
+        urls = entry.get("urls", [])
+        refs.append(
+            Reference(
+                key=str(entry.get("id") or f"ris{index}"),
+                entry_type=str(entry.get("type_of_reference", "JOUR")).lower(),
+                title=str(entry.get("title") or entry.get("primary_title") or ""),
+                authors=list(entry.get("authors", []) or entry.get("first_authors", [])),
+                year=str(entry.get("year", ""))[:4],
+                doi=normalise_doi(entry.get("doi")),
+                arxiv_id=arxiv_id_of(*urls, entry.get("doi"), entry.get("journal_name")),
+                url=urls[0] if urls else None,
+                files=[Path(f) if Path(f).is_absolute() else path.parent / f for f in files],
+            )
+        )
+    return refs
+
+
+def read_csljson(path: Path) -> list[Reference]:
+    """Entries of a CSL-JSON file (a list of items, as Zotero and citeproc write them)."""
+    try:
+        items = json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        raise KiaError(f"{path}: not CSL-JSON ({exc.msg} at line {exc.lineno})") from exc
+    if not isinstance(items, list):
+        raise KiaError(f"{path}: CSL-JSON must be a list of items")
+    refs = []
+    for index, item in enumerate(items, start=1):
+        authors = [
+            " ".join(p for p in (a.get("given"), a.get("family")) if p) or a.get("literal", "")
+            for a in item.get("author", [])
+        ]
+        issued = (item.get("issued") or {}).get("date-parts") or [[""]]
+        files = (
+            [Path(f) for f in item.get("file", []) if isinstance(f, str)] if isinstance(item.get("file"), list) else []
+        )
+        if isinstance(item.get("file"), str):
+            files = _zotero_files(item["file"], path.parent)
+        refs.append(
+            Reference(
+                key=str(item.get("id") or f"csl{index}"),
+                entry_type=str(item.get("type", "article")),
+                title=str(item.get("title", "")),
+                authors=[a for a in authors if a],
+                year=str(issued[0][0]) if issued and issued[0] else "",
+                doi=normalise_doi(item.get("DOI")),
+                arxiv_id=arxiv_id_of(item.get("URL"), item.get("DOI"), item.get("number")),
+                url=item.get("URL"),
+                files=[f if f.is_absolute() else path.parent / f for f in files],
+            )
+        )
+    return refs
+
+
+def read_references(path: Path) -> list[Reference]:
+    """Entries of a .bib, .ris or CSL-JSON (.json) library; one clear line when it cannot be read."""
+    if not path.is_file():
+        raise KiaError(f"{path}: no such library file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".bib":
+            return read_bibtex(path)
+        if suffix == ".ris":
+            return read_ris(path)
+        if suffix in (".json", ".csljson"):
+            return read_csljson(path)
+    except (UnicodeDecodeError, OSError) as exc:
+        raise KiaError(f"{path}: cannot read library ({exc})") from exc
+    raise KiaError(f"{path}: unknown library type {suffix!r}; kia reads .bib, .ris and CSL-JSON (.json)")
+
+
+def usable_file(ref: Reference) -> tuple[Path | None, str | None]:
+    """The first attached file kia can read, else why there is none."""
+    if not ref.files:
+        return None, "no attached file"
+    reasons = []
+    for candidate in ref.files:
+        if candidate.suffix.lower() not in SUPPORTED_EXTENSIONS:
+            reasons.append(f"{candidate.name}: unsupported type {candidate.suffix or '(none)'}")
+        elif not candidate.is_file():
+            reasons.append(f"{candidate}: file not found")
+        else:
+            return candidate, None
+    return None, "; ".join(reasons)
+
+
+# --- writing -----------------------------------------------------------------------------------
+@dataclass
+class LabelledReference:
+    """An entry to write back: the reference, its labels per axis and a note with the evidence."""
+
+    ref: Reference
+    labels: list[str]
+    note: str
+
+
+def write_bibtex(items: list[LabelledReference], keywords_field: str = "keywords") -> str:
+    """BibTeX (bibtexparser's writer) with the labels in `keywords_field` and the evidence in `note`."""
+    import bibtexparser
+    from bibtexparser.model import Entry, Field
+
+    library = bibtexparser.Library()
+    for item in items:
+        ref = item.ref
+        fields = [Field("title", ref.title)]
+        if ref.authors:
+            fields.append(Field("author", " and ".join(ref.authors)))
+        for name, value in (("year", ref.year), ("doi", ref.doi), ("url", ref.url)):
+            if value:
+                fields.append(Field(name, value))
+        if ref.arxiv_id:
+            fields += [Field("eprint", ref.arxiv_id), Field("archiveprefix", "arXiv")]
+        fields.append(Field(keywords_field, ", ".join(item.labels)))
+        if item.note:
+            fields.append(Field("note", item.note.replace("{", "(").replace("}", ")")))
+        library.add(Entry(ref.entry_type or "article", ref.key, fields))
+    return bibtexparser.write_string(library)
+
+
+def write_ris(items: list[LabelledReference]) -> str:
+    """RIS (rispy's writer): the labels as `KW` lines, the evidence as an `N1` note."""
+    import rispy
+
+    entries = []
+    for item in items:
+        ref = item.ref
+        entry: dict[str, Any] = {
+            "type_of_reference": "JOUR",
+            "id": ref.key,
+            "title": ref.title,
+            "keywords": item.labels,
+        }
+        if ref.authors:
+            entry["authors"] = ref.authors
+        if ref.year:
+            entry["year"] = ref.year
+        if ref.doi:
+            entry["doi"] = ref.doi
+        urls = [u for u in (ref.url, f"https://arxiv.org/abs/{ref.arxiv_id}" if ref.arxiv_id else None) if u]
+        if urls:
+            entry["urls"] = list(dict.fromkeys(urls))
+        if item.note:
+            entry["notes"] = [item.note]
+        entries.append(entry)
+    return rispy.dumps(entries)
+
+
+def write_csljson(items: list[LabelledReference]) -> str:
+    """CSL-JSON: the labels in `keyword` (comma separated, as Zotero reads it), the evidence in `note`."""
+    out = []
+    for item in items:
+        ref = item.ref
+        csl: dict[str, Any] = {"id": ref.key, "type": "article-journal", "title": ref.title}
+        if ref.authors:
+            csl["author"] = [{"literal": a} for a in ref.authors]
+        if ref.year.isdigit():
+            csl["issued"] = {"date-parts": [[int(ref.year)]]}
+        if ref.doi:
+            csl["DOI"] = ref.doi
+        if ref.url or ref.arxiv_id:
+            csl["URL"] = ref.url or f"https://arxiv.org/abs/{ref.arxiv_id}"
+        if ref.arxiv_id:
+            csl["number"] = f"arXiv:{ref.arxiv_id}"
+        csl["keyword"] = ", ".join(item.labels)
+        if item.note:
+            csl["note"] = item.note
+        out.append(csl)
+    return json.dumps(out, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_references(items: list[LabelledReference], output_format: str, keywords_field: str = "keywords") -> str:
+    """The entries in one of BIB_FORMATS."""
+    if output_format == "bibtex":
+        return write_bibtex(items, keywords_field)
+    if output_format == "ris":
+        return write_ris(items)
+    if output_format == "csljson":
+        return write_csljson(items)
+    raise KiaError(f"unknown reference format {output_format!r}; use one of {', '.join(BIB_FORMATS)}")
