@@ -315,7 +315,7 @@ def test_reading_commands_work_while_a_batch_writes(tmp_path: Path) -> None:
     assert run_kia("ingest", str(tmp_path / "papers"), "--db", str(db)).returncode == 0
     proxy = FaultProxy(None, canned_delay=1.0).start()
     proxy.default = "canned"
-    env = {**os.environ, "OPENAI_API_KEY": SECRET}
+    env = {**os.environ, "OPENAI_API_KEY": SECRET, "COLUMNS": "200"}
     try:
         writer = subprocess.Popen(
             [*_propose_args(db, proxy.base_url), "--concurrency", "1"],
@@ -338,7 +338,9 @@ def test_reading_commands_work_while_a_batch_writes(tmp_path: Path) -> None:
                 assert "locked" not in result.stderr
                 reads += 1
                 if args == ["runs"]:
-                    seen_done.append(int(result.stdout.split("crash")[1].split()[4].strip("│ ")))
+                    row = next(line for line in result.stdout.splitlines() if "crash" in line)
+                    cells = [cell.strip() for cell in row.split("│") if cell.strip()]
+                    seen_done.append(int(cells[4]))  # run, backend, model, started, done, failed, tokens
         out, errors = writer.communicate(timeout=120)
     finally:
         proxy.stop()
