@@ -44,9 +44,7 @@ class IngestSummary:
         """`ingested N, already present M, failed F` (and `, new versions V` when there are)."""
         versions = self.count("version")
         tail = f", new versions {versions}" if versions else ""
-        return (
-            f"ingested {self.count('ingested')}, already present {self.count('present')}, failed {self.failed}{tail}"
-        )
+        return f"ingested {self.count('ingested')}, already present {self.count('present')}, failed {self.failed}{tail}"
 
 
 def load_manifest(path: Path) -> dict[str, str]:

@@ -186,7 +186,9 @@ class ReviewSession:
                 before, match, after = context_window(doc, int(start), int(end))
             evidence[axis].append(EvidenceView(category, quote, status, score, page, section, before, match, after))
         abstained = {axis: (status, reason) for _k, axis, status, reason in self.store.axis_statuses(self.run_id, key)}
-        suspicious = [(page, text) for _k, text, _s, _e, page, _sec in self.store.suspicious_sentences(self.run_id, key)]
+        suspicious = [
+            (page, text) for _k, text, _s, _e, page, _sec in self.store.suspicious_sentences(self.run_id, key)
+        ]
         return PaperView(key, doc.title, proposed, evidence, self.decisions(key), abstained, suspicious)
 
     # --- decisions -----------------------------------------------------------------------------

@@ -367,9 +367,7 @@ class Store:
     def set_current(self, paper_key: str, sha256: str) -> None:
         """Make one stored version the one every stage reads for its paper."""
         with self.transaction():
-            self.con.execute(
-                "UPDATE documents SET is_current = (sha256 = ?) WHERE paper_key = ?", [sha256, paper_key]
-            )
+            self.con.execute("UPDATE documents SET is_current = (sha256 = ?) WHERE paper_key = ?", [sha256, paper_key])
 
     def paper_versions(self, paper_key: str) -> list[dict[str, Any]]:
         """Every stored version of a paper, current first: sha256, path, characters, sections, DOI."""

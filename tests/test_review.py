@@ -225,7 +225,17 @@ def test_accept_above_honours_the_filter_grounding_and_abstention(db: Path) -> N
     bogus = run_kia("review", "--run", "r3", "--only", "bogus", "--accept-above", "0.5", "--db", str(db))
     assert bogus.returncode == 1 and bogus.stderr.strip().count("\n") == 0 and "--only must be one of" in bogus.stderr
     result = run_kia(
-        "review", "--run", "r3", "--only", "disagreements", "--accept-above", "0.5", "--reviewer", "ann", "--db", str(db)
+        "review",
+        "--run",
+        "r3",
+        "--only",
+        "disagreements",
+        "--accept-above",
+        "0.5",
+        "--reviewer",
+        "ann",
+        "--db",
+        str(db),
     )
     assert result.returncode == 0, result.stderr
     assert "accepted 4 axis decision(s)" in result.stdout and "1 not grounded" in result.stdout
@@ -234,6 +244,7 @@ def test_accept_above_honours_the_filter_grounding_and_abstention(db: Path) -> N
         rows = store.query("SELECT paper_key, axis, decision FROM reviews WHERE reviewer = 'ann' ORDER BY ALL")
     # P1 agrees with every other run: not selected; P2's A has no quote in the paper; P3's A abstained.
     assert rows == [("P2", "I", "accept"), ("P2", "K", "accept"), ("P3", "I", "accept"), ("P3", "K", "accept")]
-    again = run_kia("review", "--run", "r3", "--only", "unreviewed", "--accept-above", "0.5", "--reviewer", "ann",
-                    "--db", str(db))
+    again = run_kia(
+        "review", "--run", "r3", "--only", "unreviewed", "--accept-above", "0.5", "--reviewer", "ann", "--db", str(db)
+    )
     assert "accepted 3 axis decision(s)" in again.stdout  # P1 only: every axis grounded and above

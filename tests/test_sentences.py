@@ -58,9 +58,7 @@ def test_injection_mid_paper_is_flagged_and_left_out_of_the_sentences(tmp_path: 
     taxonomy = load_taxonomy()
     paper = tmp_path / "hostile.md"
     first, rest = CLEAN.split(". ", 1)
-    paper.write_text(
-        f"# A paper\n\n## Abstract\n{first}. {injection} {rest}\n\n## Method\n{CLEAN}\n", encoding="utf-8"
-    )
+    paper.write_text(f"# A paper\n\n## Abstract\n{first}. {injection} {rest}\n\n## Method\n{CLEAN}\n", encoding="utf-8")
     doc = extract(paper)
     flagged = suspicious_sentences(doc, taxonomy)
     assert [s.text for s in flagged] == [injection]

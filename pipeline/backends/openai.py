@@ -22,8 +22,8 @@ from kia.backends import BackendAnswer, CallRecord, ClaimedLabel
 from kia.errors import BackendError
 from kia.extract import Document
 from kia.ground import Locator
-from kia.sentences import suspicious_sentences
 from kia.schema import response_model
+from kia.sentences import suspicious_sentences
 from kia.settings import Settings
 from kia.taxonomy import Taxonomy
 
