@@ -208,7 +208,8 @@ FAULTS: list[tuple[str, str, bool, str]] = [
 
 EXTRA = """The kill -9 row runs 3 seeds per run, so it killed `kia propose` 9 times at random points. Memory
 with a 2,000-page PDF (2.8 M characters): `kia ingest` peaks at 367 MiB RSS in 4.2 s (measured with
-`/usr/bin/time -v`; see `eval/README.md`).
+`/usr/bin/time -v`; see `eval/README.md`). `--only` reruns some rows and keeps the others' figures
+from their last run.
 """
 
 

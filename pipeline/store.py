@@ -13,7 +13,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -241,9 +241,14 @@ class Store:
         self._con = None
         try:
             yield
-        finally:
+        except BaseException:
+            # Keep the original error; reconnect only if the file is free at once.
             if self._con is None:
-                self._con = self._connect(self.read_only, self.write_wait)
+                with suppress(StoreError):
+                    self._con = self._connect(self.read_only, 0.0)
+            raise
+        if self._con is None:
+            self._con = self._connect(self.read_only, self.write_wait)
 
     @contextmanager
     def held(self) -> Iterator[None]:
