@@ -338,9 +338,10 @@ def test_reading_commands_work_while_a_batch_writes(tmp_path: Path) -> None:
                 assert "locked" not in result.stderr
                 reads += 1
                 if args == ["runs"]:
-                    row = next(line for line in result.stdout.splitlines() if "crash" in line)
-                    cells = [cell.strip() for cell in row.split("│") if cell.strip()]
-                    seen_done.append(int(cells[4]))  # run, backend, model, started, done, failed, tokens
+                    lines = result.stdout.splitlines()
+                    header = [c.strip() for c in next(line for line in lines if "done" in line).split("┃")]
+                    row = [c.strip() for c in next(line for line in lines if "crash" in line).split("│")]
+                    seen_done.append(int(row[header.index("done")]))
         out, errors = writer.communicate(timeout=120)
     finally:
         proxy.stop()
