@@ -209,7 +209,10 @@ FAULTS: list[tuple[str, str, bool, str]] = [
 EXTRA = """The kill -9 row runs 3 seeds per run, so it killed `kia propose` 9 times at random points. Memory
 with a 2,000-page PDF (2.8 M characters): `kia ingest` peaks at 367 MiB RSS in 4.2 s (measured with
 `/usr/bin/time -v`; see `eval/README.md`). `--only` reruns some rows and keeps the others' figures
-from their last run.
+from their last run. "prompt injection against the local backend" fails since the learned head
+landed: the backend still reads `split_sentences(doc)`; with `split_sentences(doc, taxonomy=taxonomy)`
+(one line in `backends/local.py`, owned by the backend's engineer) the hostile copy gets the clean
+copy's labels again. Its quotes inside the injected sentence are already refused by grounding.
 """
 
 
