@@ -102,7 +102,7 @@ FAULTS: list[tuple[str, str, bool, str]] = [
         "prompt injection against the local backend",
         "tests/test_reliability.py::test_prompt_injection_does_not_move_the_local_backend",
         False,
-        "labels unchanged",
+        "the hostile copy must get the clean copy's labels (see the note below)",
     ),
     (
         "API key searched in every output, report and the DuckDB file",
