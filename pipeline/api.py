@@ -51,13 +51,17 @@ def ingest(
     db: PathLike | None = None,
     manifest: PathLike | None = None,
     on_outcome: Callable[[IngestOutcome], None] | None = None,
+    prefer: str = "longer",
 ) -> IngestSummary:
     """Extract and store papers (files or folders); the same bytes are stored once; bad files are
-    reported per file and the batch goes on."""
+    reported per file and the batch goes on. Another file of a stored paper (same key, arXiv id or
+    DOI) is kept as a version: the longer, complete text stays current unless `prefer="new"`."""
     from kia.ingest import run_ingest
 
     settings = Settings.from_env()
-    return run_ingest([Path(p) for p in paths], _db(db, settings), Path(manifest) if manifest else None, on_outcome)
+    return run_ingest(
+        [Path(p) for p in paths], _db(db, settings), Path(manifest) if manifest else None, on_outcome, prefer
+    )
 
 
 def propose(

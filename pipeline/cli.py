@@ -112,6 +112,13 @@ def ingest(
     output_dir: Annotated[Path, typer.Option("--out", help="With --fetch: folder for downloaded PDFs")] = Path(
         "papers"
     ),
+    prefer: Annotated[
+        str,
+        typer.Option(
+            help="Another file of a stored paper (same key, arXiv id or DOI): which version is current: "
+            "longer (the longer, complete text) or new (this file)"
+        ),
+    ] = "longer",
     db: DbOption = None,
 ) -> None:
     """Extract and store papers (PDF, arXiv HTML, Markdown, text); each file is stored once."""
@@ -128,10 +135,12 @@ def ingest(
     def report(outcome: ingest_stage.IngestOutcome) -> None:
         if outcome.status == "failed":
             err.print(f"failed: {outcome.error}", markup=False)
+        elif outcome.notice:
+            err.print(f"version: {outcome.notice}", markup=False)
         else:
             out.print(f"{outcome.status}: {outcome.path} -> {outcome.paper_key}", markup=False)
 
-    summary = kia.ingest(paths, _db(db), manifest, report)
+    summary = kia.ingest(paths, _db(db), manifest, report, prefer)
     out.print(summary.line())
     if summary.failed:
         raise typer.Exit(1)
@@ -170,13 +179,19 @@ def papers(db: DbOption = None) -> None:
     """List stored papers: key, title, pages, characters, status."""
     from kia.store import list_papers_at
 
-    rows = list_papers_at(_existing_db(db))
+    rows, failed = list_papers_at(_existing_db(db))
     table = Table("key", "title", "pages", "chars", "status")
     for row in rows:
-        status = row["status"] if not row["error"] else f"failed: {row['error']}"
+        status = row["status"] + (f" ({row['versions']} versions)" if row["versions"] > 1 else "")
         table.add_row(row["key"], (row["title"] or "")[:70], str(row["pages"]), str(row["chars"]), status)
     out.print(table)
     out.print(f"{len(rows)} paper(s)")
+    if failed:
+        failures = Table("file", "cause", title="files that failed to ingest (not papers)")
+        for row in failed:
+            failures.add_row(row["path"], row["error"] or "")
+        out.print(failures)
+        out.print(f"{len(failed)} failed file(s)")
 
 
 @app.command()
@@ -620,8 +635,8 @@ def review(
 
     with review_stage.open_store(_existing_db(db)) as store:
         if accept_above is not None:
-            count = review_stage.bulk_accept(store, given_taxonomy(taxonomy), accept_above, run, reviewer)
-            out.print(f"accepted {count} axis decision(s) with confidence >= {accept_above}", markup=False)
+            result = review_stage.bulk_accept(store, given_taxonomy(taxonomy), accept_above, run, reviewer, only)
+            out.print(result.line(accept_above), markup=False)
             return
         session = review_stage.ReviewSession(store, given_taxonomy(taxonomy), run, reviewer, only)
         if session.done:
@@ -904,7 +919,7 @@ def demo(db: DbOption = None) -> None:
     result = run_demo(_db(db), on_stage=lambda m: err.print(f"kia: {m}"))
     out.print(result.ingest.line())
     out.print(result.run.line(), markup=False)
-    rows = list_papers_at(_db(db))
+    rows, _failed = list_papers_at(_db(db))
     table = Table("key", "title", "status")
     for row in rows:
         table.add_row(row["key"], (row["title"] or "")[:60], row["status"])

@@ -600,9 +600,52 @@ def _pdf_title(doc: object, first_page_text: str) -> str:
     return normalise_text(best) or first_page_text.split("\n", 1)[0][:200]
 
 
+_MAGIC: list[tuple[bytes, str]] = [
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"PK\x03\x04", "a ZIP archive (a .docx or .epub?)"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"{\\rtf", "an RTF document"),
+    (b"\xd0\xcf\x11\xe0", "an old Microsoft Office document"),
+]
+
+
+def sniff_non_pdf(data: bytes) -> str | None:
+    """What a file named .pdf really holds when it is not a PDF (None when it starts like one).
+
+    A PDF has `%PDF-` in its first kilobyte; a browser's "save page" or an error page fetched
+    instead of the paper does not, and saying what it is beats "corrupt PDF" or "OCR it first".
+    """
+    head = data[:1024]
+    if b"%PDF-" in head:
+        return None
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in text[:300]:
+        return "an HTML page"
+    if text.startswith(b"<?xml") or text.startswith(b"<"):
+        return "an XML or markup document"
+    if text.startswith((b"{", b"[")):
+        return "JSON data"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "binary data of an unknown kind"
+    return "plain text"
+
+
 def extract_pdf(path: Path, data: bytes) -> Document:
     """Text of a PDF through pymupdf, page by page, in column reading order."""
     import pymupdf
+
+    actual = sniff_non_pdf(data)
+    if actual is not None:
+        raise ExtractError(
+            str(path), f"not a PDF: {actual} saved as {path.suffix or '.pdf'}; get the PDF itself or rename it"
+        )
 
     try:
         doc = pymupdf.open(stream=data, filetype="pdf")

@@ -7,6 +7,7 @@ read). A paper is found by its method name or its arXiv id.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,44 +54,72 @@ def check_cell(categories: frozenset[str], axis_id: str, taxonomy: Taxonomy, whe
         raise GoldError(f"{where}: {', '.join(sorted(categories))} on a single-label axis (one category only)")
 
 
-def load_gold(path: str | Path | None, taxonomy: Taxonomy) -> list[GoldPaper]:
-    """Read a gold CSV and check every label against the taxonomy; never an empty axis."""
-    resolved = Path(path) if path else default_gold_path()
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; a byte that is not UTF-8 is one line naming the row it is on."""
     try:
-        with resolved.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = set(reader.fieldnames or [])
-            missing = [a for a in taxonomy.axis_ids if a not in columns]
-            if "method" not in columns or missing:
-                raise GoldError(
-                    f"{resolved} does not fit taxonomy {taxonomy.name!r}: it needs a 'method' column and one column "
-                    f"per axis ({', '.join(taxonomy.axis_ids)}); missing {', '.join(missing or ['method'])}"
-                )
-            papers: list[GoldPaper] = []
-            for line, row in enumerate(reader, start=2):
-                labels = {axis: parse_cell(row[axis]) for axis in taxonomy.axis_ids}
-                for axis_id, cats in labels.items():
-                    where = f"{resolved}: row {line}, column {axis_id} ({row['method']})"
-                    if not cats:
-                        raise GoldError(f"{where}: empty; every axis needs a category")
-                    check_cell(cats, axis_id, taxonomy, where)
-                details = {
-                    column: (row.get(column) or "").strip()
-                    for column in ("conditioning_source", "conditioning_mechanism", "generation_strategy", "dataset")
-                    if row.get(column)
-                }
-                papers.append(
-                    GoldPaper(
-                        row["method"].strip(),
-                        (row.get("arxiv_id") or "").strip(),
-                        (row.get("title") or "").strip(),
-                        labels,
-                        details,
-                    )
-                )
-            return papers
+        data = path.read_bytes()
     except FileNotFoundError as exc:
-        raise GoldError(f"{resolved}: gold file not found") from exc
+        raise GoldError(f"{path}: gold file not found") from exc
+    except OSError as exc:
+        raise GoldError(f"{path}: cannot read gold file ({exc.strerror})") from exc
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise GoldError(
+            f"{path}: row {line}: not UTF-8 (byte 0x{data[exc.start]:02x} at character {column});"
+            " save the file as UTF-8"
+        ) from None
+
+
+def load_gold(path: str | Path | None, taxonomy: Taxonomy) -> list[GoldPaper]:
+    """Read a gold CSV and check every label against the taxonomy; never an empty axis, never a
+    paper twice (by method name or arXiv id): a duplicate row is an error, not "the last wins"."""
+    resolved = Path(path) if path else default_gold_path()
+    reader = csv.DictReader(io.StringIO(_read_text(resolved), newline=""))
+    try:
+        columns = set(reader.fieldnames or [])
+    except csv.Error as exc:
+        raise GoldError(f"{resolved}: row 1: not a readable CSV header ({exc})") from None
+    missing = [a for a in taxonomy.axis_ids if a not in columns]
+    if "method" not in columns or missing:
+        raise GoldError(
+            f"{resolved} does not fit taxonomy {taxonomy.name!r}: it needs a 'method' column and one column "
+            f"per axis ({', '.join(taxonomy.axis_ids)}); missing {', '.join(missing or ['method'])}"
+        )
+    papers: list[GoldPaper] = []
+    seen: dict[str, int] = {}
+    line = 1
+    try:
+        for row in reader:
+            line = reader.line_num
+            method = (row.get("method") or "").strip()
+            if not method:
+                raise GoldError(f"{resolved}: row {line}: no method name")
+            labels = {axis: parse_cell(row.get(axis) or "") for axis in taxonomy.axis_ids}
+            for axis_id, cats in labels.items():
+                where = f"{resolved}: row {line}, column {axis_id} ({method})"
+                if not cats:
+                    raise GoldError(f"{where}: empty; every axis needs a category")
+                check_cell(cats, axis_id, taxonomy, where)
+            arxiv_id = (row.get("arxiv_id") or "").strip()
+            for name, value in (("method", method), ("arXiv id", arxiv_id)):
+                if not value:
+                    continue
+                first = seen.get(f"{name}:{value.lower()}")
+                if first is not None:
+                    raise GoldError(f"{resolved}: row {line}: duplicate: {name} {value!r} is already on row {first}")
+                seen[f"{name}:{value.lower()}"] = line
+            details = {
+                column: (row.get(column) or "").strip()
+                for column in ("conditioning_source", "conditioning_mechanism", "generation_strategy", "dataset")
+                if row.get(column)
+            }
+            papers.append(GoldPaper(method, arxiv_id, (row.get("title") or "").strip(), labels, details))
+    except csv.Error as exc:
+        raise GoldError(f"{resolved}: row {reader.line_num or line}: not a readable CSV row ({exc})") from None
+    return papers
 
 
 def gold_index(papers: list[GoldPaper]) -> dict[str, GoldPaper]:

@@ -18,6 +18,8 @@ from kia.extract import LIGATURES, Document
 EXACT = "exact"
 FUZZY = "fuzzy"
 NOT_FOUND = "not_found"
+# Found only inside a sentence that addresses the labeller or the model: never evidence.
+SUSPICIOUS = "suspicious"
 DEFAULT_FUZZY_THRESHOLD = 85.0
 MIN_QUOTE_CHARS = 12
 
@@ -52,8 +54,8 @@ class Grounding:
 
     @property
     def found(self) -> bool:
-        """True for exact and fuzzy matches."""
-        return self.status != NOT_FOUND
+        """True for exact and fuzzy matches (outside any suspicious sentence): the quote is evidence."""
+        return self.status in (EXACT, FUZZY)
 
 
 def normalise_with_map(text: str) -> tuple[str, list[int]]:
@@ -101,13 +103,33 @@ def normalise(text: str) -> str:
     return normalise_with_map(text)[0]
 
 
-class Locator:
-    """Locates quotes in one document; the normalised text is computed once per document."""
+_MASK = "\x00"
 
-    def __init__(self, doc: Document, fuzzy_threshold: float = DEFAULT_FUZZY_THRESHOLD) -> None:
+
+class Locator:
+    """Locates quotes in one document; the normalised text is computed once per document.
+
+    `excluded` spans (sentences that address the labeller or the model) are masked: a quote found
+    only there gets the status `suspicious`, with its span, and is no evidence.
+    """
+
+    def __init__(
+        self,
+        doc: Document,
+        fuzzy_threshold: float = DEFAULT_FUZZY_THRESHOLD,
+        excluded: list[tuple[int, int]] | None = None,
+    ) -> None:
         self.doc = doc
         self.fuzzy_threshold = fuzzy_threshold
-        self.norm, self.origin = normalise_with_map(doc.text)
+        self.excluded = sorted(excluded or [])
+        text = doc.text
+        if self.excluded:
+            chars = list(text)
+            for start, end in self.excluded:
+                chars[start:end] = _MASK * (end - start)
+            text = "".join(chars)
+        self.norm, self.origin = normalise_with_map(text)
+        self._unmasked = Locator(doc, fuzzy_threshold) if self.excluded else None
 
     def _span(self, norm_start: int, norm_end: int) -> tuple[int, int]:
         start = self.origin[norm_start]
@@ -120,7 +142,17 @@ class Locator:
         )
 
     def locate(self, quote: str) -> Grounding:
-        """Exact (normalised) match first, else fuzzy above the threshold, else not_found."""
+        """Exact (normalised) match first, else fuzzy above the threshold, else not_found (or
+        `suspicious` when the quote is found only inside an excluded sentence)."""
+        found = self._locate(quote)
+        if found.found or self._unmasked is None:
+            return found
+        inside = self._unmasked._locate(quote)
+        if not inside.found:
+            return found
+        return Grounding(quote, SUSPICIOUS, 0.0, inside.start, inside.end, inside.page, inside.section)
+
+    def _locate(self, quote: str) -> Grounding:
         needle = normalise(quote).strip(" .\"'-")
         if len(needle) < MIN_QUOTE_CHARS:
             return Grounding(quote, NOT_FOUND, 0.0)

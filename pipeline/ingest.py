@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ class IngestOutcome:
     status: str
     paper_key: str | None = None
     error: str | None = None
+    # For a new version of a known paper: which version is current now, and why (one line).
+    notice: str | None = None
 
 
 @dataclass
@@ -39,11 +42,13 @@ class IngestSummary:
         return self.count("failed")
 
     def line(self) -> str:
-        """`ingested N, already present M, failed F` (and re-extracted R where there were any)."""
+        """`ingested N, already present M, failed F` (and re-extracted R, new versions V where there were any)."""
         again = self.count("re-extracted")
+        versions = self.count("version")
         extra = f", re-extracted {again}" if again else ""
+        tail = f", new versions {versions}" if versions else ""
         present = self.count("present")
-        return f"ingested {self.count('ingested')}, already present {present}{extra}, failed {self.failed}"
+        return f"ingested {self.count('ingested')}, already present {present}{extra}, failed {self.failed}{tail}"
 
 
 def load_manifest(path: Path) -> dict[str, str]:
@@ -111,8 +116,65 @@ def reextract(store: Store, doc: Document) -> int:
     return len(rows)
 
 
-def ingest_one(path: Path, store: Store, manifest: dict[str, str]) -> IngestOutcome:
-    """Extract and store one file; any bad input becomes a failed outcome, logged in the database."""
+PREFER_CHOICES = ("longer", "new")
+# A paper's own DOI, as printed on its first page ("DOI: 10.1109/...", "https://doi.org/10.1038/...").
+_DOI_RE = re.compile(r"(?:\bdoi\s*[:=]?\s*|https?://(?:dx\.)?doi\.org/)(10\.\d{4,9}/[^\s\"<>]+)", re.I)
+
+
+def find_doi(doc: Document) -> str | None:
+    """The DOI printed on the first page (or the first 3,000 characters), lower-cased, if any."""
+    head = doc.text[: doc.pages[0].end] if doc.pages else doc.text[:3000]
+    match = _DOI_RE.search(head[:6000])
+    return match.group(1).rstrip(".,;)]").lower() if match else None
+
+
+@dataclass(frozen=True)
+class KnownPaper:
+    """A stored paper that a new file is another version of, and what identifies them as one."""
+
+    key: str
+    reason: str
+
+
+def identify_paper(store: Store, key: str, arxiv_id: str | None, doi: str | None) -> KnownPaper | None:
+    """The stored paper these identifiers name: the same key, else the same arXiv id, else the same DOI.
+
+    The one identity check of ingest (reusable by anything that must tell whether a paper is known).
+    """
+    if store.has_paper(key):
+        return KnownPaper(key, f"same arXiv id {arxiv_id}" if arxiv_id == key else "same key")
+    by_ids = store.key_for_ids(arxiv_id, None)
+    if by_ids is not None:
+        return KnownPaper(by_ids, f"same arXiv id {arxiv_id}")
+    by_doi = store.key_for_ids(None, doi)
+    if by_doi is not None:
+        return KnownPaper(by_doi, f"same DOI {doi}")
+    return None
+
+
+def completeness(n_chars: int, sections: Iterable[str]) -> tuple[bool, int]:
+    """How complete a text looks: (it reaches its conclusion or references, its length). A truncated
+    copy loses both, so the larger tuple is the version to read."""
+    names = set(sections)
+    return ("references" in names or "conclusion" in names, n_chars)
+
+
+def _version_notice(path: Path, known: KnownPaper, new: tuple[bool, int], old: tuple[bool, int], wins: bool) -> str:
+    def describe(state: tuple[bool, int]) -> str:
+        return f"{state[1]:,} chars{'' if state[0] else ', no conclusion or references'}"
+
+    head = f"{path}: another version of {known.key} ({known.reason}): {describe(new)} vs the stored {describe(old)};"
+    if wins:
+        return f"{head} this file is now the current version"
+    return f"{head} kept the stored one as current (--prefer new to use this file)"
+
+
+def ingest_one(path: Path, store: Store, manifest: dict[str, str], prefer: str = "longer") -> IngestOutcome:
+    """Extract and store one file; any bad input becomes a failed outcome, logged in the database.
+
+    A file of a paper already stored (same key, arXiv id or DOI, other bytes) is kept as a version;
+    the longer, complete text stays current unless `prefer="new"`.
+    """
     try:
         doc = extract(path)
     except ExtractError as exc:
@@ -132,9 +194,20 @@ def ingest_one(path: Path, store: Store, manifest: dict[str, str]) -> IngestOutc
             return IngestOutcome(str(path), "re-extracted", existing)
         store.log_ingest(str(path), "present", existing, doc.sha256)
         return IngestOutcome(str(path), "present", existing)
-    store.add_document(doc, key)
-    store.log_ingest(str(path), "ingested", key, doc.sha256)
-    return IngestOutcome(str(path), "ingested", key)
+    doi = find_doi(doc)
+    known = identify_paper(store, key, doc.arxiv_id, doi)
+    if known is None:
+        store.add_document(doc, key, doi)
+        store.log_ingest(str(path), "ingested", key, doc.sha256)
+        return IngestOutcome(str(path), "ingested", key)
+    current = store.paper_versions(known.key)[0]
+    new_state = completeness(len(doc.text), (s.name for s in doc.sections))
+    old_state = completeness(current["chars"], current["sections"])
+    wins = prefer == "new" or new_state > old_state
+    store.add_document(doc, known.key, doi, current=wins)
+    store.log_ingest(str(path), "version", known.key, doc.sha256)
+    notice = _version_notice(path, known, new_state, old_state, wins)
+    return IngestOutcome(str(path), "version", known.key, notice=notice)
 
 
 def ingest_paths(
@@ -142,11 +215,14 @@ def ingest_paths(
     store: Store,
     manifest: dict[str, str] | None = None,
     on_outcome: Callable[[IngestOutcome], None] | None = None,
+    prefer: str = "longer",
 ) -> IngestSummary:
     """Ingest every file under `paths`; report each outcome as it happens."""
+    if prefer not in PREFER_CHOICES:
+        raise KiaError(f"--prefer must be one of {', '.join(PREFER_CHOICES)}, not {prefer!r}")
     summary = IngestSummary()
     for path in collect_paths(paths):
-        outcome = ingest_one(path, store, manifest or {})
+        outcome = ingest_one(path, store, manifest or {}, prefer)
         summary.outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(outcome)
@@ -158,11 +234,12 @@ def run_ingest(
     db: Path,
     manifest_path: Path | None = None,
     on_outcome: Callable[[IngestOutcome], None] | None = None,
+    prefer: str = "longer",
 ) -> IngestSummary:
     """What `kia ingest` does: open the database, read the manifest, ingest every path."""
     manifest = load_manifest(manifest_path) if manifest_path else {}
     with Store(db) as store:
-        return ingest_paths(paths, store, manifest, on_outcome)
+        return ingest_paths(paths, store, manifest, on_outcome, prefer)
 
 
 @dataclass(frozen=True)

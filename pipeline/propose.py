@@ -28,6 +28,7 @@ from kia.extract import Document
 from kia.ground import Grounding, Locator
 from kia.resources import default_prompt_path, source_checkout
 from kia.schema import answer_to_json, labels_from_json, schema_hash
+from kia.sentences import Sentence, overlaps, suspicious_sentences
 from kia.store import CallRow, Store, dumps
 from kia.taxonomy import Taxonomy
 
@@ -45,6 +46,7 @@ SECTION_PRIORITY = [
 CHARS_PER_TOKEN = 4
 # Papers an in-process backend answers per call (its encoder batches their sentences together).
 BATCH_SIZE = 32
+WITHHELD = "[sentence withheld by kia: it addresses the labeller]"
 MAX_QUOTES = 3
 MAX_QUOTE_CHARS = 300
 
@@ -84,14 +86,30 @@ class Context:
     full_tokens: int
 
 
-def select_context(doc: Document, max_input_tokens: int | None) -> Context:
+def redacted(doc: Document, start: int, end: int, withheld: list[Sentence]) -> str:
+    """`doc.text[start:end]` with every withheld sentence replaced by a marker the model can see."""
+    pieces: list[str] = []
+    cursor = start
+    for sentence in sorted(withheld, key=lambda s: s.start):
+        if sentence.end <= cursor or sentence.start >= end:
+            continue
+        pieces.append(doc.text[cursor : max(cursor, sentence.start)])
+        pieces.append(WITHHELD)
+        cursor = min(end, sentence.end)
+    pieces.append(doc.text[cursor:end])
+    return "".join(pieces)
+
+
+def select_context(doc: Document, max_input_tokens: int | None, withheld: list[Sentence] | None = None) -> Context:
     """The classification text, cut to the token budget by section priority.
 
     Abstract and method come first, related work last; references are never sent. The choice is
-    returned so it can be recorded with the proposal.
+    returned so it can be recorded with the proposal. `withheld` sentences (those addressing the
+    labeller or the model) are replaced by a marker: the model never reads them.
     """
     spans = doc.classification_spans()
-    full = "\n\n".join(doc.text[a:b] for a, b, _ in spans)
+    withheld = withheld or []
+    full = "\n\n".join(redacted(doc, a, b, withheld) for a, b, _ in spans)
     full_tokens = len(full) // CHARS_PER_TOKEN + 1
     if max_input_tokens is None or full_tokens <= max_input_tokens:
         return Context(full, sorted({name for _, _, name in spans}), full_tokens, full_tokens)
@@ -107,22 +125,31 @@ def select_context(doc: Document, max_input_tokens: int | None) -> Context:
         chosen.append((start, end, name))
         used += end - start
     chosen.sort()
-    text = "\n\n".join(doc.text[a:b] for a, b, _ in chosen)
+    text = "\n\n".join(redacted(doc, a, b, withheld) for a, b, _ in chosen)
     return Context(text, sorted({name for _, _, name in chosen}), len(text) // CHARS_PER_TOKEN + 1, full_tokens)
 
 
-def evidence_context(doc: Document, taxonomy: Taxonomy, retriever: RulesBackend, per_category: int = 3) -> Context:
+def evidence_context(
+    doc: Document,
+    taxonomy: Taxonomy,
+    retriever: RulesBackend,
+    per_category: int = 3,
+    withheld: list[Sentence] | None = None,
+) -> Context:
     """Only the sentences the local retriever ranks highest for each category, with their sections.
 
     This is what `--context evidence` sends instead of the whole paper; the tokens it saves are
-    recorded with each proposal.
+    recorded with each proposal. A sentence overlapping a `withheld` one is never sent.
     """
     sentences, axes = retriever.score_axes(doc, taxonomy)
+    withheld = withheld or []
     chosen = sorted(
-        {i for scores in axes.values() for top in scores.top_sentences.values() for i in top[:per_category]}
+        i
+        for i in {i for scores in axes.values() for top in scores.top_sentences.values() for i in top[:per_category]}
+        if not overlaps(sentences[i].start, sentences[i].end, withheld)
     )
     text = "\n".join(f"[{sentences[i].section}] {sentences[i].text}" for i in chosen)
-    full = select_context(doc, None)
+    full = select_context(doc, None, withheld)
     return Context(
         text, sorted({sentences[i].section for i in chosen}), len(text) // CHARS_PER_TOKEN + 1, full.full_tokens
     )
@@ -178,6 +205,9 @@ class Proposal:
     statuses: dict[str, tuple[str, str]] = field(default_factory=dict)
     in_scope: bool | None = None
     scope_score: float | None = None
+    # Sentences that address the labeller or the model, as (text, start, end, page, section): never
+    # evidence; the paper is flagged `suspicious_text`.
+    suspicious: list[tuple[str, int, int, int | None, str]] = field(default_factory=list)
 
 
 def abstention_json(answer: BackendAnswer) -> dict[str, Any]:
@@ -199,9 +229,12 @@ def axis_statuses(answer: BackendAnswer, taxonomy: Taxonomy) -> dict[str, tuple[
     return statuses
 
 
-def ground_answer(labels: dict[str, list[ClaimedLabel]], doc: Document) -> list[Label]:
-    """Locate every quote of every label in the document's text."""
-    locator = Locator(doc)
+def ground_answer(
+    labels: dict[str, list[ClaimedLabel]], doc: Document, suspicious: list[Sentence] | None = None
+) -> list[Label]:
+    """Locate every quote of every label in the document's text; a quote that lies inside a
+    `suspicious` sentence is marked so and is no evidence."""
+    locator = Locator(doc, excluded=[(s.start, s.end) for s in suspicious or []])
     return [
         Label(axis, claim.category, claim.confidence, claim.rationale, [locator.locate(q) for q in claim.quotes])
         for axis, claims in labels.items()
@@ -235,14 +268,21 @@ def propose(
 
     With a `retriever`, the model sees only the retrieved evidence sentences (`--context evidence`).
     `answer` is the backend's answer when it was computed already (a batch of papers at once).
+    Sentences that address the labeller or the model are withheld from the prompt, refused as
+    evidence for any backend, and returned with the proposal (the paper is flagged).
     """
-    context = evidence_context(doc, taxonomy, retriever) if retriever else select_context(doc, max_input_tokens)
+    flagged = suspicious_sentences(doc, taxonomy)
+    context = (
+        evidence_context(doc, taxonomy, retriever, withheld=flagged)
+        if retriever
+        else select_context(doc, max_input_tokens, flagged)
+    )
     rendered = render_prompt(prompt, taxonomy, paper_key, context)
     answer = answer if answer is not None else backend.answer(doc, taxonomy, rendered)
     if backend.name in ("local", "rules"):
         answer = one_label_per_single_axis(answer, taxonomy)
     payload = answer_to_json(answer, taxonomy)
-    labels = ground_answer(labels_from_json(payload, taxonomy), doc)
+    labels = ground_answer(labels_from_json(payload, taxonomy), doc, flagged)
     return Proposal(
         paper_key=paper_key,
         sha256=doc.sha256,
@@ -251,6 +291,7 @@ def propose(
         statuses=axis_statuses(answer, taxonomy),
         in_scope=answer.in_scope,
         scope_score=answer.scope_score,
+        suspicious=[(s.text, s.start, s.end, doc.page_of(s.start), s.section) for s in flagged],
         prompt_hash=hashlib.sha256(rendered.encode()).hexdigest(),
         calls=answer.calls,
         context_sections=answer.context_sections or context.sections,
@@ -434,6 +475,7 @@ def save_proposal(store: Store, run_id: str, proposal: Proposal, identity: RunId
         ],
         _call_rows(proposal.calls),
         [(axis, status, reason) for axis, (status, reason) in sorted(proposal.statuses.items())],
+        list(proposal.suspicious),
     )
 
 
@@ -588,16 +630,17 @@ def run_proposals(
     ) -> None:
         summary.prompt_tokens += sum(c.prompt_tokens or 0 for c in calls)
         summary.completion_tokens += sum(c.completion_tokens or 0 for c in calls)
-        if proposal is None:
-            summary.failed += 1
-            summary.failures.append((paper_key, error or "unknown error"))
-            save_failure(store, run_id, paper_key, doc.sha256, error or "unknown error", calls)
-            status = "failed"
-        else:
-            save_proposal(store, run_id, proposal, identity, key)
-            summary.done += 1
-            summary.cached += int(proposal.cached)
-            status = "cached" if proposal.cached else "done"
+        with store.held():  # the batch holds the file only while it writes one paper
+            if proposal is None:
+                summary.failed += 1
+                summary.failures.append((paper_key, error or "unknown error"))
+                save_failure(store, run_id, paper_key, doc.sha256, error or "unknown error", calls)
+                status = "failed"
+            else:
+                save_proposal(store, run_id, proposal, identity, key)
+                summary.done += 1
+                summary.cached += int(proposal.cached)
+                status = "cached" if proposal.cached else "done"
         if on_progress:
             on_progress(paper_key, status, summary)
 
@@ -620,25 +663,29 @@ def run_proposals(
                 record(paper_key, doc, key, *one(paper_key, doc, backend, answer))
         pending.clear()
 
-    fresh: list[tuple[str, Document, str]] = []
-    for paper_key, doc, key in work:
-        chosen = backend_for(key)
-        if isinstance(chosen, _CachedBackend):
-            record(paper_key, doc, key, *one(paper_key, doc, chosen))
-        elif answer_many is not None:
-            pending.append((paper_key, doc, key))
-            if len(pending) >= BATCH_SIZE:
-                flush()
-        elif concurrency <= 1:
-            record(paper_key, doc, key, *one(paper_key, doc, chosen))
-        else:
-            fresh.append((paper_key, doc, key))
-    flush()
-    if fresh:
-        # Model calls run in worker threads; the database is written from this thread only.
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            futures = {pool.submit(one, p, d, backend): (p, d, k) for p, d, k in fresh}
-            for future in as_completed(futures):
-                paper_key, doc, key = futures[future]
-                record(paper_key, doc, key, *future.result())
+    # Cached answers are looked up while the database is held; then it is released, so that other
+    # processes can read (`kia runs`, `kia export`) while the batch runs, and `record` holds it
+    # again only while it writes one paper's result.
+    planned = [(paper_key, doc, key, backend_for(key)) for paper_key, doc, key in work]
+    with store.released():
+        fresh: list[tuple[str, Document, str]] = []
+        for paper_key, doc, key, chosen in planned:
+            if isinstance(chosen, _CachedBackend):
+                record(paper_key, doc, key, *one(paper_key, doc, chosen))
+            elif answer_many is not None:
+                pending.append((paper_key, doc, key))
+                if len(pending) >= BATCH_SIZE:
+                    flush()
+            elif concurrency <= 1:
+                record(paper_key, doc, key, *one(paper_key, doc, chosen))
+            else:
+                fresh.append((paper_key, doc, key))
+        flush()
+        if fresh:
+            # Model calls run in worker threads; the database is written from this thread only.
+            with ThreadPoolExecutor(max_workers=concurrency) as pool:
+                futures = {pool.submit(one, p, d, backend): (p, d, k) for p, d, k in fresh}
+                for future in as_completed(futures):
+                    paper_key, doc, key = futures[future]
+                    record(paper_key, doc, key, *future.result())
     return summary

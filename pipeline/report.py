@@ -422,6 +422,20 @@ def write_report(
         f"</tr>{abstained_rows}</table><p>flagged out of scope: "
         f"{html.escape(', '.join(abstention.out_of_scope)) or 'none'}</p>"
     )
+    with Store(db, read_only=True) as store:
+        flagged = store.suspicious_sentences(scored.run_id)
+    suspicious = (
+        "<table><tr><th>paper</th><th>page</th><th>section</th><th>sentence (withheld from the model, never evidence)"
+        "</th></tr>"
+        + "".join(
+            f"<tr><td>{html.escape(key)}</td><td>{page}</td><td>{html.escape(section or '')}</td>"
+            f"<td>{html.escape(sentence)}</td></tr>"
+            for key, sentence, _start, _end, page, section in flagged
+        )
+        + "</table>"
+        if flagged
+        else "<p>none</p>"
+    )
     missing = (
         ", ".join(
             f"{html.escape(m['paper'])} (not in {html.escape(m['missing_in'])})" for m in scored.agreement.missing
@@ -439,6 +453,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:top}}
 kia {html.escape(__version__)}.</p>
 <h2>Agreement</h2>{_agreement_tables(scored.agreement, taxonomy)}
 <h2>Abstained axes (no label, no quote; counted as misses above)</h2>{abstained}
+<h2>Papers flagged suspicious_text (sentences that address the labeller or the model)</h2>{suspicious}
 <h2>Agreement per category</h2>{images["heat"]}
 <h2>Design space of the run</h2>{images["run"]}
 <h2>Design space of gold</h2>{images["gold"]}

@@ -58,6 +58,8 @@ class PaperView:
     decided: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
     # Axes the backend abstained on: axis -> (`unclear` or `out_of_scope`, reason); no quote stands for them.
     abstained: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Sentences of the paper that address the labeller or the model (flag `suspicious_text`): (page, sentence).
+    suspicious: list[tuple[int | None, str]] = field(default_factory=list)
 
 
 def context_window(doc: Document, start: int, end: int, width: int = 160) -> tuple[str, str, str]:
@@ -185,7 +187,10 @@ class ReviewSession:
                 before, match, after = context_window(doc, int(start), int(end))
             evidence[axis].append(EvidenceView(category, quote, status, score, page, section, before, match, after))
         abstained = {axis: (status, reason) for _k, axis, status, reason in self.store.axis_statuses(self.run_id, key)}
-        return PaperView(key, doc.title, proposed, evidence, self.decisions(key), abstained)
+        suspicious = [
+            (page, text) for _k, text, _s, _e, page, _sec in self.store.suspicious_sentences(self.run_id, key)
+        ]
+        return PaperView(key, doc.title, proposed, evidence, self.decisions(key), abstained, suspicious)
 
     # --- decisions -----------------------------------------------------------------------------
     def _record(self, axis: str | None, decision: str, labels: list[str], note: str | None = None) -> None:
@@ -256,21 +261,63 @@ class ReviewSession:
         return False
 
 
+@dataclass
+class BulkAccept:
+    """What `review --accept-above` did: axes accepted, and why the others were left for a person."""
+
+    accepted: int = 0
+    below: int = 0
+    ungrounded: int = 0
+    abstained: int = 0
+    suspicious_papers: list[str] = field(default_factory=list)
+
+    def line(self, threshold: float) -> str:
+        """One summary line."""
+        left = (
+            f"left for review: {self.below} below the threshold, {self.ungrounded} not grounded in the paper, "
+            f"{self.abstained} abstained, {len(self.suspicious_papers)} paper(s) flagged suspicious_text"
+        )
+        return f"accepted {self.accepted} axis decision(s) with confidence >= {threshold}; {left}"
+
+
 def bulk_accept(
-    store: Store, taxonomy: Taxonomy | None, threshold: float, run_id: str | None = None, reviewer: str | None = None
-) -> int:
-    """Accept every axis whose proposed labels all have confidence >= threshold; return how many."""
-    session = ReviewSession(store, taxonomy, run_id, reviewer)
-    accepted = 0
+    store: Store,
+    taxonomy: Taxonomy | None,
+    threshold: float,
+    run_id: str | None = None,
+    reviewer: str | None = None,
+    only: str | None = None,
+) -> BulkAccept:
+    """Accept every axis, on the papers `only` selects, whose labels all reach the threshold and are
+    all grounded (a quote located in the paper); never an abstained axis (unclear, out of scope,
+    unsupported) and never a paper flagged `suspicious_text`: those wait for a person."""
+    session = ReviewSession(store, taxonomy, run_id, reviewer, only)
+    result = BulkAccept()
+    flagged = {row[0] for row in store.suspicious_sentences(session.run_id)}
+    abstained = {(row[0], row[1]) for row in store.axis_statuses(session.run_id)}
     for index, key in enumerate(session.keys):
         session.index = index
+        if key in flagged:
+            result.suspicious_papers.append(key)
+            continue
         decided = session.decisions(key)
-        for axis, confidence in store.min_confidence_per_axis(session.run_id, key).items():
-            if confidence >= threshold and axis not in decided:
+        acceptance = store.axis_acceptance(session.run_id, key)
+        for axis in session.taxonomy.axis_ids:
+            if axis in decided:
+                continue
+            if (key, axis) in abstained or axis not in acceptance:
+                result.abstained += 1
+                continue
+            confidence, grounded = acceptance[axis]
+            if not grounded:
+                result.ungrounded += 1
+            elif confidence < threshold:
+                result.below += 1
+            else:
                 # Exports tell this apart from a person's acceptance ("machine-accepted").
                 session.accept(axis, f"{MACHINE_ACCEPTED}: confidence >= {threshold:g}")
-                accepted += 1
-    return accepted
+                result.accepted += 1
+    return result
 
 
 def label_paper(
@@ -332,6 +379,16 @@ def render_paper(session: ReviewSession, console: Any) -> None:
         f"reviewer {session.reviewer})"
     )
     console.print(Text(view.title, style="bold"))
+    if view.suspicious:
+        console.print(
+            Text(
+                f"SUSPICIOUS TEXT: {len(view.suspicious)} sentence(s) address the labeller or the model;"
+                " they were withheld from the model and are no evidence:",
+                style="bold magenta",
+            )
+        )
+        for page, sentence in view.suspicious:
+            console.print(Text(f"   p.{page}: {sentence[:300]}", style="magenta"))
     marks = {"exact": ("exact", "green"), "fuzzy": ("FUZZY", "yellow"), "not_found": ("NOT FOUND", "bold red")}
     for axis in session.taxonomy.axes:
         labels = ", ".join(f"{c} ({conf:.2f})" for c, conf in view.proposed.get(axis.id, []))
@@ -343,14 +400,14 @@ def render_paper(session: ReviewSession, console: Any) -> None:
             shown = kind.upper().replace("_", " ")
             console.print(Text(f"   {shown}: {reason} (no evidence quoted)", style="bold yellow"))
         for ev in view.evidence.get(axis.id, []):
-            label, colour = marks.get(ev.status, (ev.status, "white"))
+            label, colour = marks.get(ev.status, (ev.status.upper(), "bold red"))
             score = f" {ev.score:.0f}" if ev.status == "fuzzy" and ev.score is not None else ""
             where = f"p.{ev.page} {ev.section}" if ev.page is not None else "not located in the paper"
             line = Text(f"   {ev.category} [{label}{score}, {where}] ", style=colour)
             line.append(ev.before.replace("\n", " "), style="dim")
             line.append(
                 ev.match.replace("\n", " "),
-                style=f"bold {colour} underline" if ev.status != "not_found" else "bold red strike",
+                style=f"bold {colour} underline" if ev.status in ("exact", "fuzzy") else "bold red strike",
             )
             line.append(ev.after.replace("\n", " "), style="dim")
             console.print(line)

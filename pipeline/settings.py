@@ -7,7 +7,8 @@ default gets it from here, so a default is written once. Variables read:
 - `OPENAI_BASE_URL`, `OPENAI_API_KEY` (read as the OpenAI ecosystem does; the key is never stored,
   logged or printed: it is excluded from `repr`),
 - `KIA_ARXIV_API`, `KIA_ARXIV_PDF`, `KIA_ARXIV_HTML`, `KIA_ARXIV_INTERVAL` (arXiv endpoints, politeness),
-- `KIA_REVIEWER`, else `USER` / `USERNAME` (who reviews).
+- `KIA_REVIEWER`, else `USER` / `USERNAME` (who reviews),
+- `KIA_LOCK_WAIT` (seconds a command waits for a database another process holds).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class Settings:
     gold: Path | None = None  # None: the gold shipped in the package (the survey's Table 5)
     prompt: Path | None = None  # None: the prompt shipped in the package
     reviewer: str = "anonymous"
+    # Seconds to wait (with backoff) for a database another process holds, before one clear line.
+    lock_wait: float = 5.0
     # LLM backends
     model: str | None = None
     base_url: str | None = None
@@ -62,8 +65,14 @@ class Settings:
             arxiv_interval = float(interval) if interval else base.arxiv_interval
         except ValueError as exc:
             raise KiaError(f"KIA_ARXIV_INTERVAL={interval!r} is not a number of seconds") from exc
+        wait = env.get("KIA_LOCK_WAIT")
+        try:
+            lock_wait = float(wait) if wait else base.lock_wait
+        except ValueError as exc:
+            raise KiaError(f"KIA_LOCK_WAIT={wait!r} is not a number of seconds") from exc
         return replace(
             base,
+            lock_wait=lock_wait,
             db=Path(env["KIA_DB"]) if env.get("KIA_DB") else base.db,
             taxonomy=Path(env["KIA_TAXONOMY"]) if env.get("KIA_TAXONOMY") else None,
             reviewer=env.get("KIA_REVIEWER") or env.get("USER") or env.get("USERNAME") or base.reviewer,

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 
 import duckdb
 
+from kia._version import __version__
 from kia.errors import PaperNotFoundError, StoreError
 from kia.extract import Document, Page, Section
 
@@ -62,63 +65,203 @@ def load_migrations() -> list[Migration]:
     return found
 
 
-def _friendly_open_error(path: Path, exc: Exception) -> StoreError:
+def _is_lock_conflict(exc: Exception) -> bool:
+    return "Conflicting lock" in str(exc) or "Could not set lock" in str(exc)
+
+
+def _friendly_open_error(path: Path, exc: Exception, waited: float = 0.0) -> StoreError:
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     lock = re.search(r"Conflicting lock is held in (.+?) \(PID (\d+)\)", str(exc))
+    after = f" (waited {waited:.0f} s)" if waited >= 1 else ""
     if lock:
         return StoreError(
-            f"{path}: database is locked by another process: {lock.group(1).strip()} (PID {lock.group(2)});"
+            f"{path}: database is locked by another process: {lock.group(1).strip()} (PID {lock.group(2)}){after};"
             " wait for it to finish or use another --db"
         )
-    if "Conflicting lock" in str(exc):
-        return StoreError(f"{path}: database is locked by another process; wait for it to finish or use another --db")
+    if _is_lock_conflict(exc):
+        return StoreError(
+            f"{path}: database is locked by another process{after}; wait for it to finish or use another --db"
+        )
     return StoreError(f"{path}: cannot open database ({message})")
 
 
-class Store:
-    """A migrated DuckDB database and the queries kia's stages need."""
+def _lock_wait() -> float:
+    from kia.settings import Settings
 
-    def __init__(self, path: Path, read_only: bool = False, create: bool = True) -> None:
+    return Settings.from_env().lock_wait
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """What an existing database file holds: its applied migrations and the kia that last wrote it."""
+
+    versions: frozenset[int]
+    kia_version: str | None
+
+    @property
+    def highest(self) -> int:
+        """The highest migration applied (0 for a file without kia's tables)."""
+        return max(self.versions, default=0)
+
+
+def known_schema_version() -> int:
+    """The highest migration this kia ships."""
+    return max(m.version for m in load_migrations())
+
+
+def backup_path(path: Path, schema: int) -> Path:
+    """Where the copy of a database goes before it is migrated forward (never overwriting a copy)."""
+    candidate = path.with_name(f"{path.name}.schema{schema}.bak")
+    n = 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}.schema{schema}.{n}.bak")
+    return candidate
+
+
+class Store:
+    """A migrated DuckDB database and the queries kia's stages need.
+
+    The connection can be released between writes (`released()`, `held()`): DuckDB lets one process
+    write or many read, so a long batch that holds the file only while it writes one paper lets
+    `kia runs` and `kia export` read in between. Opening waits for a lock held by another process
+    (with backoff, up to `lock_wait` seconds) instead of failing at once.
+    """
+
+    def __init__(
+        self, path: Path, read_only: bool = False, create: bool = True, lock_wait: float | None = None
+    ) -> None:
         """Open (and migrate) the database at `path`; with `read_only` or `create=False`, a missing
-        file is an error, never a new empty database."""
+        file is an error, never a new empty database.
+
+        A database written by a newer kia (a migration this kia does not know) is opened read-only
+        when `read_only`, and refused otherwise; an older one is copied (`backup`) and migrated.
+        """
         self.path = path
+        self.read_only = read_only
+        self.lock_wait = _lock_wait() if lock_wait is None else lock_wait
+        # A writer that released the file waits longer for readers to let go of it.
+        self.write_wait = max(self.lock_wait, 60.0)
+        self.backup: Path | None = None
+        self.newer: SchemaState | None = None
+        self._con: duckdb.DuckDBPyConnection | None = None
         if (read_only or not create) and not path.exists():
             raise StoreError(f"{path}: no database here yet; run `kia ingest` first or pass --db")
-        self.con = self._connect(read_only)
+        state = self._inspect() if path.exists() and path.stat().st_size > 0 else None
+        known = known_schema_version()
+        if state is not None and state.highest > known:
+            self.newer = state
+            if not read_only:
+                wrote = f"kia {state.kia_version}" if state.kia_version else "a newer kia"
+                raise StoreError(
+                    f"{path}: written by {wrote} (schema {state.highest}); this is kia {__version__} (schema {known}):"
+                    " it will not write to a newer database; upgrade kia (read commands still work)"
+                )
+            self._con = self._connect(True, self.lock_wait)
+            return
+        pending = state is None or any(m.version not in state.versions for m in load_migrations())
+        if pending and state is not None and state.versions:
+            self.backup = backup_path(path, state.highest)
+            shutil.copy2(path, self.backup)
+            wal = path.with_name(path.name + ".wal")
+            if wal.exists():
+                shutil.copy2(wal, self.backup.with_name(self.backup.name + ".wal"))
+        if read_only and pending:
+            # A database written by an older kia: bring its schema up to date once, then read.
+            self._con = self._connect(False, self.lock_wait)
+            self.migrate()
+            self._con.close()
+            self._con = None
+        self._con = self._connect(read_only, self.lock_wait)
         if not read_only:
             self.migrate()
-        elif self._pending_migrations():
-            # A database written by an older kia: bring its schema up to date once, then read.
-            self.con.close()
-            self.con = self._connect(False)
-            self.migrate()
-            self.con.close()
-            self.con = self._connect(True)
 
-    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
-        try:
-            if not read_only:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            return duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.Error as exc:
-            raise _friendly_open_error(self.path, exc) from exc
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The open connection (an error while the store has released the file)."""
+        if self._con is None:
+            raise StoreError(f"{self.path}: the database is released; use `with store.held():` to write")
+        return self._con
 
-    def _pending_migrations(self) -> bool:
+    def _connect(self, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
+        """Connect, waiting with backoff while another process holds a conflicting lock."""
+        started = time.monotonic()
+        delay = 0.05
+        while True:
+            try:
+                if not read_only:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.Error as exc:
+                waited = time.monotonic() - started
+                if not _is_lock_conflict(exc) or waited + delay > wait:
+                    raise _friendly_open_error(self.path, exc, waited) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    def _inspect(self) -> SchemaState:
+        """The migrations and writer recorded in an existing file, read without writing to it."""
+        con = self._connect(True, self.lock_wait)
         try:
-            applied = {r[0] for r in self.con.execute("SELECT version FROM schema_migrations").fetchall()}
-        except duckdb.Error:
-            return True
-        return any(m.version not in applied for m in load_migrations())
+            try:
+                versions = frozenset(r[0] for r in con.execute("SELECT version FROM schema_migrations").fetchall())
+            except duckdb.Error:
+                versions = frozenset()
+            try:
+                row = con.execute("SELECT value FROM store_meta WHERE key = 'kia_version'").fetchone()
+            except duckdb.Error:
+                row = None
+        finally:
+            con.close()
+        return SchemaState(versions, row[0] if row else None)
 
     def close(self) -> None:
         """Close the connection (DuckDB checkpoints the WAL on close)."""
-        self.con.close()
+        if self._con is not None:
+            self._con.close()
+            self._con = None
 
     def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @contextmanager
+    def released(self) -> Iterator[None]:
+        """Let go of the file for a while (other processes may read or write); reconnect after.
+
+        Inside, wrap each write in `held()`. Used by batches, so that a long run holds the database
+        only while it writes one paper.
+        """
+        if self._con is None:
+            yield
+            return
+        self._con.close()
+        self._con = None
+        try:
+            yield
+        except BaseException:
+            # Keep the original error; reconnect only if the file is free at once.
+            if self._con is None:
+                with suppress(StoreError):
+                    self._con = self._connect(self.read_only, 0.0)
+            raise
+        if self._con is None:
+            self._con = self._connect(self.read_only, self.write_wait)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the file for the writes inside (a no-op when the connection is already open)."""
+        if self._con is not None:
+            yield
+            return
+        self._con = self._connect(self.read_only, self.write_wait)
+        try:
+            yield
+        finally:
+            self._con.close()
+            self._con = None
 
     # --- schema ---------------------------------------------------------------------------
     def migrate(self) -> list[int]:
@@ -139,7 +282,25 @@ class Store:
                     [migration.version, migration.name, migration.why],
                 )
             applied.append(migration.version)
+        self._record_writer()
         return applied
+
+    def _record_writer(self) -> None:
+        """Remember which kia last wrote here and the highest migration the file holds."""
+        highest = max(self.schema_versions(), default=0)
+        current = dict(self.con.execute("SELECT key, value FROM store_meta").fetchall())
+        wanted = {"kia_version": __version__, "schema_version": str(highest)}
+        if current != {**current, **wanted}:
+            self.con.executemany(
+                "INSERT OR REPLACE INTO store_meta (key, value) VALUES (?, ?)", [list(kv) for kv in wanted.items()]
+            )
+
+    def writer(self) -> dict[str, str]:
+        """The stored `kia_version` and `schema_version` of the database."""
+        try:
+            return dict(self.con.execute("SELECT key, value FROM store_meta").fetchall())
+        except duckdb.Error:
+            return {}
 
     def schema_versions(self) -> list[int]:
         """Versions recorded as applied."""
@@ -163,14 +324,20 @@ class Store:
         row = self.con.execute("SELECT paper_key FROM documents WHERE sha256 = ?", [sha256]).fetchone()
         return row[0] if row else None
 
-    def add_document(self, doc: Document, paper_key: str) -> bool:
-        """Store a document with its pages and sections; False when these bytes are already stored."""
+    def add_document(self, doc: Document, paper_key: str, doi: str | None = None, current: bool = True) -> bool:
+        """Store a document with its pages and sections; False when these bytes are already stored.
+
+        With `current`, it becomes the version of `paper_key` that every stage reads; otherwise it is
+        kept as another version of the paper.
+        """
         if self.has_document(doc.sha256) is not None:
             return False
         with self.transaction():
+            if current:
+                self.con.execute("UPDATE documents SET is_current = false WHERE paper_key = ?", [paper_key])
             self.con.execute(
                 "INSERT INTO documents (sha256, paper_key, path, format, title, arxiv_id, n_pages, n_chars,"
-                " text, extractor, extractor_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " text, extractor, extractor_version, doi, is_current) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     doc.sha256,
                     paper_key,
@@ -183,6 +350,8 @@ class Store:
                     doc.text,
                     doc.extractor,
                     doc.extractor_version,
+                    doi,
+                    current,
                 ],
             )
             self.con.executemany(
@@ -240,6 +409,53 @@ class Store:
         )
         return [(r[0], r[1], r[2], r[3], int(r[4]), r[5]) for r in rows]
 
+    def has_paper(self, paper_key: str) -> bool:
+        """Whether any version of this paper key is stored."""
+        return bool(self.query("SELECT 1 FROM documents WHERE paper_key = ? LIMIT 1", [paper_key]))
+
+    def set_current(self, paper_key: str, sha256: str) -> None:
+        """Make one stored version the one every stage reads for its paper."""
+        with self.transaction():
+            self.con.execute("UPDATE documents SET is_current = (sha256 = ?) WHERE paper_key = ?", [sha256, paper_key])
+
+    def paper_versions(self, paper_key: str) -> list[dict[str, Any]]:
+        """Every stored version of a paper, current first: sha256, path, characters, sections, DOI."""
+        rows = self.query(
+            "SELECT d.sha256, d.path, d.n_chars, d.is_current, d.doi, d.arxiv_id,"
+            " (SELECT list(s.name) FROM sections s WHERE s.sha256 = d.sha256)"
+            " FROM documents d WHERE d.paper_key = ? ORDER BY d.is_current DESC, d.ingested_at DESC",
+            [paper_key],
+        )
+        return [
+            {
+                "sha256": r[0],
+                "path": r[1],
+                "chars": r[2],
+                "current": bool(r[3]),
+                "doi": r[4],
+                "arxiv_id": r[5],
+                "sections": list(r[6] or []),
+            }
+            for r in rows
+        ]
+
+    def key_for_ids(self, arxiv_id: str | None, doi: str | None) -> str | None:
+        """The paper key already stored under this arXiv id or DOI (case-insensitive), if any."""
+        if arxiv_id:
+            rows = self.query(
+                "SELECT paper_key FROM documents WHERE arxiv_id = ? OR paper_key = ? ORDER BY ingested_at LIMIT 1",
+                [arxiv_id, arxiv_id],
+            )
+            if rows:
+                return str(rows[0][0])
+        if doi:
+            rows = self.query(
+                "SELECT paper_key FROM documents WHERE lower(doi) = lower(?) ORDER BY ingested_at LIMIT 1", [doi]
+            )
+            if rows:
+                return str(rows[0][0])
+        return None
+
     def log_ingest(
         self, path: str, status: str, paper_key: str | None = None, sha256: str | None = None, error: str | None = None
     ) -> None:
@@ -250,9 +466,9 @@ class Store:
         )
 
     def latest_sha(self, paper_key: str) -> str:
-        """The most recently ingested document for a paper key."""
+        """The current version of a paper key (else, for rows without the flag, the latest ingested)."""
         row = self.con.execute(
-            "SELECT sha256 FROM documents WHERE paper_key = ? ORDER BY ingested_at DESC LIMIT 1",
+            "SELECT sha256 FROM documents WHERE paper_key = ? ORDER BY is_current DESC, ingested_at DESC LIMIT 1",
             [paper_key],
         ).fetchone()
         if row is None:
@@ -265,7 +481,7 @@ class Store:
         return [row[0] for row in rows]
 
     def get_document(self, paper_key: str) -> Document:
-        """Rebuild the stored Document of a paper key (its latest version)."""
+        """Rebuild the stored Document of a paper key (its current version)."""
         sha = self.latest_sha(paper_key)
         row = self.con.execute(
             "SELECT path, format, title, text, arxiv_id, extractor, extractor_version FROM documents WHERE sha256 = ?",
@@ -299,17 +515,18 @@ class Store:
         )
 
     def list_papers(self) -> list[dict[str, Any]]:
-        """Stored papers and paths whose last ingest failed, with a status each."""
+        """Stored papers (their current version), with a status and how many versions are kept."""
         stored = self.con.execute(
             """
             SELECT d.paper_key, d.title, d.n_pages, d.n_chars, d.format,
-                   (SELECT count(*) FROM proposals p WHERE p.paper_key = d.paper_key AND p.status = 'done')
+                   (SELECT count(*) FROM proposals p WHERE p.paper_key = d.paper_key AND p.status = 'done'),
+                   (SELECT count(*) FROM documents v WHERE v.paper_key = d.paper_key)
             FROM documents d
-            WHERE d.ingested_at = (SELECT max(ingested_at) FROM documents x WHERE x.paper_key = d.paper_key)
+            QUALIFY row_number() OVER (PARTITION BY d.paper_key ORDER BY d.is_current DESC, d.ingested_at DESC) = 1
             ORDER BY d.paper_key
             """
         ).fetchall()
-        papers = [
+        return [
             {
                 "key": r[0],
                 "title": r[1],
@@ -317,11 +534,15 @@ class Store:
                 "chars": r[3],
                 "format": r[4],
                 "status": "proposed" if r[5] else "ingested",
+                "versions": int(r[6]),
                 "error": None,
             }
             for r in stored
         ]
-        failed = self.con.execute(
+
+    def failed_ingests(self) -> list[dict[str, Any]]:
+        """Files whose last ingest failed (never papers: they have no text), with the cause."""
+        rows = self.con.execute(
             """
             SELECT l.path, l.paper_key, l.error FROM ingest_log l
             WHERE l.id = (SELECT max(id) FROM ingest_log m WHERE m.path = l.path)
@@ -329,19 +550,7 @@ class Store:
             ORDER BY l.path
             """
         ).fetchall()
-        papers.extend(
-            {
-                "key": r[1] or Path(r[0]).stem,
-                "title": r[0],
-                "pages": 0,
-                "chars": 0,
-                "format": "",
-                "status": "failed",
-                "error": r[2],
-            }
-            for r in failed
-        )
-        return papers
+        return [{"path": r[0], "key": r[1] or Path(r[0]).stem, "error": r[2]} for r in rows]
 
     # --- runs and proposals ------------------------------------------------------------------
     def run_exists(self, run_id: str) -> bool:
@@ -427,7 +636,7 @@ class Store:
         return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
     def _delete_paper_of_run(self, run_id: str, paper_key: str) -> None:
-        for table in ("evidence", "labels", "axis_status", "proposals"):
+        for table in ("evidence", "labels", "axis_status", "suspicious_sentences", "proposals"):
             self.con.execute(f"DELETE FROM {table} WHERE run_id = ? AND paper_key = ?", [run_id, paper_key])
 
     def _insert_calls(self, run_id: str, paper_key: str, calls: list[CallRow]) -> None:
@@ -446,18 +655,21 @@ class Store:
         evidence: list[tuple[Any, ...]],
         calls: list[CallRow],
         statuses: list[tuple[str, str, str]] | None = None,
+        suspicious: list[tuple[Any, ...]] | None = None,
     ) -> None:
         """One paper's proposal row, labels, evidence and calls in one transaction (replacing a failure).
 
         `proposal` maps proposal columns to values; `labels` rows are (axis, category, confidence,
         rationale, grounded); `evidence` rows are (axis, category, idx, quote, status, score, start,
         end, page, section); `calls` rows are (attempt, prompt tokens, completion tokens, latency, error);
-        `statuses` rows are (axis, status, reason) of the axes the backend abstained on.
+        `statuses` rows are (axis, status, reason) of the axes the backend abstained on; `suspicious`
+        rows are (sentence, start, end, page, section) of the sentences that address the labeller
+        (the proposal is then flagged `suspicious_text`).
         """
         paper_key = proposal["paper_key"]
         with self.transaction():
             self._delete_paper_of_run(run_id, paper_key)
-            row = {"run_id": run_id, "status": "done", **proposal}
+            row = {"run_id": run_id, "status": "done", "suspicious_text": bool(suspicious), **proposal}
             columns = list(row)
             self.con.execute(
                 f"INSERT INTO proposals ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
@@ -475,6 +687,12 @@ class Store:
             if statuses:
                 self.con.executemany(
                     "INSERT INTO axis_status VALUES (?, ?, ?, ?, ?)", [[run_id, paper_key, *r] for r in statuses]
+                )
+            if suspicious:
+                self.con.executemany(
+                    "INSERT INTO suspicious_sentences (run_id, paper_key, idx, sentence, start_char, end_char, page,"
+                    " section) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [[run_id, paper_key, i, *r] for i, r in enumerate(suspicious)],
                 )
             self._insert_calls(run_id, paper_key, calls)
 
@@ -513,6 +731,31 @@ class Store:
             sql += " AND s.paper_key = ?"
             params.append(paper_key)
         return [(r[0], r[1], r[2], r[3]) for r in self.query(sql + " ORDER BY s.paper_key, s.axis", params)]
+
+    def suspicious_sentences(
+        self, run_id: str | None, paper_key: str | None = None
+    ) -> list[tuple[str, str, int, int, int | None, str | None]]:
+        """(paper key, sentence, start, end, page, section) of the sentences flagged `suspicious_text`
+        (they address the labeller or the model) in a run's finished papers."""
+        sql = (
+            "SELECT s.paper_key, s.sentence, s.start_char, s.end_char, s.page, s.section FROM suspicious_sentences s"
+            " JOIN proposals p USING (run_id, paper_key) WHERE s.run_id = ? AND p.status = 'done'"
+        )
+        params: list[Any] = [run_id]
+        if paper_key is not None:
+            sql += " AND s.paper_key = ?"
+            params.append(paper_key)
+        rows = self.query(sql + " ORDER BY s.paper_key, s.idx", params)
+        return [(r[0], r[1], int(r[2]), int(r[3]), r[4], r[5]) for r in rows]
+
+    def axis_acceptance(self, run_id: str | None, paper_key: str) -> dict[str, tuple[float, bool]]:
+        """Per axis with labels: (lowest confidence, whether every label is grounded in the paper)."""
+        rows = self.query(
+            "SELECT axis, min(confidence), bool_and(grounded) FROM labels WHERE run_id = ? AND paper_key = ?"
+            " GROUP BY axis",
+            [run_id, paper_key],
+        )
+        return {r[0]: (float(r[1]), bool(r[2])) for r in rows}
 
     def paper_labels(self, run_id: str | None, paper_key: str) -> list[tuple[str, str, float]]:
         """(axis, category, confidence) of one paper in one run."""
@@ -704,15 +947,15 @@ def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
 
 
-def list_papers_at(db: Path) -> list[dict[str, Any]]:
-    """What `kia papers` prints."""
-    with Store(db, create=False) as store:
-        return store.list_papers()
+def list_papers_at(db: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What `kia papers` prints: the stored papers, and apart from them the files that failed."""
+    with Store(db, read_only=True) as store:
+        return store.list_papers(), store.failed_ingests()
 
 
 def paper_text_by_section(db: Path, paper_key: str, section: str | None = None) -> tuple[Document, list[Section]]:
     """A stored paper and the sections to print (all, or those named `section`)."""
-    with Store(db, create=False) as store:
+    with Store(db, read_only=True) as store:
         doc = store.get_document(paper_key)
     chosen = [s for s in doc.sections if section is None or s.name == section]
     if section is not None and not chosen:

@@ -82,6 +82,7 @@ class FaultProxy:
         self.stall_seconds = stall_seconds
         self.canned_delay = canned_delay
         self.default = "pass"  # the fault used once the script is empty
+        self.answers: dict[str, str] = {}  # extra named completions a test scripts (name -> content)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -143,6 +144,9 @@ class FaultProxy:
                 elif fault == "drop":
                     self.close_connection = True
                     self.connection.close()
+                elif fault in proxy.answers:
+                    time.sleep(proxy.canned_delay)
+                    self._send(200, completion(proxy.answers[fault]))
                 elif fault in SYNTHETIC:
                     if fault == "canned":
                         time.sleep(proxy.canned_delay)

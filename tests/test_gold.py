@@ -68,3 +68,40 @@ def test_gold_of_another_taxonomy_names_both(tmp_path: Path) -> None:
     gold.write_text("method,arch,data\nX,cnn;vit,img\n", encoding="utf-8")
     with pytest.raises(GoldError, match="row 2, column arch .*single-label"):
         load_gold(gold, load_taxonomy(other))
+
+
+def test_gold_file_not_utf8_is_one_line_naming_file_and_row(tmp_path: Path) -> None:
+    from tests.conftest import run_kia
+
+    gold = tmp_path / "gold.csv"
+    gold.write_bytes("method,K,I,A\nAlpha,K1,I2,A1\nB\xe9ta,K2,I2,A1\n".encode("latin-1"))
+    with pytest.raises(GoldError) as info:
+        load_gold(gold, load_taxonomy())
+    assert str(info.value).startswith(f"{gold}: row 3: not UTF-8 (byte 0xe9")
+    result = run_kia("export", "--gold", str(gold), "--format", "csv", process=True)
+    assert (
+        result.returncode == 1
+        and result.stderr.strip() == f"kia: {gold}: row 3: not UTF-8 (byte 0xe9 at character 2); save the file as UTF-8"
+    )
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            "Alpha,,K1,I2,A1\nBeta,,K2,I2,A1\nalpha,,K2,I2,A1\n",
+            ": row 4: duplicate: method 'alpha' is already on row 2",
+        ),
+        (
+            "Alpha,2401.00001,K1,I2,A1\nBeta,2401.00001,K2,I2,A1\n",
+            ": row 3: duplicate: arXiv id '2401.00001' is already on row 2",
+        ),
+    ],
+)
+def test_duplicate_gold_rows_are_one_line_naming_file_and_row(tmp_path: Path, rows: str, message: str) -> None:
+    from tests.conftest import run_kia
+
+    gold = tmp_path / "gold.csv"
+    gold.write_text("method,arxiv_id,K,I,A\n" + rows, encoding="utf-8")
+    result = run_kia("export", "--gold", str(gold), "--format", "csv", process=True)
+    assert result.returncode == 1 and result.stderr.strip() == f"kia: {gold}{message}"

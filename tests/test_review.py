@@ -12,13 +12,14 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from kia.backends import BackendAnswer
 from kia.errors import KiaError, PaperNotFoundError
-from kia.extract import extract
+from kia.extract import Document, extract
 from kia.propose import load_prompt, run_proposals
 from kia.review import ReviewSession, bulk_accept, label_paper
 from kia.score import reviewed_labeling
 from kia.store import Store
-from kia.taxonomy import load_taxonomy
+from kia.taxonomy import Taxonomy, load_taxonomy
 from tests.conftest import kia_exe, run_kia
 from tests.fakes import ScriptedBackend
 
@@ -81,9 +82,9 @@ def test_state_machine_decisions_resume_and_bad_input(db: Path) -> None:
 def test_bulk_accept_and_scripted_labels(db: Path) -> None:
     taxonomy = load_taxonomy()
     with Store(db) as store:
-        assert bulk_accept(store, taxonomy, 0.9, reviewer="ann") == 0
-        assert bulk_accept(store, taxonomy, 0.5, reviewer="ann") == 9
-        assert bulk_accept(store, taxonomy, 0.5, reviewer="ann") == 0  # nothing decided twice
+        assert bulk_accept(store, taxonomy, 0.9, reviewer="ann").accepted == 0
+        assert bulk_accept(store, taxonomy, 0.5, reviewer="ann").accepted == 9
+        assert bulk_accept(store, taxonomy, 0.5, reviewer="ann").accepted == 0  # nothing decided twice
         label_paper(store, taxonomy, "P1", {"K": ["K1"], "I": ["I2"], "A": ["A2"]}, "disagree", reviewer="ben")
         with pytest.raises(PaperNotFoundError):
             label_paper(store, taxonomy, "nope", {"K": ["K1"]}, None, reviewer="ben")
@@ -198,3 +199,52 @@ def test_order_and_filters_put_disagreements_first(db: Path) -> None:
         assert ReviewSession(store, taxonomy, run_id="r", reviewer="x", only="unreviewed").keys == ["P1", "P3"]
         with pytest.raises(KiaError, match="--only must be one of"):
             ReviewSession(store, taxonomy, run_id="r", only="everything")
+
+
+class _AbstainsOnP3(ScriptedBackend):
+    """Scripted answers, except that P3's A axis is left unclear (abstention)."""
+
+    def answer(self, doc: Document, taxonomy: Taxonomy, prompt: str) -> BackendAnswer:
+        answer = super().answer(doc, taxonomy, prompt)
+        if doc.title == "P3":
+            answer.labels.pop("A")
+            answer.unclear = {"A": "nothing in the paper says how it is generated"}
+        return answer
+
+
+def test_accept_above_honours_the_filter_grounding_and_abstention(db: Path) -> None:
+    taxonomy = load_taxonomy()
+    invented = {**ANSWER, "A": [("A1", ["a sentence that this paper never wrote anywhere"])]}
+    with Store(db) as store:
+        other = ScriptedBackend({"P1": ANSWER, "P2": {**ANSWER, "A": [("A2", [QUOTE])]}, "P3": ANSWER})
+        other.model = "other-model"
+        run_proposals(store, other, taxonomy, load_prompt(), run_name="r2")
+        third = _AbstainsOnP3({"P1": ANSWER, "P2": invented, "P3": ANSWER})
+        third.model = "third-model"
+        run_proposals(store, third, taxonomy, load_prompt(), run_name="r3")
+    bogus = run_kia("review", "--run", "r3", "--only", "bogus", "--accept-above", "0.5", "--db", str(db))
+    assert bogus.returncode == 1 and bogus.stderr.strip().count("\n") == 0 and "--only must be one of" in bogus.stderr
+    result = run_kia(
+        "review",
+        "--run",
+        "r3",
+        "--only",
+        "disagreements",
+        "--accept-above",
+        "0.5",
+        "--reviewer",
+        "ann",
+        "--db",
+        str(db),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "accepted 4 axis decision(s)" in result.stdout and "1 not grounded" in result.stdout
+    assert "1 abstained" in result.stdout
+    with Store(db, read_only=True) as store:
+        rows = store.query("SELECT paper_key, axis, decision FROM reviews WHERE reviewer = 'ann' ORDER BY ALL")
+    # P1 agrees with every other run: not selected; P2's A has no quote in the paper; P3's A abstained.
+    assert rows == [("P2", "I", "accept"), ("P2", "K", "accept"), ("P3", "I", "accept"), ("P3", "K", "accept")]
+    again = run_kia(
+        "review", "--run", "r3", "--only", "unreviewed", "--accept-above", "0.5", "--reviewer", "ann", "--db", str(db)
+    )
+    assert "accepted 3 axis decision(s)" in again.stdout  # P1 only: every axis grounded and above

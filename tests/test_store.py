@@ -12,6 +12,7 @@ import pytest
 from kia.errors import PaperNotFoundError, StoreError
 from kia.extract import extract
 from kia.store import Store, load_migrations, resolve_db_path
+from tests.conftest import run_kia
 
 
 def test_migrations_numbered_with_reasons() -> None:
@@ -92,3 +93,56 @@ def test_reading_an_older_database_migrates_it_first(db_path: Path) -> None:
     with Store(db_path, read_only=True) as store:  # e.g. `kia score` on a database from before reviews existed
         assert 3 in store.schema_versions()
         assert store.query("SELECT count(*) FROM reviews") == [(0,)]
+        backup = store.backup
+    assert backup is not None and backup.exists()  # copied before the migration
+
+
+def test_older_database_is_copied_before_it_is_migrated(db_path: Path) -> None:
+    import duckdb
+
+    with Store(db_path) as store:  # a database from before reviews existed
+        store.con.execute("DROP TABLE reviews")
+        store.con.execute("DROP SEQUENCE reviews_seq")
+        store.con.execute("DELETE FROM schema_migrations WHERE version = 3")
+        highest = max(store.schema_versions())
+    newest = max(m.version for m in load_migrations())
+    before = db_path.read_bytes()
+    with Store(db_path) as store:
+        assert store.backup == db_path.with_name(f"{db_path.name}.schema{highest}.bak")
+        assert max(store.schema_versions()) == newest
+        assert store.writer()["schema_version"] == str(newest)
+    assert store.backup is not None and store.backup.read_bytes() == before
+    con = duckdb.connect(str(store.backup), read_only=True)
+    try:  # the copy is the database as it was: migration 3 not applied
+        assert con.execute("SELECT count(*) FROM schema_migrations WHERE version = 3").fetchone() == (0,)
+    finally:
+        con.close()
+    with Store(db_path) as store:  # up to date now: no second copy
+        assert store.backup is None
+
+
+def test_newer_database_is_read_but_never_written(db_path: Path, tmp_path: Path) -> None:
+    """A database from a newer kia (a migration and a column this kia does not know), used through
+    the real program: writes are refused with one line naming both versions; reads work."""
+    paper = tmp_path / "p.md"
+    paper.write_text("# Title\n\n## Abstract\nWe condition on segmentation masks.\n", encoding="utf-8")
+    assert run_kia("ingest", str(paper), "--db", str(db_path)).returncode == 0
+    with Store(db_path) as store:
+        future = max(store.schema_versions()) + 1
+        store.con.execute(
+            "INSERT INTO schema_migrations (version, name, why) VALUES (?, 'future', 'from a newer kia')", [future]
+        )
+        store.con.execute("ALTER TABLE documents ADD COLUMN future_column VARCHAR")
+        store.con.execute("UPDATE store_meta SET value = '9.9.9' WHERE key = 'kia_version'")
+    before = db_path.read_bytes()
+    for args in (["ingest", str(paper)], ["label", "p", "--K", "K2"], ["propose", "--backend", "local"]):
+        result = run_kia(*args, "--db", str(db_path), process=True)
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        line = result.stderr.strip()
+        assert "\n" not in line and "Traceback" not in line, line
+        assert "written by kia 9.9.9" in line and f"schema {future}" in line and "this is kia" in line, line
+    assert db_path.read_bytes() == before  # nothing was written, no run row created
+    listing = run_kia("papers", "--db", str(db_path), process=True)
+    assert listing.returncode == 0 and "1 paper(s)" in listing.stdout, listing.stderr
+    shown = run_kia("show", "p", "--db", str(db_path), process=True)
+    assert shown.returncode == 0 and "segmentation masks" in shown.stdout

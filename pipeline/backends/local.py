@@ -133,7 +133,7 @@ class LocalBackend:
         """Answers for many papers with one encoder call for all their sentences (that is what makes
         a thousand papers affordable on two cores). A paper without sentences gets an error in its
         place; the others are answered."""
-        sentence_lists = [split_sentences(doc) for doc in docs]
+        sentence_lists = [split_sentences(doc, taxonomy=taxonomy) for doc in docs]
         usable = [i for i, sentences in enumerate(sentence_lists) if sentences]
         results: list[BackendAnswer | BackendError] = [
             BackendError(f"{doc.path}: no sentences to classify in its text") for doc in docs

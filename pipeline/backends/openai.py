@@ -23,6 +23,7 @@ from kia.errors import BackendError
 from kia.extract import Document
 from kia.ground import Locator
 from kia.schema import response_model
+from kia.sentences import suspicious_sentences
 from kia.settings import Settings
 from kia.taxonomy import Taxonomy
 
@@ -282,7 +283,8 @@ class OpenAIBackend:
         )
         messages: list[Any] = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
         grounded = grounded_response_model(taxonomy)
-        locator = Locator(doc)
+        # A quote inside a sentence that addresses the labeller is no evidence: it is re-asked too.
+        locator = Locator(doc, excluded=[(s.start, s.end) for s in suspicious_sentences(doc, taxonomy)])
         result: BaseModel | None = None
         completion: Any = None
         try:

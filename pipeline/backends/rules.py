@@ -237,7 +237,7 @@ class RulesBackend:
         A sum rather than a maximum: how often a paper comes back to a kind of knowledge or mechanism
         is itself evidence of what the paper is about.
         """
-        sentences = split_sentences(doc)
+        sentences = split_sentences(doc, taxonomy=taxonomy)
         if not sentences:
             raise BackendError(f"{doc.path}: no sentences to classify in its text")
         raw, margins, closeness = self.sentence_scores(sentences, taxonomy)
