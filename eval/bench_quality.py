@@ -176,7 +176,9 @@ def coverage_curve(
                 continue
             for axis_id, axis_pred in pred.axes.items():
                 total += 1
-                kept, reason = decide_axis(axis_pred.probabilities, replace(settings, floor=floor))
+                kept, reason = decide_axis(
+                    axis_pred.probabilities, replace(settings, floor=floor), axis_pred.threshold
+                )
                 if reason is None:
                     decided += 1
                     correct += frozenset(c for c, _ in kept) == reference[pred.key][axis_id]
@@ -502,6 +504,30 @@ def main() -> None:
         for fs in ("embeddings", "cues", "both")
     }
 
+    # the head's design choices, each varied alone against the shipped settings (devset CV)
+    if not args.quick:
+        variants = {
+            "shipped": settings,
+            "no neighbour vote (knn=0)": replace(settings, knn=0),
+            "no rule scores": replace(settings, rule_scores=False),
+            "neither (the first head)": replace(settings, knn=0, rule_scores=False),
+            "+ per-axis thresholds by inner CV": replace(settings, learn_thresholds=True),
+            "+ scope threshold by inner CV": replace(settings, learn_scope_threshold=True),
+        }
+        result["design"] = {
+            name: (
+                devset["learned (CV, + corpus in training)"]
+                if variant == settings
+                else summarise(
+                    cv_predictions(fd, dev_labels, dev_scope, taxonomy, variant, reps, extra=extra),
+                    dev_labels,
+                    dev_scope,
+                    taxonomy,
+                )
+            )
+            for name, variant in variants.items()
+        }
+
     # learning curve (labelled training papers drawn from the training folds and the corpus)
     if not args.quick:
         curve = {
@@ -600,7 +626,7 @@ def print_tables(result: dict[str, Any]) -> None:
     )
     print("\n| ablation / learning curve | " + " | ".join(f"{a} micro" for a in axes) + " | all 3 | OOS P | OOS R |")
     print("| --- " * 7 + "|")
-    for group in ("ablation", "learning_curve"):
+    for group in ("ablation", "design", "learning_curve"):
         for name, f in result.get(group, {}).items():
             cells = " | ".join(f"{f[a]['micro_f1']:.3f}" for a in axes)
             oos = f["out_of_scope"]

@@ -86,6 +86,19 @@ class HeadSettings:
     - `features`: which feature blocks the head sees (for ablations): both, embeddings, cues.
     - `min_positives`: a category with fewer positive training papers gets no own model; its
       probability comes from the shared model over (paper, category) evidence features.
+    - `rule_scores`: add the former rule system's per-category paper score (cue matches amplified
+      by the sentence's definition margin, section-weighted, summed) and its share of the axis's
+      best as two more evidence features, so the rules' judgement is an input whose worth is learned.
+    - `knn`: each per-category model also sees, per category of its axis, the similarity-weighted
+      vote of the `knn` labelled training papers closest by mean sentence embedding (leave-one-out
+      on the training papers themselves); 0 turns it off, and so does `features="cues"`. The head
+      then stores those papers' mean embeddings and categories (vectors, no text).
+    - `learn_thresholds`: choose each axis's `threshold` (for categories beyond the most probable
+      one) on the training papers' out-of-fold probabilities, from `threshold_grid`, by
+      `threshold_objective` (micro_f1, exact, mean); else `threshold`. Off: on the devset CV it
+      raised micro-F1 but lowered all-three-exact (eval/README.md).
+    - `learn_scope_threshold`: choose `scope_threshold` the same way (out-of-scope F1). Off: it
+      doubled recall but cut precision to under 0.5, and a flagged paper loses all its labels.
     """
 
     c_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
@@ -98,6 +111,12 @@ class HeadSettings:
     evidence_per_label: int = 2
     seed: int = 0
     zero_shot_margin: float = 0.6
+    rule_scores: bool = True
+    knn: int = 10
+    learn_thresholds: bool = False
+    threshold_objective: str = "micro_f1"
+    learn_scope_threshold: bool = False
+    threshold_grid: tuple[float, ...] = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 
 
 # --- features ----------------------------------------------------------------------------------
@@ -124,6 +143,8 @@ class PaperFeatures:
     scope_terms: np.ndarray
     taxonomy_hash: str
     encoder: str
+    # `evidence_block` of these papers once computed (a pure function of the fields above).
+    evidence_cache: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -143,6 +164,7 @@ class PaperFeatures:
             scope_terms=self.scope_terms[idx],
             taxonomy_hash=self.taxonomy_hash,
             encoder=self.encoder,
+            evidence_cache=None if self.evidence_cache is None else self.evidence_cache[idx],
         )
 
 
@@ -163,6 +185,11 @@ def concat_features(parts: Sequence[PaperFeatures]) -> PaperFeatures:
         scope_terms=np.concatenate([p.scope_terms for p in parts]),
         taxonomy_hash=first.taxonomy_hash,
         encoder=first.encoder,
+        evidence_cache=(
+            np.concatenate([p.evidence_cache for p in parts if p.evidence_cache is not None])
+            if all(p.evidence_cache is not None for p in parts)
+            else None
+        ),
     )
 
 
@@ -345,15 +372,21 @@ def _axis_columns(features: PaperFeatures) -> dict[str, list[int]]:
 
 
 def evidence_block(features: PaperFeatures) -> np.ndarray:
-    """Per paper and category, the definition-similarity and cue statistics (8 per category).
+    """Per paper and category, the definition-similarity, cue and rule statistics (10 per category).
 
     Similarity: max and top-3 mean over sentences, the paper-level margin over the axis's best other
     category, and the weighted share of sentences where this category is the axis's closest. Cues:
     log of the weighted count, presence, share of the axis's cue evidence, own-work-sentence count.
+    Rules: the former rule system's paper score (each sentence's cue matches amplified by how much
+    closer it is to this category than to the axis's others, section-weighted, summed, square
+    root) and that score over the axis's best. Computed once per feature set and carried by
+    `subset`, so a cross-validation does not recompute it per fold.
     """
+    if features.evidence_cache is not None:
+        return features.evidence_cache
     axis_columns = _axis_columns(features)
     n_categories = len(features.category_ids)
-    out = np.zeros((len(features), n_categories, 8), dtype=np.float32)
+    out = np.zeros((len(features), n_categories, len(EVIDENCE_NAMES)), dtype=np.float32)
     for row in range(len(features)):
         sim, hits, w = features.similarity[row], features.cue_hits[row], features.weights[row]
         if len(w) == 0:
@@ -362,13 +395,20 @@ def evidence_block(features: PaperFeatures) -> np.ndarray:
         k = min(3, len(w))
         top = -np.sort(-sim, axis=0)[:k].mean(axis=0)
         best = sim.max(axis=0)
+        own = (w >= 1.1).astype(np.float32)
+        own_hits = np.log1p((hits * own[:, None]).sum(axis=0))
         for columns in axis_columns.values():
             axis_sim = sim[:, columns]
             winners = axis_sim.argmax(axis=1)
             axis_hits = weighted_hits[columns]
+            rule = np.zeros(len(columns), dtype=np.float32)
             for position, col in enumerate(columns):
                 others = [c for c in columns if c != col]
                 other_best = max((best[c] for c in others), default=0.0)
+                sentence_margin = sim[:, col] - (sim[:, others].max(axis=1) if others else 0.0)
+                rule[position] = np.sqrt(
+                    float((w * hits[:, col] * (1.0 + 10.0 * np.clip(sentence_margin, 0, None))).sum())
+                )
                 out[row, col, 0] = best[col]
                 out[row, col, 1] = top[col]
                 out[row, col, 2] = best[col] - other_best
@@ -376,30 +416,44 @@ def evidence_block(features: PaperFeatures) -> np.ndarray:
                 out[row, col, 4] = np.log1p(weighted_hits[col])
                 out[row, col, 5] = float(weighted_hits[col] > 0)
                 out[row, col, 6] = weighted_hits[col] / max(float(axis_hits.max()), 1e-6)
-                own = np.asarray([1.0 if wi >= 1.1 else 0.0 for wi in w], dtype=np.float32)
-                out[row, col, 7] = np.log1p(float((hits[:, col] * own).sum()))
+                out[row, col, 7] = own_hits[col]
+            out[row, columns, 8] = rule
+            out[row, columns, 9] = rule / max(float(rule.max()), 1e-6)
+    features.evidence_cache = out
     return out
 
 
-EVIDENCE_NAMES = ("sim_max", "sim_top3", "sim_margin", "sim_share", "cue_log", "cue_any", "cue_share", "cue_own")
+EVIDENCE_NAMES = (
+    "sim_max",
+    "sim_top3",
+    "sim_margin",
+    "sim_share",
+    "cue_log",
+    "cue_any",
+    "cue_share",
+    "cue_own",
+    "rule_score",
+    "rule_relative",
+)
 _SIMILARITY_SLOTS = [0, 1, 2, 3]
 _CUE_SLOTS = [4, 5, 6, 7]
+_RULE_SLOTS = [8, 9]
 
 
-def _evidence_slots(feature_set: str) -> list[int]:
+def _evidence_slots(feature_set: str, rule_scores: bool = False) -> list[int]:
     if feature_set == "embeddings":
         return _SIMILARITY_SLOTS
     if feature_set == "cues":
         return _CUE_SLOTS
-    return _SIMILARITY_SLOTS + _CUE_SLOTS
+    return _SIMILARITY_SLOTS + _CUE_SLOTS + (_RULE_SLOTS if rule_scores else [])
 
 
-def design_matrix(features: PaperFeatures, axis_id: str, feature_set: str) -> np.ndarray:
+def design_matrix(features: PaperFeatures, axis_id: str, feature_set: str, rule_scores: bool = False) -> np.ndarray:
     """The per-category model's inputs: the evidence of every category of the axis (so "A1" can
     learn from the absence of cascade evidence), plus the pooled embeddings unless cues only."""
     evidence = evidence_block(features)
     columns = _axis_columns(features)[axis_id]
-    slots = _evidence_slots(feature_set)
+    slots = _evidence_slots(feature_set, rule_scores)
     parts = [evidence[:, columns][:, :, slots].reshape(len(features), -1)]
     if feature_set != "cues":
         parts.append(features.pooled)
@@ -514,6 +568,15 @@ def fit_linear(
     Only the papers given are used: in a benchmark these are the training folds, never the paper
     being scored. `groups` (a paper id per row) keeps rows of one paper in one fold.
     """
+    return fit_linear_oof(x, y, blocks, settings, groups)[0]
+
+
+def fit_linear_oof(
+    x: np.ndarray, y: np.ndarray, blocks: Sequence[int], settings: HeadSettings, groups: np.ndarray | None = None
+) -> tuple[LinearModel, np.ndarray | None]:
+    """`fit_linear`, plus the calibrated out-of-fold probability of every row (None when no inner
+    CV was possible): what decision thresholds are chosen on, so they are never chosen on rows
+    the model saw."""
     from sklearn.metrics import roc_auc_score
 
     y = y.astype(int)
@@ -543,6 +606,7 @@ def fit_linear(
             best_c, best_auc, best_oof = c, auc, oof
     model = _raw_fit(z, y, best_c, settings.seed)
     a, b = _platt(best_oof, y) if best_oof is not None else (1.0, 0.0)
+    oof_p = _sigmoid(a * best_oof + b) if best_oof is not None else None
     return LinearModel(
         mean=[float(v) for v in mean],
         scale=[float(v) for v in scale],
@@ -553,7 +617,7 @@ def fit_linear(
         c=float(best_c),
         positives=int(y.sum()),
         n=len(y),
-    )
+    ), oof_p
 
 
 # --- the head ------------------------------------------------------------------------------------
@@ -572,6 +636,14 @@ class Head:
     shared: LinearModel | None
     scope: LinearModel | None
     provenance: dict[str, Any] = field(default_factory=dict)
+    # Per axis, the probability a category beyond the axis's most probable needs (chosen on the
+    # training papers' out-of-fold probabilities); an axis absent here uses `settings.threshold`.
+    thresholds: dict[str, float] = field(default_factory=dict)
+    # The in-scope probability under which a paper is out of scope; None: `settings.scope_threshold`.
+    scope_threshold: float | None = None
+    # With `settings.knn`: the labelled training papers' mean embeddings and categories (no text).
+    knn_vectors: list[list[float]] = field(default_factory=list)
+    knn_labels: list[list[str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON document: weights, settings, provenance; never any paper text."""
@@ -580,10 +652,18 @@ class Head:
             "taxonomy_hash": self.taxonomy_hash,
             "category_ids": self.category_ids,
             "axis_of": self.axis_of,
-            "settings": {**asdict(self.settings), "c_grid": list(self.settings.c_grid)},
+            "settings": {
+                **asdict(self.settings),
+                "c_grid": list(self.settings.c_grid),
+                "threshold_grid": list(self.settings.threshold_grid),
+            },
             "own": {k: asdict(v) for k, v in self.own.items()},
             "shared": asdict(self.shared) if self.shared else None,
             "scope": asdict(self.scope) if self.scope else None,
+            "thresholds": self.thresholds,
+            "scope_threshold": self.scope_threshold,
+            "knn_vectors": self.knn_vectors,
+            "knn_labels": self.knn_labels,
             "provenance": self.provenance,
         }
 
@@ -598,6 +678,8 @@ class Head:
             raise ValueError(f"head format {data.get('format')!r} is not {HEAD_FORMAT}")
         raw_settings = dict(data["settings"])
         raw_settings["c_grid"] = tuple(raw_settings["c_grid"])
+        if "threshold_grid" in raw_settings:
+            raw_settings["threshold_grid"] = tuple(raw_settings["threshold_grid"])
         return cls(
             taxonomy_hash=data["taxonomy_hash"],
             category_ids=list(data["category_ids"]),
@@ -607,6 +689,10 @@ class Head:
             shared=LinearModel(**data["shared"]) if data.get("shared") else None,
             scope=LinearModel(**data["scope"]) if data.get("scope") else None,
             provenance=dict(data.get("provenance", {})),
+            thresholds={k: float(v) for k, v in data.get("thresholds", {}).items()},
+            scope_threshold=data.get("scope_threshold"),
+            knn_vectors=[list(map(float, row)) for row in data.get("knn_vectors", [])],
+            knn_labels=[list(row) for row in data.get("knn_labels", [])],
         )
 
     @classmethod
@@ -633,15 +719,45 @@ def _label_sets(labelings: Labeling, keys: Sequence[str], axis_id: str) -> list[
     return [set(labelings[k].get(axis_id, ())) if k in labelings else set() for k in keys]
 
 
-def _shared_rows(features: PaperFeatures, feature_set: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _shared_rows(
+    features: PaperFeatures, feature_set: str, rule_scores: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(paper, category) rows: that category's evidence plus a one-hot of the category (its prior)."""
-    evidence = evidence_block(features)[:, :, _evidence_slots(feature_set)]
+    evidence = evidence_block(features)[:, :, _evidence_slots(feature_set, rule_scores)]
     n, m, _ = evidence.shape
     onehot = np.tile(np.eye(m, dtype=np.float32), (n, 1))
     x = np.concatenate([evidence.reshape(n * m, -1), onehot], axis=1)
     paper = np.repeat(np.arange(n), m)
     category = np.tile(np.arange(m), n)
     return x, paper, category
+
+
+def _knn(settings: HeadSettings) -> int:
+    """Neighbours voted by (0: none); the vote is an embedding feature, so not with cues only."""
+    return settings.knn if settings.features != "cues" else 0
+
+
+def _paper_vectors(features: PaperFeatures) -> np.ndarray:
+    """Each paper's section-weighted mean sentence embedding (unit length): what neighbours are found by."""
+    dim = features.pooled.shape[1] // 2
+    return np.asarray(features.pooled[:, :dim], dtype=np.float64)
+
+
+def knn_votes(
+    query: np.ndarray, reference: np.ndarray, labels: np.ndarray, k: int, leave_one_out: bool = False
+) -> np.ndarray:
+    """Per query paper and category, the similarity-weighted share of its `k` most similar labelled
+    papers that carry the category (with `leave_one_out`, query i is reference i and skips itself)."""
+    if k <= 0 or not len(reference):
+        return np.zeros((len(query), labels.shape[1]))
+    sim = query @ reference.T
+    if leave_one_out:
+        np.fill_diagonal(sim, -np.inf)
+    k = min(k, reference.shape[0] - (1 if leave_one_out else 0))
+    order = np.argsort(-sim, axis=1)[:, :k]
+    top = np.take_along_axis(sim, order, axis=1)
+    weight = np.clip(top, 1e-3, None)
+    return np.asarray(np.einsum("qk,qkc->qc", weight, labels[order]) / weight.sum(axis=1, keepdims=True))
 
 
 def git_commit(root: Path | None = None) -> str | None:
@@ -690,19 +806,39 @@ def _fit_head(
     labelled = [i for i, k in enumerate(features.keys) if k in labelings]
     sub = features.subset(labelled)
     own: dict[str, LinearModel] = {}
-    evidence_width = len(_evidence_slots(settings.features))
+    evidence_width = len(_evidence_slots(settings.features, settings.rule_scores))
+    m = len(sub.category_ids)
+    # Out-of-fold calibrated probability per training paper and category (NaN: none available).
+    oof = np.full((len(sub), m), np.nan)
+    truth = np.zeros((len(sub), m), dtype=bool)
     for axis in taxonomy.axes:
-        x = design_matrix(sub, axis.id, settings.features)
+        for category in axis.categories:
+            truth[:, sub.category_ids.index(category.id)] = [
+                category.id in s for s in _label_sets(labelings, sub.keys, axis.id)
+            ]
+    k = _knn(settings)
+    # Rounded before use, so the votes seen in fitting are the ones the saved head reproduces.
+    knn_vectors = np.round(_paper_vectors(sub), 4) if k else np.zeros((0, 0))
+    votes = knn_votes(knn_vectors, knn_vectors, truth.astype(float), k, leave_one_out=True)
+    for axis in taxonomy.axes:
+        x = design_matrix(sub, axis.id, settings.features, settings.rule_scores)
         n_evidence = evidence_width * len(axis.categories)
         blocks = [n_evidence, x.shape[1] - n_evidence]
+        if k:
+            columns = _axis_columns(sub)[axis.id]
+            x = np.concatenate([x, votes[:, columns]], axis=1)
+            blocks.append(len(columns))
         sets = _label_sets(labelings, sub.keys, axis.id)
         for category in axis.categories:
             y = np.asarray([category.id in s for s in sets], dtype=int)
+            col = sub.category_ids.index(category.id)
             if y.sum() >= settings.min_positives and len(y) - y.sum() >= settings.min_positives:
-                own[category.id] = fit_linear(x, y, blocks, settings)
+                own[category.id], oof_p = fit_linear_oof(x, y, blocks, settings)
+                if oof_p is not None:
+                    oof[:, col] = oof_p
     shared = None
     if len(sub):
-        x, paper, column = _shared_rows(sub, settings.features)
+        x, paper, column = _shared_rows(sub, settings.features, settings.rule_scores)
         y = np.asarray(
             [
                 sub.category_ids[c] in set(labelings[sub.keys[p]].get(sub.axis_of[sub.category_ids[c]], ()))
@@ -711,15 +847,28 @@ def _fit_head(
             dtype=int,
         )
         if 0 < y.sum() < len(y):
-            shared = fit_linear(x, y, [evidence_width, len(sub.category_ids)], settings, groups=paper)
+            shared, shared_oof = fit_linear_oof(x, y, [evidence_width, m], settings, groups=paper)
+            if shared_oof is not None:
+                shared_oof = shared_oof.reshape(len(sub), m)
+                for col, category_id in enumerate(sub.category_ids):
+                    if category_id not in own:
+                        oof[:, col] = shared_oof[:, col]
+    thresholds: dict[str, float] = {}
+    if settings.learn_thresholds:
+        for axis_id, columns in _axis_columns(sub).items():
+            if not np.isnan(oof[:, columns]).any():
+                thresholds[axis_id] = choose_threshold(oof[:, columns], truth[:, columns], settings)
     scope = None
+    scope_threshold = None
     if in_scope:
         known = [i for i, k in enumerate(features.keys) if k in in_scope]
         y = np.asarray([in_scope[features.keys[i]] for i in known], dtype=int)
         if min(y.sum(), len(y) - y.sum()) >= 2:
             xs = scope_matrix(features.subset(known), settings.features)
             pooled_width = features.pooled.shape[1] if settings.features != "cues" else 0
-            scope = fit_linear(xs, y, [xs.shape[1] - pooled_width, pooled_width], settings)
+            scope, scope_oof = fit_linear_oof(xs, y, [xs.shape[1] - pooled_width, pooled_width], settings)
+            if settings.learn_scope_threshold and scope_oof is not None:
+                scope_threshold = choose_scope_threshold(scope_oof, y > 0, settings)
     info = {
         "n_papers_labelled": len(sub),
         "n_papers_scope": len(in_scope or {}),
@@ -738,7 +887,52 @@ def _fit_head(
         shared=shared,
         scope=scope,
         provenance=info,
+        thresholds=thresholds,
+        scope_threshold=scope_threshold,
+        knn_vectors=[[float(v) for v in row] for row in knn_vectors],
+        knn_labels=[[c for c, t in zip(sub.category_ids, row, strict=True) if t] for row in truth] if k else [],
     )
+
+
+def _f1(tp: float, fp: float, fn: float) -> float:
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def choose_threshold(probabilities: np.ndarray, truth: np.ndarray, settings: HeadSettings) -> float:
+    """The axis's threshold for categories beyond its most probable one: the value of
+    `threshold_grid` under which `decide_axis` gives the best micro-F1 on the training papers'
+    out-of-fold probabilities (ties: nearest to `settings.threshold`). Papers with no category on
+    this axis (out of the training labels) are left out."""
+    rows = truth.any(axis=1)
+    p, t = probabilities[rows], truth[rows]
+    if not len(p):
+        return settings.threshold
+    top = p.argmax(axis=1)
+    is_top = np.zeros_like(t)
+    is_top[np.arange(len(p)), top] = True
+    best, chosen = -1.0, settings.threshold
+    for value in sorted(settings.threshold_grid, key=lambda v: abs(v - settings.threshold)):
+        kept = (is_top & (p >= settings.floor)) | (p >= value)
+        f1 = _f1(float((kept & t).sum()), float((kept & ~t).sum()), float((~kept & t).sum()))
+        exact = float((kept == t).all(axis=1).mean())
+        score = {"micro_f1": f1, "exact": exact, "mean": (f1 + exact) / 2}[settings.threshold_objective]
+        if score > best + 1e-9:
+            best, chosen = score, value
+    return float(chosen)
+
+
+def choose_scope_threshold(probabilities: np.ndarray, in_scope: np.ndarray, settings: HeadSettings) -> float:
+    """The in-scope probability under which a paper is flagged out of scope: the grid value with
+    the best out-of-scope F1 on out-of-fold probabilities (ties: nearest to `scope_threshold`)."""
+    best, chosen = -1.0, settings.scope_threshold
+    grid = sorted({*settings.threshold_grid, 0.2, 0.25, 0.75, 0.8}, key=lambda v: abs(v - settings.scope_threshold))
+    for value in grid:
+        flagged = probabilities < value
+        out = ~in_scope
+        score = _f1(float((flagged & out).sum()), float((flagged & ~out).sum()), float((~flagged & out).sum()))
+        if score > best + 1e-9:
+            best, chosen = score, value
+    return float(chosen)
 
 
 def refit(
@@ -775,6 +969,8 @@ class AxisPrediction:
     unclear: str | None = None
     # Kept categories whose sentences carry no cue or margin for them: quoted by the closest sentence.
     weak_evidence: list[str] = field(default_factory=list)
+    # The probability a category beyond the most probable needed on this axis (the head's choice).
+    threshold: float | None = None
 
 
 @dataclass
@@ -799,10 +995,17 @@ def category_probabilities(head: Head, features: PaperFeatures, taxonomy: Taxono
     out = np.zeros((len(features), len(features.category_ids)))
     shared_p = None
     if head.shared is not None:
-        x, _, _ = _shared_rows(features, head.settings.features)
+        x, _, _ = _shared_rows(features, head.settings.features, head.settings.rule_scores)
         shared_p = head.shared.proba(x).reshape(len(features), -1)
+    votes = None
+    if _knn(head.settings):
+        labels = np.asarray([[c in set(row) for c in features.category_ids] for row in head.knn_labels], dtype=float)
+        reference = np.asarray(head.knn_vectors, dtype=np.float64)
+        votes = knn_votes(_paper_vectors(features), reference, labels, _knn(head.settings))
     for axis in taxonomy.axes:
-        x = design_matrix(features, axis.id, head.settings.features)
+        x = design_matrix(features, axis.id, head.settings.features, head.settings.rule_scores)
+        if votes is not None:
+            x = np.concatenate([x, votes[:, _axis_columns(features)[axis.id]]], axis=1)
         for category in axis.categories:
             col = features.category_ids.index(category.id)
             if category.id in head.own:
@@ -849,17 +1052,17 @@ def closest_sentence(features: PaperFeatures, row: int, category_id: str) -> lis
 
 
 def decide_axis(
-    probabilities: Mapping[str, float], settings: HeadSettings
+    probabilities: Mapping[str, float], settings: HeadSettings, threshold: float | None = None
 ) -> tuple[list[tuple[str, float]], str | None]:
-    """Keep what reaches `threshold`; else the best if it reaches `floor`; else unclear, with why."""
+    """Keep what reaches the threshold (`threshold`, else `settings.threshold`); else the best if it
+    reaches `floor`; else unclear, with why. (The best is kept whenever it reaches the floor: an
+    in-scope paper's axis is never empty by the taxonomy, the floor is where the head abstains.)"""
+    limit = settings.threshold if threshold is None else threshold
     ranked = sorted(probabilities.items(), key=lambda kv: -kv[1])
-    kept = [(c, p) for c, p in ranked if p >= settings.threshold]
-    if kept:
-        return kept, None
     best_id, best_p = ranked[0]
-    if best_p >= settings.floor:
-        return [(best_id, best_p)], None
-    return [], f"no category reached probability {settings.floor:.2f} (best {best_id} at {best_p:.2f})"
+    if best_p < min(settings.floor, limit):
+        return [], f"no category reached probability {settings.floor:.2f} (best {best_id} at {best_p:.2f})"
+    return [(best_id, best_p), *((c, p) for c, p in ranked[1:] if p >= limit)], None
 
 
 def predict(head: Head, features: PaperFeatures, taxonomy: Taxonomy) -> list[PaperPrediction]:
@@ -867,7 +1070,9 @@ def predict(head: Head, features: PaperFeatures, taxonomy: Taxonomy) -> list[Pap
     sentence indices (into `split_sentences` of the paper's Document); none for an unclear axis."""
     probabilities = category_probabilities(head, features, taxonomy)
     scope = scope_probabilities(head, features)
-    return _assemble(features, taxonomy, probabilities, scope, head.settings, zero_shot=False)
+    return _assemble(
+        features, taxonomy, probabilities, scope, head.settings, False, head.thresholds, head.scope_threshold
+    )
 
 
 def _assemble(
@@ -877,8 +1082,12 @@ def _assemble(
     scope: np.ndarray,
     settings: HeadSettings,
     zero_shot: bool,
+    thresholds: Mapping[str, float] | None = None,
+    scope_threshold: float | None = None,
 ) -> list[PaperPrediction]:
     out: list[PaperPrediction] = []
+    thresholds = thresholds or {}
+    scope_limit = settings.scope_threshold if scope_threshold is None else scope_threshold
     for row, key in enumerate(features.keys):
         axes: dict[str, AxisPrediction] = {}
         for axis in taxonomy.axes:
@@ -886,7 +1095,7 @@ def _assemble(
             if len(features.weights[row]) == 0:
                 axes[axis.id] = AxisPrediction([], probs, "the paper has no sentences to classify")
                 continue
-            kept, reason = decide_axis(probs, settings)
+            kept, reason = decide_axis(probs, settings, thresholds.get(axis.id))
             claimed: list[tuple[str, float, list[int]]] = []
             weak: list[str] = []
             for c, p in kept:
@@ -895,9 +1104,10 @@ def _assemble(
                     indices = closest_sentence(features, row, c)
                     weak.append(c)
                 claimed.append((c, round(p, 4), indices))
-            axes[axis.id] = AxisPrediction(claimed, probs, reason, weak)
+            limit = thresholds.get(axis.id, settings.threshold)
+            axes[axis.id] = AxisPrediction(claimed, probs, reason, weak, limit)
         p_scope = float(scope[row])
-        out.append(PaperPrediction(key, axes, round(p_scope, 4), p_scope < settings.scope_threshold, zero_shot))
+        out.append(PaperPrediction(key, axes, round(p_scope, 4), p_scope < scope_limit, zero_shot))
     return out
 
 

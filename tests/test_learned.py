@@ -16,12 +16,17 @@ import numpy as np
 import pytest
 
 from kia.learned import (
+    EVIDENCE_NAMES,
     Head,
     HeadSettings,
+    choose_scope_threshold,
+    choose_threshold,
     concat_features,
     decide_axis,
+    evidence_block,
     featurize,
     fit_head,
+    knn_votes,
     predict,
     predict_zero_shot,
     refit,
@@ -188,6 +193,64 @@ def test_unclear_when_nothing_clears_threshold_and_no_quote(toy: tuple[Head, Tax
     pred = predict(head, featurize([FILLER], taxonomy, encoder, keys=["f"]), taxonomy)[0]
     for axis_pred in pred.axes.values():
         assert axis_pred.kept == [] and axis_pred.unclear
+
+
+def test_decide_axis_keeps_the_best_and_others_above_the_axis_threshold() -> None:
+    settings = HeadSettings(threshold=0.5, floor=0.3)
+    assert decide_axis({"A": 0.8, "B": 0.4, "C": 0.1}, settings) == ([("A", 0.8)], None)
+    assert decide_axis({"A": 0.8, "B": 0.4, "C": 0.1}, settings, threshold=0.35) == ([("A", 0.8), ("B", 0.4)], None)
+    # the best below the floor: unclear, whatever the axis's threshold for a second category
+    assert decide_axis({"A": 0.25, "B": 0.2}, settings, threshold=0.6)[0] == []
+
+
+def test_thresholds_are_chosen_on_out_of_fold_probabilities() -> None:
+    settings = HeadSettings()
+    # second labels sit at 0.4: a threshold under 0.4 keeps them, 0.5 would miss them all
+    probabilities = np.asarray([[0.9, 0.4, 0.1], [0.8, 0.42, 0.05], [0.9, 0.1, 0.2], [0.2, 0.85, 0.1]])
+    truth = np.asarray([[1, 1, 0], [1, 1, 0], [1, 0, 0], [0, 1, 0]], dtype=bool)
+    assert choose_threshold(probabilities, truth, settings) <= 0.4
+    # no second labels at all: the default stays (ties go to the nearest to `threshold`)
+    truth_single = np.asarray([[1, 0, 0], [1, 0, 0], [1, 0, 0], [0, 1, 0]], dtype=bool)
+    assert choose_threshold(probabilities, truth_single, settings) == 0.5
+    # out of scope = low in-scope probability; the best cut separates 0.3 from 0.6
+    scope_p = np.asarray([0.9, 0.6, 0.65, 0.3, 0.28, 0.95])
+    in_scope = np.asarray([True, True, True, False, False, True])
+    assert 0.3 < choose_scope_threshold(scope_p, in_scope, settings) <= 0.6
+
+
+def test_knn_votes_weigh_neighbours_and_leave_the_paper_itself_out() -> None:
+    reference = np.asarray([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
+    labels = np.asarray([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    votes = knn_votes(np.asarray([[1.0, 0.0]]), reference, labels, k=2)
+    assert votes[0, 0] == pytest.approx(1.0) and votes[0, 1] == pytest.approx(0.0)
+    loo = knn_votes(reference, reference, labels, k=1, leave_one_out=True)
+    # paper 0's nearest other paper is paper 1 (category 0); paper 2's is paper 1 too
+    assert loo[0].tolist() == [1.0, 0.0] and loo[2].tolist() == [1.0, 0.0]
+    assert knn_votes(reference, reference, labels, k=0).sum() == 0
+
+
+def test_rule_score_features_follow_cue_evidence_and_are_cached() -> None:
+    taxonomy, encoder = toy_taxonomy(), BagEncoder()
+    features = featurize([[SIGNAL["S1"], FILLER[0]], [SIGNAL["S2"]]], taxonomy, encoder, keys=["a", "b"])
+    evidence = evidence_block(features)
+    score, relative = EVIDENCE_NAMES.index("rule_score"), EVIDENCE_NAMES.index("rule_relative")
+    s1, s2 = features.category_ids.index("S1"), features.category_ids.index("S2")
+    assert evidence[0, s1, score] > 0 and evidence[0, s2, score] == 0
+    assert evidence[0, s1, relative] == pytest.approx(1.0) and evidence[1, s2, relative] == pytest.approx(1.0)
+    # computed once, carried by subsets (a CV does not recompute it per fold)
+    assert evidence_block(features) is evidence
+    assert np.array_equal(evidence_block(features.subset([1])), evidence[[1]])
+
+
+def test_head_without_neighbour_vote_stores_no_vectors(toy: tuple[Head, Taxonomy, BagEncoder]) -> None:
+    fitted_head, taxonomy, encoder = toy
+    assert fitted_head.knn_vectors and len(fitted_head.knn_vectors) == len(fitted_head.knn_labels) == 40
+    papers, labels = synthetic(20, seed=1)
+    features = featurize(papers, taxonomy, encoder, keys=list(labels))
+    plain = fit_head(features, labels, taxonomy, HeadSettings(min_positives=4, knn=0, rule_scores=False))
+    assert plain.knn_vectors == [] and plain.knn_labels == []
+    preds = predict(plain, featurize(*synthetic(10, seed=5)[:1], taxonomy, encoder), taxonomy)
+    assert all(p.labels()["S"] for p in preds)
 
 
 def test_paper_without_sentences_is_unclear(toy: tuple[Head, Taxonomy, BagEncoder]) -> None:
