@@ -176,9 +176,7 @@ def coverage_curve(
                 continue
             for axis_id, axis_pred in pred.axes.items():
                 total += 1
-                kept, reason = decide_axis(
-                    axis_pred.probabilities, replace(settings, floor=floor), axis_pred.threshold
-                )
+                kept, reason = decide_axis(axis_pred.probabilities, replace(settings, floor=floor), axis_pred.threshold)
                 if reason is None:
                     decided += 1
                     correct += frozenset(c for c, _ in kept) == reference[pred.key][axis_id]
