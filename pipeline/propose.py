@@ -221,11 +221,11 @@ def axis_statuses(answer: BackendAnswer, taxonomy: Taxonomy) -> dict[str, tuple[
     for axis in taxonomy.axis_ids:
         if answer.labels.get(axis):
             continue
-        if answer.in_scope is False:
+        if axis in answer.unclear:
+            statuses[axis] = ("unclear", answer.unclear[axis])
+        elif answer.in_scope is False:
             score = "" if answer.scope_score is None else f" (scope score {answer.scope_score:.2f})"
             statuses[axis] = ("out_of_scope", f"the paper is outside the taxonomy's scope{score}")
-        elif axis in answer.unclear:
-            statuses[axis] = ("unclear", answer.unclear[axis])
     return statuses
 
 

@@ -60,6 +60,8 @@ class PaperView:
     abstained: dict[str, tuple[str, str]] = field(default_factory=dict)
     # Sentences of the paper that address the labeller or the model (flag `suspicious_text`): (page, sentence).
     suspicious: list[tuple[int | None, str]] = field(default_factory=list)
+    # The backend judged the paper outside the taxonomy's scope: (flagged, scope score).
+    out_of_scope: tuple[bool, float | None] = (False, None)
 
 
 def context_window(doc: Document, start: int, end: int, width: int = 160) -> tuple[str, str, str]:
@@ -128,7 +130,7 @@ class ReviewSession:
         confidence; optionally filtered."""
         disagreeing = self._disagreeing_keys()
         confidence = self._min_confidence()
-        abstained = {row[0] for row in self.store.axis_statuses(self.run_id)}
+        abstained = {row[0] for row in self.store.axis_statuses(self.run_id)} | set(self.store.scope_flags(self.run_id))
         keys = sorted(
             self.proposals, key=lambda k: (k not in disagreeing, k not in abstained, confidence.get(k, 0.0), k)
         )
@@ -190,7 +192,9 @@ class ReviewSession:
         suspicious = [
             (page, text) for _k, text, _s, _e, page, _sec in self.store.suspicious_sentences(self.run_id, key)
         ]
-        return PaperView(key, doc.title, proposed, evidence, self.decisions(key), abstained, suspicious)
+        flags = self.store.scope_flags(self.run_id)
+        scope = (key in flags, flags.get(key))
+        return PaperView(key, doc.title, proposed, evidence, self.decisions(key), abstained, suspicious, scope)
 
     # --- decisions -----------------------------------------------------------------------------
     def _record(self, axis: str | None, decision: str, labels: list[str], note: str | None = None) -> None:
@@ -290,15 +294,19 @@ def bulk_accept(
 ) -> BulkAccept:
     """Accept every axis, on the papers `only` selects, whose labels all reach the threshold and are
     all grounded (a quote located in the paper); never an abstained axis (unclear, out of scope,
-    unsupported) and never a paper flagged `suspicious_text`: those wait for a person."""
+    unsupported), never a paper flagged `suspicious_text` or judged out of scope: those wait for a person."""
     session = ReviewSession(store, taxonomy, run_id, reviewer, only)
     result = BulkAccept()
     flagged = {row[0] for row in store.suspicious_sentences(session.run_id)}
     abstained = {(row[0], row[1]) for row in store.axis_statuses(session.run_id)}
+    out_of_scope = store.scope_flags(session.run_id)
     for index, key in enumerate(session.keys):
         session.index = index
         if key in flagged:
             result.suspicious_papers.append(key)
+            continue
+        if key in out_of_scope:
+            result.abstained += len(session.taxonomy.axis_ids)
             continue
         decided = session.decisions(key)
         acceptance = store.axis_acceptance(session.run_id, key)
@@ -379,6 +387,16 @@ def render_paper(session: ReviewSession, console: Any) -> None:
         f"reviewer {session.reviewer})"
     )
     console.print(Text(view.title, style="bold"))
+    if view.out_of_scope[0]:
+        scope_score = view.out_of_scope[1]
+        console.print(
+            Text(
+                "OUT OF SCOPE? the backend judged this paper outside the taxonomy's scope"
+                + ("" if scope_score is None else f" (in-scope probability {scope_score:.2f})")
+                + "; its labels are shown, check them or reject every axis",
+                style="bold yellow",
+            )
+        )
     if view.suspicious:
         console.print(
             Text(

@@ -346,16 +346,18 @@ def abstention_summary(
     candidate: Labeling,
     reviewed: Labeling,
     taxonomy: Taxonomy,
+    flagged_papers: list[str] | None = None,
 ) -> Abstention:
     """Counts of unclear and out-of-scope axes, coverage, and exact match where the run decided.
 
-    An axis a person reviewed counts as decided whatever the backend said.
+    An axis a person reviewed counts as decided whatever the backend said. `flagged_papers` are
+    the papers judged out of scope (they may keep labels: the flag is a warning, not a verdict).
     """
     abstained = {(k, a): s for k, a, s, _ in statuses if a not in reviewed.get(k, {})}
     counts = {a: {"unclear": 0, "out_of_scope": 0} for a in taxonomy.axis_ids}
     for (_key, axis), status in abstained.items():
         counts[axis][status] = counts[axis].get(status, 0) + 1
-    flagged = sorted({k for (k, _a), s in abstained.items() if s == "out_of_scope"})
+    flagged = sorted(set(flagged_papers or []) | {k for (k, _a), s in abstained.items() if s == "out_of_scope"})
     shared = sorted(set(reference) & set(candidate))
     coverage: dict[str, float] = {}
     decided_exact: dict[str, float | None] = {}
@@ -393,7 +395,9 @@ def score_run(
         gold = load_gold(gold_path, taxonomy)
         reference = gold_labeling(gold, store.paper_keys())
         agreement = compare(reference, candidate, taxonomy)
-        abstention = abstention_summary(store.axis_statuses(chosen), reference, candidate, reviewed, taxonomy)
+        abstention = abstention_summary(
+            store.axis_statuses(chosen), reference, candidate, reviewed, taxonomy, sorted(store.scope_flags(chosen))
+        )
         evidence = {
             (d.paper_key, axis): evidence_for(store, chosen, d.paper_key, axis)
             for d in agreement.disagreements

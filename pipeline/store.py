@@ -720,6 +720,14 @@ class Store:
             )
         ]
 
+    def scope_flags(self, run_id: str | None) -> dict[str, float | None]:
+        """Papers a run judged outside the taxonomy's scope, with their scope score."""
+        rows = self.query(
+            "SELECT paper_key, scope_score FROM proposals WHERE run_id = ? AND status = 'done' AND in_scope = false",
+            [run_id],
+        )
+        return {r[0]: (None if r[1] is None else float(r[1])) for r in rows}
+
     def axis_statuses(self, run_id: str | None, paper_key: str | None = None) -> list[tuple[str, str, str, str]]:
         """(paper key, axis, status, reason) of the axes a run abstained on (`unclear`, `out_of_scope`)."""
         sql = (

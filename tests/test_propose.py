@@ -246,3 +246,37 @@ def test_default_run_name_is_readable_and_a_rerun_resumes_it_by_settings_hash(st
     assert other.run_id == f"scripted-1-{date.today().isoformat()}-2"  # same name today, other settings
     hashes = stored.query("SELECT identity_hash FROM runs WHERE run_id = ?", [first.run_id])
     assert hashes[0][0] and len(hashes[0][0]) == 10
+
+
+class _ScopeBackend(ScriptedBackend):
+    """Answers like ScriptedBackend, judging every paper out of scope and leaving axis I unclear."""
+
+    def answer(self, doc, taxonomy, prompt):  # type: ignore[no-untyped-def]
+        answer = super().answer(doc, taxonomy, prompt)
+        answer.labels.pop("I")
+        answer.unclear = {"I": "no category reached the threshold"}
+        answer.in_scope, answer.scope_score = False, 0.2
+        return answer
+
+
+def test_out_of_scope_papers_keep_their_labels_flagged_and_never_bulk_accepted(stored: Store) -> None:
+    from kia.review import bulk_accept
+    from kia.score import abstention_summary, run_labeling
+
+    taxonomy, prompt = load_taxonomy(), load_prompt()
+    backend = _ScopeBackend({"Mask Paper": GOOD, "Other Paper": GOOD})
+    summary = run_proposals(stored, backend, taxonomy, prompt, run_name="scope")
+    assert summary.done == 2
+    assert stored.scope_flags("scope") == {"A": 0.2, "B": 0.2}
+    assert stored.query("SELECT DISTINCT axis, status FROM axis_status WHERE run_id='scope'") == [("I", "unclear")]
+    labels = run_labeling(stored, "scope", taxonomy)
+    assert labels["A"]["K"] == {"K2"} and labels["A"]["I"] == frozenset()
+    # An unclear axis has no label and no quote.
+    assert stored.query("SELECT count(*) FROM evidence WHERE run_id='scope' AND axis='I'") == [(0,)]
+    summary_ = abstention_summary(stored.axis_statuses("scope"), labels, labels, {}, taxonomy, ["A", "B"])
+    assert summary_.out_of_scope == ["A", "B"] and summary_.counts["I"]["unclear"] == 2
+    result = bulk_accept(stored, taxonomy, 0.0, "scope", "tester")
+    assert result.accepted == 0  # a paper judged out of scope waits for a person
+    # A cached replay keeps the verdict.
+    replay = run_proposals(stored, backend, taxonomy, prompt, run_name="scope-2")
+    assert replay.cached == 2 and stored.scope_flags("scope-2") == {"A": 0.2, "B": 0.2}

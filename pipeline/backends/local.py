@@ -7,7 +7,8 @@ logistic models fitted on labelled papers and chosen by cross-validation (`eval/
 rebuilds it; `pipeline/learned.py` says how). Per axis, the categories whose probability clears
 the head's threshold are kept with that probability as confidence; when none does, the axis is
 `unclear` and nothing is quoted. A paper that does not fit the taxonomy's scope is flagged
-`out_of_scope` with its score, and gets no labels.
+`out_of_scope` with its score; it keeps the labels the head supports (the scope model is far from
+certain: flagging without discarding lets a reviewer decide), and review and score show the flag.
 
 Quotes are the sentences that speak most for each kept label, verbatim; a label the head keeps but
 no sentence supports is dropped (no evidence, no quote). With another taxonomy (no fitted head)
@@ -159,8 +160,6 @@ def _to_answer(
     for axis in taxonomy.axes:
         axis_prediction = prediction.axes[axis.id]
         raw["probabilities"][axis.id] = {c: round(p, 4) for c, p in axis_prediction.probabilities.items()}
-        if prediction.out_of_scope:
-            continue
         claims: list[ClaimedLabel] = []
         unsupported: list[str] = []
         for category_id, probability, indices in axis_prediction.kept:
@@ -188,7 +187,7 @@ def _to_answer(
         labels=labels,
         raw=raw,
         context_sections=sorted({s.section for s in sentences}),
-        unclear=unclear if in_scope else {},
+        unclear=unclear,
         in_scope=in_scope,
         scope_score=prediction.in_scope,
     )
