@@ -35,7 +35,19 @@ def build_store(db: Path, n: int, tmp: Path) -> None:
     taxonomy = load_taxonomy()
     rng = random.Random(0)
     with Store(db) as store:
-        store.insert_run({"run_id": "bench", "backend": "local", "model": "synthetic", "params": "{}"})
+        store.insert_run(
+            {
+                "run_id": "bench",
+                "backend": "local",
+                "model": "synthetic",
+                "prompt_hash": "-",
+                "schema_hash": "-",
+                "taxonomy_hash": taxonomy.content_hash,
+                "taxonomy_name": taxonomy.name,
+                "package_version": "bench",
+                "params": "{}",
+            }
+        )
         for i in range(n):
             path = tmp / f"paper{i:04d}.md"
             sentence = f"Paper {i} generates CT volumes from segmentation masks with a latent diffusion model."

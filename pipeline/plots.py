@@ -20,9 +20,10 @@ from kia.taxonomy import Taxonomy  # noqa: E402
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
 
 
-def _save(fig: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
+def _save(fig: plt.Figure, out_dir: Path, stem: str, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
+    """Write the figure in each format (PNG for reports, SVG for papers) and close it."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.svg"]
+    paths = [out_dir / f"{stem}.{fmt}" for fmt in formats]
     for path in paths:
         fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)
@@ -33,7 +34,9 @@ def _grid(panels: int, columns: int) -> int:
     return max(1, -(-panels // columns))
 
 
-def figure2(labeling: Labeling, taxonomy: Taxonomy, out_dir: Path, title: str = "") -> list[Path]:
+def figure2(
+    labeling: Labeling, taxonomy: Taxonomy, out_dir: Path, title: str = "", formats: tuple[str, ...] = ("png", "svg")
+) -> list[Path]:
     """The survey's Figure 2 for any taxonomy of 1 to 6 axes. First rows: each axis's category shares
     and single- vs multi-label use. Then one bubble chart per pair of axes (node size the number of
     methods in the cell, empty cells left blank), its pie slices the distribution on a third axis
@@ -109,7 +112,7 @@ def figure2(labeling: Labeling, taxonomy: Taxonomy, out_dir: Path, title: str = 
         ax.axis("off")
     fig.suptitle(title or f"Design space of {stats.n_papers} methods")
     fig.tight_layout()
-    return _save(fig, out_dir, "figure2")
+    return _save(fig, out_dir, "figure2", formats)
 
 
 def agreement_heatmap(agreement: Agreement, out_dir: Path, title: str = "") -> list[Path]:

@@ -118,9 +118,11 @@ def stats_report(source: LabelSource, check_text: bool, plot_dir: Path | None) -
     stats = design_space(source.labeling, taxonomy)
     shipped = taxonomy.content_hash == load_taxonomy(None).content_hash
     mismatches = text_vs_table(stats, load_reported()) if check_text and shipped else []
-    from kia.plots import figure2  # matplotlib loads only when plots are drawn
+    plots: list[Path] = []
+    if plot_dir is not None:
+        from kia.plots import figure2  # matplotlib loads only when plots are drawn
 
-    plots = figure2(source.labeling, taxonomy, plot_dir, f"Design space: {source.name}") if plot_dir else []
+        plots = figure2(source.labeling, taxonomy, plot_dir, f"Design space: {source.name}")
     return StatsReport(source.name, stats, mismatches, plots)
 
 
@@ -386,8 +388,8 @@ def write_report(
     _add_axis_details(paper_rows, run, taxonomy, db)
     gold = gold_source(gold_path, taxonomy)
     with tempfile.TemporaryDirectory() as tmp:
-        run_plot = figure2(run.labeling, taxonomy, Path(tmp) / "run", f"Design space: {run.name}")[0]
-        gold_plot = figure2(gold.labeling, taxonomy, Path(tmp) / "gold", f"Design space: {gold.name}")[0]
+        run_plot = figure2(run.labeling, taxonomy, Path(tmp) / "run", f"Design space: {run.name}", ("png",))[0]
+        gold_plot = figure2(gold.labeling, taxonomy, Path(tmp) / "gold", f"Design space: {gold.name}", ("png",))[0]
         heat = agreement_heatmap(scored.agreement, Path(tmp) / "agreement", f"{run.name} vs gold")[0]
         images = {"run": _img(run_plot), "gold": _img(gold_plot), "heat": _img(heat)}
     disagreements = []
