@@ -207,11 +207,31 @@ def propose(
         typer.Option(help="Structured output: json_schema (default; OpenAI, vLLM, xllamacpp), json, tools"),
     ] = None,
     prompt: Annotated[Path | None, typer.Option(help="Prompt template (default: the shipped classify.md)")] = None,
+    confidence_floor: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Labels below this confidence are marked tentative (default 0.5)"),
+    ] = None,
+    batch_file: Annotated[
+        Path | None,
+        typer.Option(help="Write the requests as an OpenAI Batch file (JSONL) instead of calling; the run waits"),
+    ] = None,
+    batch_results: Annotated[
+        Path | None, typer.Option(help="Import a batch output file (OpenAI Batch format) into the waiting run(s)")
+    ] = None,
+    batch_errors: Annotated[Path | None, typer.Option(help="The batch's error file, imported with the results")] = None,
+    next_batch_file: Annotated[
+        Path | None,
+        typer.Option(help="Where an import writes the re-ask requests (default: <results>.reask.jsonl)"),
+    ] = None,
     encoder: EncoderOption = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
-    """Propose labels on every axis, each backed by quotes kia locates in the paper."""
+    """Propose labels on every axis, each backed by quotes kia locates in the paper.
+
+    With --batch-file, nothing is called: the requests are written in the OpenAI Batch format
+    (run them with OpenAI's Batch API, `vllm run-batch` or LiteLLM), and --batch-results imports the answers.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     import kia
@@ -227,9 +247,31 @@ def propose(
         reasks=reasks,
         max_tokens=max_tokens,
         encoder=encoder,
+        confidence_floor=confidence_floor,
     )
+    if batch_results is not None or batch_errors is not None:
+        _import_batch(batch_results, batch_errors, next_batch_file, taxonomy, db)
+        return
     chosen = make_backend(backend, settings)
     path = _db(db)
+    if batch_file is not None:
+        written = kia.write_batch_file(
+            path,
+            batch_file,
+            keys or None,
+            chosen,
+            run=run,
+            taxonomy=taxonomy,
+            prompt=prompt,
+            use_cache=not no_cache,
+            max_input_tokens=max_input_tokens,
+            context=context,
+            settings=settings,
+        )
+        for paper_key, error in written.failed:
+            err.print(f"failed: {paper_key}: {error}", markup=False)
+        out.print(f"{written.line()}; requests in {batch_file}", markup=False)
+        return
     with Store(path, create=True) as store:
         total = len(keys) if keys else len(store.paper_keys())
     with Progress(
@@ -266,6 +308,30 @@ def propose(
         )
     out.print(summary.line(), markup=False)
     if summary.failed:
+        raise typer.Exit(1)
+
+
+def _import_batch(
+    results: Path | None, errors: Path | None, next_file: Path | None, taxonomy: Path | None, db: Path | None
+) -> None:
+    """`kia propose --batch-results`: import, print each problem on one line, write the re-asks."""
+    import kia
+
+    files = [p for p in (results, errors) if p is not None]
+    summary = kia.import_batch_results(_existing_db(db), files, taxonomy=taxonomy)
+    for problem in summary.problems:
+        err.print(problem, markup=False)
+    for paper_key, error in summary.failed:
+        err.print(f"failed: {paper_key}: {error}", markup=False)
+    line = summary.line()
+    if summary.next_lines:
+        base = results or errors
+        assert base is not None
+        target = next_file or base.with_name(base.stem + ".reask.jsonl")
+        target.write_text("".join(text + "\n" for text in summary.next_lines), encoding="utf-8")
+        line += f"; re-ask requests in {target}"
+    out.print(line, markup=False)
+    if summary.failed or summary.problems:
         raise typer.Exit(1)
 
 
@@ -734,6 +800,57 @@ def batch(
     out.print(result.proposed.line(), markup=False)
     if any(o.status == "failed" for o in result.fetched) or result.ingested.failed or result.proposed.failed:
         raise typer.Exit(1)
+
+
+batch_api = typer.Typer(
+    no_args_is_help=True,
+    help="Run a request file (kia propose --batch-file) through the OpenAI Batch API: submit, status, collect.",
+)
+app.add_typer(batch_api, name="batch-api")
+
+
+@batch_api.command("submit")
+@one_line_errors
+def batch_api_submit(
+    request_file: Annotated[Path, typer.Argument(help="A request file written by kia propose --batch-file")],
+    base_url: Annotated[str | None, typer.Option(help="API endpoint (default: $OPENAI_BASE_URL, else OpenAI)")] = None,
+) -> None:
+    """Upload a request file and create a batch (24-hour window); prints the batch id."""
+    from kia import batchapi
+
+    api = batchapi.client(_settings().with_options(base_url=base_url))
+    out.print(batchapi.describe(batchapi.submit(api, request_file)), markup=False)
+
+
+@batch_api.command("status")
+@one_line_errors
+def batch_api_status(
+    batch_id: Annotated[str, typer.Argument(help="The id `submit` printed")],
+    base_url: Annotated[str | None, typer.Option(help="API endpoint (default: $OPENAI_BASE_URL, else OpenAI)")] = None,
+) -> None:
+    """Show a batch's status and request counts."""
+    from kia import batchapi
+
+    api = batchapi.client(_settings().with_options(base_url=base_url))
+    out.print(batchapi.describe(batchapi.status(api, batch_id)), markup=False)
+
+
+@batch_api.command("collect")
+@one_line_errors
+def batch_api_collect(
+    batch_id: Annotated[str, typer.Argument(help="The id `submit` printed")],
+    folder: Annotated[Path, typer.Option("--out", help="Folder for the downloaded output and error files")] = Path("."),
+    base_url: Annotated[str | None, typer.Option(help="API endpoint (default: $OPENAI_BASE_URL, else OpenAI)")] = None,
+    taxonomy: TaxonomyOption = None,
+    db: DbOption = None,
+) -> None:
+    """Download a completed batch's output and error files and import them (as --batch-results does)."""
+    from kia import batchapi
+
+    api = batchapi.client(_settings().with_options(base_url=base_url))
+    got = batchapi.collect(api, batch_id, folder)
+    out.print(f"downloaded {', '.join(str(p) for p in (got.output, got.errors) if p) or 'nothing'}", markup=False)
+    _import_batch(got.output, got.errors, None, taxonomy, db)
 
 
 @app.command()
