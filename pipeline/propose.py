@@ -150,7 +150,7 @@ def render_prompt(
         paper_title=safe_title,
         paper_key=safe_title,
         paper_text=_neutralise(context.text),
-    )
+    ).strip()  # instructor strips message text; the batch body must equal what a live call sends
 
 
 # --- one paper -------------------------------------------------------------------------------------
