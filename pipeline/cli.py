@@ -403,8 +403,16 @@ def score(
     _print_agreement(report.agreement, f"run {report.run_id} against {report.gold_path}")
     abstention = report.abstention
     if any(sum(c.values()) for c in abstention.counts.values()):
-        table = Table(title="abstained axes (counted as misses above)")
-        for column in ("axis", "unclear", "out of scope", "coverage", "exact where decided"):
+        table = Table(title="abstained (counted as misses above) and flagged axes (unsupported, tentative)")
+        for column in (
+            "axis",
+            "unclear",
+            "out of scope",
+            "unsupported",
+            "tentative",
+            "coverage",
+            "exact where decided",
+        ):
             table.add_column(column)
         for axis, counts in abstention.counts.items():
             exact = abstention.decided_exact[axis]
@@ -412,6 +420,8 @@ def score(
                 axis,
                 str(counts.get("unclear", 0)),
                 str(counts.get("out_of_scope", 0)),
+                str(counts.get("unsupported", 0)),
+                str(counts.get("tentative", 0)),
                 f"{abstention.coverage[axis]:.3f}",
                 "n/a" if exact is None else f"{exact:.3f}",
             )

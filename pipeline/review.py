@@ -24,6 +24,7 @@ from kia.taxonomy import Taxonomy
 ACCEPT, EDIT, REJECT, NOTE = "accept", "edit", "reject", "note"
 ONLY_CHOICES = ("unreviewed", "disagreements", "low-confidence")
 LOW_CONFIDENCE = 0.6
+NEVER_BULK = ("unsupported", "tentative")
 
 
 def default_reviewer(option: str | None) -> str:
@@ -246,13 +247,20 @@ class ReviewSession:
 def bulk_accept(
     store: Store, taxonomy: Taxonomy, threshold: float, run_id: str | None = None, reviewer: str | None = None
 ) -> int:
-    """Accept every axis whose proposed labels all have confidence >= threshold; return how many."""
+    """Accept every axis whose proposed labels all have confidence >= threshold; return how many.
+
+    An axis flagged `unsupported` (a label without a quote found in the paper) or `tentative` (below
+    the confidence floor) is never bulk-accepted: a person looks at it.
+    """
     session = ReviewSession(store, taxonomy, run_id, reviewer)
+    flagged = {(k, a) for k, a, status, _ in store.axis_statuses(session.run_id) if status in NEVER_BULK}
     accepted = 0
     for index, key in enumerate(session.keys):
         session.index = index
         decided = session.decisions(key)
         for axis, confidence in store.min_confidence_per_axis(session.run_id, key).items():
+            if (key, axis) in flagged:
+                continue
             if confidence >= threshold and axis not in decided:
                 session.accept(axis)
                 accepted += 1
@@ -315,7 +323,8 @@ def render_paper(session: ReviewSession, console: Any) -> None:
         if axis.id in view.abstained:
             kind, reason = view.abstained[axis.id]
             shown = kind.upper().replace("_", " ")
-            console.print(Text(f"   {shown}: {reason} (no evidence quoted)", style="bold yellow"))
+            quoted = "" if kind in NEVER_BULK else " (no evidence quoted)"
+            console.print(Text(f"   {shown}: {reason}{quoted}", style="bold yellow"))
         for ev in view.evidence.get(axis.id, []):
             label, colour = marks.get(ev.status, (ev.status, "white"))
             score = f" {ev.score:.0f}" if ev.status == "fuzzy" and ev.score is not None else ""

@@ -280,3 +280,34 @@ def test_cli_context_evidence_records_tokens_saved(tmp_path: Path) -> None:
     assert params is not None and '"context": "evidence"' in params[0]
     bad = run_kia("propose", "--context", "summary", "--db", str(db))
     assert bad.returncode == 1 and "context must be full or evidence" in bad.stderr
+
+
+def test_unsupported_and_tentative_axes_are_stored_scored_apart_and_never_bulk_accepted(stored: Store) -> None:
+    from kia.review import bulk_accept
+    from kia.score import abstention_summary, run_labeling
+
+    taxonomy = load_taxonomy()
+    summary = run_proposals(
+        stored, ScriptedBackend({"Mask Paper": GOOD}), taxonomy, load_prompt(), keys=["A"], run_name="u",
+        confidence_floor=0.9,
+    )  # fmt: skip
+    assert summary.done == 1
+    statuses = {axis: status for _k, axis, status, _r in stored.axis_statuses("u")}
+    # A4's only quote is not in the paper: unsupported wins over tentative; the others are below 0.9
+    assert statuses == {"A": "unsupported", "K": "tentative", "I": "tentative"}
+    reasons = {axis: reason for _k, axis, _s, reason in stored.axis_statuses("u")}
+    assert "A4" in reasons["A"] and "0.80" in reasons["K"]
+    assert bulk_accept(stored, taxonomy, 0.0, "u", "bot") == 0
+    labeling = run_labeling(stored, "u", taxonomy)
+    assert labeling["A"]["A"] == {"A1", "A4"}  # the labels stay, flagged
+    counted = abstention_summary(stored.axis_statuses("u"), labeling, labeling, {}, taxonomy)
+    assert counted.counts["A"]["unsupported"] == 1 and counted.counts["K"]["tentative"] == 1
+    assert counted.decided_exact["K"] is None  # not counted as decided
+
+
+def test_a_paper_whose_every_axis_is_unsupported_fails(stored: Store) -> None:
+    invented = {axis: [(cat, ["this sentence was never written anywhere"])] for axis, cat in
+                (("K", "K1"), ("I", "I2"), ("A", "A1"))}  # fmt: skip
+    summary = run_proposals(stored, ScriptedBackend({"Mask Paper": invented}), load_taxonomy(), load_prompt(),
+                            keys=["A"], run_name="x")  # fmt: skip
+    assert summary.failed == 1 and "every axis unsupported" in summary.failures[0][1]
