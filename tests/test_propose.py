@@ -222,7 +222,10 @@ def test_evidence_context_sends_retrieved_sentences_and_records_savings(stored: 
     assert summary.done == 1
     sent = backend.prompts[0]
     # whole sentences, no section tags, fewer tokens than the full text
-    assert "\nWe generate CT volumes from segmentation masks with a ControlNet branch in a latent diffusion model.\n" in sent
+    assert (
+        "\nWe generate CT volumes from segmentation masks with a ControlNet branch in a latent diffusion model.\n"
+        in sent
+    )
     assert "[abstract]" not in sent
     assert "## References" not in sent and "A cascaded model. 2020" not in sent
     # never more than the full text: a paper whose chosen sentences cost as much is sent whole
