@@ -335,6 +335,43 @@ def _import_batch(
         raise typer.Exit(1)
 
 
+def _print_consensus(run_id: str, gold: Path | None, taxonomy: Path | None, db: Path | None) -> None:
+    """For a consensus run: gold agreement on the agreed and the disagreed axes, and what is left."""
+    from kia.consensus import score_consensus
+
+    scored = score_consensus(_existing_db(db), load_taxonomy(taxonomy), run_id, gold)
+    if scored is None:
+        return
+
+    def fmt(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    by_run = ", ".join(f"{run} {fmt(value)}" for run, value in scored.disagreed_exact_by_run.items())
+    out.print(
+        f"consensus: {scored.agreed_axes} agreed axes, exact match with gold {fmt(scored.agreed_exact)}; "
+        f"{scored.disagreed_axes} disagreed axes, exact match per input run: {by_run}; "
+        f"{scored.left_for_a_person} axes left for a person",
+        markup=False,
+    )
+
+
+@app.command()
+@one_line_errors
+def consensus(
+    runs: Annotated[list[str], typer.Argument(help="Two or more runs (see `kia runs`)")],
+    name: Annotated[str, typer.Option(help="Name of the consensus run")],
+    taxonomy: TaxonomyOption = None,
+    db: DbOption = None,
+) -> None:
+    """A run of the labels all input runs agree on (machine-accepted); disagreements left for review."""
+    from kia.consensus import make_consensus
+    from kia.store import Store
+
+    with Store(_existing_db(db), create=False) as store:
+        summary = make_consensus(store, load_taxonomy(taxonomy), runs, name)
+    out.print(summary.line(), markup=False)
+
+
 def _print_agreement(agreement: score_stage.Agreement, title: str) -> None:
     """The agreement tables: per axis, then per category."""
     table = Table(title=title)
@@ -397,7 +434,12 @@ def score(
         return
     report = kia.score(_existing_db(db), run, gold, taxonomy, use_reviews=not proposals_only)
     if output_format == "json":
+        from kia.consensus import score_consensus
+
         document = {"run": report.run_id, **report.agreement.as_dict(), "abstention": report.abstention.as_dict()}
+        agreed = score_consensus(_existing_db(db), load_taxonomy(taxonomy), report.run_id, gold)
+        if agreed is not None:
+            document["consensus"] = agreed.as_dict()
         out.print(json.dumps(document, indent=2), markup=False)
         return
     _print_agreement(report.agreement, f"run {report.run_id} against {report.gold_path}")
@@ -428,6 +470,7 @@ def score(
         out.print(table)
     if abstention.out_of_scope:
         out.print(f"flagged out of scope: {', '.join(abstention.out_of_scope)}", markup=False)
+    _print_consensus(report.run_id, gold, taxonomy, db)
     for d in report.agreement.disagreements:
         out.print(f"\n[bold]{d.paper_key}[/bold]", highlight=False)
         for axis, (reference, candidate) in d.axes.items():

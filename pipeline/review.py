@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kia.consensus import CONSENSUS, CONSENSUS_REVIEWER
 from kia.errors import KiaError
 from kia.extract import Document
 from kia.score import latest_run, run_labeling
@@ -140,8 +141,16 @@ class ReviewSession:
         return latest
 
     def finished(self, key: str) -> bool:
-        """Every axis of the paper has a decision from this reviewer."""
-        return set(self.decisions(key)) >= set(self.taxonomy.axis_ids)
+        """Every axis of the paper has a decision from this reviewer (or, in a consensus run, the
+        agreement of the runs: machine-accepted, so a person looks only at the disagreements)."""
+        decided = set(self.decisions(key))
+        if self.run_id is not None:
+            decided |= {
+                axis
+                for _k, axis, decision, _l, _w in self.store.review_rows(CONSENSUS_REVIEWER, key)
+                if decision == CONSENSUS
+            }
+        return decided >= set(self.taxonomy.axis_ids)
 
     def _first_unfinished(self) -> int:
         for index, key in enumerate(self.keys):

@@ -321,6 +321,23 @@ class Store:
         )
         return tuple(rows[0]) if rows else None
 
+    def run_row(self, run_id: str) -> dict[str, Any] | None:
+        """Every column of a run's row, by name (None when there is no such run)."""
+        cursor = self.con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
+
+    def paper_label_rows(self, run_id: str, paper_key: str) -> list[tuple[str, str, float, str, bool]]:
+        """(axis, category, confidence, rationale, grounded) of one paper in one run."""
+        rows = self.query(
+            "SELECT axis, category, confidence, rationale, grounded FROM labels WHERE run_id = ? AND paper_key = ?"
+            " ORDER BY axis, category",
+            [run_id, paper_key],
+        )
+        return [(r[0], r[1], float(r[2]), r[3] or "", bool(r[4])) for r in rows]
+
     def insert_run(self, run: dict[str, Any]) -> None:
         """A new run row: what produced the run (backend, model, hashes, versions, parameters)."""
         columns = list(run)
