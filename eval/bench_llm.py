@@ -30,8 +30,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kia.backends.local import LocalBackend  # noqa: E402
 from kia.backends.openai import OpenAIBackend, chat_messages  # noqa: E402
+from kia.backends.rules import RulesBackend  # noqa: E402
 from kia.batchfile import import_results, write_requests  # noqa: E402
 from kia.ingest import ingest_paths  # noqa: E402
 from kia.propose import load_prompt, paper_context, render_prompt, run_proposals  # noqa: E402
@@ -49,7 +49,7 @@ def common_prefix(texts: list[str]) -> int:
     return len(os.path.commonprefix(texts))
 
 
-def prefix_share(store: Store, keys: list[str], retriever: LocalBackend | None) -> dict[str, Any]:
+def prefix_share(store: Store, keys: list[str], retriever: RulesBackend | None) -> dict[str, Any]:
     """Characters per prompt (system + user) and the share of them that is a prefix shared by all papers."""
     taxonomy, template = load_taxonomy(), load_prompt()
     prompts = []
@@ -138,7 +138,7 @@ def main() -> None:
             batch_s = time.perf_counter() - started
             before = labels(store, "batch")
             second = import_results(store, taxonomy, [Path(tmp) / "output.jsonl"])
-            evidence = LocalBackend()
+            evidence = RulesBackend()
             result = {
                 "model": MODEL_ALIAS,
                 "papers": len(keys),

@@ -125,8 +125,8 @@ def write_batch_file(
 ) -> WriteSummary:
     """Write the requests of a run as an OpenAI Batch file instead of calling; the run waits for them."""
     from kia.backends import make_backend
-    from kia.backends.rules import RulesBackend
     from kia.backends.openai import OpenAIBackend
+    from kia.backends.rules import RulesBackend
     from kia.batchfile import write_requests
     from kia.propose import load_prompt
     from kia.store import Store

@@ -31,7 +31,6 @@ from pydantic import ValidationError
 
 from kia._version import __version__
 from kia.backends import CallRecord
-from kia.backends.rules import RulesBackend
 from kia.backends.openai import (
     OpenAIBackend,
     chat_messages,
@@ -39,6 +38,7 @@ from kia.backends.openai import (
     reask_messages,
     request_body,
 )
+from kia.backends.rules import RulesBackend
 from kia.errors import KiaError
 from kia.ground import Locator
 from kia.propose import (
