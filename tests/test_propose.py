@@ -250,7 +250,11 @@ def test_cli_context_evidence_records_tokens_saved(tmp_path: Path) -> None:
 
     paper = tmp_path / "paper.md"
     paper.write_text(
-        PAPER + "\n## Experiments\n" + "We evaluate on many volumes with many metrics. " * 200, encoding="utf-8"
+        PAPER
+        + "\n## Experiments\nWe generate chest CT volumes from radiology reports; the report enters a latent"
+        + " diffusion model through cross-attention.\n"  # the canned answer's quotes
+        + "We evaluate on many volumes with many metrics. " * 200,
+        encoding="utf-8",
     )
     db = tmp_path / "kia.duckdb"
     assert run_kia("ingest", str(paper), "--db", str(db)).returncode == 0
