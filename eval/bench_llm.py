@@ -122,6 +122,9 @@ def main() -> None:
             prompt_tokens = store.query(
                 "SELECT paper_key, sum(prompt_tokens) FROM llm_calls WHERE run_id = 'live' AND attempt = 1 GROUP BY 1"
             )
+            call_errors = store.query(
+                "SELECT paper_key, attempt, error FROM llm_calls WHERE run_id = 'live' AND error IS NOT NULL"
+            )
             statuses = dict(store.query("SELECT status, count(*) FROM axis_status WHERE run_id = 'live' GROUP BY 1"))
 
             requests, output = Path(tmp) / "requests.jsonl", Path(tmp) / "output.jsonl"
@@ -152,7 +155,8 @@ def main() -> None:
                     "quotes": quotes,
                     "axis_statuses": statuses,
                     "reask_rate": round(sum(1 for _k, n in attempts if n > 1) / max(1, len(attempts)), 3),
-                    "prompt_tokens_per_paper_first_call": {k: int(n) for k, n in prompt_tokens},
+                    "prompt_tokens_per_paper_first_call": {k: n for k, n in prompt_tokens},
+                    "call_errors": call_errors,
                 },
                 "prompt": {
                     "full_text": prefix_share(store, keys, None),
