@@ -21,12 +21,22 @@ from typing import TYPE_CHECKING, Any
 
 from kia._version import __version__
 
-_API = ("export", "ingest", "open_store", "propose", "score")
+_API = ("export", "import_batch_results", "ingest", "open_store", "propose", "score", "write_batch_file")
 
-__all__ = ["Settings", "__version__", "export", "ingest", "open_store", "propose", "score"]
+__all__ = [
+    "Settings",
+    "__version__",
+    "export",
+    "import_batch_results",
+    "ingest",
+    "open_store",
+    "propose",
+    "score",
+    "write_batch_file",
+]
 
 if TYPE_CHECKING:
-    from kia.api import export, ingest, open_store, propose, score
+    from kia.api import export, import_batch_results, ingest, open_store, propose, score, write_batch_file
     from kia.settings import Settings
 
 

@@ -20,10 +20,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kia.errors import KiaError
 from kia.settings import Settings
 
 if TYPE_CHECKING:
     from kia.backends import Backend
+    from kia.batchfile import ImportSummary, WriteSummary
     from kia.ingest import IngestOutcome, IngestSummary
     from kia.propose import ProgressCallback, RunSummary
     from kia.score import ScoreReport
@@ -107,7 +109,66 @@ def propose(
             context_mode=context,
             on_progress=on_progress,
             retriever=retriever,
+            confidence_floor=settings.confidence_floor,
         )
+
+
+def write_batch_file(
+    db: PathLike | None,
+    out: PathLike,
+    keys: Sequence[str] | None = None,
+    backend: str | Backend | None = None,
+    *,
+    run: str | None = None,
+    taxonomy: PathLike | None = None,
+    prompt: PathLike | None = None,
+    use_cache: bool = True,
+    max_input_tokens: int | None = None,
+    context: str = "full",
+    settings: Settings | None = None,
+) -> WriteSummary:
+    """Write the requests of a run as an OpenAI Batch file instead of calling; the run waits for them."""
+    from kia.backends import make_backend
+    from kia.backends.openai import OpenAIBackend
+    from kia.backends.rules import RulesBackend
+    from kia.batchfile import write_requests
+    from kia.propose import load_prompt
+    from kia.store import Store
+    from kia.taxonomy import load_taxonomy
+
+    settings = settings or Settings.from_env()
+    chosen = backend if backend is not None and not isinstance(backend, str) else make_backend(backend, settings)
+    if not isinstance(chosen, OpenAIBackend):
+        raise KiaError("batch files are for the openai backend: pass --backend openai --model NAME")
+    retriever = RulesBackend(encoder_name=settings.encoder) if context == "evidence" else None
+    with Store(_db(db, settings)) as store:
+        return write_requests(
+            store,
+            chosen,
+            load_taxonomy(taxonomy or settings.taxonomy),
+            load_prompt(prompt or settings.prompt),
+            Path(out),
+            keys=list(keys) if keys else None,
+            run_name=run,
+            use_cache=use_cache,
+            max_input_tokens=max_input_tokens,
+            context_mode=context,
+            retriever=retriever,
+            confidence_floor=settings.confidence_floor,
+        )
+
+
+def import_batch_results(
+    db: PathLike | None, files: Sequence[PathLike], *, taxonomy: PathLike | None = None
+) -> ImportSummary:
+    """Import a provider's batch output (and error) files into the runs waiting for them."""
+    from kia.batchfile import import_results
+    from kia.store import Store
+    from kia.taxonomy import load_taxonomy
+
+    settings = Settings.from_env()
+    with Store(_db(db, settings), create=False) as store:
+        return import_results(store, load_taxonomy(taxonomy or settings.taxonomy), [Path(f) for f in files])
 
 
 def score(

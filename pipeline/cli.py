@@ -290,11 +290,31 @@ def propose(
         typer.Option(help="Structured output: json_schema (default; OpenAI, vLLM, xllamacpp), json, tools"),
     ] = None,
     prompt: Annotated[Path | None, typer.Option(help="Prompt template (default: the shipped classify.md)")] = None,
+    confidence_floor: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Labels below this confidence are marked tentative (default 0.5)"),
+    ] = None,
+    batch_file: Annotated[
+        Path | None,
+        typer.Option(help="Write the requests as an OpenAI Batch file (JSONL) instead of calling; the run waits"),
+    ] = None,
+    batch_results: Annotated[
+        Path | None, typer.Option(help="Import a batch output file (OpenAI Batch format) into the waiting run(s)")
+    ] = None,
+    batch_errors: Annotated[Path | None, typer.Option(help="The batch's error file, imported with the results")] = None,
+    next_batch_file: Annotated[
+        Path | None,
+        typer.Option(help="Where an import writes the re-ask requests (default: <results>.reask.jsonl)"),
+    ] = None,
     encoder: EncoderOption = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
-    """Propose labels on every axis, each backed by quotes kia locates in the paper."""
+    """Propose labels on every axis, each backed by quotes kia locates in the paper.
+
+    With --batch-file, nothing is called: the requests are written in the OpenAI Batch format
+    (run them with OpenAI's Batch API, `vllm run-batch` or LiteLLM), and --batch-results imports the answers.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     import kia
@@ -310,9 +330,31 @@ def propose(
         reasks=reasks,
         max_tokens=max_tokens,
         encoder=encoder,
+        confidence_floor=confidence_floor,
     )
+    if batch_results is not None or batch_errors is not None:
+        _import_batch(batch_results, batch_errors, next_batch_file, taxonomy, db)
+        return
     chosen = make_backend(backend, settings)
     path = _db(db)
+    if batch_file is not None:
+        written = kia.write_batch_file(
+            path,
+            batch_file,
+            keys or None,
+            chosen,
+            run=run,
+            taxonomy=taxonomy,
+            prompt=prompt,
+            use_cache=not no_cache,
+            max_input_tokens=max_input_tokens,
+            context=context,
+            settings=settings,
+        )
+        for paper_key, error in written.failed:
+            err.print(f"failed: {paper_key}: {error}", markup=False)
+        out.print(f"{written.line()}; requests in {batch_file}", markup=False)
+        return
     with Store(path, create=True) as store:
         total = len(keys) if keys else len(store.paper_keys())
     with Progress(
@@ -350,6 +392,67 @@ def propose(
     out.print(summary.line(), markup=False)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _import_batch(
+    results: Path | None, errors: Path | None, next_file: Path | None, taxonomy: Path | None, db: Path | None
+) -> None:
+    """`kia propose --batch-results`: import, print each problem on one line, write the re-asks."""
+    import kia
+
+    files = [p for p in (results, errors) if p is not None]
+    summary = kia.import_batch_results(_existing_db(db), files, taxonomy=taxonomy)
+    for problem in summary.problems:
+        err.print(problem, markup=False)
+    for paper_key, error in summary.failed:
+        err.print(f"failed: {paper_key}: {error}", markup=False)
+    line = summary.line()
+    if summary.next_lines:
+        base = results or errors
+        assert base is not None
+        target = next_file or base.with_name(base.stem + ".reask.jsonl")
+        target.write_text("".join(text + "\n" for text in summary.next_lines), encoding="utf-8")
+        line += f"; re-ask requests in {target}"
+    out.print(line, markup=False)
+    if summary.failed or summary.problems:
+        raise typer.Exit(1)
+
+
+def _print_consensus(run_id: str, gold: Path | None, taxonomy: Path | None, db: Path | None) -> None:
+    """For a consensus run: gold agreement on the agreed and the disagreed axes, and what is left."""
+    from kia.consensus import score_consensus
+
+    scored = score_consensus(_existing_db(db), load_taxonomy(taxonomy), run_id, gold)
+    if scored is None:
+        return
+
+    def fmt(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    by_run = ", ".join(f"{run} {fmt(value)}" for run, value in scored.disagreed_exact_by_run.items())
+    out.print(
+        f"consensus: {scored.agreed_axes} agreed axes, exact match with gold {fmt(scored.agreed_exact)}; "
+        f"{scored.disagreed_axes} disagreed axes, exact match per input run: {by_run}; "
+        f"{scored.left_for_a_person} axes left for a person",
+        markup=False,
+    )
+
+
+@app.command()
+@one_line_errors
+def consensus(
+    runs: Annotated[list[str], typer.Argument(help="Two or more runs (see `kia runs`)")],
+    name: Annotated[str, typer.Option(help="Name of the consensus run")],
+    taxonomy: TaxonomyOption = None,
+    db: DbOption = None,
+) -> None:
+    """A run of the labels all input runs agree on (machine-accepted); disagreements left for review."""
+    from kia.consensus import make_consensus
+    from kia.store import Store
+
+    with Store(_existing_db(db), create=False) as store:
+        summary = make_consensus(store, load_taxonomy(taxonomy), runs, name)
+    out.print(summary.line(), markup=False)
 
 
 def _print_agreement(agreement: score_stage.Agreement, title: str) -> None:
@@ -414,14 +517,27 @@ def score(
         return
     report = kia.score(_existing_db(db), run, gold, taxonomy, use_reviews=not proposals_only)
     if output_format == "json":
+        from kia.consensus import score_consensus
+
         document = {"run": report.run_id, **report.agreement.as_dict(), "abstention": report.abstention.as_dict()}
+        agreed = score_consensus(_existing_db(db), load_taxonomy(taxonomy), report.run_id, gold)
+        if agreed is not None:
+            document["consensus"] = agreed.as_dict()
         out.print(json.dumps(document, indent=2), markup=False)
         return
     _print_agreement(report.agreement, f"run {report.run_id} against {report.gold_path}")
     abstention = report.abstention
     if any(sum(c.values()) for c in abstention.counts.values()):
-        table = Table(title="abstained axes (counted as misses above)")
-        for column in ("axis", "unclear", "out of scope", "coverage", "exact where decided"):
+        table = Table(title="abstained (counted as misses above) and flagged axes (unsupported, tentative)")
+        for column in (
+            "axis",
+            "unclear",
+            "out of scope",
+            "unsupported",
+            "tentative",
+            "coverage",
+            "exact where decided",
+        ):
             table.add_column(column)
         for axis, counts in abstention.counts.items():
             exact = abstention.decided_exact[axis]
@@ -429,12 +545,15 @@ def score(
                 axis,
                 str(counts.get("unclear", 0)),
                 str(counts.get("out_of_scope", 0)),
+                str(counts.get("unsupported", 0)),
+                str(counts.get("tentative", 0)),
                 f"{abstention.coverage[axis]:.3f}",
                 "n/a" if exact is None else f"{exact:.3f}",
             )
         out.print(table)
     if abstention.out_of_scope:
         out.print(f"flagged out of scope: {', '.join(abstention.out_of_scope)}", markup=False)
+    _print_consensus(report.run_id, gold, taxonomy, db)
     for d in report.agreement.disagreements:
         out.print(f"\n[bold]{d.paper_key}[/bold]", highlight=False)
         for axis, (reference, candidate) in d.axes.items():
@@ -907,6 +1026,57 @@ def batch(
     out.print(result.proposed.line(), markup=False)
     if any(o.status == "failed" for o in result.fetched) or result.ingested.failed or result.proposed.failed:
         raise typer.Exit(1)
+
+
+batch_api = typer.Typer(
+    no_args_is_help=True,
+    help="Run a request file (kia propose --batch-file) through the OpenAI Batch API: submit, status, collect.",
+)
+app.add_typer(batch_api, name="batch-api")
+
+
+@batch_api.command("submit")
+@one_line_errors
+def batch_api_submit(
+    request_file: Annotated[Path, typer.Argument(help="A request file written by kia propose --batch-file")],
+    base_url: Annotated[str | None, typer.Option(help="API endpoint (default: $OPENAI_BASE_URL, else OpenAI)")] = None,
+) -> None:
+    """Upload a request file and create a batch (24-hour window); prints the batch id."""
+    from kia import batchapi
+
+    api = batchapi.client(_settings().with_options(base_url=base_url))
+    out.print(batchapi.describe(batchapi.submit(api, request_file)), markup=False)
+
+
+@batch_api.command("status")
+@one_line_errors
+def batch_api_status(
+    batch_id: Annotated[str, typer.Argument(help="The id `submit` printed")],
+    base_url: Annotated[str | None, typer.Option(help="API endpoint (default: $OPENAI_BASE_URL, else OpenAI)")] = None,
+) -> None:
+    """Show a batch's status and request counts."""
+    from kia import batchapi
+
+    api = batchapi.client(_settings().with_options(base_url=base_url))
+    out.print(batchapi.describe(batchapi.status(api, batch_id)), markup=False)
+
+
+@batch_api.command("collect")
+@one_line_errors
+def batch_api_collect(
+    batch_id: Annotated[str, typer.Argument(help="The id `submit` printed")],
+    folder: Annotated[Path, typer.Option("--out", help="Folder for the downloaded output and error files")] = Path("."),
+    base_url: Annotated[str | None, typer.Option(help="API endpoint (default: $OPENAI_BASE_URL, else OpenAI)")] = None,
+    taxonomy: TaxonomyOption = None,
+    db: DbOption = None,
+) -> None:
+    """Download a completed batch's output and error files and import them (as --batch-results does)."""
+    from kia import batchapi
+
+    api = batchapi.client(_settings().with_options(base_url=base_url))
+    got = batchapi.collect(api, batch_id, folder)
+    out.print(f"downloaded {', '.join(str(p) for p in (got.output, got.errors) if p) or 'nothing'}", markup=False)
+    _import_batch(got.output, got.errors, None, taxonomy, db)
 
 
 @app.command()

@@ -37,6 +37,8 @@ _TRANSLATE = {
     ord("\u00ad"): None,
 }
 # "-" glued to a letter and followed by whitespace then a lower-case letter: a word broken at a line end.
+# "..." or "…" (with any spacing) inside a quote: the model left something out.
+_ELLIPSIS_RE = re.compile(r"\s*(?:\.\s?\.\s?\.|\u2026)\s*")
 _LINE_BREAK_HYPHEN_RE = re.compile(r"(?<=[^\W\d_])-\s+(?=[a-z])")
 
 
@@ -51,6 +53,9 @@ class Grounding:
     end: int | None = None
     page: int | None = None
     section: str | None = None
+    # Why a quote was not found (too short, not in the paper, a piece around an ellipsis missing);
+    # a re-ask names it so the model can fix that quote.
+    reason: str | None = None
 
     @property
     def found(self) -> bool:
@@ -143,7 +148,11 @@ class Locator:
 
     def locate(self, quote: str) -> Grounding:
         """Exact (normalised) match first, else fuzzy above the threshold, else not_found (or
-        `suspicious` when the quote is found only inside an excluded sentence)."""
+        `suspicious` when the quote is found only inside an excluded sentence).
+
+        A quote with an ellipsis ("we condition ... on the report") is matched piece by piece: every
+        piece must be found, in order, and the span runs from the first piece to the last.
+        """
         found = self._locate(quote)
         if found.found or self._unmasked is None:
             return found
@@ -153,18 +162,50 @@ class Locator:
         return Grounding(quote, SUSPICIOUS, 0.0, inside.start, inside.end, inside.page, inside.section)
 
     def _locate(self, quote: str) -> Grounding:
+        pieces = [p for p in _ELLIPSIS_RE.split(quote) if p.strip(" .\"'-")]
+        if len(pieces) > 1:
+            return self._locate_pieces(quote, pieces)
         needle = normalise(quote).strip(" .\"'-")
         if len(needle) < MIN_QUOTE_CHARS:
-            return Grounding(quote, NOT_FOUND, 0.0)
-        position = self.norm.find(needle)
+            return Grounding(quote, NOT_FOUND, 0.0, reason=f"too short (under {MIN_QUOTE_CHARS} characters)")
+        found = self._find(needle, 0)
+        if found is None:
+            return Grounding(quote, NOT_FOUND, 0.0, reason="not found in the paper")
+        status, score, start, end = found
+        return self._grounding(quote, status, score, *self._span(start, end))
+
+    def _find(self, needle: str, offset: int) -> tuple[str, float, int, int] | None:
+        """(status, score, start, end) in the normalised text at or after `offset`, or None."""
+        position = self.norm.find(needle, offset)
         if position >= 0:
-            start, end = self._span(position, position + len(needle))
-            return self._grounding(quote, EXACT, 100.0, start, end)
-        alignment = fuzz.partial_ratio_alignment(needle, self.norm, score_cutoff=self.fuzzy_threshold)
+            return EXACT, 100.0, position, position + len(needle)
+        alignment = fuzz.partial_ratio_alignment(needle, self.norm[offset:], score_cutoff=self.fuzzy_threshold)
         if alignment is None:
-            return Grounding(quote, NOT_FOUND, 0.0)
-        start, end = self._span(alignment.dest_start, alignment.dest_end)
-        return self._grounding(quote, FUZZY, alignment.score, start, end)
+            return None
+        return FUZZY, alignment.score, offset + alignment.dest_start, offset + alignment.dest_end
+
+    def _locate_pieces(self, quote: str, pieces: list[str]) -> Grounding:
+        """Every piece of an elided quote, in order; the weakest piece decides the status and score."""
+        offset, first, last, worst, status = 0, -1, -1, 100.0, EXACT
+        for piece in pieces:
+            needle = normalise(piece).strip(" .\"'-")
+            if len(needle) < MIN_QUOTE_CHARS:
+                reason = f"contains an ellipsis and the piece {piece.strip()!r} is too short to be checked"
+                return Grounding(quote, NOT_FOUND, 0.0, reason=reason)
+            found = self._find(needle, offset)
+            if found is None:
+                reason = (
+                    f"contains an ellipsis and the piece {piece.strip()!r} is not in the paper"
+                    " after the pieces before it"
+                )
+                return Grounding(quote, NOT_FOUND, 0.0, reason=reason)
+            piece_status, score, start, end = found
+            first = start if first < 0 else first
+            last, offset = end, end
+            worst = min(worst, score)
+            status = FUZZY if piece_status == FUZZY else status
+        start, end = self._span(first, last)
+        return self._grounding(quote, status, worst, start, end)
 
 
 def locate(quote: str, doc: Document, fuzzy_threshold: float = DEFAULT_FUZZY_THRESHOLD) -> Grounding:

@@ -136,10 +136,12 @@ def evidence_context(
     per_category: int = 3,
     withheld: list[Sentence] | None = None,
 ) -> Context:
-    """Only the sentences the local retriever ranks highest for each category, with their sections.
+    """Only the whole sentences the local retriever ranks highest for each category, in paper order.
 
     This is what `--context evidence` sends instead of the whole paper; the tokens it saves are
-    recorded with each proposal. A sentence overlapping a `withheld` one is never sent.
+    recorded with each proposal. Sentences are never cut, and no tags are added; where the chosen
+    sentences would cost as much as the full text, the full text is sent instead. A sentence
+    overlapping a `withheld` one (addressing the labeller or the model) is never sent.
     """
     sentences, axes = retriever.score_axes(doc, taxonomy)
     withheld = withheld or []
@@ -148,25 +150,37 @@ def evidence_context(
         for i in {i for scores in axes.values() for top in scores.top_sentences.values() for i in top[:per_category]}
         if not overlaps(sentences[i].start, sentences[i].end, withheld)
     )
-    text = "\n".join(f"[{sentences[i].section}] {sentences[i].text}" for i in chosen)
     full = select_context(doc, None, withheld)
-    return Context(
-        text, sorted({sentences[i].section for i in chosen}), len(text) // CHARS_PER_TOKEN + 1, full.full_tokens
-    )
+    text = "\n".join(" ".join(sentences[i].text.split()) for i in chosen)
+    tokens = len(text) // CHARS_PER_TOKEN + 1
+    if not chosen or tokens >= full.tokens:
+        return full
+    return Context(text, sorted({sentences[i].section for i in chosen}), tokens, full.full_tokens)
 
 
-def render_prompt(template: PromptTemplate, taxonomy: Taxonomy, paper_key: str, context: Context) -> str:
-    """Fill the template: taxonomy definitions, then the paper between data markers.
+def _neutralise(text: str) -> str:
+    """The paper's own marker-like text, made harmless so that it cannot close the data block."""
+    return text.replace("PAPER>>>", "PAPER>>\u200b>").replace("<<<PAPER", "<\u200b<<PAPER")
 
-    The paper's own marker-like lines are neutralised so that it cannot close the data block.
+
+def render_prompt(
+    template: PromptTemplate, taxonomy: Taxonomy, title: str, context: Context, examples: str = ""
+) -> str:
+    """Fill the template: the fixed part (instructions, scope, taxonomy, conventions) first, byte-identical
+    for every paper so that providers' prompt caching applies; then the examples; then the paper,
+    named by its title (never its storage key, which may carry a curator's notes), between data markers.
     """
-    safe_text = context.text.replace("PAPER>>>", "PAPER>>\u200b>").replace("<<<PAPER", "<\u200b<<PAPER")
+    safe_title = " ".join(_neutralise(title).split()) or "(untitled)"
     return template.text.format(
         taxonomy_title=taxonomy.title or taxonomy.name,
-        taxonomy_definitions=taxonomy.render_definitions(),
-        paper_key=paper_key,
-        paper_text=safe_text,
-    )
+        taxonomy_scope=taxonomy.scope.strip() or "(not stated)",
+        taxonomy_definitions=taxonomy.render_compact(),
+        taxonomy_conventions=taxonomy.render_conventions() or "(none)",
+        examples=examples,
+        paper_title=safe_title,
+        paper_key=safe_title,
+        paper_text=_neutralise(context.text),
+    ).strip()  # instructor strips message text; the batch body must equal what a live call sends
 
 
 # --- one paper -------------------------------------------------------------------------------------
@@ -215,6 +229,9 @@ def abstention_json(answer: BackendAnswer) -> dict[str, Any]:
     return {"unclear": answer.unclear, "in_scope": answer.in_scope, "scope_score": answer.scope_score}
 
 
+UNCLEAR, OUT_OF_SCOPE, UNSUPPORTED, TENTATIVE = "unclear", "out_of_scope", "unsupported", "tentative"
+
+
 def axis_statuses(answer: BackendAnswer, taxonomy: Taxonomy) -> dict[str, tuple[str, str]]:
     """Per abstaining axis, `out_of_scope` (the paper is outside the taxonomy) or `unclear`, with the reason."""
     statuses: dict[str, tuple[str, str]] = {}
@@ -225,7 +242,31 @@ def axis_statuses(answer: BackendAnswer, taxonomy: Taxonomy) -> dict[str, tuple[
             statuses[axis] = ("unclear", answer.unclear[axis])
         elif answer.in_scope is False:
             score = "" if answer.scope_score is None else f" (scope score {answer.scope_score:.2f})"
-            statuses[axis] = ("out_of_scope", f"the paper is outside the taxonomy's scope{score}")
+            said = str(answer.raw.get("scope_reason") or "").strip()
+            statuses[axis] = (
+                OUT_OF_SCOPE,
+                f"the paper is outside the taxonomy's scope{score}{': ' + said if said else ''}",
+            )
+    return statuses
+
+
+def label_statuses(labels: list[Label], confidence_floor: float | None) -> dict[str, tuple[str, str]]:
+    """Per labelled axis, `unsupported` (a label none of whose quotes is in the paper) or `tentative`
+    (a label below the confidence floor), with the labels named; unsupported wins.
+
+    Neither is ever bulk-accepted; both are shown, exported and scored apart from the other axes.
+    """
+    statuses: dict[str, tuple[str, str]] = {}
+    for axis in dict.fromkeys(label.axis for label in labels):
+        mine = [label for label in labels if label.axis == axis]
+        ungrounded = [label.category for label in mine if not label.grounded]
+        if ungrounded:
+            statuses[axis] = (UNSUPPORTED, f"no quote found in the paper for {', '.join(ungrounded)}")
+            continue
+        weak = [label for label in mine if confidence_floor is not None and label.confidence < confidence_floor]
+        if weak:
+            named = ", ".join(f"{label.category} {label.confidence:.2f}" for label in weak)
+            statuses[axis] = (TENTATIVE, f"confidence below {confidence_floor:.2f}: {named}")
     return statuses
 
 
@@ -263,6 +304,8 @@ def propose(
     max_input_tokens: int | None = None,
     retriever: RulesBackend | None = None,
     answer: BackendAnswer | None = None,
+    confidence_floor: float | None = None,
+    examples: str = "",
 ) -> Proposal:
     """Propose labels for one paper with one backend, grounded in the paper's text.
 
@@ -272,32 +315,77 @@ def propose(
     evidence for any backend, and returned with the proposal (the paper is flagged).
     """
     flagged = suspicious_sentences(doc, taxonomy)
-    context = (
-        evidence_context(doc, taxonomy, retriever, withheld=flagged)
-        if retriever
-        else select_context(doc, max_input_tokens, flagged)
-    )
-    rendered = render_prompt(prompt, taxonomy, paper_key, context)
+    context = paper_context(doc, taxonomy, max_input_tokens, retriever, flagged)
+    rendered = render_prompt(prompt, taxonomy, doc.title, context, examples)
     answer = answer if answer is not None else backend.answer(doc, taxonomy, rendered)
     if backend.name in ("local", "rules"):
         answer = one_label_per_single_axis(answer, taxonomy)
+    saved = context.full_tokens - context.tokens if retriever else None
+    return proposal_from_answer(
+        answer,
+        doc,
+        taxonomy,
+        paper_key,
+        hashlib.sha256(rendered.encode()).hexdigest(),
+        context,
+        confidence_floor,
+        saved,
+        flagged,
+    )
+
+
+def paper_context(
+    doc: Document,
+    taxonomy: Taxonomy,
+    max_input_tokens: int | None,
+    retriever: RulesBackend | None,
+    withheld: list[Sentence] | None = None,
+) -> Context:
+    """What the model is shown of the paper: the retrieved evidence, or the text cut to the budget;
+    never a `withheld` sentence."""
+    if retriever:
+        return evidence_context(doc, taxonomy, retriever, withheld=withheld)
+    return select_context(doc, max_input_tokens, withheld)
+
+
+def proposal_from_answer(
+    answer: BackendAnswer,
+    doc: Document,
+    taxonomy: Taxonomy,
+    paper_key: str,
+    prompt_hash: str,
+    context: Context,
+    confidence_floor: float | None = None,
+    tokens_saved: int | None = None,
+    flagged: list[Sentence] | None = None,
+) -> Proposal:
+    """Check a backend's answer against the schema, ground its quotes and mark each axis's status.
+
+    Shared by live calls and imported batch results, so both store the same thing. A paper every one
+    of whose axes is `unsupported` (no quote found for any label) fails: nothing of it can be trusted.
+    `flagged` sentences (addressing the labeller) are no evidence: a quote inside one is `suspicious`.
+    """
+    flagged = suspicious_sentences(doc, taxonomy) if flagged is None else flagged
     payload = answer_to_json(answer, taxonomy)
     labels = ground_answer(labels_from_json(payload, taxonomy), doc, flagged)
+    statuses = {**axis_statuses(answer, taxonomy), **label_statuses(labels, confidence_floor)}
+    if labels and all(statuses.get(axis, ("",))[0] == UNSUPPORTED for axis in taxonomy.axis_ids):
+        error = KiaError(f"{paper_key}: no quote of any label was found in the paper (every axis unsupported)")
+        error.calls = answer.calls  # type: ignore[attr-defined]
+        raise error
     return Proposal(
         paper_key=paper_key,
         sha256=doc.sha256,
         labels=labels,
         raw={"labels": payload, "backend": answer.raw, "abstention": abstention_json(answer)},
-        statuses=axis_statuses(answer, taxonomy),
+        statuses=statuses,
         in_scope=answer.in_scope,
         scope_score=answer.scope_score,
         suspicious=[(s.text, s.start, s.end, doc.page_of(s.start), s.section) for s in flagged],
-        prompt_hash=hashlib.sha256(rendered.encode()).hexdigest(),
+        prompt_hash=prompt_hash,
         calls=answer.calls,
         context_sections=answer.context_sections or context.sections,
-        prompt_tokens_saved=answer.prompt_tokens_saved
-        if answer.prompt_tokens_saved is not None
-        else (context.full_tokens - context.tokens if retriever else None),
+        prompt_tokens_saved=answer.prompt_tokens_saved if answer.prompt_tokens_saved is not None else tokens_saved,
     )
 
 
@@ -354,6 +442,7 @@ def run_identity(
     max_input_tokens: int | None,
     context_mode: str = "full",
     retriever: RulesBackend | None = None,
+    confidence_floor: float | None = None,
 ) -> RunIdentity:
     """What produced a run: backend, model, endpoint host, hashes and parameters (and, where the
     model sees retrieved evidence only, the retriever's model and settings)."""
@@ -362,6 +451,8 @@ def run_identity(
         "max_input_tokens": max_input_tokens,
         "context": context_mode,
     }
+    if confidence_floor is not None:
+        fields["confidence_floor"] = confidence_floor
     if retriever is not None:
         fields["retriever"] = {"model": retriever.model, **retriever.params()}
     params = dumps(fields)
@@ -580,6 +671,7 @@ def run_proposals(
     context_mode: str = "full",
     on_progress: ProgressCallback | None = None,
     retriever: RulesBackend | None = None,
+    confidence_floor: float | None = None,
 ) -> RunSummary:
     """Propose for every paper (or `keys`) in one run; resumable, cached, failures recorded.
 
@@ -591,7 +683,7 @@ def run_proposals(
     wants_evidence = context_mode == "evidence" and backend.name not in ("local", "rules")
     retriever = (retriever or RulesBackend()) if wants_evidence else None
     adapt_to_reviews(store, backend, taxonomy)
-    identity = run_identity(backend, taxonomy, prompt, max_input_tokens, context_mode, retriever)
+    identity = run_identity(backend, taxonomy, prompt, max_input_tokens, context_mode, retriever, confidence_floor)
     run_id = run_name or default_run_name(identity, store)
     _ensure_run(store, run_id, identity, taxonomy)
     summary = RunSummary(run_id)
@@ -613,7 +705,9 @@ def run_proposals(
     ) -> tuple[Proposal | None, str | None, list[CallRecord]]:
         """Propose one paper; no database access here, so it can run in a worker thread."""
         try:
-            proposal = propose(doc, chosen, taxonomy, prompt, paper_key, max_input_tokens, retriever, answer)
+            proposal = propose(
+                doc, chosen, taxonomy, prompt, paper_key, max_input_tokens, retriever, answer, confidence_floor
+            )
         except KiaError as exc:
             return None, str(exc), list(getattr(exc, "calls", []))
         except Exception as exc:  # a backend bug must not end the batch

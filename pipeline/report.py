@@ -416,11 +416,13 @@ def write_report(
 
     abstained_rows = "".join(
         f"<tr><td>{html.escape(axis)}</td><td>{counts.get('unclear', 0)}</td><td>{counts.get('out_of_scope', 0)}</td>"
+        f"<td>{counts.get('unsupported', 0)}</td><td>{counts.get('tentative', 0)}</td>"
         f"<td>{_fmt(abstention.coverage.get(axis))}</td><td>{_fmt(abstention.decided_exact.get(axis))}</td></tr>"
         for axis, counts in abstention.counts.items()
     )
     abstained = (
-        "<table><tr><th>axis</th><th>unclear</th><th>out of scope</th><th>coverage</th><th>exact where decided</th>"
+        "<table><tr><th>axis</th><th>unclear</th><th>out of scope</th><th>unsupported</th><th>tentative</th>"
+        "<th>coverage</th><th>exact where decided</th>"
         f"</tr>{abstained_rows}</table><p>flagged out of scope: "
         f"{html.escape(', '.join(abstention.out_of_scope)) or 'none'}</p>"
     )

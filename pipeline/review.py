@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kia.consensus import CONSENSUS, CONSENSUS_REVIEWER
 from kia.errors import KiaError
 from kia.extract import Document
 from kia.score import latest_run, run_labeling, taxonomy_for_run
@@ -25,6 +26,7 @@ ACCEPT, EDIT, REJECT, NOTE = "accept", "edit", "reject", "note"
 MACHINE_ACCEPTED = "machine-accepted"
 ONLY_CHOICES = ("unreviewed", "disagreements", "low-confidence")
 LOW_CONFIDENCE = 0.6
+NEVER_BULK = ("unsupported", "tentative")
 
 
 def default_reviewer(option: str | None) -> str:
@@ -151,8 +153,16 @@ class ReviewSession:
         return latest
 
     def finished(self, key: str) -> bool:
-        """Every axis of the paper has a decision from this reviewer."""
-        return set(self.decisions(key)) >= set(self.taxonomy.axis_ids)
+        """Every axis of the paper has a decision from this reviewer (or, in a consensus run, the
+        agreement of the runs: machine-accepted, so a person looks only at the disagreements)."""
+        decided = set(self.decisions(key))
+        if self.run_id is not None:
+            decided |= {
+                axis
+                for _k, axis, decision, _l, _w in self.store.review_rows(CONSENSUS_REVIEWER, key)
+                if decision == CONSENSUS
+            }
+        return decided >= set(self.taxonomy.axis_ids)
 
     def _first_unfinished(self) -> int:
         for index, key in enumerate(self.keys):
@@ -416,7 +426,8 @@ def render_paper(session: ReviewSession, console: Any) -> None:
         if axis.id in view.abstained:
             kind, reason = view.abstained[axis.id]
             shown = kind.upper().replace("_", " ")
-            console.print(Text(f"   {shown}: {reason} (no evidence quoted)", style="bold yellow"))
+            quoted = "" if kind in NEVER_BULK else " (no evidence quoted)"
+            console.print(Text(f"   {shown}: {reason}{quoted}", style="bold yellow"))
         for ev in view.evidence.get(axis.id, []):
             label, colour = marks.get(ev.status, (ev.status.upper(), "bold red"))
             score = f" {ev.score:.0f}" if ev.status == "fuzzy" and ev.score is not None else ""

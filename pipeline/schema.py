@@ -78,6 +78,84 @@ def response_model(taxonomy: Taxonomy, allow_empty: bool = False) -> type[BaseMo
     return _response_model_cached(taxonomy.model_dump_json(), allow_empty)
 
 
+class _AbstainingBase(BaseModel):
+    """Checks of the LLM-facing answer: an axis is labelled, or says why not."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _labelled_or_unclear(self) -> _AbstainingBase:
+        problems: list[str] = []
+        in_scope = bool(getattr(self, "in_scope", True))
+        for name, value in self:
+            if not isinstance(value, BaseModel) or not hasattr(value, "labels"):
+                continue
+            labels, unclear = value.labels, (value.unclear or "").strip()  # type: ignore[attr-defined]
+            seen = [label.category for label in labels]
+            if len(seen) != len(set(seen)):
+                problems.append(f"axis {name} lists a category twice: {seen}")
+            if not in_scope and labels:
+                problems.append(f"axis {name} has labels although in_scope is false (leave them empty)")
+            elif in_scope and not labels and not unclear:
+                problems.append(f"axis {name} has no label and no `unclear` reason (give one of them)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+@lru_cache(maxsize=8)
+def _llm_response_model_cached(taxonomy_json: str) -> type[BaseModel]:
+    taxonomy = Taxonomy.model_validate_json(taxonomy_json)
+    labelled = response_model(taxonomy, allow_empty=True)
+    fields: dict[str, Any] = {
+        "in_scope": (bool, Field(description="false when the paper is outside the survey's scope")),
+        "scope_reason": (str, Field(max_length=300, description="one sentence: why the paper is (not) in scope")),
+    }
+    for axis in taxonomy.axes:
+        label_model: Any = labelled.model_fields[axis.id].annotation
+        axis_model = create_model(
+            f"Axis{axis.id}",
+            __config__=ConfigDict(extra="forbid"),
+            labels=(label_model, Field(max_length=len(axis.categories))),
+            unclear=(
+                str | None,
+                Field(max_length=300, description="why no category is supported; null when labelled"),
+            ),
+        )
+        fields[axis.id] = (axis_model, Field(description=f"{axis.name}: {axis.question}"))
+    return create_model("TaxonomyAnswer", __base__=_AbstainingBase, **fields)
+
+
+def llm_response_model(taxonomy: Taxonomy) -> type[BaseModel]:
+    """The answer an LLM gives: `in_scope` with a reason, and per axis `labels` or an `unclear` reason.
+
+    An empty axis is admitted only with an `unclear` reason (or when the paper is out of scope, where
+    every axis is empty); otherwise the answer is invalid and the model is re-asked. Labels are the
+    same objects as in `response_model`, so `answer_from_llm` maps them one to one.
+    """
+    return _llm_response_model_cached(taxonomy.model_dump_json())
+
+
+def answer_from_llm(payload: dict[str, Any], taxonomy: Taxonomy) -> BackendAnswer:
+    """A validated LLM answer (as a dict) mapped into a BackendAnswer (labels, unclear, in_scope)."""
+    labels: dict[str, list[ClaimedLabel]] = {}
+    unclear: dict[str, str] = {}
+    in_scope = bool(payload.get("in_scope", True))
+    for axis in taxonomy.axis_ids:
+        part = payload.get(axis) or {}
+        claims = [
+            ClaimedLabel(item["category"], float(item["confidence"]), item["rationale"], list(item["evidence"]))
+            for item in part.get("labels") or []
+        ]
+        if claims and in_scope:
+            labels[axis] = claims
+        elif in_scope:
+            unclear[axis] = (part.get("unclear") or "").strip() or "no reason given"
+    return BackendAnswer(
+        labels=labels, raw={"scope_reason": payload.get("scope_reason", "")}, unclear=unclear, in_scope=in_scope
+    )
+
+
 def schema_hash(taxonomy: Taxonomy) -> str:
     """sha256 of the response model's JSON schema."""
     schema = response_model(taxonomy).model_json_schema()

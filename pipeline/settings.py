@@ -46,6 +46,8 @@ class Settings:
     mode: str = "json_schema"
     reasks: int = 2
     max_tokens: int = 2048
+    # A label below this confidence is `tentative`: shown, exported and scored apart, never bulk-accepted.
+    confidence_floor: float = 0.5
     # the local backend
     encoder: str = "minilm"
     # arXiv

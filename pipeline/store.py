@@ -584,6 +584,23 @@ class Store:
         )
         return tuple(rows[0]) if rows else None
 
+    def run_row(self, run_id: str) -> dict[str, Any] | None:
+        """Every column of a run's row, by name (None when there is no such run)."""
+        cursor = self.con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
+
+    def paper_label_rows(self, run_id: str, paper_key: str) -> list[tuple[str, str, float, str, bool]]:
+        """(axis, category, confidence, rationale, grounded) of one paper in one run."""
+        rows = self.query(
+            "SELECT axis, category, confidence, rationale, grounded FROM labels WHERE run_id = ? AND paper_key = ?"
+            " ORDER BY axis, category",
+            [run_id, paper_key],
+        )
+        return [(r[0], r[1], float(r[2]), r[3] or "", bool(r[4])) for r in rows]
+
     def insert_run(self, run: dict[str, Any]) -> None:
         """A new run row: what produced the run (backend, model, hashes, versions, parameters)."""
         columns = list(run)
@@ -707,6 +724,39 @@ class Store:
                 " VALUES (?, ?, ?, 'failed', ?, ?)",
                 [run_id, paper_key, sha, error, package_version],
             )
+            self._insert_calls(run_id, paper_key, calls)
+
+    def save_waiting(
+        self, run_id: str, paper_key: str, sha: str, custom_id: str, request: str, package_version: str
+    ) -> None:
+        """A paper whose request went into a batch file: the run waits for its answer (`custom_id`)."""
+        with self.transaction():
+            self._delete_paper_of_run(run_id, paper_key)
+            self.con.execute(
+                "INSERT INTO proposals (run_id, paper_key, sha256, status, cache_key, raw_response, package_version)"
+                " VALUES (?, ?, ?, 'waiting', ?, ?, ?)",
+                [run_id, paper_key, sha, custom_id, request, package_version],
+            )
+
+    def waiting_request(self, custom_id: str) -> tuple[str, str, str, str] | None:
+        """(run, paper key, document hash, stored request) of the waiting request with this custom_id."""
+        rows = self.query(
+            "SELECT run_id, paper_key, sha256, raw_response FROM proposals WHERE status = 'waiting' AND cache_key = ?",
+            [custom_id],
+        )
+        return (rows[0][0], rows[0][1], rows[0][2], rows[0][3]) if rows else None
+
+    def waiting_requests(self, run_id: str) -> dict[str, tuple[str, str, str]]:
+        """Paper key -> (document hash, custom_id, stored request) of a run's waiting requests."""
+        rows = self.query(
+            "SELECT paper_key, sha256, cache_key, raw_response FROM proposals WHERE run_id = ? AND status = 'waiting'",
+            [run_id],
+        )
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def add_calls(self, run_id: str, paper_key: str, calls: list[CallRow]) -> None:
+        """Log model calls of a paper whose proposal is not final yet (a batch answer that is re-asked)."""
+        with self.transaction():
             self._insert_calls(run_id, paper_key, calls)
 
     def run_label_rows(self, run_id: str) -> list[tuple[str, str, str]]:

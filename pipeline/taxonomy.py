@@ -150,6 +150,9 @@ class Taxonomy(BaseModel):
     title: str = ""
     source: str = ""
     scope: str = ""
+    # Rules the survey applies beyond its definitions (how it decides the hard cases), each citing the
+    # survey's own words; numbered in the prompt. Never the label of a specific paper.
+    conventions: list[str] = Field(default_factory=list)
     # Phrases that contain a cue word but are no evidence for anything ("masked language
     # modelling" is not a segmentation mask); removed from sentences before cue matching.
     ignore_phrases: list[str] = Field(default_factory=list)
@@ -237,6 +240,21 @@ class Taxonomy(BaseModel):
                     lines.append(f"    Examples: {'; '.join(category.instantiations)}")
             lines.append("")
         return "\n".join(lines).strip()
+
+    def render_compact(self) -> str:
+        """The taxonomy as compact prompt text: one line per axis (its question) and per category
+        (definition, then examples in brackets); the same for every paper."""
+        lines: list[str] = []
+        for axis in self.axes:
+            lines.append(f"{axis.id} {axis.name}: {axis.question or axis.definition}")
+            for category in axis.categories:
+                examples = f" [e.g. {'; '.join(category.instantiations)}]" if category.instantiations else ""
+                lines.append(f"- {category.id} {category.name}: {' '.join(category.definition.split())}{examples}")
+        return "\n".join(lines)
+
+    def render_conventions(self) -> str:
+        """The conventions as a numbered list ("" when there are none)."""
+        return "\n".join(f"{i}. {' '.join(rule.split())}" for i, rule in enumerate(self.conventions, 1))
 
 
 def resolve_taxonomy_path(option: str | os.PathLike[str] | None) -> Path:

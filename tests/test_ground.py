@@ -117,3 +117,21 @@ def test_locator_on_real_text_file(tmp_path: Path) -> None:
     doc = extract(path)
     grounding = locate("We use wavelet-domain diffusion with a discrete wavelet transform", doc)
     assert grounding.found and grounding.section == "method"
+
+
+def test_elided_quote_is_matched_piece_by_piece_and_failures_say_why() -> None:
+    text = (
+        "We encode the radiology report with a frozen text encoder. Many details follow here. "
+        "The embedding then enters the denoiser through cross-attention layers."
+    )
+    locator = Locator(_doc(text))
+    both = locator.locate("We encode the radiology report ... through cross-attention layers")
+    assert both.status == EXACT and both.start == 0 and text[both.start : both.end].endswith("cross-attention layers")
+    unicode_ellipsis = locator.locate("We encode the radiology report\u2026 enters the denoiser")
+    assert unicode_ellipsis.found
+    wrong_order = locator.locate("enters the denoiser through cross-attention ... We encode the radiology report")
+    assert wrong_order.status == NOT_FOUND and "contains an ellipsis" in (wrong_order.reason or "")
+    invented = locator.locate("We encode the radiology report ... with a wavelet transform of the volume")
+    assert invented.status == NOT_FOUND and "wavelet transform" in (invented.reason or "")
+    assert "too short" in (locator.locate("We").reason or "")
+    assert locator.locate("a sentence that is nowhere in this paper at all").reason == "not found in the paper"

@@ -203,3 +203,46 @@ def test_invented_quotes_never_enter_as_grounded(papers_db: Path, proxy: FaultPr
     flagged = query(papers_db, "SELECT count(*) FROM labels WHERE run_id = 'inject' AND grounded = false")
     calls = query(papers_db, "SELECT error FROM llm_calls WHERE run_id = 'inject' ORDER BY id")
     assert "appears in the paper" in str(calls[0][0]) or flagged[0][0] > 0  # type: ignore[operator]
+
+
+def test_batch_round_trip_against_the_real_server_stores_the_live_labels(papers_db: Path, server: str) -> None:
+    """A request file written by kia, answered line by line by the real server, imports into the same
+    proposals as a live run with the same model (temperature 0); importing twice adds nothing."""
+    import json
+    import urllib.request
+
+    live = propose(papers_db, server, "alpha", "--run", "live", "--reasks", "0", "--max-tokens", "768")
+    requests = papers_db.parent / "requests.jsonl"
+    written = propose(papers_db, server, "alpha", "--run", "batch", "--reasks", "0", "--max-tokens", "768",
+                      "--no-cache", "--batch-file", str(requests))  # fmt: skip
+    assert written.returncode == 0, written.stderr
+    lines = [json.loads(x) for x in requests.read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == 1
+    output = papers_db.parent / "output.jsonl"
+    rows = []
+    for line in lines:
+        request = urllib.request.Request(
+            server + "/chat/completions", data=json.dumps(line["body"]).encode(),
+            headers={"Content-Type": "application/json"}, method="POST",
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=600) as response:
+            body = json.loads(response.read())
+        rows.append({"id": "r1", "custom_id": line["custom_id"], "error": None,
+                     "response": {"status_code": 200, "request_id": "q1", "body": body}})  # fmt: skip
+    output.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    imported = run_kia("propose", "--batch-results", str(output), "--db", str(papers_db))
+    status = query(papers_db, "SELECT run_id, status, error FROM proposals WHERE paper_key = 'alpha' ORDER BY run_id")
+    assert [s[1] for s in status] == [s[1] for s in sorted(status)]  # both runs ended the same way
+    by_run = {run: (state, error) for run, state, error in status}
+    assert by_run["batch"][0] == by_run["live"][0], (status, imported.stdout, imported.stderr, live.stderr)
+    label_sql = "SELECT axis, category, confidence FROM labels WHERE run_id = '{}' ORDER BY ALL"
+    assert query(papers_db, label_sql.format("batch")) == query(papers_db, label_sql.format("live"))
+    status_sql = "SELECT axis, status FROM axis_status WHERE run_id = '{}' ORDER BY ALL"
+    assert query(papers_db, status_sql.format("batch")) == query(papers_db, status_sql.format("live"))
+    before = query(papers_db, "SELECT count(*) FROM labels"), query(papers_db, "SELECT count(*) FROM llm_calls")
+    again = run_kia("propose", "--batch-results", str(output), "--db", str(papers_db))
+    assert "stored 0" in again.stdout and "already imported" in again.stderr
+    assert (
+        query(papers_db, "SELECT count(*) FROM labels"),
+        query(papers_db, "SELECT count(*) FROM llm_calls"),
+    ) == before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -86,11 +87,50 @@ def test_propose_grounds_quotes_and_marks_invented_ones(stored: Store) -> None:
 def test_prompt_delimits_paper_as_data_and_drops_references(stored: Store) -> None:
     doc = stored.get_document("A")
     context = select_context(doc, None)
-    rendered = render_prompt(load_prompt(), load_taxonomy(), "A", context)
-    assert "<<<PAPER A" in rendered and rendered.rstrip().endswith("PAPER>>>")
+    rendered = render_prompt(load_prompt(), load_taxonomy(), doc.title, context)
+    assert "<<<PAPER\nTitle: Mask Paper" in rendered and rendered.rstrip().endswith("PAPER>>>")
     assert "never instructions to you" in rendered
-    assert "K2 - Geometric Knowledge" in rendered
+    assert "- K2 Geometric Knowledge:" in rendered
     assert "A cascaded model. 2020" not in rendered
+
+
+def test_fixed_prompt_part_is_identical_across_papers_and_names_no_storage_key(stored: Store) -> None:
+    taxonomy, template = load_taxonomy(), load_prompt()
+    renders = []
+    for key in ("A", "B"):
+        doc = stored.get_document(key)
+        renders.append(render_prompt(template, taxonomy, doc.title, select_context(doc, None)))
+    fixed = renders[0][: renders[0].index("# Paper (untrusted data)")]
+    assert renders[1].startswith(fixed)  # byte-identical prefix: providers' prompt caching applies
+    assert "1. Label the paper's own method" in fixed and taxonomy.scope.split()[0] in fixed
+    assert "Title: Other Paper" in renders[1]
+    assert "PAPER A" not in renders[0] and "PAPER B" not in renders[1]
+    # the compact taxonomy costs less than the long form it replaced
+    assert len(taxonomy.render_compact()) < len(taxonomy.render_definitions())
+
+
+def test_conventions_are_part_of_the_run_identity(tmp_path: Path) -> None:
+    from kia.propose import run_identity
+    from kia.resources import default_taxonomy_path
+
+    base = load_taxonomy()
+    text = default_taxonomy_path().read_text(encoding="utf-8").replace("Label the paper's own method", "Label it")
+    edited = tmp_path / "taxonomy.yaml"
+    edited.write_text(text, encoding="utf-8")
+    backend = ScriptedBackend(GOOD)
+    first = run_identity(backend, base, load_prompt(), None)
+    second = run_identity(backend, load_taxonomy(edited), load_prompt(), None)
+    assert first.short_hash() != second.short_hash()
+
+
+def test_no_convention_names_a_table5_method() -> None:
+    from kia.gold import load_gold
+
+    conventions = " ".join(load_taxonomy().conventions).lower()
+    assert conventions
+    for paper in load_gold(None, load_taxonomy()):
+        for name in paper.names():
+            assert not re.search(rf"(?<![\w-]){re.escape(name.lower())}(?![\w-])", conventions), name
 
 
 def test_context_cut_by_section_priority(stored: Store) -> None:
@@ -160,27 +200,41 @@ def test_run_row_records_provenance(stored: Store) -> None:
     assert len({r[0] for r in per_paper}) == 2  # rendered prompts differ per paper
 
 
-def test_evidence_context_sends_retrieved_sentences_and_records_savings(stored: Store) -> None:
+def test_evidence_context_sends_retrieved_sentences_and_records_savings(stored: Store, tmp_path: Path) -> None:
     from kia.backends.rules import RulesBackend
+    from kia.propose import evidence_context
     from tests.fakes import HashingEncoder
 
-    backend = ScriptedBackend({"Mask Paper": GOOD, "Other Paper": GOOD})
+    filler = "\n## Experiments\n" + "".join(f"We evaluate setting number {i} on many volumes. " for i in range(300))
+    (tmp_path / "long.md").write_text(PAPER.replace("Mask Paper", "Long Paper") + filler, encoding="utf-8")
+    stored.add_document(extract(tmp_path / "long.md"), "L")
+    backend = ScriptedBackend({"Long Paper": GOOD})
     summary = run_proposals(
         stored,
         backend,
         load_taxonomy(),
         load_prompt(),
-        keys=["A"],
+        keys=["L"],
         run_name="ev",
         context_mode="evidence",
         retriever=RulesBackend(HashingEncoder()),
     )
     assert summary.done == 1
     sent = backend.prompts[0]
-    assert "[abstract] We generate CT volumes from segmentation masks" in sent
+    # whole sentences, no section tags, fewer tokens than the full text
+    assert (
+        "\nWe generate CT volumes from segmentation masks with a ControlNet branch in a latent diffusion model.\n"
+        in sent
+    )
+    assert "[abstract]" not in sent
     assert "## References" not in sent and "A cascaded model. 2020" not in sent
+    # never more than the full text: a paper whose chosen sentences cost as much is sent whole
+    short = stored.get_document("A")
+    chosen = evidence_context(short, load_taxonomy(), RulesBackend(HashingEncoder()))
+    full = select_context(short, None)
+    assert chosen.tokens < full.tokens or chosen.text == full.text
     saved = stored.query("SELECT prompt_tokens_saved, context_sections FROM proposals WHERE run_id = 'ev'")[0]
-    assert saved[0] is not None and saved[0] >= 0
+    assert saved[0] is not None and saved[0] > 0
     params = json.loads(stored.query("SELECT params FROM runs WHERE run_id = 'ev'")[0][0])
     assert params["retriever"]["model"] == "hashing-test-encoder+bm25" and "settings" in params["retriever"]
     with pytest.raises(KiaError, match="context must be full or evidence"):
@@ -196,7 +250,11 @@ def test_cli_context_evidence_records_tokens_saved(tmp_path: Path) -> None:
 
     paper = tmp_path / "paper.md"
     paper.write_text(
-        PAPER + "\n## Experiments\n" + "We evaluate on many volumes with many metrics. " * 200, encoding="utf-8"
+        PAPER
+        + "\n## Experiments\nWe generate chest CT volumes from radiology reports; the report enters a latent"
+        + " diffusion model through cross-attention.\n"  # the canned answer's quotes
+        + "We evaluate on many volumes with many metrics. " * 200,
+        encoding="utf-8",
     )
     db = tmp_path / "kia.duckdb"
     assert run_kia("ingest", str(paper), "--db", str(db)).returncode == 0
@@ -280,3 +338,34 @@ def test_out_of_scope_papers_keep_their_labels_flagged_and_never_bulk_accepted(s
     # A cached replay keeps the verdict.
     replay = run_proposals(stored, backend, taxonomy, prompt, run_name="scope-2")
     assert replay.cached == 2 and stored.scope_flags("scope-2") == {"A": 0.2, "B": 0.2}
+
+
+def test_unsupported_and_tentative_axes_are_stored_scored_apart_and_never_bulk_accepted(stored: Store) -> None:
+    from kia.review import bulk_accept
+    from kia.score import abstention_summary, run_labeling
+
+    taxonomy = load_taxonomy()
+    summary = run_proposals(
+        stored, ScriptedBackend({"Mask Paper": GOOD}), taxonomy, load_prompt(), keys=["A"], run_name="u",
+        confidence_floor=0.9,
+    )  # fmt: skip
+    assert summary.done == 1
+    statuses = {axis: status for _k, axis, status, _r in stored.axis_statuses("u")}
+    # A4's only quote is not in the paper: unsupported wins over tentative; the others are below 0.9
+    assert statuses == {"A": "unsupported", "K": "tentative", "I": "tentative"}
+    reasons = {axis: reason for _k, axis, _s, reason in stored.axis_statuses("u")}
+    assert "A4" in reasons["A"] and "0.80" in reasons["K"]
+    assert bulk_accept(stored, taxonomy, 0.0, "u", "bot").accepted == 0
+    labeling = run_labeling(stored, "u", taxonomy)
+    assert labeling["A"]["A"] == {"A1", "A4"}  # the labels stay, flagged
+    counted = abstention_summary(stored.axis_statuses("u"), labeling, labeling, {}, taxonomy)
+    assert counted.counts["A"]["unsupported"] == 1 and counted.counts["K"]["tentative"] == 1
+    assert counted.decided_exact["K"] is None  # not counted as decided
+
+
+def test_a_paper_whose_every_axis_is_unsupported_fails(stored: Store) -> None:
+    invented = {axis: [(cat, ["this sentence was never written anywhere"])] for axis, cat in
+                (("K", "K1"), ("I", "I2"), ("A", "A1"))}  # fmt: skip
+    summary = run_proposals(stored, ScriptedBackend({"Mask Paper": invented}), load_taxonomy(), load_prompt(),
+                            keys=["A"], run_name="x")  # fmt: skip
+    assert summary.failed == 1 and "every axis unsupported" in summary.failures[0][1]

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from typing import Any
@@ -18,11 +20,11 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, ValidationInfo, create_model, model_validator
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from kia.backends import BackendAnswer, CallRecord, ClaimedLabel
+from kia.backends import BackendAnswer, CallRecord
 from kia.errors import BackendError
 from kia.extract import Document
 from kia.ground import Locator
-from kia.schema import response_model
+from kia.schema import answer_from_llm, llm_response_model
 from kia.sentences import suspicious_sentences
 from kia.settings import Settings
 from kia.taxonomy import Taxonomy
@@ -36,6 +38,27 @@ MAX_RETRY_AFTER_S = 60.0
 logging.getLogger("instructor").setLevel(logging.CRITICAL)
 
 
+def quote_problems(payload: BaseModel, locator: Locator) -> list[str]:
+    """One line per label none of whose quotes is in the paper, naming each quote and why it failed.
+
+    Said back to the model in a re-ask, so it can fix exactly those quotes (a quote with an ellipsis
+    is matched piece by piece; the piece that failed is named).
+    """
+    problems: list[str] = []
+    for axis, part in payload:
+        for label in getattr(part, "labels", None) or []:
+            located = [locator.locate(quote) for quote in label.evidence]
+            if any(g.found for g in located):
+                continue
+            why = "; ".join(f"{_short(g.quote)!r}: {g.reason or 'not found'}" for g in located)
+            problems.append(f"{axis}:{label.category}: no quote found in the paper ({why})")
+    return problems
+
+
+def _short(quote: str, limit: int = 80) -> str:
+    return quote if len(quote) <= limit else quote[: limit - 3] + "..."
+
+
 class _GroundedAnswer(BaseModel):
     """Adds the grounding check: every label needs at least one quote found in the paper."""
 
@@ -44,24 +67,59 @@ class _GroundedAnswer(BaseModel):
         locator = (info.context or {}).get("locator")
         if locator is None:
             return self
-        ungrounded = [
-            f"{axis}:{label.category}"
-            for axis, labels in self
-            for label in labels
-            if not any(locator.locate(quote).found for quote in label.evidence)
-        ]
-        if ungrounded:
+        problems = quote_problems(self, locator)
+        if problems:
             raise ValueError(
-                f"none of the evidence quotes of {', '.join(ungrounded)} appears in the paper; "
-                "copy quotes verbatim from the paper text"
+                "; ".join(problems) + ". Copy every quote verbatim from the paper text (no ellipsis), "
+                "or drop the label, or leave the axis empty with an `unclear` reason"
             )
         return self
 
 
 def grounded_response_model(taxonomy: Taxonomy) -> type[BaseModel]:
-    """The taxonomy's response model plus the grounding validator (which reads the locator from context)."""
-    base = response_model(taxonomy)
+    """The LLM answer model (abstention included) plus the grounding validator (locator from context)."""
+    base = llm_response_model(taxonomy)
     return create_model(f"Grounded{base.__name__}", __base__=(_GroundedAnswer, base))
+
+
+def llm_schema_hash(taxonomy: Taxonomy) -> str:
+    """sha256 of the JSON schema the model is asked to fill (part of the run's identity)."""
+    schema = grounded_response_model(taxonomy).model_json_schema()
+    return hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()
+
+
+def chat_messages(prompt: str) -> list[dict[str, str]]:
+    """The messages of the first call: the fixed system prompt, then the rendered prompt."""
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
+
+
+def request_body(
+    model: str, messages: list[dict[str, Any]], taxonomy: Taxonomy, temperature: float, max_tokens: int
+) -> dict[str, Any]:
+    """The chat-completions body of one call, as instructor's JSON_SCHEMA mode sends it.
+
+    A batch request file carries exactly this body; a test compares it with what a live call sends.
+    """
+    grounded = grounded_response_model(taxonomy)
+    return {
+        "messages": messages,
+        "model": model,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": grounded.__name__, "schema": grounded.model_json_schema()},
+        },
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+    }
+
+
+def reask_messages(messages: list[dict[str, Any]], content: str, error: str) -> list[dict[str, Any]]:
+    """The conversation of a re-ask: the answer given, then what to correct (instructor's wording)."""
+    return [
+        *messages,
+        {"role": "assistant", "content": content},
+        {"role": "user", "content": f"Correct your JSON ONLY RESPONSE, based on the following errors:\n{error}"},
+    ]
 
 
 def _redact(message: str, secret: str | None) -> str:
@@ -219,6 +277,7 @@ class OpenAIBackend:
             "max_tokens": self._max_tokens,
             "mode": self._mode,
             "reasks": self._reasks,
+            "answer_schema": "abstain-1",
         }
 
     def answer(self, doc: Document, taxonomy: Taxonomy, prompt: str) -> BackendAnswer:
@@ -281,7 +340,7 @@ class OpenAIBackend:
             before_sleep=record_failure,
             reraise=True,
         )
-        messages: list[Any] = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
+        messages: list[Any] = chat_messages(prompt)
         grounded = grounded_response_model(taxonomy)
         # A quote inside a sentence that addresses the labeller is no evidence: it is re-asked too.
         locator = Locator(doc, excluded=[(s.start, s.end) for s in suspicious_sentences(doc, taxonomy)])
@@ -315,20 +374,16 @@ class OpenAIBackend:
         except Exception as exc:
             self._raise_api_failure(doc, exc, calls, attempt_no[0])
         assert result is not None
-        payload = result.model_dump()
-        labels = {
-            axis: [
-                ClaimedLabel(item["category"], float(item["confidence"]), item["rationale"], list(item["evidence"]))
-                for item in payload[axis]
-            ]
-            for axis in taxonomy.axis_ids
-        }
-        raw = {
-            "completion_id": getattr(completion, "id", None),
-            "model": getattr(completion, "model", None),
-            "content": _content_of(completion),
-        }
-        return BackendAnswer(labels=labels, raw=raw, calls=calls)
+        answer = answer_from_llm(result.model_dump(), taxonomy)
+        answer.raw.update(
+            {
+                "completion_id": getattr(completion, "id", None),
+                "model": getattr(completion, "model", None),
+                "content": _content_of(completion),
+            }
+        )
+        answer.calls = calls
+        return answer
 
     def _raise_api_failure(self, doc: Document, exc: BaseException, calls: list[CallRecord], attempt: int) -> None:
         """Record the last failed attempt and raise one line naming the paper and the cause."""
@@ -354,7 +409,7 @@ class OpenAIBackend:
         except (AttributeError, IndexError, TypeError):
             content, finish = None, None
         try:
-            return response_model(taxonomy).model_validate_json(content or ""), completion
+            return llm_response_model(taxonomy).model_validate_json(content or ""), completion
         except Exception as invalid:
             cause = "the answer was cut at max_tokens" if finish == "length" else _validation_summary(invalid)
             error = BackendError(

@@ -1,0 +1,382 @@
+"""Stage: OpenAI Batch files. Write the requests of a run to a JSONL file; import a provider's answers.
+
+The OpenAI Batch format is the common currency of OpenAI's Batch API (half price), vLLM's
+`run-batch` and LiteLLM's batch proxy. A request line is
+
+    {"custom_id": "...", "method": "POST", "url": "/v1/chat/completions", "body": {...}}
+
+where `body` is exactly what the live call would send (`request_body`). An output line is
+
+    {"id": "...", "custom_id": "...", "response": {"status_code": 200, "request_id": "...",
+     "body": <chat completion>}, "error": null}
+
+and an error-file line has `error` (or a non-200 `response`) instead. Writing requests records the
+papers as `waiting` in the run (nothing is called). Importing validates and grounds each answer
+exactly as a live answer (`proposal_from_answer`), stores it with the tokens of its `usage`, records
+failures per paper, and returns the re-asks (an answer that is invalid or whose quotes are not in
+the paper) as the next request file. A custom_id that no waiting request holds is reported and
+never stored, so importing the same file twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from kia._version import __version__
+from kia.backends import CallRecord
+from kia.backends.openai import (
+    OpenAIBackend,
+    chat_messages,
+    grounded_response_model,
+    reask_messages,
+    request_body,
+)
+from kia.backends.rules import RulesBackend
+from kia.errors import KiaError
+from kia.ground import Locator
+from kia.propose import (
+    Context,
+    PromptTemplate,
+    RunIdentity,
+    _cached_answer,
+    _CachedBackend,
+    _ensure_run,
+    cache_key,
+    default_run_name,
+    paper_context,
+    proposal_from_answer,
+    propose,
+    render_prompt,
+    run_identity,
+    save_failure,
+    save_proposal,
+)
+from kia.schema import answer_from_llm, llm_response_model
+from kia.store import Store, dumps
+from kia.taxonomy import Taxonomy
+
+CHAT_URL = "/v1/chat/completions"
+
+
+def custom_id(run_id: str, identity: RunIdentity, paper_key: str, attempt: int) -> str:
+    """`<paper key>::<run and identity digest>::a<attempt>`: unique per paper, run settings and attempt."""
+    digest = hashlib.sha256(f"{run_id}\x1f{identity.short_hash()}".encode()).hexdigest()[:12]
+    return f"{paper_key}::{digest}::a{attempt}"
+
+
+def request_line(custom: str, body: dict[str, Any]) -> str:
+    """One line of a request file."""
+    return json.dumps({"custom_id": custom, "method": "POST", "url": CHAT_URL, "body": body}, ensure_ascii=False)
+
+
+@dataclass
+class WriteSummary:
+    """What `--batch-file` did."""
+
+    run_id: str
+    written: int = 0
+    cached: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def line(self) -> str:
+        """One summary line."""
+        return (
+            f"run {self.run_id}: {self.written} request(s) written, waiting for their answers; "
+            f"cached {self.cached}, already done {self.skipped}, failed {len(self.failed)}"
+        )
+
+
+def write_requests(
+    store: Store,
+    backend: OpenAIBackend,
+    taxonomy: Taxonomy,
+    prompt: PromptTemplate,
+    out: Path,
+    keys: list[str] | None = None,
+    run_name: str | None = None,
+    use_cache: bool = True,
+    max_input_tokens: int | None = None,
+    context_mode: str = "full",
+    retriever: RulesBackend | None = None,
+    confidence_floor: float | None = None,
+) -> WriteSummary:
+    """Write one request line per paper of the run that needs a call; call nothing.
+
+    Papers already done are skipped; a cached answer is stored at once; a paper already waiting for
+    a re-ask gets its re-ask request again. Each written paper is recorded as waiting.
+    """
+    if backend.params().get("mode") != "json_schema":
+        raise KiaError("batch files carry json_schema requests: use --mode json_schema")
+    if context_mode == "evidence" and retriever is None:
+        retriever = RulesBackend()
+    identity = run_identity(backend, taxonomy, prompt, max_input_tokens, context_mode, retriever, confidence_floor)
+    run_id = run_name or default_run_name(identity)
+    _ensure_run(store, run_id, identity)
+    summary = WriteSummary(run_id)
+    done = store.done_papers(run_id)
+    waiting = store.waiting_requests(run_id)
+    params = backend.params()
+    lines: list[str] = []
+    for paper_key in keys or store.paper_keys():
+        sha = store.latest_sha(paper_key)
+        if (paper_key, sha) in done:
+            summary.skipped += 1
+            continue
+        if paper_key in waiting and waiting[paper_key][0] == sha:
+            stored = json.loads(waiting[paper_key][2])
+            lines.append(request_line(waiting[paper_key][1], stored["body"]))
+            summary.written += 1
+            continue
+        doc = store.get_document(paper_key)
+        key = cache_key(identity, sha)
+        cached = _cached_answer(store, key, taxonomy) if use_cache else None
+        if cached is not None:
+            try:
+                proposal = propose(
+                    doc,
+                    _CachedBackend(backend, cached),
+                    taxonomy,
+                    prompt,
+                    paper_key,
+                    max_input_tokens,
+                    retriever,
+                    confidence_floor,
+                )
+            except KiaError as exc:
+                save_failure(store, run_id, paper_key, sha, str(exc))
+                summary.failed.append((paper_key, str(exc)))
+                continue
+            proposal.cached = True
+            save_proposal(store, run_id, proposal, identity, key)
+            summary.cached += 1
+            continue
+        context = paper_context(doc, taxonomy, max_input_tokens, retriever)
+        rendered = render_prompt(prompt, taxonomy, doc.title, context)
+        body = request_body(
+            backend.model, chat_messages(rendered), taxonomy, params["temperature"], params["max_tokens"]
+        )
+        custom = custom_id(run_id, identity, paper_key, 1)
+        request = {
+            "attempt": 1,
+            "body": body,
+            "prompt_hash": hashlib.sha256(rendered.encode()).hexdigest(),
+            "context": {"sections": context.sections, "tokens": context.tokens, "full_tokens": context.full_tokens},
+            "evidence": retriever is not None,
+        }
+        store.save_waiting(run_id, paper_key, sha, custom, dumps(request), __version__)
+        lines.append(request_line(custom, body))
+        summary.written += 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return summary
+
+
+# --- importing answers ----------------------------------------------------------------------------
+
+
+@dataclass
+class ImportSummary:
+    """What `--batch-results` did, with one line per problem."""
+
+    stored: int = 0
+    reasks: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    next_lines: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        """One summary line."""
+        return (
+            f"imported: stored {self.stored}, re-ask {self.reasks}, failed {len(self.failed)}, "
+            f"not imported {len(self.problems)}; "
+            f"tokens {self.prompt_tokens} prompt + {self.completion_tokens} completion"
+        )
+
+
+def _read_lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
+    """(line number, parsed object or None, problem) of each non-empty line of a JSONL file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise KiaError(f"{path}: batch output file not found") from exc
+    except UnicodeDecodeError as exc:
+        raise KiaError(f"{path}: not a UTF-8 text file") from exc
+    for number, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            yield number, None, f"{path}:{number}: not a JSON line (truncated file?): {exc.msg}"
+            continue
+        if not isinstance(value, dict) or not isinstance(value.get("custom_id"), str):
+            yield number, None, f"{path}:{number}: not a batch output line (no custom_id)"
+            continue
+        yield number, value, ""
+
+
+def _line_error(value: dict[str, Any]) -> str | None:
+    """The provider's error for this request, or None when it has a 200 response."""
+    error = value.get("error")
+    response = value.get("response") or {}
+    if error:
+        if isinstance(error, dict):
+            return f"{error.get('code') or 'error'}: {error.get('message') or ''}".strip()
+        return str(error)
+    status = response.get("status_code")
+    if status != 200:
+        body = response.get("body") or {}
+        message = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
+        return f"HTTP {status}: {message or 'no answer'}"
+    return None
+
+
+def _completion(value: dict[str, Any]) -> tuple[str | None, str | None, dict[str, Any]]:
+    """(content, finish reason, usage) of a 200 output line."""
+    body = (value.get("response") or {}).get("body") or {}
+    try:
+        choice = body["choices"][0]
+        return choice["message"].get("content"), choice.get("finish_reason"), body.get("usage") or {}
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None, None, body.get("usage") or {} if isinstance(body, dict) else {}
+
+
+def _identity_of(store: Store, run_id: str) -> RunIdentity:
+    stored = store.run_settings(run_id)
+    if stored is None:
+        raise KiaError(f"{store.path}: no run named {run_id!r}")
+    backend, model, prompt_hash, schema, taxonomy_hash, params = stored
+    return RunIdentity(backend, model, None, prompt_hash, "", schema, taxonomy_hash, "", params)
+
+
+def import_results(store: Store, taxonomy: Taxonomy, paths: Iterable[Path]) -> ImportSummary:
+    """Import output (and error) files of a provider; see the module docstring."""
+    summary = ImportSummary()
+    seen: set[str] = set()
+    for path in paths:
+        for number, value, problem in _read_lines(path):
+            if value is None:
+                summary.problems.append(problem)
+                continue
+            custom = value["custom_id"]
+            if custom in seen:
+                summary.problems.append(
+                    f"{path}:{number}: custom_id {custom!r} answered twice; the first answer counts"
+                )
+                continue
+            seen.add(custom)
+            waiting = store.waiting_request(custom)
+            if waiting is None:
+                summary.problems.append(
+                    f"{path}:{number}: custom_id {custom!r} matches no waiting request "
+                    "(already imported, or written for another database); not stored"
+                )
+                continue
+            _import_one(store, taxonomy, summary, value, *waiting)
+    return summary
+
+
+def _import_one(
+    store: Store,
+    taxonomy: Taxonomy,
+    summary: ImportSummary,
+    value: dict[str, Any],
+    run_id: str,
+    paper_key: str,
+    sha: str,
+    request_json: str,
+) -> None:
+    """Validate, ground and store one answer; or record its failure; or queue its re-ask."""
+    identity = _identity_of(store, run_id)
+    if identity.taxonomy_hash != taxonomy.content_hash:
+        raise KiaError(f"run {run_id!r} was written with another taxonomy; pass the same --taxonomy")
+    params = json.loads(identity.params)
+    reasks = int((params.get("backend") or {}).get("reasks", 0))
+    floor = params.get("confidence_floor")
+    request = json.loads(request_json)
+    attempt = int(request["attempt"])
+    error = _line_error(value)
+    content, finish, usage = _completion(value) if error is None else (None, None, {})
+    call = CallRecord(attempt, usage.get("prompt_tokens"), usage.get("completion_tokens"), 0.0, None)
+    summary.prompt_tokens += call.prompt_tokens or 0
+    summary.completion_tokens += call.completion_tokens or 0
+    if error is None and finish == "length":
+        error = f"the model's answer was cut at max_tokens={request['body'].get('max_tokens')}"
+    if error is None and content is None:
+        error = "the answer has no message content"
+    if error is not None:
+        _fail(store, summary, run_id, paper_key, sha, error, call)
+        return
+    assert content is not None
+    doc = store.get_document(paper_key)
+    try:
+        answer_model = grounded_response_model(taxonomy).model_validate_json(content, context={"locator": Locator(doc)})
+    except ValidationError as invalid:
+        first = invalid.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        brief = f"{where + ': ' if where else ''}{first.get('msg', '')}"
+        call = CallRecord(call.attempt, call.prompt_tokens, call.completion_tokens, 0.0, f"invalid answer: {brief}")
+        if attempt <= reasks:
+            body = {**request["body"], "messages": reask_messages(request["body"]["messages"], content, str(invalid))}
+            custom = custom_id(run_id, identity, paper_key, attempt + 1)
+            store.add_calls(
+                run_id, paper_key, [(call.attempt, call.prompt_tokens, call.completion_tokens, 0.0, call.error)]
+            )
+            store.save_waiting(
+                run_id, paper_key, sha, custom, dumps({**request, "attempt": attempt + 1, "body": body}), __version__
+            )
+            summary.next_lines.append(request_line(custom, body))
+            summary.reasks += 1
+            return
+        try:  # out of re-asks: a schema-valid answer is kept, its unfound quotes marked unsupported
+            answer_model = llm_response_model(taxonomy).model_validate_json(content)
+        except ValidationError:
+            _fail(
+                store,
+                summary,
+                run_id,
+                paper_key,
+                sha,
+                f"answer did not fit the taxonomy schema after {reasks} re-asks: {brief}",
+                call,
+            )
+            return
+    answer = answer_from_llm(answer_model.model_dump(), taxonomy)
+    answer.raw.update(
+        {"completion_id": ((value.get("response") or {}).get("body") or {}).get("id"), "content": content}
+    )
+    answer.raw["batch"] = {
+        "custom_id": value["custom_id"],
+        "request_id": (value.get("response") or {}).get("request_id"),
+    }
+    answer.calls = [call]
+    ctx = request.get("context") or {}
+    context = Context(
+        "", list(ctx.get("sections") or []), int(ctx.get("tokens") or 0), int(ctx.get("full_tokens") or 0)
+    )
+    saved = context.full_tokens - context.tokens if request.get("evidence") else None
+    try:
+        proposal = proposal_from_answer(answer, doc, taxonomy, paper_key, request["prompt_hash"], context, floor, saved)
+    except KiaError as exc:
+        _fail(store, summary, run_id, paper_key, sha, str(exc), call)
+        return
+    save_proposal(store, run_id, proposal, identity, cache_key(identity, sha))
+    summary.stored += 1
+
+
+def _fail(
+    store: Store, summary: ImportSummary, run_id: str, paper_key: str, sha: str, error: str, call: CallRecord
+) -> None:
+    failed = CallRecord(call.attempt, call.prompt_tokens, call.completion_tokens, 0.0, call.error or error)
+    save_failure(store, run_id, paper_key, sha, error, [failed])
+    summary.failed.append((paper_key, error))

@@ -1,0 +1,220 @@
+"""Stage: consensus of runs. Where every input run gives a paper's axis the same labels, take them.
+
+Two models (or two prompts) that agree are right far more often than either alone, so a consensus
+run keeps, per paper and axis, the labels all input runs agree on, each recorded as a review with
+decision `consensus` by the reviewer `kia:consensus` (machine-accepted: never counted as a person's
+review, which only `accept` and `edit` are). Where the runs disagree the axis stays pending, stored
+as status `disagreement` with every run's labels in the reason, for a person to decide in `kia review`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kia._version import __version__
+from kia.errors import KiaError
+from kia.score import Labeling, run_labeling
+from kia.store import Store, dumps
+from kia.taxonomy import Taxonomy
+
+CONSENSUS = "consensus"
+DISAGREEMENT = "disagreement"
+CONSENSUS_REVIEWER = "kia:consensus"
+
+
+@dataclass
+class ConsensusSummary:
+    """What `kia consensus` did."""
+
+    run_id: str
+    papers: int = 0
+    agreed_axes: int = 0
+    disagreed_axes: int = 0
+    left_out: list[str] = field(default_factory=list)  # papers not done in every input run
+
+    def line(self) -> str:
+        """One summary line."""
+        return (
+            f"run {self.run_id}: {self.papers} paper(s); {self.agreed_axes} axis decision(s) agreed and accepted "
+            f"as consensus, {self.disagreed_axes} left for a person; {len(self.left_out)} paper(s) not in every run"
+        )
+
+
+def _side_by_side(runs: list[str], labelings: dict[str, Labeling], key: str, axis: str) -> str:
+    return " | ".join(f"{run}: {','.join(sorted(labelings[run][key][axis])) or 'none'}" for run in runs)
+
+
+def make_consensus(store: Store, taxonomy: Taxonomy, runs: list[str], name: str) -> ConsensusSummary:
+    """Build (or rebuild) the consensus run `name` over `runs`."""
+    if len(runs) < 2:
+        raise KiaError("consensus needs at least two runs")
+    if len(set(runs)) != len(runs) or name in runs:
+        raise KiaError("consensus runs must be distinct, and the new run's name must be new")
+    rows = {}
+    for run in runs:
+        row = store.run_row(run)
+        if row is None:
+            raise KiaError(f"{store.path}: no run named {run!r} (see `kia runs`)")
+        if row["taxonomy_hash"] != taxonomy.content_hash:
+            raise KiaError(f"run {run!r} was made with another taxonomy; pass the same --taxonomy")
+        rows[run] = row
+    params = dumps({"inputs": runs})
+    existing = store.run_row(name)
+    if existing is not None and (existing["backend"] != CONSENSUS or existing["params"] != params):
+        raise KiaError(
+            f"run {name!r} already exists and is not the consensus of {', '.join(runs)}; choose another --name"
+        )
+    if existing is None:
+        first = rows[runs[0]]
+        store.insert_run(
+            {
+                "run_id": name,
+                "backend": CONSENSUS,
+                "model": " + ".join(f"{r}={rows[r]['model']}" for r in runs),
+                "endpoint_host": None,
+                "prompt_hash": first["prompt_hash"],
+                "schema_hash": first["schema_hash"],
+                "taxonomy_hash": taxonomy.content_hash,
+                "taxonomy_name": taxonomy.name,
+                "package_version": __version__,
+                "git_commit": None,
+                "prompt_file": None,
+                "params": params,
+            }
+        )
+    labelings = {run: run_labeling(store, run, taxonomy) for run in runs}
+    summary = ConsensusSummary(name)
+    all_keys = sorted(set().union(*labelings.values()))
+    already = {(k, a) for k, a, decision, _l, _w in store.review_rows(CONSENSUS_REVIEWER) if decision == CONSENSUS}
+    for key in all_keys:
+        if any(key not in labelings[run] for run in runs):
+            summary.left_out.append(key)
+            continue
+        summary.papers += 1
+        labels: list[tuple[Any, ...]] = []
+        evidence: list[tuple[Any, ...]] = []
+        statuses: list[tuple[str, str, str]] = []
+        agreed: dict[str, list[str]] = {}
+        per_run = {run: store.paper_label_rows(run, key) for run in runs}
+        for axis in taxonomy.axis_ids:
+            sets = [labelings[run][key][axis] for run in runs]
+            if sets[0] and all(s == sets[0] for s in sets):
+                agreed[axis] = sorted(sets[0])
+                for category in agreed[axis]:
+                    found = [r for run in runs for r in per_run[run] if r[0] == axis and r[1] == category]
+                    confidence = min(r[2] for r in found)
+                    labels.append(
+                        (axis, category, confidence, f"agreed by {', '.join(runs)}", any(r[4] for r in found))
+                    )
+                for index, ev in enumerate(store.paper_evidence(runs[0], key, axis)):
+                    evidence.append((ev[0], ev[1], index, *ev[2:]))
+                summary.agreed_axes += 1
+            else:
+                statuses.append((axis, DISAGREEMENT, _side_by_side(runs, labelings, key, axis)))
+                summary.disagreed_axes += 1
+        store.save_proposal(
+            name,
+            {
+                "paper_key": key,
+                "sha256": store.latest_sha(key),
+                "model": CONSENSUS,
+                "package_version": __version__,
+                "raw_response": dumps(
+                    {run: {a: sorted(labelings[run][key][a]) for a in taxonomy.axis_ids} for run in runs}
+                ),
+            },
+            labels,
+            _renumber(evidence),
+            [],
+            statuses,
+        )
+        for axis, categories in agreed.items():
+            if (key, axis) not in already:
+                store.add_review(
+                    key, name, axis, categories, CONSENSUS, CONSENSUS_REVIEWER, f"agreed by {', '.join(runs)}"
+                )
+    return summary
+
+
+def _renumber(evidence: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Evidence indices per (axis, category) from 0, as the evidence table's key wants."""
+    counters: dict[tuple[str, str], int] = {}
+    out = []
+    for axis, category, _index, *rest in evidence:
+        index = counters.get((axis, category), 0)
+        counters[(axis, category)] = index + 1
+        out.append((axis, category, index, *rest))
+    return out
+
+
+@dataclass(frozen=True)
+class ConsensusScore:
+    """Agreement with gold on the axes the runs agreed on, and on those they did not."""
+
+    agreed_axes: int
+    agreed_exact: float | None
+    disagreed_axes: int
+    disagreed_exact_by_run: dict[str, float | None]
+    left_for_a_person: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "agreed_axes": self.agreed_axes,
+            "agreed_exact_match": self.agreed_exact,
+            "disagreed_axes": self.disagreed_axes,
+            "disagreed_exact_match_by_run": self.disagreed_exact_by_run,
+            "axes_left_for_a_person": self.left_for_a_person,
+        }
+
+
+def score_consensus(db: Path, taxonomy: Taxonomy, run_id: str | None, gold_path: Path | None) -> ConsensusScore | None:
+    """`kia score` on a consensus run (None for any other run): against the gold CSV (default Table 5)."""
+    from kia.gold import load_gold
+    from kia.score import gold_labeling, latest_run
+
+    with Store(db, read_only=True) as store:
+        chosen = run_id or latest_run(store)
+        if chosen is None:
+            return None
+        reference = gold_labeling(load_gold(gold_path, taxonomy), store.paper_keys())
+        return consensus_score(store, taxonomy, chosen, reference)
+
+
+def consensus_score(store: Store, taxonomy: Taxonomy, run_id: str, reference: Labeling) -> ConsensusScore | None:
+    """For a consensus run: exact match with gold on agreed axes, and each input run's on disagreed axes
+    (None for any other run). Axes a person has since reviewed are no longer left for a person."""
+    import json
+
+    row = store.run_row(run_id)
+    if row is None or row["backend"] != CONSENSUS:
+        return None
+    runs = json.loads(row["params"])["inputs"]
+    mine = run_labeling(store, run_id, taxonomy)
+    inputs = {run: run_labeling(store, run, taxonomy) for run in runs}
+    disagreed = {(k, a) for k, a, status, _r in store.axis_statuses(run_id) if status == DISAGREEMENT}
+    person = {(k, a) for k, a, decision, _l, who in store.review_rows() if who != CONSENSUS_REVIEWER and a}
+    agreed_hits, agreed_n = 0, 0
+    by_run_hits = dict.fromkeys(runs, 0)
+    disagreed_n = 0
+    for key, labels in mine.items():
+        if key not in reference:
+            continue
+        for axis in taxonomy.axis_ids:
+            gold = reference[key].get(axis, frozenset())
+            if (key, axis) in disagreed:
+                disagreed_n += 1
+                for run in runs:
+                    by_run_hits[run] += int(inputs[run].get(key, {}).get(axis, frozenset()) == gold)
+            else:
+                agreed_n += 1
+                agreed_hits += int(labels[axis] == gold)
+    return ConsensusScore(
+        agreed_n,
+        round(agreed_hits / agreed_n, 4) if agreed_n else None,
+        disagreed_n,
+        {run: (round(hits / disagreed_n, 4) if disagreed_n else None) for run, hits in by_run_hits.items()},
+        len(disagreed - person),
+    )

@@ -1,0 +1,211 @@
+"""OpenAI Batch files: a request file written by kia, answered by recorded output lines, imported.
+
+The request body is compared with what a live call sends over real HTTP (the fault proxy records
+it); the Files and Batches endpoints are driven through the `openai` client against a loopback
+server that implements them as the OpenAI API reference documents. The real llama.cpp round trip
+is in tests/test_llm.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from tests.conftest import run_kia
+from tests.fault_proxy import SYNTHETIC, FaultProxy, completion
+
+PAPERS = {
+    "alpha.md": "# Alpha\n\n## Abstract\nWe generate chest CT volumes from radiology reports. The report is encoded by a "
+    "text encoder and enters a latent diffusion model through cross-attention.\n",
+    "beta.md": "# Beta\n\n## Abstract\nWe translate MRI volumes into CT with a wavelet diffusion model. The MRI is "
+    "concatenated with the noisy wavelet coefficients.\n",
+}
+LLM = ("--backend", "openai", "--model", "recorded-model", "--max-tokens", "512", "--concurrency", "1")
+
+
+@pytest.fixture
+def papers_db(tmp_path: Path) -> Path:
+    for name, text in PAPERS.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    db = tmp_path / "kia.duckdb"
+    result = run_kia("ingest", str(tmp_path / "alpha.md"), str(tmp_path / "beta.md"), "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    return db
+
+
+@pytest.fixture
+def proxy() -> Iterator[FaultProxy]:
+    fault_proxy = FaultProxy(None).start()
+    fault_proxy.default = "canned"
+    yield fault_proxy
+    fault_proxy.stop()
+
+
+def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def output_line(custom_id: str, content: str, status: int = 200) -> str:
+    """One line of a provider's output file (the documented format), answering with `content`."""
+    body = json.loads(completion(content)) if status == 200 else {"error": {"message": "bad request"}}
+    return json.dumps(
+        {
+            "id": f"batch_req_{custom_id[-6:]}",
+            "custom_id": custom_id,
+            "response": {"status_code": status, "request_id": "req_1", "body": body},
+            "error": None,
+        }
+    )
+
+
+def write_requests(db: Path, target: Path, *extra: str) -> list[dict[str, Any]]:
+    result = run_kia("propose", *LLM, "--base-url", "http://127.0.0.1:9/v1", "--batch-file", str(target),
+                     "--no-cache", "--db", str(db), *extra)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return read_jsonl(target)
+
+
+def labels_of(db: Path, run: str) -> list[tuple[Any, ...]]:
+    return query(db, f"SELECT paper_key, axis, category FROM labels WHERE run_id = '{run}' ORDER BY ALL")
+
+
+def test_request_body_is_exactly_what_the_live_call_sends(papers_db: Path, proxy: FaultProxy, tmp_path: Path) -> None:
+    live = run_kia("propose", *LLM, "alpha", "--base-url", proxy.base_url, "--run", "live", "--reasks", "0",
+                   "--db", str(papers_db))  # fmt: skip
+    assert live.returncode == 0, live.stderr
+    lines = write_requests(papers_db, tmp_path / "requests.jsonl", "alpha", "--run", "batch", "--reasks", "0")
+    assert len(lines) == 1 and lines[0]["method"] == "POST" and lines[0]["url"] == "/v1/chat/completions"
+    assert lines[0]["body"] == proxy.bodies[0]
+    body = lines[0]["body"]
+    assert body["model"] == "recorded-model" and body["max_tokens"] == 512
+    assert body["response_format"]["type"] == "json_schema"
+    assert "in_scope" in body["response_format"]["json_schema"]["schema"]["properties"]
+    assert lines[0]["custom_id"].startswith("alpha::")
+    # nothing was called for the batch run; it waits
+    assert query(papers_db, "SELECT status FROM proposals WHERE run_id = 'batch'") == [("waiting",)]
+
+
+def test_import_stores_the_live_labels_once_and_reports_what_it_cannot_use(
+    papers_db: Path, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    live = run_kia("propose", *LLM, "alpha", "--base-url", proxy.base_url, "--run", "live", "--db", str(papers_db))
+    assert live.returncode == 0, live.stderr
+    lines = write_requests(papers_db, tmp_path / "requests.jsonl", "--run", "batch")
+    assert [line["custom_id"].split("::")[0] for line in lines] == ["alpha", "beta"]
+    ids = {line["custom_id"].split("::")[0]: line["custom_id"] for line in lines}
+    output = tmp_path / "output.jsonl"
+    output.write_text(
+        output_line(ids["alpha"], SYNTHETIC["canned"])
+        + "\n"
+        + output_line("someone-else::0123::a1", SYNTHETIC["canned"])
+        + "\n"
+        + output_line(ids["beta"], SYNTHETIC["canned"])[:80]  # a truncated last line
+        + "\n",
+        encoding="utf-8",
+    )
+    first = run_kia("propose", "--batch-results", str(output), "--db", str(papers_db))
+    assert "stored 1" in first.stdout, first.stdout + first.stderr
+    assert "someone-else::0123::a1" in first.stderr and "matches no waiting request" in first.stderr
+    assert "output.jsonl:3: not a JSON line" in first.stderr
+    assert first.returncode == 1  # problems were reported
+    assert labels_of(papers_db, "batch") == labels_of(papers_db, "live")  # stored exactly as the live answer
+    tokens = query(papers_db, "SELECT prompt_tokens, completion_tokens FROM llm_calls WHERE run_id = 'batch'")
+    assert tokens == [(11, 7)]  # from the output line's usage
+    # beta lost nothing: it still waits, and a new request file asks for it again
+    assert query(papers_db, "SELECT status FROM proposals WHERE run_id = 'batch' AND paper_key = 'beta'") == [
+        ("waiting",)
+    ]
+    again_lines = write_requests(papers_db, tmp_path / "again.jsonl", "--run", "batch")
+    assert [line["custom_id"] for line in again_lines] == [ids["beta"]]
+
+    before = (labels_of(papers_db, "batch"), query(papers_db, "SELECT count(*) FROM llm_calls"))
+    second = run_kia("propose", "--batch-results", str(output), "--db", str(papers_db))
+    assert "stored 0" in second.stdout and "already imported" in second.stderr
+    assert (labels_of(papers_db, "batch"), query(papers_db, "SELECT count(*) FROM llm_calls")) == before
+
+
+def test_invalid_and_ungrounded_answers_become_the_next_request_file_then_unsupported(
+    papers_db: Path, tmp_path: Path
+) -> None:
+    lines = write_requests(papers_db, tmp_path / "requests.jsonl", "alpha", "--run", "b", "--reasks", "1")
+    output = tmp_path / "output.jsonl"
+    output.write_text(output_line(lines[0]["custom_id"], SYNTHETIC["half_invented"]) + "\n", encoding="utf-8")
+    first = run_kia("propose", "--batch-results", str(output), "--db", str(papers_db))
+    assert "re-ask 1" in first.stdout, first.stdout + first.stderr
+    reask = read_jsonl(tmp_path / "output.reask.jsonl")
+    assert len(reask) == 1 and reask[0]["custom_id"].endswith("::a2")
+    messages = reask[0]["body"]["messages"]
+    assert messages[:2] == lines[0]["body"]["messages"] and messages[2]["role"] == "assistant"
+    feedback = messages[3]["content"]
+    assert "I:I2" in feedback and "contains an ellipsis" in feedback and "enters a latent diffusion" in feedback
+    # the model repeats itself: out of re-asks, the label is kept as `unsupported`, never grounded
+    second_output = tmp_path / "output2.jsonl"
+    second_output.write_text(output_line(reask[0]["custom_id"], SYNTHETIC["half_invented"]) + "\n", encoding="utf-8")
+    second = run_kia("propose", "--batch-results", str(second_output), "--db", str(papers_db))
+    assert "stored 1" in second.stdout, second.stdout + second.stderr
+    assert query(papers_db, "SELECT axis, status FROM axis_status WHERE run_id = 'b'") == [("I", "unsupported")]
+    assert query(papers_db, "SELECT grounded FROM labels WHERE run_id = 'b' AND axis = 'I'") == [(False,)]
+    calls = query(papers_db, "SELECT attempt, error FROM llm_calls WHERE run_id = 'b' ORDER BY attempt")
+    assert [c[0] for c in calls] == [1, 2] and "invalid answer" in str(calls[0][1])
+
+
+def test_error_lines_fail_their_paper_and_abstention_is_stored(papers_db: Path, tmp_path: Path) -> None:
+    lines = write_requests(papers_db, tmp_path / "requests.jsonl", "--run", "b", "--reasks", "0")
+    ids = {line["custom_id"].split("::")[0]: line["custom_id"] for line in lines}
+    output, errors = tmp_path / "output.jsonl", tmp_path / "errors.jsonl"
+    output.write_text(output_line(ids["alpha"], SYNTHETIC["unclear"]) + "\n", encoding="utf-8")
+    errors.write_text(output_line(ids["beta"], "", status=400) + "\n", encoding="utf-8")
+    result = run_kia("propose", "--batch-results", str(output), "--batch-errors", str(errors), "--db", str(papers_db))
+    assert "stored 1" in result.stdout and "failed: beta: HTTP 400: bad request" in result.stderr
+    assert query(papers_db, "SELECT paper_key, axis, status, reason FROM axis_status WHERE run_id = 'b'") == [
+        ("alpha", "I", "unclear", "the paper does not say how the report enters")
+    ]
+    assert query(papers_db, "SELECT status FROM proposals WHERE run_id = 'b' AND paper_key = 'beta'") == [("failed",)]
+
+
+def test_batch_api_submit_status_collect_against_a_loopback_server(papers_db: Path, tmp_path: Path) -> None:
+    from tests.openai_batch_server import serve
+
+    def answer(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if "Beta" in body["messages"][1]["content"]:
+            return 400, {"error": {"message": "context too long", "type": "invalid_request_error"}}
+        return 200, json.loads(completion(SYNTHETIC["canned"]))
+
+    server, api, base_url = serve(answer, key="sk-loopback")
+    try:
+        requests = tmp_path / "requests.jsonl"
+        write_requests(papers_db, requests, "--run", "b", "--reasks", "0")
+        env = {"OPENAI_API_KEY": "sk-loopback", "OPENAI_BASE_URL": base_url}
+        no_key = run_kia("batch-api", "submit", str(requests), env={"OPENAI_API_KEY": ""})
+        assert no_key.returncode == 1 and "needs an API key" in no_key.stderr
+        submitted = run_kia("batch-api", "submit", str(requests), env=env)
+        assert submitted.returncode == 0, submitted.stderr
+        batch_id = submitted.stdout.split()[1].rstrip(":")
+        assert api.files[api.batches[batch_id]["input_file_id"]][1] == requests.read_bytes()
+        early = run_kia("batch-api", "collect", batch_id, "--out", str(tmp_path), "--db", str(papers_db), env=env)
+        assert early.returncode == 1 and "not completed" in early.stderr
+        status = run_kia("batch-api", "status", batch_id, env=env)
+        assert "completed, 1/2 done, 1 failed" in status.stdout, status.stdout + status.stderr
+        collected = run_kia("batch-api", "collect", batch_id, "--out", str(tmp_path), "--db", str(papers_db), env=env)
+        assert "stored 1" in collected.stdout, collected.stdout + collected.stderr
+        assert "failed: beta: HTTP 400: context too long" in collected.stderr
+        assert (tmp_path / f"{batch_id}.output.jsonl").exists() and (tmp_path / f"{batch_id}.errors.jsonl").exists()
+        assert labels_of(papers_db, "b")
+        wrong = run_kia("batch-api", "status", batch_id, env={**env, "OPENAI_API_KEY": "sk-wrong"})
+        assert wrong.returncode == 1 and "HTTP 401" in wrong.stderr and "sk-wrong" not in wrong.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
