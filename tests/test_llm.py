@@ -31,7 +31,8 @@ PAPERS = {
 def server() -> Iterator[str]:
     from tests.llm_server import start
 
-    process, base_url = start(parallel=2, ctx=4096)
+    # 8192 tokens per slot: the fixed prompt part is ~2,500 tokens, and a re-ask carries the answer and the feedback
+    process, base_url = start(parallel=2, ctx=8192)
     yield base_url
     process.kill()
     process.wait()
