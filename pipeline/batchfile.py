@@ -118,8 +118,8 @@ def write_requests(
     if context_mode == "evidence" and retriever is None:
         retriever = RulesBackend()
     identity = run_identity(backend, taxonomy, prompt, max_input_tokens, context_mode, retriever, confidence_floor)
-    run_id = run_name or default_run_name(identity)
-    _ensure_run(store, run_id, identity)
+    run_id = run_name or default_run_name(identity, store)
+    _ensure_run(store, run_id, identity, taxonomy)
     summary = WriteSummary(run_id)
     done = store.done_papers(run_id)
     waiting = store.waiting_requests(run_id)
