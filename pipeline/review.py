@@ -308,7 +308,7 @@ def bulk_accept(
     session = ReviewSession(store, taxonomy, run_id, reviewer, only)
     result = BulkAccept()
     flagged = {row[0] for row in store.suspicious_sentences(session.run_id)}
-    abstained = {(row[0], row[1]) for row in store.axis_statuses(session.run_id)}
+    abstained = {(row[0], row[1]): row[2] for row in store.axis_statuses(session.run_id)}
     out_of_scope = store.scope_flags(session.run_id)
     for index, key in enumerate(session.keys):
         session.index = index
@@ -323,7 +323,14 @@ def bulk_accept(
         for axis in session.taxonomy.axis_ids:
             if axis in decided:
                 continue
-            if (key, axis) in abstained or axis not in acceptance:
+            status = abstained.get((key, axis))
+            if status == "unsupported":  # labelled, but no quote of a label was found
+                result.ungrounded += 1
+                continue
+            if status == "tentative":  # a label below the run's confidence floor
+                result.below += 1
+                continue
+            if status is not None or axis not in acceptance:
                 result.abstained += 1
                 continue
             confidence, grounded = acceptance[axis]

@@ -326,7 +326,8 @@ def test_out_of_scope_papers_keep_their_labels_flagged_and_never_bulk_accepted(s
     summary = run_proposals(stored, backend, taxonomy, prompt, run_name="scope")
     assert summary.done == 2
     assert stored.scope_flags("scope") == {"A": 0.2, "B": 0.2}
-    assert stored.query("SELECT DISTINCT axis, status FROM axis_status WHERE run_id='scope'") == [("I", "unclear")]
+    statuses = stored.query("SELECT DISTINCT axis, status FROM axis_status WHERE run_id='scope' ORDER BY ALL")
+    assert statuses == [("A", "unsupported"), ("I", "unclear")]  # A4's invented quote: its axis is unsupported
     labels = run_labeling(stored, "scope", taxonomy)
     assert labels["A"]["K"] == {"K2"} and labels["A"]["I"] == frozenset()
     # An unclear axis has no label and no quote.
