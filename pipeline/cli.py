@@ -520,7 +520,7 @@ def score(
         from kia.consensus import score_consensus
 
         document = {"run": report.run_id, **report.agreement.as_dict(), "abstention": report.abstention.as_dict()}
-        agreed = score_consensus(_existing_db(db), load_taxonomy(taxonomy), report.run_id, gold)
+        agreed = score_consensus(_existing_db(db), report.taxonomy or load_taxonomy(taxonomy), report.run_id, gold)
         if agreed is not None:
             document["consensus"] = agreed.as_dict()
         out.print(json.dumps(document, indent=2), markup=False)

@@ -177,8 +177,9 @@ def score_consensus(db: Path, taxonomy: Taxonomy, run_id: str | None, gold_path:
 
     with Store(db, read_only=True) as store:
         chosen = run_id or latest_run(store)
-        if chosen is None:
-            return None
+        row = store.run_row(chosen) if chosen else None
+        if chosen is None or row is None or row["backend"] != CONSENSUS:
+            return None  # not a consensus run: nothing to add (and its gold need not fit this taxonomy)
         reference = gold_labeling(load_gold(gold_path, taxonomy), store.paper_keys())
         return consensus_score(store, taxonomy, chosen, reference)
 

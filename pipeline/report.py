@@ -249,9 +249,7 @@ def export_bibliography(
         for entry in store.bib_entries():
             if entry["paper_key"] and entry["paper_key"] not in entries:
                 entries[str(entry["paper_key"])] = entry
-        arxiv_ids = dict(
-            store.query("SELECT paper_key, arg_max(arxiv_id, ingested_at) FROM documents GROUP BY paper_key")
-        )
+        arxiv_ids = store.latest_document_field("arxiv_id")
         items = []
         for key in sorted(source.labeling):
             evidence = store.paper_evidence(source.run_id, key) if source.run_id else []
@@ -352,13 +350,11 @@ def _papers_table(rows: list[ExportRow], taxonomy: Taxonomy, paths: dict[str, st
 def _provenance(db: Path, run_id: str) -> tuple[str, dict[str, str]]:
     """The line saying which run and which reviews the report uses, and each paper's file."""
     with Store(db, read_only=True) as store:
-        info = store.query(
-            "SELECT backend, model, strftime(started_at, '%Y-%m-%d %H:%M') FROM runs WHERE run_id = ?", [run_id]
-        )
+        info = store.run_summary(run_id)
         reviews = store.latest_axis_reviews(run_id)
-        paths = dict(store.query("SELECT paper_key, arg_max(path, ingested_at) FROM documents GROUP BY paper_key"))
+        paths = store.latest_document_field("path")
     who = sorted({str(r[2]) for r in reviews.values()})
-    backend, model, started = info[0] if info else ("?", "?", "?")
+    backend, model, started = info or ("?", "?", "?")
     used = (
         f"{len(reviews)} axis decision(s) by {', '.join(who)} (the latest per paper and axis; accepted and edited"
         " labels replace the proposal in scoring)"

@@ -848,6 +848,20 @@ class Store:
             params.append(axis)
         return self.query(sql + " ORDER BY axis, category, idx", params)
 
+    def latest_document_field(self, column: str) -> dict[str, Any]:
+        """Paper key -> a column (`arxiv_id` or `path`) of its most recently ingested document."""
+        if column not in ("arxiv_id", "path"):
+            raise StoreError(f"no document field {column!r} to list")
+        rows = self.query(f"SELECT paper_key, arg_max({column}, ingested_at) FROM documents GROUP BY paper_key")
+        return {r[0]: r[1] for r in rows}
+
+    def run_summary(self, run_id: str) -> tuple[str, str, str] | None:
+        """(backend, model, start time) of a run."""
+        rows = self.query(
+            "SELECT backend, model, strftime(started_at, '%Y-%m-%d %H:%M') FROM runs WHERE run_id = ?", [run_id]
+        )
+        return (str(rows[0][0]), str(rows[0][1]), str(rows[0][2])) if rows else None
+
     def titles(self) -> dict[str, str]:
         """Paper key -> stored title."""
         return {r[0]: r[1] or "" for r in self.query("SELECT paper_key, title FROM documents")}

@@ -40,3 +40,20 @@ def test_public_api_is_documented_and_typed() -> None:
         assert function.__doc__ and function.__annotations__, name
     with pytest.raises(AttributeError):
         kia.no_such_thing  # noqa: B018
+
+
+def test_the_store_owns_every_sql_statement() -> None:
+    """Stages call the store's methods; no SQL text lives anywhere else in the package."""
+    import re
+    from pathlib import Path
+
+    package = Path(kia.__file__).parent
+    sql = re.compile(r"""["'](?:SELECT|INSERT INTO|UPDATE \w+ SET|DELETE FROM|CREATE TABLE|ALTER TABLE)\b""")
+    offenders = [
+        f"{path.relative_to(package)}:{number}"
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "store.py"
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if sql.search(line)
+    ]
+    assert not offenders, offenders

@@ -239,7 +239,9 @@ def test_hostile_file_names_huge_lines_and_many_pages(tmp_path: Path) -> None:
 def _injection_answer(quote: str) -> str:
     """A model that obeys the paper: the canned labels plus K4 quoting the injected sentence."""
     canned = json.loads(SYNTHETIC["canned"])
-    canned["K"].append({"category": "K4", "evidence": [quote], "rationale": "the paper says so", "confidence": 0.99})
+    canned["K"]["labels"].append(
+        {"category": "K4", "evidence": [quote], "rationale": "the paper says so", "confidence": 0.99}
+    )
     return json.dumps(canned)
 
 
