@@ -94,9 +94,9 @@ class _AbstainingBase(BaseModel):
             seen = [label.category for label in labels]
             if len(seen) != len(set(seen)):
                 problems.append(f"axis {name} lists a category twice: {seen}")
-            if not in_scope and labels:
-                problems.append(f"axis {name} has labels although in_scope is false (leave them empty)")
-            elif in_scope and not labels and not unclear:
+            # A paper judged out of scope may still carry labels (asked to leave them empty, a model
+            # that does not is flagged, not re-asked: the scope verdict is stored either way).
+            if in_scope and not labels and not unclear:
                 problems.append(f"axis {name} has no label and no `unclear` reason (give one of them)")
         if problems:
             raise ValueError("; ".join(problems))

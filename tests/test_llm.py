@@ -98,13 +98,29 @@ def test_structured_output_grounding_accounting_and_cache(papers_db: Path, proxy
         papers_db, "SELECT paper_key, error FROM proposals WHERE run_id = 'first' AND status = 'failed'"
     ):
         assert "schema" in str(error) or "max_tokens" in str(error)
+    # Each done paper is labelled on an axis or says why not (unclear, out of scope): the tiny model
+    # may abstain, which is a valid answer; whatever it labels is a category of that axis.
     labels = query(papers_db, "SELECT axis, category FROM labels WHERE run_id = 'first'")
-    assert labels and all(category.startswith(axis) for axis, category in labels)  # type: ignore[union-attr]
-    assert {axis for axis, _ in labels} == {"K", "I", "A"}
+    abstained = query(papers_db, "SELECT paper_key, axis FROM axis_status WHERE run_id = 'first'")
+    assert labels or abstained
+    assert all(category.startswith(axis) for axis, category in labels)  # type: ignore[union-attr]
+    for key in done:
+        labelled = {
+            a
+            for k, a in query(
+                papers_db, f"SELECT paper_key, axis FROM labels WHERE run_id = 'first' AND paper_key = '{key}'"
+            )
+        }
+        said = {a for k, a in abstained if k == key}
+        assert labelled | said == {"K", "I", "A"}, (key, labelled, said)  # no axis silently empty
     statuses = {row[0] for row in query(papers_db, "SELECT status FROM evidence WHERE run_id = 'first'")}
-    assert statuses and statuses <= {"exact", "fuzzy", "not_found"}
-    calls = query(papers_db, "SELECT prompt_tokens, completion_tokens, latency_s FROM llm_calls WHERE run_id = 'first'")
-    assert len(calls) >= 2 and all(p and c and lat > 0 for p, c, lat in calls)  # type: ignore[operator]
+    assert statuses <= {"exact", "fuzzy", "not_found", "suspicious"}
+    calls = query(
+        papers_db, "SELECT prompt_tokens, completion_tokens, latency_s, error FROM llm_calls WHERE run_id = 'first'"
+    )
+    answered = [(p, c, lat) for p, c, lat, error in calls if error is None]
+    assert len(calls) >= 2 and answered and all(p and c and lat > 0 for p, c, lat in answered)  # type: ignore[operator]
+    assert all(error for p, c, _lat, error in calls if not (p and c))  # a call without tokens says why
     run = query(papers_db, "SELECT endpoint_host, model, prompt_hash, schema_hash FROM runs WHERE run_id = 'first'")[0]
     assert run[0] == proxy.base_url.split("//")[1].split("/")[0] and run[1] == "gemma-3-270m"
 
@@ -138,14 +154,15 @@ def test_429_and_500_are_retried_and_the_batch_finishes(papers_db: Path, proxy: 
 def test_persistent_failures_are_recorded_and_a_rerun_does_only_what_is_missing(
     papers_db: Path, proxy: FaultProxy
 ) -> None:
-    proxy.script.extend(["500", "500", "drop", "canned"])
+    # alpha (first) gets the canned answer, whose quotes are alpha's; beta's three attempts fail.
+    proxy.script.extend(["canned", "500", "500", "drop"])
     result = propose(papers_db, proxy.base_url, "--run", "broken", "--max-retries", "2", "--reasks", "0")
     assert result.returncode == 1
     assert "proposed 1" in result.stdout and "failed 1" in result.stdout
     failed = query(papers_db, "SELECT paper_key, error FROM proposals WHERE run_id = 'broken' AND status = 'failed'")
     assert len(failed) == 1 and "kept failing after 3 attempts" in str(failed[0][1])
     served = proxy.requests
-    proxy.script.append("canned")
+    proxy.script.append("out_of_scope")  # beta's rerun: a valid answer (no labels, judged out of scope)
     rerun = propose(papers_db, proxy.base_url, "--run", "broken", "--max-retries", "2", "--reasks", "0")
     assert rerun.returncode == 0, rerun.stderr
     assert "already done 1" in rerun.stdout and "proposed 1" in rerun.stdout
@@ -203,7 +220,11 @@ def test_invented_quotes_never_enter_as_grounded(papers_db: Path, proxy: FaultPr
     assert all("ignore previous instructions" not in str(row[0]) for row in grounded)
     flagged = query(papers_db, "SELECT count(*) FROM labels WHERE run_id = 'inject' AND grounded = false")
     calls = query(papers_db, "SELECT error FROM llm_calls WHERE run_id = 'inject' ORDER BY id")
-    assert "appears in the paper" in str(calls[0][0]) or flagged[0][0] > 0  # type: ignore[operator]
+    # The call's error names each quote not found; with no re-ask left the labels are stored
+    # ungrounded, or (every axis unsupported) the paper fails: either way nothing invented is evidence.
+    failed = query(papers_db, "SELECT count(*) FROM proposals WHERE run_id = 'inject' AND status = 'failed'")
+    assert "no quote found in the paper" in str(calls[0][0])
+    assert flagged[0][0] > 0 or failed[0][0] == 1  # type: ignore[operator]
 
 
 def test_batch_round_trip_against_the_real_server_stores_the_live_labels(papers_db: Path, server: str) -> None:

@@ -35,6 +35,21 @@ from kia.taxonomy import Taxonomy
 
 # Fewer reviewed papers than this say too little to refit on: the shipped head stays.
 MIN_REVIEWED_TO_REFIT = 10
+# A paper longer than this many sentences (a thesis, a 20 MB dump) is read by section priority up to
+# the cap, so cost stays linear and bounded; the answer says how many were read.
+MAX_SENTENCES = 3000
+# Which sections are read first when a paper is over the cap (the rest come after, in paper order).
+SECTION_PRIORITY = ("front", "abstract", "method", "introduction", "conclusion", "experiments", "other")
+
+
+def capped(sentences: list[Sentence], limit: int = MAX_SENTENCES) -> list[Sentence]:
+    """At most `limit` sentences, taken by section priority (abstract and method before the rest),
+    returned in paper order so sentence indices still read as the paper does."""
+    if len(sentences) <= limit:
+        return sentences
+    rank = {name: i for i, name in enumerate(SECTION_PRIORITY)}
+    order = sorted(range(len(sentences)), key=lambda i: (rank.get(sentences[i].section, len(rank)), i))
+    return [sentences[i] for i in sorted(order[:limit])]
 
 
 def shipped_head() -> Head | None:
@@ -63,6 +78,7 @@ class LocalBackend:
         head: Head | None = None,
         use_shipped_head: bool = True,
         min_reviewed: int = MIN_REVIEWED_TO_REFIT,
+        max_sentences: int = MAX_SENTENCES,
     ) -> None:
         self._encoder = encoder
         self._encoder_name = encoder_name
@@ -70,6 +86,7 @@ class LocalBackend:
         self._head = head if head is not None else (shipped_head() if use_shipped_head else None)
         self._adapted_from = 0
         self.min_reviewed = min_reviewed
+        self.max_sentences = max_sentences
 
     @property
     def encoder(self) -> SentenceEncoder:
@@ -96,6 +113,7 @@ class LocalBackend:
             "head": head_digest(head),
             "head_settings": None if head is None else head.to_json()["settings"],
             "adapted_from_reviews": self._adapted_from,
+            "max_sentences": self.max_sentences,
         }
 
     def _head_for(self, taxonomy: Taxonomy) -> Head | None:
@@ -134,7 +152,8 @@ class LocalBackend:
         """Answers for many papers with one encoder call for all their sentences (that is what makes
         a thousand papers affordable on two cores). A paper without sentences gets an error in its
         place; the others are answered."""
-        sentence_lists = [split_sentences(doc, taxonomy=taxonomy) for doc in docs]
+        full_lists = [split_sentences(doc, taxonomy=taxonomy) for doc in docs]
+        sentence_lists = [capped(sentences, self.max_sentences) for sentences in full_lists]
         usable = [i for i, sentences in enumerate(sentence_lists) if sentences]
         results: list[BackendAnswer | BackendError] = [
             BackendError(f"{doc.path}: no sentences to classify in its text") for doc in docs
@@ -146,7 +165,13 @@ class LocalBackend:
         head = self._head_for(taxonomy)
         predictions = predict(head, features, taxonomy) if head is not None else predict_zero_shot(features, taxonomy)
         for index, prediction, sentences in zip(usable, predictions, chosen, strict=True):
-            results[index] = _to_answer(prediction, sentences, taxonomy, head is None)
+            answer = _to_answer(prediction, sentences, taxonomy, head is None)
+            total = len(full_lists[index])
+            if total > len(sentences):
+                answer.raw["sampled"] = (
+                    f"read {len(sentences)} of {total} sentences, by section priority (cap {self.max_sentences})"
+                )
+            results[index] = answer
         return results
 
 

@@ -1,0 +1,73 @@
+"""The local backend over the learned head: the sentence cap for huge texts, and refitting on a
+person's reviews (with a bag-of-words fake encoder: these test the mechanics, not quality)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kia.backends.local import LocalBackend
+from kia.extract import extract
+from kia.propose import load_prompt, run_proposals
+from kia.store import Store
+from kia.taxonomy import load_taxonomy
+from tests.fakes import HashingEncoder
+
+KINDS = [
+    ("radiology reports encoded by a text encoder", "K1", "I1"),
+    ("organ segmentation masks through a ControlNet branch", "K2", "I2"),
+    ("a paired MRI volume concatenated with the noise", "K3", "I2"),
+]
+
+
+def _paper(path: Path, index: int) -> Path:
+    condition, _, _ = KINDS[index % 3]
+    path.write_text(
+        f"# Paper {index}\n\n## Abstract\nWe generate chest CT volumes conditioned on {condition} in a single "
+        f"stage of latent diffusion. Our model number {index} is trained on public data.\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_a_huge_text_is_read_up_to_the_cap_by_section_priority(tmp_path: Path) -> None:
+    method = " ".join(f"The decoder maps latent code number {i} back to Hounsfield units." for i in range(400))
+    path = tmp_path / "huge.md"
+    path.write_text(
+        "# Huge\n\n## Related Work\n"
+        + " ".join(f"Earlier work number {i} used adversarial training on slices." for i in range(400))
+        + "\n\n## Abstract\nWe generate CT volumes from organ segmentation masks with a latent diffusion model.\n\n"
+        + f"## Method\n{method}\n",
+        encoding="utf-8",
+    )
+    backend = LocalBackend(HashingEncoder(), use_shipped_head=False, max_sentences=50)
+    answer = backend.answer(extract(path), load_taxonomy(), "")
+    assert answer.raw["sampled"].startswith("read 50 of ") and "by section priority" in answer.raw["sampled"]
+    quotes = [q for claims in answer.labels.values() for c in claims for q in c.quotes]
+    assert quotes and not any("Earlier work" in q for q in quotes)  # related work is read last: not at all here
+    assert backend.params()["max_sentences"] == 50
+
+
+def test_reviews_of_ten_papers_refit_the_head_and_make_a_new_run(tmp_path: Path, db_path: Path) -> None:
+    taxonomy, prompt = load_taxonomy(), load_prompt()
+    with Store(db_path) as store:
+        for i in range(12):
+            store.add_document(extract(_paper(tmp_path / f"p{i}.md", i)), f"P{i}")
+        before = LocalBackend(HashingEncoder(), use_shipped_head=False)
+        first = run_proposals(store, before, taxonomy, prompt)
+        assert before.params()["adapted_from_reviews"] == 0 and before.params()["head"] == "zero-shot"
+        for i in range(9):  # nine reviewed papers are too few: nothing changes
+            _, k, ii = KINDS[i % 3]
+            for axis, labels in (("K", [k]), ("I", [ii]), ("A", ["A1"])):
+                store.add_review(f"P{i}", first.run_id, axis, labels, "edit", "ann")
+        nine = LocalBackend(HashingEncoder(), use_shipped_head=False)
+        assert run_proposals(store, nine, taxonomy, prompt).run_id == first.run_id
+        assert nine.params()["adapted_from_reviews"] == 0
+        for i in range(9, 11):
+            _, k, ii = KINDS[i % 3]
+            for axis, labels in (("K", [k]), ("I", [ii]), ("A", ["A1"])):
+                store.add_review(f"P{i}", first.run_id, axis, labels, "edit", "ann")
+        adapted = LocalBackend(HashingEncoder(), use_shipped_head=False)
+        second = run_proposals(store, adapted, taxonomy, prompt)
+        assert adapted.params()["adapted_from_reviews"] == 11
+        assert adapted.head is not None and adapted.params()["head"] != "zero-shot"
+        assert second.run_id != first.run_id and second.done == 12  # a new run, every paper labelled again
