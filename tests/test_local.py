@@ -71,3 +71,16 @@ def test_reviews_of_ten_papers_refit_the_head_and_make_a_new_run(tmp_path: Path,
         assert adapted.params()["adapted_from_reviews"] == 11
         assert adapted.head is not None and adapted.params()["head"] != "zero-shot"
         assert second.run_id != first.run_id and second.done == 12  # a new run, every paper labelled again
+
+
+def test_a_label_without_a_cue_says_its_quote_is_weak_evidence(tmp_path: Path) -> None:
+    path = tmp_path / "nocue.md"
+    path.write_text(
+        "# Reports\n\n## Abstract\nWe generate chest CT volumes from free-text radiology reports with a text "
+        "encoder. The reports describe findings in the lungs of each patient in plain words.\n",
+        encoding="utf-8",
+    )
+    answer = LocalBackend(HashingEncoder(), use_shipped_head=False).answer(extract(path), load_taxonomy(), "")
+    weak = [c for claims in answer.labels.values() for c in claims if "weak evidence" in c.rationale]
+    assert weak, {a: [c.rationale for c in cs] for a, cs in answer.labels.items()}
+    assert all(c.quotes for c in weak)  # quoted, and the rationale says what the quote is

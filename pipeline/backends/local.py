@@ -194,10 +194,12 @@ def _to_answer(
                 continue
             sections = sorted({sentences[i].section for i in indices})
             kind = "relative score (zero-shot)" if zero_shot else "probability"
-            rationale = (
-                f"{kind} {probability:.2f} for {taxonomy.category(category_id).name}; "
-                f"supported by {len(quotes)} sentence(s) in {', '.join(sections)}"
+            support = (
+                "weak evidence: no cue of it; quoted, the sentence closest to its definition"
+                if category_id in axis_prediction.weak_evidence
+                else f"supported by {len(quotes)} sentence(s) in {', '.join(sections)}"
             )
+            rationale = f"{kind} {probability:.2f} for {taxonomy.category(category_id).name}; {support}"
             claims.append(
                 ClaimedLabel(category_id, round(float(min(max(probability, 0.0), 1.0)), 3), rationale, quotes)
             )
