@@ -39,6 +39,7 @@ from .sentences import (
     EVALUATION_RE,
     OTHER_WORK_RE,
     OWN_WORK_RE,
+    SECTION_WEIGHTS,
     Sentence,
     split_sentences,
     without_metric_names,
@@ -50,19 +51,6 @@ HEAD_FORMAT = 1
 # The categories' label sets as a training set gives them: paper key -> axis id -> category ids.
 Labeling = Mapping[str, Mapping[str, frozenset[str] | set[str] | Sequence[str]]]
 
-# How much a sentence counts in a paper's pooled evidence, by section: the method and abstract say
-# what the paper does, related work says what others did.
-SECTION_WEIGHTS: dict[str, float] = {
-    "front": 1.0,
-    "abstract": 1.0,
-    "method": 1.0,
-    "introduction": 0.6,
-    "experiments": 0.5,
-    "conclusion": 0.7,
-    "other": 0.7,
-    "appendix": 0.3,
-    "related_work": 0.15,
-}
 FEATURE_SETS = ("both", "embeddings", "cues")
 _TOKEN_RE = re.compile(r"[a-z0-9]+")
 # Words of the scope text that say nothing about scope.

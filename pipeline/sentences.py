@@ -107,6 +107,21 @@ def without_metric_names(text: str) -> str:
     return _METRIC_NAME_RE.sub("", text)
 
 
+# How much a sentence counts, by section: the method and abstract say what the paper does, related
+# work says what others did. Shared by the rule scorer and the learned head's pooled features.
+SECTION_WEIGHTS: dict[str, float] = {
+    "front": 1.0,
+    "abstract": 1.0,
+    "method": 1.0,
+    "introduction": 0.6,
+    "experiments": 0.5,
+    "conclusion": 0.7,
+    "other": 0.7,
+    "appendix": 0.3,
+    "related_work": 0.15,
+}
+
+
 @dataclass(frozen=True)
 class Sentence:
     """A sentence of the classification text: its span in `Document.text` and its section."""

@@ -27,6 +27,7 @@ from kia.sentences import (
     EVALUATION_RE,
     OTHER_WORK_RE,
     OWN_WORK_RE,
+    SECTION_WEIGHTS,
     Sentence,
     split_sentences,
     without_metric_names,
@@ -34,18 +35,6 @@ from kia.sentences import (
 )
 from kia.settings import Settings
 from kia.taxonomy import Axis, Category, Taxonomy
-
-SECTION_WEIGHTS: dict[str, float] = {
-    "front": 1.0,
-    "abstract": 1.0,
-    "method": 1.0,
-    "introduction": 0.6,
-    "experiments": 0.5,
-    "conclusion": 0.7,
-    "other": 0.7,
-    "appendix": 0.3,
-    "related_work": 0.15,
-}
 
 
 @dataclass(frozen=True)
