@@ -25,11 +25,13 @@ from kia.settings import Settings
 
 if TYPE_CHECKING:
     from kia.backends import Backend
+    from kia.backends.rules import RulesBackend
     from kia.batchfile import ImportSummary, WriteSummary
     from kia.ingest import IngestOutcome, IngestSummary
-    from kia.propose import ProgressCallback, RunSummary
+    from kia.propose import ProgressCallback, PromptTemplate, RunSummary
     from kia.score import ScoreReport
     from kia.store import Store
+    from kia.taxonomy import Taxonomy
 
 PathLike = str | os.PathLike[str]
 
@@ -66,6 +68,26 @@ def ingest(
     )
 
 
+def _run_inputs(
+    backend: str | Backend | None, settings: Settings, taxonomy: PathLike | None, prompt: PathLike | None, context: str
+) -> tuple[Backend, Taxonomy, PromptTemplate, RulesBackend | None]:
+    """What a proposal run needs, the same for a live run and a batch file: the backend (a name or
+    an object), the checked taxonomy, the prompt, and the evidence retriever for `--context evidence`."""
+    from kia.backends import make_backend
+    from kia.backends.rules import RulesBackend
+    from kia.propose import load_prompt
+    from kia.taxonomy import load_checked_taxonomy
+
+    chosen = backend if backend is not None and not isinstance(backend, str) else make_backend(backend, settings)
+    retriever = RulesBackend(encoder_name=settings.encoder) if context == "evidence" else None
+    return (
+        chosen,
+        load_checked_taxonomy(taxonomy or settings.taxonomy),
+        load_prompt(prompt or settings.prompt),
+        retriever,
+    )
+
+
 def propose(
     db: PathLike | None = None,
     keys: Sequence[str] | None = None,
@@ -86,21 +108,17 @@ def propose(
     `backend` is a registered name (`local`, `openai`, or a plugin's), a Backend object, or None
     (openai when a model or endpoint is configured, else local). The run resumes if it exists.
     """
-    from kia.backends import make_backend
-    from kia.backends.rules import RulesBackend
-    from kia.propose import load_prompt, run_proposals
+    from kia.propose import run_proposals
     from kia.store import Store
-    from kia.taxonomy import load_checked_taxonomy
 
     settings = settings or Settings.from_env()
-    chosen = backend if backend is not None and not isinstance(backend, str) else make_backend(backend, settings)
-    retriever = RulesBackend(encoder_name=settings.encoder) if context == "evidence" else None
+    chosen, loaded, template, retriever = _run_inputs(backend, settings, taxonomy, prompt, context)
     with Store(_db(db, settings)) as store:
         return run_proposals(
             store,
             chosen,
-            load_checked_taxonomy(taxonomy or settings.taxonomy),
-            load_prompt(prompt or settings.prompt),
+            loaded,
+            template,
             keys=list(keys) if keys else None,
             run_name=run,
             use_cache=use_cache,
@@ -128,25 +146,20 @@ def write_batch_file(
     settings: Settings | None = None,
 ) -> WriteSummary:
     """Write the requests of a run as an OpenAI Batch file instead of calling; the run waits for them."""
-    from kia.backends import make_backend
     from kia.backends.openai import OpenAIBackend
-    from kia.backends.rules import RulesBackend
     from kia.batchfile import write_requests
-    from kia.propose import load_prompt
     from kia.store import Store
-    from kia.taxonomy import load_taxonomy
 
     settings = settings or Settings.from_env()
-    chosen = backend if backend is not None and not isinstance(backend, str) else make_backend(backend, settings)
+    chosen, loaded, template, retriever = _run_inputs(backend, settings, taxonomy, prompt, context)
     if not isinstance(chosen, OpenAIBackend):
         raise KiaError("batch files are for the openai backend: pass --backend openai --model NAME")
-    retriever = RulesBackend(encoder_name=settings.encoder) if context == "evidence" else None
     with Store(_db(db, settings)) as store:
         return write_requests(
             store,
             chosen,
-            load_taxonomy(taxonomy or settings.taxonomy),
-            load_prompt(prompt or settings.prompt),
+            loaded,
+            template,
             Path(out),
             keys=list(keys) if keys else None,
             run_name=run,
