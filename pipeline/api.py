@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from kia.backends import Backend
     from kia.backends.rules import RulesBackend
     from kia.batchfile import ImportSummary, WriteSummary
+    from kia.fewshot import ExamplePool
     from kia.ingest import IngestOutcome, IngestSummary
     from kia.propose import ProgressCallback, PromptTemplate, RunSummary
     from kia.score import ScoreReport
@@ -88,6 +89,29 @@ def _run_inputs(
     )
 
 
+def _example_pool(
+    store: Store, backend: Backend, taxonomy: Taxonomy, settings: Settings, gold: PathLike | None
+) -> ExamplePool | None:
+    """The labelled papers an LLM run shows as examples: the store's reviewed papers, then the stored
+    papers of `gold` (default: the shipped gold, when it fits the taxonomy). None for 0 examples,
+    an offline backend, or nothing labelled."""
+    from kia.errors import GoldError
+    from kia.fewshot import build_pool
+    from kia.gold import load_gold
+    from kia.propose import reads_prompt
+
+    if settings.examples <= 0 or not reads_prompt(backend):
+        return None
+    chosen = Path(gold) if gold else settings.gold
+    try:
+        papers = load_gold(chosen, taxonomy)
+    except GoldError:
+        if chosen is not None:
+            raise
+        papers = []  # the shipped gold is another survey's: examples come from reviews only
+    return build_pool(store, taxonomy, papers, settings.examples, encoder=settings.encoder)
+
+
 def propose(
     db: PathLike | None = None,
     keys: Sequence[str] | None = None,
@@ -102,11 +126,13 @@ def propose(
     context: str = "full",
     settings: Settings | None = None,
     on_progress: ProgressCallback | None = None,
+    gold: PathLike | None = None,
 ) -> RunSummary:
     """Propose labels on every axis for the stored papers (or `keys`), grounded in each paper.
 
     `backend` is a registered name (`local`, `openai`, or a plugin's), a Backend object, or None
     (openai when a model or endpoint is configured, else local). The run resumes if it exists.
+    An LLM is shown `settings.examples` labelled papers per paper (reviews, then `gold`'s stored papers).
     """
     from kia.propose import run_proposals
     from kia.store import Store
@@ -114,6 +140,7 @@ def propose(
     settings = settings or Settings.from_env()
     chosen, loaded, template, retriever = _run_inputs(backend, settings, taxonomy, prompt, context)
     with Store(_db(db, settings)) as store:
+        pool = _example_pool(store, chosen, loaded, settings, gold)
         return run_proposals(
             store,
             chosen,
@@ -128,6 +155,7 @@ def propose(
             on_progress=on_progress,
             retriever=retriever,
             confidence_floor=settings.confidence_floor,
+            examples=pool,
         )
 
 
@@ -144,6 +172,7 @@ def write_batch_file(
     max_input_tokens: int | None = None,
     context: str = "full",
     settings: Settings | None = None,
+    gold: PathLike | None = None,
 ) -> WriteSummary:
     """Write the requests of a run as an OpenAI Batch file instead of calling; the run waits for them."""
     from kia.backends.openai import OpenAIBackend
@@ -155,6 +184,7 @@ def write_batch_file(
     if not isinstance(chosen, OpenAIBackend):
         raise KiaError("batch files are for the openai backend: pass --backend openai --model NAME")
     with Store(_db(db, settings)) as store:
+        pool = _example_pool(store, chosen, loaded, settings, gold)
         return write_requests(
             store,
             chosen,
@@ -168,6 +198,7 @@ def write_batch_file(
             context_mode=context,
             retriever=retriever,
             confidence_floor=settings.confidence_floor,
+            examples=pool,
         )
 
 

@@ -40,6 +40,7 @@ from kia.backends.openai import (
 )
 from kia.backends.rules import RulesBackend
 from kia.errors import KiaError
+from kia.fewshot import ExamplePool, render_examples
 from kia.ground import Locator
 from kia.propose import (
     Context,
@@ -107,6 +108,7 @@ def write_requests(
     context_mode: str = "full",
     retriever: RulesBackend | None = None,
     confidence_floor: float | None = None,
+    examples: ExamplePool | None = None,
 ) -> WriteSummary:
     """Write one request line per paper of the run that needs a call; call nothing.
 
@@ -117,7 +119,9 @@ def write_requests(
         raise KiaError("batch files carry json_schema requests: use --mode json_schema")
     if context_mode == "evidence" and retriever is None:
         retriever = RulesBackend()
-    identity = run_identity(backend, taxonomy, prompt, max_input_tokens, context_mode, retriever, confidence_floor)
+    identity = run_identity(
+        backend, taxonomy, prompt, max_input_tokens, context_mode, retriever, confidence_floor, examples
+    )
     run_id = run_name or default_run_name(identity, store)
     _ensure_run(store, run_id, identity, taxonomy)
     summary = WriteSummary(run_id)
@@ -136,6 +140,7 @@ def write_requests(
             summary.written += 1
             continue
         doc = store.get_document(paper_key)
+        shots = examples.choose(doc, paper_key) if examples else []
         key = cache_key(identity, sha)
         cached = _cached_answer(store, key, taxonomy) if use_cache else None
         if cached is not None:
@@ -148,7 +153,8 @@ def write_requests(
                     paper_key,
                     max_input_tokens,
                     retriever,
-                    confidence_floor,
+                    confidence_floor=confidence_floor,
+                    examples=shots,
                 )
             except KiaError as exc:
                 save_failure(store, run_id, paper_key, sha, str(exc))
@@ -159,7 +165,7 @@ def write_requests(
             summary.cached += 1
             continue
         context = paper_context(doc, taxonomy, max_input_tokens, retriever)
-        rendered = render_prompt(prompt, taxonomy, doc.title, context)
+        rendered = render_prompt(prompt, taxonomy, doc.title, context, render_examples(shots, taxonomy))
         body = request_body(
             backend.model, chat_messages(rendered), taxonomy, params["temperature"], params["max_tokens"]
         )
@@ -170,6 +176,7 @@ def write_requests(
             "prompt_hash": hashlib.sha256(rendered.encode()).hexdigest(),
             "context": {"sections": context.sections, "tokens": context.tokens, "full_tokens": context.full_tokens},
             "evidence": retriever is not None,
+            "examples": [e.record() for e in shots],
         }
         store.save_waiting(run_id, paper_key, sha, custom, dumps(request), __version__)
         lines.append(request_line(custom, body))
@@ -370,6 +377,7 @@ def _import_one(
     except KiaError as exc:
         _fail(store, summary, run_id, paper_key, sha, str(exc), call)
         return
+    proposal.examples = list(request.get("examples") or [])
     save_proposal(store, run_id, proposal, identity, cache_key(identity, sha))
     summary.stored += 1
 

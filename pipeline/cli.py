@@ -306,6 +306,17 @@ def propose(
         Path | None,
         typer.Option(help="Where an import writes the re-ask requests (default: <results>.reask.jsonl)"),
     ] = None,
+    examples: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=20,
+            help="LLM backends: show this many labelled papers (reviewed, then gold) most like each paper (4; 0: none)",
+        ),
+    ] = None,
+    gold: Annotated[
+        Path | None, typer.Option(help="Gold labels examples may come from (default: the shipped gold, if it fits)")
+    ] = None,
     encoder: EncoderOption = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
@@ -331,6 +342,7 @@ def propose(
         max_tokens=max_tokens,
         encoder=encoder,
         confidence_floor=confidence_floor,
+        examples=examples,
     )
     if batch_results is not None or batch_errors is not None:
         _import_batch(batch_results, batch_errors, next_batch_file, taxonomy, db)
@@ -350,6 +362,7 @@ def propose(
             max_input_tokens=max_input_tokens,
             context=context,
             settings=settings,
+            gold=gold,
         )
         for paper_key, error in written.failed:
             err.print(f"failed: {paper_key}: {error}", markup=False)
@@ -388,6 +401,7 @@ def propose(
             context=context,
             settings=settings,
             on_progress=tick,
+            gold=gold,
         )
     out.print(summary.line(), markup=False)
     if summary.failed:
@@ -519,7 +533,12 @@ def score(
     if output_format == "json":
         from kia.consensus import score_consensus
 
-        document = {"run": report.run_id, **report.agreement.as_dict(), "abstention": report.abstention.as_dict()}
+        document = {
+            "run": report.run_id,
+            **report.agreement.as_dict(),
+            "abstention": report.abstention.as_dict(),
+            "examples": report.examples.as_dict(),
+        }
         agreed = score_consensus(_existing_db(db), report.taxonomy or load_taxonomy(taxonomy), report.run_id, gold)
         if agreed is not None:
             document["consensus"] = agreed.as_dict()
@@ -553,6 +572,9 @@ def score(
         out.print(table)
     if abstention.out_of_scope:
         out.print(f"flagged out of scope: {', '.join(abstention.out_of_scope)}", markup=False)
+    examples_line = report.examples.line()
+    if examples_line:
+        out.print(examples_line, markup=False)
     _print_consensus(report.run_id, gold, taxonomy, db)
     for d in report.agreement.disagreements:
         out.print(f"\n[bold]{d.paper_key}[/bold]", highlight=False)

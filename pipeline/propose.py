@@ -25,6 +25,7 @@ from kia.backends import Backend, BackendAnswer, CallRecord, ClaimedLabel
 from kia.backends.rules import RulesBackend
 from kia.errors import KiaError
 from kia.extract import Document
+from kia.fewshot import Example, ExamplePool, render_examples
 from kia.ground import Grounding, Locator
 from kia.resources import default_prompt_path, source_checkout
 from kia.schema import answer_to_json, labels_from_json, schema_hash
@@ -222,6 +223,8 @@ class Proposal:
     # Sentences that address the labeller or the model, as (text, start, end, page, section): never
     # evidence; the paper is flagged `suspicious_text`.
     suspicious: list[tuple[str, int, int, int | None, str]] = field(default_factory=list)
+    # The labelled papers the prompt showed as examples (key, title, source, labels), in prompt order.
+    examples: list[dict[str, Any]] = field(default_factory=list)
 
 
 def abstention_json(answer: BackendAnswer) -> dict[str, Any]:
@@ -295,6 +298,12 @@ def one_label_per_single_axis(answer: BackendAnswer, taxonomy: Taxonomy) -> Back
     return replace(answer, labels=labels)
 
 
+def reads_prompt(backend: Backend) -> bool:
+    """Whether a backend reads the rendered prompt (an LLM) or decides from the text itself (the
+    offline backends), which ignore context selection and examples."""
+    return backend.name not in ("local", "rules")
+
+
 def propose(
     doc: Document,
     backend: Backend,
@@ -305,7 +314,7 @@ def propose(
     retriever: RulesBackend | None = None,
     answer: BackendAnswer | None = None,
     confidence_floor: float | None = None,
-    examples: str = "",
+    examples: list[Example] | None = None,
 ) -> Proposal:
     """Propose labels for one paper with one backend, grounded in the paper's text.
 
@@ -316,12 +325,12 @@ def propose(
     """
     flagged = suspicious_sentences(doc, taxonomy)
     context = paper_context(doc, taxonomy, max_input_tokens, retriever, flagged)
-    rendered = render_prompt(prompt, taxonomy, doc.title, context, examples)
+    rendered = render_prompt(prompt, taxonomy, doc.title, context, render_examples(examples or [], taxonomy))
     answer = answer if answer is not None else backend.answer(doc, taxonomy, rendered)
-    if backend.name in ("local", "rules"):
+    if not reads_prompt(backend):
         answer = one_label_per_single_axis(answer, taxonomy)
     saved = context.full_tokens - context.tokens if retriever else None
-    return proposal_from_answer(
+    proposal = proposal_from_answer(
         answer,
         doc,
         taxonomy,
@@ -332,6 +341,8 @@ def propose(
         saved,
         flagged,
     )
+    proposal.examples = [e.record() for e in examples or []]
+    return proposal
 
 
 def paper_context(
@@ -443,9 +454,11 @@ def run_identity(
     context_mode: str = "full",
     retriever: RulesBackend | None = None,
     confidence_floor: float | None = None,
+    examples: ExamplePool | None = None,
 ) -> RunIdentity:
     """What produced a run: backend, model, endpoint host, hashes and parameters (and, where the
-    model sees retrieved evidence only, the retriever's model and settings)."""
+    model sees retrieved evidence only, the retriever's model and settings; where it is shown
+    labelled examples, their number, embedder and a hash of the pool with its labels and quotes)."""
     fields: dict[str, Any] = {
         "backend": backend.params(),
         "max_input_tokens": max_input_tokens,
@@ -455,6 +468,8 @@ def run_identity(
         fields["confidence_floor"] = confidence_floor
     if retriever is not None:
         fields["retriever"] = {"model": retriever.model, **retriever.params()}
+    if examples is not None:
+        fields["examples"] = examples.identity()
     params = dumps(fields)
     return RunIdentity(
         backend=backend.name,
@@ -557,6 +572,7 @@ def save_proposal(store: Store, run_id: str, proposal: Proposal, identity: RunId
             "prompt_tokens_saved": proposal.prompt_tokens_saved,
             "in_scope": proposal.in_scope,
             "scope_score": proposal.scope_score,
+            "examples": dumps(proposal.examples) if proposal.examples else None,
         },
         [(lb.axis, lb.category, lb.confidence, lb.rationale, lb.grounded) for lb in proposal.labels],
         [
@@ -672,18 +688,23 @@ def run_proposals(
     on_progress: ProgressCallback | None = None,
     retriever: RulesBackend | None = None,
     confidence_floor: float | None = None,
+    examples: ExamplePool | None = None,
 ) -> RunSummary:
     """Propose for every paper (or `keys`) in one run; resumable, cached, failures recorded.
 
     With `context_mode="evidence"` the model sees only what `retriever` (default: the local
-    backend) ranks highest per category, and the prompt tokens saved are recorded.
+    backend) ranks highest per category, and the prompt tokens saved are recorded. With `examples`,
+    each prompt shows the pool's papers most similar to the paper (never the paper itself).
     """
     if context_mode not in ("full", "evidence"):
         raise KiaError(f"context must be full or evidence, not {context_mode!r}")
-    wants_evidence = context_mode == "evidence" and backend.name not in ("local", "rules")
+    wants_evidence = context_mode == "evidence" and reads_prompt(backend)
     retriever = (retriever or RulesBackend()) if wants_evidence else None
+    examples = examples if reads_prompt(backend) else None
     adapt_to_reviews(store, backend, taxonomy)
-    identity = run_identity(backend, taxonomy, prompt, max_input_tokens, context_mode, retriever, confidence_floor)
+    identity = run_identity(
+        backend, taxonomy, prompt, max_input_tokens, context_mode, retriever, confidence_floor, examples
+    )
     run_id = run_name or default_run_name(identity, store)
     _ensure_run(store, run_id, identity, taxonomy)
     summary = RunSummary(run_id)
@@ -699,6 +720,8 @@ def run_proposals(
             continue
         doc = store.get_document(paper_key)
         work.append((paper_key, doc, cache_key(identity, doc.sha256)))
+    # Examples are chosen here, in this thread (the embedder is not shared with worker threads).
+    shots = {paper_key: examples.choose(doc, paper_key) for paper_key, doc, _ in work} if examples else {}
 
     def one(
         paper_key: str, doc: Document, chosen: Backend, answer: BackendAnswer | None = None
@@ -706,7 +729,16 @@ def run_proposals(
         """Propose one paper; no database access here, so it can run in a worker thread."""
         try:
             proposal = propose(
-                doc, chosen, taxonomy, prompt, paper_key, max_input_tokens, retriever, answer, confidence_floor
+                doc,
+                chosen,
+                taxonomy,
+                prompt,
+                paper_key,
+                max_input_tokens,
+                retriever,
+                answer,
+                confidence_floor,
+                shots.get(paper_key),
             )
         except KiaError as exc:
             return None, str(exc), list(getattr(exc, "calls", []))

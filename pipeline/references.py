@@ -101,6 +101,17 @@ def same_paper(a: Identity, b: Identity) -> str | None:
     return None
 
 
+def same_work(
+    key: str, title: str, arxiv_id: str | None, other_key: str, other_title: str, other_arxiv: str | None
+) -> bool:
+    """Strictly the same paper for leave-one-out purposes: the same key, the same arXiv id (any
+    version), or the same title however short (a near-duplicate must never serve as its own example)."""
+    if key == other_key:
+        return True
+    mine, theirs = Identity.of(None, arxiv_id, title), Identity.of(None, other_arxiv, other_title)
+    return bool(mine.arxiv_id and mine.arxiv_id == theirs.arxiv_id) or bool(mine.title and mine.title == theirs.title)
+
+
 def find_known_paper(known: dict[str, list[Identity]], wanted: Identity) -> tuple[str, str] | None:
     """(paper key, reason) of the stored paper `wanted` is, given each paper's identities."""
     for paper_key, identities in known.items():

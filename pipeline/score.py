@@ -7,6 +7,7 @@ misleads when one category dominates (I2 is 74% of Table 5).
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -309,6 +310,63 @@ def gold_labeling(gold: list[GoldPaper], stored_keys: list[str]) -> Labeling:
 
 
 @dataclass
+class ExampleUse:
+    """Which labelled papers the run's prompts showed as examples, checked against the scored papers:
+    a paper shown itself (same key, title or arXiv id) would make its score no test at all."""
+
+    proposals: int = 0  # scored papers whose prompt showed examples
+    shown: int = 0  # examples shown in all
+    from_gold: int = 0  # of which drawn from gold rows (the rest from reviews)
+    self_shown: list[str] = field(default_factory=list)  # papers shown themselves: must stay empty
+
+    def line(self) -> str | None:
+        """One line for `kia score`, or None when the run showed no examples."""
+        if not self.proposals:
+            return None
+        verdict = (
+            "no paper was shown itself (leave-one-out)"
+            if not self.self_shown
+            else f"{len(self.self_shown)} paper(s) were shown themselves: {', '.join(self.self_shown)}"
+        )
+        return (
+            f"examples: {self.shown} shown to {self.proposals} paper(s) ({self.from_gold} from gold, "
+            f"{self.shown - self.from_gold} from reviews); {verdict}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "proposals": self.proposals,
+            "shown": self.shown,
+            "from_gold": self.from_gold,
+            "self_shown": self.self_shown,
+        }
+
+
+def example_use(store: Store, run_id: str, scored: set[str]) -> ExampleUse:
+    """Count the examples behind the scored papers and name any paper that was its own example."""
+    from kia.references import same_work
+
+    use = ExampleUse()
+    titles = store.titles()
+    arxiv = store.latest_document_field("arxiv_id")
+    for key, shown_json in sorted(store.proposal_examples(run_id).items()):
+        if key not in scored:
+            continue
+        shown = json.loads(shown_json)
+        use.proposals += 1
+        use.shown += len(shown)
+        use.from_gold += sum(1 for record in shown if record.get("source") == "gold")
+        title = titles.get(key, "")
+        if any(
+            same_work(r.get("key") or "", r.get("title") or "", r.get("arxiv_id"), key, title, arxiv.get(key))
+            for r in shown
+        ):
+            use.self_shown.append(key)
+    return use
+
+
+@dataclass
 class ScoreReport:
     """What `kia score` prints: the agreement, the run scored and each disagreement's evidence."""
 
@@ -318,6 +376,7 @@ class ScoreReport:
     evidence: dict[tuple[str, str], list[tuple[str, str, str, int | None]]]
     abstention: Abstention = field(default_factory=lambda: Abstention({}, [], {}, {}))
     taxonomy: Taxonomy | None = None  # the run's taxonomy, as scored
+    examples: ExampleUse = field(default_factory=ExampleUse)
 
 
 @dataclass
@@ -407,7 +466,10 @@ def score_run(
             for d in agreement.disagreements
             for axis in d.axes
         }
-    return ScoreReport(chosen, str(gold_path or default_gold_path()), agreement, evidence, abstention, taxonomy)
+        examples = example_use(store, chosen, set(reference) & set(candidate))
+    return ScoreReport(
+        chosen, str(gold_path or default_gold_path()), agreement, evidence, abstention, taxonomy, examples
+    )
 
 
 def between_reviewers(db: Path, taxonomy: Taxonomy | None, first: str, second: str) -> Agreement:

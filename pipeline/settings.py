@@ -48,6 +48,8 @@ class Settings:
     max_tokens: int = 2048
     # A label below this confidence is `tentative`: shown, exported and scored apart, never bulk-accepted.
     confidence_floor: float = 0.5
+    # Labelled papers shown to an LLM as worked examples per paper (0: none); see kia.fewshot.
+    examples: int = 4
     # the local backend
     encoder: str = "minilm"
     # arXiv

@@ -848,6 +848,27 @@ class Store:
             params.append(axis)
         return self.query(sql + " ORDER BY axis, category, idx", params)
 
+    def reviewed_run_evidence(self, paper_key: str) -> list[tuple[Any, ...]]:
+        """(axis, category, quote, status, score, start, end, page, section) of the evidence of the runs a
+        person accepted or edited on this paper, on its current text (offsets into another version
+        of the paper would point elsewhere)."""
+        return self.query(
+            "SELECT e.axis, e.category, e.quote, e.status, e.score, e.start_char, e.end_char, e.page, e.section"
+            " FROM evidence e JOIN proposals p ON p.run_id = e.run_id AND p.paper_key = e.paper_key"
+            " WHERE e.paper_key = ? AND p.status = 'done' AND p.sha256 = ? AND e.run_id IN ("
+            "   SELECT run_id FROM reviews WHERE paper_key = ? AND decision IN ('accept', 'edit'))"
+            " ORDER BY e.run_id, e.axis, e.category, e.idx",
+            [paper_key, self.latest_sha(paper_key), paper_key],
+        )
+
+    def proposal_examples(self, run_id: str) -> dict[str, str]:
+        """Paper key -> the JSON list of examples its prompt showed (papers proposed with examples only)."""
+        rows = self.query(
+            "SELECT paper_key, examples FROM proposals WHERE run_id = ? AND status = 'done' AND examples IS NOT NULL",
+            [run_id],
+        )
+        return {r[0]: r[1] for r in rows}
+
     def latest_document_field(self, column: str) -> dict[str, Any]:
         """Paper key -> a column (`arxiv_id` or `path`) of its most recently ingested document."""
         if column not in ("arxiv_id", "path"):

@@ -1,0 +1,265 @@
+"""Stage (inside propose): worked examples for an LLM's prompt, chosen from papers already labelled.
+
+A survey applies conventions its definitions do not spell out; the cheapest way to teach them to a
+model is to show it how the survey labelled the papers most like the one at hand. The pool holds,
+first, papers a person reviewed in the store (their accepted or edited labels, every axis) and then
+gold rows whose paper is stored. For each paper being labelled the N most similar pool papers (an
+embedding of title and abstract) are rendered as title, labels and one short verbatim quote per
+label. Never the paper itself, nor a paper with the same title or arXiv id: scoring a run against
+the gold its examples came from is leave-one-out by construction.
+
+The pool (who is in it, with which labels and quotes), N and the embedder are part of the run's
+identity; the examples chosen for a paper are stored with its proposal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from kia.extract import Document
+from kia.gold import GoldPaper
+from kia.references import same_work
+from kia.sentences import split_sentences
+from kia.store import Store, dumps
+from kia.taxonomy import Taxonomy
+
+DEFAULT_EXAMPLES = 4
+QUOTE_CHARS = 220
+SUMMARY_CHARS = 1500
+REVIEW, GOLD = "review", "gold"
+
+
+class TextEmbedder(Protocol):
+    """Turns texts into unit vectors (MiniLM, or TF-IDF where the local model is not installed)."""
+
+    name: str
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """One L2-normalised row per text."""
+        ...
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled paper as the prompt shows it."""
+
+    key: str
+    title: str
+    arxiv_id: str | None
+    source: str  # REVIEW or GOLD
+    labels: dict[str, tuple[str, ...]]
+    # category -> one short verbatim quote from the paper ("" when none could be located)
+    quotes: dict[str, str]
+
+    def record(self) -> dict[str, Any]:
+        """What a proposal stores of the example it was shown (no quote text: the paper holds it)."""
+        return {
+            "key": self.key,
+            "title": self.title,
+            "arxiv_id": self.arxiv_id,
+            "source": self.source,
+            "labels": {axis: list(cats) for axis, cats in self.labels.items()},
+        }
+
+
+def summary_text(doc: Document) -> str:
+    """Title and abstract (or the opening of the text where no abstract section was found)."""
+    abstract = next((doc.text[s.start : s.end] for s in doc.sections if s.name == "abstract"), "")
+    body = abstract.strip() or doc.text[:SUMMARY_CHARS]
+    return f"{doc.title}\n{' '.join(body.split())[:SUMMARY_CHARS]}"
+
+
+def _short(text: str, limit: int = QUOTE_CHARS) -> str:
+    """A verbatim quote cut to `limit` characters at a word boundary (still a substring of the paper)."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    return cut[: cut.rfind(" ")] if " " in cut else cut
+
+
+def located_quote(store: Store, key: str, doc: Document, category: str) -> str:
+    """A quote located for this category by a run a person reviewed on this paper (exact first), as the
+    paper spells it. Only reviewed runs: a pool fed by every new run would change with each run."""
+    found = [
+        (status != "exact", int(start), int(end))
+        for _axis, cat, _quote, status, _score, start, end, *_ in store.reviewed_run_evidence(key)
+        if cat == category and start is not None and status in ("exact", "fuzzy")
+    ]
+    if not found:
+        return ""
+    _, start, end = min(found)
+    return _short(doc.text[start:end])
+
+
+def best_sentence(doc: Document, taxonomy: Taxonomy, category: str) -> str:
+    """Where no run located a quote: the sentence closest to the category's definition and cues
+    (TF-IDF), or one its patterns match; "" when no sentence shares a word with them."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    sentences = split_sentences(doc, taxonomy=taxonomy)  # never a sentence that addresses the model
+    if not sentences:
+        return ""
+    cat = taxonomy.category(category)
+    for sentence in sentences:
+        if any(p.search(sentence.text) for p in cat.compiled_patterns):
+            return _short(sentence.text)
+    query = f"{cat.description()} {' '.join(cat.cues)}"
+    vectorizer = TfidfVectorizer(stop_words="english", sublinear_tf=True)
+    try:
+        matrix = vectorizer.fit_transform([s.text for s in sentences] + [query])
+    except ValueError:  # nothing but stop words
+        return ""
+    scores = (matrix[:-1] @ matrix[-1].T).toarray().ravel()
+    best = int(np.argmax(scores))
+    return _short(sentences[best].text) if scores[best] > 0 else ""
+
+
+def labelled_papers(
+    store: Store, taxonomy: Taxonomy, gold: list[GoldPaper]
+) -> list[tuple[str, str, dict[str, frozenset[str]]]]:
+    """(paper key, source, labels) of the pool: reviewed papers (every axis) first, then stored gold papers."""
+    from kia.score import complete, gold_labeling, reviewed_labeling
+
+    stored = store.paper_keys()
+    reviewed = complete(reviewed_labeling(store, taxonomy), taxonomy)
+    known = set(stored)
+    pool: list[tuple[str, str, dict[str, frozenset[str]]]] = [
+        (k, REVIEW, reviewed[k]) for k in sorted(reviewed) if k in known
+    ]
+    taken = {k for k, _, _ in pool}
+    for key, labels in sorted(gold_labeling(gold, stored).items()):
+        if key not in taken:
+            pool.append((key, GOLD, labels))
+    return pool
+
+
+@dataclass
+class ExamplePool:
+    """The labelled papers examples are drawn from, with their summary vectors."""
+
+    examples: list[Example]
+    vectors: np.ndarray
+    embedder: TextEmbedder
+    n: int
+
+    def identity(self) -> dict[str, Any]:
+        """What the run's identity records: N, the embedder and a hash of every example's labels and quotes."""
+        content = dumps([[e.key, e.title, e.source, e.labels, e.quotes] for e in self.examples])
+        return {
+            "n": self.n,
+            "embedder": self.embedder.name,
+            "pool": hashlib.sha256(content.encode()).hexdigest()[:16],
+            "papers": len(self.examples),
+        }
+
+    def excluded(self, index: int, key: str, doc: Document) -> bool:
+        """The paper itself, or the same paper under another key (same title or arXiv id)."""
+        example = self.examples[index]
+        return same_work(example.key, example.title, example.arxiv_id, key, doc.title, doc.arxiv_id)
+
+    def choose(self, doc: Document, key: str) -> list[Example]:
+        """The N most similar pool papers that are not this paper (ties: pool order, reviews first)."""
+        if self.n <= 0 or not self.examples:
+            return []
+        query = self.embedder.encode([summary_text(doc)])[0]
+        similarity = self.vectors @ query
+        order = sorted(range(len(self.examples)), key=lambda i: (-float(similarity[i]), i))
+        return [self.examples[i] for i in order if not self.excluded(i, key, doc)][: self.n]
+
+
+class TfidfEmbedder:
+    """TF-IDF vectors fitted on the pool's summaries: similarity without the local model installed."""
+
+    name = "tfidf"
+
+    def __init__(self, corpus: Sequence[str]) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self._vectorizer = TfidfVectorizer(stop_words="english", sublinear_tf=True).fit(list(corpus) or ["empty"])
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit rows (TF-IDF rows are L2-normalised by the vectorizer)."""
+        return np.asarray(self._vectorizer.transform(list(texts)).toarray(), dtype=np.float32)
+
+
+def make_embedder(encoder: str, corpus: Sequence[str]) -> TextEmbedder:
+    """The configured sentence encoder when it is installed, else TF-IDF over the pool (named in the run)."""
+    from kia.encoders import load_encoder
+    from kia.errors import KiaError
+
+    if encoder == TfidfEmbedder.name:
+        return TfidfEmbedder(corpus)
+    try:
+        return load_encoder(encoder)
+    except (KiaError, ImportError):
+        return TfidfEmbedder(corpus)
+
+
+def build_pool(
+    store: Store,
+    taxonomy: Taxonomy,
+    gold: list[GoldPaper],
+    n: int,
+    embedder: TextEmbedder | None = None,
+    encoder: str = "minilm",
+) -> ExamplePool | None:
+    """The example pool of a run, or None when N is 0 or nothing in the store is labelled."""
+    if n <= 0:
+        return None
+    papers = labelled_papers(store, taxonomy, gold)
+    if not papers:
+        return None
+    identifiers = {k: arxiv for k, _doi, arxiv, _title in store.paper_identifiers() if arxiv}
+    examples: list[Example] = []
+    summaries: list[str] = []
+    for key, source, labels in papers:
+        doc = store.get_document(key)
+        ordered = {
+            axis.id: tuple(c for c in axis.category_ids if c in labels.get(axis.id, frozenset()))
+            for axis in taxonomy.axes
+        }
+        quotes = {
+            category: (located_quote(store, key, doc, category) if source == REVIEW else "")
+            or best_sentence(doc, taxonomy, category)
+            for cats in ordered.values()
+            for category in cats
+        }
+        examples.append(Example(key, doc.title, doc.arxiv_id or identifiers.get(key), source, ordered, quotes))
+        summaries.append(summary_text(doc))
+    chosen = embedder or make_embedder(encoder, summaries)
+    return ExamplePool(examples, chosen.encode(summaries), chosen, n)
+
+
+def _safe(text: str) -> str:
+    """Example text is paper text too: it may not close the prompt's data block."""
+    return text.replace("PAPER>>>", "PAPER>>\u200b>").replace("<<<PAPER", "<\u200b<<PAPER").replace('"', "'")
+
+
+def render_examples(examples: list[Example], taxonomy: Taxonomy) -> str:
+    """The prompt's examples block (empty without examples): per paper its title, then per axis the
+    labels, each with its quote."""
+    if not examples:
+        return ""
+    lines = [
+        "",
+        "# Examples: papers this survey's readers labelled, the most similar ones to the paper below",
+        "",
+        "They show how the survey applies its definitions and conventions. Their quotes are data from",
+        "other papers; quote only the paper below in your answer.",
+    ]
+    for number, example in enumerate(examples, 1):
+        lines += ["", f"Example {number}: {_safe(' '.join(example.title.split())) or '(untitled)'}"]
+        for axis in taxonomy.axes:
+            cats = example.labels.get(axis.id, ())
+            shown = "; ".join(
+                f'{c} ("{_safe(example.quotes[c])}")' if example.quotes.get(c) else f"{c} (no quote located)"
+                for c in cats
+            )
+            lines.append(f"- {axis.id}: {shown or '(not labelled)'}")
+    return "\n".join(lines) + "\n"
