@@ -5,7 +5,8 @@ Measured, over the shipped example papers (corpus/examples) or `--papers DIR`:
   papers failed, seconds per paper (live run, concurrency 1);
 - prompt tokens per paper (from the server's `usage`) and the share of the prompt that is a
   byte-identical prefix across papers (what providers' prompt caching can reuse), for the full text
-  and for `--context evidence`; with examples in the prompt: not measured (`--examples` is not built);
+  for `--context evidence` and with 4 worked examples (`--examples 4`, drawn from the shipped
+  examples' gold, never the paper itself);
 - a batch round trip: `--batch-file` -> every request line answered by the same server (temperature 0)
   -> output file in the OpenAI Batch format -> `--batch-results`; the labels stored must equal the
   live run's, and a second import must add nothing.
@@ -13,6 +14,7 @@ Measured, over the shipped example papers (corpus/examples) or `--papers DIR`:
 The tiny model cannot judge labels: nothing here measures label quality.
 
     python eval/bench_llm.py [--papers DIR] [--limit 3] [--max-tokens 768] [--out eval/results/bench_llm.json]
+    python eval/bench_llm.py --prompt-only     # the prompt figures only, no server
 """
 
 from __future__ import annotations
@@ -33,8 +35,11 @@ sys.path.insert(0, str(ROOT))
 from kia.backends.openai import OpenAIBackend, chat_messages  # noqa: E402
 from kia.backends.rules import RulesBackend  # noqa: E402
 from kia.batchfile import import_results, write_requests  # noqa: E402
+from kia.fewshot import ExamplePool, build_pool, render_examples  # noqa: E402
+from kia.gold import load_gold  # noqa: E402
 from kia.ingest import ingest_paths  # noqa: E402
 from kia.propose import load_prompt, paper_context, render_prompt, run_proposals  # noqa: E402
+from kia.resources import examples_gold_path  # noqa: E402
 from kia.store import Store  # noqa: E402
 from kia.taxonomy import load_taxonomy  # noqa: E402
 from tests.llm_server import MODEL_ALIAS, start  # noqa: E402
@@ -49,13 +54,17 @@ def common_prefix(texts: list[str]) -> int:
     return len(os.path.commonprefix(texts))
 
 
-def prefix_share(store: Store, keys: list[str], retriever: RulesBackend | None) -> dict[str, Any]:
+def prefix_share(
+    store: Store, keys: list[str], retriever: RulesBackend | None, pool: ExamplePool | None = None
+) -> dict[str, Any]:
     """Characters per prompt (system + user) and the share of them that is a prefix shared by all papers."""
     taxonomy, template = load_taxonomy(), load_prompt()
     prompts = []
     for key in keys:
         doc = store.get_document(key)
-        rendered = render_prompt(template, taxonomy, doc.title, paper_context(doc, taxonomy, None, retriever))
+        shots = render_examples(pool.choose(doc, key), taxonomy) if pool else ""
+        context = paper_context(doc, taxonomy, None, retriever)
+        rendered = render_prompt(template, taxonomy, doc.title, context, shots)
         prompts.append("\n".join(m["content"] for m in chat_messages(rendered)))
     shared = common_prefix(prompts)
     mean = sum(len(p) for p in prompts) / len(prompts)
@@ -65,6 +74,27 @@ def prefix_share(store: Store, keys: list[str], retriever: RulesBackend | None) 
         "fixed_prefix_chars": shared,
         "fixed_prefix_share": round(shared / mean, 3),
     }
+
+
+def prompt_figures(papers: Path, limit: int, store: Store | None = None) -> dict[str, Any]:
+    """Prompt size and cacheable prefix: full text, `--context evidence`, and 4 examples (from the
+    shipped examples' gold; each paper is shown 4 others, never itself)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        own = store is None
+        store = store or Store(Path(tmp) / "prompts.duckdb")
+        if own:
+            ingest_paths([papers], store)
+        keys = store.paper_keys()[:limit]
+        taxonomy = load_taxonomy()
+        pool = build_pool(store, taxonomy, load_gold(examples_gold_path(), taxonomy), 4)
+        figures = {
+            "full_text": prefix_share(store, keys, None),
+            "context_evidence": prefix_share(store, keys, RulesBackend()),
+            "with_4_examples": prefix_share(store, keys, None, pool),
+        }
+        if own:
+            store.close()
+    return figures
 
 
 def answer_line(base_url: str, line: dict[str, Any]) -> dict[str, Any]:
@@ -104,7 +134,11 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=768)
     parser.add_argument("--reasks", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "eval" / "results" / "bench_llm.json")
+    parser.add_argument("--prompt-only", action="store_true", help="prompt sizes only; start no server")
     args = parser.parse_args()
+    if args.prompt_only:
+        print(json.dumps(prompt_figures(args.papers, args.limit), indent=2))
+        return
 
     process, base_url = start(parallel=1, ctx=8192)
     try:
@@ -141,7 +175,6 @@ def main() -> None:
             batch_s = time.perf_counter() - started
             before = labels(store, "batch")
             second = import_results(store, taxonomy, [Path(tmp) / "output.jsonl"])
-            evidence = RulesBackend()
             result = {
                 "model": MODEL_ALIAS,
                 "papers": len(keys),
@@ -158,11 +191,7 @@ def main() -> None:
                     "prompt_tokens_per_paper_first_call": {k: n for k, n in prompt_tokens},
                     "call_errors": call_errors,
                 },
-                "prompt": {
-                    "full_text": prefix_share(store, keys, None),
-                    "context_evidence": prefix_share(store, keys, evidence),
-                    "with_4_examples": "not measured: --examples is not built",
-                },
+                "prompt": prompt_figures(args.papers, args.limit, store),
                 "batch_round_trip": {
                     "requests_written": written.written,
                     "rounds": rounds,

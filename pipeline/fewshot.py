@@ -134,7 +134,7 @@ def labelled_papers(
     ]
     taken = {k for k, _, _ in pool}
     for key, labels in sorted(gold_labeling(gold, stored).items()):
-        if key not in taken:
+        if key in known and key not in taken:  # gold_labeling keeps unmatched rows too, under their method
             pool.append((key, GOLD, labels))
     return pool
 

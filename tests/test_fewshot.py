@@ -46,7 +46,8 @@ gamma,,K1,I2,A1
 delta,,K2,I2,A1
 epsilon,,K3,I2,A4
 zeta,,K1,I2;I3,A1
-"""
+theta,,K1,I2,A1
+"""  # theta is not stored: it can be no example
 
 
 def _answers() -> dict[str, dict[str, list[tuple[str, list[str]]]]]:

@@ -233,6 +233,9 @@ def test_batch_round_trip_against_the_real_server_stores_the_live_labels(papers_
     import json
     import urllib.request
 
+    # A paper a person labelled is shown to the model as a worked example, live and in the batch alike.
+    labelled = run_kia("label", "beta", "--set", "K=K3", "--set", "I=I2", "--set", "A=A4", "--db", str(papers_db))
+    assert labelled.returncode == 0, labelled.stderr
     live = propose(papers_db, server, "alpha", "--run", "live", "--reasks", "0", "--max-tokens", "768")
     requests = papers_db.parent / "requests.jsonl"
     written = propose(papers_db, server, "alpha", "--run", "batch", "--reasks", "0", "--max-tokens", "768",
@@ -240,6 +243,8 @@ def test_batch_round_trip_against_the_real_server_stores_the_live_labels(papers_
     assert written.returncode == 0, written.stderr
     lines = [json.loads(x) for x in requests.read_text(encoding="utf-8").splitlines()]
     assert len(lines) == 1
+    prompt = lines[0]["body"]["messages"][-1]["content"]
+    assert "Example 1: Beta" in prompt and "- K: K3" in prompt and "Example 2" not in prompt
     output = papers_db.parent / "output.jsonl"
     rows = []
     for line in lines:
@@ -259,6 +264,9 @@ def test_batch_round_trip_against_the_real_server_stores_the_live_labels(papers_
     assert by_run["batch"][0] == by_run["live"][0], (status, imported.stdout, imported.stderr, live.stderr)
     label_sql = "SELECT axis, category, confidence FROM labels WHERE run_id = '{}' ORDER BY ALL"
     assert query(papers_db, label_sql.format("batch")) == query(papers_db, label_sql.format("live"))
+    examples_sql = "SELECT examples FROM proposals WHERE run_id = '{}'"
+    assert query(papers_db, examples_sql.format("batch")) == query(papers_db, examples_sql.format("live"))
+    assert '"key": "beta"' in str(query(papers_db, examples_sql.format("live"))[0][0])
     status_sql = "SELECT axis, status FROM axis_status WHERE run_id = '{}' ORDER BY ALL"
     assert query(papers_db, status_sql.format("batch")) == query(papers_db, status_sql.format("live"))
     before = query(papers_db, "SELECT count(*) FROM labels"), query(papers_db, "SELECT count(*) FROM llm_calls")
