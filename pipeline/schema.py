@@ -116,13 +116,16 @@ def _llm_response_model_cached(taxonomy_json: str) -> type[BaseModel]:
         axis_model = create_model(
             f"Axis{axis.id}",
             __config__=ConfigDict(extra="forbid"),
-            labels=(label_model, Field(max_length=len(axis.categories))),
+            # A single-label axis (`multi: false`) takes one category at most (none only when unclear);
+            # in the JSON schema as maxItems, so a grammar-constrained server cannot send two.
+            labels=(label_model, Field(max_length=len(axis.categories) if axis.multi else 1)),
             unclear=(
                 str | None,
                 Field(max_length=300, description="why no category is supported; null when labelled"),
             ),
         )
-        fields[axis.id] = (axis_model, Field(description=f"{axis.name}: {axis.question}"))
+        single = "" if axis.multi else " (one category only)"
+        fields[axis.id] = (axis_model, Field(description=f"{axis.name}: {axis.question}{single}"))
     return create_model("TaxonomyAnswer", __base__=_AbstainingBase, **fields)
 
 

@@ -42,6 +42,7 @@ def run_kia(
     cwd: Path | None = None,
     timeout: float = 300,
     process: bool = False,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run `kia ARGS` and return its exit code, stdout and stderr.
 
@@ -52,7 +53,7 @@ def run_kia(
     if process:
         full_env = {**os.environ, **(env or {})}
         return subprocess.run(
-            [*kia_exe(), *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
+            [*kia_exe(), *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout, input=input
         )
     from typer.testing import CliRunner
 
@@ -62,7 +63,7 @@ def run_kia(
     try:
         if cwd is not None:
             os.chdir(cwd)
-        result = CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+        result = CliRunner().invoke(app, list(args), input=input, env=env, catch_exceptions=False)
     finally:
         os.chdir(previous)
     return subprocess.CompletedProcess(["kia", *args], result.exit_code, result.stdout, result.stderr)

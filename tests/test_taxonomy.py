@@ -168,3 +168,17 @@ def test_single_label_axis_schema_takes_one_category(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="at most 1"):
         model.model_validate({"arch": [{"category": "cnn", **label}, {"category": "rnn", **label}]})
     assert model.model_json_schema()["properties"]["arch"]["maxItems"] == 1
+    # The LLM's schema too (labels or an `unclear` reason): a grammar-constrained server reads maxItems.
+    from kia.schema import llm_response_model
+
+    llm = llm_response_model(taxonomy)
+    axis_schema = llm.model_json_schema()["$defs"]["Axisarch"]
+    assert axis_schema["properties"]["labels"]["maxItems"] == 1
+    answer = {
+        "in_scope": True,
+        "scope_reason": "r",
+        "arch": {"labels": [], "unclear": None},
+    }
+    two = [{"category": "cnn", **label}, {"category": "rnn", **label}]
+    with pytest.raises(ValidationError, match="at most 1"):
+        llm.model_validate({**answer, "arch": {"labels": two, "unclear": None}})
