@@ -765,26 +765,35 @@ def review(
     run: Annotated[str | None, typer.Option(help="Run to review (default: the latest)")] = None,
     reviewer: Annotated[str | None, typer.Option(help="Reviewer name (default: $USER)")] = None,
     only: Annotated[str | None, typer.Option(help="unreviewed, disagreements or low-confidence")] = None,
+    queue: Annotated[
+        str,
+        typer.Option(
+            help="Order of the papers: need (disagreements between runs, then unclear, unsupported or out of"
+            " scope, then the lowest confidence) or storage (as ingested)"
+        ),
+    ] = "need",
     accept_above: Annotated[
         float | None, typer.Option(help="No terminal: accept every axis whose confidence is at least this")
     ] = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
-    """Review proposals paper by paper: evidence in context; accept, edit or reject each axis."""
+    """Review proposals paper by paper: evidence in its sentences, other runs' labels side by side;
+    accept, edit or reject each axis with single keys (line commands when stdin is not a terminal)."""
     from kia import review as review_stage
+    from kia import review_keys
 
     with review_stage.open_store(_existing_db(db)) as store:
         if accept_above is not None:
             result = review_stage.bulk_accept(store, given_taxonomy(taxonomy), accept_above, run, reviewer, only)
             out.print(result.line(accept_above), markup=False)
             return
-        session = review_stage.ReviewSession(store, given_taxonomy(taxonomy), run, reviewer, only)
+        session = review_stage.ReviewSession(store, given_taxonomy(taxonomy), run, reviewer, only, queue=queue)
         if session.done:
             out.print(f"nothing to review for {session.reviewer} in run {session.run_id}", markup=False)
             return
-        out.print("type ? for help", markup=False)
-        review_stage.interactive(session, out, review_stage.line_reader(session.taxonomy))
+        out.print("press ? for help", markup=False)
+        review_keys.review_in_terminal(session, out)
 
 
 @app.command()

@@ -42,6 +42,16 @@ class ConsensusSummary:
         )
 
 
+def consensus_inputs(store: Store, run_id: str | None) -> list[str] | None:
+    """The input runs of a consensus run, in the order given; None for any other run (or none)."""
+    import json
+
+    row = store.run_row(run_id) if run_id else None
+    if row is None or row["backend"] != CONSENSUS:
+        return None
+    return list(json.loads(row["params"])["inputs"])
+
+
 def _side_by_side(runs: list[str], labelings: dict[str, Labeling], key: str, axis: str) -> str:
     return " | ".join(f"{run}: {','.join(sorted(labelings[run][key][axis])) or 'none'}" for run in runs)
 
@@ -187,12 +197,9 @@ def score_consensus(db: Path, taxonomy: Taxonomy, run_id: str | None, gold_path:
 def consensus_score(store: Store, taxonomy: Taxonomy, run_id: str, reference: Labeling) -> ConsensusScore | None:
     """For a consensus run: exact match with gold on agreed axes, and each input run's on disagreed axes
     (None for any other run). Axes a person has since reviewed are no longer left for a person."""
-    import json
-
-    row = store.run_row(run_id)
-    if row is None or row["backend"] != CONSENSUS:
+    runs = consensus_inputs(store, run_id)
+    if runs is None:
         return None
-    runs = json.loads(row["params"])["inputs"]
     mine = run_labeling(store, run_id, taxonomy)
     inputs = {run: run_labeling(store, run, taxonomy) for run in runs}
     disagreed = {(k, a) for k, a, status, _r in store.axis_statuses(run_id) if status == DISAGREEMENT}

@@ -14,19 +14,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kia.consensus import CONSENSUS, CONSENSUS_REVIEWER
+from kia.consensus import CONSENSUS, CONSENSUS_REVIEWER, DISAGREEMENT, consensus_inputs
 from kia.errors import KiaError
 from kia.extract import Document
-from kia.score import latest_run, run_labeling, taxonomy_for_run
+from kia.score import Labeling, latest_run, run_labeling, taxonomy_for_run
+from kia.sentences import sentences_around
 from kia.settings import Settings
 from kia.store import Store
-from kia.taxonomy import Taxonomy, load_taxonomy
+from kia.taxonomy import Axis, Taxonomy, load_taxonomy
 
 ACCEPT, EDIT, REJECT, NOTE = "accept", "edit", "reject", "note"
 MACHINE_ACCEPTED = "machine-accepted"
 ONLY_CHOICES = ("unreviewed", "disagreements", "low-confidence")
+# need: disagreements between runs, then abstained or flagged papers, then the lowest confidence;
+# storage: the order the papers were ingested.
+NEED, STORAGE = "need", "storage"
+QUEUES = (NEED, STORAGE)
 LOW_CONFIDENCE = 0.6
 NEVER_BULK = ("unsupported", "tentative")
+# Context shown around a quote: each sentence (or part of one) at most this long, cut where marked.
+CONTEXT_CHARS = 300
+ELLIPSIS = "[…]"
+# Single keys for axes (by position) and for the categories of an axis (by position).
+KEY_CHARS = "123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def default_reviewer(option: str | None) -> str:
@@ -36,7 +46,8 @@ def default_reviewer(option: str | None) -> str:
 
 @dataclass(frozen=True)
 class EvidenceView:
-    """A quote shown in context: the sentence(s) around it, with the quote's span inside them."""
+    """A quote in context: the sentence before, the sentence holding the quote (split around it) and
+    the sentence after, each cut to `CONTEXT_CHARS` with `ELLIPSIS` where cut."""
 
     category: str
     quote: str
@@ -44,9 +55,21 @@ class EvidenceView:
     score: float | None
     page: int | None
     section: str | None
-    before: str
+    previous: str
+    lead: str
     match: str
-    after: str
+    tail: str
+    following: str
+
+
+@dataclass(frozen=True)
+class RunLabels:
+    """One run's labels of one axis of the paper under review, with its quotes where the runs disagree."""
+
+    run: str
+    labels: list[str]
+    this_run: bool = False
+    evidence: list[EvidenceView] = field(default_factory=list)
 
 
 @dataclass
@@ -64,17 +87,70 @@ class PaperView:
     suspicious: list[tuple[int | None, str]] = field(default_factory=list)
     # The backend judged the paper outside the taxonomy's scope: (flagged, scope score).
     out_of_scope: tuple[bool, float | None] = (False, None)
+    # Each reviewer's latest note on the paper: (reviewer, note).
+    notes: list[tuple[str, str]] = field(default_factory=list)
+    # Per axis, the labels of every run compared (empty when no other run labelled the paper).
+    runs: dict[str, list[RunLabels]] = field(default_factory=dict)
+    # Axes on which those runs disagree (or that a consensus run left pending).
+    disagreed: set[str] = field(default_factory=set)
 
 
-def context_window(doc: Document, start: int, end: int, width: int = 160) -> tuple[str, str, str]:
-    """Text before, the quote itself and text after, cut at sentence or line boundaries when near."""
-    left = max(0, start - width)
-    boundary = max(doc.text.rfind(". ", left, start), doc.text.rfind("\n", left, start))
-    left = boundary + 1 if boundary >= 0 else left
-    right = min(len(doc.text), end + width)
-    stop = min([p for p in (doc.text.find(". ", end, right), doc.text.find("\n", end, right)) if p >= 0] or [right])
-    right = stop + 1 if stop < right else right
-    return doc.text[left:start].lstrip(), doc.text[start:end], doc.text[end:right].rstrip()
+def _keep_start(text: str, limit: int = CONTEXT_CHARS) -> str:
+    """The start of `text`, cut at a word and marked when longer than `limit` (the text after a quote)."""
+    text = text.replace("\n", " ")
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit)
+    return f"{text[: cut if cut > 0 else limit].rstrip()} {ELLIPSIS}"
+
+
+def _keep_end(text: str, limit: int = CONTEXT_CHARS) -> str:
+    """The end of `text`, cut at a word and marked when longer than `limit` (the text before a quote)."""
+    text = text.replace("\n", " ")
+    if len(text) <= limit:
+        return text
+    cut = text.find(" ", len(text) - limit)
+    return f"{ELLIPSIS} {text[cut + 1 if cut >= 0 else len(text) - limit :].lstrip()}"
+
+
+def quote_in_context(doc: Document, start: int, end: int) -> tuple[str, str, str, str, str]:
+    """(sentence before, start of the holding sentence, the quote, rest of the holding sentence,
+    sentence after) of a quote located at [start, end) of the paper's text.
+
+    Sentences, not a window of characters: a reviewer judges a quote by the thought it belongs to.
+    Each piece is capped so a run-on "sentence" (a table flattened into one line) stays readable.
+    """
+    before, (held_start, held_end), after = sentences_around(doc.text, start, end)
+    previous = doc.text[before[0] : before[1]] if before else ""
+    following = doc.text[after[0] : after[1]] if after else ""
+    return (
+        _keep_end(previous),
+        _keep_end(doc.text[held_start:start]),
+        doc.text[start:end],
+        _keep_start(doc.text[end:held_end]),
+        _keep_start(following),
+    )
+
+
+def evidence_view(doc: Document, row: tuple[Any, ...]) -> EvidenceView:
+    """A stored evidence row (axis, category, quote, status, score, start, end, page, section) in context;
+    a quote not located in the paper is shown alone."""
+    _axis, category, quote, status, score, start, end, page, section = row
+    located = start is not None and end is not None
+    pieces = quote_in_context(doc, int(start), int(end)) if located else ("", "", quote, "", "")
+    return EvidenceView(category, quote, status, score, page, section, *pieces)
+
+
+def axis_keys(taxonomy: Taxonomy) -> dict[str, str]:
+    """Single key -> axis id: each axis's position (1, 2, ...), so axes named by words ("memory")
+    still take one key, the same in every taxonomy."""
+    return {KEY_CHARS[index]: axis.id for index, axis in enumerate(taxonomy.axes)}
+
+
+def category_keys(axis: Axis) -> dict[str, str]:
+    """Single key -> category id of one axis, by position (1-9, then letters); categories past the
+    35th have no key."""
+    return {key: category for key, category in zip(KEY_CHARS, axis.category_ids, strict=False)}
 
 
 class ReviewSession:
@@ -88,13 +164,17 @@ class ReviewSession:
         reviewer: str | None = None,
         only: str | None = None,
         keys: list[str] | None = None,
+        queue: str = NEED,
     ) -> None:
         """Review a run's papers (default: the latest run), or exactly `keys` (a run is then optional).
 
         Axes, ids and single/multi-label come from the run's own taxonomy (`taxonomy`, when given,
-        must be that one; without a run it is the taxonomy reviewed in)."""
+        must be that one; without a run it is the taxonomy reviewed in). `queue` orders the papers:
+        `need` (disagreements first) or `storage` (the order they were ingested)."""
         if only is not None and only not in ONLY_CHOICES:
             raise KiaError(f"--only must be one of {', '.join(ONLY_CHOICES)}, not {only!r}")
+        if queue not in QUEUES:
+            raise KiaError(f"--queue must be one of {', '.join(QUEUES)}, not {queue!r}")
         self.store = store
         self.reviewer = default_reviewer(reviewer)
         chosen = run_id or latest_run(store)
@@ -107,35 +187,67 @@ class ReviewSession:
         self.taxonomy: Taxonomy = taxonomy or load_taxonomy(None)
         self.run_id = chosen
         self.proposals = run_labeling(store, chosen, taxonomy) if chosen else {}
-        self.keys = keys if keys is not None else self._ordered_keys(only)
+        # A consensus run is compared with its input runs, whose labels and quotes it shows.
+        self.consensus_of = consensus_inputs(store, chosen)
+        self._compared: dict[str, Labeling] | None = None
+        self.keys = keys if keys is not None else self._ordered_keys(only, queue)
         self.index = 0 if keys is not None else self._first_unfinished()
 
     # --- ordering ----------------------------------------------------------------------------
+    @property
+    def compared(self) -> dict[str, Labeling]:
+        """Run -> labeling of the runs this one is compared with: a consensus run's inputs; for any
+        other run, every other run of the same taxonomy except consensus runs (they hold no labels
+        where their inputs disagree, so they would only repeat those disagreements). Read once."""
+        if self._compared is None:
+            if self.run_id is None:
+                runs: list[str] = []
+            elif self.consensus_of is not None:
+                runs = self.consensus_of
+            else:
+                hashes = self.store.run_taxonomy_hashes()
+                runs = [
+                    r
+                    for r in self.store.run_ids()
+                    if r != self.run_id
+                    and hashes.get(r) == hashes.get(self.run_id)
+                    and consensus_inputs(self.store, r) is None
+                ]
+            self._compared = {run: run_labeling(self.store, run, self.taxonomy) for run in runs}
+        return self._compared
+
     def _disagreeing_keys(self) -> set[str]:
-        """Papers on which this run and any other run disagree on some axis."""
-        hashes = self.store.run_taxonomy_hashes()
-        mine = hashes.get(self.run_id or "")
-        others = [r for r in self.store.run_ids() if r != self.run_id and hashes.get(r) == mine]
-        disagreeing: set[str] = set()
-        for other in others:
-            labeling = run_labeling(self.store, other, self.taxonomy)
+        """Papers on which this run and a compared run disagree on some axis, or that a consensus run
+        left pending (its input runs disagree)."""
+        disagreeing = {k for k, _a, status, _r in self.store.axis_statuses(self.run_id) if status == DISAGREEMENT}
+        for labeling in self.compared.values():
             for key, labels in self.proposals.items():
                 if key in labeling and labeling[key] != labels:
                     disagreeing.add(key)
         return disagreeing
 
-    def _min_confidence(self) -> dict[str, float]:
-        return self.store.min_confidence_per_paper(self.run_id)
+    def _flagged_keys(self) -> set[str]:
+        """Papers that need a person for another reason: an axis unclear, out of scope, unsupported
+        (no quote found) or tentative (below the confidence floor), the paper judged out of scope, or
+        sentences addressing the labeller (`suspicious_text`)."""
+        flagged = {k for k, _a, status, _r in self.store.axis_statuses(self.run_id) if status != DISAGREEMENT}
+        flagged |= set(self.store.scope_flags(self.run_id))
+        return flagged | {row[0] for row in self.store.suspicious_sentences(self.run_id)}
 
-    def _ordered_keys(self, only: str | None) -> list[str]:
-        """Disagreements between runs first, then unclear or out-of-scope papers, then the lowest
-        confidence; optionally filtered."""
-        disagreeing = self._disagreeing_keys()
-        confidence = self._min_confidence()
-        abstained = {row[0] for row in self.store.axis_statuses(self.run_id)} | set(self.store.scope_flags(self.run_id))
-        keys = sorted(
-            self.proposals, key=lambda k: (k not in disagreeing, k not in abstained, confidence.get(k, 0.0), k)
-        )
+    def _storage_order(self) -> list[str]:
+        """The run's papers in the order they were ingested."""
+        position = {key: index for index, key in enumerate(self.store.paper_order())}
+        return sorted(self.proposals, key=lambda k: (position.get(k, len(position)), k))
+
+    def _ordered_keys(self, only: str | None, queue: str = NEED) -> list[str]:
+        """The papers in the queue's order (need: disagreements between runs first, then abstained or
+        flagged papers, then the lowest confidence; storage: as ingested), optionally filtered."""
+        keys = self._storage_order()
+        confidence = self.store.min_confidence_per_paper(self.run_id)
+        disagreeing = self._disagreeing_keys() if queue == NEED or only == "disagreements" else set()
+        if queue == NEED:
+            flagged = self._flagged_keys()
+            keys.sort(key=lambda k: (k not in disagreeing, k not in flagged, confidence.get(k, 0.0)))
         if only == "disagreements":
             keys = [k for k in keys if k in disagreeing]
         elif only == "low-confidence":
@@ -183,39 +295,84 @@ class ReviewSession:
         return self.keys[self.index]
 
     def view(self) -> PaperView:
-        """The current paper with its proposed labels, confidences and evidence in context."""
+        """The current paper with its proposed labels, confidences, evidence in its sentences, notes
+        and, where other runs labelled it, every run's labels side by side."""
         key = self.current
         doc = self.store.get_document(key)
         proposed: dict[str, list[tuple[str, float]]] = {a: [] for a in self.taxonomy.axis_ids}
         for axis, category, confidence in self.store.paper_labels(self.run_id, key):
             proposed[axis].append((category, confidence))
         evidence: dict[str, list[EvidenceView]] = {a: [] for a in self.taxonomy.axis_ids}
-        for axis, category, quote, status, score, start, end, page, section in self.store.paper_evidence(
-            self.run_id, key
-        ):
-            if start is None:
-                before, match, after = "", quote, ""
-            else:
-                before, match, after = context_window(doc, int(start), int(end))
-            evidence[axis].append(EvidenceView(category, quote, status, score, page, section, before, match, after))
-        abstained = {axis: (status, reason) for _k, axis, status, reason in self.store.axis_statuses(self.run_id, key)}
+        for row in self.store.paper_evidence(self.run_id, key):
+            evidence[row[0]].append(evidence_view(doc, row))
+        statuses = self.store.axis_statuses(self.run_id, key)
+        abstained = {axis: (status, reason) for _k, axis, status, reason in statuses}
         suspicious = [
             (page, text) for _k, text, _s, _e, page, _sec in self.store.suspicious_sentences(self.run_id, key)
         ]
         flags = self.store.scope_flags(self.run_id)
         scope = (key in flags, flags.get(key))
-        return PaperView(key, doc.title, proposed, evidence, self.decisions(key), abstained, suspicious, scope)
+        runs, disagreed = self._runs_side_by_side(doc)
+        disagreed |= {axis for _k, axis, status, _r in statuses if status == DISAGREEMENT}
+        return PaperView(
+            key,
+            doc.title,
+            proposed,
+            evidence,
+            self.decisions(key),
+            abstained,
+            suspicious,
+            scope,
+            self.store.paper_notes_by_reviewer(key),
+            runs,
+            disagreed,
+        )
+
+    def _runs_side_by_side(self, doc: Document) -> tuple[dict[str, list[RunLabels]], set[str]]:
+        """Per axis, the labels of this run and of each compared run that labelled the current paper
+        (a consensus run shows its inputs only), each run's quotes on the axes where they disagree;
+        and those axes. Nothing when no compared run labelled the paper."""
+        key = self.current
+        others = [run for run, labeling in self.compared.items() if key in labeling]
+        if not others:
+            return {}, set()
+        mine = self.proposals.get(key, {})
+        rows: dict[str, list[RunLabels]] = {}
+        disagreed: set[str] = set()
+        for axis in self.taxonomy.axis_ids:
+            sets = [self.compared[run][key][axis] for run in others]
+            if self.consensus_of is None:
+                sets.append(mine.get(axis, frozenset()))
+            if len(set(sets)) > 1:
+                disagreed.add(axis)
+            row = [RunLabels(str(self.run_id), sorted(mine.get(axis, ())), True)] if self.consensus_of is None else []
+            for run in others:
+                quotes = (
+                    [evidence_view(doc, r) for r in self.store.paper_evidence(run, key, axis)]
+                    if axis in disagreed
+                    else []
+                )
+                row.append(RunLabels(run, sorted(self.compared[run][key][axis]), False, quotes))
+            rows[axis] = row
+        return rows, disagreed
+
+    def own_note(self) -> str:
+        """This reviewer's latest note on the current paper ("" when none): what `n` starts editing from."""
+        notes = self.store.paper_notes_by_reviewer(self.current)
+        return next((note for who, note in notes if who == self.reviewer), "")
 
     # --- decisions -----------------------------------------------------------------------------
     def _record(self, axis: str | None, decision: str, labels: list[str], note: str | None = None) -> None:
         self.store.add_review(self.current, self.run_id, axis, labels, decision, self.reviewer, note)
 
     def _check_axis(self, axis: str) -> str:
-        """The taxonomy's id of an axis typed in any case ("k" is K, "Memory" is memory)."""
+        """The taxonomy's id of an axis typed in any case ("k" is K, "Memory" is memory), or its key ("1")."""
         wanted = axis.strip()
         for known in self.taxonomy.axis_ids:
             if known == wanted or known.lower() == wanted.lower():
                 return known
+        if wanted.isdigit() and wanted in axis_keys(self.taxonomy):  # the axis's key, as shown on screen
+            return axis_keys(self.taxonomy)[wanted]
         raise KiaError(f"unknown axis {axis!r}; axes are {', '.join(self.taxonomy.axis_ids)}")
 
     def accept(self, axis: str, note: str | None = None) -> None:
@@ -253,10 +410,18 @@ class ReviewSession:
         self._record(axis, REJECT, [])
 
     def note(self, text: str) -> None:
-        """Attach a note to the current paper."""
+        """Attach a note to the current paper (a new row: the latest note is the one shown)."""
         if not text.strip():
             raise KiaError("a note needs some text")
         self._record(None, NOTE, [], text.strip())
+
+    def edit_note(self, text: str) -> bool:
+        """Replace this reviewer's note with `text`; an empty or unchanged text keeps the note as it is
+        (so Enter on the pre-filled line changes nothing). True when a new note was written."""
+        if not text.strip() or text.strip() == self.own_note():
+            return False
+        self.note(text)
+        return True
 
     def next(self) -> None:
         """Move to the next paper (skip)."""
@@ -394,8 +559,50 @@ def help_text(taxonomy: Taxonomy) -> str:
 axes: {axes}"""
 
 
+MARKS = {"exact": ("exact", "green"), "fuzzy": ("FUZZY", "yellow"), "not_found": ("NOT FOUND", "bold red")}
+
+
+def render_quote(ev: EvidenceView, indent: str, console: Any, run: str | None = None) -> None:
+    """One quote: its category, grounding and page, then the quote highlighted inside its sentence,
+    between the sentence before and the sentence after (dim, cut where `ELLIPSIS` says)."""
+    from rich.text import Text
+
+    label, colour = MARKS.get(ev.status, (ev.status.upper(), "bold red"))
+    score = f" {ev.score:.0f}" if ev.status == "fuzzy" and ev.score is not None else ""
+    where = f"p.{ev.page} {ev.section or ''}".rstrip() if ev.page is not None else "not located in the paper"
+    owner = f" ({run})" if run else ""
+    console.print(Text(f"{indent}{ev.category}{owner} [{label}{score}, {where}]", style=colour))
+    line = Text(f"{indent}   ")
+    if ev.previous:
+        line.append(ev.previous + " ", style="dim")
+    line.append(ev.lead)
+    line.append("«", style="dim")
+    located = ev.status in ("exact", "fuzzy")
+    line.append(ev.match.replace("\n", " "), style=f"bold {colour} underline" if located else "bold red strike")
+    line.append("»", style="dim")
+    line.append(ev.tail)
+    if ev.following:
+        line.append(" " + ev.following, style="dim")
+    line.highlight_words([ELLIPSIS], style="dim italic")
+    console.print(line)
+
+
+def render_runs(rows: list[RunLabels], disagree: bool, console: Any) -> None:
+    """Each run's labels of one axis on a line of its own, aligned, and (where the runs disagree)
+    each other run's quotes under its line."""
+    from rich.text import Text
+
+    names = [f"{row.run} (this run)" if row.this_run else row.run for row in rows]
+    width = max(len(name) for name in names)
+    for name, row in zip(names, rows, strict=True):
+        console.print(Text(f"   {name:<{width}}  {', '.join(row.labels) or '-'}", style="cyan" if disagree else "dim"))
+        for ev in row.evidence:
+            render_quote(ev, "      ", console, row.run)
+
+
 def render_paper(session: ReviewSession, console: Any) -> None:
-    """Show the current paper: key, title, labels with confidence, evidence highlighted in context."""
+    """Show the current paper: key, title, notes, labels with confidence and axis keys, other runs'
+    labels side by side, and each quote highlighted inside its sentences."""
     from rich.text import Text
 
     view = session.view()
@@ -404,6 +611,8 @@ def render_paper(session: ReviewSession, console: Any) -> None:
         f"reviewer {session.reviewer})"
     )
     console.print(Text(view.title, style="bold"))
+    for who, note in view.notes:
+        console.print(Text(f"note ({who}): {note}", style="italic"))
     if view.out_of_scope[0]:
         scope_score = view.out_of_scope[1]
         console.print(
@@ -424,29 +633,26 @@ def render_paper(session: ReviewSession, console: Any) -> None:
         )
         for page, sentence in view.suspicious:
             console.print(Text(f"   p.{page}: {sentence[:300]}", style="magenta"))
-    marks = {"exact": ("exact", "green"), "fuzzy": ("FUZZY", "yellow"), "not_found": ("NOT FOUND", "bold red")}
+    keys = {axis: key for key, axis in axis_keys(session.taxonomy).items()}
     for axis in session.taxonomy.axes:
         labels = ", ".join(f"{c} ({conf:.2f})" for c, conf in view.proposed.get(axis.id, []))
         decided = view.decided.get(axis.id)
         status = f"  -> {decided[0]} {','.join(decided[1])}" if decided else ""
-        console.print(Text(f"{axis.id} {axis.name}: {labels}{status}", style="bold cyan"))
+        header = Text(f"[{keys[axis.id]}] {axis.id} {axis.name}: {labels}{status}", style="bold cyan")
+        if axis.id in view.disagreed:
+            header.append("  ≠ runs disagree", style="bold red")
+        console.print(header)
+        if view.runs.get(axis.id):
+            render_runs(view.runs[axis.id], axis.id in view.disagreed, console)
         if axis.id in view.abstained:
             kind, reason = view.abstained[axis.id]
             shown = kind.upper().replace("_", " ")
             quoted = "" if kind in NEVER_BULK else " (no evidence quoted)"
             console.print(Text(f"   {shown}: {reason}{quoted}", style="bold yellow"))
+        # Where other runs' quotes are shown, this run's are named too, so none is taken for another's.
+        owner = session.run_id if view.runs.get(axis.id) and axis.id in view.disagreed else None
         for ev in view.evidence.get(axis.id, []):
-            label, colour = marks.get(ev.status, (ev.status.upper(), "bold red"))
-            score = f" {ev.score:.0f}" if ev.status == "fuzzy" and ev.score is not None else ""
-            where = f"p.{ev.page} {ev.section}" if ev.page is not None else "not located in the paper"
-            line = Text(f"   {ev.category} [{label}{score}, {where}] ", style=colour)
-            line.append(ev.before.replace("\n", " "), style="dim")
-            line.append(
-                ev.match.replace("\n", " "),
-                style=f"bold {colour} underline" if ev.status in ("exact", "fuzzy") else "bold red strike",
-            )
-            line.append(ev.after.replace("\n", " "), style="dim")
-            console.print(line)
+            render_quote(ev, "   ", console, owner)
 
 
 def apply_command(session: ReviewSession, command: str, console: Any) -> bool:

@@ -308,3 +308,62 @@ def without_suspicious(sentences: list[Sentence], suspicious: list[Sentence]) ->
     if not suspicious:
         return sentences
     return [s for s in sentences if not overlaps(s.start, s.end, suspicious)]
+
+
+# --- a quote in its sentences (review) -------------------------------------------------------------
+Span = tuple[int, int]
+
+
+def _line_spans(text: str, line_start: int, line_end: int) -> list[Span]:
+    """Sentence spans, as offsets into `text`, of the lines between two line boundaries."""
+    spans: list[Span] = []
+    offset = line_start
+    for line in text[line_start:line_end].split("\n"):
+        spans += [(offset + a, offset + b) for a, b in sentence_spans(line)]
+        offset += len(line) + 1
+    return spans
+
+
+def _line_bounds(text: str, pos: int) -> Span:
+    """[start, end) of the line holding offset `pos` (its newline excluded)."""
+    end = text.find("\n", pos)
+    return text.rfind("\n", 0, pos) + 1, len(text) if end < 0 else end
+
+
+def _neighbour_line_sentence(text: str, line_start: int, line_end: int, forward: bool) -> Span | None:
+    """The first sentence of the next non-blank line (forward) or the last of the previous one:
+    the sentence after or before a quote that ends or begins its paragraph."""
+    while True:
+        if forward:
+            if line_end >= len(text):
+                return None
+            line_start, line_end = _line_bounds(text, line_end + 1)
+        else:
+            if line_start == 0:
+                return None
+            line_start, line_end = _line_bounds(text, line_start - 1)
+        spans = _line_spans(text, line_start, line_end)
+        if spans:
+            return spans[0] if forward else spans[-1]
+
+
+def sentences_around(text: str, start: int, end: int) -> tuple[Span | None, Span, Span | None]:
+    """Spans of the sentence before a quote at [start, end) of `text`, of the sentence(s) holding it,
+    and of the sentence after it (None at either end of the text).
+
+    A reviewer judges a quote by what surrounds it: whole sentences, split by the same rules the
+    backends use (`sentence_spans`), say more than a window of characters cut mid-word. The sentence
+    before (after) is taken from the previous (next) non-blank line when the quote opens (closes) its
+    paragraph. The holding span always covers the quote, even one that starts or ends mid-sentence.
+    """
+    start, end = max(0, min(start, len(text))), max(0, min(end, len(text)))
+    first_line = _line_bounds(text, start)
+    last_line = _line_bounds(text, max(start, end - 1))
+    spans = _line_spans(text, first_line[0], last_line[1])
+    holding = [s for s in spans if s[1] > start and s[0] < end]
+    held = (min([start, *(s[0] for s in holding)]), max([end, *(s[1] for s in holding)]))
+    earlier = [s for s in spans if s[1] <= held[0]]
+    later = [s for s in spans if s[0] >= held[1]]
+    before = earlier[-1] if earlier else _neighbour_line_sentence(text, *first_line, forward=False)
+    after = later[0] if later else _neighbour_line_sentence(text, *last_line, forward=True)
+    return before, held, after

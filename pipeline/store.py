@@ -480,6 +480,12 @@ class Store:
         rows = self.con.execute("SELECT DISTINCT paper_key FROM documents ORDER BY paper_key").fetchall()
         return [row[0] for row in rows]
 
+    def paper_order(self) -> list[str]:
+        """Paper keys in the order they were first ingested: the order the store holds them (`kia review
+        --queue storage`), stable across runs, where `paper_keys` sorts by name."""
+        rows = self.query("SELECT paper_key FROM documents GROUP BY paper_key ORDER BY min(ingested_at), paper_key")
+        return [r[0] for r in rows]
+
     def get_document(self, paper_key: str) -> Document:
         """Rebuild the stored Document of a paper key (its current version)."""
         sha = self.latest_sha(paper_key)
@@ -948,6 +954,16 @@ class Store:
         """Paper key -> its latest note that names no axis (`n text` in review, `kia label --note`)."""
         rows = self.query("SELECT paper_key, note FROM reviews WHERE axis IS NULL AND note IS NOT NULL ORDER BY id")
         return {r[0]: r[1] for r in rows}
+
+    def paper_notes_by_reviewer(self, paper_key: str) -> list[tuple[str, str]]:
+        """(reviewer, note) of each reviewer's latest note on one paper, the most recently written last.
+        A note is never deleted: a new row replaces the one shown."""
+        rows = self.query(
+            "SELECT reviewer, arg_max(note, id) FROM reviews WHERE paper_key = ? AND axis IS NULL AND note IS NOT NULL"
+            " GROUP BY reviewer ORDER BY max(id)",
+            [paper_key],
+        )
+        return [(r[0], r[1]) for r in rows]
 
     def run_label_details(self, run_id: str) -> list[tuple[str, str, str, float, bool]]:
         """(paper key, axis, category, confidence, grounded) of every label of a run."""

@@ -3,24 +3,41 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
+import shutil
 import signal
+import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pexpect
 import pytest
+from rich.console import Console
 
 from kia.backends import BackendAnswer
+from kia.consensus import make_consensus
 from kia.errors import KiaError, PaperNotFoundError
 from kia.extract import Document, extract
 from kia.propose import load_prompt, run_proposals
-from kia.review import ReviewSession, bulk_accept, label_paper
+from kia.review import (
+    CONTEXT_CHARS,
+    ELLIPSIS,
+    ReviewSession,
+    axis_keys,
+    bulk_accept,
+    label_paper,
+    quote_in_context,
+    render_paper,
+)
+from kia.review_keys import REDRAW, STAY, handle_key, split_keys
 from kia.score import reviewed_labeling
 from kia.store import Store
 from kia.taxonomy import Taxonomy, load_taxonomy
-from tests.conftest import kia_exe, run_kia
+from tests.conftest import ROOT, kia_exe, make_pdf, run_kia
 from tests.fakes import ScriptedBackend
 
 QUOTE = "We generate CT from segmentation masks with a ControlNet branch"
@@ -107,35 +124,57 @@ def test_score_uses_reviews_unless_proposals_only(db: Path) -> None:
     assert reviewed["triple_exact_match"] == 1.0 and raw["triple_exact_match"] == 0.0
 
 
-def _spawn_review(db: Path, reviewer: str) -> pexpect.spawn:
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
+
+
+def _spawn_review(db: Path, reviewer: str, *options: str) -> pexpect.spawn:
+    """`kia review` in a real pseudo-terminal; everything it writes is kept in `child.logfile_read`."""
     exe, *rest = kia_exe()
     child = pexpect.spawn(
         exe,
-        [*rest, "review", "--db", str(db), "--reviewer", reviewer],
+        [*rest, "review", "--db", str(db), "--reviewer", reviewer, *options],
         encoding="utf-8",
-        timeout=60,
+        timeout=30,
         dimensions=(50, 160),
-        env={**os.environ, "TERM": "xterm"},
+        # pexpect answers no cursor-position request: without this, each line prompt (a note) waits for one.
+        env={**os.environ, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"},
     )
+    child.logfile_read = io.StringIO()
     child.expect("review>")
     return child
+
+
+def _screen(child: pexpect.spawn) -> str:
+    """What the terminal showed so far, without colours and cursor codes."""
+    return ANSI.sub("", child.logfile_read.getvalue())
+
+
+def _expect_paper(child: pexpect.spawn, key: str, position: str) -> None:
+    """Wait for the paper `key` at `position` ("2/3") and its prompt (the key is styled apart)."""
+    child.expect(f"\\({position}, run")
+    child.expect("review>")
+    assert f"{key}  ({position}, run" in _screen(child)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
 def test_interactive_review_in_a_real_terminal(db: Path) -> None:
     child = _spawn_review(db, "tess")
     assert "P1" in child.before and "K2 (0.80)" in child.before and "exact" in child.before
-    child.sendline("?")
+    child.send("?")  # single keys: no Enter anywhere
     child.expect("accept all axes")
+    child.send("e9")
+    child.expect("no axis on key '9'")
+    child.send(":")  # a line command, as typed in a pipe
+    child.expect("command:")
     child.sendline("e I I9")
     child.expect("not in axis I")
     child.expect("review>")
-    child.sendline("A")
+    child.send("A")
     child.expect("P2")
     child.expect("review>")
-    child.sendline("d K4")
+    child.send("d1")
     child.expect("Attribute & Categorical Knowledge")
-    child.sendline("q")
+    child.send("q")
     child.expect("paper\\(s\\) left to review")
     child.expect(pexpect.EOF)
     again = _spawn_review(db, "tess")
@@ -148,9 +187,11 @@ def test_interactive_review_in_a_real_terminal(db: Path) -> None:
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
 def test_kill_9_mid_review_loses_no_decision(db: Path) -> None:
     child = _spawn_review(db, "kim")
-    child.sendline("a K")
+    child.send("ak")  # accept, then the axis K by its id's letter
     child.expect("-> accept K2")  # the paper is shown again with the decision just stored
-    child.sendline("e I I2,I4")
+    child.send("e2")  # edit axis 2 (I): starts from the proposal I2
+    child.expect("selected: I2 >")
+    child.send("4\r")  # toggle I4, Enter saves
     child.expect("-> edit I2,I4")
     os.kill(child.pid, signal.SIGKILL)
     child.expect(pexpect.EOF)
@@ -159,8 +200,26 @@ def test_kill_9_mid_review_loses_no_decision(db: Path) -> None:
     assert rows == [("K", "accept", "K2"), ("I", "edit", "I2;I4")]
     resumed = _spawn_review(db, "kim")
     assert "P1" in resumed.before and "-> accept K2" in resumed.before
-    resumed.sendline("q")
+    resumed.send("q")
     resumed.expect(pexpect.EOF)
+
+
+def test_line_commands_when_stdin_is_not_a_terminal(db: Path) -> None:
+    """Pipes and scripts keep the line commands (then Enter)."""
+    result = subprocess.run(
+        [*kia_exe(), "review", "--db", str(db), "--reviewer", "pipe"],
+        input="a K\nn from a script\nq\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        "review>" in result.stdout and "-> accept K2" in result.stdout and "note (pipe): from a script" in result.stdout
+    )
+    with Store(db, read_only=True) as store:
+        rows = store.query("SELECT axis, decision, note FROM reviews WHERE reviewer = 'pipe' ORDER BY id")
+    assert rows == [("K", "accept", None), (None, "note", "from a script")]
 
 
 def test_review_without_runs_is_one_line(tmp_path: Path) -> None:
@@ -248,3 +307,267 @@ def test_accept_above_honours_the_filter_grounding_and_abstention(db: Path) -> N
         "review", "--run", "r3", "--only", "unreviewed", "--accept-above", "0.5", "--reviewer", "ann", "--db", str(db)
     )
     assert "accepted 3 axis decision(s)" in again.stdout  # P1 only: every axis grounded and above
+
+
+# --- review by need: two runs that disagree, a quote in its sentences, notes, single keys ----------------
+MIKE_PAGES = [
+    "Masks to CT with ControlNet\n\nAbstract\nWe study the synthesis of CT volumes from segmentation masks.",
+    "2 Method\nA distant sentence opens this paragraph and is never shown. The sentence before the quote is here."
+    " Our method conditions a ControlNet branch on segmentation masks to generate CT volumes."
+    " The sentence after the quote is here. Another distant sentence stays hidden from the reviewer.",
+]
+MIKE_QUOTE = "conditions a ControlNet branch on segmentation masks"
+
+
+def _answer(a: str, a_quote: str = QUOTE, quote: str = QUOTE) -> dict[str, list[tuple[str, list[str]]]]:
+    return {"K": [("K2", [quote])], "I": [("I2", [quote])], "A": [(a, [a_quote])]}
+
+
+@pytest.fixture(scope="module")
+def two_runs_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Papers ingested as kilo, alpha, mike (not their names' order); runs r1 and r2 (the latest) that
+    disagree on mike's axis A only; r2's quote of kilo's A is nowhere in kilo (axis unsupported)."""
+    folder = tmp_path_factory.mktemp("two-runs")
+    path = folder / "kia.duckdb"
+    titles = {}
+    with Store(path) as store:
+        for key in ("kilo", "alpha"):
+            paper = folder / f"{key}.md"
+            paper.write_text(f"# {key}\n\n## Abstract\n{QUOTE}. It is a paper called {key}.\n", encoding="utf-8")
+            doc = extract(paper)
+            titles[key] = doc.title
+            store.add_document(doc, key)
+        doc = extract(make_pdf(folder / "mike.pdf", MIKE_PAGES))
+        titles["mike"] = doc.title
+        store.add_document(doc, "mike")
+        taxonomy = load_taxonomy()
+        first = ScriptedBackend(
+            {
+                titles["kilo"]: _answer("A1"),
+                titles["alpha"]: _answer("A1"),
+                titles["mike"]: _answer("A1", MIKE_QUOTE, MIKE_QUOTE),
+            }
+        )
+        run_proposals(store, first, taxonomy, load_prompt(), run_name="r1", use_cache=False)
+        second = ScriptedBackend(
+            {
+                titles["kilo"]: _answer("A1", "a sentence that kilo never wrote"),
+                titles["alpha"]: _answer("A1"),
+                titles["mike"]: _answer("A2", MIKE_QUOTE, MIKE_QUOTE),
+            }
+        )
+        second.model = "other-model"
+        run_proposals(store, second, taxonomy, load_prompt(), run_name="r2", use_cache=False)
+    return path
+
+
+@pytest.fixture
+def two_runs(two_runs_template: Path, tmp_path: Path) -> Path:
+    """A copy of the two-run store for one test (tests write reviews)."""
+    return Path(shutil.copy(two_runs_template, tmp_path / "kia.duckdb"))
+
+
+def test_queues_need_and_storage(two_runs: Path) -> None:
+    taxonomy = load_taxonomy()
+    with Store(two_runs) as store:
+        # need: the disagreement (mike), then the unsupported axis (kilo), then the rest
+        assert ReviewSession(store, taxonomy, reviewer="x").keys == ["mike", "kilo", "alpha"]
+        assert ReviewSession(store, taxonomy, reviewer="x", queue="storage").keys == ["kilo", "alpha", "mike"]
+        assert ReviewSession(store, taxonomy, reviewer="x", queue="storage", only="disagreements").keys == ["mike"]
+        assert ReviewSession(store, taxonomy, run_id="r1", reviewer="x").keys == ["mike", "kilo", "alpha"]
+        with pytest.raises(KiaError, match="--queue must be one of need, storage"):
+            ReviewSession(store, taxonomy, queue="random")
+    bad = run_kia("review", "--queue", "random", "--db", str(two_runs))
+    assert bad.returncode == 1 and bad.stderr.strip() == "kia: --queue must be one of need, storage, not 'random'"
+
+
+def test_tentative_and_unsupported_come_after_disagreements_before_the_rest(tmp_path: Path) -> None:
+    """Four papers, one run compared with another: a disagreement, an unsupported axis, a tentative
+    axis (below the run's confidence floor) and a plain paper of lower confidence than the unsupported one."""
+
+    class Confidences(ScriptedBackend):
+        def answer(self, doc: Document, taxonomy: Taxonomy, prompt: str) -> BackendAnswer:
+            answer = super().answer(doc, taxonomy, prompt)
+            low = {"T": 0.3, "L": 0.5}.get(doc.title, 0.8)
+            answer.labels = {a: [replace(c, confidence=low) for c in claims] for a, claims in answer.labels.items()}
+            return answer
+
+    with Store(tmp_path / "kia.duckdb") as store:
+        for key in ("D", "U", "T", "L"):
+            paper = tmp_path / f"{key}.md"
+            paper.write_text(f"# {key}\n\n## Abstract\n{QUOTE}. It is a paper called {key}.\n", encoding="utf-8")
+            store.add_document(extract(paper), key)
+        taxonomy = load_taxonomy()
+        base = ScriptedBackend({k: ANSWER for k in "DUTL"})
+        run_proposals(store, base, taxonomy, load_prompt(), run_name="base", use_cache=False)
+        mine = Confidences(
+            {"D": _answer("A2"), "U": _answer("A1", "words the paper never wrote"), "T": ANSWER, "L": ANSWER}
+        )
+        mine.model = "mine"
+        run_proposals(store, mine, taxonomy, load_prompt(), run_name="mine", use_cache=False, confidence_floor=0.4)
+        statuses = {(k, s) for k, _a, s, _r in store.axis_statuses("mine")}
+        assert {("U", "unsupported"), ("T", "tentative")} <= statuses
+        assert ReviewSession(store, taxonomy, run_id="mine", reviewer="x").keys == ["D", "T", "U", "L"]
+
+
+def _render(session: ReviewSession) -> str:
+    console = Console(record=True, width=200, soft_wrap=True, color_system=None, file=io.StringIO())
+    render_paper(session, console)
+    return console.export_text()
+
+
+def test_quote_in_its_sentences_with_page_and_runs_side_by_side(two_runs: Path) -> None:
+    taxonomy = load_taxonomy()
+    with Store(two_runs) as store:
+        session = ReviewSession(store, taxonomy, reviewer="x")
+        assert session.current == "mike"
+        view = session.view()
+        ev = view.evidence["A"][0]
+        assert (ev.previous, ev.lead, ev.match, ev.following) == (
+            "The sentence before the quote is here.",
+            "Our method ",
+            MIKE_QUOTE,
+            "The sentence after the quote is here.",
+        )
+        assert ev.tail == " to generate CT volumes." and ev.page == 2
+        assert view.disagreed == {"A"}
+        assert [(r.run, r.labels, r.this_run) for r in view.runs["A"]] == [("r2", ["A2"], True), ("r1", ["A1"], False)]
+        assert [e.category for e in view.runs["A"][1].evidence] == ["A1"] and view.runs["K"][1].evidence == []
+        screen = _render(session)
+        assert "r2 (this run)  A2" in screen and "r1             A1" in screen and "≠ runs disagree" in screen
+        assert "A1 (r1) [exact, p.2 front]" in screen
+        assert (
+            "The sentence before the quote is here. Our method «conditions a ControlNet branch on segmentation masks»"
+            " to generate CT volumes. The sentence after the quote is here." in screen
+        )
+        assert "distant sentence" not in screen
+
+        make_consensus(store, taxonomy, ["r1", "r2"], "both")
+        consensus = ReviewSession(store, taxonomy, run_id="both", reviewer="x")
+        assert consensus.keys[0] == "mike"  # its pending (disagreed) axis first
+        view = consensus.view()
+        assert view.disagreed == {"A"} and [(r.run, r.labels) for r in view.runs["A"]] == [
+            ("r1", ["A1"]),
+            ("r2", ["A2"]),
+        ]
+        screen = _render(consensus)
+        assert "A1 (r1) [exact, p.2 front]" in screen and "A2 (r2) [exact, p.2 front]" in screen
+
+
+def test_a_long_sentence_is_cut_with_a_marker_outside_the_quote() -> None:
+    filler = " ".join(f"word{i}" for i in range(120))
+    text = f"{filler} before. Start {filler} THE QUOTE {filler} end. Next {filler}."
+    doc = Document("x.md", "0", "md", "x", text, [], [], None, "test", "1")
+    previous, lead, match, tail, following = quote_in_context(doc, text.index("THE QUOTE"), text.index("THE QUOTE") + 9)
+    assert match == "THE QUOTE"
+    assert lead.startswith(ELLIPSIS) and lead.endswith("word119 ") and len(lead) <= CONTEXT_CHARS + 5
+    assert tail.endswith(ELLIPSIS) and tail.startswith(" word0") and len(tail) <= CONTEXT_CHARS + 5
+    assert previous.startswith(ELLIPSIS) and previous.endswith("before.")
+    assert following.startswith("Next word0") and following.endswith(ELLIPSIS)
+
+
+class ScriptedKeys:
+    """Keys and lines from a list, as a reviewer would press them."""
+
+    def __init__(self, keys: str, lines: list[str] | None = None) -> None:
+        self.keys = list(keys)
+        self.lines = lines or []
+
+    def key(self) -> str:
+        return self.keys.pop(0)
+
+    def line(self, message: str, default: str = "") -> str:
+        return self.lines.pop(0)
+
+
+def test_single_keys_on_word_axes_single_and_multi_label(tmp_path: Path) -> None:
+    """Axes named by words take their position as key; a single-label axis takes one category key."""
+    taxonomy = load_taxonomy(ROOT / "examples" / "llm-agents" / "taxonomy.yaml")
+    paper = tmp_path / "x.md"
+    paper.write_text("# X\n\n## Abstract\nAn agent with memory and tools.\n", encoding="utf-8")
+    with Store(tmp_path / "kia.duckdb") as store:
+        store.add_document(extract(paper), "x")
+        session = ReviewSession(store, taxonomy, reviewer="k", keys=["x"])
+        console = Console(file=io.StringIO(), width=200)
+        assert axis_keys(taxonomy) == {"1": "profile", "2": "memory", "3": "planning", "4": "action", "5": "learning"}
+        assert handle_key(session, "e", console, ScriptedKeys("22")) == REDRAW  # memory: 2nd category
+        assert handle_key(session, "e", console, ScriptedKeys("1113\r")) == REDRAW  # profile: toggle 1 twice, then 3
+        assert handle_key(session, "e", console, ScriptedKeys("3\x1b")) == STAY  # Esc cancels
+        with pytest.raises(KiaError, match="no axis on key 'x'"):
+            handle_key(session, "a", console, ScriptedKeys("x"))
+        assert handle_key(session, "n", console, ScriptedKeys("", ["first thought"])) == REDRAW
+        assert handle_key(session, "n", console, ScriptedKeys("", [""])) == STAY  # empty keeps the note
+        assert session.own_note() == "first thought"
+        rows = store.query("SELECT axis, decision, labels, note FROM reviews ORDER BY id")
+    assert rows == [
+        ("memory", "edit", "hybrid", None),
+        ("profile", "edit", "dataset_alignment", None),
+        (None, "note", "", "first thought"),
+    ]
+
+
+def test_split_keys_keeps_escape_sequences_whole() -> None:
+    assert split_keys("a1\x1b[Cq\x1b") == ["a", "1", "\x1b[C", "q", "\x1b"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+def test_review_by_need_with_single_keys_in_a_real_terminal(two_runs: Path) -> None:
+    child = _spawn_review(two_runs, "tess")
+    screen = _screen(child)
+    assert "mike  (1/3, run r2" in screen  # the disagreement first
+    assert "≠ runs disagree" in screen and "r2 (this run)  A2" in screen and "r1             A1" in screen
+    assert (
+        "p.2" in screen
+        and (
+            "The sentence before the quote is here. Our method «conditions a ControlNet branch on segmentation masks»"
+            " to generate CT volumes. The sentence after the quote is here."
+        )
+        in screen
+    )
+    child.send("a")  # single keys, no Enter
+    child.send("1")
+    child.expect("-> accept K2")
+    child.send("e")
+    child.send("2")
+    child.expect("selected: I2 >")
+    child.send("3")
+    child.expect("\\+I3")
+    child.send("\r")
+    child.expect("-> edit I2,I3")
+    child.send("n")
+    child.expect("note \\(Enter saves")
+    child.sendline("check Fig. 2 first")
+    child.expect("note saved")
+    child.expect("review>")
+    child.send("s")  # to the next paper and back: the note is shown with the paper
+    _expect_paper(child, "kilo", "2/3")
+    mark = len(_screen(child))
+    child.send("b")
+    _expect_paper(child, "mike", "1/3")
+    assert "note (tess): check Fig. 2 first" in _screen(child)[mark:]
+    child.send("r3")  # the last axis: the paper is finished, the next one is shown
+    _expect_paper(child, "kilo", "2/3")
+    child.send("q")
+    child.expect(pexpect.EOF)
+    with Store(two_runs, read_only=True) as store:
+        rows = store.query(
+            "SELECT paper_key, axis, decision, labels, note FROM reviews WHERE reviewer = 'tess' ORDER BY id"
+        )
+    assert rows == [
+        ("mike", "K", "accept", "K2", None),
+        ("mike", "I", "edit", "I2;I3", None),
+        ("mike", None, "note", "", "check Fig. 2 first"),
+        ("mike", "A", "reject", "", None),
+    ]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+def test_queue_storage_in_a_real_terminal(two_runs: Path) -> None:
+    child = _spawn_review(two_runs, "sam", "--queue", "storage")
+    assert "kilo  (1/3" in _screen(child)  # as ingested, not by name and not by need
+    child.send("s")
+    _expect_paper(child, "alpha", "2/3")
+    child.send("\x1b[C")  # the right arrow skips too
+    _expect_paper(child, "mike", "3/3")
+    child.send("q")
+    child.expect(pexpect.EOF)

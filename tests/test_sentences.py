@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kia.extract import extract
-from kia.sentences import is_instruction, sentence_spans, split_sentences, suspicious_sentences
+from kia.sentences import is_instruction, sentence_spans, sentences_around, split_sentences, suspicious_sentences
 from kia.taxonomy import load_taxonomy
 from tests.conftest import SHARED_CORPUS, make_pdf
 
@@ -139,3 +139,23 @@ def test_long_sentence_is_cut_at_a_word_boundary(tmp_path: Path) -> None:
         assert doc.text[sentence.start : sentence.end] == sentence.text
         after = doc.text[sentence.end : sentence.end + 1]
         assert not (after.isalnum() and sentence.text[-1].isalnum())
+
+
+def test_sentences_around_a_quote_cross_paragraphs_and_skip_abbreviations() -> None:
+    text = "Heading\n\nFirst paragraph ends here.\n\nWe follow Smith et al. closely. The quote sits here, mid-line. Last one.\n"
+
+    def around(quote: str) -> list[str | None]:
+        start = text.index(quote)
+        before, held, after = sentences_around(text, start, start + len(quote))
+        return [text[s[0] : s[1]] if s else None for s in (before, held, after)]
+
+    assert around("sits here") == ["We follow Smith et al. closely.", "The quote sits here, mid-line.", "Last one."]
+    assert around("We follow") == [
+        "First paragraph ends here.",
+        "We follow Smith et al. closely.",
+        "The quote sits here, mid-line.",
+    ]
+    assert around("Last one") == ["The quote sits here, mid-line.", "Last one.", None]
+    assert around("Heading") == [None, "Heading", "First paragraph ends here."]
+    # a quote over two sentences is held by both
+    assert around("closely. The quote")[1] == "We follow Smith et al. closely. The quote sits here, mid-line."
