@@ -24,7 +24,7 @@ import numpy as np
 from kia.extract import Document
 from kia.gold import GoldPaper
 from kia.references import same_work
-from kia.sentences import split_sentences
+from kia.sentences import Sentence, split_sentences
 from kia.store import Store, dumps
 from kia.taxonomy import Taxonomy
 
@@ -83,12 +83,13 @@ def _short(text: str, limit: int = QUOTE_CHARS) -> str:
     return cut[: cut.rfind(" ")] if " " in cut else cut
 
 
-def located_quote(store: Store, key: str, doc: Document, category: str) -> str:
+def located_quote(rows: list[tuple[Any, ...]], doc: Document, category: str) -> str:
     """A quote located for this category by a run a person reviewed on this paper (exact first), as the
-    paper spells it. Only reviewed runs: a pool fed by every new run would change with each run."""
+    paper spells it; `rows` are the paper's `Store.reviewed_run_evidence`. Only reviewed runs: a pool
+    fed by every new run would change with each run."""
     found = [
         (status != "exact", int(start), int(end))
-        for _axis, cat, _quote, status, _score, start, end, *_ in store.reviewed_run_evidence(key)
+        for _axis, cat, _quote, status, _score, start, end, *_ in rows
         if cat == category and start is not None and status in ("exact", "fuzzy")
     ]
     if not found:
@@ -97,12 +98,12 @@ def located_quote(store: Store, key: str, doc: Document, category: str) -> str:
     return _short(doc.text[start:end])
 
 
-def best_sentence(doc: Document, taxonomy: Taxonomy, category: str) -> str:
-    """Where no run located a quote: the sentence closest to the category's definition and cues
-    (TF-IDF), or one its patterns match; "" when no sentence shares a word with them."""
+def best_sentence(sentences: list[Sentence], taxonomy: Taxonomy, category: str) -> str:
+    """Where no reviewed run located a quote: the sentence (of `split_sentences`, which never holds one
+    that addresses the model) that a category pattern matches, else the closest to the category's
+    definition and cues (TF-IDF); "" when no sentence shares a word with them."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    sentences = split_sentences(doc, taxonomy=taxonomy)  # never a sentence that addresses the model
     if not sentences:
         return ""
     cat = taxonomy.category(category)
@@ -118,6 +119,23 @@ def best_sentence(doc: Document, taxonomy: Taxonomy, category: str) -> str:
     scores = (matrix[:-1] @ matrix[-1].T).toarray().ravel()
     best = int(np.argmax(scores))
     return _short(sentences[best].text) if scores[best] > 0 else ""
+
+
+def example_quotes(
+    store: Store, key: str, doc: Document, taxonomy: Taxonomy, categories: list[str], reviewed: bool
+) -> dict[str, str]:
+    """One quote per label of a pool paper: a reviewed run's located quote, else the best sentence.
+    The paper's evidence is read, and its sentences split, once for all its labels."""
+    rows = store.reviewed_run_evidence(key) if reviewed else []
+    sentences: list[Sentence] | None = None
+    quotes: dict[str, str] = {}
+    for category in categories:
+        quote = located_quote(rows, doc, category)
+        if not quote:
+            sentences = split_sentences(doc, taxonomy=taxonomy) if sentences is None else sentences
+            quote = best_sentence(sentences, taxonomy, category)
+        quotes[category] = quote
+    return quotes
 
 
 def labelled_papers(
@@ -224,12 +242,8 @@ def build_pool(
             axis.id: tuple(c for c in axis.category_ids if c in labels.get(axis.id, frozenset()))
             for axis in taxonomy.axes
         }
-        quotes = {
-            category: (located_quote(store, key, doc, category) if source == REVIEW else "")
-            or best_sentence(doc, taxonomy, category)
-            for cats in ordered.values()
-            for category in cats
-        }
+        categories = [category for cats in ordered.values() for category in cats]
+        quotes = example_quotes(store, key, doc, taxonomy, categories, source == REVIEW)
         examples.append(Example(key, doc.title, doc.arxiv_id or identifiers.get(key), source, ordered, quotes))
         summaries.append(summary_text(doc))
     chosen = embedder or make_embedder(encoder, summaries)
