@@ -47,10 +47,12 @@ from build_head import (  # noqa: E402
     DEFAULT_DEVSET,
     DEFAULT_GOLD,
     LabelledSet,
+    attach_evidence,
     featurize_set,
     load_corpus,
     load_devset,
     prefixed,
+    prefixed_evidence,
 )
 
 from kia.encoders import ENCODERS, load_encoder  # noqa: E402
@@ -66,9 +68,16 @@ from kia.learned import (  # noqa: E402
     predict,
     predict_zero_shot,
 )
+from kia.sentences import split_sentences  # noqa: E402
+from kia.support import blocked_reason  # noqa: E402
 from kia.taxonomy import Taxonomy, load_taxonomy  # noqa: E402
 
 RESULTS = ROOT / "eval" / "results"
+# Set by main(): the silver evidence sentences (prefixed key -> category -> sentence indices) that
+# training folds fit the sentence-support models on and that evidence precision is scored against,
+# and the indices of each paper's title sentences.
+EVIDENCE: dict[str, dict[str, list[int]]] = {}
+TITLES: dict[str, set[int]] = {}
 Labels = dict[str, dict[str, frozenset[str]]]
 FLOORS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 LEARNING_SIZES = [10, 20, 40]
@@ -290,7 +299,10 @@ def cv_predictions(
                 )
                 train_labels.update({k: extra[1][k] for k in extra_keys})
                 train_scope.update({k: extra[2][k] for k in extra_keys if k in extra[2]})
-            head = fit_head(train_features, train_labels, taxonomy, settings, in_scope=train_scope)
+            train_evidence = {k: EVIDENCE[k] for k in train_features.keys if k in EVIDENCE}
+            head = fit_head(
+                train_features, train_labels, taxonomy, settings, in_scope=train_scope, evidence=train_evidence
+            )
             preds.extend(predict(head, test_features, taxonomy))
         runs.append(preds)
     return runs
@@ -314,7 +326,38 @@ def summarise(
         np.mean([p.axes[a].unclear is not None for p in r if p.key in labels for a in taxonomy.axis_ids]) for r in runs
     ]
     figures["unclear_share"] = round(float(np.mean(unclear)), 4)
+    figures["evidence"] = evidence_figures([p for r in runs for p in r], labels)
     return figures
+
+
+def evidence_figures(preds: Sequence[PaperPrediction], labels: Labels) -> dict[str, Any]:
+    """How well the quotes shown support their labels, against the silver evidence sentences:
+    on correct labels of papers with silver evidence for that label, the share whose top quote is a
+    silver sentence and the share of all quotes that are; the share of silver sentences quoted
+    (recall); and, over every quote shown, the share that are the paper's title."""
+    top_ok = top_n = all_ok = all_n = found = silver = titles = quotes = 0
+    for p in preds:
+        if p.key not in labels:
+            continue
+        ev = EVIDENCE.get(p.key, {})
+        for axis_id, axis_pred in p.axes.items():
+            for category, _, indices in axis_pred.kept:
+                quotes += len(indices)
+                titles += sum(1 for i in indices if i in TITLES.get(p.key, set()))
+                if category in labels[p.key][axis_id] and ev.get(category):
+                    top_n += 1
+                    top_ok += bool(indices) and indices[0] in ev[category]
+                    all_n += len(indices)
+                    all_ok += sum(1 for i in indices if i in ev[category])
+                    silver += len(ev[category])
+                    found += len(set(ev[category]) & set(indices))
+    return {
+        "top_quote_precision": round(top_ok / top_n, 4) if top_n else None,
+        "all_quotes_precision": round(all_ok / all_n, 4) if all_n else None,
+        "recall": round(found / silver, 4) if silver else None,
+        "title_share": round(titles / quotes, 4) if quotes else None,
+        "correct_labels_scored": top_n,
+    }
 
 
 # --- speed ---------------------------------------------------------------------------------------
@@ -440,8 +483,15 @@ def main() -> None:
     taxonomy = load_taxonomy(None)
     encoder, load_s = timed(lambda: load_encoder(args.encoder))
     encoder.encode(["warm-up"])
-    dev: LabelledSet = load_devset(args.devset, taxonomy)
-    cor: LabelledSet = load_corpus(args.corpus, taxonomy, args.gold)
+    dev: LabelledSet = attach_evidence(load_devset(args.devset, taxonomy), args.devset / "evidence.jsonl")
+    cor: LabelledSet = attach_evidence(load_corpus(args.corpus, taxonomy, args.gold), args.devset / "evidence.jsonl")
+    EVIDENCE.update({**prefixed_evidence(dev), **prefixed_evidence(cor)})
+    for data in (dev, cor):
+        for key, doc in zip(data.keys, data.documents, strict=True):
+            sentences = split_sentences(doc)
+            TITLES[f"{data.name}:{key}"] = {
+                i for i, sentence in enumerate(sentences) if blocked_reason(sentence, doc.title) == "title"
+            }
     fd, dev_s = timed(lambda: featurize_set(dev, taxonomy, encoder))
     fc, cor_s = timed(lambda: featurize_set(cor, taxonomy, encoder))
     dev_labels, dev_scope = prefixed(dev)
@@ -506,6 +556,9 @@ def main() -> None:
     if not args.quick:
         variants = {
             "shipped": settings,
+            "former head (no sentence support; quotes searched apart)": replace(settings, support=False),
+            "unsupported label -> axis unclear (not dropped)": replace(settings, unsupported="unclear"),
+            "support threshold 0.1": replace(settings, support_threshold=0.1),
             "no neighbour vote (knn=0)": replace(settings, knn=0),
             "no rule scores": replace(settings, rule_scores=False),
             "neither (the first head)": replace(settings, knn=0, rule_scores=False),
@@ -557,10 +610,15 @@ def main() -> None:
             taxonomy,
             settings,
             in_scope={k: v for k, v in {**dev_scope, **cor_scope}.items() if k != key},
+            evidence={k: v for k, v in EVIDENCE.items() if k != key},
         )
         loo.extend(predict(head, fc.subset([fc.keys.index(key)]), taxonomy))
     corpus: dict[str, Any] = {"learned (LOO, devset + 9 others)": axis_figures(cor_labels, as_labels(loo), taxonomy)}
-    dev_head, fit_s = timed(lambda: fit_head(fd, dev_labels, taxonomy, settings, in_scope=dev_scope))
+    corpus["learned (LOO, devset + 9 others)"]["evidence"] = evidence_figures(loo, cor_labels)
+    dev_evidence = {k: v for k, v in EVIDENCE.items() if k.startswith("devset:")}
+    dev_head, fit_s = timed(
+        lambda: fit_head(fd, dev_labels, taxonomy, settings, in_scope=dev_scope, evidence=dev_evidence)
+    )
     corpus["learned (devset -> corpus)"] = axis_figures(
         cor_labels, as_labels(predict(dev_head, fc, taxonomy)), taxonomy
     )
@@ -573,13 +631,16 @@ def main() -> None:
         cor_labels, majority_labels(dev_labels, list(cor_labels), taxonomy), taxonomy
     )
     result["corpus"] = corpus
-    cor_head = fit_head(fc, cor_labels, taxonomy, settings, in_scope=cor_scope)
+    cor_evidence = {k: v for k, v in EVIDENCE.items() if k.startswith("corpus:")}
+    cor_head = fit_head(fc, cor_labels, taxonomy, settings, in_scope=cor_scope, evidence=cor_evidence)
     result["corpus -> devset"] = summarise([predict(cor_head, fd, taxonomy)], dev_labels, dev_scope, taxonomy)
 
     # speed and memory
     all_labels = {**dev_labels, **cor_labels}
     all_scope = {**dev_scope, **cor_scope}
-    _, fit_all_s = timed(lambda: fit_head(all_features, all_labels, taxonomy, settings, in_scope=all_scope))
+    _, fit_all_s = timed(
+        lambda: fit_head(all_features, all_labels, taxonomy, settings, in_scope=all_scope, evidence=EVIDENCE)
+    )
     ten = fd.subset(list(range(10)))
     _, predict10_s = timed(lambda: predict(dev_head, ten, taxonomy))
     result["speed"] = {
@@ -622,13 +683,24 @@ def print_tables(result: dict[str, Any]) -> None:
         "coverage/accuracy: "
         + ", ".join(f"{r['floor']}: {r['coverage']}/{r['accuracy']}" for r in result["coverage_accuracy"])
     )
-    print("\n| ablation / learning curve | " + " | ".join(f"{a} micro" for a in axes) + " | all 3 | OOS P | OOS R |")
-    print("| --- " * 7 + "|")
+    header = " | all 3 | OOS P | OOS R | top quote silver | all quotes silver | silver found | title quotes |"
+    print("\n| ablation / learning curve | " + " | ".join(f"{a} micro" for a in axes) + header)
+    print("| --- " * 11 + "|")
+    rows = {"devset: " + k: v for k, v in result["devset"].items() if "evidence" in v}
     for group in ("ablation", "design", "learning_curve"):
-        for name, f in result.get(group, {}).items():
-            cells = " | ".join(f"{f[a]['micro_f1']:.3f}" for a in axes)
-            oos = f["out_of_scope"]
-            print(f"| {group}: {name} | {cells} | {f['all_axes_exact']:.3f} | {oos['precision']} | {oos['recall']} |")
+        rows.update({f"{group}: {name}": f for name, f in result.get(group, {}).items()})
+    rows["corpus LOO"] = {**result["corpus"]["learned (LOO, devset + 9 others)"], "out_of_scope": {}}
+    for name, f in rows.items():
+        cells = " | ".join(f"{f[a]['micro_f1']:.3f}" for a in axes)
+        oos = f.get("out_of_scope", {})
+        ev = f.get("evidence", {})
+        evidence = " | ".join(
+            str(ev.get(m)) for m in ("top_quote_precision", "all_quotes_precision", "recall", "title_share")
+        )
+        print(
+            f"| {name} | {cells} | {f['all_axes_exact']:.3f} | {oos.get('precision')} | {oos.get('recall')}"
+            f" | {evidence} |"
+        )
     print("\nper-category F1 (devset CV, learned) and support:")
     for a in axes:
         print("  " + ", ".join(f"{c} {v['f1']:.2f} (n={v['support']})" for c, v in main[a]["per_category"].items()))

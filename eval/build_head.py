@@ -6,6 +6,9 @@ papers, gold from `labels/table5.csv`, all in scope). Fixed seeds, so the same i
 weights. The file holds weights, settings and provenance (file hashes, git commit, package version,
 taxonomy hash), never paper text.
 
+The sentence-support models (`kia.support`) are fitted on `../shared/devset/evidence.jsonl`: per paper,
+the sentences that support each gold label.
+
     python eval/build_head.py [--devset ../shared/devset] [--corpus ../shared/corpus] [--out labels/local_head.json]
 """
 
@@ -25,6 +28,8 @@ sys.path.insert(0, str(ROOT))
 from kia.encoders import SentenceEncoder, load_encoder  # noqa: E402
 from kia.extract import Document, extract  # noqa: E402
 from kia.learned import HeadSettings, PaperFeatures, concat_features, featurize, fit_head, git_commit  # noqa: E402
+from kia.sentences import split_sentences  # noqa: E402
+from kia.support import evidence_indices  # noqa: E402
 from kia.taxonomy import Taxonomy, load_taxonomy  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
@@ -44,6 +49,8 @@ class LabelledSet:
     labels: dict[str, dict[str, frozenset[str]]]
     in_scope: dict[str, bool]
     files_sha256: str
+    # Per paper: category -> indices (into `split_sentences(document)`) of its evidence sentences.
+    evidence: dict[str, dict[str, list[int]]] | None = None
 
 
 def _cell(value: str) -> frozenset[str]:
@@ -94,6 +101,31 @@ def load_corpus(folder: Path, taxonomy: Taxonomy, gold: Path = DEFAULT_GOLD) -> 
     return LabelledSet("corpus", keys, docs, labels, dict.fromkeys(keys, True), _hash_files(paths))
 
 
+def attach_evidence(data: LabelledSet, path: Path) -> LabelledSet:
+    """Read an evidence file (`evidence.jsonl`: per paper, the sentences that support each gold
+    label) and map its sentences onto the papers' sentence splits. Papers absent from it get none."""
+    import json
+
+    if not path.exists():
+        return data
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    mine = {r["method"]: r for r in rows if r.get("set") == data.name}
+    evidence: dict[str, dict[str, list[int]]] = {}
+    for key, doc in zip(data.keys, data.documents, strict=True):
+        row = mine.get(key)
+        if row is None:
+            continue
+        sentences = split_sentences(doc)
+        evidence[key] = {c: evidence_indices(sentences, quotes) for c, quotes in row.get("evidence", {}).items()}
+    data.evidence = evidence
+    return data
+
+
+def prefixed_evidence(data: LabelledSet) -> dict[str, dict[str, list[int]]]:
+    """The evidence with the same prefixed keys as `featurize_set`."""
+    return {f"{data.name}:{k}": v for k, v in (data.evidence or {}).items()}
+
+
 def featurize_set(data: LabelledSet, taxonomy: Taxonomy, encoder: SentenceEncoder) -> PaperFeatures:
     """Features of a labelled set, keys prefixed by the set's name (keys never collide)."""
     return featurize(data.documents, taxonomy, encoder, keys=[f"{data.name}:{k}" for k in data.keys])
@@ -120,14 +152,18 @@ def main() -> None:
     taxonomy = load_taxonomy(None)
     encoder = load_encoder(args.encoder)
     sets = [load_devset(args.devset, taxonomy), load_corpus(args.corpus, taxonomy)]
+    for data in sets:
+        attach_evidence(data, args.devset / "evidence.jsonl")
     parts = [featurize_set(s, taxonomy, encoder) for s in sets]
     features = concat_features(parts)
     labels: dict[str, dict[str, frozenset[str]]] = {}
     scope: dict[str, bool] = {}
+    evidence: dict[str, dict[str, list[int]]] = {}
     for data in sets:
         lab, sc = prefixed(data)
         labels.update(lab)
         scope.update(sc)
+        evidence.update(prefixed_evidence(data))
     started = time.perf_counter()
     head = fit_head(
         features,
@@ -141,7 +177,9 @@ def main() -> None:
             },
             "git_commit": git_commit(ROOT),
             "built_by": "eval/build_head.py",
+            "evidence_papers": len(evidence),
         },
+        evidence=evidence,
     )
     head.save(args.out)
     print(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -55,6 +55,8 @@ class Example:
     labels: dict[str, tuple[str, ...]]
     # category -> one short verbatim quote from the paper ("" when none could be located)
     quotes: dict[str, str]
+    # The survey's own notes on the paper (a gold file's extra columns), shown with the example.
+    notes: dict[str, str] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
         """What a proposal stores of the example it was shown (no quote text: the paper holds it)."""
@@ -98,10 +100,42 @@ def located_quote(rows: list[tuple[Any, ...]], doc: Document, category: str) -> 
     return _short(doc.text[start:end])
 
 
+def quotable(sentences: list[Sentence], title: str | None) -> list[Sentence]:
+    """The sentences that may be quoted as a reason: never the title, a heading, a link, a
+    reference-list line or a table row (`kia.support.blocked_reason`)."""
+    from kia.support import blocked_reason
+
+    return [s for s in sentences if blocked_reason(s, title) is None]
+
+
+def supportive_quotes(
+    sentences: list[Sentence], title: str | None, taxonomy: Taxonomy, categories: list[str], encoder: Any
+) -> dict[str, str]:
+    """Per category, the paper's sentence the shipped sentence-support model (`kia.support`) judges
+    most supportive of it ("" where none has any support): the same judgement that quotes the
+    offline backend's labels. For another taxonomy only its definition-based part is used."""
+    from kia.backends.local import shipped_head
+    from kia.learned import featurize, generic_support, score_support
+
+    head = shipped_head()
+    if head is None or head.support is None or not sentences:
+        return {}
+    model = head.support if head.matches(taxonomy) else generic_support(head)
+    features = featurize([sentences], taxonomy, encoder, titles=[title])
+    support = score_support(model, features, 0)
+    out: dict[str, str] = {}
+    for category in categories:
+        column = features.category_ids.index(category)
+        best = int(np.argmax(support[:, column])) if len(support) else 0
+        out[category] = _short(sentences[best].text) if len(support) and support[best, column] > 0 else ""
+    return out
+
+
 def best_sentence(sentences: list[Sentence], taxonomy: Taxonomy, category: str) -> str:
-    """Where no reviewed run located a quote: the sentence (of `split_sentences`, which never holds one
-    that addresses the model) that a category pattern matches, else the closest to the category's
-    definition and cues (TF-IDF); "" when no sentence shares a word with them."""
+    """Where no reviewed run located a quote and no support model can judge: the sentence (of
+    `split_sentences`, which never holds one that addresses the model; never a title, heading or
+    link) that a category pattern matches, else the closest to the category's definition and cues
+    (TF-IDF); "" when no sentence shares a word with them."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     if not sentences:
@@ -122,38 +156,51 @@ def best_sentence(sentences: list[Sentence], taxonomy: Taxonomy, category: str) 
 
 
 def example_quotes(
-    store: Store, key: str, doc: Document, taxonomy: Taxonomy, categories: list[str], reviewed: bool
+    store: Store,
+    key: str,
+    doc: Document,
+    taxonomy: Taxonomy,
+    categories: list[str],
+    reviewed: bool,
+    encoder: Any = None,
 ) -> dict[str, str]:
-    """One quote per label of a pool paper: a reviewed run's located quote, else the best sentence.
-    The paper's evidence is read, and its sentences split, once for all its labels."""
+    """One quote per label of a pool paper: a reviewed run's located quote, else its most supportive
+    sentence (with a sentence `encoder`), else the best sentence by definition and cues; never a
+    title. The paper's evidence is read, and its sentences split, once for all its labels."""
     rows = store.reviewed_run_evidence(key) if reviewed else []
     sentences: list[Sentence] | None = None
+    supported: dict[str, str] | None = None
     quotes: dict[str, str] = {}
     for category in categories:
         quote = located_quote(rows, doc, category)
         if not quote:
-            sentences = split_sentences(doc, taxonomy=taxonomy) if sentences is None else sentences
-            quote = best_sentence(sentences, taxonomy, category)
+            sentences = quotable(split_sentences(doc, taxonomy=taxonomy), doc.title) if sentences is None else sentences
+            if supported is None:
+                missing = [c for c in categories if not located_quote(rows, doc, c)]
+                supported = supportive_quotes(sentences, doc.title, taxonomy, missing, encoder) if encoder else {}
+            quote = supported.get(category) or best_sentence(sentences, taxonomy, category)
         quotes[category] = quote
     return quotes
 
 
 def labelled_papers(
     store: Store, taxonomy: Taxonomy, gold: list[GoldPaper]
-) -> list[tuple[str, str, dict[str, frozenset[str]]]]:
-    """(paper key, source, labels) of the pool: reviewed papers (every axis) first, then stored gold papers."""
+) -> list[tuple[str, str, dict[str, frozenset[str]], dict[str, str]]]:
+    """(paper key, source, labels, notes) of the pool: reviewed papers (every axis) first, then stored
+    gold papers, each with the gold row's notes (its extra columns) where the paper has a gold row."""
     from kia.score import complete, gold_labeling, reviewed_labeling
 
     stored = store.paper_keys()
     reviewed = complete(reviewed_labeling(store, taxonomy), taxonomy)
     known = set(stored)
-    pool: list[tuple[str, str, dict[str, frozenset[str]]]] = [
-        (k, REVIEW, reviewed[k]) for k in sorted(reviewed) if k in known
+    by_name = {name.lower(): paper.notes for paper in gold for name in paper.names()}
+    pool: list[tuple[str, str, dict[str, frozenset[str]], dict[str, str]]] = [
+        (k, REVIEW, reviewed[k], by_name.get(k.lower(), {})) for k in sorted(reviewed) if k in known
     ]
-    taken = {k for k, _, _ in pool}
+    taken = {k for k, _, _, _ in pool}
     for key, labels in sorted(gold_labeling(gold, stored).items()):
         if key in known and key not in taken:  # gold_labeling keeps unmatched rows too, under their method
-            pool.append((key, GOLD, labels))
+            pool.append((key, GOLD, labels, by_name.get(key.lower(), {})))
     return pool
 
 
@@ -168,7 +215,7 @@ class ExamplePool:
 
     def identity(self) -> dict[str, Any]:
         """What the run's identity records: N, the embedder and a hash of every example's labels and quotes."""
-        content = dumps([[e.key, e.title, e.source, e.labels, e.quotes] for e in self.examples])
+        content = dumps([[e.key, e.title, e.source, e.labels, e.quotes, e.notes] for e in self.examples])
         return {
             "n": self.n,
             "embedder": self.embedder.name,
@@ -234,19 +281,22 @@ def build_pool(
     if not papers:
         return None
     identifiers = {k: arxiv for k, _doi, arxiv, _title in store.paper_identifiers() if arxiv}
+    documents = [store.get_document(key) for key, _, _, _ in papers]
+    summaries = [summary_text(doc) for doc in documents]
+    chosen = embedder or make_embedder(encoder, summaries)
+    # The sentence encoder (not TF-IDF) also lets the support model pick each example label's quote.
+    sentence_encoder = None if isinstance(chosen, TfidfEmbedder) else chosen
     examples: list[Example] = []
-    summaries: list[str] = []
-    for key, source, labels in papers:
-        doc = store.get_document(key)
+    for (key, source, labels, notes), doc in zip(papers, documents, strict=True):
         ordered = {
             axis.id: tuple(c for c in axis.category_ids if c in labels.get(axis.id, frozenset()))
             for axis in taxonomy.axes
         }
         categories = [category for cats in ordered.values() for category in cats]
-        quotes = example_quotes(store, key, doc, taxonomy, categories, source == REVIEW)
-        examples.append(Example(key, doc.title, doc.arxiv_id or identifiers.get(key), source, ordered, quotes))
-        summaries.append(summary_text(doc))
-    chosen = embedder or make_embedder(encoder, summaries)
+        quotes = example_quotes(store, key, doc, taxonomy, categories, source == REVIEW, sentence_encoder)
+        examples.append(
+            Example(key, doc.title, doc.arxiv_id or identifiers.get(key), source, ordered, quotes, dict(notes))
+        )
     return ExamplePool(examples, chosen.encode(summaries), chosen, n)
 
 
@@ -269,6 +319,9 @@ def render_examples(examples: list[Example], taxonomy: Taxonomy) -> str:
     ]
     for number, example in enumerate(examples, 1):
         lines += ["", f"Example {number}: {_safe(' '.join(example.title.split())) or '(untitled)'}"]
+        if example.notes:
+            said = "; ".join(f"{name.replace('_', ' ')}: {_safe(value)}" for name, value in example.notes.items())
+            lines.append(f"- the survey's note: {said}")
         for axis in taxonomy.axes:
             cats = example.labels.get(axis.id, ())
             shown = "; ".join(

@@ -28,10 +28,20 @@ class GoldPaper:
     title: str
     labels: dict[str, frozenset[str]]
     details: dict[str, str] = field(default_factory=dict)
+    # Every other column of the row (beside the key, the axes and the paper's identification): the
+    # survey's own notes on the paper (Table 5's conditioning source, mechanism, generation strategy
+    # ...), shown with the paper when it is an LLM's worked example.
+    notes: dict[str, str] = field(default_factory=dict)
 
     def names(self) -> set[str]:
         """Every key a stored paper may carry and still match this row."""
         return {k for k in (self.method, self.arxiv_id) if k}
+
+
+# Columns that identify a paper rather than say anything about it: never shown as the survey's notes.
+IDENTIFICATION_COLUMNS = frozenset(
+    {"method", "key", "title", "first_author", "authors", "author", "year", "arxiv_id", "arxiv", "doi", "url", "venue"}
+)
 
 
 def parse_cell(cell: str) -> frozenset[str]:
@@ -116,7 +126,15 @@ def load_gold(path: str | Path | None, taxonomy: Taxonomy) -> list[GoldPaper]:
                 for column in ("conditioning_source", "conditioning_mechanism", "generation_strategy", "dataset")
                 if row.get(column)
             }
-            papers.append(GoldPaper(method, arxiv_id, (row.get("title") or "").strip(), labels, details))
+            notes = {
+                column: (value or "").strip()
+                for column, value in row.items()
+                if column
+                and column.strip().lower() not in IDENTIFICATION_COLUMNS
+                and column not in taxonomy.axis_ids
+                and (value or "").strip()
+            }
+            papers.append(GoldPaper(method, arxiv_id, (row.get("title") or "").strip(), labels, details, notes))
     except csv.Error as exc:
         raise GoldError(f"{resolved}: row {reader.line_num or line}: not a readable CSV row ({exc})") from None
     return papers

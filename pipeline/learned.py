@@ -25,7 +25,7 @@ import re
 import subprocess
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -45,9 +45,10 @@ from .sentences import (
     without_metric_names,
     without_negated,
 )
+from .support import Evidence, SupportModel, fit_support
 from .taxonomy import Category, Taxonomy
 
-HEAD_FORMAT = 1
+HEAD_FORMAT = 2
 # The categories' label sets as a training set gives them: paper key -> axis id -> category ids.
 Labeling = Mapping[str, Mapping[str, frozenset[str] | set[str] | Sequence[str]]]
 
@@ -105,6 +106,15 @@ class HeadSettings:
     threshold_objective: str = "micro_f1"
     learn_scope_threshold: bool = False
     threshold_grid: tuple[float, ...] = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
+    # Evidence first (kia.support): sentence-level support models fitted on evidence sentences; their
+    # scores enter the label decision as features, and a label's quotes are its most supportive
+    # sentences reaching `support_threshold`. A label no sentence supports is dropped
+    # (`unsupported="drop"`; the axis is unclear when nothing is left) or makes the axis unclear.
+    support: bool = True
+    support_c_grid: tuple[float, ...] = (0.03, 0.3)
+    support_threshold: float = 0.03
+    support_folds: int = 3
+    unsupported: str = "drop"
 
 
 # --- features ----------------------------------------------------------------------------------
@@ -131,8 +141,15 @@ class PaperFeatures:
     scope_terms: np.ndarray
     taxonomy_hash: str
     encoder: str
+    # Per paper: each sentence's embedding (n, d) and flags (`kia.support.FLAG_NAMES`, n x F).
+    vectors: list[np.ndarray] = field(default_factory=list, repr=False)
+    flags: list[np.ndarray] = field(default_factory=list, repr=False)
+    # Per paper: sentence support per category (n, C), once a support model has scored them.
+    support: list[np.ndarray] | None = field(default=None, repr=False)
     # `evidence_block` of these papers once computed (a pure function of the fields above).
     evidence_cache: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # `kia.support.pair_features` per paper, once computed.
+    pairs_cache: list[np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -152,8 +169,35 @@ class PaperFeatures:
             scope_terms=self.scope_terms[idx],
             taxonomy_hash=self.taxonomy_hash,
             encoder=self.encoder,
+            vectors=[self.vectors[i] for i in idx] if self.vectors else [],
+            flags=[self.flags[i] for i in idx] if self.flags else [],
+            support=None if self.support is None else [self.support[i] for i in idx],
             evidence_cache=None if self.evidence_cache is None else self.evidence_cache[idx],
+            pairs_cache=None if self.pairs_cache is None else [self.pairs_cache[i] for i in idx],
         )
+
+    def with_support(self, support: list[np.ndarray] | None) -> PaperFeatures:
+        """The same papers with these sentence-support scores (the evidence block is recomputed)."""
+        return replace(self, support=support, evidence_cache=None)
+
+    def pairs(self) -> list[np.ndarray]:
+        """Per paper, the taxonomy-agnostic (sentence, category) features of `kia.support`."""
+        if self.pairs_cache is None:
+            from kia.support import FLAG_NAMES, pair_features
+
+            columns = _axis_columns(self)
+            self.pairs_cache = [
+                pair_features(
+                    self.similarity[i],
+                    self.cue_hits[i],
+                    self.weights[i],
+                    self.flags[i] if self.flags else np.zeros((len(self.weights[i]), len(FLAG_NAMES)), np.float32),
+                    self.scope_similarity[i],
+                    columns,
+                )
+                for i in range(len(self))
+            ]
+        return self.pairs_cache
 
 
 def concat_features(parts: Sequence[PaperFeatures]) -> PaperFeatures:
@@ -173,6 +217,9 @@ def concat_features(parts: Sequence[PaperFeatures]) -> PaperFeatures:
         scope_terms=np.concatenate([p.scope_terms for p in parts]),
         taxonomy_hash=first.taxonomy_hash,
         encoder=first.encoder,
+        vectors=[v for p in parts for v in p.vectors],
+        flags=[v for p in parts for v in p.flags],
+        support=[v for p in parts for v in p.support] if all(p.support is not None for p in parts) else None,  # type: ignore[union-attr]
         evidence_cache=(
             np.concatenate([p.evidence_cache for p in parts if p.evidence_cache is not None])
             if all(p.evidence_cache is not None for p in parts)
@@ -277,15 +324,21 @@ def featurize(
     taxonomy: Taxonomy,
     encoder: SentenceEncoder,
     keys: Sequence[str] | None = None,
+    titles: Sequence[str | None] | None = None,
 ) -> PaperFeatures:
     """Features of many papers at once: all their sentences go to the encoder in one call (the
     encoder batches), which is what makes a thousand papers affordable on two cores.
 
     A paper is a `Document` (split with `split_sentences`, so sentence indices match the backend's),
     a list of `Sentence`s, or a list of sentence strings. A paper without sentences gets zero
-    features (and will come out unclear).
+    features (and will come out unclear). `titles` (else each Document's own title) mark the
+    sentences that only repeat the title: never evidence.
     """
+    from kia.support import sentence_flags
+
     sentence_lists = [_as_sentences(p) for p in papers]
+    if titles is None:
+        titles = [p.title if isinstance(p, Document) else None for p in papers]
     keys = list(keys) if keys is not None else [str(i) for i in range(len(papers))]
     categories = [c for axis in taxonomy.axes for c in axis.categories]
     owners: list[int] = []
@@ -312,12 +365,16 @@ def featurize(
     cue_hits: list[np.ndarray] = []
     scope_similarity: list[np.ndarray] = []
     weights: list[np.ndarray] = []
+    sentence_blocks: list[np.ndarray] = []
+    flags: list[np.ndarray] = []
     scope_terms = np.zeros((len(papers), 1), dtype=np.float32)
     cursor = 0
     for row, sentences in enumerate(sentence_lists):
         n = len(sentences)
         block = sentence_vectors[cursor : cursor + n]
         cursor += n
+        sentence_blocks.append(np.asarray(block, dtype=np.float32))
+        flags.append(sentence_flags(sentences, titles[row]))
         if n == 0:
             similarity.append(np.zeros((0, len(categories)), dtype=np.float32))
             cue_hits.append(np.zeros((0, len(categories)), dtype=np.float32))
@@ -349,6 +406,8 @@ def featurize(
         scope_terms=scope_terms,
         taxonomy_hash=taxonomy.content_hash,
         encoder=getattr(encoder, "name", type(encoder).__name__),
+        vectors=sentence_blocks,
+        flags=flags,
     )
 
 
@@ -407,6 +466,12 @@ def evidence_block(features: PaperFeatures) -> np.ndarray:
                 out[row, col, 7] = own_hits[col]
             out[row, columns, 8] = rule
             out[row, columns, 9] = rule / max(float(rule.max()), 1e-6)
+        if features.support is not None and len(features.support[row]):
+            support = features.support[row]
+            ranked = -np.sort(-support, axis=0)
+            out[row, :, 10] = ranked[0]
+            out[row, :, 11] = ranked[: min(2, len(ranked))].mean(axis=0)
+            out[row, :, 12] = np.log1p(support.sum(axis=0))
     features.evidence_cache = out
     return out
 
@@ -422,26 +487,33 @@ EVIDENCE_NAMES = (
     "cue_own",
     "rule_score",
     "rule_relative",
+    "support_max",
+    "support_top2",
+    "support_sum",
 )
 _SIMILARITY_SLOTS = [0, 1, 2, 3]
 _CUE_SLOTS = [4, 5, 6, 7]
 _RULE_SLOTS = [8, 9]
+_SUPPORT_SLOTS = [10, 11, 12]
 
 
-def _evidence_slots(feature_set: str, rule_scores: bool = False) -> list[int]:
+def _evidence_slots(feature_set: str, rule_scores: bool = False, support: bool = False) -> list[int]:
+    extra = _SUPPORT_SLOTS if support else []
     if feature_set == "embeddings":
-        return _SIMILARITY_SLOTS
+        return _SIMILARITY_SLOTS + extra
     if feature_set == "cues":
-        return _CUE_SLOTS
-    return _SIMILARITY_SLOTS + _CUE_SLOTS + (_RULE_SLOTS if rule_scores else [])
+        return _CUE_SLOTS + extra
+    return _SIMILARITY_SLOTS + _CUE_SLOTS + (_RULE_SLOTS if rule_scores else []) + extra
 
 
-def design_matrix(features: PaperFeatures, axis_id: str, feature_set: str, rule_scores: bool = False) -> np.ndarray:
+def design_matrix(
+    features: PaperFeatures, axis_id: str, feature_set: str, rule_scores: bool = False, support: bool = False
+) -> np.ndarray:
     """The per-category model's inputs: the evidence of every category of the axis (so "A1" can
     learn from the absence of cascade evidence), plus the pooled embeddings unless cues only."""
     evidence = evidence_block(features)
     columns = _axis_columns(features)[axis_id]
-    slots = _evidence_slots(feature_set, rule_scores)
+    slots = _evidence_slots(feature_set, rule_scores, support)
     parts = [evidence[:, columns][:, :, slots].reshape(len(features), -1)]
     if feature_set != "cues":
         parts.append(features.pooled)
@@ -632,6 +704,8 @@ class Head:
     # With `settings.knn`: the labelled training papers' mean embeddings and categories (no text).
     knn_vectors: list[list[float]] = field(default_factory=list)
     knn_labels: list[list[str]] = field(default_factory=list)
+    # Sentence-support models (kia.support): what scores each sentence for each category.
+    support: SupportModel | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON document: weights, settings, provenance; never any paper text."""
@@ -652,6 +726,7 @@ class Head:
             "scope_threshold": self.scope_threshold,
             "knn_vectors": self.knn_vectors,
             "knn_labels": self.knn_labels,
+            "support": self.support.to_json() if self.support else None,
             "provenance": self.provenance,
         }
 
@@ -665,9 +740,9 @@ class Head:
         if data.get("format") != HEAD_FORMAT:
             raise ValueError(f"head format {data.get('format')!r} is not {HEAD_FORMAT}")
         raw_settings = dict(data["settings"])
-        raw_settings["c_grid"] = tuple(raw_settings["c_grid"])
-        if "threshold_grid" in raw_settings:
-            raw_settings["threshold_grid"] = tuple(raw_settings["threshold_grid"])
+        for name in ("c_grid", "threshold_grid", "support_c_grid"):
+            if name in raw_settings:
+                raw_settings[name] = tuple(raw_settings[name])
         return cls(
             taxonomy_hash=data["taxonomy_hash"],
             category_ids=list(data["category_ids"]),
@@ -681,6 +756,7 @@ class Head:
             scope_threshold=data.get("scope_threshold"),
             knn_vectors=[list(map(float, row)) for row in data.get("knn_vectors", [])],
             knn_labels=[list(row) for row in data.get("knn_labels", [])],
+            support=SupportModel.from_json(data["support"]) if data.get("support") else None,
         )
 
     @classmethod
@@ -708,10 +784,10 @@ def _label_sets(labelings: Labeling, keys: Sequence[str], axis_id: str) -> list[
 
 
 def _shared_rows(
-    features: PaperFeatures, feature_set: str, rule_scores: bool = False
+    features: PaperFeatures, feature_set: str, rule_scores: bool = False, support: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(paper, category) rows: that category's evidence plus a one-hot of the category (its prior)."""
-    evidence = evidence_block(features)[:, :, _evidence_slots(feature_set, rule_scores)]
+    evidence = evidence_block(features)[:, :, _evidence_slots(feature_set, rule_scores, support)]
     n, m, _ = evidence.shape
     onehot = np.tile(np.eye(m, dtype=np.float32), (n, 1))
     x = np.concatenate([evidence.reshape(n * m, -1), onehot], axis=1)
@@ -766,6 +842,8 @@ def fit_head(
     settings: HeadSettings | None = None,
     in_scope: Mapping[str, bool] | None = None,
     provenance: Mapping[str, Any] | None = None,
+    evidence: Evidence | None = None,
+    base_support: SupportModel | None = None,
 ) -> Head:
     """Fit the head on labelled papers.
 
@@ -773,12 +851,70 @@ def fit_head(
     used only for the scope model); `in_scope` marks papers known to be in or out of scope (papers
     absent from it are left out of the scope model). Takes well under a second per hundred papers
     once features exist: the cost is the inner CV over `c_grid`.
+
+    `evidence` gives, for papers where it is known, the sentence indices that support each of
+    their labels: the sentence-support models are fitted on them (`kia.support`), and every
+    training paper's support scores come from models that did not see that paper (out of fold), so
+    the label models learn what support is worth on unseen papers. Without evidence,
+    `base_support` (a previous head's) scores the sentences. A paper may be labelled on some axes
+    only: each axis's models use the papers labelled on that axis.
     """
     from threadpoolctl import threadpool_limits
 
     # The matrices are tiny: BLAS threads only spin against each other (and against the encoder).
     with threadpool_limits(limits=1):
-        return _fit_head(features, labelings, taxonomy, settings or HeadSettings(), in_scope, provenance)
+        return _fit_head(
+            features, labelings, taxonomy, settings or HeadSettings(), in_scope, provenance, evidence, base_support
+        )
+
+
+def out_of_fold_support(
+    features: PaperFeatures, evidence: Evidence, settings: HeadSettings
+) -> tuple[SupportModel | None, list[np.ndarray]]:
+    """The support model fitted on every paper with evidence, and per paper of `features` its
+    support scores: out of fold for papers with evidence (a model that never saw the paper), from
+    the full model for the others."""
+    pairs = features.pairs()
+    with_evidence = [i for i, k in enumerate(features.keys) if k in evidence]
+    categories = features.category_ids
+
+    def fit(rows: Sequence[int]) -> SupportModel | None:
+        return fit_support(
+            [features.vectors[i] for i in rows],
+            [pairs[i] for i in rows],
+            [evidence[features.keys[i]] for i in rows],
+            categories,
+            settings,
+        )
+
+    full = fit(with_evidence)
+    scores = [score_support(full, features, i) for i in range(len(features))]
+    if len(with_evidence) >= 2 * settings.support_folds:
+        rng = np.random.default_rng(settings.seed)
+        order = rng.permutation(len(with_evidence))
+        for fold in range(settings.support_folds):
+            held = [with_evidence[j] for j in order[fold :: settings.support_folds]]
+            kept = sorted(set(with_evidence) - set(held))
+            model = fit(kept)
+            for i in held:
+                scores[i] = score_support(model, features, i)
+    return full, scores
+
+
+def score_support(model: SupportModel | None, features: PaperFeatures, row: int) -> np.ndarray:
+    """Support per sentence and category of one paper (zeros without a model)."""
+    pairs = features.pairs()[row]
+    if model is None:
+        return np.zeros(pairs.shape[:2])
+    return model.score(features.vectors[row], pairs, features.category_ids)
+
+
+def apply_support(model: SupportModel | None, features: PaperFeatures) -> PaperFeatures:
+    """The features with every paper's sentences scored by `model` (none without a model: quotes are
+    then searched by definition margin and cues, as before sentence support existed)."""
+    if model is None:
+        return features.with_support(None)
+    return features.with_support([score_support(model, features, i) for i in range(len(features))])
 
 
 def _fit_head(
@@ -788,13 +924,23 @@ def _fit_head(
     settings: HeadSettings,
     in_scope: Mapping[str, bool] | None,
     provenance: Mapping[str, Any] | None,
+    evidence: Evidence | None = None,
+    base_support: SupportModel | None = None,
 ) -> Head:
     if settings.features not in FEATURE_SETS:
         raise ValueError(f"features must be one of {FEATURE_SETS}")
+    support_model: SupportModel | None = None
+    if settings.support:
+        if evidence and any(k in evidence for k in features.keys):
+            support_model, scores = out_of_fold_support(features, evidence, settings)
+            features = features.with_support(scores)
+        else:
+            support_model = base_support
+            features = apply_support(support_model, features)
     labelled = [i for i, k in enumerate(features.keys) if k in labelings]
     sub = features.subset(labelled)
     own: dict[str, LinearModel] = {}
-    evidence_width = len(_evidence_slots(settings.features, settings.rule_scores))
+    evidence_width = len(_evidence_slots(settings.features, settings.rule_scores, settings.support))
     m = len(sub.category_ids)
     # Out-of-fold calibrated probability per training paper and category (NaN: none available).
     oof = np.full((len(sub), m), np.nan)
@@ -809,24 +955,32 @@ def _fit_head(
     knn_vectors = np.round(_paper_vectors(sub), 4) if k else np.zeros((0, 0))
     votes = knn_votes(knn_vectors, knn_vectors, truth.astype(float), k, leave_one_out=True)
     for axis in taxonomy.axes:
-        x = design_matrix(sub, axis.id, settings.features, settings.rule_scores)
+        x = design_matrix(sub, axis.id, settings.features, settings.rule_scores, settings.support)
         n_evidence = evidence_width * len(axis.categories)
         blocks = [n_evidence, x.shape[1] - n_evidence]
         if k:
             columns = _axis_columns(sub)[axis.id]
             x = np.concatenate([x, votes[:, columns]], axis=1)
             blocks.append(len(columns))
-        sets = _label_sets(labelings, sub.keys, axis.id)
+        # Papers labelled on this axis (a reviewer may have decided some axes of a paper only).
+        rows = [i for i, key in enumerate(sub.keys) if axis.id in labelings[key]]
+        sets = _label_sets(labelings, [sub.keys[i] for i in rows], axis.id)
         for category in axis.categories:
             y = np.asarray([category.id in s for s in sets], dtype=int)
             col = sub.category_ids.index(category.id)
             if y.sum() >= settings.min_positives and len(y) - y.sum() >= settings.min_positives:
-                own[category.id], oof_p = fit_linear_oof(x, y, blocks, settings)
+                own[category.id], oof_p = fit_linear_oof(x[rows], y, blocks, settings)
                 if oof_p is not None:
-                    oof[:, col] = oof_p
+                    oof[rows, col] = oof_p
     shared = None
     if len(sub):
-        x, paper, column = _shared_rows(sub, settings.features, settings.rule_scores)
+        x, paper, column = _shared_rows(sub, settings.features, settings.rule_scores, settings.support)
+        decided = np.asarray(
+            [
+                sub.axis_of[sub.category_ids[c]] in labelings[sub.keys[p]]
+                for p, c in zip(paper.tolist(), column.tolist(), strict=True)
+            ]
+        )
         y = np.asarray(
             [
                 sub.category_ids[c] in set(labelings[sub.keys[p]].get(sub.axis_of[sub.category_ids[c]], ()))
@@ -834,9 +988,11 @@ def _fit_head(
             ],
             dtype=int,
         )
-        if 0 < y.sum() < len(y):
-            shared, shared_oof = fit_linear_oof(x, y, [evidence_width, m], settings, groups=paper)
-            if shared_oof is not None:
+        if 0 < y[decided].sum() < decided.sum():
+            shared, shared_oof = fit_linear_oof(
+                x[decided], y[decided], [evidence_width, m], settings, groups=paper[decided]
+            )
+            if shared_oof is not None and decided.all():
                 shared_oof = shared_oof.reshape(len(sub), m)
                 for col, category_id in enumerate(sub.category_ids):
                     if category_id not in own:
@@ -879,6 +1035,7 @@ def _fit_head(
         scope_threshold=scope_threshold,
         knn_vectors=[[float(v) for v in row] for row in knn_vectors],
         knn_labels=[[c for c, t in zip(sub.category_ids, row, strict=True) if t] for row in truth] if k else [],
+        support=support_model,
     )
 
 
@@ -929,11 +1086,24 @@ def refit(
     taxonomy: Taxonomy,
     base: Head | None = None,
     in_scope: Mapping[str, bool] | None = None,
+    evidence: Evidence | None = None,
 ) -> Head:
     """Fit a head from papers a user reviewed (the backend passes reviewed labels from the store),
-    with the settings of `base` when given. Same as `fit_head`; provenance says it was a refit."""
+    with the settings of `base` when given. Same as `fit_head`; provenance says it was a refit.
+    Reviewed papers may be decided on some axes only. Without `evidence` (the sentences a reviewer
+    accepted as quotes), the base head's sentence-support models are kept: the label models are
+    what a handful of reviews can refit."""
     settings = base.settings if base is not None else HeadSettings()
-    return fit_head(features, reviewed, taxonomy, settings, in_scope, provenance={"data": "reviewed labels"})
+    return fit_head(
+        features,
+        reviewed,
+        taxonomy,
+        settings,
+        in_scope,
+        provenance={"data": "reviewed labels"},
+        evidence=evidence,
+        base_support=base.support if base is not None else None,
+    )
 
 
 def _package_version() -> str:
@@ -959,6 +1129,12 @@ class AxisPrediction:
     weak_evidence: list[str] = field(default_factory=list)
     # The probability a category beyond the most probable needed on this axis (the head's choice).
     threshold: float | None = None
+    # Evidence first: per kept category, the support score of each quoted sentence (best first).
+    support: dict[str, list[float]] = field(default_factory=dict)
+    # Categories the head leaned to but no sentence supported (dropped): category -> best support.
+    unsupported: dict[str, float] = field(default_factory=dict)
+    # For an unclear axis: the sentence that came closest to supporting its leading category.
+    reason_sentence: int | None = None
 
 
 @dataclass
@@ -970,6 +1146,9 @@ class PaperPrediction:
     in_scope: float | None
     out_of_scope: bool
     zero_shot: bool = False
+    # The sentence that best says what the paper does (closest to the taxonomy's scope text, never a
+    # title or link): the reason shown with an out-of-scope flag.
+    scope_sentence: int | None = None
 
     def labels(self) -> dict[str, frozenset[str]]:
         """Kept category ids per axis (empty for an unclear axis)."""
@@ -983,7 +1162,7 @@ def category_probabilities(head: Head, features: PaperFeatures, taxonomy: Taxono
     out = np.zeros((len(features), len(features.category_ids)))
     shared_p = None
     if head.shared is not None:
-        x, _, _ = _shared_rows(features, head.settings.features, head.settings.rule_scores)
+        x, _, _ = _shared_rows(features, head.settings.features, head.settings.rule_scores, head.settings.support)
         shared_p = head.shared.proba(x).reshape(len(features), -1)
     votes = None
     if _knn(head.settings):
@@ -991,7 +1170,7 @@ def category_probabilities(head: Head, features: PaperFeatures, taxonomy: Taxono
         reference = np.asarray(head.knn_vectors, dtype=np.float64)
         votes = knn_votes(_paper_vectors(features), reference, labels, _knn(head.settings))
     for axis in taxonomy.axes:
-        x = design_matrix(features, axis.id, head.settings.features, head.settings.rule_scores)
+        x = design_matrix(features, axis.id, head.settings.features, head.settings.rule_scores, head.settings.support)
         if votes is not None:
             x = np.concatenate([x, votes[:, _axis_columns(features)[axis.id]]], axis=1)
         for category in axis.categories:
@@ -1056,6 +1235,8 @@ def decide_axis(
 def predict(head: Head, features: PaperFeatures, taxonomy: Taxonomy) -> list[PaperPrediction]:
     """Decisions per paper and axis, with confidences (calibrated probabilities) and evidence
     sentence indices (into `split_sentences` of the paper's Document); none for an unclear axis."""
+    if head.settings.support:
+        features = apply_support(head.support, features)
     probabilities = category_probabilities(head, features, taxonomy)
     scope = scope_probabilities(head, features)
     return _assemble(
@@ -1084,6 +1265,10 @@ def _assemble(
                 axes[axis.id] = AxisPrediction([], probs, "the paper has no sentences to classify")
                 continue
             kept, reason = decide_axis(probs, settings, thresholds.get(axis.id))
+            limit = thresholds.get(axis.id, settings.threshold)
+            if features.support is not None:
+                axes[axis.id] = _evidence_first(features, row, probs, kept, reason, limit, settings)
+                continue
             claimed: list[tuple[str, float, list[int]]] = []
             weak: list[str] = []
             for c, p in kept:
@@ -1092,11 +1277,71 @@ def _assemble(
                     indices = closest_sentence(features, row, c)
                     weak.append(c)
                 claimed.append((c, round(p, 4), indices))
-            limit = thresholds.get(axis.id, settings.threshold)
             axes[axis.id] = AxisPrediction(claimed, probs, reason, weak, limit)
         p_scope = float(scope[row])
-        out.append(PaperPrediction(key, axes, round(p_scope, 4), p_scope < scope_limit, zero_shot))
+        out.append(
+            PaperPrediction(
+                key, axes, round(p_scope, 4), p_scope < scope_limit, zero_shot, _scope_sentence(features, row)
+            )
+        )
     return out
+
+
+def _scope_sentence(features: PaperFeatures, row: int) -> int | None:
+    """The sentence closest to the taxonomy's scope text among those that may be evidence."""
+    from kia.support import FLAG_NAMES
+
+    similarity = features.scope_similarity[row]
+    if not len(similarity):
+        return None
+    if features.flags:
+        blocked = features.flags[row][:, FLAG_NAMES.index("blocked")] > 0
+        similarity = np.where(blocked, -np.inf, similarity)
+    best = int(np.argmax(similarity))
+    return best if np.isfinite(similarity[best]) else None
+
+
+def _evidence_first(
+    features: PaperFeatures,
+    row: int,
+    probabilities: dict[str, float],
+    kept: list[tuple[str, float]],
+    reason: str | None,
+    limit: float,
+    settings: HeadSettings,
+) -> AxisPrediction:
+    """One axis decided evidence first: each kept category is quoted by its most supportive
+    sentences (support at least `support_threshold`, best first); a category no sentence supports
+    is dropped (`unsupported="drop"`) or leaves the axis unclear (`"unclear"`). An unclear axis
+    names the sentence that came closest to supporting its leading category."""
+    from kia.support import top_supported
+
+    assert features.support is not None
+    support = features.support[row]
+    claimed: list[tuple[str, float, list[int]]] = []
+    scores: dict[str, list[float]] = {}
+    unsupported: dict[str, float] = {}
+    for c, p in kept:
+        col = features.category_ids.index(c)
+        indices = top_supported(support, col, settings.evidence_per_label, settings.support_threshold)
+        if indices:
+            claimed.append((c, round(p, 4), indices))
+            scores[c] = [round(float(support[i, col]), 4) for i in indices]
+        else:
+            unsupported[c] = round(float(support[:, col].max()) if len(support) else 0.0, 4)
+    if unsupported and (not claimed or settings.unsupported == "unclear"):
+        names = ", ".join(
+            f"{c} (probability {probabilities[c]:.2f}, best sentence support {s:.2f})" for c, s in unsupported.items()
+        )
+        reason = f"no sentence supports {names} (support threshold {settings.support_threshold:.2f})"
+        claimed, scores = [], {}
+    reason_sentence = None
+    if not claimed and len(support):
+        leading = max(probabilities, key=lambda c: probabilities[c])
+        col = features.category_ids.index(leading)
+        if float(support[:, col].max()) > 0:
+            reason_sentence = int(np.argmax(support[:, col]))
+    return AxisPrediction(claimed, probabilities, reason, [], limit, scores, unsupported, reason_sentence)
 
 
 def zero_shot_probabilities(features: PaperFeatures, temperature: float = 0.03) -> np.ndarray:
@@ -1113,13 +1358,20 @@ def zero_shot_probabilities(features: PaperFeatures, temperature: float = 0.03) 
 
 
 def predict_zero_shot(
-    features: PaperFeatures, taxonomy: Taxonomy, settings: HeadSettings | None = None
+    features: PaperFeatures,
+    taxonomy: Taxonomy,
+    settings: HeadSettings | None = None,
+    support: SupportModel | None = None,
 ) -> list[PaperPrediction]:
     """Predictions for a taxonomy with no fitted head: the axis's best category by definition
     similarity, plus any other within `zero_shot_margin` of it; where the paper has no cue of the axis
     at all and the axis declares a `default`, that default; unclear when no sentence of the paper is
-    closer than 0.2 to any of the axis's definitions. Confidences are relative scores, not calibrated."""
+    closer than 0.2 to any of the axis's definitions. Confidences are relative scores, not calibrated.
+    With a `support` model (`generic_support` of the shipped head: it reads only definitions and
+    cues), quotes are the sentences it judges supportive, and a label none supports is dropped."""
     settings = settings or HeadSettings()
+    if support is not None:
+        features = apply_support(support, features)
     relative = zero_shot_probabilities(features)
     probabilities = np.zeros_like(relative)
     for columns in _axis_columns(features).values():
@@ -1144,7 +1396,28 @@ def predict_zero_shot(
             if axis_pred.kept and float(evidence[row, columns, 0].max()) < 0.2:
                 axis_pred.kept, axis_pred.unclear = [], "no sentence is close to any definition of this axis"
                 axis_pred.weak_evidence = []
+            if features.support is not None and axis_pred.kept:
+                kept = [(c, p) for c, p, _ in axis_pred.kept]
+                requoted = _evidence_first(
+                    features, row, axis_pred.probabilities, kept, None, axis_pred.threshold or 0.0, settings
+                )
+                requoted.threshold = axis_pred.threshold
+                pred.axes[axis_id] = requoted
     return preds
+
+
+def generic_support(head: Head | None) -> SupportModel | None:
+    """The part of a head's support models that transfers to any taxonomy: the generic mechanism
+    model and the shared model over taxonomy-agnostic pair features (no per-category models)."""
+    if head is None or head.support is None:
+        return None
+    return SupportModel(
+        shared=head.support.shared,
+        own={},
+        n_sentences=head.support.n_sentences,
+        n_evidence=head.support.n_evidence,
+        generic=head.support.generic,
+    )
 
 
 def content_sha(data: bytes) -> str:

@@ -196,6 +196,12 @@ class Label:
     confidence: float
     rationale: str
     evidence: list[Grounding]
+    # Per quote, the backend's support score (evidence-first backends), else None.
+    supports: tuple[float, ...] | None = None
+
+    def support_of(self, index: int) -> float | None:
+        """The support score of quote `index`, if the backend gave one."""
+        return self.supports[index] if self.supports is not None and index < len(self.supports) else None
 
     @property
     def grounded(self) -> bool:
@@ -273,6 +279,24 @@ def label_statuses(labels: list[Label], confidence_floor: float | None) -> dict[
     return statuses
 
 
+def with_supports(claimed: dict[str, list[ClaimedLabel]], answer: BackendAnswer) -> dict[str, list[ClaimedLabel]]:
+    """The schema-checked labels with the support scores the backend gave their quotes (the response
+    schema, whose hash identifies runs, carries no scores): from the answer's labels, else from its
+    raw `support` map (a cached answer)."""
+    given = {(axis, c.category): c.supports for axis, claims in answer.labels.items() for c in claims}
+    stored = answer.raw.get("support") if isinstance(answer.raw, dict) else None
+    out: dict[str, list[ClaimedLabel]] = {}
+    for axis, claims in claimed.items():
+        out[axis] = []
+        for claim in claims:
+            scores = given.get((axis, claim.category))
+            if scores is None and isinstance(stored, dict):
+                listed = (stored.get(axis) or {}).get(claim.category)
+                scores = tuple(float(v) for v in listed) if isinstance(listed, list) else None
+            out[axis].append(replace(claim, supports=scores))
+    return out
+
+
 def ground_answer(
     labels: dict[str, list[ClaimedLabel]], doc: Document, suspicious: list[Sentence] | None = None
 ) -> list[Label]:
@@ -280,7 +304,14 @@ def ground_answer(
     `suspicious` sentence is marked so and is no evidence."""
     locator = Locator(doc, excluded=[(s.start, s.end) for s in suspicious or []])
     return [
-        Label(axis, claim.category, claim.confidence, claim.rationale, [locator.locate(q) for q in claim.quotes])
+        Label(
+            axis,
+            claim.category,
+            claim.confidence,
+            claim.rationale,
+            [locator.locate(q) for q in claim.quotes],
+            claim.supports,
+        )
         for axis, claims in labels.items()
         for claim in claims
     ]
@@ -378,7 +409,7 @@ def proposal_from_answer(
     """
     flagged = suspicious_sentences(doc, taxonomy) if flagged is None else flagged
     payload = answer_to_json(answer, taxonomy)
-    labels = ground_answer(labels_from_json(payload, taxonomy), doc, flagged)
+    labels = ground_answer(with_supports(labels_from_json(payload, taxonomy), answer), doc, flagged)
     statuses = {**axis_statuses(answer, taxonomy), **label_statuses(labels, confidence_floor)}
     if labels and all(statuses.get(axis, ("",))[0] == UNSUPPORTED for axis in taxonomy.axis_ids):
         error = KiaError(f"{paper_key}: no quote of any label was found in the paper (every axis unsupported)")
@@ -576,7 +607,19 @@ def save_proposal(store: Store, run_id: str, proposal: Proposal, identity: RunId
         },
         [(lb.axis, lb.category, lb.confidence, lb.rationale, lb.grounded) for lb in proposal.labels],
         [
-            (lb.axis, lb.category, index, ev.quote, ev.status, ev.score, ev.start, ev.end, ev.page, ev.section)
+            (
+                lb.axis,
+                lb.category,
+                index,
+                ev.quote,
+                ev.status,
+                ev.score,
+                ev.start,
+                ev.end,
+                ev.page,
+                ev.section,
+                lb.support_of(index),
+            )
             for lb in proposal.labels
             for index, ev in enumerate(lb.evidence)
         ],

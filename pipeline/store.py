@@ -684,7 +684,7 @@ class Store:
 
         `proposal` maps proposal columns to values; `labels` rows are (axis, category, confidence,
         rationale, grounded); `evidence` rows are (axis, category, idx, quote, status, score, start,
-        end, page, section); `calls` rows are (attempt, prompt tokens, completion tokens, latency, error);
+        end, page, section, support); `calls` rows are (attempt, prompt tokens, completion tokens, latency, error);
         `statuses` rows are (axis, status, reason) of the axes the backend abstained on; `suspicious`
         rows are (sentence, start, end, page, section) of the sentences that address the labeller
         (the proposal is then flagged `suspicious_text`).
@@ -704,8 +704,10 @@ class Store:
                 )
             if evidence:
                 self.con.executemany(
-                    "INSERT INTO evidence VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [[run_id, paper_key, *r] for r in evidence],
+                    "INSERT INTO evidence (run_id, paper_key, axis, category, idx, quote, status, score, start_char,"
+                    " end_char, page, section, support) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    # Rows without a support score (backends that give none) store NULL there.
+                    [[run_id, paper_key, *r, *([None] * (11 - len(r)))] for r in evidence],
                 )
             if statuses:
                 self.con.executemany(

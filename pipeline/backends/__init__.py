@@ -43,6 +43,8 @@ class ClaimedLabel:
     confidence: float
     rationale: str
     quotes: list[str]
+    # Per quote, how strongly the backend judged it to support the label (0-1; None: not scored).
+    supports: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from kia.backends import BackendAnswer, ClaimedLabel
 from kia.encoders import SentenceEncoder, encoder_class, load_encoder
 from kia.errors import BackendError
 from kia.extract import Document
-from kia.learned import Head, PaperPrediction, featurize, predict, predict_zero_shot, refit
+from kia.learned import Head, PaperPrediction, featurize, generic_support, predict, predict_zero_shot, refit
 from kia.resources import shipped
 from kia.sentences import Sentence, split_sentences
 from kia.settings import Settings
@@ -161,9 +161,14 @@ class LocalBackend:
         if not usable:
             return results
         chosen = [sentence_lists[i] for i in usable]
-        features = featurize(chosen, taxonomy, self.encoder, keys=[docs[i].sha256 for i in usable])
+        keys, titles = [docs[i].sha256 for i in usable], [docs[i].title for i in usable]
+        features = featurize(chosen, taxonomy, self.encoder, keys=keys, titles=titles)
         head = self._head_for(taxonomy)
-        predictions = predict(head, features, taxonomy) if head is not None else predict_zero_shot(features, taxonomy)
+        predictions = (
+            predict(head, features, taxonomy)
+            if head is not None
+            else predict_zero_shot(features, taxonomy, support=generic_support(self._head))
+        )
         for index, prediction, sentences in zip(usable, predictions, chosen, strict=True):
             answer = _to_answer(prediction, sentences, taxonomy, head is None)
             total = len(full_lists[index])
@@ -178,13 +183,17 @@ class LocalBackend:
 def _to_answer(
     prediction: PaperPrediction, sentences: list[Sentence], taxonomy: Taxonomy, zero_shot: bool
 ) -> BackendAnswer:
-    """A prediction as claimed labels: quotes are the supporting sentences, verbatim."""
+    """A prediction as claimed labels: quotes are the sentences the model judged supportive of each
+    label, verbatim and best first, with their support scores; an unclear axis says why and names
+    the sentence that came closest; an out-of-scope flag names the sentence that says what the
+    paper does."""
     labels: dict[str, list[ClaimedLabel]] = {}
     unclear: dict[str, str] = {}
-    raw: dict[str, Any] = {"probabilities": {}, "in_scope": prediction.in_scope, "zero_shot": zero_shot}
+    raw: dict[str, Any] = {"probabilities": {}, "in_scope": prediction.in_scope, "zero_shot": zero_shot, "support": {}}
     for axis in taxonomy.axes:
         axis_prediction = prediction.axes[axis.id]
         raw["probabilities"][axis.id] = {c: round(p, 4) for c, p in axis_prediction.probabilities.items()}
+        raw["support"][axis.id] = axis_prediction.support
         claims: list[ClaimedLabel] = []
         unsupported: list[str] = []
         for category_id, probability, indices in axis_prediction.kept:
@@ -194,21 +203,38 @@ def _to_answer(
                 continue
             sections = sorted({sentences[i].section for i in indices})
             kind = "relative score (zero-shot)" if zero_shot else "probability"
-            support = (
-                "weak evidence: no cue of it; quoted, the sentence closest to its definition"
-                if category_id in axis_prediction.weak_evidence
-                else f"supported by {len(quotes)} sentence(s) in {', '.join(sections)}"
-            )
+            scores = axis_prediction.support.get(category_id)
+            if scores:
+                listed = ", ".join(f"{v:.2f}" for v in scores)
+                support = f"quoted by the {len(quotes)} sentence(s) judged most supportive (support {listed})"
+            elif category_id in axis_prediction.weak_evidence:
+                support = "weak evidence: no cue of it; quoted, the sentence closest to its definition"
+            else:
+                support = f"supported by {len(quotes)} sentence(s) in {', '.join(sections)}"
             rationale = f"{kind} {probability:.2f} for {taxonomy.category(category_id).name}; {support}"
             claims.append(
-                ClaimedLabel(category_id, round(float(min(max(probability, 0.0), 1.0)), 3), rationale, quotes)
+                ClaimedLabel(
+                    category_id,
+                    round(float(min(max(probability, 0.0), 1.0)), 3),
+                    rationale,
+                    quotes,
+                    tuple(scores) if scores else None,
+                )
             )
         if claims:
             labels[axis.id] = claims
-        elif unsupported:
-            unclear[axis.id] = f"the head leans to {', '.join(unsupported)} but no sentence of the paper supports it"
         else:
-            unclear[axis.id] = axis_prediction.unclear or "no category is supported"
+            reason = (
+                f"the head leans to {', '.join(unsupported)} but no sentence of the paper supports it"
+                if unsupported
+                else axis_prediction.unclear or "no category is supported"
+            )
+            if axis_prediction.reason_sentence is not None and axis_prediction.reason_sentence < len(sentences):
+                reason += f'; closest sentence: "{sentences[axis_prediction.reason_sentence].text}"'
+            unclear[axis.id] = reason
+    scope_index = prediction.scope_sentence
+    if prediction.out_of_scope and scope_index is not None and scope_index < len(sentences):
+        raw["scope_reason"] = f'what the paper does: "{sentences[scope_index].text}"'
     in_scope = not prediction.out_of_scope
     return BackendAnswer(
         labels=labels,
