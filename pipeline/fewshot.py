@@ -120,6 +120,8 @@ def supportive_quotes(
     head = shipped_head()
     if head is None or head.support is None or not sentences:
         return {}
+    if head.provenance.get("encoder") != getattr(encoder, "name", None):
+        return {}  # the support models read this encoder's embeddings only
     model = head.support if head.matches(taxonomy) else generic_support(head)
     features = featurize([sentences], taxonomy, encoder, titles=[title])
     support = score_support(model, features, 0)

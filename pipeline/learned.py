@@ -111,7 +111,7 @@ class HeadSettings:
     # sentences reaching `support_threshold`. A label no sentence supports is dropped
     # (`unsupported="drop"`; the axis is unclear when nothing is left) or makes the axis unclear.
     support: bool = True
-    support_c_grid: tuple[float, ...] = (0.03, 0.3)
+    support_c_grid: tuple[float, ...] = (0.1,)
     support_threshold: float = 0.03
     support_folds: int = 3
     unsupported: str = "drop"

@@ -260,3 +260,50 @@ def test_a_reviewed_paper_is_quoted_from_the_run_the_person_accepted(labelled_db
     assert pool is not None and [e.key for e in pool.examples] == ["gamma"]
     first_sentence = PAPERS["gamma"][1].split(". ")[0]  # as located (the full stop is not part of it)
     assert pool.examples[0].quotes == {"K1": first_sentence, "I2": first_sentence, "A1": first_sentence}
+
+
+def test_examples_carry_the_gold_files_note_columns_and_supportive_quotes(labelled_db: tuple[Path, Path]) -> None:
+    """A gold file's extra columns (Table 5's conditioning source, mechanism, strategy) are the survey's
+    own note on an example; identification columns (title, year, arXiv id) are not."""
+    db, gold_path = labelled_db
+    gold_path.write_text(
+        "method,title,year,arxiv_id,K,I,A,conditioning_mechanism,generation_strategy\n"
+        "gamma,Gamma: report-conditioned CT synthesis,2024,,K1,I2,A1,Cross-attention on report embeddings,Single-stage latent\n"
+        "epsilon,,2023,,K3,I2,A4,Concatenation in wavelet space,Wavelet domain\n",
+        encoding="utf-8",
+    )
+    taxonomy = load_taxonomy(None)
+    gold = load_gold(gold_path, taxonomy)
+    assert gold[0].notes == {
+        "conditioning_mechanism": "Cross-attention on report embeddings",
+        "generation_strategy": "Single-stage latent",
+    }
+    with Store(db) as store:
+        pool = build_pool(store, taxonomy, gold, 2, encoder="tfidf")
+        assert pool is not None
+        block = render_examples(pool.choose(store.get_document("zeta"), "zeta"), taxonomy)
+    assert "the survey's note: conditioning mechanism: Cross-attention on report embeddings" in block
+    assert "generation strategy: Wavelet domain" in block
+    assert "2024" not in block and "year" not in block
+    assert "Gamma: report-conditioned CT synthesis (" not in block  # a title is never an example's quote
+
+
+@pytest.mark.slow
+def test_a_gold_examples_quote_is_its_most_supportive_sentence_never_the_title(labelled_db: tuple[Path, Path]) -> None:
+    """With the sentence encoder the shipped support model was fitted on, a gold paper's example quote is
+    the sentence that model judges most supportive of the label (the offline backend's own judgement)."""
+    from kia.encoders import load_encoder
+    from kia.fewshot import quotable, supportive_quotes
+    from kia.sentences import split_sentences
+
+    db, gold_path = labelled_db
+    taxonomy = load_taxonomy(None)
+    with Store(db) as store:
+        doc = store.get_document("gamma")
+    sentences = quotable(split_sentences(doc, taxonomy=taxonomy), doc.title)
+    quotes = supportive_quotes(sentences, doc.title, taxonomy, ["K1", "I2"], load_encoder("minilm"))
+    assert quotes["K1"] and quotes["K1"] in " ".join(doc.text.split())
+    assert "report" in quotes["K1"].lower()
+    assert all(q != doc.title for q in quotes.values())
+    # Another encoder than the one the support models read: no judgement rather than a wrong one.
+    assert supportive_quotes(sentences, doc.title, taxonomy, ["K1"], type("E", (), {"name": "other"})()) == {}
