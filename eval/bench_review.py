@@ -88,6 +88,23 @@ def _refit_speed(features: Any, gold: dict[str, dict[str, frozenset[str]]], taxo
     return out
 
 
+def _cached(cache: Path | None, devset: Any, corpus: Any, taxonomy: Any, encoder: Any) -> tuple[Any, Any]:
+    """The two sets' features, from `cache` when it was written for the same files, taxonomy and encoder."""
+    import pickle
+
+    stamp = (devset.files_sha256, corpus.files_sha256, taxonomy.content_hash, encoder.name)
+    if cache is not None and cache.exists():
+        with cache.open("rb") as handle:
+            saved = pickle.load(handle)  # noqa: S301 - our own file, written below
+        if saved[0] == stamp:
+            return saved[1], saved[2]
+    features = featurize_set(devset, taxonomy, encoder), featurize_set(corpus, taxonomy, encoder)
+    if cache is not None:
+        with cache.open("wb") as handle:
+            pickle.dump((stamp, *features), handle)
+    return features
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devset", type=Path, default=DEFAULT_DEVSET)
@@ -100,6 +117,9 @@ def main() -> None:
     parser.add_argument("--db", type=Path, default=None)
     parser.add_argument("--run", default=None)
     parser.add_argument("--gold", type=Path, default=None)
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="pickle of the features, reused while the data files are unchanged"
+    )
     args = parser.parse_args()
     for folder in (args.devset, args.corpus):
         if not (folder / "MANIFEST.csv").exists():
@@ -109,7 +129,7 @@ def main() -> None:
     encoder = load_encoder(settings.encoder)
     started = time.perf_counter()
     devset, corpus = load_devset(args.devset, taxonomy), load_corpus(args.corpus, taxonomy)
-    dev_features, corpus_features = featurize_set(devset, taxonomy, encoder), featurize_set(corpus, taxonomy, encoder)
+    dev_features, corpus_features = _cached(args.cache, devset, corpus, taxonomy, encoder)
     print(f"features: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     corpus_labels, corpus_scope = prefixed(corpus)
     base = fit_head(corpus_features, corpus_labels, taxonomy, HeadSettings(), in_scope=corpus_scope)

@@ -89,7 +89,7 @@ class Calibration:
             return np.zeros(0)
         if self.model is None:
             return np.asarray([float(i.confidence) for i in items])
-        return np.asarray(self.model.predict_proba(design(items, self.axes))[:, 1])  # type: ignore[attr-defined]
+        return _proba(self.model, design(items, self.axes))
 
     def line(self) -> str:
         """One line for the screen: what the confidences shown are."""
@@ -101,10 +101,20 @@ class Calibration:
         )
 
 
+def _proba(model: object, x: np.ndarray) -> np.ndarray:
+    """P(accepted as proposed) from a fitted logistic map (computed here: no BLAS threads for a dot product)."""
+    coef = np.asarray(model.coef_)[0]  # type: ignore[attr-defined]
+    intercept = float(np.asarray(model.intercept_)[0])  # type: ignore[attr-defined]
+    return np.asarray(1.0 / (1.0 + np.exp(-(x @ coef + intercept))))
+
+
 def _logistic(x: np.ndarray, y: np.ndarray, c: float) -> object:
     from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
 
-    return LogisticRegression(C=c, max_iter=1000).fit(x, y)
+    # A few hundred rows: BLAS threads only spin against each other (ten times slower on two cores).
+    with threadpool_limits(limits=1):
+        return LogisticRegression(C=c, max_iter=1000).fit(x, y)
 
 
 def fit_calibration(items: Sequence[AxisItem], axes: Sequence[str], settings: Settings | None = None) -> Calibration:
@@ -198,7 +208,7 @@ def choose_threshold(
     order = np.argsort(-p, kind="stable")
     fits = bootstrap(calibration, reviewed, settings)
     x = design([candidates[i] for i in order], calibration.axes)
-    boot = np.asarray([f.predict_proba(x)[:, 1] for f in fits]) if fits else p[order][None, :]  # type: ignore[attr-defined]
+    boot = np.asarray([_proba(f, x) for f in fits]) if fits else p[order][None, :]
     running = np.cumsum(boot, axis=1) / np.arange(1, len(order) + 1)
     bound = np.quantile(running, 1.0 - settings.auto_accept_level, axis=0)
     point = np.cumsum(p[order]) / np.arange(1, len(order) + 1)

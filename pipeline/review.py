@@ -190,6 +190,11 @@ class ReviewSession:
         # A consensus run is compared with its input runs, whose labels and quotes it shows.
         self.consensus_of = consensus_inputs(store, chosen)
         self._compared: dict[str, Labeling] | None = None
+        self.queue = queue
+        # What the queue learned from the reviews so far (shown on screen; kia.learn), and each paper's
+        # place before confidence (disagreeing, flagged) so relearning re-sorts only by confidence.
+        self.learning_line = ""
+        self._priority: dict[str, tuple[bool, bool]] = {}
         self.keys = keys if keys is not None else self._ordered_keys(only, queue)
         self.index = 0 if keys is not None else self._first_unfinished()
 
@@ -247,7 +252,8 @@ class ReviewSession:
         disagreeing = self._disagreeing_keys() if queue == NEED or only == "disagreements" else set()
         if queue == NEED:
             flagged = self._flagged_keys()
-            keys.sort(key=lambda k: (k not in disagreeing, k not in flagged, confidence.get(k, 0.0)))
+            self._priority = {k: (k not in disagreeing, k not in flagged) for k in keys}
+            keys.sort(key=lambda k: (*self._priority[k], confidence.get(k, 0.0)))
         if only == "disagreements":
             keys = [k for k in keys if k in disagreeing]
         elif only == "low-confidence":
@@ -433,11 +439,32 @@ class ReviewSession:
         self.index = max(0, self.index - 1)
 
     def advance_if_finished(self) -> bool:
-        """After a decision: move on when the paper has a decision on every axis."""
+        """After a decision: move on when the paper has a decision on every axis (and, in the need
+        queue, relearn the calibrated confidence that orders the papers still to come)."""
         if not self.done and self.finished(self.current):
             self.index += 1
+            if self.queue == NEED and self._priority:
+                self.relearn()
             return True
         return False
+
+    def relearn(self) -> None:
+        """Between papers: refit the run's calibration map on the reviews so far (kia.learn) and
+        re-sort the papers still to come by it, within their place (disagreements, flagged, rest)."""
+        from kia.learn import confidence_per_paper, learn_from_reviews
+
+        if self.run_id is None:
+            return
+        learned = learn_from_reviews(self.store, self.run_id, self.taxonomy)
+        self.learning_line = learned.calibration.line()
+        if learned.calibration.fitted:
+            confidence = confidence_per_paper(learned)
+            rest = sorted(
+                self.keys[self.index :],
+                key=lambda k: (*self._priority.get(k, (True, True)), confidence.get(k, 0.0)),
+            )
+            self.keys[self.index :] = rest
+            self.learning_line += "; the papers still to come are ordered by it"
 
 
 @dataclass
@@ -611,6 +638,8 @@ def render_paper(session: ReviewSession, console: Any) -> None:
         f"reviewer {session.reviewer})"
     )
     console.print(Text(view.title, style="bold"))
+    if session.learning_line:
+        console.print(Text(f"learned between papers: {session.learning_line}", style="dim"))
     for who, note in view.notes:
         console.print(Text(f"note ({who}): {note}", style="italic"))
     if view.out_of_scope[0]:

@@ -59,7 +59,7 @@ class Settings:
     # `--accept-above auto`: the accepted set's precision bound is the lower (1 - level) quantile over
     # this many bootstrap refits of the calibration map.
     auto_accept_level: float = 0.95
-    auto_accept_bootstrap: int = 200
+    auto_accept_bootstrap: int = 100
     auto_accept_target: float = 0.95
     # Reviewed secondary labels (extra categories of multi-label axes) needed to learn their rule.
     secondary_min_reviews: int = 10

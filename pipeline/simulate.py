@@ -165,6 +165,9 @@ class Checkpoint:
     calibrated: bool
     ece_backend: float | None  # ECE of the backend's own confidence on the remaining axes
     ece_calibrated: float | None  # ECE of the calibrated confidence on the remaining axes
+    # Hindsight: the most axes accepting in calibrated order could have taken at the target precision
+    # (known only with gold: how much of the gap is the bound's caution, how much the ranking's).
+    hindsight: int = 0
 
     @property
     def precision(self) -> float | None:
@@ -192,6 +195,7 @@ class Checkpoint:
             "calibrated": self.calibrated,
             "ece_backend": _r(self.ece_backend),
             "ece_calibrated": _r(self.ece_calibrated),
+            "hindsight": self.hindsight,
         }
 
 
@@ -367,6 +371,16 @@ def _checkpoint(
         order = np.argsort(-p, kind="stable")[: auto.accepted]
         accepted = [candidates[i] for i in order]
     correct = sum(1 for item in accepted if current[item.paper][item.axis].labels == gold[item.paper][item.axis])
+    hindsight = 0
+    if candidates:
+        ranked = np.argsort(-calibration.probabilities(candidates), kind="stable")
+        right_in_order = [
+            current[candidates[i].paper][candidates[i].axis].labels == gold[candidates[i].paper][candidates[i].axis]
+            for i in ranked
+        ]
+        hits = np.cumsum(right_in_order)
+        ok = np.nonzero(hits / np.arange(1, len(ranked) + 1) >= target - 1e-12)[0]
+        hindsight = int(ok.max()) + 1 if len(ok) else 0
     own = np.asarray([i.confidence for i in every])
     return Checkpoint(
         reviews=len(done),
@@ -383,6 +397,7 @@ def _checkpoint(
         ece_calibrated=expected_calibration_error(calibration.probabilities(every), right)
         if calibration.fitted
         else None,
+        hindsight=hindsight,
     )
 
 
@@ -441,7 +456,10 @@ class SimulationReport:
                 if c.ece_backend is not None and c.ece_calibrated is not None
                 else ("" if c.ece_backend is None else f"; ECE {c.ece_backend:.3f} backend's own (not calibrated yet)")
             )
-            out.append(f"after {c.reviews} reviewed papers ({c.axes_reviewed} axes): auto-accept {auto}{ece}")
+            out.append(
+                f"after {c.reviews} reviewed papers ({c.axes_reviewed} axes): auto-accept {auto}{ece}; in hindsight "
+                f"{c.hindsight} could have been accepted at precision {m.target:g}"
+            )
         if self.refit_seconds:
             out.append(
                 f"refit after a review: median {np.median(self.refit_seconds):.2f} s, "
@@ -574,7 +592,7 @@ def simulate(
         []
         if order == "random" and random_runs <= 1
         else [
-            replay(proposer, taxonomy, gold, "random", refit_every, target, storage, seed=s, settings=settings)
+            replay(proposer, taxonomy, gold, "random", refit_every, target, storage, s, settings, checkpoints=())
             for s in range(random_runs)
         ]
     )
