@@ -813,6 +813,9 @@ def review(
             out.print(result.line(threshold), markup=False)
             return
         session = review_stage.ReviewSession(store, given_taxonomy(taxonomy), run, reviewer, only, queue=queue)
+        from kia.learn import relearn
+
+        session.learner = relearn  # the need queue learns from each reviewed paper (said on screen)
         if session.done:
             out.print(f"nothing to review for {session.reviewer} in run {session.run_id}", markup=False)
             return

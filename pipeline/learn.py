@@ -27,7 +27,7 @@ from kia.calibrate import (
 )
 from kia.consensus import CONSENSUS_REVIEWER, consensus_inputs
 from kia.errors import KiaError
-from kia.review import ACCEPT, EDIT, MACHINE_ACCEPTED, BulkAccept, ReviewSession
+from kia.review import ACCEPT, EDIT, MACHINE_ACCEPTED, NEED, BulkAccept, ReviewSession
 from kia.score import run_labeling
 from kia.settings import Settings
 from kia.store import Store
@@ -207,6 +207,24 @@ def summary_line(auto: AutoThreshold, bulk: BulkAccept, calibration: Calibration
         f"{bulk.abstained} abstained, {len(bulk.suspicious_papers)} paper(s) flagged suspicious_text"
     )
     return [calibration.line(), auto.line(), f"accepted {bulk.accepted} axis decision(s); {left}"]
+
+
+def relearn(session: ReviewSession) -> None:
+    """Between papers of the need queue: refit the run's calibration map on the reviews so far and
+    re-sort the papers still to come by it, within their place (disagreements, flagged, the rest);
+    `session.learning_line` says what was learned (the screen shows it)."""
+    if session.run_id is None or session.queue != NEED or not session.priority:
+        return
+    learned = learn_from_reviews(session.store, session.run_id, session.taxonomy)
+    session.learning_line = learned.calibration.line()
+    if learned.calibration.fitted:
+        confidence = confidence_per_paper(learned)
+        rest = sorted(
+            session.keys[session.index :],
+            key=lambda k: (*session.priority.get(k, (True, True)), confidence.get(k, 0.0)),
+        )
+        session.keys[session.index :] = rest
+        session.learning_line += "; the papers still to come are ordered by it"
 
 
 def confidence_per_paper(learned: Learned) -> Mapping[str, float]:

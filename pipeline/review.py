@@ -194,7 +194,8 @@ class ReviewSession:
         # What the queue learned from the reviews so far (shown on screen; kia.learn), and each paper's
         # place before confidence (disagreeing, flagged) so relearning re-sorts only by confidence.
         self.learning_line = ""
-        self._priority: dict[str, tuple[bool, bool]] = {}
+        self.priority: dict[str, tuple[bool, bool]] = {}
+        self.learner: Callable[[ReviewSession], None] | None = None
         self.keys = keys if keys is not None else self._ordered_keys(only, queue)
         self.index = 0 if keys is not None else self._first_unfinished()
 
@@ -252,8 +253,8 @@ class ReviewSession:
         disagreeing = self._disagreeing_keys() if queue == NEED or only == "disagreements" else set()
         if queue == NEED:
             flagged = self._flagged_keys()
-            self._priority = {k: (k not in disagreeing, k not in flagged) for k in keys}
-            keys.sort(key=lambda k: (*self._priority[k], confidence.get(k, 0.0)))
+            self.priority = {k: (k not in disagreeing, k not in flagged) for k in keys}
+            keys.sort(key=lambda k: (*self.priority[k], confidence.get(k, 0.0)))
         if only == "disagreements":
             keys = [k for k in keys if k in disagreeing]
         elif only == "low-confidence":
@@ -439,32 +440,14 @@ class ReviewSession:
         self.index = max(0, self.index - 1)
 
     def advance_if_finished(self) -> bool:
-        """After a decision: move on when the paper has a decision on every axis (and, in the need
-        queue, relearn the calibrated confidence that orders the papers still to come)."""
+        """After a decision: move on when the paper has a decision on every axis (then `learner`, when
+        set, learns from the reviews so far between papers: kia.learn.relearn)."""
         if not self.done and self.finished(self.current):
             self.index += 1
-            if self.queue == NEED and self._priority:
-                self.relearn()
+            if self.learner is not None:
+                self.learner(self)
             return True
         return False
-
-    def relearn(self) -> None:
-        """Between papers: refit the run's calibration map on the reviews so far (kia.learn) and
-        re-sort the papers still to come by it, within their place (disagreements, flagged, rest)."""
-        from kia.learn import confidence_per_paper, learn_from_reviews
-
-        if self.run_id is None:
-            return
-        learned = learn_from_reviews(self.store, self.run_id, self.taxonomy)
-        self.learning_line = learned.calibration.line()
-        if learned.calibration.fitted:
-            confidence = confidence_per_paper(learned)
-            rest = sorted(
-                self.keys[self.index :],
-                key=lambda k: (*self._priority.get(k, (True, True)), confidence.get(k, 0.0)),
-            )
-            self.keys[self.index :] = rest
-            self.learning_line += "; the papers still to come are ordered by it"
 
 
 @dataclass

@@ -17,7 +17,7 @@ from kia.backends import BackendAnswer, CallRecord, ClaimedLabel
 from kia.calibrate import Proposed
 from kia.errors import KiaError
 from kia.extract import Document, extract
-from kia.learn import auto_accept, learn_from_reviews, stored_proposals
+from kia.learn import auto_accept, learn_from_reviews, relearn, stored_proposals
 from kia.propose import load_prompt, run_proposals
 from kia.review import MACHINE_ACCEPTED, ReviewSession, label_paper, render_paper
 from kia.settings import Settings
@@ -110,6 +110,7 @@ def test_the_need_queue_relearns_between_papers(tmp_path: Path) -> None:
     taxonomy = load_taxonomy()
     with Store(db) as store:
         session = ReviewSession(store, taxonomy, "r", "ann")
+        session.learner = relearn
         assert session.keys[0] == min(confidences, key=lambda k: (confidences[k], k))
         cut = sorted(confidences.values())[4]  # the four least confident are wrong, the next four right
         for _ in range(8):
