@@ -155,6 +155,7 @@ class Checkpoint:
 
     reviews: int
     axes_reviewed: int
+    calibration_reviews: int  # reviewed axes the map rests on (abstained ones proposed nothing)
     remaining: int  # axes not yet reviewed
     candidates: int  # of which grounded, not abstained, not flagged
     accepted: int
@@ -184,6 +185,7 @@ class Checkpoint:
         return {
             "reviews": self.reviews,
             "axes_reviewed": self.axes_reviewed,
+            "calibration_reviews": self.calibration_reviews,
             "remaining": self.remaining,
             "candidates": self.candidates,
             "accepted": self.accepted,
@@ -322,9 +324,9 @@ def replay(
         truth = gold[key]
         for axis in axes:
             proposed = current.get(key, {}).get(axis)
-            if proposed is None:
-                continue
-            correct = proposed.labels == truth[axis] and not proposed.abstained
+            if proposed is None or proposed.abstained:
+                continue  # as kia.learn reads reviews: an abstained axis proposed nothing to calibrate
+            correct = proposed.labels == truth[axis]
             items.append(AxisItem(key, axis, proposed.confidence, proposed.agreement, correct))
             if multi[axis]:
                 pairs.extend(secondary_pairs(raw[key][axis], truth[axis]))
@@ -384,7 +386,8 @@ def _checkpoint(
     own = np.asarray([i.confidence for i in every])
     return Checkpoint(
         reviews=len(done),
-        axes_reviewed=len(items),
+        axes_reviewed=len(done) * len(taxonomy.axis_ids),
+        calibration_reviews=len(items),
         remaining=len(remaining),
         candidates=len(candidates),
         accepted=len(accepted),
