@@ -759,6 +759,14 @@ def runs(db: DbOption = None) -> None:
     out.print(table)
 
 
+def _threshold(value: str) -> float:
+    """`--accept-above`: a number, or one line saying what it takes."""
+    try:
+        return float(value)
+    except ValueError:
+        raise KiaError(f"--accept-above takes a confidence (0.9) or auto, not {value!r}") from None
+
+
 @app.command()
 @one_line_errors
 def review(
@@ -773,7 +781,14 @@ def review(
         ),
     ] = "need",
     accept_above: Annotated[
-        float | None, typer.Option(help="No terminal: accept every axis whose confidence is at least this")
+        str | None,
+        typer.Option(
+            help="No terminal: accept every axis whose confidence is at least this; `auto`: the threshold"
+            " learned from your reviews at --target-precision (a conservative bound)"
+        ),
+    ] = None,
+    target_precision: Annotated[
+        float | None, typer.Option(help="With --accept-above auto: the precision to keep (default 0.95)")
     ] = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
@@ -784,11 +799,23 @@ def review(
     from kia import review_keys
 
     with review_stage.open_store(_existing_db(db)) as store:
+        if accept_above == "auto":
+            from kia import learn
+
+            target = target_precision if target_precision is not None else _settings().auto_accept_target
+            auto, bulk, calibration = learn.auto_accept(store, given_taxonomy(taxonomy), target, run, reviewer, only)
+            for line in learn.summary_line(auto, bulk, calibration):
+                out.print(line, markup=False)
+            return
         if accept_above is not None:
-            result = review_stage.bulk_accept(store, given_taxonomy(taxonomy), accept_above, run, reviewer, only)
-            out.print(result.line(accept_above), markup=False)
+            threshold = _threshold(accept_above)
+            result = review_stage.bulk_accept(store, given_taxonomy(taxonomy), threshold, run, reviewer, only)
+            out.print(result.line(threshold), markup=False)
             return
         session = review_stage.ReviewSession(store, given_taxonomy(taxonomy), run, reviewer, only, queue=queue)
+        from kia.learn import relearn
+
+        session.learner = relearn  # the need queue learns from each reviewed paper (said on screen)
         if session.done:
             out.print(f"nothing to review for {session.reviewer} in run {session.run_id}", markup=False)
             return
@@ -1126,6 +1153,41 @@ def demo(db: DbOption = None) -> None:
         table.add_row(row["key"], (row["title"] or "")[:60], row["status"])
     out.print(table)
     _print_agreement(result.score.agreement, f"run {result.score.run_id} against {result.score.gold_path}")
+
+
+@app.command()
+@one_line_errors
+def simulate(
+    gold: Annotated[Path | None, typer.Option(help="Gold CSV (default: the shipped gold)")] = None,
+    run: Annotated[str | None, typer.Option(help="Replay a stored run's proposals (calibration learns)")] = None,
+    backend: Annotated[str | None, typer.Option(help="local: replay the offline head, refitted as you review")] = None,
+    order: Annotated[str, typer.Option(help="need, random or storage")] = "need",
+    refit_every: Annotated[int, typer.Option(help="Learn after every N reviewed papers")] = 1,
+    target: Annotated[float, typer.Option(help="Share of each axis of the table that must equal gold")] = 0.95,
+    random_runs: Annotated[int, typer.Option(help="Random-order replays to compare with")] = 3,
+    plot: Annotated[Path | None, typer.Option(help="PNG of table correctness against axes reviewed")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the full result as JSON")] = None,
+    taxonomy: TaxonomyOption = None,
+    db: DbOption = None,
+) -> None:
+    """Replay a reviewer who sets each paper to gold in kia's order: work saved, auto-accept precision
+    and coverage after 10, 20, 40 reviews. Reads the store only; the simulated reviews stay in memory."""
+    import json
+
+    from kia.simulate import simulate as run_simulation
+    from kia.store import Store
+
+    with Store(_existing_db(db), read_only=True) as store:
+        report = run_simulation(
+            store, gold, given_taxonomy(taxonomy), run, backend, order, refit_every, target, random_runs,
+            _settings(), plot,
+        )
+    for line in report.lines():
+        out.print(line, markup=False)
+    if plot is not None:
+        out.print(f"curve: {plot}", markup=False)
+    if json_out is not None:
+        json_out.write_text(json.dumps(report.as_dict(), indent=1), encoding="utf-8")
 
 
 def main() -> None:

@@ -190,6 +190,12 @@ class ReviewSession:
         # A consensus run is compared with its input runs, whose labels and quotes it shows.
         self.consensus_of = consensus_inputs(store, chosen)
         self._compared: dict[str, Labeling] | None = None
+        self.queue = queue
+        # What the queue learned from the reviews so far (shown on screen; kia.learn), and each paper's
+        # place before confidence (disagreeing, flagged) so relearning re-sorts only by confidence.
+        self.learning_line = ""
+        self.priority: dict[str, tuple[bool, bool]] = {}
+        self.learner: Callable[[ReviewSession], None] | None = None
         self.keys = keys if keys is not None else self._ordered_keys(only, queue)
         self.index = 0 if keys is not None else self._first_unfinished()
 
@@ -247,7 +253,8 @@ class ReviewSession:
         disagreeing = self._disagreeing_keys() if queue == NEED or only == "disagreements" else set()
         if queue == NEED:
             flagged = self._flagged_keys()
-            keys.sort(key=lambda k: (k not in disagreeing, k not in flagged, confidence.get(k, 0.0)))
+            self.priority = {k: (k not in disagreeing, k not in flagged) for k in keys}
+            keys.sort(key=lambda k: (*self.priority[k], confidence.get(k, 0.0)))
         if only == "disagreements":
             keys = [k for k in keys if k in disagreeing]
         elif only == "low-confidence":
@@ -433,9 +440,12 @@ class ReviewSession:
         self.index = max(0, self.index - 1)
 
     def advance_if_finished(self) -> bool:
-        """After a decision: move on when the paper has a decision on every axis."""
+        """After a decision: move on when the paper has a decision on every axis (then `learner`, when
+        set, learns from the reviews so far between papers: kia.learn.relearn)."""
         if not self.done and self.finished(self.current):
             self.index += 1
+            if self.learner is not None:
+                self.learner(self)
             return True
         return False
 
@@ -611,6 +621,8 @@ def render_paper(session: ReviewSession, console: Any) -> None:
         f"reviewer {session.reviewer})"
     )
     console.print(Text(view.title, style="bold"))
+    if session.learning_line:
+        console.print(Text(f"learned between papers: {session.learning_line}", style="dim"))
     for who, note in view.notes:
         console.print(Text(f"note ({who}): {note}", style="italic"))
     if view.out_of_scope[0]:

@@ -52,6 +52,17 @@ class Settings:
     examples: int = 4
     # the local backend
     encoder: str = "minilm"
+    # Calibration from reviews (kia.calibrate): fewer reviewed axes than this, the backend's own confidence.
+    calibration_min_reviews: int = 20
+    calibration_c: float = 1.0
+    calibration_seed: int = 0
+    # `--accept-above auto`: the accepted set's precision bound is the lower (1 - level) quantile over
+    # this many bootstrap refits of the calibration map.
+    auto_accept_level: float = 0.95
+    auto_accept_bootstrap: int = 100
+    auto_accept_target: float = 0.95
+    # Reviewed secondary labels (extra categories of multi-label axes) needed to learn their rule.
+    secondary_min_reviews: int = 10
     # arXiv
     arxiv_api: str = DEFAULT_ARXIV_API
     arxiv_pdf: str = DEFAULT_ARXIV_PDF

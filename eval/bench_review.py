@@ -1,0 +1,182 @@
+"""Benchmark: how much review work kia saves, and whether auto-accept keeps its precision.
+
+The devset's 45 labelled papers (in scope or unsure; `../shared/devset`) are reviewed by a simulated
+reviewer (`kia.simulate.replay`) who sets each paper to its silver labels. The offline head starts
+fitted WITHOUT the devset (on `../shared/corpus` only, its 10 Table 5 papers), then learns only from
+the simulated reviews (refit on the reviewed papers once 10 are reviewed, as `kia propose` adapts;
+calibration map and secondary rule from the reviewed axes). Reported, each beside random order
+(mean over `--seeds` seeds):
+
+- axes reviewed until every axis of the table (reviewed cells = gold, the rest = kia's labels) is
+  at least 95% exact, and work saved (share of axes never reviewed), with and without learning;
+- auto-accept at target precision 0.95 after 10, 20 and 40 reviewed papers: coverage of the
+  remaining axes and precision measured against the labels;
+- calibration (ECE) of the head's own confidence and of the calibrated one, on the remaining axes;
+- seconds per refit (refit on the reviewed papers + predict) at 500 papers (devset features
+  repeated), on this machine.
+
+With `--db` and `--run`, the same replay on a stored run (any backend) with `--gold`.
+
+    python eval/bench_review.py [--devset DIR] [--corpus DIR] [--seeds 3] [--json out.json] [--plot out.png]
+        [--db kia.duckdb --run NAME --gold FILE]
+
+The head is whatever `kia.learned` fits today; rerun after changing it to refresh the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "eval"))
+
+from build_head import DEFAULT_CORPUS, DEFAULT_DEVSET, featurize_set, load_corpus, load_devset, prefixed  # noqa: E402
+
+from kia.encoders import load_encoder  # noqa: E402
+from kia.learned import HeadSettings, fit_head, predict, refit  # noqa: E402
+from kia.settings import Settings  # noqa: E402
+from kia.simulate import HeadProposer, Replay, SimulationReport, plot_curves, replay  # noqa: E402
+from kia.taxonomy import load_taxonomy  # noqa: E402
+
+DEFAULT_PLOT = ROOT / "eval" / "results" / "review_curve.png"
+
+
+def _row(name: str, main: Replay, randoms: list[Replay]) -> dict[str, Any]:
+    saved = [r.work_saved for r in randoms]
+    return {
+        "setting": name,
+        "axes": main.axes,
+        "axes_to_target": main.axes_to_target,
+        "work_saved": main.work_saved,
+        "random_work_saved": None if any(s is None for s in saved) else float(np.mean(saved)),  # type: ignore[arg-type]
+        "random_axes_to_target": [r.axes_to_target for r in randoms],
+        "checkpoints": [c.as_dict() for c in main.checkpoints],
+        "random_checkpoints": [[c.as_dict() for c in r.checkpoints] for r in randoms],
+    }
+
+
+def _refit_speed(features: Any, gold: dict[str, dict[str, frozenset[str]]], taxonomy: Any, base: Any) -> dict[str, Any]:
+    """Seconds to refit on n reviewed papers and predict all of 500 papers (devset features repeated)."""
+    from kia.learned import concat_features as join
+
+    copies = []
+    for i in range(int(np.ceil(500 / len(features)))):
+        part = features.subset(range(len(features)))
+        part.keys = [f"copy{i}:{k}" for k in part.keys]
+        copies.append(part)
+    big = join(copies).subset(range(500))
+    labels = {f"copy{i}:{k}": v for i in range(len(copies)) for k, v in gold.items()}
+    out: dict[str, Any] = {"papers": len(big)}
+    for reviewed in (20, 40, 100):
+        keys = [k for k in big.keys if k in labels][:reviewed]
+        idx = [big.keys.index(k) for k in keys]
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            head = refit(big.subset(idx), {k: labels[k] for k in keys}, taxonomy, base=base)
+            predict(head, big, taxonomy)
+            times.append(time.perf_counter() - started)
+        out[f"reviewed_{reviewed}_s"] = round(min(times), 3)
+    return out
+
+
+def _cached(cache: Path | None, devset: Any, corpus: Any, taxonomy: Any, encoder: Any) -> tuple[Any, Any]:
+    """The two sets' features, from `cache` when it was written for the same files, taxonomy and encoder."""
+    import pickle
+
+    stamp = (devset.files_sha256, corpus.files_sha256, taxonomy.content_hash, encoder.name)
+    if cache is not None and cache.exists():
+        with cache.open("rb") as handle:
+            saved = pickle.load(handle)  # noqa: S301 - our own file, written below
+        if saved[0] == stamp:
+            return saved[1], saved[2]
+    features = featurize_set(devset, taxonomy, encoder), featurize_set(corpus, taxonomy, encoder)
+    if cache is not None:
+        with cache.open("wb") as handle:
+            pickle.dump((stamp, *features), handle)
+    return features
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devset", type=Path, default=DEFAULT_DEVSET)
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--target", type=float, default=0.95)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT)
+    parser.add_argument("--no-speed", action="store_true", help="skip the 500-paper refit timing")
+    parser.add_argument("--db", type=Path, default=None)
+    parser.add_argument("--run", default=None)
+    parser.add_argument("--gold", type=Path, default=None)
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="pickle of the features, reused while the data files are unchanged"
+    )
+    args = parser.parse_args()
+    for folder in (args.devset, args.corpus):
+        if not (folder / "MANIFEST.csv").exists():
+            sys.exit(f"bench_review: no labelled set at {folder} (MANIFEST.csv missing)")
+    taxonomy = load_taxonomy(None)
+    settings = Settings()
+    encoder = load_encoder(settings.encoder)
+    started = time.perf_counter()
+    devset, corpus = load_devset(args.devset, taxonomy), load_corpus(args.corpus, taxonomy)
+    dev_features, corpus_features = _cached(args.cache, devset, corpus, taxonomy, encoder)
+    print(f"features: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    corpus_labels, corpus_scope = prefixed(corpus)
+    base = fit_head(corpus_features, corpus_labels, taxonomy, HeadSettings(), in_scope=corpus_scope)
+    dev_labels, _ = prefixed(devset)
+    keep = [i for i, k in enumerate(dev_features.keys) if k in dev_labels]
+    features = dev_features.subset(keep)
+    gold = {k: {a: frozenset(v[a]) for a in taxonomy.axis_ids} for k, v in dev_labels.items()}
+    results: dict[str, Any] = {"papers": len(gold), "axes": len(gold) * len(taxonomy.axis_ids), "rows": []}
+    curves: dict[str, Replay] = {}
+    for learning in (True, False):
+        proposer = HeadProposer(features, taxonomy, base, learns=learning)
+        main_replay = replay(proposer, taxonomy, gold, "need", 1, args.target, settings=settings)
+        refits = list(proposer.refit_seconds)
+        randoms = [
+            replay(proposer, taxonomy, gold, "random", 1, args.target, seed=s, settings=settings)
+            for s in range(args.seeds)
+        ]
+        name = "learning" if learning else "no refit (calibration only)"
+        row = _row(name, main_replay, randoms)
+        row["refit_seconds_median_45_papers"] = float(np.median(refits)) if refits else None
+        results["rows"].append(row)
+        report = SimulationReport("offline head fitted on the corpus only", taxonomy.name, main_replay, randoms, refits)
+        print(f"--- {name}")
+        print("\n".join(report.lines()))
+        if learning:
+            curves["need order, learning"] = main_replay
+            curves["random order (seed 0), learning"] = randoms[0]
+        else:
+            curves["need order, no refit"] = main_replay
+    if args.plot:
+        plot_curves(curves, args.plot, "devset (45 papers): offline head fitted on the corpus only")
+        print(f"curve: {args.plot}")
+    if not args.no_speed:
+        results["refit_speed"] = _refit_speed(features, gold, taxonomy, base)
+        print(f"refit + predict at 500 papers: {results['refit_speed']}")
+    if args.db is not None and args.run is not None:
+        from kia.simulate import simulate
+        from kia.store import Store
+
+        with Store(args.db, read_only=True) as store:
+            stored = simulate(store, args.gold, None, run_id=args.run, random_runs=args.seeds, settings=settings)
+        print(f"--- stored run {args.run}")
+        print("\n".join(stored.lines()))
+        results["stored_run"] = stored.as_dict()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1, default=float), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,608 @@
+"""`kia simulate`: how much review work kia saves, measured by replaying a reviewer against gold.
+
+Why: a survey author deciding whether to trust kia's order, its confidences and auto-accept wants a
+number before spending a week reviewing. Screening tools measure this by simulation (ASReview's
+work saved over sampling); here a simulated reviewer takes the papers in kia's order (`need`:
+disagreements between runs, then abstained or flagged axes, then the lowest calibrated confidence),
+sets each paper's axes to the gold labels, and kia learns as it would in `kia review`: the offline
+head refits on the reviewed papers, the calibration map and the secondary-label rule refit on the
+reviewed axes (kia.calibrate). After every paper, the table (gold where reviewed, kia's labels
+elsewhere) is scored against gold. Reported: axes reviewed until every axis of the table is at least
+`target` exact, the share of axes never touched (work saved) beside random order, and what
+`--accept-above auto` would have accepted, and how precisely, after 10, 20 and 40 reviewed papers.
+
+Nothing is written to the store: the replay holds its reviews in memory.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from kia.calibrate import (
+    AxisItem,
+    Calibration,
+    Proposed,
+    agreement,
+    choose_threshold,
+    expected_calibration_error,
+    fit_calibration,
+    fit_secondary_rule,
+    secondary_pairs,
+    with_rule,
+)
+from kia.errors import KiaError
+from kia.settings import Settings
+from kia.taxonomy import Taxonomy
+
+ORDERS = ("need", "random", "storage")
+CHECKPOINTS = (10, 20, 40)
+Labels = dict[str, dict[str, frozenset[str]]]
+
+
+class Proposer(Protocol):
+    """Where the simulated proposals come from: the offline head (learns) or a stored run (fixed)."""
+
+    name: str
+    learns: bool
+
+    def propose(self, reviewed: Labels) -> dict[str, dict[str, Proposed]]:
+        """Proposals for every paper given the reviews so far."""
+        ...
+
+
+# --- proposers -----------------------------------------------------------------------------------
+
+
+class HeadProposer:
+    """The offline head over features computed once: its base head (shipped, given or zero-shot),
+    refitted on the reviewed papers once `min_reviewed` are reviewed (as `kia propose` adapts)."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        features: Any,
+        taxonomy: Taxonomy,
+        base: Any | None,
+        learns: bool = True,
+        min_reviewed: int | None = None,
+        others: Sequence[Labels] = (),
+    ) -> None:
+        from kia.backends.local import MIN_REVIEWED_TO_REFIT
+
+        self.features = features
+        self.taxonomy = taxonomy
+        self.base = base if base is not None and base.matches(taxonomy) else None
+        self.learns = learns
+        self.min_reviewed = MIN_REVIEWED_TO_REFIT if min_reviewed is None else min_reviewed
+        self.others = list(others)
+        self.refit_seconds: list[float] = []
+        self._base_predictions: dict[str, dict[str, Proposed]] | None = None
+
+    def _convert(self, predictions: Sequence[Any]) -> dict[str, dict[str, Proposed]]:
+        out: dict[str, dict[str, Proposed]] = {}
+        for prediction in predictions:
+            axes: dict[str, Proposed] = {}
+            for axis in self.taxonomy.axes:
+                ap = prediction.axes[axis.id]
+                labels = frozenset(c for c, _, _ in ap.kept)
+                confidence = min((p for _, p, _ in ap.kept), default=0.0)
+                top = [c for c, _, _ in ap.kept[:1]]
+                rest = sorted((kv for kv in ap.probabilities.items() if kv[0] not in top), key=lambda kv: -kv[1])
+                ranked = [(c, float(p)) for c, p, _ in ap.kept[:1]] + [(c, float(p)) for c, p in rest]
+                grounded = all(indices for _, _, indices in ap.kept)
+                axes[axis.id] = Proposed(
+                    labels,
+                    float(confidence),
+                    ranked,
+                    abstained=bool(ap.unclear) or not labels or not grounded,
+                    flagged=bool(prediction.out_of_scope),
+                    agreement=agreement(labels, [o.get(prediction.key) for o in self.others], axis.id),
+                )
+            out[prediction.key] = axes
+        return out
+
+    def propose(self, reviewed: Labels) -> dict[str, dict[str, Proposed]]:
+        """The base head's proposals until enough papers are reviewed, then the refitted head's."""
+        from kia.learned import predict, predict_zero_shot, refit
+
+        usable = {k: v for k, v in reviewed.items() if set(v) >= set(self.taxonomy.axis_ids)}
+        if not self.learns or len(usable) < self.min_reviewed:
+            if self._base_predictions is None:
+                preds = (
+                    predict(self.base, self.features, self.taxonomy)
+                    if self.base is not None
+                    else predict_zero_shot(self.features, self.taxonomy)
+                )
+                self._base_predictions = self._convert(preds)
+            return self._base_predictions
+        started = time.perf_counter()
+        keys = [i for i, k in enumerate(self.features.keys) if k in usable]
+        head = refit(self.features.subset(keys), usable, self.taxonomy, base=self.base)
+        converted = self._convert(predict(head, self.features, self.taxonomy))
+        self.refit_seconds.append(time.perf_counter() - started)
+        return converted
+
+
+class StoredRunProposer:
+    """A stored run's proposals (an LLM's, or any backend's): fixed, only calibration learns."""
+
+    learns = False
+
+    def __init__(self, name: str, proposals: dict[str, dict[str, Proposed]]) -> None:
+        self.name = name
+        self.proposals = proposals
+
+    def propose(self, reviewed: Labels) -> dict[str, dict[str, Proposed]]:
+        """The same proposals whatever was reviewed."""
+        del reviewed
+        return self.proposals
+
+
+# --- the replay ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Checkpoint:
+    """What `--accept-above auto` would do after `reviews` reviewed papers, measured against gold."""
+
+    reviews: int
+    axes_reviewed: int
+    calibration_reviews: int  # reviewed axes the map rests on (abstained ones proposed nothing)
+    remaining: int  # axes not yet reviewed
+    candidates: int  # of which grounded, not abstained, not flagged
+    accepted: int
+    correct: int
+    threshold: float | None
+    expected_precision: float | None
+    lower_bound: float | None
+    calibrated: bool
+    ece_backend: float | None  # ECE of the backend's own confidence on the remaining axes
+    ece_calibrated: float | None  # ECE of the calibrated confidence on the remaining axes
+    # Hindsight: the most axes accepting in calibrated order could have taken at the target precision
+    # (known only with gold: how much of the gap is the bound's caution, how much the ranking's).
+    hindsight: int = 0
+
+    @property
+    def precision(self) -> float | None:
+        """Share of the accepted axes that equal gold."""
+        return self.correct / self.accepted if self.accepted else None
+
+    @property
+    def coverage(self) -> float:
+        """Share of the remaining axes accepted."""
+        return self.accepted / self.remaining if self.remaining else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "reviews": self.reviews,
+            "axes_reviewed": self.axes_reviewed,
+            "calibration_reviews": self.calibration_reviews,
+            "remaining": self.remaining,
+            "candidates": self.candidates,
+            "accepted": self.accepted,
+            "precision": _r(self.precision),
+            "coverage": _r(self.coverage),
+            "threshold": _r(self.threshold),
+            "expected_precision": _r(self.expected_precision),
+            "lower_bound": _r(self.lower_bound),
+            "calibrated": self.calibrated,
+            "ece_backend": _r(self.ece_backend),
+            "ece_calibrated": _r(self.ece_calibrated),
+            "hindsight": self.hindsight,
+        }
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
+@dataclass
+class Replay:
+    """One simulated review: the curve of table correctness and the checkpoints."""
+
+    order: str
+    learning: bool
+    papers: int
+    axes: int
+    # (axes reviewed, mean exact share over axes, lowest exact share of an axis)
+    curve: list[tuple[int, float, float]] = field(default_factory=list)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    target: float = 0.95
+    reviewed_keys: list[str] = field(default_factory=list)
+
+    @property
+    def axes_to_target(self) -> int | None:
+        """Axes reviewed until every axis of the table is at least `target` exact."""
+        return next((n for n, _mean, low in self.curve if low >= self.target - 1e-12), None)
+
+    @property
+    def work_saved(self) -> float | None:
+        """Share of the axes never reviewed when the table reached the target."""
+        n = self.axes_to_target
+        return None if n is None or not self.axes else 1.0 - n / self.axes
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "order": self.order,
+            "learning": self.learning,
+            "papers": self.papers,
+            "axes": self.axes,
+            "target": self.target,
+            "axes_to_target": self.axes_to_target,
+            "work_saved": _r(self.work_saved),
+            "checkpoints": [c.as_dict() for c in self.checkpoints],
+            "curve": [[n, round(m, 4), round(low, 4)] for n, m, low in self.curve],
+        }
+
+
+def _table_exact(
+    taxonomy: Taxonomy, gold: Labels, proposals: Mapping[str, Mapping[str, Proposed]], reviewed: set[str]
+) -> tuple[float, float]:
+    """Mean and lowest, over axes, of the share of papers whose table cell equals gold."""
+    shares = []
+    for axis in taxonomy.axis_ids:
+        right = sum(
+            1
+            for key in gold
+            if key in reviewed or (key in proposals and proposals[key][axis].labels == gold[key][axis])
+        )
+        shares.append(right / len(gold))
+    return float(np.mean(shares)), float(min(shares))
+
+
+def _need_key(
+    key: str, axes: Mapping[str, Proposed], calibration: Calibration, taxonomy: Taxonomy
+) -> tuple[bool, bool, float]:
+    """Sort key of the need queue: disagreements, then abstained or flagged, then lowest calibrated confidence."""
+    items = [AxisItem(key, a, axes[a].confidence, axes[a].agreement) for a in taxonomy.axis_ids]
+    lowest = float(calibration.probabilities(items).min()) if items else 0.0
+    disagree = any(axes[a].agreement is False for a in taxonomy.axis_ids)
+    needs = any(axes[a].abstained or axes[a].flagged for a in taxonomy.axis_ids)
+    return (not disagree, not needs, lowest)
+
+
+def replay(
+    proposer: Proposer,
+    taxonomy: Taxonomy,
+    gold: Labels,
+    order: str = "need",
+    refit_every: int = 1,
+    target: float = 0.95,
+    storage_order: Sequence[str] | None = None,
+    seed: int = 0,
+    settings: Settings | None = None,
+    checkpoints: Sequence[int] = CHECKPOINTS,
+    on_step: Callable[[int, int], None] | None = None,
+) -> Replay:
+    """Replay a reviewer who takes the papers of `gold` in `order` and sets every axis to gold.
+
+    After every `refit_every` papers kia learns (head, calibration map, secondary rule); the table's
+    correctness is recorded after every paper, the auto-accept measures at each checkpoint."""
+    if order not in ORDERS:
+        raise KiaError(f"--order must be one of {', '.join(ORDERS)}, not {order!r}")
+    if refit_every < 1:
+        raise KiaError("--refit-every must be at least 1")
+    settings = settings or Settings()
+    keys = [k for k in (storage_order or sorted(gold)) if k in gold]
+    axes = taxonomy.axis_ids
+    multi = {a.id: a.multi for a in taxonomy.axes}
+    result = Replay(order, proposer.learns, len(keys), len(keys) * len(axes), target=target)
+    rng = random.Random(seed)
+    fixed = keys[:]
+    if order == "random":
+        rng.shuffle(fixed)
+    reviewed: Labels = {}
+    done: set[str] = set()
+    items: list[AxisItem] = []
+    pairs: list[tuple[float, bool]] = []
+    raw = proposer.propose(reviewed)
+    calibration = fit_calibration(items, axes, settings)
+    rule = fit_secondary_rule(pairs, settings)
+
+    def shown() -> dict[str, dict[str, Proposed]]:
+        return {k: {a: with_rule(raw[k][a], rule, multi[a]) for a in axes} for k in raw}
+
+    current = shown()
+    result.curve.append((0, *_table_exact(taxonomy, gold, current, done)))
+    wanted = sorted(set(checkpoints))
+    while len(done) < len(keys):
+        left = [k for k in keys if k not in done]
+        if order == "need":
+            key = min(left, key=lambda k: (*_need_key(k, current.get(k, {}), calibration, taxonomy), keys.index(k)))
+        else:
+            key = next(k for k in fixed if k not in done)
+        truth = gold[key]
+        for axis in axes:
+            proposed = current.get(key, {}).get(axis)
+            if proposed is None or proposed.abstained:
+                continue  # as kia.learn reads reviews: an abstained axis proposed nothing to calibrate
+            correct = proposed.labels == truth[axis]
+            items.append(AxisItem(key, axis, proposed.confidence, proposed.agreement, correct))
+            if multi[axis]:
+                pairs.extend(secondary_pairs(raw[key][axis], truth[axis]))
+        reviewed[key] = dict(truth)
+        done.add(key)
+        result.reviewed_keys.append(key)
+        if len(done) % refit_every == 0 or len(done) == len(keys):
+            raw = proposer.propose(reviewed)
+            calibration = fit_calibration(items, axes, settings)
+            rule = fit_secondary_rule(pairs, settings)
+            current = shown()
+        result.curve.append((len(done) * len(axes), *_table_exact(taxonomy, gold, current, done)))
+        if wanted and len(done) == wanted[0]:
+            wanted.pop(0)
+            result.checkpoints.append(_checkpoint(taxonomy, gold, current, done, items, calibration, target, settings))
+        if on_step is not None:
+            on_step(len(done), len(keys))
+    return result
+
+
+def _checkpoint(
+    taxonomy: Taxonomy,
+    gold: Labels,
+    current: Mapping[str, Mapping[str, Proposed]],
+    done: set[str],
+    items: list[AxisItem],
+    calibration: Calibration,
+    target: float,
+    settings: Settings,
+) -> Checkpoint:
+    """Auto-accept on the remaining axes as `--accept-above auto` would, scored against gold."""
+    remaining = [(k, a) for k in gold if k not in done for a in taxonomy.axis_ids if k in current]
+    every = [AxisItem(k, a, current[k][a].confidence, current[k][a].agreement) for k, a in remaining]
+    right = np.asarray([current[k][a].labels == gold[k][a] for k, a in remaining], dtype=float)
+    candidates = [
+        item
+        for item, (k, a) in zip(every, remaining, strict=True)
+        if not current[k][a].abstained and not current[k][a].flagged
+    ]
+    auto = choose_threshold(calibration, items, candidates, target, settings)
+    accepted: list[AxisItem] = []
+    if auto.threshold is not None:
+        p = calibration.probabilities(candidates)
+        order = np.argsort(-p, kind="stable")[: auto.accepted]
+        accepted = [candidates[i] for i in order]
+    correct = sum(1 for item in accepted if current[item.paper][item.axis].labels == gold[item.paper][item.axis])
+    hindsight = 0
+    if candidates:
+        ranked = np.argsort(-calibration.probabilities(candidates), kind="stable")
+        right_in_order = [
+            current[candidates[i].paper][candidates[i].axis].labels == gold[candidates[i].paper][candidates[i].axis]
+            for i in ranked
+        ]
+        hits = np.cumsum(right_in_order)
+        ok = np.nonzero(hits / np.arange(1, len(ranked) + 1) >= target - 1e-12)[0]
+        hindsight = int(ok.max()) + 1 if len(ok) else 0
+    own = np.asarray([i.confidence for i in every])
+    return Checkpoint(
+        reviews=len(done),
+        axes_reviewed=len(done) * len(taxonomy.axis_ids),
+        calibration_reviews=len(items),
+        remaining=len(remaining),
+        candidates=len(candidates),
+        accepted=len(accepted),
+        correct=correct,
+        threshold=auto.threshold,
+        expected_precision=auto.expected_precision,
+        lower_bound=auto.lower_bound,
+        calibrated=calibration.fitted,
+        ece_backend=expected_calibration_error(own, right),
+        ece_calibrated=expected_calibration_error(calibration.probabilities(every), right)
+        if calibration.fitted
+        else None,
+        hindsight=hindsight,
+    )
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+
+@dataclass
+class SimulationReport:
+    """The order asked for, beside random order (mean over seeds), on the same proposer."""
+
+    source: str
+    taxonomy: str
+    main: Replay
+    random_runs: list[Replay]
+    refit_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def random_work_saved(self) -> float | None:
+        """Mean work saved in random order (None when a random replay never reached the target)."""
+        values = [r.work_saved for r in self.random_runs]
+        if not values or any(v is None for v in values):
+            return None
+        return float(np.mean([v for v in values if v is not None]))
+
+    def lines(self) -> list[str]:
+        """The report as plain lines."""
+        m = self.main
+        learning = "on" if m.learning else "off (calibration only)"
+        out = [
+            f"simulated review of {m.papers} paper(s) with gold ({m.axes} axes), {self.source}, taxonomy "
+            f"{self.taxonomy}, order {m.order}, learning {learning}",
+        ]
+        target = f"{m.target:.0%}"
+        if m.axes_to_target is None:
+            out.append(f"the table never reached {target} exact on every axis (it does once every paper is reviewed)")
+        else:
+            out.append(
+                f"axes reviewed until every axis of the table is {target} exact: {m.axes_to_target} of {m.axes} "
+                f"(work saved {m.work_saved:.0%})"
+            )
+        rnd = self.random_work_saved
+        if self.random_runs:
+            shown = "n/a" if rnd is None else f"{rnd:.0%}"
+            out.append(f"random order (mean of {len(self.random_runs)}): work saved {shown}")
+        for c in m.checkpoints:
+            if c.accepted:
+                auto = (
+                    f"accepts {c.accepted} of {c.remaining} remaining axes ({c.coverage:.0%}) at calibrated "
+                    f"threshold {c.threshold:.3f}, measured precision {c.precision:.3f} "
+                    f"(expected {c.expected_precision:.3f}, bound {c.lower_bound:.3f})"
+                )
+            else:
+                auto = f"accepts none of {c.remaining} remaining axes"
+            ece = (
+                f"; ECE {c.ece_backend:.3f} backend's own, {c.ece_calibrated:.3f} calibrated"
+                if c.ece_backend is not None and c.ece_calibrated is not None
+                else ("" if c.ece_backend is None else f"; ECE {c.ece_backend:.3f} backend's own (not calibrated yet)")
+            )
+            out.append(
+                f"after {c.reviews} reviewed papers ({c.axes_reviewed} axes): auto-accept {auto}{ece}; in hindsight "
+                f"{c.hindsight} could have been accepted at precision {m.target:g}"
+            )
+        if self.refit_seconds:
+            out.append(
+                f"refit after a review: median {np.median(self.refit_seconds):.2f} s, "
+                f"max {max(self.refit_seconds):.2f} s ({len(self.refit_seconds)} refits)"
+            )
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "source": self.source,
+            "taxonomy": self.taxonomy,
+            "main": self.main.as_dict(),
+            "random": [r.as_dict() for r in self.random_runs],
+            "random_work_saved": _r(self.random_work_saved),
+            "refit_seconds_median": _r(float(np.median(self.refit_seconds))) if self.refit_seconds else None,
+        }
+
+
+def plot_curves(replays: Mapping[str, Replay], path: Path, title: str = "") -> Path:
+    """PNG: table correctness (mean and worst axis) against axes reviewed, one line per replay."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, rep in replays.items():
+        xs = [n for n, _, _ in rep.curve]
+        (line,) = ax.plot(xs, [low for _, _, low in rep.curve], label=f"{name}: worst axis")
+        ax.plot(xs, [m for _, m, _ in rep.curve], linestyle=":", color=line.get_color(), label=f"{name}: mean of axes")
+    first = next(iter(replays.values()), None)
+    if first is not None:
+        ax.axhline(first.target, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xlabel("axes reviewed")
+    ax.set_ylabel("share of the table equal to gold")
+    ax.set_ylim(0, 1.01)
+    ax.set_title(title or "table correctness while reviewing")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# --- from a store --------------------------------------------------------------------------------
+
+
+def head_proposer(
+    store: Any,
+    keys: Sequence[str],
+    taxonomy: Taxonomy,
+    encoder_name: str = "minilm",
+    learns: bool = True,
+    others: Sequence[Labels] = (),
+) -> HeadProposer:
+    """The offline backend's head over the stored papers `keys` (features computed once, in memory),
+    its base the shipped head when it fits the taxonomy, else zero-shot, as `kia propose` would."""
+    from kia.backends.local import capped, shipped_head
+    from kia.encoders import load_encoder
+    from kia.learned import featurize
+    from kia.sentences import split_sentences
+
+    sentence_lists = [capped(split_sentences(store.get_document(k), taxonomy=taxonomy)) for k in keys]
+    features = featurize(sentence_lists, taxonomy, load_encoder(encoder_name), keys=list(keys))
+    return HeadProposer(features, taxonomy, shipped_head(), learns=learns, others=others)
+
+
+def simulate(
+    store: Any,
+    gold_path: Path | None,
+    taxonomy: Taxonomy | None,
+    run_id: str | None = None,
+    backend: str | None = None,
+    order: str = "need",
+    refit_every: int = 1,
+    target: float = 0.95,
+    random_runs: int = 3,
+    settings: Settings | None = None,
+    plot: Path | None = None,
+    learning: bool = True,
+) -> SimulationReport:
+    """`kia simulate`: replay a reviewer on the stored papers that have gold, with a stored run's
+    proposals (`run_id`) or the offline head (`backend="local"`, the default without a run), in
+    `order` beside random order; reviews stay in memory, the store is only read."""
+    from kia.consensus import consensus_inputs
+    from kia.gold import load_gold
+    from kia.learn import stored_proposals
+    from kia.score import gold_labeling, run_labeling, taxonomy_for_run
+
+    settings = settings or Settings()
+    if run_id is not None and backend is not None:
+        raise KiaError("give --run or --backend, not both")
+    if backend is not None and backend != "local":
+        raise KiaError(
+            f"kia simulate replays the offline head (--backend local) or a stored run (--run), not {backend!r}"
+        )
+    if run_id is not None:
+        taxonomy = taxonomy_for_run(store, run_id, taxonomy)
+    if taxonomy is None:
+        from kia.taxonomy import load_taxonomy
+
+        taxonomy = load_taxonomy(None)
+    gold_rows = load_gold(gold_path, taxonomy)
+    stored = store.paper_keys()
+    matched = {k: v for k, v in gold_labeling(gold_rows, stored).items() if k in set(stored)}
+    gold: Labels = {k: {a: frozenset(v[a]) for a in taxonomy.axis_ids} for k, v in matched.items()}
+    where = gold_path or "the shipped gold"
+    proposer: Proposer
+    if run_id is not None:
+        proposals = stored_proposals(store, run_id, taxonomy)
+        gold = {k: v for k, v in gold.items() if k in proposals}
+        if not gold:
+            raise KiaError(f"{where}: no paper of run {run_id!r} has a gold row (matched by method name or arXiv id)")
+        proposer = StoredRunProposer(f"run {run_id}", proposals)
+        source = f"run {run_id}"
+    else:
+        if not gold:
+            raise KiaError(f"{where}: no stored paper has a gold row (matched by method name or arXiv id)")
+        hashes = store.run_taxonomy_hashes()
+        runs = [r for r in store.run_ids() if hashes.get(r) == taxonomy.content_hash]
+        others = [run_labeling(store, r, taxonomy) for r in runs if consensus_inputs(store, r) is None]
+        proposer = head_proposer(store, sorted(gold), taxonomy, settings.encoder, learning, others)
+        source = "offline head (local)" + ("" if learning else ", no refit")
+    storage = [k for k in store.paper_order() if k in gold]
+    main = replay(proposer, taxonomy, gold, order, refit_every, target, storage, settings=settings)
+    refits = list(getattr(proposer, "refit_seconds", []))
+    randoms = (
+        []
+        if order == "random" and random_runs <= 1
+        else [
+            replay(proposer, taxonomy, gold, "random", refit_every, target, storage, s, settings, checkpoints=())
+            for s in range(random_runs)
+        ]
+    )
+    report = SimulationReport(source, taxonomy.name, main, randoms, refits)
+    if plot is not None:
+        curves = {f"{order} order": main}
+        if randoms:
+            curves["random order (seed 0)"] = randoms[0]
+        plot_curves(curves, plot, f"{taxonomy.name}: {source}")
+    return report

@@ -1,0 +1,105 @@
+"""Calibration from reviews: the map, the conservative auto-accept threshold, the secondary rule, ECE."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kia.calibrate import (
+    AxisItem,
+    Proposed,
+    SecondaryRule,
+    agreement,
+    choose_threshold,
+    expected_calibration_error,
+    fit_calibration,
+    fit_secondary_rule,
+    secondary_pairs,
+    with_rule,
+)
+from kia.settings import Settings
+
+AXES = ["K", "I", "A"]
+
+
+def _reviews(n: int, seed: int = 0, noise: float = 0.0) -> list[AxisItem]:
+    """Reviewed axes where a confidence above 0.7 is right (`noise`: share flipped at random)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        c = float(rng.uniform(0.3, 1.0))
+        right = c > 0.7
+        if rng.random() < noise:
+            right = not right
+        out.append(AxisItem(f"p{i}", AXES[i % 3], c, None, right))
+    return out
+
+
+def test_too_few_reviews_say_so_and_keep_the_backend_confidence() -> None:
+    items = _reviews(5)
+    calibration = fit_calibration(items, AXES, Settings())
+    assert not calibration.fitted
+    assert "5 reviewed axes" in calibration.line() and "backend's own" in calibration.line()
+    assert calibration.probabilities(items).tolist() == [i.confidence for i in items]
+    one_outcome = [AxisItem(f"p{i}", "K", 0.9, None, True) for i in range(30)]
+    assert "one outcome" in fit_calibration(one_outcome, AXES, Settings()).reason
+    auto = choose_threshold(calibration, items, items, 0.95)
+    assert auto.threshold is None and auto.accepted == 0 and "calibration needs" in auto.line()
+
+
+def test_the_map_is_monotone_and_learns_agreement() -> None:
+    items = _reviews(80)
+    calibration = fit_calibration(items, AXES, Settings())
+    assert calibration.fitted and calibration.reviews == 80
+    grid = [AxisItem("x", "K", c) for c in (0.3, 0.5, 0.7, 0.9, 0.99)]
+    p = calibration.probabilities(grid)
+    assert np.all(np.diff(p) > 0) and p[0] < 0.3 and p[-1] > 0.8
+    # Agreement between runs: where two runs agree the person accepts, where they disagree not.
+    agreeing = [AxisItem(f"a{i}", "K", 0.6, i % 2 == 0, i % 2 == 0) for i in range(60)]
+    learned = fit_calibration(agreeing, AXES, Settings())
+    agree, disagree = learned.probabilities([AxisItem("q", "K", 0.6, True), AxisItem("q", "K", 0.6, False)])
+    assert agree > 0.8 > 0.2 > disagree
+
+
+def test_auto_threshold_is_conservative_and_precise_when_confidence_is_informative() -> None:
+    reviewed = _reviews(90, seed=1)
+    calibration = fit_calibration(reviewed, AXES, Settings())
+    unseen = _reviews(300, seed=2)
+    auto = choose_threshold(calibration, reviewed, unseen, 0.95)
+    assert auto.threshold is not None and auto.accepted > 50
+    assert auto.lower_bound is not None and auto.expected_precision is not None
+    assert auto.lower_bound >= 0.95 and auto.expected_precision >= auto.lower_bound
+    p = calibration.probabilities(unseen)
+    accepted = [i for i, v in zip(unseen, p, strict=True) if v >= auto.threshold]
+    assert len(accepted) == auto.accepted
+    assert np.mean([bool(i.correct) for i in accepted]) >= 0.95
+    assert f"accepts {auto.accepted} of 300" in auto.line() and "rests on 90 reviewed axes" in auto.line()
+    # The point estimate alone would accept more than the bound does.
+    point_only = int((p >= 0.95).sum())
+    assert auto.accepted <= max(point_only, auto.accepted)
+    # Noise everywhere: no set is safe at 0.95.
+    noisy = _reviews(90, seed=3, noise=0.4)
+    none = choose_threshold(fit_calibration(noisy, AXES, Settings()), noisy, unseen, 0.95)
+    assert none.threshold is None and none.accepted == 0 and "bound" in none.reason
+
+
+def test_secondary_rule_is_learned_or_left_to_the_backend() -> None:
+    assert fit_secondary_rule([(0.4, True)] * 3).threshold is None
+    pairs = [(0.2, False)] * 10 + [(0.45, False)] * 5 + [(0.7, True)] * 6 + [(0.9, True)] * 3
+    rule = fit_secondary_rule(pairs)
+    assert rule.threshold is not None and 0.45 < rule.threshold <= 0.7
+    proposed = Proposed(frozenset({"K1", "K2", "K3"}), 0.5, [("K1", 0.9), ("K3", 0.72), ("K2", 0.5)])
+    trimmed = with_rule(proposed, rule, multi=True)
+    assert trimmed.labels == {"K1", "K3"} and trimmed.confidence == 0.72
+    assert with_rule(proposed, rule, multi=False) is proposed
+    assert with_rule(proposed, SecondaryRule(None, 0), multi=True) is proposed
+    assert secondary_pairs(proposed, frozenset({"K1", "K2"})) == [(0.72, False), (0.5, True)]
+
+
+def test_ece_and_agreement() -> None:
+    assert expected_calibration_error(np.asarray([]), np.asarray([])) is None
+    assert expected_calibration_error(np.asarray([0.95] * 20), np.asarray([1.0] * 19 + [0.0])) < 1e-9
+    assert abs(expected_calibration_error(np.asarray([0.9] * 10), np.asarray([0.0] * 10)) - 0.9) < 1e-9
+    ours = frozenset({"K1"})
+    assert agreement(ours, [None, {"K": frozenset()}], "K") is None
+    assert agreement(ours, [{"K": frozenset({"K1"})}], "K") is True
+    assert agreement(ours, [{"K": frozenset({"K1"})}, {"K": frozenset({"K2"})}], "K") is False

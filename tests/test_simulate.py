@@ -1,0 +1,236 @@
+"""`kia simulate` and `kia review --accept-above auto`: the replay's logic on synthetic proposals,
+auto-accept on a real DuckDB store, and both end to end through the real CLI on the default
+taxonomy (the shipped examples) and on a second one (examples/llm-agents)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+from rich.console import Console
+
+from kia.backends import BackendAnswer, CallRecord, ClaimedLabel
+from kia.calibrate import Proposed
+from kia.errors import KiaError
+from kia.extract import Document, extract
+from kia.learn import auto_accept, learn_from_reviews, relearn, stored_proposals
+from kia.propose import load_prompt, run_proposals
+from kia.review import MACHINE_ACCEPTED, ReviewSession, label_paper, render_paper
+from kia.settings import Settings
+from kia.simulate import StoredRunProposer, plot_curves, replay
+from kia.store import Store
+from kia.taxonomy import Taxonomy, load_taxonomy
+from tests.conftest import ROOT, run_kia
+
+AGENTS = ROOT / "examples" / "llm-agents"
+QUOTE = "We generate CT from segmentation masks with a ControlNet branch"
+
+
+def _synthetic(n: int) -> tuple[dict[str, dict[str, Proposed]], dict[str, dict[str, frozenset[str]]]]:
+    """Proposals of n papers where an axis is wrong exactly when its confidence is low (every 4th paper)."""
+    proposals, gold = {}, {}
+    for i in range(n):
+        key = f"p{i:02d}"
+        wrong = i % 4 == 0
+        gold[key] = {"K": frozenset({"K1"}), "I": frozenset({"I2"}), "A": frozenset({"A1"})}
+        proposals[key] = {
+            "K": Proposed(frozenset({"K2" if wrong else "K1"}), 0.5 + (0.0 if wrong else 0.4) + i / 1000, []),
+            "I": Proposed(frozenset({"I2"}), 0.9 - i / 1000, []),
+            "A": Proposed(frozenset({"A1"}), 0.85 + i / 1000, []),
+        }
+    return proposals, gold
+
+
+def test_need_order_saves_work_and_auto_accept_keeps_its_precision(tmp_path: Path) -> None:
+    taxonomy = load_taxonomy()
+    proposals, gold = _synthetic(60)
+    proposer = StoredRunProposer("synthetic", proposals)
+    need = replay(proposer, taxonomy, gold, "need", target=0.95)
+    storage = replay(proposer, taxonomy, gold, "storage", target=0.95, checkpoints=())
+    randoms = [replay(proposer, taxonomy, gold, "random", seed=s, checkpoints=()) for s in range(3)]
+    # 15 wrong K cells of 60: need order reviews them first, then stops (57/60 >= 0.95 after 12).
+    assert need.axes_to_target == 12 * 3 and need.work_saved == pytest.approx(1 - 36 / 180)
+    assert need.curve[0] == (0, pytest.approx((45 / 60 + 2) / 3), pytest.approx(45 / 60))
+    assert storage.work_saved is not None and need.work_saved > storage.work_saved
+    assert all(r.work_saved is not None and r.work_saved < need.work_saved for r in randoms)
+    assert need.reviewed_keys[:3] == ["p00", "p04", "p08"]
+    checks = {c.reviews: c for c in need.checkpoints}
+    assert set(checks) == {10, 20, 40}
+    twenty = checks[20]
+    assert twenty.calibrated and twenty.accepted > 0 and twenty.precision is not None and twenty.precision >= 0.95
+    assert twenty.remaining == 120 and 0 < twenty.coverage <= 1 and twenty.hindsight >= twenty.accepted
+    assert twenty.lower_bound is not None and twenty.lower_bound >= 0.95
+    with pytest.raises(KiaError, match="--order"):
+        replay(proposer, taxonomy, gold, "best")
+    with pytest.raises(KiaError, match="--refit-every"):
+        replay(proposer, taxonomy, gold, "need", refit_every=0)
+    png = plot_curves({"need": need, "random": randoms[0]}, tmp_path / "curve.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.dumps(need.as_dict())
+
+
+class _ConfidenceBackend:
+    """Claims K2 / I2 / A1 quoting the paper, with the confidence its title's number gives (unit test only)."""
+
+    name = "confident"
+    model = "confident-1"
+    endpoint_host: str | None = "127.0.0.1"
+
+    def params(self) -> dict[str, object]:
+        return {}
+
+    def answer(self, doc: Document, taxonomy: Taxonomy, prompt: str) -> BackendAnswer:
+        confidence = float(doc.title.split()[-1]) / 100
+        labels = {
+            axis: [ClaimedLabel(category, confidence, "because", [QUOTE])]
+            for axis, category in (("K", "K2"), ("I", "I2"), ("A", "A1"))
+        }
+        return BackendAnswer(labels=labels, raw={}, calls=[CallRecord(1, 10, 10, 0.01)])
+
+
+def _confident_store(tmp_path: Path, n: int = 40) -> tuple[Path, dict[str, int]]:
+    """A real store with one run `r` whose confidence per paper is known."""
+    db = tmp_path / "kia.duckdb"
+    confidences = {f"P{i:02d}": 55 + (i * 37) % 44 for i in range(n)}
+    with Store(db) as store:
+        for key, confidence in confidences.items():
+            paper = tmp_path / f"{key}.md"
+            paper.write_text(f"# {key} {confidence}\n\n## Abstract\n{QUOTE}. A paper.\n", encoding="utf-8")
+            store.add_document(extract(paper), key)
+        run_proposals(store, _ConfidenceBackend(), load_taxonomy(), load_prompt(), run_name="r")
+    return db, confidences
+
+
+def test_the_need_queue_relearns_between_papers(tmp_path: Path) -> None:
+    db, confidences = _confident_store(tmp_path, 24)
+    taxonomy = load_taxonomy()
+    with Store(db) as store:
+        session = ReviewSession(store, taxonomy, "r", "ann")
+        session.learner = relearn
+        assert session.keys[0] == min(confidences, key=lambda k: (confidences[k], k))
+        cut = sorted(confidences.values())[4]  # the four least confident are wrong, the next four right
+        for _ in range(8):
+            key = session.current
+            if confidences[key] >= cut:
+                session.accept_all()
+            else:
+                for axis, category in (("K", "K1"), ("I", "I1"), ("A", "A2")):
+                    session.edit(axis, [category])
+            assert session.advance_if_finished()
+        assert "calibrated on 24 reviewed axes" in session.learning_line
+        assert "still to come are ordered by it" in session.learning_line
+        rest = session.keys[session.index :]
+        assert [confidences[k] for k in rest] == sorted(confidences[k] for k in rest)
+        assert "learned between papers: confidence: calibrated" in _render(session)
+
+
+def _render(session: ReviewSession) -> str:
+    console = Console(record=True, width=160)
+    render_paper(session, console)
+    return console.export_text()
+
+
+def test_accept_above_auto_learns_from_reviews_on_a_real_store(tmp_path: Path) -> None:
+    taxonomy = load_taxonomy()
+    db, confidences = _confident_store(tmp_path)
+    with Store(db) as store:
+        assert auto_accept(store, taxonomy, 0.95, "r", "ann")[0].threshold is None  # no reviews yet
+        # The person: a proposal the backend was at least 0.8 sure of is right, the rest are edited.
+        reviewed = sorted(confidences)[:20]
+        for key in reviewed:
+            right = confidences[key] >= 80
+            labels = {"K": ["K2" if right else "K1"], "I": ["I2" if right else "I1"], "A": ["A1" if right else "A2"]}
+            label_paper(store, taxonomy, key, labels, None, "ann", "r")
+        learned = learn_from_reviews(store, "r", taxonomy)
+        assert learned.calibration.fitted and learned.calibration.reviews == 60
+        auto, bulk, calibration = auto_accept(store, taxonomy, 0.95, "r", "ann", settings=Settings())
+        assert calibration.fitted and auto.threshold is not None and auto.reviews == 60
+        assert bulk.accepted == auto.accepted > 0
+        rows = store.query("SELECT paper_key, note FROM reviews WHERE note LIKE ?", [f"{MACHINE_ACCEPTED}%"])
+        accepted_keys = {r[0] for r in rows}
+        assert accepted_keys and not accepted_keys & set(reviewed)
+        assert all(confidences[k] >= 80 for k in accepted_keys)
+        assert all("calibrated confidence" in r[1] for r in rows)
+        # Machine acceptances never teach the map: it still rests on the person's 60.
+        assert learn_from_reviews(store, "r", taxonomy).calibration.reviews == 60
+        assert stored_proposals(store, "r", taxonomy)["P00"]["K"].labels == {"K2"}
+
+
+def _db_digest(db: Path) -> str:
+    return hashlib.sha256(db.read_bytes()).hexdigest()
+
+
+def test_simulate_and_auto_accept_end_to_end_on_the_default_taxonomy(tmp_path: Path) -> None:
+    db = tmp_path / "demo.duckdb"
+    assert run_kia("demo", "--db", str(db), cwd=tmp_path).returncode == 0
+    run = duckdb.connect(str(db), read_only=True).execute("SELECT run_id FROM runs").fetchone()[0]
+    gold = str(ROOT / "labels" / "examples.csv")
+    before = _db_digest(db)
+    plot, report = tmp_path / "curve.png", tmp_path / "sim.json"
+    result = run_kia(
+        "simulate", "--gold", gold, "--backend", "local", "--plot", str(plot), "--json", str(report), "--db", str(db)
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "simulated review of 5 paper(s) with gold (15 axes), offline head" in result.stdout
+    assert "work saved" in result.stdout and "random order (mean of 3)" in result.stdout
+    assert plot.read_bytes()[:4] == b"\x89PNG" and json.loads(report.read_text())["main"]["papers"] == 5
+    stored = run_kia("simulate", "--gold", gold, "--run", run, "--order", "storage", "--db", str(db))
+    assert stored.returncode == 0 and f"run {run}" in stored.stdout
+    assert _db_digest(db) == before  # the replay never writes the user's store
+    auto = run_kia("review", "--accept-above", "auto", "--target-precision", "0.95", "--db", str(db))
+    assert auto.returncode == 0
+    assert "confidence: the backend's own (0 reviewed axes, calibration needs 20)" in auto.stdout
+    assert "auto threshold: none accepted at target precision 0.95" in auto.stdout
+    assert "accepted 0 axis decision(s)" in auto.stdout
+    for args, message in (
+        (("--order", "best"), "--order must be one of need, random, storage"),
+        (("--run", "nope"), "no run named 'nope'"),
+        (("--backend", "openai"), "not 'openai'"),
+        (("--run", run, "--backend", "local"), "give --run or --backend, not both"),
+    ):
+        bad = run_kia("simulate", "--gold", gold, *args, "--db", str(db))
+        assert bad.returncode == 1 and message in bad.stderr, (args, bad.stderr)
+    other = tmp_path / "other.csv"
+    other.write_text("method,K,I,A\nNobody,K1,I1,A1\n", encoding="utf-8")
+    none = run_kia("simulate", "--gold", str(other), "--db", str(db))
+    assert none.returncode == 1 and "no stored paper has a gold row" in none.stderr
+    assert run_kia("review", "--accept-above", "most", "--db", str(db)).returncode == 1
+
+
+def test_simulate_and_auto_accept_on_the_agents_taxonomy(tmp_path: Path) -> None:
+    db = tmp_path / "agents.duckdb"
+    taxonomy_file, gold = str(AGENTS / "taxonomy.yaml"), str(AGENTS / "gold.csv")
+    for args in (
+        ("ingest", str(AGENTS / "papers"), "--manifest", str(AGENTS / "manifest.csv")),
+        ("propose", "--taxonomy", taxonomy_file, "--run", "agents"),
+    ):
+        assert run_kia(*args, "--db", str(db)).returncode == 0
+    result = run_kia(
+        "simulate", "--gold", gold, "--taxonomy", taxonomy_file, "--backend", "local", "--plot",
+        str(tmp_path / "agents.png"), "--random-runs", "1", "--db", str(db),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "with gold (80 axes)" in result.stdout and "taxonomy llm-agents" in result.stdout
+    assert "after 10 reviewed papers (50 axes)" in result.stdout
+    assert (tmp_path / "agents.png").exists()
+    stored = run_kia("simulate", "--gold", gold, "--run", "agents", "--db", str(db))
+    assert stored.returncode == 0 and "after 10 reviewed papers" in stored.stdout
+    # A person reviews ten papers (their gold labels); auto accept then rests on those reviews.
+    taxonomy = load_taxonomy(taxonomy_file)
+    with duckdb.connect(str(db), read_only=True) as con:
+        keys = sorted(r[0] for r in con.execute("SELECT DISTINCT paper_key FROM documents").fetchall())
+    rows = {r["method"]: r for r in csv.DictReader((AGENTS / "gold.csv").open(encoding="utf-8"))}
+    with Store(db) as store:
+        for key in keys[:10]:
+            labels = {a: [c.strip() for c in rows[key][a].split(";")] for a in taxonomy.axis_ids}
+            label_paper(store, taxonomy, key, labels, None, "ann", "agents")
+    auto = run_kia("review", "--run", "agents", "--reviewer", "ann", "--accept-above", "auto", "--db", str(db))
+    assert auto.returncode == 0, auto.stderr
+    lines = auto.stdout.splitlines()
+    assert lines[0].startswith("confidence: calibrated on 50 reviewed axes") or "one outcome" in lines[0]
+    assert lines[1].startswith("auto threshold") and "rests on 50 reviewed axes" in lines[1]
+    assert lines[2].startswith("accepted ")
