@@ -700,7 +700,8 @@ def default_run_name(identity: RunIdentity, store: Store | None = None) -> str:
 
 
 def adapt_to_reviews(store: Store, backend: Backend, taxonomy: Taxonomy) -> int:
-    """Let a backend that learns (`adapt`) refit on the papers a person reviewed on every axis.
+    """Let a backend that learns (`adapt`) refit on the papers a person reviewed, each on the axes
+    that were decided (an axis reviewed counts; the paper need not be reviewed whole).
 
     Returns how many reviewed papers were offered. The refitted model is part of the backend's
     parameters, hence of the run's identity: a run after new reviews is a new run.
@@ -708,9 +709,9 @@ def adapt_to_reviews(store: Store, backend: Backend, taxonomy: Taxonomy) -> int:
     adapt = getattr(backend, "adapt", None)
     if adapt is None:
         return 0
-    from kia.score import complete, reviewed_labeling
+    from kia.score import reviewed_labeling
 
-    reviewed = complete(reviewed_labeling(store, taxonomy), taxonomy)
+    reviewed = reviewed_labeling(store, taxonomy)
     keys = sorted(set(reviewed) & set(store.paper_keys()))
     if keys:
         adapt([store.get_document(k) for k in keys], {k: reviewed[k] for k in keys}, taxonomy, keys)

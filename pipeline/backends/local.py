@@ -33,7 +33,7 @@ from kia.sentences import Sentence, split_sentences
 from kia.settings import Settings
 from kia.taxonomy import Taxonomy
 
-# Fewer reviewed papers than this say too little to refit on: the shipped head stays.
+# Fewer reviewed papers (on any axis) than this say too little to refit on: the shipped head stays.
 MIN_REVIEWED_TO_REFIT = 10
 # A paper longer than this many sentences (a thesis, a 20 MB dump) is read by section priority up to
 # the cap, so cost stays linear and bounded; the answer says how many were read.
@@ -127,10 +127,12 @@ class LocalBackend:
         taxonomy: Taxonomy,
         keys: Sequence[str],
     ) -> bool:
-        """Refit the head on papers a person reviewed on every axis; True when it was refitted.
+        """Refit the head on papers a person reviewed; True when it was refitted.
 
-        `labels` maps each key to its reviewed categories per axis. Too few papers (under
-        `min_reviewed`) leave the head as it is: a handful of papers would only add noise.
+        `labels` maps each key to its reviewed categories per axis, for the axes decided (a paper
+        may be reviewed on some axes only: each axis learns from the papers decided on it). Too few
+        papers (under `min_reviewed`) leave the head as it is: a handful would only add noise. The
+        sentence-support models are kept (reviews carry no evidence sentences).
         """
         if len(keys) < self.min_reviewed:
             return False
