@@ -60,6 +60,7 @@ from kia.propose import (
     save_proposal,
 )
 from kia.schema import answer_from_llm, llm_response_model
+from kia.sentences import suspicious_sentences
 from kia.store import Store, dumps
 from kia.taxonomy import Taxonomy
 
@@ -164,7 +165,8 @@ def write_requests(
             save_proposal(store, run_id, proposal, identity, key)
             summary.cached += 1
             continue
-        context = paper_context(doc, taxonomy, max_input_tokens, retriever)
+        # The same sentences the live path withholds are withheld here (and refused as quotes on import).
+        context = paper_context(doc, taxonomy, max_input_tokens, retriever, suspicious_sentences(doc, taxonomy))
         rendered = render_prompt(prompt, taxonomy, doc.title, context, render_examples(shots, taxonomy))
         body = request_body(
             backend.model, chat_messages(rendered), taxonomy, params["temperature"], params["max_tokens"]
@@ -326,8 +328,11 @@ def _import_one(
         return
     assert content is not None
     doc = store.get_document(paper_key)
+    flagged = suspicious_sentences(doc, taxonomy)
+    # A quote inside a withheld sentence is no evidence: it is re-asked, exactly as on the live path.
+    locator = Locator(doc, excluded=[(s.start, s.end) for s in flagged])
     try:
-        answer_model = grounded_response_model(taxonomy).model_validate_json(content, context={"locator": Locator(doc)})
+        answer_model = grounded_response_model(taxonomy).model_validate_json(content, context={"locator": locator})
     except ValidationError as invalid:
         first = invalid.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
@@ -373,7 +378,9 @@ def _import_one(
     )
     saved = context.full_tokens - context.tokens if request.get("evidence") else None
     try:
-        proposal = proposal_from_answer(answer, doc, taxonomy, paper_key, request["prompt_hash"], context, floor, saved)
+        proposal = proposal_from_answer(
+            answer, doc, taxonomy, paper_key, request["prompt_hash"], context, floor, saved, flagged
+        )
     except KiaError as exc:
         _fail(store, summary, run_id, paper_key, sha, str(exc), call)
         return

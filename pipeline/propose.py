@@ -29,7 +29,7 @@ from kia.fewshot import Example, ExamplePool, render_examples
 from kia.ground import Grounding, Locator
 from kia.resources import default_prompt_path, source_checkout
 from kia.schema import answer_to_json, labels_from_json, schema_hash
-from kia.sentences import Sentence, overlaps, suspicious_sentences
+from kia.sentences import Sentence, overlaps, suspicious_sentences, withheld_title
 from kia.store import CallRow, Store, dumps
 from kia.taxonomy import Taxonomy
 
@@ -170,8 +170,9 @@ def render_prompt(
     """Fill the template: the fixed part (instructions, scope, taxonomy, conventions) first, byte-identical
     for every paper so that providers' prompt caching applies; then the examples; then the paper,
     named by its title (never its storage key, which may carry a curator's notes), between data markers.
+    A piece of the title that addresses the labeller is withheld like any such sentence of the text.
     """
-    safe_title = " ".join(_neutralise(title).split()) or "(untitled)"
+    safe_title = " ".join(_neutralise(withheld_title(title, taxonomy, WITHHELD)).split()) or "(untitled)"
     return template.text.format(
         taxonomy_title=taxonomy.title or taxonomy.name,
         taxonomy_scope=taxonomy.scope.strip() or "(not stated)",
