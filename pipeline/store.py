@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -294,6 +295,21 @@ class Store:
             self.con.executemany(
                 "INSERT OR REPLACE INTO store_meta (key, value) VALUES (?, ?)", [list(kv) for kv in wanted.items()]
             )
+
+    def identity(self) -> str:
+        """This database's own random id, made once and kept in `store_meta`.
+
+        A batch request written for this database names it in its custom_id, so that an answer file
+        for another database (whose papers may share keys and run names) is refused, not stored here.
+        """
+        row = self.con.execute("SELECT value FROM store_meta WHERE key = 'store_id'").fetchone()
+        if row is None:
+            self.con.execute(
+                "INSERT INTO store_meta (key, value) VALUES ('store_id', ?) ON CONFLICT DO NOTHING", [uuid.uuid4().hex]
+            )
+            row = self.con.execute("SELECT value FROM store_meta WHERE key = 'store_id'").fetchone()
+        assert row is not None
+        return str(row[0])
 
     def writer(self) -> dict[str, str]:
         """The stored `kia_version` and `schema_version` of the database."""
