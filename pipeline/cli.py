@@ -6,6 +6,7 @@ imported inside the commands that use them, so `kia --help` and `kia --version` 
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -84,7 +85,8 @@ def given_taxonomy(path: Path | None) -> Taxonomy | None:
 
 
 def one_line_errors(func: F) -> F:
-    """Turn KiaError into `kia: <message>` on stderr and exit 1, never a traceback."""
+    """Turn KiaError into `kia: <message>` on stderr and exit 1, never a traceback; so too a full
+    disk and a database error met mid-command (a damaged file), naming the database."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -92,6 +94,20 @@ def one_line_errors(func: F) -> F:
             return func(*args, **kwargs)
         except KiaError as exc:
             err.print(f"kia: {exc}", markup=False)
+            raise typer.Exit(1) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+            where = exc.filename or "a file"
+            err.print(f"kia: {where}: disk full ({exc.strerror}); free space and rerun", markup=False)
+            raise typer.Exit(1) from None
+        except Exception as exc:
+            if type(exc).__module__.split(".")[0] not in ("duckdb", "_duckdb"):
+                raise
+            from kia.store import database_error_line
+
+            db = kwargs.get("db")
+            err.print(f"kia: {database_error_line(_db(db if isinstance(db, Path) else None), exc)}", markup=False)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import time
 import uuid
 from collections.abc import Iterator
@@ -64,6 +65,71 @@ def load_migrations() -> list[Migration]:
     if versions != list(range(1, len(found) + 1)):
         raise StoreError(f"migrations are not numbered 1..N without gaps: {versions}")
     return found
+
+
+# DuckDB must never reach the network for a file kia opens (a SQLite file given as --db would make it
+# download the sqlite extension): extensions are neither installed nor loaded behind kia's back.
+CONNECT_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+}
+_HEADER_BYTES = 4096
+_DEFAULT_BLOCK = 262144
+
+
+def _backups_of(path: Path) -> str:
+    found = sorted(path.parent.glob(f"{glob_escape(path.name)}.schema*.bak"))
+    return f"restore it from a copy ({', '.join(str(f) for f in found)})" if found else "restore it from a backup"
+
+
+def glob_escape(text: str) -> str:
+    """`text` with glob's special characters escaped."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def check_database_file(path: Path) -> None:
+    """One line (StoreError) when an existing, non-empty file is not a whole DuckDB database: another
+    kind of file (SQLite, text), or a DuckDB file shorter than its own header says (truncated by a
+    full disk or a copy cut short). Read from the header alone; nothing is opened or written."""
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with path.open("rb") as handle:
+        head = handle.read(3 * _HEADER_BYTES)
+    if head.startswith(b"SQLite format 3\x00"):
+        raise StoreError(f"{path}: a SQLite database, not a kia (DuckDB) database; pass a kia database with --db")
+    if len(head) < 12 or head[8:12] != b"DUCK":
+        raise StoreError(f"{path}: not a DuckDB database (no DuckDB header); pass a kia database with --db")
+    if len(head) < 3 * _HEADER_BYTES:
+        raise StoreError(f"{path}: the database file is truncated ({size} bytes); {_backups_of(path)}")
+    # Two database headers follow the main one; the one with the higher iteration is current:
+    # checksum, iteration, meta block, free list, block count, block size.
+    headers = [struct.unpack_from("<QQQQQQ", head, offset) for offset in (_HEADER_BYTES, 2 * _HEADER_BYTES)]
+    current = max(headers, key=lambda h: h[1])
+    block_count, block_size = current[4], current[5]
+    if not (4096 <= block_size <= 2**24 and block_size & (block_size - 1) == 0):
+        block_size = _DEFAULT_BLOCK
+    expected = 3 * _HEADER_BYTES + block_count * block_size
+    if block_count < 2**32 and size < expected:
+        raise StoreError(
+            f"{path}: the database file is truncated ({size} of {expected} bytes); kia will not read or write it;"
+            f" {_backups_of(path)}"
+        )
+
+
+_FULL_DISK = ("No space left", "File too large", "Disk quota", "not enough space")
+_DAMAGED = ("Corrupt database", "checksum", "Could not read enough bytes", "not a valid DuckDB", "Invalid block")
+
+
+def database_error_line(path: Path, exc: BaseException) -> str:
+    """One line for a DuckDB error met while a command used the database at `path`: a full disk
+    (what was committed before is kept), a damaged file (restore a copy), or the error itself."""
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if any(marker in str(exc) for marker in _FULL_DISK):
+        return f"{path}: disk full while writing ({detail}); free space and rerun: everything committed before is kept"
+    if any(marker in str(exc) for marker in _DAMAGED):
+        return f"{path}: the database file is damaged ({detail}); kia will not write to it; {_backups_of(path)}"
+    return f"{path}: database error ({detail})"
 
 
 def _is_lock_conflict(exc: Exception) -> bool:
@@ -148,6 +214,10 @@ class Store:
         self._con: duckdb.DuckDBPyConnection | None = None
         if (read_only or not create) and not path.exists():
             raise StoreError(f"{path}: no database here yet; run `kia ingest` first or pass --db")
+        if path.is_dir():
+            raise StoreError(f"{path}: is a directory, not a database; pass a database file with --db")
+        if path.exists():
+            check_database_file(path)
         state = self._inspect() if path.exists() and path.stat().st_size > 0 else None
         known = known_schema_version()
         if state is not None and state.highest > known:
@@ -175,7 +245,26 @@ class Store:
             self._con = None
         self._con = self._connect(read_only, self.lock_wait)
         if not read_only:
+            if state is not None:
+                self.verify()
             self.migrate()
+
+    def verify(self) -> None:
+        """Read every row of every table once (DuckDB checks each block's checksum as it reads):
+        a file that fails is never written to. One line naming the file and what to do."""
+        try:
+            tables = self.con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'"
+            ).fetchall()
+            for (table,) in tables:
+                quoted = '"' + table.replace('"', '""') + '"'
+                self.con.execute(f"SELECT bit_xor(hash(t)) FROM {quoted} t").fetchall()
+        except duckdb.Error as exc:
+            self.close()
+            raise StoreError(
+                f"{self.path}: the database fails its integrity check ({str(exc).splitlines()[0]}); kia will not"
+                f" write to it; {_backups_of(self.path)}"
+            ) from exc
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -192,7 +281,7 @@ class Store:
             try:
                 if not read_only:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
-                return duckdb.connect(str(self.path), read_only=read_only)
+                return duckdb.connect(str(self.path), read_only=read_only, config=CONNECT_CONFIG)
             except duckdb.Error as exc:
                 waited = time.monotonic() - started
                 if not _is_lock_conflict(exc) or waited + delay > wait:
