@@ -186,6 +186,24 @@ def backup_path(path: Path, schema: int) -> Path:
     return candidate
 
 
+def _copy_whole(source: Path, target: Path) -> None:
+    """Copy `source` to `target` complete or not at all: written under a temporary name, flushed to
+    disk, then renamed; on a failure (a full disk) the partial copy is removed and the database is
+    left as it was, so no truncated copy ever carries a good copy's name."""
+    partial = target.with_name(target.name + ".partial")
+    try:
+        shutil.copy2(source, partial)
+        with partial.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(partial, target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise StoreError(
+            f"{source}: cannot copy the database to {target} before migrating it ({exc.strerror or exc});"
+            " nothing was changed; free space and rerun"
+        ) from exc
+
+
 class Store:
     """A migrated DuckDB database and the queries kia's stages need.
 
@@ -233,10 +251,12 @@ class Store:
         pending = state is None or any(m.version not in state.versions for m in load_migrations())
         if pending and state is not None and state.versions:
             self.backup = backup_path(path, state.highest)
-            shutil.copy2(path, self.backup)
             wal = path.with_name(path.name + ".wal")
+            copies = [(path, self.backup)]
             if wal.exists():
-                shutil.copy2(wal, self.backup.with_name(self.backup.name + ".wal"))
+                copies.append((wal, self.backup.with_name(self.backup.name + ".wal")))
+            for source, target in copies:
+                _copy_whole(source, target)
         if read_only and pending:
             # A database written by an older kia: bring its schema up to date once, then read.
             self._con = self._connect(False, self.lock_wait)

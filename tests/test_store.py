@@ -233,3 +233,37 @@ def test_full_disk_is_one_line_and_the_database_stays_readable(good_db: Path, tm
     assert lines[0].startswith(f"kia: {good_db}: disk full while writing") and "free space and rerun" in lines[0]
     listed = run_kia("papers", "--db", str(good_db))
     assert listed.returncode == 0 and "1 paper(s)" in listed.stdout
+
+
+def test_backup_on_a_full_disk_leaves_no_truncated_copy_and_a_retry_makes_one_whole(db_path: Path) -> None:
+    import resource
+    import signal
+
+    from tests.conftest import kia_exe
+
+    with Store(db_path) as store:  # a database from before reviews existed: opening it migrates it
+        store.con.execute("DROP TABLE reviews")
+        store.con.execute("DROP SEQUENCE reviews_seq")
+        store.con.execute("DELETE FROM schema_migrations WHERE version = 3")
+    before = db_path.read_bytes()
+    limit = len(before) // 2
+
+    def small_disk() -> None:  # no file may grow past half the database: its copy fails midway
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    for _ in range(2):  # the first try and a retry on the same full disk
+        result = subprocess.run(
+            [*kia_exe(), "papers", "--db", str(db_path)],
+            capture_output=True,
+            text=True,
+            preexec_fn=small_disk,  # noqa: PLW1509 - only sets a limit
+            timeout=120,
+        )
+        assert result.returncode == 1 and "cannot copy the database" in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in db_path.parent.iterdir() if ".bak" in p.name or ".partial" in p.name) == []
+    assert db_path.read_bytes() == before
+    assert run_kia("papers", "--db", str(db_path)).returncode == 0  # room again: one whole copy
+    backups = [p for p in db_path.parent.iterdir() if p.name.endswith(".bak")]
+    assert len(backups) == 1 and backups[0].read_bytes() == before
