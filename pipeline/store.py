@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import struct
 import time
 import uuid
 from collections.abc import Iterator
@@ -74,7 +73,6 @@ CONNECT_CONFIG: dict[str, str | bool | int | float | list[str]] = {
     "autoload_known_extensions": False,
 }
 _HEADER_BYTES = 4096
-_DEFAULT_BLOCK = 262144
 
 
 def _backups_of(path: Path) -> str:
@@ -88,9 +86,12 @@ def glob_escape(text: str) -> str:
 
 
 def check_database_file(path: Path) -> None:
-    """One line (StoreError) when an existing, non-empty file is not a whole DuckDB database: another
-    kind of file (SQLite, text), or a DuckDB file shorter than its own header says (truncated by a
-    full disk or a copy cut short). Read from the header alone; nothing is opened or written."""
+    """One line (StoreError) when an existing, non-empty file is not a DuckDB database: another kind
+    of file (SQLite, text), or a DuckDB file cut inside its headers. Read from the header alone;
+    nothing is opened or written. (A file cut later is found by reading it: `Store.verify`.)
+
+    The header's block count is no bound on the file's length (DuckDB trims free blocks at the end
+    of a file, and a live writer's file changes under a reader), so it is not compared."""
     size = path.stat().st_size
     if size == 0:
         return
@@ -102,19 +103,6 @@ def check_database_file(path: Path) -> None:
         raise StoreError(f"{path}: not a DuckDB database (no DuckDB header); pass a kia database with --db")
     if len(head) < 3 * _HEADER_BYTES:
         raise StoreError(f"{path}: the database file is truncated ({size} bytes); {_backups_of(path)}")
-    # Two database headers follow the main one; the one with the higher iteration is current:
-    # checksum, iteration, meta block, free list, block count, block size.
-    headers = [struct.unpack_from("<QQQQQQ", head, offset) for offset in (_HEADER_BYTES, 2 * _HEADER_BYTES)]
-    current = max(headers, key=lambda h: h[1])
-    block_count, block_size = current[4], current[5]
-    if not (4096 <= block_size <= 2**24 and block_size & (block_size - 1) == 0):
-        block_size = _DEFAULT_BLOCK
-    expected = 3 * _HEADER_BYTES + block_count * block_size
-    if block_count < 2**32 and size < expected:
-        raise StoreError(
-            f"{path}: the database file is truncated ({size} of {expected} bytes); kia will not read or write it;"
-            f" {_backups_of(path)}"
-        )
 
 
 _FULL_DISK = ("No space left", "File too large", "Disk quota", "not enough space")
@@ -856,6 +844,39 @@ class Store:
                 [run_id, paper_key, sha, error, package_version],
             )
             self._insert_calls(run_id, paper_key, calls)
+
+    # --- claims: papers a `kia propose` process is proposing now -----------------------------
+    def claims(self, cache_keys: list[str]) -> dict[str, tuple[str, str, int, float]]:
+        """Cache key -> (owner, host, pid, age in seconds) of the claims held on these keys."""
+        if not cache_keys:
+            return {}
+        rows = self.con.execute(
+            "SELECT cache_key, owner, host, pid, epoch(current_timestamp::TIMESTAMP) - epoch(claimed_at)"
+            " FROM proposal_claims WHERE cache_key IN (SELECT unnest(?::VARCHAR[]))",
+            [cache_keys],
+        ).fetchall()
+        return {r[0]: (r[1], r[2], int(r[3]), float(r[4])) for r in rows}
+
+    def save_claims(self, rows: list[tuple[str, str, str]], owner: str, host: str, pid: int) -> None:
+        """Claim (cache key, run, paper key) rows for `owner`, replacing stale claims on them."""
+        if not rows:
+            return
+        with self.transaction():
+            self.con.executemany(
+                "INSERT OR REPLACE INTO proposal_claims (cache_key, run_id, paper_key, owner, host, pid, claimed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, current_timestamp::TIMESTAMP)",
+                [[key, run_id, paper_key, owner, host, pid] for key, run_id, paper_key in rows],
+            )
+
+    def drop_claims(self, owner: str, cache_keys: list[str] | None = None) -> None:
+        """Give up `owner`'s claims (on `cache_keys`, else all of them)."""
+        if cache_keys is None:
+            self.con.execute("DELETE FROM proposal_claims WHERE owner = ?", [owner])
+        elif cache_keys:
+            self.con.execute(
+                "DELETE FROM proposal_claims WHERE owner = ? AND cache_key IN (SELECT unnest(?::VARCHAR[]))",
+                [owner, cache_keys],
+            )
 
     def save_waiting(
         self, run_id: str, paper_key: str, sha: str, custom_id: str, request: str, package_version: str

@@ -388,3 +388,61 @@ def test_a_paper_whose_every_axis_is_unsupported_fails(stored: Store) -> None:
     summary = run_proposals(stored, ScriptedBackend({"Mask Paper": invented}), load_taxonomy(), load_prompt(),
                             keys=["A"], run_name="x")  # fmt: skip
     assert summary.failed == 1 and "every axis unsupported" in summary.failures[0][1]
+
+
+# Issue 23: two live `kia propose` on one database never pay the model twice for a paper.
+def test_two_live_propose_processes_never_pay_twice_for_a_paper(tmp_path: Path) -> None:
+    import subprocess
+    import time
+
+    import duckdb
+
+    from tests.conftest import kia_exe, run_kia
+    from tests.fault_proxy import FaultProxy
+
+    texts = {
+        "alpha": "We generate chest CT volumes from radiology reports. The report is encoded by a text encoder and "
+        "enters a latent diffusion model through cross-attention.",
+        "beta": "We generate chest CT volumes from radiology reports with a second model. The report enters a "
+        "latent diffusion model through cross-attention as well.",
+        "gamma": "We generate chest CT volumes from radiology reports in a third way. It also enters a latent "
+        "diffusion model through cross-attention here.",
+    }
+    for name, text in texts.items():
+        (tmp_path / f"{name}.md").write_text(f"# {name}\n\n## Abstract\n{text}\n", encoding="utf-8")
+    db = tmp_path / "kia.duckdb"
+    assert run_kia("ingest", *(str(tmp_path / f"{n}.md") for n in texts), "--db", str(db)).returncode == 0
+    proxy = FaultProxy(None, canned_delay=6.0).start()  # the first is still busy when the second starts
+    proxy.default = "canned"
+    command = [*kia_exe(), "propose", "--backend", "openai", "--model", "m", "--base-url", proxy.base_url,
+               "--concurrency", "1", "--reasks", "0", "--run", "r", "--db", str(db)]  # fmt: skip
+    try:
+        first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        claimed = 0
+        while claimed < 3 and time.monotonic() < deadline:  # wait until the first has claimed its papers
+            time.sleep(0.2)
+            try:
+                con = duckdb.connect(str(db), read_only=True)
+                try:
+                    claimed = con.execute("SELECT count(*) FROM proposal_claims").fetchone()[0]  # type: ignore[index]
+                finally:
+                    con.close()
+            except duckdb.Error:
+                continue  # the first process holds the file for a moment
+        assert claimed == 3
+        second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        out, errors = first.communicate(timeout=120)
+    finally:
+        proxy.stop()
+    assert first.returncode == 0 and second.returncode == 0, (errors, second.stderr)
+    found = re.search(r"proposed 0 \(cached 0\), already done (\d), failed 0, being proposed by another process (\d)", second.stdout)
+    assert found and int(found.group(1)) + int(found.group(2)) == 3 and int(found.group(2)) >= 1, second.stdout
+    assert "proposed 3" in out
+    assert len(proxy.bodies) == 3  # each paper paid once
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM proposal_claims").fetchone() == (0,)  # all given up
+        assert con.execute("SELECT count(*) FROM proposals WHERE run_id = 'r' AND status = 'done'").fetchone() == (3,)
+    finally:
+        con.close()
