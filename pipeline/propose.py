@@ -546,6 +546,8 @@ def _claim_alive(host: str, pid: int, age: float, lease: float) -> bool:
     killed process frees its papers at once); on another host for `lease` seconds."""
     if host != socket.gethostname():
         return age < lease
+    if pid == os.getpid():  # an earlier process that had this PID (its owner name differs): gone
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -446,3 +446,27 @@ def test_two_live_propose_processes_never_pay_twice_for_a_paper(tmp_path: Path) 
         assert con.execute("SELECT count(*) FROM proposals WHERE run_id = 'r' AND status = 'done'").fetchone() == (3,)
     finally:
         con.close()
+
+
+def test_claims_of_gone_processes_are_taken_over_and_live_ones_respected(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from kia.propose import ClaimOwner, claim_papers
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)
+    here = socket.gethostname()
+    work = [(f"p{i}", None, f"k{i}") for i in range(5)]
+    with Store(tmp_path / "claims.duckdb") as store:
+        store.save_claims([("k0", "r", "p0")], "killed", here, dead_pid)  # kill -9: its papers are free
+        store.save_claims([("k1", "r", "p1")], "alive", here, os.getppid())  # a live process on this host
+        store.save_claims([("k2", "r", "p2")], "pid-reused", here, os.getpid())  # our PID, another owner: gone
+        store.save_claims([("k3", "r", "p3")], "remote", "another-host", 4242)  # within its lease
+        mine, elsewhere = claim_papers(store, "r", work, ClaimOwner.here(), lease=3600.0)  # type: ignore[arg-type]
+        assert [p for p, _, _ in mine] == ["p0", "p2", "p4"]
+        assert set(elsewhere) == {"p1", "p3"}
+        _, after_lease = claim_papers(store, "r", work[3:4], ClaimOwner.here(), lease=0.0)  # type: ignore[arg-type]
+        assert after_lease == {}
