@@ -25,9 +25,9 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kia._version import __version__
 from kia.backends import CallRecord
@@ -60,16 +60,36 @@ from kia.propose import (
     save_proposal,
 )
 from kia.schema import answer_from_llm, llm_response_model
+from kia.sentences import suspicious_sentences
 from kia.store import Store, dumps
 from kia.taxonomy import Taxonomy
 
 CHAT_URL = "/v1/chat/completions"
 
 
-def custom_id(run_id: str, identity: RunIdentity, paper_key: str, attempt: int) -> str:
-    """`<paper key>::<run and identity digest>::a<attempt>`: unique per paper, run settings and attempt."""
+BINDING_CHARS = 12
+# Token counts are stored as INTEGER: a count beyond it is a broken line, not a number to store.
+INT32_MAX = 2**31 - 1
+
+
+def custom_id(run_id: str, identity: RunIdentity, paper_key: str, attempt: int, store_id: str, sha: str) -> str:
+    """`<paper key>::<run and identity digest>::<store id>.<document hash>::a<attempt>`.
+
+    Unique per paper, run settings and attempt, and bound to what the answer must match: the
+    database it was written for (`Store.identity`) and the exact text of the paper (its hash), so
+    an answer for another database or another version of the paper is refused on import.
+    """
     digest = hashlib.sha256(f"{run_id}\x1f{identity.short_hash()}".encode()).hexdigest()[:12]
-    return f"{paper_key}::{digest}::a{attempt}"
+    return f"{paper_key}::{digest}::{store_id[:BINDING_CHARS]}.{sha[:BINDING_CHARS]}::a{attempt}"
+
+
+def binding(custom: str) -> tuple[str, str] | None:
+    """(store id prefix, document hash prefix) a custom_id was written for; None for another format."""
+    parts = custom.rsplit("::", 3)
+    if len(parts) != 4 or parts[2].count(".") != 1:
+        return None
+    store_part, doc_part = parts[2].split(".")
+    return store_part, doc_part
 
 
 def request_line(custom: str, body: dict[str, Any]) -> str:
@@ -164,12 +184,13 @@ def write_requests(
             save_proposal(store, run_id, proposal, identity, key)
             summary.cached += 1
             continue
-        context = paper_context(doc, taxonomy, max_input_tokens, retriever)
+        # The same sentences the live path withholds are withheld here (and refused as quotes on import).
+        context = paper_context(doc, taxonomy, max_input_tokens, retriever, suspicious_sentences(doc, taxonomy))
         rendered = render_prompt(prompt, taxonomy, doc.title, context, render_examples(shots, taxonomy))
         body = request_body(
             backend.model, chat_messages(rendered), taxonomy, params["temperature"], params["max_tokens"]
         )
-        custom = custom_id(run_id, identity, paper_key, 1)
+        custom = custom_id(run_id, identity, paper_key, 1, store.identity(), sha)
         request = {
             "attempt": 1,
             "body": body,
@@ -210,14 +231,70 @@ class ImportSummary:
         )
 
 
-def _read_lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
-    """(line number, parsed object or None, problem) of each non-empty line of a JSONL file."""
+_Count = Annotated[int, Field(strict=True, ge=0, le=INT32_MAX)]
+_OPEN = ConfigDict(extra="allow")
+
+
+class _Usage(BaseModel):
+    model_config = _OPEN
+    prompt_tokens: _Count | None = None
+    completion_tokens: _Count | None = None
+
+
+class _Message(BaseModel):
+    model_config = _OPEN
+    content: str | None = None
+
+
+class _Choice(BaseModel):
+    model_config = _OPEN
+    message: _Message
+    finish_reason: str | None = None
+
+
+class _Body(BaseModel):
+    model_config = _OPEN
+    id: str | None = None
+    choices: list[_Choice] = Field(default_factory=list)
+    usage: _Usage | None = None
+    error: dict[str, Any] | str | None = None
+
+
+class _Response(BaseModel):
+    model_config = _OPEN
+    status_code: int = Field(strict=True, ge=100, le=599)
+    request_id: str | None = None
+    body: _Body | None = None
+
+
+class OutputLine(BaseModel):
+    """One line of a provider's output or error file, checked field by field before it is used:
+    a line that breaks the format is reported with its number and skipped, never a traceback."""
+
+    model_config = _OPEN
+    custom_id: str = Field(min_length=1, max_length=2000)
+    response: _Response | None = None
+    error: dict[str, Any] | str | None = None
+
+
+def _brief(invalid: ValidationError) -> str:
+    first = invalid.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return f"{where + ': ' if where else ''}{first.get('msg', '')}"
+
+
+def _read_lines(path: Path) -> Iterator[tuple[int, OutputLine | None, str]]:
+    """(line number, checked line or None, problem) of each non-empty line of a JSONL file."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise KiaError(f"{path}: batch output file not found") from exc
+    except IsADirectoryError as exc:
+        raise KiaError(f"{path}: is a directory, not a batch output file") from exc
     except UnicodeDecodeError as exc:
         raise KiaError(f"{path}: not a UTF-8 text file") from exc
+    except OSError as exc:
+        raise KiaError(f"{path}: cannot read the batch output file ({exc.strerror or exc})") from exc
     for number, raw in enumerate(text.splitlines(), 1):
         if not raw.strip():
             continue
@@ -226,36 +303,46 @@ def _read_lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
         except json.JSONDecodeError as exc:
             yield number, None, f"{path}:{number}: not a JSON line (truncated file?): {exc.msg}"
             continue
+        except RecursionError:
+            yield number, None, f"{path}:{number}: JSON nested too deeply to be a batch output line"
+            continue
         if not isinstance(value, dict) or not isinstance(value.get("custom_id"), str):
             yield number, None, f"{path}:{number}: not a batch output line (no custom_id)"
             continue
-        yield number, value, ""
+        try:
+            line = OutputLine.model_validate(value)
+        except ValidationError as invalid:
+            yield number, None, f"{path}:{number}: not a batch output line ({_brief(invalid)}); skipped"
+            continue
+        except RecursionError:
+            yield number, None, f"{path}:{number}: JSON nested too deeply to be a batch output line"
+            continue
+        yield number, line, ""
 
 
-def _line_error(value: dict[str, Any]) -> str | None:
+def _line_error(value: OutputLine) -> str | None:
     """The provider's error for this request, or None when it has a 200 response."""
-    error = value.get("error")
-    response = value.get("response") or {}
+    error = value.error
     if error:
         if isinstance(error, dict):
             return f"{error.get('code') or 'error'}: {error.get('message') or ''}".strip()
         return str(error)
-    status = response.get("status_code")
+    response = value.response
+    status = response.status_code if response else None
     if status != 200:
-        body = response.get("body") or {}
-        message = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
+        body_error = response.body.error if response and response.body else None
+        message = body_error.get("message") if isinstance(body_error, dict) else body_error
         return f"HTTP {status}: {message or 'no answer'}"
     return None
 
 
-def _completion(value: dict[str, Any]) -> tuple[str | None, str | None, dict[str, Any]]:
+def _completion(value: OutputLine) -> tuple[str | None, str | None, _Usage]:
     """(content, finish reason, usage) of a 200 output line."""
-    body = (value.get("response") or {}).get("body") or {}
-    try:
-        choice = body["choices"][0]
-        return choice["message"].get("content"), choice.get("finish_reason"), body.get("usage") or {}
-    except (KeyError, IndexError, TypeError, AttributeError):
-        return None, None, body.get("usage") or {} if isinstance(body, dict) else {}
+    body = value.response.body if value.response else None
+    usage = (body.usage if body else None) or _Usage()
+    if body is None or not body.choices:
+        return None, None, usage
+    return body.choices[0].message.content, body.choices[0].finish_reason, usage
 
 
 def _identity_of(store: Store, run_id: str) -> RunIdentity:
@@ -275,7 +362,7 @@ def import_results(store: Store, taxonomy: Taxonomy, paths: Iterable[Path]) -> I
             if value is None:
                 summary.problems.append(problem)
                 continue
-            custom = value["custom_id"]
+            custom = value.custom_id
             if custom in seen:
                 summary.problems.append(
                     f"{path}:{number}: custom_id {custom!r} answered twice; the first answer counts"
@@ -283,21 +370,34 @@ def import_results(store: Store, taxonomy: Taxonomy, paths: Iterable[Path]) -> I
                 continue
             seen.add(custom)
             waiting = store.waiting_request(custom)
-            if waiting is None:
-                summary.problems.append(
-                    f"{path}:{number}: custom_id {custom!r} matches no waiting request "
-                    "(already imported, or written for another database); not stored"
-                )
+            refused = _refusal(store, custom, waiting)
+            if refused:
+                summary.problems.append(f"{path}:{number}: custom_id {custom!r} {refused}; not stored")
                 continue
+            assert waiting is not None
             _import_one(store, taxonomy, summary, value, *waiting)
     return summary
+
+
+def _refusal(store: Store, custom: str, waiting: tuple[str, str, str, str] | None) -> str | None:
+    """Why an answer cannot be stored here (None when it answers a waiting request of this database
+    for the paper's current text)."""
+    bound = binding(custom)
+    if bound is not None and bound[0] != store.identity()[:BINDING_CHARS]:
+        return f"was written for another database, not {store.path}"
+    if waiting is None:
+        return "matches no waiting request (already imported, or written for another database)"
+    _, paper_key, sha, _ = waiting
+    if (bound is not None and not sha.startswith(bound[1])) or store.latest_sha(paper_key) != sha:
+        return f"answers another version of {paper_key!r} than the one stored now; write its request again"
+    return None
 
 
 def _import_one(
     store: Store,
     taxonomy: Taxonomy,
     summary: ImportSummary,
-    value: dict[str, Any],
+    value: OutputLine,
     run_id: str,
     paper_key: str,
     sha: str,
@@ -313,8 +413,8 @@ def _import_one(
     request = json.loads(request_json)
     attempt = int(request["attempt"])
     error = _line_error(value)
-    content, finish, usage = _completion(value) if error is None else (None, None, {})
-    call = CallRecord(attempt, usage.get("prompt_tokens"), usage.get("completion_tokens"), 0.0, None)
+    content, finish, usage = _completion(value) if error is None else (None, None, _Usage())
+    call = CallRecord(attempt, usage.prompt_tokens, usage.completion_tokens, 0.0, None)
     summary.prompt_tokens += call.prompt_tokens or 0
     summary.completion_tokens += call.completion_tokens or 0
     if error is None and finish == "length":
@@ -326,8 +426,11 @@ def _import_one(
         return
     assert content is not None
     doc = store.get_document(paper_key)
+    flagged = suspicious_sentences(doc, taxonomy)
+    # A quote inside a withheld sentence is no evidence: it is re-asked, exactly as on the live path.
+    locator = Locator(doc, excluded=[(s.start, s.end) for s in flagged])
     try:
-        answer_model = grounded_response_model(taxonomy).model_validate_json(content, context={"locator": Locator(doc)})
+        answer_model = grounded_response_model(taxonomy).model_validate_json(content, context={"locator": locator})
     except ValidationError as invalid:
         first = invalid.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
@@ -335,7 +438,7 @@ def _import_one(
         call = CallRecord(call.attempt, call.prompt_tokens, call.completion_tokens, 0.0, f"invalid answer: {brief}")
         if attempt <= reasks:
             body = {**request["body"], "messages": reask_messages(request["body"]["messages"], content, str(invalid))}
-            custom = custom_id(run_id, identity, paper_key, attempt + 1)
+            custom = custom_id(run_id, identity, paper_key, attempt + 1, store.identity(), sha)
             store.add_calls(
                 run_id, paper_key, [(call.attempt, call.prompt_tokens, call.completion_tokens, 0.0, call.error)]
             )
@@ -359,13 +462,9 @@ def _import_one(
             )
             return
     answer = answer_from_llm(answer_model.model_dump(), taxonomy)
-    answer.raw.update(
-        {"completion_id": ((value.get("response") or {}).get("body") or {}).get("id"), "content": content}
-    )
-    answer.raw["batch"] = {
-        "custom_id": value["custom_id"],
-        "request_id": (value.get("response") or {}).get("request_id"),
-    }
+    response = value.response
+    answer.raw.update({"completion_id": response.body.id if response and response.body else None, "content": content})
+    answer.raw["batch"] = {"custom_id": value.custom_id, "request_id": response.request_id if response else None}
     answer.calls = [call]
     ctx = request.get("context") or {}
     context = Context(
@@ -373,7 +472,9 @@ def _import_one(
     )
     saved = context.full_tokens - context.tokens if request.get("evidence") else None
     try:
-        proposal = proposal_from_answer(answer, doc, taxonomy, paper_key, request["prompt_hash"], context, floor, saved)
+        proposal = proposal_from_answer(
+            answer, doc, taxonomy, paper_key, request["prompt_hash"], context, floor, saved, flagged
+        )
     except KiaError as exc:
         _fail(store, summary, run_id, paper_key, sha, str(exc), call)
         return

@@ -6,18 +6,19 @@ imported inside the commands that use them, so `kia --help` and `kia --version` 
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from kia._version import __version__
 from kia.errors import KiaError
 from kia.settings import Settings
+from kia.terminal import SafeConsole, visible
 
 if TYPE_CHECKING:
     from kia import fetch as fetch_stage
@@ -28,8 +29,9 @@ if TYPE_CHECKING:
     from kia.taxonomy import Taxonomy
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Paper text, titles and file names are untrusted: both consoles print control characters as escapes.
+out = SafeConsole(highlight=False, soft_wrap=True)
+err = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -83,7 +85,8 @@ def given_taxonomy(path: Path | None) -> Taxonomy | None:
 
 
 def one_line_errors(func: F) -> F:
-    """Turn KiaError into `kia: <message>` on stderr and exit 1, never a traceback."""
+    """Turn KiaError into `kia: <message>` on stderr and exit 1, never a traceback; so too a full
+    disk and a database error met mid-command (a damaged file), naming the database."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -91,6 +94,20 @@ def one_line_errors(func: F) -> F:
             return func(*args, **kwargs)
         except KiaError as exc:
             err.print(f"kia: {exc}", markup=False)
+            raise typer.Exit(1) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+            where = exc.filename or "a file"
+            err.print(f"kia: {where}: disk full ({exc.strerror}); free space and rerun", markup=False)
+            raise typer.Exit(1) from None
+        except Exception as exc:
+            if type(exc).__module__.split(".")[0] not in ("duckdb", "_duckdb"):
+                raise
+            from kia.store import database_error_line
+
+            db = kwargs.get("db")
+            err.print(f"kia: {database_error_line(_db(db if isinstance(db, Path) else None), exc)}", markup=False)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -134,11 +151,11 @@ def ingest(
 
     def report(outcome: ingest_stage.IngestOutcome) -> None:
         if outcome.status == "failed":
-            err.print(f"failed: {outcome.error}", markup=False)
+            err.print(visible(f"failed: {outcome.error}", one_line=True), markup=False)
         elif outcome.notice:
-            err.print(f"version: {outcome.notice}", markup=False)
+            err.print(visible(f"version: {outcome.notice}", one_line=True), markup=False)
         else:
-            out.print(f"{outcome.status}: {outcome.path} -> {outcome.paper_key}", markup=False)
+            out.print(visible(f"{outcome.status}: {outcome.path} -> {outcome.paper_key}", one_line=True), markup=False)
 
     summary = kia.ingest(paths, _db(db), manifest, report, prefer)
     out.print(summary.line())
@@ -164,7 +181,7 @@ def _ingest_library(bib: Path, fetch: bool, output_dir: Path, db: Path) -> None:
             return Path(outcome.pdf_path)
 
     with Store(db) as store:
-        outcomes = ingest_library(bib, store, fetch_pdf, lambda o: out.print(o.line(), markup=False))
+        outcomes = ingest_library(bib, store, fetch_pdf, lambda o: out.print(visible(o.line(), True), markup=False))
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
@@ -183,13 +200,14 @@ def papers(db: DbOption = None) -> None:
     table = Table("key", "title", "pages", "chars", "status")
     for row in rows:
         status = row["status"] + (f" ({row['versions']} versions)" if row["versions"] > 1 else "")
-        table.add_row(row["key"], (row["title"] or "")[:70], str(row["pages"]), str(row["chars"]), status)
+        title = visible(row["title"] or "", one_line=True)[:70]
+        table.add_row(visible(row["key"], one_line=True), title, str(row["pages"]), str(row["chars"]), status)
     out.print(table)
     out.print(f"{len(rows)} paper(s)")
     if failed:
         failures = Table("file", "cause", title="files that failed to ingest (not papers)")
         for row in failed:
-            failures.add_row(row["path"], row["error"] or "")
+            failures.add_row(visible(row["path"], one_line=True), visible(row["error"] or "", one_line=True))
         out.print(failures)
         out.print(f"{len(failed)} failed file(s)")
 
@@ -214,7 +232,7 @@ def show(
 
     doc, sections = paper_text_by_section(_existing_db(db), key, section)
     out.print(
-        f"[bold]{escape(doc.title)}[/bold]  ({escape(key)}, {len(doc.pages)} pages, "
+        f"[bold]{escape(visible(doc.title, True))}[/bold]  ({escape(visible(key, True))}, {len(doc.pages)} pages, "
         f"{escape(doc.extractor)} {escape(doc.extractor_version)})"
     )
     if around is not None:

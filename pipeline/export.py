@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass, field
 
 from kia.errors import KiaError
@@ -119,6 +120,35 @@ def rows_from_labeling(
     ]
 
 
+# A spreadsheet reads a cell that starts with one of these as a formula (CSV injection): a paper
+# title "=HYPERLINK(...)" would run when the export is opened. OWASP: prefix such a cell with `'`.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+_PLAIN_NUMBER_RE = re.compile(r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+def csv_safe(cell: object) -> str:
+    """A CSV cell a spreadsheet shows as text: one starting like a formula gets a leading `'`
+    (plain numbers such as `-0.5` are left as they are). A carriage return inside a cell becomes a
+    line break, which the writer quotes (a bare one would split the row for most readers)."""
+    text = "" if cell is None else str(cell)
+    if text.startswith(_FORMULA_START) and not _PLAIN_NUMBER_RE.fullmatch(text):
+        return "'" + text.replace("\r\n", "\n").replace("\r", "\n")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if text.startswith(_FORMULA_START) and not _PLAIN_NUMBER_RE.fullmatch(text):
+        return "'" + text
+    return text
+
+
+class _SafeWriter:
+    """`csv.writer` whose every cell goes through `csv_safe` (titles, keys, notes, reviewers, quotes)."""
+
+    def __init__(self, buffer: io.StringIO) -> None:
+        self._writer = csv.writer(buffer, lineterminator="\n")
+
+    def writerow(self, cells: list[object]) -> None:
+        self._writer.writerow([csv_safe(cell) for cell in cells])
+
+
 def _latex_escape(text: str) -> str:
     for char, escaped in (
         ("\\", r"\textbackslash{}"),
@@ -192,7 +222,7 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
     details = DETAIL_COLUMNS if with_details else []
     if output_format == "csv":
         buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
+        writer = _SafeWriter(buffer)
         with_axes = any(r.axes for r in rows)
         with_status = any(r.status for r in rows) and not with_axes
         with_gold = any(r.gold for r in rows)

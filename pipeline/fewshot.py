@@ -24,7 +24,7 @@ import numpy as np
 from kia.extract import Document
 from kia.gold import GoldPaper
 from kia.references import same_work
-from kia.sentences import Sentence, split_sentences
+from kia.sentences import Sentence, split_sentences, withheld_title
 from kia.store import Store, dumps
 from kia.taxonomy import Taxonomy
 
@@ -320,7 +320,8 @@ def render_examples(examples: list[Example], taxonomy: Taxonomy) -> str:
         "other papers; quote only the paper below in your answer.",
     ]
     for number, example in enumerate(examples, 1):
-        lines += ["", f"Example {number}: {_safe(' '.join(example.title.split())) or '(untitled)'}"]
+        title = withheld_title(" ".join(example.title.split()), taxonomy, "[title withheld by kia]")
+        lines += ["", f"Example {number}: {_safe(title) or '(untitled)'}"]
         if example.notes:
             said = "; ".join(f"{name.replace('_', ' ')}: {_safe(value)}" for name, value in example.notes.items())
             lines.append(f"- the survey's note: {said}")

@@ -88,14 +88,21 @@ def collect_paths(paths: Iterable[Path]) -> list[Path]:
     return collected
 
 
+_KEY_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2028\u2029\u2066-\u2069]")
+
+
 def paper_key_for(path: Path, doc: Document, manifest: dict[str, str]) -> str:
-    """The manifest's key for this file, else the arXiv id in the document, else the file stem."""
+    """The manifest's key for this file, else the arXiv id in the document, else the file stem.
+
+    A key is typed and printed everywhere (`kia show KEY`, exports, custom_ids): the control
+    characters a file name may hold (a line break, an escape) become `_` in the key made from it.
+    """
     for candidate in (path.name, str(path)):
         if candidate in manifest:
             return manifest[candidate]
     if doc.arxiv_id:
         return doc.arxiv_id
-    return path.stem
+    return _KEY_CONTROL_RE.sub("_", path.stem)
 
 
 def reextract(store: Store, doc: Document) -> int:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import socket
 import subprocess
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -29,7 +32,8 @@ from kia.fewshot import Example, ExamplePool, render_examples
 from kia.ground import Grounding, Locator
 from kia.resources import default_prompt_path, source_checkout
 from kia.schema import answer_to_json, labels_from_json, schema_hash
-from kia.sentences import Sentence, overlaps, suspicious_sentences
+from kia.sentences import Sentence, overlaps, suspicious_sentences, withheld_title
+from kia.settings import Settings
 from kia.store import CallRow, Store, dumps
 from kia.taxonomy import Taxonomy
 
@@ -170,8 +174,9 @@ def render_prompt(
     """Fill the template: the fixed part (instructions, scope, taxonomy, conventions) first, byte-identical
     for every paper so that providers' prompt caching applies; then the examples; then the paper,
     named by its title (never its storage key, which may carry a curator's notes), between data markers.
+    A piece of the title that addresses the labeller is withheld like any such sentence of the text.
     """
-    safe_title = " ".join(_neutralise(title).split()) or "(untitled)"
+    safe_title = " ".join(_neutralise(withheld_title(title, taxonomy, WITHHELD)).split()) or "(untitled)"
     return template.text.format(
         taxonomy_title=taxonomy.title or taxonomy.name,
         taxonomy_scope=taxonomy.scope.strip() or "(not stated)",
@@ -532,16 +537,77 @@ class RunSummary:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    # Papers another live `kia propose` is proposing with the same settings: skipped, never paid twice.
+    elsewhere: int = 0
+    elsewhere_by: set[str] = field(default_factory=set)
 
     def line(self) -> str:
         """`run R: proposed N (cached C), already done S, failed F; tokens P+Q`."""
+        busy = (
+            f", being proposed by another process {self.elsewhere} ({', '.join(sorted(self.elsewhere_by))};"
+            " rerun after it to reuse its answers)"
+            if self.elsewhere
+            else ""
+        )
         return (
             f"run {self.run_id}: proposed {self.done} (cached {self.cached}), already done {self.skipped}, "
-            f"failed {self.failed}; tokens {self.prompt_tokens} prompt + {self.completion_tokens} completion"
+            f"failed {self.failed}{busy}; tokens {self.prompt_tokens} prompt + {self.completion_tokens} completion"
         )
 
 
 ProgressCallback = Callable[[str, str, RunSummary], None]
+
+
+@dataclass(frozen=True)
+class ClaimOwner:
+    """Who claims papers: this process, on this host."""
+
+    name: str
+    host: str
+    pid: int
+
+    @classmethod
+    def here(cls) -> ClaimOwner:
+        """A new owner for this process (unique even when a PID is reused)."""
+        return cls(f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}", socket.gethostname(), os.getpid())
+
+
+def _claim_alive(host: str, pid: int, age: float, lease: float) -> bool:
+    """Whether a claim's process may still be proposing: on this host while its PID lives (a
+    killed process frees its papers at once); on another host for `lease` seconds."""
+    if host != socket.gethostname():
+        return age < lease
+    if pid == os.getpid():  # an earlier process that had this PID (its owner name differs): gone
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_papers(
+    store: Store, run_id: str, work: list[tuple[str, Document, str]], owner: ClaimOwner, lease: float
+) -> tuple[list[tuple[str, Document, str]], dict[str, str]]:
+    """Claim the papers about to be proposed; returns those claimed and, for the papers another
+    live process holds (same paper text and settings), paper key -> that process's owner name.
+
+    Called while the store holds the file (DuckDB lets one process write), so two processes never
+    claim the same paper: the second sees the first's claims and skips those papers.
+    """
+    held = store.claims([key for _, _, key in work])
+    mine: list[tuple[str, Document, str]] = []
+    elsewhere: dict[str, str] = {}
+    for paper_key, doc, key in work:
+        claim = held.get(key)
+        if claim and claim[0] != owner.name and _claim_alive(claim[1], claim[2], claim[3], lease):
+            elsewhere[paper_key] = f"PID {claim[2]} on {claim[1]}"
+        else:
+            mine.append((paper_key, doc, key))
+    store.save_claims([(key, run_id, paper_key) for paper_key, _, key in mine], owner.name, owner.host, owner.pid)
+    return mine, elsewhere
 
 
 def _ensure_run(store: Store, run_id: str, identity: RunIdentity, taxonomy: Taxonomy) -> None:
@@ -733,8 +799,13 @@ def run_proposals(
     retriever: RulesBackend | None = None,
     confidence_floor: float | None = None,
     examples: ExamplePool | None = None,
+    claim_lease: float | None = None,
 ) -> RunSummary:
     """Propose for every paper (or `keys`) in one run; resumable, cached, failures recorded.
+
+    The papers to do are claimed first (`claim_papers`): a paper another live `kia propose` is
+    proposing with the same settings is skipped and counted apart, never paid for twice; claims are
+    given up as each paper is stored and when the batch ends.
 
     With `context_mode="evidence"` the model sees only what `retriever` (default: the local
     backend) ranks highest per category, and the prompt tokens saved are recorded. With `examples`,
@@ -764,6 +835,13 @@ def run_proposals(
             continue
         doc = store.get_document(paper_key)
         work.append((paper_key, doc, cache_key(identity, doc.sha256)))
+    owner = ClaimOwner.here()
+    lease = Settings.from_env().claim_lease if claim_lease is None else claim_lease
+    work, elsewhere = claim_papers(store, run_id, work, owner, lease)
+    summary.elsewhere, summary.elsewhere_by = len(elsewhere), set(elsewhere.values())
+    for paper_key in elsewhere:
+        if on_progress:
+            on_progress(paper_key, "elsewhere", summary)
     # Examples are chosen here, in this thread (the embedder is not shared with worker threads).
     shots = {paper_key: examples.choose(doc, paper_key) for paper_key, doc, _ in work} if examples else {}
 
@@ -801,6 +879,7 @@ def run_proposals(
         summary.prompt_tokens += sum(c.prompt_tokens or 0 for c in calls)
         summary.completion_tokens += sum(c.completion_tokens or 0 for c in calls)
         with store.held():  # the batch holds the file only while it writes one paper
+            store.drop_claims(owner.name, [key])
             if proposal is None:
                 summary.failed += 1
                 summary.failures.append((paper_key, error or "unknown error"))
@@ -836,6 +915,27 @@ def run_proposals(
     # Cached answers are looked up while the database is held; then it is released, so that other
     # processes can read (`kia runs`, `kia export`) while the batch runs, and `record` holds it
     # again only while it writes one paper's result.
+    try:
+        _run_planned(store, work, backend_for, record, one, pending, flush, answer_many, concurrency, backend)
+    finally:
+        with store.held():  # whatever ends the batch (an error, Ctrl-C), its papers are free again
+            store.drop_claims(owner.name)
+    return summary
+
+
+def _run_planned(
+    store: Store,
+    work: list[tuple[str, Document, str]],
+    backend_for: Callable[[str], Backend],
+    record: Callable[..., None],
+    one: Callable[..., tuple[Proposal | None, str | None, list[CallRecord]]],
+    pending: list[tuple[str, Document, str]],
+    flush: Callable[[], None],
+    answer_many: Any,
+    concurrency: int,
+    backend: Backend,
+) -> None:
+    """Answer the planned papers: cached ones at once, in-process batches, or worker threads."""
     planned = [(paper_key, doc, key, backend_for(key)) for paper_key, doc, key in work]
     with store.released():
         fresh: list[tuple[str, Document, str]] = []
@@ -858,4 +958,3 @@ def run_proposals(
                 for future in as_completed(futures):
                     paper_key, doc, key = futures[future]
                     record(paper_key, doc, key, *future.result())
-    return summary

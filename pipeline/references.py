@@ -229,8 +229,24 @@ def read_csljson(path: Path) -> list[Reference]:
     return refs
 
 
+def _cleaned(ref: Reference) -> Reference:
+    """A read entry with every text on one line (control characters and line breaks as spaces)."""
+    ref.key = one_line(ref.key) or "entry"
+    ref.entry_type = one_line(ref.entry_type)
+    ref.title = one_line(ref.title)
+    ref.authors = [one_line(a) for a in ref.authors if one_line(a)]
+    ref.year = one_line(ref.year)
+    ref.url = one_line(ref.url) or None
+    return ref
+
+
 def read_references(path: Path) -> list[Reference]:
-    """Entries of a .bib, .ris or CSL-JSON (.json) library; one clear line when it cannot be read."""
+    """Entries of a .bib, .ris or CSL-JSON (.json) library, every text on one line; one clear line
+    when it cannot be read."""
+    return [_cleaned(ref) for ref in _read_references(path)]
+
+
+def _read_references(path: Path) -> list[Reference]:
     if not path.is_file():
         raise KiaError(f"{path}: no such library file")
     suffix = path.suffix.lower()
@@ -262,6 +278,39 @@ def usable_file(ref: Reference) -> tuple[Path | None, str | None]:
 
 
 # --- writing -----------------------------------------------------------------------------------
+# Line breaks and other control characters: in RIS a line break starts a new tag ("ER  -" ends the
+# record, "TY  -" forges one); in BibTeX they are noise. Every written value is one line.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u0085]")
+_BIBTEX_KEY_RE = re.compile(r"[^\w:.\-+/]")
+
+
+def one_line(text: str | None) -> str:
+    """`text` with every control character (line breaks included) as a space, spaces collapsed."""
+    return " ".join(_CONTROL_RE.sub(" ", text or "").split())
+
+
+def _braces_balanced(text: str) -> bool:
+    depth = 0
+    for char in text:
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def bibtex_value(text: str | None) -> str:
+    """A field value that stays one field: on one line, and with braces kept only where they are
+    balanced ("{CT}-Flow"); an unbalanced `}` would close the field and let a title add fields, so
+    then every brace becomes a parenthesis."""
+    value = one_line(text)
+    return value if _braces_balanced(value) else value.replace("{", "(").replace("}", ")")
+
+
+def bibtex_key(key: str) -> str:
+    """A citation key BibTeX reads as one key: characters outside letters, digits and `:.-+/_` become `_`."""
+    return _BIBTEX_KEY_RE.sub("_", one_line(key)) or "entry"
+
+
 @dataclass
 class LabelledReference:
     """An entry to write back: the reference, its labels per axis and a note with the evidence."""
@@ -279,18 +328,19 @@ def write_bibtex(items: list[LabelledReference], keywords_field: str = "keywords
     library = bibtexparser.Library()
     for item in items:
         ref = item.ref
-        fields = [Field("title", ref.title)]
+        fields = [Field("title", bibtex_value(ref.title))]
         if ref.authors:
-            fields.append(Field("author", " and ".join(ref.authors)))
+            fields.append(Field("author", bibtex_value(" and ".join(ref.authors))))
         for name, value in (("year", ref.year), ("doi", ref.doi), ("url", ref.url)):
             if value:
-                fields.append(Field(name, value))
+                fields.append(Field(name, bibtex_value(value)))
         if ref.arxiv_id:
-            fields += [Field("eprint", ref.arxiv_id), Field("archiveprefix", "arXiv")]
-        fields.append(Field(keywords_field, ", ".join(item.labels)))
+            fields += [Field("eprint", bibtex_value(ref.arxiv_id)), Field("archiveprefix", "arXiv")]
+        fields.append(Field(bibtex_key(keywords_field), bibtex_value(", ".join(item.labels))))
         if item.note:
-            fields.append(Field("note", item.note.replace("{", "(").replace("}", ")")))
-        library.add(Entry(ref.entry_type or "article", ref.key, fields))
+            fields.append(Field("note", one_line(item.note).replace("{", "(").replace("}", ")")))
+        entry_type = re.sub(r"[^a-z]", "", (ref.entry_type or "").lower()) or "article"
+        library.add(Entry(entry_type, bibtex_key(ref.key), fields))
     return bibtexparser.write_string(library)
 
 
@@ -301,23 +351,24 @@ def write_ris(items: list[LabelledReference]) -> str:
     entries = []
     for item in items:
         ref = item.ref
+        # every value on one line: a line break in a title or key would start a forged tag or record
         entry: dict[str, Any] = {
             "type_of_reference": "JOUR",
-            "id": ref.key,
-            "title": ref.title,
-            "keywords": item.labels,
+            "id": one_line(ref.key),
+            "title": one_line(ref.title),
+            "keywords": [one_line(label) for label in item.labels],
         }
         if ref.authors:
-            entry["authors"] = ref.authors
+            entry["authors"] = [one_line(a) for a in ref.authors]
         if ref.year:
-            entry["year"] = ref.year
+            entry["year"] = one_line(ref.year)
         if ref.doi:
-            entry["doi"] = ref.doi
+            entry["doi"] = one_line(ref.doi)
         urls = [u for u in (ref.url, f"https://arxiv.org/abs/{ref.arxiv_id}" if ref.arxiv_id else None) if u]
         if urls:
-            entry["urls"] = list(dict.fromkeys(urls))
+            entry["urls"] = list(dict.fromkeys(one_line(u) for u in urls))
         if item.note:
-            entry["notes"] = [item.note]
+            entry["notes"] = [one_line(item.note)]
         entries.append(entry)
     return rispy.dumps(entries)
 

@@ -36,6 +36,9 @@ class Settings:
     reviewer: str = "anonymous"
     # Seconds to wait (with backoff) for a database another process holds, before one clear line.
     lock_wait: float = 5.0
+    # Seconds a paper claimed by a `kia propose` on another host stays its own (same host: while its
+    # process lives); another `kia propose` skips it meanwhile instead of paying for it twice.
+    claim_lease: float = 3600.0
     # LLM backends
     model: str | None = None
     base_url: str | None = None

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -63,6 +64,60 @@ def load_migrations() -> list[Migration]:
     if versions != list(range(1, len(found) + 1)):
         raise StoreError(f"migrations are not numbered 1..N without gaps: {versions}")
     return found
+
+
+# DuckDB must never reach the network for a file kia opens (a SQLite file given as --db would make it
+# download the sqlite extension): extensions are neither installed nor loaded behind kia's back.
+CONNECT_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+}
+_HEADER_BYTES = 4096
+
+
+def _backups_of(path: Path) -> str:
+    found = sorted(path.parent.glob(f"{glob_escape(path.name)}.schema*.bak"))
+    return f"restore it from a copy ({', '.join(str(f) for f in found)})" if found else "restore it from a backup"
+
+
+def glob_escape(text: str) -> str:
+    """`text` with glob's special characters escaped."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def check_database_file(path: Path) -> None:
+    """One line (StoreError) when an existing, non-empty file is not a DuckDB database: another kind
+    of file (SQLite, text), or a DuckDB file cut inside its headers. Read from the header alone;
+    nothing is opened or written. (A file cut later is found by reading it: `Store.verify`.)
+
+    The header's block count is no bound on the file's length (DuckDB trims free blocks at the end
+    of a file, and a live writer's file changes under a reader), so it is not compared."""
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with path.open("rb") as handle:
+        head = handle.read(3 * _HEADER_BYTES)
+    if head.startswith(b"SQLite format 3\x00"):
+        raise StoreError(f"{path}: a SQLite database, not a kia (DuckDB) database; pass a kia database with --db")
+    if len(head) < 12 or head[8:12] != b"DUCK":
+        raise StoreError(f"{path}: not a DuckDB database (no DuckDB header); pass a kia database with --db")
+    if len(head) < 3 * _HEADER_BYTES:
+        raise StoreError(f"{path}: the database file is truncated ({size} bytes); {_backups_of(path)}")
+
+
+_FULL_DISK = ("No space left", "File too large", "Disk quota", "not enough space")
+_DAMAGED = ("Corrupt database", "checksum", "Could not read enough bytes", "not a valid DuckDB", "Invalid block")
+
+
+def database_error_line(path: Path, exc: BaseException) -> str:
+    """One line for a DuckDB error met while a command used the database at `path`: a full disk
+    (what was committed before is kept), a damaged file (restore a copy), or the error itself."""
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if any(marker in str(exc) for marker in _FULL_DISK):
+        return f"{path}: disk full while writing ({detail}); free space and rerun: everything committed before is kept"
+    if any(marker in str(exc) for marker in _DAMAGED):
+        return f"{path}: the database file is damaged ({detail}); kia will not write to it; {_backups_of(path)}"
+    return f"{path}: database error ({detail})"
 
 
 def _is_lock_conflict(exc: Exception) -> bool:
@@ -119,6 +174,24 @@ def backup_path(path: Path, schema: int) -> Path:
     return candidate
 
 
+def _copy_whole(source: Path, target: Path) -> None:
+    """Copy `source` to `target` complete or not at all: written under a temporary name, flushed to
+    disk, then renamed; on a failure (a full disk) the partial copy is removed and the database is
+    left as it was, so no truncated copy ever carries a good copy's name."""
+    partial = target.with_name(target.name + ".partial")
+    try:
+        shutil.copy2(source, partial)
+        with partial.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(partial, target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise StoreError(
+            f"{source}: cannot copy the database to {target} before migrating it ({exc.strerror or exc});"
+            " nothing was changed; free space and rerun"
+        ) from exc
+
+
 class Store:
     """A migrated DuckDB database and the queries kia's stages need.
 
@@ -147,6 +220,10 @@ class Store:
         self._con: duckdb.DuckDBPyConnection | None = None
         if (read_only or not create) and not path.exists():
             raise StoreError(f"{path}: no database here yet; run `kia ingest` first or pass --db")
+        if path.is_dir():
+            raise StoreError(f"{path}: is a directory, not a database; pass a database file with --db")
+        if path.exists():
+            check_database_file(path)
         state = self._inspect() if path.exists() and path.stat().st_size > 0 else None
         known = known_schema_version()
         if state is not None and state.highest > known:
@@ -162,10 +239,12 @@ class Store:
         pending = state is None or any(m.version not in state.versions for m in load_migrations())
         if pending and state is not None and state.versions:
             self.backup = backup_path(path, state.highest)
-            shutil.copy2(path, self.backup)
             wal = path.with_name(path.name + ".wal")
+            copies = [(path, self.backup)]
             if wal.exists():
-                shutil.copy2(wal, self.backup.with_name(self.backup.name + ".wal"))
+                copies.append((wal, self.backup.with_name(self.backup.name + ".wal")))
+            for source, target in copies:
+                _copy_whole(source, target)
         if read_only and pending:
             # A database written by an older kia: bring its schema up to date once, then read.
             self._con = self._connect(False, self.lock_wait)
@@ -174,7 +253,26 @@ class Store:
             self._con = None
         self._con = self._connect(read_only, self.lock_wait)
         if not read_only:
+            if state is not None:
+                self.verify()
             self.migrate()
+
+    def verify(self) -> None:
+        """Read every row of every table once (DuckDB checks each block's checksum as it reads):
+        a file that fails is never written to. One line naming the file and what to do."""
+        try:
+            tables = self.con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'"
+            ).fetchall()
+            for (table,) in tables:
+                quoted = '"' + table.replace('"', '""') + '"'
+                self.con.execute(f"SELECT bit_xor(hash(t)) FROM {quoted} t").fetchall()
+        except duckdb.Error as exc:
+            self.close()
+            raise StoreError(
+                f"{self.path}: the database fails its integrity check ({str(exc).splitlines()[0]}); kia will not"
+                f" write to it; {_backups_of(self.path)}"
+            ) from exc
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -191,7 +289,7 @@ class Store:
             try:
                 if not read_only:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
-                return duckdb.connect(str(self.path), read_only=read_only)
+                return duckdb.connect(str(self.path), read_only=read_only, config=CONNECT_CONFIG)
             except duckdb.Error as exc:
                 waited = time.monotonic() - started
                 if not _is_lock_conflict(exc) or waited + delay > wait:
@@ -294,6 +392,21 @@ class Store:
             self.con.executemany(
                 "INSERT OR REPLACE INTO store_meta (key, value) VALUES (?, ?)", [list(kv) for kv in wanted.items()]
             )
+
+    def identity(self) -> str:
+        """This database's own random id, made once and kept in `store_meta`.
+
+        A batch request written for this database names it in its custom_id, so that an answer file
+        for another database (whose papers may share keys and run names) is refused, not stored here.
+        """
+        row = self.con.execute("SELECT value FROM store_meta WHERE key = 'store_id'").fetchone()
+        if row is None:
+            self.con.execute(
+                "INSERT INTO store_meta (key, value) VALUES ('store_id', ?) ON CONFLICT DO NOTHING", [uuid.uuid4().hex]
+            )
+            row = self.con.execute("SELECT value FROM store_meta WHERE key = 'store_id'").fetchone()
+        assert row is not None
+        return str(row[0])
 
     def writer(self) -> dict[str, str]:
         """The stored `kia_version` and `schema_version` of the database."""
@@ -733,6 +846,39 @@ class Store:
                 [run_id, paper_key, sha, error, package_version],
             )
             self._insert_calls(run_id, paper_key, calls)
+
+    # --- claims: papers a `kia propose` process is proposing now -----------------------------
+    def claims(self, cache_keys: list[str]) -> dict[str, tuple[str, str, int, float]]:
+        """Cache key -> (owner, host, pid, age in seconds) of the claims held on these keys."""
+        if not cache_keys:
+            return {}
+        rows = self.con.execute(
+            "SELECT cache_key, owner, host, pid, epoch(current_timestamp::TIMESTAMP) - epoch(claimed_at)"
+            " FROM proposal_claims WHERE cache_key IN (SELECT unnest(?::VARCHAR[]))",
+            [cache_keys],
+        ).fetchall()
+        return {r[0]: (r[1], r[2], int(r[3]), float(r[4])) for r in rows}
+
+    def save_claims(self, rows: list[tuple[str, str, str]], owner: str, host: str, pid: int) -> None:
+        """Claim (cache key, run, paper key) rows for `owner`, replacing stale claims on them."""
+        if not rows:
+            return
+        with self.transaction():
+            self.con.executemany(
+                "INSERT OR REPLACE INTO proposal_claims (cache_key, run_id, paper_key, owner, host, pid, claimed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, current_timestamp::TIMESTAMP)",
+                [[key, run_id, paper_key, owner, host, pid] for key, run_id, paper_key in rows],
+            )
+
+    def drop_claims(self, owner: str, cache_keys: list[str] | None = None) -> None:
+        """Give up `owner`'s claims (on `cache_keys`, else all of them)."""
+        if cache_keys is None:
+            self.con.execute("DELETE FROM proposal_claims WHERE owner = ?", [owner])
+        elif cache_keys:
+            self.con.execute(
+                "DELETE FROM proposal_claims WHERE owner = ? AND cache_key IN (SELECT unnest(?::VARCHAR[]))",
+                [owner, cache_keys],
+            )
 
     def save_waiting(
         self, run_id: str, paper_key: str, sha: str, custom_id: str, request: str, package_version: str

@@ -44,8 +44,35 @@ def _re2() -> Any | None:
     return re2
 
 
+# Seconds one search of one pattern RE2 cannot run may take before it counts as no match.
+PATTERN_TIMEOUT = 0.05
+
+
+class BoundedPattern:
+    """A pattern RE2 cannot compile (a lookaround, a backreference), searched with the `regex`
+    module under a time bound: a pattern that would backtrack catastrophically on some sentence
+    gives up on that sentence (no match, counted in `timed_out`) instead of hanging `propose`."""
+
+    def __init__(self, pattern: str, timeout: float = PATTERN_TIMEOUT) -> None:
+        import regex
+
+        self.pattern = pattern
+        self.timeout = timeout
+        self.timed_out = 0
+        self._compiled = regex.compile(pattern, regex.IGNORECASE | regex.VERSION0)
+
+    def search(self, text: str) -> Any:
+        """The first match in `text`, or None (also when the search ran out of time)."""
+        try:
+            return self._compiled.search(text, timeout=self.timeout)
+        except TimeoutError:
+            self.timed_out += 1
+            return None
+
+
 def compile_pattern(pattern: str) -> SentenceMatcher:
-    """Case-insensitive, with RE2 (linear time) where RE2 compiles it, else with Python's `re`."""
+    """Case-insensitive, with RE2 (linear time) where RE2 compiles it, else under a time bound
+    (`BoundedPattern`): no pattern of a taxonomy file can hang the classifier."""
     re2 = _re2()
     if re2 is not None:
         try:
@@ -55,7 +82,7 @@ def compile_pattern(pattern: str) -> SentenceMatcher:
             return re2.compile(pattern, options)  # type: ignore[no-any-return]
         except Exception:  # noqa: BLE001 - RE2 raises its own error type for unsupported syntax
             pass
-    return re.compile(pattern, re.IGNORECASE)
+    return BoundedPattern(pattern)
 
 
 class Category(BaseModel):
@@ -399,7 +426,11 @@ def check_pattern(pattern: str) -> list[tuple[str, str]]:
             re2.compile(pattern, options)
         except Exception as exc:  # noqa: BLE001 - RE2's error type
             found.append(
-                ("note", f"pattern {pattern!r} is not linear-time (RE2 cannot compile it: {exc}); matched with re")
+                (
+                    "note",
+                    f"pattern {pattern!r} is not linear-time (RE2 cannot compile it: {exc}); matched with a"
+                    f" {PATTERN_TIMEOUT * 1000:.0f} ms bound per sentence",
+                )
             )
     return found
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kia.errors import KiaError
-from kia.export import render, rows_from_labeling
+from kia.export import AxisDetail, render, rows_from_labeling
 from kia.gold import load_gold
 from kia.score import gold_labeling
 from kia.taxonomy import load_taxonomy
@@ -29,6 +29,30 @@ def test_csv_round_trips_labels() -> None:
     assert len(parsed) == 26
     generate = next(r for r in parsed if r["key"] == "GenerateCT")
     assert generate["I"] == "I1;I2" and generate["conditioning_mechanism"] == "Cross-attention, CFG"
+
+
+HOSTILE_CELLS = ["=HYPERLINK(\"http://x\")", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tTab", "\rReturn", "\uff1d1+1"]
+
+
+def test_csv_cells_that_start_like_a_formula_are_neutralised() -> None:
+    rows, taxonomy = _rows()
+    rows = rows[:len(HOSTILE_CELLS)]
+    for row, hostile in zip(rows, HOSTILE_CELLS, strict=True):
+        row.title = hostile
+        row.details["dataset"] = hostile
+    rows[0].key = "=cmd|'/C calc'!A0"
+    rows[1].axes = {"K": AxisDetail(["n"], "accepted", -0.5, [], "@mallory", "", "=note")}
+    parsed = list(csv.DictReader(io.StringIO(render(rows, taxonomy, "csv"))))
+    for record in parsed:
+        for column, cell in record.items():
+            assert not (cell or "").startswith(("=", "+", "-", "@", "\t", "\r", "\uff1d")) or cell == "-0.500", (
+                column,
+                cell,
+            )
+    assert {r["title"] for r in parsed} == {"'" + h.replace("\r", "\n") for h in HOSTILE_CELLS}
+    assert parsed[0]["key"] == "'=cmd|'/C calc'!A0" or parsed[1]["key"] == "'=cmd|'/C calc'!A0"
+    hostile_row = next(r for r in parsed if r["K_reviewer"])
+    assert (hostile_row["K_reviewer"], hostile_row["K_note"], hostile_row["K_confidence"]) == ("'@mallory", "'=note", "-0.500")
 
 
 def test_jsonl_and_markdown() -> None:

@@ -158,3 +158,36 @@ def test_bad_library_is_one_line(tmp_path: Path, db_path: Path) -> None:
     assert result.returncode == 1 and result.stderr.strip().startswith(f"kia: {bad}: unknown library type")
     nothing = run_kia("ingest", "--db", str(db_path))
     assert nothing.returncode == 1 and "--bib" in nothing.stderr
+
+
+# Issue 23: a title or key from a paper or a library cannot add fields or forge records.
+HOSTILE_TITLES = [
+    "Evil}, author = {Mallory",
+    "Nice\nER  - \nTY  - JOUR\nTI  - Forged",
+    "Brace { left open",
+    "{CT}-Flow: balanced braces are kept",
+    "Tab\tand\rreturn\x1b[31m and escape",
+]
+
+
+@pytest.mark.parametrize("output_format", ["bibtex", "ris", "csljson"])
+def test_hostile_titles_and_keys_round_trip_as_one_entry_each(tmp_path: Path, output_format: str) -> None:
+    from kia.references import LabelledReference, Reference, one_line, write_references
+
+    refs = [
+        Reference(key=f"key{i}\nER  - " if i == 1 else f"key {i}}}", title=title, authors=["A. Author"], year="2024")
+        for i, title in enumerate(HOSTILE_TITLES)
+    ]
+    items = [LabelledReference(ref, ["K1", "I2"], "note\nTY  - X}") for ref in refs]
+    suffix = {"bibtex": ".bib", "ris": ".ris", "csljson": ".json"}[output_format]
+    written = tmp_path / f"out{suffix}"
+    written.write_text(write_references(items, output_format), encoding="utf-8")
+    back = read_references(written)
+    assert len(back) == len(HOSTILE_TITLES)  # no forged record, no entry swallowed
+    for ref, title in zip(back, HOSTILE_TITLES, strict=True):
+        assert "\n" not in ref.title and "\x1b" not in ref.title and "\n" not in ref.key
+        assert ref.authors == ["A. Author"] and ref.year == "2024"  # no field added or lost
+        expected = normalise_title(one_line(title))
+        if output_format == "bibtex" and title.count("{") != title.count("}"):
+            expected = normalise_title(one_line(title).replace("{", "(").replace("}", ")"))
+        assert normalise_title(ref.title) == expected

@@ -146,3 +146,124 @@ def test_newer_database_is_read_but_never_written(db_path: Path, tmp_path: Path)
     assert listing.returncode == 0 and "1 paper(s)" in listing.stdout, listing.stderr
     shown = run_kia("show", "p", "--db", str(db_path), process=True)
     assert shown.returncode == 0 and "segmentation masks" in shown.stdout
+
+
+# Issue 23: damaged files, other kinds of files and a full disk are one line each, never a write.
+PAPER = "# A\n\n## Abstract\nWe generate chest CT volumes from masks with a latent diffusion model and more words.\n"
+
+
+@pytest.fixture
+def good_db(tmp_path: Path) -> Path:
+    (tmp_path / "a.md").write_text(PAPER, encoding="utf-8")
+    db = tmp_path / "good.duckdb"
+    assert run_kia("ingest", str(tmp_path / "a.md"), "--db", str(db)).returncode == 0
+    assert run_kia("propose", "--backend", "rules", "--run", "r", "--db", str(db)).returncode == 0
+    return db
+
+
+def _damaged(good: Path, kind: str) -> Path:
+    import sqlite3
+
+    data = good.read_bytes()
+    target = good.with_name(f"{kind}.duckdb")
+    if kind == "truncated":
+        target.write_bytes(data[: len(data) // 2])
+    elif kind == "cut_in_header":
+        target.write_bytes(data[:5000])
+    elif kind == "not_duckdb":
+        target.write_bytes(b"hello world\n" * 1000)
+    elif kind == "sqlite":
+        con = sqlite3.connect(target)
+        con.execute("CREATE TABLE documents (paper_key TEXT)")
+        con.commit()
+        con.close()
+    elif kind == "bad_checksum":
+        flipped = bytearray(data)
+        block = 262144
+        for start in range(3 * 4096 + block, len(flipped), block):  # every data block but the first
+            flipped[start + 2000 : start + 2100] = b"\xff" * 100
+        target.write_bytes(bytes(flipped))
+    return target
+
+
+@pytest.mark.parametrize("kind", ["truncated", "cut_in_header", "not_duckdb", "sqlite", "bad_checksum"])
+def test_damaged_or_foreign_database_is_one_line_and_never_written(good_db: Path, kind: str) -> None:
+    db = _damaged(good_db, kind)
+    before = db.read_bytes()
+    paper = good_db.parent / "a.md"
+    commands = [
+        ("papers",),
+        ("export", "--run", "r"),
+        ("propose", "--backend", "rules", "--run", "r2"),
+        ("ingest", str(paper)),
+    ]
+    for command in commands:
+        result = run_kia(*command, "--db", str(db), process=True)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1, (command, result.stdout, result.stderr)
+        assert len(lines) == 1 and lines[0].startswith(f"kia: {db}: "), (command, result.stderr)
+        assert "download" not in result.stderr and "Traceback" not in result.stderr
+    assert db.read_bytes() == before  # nothing was written into it
+    assert not db.with_name(db.name + ".wal").exists()
+
+
+def test_full_disk_is_one_line_and_the_database_stays_readable(good_db: Path, tmp_path: Path) -> None:
+    import resource
+    import signal
+
+    big = tmp_path / "big.md"
+    words = ["alpha", "beta", "gamma", "delta", "diffusion", "model", "latent", "masks", "volume", "chest", "scan"]
+    big.write_text("# Big\n\n## Abstract\n" + " ".join(words[i * 7 % 11] + str(i) for i in range(300_000)) + "\n")
+
+    def small_disk() -> None:  # a file may not grow past 1 MB: writes fail as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+
+    from tests.conftest import kia_exe
+
+    result = subprocess.run(
+        [*kia_exe(), "ingest", str(big), "--db", str(good_db)],
+        capture_output=True,
+        text=True,
+        preexec_fn=small_disk,  # noqa: PLW1509 - only sets a limit
+        timeout=300,
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"kia: {good_db}: disk full while writing") and "free space and rerun" in lines[0]
+    listed = run_kia("papers", "--db", str(good_db))
+    assert listed.returncode == 0 and "1 paper(s)" in listed.stdout
+
+
+def test_backup_on_a_full_disk_leaves_no_truncated_copy_and_a_retry_makes_one_whole(db_path: Path) -> None:
+    import resource
+    import signal
+
+    from tests.conftest import kia_exe
+
+    with Store(db_path) as store:  # a database from before reviews existed: opening it migrates it
+        store.con.execute("DROP TABLE reviews")
+        store.con.execute("DROP SEQUENCE reviews_seq")
+        store.con.execute("DELETE FROM schema_migrations WHERE version = 3")
+    before = db_path.read_bytes()
+    limit = len(before) // 2
+
+    def small_disk() -> None:  # no file may grow past half the database: its copy fails midway
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    for _ in range(2):  # the first try and a retry on the same full disk
+        result = subprocess.run(
+            [*kia_exe(), "papers", "--db", str(db_path)],
+            capture_output=True,
+            text=True,
+            preexec_fn=small_disk,  # noqa: PLW1509 - only sets a limit
+            timeout=120,
+        )
+        assert result.returncode == 1 and "cannot copy the database" in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in db_path.parent.iterdir() if ".bak" in p.name or ".partial" in p.name) == []
+    assert db_path.read_bytes() == before
+    assert run_kia("papers", "--db", str(db_path)).returncode == 0  # room again: one whole copy
+    backups = [p for p in db_path.parent.iterdir() if p.name.endswith(".bak")]
+    assert len(backups) == 1 and backups[0].read_bytes() == before

@@ -182,3 +182,28 @@ def test_single_label_axis_schema_takes_one_category(tmp_path: Path) -> None:
     two = [{"category": "cnn", **label}, {"category": "rnn", **label}]
     with pytest.raises(ValidationError, match="at most 1"):
         llm.model_validate({**answer, "arch": {"labels": two, "unclear": None}})
+
+
+# Issue 23: a pattern RE2 cannot compile runs under a time bound; it can never hang `propose`.
+CATASTROPHIC = r"(?<!x)(a|aa)+b"  # a lookbehind (not RE2) and an overlapping alternation repeated
+
+
+def test_a_pattern_re2_cannot_run_is_searched_under_a_time_bound() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "from kia.taxonomy import compile_pattern\n"
+        f"p = compile_pattern({CATASTROPHIC!r})\n"
+        "print(p.search('a' * 60 + 'c'), p.timed_out, bool(p.search('xx aab')))\n"
+    )
+    # Python's `re` takes ~2^60 steps here; the bound gives up on the sentence at once.
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["None", "1", "True"], result.stderr
+
+
+def test_taxonomy_check_says_the_bound_of_a_pattern_re2_cannot_run(tmp_path: Path) -> None:
+    from kia.taxonomy import check_pattern
+
+    notes = check_pattern(CATASTROPHIC)
+    assert [severity for severity, _ in notes] == ["note"] and "ms bound per sentence" in notes[0][1]

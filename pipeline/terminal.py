@@ -1,0 +1,42 @@
+"""Text from papers, libraries and file names, shown in a terminal.
+
+Paper text is untrusted: an escape sequence in a title or a sentence ("\\x1b]0;...", "\\x1b[2J")
+would retitle, clear or recolour the reader's terminal, a bidi override would show words in another
+order than stored, and a line break in a file name would forge a line of `kia ingest`'s output.
+`visible()` writes every such character as its escape (`\\x1b`, `\\u202e`), and `SafeConsole` does
+so for everything it prints (rich's own cursor moves are kept).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from rich.console import Console
+from rich.segment import Segment
+
+# C0 and C1 controls (tab, line feed and carriage return handled by the caller), DEL, and the
+# format characters that reorder or hide text: bidi embeddings, overrides, isolates and marks.
+_CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_LINE_RE = re.compile("[\t\n\r\u2028\u2029\x85]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group(0))
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: str, one_line: bool = False) -> str:
+    """`text` with every control character written as its escape; with `one_line`, line breaks and
+    tabs too (a name or a one-line message never spans two lines)."""
+    text = _CONTROL_RE.sub(_escape, text)
+    return _LINE_RE.sub(_escape, text) if one_line else text
+
+
+class SafeConsole(Console):
+    """A rich Console that makes the control characters of what it prints visible (`visible`)."""
+
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        return super()._render_buffer(
+            segment if segment.control else Segment(visible(segment.text), segment.style, None) for segment in buffer
+        )
