@@ -370,3 +370,85 @@ def test_a_paper_whose_every_axis_is_unsupported_fails(stored: Store) -> None:
     summary = run_proposals(stored, ScriptedBackend({"Mask Paper": invented}), load_taxonomy(), load_prompt(),
                             keys=["A"], run_name="x")  # fmt: skip
     assert summary.failed == 1 and "every axis unsupported" in summary.failures[0][1]
+
+
+# --- worker processes (`--workers`) -------------------------------------------------------------------
+CONDITIONS = [
+    "radiology reports encoded by a text encoder and injected through cross-attention",
+    "organ segmentation masks through a ControlNet branch",
+    "a paired MRI volume concatenated with the noise",
+    "class labels of the disease embedded and added to the time step",
+]
+
+
+def _abstracts(folder: Path, count: int, crash: int | None = None) -> Path:
+    """`count` short papers of the survey's field, each a different mix of conditions."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        condition = CONDITIONS[i % len(CONDITIONS)]
+        other = CONDITIONS[(i // len(CONDITIONS)) % len(CONDITIONS)]
+        extra = " The word CRASH appears in this sentence of the paper." if i == crash else ""
+        (folder / f"paper{i:02d}.md").write_text(
+            f"# Paper {i}\n\n## Abstract\nWe generate 3D chest CT volumes conditioned on {condition} with a latent "
+            f"diffusion model. A second stage refines the volume at full resolution with {other}.{extra}\n\n"
+            f"## Method\nThe denoiser is a 3D U-Net trained on {100 + i} public CT scans. We evaluate with FID.\n",
+            encoding="utf-8",
+        )
+    return folder
+
+
+def _stored_run(store: Store, run: str) -> dict[str, object]:
+    """Everything a run stored that a reader sees: labels, quotes with their places, axis statuses."""
+    return {
+        "labels": store.query(
+            "SELECT paper_key, axis, category, confidence, rationale, grounded FROM labels WHERE run_id = ? ORDER BY ALL",
+            [run],
+        ),
+        "evidence": store.query(
+            "SELECT paper_key, axis, category, quote, status, start_char, end_char FROM evidence "
+            "WHERE run_id = ? ORDER BY ALL",
+            [run],
+        ),
+        "statuses": store.query(
+            "SELECT paper_key, axis, status FROM axis_status WHERE run_id = ? ORDER BY ALL", [run]
+        ),
+    }
+
+
+def test_two_workers_store_the_same_labels_as_one(tmp_path: Path, db_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from kia.backends.local import LocalBackend
+
+    _abstracts(tmp_path / "papers", 20)
+    taxonomy, prompt = load_taxonomy(), load_prompt()
+    with Store(db_path) as store:
+        for path in sorted((tmp_path / "papers").iterdir()):
+            store.add_document(extract(path), path.stem)
+        backend = LocalBackend(encoder_name="minilm-int8")
+        one = run_proposals(store, backend, taxonomy, prompt, run_name="one", use_cache=False, workers=1)
+        two = run_proposals(store, backend, taxonomy, prompt, run_name="two", use_cache=False, workers=2)
+        assert (one.done, one.failed, two.done, two.failed) == (20, 0, 20, 0)
+        first, second = _stored_run(store, "one"), _stored_run(store, "two")
+    assert first["labels"] and first["evidence"]
+    assert first == second
+
+
+def test_a_worker_that_dies_fails_its_papers_and_a_rerun_finishes_them(tmp_path: Path, db_path: Path) -> None:
+    from kia.backends.local import LocalBackend
+    from tests.fakes import CrashingEncoder, HashingEncoder
+
+    _abstracts(tmp_path / "papers", 20, crash=7)
+    taxonomy, prompt = load_taxonomy(), load_prompt()
+    with Store(db_path) as store:
+        for path in sorted((tmp_path / "papers").iterdir()):
+            store.add_document(extract(path), path.stem)
+        crashing = LocalBackend(CrashingEncoder(), use_shipped_head=False)
+        summary = run_proposals(store, crashing, taxonomy, prompt, run_name="r", workers=2)
+        assert summary.failed >= 1 and summary.done + summary.failed == 20
+        assert "paper07" in {key for key, _ in summary.failures}
+        assert all("worker process" in error and "a rerun retries it" in error for _, error in summary.failures)
+        # The rerun (the paper no longer crashes the encoder) answers only what failed, once each.
+        healed = LocalBackend(HashingEncoder(), use_shipped_head=False)
+        rerun = run_proposals(store, healed, taxonomy, prompt, run_name="r", workers=2)
+        assert rerun.skipped == summary.done and rerun.done == summary.failed and rerun.failed == 0
+        assert store.query("SELECT count(*), count(DISTINCT paper_key) FROM proposals WHERE run_id = 'r'") == [(20, 20)]
