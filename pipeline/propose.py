@@ -17,6 +17,8 @@ import os
 import pickle
 import re
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -716,9 +718,20 @@ class ChunkJob:
 _WORKER_JOB: list[ChunkJob] = []
 
 
+def _end_with_parent(parent: int, every: float = 1.0) -> None:
+    """Exit as soon as the process that started this worker is gone (killed with -9, it cannot say
+    so, and an idle worker would wait on its queue forever)."""
+    while True:
+        time.sleep(every)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
 def _start_worker(job: bytes, threads: int) -> None:
-    """A worker process's start: threads limited to its share of the cores (set before a model
-    library is imported), then the job unpickled (an encoder comes as its name and loads lazily)."""
+    """A worker process's start: a watch that ends it with its parent, threads limited to its share
+    of the cores (set before a model library is imported), then the job unpickled (an encoder comes
+    as its name and loads lazily)."""
+    threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = str(threads)
     try:

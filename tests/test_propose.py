@@ -452,3 +452,71 @@ def test_a_worker_that_dies_fails_its_papers_and_a_rerun_finishes_them(tmp_path:
         rerun = run_proposals(store, healed, taxonomy, prompt, run_name="r", workers=2)
         assert rerun.skipped == summary.done and rerun.done == summary.failed and rerun.failed == 0
         assert store.query("SELECT count(*), count(DISTINCT paper_key) FROM proposals WHERE run_id = 'r'") == [(20, 20)]
+
+
+def _done(db: Path, run: str) -> int | None:
+    """Papers the run has stored, read as another process reads (None while the writer holds the file)."""
+    import duckdb
+
+    try:
+        con = duckdb.connect(str(db), read_only=True)
+    except duckdb.Error:
+        return None
+    try:
+        return int(con.execute("SELECT count(*) FROM proposals WHERE run_id = ? AND status = 'done'", [run]).fetchone()[0])
+    except duckdb.Error:  # the run's tables do not exist yet
+        return None
+    finally:
+        con.close()
+
+
+def _children(pid: int) -> list[int]:
+    """Ids of the processes `pid` started (Linux /proc; empty elsewhere)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_kill_9_of_propose_with_workers_then_rerun_labels_every_paper_exactly_once(tmp_path: Path, db_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import kia_exe, run_kia
+
+    pytest.importorskip("onnxruntime")
+    _abstracts(tmp_path / "papers", 48)
+    assert run_kia("ingest", str(tmp_path / "papers"), "--db", str(db_path)).returncode == 0
+    args = [*kia_exe(), "propose", "--backend", "local", "--encoder", "minilm-int8", "--workers", "2"]
+    args += ["--run", "crash", "--db", str(db_path)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline and (_done(db_path, "crash") or 0) < 6:
+        time.sleep(0.2)
+    workers = _children(process.pid)
+    assert len(workers) >= 2  # the two workers (and the resource tracker of multiprocessing)
+    process.send_signal(signal.SIGKILL)  # the parent, mid-run: its workers see it gone and end
+    process.wait()
+    gone_by = time.monotonic() + 15
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < gone_by:
+        time.sleep(0.2)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "worker processes outlived their parent"
+    partial = _done(db_path, "crash")
+    assert partial is not None and 6 <= partial < 48
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"already done {partial}" in rerun.stdout
+    with Store(db_path) as store:
+        assert store.query("SELECT count(*), count(DISTINCT paper_key) FROM proposals WHERE run_id = 'crash'") == [
+            (48, 48)
+        ]
+        assert store.query(
+            "SELECT paper_key, axis, category, count(*) c FROM labels WHERE run_id = 'crash' GROUP BY ALL HAVING c > 1"
+        ) == []
+        assert store.query("SELECT count(DISTINCT paper_key) FROM labels WHERE run_id = 'crash'") == [(48,)]
