@@ -907,8 +907,9 @@ def run_proposals(
         if isinstance(results, BaseException):
             lost = f"the worker process answering it stopped ({type(results).__name__}: {results}); a rerun retries it"
             results = [(paper_key, None, lost, []) for paper_key, _, _ in chunk]
-        for (paper_key, doc, key), (_, proposal, error, calls) in zip(chunk, results, strict=True):
-            record(paper_key, doc, key, proposal, error, calls)
+        with store.held():  # one connection for the chunk (opening one costs more than a paper's writes)
+            for (paper_key, doc, key), (_, proposal, error, calls) in zip(chunk, results, strict=True):
+                record(paper_key, doc, key, proposal, error, calls)
 
     def flush() -> None:
         """Answer the pending papers in one backend call (one encoder pass), then ground and store each."""
