@@ -127,12 +127,14 @@ def propose(
     settings: Settings | None = None,
     on_progress: ProgressCallback | None = None,
     gold: PathLike | None = None,
+    workers: int | None = None,
 ) -> RunSummary:
     """Propose labels on every axis for the stored papers (or `keys`), grounded in each paper.
 
     `backend` is a registered name (`local`, `openai`, or a plugin's), a Backend object, or None
     (openai when a model or endpoint is configured, else local). The run resumes if it exists.
     An LLM is shown `settings.examples` labelled papers per paper (reviews, then `gold`'s stored papers).
+    The offline backend answers with `workers` processes (default `settings.workers`: the cores).
     """
     from kia.propose import run_proposals
     from kia.store import Store
@@ -156,6 +158,7 @@ def propose(
             retriever=retriever,
             confidence_floor=settings.confidence_floor,
             examples=pool,
+            workers=workers or settings.workers,
         )
 
 

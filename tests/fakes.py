@@ -60,3 +60,14 @@ class HashingEncoder:
 
 def failing(message: str) -> BackendError:
     return BackendError(message)
+
+
+class CrashingEncoder(HashingEncoder):
+    """A bag-of-words encoder whose process dies (as from the OOM killer) on a sentence saying CRASH."""
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if any("CRASH" in text for text in texts):
+            import os
+
+            os._exit(137)
+        return super().encode(texts)

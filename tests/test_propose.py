@@ -470,3 +470,153 @@ def test_claims_of_gone_processes_are_taken_over_and_live_ones_respected(tmp_pat
         assert set(elsewhere) == {"p1", "p3"}
         _, after_lease = claim_papers(store, "r", work[3:4], ClaimOwner.here(), lease=0.0)  # type: ignore[arg-type]
         assert after_lease == {}
+
+
+# --- worker processes (`--workers`) -------------------------------------------------------------------
+CONDITIONS = [
+    "radiology reports encoded by a text encoder and injected through cross-attention",
+    "organ segmentation masks through a ControlNet branch",
+    "a paired MRI volume concatenated with the noise",
+    "class labels of the disease embedded and added to the time step",
+]
+
+
+def _abstracts(folder: Path, count: int, crash: int | None = None) -> Path:
+    """`count` short papers of the survey's field, each a different mix of conditions."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        condition = CONDITIONS[i % len(CONDITIONS)]
+        other = CONDITIONS[(i // len(CONDITIONS)) % len(CONDITIONS)]
+        extra = " The word CRASH appears in this sentence of the paper." if i == crash else ""
+        (folder / f"paper{i:02d}.md").write_text(
+            f"# Paper {i}\n\n## Abstract\nWe generate 3D chest CT volumes conditioned on {condition} with a latent "
+            f"diffusion model. A second stage refines the volume at full resolution with {other}.{extra}\n\n"
+            f"## Method\nThe denoiser is a 3D U-Net trained on {100 + i} public CT scans. We evaluate with FID.\n",
+            encoding="utf-8",
+        )
+    return folder
+
+
+def _stored_run(store: Store, run: str) -> dict[str, object]:
+    """Everything a run stored that a reader sees: labels, quotes with their places, axis statuses."""
+    return {
+        "labels": store.query(
+            "SELECT paper_key, axis, category, confidence, rationale, grounded FROM labels WHERE run_id = ? ORDER BY ALL",
+            [run],
+        ),
+        "evidence": store.query(
+            "SELECT paper_key, axis, category, quote, status, start_char, end_char FROM evidence "
+            "WHERE run_id = ? ORDER BY ALL",
+            [run],
+        ),
+        "statuses": store.query(
+            "SELECT paper_key, axis, status FROM axis_status WHERE run_id = ? ORDER BY ALL", [run]
+        ),
+    }
+
+
+def test_two_workers_store_the_same_labels_as_one(tmp_path: Path, db_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from kia.backends.local import LocalBackend
+
+    _abstracts(tmp_path / "papers", 20)
+    taxonomy, prompt = load_taxonomy(), load_prompt()
+    with Store(db_path) as store:
+        for path in sorted((tmp_path / "papers").iterdir()):
+            store.add_document(extract(path), path.stem)
+        backend = LocalBackend(encoder_name="minilm-int8")
+        one = run_proposals(store, backend, taxonomy, prompt, run_name="one", use_cache=False, workers=1)
+        two = run_proposals(store, backend, taxonomy, prompt, run_name="two", use_cache=False, workers=2)
+        assert (one.done, one.failed, two.done, two.failed) == (20, 0, 20, 0)
+        first, second = _stored_run(store, "one"), _stored_run(store, "two")
+    assert first["labels"] and first["evidence"]
+    assert first == second
+
+
+def test_a_worker_that_dies_fails_its_papers_and_a_rerun_finishes_them(tmp_path: Path, db_path: Path) -> None:
+    from kia.backends.local import LocalBackend
+    from tests.fakes import CrashingEncoder, HashingEncoder
+
+    _abstracts(tmp_path / "papers", 20, crash=7)
+    taxonomy, prompt = load_taxonomy(), load_prompt()
+    with Store(db_path) as store:
+        for path in sorted((tmp_path / "papers").iterdir()):
+            store.add_document(extract(path), path.stem)
+        crashing = LocalBackend(CrashingEncoder(), use_shipped_head=False)
+        summary = run_proposals(store, crashing, taxonomy, prompt, run_name="r", workers=2)
+        assert summary.failed >= 1 and summary.done + summary.failed == 20
+        assert "paper07" in {key for key, _ in summary.failures}
+        assert all("worker process" in error and "a rerun retries it" in error for _, error in summary.failures)
+        # The rerun (the paper no longer crashes the encoder) answers only what failed, once each.
+        healed = LocalBackend(HashingEncoder(), use_shipped_head=False)
+        rerun = run_proposals(store, healed, taxonomy, prompt, run_name="r", workers=2)
+        assert rerun.skipped == summary.done and rerun.done == summary.failed and rerun.failed == 0
+        assert store.query("SELECT count(*), count(DISTINCT paper_key) FROM proposals WHERE run_id = 'r'") == [(20, 20)]
+
+
+def _done(db: Path, run: str) -> int | None:
+    """Papers the run has stored, read as another process reads (None while the writer holds the file)."""
+    import duckdb
+
+    try:
+        con = duckdb.connect(str(db), read_only=True)
+    except duckdb.Error:
+        return None
+    try:
+        return int(con.execute("SELECT count(*) FROM proposals WHERE run_id = ? AND status = 'done'", [run]).fetchone()[0])
+    except duckdb.Error:  # the run's tables do not exist yet
+        return None
+    finally:
+        con.close()
+
+
+def _children(pid: int) -> list[int]:
+    """Ids of the processes `pid` started (Linux /proc; empty elsewhere)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_kill_9_of_propose_with_workers_then_rerun_labels_every_paper_exactly_once(tmp_path: Path, db_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import kia_exe, run_kia
+
+    pytest.importorskip("onnxruntime")
+    _abstracts(tmp_path / "papers", 48)
+    assert run_kia("ingest", str(tmp_path / "papers"), "--db", str(db_path)).returncode == 0
+    args = [*kia_exe(), "propose", "--backend", "local", "--encoder", "minilm-int8", "--workers", "2"]
+    args += ["--run", "crash", "--db", str(db_path)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline and (_done(db_path, "crash") or 0) < 6:
+        time.sleep(0.2)
+    workers = _children(process.pid)
+    assert len(workers) >= 2  # the two workers (and the resource tracker of multiprocessing)
+    process.send_signal(signal.SIGKILL)  # the parent, mid-run: its workers see it gone and end
+    process.wait()
+    gone_by = time.monotonic() + 15
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < gone_by:
+        time.sleep(0.2)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "worker processes outlived their parent"
+    partial = _done(db_path, "crash")
+    assert partial is not None and 6 <= partial < 48
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"already done {partial}" in rerun.stdout
+    with Store(db_path) as store:
+        assert store.query("SELECT count(*), count(DISTINCT paper_key) FROM proposals WHERE run_id = 'crash'") == [
+            (48, 48)
+        ]
+        assert store.query(
+            "SELECT paper_key, axis, category, count(*) c FROM labels WHERE run_id = 'crash' GROUP BY ALL HAVING c > 1"
+        ) == []
+        assert store.query("SELECT count(DISTINCT paper_key) FROM labels WHERE run_id = 'crash'") == [(48,)]

@@ -212,3 +212,56 @@ def test_sentences_around_a_quote_cross_paragraphs_and_skip_abbreviations() -> N
     assert around("Heading") == [None, "Heading", "First paragraph ends here."]
     # a quote over two sentences is held by both
     assert around("closely. The quote")[1] == "We follow Smith et al. closely. The quote sits here, mid-line."
+
+
+def _long_paper(tmp_path: Path, method_lines: int) -> Path:
+    """A Markdown paper: an abstract, a long method section, related work and references."""
+    method = "\n".join(
+        f"We condition the latent diffusion model on organ masks in configuration number {i}." for i in range(method_lines)
+    )
+    path = tmp_path / "long.md"
+    path.write_text(
+        "# A long paper\n\n## Abstract\n\nWe generate chest CT volumes from radiology reports with a cascade.\n\n"
+        f"## Method\n\n{method}\n\n## Related Work\n\nPrevious work used generative adversarial networks for CT.\n\n"
+        "## References\n\n[1] A. Author. Some paper on diffusion models for medical images. 2023.\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_a_huge_paper_is_capped_before_splitting_by_section_priority(tmp_path: Path) -> None:
+    from kia.sentences import capped_document, classification_chars
+
+    doc = extract(_long_paper(tmp_path, 2000))
+    capped = capped_document(doc, max_chars=20_000)
+    assert capped.text == doc.text and capped.pages == doc.pages  # offsets still point into the whole text
+    assert classification_chars(capped) <= 20_000 < classification_chars(doc)
+    names = [s.name for s in capped.sections]
+    assert "abstract" in names and "method" in names
+    assert "related_work" not in names  # below the method in priority: not read once the budget is spent
+    assert "references" in names  # never read anyway; left as it was
+    sentences = split_sentences(capped)
+    assert 150 < len(sentences) < len(split_sentences(doc))
+    assert sentences[0].text.startswith("We generate chest CT volumes")
+    method = next(s for s in capped.sections if s.name == "method")
+    assert doc.text[method.end - 1] == "."  # cut at a sentence end
+    for sentence in sentences:
+        assert doc.text[sentence.start : sentence.end] == sentence.text
+
+
+def test_a_paper_within_the_cap_is_read_whole(tmp_path: Path) -> None:
+    from kia.sentences import capped_document
+
+    doc = extract(_long_paper(tmp_path, 20))
+    assert capped_document(doc, max_chars=20_000) is doc
+
+
+def test_a_capped_text_without_line_breaks_is_cut_at_a_space(tmp_path: Path) -> None:
+    from kia.sentences import capped_document, classification_chars
+
+    path = tmp_path / "dump.txt"
+    path.write_text("We condition the model on masks and reports. " * 50_000, encoding="utf-8")
+    doc = extract(path)
+    capped = capped_document(doc, max_chars=10_000)
+    assert 9_900 <= classification_chars(capped) <= 10_000
+    assert all(doc.text[s.end] == " " for s in capped.sections if s.end < len(doc.text))

@@ -29,7 +29,7 @@ from kia.errors import BackendError
 from kia.extract import Document
 from kia.learned import Head, PaperPrediction, featurize, generic_support, predict, predict_zero_shot, refit
 from kia.resources import shipped
-from kia.sentences import Sentence, split_sentences
+from kia.sentences import Sentence, capped_document, split_sentences
 from kia.settings import Settings
 from kia.taxonomy import Taxonomy
 
@@ -154,7 +154,8 @@ class LocalBackend:
         """Answers for many papers with one encoder call for all their sentences (that is what makes
         a thousand papers affordable on two cores). A paper without sentences gets an error in its
         place; the others are answered."""
-        full_lists = [split_sentences(doc, taxonomy=taxonomy) for doc in docs]
+        # A huge text is cut to a character budget by section priority before it is split: cost stays flat.
+        full_lists = [split_sentences(capped_document(doc), taxonomy=taxonomy) for doc in docs]
         sentence_lists = [capped(sentences, self.max_sentences) for sentences in full_lists]
         usable = [i for i, sentences in enumerate(sentence_lists) if sentences]
         results: list[BackendAnswer | BackendError] = [

