@@ -44,6 +44,11 @@ class PaperNotFoundError(KiaError):
         super().__init__(f"no paper with key {key!r} in the database (see `kia papers`)")
 
 
+class NoteConflictError(KiaError):
+    """A note was written from a page that showed another note than the stored one (another tab or
+    the terminal changed it meanwhile): refused, so neither note is replaced unseen."""
+
+
 class BackendError(KiaError):
     """A proposal backend failed for a paper (after its retries)."""
 
