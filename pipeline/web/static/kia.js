@@ -30,7 +30,8 @@ function openDialog(id) {
 
 // --- decisions: every form posts at once; the server answers where to go next ------------------
 async function post(form) {
-  const response = await fetch(form.action, {
+  // form.getAttribute: `form.action` would be the form's <input name="action">.
+  const response = await fetch(form.getAttribute("action"), {
     method: "POST",
     body: new URLSearchParams(new FormData(form)),
     headers: { Accept: "application/json" },
@@ -80,7 +81,7 @@ async function showQuote(link) {
   const figure = $("figure.page", pane);
   if (figure && figure.dataset.top) {
     const image = $("img", figure);
-    const scroll = () => { pane.scrollTop = figure.offsetTop + image.clientHeight * Number(figure.dataset.top) - 80; };
+    const scroll = () => { pane.scrollTop = figure.offsetTop + image.clientHeight * Number(figure.dataset.top) - pane.clientHeight / 3; };
     if (image.complete) scroll(); else image.addEventListener("load", scroll, { once: true });
   }
   const mark = $("#passage-mark", pane);
