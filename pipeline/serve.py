@@ -56,8 +56,6 @@ HIGHLIGHT = (1.0, 0.85, 0.0)
 PIECE_WORDS = 4
 # Characters of text shown on each side of a quote in an HTML, Markdown or text paper.
 PASSAGE_CHARS = 1500
-# Seconds a request waits for a database another process (e.g. `kia review`) holds, before it says so.
-HOLD_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -92,7 +90,9 @@ class Reviews:
     def __init__(self, db: Path, taxonomy: Taxonomy | None, run: str | None, reviewer: str | None) -> None:
         self.lock = threading.RLock()
         self.store = open_store(db)
-        self.store.write_wait = min(self.store.write_wait, HOLD_WAIT)
+        # A request waits for a database another process (`kia review`) holds as long as any command
+        # does ($KIA_LOCK_WAIT), not a batch writer's minute, then answers 503 with the lock's holder.
+        self.store.write_wait = self.store.lock_wait
         try:
             base = ReviewSession(self.store, taxonomy, run, reviewer, queue=NEED)
         finally:

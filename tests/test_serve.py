@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -168,6 +169,29 @@ def test_decisions_are_the_terminals_rows_and_each_shows_in_the_other(db: Path) 
         session = ReviewSession(store, None, reviewer="ann")
         assert session.finished("mike") and session.current == "kilo"  # the terminal resumes where the browser left
         assert session.decisions("mike")["I"] == ("edit", ["I2", "I3"])
+
+
+def test_a_database_held_by_another_process_is_one_clear_answer_then_the_review_goes_on(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KIA_LOCK_WAIT", "0.5")
+    with serving(db) as base:
+        client = _client(base)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", "import sys, time, duckdb; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(60)", str(db)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdout and holder.stdout.readline().strip() == "held"
+            held = client.post("/paper/mike", data={"action": "accept", "axis": "K"}, headers={"Accept": "application/json"})
+            assert held.status_code == 503 and "locked by another process" in held.json()["error"]
+            assert client.get("/").status_code == 503
+        finally:
+            holder.kill()
+            holder.wait()
+        assert client.post("/paper/mike", data={"action": "accept", "axis": "K"}).status_code == 200
+    assert _rows(db, "mike") == [("K", "accept", "K2", "ann", None, "r2")]
 
 
 def _highlight_pixels(png: bytes, rect: pymupdf.Rect | None = None) -> int:
