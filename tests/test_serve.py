@@ -24,9 +24,10 @@ import uvicorn
 
 import kia
 from kia.review import ReviewSession
-from kia.serve import RENDER_DPI, Reviews, bind_loopback, create_app
+from kia.sentences import split_sentences
+from kia.serve import RENDER_DPI, Reviews, bind_loopback, create_app, quote_quads
 from kia.store import Store
-from tests.conftest import kia_exe, make_pdf, run_kia
+from tests.conftest import REAL_PDF, kia_exe, make_pdf, needs_shared_corpus, run_kia
 from tests.fakes import ScriptedBackend
 
 TOKEN = "test-token-not-secret"
@@ -251,6 +252,27 @@ def test_the_quote_is_highlighted_on_its_pdf_page_and_marked_in_a_text_paper(db:
 def _listed(html: str) -> list[str]:
     """The paper keys in a queue page's rows, in order."""
     return re.findall(r'<tr class="[^"]*" data-href="/paper/([^"?]+)', html)
+
+
+@needs_shared_corpus
+def test_sentences_of_a_real_pdf_are_found_on_their_own_pages(tmp_path: Path) -> None:
+    """Quotes are located in the extractor's text (ligatures resolved, hyphens joined, columns ordered);
+    each piece of one must still be found on the page the text says it is on."""
+    db = tmp_path / "kia.duckdb"
+    kia.ingest([REAL_PDF], db=db)
+    with Store(db, read_only=True) as store:
+        doc = store.get_document(store.paper_keys()[0])
+    sentences = split_sentences(doc)[::3]
+    assert len(sentences) > 50
+    missing = []
+    with pymupdf.open(REAL_PDF) as pdf:
+        for sentence in sentences:
+            for page in doc.pages:
+                if page.start < sentence.end and sentence.start < page.end:
+                    part = doc.text[max(sentence.start, page.start) : min(sentence.end, page.end)]
+                    if part.strip() and not quote_quads(pdf[page.number - 1], part):
+                        missing.append((page.number, part[:60]))
+    assert missing == []
 
 
 def test_the_queue_is_paged_and_filtered(db: Path) -> None:
