@@ -46,7 +46,12 @@ class PaperNotFoundError(KiaError):
 
 class NoteConflictError(KiaError):
     """A note was written from a page that showed another note than the stored one (another tab or
-    the terminal changed it meanwhile): refused, so neither note is replaced unseen."""
+    the terminal changed it meanwhile): refused, so neither note is replaced unseen. `current` is
+    the stored note, for the page to show and start from."""
+
+    def __init__(self, message: str, current: str) -> None:
+        self.current = current
+        super().__init__(message)
 
 
 class BackendError(KiaError):

@@ -205,7 +205,11 @@ def record(session: ReviewSession, form: dict[str, Any]) -> None:
     elif action == NOTE:
         current = session.own_note()
         if str(form.get("base", "")) != current:
-            raise NoteConflictError(f"your note on {session.current} was changed elsewhere since this page was loaded")
+            raise NoteConflictError(
+                f"your note on {session.current} was changed elsewhere since this page was loaded; it now reads"
+                f" {current!r}; your text is kept: save again to replace it",
+                current,
+            )
         session.edit_note(str(form.get("note", "")))
         return
     else:
@@ -519,7 +523,8 @@ def build_app(reviews: Reviews, token: str, page_size: int) -> Any:
             else 400
         )
         if wants_json:
-            return JSONResponse({"error": str(exc)}, status)
+            current = {"note": exc.current} if isinstance(exc, NoteConflictError) else {}
+            return JSONResponse({"error": str(exc), **current}, status)
         return page("error.html", status, message=str(exc))
 
     async def answer(request: Request, work: Callable[[], Response]) -> Response:

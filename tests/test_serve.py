@@ -147,6 +147,7 @@ def test_decisions_are_the_terminals_rows_and_each_shows_in_the_other(db: Path) 
         # A second tab still showing no note: its note is refused, not written over the first.
         stale = client.post("/paper/mike", data={"action": "note", "note": "other tab", "base": ""}, headers=json)
         assert stale.status_code == 409 and "changed elsewhere" in stale.json()["error"]
+        assert stale.json()["note"] == "check figure 2"  # the page starts again from the stored note
         bad = client.post("/paper/mike", data={"action": "edit", "axis": "I", "category": ["K1"]}, headers=json)
         assert bad.status_code == 400 and "not in axis I" in bad.json()["error"]
         done = client.post("/paper/mike", data={"action": "reject", "axis": "A"}, headers=json)
@@ -416,9 +417,25 @@ def test_a_browser_reviews_with_the_keys_and_sees_the_quote_on_its_page(db: Path
         press("b")
         _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "main.paper").get_attribute("data-key") == "mike")
         assert "reject" in decision("A")  # reload resumes from the store
+        # Another tab changes the note; this tab's note is refused once (its text kept), then saved.
+        other_tab = httpx.post(
+            f"{base}/paper/mike",
+            data={"action": "note", "note": "from another tab", "base": "checked in the browser"},
+            headers={"X-Kia-Token": TOKEN},
+        )
+        assert other_tab.status_code == 303
+        press("n")
+        _wait(driver, lambda d: d.switch_to.active_element.get_attribute("id") == "note")
+        press("mine", Keys.ENTER)
+        _wait(driver, lambda d: "changed elsewhere" in d.find_element(By.ID, "message").text)
+        assert driver.find_element(By.ID, "note").get_attribute("value") == "mine"  # type: ignore[attr-defined]
+        press(Keys.ENTER)
+        _wait(driver, lambda d: "note (ann): mine" in d.find_element(By.CSS_SELECTOR, ".notes").text)
     assert _rows(db, "mike") == [
         ("K", "accept", "K2", "ann", None, "r2"),
         ("I", "edit", "I2;I3", "ann", None, "r2"),
         (None, "note", "", "ann", "checked in the browser", "r2"),
         ("A", "reject", "", "ann", None, "r2"),
+        (None, "note", "", "ann", "from another tab", "r2"),
+        (None, "note", "", "ann", "mine", "r2"),
     ]

@@ -41,6 +41,9 @@ async function post(form) {
   try { answer = await response.json(); } catch (error) { answer = { error: `the server answered ${response.status}` }; }
   if (!response.ok) {
     say(answer.error || `the server answered ${response.status}`, true);
+    // A note changed elsewhere: the typed text stays; the next save replaces the note now shown.
+    const base = form.querySelector("input[name=base]");
+    if (base && typeof answer.note === "string") base.value = answer.note;
     return false;
   }
   sessionStorage.removeItem("kia-quote");
