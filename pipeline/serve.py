@@ -327,10 +327,12 @@ def quote_view(doc: Document, key: str, start: int, end: int) -> QuoteView:
     """The quote at [start, end) of a paper: each PDF page it lies on with its part highlighted, or
     the text around it with the passage marked (HTML, Markdown, text, or a PDF no longer on disk)."""
     start, end = _located(doc, start, end)
-    lead = doc.text.rfind("\n\n", 0, max(0, start - PASSAGE_CHARS))
-    tail = doc.text.find("\n\n", min(len(doc.text), end + PASSAGE_CHARS))
-    before = doc.text[lead + 2 if lead >= 0 else 0 : start]
-    after = doc.text[end : tail if tail >= 0 else len(doc.text)]
+    # The quote's paragraph, at most PASSAGE_CHARS either side (a text without paragraphs is cut there).
+    window_start, window_end = max(0, start - PASSAGE_CHARS), min(len(doc.text), end + PASSAGE_CHARS)
+    lead = doc.text.rfind("\n\n", window_start, start)
+    tail = doc.text.find("\n\n", end, window_end)
+    before = doc.text[lead + 2 if lead >= 0 else window_start : start]
+    after = doc.text[end : tail if tail >= 0 else window_end]
     path = pdf_file(doc)
     if path is None:
         reason = (

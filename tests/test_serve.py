@@ -23,6 +23,7 @@ import pytest
 import uvicorn
 
 import kia
+from kia.errors import KiaError
 from kia.review import ReviewSession
 from kia.sentences import split_sentences
 from kia.serve import RENDER_DPI, Reviews, bind_loopback, create_app, quote_quads
@@ -439,3 +440,22 @@ def test_a_browser_reviews_with_the_keys_and_sees_the_quote_on_its_page(db: Path
         (None, "note", "", "ann", "from another tab", "r2"),
         (None, "note", "", "ann", "mine", "r2"),
     ]
+
+
+def test_a_passage_is_the_quotes_paragraph_within_a_window() -> None:
+    """A text paper's quote is shown in its paragraph; a paper without paragraphs is cut around it."""
+    from kia.extract import Document
+    from kia.serve import PASSAGE_CHARS, quote_view
+
+    def doc(text: str) -> Document:
+        return Document("a.txt", "0", "text", "t", text, [], [], None, "test", "1")
+
+    text = "Another paragraph.\n\nThe paragraph opens. THE QUOTE closes it.\n\nThe next paragraph."
+    start = text.index("THE QUOTE")
+    view = quote_view(doc(text), "k", start, start + 9)
+    assert (view.before, view.match, view.after) == ("The paragraph opens. ", "THE QUOTE", " closes it.")
+    long = "x" * 5000 + " THE QUOTE " + "y" * 5000
+    view = quote_view(doc(long), "k", 5001, 5010)
+    assert len(view.before) == len(view.after) == PASSAGE_CHARS and view.reason == ""
+    with pytest.raises(KiaError, match="no quote at characters"):
+        quote_view(doc(long), "k", 9000, 20000)
