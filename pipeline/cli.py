@@ -1214,6 +1214,28 @@ def simulate(
         json_out.write_text(json.dumps(report.as_dict(), indent=1), encoding="utf-8")
 
 
+@app.command()
+@one_line_errors
+def serve(
+    port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default 8765; 0: any free port)")] = None,
+    run: Annotated[str | None, typer.Option(help="Run to review (default: the latest)")] = None,
+    reviewer: Annotated[str | None, typer.Option(help="Reviewer name (default: $USER)")] = None,
+    taxonomy: TaxonomyOption = None,
+    db: DbOption = None,
+) -> None:
+    """Review in the browser: the queue by need, each quote highlighted on its PDF page, the terminal's
+    keys; the same store and decisions as `kia review`. Serves 127.0.0.1 only, with a token in the URL."""
+    from kia import serve as serve_stage
+
+    def ready(url: str, reviews: serve_stage.Reviews) -> None:
+        out.print(f"kia serve: reviewing run {reviews.run_id} as {reviews.reviewer}; open {url}", markup=False)
+        out.print("Ctrl-C stops the server (every decision is saved when it is made)", markup=False)
+
+    chosen = _settings().serve_port if port is None else port
+    serve_stage.serve(_existing_db(db), given_taxonomy(taxonomy), run, reviewer, chosen, ready)
+    out.print("kia serve: stopped", markup=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -44,6 +44,16 @@ class PaperNotFoundError(KiaError):
         super().__init__(f"no paper with key {key!r} in the database (see `kia papers`)")
 
 
+class NoteConflictError(KiaError):
+    """A note was written from a page that showed another note than the stored one (another tab or
+    the terminal changed it meanwhile): refused, so neither note is replaced unseen. `current` is
+    the stored note, for the page to show and start from."""
+
+    def __init__(self, message: str, current: str) -> None:
+        self.current = current
+        super().__init__(message)
+
+
 class BackendError(KiaError):
     """A proposal backend failed for a paper (after its retries)."""
 

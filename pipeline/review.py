@@ -60,6 +60,9 @@ class EvidenceView:
     match: str
     tail: str
     following: str
+    # Where the quote lies in the paper's text ([start, end)); None when it was not located.
+    start: int | None = None
+    end: int | None = None
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,8 @@ def evidence_view(doc: Document, row: tuple[Any, ...]) -> EvidenceView:
     _axis, category, quote, status, score, start, end, page, section = row
     located = start is not None and end is not None
     pieces = quote_in_context(doc, int(start), int(end)) if located else ("", "", quote, "", "")
-    return EvidenceView(category, quote, status, score, page, section, *pieces)
+    where = (int(start), int(end)) if located else (None, None)
+    return EvidenceView(category, quote, status, score, page, section, *pieces, *where)
 
 
 def axis_keys(taxonomy: Taxonomy) -> dict[str, str]:
@@ -283,11 +287,48 @@ class ReviewSession:
             }
         return decided >= set(self.taxonomy.axis_ids)
 
+    def finished_keys(self) -> set[str]:
+        """Every paper `finished` would call finished, read in two queries (a queue of 1,000 papers
+        shows each paper's state without a query per paper)."""
+        decided: dict[str, set[str]] = {}
+        for key, axis, _decision, _labels, _who in self.store.review_rows(self.reviewer):
+            decided.setdefault(key, set()).add(axis)
+        if self.run_id is not None:
+            for key, axis, decision, _labels, _who in self.store.review_rows(CONSENSUS_REVIEWER):
+                if decision == CONSENSUS:
+                    decided.setdefault(key, set()).add(axis)
+        axes = set(self.taxonomy.axis_ids)
+        return {key for key, done in decided.items() if done >= axes}
+
     def _first_unfinished(self) -> int:
-        for index, key in enumerate(self.keys):
-            if not self.finished(key):
-                return index
-        return len(self.keys)
+        finished = self.finished_keys()
+        return next((index for index, key in enumerate(self.keys) if key not in finished), len(self.keys))
+
+    def goto(self, key: str) -> None:
+        """Put the cursor on a paper of the queue (the browser opens papers by key, not by position)."""
+        if key not in self.keys:
+            raise KiaError(f"{key}: not in this review queue")
+        self.index = self.keys.index(key)
+
+    def flags(self) -> dict[str, set[str]]:
+        """Paper -> what marks it for a person: `disagreement` (runs disagree), an axis `unclear`,
+        `unsupported`, `tentative` or `out_of_scope`, the paper judged `out of scope`, `suspicious`
+        text; papers with none are absent. The same facts the `need` queue orders by."""
+        marks: dict[str, set[str]] = {key: {DISAGREEMENT} for key in self._disagreeing_keys()}
+        for key, _axis, status, _reason in self.store.axis_statuses(self.run_id):
+            marks.setdefault(key, set()).add(status.replace("_", " "))
+        for key in self.store.scope_flags(self.run_id):
+            marks.setdefault(key, set()).add("out of scope")
+        for row in self.store.suspicious_sentences(self.run_id):
+            marks.setdefault(row[0], set()).add("suspicious")
+        return marks
+
+    def edit_start(self, axis: str) -> set[str]:
+        """What an edit of an axis starts from: the reviewer's accepted or edited labels, else the proposal."""
+        decided = self.decisions(self.current).get(axis)
+        if decided and decided[0] in (ACCEPT, EDIT):
+            return set(decided[1])
+        return set(self.proposals.get(self.current, {}).get(axis, frozenset()))
 
     @property
     def done(self) -> bool:

@@ -16,8 +16,6 @@ from typing import Any, Protocol
 
 from kia.errors import KiaError
 from kia.review import (
-    ACCEPT,
-    EDIT,
     ReviewSession,
     apply_command,
     axis_keys,
@@ -191,14 +189,6 @@ def pick_axis(session: ReviewSession, console: Any, keys: KeyReader, verb: str) 
     return axis
 
 
-def _starting_selection(session: ReviewSession, axis: str) -> set[str]:
-    """What an edit starts from: the reviewer's accepted or edited labels, else the proposal."""
-    decided = session.decisions(session.current).get(axis)
-    if decided and decided[0] in (ACCEPT, EDIT):
-        return set(decided[1])
-    return set(session.proposals.get(session.current, {}).get(axis, frozenset()))
-
-
 def pick_categories(session: ReviewSession, axis_id: str, console: Any, keys: KeyReader) -> list[str] | None:
     """Categories of an axis by their keys: on a single-label axis one key picks; on a multi-label
     axis keys toggle (starting from the current labels) and Enter confirms. None when cancelled."""
@@ -211,7 +201,7 @@ def pick_categories(session: ReviewSession, axis_id: str, console: Any, keys: Ke
     console.print(f"edit {axis.id} {axis.name} ({how}; Esc cancels):", markup=False)
     for key, category in by_key.items():
         console.print(f"   {key} {category} {session.taxonomy.category(category).name}", markup=False)
-    selected = _starting_selection(session, axis.id) if axis.multi else set()
+    selected = session.edit_start(axis.id) if axis.multi else set()
     while True:
         shown = ", ".join(c for c in axis.category_ids if c in selected) or "none"
         console.print(f"   selected: {shown} > " if axis.multi else "   > ", end="", markup=False)

@@ -40,6 +40,9 @@ class Settings:
     gold: Path | None = None  # None: the gold shipped in the package (the survey's Table 5)
     prompt: Path | None = None  # None: the prompt shipped in the package
     reviewer: str = "anonymous"
+    # `kia serve`: the port on 127.0.0.1, and papers per page of the browser's queue.
+    serve_port: int = 8765
+    queue_page_size: int = 50
     # Seconds to wait (with backoff) for a database another process holds, before one clear line.
     lock_wait: float = 5.0
     # Seconds a paper claimed by a `kia propose` on another host stays its own (same host: while its
