@@ -9,7 +9,7 @@
     with kia.open_store("survey.duckdb", read_only=True) as store:
         print(store.paper_keys())
 
-Every default comes from `kia.Settings.from_env()` (which reads `KIA_*` and `OPENAI_*`); pass
+Every default comes from `kia.Settings.load()` (kia.toml, then `KIA_*` and `OPENAI_*`); pass
 `settings=` to override them all at once, or the keyword arguments for one call.
 """
 
@@ -48,7 +48,7 @@ def open_store(db: PathLike | None = None, read_only: bool = False, create: bool
     """
     from kia.store import Store
 
-    return Store(_db(db, Settings.from_env()), read_only=read_only, create=create)
+    return Store(_db(db, Settings.load()), read_only=read_only, create=create)
 
 
 def ingest(
@@ -63,7 +63,7 @@ def ingest(
     DOI) is kept as a version: the longer, complete text stays current unless `prefer="new"`."""
     from kia.ingest import run_ingest
 
-    settings = Settings.from_env()
+    settings = Settings.load()
     return run_ingest(
         [Path(p) for p in paths], _db(db, settings), Path(manifest) if manifest else None, on_outcome, prefer
     )
@@ -137,7 +137,7 @@ def propose(
     from kia.propose import run_proposals
     from kia.store import Store
 
-    settings = settings or Settings.from_env()
+    settings = settings or Settings.load()
     chosen, loaded, template, retriever = _run_inputs(backend, settings, taxonomy, prompt, context)
     with Store(_db(db, settings)) as store:
         pool = _example_pool(store, chosen, loaded, settings, gold)
@@ -179,7 +179,7 @@ def write_batch_file(
     from kia.batchfile import write_requests
     from kia.store import Store
 
-    settings = settings or Settings.from_env()
+    settings = settings or Settings.load()
     chosen, loaded, template, retriever = _run_inputs(backend, settings, taxonomy, prompt, context)
     if not isinstance(chosen, OpenAIBackend):
         raise KiaError("batch files are for the openai backend: pass --backend openai --model NAME")
@@ -210,7 +210,7 @@ def import_batch_results(
     from kia.store import Store
     from kia.taxonomy import load_taxonomy
 
-    settings = Settings.from_env()
+    settings = Settings.load()
     with Store(_db(db, settings), create=False) as store:
         return import_results(store, load_taxonomy(taxonomy or settings.taxonomy), [Path(f) for f in files])
 
@@ -227,7 +227,7 @@ def score(
     from kia.score import score_run
     from kia.taxonomy import load_taxonomy
 
-    settings = Settings.from_env()
+    settings = Settings.load()
     chosen = taxonomy or settings.taxonomy
     return score_run(
         _db(db, settings),
@@ -266,7 +266,7 @@ def export(
     )
     from kia.taxonomy import load_taxonomy
 
-    settings = Settings.from_env()
+    settings = Settings.load()
     chosen = taxonomy or settings.taxonomy
     loaded = load_taxonomy(chosen) if chosen else None
     gold_path = Path(gold) if gold else settings.gold

@@ -47,12 +47,24 @@ def _main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print kia's version and exit")
     ] = False,
+    project: Annotated[
+        Path | None,
+        typer.Option("--project", help="The survey's kia.toml or its folder (default: found from here upwards)"),
+    ] = None,
+    db: Annotated[Path | None, typer.Option("--db", help="DuckDB file, for every command (over kia.toml)")] = None,
+    taxonomy: Annotated[
+        Path | None, typer.Option("--taxonomy", help="Taxonomy YAML, for every command (over kia.toml)")
+    ] = None,
 ) -> None:
     """kia places research papers in a survey's taxonomy, with verbatim evidence, stored in DuckDB."""
+    from kia.settings import set_cli_options
+
+    set_cli_options(project=project, db=db, taxonomy=taxonomy)
 
 
 def _settings() -> Settings:
-    return Settings.from_env()
+    """The settings in force: defaults < kia.toml < environment < the global options."""
+    return Settings.load()
 
 
 def _db(db: Path | None) -> Path:
@@ -844,14 +856,16 @@ app.add_typer(taxonomy_app, name="taxonomy")
 @taxonomy_app.command("check")
 @one_line_errors
 def taxonomy_check(
-    path: Annotated[Path | None, typer.Argument(help="Taxonomy YAML (default: the shipped one)")] = None,
+    path: Annotated[
+        Path | None, typer.Argument(help="Taxonomy YAML (default: the project's, else the shipped one)")
+    ] = None,
 ) -> None:
     """Report duplicate ids, empty axes, unknown ids in implies/excludes, missing definitions and
     patterns that do not compile or can backtrack catastrophically (FILE:LINE each); then print the
     taxonomy as a table."""
     from kia.taxonomy import check_taxonomy_file, resolve_taxonomy_path
 
-    resolved = resolve_taxonomy_path(path)
+    resolved = resolve_taxonomy_path(path or _settings().taxonomy)
     problems = check_taxonomy_file(resolved)
     for problem in problems:
         (err if problem.severity == "error" else out).print(problem.render(resolved), markup=False)
@@ -874,15 +888,36 @@ def taxonomy_check(
 @app.command()
 @one_line_errors
 def init(
-    directory: Annotated[Path, typer.Argument(help="Folder for a new survey's taxonomy, gold CSV and README")],
+    directory: Annotated[
+        Path, typer.Argument(help="Folder for a new survey's kia.toml, taxonomy, gold CSV and README")
+    ],
     force: Annotated[bool, typer.Option("--force", help="Overwrite files that exist")] = False,
 ) -> None:
-    """Start a new survey: a commented taxonomy skeleton, an empty gold CSV with its columns, a README."""
+    """Start a new survey: kia.toml (the project's settings), a commented taxonomy skeleton, an empty
+    gold CSV with its columns, a README. Commands run in that folder (or below it) use its settings."""
     from kia.scaffold import write_skeleton
 
     for path in write_skeleton(directory, force):
         out.print(f"wrote {path}", markup=False)
-    out.print(f"next: edit {directory / 'taxonomy.yaml'}, then `kia taxonomy check {directory / 'taxonomy.yaml'}`")
+    out.print(
+        f"next: cd {directory}, edit taxonomy.yaml, then `kia taxonomy check`, `kia ingest PAPERS`, `kia propose`",
+        markup=False,
+    )
+
+
+@app.command()
+@one_line_errors
+def config() -> None:
+    """The settings in force (kia.toml, environment, global options) and where each value came from."""
+    from kia.settings import describe
+
+    settings = _settings()
+    where = settings.project or "none (no kia.toml here or above; `kia init DIR` writes one)"
+    out.print(f"project: {where}", markup=False)
+    rows = describe(settings)
+    width = max(len(name) for name, _, _ in rows)
+    for name, value, source in rows:  # plain lines: never cut at the terminal's width
+        out.print(f"{name:<{width}}  {value}    # {source}", markup=False)
 
 
 def _arxiv_client(interval: float | None) -> fetch_stage.ArxivClient:
@@ -939,8 +974,10 @@ def fetch(
 @app.command()
 @one_line_errors
 def discover(
-    query: Annotated[str, typer.Option(help='arXiv search terms, e.g. "3D CT generation diffusion"')] = "",
-    category: Annotated[str | None, typer.Option(help="arXiv category, e.g. eess.IV")] = None,
+    query: Annotated[
+        str | None, typer.Option(help='arXiv search terms, e.g. "3D CT generation diffusion" (default: kia.toml)')
+    ] = None,
+    category: Annotated[str | None, typer.Option(help="arXiv category, e.g. eess.IV (default: kia.toml)")] = None,
     since: Annotated[str | None, typer.Option(help="Only papers submitted on or after YYYY-MM-DD")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
     threshold: Annotated[float | None, typer.Option(help="Scope similarity a paper must reach (0.35)")] = None,
@@ -952,6 +989,8 @@ def discover(
     from kia.encoders import default_encoder
 
     threshold = _settings().discover_threshold if threshold is None else threshold
+    query = _settings().arxiv_query or "" if query is None else query
+    category = category or _settings().arxiv_category
     client = _arxiv_client(interval)
     candidates = fetch_stage.discover(
         client,
@@ -980,8 +1019,8 @@ def discover(
 @app.command()
 @one_line_errors
 def batch(
-    query: Annotated[str, typer.Option(help="arXiv search terms")] = "",
-    category: Annotated[str | None, typer.Option(help="arXiv category, e.g. eess.IV")] = None,
+    query: Annotated[str | None, typer.Option(help="arXiv search terms (default: kia.toml's arxiv_query)")] = None,
+    category: Annotated[str | None, typer.Option(help="arXiv category, e.g. eess.IV (default: kia.toml)")] = None,
     since: Annotated[str | None, typer.Option(help="Only papers submitted on or after YYYY-MM-DD")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
     threshold: Annotated[float | None, typer.Option(help="Scope similarity a paper must reach (0.35)")] = None,
@@ -1003,6 +1042,8 @@ def batch(
 
     settings = _settings().with_options(model=model, base_url=base_url, encoder=encoder)
     threshold = settings.discover_threshold if threshold is None else threshold
+    query = settings.arxiv_query or "" if query is None else query
+    category = category or settings.arxiv_category
     client = _arxiv_client(interval)
     chosen = make_backend(backend, settings)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn

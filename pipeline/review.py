@@ -41,7 +41,7 @@ KEY_CHARS = "123456789abcdefghijklmnopqrstuvwxyz"
 
 def default_reviewer(option: str | None) -> str:
     """`--reviewer`, else the settings' reviewer ($KIA_REVIEWER, else $USER), else "anonymous"."""
-    return option or Settings.from_env().reviewer
+    return option or Settings.load().reviewer
 
 
 @dataclass(frozen=True)
