@@ -248,8 +248,9 @@ def export(
     group_by: str | None = None,
     keywords_field: str = "keywords",
 ) -> str:
-    """Labels as csv, jsonl, markdown or latex text: a run's (in the taxonomy it recorded), the
-    reviewed ones, or (neither given) the gold file's; `group_by` groups LaTeX rows by an axis.
+    """Labels as csv, jsonl, markdown or latex text: a run's (in the taxonomy it recorded; `run`
+    None or `latest`: the latest complete run), the reviewed ones, or `gold`'s (the default gold
+    file's when the database holds no run yet); `group_by` groups LaTeX rows by an axis.
 
     `bibtex`, `ris` and `csljson` write the labelled papers back as library entries (the labels in
     `keywords_field`, the evidence in a note) for a reference manager.
@@ -257,9 +258,9 @@ def export(
     from kia.errors import KiaError
     from kia.references import BIB_FORMATS
     from kia.report import (
+        default_source,
         export_bibliography,
         export_labels,
-        gold_source,
         reviewed_source,
         run_source,
         source_taxonomy,
@@ -270,18 +271,18 @@ def export(
     chosen = taxonomy or settings.taxonomy
     loaded = load_taxonomy(chosen) if chosen else None
     gold_path = Path(gold) if gold else settings.gold
-    # A run's or the reviews' export has gold columns only when gold is asked for (`gold` given).
-    with_gold = gold is not None or not (reviewed or run is not None)
     if reviewed and run is not None:
         raise KiaError("choose one source: --run or --reviewed")
     if reviewed:
         source = reviewed_source(_db(db, settings), loaded)
     elif run is not None:
         source = run_source(_db(db, settings), run, loaded)
-    else:
-        source = gold_source(gold_path, loaded)
+    else:  # the latest complete run of the database, else (none yet) the gold file
+        source = default_source(_db(db, settings), Path(gold) if gold else None, loaded, settings.gold)
+    # A run's or the reviews' export has gold columns only when gold is asked for (`gold` given).
+    with_gold = gold is not None or not (reviewed or source.run_id is not None)
     if format in BIB_FORMATS:
-        if not (reviewed or run is not None):
+        if not (reviewed or source.run_id is not None):
             raise KiaError(f"--format {format} writes library entries of stored papers: give --run NAME or --reviewed")
         return export_bibliography(_db(db, settings), source, source_taxonomy(source), format, keywords_field)
     return export_labels(source, format, gold_path, group_by, _db(db, settings), with_gold)

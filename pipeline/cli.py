@@ -247,6 +247,13 @@ def show(
         out.print(doc.text[sec.start : sec.end], markup=False)
 
 
+RunOption = Annotated[
+    str | None,
+    typer.Option(
+        "--run",
+        help="Run to read: a name from `kia runs`, or latest (default: the latest complete run of the taxonomy)",
+    ),
+]
 TaxonomyOption = Annotated[
     Path | None, typer.Option("--taxonomy", help="Taxonomy YAML (default: $KIA_TAXONOMY, else labels/taxonomy.yaml)")
 ]
@@ -517,7 +524,7 @@ def _print_agreement(agreement: score_stage.Agreement, title: str) -> None:
 @app.command()
 @one_line_errors
 def score(
-    run: Annotated[str | None, typer.Option(help="Run to score (default: the latest)")] = None,
+    run: RunOption = None,
     gold: Annotated[Path | None, typer.Option(help="Gold CSV (default: labels/table5.csv)")] = None,
     output_format: Annotated[str, typer.Option("--format", help="table or json")] = "table",
     proposals_only: Annotated[bool, typer.Option("--proposals-only", help="Ignore reviews")] = False,
@@ -547,6 +554,7 @@ def score(
 
         document = {
             "run": report.run_id,
+            "waiting": report.waiting,
             **report.agreement.as_dict(),
             "abstention": report.abstention.as_dict(),
             "examples": report.examples.as_dict(),
@@ -557,6 +565,8 @@ def score(
         out.print(json.dumps(document, indent=2), markup=False)
         return
     _print_agreement(report.agreement, f"run {report.run_id} against {report.gold_path}")
+    if report.waiting_line():
+        out.print(report.waiting_line(), markup=False)
     abstention = report.abstention
     if any(sum(c.values()) for c in abstention.counts.values()):
         table = Table(title="abstained (counted as misses above) and flagged axes (unsupported, tentative)")
@@ -643,19 +653,21 @@ def _label_source(
         return report_stage.reviewed_source(_existing_db(db), taxonomy)
     if run is not None:
         return report_stage.run_source(_existing_db(db), run, taxonomy)
-    return report_stage.gold_source(gold or _settings().gold, taxonomy)
+    return report_stage.default_source(_db(db), gold, taxonomy, _settings().gold)
 
 
 @app.command()
 @one_line_errors
 def stats(
     gold: Annotated[Path | None, typer.Option(help="Gold CSV (the default source: labels/table5.csv)")] = None,
-    run: Annotated[str | None, typer.Option(help="Statistics of a run's proposals instead of gold")] = None,
+    run: RunOption = None,
     reviewed: Annotated[
         bool, typer.Option("--reviewed", help="Use reviewed labels (papers reviewed on every axis)")
     ] = False,
     output_format: Annotated[str, typer.Option("--format", help="table or json")] = "table",
-    plots: Annotated[Path | None, typer.Option(help="Write Figure-2 plots (PNG and SVG) into this folder")] = None,
+    plots: Annotated[
+        Path | None, typer.Option(help="Write the design-space plots (design-space.png and .svg) into this folder")
+    ] = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
@@ -665,7 +677,7 @@ def stats(
     from kia.report import stats_report
 
     source = _label_source(run, gold, taxonomy, db, reviewed)
-    check_text = run is None and gold is None and not reviewed
+    check_text = source.run_id is None and gold is None and not reviewed
     report = stats_report(source, check_text=check_text, plot_dir=plots)
     result = report.stats
     if output_format == "json":
@@ -708,7 +720,7 @@ def export(
         str,
         typer.Option("--format", help="csv, jsonl, markdown, latex; bibtex, ris or csljson for a reference manager"),
     ] = "csv",
-    run: Annotated[str | None, typer.Option(help="Export a run's labels (default: the gold CSV)")] = None,
+    run: RunOption = None,
     reviewed: Annotated[
         bool, typer.Option("--reviewed", help="Use reviewed labels (papers reviewed on every axis)")
     ] = False,
@@ -746,7 +758,7 @@ def export(
 @app.command()
 @one_line_errors
 def report(
-    run: Annotated[str | None, typer.Option(help="Run to report (default: the latest)")] = None,
+    run: RunOption = None,
     gold: Annotated[Path | None, typer.Option(help="Gold CSV (default: labels/table5.csv)")] = None,
     output: Annotated[Path, typer.Option("--out", help="HTML file to write")] = Path("kia-report.html"),
     taxonomy: TaxonomyOption = None,
@@ -762,19 +774,42 @@ def report(
 @app.command()
 @one_line_errors
 def runs(db: DbOption = None) -> None:
-    """List proposal runs: name, taxonomy, backend, model, papers done and failed, tokens."""
-    table = Table("run", "taxonomy", "backend", "model", "started", "done", "failed", "tokens")
+    """List proposal runs: name (never cut), taxonomy, backend, model, papers done, failed and waiting
+    for batch answers, tokens; `*` marks the default run (the latest complete run of the project's taxonomy)."""
+    from kia.score import default_run_at
     from kia.store import list_runs_at
 
-    for row in list_runs_at(_existing_db(db)):
-        table.add_row(*(str(v) for v in row))
-    out.print(table)
+    path = _existing_db(db)
+    rows = list_runs_at(path)
+    default = default_run_at(path, given_taxonomy(None))
+    header = ("run", "taxonomy", "backend", "model", "started", "done", "failed", "state", "tokens")
+    lines: list[tuple[str, ...]] = [header]
+    for row in rows:
+        state = f"waiting for {row['waiting']} answers" if row["waiting"] else "complete" if row["done"] else "empty"
+        mark = "* " if row["run"] == default else "  "
+        lines.append(
+            (
+                mark + str(row["run"]),
+                *(str(row[k]) for k in ("taxonomy", "backend", "model", "started", "done", "failed")),
+                state,
+                str(row["tokens"]),
+            )
+        )
+    lines[0] = ("  run", *header[1:])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:  # plain aligned columns: a name is never cut or folded, whatever the terminal's width
+        out.print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip(), markup=False)
+    out.print(
+        f"{len(rows)} run(s); * the default of every command that reads a run (the latest complete run);"
+        " name another with --run NAME, or --run latest",
+        markup=False,
+    )
 
 
 @app.command()
 @one_line_errors
 def review(
-    run: Annotated[str | None, typer.Option(help="Run to review (default: the latest)")] = None,
+    run: RunOption = None,
     reviewer: Annotated[str | None, typer.Option(help="Reviewer name (default: $USER)")] = None,
     only: Annotated[str | None, typer.Option(help="unreviewed, disagreements or low-confidence")] = None,
     queue: Annotated[
@@ -821,7 +856,7 @@ def label(
     a: Annotated[str | None, typer.Option("--A", help="Shorthand for --set A=...")] = None,
     note: Annotated[str | None, typer.Option(help="A note on the paper")] = None,
     reviewer: Annotated[str | None, typer.Option(help="Reviewer name (default: $USER)")] = None,
-    run: Annotated[str | None, typer.Option(help="Run the decision refers to (default: the latest)")] = None,
+    run: RunOption = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:

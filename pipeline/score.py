@@ -199,9 +199,46 @@ def compare(
 # --- where labelings come from ------------------------------------------------------------------------
 
 
-def latest_run(store: Store) -> str | None:
-    """The most recently started run."""
-    return store.latest_run()
+LATEST = "latest"
+
+
+def latest_run(store: Store, taxonomy: Taxonomy | None = None) -> str | None:
+    """The default run of every command that reads one: the most recently started COMPLETE run
+    (papers done, none waiting for a batch answer) of `taxonomy` when given, else of any taxonomy.
+    None when the store holds no run at all; one line saying why when none qualifies."""
+    states = store.run_states()
+    if not states:
+        return None
+    wanted = [s for s in states if taxonomy is None or s["taxonomy_hash"] == taxonomy.content_hash]
+    complete = [s for s in wanted if s["done"] and not s["waiting"]]
+    if complete:
+        return str(complete[-1]["run"])
+    waiting = [f"{s['run']} (waiting for {s['waiting']} batch answers)" for s in wanted if s["waiting"]]
+    of = f" of taxonomy {taxonomy.name!r}" if taxonomy is not None else ""
+    detail = f": {', '.join(waiting)}; import them with `kia propose --batch-results FILE`" if waiting else ""
+    others = "" if wanted else f" (runs of other taxonomies: {', '.join(str(s['run']) for s in states)})"
+    raise KiaError(f"{store.path}: no complete run{of} yet{detail}{others}; run `kia propose` or pass --run NAME")
+
+
+def resolve_run(store: Store, run_id: str | None, taxonomy: Taxonomy | None = None) -> str | None:
+    """The run a command reads: `run_id` as named, or (None or `latest`) the latest complete run."""
+    if run_id is None or run_id == LATEST:
+        return latest_run(store, taxonomy)
+    return run_id
+
+
+def default_run_at(db: Path, taxonomy: Taxonomy | None) -> str | None:
+    """The run commands read by default in the database at `db` (None when there is none to read)."""
+    with Store(db, read_only=True) as store:
+        try:
+            return latest_run(store, taxonomy)
+        except KiaError:
+            return None
+
+
+def waiting_answers(store: Store, run_id: str) -> int:
+    """How many of a run's papers still wait for a batch answer (0 for a complete run)."""
+    return next((int(s["waiting"]) for s in store.run_states() if s["run"] == run_id), 0)
 
 
 def taxonomy_for_run(store: Store, run_id: str, given: Taxonomy | None = None) -> Taxonomy:
@@ -254,33 +291,56 @@ def run_labeling(store: Store, run_id: str, taxonomy: Taxonomy) -> Labeling:
     return labeling
 
 
-def reviewed_labeling(store: Store, taxonomy: Taxonomy, reviewer: str | None = None) -> Labeling:
-    """Final labels from reviews: per paper and axis the latest accept or edit (of one reviewer, or of anyone).
+@dataclass(frozen=True)
+class AxisReview:
+    """The decision in force on one axis of one paper: the latest accept, edit or reject."""
 
-    A rejected axis has no final labels, so a paper counts as reviewed only on axes accepted or edited.
-    Only reviews of runs of this taxonomy count (and reviews made without a run, on its axes).
-    """
-    latest: dict[tuple[str, str], tuple[str, str]] = {}
+    decision: str  # accept, edit or reject
+    labels: frozenset[str]  # the final labels; empty for a rejected axis (no labels until relabelled)
+    reviewer: str
+    note: str
+    decided_at: str
+    run_id: str | None
+
+
+AxisReviews = dict[tuple[str, str], AxisReview]
+
+
+def final_reviews(store: Store, taxonomy: Taxonomy, reviewer: str | None = None) -> AxisReviews:
+    """THE reading of reviews that every output uses (score, stats, report, every export format):
+    per paper and axis the latest decision (of one reviewer, or of anyone). Only reviews of runs of
+    this taxonomy count (and reviews made without a run, on its axes), so two surveys never mix."""
     hashes = store.run_taxonomy_hashes()
-    for key, axis, decision, labels, _who, run_id in store.review_rows(reviewer, with_run=True):
+    latest: AxisReviews = {}
+    for key, axis, decision, labels, who, note, decided_at, run_id in store.axis_decisions(reviewer):
         if run_id is not None and hashes.get(run_id) != taxonomy.content_hash:
             continue  # a review of another survey's run: never mixed into this taxonomy's labels
-        if axis not in taxonomy.axis_ids:
+        if axis not in taxonomy.axis_ids or decision not in ("accept", "edit", "reject"):
             continue
-        latest[(key, axis)] = (decision, labels or "")
-    labeling: Labeling = {}
-    for (key, axis), (decision, labels) in latest.items():
-        if decision in ("accept", "edit") and labels:
-            labeling.setdefault(key, {})[axis] = frozenset(labels.split(";"))
-    return labeling
+        kept = frozenset(labels.split(";")) if decision != "reject" and labels else frozenset()
+        latest[(key, axis)] = AxisReview(decision, kept, str(who), str(note or ""), str(decided_at)[:19], run_id)
+    return latest
 
 
-def merge_reviewed(proposals: Labeling, reviewed: Labeling) -> Labeling:
-    """Reviewed labels where a review exists, else the proposal's, axis by axis."""
-    merged: Labeling = {}
+def final_labels(proposals: Labeling, reviews: AxisReviews) -> Labeling:
+    """The final labels of every axis of every paper: the reviewer's where a review is in force
+    (accepted or edited labels; none for a rejected axis), else the proposal's."""
+    final: Labeling = {}
     for key, labels in proposals.items():
-        merged[key] = {axis: reviewed.get(key, {}).get(axis, cats) for axis, cats in labels.items()}
-    return merged
+        final[key] = {
+            axis: reviews[(key, axis)].labels if (key, axis) in reviews else cats for axis, cats in labels.items()
+        }
+    return final
+
+
+def reviewed_labeling(store: Store, taxonomy: Taxonomy, reviewer: str | None = None) -> Labeling:
+    """Papers' reviewed labels from `final_reviews`: the axes accepted or edited (a rejected axis has
+    no final labels, so a paper counts as reviewed only on axes accepted or edited)."""
+    labeling: Labeling = {}
+    for (key, axis), review in final_reviews(store, taxonomy, reviewer).items():
+        if review.labels:
+            labeling.setdefault(key, {})[axis] = review.labels
+    return labeling
 
 
 def complete(labeling: Labeling, taxonomy: Taxonomy) -> Labeling:
@@ -377,6 +437,17 @@ class ScoreReport:
     abstention: Abstention = field(default_factory=lambda: Abstention({}, [], {}, {}))
     taxonomy: Taxonomy | None = None  # the run's taxonomy, as scored
     examples: ExampleUse = field(default_factory=ExampleUse)
+    # papers of the run still waiting for a batch answer (not scored until imported)
+    waiting: int = 0
+
+    def waiting_line(self) -> str | None:
+        """One line for a run that still waits for batch answers, else None."""
+        if not self.waiting:
+            return None
+        return (
+            f"run {self.run_id} is waiting for {self.waiting} batch answer(s): those papers are not scored;"
+            " import them with `kia propose --batch-results FILE`"
+        )
 
 
 @dataclass
@@ -446,15 +517,17 @@ def score_run(
     is False (`--proposals-only`).
     """
     with Store(db, read_only=True) as store:
-        chosen = run_id or latest_run(store)
+        chosen = resolve_run(store, run_id, taxonomy)
         if chosen is None:
             raise KiaError(f"{db}: no proposal runs yet; run `kia propose` first")
         if not store.run_exists(chosen):
             raise KiaError(f"{db}: no run named {chosen!r} (see `kia runs`)")
         taxonomy = taxonomy_for_run(store, chosen, taxonomy)
-        candidate = run_labeling(store, chosen, taxonomy)
-        reviewed = reviewed_labeling(store, taxonomy) if use_reviews else {}
-        candidate = merge_reviewed(candidate, reviewed)
+        reviews = final_reviews(store, taxonomy) if use_reviews else {}
+        candidate = final_labels(run_labeling(store, chosen, taxonomy), reviews)
+        reviewed: Labeling = {}  # the axes a person decided (a rejected one: no labels)
+        for (key, axis), review in reviews.items():
+            reviewed.setdefault(key, {})[axis] = review.labels
         gold = load_gold(gold_path, taxonomy)
         reference = gold_labeling(gold, store.paper_keys())
         agreement = compare(reference, candidate, taxonomy)
@@ -467,8 +540,9 @@ def score_run(
             for axis in d.axes
         }
         examples = example_use(store, chosen, set(reference) & set(candidate))
+        waiting = waiting_answers(store, chosen)
     return ScoreReport(
-        chosen, str(gold_path or default_gold_path()), agreement, evidence, abstention, taxonomy, examples
+        chosen, str(gold_path or default_gold_path()), agreement, evidence, abstention, taxonomy, examples, waiting
     )
 
 

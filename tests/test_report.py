@@ -76,9 +76,9 @@ def test_stats_and_export_from_a_run_and_plots(tmp_path: Path) -> None:
     assert stats.returncode == 0, stats.stderr
     document = json.loads(stats.stdout)
     assert document["counts"]["K"]["K2"] == 2 and document["text_vs_table"] == []
-    png = tmp_path / "plots" / "figure2.png"
+    png = tmp_path / "plots" / "design-space.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (tmp_path / "plots" / "figure2.svg").read_text(encoding="utf-8").lstrip().startswith("<?xml")
+    assert (tmp_path / "plots" / "design-space.svg").read_text(encoding="utf-8").lstrip().startswith("<?xml")
     exported = run_kia("export", "--run", "a", "--format", "latex", "--db", str(db))
     assert exported.returncode == 0
     # a run's export has no gold columns unless gold is asked for
