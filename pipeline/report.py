@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kia._version import __version__
 from kia.errors import KiaError
-from kia.export import AxisDetail, ExportRow, Quote, render, rows_from_labeling
+from kia.export import AxisDetail, ExportRow, PaperFlags, Quote, render, rows_from_labeling
 from kia.gold import load_gold
 from kia.score import (
     Agreement,
@@ -51,6 +52,8 @@ class LabelSource:
     run_id: str | None = None
     # (paper, axis) -> the review in force (`kia.score.final_reviews`), already applied to `labeling`
     reviews: AxisReviews = field(default_factory=dict)
+    # paper key -> what the run flagged on it (out of scope, suspicious text, unclear axes)
+    flags: dict[str, PaperFlags] = field(default_factory=dict)
 
 
 def _require_run(store: Store, run_id: str) -> None:
@@ -81,9 +84,35 @@ def run_source(db: Path, run_id: str | None, taxonomy: Taxonomy | None, use_revi
                     statuses.setdefault(key, {})[axis] = "rejected"
                 else:
                     statuses.get(key, {}).pop(axis, None)  # a person decided: no longer abstained
+        flags = paper_flags(store, chosen)
         return LabelSource(
-            labeling, f"run {chosen}", titles, statuses, taxonomy=taxonomy, run_id=chosen, reviews=reviews
+            labeling, f"run {chosen}", titles, statuses, taxonomy=taxonomy, run_id=chosen, reviews=reviews, flags=flags
         )
+
+
+def paper_flags(store: Store, run_id: str) -> dict[str, PaperFlags]:
+    """Paper key -> what a run flagged on it: out of scope (score, reason), suspicious sentences,
+    the reason of each unclear axis. Papers without a flag are absent."""
+    flags: dict[str, PaperFlags] = {}
+    for key, score in store.scope_flags(run_id).items():
+        flags[key] = PaperFlags(out_of_scope=True, scope_score=score)
+    for key, raw in store.out_of_scope_answers(run_id).items():
+        try:  # the model's one-sentence reason, where the backend gave one
+            said = json.loads(raw or "{}").get("backend", {}).get("scope_reason")
+        except (ValueError, AttributeError):
+            said = None
+        if said and key in flags:
+            flags[key].scope_reason = str(said).strip()
+    for key, axis, status, reason in store.axis_statuses(run_id):
+        paper = flags.setdefault(key, PaperFlags())
+        if status == "unclear":
+            paper.unclear[axis] = reason or ""
+        elif status == "out_of_scope":
+            paper.out_of_scope = True
+            paper.scope_reason = paper.scope_reason or reason or ""
+    for key, sentence, *_where in store.suspicious_sentences(run_id):
+        flags.setdefault(key, PaperFlags()).suspicious.append(sentence)
+    return {key: paper for key, paper in flags.items() if paper}
 
 
 def reviewed_source(db: Path, taxonomy: Taxonomy | None, reviewer: str | None = None) -> LabelSource:
@@ -191,6 +220,8 @@ def export_labels(
             if gold_path is not None:
                 raise
     rows = rows_from_labeling(source.labeling, source.titles, gold, statuses=source.statuses)
+    for row in rows:
+        row.flags = source.flags.get(row.key, row.flags)
     if source.run_id is not None and db is not None:
         _add_axis_details(rows, source, taxonomy, db)
         if with_gold:
@@ -265,7 +296,9 @@ def _evidence_note(source: LabelSource, taxonomy: Taxonomy, paper_key: str, evid
                 if row[0] == axis and row[1] == category and row[5] is not None
             ]
             parts.append(f"{category} {taxonomy.category(category).name}" + (": " + " ".join(quotes) if quotes else ""))
-    return f"kia ({source.name}): " + " | ".join(parts)
+    flags = source.flags.get(paper_key)
+    said = f" | flags: {'; '.join(flags.lines())}" if flags else ""
+    return f"kia ({source.name}): " + " | ".join(parts) + said
 
 
 def export_bibliography(
@@ -365,8 +398,10 @@ def _papers_table(rows: list[ExportRow], taxonomy: Taxonomy, paths: dict[str, st
                 + f" [{q.start}-{q.end}] {html.escape(q.quote)}</li>"
                 for q in d.quotes
             )
+            flags = "".join(f"<br><i>flag: {html.escape(line)}</i>" for line in row.flags.lines())
             head = (
-                f'<td rowspan="{len(taxonomy.axis_ids)}"><b>{html.escape(row.key)}</b><br>{html.escape(row.title)}</td>'
+                f'<td rowspan="{len(taxonomy.axis_ids)}"><b>{html.escape(row.key)}</b><br>{html.escape(row.title)}'
+                f"{flags}</td>"
                 if index == 0
                 else ""
             )
@@ -420,6 +455,8 @@ def write_report(
     run = run_source(db, run_id, taxonomy)
     provenance, paths = _provenance(db, run_id)
     paper_rows = rows_from_labeling(run.labeling, run.titles, statuses=run.statuses)
+    for row in paper_rows:
+        row.flags = run.flags.get(row.key, row.flags)
     _add_axis_details(paper_rows, run, taxonomy, db)
     with tempfile.TemporaryDirectory() as tmp:
         run_plot = figure2(run.labeling, taxonomy, Path(tmp) / "run", f"Design space: {run.name}", ("png",))[0]

@@ -784,6 +784,14 @@ class Store:
         )
         return {r[0]: (None if r[1] is None else float(r[1])) for r in rows}
 
+    def out_of_scope_answers(self, run_id: str) -> dict[str, str | None]:
+        """Paper key -> the stored raw answer of each paper a run judged outside the taxonomy's scope."""
+        rows = self.query(
+            "SELECT paper_key, raw_response FROM proposals WHERE run_id = ? AND status = 'done' AND in_scope = false",
+            [run_id],
+        )
+        return {r[0]: r[1] for r in rows}
+
     def axis_statuses(self, run_id: str | None, paper_key: str | None = None) -> list[tuple[str, str, str, str]]:
         """(paper key, axis, status, reason) of the axes a run abstained on (`unclear`, `out_of_scope`)."""
         sql = (
