@@ -304,33 +304,45 @@ def _evidence_note(source: LabelSource, taxonomy: Taxonomy, paper_key: str, evid
 def export_bibliography(
     db: Path, source: LabelSource, taxonomy: Taxonomy, output_format: str, keywords_field: str = "keywords"
 ) -> str:
-    """The labelled papers as BibTeX, RIS or CSL-JSON: the library's own entry where the paper came
-    from one (else one built from the stored document), the labels as keywords, the evidence in a note."""
+    """Every library entry ingested (`kia ingest --bib`), in its library's order, with every field it
+    had (labels merged into its keywords, the evidence added to its note), then the labelled papers
+    that came from no library as entries built from the stored document. An entry whose paper has
+    no labels here is still written, its note saying why (waiting for a file, or not labelled)."""
     from kia.references import LabelledReference, Reference, write_references
 
     with Store(db, read_only=True) as store:
-        entries: dict[str, dict[str, object]] = {}
-        for entry in store.bib_entries():
-            if entry["paper_key"] and entry["paper_key"] not in entries:
-                entries[str(entry["paper_key"])] = entry
         arxiv_ids = store.latest_document_field("arxiv_id")
         items = []
-        for key in sorted(source.labeling):
-            evidence = store.paper_evidence(source.run_id, key) if source.run_id else []
-            entry = entries.get(key)
-            if entry is not None:
-                ref = Reference(
-                    key=str(entry["entry_key"]),
-                    entry_type=str(entry["entry_type"] or "article"),
-                    title=str(entry["title"] or ""),
-                    authors=[a for a in str(entry["authors"] or "").split("; ") if a],
-                    year=str(entry["year"] or ""),
-                    doi=entry["doi"] and str(entry["doi"]),  # type: ignore[arg-type]
-                    arxiv_id=entry["arxiv_id"] and str(entry["arxiv_id"]),  # type: ignore[arg-type]
-                    url=entry["url"] and str(entry["url"]),  # type: ignore[arg-type]
-                )
+        written: set[str] = set()
+        for entry in store.library_entries():
+            raw = json.loads(entry["raw"]) if entry["raw"] else []
+            ref = Reference(
+                key=str(entry["entry_key"]),
+                entry_type=str(entry["entry_type"] or "article"),
+                title=str(entry["title"] or ""),
+                authors=[a for a in str(entry["authors"] or "").split("; ") if a],
+                year=str(entry["year"] or ""),
+                doi=entry["doi"] and str(entry["doi"]),
+                arxiv_id=entry["arxiv_id"] and str(entry["arxiv_id"]),
+                url=entry["url"] and str(entry["url"]),
+                raw=[(str(name), value) for name, value in raw],
+                source_format=str(entry["source_format"] or ""),
+            )
+            key = entry["paper_key"]
+            if key and key in source.labeling:
+                evidence = store.paper_evidence(source.run_id, key) if source.run_id else []
+                labels = [c for axis in taxonomy.axis_ids for c in sorted(source.labeling[key].get(axis, frozenset()))]
+                note = _evidence_note(source, taxonomy, key, evidence)
+                if entry["status"] == "abstract":
+                    note = note.replace("): ", "; labelled from the abstract only, no file): ", 1)
+                items.append(LabelledReference(ref, labels, note))
+                written.add(key)
             else:
-                ref = Reference(key=key, title=source.titles.get(key, ""), arxiv_id=arxiv_ids.get(key))
+                why = str(entry["reason"] or "") if not key else f"not labelled in {source.name} (run `kia propose`)"
+                items.append(LabelledReference(ref, [], f"kia ({source.name}): no labels: {why}"))
+        for key in sorted(set(source.labeling) - written):
+            evidence = store.paper_evidence(source.run_id, key) if source.run_id else []
+            ref = Reference(key=key, title=source.titles.get(key, ""), arxiv_id=arxiv_ids.get(key))
             labels = [c for axis in taxonomy.axis_ids for c in sorted(source.labeling[key].get(axis, frozenset()))]
             items.append(LabelledReference(ref, labels, _evidence_note(source, taxonomy, key, evidence)))
     return write_references(items, output_format, keywords_field)

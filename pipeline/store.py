@@ -1032,6 +1032,17 @@ class Store:
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
+    def library_entries(self) -> list[dict[str, Any]]:
+        """Every stored library entry, column -> value, in each library's own order (libraries in
+        the order first ingested): what a library export writes back, every entry."""
+        cursor = self.con.execute(
+            "SELECT source, entry_key, entry_type, paper_key, title, authors, year, doi, arxiv_id, url, file_path,"
+            " status, reason, raw, source_format FROM bib_entries"
+            " ORDER BY min(added_at) OVER (PARTITION BY source), source, coalesce(position, 0), entry_key"
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
     def paper_identifiers(self) -> list[tuple[str, str | None, str | None, str | None]]:
         """(paper key, DOI, arXiv id, title) of every stored document and library entry of a paper."""
         rows = self.query("SELECT paper_key, NULL, arxiv_id, title FROM documents")
