@@ -598,12 +598,17 @@ def score(
     if examples_line:
         out.print(examples_line, markup=False)
     _print_consensus(report.run_id, gold, taxonomy, db)
+    from rich.markup import escape
+
+    lines = []  # one print for every disagreement: a print per line cost seconds at 1,000 papers
     for d in report.agreement.disagreements:
-        out.print(f"\n[bold]{d.paper_key}[/bold]", highlight=False)
+        lines.append(f"\n[bold]{escape(d.paper_key)}[/bold]")
         for axis, (reference, candidate) in d.axes.items():
-            out.print(f"  {axis}: gold {','.join(reference)} | proposed {','.join(candidate)}", markup=False)
+            lines.append(escape(f"  {axis}: gold {','.join(reference)} | proposed {','.join(candidate)}"))
             for category, quote, status, page in report.evidence.get((d.paper_key, axis), [])[:4]:
-                out.print(f"    {category} [{status}, p.{page}] {quote[:160]}", markup=False)
+                lines.append(escape(f"    {category} [{status}, p.{page}] {quote[:160]}"))
+    if lines:
+        out.print("\n".join(lines), highlight=False)
     if report.agreement.missing:
         names = ", ".join(m["paper"] for m in report.agreement.missing if m["missing_in"] == "proposals")
         extra = ", ".join(m["paper"] for m in report.agreement.missing if m["missing_in"] == "gold")

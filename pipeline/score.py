@@ -8,7 +8,6 @@ misleads when one category dominates (I2 is 74% of Table 5).
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,20 +99,49 @@ def gwet_ac1(reference: np.ndarray, candidate: np.ndarray) -> float | None:
     return (observed - chance) / (1.0 - chance)
 
 
-def krippendorff_alpha_masi(reference: list[frozenset[str]], candidate: list[frozenset[str]]) -> float | None:
-    """Krippendorff's alpha over set-valued labels with the MASI distance (nltk)."""
-    data = [("reference", str(i), ref) for i, ref in enumerate(reference)]
-    data += [("candidate", str(i), cand) for i, cand in enumerate(candidate)]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from nltk.metrics.agreement import AnnotationTask  # nltk and scikit-learn load only to score
-            from nltk.metrics.distance import masi_distance
+def masi_distance(first: frozenset[str], second: frozenset[str]) -> float:
+    """Passonneau's MASI distance between two label sets, as nltk defines it."""
+    shared, union = len(first & second), len(first | second)
+    if len(first) == len(second) == shared:
+        monotonicity = 1.0
+    elif shared == min(len(first), len(second)):
+        monotonicity = 2 / 3
+    elif shared > 0:
+        monotonicity = 1 / 3
+    else:
+        monotonicity = 0.0
+    return 1.0 - shared / union * monotonicity
 
-            value = AnnotationTask(data=data, distance=masi_distance).alpha()
-    except ZeroDivisionError:
-        return None  # every label identical on both sides: no variation to agree on
-    return _round(value)
+
+def krippendorff_alpha_masi(reference: list[frozenset[str]], candidate: list[frozenset[str]]) -> float | None:
+    """Krippendorff's alpha over set-valued labels with the MASI distance, two coders, computed as
+    nltk's AnnotationTask.alpha does (without importing nltk and scipy, most of `kia score`'s time):
+    observed disagreement = the mean distance per paper; expected = the mean distance over all pairs
+    of the pooled labels. None where nltk has none: an empty label set (its MASI divides by zero) or
+    no variation to agree on."""
+    pooled = [*reference, *candidate]
+    if not pooled or any(not labels for labels in pooled):
+        return None
+    counts: dict[frozenset[str], int] = {}
+    for labels in pooled:
+        counts[labels] = counts.get(labels, 0) + 1
+    if len(counts) == 1:
+        return 1.0
+    observed = sum(masi_distance(a, b) for a, b in zip(reference, candidate, strict=True)) / len(reference)
+    total = len(pooled)
+    expected = sum(
+        n_a * n_b * masi_distance(a, b) for a, n_a in counts.items() for b, n_b in counts.items() if a != b
+    ) / (total * (total - 1))
+    if expected == 0:
+        return None
+    return _round(1.0 - observed / expected)
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, 0 where the denominator is 0 (scikit-learn's zero_division=0)."""
+    out = np.zeros(numerator.shape, dtype=float)
+    np.divide(numerator, denominator, out=out, where=denominator != 0)
+    return out
 
 
 def _macro_f1(ref: np.ndarray, cand: np.ndarray) -> float:
@@ -121,46 +149,60 @@ def _macro_f1(ref: np.ndarray, cand: np.ndarray) -> float:
     used = np.flatnonzero(ref.any(axis=0) | cand.any(axis=0))
     if used.size == 0:
         return 1.0
-    from sklearn.metrics import f1_score
+    tp = (ref[:, used] & cand[:, used]).sum(axis=0)
+    f1 = _ratio(2.0 * tp, ref[:, used].sum(axis=0) + cand[:, used].sum(axis=0))
+    return round(float(f1.mean()), 4)
 
-    return round(float(f1_score(ref[:, used], cand[:, used], average="macro", zero_division=0)), 4)
+
+def _kappa(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Cohen's kappa of one binary category (nan when both sides use one value only)."""
+    observed = float(np.mean(reference == candidate))
+    p_ref, p_cand = float(np.mean(reference)), float(np.mean(candidate))
+    chance = p_ref * p_cand + (1.0 - p_ref) * (1.0 - p_cand)
+    return float("nan") if chance >= 1.0 else (observed - chance) / (1.0 - chance)
 
 
 def axis_agreement(
     reference: list[frozenset[str]], candidate: list[frozenset[str]], categories: list[str]
 ) -> AxisAgreement:
-    """Every metric of one axis from two aligned lists of label sets."""
-    from sklearn.metrics import cohen_kappa_score, f1_score, jaccard_score, precision_recall_fscore_support
+    """Every metric of one axis from two aligned lists of label sets.
 
-    ref = np.array([[c in labels for c in categories] for labels in reference], dtype=int)
-    cand = np.array([[c in labels for c in categories] for labels in candidate], dtype=int)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        precision, recall, f1, support = precision_recall_fscore_support(ref, cand, average=None, zero_division=0)
-        per_category: dict[str, dict[str, float | None]] = {}
-        for index, category in enumerate(categories):
-            r, c = ref[:, index], cand[:, index]
-            kappa = cohen_kappa_score(r, c) if len(set(r) | set(c)) > 1 else float("nan")
-            unused = not r.any() and not c.any()
-            per_category[category] = {
-                "precision": None if not c.any() else _round(precision[index]),
-                "recall": None if not r.any() else _round(recall[index]),
-                "f1": None if unused else _round(f1[index]),
-                "kappa": _round(kappa),
-                "pabak": _round(pabak(r, c)),
-                "ac1": _round(gwet_ac1(r, c)),
-                "support": int(support[index]),
-                "predicted": int(c.sum()),
-            }
-        exact = float(np.mean([a == b for a, b in zip(reference, candidate, strict=True)]))
-        return AxisAgreement(
-            exact_match=round(exact, 4),
-            jaccard=round(float(jaccard_score(ref, cand, average="samples", zero_division=0)), 4),
-            micro_f1=round(float(f1_score(ref, cand, average="micro", zero_division=0)), 4),
-            macro_f1=_macro_f1(ref, cand),
-            alpha_masi=krippendorff_alpha_masi(reference, candidate),
-            per_category=per_category,
-        )
+    Precision, recall, F1, kappa and Jaccard are computed here with numpy, as scikit-learn defines
+    them (zero_division=0): importing scikit-learn alone took most of `kia score`'s time."""
+    ref = np.array([[c in labels for c in categories] for labels in reference], dtype=int).reshape(-1, len(categories))
+    cand = np.array([[c in labels for c in categories] for labels in candidate], dtype=int).reshape(
+        -1, len(categories)
+    )
+    tp = (ref & cand).sum(axis=0)
+    support, predicted_n = ref.sum(axis=0), cand.sum(axis=0)
+    precision, recall = _ratio(tp, predicted_n), _ratio(tp, support)
+    f1 = _ratio(2.0 * tp, support + predicted_n)
+    per_category: dict[str, dict[str, float | None]] = {}
+    for index, category in enumerate(categories):
+        r, c = ref[:, index], cand[:, index]
+        kappa = _kappa(r, c) if len(set(r) | set(c)) > 1 else float("nan")
+        unused = not r.any() and not c.any()
+        per_category[category] = {
+            "precision": None if not c.any() else _round(precision[index]),
+            "recall": None if not r.any() else _round(recall[index]),
+            "f1": None if unused else _round(f1[index]),
+            "kappa": _round(kappa),
+            "pabak": _round(pabak(r, c)),
+            "ac1": _round(gwet_ac1(r, c)),
+            "support": int(support[index]),
+            "predicted": int(c.sum()),
+        }
+    exact = float(np.mean([a == b for a, b in zip(reference, candidate, strict=True)]))
+    jaccard = _ratio((ref & cand).sum(axis=1), (ref | cand).sum(axis=1)).mean()
+    micro = _ratio(np.array(2.0 * tp.sum()), np.array(support.sum() + predicted_n.sum()))
+    return AxisAgreement(
+        exact_match=round(exact, 4),
+        jaccard=round(float(jaccard), 4),
+        micro_f1=round(float(micro), 4),
+        macro_f1=_macro_f1(ref, cand),
+        alpha_masi=krippendorff_alpha_masi(reference, candidate),
+        per_category=per_category,
+    )
 
 
 def compare(
@@ -534,11 +576,11 @@ def score_run(
         abstention = abstention_summary(
             store.axis_statuses(chosen), reference, candidate, reviewed, taxonomy, sorted(store.scope_flags(chosen))
         )
-        evidence = {
-            (d.paper_key, axis): evidence_for(store, chosen, d.paper_key, axis)
-            for d in agreement.disagreements
-            for axis in d.axes
-        }
+        wanted = {(d.paper_key, axis) for d in agreement.disagreements for axis in d.axes}
+        evidence: dict[tuple[str, str], list[tuple[str, str, str, int | None]]] = {k: [] for k in wanted}
+        for key, axis, category, quote, status, _start, _end, page in store.run_evidence(chosen):  # one query
+            if (key, axis) in wanted:
+                evidence[(key, axis)].append((category, quote, status, page))
         examples = example_use(store, chosen, set(reference) & set(candidate))
         waiting = waiting_answers(store, chosen)
     return ScoreReport(

@@ -180,3 +180,52 @@ def test_reviews_mean_the_same_in_score_stats_and_every_export(tmp_path: Path) -
     assert "K1" in maisi_entry and "K2" not in maisi_entry.split("note")[0] and "I2" not in maisi_entry.split("note")[0]
     stats = json.loads(run_kia("stats", "--run", "a", "--format", "json", "--db", str(db)).stdout)
     assert stats["counts"]["K"]["K1"] == 1 and stats["counts"]["K"]["K2"] == 1
+
+
+def test_the_numpy_metrics_are_scikit_learns() -> None:
+    """score computes its metrics with numpy (scikit-learn's import cost most of `kia score`'s time);
+    they must be scikit-learn's, zero_division=0 included, on random multi-label data."""
+    from sklearn.metrics import cohen_kappa_score, f1_score, jaccard_score, precision_recall_fscore_support
+
+    rng = np.random.default_rng(0)
+    categories = ["a", "b", "c", "d"]
+    for _ in range(20):
+        ref = rng.random((30, 4)) < rng.random(4) * 0.6
+        cand = rng.random((30, 4)) < rng.random(4) * 0.6
+        ref[:, 3] = cand[:, 3] = False  # a category nobody uses
+        sets = [[F(c for c, on in zip(categories, row, strict=True) if on) for row in m] for m in (ref, cand)]
+        result = axis_agreement(sets[0], sets[1], categories)
+        p, r, f1, _ = precision_recall_fscore_support(ref, cand, average=None, zero_division=0)
+        assert result.micro_f1 == round(float(f1_score(ref, cand, average="micro", zero_division=0)), 4)
+        assert result.jaccard == round(float(jaccard_score(ref, cand, average="samples", zero_division=0)), 4)
+        used = [0, 1, 2]
+        macro = f1_score(ref[:, used], cand[:, used], average="macro", zero_division=0)
+        assert result.macro_f1 == round(float(macro), 4)
+        for i, c in enumerate(categories[:3]):
+            m = result.per_category[c]
+            if cand[:, i].any():
+                assert m["precision"] == round(float(p[i]), 4)
+            if ref[:, i].any():
+                assert m["recall"] == round(float(r[i]), 4)
+            if len(set(ref[:, i]) | set(cand[:, i])) > 1:
+                assert m["kappa"] == pytest.approx(cohen_kappa_score(ref[:, i], cand[:, i]), abs=1e-4)
+
+
+def test_alpha_masi_is_nltks() -> None:
+    """Krippendorff's alpha with MASI, computed without nltk (its import cost seconds), equals
+    nltk's AnnotationTask.alpha on random label sets, None where nltk has none."""
+    from nltk.metrics.agreement import AnnotationTask
+    from nltk.metrics.distance import masi_distance
+
+    rng = np.random.default_rng(1)
+    categories = ["a", "b", "c"]
+    for _ in range(30):
+        rows = [[F(c for c in categories if rng.random() < 0.4) or F({"a"}) for _ in range(12)] for _ in range(2)]
+        data = [(coder, str(i), labels) for coder, labels_list in zip("rc", rows, strict=True) for i, labels in enumerate(labels_list)]
+        try:
+            expected = round(AnnotationTask(data=data, distance=masi_distance).alpha(), 4)
+        except ZeroDivisionError:
+            expected = None
+        assert krippendorff_alpha_masi(rows[0], rows[1]) == expected
+    assert krippendorff_alpha_masi([F(), F({"a"})], [F({"a"}), F({"a"})]) is None  # nltk divides by zero
+    assert krippendorff_alpha_masi([F({"a"})] * 3, [F({"a"})] * 3) == 1.0
