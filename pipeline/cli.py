@@ -27,7 +27,16 @@ if TYPE_CHECKING:
     from kia import score as score_stage
     from kia.taxonomy import Taxonomy
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
+USER_HELP = (
+    "kia places research papers in a survey's taxonomy: labels on every axis, each backed by verbatim quotes"
+    " located in the paper (page, offsets), stored in one DuckDB file; you review them in the terminal and"
+    " score them against your gold table.\n\n"
+    "Try it: kia demo. Your own survey: kia init my-survey, then in that folder: kia ingest papers/,"
+    " kia propose, kia review, kia score, kia export, kia report. No option to repeat: they are in its"
+    " kia.toml (kia config shows them). kia COMMAND --help for one command."
+)
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=USER_HELP, pretty_exceptions_enable=False)
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -56,7 +65,6 @@ def _main(
         Path | None, typer.Option("--taxonomy", help="Taxonomy YAML, for every command (over kia.toml)")
     ] = None,
 ) -> None:
-    """kia places research papers in a survey's taxonomy, with verbatim evidence, stored in DuckDB."""
     from kia.settings import set_cli_options
 
     set_cli_options(project=project, db=db, taxonomy=taxonomy)
@@ -1207,6 +1215,9 @@ def demo(db: DbOption = None) -> None:
         table.add_row(row["key"], (row["title"] or "")[:60], row["status"])
     out.print(table)
     _print_agreement(result.score.agreement, f"run {result.score.run_id} against {result.score.gold_path}")
+    from kia.demo import walkthrough
+
+    out.print("\n".join(walkthrough(_db(db), result.score.run_id)), markup=False)
 
 
 def main() -> None:
