@@ -853,7 +853,8 @@ def review(
             out.print(f"nothing to review for {session.reviewer} in run {session.run_id}", markup=False)
             return
         out.print("press ? for help", markup=False)
-        review_keys.review_in_terminal(session, out)
+        # words wrapped to the terminal's width (the shared console leaves long lines to the terminal)
+        review_keys.review_in_terminal(session, Console(highlight=False))
 
 
 @app.command()
