@@ -117,9 +117,15 @@ def paper_flags(store: Store, run_id: str) -> dict[str, PaperFlags]:
 
 def reviewed_source(db: Path, taxonomy: Taxonomy | None, reviewer: str | None = None) -> LabelSource:
     """Reviewed labels (latest accept or edit per axis, of anyone or of one reviewer), papers reviewed on every axis
-    of the taxonomy given (else the shipped one); reviews of other taxonomies' runs are left out."""
-    taxonomy = taxonomy or load_taxonomy(None)
+    of the taxonomy given (else that of the latest complete run, else the shipped one); reviews of
+    other taxonomies' runs are left out."""
     with Store(db, read_only=True) as store:
+        if taxonomy is None:
+            try:
+                latest = resolve_run(store, None)
+            except KiaError:
+                latest = None
+            taxonomy = taxonomy_for_run(store, latest) if latest else load_taxonomy(None)
         labeling = complete(reviewed_labeling(store, taxonomy, reviewer), taxonomy)
         titles = store.titles()
     if not labeling:

@@ -246,13 +246,13 @@ LATEST = "latest"
 
 def latest_run(store: Store, taxonomy: Taxonomy | None = None) -> str | None:
     """The default run of every command that reads one: the most recently started COMPLETE run
-    (papers done, none waiting for a batch answer) of `taxonomy` when given, else of any taxonomy.
+    (no paper waiting for a batch answer) of `taxonomy` when given, else of any taxonomy.
     None when the store holds no run at all; one line saying why when none qualifies."""
     states = store.run_states()
     if not states:
         return None
     wanted = [s for s in states if taxonomy is None or s["taxonomy_hash"] == taxonomy.content_hash]
-    complete = [s for s in wanted if s["done"] and not s["waiting"]]
+    complete = [s for s in wanted if not s["waiting"]]  # finished: nothing waits for a batch answer
     if complete:
         return str(complete[-1]["run"])
     waiting = [f"{s['run']} (waiting for {s['waiting']} batch answers)" for s in wanted if s["waiting"]]
