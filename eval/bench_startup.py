@@ -2,7 +2,9 @@
 
 Times `kia --help`, `kia --version`, and `score`, `stats`, `export` and `report` on a store of 10
 and of 1,000 papers (synthetic documents, each with a proposal stored through the store's API, so
-no model is needed), as whole processes, best and median of several runs. Targets (issue 13):
+no model is needed), as whole processes, best and median of several runs. Every synthetic paper
+is in a synthetic gold CSV (`--gold`), so `score` and `report` time the real scoring path (every
+paper matched, every metric computed), not an empty comparison. Targets (issues 13 and 24):
 `--help` and `--version` under 0.5 s; read commands under 1 s at 1,000 papers.
 
     python eval/bench_startup.py [--repeat 5] [--json out.json]
@@ -30,10 +32,12 @@ from kia.taxonomy import load_taxonomy  # noqa: E402
 KIA = shutil.which("kia") or str(Path(sys.executable).parent / "kia")
 
 
-def build_store(db: Path, n: int, tmp: Path) -> None:
-    """`n` synthetic papers with one proposal each (labels and one exact quote per label)."""
+def build_store(db: Path, n: int, tmp: Path) -> Path:
+    """`n` synthetic papers with one proposal each (labels and one exact quote per label), and a gold
+    CSV holding every one of them (labels agreeing about two times in three); returns the CSV."""
     taxonomy = load_taxonomy()
     rng = random.Random(0)
+    gold_rows = [",".join(["method", "arxiv_id", "title", *taxonomy.axis_ids])]
     with Store(db) as store:
         store.insert_run(
             {
@@ -57,15 +61,21 @@ def build_store(db: Path, n: int, tmp: Path) -> None:
             store.add_document(doc, key)
             start = doc.text.index(sentence)
             labels, evidence = [], []
+            gold_cells = []
             for axis in taxonomy.axes:
                 category = rng.choice(axis.categories).id
                 labels.append((axis.id, category, 0.8, "synthetic", True))
+                gold_cells.append(category if rng.random() < 0.67 else rng.choice(axis.categories).id)
                 evidence.append(
                     (axis.id, category, 0, sentence, "exact", 100.0, start, start + len(sentence), 1, "abstract")
                 )
             store.save_proposal(
                 "bench", {"paper_key": key, "sha256": doc.sha256, "raw_response": "{}"}, labels, evidence, []
             )
+            gold_rows.append(",".join([key, "", f"Paper {i}", *gold_cells]))
+    gold = tmp / f"gold{n}.csv"
+    gold.write_text("\n".join(gold_rows) + "\n", encoding="utf-8")
+    return gold
 
 
 def timed(args: list[str], repeat: int) -> tuple[float, float]:
@@ -91,12 +101,19 @@ def main() -> None:
         tmp = Path(tmp_name)
         for n in (10, 1000):
             db = tmp / f"store{n}.duckdb"
-            build_store(db, n, tmp)
+            gold = str(build_store(db, n, tmp))
+            scored = subprocess.run(
+                [KIA, "score", "--run", "bench", "--gold", gold, "--format", "json", "--db", str(db)],
+                check=True,
+                capture_output=True,
+            )
+            matched = json.loads(scored.stdout)["n_papers"]
+            assert matched == n, f"only {matched} of {n} synthetic papers matched gold: the scoring path is not timed"
             for name, args in {
-                "score": ["score", "--run", "bench", "--db", str(db)],
+                "score": ["score", "--run", "bench", "--gold", gold, "--db", str(db)],
                 "stats": ["stats", "--run", "bench", "--db", str(db)],
                 "export": ["export", "--run", "bench", "--format", "csv", "--db", str(db)],
-                "report": ["report", "--run", "bench", "--db", str(db), "--out", str(tmp / "r.html")],
+                "report": ["report", "--run", "bench", "--gold", gold, "--db", str(db), "--out", str(tmp / "r.html")],
             }.items():
                 best, median = timed(args, options.repeat)
                 results[f"{name} @ {n} papers"] = {"best_s": round(best, 3), "median_s": round(median, 3)}

@@ -9,7 +9,7 @@
     with kia.open_store("survey.duckdb", read_only=True) as store:
         print(store.paper_keys())
 
-Every default comes from `kia.Settings.from_env()` (which reads `KIA_*` and `OPENAI_*`); pass
+Every default comes from `kia.Settings.load()` (kia.toml, then `KIA_*` and `OPENAI_*`); pass
 `settings=` to override them all at once, or the keyword arguments for one call.
 """
 
@@ -48,7 +48,7 @@ def open_store(db: PathLike | None = None, read_only: bool = False, create: bool
     """
     from kia.store import Store
 
-    return Store(_db(db, Settings.from_env()), read_only=read_only, create=create)
+    return Store(_db(db, Settings.load()), read_only=read_only, create=create)
 
 
 def ingest(
@@ -63,7 +63,7 @@ def ingest(
     DOI) is kept as a version: the longer, complete text stays current unless `prefer="new"`."""
     from kia.ingest import run_ingest
 
-    settings = Settings.from_env()
+    settings = Settings.load()
     return run_ingest(
         [Path(p) for p in paths], _db(db, settings), Path(manifest) if manifest else None, on_outcome, prefer
     )
@@ -139,7 +139,7 @@ def propose(
     from kia.propose import run_proposals
     from kia.store import Store
 
-    settings = settings or Settings.from_env()
+    settings = settings or Settings.load()
     chosen, loaded, template, retriever = _run_inputs(backend, settings, taxonomy, prompt, context)
     with Store(_db(db, settings)) as store:
         pool = _example_pool(store, chosen, loaded, settings, gold)
@@ -182,7 +182,7 @@ def write_batch_file(
     from kia.batchfile import write_requests
     from kia.store import Store
 
-    settings = settings or Settings.from_env()
+    settings = settings or Settings.load()
     chosen, loaded, template, retriever = _run_inputs(backend, settings, taxonomy, prompt, context)
     if not isinstance(chosen, OpenAIBackend):
         raise KiaError("batch files are for the openai backend: pass --backend openai --model NAME")
@@ -213,7 +213,7 @@ def import_batch_results(
     from kia.store import Store
     from kia.taxonomy import load_taxonomy
 
-    settings = Settings.from_env()
+    settings = Settings.load()
     with Store(_db(db, settings), create=False) as store:
         return import_results(store, load_taxonomy(taxonomy or settings.taxonomy), [Path(f) for f in files])
 
@@ -230,7 +230,7 @@ def score(
     from kia.score import score_run
     from kia.taxonomy import load_taxonomy
 
-    settings = Settings.from_env()
+    settings = Settings.load()
     chosen = taxonomy or settings.taxonomy
     return score_run(
         _db(db, settings),
@@ -251,8 +251,9 @@ def export(
     group_by: str | None = None,
     keywords_field: str = "keywords",
 ) -> str:
-    """Labels as csv, jsonl, markdown or latex text: a run's (in the taxonomy it recorded), the
-    reviewed ones, or (neither given) the gold file's; `group_by` groups LaTeX rows by an axis.
+    """Labels as csv, jsonl, markdown or latex text: a run's (in the taxonomy it recorded; `run`
+    None or `latest`: the latest complete run), the reviewed ones, or `gold`'s (the default gold
+    file's when the database holds no run yet); `group_by` groups LaTeX rows by an axis.
 
     `bibtex`, `ris` and `csljson` write the labelled papers back as library entries (the labels in
     `keywords_field`, the evidence in a note) for a reference manager.
@@ -260,31 +261,31 @@ def export(
     from kia.errors import KiaError
     from kia.references import BIB_FORMATS
     from kia.report import (
+        default_source,
         export_bibliography,
         export_labels,
-        gold_source,
         reviewed_source,
         run_source,
         source_taxonomy,
     )
     from kia.taxonomy import load_taxonomy
 
-    settings = Settings.from_env()
+    settings = Settings.load()
     chosen = taxonomy or settings.taxonomy
     loaded = load_taxonomy(chosen) if chosen else None
     gold_path = Path(gold) if gold else settings.gold
-    # A run's or the reviews' export has gold columns only when gold is asked for (`gold` given).
-    with_gold = gold is not None or not (reviewed or run is not None)
     if reviewed and run is not None:
         raise KiaError("choose one source: --run or --reviewed")
     if reviewed:
         source = reviewed_source(_db(db, settings), loaded)
     elif run is not None:
         source = run_source(_db(db, settings), run, loaded)
-    else:
-        source = gold_source(gold_path, loaded)
+    else:  # the latest complete run of the database, else (none yet) the gold file
+        source = default_source(_db(db, settings), Path(gold) if gold else None, loaded, settings.gold)
+    # A run's or the reviews' export has gold columns only when gold is asked for (`gold` given).
+    with_gold = gold is not None or not (reviewed or source.run_id is not None)
     if format in BIB_FORMATS:
-        if not (reviewed or run is not None):
+        if not (reviewed or source.run_id is not None):
             raise KiaError(f"--format {format} writes library entries of stored papers: give --run NAME or --reviewed")
         return export_bibliography(_db(db, settings), source, source_taxonomy(source), format, keywords_field)
     return export_labels(source, format, gold_path, group_by, _db(db, settings), with_gold)

@@ -28,7 +28,16 @@ if TYPE_CHECKING:
     from kia import score as score_stage
     from kia.taxonomy import Taxonomy
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
+USER_HELP = (
+    "kia places research papers in a survey's taxonomy: labels on every axis, each backed by verbatim quotes"
+    " located in the paper (page, offsets), stored in one DuckDB file; you review them in the terminal and"
+    " score them against your gold table.\n\n"
+    "Try it: kia demo. Your own survey: kia init my-survey, then in that folder: kia ingest papers/,"
+    " kia propose, kia review, kia score, kia export, kia report. No option to repeat: they are in its"
+    " kia.toml (kia config shows them). kia COMMAND --help for one command."
+)
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=USER_HELP, pretty_exceptions_enable=False)
 # Paper text, titles and file names are untrusted: both consoles print control characters as escapes.
 out = SafeConsole(highlight=False, soft_wrap=True)
 err = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
@@ -49,12 +58,23 @@ def _main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print kia's version and exit")
     ] = False,
+    project: Annotated[
+        Path | None,
+        typer.Option("--project", help="The survey's kia.toml or its folder (default: found from here upwards)"),
+    ] = None,
+    db: Annotated[Path | None, typer.Option("--db", help="DuckDB file, for every command (over kia.toml)")] = None,
+    taxonomy: Annotated[
+        Path | None, typer.Option("--taxonomy", help="Taxonomy YAML, for every command (over kia.toml)")
+    ] = None,
 ) -> None:
-    """kia places research papers in a survey's taxonomy, with verbatim evidence, stored in DuckDB."""
+    from kia.settings import set_cli_options
+
+    set_cli_options(project=project, db=db, taxonomy=taxonomy)
 
 
 def _settings() -> Settings:
-    return Settings.from_env()
+    """The settings in force: defaults < kia.toml < environment < the global options."""
+    return Settings.load()
 
 
 def _db(db: Path | None) -> Path:
@@ -253,6 +273,13 @@ def show(
         out.print(doc.text[sec.start : sec.end], markup=False)
 
 
+RunOption = Annotated[
+    str | None,
+    typer.Option(
+        "--run",
+        help="Run to read: a name from `kia runs`, or latest (default: the latest complete run of the taxonomy)",
+    ),
+]
 TaxonomyOption = Annotated[
     Path | None, typer.Option("--taxonomy", help="Taxonomy YAML (default: $KIA_TAXONOMY, else labels/taxonomy.yaml)")
 ]
@@ -529,7 +556,7 @@ def _print_agreement(agreement: score_stage.Agreement, title: str) -> None:
 @app.command()
 @one_line_errors
 def score(
-    run: Annotated[str | None, typer.Option(help="Run to score (default: the latest)")] = None,
+    run: RunOption = None,
     gold: Annotated[Path | None, typer.Option(help="Gold CSV (default: labels/table5.csv)")] = None,
     output_format: Annotated[str, typer.Option("--format", help="table or json")] = "table",
     proposals_only: Annotated[bool, typer.Option("--proposals-only", help="Ignore reviews")] = False,
@@ -559,6 +586,7 @@ def score(
 
         document = {
             "run": report.run_id,
+            "waiting": report.waiting,
             **report.agreement.as_dict(),
             "abstention": report.abstention.as_dict(),
             "examples": report.examples.as_dict(),
@@ -569,6 +597,8 @@ def score(
         out.print(json.dumps(document, indent=2), markup=False)
         return
     _print_agreement(report.agreement, f"run {report.run_id} against {report.gold_path}")
+    if report.waiting_line():
+        out.print(report.waiting_line(), markup=False)
     abstention = report.abstention
     if any(sum(c.values()) for c in abstention.counts.values()):
         table = Table(title="abstained (counted as misses above) and flagged axes (unsupported, tentative)")
@@ -600,12 +630,17 @@ def score(
     if examples_line:
         out.print(examples_line, markup=False)
     _print_consensus(report.run_id, gold, taxonomy, db)
+    from rich.markup import escape
+
+    lines = []  # one print for every disagreement: a print per line cost seconds at 1,000 papers
     for d in report.agreement.disagreements:
-        out.print(f"\n[bold]{d.paper_key}[/bold]", highlight=False)
+        lines.append(f"\n[bold]{escape(d.paper_key)}[/bold]")
         for axis, (reference, candidate) in d.axes.items():
-            out.print(f"  {axis}: gold {','.join(reference)} | proposed {','.join(candidate)}", markup=False)
+            lines.append(escape(f"  {axis}: gold {','.join(reference)} | proposed {','.join(candidate)}"))
             for category, quote, status, page in report.evidence.get((d.paper_key, axis), [])[:4]:
-                out.print(f"    {category} [{status}, p.{page}] {quote[:160]}", markup=False)
+                lines.append(escape(f"    {category} [{status}, p.{page}] {quote[:160]}"))
+    if lines:
+        out.print("\n".join(lines), highlight=False)
     if report.agreement.missing:
         names = ", ".join(m["paper"] for m in report.agreement.missing if m["missing_in"] == "proposals")
         extra = ", ".join(m["paper"] for m in report.agreement.missing if m["missing_in"] == "gold")
@@ -655,19 +690,21 @@ def _label_source(
         return report_stage.reviewed_source(_existing_db(db), taxonomy)
     if run is not None:
         return report_stage.run_source(_existing_db(db), run, taxonomy)
-    return report_stage.gold_source(gold or _settings().gold, taxonomy)
+    return report_stage.default_source(_db(db), gold, taxonomy, _settings().gold)
 
 
 @app.command()
 @one_line_errors
 def stats(
     gold: Annotated[Path | None, typer.Option(help="Gold CSV (the default source: labels/table5.csv)")] = None,
-    run: Annotated[str | None, typer.Option(help="Statistics of a run's proposals instead of gold")] = None,
+    run: RunOption = None,
     reviewed: Annotated[
         bool, typer.Option("--reviewed", help="Use reviewed labels (papers reviewed on every axis)")
     ] = False,
     output_format: Annotated[str, typer.Option("--format", help="table or json")] = "table",
-    plots: Annotated[Path | None, typer.Option(help="Write Figure-2 plots (PNG and SVG) into this folder")] = None,
+    plots: Annotated[
+        Path | None, typer.Option(help="Write the design-space plots (design-space.png and .svg) into this folder")
+    ] = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
@@ -677,7 +714,7 @@ def stats(
     from kia.report import stats_report
 
     source = _label_source(run, gold, taxonomy, db, reviewed)
-    check_text = run is None and gold is None and not reviewed
+    check_text = source.run_id is None and gold is None and not reviewed
     report = stats_report(source, check_text=check_text, plot_dir=plots)
     result = report.stats
     if output_format == "json":
@@ -720,7 +757,7 @@ def export(
         str,
         typer.Option("--format", help="csv, jsonl, markdown, latex; bibtex, ris or csljson for a reference manager"),
     ] = "csv",
-    run: Annotated[str | None, typer.Option(help="Export a run's labels (default: the gold CSV)")] = None,
+    run: RunOption = None,
     reviewed: Annotated[
         bool, typer.Option("--reviewed", help="Use reviewed labels (papers reviewed on every axis)")
     ] = False,
@@ -758,7 +795,7 @@ def export(
 @app.command()
 @one_line_errors
 def report(
-    run: Annotated[str | None, typer.Option(help="Run to report (default: the latest)")] = None,
+    run: RunOption = None,
     gold: Annotated[Path | None, typer.Option(help="Gold CSV (default: labels/table5.csv)")] = None,
     output: Annotated[Path, typer.Option("--out", help="HTML file to write")] = Path("kia-report.html"),
     taxonomy: TaxonomyOption = None,
@@ -774,13 +811,36 @@ def report(
 @app.command()
 @one_line_errors
 def runs(db: DbOption = None) -> None:
-    """List proposal runs: name, taxonomy, backend, model, papers done and failed, tokens."""
-    table = Table("run", "taxonomy", "backend", "model", "started", "done", "failed", "tokens")
+    """List proposal runs: name (never cut), taxonomy, backend, model, papers done, failed and waiting
+    for batch answers, tokens; `*` marks the default run (the latest complete run of the project's taxonomy)."""
+    from kia.score import default_run_at
     from kia.store import list_runs_at
 
-    for row in list_runs_at(_existing_db(db)):
-        table.add_row(*(str(v) for v in row))
-    out.print(table)
+    path = _existing_db(db)
+    rows = list_runs_at(path)
+    default = default_run_at(path, given_taxonomy(None))
+    header = ("run", "taxonomy", "backend", "model", "started", "done", "failed", "state", "tokens")
+    lines: list[tuple[str, ...]] = [header]
+    for row in rows:
+        state = f"waiting for {row['waiting']} answers" if row["waiting"] else "complete" if row["done"] else "empty"
+        mark = "* " if row["run"] == default else "  "
+        lines.append(
+            (
+                mark + str(row["run"]),
+                *(str(row[k]) for k in ("taxonomy", "backend", "model", "started", "done", "failed")),
+                state,
+                str(row["tokens"]),
+            )
+        )
+    lines[0] = ("  run", *header[1:])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:  # plain aligned columns: a name is never cut or folded, whatever the terminal's width
+        out.print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip(), markup=False)
+    out.print(
+        f"{len(rows)} run(s); * the default of every command that reads a run (the latest complete run);"
+        " name another with --run NAME, or --run latest",
+        markup=False,
+    )
 
 
 def _threshold(value: str) -> float:
@@ -794,7 +854,7 @@ def _threshold(value: str) -> float:
 @app.command()
 @one_line_errors
 def review(
-    run: Annotated[str | None, typer.Option(help="Run to review (default: the latest)")] = None,
+    run: RunOption = None,
     reviewer: Annotated[str | None, typer.Option(help="Reviewer name (default: $USER)")] = None,
     only: Annotated[str | None, typer.Option(help="unreviewed, disagreements or low-confidence")] = None,
     queue: Annotated[
@@ -844,7 +904,8 @@ def review(
             out.print(f"nothing to review for {session.reviewer} in run {session.run_id}", markup=False)
             return
         out.print("press ? for help", markup=False)
-        review_keys.review_in_terminal(session, out)
+        # words wrapped to the terminal's width (the shared console leaves long lines to the terminal)
+        review_keys.review_in_terminal(session, SafeConsole(highlight=False))
 
 
 @app.command()
@@ -860,7 +921,7 @@ def label(
     a: Annotated[str | None, typer.Option("--A", help="Shorthand for --set A=...")] = None,
     note: Annotated[str | None, typer.Option(help="A note on the paper")] = None,
     reviewer: Annotated[str | None, typer.Option(help="Reviewer name (default: $USER)")] = None,
-    run: Annotated[str | None, typer.Option(help="Run the decision refers to (default: the latest)")] = None,
+    run: RunOption = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
@@ -895,14 +956,16 @@ app.add_typer(taxonomy_app, name="taxonomy")
 @taxonomy_app.command("check")
 @one_line_errors
 def taxonomy_check(
-    path: Annotated[Path | None, typer.Argument(help="Taxonomy YAML (default: the shipped one)")] = None,
+    path: Annotated[
+        Path | None, typer.Argument(help="Taxonomy YAML (default: the project's, else the shipped one)")
+    ] = None,
 ) -> None:
     """Report duplicate ids, empty axes, unknown ids in implies/excludes, missing definitions and
     patterns that do not compile or can backtrack catastrophically (FILE:LINE each); then print the
     taxonomy as a table."""
     from kia.taxonomy import check_taxonomy_file, resolve_taxonomy_path
 
-    resolved = resolve_taxonomy_path(path)
+    resolved = resolve_taxonomy_path(path or _settings().taxonomy)
     problems = check_taxonomy_file(resolved)
     for problem in problems:
         (err if problem.severity == "error" else out).print(problem.render(resolved), markup=False)
@@ -925,15 +988,36 @@ def taxonomy_check(
 @app.command()
 @one_line_errors
 def init(
-    directory: Annotated[Path, typer.Argument(help="Folder for a new survey's taxonomy, gold CSV and README")],
+    directory: Annotated[
+        Path, typer.Argument(help="Folder for a new survey's kia.toml, taxonomy, gold CSV and README")
+    ],
     force: Annotated[bool, typer.Option("--force", help="Overwrite files that exist")] = False,
 ) -> None:
-    """Start a new survey: a commented taxonomy skeleton, an empty gold CSV with its columns, a README."""
+    """Start a new survey: kia.toml (the project's settings), a commented taxonomy skeleton, an empty
+    gold CSV with its columns, a README. Commands run in that folder (or below it) use its settings."""
     from kia.scaffold import write_skeleton
 
     for path in write_skeleton(directory, force):
         out.print(f"wrote {path}", markup=False)
-    out.print(f"next: edit {directory / 'taxonomy.yaml'}, then `kia taxonomy check {directory / 'taxonomy.yaml'}`")
+    out.print(
+        f"next: cd {directory}, edit taxonomy.yaml, then `kia taxonomy check`, `kia ingest PAPERS`, `kia propose`",
+        markup=False,
+    )
+
+
+@app.command()
+@one_line_errors
+def config() -> None:
+    """The settings in force (kia.toml, environment, global options) and where each value came from."""
+    from kia.settings import describe
+
+    settings = _settings()
+    where = settings.project or "none (no kia.toml here or above; `kia init DIR` writes one)"
+    out.print(f"project: {where}", markup=False)
+    rows = describe(settings)
+    width = max(len(name) for name, _, _ in rows)
+    for name, value, source in rows:  # plain lines: never cut at the terminal's width
+        out.print(f"{name:<{width}}  {value}    # {source}", markup=False)
 
 
 def _arxiv_client(interval: float | None) -> fetch_stage.ArxivClient:
@@ -990,8 +1074,10 @@ def fetch(
 @app.command()
 @one_line_errors
 def discover(
-    query: Annotated[str, typer.Option(help='arXiv search terms, e.g. "3D CT generation diffusion"')] = "",
-    category: Annotated[str | None, typer.Option(help="arXiv category, e.g. eess.IV")] = None,
+    query: Annotated[
+        str | None, typer.Option(help='arXiv search terms, e.g. "3D CT generation diffusion" (default: kia.toml)')
+    ] = None,
+    category: Annotated[str | None, typer.Option(help="arXiv category, e.g. eess.IV (default: kia.toml)")] = None,
     since: Annotated[str | None, typer.Option(help="Only papers submitted on or after YYYY-MM-DD")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
     threshold: Annotated[float | None, typer.Option(help="Scope similarity a paper must reach (0.35)")] = None,
@@ -1003,6 +1089,8 @@ def discover(
     from kia.encoders import default_encoder
 
     threshold = _settings().discover_threshold if threshold is None else threshold
+    query = _settings().arxiv_query or "" if query is None else query
+    category = category or _settings().arxiv_category
     client = _arxiv_client(interval)
     candidates = fetch_stage.discover(
         client,
@@ -1031,8 +1119,8 @@ def discover(
 @app.command()
 @one_line_errors
 def batch(
-    query: Annotated[str, typer.Option(help="arXiv search terms")] = "",
-    category: Annotated[str | None, typer.Option(help="arXiv category, e.g. eess.IV")] = None,
+    query: Annotated[str | None, typer.Option(help="arXiv search terms (default: kia.toml's arxiv_query)")] = None,
+    category: Annotated[str | None, typer.Option(help="arXiv category, e.g. eess.IV (default: kia.toml)")] = None,
     since: Annotated[str | None, typer.Option(help="Only papers submitted on or after YYYY-MM-DD")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
     threshold: Annotated[float | None, typer.Option(help="Scope similarity a paper must reach (0.35)")] = None,
@@ -1054,6 +1142,8 @@ def batch(
 
     settings = _settings().with_options(model=model, base_url=base_url, encoder=encoder)
     threshold = settings.discover_threshold if threshold is None else threshold
+    query = settings.arxiv_query or "" if query is None else query
+    category = category or settings.arxiv_category
     client = _arxiv_client(interval)
     chosen = make_backend(backend, settings)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -1177,6 +1267,9 @@ def demo(db: DbOption = None) -> None:
         table.add_row(row["key"], (row["title"] or "")[:60], row["status"])
     out.print(table)
     _print_agreement(result.score.agreement, f"run {result.score.run_id} against {result.score.gold_path}")
+    from kia.demo import walkthrough
+
+    out.print("\n".join(walkthrough(_db(db), result.score.run_id)), markup=False)
 
 
 @app.command()

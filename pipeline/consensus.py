@@ -183,10 +183,10 @@ class ConsensusScore:
 def score_consensus(db: Path, taxonomy: Taxonomy, run_id: str | None, gold_path: Path | None) -> ConsensusScore | None:
     """`kia score` on a consensus run (None for any other run): against the gold CSV (default Table 5)."""
     from kia.gold import load_gold
-    from kia.score import gold_labeling, latest_run
+    from kia.score import gold_labeling, resolve_run
 
     with Store(db, read_only=True) as store:
-        chosen = run_id or latest_run(store)
+        chosen = resolve_run(store, run_id, taxonomy)
         row = store.run_row(chosen) if chosen else None
         if chosen is None or row is None or row["backend"] != CONSENSUS:
             return None  # not a consensus run: nothing to add (and its gold need not fit this taxonomy)

@@ -37,3 +37,48 @@ def run_demo(db: Path, on_stage: Callable[[str], None] | None = None) -> DemoRes
         run = run_proposals(store, LocalBackend(), taxonomy, load_prompt(), keys=keys)
     say("scoring against labels/examples.csv")
     return DemoResult(ingested, run, score_run(db, taxonomy, run.run_id, examples_gold_path()))
+
+
+def walkthrough(db: Path, run_id: str, key: str | None = None) -> list[str]:
+    """What a newcomer reads after the demo's table: the axes in words, one paper's proposal with its
+    quotes (page and offsets), and the commands to try next."""
+    from kia.score import taxonomy_for_run
+
+    with Store(db, read_only=True) as store:
+        taxonomy = taxonomy_for_run(store, run_id)
+        keys = sorted({k for k, _a, _c in store.run_label_rows(run_id)})
+        if not keys:
+            return []
+        key = key if key in keys else keys[0]
+        labels = store.paper_labels(run_id, key)
+        evidence = store.paper_evidence(run_id, key)
+    lines = [f"The taxonomy {taxonomy.title or taxonomy.name} has {len(taxonomy.axes)} axes:"]
+    for axis in taxonomy.axes:
+        kind = "one or more labels" if axis.multi else "exactly one label"
+        cats = ", ".join(f"{c.id} {c.name}" for c in axis.categories)
+        lines.append(f"  {axis.id} = {axis.name} ({kind}): {axis.question or axis.definition} [{cats}]")
+    lines.append(f"\nOne proposal: {key}")
+    for axis in taxonomy.axes:
+        mine = [(c, conf) for a, c, conf in labels if a == axis.id]
+        if not mine:
+            lines.append(f"  {axis.id} {axis.name}: no label (left for a person)")
+            continue
+        for category, confidence in mine:
+            name = taxonomy.category(category).name
+            lines.append(f"  {axis.id} {axis.name}: {category} {name} (confidence {confidence:.2f})")
+            quotes = [row for row in evidence if row[0] == axis.id and row[1] == category][:2]
+            for _a, _c, quote, status, _score, start, end, page, _section in quotes:
+                where = f"p.{page}, chars {start}-{end}" if start is not None else "not located in the paper"
+                lines.append(f'      "{quote[:150]}" ({where}, {status})')
+    first = next((row for row in evidence if row[5] is not None), None)
+    around = f" --around {first[5]}" if first else ""
+    steps = [
+        (f"kia review --db {db}", "accept, edit or reject each axis, the quotes in their sentences"),
+        (f"kia show {key} --db {db}{around}", "a quote in its paper"),
+        (f"kia export --format markdown --db {db}", "the labels as a table (csv, latex, bibtex, ...)"),
+        ("kia init my-survey", "start your own survey: kia.toml, a taxonomy skeleton, a gold CSV"),
+    ]
+    width = max(len(command) for command, _ in steps)
+    lines.append("\nNext:")
+    lines += [f"  {command:<{width}}  # {why}" for command, why in steps]
+    return lines

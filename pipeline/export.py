@@ -55,6 +55,42 @@ DETAIL_FIELDS = ("names", "status", "confidence", "evidence", "reviewer", "decid
 
 
 @dataclass
+class PaperFlags:
+    """What a run flagged on a paper, carried by every export: out of scope (with its scope score and
+    the reason), sentences that address the labeller or the model (`suspicious_text`), and the
+    reason of each axis left `unclear`."""
+
+    out_of_scope: bool = False
+    scope_score: float | None = None
+    scope_reason: str = ""
+    suspicious: list[str] = field(default_factory=list)
+    unclear: dict[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return self.out_of_scope or bool(self.suspicious) or bool(self.unclear)
+
+    def lines(self) -> list[str]:
+        """One sentence per flag, for CSV, Markdown, LaTeX comments, library notes and the report."""
+        said = []
+        if self.out_of_scope:
+            score = "" if self.scope_score is None else f" (scope score {self.scope_score:.2f})"
+            said.append(f"out_of_scope{score}: {self.scope_reason or 'the paper is outside the taxonomy scope'}")
+        if self.suspicious:
+            quoted = "; ".join(f'"{s}"' for s in self.suspicious)
+            said.append(f"suspicious_text ({len(self.suspicious)} sentence(s) addressing the labeller): {quoted}")
+        said.extend(f"unclear {axis}: {reason}" for axis, reason in self.unclear.items())
+        return said
+
+    def as_dict(self) -> dict[str, object]:
+        """The flags as a JSON object."""
+        return {
+            "out_of_scope": {"score": self.scope_score, "reason": self.scope_reason} if self.out_of_scope else None,
+            "suspicious_text": self.suspicious,
+            "unclear": self.unclear,
+        }
+
+
+@dataclass
 class ExportRow:
     """One paper: its key, title, labels per axis and optional Table-5 detail columns."""
 
@@ -69,6 +105,8 @@ class ExportRow:
     axes: dict[str, AxisDetail] = field(default_factory=dict)
     # axis -> gold labels (only when gold is asked for)
     gold: dict[str, list[str]] = field(default_factory=dict)
+    # what the run flagged on the paper (exports of a run)
+    flags: PaperFlags = field(default_factory=PaperFlags)
 
     def detail_cells(self, axis: str) -> list[str]:
         """The DETAIL_FIELDS of one axis as CSV cells."""
@@ -226,6 +264,7 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
         with_axes = any(r.axes for r in rows)
         with_status = any(r.status for r in rows) and not with_axes
         with_gold = any(r.gold for r in rows)
+        with_flags = any(r.flags for r in rows)
         writer.writerow(
             [
                 "key",
@@ -236,6 +275,7 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
                 *details,
                 *(f"evidence_{a}" for a in axes if any(r.evidence for r in rows)),
                 *(f"status_{a}" for a in axes if with_status),
+                *(["flags"] if with_flags else []),
             ]
         )
         for row in rows:
@@ -251,6 +291,7 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
                     *(row.details.get(d, "") for d in details),
                     *extra,
                     *status,
+                    *([" | ".join(row.flags.lines())] if with_flags else []),
                 ]
             )
         return buffer.getvalue()
@@ -266,6 +307,7 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
                     **({"status": r.status} if r.status and not r.axes else {}),
                     **({"axes": {a: r.detail_json(a) for a in axes}} if r.axes else {}),
                     **({"gold": r.gold} if r.gold else {}),
+                    **({"flags": r.flags.as_dict()} if r.flags else {}),
                 },
                 ensure_ascii=False,
             )
@@ -273,10 +315,13 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
             for r in rows
         )
     if output_format == "markdown":
+        flagged = any(r.flags for r in rows)
         header = ["Method", *(taxonomy.axis(a).name for a in axes), *(d.replace("_", " ").title() for d in details)]
+        header += ["Flags"] if flagged else []
         lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for row in rows:
             cells = [row.key, *(row.cell(a, ", ") for a in axes), *(row.details.get(d, "–") for d in details)]
+            cells += ["; ".join(row.flags.lines()) or "–"] if flagged else []
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         return "\n".join(lines) + "\n"
     if output_format == "latex":
@@ -305,17 +350,25 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
                 lines.append(rf"\multicolumn{{{len(header)}}}{{l}}{{\textit{{{_latex_escape(title)}}}}} \\")
             for row in members:
                 cells = [
-                    _latex_escape(row.key),
+                    _latex_escape(row.key) + (r"$^\dagger$" if row.flags else ""),
                     *(_latex_escape(row.cell(a, ", ")) for a in axes),
                     *(_latex_escape(row.details.get(d, "") or "--") for d in details),
                 ]
                 lines.append(" & ".join(cells) + r" \\")
         caption = _latex_escape(taxonomy.title or taxonomy.name)
+        flagged_note = r" $^\dagger$: flagged by kia (listed in the comments below the table)." if any(
+            r.flags for r in rows
+        ) else ""
         lines += [
             r"\bottomrule",
             r"\end{tabular}",
-            rf"\caption{{Methods organised under the taxonomy {caption} (exported by kia).}}",
+            rf"\caption{{Methods organised under the taxonomy {caption} (exported by kia).{flagged_note}}}",
             r"\end{table*}",
+        ]
+        lines += [  # comments: carried in the file, not typeset
+            f"% kia flag: {row.key}: " + line.replace("\n", " ")
+            for row in rows
+            for line in row.flags.lines()
         ]
         return "\n".join(lines) + "\n"
     raise KiaError(f"unknown export format {output_format!r}; use one of {', '.join(FORMATS)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -280,18 +281,47 @@ def ingest_library(
     """Ingest a BibTeX/RIS/CSL-JSON library: every entry stored, its file ingested (or its arXiv id
     fetched through `fetch_pdf`), a further file of a known paper linked to it, never stored twice.
 
-    The paper key of a new paper is its arXiv id, else the entry's citation key.
+    The paper key of a new paper is its arXiv id, else the entry's citation key. An entry without a
+    usable file is kept: labelled from its abstract when it has one (status `abstract`), else
+    listed as waiting for a file, with the `--fetch` hint where it has an arXiv id.
     """
     outcomes: list[EntryOutcome] = []
-    for ref in read_references(library):
-        outcome = _ingest_entry(ref, library, store, fetch_pdf)
+    for position, ref in enumerate(read_references(library)):
+        outcome = _ingest_entry(ref, library, store, fetch_pdf, position)
         outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(outcome)
     return outcomes
 
 
-def _ingest_entry(ref: Reference, library: Path, store: Store, fetch_pdf: Callable[[str], Path] | None) -> EntryOutcome:
+def _ingest_abstract(ref: Reference, library: Path, store: Store) -> str:
+    """Store an entry's title and abstract as its paper's text (no file): it can be labelled from
+    them, and a later file of the paper becomes its current, complete version. Returns the key."""
+    import tempfile
+
+    key = ref.arxiv_id or ref.key
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', ref.key) or 'entry'}.md"
+        source.write_text(f"# {ref.title or ref.key}\n\n## Abstract\n\n{ref.abstract}\n", encoding="utf-8")
+        doc = extract(source)
+    doc.path = f"{library}#{ref.key} (abstract only)"
+    stored = store.has_document(doc.sha256)
+    if stored is None:
+        store.add_document(doc, key, ref.doi)
+        return key
+    return stored
+
+
+def _waiting_hint(ref: Reference, library: Path) -> str:
+    """What an entry without a file waits for and what to do: fetch it from arXiv, or attach it."""
+    if ref.arxiv_id:
+        return f"waiting for a file: run `kia ingest --bib {library} --fetch` to download arXiv {ref.arxiv_id}"
+    return f"waiting for a file: attach its PDF in the library, then `kia ingest --bib {library}` again"
+
+
+def _ingest_entry(
+    ref: Reference, library: Path, store: Store, fetch_pdf: Callable[[str], Path] | None, position: int = 0
+) -> EntryOutcome:
     identity = Identity.of(ref.doi, ref.arxiv_id, ref.title)
     known = find_known_paper(_known_papers(store), identity)
     file, reason = usable_file(ref)
@@ -303,7 +333,13 @@ def _ingest_entry(ref: Reference, library: Path, store: Store, fetch_pdf: Callab
             reason = f"{reason}; fetching arXiv {ref.arxiv_id} failed: {exc}"
     paper_key = known[0] if known else None
     if file is None:
-        status, detail = ("linked", f"{known[1]}, no file: {reason}") if known else ("no file", reason)
+        if known:
+            status, detail = "linked", f"{known[1]}, no file: {reason}"
+        elif ref.abstract.strip():
+            paper_key = _ingest_abstract(ref, library, store)
+            status, detail = "abstract", f"{reason}: its abstract is labelled; {_waiting_hint(ref, library)}"
+        else:
+            status, detail = "no file", f"{reason}; {_waiting_hint(ref, library)}"
     else:
         key = ref.arxiv_id or ref.key
         doc_outcome: IngestOutcome | None = None
@@ -340,6 +376,9 @@ def _ingest_entry(ref: Reference, library: Path, store: Store, fetch_pdf: Callab
             "file_path": str(file) if file else (str(ref.files[0]) if ref.files else None),
             "status": status,
             "reason": detail,
+            "raw": json.dumps(ref.raw, ensure_ascii=False, default=str),
+            "position": position,
+            "source_format": ref.source_format,
         }
     )
     return EntryOutcome(ref.key, status, paper_key, detail)

@@ -112,7 +112,7 @@ def figure2(
         ax.axis("off")
     fig.suptitle(title or f"Design space of {stats.n_papers} methods")
     fig.tight_layout()
-    return _save(fig, out_dir, "figure2", formats)
+    return _save(fig, out_dir, "design-space", formats)
 
 
 def agreement_heatmap(agreement: Agreement, out_dir: Path, title: str = "") -> list[Path]:

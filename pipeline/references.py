@@ -2,8 +2,9 @@
 
 In: each entry's title, authors, year, DOI, arXiv id, URL and attached file (Zotero's `file`
 field) is read with a well-kept parser (bibtexparser, rispy, plain JSON for CSL-JSON), stored, and
-its file ingested. Out: the same entries with the labels as keywords and the evidence in a note,
-so the reference manager can filter by category.
+its file ingested; every field the entry had is kept too, in its own order (`Reference.raw`).
+Out: the same entries, every field as it was, with the labels merged into the keywords and the
+evidence added to the note, so the reference manager can filter by category and nothing is lost.
 
 Identity (`same_paper`, `find_known_paper`): two records are the same paper when their DOI, their
 arXiv id (any version) or their normalised title matches. Other stages (ingest of a second file of
@@ -42,6 +43,11 @@ class Reference:
     arxiv_id: str | None = None
     url: str | None = None
     files: list[Path] = field(default_factory=list)
+    abstract: str = ""
+    # Every field of the entry as read, in its own order, and the format it was read in: written
+    # back as it was (labels merged into the keywords, kia's note added) when exported in that format.
+    raw: list[tuple[str, Any]] = field(default_factory=list)
+    source_format: str = ""
 
 
 def normalise_title(title: str) -> str:
@@ -131,8 +137,9 @@ def _zotero_files(value: str, base: Path) -> list[Path]:
         if not part:
             continue
         pieces = part.split(":")
-        # description:path:mime/type, else a plain path
-        raw = ":".join(pieces[1:-1]) if len(pieces) >= 3 and "/" in pieces[-1] else part
+        # description:path:mime/type (Zotero) or :path:pdf (Mendeley), else a plain path
+        typed = "/" in pieces[-1] or pieces[-1].isalpha()
+        raw = ":".join(pieces[1:-1]) if len(pieces) >= 3 and typed else part
         raw = raw.replace("\\:", ":").replace("\\\\", "\\")
         path = Path(raw)
         paths.append(path if path.is_absolute() else base / path)
@@ -162,6 +169,9 @@ def read_bibtex(path: Path) -> list[Reference]:
                 arxiv_id=arxiv_id_of(fields.get("eprint"), fields.get("journal"), fields.get("url"), fields.get("doi")),
                 url=fields.get("url"),
                 files=_zotero_files(fields.get("file", ""), path.parent),
+                abstract=" ".join(_LATEX_RE.sub("", fields.get("abstract", "")).split()),
+                raw=[(f.key, str(f.value)) for f in entry.fields],
+                source_format="bibtex",
             )
         )
     return refs
@@ -175,7 +185,7 @@ def read_ris(path: Path) -> list[Reference]:
     with path.open(encoding="utf-8-sig") as handle:
         entries = rispy.load(handle)
     for index, entry in enumerate(entries, start=1):
-        files = [*entry.get("file_attachments1", []), *entry.get("file_attachments2", [])]
+        files = [f for name in ("file_attachments1", "file_attachments2") for f in _as_list(entry.get(name))]
         urls = entry.get("urls", [])
         refs.append(
             Reference(
@@ -188,9 +198,19 @@ def read_ris(path: Path) -> list[Reference]:
                 arxiv_id=arxiv_id_of(*urls, entry.get("doi"), entry.get("journal_name")),
                 url=urls[0] if urls else None,
                 files=[Path(f) if Path(f).is_absolute() else path.parent / f for f in files],
+                abstract=str(entry.get("abstract") or ""),
+                raw=list(entry.items()),
+                source_format="ris",
             )
         )
     return refs
+
+
+def _as_list(value: Any) -> list[str]:
+    """A field rispy reads as one string or as a list (file attachments), as a list."""
+    if not value:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
 def read_csljson(path: Path) -> list[Reference]:
@@ -224,6 +244,9 @@ def read_csljson(path: Path) -> list[Reference]:
                 arxiv_id=arxiv_id_of(item.get("URL"), item.get("DOI"), item.get("number")),
                 url=item.get("URL"),
                 files=[f if f.is_absolute() else path.parent / f for f in files],
+                abstract=str(item.get("abstract") or ""),
+                raw=list(item.items()),
+                source_format="csljson",
             )
         )
     return refs
@@ -289,6 +312,15 @@ def one_line(text: str | None) -> str:
     return " ".join(_CONTROL_RE.sub(" ", text or "").split())
 
 
+def _one_line_value(value: Any) -> Any:
+    """A RIS value (a text or a list of texts) with every text on one line."""
+    if isinstance(value, str):
+        return one_line(value)
+    if isinstance(value, list):
+        return [one_line(v) if isinstance(v, str) else v for v in value]
+    return value
+
+
 def _braces_balanced(text: str) -> bool:
     depth = 0
     for char in text:
@@ -320,14 +352,59 @@ class LabelledReference:
     note: str
 
 
+KIA_NOTE = "kia ("  # how kia's note begins, so a re-export replaces it instead of adding another
+
+
+def merge_keywords(existing: str, labels: list[str]) -> str:
+    """The entry's own keywords, then each label it does not have yet (its separator kept)."""
+    sep = "; " if ";" in existing and "," not in existing else ", "
+    have = [k.strip() for k in re.split(r"[;,]", existing) if k.strip()]
+    return sep.join(have + [label for label in labels if label not in have])
+
+
+def merge_note(existing: str, note: str) -> str:
+    """The entry's own note, kia's (a previous export's kia note replaced) on a line after it."""
+    kept = [line for line in existing.split("\n") if line.strip() and not line.startswith(KIA_NOTE)]
+    return "\n".join([*kept, note] if note else kept)
+
+
+def _raw_fields(item: LabelledReference, keywords_field: str, note_field: str) -> list[tuple[str, Any]]:
+    """The entry's fields as read, in order: labels merged into `keywords_field`, kia's note into
+    `note_field` (each added at the end when the entry had none)."""
+    fields: list[tuple[str, Any]] = []
+    merged = {keywords_field.lower(): False, note_field.lower(): False}
+    for name, value in item.ref.raw:
+        lower = name.lower()
+        if lower == keywords_field.lower():
+            value, merged[lower] = merge_keywords(str(value), item.labels), True
+        elif lower == note_field.lower():
+            value, merged[lower] = merge_note(str(value), item.note), True
+        fields.append((name, value))
+    if not merged[keywords_field.lower()] and item.labels:
+        fields.append((keywords_field, ", ".join(item.labels)))
+    if not merged[note_field.lower()] and item.note:
+        fields.append((note_field, item.note))
+    return fields
+
+
 def write_bibtex(items: list[LabelledReference], keywords_field: str = "keywords") -> str:
-    """BibTeX (bibtexparser's writer) with the labels in `keywords_field` and the evidence in `note`."""
+    """BibTeX (bibtexparser's writer) with the labels in `keywords_field` and the evidence in `note`;
+    an entry read from a BibTeX library comes back with every field it had, in its order."""
     import bibtexparser
     from bibtexparser.model import Entry, Field
 
     library = bibtexparser.Library()
     for item in items:
         ref = item.ref
+        if ref.raw and ref.source_format == "bibtex":
+            braces = str.maketrans("{}", "()")  # kia's note only: the entry's own fields stay as they were
+            plain = LabelledReference(ref, item.labels, item.note.translate(braces))
+            kept = [
+                Field(name, bibtex_value(value) if isinstance(value, str) else value)
+                for name, value in _raw_fields(plain, keywords_field, "note")
+            ]
+            library.add(Entry(ref.entry_type or "article", bibtex_key(ref.key), kept))
+            continue
         fields = [Field("title", bibtex_value(ref.title))]
         if ref.authors:
             fields.append(Field("author", bibtex_value(" and ".join(ref.authors))))
@@ -352,6 +429,14 @@ def write_ris(items: list[LabelledReference]) -> str:
     for item in items:
         ref = item.ref
         # every value on one line: a line break in a title or key would start a forged tag or record
+        if ref.raw and ref.source_format == "ris":
+            kept = dict(ref.raw)
+            have = _as_list(kept.get("keywords"))
+            kept["keywords"] = [*have, *(label for label in item.labels if label not in have)]
+            notes = [n for n in _as_list(kept.get("notes")) if not n.startswith(KIA_NOTE)]
+            kept["notes"] = [*notes, item.note] if item.note else notes
+            entries.append({k: _one_line_value(v) for k, v in kept.items() if v != []})
+            continue
         entry: dict[str, Any] = {
             "type_of_reference": "JOUR",
             "id": one_line(ref.key),
@@ -378,6 +463,9 @@ def write_csljson(items: list[LabelledReference]) -> str:
     out = []
     for item in items:
         ref = item.ref
+        if ref.raw and ref.source_format == "csljson":
+            out.append(dict(_raw_fields(item, "keyword", "note")))
+            continue
         csl: dict[str, Any] = {"id": ref.key, "type": "article-journal", "title": ref.title}
         if ref.authors:
             csl["author"] = [{"literal": a} for a in ref.authors]

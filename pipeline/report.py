@@ -5,22 +5,27 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kia._version import __version__
 from kia.errors import KiaError
-from kia.export import AxisDetail, ExportRow, Quote, render, rows_from_labeling
+from kia.export import AxisDetail, ExportRow, PaperFlags, Quote, render, rows_from_labeling
 from kia.gold import load_gold
 from kia.score import (
     Agreement,
+    AxisReview,
+    AxisReviews,
     Labeling,
     ScoreReport,
     compare,
     complete,
+    final_labels,
+    final_reviews,
     gold_labeling,
-    latest_run,
+    resolve_run,
     reviewed_labeling,
     run_labeling,
     same_taxonomy,
@@ -45,6 +50,10 @@ class LabelSource:
     taxonomy: Taxonomy | None = None
     # the run the labels (and so the evidence) come from, when they come from one
     run_id: str | None = None
+    # (paper, axis) -> the review in force (`kia.score.final_reviews`), already applied to `labeling`
+    reviews: AxisReviews = field(default_factory=dict)
+    # paper key -> what the run flagged on it (out of scope, suspicious text, unclear axes)
+    flags: dict[str, PaperFlags] = field(default_factory=dict)
 
 
 def _require_run(store: Store, run_id: str) -> None:
@@ -53,11 +62,12 @@ def _require_run(store: Store, run_id: str) -> None:
         raise KiaError(f"{store.path}: no run named {run_id!r} (runs: {known})")
 
 
-def run_source(db: Path, run_id: str | None, taxonomy: Taxonomy | None) -> LabelSource:
-    """A run's labels (default: the latest run) with the stored titles, in the run's own taxonomy
-    (`taxonomy`, when given, must be that one)."""
+def run_source(db: Path, run_id: str | None, taxonomy: Taxonomy | None, use_reviews: bool = True) -> LabelSource:
+    """A run's final labels (default: the latest complete run) with the stored titles, in the run's
+    own taxonomy (`taxonomy`, when given, must be that one): the reviews in force replace the
+    proposal axis by axis (`final_reviews`; a rejected axis has no labels and the status `rejected`)."""
     with Store(db, read_only=True) as store:
-        chosen = run_id or latest_run(store)
+        chosen = resolve_run(store, run_id, taxonomy)
         if chosen is None:
             raise KiaError(f"{db}: no proposal runs yet; run `kia propose` first")
         _require_run(store, chosen)
@@ -66,16 +76,56 @@ def run_source(db: Path, run_id: str | None, taxonomy: Taxonomy | None) -> Label
         statuses: dict[str, dict[str, str]] = {}
         for key, axis, status, _reason in store.axis_statuses(chosen):
             statuses.setdefault(key, {})[axis] = status
+        reviews = final_reviews(store, taxonomy) if use_reviews else {}
+        labeling = final_labels(run_labeling(store, chosen, taxonomy), reviews)
+        for (key, axis), review in reviews.items():
+            if key in labeling:
+                if review.decision == "reject":
+                    statuses.setdefault(key, {})[axis] = "rejected"
+                else:
+                    statuses.get(key, {}).pop(axis, None)  # a person decided: no longer abstained
+        flags = paper_flags(store, chosen)
         return LabelSource(
-            run_labeling(store, chosen, taxonomy), f"run {chosen}", titles, statuses, taxonomy=taxonomy, run_id=chosen
+            labeling, f"run {chosen}", titles, statuses, taxonomy=taxonomy, run_id=chosen, reviews=reviews, flags=flags
         )
+
+
+def paper_flags(store: Store, run_id: str) -> dict[str, PaperFlags]:
+    """Paper key -> what a run flagged on it: out of scope (score, reason), suspicious sentences,
+    the reason of each unclear axis. Papers without a flag are absent."""
+    flags: dict[str, PaperFlags] = {}
+    for key, score in store.scope_flags(run_id).items():
+        flags[key] = PaperFlags(out_of_scope=True, scope_score=score)
+    for key, raw in store.out_of_scope_answers(run_id).items():
+        try:  # the model's one-sentence reason, where the backend gave one
+            said = json.loads(raw or "{}").get("backend", {}).get("scope_reason")
+        except (ValueError, AttributeError):
+            said = None
+        if said and key in flags:
+            flags[key].scope_reason = str(said).strip()
+    for key, axis, status, reason in store.axis_statuses(run_id):
+        paper = flags.setdefault(key, PaperFlags())
+        if status == "unclear":
+            paper.unclear[axis] = reason or ""
+        elif status == "out_of_scope":
+            paper.out_of_scope = True
+            paper.scope_reason = paper.scope_reason or reason or ""
+    for key, sentence, *_where in store.suspicious_sentences(run_id):
+        flags.setdefault(key, PaperFlags()).suspicious.append(sentence)
+    return {key: paper for key, paper in flags.items() if paper}
 
 
 def reviewed_source(db: Path, taxonomy: Taxonomy | None, reviewer: str | None = None) -> LabelSource:
     """Reviewed labels (latest accept or edit per axis, of anyone or of one reviewer), papers reviewed on every axis
-    of the taxonomy given (else the shipped one); reviews of other taxonomies' runs are left out."""
-    taxonomy = taxonomy or load_taxonomy(None)
+    of the taxonomy given (else that of the latest complete run, else the shipped one); reviews of
+    other taxonomies' runs are left out."""
     with Store(db, read_only=True) as store:
+        if taxonomy is None:
+            try:
+                latest = resolve_run(store, None)
+            except KiaError:
+                latest = None
+            taxonomy = taxonomy_for_run(store, latest) if latest else load_taxonomy(None)
         labeling = complete(reviewed_labeling(store, taxonomy, reviewer), taxonomy)
         titles = store.titles()
     if not labeling:
@@ -94,6 +144,19 @@ def gold_source(gold_path: Path | None, taxonomy: Taxonomy | None) -> LabelSourc
         {p.method: p.title for p in gold},
         taxonomy=taxonomy,
     )
+
+
+def default_source(
+    db: Path, gold_path: Path | None, taxonomy: Taxonomy | None, default_gold: Path | None = None
+) -> LabelSource:
+    """What `kia stats` and `kia export` read when told no source: the gold file named (`--gold`), else
+    the latest complete run of the taxonomy in the database, else (no run yet) the default gold file."""
+    if gold_path is None and db.exists():
+        with Store(db, read_only=True) as store:
+            has_runs = bool(store.run_ids())
+        if has_runs:
+            return run_source(db, None, taxonomy)
+    return gold_source(gold_path or default_gold, taxonomy)
 
 
 def source_taxonomy(source: LabelSource) -> Taxonomy:
@@ -130,6 +193,8 @@ def compare_runs(db: Path, run_a: str, run_b: str, taxonomy: Taxonomy | None) ->
     """Agreement between two runs of one taxonomy, run A as the reference; their disagreements are
     the first to review. Runs of two taxonomies stop with one line naming both."""
     with Store(db, read_only=True) as store:
+        run_a = resolve_run(store, run_a, taxonomy) or run_a
+        run_b = resolve_run(store, run_b, taxonomy) or run_b
         _require_run(store, run_a)
         _require_run(store, run_b)
         taxonomy = same_taxonomy(store, run_a, run_b, taxonomy)
@@ -161,6 +226,8 @@ def export_labels(
             if gold_path is not None:
                 raise
     rows = rows_from_labeling(source.labeling, source.titles, gold, statuses=source.statuses)
+    for row in rows:
+        row.flags = source.flags.get(row.key, row.flags)
     if source.run_id is not None and db is not None:
         _add_axis_details(rows, source, taxonomy, db)
         if with_gold:
@@ -172,25 +239,25 @@ def export_labels(
     return render(rows, taxonomy, output_format, group_by=group_by)
 
 
-def axis_status(review: tuple[object, ...] | None, abstained: str | None, grounded: bool) -> str:
+def axis_status(review: AxisReview | None, abstained: str | None, grounded: bool) -> str:
     """An axis's status: a review's decision (accepted, edited, machine-accepted, rejected), else
     the run's abstention (unclear, out_of_scope), else unsupported (no quote found) or proposed."""
     from kia.review import MACHINE_ACCEPTED
 
     if review is not None:
-        decision, note = str(review[0]), str(review[3] or "")
-        if decision == "accept":
-            return MACHINE_ACCEPTED if note.startswith(MACHINE_ACCEPTED) else "accepted"
-        return {"edit": "edited", "reject": "rejected"}.get(decision, decision)
+        if review.decision == "accept":
+            return MACHINE_ACCEPTED if review.note.startswith(MACHINE_ACCEPTED) else "accepted"
+        return {"edit": "edited", "reject": "rejected"}.get(review.decision, review.decision)
     if abstained:
         return abstained
     return "proposed" if grounded else "unsupported"
 
 
 def _add_axis_details(rows: list[ExportRow], source: LabelSource, taxonomy: Taxonomy, db: Path) -> None:
+    """Per axis: names, status, confidence (the machine's, so none on an axis a person edited or
+    rejected), the quotes that back the final labels, and the review in force."""
     assert source.run_id is not None
     with Store(db, read_only=True) as store:
-        reviews = store.latest_axis_reviews(source.run_id)
         notes = store.paper_notes()
         labels = store.run_label_details(source.run_id)
         evidence = store.run_evidence(source.run_id)
@@ -204,18 +271,19 @@ def _add_axis_details(rows: list[ExportRow], source: LabelSource, taxonomy: Taxo
         quotes.setdefault((key, axis), []).append(Quote(category, quote, page, start, end, status))
     for row in rows:
         for axis in taxonomy.axis_ids:
-            review = reviews.get((row.key, axis))
-            if review is not None and review[0] in ("accept", "edit") and review[1]:
-                row.labels[axis] = sorted(str(review[1]).split(";"))
+            review = source.reviews.get((row.key, axis))
             confs = confidence.get((row.key, axis))
+            kept = set(row.labels.get(axis, []))
+            machine = review is None or review.decision == "accept"
             row.axes[axis] = AxisDetail(
                 names=[taxonomy.category(c).name for c in row.labels.get(axis, [])],
                 status=axis_status(review, row.status.get(axis), grounded.get((row.key, axis), True)),
-                confidence=min(confs) if confs else None,
-                quotes=quotes.get((row.key, axis), []),
-                reviewer=str(review[2]) if review else "",
-                decided_at=str(review[4])[:19] if review else "",
-                note=str(review[3] or "") if review and review[3] else notes.get(row.key, ""),
+                confidence=min(confs) if confs and machine else None,
+                # quotes of the final labels only: an edit keeps those kia found for the new labels
+                quotes=[q for q in quotes.get((row.key, axis), []) if q.category in kept],
+                reviewer=review.reviewer if review else "",
+                decided_at=review.decided_at if review else "",
+                note=review.note if review and review.note else notes.get(row.key, ""),
             )
 
 
@@ -234,39 +302,53 @@ def _evidence_note(source: LabelSource, taxonomy: Taxonomy, paper_key: str, evid
                 if row[0] == axis and row[1] == category and row[5] is not None
             ]
             parts.append(f"{category} {taxonomy.category(category).name}" + (": " + " ".join(quotes) if quotes else ""))
-    return f"kia ({source.name}): " + " | ".join(parts)
+    flags = source.flags.get(paper_key)
+    said = f" | flags: {'; '.join(flags.lines())}" if flags else ""
+    return f"kia ({source.name}): " + " | ".join(parts) + said
 
 
 def export_bibliography(
     db: Path, source: LabelSource, taxonomy: Taxonomy, output_format: str, keywords_field: str = "keywords"
 ) -> str:
-    """The labelled papers as BibTeX, RIS or CSL-JSON: the library's own entry where the paper came
-    from one (else one built from the stored document), the labels as keywords, the evidence in a note."""
+    """Every library entry ingested (`kia ingest --bib`), in its library's order, with every field it
+    had (labels merged into its keywords, the evidence added to its note), then the labelled papers
+    that came from no library as entries built from the stored document. An entry whose paper has
+    no labels here is still written, its note saying why (waiting for a file, or not labelled)."""
     from kia.references import LabelledReference, Reference, write_references
 
     with Store(db, read_only=True) as store:
-        entries: dict[str, dict[str, object]] = {}
-        for entry in store.bib_entries():
-            if entry["paper_key"] and entry["paper_key"] not in entries:
-                entries[str(entry["paper_key"])] = entry
         arxiv_ids = store.latest_document_field("arxiv_id")
         items = []
-        for key in sorted(source.labeling):
-            evidence = store.paper_evidence(source.run_id, key) if source.run_id else []
-            entry = entries.get(key)
-            if entry is not None:
-                ref = Reference(
-                    key=str(entry["entry_key"]),
-                    entry_type=str(entry["entry_type"] or "article"),
-                    title=str(entry["title"] or ""),
-                    authors=[a for a in str(entry["authors"] or "").split("; ") if a],
-                    year=str(entry["year"] or ""),
-                    doi=entry["doi"] and str(entry["doi"]),  # type: ignore[arg-type]
-                    arxiv_id=entry["arxiv_id"] and str(entry["arxiv_id"]),  # type: ignore[arg-type]
-                    url=entry["url"] and str(entry["url"]),  # type: ignore[arg-type]
-                )
+        written: set[str] = set()
+        for entry in store.library_entries():
+            raw = json.loads(entry["raw"]) if entry["raw"] else []
+            ref = Reference(
+                key=str(entry["entry_key"]),
+                entry_type=str(entry["entry_type"] or "article"),
+                title=str(entry["title"] or ""),
+                authors=[a for a in str(entry["authors"] or "").split("; ") if a],
+                year=str(entry["year"] or ""),
+                doi=entry["doi"] and str(entry["doi"]),
+                arxiv_id=entry["arxiv_id"] and str(entry["arxiv_id"]),
+                url=entry["url"] and str(entry["url"]),
+                raw=[(str(name), value) for name, value in raw],
+                source_format=str(entry["source_format"] or ""),
+            )
+            key = entry["paper_key"]
+            if key and key in source.labeling:
+                evidence = store.paper_evidence(source.run_id, key) if source.run_id else []
+                labels = [c for axis in taxonomy.axis_ids for c in sorted(source.labeling[key].get(axis, frozenset()))]
+                note = _evidence_note(source, taxonomy, key, evidence)
+                if entry["status"] == "abstract":
+                    note = note.replace("): ", "; labelled from the abstract only, no file): ", 1)
+                items.append(LabelledReference(ref, labels, note))
+                written.add(key)
             else:
-                ref = Reference(key=key, title=source.titles.get(key, ""), arxiv_id=arxiv_ids.get(key))
+                why = str(entry["reason"] or "") if not key else f"not labelled in {source.name} (run `kia propose`)"
+                items.append(LabelledReference(ref, [], f"kia ({source.name}): no labels: {why}"))
+        for key in sorted(set(source.labeling) - written):
+            evidence = store.paper_evidence(source.run_id, key) if source.run_id else []
+            ref = Reference(key=key, title=source.titles.get(key, ""), arxiv_id=arxiv_ids.get(key))
             labels = [c for axis in taxonomy.axis_ids for c in sorted(source.labeling[key].get(axis, frozenset()))]
             items.append(LabelledReference(ref, labels, _evidence_note(source, taxonomy, key, evidence)))
     return write_references(items, output_format, keywords_field)
@@ -334,8 +416,10 @@ def _papers_table(rows: list[ExportRow], taxonomy: Taxonomy, paths: dict[str, st
                 + f" [{q.start}-{q.end}] {html.escape(q.quote)}</li>"
                 for q in d.quotes
             )
+            flags = "".join(f"<br><i>flag: {html.escape(line)}</i>" for line in row.flags.lines())
             head = (
-                f'<td rowspan="{len(taxonomy.axis_ids)}"><b>{html.escape(row.key)}</b><br>{html.escape(row.title)}</td>'
+                f'<td rowspan="{len(taxonomy.axis_ids)}"><b>{html.escape(row.key)}</b><br>{html.escape(row.title)}'
+                f"{flags}</td>"
                 if index == 0
                 else ""
             )
@@ -351,13 +435,14 @@ def _provenance(db: Path, run_id: str) -> tuple[str, dict[str, str]]:
     """The line saying which run and which reviews the report uses, and each paper's file."""
     with Store(db, read_only=True) as store:
         info = store.run_summary(run_id)
-        reviews = store.latest_axis_reviews(run_id)
+        taxonomy = taxonomy_for_run(store, run_id)
+        reviews = final_reviews(store, taxonomy)
         paths = store.latest_document_field("path")
-    who = sorted({str(r[2]) for r in reviews.values()})
+    who = sorted({r.reviewer for r in reviews.values()})
     backend, model, started = info or ("?", "?", "?")
     used = (
         f"{len(reviews)} axis decision(s) by {', '.join(who)} (the latest per paper and axis; accepted and edited"
-        " labels replace the proposal in scoring)"
+        " labels replace the proposal, a rejected axis has none, in scoring and every export)"
         if reviews
         else "none (proposals only)"
     )
@@ -376,18 +461,97 @@ def write_report(
     and the papers missing on either side."""
     from kia.plots import agreement_heatmap, figure2
 
-    scored: ScoreReport = score_run(db, taxonomy, run_id, gold_path)
-    taxonomy = scored.taxonomy or load_taxonomy(None)
-    run = run_source(db, scored.run_id, taxonomy)
-    provenance, paths = _provenance(db, scored.run_id)
+    with Store(db, read_only=True) as store:
+        run_id = resolve_run(store, run_id, taxonomy)
+        if run_id is None:
+            raise KiaError(f"{db}: no proposal runs yet; run `kia propose` first")
+        _require_run(store, run_id)
+        taxonomy = taxonomy_for_run(store, run_id, taxonomy)
+    scored: ScoreReport | None = None
+    if _gold_fits(gold_path, taxonomy):
+        scored = score_run(db, taxonomy, run_id, gold_path)
+    run = run_source(db, run_id, taxonomy)
+    provenance, paths = _provenance(db, run_id)
     paper_rows = rows_from_labeling(run.labeling, run.titles, statuses=run.statuses)
+    for row in paper_rows:
+        row.flags = run.flags.get(row.key, row.flags)
     _add_axis_details(paper_rows, run, taxonomy, db)
-    gold = gold_source(gold_path, taxonomy)
     with tempfile.TemporaryDirectory() as tmp:
         run_plot = figure2(run.labeling, taxonomy, Path(tmp) / "run", f"Design space: {run.name}", ("png",))[0]
-        gold_plot = figure2(gold.labeling, taxonomy, Path(tmp) / "gold", f"Design space: {gold.name}", ("png",))[0]
-        heat = agreement_heatmap(scored.agreement, Path(tmp) / "agreement", f"{run.name} vs gold")[0]
-        images = {"run": _img(run_plot), "gold": _img(gold_plot), "heat": _img(heat)}
+        images = {"run": _img(run_plot)}
+        if scored is not None:
+            gold = gold_source(gold_path, taxonomy)
+            gold_plot = figure2(gold.labeling, taxonomy, Path(tmp) / "gold", f"Design space: {gold.name}", ("png",))[0]
+            heat = agreement_heatmap(scored.agreement, Path(tmp) / "agreement", f"{run.name} vs gold")[0]
+            images |= {"gold": _img(gold_plot), "heat": _img(heat)}
+    axes_line = ", ".join(f"{a.id} {a.name}{'' if a.multi else ' (single-label)'}" for a in taxonomy.axes)
+    with Store(db, read_only=True) as store:
+        flagged = store.suspicious_sentences(run_id)
+        out_of_scope = store.scope_flags(run_id)
+    if scored is None:
+        scoring = (
+            f"<p>run <b>{html.escape(run_id)}</b>; taxonomy <b>{html.escape(taxonomy.title or taxonomy.name)}</b>"
+            f" ({len(taxonomy.axes)} axes: {html.escape(axes_line)}); kia {html.escape(__version__)}.</p>"
+            "<h2>Agreement</h2><p>no gold labels for this taxonomy (give a gold CSV with --gold, or gold in"
+            " kia.toml): nothing scored.</p>"
+            f"<h2>Papers flagged out of scope</h2><p>{_scope_line(out_of_scope)}</p>"
+        )
+    else:
+        scoring = _scoring_sections(scored, taxonomy, axes_line, images, out_of_scope)
+    suspicious = (
+        "<table><tr><th>paper</th><th>page</th><th>section</th><th>sentence (withheld from the model, never evidence)"
+        "</th></tr>"
+        + "".join(
+            f"<tr><td>{html.escape(key)}</td><td>{page}</td><td>{html.escape(section or '')}</td>"
+            f"<td>{html.escape(sentence)}</td></tr>"
+            for key, sentence, _start, _end, page, section in flagged
+        )
+        + "</table>"
+        if flagged
+        else "<p>none</p>"
+    )
+    page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>kia report: {html.escape(run_id)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:top}}</style></head><body>
+<h1>kia report</h1>
+{provenance}
+{scoring}
+<h2>Papers flagged suspicious_text (sentences that address the labeller or the model)</h2>{suspicious}
+<h2>Design space of the run</h2>{images["run"]}
+<h2>Papers: labels, status and the evidence to check them against</h2>{_papers_table(paper_rows, taxonomy, paths)}
+</body></html>"""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out
+
+
+def _gold_fits(gold_path: Path | None, taxonomy: Taxonomy) -> bool:
+    """Whether the report scores against gold: a gold file named must fit (else one line saying why)
+    and scores when it has rows (a new project's gold.csv has none yet); the shipped gold (none
+    named) is used only for the survey it belongs to."""
+    if gold_path is not None:
+        return bool(load_gold(gold_path, taxonomy))
+    try:
+        load_gold(None, taxonomy)
+    except KiaError:
+        return False
+    return True
+
+
+def _scope_line(out_of_scope: dict[str, float | None]) -> str:
+    """The papers a run flagged out of scope, each with its scope score."""
+    shown = [f"{k} (scope {'n/a' if v is None else f'{v:.2f}'})" for k, v in sorted(out_of_scope.items())]
+    return html.escape(", ".join(shown)) or "none"
+
+
+def _scoring_sections(
+    scored: ScoreReport,
+    taxonomy: Taxonomy,
+    axes_line: str,
+    images: dict[str, str],
+    out_of_scope: dict[str, float | None],
+) -> str:
+    """The report's parts that need gold: agreement, abstentions, plots of gold, disagreements, missing papers."""
     disagreements = []
     for d in scored.agreement.disagreements:
         rows = []
@@ -405,7 +569,6 @@ def write_report(
             f"<th>proposed</th><th>evidence</th></tr>{''.join(rows)}</table>"
         )
     abstention = scored.abstention
-    axes_line = ", ".join(f"{a.id} {a.name}{'' if a.multi else ' (single-label)'}" for a in taxonomy.axes)
 
     def _fmt(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.3f}"
@@ -419,22 +582,7 @@ def write_report(
     abstained = (
         "<table><tr><th>axis</th><th>unclear</th><th>out of scope</th><th>unsupported</th><th>tentative</th>"
         "<th>coverage</th><th>exact where decided</th>"
-        f"</tr>{abstained_rows}</table><p>flagged out of scope: "
-        f"{html.escape(', '.join(abstention.out_of_scope)) or 'none'}</p>"
-    )
-    with Store(db, read_only=True) as store:
-        flagged = store.suspicious_sentences(scored.run_id)
-    suspicious = (
-        "<table><tr><th>paper</th><th>page</th><th>section</th><th>sentence (withheld from the model, never evidence)"
-        "</th></tr>"
-        + "".join(
-            f"<tr><td>{html.escape(key)}</td><td>{page}</td><td>{html.escape(section or '')}</td>"
-            f"<td>{html.escape(sentence)}</td></tr>"
-            for key, sentence, _start, _end, page, section in flagged
-        )
-        + "</table>"
-        if flagged
-        else "<p>none</p>"
+        f"</tr>{abstained_rows}</table><p>flagged out of scope: {_scope_line(out_of_scope)}</p>"
     )
     missing = (
         ", ".join(
@@ -442,25 +590,14 @@ def write_report(
         )
         or "none"
     )
-    page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>kia report: {html.escape(scored.run_id)}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:top}}</style></head><body>
-<h1>kia report</h1>
-{provenance}
-<p>run <b>{html.escape(scored.run_id)}</b> against {html.escape(scored.gold_path)}; taxonomy
+    waiting = f"<p><b>{html.escape(scored.waiting_line() or '')}</b></p>" if scored.waiting else ""
+    return f"""{waiting}<p>run <b>{html.escape(scored.run_id)}</b> against {html.escape(scored.gold_path)}; taxonomy
 <b>{html.escape(taxonomy.title or taxonomy.name)}</b> ({len(taxonomy.axes)} axes: {html.escape(axes_line)});
 {scored.agreement.n_papers} papers scored; all-axes exact match {scored.agreement.triple_exact_match:.3f};
 kia {html.escape(__version__)}.</p>
 <h2>Agreement</h2>{_agreement_tables(scored.agreement, taxonomy)}
 <h2>Abstained axes (no label, no quote; counted as misses above)</h2>{abstained}
-<h2>Papers flagged suspicious_text (sentences that address the labeller or the model)</h2>{suspicious}
 <h2>Agreement per category</h2>{images["heat"]}
-<h2>Design space of the run</h2>{images["run"]}
 <h2>Design space of gold</h2>{images["gold"]}
 <h2>Disagreements</h2>{"".join(disagreements) or "<p>none</p>"}
-<h2>Missing papers</h2><p>{missing}</p>
-<h2>Papers: labels, status and the evidence to check them against</h2>{_papers_table(paper_rows, taxonomy, paths)}
-</body></html>"""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
-    return out
+<h2>Missing papers</h2><p>{missing}</p>"""

@@ -17,7 +17,7 @@ from typing import Any
 from kia.consensus import CONSENSUS, CONSENSUS_REVIEWER, DISAGREEMENT, consensus_inputs
 from kia.errors import KiaError
 from kia.extract import Document
-from kia.score import Labeling, latest_run, run_labeling, taxonomy_for_run
+from kia.score import Labeling, resolve_run, run_labeling, taxonomy_for_run
 from kia.sentences import sentences_around
 from kia.settings import Settings
 from kia.store import Store
@@ -41,7 +41,7 @@ KEY_CHARS = "123456789abcdefghijklmnopqrstuvwxyz"
 
 def default_reviewer(option: str | None) -> str:
     """`--reviewer`, else the settings' reviewer ($KIA_REVIEWER, else $USER), else "anonymous"."""
-    return option or Settings.from_env().reviewer
+    return option or Settings.load().reviewer
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ class ReviewSession:
             raise KiaError(f"--queue must be one of {', '.join(QUEUES)}, not {queue!r}")
         self.store = store
         self.reviewer = default_reviewer(reviewer)
-        chosen = run_id or latest_run(store)
+        chosen = resolve_run(store, run_id, taxonomy)
         if chosen is None and keys is None:
             raise KiaError(f"{store.path}: no proposals to review; run `kia propose` first")
         if chosen is not None and not store.run_exists(chosen):
@@ -574,7 +574,7 @@ def label_paper(
     store.get_document(key)  # a clear error for an unknown key
     # The decision refers to the run named, else the latest run that labelled this paper (so a
     # database holding two surveys records it in the paper's own taxonomy).
-    run_id = run_id or next(iter(store.runs_of_paper(key)), None)
+    run_id = resolve_run(store, run_id, taxonomy) if run_id else next(iter(store.runs_of_paper(key)), None)
     session = ReviewSession(store, taxonomy, run_id, reviewer, keys=[key])
     given = {axis: cats for axis, cats in labels.items() if cats}
     if not given and not note:

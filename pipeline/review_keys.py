@@ -31,6 +31,7 @@ CTRL_D = "\x04"
 # Arrow keys move between papers: right skips, left goes back.
 ARROWS = {"\x1b[C": "s", "\x1bOC": "s", "\x1b[D": "b", "\x1bOD": "b"}
 QUIT, REDRAW, STAY = "quit", "redraw", "stay"
+DONE_HINT = "every axis decided: Enter (or s) goes to the next paper; n adds a note first"
 KEY_HINT = (
     "keys: a accept  A accept all  e edit  r reject  n note  s skip  b back  d definitions  : command  ? help  q quit"
 )
@@ -252,8 +253,7 @@ def _axis_action(session: ReviewSession, key: str, console: Any, keys: KeyReader
         if chosen is None:
             return STAY
         session.edit(axis, chosen)
-    session.advance_if_finished()
-    return REDRAW
+    return REDRAW  # the paper stays on screen, its last decision shown: a note is still possible
 
 
 def _edit_note(session: ReviewSession, console: Any, keys: KeyReader) -> str:
@@ -276,7 +276,6 @@ def handle_key(session: ReviewSession, key: str, console: Any, keys: KeyReader) 
     if key == "A":
         console.print("accept all", markup=False)
         session.accept_all()
-        session.advance_if_finished()
         return REDRAW
     if key == "n":
         return _edit_note(session, console, keys)
@@ -293,6 +292,10 @@ def handle_key(session: ReviewSession, key: str, console: Any, keys: KeyReader) 
         if not apply_command(session, command, console):
             return QUIT
         return REDRAW if command.strip()[:1] in ("a", "A", "e", "r", "n", "s", "b") else STAY
+    if key in ENTER and not session.done and session.finished(session.current):
+        console.print("next", markup=False)  # every axis decided: Enter moves on (after a note, if wanted)
+        session.next()
+        return REDRAW
     if key in ENTER or key == " " or key.startswith(ESCAPE):  # Esc, or a sequence of a key without a use
         console.print("", markup=False)
         return STAY
@@ -306,8 +309,12 @@ def interactive_keys(session: ReviewSession, console: Any, keys: KeyReader) -> i
     try:
         while not session.done:
             if shown != session.index:
+                if getattr(console, "is_terminal", False):
+                    console.clear()  # one paper per screen, redrawn, not scrolled past
                 render_paper(session, console)
                 console.print(KEY_HINT, markup=False, style="dim")
+                if session.finished(session.current):
+                    console.print(DONE_HINT, markup=False, style="bold")
                 shown = session.index
             console.print("review> ", end="", markup=False)
             try:

@@ -1,8 +1,9 @@
 """`kia init DIR`: the files a new survey starts from, so any survey's taxonomy is data from day one.
 
-Writes a commented taxonomy skeleton (two axes: one multi-label, one single-label, every field
-explained), an empty gold CSV whose columns follow that skeleton, and a short README of the
-format. The skeleton passes `kia taxonomy check` as written.
+Writes the project file kia.toml (every command run in DIR or below reads its database, taxonomy,
+gold, reviewer, backend and arXiv query, so no option is repeated), a commented taxonomy skeleton
+(two axes: one multi-label, one single-label, every field explained), an empty gold CSV whose
+columns follow that skeleton, and a short README of the format. The skeleton passes `kia taxonomy check` as written.
 """
 
 from __future__ import annotations
@@ -77,18 +78,38 @@ README = """\
   `title`, then one column per axis id holding category ids joined by `;` (exactly one id on an
   axis with `multi: false`). An unknown id is an error naming its row and column.
 
-Then:
+- `kia.toml`: this project's settings (database, taxonomy, gold, reviewer, backend, model, arXiv
+  query). Every kia command run in this folder or below reads it; `kia config` shows what is in
+  force and where each value came from (an environment variable or an option beats the file).
 
-    kia ingest papers/ --db survey.duckdb
-    kia propose --taxonomy taxonomy.yaml --db survey.duckdb
-    kia review --db survey.duckdb          # or: kia label KEY --set data=volumes
-    kia score --gold gold.csv --db survey.duckdb
-    kia stats --gold gold.csv --taxonomy taxonomy.yaml --plots plots/
-    kia export --format latex --run RUN --group-by data --db survey.duckdb
-    kia report --gold gold.csv --db survey.duckdb
+Then, in this folder:
+
+    kia ingest papers/                     # or: kia ingest --bib library.bib
+    kia propose                            # the latest complete run is every later command's default
+    kia review                             # or: kia label KEY --set data=volumes
+    kia score
+    kia stats --run latest --plots plots/
+    kia export --format latex --group-by data
+    kia report
 
 Every command on a run uses the taxonomy that run recorded, so one database can hold runs of
 several surveys; mixing two taxonomies stops with one line naming both.
+"""
+
+
+PROJECT = """\
+# kia project file: every kia command run in this folder (or below it) reads these settings.
+# `kia config` shows what is in force and where each value came from. Relative paths are
+# relative to this file's folder. An environment variable (KIA_DB, KIA_TAXONOMY, KIA_MODEL,
+# KIA_REVIEWER, ...) or a command-line option beats a value here. Keys never go in this file.
+db = "kia.duckdb"
+taxonomy = "taxonomy.yaml"
+gold = "gold.csv"
+# reviewer = "your name"             # default: $KIA_REVIEWER, else your login name
+backend = "local"                    # local (offline) or openai (any OpenAI-compatible server)
+# model = "gpt-4o-mini"              # with backend = "openai"; the endpoint: base_url = "http://..."
+arxiv_query = ""                     # `kia discover` / `kia batch` search terms
+# arxiv_category = "cs.CV"
 """
 
 
@@ -98,9 +119,10 @@ def gold_header(axis_ids: list[str]) -> str:
 
 
 def write_skeleton(directory: Path, force: bool = False) -> list[Path]:
-    """Write taxonomy.yaml, gold.csv and README.md into `directory` (created); never overwrite
-    unless `force`."""
+    """Write kia.toml, taxonomy.yaml, gold.csv and README.md into `directory` (created); never
+    overwrite unless `force`."""
     files = {  # the gold columns follow the skeleton's axes (family, data)
+        "kia.toml": PROJECT,
         "taxonomy.yaml": TAXONOMY,
         "gold.csv": gold_header(["family", "data"]),
         "README.md": README,

@@ -8,7 +8,6 @@ misleads when one category dominates (I2 is 74% of Table 5).
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,20 +99,49 @@ def gwet_ac1(reference: np.ndarray, candidate: np.ndarray) -> float | None:
     return (observed - chance) / (1.0 - chance)
 
 
-def krippendorff_alpha_masi(reference: list[frozenset[str]], candidate: list[frozenset[str]]) -> float | None:
-    """Krippendorff's alpha over set-valued labels with the MASI distance (nltk)."""
-    data = [("reference", str(i), ref) for i, ref in enumerate(reference)]
-    data += [("candidate", str(i), cand) for i, cand in enumerate(candidate)]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from nltk.metrics.agreement import AnnotationTask  # nltk and scikit-learn load only to score
-            from nltk.metrics.distance import masi_distance
+def masi_distance(first: frozenset[str], second: frozenset[str]) -> float:
+    """Passonneau's MASI distance between two label sets, as nltk defines it."""
+    shared, union = len(first & second), len(first | second)
+    if len(first) == len(second) == shared:
+        monotonicity = 1.0
+    elif shared == min(len(first), len(second)):
+        monotonicity = 2 / 3
+    elif shared > 0:
+        monotonicity = 1 / 3
+    else:
+        monotonicity = 0.0
+    return 1.0 - shared / union * monotonicity
 
-            value = AnnotationTask(data=data, distance=masi_distance).alpha()
-    except ZeroDivisionError:
-        return None  # every label identical on both sides: no variation to agree on
-    return _round(value)
+
+def krippendorff_alpha_masi(reference: list[frozenset[str]], candidate: list[frozenset[str]]) -> float | None:
+    """Krippendorff's alpha over set-valued labels with the MASI distance, two coders, computed as
+    nltk's AnnotationTask.alpha does (without importing nltk and scipy, most of `kia score`'s time):
+    observed disagreement = the mean distance per paper; expected = the mean distance over all pairs
+    of the pooled labels. None where nltk has none: an empty label set (its MASI divides by zero) or
+    no variation to agree on."""
+    pooled = [*reference, *candidate]
+    if not pooled or any(not labels for labels in pooled):
+        return None
+    counts: dict[frozenset[str], int] = {}
+    for labels in pooled:
+        counts[labels] = counts.get(labels, 0) + 1
+    if len(counts) == 1:
+        return 1.0
+    observed = sum(masi_distance(a, b) for a, b in zip(reference, candidate, strict=True)) / len(reference)
+    total = len(pooled)
+    expected = sum(
+        n_a * n_b * masi_distance(a, b) for a, n_a in counts.items() for b, n_b in counts.items() if a != b
+    ) / (total * (total - 1))
+    if expected == 0:
+        return None
+    return _round(1.0 - observed / expected)
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, 0 where the denominator is 0 (scikit-learn's zero_division=0)."""
+    out = np.zeros(numerator.shape, dtype=float)
+    np.divide(numerator, denominator, out=out, where=denominator != 0)
+    return out
 
 
 def _macro_f1(ref: np.ndarray, cand: np.ndarray) -> float:
@@ -121,46 +149,60 @@ def _macro_f1(ref: np.ndarray, cand: np.ndarray) -> float:
     used = np.flatnonzero(ref.any(axis=0) | cand.any(axis=0))
     if used.size == 0:
         return 1.0
-    from sklearn.metrics import f1_score
+    tp = (ref[:, used] & cand[:, used]).sum(axis=0)
+    f1 = _ratio(2.0 * tp, ref[:, used].sum(axis=0) + cand[:, used].sum(axis=0))
+    return round(float(f1.mean()), 4)
 
-    return round(float(f1_score(ref[:, used], cand[:, used], average="macro", zero_division=0)), 4)
+
+def _kappa(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Cohen's kappa of one binary category (nan when both sides use one value only)."""
+    observed = float(np.mean(reference == candidate))
+    p_ref, p_cand = float(np.mean(reference)), float(np.mean(candidate))
+    chance = p_ref * p_cand + (1.0 - p_ref) * (1.0 - p_cand)
+    return float("nan") if chance >= 1.0 else (observed - chance) / (1.0 - chance)
 
 
 def axis_agreement(
     reference: list[frozenset[str]], candidate: list[frozenset[str]], categories: list[str]
 ) -> AxisAgreement:
-    """Every metric of one axis from two aligned lists of label sets."""
-    from sklearn.metrics import cohen_kappa_score, f1_score, jaccard_score, precision_recall_fscore_support
+    """Every metric of one axis from two aligned lists of label sets.
 
-    ref = np.array([[c in labels for c in categories] for labels in reference], dtype=int)
-    cand = np.array([[c in labels for c in categories] for labels in candidate], dtype=int)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        precision, recall, f1, support = precision_recall_fscore_support(ref, cand, average=None, zero_division=0)
-        per_category: dict[str, dict[str, float | None]] = {}
-        for index, category in enumerate(categories):
-            r, c = ref[:, index], cand[:, index]
-            kappa = cohen_kappa_score(r, c) if len(set(r) | set(c)) > 1 else float("nan")
-            unused = not r.any() and not c.any()
-            per_category[category] = {
-                "precision": None if not c.any() else _round(precision[index]),
-                "recall": None if not r.any() else _round(recall[index]),
-                "f1": None if unused else _round(f1[index]),
-                "kappa": _round(kappa),
-                "pabak": _round(pabak(r, c)),
-                "ac1": _round(gwet_ac1(r, c)),
-                "support": int(support[index]),
-                "predicted": int(c.sum()),
-            }
-        exact = float(np.mean([a == b for a, b in zip(reference, candidate, strict=True)]))
-        return AxisAgreement(
-            exact_match=round(exact, 4),
-            jaccard=round(float(jaccard_score(ref, cand, average="samples", zero_division=0)), 4),
-            micro_f1=round(float(f1_score(ref, cand, average="micro", zero_division=0)), 4),
-            macro_f1=_macro_f1(ref, cand),
-            alpha_masi=krippendorff_alpha_masi(reference, candidate),
-            per_category=per_category,
-        )
+    Precision, recall, F1, kappa and Jaccard are computed here with numpy, as scikit-learn defines
+    them (zero_division=0): importing scikit-learn alone took most of `kia score`'s time."""
+    ref = np.array([[c in labels for c in categories] for labels in reference], dtype=int).reshape(-1, len(categories))
+    cand = np.array([[c in labels for c in categories] for labels in candidate], dtype=int).reshape(
+        -1, len(categories)
+    )
+    tp = (ref & cand).sum(axis=0)
+    support, predicted_n = ref.sum(axis=0), cand.sum(axis=0)
+    precision, recall = _ratio(tp, predicted_n), _ratio(tp, support)
+    f1 = _ratio(2.0 * tp, support + predicted_n)
+    per_category: dict[str, dict[str, float | None]] = {}
+    for index, category in enumerate(categories):
+        r, c = ref[:, index], cand[:, index]
+        kappa = _kappa(r, c) if len(set(r) | set(c)) > 1 else float("nan")
+        unused = not r.any() and not c.any()
+        per_category[category] = {
+            "precision": None if not c.any() else _round(precision[index]),
+            "recall": None if not r.any() else _round(recall[index]),
+            "f1": None if unused else _round(f1[index]),
+            "kappa": _round(kappa),
+            "pabak": _round(pabak(r, c)),
+            "ac1": _round(gwet_ac1(r, c)),
+            "support": int(support[index]),
+            "predicted": int(c.sum()),
+        }
+    exact = float(np.mean([a == b for a, b in zip(reference, candidate, strict=True)]))
+    jaccard = _ratio((ref & cand).sum(axis=1), (ref | cand).sum(axis=1)).mean()
+    micro = _ratio(np.array(2.0 * tp.sum()), np.array(support.sum() + predicted_n.sum()))
+    return AxisAgreement(
+        exact_match=round(exact, 4),
+        jaccard=round(float(jaccard), 4),
+        micro_f1=round(float(micro), 4),
+        macro_f1=_macro_f1(ref, cand),
+        alpha_masi=krippendorff_alpha_masi(reference, candidate),
+        per_category=per_category,
+    )
 
 
 def compare(
@@ -199,9 +241,46 @@ def compare(
 # --- where labelings come from ------------------------------------------------------------------------
 
 
-def latest_run(store: Store) -> str | None:
-    """The most recently started run."""
-    return store.latest_run()
+LATEST = "latest"
+
+
+def latest_run(store: Store, taxonomy: Taxonomy | None = None) -> str | None:
+    """The default run of every command that reads one: the most recently started COMPLETE run
+    (no paper waiting for a batch answer) of `taxonomy` when given, else of any taxonomy.
+    None when the store holds no run at all; one line saying why when none qualifies."""
+    states = store.run_states()
+    if not states:
+        return None
+    wanted = [s for s in states if taxonomy is None or s["taxonomy_hash"] == taxonomy.content_hash]
+    complete = [s for s in wanted if not s["waiting"]]  # finished: nothing waits for a batch answer
+    if complete:
+        return str(complete[-1]["run"])
+    waiting = [f"{s['run']} (waiting for {s['waiting']} batch answers)" for s in wanted if s["waiting"]]
+    of = f" of taxonomy {taxonomy.name!r}" if taxonomy is not None else ""
+    detail = f": {', '.join(waiting)}; import them with `kia propose --batch-results FILE`" if waiting else ""
+    others = "" if wanted else f" (runs of other taxonomies: {', '.join(str(s['run']) for s in states)})"
+    raise KiaError(f"{store.path}: no complete run{of} yet{detail}{others}; run `kia propose` or pass --run NAME")
+
+
+def resolve_run(store: Store, run_id: str | None, taxonomy: Taxonomy | None = None) -> str | None:
+    """The run a command reads: `run_id` as named, or (None or `latest`) the latest complete run."""
+    if run_id is None or run_id == LATEST:
+        return latest_run(store, taxonomy)
+    return run_id
+
+
+def default_run_at(db: Path, taxonomy: Taxonomy | None) -> str | None:
+    """The run commands read by default in the database at `db` (None when there is none to read)."""
+    with Store(db, read_only=True) as store:
+        try:
+            return latest_run(store, taxonomy)
+        except KiaError:
+            return None
+
+
+def waiting_answers(store: Store, run_id: str) -> int:
+    """How many of a run's papers still wait for a batch answer (0 for a complete run)."""
+    return next((int(s["waiting"]) for s in store.run_states() if s["run"] == run_id), 0)
 
 
 def taxonomy_for_run(store: Store, run_id: str, given: Taxonomy | None = None) -> Taxonomy:
@@ -254,33 +333,56 @@ def run_labeling(store: Store, run_id: str, taxonomy: Taxonomy) -> Labeling:
     return labeling
 
 
-def reviewed_labeling(store: Store, taxonomy: Taxonomy, reviewer: str | None = None) -> Labeling:
-    """Final labels from reviews: per paper and axis the latest accept or edit (of one reviewer, or of anyone).
+@dataclass(frozen=True)
+class AxisReview:
+    """The decision in force on one axis of one paper: the latest accept, edit or reject."""
 
-    A rejected axis has no final labels, so a paper counts as reviewed only on axes accepted or edited.
-    Only reviews of runs of this taxonomy count (and reviews made without a run, on its axes).
-    """
-    latest: dict[tuple[str, str], tuple[str, str]] = {}
+    decision: str  # accept, edit or reject
+    labels: frozenset[str]  # the final labels; empty for a rejected axis (no labels until relabelled)
+    reviewer: str
+    note: str
+    decided_at: str
+    run_id: str | None
+
+
+AxisReviews = dict[tuple[str, str], AxisReview]
+
+
+def final_reviews(store: Store, taxonomy: Taxonomy, reviewer: str | None = None) -> AxisReviews:
+    """THE reading of reviews that every output uses (score, stats, report, every export format):
+    per paper and axis the latest decision (of one reviewer, or of anyone). Only reviews of runs of
+    this taxonomy count (and reviews made without a run, on its axes), so two surveys never mix."""
     hashes = store.run_taxonomy_hashes()
-    for key, axis, decision, labels, _who, run_id in store.review_rows(reviewer, with_run=True):
+    latest: AxisReviews = {}
+    for key, axis, decision, labels, who, note, decided_at, run_id in store.axis_decisions(reviewer):
         if run_id is not None and hashes.get(run_id) != taxonomy.content_hash:
             continue  # a review of another survey's run: never mixed into this taxonomy's labels
-        if axis not in taxonomy.axis_ids:
+        if axis not in taxonomy.axis_ids or decision not in ("accept", "edit", "reject"):
             continue
-        latest[(key, axis)] = (decision, labels or "")
-    labeling: Labeling = {}
-    for (key, axis), (decision, labels) in latest.items():
-        if decision in ("accept", "edit") and labels:
-            labeling.setdefault(key, {})[axis] = frozenset(labels.split(";"))
-    return labeling
+        kept = frozenset(labels.split(";")) if decision != "reject" and labels else frozenset()
+        latest[(key, axis)] = AxisReview(decision, kept, str(who), str(note or ""), str(decided_at)[:19], run_id)
+    return latest
 
 
-def merge_reviewed(proposals: Labeling, reviewed: Labeling) -> Labeling:
-    """Reviewed labels where a review exists, else the proposal's, axis by axis."""
-    merged: Labeling = {}
+def final_labels(proposals: Labeling, reviews: AxisReviews) -> Labeling:
+    """The final labels of every axis of every paper: the reviewer's where a review is in force
+    (accepted or edited labels; none for a rejected axis), else the proposal's."""
+    final: Labeling = {}
     for key, labels in proposals.items():
-        merged[key] = {axis: reviewed.get(key, {}).get(axis, cats) for axis, cats in labels.items()}
-    return merged
+        final[key] = {
+            axis: reviews[(key, axis)].labels if (key, axis) in reviews else cats for axis, cats in labels.items()
+        }
+    return final
+
+
+def reviewed_labeling(store: Store, taxonomy: Taxonomy, reviewer: str | None = None) -> Labeling:
+    """Papers' reviewed labels from `final_reviews`: the axes accepted or edited (a rejected axis has
+    no final labels, so a paper counts as reviewed only on axes accepted or edited)."""
+    labeling: Labeling = {}
+    for (key, axis), review in final_reviews(store, taxonomy, reviewer).items():
+        if review.labels:
+            labeling.setdefault(key, {})[axis] = review.labels
+    return labeling
 
 
 def complete(labeling: Labeling, taxonomy: Taxonomy) -> Labeling:
@@ -377,6 +479,17 @@ class ScoreReport:
     abstention: Abstention = field(default_factory=lambda: Abstention({}, [], {}, {}))
     taxonomy: Taxonomy | None = None  # the run's taxonomy, as scored
     examples: ExampleUse = field(default_factory=ExampleUse)
+    # papers of the run still waiting for a batch answer (not scored until imported)
+    waiting: int = 0
+
+    def waiting_line(self) -> str | None:
+        """One line for a run that still waits for batch answers, else None."""
+        if not self.waiting:
+            return None
+        return (
+            f"run {self.run_id} is waiting for {self.waiting} batch answer(s): those papers are not scored;"
+            " import them with `kia propose --batch-results FILE`"
+        )
 
 
 @dataclass
@@ -446,29 +559,32 @@ def score_run(
     is False (`--proposals-only`).
     """
     with Store(db, read_only=True) as store:
-        chosen = run_id or latest_run(store)
+        chosen = resolve_run(store, run_id, taxonomy)
         if chosen is None:
             raise KiaError(f"{db}: no proposal runs yet; run `kia propose` first")
         if not store.run_exists(chosen):
             raise KiaError(f"{db}: no run named {chosen!r} (see `kia runs`)")
         taxonomy = taxonomy_for_run(store, chosen, taxonomy)
-        candidate = run_labeling(store, chosen, taxonomy)
-        reviewed = reviewed_labeling(store, taxonomy) if use_reviews else {}
-        candidate = merge_reviewed(candidate, reviewed)
+        reviews = final_reviews(store, taxonomy) if use_reviews else {}
+        candidate = final_labels(run_labeling(store, chosen, taxonomy), reviews)
+        reviewed: Labeling = {}  # the axes a person decided (a rejected one: no labels)
+        for (key, axis), review in reviews.items():
+            reviewed.setdefault(key, {})[axis] = review.labels
         gold = load_gold(gold_path, taxonomy)
         reference = gold_labeling(gold, store.paper_keys())
         agreement = compare(reference, candidate, taxonomy)
         abstention = abstention_summary(
             store.axis_statuses(chosen), reference, candidate, reviewed, taxonomy, sorted(store.scope_flags(chosen))
         )
-        evidence = {
-            (d.paper_key, axis): evidence_for(store, chosen, d.paper_key, axis)
-            for d in agreement.disagreements
-            for axis in d.axes
-        }
+        wanted = {(d.paper_key, axis) for d in agreement.disagreements for axis in d.axes}
+        evidence: dict[tuple[str, str], list[tuple[str, str, str, int | None]]] = {k: [] for k in wanted}
+        for key, axis, category, quote, status, _start, _end, page in store.run_evidence(chosen):  # one query
+            if (key, axis) in wanted:
+                evidence[(key, axis)].append((category, quote, status, page))
         examples = example_use(store, chosen, set(reference) & set(candidate))
+        waiting = waiting_answers(store, chosen)
     return ScoreReport(
-        chosen, str(gold_path or default_gold_path()), agreement, evidence, abstention, taxonomy, examples
+        chosen, str(gold_path or default_gold_path()), agreement, evidence, abstention, taxonomy, examples, waiting
     )
 
 

@@ -1,22 +1,29 @@
-"""One settings object: every default kia uses, and the only reader of `KIA_*` / `OPENAI_*` variables.
+"""One settings object: every default kia uses, and the only reader of `kia.toml`, `KIA_*` and `OPENAI_*`.
 
-The CLI and the library take their defaults from `Settings.from_env()`; a function that needs a
-default gets it from here, so a default is written once. Variables read:
+The CLI and the library take their defaults from `Settings.load()`; a function that needs a
+default gets it from here, so a default is written once. Layers, each over the one before:
+kia's defaults < the project file `kia.toml` (found in the working folder or a parent, like
+pyproject.toml; or named by `--project` / `KIA_PROJECT`) < the environment < the command line's
+global options. `Settings.sources` records where each value came from (`kia config` prints it).
+A relative path in `kia.toml` is relative to the folder of that file. Variables read:
 
 - `KIA_DB` (database file), `KIA_TAXONOMY` (taxonomy YAML), `KIA_MODEL` (LLM model name),
 - `OPENAI_BASE_URL`, `OPENAI_API_KEY` (read as the OpenAI ecosystem does; the key is never stored,
   logged or printed: it is excluded from `repr`),
 - `KIA_ARXIV_API`, `KIA_ARXIV_PDF`, `KIA_ARXIV_HTML`, `KIA_ARXIV_INTERVAL` (arXiv endpoints, politeness),
 - `KIA_REVIEWER`, else `USER` / `USERNAME` (who reviews),
-- `KIA_LOCK_WAIT` (seconds a command waits for a database another process holds).
+- `KIA_LOCK_WAIT` (seconds a command waits for a database another process holds),
+- `KIA_PROJECT` (the project file or its folder, when not found from the working folder).
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from kia.errors import KiaError
 
@@ -83,6 +90,14 @@ class Settings:
     arxiv_html: str = DEFAULT_ARXIV_HTML
     arxiv_interval: float = 3.0
     discover_threshold: float = 0.35
+    # A project's defaults for the commands that take them (None: the command's own default)
+    backend: str | None = None  # local, openai, or a plugin's name
+    arxiv_query: str | None = None  # `kia discover` / `kia batch` search terms
+    arxiv_category: str | None = None
+    # The project file these settings read (None: outside any project)
+    project: Path | None = None
+    # Setting name -> where its value came from (`default`, the project file, `$VAR`, `--option`)
+    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -117,4 +132,163 @@ class Settings:
     def with_options(self, **options: object) -> Settings:
         """These settings with the options a caller gave (None means: keep the default)."""
         given = {k: v for k, v in options.items() if v is not None}
-        return replace(self, **given)  # type: ignore[arg-type]
+        sources = {**self.sources, **{k: f"--{k.replace('_', '-')}" for k in given}}
+        return replace(self, **given, sources=sources)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(
+        cls,
+        start: Path | None = None,
+        environ: Mapping[str, str] | None = None,
+        project: Path | None = None,
+        options: Mapping[str, object] | None = None,
+    ) -> Settings:
+        """Defaults < project file < environment < command-line options, each value's source recorded.
+
+        The project file is `project` (a kia.toml or its folder), else the CLI's `--project`, else
+        `$KIA_PROJECT`, else the nearest kia.toml in `start` (default: the working folder) or a parent.
+        Outside any project this is `from_env()`: today's defaults hold.
+        """
+        env = os.environ if environ is None else environ
+        named = env.get("KIA_PROJECT")
+        chosen = project or _cli_options.get("project") or (Path(named) if named else None)
+        project_file = resolve_project(chosen) if chosen else find_project(start or Path.cwd())
+        base = cls()
+        sources = {f.name: "default" for f in fields(cls) if f.name != "sources"}
+        if project_file is not None:
+            values = read_project(project_file)
+            base = replace(base, **values, project=project_file)  # type: ignore[arg-type]
+            sources.update({k: str(project_file) for k in values}, project=str(project_file))
+        layered = cls._env_layer(base, env, sources)
+        given = {k: v for k, v in _cli_options.items() if k != "project"} | dict(options or {})
+        cli = {k: v for k, v in given.items() if v is not None}
+        sources.update({k: f"--{k.replace('_', '-')}" for k in cli})
+        return replace(layered, **cli, sources=sources)  # type: ignore[arg-type]
+
+    @classmethod
+    def _env_layer(cls, base: Settings, env: Mapping[str, str], sources: dict[str, str]) -> Settings:
+        """`base` with the environment's values over it, each noted in `sources`."""
+        from_env = cls.from_env(env)
+        changed: dict[str, Any] = {}
+        for name, variables in ENV_VARIABLES.items():
+            given = [v for v in variables if env.get(v)]
+            if given:
+                changed[name] = getattr(from_env, name)
+                sources[name] = "$" + given[0]
+        login = env.get("USER") or env.get("USERNAME")
+        if sources["reviewer"] == "default" and login:  # the login name only where nothing chose a reviewer
+            changed["reviewer"] = login
+            sources["reviewer"] = "$USER" if env.get("USER") else "$USERNAME"
+        return replace(base, **changed)
+
+
+# Which variables set which setting (the first given wins, as `from_env` reads them).
+ENV_VARIABLES: dict[str, tuple[str, ...]] = {
+    "db": ("KIA_DB",),
+    "taxonomy": ("KIA_TAXONOMY",),
+    "reviewer": ("KIA_REVIEWER",),
+    "model": ("KIA_MODEL",),
+    "base_url": ("OPENAI_BASE_URL",),
+    "api_key": ("OPENAI_API_KEY",),
+    "arxiv_api": ("KIA_ARXIV_API",),
+    "arxiv_pdf": ("KIA_ARXIV_PDF",),
+    "arxiv_html": ("KIA_ARXIV_HTML",),
+    "arxiv_interval": ("KIA_ARXIV_INTERVAL",),
+    "lock_wait": ("KIA_LOCK_WAIT",),
+}
+
+PROJECT_FILE = "kia.toml"
+# Settings a project file may hold; the API key never (keys stay in the environment, out of files).
+_PATH_KEYS = ("db", "taxonomy", "gold", "prompt")
+_PROJECT_KEYS: dict[str, type] = {
+    **dict.fromkeys(_PATH_KEYS, Path),
+    **dict.fromkeys(
+        ("reviewer", "backend", "model", "base_url", "encoder", "mode", "arxiv_query", "arxiv_category",
+         "arxiv_api", "arxiv_pdf", "arxiv_html"),
+        str,
+    ),
+    **dict.fromkeys(("concurrency", "max_retries", "reasks", "max_tokens", "examples"), int),
+    **dict.fromkeys(("timeout", "confidence_floor", "arxiv_interval", "discover_threshold", "lock_wait"), float),
+}
+# The command line's global options (`kia --project P --db D --taxonomy T COMMAND`), set once per call.
+_cli_options: dict[str, Path | None] = {}
+
+
+def set_cli_options(project: Path | None = None, db: Path | None = None, taxonomy: Path | None = None) -> None:
+    """The global options of this command line; every later `Settings.load()` layers them on top."""
+    _cli_options.clear()
+    _cli_options.update(project=project, db=db, taxonomy=taxonomy)
+
+
+def find_project(start: Path) -> Path | None:
+    """The nearest kia.toml in `start` or a parent folder (as pyproject.toml is found), or None."""
+    folder = start.resolve()
+    for candidate in (folder, *folder.parents):
+        path = candidate / PROJECT_FILE
+        if path.is_file():
+            return path
+    return None
+
+
+def resolve_project(given: Path) -> Path:
+    """A project named on purpose (a kia.toml or its folder): it must exist, one line otherwise."""
+    path = given / PROJECT_FILE if given.is_dir() else given
+    if not path.is_file():
+        raise KiaError(f"{path}: no project file here (`kia init FOLDER` writes one)")
+    return path.resolve()
+
+
+def read_project(path: Path) -> dict[str, Any]:
+    """The settings a kia.toml gives, typed, paths made absolute from its folder; one line per mistake."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KiaError(f"{path}: cannot read the project file ({exc})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise KiaError(f"{path}: not valid TOML ({exc})") from exc
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "api_key":
+            raise KiaError(f"{path}: api_key does not belong in a project file; set OPENAI_API_KEY instead")
+        kind = _PROJECT_KEYS.get(key)
+        if kind is None:
+            raise KiaError(f"{path}: unknown setting {key!r} (known: {', '.join(sorted(_PROJECT_KEYS))})")
+        if value == "":
+            continue  # an empty value keeps the default
+        if kind is Path:
+            if not isinstance(value, str):
+                raise KiaError(f"{path}: {key} must be a path in quotes, not {value!r}")
+            given = Path(value).expanduser()
+            values[key] = given if given.is_absolute() else path.parent / given
+        elif kind is str:
+            if not isinstance(value, str):
+                raise KiaError(f"{path}: {key} must be text in quotes, not {value!r}")
+            values[key] = value
+        elif kind is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise KiaError(f"{path}: {key} must be a whole number, not {value!r}")
+            values[key] = value
+        else:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise KiaError(f"{path}: {key} must be a number, not {value!r}")
+            values[key] = float(value)
+    return values
+
+
+def describe(settings: Settings) -> list[tuple[str, str, str]]:
+    """(setting, value, source) of every setting, for `kia config`; the API key shown only as set or not."""
+    rows = []
+    for f in fields(settings):
+        if f.name in ("sources", "project"):
+            continue
+        value = getattr(settings, f.name)
+        if f.name == "api_key":
+            shown = "(set)" if value else "(not set)"
+        elif value is None:
+            shown = {"taxonomy": "(shipped CT taxonomy)", "gold": "(shipped CT gold)", "prompt": "(shipped)"}.get(
+                f.name, "(none)"
+            )
+        else:
+            shown = str(value)
+        rows.append((f.name, shown, settings.sources.get(f.name, "default")))
+    return rows

@@ -932,6 +932,14 @@ class Store:
         )
         return {r[0]: (None if r[1] is None else float(r[1])) for r in rows}
 
+    def out_of_scope_answers(self, run_id: str) -> dict[str, str | None]:
+        """Paper key -> the stored raw answer of each paper a run judged outside the taxonomy's scope."""
+        rows = self.query(
+            "SELECT paper_key, raw_response FROM proposals WHERE run_id = ? AND status = 'done' AND in_scope = false",
+            [run_id],
+        )
+        return {r[0]: r[1] for r in rows}
+
     def axis_statuses(self, run_id: str | None, paper_key: str | None = None) -> list[tuple[str, str, str, str]]:
         """(paper key, axis, status, reason) of the axes a run abstained on (`unclear`, `out_of_scope`)."""
         sql = (
@@ -1041,18 +1049,23 @@ class Store:
         """Paper key -> stored title."""
         return {r[0]: r[1] or "" for r in self.query("SELECT paper_key, title FROM documents")}
 
-    def runs_overview(self) -> list[tuple[Any, ...]]:
-        """One row per run: name, taxonomy, backend, model, start, papers done and failed, tokens."""
-        return self.query(
+    def run_states(self) -> list[dict[str, Any]]:
+        """One row per run, oldest first: run, taxonomy (hash and name), backend, model, start, papers
+        done, failed and waiting for a batch answer, tokens."""
+        cursor = self.con.execute(
             """
-            SELECT r.run_id, r.taxonomy_name, r.backend, r.model, strftime(r.started_at, '%Y-%m-%d %H:%M'),
-                   (SELECT count(*) FROM proposals p WHERE p.run_id = r.run_id AND p.status = 'done'),
-                   (SELECT count(*) FROM proposals p WHERE p.run_id = r.run_id AND p.status = 'failed'),
+            SELECT r.run_id AS run, r.taxonomy_hash, r.taxonomy_name AS taxonomy, r.backend, r.model,
+                   strftime(r.started_at, '%Y-%m-%d %H:%M') AS started,
+                   (SELECT count(*) FROM proposals p WHERE p.run_id = r.run_id AND p.status = 'done') AS done,
+                   (SELECT count(*) FROM proposals p WHERE p.run_id = r.run_id AND p.status = 'failed') AS failed,
+                   (SELECT count(*) FROM proposals p WHERE p.run_id = r.run_id AND p.status = 'waiting') AS waiting,
                    (SELECT coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)
-                      FROM llm_calls c WHERE c.run_id = r.run_id)
-            FROM runs r ORDER BY r.started_at
+                      FROM llm_calls c WHERE c.run_id = r.run_id) AS tokens
+            FROM runs r ORDER BY r.started_at, r.run_id
             """
         )
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     # --- reviews -------------------------------------------------------------------------------
     def add_review(
@@ -1086,6 +1099,18 @@ class Store:
         if paper_key is not None:
             sql += " AND paper_key = ?"
             params.append(paper_key)
+        return self.query(sql + " ORDER BY id", params)
+
+    def axis_decisions(self, reviewer: str | None = None) -> list[tuple[Any, ...]]:
+        """(paper key, axis, decision, labels, reviewer, note, decided_at, run) of every axis decision, oldest first."""
+        sql = (
+            "SELECT paper_key, axis, decision, labels, reviewer, note, decided_at, run_id FROM reviews"
+            " WHERE axis IS NOT NULL"
+        )
+        params: list[Any] = []
+        if reviewer is not None:
+            sql += " AND reviewer = ?"
+            params.append(reviewer)
         return self.query(sql + " ORDER BY id", params)
 
     def latest_axis_reviews(self, run_id: str | None = None) -> dict[tuple[str, str], tuple[Any, ...]]:
@@ -1151,6 +1176,17 @@ class Store:
         cursor = self.con.execute(
             "SELECT source, entry_key, entry_type, paper_key, title, authors, year, doi, arxiv_id, url, file_path,"
             " status, reason FROM bib_entries ORDER BY status = 'linked', added_at DESC, entry_key"
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def library_entries(self) -> list[dict[str, Any]]:
+        """Every stored library entry, column -> value, in each library's own order (libraries in
+        the order first ingested): what a library export writes back, every entry."""
+        cursor = self.con.execute(
+            "SELECT source, entry_key, entry_type, paper_key, title, authors, year, doi, arxiv_id, url, file_path,"
+            " status, reason, raw, source_format FROM bib_entries"
+            " ORDER BY min(added_at) OVER (PARTITION BY source), source, coalesce(position, 0), entry_key"
         )
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
@@ -1221,7 +1257,7 @@ def paper_text_by_section(db: Path, paper_key: str, section: str | None = None) 
     return doc, chosen
 
 
-def list_runs_at(db: Path) -> list[tuple[Any, ...]]:
-    """What `kia runs` prints: one row per run with its counts and tokens."""
+def list_runs_at(db: Path) -> list[dict[str, Any]]:
+    """What `kia runs` prints: one row per run with its counts (done, failed, waiting) and tokens."""
     with Store(db, read_only=True) as store:
-        return store.runs_overview()
+        return store.run_states()

@@ -51,3 +51,25 @@ def test_settings_come_from_the_environment_once(tmp_path: Path) -> None:
     assert "sk-secret" not in repr(settings)
     assert Settings.from_env({}).concurrency == 4
     assert settings.with_options(model=None, timeout=5.0).model == "m"
+
+
+def test_readme_blocks_that_ci_runs_as_written_are_there_and_parse() -> None:
+    """.ci/wheel-check runs README's marked blocks (quick start, wheel install, project) as written;
+    here, fast: each is found, is valid bash, and the wheel line is one current pip accepts."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    for name in ("quickstart", "wheel", "project"):
+        block = subprocess.run(
+            [sys.executable, str(ROOT / ".ci" / "readme_blocks.py"), name], capture_output=True, text=True, check=True
+        ).stdout
+        assert block.strip(), name
+        assert subprocess.run(["bash", "-n", "-c", block], capture_output=True).returncode == 0, name
+    wheel = subprocess.run(
+        [sys.executable, str(ROOT / ".ci" / "readme_blocks.py"), "wheel"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "@ dist" not in wheel and ".whl" in wheel  # `kia[local] @ dist/...` is refused by current pip
+    assert "kia-wheel" not in wheel and "wheel-check" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "readme_blocks.py" in (ROOT / ".ci" / "wheel-check").read_text(encoding="utf-8")

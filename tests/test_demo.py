@@ -18,6 +18,9 @@ def test_demo_then_score_json_and_rerun(tmp_path: Path) -> None:
     assert "ingested 5, already present 0, failed 0" in first.stdout
     assert "proposed 5 (cached 0)" in first.stdout
     assert "micro-F1" in first.stdout and "whole-triple exact match" in first.stdout
+    # a newcomer sees the axes in words, one proposal with its quotes, and what to do next
+    assert "K = External Knowledge (one or more labels)" in first.stdout and "One proposal: " in first.stdout
+    assert '(p.1, chars ' in first.stdout and "Next:" in first.stdout and "kia init my-survey" in first.stdout
 
     scored = run_kia("score", "--gold", str(ROOT / "labels" / "examples.csv"), "--format", "json", "--db", str(db))
     assert scored.returncode == 0, scored.stderr
@@ -43,3 +46,26 @@ def test_score_without_runs_is_one_line(tmp_path: Path) -> None:
     result = run_kia("score", "--db", str(db))
     assert result.returncode == 1
     assert result.stderr.strip() == f"kia: {db}: no proposal runs yet; run `kia propose` first"
+
+
+def test_the_walkthrough_shows_axes_a_proposal_with_quotes_and_next_steps(tmp_path: Path) -> None:
+    from kia.demo import walkthrough
+    from kia.extract import extract
+    from kia.propose import load_prompt, run_proposals
+    from kia.store import Store
+    from kia.taxonomy import load_taxonomy
+    from tests.fakes import ScriptedBackend
+
+    quote = "We generate CT from segmentation masks with a ControlNet branch"
+    paper = tmp_path / "MAISI.md"
+    paper.write_text(f"# MAISI\n\n## Abstract\n{quote}.\n", encoding="utf-8")
+    db = tmp_path / "kia.duckdb"
+    with Store(db) as store:
+        store.add_document(extract(paper), "MAISI")
+        answers = {"MAISI": {"K": [("K2", [quote])], "I": [("I2", [quote])], "A": [("A1", [quote])]}}
+        run_id = run_proposals(store, ScriptedBackend(answers), load_taxonomy(), load_prompt(), run_name="r").run_id
+    text = "\n".join(walkthrough(db, run_id))
+    assert "I = Knowledge Integration (one or more labels)" in text and "K2 Geometric Knowledge" in text
+    assert "One proposal: MAISI" in text and f'"{quote}" (p.1, chars ' in text
+    assert "A Generative Architecture: A1 " in text
+    assert f"kia show MAISI --db {db} --around " in text and "kia review" in text

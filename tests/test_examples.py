@@ -80,7 +80,7 @@ def test_journey_on_the_agents_survey(agents_db: Path, tmp_path: Path) -> None:
     plots = tmp_path / "plots"
     stats = _ok("stats", "--run", "agents", "--plots", str(plots), *db)
     assert "memory (Memory structure)" in stats and "of 288" in stats
-    assert (plots / "figure2.png").stat().st_size > 10_000 and (plots / "figure2.svg").exists()
+    assert (plots / "design-space.png").stat().st_size > 10_000 and (plots / "design-space.svg").exists()
     # LaTeX: one column per axis, named, grouped by a single-label axis
     latex = _ok("export", "--run", "agents", "--format", "latex", "--group-by", "action", *db)
     assert "Method & Profile & Memory structure & Planning & Action & Learning strategy" in latex

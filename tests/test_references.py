@@ -98,7 +98,7 @@ def test_zotero_bibtex_in_labels_out_in_three_formats_read_back(library: Path, d
     assert "ingested: smith2025masks -> 2501.00001" in lines
     assert "ingested: lee2024reports -> lee2024reports" in lines
     assert "linked: smith2025again -> 2501.00001 (second file of a known paper (same arXiv id)" in lines
-    assert "no file: nofile2023 (no attached file)" in lines
+    assert "no file: nofile2023 (no attached file; waiting for a file: attach its PDF in the library" in lines
     assert "no file: gone2022 (" in lines and "gone.pdf: file not found" in lines
     with Store(db_path, read_only=True) as store:
         assert sorted(store.paper_keys()) == ["2501.00001", "lee2024reports"]  # the second file is not doubled
@@ -122,10 +122,16 @@ def test_zotero_bibtex_in_labels_out_in_three_formats_read_back(library: Path, d
     )
     parsed = bibtexparser.parse_string(bib_out.read_text(encoding="utf-8"))
     by_key = {e.key: {f.key: f.value for f in e.fields} for e in parsed.entries}
-    assert set(by_key) == {"smith2025masks", "lee2024reports"} and not parsed.failed_blocks
+    # every entry comes back, in the library's order, the ones without labels saying why
+    assert [e.key for e in parsed.entries] == [
+        "smith2025masks", "lee2024reports", "smith2025again", "nofile2023", "gone2022"
+    ] and not parsed.failed_blocks  # fmt: skip
+    assert "waiting for a file" in by_key["nofile2023"]["note"] and "keywords" not in by_key["nofile2023"]
     assert sorted(by_key["smith2025masks"]["keywords"].split(", ")) == expected["2501.00001"]
     assert sorted(by_key["lee2024reports"]["keywords"].split(", ")) == expected["lee2024reports"]
-    assert by_key["lee2024reports"]["doi"] == "10.1000/xyz123" and by_key["smith2025masks"]["eprint"] == "2501.00001"
+    # fields as the library wrote them (the DOI with its resolver), file field included
+    assert by_key["lee2024reports"]["doi"] == "https://doi.org/10.1000/XYZ123"
+    assert by_key["smith2025masks"]["eprint"] == "2501.00001" and "masks.pdf" in by_key["smith2025masks"]["file"]
     assert 'p.1 "' in by_key["smith2025masks"]["note"] and "kia (run r)" in by_key["smith2025masks"]["note"]
     # our own reader takes the export back: same entries, same identifiers
     back = {r.key: r for r in read_references(bib_out)}
@@ -191,3 +197,137 @@ def test_hostile_titles_and_keys_round_trip_as_one_entry_each(tmp_path: Path, ou
         if output_format == "bibtex" and title.count("{") != title.count("}"):
             expected = normalise_title(one_line(title).replace("{", "(").replace("}", ")"))
         assert normalise_title(ref.title) == expected
+
+
+# A library as Zotero's Better BibTeX (biblatex) writes it, and one as Mendeley Desktop does: fields
+# kia does not use (journaltitle, booktitle, pages, langid, mendeley-groups, file, ...) must all
+# come back, in their order, with the labels merged into the library's own keywords.
+ZOTERO_BBT = """
+@article{smithMasksCTConditioning2025,
+  title = {Masks to {{CT}}: Conditioning Diffusion on Organ Masks},
+  shorttitle = {Masks to {{CT}}},
+  author = {Smith, Jane and Doe, John},
+  date = {2025-01-02},
+  journaltitle = {Medical Image Analysis},
+  volume = {101},
+  pages = {103--115},
+  eprint = {2501.00001},
+  eprinttype = {arXiv},
+  keywords = {diffusion,segmentation},
+  langid = {english},
+  file = {Full Text PDF:files/masks.pdf:application/pdf}
+}
+
+@inproceedings{leeReportGuidedCT2024,
+  title = {Report-Guided {{CT}} Generation With Text},
+  author = {Lee, Kim},
+  date = {2024},
+  booktitle = {Medical Image Computing and Computer Assisted Intervention},
+  pages = {1--10},
+  abstract = {We generate chest CT volumes from free-text radiology reports encoded by a text encoder and injected through cross-attention.},
+  langid = {english}
+}
+
+@online{parkNoTextYet2023,
+  title = {A Preprint Nobody Has Downloaded Yet},
+  author = {Park, Min},
+  date = {2023},
+  eprint = {2301.00002},
+  eprinttype = {arXiv}
+}
+"""
+
+MENDELEY = """
+@article{Smith2025,
+abstract = {We generate CT volumes from organ segmentation masks.},
+author = {Smith, Jane and Doe, John},
+file = {:files/masks.pdf:pdf},
+issn = {1361-8415},
+journal = {Medical Image Analysis},
+keywords = {CT;diffusion},
+mendeley-groups = {Survey/CT},
+pages = {103--115},
+title = {{Masks to CT: Conditioning Diffusion on Organ Masks}},
+volume = {101},
+year = {2025}
+}
+@inproceedings{Lee2024,
+abstract = {We generate chest CT volumes from free-text radiology reports encoded by a text encoder and injected through cross-attention.},
+author = {Lee, Kim},
+booktitle = {Medical Image Computing and Computer Assisted Intervention},
+mendeley-groups = {Survey/CT},
+pages = {1--10},
+title = {{Report-Guided CT Generation With Text}},
+year = {2024}
+}
+@misc{Park2023,
+author = {Park, Min},
+title = {{A Preprint Nobody Has Downloaded Yet}},
+year = {2023}
+}
+"""
+
+
+@pytest.mark.parametrize(("text", "separator"), [(ZOTERO_BBT, ","), (MENDELEY, ";")], ids=["zotero-bbt", "mendeley"])
+def test_a_library_comes_back_whole(tmp_path: Path, db_path: Path, text: str, separator: str) -> None:
+    (tmp_path / "files").mkdir()
+    make_pdf(tmp_path / "files" / "masks.pdf", [MASKS])
+    library = tmp_path / "library.bib"
+    library.write_text(text, encoding="utf-8")
+    ingested = run_kia("ingest", "--bib", str(library), "--db", str(db_path))
+    assert ingested.returncode == 0, ingested.stderr
+    keys = [e.key for e in bibtexparser.parse_string(text).entries]
+    masks, reports, waiting = keys
+    assert f"ingested: {masks} -> " in ingested.stdout
+    assert f"abstract: {reports} -> " in ingested.stdout and "its abstract is labelled" in ingested.stdout
+    waiting_line = next(line for line in ingested.stdout.splitlines() if waiting in line)
+    assert waiting_line.startswith(f"no file: {waiting}") and "waiting for a file" in waiting_line
+    if "eprint = " in text.split(waiting)[1]:
+        assert "--fetch" in waiting_line
+    run_id = _propose(db_path)
+    exported = run_kia("export", "--format", "bibtex", "--run", run_id, "--db", str(db_path))
+    assert exported.returncode == 0, exported.stderr
+    original = {e.key: e for e in bibtexparser.parse_string(text).entries}
+    back = bibtexparser.parse_string(exported.stdout)
+    assert [e.key for e in back.entries] == keys and not back.failed_blocks
+    for entry in back.entries:
+        before = original[entry.key]
+        fields = {f.key: f.value for f in entry.fields}
+        before_fields = {f.key: f.value for f in before.fields}
+        assert entry.entry_type == before.entry_type
+        # every field it had, in its order; kia adds keywords (when there were none) and note at the end
+        assert [f.key for f in entry.fields][: len(before.fields)] == [f.key for f in before.fields]
+        assert all(fields[k] == v for k, v in before_fields.items() if k not in ("keywords", "note"))
+        if "keywords" in before_fields and entry.key != waiting:
+            own = [k.strip() for k in before_fields["keywords"].split(separator)]
+            merged = [k.strip() for k in fields["keywords"].split(separator)]
+            assert merged[: len(own)] == own and len(merged) > len(own)  # the library's first, then labels
+    notes = {e.key: {f.key: f.value for f in e.fields}["note"] for e in back.entries}
+    assert "labelled from the abstract only" in notes[reports]
+    assert "waiting for a file" in notes[waiting] and "keywords" not in {f.key for f in back.entries[2].fields}
+    # a second export replaces kia's note instead of adding another
+    again = tmp_path / "again.bib"
+    again.write_text(exported.stdout, encoding="utf-8")
+    from kia.references import LabelledReference, write_bibtex
+
+    ref = read_references(again)[0]
+    twice = write_bibtex([LabelledReference(ref, ["K1"], "kia (run r): new")])
+    assert twice.count("kia (run") == 1
+
+
+def test_an_ris_library_keeps_its_tags_in_order(tmp_path: Path, db_path: Path) -> None:
+    library = tmp_path / "library.ris"
+    library.write_text(
+        "TY  - JOUR\nAU  - Lee, Kim\nTI  - Report-Guided CT Generation With Text\nT2  - Medical Image Analysis\n"
+        "SP  - 1\nEP  - 10\nKW  - CT\nN1  - read this first\nAB  - We generate chest CT volumes from free-text"
+        " radiology reports encoded by a text encoder.\nER  - \n",
+        encoding="utf-8",
+    )
+    assert run_kia("ingest", "--bib", str(library), "--db", str(db_path)).returncode == 0
+    run_id = _propose(db_path)
+    out = run_kia("export", "--format", "ris", "--run", run_id, "--db", str(db_path)).stdout
+    tags = [line[:2] for line in out.splitlines() if line[2:6] == "  - "]
+    assert tags[:6] == ["TY", "AU", "TI", "T2", "SP", "EP"]
+    entry = rispy.loads(out)[0]
+    assert entry["keywords"][0] == "CT" and len(entry["keywords"]) > 1
+    assert entry["notes"][0] == "read this first" and "labelled from the abstract only" in entry["notes"][1]

@@ -76,9 +76,9 @@ def test_stats_and_export_from_a_run_and_plots(tmp_path: Path) -> None:
     assert stats.returncode == 0, stats.stderr
     document = json.loads(stats.stdout)
     assert document["counts"]["K"]["K2"] == 2 and document["text_vs_table"] == []
-    png = tmp_path / "plots" / "figure2.png"
+    png = tmp_path / "plots" / "design-space.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (tmp_path / "plots" / "figure2.svg").read_text(encoding="utf-8").lstrip().startswith("<?xml")
+    assert (tmp_path / "plots" / "design-space.svg").read_text(encoding="utf-8").lstrip().startswith("<?xml")
     exported = run_kia("export", "--run", "a", "--format", "latex", "--db", str(db))
     assert exported.returncode == 0
     # a run's export has no gold columns unless gold is asked for
@@ -92,3 +92,33 @@ def test_stats_on_gold_points_at_the_text(tmp_path: Path) -> None:
     result = run_kia("stats", cwd=ROOT)
     assert result.returncode == 0
     assert "A1 reported 56% but the table gives 15 of 26" in result.stdout
+
+
+def test_a_project_of_another_survey_reports_without_the_shipped_gold(tmp_path: Path) -> None:
+    """`kia init`, then every command in the folder without --db/--taxonomy: the report does not load
+    the shipped CT gold (it does not fit), and plots are named for no particular survey."""
+    from kia.extract import extract
+    from kia.propose import load_prompt, run_proposals
+    from kia.store import Store
+    from kia.taxonomy import load_taxonomy
+
+    folder = tmp_path / "survey"
+    assert run_kia("init", str(folder)).returncode == 0
+    taxonomy = load_taxonomy(folder / "taxonomy.yaml")
+    quote = "We train a conditional GAN on volumetric CT scans"
+    answers = {"P1": {"family": [("gan", [quote])], "data": [("volumes", [quote])]}}
+    with Store(folder / "kia.duckdb") as store:
+        path = tmp_path / "P1.md"
+        path.write_text(f"# P1\n\n## Abstract\n{quote}.\n", encoding="utf-8")
+        store.add_document(extract(path), "P1")
+        run_proposals(store, ScriptedBackend(answers), taxonomy, load_prompt(), run_name="mine")
+    report = run_kia("report", "--out", "r.html", cwd=folder)
+    assert report.returncode == 0, report.stderr
+    page = (folder / "r.html").read_text(encoding="utf-8")
+    assert "no gold labels for this taxonomy" in page and "P1" in page and "Adversarial" in page
+    stats = run_kia("stats", "--plots", "plots", cwd=folder)
+    assert stats.returncode == 0, stats.stderr
+    assert "run mine: 1 methods" in stats.stdout
+    assert (folder / "plots" / "design-space.png").exists() and not (folder / "plots" / "figure2.png").exists()
+    exported = run_kia("export", "--format", "csv", cwd=folder)
+    assert exported.returncode == 0 and exported.stdout.splitlines()[1].startswith("P1,")

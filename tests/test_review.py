@@ -169,7 +169,10 @@ def test_interactive_review_in_a_real_terminal(db: Path) -> None:
     child.sendline("e I I9")
     child.expect("not in axis I")
     child.expect("review>")
-    child.send("A")
+    child.send("A")  # every axis decided: the paper stays, a note is still possible; Enter moves on
+    child.expect("every axis decided")
+    child.expect("review>")
+    child.send("\r")
     child.expect("P2")
     child.expect("review>")
     child.send("d1")
@@ -516,14 +519,16 @@ def test_review_by_need_with_single_keys_in_a_real_terminal(two_runs: Path) -> N
     screen = _screen(child)
     assert "mike  (1/3, run r2" in screen  # the disagreement first
     assert "≠ runs disagree" in screen and "r2 (this run)  A2" in screen and "r1             A1" in screen
+    words = " ".join(screen.split())  # long lines are wrapped at word boundaries to the terminal's width
     assert (
         "p.2" in screen
         and (
             "The sentence before the quote is here. Our method «conditions a ControlNet branch on segmentation masks»"
             " to generate CT volumes. The sentence after the quote is here."
         )
-        in screen
+        in words
     )
+    assert not any(len(line) > 160 for line in screen.splitlines())
     child.send("a")  # single keys, no Enter
     child.send("1")
     child.expect("-> accept K2")
@@ -545,7 +550,15 @@ def test_review_by_need_with_single_keys_in_a_real_terminal(two_runs: Path) -> N
     child.send("b")
     _expect_paper(child, "mike", "1/3")
     assert "note (tess): check Fig. 2 first" in _screen(child)[mark:]
-    child.send("r3")  # the last axis: the paper is finished, the next one is shown
+    child.send("r3")  # the last axis: the paper is finished and stays, so a note can still be added
+    child.expect("every axis decided")
+    child.expect("review>")
+    child.send("n")
+    child.expect("note \\(Enter saves")
+    child.sendline("; A is not said")  # the note is pre-filled: this adds to it
+    child.expect("note saved")
+    child.expect("review>")
+    child.send("\r")  # Enter: the next paper
     _expect_paper(child, "kilo", "2/3")
     child.send("q")
     child.expect(pexpect.EOF)
@@ -558,6 +571,7 @@ def test_review_by_need_with_single_keys_in_a_real_terminal(two_runs: Path) -> N
         ("mike", "I", "edit", "I2;I3", None),
         ("mike", None, "note", "", "check Fig. 2 first"),
         ("mike", "A", "reject", "", None),
+        ("mike", None, "note", "", "check Fig. 2 first; A is not said"),
     ]
 
 

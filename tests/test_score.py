@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from kia.errors import KiaError
 from kia.gold import load_gold
 from kia.score import axis_agreement, compare, gold_labeling, gwet_ac1, krippendorff_alpha_masi, pabak
 from kia.taxonomy import load_taxonomy
 
 F = frozenset
+ROOT_AGENTS = Path(__file__).resolve().parent.parent / "examples" / "llm-agents" / "taxonomy.yaml"
 
 
 def test_hand_worked_axis() -> None:
@@ -82,3 +87,145 @@ def test_empty_overlap_does_not_crash() -> None:
     taxonomy = load_taxonomy()
     result = compare({"a": {"K": F({"K1"}), "I": F({"I2"}), "A": F({"A1"})}}, {}, taxonomy)
     assert result.n_papers == 0 and result.axes == {} and result.missing == [{"paper": "a", "missing_in": "proposals"}]
+
+
+# --- the default run and the final labels: the same for every command -----------------------------
+
+def _runs_db(tmp_path: Path) -> tuple[Path, str]:
+    """Papers MAISI and MedLoRD; run `a` complete, then run `w` with MedLoRD waiting for a batch answer."""
+    from kia.extract import extract
+    from kia.propose import load_prompt, run_proposals
+    from kia.store import Store
+    from tests.fakes import ScriptedBackend
+
+    quote = "We generate CT from segmentation masks with a ControlNet branch"
+    good = {"K": [("K2", [quote])], "I": [("I2", [quote])], "A": [("A1", [quote])]}
+    db = tmp_path / "kia.duckdb"
+    for key in ("MAISI", "MedLoRD"):
+        path = tmp_path / f"{key}.md"
+        path.write_text(f"# {key}\n\n## Abstract\n{quote}.\n", encoding="utf-8")
+        with Store(db) as store:
+            store.add_document(extract(path), key)
+    with Store(db) as store:
+        run_proposals(store, ScriptedBackend({"MAISI": good, "MedLoRD": good}), load_taxonomy(), load_prompt(), run_name="a")
+        waiting = ScriptedBackend({"MAISI": good})
+        waiting.model = "batch-model-with-a-long-name-that-a-table-would-cut"
+        name = "w-batch-run-with-a-name-much-longer-than-eighty-columns-allow-in-a-table-cell-xyz"
+        run_proposals(store, waiting, load_taxonomy(), load_prompt(), keys=["MAISI"], run_name=name)
+        store.save_waiting(name, "MedLoRD", store.latest_sha("MedLoRD"), "req-1", "{}", "test")
+    return db, name
+
+
+def test_the_default_run_is_the_latest_complete_one_and_a_waiting_run_says_so(tmp_path: Path) -> None:
+    from kia.score import latest_run, resolve_run
+    from kia.store import Store
+    from tests.conftest import run_kia
+
+    db, waiting = _runs_db(tmp_path)
+    with Store(db, read_only=True) as store:
+        assert latest_run(store) == "a" and resolve_run(store, "latest") == "a"
+        assert resolve_run(store, waiting) == waiting
+        other = load_taxonomy(str(ROOT_AGENTS))
+        with pytest.raises(KiaError, match="no complete run of taxonomy 'llm-agents'"):
+            latest_run(store, other)
+    runs = run_kia("runs", "--db", str(db))
+    assert runs.returncode == 0, runs.stderr
+    assert waiting in runs.stdout  # never cut, at any width
+    line = next(line for line in runs.stdout.splitlines() if waiting in line)
+    assert "waiting for 1 answers" in line and not line.startswith("*")
+    assert next(line for line in runs.stdout.splitlines() if line.startswith("* ")).split()[1] == "a"
+    scored = json.loads(run_kia("score", "--run", "latest", "--format", "json", "--db", str(db)).stdout)
+    assert scored["run"] == "a" and scored["waiting"] == 0
+    told = run_kia("score", "--run", waiting, "--db", str(db))
+    assert f"run {waiting} is waiting for 1 batch answer(s)" in told.stdout
+    # export without --run: the latest complete run, not the shipped gold
+    exported = [json.loads(line) for line in run_kia("export", "--format", "jsonl", "--db", str(db)).stdout.splitlines()]
+    assert sorted(r["key"] for r in exported) == ["MAISI", "MedLoRD"] and "axes" in exported[0]
+    stats = json.loads(run_kia("stats", "--format", "json", "--db", str(db)).stdout)
+    assert stats["source"] == "run a"
+
+
+def test_reviews_mean_the_same_in_score_stats_and_every_export(tmp_path: Path) -> None:
+    import csv
+    import io
+
+    from kia.report import run_source
+    from kia.store import Store
+    from tests.conftest import run_kia
+
+    db, _waiting = _runs_db(tmp_path)
+    assert run_kia("label", "MAISI", "--K", "K1", "--reviewer", "ann", "--run", "a", "--db", str(db)).returncode == 0
+    with Store(db) as store:
+        store.add_review("MAISI", "a", "I", [], "reject", "bob", "wrong axis")
+        store.add_review("MedLoRD", "a", "A", ["A1"], "accept", "bob")
+    source = run_source(db, "latest", None)
+    assert source.labeling["MAISI"] == {"K": F({"K1"}), "I": F(), "A": F({"A1"})}
+    assert source.statuses["MAISI"]["I"] == "rejected"
+    # score: the edit counts, the rejected axis has no label (it no longer scores the proposal's I2)
+    from kia.score import score_run
+
+    report = score_run(db, None, "a")
+    maisi = next(d for d in report.agreement.disagreements if d.paper_key == "MAISI")
+    assert maisi.axes["I"][1] == [] and maisi.axes["K"][1] == ["K1"]
+    # every export format says the same
+    rows = {r["key"]: r for r in csv.DictReader(io.StringIO(run_kia("export", "--db", str(db)).stdout))}
+    assert rows["MAISI"]["K"] == "K1" and rows["MAISI"]["K_status"] == "edited" and rows["MAISI"]["K_confidence"] == ""
+    assert rows["MAISI"]["I"] == "" and rows["MAISI"]["I_status"] == "rejected" and rows["MAISI"]["I_evidence"] == ""
+    assert rows["MedLoRD"]["A_status"] == "accepted" and rows["MedLoRD"]["A_confidence"] != ""
+    jsonl = {json.loads(x)["key"]: json.loads(x) for x in run_kia("export", "--format", "jsonl", "--db", str(db)).stdout.splitlines()}
+    assert jsonl["MAISI"]["axes"]["K"]["confidence"] is None and jsonl["MAISI"]["axes"]["I"]["status"] == "rejected"
+    assert "rejected" in run_kia("export", "--format", "markdown", "--db", str(db)).stdout
+    bib = run_kia("export", "--format", "bibtex", "--db", str(db)).stdout
+    maisi_entry = bib.split("@")[[i for i, e in enumerate(bib.split("@")) if "MAISI" in e][0]]
+    assert "K1" in maisi_entry and "K2" not in maisi_entry.split("note")[0] and "I2" not in maisi_entry.split("note")[0]
+    stats = json.loads(run_kia("stats", "--run", "a", "--format", "json", "--db", str(db)).stdout)
+    assert stats["counts"]["K"]["K1"] == 1 and stats["counts"]["K"]["K2"] == 1
+
+
+def test_the_numpy_metrics_are_scikit_learns() -> None:
+    """score computes its metrics with numpy (scikit-learn's import cost most of `kia score`'s time);
+    they must be scikit-learn's, zero_division=0 included, on random multi-label data."""
+    from sklearn.metrics import cohen_kappa_score, f1_score, jaccard_score, precision_recall_fscore_support
+
+    rng = np.random.default_rng(0)
+    categories = ["a", "b", "c", "d"]
+    for _ in range(20):
+        ref = rng.random((30, 4)) < rng.random(4) * 0.6
+        cand = rng.random((30, 4)) < rng.random(4) * 0.6
+        ref[:, 3] = cand[:, 3] = False  # a category nobody uses
+        sets = [[F(c for c, on in zip(categories, row, strict=True) if on) for row in m] for m in (ref, cand)]
+        result = axis_agreement(sets[0], sets[1], categories)
+        p, r, f1, _ = precision_recall_fscore_support(ref, cand, average=None, zero_division=0)
+        assert result.micro_f1 == round(float(f1_score(ref, cand, average="micro", zero_division=0)), 4)
+        assert result.jaccard == round(float(jaccard_score(ref, cand, average="samples", zero_division=0)), 4)
+        used = [0, 1, 2]
+        macro = f1_score(ref[:, used], cand[:, used], average="macro", zero_division=0)
+        assert result.macro_f1 == round(float(macro), 4)
+        for i, c in enumerate(categories[:3]):
+            m = result.per_category[c]
+            if cand[:, i].any():
+                assert m["precision"] == round(float(p[i]), 4)
+            if ref[:, i].any():
+                assert m["recall"] == round(float(r[i]), 4)
+            if len(set(ref[:, i]) | set(cand[:, i])) > 1:
+                assert m["kappa"] == pytest.approx(cohen_kappa_score(ref[:, i], cand[:, i]), abs=1e-4)
+
+
+def test_alpha_masi_is_nltks() -> None:
+    """Krippendorff's alpha with MASI, computed without nltk (its import cost seconds), equals
+    nltk's AnnotationTask.alpha on random label sets, None where nltk has none."""
+    from nltk.metrics.agreement import AnnotationTask
+    from nltk.metrics.distance import masi_distance
+
+    rng = np.random.default_rng(1)
+    categories = ["a", "b", "c"]
+    for _ in range(30):
+        rows = [[F(c for c in categories if rng.random() < 0.4) or F({"a"}) for _ in range(12)] for _ in range(2)]
+        data = [(coder, str(i), labels) for coder, labels_list in zip("rc", rows, strict=True) for i, labels in enumerate(labels_list)]
+        try:
+            expected = round(AnnotationTask(data=data, distance=masi_distance).alpha(), 4)
+        except ZeroDivisionError:
+            expected = None
+        assert krippendorff_alpha_masi(rows[0], rows[1]) == expected
+    assert krippendorff_alpha_masi([F(), F({"a"})], [F({"a"}), F({"a"})]) is None  # nltk divides by zero
+    assert krippendorff_alpha_masi([F({"a"})] * 3, [F({"a"})] * 3) == 1.0

@@ -124,13 +124,13 @@ def _load_factory(name: str, target: str) -> BackendFactory:
 
 
 def chosen_backend_name(name: str | None, settings: Settings) -> str:
-    """`name`, else `openai` when a model or endpoint is configured, else `local`."""
-    return name or ("openai" if (settings.model or settings.base_url) else "local")
+    """`name`, else the project's backend, else `openai` when a model or endpoint is configured, else `local`."""
+    return name or settings.backend or ("openai" if (settings.model or settings.base_url) else "local")
 
 
 def make_backend(name: str | None, settings: Settings | None = None) -> Backend:
     """The backend a command asked for, built by its registered factory from `settings`."""
-    settings = settings or Settings.from_env()
+    settings = settings or Settings.load()
     chosen = chosen_backend_name(name, settings)
     registry = available_backends()
     if chosen not in registry:

@@ -1,0 +1,90 @@
+"""The settings layers: defaults < kia.toml < environment < options, each value's source recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kia.errors import KiaError
+from kia.settings import Settings, find_project, set_cli_options
+from tests.conftest import run_kia
+
+
+@pytest.fixture(autouse=True)
+def _no_global_options() -> None:
+    set_cli_options()
+
+
+def _project(folder: Path, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "kia.toml").write_text(text, encoding="utf-8")
+    return folder / "kia.toml"
+
+
+def test_a_project_file_is_found_from_a_subfolder_and_its_paths_are_relative_to_it(tmp_path: Path) -> None:
+    path = _project(tmp_path / "survey", 'db = "data/s.duckdb"\ntaxonomy = "t.yaml"\nreviewer = "ann"\n')
+    sub = tmp_path / "survey" / "papers" / "deep"
+    sub.mkdir(parents=True)
+    assert find_project(sub) == path.resolve()
+    settings = Settings.load(sub, environ={})
+    assert settings.db == path.resolve().parent / "data" / "s.duckdb"
+    assert settings.taxonomy == path.resolve().parent / "t.yaml"
+    assert settings.reviewer == "ann" and settings.sources["reviewer"] == str(path.resolve())
+    assert settings.project == path.resolve()
+    assert settings.sources["model"] == "default"
+
+
+def test_environment_beats_the_file_and_options_beat_both(tmp_path: Path) -> None:
+    _project(tmp_path, 'db = "a.duckdb"\nmodel = "from-file"\nreviewer = "file"\n')
+    env = {"KIA_DB": "/elsewhere/b.duckdb", "USER": "login"}
+    settings = Settings.load(tmp_path, environ=env)
+    assert settings.db == Path("/elsewhere/b.duckdb") and settings.sources["db"] == "$KIA_DB"
+    assert settings.model == "from-file"
+    # the login name is only a fallback: a project's reviewer stays
+    assert settings.reviewer == "file"
+    assert Settings.load(tmp_path / "..", environ={"USER": "login"}).reviewer in ("login", "anonymous", "file")
+    chosen = Settings.load(tmp_path, environ=env, options={"db": Path("c.duckdb"), "model": None})
+    assert chosen.db == Path("c.duckdb") and chosen.sources["db"] == "--db"
+    assert chosen.model == "from-file"
+
+
+def test_outside_a_project_the_defaults_hold(tmp_path: Path) -> None:
+    settings = Settings.load(tmp_path, environ={"USER": "ann"})
+    assert settings == Settings.from_env({"USER": "ann"})
+    assert settings.project is None and settings.sources["reviewer"] == "$USER"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('dbx = "a"\n', "unknown setting 'dbx'"),
+        ('api_key = "sk-1"\n', "set OPENAI_API_KEY instead"),
+        ("examples = 'four'\n", "examples must be a whole number"),
+        ("db = \n", "not valid TOML"),
+    ],
+)
+def test_a_bad_project_file_is_one_line_naming_it(tmp_path: Path, text: str, message: str) -> None:
+    path = _project(tmp_path, text)
+    with pytest.raises(KiaError) as caught:
+        Settings.load(tmp_path, environ={})
+    assert str(caught.value).startswith(f"{path}: ") and message in str(caught.value)
+    result = run_kia("config", cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and message in result.stderr
+
+
+def test_init_writes_a_project_that_every_command_reads(tmp_path: Path) -> None:
+    folder = tmp_path / "survey"
+    assert run_kia("init", str(folder)).returncode == 0
+    assert (folder / "kia.toml").is_file()
+    shown = run_kia("config", cwd=folder, env={"KIA_MODEL": "m1"})
+    assert shown.returncode == 0, shown.stderr
+    assert f"project: {(folder / 'kia.toml').resolve()}" in shown.stdout
+    assert "$KIA_MODEL" in shown.stdout and "taxonomy.yaml" in shown.stdout
+    # taxonomy check without a path checks the project's taxonomy (2 axes), not the shipped one (3)
+    assert "ok, 2 axes" in run_kia("taxonomy", "check", cwd=folder).stdout
+    # --project from anywhere, and the global --db over the file
+    elsewhere = run_kia("--project", str(folder), "--db", "x.duckdb", "config", cwd=tmp_path)
+    assert "--db" in elsewhere.stdout and "x.duckdb" in elsewhere.stdout
+    missing = run_kia("--project", str(tmp_path / "nothing"), "config")
+    assert missing.returncode == 1 and "no project file here" in missing.stderr
