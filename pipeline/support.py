@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kia.linear import LinearModel
 from kia.sentences import CITATION_RE, EVALUATION_RE, OTHER_WORK_RE, OWN_WORK_RE, Sentence
 
 if TYPE_CHECKING:
-    from kia.learned import HeadSettings, LinearModel
+    from kia.learned import HeadSettings
 
 # Per-sentence flags, in this column order (`sentence_flags`).
 FLAG_NAMES = ("own_work", "other_work", "evaluation", "blocked", "position", "dataset", "first_person_method")
@@ -210,8 +211,6 @@ class SupportModel:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SupportModel:
-        from kia.learned import LinearModel
-
         return cls(
             generic=LinearModel(**data["generic"]) if data.get("generic") else None,
             shared=LinearModel(**data["shared"]) if data.get("shared") else None,
@@ -275,7 +274,7 @@ def fit_support(
     """Fit support models on papers whose evidence sentences are known (one entry per paper, in the
     order of `vectors`/`pairs`). Blocked sentences are left out of training (they are never
     evidence, and their support is set to 0 at scoring). None when no evidence is given."""
-    from kia.learned import fit_linear, fit_linear_oof
+    from kia.linear import fit_linear, fit_linear_oof
 
     x, truth, paper, vec, blocked = _rows(vectors, pairs, evidence, category_ids)
     keep = ~blocked

@@ -583,6 +583,10 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+# Enough papers that the kill lands mid-run even on an idle machine (the int8 encoder is fast).
+PAPERS_KILLED = 160
+
+
 def test_kill_9_of_propose_with_workers_then_rerun_labels_every_paper_exactly_once(tmp_path: Path, db_path: Path) -> None:
     import signal
     import subprocess
@@ -591,7 +595,7 @@ def test_kill_9_of_propose_with_workers_then_rerun_labels_every_paper_exactly_on
     from tests.conftest import kia_exe, run_kia
 
     pytest.importorskip("onnxruntime")
-    _abstracts(tmp_path / "papers", 48)
+    _abstracts(tmp_path / "papers", PAPERS_KILLED)
     assert run_kia("ingest", str(tmp_path / "papers"), "--db", str(db_path)).returncode == 0
     args = [*kia_exe(), "propose", "--backend", "local", "--encoder", "minilm-int8", "--workers", "2"]
     args += ["--run", "crash", "--db", str(db_path)]
@@ -608,15 +612,15 @@ def test_kill_9_of_propose_with_workers_then_rerun_labels_every_paper_exactly_on
         time.sleep(0.2)
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "worker processes outlived their parent"
     partial = _done(db_path, "crash")
-    assert partial is not None and 6 <= partial < 48
+    assert partial is not None and 6 <= partial < PAPERS_KILLED
     rerun = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"already done {partial}" in rerun.stdout
     with Store(db_path) as store:
         assert store.query("SELECT count(*), count(DISTINCT paper_key) FROM proposals WHERE run_id = 'crash'") == [
-            (48, 48)
+            (PAPERS_KILLED, PAPERS_KILLED)
         ]
         assert store.query(
             "SELECT paper_key, axis, category, count(*) c FROM labels WHERE run_id = 'crash' GROUP BY ALL HAVING c > 1"
         ) == []
-        assert store.query("SELECT count(DISTINCT paper_key) FROM labels WHERE run_id = 'crash'") == [(48,)]
+        assert store.query("SELECT count(DISTINCT paper_key) FROM labels WHERE run_id = 'crash'") == [(PAPERS_KILLED,)]

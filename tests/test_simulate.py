@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import duckdb
@@ -231,6 +232,8 @@ def test_simulate_and_auto_accept_on_the_agents_taxonomy(tmp_path: Path) -> None
     auto = run_kia("review", "--run", "agents", "--reviewer", "ann", "--accept-above", "auto", "--db", str(db))
     assert auto.returncode == 0, auto.stderr
     lines = auto.stdout.splitlines()
-    assert lines[0].startswith("confidence: calibrated on 50 reviewed axes") or "one outcome" in lines[0]
+    # 10 papers x 5 axes were reviewed; axes the head abstained on (unclear) are no calibration data.
+    calibrated = re.match(r"confidence: calibrated on (\d+) reviewed axes", lines[0])
+    assert (calibrated and 20 <= int(calibrated.group(1)) <= 50) or "one outcome" in lines[0], lines[0]
     assert lines[1].startswith("auto threshold") and "rests on 50 reviewed axes" in lines[1]
     assert lines[2].startswith("accepted ")
