@@ -612,7 +612,9 @@ def test_kill_9_of_propose_with_workers_then_rerun_labels_every_paper_exactly_on
         time.sleep(0.2)
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "worker processes outlived their parent"
     partial = _done(db_path, "crash")
-    assert partial is not None and 6 <= partial < PAPERS_KILLED
+    # Usually mid-run; on an idle machine the writer can hold the file until the last chunk, and then the
+    # kill lands after the last write (the workers must still end, and the rerun must add nothing).
+    assert partial is not None and 6 <= partial <= PAPERS_KILLED
     rerun = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"already done {partial}" in rerun.stdout
