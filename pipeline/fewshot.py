@@ -170,18 +170,14 @@ def example_quotes(
     sentence (with a sentence `encoder`), else the best sentence by definition and cues; never a
     title. The paper's evidence is read, and its sentences split, once for all its labels."""
     rows = store.reviewed_run_evidence(key) if reviewed else []
-    sentences: list[Sentence] | None = None
-    supported: dict[str, str] | None = None
-    quotes: dict[str, str] = {}
-    for category in categories:
-        quote = located_quote(rows, doc, category)
-        if not quote:
-            sentences = quotable(split_sentences(doc, taxonomy=taxonomy), doc.title) if sentences is None else sentences
-            if supported is None:
-                missing = [c for c in categories if not located_quote(rows, doc, c)]
-                supported = supportive_quotes(sentences, doc.title, taxonomy, missing, encoder) if encoder else {}
-            quote = supported.get(category) or best_sentence(sentences, taxonomy, category)
-        quotes[category] = quote
+    quotes = {category: located_quote(rows, doc, category) for category in categories}
+    missing = [category for category, quote in quotes.items() if not quote]
+    if not missing:
+        return quotes
+    sentences = quotable(split_sentences(doc, taxonomy=taxonomy), doc.title)
+    supported = supportive_quotes(sentences, doc.title, taxonomy, missing, encoder) if encoder else {}
+    for category in missing:
+        quotes[category] = supported.get(category) or best_sentence(sentences, taxonomy, category)
     return quotes
 
 
