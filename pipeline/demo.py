@@ -32,7 +32,7 @@ def run_demo(db: Path, on_stage: Callable[[str], None] | None = None) -> DemoRes
         examples = examples_dir()
         say(f"ingesting {examples}")
         ingested = ingest_paths([examples], store, load_manifest(examples / "manifest.csv"))
-        say("proposing labels with the offline local backend (evidence first: each label quotes the sentences judged to support it)")
+        say("proposing labels with the offline local backend (evidence first: quotes are the supporting sentences)")
         keys = sorted(o.paper_key for o in ingested.outcomes if o.paper_key and o.status != "failed")
         run = run_proposals(store, LocalBackend(), taxonomy, load_prompt(), keys=keys)
     say("scoring against labels/examples.csv")
