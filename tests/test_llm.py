@@ -236,9 +236,9 @@ def test_batch_round_trip_against_the_real_server_stores_the_live_labels(papers_
     # A paper a person labelled is shown to the model as a worked example, live and in the batch alike.
     labelled = run_kia("label", "beta", "--set", "K=K3", "--set", "I=I2", "--set", "A=A4", "--db", str(papers_db))
     assert labelled.returncode == 0, labelled.stderr
-    live = propose(papers_db, server, "alpha", "--run", "live", "--reasks", "0", "--max-tokens", "768")
+    live = propose(papers_db, server, "alpha", "--run", "live", "--reasks", "0", "--max-tokens", "1536")
     requests = papers_db.parent / "requests.jsonl"
-    written = propose(papers_db, server, "alpha", "--run", "batch", "--reasks", "0", "--max-tokens", "768",
+    written = propose(papers_db, server, "alpha", "--run", "batch", "--reasks", "0", "--max-tokens", "1536",
                       "--no-cache", "--batch-file", str(requests))  # fmt: skip
     assert written.returncode == 0, written.stderr
     lines = [json.loads(x) for x in requests.read_text(encoding="utf-8").splitlines()]
