@@ -49,6 +49,10 @@ def serve(port: int, parallel: int, ctx: int) -> None:
     params.n_parallel = parallel
     params.n_ctx = ctx * parallel
     params.verbosity = 1
+    # Every prompt is evaluated whole: reusing a cached prefix changes the numerics, so the same request
+    # could get a different greedy answer live and from a batch file (tests compare the two).
+    params.cache_prompt = False
+    params.cache_ram_mib = 0
     params.cpuparams.n_threads = max(1, (os.cpu_count() or 2))
     params.cpuparams_batch.n_threads = max(1, (os.cpu_count() or 2))
     server = xllamacpp.Server(params)
