@@ -37,8 +37,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def serve(port: int, parallel: int, ctx: int) -> None:
-    """Start the server in this process and block."""
+def serve(port: int, parallel: int, ctx: int, whole_prompts: bool = False) -> None:
+    """Start the server in this process and block. `whole_prompts`: evaluate every prompt whole (no
+    cached prefix), so the same request always gets the same greedy answer; reusing a cached prefix
+    changes the numerics, which is fine for a user but not for a test comparing two answers."""
     import xllamacpp
 
     params = xllamacpp.CommonParams()
@@ -49,10 +51,9 @@ def serve(port: int, parallel: int, ctx: int) -> None:
     params.n_parallel = parallel
     params.n_ctx = ctx * parallel
     params.verbosity = 1
-    # Every prompt is evaluated whole: reusing a cached prefix changes the numerics, so the same request
-    # could get a different greedy answer live and from a batch file (tests compare the two).
-    params.cache_prompt = False
-    params.cache_ram_mib = 0
+    if whole_prompts:
+        params.cache_prompt = False
+        params.cache_ram_mib = 0
     params.cpuparams.n_threads = max(1, (os.cpu_count() or 2))
     params.cpuparams_batch.n_threads = max(1, (os.cpu_count() or 2))
     server = xllamacpp.Server(params)
@@ -76,11 +77,12 @@ def wait_ready(base_url: str, timeout: float = 120.0) -> None:
     raise TimeoutError(f"llama.cpp server at {base_url} not ready after {timeout}s")
 
 
-def start(parallel: int = 2, ctx: int = 8192) -> tuple[subprocess.Popen[bytes], str]:
+def start(parallel: int = 2, ctx: int = 8192, whole_prompts: bool = False) -> tuple[subprocess.Popen[bytes], str]:
     """Start a server subprocess; returns it and its OpenAI base URL (…/v1)."""
     port = free_port()
+    command = [sys.executable, "-m", "tests.llm_server", "--port", str(port), "--parallel", str(parallel)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.llm_server", "--port", str(port), "--parallel", str(parallel), "--ctx", str(ctx)],
+        [*command, "--ctx", str(ctx), *(["--whole-prompts"] if whole_prompts else [])],
         cwd=Path(__file__).resolve().parent.parent,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -99,5 +101,6 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--ctx", type=int, default=8192, help="context tokens per slot")
+    parser.add_argument("--whole-prompts", action="store_true", help="no prompt cache: the same request, the same answer")
     args = parser.parse_args()
-    serve(args.port, args.parallel, args.ctx)
+    serve(args.port, args.parallel, args.ctx, args.whole_prompts)

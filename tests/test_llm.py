@@ -38,6 +38,18 @@ def server() -> Iterator[str]:
     process.wait()
 
 
+@pytest.fixture(scope="module")
+def exact_server() -> Iterator[str]:
+    """A server that evaluates every prompt whole: a cached prefix changes llama.cpp's numerics, so
+    without it the same request could get another greedy answer live and from a batch file."""
+    from tests.llm_server import start
+
+    process, base_url = start(parallel=1, ctx=8192, whole_prompts=True)
+    yield base_url
+    process.kill()
+    process.wait()
+
+
 @pytest.fixture
 def papers_db(tmp_path: Path) -> Path:
     for name, text in PAPERS.items():
@@ -227,7 +239,7 @@ def test_invented_quotes_never_enter_as_grounded(papers_db: Path, proxy: FaultPr
     assert flagged[0][0] > 0 or failed[0][0] == 1  # type: ignore[operator]
 
 
-def test_batch_round_trip_against_the_real_server_stores_the_live_labels(papers_db: Path, server: str) -> None:
+def test_batch_round_trip_against_the_real_server_stores_the_live_labels(papers_db: Path, exact_server: str) -> None:
     """A request file written by kia, answered line by line by the real server, imports into the same
     proposals as a live run with the same model (temperature 0); importing twice adds nothing."""
     import json
@@ -236,9 +248,9 @@ def test_batch_round_trip_against_the_real_server_stores_the_live_labels(papers_
     # A paper a person labelled is shown to the model as a worked example, live and in the batch alike.
     labelled = run_kia("label", "beta", "--set", "K=K3", "--set", "I=I2", "--set", "A=A4", "--db", str(papers_db))
     assert labelled.returncode == 0, labelled.stderr
-    live = propose(papers_db, server, "alpha", "--run", "live", "--reasks", "0", "--max-tokens", "1536")
+    live = propose(papers_db, exact_server, "alpha", "--run", "live", "--reasks", "0", "--max-tokens", "1536")
     requests = papers_db.parent / "requests.jsonl"
-    written = propose(papers_db, server, "alpha", "--run", "batch", "--reasks", "0", "--max-tokens", "1536",
+    written = propose(papers_db, exact_server, "alpha", "--run", "batch", "--reasks", "0", "--max-tokens", "1536",
                       "--no-cache", "--batch-file", str(requests))  # fmt: skip
     assert written.returncode == 0, written.stderr
     lines = [json.loads(x) for x in requests.read_text(encoding="utf-8").splitlines()]
@@ -249,7 +261,7 @@ def test_batch_round_trip_against_the_real_server_stores_the_live_labels(papers_
     rows = []
     for line in lines:
         request = urllib.request.Request(
-            server + "/chat/completions", data=json.dumps(line["body"]).encode(),
+            exact_server + "/chat/completions", data=json.dumps(line["body"]).encode(),
             headers={"Content-Type": "application/json"}, method="POST",
         )  # fmt: skip
         with urllib.request.urlopen(request, timeout=600) as response:
