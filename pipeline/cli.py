@@ -1329,6 +1329,35 @@ def serve(
     out.print("kia serve: stopped", markup=False)
 
 
+@app.command()
+@one_line_errors
+def answer(
+    requests: Annotated[
+        Path, typer.Argument(help="A request file written by kia propose --backend local --batch-file")
+    ],
+    out_file: Annotated[
+        Path, typer.Option("--out", help="Output file (OpenAI Batch format); a rerun resumes it")
+    ],
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="Processes answering papers (default: the cores)")
+    ] = None,
+    shard: Annotated[
+        str | None, typer.Option(help="I/K: answer every K-th line from line I (K machines share one file)")
+    ] = None,
+    taxonomy: TaxonomyOption = None,
+) -> None:
+    """Answer an offline request file with this machine's local backend, no database needed; import
+    the output with kia propose --batch-results."""
+    from kia.api import answer_batch_file
+
+    summary = answer_batch_file(requests, out_file, taxonomy=taxonomy, workers=workers, shard=shard)
+    for custom, error in summary.errors:
+        err.print(f"error: {custom}: {error}", markup=False)
+    out.print(summary.line(), markup=False)
+    if summary.errors:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
