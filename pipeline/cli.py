@@ -342,7 +342,10 @@ def propose(
     ] = None,
     batch_file: Annotated[
         Path | None,
-        typer.Option(help="Write the requests as an OpenAI Batch file (JSONL) instead of calling; the run waits"),
+        typer.Option(
+            help="Write the requests as an OpenAI Batch file (JSONL) instead of calling; the run waits "
+            "(with --backend local: for `kia answer` on any machine)"
+        ),
     ] = None,
     batch_results: Annotated[
         Path | None, typer.Option(help="Import a batch output file (OpenAI Batch format) into the waiting run(s)")

@@ -200,7 +200,7 @@ def test_a_real_pdfs_quotes_ground_to_the_same_pages(journey: dict[str, Any]) ->
     sql = f"SELECT quote, start_char, end_char, page FROM evidence WHERE paper_key NOT IN ({markdown}) ORDER BY ALL"
     rows = query(journey["batch"], sql)
     assert rows and rows == query(journey["live"], sql)
-    assert max(row[3] for row in rows) >= 1
+    assert max(row[3] for row in rows) > 1  # quotes from later pages, not only the first
 
 
 def test_a_rerun_resumes_the_output_file_and_shards_split_the_lines(journey: dict[str, Any]) -> None:
@@ -229,6 +229,47 @@ def test_a_rerun_resumes_the_output_file_and_shards_split_the_lines(journey: dic
     ids = [[line["custom_id"] for line in read_jsonl(path)] for path in shards]
     assert not set(ids[0]) & set(ids[1]) and sorted(ids[0] + ids[1]) == sorted(answers)
     assert len(ids[0]) == (len(full) + 1) // 2
+
+
+def test_worker_processes_answer_as_one_process_does(journey: dict[str, Any]) -> None:
+    """From `PARALLEL_FROM` lines up, `--workers 2` answers in spawned processes: the same answers."""
+    single = {
+        line["custom_id"]: line["response"]["body"]["answer"]
+        for line in read_jsonl(journey["output"])
+        if line["error"] is None and line["custom_id"].split("::")[0] in {Path(n).stem for n in PAPERS}
+    }
+    copies = [
+        {**line, "custom_id": f"{line['custom_id']}#{i}"}
+        for i in range(6)
+        for line in read_jsonl(journey["requests"])
+        if line["custom_id"] in single
+    ]
+    many, out = journey["here"] / "many.jsonl", journey["here"] / "many-out.jsonl"
+    write_jsonl(many, copies)
+    done = run_kia("answer", str(many), "--out", str(out), "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    answers = {line["custom_id"]: line["response"]["body"]["answer"] for line in read_jsonl(out)}
+    assert len(answers) == len(copies) >= 16
+    assert all(answer == single[custom.rsplit("#", 1)[0]] for custom, answer in answers.items())
+
+
+def test_a_head_refitted_on_reviews_here_is_refused_with_the_reason(tmp_path: Path) -> None:
+    """A worker elsewhere has only the shipped head: requests from a refitted one are refused, not sent."""
+    from kia.backends.local import LocalBackend
+    from kia.batchfile import write_offline_requests
+    from kia.errors import KiaError
+    from kia.propose import load_prompt
+    from kia.store import Store
+    from kia.taxonomy import load_taxonomy
+
+    class Refitted(LocalBackend):
+        def params(self) -> dict[str, Any]:
+            return {**super().params(), "adapted_from_reviews": 12}
+
+    target = tmp_path / "requests.jsonl"
+    with Store(tmp_path / "kia.duckdb", create=True) as store, pytest.raises(KiaError, match="refitted on the 12"):
+        write_offline_requests(store, Refitted(), load_taxonomy(), load_prompt(), target, "minilm")
+    assert not target.exists()
 
 
 def test_a_bad_shard_or_request_file_is_one_line() -> None:
