@@ -50,7 +50,6 @@ from kia._version import __version__
 from kia.backends import Backend, BackendAnswer, ClaimedLabel
 from kia.errors import KiaError
 from kia.extract import Document
-from kia.propose import chunks_of
 from kia.store import dumps
 from kia.taxonomy import Taxonomy
 
@@ -437,15 +436,17 @@ def _answer_in_worker(chunk: list[tuple[str, str, Document]]) -> list[str]:
     return _JOB[0].answer(chunk)
 
 
-def _answered_chunks(
-    job: OfflineJob, work: list[tuple[str, str, Document]], workers: int
-) -> Iterator[tuple[list[tuple[str, str, Document]], list[str] | BaseException]]:
-    """Each chunk of `work` with its output lines (or the error that lost them), as chunks finish:
-    here for one worker or a few papers, else from `workers` spawned processes."""
-    from kia.propose import PARALLEL_FROM
+Item = tuple[str, str, Document]  # (custom_id, encoder, paper)
 
-    if workers <= 1 or len(work) < PARALLEL_FROM:
-        for chunk in chunks_of(work, 1):
+
+def _answered_chunks(
+    job: OfflineJob, chunks: Iterator[list[Item]], workers: int
+) -> Iterator[tuple[list[Item], list[str] | BaseException]]:
+    """Each chunk with its output lines (or the error that lost them), as chunks finish: here for one
+    worker, else from `workers` spawned processes with a few chunks each in flight (the file is read
+    as they answer, so a request file larger than memory is answered too)."""
+    if workers <= 1:
+        for chunk in chunks:
             yield chunk, job.answer(chunk)
         return
     context = multiprocessing.get_context("spawn")
@@ -453,17 +454,44 @@ def _answered_chunks(
     with ProcessPoolExecutor(
         workers, mp_context=context, initializer=_start_worker, initargs=(pickle.dumps(job), threads)
     ) as pool:
-        pending: dict[Future[list[str]], list[tuple[str, str, Document]]] = {
-            pool.submit(_answer_in_worker, chunk): chunk for chunk in chunks_of(work, workers)
-        }
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
+        pending: dict[Future[list[str]], list[Item]] = {}
+
+        def finished() -> Iterator[tuple[list[Item], list[str] | BaseException]]:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
                 chunk = pending.pop(future)
                 try:
                     yield chunk, future.result()
                 except Exception as exc:  # a worker died (killed, out of memory): its papers get error lines
                     yield chunk, exc
+
+        for chunk in chunks:
+            pending[pool.submit(_answer_in_worker, chunk)] = chunk
+            while len(pending) >= 2 * workers:
+                yield from finished()
+        while pending:
+            yield from finished()
+
+
+def _request_lines(requests: Path) -> Iterator[tuple[int, str | None]]:
+    """(number, text) of each non-empty line, read as needed; text None for a line that is not UTF-8."""
+    try:
+        with requests.open("rb") as source:
+            number = 0
+            for raw in source:
+                if not raw.strip():
+                    continue
+                number += 1
+                try:
+                    yield number, raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    yield number, None
+    except FileNotFoundError as exc:
+        raise KiaError(f"{requests}: request file not found") from exc
+    except IsADirectoryError as exc:
+        raise KiaError(f"{requests}: is a directory, not a request file") from exc
+    except OSError as exc:
+        raise KiaError(f"{requests}: cannot read the request file ({exc.strerror or exc})") from exc
 
 
 def answer_file(
@@ -472,20 +500,20 @@ def answer_file(
     """Answer an offline request file with this machine's local backend (see the module docstring).
 
     Lines are appended to `out` as each chunk of papers is answered, so a stopped worker loses only
-    the chunks in flight; a rerun keeps what `out` holds and answers the rest.
+    the chunks in flight; a rerun keeps what `out` holds and answers the rest. With `workers` > 1
+    and at least `PARALLEL_FROM` lines to answer, spawned processes answer chunks of papers.
     """
-    try:
-        text = requests.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise KiaError(f"{requests}: request file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KiaError(f"{requests}: cannot read the request file ({exc})") from exc
+    from kia.propose import BATCH_SIZE, PARALLEL_FROM
+
+    total = sum(1 for _ in _request_lines(requests))
+    mine = total if shard is None else len(range(shard[0] - 1, total, shard[1]))
+    workers = workers if mine >= PARALLEL_FROM else 1
+    # As `chunks_of`: every worker gets several chunks, none longer than BATCH_SIZE.
+    size = max(1, min(BATCH_SIZE, -(-mine // (4 * workers))))
     summary = AnswerSummary(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = _resume(out)
     job = OfflineJob(taxonomy)
-    seen: set[str] = set()
-    work: list[tuple[str, str, Document]] = []
     with out.open("a", encoding="utf-8") as sink:
 
         def emit(line: str, custom: str, error: str | None) -> None:
@@ -496,24 +524,37 @@ def answer_file(
             else:
                 summary.errors.append((custom, error))
 
-        for number, raw in enumerate((line for line in text.splitlines() if line.strip()), 1):
-            if shard is not None and (number - 1) % shard[1] != shard[0] - 1:
-                summary.other_shards += 1
-                continue
-            custom, request, problem = _parse(number, raw, requests)
-            if custom in done:
-                summary.kept += 1
-                continue
-            if custom in seen:  # one answer per custom_id, or the import would refuse the second
-                summary.errors.append((custom, f"appears twice in {requests.name}; only the first is answered"))
-                continue
-            seen.add(custom)
-            problem = problem or (job.check(request) if request is not None else "") or ""
-            if request is None or problem:
-                emit(_output(custom, None, ("invalid_request", problem)), custom, problem)
-                continue
-            work.append((custom, request.body.backend.encoder, request.body.paper))
-        for chunk, lines in _answered_chunks(job, work, workers):
+        def chunks() -> Iterator[list[Item]]:
+            """The lines to answer, checked, in chunks; a line that cannot be answered gets its error line here."""
+            seen: set[str] = set()
+            chunk: list[Item] = []
+            for number, raw in _request_lines(requests):
+                if shard is not None and (number - 1) % shard[1] != shard[0] - 1:
+                    summary.other_shards += 1
+                    continue
+                if raw is None:
+                    custom, request, problem = f"{requests.name}:{number}", None, f"line {number} is not UTF-8 text"
+                else:
+                    custom, request, problem = _parse(number, raw, requests)
+                if custom in done:
+                    summary.kept += 1
+                    continue
+                if custom in seen:  # one answer per custom_id, or the import would refuse the second
+                    summary.errors.append((custom, f"appears twice in {requests.name}; only the first is answered"))
+                    continue
+                seen.add(custom)
+                problem = problem or (job.check(request) if request is not None else "") or ""
+                if request is None or problem:
+                    emit(_output(custom, None, ("invalid_request", problem)), custom, problem)
+                    continue
+                chunk.append((custom, request.body.backend.encoder, request.body.paper))
+                if len(chunk) >= size:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
+
+        for chunk, lines in _answered_chunks(job, chunks(), workers):
             if isinstance(lines, BaseException):
                 lost = f"the worker process answering it stopped ({type(lines).__name__}: {lines}); rerun to retry"
                 lines = [_output(custom, None, ("worker_error", lost)) for custom, _, _ in chunk]
