@@ -100,6 +100,9 @@ def journey(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     mixed = here / "mixed.jsonl"
     # The bad lines sit between good ones: the worker answers around them.
     write_jsonl(mixed, [good[0], '{"custom_id": "cut', other_taxonomy, *good[1:], other_head, chat])
+    with mixed.open("ab") as sink:
+        sink.write(b'{"custom_id": "latin-1 \xe9"}\n')
+    result["not_utf8"] = f"mixed.jsonl:{len(good) + 5}"
     output = here / "output.jsonl"
     result["answered"] = run_kia("answer", str(mixed), "--out", str(output), "--workers", "1", process=True)
     result["output"] = output
@@ -149,7 +152,8 @@ def test_the_worker_answers_around_bad_lines_with_one_error_line_each(journey: d
     for line in good:
         assert line["response"]["status_code"] == 200 and line["response"]["body"]["object"] == "kia.local_answer"
     errors = {custom: line["error"]["message"] for custom, line in by_id.items() if line["error"]}
-    assert set(errors) == {"mixed.jsonl:2", "other-taxonomy", "other-head", "chat"}
+    assert set(errors) == {"mixed.jsonl:2", "other-taxonomy", "other-head", "chat", journey["not_utf8"]}
+    assert "is not UTF-8 text" in errors[journey["not_utf8"]]
     assert "not a JSON object" in errors["mixed.jsonl:2"]
     assert "unknown taxonomy" in errors["other-taxonomy"] and "--taxonomy" in errors["other-taxonomy"]
     assert "head mismatch" in errors["other-head"] and "000000000000" in errors["other-head"]
@@ -176,7 +180,7 @@ def test_an_answer_from_another_head_fails_its_paper_and_writing_again_asks_agai
 def test_imported_answers_equal_a_live_local_run(journey: dict[str, Any]) -> None:
     imported = journey["imported"]
     count = len(PAPERS) + REAL_PDF.exists()
-    assert f"imported: stored {count}, re-ask 0, failed 0, not imported 4" in imported.stdout
+    assert f"imported: stored {count}, re-ask 0, failed 0, not imported 5" in imported.stdout
     live, batch = stored(journey["live"]), stored(journey["batch"])
     assert batch["labels"] and batch["evidence"]
     assert all(row[6] is not None and row[8] is not None for row in batch["evidence"])  # offsets and page
