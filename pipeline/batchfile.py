@@ -244,11 +244,39 @@ def write_offline_requests(
     run_id = run_name or default_run_name(identity, store)
     _ensure_run(store, run_id, identity, taxonomy)
     summary = WriteSummary(run_id)
-    done = store.done_papers(run_id)
-    waiting = store.waiting_requests(run_id)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
-    with partial.open("w", encoding="utf-8") as sink:
+    try:
+        _write_offline_lines(
+            store, backend, taxonomy, prompt, partial, encoder, keys, use_cache, max_input_tokens, confidence_floor,
+            identity, run_id, summary,
+        )  # fmt: skip
+    except BaseException:
+        partial.unlink(missing_ok=True)  # the papers stay waiting: writing again writes their lines
+        raise
+    partial.replace(out)
+    return summary
+
+
+def _write_offline_lines(
+    store: Store,
+    backend: Backend,
+    taxonomy: Taxonomy,
+    prompt: PromptTemplate,
+    target: Path,
+    encoder: str,
+    keys: list[str] | None,
+    use_cache: bool,
+    max_input_tokens: int | None,
+    confidence_floor: float | None,
+    identity: RunIdentity,
+    run_id: str,
+    summary: WriteSummary,
+) -> None:
+    """The lines of `write_offline_requests`, written to `target` as each paper is recorded waiting."""
+    done = store.done_papers(run_id)
+    waiting = store.waiting_requests(run_id)
+    with target.open("w", encoding="utf-8") as sink:
         for paper_key in keys or store.paper_keys():
             sha = store.latest_sha(paper_key)
             if (paper_key, sha) in done:
@@ -297,8 +325,6 @@ def write_offline_requests(
                 store.save_waiting(run_id, paper_key, sha, custom, dumps(request), __version__)
             sink.write(offline_line(custom, offline_body(doc, taxonomy, backend, encoder)) + "\n")
             summary.written += 1
-    partial.replace(out)
-    return summary
 
 
 # --- importing answers ----------------------------------------------------------------------------

@@ -298,7 +298,7 @@ def _resume(out: Path) -> set[str]:
     for raw in text.splitlines():
         try:
             value = json.loads(raw)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
         custom = value.get("custom_id") if isinstance(value, dict) else None
         response = value.get("response") if isinstance(value, dict) else None

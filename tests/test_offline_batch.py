@@ -122,6 +122,12 @@ def journey(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     result["again"] = read_jsonl(again)
     result["imported"] = run_kia("propose", "--batch-results", str(output), "--db", str(batch))
     result["reimported"] = run_kia("propose", "--batch-results", str(output), "--db", str(batch))
+    result["stored"] = stored(batch)
+    # Another run with the same settings finds every answer in the cache: nothing to send.
+    result["cached"] = run_kia(
+        "propose", "--backend", "local", "--run", "again", "--batch-file", str(here / "none.jsonl"), "--db", str(batch)
+    )
+    result["cached_lines"] = read_jsonl(here / "none.jsonl")
     return result
 
 
@@ -181,7 +187,7 @@ def test_imported_answers_equal_a_live_local_run(journey: dict[str, Any]) -> Non
     imported = journey["imported"]
     count = len(PAPERS) + REAL_PDF.exists()
     assert f"imported: stored {count}, re-ask 0, failed 0, not imported 5" in imported.stdout
-    live, batch = stored(journey["live"]), stored(journey["batch"])
+    live, batch = stored(journey["live"]), journey["stored"]  # the database before the cached run
     assert batch["labels"] and batch["evidence"]
     assert all(row[6] is not None and row[8] is not None for row in batch["evidence"])  # offsets and page
     assert batch == live
@@ -193,15 +199,26 @@ def test_a_second_import_adds_nothing(journey: dict[str, Any]) -> None:
     again = journey["reimported"]
     assert "imported: stored 0, re-ask 0, failed 0" in again.stdout
     assert "matches no waiting request" in again.stderr
-    rows = query(journey["batch"], "SELECT paper_key, count(*) FROM proposals GROUP BY 1 HAVING count(*) > 1")
+    rows = query(journey["batch"], "SELECT run_id, paper_key FROM proposals GROUP BY ALL HAVING count(*) > 1")
     assert rows == []
-    assert stored(journey["batch"]) == stored(journey["live"])
+    assert journey["stored"] == stored(journey["live"])
+
+
+def test_answers_in_the_cache_are_stored_at_once_not_written(journey: dict[str, Any]) -> None:
+    count = len(PAPERS) + REAL_PDF.exists()
+    assert f"run again: 0 request(s) written, waiting for their answers; cached {count}" in journey["cached"].stdout
+    assert journey["cached_lines"] == []
+    rows = query(journey["batch"], "SELECT count(*) FROM proposals WHERE run_id = 'again' AND status = 'done'")
+    assert rows == [(count,)]
 
 
 @pytest.mark.skipif(not REAL_PDF.exists(), reason=f"the shared corpus PDF is absent ({REAL_PDF})")
 def test_a_real_pdfs_quotes_ground_to_the_same_pages(journey: dict[str, Any]) -> None:
     markdown = ", ".join(f"'{Path(name).stem}'" for name in PAPERS)
-    sql = f"SELECT quote, start_char, end_char, page FROM evidence WHERE paper_key NOT IN ({markdown}) ORDER BY ALL"
+    sql = (
+        "SELECT quote, start_char, end_char, page FROM evidence"
+        f" WHERE paper_key NOT IN ({markdown}) AND run_id != 'again' ORDER BY ALL"
+    )
     rows = query(journey["batch"], sql)
     assert rows and rows == query(journey["live"], sql)
     assert max(row[3] for row in rows) > 1  # quotes from later pages, not only the first
