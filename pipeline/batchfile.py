@@ -16,6 +16,9 @@ exactly as a live answer (`proposal_from_answer`), stores it with the tokens of 
 failures per paper, and returns the re-asks (an answer that is invalid or whose quotes are not in
 the paper) as the next request file. A custom_id that no waiting request holds is reported and
 never stored, so importing the same file twice changes nothing.
+
+The offline backend writes and imports its own lines here too (`write_offline_requests`): kia's
+endpoint instead of chat completions, answered by `kia answer` on any machine (`kia.offline_batch`).
 """
 
 from __future__ import annotations

@@ -263,7 +263,13 @@ def _output(custom: str, body: dict[str, Any] | None, error: tuple[str, str] | N
     else:
         line["response"] = None
         line["error"] = {"code": error[0], "message": error[1]}
-    return json.dumps(line, ensure_ascii=False)
+    return json.dumps(line, ensure_ascii=False, default=_plain)
+
+
+def _plain(value: Any) -> Any:
+    """A value JSON has no type for, as the store writes it: a NumPy number as a number, else text."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) else str(value)
 
 
 @dataclass
@@ -394,7 +400,10 @@ class OfflineJob:
                         answer = backend.answer_many([doc], self.taxonomy)[0]
                     except Exception as exc:  # a backend bug fails this paper only
                         answer = exc
-                lines[custom] = self._line(custom, doc, backend, answer)
+                try:
+                    lines[custom] = self._line(custom, doc, backend, answer)
+                except Exception as exc:  # an answer that cannot be written fails its paper only
+                    lines[custom] = self._line(custom, doc, backend, exc)
         return [lines[custom] for custom, _, _ in chunk]
 
     def _line(self, custom: str, doc: Document, backend: LocalBackend, answer: Any) -> str:

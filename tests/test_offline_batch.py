@@ -300,3 +300,42 @@ def test_a_bad_shard_or_request_file_is_one_line() -> None:
             parse_shard(bad)
     missing = run_kia("answer", "no-such-file.jsonl", "--out", "out.jsonl")
     assert missing.returncode == 1 and "no-such-file.jsonl: request file not found" in missing.stderr
+
+
+def test_an_answer_body_is_checked_before_it_is_stored() -> None:
+    """Unit checks of `answer_from_body`: the object, the paper's text, the taxonomy, the head."""
+    from kia.errors import KiaError
+    from kia.offline_batch import answer_from_body
+    from kia.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    body = {
+        "object": "kia.local_answer",
+        "sha256": "a" * 64,
+        "taxonomy_hash": taxonomy.content_hash,
+        "fingerprint": {"model": "m", "head": "h"},
+        "answer": {"labels": {"K": [{"category": "K1", "confidence": 0.9, "rationale": "r", "quotes": ["q"]}]}},
+    }
+    answer = answer_from_body(body, "a" * 64, taxonomy, {"model": "m", "head": "h"})
+    assert answer.labels["K"][0].category == "K1" and answer.labels["K"][0].supports is None
+    cases = [
+        ({**body, "object": "chat.completion"}, "a" * 64, "not an offline answer (object"),
+        (body, "b" * 64, "another version of the paper's text"),
+        ({**body, "taxonomy_hash": "0" * 64}, "a" * 64, "made with taxonomy 000000000000"),
+        ({**body, "fingerprint": {"model": "m", "head": "x"}}, "a" * 64, 'head: wanted "h", got "x"'),
+        ({**body, "answer": {"labels": {"K": [{"category": "K1", "confidence": 7}]}}}, "a" * 64, "not an offline"),
+    ]
+    for given, sha, message in cases:
+        with pytest.raises(KiaError, match=message.replace("(", r"\(")):
+            answer_from_body(given, sha, taxonomy, {"model": "m", "head": "h"})
+
+
+def test_an_output_line_writes_numpy_numbers_as_numbers() -> None:
+    import numpy
+
+    from kia.offline_batch import _output
+
+    line = json.loads(_output("x", {"score": numpy.float32(0.5), "n": numpy.int64(3)}, None))
+    assert line["response"]["body"] == {"score": 0.5, "n": 3} and line["error"] is None
+    failed = json.loads(_output("y", None, ("invalid_request", "why")))
+    assert failed["response"] is None and failed["error"] == {"code": "invalid_request", "message": "why"}
