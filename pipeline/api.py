@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from kia.batchfile import ImportSummary, WriteSummary
     from kia.fewshot import ExamplePool
     from kia.ingest import IngestOutcome, IngestSummary
+    from kia.offline_batch import AnswerSummary
     from kia.propose import ProgressCallback, PromptTemplate, RunSummary
     from kia.score import ScoreReport
     from kia.store import Store
@@ -177,15 +178,39 @@ def write_batch_file(
     settings: Settings | None = None,
     gold: PathLike | None = None,
 ) -> WriteSummary:
-    """Write the requests of a run as an OpenAI Batch file instead of calling; the run waits for them."""
+    """Write the requests of a run as an OpenAI Batch file instead of calling; the run waits for them.
+
+    With the offline backend (`local`) the file is for `answer_batch_file` on any machine (kia's own
+    endpoint, never a provider's): each line carries the paper as stored, so no database travels.
+    """
     from kia.backends.openai import OpenAIBackend
-    from kia.batchfile import write_requests
+    from kia.batchfile import write_offline_requests, write_requests
     from kia.store import Store
 
     settings = settings or Settings.load()
     chosen, loaded, template, retriever = _run_inputs(backend, settings, taxonomy, prompt, context)
+    if chosen.name == "local":
+        from kia.offline_batch import encoder_key
+
+        with Store(_db(db, settings)) as store:
+            return write_offline_requests(
+                store,
+                chosen,
+                loaded,
+                template,
+                Path(out),
+                encoder_key(chosen, settings.encoder),
+                keys=list(keys) if keys else None,
+                run_name=run,
+                use_cache=use_cache,
+                max_input_tokens=max_input_tokens,
+                context_mode=context,
+                confidence_floor=settings.confidence_floor,
+            )
     if not isinstance(chosen, OpenAIBackend):
-        raise KiaError("batch files are for the openai backend: pass --backend openai --model NAME")
+        raise KiaError(
+            "batch files are for the openai backend (--backend openai --model NAME) or the offline one (local)"
+        )
     with Store(_db(db, settings)) as store:
         pool = _example_pool(store, chosen, loaded, settings, gold)
         return write_requests(
@@ -203,6 +228,31 @@ def write_batch_file(
             confidence_floor=settings.confidence_floor,
             examples=pool,
         )
+
+
+def answer_batch_file(
+    requests: PathLike,
+    out: PathLike,
+    *,
+    taxonomy: PathLike | None = None,
+    workers: int | None = None,
+    shard: str | None = None,
+    settings: Settings | None = None,
+) -> AnswerSummary:
+    """Answer an offline request file (`write_batch_file` with the local backend) on this machine, no
+    database needed; output lines in the OpenAI Batch format go to `out` (a rerun resumes it).
+    `shard` "I/K" answers every K-th line from line I; `workers` processes (default: the cores)."""
+    from kia.offline_batch import answer_file, parse_shard
+    from kia.taxonomy import load_taxonomy
+
+    settings = settings or Settings.load()
+    return answer_file(
+        Path(requests),
+        Path(out),
+        load_taxonomy(taxonomy or settings.taxonomy),
+        workers or settings.workers,
+        parse_shard(shard),
+    )
 
 
 def import_batch_results(

@@ -16,6 +16,9 @@ exactly as a live answer (`proposal_from_answer`), stores it with the tokens of 
 failures per paper, and returns the re-asks (an answer that is invalid or whose quotes are not in
 the paper) as the next request file. A custom_id that no waiting request holds is reported and
 never stored, so importing the same file twice changes nothing.
+
+The offline backend writes and imports its own lines here too (`write_offline_requests`): kia's
+endpoint instead of chat completions, answered by `kia answer` on any machine (`kia.offline_batch`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kia._version import __version__
-from kia.backends import CallRecord
+from kia.backends import Backend, CallRecord
 from kia.backends.openai import (
     OpenAIBackend,
     chat_messages,
@@ -42,6 +45,9 @@ from kia.backends.rules import RulesBackend
 from kia.errors import KiaError
 from kia.fewshot import ExamplePool, render_examples
 from kia.ground import Locator
+from kia.offline_batch import LOCAL_URL, answer_from_body, fingerprint_of
+from kia.offline_batch import request_body as offline_body
+from kia.offline_batch import request_line as offline_line
 from kia.propose import (
     Context,
     PromptTemplate,
@@ -49,8 +55,10 @@ from kia.propose import (
     _cached_answer,
     _CachedBackend,
     _ensure_run,
+    adapt_to_reviews,
     cache_key,
     default_run_name,
+    one_label_per_single_axis,
     paper_context,
     proposal_from_answer,
     propose,
@@ -205,6 +213,121 @@ def write_requests(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return summary
+
+
+def write_offline_requests(
+    store: Store,
+    backend: Backend,
+    taxonomy: Taxonomy,
+    prompt: PromptTemplate,
+    out: Path,
+    encoder: str,
+    keys: list[str] | None = None,
+    run_name: str | None = None,
+    use_cache: bool = True,
+    max_input_tokens: int | None = None,
+    context_mode: str = "full",
+    confidence_floor: float | None = None,
+) -> WriteSummary:
+    """The offline backend's request file (`kia.offline_batch`): one line per paper that needs an
+    answer, in the run a live `kia propose --backend local` with these settings would use; call nothing.
+
+    Papers already done are skipped and cached answers stored at once, as on the live path; each
+    written paper is recorded as waiting (a paper already waiting keeps its custom_id). The line
+    carries the paper as stored, so a worker elsewhere needs no database.
+    """
+    adapt_to_reviews(store, backend, taxonomy)
+    reviewed = int(backend.params().get("adapted_from_reviews") or 0)
+    if reviewed:
+        raise KiaError(
+            f"the offline head was refitted on the {reviewed} papers reviewed in {store.path}; a worker "
+            "elsewhere has only the shipped head, so its answers would differ: run kia propose --backend local here"
+        )
+    identity = run_identity(backend, taxonomy, prompt, max_input_tokens, context_mode, None, confidence_floor, None)
+    run_id = run_name or default_run_name(identity, store)
+    _ensure_run(store, run_id, identity, taxonomy)
+    summary = WriteSummary(run_id)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    try:
+        _write_offline_lines(
+            store, backend, taxonomy, prompt, partial, encoder, keys, use_cache, max_input_tokens, confidence_floor,
+            identity, run_id, summary,
+        )  # fmt: skip
+    except BaseException:
+        partial.unlink(missing_ok=True)  # the papers stay waiting: writing again writes their lines
+        raise
+    partial.replace(out)
+    return summary
+
+
+def _write_offline_lines(
+    store: Store,
+    backend: Backend,
+    taxonomy: Taxonomy,
+    prompt: PromptTemplate,
+    target: Path,
+    encoder: str,
+    keys: list[str] | None,
+    use_cache: bool,
+    max_input_tokens: int | None,
+    confidence_floor: float | None,
+    identity: RunIdentity,
+    run_id: str,
+    summary: WriteSummary,
+) -> None:
+    """The lines of `write_offline_requests`, written to `target` as each paper is recorded waiting."""
+    done = store.done_papers(run_id)
+    waiting = store.waiting_requests(run_id)
+    with target.open("w", encoding="utf-8") as sink:
+        for paper_key in keys or store.paper_keys():
+            sha = store.latest_sha(paper_key)
+            if (paper_key, sha) in done:
+                summary.skipped += 1
+                continue
+            doc = store.get_document(paper_key)
+            key = cache_key(identity, sha)
+            cached = _cached_answer(store, key, taxonomy) if use_cache else None
+            # As `propose` does for the live run: the same context, prompt hash and withheld sentences.
+            flagged = suspicious_sentences(doc, taxonomy)
+            try:
+                if cached is not None:
+                    proposal = propose(
+                        doc,
+                        _CachedBackend(backend, cached),
+                        taxonomy,
+                        prompt,
+                        paper_key,
+                        max_input_tokens,
+                        confidence_floor=confidence_floor,
+                    )
+                    proposal.cached = True
+                    save_proposal(store, run_id, proposal, identity, key)
+                    summary.cached += 1
+                    continue
+                context = paper_context(doc, taxonomy, max_input_tokens, None, flagged)
+            except KiaError as exc:
+                save_failure(store, run_id, paper_key, sha, str(exc))
+                summary.failed.append((paper_key, str(exc)))
+                continue
+            rendered = render_prompt(prompt, taxonomy, doc.title, context, render_examples([], taxonomy))
+            if paper_key in waiting and waiting[paper_key][0] == sha:
+                custom = waiting[paper_key][1]
+            else:
+                custom = custom_id(run_id, identity, paper_key, 1, store.identity(), sha)
+                request = {
+                    "attempt": 1,
+                    "url": LOCAL_URL,
+                    "prompt_hash": hashlib.sha256(rendered.encode()).hexdigest(),
+                    "context": {
+                        "sections": context.sections,
+                        "tokens": context.tokens,
+                        "full_tokens": context.full_tokens,
+                    },
+                }
+                store.save_waiting(run_id, paper_key, sha, custom, dumps(request), __version__)
+            sink.write(offline_line(custom, offline_body(doc, taxonomy, backend, encoder)) + "\n")
+            summary.written += 1
 
 
 # --- importing answers ----------------------------------------------------------------------------
@@ -413,6 +536,9 @@ def _import_one(
     request = json.loads(request_json)
     attempt = int(request["attempt"])
     error = _line_error(value)
+    if request.get("url") == LOCAL_URL:
+        _import_offline(store, taxonomy, summary, value, error, identity, run_id, paper_key, sha, request)
+        return
     content, finish, usage = _completion(value) if error is None else (None, None, _Usage())
     call = CallRecord(attempt, usage.prompt_tokens, usage.completion_tokens, 0.0, None)
     summary.prompt_tokens += call.prompt_tokens or 0
@@ -489,3 +615,53 @@ def _fail(
     failed = CallRecord(call.attempt, call.prompt_tokens, call.completion_tokens, 0.0, call.error or error)
     save_failure(store, run_id, paper_key, sha, error, [failed])
     summary.failed.append((paper_key, error))
+
+
+def _import_offline(
+    store: Store,
+    taxonomy: Taxonomy,
+    summary: ImportSummary,
+    value: OutputLine,
+    error: str | None,
+    identity: RunIdentity,
+    run_id: str,
+    paper_key: str,
+    sha: str,
+    request: dict[str, Any],
+) -> None:
+    """Store an offline worker's answer as a live local run would (the same grounding, statuses,
+    prompt hash and cache key), once it is checked against the paper, taxonomy and head of the run;
+    or record why the paper failed."""
+    params = json.loads(identity.params)
+    answer = None
+    if error is None:
+        body = value.response.body.model_dump() if value.response and value.response.body else {}
+        expected = fingerprint_of(identity.model, params.get("backend") or {})
+        try:
+            answer = answer_from_body(body, sha, taxonomy, expected)
+        except KiaError as exc:
+            error = str(exc)
+    doc = store.get_document(paper_key)
+    flagged = suspicious_sentences(doc, taxonomy)
+    ctx = request.get("context") or {}
+    context = Context(
+        "", list(ctx.get("sections") or []), int(ctx.get("tokens") or 0), int(ctx.get("full_tokens") or 0)
+    )
+    if answer is not None:
+        answer = one_label_per_single_axis(answer, taxonomy)
+        response = value.response
+        answer.raw["batch"] = {"custom_id": value.custom_id, "request_id": response.request_id if response else None}
+        try:
+            proposal = proposal_from_answer(
+                answer, doc, taxonomy, paper_key, request["prompt_hash"], context, params.get("confidence_floor"),
+                None, flagged,
+            )  # fmt: skip
+        except KiaError as exc:
+            error = str(exc)
+        else:
+            save_proposal(store, run_id, proposal, identity, cache_key(identity, sha))
+            summary.stored += 1
+            return
+    message = error or "no answer"
+    save_failure(store, run_id, paper_key, sha, message)
+    summary.failed.append((paper_key, message))

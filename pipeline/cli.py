@@ -342,7 +342,10 @@ def propose(
     ] = None,
     batch_file: Annotated[
         Path | None,
-        typer.Option(help="Write the requests as an OpenAI Batch file (JSONL) instead of calling; the run waits"),
+        typer.Option(
+            help="Write the requests as an OpenAI Batch file (JSONL) instead of calling; the run waits "
+            "(with --backend local: for `kia answer` on any machine)"
+        ),
     ] = None,
     batch_results: Annotated[
         Path | None, typer.Option(help="Import a batch output file (OpenAI Batch format) into the waiting run(s)")
@@ -1327,6 +1330,35 @@ def serve(
     chosen = _settings().serve_port if port is None else port
     serve_stage.serve(_existing_db(db), given_taxonomy(taxonomy), run, reviewer, chosen, ready)
     out.print("kia serve: stopped", markup=False)
+
+
+@app.command()
+@one_line_errors
+def answer(
+    requests: Annotated[
+        Path, typer.Argument(help="A request file written by kia propose --backend local --batch-file")
+    ],
+    out_file: Annotated[
+        Path, typer.Option("--out", help="Output file (OpenAI Batch format); a rerun resumes it")
+    ],
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="Processes answering papers (default: the cores)")
+    ] = None,
+    shard: Annotated[
+        str | None, typer.Option(help="I/K: answer every K-th line from line I (K machines share one file)")
+    ] = None,
+    taxonomy: TaxonomyOption = None,
+) -> None:
+    """Answer an offline request file with this machine's local backend, no database needed; import
+    the output with kia propose --batch-results."""
+    from kia.api import answer_batch_file
+
+    summary = answer_batch_file(requests, out_file, taxonomy=taxonomy, workers=workers, shard=shard)
+    for custom, error in summary.errors:
+        err.print(f"error: {custom}: {error}", markup=False)
+    out.print(summary.line(), markup=False)
+    if summary.errors:
+        raise typer.Exit(1)
 
 
 def main() -> None:

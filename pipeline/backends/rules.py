@@ -61,7 +61,7 @@ class RulesSettings:
 def _stem_tokens(text: str) -> list[str]:
     """Lower-cased Porter stems, so "masks" matches the cue "mask"."""
     stemmer = _stemmer()
-    return [stemmer.stem(w) for w in re.findall(r"[a-z0-9]+", text.lower())]
+    return [stemmer.stemWord(w) for w in re.findall(r"[a-z0-9]+", text.lower())]
 
 
 def _ngrams(tokens: list[str], longest: int = 4) -> list[str]:
@@ -75,9 +75,9 @@ def _ngrams(tokens: list[str], longest: int = 4) -> list[str]:
 
 @lru_cache(maxsize=1)
 def _stemmer() -> Any:
-    from nltk.stem import PorterStemmer
+    import snowballstemmer  # the Porter stemmer without nltk's two-second import
 
-    return PorterStemmer()
+    return snowballstemmer.stemmer("porter")
 
 
 def _pattern_hits(texts: list[str], category: Category) -> np.ndarray:
