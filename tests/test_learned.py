@@ -337,3 +337,20 @@ def test_cross_validated_devset_k_beats_cue_count_baseline() -> None:
     baseline = axis_figures(labels, cue_count_labels(docs, taxonomy), taxonomy)
     assert learned["K"]["micro_f1"] >= baseline["K"]["micro_f1"] + 0.10
     assert learned["I"]["micro_f1"] > baseline["I"]["micro_f1"]
+
+
+def test_a_refit_from_reviews_takes_c_from_refit_c_grid_and_the_setting_round_trips() -> None:
+    """A refit after every review must stay fast: it fits each model at the one C of `refit_c_grid`
+    instead of searching `c_grid` by inner CV; an empty `refit_c_grid` searches as a first fit does."""
+    taxonomy, encoder = toy_taxonomy(), BagEncoder()
+    papers, labels = synthetic(30, seed=4)
+    features = featurize(papers, taxonomy, encoder, keys=list(labels))
+    settings = HeadSettings(min_positives=4, c_grid=(0.01, 1.0), refit_c_grid=(0.3,))
+    base = fit_head(features, labels, taxonomy, settings)
+    refitted = refit(features, labels, taxonomy, base=base)
+    assert refitted.own and {m.c for m in refitted.own.values()} == {0.3}
+    assert refitted.shared is None or refitted.shared.c == 0.3
+    searched = refit(features, labels, taxonomy, base=Head.from_json({**base.to_json(), "settings": {
+        **base.to_json()["settings"], "refit_c_grid": []}}))  # fmt: skip
+    assert {m.c for m in searched.own.values()} <= {0.01, 1.0}
+    assert Head.from_json(base.to_json()).settings.refit_c_grid == (0.3,)
