@@ -157,7 +157,8 @@ def test_429_and_500_are_retried_and_the_batch_finishes(papers_db: Path, proxy: 
     rows = query(papers_db, "SELECT error, prompt_tokens FROM llm_calls WHERE run_id = 'flaky' ORDER BY id")
     errors = [str(row[0]) for row in rows if row[0]]
     assert "HTTP 429" in errors[0] and "HTTP 500" in errors[1]
-    assert rows[2][1], rows  # after its retries the paper reached the real model
+    # After its retries the paper reached the real model (on a loaded machine a call may time out first).
+    assert any(tokens for _error, tokens in rows[2:]), rows
     assert proxy.log[:3] == ["429", "500", "pass"]
     status, error = query(papers_db, "SELECT status, error FROM proposals WHERE run_id = 'flaky'")[0]
     assert status == "done" or "HTTP" not in str(error)
