@@ -23,6 +23,7 @@ import hashlib
 import json
 import re
 import subprocess
+import weakref
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -326,6 +327,26 @@ def _as_sentences(item: Document | Sequence[Sentence] | Sequence[str]) -> list[S
     return out
 
 
+# Per encoder object: the vectors of the taxonomy's reference texts (category descriptions and
+# instantiations, the scope), which every `featurize` call needs. Encoding them again with each chunk
+# of papers was 55 texts per call: a sixth of a full paper's encoding, more for a chunk of abstracts.
+_REFERENCE_VECTORS: weakref.WeakKeyDictionary[Any, dict[str, np.ndarray]] = weakref.WeakKeyDictionary()
+
+
+def reference_vectors(encoder: SentenceEncoder, texts: Sequence[str]) -> np.ndarray:
+    """Vectors of `texts`, each encoded once per encoder object and remembered (an encoder that cannot
+    be a weak dictionary key, such as an unhashable fake, encodes every time)."""
+    try:
+        memo = _REFERENCE_VECTORS.setdefault(encoder, {})
+    except TypeError:
+        return encoder.encode(list(texts))
+    missing = [t for t in dict.fromkeys(texts) if t not in memo]
+    if missing:
+        for text, vector in zip(missing, encoder.encode(missing), strict=True):
+            memo[text] = np.asarray(vector, dtype=np.float32)
+    return np.stack([memo[t] for t in texts])
+
+
 def featurize(
     papers: Sequence[Document | Sequence[Sentence] | Sequence[str]],
     taxonomy: Taxonomy,
@@ -356,15 +377,11 @@ def featurize(
             reference_texts.append(text)
     scope = scope_text(taxonomy)
     all_texts = [s.text for sentences in sentence_lists for s in sentences]
-    vectors = (
-        encoder.encode([*reference_texts, scope, *all_texts])
-        if all_texts
-        else encoder.encode([*reference_texts, scope])
-    )
-    reference = vectors[: len(reference_texts)]
-    scope_vector = vectors[len(reference_texts)]
-    sentence_vectors = vectors[len(reference_texts) + 1 :]
-    dim = vectors.shape[1]
+    fixed = reference_vectors(encoder, [*reference_texts, scope])
+    reference = fixed[: len(reference_texts)]
+    scope_vector = fixed[len(reference_texts)]
+    dim = fixed.shape[1]
+    sentence_vectors = encoder.encode(all_texts) if all_texts else np.zeros((0, dim), dtype=np.float32)
     owner_array = np.asarray(owners)
     scope_stems = set(_stems(scope)) - _STOP_STEMS
     pooled = np.zeros((len(papers), 2 * dim), dtype=np.float32)
