@@ -121,6 +121,9 @@ class HeadSettings:
     # reviewed papers the inner CV's choice of C is noise, and searching the full grid made a refit at
     # 500 papers cost several seconds. Empty: search `c_grid` as a first fit does.
     refit_c_grid: tuple[float, ...] = (0.1,)
+    # A paper of more sentences is read as its `screened` sentences only (front matter and abstract,
+    # then cue matches and section weight): encoding is nearly all of a full paper's cost. 0 reads all.
+    read_sentences: int = 150
 
 
 # --- features ----------------------------------------------------------------------------------
@@ -303,6 +306,25 @@ def sentence_weight(sentence: Sentence) -> float:
     if EVALUATION_RE.search(sentence.text):
         weight *= 0.5
     return weight
+
+
+def screened(sentences: Sequence[Sentence], limit: int, taxonomy: Taxonomy) -> list[int]:
+    """Indices (in paper order) of at most `limit` sentences worth encoding, chosen without the
+    encoder: every front-matter and abstract sentence, then the rest by a cheap score (the taxonomy's
+    cue and pattern matches, the sentence's section weight, own work over others' work and
+    evaluation), ties by position. A full paper has about 300 sentences and encoding them is nearly
+    all of its cost; the few that say what the paper does are what its labels and quotes rest on.
+    A paper within the limit is read whole."""
+    if limit <= 0 or len(sentences) <= limit:
+        return list(range(len(sentences)))
+    lead = [i for i, s in enumerate(sentences) if s.section in ("front", "abstract")][:limit]
+    rest = [i for i, s in enumerate(sentences) if s.section not in ("front", "abstract")]
+    hits = cue_matrix([sentences[i].text for i in rest], taxonomy).sum(axis=1) if rest else np.zeros(0)
+    scores = [
+        min(float(h), 3.0) + sentence_weight(sentences[i]) for i, h in zip(rest, hits, strict=True)
+    ]
+    ranked = sorted(range(len(rest)), key=lambda j: (-scores[j], rest[j]))
+    return sorted([*lead, *(rest[j] for j in ranked[: limit - len(lead)])])
 
 
 def scope_text(taxonomy: Taxonomy) -> str:
