@@ -23,6 +23,7 @@ import hashlib
 import json
 import re
 import subprocess
+import weakref
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -120,6 +121,9 @@ class HeadSettings:
     # reviewed papers the inner CV's choice of C is noise, and searching the full grid made a refit at
     # 500 papers cost several seconds. Empty: search `c_grid` as a first fit does.
     refit_c_grid: tuple[float, ...] = (0.1,)
+    # A paper of more sentences is read as its `screened` sentences only (front matter and abstract,
+    # then cue matches and section weight): encoding is nearly all of a full paper's cost. 0 reads all.
+    read_sentences: int = 150
 
 
 # --- features ----------------------------------------------------------------------------------
@@ -304,6 +308,25 @@ def sentence_weight(sentence: Sentence) -> float:
     return weight
 
 
+def screened(sentences: Sequence[Sentence], limit: int, taxonomy: Taxonomy) -> list[int]:
+    """Indices (in paper order) of at most `limit` sentences worth encoding, chosen without the
+    encoder: every front-matter and abstract sentence, then the rest by a cheap score (the taxonomy's
+    cue and pattern matches, the sentence's section weight, own work over others' work and
+    evaluation), ties by position. A full paper has about 300 sentences and encoding them is nearly
+    all of its cost; the few that say what the paper does are what its labels and quotes rest on.
+    A paper within the limit is read whole."""
+    if limit <= 0 or len(sentences) <= limit:
+        return list(range(len(sentences)))
+    lead = [i for i, s in enumerate(sentences) if s.section in ("front", "abstract")][:limit]
+    rest = [i for i, s in enumerate(sentences) if s.section not in ("front", "abstract")]
+    hits = cue_matrix([sentences[i].text for i in rest], taxonomy).sum(axis=1) if rest else np.zeros(0)
+    scores = [
+        min(float(h), 3.0) + sentence_weight(sentences[i]) for i, h in zip(rest, hits, strict=True)
+    ]
+    ranked = sorted(range(len(rest)), key=lambda j: (-scores[j], rest[j]))
+    return sorted([*lead, *(rest[j] for j in ranked[: limit - len(lead)])])
+
+
 def scope_text(taxonomy: Taxonomy) -> str:
     """What an in-scope paper is about: the taxonomy's `scope`, else its title and axis definitions."""
     if taxonomy.scope.strip():
@@ -324,6 +347,26 @@ def _as_sentences(item: Document | Sequence[Sentence] | Sequence[str]) -> list[S
     for s in item:
         out.append(s if isinstance(s, Sentence) else Sentence(0, len(s), "abstract", s))
     return out
+
+
+# Per encoder object: the vectors of the taxonomy's reference texts (category descriptions and
+# instantiations, the scope), which every `featurize` call needs. Encoding them again with each chunk
+# of papers was 55 texts per call: a sixth of a full paper's encoding, more for a chunk of abstracts.
+_REFERENCE_VECTORS: weakref.WeakKeyDictionary[Any, dict[str, np.ndarray]] = weakref.WeakKeyDictionary()
+
+
+def reference_vectors(encoder: SentenceEncoder, texts: Sequence[str]) -> np.ndarray:
+    """Vectors of `texts`, each encoded once per encoder object and remembered (an encoder that cannot
+    be a weak dictionary key, such as an unhashable fake, encodes every time)."""
+    try:
+        memo = _REFERENCE_VECTORS.setdefault(encoder, {})
+    except TypeError:
+        return encoder.encode(list(texts))
+    missing = [t for t in dict.fromkeys(texts) if t not in memo]
+    if missing:
+        for text, vector in zip(missing, encoder.encode(missing), strict=True):
+            memo[text] = np.asarray(vector, dtype=np.float32)
+    return np.stack([memo[t] for t in texts])
 
 
 def featurize(
@@ -356,15 +399,11 @@ def featurize(
             reference_texts.append(text)
     scope = scope_text(taxonomy)
     all_texts = [s.text for sentences in sentence_lists for s in sentences]
-    vectors = (
-        encoder.encode([*reference_texts, scope, *all_texts])
-        if all_texts
-        else encoder.encode([*reference_texts, scope])
-    )
-    reference = vectors[: len(reference_texts)]
-    scope_vector = vectors[len(reference_texts)]
-    sentence_vectors = vectors[len(reference_texts) + 1 :]
-    dim = vectors.shape[1]
+    fixed = reference_vectors(encoder, [*reference_texts, scope])
+    reference = fixed[: len(reference_texts)]
+    scope_vector = fixed[len(reference_texts)]
+    dim = fixed.shape[1]
+    sentence_vectors = encoder.encode(all_texts) if all_texts else np.zeros((0, dim), dtype=np.float32)
     owner_array = np.asarray(owners)
     scope_stems = set(_stems(scope)) - _STOP_STEMS
     pooled = np.zeros((len(papers), 2 * dim), dtype=np.float32)

@@ -354,3 +354,28 @@ def test_a_refit_from_reviews_takes_c_from_refit_c_grid_and_the_setting_round_tr
         **base.to_json()["settings"], "refit_c_grid": []}}))  # fmt: skip
     assert {m.c for m in searched.own.values()} <= {0.01, 1.0}
     assert Head.from_json(base.to_json()).settings.refit_c_grid == (0.3,)
+
+
+def test_reference_texts_are_encoded_once_per_encoder_and_features_do_not_change() -> None:
+    """Every featurize call compares sentences with the taxonomy's definitions: those are encoded
+    once per encoder object and remembered, so a later call encodes only its papers' sentences, and
+    the features equal those of a fresh encoder."""
+
+    class Counting(BagEncoder):
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def encode(self, texts: Sequence[str]) -> np.ndarray:
+            self.seen.extend(texts)
+            return super().encode(texts)
+
+    taxonomy = toy_taxonomy()
+    papers, labels = synthetic(6, seed=2)
+    encoder = Counting()
+    featurize(papers[:3], taxonomy, encoder)
+    encoder.seen.clear()
+    again = featurize(papers[3:], taxonomy, encoder, keys=list(labels)[3:])
+    assert encoder.seen == [str(sentence) for paper in papers[3:] for sentence in paper]  # sentences only
+    fresh = featurize(papers[3:], taxonomy, Counting(), keys=list(labels)[3:])
+    assert np.array_equal(again.pooled, fresh.pooled)
+    assert all(np.array_equal(a, b) for a, b in zip(again.similarity, fresh.similarity, strict=True))

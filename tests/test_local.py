@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+import kia.backends.local as backend_module
 from kia.backends.local import LocalBackend
 from kia.extract import extract
+from kia.learned import HeadSettings
 from kia.propose import load_prompt, run_proposals
 from kia.store import Store
 from kia.taxonomy import load_taxonomy
@@ -41,7 +45,7 @@ def test_a_huge_text_is_read_up_to_the_cap_by_section_priority(tmp_path: Path) -
     )
     backend = LocalBackend(HashingEncoder(), use_shipped_head=False, max_sentences=50)
     answer = backend.answer(extract(path), load_taxonomy(), "")
-    assert answer.raw["sampled"].startswith("read 50 of ") and "by section priority" in answer.raw["sampled"]
+    assert answer.raw["sampled"].startswith("read 50 of ") and "section priority up to the cap of 50" in answer.raw["sampled"]
     quotes = [q for claims in answer.labels.values() for c in claims for q in c.quotes]
     assert quotes and not any("Earlier work" in q for q in quotes)  # related work is read last: not at all here
     assert backend.params()["max_sentences"] == 50
@@ -84,3 +88,33 @@ def test_a_label_without_a_cue_says_its_quote_is_weak_evidence(tmp_path: Path) -
     weak = [c for claims in answer.labels.values() for c in claims if "weak evidence" in c.rationale]
     assert weak, {a: [c.rationale for c in cs] for a, cs in answer.labels.items()}
     assert all(c.quotes for c in weak)  # quoted, and the rationale says what the quote is
+
+
+def test_a_long_paper_is_read_as_its_abstract_and_its_most_telling_sentences(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the head's reading limit only the screened sentences are encoded: the abstract, then the
+    method sentences that match the taxonomy's cues, before the rest; the note says what was read."""
+    filler = " ".join(f"Training step number {i} ran for one epoch on a single device." for i in range(200))
+    telling = "The radiology report is encoded by a text encoder and enters the denoiser through cross-attention."
+    path = tmp_path / "long.md"
+    path.write_text(
+        "# Long\n\n## Abstract\nWe generate CT volumes from radiology reports with a latent diffusion model.\n\n"
+        f"## Method\n{filler} {telling}\n",
+        encoding="utf-8",
+    )
+    backend = LocalBackend(HashingEncoder(), use_shipped_head=False)
+    doc = extract(path)
+    read: list[list[str]] = []
+    original = backend_module.featurize
+
+    def spy(papers, *args, **kwargs):  # type: ignore[no-untyped-def]
+        read.extend([[s.text for s in paper] for paper in papers])
+        return original(papers, *args, **kwargs)
+
+    monkeypatch.setattr(backend_module, "featurize", spy)
+    answer = backend.answer(doc, load_taxonomy(), "")
+    limit = HeadSettings().read_sentences
+    assert len(read) == 1 and len(read[0]) == limit
+    assert read[0][0].startswith("We generate CT volumes") and telling in read[0]
+    assert answer.raw["sampled"].startswith(f"read {limit} of ") and f"reading limit of {limit}" in answer.raw["sampled"]

@@ -27,7 +27,17 @@ from kia.backends import BackendAnswer, ClaimedLabel
 from kia.encoders import SentenceEncoder, encoder_class, load_encoder
 from kia.errors import BackendError
 from kia.extract import Document
-from kia.learned import Head, PaperPrediction, featurize, generic_support, predict, predict_zero_shot, refit
+from kia.learned import (
+    Head,
+    HeadSettings,
+    PaperPrediction,
+    featurize,
+    generic_support,
+    predict,
+    predict_zero_shot,
+    refit,
+    screened,
+)
 from kia.resources import shipped
 from kia.sentences import Sentence, capped_document, split_sentences
 from kia.settings import Settings
@@ -157,6 +167,10 @@ class LocalBackend:
         # A huge text is cut to a character budget by section priority before it is split: cost stays flat.
         full_lists = [split_sentences(capped_document(doc), taxonomy=taxonomy) for doc in docs]
         sentence_lists = [capped(sentences, self.max_sentences) for sentences in full_lists]
+        # Past the head's reading limit only the screened sentences are encoded (nearly all the cost).
+        head = self._head_for(taxonomy)
+        limit = (head.settings if head is not None else HeadSettings()).read_sentences
+        sentence_lists = [[s[i] for i in screened(s, limit, taxonomy)] for s in sentence_lists]
         usable = [i for i, sentences in enumerate(sentence_lists) if sentences]
         results: list[BackendAnswer | BackendError] = [
             BackendError(f"{doc.path}: no sentences to classify in its text") for doc in docs
@@ -166,7 +180,6 @@ class LocalBackend:
         chosen = [sentence_lists[i] for i in usable]
         keys, titles = [docs[i].sha256 for i in usable], [docs[i].title for i in usable]
         features = featurize(chosen, taxonomy, self.encoder, keys=keys, titles=titles)
-        head = self._head_for(taxonomy)
         predictions = (
             predict(head, features, taxonomy)
             if head is not None
@@ -177,7 +190,9 @@ class LocalBackend:
             total = len(full_lists[index])
             if total > len(sentences):
                 answer.raw["sampled"] = (
-                    f"read {len(sentences)} of {total} sentences, by section priority (cap {self.max_sentences})"
+                    f"read {len(sentences)} of {total} sentences: front matter and abstract first, then by"
+                    f" section priority up to the cap of {self.max_sentences} and by the taxonomy's cues and"
+                    f" section up to the reading limit of {limit}"
                 )
             results[index] = answer
         return results
