@@ -105,3 +105,14 @@ def test_a_build_in_another_cache_gives_the_same_vectors_and_leaves_logging_alon
     assert rebuilt.model_path.parent == tmp_path and rebuilt.model_path.name == int8.model_path.name
     sentences = example_sentences()[:20]
     assert np.array_equal(rebuilt.encode(sentences), MiniLMInt8Encoder().encode(sentences))
+
+
+def test_a_vector_is_the_same_with_any_number_of_threads(int8: MiniLMInt8Encoder) -> None:
+    """One process uses every core (a worker its share); the vectors must not depend on it."""
+    sentences = [
+        "We generate chest CT volumes from radiology reports with a latent diffusion model.",
+        "The segmentation mask is concatenated with the noisy latent at every denoising step.",
+        "A cascade first generates a low-resolution volume and then super-resolves it.",
+    ]
+    one, two = MiniLMInt8Encoder(threads=1).encode(sentences), MiniLMInt8Encoder(threads=2).encode(sentences)
+    assert np.array_equal(one, two)
