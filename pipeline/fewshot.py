@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from kia.encoders import DEFAULT_ENCODER
 from kia.extract import Document
 from kia.gold import GoldPaper
 from kia.references import same_work
@@ -117,7 +118,7 @@ def supportive_quotes(
     from kia.backends.local import shipped_head
     from kia.learned import featurize, generic_support, score_support
 
-    head = shipped_head()
+    head = shipped_head(str(getattr(encoder, "key", DEFAULT_ENCODER)))
     if head is None or head.support is None or not sentences:
         return {}
     if head.provenance.get("encoder") != getattr(encoder, "name", None):
@@ -270,7 +271,7 @@ def build_pool(
     gold: list[GoldPaper],
     n: int,
     embedder: TextEmbedder | None = None,
-    encoder: str = "minilm",
+    encoder: str = DEFAULT_ENCODER,
 ) -> ExamplePool | None:
     """The example pool of a run, or None when N is 0 or nothing in the store is labelled."""
     if n <= 0:

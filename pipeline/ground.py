@@ -63,18 +63,41 @@ class Grounding:
         return self.status in (EXACT, FUZZY)
 
 
+# Printable ASCII words joined by single spaces, a run of ASCII whitespace, or any other single
+# character. The first kind needs no per-character work: neither the translation table, nor NFKC,
+# nor the collapsing of whitespace changes it.
+_RUN_RE = re.compile(r"[!-~]+(?: [!-~]+)*|[ \t\n\r\f\v]+|.", re.S)
+_ASCII_RUN_RE = re.compile(r"[\x00-\x7f]+|.", re.S)
+
+
 def normalise_with_map(text: str) -> tuple[str, list[int]]:
     """A matching form of `text` and, for each of its characters, the offset it came from.
 
     Ligatures are expanded, typographic quotes and dashes unified, soft hyphens dropped, whitespace
     runs collapsed, a hyphen that ends a line-broken word removed ("genera- tion" -> "generation",
     decided on the original case so "CT- RATE" keeps it), and finally case is folded.
+
+    Every paper's text passes through here once per proposal, so plain ASCII runs are copied whole;
+    only other characters take the per-character path (same result, about ten times faster).
     """
-    chars: list[str] = []
+    parts: list[str] = []
     origin: list[int] = []
     previous_space = True
-    for index, char in enumerate(text):
-        mapped = char.translate(_TRANSLATE)
+    for match in _RUN_RE.finditer(text):
+        run, index = match.group(), match.start()
+        first = run[0]
+        if first in " \t\n\r\f\v":
+            if not previous_space:
+                parts.append(" ")
+                origin.append(index)
+                previous_space = True
+            continue
+        if len(run) > 1 or "!" <= first <= "~":
+            parts.append(run)
+            origin.extend(range(index, index + len(run)))
+            previous_space = False
+            continue
+        mapped = first.translate(_TRANSLATE)
         for piece in unicodedata.normalize("NFKC", mapped) if mapped else "":
             if piece.isspace():
                 if previous_space:
@@ -83,23 +106,35 @@ def normalise_with_map(text: str) -> tuple[str, list[int]]:
                 previous_space = True
             else:
                 previous_space = False
-            chars.append(piece)
+            parts.append(piece)
             origin.append(index)
-    if chars and chars[-1] == " ":
-        chars.pop()
+    joined = "".join(parts)
+    if joined.endswith(" "):
+        joined = joined[:-1]
         origin.pop()
-    joined = "".join(chars)
-    drop: set[int] = set()
+    kept: list[str] = []
+    kept_origin: list[int] = []
+    cursor = 0
     for match in _LINE_BREAK_HYPHEN_RE.finditer(joined):
-        drop.update(range(match.start(), match.end()))
+        kept.append(joined[cursor : match.start()])
+        kept_origin.extend(origin[cursor : match.start()])
+        cursor = match.end()
+    if cursor:
+        kept.append(joined[cursor:])
+        kept_origin.extend(origin[cursor:])
+        joined, origin = "".join(kept), kept_origin
+    if joined.isascii():
+        return joined.lower(), origin
     out: list[str] = []
     out_origin: list[int] = []
-    for position, (char, source) in enumerate(zip(chars, origin, strict=True)):
-        if position in drop:
-            continue
-        for folded in char.casefold():
-            out.append(folded)
-            out_origin.append(source)
+    for match in _ASCII_RUN_RE.finditer(joined):
+        run, index = match.group(), match.start()
+        folded = run.casefold()
+        out.append(folded)
+        if len(folded) == len(run):
+            out_origin.extend(origin[index : index + len(run)])
+        else:  # one character that folds to several ("ß" -> "ss")
+            out_origin.extend([origin[index]] * len(folded))
     return "".join(out), out_origin
 
 

@@ -277,13 +277,24 @@ def _cue_phrases(category: Category) -> list[tuple[str, ...]]:
     return sorted({tuple(_stems(cue)) for cue in category.cues} - {()})
 
 
+# Taxonomy hash -> each category's stemmed cue phrases (cue_matrix runs once per paper).
+_PHRASES: dict[str, list[list[tuple[str, ...]]]] = {}
+
+
+def _taxonomy_phrases(taxonomy: Taxonomy) -> list[list[tuple[str, ...]]]:
+    key = taxonomy.content_hash
+    if key not in _PHRASES:
+        _PHRASES[key] = [_cue_phrases(c) for axis in taxonomy.axes for c in axis.categories]
+    return _PHRASES[key]
+
+
 def cue_matrix(texts: Sequence[str], taxonomy: Taxonomy) -> np.ndarray:
     """Per sentence and category: cue phrases matched (stemmed, as phrases) plus patterns matched.
 
     These are raw counts: how much a match is worth is learned by the head, not set by hand.
     """
     categories = [c for axis in taxonomy.axes for c in axis.categories]
-    phrases = [_cue_phrases(c) for c in categories]
+    phrases = _taxonomy_phrases(taxonomy)
     longest = max((len(p) for ps in phrases for p in ps), default=1)
     out = np.zeros((len(texts), len(categories)), dtype=np.float32)
     for row, raw in enumerate(texts):
@@ -629,9 +640,9 @@ class Head:
                 "c_grid": list(self.settings.c_grid),
                 "threshold_grid": list(self.settings.threshold_grid),
             },
-            "own": {k: asdict(v) for k, v in self.own.items()},
-            "shared": asdict(self.shared) if self.shared else None,
-            "scope": asdict(self.scope) if self.scope else None,
+            "own": {k: v.to_json() for k, v in self.own.items()},
+            "shared": self.shared.to_json() if self.shared else None,
+            "scope": self.scope.to_json() if self.scope else None,
             "thresholds": self.thresholds,
             "scope_threshold": self.scope_threshold,
             "knn_vectors": self.knn_vectors,

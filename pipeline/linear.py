@@ -34,6 +34,11 @@ class LinearModel:
     positives: int
     n: int
 
+    def to_json(self) -> dict[str, Any]:
+        """The fields as JSON values (what `dataclasses.asdict` gives, without its deep copy of
+        every float: a head's run identity serialises some forty thousand of them)."""
+        return {name: list(value) if isinstance(value, list) else value for name, value in vars(self).items()}
+
     def score(self, x: np.ndarray) -> np.ndarray:
         """The uncalibrated decision value."""
         z = (x - np.asarray(self.mean)) / np.asarray(self.scale)

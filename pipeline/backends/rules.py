@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from kia.backends import BackendAnswer, ClaimedLabel
-from kia.encoders import SentenceEncoder, encoder_class, load_encoder
+from kia.encoders import DEFAULT_ENCODER, SentenceEncoder, encoder_class, load_encoder
 from kia.errors import BackendError
 from kia.extract import Document
 from kia.sentences import (
@@ -123,7 +123,7 @@ class RulesBackend:
         self,
         encoder: SentenceEncoder | None = None,
         settings: RulesSettings | None = None,
-        encoder_name: str = "minilm",
+        encoder_name: str = DEFAULT_ENCODER,
     ) -> None:
         self._encoder = encoder
         self._encoder_name = encoder_name
