@@ -55,7 +55,8 @@ from build_head import (  # noqa: E402
     prefixed_evidence,
 )
 
-from kia.encoders import ENCODERS, load_encoder  # noqa: E402
+from kia.backends.local import SHIPPED_HEADS  # noqa: E402
+from kia.encoders import DEFAULT_ENCODER, ENCODERS, load_encoder  # noqa: E402
 from kia.extract import Document  # noqa: E402
 from kia.learned import (  # noqa: E402
     HeadSettings,
@@ -467,7 +468,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--gold", type=Path, default=DEFAULT_GOLD, help="gold labels of the corpus (Table 5)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--encoder", choices=sorted(ENCODERS), default="minilm", help="sentence model")
+    parser.add_argument("--encoder", choices=sorted(ENCODERS), default=DEFAULT_ENCODER, help="sentence model")
     parser.add_argument("--reps", type=int, default=3, help="CV repetitions on the devset")
     parser.add_argument("--quick", action="store_true", help="1 repetition, no learning curve, no 1,000-paper run")
     parser.add_argument("--speed-papers", type=int, default=1000)
@@ -475,7 +476,8 @@ def main() -> None:
     parser.add_argument("--speed-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.speed_child:
-        print(json.dumps(speed_child(args.speed_child, args.devset, args.encoder, ROOT / "labels" / "local_head.json")))
+        head_file = ROOT / "labels" / SHIPPED_HEADS.get(args.encoder, "none")
+        print(json.dumps(speed_child(args.speed_child, args.devset, args.encoder, head_file)))
         return
     for folder in (args.devset, args.corpus):
         if not (folder / "MANIFEST.csv").exists():

