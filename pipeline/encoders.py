@@ -319,6 +319,12 @@ class MiniLMInt8Encoder:
         )
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
 
+    @classmethod
+    def prepare(cls) -> None:
+        """Build the int8 model into the cache if it is absent, here and now: a parent calls this
+        before spawning workers, so a fresh machine builds it once, not once per worker at the same time."""
+        int8_model_path()
+
     def _embed(self, ids: list[int]) -> np.ndarray:
         tokens = np.asarray([ids], dtype=np.int64)
         ones = np.ones_like(tokens)

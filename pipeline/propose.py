@@ -875,6 +875,9 @@ def answer_in_workers(
 
     Only the answers travel back; the caller writes them, so the database has one writer.
     """
+    prepare = getattr(job.backend, "prepare", None)
+    if callable(prepare):  # e.g. build the int8 model once here, not in every worker at the same time
+        prepare()
     context = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // workers)
     pool = ProcessPoolExecutor(

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from kia.backends import BackendAnswer, CallRecord, ClaimedLabel
+from kia.backends.local import LocalBackend
 from kia.errors import BackendError
 from kia.extract import Document
 from kia.taxonomy import Taxonomy
@@ -71,3 +72,20 @@ class CrashingEncoder(HashingEncoder):
 
             os._exit(137)
         return super().encode(texts)
+
+
+
+
+class PreparingLocalBackend(LocalBackend):
+    """The offline backend over `HashingEncoder`, whose `prepare` (what a parent runs before spawning
+    workers: the int8 model build) appends this process's pid to the file `marker`."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__(HashingEncoder(), use_shipped_head=False)
+        self.marker = marker
+
+    def prepare(self) -> None:
+        import os
+
+        with open(self.marker, "a", encoding="utf-8") as handle:
+            handle.write(f"{os.getpid()}\n")

@@ -554,6 +554,29 @@ def test_a_worker_that_dies_fails_its_papers_and_a_rerun_finishes_them(tmp_path:
         assert store.query("SELECT count(*), count(DISTINCT paper_key) FROM proposals WHERE run_id = 'r'") == [(20, 20)]
 
 
+def test_the_parent_prepares_the_encoder_once_before_workers_start(tmp_path: Path, db_path: Path) -> None:
+    """On a fresh machine the int8 model is built by the parent, once, not by every worker at once."""
+    import os
+
+    from kia.backends.local import LocalBackend
+    from kia.encoders import MiniLMInt8Encoder
+    from tests.fakes import HashingEncoder, PreparingLocalBackend
+
+    _abstracts(tmp_path / "papers", 20)
+    marker = tmp_path / "prepared.txt"
+    with Store(db_path) as store:
+        for path in sorted((tmp_path / "papers").iterdir()):
+            store.add_document(extract(path), path.stem)
+        summary = run_proposals(
+            store, PreparingLocalBackend(str(marker)), load_taxonomy(), load_prompt(), run_name="w", workers=2
+        )
+    assert summary.done == 20
+    assert marker.read_text(encoding="utf-8").split() == [str(os.getpid())]
+    # The real backend prepares through its encoder class, and only when it has no encoder object yet.
+    assert callable(getattr(MiniLMInt8Encoder, "prepare", None))
+    LocalBackend(HashingEncoder(), use_shipped_head=False).prepare()  # an encoder given: nothing to build
+
+
 def _done(db: Path, run: str) -> int | None:
     """Papers the run has stored, read as another process reads (None while the writer holds the file)."""
     import duckdb

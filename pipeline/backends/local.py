@@ -110,6 +110,13 @@ class LocalBackend:
         self.min_reviewed = min_reviewed
         self.max_sentences = max_sentences
 
+    def prepare(self) -> None:
+        """Make what the encoder loads exist (the int8 model is built once per machine) without
+        loading it: called before worker processes start, each of which loads its own copy."""
+        prepare = getattr(self._encoder_class, "prepare", None)
+        if self._encoder is None and prepare is not None:
+            prepare()
+
     @property
     def encoder(self) -> SentenceEncoder:
         """The sentence encoder, loaded on first use."""
