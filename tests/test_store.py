@@ -267,3 +267,64 @@ def test_backup_on_a_full_disk_leaves_no_truncated_copy_and_a_retry_makes_one_wh
     assert run_kia("papers", "--db", str(db_path)).returncode == 0  # room again: one whole copy
     backups = [p for p in db_path.parent.iterdir() if p.name.endswith(".bak")]
     assert len(backups) == 1 and backups[0].read_bytes() == before
+
+
+def test_a_chunk_of_results_replaces_each_papers_rows_and_releases_claims_all_or_nothing(db_path: Path) -> None:
+    """A batch writes a chunk of papers in one transaction (one statement per table): every paper's
+    earlier rows in the run are replaced, failures are stored with their cause, the model-call log is
+    kept, and the chunk's claims are released with it; a chunk that cannot be written leaves the
+    store exactly as it was, claims included."""
+    from kia.store import FailureRows, ProposalRows
+
+    def proposal(key: str, **extra: object) -> ProposalRows:
+        return ProposalRows(
+            {"paper_key": key, "sha256": f"sha-{key}", "cache_key": f"c-{key}", **extra},
+            [("K", "K1", 0.9, "why", True), ("I", "I2", 0.7, "why", True)],
+            [("K", "K1", 0, "a quote of the paper", "exact", 100.0, 3, 23, 1, "method")],  # no support: NULL
+            [(1, 100, 20, 0.5, None)],
+            [("A", "unclear", "no category reached 0.3")],
+        )
+
+    with Store(db_path) as store:
+        store.save_claims([("c-P1", "r", "P1"), ("c-P2", "r", "P2"), ("c-P3", "r", "P3")], "me", "host", 1)
+        store.save_failure("r", "P1", "sha-P1", "timed out", "0", [(1, None, None, 60.0, "timeout")])
+        store.save_results(
+            "r",
+            [proposal("P1"), proposal("P2")],
+            [FailureRows("P3", "sha-P3", "invalid JSON", "0")],
+            release=("me", ["c-P1", "c-P2", "c-P3"]),
+        )
+        rows = store.query("SELECT paper_key, status, error FROM proposals WHERE run_id = 'r' ORDER BY paper_key")
+        assert rows == [("P1", "done", None), ("P2", "done", None), ("P3", "failed", "invalid JSON")]
+        assert store.query("SELECT count(*) FROM labels WHERE run_id = 'r'") == [(4,)]
+        assert store.query("SELECT paper_key, support FROM evidence ORDER BY paper_key") == [("P1", None), ("P2", None)]
+        assert store.query("SELECT count(*) FROM axis_status WHERE status = 'unclear'") == [(2,)]
+        # The call log keeps P1's failed attempt beside the call that answered it.
+        assert store.query("SELECT error FROM llm_calls WHERE paper_key = 'P1' ORDER BY latency_s") == [
+            (None,),
+            ("timeout",),
+        ]
+        assert store.claims(["c-P1", "c-P2", "c-P3"]) == {}
+        # A chunk that breaks half-way (an unknown column in its second paper) writes nothing.
+        store.save_claims([("c-P4", "r", "P4")], "me", "host", 1)
+        with pytest.raises(Exception, match="no_such_column"):
+            store.save_results("r", [proposal("P4"), proposal("P2", no_such_column=1)], release=("me", ["c-P4"]))
+        assert store.query("SELECT count(*) FROM proposals WHERE run_id = 'r'") == [(3,)]
+        assert set(store.claims(["c-P4"])) == {"c-P4"}
+
+
+def test_documents_of_many_papers_load_together_and_a_missing_key_names_itself(db_path: Path, tmp_path: Path) -> None:
+    docs = {}
+    for key, body in (("A", "We condition on masks."), ("B", "We use reports.")):
+        path = tmp_path / f"{key}.md"
+        path.write_text(f"# Paper {key}\n\n## Method\n{body}\n", encoding="utf-8")
+        docs[key] = extract(path)
+    with Store(db_path) as store:
+        for key, doc in docs.items():
+            store.add_document(doc, key)
+        loaded = store.get_documents(["B", "A"])
+        assert list(loaded) == ["B", "A"]
+        assert all(loaded[k].text == docs[k].text and loaded[k].sections == docs[k].sections for k in docs)
+        assert store.current_shas(["A", "nope"]) == {"A": docs["A"].sha256}
+        with pytest.raises(PaperNotFoundError, match="'nope'"):
+            store.get_documents(["A", "nope"])
