@@ -135,3 +135,52 @@ def test_elided_quote_is_matched_piece_by_piece_and_failures_say_why() -> None:
     assert invented.status == NOT_FOUND and "wavelet transform" in (invented.reason or "")
     assert "too short" in (locator.locate("We").reason or "")
     assert locator.locate("a sentence that is nowhere in this paper at all").reason == "not found in the paper"
+
+
+def _reference_normalise_with_map(text: str) -> tuple[str, list[int]]:
+    """The matching form computed one character at a time: what `normalise_with_map` computed before
+    it copied plain ASCII runs whole (kept here as the definition the fast path must equal)."""
+    import re
+    import unicodedata
+
+    from kia.ground import _LINE_BREAK_HYPHEN_RE, _TRANSLATE
+
+    chars: list[str] = []
+    origin: list[int] = []
+    previous_space = True
+    for index, char in enumerate(text):
+        mapped = char.translate(_TRANSLATE)
+        for piece in unicodedata.normalize("NFKC", mapped) if mapped else "":
+            if piece.isspace():
+                if previous_space:
+                    continue
+                piece = " "
+                previous_space = True
+            else:
+                previous_space = False
+            chars.append(piece)
+            origin.append(index)
+    if chars and chars[-1] == " ":
+        chars.pop()
+        origin.pop()
+    joined = "".join(chars)
+    drop = {i for m in re.finditer(_LINE_BREAK_HYPHEN_RE, joined) for i in range(m.start(), m.end())}
+    out: list[str] = []
+    out_origin: list[int] = []
+    for position, (char, source) in enumerate(zip(chars, origin, strict=True)):
+        if position not in drop:
+            for folded in char.casefold():
+                out.append(folded)
+                out_origin.append(source)
+    return "".join(out), out_origin
+
+
+_AWKWARD = "abAB Z-- \t\n\r\x0b\x0c\x1c\x85\xa0\u2028\u3000ßİ\ufb01\ufb03\u2018\u201c\u2013\u00ad\u0301é½①Ａ\u200b.,'\"ǅ"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list(_AWKWARD)), max_size=60) | st.text(max_size=60))
+def test_fast_normalisation_equals_the_character_by_character_definition(text: str) -> None:
+    from kia.ground import normalise_with_map
+
+    assert normalise_with_map(text) == _reference_normalise_with_map(text)
