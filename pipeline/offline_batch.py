@@ -6,7 +6,7 @@ Batch request shape, but for kia's own endpoint, so no one sends it to a provide
     {"custom_id": "...", "method": "POST", "url": "/kia/v1/local-propose",
      "body": {"kia": "<version>", "paper": <the Document as kia extracted it: text, pages, sections>,
               "taxonomy": {"hash": "...", "name": "..."},
-              "backend": {"name": "local", "encoder": "minilm", "fingerprint": {<model, head digest, ...>}}}}
+              "backend": {"name": "local", "encoder": "minilm-int8", "fingerprint": {<model, head digest, ...>}}}}
 
 The body holds all a worker needs without the user's DuckDB file: the paper's text with its page
 and section offsets exactly as stored, so every quote the worker picks grounds to the same page and
