@@ -43,7 +43,8 @@ def test_public_api_is_documented_and_typed() -> None:
 
 
 def test_the_store_owns_every_sql_statement() -> None:
-    """Stages call the store's methods; no SQL text lives anywhere else in the package."""
+    """Stages call the store's methods; no SQL text lives anywhere else in the package (the store
+    is a package: its connection in `store/__init__.py`, its queries by responsibility beside it)."""
     import re
     from pathlib import Path
 
@@ -52,7 +53,7 @@ def test_the_store_owns_every_sql_statement() -> None:
     offenders = [
         f"{path.relative_to(package)}:{number}"
         for path in sorted(package.rglob("*.py"))
-        if path.name != "store.py"
+        if path.relative_to(package).parts[0] != "store"  # the store package: documents, runs, reviews
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
         if sql.search(line)
     ]
