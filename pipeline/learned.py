@@ -24,7 +24,7 @@ import json
 import re
 import subprocess
 import weakref
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
@@ -277,6 +277,10 @@ def _cue_phrases(category: Category) -> list[tuple[str, ...]]:
     return sorted({tuple(_stems(cue)) for cue in category.cues} - {()})
 
 
+# (taxonomy hash, sentence) -> its row of `cue_matrix`, most recent last: a long paper's sentences are
+# matched when `screened` chooses what to read and again when `featurize` reads them.
+_CUE_ROWS: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+_CUE_ROWS_SIZE = 20_000
 # Taxonomy hash -> each category's stemmed cue phrases (cue_matrix runs once per paper).
 _PHRASES: dict[str, list[list[tuple[str, ...]]]] = {}
 
@@ -298,12 +302,21 @@ def cue_matrix(texts: Sequence[str], taxonomy: Taxonomy) -> np.ndarray:
     longest = max((len(p) for ps in phrases for p in ps), default=1)
     out = np.zeros((len(texts), len(categories)), dtype=np.float32)
     for row, raw in enumerate(texts):
+        key = (taxonomy.content_hash, raw)
+        known = _CUE_ROWS.get(key)
+        if known is not None:
+            _CUE_ROWS.move_to_end(key)
+            out[row] = known
+            continue
         text = _lexical_text(raw, taxonomy)
         grams = _gram_counts(_stems(text), longest)
         for col, category in enumerate(categories):
             hits = sum(grams.get(p, 0) for p in phrases[col])
             hits += sum(1 for pattern in category.compiled_patterns if pattern.search(text))
             out[row, col] = hits
+        _CUE_ROWS[key] = out[row].copy()
+        if len(_CUE_ROWS) > _CUE_ROWS_SIZE:
+            _CUE_ROWS.popitem(last=False)
     return out
 
 

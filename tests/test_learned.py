@@ -389,3 +389,23 @@ def test_reference_texts_are_encoded_once_per_encoder_and_features_do_not_change
     fresh = featurize(papers[3:], taxonomy, Counting(), keys=list(labels)[3:])
     assert np.array_equal(again.pooled, fresh.pooled)
     assert all(np.array_equal(a, b) for a, b in zip(again.similarity, fresh.similarity, strict=True))
+
+
+def test_cue_rows_are_the_same_remembered_or_computed() -> None:
+    """`screened` and `featurize` both match a long paper's sentences; the second asking is served
+    from memory and must equal a fresh computation, per taxonomy."""
+    from kia import learned
+    from kia.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    texts = [
+        "The generator is conditioned on the radiology report through cross-attention.",
+        "A segmentation mask guides a ControlNet branch.",
+        "We evaluate with FID.",
+    ]
+    first = learned.cue_matrix(texts, taxonomy)
+    assert all((taxonomy.content_hash, t) in learned._CUE_ROWS for t in texts)
+    remembered = learned.cue_matrix(texts[::-1], taxonomy)[::-1]
+    learned._CUE_ROWS.clear()
+    assert np.array_equal(first, remembered) and np.array_equal(first, learned.cue_matrix(texts, taxonomy))
+    assert first.sum() > 0
