@@ -24,7 +24,7 @@ import json
 import re
 import subprocess
 import weakref
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
@@ -265,14 +265,6 @@ def _lexical_text(text: str, taxonomy: Taxonomy) -> str:
     return text
 
 
-def _gram_counts(tokens: list[str], longest: int) -> Counter[tuple[str, ...]]:
-    """Occurrences of every 1- to `longest`-gram of a token list."""
-    grams: Counter[tuple[str, ...]] = Counter()
-    for n in range(1, longest + 1):
-        grams.update(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
-    return grams
-
-
 def _cue_phrases(category: Category) -> list[tuple[str, ...]]:
     return sorted({tuple(_stems(cue)) for cue in category.cues} - {()})
 
@@ -283,6 +275,9 @@ _CUE_ROWS: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
 _CUE_ROWS_SIZE = 20_000
 # Taxonomy hash -> each category's stemmed cue phrases (cue_matrix runs once per paper).
 _PHRASES: dict[str, list[list[tuple[str, ...]]]] = {}
+# Taxonomy hash -> phrase -> the columns (categories) it is a cue of, with its phrase lengths: a
+# sentence's n-grams are looked up once each instead of every category's phrases per sentence.
+_PHRASE_INDEX: dict[str, tuple[dict[tuple[str, ...], list[int]], tuple[int, ...]]] = {}
 
 
 def _taxonomy_phrases(taxonomy: Taxonomy) -> list[list[tuple[str, ...]]]:
@@ -292,14 +287,26 @@ def _taxonomy_phrases(taxonomy: Taxonomy) -> list[list[tuple[str, ...]]]:
     return _PHRASES[key]
 
 
+def _phrase_index(taxonomy: Taxonomy) -> tuple[dict[tuple[str, ...], list[int]], tuple[int, ...]]:
+    """Each stemmed cue phrase with the columns it counts for, and the phrase lengths that occur."""
+    key = taxonomy.content_hash
+    if key not in _PHRASE_INDEX:
+        index: dict[tuple[str, ...], list[int]] = {}
+        for col, phrases in enumerate(_taxonomy_phrases(taxonomy)):
+            for phrase in phrases:
+                index.setdefault(phrase, []).append(col)
+        _PHRASE_INDEX[key] = index, tuple(sorted({len(p) for p in index}))
+    return _PHRASE_INDEX[key]
+
+
 def cue_matrix(texts: Sequence[str], taxonomy: Taxonomy) -> np.ndarray:
     """Per sentence and category: cue phrases matched (stemmed, as phrases) plus patterns matched.
 
     These are raw counts: how much a match is worth is learned by the head, not set by hand.
     """
     categories = [c for axis in taxonomy.axes for c in axis.categories]
-    phrases = _taxonomy_phrases(taxonomy)
-    longest = max((len(p) for ps in phrases for p in ps), default=1)
+    index, lengths = _phrase_index(taxonomy)
+    patterns = [(col, pattern) for col, c in enumerate(categories) for pattern in c.compiled_patterns]
     out = np.zeros((len(texts), len(categories)), dtype=np.float32)
     for row, raw in enumerate(texts):
         key = (taxonomy.content_hash, raw)
@@ -309,11 +316,15 @@ def cue_matrix(texts: Sequence[str], taxonomy: Taxonomy) -> np.ndarray:
             out[row] = known
             continue
         text = _lexical_text(raw, taxonomy)
-        grams = _gram_counts(_stems(text), longest)
-        for col, category in enumerate(categories):
-            hits = sum(grams.get(p, 0) for p in phrases[col])
-            hits += sum(1 for pattern in category.compiled_patterns if pattern.search(text))
-            out[row, col] = hits
+        tokens = _stems(text)
+        hits = out[row]
+        for n in lengths:
+            for i in range(len(tokens) - n + 1):
+                for col in index.get(tuple(tokens[i : i + n]), ()):
+                    hits[col] += 1
+        for col, pattern in patterns:
+            if pattern.search(text):
+                hits[col] += 1
         _CUE_ROWS[key] = out[row].copy()
         if len(_CUE_ROWS) > _CUE_ROWS_SIZE:
             _CUE_ROWS.popitem(last=False)

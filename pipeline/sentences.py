@@ -17,7 +17,7 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING
 
 from confusable_homoglyphs import confusables
@@ -397,6 +397,8 @@ class _Terms:
 
     ids: dict[str, str]
     names: re.Pattern[str] | None
+    # Any id at all, as `_taxonomy_ids_in` bounds it: most sentences name none, and one search says so.
+    any_id: re.Pattern[str] | None
 
 
 _TERMS: dict[str, _Terms] = {}
@@ -411,15 +413,23 @@ def _terms(taxonomy: Taxonomy) -> _Terms:
             key=len,
             reverse=True,
         )
-        pattern = re.compile("|".join(rf"(?<!\w){re.escape(n)}(?!\w)" for n in names), re.I) if names else None
-        _TERMS[key] = _Terms(ids, pattern)
+        pattern = re.compile(rf"(?<!\w)(?:{'|'.join(re.escape(n) for n in names)})(?!\w)", re.I) if names else None
+        any_id = (
+            re.compile(rf"(?<![\w-])(?:{'|'.join(re.escape(i) for i in sorted(ids, key=len, reverse=True))})(?![\w-])")
+            if ids
+            else None
+        )
+        _TERMS[key] = _Terms(ids, pattern, any_id)
     return _TERMS[key]
 
 
 def _taxonomy_ids_in(text: str, taxonomy: Taxonomy) -> dict[str, str]:
     """Category id -> axis id of the taxonomy's ids the sentence names outside figure/table references."""
     found: dict[str, str] = {}
-    for category_id, axis_id in _terms(taxonomy).ids.items():
+    terms = _terms(taxonomy)
+    if terms.any_id is None or not terms.any_id.search(text):
+        return found
+    for category_id, axis_id in terms.ids.items():
         for match in re.finditer(rf"(?<![\w-]){re.escape(category_id)}(?![\w-])", text):
             if not _FURNITURE_BEFORE.search(text[max(0, match.start() - 14) : match.start()]):
                 found[category_id] = axis_id
@@ -482,30 +492,62 @@ def _is_instruction(text: str, taxonomy: Taxonomy) -> bool:
     if _FOREIGN_RE.search(raw):
         return True
     text = normalise_for_detection(text)
-    if _OVERRIDE_RE.search(text) or _SALUTATION_RE.search(text):
+    if _OVERRIDE_RE.search(text) or _SALUTATION_RE.search(text) or _PASSIVE_ORDER_RE.search(text):
         return True
-    labelling = bool(_LABEL_WORD_RE.search(text))
-    this_paper = bool(_THIS_PAPER_RE.search(text))
-    this_survey = bool(_THIS_SURVEY_RE.search(text))
+    # The remaining tests share their parts; each part is searched for only when a test reaches it
+    # (a full paper asks this of some 300 sentences, nearly all of which fail the first part of every test).
+    flags = _Flags(text, taxonomy)
     ids = _taxonomy_ids_in(text, taxonomy)
-    terms = _terms(taxonomy)
-    names = bool(terms.names and terms.names.search(text))
-    directive = bool(_DIRECTIVE_RE.search(text))
     if _IMPERATIVE_RE.search(text) and (
-        this_paper or ids or names or re.search(r"\b(?:it|as)\b", text, re.I) and labelling
+        flags.this_paper or ids or flags.names or re.search(r"\b(?:it|as)\b", text, re.I) and flags.labelling
     ):
         return True
-    if _PASSIVE_ORDER_RE.search(text):
+    if _ADDRESSEE_RE.search(text) and flags.directive and (flags.this_paper or ids):
         return True
-    if _ADDRESSEE_RE.search(text) and directive and (this_paper or ids):
+    if (
+        _LABELLER_RE.search(text)
+        and flags.directive
+        and (flags.this_survey or ids or flags.names or flags.this_paper and flags.labelling)
+    ):
         return True
-    if _LABELLER_RE.search(text) and directive and (this_survey or ids or names or this_paper and labelling):
+    if (
+        _chosen(text, taxonomy)
+        and (ids or flags.names)
+        and (flags.this_paper or flags.this_survey or flags.directive or flags.labelling)
+    ):
         return True
-    if (ids or names) and _chosen(text, taxonomy) and (this_paper or this_survey or directive or labelling):
-        return True
-    if ids and (labelling or this_paper or directive or _not_english(text)):
+    if ids and (flags.labelling or flags.this_paper or flags.directive or _not_english(text)):
         return True
     return len(set(ids.values())) >= 2
+
+
+class _Flags:
+    """What `_is_instruction`'s tests ask of a sentence, each searched for once and only when asked."""
+
+    def __init__(self, text: str, taxonomy: Taxonomy) -> None:
+        self.text = text
+        self.taxonomy = taxonomy
+
+    @cached_property
+    def labelling(self) -> bool:
+        return bool(_LABEL_WORD_RE.search(self.text))
+
+    @cached_property
+    def this_paper(self) -> bool:
+        return bool(_THIS_PAPER_RE.search(self.text))
+
+    @cached_property
+    def this_survey(self) -> bool:
+        return bool(_THIS_SURVEY_RE.search(self.text))
+
+    @cached_property
+    def names(self) -> bool:
+        pattern = _terms(self.taxonomy).names
+        return bool(pattern and pattern.search(self.text))
+
+    @cached_property
+    def directive(self) -> bool:
+        return bool(_DIRECTIVE_RE.search(self.text))
 
 
 def withheld_title(title: str, taxonomy: Taxonomy, marker: str) -> str:
