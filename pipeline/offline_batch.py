@@ -58,6 +58,8 @@ if TYPE_CHECKING:
 
 LOCAL_URL = "/kia/v1/local-propose"
 ANSWER_OBJECT = "kia.local_answer"
+# Which offline backend answers a request: its encoder and its reading limit (None: the head's).
+BackendSpec = tuple[str, int | None]
 # Parameters of the local backend that say where a head came from, not what it computes.
 _PROVENANCE_PARAMS = ("adapted_from_reviews",)
 
@@ -89,11 +91,15 @@ def encoder_key(backend: Backend, default: str) -> str:
 
 def request_body(doc: Document, taxonomy: Taxonomy, backend: Backend, encoder: str) -> dict[str, Any]:
     """The body of one request line: the paper as stored, the taxonomy's identity, the backend's."""
+    ref: dict[str, Any] = {"name": "local", "encoder": encoder, "fingerprint": fingerprint(backend)}
+    read = getattr(backend, "read_sentences", None)
+    if read is not None:  # a reading limit other than the head's: the worker must read as the run does
+        ref["read_sentences"] = read
     return {
         "kia": __version__,
         "paper": asdict(doc),
         "taxonomy": {"hash": taxonomy.content_hash, "name": taxonomy.name},
-        "backend": {"name": "local", "encoder": encoder, "fingerprint": fingerprint(backend)},
+        "backend": ref,
     }
 
 
@@ -111,6 +117,11 @@ class _BackendRef(BaseModel):
     name: Literal["local"]
     encoder: str = Field(min_length=1)
     fingerprint: dict[str, Any]
+    read_sentences: int | None = Field(default=None, ge=0)
+
+    @property
+    def spec(self) -> BackendSpec:
+        return self.encoder, self.read_sentences
 
 
 class _Body(BaseModel):
@@ -350,18 +361,19 @@ class OfflineJob:
     this one would. The backends load on first use, one per encoder, in whichever process answers."""
 
     taxonomy: Taxonomy
-    _backends: dict[str, LocalBackend] = field(default_factory=dict, repr=False)
+    _backends: dict[BackendSpec, LocalBackend] = field(default_factory=dict, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"taxonomy": self.taxonomy, "_backends": {}}
 
-    def backend(self, encoder: str) -> LocalBackend:
-        """The local backend with this encoder and the head shipped with this kia."""
-        if encoder not in self._backends:
+    def backend(self, spec: BackendSpec) -> LocalBackend:
+        """The local backend with this (encoder, reading limit) and the head shipped with this kia."""
+        if spec not in self._backends:
             from kia.backends.local import LocalBackend
 
-            self._backends[encoder] = LocalBackend(encoder_name=encoder)
-        return self._backends[encoder]
+            encoder, read = spec
+            self._backends[spec] = LocalBackend(encoder_name=encoder, read_sentences=read)
+        return self._backends[spec]
 
     def check(self, request: RequestLine) -> str | None:
         """Why this worker cannot answer a request (None when it can)."""
@@ -372,7 +384,7 @@ class OfflineJob:
                 f"{self.taxonomy.name} ({self.taxonomy.content_hash[:12]}): pass the run's YAML with --taxonomy"
             )
         try:
-            mine = fingerprint(self.backend(body.backend.encoder))
+            mine = fingerprint(self.backend(body.backend.spec))
         except KiaError as exc:
             return str(exc)
         if mine != body.backend.fingerprint:
@@ -382,14 +394,14 @@ class OfflineJob:
             )
         return None
 
-    def answer(self, chunk: list[tuple[str, str, Document]]) -> list[str]:
-        """Output lines for (custom_id, encoder, paper) items: one backend call per encoder (one encoder
+    def answer(self, chunk: list[Item]) -> list[str]:
+        """Output lines for (custom_id, backend spec, paper) items: one backend call per spec (one encoder
         pass over all their sentences), then, if that call fails, paper by paper, so one bad paper
         fails alone."""
         lines: dict[str, str] = {}
-        for encoder in dict.fromkeys(e for _, e, _ in chunk):
-            items = [(custom, doc) for custom, e, doc in chunk if e == encoder]
-            backend = self.backend(encoder)
+        for spec in dict.fromkeys(e for _, e, _ in chunk):
+            items = [(custom, doc) for custom, e, doc in chunk if e == spec]
+            backend = self.backend(spec)
             try:
                 answers: list[Any] = list(backend.answer_many([doc for _, doc in items], self.taxonomy))
             except Exception:  # one paper broke the batch: answer each alone
@@ -441,11 +453,11 @@ def _start_worker(job: bytes, threads: int) -> None:
     _JOB[:] = [pickle.loads(job)]
 
 
-def _answer_in_worker(chunk: list[tuple[str, str, Document]]) -> list[str]:
+def _answer_in_worker(chunk: list[Item]) -> list[str]:
     return _JOB[0].answer(chunk)
 
 
-Item = tuple[str, str, Document]  # (custom_id, encoder, paper)
+Item = tuple[str, BackendSpec, Document]  # (custom_id, (encoder, reading limit), paper)
 
 
 def _answered_chunks(
@@ -556,7 +568,7 @@ def answer_file(
                 if request is None or problem:
                     emit(_output(custom, None, ("invalid_request", problem)), custom, problem)
                     continue
-                chunk.append((custom, request.body.backend.encoder, request.body.paper))
+                chunk.append((custom, request.body.backend.spec, request.body.paper))
                 if len(chunk) >= size:
                     yield chunk
                     chunk = []

@@ -72,6 +72,9 @@ class Settings:
     examples: int = 4
     # the local backend
     encoder: str = DEFAULT_ENCODER
+    # Sentences of a long paper the local backend reads at most (its front matter and abstract, then
+    # the screened rest); None: the head's own limit, 0: every sentence.
+    read_sentences: int | None = None
     # Calibration from reviews (kia.calibrate): fewer reviewed axes than this, the backend's own confidence.
     calibration_min_reviews: int = 20
     calibration_c: float = 1.0
@@ -208,7 +211,7 @@ _PROJECT_KEYS: dict[str, type] = {
          "arxiv_api", "arxiv_pdf", "arxiv_html"),
         str,
     ),
-    **dict.fromkeys(("concurrency", "max_retries", "reasks", "max_tokens", "examples"), int),
+    **dict.fromkeys(("concurrency", "max_retries", "reasks", "max_tokens", "examples", "read_sentences"), int),
     **dict.fromkeys(("timeout", "confidence_floor", "arxiv_interval", "discover_threshold", "lock_wait"), float),
 }
 # The command line's global options (`kia --project P --db D --taxonomy T COMMAND`), set once per call.

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 import kia.backends.local as backend_module
-from kia.backends.local import LocalBackend
+from kia.backends.local import LocalBackend, create
 from kia.extract import extract
 from kia.learned import HeadSettings
 from kia.propose import load_prompt, run_proposals
+from kia.settings import Settings
 from kia.store import Store
 from kia.taxonomy import load_taxonomy
 from tests.fakes import HashingEncoder
@@ -118,3 +119,35 @@ def test_a_long_paper_is_read_as_its_abstract_and_its_most_telling_sentences(
     assert len(read) == 1 and len(read[0]) == limit
     assert read[0][0].startswith("We generate CT volumes") and telling in read[0]
     assert answer.raw["sampled"].startswith(f"read {limit} of ") and f"reading limit of {limit}" in answer.raw["sampled"]
+
+
+def test_read_sentences_overrides_the_heads_limit_and_enters_the_runs_identity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--read-sentences N` reads at most N sentences of a long paper (0: all of them), and a run
+    that overrides the head's limit is another run than the default (its params say so)."""
+    filler = " ".join(f"Training step number {i} ran for one epoch on a single device." for i in range(200))
+    path = tmp_path / "long.md"
+    path.write_text(
+        "# Long\n\n## Abstract\nWe generate CT volumes from radiology reports with a latent diffusion model.\n\n"
+        f"## Method\n{filler}\n",
+        encoding="utf-8",
+    )
+    doc = extract(path)
+    read: list[int] = []
+    original = backend_module.featurize
+
+    def spy(papers, *args, **kwargs):  # type: ignore[no-untyped-def]
+        read.extend(len(paper) for paper in papers)
+        return original(papers, *args, **kwargs)
+
+    monkeypatch.setattr(backend_module, "featurize", spy)
+    default = LocalBackend(HashingEncoder(), use_shipped_head=False)
+    few = LocalBackend(HashingEncoder(), use_shipped_head=False, read_sentences=30)
+    whole = LocalBackend(HashingEncoder(), use_shipped_head=False, read_sentences=0)
+    for backend in (default, few, whole):
+        backend.answer(doc, load_taxonomy(), "")
+    assert read[0] == HeadSettings().read_sentences and read[1] == 30 and read[2] > 200
+    assert "read_sentences" not in default.params() and few.params()["read_sentences"] == 30
+    settings = Settings().with_options(read_sentences=30)
+    assert create(settings).read_sentences == 30 and create(Settings()).read_sentences is None

@@ -339,3 +339,32 @@ def test_an_output_line_writes_numpy_numbers_as_numbers() -> None:
     assert line["response"]["body"] == {"score": 0.5, "n": 3} and line["error"] is None
     failed = json.loads(_output("y", None, ("invalid_request", "why")))
     assert failed["response"] is None and failed["error"] == {"code": "invalid_request", "message": "why"}
+
+
+def test_a_request_carries_the_runs_reading_limit_and_the_worker_reads_as_the_run_did(tmp_path: Path) -> None:
+    """A run with `--read-sentences N` writes N into its requests; the worker builds its backend with
+    it (so the fingerprints agree), and a request stripped of it is refused as another model's."""
+    from kia.backends.local import LocalBackend
+    from kia.extract import extract
+    from kia.offline_batch import OfflineJob, RequestLine, request_body
+    from kia.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    path = tmp_path / "alpha.md"
+    path.write_text(PAPERS["alpha.md"], encoding="utf-8")
+    doc = extract(path)
+    body = request_body(doc, taxonomy, LocalBackend(encoder_name="minilm-int8", read_sentences=30), "minilm-int8")
+    assert body["backend"]["read_sentences"] == 30 and body["backend"]["fingerprint"]["read_sentences"] == 30
+    plain = request_body(doc, taxonomy, LocalBackend(encoder_name="minilm-int8"), "minilm-int8")
+    assert "read_sentences" not in plain["backend"]
+
+    def line(b: dict[str, Any]) -> RequestLine:
+        return RequestLine.model_validate({"custom_id": "a", "method": "POST", "url": LOCAL_URL, "body": b})
+
+    job = OfflineJob(taxonomy)
+    assert job.check(line(body)) is None and job.check(line(plain)) is None
+    assert job.backend(("minilm-int8", 30)).read_sentences == 30
+    stripped = json.loads(json.dumps(body))
+    del stripped["backend"]["read_sentences"]
+    refused = job.check(line(stripped))
+    assert refused is not None and "head mismatch" in refused and "read_sentences" in refused

@@ -97,6 +97,7 @@ class LocalBackend:
         use_shipped_head: bool = True,
         min_reviewed: int = MIN_REVIEWED_TO_REFIT,
         max_sentences: int = MAX_SENTENCES,
+        read_sentences: int | None = None,
     ) -> None:
         self._encoder = encoder
         self._encoder_name = encoder_name
@@ -109,6 +110,9 @@ class LocalBackend:
         self._digest: tuple[Head | None, str, dict[str, Any] | None] | None = None
         self.min_reviewed = min_reviewed
         self.max_sentences = max_sentences
+        # Sentences of a long paper read (screened) at most; None: the head's own `read_sentences`,
+        # 0: every sentence (slower on full texts, the same on abstracts).
+        self.read_sentences = read_sentences
 
     def prepare(self) -> None:
         """Make what the encoder loads exist (the int8 model is built once per machine) without
@@ -141,12 +145,22 @@ class LocalBackend:
         if self._digest is None or self._digest[0] is not head:  # serialising a head takes ~0.3 s
             data = None if head is None else head.to_json()
             self._digest = (head, head_digest(head, data), None if data is None else data["settings"])
-        return {
+        params: dict[str, Any] = {
             "head": self._digest[1],
             "head_settings": self._digest[2],
             "adapted_from_reviews": self._adapted_from,
             "max_sentences": self.max_sentences,
         }
+        if self.read_sentences is not None:  # only when it overrides the head's: default runs keep their identity
+            params["read_sentences"] = self.read_sentences
+        return params
+
+    def reading_limit(self, taxonomy: Taxonomy) -> int:
+        """How many sentences of a long paper are read: the override, else the head's, else the default."""
+        if self.read_sentences is not None:
+            return self.read_sentences
+        head = self._head_for(taxonomy)
+        return (head.settings if head is not None else HeadSettings()).read_sentences
 
     def _head_for(self, taxonomy: Taxonomy) -> Head | None:
         head = self._head
@@ -191,7 +205,7 @@ class LocalBackend:
         sentence_lists = [capped(sentences, self.max_sentences) for sentences in full_lists]
         # Past the head's reading limit only the screened sentences are encoded (nearly all the cost).
         head = self._head_for(taxonomy)
-        limit = (head.settings if head is not None else HeadSettings()).read_sentences
+        limit = self.reading_limit(taxonomy)
         sentence_lists = [[s[i] for i in screened(s, limit, taxonomy)] for s in sentence_lists]
         usable = [i for i, sentences in enumerate(sentence_lists) if sentences]
         results: list[BackendAnswer | BackendError] = [
@@ -288,4 +302,4 @@ def _to_answer(
 
 def create(settings: Settings) -> LocalBackend:
     """The registered factory: the local backend with the settings' sentence encoder."""
-    return LocalBackend(encoder_name=settings.encoder)
+    return LocalBackend(encoder_name=settings.encoder, read_sentences=settings.read_sentences)
