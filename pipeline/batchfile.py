@@ -43,7 +43,8 @@ from kia.backends.openai import (
 )
 from kia.backends.rules import RulesBackend
 from kia.errors import KiaError
-from kia.fewshot import ExamplePool, render_examples
+from kia.extract import Document
+from kia.fewshot import Example, ExamplePool, render_examples
 from kia.ground import Locator
 from kia.offline_batch import LOCAL_URL, answer_from_body, fingerprint_of
 from kia.offline_batch import request_body as offline_body
@@ -123,6 +124,56 @@ class WriteSummary:
         )
 
 
+@dataclass
+class _Writing:
+    """What writing one run's request lines needs, carried instead of a long parameter list; it stores
+    a paper's cached answer at once (both request files do it the same way)."""
+
+    store: Store
+    backend: Backend
+    taxonomy: Taxonomy
+    prompt: PromptTemplate
+    identity: RunIdentity
+    run_id: str
+    summary: WriteSummary
+    use_cache: bool = True
+    max_input_tokens: int | None = None
+    confidence_floor: float | None = None
+    retriever: RulesBackend | None = None
+
+    def fail(self, paper_key: str, sha: str, reason: str) -> None:
+        """Record one paper's failure (the run goes on with the others)."""
+        save_failure(self.store, self.run_id, paper_key, sha, reason)
+        self.summary.failed.append((paper_key, reason))
+
+    def stored_from_cache(self, doc: Document, paper_key: str, sha: str, shots: list[Example] | None = None) -> bool:
+        """Whether the paper is settled without a request: an earlier run with the same identity answered
+        it (the answer is grounded and stored now), or that stored answer failed here (recorded)."""
+        key = cache_key(self.identity, sha)
+        cached = _cached_answer(self.store, key, self.taxonomy) if self.use_cache else None
+        if cached is None:
+            return False
+        try:
+            proposal = propose(
+                doc,
+                _CachedBackend(self.backend, cached),
+                self.taxonomy,
+                self.prompt,
+                paper_key,
+                self.max_input_tokens,
+                self.retriever,
+                confidence_floor=self.confidence_floor,
+                examples=shots,
+            )
+        except KiaError as exc:
+            self.fail(paper_key, sha, str(exc))
+            return True
+        proposal.cached = True
+        save_proposal(self.store, self.run_id, proposal, self.identity, key)
+        self.summary.cached += 1
+        return True
+
+
 def write_requests(
     store: Store,
     backend: OpenAIBackend,
@@ -153,6 +204,10 @@ def write_requests(
     run_id = run_name or default_run_name(identity, store)
     _ensure_run(store, run_id, identity, taxonomy)
     summary = WriteSummary(run_id)
+    writing = _Writing(
+        store, backend, taxonomy, prompt, identity, run_id, summary, use_cache, max_input_tokens, confidence_floor,
+        retriever,
+    )  # fmt: skip
     done = store.done_papers(run_id)
     waiting = store.waiting_requests(run_id)
     params = backend.params()
@@ -169,28 +224,7 @@ def write_requests(
             continue
         doc = store.get_document(paper_key)
         shots = examples.choose(doc, paper_key) if examples else []
-        key = cache_key(identity, sha)
-        cached = _cached_answer(store, key, taxonomy) if use_cache else None
-        if cached is not None:
-            try:
-                proposal = propose(
-                    doc,
-                    _CachedBackend(backend, cached),
-                    taxonomy,
-                    prompt,
-                    paper_key,
-                    max_input_tokens,
-                    retriever,
-                    confidence_floor=confidence_floor,
-                    examples=shots,
-                )
-            except KiaError as exc:
-                save_failure(store, run_id, paper_key, sha, str(exc))
-                summary.failed.append((paper_key, str(exc)))
-                continue
-            proposal.cached = True
-            save_proposal(store, run_id, proposal, identity, key)
-            summary.cached += 1
+        if writing.stored_from_cache(doc, paper_key, sha, shots):
             continue
         # The same sentences the live path withholds are withheld here (and refused as quotes on import).
         context = paper_context(doc, taxonomy, max_input_tokens, retriever, suspicious_sentences(doc, taxonomy))
@@ -250,10 +284,10 @@ def write_offline_requests(
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     try:
-        _write_offline_lines(
-            store, backend, taxonomy, prompt, partial, encoder, keys, use_cache, max_input_tokens, confidence_floor,
-            identity, run_id, summary,
-        )  # fmt: skip
+        writing = _Writing(
+            store, backend, taxonomy, prompt, identity, run_id, summary, use_cache, max_input_tokens, confidence_floor
+        )
+        _write_offline_lines(writing, partial, encoder, keys)
     except BaseException:
         partial.unlink(missing_ok=True)  # the papers stay waiting: writing again writes their lines
         raise
@@ -261,22 +295,11 @@ def write_offline_requests(
     return summary
 
 
-def _write_offline_lines(
-    store: Store,
-    backend: Backend,
-    taxonomy: Taxonomy,
-    prompt: PromptTemplate,
-    target: Path,
-    encoder: str,
-    keys: list[str] | None,
-    use_cache: bool,
-    max_input_tokens: int | None,
-    confidence_floor: float | None,
-    identity: RunIdentity,
-    run_id: str,
-    summary: WriteSummary,
-) -> None:
+def _write_offline_lines(writing: _Writing, target: Path, encoder: str, keys: list[str] | None) -> None:
     """The lines of `write_offline_requests`, written to `target` as each paper is recorded waiting."""
+    store, taxonomy, run_id, identity, summary = (
+        writing.store, writing.taxonomy, writing.run_id, writing.identity, writing.summary
+    )
     done = store.done_papers(run_id)
     waiting = store.waiting_requests(run_id)
     with target.open("w", encoding="utf-8") as sink:
@@ -286,31 +309,17 @@ def _write_offline_lines(
                 summary.skipped += 1
                 continue
             doc = store.get_document(paper_key)
-            key = cache_key(identity, sha)
-            cached = _cached_answer(store, key, taxonomy) if use_cache else None
-            # As `propose` does for the live run: the same context, prompt hash and withheld sentences.
-            flagged = suspicious_sentences(doc, taxonomy)
-            try:
-                if cached is not None:
-                    proposal = propose(
-                        doc,
-                        _CachedBackend(backend, cached),
-                        taxonomy,
-                        prompt,
-                        paper_key,
-                        max_input_tokens,
-                        confidence_floor=confidence_floor,
-                    )
-                    proposal.cached = True
-                    save_proposal(store, run_id, proposal, identity, key)
-                    summary.cached += 1
-                    continue
-                context = paper_context(doc, taxonomy, max_input_tokens, None, flagged)
-            except KiaError as exc:
-                save_failure(store, run_id, paper_key, sha, str(exc))
-                summary.failed.append((paper_key, str(exc)))
+            if writing.stored_from_cache(doc, paper_key, sha):
                 continue
-            rendered = render_prompt(prompt, taxonomy, doc.title, context, render_examples([], taxonomy))
+            # As `propose` does for the live run: the same context, prompt hash and withheld sentences.
+            try:
+                context = paper_context(
+                    doc, taxonomy, writing.max_input_tokens, None, suspicious_sentences(doc, taxonomy)
+                )
+            except KiaError as exc:
+                writing.fail(paper_key, sha, str(exc))
+                continue
+            rendered = render_prompt(writing.prompt, taxonomy, doc.title, context, render_examples([], taxonomy))
             if paper_key in waiting and waiting[paper_key][0] == sha:
                 custom = waiting[paper_key][1]
             else:
@@ -326,7 +335,7 @@ def _write_offline_lines(
                     },
                 }
                 store.save_waiting(run_id, paper_key, sha, custom, dumps(request), __version__)
-            sink.write(offline_line(custom, offline_body(doc, taxonomy, backend, encoder)) + "\n")
+            sink.write(offline_line(custom, offline_body(doc, taxonomy, writing.backend, encoder)) + "\n")
             summary.written += 1
 
 
