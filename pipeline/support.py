@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -182,20 +182,35 @@ class SupportModel:
     # flags against every evidence sentence of the training papers. Its score is one more pair
     # feature, so motivation, results and background sentences lose support for every category.
     generic: LinearModel | None = None
+    # Whether a sentence supports a category, from their vectors' elementwise product plus the pair
+    # features: one model for every category of the taxonomy it was fitted on, in place of `shared`
+    # where the category vectors are known; averaged with a category's own model where it has one.
+    bilinear: LinearModel | None = None
 
-    def score(self, vectors: np.ndarray, pairs: np.ndarray, category_ids: Sequence[str]) -> np.ndarray:
+    def score(
+        self,
+        vectors: np.ndarray,
+        pairs: np.ndarray,
+        category_ids: Sequence[str],
+        category_vectors: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Calibrated support per sentence and category (n, C); blocked sentences get 0."""
         n, m, _ = pairs.shape
         out = np.zeros((n, m))
         if n == 0:
             return out
         pairs = with_generic(pairs, self.generic.proba(generic_rows(vectors, pairs)) if self.generic else None)
-        if self.shared is not None:
+        bilinear = self.bilinear is not None and category_vectors is not None
+        if bilinear:
+            assert self.bilinear is not None and category_vectors is not None
+            out[:] = self.bilinear.proba(bilinear_rows(vectors, pairs, category_vectors)).reshape(n, m)
+        elif self.shared is not None:
             out[:] = self.shared.proba(pairs.reshape(n * m, -1)).reshape(n, m)
         for col, category_id in enumerate(category_ids):
             model = self.own.get(category_id)
             if model is not None:
-                out[:, col] = model.proba(np.concatenate([vectors, pairs[:, col, :]], axis=1))
+                own = model.proba(np.concatenate([vectors, pairs[:, col, :]], axis=1))
+                out[:, col] = 0.5 * (own + out[:, col]) if bilinear else own
         blocked = pairs[:, 0, PAIR_NAMES.index("blocked")] > 0
         out[blocked] = 0.0
         return out
@@ -203,6 +218,7 @@ class SupportModel:
     def to_json(self) -> dict[str, Any]:
         return {
             "generic": self.generic.to_json() if self.generic else None,
+            "bilinear": self.bilinear.to_json() if self.bilinear else None,
             "shared": self.shared.to_json() if self.shared else None,
             "own": {k: v.to_json() for k, v in self.own.items()},
             "n_sentences": self.n_sentences,
@@ -213,6 +229,7 @@ class SupportModel:
     def from_json(cls, data: Mapping[str, Any]) -> SupportModel:
         return cls(
             generic=LinearModel(**data["generic"]) if data.get("generic") else None,
+            bilinear=LinearModel(**data["bilinear"]) if data.get("bilinear") else None,
             shared=LinearModel(**data["shared"]) if data.get("shared") else None,
             own={k: LinearModel(**v) for k, v in data.get("own", {}).items()},
             n_sentences=int(data.get("n_sentences", 0)),
@@ -224,6 +241,14 @@ def generic_rows(vectors: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     """The generic model's inputs per sentence: embedding and flags."""
     first = PAIR_NAMES.index(FLAG_NAMES[0])
     return np.concatenate([vectors, pairs[:, 0, first:]], axis=1)
+
+
+def bilinear_rows(vectors: np.ndarray, pairs: np.ndarray, category_vectors: np.ndarray) -> np.ndarray:
+    """The bilinear model's inputs per (sentence, category), flattened to (n * C, d + G): the
+    elementwise product of the sentence's and the category's vectors, then the pair features."""
+    n, m, g = pairs.shape
+    product = vectors[:, None, :].astype(np.float32) * category_vectors[None, :, :].astype(np.float32)
+    return np.concatenate([product, pairs], axis=2).reshape(n * m, -1)
 
 
 def with_generic(pairs: np.ndarray, generic: np.ndarray | None) -> np.ndarray:
@@ -270,6 +295,7 @@ def fit_support(
     category_ids: Sequence[str],
     settings: HeadSettings,
     min_evidence: int = 8,
+    category_vectors: np.ndarray | None = None,
 ) -> SupportModel | None:
     """Fit support models on papers whose evidence sentences are known (one entry per paper, in the
     order of `vectors`/`pairs`). Blocked sentences are left out of training (they are never
@@ -295,18 +321,22 @@ def fit_support(
     groups = np.repeat(paper, m)
     y = truth.reshape(-1).astype(int)
     shared = fit_linear(x.reshape(n * m, g), y, [g], quick, groups=groups) if inner >= 2 else None
+    bilinear = None
+    if category_vectors is not None and inner >= 2:
+        rows = bilinear_rows(vec, x, category_vectors)
+        bilinear = fit_linear(rows, y, [rows.shape[1]], replace(quick, c_grid=(settings.support_bilinear_c,)), groups)
     own: dict[str, LinearModel] = {}
     for col, category_id in enumerate(category_ids):
         positives = int(truth[:, col].sum())
         if positives >= min_evidence and inner >= 2:
             xc = np.concatenate([vec, x[:, col, :]], axis=1)
             own[category_id] = fit_linear(xc, truth[:, col].astype(int), [vec.shape[1], g], quick, groups=paper)
-    return SupportModel(shared=shared, own=own, n_sentences=n, n_evidence=int(truth.sum()), generic=generic)
+    return SupportModel(
+        shared=shared, own=own, n_sentences=n, n_evidence=int(truth.sum()), generic=generic, bilinear=bilinear
+    )
 
 
 def _support_settings(settings: HeadSettings, inner: int) -> HeadSettings:
-    from dataclasses import replace
-
     return replace(settings, inner_folds=inner, c_grid=settings.support_c_grid)
 
 

@@ -129,6 +129,38 @@ def test_support_models_save_and_load_with_the_head(tmp_path: Path) -> None:
     assert a is not None and b is not None
     assert max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True)) < 1e-4
     assert "concatenated" not in path.read_text() and "spectrogram image" not in path.read_text()
+    assert loaded.support is not None and loaded.support.bilinear is not None
+
+
+def test_the_bilinear_support_model_compares_sentences_with_category_vectors() -> None:
+    """One bilinear model (sentence vector times category vector, plus pair features) scores every
+    category; it needs the categories' vectors (features of an older kia fall back to the shared
+    model), stays with its own taxonomy (zero-shot support on another is the generic and shared
+    models, as before), and can be turned off."""
+    from dataclasses import replace
+
+    from kia.learned import generic_support
+
+    taxonomy, encoder = toy_taxonomy(), BagEncoder()
+    papers, labels, evidence = _toy_papers(30, seed=11)
+    features = featurize(papers, taxonomy, encoder, keys=list(labels))
+    vectors = features.category_vectors
+    assert vectors is not None and vectors.shape == (4, 128)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    head = fit_head(features, labels, taxonomy, HeadSettings(), evidence=evidence)
+    assert head.support is not None and head.support.bilinear is not None
+    transferable = generic_support(head)
+    assert transferable is not None and transferable.bilinear is None and transferable.own == {}
+    shared_only = replace(head.support, own={})
+    with_vectors = apply_support(shared_only, features).support
+    without = apply_support(shared_only, replace(features, category_vectors=None, pairs_cache=None)).support
+    assert without is not None
+    assert all(np.allclose(w, t) for w, t in zip(without, apply_support(transferable, features).support or [], strict=True))
+    assert with_vectors is not None and without is not None
+    assert all(np.isfinite(w).all() for w in without)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(with_vectors, without, strict=True)) > 1e-3
+    off = fit_head(features, labels, taxonomy, HeadSettings(support_bilinear=False), evidence=evidence)
+    assert off.support is not None and off.support.bilinear is None
 
 
 def test_refit_uses_a_partly_reviewed_paper_for_the_axes_it_was_decided_on() -> None:
