@@ -151,3 +151,25 @@ def test_read_sentences_overrides_the_heads_limit_and_enters_the_runs_identity(
     assert "read_sentences" not in default.params() and few.params()["read_sentences"] == 30
     settings = Settings().with_options(read_sentences=30)
     assert create(settings).read_sentences == 30 and create(Settings()).read_sentences is None
+
+
+def test_kia_propose_reads_as_many_sentences_as_read_sentences_says(tmp_path: Path) -> None:
+    """The command line's `--read-sentences` reaches the backend: the stored answer says so."""
+    import json
+
+    from tests.conftest import run_kia
+
+    filler = " ".join(f"Training step number {i} ran for one epoch on a single device." for i in range(40))
+    paper = tmp_path / "long.md"
+    paper.write_text(
+        "# Long\n\n## Abstract\nWe generate CT volumes from radiology reports with a latent diffusion model.\n\n"
+        f"## Method\n{filler}\n",
+        encoding="utf-8",
+    )
+    db = str(tmp_path / "k.duckdb")
+    assert run_kia("ingest", str(paper), "--db", db).returncode == 0
+    result = run_kia("propose", "--backend", "local", "--read-sentences", "12", "--run", "r12", "--db", db)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with Store(tmp_path / "k.duckdb") as store:
+        (raw,) = store.query("SELECT raw_response FROM proposals WHERE run_id = 'r12'")[0]
+    assert json.loads(raw)["backend"]["sampled"].startswith("read 12 of "), raw[:600]
