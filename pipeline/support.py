@@ -8,7 +8,7 @@ judgement: a model scores every (sentence, category) pair, the paper's label dec
 scores, and the quotes shown for a label are the very sentences that scored highest for it, with
 their score stored. A label no sentence supports is not stated as supported.
 
-Two models:
+Models (and `generic`, whether a sentence states the method's mechanism at all, an input to them):
 - `shared`: a logistic regression over taxonomy-agnostic pair features (similarity to the category's
   definition and its margin over the axis's other categories, cue and pattern matches, where the
   sentence sits, whether it is about the paper's own work). It transfers to any taxonomy: its
@@ -16,7 +16,12 @@ Two models:
 - `own`: per category with enough evidence sentences, the same features plus the sentence's MiniLM
   embedding, so "the generator is conditioned on the radiology report" can be learned for K1 even
   where no cue word matches.
-Both are trained on `../shared/devset/evidence.jsonl`-style data (the sentences a careful reader
+- `bilinear`: one model for every category of the taxonomy it was fitted on, over the product of the
+  sentence's and the category's vectors plus the pair features. Where category vectors are known it
+  takes `shared`'s place and is averaged with `own`: it tells a mechanism sentence that supports one
+  category from one that supports another (a fifth more first quotes were a reader's evidence on
+  the corpus's long texts). It stays with its taxonomy: zero-shot support is `generic` and `shared`.
+All are trained on `../shared/devset/evidence.jsonl`-style data (the sentences a careful reader
 chose as the reason for each gold label), Platt-calibrated on out-of-fold scores grouped by paper.
 
 Some sentences are never evidence whatever they say (`blocked_reason`): the title, headings, links,
@@ -172,7 +177,8 @@ def pair_features(
 @dataclass
 class SupportModel:
     """Fitted sentence-support models: one per category with enough evidence (embedding + pair
-    features), a shared one over pair features for the rest and for other taxonomies."""
+    features), a bilinear one over every category of the taxonomy, and a shared one over pair
+    features (for other taxonomies, and where category vectors are unknown)."""
 
     shared: LinearModel | None
     own: dict[str, LinearModel] = field(default_factory=dict)
