@@ -289,9 +289,12 @@ def describe(settings: Settings) -> list[tuple[str, str, str]]:
         if f.name == "api_key":
             shown = "(set)" if value else "(not set)"
         elif value is None:
-            shown = {"taxonomy": "(shipped CT taxonomy)", "gold": "(shipped CT gold)", "prompt": "(shipped)"}.get(
-                f.name, "(none)"
-            )
+            shown = {
+                "taxonomy": "(shipped CT taxonomy)",
+                "gold": "(shipped CT gold)",
+                "prompt": "(shipped)",
+                "read_sentences": "(the head's limit)",
+            }.get(f.name, "(none)")
         else:
             shown = str(value)
         rows.append((f.name, shown, settings.sources.get(f.name, "default")))

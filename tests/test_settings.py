@@ -88,3 +88,17 @@ def test_init_writes_a_project_that_every_command_reads(tmp_path: Path) -> None:
     assert "--db" in elsewhere.stdout and "x.duckdb" in elsewhere.stdout
     missing = run_kia("--project", str(tmp_path / "nothing"), "config")
     assert missing.returncode == 1 and "no project file here" in missing.stderr
+
+
+def test_a_project_sets_the_local_backends_reading_limit(tmp_path: Path) -> None:
+    """`read_sentences` in kia.toml reaches the local backend; a wrong type is one line naming it."""
+    from kia.backends.local import create
+
+    _project(tmp_path, "read_sentences = 90\n")
+    settings = Settings.load(tmp_path, environ={})
+    assert settings.read_sentences == 90 and settings.sources["read_sentences"] == str((tmp_path / "kia.toml").resolve())
+    assert create(settings).read_sentences == 90
+    assert create(Settings.load(tmp_path / "..", environ={})).read_sentences is None
+    _project(tmp_path, 'read_sentences = "many"\n')
+    with pytest.raises(KiaError, match="read_sentences must be a whole number"):
+        Settings.load(tmp_path, environ={})
