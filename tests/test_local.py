@@ -91,19 +91,25 @@ def test_a_label_without_a_cue_says_its_quote_is_weak_evidence(tmp_path: Path) -
     assert all(c.quotes for c in weak)  # quoted, and the rationale says what the quote is
 
 
+def _long_paper(folder: Path, steps: int, method_tail: str = "") -> Path:
+    """A Markdown paper of one abstract sentence and `steps` filler method sentences (then `method_tail`)."""
+    filler = " ".join(f"Training step number {i} ran for one epoch on a single device." for i in range(steps))
+    path = folder / "long.md"
+    path.write_text(
+        "# Long\n\n## Abstract\nWe generate CT volumes from radiology reports with a latent diffusion model.\n\n"
+        f"## Method\n{filler}{method_tail}\n",
+        encoding="utf-8",
+    )
+    return path
+
+
 def test_a_long_paper_is_read_as_its_abstract_and_its_most_telling_sentences(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Past the head's reading limit only the screened sentences are encoded: the abstract, then the
     method sentences that match the taxonomy's cues, before the rest; the note says what was read."""
-    filler = " ".join(f"Training step number {i} ran for one epoch on a single device." for i in range(200))
     telling = "The radiology report is encoded by a text encoder and enters the denoiser through cross-attention."
-    path = tmp_path / "long.md"
-    path.write_text(
-        "# Long\n\n## Abstract\nWe generate CT volumes from radiology reports with a latent diffusion model.\n\n"
-        f"## Method\n{filler} {telling}\n",
-        encoding="utf-8",
-    )
+    path = _long_paper(tmp_path, 200, f" {telling}")
     backend = LocalBackend(HashingEncoder(), use_shipped_head=False)
     doc = extract(path)
     read: list[list[str]] = []
@@ -126,14 +132,7 @@ def test_read_sentences_overrides_the_heads_limit_and_enters_the_runs_identity(
 ) -> None:
     """`--read-sentences N` reads at most N sentences of a long paper (0: all of them), and a run
     that overrides the head's limit is another run than the default (its params say so)."""
-    filler = " ".join(f"Training step number {i} ran for one epoch on a single device." for i in range(200))
-    path = tmp_path / "long.md"
-    path.write_text(
-        "# Long\n\n## Abstract\nWe generate CT volumes from radiology reports with a latent diffusion model.\n\n"
-        f"## Method\n{filler}\n",
-        encoding="utf-8",
-    )
-    doc = extract(path)
+    doc = extract(_long_paper(tmp_path, 200))
     read: list[int] = []
     original = backend_module.featurize
 
@@ -159,13 +158,7 @@ def test_kia_propose_reads_as_many_sentences_as_read_sentences_says(tmp_path: Pa
 
     from tests.conftest import run_kia
 
-    filler = " ".join(f"Training step number {i} ran for one epoch on a single device." for i in range(40))
-    paper = tmp_path / "long.md"
-    paper.write_text(
-        "# Long\n\n## Abstract\nWe generate CT volumes from radiology reports with a latent diffusion model.\n\n"
-        f"## Method\n{filler}\n",
-        encoding="utf-8",
-    )
+    paper = _long_paper(tmp_path, 40)
     db = str(tmp_path / "k.duckdb")
     assert run_kia("ingest", str(paper), "--db", db).returncode == 0
     result = run_kia("propose", "--backend", "local", "--read-sentences", "12", "--run", "r12", "--db", db)

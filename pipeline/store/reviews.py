@@ -108,11 +108,7 @@ class ReviewQueries(StoreBase):
             self.con.execute(
                 "DELETE FROM bib_entries WHERE source = ? AND entry_key = ?", [row["source"], row["entry_key"]]
             )
-            columns = list(row)
-            self.con.execute(
-                f"INSERT INTO bib_entries ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
-                [row[c] for c in columns],
-            )
+            self._insert_rows(f"INSERT INTO bib_entries ({', '.join(row)})", [list(row.values())])
 
     def bib_entries(self) -> list[dict[str, Any]]:
         """Every stored library entry as column -> value: per paper, the entries whose file is the
@@ -161,11 +157,7 @@ class ReviewQueries(StoreBase):
             self.con.execute(
                 "DELETE FROM arxiv_papers WHERE arxiv_id = ? AND version = ?", [row["arxiv_id"], row["version"]]
             )
-            columns = list(row)
-            self.con.execute(
-                f"INSERT INTO arxiv_papers ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
-                [row[c] for c in columns],
-            )
+            self._insert_rows(f"INSERT INTO arxiv_papers ({', '.join(row)})", [list(row.values())])
 
     def arxiv_versions(self) -> dict[str, tuple[int, str | None]]:
         """Highest stored version and PDF path per arXiv id."""
