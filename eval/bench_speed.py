@@ -208,16 +208,15 @@ def _cpu_seconds() -> float:
 def floor(spec: dict[str, Any], taxonomy: Any) -> dict[str, Any]:
     """Bare encoding of the sentences the backend reads (split, capped and screened as it does: a paper
     past the shipped head's reading limit is read as its screened sentences only)."""
-    from kia.backends.local import MAX_SENTENCES, capped, shipped_head
+    from kia.backends.local import MAX_SENTENCES, LocalBackend, capped
     from kia.encoders import load_encoder
-    from kia.learned import HeadSettings, screened
+    from kia.learned import screened
     from kia.sentences import capped_document, split_sentences
     from kia.store import Store
 
     with Store(Path(spec["db"])) as store:
         docs = [store.get_document(k) for k in store.paper_keys()]
-    head = shipped_head(spec["encoder"])
-    limit = (head.settings if head is not None else HeadSettings()).read_sentences
+    limit = LocalBackend(encoder_name=spec["encoder"]).reading_limit(taxonomy)
     texts = []
     for doc in docs:
         sentences = capped(split_sentences(capped_document(doc), taxonomy=taxonomy), MAX_SENTENCES)
