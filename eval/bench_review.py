@@ -114,6 +114,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT)
     parser.add_argument("--no-speed", action="store_true", help="skip the 500-paper refit timing")
+    parser.add_argument(
+        "--units", nargs="+", choices=("paper", "axis"), default=["paper", "axis"],
+        help="review a whole paper at a time, one axis at a time, or both",
+    )
     parser.add_argument("--db", type=Path, default=None)
     parser.add_argument("--run", default=None)
     parser.add_argument("--gold", type=Path, default=None)
@@ -139,26 +143,31 @@ def main() -> None:
     gold = {k: {a: frozenset(v[a]) for a in taxonomy.axis_ids} for k, v in dev_labels.items()}
     results: dict[str, Any] = {"papers": len(gold), "axes": len(gold) * len(taxonomy.axis_ids), "rows": []}
     curves: dict[str, Replay] = {}
-    for learning in (True, False):
-        proposer = HeadProposer(features, taxonomy, base, learns=learning)
-        main_replay = replay(proposer, taxonomy, gold, "need", 1, args.target, settings=settings)
-        refits = list(proposer.refit_seconds)
-        randoms = [
-            replay(proposer, taxonomy, gold, "random", 1, args.target, seed=s, settings=settings)
-            for s in range(args.seeds)
-        ]
-        name = "learning" if learning else "no refit (calibration only)"
-        row = _row(name, main_replay, randoms)
-        row["refit_seconds_median_45_papers"] = float(np.median(refits)) if refits else None
-        results["rows"].append(row)
-        report = SimulationReport("offline head fitted on the corpus only", taxonomy.name, main_replay, randoms, refits)
-        print(f"--- {name}")
-        print("\n".join(report.lines()))
-        if learning:
-            curves["need order, learning"] = main_replay
-            curves["random order (seed 0), learning"] = randoms[0]
-        else:
-            curves["need order, no refit"] = main_replay
+    for unit in args.units:
+        for learning in (True, False):
+            proposer = HeadProposer(features, taxonomy, base, learns=learning)
+            main_replay = replay(proposer, taxonomy, gold, "need", 1, args.target, settings=settings, unit=unit)
+            refits = list(proposer.refit_seconds)
+            randoms = [
+                replay(proposer, taxonomy, gold, "random", 1, args.target, seed=s, settings=settings, unit=unit)
+                for s in range(args.seeds)
+            ]
+            name = ("learning" if learning else "no refit (calibration only)") + f", one {unit} at a time"
+            row = _row(name, main_replay, randoms)
+            row["refit_seconds_median"] = float(np.median(refits)) if refits else None
+            results["rows"].append(row)
+            report = SimulationReport(
+                "offline head fitted on the corpus only", taxonomy.name, main_replay, randoms, refits
+            )
+            print(f"--- {name}", flush=True)
+            print("\n".join(report.lines()), flush=True)
+            label = "" if unit == "paper" else ", by axis"
+            if learning:
+                curves[f"need order, learning{label}"] = main_replay
+                if unit == "paper":
+                    curves["random order (seed 0), learning"] = randoms[0]
+            elif unit == "paper":
+                curves["need order, no refit"] = main_replay
     if args.plot:
         plot_curves(curves, args.plot, "devset (45 papers): offline head fitted on the corpus only")
         print(f"curve: {args.plot}")
@@ -166,11 +175,12 @@ def main() -> None:
         results["refit_speed"] = _refit_speed(features, gold, taxonomy, base)
         print(f"refit + predict at 500 papers: {results['refit_speed']}")
     if args.db is not None and args.run is not None:
-        from kia.simulate import simulate
+        from kia.simulate import ReplayOptions, simulate
         from kia.store import Store
 
         with Store(args.db, read_only=True) as store:
-            stored = simulate(store, args.gold, None, run_id=args.run, random_runs=args.seeds, settings=settings)
+            options = ReplayOptions(random_runs=args.seeds)
+            stored = simulate(store, args.gold, None, run_id=args.run, options=options, settings=settings)
         print(f"--- stored run {args.run}")
         print("\n".join(stored.lines()))
         results["stored_run"] = stored.as_dict()

@@ -1294,7 +1294,8 @@ def simulate(
     run: Annotated[str | None, typer.Option(help="Replay a stored run's proposals (calibration learns)")] = None,
     backend: Annotated[str | None, typer.Option(help="local: replay the offline head, refitted as you review")] = None,
     order: Annotated[str, typer.Option(help="need, random or storage")] = "need",
-    refit_every: Annotated[int, typer.Option(help="Learn after every N reviewed papers")] = 1,
+    unit: Annotated[str, typer.Option(help="paper: review every axis of a paper at a time; axis: one axis")] = "paper",
+    refit_every: Annotated[int, typer.Option(help="Learn after every N reviewed units (papers or axes)")] = 1,
     target: Annotated[float, typer.Option(help="Share of each axis of the table that must equal gold")] = 0.95,
     random_runs: Annotated[int, typer.Option(help="Random-order replays to compare with")] = 3,
     plot: Annotated[Path | None, typer.Option(help="PNG of table correctness against axes reviewed")] = None,
@@ -1306,14 +1307,13 @@ def simulate(
     and coverage after 10, 20, 40 reviews. Reads the store only; the simulated reviews stay in memory."""
     import json
 
+    from kia.simulate import ReplayOptions
     from kia.simulate import simulate as run_simulation
     from kia.store import Store
 
+    options = ReplayOptions(order, unit, refit_every, target, random_runs)
     with Store(_existing_db(db), read_only=True) as store:
-        report = run_simulation(
-            store, gold, given_taxonomy(taxonomy), run, backend, order, refit_every, target, random_runs,
-            _settings(), plot,
-        )
+        report = run_simulation(store, gold, given_taxonomy(taxonomy), run, backend, options, _settings(), plot)
     for line in report.lines():
         out.print(line, markup=False)
     if plot is not None:

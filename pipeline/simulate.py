@@ -43,6 +43,8 @@ from kia.settings import Settings
 from kia.taxonomy import Taxonomy
 
 ORDERS = ("need", "random", "storage")
+# What the simulated reviewer takes at a time: a whole paper (every axis), or one axis of one paper.
+UNITS = ("paper", "axis")
 CHECKPOINTS = (10, 20, 40)
 Labels = dict[str, dict[str, frozenset[str]]]
 
@@ -114,7 +116,9 @@ class HeadProposer:
         """The base head's proposals until enough papers are reviewed, then the refitted head's."""
         from kia.learned import predict, predict_zero_shot, refit
 
-        usable = {k: v for k, v in reviewed.items() if set(v) >= set(self.taxonomy.axis_ids)}
+        # As `LocalBackend.adapt`: a paper reviewed on any axis counts, each axis learns from the papers
+        # decided on it (with whole papers reviewed, as in `unit="paper"`, that is every reviewed paper).
+        usable = {k: v for k, v in reviewed.items() if v}
         if not self.learns or len(usable) < self.min_reviewed:
             if self._base_predictions is None:
                 preds = (
@@ -152,9 +156,10 @@ class StoredRunProposer:
 
 @dataclass
 class Checkpoint:
-    """What `--accept-above auto` would do after `reviews` reviewed papers, measured against gold."""
+    """What `--accept-above auto` would do after `axes_reviewed` reviewed axes (on `reviews` papers),
+    measured against gold."""
 
-    reviews: int
+    reviews: int  # papers with a reviewed axis
     axes_reviewed: int
     calibration_reviews: int  # reviewed axes the map rests on (abstained ones proposed nothing)
     remaining: int  # axes not yet reviewed
@@ -214,6 +219,7 @@ class Replay:
     learning: bool
     papers: int
     axes: int
+    unit: str = "paper"
     # (axes reviewed, mean exact share over axes, lowest exact share of an axis)
     curve: list[tuple[int, float, float]] = field(default_factory=list)
     checkpoints: list[Checkpoint] = field(default_factory=list)
@@ -235,6 +241,7 @@ class Replay:
         """JSON-ready form."""
         return {
             "order": self.order,
+            "unit": self.unit,
             "learning": self.learning,
             "papers": self.papers,
             "axes": self.axes,
@@ -247,28 +254,33 @@ class Replay:
 
 
 def _table_exact(
-    taxonomy: Taxonomy, gold: Labels, proposals: Mapping[str, Mapping[str, Proposed]], reviewed: set[str]
+    taxonomy: Taxonomy,
+    gold: Labels,
+    proposals: Mapping[str, Mapping[str, Proposed]],
+    reviewed: set[tuple[str, str]],
 ) -> tuple[float, float]:
-    """Mean and lowest, over axes, of the share of papers whose table cell equals gold."""
+    """Mean and lowest, over axes, of the share of papers whose table cell (reviewed: gold) equals gold."""
     shares = []
     for axis in taxonomy.axis_ids:
         right = sum(
             1
             for key in gold
-            if key in reviewed or (key in proposals and proposals[key][axis].labels == gold[key][axis])
+            if (key, axis) in reviewed or (key in proposals and proposals[key][axis].labels == gold[key][axis])
         )
         shares.append(right / len(gold))
     return float(np.mean(shares)), float(min(shares))
 
 
 def _need_key(
-    key: str, axes: Mapping[str, Proposed], calibration: Calibration, taxonomy: Taxonomy
+    key: str, axes: Mapping[str, Proposed], calibration: Calibration, asked: Sequence[str]
 ) -> tuple[bool, bool, float]:
-    """Sort key of the need queue: disagreements, then abstained or flagged, then lowest calibrated confidence."""
-    items = [AxisItem(key, a, axes[a].confidence, axes[a].agreement) for a in taxonomy.axis_ids]
+    """Sort key of the need queue over the axes `asked` of a paper (all of them, or the one a unit
+    asks): disagreements, then abstained or flagged, then lowest calibrated confidence."""
+    present = [a for a in asked if a in axes]
+    items = [AxisItem(key, a, axes[a].confidence, axes[a].agreement) for a in present]
     lowest = float(calibration.probabilities(items).min()) if items else 0.0
-    disagree = any(axes[a].agreement is False for a in taxonomy.axis_ids)
-    needs = any(axes[a].abstained or axes[a].flagged for a in taxonomy.axis_ids)
+    disagree = any(axes[a].agreement is False for a in present)
+    needs = any(axes[a].abstained or axes[a].flagged for a in present)
     return (not disagree, not needs, lowest)
 
 
@@ -284,26 +296,37 @@ def replay(
     settings: Settings | None = None,
     checkpoints: Sequence[int] = CHECKPOINTS,
     on_step: Callable[[int, int], None] | None = None,
+    unit: str = "paper",
 ) -> Replay:
-    """Replay a reviewer who takes the papers of `gold` in `order` and sets every axis to gold.
+    """Replay a reviewer who takes the papers of `gold` in `order` and sets them to gold: every axis
+    of a paper at a time (`unit="paper"`), or one axis of one paper at a time (`unit="axis"`: the need
+    order then asks for the single least certain axis, and the rest of that paper waits its turn).
 
-    After every `refit_every` papers kia learns (head, calibration map, secondary rule); the table's
-    correctness is recorded after every paper, the auto-accept measures at each checkpoint."""
+    After every `refit_every` units kia learns (head, calibration map, secondary rule); the table's
+    correctness is recorded after every unit; the auto-accept measures are taken once as many axes
+    are reviewed as `checkpoints` papers have (10 papers: 30 axes of a three-axis taxonomy)."""
     if order not in ORDERS:
         raise KiaError(f"--order must be one of {', '.join(ORDERS)}, not {order!r}")
+    if unit not in UNITS:
+        raise KiaError(f"--unit must be one of {', '.join(UNITS)}, not {unit!r}")
     if refit_every < 1:
         raise KiaError("--refit-every must be at least 1")
     settings = settings or Settings()
     keys = [k for k in (storage_order or sorted(gold)) if k in gold]
     axes = taxonomy.axis_ids
     multi = {a.id: a.multi for a in taxonomy.axes}
-    result = Replay(order, proposer.learns, len(keys), len(keys) * len(axes), target=target)
+    units: list[tuple[str, tuple[str, ...]]] = (
+        [(k, tuple(axes)) for k in keys] if unit == "paper" else [(k, (a,)) for k in keys for a in axes]
+    )
+    result = Replay(order, proposer.learns, len(keys), len(keys) * len(axes), unit=unit, target=target)
     rng = random.Random(seed)
-    fixed = keys[:]
+    fixed = units[:]
     if order == "random":
         rng.shuffle(fixed)
+    position = {u: i for i, u in enumerate(units)}
     reviewed: Labels = {}
-    done: set[str] = set()
+    done: set[tuple[str, str]] = set()
+    taken: set[tuple[str, tuple[str, ...]]] = set()
     items: list[AxisItem] = []
     pairs: list[tuple[float, bool]] = []
     raw = proposer.propose(reviewed)
@@ -316,14 +339,17 @@ def replay(
     current = shown()
     result.curve.append((0, *_table_exact(taxonomy, gold, current, done)))
     wanted = sorted(set(checkpoints))
-    while len(done) < len(keys):
-        left = [k for k in keys if k not in done]
+    while len(taken) < len(units):
         if order == "need":
-            key = min(left, key=lambda k: (*_need_key(k, current.get(k, {}), calibration, taxonomy), keys.index(k)))
+            chosen = min(
+                (u for u in units if u not in taken),
+                key=lambda u: (*_need_key(u[0], current.get(u[0], {}), calibration, u[1]), position[u]),
+            )
         else:
-            key = next(k for k in fixed if k not in done)
+            chosen = next(u for u in fixed if u not in taken)
+        key, asked = chosen
         truth = gold[key]
-        for axis in axes:
+        for axis in asked:
             proposed = current.get(key, {}).get(axis)
             if proposed is None or proposed.abstained:
                 continue  # as kia.learn reads reviews: an abstained axis proposed nothing to calibrate
@@ -331,20 +357,24 @@ def replay(
             items.append(AxisItem(key, axis, proposed.confidence, proposed.agreement, correct))
             if multi[axis]:
                 pairs.extend(secondary_pairs(raw[key][axis], truth[axis]))
-        reviewed[key] = dict(truth)
-        done.add(key)
-        result.reviewed_keys.append(key)
-        if len(done) % refit_every == 0 or len(done) == len(keys):
+        reviewed.setdefault(key, {}).update({axis: truth[axis] for axis in asked})
+        done.update((key, axis) for axis in asked)
+        taken.add(chosen)
+        if key not in result.reviewed_keys:
+            result.reviewed_keys.append(key)
+        if len(taken) % refit_every == 0 or len(taken) == len(units):
             raw = proposer.propose(reviewed)
             calibration = fit_calibration(items, axes, settings)
             rule = fit_secondary_rule(pairs, settings)
             current = shown()
-        result.curve.append((len(done) * len(axes), *_table_exact(taxonomy, gold, current, done)))
-        if wanted and len(done) == wanted[0]:
+        result.curve.append((len(done), *_table_exact(taxonomy, gold, current, done)))
+        if wanted and len(done) == wanted[0] * len(axes):
             wanted.pop(0)
-            result.checkpoints.append(_checkpoint(taxonomy, gold, current, done, items, calibration, target, settings))
+            result.checkpoints.append(
+                _checkpoint(taxonomy, gold, current, done, items, calibration, target, settings, len(reviewed))
+            )
         if on_step is not None:
-            on_step(len(done), len(keys))
+            on_step(len(taken), len(units))
     return result
 
 
@@ -352,14 +382,16 @@ def _checkpoint(
     taxonomy: Taxonomy,
     gold: Labels,
     current: Mapping[str, Mapping[str, Proposed]],
-    done: set[str],
+    done: set[tuple[str, str]],
     items: list[AxisItem],
     calibration: Calibration,
     target: float,
     settings: Settings,
+    papers: int,
 ) -> Checkpoint:
-    """Auto-accept on the remaining axes as `--accept-above auto` would, scored against gold."""
-    remaining = [(k, a) for k in gold if k not in done for a in taxonomy.axis_ids if k in current]
+    """Auto-accept on the remaining axes as `--accept-above auto` would, scored against gold
+    (`papers`: how many papers have a reviewed axis)."""
+    remaining = [(k, a) for k in gold for a in taxonomy.axis_ids if (k, a) not in done and k in current]
     every = [AxisItem(k, a, current[k][a].confidence, current[k][a].agreement) for k, a in remaining]
     right = np.asarray([current[k][a].labels == gold[k][a] for k, a in remaining], dtype=float)
     candidates = [
@@ -386,8 +418,8 @@ def _checkpoint(
         hindsight = int(ok.max()) + 1 if len(ok) else 0
     own = np.asarray([i.confidence for i in every])
     return Checkpoint(
-        reviews=len(done),
-        axes_reviewed=len(done) * len(taxonomy.axis_ids),
+        reviews=papers,
+        axes_reviewed=len(done),
         calibration_reviews=len(items),
         remaining=len(remaining),
         candidates=len(candidates),
@@ -432,7 +464,7 @@ class SimulationReport:
         learning = "on" if m.learning else "off (calibration only)"
         out = [
             f"simulated review of {m.papers} paper(s) with gold ({m.axes} axes), {self.source}, taxonomy "
-            f"{self.taxonomy}, order {m.order}, learning {learning}",
+            f"{self.taxonomy}, order {m.order}, one {m.unit} at a time, learning {learning}",
         ]
         target = f"{m.target:.0%}"
         if m.axes_to_target is None:
@@ -460,9 +492,14 @@ class SimulationReport:
                 if c.ece_backend is not None and c.ece_calibrated is not None
                 else ("" if c.ece_backend is None else f"; ECE {c.ece_backend:.3f} backend's own (not calibrated yet)")
             )
+            after = (
+                f"after {c.reviews} reviewed papers ({c.axes_reviewed} axes)"
+                if m.unit == "paper"
+                else f"after {c.axes_reviewed} reviewed axes (on {c.reviews} papers)"
+            )
             out.append(
-                f"after {c.reviews} reviewed papers ({c.axes_reviewed} axes): auto-accept {auto}{ece}; in hindsight "
-                f"{c.hindsight} could have been accepted at precision {m.target:g}"
+                f"{after}: auto-accept {auto}{ece}; in hindsight {c.hindsight} could have been accepted at "
+                f"precision {m.target:g}"
             )
         if self.refit_seconds:
             out.append(
@@ -513,6 +550,18 @@ def plot_curves(replays: Mapping[str, Replay], path: Path, title: str = "") -> P
 # --- from a store --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ReplayOptions:
+    """How `kia simulate` replays the reviewer (the CLI's options, one object)."""
+
+    order: str = "need"
+    unit: str = "paper"
+    refit_every: int = 1
+    target: float = 0.95
+    random_runs: int = 3
+    learning: bool = True
+
+
 def head_proposer(
     store: Any,
     keys: Sequence[str],
@@ -539,17 +588,17 @@ def simulate(
     taxonomy: Taxonomy | None,
     run_id: str | None = None,
     backend: str | None = None,
-    order: str = "need",
-    refit_every: int = 1,
-    target: float = 0.95,
-    random_runs: int = 3,
+    options: ReplayOptions | None = None,
     settings: Settings | None = None,
     plot: Path | None = None,
-    learning: bool = True,
 ) -> SimulationReport:
     """`kia simulate`: replay a reviewer on the stored papers that have gold, with a stored run's
     proposals (`run_id`) or the offline head (`backend="local"`, the default without a run), in
-    `order` beside random order; reviews stay in memory, the store is only read."""
+    the options' order beside random order, a paper or an axis at a time; reviews stay in memory,
+    the store is only read."""
+    options = options or ReplayOptions()
+    order, unit, refit_every, target = options.order, options.unit, options.refit_every, options.target
+    random_runs, learning = options.random_runs, options.learning
     from kia.consensus import consensus_inputs
     from kia.gold import load_gold
     from kia.learn import stored_proposals
@@ -590,13 +639,15 @@ def simulate(
         proposer = head_proposer(store, sorted(gold), taxonomy, settings.encoder, learning, others)
         source = "offline head (local)" + ("" if learning else ", no refit")
     storage = [k for k in store.paper_order() if k in gold]
-    main = replay(proposer, taxonomy, gold, order, refit_every, target, storage, settings=settings)
+    main = replay(proposer, taxonomy, gold, order, refit_every, target, storage, settings=settings, unit=unit)
     refits = list(getattr(proposer, "refit_seconds", []))
     randoms = (
         []
         if order == "random" and random_runs <= 1
         else [
-            replay(proposer, taxonomy, gold, "random", refit_every, target, storage, s, settings, checkpoints=())
+            replay(
+                proposer, taxonomy, gold, "random", refit_every, target, storage, s, settings, checkpoints=(), unit=unit
+            )
             for s in range(random_runs)
         ]
     )

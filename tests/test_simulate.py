@@ -74,6 +74,30 @@ def test_need_order_saves_work_and_auto_accept_keeps_its_precision(tmp_path: Pat
     assert json.dumps(need.as_dict())
 
 
+def test_one_axis_at_a_time_reviews_only_the_doubtful_axes_and_counts_axes() -> None:
+    """With `unit="axis"` the need order takes the single least certain (paper, axis) next, so the
+    15 wrong K cells are fixed in 12 axes instead of 12 whole papers; checkpoints fall at 30, 60 and
+    120 reviewed axes and say how many papers those touched; random order shuffles axes."""
+    taxonomy = load_taxonomy()
+    proposals, gold = _synthetic(60)
+    proposer = StoredRunProposer("synthetic", proposals)
+    need = replay(proposer, taxonomy, gold, "need", target=0.95, unit="axis")
+    assert need.unit == "axis" and need.axes == 180
+    assert need.axes_to_target == 12 and need.work_saved == pytest.approx(1 - 12 / 180)
+    assert [n for n, _m, _low in need.curve[:3]] == [0, 1, 2]  # one axis per step
+    assert need.reviewed_keys[:3] == ["p00", "p04", "p08"]
+    checks = {c.axes_reviewed: c for c in need.checkpoints}
+    assert set(checks) == {30, 60, 120}
+    # The 15 wrong K axes come first, then the least confident right ones, spread over papers.
+    assert checks[30].reviews >= 15 and checks[30].remaining == 150
+    paper = replay(proposer, taxonomy, gold, "need", target=0.95)
+    assert need.work_saved > (paper.work_saved or 0)
+    shuffled = replay(proposer, taxonomy, gold, "random", seed=1, unit="axis", checkpoints=())
+    assert shuffled.axes_to_target is not None and shuffled.axes_to_target > need.axes_to_target
+    with pytest.raises(KiaError, match="--unit"):
+        replay(proposer, taxonomy, gold, "need", unit="section")
+
+
 class _ConfidenceBackend:
     """Claims K2 / I2 / A1 quoting the paper, with the confidence its title's number gives (unit test only)."""
 
@@ -181,6 +205,9 @@ def test_simulate_and_auto_accept_end_to_end_on_the_default_taxonomy(tmp_path: P
     assert plot.read_bytes()[:4] == b"\x89PNG" and json.loads(report.read_text())["main"]["papers"] == 5
     stored = run_kia("simulate", "--gold", gold, "--run", run, "--order", "storage", "--db", str(db))
     assert stored.returncode == 0 and f"run {run}" in stored.stdout
+    by_axis = run_kia("simulate", "--gold", gold, "--backend", "local", "--unit", "axis", "--db", str(db))
+    assert by_axis.returncode == 0, by_axis.stderr
+    assert "order need, one axis at a time" in by_axis.stdout and "work saved" in by_axis.stdout
     assert _db_digest(db) == before  # the replay never writes the user's store
     auto = run_kia("review", "--accept-above", "auto", "--target-precision", "0.95", "--db", str(db))
     assert auto.returncode == 0
@@ -189,6 +216,7 @@ def test_simulate_and_auto_accept_end_to_end_on_the_default_taxonomy(tmp_path: P
     assert "accepted 0 axis decision(s)" in auto.stdout
     for args, message in (
         (("--order", "best"), "--order must be one of need, random, storage"),
+        (("--unit", "page"), "--unit must be one of paper, axis"),
         (("--run", "nope"), "no run named 'nope'"),
         (("--backend", "openai"), "not 'openai'"),
         (("--run", run, "--backend", "local"), "give --run or --backend, not both"),
@@ -220,6 +248,8 @@ def test_simulate_and_auto_accept_on_the_agents_taxonomy(tmp_path: Path) -> None
     assert (tmp_path / "agents.png").exists()
     stored = run_kia("simulate", "--gold", gold, "--run", "agents", "--db", str(db))
     assert stored.returncode == 0 and "after 10 reviewed papers" in stored.stdout
+    by_axis = run_kia("simulate", "--gold", gold, "--run", "agents", "--unit", "axis", "--db", str(db))
+    assert by_axis.returncode == 0 and "after 50 reviewed axes (on " in by_axis.stdout, by_axis.stderr
     # A person reviews ten papers (their gold labels); auto accept then rests on those reviews.
     taxonomy = load_taxonomy(taxonomy_file)
     with duckdb.connect(str(db), read_only=True) as con:
