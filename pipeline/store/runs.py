@@ -313,10 +313,7 @@ class RunQueries(StoreBase):
             "SELECT s.paper_key, s.axis, s.status, s.reason FROM axis_status s JOIN proposals p"
             " USING (run_id, paper_key) WHERE s.run_id = ? AND p.status = 'done'"
         )
-        params: list[Any] = [run_id]
-        if paper_key is not None:
-            sql += " AND s.paper_key = ?"
-            params.append(paper_key)
+        sql, params = _for_paper(sql, run_id, paper_key)
         return [(r[0], r[1], r[2], r[3]) for r in self.query(sql + " ORDER BY s.paper_key, s.axis", params)]
 
     def suspicious_sentences(
@@ -328,10 +325,7 @@ class RunQueries(StoreBase):
             "SELECT s.paper_key, s.sentence, s.start_char, s.end_char, s.page, s.section FROM suspicious_sentences s"
             " JOIN proposals p USING (run_id, paper_key) WHERE s.run_id = ? AND p.status = 'done'"
         )
-        params: list[Any] = [run_id]
-        if paper_key is not None:
-            sql += " AND s.paper_key = ?"
-            params.append(paper_key)
+        sql, params = _for_paper(sql, run_id, paper_key)
         rows = self.query(sql + " ORDER BY s.paper_key, s.idx", params)
         return [(r[0], r[1], int(r[2]), int(r[3]), r[4], r[5]) for r in rows]
 
@@ -433,3 +427,11 @@ class RunQueries(StoreBase):
         )
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _for_paper(sql: str, run_id: str | None, paper_key: str | None) -> tuple[str, list[Any]]:
+    """`sql` (filtered on `s.run_id = ?`) narrowed to one paper when `paper_key` is given, with its
+    parameters: the run's flags for the queue, or one paper's for its page."""
+    if paper_key is None:
+        return sql, [run_id]
+    return sql + " AND s.paper_key = ?", [run_id, paper_key]
