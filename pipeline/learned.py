@@ -669,8 +669,6 @@ class Head:
     # With `settings.knn`: the labelled training papers' mean embeddings and categories (no text).
     knn_vectors: list[list[float]] = field(default_factory=list)
     knn_labels: list[list[str]] = field(default_factory=list)
-    # Per kNN paper, the axes it was labelled on; empty when every paper was labelled on every axis.
-    knn_axes: list[list[str]] = field(default_factory=list)
     # Sentence-support models (kia.support): what scores each sentence for each category.
     support: SupportModel | None = None
 
@@ -693,7 +691,6 @@ class Head:
             "scope_threshold": self.scope_threshold,
             "knn_vectors": self.knn_vectors,
             "knn_labels": self.knn_labels,
-            **({"knn_axes": self.knn_axes} if self.knn_axes else {}),
             "support": self.support.to_json() if self.support else None,
             "provenance": self.provenance,
         }
@@ -724,7 +721,6 @@ class Head:
             scope_threshold=data.get("scope_threshold"),
             knn_vectors=[list(map(float, row)) for row in data.get("knn_vectors", [])],
             knn_labels=[list(row) for row in data.get("knn_labels", [])],
-            knn_axes=[list(row) for row in data.get("knn_axes", [])],
             support=SupportModel.from_json(data["support"]) if data.get("support") else None,
         )
 
@@ -776,61 +772,21 @@ def _paper_vectors(features: PaperFeatures) -> np.ndarray:
     return np.asarray(features.pooled[:, :dim], dtype=np.float64)
 
 
-def _decided(axes: Sequence[Sequence[str]], category_ids: Sequence[str], axis_of: Mapping[str, str]) -> np.ndarray:
-    """(paper x category) whether the paper was labelled on the category's axis."""
-    return np.asarray([[axis_of[c] in set(row) for c in category_ids] for row in axes], dtype=bool).reshape(
-        len(axes), len(category_ids)
-    )
-
-
 def knn_votes(
-    query: np.ndarray,
-    reference: np.ndarray,
-    labels: np.ndarray,
-    k: int,
-    leave_one_out: bool = False,
-    decided: np.ndarray | None = None,
+    query: np.ndarray, reference: np.ndarray, labels: np.ndarray, k: int, leave_one_out: bool = False
 ) -> np.ndarray:
     """Per query paper and category, the similarity-weighted share of its `k` most similar labelled
-    papers that carry the category (with `leave_one_out`, query i is reference i and skips itself).
-
-    `decided` (reference x category, bool) says which reference papers were labelled on each
-    category's axis: a paper a reviewer decided on some axes only votes on those. Without it (or
-    with every paper decided) every reference votes on every category."""
+    papers that carry the category (with `leave_one_out`, query i is reference i and skips itself)."""
     if k <= 0 or not len(reference):
         return np.zeros((len(query), labels.shape[1]))
     sim = query @ reference.T
     if leave_one_out:
         np.fill_diagonal(sim, -np.inf)
-    if decided is not None and not decided.all():
-        return _partial_knn_votes(sim, labels, k, decided)
     k = min(k, reference.shape[0] - (1 if leave_one_out else 0))
     order = np.argsort(-sim, axis=1)[:, :k]
     top = np.take_along_axis(sim, order, axis=1)
     weight = np.clip(top, 1e-3, None)
     return np.asarray(np.einsum("qk,qkc->qc", weight, labels[order]) / weight.sum(axis=1, keepdims=True))
-
-
-def _partial_knn_votes(sim: np.ndarray, labels: np.ndarray, k: int, decided: np.ndarray) -> np.ndarray:
-    """`knn_votes` where references vote only on the categories of the axes they were decided on:
-    the categories are grouped by which references decided them (an axis each), and each group
-    takes its `k` nearest among those references (no vote, 0, where none is left)."""
-    out = np.zeros((sim.shape[0], labels.shape[1]))
-    groups: dict[bytes, list[int]] = {}
-    for column in range(labels.shape[1]):
-        groups.setdefault(decided[:, column].tobytes(), []).append(column)
-    for columns in groups.values():
-        voters = decided[:, columns[0]]
-        if not voters.any():
-            continue
-        masked = np.where(voters[None, :], sim, -np.inf)
-        order = np.argsort(-masked, axis=1)[:, : min(k, int(voters.sum()))]
-        top = np.take_along_axis(masked, order, axis=1)
-        weight = np.where(np.isfinite(top), np.clip(top, 1e-3, None), 0.0)
-        total = weight.sum(axis=1, keepdims=True)
-        votes = np.einsum("qk,qkc->qc", weight, labels[order][:, :, columns])
-        out[:, columns] = np.divide(votes, total, out=np.zeros_like(votes), where=total > 0)
-    return out
 
 
 def git_commit(root: Path | None = None) -> str | None:
@@ -963,11 +919,7 @@ def _fit_head(
     k = _knn(settings)
     # Rounded before use, so the votes seen in fitting are the ones the saved head reproduces.
     knn_vectors = np.round(_paper_vectors(sub), 4) if k else np.zeros((0, 0))
-    # Which axes each paper was labelled on (a reviewer may decide some axes of a paper only): a
-    # paper votes only on those, or its undecided axes would count as votes for no category.
-    knn_axes = [sorted(labelings[key]) for key in sub.keys]
-    decided = _decided(knn_axes, sub.category_ids, sub.axis_of)
-    votes = knn_votes(knn_vectors, knn_vectors, truth.astype(float), k, leave_one_out=True, decided=decided)
+    votes = knn_votes(knn_vectors, knn_vectors, truth.astype(float), k, leave_one_out=True)
     for axis in taxonomy.axes:
         x = design_matrix(sub, axis.id, settings.features, settings.rule_scores, settings.support)
         n_evidence = evidence_width * len(axis.categories)
@@ -1049,7 +1001,6 @@ def _fit_head(
         scope_threshold=scope_threshold,
         knn_vectors=[[float(v) for v in row] for row in knn_vectors],
         knn_labels=[[c for c, t in zip(sub.category_ids, row, strict=True) if t] for row in truth] if k else [],
-        knn_axes=knn_axes if k and not decided.all() else [],
         support=support_model,
     )
 
@@ -1186,8 +1137,7 @@ def category_probabilities(head: Head, features: PaperFeatures, taxonomy: Taxono
     if _knn(head.settings):
         labels = np.asarray([[c in set(row) for c in features.category_ids] for row in head.knn_labels], dtype=float)
         reference = np.asarray(head.knn_vectors, dtype=np.float64)
-        decided = _decided(head.knn_axes, features.category_ids, head.axis_of) if head.knn_axes else None
-        votes = knn_votes(_paper_vectors(features), reference, labels, _knn(head.settings), decided=decided)
+        votes = knn_votes(_paper_vectors(features), reference, labels, _knn(head.settings))
     for axis in taxonomy.axes:
         x = design_matrix(features, axis.id, head.settings.features, head.settings.rule_scores, head.settings.support)
         if votes is not None:

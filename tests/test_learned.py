@@ -409,33 +409,3 @@ def test_cue_rows_are_the_same_remembered_or_computed() -> None:
     learned._CUE_ROWS.clear()
     assert np.array_equal(first, remembered) and np.array_equal(first, learned.cue_matrix(texts, taxonomy))
     assert first.sum() > 0
-
-
-def test_knn_votes_count_only_papers_decided_on_the_categorys_axis() -> None:
-    """A paper a reviewer decided on one axis only must not vote "none of these" on the others."""
-    query = np.array([[1.0, 0.0]])
-    reference = np.array([[1.0, 0.0], [0.8, 0.6]])  # paper 0 is the nearer
-    labels = np.array([[0.0, 1.0], [1.0, 1.0]])  # column 0 on axis X, column 1 on axis Y
-    decided = np.array([[False, True], [True, True]])  # paper 0 was not decided on X
-    votes = knn_votes(query, reference, labels, 1, decided=decided)
-    assert votes[0, 0] == pytest.approx(1.0) and votes[0, 1] == pytest.approx(1.0)
-    assert knn_votes(query, reference, labels, 1)[0, 0] == 0.0  # counted as a vote against
-    nobody = knn_votes(query, reference, labels, 1, decided=np.array([[False, True], [False, True]]))
-    assert nobody[0, 0] == 0.0 and nobody[0, 1] == pytest.approx(1.0)
-    both = knn_votes(query, reference, labels, 2, decided=np.ones((2, 2), dtype=bool))
-    assert np.allclose(both, knn_votes(query, reference, labels, 2))
-
-
-def test_a_head_fitted_on_partly_reviewed_papers_keeps_which_axes_each_paper_was_decided_on() -> None:
-    taxonomy, encoder = toy_taxonomy(), BagEncoder()
-    papers, labels = synthetic(24, seed=9)
-    partial = {k: (v if i % 3 else {"S": v["S"]}) for i, (k, v) in enumerate(labels.items())}
-    features = featurize(papers, taxonomy, encoder, keys=list(labels))
-    settings = HeadSettings(min_positives=3, c_grid=(1.0,))
-    head = fit_head(features, partial, taxonomy, settings)
-    assert head.knn_axes[0] == ["S"] and head.knn_axes[1] == ["M", "S"]
-    again = Head.from_json(json.loads(json.dumps(head.to_json())))
-    assert again.knn_axes == head.knn_axes
-    assert [p.labels() for p in predict(again, features, taxonomy)] == [p.labels() for p in predict(head, features, taxonomy)]
-    whole = fit_head(features, labels, taxonomy, settings)
-    assert whole.knn_axes == [] and "knn_axes" not in whole.to_json()  # a fully labelled head's file is as before
