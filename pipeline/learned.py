@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .encoders import SentenceEncoder
+from .encoders import LayeredEncoder, SentenceEncoder
 from .extract import Document
 from .linear import LinearModel, _sigmoid, fit_linear_oof
 from .sentences import (
@@ -135,6 +135,39 @@ class HeadSettings:
 
 
 @dataclass
+class SupportInputs:
+    """What the sentence-support models read when the encoder gives an earlier layer's vectors
+    (`kia.encoders.LayeredEncoder`, layer `SUPPORT_LAYER`): per paper each sentence's vector (n, d), its
+    cosine to each category's closest description text (n, C) and to the scope text (n,), and per
+    category the unit mean of its reference texts' vectors (C, d). The labels' own features keep the
+    last layer; only which sentence supports which category is judged on these."""
+
+    vectors: list[np.ndarray]
+    similarity: list[np.ndarray]
+    scope_similarity: list[np.ndarray]
+    category_vectors: np.ndarray
+
+    def subset(self, indices: Sequence[int]) -> SupportInputs:
+        """These inputs for some papers only."""
+        return SupportInputs(
+            [self.vectors[i] for i in indices],
+            [self.similarity[i] for i in indices],
+            [self.scope_similarity[i] for i in indices],
+            self.category_vectors,
+        )
+
+    @staticmethod
+    def concat(parts: Sequence[SupportInputs]) -> SupportInputs:
+        """Several batches' inputs as one."""
+        return SupportInputs(
+            [v for p in parts for v in p.vectors],
+            [v for p in parts for v in p.similarity],
+            [v for p in parts for v in p.scope_similarity],
+            parts[0].category_vectors,
+        )
+
+
+@dataclass
 class PaperFeatures:
     """Everything the head needs per paper, with no text: vectors and per-sentence score matrices.
 
@@ -167,6 +200,9 @@ class PaperFeatures:
     evidence_cache: np.ndarray | None = field(default=None, repr=False, compare=False)
     # `kia.support.pair_features` per paper, once computed.
     pairs_cache: list[np.ndarray] | None = field(default=None, repr=False, compare=False)
+    # An earlier layer's view of the sentences, which sentence support reads (None: the encoder gives
+    # none, and support reads `vectors`, `similarity` and `scope_similarity` as the labels do).
+    support_inputs: SupportInputs | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -192,7 +228,18 @@ class PaperFeatures:
             support=None if self.support is None else [self.support[i] for i in idx],
             evidence_cache=None if self.evidence_cache is None else self.evidence_cache[idx],
             pairs_cache=None if self.pairs_cache is None else [self.pairs_cache[i] for i in idx],
+            support_inputs=None if self.support_inputs is None else self.support_inputs.subset(idx),
         )
+
+    @property
+    def support_vectors(self) -> list[np.ndarray]:
+        """Per paper, the sentence vectors sentence support reads (the earlier layer's, when given)."""
+        return self.support_inputs.vectors if self.support_inputs is not None else self.vectors
+
+    @property
+    def support_category_vectors(self) -> np.ndarray | None:
+        """Per category, the reference vector sentence support compares sentences with."""
+        return self.support_inputs.category_vectors if self.support_inputs is not None else self.category_vectors
 
     def with_support(self, support: list[np.ndarray] | None) -> PaperFeatures:
         """The same papers with these sentence-support scores (the evidence block is recomputed)."""
@@ -204,13 +251,14 @@ class PaperFeatures:
             from kia.support import FLAG_NAMES, pair_features
 
             columns = _axis_columns(self)
+            view = self.support_inputs or self
             self.pairs_cache = [
                 pair_features(
-                    self.similarity[i],
+                    view.similarity[i],
                     self.cue_hits[i],
                     self.weights[i],
                     self.flags[i] if self.flags else np.zeros((len(self.weights[i]), len(FLAG_NAMES)), np.float32),
-                    self.scope_similarity[i],
+                    view.scope_similarity[i],
                     columns,
                 )
                 for i in range(len(self))
@@ -242,6 +290,11 @@ def concat_features(parts: Sequence[PaperFeatures]) -> PaperFeatures:
         evidence_cache=(
             np.concatenate([p.evidence_cache for p in parts if p.evidence_cache is not None])
             if all(p.evidence_cache is not None for p in parts)
+            else None
+        ),
+        support_inputs=(
+            SupportInputs.concat([p.support_inputs for p in parts if p.support_inputs is not None])
+            if all(p.support_inputs is not None for p in parts)
             else None
         ),
     )
@@ -397,21 +450,37 @@ def _as_sentences(item: Document | Sequence[Sentence] | Sequence[str]) -> list[S
 # Per encoder object: the vectors of the taxonomy's reference texts (category descriptions and
 # instantiations, the scope), which every `featurize` call needs. Encoding them again with each chunk
 # of papers was 55 texts per call: a sixth of a full paper's encoding, more for a chunk of abstracts.
-_REFERENCE_VECTORS: weakref.WeakKeyDictionary[Any, dict[str, np.ndarray]] = weakref.WeakKeyDictionary()
+_REFERENCE_VECTORS: weakref.WeakKeyDictionary[Any, dict[str, tuple[np.ndarray, np.ndarray | None]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def reference_vectors(encoder: SentenceEncoder, texts: Sequence[str]) -> np.ndarray:
-    """Vectors of `texts`, each encoded once per encoder object and remembered (an encoder that cannot
-    be a weak dictionary key, such as an unhashable fake, encodes every time)."""
+def encode_layers(encoder: SentenceEncoder, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The sentence vectors of `texts` and, when the encoder gives them (`LayeredEncoder`), the
+    support layer's vectors from the same pass (None otherwise)."""
+    if isinstance(encoder, LayeredEncoder):
+        return encoder.encode_layers(list(texts))
+    return encoder.encode(list(texts)), None
+
+
+def reference_vectors(encoder: SentenceEncoder, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """`encode_layers` of `texts`, each encoded once per encoder object and remembered (an encoder
+    that cannot be a weak dictionary key, such as an unhashable fake, encodes every time)."""
     try:
         memo = _REFERENCE_VECTORS.setdefault(encoder, {})
     except TypeError:
-        return encoder.encode(list(texts))
+        return encode_layers(encoder, texts)
     missing = [t for t in dict.fromkeys(texts) if t not in memo]
     if missing:
-        for text, vector in zip(missing, encoder.encode(missing), strict=True):
-            memo[text] = np.asarray(vector, dtype=np.float32)
-    return np.stack([memo[t] for t in texts])
+        vectors, support = encode_layers(encoder, missing)
+        for i, text in enumerate(missing):
+            memo[text] = (
+                np.asarray(vectors[i], dtype=np.float32),
+                None if support is None else np.asarray(support[i], dtype=np.float32),
+            )
+    rows = [memo[t] for t in texts]
+    layered = all(r[1] is not None for r in rows)
+    return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows if r[1] is not None]) if layered else None
 
 
 def featurize(
@@ -444,12 +513,21 @@ def featurize(
             reference_texts.append(text)
     scope = scope_text(taxonomy)
     all_texts = [s.text for sentences in sentence_lists for s in sentences]
-    fixed = reference_vectors(encoder, [*reference_texts, scope])
+    fixed, fixed_support = reference_vectors(encoder, [*reference_texts, scope])
     reference = fixed[: len(reference_texts)]
     scope_vector = fixed[len(reference_texts)]
     dim = fixed.shape[1]
-    sentence_vectors = encoder.encode(all_texts) if all_texts else np.zeros((0, dim), dtype=np.float32)
+    if all_texts:
+        sentence_vectors, sentence_support = encode_layers(encoder, all_texts)
+    else:
+        sentence_vectors = np.zeros((0, dim), dtype=np.float32)
+        sentence_support = None if fixed_support is None else np.zeros((0, dim), dtype=np.float32)
     owner_array = np.asarray(owners)
+    support_view = (
+        None
+        if fixed_support is None or sentence_support is None
+        else _SupportView(fixed_support, sentence_support, owner_array, len(categories))
+    )
     scope_stems = set(_stems(scope)) - _STOP_STEMS
     pooled = np.zeros((len(papers), 2 * dim), dtype=np.float32)
     similarity: list[np.ndarray] = []
@@ -463,6 +541,8 @@ def featurize(
     for row, sentences in enumerate(sentence_lists):
         n = len(sentences)
         block = sentence_vectors[cursor : cursor + n]
+        if support_view is not None:
+            support_view.add(cursor, n)
         cursor += n
         sentence_blocks.append(np.asarray(block, dtype=np.float32))
         flags.append(sentence_flags(sentences, titles[row]))
@@ -473,10 +553,7 @@ def featurize(
             weights.append(np.zeros(0, dtype=np.float32))
             continue
         w = np.asarray([sentence_weight(s) for s in sentences], dtype=np.float32)
-        raw = block @ reference.T
-        per_category = np.full((n, len(categories)), -1.0, dtype=np.float32)
-        for index in range(len(categories)):
-            per_category[:, index] = raw[:, owner_array == index].max(axis=1)
+        per_category = category_similarity(block, reference, owner_array, len(categories))
         mean = (w[:, None] * block).sum(axis=0) / max(float(w.sum()), 1e-6)
         pooled[row] = np.concatenate([mean / max(float(np.linalg.norm(mean)), 1e-6), block.max(axis=0)])
         similarity.append(per_category)
@@ -500,7 +577,47 @@ def featurize(
         vectors=sentence_blocks,
         flags=flags,
         category_vectors=category_means(reference, owner_array, len(categories)),
+        support_inputs=None if support_view is None else support_view.inputs(),
     )
+
+
+def category_similarity(block: np.ndarray, reference: np.ndarray, owners: np.ndarray, count: int) -> np.ndarray:
+    """Per sentence and category (n, C), the cosine to the category's closest reference text."""
+    raw = block @ reference.T
+    out = np.full((len(block), count), -1.0, dtype=np.float32)
+    for index in range(count):
+        out[:, index] = raw[:, owners == index].max(axis=1)
+    return out
+
+
+class _SupportView:
+    """`SupportInputs` built paper by paper inside `featurize` from the support layer's vectors."""
+
+    def __init__(self, fixed: np.ndarray, sentences: np.ndarray, owners: np.ndarray, count: int) -> None:
+        self.reference, self.scope = fixed[:-1], fixed[-1]
+        self.sentences, self.owners, self.count = sentences, owners, count
+        self.vectors: list[np.ndarray] = []
+        self.similarity: list[np.ndarray] = []
+        self.scope_similarity: list[np.ndarray] = []
+
+    def add(self, start: int, n: int) -> None:
+        """The next paper: its `n` sentences start at row `start` of the support-layer vectors."""
+        block = np.asarray(self.sentences[start : start + n], dtype=np.float32)
+        self.vectors.append(block)
+        if n == 0:
+            self.similarity.append(np.zeros((0, self.count), dtype=np.float32))
+            self.scope_similarity.append(np.zeros(0, dtype=np.float32))
+            return
+        self.similarity.append(category_similarity(block, self.reference, self.owners, self.count))
+        self.scope_similarity.append((block @ self.scope).astype(np.float32))
+
+    def inputs(self) -> SupportInputs:
+        return SupportInputs(
+            self.vectors,
+            self.similarity,
+            self.scope_similarity,
+            category_means(self.reference, self.owners, self.count),
+        )
 
 
 def category_means(reference: np.ndarray, owners: np.ndarray, count: int) -> np.ndarray:
@@ -845,12 +962,12 @@ def out_of_fold_support(
 
     def fit(rows: Sequence[int]) -> SupportModel | None:
         return fit_support(
-            [features.vectors[i] for i in rows],
+            [features.support_vectors[i] for i in rows],
             [pairs[i] for i in rows],
             [evidence[features.keys[i]] for i in rows],
             categories,
             settings,
-            category_vectors=features.category_vectors if settings.support_bilinear else None,
+            category_vectors=features.support_category_vectors if settings.support_bilinear else None,
         )
 
     full = fit(with_evidence)
@@ -872,7 +989,7 @@ def score_support(model: SupportModel | None, features: PaperFeatures, row: int)
     pairs = features.pairs()[row]
     if model is None:
         return np.zeros(pairs.shape[:2])
-    return model.score(features.vectors[row], pairs, features.category_ids, features.category_vectors)
+    return model.score(features.support_vectors[row], pairs, features.category_ids, features.support_category_vectors)
 
 
 def apply_support(model: SupportModel | None, features: PaperFeatures) -> PaperFeatures:
