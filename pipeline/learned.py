@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .encoders import LayeredEncoder, SentenceEncoder
+from .encoders import SUPPORT_LAYER, LayeredEncoder, SentenceEncoder
 from .extract import Document
 from .linear import LinearModel, _sigmoid, fit_linear_oof
 from .sentences import (
@@ -1100,6 +1100,7 @@ def _fit_head(
         "n_papers_labelled": len(sub),
         "n_papers_scope": len(in_scope or {}),
         "encoder": features.encoder,
+        **({"support_layer": SUPPORT_LAYER} if features.support_inputs is not None else {}),
         "taxonomy": taxonomy.name,
         "taxonomy_hash": taxonomy.content_hash,
         "package_version": _package_version(),
