@@ -49,6 +49,31 @@ def test_int8_agrees_with_torch_minilm(int8: MiniLMInt8Encoder) -> None:
     assert (np.argmax(mine @ reference.T, axis=1) == np.arange(len(sentences))).all()
 
 
+def test_int8_gives_layer_three_from_the_same_pass_for_sentence_support(int8: MiniLMInt8Encoder) -> None:
+    """`encode_layers`: the sentence vectors `encode` gives, and layer SUPPORT_LAYER's mean-pooled unit
+    vectors, which agree with torch MiniLM's hidden states of that layer (not the last layer's)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from kia.encoders import SUPPORT_LAYER, LayeredEncoder, minilm_dir
+
+    sentences = example_sentences()[:20]
+    last, support = MiniLMInt8Encoder().encode_layers(sentences)
+    assert isinstance(int8, LayeredEncoder) and SUPPORT_LAYER == 3
+    assert np.array_equal(last, int8.encode(sentences)) and support.shape == last.shape
+    np.testing.assert_allclose(np.linalg.norm(support, axis=1), 1.0, atol=1e-5)
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir()))
+    model = AutoModel.from_pretrained(str(minilm_dir())).eval()
+    with torch.no_grad():
+        states = [model(**tokenizer(s, return_tensors="pt"), output_hidden_states=True).hidden_states for s in sentences]
+    layer = np.stack([h[SUPPORT_LAYER][0].mean(0).numpy() for h in states])
+    layer /= np.linalg.norm(layer, axis=1, keepdims=True)
+    assert (support * layer).sum(axis=1).min() >= 0.98
+    assert (support * last).sum(axis=1).mean() < 0.9  # another layer, not the sentence vector again
+    again = int8.encode_layers(sentences)  # remembered: the same bytes for both layers
+    assert np.array_equal(again[1], support)
+
+
 def test_a_sentence_gets_the_same_vector_in_any_batch(int8: MiniLMInt8Encoder) -> None:
     sentences = example_sentences()[:12]
     fresh = MiniLMInt8Encoder()  # nothing remembered: every vector computed in this call

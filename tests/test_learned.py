@@ -409,3 +409,38 @@ def test_cue_rows_are_the_same_remembered_or_computed() -> None:
     learned._CUE_ROWS.clear()
     assert np.array_equal(first, remembered) and np.array_equal(first, learned.cue_matrix(texts, taxonomy))
     assert first.sum() > 0
+
+
+class LayeredBagEncoder(BagEncoder):
+    """A bag encoder that also gives a second, different view of each sentence (as MiniLM's layer 3)."""
+
+    def encode_layers(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        vectors = self.encode(texts)
+        other = np.roll(vectors, 7, axis=1) * 0.6 + vectors * 0.8
+        return vectors, other / np.maximum(np.linalg.norm(other, axis=1, keepdims=True), 1e-12)
+
+
+def test_sentence_support_reads_the_encoders_support_layer_and_labels_the_last() -> None:
+    """With a layered encoder, the support models' inputs (sentence vectors, definition and scope
+    similarity, category vectors) come from the support layer; the labels' features do not change;
+    subsets and joins carry the support view, and a head fitted on it says which layer it read."""
+    taxonomy = toy_taxonomy()
+    papers, labels = synthetic(24, seed=5)
+    plain = featurize(papers, taxonomy, BagEncoder(), keys=list(labels))
+    layered = featurize(papers, taxonomy, LayeredBagEncoder(), keys=list(labels))
+    assert plain.support_inputs is None and layered.support_inputs is not None
+    assert np.array_equal(plain.pooled, layered.pooled) and np.array_equal(plain.similarity[0], layered.similarity[0])
+    view = layered.support_inputs
+    _, expected = LayeredBagEncoder().encode_layers(papers[0])
+    assert np.allclose(layered.support_vectors[0], expected) and not np.allclose(view.vectors[0], layered.vectors[0])
+    assert not np.allclose(layered.pairs()[0][:, :, 0], plain.pairs()[0][:, :, 0])  # sim from the support layer
+    assert np.allclose(layered.pairs()[0][:, :, 0], view.similarity[0])
+    part = layered.subset([3, 1])
+    assert part.support_inputs is not None and np.array_equal(part.support_vectors[0], view.vectors[3])
+    joined = concat_features([layered.subset([0]), layered.subset([1, 2])])
+    assert joined.support_inputs is not None and len(joined.support_vectors) == 3
+    assert concat_features([plain.subset([0]), plain.subset([1])]).support_inputs is None
+    evidence = {k: {next(iter(v["S"])): [0]} for k, v in labels.items()}
+    head = fit_head(layered, labels, taxonomy, HeadSettings(min_positives=3, c_grid=(1.0,)), evidence=evidence)
+    assert head.provenance["support_layer"] == 3
+    assert "support_layer" not in fit_head(plain, labels, taxonomy, HeadSettings(min_positives=3, c_grid=(1.0,))).provenance
