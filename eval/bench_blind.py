@@ -10,10 +10,15 @@ says whether the quote supports the label. This script makes that reading repeat
 sentence of the paper, drawn from four sources the reader is not told:
 - `kia`: the top quote of a label the offline head proposed for a devset paper it was not fitted on
   (stratified 5-fold CV, corpus in training, as `bench_quality.py`'s main row);
-- `former`: the same for the former head's design (no sentence support; quotes searched apart);
+- `former` (`--against former`, the default): the same for the former head's design (no sentence
+  support; quotes searched apart); or `last-layer` (`--against last-layer`): the head as it is, but
+  with sentence support reading the encoder's last layer instead of `SUPPORT_LAYER`;
 - `silver`: a reader's evidence sentence for one of the paper's silver labels (positive control);
 - `other`: a sentence of the same paper that is evidence for none of its labels, shown with one of
   its silver labels (negative control).
+With `--paired`, the two heads' quotes are not sampled apart: every label both propose whose top
+quotes differ contributes both quotes, and `score` also says for how many labels the reader judged
+kia's quote better, worse or the same as the other's (a sign test's input).
 The controls say how strict the reader is: a reader who accepts the negative controls, or rejects
 most silver sentences, is not measuring the quotes.
 
@@ -21,7 +26,8 @@ most silver sentences, is not measuring the quotes.
 `verdict`) and prints, per source, how many of each, and for `kia` and `former` split by whether the
 label was right and whether the quote is a silver sentence.
 
-    python eval/bench_blind.py make --out DIR [--kia 40] [--former 40] [--controls 12] [--seed 7]
+    python eval/bench_blind.py make --out DIR [--kia 40] [--former 40] [--against former|last-layer] [--paired]
+        [--controls 12] [--seed 7]
     python eval/bench_blind.py score --out DIR [--judgements DIR/judgements.jsonl]
 
 The reading set holds third-party text (the devset's abstracts): write it outside the repository, or
@@ -61,7 +67,7 @@ from kia.sentences import split_sentences  # noqa: E402
 from kia.taxonomy import load_taxonomy  # noqa: E402
 
 VERDICTS = ("supports", "partly", "not")
-SOURCES = ("kia", "former", "silver", "other")
+SOURCES = ("kia", "former", "last-layer", "silver", "other")
 
 
 def top_quotes(runs: list[Any], labels: dict[str, Any], source: str) -> list[dict[str, Any]]:
@@ -105,6 +111,28 @@ def controls(
     return silver, other
 
 
+class LastLayerOnly:
+    """The encoder without its support layer (`encode` only): sentence support then reads the last layer."""
+
+    def __init__(self, encoder: Any) -> None:
+        self.encoder = encoder
+        self.name = encoder.name
+
+    def encode(self, texts: Any) -> Any:
+        return self.encoder.encode(texts)
+
+
+def paired_items(pools: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Both heads' top quotes for every label both proposed whose top quotes differ."""
+    other = {(q["key"], q["category"]): q for q in pools["former"]}
+    items = []
+    for quote in pools["kia"]:
+        theirs = other.get((quote["key"], quote["category"]))
+        if theirs is not None and theirs["sentence"] != quote["sentence"]:
+            items.extend([quote, theirs])
+    return items
+
+
 def make(args: argparse.Namespace) -> None:
     """Write `items.jsonl` (what the reader sees) and `key.json` (where each item came from)."""
     taxonomy = load_taxonomy(None)
@@ -113,31 +141,33 @@ def make(args: argparse.Namespace) -> None:
     dev = attach_evidence(load_devset(args.devset, taxonomy), evidence_file)
     cor = attach_evidence(load_corpus(args.corpus, taxonomy), evidence_file)
     bq.EVIDENCE.update({**prefixed_evidence(dev), **prefixed_evidence(cor)})
-    dev_features, cor_features = featurize_set(dev, taxonomy, encoder), featurize_set(cor, taxonomy, encoder)
     dev_labels, dev_scope = prefixed(dev)
-    extra = (cor_features, *prefixed(cor))
     settings = HeadSettings()
-    pools = {
-        "kia": top_quotes(
-            bq.cv_predictions(dev_features, dev_labels, dev_scope, taxonomy, settings, 1, extra=extra),
-            dev_labels,
-            "kia",
-        ),
-        "former": top_quotes(
-            bq.cv_predictions(
-                dev_features, dev_labels, dev_scope, taxonomy, replace(settings, support=False), 1, extra=extra
-            ),
-            dev_labels,
-            "former",
-        ),
-    }
+
+    def quotes(used: Any, head_settings: HeadSettings, source: str) -> list[dict[str, Any]]:
+        features, corpus = featurize_set(dev, taxonomy, used), featurize_set(cor, taxonomy, used)
+        extra = (corpus, *prefixed(cor))
+        runs = bq.cv_predictions(features, dev_labels, dev_scope, taxonomy, head_settings, 1, extra=extra)
+        return top_quotes(runs, dev_labels, source)
+
+    pools = {"kia": quotes(encoder, settings, "kia")}
+    if args.against == "former":
+        pools["former"] = quotes(encoder, replace(settings, support=False), "former")
+    else:
+        pools["former"] = quotes(LastLayerOnly(encoder), settings, "last-layer")
     documents = {f"devset:{k}": d for k, d in zip(dev.keys, dev.documents, strict=True)}
     sentences = {k: split_sentences(d) for k, d in documents.items()}
     rng = random.Random(args.seed)
     silver, other = controls(dev_labels, sentences, rng)
+    if args.paired:
+        heads = paired_items(pools)
+    else:
+        heads = [
+            *rng.sample(pools["kia"], min(args.kia, len(pools["kia"]))),
+            *rng.sample(pools["former"], min(args.former, len(pools["former"]))),
+        ]
     items = [
-        *rng.sample(pools["kia"], min(args.kia, len(pools["kia"]))),
-        *rng.sample(pools["former"], min(args.former, len(pools["former"]))),
+        *heads,
         *rng.sample(silver, min(args.controls, len(silver))),
         *rng.sample(other, min(args.controls, len(other))),
     ]
@@ -202,8 +232,25 @@ def score(args: argparse.Namespace) -> None:
         n = sum(c.values())
         share = (c["supports"] + c["partly"]) / n
         print(f"| {group} | {n} | {c['supports']} | {c['partly']} | {c['not']} | {share:.2f} |")
+    better, worse, same = paired_outcomes(key, verdicts)
+    if better + worse + same:
+        print(f"labels with both heads' quotes judged: kia's better {better}, worse {worse}, the same {same}")
     if missing:
         print(f"({missing} items without a verdict)")
+
+
+def paired_outcomes(key: list[dict[str, Any]], verdicts: dict[int, str]) -> tuple[int, int, int]:
+    """For labels with a quote of each head: in how many the reader judged kia's better, worse, the same."""
+    rank = {"not": 0, "partly": 1, "supports": 2}
+    by_label: dict[tuple[str, str], dict[str, int]] = {}
+    for item in key:
+        if "correct" in item and item["id"] in verdicts:
+            side = "kia" if item["source"] == "kia" else "other"
+            by_label.setdefault((item["key"], item["category"]), {})[side] = rank[verdicts[item["id"]]]
+    pairs = [v for v in by_label.values() if len(v) == 2]
+    better = sum(1 for v in pairs if v["kia"] > v["other"])
+    worse = sum(1 for v in pairs if v["kia"] < v["other"])
+    return better, worse, len(pairs) - better - worse
 
 
 def main() -> None:
@@ -217,6 +264,10 @@ def main() -> None:
     parser.add_argument("--kia", type=int, default=40, help="top quotes of the current head")
     parser.add_argument("--former", type=int, default=40, help="top quotes of the former head's design")
     parser.add_argument("--controls", type=int, default=12, help="silver and other sentences, each")
+    parser.add_argument(
+        "--against", choices=("former", "last-layer"), default="former", help="the head kia's quotes are read beside"
+    )
+    parser.add_argument("--paired", action="store_true", help="both heads' quotes of every label where they differ")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     if args.step == "make":

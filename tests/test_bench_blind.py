@@ -50,3 +50,30 @@ def test_score_prints_the_table_and_says_how_many_items_lack_a_verdict(
 def test_score_refuses_an_unknown_verdict_naming_the_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SystemExit, match=r"judgements.jsonl:2: verdict must be one of"):
         _run(tmp_path, [{"id": 1, "verdict": "supports"}, {"id": 2, "verdict": "yes"}], monkeypatch)
+
+
+def test_paired_outcomes_compare_the_two_heads_quotes_label_by_label(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench_blind import paired_items, paired_outcomes
+
+    kia = [
+        {"source": "kia", "key": "p", "category": "K1", "sentence": 0, "correct": True, "silver": True},
+        {"source": "kia", "key": "p", "category": "K2", "sentence": 4, "correct": True, "silver": False},
+        {"source": "kia", "key": "q", "category": "A1", "sentence": 1, "correct": True, "silver": False},
+    ]
+    other = [
+        {"source": "last-layer", "key": "p", "category": "K1", "sentence": 2, "correct": True, "silver": False},
+        {"source": "last-layer", "key": "p", "category": "K2", "sentence": 4, "correct": True, "silver": False},
+    ]
+    items = paired_items({"kia": kia, "former": other})
+    assert [(i["source"], i["category"]) for i in items] == [("kia", "K1"), ("last-layer", "K1")]  # same quote: left out
+    key = [{"id": n, **item} for n, item in enumerate(items, 1)]
+    assert paired_outcomes(key, {1: "supports", 2: "not"}) == (1, 0, 0)
+    assert paired_outcomes(key, {1: "partly", 2: "partly"}) == (0, 0, 1)
+    assert paired_outcomes(key, {1: "partly"}) == (0, 0, 0)  # one side unjudged: no pair
+    (tmp_path / "key.json").write_text(json.dumps(key), encoding="utf-8")
+    (tmp_path / "judgements.jsonl").write_text('{"id": 1, "verdict": "not"}\n{"id": 2, "verdict": "supports"}\n')
+    monkeypatch.setattr(sys, "argv", ["bench_blind.py", "score", "--out", str(tmp_path)])
+    main()
+    assert "kia's better 0, worse 1, the same 0" in capsys.readouterr().out
