@@ -496,7 +496,8 @@ def featurize(
     A paper is a `Document` (split with `split_sentences`, so sentence indices match the backend's),
     a list of `Sentence`s, or a list of sentence strings. A paper without sentences gets zero
     features (and will come out unclear). `titles` (else each Document's own title) mark the
-    sentences that only repeat the title: never evidence.
+    sentences that only repeat the title: never evidence. An encoder that also gives an earlier
+    layer's vectors (`LayeredEncoder`) adds `support_inputs`: sentence support reads those.
     """
     from kia.support import sentence_flags
 
@@ -612,6 +613,7 @@ class _SupportView:
         self.scope_similarity.append((block @ self.scope).astype(np.float32))
 
     def inputs(self) -> SupportInputs:
+        """The view of every paper added, with the categories' support-layer vectors."""
         return SupportInputs(
             self.vectors,
             self.similarity,
