@@ -6,9 +6,10 @@ and abstract, then cue matches and section weight), costs in quality and saves i
 shared corpus's 10 full Table 5 texts: leave-one-out (each paper's head is fitted on the devset and
 the 9 other corpus papers, read whole as the shipped head is), the held-out paper read whole and
 screened at each N. Quotes are mapped back to the paper's full sentence list before they are scored
-against the silver evidence sentences.
+against the silver evidence sentences; `silver_screened` counts the silver evidence sentences the
+screen lets through to the encoder (what no head can quote if it never reads them).
 
-    python eval/bench_screen.py [--limits 60 100 150] [--json out.json]
+    python eval/bench_screen.py [--limits 60 80 100 150] [--json out.json]
 """
 
 from __future__ import annotations
@@ -59,11 +60,16 @@ def mapped(prediction: PaperPrediction, kept: list[int]) -> PaperPrediction:
     return replace(prediction, axes=axes, scope_sentence=scope)
 
 
+def silver_sentences(evidence: dict[str, list[int]]) -> set[int]:
+    """The paper's silver evidence sentences (indices into its full sentence list), any label."""
+    return {index for indices in evidence.values() for index in indices}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devset", type=Path, default=DEFAULT_DEVSET)
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
-    parser.add_argument("--limits", type=int, nargs="+", default=[60, 100, 150])
+    parser.add_argument("--limits", type=int, nargs="+", default=[60, 80, 100, 150])
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--encoder", choices=sorted(ENCODERS), default=DEFAULT_ENCODER, help="sentence model")
     args = parser.parse_args()
@@ -97,10 +103,14 @@ def main() -> None:
     for limit in [0, *args.limits]:
         predictions: list[PaperPrediction] = []
         read = seconds = 0.0
+        silver_kept = silver_all = 0
         for key in fc.keys:
             doc = documents[key]
             sentences = split_sentences(doc)
             kept = screened(sentences, limit, taxonomy)
+            silver = silver_sentences(bq.EVIDENCE.get(key, {}))
+            silver_all += len(silver)
+            silver_kept += len(silver & set(kept))
             started = time.perf_counter()
             features = featurize([[sentences[i] for i in kept]], taxonomy, encoder, keys=[key], titles=[doc.title])
             seconds += time.perf_counter() - started
@@ -116,6 +126,7 @@ def main() -> None:
             "all_axes_exact": figures["all_axes_exact"],
             "top_quote_precision": evidence["top_quote_precision"],
             "quote_recall": evidence["recall"],
+            "silver_screened": f"{silver_kept}/{silver_all}",
         }
         rows.append(row)
         print(json.dumps(row), flush=True)

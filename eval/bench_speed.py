@@ -24,7 +24,7 @@ The machine is shared (about six agents on 2 cores when these figures were taken
 noisy, so rerun it (`--repeat`) and read the best. Takes 10-20 minutes; `--quick` about 3.
 
     python eval/bench_speed.py [--abstracts 100] [--full 50] [--workers 1 2] [--encoders minilm minilm-int8]
-        [--huge-mb 20] [--repeat 1] [--quick] [--json out.json]
+        [--huge-mb 20] [--repeat 1] [--quick] [--read-sentences N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     taxonomy, prompt = load_taxonomy(), load_prompt()
     if spec["mode"] == "floor":
         return floor(spec, taxonomy)
-    backend = LocalBackend(encoder_name=spec["encoder"])
+    backend = LocalBackend(encoder_name=spec["encoder"], read_sentences=spec.get("read_sentences"))
     loaded_at = None
     with Store(Path(spec["db"])) as store:
         keys = store.paper_keys()
@@ -216,7 +216,8 @@ def floor(spec: dict[str, Any], taxonomy: Any) -> dict[str, Any]:
 
     with Store(Path(spec["db"])) as store:
         docs = [store.get_document(k) for k in store.paper_keys()]
-    limit = LocalBackend(encoder_name=spec["encoder"]).reading_limit(taxonomy)
+    backend = LocalBackend(encoder_name=spec["encoder"], read_sentences=spec.get("read_sentences"))
+    limit = backend.reading_limit(taxonomy)
     texts = []
     for doc in docs:
         sentences = capped(split_sentences(capped_document(doc), taxonomy=taxonomy), MAX_SENTENCES)
@@ -321,6 +322,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs per configuration; the best is reported")
     parser.add_argument("--quick", action="store_true", help="20 abstracts, 16 full texts, a 5 MB huge text")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--read-sentences", type=int, default=None, help="sentences read per paper (default: the head's limit)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -356,7 +360,13 @@ def main() -> None:
             for number, (mode, encoder, workers) in enumerate(configs):
                 best: dict[str, Any] | None = None
                 for attempt in range(args.repeat):
-                    spec = {"mode": mode, "encoder": encoder, "workers": workers, "db": str(db)}
+                    spec = {
+                        "mode": mode,
+                        "encoder": encoder,
+                        "workers": workers,
+                        "db": str(db),
+                        "read_sentences": args.read_sentences,
+                    }
                     spec["run"] = f"bench-{number}-{attempt}"
                     measured = measure(spec)
                     if best is None or measured["run_s"] < best["run_s"]:

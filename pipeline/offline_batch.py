@@ -524,13 +524,13 @@ def answer_file(
     the chunks in flight; a rerun keeps what `out` holds and answers the rest. With `workers` > 1
     and at least `PARALLEL_FROM` lines to answer, spawned processes answer chunks of papers.
     """
-    from kia.propose import BATCH_SIZE, PARALLEL_FROM
+    from kia.propose import PARALLEL_FROM, chunk_sizes
 
     total = sum(1 for _ in _request_lines(requests))
     mine = total if shard is None else len(range(shard[0] - 1, total, shard[1]))
     workers = workers if mine >= PARALLEL_FROM else 1
-    # As `chunks_of`: every worker gets several chunks, none longer than BATCH_SIZE.
-    size = max(1, min(BATCH_SIZE, -(-mine // (4 * workers))))
+    # As `chunks_of`: every worker gets several chunks, shrinking towards the end.
+    sizes = chunk_sizes(mine, workers)
     summary = AnswerSummary(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = _resume(out)
@@ -549,6 +549,7 @@ def answer_file(
             """The lines to answer, checked, in chunks; a line that cannot be answered gets its error line here."""
             seen: set[str] = set()
             chunk: list[Item] = []
+            size = next(sizes, 1)
             for number, raw in _request_lines(requests):
                 if shard is not None and (number - 1) % shard[1] != shard[0] - 1:
                     summary.other_shards += 1
@@ -571,7 +572,7 @@ def answer_file(
                 chunk.append((custom, request.body.backend.spec, request.body.paper))
                 if len(chunk) >= size:
                     yield chunk
-                    chunk = []
+                    chunk, size = [], next(sizes, 1)
             if chunk:
                 yield chunk
 

@@ -515,6 +515,21 @@ def _stored_run(store: Store, run: str) -> dict[str, object]:
     }
 
 
+@pytest.mark.parametrize(("total", "workers"), [(16, 2), (50, 2), (137, 2), (500, 2), (50, 4), (1000, 8)])
+def test_chunks_shrink_so_workers_finish_within_one_paper_of_each_other(total: int, workers: int) -> None:
+    from kia.propose import BATCH_SIZE, chunk_sizes, chunks_of
+
+    sizes = list(chunk_sizes(total, workers))
+    assert sum(sizes) == total and max(sizes) <= BATCH_SIZE and sizes == sorted(sizes, reverse=True)
+    assert [len(c) for c in chunks_of(list(range(total)), workers)] == sizes
+    # Workers take the next chunk when free; with papers of equal cost none waits more than a paper.
+    loads = [0] * workers
+    for size in sizes:
+        loads[loads.index(min(loads))] += size
+    assert max(loads) - min(loads) <= 1
+    assert len(sizes) >= min(total, 4 * workers)  # every worker gets several
+
+
 def test_two_workers_store_the_same_labels_as_one(tmp_path: Path, db_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     from kia.backends.local import LocalBackend
