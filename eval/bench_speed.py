@@ -297,9 +297,13 @@ def row(name: str, measured: dict[str, Any], startup_for_workers: float | None) 
         end_to_end = papers / run_s
         note = " (est.)"
         startup_text = f"~{startup_for_workers:.1f} per worker"
+    elif startup is None:  # workers without a one-process run to estimate their load by
+        after = end_to_end = papers / run_s
+        note = " (loads included)"
+        startup_text = "in the run"
     else:
         after = papers / run_s
-        end_to_end = papers / (run_s + (startup or 0))
+        end_to_end = papers / (run_s + startup)
         note = ""
         startup_text = f"{startup:.1f}"
     worker = measured.get("peak_worker_mib")

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from confusable_homoglyphs import confusables
 
@@ -26,6 +26,49 @@ from kia.extract import Document
 
 if TYPE_CHECKING:
     from kia.taxonomy import Taxonomy
+
+
+class _Prefiltered:
+    """A pattern of the injection check (`is_instruction`), searched by RE2 first: nearly every
+    sentence of a paper matches none of them, and RE2 says so 5-20 times faster than `re` on these
+    alternations (a full paper asks some 300 sentences). Where RE2 finds a match, `re` searches
+    again, so every answer is `re`'s own: RE2's ASCII-only `\\b` and `\\w` only ever see more
+    matches than `re` in these patterns, never fewer (checked on every shared text and the tests'
+    injections, `tests/test_sentences.py`). Where RE2 is missing or cannot compile one, `re` alone."""
+
+    def __init__(self, pattern: str, flags: int = 0) -> None:
+        self.pattern = re.compile(pattern, flags)
+        self._prefilter = _re2_pattern(pattern, flags)
+
+    def search(self, text: str) -> re.Match[str] | None:
+        """`re`'s first match, or None (at once, where RE2 finds none)."""
+        if self._prefilter is not None and self._prefilter.search(text) is None:
+            return None
+        return self.pattern.search(text)
+
+    def finditer(self, text: str) -> Iterator[re.Match[str]]:
+        """`re`'s matches (none at once, where RE2 finds none)."""
+        if self._prefilter is not None and self._prefilter.search(text) is None:
+            return iter(())
+        return self.pattern.finditer(text)
+
+
+def _re2_pattern(pattern: str, flags: int) -> Any | None:
+    """The pattern compiled by RE2 (case-insensitive with `re.I`), or None."""
+    try:
+        import re2
+    except ImportError:  # pragma: no cover - google-re2 is a dependency
+        return None
+    if flags & ~(re.I | re.U):
+        return None
+    options = re2.Options()
+    options.case_sensitive = not flags & re.I
+    options.log_errors = False
+    try:
+        return re2.compile(pattern, options)
+    except Exception:  # noqa: BLE001 - RE2 raises its own error type for syntax it lacks
+        return None
+
 
 # A candidate sentence end: terminal punctuation (and closing quotes or brackets), space, then
 # what can open a sentence. `sentence_spans` rejects the candidates after abbreviations.
@@ -69,7 +112,6 @@ ABBREVIATIONS = frozenset(
         "incl",
     }
 )
-_LAST_TOKEN_RE = re.compile(r"(\S+)$")
 CITATION_RE = re.compile(
     r"\[\d+(?:\s*[,\u2013\-]\s*\d+)*\]|\bet al\b|\(\s*[A-Z][A-Za-z\-]+(?: et al\.?)?,? \d{4}[a-z]?\s*\)"
 )
@@ -137,6 +179,16 @@ class Sentence:
     text: str
 
 
+def _last_token(line: str, end: int) -> str:
+    """The run of non-space characters that ends at `end` ("" after a space). Found by stepping back
+    from `end`: a regex anchored at `end` but searched from the line's start rescanned the whole
+    prefix at every candidate end, quadratic in a long PDF paragraph (half of splitting's time)."""
+    start = end
+    while start > 0 and not line[start - 1].isspace():
+        start -= 1
+    return line[start:end]
+
+
 def sentence_spans(line: str) -> list[tuple[int, int]]:
     """[start, end) spans of the sentences of one paragraph line, surrounding spaces excluded.
 
@@ -146,8 +198,7 @@ def sentence_spans(line: str) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     start = 0
     for match in _SENTENCE_END_RE.finditer(line):
-        token = _LAST_TOKEN_RE.search(line, 0, match.start())
-        word = token.group(1).lstrip("([\"'").lower() if token else ""
+        word = _last_token(line, match.start()).lstrip("([\"'").lower()
         if line[match.start()] == "." and (word in ABBREVIATIONS or (len(word) == 1 and word.isalpha())):
             continue
         end = match.end() - (len(match.group(0)) - len(match.group(0).rstrip()))
@@ -271,7 +322,7 @@ def split_sentences(
 # --- prompt injection ---------------------------------------------------------------------------------
 # Each pattern is a way a sentence speaks to whoever (or whatever) labels the paper rather than about
 # the paper's own work. Research prose never needs them; a false alarm costs a reviewer's glance.
-_OVERRIDE_RE = re.compile(
+_OVERRIDE_RE = _Prefiltered(
     r"\b(?:ignore|disregard|forget|override|bypass|skip)\b[^.;:]{0,40}?\b(?:previous|prior|preceding|above"
     r"|earlier|all|any|your|the|these|those|system|original)\b[^.;:]{0,30}?\b(?:instructions?|prompts?|rules"
     r"|directions|guidelines|definitions|constraints|taxonomy|context)\b"
@@ -281,23 +332,25 @@ _OVERRIDE_RE = re.compile(
     re.I,
 )
 # Someone who labels: a person or a model asked to place the paper.
-_ADDRESSEE_RE = re.compile(
+_ADDRESSEE_RE = _Prefiltered(
     r"\b(?:labell?ers?|annotators?|reviewers?|(?:large\s+)?language\s+models?|LLMs?|GPT[-\w]*|ChatGPT|chatbots?"
     r"|AI(?:\s+(?:systems?|assistants?|models?|tools?|agents?))?|assistants?|automated\s+(?:systems?|tools?"
     r"|pipelines?|labell?ing|classifiers?)|you)\b",
     re.I,
 )
-_DIRECTIVE_RE = re.compile(
+_DIRECTIVE_RE = _Prefiltered(
     r"\b(?:must|should|shall|need\s+to|needs\s+to|have\s+to|has\s+to|are\s+to|is\s+to|please|always|never"
     r"|do\s+not|don't|make\s+sure|be\s+sure)\b",
     re.I,
 )
-_LABEL_WORD_RE = re.compile(
+_LABEL_WORD_RE = _Prefiltered(
     r"\b(?:label\w*|categor\w*|classif\w*|tag(?:s|ged|ging)?|assign\w*|annotat\w*|taxonom\w*|axis|axes"
     r"|place[ds]?|file[ds]?\s+under)\b",
     re.I,
 )
-_THIS_PAPER_RE = re.compile(r"\bth(?:is|e)\s+(?:paper|work|article|document|manuscript|study|text|submission)\b", re.I)
+_THIS_PAPER_RE = _Prefiltered(
+    r"\bth(?:is|e)\s+(?:paper|work|article|document|manuscript|study|text|submission)\b", re.I
+)
 # "Classify this paper as ...", "Please label this work ...": an imperative about labelling the paper.
 _IMPERATIVE_RE = re.compile(
     r"^(?:[\W\d]*\w+\s*:\s*)?(?:(?:please|now|kindly)\s+)?(?:label|classify|categori[sz]e|tag|assign|annotate|mark"
@@ -305,7 +358,7 @@ _IMPERATIVE_RE = re.compile(
     re.I,
 )
 # "This paper should be labelled as ...": a passive order about how to label the paper.
-_PASSIVE_ORDER_RE = re.compile(
+_PASSIVE_ORDER_RE = _Prefiltered(
     r"\b(?:paper|work|article|document|manuscript|study|submission|it)\s+(?:must|should|shall|is\s+to|has\s+to"
     r"|needs\s+to|will)\s+be\s+(?:labell?ed|classified|categori[sz]ed|tagged|assigned|placed|annotated|filed|put)\b",
     re.I,
@@ -353,9 +406,11 @@ def normalise_for_detection(text: str) -> str:
 
 
 # Others than the labeller, the reader or the model do not read "this survey" or "the taxonomy".
-_THIS_SURVEY_RE = re.compile(r"\b(?:th(?:is|e)\s+(?:survey|review|taxonomy|benchmark\s+labels?)|its\s+labels?)\b", re.I)
+_THIS_SURVEY_RE = _Prefiltered(
+    r"\b(?:th(?:is|e)\s+(?:survey|review|taxonomy|benchmark\s+labels?)|its\s+labels?)\b", re.I
+)
 # Someone asked to label: the wider set, for a sentence that also names the survey or its categories.
-_LABELLER_RE = re.compile(
+_LABELLER_RE = _Prefiltered(
     r"\b(?:labell?ers?|annotators?|curators?|coders?|raters?|graders?|whoever\s+(?:labels?|reads?|annotates?)"
     r"|(?:any|every)one\s+(?:labell?ing|annotating|reading)|(?:large\s+)?language\s+models?|LLMs?|GPT[-\w]*"
     r"|ChatGPT|chatbots?|AI(?:\s+(?:systems?|assistants?|models?|tools?|agents?))?|assistants?|models?\s+reading"
@@ -363,21 +418,21 @@ _LABELLER_RE = re.compile(
     re.I,
 )
 # Verbs that put a paper in a category ("record it as", "count this work under", "treat it as").
-_CHOOSE_RE = re.compile(
+_CHOOSE_RE = _Prefiltered(
     r"\b(?:label\w*|classif\w*|categori[sz]\w*|tag\w*|assign\w*|annotat\w*|record\w*|mark\w*|count\w*|treat\w*"
     r"|file\w*|place\w*|put|choose|chosen|select\w*|pick\w*|code[ds]?|list\w*|sort\w*|regard\w*|consider\w*)\b"
     r"[^.;:]{0,40}?\b(?:as|under|into|in\s+(?:the\s+)?category|to\s+(?:the\s+)?category)\b",
     re.I,
 )
 # "Dear AI", "If you are a language model", "Note to the annotators": text written to the labeller.
-_SALUTATION_RE = re.compile(
+_SALUTATION_RE = _Prefiltered(
     r"\b(?:dear|attention|hello|hi|note\s+(?:to|for))\s+(?:the\s+)?(?:AI|LLM|model|assistant|labell?er|annotator|reviewer"
     r"|curator|language\s+model|GPT|ChatGPT)s?\b|\bif\s+you\s+are\s+(?:an?\s+)?(?:AI|LLM|language\s+model|assistant"
     r"|chatbot|automated|labell?er|annotator|model)\b",
     re.I,
 )
 # The same orders in other languages: overrides of instructions, and labelling this paper.
-_FOREIGN_RE = re.compile(
+_FOREIGN_RE = _Prefiltered(
     r"(?:ignor|oubli|n[ée]glig|vergiss|missacht|olvid|dimentic|esquec|игнорир|проигнорир|забуд|отбрось|忽略|忽视|无视|無視|무시)"
     r"[^.;:。]{0,60}?(?:instruction|consigne|Anweisung|Instruktion|Vorgabe|instrucci|indicaci|istruzion|instruç|инструкц"
     r"|указани|指令|指示|提示|说明|命令|지시|명령)"

@@ -147,6 +147,43 @@ def _sentences(line: str) -> list[str]:
     return [line[a:b] for a, b in sentence_spans(line)]
 
 
+def _glued(sentence: str) -> list[str]:
+    """The sentence with a non-ASCII letter glued to each word in turn: where `re` (Unicode `\\b`)
+    and RE2 (ASCII `\\b`) could disagree."""
+    words = sentence.split()
+    out = []
+    for i in range(len(words)):
+        for letter in ("\u00e9", "\u0436", "\u4e2d"):
+            out += [" ".join([*words[:i], letter + words[i], *words[i + 1 :]])]
+            out += [" ".join([*words[:i], words[i] + letter, *words[i + 1 :]])]
+    return out
+
+
+def test_the_injection_checks_re2_prefilter_never_changes_an_answer() -> None:
+    """Each pattern of `is_instruction` is searched by RE2 first and confirmed by `re`: RE2 must find a
+    match wherever `re` does, or an injection would pass unflagged."""
+    import kia.sentences as module
+
+    patterns = {name: p for name, p in vars(module).items() if isinstance(p, module._Prefiltered)}
+    assert len(patterns) >= 10 and all(p._prefilter is not None for p in patterns.values())
+    texts = [*INJECTIONS, *EVASIVE, *RESEARCH, *RESEARCH_NEAR]
+    texts += [normalise_for_detection(t) for t in texts]
+    texts += [g for t in [*INJECTIONS, *EVASIVE] for g in _glued(t)]
+    hits = 0
+    for name, pattern in patterns.items():
+        for text in texts:
+            expected = pattern.pattern.search(text)
+            assert (pattern.search(text) is None) == (expected is None), (name, text)
+            assert [m.span() for m in pattern.finditer(text)] == [m.span() for m in pattern.pattern.finditer(text)]
+            hits += expected is not None
+    assert hits > 100  # the texts reach the patterns: a prefilter that dropped matches would show
+
+
+def test_a_period_after_an_abbreviation_at_any_place_in_a_line_does_not_end_a_sentence() -> None:
+    line = "Fig. 2 shows it.\tSee\u00a0Fig. 3 and (e.g. here) it works. J. Doe agreed. An end."
+    assert _sentences(line) == ["Fig. 2 shows it.", "See\u00a0Fig. 3 and (e.g. here) it works.", "J. Doe agreed.", "An end."]
+
+
 def test_abbreviations_citations_and_decimals_do_not_end_sentences() -> None:
     line = (
         "As Smith et al. [12] showed, Fig. 3 compares e.g. CT at 0.5 mm with MRI. J. Smith agreed "
