@@ -481,13 +481,17 @@ CONDITIONS = [
 ]
 
 
-def _abstracts(folder: Path, count: int, crash: int | None = None) -> Path:
-    """`count` short papers of the survey's field, each a different mix of conditions."""
+def _abstracts(folder: Path, count: int, crash: int | None = None, filler: int = 0) -> Path:
+    """`count` short papers of the survey's field, each a different mix of conditions; `filler` more
+    sentences in each abstract, unique to the paper (so the encoder remembers none of them)."""
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):
         condition = CONDITIONS[i % len(CONDITIONS)]
         other = CONDITIONS[(i // len(CONDITIONS)) % len(CONDITIONS)]
         extra = " The word CRASH appears in this sentence of the paper." if i == crash else ""
+        extra += "".join(
+            f" In ablation {j} of study {i}, the volumes kept {j + i} of their {condition} details." for j in range(filler)
+        )
         (folder / f"paper{i:02d}.md").write_text(
             f"# Paper {i}\n\n## Abstract\nWe generate 3D chest CT volumes conditioned on {condition} with a latent "
             f"diffusion model. A second stage refines the volume at full resolution with {other}.{extra}\n\n"
@@ -621,7 +625,9 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-# Enough papers that the kill lands mid-run even on an idle machine (the int8 encoder is fast).
+# Enough papers, each with enough sentences new to the encoder, that the kill lands mid-run even on an
+# idle machine: with papers of four remembered sentences the parent wrote chunks back to back, a
+# reader got in only after the workers had ended, and the kill found no worker.
 PAPERS_KILLED = 160
 
 
@@ -633,7 +639,7 @@ def test_kill_9_of_propose_with_workers_then_rerun_labels_every_paper_exactly_on
     from tests.conftest import kia_exe, run_kia
 
     pytest.importorskip("onnxruntime")
-    _abstracts(tmp_path / "papers", PAPERS_KILLED)
+    _abstracts(tmp_path / "papers", PAPERS_KILLED, filler=8)
     assert run_kia("ingest", str(tmp_path / "papers"), "--db", str(db_path)).returncode == 0
     args = [*kia_exe(), "propose", "--backend", "local", "--encoder", "minilm-int8", "--workers", "2"]
     args += ["--run", "crash", "--db", str(db_path)]
