@@ -54,20 +54,13 @@ class _Prefiltered:
 
 
 def _re2_pattern(pattern: str, flags: int) -> Any | None:
-    """The pattern compiled by RE2 (case-insensitive with `re.I`), or None."""
-    try:
-        import re2
-    except ImportError:  # pragma: no cover - google-re2 is a dependency
-        return None
+    """The pattern compiled by RE2 (case-insensitive with `re.I`), or None (other flags, which RE2's
+    options do not carry over, or a pattern RE2 cannot compile)."""
+    from kia.taxonomy import re2_compile
+
     if flags & ~(re.I | re.U):
         return None
-    options = re2.Options()
-    options.case_sensitive = not flags & re.I
-    options.log_errors = False
-    try:
-        return re2.compile(pattern, options)
-    except Exception:  # noqa: BLE001 - RE2 raises its own error type for syntax it lacks
-        return None
+    return re2_compile(pattern, case_sensitive=not flags & re.I)
 
 
 # A candidate sentence end: terminal punctuation (and closing quotes or brackets), space, then

@@ -70,19 +70,26 @@ class BoundedPattern:
             return None
 
 
+def re2_compile(pattern: str, case_sensitive: bool = True) -> Any | None:
+    """`pattern` compiled by RE2 (linear time), or None where RE2 is missing or cannot compile it
+    (a lookaround, a backreference)."""
+    re2 = _re2()
+    if re2 is None:
+        return None
+    options = re2.Options()
+    options.case_sensitive = case_sensitive
+    options.log_errors = False
+    try:
+        return re2.compile(pattern, options)
+    except Exception:  # noqa: BLE001 - RE2 raises its own error type for unsupported syntax
+        return None
+
+
 def compile_pattern(pattern: str) -> SentenceMatcher:
     """Case-insensitive, with RE2 (linear time) where RE2 compiles it, else under a time bound
     (`BoundedPattern`): no pattern of a taxonomy file can hang the classifier."""
-    re2 = _re2()
-    if re2 is not None:
-        try:
-            options = re2.Options()
-            options.case_sensitive = False
-            options.log_errors = False
-            return re2.compile(pattern, options)  # type: ignore[no-any-return]
-        except Exception:  # noqa: BLE001 - RE2 raises its own error type for unsupported syntax
-            pass
-    return BoundedPattern(pattern)
+    compiled = re2_compile(pattern, case_sensitive=False)
+    return compiled if compiled is not None else BoundedPattern(pattern)
 
 
 class Category(BaseModel):
