@@ -3,7 +3,7 @@
 The devset's 45 labelled papers (in scope or unsure; `../shared/devset`) are reviewed by a simulated
 reviewer (`kia.simulate.replay`) who sets each paper to its silver labels. The offline head starts
 fitted WITHOUT the devset (on `../shared/corpus` only, its 10 Table 5 papers), then learns only from
-the simulated reviews (refit on the reviewed papers once 10 are reviewed, as `kia propose` adapts;
+the simulated reviews (adapted to the reviewed papers once 5 are reviewed, as `kia propose` adapts;
 calibration map and secondary rule from the reviewed axes). Reported, each beside random order
 (mean over `--seeds` seeds):
 
@@ -12,8 +12,12 @@ calibration map and secondary rule from the reviewed axes). Reported, each besid
 - auto-accept at target precision 0.95 after 10, 20 and 40 reviewed papers: coverage of the
   remaining axes and precision measured against the labels;
 - calibration (ECE) of the head's own confidence and of the calibrated one, on the remaining axes;
-- seconds per refit (refit on the reviewed papers + predict) at 500 papers (devset features
-  repeated), on this machine.
+- seconds per adaptation (refit on the reviewed papers, blend weights, predict) at 500 papers
+  (devset features repeated), on this machine;
+- adapting to an author's reviews (`--adapt-splits`): a prior fitted as the shipped head is, on the
+  corpus and half the devset, and the other half reviewed in random order; exact match of the
+  unreviewed papers after 5, 10 and 15 reviews for the prior alone, the refit alone (kia before the
+  blend) and the adapted head (`kia.adapt`).
 
 With `--db` and `--run`, the same replay on a stored run (any backend) with `--gold`.
 
@@ -38,10 +42,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "eval"))
 
-from build_head import DEFAULT_CORPUS, DEFAULT_DEVSET, featurize_set, load_corpus, load_devset, prefixed  # noqa: E402
+from build_head import (  # noqa: E402
+    DEFAULT_CORPUS,
+    DEFAULT_DEVSET,
+    attach_evidence,
+    featurize_set,
+    load_corpus,
+    load_devset,
+    prefixed,
+)
 
+from kia.adapt import adapt_head  # noqa: E402
 from kia.encoders import load_encoder  # noqa: E402
-from kia.learned import HeadSettings, fit_head, predict, refit  # noqa: E402
+from kia.learned import HeadSettings, fit_head, predict  # noqa: E402
 from kia.settings import Settings  # noqa: E402
 from kia.simulate import HeadProposer, Replay, SimulationReport, plot_curves, replay  # noqa: E402
 from kia.taxonomy import load_taxonomy  # noqa: E402
@@ -64,7 +77,8 @@ def _row(name: str, main: Replay, randoms: list[Replay]) -> dict[str, Any]:
 
 
 def _refit_speed(features: Any, gold: dict[str, dict[str, frozenset[str]]], taxonomy: Any, base: Any) -> dict[str, Any]:
-    """Seconds to refit on n reviewed papers and predict all of 500 papers (devset features repeated)."""
+    """Seconds to adapt the head to n reviewed papers as `kia propose` does (refit, blend weights from
+    three out-of-fold refits) and predict all of 500 papers (devset features repeated)."""
     from kia.learned import concat_features as join
 
     copies = []
@@ -81,11 +95,86 @@ def _refit_speed(features: Any, gold: dict[str, dict[str, frozenset[str]]], taxo
         times = []
         for _ in range(3):
             started = time.perf_counter()
-            head = refit(big.subset(idx), {k: labels[k] for k in keys}, taxonomy, base=base)
+            head = adapt_head(big.subset(idx), {k: labels[k] for k in keys}, taxonomy, base)
             predict(head, big, taxonomy)
             times.append(time.perf_counter() - started)
         out[f"reviewed_{reviewed}_s"] = round(min(times), 3)
     return out
+
+
+def _user_accuracy(
+    proposer: HeadProposer, user: list[str], gold: dict[str, dict[str, frozenset[str]]], n: int, axes: list[str]
+) -> list[float]:
+    """Exact share per axis, and all three, on the user's papers not yet reviewed after the first `n`."""
+    reviewed = {k: dict(gold[k]) for k in user[:n]}
+    shown = proposer.propose(reviewed)
+    rest = user[n:]
+    exact = {a: np.asarray([shown[k][a].labels == gold[k][a] for k in rest]) for a in axes}
+    every = np.logical_and.reduce([exact[a] for a in axes])
+    return [float(exact[a].mean()) for a in axes] + [float(every.mean())]
+
+
+def adaptation(
+    dev_features: Any,
+    corpus_features: Any,
+    devset: Any,
+    corpus: Any,
+    taxonomy: Any,
+    splits: int,
+    sizes: tuple[int, ...],
+) -> dict[str, Any]:
+    """A survey author with the default head reviewing papers it never saw. The prior is fitted as the
+    shipped head is (labels, scope and evidence sentences) on the corpus, the devset's out-of-scope
+    papers and half of its labelled papers; the other half are the author's, reviewed in a random
+    order. After n reviews, exact match of the author's unreviewed papers for: the prior alone (no
+    refit), the refit on the reviews alone (kia before the blend) and the adapted head (`kia.adapt`).
+    Mean over `splits` random halvings, each half in turn the author's."""
+    import random
+
+    from build_head import prefixed_evidence
+
+    from kia.learned import concat_features
+
+    dev_labels, dev_scope = prefixed(devset)
+    corpus_labels, corpus_scope = prefixed(corpus)
+    evidence = {**prefixed_evidence(devset), **prefixed_evidence(corpus)}
+    labelled = [k for k in dev_features.keys if k in dev_labels]
+    unlabelled = [i for i, k in enumerate(dev_features.keys) if k not in dev_labels]
+    axes = list(taxonomy.axis_ids)
+    gold = {k: {a: frozenset(v[a]) for a in axes} for k, v in dev_labels.items()}
+    rows: dict[str, dict[int, list[list[float]]]] = {}
+    for split in range(splits):
+        order = labelled[:]
+        random.Random(split).shuffle(order)
+        halves = (order[: len(order) // 2], order[len(order) // 2 :])
+        for side in (0, 1):
+            known, user = halves[side], halves[1 - side]
+            rows_known = [dev_features.keys.index(k) for k in known] + unlabelled
+            features = concat_features([dev_features.subset(rows_known), corpus_features])
+            labels = {**{k: dev_labels[k] for k in known}, **corpus_labels}
+            scope = {**{k: v for k, v in dev_scope.items() if k in features.keys}, **corpus_scope}
+            prior = fit_head(
+                features, labels, taxonomy, HeadSettings(), in_scope=scope,
+                evidence={k: v for k, v in evidence.items() if k in features.keys},
+            )
+            user_features = dev_features.subset([dev_features.keys.index(k) for k in user])
+            variants = {
+                "prior alone (no refit)": HeadProposer(user_features, taxonomy, prior, learns=False),
+                "refit on the reviews alone (before)": HeadProposer(user_features, taxonomy, prior, blend=False),
+                "adapted: refit blended with the prior (shipped)": HeadProposer(user_features, taxonomy, prior),
+            }
+            for name, proposer in variants.items():
+                for n in sizes:
+                    rows.setdefault(name, {}).setdefault(n, []).append(_user_accuracy(proposer, user, gold, n, axes))
+    return {
+        "splits": splits,
+        "papers_per_author": len(labelled) - len(labelled) // 2,
+        "rows": {
+            name: {str(n): [round(float(v), 3) for v in np.mean(values, axis=0)] for n, values in by_n.items()}
+            for name, by_n in rows.items()
+        },
+        "columns": [*axes, "all three"],
+    }
 
 
 def _cached(cache: Path | None, devset: Any, corpus: Any, taxonomy: Any, encoder: Any) -> tuple[Any, Any]:
@@ -117,6 +206,10 @@ def main() -> None:
     parser.add_argument(
         "--units", nargs="+", choices=("paper", "axis"), default=["paper", "axis"],
         help="review a whole paper at a time, one axis at a time, or both",
+    )
+    parser.add_argument(
+        "--adapt-splits", type=int, default=4,
+        help="random halvings of the devset for the adaptation table (0: skip it)",
     )
     parser.add_argument("--db", type=Path, default=None)
     parser.add_argument("--run", default=None)
@@ -168,6 +261,15 @@ def main() -> None:
                     curves["random order (seed 0), learning"] = randoms[0]
             elif unit == "paper":
                 curves["need order, no refit"] = main_replay
+    if args.adapt_splits:
+        attach_evidence(devset, args.devset / "evidence.jsonl")
+        attach_evidence(corpus, args.devset / "evidence.jsonl")
+        table = adaptation(dev_features, corpus_features, devset, corpus, taxonomy, args.adapt_splits, (5, 10, 15))
+        results["adaptation"] = table
+        print(f"--- adapting to an author's reviews ({table['papers_per_author']} papers each, exact: K I A all three)")
+        for name, by_n in table["rows"].items():
+            cells = [f"after {n}: {' '.join(f'{v:.3f}' for v in vals)}" for n, vals in by_n.items()]
+            print(f"{name}: " + "; ".join(cells))
     if args.plot:
         plot_curves(curves, args.plot, "devset (45 papers): offline head fitted on the corpus only")
         print(f"curve: {args.plot}")

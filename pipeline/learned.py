@@ -206,6 +206,9 @@ class PaperFeatures:
     # An earlier layer's view of the sentences, which sentence support reads (None: the encoder gives
     # none, and support reads `vectors`, `similarity` and `scope_similarity` as the labels do).
     support_inputs: SupportInputs | None = field(default=None, repr=False)
+    # The model whose scores `support` holds (None: scores from several models, out of fold, or none):
+    # `apply_support` with that same model again returns these features as they are.
+    supported_by: SupportModel | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -232,6 +235,7 @@ class PaperFeatures:
             evidence_cache=None if self.evidence_cache is None else self.evidence_cache[idx],
             pairs_cache=None if self.pairs_cache is None else [self.pairs_cache[i] for i in idx],
             support_inputs=None if self.support_inputs is None else self.support_inputs.subset(idx),
+            supported_by=self.supported_by,
         )
 
     @property
@@ -244,9 +248,10 @@ class PaperFeatures:
         """Per category, the reference vector sentence support compares sentences with."""
         return self.support_inputs.category_vectors if self.support_inputs is not None else self.category_vectors
 
-    def with_support(self, support: list[np.ndarray] | None) -> PaperFeatures:
-        """The same papers with these sentence-support scores (the evidence block is recomputed)."""
-        return replace(self, support=support, evidence_cache=None)
+    def with_support(self, support: list[np.ndarray] | None, model: SupportModel | None = None) -> PaperFeatures:
+        """The same papers with these sentence-support scores, made by `model` when one model made
+        them all (the evidence block is recomputed)."""
+        return replace(self, support=support, evidence_cache=None, supported_by=model)
 
     def pairs(self) -> list[np.ndarray]:
         """Per paper, the taxonomy-agnostic (sentence, category) features of `kia.support`."""
@@ -793,6 +798,11 @@ class Head:
     knn_labels: list[list[str]] = field(default_factory=list)
     # Sentence-support models (kia.support): what scores each sentence for each category.
     support: SupportModel | None = None
+    # A head adapted to a person's reviews (`kia.adapt`): the head it started from (the shipped one)
+    # and, per axis, the weight of that head's probabilities in the blend with this head's own. A
+    # refit on a handful of reviews alone forgets what the prior head learned from its 55 papers.
+    prior: Head | None = None
+    prior_weight: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON document: weights, settings, provenance; never any paper text."""
@@ -815,6 +825,8 @@ class Head:
             "knn_labels": self.knn_labels,
             "support": self.support.to_json() if self.support else None,
             "provenance": self.provenance,
+            # Only an adapted head has these (the shipped heads' files stay as they were).
+            **({"prior": self.prior.to_json(), "prior_weight": self.prior_weight} if self.prior is not None else {}),
         }
 
     def save(self, path: str | Path) -> None:
@@ -844,6 +856,8 @@ class Head:
             knn_vectors=[list(map(float, row)) for row in data.get("knn_vectors", [])],
             knn_labels=[list(row) for row in data.get("knn_labels", [])],
             support=SupportModel.from_json(data["support"]) if data.get("support") else None,
+            prior=Head.from_json(data["prior"]) if data.get("prior") else None,
+            prior_weight={k: float(v) for k, v in data.get("prior_weight", {}).items()},
         )
 
     @classmethod
@@ -1002,7 +1016,9 @@ def apply_support(model: SupportModel | None, features: PaperFeatures) -> PaperF
     then searched by definition margin and cues, as before sentence support existed)."""
     if model is None:
         return features.with_support(None)
-    return features.with_support([score_support(model, features, i) for i in range(len(features))])
+    if features.supported_by is model and features.support is not None:
+        return features  # scored by this model already (an adaptation refits and predicts the same papers)
+    return features.with_support([score_support(model, features, i) for i in range(len(features))], model)
 
 
 def _fit_head(
@@ -1271,6 +1287,11 @@ def category_probabilities(head: Head, features: PaperFeatures, taxonomy: Taxono
                 out[:, col] = head.own[category.id].proba(x)
             elif shared_p is not None:
                 out[:, col] = shared_p[:, col]
+    if head.prior is not None and head.prior_weight:
+        prior = category_probabilities(head.prior, features, taxonomy)
+        for axis_id, columns in _axis_columns(features).items():
+            weight = head.prior_weight.get(axis_id, 0.0)
+            out[:, columns] = weight * prior[:, columns] + (1.0 - weight) * out[:, columns]
     return out
 
 
@@ -1279,6 +1300,8 @@ def scope_probabilities(head: Head | None, features: PaperFeatures) -> np.ndarra
     similarity to the scope text mapped through a fixed logistic (zero-shot)."""
     if head is not None and head.scope is not None:
         return head.scope.proba(scope_matrix(features, head.settings.features))
+    if head is not None and head.prior is not None:  # reviews rarely say what is out of scope: the prior's
+        return scope_probabilities(head.prior, features)
     best = np.asarray([float(s.max()) if len(s) else 0.0 for s in features.scope_similarity])
     return _sigmoid((best - 0.45) * 15.0)
 
@@ -1331,9 +1354,10 @@ def predict(head: Head, features: PaperFeatures, taxonomy: Taxonomy) -> list[Pap
         features = apply_support(head.support, features)
     probabilities = category_probabilities(head, features, taxonomy)
     scope = scope_probabilities(head, features)
-    return _assemble(
-        features, taxonomy, probabilities, scope, head.settings, False, head.thresholds, head.scope_threshold
-    )
+    scope_threshold = head.scope_threshold
+    if head.scope is None and head.prior is not None:
+        scope_threshold = head.prior.scope_threshold
+    return _assemble(features, taxonomy, probabilities, scope, head.settings, False, head.thresholds, scope_threshold)
 
 
 def _assemble(

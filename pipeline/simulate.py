@@ -65,7 +65,8 @@ class Proposer(Protocol):
 
 class HeadProposer:
     """The offline head over features computed once: its base head (shipped, given or zero-shot),
-    refitted on the reviewed papers once `min_reviewed` are reviewed (as `kia propose` adapts)."""
+    refitted on the reviewed papers once `min_reviewed` are reviewed and blended with the base head
+    (`kia.adapt`, as `kia propose` adapts)."""
 
     name = "local"
 
@@ -77,15 +78,26 @@ class HeadProposer:
         learns: bool = True,
         min_reviewed: int | None = None,
         others: Sequence[Labels] = (),
+        blend: bool = True,
     ) -> None:
         from kia.backends.local import MIN_REVIEWED_TO_REFIT
 
-        self.features = features
+        from kia.learned import apply_support
+
         self.taxonomy = taxonomy
         self.base = base if base is not None and base.matches(taxonomy) else None
+        # Scored once by the base head's support models, which every refit keeps (no rescoring per refit).
+        self.features = (
+            apply_support(self.base.support, features)
+            if self.base is not None and self.base.settings.support
+            else features
+        )
         self.learns = learns
         self.min_reviewed = MIN_REVIEWED_TO_REFIT if min_reviewed is None else min_reviewed
         self.others = list(others)
+        # Blend the refit with the base head as `kia propose` adapts (kia.adapt); False: the refit
+        # alone (what kia did before the blend; kept for the benchmark's comparison).
+        self.blend = blend
         self.refit_seconds: list[float] = []
         self._base_predictions: dict[str, dict[str, Proposed]] | None = None
 
@@ -114,6 +126,7 @@ class HeadProposer:
 
     def propose(self, reviewed: Labels) -> dict[str, dict[str, Proposed]]:
         """The base head's proposals until enough papers are reviewed, then the refitted head's."""
+        from kia.adapt import adapt_head
         from kia.learned import predict, predict_zero_shot, refit
 
         # As `LocalBackend.adapt`: a paper reviewed on any axis counts, each axis learns from the papers
@@ -130,7 +143,12 @@ class HeadProposer:
             return self._base_predictions
         started = time.perf_counter()
         keys = [i for i, k in enumerate(self.features.keys) if k in usable]
-        head = refit(self.features.subset(keys), usable, self.taxonomy, base=self.base)
+        subset = self.features.subset(keys)
+        head = (
+            adapt_head(subset, usable, self.taxonomy, self.base)
+            if self.blend
+            else refit(subset, usable, self.taxonomy, base=self.base)
+        )
         converted = self._convert(predict(head, self.features, self.taxonomy))
         self.refit_seconds.append(time.perf_counter() - started)
         return converted

@@ -52,30 +52,34 @@ def test_a_huge_text_is_read_up_to_the_cap_by_section_priority(tmp_path: Path) -
     assert backend.params()["max_sentences"] == 50
 
 
-def test_reviews_of_ten_papers_refit_the_head_and_make_a_new_run(tmp_path: Path, db_path: Path) -> None:
+def test_reviews_of_five_papers_refit_the_head_and_make_a_new_run(tmp_path: Path, db_path: Path) -> None:
+    from kia.backends.local import MIN_REVIEWED_TO_REFIT
+
     taxonomy, prompt = load_taxonomy(), load_prompt()
+    assert MIN_REVIEWED_TO_REFIT == 5
     with Store(db_path) as store:
-        for i in range(12):
+        for i in range(8):
             store.add_document(extract(_paper(tmp_path / f"p{i}.md", i)), f"P{i}")
         before = LocalBackend(HashingEncoder(), use_shipped_head=False)
         first = run_proposals(store, before, taxonomy, prompt)
         assert before.params()["adapted_from_reviews"] == 0 and before.params()["head"] == "zero-shot"
-        for i in range(9):  # nine reviewed papers are too few: nothing changes
+        for i in range(4):  # four reviewed papers are too few: nothing changes
             _, k, ii = KINDS[i % 3]
             for axis, labels in (("K", [k]), ("I", [ii]), ("A", ["A1"])):
                 store.add_review(f"P{i}", first.run_id, axis, labels, "edit", "ann")
-        nine = LocalBackend(HashingEncoder(), use_shipped_head=False)
-        assert run_proposals(store, nine, taxonomy, prompt).run_id == first.run_id
-        assert nine.params()["adapted_from_reviews"] == 0
-        for i in range(9, 11):
+        four = LocalBackend(HashingEncoder(), use_shipped_head=False)
+        assert run_proposals(store, four, taxonomy, prompt).run_id == first.run_id
+        assert four.params()["adapted_from_reviews"] == 0
+        for i in range(4, 6):
             _, k, ii = KINDS[i % 3]
             for axis, labels in (("K", [k]), ("I", [ii]), ("A", ["A1"])):
                 store.add_review(f"P{i}", first.run_id, axis, labels, "edit", "ann")
         adapted = LocalBackend(HashingEncoder(), use_shipped_head=False)
         second = run_proposals(store, adapted, taxonomy, prompt)
-        assert adapted.params()["adapted_from_reviews"] == 11
+        assert adapted.params()["adapted_from_reviews"] == 6
         assert adapted.head is not None and adapted.params()["head"] != "zero-shot"
-        assert second.run_id != first.run_id and second.done == 12  # a new run, every paper labelled again
+        assert adapted.head.prior is None  # zero-shot start: nothing to blend with, the refit alone
+        assert second.run_id != first.run_id and second.done == 8  # a new run, every paper labelled again
 
 
 def test_a_label_without_a_cue_says_its_quote_is_weak_evidence(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from kia.adapt import adapt_head
 from kia.backends import BackendAnswer, ClaimedLabel
 from kia.encoders import DEFAULT_ENCODER, SentenceEncoder, encoder_class, load_encoder
 from kia.errors import BackendError
@@ -36,7 +37,6 @@ from kia.learned import (
     generic_support,
     predict,
     predict_zero_shot,
-    refit,
     screened,
 )
 from kia.resources import shipped
@@ -45,7 +45,10 @@ from kia.settings import Settings
 from kia.taxonomy import Taxonomy
 
 # Fewer reviewed papers (on any axis) than this say too little to refit on: the shipped head stays.
-MIN_REVIEWED_TO_REFIT = 10
+# From here the refit is blended with the shipped head by weights the reviews choose (kia.adapt), so
+# a few reviews cannot make the head worse than the one they started from; 5 is the fewest papers
+# that still leave three to refit on in each of the blend's out-of-fold refits.
+MIN_REVIEWED_TO_REFIT = 5
 # A paper longer than this many sentences (a thesis, a 20 MB dump) is read by section priority up to
 # the cap, so cost stays linear and bounded; the answer says how many were read.
 MAX_SENTENCES = 3000
@@ -183,8 +186,7 @@ class LocalBackend:
         if len(keys) < self.min_reviewed:
             return False
         features = featurize(list(documents), taxonomy, self.encoder, keys=list(keys))
-        base = self._head_for(taxonomy)
-        self._head = refit(features, labels, taxonomy, base=base)
+        self._head = adapt_head(features, labels, taxonomy, self._head_for(taxonomy))
         self._adapted_from = len(keys)
         return True
 
