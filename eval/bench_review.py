@@ -208,7 +208,7 @@ def main() -> None:
         help="review a whole paper at a time, one axis at a time, or both",
     )
     parser.add_argument(
-        "--adapt-splits", type=int, default=4,
+        "--adapt-splits", type=int, default=8,
         help="random halvings of the devset for the adaptation table (0: skip it)",
     )
     parser.add_argument("--db", type=Path, default=None)

@@ -81,7 +81,6 @@ class HeadProposer:
         blend: bool = True,
     ) -> None:
         from kia.backends.local import MIN_REVIEWED_TO_REFIT
-
         from kia.learned import apply_support
 
         self.taxonomy = taxonomy

@@ -153,3 +153,29 @@ def test_the_local_backend_adapts_a_given_head_by_blending(tmp_path: Path) -> No
     assert backend.adapt(docs, reviewed, taxonomy, list(reviewed))
     assert backend.head is not None and backend.head.prior is prior and backend.params()["adapted_from_reviews"] == 6
     assert backend.adapt(docs, reviewed, taxonomy, list(reviewed)) and backend.head.prior is prior
+
+
+def test_the_simulated_reviewer_adapts_as_kia_propose_does_and_can_compare_the_refit_alone(
+    wrong_on_signal: tuple[Head, object, dict[str, dict[str, frozenset[str]]]],
+) -> None:
+    """`kia simulate` replays the adaptation users get (blended with the base head); the benchmark's
+    "refit alone" row is the same proposer with `blend=False`."""
+    from kia.simulate import HeadProposer
+
+    prior, _, _ = wrong_on_signal
+    taxonomy = toy_taxonomy()
+    papers, truth = synthetic(16, seed=9)
+    features = featurize(papers, taxonomy, BagEncoder(), keys=list(truth))
+    reviewed = {k: truth[k] for k in list(truth)[:8]}
+    blended = HeadProposer(features, taxonomy, prior)
+    alone = HeadProposer(features, taxonomy, prior, blend=False)
+    frozen = HeadProposer(features, taxonomy, prior, learns=False)
+    rest = list(truth)[8:]
+
+    def right(proposer: HeadProposer) -> float:
+        shown = proposer.propose(reviewed)
+        return float(np.mean([shown[k]["S"].labels == truth[k]["S"] for k in rest]))
+
+    assert right(frozen) < 0.2  # the prior misreads Signal ...
+    assert right(blended) >= 0.85 and right(alone) >= 0.85  # ... and 8 reviews correct it either way
+    assert len(blended.refit_seconds) == 1 and len(alone.refit_seconds) == 1
