@@ -79,6 +79,7 @@ class HeadProposer:
         min_reviewed: int | None = None,
         others: Sequence[Labels] = (),
         blend: bool = True,
+        zero_shot_support: Any | None = None,
     ) -> None:
         from kia.backends.local import MIN_REVIEWED_TO_REFIT
         from kia.learned import apply_support
@@ -97,6 +98,9 @@ class HeadProposer:
         # Blend the refit with the base head as `kia propose` adapts (kia.adapt); False: the refit
         # alone (what kia did before the blend; kept for the benchmark's comparison).
         self.blend = blend
+        # Without a base head (another taxonomy): the transferable support models the zero-shot path
+        # quotes with, as `kia propose` does (`kia.learned.generic_support` of the shipped head).
+        self.zero_shot_support = zero_shot_support
         self.refit_seconds: list[float] = []
         self._base_predictions: dict[str, dict[str, Proposed]] | None = None
 
@@ -136,7 +140,7 @@ class HeadProposer:
                 preds = (
                     predict(self.base, self.features, self.taxonomy)
                     if self.base is not None
-                    else predict_zero_shot(self.features, self.taxonomy)
+                    else predict_zero_shot(self.features, self.taxonomy, support=self.zero_shot_support)
                 )
                 self._base_predictions = self._convert(preds)
             return self._base_predictions
@@ -591,12 +595,15 @@ def head_proposer(
     its base the shipped head when it fits the taxonomy, else zero-shot, as `kia propose` would."""
     from kia.backends.local import capped, shipped_head
     from kia.encoders import load_encoder
-    from kia.learned import featurize
+    from kia.learned import featurize, generic_support
     from kia.sentences import split_sentences
 
     sentence_lists = [capped(split_sentences(store.get_document(k), taxonomy=taxonomy)) for k in keys]
     features = featurize(sentence_lists, taxonomy, load_encoder(encoder_name), keys=list(keys))
-    return HeadProposer(features, taxonomy, shipped_head(encoder_name), learns=learns, others=others)
+    shipped = shipped_head(encoder_name)
+    return HeadProposer(
+        features, taxonomy, shipped, learns=learns, others=others, zero_shot_support=generic_support(shipped)
+    )
 
 
 def simulate(

@@ -179,3 +179,28 @@ def test_the_simulated_reviewer_adapts_as_kia_propose_does_and_can_compare_the_r
     assert right(frozen) < 0.2  # the prior misreads Signal ...
     assert right(blended) >= 0.85 and right(alone) >= 0.85  # ... and 8 reviews correct it either way
     assert len(blended.refit_seconds) == 1 and len(alone.refit_seconds) == 1
+
+
+def test_without_a_head_the_replay_starts_from_the_zero_shot_path_kia_propose_shows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another taxonomy has no shipped head: `kia propose` decides zero-shot, quoting with the shipped
+    head's transferable support models; the simulated reviewer must start from those same labels."""
+    import kia.learned
+    from kia.simulate import HeadProposer
+
+    taxonomy = toy_taxonomy()
+    papers, truth = synthetic(6, seed=10)
+    features = featurize(papers, taxonomy, BagEncoder(), keys=list(truth))
+    seen: list[object] = []
+    real = kia.learned.predict_zero_shot
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(kwargs.get("support"))  # recorded, then decided without it (the marker is no model)
+        return real(*args, **{**kwargs, "support": None})  # type: ignore[arg-type]
+
+    monkeypatch.setattr(kia.learned, "predict_zero_shot", spy)
+    marker = object()
+    plain = HeadProposer(features, taxonomy, None, learns=False).propose({})
+    marked = HeadProposer(features, taxonomy, None, learns=False, zero_shot_support=marker).propose({})
+    assert seen == [None, marker] and plain.keys() == marked.keys() == truth.keys()

@@ -108,6 +108,8 @@ class LocalBackend:
         # A given encoder object decides which shipped head fits it (by its key), else the name does.
         key = str(getattr(encoder, "key", encoder_name)) if encoder is not None else encoder_name
         self._head = head if head is not None else (shipped_head(key) if use_shipped_head else None)
+        # The head before any adaptation (shipped or given): what reviews adapt, never an earlier adaptation.
+        self._start = self._head
         self._adapted_from = 0
         # (head, its digest, its settings as JSON): the last head `params` described.
         self._digest: tuple[Head | None, str, dict[str, Any] | None] | None = None
@@ -186,7 +188,8 @@ class LocalBackend:
         if len(keys) < self.min_reviewed:
             return False
         features = featurize(list(documents), taxonomy, self.encoder, keys=list(keys))
-        self._head = adapt_head(features, labels, taxonomy, self._head_for(taxonomy))
+        start = self._start if self._start is not None and self._start.matches(taxonomy) else None
+        self._head = adapt_head(features, labels, taxonomy, start)
         self._adapted_from = len(keys)
         return True
 
