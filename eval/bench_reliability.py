@@ -205,110 +205,110 @@ FAULTS: list[tuple[str, str, bool, str]] = [
     ),
     # issue 23
     (
-        '`kia propose --batch-file` on a paper with an injected sentence and an instruction appended to its '
-        'title; an answer quoting the injected sentence',
-        'tests/test_batchfile.py::test_batch_requests_withhold_flagged_sentences_and_title_and_a_quote_of_one'
-        '_is_reasked',
+        "`kia propose --batch-file` on a paper with an injected sentence and an instruction appended to its "
+        "title; an answer quoting the injected sentence",
+        "tests/test_batchfile.py::test_batch_requests_withhold_flagged_sentences_and_title_and_a_quote_of_one"
+        "_is_reasked",
         False,
-        'both withheld from the request as on the live path; the quote re-asked on import, never stored',
+        "both withheld from the request as on the live path; the quote re-asked on import, never stored",
     ),
     (
         "instruction appended to a paper's title (live prompt)",
-        'tests/test_propose.py::test_an_instruction_in_the_title_is_withheld_from_the_prompt',
+        "tests/test_propose.py::test_an_instruction_in_the_title_is_withheld_from_the_prompt",
         False,
-        'that piece of the title withheld from every prompt; a plain title shown whole',
+        "that piece of the title withheld from every prompt; a plain title shown whole",
     ),
     (
-        'instructions in look-alike letters, zero-width and bidi characters, full-width forms, indirect '
+        "instructions in look-alike letters, zero-width and bidi characters, full-width forms, indirect "
         "orders about the survey's categories, French, German, Spanish, Chinese, Russian",
-        'tests/test_sentences.py::test_disguised_indirect_and_foreign_instructions_are_detected',
+        "tests/test_sentences.py::test_disguised_indirect_and_foreign_instructions_are_detected",
         False,
-        'detected after normalising (NFKC, invisible characters removed, look-alikes folded); left out of the'
+        "detected after normalising (NFKC, invisible characters removed, look-alikes folded); left out of the"
         " offline backend's sentences",
     ),
     (
-        'research prose near the disguised instructions (annotators, category words, Greek letters, German)',
-        'tests/test_sentences.py::test_research_prose_near_the_disguised_ones_is_not_an_instruction',
+        "research prose near the disguised instructions (annotators, category words, Greek letters, German)",
+        "tests/test_sentences.py::test_research_prose_near_the_disguised_ones_is_not_an_instruction",
         False,
-        'not flagged',
+        "not flagged",
     ),
     (
-        'answer file: a string for a token count, a response that is not an object, `usage` a list, a count '
-        'beyond INT32, a status code as a string, 100,000-deep nesting; a directory as the path',
-        'tests/test_batchfile.py::test_each_answer_line_is_checked_on_its_own_and_bad_ones_never_stop_the_import',
+        "answer file: a string for a token count, a response that is not an object, `usage` a list, a count "
+        "beyond INT32, a status code as a string, 100,000-deep nesting; a directory as the path",
+        "tests/test_batchfile.py::test_each_answer_line_is_checked_on_its_own_and_bad_ones_never_stop_the_import",
         False,
-        'one line per bad line with its number; the good lines after them imported; the directory one line',
+        "one line per bad line with its number; the good lines after them imported; the directory one line",
     ),
     (
-        'answer file written for another database whose papers, run and settings are the same',
-        'tests/test_batchfile.py::test_answers_written_for_another_database_are_refused_and_consume_nothing',
+        "answer file written for another database whose papers, run and settings are the same",
+        "tests/test_batchfile.py::test_answers_written_for_another_database_are_refused_and_consume_nothing",
         False,
         "refused in one line per answer (the custom_id binds the database and the paper's hash); the requests"
-        ' still wait',
+        " still wait",
     ),
     (
-        'CSV export of titles, keys, notes, reviewers starting with = + - @ tab CR (and full-width =)',
-        'tests/test_export.py::test_csv_cells_that_start_like_a_formula_are_neutralised',
+        "CSV export of titles, keys, notes, reviewers starting with = + - @ tab CR (and full-width =)",
+        "tests/test_export.py::test_csv_cells_that_start_like_a_formula_are_neutralised",
         False,
         "each such cell prefixed with `'` (OWASP); plain numbers kept",
     ),
     (
-        'BibTeX, RIS, CSL-JSON export of titles with `}`, unbalanced `{`, line breaks forging `ER`/`TY`, '
-        'escapes; keys with line breaks',
-        'tests/test_references.py::test_hostile_titles_and_keys_round_trip_as_one_entry_each',
+        "BibTeX, RIS, CSL-JSON export of titles with `}`, unbalanced `{`, line breaks forging `ER`/`TY`, "
+        "escapes; keys with line breaks",
+        "tests/test_references.py::test_hostile_titles_and_keys_round_trip_as_one_entry_each",
         False,
-        'read back as exactly one entry each, no field added or lost',
+        "read back as exactly one entry each, no field added or lost",
     ),
     (
-        'escape sequences (OSC title, clear screen, CSI) and a bidi override in a title and the text; a line '
-        'break in a file name',
-        'tests/test_terminal.py::test_ingest_papers_and_show_print_no_control_character',
+        "escape sequences (OSC title, clear screen, CSI) and a bidi override in a title and the text; a line "
+        "break in a file name",
+        "tests/test_terminal.py::test_ingest_papers_and_show_print_no_control_character",
         False,
-        '`ingest`, `papers`, `show` print them as visible escapes; one ingest line per file; the key has no '
-        'control character',
+        "`ingest`, `papers`, `show` print them as visible escapes; one ingest line per file; the key has no "
+        "control character",
     ),
     (
-        'the same escape sequences in `kia review`',
-        'tests/test_terminal.py::test_review_prints_no_control_character',
+        "the same escape sequences in `kia review`",
+        "tests/test_terminal.py::test_review_prints_no_control_character",
         False,
-        'printed as visible escapes',
+        "printed as visible escapes",
     ),
     (
-        'taxonomy pattern RE2 cannot compile that backtracks catastrophically (`(?<!x)(a|aa)+b`)',
-        'tests/test_taxonomy.py::test_a_pattern_re2_cannot_run_is_searched_under_a_time_bound',
+        "taxonomy pattern RE2 cannot compile that backtracks catastrophically (`(?<!x)(a|aa)+b`)",
+        "tests/test_taxonomy.py::test_a_pattern_re2_cannot_run_is_searched_under_a_time_bound",
         False,
-        'searched under a 50 ms bound per sentence: no match there, never a hang',
+        "searched under a 50 ms bound per sentence: no match there, never a hang",
     ),
     (
-        'HTML page with 20,000 nested divs',
-        'tests/test_extract.py::test_deeply_nested_html_is_extracted_in_one_pass',
+        "HTML page with 20,000 nested divs",
+        "tests/test_extract.py::test_deeply_nested_html_is_extracted_in_one_pass",
         False,
-        'extracted in one linear pass (40,000: 4 s, was 77 s)',
+        "extracted in one linear pass (40,000: 4 s, was 77 s)",
     ),
     (
-        'truncated, cut-in-header, checksum-damaged, SQLite and text files as `--db`: `papers`, `export`, '
-        '`propose`, `ingest`',
-        'tests/test_store.py::test_damaged_or_foreign_database_is_one_line_and_never_written',
+        "truncated, cut-in-header, checksum-damaged, SQLite and text files as `--db`: `papers`, `export`, "
+        "`propose`, `ingest`",
+        "tests/test_store.py::test_damaged_or_foreign_database_is_one_line_and_never_written",
         False,
-        'one line naming the file and what to do; file unchanged; no extension download',
+        "one line naming the file and what to do; file unchanged; no extension download",
     ),
     (
-        'full disk while `kia ingest` writes (file size limit)',
-        'tests/test_store.py::test_full_disk_is_one_line_and_the_database_stays_readable',
+        "full disk while `kia ingest` writes (file size limit)",
+        "tests/test_store.py::test_full_disk_is_one_line_and_the_database_stays_readable",
         False,
-        'one line; the database still reads with everything committed before',
+        "one line; the database still reads with everything committed before",
     ),
     (
-        'full disk while the pre-migration copy is written, then a retry',
-        'tests/test_store.py::test_backup_on_a_full_disk_leaves_no_truncated_copy_and_a_retry_makes_one_whole',
+        "full disk while the pre-migration copy is written, then a retry",
+        "tests/test_store.py::test_backup_on_a_full_disk_leaves_no_truncated_copy_and_a_retry_makes_one_whole",
         False,
-        'no partial `.bak` left, database unchanged; with room again exactly one whole copy',
+        "no partial `.bak` left, database unchanged; with room again exactly one whole copy",
     ),
     (
-        'two live `kia propose` on one database against a slow LLM',
-        'tests/test_propose.py::test_two_live_propose_processes_never_pay_twice_for_a_paper',
+        "two live `kia propose` on one database against a slow LLM",
+        "tests/test_propose.py::test_two_live_propose_processes_never_pay_twice_for_a_paper",
         False,
-        'the second skips the papers the first has claimed and says so; each paper paid once',
+        "the second skips the papers the first has claimed and says so; each paper paid once",
     ),
 ]
 

@@ -154,7 +154,11 @@ def adaptation(
             labels = {**{k: dev_labels[k] for k in known}, **corpus_labels}
             scope = {**{k: v for k, v in dev_scope.items() if k in features.keys}, **corpus_scope}
             prior = fit_head(
-                features, labels, taxonomy, HeadSettings(), in_scope=scope,
+                features,
+                labels,
+                taxonomy,
+                HeadSettings(),
+                in_scope=scope,
                 evidence={k: v for k, v in evidence.items() if k in features.keys},
             )
             user_features = dev_features.subset([dev_features.keys.index(k) for k in user])
@@ -204,11 +208,16 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT)
     parser.add_argument("--no-speed", action="store_true", help="skip the 500-paper refit timing")
     parser.add_argument(
-        "--units", nargs="+", choices=("paper", "axis"), default=["paper", "axis"],
+        "--units",
+        nargs="+",
+        choices=("paper", "axis"),
+        default=["paper", "axis"],
         help="review a whole paper at a time, one axis at a time, or both",
     )
     parser.add_argument(
-        "--adapt-splits", type=int, default=8,
+        "--adapt-splits",
+        type=int,
+        default=8,
         help="random halvings of the devset for the adaptation table (0: skip it)",
     )
     parser.add_argument("--db", type=Path, default=None)

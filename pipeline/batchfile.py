@@ -298,7 +298,11 @@ def write_offline_requests(
 def _write_offline_lines(writing: _Writing, target: Path, encoder: str, keys: list[str] | None) -> None:
     """The lines of `write_offline_requests`, written to `target` as each paper is recorded waiting."""
     store, taxonomy, run_id, identity, summary = (
-        writing.store, writing.taxonomy, writing.run_id, writing.identity, writing.summary
+        writing.store,
+        writing.taxonomy,
+        writing.run_id,
+        writing.identity,
+        writing.summary,
     )
     done = store.done_papers(run_id)
     waiting = store.waiting_requests(run_id)

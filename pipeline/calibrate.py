@@ -126,9 +126,7 @@ def fit_calibration(items: Sequence[AxisItem], axes: Sequence[str], settings: Se
     positives = int(y.sum())
     calibration = Calibration(list(axes), len(reviewed), positives)
     if len(reviewed) < settings.calibration_min_reviews:
-        calibration.reason = (
-            f"{len(reviewed)} reviewed axes, calibration needs {settings.calibration_min_reviews}"
-        )
+        calibration.reason = f"{len(reviewed)} reviewed axes, calibration needs {settings.calibration_min_reviews}"
         return calibration
     if min(positives, len(y) - positives) < 2:
         calibration.reason = f"{len(reviewed)} reviewed axes but {positives} accepted as proposed: one outcome only"
@@ -252,8 +250,9 @@ def fit_secondary_rule(pairs: Sequence[tuple[float, bool]], settings: Settings |
     confidences (ties: the higher, fewer extra labels); too few pairs or only one outcome: None."""
     settings = settings or Settings()
     if len(pairs) < settings.secondary_min_reviews:
-        return SecondaryRule(None, len(pairs), f"{len(pairs)} reviewed secondary labels, the rule needs "
-                             f"{settings.secondary_min_reviews}")
+        return SecondaryRule(
+            None, len(pairs), f"{len(pairs)} reviewed secondary labels, the rule needs {settings.secondary_min_reviews}"
+        )
     kept = sum(1 for _, k in pairs if k)
     if kept == 0 or kept == len(pairs):
         return SecondaryRule(None, len(pairs), "one outcome only")

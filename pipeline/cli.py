@@ -1350,9 +1350,7 @@ def answer(
     requests: Annotated[
         Path, typer.Argument(help="A request file written by kia propose --backend local --batch-file")
     ],
-    out_file: Annotated[
-        Path, typer.Option("--out", help="Output file (OpenAI Batch format); a rerun resumes it")
-    ],
+    out_file: Annotated[Path, typer.Option("--out", help="Output file (OpenAI Batch format); a rerun resumes it")],
     workers: Annotated[
         int | None, typer.Option(min=1, max=64, help="Processes answering papers (default: the cores)")
     ] = None,

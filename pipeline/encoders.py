@@ -345,9 +345,7 @@ class MiniLMInt8Encoder:
         options.intra_op_num_threads = threads or _thread_share()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self._session = onnxruntime.InferenceSession(
-            str(self.model_path), options, providers=["CPUExecutionProvider"]
-        )
+        self._session = onnxruntime.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
 
     @classmethod

@@ -356,9 +356,11 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
                 ]
                 lines.append(" & ".join(cells) + r" \\")
         caption = _latex_escape(taxonomy.title or taxonomy.name)
-        flagged_note = r" $^\dagger$: flagged by kia (listed in the comments below the table)." if any(
-            r.flags for r in rows
-        ) else ""
+        flagged_note = (
+            r" $^\dagger$: flagged by kia (listed in the comments below the table)."
+            if any(r.flags for r in rows)
+            else ""
+        )
         lines += [
             r"\bottomrule",
             r"\end{tabular}",
@@ -366,9 +368,7 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
             r"\end{table*}",
         ]
         lines += [  # comments: carried in the file, not typeset
-            f"% kia flag: {row.key}: " + line.replace("\n", " ")
-            for row in rows
-            for line in row.flags.lines()
+            f"% kia flag: {row.key}: " + line.replace("\n", " ") for row in rows for line in row.flags.lines()
         ]
         return "\n".join(lines) + "\n"
     raise KiaError(f"unknown export format {output_format!r}; use one of {', '.join(FORMATS)}")

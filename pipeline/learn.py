@@ -104,9 +104,7 @@ def person_decisions(store: Store, run_id: str) -> dict[tuple[str, str], tuple[s
     return out
 
 
-def learn_from_reviews(
-    store: Store, run_id: str, taxonomy: Taxonomy, settings: Settings | None = None
-) -> Learned:
+def learn_from_reviews(store: Store, run_id: str, taxonomy: Taxonomy, settings: Settings | None = None) -> Learned:
     """The calibration map and the secondary rule of a run, fitted on the person's decisions on it."""
     settings = settings or Settings()
     proposals = stored_proposals(store, run_id, taxonomy)

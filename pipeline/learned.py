@@ -426,9 +426,7 @@ def screened(sentences: Sequence[Sentence], limit: int, taxonomy: Taxonomy) -> l
     lead = [i for i, s in enumerate(sentences) if s.section in ("front", "abstract")][:limit]
     rest = [i for i, s in enumerate(sentences) if s.section not in ("front", "abstract")]
     hits = cue_matrix([sentences[i].text for i in rest], taxonomy).sum(axis=1) if rest else np.zeros(0)
-    scores = [
-        min(float(h), 3.0) + sentence_weight(sentences[i]) for i, h in zip(rest, hits, strict=True)
-    ]
+    scores = [min(float(h), 3.0) + sentence_weight(sentences[i]) for i, h in zip(rest, hits, strict=True)]
     ranked = sorted(range(len(rest)), key=lambda j: (-scores[j], rest[j]))
     return sorted([*lead, *(rest[j] for j in ranked[: limit - len(lead)])])
 

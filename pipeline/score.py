@@ -170,9 +170,7 @@ def axis_agreement(
     Precision, recall, F1, kappa and Jaccard are computed here with numpy, as scikit-learn defines
     them (zero_division=0): importing scikit-learn alone took most of `kia score`'s time."""
     ref = np.array([[c in labels for c in categories] for labels in reference], dtype=int).reshape(-1, len(categories))
-    cand = np.array([[c in labels for c in categories] for labels in candidate], dtype=int).reshape(
-        -1, len(categories)
-    )
+    cand = np.array([[c in labels for c in categories] for labels in candidate], dtype=int).reshape(-1, len(categories))
     tp = (ref & cand).sum(axis=0)
     support, predicted_n = ref.sum(axis=0), cand.sum(axis=0)
     precision, recall = _ratio(tp, predicted_n), _ratio(tp, support)

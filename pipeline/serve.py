@@ -678,4 +678,3 @@ def serve(
             server.run(sockets=[sock])
     finally:
         sock.close()
-

@@ -207,8 +207,19 @@ _PATH_KEYS = ("db", "taxonomy", "gold", "prompt")
 _PROJECT_KEYS: dict[str, type] = {
     **dict.fromkeys(_PATH_KEYS, Path),
     **dict.fromkeys(
-        ("reviewer", "backend", "model", "base_url", "encoder", "mode", "arxiv_query", "arxiv_category",
-         "arxiv_api", "arxiv_pdf", "arxiv_html"),
+        (
+            "reviewer",
+            "backend",
+            "model",
+            "base_url",
+            "encoder",
+            "mode",
+            "arxiv_query",
+            "arxiv_category",
+            "arxiv_api",
+            "arxiv_pdf",
+            "arxiv_html",
+        ),
         str,
     ),
     **dict.fromkeys(("concurrency", "max_retries", "reasks", "max_tokens", "examples", "read_sentences"), int),

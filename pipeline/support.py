@@ -269,7 +269,9 @@ Evidence = Mapping[str, Mapping[str, Sequence[int]]]
 
 
 def _rows(
-    vectors: Sequence[np.ndarray], pairs: Sequence[np.ndarray], evidence: Sequence[Mapping[str, Sequence[int]]],
+    vectors: Sequence[np.ndarray],
+    pairs: Sequence[np.ndarray],
+    evidence: Sequence[Mapping[str, Sequence[int]]],
     category_ids: Sequence[str],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Stacked training rows of the papers given: pair features (N*C, G), truth (N, C), paper id

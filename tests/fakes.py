@@ -74,8 +74,6 @@ class CrashingEncoder(HashingEncoder):
         return super().encode(texts)
 
 
-
-
 class PreparingLocalBackend(LocalBackend):
     """The offline backend over `HashingEncoder`, whose `prepare` (what a parent runs before spawning
     workers: the int8 model build) appends this process's pid to the file `marker`."""

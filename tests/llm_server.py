@@ -101,6 +101,8 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--ctx", type=int, default=8192, help="context tokens per slot")
-    parser.add_argument("--whole-prompts", action="store_true", help="no prompt cache: the same request, the same answer")
+    parser.add_argument(
+        "--whole-prompts", action="store_true", help="no prompt cache: the same request, the same answer"
+    )
     args = parser.parse_args()
     serve(args.port, args.parallel, args.ctx, args.whole_prompts)

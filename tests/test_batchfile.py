@@ -281,9 +281,7 @@ def test_each_answer_line_is_checked_on_its_own_and_bad_ones_never_stop_the_impo
     assert directory.stderr.strip() == f"kia: {tmp_path}: is a directory, not a batch output file"
 
 
-def test_answers_written_for_another_database_are_refused_and_consume_nothing(
-    papers_db: Path, tmp_path: Path
-) -> None:
+def test_answers_written_for_another_database_are_refused_and_consume_nothing(papers_db: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     other.mkdir()
     for name, text in PAPERS.items():
@@ -294,11 +292,16 @@ def test_answers_written_for_another_database_are_refused_and_consume_nothing(
     theirs = write_requests(other_db, other / "theirs.jsonl", "--run", "b", "--reasks", "0")
     assert {m["custom_id"] for m in mine}.isdisjoint(t["custom_id"] for t in theirs)  # same keys, run and settings
     output = tmp_path / "theirs-output.jsonl"
-    output.write_text("".join(output_line(t["custom_id"], SYNTHETIC["canned"]) + "\n" for t in theirs), encoding="utf-8")
+    output.write_text(
+        "".join(output_line(t["custom_id"], SYNTHETIC["canned"]) + "\n" for t in theirs), encoding="utf-8"
+    )
     result = run_kia("propose", "--batch-results", str(output), "--db", str(papers_db))
     assert result.returncode == 1 and "stored 0" in result.stdout, result.stdout + result.stderr
     refused = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(refused) == 2 and all(f"was written for another database, not {papers_db}" in r for r in refused)
     assert query(papers_db, "SELECT count(*) FROM proposals WHERE run_id = 'b' AND status = 'waiting'") == [(2,)]
     # their own database takes them
-    assert "stored 1, re-ask 0, failed 1" in run_kia("propose", "--batch-results", str(output), "--db", str(other_db)).stdout
+    assert (
+        "stored 1, re-ask 0, failed 1"
+        in run_kia("propose", "--batch-results", str(output), "--db", str(other_db)).stdout
+    )

@@ -67,7 +67,10 @@ def test_paired_outcomes_compare_the_two_heads_quotes_label_by_label(
         {"source": "last-layer", "key": "p", "category": "K2", "sentence": 4, "correct": True, "silver": False},
     ]
     items = paired_items({"kia": kia, "former": other})
-    assert [(i["source"], i["category"]) for i in items] == [("kia", "K1"), ("last-layer", "K1")]  # same quote: left out
+    assert [(i["source"], i["category"]) for i in items] == [
+        ("kia", "K1"),
+        ("last-layer", "K1"),
+    ]  # same quote: left out
     key = [{"id": n, **item} for n, item in enumerate(items, 1)]
     assert paired_outcomes(key, {1: "supports", 2: "not"}) == (1, 0, 0)
     assert paired_outcomes(key, {1: "partly", 2: "partly"}) == (0, 0, 1)

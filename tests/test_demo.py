@@ -20,7 +20,7 @@ def test_demo_then_score_json_and_rerun(tmp_path: Path) -> None:
     assert "micro-F1" in first.stdout and "whole-triple exact match" in first.stdout
     # a newcomer sees the axes in words, one proposal with its quotes, and what to do next
     assert "K = External Knowledge (one or more labels)" in first.stdout and "One proposal: " in first.stdout
-    assert '(p.1, chars ' in first.stdout and "Next:" in first.stdout and "kia init my-survey" in first.stdout
+    assert "(p.1, chars " in first.stdout and "Next:" in first.stdout and "kia init my-survey" in first.stdout
 
     scored = run_kia("score", "--gold", str(ROOT / "labels" / "examples.csv"), "--format", "json", "--db", str(db))
     assert scored.returncode == 0, scored.stderr

@@ -65,7 +65,9 @@ def test_int8_gives_layer_three_from_the_same_pass_for_sentence_support(int8: Mi
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir()))
     model = AutoModel.from_pretrained(str(minilm_dir())).eval()
     with torch.no_grad():
-        states = [model(**tokenizer(s, return_tensors="pt"), output_hidden_states=True).hidden_states for s in sentences]
+        states = [
+            model(**tokenizer(s, return_tensors="pt"), output_hidden_states=True).hidden_states for s in sentences
+        ]
     layer = np.stack([h[SUPPORT_LAYER][0].mean(0).numpy() for h in states])
     layer /= np.linalg.norm(layer, axis=1, keepdims=True)
     assert (support * layer).sum(axis=1).min() >= 0.98

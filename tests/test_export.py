@@ -31,12 +31,12 @@ def test_csv_round_trips_labels() -> None:
     assert generate["I"] == "I1;I2" and generate["conditioning_mechanism"] == "Cross-attention, CFG"
 
 
-HOSTILE_CELLS = ["=HYPERLINK(\"http://x\")", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tTab", "\rReturn", "\uff1d1+1"]
+HOSTILE_CELLS = ['=HYPERLINK("http://x")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tTab", "\rReturn", "\uff1d1+1"]
 
 
 def test_csv_cells_that_start_like_a_formula_are_neutralised() -> None:
     rows, taxonomy = _rows()
-    rows = rows[:len(HOSTILE_CELLS)]
+    rows = rows[: len(HOSTILE_CELLS)]
     for row, hostile in zip(rows, HOSTILE_CELLS, strict=True):
         row.title = hostile
         row.details["dataset"] = hostile
@@ -52,7 +52,11 @@ def test_csv_cells_that_start_like_a_formula_are_neutralised() -> None:
     assert {r["title"] for r in parsed} == {"'" + h.replace("\r", "\n") for h in HOSTILE_CELLS}
     assert parsed[0]["key"] == "'=cmd|'/C calc'!A0" or parsed[1]["key"] == "'=cmd|'/C calc'!A0"
     hostile_row = next(r for r in parsed if r["K_reviewer"])
-    assert (hostile_row["K_reviewer"], hostile_row["K_note"], hostile_row["K_confidence"]) == ("'@mallory", "'=note", "-0.500")
+    assert (hostile_row["K_reviewer"], hostile_row["K_note"], hostile_row["K_confidence"]) == (
+        "'@mallory",
+        "'=note",
+        "-0.500",
+    )
 
 
 def test_jsonl_and_markdown() -> None:

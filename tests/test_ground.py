@@ -175,7 +175,9 @@ def _reference_normalise_with_map(text: str) -> tuple[str, list[int]]:
     return "".join(out), out_origin
 
 
-_AWKWARD = "abAB Z-- \t\n\r\x0b\x0c\x1c\x85\xa0\u2028\u3000ßİ\ufb01\ufb03\u2018\u201c\u2013\u00ad\u0301é½①Ａ\u200b.,'\"ǅ"
+_AWKWARD = (
+    "abAB Z-- \t\n\r\x0b\x0c\x1c\x85\xa0\u2028\u3000ßİ\ufb01\ufb03\u2018\u201c\u2013\u00ad\u0301é½①Ａ\u200b.,'\"ǅ"
+)
 
 
 @settings(max_examples=400, deadline=None)

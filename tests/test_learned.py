@@ -443,4 +443,7 @@ def test_sentence_support_reads_the_encoders_support_layer_and_labels_the_last()
     evidence = {k: {next(iter(v["S"])): [0]} for k, v in labels.items()}
     head = fit_head(layered, labels, taxonomy, HeadSettings(min_positives=3, c_grid=(1.0,)), evidence=evidence)
     assert head.provenance["support_layer"] == 3
-    assert "support_layer" not in fit_head(plain, labels, taxonomy, HeadSettings(min_positives=3, c_grid=(1.0,))).provenance
+    assert (
+        "support_layer"
+        not in fit_head(plain, labels, taxonomy, HeadSettings(min_positives=3, c_grid=(1.0,))).provenance
+    )

@@ -46,7 +46,10 @@ def test_a_huge_text_is_read_up_to_the_cap_by_section_priority(tmp_path: Path) -
     )
     backend = LocalBackend(HashingEncoder(), use_shipped_head=False, max_sentences=50)
     answer = backend.answer(extract(path), load_taxonomy(), "")
-    assert answer.raw["sampled"].startswith("read 50 of ") and "section priority up to the cap of 50" in answer.raw["sampled"]
+    assert (
+        answer.raw["sampled"].startswith("read 50 of ")
+        and "section priority up to the cap of 50" in answer.raw["sampled"]
+    )
     quotes = [q for claims in answer.labels.values() for c in claims for q in c.quotes]
     assert quotes and not any("Earlier work" in q for q in quotes)  # related work is read last: not at all here
     assert backend.params()["max_sentences"] == 50
@@ -128,7 +131,9 @@ def test_a_long_paper_is_read_as_its_abstract_and_its_most_telling_sentences(
     limit = HeadSettings().read_sentences
     assert len(read) == 1 and len(read[0]) == limit
     assert read[0][0].startswith("We generate CT volumes") and telling in read[0]
-    assert answer.raw["sampled"].startswith(f"read {limit} of ") and f"reading limit of {limit}" in answer.raw["sampled"]
+    assert (
+        answer.raw["sampled"].startswith(f"read {limit} of ") and f"reading limit of {limit}" in answer.raw["sampled"]
+    )
 
 
 def test_read_sentences_overrides_the_heads_limit_and_enters_the_runs_identity(

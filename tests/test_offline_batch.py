@@ -116,9 +116,7 @@ def journey(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     result["failed"] = query(batch, "SELECT paper_key, error FROM proposals WHERE status = 'failed'")
     # Writing again asks for the failed paper only, under the same custom_id: the real answer then imports.
     again = here / "again.jsonl"
-    result["written_again"] = run_kia(
-        "propose", "--backend", "local", "--batch-file", str(again), "--db", str(batch)
-    )
+    result["written_again"] = run_kia("propose", "--backend", "local", "--batch-file", str(again), "--db", str(batch))
     result["again"] = read_jsonl(again)
     result["imported"] = run_kia("propose", "--batch-results", str(output), "--db", str(batch))
     result["reimported"] = run_kia("propose", "--batch-results", str(output), "--db", str(batch))

@@ -436,7 +436,9 @@ def test_two_live_propose_processes_never_pay_twice_for_a_paper(tmp_path: Path) 
     finally:
         proxy.stop()
     assert first.returncode == 0 and second.returncode == 0, (errors, second.stderr)
-    found = re.search(r"proposed 0 \(cached 0\), already done (\d), failed 0, being proposed by another process (\d)", second.stdout)
+    found = re.search(
+        r"proposed 0 \(cached 0\), already done (\d), failed 0, being proposed by another process (\d)", second.stdout
+    )
     assert found and int(found.group(1)) + int(found.group(2)) == 3 and int(found.group(2)) >= 1, second.stdout
     assert "proposed 3" in out
     assert len(proxy.bodies) == 3  # each paper paid once
@@ -490,7 +492,8 @@ def _abstracts(folder: Path, count: int, crash: int | None = None, filler: int =
         other = CONDITIONS[(i // len(CONDITIONS)) % len(CONDITIONS)]
         extra = " The word CRASH appears in this sentence of the paper." if i == crash else ""
         extra += "".join(
-            f" In ablation {j} of study {i}, the volumes kept {j + i} of their {condition} details." for j in range(filler)
+            f" In ablation {j} of study {i}, the volumes kept {j + i} of their {condition} details."
+            for j in range(filler)
         )
         (folder / f"paper{i:02d}.md").write_text(
             f"# Paper {i}\n\n## Abstract\nWe generate 3D chest CT volumes conditioned on {condition} with a latent "
@@ -513,9 +516,7 @@ def _stored_run(store: Store, run: str) -> dict[str, object]:
             "WHERE run_id = ? ORDER BY ALL",
             [run],
         ),
-        "statuses": store.query(
-            "SELECT paper_key, axis, status FROM axis_status WHERE run_id = ? ORDER BY ALL", [run]
-        ),
+        "statuses": store.query("SELECT paper_key, axis, status FROM axis_status WHERE run_id = ? ORDER BY ALL", [run]),
     }
 
 
@@ -605,7 +606,9 @@ def _done(db: Path, run: str) -> int | None:
     except duckdb.Error:
         return None
     try:
-        return int(con.execute("SELECT count(*) FROM proposals WHERE run_id = ? AND status = 'done'", [run]).fetchone()[0])
+        return int(
+            con.execute("SELECT count(*) FROM proposals WHERE run_id = ? AND status = 'done'", [run]).fetchone()[0]
+        )
     except duckdb.Error:  # the run's tables do not exist yet
         return None
     finally:
@@ -631,7 +634,9 @@ def _children(pid: int) -> list[int]:
 PAPERS_KILLED = 160
 
 
-def test_kill_9_of_propose_with_workers_then_rerun_labels_every_paper_exactly_once(tmp_path: Path, db_path: Path) -> None:
+def test_kill_9_of_propose_with_workers_then_rerun_labels_every_paper_exactly_once(
+    tmp_path: Path, db_path: Path
+) -> None:
     import signal
     import subprocess
     import time
@@ -666,7 +671,10 @@ def test_kill_9_of_propose_with_workers_then_rerun_labels_every_paper_exactly_on
         assert store.query("SELECT count(*), count(DISTINCT paper_key) FROM proposals WHERE run_id = 'crash'") == [
             (PAPERS_KILLED, PAPERS_KILLED)
         ]
-        assert store.query(
-            "SELECT paper_key, axis, category, count(*) c FROM labels WHERE run_id = 'crash' GROUP BY ALL HAVING c > 1"
-        ) == []
+        assert (
+            store.query(
+                "SELECT paper_key, axis, category, count(*) c FROM labels WHERE run_id = 'crash' GROUP BY ALL HAVING c > 1"
+            )
+            == []
+        )
         assert store.query("SELECT count(DISTINCT paper_key) FROM labels WHERE run_id = 'crash'") == [(PAPERS_KILLED,)]

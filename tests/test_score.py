@@ -91,6 +91,7 @@ def test_empty_overlap_does_not_crash() -> None:
 
 # --- the default run and the final labels: the same for every command -----------------------------
 
+
 def _runs_db(tmp_path: Path) -> tuple[Path, str]:
     """Papers MAISI and MedLoRD; run `a` complete, then run `w` with MedLoRD waiting for a batch answer."""
     from kia.extract import extract
@@ -107,7 +108,9 @@ def _runs_db(tmp_path: Path) -> tuple[Path, str]:
         with Store(db) as store:
             store.add_document(extract(path), key)
     with Store(db) as store:
-        run_proposals(store, ScriptedBackend({"MAISI": good, "MedLoRD": good}), load_taxonomy(), load_prompt(), run_name="a")
+        run_proposals(
+            store, ScriptedBackend({"MAISI": good, "MedLoRD": good}), load_taxonomy(), load_prompt(), run_name="a"
+        )
         waiting = ScriptedBackend({"MAISI": good})
         waiting.model = "batch-model-with-a-long-name-that-a-table-would-cut"
         name = "w-batch-run-with-a-name-much-longer-than-eighty-columns-allow-in-a-table-cell-xyz"
@@ -139,7 +142,9 @@ def test_the_default_run_is_the_latest_complete_one_and_a_waiting_run_says_so(tm
     told = run_kia("score", "--run", waiting, "--db", str(db))
     assert f"run {waiting} is waiting for 1 batch answer(s)" in told.stdout
     # export without --run: the latest complete run, not the shipped gold
-    exported = [json.loads(line) for line in run_kia("export", "--format", "jsonl", "--db", str(db)).stdout.splitlines()]
+    exported = [
+        json.loads(line) for line in run_kia("export", "--format", "jsonl", "--db", str(db)).stdout.splitlines()
+    ]
     assert sorted(r["key"] for r in exported) == ["MAISI", "MedLoRD"] and "axes" in exported[0]
     stats = json.loads(run_kia("stats", "--format", "json", "--db", str(db)).stdout)
     assert stats["source"] == "run a"
@@ -172,7 +177,10 @@ def test_reviews_mean_the_same_in_score_stats_and_every_export(tmp_path: Path) -
     assert rows["MAISI"]["K"] == "K1" and rows["MAISI"]["K_status"] == "edited" and rows["MAISI"]["K_confidence"] == ""
     assert rows["MAISI"]["I"] == "" and rows["MAISI"]["I_status"] == "rejected" and rows["MAISI"]["I_evidence"] == ""
     assert rows["MedLoRD"]["A_status"] == "accepted" and rows["MedLoRD"]["A_confidence"] != ""
-    jsonl = {json.loads(x)["key"]: json.loads(x) for x in run_kia("export", "--format", "jsonl", "--db", str(db)).stdout.splitlines()}
+    jsonl = {
+        json.loads(x)["key"]: json.loads(x)
+        for x in run_kia("export", "--format", "jsonl", "--db", str(db)).stdout.splitlines()
+    }
     assert jsonl["MAISI"]["axes"]["K"]["confidence"] is None and jsonl["MAISI"]["axes"]["I"]["status"] == "rejected"
     assert "rejected" in run_kia("export", "--format", "markdown", "--db", str(db)).stdout
     bib = run_kia("export", "--format", "bibtex", "--db", str(db)).stdout
@@ -221,7 +229,11 @@ def test_alpha_masi_is_nltks() -> None:
     categories = ["a", "b", "c"]
     for _ in range(30):
         rows = [[F(c for c in categories if rng.random() < 0.4) or F({"a"}) for _ in range(12)] for _ in range(2)]
-        data = [(coder, str(i), labels) for coder, labels_list in zip("rc", rows, strict=True) for i, labels in enumerate(labels_list)]
+        data = [
+            (coder, str(i), labels)
+            for coder, labels_list in zip("rc", rows, strict=True)
+            for i, labels in enumerate(labels_list)
+        ]
         try:
             expected = round(AnnotationTask(data=data, distance=masi_distance).alpha(), 4)
         except ZeroDivisionError:

@@ -181,7 +181,12 @@ def test_the_injection_checks_re2_prefilter_never_changes_an_answer() -> None:
 
 def test_a_period_after_an_abbreviation_at_any_place_in_a_line_does_not_end_a_sentence() -> None:
     line = "Fig. 2 shows it.\tSee\u00a0Fig. 3 and (e.g. here) it works. J. Doe agreed. An end."
-    assert _sentences(line) == ["Fig. 2 shows it.", "See\u00a0Fig. 3 and (e.g. here) it works.", "J. Doe agreed.", "An end."]
+    assert _sentences(line) == [
+        "Fig. 2 shows it.",
+        "See\u00a0Fig. 3 and (e.g. here) it works.",
+        "J. Doe agreed.",
+        "An end.",
+    ]
 
 
 def test_abbreviations_citations_and_decimals_do_not_end_sentences() -> None:
@@ -254,7 +259,8 @@ def test_sentences_around_a_quote_cross_paragraphs_and_skip_abbreviations() -> N
 def _long_paper(tmp_path: Path, method_lines: int) -> Path:
     """A Markdown paper: an abstract, a long method section, related work and references."""
     method = "\n".join(
-        f"We condition the latent diffusion model on organ masks in configuration number {i}." for i in range(method_lines)
+        f"We condition the latent diffusion model on organ masks in configuration number {i}."
+        for i in range(method_lines)
     )
     path = tmp_path / "long.md"
     path.write_text(

@@ -122,10 +122,15 @@ def test_requests_without_the_token_or_from_another_host_are_refused(db: Path) -
         assert rebound.status_code == 403 and "Host" in rebound.text
         first = httpx.get(f"{base}/?token={TOKEN}")
         assert first.status_code == 303 and first.headers["location"] == "/"  # the token leaves the address bar
-        assert "httponly" in first.headers["set-cookie"].lower() and "samesite=strict" in first.headers["set-cookie"].lower()
+        assert (
+            "httponly" in first.headers["set-cookie"].lower()
+            and "samesite=strict" in first.headers["set-cookie"].lower()
+        )
         client = _client(base)
         assert client.get("/").status_code == 200
-        posted = client.post("/paper/mike", data={"action": "accept", "axis": "K"}, headers={"Origin": "http://evil.example"})
+        posted = client.post(
+            "/paper/mike", data={"action": "accept", "axis": "K"}, headers={"Origin": "http://evil.example"}
+        )
         assert posted.status_code == 403
     assert _rows(db, "mike") == []
 
@@ -181,13 +186,20 @@ def test_a_database_held_by_another_process_is_one_clear_answer_then_the_review_
     with serving(db) as base:
         client = _client(base)
         holder = subprocess.Popen(
-            [sys.executable, "-c", "import sys, time, duckdb; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(60)", str(db)],
+            [
+                sys.executable,
+                "-c",
+                "import sys, time, duckdb; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(60)",
+                str(db),
+            ],
             stdout=subprocess.PIPE,
             text=True,
         )
         try:
             assert holder.stdout and holder.stdout.readline().strip() == "held"
-            held = client.post("/paper/mike", data={"action": "accept", "axis": "K"}, headers={"Accept": "application/json"})
+            held = client.post(
+                "/paper/mike", data={"action": "accept", "axis": "K"}, headers={"Accept": "application/json"}
+            )
             assert held.status_code == 503 and "locked by another process" in held.json()["error"]
             assert client.get("/").status_code == 503
         finally:
@@ -343,7 +355,13 @@ def browser() -> Iterator[object]:
     os.environ.setdefault("SE_OFFLINE", "true")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,900"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,900",
+    ):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     try:

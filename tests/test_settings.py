@@ -96,7 +96,9 @@ def test_a_project_sets_the_local_backends_reading_limit(tmp_path: Path) -> None
 
     _project(tmp_path, "read_sentences = 90\n")
     settings = Settings.load(tmp_path, environ={})
-    assert settings.read_sentences == 90 and settings.sources["read_sentences"] == str((tmp_path / "kia.toml").resolve())
+    assert settings.read_sentences == 90 and settings.sources["read_sentences"] == str(
+        (tmp_path / "kia.toml").resolve()
+    )
     assert create(settings).read_sentences == 90
     assert create(Settings.load(tmp_path / "..", environ={})).read_sentences is None
     _project(tmp_path, 'read_sentences = "many"\n')

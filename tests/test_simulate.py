@@ -239,8 +239,19 @@ def test_simulate_and_auto_accept_on_the_agents_taxonomy(tmp_path: Path) -> None
     ):
         assert run_kia(*args, "--db", str(db)).returncode == 0
     result = run_kia(
-        "simulate", "--gold", gold, "--taxonomy", taxonomy_file, "--backend", "local", "--plot",
-        str(tmp_path / "agents.png"), "--random-runs", "1", "--db", str(db),
+        "simulate",
+        "--gold",
+        gold,
+        "--taxonomy",
+        taxonomy_file,
+        "--backend",
+        "local",
+        "--plot",
+        str(tmp_path / "agents.png"),
+        "--random-runs",
+        "1",
+        "--db",
+        str(db),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "with gold (80 axes)" in result.stdout and "taxonomy llm-agents" in result.stdout

@@ -155,7 +155,9 @@ def test_the_bilinear_support_model_compares_sentences_with_category_vectors() -
     with_vectors = apply_support(shared_only, features).support
     without = apply_support(shared_only, replace(features, category_vectors=None, pairs_cache=None)).support
     assert without is not None
-    assert all(np.allclose(w, t) for w, t in zip(without, apply_support(transferable, features).support or [], strict=True))
+    assert all(
+        np.allclose(w, t) for w, t in zip(without, apply_support(transferable, features).support or [], strict=True)
+    )
     assert with_vectors is not None and without is not None
     assert all(np.isfinite(w).all() for w in without)
     assert max(float(np.abs(a - b).max()) for a, b in zip(with_vectors, without, strict=True)) > 1e-3
@@ -202,7 +204,9 @@ def test_shipped_backend_quotes_supportive_sentences_never_the_title(tmp_path: P
         )
         titles = {key: store.get_document(key).title for key in store.paper_keys()}
         statuses = store.query("SELECT reason FROM axis_status WHERE run_id = ? AND status = 'unclear'", [run.run_id])
-        raw = [json.loads(r[0]) for r in store.query("SELECT raw_response FROM proposals WHERE run_id = ?", [run.run_id])]
+        raw = [
+            json.loads(r[0]) for r in store.query("SELECT raw_response FROM proposals WHERE run_id = ?", [run.run_id])
+        ]
     assert rows, "the local backend proposed no label with evidence"
     for key, category, quote, support, status in rows:
         assert support is not None and 0.0 < support <= 1.0, (key, category, support)
