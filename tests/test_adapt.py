@@ -13,23 +13,24 @@ from kia.adapt import MIN_PAPERS, WEIGHT_GRID, adapt_head, prior_weights, root_p
 from kia.learned import (
     Head,
     HeadSettings,
+    PaperFeatures,
     apply_support,
     category_probabilities,
-    concat_features,
     featurize,
     fit_head,
     predict,
     refit,
     scope_probabilities,
 )
-from tests.test_learned import MODEL, SIGNAL, BagEncoder, synthetic, toy_taxonomy
+from tests.test_learned import MODEL, SIGNAL, BagEncoder, synthetic, toy_taxonomy, with_off_topic
 
 SETTINGS = HeadSettings(min_positives=4, c_grid=(0.1, 1.0))
+# A prior, the features of the papers a person reviewed, and their reviewed labels.
+Fixture = tuple[Head, PaperFeatures, dict[str, dict[str, frozenset[str]]]]
 
 
-def _probabilities(head: Head, features: object) -> np.ndarray:
-    taxonomy = toy_taxonomy()
-    return category_probabilities(head, apply_support(head.support, features), taxonomy)  # type: ignore[arg-type]
+def _probabilities(head: Head, features: PaperFeatures) -> np.ndarray:
+    return category_probabilities(head, apply_support(head.support, features), toy_taxonomy())
 
 
 def _swapped(labels: dict[str, dict[str, frozenset[str]]]) -> dict[str, dict[str, frozenset[str]]]:
@@ -39,7 +40,7 @@ def _swapped(labels: dict[str, dict[str, frozenset[str]]]) -> dict[str, dict[str
 
 
 @pytest.fixture(scope="module")
-def wrong_on_signal() -> tuple[Head, object, dict[str, dict[str, frozenset[str]]]]:
+def wrong_on_signal() -> Fixture:
     """A prior fitted with the Signal axis swapped (right on Model), and 12 reviewed papers."""
     taxonomy, encoder = toy_taxonomy(), BagEncoder()
     papers, labels = synthetic(40, seed=1)
@@ -49,14 +50,14 @@ def wrong_on_signal() -> tuple[Head, object, dict[str, dict[str, frozenset[str]]
 
 
 def test_reviews_that_contradict_the_prior_on_one_axis_move_that_axis_to_the_refit(
-    wrong_on_signal: tuple[Head, object, dict[str, dict[str, frozenset[str]]]],
+    wrong_on_signal: Fixture,
 ) -> None:
     prior, features, reviewed = wrong_on_signal
     taxonomy = toy_taxonomy()
-    weights = prior_weights(prior, features, reviewed, taxonomy)  # type: ignore[arg-type]
+    weights = prior_weights(prior, features, reviewed, taxonomy)
     assert set(weights) == {"S", "M"} and all(w in WEIGHT_GRID for w in weights.values())
     assert weights["S"] <= 0.3 < weights["M"], weights
-    head = adapt_head(features, reviewed, taxonomy, prior)  # type: ignore[arg-type]
+    head = adapt_head(features, reviewed, taxonomy, prior)
     test_papers, truth = synthetic(20, seed=3)
     preds = predict(head, featurize(test_papers, taxonomy, BagEncoder(), keys=list(truth)), taxonomy)
     right = np.mean([p.labels()["S"] == truth[p.key]["S"] for p in preds])
@@ -64,7 +65,7 @@ def test_reviews_that_contradict_the_prior_on_one_axis_move_that_axis_to_the_ref
     assert before < 0.2 and right >= 0.9, (before, right)
 
 
-def preds_features(truth: dict[str, dict[str, frozenset[str]]]) -> object:
+def preds_features(truth: dict[str, dict[str, frozenset[str]]]) -> PaperFeatures:
     """Features of the same 20 synthetic test papers (seed 3) as above."""
     papers, labels = synthetic(20, seed=3)
     assert list(labels) == list(truth)
@@ -72,17 +73,17 @@ def preds_features(truth: dict[str, dict[str, frozenset[str]]]) -> object:
 
 
 def test_the_adapted_head_blends_the_two_heads_probabilities_by_axis(
-    wrong_on_signal: tuple[Head, object, dict[str, dict[str, frozenset[str]]]],
+    wrong_on_signal: Fixture,
 ) -> None:
     prior, features, reviewed = wrong_on_signal
     taxonomy = toy_taxonomy()
-    head = adapt_head(features, reviewed, taxonomy, prior)  # type: ignore[arg-type]
+    head = adapt_head(features, reviewed, taxonomy, prior)
     assert head.prior is prior and head.provenance["prior_weight"] == head.prior_weight
     alone = Head.from_json(head.to_json())
     alone.prior, alone.prior_weight = None, {}
     p_prior, p_refit, p_head = (_probabilities(h, features) for h in (prior, alone, head))
     for axis in taxonomy.axes:
-        cols = [features.category_ids.index(c.id) for c in axis.categories]  # type: ignore[attr-defined]
+        cols = [features.category_ids.index(c.id) for c in axis.categories]
         w = head.prior_weight[axis.id]
         assert np.allclose(p_head[:, cols], w * p_prior[:, cols] + (1 - w) * p_refit[:, cols])
     again = Head.from_json(head.to_json())  # the blend survives the JSON a run's identity is hashed from
@@ -113,14 +114,7 @@ def test_adapting_an_adapted_head_blends_with_the_head_it_started_from() -> None
 def test_reviews_without_scope_keep_the_priors_scope_model_and_no_prior_means_the_refit_alone() -> None:
     taxonomy, encoder = toy_taxonomy(), BagEncoder()
     papers, labels = synthetic(30, seed=4)
-    off = [["The stock market fell sharply on Tuesday after weak earnings news."] for _ in range(8)]
-    known = concat_features(
-        [
-            featurize(papers, taxonomy, encoder, keys=list(labels)),
-            featurize(off, taxonomy, encoder, keys=[f"o{i}" for i in range(8)]),
-        ]
-    )
-    scope = {**dict.fromkeys(labels, True), **{f"o{i}": False for i in range(8)}}
+    known, scope = with_off_topic(papers, labels, taxonomy, encoder)
     prior = fit_head(known, labels, taxonomy, SETTINGS, in_scope=scope)
     assert prior.scope is not None
     reviewed_papers, reviewed = synthetic(8, seed=7)
@@ -156,7 +150,7 @@ def test_the_local_backend_adapts_a_given_head_by_blending(tmp_path: Path) -> No
 
 
 def test_the_simulated_reviewer_adapts_as_kia_propose_does_and_can_compare_the_refit_alone(
-    wrong_on_signal: tuple[Head, object, dict[str, dict[str, frozenset[str]]]],
+    wrong_on_signal: Fixture,
 ) -> None:
     """`kia simulate` replays the adaptation users get (blended with the base head); the benchmark's
     "refit alone" row is the same proposer with `blend=False`."""

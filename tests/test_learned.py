@@ -19,6 +19,7 @@ from kia.learned import (
     EVIDENCE_NAMES,
     Head,
     HeadSettings,
+    PaperFeatures,
     choose_scope_threshold,
     choose_threshold,
     concat_features,
@@ -274,9 +275,10 @@ def test_zero_shot_two_axis_toy_taxonomy() -> None:
     assert pred.labels() == {"S": frozenset({"S1"}), "M": frozenset({"M2"})}
 
 
-def test_refit_from_reviewed_labels_and_scope_model() -> None:
-    taxonomy, encoder = toy_taxonomy(), BagEncoder()
-    papers, labels = synthetic(30, seed=4)
+def with_off_topic(
+    papers: list[list[str]], labels: dict[str, dict[str, frozenset[str]]], taxonomy: Taxonomy, encoder: BagEncoder
+) -> tuple[PaperFeatures, dict[str, bool]]:
+    """The papers' features with 8 off-topic ones (finance news) added, and the scope flags of all."""
     off = [["The stock market fell sharply on Tuesday after weak earnings news."] for _ in range(8)]
     features = concat_features(
         [
@@ -284,7 +286,13 @@ def test_refit_from_reviewed_labels_and_scope_model() -> None:
             featurize(off, taxonomy, encoder, keys=[f"o{i}" for i in range(8)]),
         ]
     )
-    scope = {**dict.fromkeys(labels, True), **{f"o{i}": False for i in range(8)}}
+    return features, {**dict.fromkeys(labels, True), **{f"o{i}": False for i in range(8)}}
+
+
+def test_refit_from_reviewed_labels_and_scope_model() -> None:
+    taxonomy, encoder = toy_taxonomy(), BagEncoder()
+    papers, labels = synthetic(30, seed=4)
+    features, scope = with_off_topic(papers, labels, taxonomy, encoder)
     head = refit(features, labels, taxonomy, in_scope=scope)
     assert head.scope is not None and head.provenance["data"] == "reviewed labels"
     test = featurize([["Bond yields rose sharply on Tuesday after weak earnings news."], papers[0]], taxonomy, encoder)
