@@ -1,15 +1,16 @@
 """`kia simulate`: how much review work kia saves, measured by replaying a reviewer against gold.
 
 Why: a survey author deciding whether to trust kia's order, its confidences and auto-accept wants a
-number before spending a week reviewing. Screening tools measure this by simulation (ASReview's
-work saved over sampling); here a simulated reviewer takes the papers in kia's order (`need`:
+number before spending a week reviewing. Screening tools measure this by simulation (ASReview's work
+saved over sampling); here a simulated reviewer takes the papers in kia's order (`need`:
 disagreements between runs, then abstained or flagged axes, then the lowest calibrated confidence),
 sets each paper's axes to the gold labels, and kia learns as it would in `kia review`: the offline
-head refits on the reviewed papers, the calibration map and the secondary-label rule refit on the
-reviewed axes (kia.calibrate). After every paper, the table (gold where reviewed, kia's labels
-elsewhere) is scored against gold. Reported: axes reviewed until every axis of the table is at least
-`target` exact, the share of axes never touched (work saved) beside random order, and what
-`--accept-above auto` would have accepted, and how precisely, after 10, 20 and 40 reviewed papers.
+head adapts to the reviewed papers (kia.adapt, as `kia propose` does), the calibration map and the
+secondary-label rule refit on the reviewed axes (kia.calibrate). After every paper, the table (gold
+where reviewed, kia's labels elsewhere) is scored against gold. Reported: axes reviewed until every
+axis of the table is at least `target` exact, the share of axes never touched (work saved) beside
+random order, and what `--accept-above auto` would have accepted, and how precisely, after 10, 20
+and 40 reviewed papers.
 
 Nothing is written to the store: the replay holds its reviews in memory.
 """

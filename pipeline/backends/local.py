@@ -178,12 +178,15 @@ class LocalBackend:
         taxonomy: Taxonomy,
         keys: Sequence[str],
     ) -> bool:
-        """Refit the head on papers a person reviewed; True when it was refitted.
+        """Adapt the head to papers a person reviewed (`kia.adapt`); True when it was adapted.
 
         `labels` maps each key to its reviewed categories per axis, for the axes decided (a paper
         may be reviewed on some axes only: each axis learns from the papers decided on it). Too few
-        papers (under `min_reviewed`) leave the head as it is: a handful would only add noise. The
-        sentence-support models are kept (reviews carry no evidence sentences).
+        papers (under `min_reviewed`) leave the head as it is. The refit is blended with the head
+        this backend started from (shipped or given; never an earlier adaptation) by per-axis
+        weights the reviews choose, so a handful of reviews cannot push it far below that head;
+        without one (another taxonomy) the refit is used alone. The sentence-support models are
+        kept (reviews carry no evidence sentences).
         """
         if len(keys) < self.min_reviewed:
             return False
