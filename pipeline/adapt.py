@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from kia.learned import Head, Labeling, PaperFeatures, apply_support, category_probabilities, refit
+from kia.learned import Head, Labeling, PaperFeatures, apply_support, refit, supported_probabilities
 from kia.taxonomy import Taxonomy
 
 # The blend weights tried, prior first: on a tie the head a person started from wins.
@@ -38,12 +38,6 @@ def root_prior(head: Head | None) -> Head | None:
     return head
 
 
-def _probabilities(head: Head, features: PaperFeatures, taxonomy: Taxonomy) -> np.ndarray:
-    if head.settings.support:
-        features = apply_support(head.support, features)
-    return category_probabilities(head, features, taxonomy)
-
-
 def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
     p = np.clip(p, 1e-4, 1.0 - 1e-4)
     return float(-(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)).mean())
@@ -61,13 +55,13 @@ def prior_weights(
         return weights
     sub = features.subset(rows)
     keys = sub.keys
-    prior_p = _probabilities(prior, sub, taxonomy)
+    prior_p = supported_probabilities(prior, sub, taxonomy)[1]
     refit_p = np.zeros_like(prior_p)
     for fold in range(folds):
         held = list(range(fold, len(keys), folds))
         kept = [i for i in range(len(keys)) if i % folds != fold]
         head = refit(sub.subset(kept), {keys[i]: reviewed[keys[i]] for i in kept}, taxonomy, base=prior)
-        refit_p[held] = _probabilities(head, sub.subset(held), taxonomy)
+        refit_p[held] = supported_probabilities(head, sub.subset(held), taxonomy)[1]
     columns = {axis.id: [sub.category_ids.index(c.id) for c in axis.categories] for axis in taxonomy.axes}
     for axis_id, cols in columns.items():
         decided = [i for i, k in enumerate(keys) if axis_id in reviewed[k]]

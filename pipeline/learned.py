@@ -1345,12 +1345,21 @@ def decide_axis(
     return [(best_id, best_p), *((c, p) for c, p in ranked[1:] if p >= limit)], None
 
 
+def supported_probabilities(
+    head: Head, features: PaperFeatures, taxonomy: Taxonomy
+) -> tuple[PaperFeatures, np.ndarray]:
+    """The features with the head's sentence support applied (when it reads support) and the
+    head's calibrated category probabilities on them: what `predict` decides from, and what an
+    adaptation compares heads by (kia.adapt)."""
+    if head.settings.support:
+        features = apply_support(head.support, features)
+    return features, category_probabilities(head, features, taxonomy)
+
+
 def predict(head: Head, features: PaperFeatures, taxonomy: Taxonomy) -> list[PaperPrediction]:
     """Decisions per paper and axis, with confidences (calibrated probabilities) and evidence
     sentence indices (into `split_sentences` of the paper's Document); none for an unclear axis."""
-    if head.settings.support:
-        features = apply_support(head.support, features)
-    probabilities = category_probabilities(head, features, taxonomy)
+    features, probabilities = supported_probabilities(head, features, taxonomy)
     scope = scope_probabilities(head, features)
     scope_threshold = head.scope_threshold
     if head.scope is None and head.prior is not None:

@@ -24,7 +24,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from kia.adapt import adapt_head
+from kia.adapt import MIN_PAPERS, adapt_head
 from kia.backends import BackendAnswer, ClaimedLabel
 from kia.encoders import DEFAULT_ENCODER, SentenceEncoder, encoder_class, load_encoder
 from kia.errors import BackendError
@@ -46,9 +46,9 @@ from kia.taxonomy import Taxonomy
 
 # Fewer reviewed papers (on any axis) than this say too little to refit on: the shipped head stays.
 # From here the refit is blended with the shipped head by weights the reviews choose (kia.adapt), so
-# a few reviews cannot make the head worse than the one they started from; 5 is the fewest papers
-# that still leave three to refit on in each of the blend's out-of-fold refits.
-MIN_REVIEWED_TO_REFIT = 5
+# a few reviews cannot make the head worse than the one they started from: the fewest papers that
+# still leave three to refit on in each of the blend's out-of-fold refits (5).
+MIN_REVIEWED_TO_REFIT = MIN_PAPERS
 # A paper longer than this many sentences (a thesis, a 20 MB dump) is read by section priority up to
 # the cap, so cost stays linear and bounded; the answer says how many were read.
 MAX_SENTENCES = 3000
