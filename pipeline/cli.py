@@ -888,6 +888,14 @@ def review(
     target_precision: Annotated[
         float | None, typer.Option(help="With --accept-above auto: the precision to keep (default 0.95)")
     ] = None,
+    adapt: Annotated[
+        bool | None,
+        typer.Option(
+            "--adapt/--no-adapt",
+            help="An offline run's need queue adapts the head between papers (reads the papers in the"
+            " background; default on, setting review_adapts)",
+        ),
+    ] = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
@@ -911,15 +919,21 @@ def review(
             out.print(result.line(threshold), markup=False)
             return
         session = review_stage.ReviewSession(store, given_taxonomy(taxonomy), run, reviewer, only, queue=queue)
-        from kia.learn import relearn
-
-        session.learner = relearn  # the need queue learns from each reviewed paper (said on screen)
         if session.done:
             out.print(f"nothing to review for {session.reviewer} in run {session.run_id}", markup=False)
             return
+        from kia.livehead import start_learning
+
+        # The need queue learns from each reviewed paper: the calibration map, and an offline run's head
+        # (its papers read in the background); the screen says what was learned.
+        live = start_learning(store, session, _settings().with_options(review_adapts=adapt))
         out.print("press ? for help", markup=False)
-        # words wrapped to the terminal's width (the shared console leaves long lines to the terminal)
-        review_keys.review_in_terminal(session, SafeConsole(highlight=False))
+        try:
+            # words wrapped to the terminal's width (the shared console leaves long lines to the terminal)
+            review_keys.review_in_terminal(session, SafeConsole(highlight=False))
+        finally:
+            if live is not None:
+                live.close()
 
 
 @app.command()

@@ -207,12 +207,13 @@ def summary_line(auto: AutoThreshold, bulk: BulkAccept, calibration: Calibration
     return [calibration.line(), auto.line(), f"accepted {bulk.accepted} axis decision(s); {left}"]
 
 
-def relearn(session: ReviewSession) -> None:
+def relearn(session: ReviewSession) -> Learned | None:
     """Between papers of the need queue: refit the run's calibration map on the reviews so far and
     re-sort the papers still to come by it, within their place (disagreements, flagged, the rest);
-    `session.learning_line` says what was learned (the screen shows it)."""
+    `session.learning_line` says what was learned (the screen shows it). Returns what was learned
+    (None outside a run's need queue), which `kia.livehead` orders by once the head adapts."""
     if session.run_id is None or session.queue != NEED or not session.priority:
-        return
+        return None
     learned = learn_from_reviews(session.store, session.run_id, session.taxonomy)
     session.learning_line = learned.calibration.line()
     if learned.calibration.fitted:
@@ -223,6 +224,7 @@ def relearn(session: ReviewSession) -> None:
         )
         session.keys[session.index :] = rest
         session.learning_line += "; the papers still to come are ordered by it"
+    return learned
 
 
 def confidence_per_paper(learned: Learned) -> Mapping[str, float]:

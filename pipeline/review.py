@@ -199,7 +199,10 @@ class ReviewSession:
         # place before confidence (disagreeing, flagged) so relearning re-sorts only by confidence.
         self.learning_line = ""
         self.priority: dict[str, tuple[bool, bool]] = {}
-        self.learner: Callable[[ReviewSession], None] | None = None
+        self.learner: Callable[[ReviewSession], object] | None = None
+        # Paper -> axis -> a line under the axis: what the head adapted to the reviews now proposes
+        # where it differs from the stored proposal (kia.livehead).
+        self.suggestions: dict[str, dict[str, str]] = {}
         self.keys = keys if keys is not None else self._ordered_keys(only, queue)
         self.index = 0 if keys is not None else self._first_unfinished()
 
@@ -695,6 +698,9 @@ def render_paper(session: ReviewSession, console: Any) -> None:
         if axis.id in view.disagreed:
             header.append("  ≠ runs disagree", style="bold red")
         console.print(header)
+        suggestion = session.suggestions.get(view.key, {}).get(axis.id)
+        if suggestion and not decided:
+            console.print(Text(f"   {suggestion}", style="yellow"))
         if view.runs.get(axis.id):
             render_runs(view.runs[axis.id], axis.id in view.disagreed, console)
         if axis.id in view.abstained:

@@ -84,6 +84,9 @@ class Settings:
     auto_accept_level: float = 0.95
     auto_accept_bootstrap: int = 100
     auto_accept_target: float = 0.95
+    # `kia review` of an offline run adapts the head between papers (kia.livehead): it reads the run's
+    # papers once in the background, then orders the rest by the adapted head and shows where it differs.
+    review_adapts: bool = True
     # Reviewed secondary labels (extra categories of multi-label axes) needed to learn their rule.
     secondary_min_reviews: int = 10
     # Processes answering papers with the offline backend (each loads its own model): the cores.
@@ -224,6 +227,7 @@ _PROJECT_KEYS: dict[str, type] = {
     ),
     **dict.fromkeys(("concurrency", "max_retries", "reasks", "max_tokens", "examples", "read_sentences"), int),
     **dict.fromkeys(("timeout", "confidence_floor", "arxiv_interval", "discover_threshold", "lock_wait"), float),
+    "review_adapts": bool,
 }
 # The command line's global options (`kia --project P --db D --taxonomy T COMMAND`), set once per call.
 _cli_options: dict[str, Path | None] = {}
@@ -278,6 +282,10 @@ def read_project(path: Path) -> dict[str, Any]:
         elif kind is str:
             if not isinstance(value, str):
                 raise KiaError(f"{path}: {key} must be text in quotes, not {value!r}")
+            values[key] = value
+        elif kind is bool:
+            if not isinstance(value, bool):
+                raise KiaError(f"{path}: {key} must be true or false, not {value!r}")
             values[key] = value
         elif kind is int:
             if isinstance(value, bool) or not isinstance(value, int):

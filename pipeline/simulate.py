@@ -104,6 +104,10 @@ class HeadProposer:
         self.zero_shot_support = zero_shot_support
         self.refit_seconds: list[float] = []
         self._base_predictions: dict[str, dict[str, Proposed]] | None = None
+        self._base_list: list[Any] = []
+        # The head's last predictions (`kia.learned.PaperPrediction`, features' order): the quotes
+        # behind each proposal, which `kia review`'s adapting head shows (kia.livehead).
+        self.predictions: list[Any] = []
 
     def _convert(self, predictions: Sequence[Any]) -> dict[str, dict[str, Proposed]]:
         out: dict[str, dict[str, Proposed]] = {}
@@ -138,12 +142,13 @@ class HeadProposer:
         usable = {k: v for k, v in reviewed.items() if v}
         if not self.learns or len(usable) < self.min_reviewed:
             if self._base_predictions is None:
-                preds = (
+                self._base_list = (
                     predict(self.base, self.features, self.taxonomy)
                     if self.base is not None
                     else predict_zero_shot(self.features, self.taxonomy, support=self.zero_shot_support)
                 )
-                self._base_predictions = self._convert(preds)
+                self._base_predictions = self._convert(self._base_list)
+            self.predictions = self._base_list
             return self._base_predictions
         started = time.perf_counter()
         keys = [i for i, k in enumerate(self.features.keys) if k in usable]
@@ -153,7 +158,8 @@ class HeadProposer:
             if self.blend
             else refit(subset, usable, self.taxonomy, base=self.base)
         )
-        converted = self._convert(predict(head, self.features, self.taxonomy))
+        self.predictions = predict(head, self.features, self.taxonomy)
+        converted = self._convert(self.predictions)
         self.refit_seconds.append(time.perf_counter() - started)
         return converted
 
@@ -293,7 +299,7 @@ def _table_exact(
     return float(np.mean(shares)), float(min(shares))
 
 
-def _need_key(
+def need_key(
     key: str, axes: Mapping[str, Proposed], calibration: Calibration, asked: Sequence[str]
 ) -> tuple[bool, bool, float]:
     """Sort key of the need queue over the axes `asked` of a paper (all of them, or the one a unit
@@ -365,7 +371,7 @@ def replay(
         if order == "need":
             chosen = min(
                 (u for u in units if u not in taken),
-                key=lambda u: (*_need_key(u[0], current.get(u[0], {}), calibration, u[1]), position[u]),
+                key=lambda u: (*need_key(u[0], current.get(u[0], {}), calibration, u[1]), position[u]),
             )
         else:
             chosen = next(u for u in fixed if u not in taken)
@@ -594,14 +600,15 @@ def head_proposer(
 ) -> HeadProposer:
     """The offline backend's head over the stored papers `keys` (features computed once, in memory),
     its base the shipped head when it fits the taxonomy, else zero-shot, as `kia propose` would."""
-    from kia.backends.local import capped, shipped_head
+    from kia.backends.local import LocalBackend, read_paper, shipped_head
     from kia.encoders import load_encoder
     from kia.learned import featurize, generic_support
-    from kia.sentences import split_sentences
 
-    sentence_lists = [capped(split_sentences(store.get_document(k), taxonomy=taxonomy)) for k in keys]
-    features = featurize(sentence_lists, taxonomy, load_encoder(encoder_name), keys=list(keys))
     shipped = shipped_head(encoder_name)
+    # The sentences `kia propose` reads (the same cut and screen), so quotes index the same sentences.
+    limit = LocalBackend(encoder_name=encoder_name, head=shipped, use_shipped_head=False).reading_limit(taxonomy)
+    sentence_lists = [read_paper(store.get_document(k), taxonomy, limit)[0] for k in keys]
+    features = featurize(sentence_lists, taxonomy, load_encoder(encoder_name), keys=list(keys))
     return HeadProposer(
         features, taxonomy, shipped, learns=learns, others=others, zero_shot_support=generic_support(shipped)
     )

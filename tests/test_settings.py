@@ -61,6 +61,7 @@ def test_outside_a_project_the_defaults_hold(tmp_path: Path) -> None:
         ('dbx = "a"\n', "unknown setting 'dbx'"),
         ('api_key = "sk-1"\n', "set OPENAI_API_KEY instead"),
         ("examples = 'four'\n", "examples must be a whole number"),
+        ('review_adapts = "no"\n', "review_adapts must be true or false"),
         ("db = \n", "not valid TOML"),
     ],
 )
@@ -104,3 +105,14 @@ def test_a_project_sets_the_local_backends_reading_limit(tmp_path: Path) -> None
     _project(tmp_path, 'read_sentences = "many"\n')
     with pytest.raises(KiaError, match="read_sentences must be a whole number"):
         Settings.load(tmp_path, environ={})
+
+
+def test_a_project_turns_off_the_head_adapting_during_review(tmp_path: Path) -> None:
+    """`review_adapts = false` in kia.toml reaches the settings `kia review` starts learning with."""
+    assert Settings.load(tmp_path, environ={}).review_adapts is True
+    _project(tmp_path, "review_adapts = false\n")
+    settings = Settings.load(tmp_path, environ={})
+    assert settings.review_adapts is False and settings.sources["review_adapts"] == str(
+        (tmp_path / "kia.toml").resolve()
+    )
+    assert settings.with_options(review_adapts=True).review_adapts is True

@@ -66,6 +66,18 @@ def capped(sentences: list[Sentence], limit: int = MAX_SENTENCES) -> list[Senten
     return [sentences[i] for i in sorted(order[:limit])]
 
 
+def read_paper(
+    doc: Document, taxonomy: Taxonomy, limit: int, max_sentences: int = MAX_SENTENCES
+) -> tuple[list[Sentence], int]:
+    """The sentences of a paper the head reads, and how many it has: a huge text cut to a character
+    budget by section priority, split, capped at `max_sentences`, and past the reading `limit` only
+    the screened sentences (0: every one). Shared with `kia review`'s adapting head
+    (`kia.livehead`), so its quotes index the same sentences `kia propose` stores."""
+    every = split_sentences(capped_document(doc), taxonomy=taxonomy)
+    sentences = capped(every, max_sentences)
+    return [sentences[i] for i in screened(sentences, limit, taxonomy)], len(every)
+
+
 # The shipped head of each encoder: a head reads the vectors of the encoder it was fitted on only.
 SHIPPED_HEADS = {"minilm-int8": "local_head.json", "minilm": "local_head_minilm.json"}
 
@@ -208,13 +220,12 @@ class LocalBackend:
         """Answers for many papers with one encoder call for all their sentences (that is what makes
         a thousand papers affordable on two cores). A paper without sentences gets an error in its
         place; the others are answered."""
-        # A huge text is cut to a character budget by section priority before it is split: cost stays flat.
-        full_lists = [split_sentences(capped_document(doc), taxonomy=taxonomy) for doc in docs]
-        sentence_lists = [capped(sentences, self.max_sentences) for sentences in full_lists]
-        # Past the head's reading limit only the screened sentences are encoded (nearly all the cost).
+        # A huge text is cut to a character budget by section priority before it is split (cost stays
+        # flat), and past the head's reading limit only the screened sentences are encoded.
         head = self._head_for(taxonomy)
         limit = self.reading_limit(taxonomy)
-        sentence_lists = [[s[i] for i in screened(s, limit, taxonomy)] for s in sentence_lists]
+        read = [read_paper(doc, taxonomy, limit, self.max_sentences) for doc in docs]
+        sentence_lists = [sentences for sentences, _ in read]
         usable = [i for i, sentences in enumerate(sentence_lists) if sentences]
         results: list[BackendAnswer | BackendError] = [
             BackendError(f"{doc.path}: no sentences to classify in its text") for doc in docs
@@ -231,7 +242,7 @@ class LocalBackend:
         )
         for index, prediction, sentences in zip(usable, predictions, chosen, strict=True):
             answer = _to_answer(prediction, sentences, taxonomy, head is None)
-            total = len(full_lists[index])
+            total = read[index][1]
             if total > len(sentences):
                 answer.raw["sampled"] = (
                     f"read {len(sentences)} of {total} sentences: front matter and abstract first, then by"

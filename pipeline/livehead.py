@@ -1,0 +1,279 @@
+"""`kia review` adapts the offline head between papers (issue 22, "learn from every decision").
+
+Why a module of its own: `kia propose --backend local` adapts the head to the reviews when it runs
+(`kia.propose.adapt_to_reviews`), but a person in the middle of a review session would have to stop
+and re-propose to benefit. Here the review session of a run the offline backend made reads that
+run's papers once, in a background thread (the encoder is the only slow part), and after each
+reviewed paper adapts the head to the reviews so far exactly as `kia propose` would (`kia.adapt`
+through `kia.simulate.HeadProposer`, the engine `kia simulate` measures), then:
+
+- orders the papers still to come by the adapted head's need (`kia.simulate.need_key`: the order
+  whose work saved `kia simulate` reports), and
+- shows, under an axis the person has not decided, what the adapted head now proposes where it
+  differs from the stored proposal, with the sentence it quotes.
+
+Nothing is written: the stored run stays what produced it (data flows one way); `kia propose
+--backend local` stores the adapted head's proposals as a new run when the person wants them. The
+screen says which of these happened (`ReviewSession.learning_line`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from kia.calibrate import Proposed
+from kia.extract import Document
+from kia.review import NEED, ReviewSession
+from kia.sentences import Sentence
+from kia.settings import Settings
+from kia.taxonomy import Taxonomy
+
+# Papers featurised per step of the background reading: closing the session waits for one step at most.
+CHUNK = 16
+# How much of a quote the suggestion line shows.
+QUOTE_CHARS = 200
+
+Labels = dict[str, dict[str, frozenset[str]]]
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """What the adapted head proposes on one axis of one paper: its labels with probabilities (none:
+    unclear) and the sentence it quotes for the first of them."""
+
+    labels: tuple[tuple[str, float], ...]
+    quote: str | None
+    reviews: int
+
+    def line(self) -> str:
+        """The line under the axis on screen."""
+        said = ", ".join(f"{c} ({p:.2f})" for c, p in self.labels) or "unclear (no category supported)"
+        text = f"adapted to {self.reviews} reviewed papers, the head now proposes: {said}"
+        if self.quote:
+            quote = self.quote if len(self.quote) <= QUOTE_CHARS else self.quote[: QUOTE_CHARS - 1] + "…"
+            text += f" «{quote}»"
+        return text
+
+
+class LiveHead:
+    """The offline head over a run's papers, read once in the background and adapted between papers.
+
+    `documents` are read from the store by the caller's thread (the store is not shared with the
+    background thread); `limit` and `max_sentences` are the run's reading settings, so the sentences
+    (and the quotes' indices) are those `kia propose` read."""
+
+    def __init__(
+        self,
+        documents: Mapping[str, Document],
+        taxonomy: Taxonomy,
+        encoder_name: str,
+        limit: int,
+        max_sentences: int,
+        others: Sequence[Labels] = (),
+    ) -> None:
+        self.documents = dict(documents)
+        self.taxonomy = taxonomy
+        self.encoder_name = encoder_name
+        self.limit = limit
+        self.max_sentences = max_sentences
+        self.others = list(others)
+        self.sentences: dict[str, list[Sentence]] = {}
+        self.proposer: Any | None = None  # kia.simulate.HeadProposer once the papers are read
+        self.failed: str | None = None
+        self.proposals: dict[str, dict[str, Proposed]] = {}
+        self.suggestions: dict[str, dict[str, Suggestion]] = {}
+        self.adapted_from = 0
+        self.seconds = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def ready(self) -> bool:
+        """The papers are read: the head can adapt."""
+        return self.proposer is not None
+
+    def start(self, background: bool = True) -> None:
+        """Read the papers: in a daemon thread (the person reviews meanwhile), or now."""
+        if background:
+            self._thread = threading.Thread(target=self._read, name="kia-live-head", daemon=True)
+            self._thread.start()
+        else:
+            self._read()
+
+    def close(self) -> None:
+        """Stop reading (after the current chunk of papers) and wait for the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _read(self) -> None:
+        """Split and featurise every paper, a chunk at a time (so `close` is prompt), then build the
+        proposer as `kia simulate` does: the shipped head for the encoder, else the zero-shot path."""
+        from kia.backends.local import read_paper, shipped_head
+        from kia.encoders import load_encoder
+        from kia.learned import concat_features, featurize, generic_support
+        from kia.simulate import HeadProposer
+
+        try:
+            encoder = load_encoder(self.encoder_name)
+            keys = list(self.documents)
+            parts = []
+            for start in range(0, len(keys), CHUNK):
+                if self._stop.is_set():
+                    return
+                chunk = keys[start : start + CHUNK]
+                lists = []
+                for key in chunk:
+                    sentences = read_paper(self.documents[key], self.taxonomy, self.limit, self.max_sentences)[0]
+                    self.sentences[key] = sentences
+                    lists.append(sentences)
+                titles = [self.documents[k].title for k in chunk]
+                parts.append(featurize(lists, self.taxonomy, encoder, keys=chunk, titles=titles))
+            features = concat_features(parts)
+            shipped = shipped_head(self.encoder_name)
+            self.proposer = HeadProposer(
+                features, self.taxonomy, shipped, others=self.others, zero_shot_support=generic_support(shipped)
+            )
+        except Exception as exc:  # noqa: BLE001 - a failed background read says why on screen, never kills review
+            self.failed = f"{type(exc).__name__}: {exc}"
+
+    def adapt(self, reviewed: Labels) -> bool:
+        """Adapt the head to `reviewed` (key -> axis -> labels; papers of the run only) and predict
+        every paper again; False while the papers are unread or too few are reviewed to adapt."""
+        proposer = self.proposer
+        if proposer is None:
+            return False
+        usable = {k: v for k, v in reviewed.items() if k in self.documents and v}
+        if len(usable) < proposer.min_reviewed:
+            return False
+        started = time.perf_counter()
+        self.proposals = proposer.propose(usable)
+        self.seconds = time.perf_counter() - started
+        self.adapted_from = len(usable)
+        self.suggestions = {
+            prediction.key: self._suggestions(prediction, len(usable)) for prediction in proposer.predictions
+        }
+        return True
+
+    def _suggestions(self, prediction: Any, reviews: int) -> dict[str, Suggestion]:
+        """Per axis of one paper, what the adapted head proposes, as `kia propose` would store it (a
+        kept category with no supporting sentence is dropped: no evidence, no quote)."""
+        sentences = self.sentences.get(prediction.key, [])
+        out: dict[str, Suggestion] = {}
+        for axis in self.taxonomy.axis_ids:
+            kept = [(c, p, idx) for c, p, idx in prediction.axes[axis].kept if idx]
+            quote = sentences[kept[0][2][0]].text if kept and kept[0][2][0] < len(sentences) else None
+            out[axis] = Suggestion(tuple((c, round(float(p), 2)) for c, p, _ in kept), quote, reviews)
+        return out
+
+    def labels(self, key: str, axis: str) -> frozenset[str] | None:
+        """The adapted head's labels of one axis (None: not adapted yet, or not a paper of the run)."""
+        suggestion = self.suggestions.get(key, {}).get(axis)
+        return None if suggestion is None else frozenset(c for c, _ in suggestion.labels)
+
+
+def live_head_for(store: Any, session: ReviewSession, settings: Settings) -> tuple[LiveHead | None, str]:
+    """The adapting head for a review session, or None and why not: only the need queue of a run
+    the offline backend made with the shipped head (or an adaptation of it) for a known encoder."""
+    from kia.backends.local import MAX_SENTENCES, head_digest, shipped_head
+    from kia.encoders import ENCODERS
+    from kia.learned import HeadSettings
+
+    if not settings.review_adapts:
+        return None, "the head does not adapt during review (review_adapts is off)"
+    if session.run_id is None or session.queue != NEED:
+        return None, "the head adapts in the need queue of a run"
+    row = store.run_row(session.run_id)
+    if row is None or row.get("backend") != "local":
+        return None, "the run is not the offline backend's: only the calibration map learns"
+    names = {cls.name: key for key, cls in ENCODERS.items()}
+    encoder_name = names.get(str(row.get("model", "")).split("+")[0])
+    if encoder_name is None:
+        return None, f"the run's encoder {row.get('model')!r} is unknown here: the head does not adapt"
+    try:
+        params = json.loads(row.get("params") or "{}")
+    except json.JSONDecodeError:
+        params = {}
+    params = params.get("backend", {}) if isinstance(params, dict) else {}
+    params = params if isinstance(params, dict) else {}
+    shipped = shipped_head(encoder_name)
+    start = shipped if shipped is not None and shipped.matches(session.taxonomy) else None
+    if params.get("head") not in (None, head_digest(start)) and not params.get("adapted_from_reviews"):
+        return None, "the run's head is not the shipped one: the head does not adapt here"
+    default_limit = (start.settings if start is not None else HeadSettings()).read_sentences
+    limit = params.get("read_sentences", default_limit)
+    max_sentences = params.get("max_sentences", MAX_SENTENCES)
+    # In key order, as `kia propose` offers reviewed papers to adapt (the blend's folds follow the order).
+    documents = {key: store.get_document(key) for key in sorted(session.keys)}
+    others = list(session.compared.values())
+    return LiveHead(documents, session.taxonomy, encoder_name, int(limit), int(max_sentences), others), ""
+
+
+def start_learning(store: Any, session: ReviewSession, settings: Settings, background: bool = True) -> LiveHead | None:
+    """Make a review session learn between papers: the calibration map always (`kia.learn.relearn`),
+    and the offline head where `live_head_for` allows, its papers read in the background. Returns
+    the live head (close it when the session ends) or None; the screen says which."""
+    from kia.learn import relearn
+
+    live, why = live_head_for(store, session, settings)
+    if live is None:
+        session.learner = relearn
+        if why and session.run_id is not None and session.queue == NEED:
+            session.learning_line = why
+        return None
+    live.start(background)
+    session.learner = partial(learn_between_papers, live=live)
+    session.learning_line = (
+        f"head: reading the run's {len(live.documents)} papers in the background; it adapts to your"
+        " reviews between papers once 5 papers are reviewed"
+    )
+    return live
+
+
+def learn_between_papers(session: ReviewSession, live: LiveHead) -> None:
+    """After a reviewed paper: refit the calibration map (`relearn`), then adapt the head to every
+    review of the run's papers (as `kia propose` would) and order the papers still to come by its
+    need; the axes it now labels differently are shown with its quote."""
+    from kia.learn import relearn
+    from kia.score import reviewed_labeling
+    from kia.simulate import need_key
+
+    learned = relearn(session)
+    if live.failed:
+        session.learning_line += f"; head: could not read the papers ({live.failed}), it does not adapt"
+        return
+    reviewed = reviewed_labeling(session.store, session.taxonomy)
+    count = len({k for k, v in reviewed.items() if k in live.documents and v})
+    if not live.ready:
+        session.learning_line += f"; head: still reading the run's {len(live.documents)} papers in the background"
+        return
+    if not live.adapt(reviewed):
+        session.learning_line += f"; head: adapts once 5 papers are reviewed ({count} so far)"
+        return
+    rest = session.keys[session.index :]
+    if learned is not None:  # the need queue of a run (always so here): order as `kia simulate` replays it
+        axes = session.taxonomy.axis_ids
+        position = {k: i for i, k in enumerate(rest)}
+        rest.sort(key=lambda k: (*need_key(k, live.proposals.get(k, {}), learned.calibration, axes), position[k]))
+        session.keys[session.index :] = rest
+    session.suggestions = {}
+    for key in rest:
+        stored = session.proposals.get(key, {})
+        changed = {
+            axis: suggestion.line()
+            for axis, suggestion in live.suggestions.get(key, {}).items()
+            if live.labels(key, axis) != stored.get(axis, frozenset())
+        }
+        if changed:
+            session.suggestions[key] = changed
+    session.learning_line += (
+        f"; head adapted to {live.adapted_from} reviewed papers in {live.seconds:.1f} s: the papers still to"
+        f" come are ordered by its need, and it labels {len(session.suggestions)} of them differently from the"
+        " stored run (shown under the axis; `kia propose --backend local` stores its proposals as a new run)"
+    )

@@ -1,0 +1,151 @@
+"""`kia review` adapts the offline head between papers (kia.livehead): on real devset abstracts, a
+real DuckDB store and the real encoder, the adapted head is exactly what `kia propose --backend
+local` would store next, it reorders the queue and shows where it now differs, and it writes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from kia.backends.local import LocalBackend
+from kia.backends.rules import RulesBackend
+from kia.extract import extract
+from kia.learn import learn_from_reviews, relearn
+from kia.livehead import LiveHead, learn_between_papers, start_learning
+from kia.propose import load_prompt, run_proposals
+from kia.review import STORAGE, ReviewSession, render_paper
+from kia.score import run_labeling
+from kia.settings import Settings
+from kia.simulate import need_key
+from kia.store import Store
+from kia.taxonomy import load_taxonomy
+from tests.conftest import ROOT, run_kia
+
+DEVSET = ROOT.parent / "shared" / "devset"
+needs_devset = pytest.mark.skipif(
+    not (DEVSET / "MANIFEST.csv").exists(),
+    reason=f"shared devset not found at {DEVSET} (third-party texts are never copied into the repo)",
+)
+# The person's edits: the architecture the head proposed is wrong, another is right.
+FLIP = {"A1": "A2", "A2": "A1", "A3": "A1", "A4": "A1"}
+
+
+def _store(tmp_path: Path, papers: int = 16) -> Path:
+    """A real store of devset abstracts with one offline run `first`."""
+    db = tmp_path / "kia.duckdb"
+    with Store(db) as store:
+        for path in sorted(DEVSET.glob("*.md"))[:papers]:
+            store.add_document(extract(path), path.stem)
+        run_proposals(store, LocalBackend(), load_taxonomy(), load_prompt(), run_name="first")
+    return db
+
+
+def _review(session: ReviewSession) -> str:
+    """Review the current paper as the person would: K and I accepted (or set where nothing was
+    proposed), A edited to another architecture; returns the key reviewed."""
+    key = session.current
+    stored = session.proposals[key]
+    for axis, fallback in (("K", "K3"), ("I", "I2")):
+        if stored.get(axis):
+            session.accept(axis)
+        else:
+            session.edit(axis, [fallback])
+    session.edit("A", [FLIP[sorted(stored.get("A") or {"A1"})[0]]])
+    assert session.advance_if_finished()
+    return key
+
+
+@needs_devset
+def test_the_head_adapts_between_papers_as_kia_propose_would_and_writes_nothing(tmp_path: Path) -> None:
+    db = _store(tmp_path)
+    taxonomy = load_taxonomy()
+    with Store(db) as store:
+        first = run_labeling(store, "first", taxonomy)
+        session = ReviewSession(store, taxonomy, "first", "ann")
+        live = start_learning(store, session, Settings(), background=False)
+        assert live is not None and live.ready and "reading the run's 16 papers" in session.learning_line
+        for done in range(1, 5):
+            _review(session)
+            assert f"head: adapts once 5 papers are reviewed ({done} so far)" in session.learning_line
+            assert not session.suggestions
+        for _ in range(3):
+            _review(session)
+        assert "head adapted to 7 reviewed papers" in session.learning_line
+        # The papers still to come are in the adapted head's need order (as `kia simulate` replays it).
+        calibration = learn_from_reviews(store, "first", taxonomy).calibration
+        rest = session.keys[session.index :]
+        needs = [need_key(k, live.proposals[k], calibration, taxonomy.axis_ids) for k in rest]
+        assert needs == sorted(needs)
+        adapted = {k: {a: live.labels(k, a) for a in taxonomy.axis_ids} for k in live.documents}
+        # Nothing written: the run is what produced it.
+        assert run_labeling(store, "first", taxonomy) == first
+        # What `kia propose --backend local` stores next is what the review showed, cell for cell.
+        run_proposals(store, LocalBackend(), taxonomy, load_prompt(), run_name="second")
+        second = run_labeling(store, "second", taxonomy)
+        assert {k: {a: second[k].get(a, frozenset()) for a in taxonomy.axis_ids} for k in adapted} == adapted
+        changed = {(k, a) for k in rest for a in taxonomy.axis_ids if adapted[k][a] != first[k].get(a, frozenset())}
+        assert changed, "seven edited architectures should change some unreviewed paper's labels"
+        assert {(k, a) for k, axes in session.suggestions.items() for a in axes} == changed
+        key, axis = sorted(changed)[0]
+        session.goto(key)
+        console = Console(record=True, width=400)
+        render_paper(session, console)
+        shown = console.export_text()
+        assert "adapted to 7 reviewed papers, the head now proposes:" in shown
+        assert session.suggestions[key][axis] in shown
+        assert "«" in session.suggestions[key][axis] or "unclear" in session.suggestions[key][axis]
+
+
+@needs_devset
+def test_the_head_adapts_only_in_an_offline_runs_need_queue(tmp_path: Path) -> None:
+    db = _store(tmp_path, papers=6)
+    taxonomy = load_taxonomy()
+    with Store(db) as store:
+        run_proposals(store, RulesBackend(), taxonomy, load_prompt(), run_name="rules")
+        cases = [
+            (ReviewSession(store, taxonomy, "first", "ann"), Settings(review_adapts=False), "review_adapts is off"),
+            (ReviewSession(store, taxonomy, "rules", "ann"), Settings(), "not the offline backend's"),
+            (ReviewSession(store, taxonomy, "first", "ann", queue=STORAGE), Settings(), ""),
+        ]
+        for session, settings, why in cases:
+            assert start_learning(store, session, settings) is None
+            assert session.learner is relearn
+            assert why in session.learning_line
+        # Reading in the background: the session goes on, and closing waits for the thread.
+        session = ReviewSession(store, taxonomy, "first", "ann")
+        live = start_learning(store, session, Settings())
+        assert live is not None and live._thread is not None
+        live.close()
+        assert not live._thread.is_alive()
+
+
+def test_a_head_that_cannot_read_says_so_and_review_goes_on(tmp_path: Path) -> None:
+    taxonomy = load_taxonomy()
+    paper = tmp_path / "x.md"
+    paper.write_text("# X\n\n## Abstract\nWe generate CT volumes from text reports.\n", encoding="utf-8")
+    live = LiveHead({"x": extract(paper)}, taxonomy, "no-such-encoder", 80, 3000)
+    live.start(background=False)
+    assert live.failed is not None and "no-such-encoder" in live.failed and not live.ready
+    assert not live.adapt({"x": {"K": frozenset({"K1"})}})
+    db = tmp_path / "kia.duckdb"
+    with Store(db) as store:
+        store.add_document(extract(paper), "x")
+        run_proposals(store, RulesBackend(), taxonomy, load_prompt(), run_name="r")
+        session = ReviewSession(store, taxonomy, "r", "ann")
+        learn_between_papers(session, live)
+        assert "head: could not read the papers (BackendError: unknown encoder 'no-such-encoder'" in (
+            session.learning_line
+        )
+
+
+@needs_devset
+def test_kia_review_says_the_head_reads_in_the_background_unless_told_not_to(tmp_path: Path) -> None:
+    db = _store(tmp_path, papers=4)
+    shown = run_kia("review", "--db", str(db), "--reviewer", "ann", input="q\n")
+    words = " ".join(shown.stdout.split())  # the screen wraps lines at the terminal's width
+    assert shown.returncode == 0 and "head: reading the run's 4 papers in the background" in words
+    quiet = run_kia("review", "--no-adapt", "--db", str(db), "--reviewer", "ann", input="q\n")
+    words = " ".join(quiet.stdout.split())
+    assert quiet.returncode == 0 and "the head does not adapt during review (review_adapts is off)" in words
