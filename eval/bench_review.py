@@ -181,6 +181,60 @@ def adaptation(
     }
 
 
+def live_review(
+    devset_dir: Path, gold: dict[str, dict[str, frozenset[str]]], papers: int, reviews: int
+) -> dict[str, Any]:
+    """`kia review`'s adapting head (kia.livehead) on the path a person takes: a real store of `papers`
+    devset abstracts (copies tagged so each is a distinct paper), proposed by the offline backend; the
+    review session reads them in the background (timed here in the foreground), then `reviews` papers
+    are set to their silver labels in the queue's order, each followed by what `kia review` does
+    between papers (calibration map, adaptation, reordering, suggestions), timed."""
+    import tempfile
+
+    from kia.backends.local import LocalBackend
+    from kia.extract import extract
+    from kia.livehead import start_learning
+    from kia.propose import load_prompt, run_proposals
+    from kia.review import ReviewSession
+    from kia.store import Store
+
+    taxonomy = load_taxonomy(None)
+    sources = sorted(devset_dir.glob("*.md"))
+    out: dict[str, Any] = {"papers": papers}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        with Store(folder / "kia.duckdb") as store:
+            for i in range(papers):
+                source = sources[i % len(sources)]
+                copy = folder / f"{source.stem}--{i}.md"
+                copy.write_text(source.read_text(encoding="utf-8") + f"\n\nCopy {i}.\n", encoding="utf-8")
+                store.add_document(extract(copy), copy.stem)
+            started = time.perf_counter()
+            run_proposals(store, LocalBackend(), taxonomy, load_prompt(), run_name="live")
+            out["propose_seconds"] = time.perf_counter() - started
+            session = ReviewSession(store, taxonomy, "live", "bench")
+            started = time.perf_counter()
+            live = start_learning(store, session, Settings(), background=False)
+            out["read_seconds"] = time.perf_counter() - started
+            assert live is not None and live.ready
+            between: list[float] = []
+            for _ in range(reviews):
+                key = session.current
+                truth = gold.get("devset:" + key.split("--")[0], {})
+                for axis in taxonomy.axis_ids:
+                    if truth.get(axis):
+                        session.edit(axis, sorted(truth[axis]))
+                    else:
+                        session.reject(axis)
+                started = time.perf_counter()
+                session.advance_if_finished()
+                between.append(time.perf_counter() - started)
+            out["between_papers_seconds"] = [round(b, 3) for b in between]
+            out["adapted_from"] = live.adapted_from
+            out["last_line"] = session.learning_line
+    return out
+
+
 def _cached(cache: Path | None, devset: Any, corpus: Any, taxonomy: Any, encoder: Any) -> tuple[Any, Any]:
     """The two sets' features, from `cache` when it was written for the same files, taxonomy and encoder."""
     import pickle
@@ -220,6 +274,13 @@ def main() -> None:
         default=8,
         help="random halvings of the devset for the adaptation table (0: skip it)",
     )
+    parser.add_argument(
+        "--live",
+        type=int,
+        default=0,
+        help="time kia review's adapting head on a store of this many abstracts (0: skip)",
+    )
+    parser.add_argument("--live-reviews", type=int, default=20)
     parser.add_argument("--db", type=Path, default=None)
     parser.add_argument("--run", default=None)
     parser.add_argument("--gold", type=Path, default=None)
@@ -285,6 +346,15 @@ def main() -> None:
     if not args.no_speed:
         results["refit_speed"] = _refit_speed(features, gold, taxonomy, base)
         print(f"refit + predict at 500 papers: {results['refit_speed']}")
+    if args.live:
+        results["live_review"] = live_review(args.devset, gold, args.live, args.live_reviews)
+        live = results["live_review"]
+        between = live["between_papers_seconds"]
+        print(
+            f"kia review's adapting head at {args.live} papers: propose {live['propose_seconds']:.0f} s,"
+            f" read {live['read_seconds']:.0f} s, between papers median {np.median(between):.2f} s"
+            f" (max {max(between):.2f} s; adapted from the 5th reviewed paper)"
+        )
     if args.db is not None and args.run is not None:
         from kia.simulate import ReplayOptions, simulate
         from kia.store import Store
