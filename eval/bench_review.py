@@ -185,7 +185,8 @@ def live_review(
     devset_dir: Path, gold: dict[str, dict[str, frozenset[str]]], papers: int, reviews: int
 ) -> dict[str, Any]:
     """`kia review`'s adapting head (kia.livehead) on the path a person takes: a real store of `papers`
-    devset abstracts (copies tagged so each is a distinct paper), proposed by the offline backend; the
+    labelled devset abstracts (copies tagged so each is a distinct paper; the encoder reads a repeated
+    sentence once, so propose and read times are low), proposed by the offline backend; the
     review session reads them in the background (timed here in the foreground), then `reviews` papers
     are set to their silver labels in the queue's order, each followed by what `kia review` does
     between papers (calibration map, adaptation, reordering, suggestions), timed."""
@@ -199,7 +200,8 @@ def live_review(
     from kia.store import Store
 
     taxonomy = load_taxonomy(None)
-    sources = sorted(devset_dir.glob("*.md"))
+    # The labelled papers only: an out-of-scope paper's axes are rejected, and rejections teach no labels.
+    sources = [path for path in sorted(devset_dir.glob("*.md")) if f"devset:{path.stem}" in gold]
     out: dict[str, Any] = {"papers": papers}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
