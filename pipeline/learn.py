@@ -59,21 +59,23 @@ def stored_proposals(store: Store, run_id: str, taxonomy: Taxonomy) -> dict[str,
     statuses = {(k, a): s for k, a, s, _r in store.axis_statuses(run_id)}
     out_of_scope = set(store.scope_flags(run_id))
     suspicious = {row[0] for row in store.suspicious_sentences(run_id)}
+    # Every label of the run in one query: per (paper, axis) the claimed categories, and whether all are grounded.
+    claimed: dict[tuple[str, str], list[tuple[str, float]]] = {}
+    grounded: dict[tuple[str, str], bool] = {}
+    for key, axis, category, confidence, is_grounded in store.run_label_confidences(run_id):
+        claimed.setdefault((key, axis), []).append((category, confidence))
+        grounded[(key, axis)] = grounded.get((key, axis), True) and is_grounded
     out: dict[str, dict[str, Proposed]] = {}
     for key, labels in labeling.items():
-        claimed: dict[str, list[tuple[str, float]]] = {}
-        for axis, category, confidence in store.paper_labels(run_id, key):
-            claimed.setdefault(axis, []).append((category, confidence))
-        grounded = store.axis_acceptance(run_id, key)
         axes: dict[str, Proposed] = {}
         for axis in taxonomy.axis_ids:
-            ranked = sorted(claimed.get(axis, []), key=lambda cp: -cp[1])
+            ranked = sorted(claimed.get((key, axis), []), key=lambda cp: -cp[1])
             status = statuses.get((key, axis))
             axes[axis] = Proposed(
                 labels=frozenset(labels.get(axis, frozenset())),
                 confidence=min((p for _, p in ranked), default=0.0),
                 ranked=ranked,
-                abstained=status in ABSTAINED or not ranked or not grounded.get(axis, (0.0, False))[1],
+                abstained=status in ABSTAINED or not ranked or not grounded.get((key, axis), False),
                 flagged=status == "tentative" or key in out_of_scope or key in suspicious,
                 agreement=agreement(frozenset(labels.get(axis, frozenset())), [o.get(key) for o in others], axis),
             )
@@ -228,5 +230,12 @@ def relearn(session: ReviewSession) -> Learned | None:
 
 
 def confidence_per_paper(learned: Learned) -> Mapping[str, float]:
-    """The lowest calibrated confidence of each paper: the need queue's last key once reviews teach it."""
-    return {key: min(calibrated_confidence(learned, key).values(), default=0.0) for key in learned.proposals}
+    """The lowest calibrated confidence of each paper: the need queue's last key once reviews teach it
+    (every axis of every paper through the map in one call)."""
+    items = [
+        AxisItem(key, a, p.confidence, p.agreement) for key, axes in learned.proposals.items() for a, p in axes.items()
+    ]
+    lowest = dict.fromkeys(learned.proposals, 1.0)
+    for item, value in zip(items, learned.calibration.probabilities(items), strict=True):
+        lowest[item.paper] = min(lowest[item.paper], float(value))
+    return {key: (lowest[key] if learned.proposals[key] else 0.0) for key in learned.proposals}

@@ -242,7 +242,7 @@ def learn_between_papers(session: ReviewSession, live: LiveHead) -> None:
     need; the axes it now labels differently are shown with its quote."""
     from kia.learn import relearn
     from kia.score import reviewed_labeling
-    from kia.simulate import need_key
+    from kia.simulate import need_keys
 
     learned = relearn(session)
     if live.failed:
@@ -260,7 +260,8 @@ def learn_between_papers(session: ReviewSession, live: LiveHead) -> None:
     if learned is not None:  # the need queue of a run (always so here): order as `kia simulate` replays it
         axes = session.taxonomy.axis_ids
         position = {k: i for i, k in enumerate(rest)}
-        rest.sort(key=lambda k: (*need_key(k, live.proposals.get(k, {}), learned.calibration, axes), position[k]))
+        needs = need_keys({k: live.proposals.get(k, {}) for k in rest}, learned.calibration, axes)
+        rest.sort(key=lambda k: (*needs[k], position[k]))
         session.keys[session.index :] = rest
     session.suggestions = {}
     for key in rest:

@@ -312,6 +312,29 @@ def need_key(
     return (not disagree, not needs, lowest)
 
 
+def need_keys(
+    proposals: Mapping[str, Mapping[str, Proposed]], calibration: Calibration, asked: Sequence[str]
+) -> dict[str, tuple[bool, bool, float]]:
+    """`need_key` of many papers, their axes through the map in one call (a review session re-sorts
+    hundreds of papers between two of them)."""
+    items = [
+        AxisItem(key, a, axes[a].confidence, axes[a].agreement)
+        for key, axes in proposals.items()
+        for a in asked
+        if a in axes
+    ]
+    lowest: dict[str, float] = {}
+    for item, value in zip(items, calibration.probabilities(items), strict=True):
+        lowest[item.paper] = min(lowest.get(item.paper, 1.0), float(value))
+    out: dict[str, tuple[bool, bool, float]] = {}
+    for key, axes in proposals.items():
+        present = [a for a in asked if a in axes]
+        disagree = any(axes[a].agreement is False for a in present)
+        needs = any(axes[a].abstained or axes[a].flagged for a in present)
+        out[key] = (not disagree, not needs, lowest.get(key, 0.0))
+    return out
+
+
 def replay(
     proposer: Proposer,
     taxonomy: Taxonomy,

@@ -15,14 +15,14 @@ import pytest
 from rich.console import Console
 
 from kia.backends import BackendAnswer, CallRecord, ClaimedLabel
-from kia.calibrate import Proposed
+from kia.calibrate import AxisItem, Proposed, fit_calibration
 from kia.errors import KiaError
 from kia.extract import Document, extract
 from kia.learn import auto_accept, learn_from_reviews, relearn, stored_proposals
 from kia.propose import load_prompt, run_proposals
 from kia.review import MACHINE_ACCEPTED, ReviewSession, label_paper, render_paper
 from kia.settings import Settings
-from kia.simulate import StoredRunProposer, plot_curves, replay
+from kia.simulate import StoredRunProposer, need_key, need_keys, plot_curves, replay
 from kia.store import Store
 from kia.taxonomy import Taxonomy, load_taxonomy
 from tests.conftest import ROOT, run_kia
@@ -279,3 +279,33 @@ def test_simulate_and_auto_accept_on_the_agents_taxonomy(tmp_path: Path) -> None
     counted = calibrated.group(1) if calibrated else "50"
     assert lines[1].startswith("auto threshold") and f"rests on {counted} reviewed axes" in lines[1], lines[1]
     assert lines[2].startswith("accepted ")
+
+
+def test_need_keys_sorts_many_papers_as_need_key_does_one_by_one() -> None:
+    """The batched need order (kia review re-sorts hundreds of papers between two) is the replay's."""
+    import random
+
+    rng = random.Random(3)
+    axes = ["K", "I", "A"]
+    proposals = {
+        f"P{i:03d}": {
+            a: Proposed(
+                frozenset({f"{a}1"}),
+                rng.random(),
+                abstained=rng.random() < 0.1,
+                flagged=rng.random() < 0.05,
+                agreement=rng.choice([None, True, False]),
+            )
+            for a in axes
+            if rng.random() < 0.9
+        }
+        for i in range(200)
+    }
+    reviewed = [AxisItem(f"R{i}", rng.choice(axes), rng.random(), None, rng.random() < 0.6) for i in range(60)]
+    for calibration in (fit_calibration([], axes), fit_calibration(reviewed, axes)):
+        batched = need_keys(proposals, calibration, axes)
+        one_by_one = {k: need_key(k, v, calibration, axes) for k, v in proposals.items()}
+        assert batched.keys() == one_by_one.keys()
+        for key, (disagree, needs, lowest) in one_by_one.items():
+            assert batched[key][:2] == (disagree, needs) and batched[key][2] == pytest.approx(lowest)
+    assert fit_calibration(reviewed, axes).fitted
