@@ -29,7 +29,7 @@ from typing import Any
 
 from kia.calibrate import Proposed
 from kia.extract import Document
-from kia.review import NEED, ReviewSession
+from kia.review import NEED, ReviewSession, Suggested
 from kia.sentences import Sentence
 from kia.settings import Settings
 from kia.taxonomy import Taxonomy
@@ -267,7 +267,7 @@ def learn_between_papers(session: ReviewSession, live: LiveHead) -> None:
     for key in rest:
         stored = session.proposals.get(key, {})
         changed = {
-            axis: suggestion.line()
+            axis: Suggested(tuple(c for c, _ in suggestion.labels), suggestion.line())
             for axis, suggestion in live.suggestions.get(key, {}).items()
             if live.labels(key, axis) != stored.get(axis, frozenset())
         }

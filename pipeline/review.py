@@ -157,6 +157,15 @@ def category_keys(axis: Axis) -> dict[str, str]:
     return {key: category for key, category in zip(KEY_CHARS, axis.category_ids, strict=False)}
 
 
+@dataclass(frozen=True)
+class Suggested:
+    """What a head adapted to the reviews proposes on one axis, where it differs from the stored
+    proposal: its labels (empty: unclear) and the line shown under the axis."""
+
+    labels: tuple[str, ...]
+    line: str
+
+
 class ReviewSession:
     """The review state machine: papers in order of need, a cursor, and decisions written at once."""
 
@@ -200,9 +209,9 @@ class ReviewSession:
         self.learning_line = ""
         self.priority: dict[str, tuple[bool, bool]] = {}
         self.learner: Callable[[ReviewSession], object] | None = None
-        # Paper -> axis -> a line under the axis: what the head adapted to the reviews now proposes
-        # where it differs from the stored proposal (kia.livehead).
-        self.suggestions: dict[str, dict[str, str]] = {}
+        # Paper -> axis -> what the head adapted to the reviews now proposes where it differs from the
+        # stored proposal (kia.livehead): shown under the axis, taken with `t`.
+        self.suggestions: dict[str, dict[str, Suggested]] = {}
         self.keys = keys if keys is not None else self._ordered_keys(only, queue)
         self.index = 0 if keys is not None else self._first_unfinished()
 
@@ -455,6 +464,16 @@ class ReviewSession:
             raise KiaError(f"axis {axis} is single-label: give one of {', '.join(allowed)}, not {', '.join(chosen)}")
         self._record(axis, EDIT, chosen)
 
+    def take(self, axis: str) -> list[str]:
+        """Take what the adapted head now proposes on an axis (shown under it): an edit to those
+        labels, so the calibration map learns the stored proposal was not accepted as it was."""
+        axis = self._check_axis(axis)
+        suggested = self.suggestions.get(self.current, {}).get(axis)
+        if suggested is None or not suggested.labels:
+            raise KiaError(f"{self.current}: no proposal of the adapted head differs on axis {axis}; accept or edit it")
+        self.edit(axis, list(suggested.labels))
+        return list(suggested.labels)
+
     def reject(self, axis: str) -> None:
         """Mark an axis's proposal as wrong without giving the right labels."""
         axis = self._check_axis(axis)
@@ -606,6 +625,7 @@ def help_text(taxonomy: Taxonomy) -> str:
   A             accept all axes
   e AXIS C,C    edit an axis: pick categories of the taxonomy (e.g. "{example}")
   r AXIS        reject an axis's proposal
+  t AXIS        take what the adapted head now proposes on an axis (shown under it, where it differs)
   d CATEGORY    show the taxonomy's definition of a category (e.g. "d {first.category_ids[0]}")
   n TEXT        add a note to this paper
   s             skip to the next paper      b   back to the previous paper
@@ -699,8 +719,9 @@ def render_paper(session: ReviewSession, console: Any) -> None:
             header.append("  ≠ runs disagree", style="bold red")
         console.print(header)
         suggestion = session.suggestions.get(view.key, {}).get(axis.id)
-        if suggestion and not decided:
-            console.print(Text(f"   {suggestion}", style="yellow"))
+        if suggestion is not None and not decided:
+            take = f" (t {keys[axis.id]} takes it)" if suggestion.labels else ""
+            console.print(Text(f"   {suggestion.line}{take}", style="yellow"))
         if view.runs.get(axis.id):
             render_runs(view.runs[axis.id], axis.id in view.disagreed, console)
         if axis.id in view.abstained:
@@ -738,6 +759,9 @@ def apply_command(session: ReviewSession, command: str, console: Any) -> bool:
         raise KiaError(f"edit needs an axis and categories; type ? for the keys of {session.taxonomy.name}")
     elif verb == "r" and rest:
         session.reject(rest[0])
+        session.advance_if_finished()
+    elif verb == "t" and rest:
+        session.take(rest[0])
         session.advance_if_finished()
     elif verb == "n":
         session.note(command.strip()[1:])

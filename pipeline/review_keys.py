@@ -150,6 +150,7 @@ def key_help(session: ReviewSession) -> str:
         "  A                     accept all axes",
         "  e, then an axis key   edit an axis: press the keys of its categories (several: toggle, then Enter)",
         "  r, then an axis key   reject an axis's proposal",
+        "  t, then an axis key   take what the adapted head now proposes (shown under the axis)",
         "  d, then an axis key   definitions of the axis's categories",
         "  n                     edit your note on this paper (Enter saves; an empty line keeps the note)",
         "  s or right arrow      skip to the next paper     b or left arrow   back to the previous paper",
@@ -237,7 +238,7 @@ def show_definitions(session: ReviewSession, axis_id: str, console: Any) -> None
 
 def _axis_action(session: ReviewSession, key: str, console: Any, keys: KeyReader) -> str:
     """`a`, `r`, `e` or `d`, then an axis key (and for `e` the categories)."""
-    verb = {"a": "accept", "r": "reject", "e": "edit", "d": "definitions"}[key]
+    verb = {"a": "accept", "r": "reject", "e": "edit", "d": "definitions", "t": "take"}[key]
     axis = pick_axis(session, console, keys, verb)
     if axis is None:
         return STAY
@@ -248,6 +249,8 @@ def _axis_action(session: ReviewSession, key: str, console: Any, keys: KeyReader
         session.accept(axis)
     elif key == "r":
         session.reject(axis)
+    elif key == "t":
+        session.take(axis)
     else:
         chosen = pick_categories(session, axis, console, keys)
         if chosen is None:
@@ -271,7 +274,7 @@ def handle_key(session: ReviewSession, key: str, console: Any, keys: KeyReader) 
     if key in ("q", CTRL_D):
         console.print("quit", markup=False)
         return QUIT
-    if key in ("a", "r", "e", "d"):
+    if key in ("a", "r", "e", "d", "t"):
         return _axis_action(session, key, console, keys)
     if key == "A":
         console.print("accept all", markup=False)
@@ -291,7 +294,7 @@ def handle_key(session: ReviewSession, key: str, console: Any, keys: KeyReader) 
         command = keys.line("command: ")
         if not apply_command(session, command, console):
             return QUIT
-        return REDRAW if command.strip()[:1] in ("a", "A", "e", "r", "n", "s", "b") else STAY
+        return REDRAW if command.strip()[:1] in ("a", "A", "e", "r", "t", "n", "s", "b") else STAY
     if key in ENTER and not session.done and session.finished(session.current):
         console.print("next", markup=False)  # every axis decided: Enter moves on (after a note, if wanted)
         session.next()

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from kia.backends.local import LocalBackend
 from kia.backends.rules import RulesBackend
+from kia.errors import KiaError
 from kia.extract import extract
 from kia.learn import learn_from_reviews, relearn
 from kia.livehead import LiveHead, learn_between_papers, start_learning
@@ -93,9 +94,21 @@ def test_the_head_adapts_between_papers_as_kia_propose_would_and_writes_nothing(
         console = Console(record=True, width=400)
         render_paper(session, console)
         shown = console.export_text()
-        assert "adapted to 7 reviewed papers, the head now proposes:" in shown
-        assert session.suggestions[key][axis] in shown
-        assert "«" in session.suggestions[key][axis] or "unclear" in session.suggestions[key][axis]
+        suggested = session.suggestions[key][axis]
+        assert "adapted to 7 reviewed papers, the head now proposes:" in shown and suggested.line in shown
+        assert set(suggested.labels) == adapted[key][axis]
+        # `t` then the axis takes it: an edit to the adapted head's labels (the map learns the stored
+        # proposal was not accepted as it was); an axis where nothing differs has nothing to take.
+        with_labels = sorted((k, a) for k, a in changed if adapted[k][a])
+        assert with_labels, "the adapted head should propose labels somewhere it differs"
+        key, axis = with_labels[0]
+        session.goto(key)
+        assert "«" in session.suggestions[key][axis].line
+        taken = sorted(adapted[key][axis], key=taxonomy.axis(axis).category_ids.index)
+        assert session.take(axis) == taken and session.decisions(key)[axis] == ("edit", taken)
+        same = next(a for a in taxonomy.axis_ids if (key, a) not in changed)
+        with pytest.raises(KiaError, match=f"no proposal of the adapted head differs on axis {same}"):
+            session.take(same)
 
 
 @needs_devset
