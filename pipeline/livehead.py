@@ -228,12 +228,23 @@ def start_learning(store: Any, session: ReviewSession, settings: Settings, backg
             session.learning_line = why
         return None
     live.start(background)
-    session.learner = partial(learn_between_papers, live=live)
+    attach(session, live)
     session.learning_line = (
         f"head: reading the run's {len(live.documents)} papers in the background; it adapts to your"
         " reviews between papers once 5 papers are reviewed"
     )
     return live
+
+
+def attach(session: ReviewSession, live: LiveHead | None) -> None:
+    """Make another session over the same run learn with the same live head (the browser keeps a
+    session per filter and order); without one, or outside the need queue, the map alone learns."""
+    from kia.learn import relearn
+
+    if live is not None and session.queue == NEED:
+        session.learner = partial(learn_between_papers, live=live)
+    else:
+        session.learner = relearn
 
 
 def learn_between_papers(session: ReviewSession, live: LiveHead) -> None:
@@ -264,17 +275,19 @@ def learn_between_papers(session: ReviewSession, live: LiveHead) -> None:
         rest.sort(key=lambda k: (*needs[k], position[k]))
         session.keys[session.index :] = rest
     session.suggestions = {}
-    for key in rest:
+    decided = {(row[0], row[1]) for row in session.store.review_rows(session.reviewer)}
+    for key in session.keys:  # every paper of the queue (a person may go back to one skipped), undecided axes
         stored = session.proposals.get(key, {})
         changed = {
             axis: Suggested(tuple(c for c, _ in suggestion.labels), suggestion.line())
             for axis, suggestion in live.suggestions.get(key, {}).items()
-            if live.labels(key, axis) != stored.get(axis, frozenset())
+            if (key, axis) not in decided and live.labels(key, axis) != stored.get(axis, frozenset())
         }
         if changed:
             session.suggestions[key] = changed
     session.learning_line += (
         f"; head adapted to {live.adapted_from} reviewed papers in {live.seconds:.1f} s: the papers still to"
-        f" come are ordered by its need, and it labels {len(session.suggestions)} of them differently from the"
-        " stored run (shown under the axis; `kia propose --backend local` stores its proposals as a new run)"
+        f" come are ordered by its need, and it labels {len(session.suggestions)} papers you have not decided"
+        " differently from the stored run (shown under the axis; `kia propose --backend local` stores its"
+        " proposals as a new run)"
     )

@@ -31,6 +31,7 @@ from urllib.parse import parse_qs, quote, urlencode
 
 from kia.errors import KiaError, NoteConflictError, PaperNotFoundError, StoreError
 from kia.extract import Document, sha256_of
+from kia.livehead import attach, start_learning
 from kia.review import (
     LOW_CONFIDENCE,
     NEED,
@@ -87,7 +88,14 @@ class Reviews:
     """The store and the review sessions behind the web app. One request at a time touches the store,
     and only while it answers (the connection is closed in between)."""
 
-    def __init__(self, db: Path, taxonomy: Taxonomy | None, run: str | None, reviewer: str | None) -> None:
+    def __init__(
+        self,
+        db: Path,
+        taxonomy: Taxonomy | None,
+        run: str | None,
+        reviewer: str | None,
+        settings: Settings | None = None,
+    ) -> None:
         self.lock = threading.RLock()
         self.store = open_store(db)
         # A request waits for a database another process (`kia review`) holds as long as any command
@@ -95,6 +103,9 @@ class Reviews:
         self.store.write_wait = self.store.lock_wait
         try:
             base = ReviewSession(self.store, taxonomy, run, reviewer, queue=NEED)
+            # The need queue learns between papers as `kia review`'s does: the calibration map, and an
+            # offline run's head, its papers read in the background (kia.livehead).
+            self.live = start_learning(self.store, base, settings or Settings.load())
         finally:
             self.store.close()
         self.run_id = base.run_id
@@ -116,7 +127,13 @@ class Reviews:
             self.sessions[wanted] = ReviewSession(
                 self.store, self.taxonomy, self.run_id, self.reviewer, only, queue=queue
             )
+            attach(self.sessions[wanted], self.live)
         return self.sessions[wanted]
+
+    def close(self) -> None:
+        """Stop the head's background reading, if it still runs."""
+        if self.live is not None:
+            self.live.close()
 
     def session_at(self, key: str, only: str | None, queue: str) -> ReviewSession:
         """A session with its cursor on `key`: the queue's, or (a paper outside the filter, a link
@@ -200,6 +217,8 @@ def record(session: ReviewSession, form: dict[str, Any]) -> None:
         session.accept_all()
     elif action == "reject":
         session.reject(axis)
+    elif action == "take":
+        session.take(axis)
     elif action == "edit":
         session.edit(axis, [str(c) for c in form.get("category", [])])
     elif action == NOTE:
@@ -461,6 +480,7 @@ def paper_context(reviews: Reviews, key: str, only: str | None, queue: str) -> d
                 "evidence": view.evidence.get(axis.id, []),
                 "categories": [(keys.get(c.id, ""), c) for c in axis.categories],
                 "start": session.edit_start(axis.id),
+                "suggested": session.suggestions.get(view.key, {}).get(axis.id),
             }
         )
     index, keys_ = session.index, session.keys
@@ -479,6 +499,7 @@ def paper_context(reviews: Reviews, key: str, only: str | None, queue: str) -> d
         "quote_url": f"/quote/{quote(key, safe='')}",
         "state": state_of(session),
         "own_note": session.own_note(),
+        "learning": session.learning_line,
         "only": only,
         "queue": queue,
     }
@@ -676,5 +697,6 @@ def serve(
         # uvicorn stops cleanly on Ctrl-C, then raises it again: here stopping is the point.
         with suppress(KeyboardInterrupt):
             server.run(sockets=[sock])
+        reviews.close()
     finally:
         sock.close()

@@ -30,6 +30,7 @@ from kia.serve import RENDER_DPI, Reviews, bind_loopback, create_app, quote_quad
 from kia.store import Store
 from tests.conftest import REAL_PDF, kia_exe, make_pdf, needs_shared_corpus, run_kia
 from tests.fakes import ScriptedBackend
+from tests.test_livehead import needs_devset
 
 TOKEN = "test-token-not-secret"
 PDF_QUOTE = "conditions a ControlNet branch on segmentation masks"
@@ -77,9 +78,11 @@ def db(store_template: Path, tmp_path: Path) -> Path:
 
 
 @contextmanager
-def serving(db: Path, reviewer: str = "ann", page_size: int | None = None) -> Iterator[str]:
+def serving(
+    db: Path, reviewer: str = "ann", page_size: int | None = None, reviews: Reviews | None = None
+) -> Iterator[str]:
     """The app on a real uvicorn server in a thread, on a free port of 127.0.0.1; its base URL."""
-    app = create_app(Reviews(db, None, None, reviewer), TOKEN, page_size)
+    app = create_app(reviews or Reviews(db, None, None, reviewer), TOKEN, page_size)
     sock = bind_loopback(0)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -477,3 +480,46 @@ def test_a_passage_is_the_quotes_paragraph_within_a_window() -> None:
     assert len(view.before) == len(view.after) == PASSAGE_CHARS and view.reason == ""
     with pytest.raises(KiaError, match="no quote at characters"):
         quote_view(doc(long), "k", 9000, 20000)
+
+
+@needs_devset
+def test_the_browser_queue_adapts_the_head_and_takes_what_it_now_proposes(tmp_path: Path) -> None:
+    """The browser's need queue learns between papers as the terminal's does (kia.livehead): after 7
+    papers decided over HTTP the adapted head's differing proposals are on the page, and `take`
+    records an edit to them."""
+    from kia.review import NEED
+    from kia.settings import Settings
+    from tests.test_livehead import FLIP, _store
+
+    db = _store(tmp_path)
+    json = {"Accept": "application/json"}
+    reviews = Reviews(db, None, "first", "ann", Settings())
+    assert reviews.live is not None
+    reviews.live.close()  # waits for the background reading to finish
+    assert reviews.live.ready
+    with serving(db, reviews=reviews) as base:
+        client = _client(base)
+        key = client.get("/resume").url.path.rsplit("/", 1)[-1]
+        for _ in range(7):
+            with reviews.held():
+                stored = reviews.session(None, NEED).proposals[key]
+            for axis, fallback in (("K", "K3"), ("I", "I2")):
+                decision = {"action": "accept"} if stored.get(axis) else {"action": "edit", "category": [fallback]}
+                assert client.post(f"/paper/{key}", data={**decision, "axis": axis}, headers=json).status_code == 200
+            flipped = FLIP[sorted(stored.get("A") or {"A1"})[0]]
+            answer = client.post(
+                f"/paper/{key}", data={"action": "edit", "axis": "A", "category": [flipped]}, headers=json
+            )
+            key = answer.json()["next"].rsplit("/", 1)[-1]
+        with reviews.held():
+            suggestions = reviews.session(None, NEED).suggestions
+        taking = sorted((k, a) for k, axes in suggestions.items() for a, s in axes.items() if s.labels)
+        assert taking, "seven edited architectures should change what the head proposes somewhere"
+        paper, axis = taking[0]
+        page = client.get(f"/paper/{paper}").text
+        assert "head adapted to 7 reviewed papers" in page and "the head now proposes" in page
+        assert 'name="action" value="take"' in page
+        taken = client.post(f"/paper/{paper}", data={"action": "take", "axis": axis}, headers=json)
+        assert taken.status_code == 200
+    labels = ";".join(suggestions[paper][axis].labels)
+    assert (axis, "edit", labels, "ann", None, "first") in _rows(db, paper)

@@ -100,7 +100,7 @@ function stepQuote(step) {
 }
 
 // --- the paper page's keys ----------------------------------------------------------------------
-const VERBS = { a: "accept", r: "reject", e: "edit", d: "definitions" };
+const VERBS = { a: "accept", r: "reject", e: "edit", d: "definitions", t: "take" };
 let pending = null; // {verb} waiting for an axis key, or {verb: "pick", axis} waiting for category keys
 
 function axisByKey(key) {
@@ -119,6 +119,7 @@ function cancel(text = "cancelled") {
 
 function submitAxis(verb, axis) {
   const form = $$("form.decide", axis).find((f) => $("input[name=action]", f).value === verb);
+  if (!form) { say(`nothing to ${verb} on ${axis.dataset.axis}`, true); return; }
   post(form);
 }
 
@@ -160,6 +161,7 @@ function axisKey(key) {
   prompt(`${VERBS[verb]} ${axis.dataset.axis}`);
   if (verb === "a") submitAxis("accept", axis);
   else if (verb === "r") submitAxis("reject", axis);
+  else if (verb === "t") submitAxis("take", axis);
   else if (verb === "e") startPick(axis);
   else if (verb === "d") { const section = document.getElementById(`def-${axis.dataset.axis}`); if (section) section.scrollIntoView(); }
 }
