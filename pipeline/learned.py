@@ -1364,7 +1364,22 @@ def predict(head: Head, features: PaperFeatures, taxonomy: Taxonomy) -> list[Pap
     scope_threshold = head.scope_threshold
     if head.scope is None and head.prior is not None:
         scope_threshold = head.prior.scope_threshold
-    return _assemble(features, taxonomy, probabilities, scope, head.settings, False, head.thresholds, scope_threshold)
+    preds = _assemble(features, taxonomy, probabilities, scope, head.settings, False, head.thresholds, scope_threshold)
+    return _one_on_single_label_axes(preds, taxonomy)
+
+
+def _one_on_single_label_axes(preds: list[PaperPrediction], taxonomy: Taxonomy) -> list[PaperPrediction]:
+    """On an axis with `multi: false`, only the most probable quoted category stands: what `kia
+    propose` stores of any backend's answer, so a prediction (`kia simulate`, `kia review`'s adapting
+    head) says what the stored run would."""
+    single = [axis.id for axis in taxonomy.axes if not axis.multi]
+    for pred in preds:
+        for axis_id in single:
+            axis_pred = pred.axes[axis_id]
+            quoted = [entry for entry in axis_pred.kept if entry[2]]
+            if len(quoted) > 1:
+                axis_pred.kept = [max(quoted, key=lambda entry: entry[1])]
+    return preds
 
 
 def _assemble(
@@ -1526,7 +1541,7 @@ def predict_zero_shot(
                 )
                 requoted.threshold = axis_pred.threshold
                 pred.axes[axis_id] = requoted
-    return preds
+    return _one_on_single_label_axes(preds, taxonomy)
 
 
 def generic_support(head: Head | None) -> SupportModel | None:

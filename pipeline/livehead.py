@@ -204,7 +204,10 @@ def live_head_for(store: Any, session: ReviewSession, settings: Settings) -> tup
     params = params if isinstance(params, dict) else {}
     shipped = shipped_head(encoder_name)
     start = shipped if shipped is not None and shipped.matches(session.taxonomy) else None
-    if params.get("head") not in (None, head_digest(start)) and not params.get("adapted_from_reviews"):
+    # The run's head: the shipped one (for another taxonomy it decides zero-shot), none, or an adaptation of it.
+    if params.get("head") not in (None, head_digest(shipped), head_digest(None)) and not params.get(
+        "adapted_from_reviews"
+    ):
         return None, "the run's head is not the shipped one: the head does not adapt here"
     default_limit = (start.settings if start is not None else HeadSettings()).read_sentences
     limit = params.get("read_sentences", default_limit)
@@ -264,7 +267,12 @@ def learn_between_papers(session: ReviewSession, live: LiveHead) -> None:
     if not live.ready:
         session.learning_line += f"; head: still reading the run's {len(live.documents)} papers in the background"
         return
-    if not live.adapt(reviewed):
+    try:
+        adapted = live.adapt(reviewed)
+    except Exception as exc:  # noqa: BLE001 - a refit that fails says why on screen; the review goes on
+        session.learning_line += f"; head: could not adapt to the reviews ({type(exc).__name__}: {exc})"
+        return
+    if not adapted:
         session.learning_line += f"; head: adapts once 5 papers are reviewed ({count} so far)"
         return
     rest = session.keys[session.index :]

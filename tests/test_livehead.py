@@ -162,3 +162,39 @@ def test_kia_review_says_the_head_reads_in_the_background_unless_told_not_to(tmp
     quiet = run_kia("review", "--no-adapt", "--db", str(db), "--reviewer", "ann", input="q\n")
     words = " ".join(quiet.stdout.split())
     assert quiet.returncode == 0 and "the head does not adapt during review (review_adapts is off)" in words
+
+
+def test_on_another_taxonomy_the_zero_shot_head_adapts_as_kia_propose_would(tmp_path: Path) -> None:
+    """The agents example (5 axes, no fitted head): the live head starts from the zero-shot path the
+    run was proposed with and, after 5 reviewed papers, labels every paper as the next run does."""
+    import csv
+
+    agents = ROOT / "examples" / "llm-agents"
+    taxonomy = load_taxonomy(agents / "taxonomy.yaml")
+    db = tmp_path / "agents.duckdb"
+    assert (
+        run_kia(
+            "ingest", str(agents / "papers"), "--manifest", str(agents / "manifest.csv"), "--db", str(db)
+        ).returncode
+        == 0
+    )
+    rows = {r["method"]: r for r in csv.DictReader((agents / "gold.csv").open(encoding="utf-8"))}
+    with Store(db) as store:
+        run_proposals(store, LocalBackend(), taxonomy, load_prompt(), run_name="first")
+        first = run_labeling(store, "first", taxonomy)
+        session = ReviewSession(store, taxonomy, "first", "ann")
+        live = start_learning(store, session, Settings(), background=False)
+        assert live is not None and live.ready
+        for _ in range(5):
+            truth = rows[session.current]
+            for axis in taxonomy.axis_ids:
+                session.edit(axis, [c.strip() for c in truth[axis].split(";")])
+            assert session.advance_if_finished()
+        assert "head adapted to 5 reviewed papers" in session.learning_line, session.learning_line
+        # The papers still to review (a reviewed paper's own vote differs: the next run keys papers by hash).
+        rest = session.keys[session.index :]
+        adapted = {k: {a: live.labels(k, a) for a in taxonomy.axis_ids} for k in rest}
+        run_proposals(store, LocalBackend(), taxonomy, load_prompt(), run_name="second")
+        second = run_labeling(store, "second", taxonomy)
+        assert {k: {a: second[k].get(a, frozenset()) for a in taxonomy.axis_ids} for k in adapted} == adapted
+        assert any(adapted[k][a] != first[k].get(a, frozenset()) for k in adapted for a in taxonomy.axis_ids)

@@ -202,7 +202,12 @@ class LocalBackend:
         """
         if len(keys) < self.min_reviewed:
             return False
-        features = featurize(list(documents), taxonomy, self.encoder, keys=list(keys))
+        # The sentences `answer_many` reads (cut, split with the taxonomy so text addressing the labeller
+        # is left out, screened), so the refit learns from the features the head predicts from.
+        limit = self.reading_limit(taxonomy)
+        sentence_lists = [read_paper(doc, taxonomy, limit, self.max_sentences)[0] for doc in documents]
+        titles = [doc.title for doc in documents]
+        features = featurize(sentence_lists, taxonomy, self.encoder, keys=list(keys), titles=titles)
         start = self._start if self._start is not None and self._start.matches(taxonomy) else None
         self._head = adapt_head(features, labels, taxonomy, start)
         self._adapted_from = len(keys)
