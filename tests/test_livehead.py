@@ -4,6 +4,7 @@ local` would store next, it reorders the queue and shows where it now differs, a
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -16,13 +17,15 @@ from kia.extract import extract
 from kia.learn import learn_from_reviews, relearn
 from kia.livehead import LiveHead, learn_between_papers, start_learning
 from kia.propose import load_prompt, run_proposals
-from kia.review import STORAGE, ReviewSession, render_paper
+from kia.review import STORAGE, ReviewSession, apply_command, axis_keys, render_paper
+from kia.review_keys import REDRAW, handle_key
 from kia.score import run_labeling
 from kia.settings import Settings
 from kia.simulate import need_key
 from kia.store import Store
 from kia.taxonomy import load_taxonomy
 from tests.conftest import ROOT, run_kia
+from tests.test_review import ScriptedKeys
 
 DEVSET = ROOT.parent / "shared" / "devset"
 needs_devset = pytest.mark.skipif(
@@ -109,6 +112,19 @@ def test_the_head_adapts_between_papers_as_kia_propose_would_and_writes_nothing(
         same = next(a for a in taxonomy.axis_ids if (key, a) not in changed)
         with pytest.raises(KiaError, match=f"no proposal of the adapted head differs on axis {same}"):
             session.take(same)
+        # The same from the keyboard (`t`, then the axis key) and as a line command (`t AXIS`).
+        more = [(k, a) for k, a in with_labels if k != key]
+        assert len({k for k, _ in more}) >= 2, "more papers the adapted head labels differently"
+        key, axis = more[0]
+        session.goto(key)
+        axis_key = {a: k for k, a in axis_keys(taxonomy).items()}[axis]
+        console = Console(file=io.StringIO(), width=200)
+        assert handle_key(session, "t", console, ScriptedKeys(axis_key)) == REDRAW
+        assert session.decisions(key)[axis][0] == "edit"
+        key, axis = next((k, a) for k, a in more if k != more[0][0])
+        session.goto(key)
+        assert apply_command(session, f"t {axis}", Console(file=io.StringIO()))
+        assert session.decisions(key)[axis][0] == "edit"
 
 
 @needs_devset
