@@ -15,6 +15,11 @@ through `kia.simulate.HeadProposer`, the engine `kia simulate` measures), then:
 Nothing is written: the stored run stays what produced it (data flows one way); `kia propose
 --backend local` stores the adapted head's proposals as a new run when the person wants them. The
 screen says which of these happened (`ReviewSession.learning_line`).
+
+One difference from the replay: here the calibration map is fitted on the stored run's confidences
+(what the person was shown and decided on); `kia simulate` fits it on the adapted head's proposals
+at the time of each review (what a re-proposed run would show). After the head adapts, the two
+need orders can differ slightly.
 """
 
 from __future__ import annotations
