@@ -132,14 +132,6 @@ def learn_from_reviews(store: Store, run_id: str, taxonomy: Taxonomy, settings: 
     )
 
 
-def calibrated_confidence(learned: Learned, key: str) -> dict[str, float]:
-    """Per axis of a paper, the probability that a person accepts it as proposed (the backend's
-    own confidence while the map is not fitted)."""
-    axes = learned.proposals.get(key, {})
-    items = [AxisItem(key, a, p.confidence, p.agreement) for a, p in axes.items()]
-    return {i.axis: float(v) for i, v in zip(items, learned.calibration.probabilities(items), strict=True)}
-
-
 def auto_accept(
     store: Store,
     taxonomy: Taxonomy | None,
