@@ -296,8 +296,10 @@ def handle_key(session: ReviewSession, key: str, console: Any, keys: KeyReader) 
             return QUIT
         return REDRAW if command.strip()[:1] in ("a", "A", "e", "r", "t", "n", "s", "b") else STAY
     if key in ENTER and not session.done and session.finished(session.current):
-        console.print("next", markup=False)  # every axis decided: Enter moves on (after a note, if wanted)
-        session.next()
+        # Every axis decided: Enter moves on (after a note, if wanted), and the queue learns between
+        # papers as it does after a line command (calibration map, adapting head: `session.learner`).
+        console.print("next", markup=False)
+        session.advance_if_finished()
         return REDRAW
     if key in ENTER or key == " " or key.startswith(ESCAPE):  # Esc, or a sequence of a key without a use
         console.print("", markup=False)

@@ -512,6 +512,29 @@ def test_single_keys_on_word_axes_single_and_multi_label(tmp_path: Path) -> None
     ]
 
 
+def test_enter_on_a_finished_paper_moves_on_and_learns_between_papers(tmp_path: Path) -> None:
+    """In the terminal's single-key mode, Enter after the last axis is where the queue learns
+    (`session.learner`: the calibration map, the adapting head), as a line command's last decision is."""
+    papers = []
+    for name in ("x", "y"):
+        paper = tmp_path / f"{name}.md"
+        paper.write_text(f"# {name}\n\n## Abstract\nA paper about {name} volumes.\n", encoding="utf-8")
+        papers.append(paper)
+    with Store(tmp_path / "kia.duckdb") as store:
+        for paper in papers:
+            store.add_document(extract(paper), paper.stem)
+        session = ReviewSession(store, load_taxonomy(), reviewer="k", keys=["x", "y"])
+        learned: list[int] = []
+        session.learner = lambda s: learned.append(s.index)
+        console = Console(file=io.StringIO(), width=200)
+        assert handle_key(session, "\r", console, ScriptedKeys("")) == STAY  # nothing decided yet: no move
+        for axis in ("K", "I", "A"):
+            session.edit(axis, [f"{axis}1"])
+        assert session.current == "x" and not learned
+        assert handle_key(session, "\r", console, ScriptedKeys("")) == REDRAW
+        assert session.current == "y" and learned == [1]
+
+
 def test_split_keys_keeps_escape_sequences_whole() -> None:
     assert split_keys("a1\x1b[Cq\x1b") == ["a", "1", "\x1b[C", "q", "\x1b"]
 
