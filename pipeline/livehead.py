@@ -111,6 +111,12 @@ class LiveHead:
         else:
             self._read()
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the background reading to finish (or `timeout` seconds); True when the head is ready."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.ready
+
     def close(self) -> None:
         """Stop reading (after the current chunk of papers) and wait for the thread."""
         self._stop.set()

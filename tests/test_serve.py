@@ -495,8 +495,7 @@ def test_the_browser_queue_adapts_the_head_and_takes_what_it_now_proposes(tmp_pa
     json = {"Accept": "application/json"}
     reviews = Reviews(db, None, "first", "ann", Settings())
     assert reviews.live is not None
-    reviews.live.close()  # waits for the background reading to finish
-    assert reviews.live.ready
+    assert reviews.live.wait(120)  # the background reading of the run's 16 papers
     with serving(db, reviews=reviews) as base:
         client = _client(base)
         key = client.get("/resume").url.path.rsplit("/", 1)[-1]
