@@ -101,6 +101,26 @@ class Calibration:
         )
 
 
+def lowest_per_paper(
+    calibration: Calibration,
+    proposals: Mapping[str, Mapping[str, Proposed]],
+    asked: Sequence[str] | None = None,
+) -> dict[str, float]:
+    """Per paper, the lowest calibrated probability over its axes `asked` (all its axes when None):
+    every axis of every paper through the map in one call (the need queue re-sorts hundreds of
+    papers between two reviews). 0.0 for a paper with none of those axes."""
+    items = [
+        AxisItem(key, a, axes[a].confidence, axes[a].agreement)
+        for key, axes in proposals.items()
+        for a in (axes if asked is None else asked)
+        if a in axes
+    ]
+    lowest: dict[str, float] = {}
+    for item, value in zip(items, calibration.probabilities(items), strict=True):
+        lowest[item.paper] = min(lowest.get(item.paper, 1.0), float(value))
+    return {key: lowest.get(key, 0.0) for key in proposals}
+
+
 def _proba(model: object, x: np.ndarray) -> np.ndarray:
     """P(accepted as proposed) from a fitted logistic map (computed here: no BLAS threads for a dot product)."""
     coef = np.asarray(model.coef_)[0]  # type: ignore[attr-defined]

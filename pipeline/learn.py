@@ -22,6 +22,7 @@ from kia.calibrate import (
     choose_threshold,
     fit_calibration,
     fit_secondary_rule,
+    lowest_per_paper,
     secondary_pairs,
     with_rule,
 )
@@ -222,12 +223,5 @@ def relearn(session: ReviewSession) -> Learned | None:
 
 
 def confidence_per_paper(learned: Learned) -> Mapping[str, float]:
-    """The lowest calibrated confidence of each paper: the need queue's last key once reviews teach it
-    (every axis of every paper through the map in one call)."""
-    items = [
-        AxisItem(key, a, p.confidence, p.agreement) for key, axes in learned.proposals.items() for a, p in axes.items()
-    ]
-    lowest = dict.fromkeys(learned.proposals, 1.0)
-    for item, value in zip(items, learned.calibration.probabilities(items), strict=True):
-        lowest[item.paper] = min(lowest[item.paper], float(value))
-    return {key: (lowest[key] if learned.proposals[key] else 0.0) for key in learned.proposals}
+    """The lowest calibrated confidence of each paper: the need queue's last key once reviews teach it."""
+    return lowest_per_paper(learned.calibration, learned.proposals)

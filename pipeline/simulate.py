@@ -35,6 +35,7 @@ from kia.calibrate import (
     expected_calibration_error,
     fit_calibration,
     fit_secondary_rule,
+    lowest_per_paper,
     secondary_pairs,
     with_rule,
 )
@@ -304,12 +305,7 @@ def need_key(
 ) -> tuple[bool, bool, float]:
     """Sort key of the need queue over the axes `asked` of a paper (all of them, or the one a unit
     asks): disagreements, then abstained or flagged, then lowest calibrated confidence."""
-    present = [a for a in asked if a in axes]
-    items = [AxisItem(key, a, axes[a].confidence, axes[a].agreement) for a in present]
-    lowest = float(calibration.probabilities(items).min()) if items else 0.0
-    disagree = any(axes[a].agreement is False for a in present)
-    needs = any(axes[a].abstained or axes[a].flagged for a in present)
-    return (not disagree, not needs, lowest)
+    return need_keys({key: axes}, calibration, asked)[key]
 
 
 def need_keys(
@@ -317,21 +313,13 @@ def need_keys(
 ) -> dict[str, tuple[bool, bool, float]]:
     """`need_key` of many papers, their axes through the map in one call (a review session re-sorts
     hundreds of papers between two of them)."""
-    items = [
-        AxisItem(key, a, axes[a].confidence, axes[a].agreement)
-        for key, axes in proposals.items()
-        for a in asked
-        if a in axes
-    ]
-    lowest: dict[str, float] = {}
-    for item, value in zip(items, calibration.probabilities(items), strict=True):
-        lowest[item.paper] = min(lowest.get(item.paper, 1.0), float(value))
+    lowest = lowest_per_paper(calibration, proposals, asked)
     out: dict[str, tuple[bool, bool, float]] = {}
     for key, axes in proposals.items():
         present = [a for a in asked if a in axes]
         disagree = any(axes[a].agreement is False for a in present)
         needs = any(axes[a].abstained or axes[a].flagged for a in present)
-        out[key] = (not disagree, not needs, lowest.get(key, 0.0))
+        out[key] = (not disagree, not needs, lowest[key])
     return out
 
 

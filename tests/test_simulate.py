@@ -9,6 +9,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -302,9 +303,25 @@ def test_need_keys_sorts_many_papers_as_need_key_does_one_by_one() -> None:
         for i in range(200)
     }
     reviewed = [AxisItem(f"R{i}", rng.choice(axes), rng.random(), None, rng.random() < 0.6) for i in range(60)]
+
+    def by_hand(key: str, by_axis: dict[str, Proposed], calibration: Any) -> tuple[bool, bool, float]:
+        """The need key of one paper, each of its axes through the map one at a time."""
+        present = [a for a in axes if a in by_axis]
+        lowest = min(
+            (
+                float(calibration.probabilities([AxisItem(key, a, by_axis[a].confidence, by_axis[a].agreement)])[0])
+                for a in present
+            ),
+            default=0.0,
+        )
+        disagree = any(by_axis[a].agreement is False for a in present)
+        needs = any(by_axis[a].abstained or by_axis[a].flagged for a in present)
+        return (not disagree, not needs, lowest)
+
     for calibration in (fit_calibration([], axes), fit_calibration(reviewed, axes)):
         batched = need_keys(proposals, calibration, axes)
-        one_by_one = {k: need_key(k, v, calibration, axes) for k, v in proposals.items()}
+        one_by_one = {k: by_hand(k, v, calibration) for k, v in proposals.items()}
+        assert all(need_key(k, v, calibration, axes) == batched[k] for k, v in proposals.items())
         assert batched.keys() == one_by_one.keys()
         for key, (disagree, needs, lowest) in one_by_one.items():
             assert batched[key][:2] == (disagree, needs) and batched[key][2] == pytest.approx(lowest)
