@@ -28,7 +28,6 @@ import json
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -47,23 +46,14 @@ QUOTE_CHARS = 200
 Labels = dict[str, dict[str, frozenset[str]]]
 
 
-@dataclass(frozen=True)
-class Suggestion:
-    """What the adapted head proposes on one axis of one paper: its labels with probabilities (none:
-    unclear) and the sentence it quotes for the first of them."""
-
-    labels: tuple[tuple[str, float], ...]
-    quote: str | None
-    reviews: int
-
-    def line(self) -> str:
-        """The line under the axis on screen."""
-        said = ", ".join(f"{c} ({p:.2f})" for c, p in self.labels) or "unclear (no category supported)"
-        text = f"adapted to {self.reviews} reviewed papers, the head now proposes: {said}"
-        if self.quote:
-            quote = self.quote if len(self.quote) <= QUOTE_CHARS else self.quote[: QUOTE_CHARS - 1] + "…"
-            text += f" «{quote}»"
-        return text
+def suggestion_line(labels: Sequence[tuple[str, float]], quote: str | None, reviews: int) -> str:
+    """The line under an axis on screen: what the adapted head proposes (none: unclear), with the
+    sentence it quotes for the first label."""
+    said = ", ".join(f"{c} ({p:.2f})" for c, p in labels) or "unclear (no category supported)"
+    text = f"adapted to {reviews} reviewed papers, the head now proposes: {said}"
+    if quote:
+        text += f" «{quote if len(quote) <= QUOTE_CHARS else quote[: QUOTE_CHARS - 1] + '…'}»"
+    return text
 
 
 class LiveHead:
@@ -92,7 +82,7 @@ class LiveHead:
         self.proposer: Any | None = None  # kia.simulate.HeadProposer once the papers are read
         self.failed: str | None = None
         self.proposals: dict[str, dict[str, Proposed]] = {}
-        self.suggestions: dict[str, dict[str, Suggestion]] = {}
+        self.suggestions: dict[str, dict[str, Suggested]] = {}
         self.adapted_from = 0
         self.seconds = 0.0
         self._stop = threading.Event()
@@ -128,8 +118,8 @@ class LiveHead:
         proposer as `kia simulate` does: the shipped head for the encoder, else the zero-shot path."""
         from kia.backends.local import read_paper, shipped_head
         from kia.encoders import load_encoder
-        from kia.learned import concat_features, featurize, generic_support
-        from kia.simulate import HeadProposer
+        from kia.learned import concat_features, featurize
+        from kia.simulate import proposer_from
 
         try:
             encoder = load_encoder(self.encoder_name)
@@ -146,11 +136,8 @@ class LiveHead:
                     lists.append(sentences)
                 titles = [self.documents[k].title for k in chunk]
                 parts.append(featurize(lists, self.taxonomy, encoder, keys=chunk, titles=titles))
-            features = concat_features(parts)
             shipped = shipped_head(self.encoder_name)
-            self.proposer = HeadProposer(
-                features, self.taxonomy, shipped, others=self.others, zero_shot_support=generic_support(shipped)
-            )
+            self.proposer = proposer_from(concat_features(parts), self.taxonomy, shipped, others=self.others)
         except Exception as exc:  # noqa: BLE001 - a failed background read says why on screen, never kills review
             self.failed = f"{type(exc).__name__}: {exc}"
 
@@ -172,21 +159,22 @@ class LiveHead:
         }
         return True
 
-    def _suggestions(self, prediction: Any, reviews: int) -> dict[str, Suggestion]:
+    def _suggestions(self, prediction: Any, reviews: int) -> dict[str, Suggested]:
         """Per axis of one paper, what the adapted head proposes, as `kia propose` would store it (a
         kept category with no supporting sentence is dropped: no evidence, no quote)."""
         sentences = self.sentences.get(prediction.key, [])
-        out: dict[str, Suggestion] = {}
+        out: dict[str, Suggested] = {}
         for axis in self.taxonomy.axis_ids:
-            kept = [(c, p, idx) for c, p, idx in prediction.axes[axis].kept if idx]
+            kept = [(c, round(float(p), 2), idx) for c, p, idx in prediction.axes[axis].kept if idx]
             quote = sentences[kept[0][2][0]].text if kept and kept[0][2][0] < len(sentences) else None
-            out[axis] = Suggestion(tuple((c, round(float(p), 2)) for c, p, _ in kept), quote, reviews)
+            line = suggestion_line([(c, p) for c, p, _ in kept], quote, reviews)
+            out[axis] = Suggested(tuple(c for c, _, _ in kept), line)
         return out
 
     def labels(self, key: str, axis: str) -> frozenset[str] | None:
         """The adapted head's labels of one axis (None: not adapted yet, or not a paper of the run)."""
         suggestion = self.suggestions.get(key, {}).get(axis)
-        return None if suggestion is None else frozenset(c for c, _ in suggestion.labels)
+        return None if suggestion is None else frozenset(suggestion.labels)
 
 
 def live_head_for(store: Any, session: ReviewSession, settings: Settings) -> tuple[LiveHead | None, str]:
@@ -273,17 +261,17 @@ def learn_between_papers(session: ReviewSession, live: LiveHead) -> None:
     if live.failed:
         session.learning_line += f"; head: could not read the papers ({live.failed}), it does not adapt"
         return
-    reviewed = reviewed_labeling(session.store, session.taxonomy)
-    count = len({k for k, v in reviewed.items() if k in live.documents and v})
     if not live.ready:
         session.learning_line += f"; head: still reading the run's {len(live.documents)} papers in the background"
         return
+    reviewed = reviewed_labeling(session.store, session.taxonomy)
     try:
         adapted = live.adapt(reviewed)
     except Exception as exc:  # noqa: BLE001 - a refit that fails says why on screen; the review goes on
         session.learning_line += f"; head: could not adapt to the reviews ({type(exc).__name__}: {exc})"
         return
     if not adapted:
+        count = sum(1 for k, v in reviewed.items() if k in live.documents and v)
         session.learning_line += f"; head: adapts once 5 papers are reviewed ({count} so far)"
         return
     rest = session.keys[session.index :]
@@ -298,9 +286,9 @@ def learn_between_papers(session: ReviewSession, live: LiveHead) -> None:
     for key in session.keys:  # every paper of the queue (a person may go back to one skipped), undecided axes
         stored = session.proposals.get(key, {})
         changed = {
-            axis: Suggested(tuple(c for c, _ in suggestion.labels), suggestion.line())
+            axis: suggestion
             for axis, suggestion in live.suggestions.get(key, {}).items()
-            if (key, axis) not in decided and live.labels(key, axis) != stored.get(axis, frozenset())
+            if (key, axis) not in decided and frozenset(suggestion.labels) != stored.get(axis, frozenset())
         }
         if changed:
             session.suggestions[key] = changed

@@ -613,13 +613,25 @@ def head_proposer(
     its base the shipped head when it fits the taxonomy, else zero-shot, as `kia propose` would."""
     from kia.backends.local import LocalBackend, read_paper, shipped_head
     from kia.encoders import load_encoder
-    from kia.learned import featurize, generic_support
+    from kia.learned import featurize
 
     shipped = shipped_head(encoder_name)
     # The sentences `kia propose` reads (the same cut and screen), so quotes index the same sentences.
     limit = LocalBackend(encoder_name=encoder_name, head=shipped, use_shipped_head=False).reading_limit(taxonomy)
     sentence_lists = [read_paper(store.get_document(k), taxonomy, limit)[0] for k in keys]
     features = featurize(sentence_lists, taxonomy, load_encoder(encoder_name), keys=list(keys))
+    return proposer_from(features, taxonomy, shipped, learns=learns, others=others)
+
+
+def proposer_from(
+    features: Any, taxonomy: Taxonomy, shipped: Any | None, learns: bool = True, others: Sequence[Labels] = ()
+) -> HeadProposer:
+    """The offline head over these features as `kia propose` would start it: the encoder's shipped
+    head where it fits the taxonomy, else the zero-shot path quoting with that head's transferable
+    support models (`kia.learned.generic_support`). Shared by `kia simulate` and `kia review`'s
+    adapting head (kia.livehead)."""
+    from kia.learned import generic_support
+
     return HeadProposer(
         features, taxonomy, shipped, learns=learns, others=others, zero_shot_support=generic_support(shipped)
     )
