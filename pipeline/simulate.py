@@ -618,8 +618,11 @@ def head_proposer(
     shipped = shipped_head(encoder_name)
     # The sentences `kia propose` reads (the same cut and screen), so quotes index the same sentences.
     limit = LocalBackend(encoder_name=encoder_name, head=shipped, use_shipped_head=False).reading_limit(taxonomy)
-    sentence_lists = [read_paper(store.get_document(k), taxonomy, limit)[0] for k in keys]
-    features = featurize(sentence_lists, taxonomy, load_encoder(encoder_name), keys=list(keys))
+    documents = [store.get_document(k) for k in keys]
+    sentence_lists = [read_paper(doc, taxonomy, limit)[0] for doc in documents]
+    # With the titles, as `kia propose` featurises: a sentence that only repeats the title is never evidence.
+    titles = [doc.title for doc in documents]
+    features = featurize(sentence_lists, taxonomy, load_encoder(encoder_name), keys=list(keys), titles=titles)
     return proposer_from(features, taxonomy, shipped, learns=learns, others=others)
 
 

@@ -326,3 +326,23 @@ def test_need_keys_sorts_many_papers_as_need_key_does_one_by_one() -> None:
         for key, (disagree, needs, lowest) in one_by_one.items():
             assert batched[key][:2] == (disagree, needs) and batched[key][2] == pytest.approx(lowest)
     assert fit_calibration(reviewed, axes).fitted
+
+
+def test_the_replayed_head_never_takes_a_sentence_repeating_the_title_as_evidence(tmp_path: Path) -> None:
+    """`kia simulate` featurises stored papers as `kia propose` does, titles included, so a sentence
+    that only repeats the title is blocked (never evidence) in the replay too."""
+    from kia.simulate import head_proposer
+    from kia.support import FLAG_NAMES
+
+    title = "Text guided diffusion for volumetric computed tomography synthesis"
+    paper = tmp_path / "t.md"
+    paper.write_text(
+        f"# {title}\n\n## Abstract\n{title}.\nWe condition a latent diffusion model on radiology reports to"
+        " generate chest CT volumes.\n",
+        encoding="utf-8",
+    )
+    with Store(tmp_path / "kia.duckdb") as store:
+        store.add_document(extract(paper), "t")
+        proposer = head_proposer(store, ["t"], load_taxonomy())
+    blocked = proposer.features.flags[0][:, FLAG_NAMES.index("blocked")]
+    assert blocked[:2].all() and not blocked[2:].any()  # the heading and its repeat; the method sentence stays
