@@ -1307,7 +1307,7 @@ def simulate(
     gold: Annotated[Path | None, typer.Option(help="Gold CSV (default: the shipped gold)")] = None,
     run: Annotated[str | None, typer.Option(help="Replay a stored run's proposals (calibration learns)")] = None,
     backend: Annotated[str | None, typer.Option(help="local: replay the offline head, refitted as you review")] = None,
-    order: Annotated[str, typer.Option(help="need, random or storage")] = "need",
+    order: Annotated[str, typer.Option(help="need, random, storage, or oracle (hindsight: wrong ones first)")] = "need",
     unit: Annotated[str, typer.Option(help="paper: review every axis of a paper at a time; axis: one axis")] = "paper",
     refit_every: Annotated[int, typer.Option(help="Learn after every N reviewed units (papers or axes)")] = 1,
     target: Annotated[float, typer.Option(help="Share of each axis of the table that must equal gold")] = 0.95,

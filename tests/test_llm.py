@@ -99,7 +99,8 @@ def query(db: Path, sql: str) -> list[tuple[object, ...]]:
 
 
 def test_structured_output_grounding_accounting_and_cache(papers_db: Path, proxy: FaultProxy) -> None:
-    first = propose(papers_db, proxy.base_url, "--run", "first")
+    # One call per paper (re-asks are tested below): a call of the tiny model takes up to a minute on 2 cores.
+    first = propose(papers_db, proxy.base_url, "--run", "first", "--reasks", "0")
     done = [
         row[0] for row in query(papers_db, "SELECT paper_key FROM proposals WHERE run_id = 'first' AND status = 'done'")
     ]
@@ -137,12 +138,12 @@ def test_structured_output_grounding_accounting_and_cache(papers_db: Path, proxy
     assert run[0] == proxy.base_url.split("//")[1].split("/")[0] and run[1] == "gemma-3-270m"
 
     before = proxy.requests
-    again = propose(papers_db, proxy.base_url, *done, "--run", "second")
+    again = propose(papers_db, proxy.base_url, *done, "--run", "second", "--reasks", "0")
     assert again.returncode == 0, again.stderr
     assert f"proposed {len(done)} (cached {len(done)})" in again.stdout
     assert proxy.requests == before  # a cached rerun makes zero HTTP calls
 
-    rerun = propose(papers_db, proxy.base_url, *done, "--run", "first")
+    rerun = propose(papers_db, proxy.base_url, *done, "--run", "first", "--reasks", "0")
     assert f"already done {len(done)}" in rerun.stdout and proxy.requests == before
 
     assert SECRET.encode() not in papers_db.read_bytes()

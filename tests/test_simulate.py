@@ -23,7 +23,7 @@ from kia.learn import auto_accept, learn_from_reviews, relearn, stored_proposals
 from kia.propose import load_prompt, run_proposals
 from kia.review import MACHINE_ACCEPTED, ReviewSession, label_paper, render_paper
 from kia.settings import Settings
-from kia.simulate import StoredRunProposer, need_key, need_keys, plot_curves, replay
+from kia.simulate import SimulationReport, StoredRunProposer, need_key, need_keys, plot_curves, replay
 from kia.store import Store
 from kia.taxonomy import Taxonomy, load_taxonomy
 from tests.conftest import ROOT, run_kia
@@ -73,6 +73,28 @@ def test_need_order_saves_work_and_auto_accept_keeps_its_precision(tmp_path: Pat
     png = plot_curves({"need": need, "random": randoms[0]}, tmp_path / "curve.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.dumps(need.as_dict())
+
+
+def test_oracle_order_takes_what_kia_has_wrong_first_and_bounds_the_need_order() -> None:
+    """Hindsight: where confidence misleads (the wrong K cells are the most confident ones), the need
+    order reviews the right papers first, while the oracle order reads gold and fixes the 15 wrong
+    cells in the first 12 papers, as an order that ranked the errors perfectly would; it says so."""
+    taxonomy = load_taxonomy()
+    proposals, gold = _synthetic(60)
+    misleading = {
+        key: {**axes, "K": Proposed(axes["K"].labels, 1.4 - axes["K"].confidence, [])}
+        for key, axes in proposals.items()
+    }
+    proposer = StoredRunProposer("synthetic", misleading)
+    oracle = replay(proposer, taxonomy, gold, "oracle", target=0.95, checkpoints=())
+    need = replay(proposer, taxonomy, gold, "need", target=0.95, checkpoints=())
+    assert oracle.reviewed_keys[:12] == [f"p{i:02d}" for i in range(0, 48, 4)]
+    assert oracle.axes_to_target == 12 * 3 and oracle.work_saved == pytest.approx(1 - 36 / 180)
+    assert need.work_saved is not None and need.work_saved < oracle.work_saved
+    by_axis = replay(proposer, taxonomy, gold, "oracle", target=0.95, checkpoints=(), unit="axis")
+    assert by_axis.axes_to_target == 12
+    lines = SimulationReport("synthetic", taxonomy.name, oracle, []).lines()
+    assert any("hindsight" in line and "reads gold" in line for line in lines)
 
 
 def test_one_axis_at_a_time_reviews_only_the_doubtful_axes_and_counts_axes() -> None:
