@@ -228,6 +228,8 @@ def test_simulate_and_auto_accept_end_to_end_on_the_default_taxonomy(tmp_path: P
     assert plot.read_bytes()[:4] == b"\x89PNG" and json.loads(report.read_text())["main"]["papers"] == 5
     stored = run_kia("simulate", "--gold", gold, "--run", run, "--order", "storage", "--db", str(db))
     assert stored.returncode == 0 and f"run {run}" in stored.stdout
+    oracle = run_kia("simulate", "--gold", gold, "--run", run, "--order", "oracle", "--db", str(db))
+    assert oracle.returncode == 0 and "order oracle" in oracle.stdout and "reads gold" in oracle.stdout
     by_axis = run_kia("simulate", "--gold", gold, "--backend", "local", "--unit", "axis", "--db", str(db))
     assert by_axis.returncode == 0, by_axis.stderr
     assert "order need, one axis at a time" in by_axis.stdout and "work saved" in by_axis.stdout
@@ -238,7 +240,7 @@ def test_simulate_and_auto_accept_end_to_end_on_the_default_taxonomy(tmp_path: P
     assert "auto threshold: none accepted at target precision 0.95" in auto.stdout
     assert "accepted 0 axis decision(s)" in auto.stdout
     for args, message in (
-        (("--order", "best"), "--order must be one of need, random, storage"),
+        (("--order", "best"), "--order must be one of need, random, storage, oracle"),
         (("--unit", "page"), "--unit must be one of paper, axis"),
         (("--run", "nope"), "no run named 'nope'"),
         (("--backend", "openai"), "not 'openai'"),
