@@ -47,10 +47,12 @@ from build_head import (  # noqa: E402
     DEFAULT_DEVSET,
     DEFAULT_GOLD,
     LabelledSet,
+    OpeningViews,
     attach_evidence,
     featurize_set,
     load_corpus,
     load_devset,
+    opening_views,
     prefixed,
     prefixed_evidence,
 )
@@ -79,6 +81,9 @@ RESULTS = ROOT / "eval" / "results"
 # and the indices of each paper's title sentences.
 EVIDENCE: dict[str, dict[str, list[int]]] = {}
 TITLES: dict[str, set[int]] = {}
+# The openings of the long papers (build_head.opening_views): every head below trains on the views of
+# its own training papers, as the shipped head does (`--no-views`: none).
+VIEWS = OpeningViews(None, {})
 Labels = dict[str, dict[str, frozenset[str]]]
 FLOORS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 LEARNING_SIZES = [10, 20, 40]
@@ -256,6 +261,19 @@ def as_labels(preds: Sequence[PaperPrediction]) -> Labels:
     return {p.key: p.labels() for p in preds}
 
 
+def _fit(
+    features: PaperFeatures,
+    labels: Labels,
+    taxonomy: Taxonomy,
+    settings: HeadSettings,
+    scope: Mapping[str, bool],
+    evidence: Mapping[str, dict[str, list[int]]],
+) -> Any:
+    """`fit_head` on the training papers plus the opening views of those papers (`VIEWS`)."""
+    features, labels, scope, views = VIEWS.add(features, dict(labels), dict(scope))
+    return fit_head(features, labels, taxonomy, settings, in_scope=scope, evidence=dict(evidence), views=views)
+
+
 def cv_predictions(
     features: PaperFeatures,
     labels: Labels,
@@ -301,9 +319,7 @@ def cv_predictions(
                 train_labels.update({k: extra[1][k] for k in extra_keys})
                 train_scope.update({k: extra[2][k] for k in extra_keys if k in extra[2]})
             train_evidence = {k: EVIDENCE[k] for k in train_features.keys if k in EVIDENCE}
-            head = fit_head(
-                train_features, train_labels, taxonomy, settings, in_scope=train_scope, evidence=train_evidence
-            )
+            head = _fit(train_features, train_labels, taxonomy, settings, train_scope, train_evidence)
             preds.extend(predict(head, test_features, taxonomy))
         runs.append(preds)
     return runs
@@ -472,6 +488,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="CV repetitions on the devset")
     parser.add_argument("--quick", action="store_true", help="1 repetition, no learning curve, no 1,000-paper run")
     parser.add_argument("--speed-papers", type=int, default=1000)
+    parser.add_argument("--no-views", action="store_true", help="train without the long papers' opening views")
     parser.add_argument("--more-designs", action="store_true", help="also the earlier head's design rows")
     parser.add_argument("--speed-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -495,6 +512,9 @@ def main() -> None:
             TITLES[f"{data.name}:{key}"] = {
                 i for i, sentence in enumerate(sentences) if blocked_reason(sentence, doc.title) == "title"
             }
+    global VIEWS
+    if not args.no_views:
+        VIEWS = opening_views([dev, cor], taxonomy, encoder)
     fd, dev_s = timed(lambda: featurize_set(dev, taxonomy, encoder))
     fc, cor_s = timed(lambda: featurize_set(cor, taxonomy, encoder))
     dev_labels, dev_scope = prefixed(dev)
@@ -612,21 +632,19 @@ def main() -> None:
     loo: list[PaperPrediction] = []
     for key in fc.keys:
         train = [i for i, k in enumerate(all_features.keys) if k != key]
-        head = fit_head(
+        head = _fit(
             all_features.subset(train),
             {k: v for k, v in {**dev_labels, **cor_labels}.items() if k != key},
             taxonomy,
             settings,
-            in_scope={k: v for k, v in {**dev_scope, **cor_scope}.items() if k != key},
-            evidence={k: v for k, v in EVIDENCE.items() if k != key},
+            {k: v for k, v in {**dev_scope, **cor_scope}.items() if k != key},
+            {k: v for k, v in EVIDENCE.items() if k != key},
         )
         loo.extend(predict(head, fc.subset([fc.keys.index(key)]), taxonomy))
     corpus: dict[str, Any] = {"learned (LOO, devset + 9 others)": axis_figures(cor_labels, as_labels(loo), taxonomy)}
     corpus["learned (LOO, devset + 9 others)"]["evidence"] = evidence_figures(loo, cor_labels)
     dev_evidence = {k: v for k, v in EVIDENCE.items() if k.startswith("devset:")}
-    dev_head, fit_s = timed(
-        lambda: fit_head(fd, dev_labels, taxonomy, settings, in_scope=dev_scope, evidence=dev_evidence)
-    )
+    dev_head, fit_s = timed(lambda: _fit(fd, dev_labels, taxonomy, settings, dev_scope, dev_evidence))
     corpus["learned (devset -> corpus)"] = axis_figures(
         cor_labels, as_labels(predict(dev_head, fc, taxonomy)), taxonomy
     )
@@ -640,15 +658,13 @@ def main() -> None:
     )
     result["corpus"] = corpus
     cor_evidence = {k: v for k, v in EVIDENCE.items() if k.startswith("corpus:")}
-    cor_head = fit_head(fc, cor_labels, taxonomy, settings, in_scope=cor_scope, evidence=cor_evidence)
+    cor_head = _fit(fc, cor_labels, taxonomy, settings, cor_scope, cor_evidence)
     result["corpus -> devset"] = summarise([predict(cor_head, fd, taxonomy)], dev_labels, dev_scope, taxonomy)
 
     # speed and memory
     all_labels = {**dev_labels, **cor_labels}
     all_scope = {**dev_scope, **cor_scope}
-    _, fit_all_s = timed(
-        lambda: fit_head(all_features, all_labels, taxonomy, settings, in_scope=all_scope, evidence=EVIDENCE)
-    )
+    _, fit_all_s = timed(lambda: _fit(all_features, all_labels, taxonomy, settings, all_scope, EVIDENCE))
     ten = fd.subset(list(range(10)))
     _, predict10_s = timed(lambda: predict(dev_head, ten, taxonomy))
     result["speed"] = {

@@ -9,7 +9,8 @@ weights. The file holds weights, settings and provenance (file hashes, git commi
 taxonomy hash), never paper text.
 
 The sentence-support models (`kia.support`) are fitted on `../shared/devset/evidence.jsonl`: per paper,
-the sentences that support each gold label.
+the sentences that support each gold label. A paper longer than 12 usable sentences also trains as
+its opening (`opening_views`): the head meets abstracts and full texts in training.
 
     python eval/build_head.py [--encoder minilm-int8|minilm] [--devset ../shared/devset] [--corpus ../shared/corpus]
         [--out FILE (default: the encoder's shipped head, kia.backends.local.SHIPPED_HEADS)]
@@ -24,6 +25,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -31,7 +33,15 @@ sys.path.insert(0, str(ROOT))
 from kia.backends.local import SHIPPED_HEADS  # noqa: E402
 from kia.encoders import DEFAULT_ENCODER, SentenceEncoder, load_encoder  # noqa: E402
 from kia.extract import Document, extract  # noqa: E402
-from kia.learned import HeadSettings, PaperFeatures, concat_features, featurize, fit_head, git_commit  # noqa: E402
+from kia.learned import (  # noqa: E402
+    HeadSettings,
+    PaperFeatures,
+    concat_features,
+    featurize,
+    fit_head,
+    git_commit,
+    opening_view,
+)
 from kia.sentences import split_sentences  # noqa: E402
 from kia.support import evidence_indices  # noqa: E402
 from kia.taxonomy import Taxonomy, load_taxonomy  # noqa: E402
@@ -142,6 +152,63 @@ def prefixed(data: LabelledSet) -> tuple[dict[str, dict[str, frozenset[str]]], d
     )
 
 
+# A long training paper also trains the head as its opening (the first 12 sentences that may be
+# evidence: about an abstract's length), so the head meets both lengths in training; users bring
+# both (arXiv abstracts, full PDFs). Chosen once, before measuring, as an abstract's length.
+OPENING_SENTENCES = 12
+
+
+@dataclass
+class OpeningViews:
+    """The openings of the long papers of some labelled sets: features (keys `<paper>#opening`)
+    and, per view, the paper it is a view of."""
+
+    features: PaperFeatures | None
+    of: dict[str, str]
+
+    def add(
+        self,
+        features: PaperFeatures,
+        labels: dict[str, dict[str, frozenset[str]]],
+        scope: dict[str, bool],
+    ) -> tuple[PaperFeatures, dict[str, dict[str, frozenset[str]]], dict[str, bool], dict[str, str]]:
+        """A training set with the views of its papers added (their labels and scope are the
+        paper's), and the views map `fit_head` takes: only views of papers in `features`, so a
+        held-out paper's opening never trains the head that scores it."""
+        if self.features is None:
+            return features, labels, scope, {}
+        present = set(features.keys)
+        rows = [i for i, key in enumerate(self.features.keys) if self.of[key] in present]
+        if not rows:
+            return features, labels, scope, {}
+        views = self.features.subset(rows)
+        mapping = {key: self.of[key] for key in views.keys}
+        labels = {**labels, **{k: labels[p] for k, p in mapping.items() if p in labels}}
+        scope = {**scope, **{k: scope[p] for k, p in mapping.items() if p in scope}}
+        return concat_features([features, views]), labels, scope, mapping
+
+
+def opening_views(
+    sets: list[LabelledSet], taxonomy: Taxonomy, encoder: SentenceEncoder, n: int = OPENING_SENTENCES
+) -> OpeningViews:
+    """The opening view (`kia.learned.opening_view`) of every paper of `sets` longer than `n`
+    usable sentences, featurised in one call, keyed like `featurize_set` plus `#opening`."""
+    keys: list[str] = []
+    sentences: list[Any] = []
+    titles: list[str | None] = []
+    for data in sets:
+        for key, doc in zip(data.keys, data.documents, strict=True):
+            view = opening_view(doc, n)
+            if view is not None:
+                keys.append(f"{data.name}:{key}#opening")
+                sentences.append(view)
+                titles.append(doc.title)
+    if not keys:
+        return OpeningViews(None, {})
+    features = featurize(sentences, taxonomy, encoder, keys=keys, titles=titles)
+    return OpeningViews(features, {k: k.removesuffix("#opening") for k in keys})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devset", type=Path, default=DEFAULT_DEVSET)
@@ -168,6 +235,7 @@ def main() -> None:
         labels.update(lab)
         scope.update(sc)
         evidence.update(prefixed_evidence(data))
+    features, labels, scope, views = opening_views(sets, taxonomy, encoder).add(features, labels, scope)
     started = time.perf_counter()
     head = fit_head(
         features,
@@ -175,6 +243,7 @@ def main() -> None:
         taxonomy,
         HeadSettings(),
         in_scope=scope,
+        views=views,
         provenance={
             "data": {
                 s.name: {"papers": len(s.keys), "labelled": len(s.labels), "sha256": s.files_sha256} for s in sets
@@ -182,12 +251,14 @@ def main() -> None:
             "git_commit": git_commit(ROOT),
             "built_by": "eval/build_head.py",
             "evidence_papers": len(evidence),
+            "opening_views": {"sentences": OPENING_SENTENCES, "papers": len(views)},
         },
         evidence=evidence,
     )
     head.save(args.out)
     print(
-        f"wrote {args.out}: {len(labels)} labelled papers, {len(scope)} with scope, "
+        f"wrote {args.out}: {len(labels) - len(views)} labelled papers (+ {len(views)} openings), "
+        f"{len(scope) - len(views)} with scope, "
         f"{len(head.own)} own models, fit {time.perf_counter() - started:.2f} s, "
         f"{args.out.stat().st_size / 1024:.0f} KiB"
     )

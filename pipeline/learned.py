@@ -907,20 +907,42 @@ def _paper_vectors(features: PaperFeatures) -> np.ndarray:
 
 
 def knn_votes(
-    query: np.ndarray, reference: np.ndarray, labels: np.ndarray, k: int, leave_one_out: bool = False
+    query: np.ndarray,
+    reference: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    leave_one_out: bool = False,
+    exclude: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per query paper and category, the similarity-weighted share of its `k` most similar labelled
-    papers that carry the category (with `leave_one_out`, query i is reference i and skips itself)."""
+    papers that carry the category (with `leave_one_out`, query i is reference i and skips itself;
+    `exclude`, a query x reference mask, skips those pairs: a view never votes with its own paper)."""
     if k <= 0 or not len(reference):
         return np.zeros((len(query), labels.shape[1]))
     sim = query @ reference.T
+    skipped = 0
     if leave_one_out:
         np.fill_diagonal(sim, -np.inf)
-    k = min(k, reference.shape[0] - (1 if leave_one_out else 0))
+        skipped = 1
+    if exclude is not None:
+        sim = np.where(exclude, -np.inf, sim)
+        skipped = int(exclude.sum(axis=1).max()) if len(exclude) else 0
+    k = min(k, reference.shape[0] - skipped)
     order = np.argsort(-sim, axis=1)[:, :k]
     top = np.take_along_axis(sim, order, axis=1)
     weight = np.clip(top, 1e-3, None)
     return np.asarray(np.einsum("qk,qkc->qc", weight, labels[order]) / weight.sum(axis=1, keepdims=True))
+
+
+def opening_view(document: Document, n: int) -> list[Sentence] | None:
+    """The first `n` sentences of a long paper that may be evidence (no title, heading, link or
+    table row): what an abstract page shows of it. Training on a long paper and on its opening
+    teaches the head papers of both lengths, as users bring both (arXiv abstracts, full PDFs).
+    None when the paper has no more than `n` such sentences (the view would be the paper)."""
+    from kia.support import blocked_reason
+
+    usable = [s for s in split_sentences(document) if blocked_reason(s, document.title) is None]
+    return usable[:n] if len(usable) > n else None
 
 
 def git_commit(root: Path | None = None) -> str | None:
@@ -943,6 +965,7 @@ def fit_head(
     provenance: Mapping[str, Any] | None = None,
     evidence: Evidence | None = None,
     base_support: SupportModel | None = None,
+    views: Mapping[str, str] | None = None,
 ) -> Head:
     """Fit the head on labelled papers.
 
@@ -957,22 +980,36 @@ def fit_head(
     the label models learn what support is worth on unseen papers. Without evidence,
     `base_support` (a previous head's) scores the sentences. A paper may be labelled on some axes
     only: each axis's models use the papers labelled on that axis.
+
+    `views` maps a training row that is another view of a paper (its opening sentences, say:
+    `opening_view`) to that paper's key. A view trains the label and scope models with its paper's
+    labels, but it is never scored by a model that saw its paper (inner folds and out-of-fold
+    support keep them together), and only whole papers take part in the neighbour vote.
     """
     from threadpoolctl import threadpool_limits
 
     # The matrices are tiny: BLAS threads only spin against each other (and against the encoder).
     with threadpool_limits(limits=1):
         return _fit_head(
-            features, labelings, taxonomy, settings or HeadSettings(), in_scope, provenance, evidence, base_support
+            features,
+            labelings,
+            taxonomy,
+            settings or HeadSettings(),
+            in_scope,
+            provenance,
+            evidence,
+            base_support,
+            dict(views or {}),
         )
 
 
 def out_of_fold_support(
-    features: PaperFeatures, evidence: Evidence, settings: HeadSettings
+    features: PaperFeatures, evidence: Evidence, settings: HeadSettings, views: Mapping[str, str] | None = None
 ) -> tuple[SupportModel | None, list[np.ndarray]]:
     """The support model fitted on every paper with evidence, and per paper of `features` its
-    support scores: out of fold for papers with evidence (a model that never saw the paper), from
-    the full model for the others."""
+    support scores: out of fold for papers with evidence (a model that never saw the paper) and for
+    their views (`views`: row key -> paper key; the model that did not see the paper), from the full
+    model for the others."""
     pairs = features.pairs()
     with_evidence = [i for i, k in enumerate(features.keys) if k in evidence]
     categories = features.category_ids
@@ -996,8 +1033,12 @@ def out_of_fold_support(
             held = [with_evidence[j] for j in order[fold :: settings.support_folds]]
             kept = sorted(set(with_evidence) - set(held))
             model = fit(kept)
+            held_keys = {features.keys[i] for i in held}
             for i in held:
                 scores[i] = score_support(model, features, i)
+            for i, key in enumerate(features.keys):
+                if (views or {}).get(key) in held_keys:
+                    scores[i] = score_support(model, features, i)
     return full, scores
 
 
@@ -1028,13 +1069,15 @@ def _fit_head(
     provenance: Mapping[str, Any] | None,
     evidence: Evidence | None = None,
     base_support: SupportModel | None = None,
+    views: Mapping[str, str] | None = None,
 ) -> Head:
+    views = views or {}
     if settings.features not in FEATURE_SETS:
         raise ValueError(f"features must be one of {FEATURE_SETS}")
     support_model: SupportModel | None = None
     if settings.support:
         if evidence and any(k in evidence for k in features.keys):
-            support_model, scores = out_of_fold_support(features, evidence, settings)
+            support_model, scores = out_of_fold_support(features, evidence, settings, views)
             features = features.with_support(scores)
         else:
             support_model = base_support
@@ -1052,10 +1095,16 @@ def _fit_head(
             truth[:, sub.category_ids.index(category.id)] = [
                 category.id in s for s in _label_sets(labelings, sub.keys, axis.id)
             ]
+    # A view keeps its paper's rows together in every inner fold (None: each row is its own paper).
+    paper_of = [views.get(key, key) for key in sub.keys]
+    together = np.unique(paper_of, return_inverse=True)[1] if views else None
     k = _knn(settings)
     # Rounded before use, so the votes seen in fitting are the ones the saved head reproduces.
-    knn_vectors = np.round(_paper_vectors(sub), 4) if k else np.zeros((0, 0))
-    votes = knn_votes(knn_vectors, knn_vectors, truth.astype(float), k, leave_one_out=True)
+    all_vectors = np.round(_paper_vectors(sub), 4) if k else np.zeros((len(sub), 0))
+    whole = [i for i, key in enumerate(sub.keys) if key not in views]
+    knn_vectors = all_vectors[whole] if k else np.zeros((0, 0))
+    exclude = np.asarray([[paper_of[q] == sub.keys[r] for r in whole] for q in range(len(sub))], dtype=bool)
+    votes = knn_votes(all_vectors, knn_vectors, truth[whole].astype(float), k, exclude=exclude)
     for axis in taxonomy.axes:
         x = design_matrix(sub, axis.id, settings.features, settings.rule_scores, settings.support)
         n_evidence = evidence_width * len(axis.categories)
@@ -1071,7 +1120,9 @@ def _fit_head(
             y = np.asarray([category.id in s for s in sets], dtype=int)
             col = sub.category_ids.index(category.id)
             if y.sum() >= settings.min_positives and len(y) - y.sum() >= settings.min_positives:
-                own[category.id], oof_p = fit_linear_oof(x[rows], y, blocks, settings)
+                own[category.id], oof_p = fit_linear_oof(
+                    x[rows], y, blocks, settings, together=None if together is None else together[rows]
+                )
                 if oof_p is not None:
                     oof[rows, col] = oof_p
     shared = None
@@ -1091,8 +1142,10 @@ def _fit_head(
             dtype=int,
         )
         if 0 < y[decided].sum() < decided.sum():
+            # Rows of one paper (and of its views) in one group.
+            groups = paper if together is None else together[paper]
             shared, shared_oof = fit_linear_oof(
-                x[decided], y[decided], [evidence_width, m], settings, groups=paper[decided]
+                x[decided], y[decided], [evidence_width, m], settings, groups=groups[decided]
             )
             if shared_oof is not None and decided.all():
                 shared_oof = shared_oof.reshape(len(sub), m)
@@ -1112,11 +1165,16 @@ def _fit_head(
         if min(y.sum(), len(y) - y.sum()) >= 2:
             xs = scope_matrix(features.subset(known), settings.features)
             pooled_width = features.pooled.shape[1] if settings.features != "cues" else 0
-            scope, scope_oof = fit_linear_oof(xs, y, [xs.shape[1] - pooled_width, pooled_width], settings)
+            known_papers = [views.get(features.keys[i], features.keys[i]) for i in known]
+            scope_together = np.unique(known_papers, return_inverse=True)[1] if views else None
+            scope, scope_oof = fit_linear_oof(
+                xs, y, [xs.shape[1] - pooled_width, pooled_width], settings, together=scope_together
+            )
             if settings.learn_scope_threshold and scope_oof is not None:
                 scope_threshold = choose_scope_threshold(scope_oof, y > 0, settings)
     info = {
-        "n_papers_labelled": len(sub),
+        "n_papers_labelled": len(sub) - sum(1 for key in sub.keys if key in views),
+        **({"n_opening_views": sum(1 for key in sub.keys if key in views)} if views else {}),
         "n_papers_scope": len(in_scope or {}),
         "encoder": features.encoder,
         **({"support_layer": SUPPORT_LAYER} if features.support_inputs is not None else {}),
@@ -1137,7 +1195,7 @@ def _fit_head(
         thresholds=thresholds,
         scope_threshold=scope_threshold,
         knn_vectors=[[float(v) for v in row] for row in knn_vectors],
-        knn_labels=[[c for c, t in zip(sub.category_ids, row, strict=True) if t] for row in truth] if k else [],
+        knn_labels=[[c for c, t in zip(sub.category_ids, row, strict=True) if t] for row in truth[whole]] if k else [],
         support=support_model,
     )
 

@@ -59,13 +59,27 @@ def _block_scale(blocks: Sequence[int]) -> np.ndarray:
     return np.concatenate([np.full(b, 1.0 / np.sqrt(b)) for b in blocks if b > 0])
 
 
-def _folds(y: np.ndarray, wanted: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _folds(
+    y: np.ndarray, wanted: int, seed: int, together: np.ndarray | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified folds; rows with the same `together` id (views of one paper, which share its
+    labels) fall in the same fold, so no view is scored by a model that saw another view of it."""
     from sklearn.model_selection import StratifiedKFold
 
-    n_splits = int(min(wanted, int(y.sum()), int(len(y) - y.sum())))
+    if together is None:
+        together = np.arange(len(y))
+    first = np.unique(together, return_index=True)[1]
+    first.sort()
+    y_first = y[first]
+    n_splits = int(min(wanted, int(y_first.sum()), int(len(y_first) - y_first.sum())))
     if n_splits < 2:
         return []
-    return list(StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+    splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    folds = []
+    for _train, test in splitter.split(np.zeros(len(first)), y_first):
+        held = np.isin(together, together[first[test]])
+        folds.append((np.flatnonzero(~held), np.flatnonzero(held)))
+    return folds
 
 
 def _raw_fit(x: np.ndarray, y: np.ndarray, c: float, seed: int) -> Any:
@@ -108,11 +122,17 @@ def fit_linear(
 
 
 def fit_linear_oof(
-    x: np.ndarray, y: np.ndarray, blocks: Sequence[int], settings: Any, groups: np.ndarray | None = None
+    x: np.ndarray,
+    y: np.ndarray,
+    blocks: Sequence[int],
+    settings: Any,
+    groups: np.ndarray | None = None,
+    together: np.ndarray | None = None,
 ) -> tuple[LinearModel, np.ndarray | None]:
     """`fit_linear`, plus the calibrated out-of-fold probability of every row (None when no inner
     CV was possible): what decision thresholds are chosen on, so they are never chosen on rows
-    the model saw."""
+    the model saw. `groups`: unstratified group folds (the shared model's rows of one paper);
+    `together`: stratified folds that keep rows of one paper together (a paper and its views)."""
     from sklearn.metrics import roc_auc_score
 
     y = y.astype(int)
@@ -121,7 +141,7 @@ def fit_linear_oof(
     scale = np.where(scale < 1e-6, 1.0, scale) / _block_scale(blocks)
     z = (x - mean) / scale
     if groups is None:
-        folds = _folds(y, settings.inner_folds, settings.seed)
+        folds = _folds(y, settings.inner_folds, settings.seed, together)
     else:
         from sklearn.model_selection import GroupKFold
 

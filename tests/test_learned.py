@@ -455,3 +455,69 @@ def test_sentence_support_reads_the_encoders_support_layer_and_labels_the_last()
         "support_layer"
         not in fit_head(plain, labels, taxonomy, HeadSettings(min_positives=3, c_grid=(1.0,))).provenance
     )
+
+
+def test_opening_view_is_the_first_sentences_that_may_be_evidence(tmp_path: Path) -> None:
+    from kia.extract import extract
+    from kia.learned import opening_view
+
+    body = " ".join(f"We describe step {i} of the diffusion model in the method." for i in range(6))
+    paper = tmp_path / "long.md"
+    paper.write_text(f"# A Long Paper\n\n## Abstract\nSee https://example.org/code.\n\n{body}\n", encoding="utf-8")
+    view = opening_view(extract(paper), 4)
+    assert view is not None and [s.text for s in view] == [
+        f"We describe step {i} of the diffusion model in the method." for i in range(4)
+    ]  # the title, the heading and the link line are never part of it
+    assert opening_view(extract(paper), 6) is None  # no longer than the view: the paper itself
+
+
+def test_inner_folds_keep_a_paper_and_its_views_together() -> None:
+    from sklearn.model_selection import StratifiedKFold
+
+    from kia.linear import _folds
+
+    y = np.asarray([1, 0] * 10 + [1, 0, 1])
+    plain = _folds(y, 5, 0)
+    expected = StratifiedKFold(n_splits=5, shuffle=True, random_state=0).split(np.zeros(len(y)), y)
+    assert all((a == c).all() and (b == d).all() for (a, b), (c, d) in zip(plain, expected, strict=True))
+    together = np.asarray(list(range(20)) + [0, 1, 2])  # rows 20-22 are views of papers 0-2
+    for train, test in _folds(y, 5, 0, together):
+        for view, paper in ((20, 0), (21, 1), (22, 2)):
+            assert (view in test) == (paper in test) and (view in train) == (paper in train)
+
+
+def test_opening_views_train_the_head_but_never_score_or_vote_for_their_own_paper() -> None:
+    """A view (here an exact copy of its paper) is scored for support by the model that held its
+    paper out, as its paper is; it trains the label models with its paper's labels, but only whole
+    papers vote as neighbours, and a paper's own view is never its neighbour."""
+    from kia.learned import out_of_fold_support
+
+    taxonomy, encoder = toy_taxonomy(), BagEncoder()
+    rng = random.Random(4)
+    papers, labels, evidence = [], {}, {}
+    for i in range(30):
+        s, m = rng.choice(["S1", "S2"]), rng.choice(["M1", "M2"])
+        sentences = [SIGNAL[s], MODEL[m], *rng.sample(FILLER, 2)]
+        rng.shuffle(sentences)
+        papers.append(sentences)
+        labels[f"p{i}"] = {"S": frozenset({s}), "M": frozenset({m})}
+        evidence[f"p{i}"] = {s: [sentences.index(SIGNAL[s])], m: [sentences.index(MODEL[m])]}
+    copies = {f"p{i}#opening": f"p{i}" for i in range(8)}
+    keys = list(labels) + list(copies)
+    features = featurize(papers + papers[:8], taxonomy, encoder, keys=keys)
+    settings = HeadSettings(min_positives=4)
+    _, scores = out_of_fold_support(features, evidence, settings, copies)
+    _, unaware = out_of_fold_support(features, evidence, settings)
+    for i in range(8):
+        assert np.allclose(scores[30 + i], scores[i])  # scored as its paper: by a model that never saw it
+    assert any(not np.allclose(unaware[30 + i], unaware[i]) for i in range(8))  # the full model differs
+    all_labels = {**labels, **{view: labels[paper] for view, paper in copies.items()}}
+    head = fit_head(features, all_labels, taxonomy, settings, evidence=evidence, views=copies)
+    assert len(head.knn_vectors) == 30 and len(head.knn_labels) == 30
+    assert head.provenance["n_papers_labelled"] == 30 and head.provenance["n_opening_views"] == 8
+    plain = fit_head(features.subset(list(range(30))), labels, taxonomy, settings, evidence=evidence)
+    assert "n_opening_views" not in plain.provenance
+    reference = np.asarray([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    own = np.asarray([[True, False, False]])  # the query is a view of paper 0
+    vote = knn_votes(np.asarray([[1.0, 0.0]]), reference, np.eye(3), k=1, exclude=own)
+    assert vote[0].tolist() == [0.0, 1.0, 0.0]  # its nearest other paper, never its own
