@@ -257,8 +257,8 @@ def main() -> None:
     )
     head.save(args.out)
     print(
-        f"wrote {args.out}: {len(labels) - len(views)} labelled papers (+ {len(views)} openings), "
-        f"{len(scope) - len(views)} with scope, "
+        f"wrote {args.out}: {sum(1 for k in labels if k not in views)} labelled papers (+ {len(views)} openings), "
+        f"{sum(1 for k in scope if k not in views)} with scope, "
         f"{len(head.own)} own models, fit {time.perf_counter() - started:.2f} s, "
         f"{args.out.stat().st_size / 1024:.0f} KiB"
     )
