@@ -1103,7 +1103,7 @@ def _fit_head(
     all_vectors = np.round(_paper_vectors(sub), 4) if k else np.zeros((len(sub), 0))
     whole = [i for i, key in enumerate(sub.keys) if key not in views]
     knn_vectors = all_vectors[whole] if k else np.zeros((0, 0))
-    exclude = np.asarray([[paper_of[q] == sub.keys[r] for r in whole] for q in range(len(sub))], dtype=bool)
+    exclude = np.asarray(paper_of, dtype=object)[:, None] == np.asarray([sub.keys[r] for r in whole], dtype=object)
     votes = knn_votes(all_vectors, knn_vectors, truth[whole].astype(float), k, exclude=exclude)
     for axis in taxonomy.axes:
         x = design_matrix(sub, axis.id, settings.features, settings.rule_scores, settings.support)
