@@ -1026,6 +1026,10 @@ def out_of_fold_support(
 
     full = fit(with_evidence)
     scores = [score_support(full, features, i) for i in range(len(features))]
+    view_rows: dict[str, list[int]] = {}  # paper key -> rows of its views
+    for i, key in enumerate(features.keys):
+        if key in (views or {}):
+            view_rows.setdefault((views or {})[key], []).append(i)
     if len(with_evidence) >= 2 * settings.support_folds:
         rng = np.random.default_rng(settings.seed)
         order = rng.permutation(len(with_evidence))
@@ -1033,12 +1037,9 @@ def out_of_fold_support(
             held = [with_evidence[j] for j in order[fold :: settings.support_folds]]
             kept = sorted(set(with_evidence) - set(held))
             model = fit(kept)
-            held_keys = {features.keys[i] for i in held}
             for i in held:
-                scores[i] = score_support(model, features, i)
-            for i, key in enumerate(features.keys):
-                if (views or {}).get(key) in held_keys:
-                    scores[i] = score_support(model, features, i)
+                for row in (i, *view_rows.get(features.keys[i], ())):
+                    scores[row] = score_support(model, features, row)
     return full, scores
 
 
@@ -1060,6 +1061,14 @@ def apply_support(model: SupportModel | None, features: PaperFeatures) -> PaperF
     return features.with_support([score_support(model, features, i) for i in range(len(features))], model)
 
 
+def _paper_groups(keys: Sequence[str], views: Mapping[str, str]) -> np.ndarray | None:
+    """Per row, the id of the paper it is (a view counts as its paper), for folds that keep a paper
+    and its views together; None without views (every row its own paper)."""
+    if not views:
+        return None
+    return np.unique([views.get(key, key) for key in keys], return_inverse=True)[1]
+
+
 def _fit_head(
     features: PaperFeatures,
     labelings: Labeling,
@@ -1067,11 +1076,10 @@ def _fit_head(
     settings: HeadSettings,
     in_scope: Mapping[str, bool] | None,
     provenance: Mapping[str, Any] | None,
-    evidence: Evidence | None = None,
-    base_support: SupportModel | None = None,
-    views: Mapping[str, str] | None = None,
+    evidence: Evidence | None,
+    base_support: SupportModel | None,
+    views: Mapping[str, str],
 ) -> Head:
-    views = views or {}
     if settings.features not in FEATURE_SETS:
         raise ValueError(f"features must be one of {FEATURE_SETS}")
     support_model: SupportModel | None = None
@@ -1097,7 +1105,7 @@ def _fit_head(
             ]
     # A view keeps its paper's rows together in every inner fold (None: each row is its own paper).
     paper_of = [views.get(key, key) for key in sub.keys]
-    together = np.unique(paper_of, return_inverse=True)[1] if views else None
+    together = _paper_groups(sub.keys, views)
     k = _knn(settings)
     # Rounded before use, so the votes seen in fitting are the ones the saved head reproduces.
     all_vectors = np.round(_paper_vectors(sub), 4) if k else np.zeros((len(sub), 0))
@@ -1165,10 +1173,12 @@ def _fit_head(
         if min(y.sum(), len(y) - y.sum()) >= 2:
             xs = scope_matrix(features.subset(known), settings.features)
             pooled_width = features.pooled.shape[1] if settings.features != "cues" else 0
-            known_papers = [views.get(features.keys[i], features.keys[i]) for i in known]
-            scope_together = np.unique(known_papers, return_inverse=True)[1] if views else None
             scope, scope_oof = fit_linear_oof(
-                xs, y, [xs.shape[1] - pooled_width, pooled_width], settings, together=scope_together
+                xs,
+                y,
+                [xs.shape[1] - pooled_width, pooled_width],
+                settings,
+                together=_paper_groups([features.keys[i] for i in known], views),
             )
             if settings.learn_scope_threshold and scope_oof is not None:
                 scope_threshold = choose_scope_threshold(scope_oof, y > 0, settings)
