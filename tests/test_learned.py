@@ -254,6 +254,40 @@ def test_head_without_neighbour_vote_stores_no_vectors(toy: tuple[Head, Taxonomy
     assert all(p.labels()["S"] for p in preds)
 
 
+def test_a_head_fitted_on_few_papers_has_no_neighbour_vote(
+    toy: tuple[Head, Taxonomy, BagEncoder], tmp_path: Path
+) -> None:
+    """Under `knn_min_papers` labelled papers the head fits without the neighbour vote (every
+    training paper would be a neighbour of every paper); at or above it, as before. Views do not
+    count as papers. Saved and loaded, the head predicts the same."""
+    fitted_head, taxonomy, encoder = toy
+    assert len(fitted_head.knn_vectors) == 40
+    settings = HeadSettings(min_positives=4)
+    papers, labels = synthetic(12, seed=3)
+    features = featurize(papers, taxonomy, encoder, keys=list(labels))
+    small = fit_head(features, labels, taxonomy, settings)
+    assert small.knn_vectors == [] and small.knn_labels == []
+    # the label models have no vote columns (one per category of the axis)
+    width = len(next(iter(small.own.values())).coef)
+    assert width == len(next(iter(fitted_head.own.values())).coef) - 2
+    # 12 papers plus 12 views of them are still 12 papers
+    views = {f"{key}#opening": key for key in labels}
+    both = concat_features([features, featurize(papers, taxonomy, encoder, keys=list(views))])
+    viewed = fit_head(both, {**labels, **{v: labels[k] for v, k in views.items()}}, taxonomy, settings, views=views)
+    assert viewed.knn_vectors == []
+    # the threshold is a setting: 12 papers reach a threshold of 12
+    allowed = fit_head(features, labels, taxonomy, dataclasses.replace(settings, knn_min_papers=12))
+    assert len(allowed.knn_vectors) == 12
+    path = tmp_path / "small.json"
+    small.save(path)
+    loaded = Head.load(path)
+    held_out = featurize(*synthetic(10, seed=6)[:1], taxonomy, encoder)
+    assert [p.labels() for p in predict(loaded, held_out, taxonomy)] == [
+        p.labels() for p in predict(small, held_out, taxonomy)
+    ]
+    assert sum(bool(p.labels()["S"]) for p in predict(small, held_out, taxonomy)) >= 8
+
+
 def test_paper_without_sentences_is_unclear(toy: tuple[Head, Taxonomy, BagEncoder]) -> None:
     head, taxonomy, encoder = toy
     pred = predict(head, featurize([[]], taxonomy, encoder, keys=["empty"]), taxonomy)[0]
