@@ -19,12 +19,14 @@ calibration map and secondary rule from the reviewed axes). Reported, each besid
 - adapting to an author's reviews (`--adapt-splits`): a prior fitted as the shipped head is, on the
   corpus and half the devset, and the other half reviewed in random order; exact match of the
   unreviewed papers after 5, 10 and 15 reviews for the prior alone, the refit alone (kia before the
-  blend) and the adapted head (`kia.adapt`).
+  blend) and the adapted head (`kia.adapt`);
+- the spread of work saved (`--subsets N`): need, random and oracle order with learning on N random
+  80% subsets of the papers, mean and standard deviation.
 
 With `--db` and `--run`, the same replay on a stored run (any backend) with `--gold`.
 
     python eval/bench_review.py [--devset DIR] [--corpus DIR] [--seeds 3] [--json out.json] [--plot out.png]
-        [--db kia.duckdb --run NAME --gold FILE]
+        [--subsets 5] [--db kia.duckdb --run NAME --gold FILE]
 
 The head is whatever `kia.learned` fits today; rerun after changing it to refresh the figures.
 """
@@ -76,6 +78,43 @@ def _row(name: str, main: Replay, randoms: list[Replay]) -> dict[str, Any]:
         "checkpoints": [c.as_dict() for c in main.checkpoints],
         "random_checkpoints": [[c.as_dict() for c in r.checkpoints] for r in randoms],
     }
+
+
+def subset_spread(
+    features: Any,
+    taxonomy: Any,
+    gold: dict[str, dict[str, frozenset[str]]],
+    base: Any,
+    subsets: int,
+    share: float,
+    settings: Settings,
+    target: float,
+    units: list[str],
+) -> dict[str, Any]:
+    """Work saved with learning (need, random, oracle order) on `subsets` random `share`s of the
+    papers (seeded): how far the figure moves with the papers reviewed. On 45 papers one paper is 2
+    points, and a fresh machine's features moved the single replay by 9 (eval/README.md); a
+    difference between two heads means something only beyond this spread."""
+    import random as random_module
+
+    keys = sorted(gold)
+    size = max(2, round(share * len(keys)))
+    out: dict[str, Any] = {"subsets": subsets, "papers": size}
+    for unit in units:
+        runs: dict[str, list[float]] = {"need": [], "random": [], "oracle": []}
+        for seed in range(subsets):
+            chosen = sorted(random_module.Random(seed).sample(keys, size))
+            part = features.subset([features.keys.index(k) for k in chosen])
+            sub_gold = {k: gold[k] for k in chosen}
+            proposer = HeadProposer(part, taxonomy, base, learns=True)
+            for order in runs:
+                result = replay(proposer, taxonomy, sub_gold, order, 1, target, seed=seed, settings=settings, unit=unit)
+                runs[order].append(0.0 if result.work_saved is None else float(result.work_saved))
+        out[unit] = {
+            order: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "runs": v}
+            for order, v in runs.items()
+        }
+    return out
 
 
 def _refit_speed(features: Any, gold: dict[str, dict[str, frozenset[str]]], taxonomy: Any, base: Any) -> dict[str, Any]:
@@ -285,6 +324,13 @@ def main() -> None:
         help="time kia review's adapting head on a store of this many abstracts (0: skip)",
     )
     parser.add_argument("--live-reviews", type=int, default=20)
+    parser.add_argument(
+        "--subsets",
+        type=int,
+        default=0,
+        help="also replay (learning) on this many random subsets of the devset: the spread of work saved",
+    )
+    parser.add_argument("--subset-share", type=float, default=0.8, help="share of the papers in each subset")
     parser.add_argument("--db", type=Path, default=None)
     parser.add_argument("--run", default=None)
     parser.add_argument("--gold", type=Path, default=None)
@@ -341,6 +387,15 @@ def main() -> None:
                     curves["random order (seed 0), learning"] = randoms[0]
             elif unit == "paper":
                 curves["need order, no refit"] = main_replay
+    if args.subsets:
+        spread = subset_spread(
+            features, taxonomy, gold, base, args.subsets, args.subset_share, settings, args.target, args.units
+        )
+        results["subset_spread"] = spread
+        print(f"--- work saved with learning on {args.subsets} random subsets of {spread['papers']} papers")
+        for unit in args.units:
+            cells = [f"{o} {v['mean']:.0%} (sd {v['sd']:.0%})" for o, v in spread[unit].items()]
+            print(f"one {unit} at a time: " + ", ".join(cells))
     if args.adapt_splits:
         attach_evidence(devset, args.devset / "evidence.jsonl")
         attach_evidence(corpus, args.devset / "evidence.jsonl")
