@@ -82,8 +82,9 @@ class HeadSettings:
       best as two more evidence features, so the rules' judgement is an input whose worth is learned.
     - `knn`: each per-category model also sees, per category of its axis, the similarity-weighted
       vote of the `knn` labelled training papers closest by mean sentence embedding (leave-one-out
-      on the training papers themselves); 0 turns it off, and so does `features="cues"`. The head
-      then stores those papers' mean embeddings and categories (vectors, no text).
+      on the training papers themselves); 0 turns it off, and so does `features="cues"`, and so does
+      fitting on fewer than `knn_min_papers` papers. The head then stores those papers' mean
+      embeddings and categories (vectors, no text).
     - `learn_thresholds`: choose each axis's `threshold` (for categories beyond the most probable
       one) on the training papers' out-of-fold probabilities, from `threshold_grid`, by
       `threshold_objective` (micro_f1, exact, mean); else `threshold`. Off: on the devset CV it
