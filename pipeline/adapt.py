@@ -48,7 +48,8 @@ def prior_weights(
 ) -> dict[str, float]:
     """Per axis, the weight of `prior` in the blend: least log loss on the reviewed papers of
     `features` decided on that axis, the refit's probabilities out of fold. 1.0 (the prior alone)
-    where too few papers are reviewed to refit in folds."""
+    where too few papers are reviewed to refit in folds, and on an axis fewer than `MIN_PAPERS` of
+    them decide."""
     rows = [i for i, k in enumerate(features.keys) if k in reviewed]
     weights = {axis.id: 1.0 for axis in taxonomy.axes}
     if len(rows) < MIN_PAPERS:
@@ -65,7 +66,9 @@ def prior_weights(
     columns = {axis.id: [sub.category_ids.index(c.id) for c in axis.categories] for axis in taxonomy.axes}
     for axis_id, cols in columns.items():
         decided = [i for i, k in enumerate(keys) if axis_id in reviewed[k]]
-        if not decided:
+        if len(decided) < MIN_PAPERS:
+            # Reviewed one axis at a time, an axis may have 1-2 decided papers: a weight chosen on
+            # them threw that axis to a refit that barely knows it (the worst axis fell to 0.05).
             continue
         truth = [set(reviewed[keys[i]][axis_id]) for i in decided]
         y = np.asarray([[sub.category_ids[c] in t for c in cols] for t in truth], dtype=float)

@@ -68,6 +68,21 @@ def test_reviews_that_contradict_the_prior_on_one_axis_move_that_axis_to_the_ref
     assert before < 0.2 and right >= 0.9, (before, right)
 
 
+def test_an_axis_decided_on_too_few_reviewed_papers_keeps_the_prior(wrong_on_signal: Fixture) -> None:
+    """Reviewed one axis at a time, an axis may be decided on 1-2 papers: its weight is not chosen on
+    them (the prior alone, 1.0), while an axis decided on enough papers still moves to the refit."""
+    prior, features, reviewed = wrong_on_signal
+    taxonomy = toy_taxonomy()
+    keys = list(reviewed)
+    few = {k: ({"S": v["S"]} if i >= 2 else v) for i, (k, v) in enumerate(reviewed.items())}
+    assert sum("M" in few[k] for k in keys) == 2 < MIN_PAPERS
+    weights = prior_weights(prior, features, few, taxonomy)
+    assert weights["M"] == 1.0 and weights["S"] <= 0.3, weights
+    # the same, with the misread axis decided on only 2 papers: it is not thrown to the refit either
+    few_s = {k: ({"M": v["M"]} if i >= 2 else v) for i, (k, v) in enumerate(reviewed.items())}
+    assert prior_weights(prior, features, few_s, taxonomy)["S"] == 1.0
+
+
 def preds_features(truth: dict[str, dict[str, frozenset[str]]]) -> PaperFeatures:
     """Features of the same 20 synthetic test papers (seed 3) as above."""
     papers, labels = synthetic(20, seed=3)
