@@ -1033,10 +1033,11 @@ def out_of_fold_support(
 
     full = fit(with_evidence)
     scores = [score_support(full, features, i) for i in range(len(features))]
+    views = views or {}
     view_rows: dict[str, list[int]] = {}  # paper key -> rows of its views
     for i, key in enumerate(features.keys):
-        if key in (views or {}):
-            view_rows.setdefault((views or {})[key], []).append(i)
+        if key in views:
+            view_rows.setdefault(views[key], []).append(i)
     if len(with_evidence) >= 2 * settings.support_folds:
         rng = np.random.default_rng(settings.seed)
         order = rng.permutation(len(with_evidence))
@@ -1111,16 +1112,18 @@ def _fit_head(
                 category.id in s for s in _label_sets(labelings, sub.keys, axis.id)
             ]
     # A view keeps its paper's rows together in every inner fold (None: each row is its own paper).
-    paper_of = [views.get(key, key) for key in sub.keys]
     together = _paper_groups(sub.keys, views)
-    papers = sum(1 for key in sub.keys if key not in views)
-    k = _knn(settings) if papers >= settings.knn_min_papers else 0
-    # Rounded before use, so the votes seen in fitting are the ones the saved head reproduces.
-    all_vectors = np.round(_paper_vectors(sub), 4) if k else np.zeros((len(sub), 0))
     whole = [i for i, key in enumerate(sub.keys) if key not in views]
-    knn_vectors = all_vectors[whole] if k else np.zeros((0, 0))
-    exclude = np.asarray(paper_of, dtype=object)[:, None] == np.asarray([sub.keys[r] for r in whole], dtype=object)
-    votes = knn_votes(all_vectors, knn_vectors, truth[whole].astype(float), k, exclude=exclude)
+    k = _knn(settings) if len(whole) >= settings.knn_min_papers else 0
+    votes = np.zeros((len(sub), m))
+    knn_vectors = np.zeros((0, 0))
+    if k:
+        # Rounded before use, so the votes seen in fitting are the ones the saved head reproduces.
+        all_vectors = np.round(_paper_vectors(sub), 4)
+        knn_vectors = all_vectors[whole]
+        paper_of = np.asarray([views.get(key, key) for key in sub.keys], dtype=object)
+        exclude = paper_of[:, None] == np.asarray([sub.keys[r] for r in whole], dtype=object)
+        votes = knn_votes(all_vectors, knn_vectors, truth[whole].astype(float), k, exclude=exclude)
     for axis in taxonomy.axes:
         x = design_matrix(sub, axis.id, settings.features, settings.rule_scores, settings.support)
         n_evidence = evidence_width * len(axis.categories)
@@ -1191,8 +1194,8 @@ def _fit_head(
             if settings.learn_scope_threshold and scope_oof is not None:
                 scope_threshold = choose_scope_threshold(scope_oof, y > 0, settings)
     info = {
-        "n_papers_labelled": len(sub) - sum(1 for key in sub.keys if key in views),
-        **({"n_opening_views": sum(1 for key in sub.keys if key in views)} if views else {}),
+        "n_papers_labelled": len(whole),
+        **({"n_opening_views": len(sub) - len(whole)} if views else {}),
         "n_papers_scope": len(in_scope or {}),
         "encoder": features.encoder,
         **({"support_layer": SUPPORT_LAYER} if features.support_inputs is not None else {}),
