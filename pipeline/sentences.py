@@ -452,12 +452,24 @@ class _Terms:
 _TERMS: dict[str, _Terms] = {}
 
 
+def is_code(category_id: str) -> bool:
+    """Whether a category id is a code ("K4", "no_memory") rather than a word ("tools", "diffusion",
+    "RL"). Research prose never names a code of the survey, so naming one (two axes' codes at once,
+    or one beside "this paper") is itself a sign of text written to the labeller. A word id is
+    ordinary vocabulary: a taxonomy whose ids are "tools" and "unified" would otherwise flag "a
+    unified memory with tools" and withhold it from the model. A word id is treated as a name: it
+    counts only where an order, an addressee or a choice verb goes with it."""
+    return bool(re.search(r"\d|_", category_id))
+
+
 def _terms(taxonomy: Taxonomy) -> _Terms:
     key = taxonomy.content_hash
     if key not in _TERMS:
-        ids = {c.id: axis.id for axis in taxonomy.axes for c in axis.categories}
+        categories = [(c, axis.id) for axis in taxonomy.axes for c in axis.categories]
+        ids = {c.id: axis_id for c, axis_id in categories if is_code(c.id)}
+        words = {normalise_for_detection(c.id.replace("-", " ")).lower() for c, _ in categories if not is_code(c.id)}
         names = sorted(
-            {normalise_for_detection(c.name).lower() for axis in taxonomy.axes for c in axis.categories} - {""},
+            {normalise_for_detection(c.name).lower() for c, _ in categories} | words - {""},
             key=len,
             reverse=True,
         )

@@ -47,6 +47,13 @@ if TYPE_CHECKING:
 FLAG_NAMES = ("own_work", "other_work", "evaluation", "blocked", "position", "dataset", "first_person_method")
 _LINK_RE = re.compile(r"https?://|www\.|\bgithub\.com\b|\bdoi\.org\b|\barxiv\.org/|\.(?:com|org|io|html?)\b", re.I)
 _REFERENCE_RE = re.compile(r"^\s*(?:\[\d+\]|\d+\.\s+[A-Z][a-z]+,\s+[A-Z]\.)|\b(?:19|20)\d{2}[a-z]?\)?\.\s+[A-Z]")
+# A line asking the reader to cite, star or use the work ("If you find our work useful, please cite
+# our paper:"): a repository's call to action, never a statement of what the method does.
+_BOILERPLATE_RE = re.compile(
+    r"\b(?:please\s+(?:consider\s+(?:to\s+)?)?(?:cite|citing|star)|star\s+(?:this|our)\s+repo(?:sitory)?"
+    r"|cite\s+(?:our|this|the)\s+(?:paper|work|article)|if\s+you\s+(?:find|use)\s+(?:our|this)\b)",
+    re.I,
+)
 _DATASET_RE = re.compile(
     r"\b(?:data\s*sets?|datasets?|cohorts?|benchmarks?|collected|public(?:ly)?\s+available)\b", re.I
 )
@@ -71,8 +78,8 @@ def normalised(text: str) -> str:
 
 def blocked_reason(sentence: Sentence, title: str | None = None) -> str | None:
     """Why a sentence can never be evidence (None when it can): it is the title, a heading, a link,
-    a reference-list entry or a table row. These name or point at the method without stating what
-    it does, so a reader cannot accept a label from them."""
+    a reference-list entry, a call to cite or star the work, or a table row. These name or point at
+    the method without stating what it does, so a reader cannot accept a label from them."""
     text = sentence.text.strip()
     norm = normalised(text)
     if title:
@@ -86,6 +93,8 @@ def blocked_reason(sentence: Sentence, title: str | None = None) -> str | None:
         return "link"
     if _REFERENCE_RE.search(text) and CITATION_RE.search(text):
         return "reference"
+    if _BOILERPLATE_RE.search(text):
+        return "boilerplate"
     words = _WORD_RE.findall(text)
     if not re.search(r"[.!?:;)]\s*$", text) and len(words) <= 14:
         capitalised = sum(1 for w in words if w[0].isupper())

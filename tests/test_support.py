@@ -39,6 +39,13 @@ def test_titles_headings_links_tables_and_references_are_never_evidence() -> Non
     assert blocked_reason(_s("Code is available at https://github.com/someone/delta for everyone."), None) == "link"
     assert blocked_reason(_s("Conditional Latent Diffusion For Volumes"), None) == "heading"
     assert blocked_reason(_s("| 0.91 | 0.88 | 12.3 | 45.1 | 0.77 |"), None) == "table"
+    # A repository's call to action (the reason once shown for a paper's out-of-scope flag).
+    cta = (
+        "If you find our work useful, please consider to :star: **star this repository** and :memo: **cite our paper**:"
+    )
+    assert blocked_reason(_s(cta), None) == "boilerplate"
+    assert blocked_reason(_s("If you use this code in your research, please cite our paper:"), None) == "boilerplate"
+    assert blocked_reason(_s("We cite the radiology report as the condition of the generator."), None) is None
     assert (
         blocked_reason(_s("[12] A. Smith et al. Diffusion models for CT. 2021. In Proc. MICCAI, pages 1-9."), None)
         == "reference"
