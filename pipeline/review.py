@@ -776,6 +776,13 @@ def apply_command(session: ReviewSession, command: str, console: Any) -> bool:
         console.print(f"{category.id} {category.name}: {category.definition}", markup=False)
         if category.instantiations:
             console.print(f"  e.g. {'; '.join(category.instantiations)}", markup=False)
+    elif verb in ("a", "r", "t", "d"):
+        # A bare verb: say what it needs here, with this paper's axes, instead of "unknown command".
+        needs = {"a": "an axis (or A for all)", "r": "an axis", "t": "an axis", "d": "a category"}[verb]
+        first = session.taxonomy.axes[0]
+        example = first.categories[0].id if verb == "d" else first.id
+        axes = ", ".join(a.id for a in session.taxonomy.axes)
+        raise KiaError(f"{verb} needs {needs}: e.g. '{verb} {example}'; axes: {axes}")
     else:
         raise KiaError(f"unknown command {command.strip()!r}; type ? for help")
     return True

@@ -19,8 +19,11 @@ TAXONOMY = """\
 name: my-survey                      # short name, stored with every run
 title: My Survey (Method x Data)     # shown in reports and exports
 source: "My Survey, Section 3, Table 2"
+# What the survey covers, in a paragraph: kia flags a paper far from it as out of scope (with the
+# sentence that says what the paper does) and ranks arXiv candidates by closeness to it.
 scope: >-
-  One paragraph on what papers the survey covers (used to rank candidate papers by closeness).
+  Deep generative models (adversarial networks, diffusion models) that synthesise medical images
+  or volumes, and the data they are trained on.
 # Phrases that contain a cue word but are no evidence for anything (removed before cue matching).
 ignore_phrases: []
 axes:

@@ -502,7 +502,11 @@ def _chosen(text: str, taxonomy: Taxonomy) -> bool:
     names = _terms(taxonomy).names
     for match in _CHOOSE_RE.finditer(text):
         window = text[match.end() : match.end() + 80]
-        if _taxonomy_ids_in(window, taxonomy) or (names and names.search(window)):
+        if _taxonomy_ids_in(window, taxonomy):
+            return True
+        # A name (or a word id) must follow at once ("as diffusion", "under the Volumes category"):
+        # names are ordinary words, and "a classifier under three regimes: real CT volumes" chooses none.
+        if names and names.search(" ".join(window.split()[:4])):
             return True
     return False
 
@@ -567,7 +571,7 @@ def _is_instruction(text: str, taxonomy: Taxonomy) -> bool:
     if (
         _LABELLER_RE.search(text)
         and flags.directive
-        and (flags.this_survey or ids or flags.names or flags.this_paper and flags.labelling)
+        and (flags.this_survey or ids or (flags.names or flags.this_paper) and flags.labelling)
     ):
         return True
     if (

@@ -214,7 +214,7 @@ def test_line_commands_when_stdin_is_not_a_terminal(db: Path) -> None:
     """Pipes and scripts keep the line commands (then Enter)."""
     result = subprocess.run(
         [*kia_exe(), "review", "--db", str(db), "--reviewer", "pipe"],
-        input="a K\nn from a script\nq\n",
+        input="a\nd\na K\nn from a script\nq\n",
         capture_output=True,
         text=True,
         timeout=60,
@@ -223,6 +223,10 @@ def test_line_commands_when_stdin_is_not_a_terminal(db: Path) -> None:
     assert (
         "review>" in result.stdout and "-> accept K2" in result.stdout and "note (pipe): from a script" in result.stdout
     )
+    # A bare verb says what it needs, with this taxonomy's axes, and decides nothing.
+    shown = result.stdout + result.stderr
+    assert "a needs an axis (or A for all): e.g. 'a K'; axes: K, I, A" in shown
+    assert "d needs a category: e.g. 'd K1'" in shown and "unknown command" not in shown
     with Store(db, read_only=True) as store:
         rows = store.query("SELECT axis, decision, note FROM reviews WHERE reviewer = 'pipe' ORDER BY id")
     assert rows == [("K", "accept", None), (None, "note", "from a script")]
