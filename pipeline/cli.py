@@ -615,13 +615,14 @@ def score(
         out.print(report.waiting_line(), markup=False)
     abstention = report.abstention
     if any(sum(c.values()) for c in abstention.counts.values()):
-        table = Table(title="abstained (counted as misses above) and flagged axes (unsupported, tentative)")
+        table = Table(title="abstained (counted as misses above) and flagged axes (unsupported, tentative, by default)")
         for column in (
             "axis",
             "unclear",
             "out of scope",
             "unsupported",
             "tentative",
+            "by default",
             "coverage",
             "exact where decided",
         ):
@@ -634,6 +635,7 @@ def score(
                 str(counts.get("out_of_scope", 0)),
                 str(counts.get("unsupported", 0)),
                 str(counts.get("tentative", 0)),
+                str(counts.get("default", 0)),
                 f"{abstention.coverage[axis]:.3f}",
                 "n/a" if exact is None else f"{exact:.3f}",
             )

@@ -58,16 +58,18 @@ DETAIL_FIELDS = ("names", "status", "confidence", "evidence", "reviewer", "decid
 class PaperFlags:
     """What a run flagged on a paper, carried by every export: out of scope (with its scope score and
     the reason), sentences that address the labeller or the model (`suspicious_text`), and the
-    reason of each axis left `unclear`."""
+    reason of each axis left `unclear`, and the axes labelled by the taxonomy's default (no quote:
+    the paper is silent on them)."""
 
     out_of_scope: bool = False
     scope_score: float | None = None
     scope_reason: str = ""
     suspicious: list[str] = field(default_factory=list)
     unclear: dict[str, str] = field(default_factory=dict)
+    by_default: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return self.out_of_scope or bool(self.suspicious) or bool(self.unclear)
+        return self.out_of_scope or bool(self.suspicious) or bool(self.unclear) or bool(self.by_default)
 
     def lines(self) -> list[str]:
         """One sentence per flag, for CSV, Markdown, LaTeX comments, library notes and the report."""
@@ -79,6 +81,8 @@ class PaperFlags:
             quoted = "; ".join(f'"{s}"' for s in self.suspicious)
             said.append(f"suspicious_text ({len(self.suspicious)} sentence(s) addressing the labeller): {quoted}")
         said.extend(f"unclear {axis}: {reason}" for axis, reason in self.unclear.items())
+        if self.by_default:
+            said.append(f"by default (the paper is silent on them; no quote): {', '.join(self.by_default)}")
         return said
 
     def as_dict(self) -> dict[str, object]:
@@ -87,6 +91,7 @@ class PaperFlags:
             "out_of_scope": {"score": self.scope_score, "reason": self.scope_reason} if self.out_of_scope else None,
             "suspicious_text": self.suspicious,
             "unclear": self.unclear,
+            "by_default": self.by_default,
         }
 
 

@@ -48,7 +48,7 @@ from .sentences import (
     without_negated,
 )
 from .support import Evidence, SupportModel, fit_support
-from .taxonomy import Category, Taxonomy
+from .taxonomy import Axis, Category, Taxonomy
 
 HEAD_FORMAT = 2
 # The categories' label sets as a training set gives them: paper key -> axis id -> category ids.
@@ -121,6 +121,10 @@ class HeadSettings:
     support_bilinear: bool = True
     support_bilinear_c: float = 1.0
     support_threshold: float = 0.03
+    # An axis left unclear whose taxonomy declares a `default` ("no_memory": what a paper silent on
+    # the axis gets) takes that default, with no quote and its reason, when no sentence supports any
+    # other category of the axis (support under `support_threshold`). Off: such axes stay unclear.
+    silent_default: bool = True
     support_folds: int = 3
     unsupported: str = "drop"
     # A refit from reviews (`refit`, after every reviewed paper) searches only this grid: with tens of
@@ -1320,6 +1324,9 @@ class AxisPrediction:
     unsupported: dict[str, float] = field(default_factory=dict)
     # For an unclear axis: the sentence that came closest to supporting its leading category.
     reason_sentence: int | None = None
+    # The axis's declared `default`, taken because the paper is silent on the axis (no sentence
+    # supports any of its other categories): why, in words. Its category is kept with no quote.
+    by_default: str | None = None
 
 
 @dataclass
@@ -1484,7 +1491,9 @@ def _assemble(
             kept, reason = decide_axis(probs, settings, thresholds.get(axis.id))
             limit = thresholds.get(axis.id, settings.threshold)
             if features.support is not None:
-                axes[axis.id] = _evidence_first(features, row, probs, kept, reason, limit, settings)
+                decided = _evidence_first(features, row, probs, kept, reason, limit, settings)
+                # Zero-shot takes the default after it requotes (`predict_zero_shot`), not here.
+                axes[axis.id] = decided if zero_shot else _default_when_silent(features, row, axis, decided, settings)
                 continue
             claimed: list[tuple[str, float, list[int]]] = []
             weak: list[str] = []
@@ -1561,6 +1570,35 @@ def _evidence_first(
     return AxisPrediction(claimed, probabilities, reason, [], limit, scores, unsupported, reason_sentence)
 
 
+def _default_when_silent(
+    features: PaperFeatures, row: int, axis: Axis, decided: AxisPrediction, settings: HeadSettings
+) -> AxisPrediction:
+    """An unclear axis whose taxonomy declares a `default` takes it when the paper is silent on the
+    axis: no sentence supports any other category of it. Such a default ("no_memory", "no_tools",
+    or the 3D-CT survey's A1, single-stage unless a decomposition is described) is a label for an
+    absence, which no sentence can state, so it carries no quote; its reason says so and names the
+    best support any other category found. Where a sentence does support another category the axis
+    stays unclear: the paper speaks of the axis and the head could not decide."""
+    default = axis.default
+    if not settings.silent_default or decided.kept or not default or features.support is None:
+        return decided
+    support = features.support[row]
+    if not len(support):
+        return decided
+    others = [c.id for c in axis.categories if c.id != default]
+    columns = [features.category_ids.index(c) for c in others]
+    best = support[:, columns].max(axis=0) if columns else np.zeros(0)
+    if len(best) and float(best.max()) >= settings.support_threshold:
+        return decided
+    strongest = f"; best other: {others[int(np.argmax(best))]} {float(best.max()):.2f}" if len(best) else ""
+    reason = (
+        f"no sentence supports any other category of this axis (support under "
+        f"{settings.support_threshold:.2f}{strongest}); the taxonomy's default for a paper silent on it"
+    )
+    probability = round(decided.probabilities.get(default, 0.0), 4)
+    return replace(decided, kept=[(default, probability, [])], unclear=None, by_default=reason, reason_sentence=None)
+
+
 def zero_shot_probabilities(features: PaperFeatures, temperature: float = 0.03) -> np.ndarray:
     """Without labels: per axis, a softmax over categories of top-3 definition similarity plus a
     small bonus for cue evidence. Relative to the axis's other categories, not calibrated."""
@@ -1620,6 +1658,9 @@ def predict_zero_shot(
                 )
                 requoted.threshold = axis_pred.threshold
                 pred.axes[axis_id] = requoted
+            if features.support is not None and not pred.axes[axis_id].kept:
+                axis = next(a for a in taxonomy.axes if a.id == axis_id)
+                pred.axes[axis_id] = _default_when_silent(features, row, axis, pred.axes[axis_id], settings)
     return _one_on_single_label_axes(preds, taxonomy)
 
 

@@ -157,6 +157,7 @@ class _Answer(BaseModel):
     raw: dict[str, Any] = Field(default_factory=dict)
     context_sections: list[str] = Field(default_factory=list)
     unclear: dict[str, str] = Field(default_factory=dict)
+    defaults: dict[str, tuple[str, float, str]] = Field(default_factory=dict)
     in_scope: bool | None = None
     scope_score: float | None = None
 
@@ -191,6 +192,7 @@ def answer_json(answer: BackendAnswer) -> dict[str, Any]:
         "raw": answer.raw,
         "context_sections": list(answer.context_sections),
         "unclear": dict(answer.unclear),
+        "defaults": {axis: list(value) for axis, value in answer.defaults.items()},
         "in_scope": answer.in_scope,
         "scope_score": answer.scope_score,
     }
@@ -229,6 +231,7 @@ def answer_from_body(body: dict[str, Any], sha: str, taxonomy: Taxonomy, expecte
         raw=given.raw,
         context_sections=list(given.context_sections),
         unclear=dict(given.unclear),
+        defaults=dict(given.defaults),
         in_scope=given.in_scope,
         scope_score=given.scope_score,
     )

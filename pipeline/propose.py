@@ -248,16 +248,28 @@ class Proposal:
 
 def abstention_json(answer: BackendAnswer) -> dict[str, Any]:
     """What a backend said it cannot label (stored in the raw answer, so a cached answer keeps it)."""
-    return {"unclear": answer.unclear, "in_scope": answer.in_scope, "scope_score": answer.scope_score}
+    return {
+        "unclear": answer.unclear,
+        "in_scope": answer.in_scope,
+        "scope_score": answer.scope_score,
+        **({"defaults": {axis: list(value) for axis, value in answer.defaults.items()}} if answer.defaults else {}),
+    }
 
 
 UNCLEAR, OUT_OF_SCOPE, UNSUPPORTED, TENTATIVE = "unclear", "out_of_scope", "unsupported", "tentative"
+# An axis labelled with the taxonomy's `default` because the paper is silent on it: a label, no quote.
+DEFAULT = "default"
 
 
 def axis_statuses(answer: BackendAnswer, taxonomy: Taxonomy) -> dict[str, tuple[str, str]]:
-    """Per abstaining axis, `out_of_scope` (the paper is outside the taxonomy) or `unclear`, with the reason."""
+    """Per abstaining axis, `out_of_scope` (the paper is outside the taxonomy) or `unclear`, with the
+    reason; `default` for an axis labelled with the taxonomy's default (the paper is silent on it)."""
     statuses: dict[str, tuple[str, str]] = {}
     for axis in taxonomy.axis_ids:
+        if axis in answer.defaults:
+            category, _confidence, why = answer.defaults[axis]
+            statuses[axis] = (DEFAULT, f"{category}: {why}")
+            continue
         if answer.labels.get(axis):
             continue
         if axis in answer.unclear:
@@ -424,6 +436,12 @@ def proposal_from_answer(
     payload = answer_to_json(answer, taxonomy)
     labels = ground_answer(with_supports(labels_from_json(payload, taxonomy), answer), doc, flagged)
     statuses = {**axis_statuses(answer, taxonomy), **label_statuses(labels, confidence_floor)}
+    # A default is a label for an absence: stored with no evidence, its status says so (never `unsupported`).
+    labels += [
+        Label(axis, category, confidence, f"{category} by default: {why}", [])
+        for axis, (category, confidence, why) in answer.defaults.items()
+        if category in next((a.category_ids for a in taxonomy.axes if a.id == axis), [])
+    ]
     if labels and all(statuses.get(axis, ("",))[0] == UNSUPPORTED for axis in taxonomy.axis_ids):
         error = KiaError(f"{paper_key}: no quote of any label was found in the paper (every axis unsupported)")
         error.calls = answer.calls  # type: ignore[attr-defined]
@@ -727,6 +745,7 @@ def _cached_answer(store: Store, key: str, taxonomy: Taxonomy) -> BackendAnswer 
         context_sections=json.loads(row[1] or "[]"),
         prompt_tokens_saved=row[2],
         unclear=abstention.get("unclear") or {},
+        defaults={axis: (str(v[0]), float(v[1]), str(v[2])) for axis, v in (abstention.get("defaults") or {}).items()},
         in_scope=abstention.get("in_scope"),
         scope_score=abstention.get("scope_score"),
     )

@@ -107,6 +107,8 @@ def paper_flags(store: Store, run_id: str) -> dict[str, PaperFlags]:
         paper = flags.setdefault(key, PaperFlags())
         if status == "unclear":
             paper.unclear[axis] = reason or ""
+        elif status == "default":
+            paper.by_default.append(axis)
         elif status == "out_of_scope":
             paper.out_of_scope = True
             paper.scope_reason = paper.scope_reason or reason or ""
@@ -576,12 +578,13 @@ def _scoring_sections(
     abstained_rows = "".join(
         f"<tr><td>{html.escape(axis)}</td><td>{counts.get('unclear', 0)}</td><td>{counts.get('out_of_scope', 0)}</td>"
         f"<td>{counts.get('unsupported', 0)}</td><td>{counts.get('tentative', 0)}</td>"
-        f"<td>{_fmt(abstention.coverage.get(axis))}</td><td>{_fmt(abstention.decided_exact.get(axis))}</td></tr>"
+        f"<td>{counts.get('default', 0)}</td><td>{_fmt(abstention.coverage.get(axis))}</td>"
+        f"<td>{_fmt(abstention.decided_exact.get(axis))}</td></tr>"
         for axis, counts in abstention.counts.items()
     )
     abstained = (
         "<table><tr><th>axis</th><th>unclear</th><th>out of scope</th><th>unsupported</th><th>tentative</th>"
-        "<th>coverage</th><th>exact where decided</th>"
+        "<th>by default</th><th>coverage</th><th>exact where decided</th>"
         f"</tr>{abstained_rows}</table><p>flagged out of scope: {_scope_line(out_of_scope)}</p>"
     )
     missing = (

@@ -169,7 +169,7 @@ def answer_to_json(answer: BackendAnswer, taxonomy: Taxonomy) -> dict[str, Any]:
     """Validate a backend's labels against the schema and return them as plain JSON."""
     # An axis may stay empty with a reason: unclear, or (for a paper judged out of scope) the scope.
     unlabelled = {axis for axis in taxonomy.axis_ids if not answer.labels.get(axis)}
-    abstaining = set(answer.unclear) | (unlabelled if answer.in_scope is False else set())
+    abstaining = set(answer.unclear) | set(answer.defaults) | (unlabelled if answer.in_scope is False else set())
     payload = {
         axis: [
             {"category": c.category, "evidence": c.quotes, "rationale": c.rationale, "confidence": c.confidence}

@@ -495,9 +495,10 @@ class Abstention:
     """What a run declined to label, scored apart: an abstained axis counts as a miss in the agreement
     above, and here the coverage and the exact match on the axes it did decide are given."""
 
-    # axis -> {"unclear": n, "out_of_scope": n, "unsupported": n, "tentative": n} over the run's papers;
-    # unclear and out-of-scope axes have no labels (misses above); unsupported (no quote found) and
-    # tentative (below the confidence floor) axes keep their labels but are not counted as decided here
+    # axis -> {"unclear": n, "out_of_scope": n, "unsupported": n, "tentative": n, "default": n} over the
+    # run's papers; unclear and out-of-scope axes have no labels (misses above); unsupported (no quote
+    # found), tentative (below the confidence floor) and default (the taxonomy's default for an axis the
+    # paper is silent on, no quote) axes keep their labels but are not counted as decided here
     counts: dict[str, dict[str, int]]
     out_of_scope: list[str]  # papers flagged outside the taxonomy's scope
     coverage: dict[str, float]  # axis -> share of the scored papers decided (not abstained)
@@ -528,7 +529,9 @@ def abstention_summary(
     the papers judged out of scope (they may keep labels: the flag is a warning, not a verdict).
     """
     abstained = {(k, a): s for k, a, s, _ in statuses if a not in reviewed.get(k, {})}
-    counts = {a: {"unclear": 0, "out_of_scope": 0, "unsupported": 0, "tentative": 0} for a in taxonomy.axis_ids}
+    counts = {
+        a: {"unclear": 0, "out_of_scope": 0, "unsupported": 0, "tentative": 0, "default": 0} for a in taxonomy.axis_ids
+    }
     for (_key, axis), status in abstained.items():
         counts[axis][status] = counts[axis].get(status, 0) + 1
     flagged = sorted(set(flagged_papers or []) | {k for (k, _a), s in abstained.items() if s == "out_of_scope"})

@@ -270,3 +270,39 @@ def test_llm_leg_of_the_agents_journey(agents_db: Path, llm_server: str) -> None
         assert "ReAct" in _ok("export", "--run", "agents-llm", "--format", "csv", *db)
     else:  # a tiny model may fail a paper: recorded with its cause, one line, never a traceback
         assert status == "failed" and error, (status, error)
+
+
+def test_an_axis_the_paper_is_silent_on_is_stored_by_default_without_a_quote(agents_db: Path) -> None:
+    """`kia propose` stores the taxonomy's default of an axis the paper is silent on as a label with
+    no evidence and status `default` (never `unsupported`, never bulk-accepted); score counts it apart,
+    export says so, and on these summaries most defaults are what the survey's table gives."""
+    db = ["--db", str(agents_db)]
+    taxonomy = load_taxonomy(TAXONOMY)
+    defaults = {axis.id: axis.default for axis in taxonomy.axes}
+    con = duckdb.connect(str(agents_db), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT s.paper_key, s.axis, s.reason, l.category, l.grounded, "
+            "(SELECT count(*) FROM evidence e WHERE e.run_id = s.run_id AND e.paper_key = s.paper_key "
+            "AND e.axis = s.axis) FROM axis_status s JOIN labels l USING (run_id, paper_key, axis) "
+            "WHERE s.run_id = 'agents' AND s.status = 'default'"
+        ).fetchall()
+    finally:
+        con.close()
+    assert len(rows) >= 20
+    for _key, axis, reason, category, grounded, n_evidence in rows:
+        assert category == defaults[axis] and not grounded and n_evidence == 0
+        assert reason.startswith(f"{category}: no sentence supports any other category of this axis")
+    gold = {r["method"]: r for r in csv.DictReader((AGENTS / "gold.csv").open(encoding="utf-8"))}
+    agreeing = [gold[key][axis] == category for key, axis, _r, category, _g, _n in rows if key in gold]
+    assert sum(agreeing) >= 0.6 * len(agreeing)
+    score = json.loads(_ok("score", "--run", "agents", "--gold", GOLD, "--format", "json", "--proposals-only", *db))
+    counted = sum(axis["default"] for axis in score["abstention"]["counts"].values())
+    assert counted == len(rows)
+    exported = [json.loads(line) for line in _ok("export", "--run", "agents", "--format", "jsonl", *db).splitlines()]
+    shown = [row["axes"][axis] for row in exported for key, axis, *_ in rows if row["key"] == key]
+    # `--accept-above 0` (run by the journey above) takes none of them: a default is never bulk-accepted.
+    assert not [entry for entry in shown if entry["status"] == "machine-accepted"]
+    unreviewed = [entry for entry in shown if entry["reviewer"] is None]
+    assert len(unreviewed) >= len(rows) - 3  # the journey's `kia label ReAct` and scripted edit
+    assert all(entry["status"] == "default" and entry["evidence"] == [] for entry in unreviewed)

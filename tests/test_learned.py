@@ -555,3 +555,49 @@ def test_opening_views_train_the_head_but_never_score_or_vote_for_their_own_pape
     own = np.asarray([[True, False, False]])  # the query is a view of paper 0
     vote = knn_votes(np.asarray([[1.0, 0.0]]), reference, np.eye(3), k=1, exclude=own)
     assert vote[0].tolist() == [0.0, 1.0, 0.0]  # its nearest other paper, never its own
+
+
+def test_an_axis_the_paper_is_silent_on_takes_the_taxonomys_default_with_no_quote(tmp_path: Path) -> None:
+    """The agents example declares a default per axis ("no_memory", "no_tools", ...): a label for an
+    absence, which no sentence can state. Zero-shot, with the shipped head's generic support, an axis
+    none of whose other categories any sentence supports takes that default with no quote and a
+    reason; with `silent_default` off the same axes stay unclear (before: 46 of 80 axes unclear,
+    34 of them where the table gives the default). A paper that speaks of tools is never defaulted
+    to no_tools."""
+    from kia.backends.local import shipped_head
+    from kia.encoders import DEFAULT_ENCODER, load_encoder
+    from kia.extract import extract
+    from kia.learned import generic_support
+    from kia.sentences import split_sentences
+    from kia.taxonomy import load_taxonomy
+
+    example = ROOT / "examples" / "llm-agents"
+    taxonomy = load_taxonomy(example / "taxonomy.yaml")
+    tool_paper = tmp_path / "tools.md"
+    tool_paper.write_text(
+        "# Tool agent\n\n## Abstract\n\nThe agent answers each question by calling a calculator API and a web "
+        "search API as external tools, and reads their results.\n",
+        encoding="utf-8",
+    )
+    papers = [*sorted((example / "papers").glob("*.md")), tool_paper]
+    docs = [extract(p) for p in papers]
+    features = featurize(
+        [split_sentences(d) for d in docs], taxonomy, load_encoder(DEFAULT_ENCODER),
+        keys=[p.stem for p in papers], titles=[d.title for d in docs],
+    )  # fmt: skip
+    support = generic_support(shipped_head())
+    on = predict_zero_shot(features, taxonomy, HeadSettings(), support=support)
+    off = predict_zero_shot(features, taxonomy, HeadSettings(silent_default=False), support=support)
+    defaults = {axis.id: axis.default for axis in taxonomy.axes}
+    taken = 0
+    for with_default, without in zip(on, off, strict=True):
+        for axis_id, prediction in with_default.axes.items():
+            if prediction.by_default is None:
+                assert prediction.kept == without.axes[axis_id].kept
+                continue
+            taken += 1
+            assert prediction.kept == [(defaults[axis_id], prediction.kept[0][1], [])]
+            assert "no sentence supports any other category of this axis" in prediction.by_default
+            assert not without.axes[axis_id].kept and without.axes[axis_id].unclear
+    assert taken >= 20
+    assert on[-1].key == "tools" and on[-1].axes["action"].by_default is None

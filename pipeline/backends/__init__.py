@@ -69,6 +69,9 @@ class BackendAnswer:
     prompt_tokens_saved: int | None = None
     # Abstention: axis -> why no category is claimed (stored as `unclear`, with no quote).
     unclear: dict[str, str] = field(default_factory=dict)
+    # An axis the paper is silent on, given the taxonomy's declared `default`: axis -> (category,
+    # confidence, why). A label for an absence has no quote; stored as a label with status `default`.
+    defaults: dict[str, tuple[str, float, str]] = field(default_factory=dict)
     # Whether the paper fits the taxonomy's scope (None: the backend does not judge scope), and how well.
     in_scope: bool | None = None
     scope_score: float | None = None

@@ -267,11 +267,20 @@ def _to_answer(
     paper does."""
     labels: dict[str, list[ClaimedLabel]] = {}
     unclear: dict[str, str] = {}
+    defaults: dict[str, tuple[str, float, str]] = {}
     raw: dict[str, Any] = {"probabilities": {}, "in_scope": prediction.in_scope, "zero_shot": zero_shot, "support": {}}
     for axis in taxonomy.axes:
         axis_prediction = prediction.axes[axis.id]
         raw["probabilities"][axis.id] = {c: round(p, 4) for c, p in axis_prediction.probabilities.items()}
         raw["support"][axis.id] = axis_prediction.support
+        if axis_prediction.by_default and axis_prediction.kept:
+            category_id, probability, _ = axis_prediction.kept[0]
+            defaults[axis.id] = (
+                category_id,
+                round(float(min(max(probability, 0.0), 1.0)), 3),
+                axis_prediction.by_default,
+            )
+            continue
         claims: list[ClaimedLabel] = []
         unsupported: list[str] = []
         for category_id, probability, indices in axis_prediction.kept:
@@ -319,6 +328,7 @@ def _to_answer(
         raw=raw,
         context_sections=sorted({s.section for s in sentences}),
         unclear=unclear,
+        defaults=defaults,
         in_scope=in_scope,
         scope_score=prediction.in_scope,
     )
