@@ -161,13 +161,18 @@ class LiveHead:
 
     def _suggestions(self, prediction: Any, reviews: int) -> dict[str, Suggested]:
         """Per axis of one paper, what the adapted head proposes, as `kia propose` would store it (a
-        kept category with no supporting sentence is dropped: no evidence, no quote)."""
+        kept category with no supporting sentence is dropped: no evidence, no quote; the taxonomy's
+        default of an axis the paper is silent on is kept, without a quote, and said to be so)."""
         sentences = self.sentences.get(prediction.key, [])
         out: dict[str, Suggested] = {}
         for axis in self.taxonomy.axis_ids:
-            kept = [(c, round(float(p), 2), idx) for c, p, idx in prediction.axes[axis].kept if idx]
-            quote = sentences[kept[0][2][0]].text if kept and kept[0][2][0] < len(sentences) else None
+            by_default = prediction.axes[axis].by_default
+            kept = [(c, round(float(p), 2), idx) for c, p, idx in prediction.axes[axis].kept if idx or by_default]
+            quoted = kept[0][2] if kept else []
+            quote = sentences[quoted[0]].text if quoted and quoted[0] < len(sentences) else None
             line = suggestion_line([(c, p) for c, p, _ in kept], quote, reviews)
+            if by_default and kept:
+                line += " by default (the paper is silent on this axis; no quote)"
             out[axis] = Suggested(tuple(c for c, _, _ in kept), line)
         return out
 
