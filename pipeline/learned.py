@@ -1379,6 +1379,16 @@ def category_probabilities(head: Head, features: PaperFeatures, taxonomy: Taxono
     return out
 
 
+# Without a scope model (a taxonomy with no head): the closest sentence's cosine to the scope text at
+# which a paper is as likely in scope as not. Only a paper of another field can be told this way (a
+# look-alike of the field scores like an in-scope paper). Measured (int8 MiniLM, max over a paper's
+# sentences): papers of another field 0.09-0.21 (agents summaries under the 3D-CT scope) and
+# 0.27-0.37 (3D-CT abstracts under the agents scope); papers in scope 0.33-0.66 (agents summaries),
+# 0.38-0.71 (3D-CT devset), 0.39 (a `kia init` example paper under the skeleton's scope). It was
+# 0.45, which flagged 5 of the 16 agents papers and the skeleton's own example.
+ZERO_SHOT_SCOPE_MIDPOINT = 0.3
+
+
 def scope_probabilities(head: Head | None, features: PaperFeatures) -> np.ndarray:
     """In-scope probability per paper: the fitted scope model, else the closest sentence's
     similarity to the scope text mapped through a fixed logistic (zero-shot)."""
@@ -1387,7 +1397,7 @@ def scope_probabilities(head: Head | None, features: PaperFeatures) -> np.ndarra
     if head is not None and head.prior is not None:  # reviews rarely say what is out of scope: the prior's
         return scope_probabilities(head.prior, features)
     best = np.asarray([float(s.max()) if len(s) else 0.0 for s in features.scope_similarity])
-    return _sigmoid((best - 0.45) * 15.0)
+    return _sigmoid((best - ZERO_SHOT_SCOPE_MIDPOINT) * 15.0)
 
 
 def evidence_sentences(features: PaperFeatures, row: int, category_id: str, limit: int) -> list[int]:

@@ -55,7 +55,7 @@ axes:
     definition: >-
       The modality of the training data.
     multi: false                     # false: exactly one category per paper
-    default: images                  # optional: the label when a paper gives no evidence on this axis
+    default: images                  # optional: what a paper silent on this axis gets (no quote, status default)
     categories:
       - id: images
         name: Images
