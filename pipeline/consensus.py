@@ -95,6 +95,9 @@ def make_consensus(store: Store, taxonomy: Taxonomy, runs: list[str], name: str)
             }
         )
     labelings = {run: run_labeling(store, run, taxonomy) for run in runs}
+    # An axis an input run labelled by the taxonomy's default (no quote: the paper is silent on it) is
+    # no agreement to accept: runs that both found nothing agree on an absence, not on evidence.
+    by_default = {(k, a): reason for run in runs for k, a, s, reason in store.axis_statuses(run) if s == "default"}
     summary = ConsensusSummary(name)
     all_keys = sorted(set().union(*labelings.values()))
     already = {(k, a) for k, a, decision, _l, _w in store.review_rows(CONSENSUS_REVIEWER) if decision == CONSENSUS}
@@ -110,6 +113,13 @@ def make_consensus(store: Store, taxonomy: Taxonomy, runs: list[str], name: str)
         per_run = {run: store.paper_label_rows(run, key) for run in runs}
         for axis in taxonomy.axis_ids:
             sets = [labelings[run][key][axis] for run in runs]
+            if (key, axis) in by_default and sets[0] and all(s == sets[0] for s in sets):
+                for category in sorted(sets[0]):
+                    found = [r for run in runs for r in per_run[run] if r[0] == axis and r[1] == category]
+                    confidence = min((r[2] for r in found), default=0.0)
+                    labels.append((axis, category, confidence, "the taxonomy's default in every run", False))
+                statuses.append((axis, "default", by_default[(key, axis)] or ""))
+                continue
             if sets[0] and all(s == sets[0] for s in sets):
                 agreed[axis] = sorted(sets[0])
                 for category in agreed[axis]:

@@ -22,7 +22,7 @@ class ScriptedBackend:
     model = "scripted-1"
     endpoint_host: str | None = "127.0.0.1"
 
-    def __init__(self, answers: dict[str, dict[str, list[tuple[str, list[str]]]] | Exception]) -> None:
+    def __init__(self, answers: dict[str, dict[str, list[tuple[str, list[str] | None]]] | Exception]) -> None:
         self.answers = answers
         self.calls = 0
         self.prompts: list[str] = []
@@ -36,11 +36,20 @@ class ScriptedBackend:
         scripted = self.answers[doc.title]
         if isinstance(scripted, Exception):
             raise scripted
+        # A claim whose quotes are None is the taxonomy's default of an axis the paper is silent on.
         labels = {
-            axis: [ClaimedLabel(category, 0.8, "because", quotes) for category, quotes in claims]
+            axis: [ClaimedLabel(category, 0.8, "because", quotes or []) for category, quotes in claims]
             for axis, claims in scripted.items()
+            if not (claims and claims[0][1] is None)
         }
-        return BackendAnswer(labels=labels, raw={"scripted": True}, calls=[CallRecord(1, 100, 20, 0.01)])
+        defaults = {
+            axis: (claims[0][0], 0.8, "no sentence supports any other category of this axis (scripted)")
+            for axis, claims in scripted.items()
+            if claims and claims[0][1] is None
+        }
+        return BackendAnswer(
+            labels=labels, raw={"scripted": True}, calls=[CallRecord(1, 100, 20, 0.01)], defaults=defaults
+        )
 
 
 class HashingEncoder:

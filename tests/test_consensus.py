@@ -52,3 +52,23 @@ def test_consensus_accepts_agreement_leaves_disagreement_and_scores_both(tmp_pat
     session.edit("I", ["I3"])
     assert consensus_score(store, taxonomy, "ab", gold).left_for_a_person == 0  # type: ignore[union-attr]
     assert consensus_score(store, taxonomy, "a", gold) is None
+
+
+def test_runs_that_agree_on_a_default_leave_it_to_a_person(tmp_path: Path, db_path: Path) -> None:
+    """Two runs that both gave an axis the taxonomy's default (no quote: the paper is silent on it)
+    agree on an absence, not on evidence: the consensus keeps the label with status `default` and does
+    not accept it; quoted agreement is accepted as before."""
+    taxonomy = load_taxonomy()
+    store = Store(db_path)
+    (tmp_path / "p1.md").write_text(TEXT.format(title="One"), encoding="utf-8")
+    store.add_document(extract(tmp_path / "p1.md"), "p1")
+    silent = {"K": [("K2", QUOTE)], "I": [("I2", QUOTE)], "A": [("A1", None)]}
+    for run in ("a", "b"):
+        run_proposals(store, ScriptedBackend({"One": silent}), taxonomy, load_prompt(), run_name=run, use_cache=False)
+        assert [s[:3] for s in store.axis_statuses(run)] == [("p1", "A", "default")]
+    summary = make_consensus(store, taxonomy, ["a", "b"], "ab")
+    assert (summary.agreed_axes, summary.disagreed_axes) == (2, 0)
+    assert {(axis) for _k, axis, _d, _l, _w in store.review_rows(CONSENSUS_REVIEWER)} == {"K", "I"}
+    assert [s[:3] for s in store.axis_statuses("ab")] == [("p1", "A", "default")]
+    session = ReviewSession(store, taxonomy, "ab", "person")
+    assert session.current == "p1" and not session.finished("p1")  # the default waits for a person
