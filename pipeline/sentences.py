@@ -469,7 +469,7 @@ def _terms(taxonomy: Taxonomy) -> _Terms:
         ids = {c.id: axis_id for c, axis_id in categories if is_code(c.id)}
         words = {normalise_for_detection(c.id.replace("-", " ")).lower() for c, _ in categories if not is_code(c.id)}
         names = sorted(
-            {normalise_for_detection(c.name).lower() for c, _ in categories} | words - {""},
+            ({normalise_for_detection(c.name).lower() for c, _ in categories} | words) - {""},
             key=len,
             reverse=True,
         )
