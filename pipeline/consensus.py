@@ -113,21 +113,21 @@ def make_consensus(store: Store, taxonomy: Taxonomy, runs: list[str], name: str)
         per_run = {run: store.paper_label_rows(run, key) for run in runs}
         for axis in taxonomy.axis_ids:
             sets = [labelings[run][key][axis] for run in runs]
-            if (key, axis) in by_default and sets[0] and all(s == sets[0] for s in sets):
+            if sets[0] and all(s == sets[0] for s in sets):
+                silent = (key, axis) in by_default
                 for category in sorted(sets[0]):
                     found = [r for run in runs for r in per_run[run] if r[0] == axis and r[1] == category]
-                    confidence = min((r[2] for r in found), default=0.0)
-                    labels.append((axis, category, confidence, "the taxonomy's default in every run", False))
-                statuses.append((axis, "default", by_default[(key, axis)] or ""))
-                continue
-            if sets[0] and all(s == sets[0] for s in sets):
-                agreed[axis] = sorted(sets[0])
-                for category in agreed[axis]:
-                    found = [r for run in runs for r in per_run[run] if r[0] == axis and r[1] == category]
                     confidence = min(r[2] for r in found)
-                    labels.append(
-                        (axis, category, confidence, f"agreed by {', '.join(runs)}", any(r[4] for r in found))
-                    )
+                    if silent:
+                        labels.append((axis, category, confidence, "the taxonomy's default in every run", False))
+                    else:
+                        labels.append(
+                            (axis, category, confidence, f"agreed by {', '.join(runs)}", any(r[4] for r in found))
+                        )
+                if silent:
+                    statuses.append((axis, "default", by_default[(key, axis)] or ""))
+                    continue
+                agreed[axis] = sorted(sets[0])
                 for index, ev in enumerate(store.paper_evidence(runs[0], key, axis)):
                     evidence.append((ev[0], ev[1], index, *ev[2:]))
                 summary.agreed_axes += 1

@@ -1669,7 +1669,7 @@ def predict_zero_shot(
                 requoted.threshold = axis_pred.threshold
                 pred.axes[axis_id] = requoted
             if features.support is not None and not pred.axes[axis_id].kept:
-                axis = next(a for a in taxonomy.axes if a.id == axis_id)
+                axis = taxonomy.axis(axis_id)
                 pred.axes[axis_id] = _default_when_silent(features, row, axis, pred.axes[axis_id], settings)
     return _one_on_single_label_axes(preds, taxonomy)
 

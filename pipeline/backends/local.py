@@ -258,6 +258,11 @@ class LocalBackend:
         return results
 
 
+def _confidence(probability: float) -> float:
+    """A label's stored confidence: the head's probability in [0, 1], to three places."""
+    return round(float(min(max(probability, 0.0), 1.0)), 3)
+
+
 def _to_answer(
     prediction: PaperPrediction, sentences: list[Sentence], taxonomy: Taxonomy, zero_shot: bool
 ) -> BackendAnswer:
@@ -275,11 +280,7 @@ def _to_answer(
         raw["support"][axis.id] = axis_prediction.support
         if axis_prediction.by_default and axis_prediction.kept:
             category_id, probability, _ = axis_prediction.kept[0]
-            defaults[axis.id] = (
-                category_id,
-                round(float(min(max(probability, 0.0), 1.0)), 3),
-                axis_prediction.by_default,
-            )
+            defaults[axis.id] = (category_id, _confidence(probability), axis_prediction.by_default)
             continue
         claims: list[ClaimedLabel] = []
         unsupported: list[str] = []
@@ -302,7 +303,7 @@ def _to_answer(
             claims.append(
                 ClaimedLabel(
                     category_id,
-                    round(float(min(max(probability, 0.0), 1.0)), 3),
+                    _confidence(probability),
                     rationale,
                     quotes,
                     tuple(scores) if scores else None,
