@@ -42,6 +42,7 @@ from kia.learned import (  # noqa: E402
     git_commit,
     opening_view,
 )
+from kia.references import title_fingerprint  # noqa: E402
 from kia.sentences import split_sentences  # noqa: E402
 from kia.support import evidence_indices  # noqa: E402
 from kia.taxonomy import Taxonomy, load_taxonomy  # noqa: E402
@@ -137,6 +138,24 @@ def attach_evidence(data: LabelledSet, path: Path) -> LabelledSet:
 def prefixed_evidence(data: LabelledSet) -> dict[str, dict[str, list[int]]]:
     """The evidence with the same prefixed keys as `featurize_set`."""
     return {f"{data.name}:{k}": v for k, v in (data.evidence or {}).items()}
+
+
+def fitted_records(data: LabelledSet, folder: Path) -> list[dict[str, str | None]]:
+    """Who the head is fitted on, for `kia score` to recognise among a user's papers (the same file,
+    key, title or arXiv id): per labelled or scope-known paper its key, a hash of its normalised title,
+    its arXiv id and the sha256 of its file as `kia ingest` computes it. No text."""
+    with (folder / "MANIFEST.csv").open(newline="", encoding="utf-8") as handle:
+        arxiv = {row["method"]: (row.get("arxiv_id") or "").strip() for row in csv.DictReader(handle)}
+    return [
+        {
+            "key": key,
+            "title_sha256": title_fingerprint(doc.title),
+            "arxiv_id": doc.arxiv_id or arxiv.get(key) or None,
+            "sha256": doc.sha256,
+        }
+        for key, doc in zip(data.keys, data.documents, strict=True)
+        if key in data.labels or key in data.in_scope
+    ]
 
 
 def featurize_set(data: LabelledSet, taxonomy: Taxonomy, encoder: SentenceEncoder) -> PaperFeatures:
@@ -252,6 +271,11 @@ def main() -> None:
             "built_by": "eval/build_head.py",
             "evidence_papers": len(evidence),
             "opening_views": {"sentences": OPENING_SENTENCES, "papers": len(views)},
+            "papers": [
+                record
+                for data, folder in zip(sets, (args.devset, args.corpus), strict=True)
+                for record in fitted_records(data, folder)
+            ],
         },
         evidence=evidence,
     )

@@ -274,9 +274,11 @@ def score(
     gold: PathLike | None = None,
     taxonomy: PathLike | None = None,
     use_reviews: bool = True,
+    blind: bool = False,
 ) -> ScoreReport:
     """Agreement of a run (default: the latest; reviewed labels where reviewed) with gold labels, in
-    the taxonomy the run recorded (`taxonomy`, when given, must be that one)."""
+    the taxonomy the run recorded (`taxonomy`, when given, must be that one). `blind` leaves out the
+    papers the run's offline head was fitted on (`ScoreReport.training` names them either way)."""
     from kia.score import score_run
     from kia.taxonomy import load_taxonomy
 
@@ -288,6 +290,7 @@ def score(
         run,
         Path(gold) if gold else settings.gold,
         use_reviews=use_reviews,
+        blind=blind,
     )
 
 

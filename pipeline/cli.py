@@ -574,6 +574,13 @@ def score(
     gold: Annotated[Path | None, typer.Option(help="Gold CSV (default: labels/table5.csv)")] = None,
     output_format: Annotated[str, typer.Option("--format", help="table or json")] = "table",
     proposals_only: Annotated[bool, typer.Option("--proposals-only", help="Ignore reviews")] = False,
+    blind: Annotated[
+        bool,
+        typer.Option(
+            "--blind",
+            help="Score only papers the model never learned from: leave out those the offline head was fitted on",
+        ),
+    ] = False,
     between: Annotated[
         tuple[str, str] | None, typer.Option(help="Inter-annotator agreement of two reviewers: --between A B")
     ] = None,
@@ -594,7 +601,7 @@ def score(
         else:
             _print_agreement(agreement, f"reviewer {between[1]} against reviewer {between[0]}")
         return
-    report = kia.score(_existing_db(db), run, gold, taxonomy, use_reviews=not proposals_only)
+    report = kia.score(_existing_db(db), run, gold, taxonomy, use_reviews=not proposals_only, blind=blind)
     if output_format == "json":
         from kia.consensus import score_consensus
 
@@ -604,13 +611,18 @@ def score(
             **report.agreement.as_dict(),
             "abstention": report.abstention.as_dict(),
             "examples": report.examples.as_dict(),
+            "training": report.training.as_dict(),
         }
         agreed = score_consensus(_existing_db(db), report.taxonomy or load_taxonomy(taxonomy), report.run_id, gold)
         if agreed is not None:
             document["consensus"] = agreed.as_dict()
         out.print(json.dumps(document, indent=2), markup=False)
         return
+    if blind and not report.agreement.n_papers:
+        raise KiaError(f"{report.training.line() or 'blind'}: no paper left to score")
     _print_agreement(report.agreement, f"run {report.run_id} against {report.gold_path}")
+    if report.training.line():
+        out.print(report.training.line(), markup=False)
     if report.waiting_line():
         out.print(report.waiting_line(), markup=False)
     abstention = report.abstention

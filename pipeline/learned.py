@@ -838,6 +838,13 @@ class Head:
             **({"prior": self.prior.to_json(), "prior_weight": self.prior_weight} if self.prior is not None else {}),
         }
 
+    def fitted_papers(self) -> list[dict[str, Any]]:
+        """The labelled papers behind this head (for an adapted head, behind the head it started
+        from), as its builder recorded them: key, title hash, arXiv id, file sha256; never text. A
+        paper among them scores no test of the head, so `kia score` names it and `--blind` drops it."""
+        root = self.prior if self.prior is not None else self
+        return [dict(p) for p in root.provenance.get("papers", [])]
+
     def save(self, path: str | Path) -> None:
         """Write the head as compact JSON (weights rounded to 6 significant digits)."""
         Path(path).write_text(json.dumps(_rounded(self.to_json()), separators=(",", ":")), encoding="utf-8")

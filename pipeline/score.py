@@ -467,6 +467,59 @@ def example_use(store: Store, run_id: str, scored: set[str]) -> ExampleUse:
 
 
 @dataclass
+class TrainingUse:
+    """Scored papers the run's offline head was fitted on (the shipped head knows the devset and the
+    shared corpus, Table 5 papers among them): its labels there were learned, not predicted, so a
+    score over them overstates what kia does on a new paper. `--blind` leaves them out."""
+
+    fitted: list[str] = field(default_factory=list)  # scored paper keys the head was fitted on
+    scored: int = 0  # papers scored before any was left out
+    left_out: bool = False  # True under --blind: the fitted papers (and self-shown examples) are not scored
+
+    def line(self) -> str | None:
+        """One line for `kia score`, or None when no scored paper was a training paper."""
+        if not self.fitted:
+            return None
+        names = ", ".join(self.fitted[:8]) + (f" and {len(self.fitted) - 8} more" if len(self.fitted) > 8 else "")
+        if self.left_out:
+            return (
+                f"blind: left out {len(self.fitted)} of {self.scored} paper(s) the offline head was fitted on ({names})"
+            )
+        return (
+            f"not blind: the offline head was fitted on {len(self.fitted)} of the {self.scored} scored paper(s) "
+            f"({names}); their labels were learned, not predicted. `kia score --blind` leaves them out"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"fitted": self.fitted, "scored": self.scored, "left_out": self.left_out}
+
+
+def training_use(store: Store, run_id: str, scored: set[str]) -> TrainingUse:
+    """Which scored papers the run's head was fitted on: the same file (sha256), key, arXiv id or
+    title as a paper its builder recorded. Only local runs with a head kia can find have any."""
+    from kia.references import same_recorded_work
+
+    row = store.run_row(run_id)
+    if row is None or row.get("backend") != "local":
+        return TrainingUse(scored=len(scored))
+    from kia.backends.local import fitted_papers_of_run
+
+    params = json.loads(row.get("params") or "{}").get("backend") or {}
+    papers = fitted_papers_of_run(params)
+    if not papers:
+        return TrainingUse(scored=len(scored))
+    titles, arxiv = store.titles(), store.latest_document_field("arxiv_id")
+    hashes = store.latest_document_field("sha256")
+    fitted = [
+        key
+        for key in sorted(scored)
+        if any(same_recorded_work(key, titles.get(key, ""), arxiv.get(key), hashes.get(key), p) for p in papers)
+    ]
+    return TrainingUse(fitted, len(scored))
+
+
+@dataclass
 class ScoreReport:
     """What `kia score` prints: the agreement, the run scored and each disagreement's evidence."""
 
@@ -477,6 +530,7 @@ class ScoreReport:
     abstention: Abstention = field(default_factory=lambda: Abstention({}, [], {}, {}))
     taxonomy: Taxonomy | None = None  # the run's taxonomy, as scored
     examples: ExampleUse = field(default_factory=ExampleUse)
+    training: TrainingUse = field(default_factory=TrainingUse)
     # papers of the run still waiting for a batch answer (not scored until imported)
     waiting: int = 0
 
@@ -552,12 +606,14 @@ def score_run(
     run_id: str | None = None,
     gold_path: Path | None = None,
     use_reviews: bool = True,
+    blind: bool = False,
 ) -> ScoreReport:
     """Score a run (default: the latest) against a gold CSV (default: labels/table5.csv), in the
     taxonomy the run used (`taxonomy`, when given, must be that one); the gold must fit it.
 
     Reviewed labels replace the proposal's axis by axis where a review exists, unless `use_reviews`
-    is False (`--proposals-only`).
+    is False (`--proposals-only`). `blind` scores only papers the run's model never learned from:
+    papers its offline head was fitted on and papers an LLM was shown as their own example are left out.
     """
     with Store(db, read_only=True) as store:
         chosen = resolve_run(store, run_id, taxonomy)
@@ -573,6 +629,14 @@ def score_run(
             reviewed.setdefault(key, {})[axis] = review.labels
         gold = load_gold(gold_path, taxonomy)
         reference = gold_labeling(gold, store.paper_keys())
+        scored = set(reference) & set(candidate)
+        examples = example_use(store, chosen, scored)
+        training = training_use(store, chosen, scored)
+        if blind:
+            seen = set(training.fitted) | set(examples.self_shown)
+            reference = {k: v for k, v in reference.items() if k not in seen}
+            candidate = {k: v for k, v in candidate.items() if k not in seen}
+            training.left_out = True
         agreement = compare(reference, candidate, taxonomy)
         abstention = abstention_summary(
             store.axis_statuses(chosen), reference, candidate, reviewed, taxonomy, sorted(store.scope_flags(chosen))
@@ -582,10 +646,17 @@ def score_run(
         for key, axis, category, quote, status, _start, _end, page in store.run_evidence(chosen):  # one query
             if (key, axis) in wanted:
                 evidence[(key, axis)].append((category, quote, status, page))
-        examples = example_use(store, chosen, set(reference) & set(candidate))
         waiting = waiting_answers(store, chosen)
     return ScoreReport(
-        chosen, str(gold_path or default_gold_path()), agreement, evidence, abstention, taxonomy, examples, waiting
+        chosen,
+        str(gold_path or default_gold_path()),
+        agreement,
+        evidence,
+        abstention,
+        taxonomy,
+        examples,
+        training,
+        waiting,
     )
 
 

@@ -147,7 +147,7 @@ def test_reviews_without_scope_keep_the_priors_scope_model_and_no_prior_means_th
 
 
 def test_the_local_backend_adapts_a_given_head_by_blending(tmp_path: Path) -> None:
-    from kia.backends.local import LocalBackend
+    from kia.backends.local import LocalBackend, head_digest
     from kia.extract import extract
 
     taxonomy, encoder = toy_taxonomy(), BagEncoder()
@@ -164,6 +164,8 @@ def test_the_local_backend_adapts_a_given_head_by_blending(tmp_path: Path) -> No
         reviewed[f"r{i}"] = {"S": frozenset({s}), "M": frozenset({m})}
     assert backend.adapt(docs, reviewed, taxonomy, list(reviewed))
     assert backend.head is not None and backend.head.prior is prior and backend.params()["adapted_from_reviews"] == 6
+    # the adapted head's digest is new; the run names the head it started from (whose papers it knows)
+    assert backend.params()["start_head"] == head_digest(prior) != backend.params()["head"]
     assert backend.adapt(docs, reviewed, taxonomy, list(reviewed)) and backend.head.prior is prior
 
 

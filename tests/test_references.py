@@ -331,3 +331,21 @@ def test_an_ris_library_keeps_its_tags_in_order(tmp_path: Path, db_path: Path) -
     entry = rispy.loads(out)[0]
     assert entry["keywords"][0] == "CT" and len(entry["keywords"]) > 1
     assert entry["notes"][0] == "read this first" and "labelled from the abstract only" in entry["notes"][1]
+
+
+def test_a_recorded_paper_is_recognised_by_file_key_arxiv_id_or_title_hash_alone() -> None:
+    """The shipped heads keep no titles, only their hashes; each identity alone is enough, and a
+    short or different title is not."""
+    from kia.references import same_recorded_work, title_fingerprint
+
+    title = "Cascaded 3D Diffusion Models for Whole-body PET/CT Synthesis"
+    record = {"key": "Cascaded-3D", "title_sha256": title_fingerprint(title), "arxiv_id": "2505.22489", "sha256": "ab"}
+    assert title_fingerprint(title) == title_fingerprint(
+        "  cascaded 3D diffusion models for whole-body PET/CT synthesis."
+    )
+    assert title_fingerprint("") is None
+    assert same_recorded_work("Cascaded-3D", "", None, None, record)
+    assert same_recorded_work("x", "", None, "ab", record)
+    assert same_recorded_work("x", "", "2505.22489v2", None, record)
+    assert same_recorded_work("x", title.upper(), None, None, record)
+    assert not same_recorded_work("x", "Another paper on PET/CT synthesis", "2401.00001", "cd", record)

@@ -12,6 +12,7 @@ from kia.errors import KiaError
 from kia.gold import load_gold
 from kia.score import axis_agreement, compare, gold_labeling, gwet_ac1, krippendorff_alpha_masi, pabak
 from kia.taxonomy import load_taxonomy
+from tests.conftest import SHARED_CORPUS, needs_shared_corpus, run_kia
 
 F = frozenset
 ROOT_AGENTS = Path(__file__).resolve().parent.parent / "examples" / "llm-agents" / "taxonomy.yaml"
@@ -241,3 +242,58 @@ def test_alpha_masi_is_nltks() -> None:
         assert krippendorff_alpha_masi(rows[0], rows[1]) == expected
     assert krippendorff_alpha_masi([F(), F({"a"})], [F({"a"}), F({"a"})]) is None  # nltk divides by zero
     assert krippendorff_alpha_masi([F({"a"})] * 3, [F({"a"})] * 3) == 1.0
+
+
+@needs_shared_corpus
+def test_score_names_the_papers_the_shipped_head_was_fitted_on_and_blind_leaves_them_out(
+    tmp_path: Path, db_path: Path
+) -> None:
+    """The shipped head learned the shared corpus's Table 5 labels: scoring it there is no test. A
+    corpus file (stored under its arXiv id, recorded under its method name), the same paper in another
+    file (other bytes), and a Table 5 paper the head never saw: `kia score` names the first two,
+    `--blind` scores only the third."""
+    (tmp_path / "notes").mkdir()
+    other_copy = tmp_path / "notes" / "MedSyn.md"
+    other_copy.write_text((SHARED_CORPUS / "MedSyn.md").read_text(encoding="utf-8") + "\n\nMy reading notes.\n")
+    unseen = tmp_path / "GEM-3D.md"
+    unseen.write_text(
+        "# Generative Enhancement for 3D Medical Images\n\n"
+        "We generate 3D CT volumes conditioned on anatomical masks and a reference slice. The masks are "
+        "concatenated with the noisy latent of a diffusion model. The volume is produced window by window, "
+        "each window conditioned on the slices generated before it.\n",
+        encoding="utf-8",
+    )
+    ingested = run_kia("ingest", str(SHARED_CORPUS / "cWDM.md"), str(other_copy), str(unseen), "--db", str(db_path))
+    assert ingested.returncode == 0, ingested.stderr
+    assert run_kia("propose", "--db", str(db_path)).returncode == 0
+
+    plain = run_kia("score", "--db", str(db_path), "--format", "json")
+    document = json.loads(plain.stdout)
+    assert document["n_papers"] == 3
+    assert len(document["training"]["fitted"]) == 2
+    assert not any("GEM-3D" in key for key in document["training"]["fitted"])
+    assert "not blind: the offline head was fitted on 2 of the 3" in run_kia("score", "--db", str(db_path)).stdout
+
+    blind = json.loads(run_kia("score", "--db", str(db_path), "--format", "json", "--blind").stdout)
+    assert blind["n_papers"] == 1
+    assert blind["training"]["left_out"] is True
+    assert all(d["paper"] == "GEM-3D" for d in blind["disagreements"])
+
+
+def test_a_run_knows_its_training_papers_only_through_a_head_kia_recognises() -> None:
+    """A zero-shot run or a head given by a caller (digest unknown) has no training papers; an adapted
+    run is traced through the head it started from; no paper text is stored, and no line is printed
+    when no scored paper was a training paper."""
+    from kia.backends.local import fitted_papers_of_run
+    from kia.score import TrainingUse
+
+    assert fitted_papers_of_run({"head": "zero-shot"}) == []
+    assert fitted_papers_of_run({"head": "0123456789ab"}) == []
+    from kia.backends.local import head_digest, shipped_head
+
+    head = shipped_head()
+    assert head is not None
+    papers = fitted_papers_of_run({"head": "0123456789ab", "start_head": head_digest(head)})
+    assert {"X2CT-GAN", "MedSyn", "cWDM"} <= {p["key"] for p in papers}  # devset and corpus, no text stored
+    assert all(set(p) == {"key", "title_sha256", "arxiv_id", "sha256"} for p in papers)
+    assert TrainingUse([], 5).line() is None

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kia.adapt import MIN_PAPERS, adapt_head
@@ -88,6 +88,18 @@ def shipped_head(encoder: str = DEFAULT_ENCODER) -> Head | None:
     name = SHIPPED_HEADS.get(encoder)
     path = shipped("kia.labels", name) if name else None
     return Head.load(path) if path is not None and path.exists() else None
+
+
+def fitted_papers_of_run(params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The labelled papers behind a stored local run's head (`Head.fitted_papers`): a shipped head
+    recognised by its digest, or the one an adapted run started from. Empty for a head kia cannot
+    find again (one given by a caller, an older shipped head) and for zero-shot runs."""
+    wanted = {params.get("head"), params.get("start_head")} - {None, "zero-shot"}
+    for encoder in SHIPPED_HEADS if wanted else ():
+        head = shipped_head(encoder)
+        if head is not None and head_digest(head) in wanted:
+            return head.fitted_papers()
+    return []
 
 
 def head_digest(head: Head | None, data: dict[str, Any] | None = None) -> str:
@@ -170,6 +182,9 @@ class LocalBackend:
         }
         if self.read_sentences is not None:  # only when it overrides the head's: default runs keep their identity
             params["read_sentences"] = self.read_sentences
+        if self._adapted_from and self._start is not None and head is not self._start:
+            # An adapted head's digest is new; the head it started from says which papers it knows.
+            params["start_head"] = head_digest(self._start)
         return params
 
     def reading_limit(self, taxonomy: Taxonomy) -> int:

@@ -405,8 +405,8 @@ class RunQueries(StoreBase):
         return {r[0]: r[1] for r in rows}
 
     def latest_document_field(self, column: str) -> dict[str, Any]:
-        """Paper key -> a column (`arxiv_id` or `path`) of its most recently ingested document."""
-        if column not in ("arxiv_id", "path"):
+        """Paper key -> a column (`arxiv_id`, `path` or `sha256`) of its most recently ingested document."""
+        if column not in ("arxiv_id", "path", "sha256"):
             raise StoreError(f"no document field {column!r} to list")
         rows = self.query(f"SELECT paper_key, arg_max({column}, ingested_at) FROM documents GROUP BY paper_key")
         return {r[0]: r[1] for r in rows}
