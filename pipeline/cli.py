@@ -1326,6 +1326,9 @@ def simulate(
     refit_every: Annotated[int, typer.Option(help="Learn after every N reviewed units (papers or axes)")] = 1,
     target: Annotated[float, typer.Option(help="Share of each axis of the table that must equal gold")] = 0.95,
     random_runs: Annotated[int, typer.Option(help="Random-order replays to compare with")] = 3,
+    blind: Annotated[
+        bool, typer.Option("--blind", help="Replay only papers the offline head was not fitted on")
+    ] = False,
     plot: Annotated[Path | None, typer.Option(help="PNG of table correctness against axes reviewed")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full result as JSON")] = None,
     taxonomy: TaxonomyOption = None,
@@ -1339,7 +1342,7 @@ def simulate(
     from kia.simulate import simulate as run_simulation
     from kia.store import Store
 
-    options = ReplayOptions(order, unit, refit_every, target, random_runs)
+    options = ReplayOptions(order, unit, refit_every, target, random_runs, blind=blind)
     with Store(_existing_db(db), read_only=True) as store:
         report = run_simulation(store, gold, given_taxonomy(taxonomy), run, backend, options, _settings(), plot)
     for line in report.lines():

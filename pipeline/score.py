@@ -8,6 +8,7 @@ misleads when one category dominates (I2 is 74% of Table 5).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 
 from kia.errors import KiaError
 from kia.gold import GoldPaper, load_gold
+from kia.references import same_recorded_work
 from kia.resources import default_gold_path
 from kia.store import Store
 from kia.taxonomy import Taxonomy, load_taxonomy, taxonomy_from_text
@@ -498,25 +500,27 @@ class TrainingUse:
 def training_use(store: Store, run_id: str, scored: set[str]) -> TrainingUse:
     """Which scored papers the run's head was fitted on: the same file (sha256), key, arXiv id or
     title as a paper its builder recorded. Only local runs with a head kia can find have any."""
-    from kia.references import same_recorded_work
-
     row = store.run_row(run_id)
     if row is None or row.get("backend") != "local":
         return TrainingUse(scored=len(scored))
     from kia.backends.local import fitted_papers_of_run
 
     params = json.loads(row.get("params") or "{}").get("backend") or {}
-    papers = fitted_papers_of_run(params)
+    return TrainingUse(keys_fitted_on(store, fitted_papers_of_run(params), scored), len(scored))
+
+
+def keys_fitted_on(store: Store, papers: Sequence[Mapping[str, Any]], keys: Iterable[str]) -> list[str]:
+    """The stored papers among `keys` that a head's training records (`Head.fitted_papers`) name:
+    the same file (sha256), key, arXiv id or title. Sorted."""
     if not papers:
-        return TrainingUse(scored=len(scored))
+        return []
     titles, arxiv = store.titles(), store.latest_document_field("arxiv_id")
     hashes = store.latest_document_field("sha256")
-    fitted = [
+    return [
         key
-        for key in sorted(scored)
+        for key in sorted(keys)
         if any(same_recorded_work(key, titles.get(key, ""), arxiv.get(key), hashes.get(key), p) for p in papers)
     ]
-    return TrainingUse(fitted, len(scored))
 
 
 @dataclass

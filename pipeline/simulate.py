@@ -501,6 +501,10 @@ class SimulationReport:
     main: Replay
     random_runs: list[Replay]
     refit_seconds: list[float] = field(default_factory=list)
+    # Papers with gold the offline head was fitted on: replayed (their proposals were learned, so the
+    # figures flatter kia) unless `left_out` (`--blind`).
+    fitted: list[str] = field(default_factory=list)
+    left_out: bool = False
 
     @property
     def random_work_saved(self) -> float | None:
@@ -518,6 +522,14 @@ class SimulationReport:
             f"simulated review of {m.papers} paper(s) with gold ({m.axes} axes), {self.source}, taxonomy "
             f"{self.taxonomy}, order {m.order}, one {m.unit} at a time, learning {learning}",
         ]
+        if self.fitted:
+            names = ", ".join(self.fitted[:8]) + (f" and {len(self.fitted) - 8} more" if len(self.fitted) > 8 else "")
+            out.append(
+                f"blind: left out {len(self.fitted)} paper(s) the offline head was fitted on ({names})"
+                if self.left_out
+                else f"not blind: the offline head was fitted on {len(self.fitted)} of these papers ({names}); "
+                "its proposals there were learned, so work saved is flattered. `--blind` leaves them out"
+            )
         if m.order == "oracle":
             out.append(
                 "oracle order is hindsight: it takes first what kia has wrong (it reads gold), so its work "
@@ -574,6 +586,8 @@ class SimulationReport:
             "random": [r.as_dict() for r in self.random_runs],
             "random_work_saved": _r(self.random_work_saved),
             "refit_seconds_median": _r(float(np.median(self.refit_seconds))) if self.refit_seconds else None,
+            "fitted": self.fitted,
+            "left_out": self.left_out,
         }
 
 
@@ -617,6 +631,8 @@ class ReplayOptions:
     target: float = 0.95
     random_runs: int = 3
     learning: bool = True
+    # Replay only papers the head never learned from (the shipped head knows the shared corpus).
+    blind: bool = False
 
 
 def head_proposer(
@@ -658,6 +674,18 @@ def proposer_from(
     )
 
 
+def _blind(gold: Labels, fitted: Sequence[str], blind: bool) -> Labels:
+    """Gold without the papers the head was fitted on, under `--blind` (else as it is)."""
+    if not blind or not fitted:
+        return gold
+    left = {k: v for k, v in gold.items() if k not in set(fitted)}
+    if not left:
+        raise KiaError(
+            f"--blind: the offline head was fitted on all {len(gold)} paper(s) with gold; none left to replay"
+        )
+    return left
+
+
 def simulate(
     store: Any,
     gold_path: Path | None,
@@ -678,7 +706,7 @@ def simulate(
     from kia.consensus import consensus_inputs
     from kia.gold import load_gold
     from kia.learn import stored_proposals
-    from kia.score import gold_labeling, run_labeling, taxonomy_for_run
+    from kia.score import gold_labeling, keys_fitted_on, run_labeling, taxonomy_for_run, training_use
 
     settings = settings or Settings()
     if run_id is not None and backend is not None:
@@ -702,11 +730,18 @@ def simulate(
     if run_id is not None:
         proposals = stored_proposals(store, run_id, taxonomy)
         gold = {k: v for k, v in gold.items() if k in proposals}
+        fitted = training_use(store, run_id, set(gold)).fitted
+        gold = _blind(gold, fitted, options.blind)
         if not gold:
             raise KiaError(f"{where}: no paper of run {run_id!r} has a gold row (matched by method name or arXiv id)")
         proposer = StoredRunProposer(f"run {run_id}", proposals)
         source = f"run {run_id}"
     else:
+        from kia.backends.local import shipped_head
+
+        start = shipped_head(settings.encoder)
+        fitted = keys_fitted_on(store, start.fitted_papers() if start and start.matches(taxonomy) else [], gold)
+        gold = _blind(gold, fitted, options.blind)
         if not gold:
             raise KiaError(f"{where}: no stored paper has a gold row (matched by method name or arXiv id)")
         hashes = store.run_taxonomy_hashes()
@@ -727,7 +762,7 @@ def simulate(
             for s in range(random_runs)
         ]
     )
-    report = SimulationReport(source, taxonomy.name, main, randoms, refits)
+    report = SimulationReport(source, taxonomy.name, main, randoms, refits, fitted, options.blind)
     if plot is not None:
         curves = {f"{order} order": main}
         if randoms:

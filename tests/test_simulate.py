@@ -26,7 +26,7 @@ from kia.settings import Settings
 from kia.simulate import SimulationReport, StoredRunProposer, need_key, need_keys, plot_curves, replay
 from kia.store import Store
 from kia.taxonomy import Taxonomy, load_taxonomy
-from tests.conftest import ROOT, run_kia
+from tests.conftest import ROOT, SHARED_CORPUS, needs_shared_corpus, run_kia
 
 AGENTS = ROOT / "examples" / "llm-agents"
 QUOTE = "We generate CT from segmentation masks with a ControlNet branch"
@@ -224,6 +224,7 @@ def test_simulate_and_auto_accept_end_to_end_on_the_default_taxonomy(tmp_path: P
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "simulated review of 5 paper(s) with gold (15 axes), offline head" in result.stdout
+    assert "blind" not in result.stdout  # the examples are not the shipped head's training papers
     assert "work saved" in result.stdout and "random order (mean of 3)" in result.stdout
     assert plot.read_bytes()[:4] == b"\x89PNG" and json.loads(report.read_text())["main"]["papers"] == 5
     stored = run_kia("simulate", "--gold", gold, "--run", run, "--order", "storage", "--db", str(db))
@@ -370,3 +371,30 @@ def test_the_replayed_head_never_takes_a_sentence_repeating_the_title_as_evidenc
         proposer = head_proposer(store, ["t"], load_taxonomy())
     blocked = proposer.features.flags[0][:, FLAG_NAMES.index("blocked")]
     assert blocked[:2].all() and not blocked[2:].any()  # the heading and its repeat; the method sentence stays
+
+
+@needs_shared_corpus
+def test_simulate_says_which_papers_the_head_was_fitted_on_and_blind_replays_the_rest(tmp_path: Path) -> None:
+    """Replaying the shipped head on its own training papers flatters the work saved: two shared-corpus
+    papers and one Table 5 paper it never saw; `--blind` replays only that one."""
+    db = tmp_path / "kia.duckdb"
+    unseen = tmp_path / "GEM-3D.md"
+    unseen.write_text(
+        "# Generative Enhancement for 3D Medical Images\n\nWe generate 3D CT volumes conditioned on anatomical "
+        "masks and a reference slice, window by window along the axial direction.\n",
+        encoding="utf-8",
+    )
+    papers = [str(SHARED_CORPUS / "cWDM.md"), str(SHARED_CORPUS / "MedSyn.md"), str(unseen)]
+    assert run_kia("ingest", *papers, "--db", str(db)).returncode == 0
+    before = _db_digest(db)
+    plain = run_kia("simulate", "--random-runs", "1", "--db", str(db))
+    assert plain.returncode == 0, plain.stderr
+    assert "simulated review of 3 paper(s)" in plain.stdout
+    assert "not blind: the offline head was fitted on 2 of these papers" in plain.stdout
+    report = tmp_path / "sim.json"
+    blind = run_kia("simulate", "--random-runs", "1", "--blind", "--json", str(report), "--db", str(db))
+    assert blind.returncode == 0, blind.stderr
+    assert "simulated review of 1 paper(s)" in blind.stdout and "blind: left out 2 paper(s)" in blind.stdout
+    document = json.loads(report.read_text(encoding="utf-8"))
+    assert document["left_out"] is True and len(document["fitted"]) == 2 and "GEM-3D" not in document["fitted"]
+    assert _db_digest(db) == before
