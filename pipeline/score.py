@@ -499,14 +499,18 @@ class TrainingUse:
 
 def training_use(store: Store, run_id: str, scored: set[str]) -> TrainingUse:
     """Which scored papers the run's head was fitted on: the same file (sha256), key, arXiv id or
-    title as a paper its builder recorded. Only local runs with a head kia can find have any."""
-    row = store.run_row(run_id)
-    if row is None or row.get("backend") != "local":
-        return TrainingUse(scored=len(scored))
+    title as a paper its builder recorded. Only local runs with a head kia can find have any; a
+    consensus run has those of its local input runs."""
     from kia.backends.local import fitted_papers_of_run
+    from kia.consensus import consensus_inputs
 
-    params = json.loads(row.get("params") or "{}").get("backend") or {}
-    return TrainingUse(keys_fitted_on(store, fitted_papers_of_run(params), scored), len(scored))
+    inputs = consensus_inputs(store, run_id)
+    papers: list[dict[str, Any]] = []
+    for run in [run_id] if inputs is None else inputs:
+        row = store.run_row(run)
+        if row is not None and row.get("backend") == "local":
+            papers += fitted_papers_of_run(json.loads(row.get("params") or "{}").get("backend") or {})
+    return TrainingUse(keys_fitted_on(store, papers, scored), len(scored))
 
 
 def keys_fitted_on(store: Store, papers: Sequence[Mapping[str, Any]], keys: Iterable[str]) -> list[str]:

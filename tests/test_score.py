@@ -265,9 +265,9 @@ def test_score_names_the_papers_the_shipped_head_was_fitted_on_and_blind_leaves_
     )
     ingested = run_kia("ingest", str(SHARED_CORPUS / "cWDM.md"), str(other_copy), str(unseen), "--db", str(db_path))
     assert ingested.returncode == 0, ingested.stderr
-    assert run_kia("propose", "--db", str(db_path)).returncode == 0
+    assert run_kia("propose", "--run", "offline", "--db", str(db_path)).returncode == 0
 
-    plain = run_kia("score", "--db", str(db_path), "--format", "json")
+    plain = run_kia("score", "--run", "offline", "--db", str(db_path), "--format", "json")
     document = json.loads(plain.stdout)
     assert document["n_papers"] == 3
     assert len(document["training"]["fitted"]) == 2
@@ -278,6 +278,14 @@ def test_score_names_the_papers_the_shipped_head_was_fitted_on_and_blind_leaves_
     assert blind["n_papers"] == 1
     assert blind["training"]["left_out"] is True
     assert all(d["paper"] == "GEM-3D" for d in blind["disagreements"])
+    # the rule system learned nothing from Table 5's labels; a consensus with the offline run did
+    assert run_kia("propose", "--backend", "rules", "--run", "rules", "--db", str(db_path)).returncode == 0
+    rules = json.loads(run_kia("score", "--run", "rules", "--db", str(db_path), "--format", "json").stdout)
+    assert rules["training"]["fitted"] == []
+    both = run_kia("consensus", "offline", "rules", "--name", "both", "--db", str(db_path))
+    assert both.returncode == 0, both.stderr
+    agreed = json.loads(run_kia("score", "--run", "both", "--db", str(db_path), "--format", "json").stdout)
+    assert agreed["training"]["fitted"] == document["training"]["fitted"]
 
 
 def test_a_run_knows_its_training_papers_only_through_a_head_kia_recognises() -> None:
