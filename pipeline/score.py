@@ -468,6 +468,11 @@ def example_use(store: Store, run_id: str, scored: set[str]) -> ExampleUse:
     return use
 
 
+def some_names(keys: Sequence[str], most: int = 8) -> str:
+    """The first `most` keys and how many more: a line that names papers stays one line."""
+    return ", ".join(keys[:most]) + (f" and {len(keys) - most} more" if len(keys) > most else "")
+
+
 @dataclass
 class TrainingUse:
     """Scored papers the run's offline head was fitted on (the shipped head knows the devset and the
@@ -482,7 +487,7 @@ class TrainingUse:
         """One line for `kia score`, or None when no scored paper was a training paper."""
         if not self.fitted:
             return None
-        names = ", ".join(self.fitted[:8]) + (f" and {len(self.fitted) - 8} more" if len(self.fitted) > 8 else "")
+        names = some_names(self.fitted)
         if self.left_out:
             return (
                 f"blind: left out {len(self.fitted)} of {self.scored} paper(s) the offline head was fitted on ({names})"

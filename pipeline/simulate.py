@@ -523,7 +523,9 @@ class SimulationReport:
             f"{self.taxonomy}, order {m.order}, one {m.unit} at a time, learning {learning}",
         ]
         if self.fitted:
-            names = ", ".join(self.fitted[:8]) + (f" and {len(self.fitted) - 8} more" if len(self.fitted) > 8 else "")
+            from kia.score import some_names
+
+            names = some_names(self.fitted)
             out.append(
                 f"blind: left out {len(self.fitted)} paper(s) the offline head was fitted on ({names})"
                 if self.left_out
