@@ -17,7 +17,7 @@ import hashlib
 import json
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,18 +116,34 @@ def title_fingerprint(title: str | None) -> str | None:
     return hashlib.sha256(normal.encode()).hexdigest()[:16] if normal else None
 
 
-def same_recorded_work(
-    key: str, title: str, arxiv_id: str | None, sha256: str | None, record: Mapping[str, Any]
-) -> bool:
-    """`same_work` against a record that keeps a title only as its `title_fingerprint` (key,
-    `title_sha256`, `arxiv_id`, file `sha256`), as the shipped heads record their training papers."""
-    if key == record.get("key") or (sha256 is not None and sha256 == record.get("sha256")):
-        return True
-    mine = arxiv_id_of(arxiv_id)
-    if mine and mine == arxiv_id_of(record.get("arxiv_id")):
-        return True
-    fingerprint = title_fingerprint(title)
-    return fingerprint is not None and fingerprint == record.get("title_sha256")
+@dataclass(frozen=True)
+class RecordedPapers:
+    """Papers recorded without their text (a shipped head's training papers: key, `title_sha256`,
+    `arxiv_id`, file `sha256`), indexed so that telling whether a stored paper is one of them is the
+    same test as `same_work` (key, arXiv id, title) plus the same file, at any number of papers."""
+
+    keys: frozenset[str] = frozenset()
+    files: frozenset[str] = frozenset()
+    arxiv_ids: frozenset[str] = frozenset()
+    titles: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, records: Sequence[Mapping[str, Any]]) -> RecordedPapers:
+        """The index of `records` (fields missing from a record are simply not matched on)."""
+        return cls(
+            frozenset(str(r["key"]) for r in records if r.get("key")),
+            frozenset(str(r["sha256"]) for r in records if r.get("sha256")),
+            frozenset(a for a in (arxiv_id_of(r.get("arxiv_id")) for r in records) if a),
+            frozenset(str(r["title_sha256"]) for r in records if r.get("title_sha256")),
+        )
+
+    def holds(self, key: str, title: str, arxiv_id: str | None, sha256: str | None) -> bool:
+        """Whether a stored paper (its key, title, arXiv id and file hash) is one of these."""
+        if key in self.keys or (sha256 is not None and sha256 in self.files):
+            return True
+        mine = arxiv_id_of(arxiv_id)
+        fingerprint = title_fingerprint(title)
+        return bool(mine and mine in self.arxiv_ids) or (fingerprint is not None and fingerprint in self.titles)
 
 
 def same_work(

@@ -17,7 +17,7 @@ import numpy as np
 
 from kia.errors import KiaError
 from kia.gold import GoldPaper, load_gold
-from kia.references import same_recorded_work
+from kia.references import RecordedPapers
 from kia.resources import default_gold_path
 from kia.store import Store
 from kia.taxonomy import Taxonomy, load_taxonomy, taxonomy_from_text
@@ -523,13 +523,10 @@ def keys_fitted_on(store: Store, papers: Sequence[Mapping[str, Any]], keys: Iter
     the same file (sha256), key, arXiv id or title. Sorted."""
     if not papers:
         return []
+    recorded = RecordedPapers.of(papers)
     titles, arxiv = store.titles(), store.latest_document_field("arxiv_id")
     hashes = store.latest_document_field("sha256")
-    return [
-        key
-        for key in sorted(keys)
-        if any(same_recorded_work(key, titles.get(key, ""), arxiv.get(key), hashes.get(key), p) for p in papers)
-    ]
+    return [key for key in sorted(keys) if recorded.holds(key, titles.get(key, ""), arxiv.get(key), hashes.get(key))]
 
 
 @dataclass

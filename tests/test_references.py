@@ -335,8 +335,8 @@ def test_an_ris_library_keeps_its_tags_in_order(tmp_path: Path, db_path: Path) -
 
 def test_a_recorded_paper_is_recognised_by_file_key_arxiv_id_or_title_hash_alone() -> None:
     """The shipped heads keep no titles, only their hashes; each identity alone is enough, and a
-    short or different title is not."""
-    from kia.references import same_recorded_work, title_fingerprint
+    different title is not."""
+    from kia.references import RecordedPapers, title_fingerprint
 
     title = "Cascaded 3D Diffusion Models for Whole-body PET/CT Synthesis"
     record = {"key": "Cascaded-3D", "title_sha256": title_fingerprint(title), "arxiv_id": "2505.22489", "sha256": "ab"}
@@ -344,8 +344,10 @@ def test_a_recorded_paper_is_recognised_by_file_key_arxiv_id_or_title_hash_alone
         "  cascaded 3D diffusion models for whole-body PET/CT synthesis."
     )
     assert title_fingerprint("") is None
-    assert same_recorded_work("Cascaded-3D", "", None, None, record)
-    assert same_recorded_work("x", "", None, "ab", record)
-    assert same_recorded_work("x", "", "2505.22489v2", None, record)
-    assert same_recorded_work("x", title.upper(), None, None, record)
-    assert not same_recorded_work("x", "Another paper on PET/CT synthesis", "2401.00001", "cd", record)
+    recorded = RecordedPapers.of([record, {"key": "other"}])
+    assert recorded.holds("Cascaded-3D", "", None, None)
+    assert recorded.holds("x", "", None, "ab")
+    assert recorded.holds("x", "", "2505.22489v2", None)
+    assert recorded.holds("x", title.upper(), None, None)
+    assert not recorded.holds("x", "Another paper on PET/CT synthesis", "2401.00001", "cd")
+    assert not RecordedPapers.of([]).holds("Cascaded-3D", title, "2505.22489", "ab")
