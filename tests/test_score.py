@@ -273,6 +273,9 @@ def test_score_names_the_papers_the_shipped_head_was_fitted_on_and_blind_leaves_
     assert len(document["training"]["fitted"]) == 2
     assert not any("GEM-3D" in key for key in document["training"]["fitted"])
     assert "not blind: the offline head was fitted on 2 of the 3" in run_kia("score", "--db", str(db_path)).stdout
+    report = tmp_path / "report.html"
+    assert run_kia("report", "--out", str(report), "--db", str(db_path)).returncode == 0
+    assert "not blind: the offline head was fitted on 2 of the 3" in report.read_text(encoding="utf-8")
 
     blind = json.loads(run_kia("score", "--db", str(db_path), "--format", "json", "--blind").stdout)
     assert blind["n_papers"] == 1
