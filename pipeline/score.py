@@ -507,11 +507,12 @@ def training_use(store: Store, run_id: str, scored: set[str]) -> TrainingUse:
     title as a paper its builder recorded. Only local runs with a head kia can find have any; a
     consensus run has those of its local input runs."""
     from kia.backends.local import fitted_papers_of_run
-    from kia.consensus import consensus_inputs
 
-    inputs = consensus_inputs(store, run_id)
+    row = store.run_row(run_id)
+    # A run made of other runs (a consensus) lists them as its `inputs`.
+    inputs = json.loads(row.get("params") or "{}").get("inputs") if row is not None else None
     papers: list[dict[str, Any]] = []
-    for run in [run_id] if inputs is None else inputs:
+    for run in [run_id, *(inputs or [])]:
         row = store.run_row(run)
         if row is not None and row.get("backend") == "local":
             papers += fitted_papers_of_run(json.loads(row.get("params") or "{}").get("backend") or {})
