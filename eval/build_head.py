@@ -140,12 +140,16 @@ def prefixed_evidence(data: LabelledSet) -> dict[str, dict[str, list[int]]]:
     return {f"{data.name}:{k}": v for k, v in (data.evidence or {}).items()}
 
 
-def fitted_records(data: LabelledSet, folder: Path) -> list[dict[str, str | None]]:
+def fitted_records(data: LabelledSet, folder: Path, gold: Path = DEFAULT_GOLD) -> list[dict[str, str | None]]:
     """Who the head is fitted on, for `kia score` to recognise among a user's papers (the same file,
     key, title or arXiv id): per labelled or scope-known paper its key, a hash of its normalised title,
-    its arXiv id and the sha256 of its file as `kia ingest` computes it. No text."""
-    with (folder / "MANIFEST.csv").open(newline="", encoding="utf-8") as handle:
-        arxiv = {row["method"]: (row.get("arxiv_id") or "").strip() for row in csv.DictReader(handle)}
+    its arXiv id (the text's, else the manifest's, else the gold table's: a user's PDF of a paper whose
+    training text is a README is found by it) and the sha256 of its file as `kia ingest` computes it.
+    No text."""
+    arxiv: dict[str, str] = {}
+    for table in (gold, folder / "MANIFEST.csv"):
+        with table.open(newline="", encoding="utf-8") as handle:
+            arxiv.update({row["method"]: v.strip() for row in csv.DictReader(handle) if (v := row.get("arxiv_id"))})
     return [
         {
             "key": key,
