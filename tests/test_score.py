@@ -307,4 +307,6 @@ def test_a_run_knows_its_training_papers_only_through_a_head_kia_recognises() ->
     papers = fitted_papers_of_run({"head": "0123456789ab", "start_head": head_digest(head)})
     assert {"X2CT-GAN", "MedSyn", "cWDM"} <= {p["key"] for p in papers}  # devset and corpus, no text stored
     assert all(set(p) == {"key", "title_sha256", "arxiv_id", "sha256"} for p in papers)
+    # a paper trained from its README (no arXiv id in the text) still carries the gold table's id
+    assert {p["key"]: p["arxiv_id"] for p in papers}["GenerateCT"]
     assert TrainingUse([], 5).line() is None
