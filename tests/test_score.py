@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -310,3 +311,9 @@ def test_a_run_knows_its_training_papers_only_through_a_head_kia_recognises() ->
     # a paper trained from its README (no arXiv id in the text) still carries the gold table's id
     assert {p["key"]: p["arxiv_id"] for p in papers}["GenerateCT"]
     assert TrainingUse([], 5).line() is None
+    # a rebuild that changes only the provenance (commit, training records) keeps the head's identity
+    rebuilt = copy.deepcopy(head)
+    rebuilt.provenance = {**rebuilt.provenance, "git_commit": "another", "papers": []}
+    assert head_digest(rebuilt) == head_digest(head)
+    rebuilt.thresholds = {**rebuilt.thresholds, "K": 0.42}
+    assert head_digest(rebuilt) != head_digest(head)

@@ -103,11 +103,22 @@ def fitted_papers_of_run(params: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def head_digest(head: Head | None, data: dict[str, Any] | None = None) -> str:
-    """A short, stable identity of a head's weights (part of the run's identity); `data` is
-    `head.to_json()` where the caller has it already."""
+    """A short, stable identity of a head's weights and settings (part of the run's identity); `data`
+    is `head.to_json()` where the caller has it already. Provenance (the commit it was built at, the
+    papers it was fitted on) is not identity: a head rebuilt with the same weights keeps its runs,
+    their cached answers, and review's adapting of them."""
     if head is None:
         return "zero-shot"
-    return hashlib.sha256(json.dumps(data or head.to_json(), sort_keys=True).encode()).hexdigest()[:12]
+    weights = _without_provenance(data or head.to_json())
+    return hashlib.sha256(json.dumps(weights, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _without_provenance(data: dict[str, Any]) -> dict[str, Any]:
+    """A head's JSON without its provenance, nor its prior's."""
+    out = {k: v for k, v in data.items() if k != "provenance"}
+    if isinstance(out.get("prior"), dict):
+        out["prior"] = _without_provenance(out["prior"])
+    return out
 
 
 class LocalBackend:
