@@ -508,15 +508,25 @@ def training_use(store: Store, run_id: str, scored: set[str]) -> TrainingUse:
     consensus run has those of its local input runs."""
     from kia.backends.local import fitted_papers_of_run
 
-    row = store.run_row(run_id)
     # A run made of other runs (a consensus) lists them as its `inputs`.
-    inputs = json.loads(row.get("params") or "{}").get("inputs") if row is not None else None
+    inputs = _run_params(store, run_id).get("inputs")
     papers: list[dict[str, Any]] = []
-    for run in [run_id, *(inputs or [])]:
+    for run in [run_id, *(inputs if isinstance(inputs, list) else [])]:
         row = store.run_row(run)
-        if row is not None and row.get("backend") == "local":
-            papers += fitted_papers_of_run(json.loads(row.get("params") or "{}").get("backend") or {})
+        backend = _run_params(store, run).get("backend")
+        if row is not None and row.get("backend") == "local" and isinstance(backend, dict):
+            papers += fitted_papers_of_run(backend)
     return TrainingUse(keys_fitted_on(store, papers, scored), len(scored))
+
+
+def _run_params(store: Store, run_id: str) -> dict[str, Any]:
+    """A stored run's parameters; {} where there are none or they do not read as a JSON object."""
+    row = store.run_row(run_id)
+    try:
+        params = json.loads((row or {}).get("params") or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return params if isinstance(params, dict) else {}
 
 
 def keys_fitted_on(store: Store, papers: Sequence[Mapping[str, Any]], keys: Iterable[str]) -> list[str]:

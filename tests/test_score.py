@@ -317,3 +317,23 @@ def test_a_run_knows_its_training_papers_only_through_a_head_kia_recognises() ->
     assert head_digest(rebuilt) == head_digest(head)
     rebuilt.thresholds = {**rebuilt.thresholds, "K": 0.42}
     assert head_digest(rebuilt) != head_digest(head)
+
+
+def test_a_run_whose_parameters_do_not_read_has_no_training_papers_and_scores(tmp_path: Path, db_path: Path) -> None:
+    """A hand-edited or damaged run row must not make `kia score` fail: its parameters count as none."""
+    import duckdb
+
+    from kia.score import training_use
+    from kia.store import Store
+
+    paper = tmp_path / "GEM-3D.md"
+    paper.write_text("# A paper\n\nWe generate 3D CT volumes conditioned on segmentation masks.\n", encoding="utf-8")
+    assert run_kia("ingest", str(paper), "--db", str(db_path)).returncode == 0
+    assert run_kia("propose", "--backend", "rules", "--run", "r", "--db", str(db_path)).returncode == 0
+    with duckdb.connect(str(db_path)) as con:
+        con.execute("UPDATE runs SET backend = 'local', params = 'not json' WHERE run_id = 'r'")
+    with Store(db_path, read_only=True) as store:
+        assert training_use(store, "r", {"GEM-3D"}).fitted == []
+    scored = run_kia("score", "--run", "r", "--db", str(db_path))
+    assert scored.returncode == 0, scored.stderr
+    assert "not blind" not in scored.stdout
