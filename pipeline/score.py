@@ -482,11 +482,20 @@ class TrainingUse:
     fitted: list[str] = field(default_factory=list)  # scored paper keys the head was fitted on
     scored: int = 0  # papers scored before any was left out
     left_out: bool = False  # True under --blind: the fitted papers (and self-shown examples) are not scored
+    # local runs whose head kia does not ship now (an earlier version's, one given to the API): for
+    # them it cannot tell which papers were training papers
+    unknown_heads: list[str] = field(default_factory=list)
 
     def line(self) -> str | None:
         """One line for `kia score`, or None when no scored paper was a training paper."""
         if not self.fitted:
-            return None
+            if not self.unknown_heads:
+                return None
+            return (
+                f"blind or not, kia cannot tell: the offline head of run {some_names(self.unknown_heads)} is not one "
+                "this kia ships (an earlier version's, or one given to the API), so which scored papers it was "
+                "fitted on is unknown; `kia propose` again makes a run it can tell"
+            )
         names = some_names(self.fitted)
         if self.left_out:
             return (
@@ -499,7 +508,12 @@ class TrainingUse:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"fitted": self.fitted, "scored": self.scored, "left_out": self.left_out}
+        return {
+            "fitted": self.fitted,
+            "scored": self.scored,
+            "left_out": self.left_out,
+            "unknown_heads": self.unknown_heads,
+        }
 
 
 def training_use(store: Store, run_id: str, scored: set[str]) -> TrainingUse:
@@ -511,12 +525,17 @@ def training_use(store: Store, run_id: str, scored: set[str]) -> TrainingUse:
     # A run made of other runs (a consensus) lists them as its `inputs`.
     inputs = _run_params(store, run_id).get("inputs")
     papers: list[dict[str, Any]] = []
+    unknown: list[str] = []
     for run in [run_id, *(inputs if isinstance(inputs, list) else [])]:
         row = store.run_row(run)
         backend = _run_params(store, run).get("backend")
         if row is not None and row.get("backend") == "local" and isinstance(backend, dict):
-            papers += fitted_papers_of_run(backend)
-    return TrainingUse(keys_fitted_on(store, papers, scored), len(scored))
+            known = fitted_papers_of_run(backend)
+            if known is None:
+                unknown.append(run)
+            else:
+                papers += known
+    return TrainingUse(keys_fitted_on(store, papers, scored), len(scored), unknown_heads=unknown)
 
 
 def _run_params(store: Store, run_id: str) -> dict[str, Any]:

@@ -300,7 +300,7 @@ def test_a_run_knows_its_training_papers_only_through_a_head_kia_recognises() ->
     from kia.score import TrainingUse
 
     assert fitted_papers_of_run({"head": "zero-shot"}) == []
-    assert fitted_papers_of_run({"head": "0123456789ab"}) == []
+    assert fitted_papers_of_run({"head": "0123456789ab"}) is None  # unknown: cannot tell
     from kia.backends.local import head_digest, shipped_head
 
     head = shipped_head()
@@ -336,4 +336,11 @@ def test_a_run_whose_parameters_do_not_read_has_no_training_papers_and_scores(tm
         assert training_use(store, "r", {"GEM-3D"}).fitted == []
     scored = run_kia("score", "--run", "r", "--db", str(db_path))
     assert scored.returncode == 0, scored.stderr
-    assert "not blind" not in scored.stdout
+    assert "blind" not in scored.stdout
+    # a head this kia does not ship (an earlier version's): it says it cannot tell
+    with duckdb.connect(str(db_path)) as con:
+        con.execute("""UPDATE runs SET params = '{"backend": {"head": "0123456789ab"}}' WHERE run_id = 'r'""")
+    with Store(db_path, read_only=True) as store:
+        assert training_use(store, "r", {"GEM-3D"}).unknown_heads == ["r"]
+    scored = run_kia("score", "--run", "r", "--db", str(db_path))
+    assert scored.returncode == 0 and "blind or not, kia cannot tell" in scored.stdout

@@ -90,16 +90,19 @@ def shipped_head(encoder: str = DEFAULT_ENCODER) -> Head | None:
     return Head.load(path) if path is not None and path.exists() else None
 
 
-def fitted_papers_of_run(params: Mapping[str, Any]) -> list[dict[str, Any]]:
+def fitted_papers_of_run(params: Mapping[str, Any]) -> list[dict[str, Any]] | None:
     """The labelled papers behind a stored local run's head (`Head.fitted_papers`): a shipped head
-    recognised by its digest, or the one an adapted run started from. Empty for a head kia cannot
-    find again (one given by a caller, an older shipped head) and for zero-shot runs."""
+    recognised by its digest, or the one an adapted run started from. Empty for a zero-shot run (no
+    head); None for a head kia cannot find again (an earlier version's shipped head, one given to the
+    API): which papers it was fitted on cannot be told."""
     wanted = {params.get("head"), params.get("start_head")} - {None, "zero-shot"}
-    for encoder in SHIPPED_HEADS if wanted else ():
+    if not wanted:
+        return []
+    for encoder in SHIPPED_HEADS:
         head = shipped_head(encoder)
         if head is not None and head_digest(head) in wanted:
             return head.fitted_papers()
-    return []
+    return None
 
 
 def head_digest(head: Head | None, data: dict[str, Any] | None = None) -> str:
