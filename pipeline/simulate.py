@@ -505,6 +505,8 @@ class SimulationReport:
     # figures flatter kia) unless `left_out` (`--blind`).
     fitted: list[str] = field(default_factory=list)
     left_out: bool = False
+    # Stored runs whose offline head kia does not ship now: which papers it knew cannot be told.
+    unknown_heads: list[str] = field(default_factory=list)
 
     @property
     def random_work_saved(self) -> float | None:
@@ -522,6 +524,11 @@ class SimulationReport:
             f"simulated review of {m.papers} paper(s) with gold ({m.axes} axes), {self.source}, taxonomy "
             f"{self.taxonomy}, order {m.order}, one {m.unit} at a time, learning {learning}",
         ]
+        if self.unknown_heads and not self.fitted:
+            out.append(
+                f"blind or not, kia cannot tell: the offline head of run {', '.join(self.unknown_heads)} is not one "
+                "this kia ships, so which of these papers it was fitted on is unknown"
+            )
         if self.fitted:
             from kia.score import some_names
 
@@ -590,6 +597,7 @@ class SimulationReport:
             "refit_seconds_median": _r(float(np.median(self.refit_seconds))) if self.refit_seconds else None,
             "fitted": self.fitted,
             "left_out": self.left_out,
+            "unknown_heads": self.unknown_heads,
         }
 
 
@@ -732,7 +740,8 @@ def simulate(
     if run_id is not None:
         proposals = stored_proposals(store, run_id, taxonomy)
         gold = {k: v for k, v in gold.items() if k in proposals}
-        fitted = training_use(store, run_id, set(gold)).fitted
+        use = training_use(store, run_id, set(gold))
+        fitted, unknown = use.fitted, use.unknown_heads
         gold = _blind(gold, fitted, options.blind)
         if not gold:
             raise KiaError(f"{where}: no paper of run {run_id!r} has a gold row (matched by method name or arXiv id)")
@@ -743,6 +752,7 @@ def simulate(
 
         start = shipped_head(settings.encoder)
         fitted = keys_fitted_on(store, start.fitted_papers() if start and start.matches(taxonomy) else [], gold)
+        unknown = []
         gold = _blind(gold, fitted, options.blind)
         if not gold:
             raise KiaError(f"{where}: no stored paper has a gold row (matched by method name or arXiv id)")
@@ -764,7 +774,7 @@ def simulate(
             for s in range(random_runs)
         ]
     )
-    report = SimulationReport(source, taxonomy.name, main, randoms, refits, fitted, options.blind)
+    report = SimulationReport(source, taxonomy.name, main, randoms, refits, fitted, options.blind, unknown)
     if plot is not None:
         curves = {f"{order} order": main}
         if randoms:

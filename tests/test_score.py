@@ -344,3 +344,5 @@ def test_a_run_whose_parameters_do_not_read_has_no_training_papers_and_scores(tm
         assert training_use(store, "r", {"GEM-3D"}).unknown_heads == ["r"]
     scored = run_kia("score", "--run", "r", "--db", str(db_path))
     assert scored.returncode == 0 and "blind or not, kia cannot tell" in scored.stdout
+    replayed = run_kia("simulate", "--run", "r", "--random-runs", "1", "--db", str(db_path))  # the same use
+    assert replayed.returncode == 0 and "blind or not, kia cannot tell" in replayed.stdout, replayed.stderr
