@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -507,13 +507,8 @@ class TrainingUse:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
-            "fitted": self.fitted,
-            "scored": self.scored,
-            "left_out": self.left_out,
-            "unknown_heads": self.unknown_heads,
-        }
+        """JSON-ready form: every field."""
+        return asdict(self)
 
 
 def training_use(store: Store, run_id: str, scored: set[str]) -> TrainingUse:
@@ -523,12 +518,12 @@ def training_use(store: Store, run_id: str, scored: set[str]) -> TrainingUse:
     from kia.backends.local import fitted_papers_of_run
 
     # A run made of other runs (a consensus) lists them as its `inputs`.
-    inputs = _run_params(store, run_id).get("inputs")
+    inputs = _run_params(store.run_row(run_id)).get("inputs")
     papers: list[dict[str, Any]] = []
     unknown: list[str] = []
     for run in [run_id, *(inputs if isinstance(inputs, list) else [])]:
         row = store.run_row(run)
-        backend = _run_params(store, run).get("backend")
+        backend = _run_params(row).get("backend")
         if row is not None and row.get("backend") == "local" and isinstance(backend, dict):
             known = fitted_papers_of_run(backend)
             if known is None:
@@ -538,9 +533,8 @@ def training_use(store: Store, run_id: str, scored: set[str]) -> TrainingUse:
     return TrainingUse(keys_fitted_on(store, papers, scored), len(scored), unknown_heads=unknown)
 
 
-def _run_params(store: Store, run_id: str) -> dict[str, Any]:
-    """A stored run's parameters; {} where there are none or they do not read as a JSON object."""
-    row = store.run_row(run_id)
+def _run_params(row: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A stored run row's parameters; {} where there are none or they do not read as a JSON object."""
     try:
         params = json.loads((row or {}).get("params") or "{}")
     except (TypeError, ValueError):
