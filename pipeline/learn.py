@@ -145,7 +145,7 @@ def auto_accept(
     """`--accept-above auto`: fit the map on the reviews so far, choose the threshold whose accepted
     set has a conservative precision bound at least `target`, and accept those axes, as bulk accept
     does: only grounded, not abstained, not flagged (tentative, out of scope, suspicious text), not
-    yet decided by this reviewer, and not one the learned secondary rule would change."""
+    yet decided by anyone, and not one the learned secondary rule would change."""
     settings = settings or Settings()
     session = ReviewSession(store, taxonomy, run_id, reviewer, only)
     if session.run_id is None:
@@ -155,17 +155,19 @@ def auto_accept(
     result = BulkAccept()
     candidates: list[AxisItem] = []
     suspicious = {row[0] for row in store.suspicious_sentences(session.run_id)}
+    taken = session.decided_by_anyone()
     for key in session.keys:
         axes = learned.proposals.get(key)
         if axes is None:
             continue
+        open_axes = {axis: proposed for axis, proposed in axes.items() if (key, axis) not in taken}
+        result.decided += len(axes) - len(open_axes)
+        if not open_axes:
+            continue
         if key in suspicious:
             result.suspicious_papers.append(key)
             continue
-        decided = session.decisions(key)
-        for axis, proposed in axes.items():
-            if axis in decided:
-                continue
+        for axis, proposed in open_axes.items():
             if proposed.abstained:
                 result.abstained += 1
             elif proposed.flagged or with_rule(proposed, learned.rule, multi[axis]).labels != proposed.labels:
@@ -195,10 +197,7 @@ def auto_accept(
 
 def summary_line(auto: AutoThreshold, bulk: BulkAccept, calibration: Calibration) -> list[str]:
     """What `--accept-above auto` prints: the map, the threshold with what it rests on, what was done."""
-    left = (
-        f"left for review: {bulk.below} below the threshold or flagged, {bulk.ungrounded} not grounded, "
-        f"{bulk.abstained} abstained, {len(bulk.suspicious_papers)} paper(s) flagged suspicious_text"
-    )
+    left = bulk.left("below the threshold or flagged")
     return [calibration.line(), auto.line(), f"accepted {bulk.accepted} axis decision(s); {left}"]
 
 

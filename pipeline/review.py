@@ -287,6 +287,19 @@ class ReviewSession:
             latest[axis] = (decision, [c for c in (labels or "").split(";") if c])
         return latest
 
+    def decided_by_anyone(self) -> set[tuple[str, str]]:
+        """(paper, axis) pairs that anyone has decided on this taxonomy (a person's accept, edit or
+        reject, an earlier machine acceptance, a consensus agreement). Why: a bulk or automatic
+        acceptance under one reviewer's name must never replace another person's decision, which
+        every output reads as the latest decision on the axis."""
+        hashes = self.store.run_taxonomy_hashes()
+        axes = set(self.taxonomy.axis_ids)
+        return {
+            (key, axis)
+            for key, axis, _decision, _labels, _who, run in self.store.review_rows(with_run=True)
+            if axis in axes and (run is None or hashes.get(run) == self.taxonomy.content_hash)
+        }
+
     def finished(self, key: str) -> bool:
         """Every axis of the paper has a decision from this reviewer (or, in a consensus run, the
         agreement of the runs: machine-accepted, so a person looks only at the disagreements)."""
@@ -522,14 +535,20 @@ class BulkAccept:
     ungrounded: int = 0
     abstained: int = 0
     suspicious_papers: list[str] = field(default_factory=list)
+    # Axes someone already decided (any reviewer): never accepted over, never "left for review".
+    decided: int = 0
 
     def line(self, threshold: float) -> str:
         """One summary line."""
-        left = (
-            f"left for review: {self.below} below the threshold, {self.ungrounded} not grounded in the paper, "
-            f"{self.abstained} abstained, {len(self.suspicious_papers)} paper(s) flagged suspicious_text"
+        return f"accepted {self.accepted} axis decision(s) with confidence >= {threshold}; {self.left()}"
+
+    def left(self, below: str = "below the threshold") -> str:
+        """What was not accepted, and why."""
+        return (
+            f"left for review: {self.below} {below}, {self.ungrounded} not grounded in the paper, "
+            f"{self.abstained} abstained, {len(self.suspicious_papers)} paper(s) flagged suspicious_text; "
+            f"{self.decided} already decided"
         )
-        return f"accepted {self.accepted} axis decision(s) with confidence >= {threshold}; {left}"
 
 
 def bulk_accept(
@@ -548,19 +567,21 @@ def bulk_accept(
     flagged = {row[0] for row in store.suspicious_sentences(session.run_id)}
     abstained = {(row[0], row[1]): row[2] for row in store.axis_statuses(session.run_id)}
     out_of_scope = store.scope_flags(session.run_id)
+    taken = session.decided_by_anyone()
     for index, key in enumerate(session.keys):
         session.index = index
+        open_axes = [axis for axis in session.taxonomy.axis_ids if (key, axis) not in taken]
+        result.decided += len(session.taxonomy.axis_ids) - len(open_axes)
+        if not open_axes:
+            continue
         if key in flagged:
             result.suspicious_papers.append(key)
             continue
         if key in out_of_scope:
-            result.abstained += len(session.taxonomy.axis_ids)
+            result.abstained += len(open_axes)
             continue
-        decided = session.decisions(key)
         acceptance = store.axis_acceptance(session.run_id, key)
-        for axis in session.taxonomy.axis_ids:
-            if axis in decided:
-                continue
+        for axis in open_axes:
             status = abstained.get((key, axis))
             if status == "unsupported":  # labelled, but no quote of a label was found
                 result.ungrounded += 1

@@ -112,6 +112,25 @@ def test_bulk_accept_and_scripted_labels(db: Path) -> None:
     assert document["axes"]["I"]["exact_match"] == 1.0
 
 
+def test_bulk_accept_never_replaces_another_reviewers_decision(db: Path) -> None:
+    """A machine acceptance under one name (the default `anonymous`, say) must leave a person's edit
+    by another name in force: every output reads the latest decision on an axis."""
+    taxonomy = load_taxonomy()
+    with Store(db) as store:
+        label_paper(store, taxonomy, "P1", {"K": ["K1"], "A": ["A2"]}, None, reviewer="alice")
+        result = bulk_accept(store, taxonomy, 0.5, reviewer="anonymous")
+        assert result.accepted == 7 and result.decided == 2  # P1's I, and every axis of P2 and P3
+        assert "2 already decided" in result.line(0.5)
+        final = reviewed_labeling(store, taxonomy)
+        assert final["P1"]["K"] == frozenset({"K1"}) and final["P1"]["A"] == frozenset({"A2"})
+        assert final["P1"]["I"] == frozenset({"I2"}) and final["P2"]["K"] == frozenset({"K2"})
+        # an earlier machine acceptance is a decision too: nothing is accepted twice under a third name
+        again = bulk_accept(store, taxonomy, 0.5, reviewer="carol")
+        assert again.accepted == 0 and again.decided == 9
+        who = store.query("SELECT reviewer FROM reviews WHERE paper_key = 'P1' AND axis = 'K' ORDER BY id")
+        assert who == [("alice",)]
+
+
 def test_score_uses_reviews_unless_proposals_only(db: Path) -> None:
     gold = db.parent / "gold.csv"
     gold.write_text("method,K,I,A\nP1,K1,I2,A2\n", encoding="utf-8")

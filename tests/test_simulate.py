@@ -195,16 +195,20 @@ def test_accept_above_auto_learns_from_reviews_on_a_real_store(tmp_path: Path) -
             label_paper(store, taxonomy, key, labels, None, "ann", "r")
         learned = learn_from_reviews(store, "r", taxonomy)
         assert learned.calibration.fitted and learned.calibration.reviews == 60
+        # Another person's decision on a confident paper stays in force: never accepted over.
+        bobs = max((k for k in confidences if k not in reviewed), key=lambda k: confidences[k])
+        label_paper(store, taxonomy, bobs, {"K": ["K4"]}, None, "bob", "r")
         auto, bulk, calibration = auto_accept(store, taxonomy, 0.95, "r", "ann", settings=Settings())
-        assert calibration.fitted and auto.threshold is not None and auto.reviews == 60
-        assert bulk.accepted == auto.accepted > 0
+        assert calibration.fitted and auto.threshold is not None and auto.reviews == 61
+        assert bulk.accepted == auto.accepted > 0 and bulk.decided == 61
+        assert store.query("SELECT reviewer FROM reviews WHERE paper_key = ? AND axis = 'K'", [bobs]) == [("bob",)]
         rows = store.query("SELECT paper_key, note FROM reviews WHERE note LIKE ?", [f"{MACHINE_ACCEPTED}%"])
         accepted_keys = {r[0] for r in rows}
         assert accepted_keys and not accepted_keys & set(reviewed)
         assert all(confidences[k] >= 80 for k in accepted_keys)
         assert all("calibrated confidence" in r[1] for r in rows)
-        # Machine acceptances never teach the map: it still rests on the person's 60.
-        assert learn_from_reviews(store, "r", taxonomy).calibration.reviews == 60
+        # Machine acceptances never teach the map: it still rests on the people's 61.
+        assert learn_from_reviews(store, "r", taxonomy).calibration.reviews == 61
         assert stored_proposals(store, "r", taxonomy)["P00"]["K"].labels == {"K2"}
 
 
