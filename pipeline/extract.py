@@ -699,14 +699,60 @@ _MD_EMPHASIS_RE = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
 _HTML_TAG_RE = re.compile(r"</?[a-zA-Z][^>\n]{0,200}>")
 
 
+# A line that is only bold text and reads as a label, not a sentence ("**Zero-shot topic
+# classification**"): Markdown's pseudo-heading.
+_MD_BOLD_LINE_RE = re.compile(r"^\s*(\*\*|__)(?=\S)([^*_\n]+?)(?<=\S)\1\s*$")
+_SETEXT_RE = re.compile(r"^\s{0,3}(=+|-+)\s*$")
+
+
+def _links_to_text(line: str) -> str:
+    """A link keeps its text. A line that is mostly links (a list of links, "see our [toolkit](...)
+    and [demo](...)") keeps their targets too, so it reads as the link line it is and is never
+    quoted as evidence; a sentence that merely contains a link stays plain prose."""
+    linked = sum(len(m.group(1)) for m in _MD_LINK_RE.finditer(line))
+    visible = len(_MD_LINK_RE.sub(lambda m: m.group(1), line).strip(" *_-:|"))
+    if linked and linked >= 0.5 * visible:
+        return _MD_LINK_RE.sub(lambda m: f"{m.group(1)} ({m.group(0)[m.group(0).rindex('](') + 2 : -1]})", line)
+    return _MD_LINK_RE.sub(lambda m: m.group(1), line)
+
+
+def _atx_headings(lines: list[str]) -> list[str]:
+    """Setext headings (a line underlined with === or ---) and bold-only label lines become `#`
+    headings, so sections are found and the heading text is never read as a sentence of prose."""
+    out: list[str] = []
+    for index, line in enumerate(lines):
+        following = lines[index + 1] if index + 1 < len(lines) else ""
+        underline = _SETEXT_RE.match(following)
+        previous = out[-1] if out else ""
+        if (
+            underline
+            and line.strip()
+            and not previous.strip()
+            and _line_kind(line.strip(), True) == "prose"
+            and (underline.group(1)[0] == "=" or len(underline.group(1)) >= 3)
+        ):
+            out.append(("# " if underline.group(1)[0] == "=" else "## ") + line.strip())
+            continue
+        if _SETEXT_RE.match(line) and previous.startswith("#") and index > 0 and lines[index - 1].strip():
+            out.append("")  # the underline of the heading just written
+            continue
+        bold = _MD_BOLD_LINE_RE.match(line)
+        if bold and not re.search(r"[.!?:;,]$", bold.group(2).strip()) and len(bold.group(2).split()) <= 14:
+            out.append("###### " + bold.group(2).strip())
+            continue
+        out.append(line)
+    return out
+
+
 def markdown_to_text(markdown: str) -> str:
     """Strip Markdown syntax that is not prose (comments, link targets, emphasis, inline HTML).
 
-    Heading markers are kept so that sections can be found, then removed by `_strip_md_headings`.
+    Heading markers are kept so that sections can be found, then removed by `_strip_md_headings`;
+    setext and bold-only headings are written as `#` headings first (`_atx_headings`).
     """
     text = _MD_COMMENT_RE.sub("", markdown)
     text = _MD_IMAGE_RE.sub(lambda m: m.group(1), text)
-    text = _MD_LINK_RE.sub(lambda m: m.group(1), text)
+    text = "\n".join(_links_to_text(line) for line in _atx_headings(text.split("\n")))
     text = _MD_EMPHASIS_RE.sub(lambda m: m.group(2), text)
     text = _HTML_TAG_RE.sub("", text)
     return text

@@ -170,6 +170,9 @@ class Sentence:
     end: int
     section: str
     text: str
+    # The whole line is a section heading of the document (Markdown `#`, setext, a numbered or
+    # known heading line): read for classification, never quoted as evidence.
+    heading: bool = False
 
 
 def _last_token(line: str, end: int) -> str:
@@ -212,6 +215,38 @@ def _cut_at_word(text: str, max_chars: int) -> str:
     """`text` cut to at most `max_chars` at a word boundary (a quote never ends mid-word)."""
     cut = text.rfind(" ", 0, max_chars + 1)
     return text[:cut].rstrip(" ,;:") if cut > 0 else text[:max_chars]
+
+
+# A heading is at most this many words; a sentence ends with one of these marks (or a bracket).
+HEADING_WORDS = 12
+_CLOSED_RE = re.compile(r"[.!?:;,)\]\"\u201d]$")
+
+
+def heading_lines(doc: Document) -> set[int]:
+    """Start offsets of the lines that are a heading and nothing else: the line at a section's start
+    whose text is its heading (give or take a number; an inline label such as "Abstract: We
+    propose ..." starts a section but is prose), and any line that stands alone as a short
+    paragraph without a sentence's closing mark (a sub-heading merged into its section, a PDF's
+    "3.2 Conditioning on masks")."""
+    starts: set[int] = set()
+    for section in doc.sections:
+        heading = section.heading.strip()
+        if not heading:
+            continue
+        end = doc.text.find("\n", section.start)
+        line = doc.text[section.start : end if end >= 0 else len(doc.text)].strip().strip("*_#").strip()
+        if line.endswith(heading) and len(line) <= len(heading) + 12:
+            starts.add(section.start)
+    offset = 0
+    lines = doc.text.split("\n")
+    for index, line in enumerate(lines):
+        text = line.strip()
+        before = index == 0 or not lines[index - 1].strip()
+        alone = before and (index + 1 == len(lines) or not lines[index + 1].strip())
+        if text and alone and len(WORD_RE.findall(text)) <= HEADING_WORDS and not _CLOSED_RE.search(text):
+            starts.add(offset)
+        offset += len(line) + 1
+    return starts
 
 
 def _pieces(doc: Document) -> Iterator[tuple[int, str, str]]:
@@ -301,12 +336,14 @@ def split_sentences(
     are left out too: no backend may use them as evidence.
     """
     sentences: list[Sentence] = []
+    headings = heading_lines(doc)
     for start, text, section in _pieces(doc):
         if len(text) < min_chars or len(WORD_RE.findall(text)) < 5 or CODE_RE.search(text):
             continue
         if len(text) > max_chars:
             text = _cut_at_word(text, max_chars)
-        sentences.append(Sentence(start, start + len(text), section, text))
+        line_start = doc.text.rfind("\n", 0, start) + 1
+        sentences.append(Sentence(start, start + len(text), section, text, line_start in headings))
     if taxonomy is not None:
         sentences = without_suspicious(sentences, suspicious_sentences(doc, taxonomy))
     return sentences

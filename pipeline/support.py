@@ -87,7 +87,7 @@ def blocked_reason(sentence: Sentence, title: str | None = None) -> str | None:
         prefix = norm.startswith(t) or t.startswith(norm)
         if t and (norm == t or (len(t) > 20 and prefix and len(norm) < len(t) + 40)):
             return "title"
-    if text.startswith("#"):
+    if sentence.heading or text.startswith("#"):
         return "heading"
     if _LINK_RE.search(text):
         return "link"

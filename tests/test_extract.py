@@ -323,3 +323,38 @@ def test_deeply_nested_html_is_extracted_in_one_pass(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("latent diffusion model") == 3
+
+
+def test_markdown_headings_of_every_kind_and_link_lines_are_never_prose(tmp_path: Path) -> None:
+    """Setext (underlined) and bold-only headings become headings; a line that is mostly links keeps
+    its targets (so it reads as links); a `##` sub-heading merged into its section is still known
+    to be a heading line. None of them may be quoted as evidence."""
+    from kia.sentences import split_sentences
+    from kia.support import blocked_reason
+
+    path = tmp_path / "paper.md"
+    path.write_text(
+        "# Weak Supervision for Email Routing: A Lexicon Approach\n\n"
+        "Weak supervision with labelling functions and a tool library\n"
+        "=============================================================\n\n"
+        "See our [weak supervision with labelling functions toolkit](https://example.org/weak) and "
+        "[zero-shot demo](https://example.org/zs).\n\n"
+        "**Zero-shot topic classification with a lexicon**\n\n"
+        "We build a classifier for customer emails that routes each message with a boosted tree.\n\n"
+        "## Method\n\nThe model uses [gradient boosting](https://example.org/gb) over hand-made features.\n\n"
+        "### Training the trees with hand labels and sender domains\n\n"
+        "It is trained on twelve thousand emails that support staff labelled by hand.\n",
+        encoding="utf-8",
+    )
+    doc = extract(path)
+    assert "=====" not in doc.text and "**" not in doc.text
+    assert "toolkit (https://example.org/weak)" in doc.text  # a link line keeps its targets
+    assert "uses gradient boosting over" in doc.text  # a link inside prose is plain text
+    reasons = {s.text: blocked_reason(s, doc.title) for s in split_sentences(doc)}
+    assert reasons["Weak supervision with labelling functions and a tool library"] == "heading"
+    assert reasons["Zero-shot topic classification with a lexicon"] == "heading"
+    assert reasons["Training the trees with hand labels and sender domains"] == "heading"
+    link_line = next(t for t in reasons if t.startswith("See our weak supervision"))
+    assert reasons[link_line] == "link"
+    assert reasons["The model uses gradient boosting over hand-made features."] is None
+    assert reasons["It is trained on twelve thousand emails that support staff labelled by hand."] is None

@@ -222,3 +222,42 @@ def test_shipped_backend_quotes_supportive_sentences_never_the_title(tmp_path: P
     assert all("support" in answer.get("backend", {}) for answer in raw)
     for (reason,) in statuses:
         assert reason  # an unclear axis always says why
+
+
+def test_offline_quotes_on_another_taxonomy_are_never_headings_or_link_lines(tmp_path: Path) -> None:
+    """A survey author's Markdown paper whose headings and link lines are full of the taxonomy's cue
+    words (setext, bold-only and `###` headings, a line of links): every stored quote is prose."""
+    paper = tmp_path / "routing.md"
+    paper.write_text(
+        "# Tool-Using Agents That Remember\n\n"
+        "Long-term memory stream with reflection and memory retrieval\n"
+        "=============================================================\n\n"
+        "See our [tool use and API calling toolkit](https://example.org/tools) and "
+        "[memory stream demo](https://example.org/memory).\n\n"
+        "**Task planning with feedback and self-reflection for tool use**\n\n"
+        "## Method\n\n"
+        "Our agent is a large language model that calls external tools such as a web search engine "
+        "and a calculator through APIs while it solves a task.\n\n"
+        "### Iterative planning with environment feedback and sub-tasks\n\n"
+        "It decomposes each task into sub-tasks and revises the plan after every observation it receives "
+        "from the environment.\n\n"
+        "Past episodes are kept in a long-term memory stream, from which the agent retrieves relevant "
+        "experiences by similarity before acting.\n",
+        encoding="utf-8",
+    )
+    taxonomy = ROOT / "examples" / "llm-agents" / "taxonomy.yaml"
+    db = tmp_path / "kia.duckdb"
+    kia.ingest([paper], db=db)
+    run = kia.propose(db=db, backend="local", taxonomy=taxonomy)
+    with Store(db, read_only=True) as store:
+        quotes = [r[0] for r in store.query("SELECT quote FROM evidence WHERE run_id = ?", [run.run_id])]
+    assert quotes, "no label was quoted at all"
+    never = (
+        "Long-term memory stream with reflection and memory retrieval",
+        "Task planning with feedback and self-reflection for tool use",
+        "Iterative planning with environment feedback and sub-tasks",
+        "See our tool use",
+        "Tool-Using Agents That Remember",
+    )
+    for quote in quotes:
+        assert not any(quote.startswith(line) for line in never), quote
