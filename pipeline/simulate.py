@@ -507,6 +507,8 @@ class SimulationReport:
     left_out: bool = False
     # Stored runs whose offline head kia does not ship now: which papers it knew cannot be told.
     unknown_heads: list[str] = field(default_factory=list)
+    # The gold file the replayed reviewer sets papers to.
+    gold: str = ""
 
     @property
     def random_work_saved(self) -> float | None:
@@ -521,7 +523,8 @@ class SimulationReport:
         m = self.main
         learning = "on" if m.learning else "off (calibration only)"
         out = [
-            f"simulated review of {m.papers} paper(s) with gold ({m.axes} axes), {self.source}, taxonomy "
+            f"simulated review of {m.papers} paper(s) with gold{f' in {self.gold}' if self.gold else ''} "
+            f"({m.axes} axes), {self.source}, taxonomy "
             f"{self.taxonomy}, order {m.order}, one {m.unit} at a time, learning {learning}",
         ]
         if self.unknown_heads and not self.fitted:
@@ -590,6 +593,7 @@ class SimulationReport:
         """JSON-ready form."""
         return {
             "source": self.source,
+            "gold": self.gold,
             "taxonomy": self.taxonomy,
             "main": self.main.as_dict(),
             "random": [r.as_dict() for r in self.random_runs],
@@ -696,6 +700,16 @@ def _blind(gold: Labels, fitted: Sequence[str], blind: bool) -> Labels:
     return left
 
 
+def _default_run(store: Any) -> str | None:
+    """The latest complete run of the store (None when there is none to read)."""
+    from kia.score import latest_run
+
+    try:
+        return latest_run(store)
+    except KiaError:
+        return None
+
+
 def simulate(
     store: Any,
     gold_path: Path | None,
@@ -714,7 +728,7 @@ def simulate(
     order, unit, refit_every, target = options.order, options.unit, options.refit_every, options.target
     random_runs, learning = options.random_runs, options.learning
     from kia.consensus import consensus_inputs
-    from kia.gold import load_gold
+    from kia.gold import default_gold_path, load_gold
     from kia.learn import stored_proposals
     from kia.score import gold_labeling, keys_fitted_on, run_labeling, taxonomy_for_run, training_use
 
@@ -725,8 +739,13 @@ def simulate(
         raise KiaError(
             f"kia simulate replays the offline head (--backend local) or a stored run (--run), not {backend!r}"
         )
+    gold_path = gold_path or settings.gold  # the project's gold (kia.toml), as `kia score` reads it
     if run_id is not None:
         taxonomy = taxonomy_for_run(store, run_id, taxonomy)
+    if taxonomy is None:
+        # The survey in this store: the taxonomy of the run every command reads by default.
+        default = _default_run(store)
+        taxonomy = taxonomy_for_run(store, default) if default else None
     if taxonomy is None:
         from kia.taxonomy import load_taxonomy
 
@@ -735,7 +754,7 @@ def simulate(
     stored = store.paper_keys()
     matched = {k: v for k, v in gold_labeling(gold_rows, stored).items() if k in set(stored)}
     gold: Labels = {k: {a: frozenset(v[a]) for a in taxonomy.axis_ids} for k, v in matched.items()}
-    where = gold_path or "the shipped gold"
+    where = gold_path or f"the shipped gold ({default_gold_path().name})"
     proposer: Proposer
     if run_id is not None:
         proposals = stored_proposals(store, run_id, taxonomy)
@@ -774,7 +793,7 @@ def simulate(
             for s in range(random_runs)
         ]
     )
-    report = SimulationReport(source, taxonomy.name, main, randoms, refits, fitted, options.blind, unknown)
+    report = SimulationReport(source, taxonomy.name, main, randoms, refits, fitted, options.blind, unknown, str(where))
     if plot is not None:
         curves = {f"{order} order": main}
         if randoms:

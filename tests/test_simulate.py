@@ -284,11 +284,21 @@ def test_simulate_and_auto_accept_on_the_agents_taxonomy(tmp_path: Path) -> None
         str(db),
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "with gold (80 axes)" in result.stdout and "taxonomy llm-agents" in result.stdout
+    assert f"with gold in {gold} (80 axes)" in result.stdout and "taxonomy llm-agents" in result.stdout
     assert "after 10 reviewed papers (50 axes)" in result.stdout
     assert (tmp_path / "agents.png").exists()
     stored = run_kia("simulate", "--gold", gold, "--run", "agents", "--db", str(db))
     assert stored.returncode == 0 and "after 10 reviewed papers" in stored.stdout
+    # No --taxonomy: the survey of the store's latest run, not the shipped CT one.
+    plain = run_kia("simulate", "--gold", gold, "--random-runs", "1", "--db", str(db))
+    assert plain.returncode == 0 and "taxonomy llm-agents" in plain.stdout, plain.stdout + plain.stderr
+    # In a project, no --gold: the project's gold (kia.toml), as `kia score` reads it.
+    project = tmp_path / "survey"
+    project.mkdir()
+    (project / "kia.toml").write_text(f'db = "{db}"\ngold = "{gold}"\ntaxonomy = "{taxonomy_file}"\n', encoding="utf-8")
+    in_project = run_kia("simulate", "--run", "agents", "--random-runs", "1", cwd=project, process=True)
+    assert in_project.returncode == 0, in_project.stderr
+    assert f"with gold in {gold} (80 axes)" in in_project.stdout
     by_axis = run_kia("simulate", "--gold", gold, "--run", "agents", "--unit", "axis", "--db", str(db))
     assert by_axis.returncode == 0 and "after 50 reviewed axes (on " in by_axis.stdout, by_axis.stderr
     # A person reviews ten papers (their gold labels); auto accept then rests on those reviews.
