@@ -596,12 +596,22 @@ def score(
         from kia.score import between_reviewers
 
         agreement = between_reviewers(_existing_db(db), load_taxonomy(taxonomy), *between)
+        if not agreement.n_papers:
+            first, second = between
+            raise KiaError(f"nothing to compare: no paper is reviewed on every axis by both {first} and {second}")
         if output_format == "json":
             out.print(json.dumps(agreement.as_dict(), indent=2), markup=False)
         else:
             _print_agreement(agreement, f"reviewer {between[1]} against reviewer {between[0]}")
         return
     report = kia.score(_existing_db(db), run, gold, taxonomy, use_reviews=not proposals_only, blind=blind)
+    if blind and not report.agreement.n_papers:
+        raise KiaError(f"{report.training.line() or 'blind'}: no paper left to score")
+    if not report.agreement.n_papers:
+        raise KiaError(
+            f"nothing to score: no paper of run {report.run_id} has a row in {report.gold_path} (a row matches a "
+            "stored paper by its method name or arXiv id; `kia papers` lists the keys)"
+        )
     if output_format == "json":
         from kia.consensus import score_consensus
 
@@ -618,8 +628,6 @@ def score(
             document["consensus"] = agreed.as_dict()
         out.print(json.dumps(document, indent=2), markup=False)
         return
-    if blind and not report.agreement.n_papers:
-        raise KiaError(f"{report.training.line() or 'blind'}: no paper left to score")
     _print_agreement(report.agreement, f"run {report.run_id} against {report.gold_path}")
     if report.training.line():
         out.print(report.training.line(), markup=False)

@@ -152,6 +152,29 @@ def test_the_default_run_is_the_latest_complete_one_and_a_waiting_run_says_so(tm
     assert stats["source"] == "run a"
 
 
+def test_nothing_to_score_or_compare_is_one_line_not_an_empty_table(tmp_path: Path) -> None:
+    """A gold file with a header only (what `kia init` writes), one whose rows match no stored paper,
+    and two reviewers with no paper in common: one line saying so, exit 1, never zero-filled tables."""
+    from kia.review import label_paper
+    from kia.store import Store
+
+    db, _waiting = _runs_db(tmp_path)
+    header_only = tmp_path / "gold.csv"
+    header_only.write_text("method,K,I,A\n", encoding="utf-8")
+    strangers = tmp_path / "strangers.csv"
+    strangers.write_text("method,K,I,A\nSomeOtherPaper,K1,I1,A1\n", encoding="utf-8")
+    for gold in (header_only, strangers):
+        for fmt in ("table", "json"):
+            result = run_kia("score", "--gold", str(gold), "--format", fmt, "--db", str(db))
+            assert result.returncode == 1 and not result.stdout.strip(), result.stdout
+            assert f"nothing to score: no paper of run a has a row in {gold}" in result.stderr
+    with Store(db) as store:
+        label_paper(store, load_taxonomy(), "MAISI", {"K": ["K1"], "I": ["I1"], "A": ["A1"]}, None, "ann", "a")
+        label_paper(store, load_taxonomy(), "MedLoRD", {"K": ["K1"], "I": ["I1"], "A": ["A1"]}, None, "ben", "a")
+    apart = run_kia("score", "--between", "ann", "ben", "--db", str(db))
+    assert apart.returncode == 1 and "no paper is reviewed on every axis by both ann and ben" in apart.stderr
+
+
 def test_reviews_mean_the_same_in_score_stats_and_every_export(tmp_path: Path) -> None:
     import csv
     import io
