@@ -655,7 +655,11 @@ def extract_pdf(path: Path, data: bytes) -> Document:
     try:
         if doc.needs_pass:
             raise ExtractError(str(path), "encrypted PDF: a password is required to read it")
-        if doc.page_count == 0:
+        try:
+            page_count = doc.page_count
+        except Exception as exc:  # a truncated file: pymupdf cannot even count its pages
+            raise ExtractError(str(path), f"damaged or truncated PDF: its page tree cannot be read ({exc})") from exc
+        if page_count == 0:
             raise ExtractError(str(path), "PDF has no pages")
         raw_pages: list[_RawPage] = []
         try:

@@ -141,6 +141,17 @@ def test_truncated_pdf_fails_or_recovers_cleanly(tmp_path: Path) -> None:
         assert doc.text  # pymupdf repaired it: whatever came back is real text
 
 
+@needs_shared_corpus
+def test_a_real_pdf_cut_short_names_the_damage_not_an_internal_error(tmp_path: Path) -> None:
+    """The first 5,000 bytes of a real paper: pymupdf opens it but cannot count its pages."""
+    path = tmp_path / "cut.pdf"
+    path.write_bytes(REAL_PDF.read_bytes()[:5000])
+    with pytest.raises(ExtractError) as info:
+        extract(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: damaged or truncated PDF") and "RuntimeError" not in message
+
+
 def test_unsupported_and_missing(tmp_path: Path) -> None:
     docx = tmp_path / "paper.docx"
     docx.write_bytes(b"PK\x03\x04")
