@@ -882,9 +882,12 @@ def runs(db: DbOption = None) -> None:
 def _threshold(value: str) -> float:
     """`--accept-above`: a number, or one line saying what it takes."""
     try:
-        return float(value)
+        threshold = float(value)
     except ValueError:
         raise KiaError(f"--accept-above takes a confidence (0.9) or auto, not {value!r}") from None
+    if not 0.0 <= threshold <= 1.0:
+        raise KiaError(f"--accept-above takes a confidence between 0 and 1 (0.9) or auto, not {value!r}")
+    return threshold
 
 
 @app.command()
@@ -908,7 +911,10 @@ def review(
         ),
     ] = None,
     target_precision: Annotated[
-        float | None, typer.Option(help="With --accept-above auto: the precision to keep (default 0.95)")
+        float | None,
+        typer.Option(
+            min=0.5, max=0.999, help="With --accept-above auto: the precision to keep (default 0.95; 0.5 to 0.999)"
+        ),
     ] = None,
     adapt: Annotated[
         bool | None,

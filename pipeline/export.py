@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from kia.errors import KiaError
 from kia.gold import GoldPaper
+from kia.references import BIB_FORMATS
 from kia.score import Labeling
 from kia.taxonomy import Axis, Taxonomy
 
@@ -376,4 +377,4 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
             f"% kia flag: {row.key}: " + line.replace("\n", " ") for row in rows for line in row.flags.lines()
         ]
         return "\n".join(lines) + "\n"
-    raise KiaError(f"unknown export format {output_format!r}; use one of {', '.join(FORMATS)}")
+    raise KiaError(f"unknown export format {output_format!r}; use one of {', '.join(FORMATS + BIB_FORMATS)}")

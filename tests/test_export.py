@@ -79,7 +79,9 @@ def test_latex_layout_escapes_and_columns() -> None:
 
 def test_unknown_format() -> None:
     rows, taxonomy = _rows()
-    with pytest.raises(KiaError, match="unknown export format"):
+    with pytest.raises(
+        KiaError, match="unknown export format 'docx'; use one of csv, jsonl, markdown, latex, bibtex, ris, csljson"
+    ):
         render(rows, taxonomy, "docx")
 
 

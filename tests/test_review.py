@@ -312,6 +312,10 @@ def test_accept_above_honours_the_filter_grounding_and_abstention(db: Path) -> N
         run_proposals(store, third, taxonomy, load_prompt(), run_name="r3")
     bogus = run_kia("review", "--run", "r3", "--only", "bogus", "--accept-above", "0.5", "--db", str(db))
     assert bogus.returncode == 1 and bogus.stderr.strip().count("\n") == 0 and "--only must be one of" in bogus.stderr
+    over = run_kia("review", "--run", "r3", "--accept-above", "1.5", "--db", str(db))
+    assert over.returncode == 1 and "between 0 and 1" in over.stderr
+    beyond = run_kia("review", "--run", "r3", "--accept-above", "auto", "--target-precision", "2", "--db", str(db))
+    assert beyond.returncode == 2 and "--target-precision" in beyond.stderr
     result = run_kia(
         "review",
         "--run",
