@@ -992,17 +992,18 @@ def run_proposals(
     identity = run_identity(
         backend, taxonomy, prompt, max_input_tokens, context_mode, retriever, confidence_floor, examples
     )
+    wanted = keys or store.paper_keys()
+    shas = store.current_shas(wanted)
+    missing = [k for k in wanted if k not in shas]
+    if missing:  # before any run is made or any paper is read: a typo costs nothing
+        raise PaperNotFoundError(missing[0])
     run_id = run_name or default_run_name(identity, store)
     _ensure_run(store, run_id, identity, taxonomy)
     summary = RunSummary(run_id)
-    wanted = keys or store.paper_keys()
     done = store.done_papers(run_id)
-    shas = store.current_shas(wanted)
     todo: list[str] = []
     for paper_key in wanted:
         # The hash alone decides a skip; the text is loaded only for papers still to do.
-        if paper_key not in shas:
-            raise PaperNotFoundError(paper_key)
         if (paper_key, shas[paper_key]) in done:
             summary.skipped += 1
             if on_progress:

@@ -102,6 +102,10 @@ def test_folder_walk_manifest_keys_and_show(tmp_path: Path, db_path: Path) -> No
         missing.returncode == 1
         and missing.stderr.strip() == "kia: no paper with key 'Nope' in the database (see `kia papers`)"
     )
+    # A typo among the keys of `propose` stops it before any run is made or paper is read.
+    typo = run_kia("propose", "AlphaNet", "Nope", "--db", str(db_path))
+    assert typo.returncode == 1 and "no paper with key 'Nope'" in typo.stderr
+    assert "0 run(s)" in run_kia("runs", "--db", str(db_path)).stdout
 
 
 def test_db_from_environment(tmp_path: Path) -> None:
