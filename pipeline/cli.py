@@ -253,14 +253,18 @@ def show(
     doc, sections = paper_text_by_section(_existing_db(db), key, section)
     out.print(
         f"[bold]{escape(visible(doc.title, True))}[/bold]  ({escape(visible(key, True))}, {len(doc.pages)} pages, "
-        f"{escape(doc.extractor)} {escape(doc.extractor_version)})"
+        f"{escape(doc.extractor)} {escape(doc.extractor_version)})",
+        markup=True,
     )
     if around is not None:
         if not 0 <= around <= len(doc.text):
             raise KiaError(f"{key}: offset {around} is outside the text (0-{len(doc.text)})")
         start, end = max(0, around - width), min(len(doc.text), around + width)
         pages = f"page {doc.page_of(start)}-{doc.page_of(max(start, end - 1))}"
-        out.print(f"\n[bold cyan]{escape(f'== {doc.section_of(around)} [chars {start}-{end}, {pages}]')}[/bold cyan]")
+        out.print(
+            f"\n[bold cyan]{escape(f'== {doc.section_of(around)} [chars {start}-{end}, {pages}]')}[/bold cyan]",
+            markup=True,
+        )
         out.print(doc.text[start:around] + ">>>" + doc.text[around:end], markup=False)
         return
     for sec in sections:
@@ -269,7 +273,7 @@ def show(
             f"== {sec.name}: {heading} [chars {sec.start}-{sec.end}, "
             f"page {doc.page_of(sec.start)}-{doc.page_of(max(sec.start, sec.end - 1))}]"
         )
-        out.print(f"\n[bold cyan]{escape(label)}[/bold cyan]")
+        out.print(f"\n[bold cyan]{escape(label)}[/bold cyan]", markup=True)
         out.print(doc.text[sec.start : sec.end], markup=False)
 
 
@@ -676,7 +680,7 @@ def score(
             for category, quote, status, page in report.evidence.get((d.paper_key, axis), [])[:4]:
                 lines.append(escape(f"    {category} [{status}, p.{page}] {quote[:160]}"))
     if lines:
-        out.print("\n".join(lines), highlight=False)
+        out.print("\n".join(lines), highlight=False, markup=True)
     if report.agreement.missing:
         names = ", ".join(m["paper"] for m in report.agreement.missing if m["missing_in"] == "proposals")
         extra = ", ".join(m["paper"] for m in report.agreement.missing if m["missing_in"] == "gold")

@@ -702,8 +702,10 @@ def render_paper(session: ReviewSession, console: Any) -> None:
 
     view = session.view()
     console.rule(
-        f"[bold]{view.key}[/bold]  ({session.index + 1}/{len(session.keys)}, run {session.run_id}, "
-        f"reviewer {session.reviewer})"
+        Text.assemble(
+            (view.key, "bold"),
+            f"  ({session.index + 1}/{len(session.keys)}, run {session.run_id}, reviewer {session.reviewer})",
+        )
     )
     console.print(Text(view.title, style="bold"))
     if session.learning_line:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from rich.console import Console
 from rich.segment import Segment
@@ -34,7 +35,14 @@ def visible(text: str, one_line: bool = False) -> str:
 
 
 class SafeConsole(Console):
-    """A rich Console that makes the control characters of what it prints visible (`visible`)."""
+    """A rich Console that makes the control characters of what it prints visible (`visible`) and
+    reads no markup unless a print asks for it (`markup=True`): titles, keys, category names and
+    reviewer names are data, and "[link=...]" or "[/]" in them must print as typed, in table cells
+    and rules too, never become a hyperlink or a crash."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("markup", False)
+        super().__init__(*args, **kwargs)
 
     def _render_buffer(self, buffer: Iterable[Segment]) -> str:
         return super()._render_buffer(

@@ -71,3 +71,27 @@ def test_review_prints_no_control_character(hostile_db: tuple[Path, Path, str]) 
     assert result.returncode == 0, result.stderr
     assert "Masks" in result.stdout
     _no_raw_controls(result.stdout)
+
+
+def test_markup_in_titles_keys_and_names_prints_as_typed_in_tables_and_rules(tmp_path: Path) -> None:
+    """Rich markup in a title, a file name (the key) or a reviewer name is data: a table cell or the
+    review's rule shows it as typed, never as a terminal hyperlink, a colour or a MarkupError."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    title = "[link=https://evil.example/steal]Diffusion[/link] [/] for CT"
+    (folder / "[red]k[red].md").write_text(
+        f"# {title}\n\n## Abstract\nWe generate chest CT volumes from segmentation masks with a latent "
+        "diffusion model conditioned on the masks at every denoising step.\n",
+        encoding="utf-8",
+    )
+    db = tmp_path / "kia.duckdb"
+    assert run_kia("ingest", str(folder), "--db", str(db)).returncode == 0
+    env = {"COLUMNS": "200", "FORCE_COLOR": "1", "TERM": "xterm-256color"}
+    listed = run_kia("papers", "--db", str(db), env=env, process=True)
+    assert listed.returncode == 0, listed.stderr
+    assert "[link=https://evil.example/steal]Diffusion[/link] [/]" in listed.stdout and "[red]k[red]" in listed.stdout
+    assert "\x1b]8;" not in listed.stdout  # no OSC 8 hyperlink
+    assert run_kia("propose", "--backend", "rules", "--db", str(db)).returncode == 0
+    review = run_kia("review", "--reviewer", "[/]x", "--db", str(db), input="q\n", env=env, process=True)
+    assert review.returncode == 0, review.stderr
+    assert "[red]k[red]" in review.stdout and "reviewer [/]x" in review.stdout
