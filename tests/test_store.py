@@ -177,6 +177,16 @@ def _damaged(good: Path, kind: str) -> Path:
         con.execute("CREATE TABLE documents (paper_key TEXT)")
         con.commit()
         con.close()
+    elif kind in ("duckdb_of_another_program", "duckdb_with_a_documents_table"):
+        import duckdb
+
+        con = duckdb.connect(str(target))
+        if kind == "duckdb_of_another_program":
+            con.execute("CREATE TABLE sales (id INTEGER, amount DOUBLE)")
+            con.execute("INSERT INTO sales VALUES (1, 9.5)")
+        else:
+            con.execute("CREATE TABLE documents (x INTEGER)")  # a name kia's own schema uses too
+        con.close()
     elif kind == "bad_checksum":
         flipped = bytearray(data)
         block = 262144
@@ -186,7 +196,18 @@ def _damaged(good: Path, kind: str) -> Path:
     return target
 
 
-@pytest.mark.parametrize("kind", ["truncated", "cut_in_header", "not_duckdb", "sqlite", "bad_checksum"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "truncated",
+        "cut_in_header",
+        "not_duckdb",
+        "sqlite",
+        "bad_checksum",
+        "duckdb_of_another_program",
+        "duckdb_with_a_documents_table",
+    ],
+)
 def test_damaged_or_foreign_database_is_one_line_and_never_written(good_db: Path, kind: str) -> None:
     db = _damaged(good_db, kind)
     before = db.read_bytes()

@@ -331,8 +331,17 @@ class Store(DocumentQueries, RunQueries, ReviewQueries):
                 row = con.execute("SELECT value FROM store_meta WHERE key = 'kia_version'").fetchone()
             except duckdb.Error:
                 row = None
+            tables = [] if versions else [r[0] for r in con.execute("SHOW TABLES").fetchall()]
         finally:
             con.close()
+        if tables:
+            # Tables but no kia migration: another program's database. Migrating it would write 19
+            # tables into someone's data (or fail half-way on a table name both use).
+            shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+            raise StoreError(
+                f"{self.path}: a DuckDB database that is not a kia store (it holds {shown}); kia will not "
+                "write into it: pass another --db"
+            )
         return SchemaState(versions, row[0] if row else None)
 
     def close(self) -> None:
