@@ -68,9 +68,20 @@ class PaperFlags:
     suspicious: list[str] = field(default_factory=list)
     unclear: dict[str, str] = field(default_factory=dict)
     by_default: list[str] = field(default_factory=list)
+    # Axes labelled without any quote found in the paper, and axes below the run's confidence floor:
+    # a table must not show their labels as if they were as good as the rest.
+    unsupported: list[str] = field(default_factory=list)
+    tentative: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return self.out_of_scope or bool(self.suspicious) or bool(self.unclear) or bool(self.by_default)
+        return (
+            self.out_of_scope
+            or bool(self.suspicious)
+            or bool(self.unclear)
+            or bool(self.by_default)
+            or bool(self.unsupported)
+            or bool(self.tentative)
+        )
 
     def lines(self) -> list[str]:
         """One sentence per flag, for CSV, Markdown, LaTeX comments, library notes and the report."""
@@ -84,6 +95,10 @@ class PaperFlags:
         said.extend(f"unclear {axis}: {reason}" for axis, reason in self.unclear.items())
         if self.by_default:
             said.append(f"by default (the paper is silent on them; no quote): {', '.join(self.by_default)}")
+        if self.unsupported:
+            said.append(f"unsupported (no quote of the label was found in the paper): {', '.join(self.unsupported)}")
+        if self.tentative:
+            said.append(f"tentative (below the run's confidence floor): {', '.join(self.tentative)}")
         return said
 
     def as_dict(self) -> dict[str, object]:
@@ -93,6 +108,8 @@ class PaperFlags:
             "suspicious_text": self.suspicious,
             "unclear": self.unclear,
             "by_default": self.by_default,
+            "unsupported": self.unsupported,
+            "tentative": self.tentative,
         }
 
 

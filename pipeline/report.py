@@ -84,15 +84,18 @@ def run_source(db: Path, run_id: str | None, taxonomy: Taxonomy | None, use_revi
                     statuses.setdefault(key, {})[axis] = "rejected"
                 else:
                     statuses.get(key, {}).pop(axis, None)  # a person decided: no longer abstained
-        flags = paper_flags(store, chosen)
+        flags = paper_flags(store, chosen, set(reviews))
         return LabelSource(
             labeling, f"run {chosen}", titles, statuses, taxonomy=taxonomy, run_id=chosen, reviews=reviews, flags=flags
         )
 
 
-def paper_flags(store: Store, run_id: str) -> dict[str, PaperFlags]:
+def paper_flags(store: Store, run_id: str, decided: set[tuple[str, str]] | None = None) -> dict[str, PaperFlags]:
     """Paper key -> what a run flagged on it: out of scope (score, reason), suspicious sentences,
-    the reason of each unclear axis. Papers without a flag are absent."""
+    the reason of each unclear axis, the axes labelled by default, unsupported (no quote found) or
+    tentative. An axis a person has `decided` (paper, axis) carries no axis flag: the decision
+    replaced the proposal the flag was about. Papers without a flag are absent."""
+    decided = decided or set()
     flags: dict[str, PaperFlags] = {}
     for key, score in store.scope_flags(run_id).items():
         flags[key] = PaperFlags(out_of_scope=True, scope_score=score)
@@ -105,10 +108,16 @@ def paper_flags(store: Store, run_id: str) -> dict[str, PaperFlags]:
             flags[key].scope_reason = str(said).strip()
     for key, axis, status, reason in store.axis_statuses(run_id):
         paper = flags.setdefault(key, PaperFlags())
+        if (key, axis) in decided and status != "out_of_scope":
+            continue
         if status == "unclear":
             paper.unclear[axis] = reason or ""
         elif status == "default":
             paper.by_default.append(axis)
+        elif status == "unsupported":
+            paper.unsupported.append(axis)
+        elif status == "tentative":
+            paper.tentative.append(axis)
         elif status == "out_of_scope":
             paper.out_of_scope = True
             paper.scope_reason = paper.scope_reason or reason or ""

@@ -180,3 +180,38 @@ def test_every_export_format_carries_the_papers_flags(tmp_path: Path) -> None:
     assert run_kia("report", "--out", str(tmp_path / "r.html"), "--db", str(db)).returncode == 0
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert "flag: unclear A: the paper never says how it generates" in page
+
+
+def test_unsupported_and_tentative_axes_are_flagged_until_a_person_decides_them(tmp_path: Path) -> None:
+    """A label whose quote was never found in the paper (unsupported) and one under the confidence
+    floor (tentative) are flagged in every table, so neither reads as good as the rest; a person's
+    decision on the axis replaces the proposal, and its flag goes with it."""
+    from kia.extract import extract
+    from kia.propose import load_prompt, run_proposals
+    from kia.review import label_paper
+    from kia.store import Store
+    from tests.conftest import run_kia
+    from tests.fakes import ScriptedBackend
+
+    quote = "We generate CT from segmentation masks with a ControlNet branch"
+    db = tmp_path / "kia.duckdb"
+    path = tmp_path / "Odd.md"
+    path.write_text(f"# Odd\n\n## Abstract\n{quote}.\n", encoding="utf-8")
+    invented = "a radiology report conditions every slice"
+    answers = {"Odd": {"K": [("K1", [invented])], "I": [("I2", [quote])], "A": [("A1", [quote])]}}
+    with Store(db) as store:
+        store.add_document(extract(path), "Odd")
+        run_proposals(
+            store, ScriptedBackend(answers), load_taxonomy(), load_prompt(), run_name="r", confidence_floor=0.9
+        )
+    flags = next(csv.DictReader(io.StringIO(run_kia("export", "--format", "csv", "--db", str(db)).stdout)))["flags"]
+    assert "unsupported (no quote of the label was found in the paper): K" in flags
+    assert "tentative (below the run's confidence floor): " in flags
+    line = json.loads(run_kia("export", "--format", "jsonl", "--db", str(db)).stdout)
+    assert line["flags"]["unsupported"] == ["K"] and sorted(line["flags"]["tentative"]) == ["A", "I"]
+    assert "unsupported" in run_kia("export", "--format", "markdown", "--db", str(db)).stdout
+    assert r"Odd$^\dagger$" in run_kia("export", "--format", "latex", "--db", str(db)).stdout
+    with Store(db) as store:
+        label_paper(store, load_taxonomy(), "Odd", {"K": ["K2"]}, None, "ann", "r")
+    after = json.loads(run_kia("export", "--format", "jsonl", "--db", str(db)).stdout)
+    assert after["flags"]["unsupported"] == [] and sorted(after["flags"]["tentative"]) == ["A", "I"]
