@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -183,6 +184,13 @@ def ingest_one(path: Path, store: Store, manifest: dict[str, str], prefer: str =
     A file of a paper already stored (same key, arXiv id or DOI, other bytes) is kept as a version;
     the longer, complete text stays current unless `prefer="new"`.
     """
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:  # bytes no text encoding can store: the database could not hold the path
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        cause = "the file name is not valid UTF-8 (rename the file)"
+        store.log_ingest(shown, "failed", None, None, cause)
+        return IngestOutcome(shown, "failed", None, f"{shown}: {cause}")
     try:
         doc = extract(path)
     except ExtractError as exc:

@@ -301,3 +301,21 @@ def test_failed_files_are_listed_apart_from_papers(tmp_path: Path, db_path: Path
     assert "good" in papers_part and "notes" in papers_part and "corrupt" not in papers_part
     assert "files that failed to ingest" in failed_part and "6 failed file(s)" in failed_part
     assert "corrupt.pdf" in failed_part and "no text layer" in failed_part
+
+
+def test_a_file_name_that_is_not_utf8_fails_alone_and_the_batch_goes_on(tmp_path: Path) -> None:
+    import os
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    body = "# {0}\n\n## Abstract\nWe generate CT volumes from radiology reports with a latent diffusion model.\n"
+    (folder / "a_first.md").write_text(body.format("First"), encoding="utf-8")
+    (folder / os.fsdecode(b"b_\xff\xfebad.md")).write_text(body.format("Bad name"), encoding="utf-8")
+    (folder / "c_last.md").write_text(body.format("Last"), encoding="utf-8")
+    db = tmp_path / "kia.duckdb"
+    result = run_kia("ingest", str(folder), "--db", str(db))
+    assert result.returncode == 1  # one file failed
+    failed = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("failed:")]
+    assert len(failed) == 1 and "b_\\xff\\xfebad.md: the file name is not valid UTF-8" in failed[0]
+    assert "ingested 2, already present 0, failed 1" in result.stdout
+    assert "c_last" in run_kia("papers", "--db", str(db)).stdout
