@@ -210,6 +210,15 @@ class _SafeWriter:
         self._writer.writerow([csv_safe(cell) for cell in cells])
 
 
+def _markdown_cell(text: str) -> str:
+    """A table cell that stays one cell of plain text: keys, titles and flags quote papers, and a
+    renderer that allows HTML would run `<img onerror=...>` from one; a line break or `|` would end
+    the row or the cell."""
+    text = " ".join(text.split())
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|")
+
+
 def _latex_escape(text: str) -> str:
     for char, escaped in (
         ("\\", r"\textbackslash{}"),
@@ -345,7 +354,7 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
         for row in rows:
             cells = [row.key, *(row.cell(a, ", ") for a in axes), *(row.details.get(d, "–") for d in details)]
             cells += ["; ".join(row.flags.lines()) or "–"] if flagged else []
-            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+            lines.append("| " + " | ".join(_markdown_cell(c) for c in cells) + " |")
         return "\n".join(lines) + "\n"
     if output_format == "latex":
         detail_headers = [

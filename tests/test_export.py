@@ -219,3 +219,15 @@ def test_unsupported_and_tentative_axes_are_flagged_until_a_person_decides_them(
         label_paper(store, load_taxonomy(), "Odd", {"K": ["K2"]}, None, "ann", "r")
     after = json.loads(run_kia("export", "--format", "jsonl", "--db", str(db)).stdout)
     assert after["flags"]["unsupported"] == [] and sorted(after["flags"]["tentative"]) == ["A", "I"]
+
+
+def test_markdown_cells_carry_no_html_and_no_line_break() -> None:
+    rows, taxonomy = _rows()
+    rows[0].key = "<script>alert(1)</script>"
+    rows[0].details["dataset"] = "CT-RATE\n| forged | row |"
+    rows[1].title = "A & B"
+    markdown = render(rows, taxonomy, "markdown")
+    assert "<script>" not in markdown and "&lt;script&gt;alert(1)&lt;/script&gt;" in markdown
+    line = next(line for line in markdown.splitlines() if line.startswith("| &lt;script&gt;"))
+    assert "CT-RATE \\| forged \\| row \\|" in line
+    assert len(markdown.splitlines()) == len(rows) + 2  # the header, its rule, one line per row
