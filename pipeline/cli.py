@@ -416,6 +416,7 @@ def propose(
     if batch_results is not None or batch_errors is not None:
         _import_batch(batch_results, batch_errors, next_batch_file, taxonomy, db)
         return
+    given_taxonomy(taxonomy)  # a taxonomy that does not load is one line before any database is made
     chosen = make_backend(backend, settings)
     path = _db(db)
     if batch_file is not None:

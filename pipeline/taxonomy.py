@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -312,15 +313,18 @@ def load_taxonomy(path: str | os.PathLike[str] | None = None) -> Taxonomy:
     except FileNotFoundError as exc:
         raise TaxonomyError(f"{resolved}: taxonomy file not found") from exc
     except yaml.YAMLError as exc:
-        raise TaxonomyError(f"{resolved}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{int(mark.line) + 1}" if mark else ""
+        raise TaxonomyError(f"{resolved}{line}: not valid YAML ({str(exc).splitlines()[0]})") from exc
     if not isinstance(raw, dict):
         raise TaxonomyError(f"{resolved}: a taxonomy is a mapping with 'name' and 'axes'")
     try:
         taxonomy = Taxonomy.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise TaxonomyError(f"{resolved}: invalid taxonomy at {where or 'top level'}: {first['msg']}") from exc
+        first = min(validation_problems(yaml.compose(text), exc), key=lambda problem: problem.line)
+        more = len(exc.errors()) - 1
+        also = f" (and {more} more: `kia taxonomy check {resolved}` lists them)" if more else ""
+        raise TaxonomyError(f"{resolved}:{first.line}: invalid taxonomy at {first.message}{also}") from exc
     taxonomy._source_text = text
     return taxonomy
 
@@ -525,12 +529,43 @@ def check_taxonomy_text(text: str) -> list[Problem]:
             )
     if not any(p.severity == "error" for p in problems):
         try:
-            Taxonomy.model_validate(yaml.safe_load(text))
+            Taxonomy.model_validate(_parse_yaml(text))
+        except yaml.YAMLError as exc:  # a tag the safe loader refuses (!!python/object...)
+            mark = getattr(exc, "problem_mark", None)
+            problems.append(Problem(int(mark.line) + 1 if mark else 0, f"not valid YAML: {str(exc).splitlines()[0]}"))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where_text = ".".join(str(p) for p in first["loc"])
-            problems.append(Problem(0, f"invalid taxonomy at {where_text or 'top level'}: {first['msg']}"))
+            problems.extend(validation_problems(root, exc))
     return sorted(problems, key=lambda p: p.line)
+
+
+def _node_at(root: Any, loc: Sequence[int | str]) -> Any:
+    """The deepest YAML node on the path `loc` (a pydantic error location): the key itself for a key
+    that should not be there, its mapping for a key that is missing."""
+    node = root
+    for index, part in enumerate(loc):
+        if isinstance(node, yaml.MappingNode):
+            found = next(
+                ((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(part)), None
+            )
+            if found is None:
+                return node
+            node = found[0] if index == len(loc) - 1 else found[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+        else:
+            return node
+    return node
+
+
+def validation_problems(root: Any, exc: ValidationError) -> list[Problem]:
+    """Every validation error of a taxonomy, each on the line of the YAML node it is about (a
+    misspelt key such as `mutli:` is named where it stands, with all the others)."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"])
+        node = _node_at(root, error["loc"]) if root is not None else None
+        problems.append(Problem(_line(node), f"{where or 'top level'}: {error['msg']}"))
+    return problems
 
 
 def check_taxonomy_file(path: str | os.PathLike[str] | None) -> list[Problem]:

@@ -207,3 +207,52 @@ def test_taxonomy_check_says_the_bound_of_a_pattern_re2_cannot_run(tmp_path: Pat
 
     notes = check_pattern(CATASTROPHIC)
     assert [severity for severity, _ in notes] == ["note"] and "ms bound per sentence" in notes[0][1]
+
+
+TYPOS = """name: typos
+axes:
+  - id: a
+    name: A
+    definition: what the paper does
+    mutli: true
+    categories:
+      - id: c1
+        name: C1
+        definition: one thing
+        pattern: ['x']
+      - id: c2
+        name: C2
+        definition: another
+"""
+
+
+def test_every_schema_error_is_named_on_its_own_line_and_a_python_tag_is_one_line(tmp_path: Path) -> None:
+    """A misspelt key (`mutli:`, `pattern:`) is named where it stands, every one of them, by `kia
+    taxonomy check` and on load; a `!!python/object` tag is refused in one line, never run."""
+    from kia.taxonomy import check_taxonomy_text
+    from tests.conftest import run_kia
+
+    problems = [(p.line, p.message) for p in check_taxonomy_text(TYPOS)]
+    assert problems == [
+        (6, "axes.0.mutli: Extra inputs are not permitted"),
+        (11, "axes.0.categories.0.pattern: Extra inputs are not permitted"),
+    ]
+    path = tmp_path / "typos.yaml"
+    path.write_text(TYPOS, encoding="utf-8")
+    with pytest.raises(TaxonomyError) as info:
+        load_taxonomy(path)
+    assert str(info.value) == (
+        f"{path}:6: invalid taxonomy at axes.0.mutli: Extra inputs are not permitted "
+        f"(and 1 more: `kia taxonomy check {path}` lists them)"
+    )
+    tagged = tmp_path / "tagged.yaml"
+    valid = TYPOS.replace("    mutli: true\n", "").replace("        pattern: ['x']\n", "")
+    tagged.write_text("evil: !!python/object/apply:os.system ['touch PWNED']\n" + valid, encoding="utf-8")
+    checked = run_kia("taxonomy", "check", str(tagged))
+    assert checked.returncode == 1 and "Traceback" not in checked.stderr
+    assert f"{tagged}:1: error: not valid YAML: could not determine a constructor" in checked.stderr
+    assert not (tmp_path / "PWNED").exists() and not Path("PWNED").exists()
+    db = tmp_path / "kia.duckdb"
+    refused = run_kia("propose", "--taxonomy", str(path), "--db", str(db))
+    assert refused.returncode == 1 and f"{path}:6:" in refused.stderr
+    assert not db.exists()  # nothing made for a taxonomy that does not load
