@@ -693,7 +693,14 @@ def _decode(path: Path, data: bytes) -> tuple[str, list[str]]:
     try:
         return data.decode("utf-8-sig"), []
     except UnicodeDecodeError:
-        return data.decode("cp1252", errors="replace"), [f"{path}: not UTF-8, decoded as cp1252"]
+        pass
+    # UTF-8 with a stray byte or two (a bad copy-paste) stays UTF-8: decoding all of it as cp1252 would
+    # garble every accent and dash ("Î²-schedules") and the quotes would ground in that garble.
+    text = data.decode("utf-8-sig", errors="replace")
+    bad = text.count("\ufffd")
+    if any(ord(ch) > 127 and ch != "\ufffd" for ch in text):  # real UTF-8 sequences: it is UTF-8
+        return text, [f"{path}: {bad} byte(s) that are not UTF-8 replaced by \ufffd"]
+    return data.decode("cp1252", errors="replace"), [f"{path}: not UTF-8, decoded as cp1252"]
 
 
 _MD_COMMENT_RE = re.compile(r"<!--.*?-->", re.S)

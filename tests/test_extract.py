@@ -169,6 +169,14 @@ def test_non_utf8_text_is_decoded_with_warning(tmp_path: Path) -> None:
     assert doc.warnings and "not UTF-8" in doc.warnings[0]
 
 
+def test_utf8_text_with_one_stray_byte_stays_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "stray.md"
+    path.write_bytes("# Paper\n\nReports \u2014 with \u03b2-schedules".encode() + b" \xff and more.\n")
+    doc = extract(path)
+    assert "Reports \u2014 with \u03b2-schedules \ufffd and more." in doc.text and "\u00ce" not in doc.text
+    assert doc.warnings == [f"{path}: 1 byte(s) that are not UTF-8 replaced by \ufffd"]
+
+
 @needs_shared_corpus
 def test_real_pdf_text_to_ct() -> None:
     doc = extract(REAL_PDF)
