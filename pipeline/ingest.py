@@ -73,20 +73,36 @@ def load_manifest(path: Path) -> dict[str, str]:
         raise KiaError(f"{path}: cannot read manifest ({exc.strerror})") from exc
 
 
-def collect_paths(paths: Iterable[Path]) -> list[Path]:
-    """Expand folders into their supported files (sorted); keep explicit files as given.
+def collect_paths(paths: Iterable[Path]) -> list[tuple[Path, str | None]]:
+    """Expand folders into their supported files (sorted); keep explicit files as given. Each path
+    comes with why it is refused (None: read it).
 
     An explicit file of an unsupported type is kept so that it fails with its own message; inside a
-    folder such files are skipped silently (a folder also holds manifests, images, etc.).
+    folder such files are skipped silently (a folder also holds manifests, images, etc.). A link in
+    a folder that leads out of it (a downloaded folder's `notes.md -> /etc/passwd`) or nowhere is
+    refused with its own line: a folder of papers must not pull other files into the store and the
+    LLM's prompt. A file named on the command line is read wherever it is.
     """
-    collected: list[Path] = []
+    collected: list[tuple[Path, str | None]] = []
     for path in paths:
-        if path.is_dir():
-            collected.extend(
-                sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS)
-            )
-        else:
-            collected.append(path)
+        if not path.is_dir():
+            collected.append((path, None))
+            continue
+        root = path.resolve()
+        for found in sorted(p for p in path.rglob("*") if p.suffix.lower() in SUPPORTED_EXTENSIONS):
+            if found.is_symlink():
+                try:
+                    target = found.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    collected.append((found, "a link that leads nowhere (dangling or a loop): not read"))
+                    continue
+                if not target.is_relative_to(root):
+                    collected.append(
+                        (found, f"a link to {target}, outside {path}: not read (name the file to read it)")
+                    )
+                    continue
+            if found.is_file():
+                collected.append((found, None))
     return collected
 
 
@@ -237,8 +253,12 @@ def ingest_paths(
     if prefer not in PREFER_CHOICES:
         raise KiaError(f"--prefer must be one of {', '.join(PREFER_CHOICES)}, not {prefer!r}")
     summary = IngestSummary()
-    for path in collect_paths(paths):
-        outcome = ingest_one(path, store, manifest or {}, prefer)
+    for path, refused in collect_paths(paths):
+        if refused is not None:
+            store.log_ingest(str(path), "failed", None, None, refused)
+            outcome = IngestOutcome(str(path), "failed", None, f"{path}: {refused}")
+        else:
+            outcome = ingest_one(path, store, manifest or {}, prefer)
         summary.outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(outcome)

@@ -319,3 +319,27 @@ def test_a_file_name_that_is_not_utf8_fails_alone_and_the_batch_goes_on(tmp_path
     assert len(failed) == 1 and "b_\\xff\\xfebad.md: the file name is not valid UTF-8" in failed[0]
     assert "ingested 2, already present 0, failed 1" in result.stdout
     assert "c_last" in run_kia("papers", "--db", str(db)).stdout
+
+
+def test_a_link_out_of_a_paper_folder_is_refused_with_its_own_line(tmp_path: Path) -> None:
+    """A downloaded folder's `notes.md -> /some/secret` must not pull that file into the store (and
+    an LLM's prompt); a dangling link is named too; a link inside the folder and a file named on
+    the command line are read."""
+    outside = tmp_path / "secret.md"
+    outside.write_text("# Secret\n\nroot:x:0:0:root:/root:/bin/bash and other private lines.\n", encoding="utf-8")
+    folder = tmp_path / "papers"
+    folder.mkdir()
+    body = "# Paper\n\n## Abstract\nWe generate CT volumes from radiology reports with a latent diffusion model.\n"
+    (folder / "real.md").write_text(body, encoding="utf-8")
+    (folder / "notes.md").symlink_to(outside)
+    (folder / "gone.md").symlink_to(tmp_path / "nowhere.md")
+    (folder / "alias.md").symlink_to(folder / "real.md")
+    db = tmp_path / "kia.duckdb"
+    result = run_kia("ingest", str(folder), "--db", str(db))
+    out = result.stdout + result.stderr
+    assert f"failed: {folder / 'notes.md'}: a link to {outside}, outside {folder}: not read" in out
+    assert f"failed: {folder / 'gone.md'}: a link that leads nowhere" in out
+    assert "secret" not in run_kia("papers", "--db", str(db)).stdout.lower()
+    assert "ingested 1, already present 1, failed 2" in result.stdout  # alias.md: the same bytes as real.md
+    named = run_kia("ingest", str(folder / "notes.md"), "--db", str(db))
+    assert named.returncode == 0 and "ingested: " in named.stdout
