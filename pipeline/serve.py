@@ -660,11 +660,14 @@ def build_app(reviews: Reviews, token: str, page_size: int) -> Any:
     routes = [
         Route("/", show_queue),
         Route("/resume", resume),
-        Route("/paper/{key}", show_paper, methods=["GET"]),
-        Route("/paper/{key}", decide, methods=["POST"]),
-        Route("/paper/{key}/state", paper_state),
-        Route("/quote/{key}", show_quote),
-        Route("/page/{key}/{page_no:int}.png", show_page),
+        # `key:path`: a key may hold a "/" (an old-style arXiv id such as hep-th/9901001, a manifest
+        # name); the router matches the decoded path, where %2F is a "/" again. The state route
+        # goes first, so ".../state" is never read as part of a key.
+        Route("/paper/{key:path}/state", paper_state),
+        Route("/paper/{key:path}", show_paper, methods=["GET"]),
+        Route("/paper/{key:path}", decide, methods=["POST"]),
+        Route("/quote/{key:path}", show_quote),
+        Route("/page/{key:path}/{page_no:int}.png", show_page),
         Mount("/static", StaticFiles(directory=str(WEB / "static")), name="static"),
     ]
     return Starlette(routes=routes, middleware=[Middleware(Guard, token=token)])

@@ -182,6 +182,30 @@ def test_decisions_are_the_terminals_rows_and_each_shows_in_the_other(db: Path) 
         assert session.decisions("mike")["I"] == ("edit", ["I2", "I3"])
 
 
+def test_a_key_with_a_slash_opens_and_takes_decisions(tmp_path: Path) -> None:
+    """An old-style arXiv id (hep-th/9901001) or a manifest name may be a key with a "/": its links in
+    the queue open its page, its state and its quote pane, and a decision posted there is stored."""
+    paper = tmp_path / "old.md"
+    paper.write_text(f"# Old paper\n\n## Abstract\nA first sentence. {MD_QUOTE}.\n", encoding="utf-8")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("file,method\nold.md,hep-th/9901001\n", encoding="utf-8")
+    db = tmp_path / "kia.duckdb"
+    assert kia.ingest([paper], db=db, manifest=manifest).failed == 0
+    kia.propose(db=db, backend=ScriptedBackend({"Old paper": _answer("A1", MD_QUOTE)}), run="r", use_cache=False)
+    with serving(db) as base:
+        client = _client(base)
+        link = re.search(r'href="(/paper/hep-th[^"?]*)', client.get("/").text)
+        assert link and link.group(1) == "/paper/hep-th%2F9901001"
+        page = client.get(link.group(1))
+        assert page.status_code == 200 and "Old paper" in page.text
+        assert client.get(link.group(1) + "/state").status_code == 200
+        decided = client.post(
+            link.group(1), data={"action": "accept", "axis": "K"}, headers={"Accept": "application/json"}
+        )
+        assert decided.status_code == 200, decided.text
+    assert _rows(db, "hep-th/9901001")[0][:4] == ("K", "accept", "K2", "ann")
+
+
 def test_a_database_held_by_another_process_is_one_clear_answer_then_the_review_goes_on(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
