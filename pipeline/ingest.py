@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kia.errors import ExtractError, KiaError
 from kia.extract import SUPPORTED_EXTENSIONS, Document, extract, is_current_extraction, sha256_of
-from kia.references import Identity, Reference, find_known_paper, read_references, usable_file
+from kia.references import Identity, Reference, find_known_paper, normalise_title, read_references, usable_file
 from kia.store import Store
 
 
@@ -177,6 +177,27 @@ def identify_paper(store: Store, key: str, arxiv_id: str | None, doi: str | None
     return None
 
 
+def _key_from_file_name(path: Path, doc: Document, manifest: dict[str, str], key: str) -> bool:
+    """Whether `key` is only the file's name (no manifest row, no arXiv id): two papers saved as
+    `a/paper.pdf` and `b/paper.pdf` share such a key without being one paper."""
+    return path.name not in manifest and str(path) not in manifest and not doc.arxiv_id
+
+
+def _other_paper_of_same_name(store: Store, key: str, doc: Document, doi: str | None) -> str | None:
+    """A free key (`paper-2`, `paper-3`, ...) when the stored paper `key` is another work than `doc`
+    (its title differs and no DOI ties them), else None: then the file is a version of it."""
+    if doi is not None and store.key_for_ids(None, doi) == key:
+        return None
+    stored = normalise_title(store.get_document(key).title or "")
+    title = normalise_title(doc.title or "")
+    if not stored or not title or stored == title or stored.startswith(title) or title.startswith(stored):
+        return None
+    number = 2
+    while store.has_paper(f"{key}-{number}"):
+        number += 1
+    return f"{key}-{number}"
+
+
 def completeness(n_chars: int, sections: Iterable[str]) -> tuple[bool, int]:
     """How complete a text looks: (it reaches its conclusion or references, its length). A truncated
     copy loses both, so the larger tuple is the version to read."""
@@ -228,10 +249,16 @@ def ingest_one(path: Path, store: Store, manifest: dict[str, str], prefer: str =
         return IngestOutcome(str(path), "present", existing)
     doi = find_doi(doc)
     known = identify_paper(store, key, doc.arxiv_id, doi)
+    notice = None
+    if known is not None and known.reason == "same key" and _key_from_file_name(path, doc, manifest, key):
+        other = _other_paper_of_same_name(store, key, doc, doi)
+        if other is not None:
+            notice = f"{path}: a different paper from the stored {key} (another title, no shared id): stored as {other}"
+            key, known = other, None
     if known is None:
         store.add_document(doc, key, doi)
         store.log_ingest(str(path), "ingested", key, doc.sha256)
-        return IngestOutcome(str(path), "ingested", key)
+        return IngestOutcome(str(path), "ingested", key, notice=notice)
     current = store.paper_versions(known.key)[0]
     new_state = completeness(len(doc.text), (s.name for s in doc.sections))
     old_state = completeness(current["chars"], current["sections"])

@@ -343,3 +343,25 @@ def test_a_link_out_of_a_paper_folder_is_refused_with_its_own_line(tmp_path: Pat
     assert "ingested 1, already present 1, failed 2" in result.stdout  # alias.md: the same bytes as real.md
     named = run_kia("ingest", str(folder / "notes.md"), "--db", str(db))
     assert named.returncode == 0 and "ingested: " in named.stdout
+
+
+def test_two_papers_saved_under_the_same_file_name_stay_two_papers(tmp_path: Path) -> None:
+    """`a/paper.md` and `b/paper.md` of two works share a key made from the file name, not an
+    identity: the second gets `paper-2`, with a note; a true second copy of the first is a version."""
+    body = "# {0}\n\n## Abstract\nWe generate CT volumes from {1} with a latent diffusion model.\n"
+    for folder, title, source in (("a", "Reports to CT", "radiology reports"), ("b", "Masks to CT", "masks")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "paper.md").write_text(body.format(title, source), encoding="utf-8")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "paper.md").write_text(
+        body.format("Reports to CT", "radiology reports") + "\n## Conclusion\nDone.\n"
+    )
+    db = tmp_path / "kia.duckdb"
+    first = run_kia("ingest", str(tmp_path / "a"), str(tmp_path / "b"), "--db", str(db))
+    assert first.returncode == 0, first.stderr
+    assert f"ingested: {tmp_path / 'b' / 'paper.md'} -> paper-2" in first.stdout
+    assert "a different paper from the stored paper (another title, no shared id): stored as paper-2" in first.stderr
+    again = run_kia("ingest", str(tmp_path / "b"), str(tmp_path / "c"), "--db", str(db))
+    assert "already present 1" in again.stdout and "new versions 1" in again.stdout  # c: a version of `paper`
+    listed = run_kia("papers", "--db", str(db)).stdout
+    assert "2 paper(s)" in listed and "Masks to CT" in listed
