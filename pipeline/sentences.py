@@ -40,17 +40,25 @@ class _Prefiltered:
         self.pattern = re.compile(pattern, flags)
         self._prefilter = _re2_pattern(pattern, flags)
 
+    def _none_here(self, text: str) -> bool:
+        """RE2 says there is no match, and may be trusted to (`re.I` also folds the dotted capital
+        I, the dotless i, the long s and the Kelvin sign into ASCII letters; RE2 does not)."""
+        return (
+            self._prefilter is not None
+            and not _CASE_FOLDS_TO_ASCII.search(text)
+            and self._prefilter.search(text) is None
+        )
+
     def search(self, text: str) -> re.Match[str] | None:
         """`re`'s first match, or None (at once, where RE2 finds none)."""
-        if self._prefilter is not None and self._prefilter.search(text) is None:
-            return None
-        return self.pattern.search(text)
+        return None if self._none_here(text) else self.pattern.search(text)
 
     def finditer(self, text: str) -> Iterator[re.Match[str]]:
         """`re`'s matches (none at once, where RE2 finds none)."""
-        if self._prefilter is not None and self._prefilter.search(text) is None:
-            return iter(())
-        return self.pattern.finditer(text)
+        return iter(()) if self._none_here(text) else self.pattern.finditer(text)
+
+
+_CASE_FOLDS_TO_ASCII = re.compile("[\u0130\u0131\u017f\u212a]")
 
 
 def _re2_pattern(pattern: str, flags: int) -> Any | None:
@@ -432,6 +440,8 @@ def normalise_for_detection(text: str) -> str:
     (full-width and mathematical letters to plain ones), look-alike letters and digits folded to
     ASCII, whitespace collapsed. Spans are never taken from it."""
     text = unicodedata.normalize("NFKC", _INVISIBLE_RE.sub("", text))
+    # Accents and dots off Latin letters too ("\u0130gnore", "ignóre"): NFKC keeps them precomposed.
+    text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
     return " ".join("".join(_fold_char(c) for c in text).split())
 
 
@@ -450,15 +460,34 @@ _LABELLER_RE = _Prefiltered(
 # Verbs that put a paper in a category ("record it as", "count this work under", "treat it as").
 _CHOOSE_RE = _Prefiltered(
     r"\b(?:label\w*|classif\w*|categori[sz]\w*|tag\w*|assign\w*|annotat\w*|record\w*|mark\w*|count\w*|treat\w*"
-    r"|file\w*|place\w*|put|choose|chosen|select\w*|pick\w*|code[ds]?|list\w*|sort\w*|regard\w*|consider\w*)\b"
-    r"[^.;:]{0,40}?\b(?:as|under|into|in\s+(?:the\s+)?category|to\s+(?:the\s+)?category)\b",
+    r"|file\w*|place\w*|put|choose|chosen|select\w*|pick\w*|code[ds]?|list\w*|sort\w*|regard\w*|consider\w*"
+    r"|describ\w*|belong\w*)\b"
+    r"[^.;:]{0,40}?\b(?:as|under|into|in\s+(?:the\s+)?category|to\s+(?:the\s+)?category)\b"
+    r"|\bbelong\w*\b[^.;:]{0,60}?\bcategor(?:y|ies)\b",
     re.I,
 )
 # "Dear AI", "If you are a language model", "Note to the annotators": text written to the labeller.
 _SALUTATION_RE = _Prefiltered(
     r"\b(?:dear|attention|hello|hi|note\s+(?:to|for))\s+(?:the\s+)?(?:AI|LLM|model|assistant|labell?er|annotator|reviewer"
     r"|curator|language\s+model|GPT|ChatGPT)s?\b|\bif\s+you\s+are\s+(?:an?\s+)?(?:AI|LLM|language\s+model|assistant"
-    r"|chatbot|automated|labell?er|annotator|model)\b",
+    r"|chatbot|automated|labell?er|annotator|model)\b"
+    # "Any automated system reading this ...", "whoever processes this text ..."
+    r"|\b(?:system|tool|model|pipeline|program|agent|AI|LLM|assistant|labell?er|annotator|reviewer|reader)s?\s+"
+    r"(?:reading|processing|parsing|analy[sz]ing|labell?ing|classifying)\s+this\b"
+    # "Reviewers and tools: ...", "Annotators: ...": a sentence opened to its readers
+    r"|^\W*(?:(?:all|any|dear)\s+)?(?:reviewers?|tools|annotators?|labell?ers?|curators?|models?|assistants?|LLMs?|AIs?)"
+    r"(?:\s+(?:and|or|&)\s+[^\s:]+)?\s*:"
+    # a chat transcript's role line ("Assistant: {...}")
+    r"|^\W*(?:assistant|system)\s*:",
+    re.I,
+)
+# kia's own answer fields, or "the correct answer is ...": a sentence written to steer the answer.
+_ANSWER_STEER_RE = _Prefiltered(
+    r"\b(?:in_scope|scope_reason|out_of_scope|unclear_reason)\b"
+    r"|\bthe\s+(?:correct|right|true|real|expected|only)\s+(?:answer|label|labels|category|categories"
+    r"|classification|output)\s+(?:is|are|for|here)\b"
+    r"|\b(?:ignore|disregard|forget|skip)\b[^.;:]{0,20}?\b(?:text|content|everything|all|passage)\s+"
+    r"(?:above|before|preceding|so\s+far)\b",
     re.I,
 )
 # The same orders in other languages: overrides of instructions, and labelling this paper.
@@ -593,7 +622,12 @@ def _is_instruction(text: str, taxonomy: Taxonomy) -> bool:
     if _FOREIGN_RE.search(raw):
         return True
     text = normalise_for_detection(text)
-    if _OVERRIDE_RE.search(text) or _SALUTATION_RE.search(text) or _PASSIVE_ORDER_RE.search(text):
+    if (
+        _OVERRIDE_RE.search(text)
+        or _SALUTATION_RE.search(text)
+        or _PASSIVE_ORDER_RE.search(text)
+        or _ANSWER_STEER_RE.search(text)
+    ):
         return True
     # The remaining tests share their parts; each part is searched for only when a test reaches it
     # (a full paper asks this of some 300 sentences, nearly all of which fail the first part of every test).
