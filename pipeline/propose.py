@@ -566,6 +566,9 @@ class RunSummary:
     # Papers another live `kia propose` is proposing with the same settings: skipped, never paid twice.
     elsewhere: int = 0
     elsewhere_by: set[str] = field(default_factory=set)
+    # A run made now by a backend that adapted to reviewed papers (the offline head): why a rerun
+    # after reviews starts a new run instead of resuming the last one.
+    adapted: int = 0
 
     def line(self) -> str:
         """`run R: proposed N (cached C), already done S, failed F; tokens P+Q`."""
@@ -575,9 +578,16 @@ class RunSummary:
             if self.elsewhere
             else ""
         )
+        adapted = (
+            f"; a new run: the head adapted to {self.adapted} reviewed paper(s) since the last run"
+            ", which stays as it was"
+            if self.adapted
+            else ""
+        )
         return (
             f"run {self.run_id}: proposed {self.done} (cached {self.cached}), already done {self.skipped}, "
             f"failed {self.failed}{busy}; tokens {self.prompt_tokens} prompt + {self.completion_tokens} completion"
+            f"{adapted}"
         )
 
 
@@ -937,8 +947,9 @@ def adapt_to_reviews(store: Store, backend: Backend, taxonomy: Taxonomy) -> int:
     """Let a backend that learns (`adapt`) refit on the papers a person reviewed, each on the axes
     that were decided (an axis reviewed counts; the paper need not be reviewed whole).
 
-    Returns how many reviewed papers were offered. The refitted model is part of the backend's
-    parameters, hence of the run's identity: a run after new reviews is a new run.
+    Returns how many reviewed papers it adapted to (0: it did not adapt, too few or no learner). The
+    refitted model is part of the backend's parameters, hence of the run's identity: a run after new
+    reviews is a new run.
     """
     adapt = getattr(backend, "adapt", None)
     if adapt is None:
@@ -947,9 +958,9 @@ def adapt_to_reviews(store: Store, backend: Backend, taxonomy: Taxonomy) -> int:
 
     reviewed = reviewed_labeling(store, taxonomy)
     keys = sorted(set(reviewed) & set(store.paper_keys()))
-    if keys:
-        adapt([store.get_document(k) for k in keys], {k: reviewed[k] for k in keys}, taxonomy, keys)
-    return len(keys)
+    if keys and adapt([store.get_document(k) for k in keys], {k: reviewed[k] for k in keys}, taxonomy, keys):
+        return len(keys)
+    return 0
 
 
 def run_proposals(
@@ -988,7 +999,7 @@ def run_proposals(
     wants_evidence = context_mode == "evidence" and reads_prompt(backend)
     retriever = (retriever or RulesBackend()) if wants_evidence else None
     examples = examples if reads_prompt(backend) else None
-    adapt_to_reviews(store, backend, taxonomy)
+    adapted = adapt_to_reviews(store, backend, taxonomy)
     identity = run_identity(
         backend, taxonomy, prompt, max_input_tokens, context_mode, retriever, confidence_floor, examples
     )
@@ -998,8 +1009,9 @@ def run_proposals(
     if missing:  # before any run is made or any paper is read: a typo costs nothing
         raise PaperNotFoundError(missing[0])
     run_id = run_name or default_run_name(identity, store)
+    new_run = not store.run_exists(run_id)
     _ensure_run(store, run_id, identity, taxonomy)
-    summary = RunSummary(run_id)
+    summary = RunSummary(run_id, adapted=adapted if new_run else 0)
     done = store.done_papers(run_id)
     todo: list[str] = []
     for paper_key in wanted:

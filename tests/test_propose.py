@@ -678,3 +678,31 @@ def test_kill_9_of_propose_with_workers_then_rerun_labels_every_paper_exactly_on
             == []
         )
         assert store.query("SELECT count(DISTINCT paper_key) FROM labels WHERE run_id = 'crash'") == [(PAPERS_KILLED,)]
+
+
+def test_a_rerun_after_reviews_says_why_it_is_a_new_run(tmp_path: Path) -> None:
+    """The offline head adapts to reviewed papers, which makes a rerun a new run (its settings
+    changed); the summary says so, and the next rerun resumes that run."""
+    import csv
+
+    from kia.review import label_paper
+    from kia.taxonomy import load_taxonomy
+    from tests.conftest import ROOT, run_kia
+
+    db = tmp_path / "kia.duckdb"
+    examples = ROOT / "corpus" / "examples"
+    assert (
+        run_kia("ingest", str(examples), "--manifest", str(examples / "manifest.csv"), "--db", str(db)).returncode == 0
+    )
+    first = run_kia("propose", "--db", str(db))
+    assert first.returncode == 0 and "a new run" not in first.stdout
+    gold = list(csv.DictReader((ROOT / "labels" / "examples.csv").open(encoding="utf-8")))
+    with Store(db) as store:
+        for row in gold:
+            labels = {axis: row[axis].split(";") for axis in ("K", "I", "A")}
+            label_paper(store, load_taxonomy(), row["method"], labels, None, "ann")
+    second = run_kia("propose", "--db", str(db))
+    assert second.returncode == 0, second.stderr
+    assert f"a new run: the head adapted to {len(gold)} reviewed paper(s) since the last run" in second.stdout
+    third = run_kia("propose", "--db", str(db))
+    assert f"already done {len(gold)}" in third.stdout and "a new run" not in third.stdout
