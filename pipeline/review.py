@@ -824,8 +824,14 @@ def interactive(session: ReviewSession, console: Any, read_line: Callable[[str],
             except EOFError:
                 break
             try:
+                before = session.index
                 if not apply_command(session, command, console):
                     break
+                if command.strip()[:1] in ("a", "A", "e", "r", "t") and session.index != before:
+                    # The paper is finished and the queue moved on: said at once, so a script's next
+                    # line (a correction, a note) is not taken for the old paper by mistake.
+                    upcoming = "end of the queue" if session.done else f"next paper: {session.current}"
+                    console.print(f"{session.keys[before]}: every axis decided; {upcoming} (b goes back)", markup=False)
                 if command.strip()[:1] in ("a", "A", "e", "r", "n"):
                     shown = None  # show the decision just made (or the next paper)
             except KiaError as exc:

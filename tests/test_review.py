@@ -249,6 +249,16 @@ def test_line_commands_when_stdin_is_not_a_terminal(db: Path) -> None:
     with Store(db, read_only=True) as store:
         rows = store.query("SELECT axis, decision, note FROM reviews WHERE reviewer = 'pipe' ORDER BY id")
     assert rows == [("K", "accept", None), (None, "note", "from a script")]
+    # The last axis decided moves the queue on at once, and the screen says so before the next line.
+    moved = subprocess.run(
+        [*kia_exe(), "review", "--db", str(db), "--reviewer", "pipe"],
+        input="a I\na A\nq\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert moved.returncode == 0, moved.stderr
+    assert "P1: every axis decided; next paper: P2 (b goes back)" in moved.stdout
 
 
 def test_review_without_runs_is_one_line(tmp_path: Path) -> None:
