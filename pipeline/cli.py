@@ -833,6 +833,15 @@ def export(
     else:
         output.write_text(text, encoding="utf-8")
         out.print(f"wrote {output}", markup=False)
+    if gold is not None and run is None and not reviewed and _db(db).exists():
+        from kia.score import default_run_at
+
+        if default_run_at(_db(db), None) is not None:
+            err.print(
+                f"note: exported the gold table {gold} (--gold without --run); --run latest exports the latest run "
+                "with gold columns",
+                markup=False,
+            )
 
 
 @app.command()

@@ -132,7 +132,11 @@ def test_run_export_carries_evidence_status_and_review_and_gold_only_when_asked(
         "export", "--format", "csv", "--run", "r", "--gold", str(ROOT / "labels" / "table5.csv"), "--db", str(db)
     )
     gold_row = next(csv.DictReader(io.StringIO(with_gold.stdout)))
-    assert gold_row["gold_K"] and "dataset" in gold_row
+    assert gold_row["gold_K"] and "dataset" in gold_row and "note:" not in with_gold.stderr
+    # --gold without --run exports the gold table itself, and says so where a run could have been meant.
+    gold_only = run_kia("export", "--format", "csv", "--gold", str(ROOT / "labels" / "table5.csv"), "--db", str(db))
+    assert "K_status" not in gold_only.stdout.splitlines()[0]
+    assert "note: exported the gold table" in gold_only.stderr and "--run latest" in gold_only.stderr
 
 
 def test_every_export_format_carries_the_papers_flags(tmp_path: Path) -> None:
