@@ -615,9 +615,11 @@ def score(
     if blind and not report.agreement.n_papers:
         raise KiaError(f"{report.training.line() or 'blind'}: no paper left to score")
     if not report.agreement.n_papers:
+        sides = [m["missing_in"] for m in report.agreement.missing]
         raise KiaError(
-            f"nothing to score: no paper of run {report.run_id} has a row in {report.gold_path} (a row matches a "
-            "stored paper by its method name or arXiv id; `kia papers` lists the keys)"
+            f"nothing to score: none of run {report.run_id}'s {sides.count('gold')} paper(s) has a row among the "
+            f"{sides.count('proposals')} of {report.gold_path} (a row matches a stored paper by its method name or "
+            "arXiv id; `kia papers` lists the keys)"
         )
     if output_format == "json":
         from kia.consensus import score_consensus

@@ -29,9 +29,10 @@ def test_demo_then_score_json_and_rerun(tmp_path: Path) -> None:
     assert set(document["axes"]) == {"K", "I", "A"}
     assert document["axes"]["K"]["micro_f1"] >= 0.8
 
-    against_table5 = run_kia("score", "--db", str(db))
-    assert against_table5.returncode == 0
-    assert "missing: 31 paper(s)" in against_table5.stdout  # 26 gold papers not proposed, 5 examples not in gold
+    against_table5 = run_kia("score", "--db", str(db))  # the examples are no Table 5 papers: nothing to score
+    assert against_table5.returncode == 1
+    assert "nothing to score: none of run " in against_table5.stderr
+    assert "'s 5 paper(s) has a row among the 26 of " in against_table5.stderr
 
     again = run_kia("demo", "--db", str(db), cwd=tmp_path)
     assert again.returncode == 0

@@ -167,7 +167,8 @@ def test_nothing_to_score_or_compare_is_one_line_not_an_empty_table(tmp_path: Pa
         for fmt in ("table", "json"):
             result = run_kia("score", "--gold", str(gold), "--format", fmt, "--db", str(db))
             assert result.returncode == 1 and not result.stdout.strip(), result.stdout
-            assert f"nothing to score: no paper of run a has a row in {gold}" in result.stderr
+            rows = 0 if gold == header_only else 1
+            assert f"nothing to score: none of run a's 2 paper(s) has a row among the {rows} of {gold}" in result.stderr
     with Store(db) as store:
         label_paper(store, load_taxonomy(), "MAISI", {"K": ["K1"], "I": ["I1"], "A": ["A1"]}, None, "ann", "a")
         label_paper(store, load_taxonomy(), "MedLoRD", {"K": ["K1"], "I": ["I1"], "A": ["A1"]}, None, "ben", "a")
