@@ -1066,12 +1066,19 @@ def init(
         Path, typer.Argument(help="Folder for a new survey's kia.toml, taxonomy, gold CSV and README")
     ],
     force: Annotated[bool, typer.Option("--force", help="Overwrite files that exist")] = False,
+    from_taxonomy: Annotated[
+        str | None,
+        typer.Option(
+            "--from-taxonomy",
+            help="Start from this taxonomy YAML (or `shipped`: the 3D-CT survey) instead of the skeleton",
+        ),
+    ] = None,
 ) -> None:
     """Start a new survey: kia.toml (the project's settings), a commented taxonomy skeleton, an empty
     gold CSV with its columns, a README. Commands run in that folder (or below it) use its settings."""
     from kia.scaffold import write_skeleton
 
-    for path in write_skeleton(directory, force):
+    for path in write_skeleton(directory, force, from_taxonomy):
         out.print(f"wrote {path}", markup=False)
     out.print(
         f"next: cd {directory}, edit taxonomy.yaml, then `kia taxonomy check`, `kia ingest PAPERS`, `kia propose`",

@@ -121,13 +121,22 @@ def gold_header(axis_ids: list[str]) -> str:
     return ",".join(["method", "arxiv_id", "title", *axis_ids]) + "\n"
 
 
-def write_skeleton(directory: Path, force: bool = False) -> list[Path]:
+def write_skeleton(directory: Path, force: bool = False, taxonomy_from: str | None = None) -> list[Path]:
     """Write kia.toml, taxonomy.yaml, gold.csv and README.md into `directory` (created); never
-    overwrite unless `force`."""
-    files = {  # the gold columns follow the skeleton's axes (family, data)
+    overwrite unless `force`. `taxonomy_from` starts the project from an existing taxonomy instead
+    of the skeleton: a YAML file, or `shipped` for the 3D-CT survey kia ships (checked first; the
+    gold CSV's columns are its axes)."""
+    from kia.taxonomy import load_taxonomy, resolve_taxonomy_path
+
+    text, axes = TAXONOMY, ["family", "data"]  # the skeleton's axes
+    if taxonomy_from is not None:
+        source = None if taxonomy_from == "shipped" else taxonomy_from
+        loaded = load_taxonomy(source)  # a taxonomy that does not load is one line, before any file is written
+        text, axes = resolve_taxonomy_path(source).read_text(encoding="utf-8"), list(loaded.axis_ids)
+    files = {
         "kia.toml": PROJECT,
-        "taxonomy.yaml": TAXONOMY,
-        "gold.csv": gold_header(["family", "data"]),
+        "taxonomy.yaml": text,
+        "gold.csv": gold_header(axes),
         "README.md": README,
     }
     existing = [name for name in files if (directory / name).exists()]

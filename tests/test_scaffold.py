@@ -38,3 +38,27 @@ def test_the_skeleton_project_proposes_without_false_flags(tmp_path: Path) -> No
         assert not flags.get("out_of_scope"), row["key"]
         assert not flags.get("suspicious_text"), row["key"]
         assert row["labels"]["family"] and row["labels"]["data"]
+
+
+def test_init_starts_from_the_shipped_or_a_given_taxonomy(tmp_path: Path) -> None:
+    """A survey author extending the 3D-CT survey (or reusing a colleague's taxonomy) starts from it:
+    taxonomy.yaml is that file, the gold CSV's columns are its axes, and kia reads it from then on."""
+    from kia.taxonomy import default_taxonomy_path, load_taxonomy
+
+    shipped = run_kia("init", str(tmp_path / "ct"), "--from-taxonomy", "shipped")
+    assert shipped.returncode == 0, shipped.stderr
+    assert (tmp_path / "ct" / "taxonomy.yaml").read_text(encoding="utf-8") == default_taxonomy_path().read_text(
+        encoding="utf-8"
+    )
+    assert (tmp_path / "ct" / "gold.csv").read_text(encoding="utf-8") == "method,arxiv_id,title,K,I,A\n"
+    assert load_taxonomy(tmp_path / "ct" / "taxonomy.yaml").name == "kia-3dct"
+    agents = Path(__file__).resolve().parent.parent / "examples" / "llm-agents" / "taxonomy.yaml"
+    given = run_kia("init", str(tmp_path / "agents"), "--from-taxonomy", str(agents))
+    assert given.returncode == 0, given.stderr
+    header = (tmp_path / "agents" / "gold.csv").read_text(encoding="utf-8").strip().split(",")
+    assert header[3:] == list(load_taxonomy(agents).axis_ids)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed\n", encoding="utf-8")
+    refused = run_kia("init", str(tmp_path / "none"), "--from-taxonomy", str(broken))
+    assert refused.returncode == 1 and "not valid YAML" in refused.stderr
+    assert not (tmp_path / "none").exists()  # nothing written for a taxonomy that does not load
