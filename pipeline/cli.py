@@ -44,7 +44,9 @@ err = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-DbOption = Annotated[Path | None, typer.Option("--db", help="DuckDB file (default: $KIA_DB, else ./kia.duckdb)")]
+DbOption = Annotated[
+    Path | None, typer.Option("--db", help="DuckDB file (default: $KIA_DB, else kia.toml's db, else ./kia.duckdb)")
+]
 
 
 def _version(value: bool) -> None:
@@ -287,7 +289,11 @@ RunOption = Annotated[
     ),
 ]
 TaxonomyOption = Annotated[
-    Path | None, typer.Option("--taxonomy", help="Taxonomy YAML (default: $KIA_TAXONOMY, else labels/taxonomy.yaml)")
+    Path | None,
+    typer.Option(
+        "--taxonomy",
+        help="Taxonomy YAML (default: $KIA_TAXONOMY, else kia.toml's, else the run's or the shipped 3D-CT one)",
+    ),
 ]
 
 
@@ -578,7 +584,9 @@ def _print_agreement(agreement: score_stage.Agreement, title: str) -> None:
 @one_line_errors
 def score(
     run: RunOption = None,
-    gold: Annotated[Path | None, typer.Option(help="Gold CSV (default: labels/table5.csv)")] = None,
+    gold: Annotated[
+        Path | None, typer.Option(help="Gold CSV (default: kia.toml's gold, else the shipped Table 5)")
+    ] = None,
     output_format: Annotated[str, typer.Option("--format", help="table or json")] = "table",
     proposals_only: Annotated[bool, typer.Option("--proposals-only", help="Ignore reviews")] = False,
     blind: Annotated[
@@ -806,7 +814,9 @@ def export(
     reviewed: Annotated[
         bool, typer.Option("--reviewed", help="Use reviewed labels (papers reviewed on every axis)")
     ] = False,
-    gold: Annotated[Path | None, typer.Option(help="Gold CSV (default: labels/table5.csv)")] = None,
+    gold: Annotated[
+        Path | None, typer.Option(help="Gold CSV (default: kia.toml's gold, else the shipped Table 5)")
+    ] = None,
     output: Annotated[Path | None, typer.Option("--out", help="Write to this file instead of stdout")] = None,
     group_by: Annotated[
         str | None, typer.Option(help="LaTeX: rows grouped under each value of this axis (id or name) or gold column")
@@ -850,7 +860,9 @@ def export(
 @one_line_errors
 def report(
     run: RunOption = None,
-    gold: Annotated[Path | None, typer.Option(help="Gold CSV (default: labels/table5.csv)")] = None,
+    gold: Annotated[
+        Path | None, typer.Option(help="Gold CSV (default: kia.toml's gold, else the shipped Table 5)")
+    ] = None,
     output: Annotated[Path, typer.Option("--out", help="HTML file to write")] = Path("kia-report.html"),
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
@@ -912,7 +924,9 @@ def _threshold(value: str) -> float:
 @one_line_errors
 def review(
     run: RunOption = None,
-    reviewer: Annotated[str | None, typer.Option(help="Reviewer name (default: $USER)")] = None,
+    reviewer: Annotated[
+        str | None, typer.Option(help="Reviewer name (default: $KIA_REVIEWER, else kia.toml's, else your login name)")
+    ] = None,
     only: Annotated[str | None, typer.Option(help="unreviewed, disagreements or low-confidence")] = None,
     queue: Annotated[
         str,
@@ -994,7 +1008,9 @@ def label(
     i: Annotated[str | None, typer.Option("--I", help="Shorthand for --set I=...")] = None,
     a: Annotated[str | None, typer.Option("--A", help="Shorthand for --set A=...")] = None,
     note: Annotated[str | None, typer.Option(help="A note on the paper")] = None,
-    reviewer: Annotated[str | None, typer.Option(help="Reviewer name (default: $USER)")] = None,
+    reviewer: Annotated[
+        str | None, typer.Option(help="Reviewer name (default: $KIA_REVIEWER, else kia.toml's, else your login name)")
+    ] = None,
     run: RunOption = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
@@ -1357,7 +1373,9 @@ def demo(db: DbOption = None) -> None:
 @app.command()
 @one_line_errors
 def simulate(
-    gold: Annotated[Path | None, typer.Option(help="Gold CSV (default: the shipped gold)")] = None,
+    gold: Annotated[
+        Path | None, typer.Option(help="Gold CSV (default: kia.toml's gold, else the shipped Table 5)")
+    ] = None,
     run: Annotated[str | None, typer.Option(help="Replay a stored run's proposals (calibration learns)")] = None,
     backend: Annotated[str | None, typer.Option(help="local: replay the offline head, refitted as you review")] = None,
     order: Annotated[str, typer.Option(help="need, random, storage, or oracle (hindsight: wrong ones first)")] = "need",
@@ -1397,7 +1415,9 @@ def simulate(
 def serve(
     port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default 8765; 0: any free port)")] = None,
     run: Annotated[str | None, typer.Option(help="Run to review (default: the latest)")] = None,
-    reviewer: Annotated[str | None, typer.Option(help="Reviewer name (default: $USER)")] = None,
+    reviewer: Annotated[
+        str | None, typer.Option(help="Reviewer name (default: $KIA_REVIEWER, else kia.toml's, else your login name)")
+    ] = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
