@@ -352,7 +352,11 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
         header += ["Flags"] if flagged else []
         lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for row in rows:
-            cells = [row.key, *(row.cell(a, ", ") for a in axes), *(row.details.get(d, "–") for d in details)]
+            # A status in place of labels (unclear, rejected, out_of_scope) is set in italics: never read as a label.
+            shown = [
+                row.cell(a, ", ") if row.labels.get(a) else f"*{row.cell(a)}*" if row.cell(a) else "" for a in axes
+            ]
+            cells = [row.key, *shown, *(row.details.get(d, "–") for d in details)]
             cells += ["; ".join(row.flags.lines()) or "–"] if flagged else []
             lines.append("| " + " | ".join(_markdown_cell(c) for c in cells) + " |")
         return "\n".join(lines) + "\n"
@@ -383,7 +387,12 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
             for row in members:
                 cells = [
                     _latex_escape(row.key) + (r"$^\dagger$" if row.flags else ""),
-                    *(_latex_escape(row.cell(a, ", ")) for a in axes),
+                    *(
+                        _latex_escape(row.cell(a, ", "))
+                        if row.labels.get(a) or not row.cell(a)
+                        else rf"\textit{{{_latex_escape(row.cell(a))}}}"
+                        for a in axes
+                    ),
                     *(_latex_escape(row.details.get(d, "") or "--") for d in details),
                 ]
                 # Braced: a cell that opens with "[" or "*" after the previous row's \\ would be read

@@ -183,6 +183,9 @@ def test_every_export_format_carries_the_papers_flags(tmp_path: Path) -> None:
     assert "weather radar" in run_kia("export", "--format", "markdown", "--db", str(db)).stdout
     latex = run_kia("export", "--format", "latex", "--db", str(db)).stdout
     assert r"Odd$^\dagger$" in latex and "% kia flag: Odd: unclear A" in latex
+    assert r"\textit{out\_of\_scope}" in latex or r"\textit{unclear}" in latex  # a status is never set as a label
+    markdown = run_kia("export", "--format", "markdown", "--db", str(db)).stdout
+    assert "| *out_of_scope* |" in markdown or "| *unclear* |" in markdown
     for fmt in ("bibtex", "ris", "csljson"):
         assert "weather radar" in run_kia("export", "--format", fmt, "--db", str(db)).stdout, fmt
     assert run_kia("report", "--out", str(tmp_path / "r.html"), "--db", str(db)).returncode == 0
