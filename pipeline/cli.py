@@ -577,7 +577,7 @@ def _print_agreement(agreement: score_stage.Agreement, title: str) -> None:
                 *(fmt(m[k]) for k in ("precision", "recall", "f1", "kappa", "pabak", "ac1", "support", "predicted")),
             )
     out.print(per)
-    out.print(f"papers scored: {agreement.n_papers}; whole-triple exact match: {agreement.triple_exact_match:.3f}")
+    out.print(f"papers scored: {agreement.n_papers}; all-axes exact match: {agreement.triple_exact_match:.3f}")
 
 
 @app.command()
@@ -683,6 +683,8 @@ def score(
     if examples_line:
         out.print(examples_line, markup=False)
     _print_consensus(report.run_id, gold, taxonomy, db)
+    import textwrap
+
     from rich.markup import escape
 
     lines = []  # one print for every disagreement: a print per line cost seconds at 1,000 papers
@@ -691,7 +693,8 @@ def score(
         for axis, (reference, candidate) in d.axes.items():
             lines.append(escape(f"  {axis}: gold {','.join(reference)} | proposed {','.join(candidate)}"))
             for category, quote, status, page in report.evidence.get((d.paper_key, axis), [])[:4]:
-                lines.append(escape(f"    {category} [{status}, p.{page}] {quote[:160]}"))
+                shown = textwrap.shorten(quote, 160, placeholder=" …")  # cut at a word, and marked
+                lines.append(escape(f"    {category} [{status}, p.{page}] {shown}"))
     if lines:
         out.print("\n".join(lines), highlight=False, markup=True)
     if report.agreement.missing:

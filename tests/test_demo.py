@@ -17,7 +17,7 @@ def test_demo_then_score_json_and_rerun(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     assert "ingested 5, already present 0, failed 0" in first.stdout
     assert "proposed 5 (cached 0)" in first.stdout
-    assert "micro-F1" in first.stdout and "whole-triple exact match" in first.stdout
+    assert "micro-F1" in first.stdout and "all-axes exact match" in first.stdout
     # a newcomer sees the axes in words, one proposal with its quotes, and what to do next
     assert "K = External Knowledge (one or more labels)" in first.stdout and "One proposal: " in first.stdout
     assert "(p.1, chars " in first.stdout and "Next:" in first.stdout and "kia init my-survey" in first.stdout
