@@ -1028,7 +1028,8 @@ def label(
     for assignment in set_ or []:
         axis, sep, ids = assignment.partition("=")
         if not sep or not axis.strip() or not ids.strip():
-            raise KiaError(f"--set {assignment!r}: write AXIS=ID[,ID...], e.g. --set K=K1,K2")
+            example = f"{axis.strip()}=ID1,ID2" if axis.strip() else "AXIS=ID1,ID2"
+            raise KiaError(f"--set {assignment!r}: write AXIS=ID[,ID...] with the taxonomy's ids, e.g. --set {example}")
         if axis.strip() in labels:
             raise KiaError(f"--set gives axis {axis.strip()!r} twice")
         labels[axis.strip()] = [c for c in ids.split(",") if c.strip()]
