@@ -7,6 +7,7 @@ imported inside the commands that use them, so `kia --help` and `kia --version` 
 from __future__ import annotations
 
 import errno
+import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -843,8 +844,11 @@ def export(
         group_by=group_by,
         keywords_field=keywords_field,
     )
-    if output is None:
-        out.print(text, markup=False, end="")
+    if output is None and not sys.stdout.isatty():
+        sys.stdout.write(text)  # piped or redirected: the very bytes --out writes (tabs, every character)
+        sys.stdout.flush()
+    elif output is None:
+        out.print(text, markup=False, end="")  # a terminal: control characters shown as escapes
     else:
         output.write_text(text, encoding="utf-8")
         out.print(f"wrote {output}", markup=False)

@@ -238,3 +238,31 @@ def test_markdown_cells_carry_no_html_and_no_line_break() -> None:
     line = next(line for line in markdown.splitlines() if line.startswith("| &lt;script&gt;"))
     assert "CT-RATE \\| forged \\| row \\|" in line
     assert len(markdown.splitlines()) == len(rows) + 2  # the header, its rule, one line per row
+
+
+def test_export_to_a_pipe_writes_the_bytes_out_writes(tmp_path: Path) -> None:
+    """`kia export > file` and `kia export --out file` give the same file (tabs, and characters a
+    terminal would show as escapes), for a table and for library entries."""
+    from kia.extract import extract
+    from kia.propose import load_prompt, run_proposals
+    from kia.store import Store
+    from tests.conftest import run_kia
+    from tests.fakes import ScriptedBackend
+
+    quote = "We generate CT from segmentation masks with a ControlNet branch"
+    title = "Masks\\tto CT \\x1b[1m bold"
+    path = tmp_path / "Odd.md"
+    path.write_text(f"# {title}\\n\\n## Abstract\\n{quote}.\\n", encoding="utf-8")
+    db = tmp_path / "kia.duckdb"
+    with Store(db) as store:
+        store.add_document(extract(path), "Odd")
+        answer = {"K": [("K2", [quote])], "I": [("I2", [quote])], "A": [("A1", [quote])]}
+        run_proposals(
+            store, ScriptedBackend({extract(path).title: answer}), load_taxonomy(), load_prompt(), run_name="r"
+        )
+    for fmt in ("csv", "bibtex"):
+        piped = run_kia("export", "--format", fmt, "--run", "r", "--db", str(db), process=True)
+        assert piped.returncode == 0, piped.stderr
+        written = tmp_path / f"out.{fmt}"
+        assert run_kia("export", "--format", fmt, "--run", "r", "--out", str(written), "--db", str(db)).returncode == 0
+        assert piped.stdout == written.read_text(encoding="utf-8"), fmt
