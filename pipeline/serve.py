@@ -509,6 +509,7 @@ def build_app(reviews: Reviews, token: str, page_size: int) -> Any:
     """The routes: the queue, a paper (GET shows, POST decides), its state digest, a quote's pane and
     a page image; static files; all behind `Guard`."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
+    from markupsafe import Markup
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.middleware import Middleware
@@ -517,7 +518,16 @@ def build_app(reviews: Reviews, token: str, page_size: int) -> Any:
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
-    env = Environment(loader=FileSystemLoader(str(WEB / "templates")), autoescape=select_autoescape(default=True))
+    from kia.terminal import visible
+
+    def shown(value: Any) -> Any:
+        """Every text a page prints, with control and bidi characters written as escapes (as the
+        terminal shows them): a title with U+202E must not reverse the queue's row around it."""
+        return visible(value) if isinstance(value, str) and not isinstance(value, Markup) else value
+
+    env = Environment(
+        loader=FileSystemLoader(str(WEB / "templates")), autoescape=select_autoescape(default=True), finalize=shown
+    )
     env.globals.update(
         run_id=reviews.run_id,
         reviewer=reviews.reviewer,

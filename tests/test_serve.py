@@ -184,17 +184,21 @@ def test_decisions_are_the_terminals_rows_and_each_shows_in_the_other(db: Path) 
 
 def test_a_key_with_a_slash_opens_and_takes_decisions(tmp_path: Path) -> None:
     """An old-style arXiv id (hep-th/9901001) or a manifest name may be a key with a "/": its links in
-    the queue open its page, its state and its quote pane, and a decision posted there is stored."""
+    the queue open its page, its state and its quote pane, and a decision posted there is stored. A
+    bidi override in its title is shown as an escape, never obeyed."""
     paper = tmp_path / "old.md"
-    paper.write_text(f"# Old paper\n\n## Abstract\nA first sentence. {MD_QUOTE}.\n", encoding="utf-8")
+    paper.write_text(f"# Old paper \u202egnp.exe\n\n## Abstract\nA first sentence. {MD_QUOTE}.\n", encoding="utf-8")
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("file,method\nold.md,hep-th/9901001\n", encoding="utf-8")
     db = tmp_path / "kia.duckdb"
     assert kia.ingest([paper], db=db, manifest=manifest).failed == 0
-    kia.propose(db=db, backend=ScriptedBackend({"Old paper": _answer("A1", MD_QUOTE)}), run="r", use_cache=False)
+    title = "Old paper \u202egnp.exe"
+    kia.propose(db=db, backend=ScriptedBackend({title: _answer("A1", MD_QUOTE)}), run="r", use_cache=False)
     with serving(db) as base:
         client = _client(base)
-        link = re.search(r'href="(/paper/hep-th[^"?]*)', client.get("/").text)
+        queue = client.get("/").text
+        assert "\u202e" not in queue and "Old paper \\u202egnp.exe" in queue  # bidi shown, never obeyed
+        link = re.search(r'href="(/paper/hep-th[^"?]*)', queue)
         assert link and link.group(1) == "/paper/hep-th%2F9901001"
         page = client.get(link.group(1))
         assert page.status_code == 200 and "Old paper" in page.text
