@@ -395,9 +395,9 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
                     ),
                     *(_latex_escape(row.details.get(d, "") or "--") for d in details),
                 ]
-                # Braced: a cell that opens with "[" or "*" after the previous row's \\ would be read
-                # as \\[length] or \\*, and a paper's key or label may open with either.
-                lines.append(" & ".join("{" + cell + "}" for cell in cells) + r" \\")
+                # The first cell braced: one that opens with "[" or "*" right after the previous row's
+                # \\ would be read as \\[length] or \\*, and a paper's key (a file name) may open with either.
+                lines.append(" & ".join(["{" + cells[0] + "}", *cells[1:]]) + r" \\")
         caption = _latex_escape(taxonomy.title or taxonomy.name)
         flagged_note = (
             r" $^\dagger$: flagged by kia (listed in the comments below the table)."

@@ -227,7 +227,7 @@ def test_simulate_and_auto_accept_end_to_end_on_the_default_taxonomy(tmp_path: P
         "simulate", "--gold", gold, "--backend", "local", "--plot", str(plot), "--json", str(report), "--db", str(db)
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "simulated review of 5 paper(s) with gold (15 axes), offline head" in result.stdout
+    assert f"simulated review of 5 paper(s) with gold in {gold} (15 axes), offline head" in result.stdout
     assert "blind" not in result.stdout  # the examples are not the shipped head's training papers
     assert "work saved" in result.stdout and "random order (mean of 3)" in result.stdout
     assert plot.read_bytes()[:4] == b"\x89PNG" and json.loads(report.read_text())["main"]["papers"] == 5
