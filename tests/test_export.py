@@ -250,9 +250,9 @@ def test_export_to_a_pipe_writes_the_bytes_out_writes(tmp_path: Path) -> None:
     from tests.fakes import ScriptedBackend
 
     quote = "We generate CT from segmentation masks with a ControlNet branch"
-    title = "Masks\\tto CT \\x1b[1m bold"
+    title = "Masks\tto CT \x1b[1m bold"
     path = tmp_path / "Odd.md"
-    path.write_text(f"# {title}\\n\\n## Abstract\\n{quote}.\\n", encoding="utf-8")
+    path.write_text(f"# {title}\n\n## Abstract\n{quote}.\n", encoding="utf-8")
     db = tmp_path / "kia.duckdb"
     with Store(db) as store:
         store.add_document(extract(path), "Odd")

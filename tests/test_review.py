@@ -250,13 +250,7 @@ def test_line_commands_when_stdin_is_not_a_terminal(db: Path) -> None:
         rows = store.query("SELECT axis, decision, note FROM reviews WHERE reviewer = 'pipe' ORDER BY id")
     assert rows == [("K", "accept", None), (None, "note", "from a script")]
     # The last axis decided moves the queue on at once, and the screen says so before the next line.
-    moved = subprocess.run(
-        [*kia_exe(), "review", "--db", str(db), "--reviewer", "pipe"],
-        input="a I\na A\nq\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    moved = run_kia("review", "--db", str(db), "--reviewer", "pipe", input="a I\na A\nq\n", process=True)
     assert moved.returncode == 0, moved.stderr
     assert "P1: every axis decided; next paper: P2 (b goes back)" in moved.stdout
 
