@@ -12,9 +12,11 @@ From those, per run:
 - the rule for secondary labels (an extra category on a multi-label axis): kept from which
   confidence on, chosen on the reviewed axes;
 - the threshold for accepting axes without a person at a target precision, chosen with a
-  conservative bound: the lower `auto_accept_level` quantile of the accepted set's expected
-  precision over bootstrap refits of the map (the point estimate would accept too much after a few
-  lucky reviews), printed with how many reviews it rests on.
+  conservative bound the reviews themselves must show: among the reviewed axes at or above the
+  threshold's calibrated probability, the lower `auto_accept_level` quantile of the Jeffreys
+  posterior of the share accepted as proposed (the map's point estimate, or a bound over refits
+  of the map, trusts its logistic shape and accepted too much after a few clean reviews), printed
+  with how many reviews it rests on.
 
 Everything here is small arrays in memory: refitting after each reviewed paper costs milliseconds.
 """
@@ -75,8 +77,6 @@ class Calibration:
     positives: int
     model: object | None = None
     reason: str = ""
-    # Bootstrap refits of the map (for the conservative bound), fitted on demand.
-    boot: list[object] = field(default_factory=list, repr=False)
 
     @property
     def fitted(self) -> bool:
@@ -155,23 +155,6 @@ def fit_calibration(items: Sequence[AxisItem], axes: Sequence[str], settings: Se
     return calibration
 
 
-def bootstrap(calibration: Calibration, items: Sequence[AxisItem], settings: Settings) -> list[object]:
-    """Refits of the map on resampled reviews (seeded): how far the map itself could be off."""
-    if calibration.boot or calibration.model is None:
-        return calibration.boot
-    reviewed = [i for i in items if i.correct is not None]
-    x = design(reviewed, calibration.axes)
-    y = np.asarray([bool(i.correct) for i in reviewed], dtype=int)
-    rng = np.random.default_rng(settings.calibration_seed)
-    fits: list[object] = []
-    for _ in range(settings.auto_accept_bootstrap):
-        pick = rng.integers(0, len(y), len(y))
-        if 0 < y[pick].sum() < len(pick):
-            fits.append(_logistic(x[pick], y[pick], settings.calibration_c))
-    calibration.boot = fits
-    return fits
-
-
 # --- auto-accept threshold -----------------------------------------------------------------------
 
 
@@ -202,6 +185,29 @@ class AutoThreshold:
         )
 
 
+def reviewed_precision(
+    calibration: Calibration, reviewed: Sequence[AxisItem], thresholds: np.ndarray, level: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per threshold, what the reviews show of the precision of accepting at or above it: among the
+    n reviewed axes at or above that calibrated probability, k accepted as proposed, the mean and
+    the `1 - level` quantile of the Jeffreys posterior Beta(k + 1/2, n - k + 1/2). No reviewed
+    axis there: 0 and 0."""
+    from scipy.stats import beta
+
+    seen = [i for i in reviewed if i.correct is not None]
+    if not seen:
+        return np.zeros(len(thresholds)), np.zeros(len(thresholds))
+    probabilities = calibration.probabilities(seen)
+    order = np.argsort(-probabilities, kind="stable")
+    right = np.cumsum(np.asarray([bool(seen[i].correct) for i in order], dtype=float))
+    # n reviewed at or above each threshold (the reviewed probabilities, descending).
+    counts = np.searchsorted(-probabilities[order], -np.asarray(thresholds), side="right")
+    k = np.where(counts > 0, right[np.maximum(counts - 1, 0)], 0.0)
+    means = np.where(counts > 0, (k + 0.5) / np.maximum(counts + 1.0, 1.0), 0.0)
+    bounds = np.where(counts > 0, beta.ppf(1.0 - level, k + 0.5, counts - k + 0.5), 0.0)
+    return np.asarray(means), np.asarray(bounds)
+
+
 def choose_threshold(
     calibration: Calibration,
     reviewed: Sequence[AxisItem],
@@ -210,10 +216,11 @@ def choose_threshold(
     settings: Settings | None = None,
 ) -> AutoThreshold:
     """The lowest calibrated probability such that the axes at or above it, among `candidates`,
-    have a conservative precision bound at least `target`: over bootstrap refits of the map, the
-    `1 - auto_accept_level` quantile of their mean probability. Accepting in order of calibrated
-    probability, the accepted set is the largest whose bound holds (none when the map is not fitted:
-    the backend's own confidence is not a probability of this person's acceptance)."""
+    have a conservative precision bound at least `target`: what the reviewed axes at or above that
+    probability show (`reviewed_precision`; the expected precision printed beside it is theirs too,
+    the posterior mean). The map orders the axes. Accepting in order of calibrated probability, the
+    accepted set is the largest whose bound holds (none when the map is not fitted: the backend's
+    own confidence is not a probability of this person's acceptance)."""
     settings = settings or Settings()
     result = AutoThreshold(target, calibration.reviews, candidates=len(candidates))
     if not calibration.fitted:
@@ -224,12 +231,10 @@ def choose_threshold(
         return result
     p = calibration.probabilities(candidates)
     order = np.argsort(-p, kind="stable")
-    fits = bootstrap(calibration, reviewed, settings)
-    x = design([candidates[i] for i in order], calibration.axes)
-    boot = np.asarray([_proba(f, x) for f in fits]) if fits else p[order][None, :]
-    running = np.cumsum(boot, axis=1) / np.arange(1, len(order) + 1)
-    bound = np.quantile(running, 1.0 - settings.auto_accept_level, axis=0)
-    point = np.cumsum(p[order]) / np.arange(1, len(order) + 1)
+    # What the reviews show, not what the map promises: a bound over bootstrap refits of the map
+    # trusted its logistic shape, and 30 reviews it separated cleanly made every refit promise
+    # near-certainty (measured: bound 0.954, precision 0.70 on the axes it accepted).
+    point, bound = reviewed_precision(calibration, reviewed, p[order], settings.auto_accept_level)
     sorted_p = p[order]
     best = -1
     for n in range(len(order)):

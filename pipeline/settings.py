@@ -78,11 +78,9 @@ class Settings:
     # Calibration from reviews (kia.calibrate): fewer reviewed axes than this, the backend's own confidence.
     calibration_min_reviews: int = 20
     calibration_c: float = 1.0
-    calibration_seed: int = 0
-    # `--accept-above auto`: the accepted set's precision bound is the lower (1 - level) quantile over
-    # this many bootstrap refits of the calibration map.
+    # `--accept-above auto`: the accepted set's precision bound is the lower (1 - level) quantile of
+    # the Jeffreys posterior of the share right among the reviewed axes at or above its threshold.
     auto_accept_level: float = 0.95
-    auto_accept_bootstrap: int = 100
     auto_accept_target: float = 0.95
     # `kia review` of an offline run adapts the head between papers (kia.livehead): it reads the run's
     # papers once in the background, then orders the rest by the adapted head and shows where it differs.
