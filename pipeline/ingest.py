@@ -177,7 +177,7 @@ def identify_paper(store: Store, key: str, arxiv_id: str | None, doi: str | None
     return None
 
 
-def _key_from_file_name(path: Path, doc: Document, manifest: dict[str, str], key: str) -> bool:
+def _key_from_file_name(path: Path, doc: Document, manifest: dict[str, str]) -> bool:
     """Whether `key` is only the file's name (no manifest row, no arXiv id): two papers saved as
     `a/paper.pdf` and `b/paper.pdf` share such a key without being one paper."""
     return path.name not in manifest and str(path) not in manifest and not doc.arxiv_id
@@ -250,7 +250,7 @@ def ingest_one(path: Path, store: Store, manifest: dict[str, str], prefer: str =
     doi = find_doi(doc)
     known = identify_paper(store, key, doc.arxiv_id, doi)
     notice = None
-    if known is not None and known.reason == "same key" and _key_from_file_name(path, doc, manifest, key):
+    if known is not None and known.reason == "same key" and _key_from_file_name(path, doc, manifest):
         other = _other_paper_of_same_name(store, key, doc, doi)
         if other is not None:
             notice = f"{path}: a different paper from the stored {key} (another title, no shared id): stored as {other}"
