@@ -51,7 +51,9 @@ _REFERENCE_RE = re.compile(r"^\s*(?:\[\d+\]|\d+\.\s+[A-Z][a-z]+,\s+[A-Z]\.)|\b(?
 # our paper:"): a repository's call to action, never a statement of what the method does.
 _BOILERPLATE_RE = re.compile(
     r"\b(?:please\s+(?:consider\s+(?:to\s+)?)?(?:cite|citing|star)|star\s+(?:this|our)\s+repo(?:sitory)?"
-    r"|cite\s+(?:our|this|the)\s+(?:paper|work|article)|if\s+you\s+(?:find|use)\s+(?:our|this)\b)",
+    r"|cite\s+(?:our|this|the)\s+(?:paper|work|article)|if\s+you\s+(?:find|use)\s+(?:our|this)\b)"
+    # a repository's invitation, in the imperative: "Explore our generated dataset ...", "Download the weights"
+    r"|^\W*(?:explore|try|check\s+out|download|visit|experiment\s+with)\b(?:\s+and\s+\w+(?:\s+with)?)?\s+(?:our|the|this)\b",
     re.I,
 )
 _DATASET_RE = re.compile(

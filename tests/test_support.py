@@ -46,6 +46,14 @@ def test_titles_headings_links_tables_and_references_are_never_evidence() -> Non
     assert blocked_reason(_s(cta), None) == "boilerplate"
     assert blocked_reason(_s("If you use this code in your research, please cite our paper:"), None) == "boilerplate"
     assert blocked_reason(_s("We cite the radiology report as the condition of the generator."), None) is None
+    # A repository's invitation in the imperative is no statement of the method; "we explore" is.
+    for invitation in (
+        "Explore our generated dataset, consisting of 2286 synthetic CT volumes and their text prompts.",
+        "Explore and experiment with our example data, curated for training the transformer.",
+        "Download the pretrained weights of the report-conditioned generator here.",
+    ):
+        assert blocked_reason(_s(invitation), None) == "boilerplate", invitation
+    assert blocked_reason(_s("We explore our generator's conditioning on radiology reports."), None) is None
     assert (
         blocked_reason(_s("[12] A. Smith et al. Diffusion models for CT. 2021. In Proc. MICCAI, pages 1-9."), None)
         == "reference"
