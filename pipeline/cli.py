@@ -657,7 +657,7 @@ def score(
         for column in (
             "axis",
             "unclear",
-            "out of scope",
+            "abstained out of scope",
             "unsupported",
             "tentative",
             "by default",
@@ -679,7 +679,11 @@ def score(
             )
         out.print(table)
     if abstention.out_of_scope:
-        out.print(f"flagged out of scope: {', '.join(abstention.out_of_scope)}", markup=False)
+        out.print(
+            f"flagged out of scope (the column above counts only axes left without labels): "
+            f"{', '.join(abstention.out_of_scope)}",
+            markup=False,
+        )
     examples_line = report.examples.line()
     if examples_line:
         out.print(examples_line, markup=False)
