@@ -623,7 +623,7 @@ def score(
     report = kia.score(_existing_db(db), run, gold, taxonomy, use_reviews=not proposals_only, blind=blind)
     if blind and not report.agreement.n_papers:
         raise KiaError(f"{report.training.line() or 'blind'}: no paper left to score")
-    if not report.agreement.n_papers:
+    if not report.agreement.n_papers and report.scope is None:
         sides = [m["missing_in"] for m in report.agreement.missing]
         raise KiaError(
             f"nothing to score: none of run {report.run_id}'s {sides.count('gold')} paper(s) has a row among the "
@@ -640,6 +640,7 @@ def score(
             "abstention": report.abstention.as_dict(),
             "examples": report.examples.as_dict(),
             "training": report.training.as_dict(),
+            "scope": report.scope.as_dict() if report.scope else None,
         }
         agreed = score_consensus(_existing_db(db), report.taxonomy or load_taxonomy(taxonomy), report.run_id, gold)
         if agreed is not None:
@@ -647,6 +648,8 @@ def score(
         out.print(json.dumps(document, indent=2), markup=False)
         return
     _print_agreement(report.agreement, f"run {report.run_id} against {report.gold_path}")
+    if report.scope is not None:
+        out.print(report.scope.line(), markup=False)
     if report.training.line():
         out.print(report.training.line(), markup=False)
     if report.waiting_line():

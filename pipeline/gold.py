@@ -32,6 +32,9 @@ class GoldPaper:
     # survey's own notes on the paper (Table 5's conditioning source, mechanism, generation strategy
     # ...), shown with the paper when it is an LLM's worked example.
     notes: dict[str, str] = field(default_factory=dict)
+    # The row's `in_scope` (yes / no; None: the file has no such column, or the cell says unsure).
+    # A paper out of scope has no labels: it is scored only against the run's out-of-scope flags.
+    in_scope: bool | None = None
 
     def names(self) -> set[str]:
         """Every key a stored paper may carry and still match this row."""
@@ -40,8 +43,26 @@ class GoldPaper:
 
 # Columns that identify a paper rather than say anything about it: never shown as the survey's notes.
 IDENTIFICATION_COLUMNS = frozenset(
-    {"method", "key", "title", "first_author", "authors", "author", "year", "arxiv_id", "arxiv", "doi", "url", "venue"}
+    {
+        "method",
+        "key",
+        "title",
+        "first_author",
+        "authors",
+        "author",
+        "year",
+        "arxiv_id",
+        "arxiv",
+        "doi",
+        "url",
+        "venue",
+        "in_scope",
+    }
 )
+_SCOPE_VALUES: dict[str, bool | None] = {"yes": True, "y": True, "true": True, "in": True, "1": True}
+_SCOPE_VALUES |= {"no": False, "n": False, "false": False, "out": False, "0": False}
+_SCOPE_VALUES |= {"unsure": None, "": None, "?": None}
+_EMPTY_CELL = frozenset({"", "-", "–"})
 
 
 def parse_cell(cell: str) -> frozenset[str]:
@@ -83,9 +104,13 @@ def _read_text(path: Path) -> str:
         ) from None
 
 
-def load_gold(path: str | Path | None, taxonomy: Taxonomy) -> list[GoldPaper]:
+def load_gold(path: str | Path | None, taxonomy: Taxonomy, with_out_of_scope: bool = False) -> list[GoldPaper]:
     """Read a gold CSV and check every label against the taxonomy; never an empty axis, never a
-    paper twice (by method name or arXiv id): a duplicate row is an error, not "the last wins"."""
+    paper twice (by method name or arXiv id): a duplicate row is an error, not "the last wins".
+
+    An optional `in_scope` column (yes / no / unsure) marks the papers a survey author judged out of
+    scope: their axes may be empty (or `-`), and they are left out of the labels every stage
+    compares with, unless `with_out_of_scope` (what `kia score` reads to score scope flags)."""
     resolved = Path(path) if path else default_gold_path()
     reader = csv.DictReader(io.StringIO(_read_text(resolved), newline=""))
     try:
@@ -107,11 +132,23 @@ def load_gold(path: str | Path | None, taxonomy: Taxonomy) -> list[GoldPaper]:
             method = (row.get("method") or "").strip()
             if not method:
                 raise GoldError(f"{resolved}: row {line}: no method name")
-            labels = {axis: parse_cell(row.get(axis) or "") for axis in taxonomy.axis_ids}
+            scope_cell = (row.get("in_scope") or "").strip().lower()
+            if scope_cell not in _SCOPE_VALUES:
+                raise GoldError(
+                    f"{resolved}: row {line}, column in_scope ({method}): {scope_cell!r} is not yes, no or unsure"
+                )
+            in_scope = _SCOPE_VALUES[scope_cell] if "in_scope" in columns else None
+            out_of_scope = in_scope is False
+            labels = {
+                axis: frozenset()
+                if out_of_scope and (row.get(axis) or "").strip() in _EMPTY_CELL
+                else parse_cell(row.get(axis) or "")
+                for axis in taxonomy.axis_ids
+            }
             for axis_id, cats in labels.items():
                 where = f"{resolved}: row {line}, column {axis_id} ({method})"
-                if not cats:
-                    raise GoldError(f"{where}: empty; every axis needs a category")
+                if not cats and not out_of_scope:
+                    raise GoldError(f"{where}: empty; every axis needs a category (or in_scope = no)")
                 check_cell(cats, axis_id, taxonomy, where)
             arxiv_id = (row.get("arxiv_id") or "").strip()
             for name, value in (("method", method), ("arXiv id", arxiv_id)):
@@ -134,7 +171,9 @@ def load_gold(path: str | Path | None, taxonomy: Taxonomy) -> list[GoldPaper]:
                 and column not in taxonomy.axis_ids
                 and (value or "").strip()
             }
-            papers.append(GoldPaper(method, arxiv_id, (row.get("title") or "").strip(), labels, details, notes))
+            paper = GoldPaper(method, arxiv_id, (row.get("title") or "").strip(), labels, details, notes, in_scope)
+            if with_out_of_scope or not out_of_scope:
+                papers.append(paper)
     except csv.Error as exc:
         raise GoldError(f"{resolved}: row {reader.line_num or line}: not a readable CSV row ({exc})") from None
     return papers

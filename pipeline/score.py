@@ -554,6 +554,83 @@ def keys_fitted_on(store: Store, papers: Sequence[Mapping[str, Any]], keys: Iter
 
 
 @dataclass
+class ScopeAgreement:
+    """The run's out-of-scope flags against a gold file's `in_scope` column, out of scope as the
+    positive class: which papers it flagged that the author kept, and which it missed."""
+
+    papers: int = 0  # stored papers of the run with a yes or no in the gold's in_scope column
+    gold_out: int = 0
+    flagged: int = 0
+    both: int = 0
+    wrongly_flagged: list[str] = field(default_factory=list)
+    missed: list[str] = field(default_factory=list)
+
+    @property
+    def precision(self) -> float | None:
+        return self.both / self.flagged if self.flagged else None
+
+    @property
+    def recall(self) -> float | None:
+        return self.both / self.gold_out if self.gold_out else None
+
+    def line(self) -> str:
+        """One line: counts, precision and recall, and the papers on the wrong side."""
+
+        def share(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.3f}"
+
+        wrong = "; ".join(
+            part
+            for part in (
+                f"flagged but in scope: {', '.join(self.wrongly_flagged)}" if self.wrongly_flagged else "",
+                f"out of scope but not flagged: {', '.join(self.missed)}" if self.missed else "",
+            )
+            if part
+        )
+        return (
+            f"scope ({self.papers} paper(s) with in_scope in gold): {self.gold_out} out of scope in gold, "
+            f"{self.flagged} flagged by the run; precision {share(self.precision)}, recall {share(self.recall)}"
+            + (f"; {wrong}" if wrong else "")
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "papers": self.papers,
+            "gold_out_of_scope": self.gold_out,
+            "flagged": self.flagged,
+            "precision": self.precision,
+            "recall": self.recall,
+            "wrongly_flagged": self.wrongly_flagged,
+            "missed": self.missed,
+        }
+
+
+def scope_agreement(gold: list[GoldPaper], store: Store, run_id: str) -> ScopeAgreement | None:
+    """Score the run's out-of-scope judgement (a scope flag, or axes abstained as out of scope) on
+    the stored papers whose gold row says in_scope yes or no; None when the gold says it of none."""
+    by_name = {name.lower(): paper for paper in gold for name in paper.names() if paper.in_scope is not None}
+    judged = {key: by_name[key.lower()].in_scope for key in store.paper_keys() if key.lower() in by_name}
+    proposed = {key for key, _sha in store.done_papers(run_id)}
+    judged = {key: in_scope for key, in_scope in judged.items() if key in proposed}
+    if not judged:
+        return None
+    flagged = set(store.scope_flags(run_id))
+    flagged |= {key for key, _axis, status, _reason in store.axis_statuses(run_id) if status == "out_of_scope"}
+    result = ScopeAgreement(papers=len(judged))
+    for key, in_scope in sorted(judged.items()):
+        out, said = not in_scope, key in flagged
+        result.gold_out += out
+        result.flagged += said
+        result.both += out and said
+        if said and not out:
+            result.wrongly_flagged.append(key)
+        if out and not said:
+            result.missed.append(key)
+    return result
+
+
+@dataclass
 class ScoreReport:
     """What `kia score` prints: the agreement, the run scored and each disagreement's evidence."""
 
@@ -567,6 +644,8 @@ class ScoreReport:
     training: TrainingUse = field(default_factory=TrainingUse)
     # papers of the run still waiting for a batch answer (not scored until imported)
     waiting: int = 0
+    # the run's out-of-scope flags against the gold's in_scope column (None: the gold has none)
+    scope: ScopeAgreement | None = None
 
     def waiting_line(self) -> str | None:
         """One line for a run that still waits for batch answers, else None."""
@@ -661,7 +740,9 @@ def score_run(
         reviewed: Labeling = {}  # the axes a person decided (a rejected one: no labels)
         for (key, axis), review in reviews.items():
             reviewed.setdefault(key, {})[axis] = review.labels
-        gold = load_gold(gold_path, taxonomy)
+        every_row = load_gold(gold_path, taxonomy, with_out_of_scope=True)
+        scope = scope_agreement(every_row, store, chosen)
+        gold = [paper for paper in every_row if paper.in_scope is not False]
         reference = gold_labeling(gold, store.paper_keys())
         scored = set(reference) & set(candidate)
         examples = example_use(store, chosen, scored)
@@ -691,6 +772,7 @@ def score_run(
         examples,
         training,
         waiting,
+        scope,
     )
 
 

@@ -370,3 +370,62 @@ def test_a_run_whose_parameters_do_not_read_has_no_training_papers_and_scores(tm
     assert scored.returncode == 0 and "blind or not, kia cannot tell" in scored.stdout
     replayed = run_kia("simulate", "--run", "r", "--random-runs", "1", "--db", str(db_path))  # the same use
     assert replayed.returncode == 0 and "blind or not, kia cannot tell" in replayed.stdout, replayed.stderr
+
+
+def test_a_gold_in_scope_column_scores_the_runs_scope_flags(tmp_path: Path) -> None:
+    """A survey author marks the papers they judged out of scope (`in_scope` no, axes left empty):
+    those rows leave the label agreement alone and score the run's out-of-scope flags instead."""
+    from kia.backends import BackendAnswer
+    from kia.extract import Document, extract
+    from kia.propose import load_prompt, run_proposals
+    from kia.store import Store
+    from kia.taxonomy import Taxonomy
+    from tests.fakes import ScriptedBackend
+
+    quote = "We generate CT from segmentation masks with a ControlNet branch"
+    answer = {"K": [("K2", [quote])], "I": [("I2", [quote])], "A": [("A1", [quote])]}
+
+    class FlagsRadar(ScriptedBackend):
+        def answer(self, doc: Document, taxonomy: Taxonomy, prompt: str) -> BackendAnswer:
+            said = super().answer(doc, taxonomy, prompt)
+            if doc.title in ("Radar", "Masks2"):
+                said.in_scope, said.scope_score = False, 0.1
+            return said
+
+    db = tmp_path / "kia.duckdb"
+    with Store(db) as store:
+        for key in ("Masks", "Masks2", "Radar", "Segment"):
+            path = tmp_path / f"{key}.md"
+            path.write_text(f"# {key}\n\n## Abstract\n{quote}.\n", encoding="utf-8")
+            store.add_document(extract(path), key)
+        run_proposals(
+            store,
+            FlagsRadar({k: answer for k in ("Masks", "Masks2", "Radar", "Segment")}),
+            load_taxonomy(),
+            load_prompt(),
+            run_name="r",
+        )
+    gold = tmp_path / "gold.csv"
+    gold.write_text(
+        "method,in_scope,K,I,A\nMasks,yes,K2,I2,A1\nMasks2,yes,K2,I2,A1\nRadar,no,-,-,-\nSegment,no,,,\n",
+        encoding="utf-8",
+    )
+    document = json.loads(run_kia("score", "--gold", str(gold), "--format", "json", "--db", str(db)).stdout)
+    assert document["n_papers"] == 2  # the out-of-scope rows are no label rows
+    scope = document["scope"]
+    assert (scope["papers"], scope["gold_out_of_scope"], scope["flagged"]) == (4, 2, 2)
+    assert scope["precision"] == 0.5 and scope["recall"] == 0.5
+    assert scope["wrongly_flagged"] == ["Masks2"] and scope["missed"] == ["Segment"]
+    text = run_kia("score", "--gold", str(gold), "--db", str(db)).stdout
+    assert "scope (4 paper(s) with in_scope in gold): 2 out of scope in gold, 2 flagged by the run" in text
+    assert "flagged but in scope: Masks2; out of scope but not flagged: Segment" in text
+    bad = tmp_path / "bad.csv"
+    bad.write_text("method,in_scope,K,I,A\nMasks,maybe,K2,I2,A1\n", encoding="utf-8")
+    refused = run_kia("score", "--gold", str(bad), "--db", str(db))
+    assert refused.returncode == 1 and "column in_scope (Masks): 'maybe' is not yes, no or unsure" in refused.stderr
+    empty = tmp_path / "empty.csv"
+    empty.write_text("method,in_scope,K,I,A\nMasks,yes,,I2,A1\n", encoding="utf-8")
+    assert (
+        "every axis needs a category (or in_scope = no)"
+        in run_kia("score", "--gold", str(empty), "--db", str(db)).stderr
+    )
