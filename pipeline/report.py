@@ -605,6 +605,8 @@ def _scoring_sections(
     waiting = f"<p><b>{html.escape(scored.waiting_line() or '')}</b></p>" if scored.waiting else ""
     if scored.training.line():
         waiting += f"<p><b>{html.escape(scored.training.line() or '')}</b></p>"
+    if scored.scope is not None:
+        waiting += f"<p>{html.escape(scored.scope.line())}</p>"
     return f"""{waiting}<p>run <b>{html.escape(scored.run_id)}</b> against {html.escape(scored.gold_path)}; taxonomy
 <b>{html.escape(taxonomy.title or taxonomy.name)}</b> ({len(taxonomy.axes)} axes: {html.escape(axes_line)});
 {scored.agreement.n_papers} papers scored; all-axes exact match {scored.agreement.triple_exact_match:.3f};

@@ -419,6 +419,8 @@ def test_a_gold_in_scope_column_scores_the_runs_scope_flags(tmp_path: Path) -> N
     text = run_kia("score", "--gold", str(gold), "--db", str(db)).stdout
     assert "scope (4 paper(s) with in_scope in gold): 2 out of scope in gold, 2 flagged by the run" in text
     assert "flagged but in scope: Masks2; out of scope but not flagged: Segment" in text
+    assert run_kia("report", "--gold", str(gold), "--out", str(tmp_path / "r.html"), "--db", str(db)).returncode == 0
+    assert "2 out of scope in gold, 2 flagged by the run" in (tmp_path / "r.html").read_text(encoding="utf-8")
     bad = tmp_path / "bad.csv"
     bad.write_text("method,in_scope,K,I,A\nMasks,maybe,K2,I2,A1\n", encoding="utf-8")
     refused = run_kia("score", "--gold", str(bad), "--db", str(db))
