@@ -117,11 +117,14 @@ def load_gold(path: str | Path | None, taxonomy: Taxonomy, with_out_of_scope: bo
         columns = set(reader.fieldnames or [])
     except csv.Error as exc:
         raise GoldError(f"{resolved}: row 1: not a readable CSV header ({exc})") from None
-    missing = [a for a in taxonomy.axis_ids if a not in columns]
-    if "method" not in columns or missing:
+    missing = [c for c in ("method", *taxonomy.axis_ids) if c not in columns]
+    if missing:
+        header = ",".join(reader.fieldnames or [])
+        other = next((name for mark, name in ((";", "semicolons"), ("\t", "tabs")) if mark in header), None)
+        hint = f" (its header is split by {other}: kia reads comma-separated CSV)" if other else ""
         raise GoldError(
             f"{resolved} does not fit taxonomy {taxonomy.name!r}: it needs a 'method' column and one column "
-            f"per axis ({', '.join(taxonomy.axis_ids)}); missing {', '.join(missing or ['method'])}"
+            f"per axis ({', '.join(taxonomy.axis_ids)}); missing {', '.join(missing)}{hint}"
         )
     papers: list[GoldPaper] = []
     seen: dict[str, int] = {}

@@ -68,6 +68,14 @@ def test_gold_of_another_taxonomy_names_both(tmp_path: Path) -> None:
     gold.write_text("method,arch,data\nX,cnn;vit,img\n", encoding="utf-8")
     with pytest.raises(GoldError, match="row 2, column arch .*single-label"):
         load_gold(gold, load_taxonomy(other))
+    # A spreadsheet saved with semicolons: every column is missing, method too, and it says why.
+    semicolons = tmp_path / "s.csv"
+    semicolons.write_text("method;K;I;A\nX;K1;I2;A1\n", encoding="utf-8")
+    with pytest.raises(GoldError) as info:
+        load_gold(semicolons, load_taxonomy())
+    assert str(info.value).endswith(
+        "missing method, K, I, A (its header is split by semicolons: kia reads comma-separated CSV)"
+    )
 
 
 def test_gold_file_not_utf8_is_one_line_naming_file_and_row(tmp_path: Path) -> None:
