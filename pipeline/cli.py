@@ -48,6 +48,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 DbOption = Annotated[
     Path | None, typer.Option("--db", help="DuckDB file (default: $KIA_DB, else kia.toml's db, else ./kia.duckdb)")
 ]
+# The gold file and the reviewer name, read the same way by every command that takes them.
+GoldOption = Annotated[
+    Path | None, typer.Option("--gold", help="Gold CSV (default: kia.toml's gold, else the shipped Table 5)")
+]
+ReviewerOption = Annotated[
+    str | None,
+    typer.Option("--reviewer", help="Reviewer name (default: $KIA_REVIEWER, else kia.toml's, else your login name)"),
+]
 
 
 def _version(value: bool) -> None:
@@ -585,9 +593,7 @@ def _print_agreement(agreement: score_stage.Agreement, title: str) -> None:
 @one_line_errors
 def score(
     run: RunOption = None,
-    gold: Annotated[
-        Path | None, typer.Option(help="Gold CSV (default: kia.toml's gold, else the shipped Table 5)")
-    ] = None,
+    gold: GoldOption = None,
     output_format: Annotated[str, typer.Option("--format", help="table or json")] = "table",
     proposals_only: Annotated[bool, typer.Option("--proposals-only", help="Ignore reviews")] = False,
     blind: Annotated[
@@ -825,9 +831,7 @@ def export(
     reviewed: Annotated[
         bool, typer.Option("--reviewed", help="Use reviewed labels (papers reviewed on every axis)")
     ] = False,
-    gold: Annotated[
-        Path | None, typer.Option(help="Gold CSV (default: kia.toml's gold, else the shipped Table 5)")
-    ] = None,
+    gold: GoldOption = None,
     output: Annotated[Path | None, typer.Option("--out", help="Write to this file instead of stdout")] = None,
     group_by: Annotated[
         str | None, typer.Option(help="LaTeX: rows grouped under each value of this axis (id or name) or gold column")
@@ -859,10 +863,11 @@ def export(
     else:
         output.write_text(text, encoding="utf-8")
         out.print(f"wrote {output}", markup=False)
-    if gold is not None and run is None and not reviewed and _db(db).exists():
+    path = _db(db)
+    if gold is not None and run is None and not reviewed and path.exists():
         from kia.score import default_run_at
 
-        if default_run_at(_db(db), None) is not None:
+        if default_run_at(path, None) is not None:
             err.print(
                 f"note: exported the gold table {gold} (--gold without --run); --run latest exports the latest run "
                 "with gold columns",
@@ -874,9 +879,7 @@ def export(
 @one_line_errors
 def report(
     run: RunOption = None,
-    gold: Annotated[
-        Path | None, typer.Option(help="Gold CSV (default: kia.toml's gold, else the shipped Table 5)")
-    ] = None,
+    gold: GoldOption = None,
     output: Annotated[Path, typer.Option("--out", help="HTML file to write")] = Path("kia-report.html"),
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
@@ -938,9 +941,7 @@ def _threshold(value: str) -> float:
 @one_line_errors
 def review(
     run: RunOption = None,
-    reviewer: Annotated[
-        str | None, typer.Option(help="Reviewer name (default: $KIA_REVIEWER, else kia.toml's, else your login name)")
-    ] = None,
+    reviewer: ReviewerOption = None,
     only: Annotated[str | None, typer.Option(help="unreviewed, disagreements or low-confidence")] = None,
     queue: Annotated[
         str,
@@ -1022,9 +1023,7 @@ def label(
     i: Annotated[str | None, typer.Option("--I", help="Shorthand for --set I=...")] = None,
     a: Annotated[str | None, typer.Option("--A", help="Shorthand for --set A=...")] = None,
     note: Annotated[str | None, typer.Option(help="A note on the paper")] = None,
-    reviewer: Annotated[
-        str | None, typer.Option(help="Reviewer name (default: $KIA_REVIEWER, else kia.toml's, else your login name)")
-    ] = None,
+    reviewer: ReviewerOption = None,
     run: RunOption = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
@@ -1388,9 +1387,7 @@ def demo(db: DbOption = None) -> None:
 @app.command()
 @one_line_errors
 def simulate(
-    gold: Annotated[
-        Path | None, typer.Option(help="Gold CSV (default: kia.toml's gold, else the shipped Table 5)")
-    ] = None,
+    gold: GoldOption = None,
     run: Annotated[str | None, typer.Option(help="Replay a stored run's proposals (calibration learns)")] = None,
     backend: Annotated[str | None, typer.Option(help="local: replay the offline head, refitted as you review")] = None,
     order: Annotated[str, typer.Option(help="need, random, storage, or oracle (hindsight: wrong ones first)")] = "need",
@@ -1430,9 +1427,7 @@ def simulate(
 def serve(
     port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default 8765; 0: any free port)")] = None,
     run: Annotated[str | None, typer.Option(help="Run to review (default: the latest)")] = None,
-    reviewer: Annotated[
-        str | None, typer.Option(help="Reviewer name (default: $KIA_REVIEWER, else kia.toml's, else your login name)")
-    ] = None,
+    reviewer: ReviewerOption = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
