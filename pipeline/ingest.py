@@ -215,6 +215,12 @@ def _version_notice(path: Path, known: KnownPaper, new: tuple[bool, int], old: t
     return f"{head} kept the stored one as current (--prefer new to use this file)"
 
 
+def failed(store: Store, name: str, cause: str, key: str | None = None) -> IngestOutcome:
+    """A file that was not stored: logged with its cause, reported as one line `NAME: cause`."""
+    store.log_ingest(name, "failed", key, None, cause)
+    return IngestOutcome(name, "failed", key, f"{name}: {cause}")
+
+
 def ingest_one(path: Path, store: Store, manifest: dict[str, str], prefer: str = "longer") -> IngestOutcome:
     """Extract and store one file; any bad input becomes a failed outcome, logged in the database.
 
@@ -225,18 +231,13 @@ def ingest_one(path: Path, store: Store, manifest: dict[str, str], prefer: str =
         str(path).encode("utf-8")
     except UnicodeEncodeError:  # bytes no text encoding can store: the database could not hold the path
         shown = os.fsencode(path).decode("utf-8", "backslashreplace")
-        cause = "the file name is not valid UTF-8 (rename the file)"
-        store.log_ingest(shown, "failed", None, None, cause)
-        return IngestOutcome(shown, "failed", None, f"{shown}: {cause}")
+        return failed(store, shown, "the file name is not valid UTF-8 (rename the file)")
     try:
         doc = extract(path)
     except ExtractError as exc:
-        store.log_ingest(str(path), "failed", manifest.get(path.name), None, exc.cause)
-        return IngestOutcome(str(path), "failed", manifest.get(path.name), str(exc))
+        return failed(store, str(path), exc.cause, manifest.get(path.name))
     except Exception as exc:  # an extractor bug must not end the batch either
-        cause = f"unexpected {type(exc).__name__}: {exc}"
-        store.log_ingest(str(path), "failed", manifest.get(path.name), None, cause)
-        return IngestOutcome(str(path), "failed", manifest.get(path.name), f"{path}: {cause}")
+        return failed(store, str(path), f"unexpected {type(exc).__name__}: {exc}", manifest.get(path.name))
     key = paper_key_for(path, doc, manifest)
     existing = store.has_document(doc.sha256)
     if existing is not None:
@@ -281,11 +282,7 @@ def ingest_paths(
         raise KiaError(f"--prefer must be one of {', '.join(PREFER_CHOICES)}, not {prefer!r}")
     summary = IngestSummary()
     for path, refused in collect_paths(paths):
-        if refused is not None:
-            store.log_ingest(str(path), "failed", None, None, refused)
-            outcome = IngestOutcome(str(path), "failed", None, f"{path}: {refused}")
-        else:
-            outcome = ingest_one(path, store, manifest or {}, prefer)
+        outcome = failed(store, str(path), refused) if refused else ingest_one(path, store, manifest or {}, prefer)
         summary.outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(outcome)
