@@ -313,8 +313,8 @@ def load_taxonomy(path: str | os.PathLike[str] | None = None) -> Taxonomy:
     except FileNotFoundError as exc:
         raise TaxonomyError(f"{resolved}: taxonomy file not found") from exc
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{int(mark.line) + 1}" if mark else ""
+        problem = yaml_problem(exc)
+        line = f":{problem.line}" if problem.line else ""
         raise TaxonomyError(f"{resolved}{line}: not valid YAML ({str(exc).splitlines()[0]})") from exc
     if not isinstance(raw, dict):
         raise TaxonomyError(f"{resolved}: a taxonomy is a mapping with 'name' and 'axes'")
@@ -353,6 +353,13 @@ class Problem:
     def render(self, path: str | os.PathLike[str]) -> str:
         """`FILE:LINE: error: message`, as compilers print it."""
         return f"{path}:{self.line}: {self.severity}: {self.message}"
+
+
+def yaml_problem(exc: yaml.YAMLError) -> Problem:
+    """YAML that does not parse (or a tag the safe loader refuses), on the line PyYAML names (0
+    when it names none)."""
+    mark = getattr(exc, "problem_mark", None)
+    return Problem(int(mark.line) + 1 if mark else 0, f"not valid YAML: {str(exc).splitlines()[0]}")
 
 
 def _line(node: Any) -> int:
@@ -463,8 +470,7 @@ def check_taxonomy_text(text: str) -> list[Problem]:
     try:
         root = yaml.compose(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        return [Problem(int(mark.line) + 1 if mark else 0, f"not valid YAML: {str(exc).splitlines()[0]}")]
+        return [yaml_problem(exc)]
     if not isinstance(root, yaml.MappingNode):
         return [Problem(1, "a taxonomy is a mapping with 'name' and 'axes'")]
     problems: list[Problem] = []
@@ -531,8 +537,7 @@ def check_taxonomy_text(text: str) -> list[Problem]:
         try:
             Taxonomy.model_validate(_parse_yaml(text))
         except yaml.YAMLError as exc:  # a tag the safe loader refuses (!!python/object...)
-            mark = getattr(exc, "problem_mark", None)
-            problems.append(Problem(int(mark.line) + 1 if mark else 0, f"not valid YAML: {str(exc).splitlines()[0]}"))
+            problems.append(yaml_problem(exc))
         except ValidationError as exc:
             problems.extend(validation_problems(root, exc))
     return sorted(problems, key=lambda p: p.line)
