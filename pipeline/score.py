@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from kia.errors import KiaError
-from kia.gold import GoldPaper, load_gold
+from kia.gold import GoldPaper, gold_index, load_gold
 from kia.references import RecordedPapers
 from kia.resources import default_gold_path
 from kia.store import Store
@@ -559,11 +559,17 @@ class ScopeAgreement:
     positive class: which papers it flagged that the author kept, and which it missed."""
 
     papers: int = 0  # stored papers of the run with a yes or no in the gold's in_scope column
-    gold_out: int = 0
-    flagged: int = 0
-    both: int = 0
+    both: int = 0  # out of scope in gold and flagged by the run
     wrongly_flagged: list[str] = field(default_factory=list)
     missed: list[str] = field(default_factory=list)
+
+    @property
+    def gold_out(self) -> int:
+        return self.both + len(self.missed)
+
+    @property
+    def flagged(self) -> int:
+        return self.both + len(self.wrongly_flagged)
 
     @property
     def precision(self) -> float | None:
@@ -609,10 +615,9 @@ class ScopeAgreement:
 def scope_agreement(gold: list[GoldPaper], store: Store, run_id: str) -> ScopeAgreement | None:
     """Score the run's out-of-scope judgement (a scope flag, or axes abstained as out of scope) on
     the stored papers whose gold row says in_scope yes or no; None when the gold says it of none."""
-    by_name = {name.lower(): paper for paper in gold for name in paper.names() if paper.in_scope is not None}
-    judged = {key: by_name[key.lower()].in_scope for key in store.paper_keys() if key.lower() in by_name}
+    index = gold_index([paper for paper in gold if paper.in_scope is not None])
     proposed = {key for key, _sha in store.done_papers(run_id)}
-    judged = {key: in_scope for key, in_scope in judged.items() if key in proposed}
+    judged = {key: index[key.lower()].in_scope for key in sorted(proposed) if key.lower() in index}
     if not judged:
         return None
     flagged = set(store.scope_flags(run_id))
@@ -620,8 +625,6 @@ def scope_agreement(gold: list[GoldPaper], store: Store, run_id: str) -> ScopeAg
     result = ScopeAgreement(papers=len(judged))
     for key, in_scope in sorted(judged.items()):
         out, said = not in_scope, key in flagged
-        result.gold_out += out
-        result.flagged += said
         result.both += out and said
         if said and not out:
             result.wrongly_flagged.append(key)
