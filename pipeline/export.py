@@ -155,6 +155,11 @@ class ExportRow:
         """An axis's labels, or the reason there are none (`unclear`, `out_of_scope`)."""
         return sep.join(self.labels.get(axis, [])) if self.labels.get(axis) else self.status.get(axis, "")
 
+    def status_only(self, axis: str) -> str:
+        """The status shown in place of labels (`unclear`, `rejected`, `out_of_scope`), or "" where
+        the axis has labels: a table sets it apart so it is never read as a label."""
+        return "" if self.labels.get(axis) else self.status.get(axis, "")
+
 
 def rows_from_labeling(
     labeling: Labeling,
@@ -352,10 +357,7 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
         header += ["Flags"] if flagged else []
         lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for row in rows:
-            # A status in place of labels (unclear, rejected, out_of_scope) is set in italics: never read as a label.
-            shown = [
-                row.cell(a, ", ") if row.labels.get(a) else f"*{row.cell(a)}*" if row.cell(a) else "" for a in axes
-            ]
+            shown = [f"*{instead}*" if (instead := row.status_only(a)) else row.cell(a, ", ") for a in axes]
             cells = [row.key, *shown, *(row.details.get(d, "–") for d in details)]
             cells += ["; ".join(row.flags.lines()) or "–"] if flagged else []
             lines.append("| " + " | ".join(_markdown_cell(c) for c in cells) + " |")
@@ -388,9 +390,9 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
                 cells = [
                     _latex_escape(row.key) + (r"$^\dagger$" if row.flags else ""),
                     *(
-                        _latex_escape(row.cell(a, ", "))
-                        if row.labels.get(a) or not row.cell(a)
-                        else rf"\textit{{{_latex_escape(row.cell(a))}}}"
+                        rf"\textit{{{_latex_escape(instead)}}}"
+                        if (instead := row.status_only(a))
+                        else _latex_escape(row.cell(a, ", "))
                         for a in axes
                     ),
                     *(_latex_escape(row.details.get(d, "") or "--") for d in details),

@@ -142,11 +142,10 @@ def load_gold(path: str | Path | None, taxonomy: Taxonomy, with_out_of_scope: bo
                 )
             in_scope = _SCOPE_VALUES[scope_cell] if "in_scope" in columns else None
             out_of_scope = in_scope is False
+            cells = {axis: (row.get(axis) or "").strip() for axis in taxonomy.axis_ids}
             labels = {
-                axis: frozenset()
-                if out_of_scope and (row.get(axis) or "").strip() in _EMPTY_CELL
-                else parse_cell(row.get(axis) or "")
-                for axis in taxonomy.axis_ids
+                axis: frozenset() if out_of_scope and cell in _EMPTY_CELL else parse_cell(cell)
+                for axis, cell in cells.items()
             }
             for axis_id, cats in labels.items():
                 where = f"{resolved}: row {line}, column {axis_id} ({method})"
