@@ -22,6 +22,7 @@ from kia.score import (
     ScoreReport,
     compare,
     complete,
+    default_run,
     final_labels,
     final_reviews,
     gold_labeling,
@@ -132,10 +133,7 @@ def reviewed_source(db: Path, taxonomy: Taxonomy | None, reviewer: str | None = 
     other taxonomies' runs are left out."""
     with Store(db, read_only=True) as store:
         if taxonomy is None:
-            try:
-                latest = resolve_run(store, None)
-            except KiaError:
-                latest = None
+            latest = default_run(store)
             taxonomy = taxonomy_for_run(store, latest) if latest else load_taxonomy(None)
         labeling = complete(reviewed_labeling(store, taxonomy, reviewer), taxonomy)
         titles = store.titles()

@@ -269,13 +269,18 @@ def resolve_run(store: Store, run_id: str | None, taxonomy: Taxonomy | None = No
     return run_id
 
 
+def default_run(store: Store, taxonomy: Taxonomy | None = None) -> str | None:
+    """The run commands read by default (`latest_run`), or None when there is none to read."""
+    try:
+        return latest_run(store, taxonomy)
+    except KiaError:
+        return None
+
+
 def default_run_at(db: Path, taxonomy: Taxonomy | None) -> str | None:
     """The run commands read by default in the database at `db` (None when there is none to read)."""
     with Store(db, read_only=True) as store:
-        try:
-            return latest_run(store, taxonomy)
-        except KiaError:
-            return None
+        return default_run(store, taxonomy)
 
 
 def waiting_answers(store: Store, run_id: str) -> int:

@@ -700,16 +700,6 @@ def _blind(gold: Labels, fitted: Sequence[str], blind: bool) -> Labels:
     return left
 
 
-def _default_run(store: Any) -> str | None:
-    """The latest complete run of the store (None when there is none to read)."""
-    from kia.score import latest_run
-
-    try:
-        return latest_run(store)
-    except KiaError:
-        return None
-
-
 def simulate(
     store: Any,
     gold_path: Path | None,
@@ -730,7 +720,7 @@ def simulate(
     from kia.consensus import consensus_inputs
     from kia.gold import default_gold_path, load_gold
     from kia.learn import stored_proposals
-    from kia.score import gold_labeling, keys_fitted_on, run_labeling, taxonomy_for_run, training_use
+    from kia.score import default_run, gold_labeling, keys_fitted_on, run_labeling, taxonomy_for_run, training_use
 
     settings = settings or Settings()
     if run_id is not None and backend is not None:
@@ -744,7 +734,7 @@ def simulate(
         taxonomy = taxonomy_for_run(store, run_id, taxonomy)
     if taxonomy is None:
         # The survey in this store: the taxonomy of the run every command reads by default.
-        default = _default_run(store)
+        default = default_run(store)
         taxonomy = taxonomy_for_run(store, default) if default else None
     if taxonomy is None:
         from kia.taxonomy import load_taxonomy
