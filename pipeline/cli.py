@@ -394,7 +394,11 @@ def propose(
         ),
     ] = None,
     gold: Annotated[
-        Path | None, typer.Option(help="Gold labels examples may come from (default: the shipped gold, if it fits)")
+        Path | None,
+        typer.Option(
+            help="Gold labels examples may come from (default: kia.toml's gold, else the shipped Table 5, if it"
+            " fits the taxonomy)"
+        ),
     ] = None,
     encoder: EncoderOption = None,
     read_sentences: ReadOption = None,
@@ -766,7 +770,13 @@ def _label_source(
 @app.command()
 @one_line_errors
 def stats(
-    gold: Annotated[Path | None, typer.Option(help="Gold CSV (the default source: labels/table5.csv)")] = None,
+    gold: Annotated[
+        Path | None,
+        typer.Option(
+            help="Gold CSV to describe (the source without --run or --reviewed; default: kia.toml's gold, else the"
+            " shipped Table 5)"
+        ),
+    ] = None,
     run: RunOption = None,
     reviewed: Annotated[
         bool, typer.Option("--reviewed", help="Use reviewed labels (papers reviewed on every axis)")
@@ -1426,7 +1436,7 @@ def simulate(
 @one_line_errors
 def serve(
     port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default 8765; 0: any free port)")] = None,
-    run: Annotated[str | None, typer.Option(help="Run to review (default: the latest)")] = None,
+    run: RunOption = None,
     reviewer: ReviewerOption = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,

@@ -17,14 +17,22 @@ from rich.console import Console
 from rich.segment import Segment
 
 # C0 and C1 controls (tab, line feed and carriage return handled by the caller), DEL, and the
-# format characters that reorder or hide text: bidi embeddings, overrides, isolates and marks.
-_CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# format characters that reorder or hide text: bidi embeddings, overrides, isolates and marks;
+# zero-width spaces and joiners, the word joiner, invisible operators and the byte order mark (two
+# reviewer names or keys that print alike must not differ unseen); and Unicode tag characters,
+# which carry invisible ASCII ("ASCII smuggling").
+_CONTROL_RE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069"
+    "\ufeff\U000e0000-\U000e007f]"
+)
 _LINE_RE = re.compile("[\t\n\r\u2028\u2029\x85]")
 
 
 def _escape(match: re.Match[str]) -> str:
     code = ord(match.group(0))
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def visible(text: str, one_line: bool = False) -> str:

@@ -73,3 +73,35 @@ def test_readme_blocks_that_ci_runs_as_written_are_there_and_parse() -> None:
     assert "@ dist" not in wheel and ".whl" in wheel  # `kia[local] @ dist/...` is refused by current pip
     assert "kia-wheel" not in wheel and "wheel-check" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "readme_blocks.py" in (ROOT / ".ci" / "wheel-check").read_text(encoding="utf-8")
+
+
+def _options_by_command() -> dict[str, dict[str, str]]:
+    """Every command's options (by long name) and their help, sub-commands included."""
+    import typer
+
+    from kia.cli import app
+
+    found: dict[str, dict[str, str]] = {}
+
+    def walk(command: object, name: str) -> None:
+        for sub_name, sub in getattr(command, "commands", {}).items():
+            walk(sub, f"{name} {sub_name}".strip())
+        if not hasattr(command, "commands"):
+            found[name] = {opt: p.help or "" for p in command.params for opt in getattr(p, "opts", [])}  # type: ignore[attr-defined]
+
+    walk(typer.main.get_command(app), "")
+    return found
+
+
+def test_shared_options_read_alike_in_every_command() -> None:
+    """A newcomer reads one command's help and expects the next to mean the same: the database,
+    taxonomy, reviewer and run options share one text, and every gold option names kia.toml."""
+    options = _options_by_command()
+    for option in ("--db", "--taxonomy", "--reviewer"):
+        texts = {name: o[option] for name, o in options.items() if option in o}
+        assert len(texts) >= 3 and len(set(texts.values())) == 1, (option, texts)
+    review_run = options["review"]["--run"]
+    assert options["serve"]["--run"] == review_run == options["score"]["--run"]
+    golds = {name: o["--gold"] for name, o in options.items() if "--gold" in o}
+    assert {"score", "stats", "propose", "simulate", "report", "export"} <= set(golds)
+    assert all("kia.toml" in text for text in golds.values()), golds

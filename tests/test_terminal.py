@@ -25,6 +25,15 @@ def test_visible_writes_controls_as_escapes_and_keeps_text() -> None:
     assert visible("Ünïcode – fine") == "Ünïcode – fine"
 
 
+def test_visible_shows_zero_width_characters_and_tag_characters() -> None:
+    """Two reviewer names that print alike must not differ unseen, and tag characters carry hidden
+    ASCII: each is written as its escape, while ordinary accents and dashes stay."""
+    assert visible("ali\u200bce") == "ali\\u200bce"
+    assert visible("\ufeffbob\u2060") == "\\ufeffbob\\u2060"
+    assert visible("ok\U000e0041\U000e007f") == "ok\\U000e0041\\U000e007f"
+    assert visible("café – naïve") == "café – naïve"
+
+
 @pytest.fixture
 def hostile_db(tmp_path: Path) -> tuple[Path, Path, str]:
     folder = tmp_path / "in"
