@@ -357,6 +357,19 @@ def split_sentences(
     return sentences
 
 
+def nothing_to_classify(doc: Document, taxonomy: Taxonomy) -> str:
+    """Why a backend found no sentence to classify in `doc`, for its one-line failure: a text with
+    sentences that all address the labeller is a suspicious paper, not an empty one."""
+    withheld = len(split_sentences(doc))
+    if withheld:
+        which = "its one sentence addresses" if withheld == 1 else f"all {withheld} sentences of its text address"
+        return (
+            f"{doc.path}: no sentences to classify: {which} the labeller or the model, and no backend reads"
+            " such a sentence (suspicious text)"
+        )
+    return f"{doc.path}: no sentences to classify in its text"
+
+
 # --- prompt injection ---------------------------------------------------------------------------------
 # Each pattern is a way a sentence speaks to whoever (or whatever) labels the paper rather than about
 # the paper's own work. Research prose never needs them; a false alarm costs a reviewer's glance.
@@ -414,6 +427,17 @@ _INVISIBLE_RE = re.compile(
     "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f"
     "\u3164\ufe00-\ufe0f\ufeff\uffa0]"
 )
+# Unicode tag characters (U+E0020-U+E007E) spell ASCII that a model reads and a person never sees
+# ("ASCII smuggling"); detection reads a run of them as the words they spell, set apart by spaces.
+_TAG_RUN_RE = re.compile("[\U000e0000-\U000e007f]+")
+
+
+def _spell_tags(text: str) -> str:
+    """`text` with each run of tag characters replaced by the ASCII it hides, between spaces."""
+    return _TAG_RUN_RE.sub(
+        lambda m: " " + "".join(chr(ord(c) - 0xE0000) for c in m.group(0) if 0xE0020 <= ord(c) <= 0xE007E) + " ",
+        text,
+    )
 
 
 @lru_cache(maxsize=4096)
@@ -438,8 +462,8 @@ def _fold_char(char: str) -> str:
 def normalise_for_detection(text: str) -> str:
     """The text as a reader sees it, for detection only: invisible characters removed, NFKC
     (full-width and mathematical letters to plain ones), look-alike letters and digits folded to
-    ASCII, whitespace collapsed. Spans are never taken from it."""
-    text = unicodedata.normalize("NFKC", _INVISIBLE_RE.sub("", text))
+    ASCII, tag characters spelled out, whitespace collapsed. Spans are never taken from it."""
+    text = unicodedata.normalize("NFKC", _INVISIBLE_RE.sub("", _spell_tags(text)))
     # Accents and dots off Latin letters too ("\u0130gnore", "ignóre"): NFKC keeps them precomposed.
     text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
     return " ".join("".join(_fold_char(c) for c in text).split())
@@ -618,7 +642,7 @@ def _is_instruction(text: str, taxonomy: Taxonomy) -> bool:
     or category names offered as something to choose; ids of two axes at once ("K4, I3"); and a
     taxonomy id in a sentence of another language - research prose never does any of these.
     """
-    raw = unicodedata.normalize("NFKC", _INVISIBLE_RE.sub("", text))
+    raw = unicodedata.normalize("NFKC", _INVISIBLE_RE.sub("", _spell_tags(text)))
     if _FOREIGN_RE.search(raw):
         return True
     text = normalise_for_detection(text)

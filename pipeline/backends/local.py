@@ -40,7 +40,7 @@ from kia.learned import (
     screened,
 )
 from kia.resources import shipped
-from kia.sentences import Sentence, capped_document, split_sentences
+from kia.sentences import Sentence, capped_document, nothing_to_classify, split_sentences
 from kia.settings import Settings
 from kia.taxonomy import Taxonomy
 
@@ -261,9 +261,7 @@ class LocalBackend:
         read = [read_paper(doc, taxonomy, limit, self.max_sentences) for doc in docs]
         sentence_lists = [sentences for sentences, _ in read]
         usable = [i for i, sentences in enumerate(sentence_lists) if sentences]
-        results: list[BackendAnswer | BackendError] = [
-            BackendError(f"{doc.path}: no sentences to classify in its text") for doc in docs
-        ]
+        results: list[BackendAnswer | BackendError] = [BackendError(nothing_to_classify(doc, taxonomy)) for doc in docs]
         if not usable:
             return results
         chosen = [sentence_lists[i] for i in usable]

@@ -29,6 +29,7 @@ from kia.sentences import (
     OWN_WORK_RE,
     SECTION_WEIGHTS,
     Sentence,
+    nothing_to_classify,
     split_sentences,
     without_metric_names,
     without_negated,
@@ -228,7 +229,7 @@ class RulesBackend:
         """
         sentences = split_sentences(doc, taxonomy=taxonomy)
         if not sentences:
-            raise BackendError(f"{doc.path}: no sentences to classify in its text")
+            raise BackendError(nothing_to_classify(doc, taxonomy))
         raw, margins, closeness = self.sentence_scores(sentences, taxonomy)
         weights = np.asarray([_sentence_weight(s, self.settings) for s in sentences], dtype=np.float32)
         axes: dict[str, AxisScores] = {}
