@@ -23,7 +23,7 @@ import numpy as np
 
 from kia.encoders import DEFAULT_ENCODER
 from kia.extract import Document
-from kia.gold import GoldPaper
+from kia.gold import GoldPaper, gold_index
 from kia.references import same_work
 from kia.sentences import Sentence, split_sentences, withheld_title
 from kia.store import Store, dumps
@@ -192,14 +192,14 @@ def labelled_papers(
     stored = store.paper_keys()
     reviewed = complete(reviewed_labeling(store, taxonomy), taxonomy)
     known = set(stored)
-    by_name = {name.lower(): paper.notes for paper in gold for name in paper.names()}
+    notes = {name: paper.notes for name, paper in gold_index(gold).items()}
     pool: list[tuple[str, str, dict[str, frozenset[str]], dict[str, str]]] = [
-        (k, REVIEW, reviewed[k], by_name.get(k.lower(), {})) for k in sorted(reviewed) if k in known
+        (k, REVIEW, reviewed[k], notes.get(k.lower(), {})) for k in sorted(reviewed) if k in known
     ]
     taken = {k for k, _, _, _ in pool}
     for key, labels in sorted(gold_labeling(gold, stored).items()):
         if key in known and key not in taken:  # gold_labeling keeps unmatched rows too, under their method
-            pool.append((key, GOLD, labels, by_name.get(key.lower(), {})))
+            pool.append((key, GOLD, labels, notes.get(key.lower(), {})))
     return pool
 
 

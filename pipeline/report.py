@@ -13,7 +13,7 @@ from pathlib import Path
 from kia._version import __version__
 from kia.errors import KiaError
 from kia.export import AxisDetail, ExportRow, PaperFlags, Quote, render, rows_from_labeling
-from kia.gold import load_gold
+from kia.gold import gold_index, load_gold
 from kia.score import (
     Agreement,
     AxisReview,
@@ -240,9 +240,9 @@ def export_labels(
     if source.run_id is not None and db is not None:
         _add_axis_details(rows, source, taxonomy, db)
         if with_gold:
-            by_name = {name.lower(): paper for paper in gold for name in paper.names()}
+            index = gold_index(gold)
             for row in rows:
-                paper = by_name.get(row.key.lower())
+                paper = index.get(row.key.lower())
                 if paper is not None:
                     row.gold = {a: sorted(paper.labels.get(a, [])) for a in taxonomy.axis_ids}
     return render(rows, taxonomy, output_format, group_by=group_by)

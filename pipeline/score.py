@@ -402,11 +402,11 @@ def evidence_for(store: Store, run_id: str, paper_key: str, axis: str) -> list[t
 
 def gold_labeling(gold: list[GoldPaper], stored_keys: list[str]) -> Labeling:
     """Gold labels keyed like the stored papers: a paper matches by method name or arXiv id."""
-    by_name = {name.lower(): paper for paper in gold for name in paper.names()}
+    index = gold_index(gold)
     labeling: Labeling = {}
     matched: set[str] = set()
     for key in stored_keys:
-        paper = by_name.get(key.lower())
+        paper = index.get(key.lower())
         if paper is not None:
             labeling[key] = dict(paper.labels)
             matched.add(paper.method)
@@ -491,8 +491,9 @@ class TrainingUse:
     # them it cannot tell which papers were training papers
     unknown_heads: list[str] = field(default_factory=list)
 
-    def line(self) -> str | None:
-        """One line for `kia score`, or None when no scored paper was a training paper."""
+    def line(self, command: str = "kia score", learned: str = "their labels were learned, not predicted") -> str | None:
+        """One line for `command` (`kia score`, `kia simulate`), or None when no scored paper was a
+        training paper; `learned` says what fitting on them means for that command's figures."""
         if not self.fitted:
             if not self.unknown_heads:
                 return None
@@ -508,7 +509,7 @@ class TrainingUse:
             )
         return (
             f"not blind: the offline head was fitted on {len(self.fitted)} of the {self.scored} scored paper(s) "
-            f"({names}); their labels were learned, not predicted. `kia score --blind` leaves them out"
+            f"({names}); {learned}. `{command} --blind` leaves them out"
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -527,21 +527,13 @@ class SimulationReport:
             f"({m.axes} axes), {self.source}, taxonomy "
             f"{self.taxonomy}, order {m.order}, one {m.unit} at a time, learning {learning}",
         ]
-        if self.unknown_heads and not self.fitted:
-            out.append(
-                f"blind or not, kia cannot tell: the offline head of run {', '.join(self.unknown_heads)} is not one "
-                "this kia ships, so which of these papers it was fitted on is unknown"
-            )
-        if self.fitted:
-            from kia.score import some_names
+        from kia.score import TrainingUse
 
-            names = some_names(self.fitted)
-            out.append(
-                f"blind: left out {len(self.fitted)} paper(s) the offline head was fitted on ({names})"
-                if self.left_out
-                else f"not blind: the offline head was fitted on {len(self.fitted)} of these papers ({names}); "
-                "its proposals there were learned, so work saved is flattered. `--blind` leaves them out"
-            )
+        scored = m.papers + (len(self.fitted) if self.left_out else 0)
+        training = TrainingUse(self.fitted, scored, self.left_out, self.unknown_heads)
+        said = training.line("kia simulate", "their proposals were learned, so work saved is flattered")
+        if said:
+            out.append(said)
         if m.order == "oracle":
             out.append(
                 "oracle order is hindsight: it takes first what kia has wrong (it reads gold), so its work "

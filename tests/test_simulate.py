@@ -414,11 +414,11 @@ def test_simulate_says_which_papers_the_head_was_fitted_on_and_blind_replays_the
     plain = run_kia("simulate", "--random-runs", "1", "--db", str(db))
     assert plain.returncode == 0, plain.stderr
     assert "simulated review of 3 paper(s)" in plain.stdout
-    assert "not blind: the offline head was fitted on 2 of these papers" in plain.stdout
+    assert "not blind: the offline head was fitted on 2 of the 3 scored paper(s)" in plain.stdout
     report = tmp_path / "sim.json"
     blind = run_kia("simulate", "--random-runs", "1", "--blind", "--json", str(report), "--db", str(db))
     assert blind.returncode == 0, blind.stderr
-    assert "simulated review of 1 paper(s)" in blind.stdout and "blind: left out 2 paper(s)" in blind.stdout
+    assert "simulated review of 1 paper(s)" in blind.stdout and "blind: left out 2 of 3 paper(s)" in blind.stdout
     document = json.loads(report.read_text(encoding="utf-8"))
     assert document["left_out"] is True and len(document["fitted"]) == 2 and "GEM-3D" not in document["fitted"]
     assert _db_digest(db) == before
