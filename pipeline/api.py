@@ -38,6 +38,21 @@ if TYPE_CHECKING:
 PathLike = str | os.PathLike[str]
 
 
+def _paths(paths: Sequence[PathLike] | PathLike) -> list[Path]:
+    """`paths` as a list: one path given alone (a str is a sequence of characters, and `"papers/"`
+    read one character at a time would ingest the root folder) is a list of one."""
+    if isinstance(paths, (str, os.PathLike)):
+        return [Path(paths)]
+    return [Path(p) for p in paths]
+
+
+def _keys(keys: Sequence[str] | str | None) -> list[str] | None:
+    """`keys` as a list, None for every paper: one key given alone is a list of one, not its letters."""
+    if isinstance(keys, str):
+        return [keys]
+    return list(keys) if keys else None
+
+
 def _db(db: PathLike | None, settings: Settings) -> Path:
     return Path(db) if db else settings.db
 
@@ -53,7 +68,7 @@ def open_store(db: PathLike | None = None, read_only: bool = False, create: bool
 
 
 def ingest(
-    paths: Sequence[PathLike],
+    paths: Sequence[PathLike] | PathLike,
     db: PathLike | None = None,
     manifest: PathLike | None = None,
     on_outcome: Callable[[IngestOutcome], None] | None = None,
@@ -65,9 +80,7 @@ def ingest(
     from kia.ingest import run_ingest
 
     settings = Settings.load()
-    return run_ingest(
-        [Path(p) for p in paths], _db(db, settings), Path(manifest) if manifest else None, on_outcome, prefer
-    )
+    return run_ingest(_paths(paths), _db(db, settings), Path(manifest) if manifest else None, on_outcome, prefer)
 
 
 def _run_inputs(
@@ -115,7 +128,7 @@ def _example_pool(
 
 def propose(
     db: PathLike | None = None,
-    keys: Sequence[str] | None = None,
+    keys: Sequence[str] | str | None = None,
     backend: str | Backend | None = None,
     *,
     run: str | None = None,
@@ -142,14 +155,14 @@ def propose(
 
     settings = settings or Settings.load()
     chosen, loaded, template, retriever = _run_inputs(backend, settings, taxonomy, prompt, context)
-    with Store(_db(db, settings)) as store:
+    with Store(_db(db, settings), create=False) as store:  # proposing needs papers: never a new, empty store
         pool = _example_pool(store, chosen, loaded, settings, gold)
         return run_proposals(
             store,
             chosen,
             loaded,
             template,
-            keys=list(keys) if keys else None,
+            keys=_keys(keys),
             run_name=run,
             use_cache=use_cache,
             concurrency=concurrency or (1 if chosen.name in ("local", "rules") else settings.concurrency),
@@ -166,7 +179,7 @@ def propose(
 def write_batch_file(
     db: PathLike | None,
     out: PathLike,
-    keys: Sequence[str] | None = None,
+    keys: Sequence[str] | str | None = None,
     backend: str | Backend | None = None,
     *,
     run: str | None = None,
@@ -200,7 +213,7 @@ def write_batch_file(
                 template,
                 Path(out),
                 encoder_key(chosen, settings.encoder),
-                keys=list(keys) if keys else None,
+                keys=_keys(keys),
                 run_name=run,
                 use_cache=use_cache,
                 max_input_tokens=max_input_tokens,
@@ -219,7 +232,7 @@ def write_batch_file(
             loaded,
             template,
             Path(out),
-            keys=list(keys) if keys else None,
+            keys=_keys(keys),
             run_name=run,
             use_cache=use_cache,
             max_input_tokens=max_input_tokens,
@@ -256,7 +269,7 @@ def answer_batch_file(
 
 
 def import_batch_results(
-    db: PathLike | None, files: Sequence[PathLike], *, taxonomy: PathLike | None = None
+    db: PathLike | None, files: Sequence[PathLike] | PathLike, *, taxonomy: PathLike | None = None
 ) -> ImportSummary:
     """Import a provider's batch output (and error) files into the runs waiting for them."""
     from kia.batchfile import import_results
@@ -265,7 +278,7 @@ def import_batch_results(
 
     settings = Settings.load()
     with Store(_db(db, settings), create=False) as store:
-        return import_results(store, load_taxonomy(taxonomy or settings.taxonomy), [Path(f) for f in files])
+        return import_results(store, load_taxonomy(taxonomy or settings.taxonomy), _paths(files))
 
 
 def score(
@@ -278,13 +291,15 @@ def score(
 ) -> ScoreReport:
     """Agreement of a run (default: the latest; reviewed labels where reviewed) with gold labels, in
     the taxonomy the run recorded (`taxonomy`, when given, must be that one). `blind` leaves out the
-    papers the run's offline head was fitted on (`ScoreReport.training` names them either way)."""
+    papers the run's offline head was fitted on (`ScoreReport.training` names them either way).
+    Raises `KiaError` with the reason when no paper could be scored (`ScoreReport.nothing_scored`)."""
+    from kia.errors import KiaError
     from kia.score import score_run
     from kia.taxonomy import load_taxonomy
 
     settings = Settings.load()
     chosen = taxonomy or settings.taxonomy
-    return score_run(
+    report = score_run(
         _db(db, settings),
         load_taxonomy(chosen) if chosen else None,
         run,
@@ -292,6 +307,10 @@ def score(
         use_reviews=use_reviews,
         blind=blind,
     )
+    reason = report.nothing_scored()
+    if reason is not None:
+        raise KiaError(reason)
+    return report
 
 
 def export(

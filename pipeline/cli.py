@@ -459,7 +459,7 @@ def propose(
             err.print(f"failed: {paper_key}: {error}", markup=False)
         out.print(f"{written.line()}; requests in {batch_file}", markup=False)
         return
-    with Store(path, create=True) as store:
+    with Store(path, create=False) as store:
         total = len(keys) if keys else len(store.paper_keys())
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -631,15 +631,6 @@ def score(
             _print_agreement(agreement, f"reviewer {between[1]} against reviewer {between[0]}")
         return
     report = kia.score(_existing_db(db), run, gold, taxonomy, use_reviews=not proposals_only, blind=blind)
-    if blind and not report.agreement.n_papers:
-        raise KiaError(f"{report.training.line() or 'blind'}: no paper left to score")
-    if not report.agreement.n_papers and report.scope is None:
-        sides = [m["missing_in"] for m in report.agreement.missing]
-        raise KiaError(
-            f"nothing to score: none of run {report.run_id}'s {sides.count('gold')} paper(s) has a row among the "
-            f"{sides.count('proposals')} of {report.gold_path} (a row matches a stored paper by its method name or "
-            "arXiv id; `kia papers` lists the keys)"
-        )
     if output_format == "json":
         from kia.consensus import score_consensus
 

@@ -1004,6 +1004,8 @@ def run_proposals(
         backend, taxonomy, prompt, max_input_tokens, context_mode, retriever, confidence_floor, examples
     )
     wanted = keys or store.paper_keys()
+    if not wanted:  # no run is made for nothing: it would become every command's default
+        raise KiaError(f"{store.path}: no papers stored; run `kia ingest` first")
     shas = store.current_shas(wanted)
     missing = [k for k in wanted if k not in shas]
     if missing:  # before any run is made or any paper is read: a typo costs nothing

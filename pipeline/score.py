@@ -246,18 +246,23 @@ LATEST = "latest"
 
 def latest_run(store: Store, taxonomy: Taxonomy | None = None) -> str | None:
     """The default run of every command that reads one: the most recently started COMPLETE run
-    (no paper waiting for a batch answer) of `taxonomy` when given, else of any taxonomy.
+    (at least one paper proposed, none waiting for a batch answer) of `taxonomy` when given, else of
+    any taxonomy. A run whose every paper failed, or one stopped before its first paper, is no
+    default: it would hide the last run that has labels behind an empty table.
     None when the store holds no run at all; one line saying why when none qualifies."""
     states = store.run_states()
     if not states:
         return None
     wanted = [s for s in states if taxonomy is None or s["taxonomy_hash"] == taxonomy.content_hash]
-    complete = [s for s in wanted if not s["waiting"]]  # finished: nothing waits for a batch answer
+    complete = [s for s in wanted if not s["waiting"] and s["done"]]
     if complete:
         return str(complete[-1]["run"])
     waiting = [f"{s['run']} (waiting for {s['waiting']} batch answers)" for s in wanted if s["waiting"]]
+    empty = [f"{s['run']} ({s['failed']} failed)" for s in wanted if not s["waiting"] and not s["done"]]
     of = f" of taxonomy {taxonomy.name!r}" if taxonomy is not None else ""
     detail = f": {', '.join(waiting)}; import them with `kia propose --batch-results FILE`" if waiting else ""
+    if empty:
+        detail += f"{'; ' if detail else ': '}no paper proposed in {', '.join(empty)}"
     others = "" if wanted else f" (runs of other taxonomies: {', '.join(str(s['run']) for s in states)})"
     raise KiaError(f"{store.path}: no complete run{of} yet{detail}{others}; run `kia propose` or pass --run NAME")
 
@@ -655,6 +660,25 @@ class ScoreReport:
     waiting: int = 0
     # the run's out-of-scope flags against the gold's in_scope column (None: the gold has none)
     scope: ScopeAgreement | None = None
+
+    def nothing_scored(self) -> str | None:
+        """Why no paper was scored, in one line (None when some was): the papers still wait for
+        batch answers, `--blind` left none, or no gold row matches a scored paper. A caller that
+        wants figures stops on it rather than read an empty table (`kia score`, `kia.score`)."""
+        if self.agreement.n_papers:
+            return None
+        if self.training.left_out:
+            return f"{self.training.line() or 'blind'}: no paper left to score"
+        if self.scope is not None:  # gold's out-of-scope rows are scored against the run's flags
+            return None
+        if self.waiting:
+            return f"nothing to score yet: {self.waiting_line()}"
+        sides = [m["missing_in"] for m in self.agreement.missing]
+        return (
+            f"nothing to score: none of run {self.run_id}'s {sides.count('gold')} paper(s) has a row among the "
+            f"{sides.count('proposals')} of {self.gold_path} (a row matches a stored paper by its method name or "
+            "arXiv id; `kia papers` lists the keys)"
+        )
 
     def waiting_line(self) -> str | None:
         """One line for a run that still waits for batch answers, else None."""

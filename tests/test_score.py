@@ -139,6 +139,25 @@ def test_the_default_run_is_the_latest_complete_one_and_a_waiting_run_says_so(tm
     line = next(line for line in runs.stdout.splitlines() if waiting in line)
     assert "waiting for 1 answers" in line and not line.startswith("*")
     assert next(line for line in runs.stdout.splitlines() if line.startswith("* ")).split()[1] == "a"
+    # a later run whose every paper failed (an endpoint down, a killed run) has no labels to read:
+    # it is not the default, and naming it explicitly says it holds none
+    from kia.errors import BackendError
+    from kia.propose import load_prompt, run_proposals
+    from tests.fakes import ScriptedBackend
+
+    with Store(db) as store:
+        down = ScriptedBackend({"MAISI": BackendError("endpoint down"), "MedLoRD": BackendError("endpoint down")})
+        down.model = "down"
+        run_proposals(store, down, load_taxonomy(), load_prompt(), run_name="failed-run")
+        assert latest_run(store) == "a"
+        # a run whose papers all failed or wait: `kia score` says it waits, not that gold has no row
+        down.model = "down-2"
+        run_proposals(store, down, load_taxonomy(), load_prompt(), keys=["MAISI"], run_name="all-waiting")
+        store.save_waiting("all-waiting", "MedLoRD", store.latest_sha("MedLoRD"), "req-2", "{}", "test")
+    assert next(line for line in run_kia("runs", "--db", str(db)).stdout.splitlines() if "failed-run" in line)[0] == " "
+    all_waiting = run_kia("score", "--run", "all-waiting", "--db", str(db))
+    assert all_waiting.returncode == 1
+    assert "nothing to score yet: run all-waiting is waiting for 1 batch answer(s)" in all_waiting.stderr
     scored = json.loads(run_kia("score", "--run", "latest", "--format", "json", "--db", str(db)).stdout)
     assert scored["run"] == "a" and scored["waiting"] == 0
     told = run_kia("score", "--run", waiting, "--db", str(db))

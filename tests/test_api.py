@@ -1,0 +1,71 @@
+"""The public Python API (`import kia`) used the way a script would, mistakes included: one path or
+one key given alone, proposing into a missing or empty store, scoring where nothing matches gold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import kia
+from kia.errors import KiaError, StoreError
+from kia.settings import Settings
+from kia.store import Store
+from tests.fakes import ScriptedBackend
+
+QUOTE = "We generate CT volumes from segmentation masks with a ControlNet branch on a latent diffusion model"
+
+
+def _papers(folder: Path) -> Path:
+    folder.mkdir()
+    for key in ("alpha", "beta"):
+        (folder / f"{key}.md").write_text(f"# {key} title\n\n## Abstract\n{QUOTE}.\n", encoding="utf-8")
+    return folder
+
+
+def _backend() -> ScriptedBackend:
+    answer = {"K": [("K2", [QUOTE])], "I": [("I2", [QUOTE])], "A": [("A1", [QUOTE])]}
+    return ScriptedBackend({"alpha title": answer, "beta title": answer})
+
+
+def test_one_path_or_one_key_given_alone_is_one_not_its_characters(tmp_path: Path) -> None:
+    """`kia.ingest("papers")` ingests that folder (read one character at a time, "/" would walk the
+    root), and `keys="alpha"` proposes that paper (not papers "a", "l", ...)."""
+    folder = _papers(tmp_path / "papers")
+    db = tmp_path / "kia.duckdb"
+    summary = kia.ingest(str(folder), db=db)
+    assert summary.failed == 0 and sorted(str(o.paper_key) for o in summary.outcomes) == ["alpha", "beta"]
+    run = kia.propose(db, keys="alpha", backend=_backend(), run="one", settings=Settings(examples=0))
+    assert run.done == 1 and run.failed == 0
+    with Store(db, read_only=True) as store:
+        assert store.done_papers("one") == {("alpha", store.latest_sha("alpha"))}
+
+
+def test_proposing_needs_a_store_with_papers_and_makes_no_run_otherwise(tmp_path: Path) -> None:
+    """A missing database is not created, and an empty one gets no run (an empty run would become
+    every command's default and read as an empty table)."""
+    missing = tmp_path / "typo.duckdb"
+    with pytest.raises(StoreError, match="no database here"):
+        kia.propose(missing, backend=_backend())
+    assert not missing.exists()
+    empty = tmp_path / "empty.duckdb"
+    with Store(empty):
+        pass
+    with pytest.raises(KiaError, match="no papers stored; run `kia ingest` first"):
+        kia.propose(empty, backend=_backend())
+    with Store(empty, read_only=True) as store:
+        assert store.run_states() == []
+
+
+def test_score_with_nothing_to_score_raises_the_reason_instead_of_an_empty_report(tmp_path: Path) -> None:
+    """The README's API block reads `report.agreement.axes["K"]`: a gold file that matches no stored
+    paper is one KiaError with the reason, as `kia score` prints it, never an empty report."""
+    db = tmp_path / "kia.duckdb"
+    kia.ingest([_papers(tmp_path / "papers")], db=db)
+    kia.propose(db, backend=_backend(), run="r", settings=Settings(examples=0))
+    gold = tmp_path / "gold.csv"
+    gold.write_text("method,K,I,A\nsomething-else,K1,I1,A1\n", encoding="utf-8")
+    with pytest.raises(KiaError, match="nothing to score: none of run r's 2 paper"):
+        kia.score(db, run="r", gold=gold)
+    gold.write_text("method,K,I,A\nalpha,K2,I2,A1\n", encoding="utf-8")
+    assert kia.score(db, run="r", gold=gold).agreement.axes["K"].micro_f1 == 1.0
