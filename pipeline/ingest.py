@@ -12,7 +12,15 @@ from pathlib import Path
 
 from kia.errors import ExtractError, KiaError
 from kia.extract import SUPPORTED_EXTENSIONS, Document, extract, is_current_extraction, sha256_of
-from kia.references import Identity, Reference, find_known_paper, normalise_title, read_references, usable_file
+from kia.references import (
+    Identity,
+    Reference,
+    find_known_paper,
+    known_papers,
+    normalise_title,
+    read_references,
+    usable_file,
+)
 from kia.store import Store
 
 
@@ -317,13 +325,6 @@ class EntryOutcome:
         return f"{self.status}: {self.entry_key}{target}" + (f" ({self.detail})" if self.detail else "")
 
 
-def _known_papers(store: Store) -> dict[str, list[Identity]]:
-    known: dict[str, list[Identity]] = {}
-    for key, doi, arxiv_id, title in store.paper_identifiers():
-        known.setdefault(key, []).append(Identity.of(doi, arxiv_id, title))
-    return known
-
-
 def ingest_library(
     library: Path,
     store: Store,
@@ -375,7 +376,7 @@ def _ingest_entry(
     ref: Reference, library: Path, store: Store, fetch_pdf: Callable[[str], Path] | None, position: int = 0
 ) -> EntryOutcome:
     identity = Identity.of(ref.doi, ref.arxiv_id, ref.title)
-    known = find_known_paper(_known_papers(store), identity)
+    known = find_known_paper(known_papers(store.paper_identifiers()), identity)
     file, reason = usable_file(ref)
     status, detail = "ingested", None
     if file is None and fetch_pdf is not None and ref.arxiv_id and known is None:

@@ -18,7 +18,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +165,68 @@ def find_known_paper(known: dict[str, list[Identity]], wanted: Identity) -> tupl
             if reason:
                 return paper_key, reason
     return None
+
+
+@dataclass(frozen=True)
+class LibraryRecord:
+    """A stored library entry as an export weighs it: its library, when it was ingested, the paper
+    it became (None: waiting for a file) and the entry itself."""
+
+    source: str
+    added_at: Any
+    paper_key: str | None
+    ref: Reference
+    status: str = ""
+    reason: str = ""
+
+
+def known_papers(identifiers: Sequence[tuple[str, str | None, str | None, str | None]]) -> dict[str, list[Identity]]:
+    """Paper key -> its identities, from (paper key, DOI, arXiv id, title) rows
+    (`Store.paper_identifiers`): what `find_known_paper` looks a record up in."""
+    known: dict[str, list[Identity]] = {}
+    for key, doi, arxiv_id, title in identifiers:
+        known.setdefault(key, []).append(Identity.of(doi, arxiv_id, title))
+    return known
+
+
+def latest_records(records: list[LibraryRecord], known: dict[str, list[Identity]]) -> list[LibraryRecord]:
+    """`records` (in library order) with each paper's record once: the records of the library that
+    holds the paper's most recently ingested record, the other libraries' records of it left out.
+
+    Why the newest: a second export of the same reference-manager library (or kia's own export
+    re-imported) is the user's latest word on the paper, with their later edits; the older record
+    stays stored (`bib_entries`), only the export writes one. Within the winning library every
+    record is kept (a preprint and its journal version are two entries the user keeps). Records
+    are of one paper when they became the same paper (`paper_key`); a record waiting for a file is
+    of a paper when it is that paper by `same_paper` (`known`: each paper's identities), else of the
+    same paper as a waiting record with the same citation key and title, or one `same_paper` says.
+    """
+    groups: list[str] = []
+    identities: dict[str, list[Identity]] = {key: list(ids) for key, ids in known.items()}
+    by_key_title: dict[tuple[str, str], str] = {}
+    for record in records:
+        if record.paper_key:
+            identities.setdefault(record.paper_key, []).append(_identity(record.ref))
+    for index, record in enumerate(records):
+        identity = _identity(record.ref)
+        group = record.paper_key
+        if group is None:
+            found = find_known_paper(identities, identity)
+            group = found[0] if found else by_key_title.get((record.ref.key, identity.title))
+        if group is None:  # a paper of its own; NUL cannot be in a paper key (keys are one-line text)
+            group = f"\0{index}"
+            identities[group] = [identity]
+        by_key_title.setdefault((record.ref.key, identity.title), group)
+        groups.append(group)
+    newest: dict[str, LibraryRecord] = {}
+    for group, record in zip(groups, records, strict=True):
+        if group not in newest or record.added_at >= newest[group].added_at:
+            newest[group] = record
+    return [r for g, r in zip(groups, records, strict=True) if r.source == newest[g].source]
+
+
+def _identity(ref: Reference) -> Identity:
+    return Identity.of(ref.doi, ref.arxiv_id, ref.title)
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -391,31 +453,68 @@ class LabelledReference:
     note: str
 
 
-KIA_NOTE = "kia ("  # how kia's note begins, so a re-export replaces it instead of adding another
+# Where kia's note begins: `kia (SOURCE): ` (SOURCE is `run NAME`, `reviewed ...` or `gold ...`, no
+# parentheses), at a line's start or after a space: the BibTeX writer puts a note on one line, so a
+# note that went out and came back has kia's part after the user's text on the same line.
+_KIA_NOTE_RE = re.compile(r"(?<![\w-])kia \([^()\n]*\): ")
 
 
-def merge_keywords(existing: str, labels: list[str]) -> str:
-    """The entry's own keywords, then each label it does not have yet (its separator kept)."""
-    sep = "; " if ";" in existing and "," not in existing else ", "
-    have = [k.strip() for k in re.split(r"[;,]", existing) if k.strip()]
-    return sep.join(have + [label for label in labels if label not in have])
+def has_kia_note(text: str) -> bool:
+    """Whether a note holds a note kia wrote: the entry came back from a kia export."""
+    return _KIA_NOTE_RE.search(text) is not None
+
+
+def own_note(text: str) -> str:
+    """The user's part of a note: each line up to where kia's note begins (kia always writes its
+    note last, so from there to the line's end is kia's, however the line was flattened), blank
+    lines dropped, the user's text otherwise exactly as it was."""
+    kept = []
+    for line in text.split("\n"):
+        match = _KIA_NOTE_RE.search(line)
+        own = line[: match.start()].rstrip() if match else line
+        if own.strip():
+            kept.append(own)
+    return "\n".join(kept)
 
 
 def merge_note(existing: str, note: str) -> str:
     """The entry's own note, kia's (a previous export's kia note replaced) on a line after it."""
-    kept = [line for line in existing.split("\n") if line.strip() and not line.startswith(KIA_NOTE)]
-    return "\n".join([*kept, note] if note else kept)
+    kept = own_note(existing)
+    return "\n".join(part for part in (kept, note) if part)
 
 
-def _raw_fields(item: LabelledReference, keywords_field: str, note_field: str) -> list[tuple[str, Any]]:
+def own_keywords(keywords: list[str], kia_labels: frozenset[str], came_back: bool) -> list[str]:
+    """The user's keywords, in order. A keyword equal to a category id is kia's label only when the
+    entry `came_back` from a kia export (its note holds kia's note): then it is replaced by the
+    current labels, so a relabelled paper loses its old label. An entry kia never wrote keeps every
+    keyword, one that happens to equal a category id too: kia cannot tell it from a label once it
+    has been through an export (a user keyword `A1` on a paper labelled A1 is written once), and
+    it is dropped only then, never on the first export of the user's library."""
+    return [k for k in keywords if not (came_back and k in kia_labels)]
+
+
+def merge_keywords(
+    existing: str, labels: list[str], kia_labels: frozenset[str] = frozenset(), came_back: bool = False
+) -> str:
+    """The entry's own keywords (kia's earlier labels left out, see `own_keywords`), then each
+    label it does not have yet (its separator kept)."""
+    sep = "; " if ";" in existing and "," not in existing else ", "
+    have = own_keywords([k.strip() for k in re.split(r"[;,]", existing) if k.strip()], kia_labels, came_back)
+    return sep.join(have + [label for label in labels if label not in have])
+
+
+def _raw_fields(
+    item: LabelledReference, keywords_field: str, note_field: str, kia_labels: frozenset[str] = frozenset()
+) -> list[tuple[str, Any]]:
     """The entry's fields as read, in order: labels merged into `keywords_field`, kia's note into
     `note_field` (each added at the end when the entry had none)."""
     fields: list[tuple[str, Any]] = []
     merged = {keywords_field.lower(): False, note_field.lower(): False}
+    came_back = any(name.lower() == note_field.lower() and has_kia_note(str(value)) for name, value in item.ref.raw)
     for name, value in item.ref.raw:
         lower = name.lower()
         if lower == keywords_field.lower():
-            value, merged[lower] = merge_keywords(str(value), item.labels), True
+            value, merged[lower] = merge_keywords(str(value), item.labels, kia_labels, came_back), True
         elif lower == note_field.lower():
             value, merged[lower] = merge_note(str(value), item.note), True
         fields.append((name, value))
@@ -426,21 +525,51 @@ def _raw_fields(item: LabelledReference, keywords_field: str, note_field: str) -
     return fields
 
 
-def write_bibtex(items: list[LabelledReference], keywords_field: str = "keywords") -> str:
+def with_unique_keys(items: list[LabelledReference]) -> list[LabelledReference]:
+    """The entries with one citation key each: BibTeX refuses a library with a key twice and a
+    reference manager would merge two records into one. Two distinct entries that share a key (two
+    libraries' `smith2020` of different papers, or keys that differ only in characters BibTeX
+    cannot hold, or only in case, which BibTeX ignores) are both written: the first keeps its key,
+    each later one gets the first free `KEY-2`, `KEY-3`, ... (in every format alike, so the exports
+    agree; an RIS or CSL-JSON entry's own `id` follows)."""
+    reserved = {bibtex_key(item.ref.key).casefold() for item in items}
+    seen: set[str] = set()
+    out = []
+    for item in items:
+        base = bibtex_key(item.ref.key)
+        if base.casefold() in seen:
+            number = 2
+            while f"{base}-{number}".casefold() in reserved | seen:
+                number += 1
+            key = f"{base}-{number}"
+            raw = item.ref.raw
+            if item.ref.source_format in ("ris", "csljson"):
+                raw = [(name, key if name == "id" else value) for name, value in raw]
+            item = replace(item, ref=replace(item.ref, key=key, raw=raw))
+            base = key
+        seen.add(base.casefold())
+        out.append(item)
+    return out
+
+
+def write_bibtex(
+    items: list[LabelledReference], keywords_field: str = "keywords", kia_labels: frozenset[str] = frozenset()
+) -> str:
     """BibTeX (bibtexparser's writer) with the labels in `keywords_field` and the evidence in `note`;
-    an entry read from a BibTeX library comes back with every field it had, in its order."""
+    an entry read from a BibTeX library comes back with every field it had, in its order (kia's
+    earlier labels among `kia_labels` and its earlier note replaced, see `own_keywords`)."""
     import bibtexparser
     from bibtexparser.model import Entry, Field
 
     library = bibtexparser.Library()
-    for item in items:
+    for item in with_unique_keys(items):
         ref = item.ref
         if ref.raw and ref.source_format == "bibtex":
             braces = str.maketrans("{}", "()")  # kia's note only: the entry's own fields stay as they were
             plain = LabelledReference(ref, item.labels, item.note.translate(braces))
             kept = [
                 Field(name, bibtex_value(value) if isinstance(value, str) else value)
-                for name, value in _raw_fields(plain, keywords_field, "note")
+                for name, value in _raw_fields(plain, keywords_field, "note", kia_labels)
             ]
             library.add(Entry(ref.entry_type or "article", bibtex_key(ref.key), kept))
             continue
@@ -460,19 +589,22 @@ def write_bibtex(items: list[LabelledReference], keywords_field: str = "keywords
     return bibtexparser.write_string(library)
 
 
-def write_ris(items: list[LabelledReference]) -> str:
-    """RIS (rispy's writer): the labels as `KW` lines, the evidence as an `N1` note."""
+def write_ris(items: list[LabelledReference], kia_labels: frozenset[str] = frozenset()) -> str:
+    """RIS (rispy's writer): the labels as `KW` lines, the evidence as an `N1` note (kia's earlier
+    labels among `kia_labels` and its earlier note replaced, as in BibTeX)."""
     import rispy
 
     entries = []
-    for item in items:
+    for item in with_unique_keys(items):
         ref = item.ref
         # every value on one line: a line break in a title or key would start a forged tag or record
         if ref.raw and ref.source_format == "ris":
             kept = dict(ref.raw)
-            have = _as_list(kept.get("keywords"))
+            notes = _as_list(kept.get("notes"))
+            came_back = any(has_kia_note(n) for n in notes)
+            have = own_keywords(_as_list(kept.get("keywords")), kia_labels, came_back)
             kept["keywords"] = [*have, *(label for label in item.labels if label not in have)]
-            notes = [n for n in _as_list(kept.get("notes")) if not n.startswith(KIA_NOTE)]
+            notes = [own for own in (own_note(n) for n in notes) if own]
             kept["notes"] = [*notes, item.note] if item.note else notes
             entries.append({k: _one_line_value(v) for k, v in kept.items() if v != []})
             continue
@@ -497,13 +629,14 @@ def write_ris(items: list[LabelledReference]) -> str:
     return rispy.dumps(entries)
 
 
-def write_csljson(items: list[LabelledReference]) -> str:
-    """CSL-JSON: the labels in `keyword` (comma separated, as Zotero reads it), the evidence in `note`."""
+def write_csljson(items: list[LabelledReference], kia_labels: frozenset[str] = frozenset()) -> str:
+    """CSL-JSON: the labels in `keyword` (comma separated, as Zotero reads it), the evidence in `note`
+    (kia's earlier labels among `kia_labels` and its earlier note replaced, as in BibTeX)."""
     out = []
-    for item in items:
+    for item in with_unique_keys(items):
         ref = item.ref
         if ref.raw and ref.source_format == "csljson":
-            out.append(dict(_raw_fields(item, "keyword", "note")))
+            out.append(dict(_raw_fields(item, "keyword", "note", kia_labels)))
             continue
         csl: dict[str, Any] = {"id": ref.key, "type": "article-journal", "title": ref.title}
         if ref.authors:
@@ -523,12 +656,18 @@ def write_csljson(items: list[LabelledReference]) -> str:
     return json.dumps(out, indent=2, ensure_ascii=False) + "\n"
 
 
-def write_references(items: list[LabelledReference], output_format: str, keywords_field: str = "keywords") -> str:
-    """The entries in one of BIB_FORMATS."""
+def write_references(
+    items: list[LabelledReference],
+    output_format: str,
+    keywords_field: str = "keywords",
+    kia_labels: frozenset[str] = frozenset(),
+) -> str:
+    """The entries in one of BIB_FORMATS; `kia_labels` are the taxonomy's category ids, the
+    keywords kia itself wrote into an entry that comes back from an earlier export."""
     if output_format == "bibtex":
-        return write_bibtex(items, keywords_field)
+        return write_bibtex(items, keywords_field, kia_labels)
     if output_format == "ris":
-        return write_ris(items)
+        return write_ris(items, kia_labels)
     if output_format == "csljson":
-        return write_csljson(items)
+        return write_csljson(items, kia_labels)
     raise KiaError(f"unknown reference format {output_format!r}; use one of {', '.join(BIB_FORMATS)}")

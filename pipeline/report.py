@@ -9,11 +9,20 @@ import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kia._version import __version__
 from kia.errors import KiaError
 from kia.export import AxisDetail, ExportRow, PaperFlags, Quote, render, rows_from_labeling
 from kia.gold import gold_index, load_gold
+from kia.references import (
+    LabelledReference,
+    LibraryRecord,
+    Reference,
+    known_papers,
+    latest_records,
+    write_references,
+)
 from kia.score import (
     Agreement,
     AxisReview,
@@ -316,51 +325,64 @@ def _evidence_note(source: LabelSource, taxonomy: Taxonomy, paper_key: str, evid
     return f"kia ({source.name}): " + " | ".join(parts) + said
 
 
+def _library_reference(entry: dict[str, Any]) -> Reference:
+    """A stored library entry (`Store.library_entries`) as the entry it was read as."""
+    raw = json.loads(entry["raw"]) if entry["raw"] else []
+    return Reference(
+        key=str(entry["entry_key"]),
+        entry_type=str(entry["entry_type"] or "article"),
+        title=str(entry["title"] or ""),
+        authors=[a for a in str(entry["authors"] or "").split("; ") if a],
+        year=str(entry["year"] or ""),
+        doi=entry["doi"] and str(entry["doi"]),
+        arxiv_id=entry["arxiv_id"] and str(entry["arxiv_id"]),
+        url=entry["url"] and str(entry["url"]),
+        raw=[(str(name), value) for name, value in raw],
+        source_format=str(entry["source_format"] or ""),
+    )
+
+
 def export_bibliography(
     db: Path, source: LabelSource, taxonomy: Taxonomy, output_format: str, keywords_field: str = "keywords"
 ) -> str:
     """Every library entry ingested (`kia ingest --bib`), in its library's order, with every field it
     had (labels merged into its keywords, the evidence added to its note), then the labelled papers
     that came from no library as entries built from the stored document. An entry whose paper has
-    no labels here is still written, its note saying why (waiting for a file, or not labelled)."""
-    from kia.references import LabelledReference, Reference, write_references
-
+    no labels here is still written, its note saying why (waiting for a file, or not labelled).
+    A paper held by several libraries (two exports of one library, kia's own export re-imported) is
+    written once, from the library that gave its newest record (`latest_records`); kia's labels and
+    note from an earlier export are replaced, the user's own kept (`merge_keywords`, `merge_note`)."""
     with Store(db, read_only=True) as store:
         arxiv_ids = store.latest_document_field("arxiv_id")
+        records = [
+            LibraryRecord(
+                e["source"], e["added_at"], e["paper_key"], _library_reference(e), e["status"], e["reason"] or ""
+            )
+            for e in store.library_entries()
+        ]
         items = []
         written: set[str] = set()
-        for entry in store.library_entries():
-            raw = json.loads(entry["raw"]) if entry["raw"] else []
-            ref = Reference(
-                key=str(entry["entry_key"]),
-                entry_type=str(entry["entry_type"] or "article"),
-                title=str(entry["title"] or ""),
-                authors=[a for a in str(entry["authors"] or "").split("; ") if a],
-                year=str(entry["year"] or ""),
-                doi=entry["doi"] and str(entry["doi"]),
-                arxiv_id=entry["arxiv_id"] and str(entry["arxiv_id"]),
-                url=entry["url"] and str(entry["url"]),
-                raw=[(str(name), value) for name, value in raw],
-                source_format=str(entry["source_format"] or ""),
-            )
-            key = entry["paper_key"]
+        # a paper's record once, however many libraries (or exports of one library) hold it
+        for record in latest_records(records, known_papers(store.paper_identifiers())):
+            ref, key = record.ref, record.paper_key
             if key and key in source.labeling:
                 evidence = store.paper_evidence(source.run_id, key) if source.run_id else []
                 labels = [c for axis in taxonomy.axis_ids for c in sorted(source.labeling[key].get(axis, frozenset()))]
                 note = _evidence_note(source, taxonomy, key, evidence)
-                if entry["status"] == "abstract":
+                if record.status == "abstract":
                     note = note.replace("): ", "; labelled from the abstract only, no file): ", 1)
                 items.append(LabelledReference(ref, labels, note))
                 written.add(key)
             else:
-                why = str(entry["reason"] or "") if not key else f"not labelled in {source.name} (run `kia propose`)"
+                why = record.reason if not key else f"not labelled in {source.name} (run `kia propose`)"
                 items.append(LabelledReference(ref, [], f"kia ({source.name}): no labels: {why}"))
         for key in sorted(set(source.labeling) - written):
             evidence = store.paper_evidence(source.run_id, key) if source.run_id else []
             ref = Reference(key=key, title=source.titles.get(key, ""), arxiv_id=arxiv_ids.get(key))
             labels = [c for axis in taxonomy.axis_ids for c in sorted(source.labeling[key].get(axis, frozenset()))]
             items.append(LabelledReference(ref, labels, _evidence_note(source, taxonomy, key, evidence)))
-    return write_references(items, output_format, keywords_field)
+    ours = frozenset(c for axis in taxonomy.axes for c in axis.category_ids)
+    return write_references(items, output_format, keywords_field, ours)
 
 
 def _img(path: Path) -> str:

@@ -351,3 +351,191 @@ def test_a_recorded_paper_is_recognised_by_file_key_arxiv_id_or_title_hash_alone
     assert recorded.holds("x", title.upper(), None, None)
     assert not recorded.holds("x", "Another paper on PET/CT synthesis", "2401.00001", "cd")
     assert not RecordedPapers.of([]).holds("Cascaded-3D", title, "2505.22489", "ab")
+
+
+# A reference manager's library exported twice (a new file name, the same citation keys, one entry
+# more), and kia's own export ingested back: each paper is written once, from its newest record.
+def _entry(key: str, title: str, file: str, extra: str = "") -> str:
+    return (
+        f"@article{{{key},\n  title = {{{title}}},\n  year = {{2025}},{extra}\n  file = {{:{file}:text/markdown}}\n}}\n"
+    )
+
+
+def test_a_library_exported_twice_writes_each_paper_once(tmp_path: Path, db_path: Path) -> None:
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "masks.md").write_text(MASKS, encoding="utf-8")
+    (tmp_path / "files" / "reports.md").write_text(REPORTS, encoding="utf-8")
+    masks = _entry("smith2025", "Masks to CT: Conditioning Diffusion on Organ Masks", "files/masks.md")
+    january, february = tmp_path / "lib-jan.bib", tmp_path / "lib-feb.bib"
+    january.write_text(masks, encoding="utf-8")
+    february.write_text(
+        _entry("smith2025", "Masks to CT: Conditioning Diffusion on Organ Masks", "files/masks.md", "\n  pages = {7},")
+        + _entry("lee2024", "Report-Guided CT Generation With Text", "files/reports.md"),
+        encoding="utf-8",
+    )
+    for library in (january, february):
+        assert run_kia("ingest", "--bib", str(library), "--db", str(db_path)).returncode == 0
+    run_id = _propose(db_path)
+
+    def exported(output_format: str) -> str:
+        result = run_kia("export", "--format", output_format, "--run", run_id, "--db", str(db_path))
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    bib = bibtexparser.parse_string(exported("bibtex"))
+    assert [e.key for e in bib.entries] == ["smith2025", "lee2024"] and not bib.failed_blocks
+    assert bib.entries[0]["pages"] == "7"  # February's record, the newest, is the one written
+    assert [e["id"] for e in rispy.loads(exported("ris"))] == ["smith2025", "lee2024"]
+    assert [i["id"] for i in json.loads(exported("csljson"))] == ["smith2025", "lee2024"]
+
+    # kia's own export ingested back into the same project: still each paper once
+    labelled = tmp_path / "labelled.bib"
+    labelled.write_text(exported("bibtex"), encoding="utf-8")
+    assert run_kia("ingest", "--bib", str(labelled), "--db", str(db_path)).returncode == 0
+    again = bibtexparser.parse_string(exported("bibtex"))
+    assert [e.key for e in again.entries] == ["smith2025", "lee2024"] and not again.failed_blocks
+    assert [i["id"] for i in json.loads(exported("csljson"))] == ["smith2025", "lee2024"]
+    with Store(db_path, read_only=True) as store:  # every record is still stored, none dropped
+        assert len(store.library_entries()) == 5
+
+
+def test_two_papers_sharing_a_citation_key_are_both_written(tmp_path: Path, db_path: Path) -> None:
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "masks.md").write_text(MASKS, encoding="utf-8")
+    (tmp_path / "files" / "reports.md").write_text(REPORTS, encoding="utf-8")
+    mine, theirs = tmp_path / "mine.bib", tmp_path / "theirs.bib"
+    waiting = "@article{{{key},\n  title = {{{title}}},\n}}\n"
+    mine.write_text(
+        _entry("masks", "Masks to CT: Conditioning Diffusion on Organ Masks", "files/masks.md")
+        + waiting.format(key="smith2025", title="A Paper Without Any Attachment Here")
+    )
+    theirs.write_text(
+        waiting.format(key="smith2025", title="Another Paper Nobody Has Downloaded Yet")
+        + waiting.format(key="Smith2025-2", title="A Third Paper Waiting For Its File")
+    )
+    for library in (mine, theirs):
+        assert run_kia("ingest", "--bib", str(library), "--db", str(db_path)).returncode == 0
+    run_id = _propose(db_path)
+    # `smith2025-2` is taken (BibTeX ignores a key's case), so theirs becomes `smith2025-3`
+    expected = ["masks", "smith2025", "smith2025-3", "Smith2025-2"]
+    bib = run_kia("export", "--format", "bibtex", "--run", run_id, "--db", str(db_path))
+    assert bib.returncode == 0, bib.stderr
+    parsed = bibtexparser.parse_string(bib.stdout)
+    assert [e.key for e in parsed.entries] == expected and not parsed.failed_blocks
+    assert parsed.entries[2]["title"] == "Another Paper Nobody Has Downloaded Yet"
+    ris = run_kia("export", "--format", "ris", "--run", run_id, "--db", str(db_path)).stdout
+    assert [e["id"] for e in rispy.loads(ris)] == expected
+    csl = run_kia("export", "--format", "csljson", "--run", run_id, "--db", str(db_path)).stdout
+    assert [i["id"] for i in json.loads(csl)] == expected
+
+
+# The labelled export written back over the library and ingested again, round after round: the
+# user's note stays exactly as written, kia's is replaced, however the format flattened the two.
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("library.bib", _entry("masks", "Masks to CT: Conditioning Diffusion on Organ Masks", "files/masks.md",
+                               "\n  note = {my own note},")),
+        ("library.json", json.dumps([{"id": "masks", "type": "article-journal", "note": "my own note\nsecond line",
+                                      "title": "Masks to CT: Conditioning Diffusion on Organ Masks",
+                                      "file": ":files/masks.md:text/markdown"}])),
+        ("library.ris", "TY  - JOUR\nID  - masks\nTI  - Masks to CT: Conditioning Diffusion on Organ Masks\n"
+                        "N1  - my own note\nL1  - files/masks.md\nER  - \n"),
+    ],
+    ids=["bibtex", "csljson", "ris"],
+)  # fmt: skip
+def test_a_library_written_back_keeps_one_kia_note(tmp_path: Path, db_path: Path, name: str, text: str) -> None:
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "masks.md").write_text(MASKS, encoding="utf-8")
+    library = tmp_path / name
+    library.write_text(text, encoding="utf-8")
+    output_format = {".bib": "bibtex", ".json": "csljson", ".ris": "ris"}[library.suffix]
+    assert run_kia("ingest", "--bib", str(library), "--db", str(db_path)).returncode == 0
+    run_id = _propose(db_path)
+    for _ in range(3):
+        out = run_kia("export", "--format", output_format, "--run", run_id, "--out", str(library), "--db", str(db_path))
+        assert out.returncode == 0, out.stderr
+        assert run_kia("ingest", "--bib", str(library), "--db", str(db_path)).returncode == 0
+    (entry,) = read_references(library)
+    fields = dict(entry.raw)
+    note = "\n".join(fields["notes"]) if output_format == "ris" else str(fields["note"])
+    assert note.count("kia (run") == 1 and note.count('p.1 "') >= 1
+    own = {"bibtex": "my own note ", "csljson": "my own note\nsecond line\n", "ris": "my own note\n"}[output_format]
+    assert note.startswith(own + "kia (run r): ")
+
+
+def test_kias_part_of_a_note_is_found_however_it_was_flattened() -> None:
+    from kia.references import merge_note, own_note
+
+    assert own_note("my own note kia (run a): K1 x | A2 y kia (run a): K1 x") == "my own note"
+    assert own_note("first\n  indented, kept as written\nkia (reviewed by bo): K2") == (
+        "first\n  indented, kept as written"
+    )
+    # kia's marker after a space in the user's own text reads as kia's: the documented limit
+    assert own_note("read with kia (run a): K1") == "read with"
+    assert own_note("askia (run a): not kia's, a longer word") == "askia (run a): not kia's, a longer word"
+    assert merge_note("mine kia (run old; labelled from the abstract only, no file): A1", "kia (run new): A2") == (
+        "mine\nkia (run new): A2"
+    )
+
+
+# Labels written into the keywords, the library written back and ingested again, then the paper
+# relabelled: the old labels leave the keywords, the user's own keywords stay, in their order.
+def test_a_relabelled_paper_loses_its_old_labels_from_the_keywords(tmp_path: Path, db_path: Path) -> None:
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "masks.md").write_text(MASKS, encoding="utf-8")
+    library = tmp_path / "library.bib"
+    title = "Masks to CT: Conditioning Diffusion on Organ Masks"
+    library.write_text(_entry("masks", title, "files/masks.md", "\n  keywords = {tumour, A4},"), encoding="utf-8")
+    assert run_kia("ingest", "--bib", str(library), "--db", str(db_path)).returncode == 0
+    run_id = _propose(db_path)
+    with Store(db_path, read_only=True) as store:
+        labels = store.paper_labels(run_id, "masks")
+    proposed = {axis: category for axis, category, _ in labels}
+    proposed_i = sorted(category for axis, category, _ in labels if axis == "I")
+    # the user's own `A4` (equal to a category id) is kept on the first export of their library
+    first = bibtexparser.parse_string(
+        run_kia("export", "--format", "bibtex", "--run", run_id, "--db", str(db_path)).stdout
+    )
+    assert first.entries[0]["keywords"].split(", ")[:2] == ["tumour", "A4"]
+    assert (
+        run_kia("export", "--format", "bibtex", "--run", run_id, "--out", str(library), "--db", str(db_path)).returncode
+        == 0
+    )
+    assert run_kia("ingest", "--bib", str(library), "--db", str(db_path)).returncode == 0
+    new_k = next(c for c in ("K1", "K2", "K3", "K4") if c != proposed["K"])
+    new_a = next(c for c in ("A1", "A2", "A3") if c != proposed["A"])
+    labelled = run_kia("label", "masks", "--set", f"K={new_k}", "--set", f"A={new_a}", "--reviewer", "alice",
+                       "--run", run_id, "--db", str(db_path))  # fmt: skip
+    assert labelled.returncode == 0, labelled.stderr
+    # the user's `A4` has been through an export now: read as kia's label, it goes (see `own_keywords`)
+    expected = ["tumour", new_k, *proposed_i, new_a]
+    bib = run_kia("export", "--format", "bibtex", "--run", run_id, "--db", str(db_path)).stdout
+    assert bibtexparser.parse_string(bib).entries[0]["keywords"].split(", ") == expected
+
+
+@pytest.mark.parametrize("output_format", ["bibtex", "ris", "csljson"])
+def test_kias_labels_in_keywords_are_replaced_only_in_an_entry_kia_wrote(tmp_path: Path, output_format: str) -> None:
+    from kia.references import LabelledReference, Reference, write_references
+
+    keywords = ["diffusion", "A2", "K3"]
+    if output_format == "ris":
+        fresh = [("id", "x"), ("title", "T"), ("keywords", keywords), ("notes", ["mine"])]
+    elif output_format == "csljson":
+        fresh = [("id", "x"), ("title", "T"), ("keyword", ", ".join(keywords)), ("note", "mine")]
+    else:
+        fresh = [("title", "T"), ("keywords", ", ".join(keywords)), ("note", "mine")]
+    back = [(k, [*v, "kia (run r): K3 ..."] if k == "notes" else (f"{v} kia (run r): K3 ..." if k == "note" else v))
+            for k, v in fresh]  # fmt: skip
+    ours = frozenset({"K1", "K2", "K3", "A1", "A2"})
+    suffix = {"bibtex": ".bib", "ris": ".ris", "csljson": ".json"}[output_format]
+    for raw, expected in ((fresh, ["diffusion", "A2", "K3", "K1"]), (back, ["diffusion", "K1"])):
+        ref = Reference(key="x", title="T", raw=raw, source_format=output_format)
+        written = tmp_path / f"out{suffix}"
+        written.write_text(
+            write_references([LabelledReference(ref, ["K1"], "kia (run s): K1")], output_format, kia_labels=ours),
+            encoding="utf-8",
+        )
+        fields = dict(read_references(written)[0].raw)
+        got = fields.get("keywords", fields.get("keyword"))
+        assert (got if isinstance(got, list) else str(got).split(", ")) == expected

@@ -122,10 +122,10 @@ class ReviewQueries(StoreBase):
 
     def library_entries(self) -> list[dict[str, Any]]:
         """Every stored library entry, column -> value, in each library's own order (libraries in
-        the order first ingested): what a library export writes back, every entry."""
+        the order first ingested), with when it was ingested: what a library export chooses from."""
         cursor = self.con.execute(
             "SELECT source, entry_key, entry_type, paper_key, title, authors, year, doi, arxiv_id, url, file_path,"
-            " status, reason, raw, source_format FROM bib_entries"
+            " status, reason, raw, source_format, added_at FROM bib_entries"
             " ORDER BY min(added_at) OVER (PARTITION BY source), source, coalesce(position, 0), entry_key"
         )
         names = [d[0] for d in cursor.description]
