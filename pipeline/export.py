@@ -42,7 +42,7 @@ class Quote:
 class AxisDetail:
     """What a reader needs to check one axis of one paper: names, status, confidence, quotes, review."""
 
-    names: list[str] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)  # category id -> name (cells follow the labels' order)
     # proposed, accepted, edited, machine-accepted, rejected, unclear, unsupported, out_of_scope
     status: str = "proposed"
     confidence: float | None = None
@@ -136,13 +136,19 @@ class ExportRow:
         d = self.axes.get(axis, AxisDetail())
         confidence = "" if d.confidence is None else f"{d.confidence:.3f}"
         evidence = " | ".join(q.cell() for q in d.quotes)
-        return ["; ".join(d.names), d.status, confidence, evidence, d.reviewer, d.decided_at, d.note]
+        return ["; ".join(self.label_names(axis)), d.status, confidence, evidence, d.reviewer, d.decided_at, d.note]
+
+    def label_names(self, axis: str) -> list[str]:
+        """The names of an axis's labels, in the order its labels are written (that order changes
+        after the names are looked up: `_in_taxonomy_order`)."""
+        names = self.axes.get(axis, AxisDetail()).names
+        return [names[c] for c in self.labels.get(axis, []) if c in names]
 
     def detail_json(self, axis: str) -> dict[str, object]:
         """One axis as a JSON object."""
         d = self.axes.get(axis, AxisDetail())
         return {
-            "labels": [{"id": c, "name": n} for c, n in zip(self.labels.get(axis, []), d.names, strict=False)],
+            "labels": [{"id": c, "name": d.names.get(c)} for c in self.labels.get(axis, [])],
             "status": d.status,
             "confidence": d.confidence,
             "evidence": [q.__dict__ for q in d.quotes],

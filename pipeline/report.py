@@ -294,7 +294,7 @@ def _add_axis_details(rows: list[ExportRow], source: LabelSource, taxonomy: Taxo
             kept = set(row.labels.get(axis, []))
             machine = review is None or review.decision == "accept"
             row.axes[axis] = AxisDetail(
-                names=[taxonomy.category(c).name for c in row.labels.get(axis, [])],
+                names={c: taxonomy.category(c).name for c in row.labels.get(axis, [])},
                 status=axis_status(review, row.status.get(axis), grounded.get((row.key, axis), True)),
                 confidence=min(confs) if confs and machine else None,
                 # quotes of the final labels only: an edit keeps those kia found for the new labels
@@ -435,9 +435,7 @@ def _papers_table(rows: list[ExportRow], taxonomy: Taxonomy, paths: dict[str, st
     for row in rows:
         for index, axis in enumerate(taxonomy.axis_ids):
             d = row.axes.get(axis, AxisDetail())
-            names = ", ".join(
-                f"{html.escape(c)} {html.escape(n)}" for c, n in zip(row.labels.get(axis, []), d.names, strict=False)
-            )
+            names = ", ".join(f"{html.escape(c)} {html.escape(d.names.get(c, ''))}" for c in row.labels.get(axis, []))
             review = f"<br>{html.escape(d.reviewer)} {html.escape(d.decided_at)}" if d.reviewer else ""
             note = f"<br><i>{html.escape(d.note)}</i>" if d.note else ""
             confidence = "" if d.confidence is None else f" ({d.confidence:.2f})"

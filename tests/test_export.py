@@ -41,7 +41,7 @@ def test_csv_cells_that_start_like_a_formula_are_neutralised() -> None:
         row.title = hostile
         row.details["dataset"] = hostile
     rows[0].key = "=cmd|'/C calc'!A0"
-    rows[1].axes = {"K": AxisDetail(["n"], "accepted", -0.5, [], "@mallory", "", "=note")}
+    rows[1].axes = {"K": AxisDetail({"K1": "n"}, "accepted", -0.5, [], "@mallory", "", "=note")}
     parsed = list(csv.DictReader(io.StringIO(render(rows, taxonomy, "csv"))))
     for record in parsed:
         for column, cell in record.items():
@@ -266,3 +266,68 @@ def test_export_to_a_pipe_writes_the_bytes_out_writes(tmp_path: Path) -> None:
         written = tmp_path / f"out.{fmt}"
         assert run_kia("export", "--format", fmt, "--run", "r", "--out", str(written), "--db", str(db)).returncode == 0
         assert piped.stdout == written.read_text(encoding="utf-8"), fmt
+
+
+ZA_TAXONOMY = """\
+name: za-survey
+title: Categories not listed in alphabetical order
+source: "a test"
+scope: >-
+  Language models that retrieve documents and fuse them into what they generate.
+axes:
+  - id: retriever
+    name: Retriever
+    question: How are documents retrieved?
+    definition: The retrieval mechanism.
+    multi: true
+    categories:
+      - id: sparse
+        name: Sparse retrieval
+        definition: Lexical term matching such as BM25.
+      - id: dense
+        name: Dense retrieval
+        definition: Embedding similarity with a dual encoder.
+  - id: fusion
+    name: Fusion
+    question: Where do documents enter the model?
+    definition: The stage at which retrieved documents enter the model.
+    multi: false
+    categories:
+      - id: input
+        name: Input concatenation
+        definition: Passages are concatenated to the prompt.
+      - id: cross
+        name: Cross-attention
+        definition: The decoder attends to encoded passages.
+"""
+
+
+def test_each_label_carries_its_own_name_when_categories_are_not_alphabetical(tmp_path: Path) -> None:
+    """Names were looked up in sorted-id order and the ids then put in the taxonomy's order, so
+    `sparse;dense` was written beside `Dense retrieval; Sparse retrieval`: every format pairs each id
+    with its own name."""
+    from kia.extract import extract
+    from kia.propose import load_prompt, run_proposals
+    from kia.store import Store
+    from tests.conftest import run_kia
+    from tests.fakes import ScriptedBackend
+
+    taxonomy_path = tmp_path / "taxonomy.yaml"
+    taxonomy_path.write_text(ZA_TAXONOMY, encoding="utf-8")
+    taxonomy = load_taxonomy(str(taxonomy_path))
+    quote = "We retrieve passages with BM25 and a dual encoder and concatenate them to the prompt"
+    paper = tmp_path / "hybrid.md"
+    paper.write_text(f"# Hybrid retrieval\n\n## Abstract\n{quote}.\n", encoding="utf-8")
+    db = tmp_path / "kia.duckdb"
+    with Store(db) as store:
+        store.add_document(extract(paper), "hybrid")
+        answer = {"retriever": [("sparse", [quote]), ("dense", [quote])], "fusion": [("input", [quote])]}
+        run_proposals(store, ScriptedBackend({"Hybrid retrieval": answer}), taxonomy, load_prompt(), run_name="r")
+    common = ["--db", str(db), "--taxonomy", str(taxonomy_path)]
+    row = next(csv.DictReader(io.StringIO(run_kia("export", "--format", "csv", *common).stdout)))
+    assert row["retriever"] == "sparse;dense" and row["retriever_names"] == "Sparse retrieval; Dense retrieval"
+    exported = json.loads(run_kia("export", "--format", "jsonl", *common).stdout.splitlines()[0])
+    assert exported["axes"]["retriever"]["labels"] == [
+        {"id": "sparse", "name": "Sparse retrieval"},
+        {"id": "dense", "name": "Dense retrieval"},
+    ]
