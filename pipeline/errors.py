@@ -36,6 +36,22 @@ class StoreError(KiaError):
     """The database could not be opened or written (locked, corrupt, wrong version)."""
 
 
+class DatabaseBusyError(StoreError):
+    """Another process held the database file for longer than kia waits (DuckDB lets one process
+    write at a time). Apart from other store errors because it passes: a person can try again in a
+    moment, so an interactive review says what was not saved instead of ending."""
+
+    def __init__(self, path: str, holder: str | None, waited: float) -> None:
+        self.path = path
+        self.holder = holder
+        self.waited = waited
+        who = f": {holder}" if holder else ""
+        after = f" (waited {waited:.0f} s)" if waited >= 1 else ""
+        # What happened, without the advice: a caller with other advice (an interactive review) reuses it.
+        self.reason = f"{path}: database is locked by another process{who}{after}"
+        super().__init__(f"{self.reason}; wait for it to finish or use another --db")
+
+
 class PaperNotFoundError(KiaError):
     """A paper key was asked for that is not in the database."""
 

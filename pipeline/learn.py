@@ -208,7 +208,8 @@ def relearn(session: ReviewSession) -> Learned | None:
     (None outside a run's need queue), which `kia.livehead` orders by once the head adapts."""
     if session.run_id is None or session.queue != NEED or not session.priority:
         return None
-    learned = learn_from_reviews(session.store, session.run_id, session.taxonomy)
+    with session.store.held():  # the review holds the file only while it reads (kia.review)
+        learned = learn_from_reviews(session.store, session.run_id, session.taxonomy)
     session.learning_line = learned.calibration.line()
     if learned.calibration.fitted:
         confidence = confidence_per_paper(learned)

@@ -262,19 +262,24 @@ def learn_between_papers(session: ReviewSession, live: LiveHead) -> None:
     from kia.score import reviewed_labeling
     from kia.simulate import need_keys
 
-    learned = relearn(session)
-    if live.failed:
-        session.learning_line += f"; head: could not read the papers ({live.failed}), it does not adapt"
-        return
-    if not live.ready:
-        session.learning_line += f"; head: still reading the run's {len(live.documents)} papers in the background"
-        return
-    reviewed = reviewed_labeling(session.store, session.taxonomy)
-    try:
-        adapted = live.adapt(reviewed)
-    except Exception as exc:  # noqa: BLE001 - a refit that fails says why on screen; the review goes on
-        session.learning_line += f"; head: could not adapt to the reviews ({type(exc).__name__}: {exc})"
-        return
+    with session.store.held():  # the reviews are read at once; the refit below reads no store
+        learned = relearn(session)
+        if live.failed:
+            session.learning_line += f"; head: could not read the papers ({live.failed}), it does not adapt"
+            return
+        if not live.ready:
+            session.learning_line += f"; head: still reading the run's {len(live.documents)} papers in the background"
+            return
+        reviewed = reviewed_labeling(session.store, session.taxonomy)
+        decided = {(row[0], row[1]) for row in session.store.review_rows(session.reviewer)}
+    # The refit (seconds for a large run) holds no file: let go where a caller holds it (`kia serve`
+    # per request; a no-op for the terminal's session), so neither the browser nor another reviewer waits.
+    with session.store.released():
+        try:
+            adapted = live.adapt(reviewed)
+        except Exception as exc:  # noqa: BLE001 - a refit that fails says why on screen; the review goes on
+            session.learning_line += f"; head: could not adapt to the reviews ({type(exc).__name__}: {exc})"
+            return
     if not adapted:
         count = sum(1 for k, v in reviewed.items() if k in live.documents and v)
         session.learning_line += f"; head: adapts once 5 papers are reviewed ({count} so far)"
@@ -287,7 +292,6 @@ def learn_between_papers(session: ReviewSession, live: LiveHead) -> None:
         rest.sort(key=lambda k: (*needs[k], position[k]))
         session.keys[session.index :] = rest
     session.suggestions = {}
-    decided = {(row[0], row[1]) for row in session.store.review_rows(session.reviewer)}
     for key in session.keys:  # every paper of the queue (a person may go back to one skipped), undecided axes
         stored = session.proposals.get(key, {})
         changed = {

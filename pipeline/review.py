@@ -5,17 +5,25 @@ reject (the proposal is wrong; no replacement given). Notes attach to a paper. E
 committed row in `reviews` (paper, run, axis, labels, decision, reviewer, note, time), so quitting,
 Ctrl-C or a killed process loses nothing, and reopening resumes at the first paper this reviewer
 has not finished. The latest decision per reviewer, paper and axis is the one that counts.
+
+A session holds the database only while it reads or writes (each method takes it and lets go):
+DuckDB lets one process write at a time, so a review waiting for a key would otherwise lock out
+`kia serve`, a second reviewer and every other command. Each read sees the file as it is now, so a
+decision made elsewhere (the browser, another terminal) shows at the next screen; a decision typed
+while another process holds the file past `lock_wait` is refused in one line that names it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from kia.consensus import CONSENSUS, CONSENSUS_REVIEWER, DISAGREEMENT, consensus_inputs
-from kia.errors import KiaError
+from kia.errors import DatabaseBusyError, KiaError, StoreError
 from kia.extract import Document
 from kia.score import Labeling, resolve_run, run_labeling, taxonomy_for_run
 from kia.sentences import sentences_around
@@ -166,6 +174,23 @@ class Suggested:
     line: str
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _holding(method: Callable[Concatenate[ReviewSession, _P], _R]) -> Callable[Concatenate[ReviewSession, _P], _R]:
+    """A session method that holds the store while it runs and lets go after (a no-op inside a
+    caller that already holds it: `kia serve` per request, a bulk acceptance for its whole run), so
+    a review between keys holds nothing."""
+
+    @functools.wraps(method)
+    def holding(self: ReviewSession, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self.store.held():
+            return method(self, *args, **kwargs)
+
+    return holding
+
+
 class ReviewSession:
     """The review state machine: papers in order of need, a cursor, and decisions written at once."""
 
@@ -190,18 +215,6 @@ class ReviewSession:
             raise KiaError(f"--queue must be one of {', '.join(QUEUES)}, not {queue!r}")
         self.store = store
         self.reviewer = default_reviewer(reviewer)
-        chosen = resolve_run(store, run_id, taxonomy)
-        if chosen is None and keys is None:
-            raise KiaError(f"{store.path}: no proposals to review; run `kia propose` first")
-        if chosen is not None and not store.run_exists(chosen):
-            raise KiaError(f"{store.path}: no run named {chosen!r}")
-        if chosen is not None:
-            taxonomy = taxonomy_for_run(store, chosen, taxonomy)
-        self.taxonomy: Taxonomy = taxonomy or load_taxonomy(None)
-        self.run_id = chosen
-        self.proposals = run_labeling(store, chosen, taxonomy) if chosen else {}
-        # A consensus run is compared with its input runs, whose labels and quotes it shows.
-        self.consensus_of = consensus_inputs(store, chosen)
         self._compared: dict[str, Labeling] | None = None
         self.queue = queue
         # What the queue learned from the reviews so far (shown on screen; kia.learn), and each paper's
@@ -212,8 +225,22 @@ class ReviewSession:
         # Paper -> axis -> what the head adapted to the reviews now proposes where it differs from the
         # stored proposal (kia.livehead): shown under the axis, taken with `t`.
         self.suggestions: dict[str, dict[str, Suggested]] = {}
-        self.keys = keys if keys is not None else self._ordered_keys(only, queue)
-        self.index = 0 if keys is not None else self._first_unfinished()
+        # Held while the run and the queue are read, then let go (see the module's docstring).
+        with store.held():
+            chosen = resolve_run(store, run_id, taxonomy)
+            if chosen is None and keys is None:
+                raise KiaError(f"{store.path}: no proposals to review; run `kia propose` first")
+            if chosen is not None and not store.run_exists(chosen):
+                raise KiaError(f"{store.path}: no run named {chosen!r}")
+            if chosen is not None:
+                taxonomy = taxonomy_for_run(store, chosen, taxonomy)
+            self.taxonomy: Taxonomy = taxonomy or load_taxonomy(None)
+            self.run_id = chosen
+            self.proposals = run_labeling(store, chosen, taxonomy) if chosen else {}
+            # A consensus run is compared with its input runs, whose labels and quotes it shows.
+            self.consensus_of = consensus_inputs(store, chosen)
+            self.keys = keys if keys is not None else self._ordered_keys(only, queue)
+            self.index = 0 if keys is not None else self._first_unfinished()
 
     # --- ordering ----------------------------------------------------------------------------
     @property
@@ -222,20 +249,21 @@ class ReviewSession:
         other run, every other run of the same taxonomy except consensus runs (they hold no labels
         where their inputs disagree, so they would only repeat those disagreements). Read once."""
         if self._compared is None:
-            if self.run_id is None:
-                runs: list[str] = []
-            elif self.consensus_of is not None:
-                runs = self.consensus_of
-            else:
-                hashes = self.store.run_taxonomy_hashes()
-                runs = [
-                    r
-                    for r in self.store.run_ids()
-                    if r != self.run_id
-                    and hashes.get(r) == hashes.get(self.run_id)
-                    and consensus_inputs(self.store, r) is None
-                ]
-            self._compared = {run: run_labeling(self.store, run, self.taxonomy) for run in runs}
+            with self.store.held():
+                if self.run_id is None:
+                    runs: list[str] = []
+                elif self.consensus_of is not None:
+                    runs = self.consensus_of
+                else:
+                    hashes = self.store.run_taxonomy_hashes()
+                    runs = [
+                        r
+                        for r in self.store.run_ids()
+                        if r != self.run_id
+                        and hashes.get(r) == hashes.get(self.run_id)
+                        and consensus_inputs(self.store, r) is None
+                    ]
+                self._compared = {run: run_labeling(self.store, run, self.taxonomy) for run in runs}
         return self._compared
 
     def _disagreeing_keys(self) -> set[str]:
@@ -280,6 +308,7 @@ class ReviewSession:
         return keys
 
     # --- state ---------------------------------------------------------------------------------
+    @_holding
     def decisions(self, key: str) -> dict[str, tuple[str, list[str]]]:
         """This reviewer's latest decision per axis on a paper."""
         latest: dict[str, tuple[str, list[str]]] = {}
@@ -287,6 +316,7 @@ class ReviewSession:
             latest[axis] = (decision, [c for c in (labels or "").split(";") if c])
         return latest
 
+    @_holding
     def decided_by_anyone(self) -> set[tuple[str, str]]:
         """(paper, axis) pairs that anyone has decided on this taxonomy (a person's accept, edit or
         reject, an earlier machine acceptance, a consensus agreement). Why: a bulk or automatic
@@ -300,6 +330,7 @@ class ReviewSession:
             if axis in axes and (run is None or hashes.get(run) == self.taxonomy.content_hash)
         }
 
+    @_holding
     def finished(self, key: str) -> bool:
         """Every axis of the paper has a decision from this reviewer (or, in a consensus run, the
         agreement of the runs: machine-accepted, so a person looks only at the disagreements)."""
@@ -312,6 +343,7 @@ class ReviewSession:
             }
         return decided >= set(self.taxonomy.axis_ids)
 
+    @_holding
     def finished_keys(self) -> set[str]:
         """Every paper `finished` would call finished, read in two queries (a queue of 1,000 papers
         shows each paper's state without a query per paper)."""
@@ -325,6 +357,11 @@ class ReviewSession:
         axes = set(self.taxonomy.axis_ids)
         return {key for key, done in decided.items() if done >= axes}
 
+    def left(self) -> int:
+        """Papers of the queue not finished yet (read at once, not a query per paper)."""
+        finished = self.finished_keys()
+        return sum(1 for key in self.keys if key not in finished)
+
     def _first_unfinished(self) -> int:
         finished = self.finished_keys()
         return next((index for index, key in enumerate(self.keys) if key not in finished), len(self.keys))
@@ -335,6 +372,7 @@ class ReviewSession:
             raise KiaError(f"{key}: not in this review queue")
         self.index = self.keys.index(key)
 
+    @_holding
     def flags(self) -> dict[str, set[str]]:
         """Paper -> what marks it for a person: `disagreement` (runs disagree), an axis `unclear`,
         `unsupported`, `tentative` or `out_of_scope`, the paper judged `out of scope`, `suspicious`
@@ -367,6 +405,7 @@ class ReviewSession:
             raise KiaError("no paper left to review")
         return self.keys[self.index]
 
+    @_holding
     def view(self) -> PaperView:
         """The current paper with its proposed labels, confidences, evidence in its sentences, notes
         and, where other runs labelled it, every run's labels side by side."""
@@ -429,14 +468,30 @@ class ReviewSession:
             rows[axis] = row
         return rows, disagreed
 
+    @_holding
     def own_note(self) -> str:
         """This reviewer's latest note on the current paper ("" when none): what `n` starts editing from."""
         notes = self.store.paper_notes_by_reviewer(self.current)
         return next((note for who, note in notes if who == self.reviewer), "")
 
     # --- decisions -----------------------------------------------------------------------------
+    @contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """Hold the store for a decision. A file another process holds past the wait (`lock_wait`, with
+        retries) is one line that names the decision not saved, so nothing typed is lost unseen."""
+        try:
+            with self.store.held():
+                yield
+        except DatabaseBusyError as exc:
+            raise StoreError(f"{self.current}: {what} not saved: {exc.reason}; type it again in a moment") from exc
+
     def _record(self, axis: str | None, decision: str, labels: list[str], note: str | None = None) -> None:
-        self.store.add_review(self.current, self.run_id, axis, labels, decision, self.reviewer, note)
+        """Store one decision at once (one committed row)."""
+        what = f"note {note!r}" if decision == NOTE else " ".join(filter(None, (decision, axis)))
+        if decision == EDIT:
+            what += f" {','.join(labels)}"
+        with self._writing(what):
+            self.store.add_review(self.current, self.run_id, axis, labels, decision, self.reviewer, note)
 
     def _check_axis(self, axis: str) -> str:
         """The taxonomy's id of an axis typed in any case ("k" is K, "Memory" is memory), or its key ("1")."""
@@ -457,9 +512,11 @@ class ReviewSession:
         self._record(axis, ACCEPT, sorted(proposed), note)
 
     def accept_all(self) -> None:
-        """Accept every axis of the current paper."""
-        for axis in self.taxonomy.axis_ids:
-            self.accept(axis)
+        """Accept every axis of the current paper (the file held once, so all or none is written
+        when another process holds it)."""
+        with self._writing("accept all"):
+            for axis in self.taxonomy.axis_ids:
+                self.accept(axis)
 
     def edit(self, axis: str, categories: list[str]) -> None:
         """Replace an axis's labels by categories of that axis (never empty, never outside it)."""
@@ -517,7 +574,8 @@ class ReviewSession:
 
     def advance_if_finished(self) -> bool:
         """After a decision: move on when the paper has a decision on every axis (then `learner`, when
-        set, learns from the reviews so far between papers: kia.learn.relearn)."""
+        set, learns from the reviews so far between papers: kia.learn.relearn; it holds the store for
+        its reads only, never for a refit)."""
         if not self.done and self.finished(self.current):
             self.index += 1
             if self.learner is not None:
@@ -629,8 +687,14 @@ def label_paper(
 
 
 def open_store(db: Path) -> Store:
-    """A store for reviewing (read-write: every decision is written at once)."""
-    return Store(db, create=False)
+    """A store for reviewing (read-write: every decision is written at once).
+
+    A person waits on each read and write of a review: when another process holds the file, the
+    session retries for as long as any command waits ($KIA_LOCK_WAIT), not a batch writer's minute,
+    then says so in one line (the browser answers 503 with the lock's holder)."""
+    store = Store(db, create=False)
+    store.write_wait = store.lock_wait
+    return store
 
 
 def help_text(taxonomy: Taxonomy) -> str:
@@ -758,6 +822,21 @@ def render_paper(session: ReviewSession, console: Any) -> None:
             render_quote(ev, "   ", console, owner)
 
 
+def show_paper(session: ReviewSession, console: Any, footer: Callable[[], None] | None = None) -> bool:
+    """Render the current paper, then `footer` (what the caller prints under it), the store held once
+    for both; False, after one line, when another process holds the file past the wait: the review
+    goes on, and the paper is shown at the next command."""
+    try:
+        with session.store.held():
+            render_paper(session, console)
+            if footer is not None:
+                footer()
+    except DatabaseBusyError as exc:
+        console.print(f"! {exc.reason}; press Enter to show the paper again", markup=False, style="red")
+        return False
+    return True
+
+
 def apply_command(session: ReviewSession, command: str, console: Any) -> bool:
     """Apply one typed command; False when the reviewer quits. Bad input raises KiaError (the
     caller prints it and stays on the same paper)."""
@@ -816,8 +895,7 @@ def interactive(session: ReviewSession, console: Any, read_line: Callable[[str],
     shown: int | None = None
     try:
         while not session.done:
-            if shown != session.index:
-                render_paper(session, console)
+            if shown != session.index and show_paper(session, console):
                 shown = session.index
             try:
                 command = read_line("review> ")
@@ -836,10 +914,11 @@ def interactive(session: ReviewSession, console: Any, read_line: Callable[[str],
                     shown = None  # show the decision just made (or the next paper)
             except KiaError as exc:
                 console.print(f"! {exc}", markup=False, style="red")
-                shown = None if session.done else session.index  # stay on the same paper
+                if session.index != before:  # decided, then failed (the file busy): show where the queue is
+                    shown = None
     except KeyboardInterrupt:
         console.print("\ninterrupted: every decision so far is saved", markup=False)
-    left = sum(1 for key in session.keys if not session.finished(key))
+    left = session.left()
     console.print(f"{left} paper(s) left to review", markup=False)
     return left
 

@@ -22,7 +22,7 @@ from kia.review import (
     category_keys,
     interactive,
     line_reader,
-    render_paper,
+    show_paper,
 )
 
 ENTER = ("\r", "\n")
@@ -308,6 +308,13 @@ def handle_key(session: ReviewSession, key: str, console: Any, keys: KeyReader) 
     raise KiaError(f"no action on key {key!r}; press ? for the keys")
 
 
+def _hints(session: ReviewSession, console: Any) -> None:
+    """The keys under a paper, and how to move on once every axis is decided."""
+    console.print(KEY_HINT, markup=False, style="dim")
+    if session.finished(session.current):
+        console.print(DONE_HINT, markup=False, style="bold")
+
+
 def interactive_keys(session: ReviewSession, console: Any, keys: KeyReader) -> int:
     """The single-key review loop; returns the number of papers left. Ctrl-C and Ctrl-D quit cleanly."""
     shown: int | None = None
@@ -316,16 +323,16 @@ def interactive_keys(session: ReviewSession, console: Any, keys: KeyReader) -> i
             if shown != session.index:
                 if getattr(console, "is_terminal", False):
                     console.clear()  # one paper per screen, redrawn, not scrolled past
-                render_paper(session, console)
-                console.print(KEY_HINT, markup=False, style="dim")
-                if session.finished(session.current):
-                    console.print(DONE_HINT, markup=False, style="bold")
-                shown = session.index
+                if show_paper(session, console, lambda: _hints(session, console)):
+                    shown = session.index
             console.print("review> ", end="", markup=False)
+            before = session.index
             try:
                 action = handle_key(session, keys.key(), console, keys)
             except KiaError as exc:
                 console.print(f"! {exc}", markup=False, style="red")
+                if session.index != before:  # decided, then failed (the file busy): show where the queue is
+                    shown = None
                 continue
             if action == QUIT:
                 break
@@ -335,14 +342,18 @@ def interactive_keys(session: ReviewSession, console: Any, keys: KeyReader) -> i
         console.print("\ninterrupted: every decision so far is saved", markup=False)
     except EOFError:
         console.print("", markup=False)
-    left = sum(1 for key in session.keys if not session.finished(key))
+    left = session.left()
     console.print(f"{left} paper(s) left to review", markup=False)
     return left
 
 
 def review_in_terminal(session: ReviewSession, console: Any) -> int:
     """Review with single keys when stdin is a terminal (POSIX), else with line commands (pipes,
-    scripts, Windows); returns the number of papers left."""
+    scripts, Windows); returns the number of papers left.
+
+    The store is let go first: from here the session holds it only while it reads or writes, so a
+    review waiting for a key blocks neither `kia serve`, a second reviewer nor any other command."""
+    session.store.close()
     if sys.stdin.isatty() and os.name == "posix":
         with TerminalKeys() as keys:
             return interactive_keys(session, console, keys)

@@ -97,10 +97,9 @@ class Reviews:
         settings: Settings | None = None,
     ) -> None:
         self.lock = threading.RLock()
+        # A request waits for a database another process holds as long as any command does
+        # ($KIA_LOCK_WAIT, set by `open_store`), then answers 503 with the lock's holder.
         self.store = open_store(db)
-        # A request waits for a database another process (`kia review`) holds as long as any command
-        # does ($KIA_LOCK_WAIT), not a batch writer's minute, then answers 503 with the lock's holder.
-        self.store.write_wait = self.store.lock_wait
         try:
             base = ReviewSession(self.store, taxonomy, run, reviewer, queue=NEED)
             # The need queue learns between papers as `kia review`'s does: the calibration map, and an

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pexpect
 import pytest
+from pexpect.popen_spawn import PopenSpawn
 from rich.console import Console
 
 from kia.backends import BackendAnswer
@@ -253,6 +254,97 @@ def test_line_commands_when_stdin_is_not_a_terminal(db: Path) -> None:
     moved = run_kia("review", "--db", str(db), "--reviewer", "pipe", input="a I\na A\nq\n", process=True)
     assert moved.returncode == 0, moved.stderr
     assert "P1: every axis decided; next paper: P2 (b goes back)" in moved.stdout
+
+
+# Others give up on a held file within a second (not the default five), so a lock shows as a failure at once.
+QUICK_LOCK = {"KIA_LOCK_WAIT": "1"}
+
+
+def _line_review(db: Path, reviewer: str) -> PopenSpawn:
+    """`kia review` with stdin a pipe (line commands), waiting at its prompt for the test's lines."""
+    child = PopenSpawn(
+        [*kia_exe(), "review", "--db", str(db), "--reviewer", reviewer, "--queue", "storage", "--no-adapt"],
+        encoding="utf-8",
+        timeout=60,
+        env={**os.environ, **QUICK_LOCK},
+    )
+    child.logfile_read = io.StringIO()
+    child.expect("review>")
+    return child
+
+
+def _quit(child: PopenSpawn) -> int:
+    """Quit a line review and return its exit status."""
+    child.sendline("q")
+    child.expect(pexpect.EOF)
+    return int(child.wait())
+
+
+def _stop(child: PopenSpawn) -> None:
+    """End a review a failed test left running."""
+    if child.proc.poll() is None:
+        child.kill(signal.SIGKILL)
+        child.wait()
+
+
+def test_an_idle_review_holds_no_lock_and_sees_decisions_made_elsewhere(db: Path) -> None:
+    """A `kia review` waiting at its prompt holds nothing (DuckDB lets one process hold the file for
+    writing): `kia runs`, `kia label` and a second reviewer's `kia review` work meanwhile, and the
+    first reviewer's screen then shows what was decided elsewhere and keeps its own decisions."""
+    first = _line_review(db, "ann")
+    try:
+        runs = run_kia("runs", "--db", str(db), env=QUICK_LOCK, process=True)
+        assert runs.returncode == 0, runs.stderr
+        labelled = run_kia(
+            "label", "P1", "--set", "I=I3", "--reviewer", "ann", "--db", str(db), env=QUICK_LOCK, process=True
+        )
+        assert labelled.returncode == 0, labelled.stderr
+        args = ("review", "--db", str(db), "--reviewer", "bob", "--queue", "storage", "--no-adapt")
+        second = run_kia(*args, env=QUICK_LOCK, input="A\nq\n", process=True)
+        assert second.returncode == 0, second.stderr
+        assert "P1: every axis decided; next paper: P2" in second.stdout
+        first.sendline("a K")
+        first.expect("-> accept K2")
+        first.expect("-> edit I3")  # ann's label from the other process shows on her paper
+        first.sendline("a A")  # K, I (the label) and A decided: P1 is finished
+        first.expect("P1: every axis decided; next paper: P2")
+        assert _quit(first) == 0
+    finally:
+        _stop(first)
+    with Store(db, read_only=True) as store:
+        rows = store.query("SELECT reviewer, paper_key, axis, decision, labels FROM reviews ORDER BY id")
+    assert rows == [
+        ("ann", "P1", "I", "edit", "I3"),
+        ("bob", "P1", "K", "accept", "K2"),
+        ("bob", "P1", "I", "accept", "I2"),
+        ("bob", "P1", "A", "accept", "A1"),
+        ("ann", "P1", "K", "accept", "K2"),
+        ("ann", "P1", "A", "accept", "A1"),
+    ]
+
+
+def test_a_decision_typed_while_another_process_writes_is_said_not_saved(db: Path) -> None:
+    """When another process holds the file past the wait, the decision typed is refused in one line
+    that names it, never dropped unseen; typed again once the file is free, it is stored."""
+    first = _line_review(db, "ann")
+    holder_code = "import duckdb, sys; con = duckdb.connect(sys.argv[1]); print('held', flush=True); input()"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", holder_code, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        first.sendline("a K")
+        first.expect("review>")
+        assert "P1: accept K not saved: " in first.before and "database is locked by another process" in first.before
+        holder.communicate("\n", timeout=30)
+        first.sendline("a K")
+        first.expect("-> accept K2")
+        assert _quit(first) == 0
+    finally:
+        holder.kill()
+        _stop(first)
+    with Store(db, read_only=True) as store:
+        assert store.query("SELECT reviewer, axis, decision FROM reviews") == [("ann", "K", "accept")]
 
 
 def test_review_without_runs_is_one_line(tmp_path: Path) -> None:

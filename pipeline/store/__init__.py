@@ -28,7 +28,7 @@ from typing import Any
 import duckdb
 
 from kia._version import __version__
-from kia.errors import StoreError
+from kia.errors import DatabaseBusyError, StoreError
 from kia.extract import Document, Section
 from kia.store._base import CallRow, FailureRows, ProposalRows, StoreBase
 from kia.store.documents import DocumentQueries
@@ -149,16 +149,10 @@ def _is_lock_conflict(exc: Exception) -> bool:
 def _friendly_open_error(path: Path, exc: Exception, waited: float = 0.0) -> StoreError:
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     lock = re.search(r"Conflicting lock is held in (.+?) \(PID (\d+)\)", str(exc))
-    after = f" (waited {waited:.0f} s)" if waited >= 1 else ""
     if lock:
-        return StoreError(
-            f"{path}: database is locked by another process: {lock.group(1).strip()} (PID {lock.group(2)}){after};"
-            " wait for it to finish or use another --db"
-        )
+        return DatabaseBusyError(str(path), f"{lock.group(1).strip()} (PID {lock.group(2)})", waited)
     if _is_lock_conflict(exc):
-        return StoreError(
-            f"{path}: database is locked by another process{after}; wait for it to finish or use another --db"
-        )
+        return DatabaseBusyError(str(path), None, waited)
     return StoreError(f"{path}: cannot open database ({message})")
 
 
@@ -389,8 +383,10 @@ class Store(DocumentQueries, RunQueries, ReviewQueries):
         try:
             yield
         finally:
-            self._con.close()
-            self._con = None
+            # A `released()` inside that could not take the file back has left nothing to close.
+            if self._con is not None:
+                self._con.close()
+                self._con = None
 
     # --- schema ---------------------------------------------------------------------------
     def migrate(self) -> list[int]:
