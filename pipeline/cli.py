@@ -418,6 +418,7 @@ def propose(
 
     import kia
     from kia.backends import make_backend
+    from kia.propose import load_prompt
     from kia.store import Store
 
     settings = _settings().with_options(
@@ -438,6 +439,7 @@ def propose(
         _import_batch(batch_results, batch_errors, next_batch_file, taxonomy, db)
         return
     given_taxonomy(taxonomy)  # a taxonomy that does not load is one line before any database is made
+    load_prompt(prompt or settings.prompt)  # so is a prompt, before any progress bar
     chosen = make_backend(backend, settings)
     path = _db(db)
     if batch_file is not None:

@@ -6,6 +6,8 @@ Every error names the thing it concerns (a file, a paper key, a taxonomy file) a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class KiaError(Exception):
     """Base class: anything kia raises on purpose."""
@@ -76,3 +78,26 @@ class BackendError(KiaError):
 
 class ProposalValidationError(KiaError):
     """A model answer did not fit the taxonomy's schema (label outside it, empty axis...)."""
+
+
+def read_user_text(path: Path, what: str, error: type[KiaError] = KiaError, line_word: str = "line") -> str:
+    """A file the user names (taxonomy, gold, prompt) as UTF-8 text, or one `error` line naming it
+    and the cause: missing, a folder, unreadable, or a byte that is not UTF-8 (with its line), where
+    Python would raise IsADirectoryError or UnicodeDecodeError from deep inside a command."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise error(f"{path}: {what} not found") from exc
+    except IsADirectoryError as exc:
+        raise error(f"{path}: is a folder, not a {what}") from exc
+    except OSError as exc:
+        raise error(f"{path}: cannot read the {what} ({exc.strerror or exc})") from exc
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise error(
+            f"{path}: {line_word} {line}: not UTF-8 (byte 0x{data[exc.start]:02x} at character {column});"
+            f" save the {what} as UTF-8"
+        ) from None

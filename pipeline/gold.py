@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kia.errors import GoldError
+from kia.errors import GoldError, read_user_text
 from kia.resources import default_gold_path
 from kia.taxonomy import Taxonomy
 
@@ -85,25 +85,6 @@ def check_cell(categories: frozenset[str], axis_id: str, taxonomy: Taxonomy, whe
         raise GoldError(f"{where}: {', '.join(sorted(categories))} on a single-label axis (one category only)")
 
 
-def _read_text(path: Path) -> str:
-    """The file as UTF-8 text; a byte that is not UTF-8 is one line naming the row it is on."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise GoldError(f"{path}: gold file not found") from exc
-    except OSError as exc:
-        raise GoldError(f"{path}: cannot read gold file ({exc.strerror})") from exc
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise GoldError(
-            f"{path}: row {line}: not UTF-8 (byte 0x{data[exc.start]:02x} at character {column});"
-            " save the file as UTF-8"
-        ) from None
-
-
 def load_gold(path: str | Path | None, taxonomy: Taxonomy, with_out_of_scope: bool = False) -> list[GoldPaper]:
     """Read a gold CSV and check every label against the taxonomy; never an empty axis, never a
     paper twice (by method name or arXiv id): a duplicate row is an error, not "the last wins".
@@ -112,7 +93,7 @@ def load_gold(path: str | Path | None, taxonomy: Taxonomy, with_out_of_scope: bo
     scope: their axes may be empty (or `-`), and they are left out of the labels every stage
     compares with, unless `with_out_of_scope` (what `kia score` reads to score scope flags)."""
     resolved = Path(path) if path else default_gold_path()
-    reader = csv.DictReader(io.StringIO(_read_text(resolved), newline=""))
+    reader = csv.DictReader(io.StringIO(read_user_text(resolved, "gold file", GoldError, line_word="row"), newline=""))
     try:
         columns = set(reader.fieldnames or [])
     except csv.Error as exc:

@@ -31,7 +31,7 @@ from typing import Any
 from kia._version import __version__
 from kia.backends import Backend, BackendAnswer, CallRecord, ClaimedLabel
 from kia.backends.rules import RulesBackend
-from kia.errors import KiaError, PaperNotFoundError
+from kia.errors import KiaError, PaperNotFoundError, read_user_text
 from kia.extract import Document
 from kia.fewshot import Example, ExamplePool, render_examples
 from kia.ground import Grounding, Locator
@@ -83,10 +83,7 @@ class PromptTemplate:
 def load_prompt(path: str | Path | None = None) -> PromptTemplate:
     """Read a prompt template (default `prompts/classify.md`)."""
     resolved = Path(path) if path else default_prompt_path()
-    try:
-        return PromptTemplate(resolved, resolved.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise KiaError(f"{resolved}: prompt file not found") from exc
+    return PromptTemplate(resolved, read_user_text(resolved, "prompt file"))
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from kia.errors import TaxonomyError
+from kia.errors import TaxonomyError, read_user_text
 from kia.resources import default_taxonomy_path
 
 MAX_AXES = 6
@@ -307,11 +307,9 @@ def _parse_yaml(text: str) -> Any:
 def load_taxonomy(path: str | os.PathLike[str] | None = None) -> Taxonomy:
     """Read and validate a taxonomy YAML file; one-line TaxonomyError naming the file otherwise."""
     resolved = resolve_taxonomy_path(path)
+    text = read_user_text(resolved, "taxonomy file", TaxonomyError)
     try:
-        text = resolved.read_text(encoding="utf-8")
         raw = _parse_yaml(text)
-    except FileNotFoundError as exc:
-        raise TaxonomyError(f"{resolved}: taxonomy file not found") from exc
     except yaml.YAMLError as exc:
         problem = yaml_problem(exc)
         line = f":{problem.line}" if problem.line else ""
@@ -576,11 +574,7 @@ def validation_problems(root: Any, exc: ValidationError) -> list[Problem]:
 def check_taxonomy_file(path: str | os.PathLike[str] | None) -> list[Problem]:
     """`check_taxonomy_text` of a file (default: the shipped taxonomy)."""
     resolved = resolve_taxonomy_path(path)
-    try:
-        text = resolved.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise TaxonomyError(f"{resolved}: taxonomy file not found") from exc
-    return check_taxonomy_text(text)
+    return check_taxonomy_text(read_user_text(resolved, "taxonomy file", TaxonomyError))
 
 
 def load_checked_taxonomy(path: str | os.PathLike[str] | None = None) -> Taxonomy:

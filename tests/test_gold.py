@@ -89,7 +89,8 @@ def test_gold_file_not_utf8_is_one_line_naming_file_and_row(tmp_path: Path) -> N
     result = run_kia("export", "--gold", str(gold), "--format", "csv", process=True)
     assert (
         result.returncode == 1
-        and result.stderr.strip() == f"kia: {gold}: row 3: not UTF-8 (byte 0xe9 at character 2); save the file as UTF-8"
+        and result.stderr.strip()
+        == f"kia: {gold}: row 3: not UTF-8 (byte 0xe9 at character 2); save the gold file as UTF-8"
     )
 
 

@@ -256,3 +256,26 @@ def test_every_schema_error_is_named_on_its_own_line_and_a_python_tag_is_one_lin
     refused = run_kia("propose", "--taxonomy", str(path), "--db", str(db))
     assert refused.returncode == 1 and f"{path}:6:" in refused.stderr
     assert not db.exists()  # nothing made for a taxonomy that does not load
+
+
+def test_a_folder_or_a_file_that_is_not_utf8_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """`--taxonomy` and `--prompt` given a folder or a Latin-1 file: one line naming the file and the
+    cause (with the line of the bad byte), from every command that reads them."""
+    from tests.conftest import run_kia
+
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("name: x\ntitle: Caf\xe9 survey\n".encode("latin-1"))
+    with pytest.raises(TaxonomyError, match=rf"{tmp_path}: is a folder, not a taxonomy file"):
+        load_taxonomy(str(tmp_path))
+    with pytest.raises(TaxonomyError, match=r"latin.yaml: line 2: not UTF-8 \(byte 0xe9 at character 11\)"):
+        load_taxonomy(str(latin))
+    for args in (["taxonomy", "check", str(latin)], ["score", "--taxonomy", str(tmp_path)]):
+        result = run_kia(*args, "--db", str(tmp_path / "none.duckdb")) if args[0] == "score" else run_kia(*args)
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and str(tmp_path) in result.stderr, result.stderr
+    from kia.store import Store
+
+    with Store(tmp_path / "empty.duckdb"):
+        pass
+    prompt = run_kia("propose", "--prompt", str(tmp_path), "--db", str(tmp_path / "empty.duckdb"))
+    assert prompt.returncode == 1 and prompt.stderr.strip() == f"kia: {tmp_path}: is a folder, not a prompt file"
