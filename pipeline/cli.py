@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import sys
 from collections.abc import Callable
+from enum import StrEnum
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -52,6 +53,17 @@ DbOption = Annotated[
 GoldOption = Annotated[
     Path | None, typer.Option("--gold", help="Gold CSV (default: kia.toml's gold, else the shipped Table 5)")
 ]
+
+
+# `--format` of the commands that print a table: anything but these two is refused, never a table.
+class TableOrJson(StrEnum):
+    """What a table-printing command writes."""
+
+    table = "table"
+    json = "json"
+
+
+TableOrJsonOption = Annotated[TableOrJson, typer.Option("--format", help="table or json", case_sensitive=False)]
 ReviewerOption = Annotated[
     str | None,
     typer.Option("--reviewer", help="Reviewer name (default: $KIA_REVIEWER, else kia.toml's, else your login name)"),
@@ -600,7 +612,7 @@ def _print_agreement(agreement: score_stage.Agreement, title: str) -> None:
 def score(
     run: RunOption = None,
     gold: GoldOption = None,
-    output_format: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    output_format: TableOrJsonOption = TableOrJson.table,
     proposals_only: Annotated[bool, typer.Option("--proposals-only", help="Ignore reviews")] = False,
     blind: Annotated[
         bool,
@@ -723,7 +735,7 @@ def score(
 def compare(
     run_a: Annotated[str, typer.Argument(help="Reference run")],
     run_b: Annotated[str, typer.Argument(help="Run compared with it")],
-    output_format: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    output_format: TableOrJsonOption = TableOrJson.table,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
@@ -774,7 +786,7 @@ def stats(
     reviewed: Annotated[
         bool, typer.Option("--reviewed", help="Use reviewed labels (papers reviewed on every axis)")
     ] = False,
-    output_format: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    output_format: TableOrJsonOption = TableOrJson.table,
     plots: Annotated[
         Path | None, typer.Option(help="Write the design-space plots (design-space.png and .svg) into this folder")
     ] = None,

@@ -105,3 +105,14 @@ def test_shared_options_read_alike_in_every_command() -> None:
     golds = {name: o["--gold"] for name, o in options.items() if "--gold" in o}
     assert {"score", "stats", "propose", "simulate", "report", "export"} <= set(golds)
     assert all("kia.toml" in text for text in golds.values()), golds
+
+
+def test_a_format_other_than_table_or_json_is_refused_not_printed_as_a_table(tmp_path: Path) -> None:
+    """`--format xml` used to print the table and exit 0; any case of json is json."""
+    import json
+
+    db = ["--db", str(tmp_path / "none.duckdb")]
+    for command in (["score"], ["stats"], ["compare", "a", "b"]):
+        refused = run_kia(*command, "--format", "xml", *db)
+        assert refused.returncode == 2 and "'xml' is not one of 'table', 'json'" in refused.stderr, refused.stderr
+    assert json.loads(run_kia("stats", "--format", "JSON", *db).stdout)["n_papers"] == 26
