@@ -114,5 +114,5 @@ def test_a_format_other_than_table_or_json_is_refused_not_printed_as_a_table(tmp
     db = ["--db", str(tmp_path / "none.duckdb")]
     for command in (["score"], ["stats"], ["compare", "a", "b"]):
         refused = run_kia(*command, "--format", "xml", *db)
-        assert refused.returncode == 2 and "'xml' is not one of 'table', 'json'" in refused.stderr, refused.stderr
+        assert refused.returncode == 2 and "'xml' is not one of" in refused.stderr, refused.stderr
     assert json.loads(run_kia("stats", "--format", "JSON", *db).stdout)["n_papers"] == 26
