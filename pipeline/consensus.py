@@ -15,7 +15,7 @@ from typing import Any
 
 from kia._version import __version__
 from kia.errors import KiaError
-from kia.score import Labeling, run_labeling
+from kia.score import Labeling, resolve_run, run_labeling
 from kia.store import Store, dumps
 from kia.taxonomy import Taxonomy
 
@@ -58,6 +58,7 @@ def _side_by_side(runs: list[str], labelings: dict[str, Labeling], key: str, axi
 
 def make_consensus(store: Store, taxonomy: Taxonomy, runs: list[str], name: str) -> ConsensusSummary:
     """Build (or rebuild) the consensus run `name` over `runs`."""
+    runs = [resolve_run(store, run, taxonomy) or run for run in runs]  # `latest` as every command reads it
     if len(runs) < 2:
         raise KiaError("consensus needs at least two runs")
     if len(set(runs)) != len(runs) or name in runs:

@@ -712,7 +712,15 @@ def simulate(
     from kia.consensus import consensus_inputs
     from kia.gold import default_gold_path, load_gold
     from kia.learn import stored_proposals
-    from kia.score import default_run, gold_labeling, keys_fitted_on, run_labeling, taxonomy_for_run, training_use
+    from kia.score import (
+        default_run,
+        gold_labeling,
+        keys_fitted_on,
+        resolve_run,
+        run_labeling,
+        taxonomy_for_run,
+        training_use,
+    )
 
     settings = settings or Settings()
     if run_id is not None and backend is not None:
@@ -722,6 +730,8 @@ def simulate(
             f"kia simulate replays the offline head (--backend local) or a stored run (--run), not {backend!r}"
         )
     gold_path = gold_path or settings.gold  # the project's gold (kia.toml), as `kia score` reads it
+    if run_id is not None:
+        run_id = resolve_run(store, run_id, taxonomy)  # `latest`, as every command that reads a run takes it
     if run_id is not None:
         taxonomy = taxonomy_for_run(store, run_id, taxonomy)
     if taxonomy is None:

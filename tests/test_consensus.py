@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from kia.consensus import CONSENSUS_REVIEWER, consensus_score, make_consensus
@@ -72,3 +73,19 @@ def test_runs_that_agree_on_a_default_leave_it_to_a_person(tmp_path: Path, db_pa
     assert [s[:3] for s in store.axis_statuses("ab")] == [("p1", "A", "default")]
     session = ReviewSession(store, taxonomy, "ab", "person")
     assert session.current == "p1" and not session.finished("p1")  # the default waits for a person
+
+
+def test_consensus_takes_latest_as_every_command_that_reads_a_run(tmp_path: Path, db_path: Path) -> None:
+    """`latest` names the latest complete run here too (it was "no run named 'latest'")."""
+    taxonomy = load_taxonomy()
+    with Store(db_path) as store:
+        (tmp_path / "p1.md").write_text(TEXT.format(title="One"), encoding="utf-8")
+        store.add_document(extract(tmp_path / "p1.md"), "p1")
+        for run in ("a", "b"):
+            run_proposals(
+                store, ScriptedBackend({"One": answer("K2", "I2", "A1")}), taxonomy, load_prompt(), run_name=run,
+                use_cache=False,
+            )  # fmt: skip
+        summary = make_consensus(store, taxonomy, ["a", "latest"], "a-and-latest")
+        assert summary.papers == 1 and summary.agreed_axes == 3
+        assert json.loads(store.run_row("a-and-latest")["params"])["inputs"] == ["a", "b"]

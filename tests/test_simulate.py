@@ -243,6 +243,8 @@ def test_simulate_and_auto_accept_end_to_end_on_the_default_taxonomy(tmp_path: P
     assert plot.read_bytes()[:4] == b"\x89PNG" and json.loads(report.read_text())["main"]["papers"] == 5
     stored = run_kia("simulate", "--gold", gold, "--run", run, "--order", "storage", "--db", str(db))
     assert stored.returncode == 0 and f"run {run}" in stored.stdout
+    latest = run_kia("simulate", "--gold", gold, "--run", "latest", "--order", "storage", "--db", str(db))
+    assert latest.returncode == 0 and f"run {run}" in latest.stdout, latest.stderr  # as every command reads it
     oracle = run_kia("simulate", "--gold", gold, "--run", run, "--order", "oracle", "--db", str(db))
     assert oracle.returncode == 0 and "order oracle" in oracle.stdout and "reads gold" in oracle.stdout
     by_axis = run_kia("simulate", "--gold", gold, "--backend", "local", "--unit", "axis", "--db", str(db))
