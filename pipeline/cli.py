@@ -332,7 +332,7 @@ ReadOption = Annotated[
         "--read-sentences",
         min=0,
         help="Local backend: read at most this many sentences of a long paper, its front matter and abstract "
-        "first, then those its cues and sections rank highest (default: the head's, 150; 0: every sentence)",
+        "first, then those its cues and sections rank highest (default: the head's, 80; 0: every sentence)",
     ),
 ]
 

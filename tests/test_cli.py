@@ -116,3 +116,13 @@ def test_a_format_other_than_table_or_json_is_refused_not_printed_as_a_table(tmp
         refused = run_kia(*command, "--format", "xml", *db)
         assert refused.returncode == 2 and "'xml' is not one of" in refused.stderr, refused.stderr
     assert json.loads(run_kia("stats", "--format", "JSON", *db).stdout)["n_papers"] == 26
+
+
+def test_the_reading_limit_the_help_names_is_the_shipped_heads() -> None:
+    """The help said 150 after the head's default became 80."""
+    from kia.backends.local import shipped_head
+
+    head = shipped_head()
+    assert head is not None
+    for command in ("propose", "batch"):
+        assert f"the head's, {head.settings.read_sentences};" in _options_by_command()[command]["--read-sentences"]
