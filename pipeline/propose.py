@@ -281,6 +281,23 @@ def axis_statuses(answer: BackendAnswer, taxonomy: Taxonomy) -> dict[str, tuple[
     return statuses
 
 
+def _check_defaults(answer: BackendAnswer, taxonomy: Taxonomy, paper_key: str) -> None:
+    """A backend's default must be a category of its axis, as a claimed label must: one outside the
+    taxonomy was stored as a `default` status with no label, so the paper looked labelled."""
+    axes = {axis.id: axis for axis in taxonomy.axes}
+    for axis_id, (category, _confidence, _why) in answer.defaults.items():
+        axis = axes.get(axis_id)
+        if axis is None:
+            problem = f"a default for {axis_id!r}, not an axis of taxonomy {taxonomy.name} ({', '.join(axes)})"
+        elif category not in axis.category_ids:
+            problem = f"{category!r} as the default of axis {axis_id}, not one of {', '.join(axis.category_ids)}"
+        else:
+            continue
+        error = KiaError(f"{paper_key}: the backend gave {problem}")
+        error.calls = answer.calls  # type: ignore[attr-defined]
+        raise error
+
+
 def label_statuses(labels: list[Label], confidence_floor: float | None) -> dict[str, tuple[str, str]]:
     """Per labelled axis, `unsupported` (a label none of whose quotes is in the paper) or `tentative`
     (a label below the confidence floor), with the labels named; unsupported wins.
@@ -430,6 +447,7 @@ def proposal_from_answer(
     `flagged` sentences (addressing the labeller) are no evidence: a quote inside one is `suspicious`.
     """
     flagged = suspicious_sentences(doc, taxonomy) if flagged is None else flagged
+    _check_defaults(answer, taxonomy, paper_key)
     payload = answer_to_json(answer, taxonomy)
     labels = ground_answer(with_supports(labels_from_json(payload, taxonomy), answer), doc, flagged)
     statuses = {**axis_statuses(answer, taxonomy), **label_statuses(labels, confidence_floor)}
@@ -437,7 +455,6 @@ def proposal_from_answer(
     labels += [
         Label(axis, category, confidence, f"{category} by default: {why}", [])
         for axis, (category, confidence, why) in answer.defaults.items()
-        if category in next((a.category_ids for a in taxonomy.axes if a.id == axis), [])
     ]
     if labels and all(statuses.get(axis, ("",))[0] == UNSUPPORTED for axis in taxonomy.axis_ids):
         error = KiaError(f"{paper_key}: no quote of any label was found in the paper (every axis unsupported)")

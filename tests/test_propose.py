@@ -706,3 +706,53 @@ def test_a_rerun_after_reviews_says_why_it_is_a_new_run(tmp_path: Path) -> None:
     assert f"a new run: the head adapted to {len(gold)} reviewed paper(s) since the last run" in second.stdout
     third = run_kia("propose", "--db", str(db))
     assert f"already done {len(gold)}" in third.stdout and "a new run" not in third.stdout
+
+
+class _DefaultsBackend:
+    """Answers K with a quote and gives a default for I (or for an axis the taxonomy lacks)."""
+
+    name, model, endpoint_host = "defaults", "d1", None
+
+    def __init__(self, defaults: dict[str, tuple[str, float, str]]) -> None:
+        self.defaults = defaults
+
+    def params(self) -> dict[str, object]:
+        return {"defaults": sorted(self.defaults)}
+
+    def answer(self, doc: object, taxonomy: object, prompt: str) -> object:
+        from kia.backends import BackendAnswer, ClaimedLabel
+
+        quote = "The masks are concatenated with the noisy latent at every step"
+        claimed = {"K": [ClaimedLabel("K2", 0.9, "masks", [quote])], "A": [ClaimedLabel("A1", 0.9, "latent", [quote])]}
+        return BackendAnswer(claimed, {}, defaults=self.defaults)
+
+
+def test_a_default_outside_the_taxonomy_fails_the_paper_instead_of_looking_labelled(tmp_path: Path) -> None:
+    """A backend's default was stored as a `default` status with no label when its category was not
+    one of the axis's: the paper fails with one line naming the category, and a valid default stays."""
+    from kia.propose import run_proposals
+
+    paper = tmp_path / "p.md"
+    paper.write_text(
+        "# Masks to CT\n\n## Method\nThe masks are concatenated with the noisy latent at every step.\n",
+        encoding="utf-8",
+    )
+    db = tmp_path / "kia.duckdb"
+    taxonomy = load_taxonomy()
+    with Store(db) as store:
+        store.add_document(extract(paper), "p")
+        for run, defaults, said in (
+            (
+                "bad",
+                {"I": ("NOPE", 0.5, "silent")},
+                "p: the backend gave 'NOPE' as the default of axis I, not one of I1",
+            ),
+            ("axis", {"Z": ("Z1", 0.5, "silent")}, "p: the backend gave a default for 'Z', not an axis of taxonomy"),
+        ):
+            summary = run_proposals(store, _DefaultsBackend(defaults), taxonomy, load_prompt(), run_name=run)  # type: ignore[arg-type]
+            assert summary.failed == 1 and summary.done == 0 and said in summary.failures[0][1], summary.failures
+        good = run_proposals(
+            store, _DefaultsBackend({"I": ("I2", 0.5, "silent")}), taxonomy, load_prompt(), run_name="ok"
+        )  # type: ignore[arg-type]
+        assert good.done == 1
+        assert ("p", "I", "default") in [row[:3] for row in store.axis_statuses("ok")]
