@@ -817,7 +817,10 @@ def stats(
         cells = ", ".join(f"{c} {100 * s:.0f}% ({result.counts[axis][c]})" for c, s in shares.items())
         single = result.single_multi[axis]
         name = f" ({names[axis]})" if axis in names else ""
-        out.print(f"  {axis}{name}: {cells}; single {single['single']}, multi {single['multi']}", markup=False)
+        unlabelled = f", no label {single['none']}" if single["none"] else ""
+        out.print(
+            f"  {axis}{name}: {cells}; single {single['single']}, multi {single['multi']}{unlabelled}", markup=False
+        )
     for pair, counts in result.cooccurrence.items():
         out.print(f"  {pair}: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v), markup=False)
     out.print(

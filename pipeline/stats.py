@@ -53,14 +53,16 @@ def design_space(labeling: Labeling, taxonomy: Taxonomy, sparse_max: int = 1) ->
     its empty cells are listed only up to MAX_LISTED_CELLS."""
     axes = taxonomy.axis_ids
     counts = {a: {c: 0 for c in taxonomy.axis(a).category_ids} for a in axes}
-    single_multi = {a: {"single": 0, "multi": 0} for a in axes}
+    # "none": papers with no label on the axis (rejected, unclear, out of scope): neither single nor multi
+    single_multi = {a: {"single": 0, "multi": 0, "none": 0} for a in axes}
     pairs: Counter[str] = Counter()
     triples: Counter[str] = Counter()
     for labels in labeling.values():
         for axis in axes:
             for category in labels.get(axis, ()):
                 counts[axis][category] += 1
-            single_multi[axis]["multi" if len(labels.get(axis, ())) > 1 else "single"] += 1
+            used = len(labels.get(axis, ()))
+            single_multi[axis]["multi" if used > 1 else "single" if used else "none"] += 1
         for first, second in itertools.combinations(axes, 2):
             for a, b in itertools.product(sorted(labels.get(first, ())), sorted(labels.get(second, ()))):
                 pairs[f"{a}-{b}"] += 1

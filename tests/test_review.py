@@ -365,7 +365,7 @@ def test_stats_and_export_of_reviewed_labels(db: Path) -> None:
     rows = [json.loads(line) for line in exported.stdout.splitlines()]
     assert [r["key"] for r in rows] == ["P2"] and rows[0]["labels"]["K"] == ["K1", "K4"]
     stats = json.loads(run_kia("stats", "--reviewed", "--format", "json", "--db", str(db)).stdout)
-    assert stats["n_papers"] == 1 and stats["single_multi"]["K"] == {"single": 0, "multi": 1}
+    assert stats["n_papers"] == 1 and stats["single_multi"]["K"] == {"single": 0, "multi": 1, "none": 0}
 
 
 def test_order_and_filters_put_disagreements_first(db: Path) -> None:

@@ -28,8 +28,8 @@ def test_reproduces_the_survey_shares() -> None:
 
 def test_single_multi_and_cooccurrence() -> None:
     stats = _table5_stats()
-    assert stats.single_multi["A"] == {"single": 26, "multi": 0}
-    assert stats.single_multi["K"] == {"single": 20, "multi": 6}
+    assert stats.single_multi["A"] == {"single": 26, "multi": 0, "none": 0}
+    assert stats.single_multi["K"] == {"single": 20, "multi": 6, "none": 0}
     assert stats.cooccurrence["K-I"]["K4-I2"] == 2 and stats.cooccurrence["K-I"]["K4-I3"] == 0
     assert stats.cooccurrence["K-A"]["K4-A2"] == 2  # K4 only in cascades, as the survey says
     assert stats.triples["K2-I2-A1"] == 8  # the prevailing triplet, and the largest cell
@@ -64,3 +64,14 @@ def test_figure2_for_one_to_six_axes(tmp_path: Path, n_axes: int) -> None:
     assert stats.n_empty_cells == 3**n_axes - len(stats.triples)
     paths = figure2(labeling, taxonomy, tmp_path)
     assert paths[0].stat().st_size > 5_000
+
+
+def test_an_axis_without_labels_is_neither_single_nor_multi_label_use() -> None:
+    """A rejected or unclear axis has no label: it was counted as single-label use."""
+    labeling = {
+        "a": {"K": {"K1"}, "I": {"I1", "I2"}, "A": {"A1"}},
+        "b": {"K": set(), "I": {"I2"}, "A": {"A1"}},
+    }
+    stats = design_space(labeling, load_taxonomy())
+    assert stats.single_multi["K"] == {"single": 1, "multi": 0, "none": 1}
+    assert stats.single_multi["I"] == {"single": 1, "multi": 1, "none": 0}
