@@ -776,7 +776,11 @@ def score_run(
         every_row = load_gold(gold_path, taxonomy, with_out_of_scope=True)
         scope = scope_agreement(every_row, store, chosen)
         gold = [paper for paper in every_row if paper.in_scope is not False]
-        reference = gold_labeling(gold, store.paper_keys())
+        stored = store.paper_keys()
+        reference = gold_labeling(gold, stored)
+        # a paper gold marks out of scope is scored by `scope` (the run's flag), never as "not in gold"
+        out_of_scope = set(gold_labeling([p for p in every_row if p.in_scope is False], stored)) & set(stored)
+        candidate = {k: v for k, v in candidate.items() if k not in out_of_scope}
         scored = set(reference) & set(candidate)
         examples = example_use(store, chosen, scored)
         training = training_use(store, chosen, scored)

@@ -431,6 +431,8 @@ def test_a_gold_in_scope_column_scores_the_runs_scope_flags(tmp_path: Path) -> N
     )
     document = json.loads(run_kia("score", "--gold", str(gold), "--format", "json", "--db", str(db)).stdout)
     assert document["n_papers"] == 2  # the out-of-scope rows are no label rows
+    # ... nor papers "proposed but not in gold": gold has them, as out of scope
+    assert [m["paper"] for m in document["missing"] if m["missing_in"] == "gold"] == []
     scope = document["scope"]
     assert (scope["papers"], scope["gold_out_of_scope"], scope["flagged"]) == (4, 2, 2)
     assert scope["precision"] == 0.5 and scope["recall"] == 0.5
