@@ -5,6 +5,14 @@ run keeps, per paper and axis, the labels all input runs agree on, each recorded
 decision `consensus` by the reviewer `kia:consensus` (machine-accepted: never counted as a person's
 review, which only `accept` and `edit` are). Where the runs disagree the axis stays pending, stored
 as status `disagreement` with every run's labels in the reason, for a person to decide in `kia review`.
+
+Which decisions are run-scoped: an agreement is the machine's decision about the runs it compared,
+not about the paper, so it is stored with the consensus run's name and settles the axis in that
+consensus run only (`consensus_decided`). Another consensus run over other inputs, a plain run's
+review queue and `--accept-above` on any other run ignore it: otherwise a consensus of r1 and r3
+would close the axis r1 and r2 disagree on, and a run nobody reviewed would look reviewed. A
+person's decision (accept, edit, reject, by any reviewer name) is about the paper's axis and applies
+in every run of the taxonomy, as every output reads it (`kia.score.final_reviews`).
 """
 
 from __future__ import annotations
@@ -50,6 +58,16 @@ def consensus_inputs(store: Store, run_id: str | None) -> list[str] | None:
     if row is None or row["backend"] != CONSENSUS:
         return None
     return list(json.loads(row["params"])["inputs"])
+
+
+def consensus_decided(store: Store, run_id: str | None, paper_key: str | None = None) -> dict[tuple[str, str], str]:
+    """(paper, axis) -> labels (";"-joined) of the agreements the consensus run `run_id` accepted
+    (of one paper, when given); empty for any other run. Only this run's: an agreement never settles
+    an axis in another run (see the module's docstring)."""
+    if run_id is None:
+        return {}
+    rows = store.review_rows(CONSENSUS_REVIEWER, paper_key, run_id=run_id)
+    return {(key, axis): labels or "" for key, axis, decision, labels, _who in rows if decision == CONSENSUS}
 
 
 def _side_by_side(runs: list[str], labelings: dict[str, Labeling], key: str, axis: str) -> str:
@@ -101,7 +119,8 @@ def make_consensus(store: Store, taxonomy: Taxonomy, runs: list[str], name: str)
     by_default = {(k, a): reason for run in runs for k, a, s, reason in store.axis_statuses(run) if s == "default"}
     summary = ConsensusSummary(name)
     all_keys = sorted(set().union(*labelings.values()))
-    already = {(k, a) for k, a, decision, _l, _w in store.review_rows(CONSENSUS_REVIEWER) if decision == CONSENSUS}
+    # A rebuild adds no second row for an agreement this run already holds (another run's never counts).
+    already = consensus_decided(store, name)
     for key in all_keys:
         if any(key not in labelings[run] for run in runs):
             summary.left_out.append(key)
@@ -152,7 +171,7 @@ def make_consensus(store: Store, taxonomy: Taxonomy, runs: list[str], name: str)
             statuses,
         )
         for axis, categories in agreed.items():
-            if (key, axis) not in already:
+            if already.get((key, axis)) != ";".join(categories):
                 store.add_review(
                     key, name, axis, categories, CONSENSUS, CONSENSUS_REVIEWER, f"agreed by {', '.join(runs)}"
                 )

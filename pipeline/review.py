@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from kia.consensus import CONSENSUS, CONSENSUS_REVIEWER, DISAGREEMENT, consensus_inputs
+from kia.consensus import CONSENSUS, DISAGREEMENT, consensus_decided, consensus_inputs
 from kia.errors import DatabaseBusyError, KiaError, StoreError
 from kia.extract import Document
 from kia.score import Labeling, resolve_run, run_labeling, taxonomy_for_run
@@ -319,28 +319,28 @@ class ReviewSession:
     @_holding
     def decided_by_anyone(self) -> set[tuple[str, str]]:
         """(paper, axis) pairs that anyone has decided on this taxonomy (a person's accept, edit or
-        reject, an earlier machine acceptance, a consensus agreement). Why: a bulk or automatic
-        acceptance under one reviewer's name must never replace another person's decision, which
-        every output reads as the latest decision on the axis."""
+        reject, an earlier machine acceptance) or, in a consensus run, that this run's agreement
+        settled. Why: a bulk or automatic acceptance under one reviewer's name must never replace
+        another person's decision, which every output reads as the latest decision on the axis. A
+        consensus agreement is no such decision: it settles the axis in its own consensus run only
+        (kia.consensus), so another run's agreement leaves the axis open here."""
         hashes = self.store.run_taxonomy_hashes()
         axes = set(self.taxonomy.axis_ids)
         return {
             (key, axis)
-            for key, axis, _decision, _labels, _who, run in self.store.review_rows(with_run=True)
-            if axis in axes and (run is None or hashes.get(run) == self.taxonomy.content_hash)
+            for key, axis, decision, _labels, _who, run in self.store.review_rows(with_run=True)
+            if axis in axes
+            and (run is None or hashes.get(run) == self.taxonomy.content_hash)
+            and (decision != CONSENSUS or run == self.run_id)
         }
 
     @_holding
     def finished(self, key: str) -> bool:
-        """Every axis of the paper has a decision from this reviewer (or, in a consensus run, the
-        agreement of the runs: machine-accepted, so a person looks only at the disagreements)."""
-        decided = set(self.decisions(key))
-        if self.run_id is not None:
-            decided |= {
-                axis
-                for _k, axis, decision, _l, _w in self.store.review_rows(CONSENSUS_REVIEWER, key)
-                if decision == CONSENSUS
-            }
+        """Every axis of the paper has a decision from this reviewer (in any run: a person's decision is
+        about the paper's axis) or, in a consensus run, this run's agreement of its inputs
+        (machine-accepted, so a person looks only at the disagreements; another consensus run's
+        agreement settles nothing here)."""
+        decided = set(self.decisions(key)) | {axis for _k, axis in consensus_decided(self.store, self.run_id, key)}
         return decided >= set(self.taxonomy.axis_ids)
 
     @_holding
@@ -350,10 +350,8 @@ class ReviewSession:
         decided: dict[str, set[str]] = {}
         for key, axis, _decision, _labels, _who in self.store.review_rows(self.reviewer):
             decided.setdefault(key, set()).add(axis)
-        if self.run_id is not None:
-            for key, axis, decision, _labels, _who in self.store.review_rows(CONSENSUS_REVIEWER):
-                if decision == CONSENSUS:
-                    decided.setdefault(key, set()).add(axis)
+        for key, axis in consensus_decided(self.store, self.run_id):
+            decided.setdefault(key, set()).add(axis)
         axes = set(self.taxonomy.axis_ids)
         return {key for key, done in decided.items() if done >= axes}
 

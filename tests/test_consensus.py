@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kia.consensus import CONSENSUS_REVIEWER, consensus_score, make_consensus
+from kia.consensus import CONSENSUS_REVIEWER, ConsensusSummary, consensus_score, make_consensus
 from kia.extract import extract
 from kia.propose import load_prompt, run_proposals
-from kia.review import ReviewSession
+from kia.review import ReviewSession, bulk_accept
 from kia.score import reviewed_labeling
 from kia.store import Store
 from kia.taxonomy import load_taxonomy
@@ -89,3 +89,83 @@ def test_consensus_takes_latest_as_every_command_that_reads_a_run(tmp_path: Path
         summary = make_consensus(store, taxonomy, ["a", "latest"], "a-and-latest")
         assert summary.papers == 1 and summary.agreed_axes == 3
         assert json.loads(store.run_row("a-and-latest")["params"])["inputs"] == ["a", "b"]
+
+
+def _three_runs(tmp_path: Path, db_path: Path) -> Store:
+    """Runs r1 and r3 agree on every axis of p1 and p2; r2 disagrees with both on p1's A and p2's I."""
+    taxonomy = load_taxonomy()
+    store = Store(db_path)
+    for key, title in (("p1", "One"), ("p2", "Two")):
+        (tmp_path / f"{key}.md").write_text(TEXT.format(title=title), encoding="utf-8")
+        store.add_document(extract(tmp_path / f"{key}.md"), key)
+    same = ScriptedBackend({"One": answer("K2", "I2", "A1"), "Two": answer("K2", "I2", "A1")})
+    other = ScriptedBackend({"One": answer("K2", "I2", "A2"), "Two": answer("K2", "I3", "A1")})
+    for run, backend in (("r1", same), ("r2", other), ("r3", same)):
+        run_proposals(store, backend, taxonomy, load_prompt(), run_name=run, use_cache=False)
+    return store
+
+
+def _stored(store: Store, run: str) -> int:
+    """The consensus agreements stored under a run's name (read apart from the code under test)."""
+    rows = store.query("SELECT count(*) FROM reviews WHERE run_id = ? AND decision = 'consensus'", [run])
+    return int(rows[0][0])
+
+
+def _overlapping(tmp_path: Path, db_path: Path) -> tuple[Store, list[ConsensusSummary]]:
+    """c12 (r1 vs r2), then c13 (r1 vs r3, agreeing on all six axes), then c32 (r3 vs r2)."""
+    taxonomy = load_taxonomy()
+    store = _three_runs(tmp_path, db_path)
+    runs = (["r1", "r2"], "c12"), (["r1", "r3"], "c13"), (["r3", "r2"], "c32")
+    return store, [make_consensus(store, taxonomy, inputs, name) for inputs, name in runs]
+
+
+def test_each_consensus_run_keeps_its_own_disagreements(tmp_path: Path, db_path: Path) -> None:
+    """(a) A consensus run's agreements are the machine's decision about the runs it compared, so they
+    settle axes in that consensus run only: c13 agreeing everywhere closes nothing in c12 or c32."""
+    taxonomy = load_taxonomy()
+    store, _summaries = _overlapping(tmp_path, db_path)
+    for run in ("c12", "c32"):
+        session = ReviewSession(store, taxonomy, run, "person")
+        assert session.left() == 2 and session.finished_keys() == set()
+        assert not session.finished("p1") and not session.finished("p2")
+    assert ReviewSession(store, taxonomy, "c13", "person").left() == 0  # its own agreements settle it
+
+
+def test_consensus_agreements_leave_plain_runs_open(tmp_path: Path, db_path: Path) -> None:
+    """(b) A plain run nobody reviewed keeps every paper in its queue, and bulk acceptance on it finds
+    nothing already decided, whatever consensus runs agreed on."""
+    taxonomy = load_taxonomy()
+    store, _summaries = _overlapping(tmp_path, db_path)
+    plain = ReviewSession(store, taxonomy, "r2", "person")
+    assert plain.left() == 2 and plain.decided_by_anyone() == set()
+    bulk = bulk_accept(store, taxonomy, 0.5, "r1", "bot")
+    assert (bulk.accepted, bulk.decided) == (6, 0)
+
+
+def test_consensus_summary_counts_the_agreements_it_stored(tmp_path: Path, db_path: Path) -> None:
+    """(c) Each summary's "agreed and accepted" is the number of agreements stored under its run,
+    whatever another consensus run stored on the same axes before; a rebuild stores none twice."""
+    taxonomy = load_taxonomy()
+    store, summaries = _overlapping(tmp_path, db_path)
+    assert [s.agreed_axes for s in summaries] == [4, 6, 4]
+    assert [_stored(store, run) for run in ("c12", "c13", "c32")] == [4, 6, 4]
+    assert make_consensus(store, taxonomy, ["r1", "r3"], "c13").agreed_axes == 6 and _stored(store, "c13") == 6
+
+
+def test_a_persons_decision_applies_in_every_run_beside_consensus_agreements(tmp_path: Path, db_path: Path) -> None:
+    """(d) A person's decision is about the paper's axis: made in one consensus run it settles that
+    axis in the other consensus run and in the plain runs, and bulk acceptance never overrides it."""
+    taxonomy = load_taxonomy()
+    store = _three_runs(tmp_path, db_path)
+    make_consensus(store, taxonomy, ["r1", "r2"], "c12")
+    make_consensus(store, taxonomy, ["r3", "r2"], "c32")
+    session = ReviewSession(store, taxonomy, "c12", "person")
+    session.goto("p1")
+    session.edit("A", ["A2"])
+    assert session.finished("p1") and not session.finished("p2")
+    elsewhere = ReviewSession(store, taxonomy, "c32", "person")
+    assert elsewhere.finished("p1") and elsewhere.left() == 1  # K, I by c32's agreement, A by the person
+    assert ReviewSession(store, taxonomy, "r2", "person").decisions("p1") == {"A": ("edit", ["A2"])}
+    assert reviewed_labeling(store, taxonomy) == {"p1": {"A": frozenset({"A2"})}}
+    bulk = bulk_accept(store, taxonomy, 0.5, "r1", "bot")
+    assert (bulk.accepted, bulk.decided) == (5, 1)

@@ -31,12 +31,20 @@ class ReviewQueries(StoreBase):
             )
 
     def review_rows(
-        self, reviewer: str | None = None, paper_key: str | None = None, with_run: bool = False
+        self,
+        reviewer: str | None = None,
+        paper_key: str | None = None,
+        with_run: bool = False,
+        run_id: str | None = None,
     ) -> list[tuple[Any, ...]]:
-        """(paper key, axis, decision, labels, reviewer[, run]) of axis decisions, oldest first."""
+        """(paper key, axis, decision, labels, reviewer[, run]) of axis decisions, oldest first; with
+        `run_id`, only the decisions recorded in that run (a consensus run's own agreements)."""
         run = ", run_id" if with_run else ""
         sql = f"SELECT paper_key, axis, decision, labels, reviewer{run} FROM reviews WHERE axis IS NOT NULL"
         params: list[Any] = []
+        if run_id is not None:
+            sql += " AND run_id = ?"
+            params.append(run_id)
         if reviewer is not None:
             sql += " AND reviewer = ?"
             params.append(reviewer)
