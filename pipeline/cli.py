@@ -486,28 +486,36 @@ def propose(
     ) as progress:
         task = progress.add_task(f"propose ({chosen.name})", total=total, failed=0, tokens=0)
 
+        seen: list[propose_stage.RunSummary] = []
+
         def tick(paper_key: str, status: str, summary: propose_stage.RunSummary) -> None:
+            seen[:] = [summary]
             progress.update(
                 task, advance=1, failed=summary.failed, tokens=summary.prompt_tokens + summary.completion_tokens
             )
             if status == "failed":
                 progress.console.print(f"failed: {paper_key}: {summary.failures[-1][1]}", markup=False)
 
-        summary = kia.propose(
-            path,
-            keys or None,
-            chosen,
-            run=run,
-            taxonomy=taxonomy,
-            prompt=prompt,
-            use_cache=not no_cache,
-            concurrency=concurrency,
-            max_input_tokens=max_input_tokens,
-            context=context,
-            settings=settings,
-            on_progress=tick,
-            gold=gold,
-        )
+        try:
+            summary = kia.propose(
+                path,
+                keys or None,
+                chosen,
+                run=run,
+                taxonomy=taxonomy,
+                prompt=prompt,
+                use_cache=not no_cache,
+                concurrency=concurrency,
+                max_input_tokens=max_input_tokens,
+                context=context,
+                settings=settings,
+                on_progress=tick,
+                gold=gold,
+            )
+        except KeyboardInterrupt:
+            kept = f"run {seen[0].run_id} keeps the {seen[0].done} paper(s) proposed so far; " if seen else ""
+            err.print(f"kia: interrupted: {kept}the same command resumes it", markup=False)
+            raise typer.Exit(130) from None
     out.print(summary.line(), markup=False)
     if summary.failed:
         raise typer.Exit(1)
@@ -914,7 +922,7 @@ def report(
 def runs(db: DbOption = None) -> None:
     """List proposal runs: name (never cut), taxonomy, backend, model, papers done, failed and waiting
     for batch answers, tokens; `*` marks the default run (the latest complete run of the project's taxonomy)."""
-    from kia.score import default_run_at
+    from kia.score import default_run_at, run_state
     from kia.store import list_runs_at
 
     path = _existing_db(db)
@@ -923,7 +931,7 @@ def runs(db: DbOption = None) -> None:
     header = ("run", "taxonomy", "backend", "model", "started", "done", "failed", "state", "tokens")
     lines: list[tuple[str, ...]] = [header]
     for row in rows:
-        state = f"waiting for {row['waiting']} answers" if row["waiting"] else "complete" if row["done"] else "empty"
+        state = run_state(row)
         mark = "* " if row["run"] == default else "  "
         lines.append(
             (

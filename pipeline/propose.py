@@ -944,6 +944,7 @@ def answer_in_workers(
     pool = ProcessPoolExecutor(
         workers, mp_context=context, initializer=_start_worker, initargs=(pickle.dumps(job), threads)
     )
+    ended = False
     try:
         futures: dict[Future[list[ChunkResult]], list[tuple[str, Document]]] = {
             pool.submit(_answer_in_worker, chunk): chunk for chunk in chunks_of(work, workers)
@@ -953,8 +954,20 @@ def answer_in_workers(
                 yield futures[future], future.result()
             except Exception as exc:  # a worker died (killed, out of memory): its papers fail, the rest go on
                 yield futures[future], exc
+        ended = True
     finally:  # stopped early (an error, Ctrl-C): chunks not started are dropped
+        if not ended:
+            _stop_workers(pool)
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """End the worker processes of a run stopped early. Their running chunks' answers could no longer
+    be stored, and a SIGINT sent to this process alone (not to its group, as a terminal's Ctrl-C is)
+    left them working for as long as the rest of the run before the process could exit."""
+    processes: dict[int, Any] = getattr(pool, "_processes", None) or {}  # no public way before Python 3.14
+    for process in list(processes.values()):
+        process.terminate()
 
 
 def adapt_to_reviews(store: Store, backend: Backend, taxonomy: Taxonomy) -> int:
@@ -1027,6 +1040,7 @@ def run_proposals(
     run_id = run_name or default_run_name(identity, store)
     new_run = not store.run_exists(run_id)
     _ensure_run(store, run_id, identity, taxonomy)
+    store.mark_run(run_id, finished=False)  # until this call returns: a run stopped midway is no default
     summary = RunSummary(run_id, adapted=adapted if new_run else 0)
     done = store.done_papers(run_id)
     todo: list[str] = []
@@ -1133,6 +1147,8 @@ def run_proposals(
     finally:
         with store.held():  # whatever ends the batch (an error, Ctrl-C), its papers are free again
             store.drop_claims(owner.name)
+    with store.held():
+        store.mark_run(run_id, finished=True)
     return summary
 
 

@@ -246,25 +246,42 @@ LATEST = "latest"
 
 def latest_run(store: Store, taxonomy: Taxonomy | None = None) -> str | None:
     """The default run of every command that reads one: the most recently started COMPLETE run
-    (at least one paper proposed, none waiting for a batch answer) of `taxonomy` when given, else of
-    any taxonomy. A run whose every paper failed, or one stopped before its first paper, is no
-    default: it would hide the last run that has labels behind an empty table.
+    (its last propose returned, at least one paper proposed, none waiting for a batch answer) of
+    `taxonomy` when given, else of any taxonomy. A run whose every paper failed, or one stopped
+    midway (Ctrl-C), is no default: it would hide the last run that has labels behind an empty or
+    partial table.
     None when the store holds no run at all; one line saying why when none qualifies."""
     states = store.run_states()
     if not states:
         return None
     wanted = [s for s in states if taxonomy is None or s["taxonomy_hash"] == taxonomy.content_hash]
-    complete = [s for s in wanted if not s["waiting"] and s["done"]]
+    complete = [s for s in wanted if run_state(s) == "complete"]
     if complete:
         return str(complete[-1]["run"])
     waiting = [f"{s['run']} (waiting for {s['waiting']} batch answers)" for s in wanted if s["waiting"]]
     empty = [f"{s['run']} ({s['failed']} failed)" for s in wanted if not s["waiting"] and not s["done"]]
+    unfinished = [
+        f"{s['run']} ({s['done']} done)" for s in wanted if not s["waiting"] and s["done"] and not s["finished"]
+    ]
     of = f" of taxonomy {taxonomy.name!r}" if taxonomy is not None else ""
     detail = f": {', '.join(waiting)}; import them with `kia propose --batch-results FILE`" if waiting else ""
     if empty:
         detail += f"{'; ' if detail else ': '}no paper proposed in {', '.join(empty)}"
+    if unfinished:
+        detail += f"{'; ' if detail else ': '}stopped before the end: {', '.join(unfinished)} (a rerun resumes)"
     others = "" if wanted else f" (runs of other taxonomies: {', '.join(str(s['run']) for s in states)})"
     raise KiaError(f"{store.path}: no complete run{of} yet{detail}{others}; run `kia propose` or pass --run NAME")
+
+
+def run_state(row: dict[str, Any]) -> str:
+    """A run's state as `kia runs` shows it (one row of `Store.run_states`): waiting for batch
+    answers, unfinished (its last propose did not return: stopped, or still running), complete, or
+    empty (no paper proposed). Only a complete run is ever a default (`latest_run`)."""
+    if row["waiting"]:
+        return f"waiting for {row['waiting']} answer(s)"
+    if not row["finished"]:
+        return "unfinished (running, or stopped: a rerun resumes)"
+    return "complete" if row["done"] else "empty"
 
 
 def resolve_run(store: Store, run_id: str | None, taxonomy: Taxonomy | None = None) -> str | None:

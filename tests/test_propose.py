@@ -664,9 +664,14 @@ def test_kill_9_of_propose_with_workers_then_rerun_labels_every_paper_exactly_on
     # Usually mid-run; on an idle machine the writer can hold the file until the last chunk, and then the
     # kill lands after the last write (the workers must still end, and the rerun must add nothing).
     assert partial is not None and 6 <= partial <= PAPERS_KILLED
+    # a run stopped midway is unfinished, never the default of the commands that read a run
+    listed = run_kia("runs", "--db", str(db_path)).stdout
+    assert "  crash " in listed and "unfinished" in listed and "* crash" not in listed, listed
+    assert "stopped before the end: crash" in run_kia("export", "--db", str(db_path)).stderr
     rerun = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"already done {partial}" in rerun.stdout
+    assert "* crash" in run_kia("runs", "--db", str(db_path)).stdout  # finished by the rerun
     with Store(db_path) as store:
         assert store.query("SELECT count(*), count(DISTINCT paper_key) FROM proposals WHERE run_id = 'crash'") == [
             (PAPERS_KILLED, PAPERS_KILLED)
@@ -678,6 +683,39 @@ def test_kill_9_of_propose_with_workers_then_rerun_labels_every_paper_exactly_on
             == []
         )
         assert store.query("SELECT count(DISTINCT paper_key) FROM labels WHERE run_id = 'crash'") == [(PAPERS_KILLED,)]
+
+
+def test_sigint_to_propose_alone_stops_its_workers_and_says_how_to_resume(tmp_path: Path, db_path: Path) -> None:
+    """A SIGINT sent to the propose process alone (not its group, as a terminal's Ctrl-C is) left its
+    workers answering chunks whose answers were then thrown away, for as long as the rest of the run,
+    and printed nothing: now the workers stop with it and one line says what was kept."""
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import kia_exe, run_kia
+
+    pytest.importorskip("onnxruntime")
+    _abstracts(tmp_path / "papers", PAPERS_KILLED, filler=8)
+    assert run_kia("ingest", str(tmp_path / "papers"), "--db", str(db_path)).returncode == 0
+    args = [*kia_exe(), "propose", "--backend", "local", "--encoder", "minilm-int8", "--workers", "2"]
+    args += ["--run", "stopped", "--no-cache", "--db", str(db_path)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline and (_done(db_path, "stopped") or 0) < 6:
+        time.sleep(0.2)
+    workers = _children(process.pid)
+    if process.poll() is not None or (_done(db_path, "stopped") or 0) >= PAPERS_KILLED:
+        pytest.skip("the run ended before the signal could land mid-run")
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "kia: interrupted: run stopped keeps the" in stderr and "the same command resumes it" in stderr, stderr
+    gone_by = time.monotonic() + 5
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < gone_by:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "workers outlived the interrupted run"
+    assert "unfinished" in run_kia("runs", "--db", str(db_path)).stdout
 
 
 def test_a_rerun_after_reviews_says_why_it_is_a_new_run(tmp_path: Path) -> None:

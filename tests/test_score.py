@@ -137,7 +137,7 @@ def test_the_default_run_is_the_latest_complete_one_and_a_waiting_run_says_so(tm
     assert runs.returncode == 0, runs.stderr
     assert waiting in runs.stdout  # never cut, at any width
     line = next(line for line in runs.stdout.splitlines() if waiting in line)
-    assert "waiting for 1 answers" in line and not line.startswith("*")
+    assert "waiting for 1 answer(s)" in line and not line.startswith("*")
     assert next(line for line in runs.stdout.splitlines() if line.startswith("* ")).split()[1] == "a"
     # a later run whose every paper failed (an endpoint down, a killed run) has no labels to read:
     # it is not the default, and naming it explicitly says it holds none

@@ -72,6 +72,14 @@ class RunQueries(StoreBase):
             [run[c] for c in columns],
         )
 
+    def mark_run(self, run_id: str, finished: bool) -> None:
+        """Whether a run is finished: cleared when a propose over it starts, set when it returns, so a
+        run stopped midway (Ctrl-C, a killed process) is never taken for a complete one."""
+        self.con.execute(
+            "UPDATE runs SET finished_at = CASE WHEN ? THEN current_timestamp ELSE NULL END WHERE run_id = ?",
+            [finished, run_id],
+        )
+
     def save_taxonomy(self, taxonomy_hash: str, name: str, content: str) -> None:
         """Keep a taxonomy file under its content hash (once; runs refer to it by the hash)."""
         self.con.execute(
@@ -424,7 +432,7 @@ class RunQueries(StoreBase):
 
     def run_states(self) -> list[dict[str, Any]]:
         """One row per run, oldest first: run, taxonomy (hash and name), backend, model, start, papers
-        done, failed and waiting for a batch answer, tokens."""
+        done, failed and waiting for a batch answer, tokens, and whether a propose over it returned."""
         cursor = self.con.execute(
             """
             SELECT r.run_id AS run, r.taxonomy_hash, r.taxonomy_name AS taxonomy, r.backend, r.model,
@@ -433,7 +441,8 @@ class RunQueries(StoreBase):
                    (SELECT count(*) FROM proposals p WHERE p.run_id = r.run_id AND p.status = 'failed') AS failed,
                    (SELECT count(*) FROM proposals p WHERE p.run_id = r.run_id AND p.status = 'waiting') AS waiting,
                    (SELECT coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)
-                      FROM llm_calls c WHERE c.run_id = r.run_id) AS tokens
+                      FROM llm_calls c WHERE c.run_id = r.run_id) AS tokens,
+                   r.finished_at IS NOT NULL AS finished
             FROM runs r ORDER BY r.started_at, r.run_id
             """
         )
