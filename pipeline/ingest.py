@@ -196,14 +196,45 @@ def _other_paper_of_same_name(store: Store, key: str, doc: Document, doi: str | 
     (its title differs and no DOI ties them), else None: then the file is a version of it."""
     if doi is not None and store.key_for_ids(None, doi) == key:
         return None
-    stored = normalise_title(store.get_document(key).title or "")
-    title = normalise_title(doc.title or "")
-    if not stored or not title or stored == title or stored.startswith(title) or title.startswith(stored):
+    if not _titles_differ([store.get_document(key).title or ""], doc.title or ""):
         return None
+    return _free_key(store, key)
+
+
+def _titles_differ(stored: Iterable[str], title: str) -> bool:
+    """Whether `title` names another work than every one of a paper's `stored` titles: all are known
+    and none equals it or begins the other (a short title or a subtitle is still the same paper)."""
+    mine = normalise_title(title)
+    theirs = [t for t in (normalise_title(s) for s in stored) if t]
+    if not mine or not theirs:
+        return False
+    return not any(t == mine or t.startswith(mine) or mine.startswith(t) for t in theirs)
+
+
+def _free_key(store: Store, key: str) -> str:
+    """The first of `key-2`, `key-3`, ... that no stored paper holds."""
     number = 2
     while store.has_paper(f"{key}-{number}"):
         number += 1
     return f"{key}-{number}"
+
+
+def _entry_paper_key(store: Store, ref: Reference, known: dict[str, list[Identity]]) -> tuple[str, str | None]:
+    """The paper key of a library entry that is no stored paper, and a notice when it is not its own.
+
+    Its arXiv id, else its citation key; but two libraries may give one citation key to two papers,
+    so when the key is taken by a paper whose titles all differ from the entry's (no DOI or arXiv id
+    tied them, or the entry would be that known paper), the entry gets a free key (`key-2`): stored
+    under the taken key, its file would become a version of the other paper and, being longer,
+    its current text.
+    """
+    key = ref.arxiv_id or ref.key
+    if ref.arxiv_id or not store.has_paper(key):
+        return key, None
+    if not _titles_differ((i.title for i in known.get(key, [])), ref.title or ""):
+        return key, None
+    free = _free_key(store, key)
+    return free, f"citation key {key} is taken by another paper with another title and no shared id: stored as {free}"
 
 
 def completeness(n_chars: int, sections: Iterable[str]) -> tuple[bool, int]:
@@ -347,12 +378,11 @@ def ingest_library(
     return outcomes
 
 
-def _ingest_abstract(ref: Reference, library: Path, store: Store) -> str:
-    """Store an entry's title and abstract as its paper's text (no file): it can be labelled from
+def _ingest_abstract(ref: Reference, library: Path, store: Store, key: str) -> str:
+    """Store an entry's title and abstract as paper `key`'s text (no file): it can be labelled from
     them, and a later file of the paper becomes its current, complete version. Returns the key."""
     import tempfile
 
-    key = ref.arxiv_id or ref.key
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', ref.key) or 'entry'}.md"
         source.write_text(f"# {ref.title or ref.key}\n\n## Abstract\n\n{ref.abstract}\n", encoding="utf-8")
@@ -376,7 +406,8 @@ def _ingest_entry(
     ref: Reference, library: Path, store: Store, fetch_pdf: Callable[[str], Path] | None, position: int = 0
 ) -> EntryOutcome:
     identity = Identity.of(ref.doi, ref.arxiv_id, ref.title)
-    known = find_known_paper(known_papers(store.paper_identifiers()), identity)
+    papers = known_papers(store.paper_identifiers())
+    known = find_known_paper(papers, identity)
     file, reason = usable_file(ref)
     status, detail = "ingested", None
     if file is None and fetch_pdf is not None and ref.arxiv_id and known is None:
@@ -389,12 +420,14 @@ def _ingest_entry(
         if known:
             status, detail = "linked", f"{known[1]}, no file: {reason}"
         elif ref.abstract.strip():
-            paper_key = _ingest_abstract(ref, library, store)
+            key, notice = _entry_paper_key(store, ref, papers)
+            paper_key = _ingest_abstract(ref, library, store, key)
             status, detail = "abstract", f"{reason}: its abstract is labelled; {_waiting_hint(ref, library)}"
+            if notice and paper_key == key:
+                detail = f"{notice}; {detail}"
         else:
             status, detail = "no file", f"{reason}; {_waiting_hint(ref, library)}"
     else:
-        key = ref.arxiv_id or ref.key
         doc_outcome: IngestOutcome | None = None
         if known is not None:
             try:
@@ -408,12 +441,15 @@ def _ingest_entry(
                 store.link_file(known[0], str(file), sha, known[1])
                 status, detail = "linked", f"second file of a known paper ({known[1]}): {file}"
         else:
+            key, notice = _entry_paper_key(store, ref, papers)
             doc_outcome = ingest_one(file, store, {str(file): key})
             paper_key = doc_outcome.paper_key
             if doc_outcome.status == "failed":
                 status, detail, paper_key = "failed", doc_outcome.error, None
             elif doc_outcome.status == "present":
                 status, detail = "present", f"{file} is stored as {paper_key}"
+            elif notice and paper_key == key:
+                detail = notice
     store.add_bib_entry(
         {
             "source": str(library),
