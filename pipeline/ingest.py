@@ -295,10 +295,11 @@ def ingest_one(path: Path, store: Store, manifest: dict[str, str], prefer: str =
         if other is not None:
             notice = f"{path}: a different paper from the stored {key} (another title, no shared id): stored as {other}"
             key, known = other, None
+    warned = "; ".join(doc.warnings) or None  # a repaired PDF, a text file not in UTF-8: said, never silent
     if known is None:
         store.add_document(doc, key, doi)
         store.log_ingest(str(path), "ingested", key, doc.sha256)
-        return IngestOutcome(str(path), "ingested", key, notice=notice)
+        return IngestOutcome(str(path), "ingested", key, notice="; ".join(filter(None, (notice, warned))) or None)
     current = store.paper_versions(known.key)[0]
     new_state = completeness(len(doc.text), (s.name for s in doc.sections))
     old_state = completeness(current["chars"], current["sections"])
@@ -306,7 +307,7 @@ def ingest_one(path: Path, store: Store, manifest: dict[str, str], prefer: str =
     store.add_document(doc, known.key, doi, current=wins)
     store.log_ingest(str(path), "version", known.key, doc.sha256)
     notice = _version_notice(path, known, new_state, old_state, wins)
-    return IngestOutcome(str(path), "version", known.key, notice=notice)
+    return IngestOutcome(str(path), "version", known.key, notice=f"{notice}; {warned}" if warned else notice)
 
 
 def ingest_paths(

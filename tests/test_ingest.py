@@ -250,6 +250,21 @@ def test_truncated_copy_is_kept_as_a_version_and_never_replaces_the_full_paper(t
     assert bad.returncode == 1 and "--prefer must be one of longer, new" in bad.stderr
 
 
+def test_a_pdf_cut_short_is_stored_with_one_line_naming_it(tmp_path: Path, db_path: Path) -> None:
+    """A download cut short that the PDF reader repairs is stored (its text is what there is, and a
+    complete copy of the paper becomes its current version), but never silently as a complete paper."""
+    whole = make_pdf(tmp_path / "whole.pdf", ["Abstract\n\nWe condition on segmentation masks. " * 4] * 3)
+    cut = tmp_path / "cut.pdf"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: data.rindex(b"\nxref")])  # the download stopped before the file's index
+    result = run_kia("ingest", str(whole), str(cut), "--db", str(db_path))
+    assert result.returncode == 0, result.stderr
+    assert f"ingested: {cut} -> cut" in result.stdout
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and notes[0].startswith(f"note: {cut}: damaged PDF repaired by the reader"), notes
+    assert "truncated download?" in notes[0] and "text may be incomplete (3 page(s)" in notes[0]
+
+
 def test_same_doi_under_another_file_name_is_a_version(tmp_path: Path, db_path: Path) -> None:
     first = tmp_path / "masks-paper.md"
     first.write_text(
