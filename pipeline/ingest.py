@@ -11,7 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kia.errors import ExtractError, KiaError
-from kia.extract import SUPPORTED_EXTENSIONS, Document, extract, is_current_extraction, sha256_of
+from kia.extract import (
+    HTML_EXTENSIONS,
+    MARKDOWN_EXTENSIONS,
+    SUPPORTED_EXTENSIONS,
+    TEXT_EXTENSIONS,
+    Document,
+    extract,
+    is_current_extraction,
+    sha256_of,
+)
 from kia.references import (
     Identity,
     Reference,
@@ -26,7 +35,8 @@ from kia.store import Store
 
 @dataclass(frozen=True)
 class IngestOutcome:
-    """What happened to one path: ingested, present (same bytes already stored) or failed."""
+    """What happened to one path: ingested, present (same bytes already stored), a version, skipped
+    (a file kia wrote, not a paper) or failed."""
 
     path: str
     status: str
@@ -52,12 +62,14 @@ class IngestSummary:
         return self.count("failed")
 
     def line(self) -> str:
-        """`ingested N, already present M, failed F` (and re-extracted R, new versions V where there were any)."""
+        """`ingested N, already present M, failed F` (and re-extracted R, new versions V, skipped S
+        where there were any)."""
         again = self.count("re-extracted")
         versions = self.count("version")
         extra = f", re-extracted {again}" if again else ""
         tail = f", new versions {versions}" if versions else ""
         present = self.count("present")
+        tail += f", skipped {self.count('skipped')} (kia's own files)" if self.count("skipped") else ""
         return f"ingested {self.count('ingested')}, already present {present}{extra}, failed {self.failed}{tail}"
 
 
@@ -310,6 +322,54 @@ def ingest_one(path: Path, store: Store, manifest: dict[str, str], prefer: str =
     return IngestOutcome(str(path), "version", known.key, notice=f"{notice}; {warned}" if warned else notice)
 
 
+# kia's own files that a papers folder may hold (`kia report` run there, an export written there, the
+# project README of `kia init`): never papers. The report names kia as its generator (older reports
+# by their title); a Markdown export is one table headed `| Method |` with kia's `| --- |` rule.
+_KIA_REPORT_RE = re.compile(
+    r"<meta\s+name=[\"']generator[\"']\s+content=[\"']kia[\s\"']|<title>kia report: ", re.IGNORECASE
+)
+_MARKDOWN_EXPORT_RE = re.compile(r"\A\| Method \|[^\n]*\|\n\|( --- \|)+\n")
+_PROJECT_README = "# Survey files for kia\n"
+
+
+def kia_output(path: Path) -> str | None:
+    """What kia file `path` is (`kia report`'s HTML, a `kia export --format markdown` table, the
+    README `kia init` writes), else None: read from its first bytes, so a folder that holds kia's
+    output beside the papers ingests the papers only, and a report full of other papers' quotes
+    never becomes a paper itself."""
+    suffix = path.suffix.lower()
+    if suffix not in HTML_EXTENSIONS | MARKDOWN_EXTENSIONS | TEXT_EXTENSIONS:
+        return None
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff").replace("\r\n", "\n")
+    except OSError:
+        return None  # extraction says what is wrong with the file
+    if suffix in HTML_EXTENSIONS:
+        return "a report `kia report` wrote" if _KIA_REPORT_RE.search(head) else None
+    if _MARKDOWN_EXPORT_RE.match(head):
+        return "a table `kia export --format markdown` wrote"
+    if head.startswith(_PROJECT_README):
+        return "the project README `kia init` wrote"
+    return None
+
+
+def skipped(store: Store, path: Path, what: str) -> IngestOutcome:
+    """A file of kia's own, not a paper: logged and reported as one line, never stored, no failure."""
+    store.log_ingest(str(path), "skipped", None, None, what)
+    return IngestOutcome(str(path), "skipped", notice=f"{path}: {what}, not a paper: not ingested")
+
+
+def _read_one(path: Path, refused: str | None, store: Store, manifest: dict[str, str], prefer: str) -> IngestOutcome:
+    """The outcome of one collected path: refused by the walk, kia's own output, or ingested."""
+    if refused:
+        return failed(store, str(path), refused)
+    what = kia_output(path)
+    if what is not None:
+        return skipped(store, path, what)
+    return ingest_one(path, store, manifest, prefer)
+
+
 def ingest_paths(
     paths: Iterable[Path],
     store: Store,
@@ -322,7 +382,7 @@ def ingest_paths(
         raise KiaError(f"--prefer must be one of {', '.join(PREFER_CHOICES)}, not {prefer!r}")
     summary = IngestSummary()
     for path, refused in collect_paths(paths):
-        outcome = failed(store, str(path), refused) if refused else ingest_one(path, store, manifest or {}, prefer)
+        outcome = _read_one(path, refused, store, manifest or {}, prefer)
         summary.outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(outcome)
