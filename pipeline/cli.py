@@ -195,8 +195,8 @@ def ingest(
     def report(outcome: ingest_stage.IngestOutcome) -> None:
         if outcome.status == "failed":
             err.print(visible(f"failed: {outcome.error}", one_line=True), markup=False)
-        elif outcome.notice and outcome.status == "version":
-            err.print(visible(f"version: {outcome.notice}", one_line=True), markup=False)
+        elif outcome.notice and outcome.status in ("version", "skipped"):
+            err.print(visible(f"{outcome.status}: {outcome.notice}", one_line=True), markup=False)
         else:
             out.print(visible(f"{outcome.status}: {outcome.path} -> {outcome.paper_key}", one_line=True), markup=False)
             if outcome.notice:

@@ -672,6 +672,7 @@ def extract_pdf(path: Path, data: bytes) -> Document:
             raise ExtractError(str(path), f"no text layer in {doc.page_count} page(s) (scanned images?): OCR it first")
         text, pages = _assemble(page_texts, vocabulary)
         title = _pdf_title(doc, page_texts[0])
+        warnings = [_repaired_warning(path, data, len(pages), len(text))] if doc.is_repaired else []
     finally:
         doc.close()
     return Document(
@@ -685,6 +686,18 @@ def extract_pdf(path: Path, data: bytes) -> Document:
         arxiv_id=find_arxiv_id(text),
         extractor="pymupdf",
         extractor_version=extractor_version("pymupdf"),
+        warnings=warnings,
+    )
+
+
+def _repaired_warning(path: Path, data: bytes, n_pages: int, n_chars: int) -> str:
+    """The one line for a PDF the reader had to repair (a broken cross-reference table, or a file cut
+    short): stored, since a repaired file is often whole, but said, since its text may stop early.
+    A file without `%%EOF` near its end was cut short: most likely an interrupted download."""
+    cut = "" if b"%%EOF" in data[-2048:] else " (it ends early, without %%EOF: a truncated download?)"
+    return (
+        f"{path}: damaged PDF repaired by the reader{cut}: text may be incomplete"
+        f" ({n_pages} page(s), {n_chars:,} chars); download it again if pages are missing"
     )
 
 

@@ -11,7 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kia.errors import ExtractError, KiaError
-from kia.extract import SUPPORTED_EXTENSIONS, Document, extract, is_current_extraction, sha256_of
+from kia.extract import (
+    HTML_EXTENSIONS,
+    MARKDOWN_EXTENSIONS,
+    SUPPORTED_EXTENSIONS,
+    TEXT_EXTENSIONS,
+    Document,
+    extract,
+    is_current_extraction,
+    sha256_of,
+)
 from kia.references import (
     Identity,
     Reference,
@@ -26,7 +35,8 @@ from kia.store import Store
 
 @dataclass(frozen=True)
 class IngestOutcome:
-    """What happened to one path: ingested, present (same bytes already stored) or failed."""
+    """What happened to one path: ingested, present (same bytes already stored), a version, skipped
+    (a file kia wrote, not a paper) or failed."""
 
     path: str
     status: str
@@ -52,12 +62,14 @@ class IngestSummary:
         return self.count("failed")
 
     def line(self) -> str:
-        """`ingested N, already present M, failed F` (and re-extracted R, new versions V where there were any)."""
+        """`ingested N, already present M, failed F` (and re-extracted R, new versions V, skipped S
+        where there were any)."""
         again = self.count("re-extracted")
         versions = self.count("version")
         extra = f", re-extracted {again}" if again else ""
         tail = f", new versions {versions}" if versions else ""
         present = self.count("present")
+        tail += f", skipped {self.count('skipped')} (kia's own files)" if self.count("skipped") else ""
         return f"ingested {self.count('ingested')}, already present {present}{extra}, failed {self.failed}{tail}"
 
 
@@ -196,14 +208,45 @@ def _other_paper_of_same_name(store: Store, key: str, doc: Document, doi: str | 
     (its title differs and no DOI ties them), else None: then the file is a version of it."""
     if doi is not None and store.key_for_ids(None, doi) == key:
         return None
-    stored = normalise_title(store.get_document(key).title or "")
-    title = normalise_title(doc.title or "")
-    if not stored or not title or stored == title or stored.startswith(title) or title.startswith(stored):
+    if not _titles_differ([store.get_document(key).title or ""], doc.title or ""):
         return None
+    return _free_key(store, key)
+
+
+def _titles_differ(stored: Iterable[str], title: str) -> bool:
+    """Whether `title` names another work than every one of a paper's `stored` titles: all are known
+    and none equals it or begins the other (a short title or a subtitle is still the same paper)."""
+    mine = normalise_title(title)
+    theirs = [t for t in (normalise_title(s) for s in stored) if t]
+    if not mine or not theirs:
+        return False
+    return not any(t == mine or t.startswith(mine) or mine.startswith(t) for t in theirs)
+
+
+def _free_key(store: Store, key: str) -> str:
+    """The first of `key-2`, `key-3`, ... that no stored paper holds."""
     number = 2
     while store.has_paper(f"{key}-{number}"):
         number += 1
     return f"{key}-{number}"
+
+
+def _entry_paper_key(store: Store, ref: Reference, known: dict[str, list[Identity]]) -> tuple[str, str | None]:
+    """The paper key of a library entry that is no stored paper, and a notice when it is not its own.
+
+    Its arXiv id, else its citation key; but two libraries may give one citation key to two papers,
+    so when the key is taken by a paper whose titles all differ from the entry's (no DOI or arXiv id
+    tied them, or the entry would be that known paper), the entry gets a free key (`key-2`): stored
+    under the taken key, its file would become a version of the other paper and, being longer,
+    its current text.
+    """
+    key = ref.arxiv_id or ref.key
+    if ref.arxiv_id or not store.has_paper(key):
+        return key, None
+    if not _titles_differ((i.title for i in known.get(key, [])), ref.title or ""):
+        return key, None
+    free = _free_key(store, key)
+    return free, f"citation key {key} is taken by another paper with another title and no shared id: stored as {free}"
 
 
 def completeness(n_chars: int, sections: Iterable[str]) -> tuple[bool, int]:
@@ -264,10 +307,11 @@ def ingest_one(path: Path, store: Store, manifest: dict[str, str], prefer: str =
         if other is not None:
             notice = f"{path}: a different paper from the stored {key} (another title, no shared id): stored as {other}"
             key, known = other, None
+    warned = "; ".join(doc.warnings) or None  # a repaired PDF, a text file not in UTF-8: said, never silent
     if known is None:
         store.add_document(doc, key, doi)
         store.log_ingest(str(path), "ingested", key, doc.sha256)
-        return IngestOutcome(str(path), "ingested", key, notice=notice)
+        return IngestOutcome(str(path), "ingested", key, notice="; ".join(filter(None, (notice, warned))) or None)
     current = store.paper_versions(known.key)[0]
     new_state = completeness(len(doc.text), (s.name for s in doc.sections))
     old_state = completeness(current["chars"], current["sections"])
@@ -275,7 +319,55 @@ def ingest_one(path: Path, store: Store, manifest: dict[str, str], prefer: str =
     store.add_document(doc, known.key, doi, current=wins)
     store.log_ingest(str(path), "version", known.key, doc.sha256)
     notice = _version_notice(path, known, new_state, old_state, wins)
-    return IngestOutcome(str(path), "version", known.key, notice=notice)
+    return IngestOutcome(str(path), "version", known.key, notice=f"{notice}; {warned}" if warned else notice)
+
+
+# kia's own files that a papers folder may hold (`kia report` run there, an export written there, the
+# project README of `kia init`): never papers. The report names kia as its generator (older reports
+# by their title); a Markdown export is one table headed `| Method |` with kia's `| --- |` rule.
+_KIA_REPORT_RE = re.compile(
+    r"<meta\s+name=[\"']generator[\"']\s+content=[\"']kia[\s\"']|<title>kia report: ", re.IGNORECASE
+)
+_MARKDOWN_EXPORT_RE = re.compile(r"\A\| Method \|[^\n]*\|\n\|( --- \|)+\n")
+_PROJECT_README = "# Survey files for kia\n"
+
+
+def kia_output(path: Path) -> str | None:
+    """What kia file `path` is (`kia report`'s HTML, a `kia export --format markdown` table, the
+    README `kia init` writes), else None: read from its first bytes, so a folder that holds kia's
+    output beside the papers ingests the papers only, and a report full of other papers' quotes
+    never becomes a paper itself."""
+    suffix = path.suffix.lower()
+    if suffix not in HTML_EXTENSIONS | MARKDOWN_EXTENSIONS | TEXT_EXTENSIONS:
+        return None
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff").replace("\r\n", "\n")
+    except OSError:
+        return None  # extraction says what is wrong with the file
+    if suffix in HTML_EXTENSIONS:
+        return "a report `kia report` wrote" if _KIA_REPORT_RE.search(head) else None
+    if _MARKDOWN_EXPORT_RE.match(head):
+        return "a table `kia export --format markdown` wrote"
+    if head.startswith(_PROJECT_README):
+        return "the project README `kia init` wrote"
+    return None
+
+
+def skipped(store: Store, path: Path, what: str) -> IngestOutcome:
+    """A file of kia's own, not a paper: logged and reported as one line, never stored, no failure."""
+    store.log_ingest(str(path), "skipped", None, None, what)
+    return IngestOutcome(str(path), "skipped", notice=f"{path}: {what}, not a paper: not ingested")
+
+
+def _read_one(path: Path, refused: str | None, store: Store, manifest: dict[str, str], prefer: str) -> IngestOutcome:
+    """The outcome of one collected path: refused by the walk, kia's own output, or ingested."""
+    if refused:
+        return failed(store, str(path), refused)
+    what = kia_output(path)
+    if what is not None:
+        return skipped(store, path, what)
+    return ingest_one(path, store, manifest, prefer)
 
 
 def ingest_paths(
@@ -290,7 +382,7 @@ def ingest_paths(
         raise KiaError(f"--prefer must be one of {', '.join(PREFER_CHOICES)}, not {prefer!r}")
     summary = IngestSummary()
     for path, refused in collect_paths(paths):
-        outcome = failed(store, str(path), refused) if refused else ingest_one(path, store, manifest or {}, prefer)
+        outcome = _read_one(path, refused, store, manifest or {}, prefer)
         summary.outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(outcome)
@@ -347,12 +439,11 @@ def ingest_library(
     return outcomes
 
 
-def _ingest_abstract(ref: Reference, library: Path, store: Store) -> str:
-    """Store an entry's title and abstract as its paper's text (no file): it can be labelled from
+def _ingest_abstract(ref: Reference, library: Path, store: Store, key: str) -> str:
+    """Store an entry's title and abstract as paper `key`'s text (no file): it can be labelled from
     them, and a later file of the paper becomes its current, complete version. Returns the key."""
     import tempfile
 
-    key = ref.arxiv_id or ref.key
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', ref.key) or 'entry'}.md"
         source.write_text(f"# {ref.title or ref.key}\n\n## Abstract\n\n{ref.abstract}\n", encoding="utf-8")
@@ -376,7 +467,8 @@ def _ingest_entry(
     ref: Reference, library: Path, store: Store, fetch_pdf: Callable[[str], Path] | None, position: int = 0
 ) -> EntryOutcome:
     identity = Identity.of(ref.doi, ref.arxiv_id, ref.title)
-    known = find_known_paper(known_papers(store.paper_identifiers()), identity)
+    papers = known_papers(store.paper_identifiers())
+    known = find_known_paper(papers, identity)
     file, reason = usable_file(ref)
     status, detail = "ingested", None
     if file is None and fetch_pdf is not None and ref.arxiv_id and known is None:
@@ -389,12 +481,14 @@ def _ingest_entry(
         if known:
             status, detail = "linked", f"{known[1]}, no file: {reason}"
         elif ref.abstract.strip():
-            paper_key = _ingest_abstract(ref, library, store)
+            key, notice = _entry_paper_key(store, ref, papers)
+            paper_key = _ingest_abstract(ref, library, store, key)
             status, detail = "abstract", f"{reason}: its abstract is labelled; {_waiting_hint(ref, library)}"
+            if notice and paper_key == key:
+                detail = f"{notice}; {detail}"
         else:
             status, detail = "no file", f"{reason}; {_waiting_hint(ref, library)}"
     else:
-        key = ref.arxiv_id or ref.key
         doc_outcome: IngestOutcome | None = None
         if known is not None:
             try:
@@ -408,12 +502,15 @@ def _ingest_entry(
                 store.link_file(known[0], str(file), sha, known[1])
                 status, detail = "linked", f"second file of a known paper ({known[1]}): {file}"
         else:
+            key, notice = _entry_paper_key(store, ref, papers)
             doc_outcome = ingest_one(file, store, {str(file): key})
             paper_key = doc_outcome.paper_key
             if doc_outcome.status == "failed":
                 status, detail, paper_key = "failed", doc_outcome.error, None
             elif doc_outcome.status == "present":
                 status, detail = "present", f"{file} is stored as {paper_key}"
+            elif notice and paper_key == key:
+                detail = notice
     store.add_bib_entry(
         {
             "source": str(library),

@@ -539,7 +539,8 @@ def write_report(
         if flagged
         else "<p>none</p>"
     )
-    page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>kia report: {html.escape(run_id)}</title>
+    page = f"""<!DOCTYPE html><html><head><meta charset="utf-8">{generator_meta()}
+<title>kia report: {html.escape(run_id)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:top}}</style></head><body>
 <h1>kia report</h1>
@@ -552,6 +553,12 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:top}}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return out
+
+
+def generator_meta() -> str:
+    """The `<meta name="generator">` tag of kia's HTML: `kia ingest` knows its own report by it and
+    never stores a report written into a papers folder as a paper."""
+    return f'<meta name="generator" content="kia {html.escape(__version__)}">'
 
 
 def _gold_fits(gold_path: Path | None, taxonomy: Taxonomy) -> bool:

@@ -141,6 +141,28 @@ def test_truncated_pdf_fails_or_recovers_cleanly(tmp_path: Path) -> None:
         assert doc.text  # pymupdf repaired it: whatever came back is real text
 
 
+@pytest.mark.parametrize("damage", ["cut before its xref table", "startxref points nowhere"])
+def test_a_pdf_the_reader_repairs_is_read_with_a_warning_naming_it(tmp_path: Path, damage: str) -> None:
+    """pymupdf repairs a PDF whose cross-reference table is gone or wrong (`is_repaired`): its text is
+    kept, since such a file is often whole, but a warning names the file, as a file cut short (no
+    `%%EOF`: an interrupted download) may have lost pages and must not pass for a complete paper."""
+    full = make_pdf(tmp_path / "full.pdf", ["Some text about a radiology report. " * 5] * 3).read_bytes()
+    if damage == "cut before its xref table":
+        broken = full[: full.rindex(b"\nxref")]
+    else:
+        at = full.rindex(b"startxref") + len(b"startxref\n")
+        broken = full[:at] + b"1" + full[full.index(b"\n", at) :]
+    path = tmp_path / "damaged.pdf"
+    path.write_bytes(broken)
+    doc = extract(path)
+    assert "radiology report" in doc.text and len(doc.pages) == 3
+    assert len(doc.warnings) == 1
+    assert doc.warnings[0].startswith(f"{path}: damaged PDF repaired by the reader")
+    assert "text may be incomplete (3 page(s)" in doc.warnings[0]
+    assert ("truncated download?" in doc.warnings[0]) == (damage == "cut before its xref table")
+    assert extract(tmp_path / "full.pdf").warnings == []
+
+
 @needs_shared_corpus
 def test_a_real_pdf_cut_short_names_the_damage_not_an_internal_error(tmp_path: Path) -> None:
     """The first 5,000 bytes of a real paper: pymupdf opens it but cannot count its pages."""

@@ -250,6 +250,21 @@ def test_truncated_copy_is_kept_as_a_version_and_never_replaces_the_full_paper(t
     assert bad.returncode == 1 and "--prefer must be one of longer, new" in bad.stderr
 
 
+def test_a_pdf_cut_short_is_stored_with_one_line_naming_it(tmp_path: Path, db_path: Path) -> None:
+    """A download cut short that the PDF reader repairs is stored (its text is what there is, and a
+    complete copy of the paper becomes its current version), but never silently as a complete paper."""
+    whole = make_pdf(tmp_path / "whole.pdf", ["Abstract\n\nWe condition on segmentation masks. " * 4] * 3)
+    cut = tmp_path / "cut.pdf"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: data.rindex(b"\nxref")])  # the download stopped before the file's index
+    result = run_kia("ingest", str(whole), str(cut), "--db", str(db_path))
+    assert result.returncode == 0, result.stderr
+    assert f"ingested: {cut} -> cut" in result.stdout
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and notes[0].startswith(f"note: {cut}: damaged PDF repaired by the reader"), notes
+    assert "truncated download?" in notes[0] and "text may be incomplete (3 page(s)" in notes[0]
+
+
 def test_same_doi_under_another_file_name_is_a_version(tmp_path: Path, db_path: Path) -> None:
     first = tmp_path / "masks-paper.md"
     first.write_text(
@@ -365,3 +380,49 @@ def test_two_papers_saved_under_the_same_file_name_stay_two_papers(tmp_path: Pat
     assert "already present 1" in again.stdout and "new versions 1" in again.stdout  # c: a version of `paper`
     listed = run_kia("papers", "--db", str(db)).stdout
     assert "2 paper(s)" in listed and "Masks to CT" in listed
+
+
+def test_kias_own_report_export_and_readme_in_a_papers_folder_are_skipped_not_stored(
+    tmp_path: Path, db_path: Path
+) -> None:
+    """`kia report` run in the papers folder writes its HTML there (every paper's quotes in it); the
+    next `kia ingest papers/` must not store it, nor a Markdown export or the `kia init` README, as a
+    paper: each is one `skipped:` line naming the file and what it is, and the batch still succeeds."""
+    from kia.propose import load_prompt, run_proposals
+    from kia.store import Store
+    from kia.taxonomy import load_taxonomy
+    from tests.fakes import ScriptedBackend
+
+    papers = tmp_path / "papers"
+    papers.mkdir()
+    quote = "We generate CT from segmentation masks with a ControlNet branch"
+    for key in ("MAISI", "MedLoRD"):
+        (papers / f"{key}.md").write_text(f"# {key}\n\n## Abstract\n{quote}.\n", encoding="utf-8")
+    assert run_kia("ingest", str(papers), "--db", str(db_path)).returncode == 0
+    answer = {axis: [(cat, [quote])] for axis, cat in (("K", "K2"), ("I", "I2"), ("A", "A1"))}
+    with Store(db_path) as store:
+        backend = ScriptedBackend({"MAISI": answer, "MedLoRD": answer})
+        run_proposals(store, backend, load_taxonomy(), load_prompt(), run_name="r")
+    assert run_kia("report", "--db", str(db_path), cwd=papers).returncode == 0
+    report = (papers / "kia-report.html").read_text(encoding="utf-8")
+    assert '<meta name="generator" content="kia ' in report
+    # a report written by a kia without the generator tag is known by its title
+    (papers / "old-report.html").write_text(report.replace('<meta name="generator"', "<meta x"), encoding="utf-8")
+    exported = run_kia("export", "--format", "markdown", "--out", str(papers / "table.md"), "--db", str(db_path))
+    assert exported.returncode == 0, exported.stderr
+    # a paper of the user's own that holds such a table is still a paper
+    (papers / "notes.md").write_text("# My notes\n\n| Method | K |\n| --- | --- |\n| MAISI | K2 |\n", encoding="utf-8")
+    assert run_kia("init", str(tmp_path / "project")).returncode == 0
+
+    result = run_kia("ingest", str(papers), str(tmp_path / "project"), "--db", str(db_path))
+    assert result.returncode == 0, result.stderr
+    skipped = sorted(line for line in result.stderr.splitlines() if line.startswith("skipped: "))
+    assert skipped == [
+        f"skipped: {papers / 'kia-report.html'}: a report `kia report` wrote, not a paper: not ingested",
+        f"skipped: {papers / 'old-report.html'}: a report `kia report` wrote, not a paper: not ingested",
+        f"skipped: {papers / 'table.md'}: a table `kia export --format markdown` wrote, not a paper: not ingested",
+        f"skipped: {tmp_path / 'project' / 'README.md'}: the project README `kia init` wrote, not a paper: not ingested",
+    ]
+    assert result.stdout.splitlines()[-1] == "ingested 1, already present 2, failed 0, skipped 4 (kia's own files)"
+    with Store(db_path, read_only=True) as store:
+        assert store.paper_keys() == ["MAISI", "MedLoRD", "notes"]

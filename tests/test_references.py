@@ -539,3 +539,35 @@ def test_kias_labels_in_keywords_are_replaced_only_in_an_entry_kia_wrote(tmp_pat
         fields = dict(read_references(written)[0].raw)
         got = fields.get("keywords", fields.get("keyword"))
         assert (got if isinstance(got, list) else str(got).split(", ")) == expected
+
+
+def test_another_paper_under_a_taken_citation_key_gets_a_free_key_and_says_so(tmp_path: Path, db_path: Path) -> None:
+    """Two libraries may use one citation key for two different papers (titles differ, no DOI or arXiv
+    id ties them): the second must become a paper of its own, never a version of the first that
+    replaces its text because its file is longer; its abstract alone must not replace it either."""
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "masks.md").write_text(MASKS, encoding="utf-8")
+    (tmp_path / "files" / "reports.md").write_text(REPORTS + "\n\n" + REPORTS, encoding="utf-8")  # the longer
+    mine, theirs, abstracts = tmp_path / "mine.bib", tmp_path / "theirs.bib", tmp_path / "abstracts.bib"
+    mine.write_text(_entry("smith2025", "Masks to CT: Conditioning Diffusion on Organ Masks", "files/masks.md"))
+    theirs.write_text(_entry("smith2025", "Report-Guided CT Generation With Text", "files/reports.md"))
+    abstracts.write_text(
+        "@article{smith2025,\n  title = {Denoising Brain MRI With Score Models},\n"
+        "  abstract = {We denoise brain MRI with a score-based model.},\n}\n"
+    )
+    assert run_kia("ingest", "--bib", str(mine), "--db", str(db_path)).returncode == 0
+    second = run_kia("ingest", "--bib", str(theirs), "--db", str(db_path))
+    assert second.returncode == 0, second.stderr
+    assert "smith2025 -> smith2025-2" in second.stdout
+    assert "citation key smith2025 is taken by another paper" in second.stdout
+    third = run_kia("ingest", "--bib", str(abstracts), "--db", str(db_path))
+    assert third.returncode == 0, third.stderr
+    assert "smith2025 -> smith2025-3" in third.stdout
+    with Store(db_path, read_only=True) as store:
+        assert store.paper_keys() == ["smith2025", "smith2025-2", "smith2025-3"]
+        assert [v["path"] for v in store.paper_versions("smith2025")] == [str(tmp_path / "files" / "masks.md")]
+        assert store.get_document("smith2025").text.startswith("Masks to CT")
+        assert store.get_document("smith2025-2").text.startswith("Report-Guided CT")
+        assert "score-based" in store.get_document("smith2025-3").text
+    again = run_kia("ingest", "--bib", str(theirs), "--db", str(db_path))  # the same library again: nothing new
+    assert again.returncode == 0 and "present: smith2025 -> smith2025-2" in again.stdout, again.stdout

@@ -349,3 +349,26 @@ def test_documents_of_many_papers_load_together_and_a_missing_key_names_itself(d
         assert store.current_shas(["A", "nope"]) == {"A": docs["A"].sha256}
         with pytest.raises(PaperNotFoundError, match="'nope'"):
             store.get_documents(["A", "nope"])
+
+
+def test_titles_and_document_fields_come_from_the_current_version_not_a_later_draft(
+    db_path: Path, tmp_path: Path
+) -> None:
+    """A short draft stored later as a non-current version of a paper must not lend the paper its
+    title, path or hash: export, score, report and serve read these and name the paper as `kia papers` does."""
+    full = tmp_path / "full.md"
+    full.write_text("# MAISI: Medical AI for Synthetic Imaging\n\n## Method\nWe use masks.\n", encoding="utf-8")
+    draft = tmp_path / "draft.md"
+    draft.write_text("# Draft notes v0\n\nControlNet.\n", encoding="utf-8")
+    full_doc, draft_doc = extract(full), extract(draft)
+    with Store(db_path) as store:
+        store.add_document(full_doc, "P")
+        time.sleep(0.01)
+        store.add_document(draft_doc, "P", current=False)
+        assert store.list_papers()[0]["title"] == "MAISI: Medical AI for Synthetic Imaging"
+        assert store.titles() == {"P": "MAISI: Medical AI for Synthetic Imaging"}
+        assert store.latest_document_field("path") == {"P": full_doc.path}
+        assert store.latest_document_field("sha256") == {"P": full_doc.sha256}
+        store.set_current("P", draft_doc.sha256)  # the user's choice of version is what every reader follows
+        assert store.titles() == {"P": "Draft notes v0"}
+        assert store.latest_document_field("sha256") == {"P": draft_doc.sha256}

@@ -413,10 +413,11 @@ class RunQueries(StoreBase):
         return {r[0]: r[1] for r in rows}
 
     def latest_document_field(self, column: str) -> dict[str, Any]:
-        """Paper key -> a column (`arxiv_id`, `path` or `sha256`) of its most recently ingested document."""
+        """Paper key -> a column (`arxiv_id`, `path` or `sha256`) of its current version: the one every
+        stage reads, never a later-ingested draft kept beside it as a non-current version."""
         if column not in ("arxiv_id", "path", "sha256"):
             raise StoreError(f"no document field {column!r} to list")
-        rows = self.query(f"SELECT paper_key, arg_max({column}, ingested_at) FROM documents GROUP BY paper_key")
+        rows = self.query(f"SELECT paper_key, {column} FROM documents {_CURRENT_VERSION}")
         return {r[0]: r[1] for r in rows}
 
     def run_summary(self, run_id: str) -> tuple[str, str, str] | None:
@@ -427,8 +428,9 @@ class RunQueries(StoreBase):
         return (str(rows[0][0]), str(rows[0][1]), str(rows[0][2])) if rows else None
 
     def titles(self) -> dict[str, str]:
-        """Paper key -> stored title."""
-        return {r[0]: r[1] or "" for r in self.query("SELECT paper_key, title FROM documents")}
+        """Paper key -> the title of its current version, so export, score, report and serve name a
+        paper as `kia papers` does, not by whichever stored version the query happened to read last."""
+        return {r[0]: r[1] or "" for r in self.query(f"SELECT paper_key, title FROM documents {_CURRENT_VERSION}")}
 
     def run_states(self) -> list[dict[str, Any]]:
         """One row per run, oldest first: run, taxonomy (hash and name), backend, model, start, papers
@@ -448,6 +450,11 @@ class RunQueries(StoreBase):
         )
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+_CURRENT_VERSION = "QUALIFY row_number() OVER (PARTITION BY paper_key ORDER BY is_current DESC, ingested_at DESC) = 1"
+"""One row per paper: its current version (else, for rows without the flag, the latest ingested), the
+rule `DocumentQueries.current_shas` reads a paper's text by."""
 
 
 def _for_paper(sql: str, run_id: str | None, paper_key: str | None) -> tuple[str, list[Any]]:
