@@ -113,6 +113,15 @@ def _existing_db(db: Path | None) -> Path:
     return path
 
 
+def _source_db(db: Path | None, gold: Path | None) -> Path:
+    """The database `kia export` and `kia stats` read when told no run: without one they describe the
+    gold table, but a `--db` that names no file is a typo, not a wish for Table 5 (unless --gold)."""
+    path = _db(db)
+    if db is not None and gold is None and not path.exists():
+        raise KiaError(f"{path}: no database here; run `kia ingest` first, or pass --gold FILE to read a gold file")
+    return path
+
+
 def load_taxonomy(path: Path | None) -> Taxonomy:
     """`--taxonomy`, else the settings' ($KIA_TAXONOMY), else the shipped one."""
     from kia.taxonomy import load_taxonomy as load
@@ -777,7 +786,7 @@ def _label_source(
         return report_stage.reviewed_source(_existing_db(db), taxonomy)
     if run is not None:
         return report_stage.run_source(_existing_db(db), run, taxonomy)
-    return report_stage.default_source(_db(db), gold, taxonomy, _settings().gold)
+    return report_stage.default_source(_source_db(db, gold), gold, taxonomy, _settings().gold)
 
 
 @app.command()
@@ -872,7 +881,7 @@ def export(
     import kia
 
     text = kia.export(
-        _existing_db(db) if (run or reviewed) else _db(db),
+        _existing_db(db) if (run or reviewed) else _source_db(db, gold),
         output_format,
         run,
         reviewed,

@@ -115,7 +115,20 @@ def test_a_format_other_than_table_or_json_is_refused_not_printed_as_a_table(tmp
     for command in (["score"], ["stats"], ["compare", "a", "b"]):
         refused = run_kia(*command, "--format", "xml", *db)
         assert refused.returncode == 2 and "'xml' is not one of" in refused.stderr, refused.stderr
-    assert json.loads(run_kia("stats", "--format", "JSON", *db).stdout)["n_papers"] == 26
+    table5 = str(Path(__file__).parents[1] / "labels" / "table5.csv")
+    assert json.loads(run_kia("stats", "--format", "JSON", "--gold", table5, *db).stdout)["n_papers"] == 26
+
+
+def test_a_db_that_names_no_file_is_a_typo_not_a_wish_for_the_gold_table(tmp_path: Path) -> None:
+    """`kia export --db typo.duckdb` printed the shipped Table 5 and exited 0."""
+    typo = tmp_path / "typo.duckdb"
+    for command in ("export", "stats"):
+        result = run_kia(command, "--db", str(typo))
+        assert result.returncode == 1 and result.stdout == "", result.stdout
+        assert result.stderr.strip() == (
+            f"kia: {typo}: no database here; run `kia ingest` first, or pass --gold FILE to read a gold file"
+        )
+    assert not typo.exists()
 
 
 def test_the_reading_limit_the_help_names_is_the_shipped_heads() -> None:
