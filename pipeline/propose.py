@@ -660,7 +660,7 @@ def claim_papers(
     return mine, elsewhere
 
 
-def _ensure_run(store: Store, run_id: str, identity: RunIdentity, taxonomy: Taxonomy) -> None:
+def _ensure_run(store: Store, run_id: str, identity: RunIdentity, taxonomy: Taxonomy, adapted: int = 0) -> None:
     wanted = (
         identity.backend,
         identity.model,
@@ -672,9 +672,15 @@ def _ensure_run(store: Store, run_id: str, identity: RunIdentity, taxonomy: Taxo
     stored = store.run_settings(run_id)
     if stored is not None:
         if stored != wanted:
+            why = (
+                f"; here the offline head adapted to {adapted} reviewed paper(s) since, which changes its "
+                "parameters: leave out --run to start the adapted run"
+                if adapted
+                else "; choose another --run name"
+            )
             raise KiaError(
                 f"run {run_id!r} already exists with other settings (backend, model, prompt, schema, taxonomy or "
-                "parameters); choose another --run name"
+                f"parameters){why}"
             )
         return
     store.save_taxonomy(identity.taxonomy_hash, identity.taxonomy_name, taxonomy.source_text)
@@ -1039,7 +1045,7 @@ def run_proposals(
         raise PaperNotFoundError(missing[0])
     run_id = run_name or default_run_name(identity, store)
     new_run = not store.run_exists(run_id)
-    _ensure_run(store, run_id, identity, taxonomy)
+    _ensure_run(store, run_id, identity, taxonomy, adapted)
     store.mark_run(run_id, finished=False)  # until this call returns: a run stopped midway is no default
     summary = RunSummary(run_id, adapted=adapted if new_run else 0)
     done = store.done_papers(run_id)

@@ -734,6 +734,7 @@ def test_a_rerun_after_reviews_says_why_it_is_a_new_run(tmp_path: Path) -> None:
     )
     first = run_kia("propose", "--db", str(db))
     assert first.returncode == 0 and "a new run" not in first.stdout
+    first_run = first.stdout.split("run ", 1)[1].split(":", 1)[0]
     gold = list(csv.DictReader((ROOT / "labels" / "examples.csv").open(encoding="utf-8")))
     with Store(db) as store:
         for row in gold:
@@ -744,6 +745,10 @@ def test_a_rerun_after_reviews_says_why_it_is_a_new_run(tmp_path: Path) -> None:
     assert f"a new run: the head adapted to {len(gold)} reviewed paper(s) since the last run" in second.stdout
     third = run_kia("propose", "--db", str(db))
     assert f"already done {len(gold)}" in third.stdout and "a new run" not in third.stdout
+    # naming the first run now: its settings are not the adapted head's, and the line says why
+    named = run_kia("propose", "--run", first_run, "--db", str(db))
+    assert named.returncode == 1
+    assert f"the offline head adapted to {len(gold)} reviewed paper(s) since" in named.stderr, named.stderr
 
 
 class _DefaultsBackend:
