@@ -285,3 +285,69 @@ def test_an_implied_label_says_so_and_is_quoted(tmp_path: Path) -> None:
     }
     assert set(labels) == {"I2", "I3"}
     assert labels["I2"].rationale.startswith("implied by I3") and labels["I2"].quotes
+
+
+CANNED_PAPER = (
+    "# Alpha\n\n## Abstract\nWe generate chest CT volumes from radiology reports. The report is encoded by a "
+    "text encoder and enters a latent diffusion model through cross-attention.\n"
+)
+
+
+def _project(folder: Path, *lines: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "kia.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_a_model_given_above_the_projects_offline_backend_selects_the_llm(tmp_path: Path) -> None:
+    """Before: kia.toml's `backend = "local"` beat `--model`/`$KIA_MODEL`, so the LLM was never called.
+    A model or endpoint from a higher layer than the backend selects openai; the same layer keeps it."""
+    from kia.backends import chosen_backend_name
+
+    older = _project(tmp_path / "older", 'backend = "local"')  # what `kia init` used to write
+
+    def chosen(folder: Path, environ: dict[str, str], name: str | None = None, **options: object) -> str:
+        return chosen_backend_name(name, Settings.load(start=folder, environ=environ, options=options))
+
+    assert chosen(older, {}) == "local"
+    assert chosen(older, {}, model="m") == "openai"
+    assert chosen(older, {}, base_url="http://127.0.0.1:9/v1") == "openai"
+    assert chosen(older, {"KIA_MODEL": "m"}) == "openai"
+    assert chosen(older, {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}) == "openai"
+    # the project chose local beside its own model: its choice stands; a plugin's name is never replaced
+    assert chosen(_project(tmp_path / "both", 'backend = "local"', 'model = "m"'), {}) == "local"
+    assert chosen(_project(tmp_path / "plugin", 'backend = "mine"'), {}, model="m") == "mine"
+    # --backend local with a model on the same command line contradicts itself: one line
+    with pytest.raises(BackendError, match="--backend local calls no model, so --model would be ignored"):
+        chosen(older, {}, "local", model="m")
+    with pytest.raises(BackendError, match="--model and --base-url would be ignored"):
+        chosen(older, {}, "rules", model="m", base_url="http://127.0.0.1:9/v1")
+    assert chosen(older, {"KIA_MODEL": "m"}, "local") == "local"  # a standing model does not forbid local
+
+
+def test_propose_in_a_project_with_a_local_backend_calls_the_model_named_on_the_command_line(tmp_path: Path) -> None:
+    """The journey the probe found: in a project whose kia.toml says `backend = "local"`, `kia propose
+    --model M --base-url URL` reaches the endpoint and records an openai run (it ran local, sent nothing)."""
+    from tests.conftest import run_kia
+    from tests.fault_proxy import FaultProxy
+
+    folder = tmp_path / "survey"
+    assert run_kia("init", str(folder), "--from-taxonomy", "shipped").returncode == 0
+    toml = folder / "kia.toml"
+    kept = [line for line in toml.read_text(encoding="utf-8").splitlines() if "backend =" not in line]
+    toml.write_text("\n".join([*kept, 'backend = "local"']) + "\n", encoding="utf-8")  # as older projects have
+    (folder / "alpha.md").write_text(CANNED_PAPER, encoding="utf-8")
+    assert run_kia("ingest", "alpha.md", cwd=folder).returncode == 0
+    proxy = FaultProxy(None).start()
+    proxy.default = "canned"
+    try:
+        result = run_kia("propose", "--model", "m", "--base-url", proxy.base_url, "--examples", "0", cwd=folder)
+        refused = run_kia("propose", "--backend", "local", "--model", "m", cwd=folder)
+    finally:
+        proxy.stop()
+    assert result.returncode == 0, result.stderr
+    assert proxy.requests == 1
+    runs = run_kia("runs", cwd=folder)
+    assert " openai " in runs.stdout and " m " in runs.stdout, runs.stdout
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
+    assert "--backend local calls no model" in refused.stderr
