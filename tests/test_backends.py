@@ -351,3 +351,88 @@ def test_propose_in_a_project_with_a_local_backend_calls_the_model_named_on_the_
     assert " openai " in runs.stdout and " m " in runs.stdout, runs.stdout
     assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
     assert "--backend local calls no model" in refused.stderr
+
+
+@pytest.fixture
+def alpha_db(tmp_path: Path) -> Path:
+    """A database holding one paper whose text the fault proxy's canned quotes come from."""
+    from tests.conftest import run_kia
+
+    (tmp_path / "alpha.md").write_text(CANNED_PAPER, encoding="utf-8")
+    db = tmp_path / "kia.duckdb"
+    assert run_kia("ingest", str(tmp_path / "alpha.md"), "--db", str(db)).returncode == 0
+    return db
+
+
+def _llm_propose(db: Path, base_url: str, run: str, *extra: str) -> tuple[int, str]:
+    """`kia propose --backend openai` of the one paper; its exit code and stderr."""
+    from tests.conftest import run_kia
+
+    result = run_kia("propose", "--backend", "openai", "--model", "m", "--base-url", base_url, "--examples", "0",
+                     "--concurrency", "1", "--run", run, "--db", str(db), *extra)  # fmt: skip
+    return result.returncode, result.stderr
+
+
+def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_a_body_that_is_not_json_is_one_call_per_request_blamed_on_the_endpoint(alpha_db: Path) -> None:
+    """Before: HTTP 200 with an HTML body left no llm_calls row for its 3 requests, and the paper's
+    error blamed the model ("did not fit the taxonomy schema after 2 re-asks: Invalid JSON: EOF")."""
+    from tests.fault_proxy import FaultProxy
+
+    proxy = FaultProxy(None).start()
+    proxy.default = "garbage"
+    try:
+        code, stderr = _llm_propose(alpha_db, proxy.base_url, "garbage", "--reasks", "2")
+    finally:
+        proxy.stop()
+    assert code == 1
+    calls = _query(alpha_db, "SELECT attempt, error FROM llm_calls WHERE run_id = 'garbage' ORDER BY id")
+    assert proxy.requests >= 1 and len(calls) == proxy.requests
+    assert [attempt for attempt, _ in calls] == list(range(1, proxy.requests + 1))
+    assert all("not JSON" in str(error) and "<html>" in str(error) for _, error in calls)
+    (error,) = _query(alpha_db, "SELECT error FROM proposals WHERE run_id = 'garbage'")[0]
+    assert "body that is not JSON" in str(error) and "base URL" in str(error), error
+    assert "taxonomy schema" not in str(error) and "taxonomy schema" not in stderr
+
+
+def test_every_request_is_one_call_row_with_its_own_latency_and_the_counts_said_are_right(alpha_db: Path) -> None:
+    """Before: the last failed attempt was stored with latency 0.0 (a 3 s timeout, as if instant); a
+    `length` cut (1 request) wrote 2 rows; a re-ask that timed out said "after 1 attempts" of 2 calls."""
+    from tests.fault_proxy import FaultProxy
+
+    proxy = FaultProxy(None, stall_seconds=4).start()
+    try:
+        proxy.script.extend(["stall", "stall"])
+        code, _ = _llm_propose(alpha_db, proxy.base_url, "stalled", "--timeout", "1", "--max-retries", "1")
+        assert code == 1 and proxy.requests == 2
+        rows = _query(alpha_db, "SELECT latency_s, error FROM llm_calls WHERE run_id = 'stalled' ORDER BY id")
+        assert len(rows) == 2 and all(float(str(latency)) >= 0.9 for latency, _ in rows), rows
+        assert all("timeout" in str(error) for _, error in rows)
+        (error,) = _query(alpha_db, "SELECT error FROM proposals WHERE run_id = 'stalled'")[0]
+        assert "kept failing after 2 attempts: timeout" in str(error), error
+
+        proxy.script.append("length")
+        code, stderr = _llm_propose(alpha_db, proxy.base_url, "cut", "--no-cache")
+        assert code == 1 and proxy.requests == 3 and "cut at max_tokens" in stderr
+        rows = _query(alpha_db, "SELECT prompt_tokens, error FROM llm_calls WHERE run_id = 'cut'")
+        assert rows == [(11, "answer cut at max_tokens")]  # one request, one row, with its tokens
+
+        proxy.script.extend(["malformed", "stall"])  # an invalid answer, then its re-ask times out
+        code, _ = _llm_propose(alpha_db, proxy.base_url, "reasked", "--timeout", "1", "--max-retries", "0")
+        assert code == 1 and proxy.requests == 5
+        rows = _query(alpha_db, "SELECT latency_s, error FROM llm_calls WHERE run_id = 'reasked' ORDER BY id")
+        assert [str(error).split(":")[0] for _, error in rows] == ["invalid answer", "timeout"]
+        assert float(str(rows[1][0])) >= 0.9
+        (error,) = _query(alpha_db, "SELECT error FROM proposals WHERE run_id = 'reasked'")[0]
+        assert "model call failed (2 requests in all, re-asks included): timeout" in str(error), error
+    finally:
+        proxy.stop()
