@@ -436,3 +436,25 @@ def test_every_request_is_one_call_row_with_its_own_latency_and_the_counts_said_
         assert "model call failed (2 requests in all, re-asks included): timeout" in str(error), error
     finally:
         proxy.stop()
+
+
+def test_an_out_of_scope_answer_is_not_reasked_for_the_quotes_of_labels_it_drops(alpha_db: Path) -> None:
+    """Before: an answer with in_scope false that still carried labels with invented quotes was
+    re-asked (paid) twice for those quotes, and then the labels were dropped anyway."""
+    from tests.fault_proxy import GOOD_LABEL, FaultProxy, answer
+
+    invented = [{**GOOD_LABEL, "evidence": ["this sentence was never written in the paper"]}]
+    proxy = FaultProxy(None).start()
+    proxy.answers["oos_labelled"] = answer(invented, [{**GOOD_LABEL, "category": "I2"}], [], in_scope=False)
+    proxy.default = "oos_labelled"
+    try:
+        code, stderr = _llm_propose(alpha_db, proxy.base_url, "oos", "--reasks", "2")
+    finally:
+        proxy.stop()
+    assert code == 0, stderr
+    assert proxy.requests == 1
+    assert _query(alpha_db, "SELECT attempt, error FROM llm_calls WHERE run_id = 'oos'") == [(1, None)]
+    statuses = _query(alpha_db, "SELECT axis, status FROM axis_status WHERE run_id = 'oos' ORDER BY axis")
+    assert statuses == [("A", "out_of_scope"), ("I", "out_of_scope"), ("K", "out_of_scope")]
+    assert _query(alpha_db, "SELECT count(*) FROM labels WHERE run_id = 'oos'") == [(0,)]
+    assert _query(alpha_db, "SELECT status FROM proposals WHERE run_id = 'oos'") == [("done",)]

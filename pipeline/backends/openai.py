@@ -44,8 +44,12 @@ def quote_problems(payload: BaseModel, locator: Locator) -> list[str]:
     """One line per label none of whose quotes is in the paper, naming each quote and why it failed.
 
     Said back to the model in a re-ask, so it can fix exactly those quotes (a quote with an ellipsis
-    is matched piece by piece; the piece that failed is named).
+    is matched piece by piece; the piece that failed is named). An answer that judges the paper out
+    of scope has none: its labels are dropped, never stored, and the paper is stored as out of scope
+    (see `kia.schema`), so re-asking (paying) to fix their quotes would buy nothing.
     """
+    if getattr(payload, "in_scope", True) is False:
+        return []
     problems: list[str] = []
     for axis, part in payload:
         for label in getattr(part, "labels", None) or []:
