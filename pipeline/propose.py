@@ -42,13 +42,16 @@ from kia.settings import Settings
 from kia.store import CallRow, FailureRows, ProposalRows, Store, dumps
 from kia.taxonomy import Taxonomy
 
+# The front matter (text before the first heading: title, authors, affiliations) ranks low: the
+# prompt names the paper by its title already. A paper with no abstract heading keeps its abstract
+# there, so then it ranks first (see `select_context`).
 SECTION_PRIORITY = [
-    "front",
     "abstract",
     "method",
     "introduction",
     "experiments",
     "conclusion",
+    "front",
     "other",
     "related_work",
     "appendix",
@@ -113,9 +116,11 @@ def redacted(doc: Document, start: int, end: int, withheld: list[Sentence]) -> s
 def select_context(doc: Document, max_input_tokens: int | None, withheld: list[Sentence] | None = None) -> Context:
     """The classification text, cut to the token budget by section priority.
 
-    Abstract and method come first, related work last; references are never sent. The choice is
-    returned so it can be recorded with the proposal. `withheld` sentences (those addressing the
-    labeller or the model) are replaced by a marker: the model never reads them.
+    Abstract and method come first, related work last; references are never sent. The front matter
+    (authors, affiliations) comes after the body, unless the paper has no abstract section: then its
+    abstract is in the front matter, which comes first. The choice is returned so it can be recorded
+    with the proposal. `withheld` sentences (those addressing the labeller or the model) are
+    replaced by a marker: the model never reads them.
     """
     spans = doc.classification_spans()
     withheld = withheld or []
@@ -124,7 +129,10 @@ def select_context(doc: Document, max_input_tokens: int | None, withheld: list[S
     if max_input_tokens is None or full_tokens <= max_input_tokens:
         return Context(full, sorted({name for _, _, name in spans}), full_tokens, full_tokens)
     budget = max_input_tokens * CHARS_PER_TOKEN
-    rank = {name: i for i, name in enumerate(SECTION_PRIORITY)}
+    order = SECTION_PRIORITY
+    if not any(name == "abstract" for _, _, name in spans):
+        order = ["front", *(name for name in SECTION_PRIORITY if name != "front")]
+    rank = {name: i for i, name in enumerate(order)}
     chosen: list[tuple[int, int, str]] = []
     used = 0
     for start, end, name in sorted(spans, key=lambda s: (rank.get(s[2], len(rank)), s[0])):
@@ -457,7 +465,8 @@ def proposal_from_answer(
         for axis, (category, confidence, why) in answer.defaults.items()
     ]
     if labels and all(statuses.get(axis, ("",))[0] == UNSUPPORTED for axis in taxonomy.axis_ids):
-        error = KiaError(f"{paper_key}: no quote of any label was found in the paper (every axis unsupported)")
+        # No key in the message: every failure line already starts with the paper it is about.
+        error = KiaError("no quote of any label was found in the paper (every axis unsupported)")
         error.calls = answer.calls  # type: ignore[attr-defined]
         raise error
     return Proposal(

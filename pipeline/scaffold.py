@@ -109,8 +109,8 @@ db = "kia.duckdb"
 taxonomy = "taxonomy.yaml"
 gold = "gold.csv"
 # reviewer = "your name"             # default: $KIA_REVIEWER, else your login name
-backend = "local"                    # local (offline) or openai (any OpenAI-compatible server)
-# model = "gpt-4o-mini"              # with backend = "openai"; the endpoint: base_url = "http://..."
+# backend = "local"                  # default: openai when a model or endpoint is set, else local (offline)
+# model = "gpt-4o-mini"              # an OpenAI-compatible model; its endpoint: base_url = "http://..."
 arxiv_query = ""                     # `kia discover` / `kia batch` search terms
 # arxiv_category = "cs.CV"
 """

@@ -95,7 +95,8 @@ class _AbstainingBase(BaseModel):
             if len(seen) != len(set(seen)):
                 problems.append(f"axis {name} lists a category twice: {seen}")
             # A paper judged out of scope may still carry labels (asked to leave them empty, a model
-            # that does not is flagged, not re-asked: the scope verdict is stored either way).
+            # that does not is flagged, not re-asked, not even for their quotes: the paper is stored
+            # out of scope and the labels are dropped; see `answer_from_llm`).
             if in_scope and not labels and not unclear:
                 problems.append(f"axis {name} has no label and no `unclear` reason (give one of them)")
         if problems:

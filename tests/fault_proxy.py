@@ -6,7 +6,9 @@ Each POST takes the next fault from a script (then `pass` once the script is emp
 `drop` closes the connection without an answer (a server killed mid-request); `malformed`,
 `outside`, `empty_axis` and `invented` answer 200 with a completion whose JSON is broken, uses a
 label outside the taxonomy, leaves an axis empty, or quotes text that is not in the paper; `canned`
-answers a fixed schema-valid completion.
+answers a fixed schema-valid completion; `garbage` answers 200 with a body that is not JSON (an HTML
+page, as a wrong base URL serves); `length` answers a completion cut at max_tokens (finish_reason
+`length`).
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ SYNTHETIC: dict[str, Any] = {
 }
 
 
-def completion(content: str) -> bytes:
+def completion(content: str, finish_reason: str = "stop") -> bytes:
     """An OpenAI chat completion carrying `content`, with usage."""
     return json.dumps(
         {
@@ -81,7 +83,9 @@ def completion(content: str) -> bytes:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": "fault-proxy",
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+            "choices": [
+                {"index": 0, "finish_reason": finish_reason, "message": {"role": "assistant", "content": content}}
+            ],
             "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
         }
     ).encode()
@@ -165,6 +169,10 @@ class FaultProxy:
                 elif fault == "drop":
                     self.close_connection = True
                     self.connection.close()
+                elif fault == "garbage":
+                    self._send(200, b"<html>this is not json</html>")
+                elif fault == "length":
+                    self._send(200, completion(SYNTHETIC["canned"][:40], finish_reason="length"))
                 elif fault in proxy.answers:
                     time.sleep(proxy.canned_delay)
                     self._send(200, completion(proxy.answers[fault]))

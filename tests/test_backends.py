@@ -285,3 +285,176 @@ def test_an_implied_label_says_so_and_is_quoted(tmp_path: Path) -> None:
     }
     assert set(labels) == {"I2", "I3"}
     assert labels["I2"].rationale.startswith("implied by I3") and labels["I2"].quotes
+
+
+CANNED_PAPER = (
+    "# Alpha\n\n## Abstract\nWe generate chest CT volumes from radiology reports. The report is encoded by a "
+    "text encoder and enters a latent diffusion model through cross-attention.\n"
+)
+
+
+def _project(folder: Path, *lines: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "kia.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_a_model_given_above_the_projects_offline_backend_selects_the_llm(tmp_path: Path) -> None:
+    """Before: kia.toml's `backend = "local"` beat `--model`/`$KIA_MODEL`, so the LLM was never called.
+    A model or endpoint from a higher layer than the backend selects openai; the same layer keeps it."""
+    from kia.backends import chosen_backend_name
+
+    older = _project(tmp_path / "older", 'backend = "local"')  # what `kia init` used to write
+
+    def chosen(folder: Path, environ: dict[str, str], name: str | None = None, **options: object) -> str:
+        return chosen_backend_name(name, Settings.load(start=folder, environ=environ, options=options))
+
+    assert chosen(older, {}) == "local"
+    assert chosen(older, {}, model="m") == "openai"
+    assert chosen(older, {}, base_url="http://127.0.0.1:9/v1") == "openai"
+    assert chosen(older, {"KIA_MODEL": "m"}) == "openai"
+    assert chosen(older, {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}) == "openai"
+    # the project chose local beside its own model: its choice stands; a plugin's name is never replaced
+    assert chosen(_project(tmp_path / "both", 'backend = "local"', 'model = "m"'), {}) == "local"
+    assert chosen(_project(tmp_path / "plugin", 'backend = "mine"'), {}, model="m") == "mine"
+    # --backend local with a model on the same command line contradicts itself: one line
+    with pytest.raises(BackendError, match="--backend local calls no model, so --model would be ignored"):
+        chosen(older, {}, "local", model="m")
+    with pytest.raises(BackendError, match="--model and --base-url would be ignored"):
+        chosen(older, {}, "rules", model="m", base_url="http://127.0.0.1:9/v1")
+    assert chosen(older, {"KIA_MODEL": "m"}, "local") == "local"  # a standing model does not forbid local
+
+
+def test_propose_in_a_project_with_a_local_backend_calls_the_model_named_on_the_command_line(tmp_path: Path) -> None:
+    """The journey the probe found: in a project whose kia.toml says `backend = "local"`, `kia propose
+    --model M --base-url URL` reaches the endpoint and records an openai run (it ran local, sent nothing)."""
+    from tests.conftest import run_kia
+    from tests.fault_proxy import FaultProxy
+
+    folder = tmp_path / "survey"
+    assert run_kia("init", str(folder), "--from-taxonomy", "shipped").returncode == 0
+    toml = folder / "kia.toml"
+    kept = [line for line in toml.read_text(encoding="utf-8").splitlines() if "backend =" not in line]
+    toml.write_text("\n".join([*kept, 'backend = "local"']) + "\n", encoding="utf-8")  # as older projects have
+    (folder / "alpha.md").write_text(CANNED_PAPER, encoding="utf-8")
+    assert run_kia("ingest", "alpha.md", cwd=folder).returncode == 0
+    proxy = FaultProxy(None).start()
+    proxy.default = "canned"
+    try:
+        result = run_kia("propose", "--model", "m", "--base-url", proxy.base_url, "--examples", "0", cwd=folder)
+        refused = run_kia("propose", "--backend", "local", "--model", "m", cwd=folder)
+    finally:
+        proxy.stop()
+    assert result.returncode == 0, result.stderr
+    assert proxy.requests == 1
+    runs = run_kia("runs", cwd=folder)
+    assert " openai " in runs.stdout and " m " in runs.stdout, runs.stdout
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
+    assert "--backend local calls no model" in refused.stderr
+
+
+@pytest.fixture
+def alpha_db(tmp_path: Path) -> Path:
+    """A database holding one paper whose text the fault proxy's canned quotes come from."""
+    from tests.conftest import run_kia
+
+    (tmp_path / "alpha.md").write_text(CANNED_PAPER, encoding="utf-8")
+    db = tmp_path / "kia.duckdb"
+    assert run_kia("ingest", str(tmp_path / "alpha.md"), "--db", str(db)).returncode == 0
+    return db
+
+
+def _llm_propose(db: Path, base_url: str, run: str, *extra: str) -> tuple[int, str]:
+    """`kia propose --backend openai` of the one paper; its exit code and stderr."""
+    from tests.conftest import run_kia
+
+    result = run_kia("propose", "--backend", "openai", "--model", "m", "--base-url", base_url, "--examples", "0",
+                     "--concurrency", "1", "--run", run, "--db", str(db), *extra)  # fmt: skip
+    return result.returncode, result.stderr
+
+
+def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_a_body_that_is_not_json_is_one_call_per_request_blamed_on_the_endpoint(alpha_db: Path) -> None:
+    """Before: HTTP 200 with an HTML body left no llm_calls row for its 3 requests, and the paper's
+    error blamed the model ("did not fit the taxonomy schema after 2 re-asks: Invalid JSON: EOF")."""
+    from tests.fault_proxy import FaultProxy
+
+    proxy = FaultProxy(None).start()
+    proxy.default = "garbage"
+    try:
+        code, stderr = _llm_propose(alpha_db, proxy.base_url, "garbage", "--reasks", "2")
+    finally:
+        proxy.stop()
+    assert code == 1
+    calls = _query(alpha_db, "SELECT attempt, error FROM llm_calls WHERE run_id = 'garbage' ORDER BY id")
+    assert proxy.requests >= 1 and len(calls) == proxy.requests
+    assert [attempt for attempt, _ in calls] == list(range(1, proxy.requests + 1))
+    assert all("not JSON" in str(error) and "<html>" in str(error) for _, error in calls)
+    (error,) = _query(alpha_db, "SELECT error FROM proposals WHERE run_id = 'garbage'")[0]
+    assert "body that is not JSON" in str(error) and "base URL" in str(error), error
+    assert "taxonomy schema" not in str(error) and "taxonomy schema" not in stderr
+
+
+def test_every_request_is_one_call_row_with_its_own_latency_and_the_counts_said_are_right(alpha_db: Path) -> None:
+    """Before: the last failed attempt was stored with latency 0.0 (a 3 s timeout, as if instant); a
+    `length` cut (1 request) wrote 2 rows; a re-ask that timed out said "after 1 attempts" of 2 calls."""
+    from tests.fault_proxy import FaultProxy
+
+    proxy = FaultProxy(None, stall_seconds=4).start()
+    try:
+        proxy.script.extend(["stall", "stall"])
+        code, _ = _llm_propose(alpha_db, proxy.base_url, "stalled", "--timeout", "1", "--max-retries", "1")
+        assert code == 1 and proxy.requests == 2
+        rows = _query(alpha_db, "SELECT latency_s, error FROM llm_calls WHERE run_id = 'stalled' ORDER BY id")
+        assert len(rows) == 2 and all(float(str(latency)) >= 0.9 for latency, _ in rows), rows
+        assert all("timeout" in str(error) for _, error in rows)
+        (error,) = _query(alpha_db, "SELECT error FROM proposals WHERE run_id = 'stalled'")[0]
+        assert "kept failing after 2 attempts: timeout" in str(error), error
+
+        proxy.script.append("length")
+        code, stderr = _llm_propose(alpha_db, proxy.base_url, "cut", "--no-cache")
+        assert code == 1 and proxy.requests == 3 and "cut at max_tokens" in stderr
+        rows = _query(alpha_db, "SELECT prompt_tokens, error FROM llm_calls WHERE run_id = 'cut'")
+        assert rows == [(11, "answer cut at max_tokens")]  # one request, one row, with its tokens
+
+        proxy.script.extend(["malformed", "stall"])  # an invalid answer, then its re-ask times out
+        code, _ = _llm_propose(alpha_db, proxy.base_url, "reasked", "--timeout", "1", "--max-retries", "0")
+        assert code == 1 and proxy.requests == 5
+        rows = _query(alpha_db, "SELECT latency_s, error FROM llm_calls WHERE run_id = 'reasked' ORDER BY id")
+        assert [str(error).split(":")[0] for _, error in rows] == ["invalid answer", "timeout"]
+        assert float(str(rows[1][0])) >= 0.9
+        (error,) = _query(alpha_db, "SELECT error FROM proposals WHERE run_id = 'reasked'")[0]
+        assert "model call failed (2 requests in all, re-asks included): timeout" in str(error), error
+    finally:
+        proxy.stop()
+
+
+def test_an_out_of_scope_answer_is_not_reasked_for_the_quotes_of_labels_it_drops(alpha_db: Path) -> None:
+    """Before: an answer with in_scope false that still carried labels with invented quotes was
+    re-asked (paid) twice for those quotes, and then the labels were dropped anyway."""
+    from tests.fault_proxy import GOOD_LABEL, FaultProxy, answer
+
+    invented = [{**GOOD_LABEL, "evidence": ["this sentence was never written in the paper"]}]
+    proxy = FaultProxy(None).start()
+    proxy.answers["oos_labelled"] = answer(invented, [{**GOOD_LABEL, "category": "I2"}], [], in_scope=False)
+    proxy.default = "oos_labelled"
+    try:
+        code, stderr = _llm_propose(alpha_db, proxy.base_url, "oos", "--reasks", "2")
+    finally:
+        proxy.stop()
+    assert code == 0, stderr
+    assert proxy.requests == 1
+    assert _query(alpha_db, "SELECT attempt, error FROM llm_calls WHERE run_id = 'oos'") == [(1, None)]
+    statuses = _query(alpha_db, "SELECT axis, status FROM axis_status WHERE run_id = 'oos' ORDER BY axis")
+    assert statuses == [("A", "out_of_scope"), ("I", "out_of_scope"), ("K", "out_of_scope")]
+    assert _query(alpha_db, "SELECT count(*) FROM labels WHERE run_id = 'oos'") == [(0,)]
+    assert _query(alpha_db, "SELECT status FROM proposals WHERE run_id = 'oos'") == [("done",)]

@@ -158,6 +158,29 @@ def test_context_cut_by_section_priority(stored: Store) -> None:
     assert "abstract" in small.sections
 
 
+def test_a_cut_context_sends_the_abstract_before_the_author_list(tmp_path: Path) -> None:
+    """Before: the front matter ranked first, so `--max-input-tokens 100` sent only the authors and
+    affiliations (`context_sections == ["front"]`). The abstract comes first; the title is still in
+    the prompt; a paper whose abstract has no heading (it sits in the front matter) still sends it."""
+    authors = "\n".join(f"Author Number{i}, Department of Radiology, University Hospital {i}" for i in range(12))
+    abstract = "We generate chest CT volumes from radiology reports with a latent diffusion model."
+    path = tmp_path / "long.md"
+    path.write_text(
+        f"# Report To Volume\n\n{authors}\n\n## Abstract\n{abstract}\n\n## Method\n"
+        + "The report enters the denoiser through cross-attention. " * 40,
+        encoding="utf-8",
+    )
+    doc = extract(path)
+    cut = select_context(doc, 100)
+    assert cut.sections[0] == "abstract" and "front" not in cut.sections, cut.sections
+    assert abstract in cut.text and "Number0" not in cut.text
+    prompt = render_prompt(load_prompt(), load_taxonomy(), doc.title, cut)
+    assert "Title: Report To Volume" in prompt
+    bare = tmp_path / "bare.md"
+    bare.write_text(f"# Report To Volume\n\n{abstract} " + "More words of the abstract here. " * 80, encoding="utf-8")
+    assert select_context(extract(bare), 100).sections == ["front"]
+
+
 def test_backend_answer_outside_schema_is_a_validation_error(stored: Store) -> None:
     doc = stored.get_document("A")
     bad = {**GOOD, "I": []}
@@ -388,6 +411,8 @@ def test_a_paper_whose_every_axis_is_unsupported_fails(stored: Store) -> None:
     summary = run_proposals(stored, ScriptedBackend({"Mask Paper": invented}), load_taxonomy(), load_prompt(),
                             keys=["A"], run_name="x")  # fmt: skip
     assert summary.failed == 1 and "every axis unsupported" in summary.failures[0][1]
+    # The failure line names the paper once: `failed: A: no quote ...`, never `failed: A: A: no quote ...`
+    assert summary.failures == [("A", "no quote of any label was found in the paper (every axis unsupported)")]
 
 
 # Issue 23: two live `kia propose` on one database never pay the model twice for a paper.

@@ -62,3 +62,18 @@ def test_init_starts_from_the_shipped_or_a_given_taxonomy(tmp_path: Path) -> Non
     refused = run_kia("init", str(tmp_path / "none"), "--from-taxonomy", str(broken))
     assert refused.returncode == 1 and "not valid YAML" in refused.stderr
     assert not (tmp_path / "none").exists()  # nothing written for a taxonomy that does not load
+
+
+def test_a_new_project_calls_the_model_its_kia_toml_names(tmp_path: Path) -> None:
+    """Before: `kia init` wrote `backend = "local"` uncommented, so uncommenting `model` and `base_url`
+    in the same file still ran the offline backend and sent nothing. The backend is left to the default
+    (openai when a model or endpoint is set), as the help says."""
+    from kia.backends import chosen_backend_name
+    from kia.settings import Settings
+
+    folder = tmp_path / "survey"
+    assert run_kia("init", str(folder)).returncode == 0
+    assert chosen_backend_name(None, Settings.load(start=folder, environ={})) == "local"
+    toml = folder / "kia.toml"
+    toml.write_text(toml.read_text(encoding="utf-8") + 'model = "m"\nbase_url = "http://127.0.0.1:9/v1"\n')
+    assert chosen_backend_name(None, Settings.load(start=folder, environ={})) == "openai"

@@ -126,9 +126,42 @@ def _load_factory(name: str, target: str) -> BackendFactory:
     return factory  # type: ignore[no-any-return]
 
 
+# Backends that read no model and call no endpoint: a model or endpoint means an LLM was meant.
+OFFLINE_BACKENDS = frozenset({"local", "rules"})
+
+
+def _layer(source: str) -> int:
+    """How high a setting's source ranks: default < project file < environment < command line."""
+    if source.startswith("--"):
+        return 3
+    if source.startswith("$"):
+        return 2
+    return 0 if source == "default" else 1
+
+
 def chosen_backend_name(name: str | None, settings: Settings) -> str:
-    """`name`, else the project's backend, else `openai` when a model or endpoint is configured, else `local`."""
-    return name or settings.backend or ("openai" if (settings.model or settings.base_url) else "local")
+    """`name`, else the project's backend, else `openai` when a model or endpoint is configured, else `local`.
+
+    A model or endpoint given above the layer that chose an offline backend (kia.toml's `backend =
+    "local"` under `--model` or `$KIA_MODEL`) means the LLM: silently running the offline backend and
+    sending nothing is never what was asked. `--backend local` with `--model`/`--base-url` on the same
+    command line contradicts itself and is refused in one line.
+    """
+    given = [key for key in ("model", "base_url") if getattr(settings, key)]
+    top = max((_layer(settings.sources.get(key, "default")) for key in given), default=0)
+    if name is not None:
+        if name in OFFLINE_BACKENDS and top == 3:
+            options = " and ".join("--" + key.replace("_", "-") for key in given)
+            raise BackendError(
+                f"--backend {name} calls no model, so {options} would be ignored: "
+                f"drop {'them' if len(given) > 1 else 'it'}, or pass --backend openai"
+            )
+        return name
+    if settings.backend:
+        if settings.backend in OFFLINE_BACKENDS and top > _layer(settings.sources.get("backend", "default")):
+            return "openai"
+        return settings.backend
+    return "openai" if given else "local"
 
 
 def make_backend(name: str | None, settings: Settings | None = None) -> Backend:

@@ -3,8 +3,9 @@
 - The answer must validate against the taxonomy's response model; instructor re-asks (bounded)
   on a validation error, including a label none of whose quotes is found in the paper.
 - Transient HTTP failures (429 honouring Retry-After, 5xx, timeouts, refused connections) are
-  retried by tenacity with exponential backoff; each attempt is recorded as a call with its error.
-- Every completion's tokens are recorded through instructor's hooks, failed re-asks included.
+  retried by tenacity with exponential backoff.
+- Every HTTP request is one call record, through instructor's hooks: its tokens, its latency (a
+  request that failed too: a timeout's is the time waited) and its error, failed re-asks included.
 - The API key comes from the settings (`OPENAI_API_KEY`) and is never stored, logged or put in an error message.
 """
 
@@ -14,6 +15,7 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlparse
 
@@ -42,8 +44,12 @@ def quote_problems(payload: BaseModel, locator: Locator) -> list[str]:
     """One line per label none of whose quotes is in the paper, naming each quote and why it failed.
 
     Said back to the model in a re-ask, so it can fix exactly those quotes (a quote with an ellipsis
-    is matched piece by piece; the piece that failed is named).
+    is matched piece by piece; the piece that failed is named). An answer that judges the paper out
+    of scope has none: its labels are dropped, never stored, and the paper is stored as out of scope
+    (see `kia.schema`), so re-asking (paying) to fix their quotes would buy nothing.
     """
+    if getattr(payload, "in_scope", True) is False:
+        return []
     problems: list[str] = []
     for axis, part in payload:
         for label in getattr(part, "labels", None) or []:
@@ -156,6 +162,18 @@ def _api_error(exc: BaseException | None) -> BaseException | None:
     return None
 
 
+def _unreadable_body(exc: BaseException | None) -> json.JSONDecodeError | None:
+    """The JSON error behind `exc` when the endpoint's HTTP body itself was not JSON (the openai
+    client raises it unwrapped; instructor wraps it), e.g. an HTML page at a wrong base URL."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, json.JSONDecodeError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
 def _content_of(completion: Any) -> str | None:
     """The raw text the model returned (stored as the proposal's raw response)."""
     try:
@@ -210,8 +228,15 @@ class _WaitRetryAfterOrBackoff:
 
 
 def _describe(exc: BaseException) -> str:
+    """The cause of a failed request in words: the HTTP status, a timeout, a body that is not JSON."""
     import openai
 
+    body = _unreadable_body(exc)
+    if body is not None and _api_error(exc) is None:
+        return (
+            f"the endpoint answered with a body that is not JSON ({_short(body.doc.strip(), 60)!r}): "
+            "is the base URL an OpenAI-compatible endpoint (ending in /v1)?"
+        )
     exc = _api_error(exc) or exc
     if isinstance(exc, openai.APIStatusError):
         return f"HTTP {exc.status_code}: {exc.message}"
@@ -220,6 +245,20 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, openai.APIConnectionError):
         return f"connection failed: {exc}"
     return f"{type(exc).__name__}: {exc}"
+
+
+def _mark_last(calls: list[CallRecord], error: str) -> None:
+    """Set the error of the last request's row (its answer came back, then proved unusable)."""
+    if calls:
+        calls[-1] = replace(calls[-1], error=error)
+
+
+def _failure_tally(failed: int, requests: int) -> str:
+    """How a paper's model call failed, counted from its requests: `model call failed` (one request
+    got no answer), `kept failing after N attempts`, and the requests in all where answered ones
+    (re-asked) were among them."""
+    head = f"model call kept failing after {failed} attempts" if failed > 1 else "model call failed"
+    return head + (f" ({requests} requests in all, re-asks included)" if requests > failed else "")
 
 
 class OpenAIBackend:
@@ -288,12 +327,15 @@ class OpenAIBackend:
         calls: list[CallRecord] = []
         started: list[float] = []
         attempt_no = [0]
+        last_got_no_answer = [False]  # the latest request failed at the HTTP level (no completion)
+        unanswered = [0]  # requests that failed at the HTTP level
 
         def on_kwargs(*_args: Any, **_kwargs: Any) -> None:
             attempt_no[0] += 1
             started.append(time.perf_counter())
 
         def on_response(response: Any) -> None:
+            last_got_no_answer[0] = False
             usage = getattr(response, "usage", None)
             calls.append(
                 CallRecord(
@@ -304,40 +346,30 @@ class OpenAIBackend:
                 )
             )
 
+        def record_failed_request(error: str) -> None:
+            latency = time.perf_counter() - (started[-1] if started else time.perf_counter())
+            calls.append(CallRecord(attempt_no[0], None, None, round(latency, 4), error))
+
+        def on_error(error: Exception) -> None:
+            # A request that got no usable HTTP answer (status, timeout, connection, a body that is
+            # not JSON): its own row, with the time it took.
+            last_got_no_answer[0] = True
+            unanswered[0] += 1
+            record_failed_request(_redact(_describe(error), self._api_key))
+
         def on_parse_error(error: Exception) -> None:
-            if calls:
-                last = calls[-1]
-                calls[-1] = CallRecord(
-                    last.attempt,
-                    last.prompt_tokens,
-                    last.completion_tokens,
-                    last.latency_s,
-                    f"invalid answer: {_redact(_validation_summary(error), self._api_key)}",
-                )
+            _mark_last(calls, f"invalid answer: {_redact(_validation_summary(error), self._api_key)}")
 
         hooks = Hooks()
         hooks.on("completion:kwargs", on_kwargs)
         hooks.on("completion:response", on_response)
+        hooks.on("completion:error", on_error)
         hooks.on("parse:error", on_parse_error)
-
-        def record_failure(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            latency = time.perf_counter() - started[-1] if started else 0.0
-            calls.append(
-                CallRecord(
-                    attempt_no[0],
-                    None,
-                    None,
-                    round(latency, 4),
-                    _redact(_describe(exc), self._api_key) if exc else "unknown error",
-                )
-            )
 
         retrying = Retrying(
             stop=stop_after_attempt(self._max_retries + 1),
             wait=self._wait,
             retry=retry_if_exception(_is_transient),
-            before_sleep=record_failure,
             reraise=True,
         )
         messages: list[Any] = chat_messages(prompt)
@@ -360,19 +392,24 @@ class OpenAIBackend:
                         max_tokens=self._max_tokens,
                     )
         except InstructorRetryException as exc:
-            if _api_error(exc) is None:
+            # The last answer came back but never fit: salvage it. The last request got no answer
+            # (an HTTP failure, a body that is not JSON): the endpoint's fault, said so.
+            if not last_got_no_answer[0] and _api_error(exc) is None and getattr(exc, "last_completion", None):
                 result, completion = self._salvage(exc, taxonomy, calls)
             else:
-                self._raise_api_failure(doc, exc, calls, attempt_no[0])
+                self._raise_api_failure(doc, exc, calls, unanswered[0])
         except IncompleteOutputException as exc:
-            calls.append(CallRecord(attempt_no[0], None, None, 0.0, "answer cut at max_tokens"))
+            if calls and calls[-1].attempt == attempt_no[0]:
+                _mark_last(calls, "answer cut at max_tokens")  # the request's own row, with its tokens
+            else:  # cut before its answer was recorded: the request still gets its row
+                record_failed_request("answer cut at max_tokens")
             error = BackendError(
                 f"{doc.path}: the model's answer was cut at max_tokens={self._max_tokens} (raise --max-tokens)"
             )
             error.calls = calls  # type: ignore[attr-defined]
             raise error from exc
         except Exception as exc:
-            self._raise_api_failure(doc, exc, calls, attempt_no[0])
+            self._raise_api_failure(doc, exc, calls, unanswered[0])
         assert result is not None
         answer = answer_from_llm(result.model_dump(), taxonomy)
         answer.raw.update(
@@ -385,14 +422,11 @@ class OpenAIBackend:
         answer.calls = calls
         return answer
 
-    def _raise_api_failure(self, doc: Document, exc: BaseException, calls: list[CallRecord], attempt: int) -> None:
-        """Record the last failed attempt and raise one line naming the paper and the cause."""
+    def _raise_api_failure(self, doc: Document, exc: BaseException, calls: list[CallRecord], failed: int) -> None:
+        """Raise one line naming the paper, how many of its requests got no answer and the cause
+        (each request is already recorded by the hooks, with its latency)."""
         cause = _redact(_describe(exc), self._api_key)
-        calls.append(CallRecord(attempt, None, None, 0.0, cause))
-        if _is_transient(exc):
-            error = BackendError(f"{doc.path}: model call kept failing after {self._max_retries + 1} attempts: {cause}")
-        else:
-            error = BackendError(f"{doc.path}: model call failed: {cause}")
+        error = BackendError(f"{doc.path}: {_failure_tally(failed, len(calls))}: {cause}")
         error.calls = calls  # type: ignore[attr-defined]
         raise error from None
 
