@@ -153,8 +153,8 @@ def test_api_key_never_reaches_database_logs_or_errors(tmp_path: Path) -> None:
     _papers(tmp_path / "papers", 2)
     run_kia("ingest", str(tmp_path / "papers"), "--db", str(db))
     proxy = FaultProxy(None).start()
-    proxy.script.extend(["500", "500", "500", "500"])
-    proxy.default = "canned"
+    proxy.script.extend(["500", "500"])  # the first paper fails (both tries); the second is answered, so
+    proxy.default = "canned"  # the run has labels and score, runs and report read it as the default run
     env = {"OPENAI_API_KEY": SECRET}
     try:
         outputs = [
