@@ -67,3 +67,56 @@ def test_pip_installed_plugin_backend_runs_through_the_cli(tmp_path: Path) -> No
     missing = subprocess.run([*kia, "propose", "--backend", "echo", "--db", str(db)], capture_output=True, text=True)
     assert missing.returncode == 1
     assert "unknown backend 'echo'" in missing.stderr
+
+
+def boom(settings: Settings) -> object:
+    """A plugin factory with a bug."""
+    raise RuntimeError("boom in the plugin")
+
+
+def not_a_backend(settings: Settings) -> object:
+    """A plugin factory that returns something else than a backend."""
+    return "a string"
+
+
+@pytest.fixture
+def plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Installed entry points as a user's environment could have them: a broken factory, a factory
+    returning no backend, and a plugin that claims the built-in name `local`."""
+    from importlib.metadata import EntryPoint
+
+    import kia.backends
+
+    installed = [
+        EntryPoint("local", "kia.backends.local:create", "kia.backends"),
+        EntryPoint("broken", "tests.test_plugins:boom", "kia.backends"),
+        EntryPoint("odd", "tests.test_plugins:not_a_backend", "kia.backends"),
+    ]
+    monkeypatch.setattr(kia.backends, "entry_points", lambda group: [ep for ep in installed if ep.group == group])
+    installed.append(EntryPoint("rules", "someone_else.rules:create", "kia.backends"))
+
+
+def test_a_plugin_that_fails_or_returns_no_backend_is_one_line_naming_it(plugins: None, tmp_path: Path) -> None:
+    """A factory's exception was a traceback from inside the plugin, and a factory returning a str
+    failed later with "'str' object has no attribute 'name'"."""
+    from tests.conftest import run_kia
+
+    with pytest.raises(
+        BackendError, match=r"backend 'broken' \(tests.test_plugins:boom\) failed to start: RuntimeError"
+    ):
+        make_backend("broken", Settings())
+    with pytest.raises(BackendError, match=r"returned str, not a backend \(it lacks name, model, endpoint_host"):
+        make_backend("odd", Settings())
+    db = tmp_path / "kia.duckdb"
+    (tmp_path / "p.md").write_text(PAPER, encoding="utf-8")
+    assert run_kia("ingest", str(tmp_path / "p.md"), "--db", str(db)).returncode == 0
+    result = run_kia("propose", "--backend", "broken", "--db", str(db))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("kia: backend 'broken' (tests.test_plugins:boom) failed to start")
+
+
+def test_a_plugin_named_like_a_built_in_is_refused_not_silently_shadowed(plugins: None) -> None:
+    """A plugin registered as `rules` was never run and nothing said so."""
+    with pytest.raises(BackendError, match=r"backend name 'rules' is kia's .* and also a plugin's \(someone_else"):
+        make_backend("rules", Settings())
+    assert make_backend("local", Settings()).name == "local"  # kia's own entry point is no clash

@@ -21,7 +21,7 @@ from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
-from kia.errors import BackendError
+from kia.errors import BackendError, KiaError
 from kia.extract import Document
 from kia.settings import Settings
 from kia.taxonomy import Taxonomy
@@ -115,6 +115,13 @@ def available_backends() -> dict[str, str]:
     return found
 
 
+def clashing_plugins(name: str) -> list[str]:
+    """The `module:factory` of every installed entry point that claims `name` with another factory
+    than the one kia uses (a plugin called `local`): such a plugin was never run, and nothing said so."""
+    used = available_backends().get(name)
+    return sorted({ep.value for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name and ep.value != used})
+
+
 def _load_factory(name: str, target: str) -> BackendFactory:
     module_name, _, attr = target.partition(":")
     try:
@@ -171,4 +178,23 @@ def make_backend(name: str | None, settings: Settings | None = None) -> Backend:
     registry = available_backends()
     if chosen not in registry:
         raise BackendError(f"unknown backend {chosen!r}; installed: {', '.join(sorted(registry))}")
-    return _load_factory(chosen, registry[chosen])(settings)
+    clashes = clashing_plugins(chosen)
+    if clashes:
+        raise BackendError(
+            f"backend name {chosen!r} is kia's ({registry[chosen]}) and also a plugin's ({', '.join(clashes)}); "
+            "give the plugin's entry point another name"
+        )
+    target = registry[chosen]
+    try:
+        backend = _load_factory(chosen, target)(settings)
+    except KiaError:
+        raise
+    except Exception as exc:  # a plugin's bug: one line naming it, never a traceback from inside it
+        raise BackendError(f"backend {chosen!r} ({target}) failed to start: {type(exc).__name__}: {exc}") from exc
+    missing = [part for part in ("name", "model", "endpoint_host", "params", "answer") if not hasattr(backend, part)]
+    if missing:
+        raise BackendError(
+            f"backend {chosen!r} ({target}) returned {type(backend).__name__}, not a backend "
+            f"(it lacks {', '.join(missing)}; see kia.backends.Backend)"
+        )
+    return backend
