@@ -372,3 +372,26 @@ def test_titles_and_document_fields_come_from_the_current_version_not_a_later_dr
         store.set_current("P", draft_doc.sha256)  # the user's choice of version is what every reader follows
         assert store.titles() == {"P": "Draft notes v0"}
         assert store.latest_document_field("sha256") == {"P": draft_doc.sha256}
+
+
+def test_a_store_whose_migration_history_differs_is_refused_before_any_copy(tmp_path: Path) -> None:
+    """A store made by a development branch whose migrations were renumbered at merge: applying the
+    shipped migration 15 over its own 15 failed half-way on every command, and each try left another
+    full backup copy beside it. Now one line names the first migration that differs; nothing is copied."""
+    import duckdb
+
+    from kia.store import load_migrations
+
+    db = tmp_path / "branch.duckdb"
+    with Store(db):
+        pass
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE schema_migrations SET name = 'raw_answers' WHERE version = 14")
+    con.execute("DELETE FROM schema_migrations WHERE version > 14")
+    con.close()
+    shipped = next(m.name for m in load_migrations() if m.version == 14)
+    for _ in range(2):
+        for read_only in (False, True):
+            with pytest.raises(StoreError, match=rf"migration 14 is 'raw_answers' there and '{shipped}' here"):
+                Store(db, read_only=read_only)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["branch.duckdb"]

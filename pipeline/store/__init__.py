@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -168,6 +168,18 @@ class SchemaState:
 
     versions: frozenset[int]
     kia_version: str | None
+    names: dict[int, str] = field(default_factory=dict)  # version -> the migration's name as applied
+
+    def foreign_history(self) -> list[tuple[int, str, str]]:
+        """(version, name here, name shipped) of each applied migration that this kia numbers for
+        another change: a store made by a development branch whose migrations were renumbered at
+        merge. Migrating it would apply a change it already has (and fail half-way, every time)."""
+        shipped = {m.version: m.name for m in load_migrations()}
+        return [
+            (version, name, shipped[version])
+            for version, name in sorted(self.names.items())
+            if version in shipped and name and name != shipped[version]
+        ]
 
     @property
     def highest(self) -> int:
@@ -242,6 +254,14 @@ class Store(DocumentQueries, RunQueries, ReviewQueries):
             check_database_file(path)
         state = self._inspect() if path.exists() and path.stat().st_size > 0 else None
         known = known_schema_version()
+        foreign = state.foreign_history() if state is not None else []
+        if foreign:
+            version, here, shipped = foreign[0]
+            raise StoreError(
+                f"{path}: its schema history is not this kia's: migration {version} is {here!r} there and "
+                f"{shipped!r} here (a store made by a development version of kia); kia will neither migrate nor "
+                "read it: open it with the kia that made it, or start a new --db"
+            )
         if state is not None and state.highest > known:
             self.newer = state
             if not read_only:
@@ -318,9 +338,10 @@ class Store(DocumentQueries, RunQueries, ReviewQueries):
         con = self._connect(True, self.lock_wait)
         try:
             try:
-                versions = frozenset(r[0] for r in con.execute("SELECT version FROM schema_migrations").fetchall())
+                applied = con.execute("SELECT version, name FROM schema_migrations").fetchall()
             except duckdb.Error:
-                versions = frozenset()
+                applied = []
+            versions = frozenset(r[0] for r in applied)
             try:
                 row = con.execute("SELECT value FROM store_meta WHERE key = 'kia_version'").fetchone()
             except duckdb.Error:
@@ -336,7 +357,7 @@ class Store(DocumentQueries, RunQueries, ReviewQueries):
                 f"{self.path}: a DuckDB database that is not a kia store (it holds {shown}); kia will not "
                 "write into it: pass another --db"
             )
-        return SchemaState(versions, row[0] if row else None)
+        return SchemaState(versions, row[0] if row else None, {int(r[0]): str(r[1] or "") for r in applied})
 
     def close(self) -> None:
         """Close the connection (DuckDB checkpoints the WAL on close)."""
