@@ -153,7 +153,7 @@ def propose(
     from kia.propose import run_proposals
     from kia.store import Store
 
-    settings = settings or Settings.load()
+    settings = (settings or Settings.load()).with_options(concurrency=concurrency, workers=workers)  # checked there
     chosen, loaded, template, retriever = _run_inputs(backend, settings, taxonomy, prompt, context)
     with Store(_db(db, settings), create=False) as store:  # proposing needs papers: never a new, empty store
         pool = _example_pool(store, chosen, loaded, settings, gold)

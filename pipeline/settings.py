@@ -104,6 +104,28 @@ class Settings:
     # Setting name -> where its value came from (`default`, the project file, `$VAR`, `--option`)
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        """Settings built in Python (the API) are checked as the command line's options are: a path
+        given as text becomes a Path, and a count or share of the wrong type or out of its range is
+        one KiaError naming the setting, not an AttributeError deep inside a run."""
+        for name in _PATH_KEYS + ("project",):
+            value = getattr(self, name)
+            if isinstance(value, str | os.PathLike) and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+            elif value is not None and not isinstance(value, Path):
+                raise KiaError(f"Settings: {name} must be a path, not {value!r}")
+        for name, (kind, low, high) in _CHECKED.items():
+            value = getattr(self, name)
+            if value is None and name == "read_sentences":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int if kind is int else int | float):
+                raise KiaError(
+                    f"Settings: {name} must be {'a whole number' if kind is int else 'a number'}, not {value!r}"
+                )
+            if value < low or (high is not None and value > high):
+                limits = f"at least {low}" if high is None else f"between {low} and {high}"
+                raise KiaError(f"Settings: {name} must be {limits}, not {value!r}")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Defaults, overridden by the environment (the only place kia reads it)."""
@@ -202,6 +224,28 @@ ENV_VARIABLES: dict[str, tuple[str, ...]] = {
     "lock_wait": ("KIA_LOCK_WAIT",),
 }
 
+# Numeric settings and their ranges (kind, lowest, highest or None), checked however Settings is made.
+_CHECKED: dict[str, tuple[type, float, float | None]] = {
+    "serve_port": (int, 0, 65535),
+    "queue_page_size": (int, 1, None),
+    "lock_wait": (float, 0, None),
+    "claim_lease": (float, 0, None),
+    "concurrency": (int, 1, None),
+    "timeout": (float, 0, None),
+    "max_retries": (int, 0, None),
+    "reasks": (int, 0, None),
+    "max_tokens": (int, 1, None),
+    "confidence_floor": (float, 0, 1),
+    "examples": (int, 0, None),
+    "read_sentences": (int, 0, None),
+    "calibration_min_reviews": (int, 1, None),
+    "auto_accept_level": (float, 0, 1),
+    "auto_accept_target": (float, 0, 1),
+    "secondary_min_reviews": (int, 1, None),
+    "workers": (int, 1, None),
+    "arxiv_interval": (float, 0, None),
+    "discover_threshold": (float, -1, 1),
+}
 PROJECT_FILE = "kia.toml"
 # Settings a project file may hold; the API key never (keys stay in the environment, out of files).
 _PATH_KEYS = ("db", "taxonomy", "gold", "prompt")

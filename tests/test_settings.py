@@ -116,3 +116,23 @@ def test_a_project_turns_off_the_head_adapting_during_review(tmp_path: Path) -> 
         (tmp_path / "kia.toml").resolve()
     )
     assert settings.with_options(review_adapts=True).review_adapts is True
+
+
+def test_settings_made_in_python_are_checked_like_the_command_lines_options(tmp_path: Path) -> None:
+    """`Settings(db="x.duckdb")` failed later with "'str' object has no attribute 'is_dir'", and
+    `workers="2"`, `confidence_floor=5` or `concurrency=0` were taken as they came."""
+    import kia
+    from kia.errors import KiaError
+
+    assert Settings(db="x.duckdb", gold=str(tmp_path / "g.csv")).db == Path("x.duckdb")  # type: ignore[arg-type]
+    for given, said in (
+        ({"workers": "2"}, "workers must be a whole number, not '2'"),
+        ({"confidence_floor": 5}, "confidence_floor must be between 0 and 1, not 5"),
+        ({"concurrency": 0}, "concurrency must be at least 1, not 0"),
+        ({"max_retries": True}, "max_retries must be a whole number, not True"),
+        ({"db": 3}, "db must be a path, not 3"),
+    ):
+        with pytest.raises(KiaError, match=f"Settings: {said}"):
+            Settings(**given)  # type: ignore[arg-type]
+    with pytest.raises(KiaError, match="Settings: workers must be at least 1, not -1"):
+        kia.propose(tmp_path / "none.duckdb", workers=-1)
