@@ -162,6 +162,10 @@ class Axis(BaseModel):
                 unknown = sorted(set(targets) - set(ids))
                 if unknown:
                     raise ValueError(f"{category.id} {relation} {unknown}, which are not categories of this axis")
+        for category in categories:
+            problem = _never_labelled(category.id, categories)
+            if problem:
+                raise ValueError(problem)
         return categories
 
     @model_validator(mode="after")
@@ -174,6 +178,26 @@ class Axis(BaseModel):
     def category_ids(self) -> list[str]:
         """Category ids in file order."""
         return [c.id for c in self.categories]
+
+
+def _never_labelled(category_id: str, categories: list[Category]) -> str | None:
+    """Why a category could never be a label, when its `implies` (followed through) reach a pair
+    that `excludes` forbids ("dense implies sparse" with "sparse excludes dense"), else None."""
+    by_id = {c.id: c for c in categories}
+    reached, todo = {category_id}, [category_id]
+    while todo:
+        for implied in by_id[todo.pop()].implies:
+            if implied not in reached:
+                reached.add(implied)
+                todo.append(implied)
+    for first in sorted(reached):
+        clash = sorted(set(by_id[first].excludes) & reached)
+        if clash:
+            return (
+                f"{category_id} implies {', '.join(sorted(reached - {category_id})) or 'itself'}, but {first} excludes "
+                f"{', '.join(clash)}: {category_id} could never be a label"
+            )
+    return None
 
 
 class Taxonomy(BaseModel):
@@ -219,6 +243,9 @@ class Taxonomy(BaseModel):
         cat_ids = [c.id for a in self.axes for c in a.categories]
         if len(set(cat_ids)) != len(cat_ids):
             raise ValueError("category ids must be unique across axes")
+        both = sorted(set(axis_ids) & set(cat_ids))
+        if both:  # `kia label --set K=K` and the ids found in text could not tell them apart
+            raise ValueError(f"{', '.join(both)}: an id of an axis and of a category; ids are unique across the file")
         return self
 
     @property

@@ -279,3 +279,48 @@ def test_a_folder_or_a_file_that_is_not_utf8_is_one_line_not_a_traceback(tmp_pat
         pass
     prompt = run_kia("propose", "--prompt", str(tmp_path), "--db", str(tmp_path / "empty.duckdb"))
     assert prompt.returncode == 1 and prompt.stderr.strip() == f"kia: {tmp_path}: is a folder, not a prompt file"
+
+
+CONTRADICTION = """\
+name: rag
+title: t
+scope: retrieval-augmented language models
+axes:
+  - id: retriever
+    name: Retriever
+    question: How?
+    definition: The retrieval mechanism.
+    categories:
+      - id: sparse
+        name: Sparse
+        definition: Lexical term matching.
+        excludes: [dense]
+      - id: dense
+        name: Dense
+        definition: Embedding similarity.
+        implies: [sparse]
+  - id: fusion
+    name: Fusion
+    question: Where?
+    definition: Where documents enter.
+    categories:
+      - id: fusion
+        name: Fusion itself
+        definition: An id that is also the axis's.
+"""
+
+
+def test_a_category_that_could_never_be_labelled_or_an_id_shared_with_an_axis_is_refused(tmp_path: Path) -> None:
+    """ "dense implies sparse" with "sparse excludes dense" made dense impossible, and a category named
+    like an axis made `--set fusion=fusion` ambiguous; `taxonomy check` passed both."""
+    from tests.conftest import run_kia
+
+    path = tmp_path / "taxonomy.yaml"
+    path.write_text(CONTRADICTION, encoding="utf-8")
+    with pytest.raises(TaxonomyError, match="dense implies sparse, but sparse excludes dense: dense could never be"):
+        load_taxonomy(str(path))
+    path.write_text(CONTRADICTION.replace("        implies: [sparse]\n", ""), encoding="utf-8")
+    with pytest.raises(TaxonomyError, match="fusion: an id of an axis and of a category"):
+        load_taxonomy(str(path))
+    checked = run_kia("taxonomy", "check", str(path))
+    assert checked.returncode == 1 and "fusion: an id of an axis and of a category" in checked.stdout + checked.stderr
