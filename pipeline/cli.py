@@ -815,6 +815,8 @@ def stats(
 
     from kia.report import stats_report
 
+    if gold is not None and (run is not None or reviewed):  # stats describe one source; --gold was dropped
+        raise KiaError(f"choose one source: --gold or {'--run' if run is not None else '--reviewed'}")
     source = _label_source(run, gold, taxonomy, db, reviewed)
     check_text = source.run_id is None and gold is None and not reviewed
     report = stats_report(source, check_text=check_text, plot_dir=plots)

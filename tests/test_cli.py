@@ -139,3 +139,11 @@ def test_the_reading_limit_the_help_names_is_the_shipped_heads() -> None:
     assert head is not None
     for command in ("propose", "batch"):
         assert f"the head's, {head.settings.read_sentences};" in _options_by_command()[command]["--read-sentences"]
+
+
+def test_stats_describes_one_source_and_says_so_when_given_two(tmp_path: Path) -> None:
+    """`kia stats --run X --gold Y` described the run and dropped --gold without a word."""
+    gold = str(Path(__file__).parents[1] / "labels" / "table5.csv")
+    for other in (["--run", "r"], ["--reviewed"]):
+        result = run_kia("stats", *other, "--gold", gold, "--db", str(tmp_path / "none.duckdb"))
+        assert result.returncode == 1 and result.stderr.strip() == f"kia: choose one source: --gold or {other[0]}"
