@@ -353,8 +353,9 @@ def propose(
     backend: Annotated[
         str | None,
         typer.Option(
-            help="local (offline default) or openai (any OpenAI-compatible server); "
-            "default: openai when a model or endpoint is configured, else local"
+            help="local (offline default), rules (cue rules, no head), openai (any OpenAI-compatible server), "
+            "or an installed plugin's name; default: kia.toml's, else openai when a model or endpoint is given, "
+            "else local"
         ),
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model name (default: $KIA_MODEL)")] = None,
@@ -1272,7 +1273,9 @@ def batch(
     since: Annotated[str | None, typer.Option(help="Only papers submitted on or after YYYY-MM-DD")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
     threshold: Annotated[float | None, typer.Option(help="Scope similarity a paper must reach (0.35)")] = None,
-    backend: Annotated[str | None, typer.Option(help="local (default) or openai")] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="local (default), rules, openai, or an installed plugin's name")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="Model for --backend openai (default: $KIA_MODEL)")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint")] = None,
     encoder: EncoderOption = None,
