@@ -42,7 +42,7 @@ from kia.backends.openai import (
     request_body,
 )
 from kia.backends.rules import RulesBackend
-from kia.errors import KiaError
+from kia.errors import KiaError, read_user_text
 from kia.extract import Document
 from kia.fewshot import Example, ExamplePool, render_examples
 from kia.ground import Locator
@@ -421,16 +421,7 @@ def _brief(invalid: ValidationError) -> str:
 
 def _read_lines(path: Path) -> Iterator[tuple[int, OutputLine | None, str]]:
     """(line number, checked line or None, problem) of each non-empty line of a JSONL file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise KiaError(f"{path}: batch output file not found") from exc
-    except IsADirectoryError as exc:
-        raise KiaError(f"{path}: is a directory, not a batch output file") from exc
-    except UnicodeDecodeError as exc:
-        raise KiaError(f"{path}: not a UTF-8 text file") from exc
-    except OSError as exc:
-        raise KiaError(f"{path}: cannot read the batch output file ({exc.strerror or exc})") from exc
+    text = read_user_text(path, "batch output file")
     for number, raw in enumerate(text.splitlines(), 1):
         if not raw.strip():
             continue

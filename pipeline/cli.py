@@ -464,21 +464,19 @@ def propose(
     load_prompt(prompt or settings.prompt)  # so is a prompt, before any progress bar
     chosen = make_backend(backend, settings)
     path = _db(db)
+    # What a live run and a batch file take alike.
+    common: dict[str, Any] = dict(
+        run=run,
+        taxonomy=taxonomy,
+        prompt=prompt,
+        use_cache=not no_cache,
+        max_input_tokens=max_input_tokens,
+        context=context,
+        settings=settings,
+        gold=gold,
+    )
     if batch_file is not None:
-        written = kia.write_batch_file(
-            path,
-            batch_file,
-            keys or None,
-            chosen,
-            run=run,
-            taxonomy=taxonomy,
-            prompt=prompt,
-            use_cache=not no_cache,
-            max_input_tokens=max_input_tokens,
-            context=context,
-            settings=settings,
-            gold=gold,
-        )
+        written = kia.write_batch_file(path, batch_file, keys or None, chosen, **common)
         for paper_key, error in written.failed:
             err.print(f"failed: {paper_key}: {error}", markup=False)
         out.print(f"{written.line()}; requests in {batch_file}", markup=False)
@@ -507,21 +505,7 @@ def propose(
                 progress.console.print(f"failed: {paper_key}: {summary.failures[-1][1]}", markup=False)
 
         try:
-            summary = kia.propose(
-                path,
-                keys or None,
-                chosen,
-                run=run,
-                taxonomy=taxonomy,
-                prompt=prompt,
-                use_cache=not no_cache,
-                concurrency=concurrency,
-                max_input_tokens=max_input_tokens,
-                context=context,
-                settings=settings,
-                on_progress=tick,
-                gold=gold,
-            )
+            summary = kia.propose(path, keys or None, chosen, concurrency=concurrency, on_progress=tick, **common)
         except KeyboardInterrupt:
             kept = f"run {seen[0].run_id} keeps the {seen[0].done} paper(s) proposed so far; " if seen else ""
             err.print(f"kia: interrupted: {kept}the same command resumes it", markup=False)

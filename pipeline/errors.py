@@ -6,6 +6,8 @@ Every error names the thing it concerns (a file, a paper key, a taxonomy file) a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -80,18 +82,26 @@ class ProposalValidationError(KiaError):
     """A model answer did not fit the taxonomy's schema (label outside it, empty axis...)."""
 
 
-def read_user_text(path: Path, what: str, error: type[KiaError] = KiaError, line_word: str = "line") -> str:
-    """A file the user names (taxonomy, gold, prompt) as UTF-8 text, or one `error` line naming it
-    and the cause: missing, a folder, unreadable, or a byte that is not UTF-8 (with its line), where
-    Python would raise IsADirectoryError or UnicodeDecodeError from deep inside a command."""
+@contextmanager
+def reading(path: Path, what: str, error: type[KiaError] = KiaError) -> Iterator[None]:
+    """Around the reading of a file the user names: missing, a folder or unreadable is one `error`
+    line naming the file and the cause, never an OSError from deep inside a command."""
     try:
-        data = path.read_bytes()
+        yield
     except FileNotFoundError as exc:
         raise error(f"{path}: {what} not found") from exc
     except IsADirectoryError as exc:
         raise error(f"{path}: is a folder, not a {what}") from exc
     except OSError as exc:
         raise error(f"{path}: cannot read the {what} ({exc.strerror or exc})") from exc
+
+
+def read_user_text(path: Path, what: str, error: type[KiaError] = KiaError, line_word: str = "line") -> str:
+    """A file the user names (taxonomy, gold, prompt, batch output) as UTF-8 text, or one `error`
+    line naming it and the cause (`reading`), or a byte that is not UTF-8 (with its line), where
+    Python would raise UnicodeDecodeError from deep inside a command."""
+    with reading(path, what, error):
+        data = path.read_bytes()
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

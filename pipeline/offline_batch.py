@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kia._version import __version__
 from kia.backends import Backend, BackendAnswer, ClaimedLabel
-from kia.errors import KiaError
+from kia.errors import KiaError, reading
 from kia.extract import Document
 from kia.store import dumps
 from kia.taxonomy import Taxonomy
@@ -499,23 +499,16 @@ def _answered_chunks(
 
 def _request_lines(requests: Path) -> Iterator[tuple[int, str | None]]:
     """(number, text) of each non-empty line, read as needed; text None for a line that is not UTF-8."""
-    try:
-        with requests.open("rb") as source:
-            number = 0
-            for raw in source:
-                if not raw.strip():
-                    continue
-                number += 1
-                try:
-                    yield number, raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    yield number, None
-    except FileNotFoundError as exc:
-        raise KiaError(f"{requests}: request file not found") from exc
-    except IsADirectoryError as exc:
-        raise KiaError(f"{requests}: is a directory, not a request file") from exc
-    except OSError as exc:
-        raise KiaError(f"{requests}: cannot read the request file ({exc.strerror or exc})") from exc
+    with reading(requests, "request file"), requests.open("rb") as source:
+        number = 0
+        for raw in source:
+            if not raw.strip():
+                continue
+            number += 1
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError:
+                yield number, None
 
 
 def answer_file(

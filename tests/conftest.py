@@ -69,6 +69,17 @@ def run_kia(
     return subprocess.CompletedProcess(["kia", *args], result.exit_code, result.stdout, result.stderr)
 
 
+def query(db: Path, sql: str) -> list[tuple[object, ...]]:
+    """Rows of `sql` read from the database file at `db` (read-only: a test looks, never writes)."""
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
 def make_pdf(path: Path, pages: list[str], two_columns: list[tuple[str, str]] | None = None) -> Path:
     """A text PDF: each page's text in a text box; or per page a (left, right) pair of columns."""
     doc = pymupdf.open()

@@ -14,6 +14,7 @@ from kia.ground import Locator
 from kia.sentences import split_sentences
 from kia.settings import Settings
 from kia.taxonomy import load_taxonomy
+from tests.conftest import query
 from tests.fakes import HashingEncoder
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -373,16 +374,6 @@ def _llm_propose(db: Path, base_url: str, run: str, *extra: str) -> tuple[int, s
     return result.returncode, result.stderr
 
 
-def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
-    import duckdb
-
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 def test_a_body_that_is_not_json_is_one_call_per_request_blamed_on_the_endpoint(alpha_db: Path) -> None:
     """Before: HTTP 200 with an HTML body left no llm_calls row for its 3 requests, and the paper's
     error blamed the model ("did not fit the taxonomy schema after 2 re-asks: Invalid JSON: EOF")."""
@@ -395,11 +386,11 @@ def test_a_body_that_is_not_json_is_one_call_per_request_blamed_on_the_endpoint(
     finally:
         proxy.stop()
     assert code == 1
-    calls = _query(alpha_db, "SELECT attempt, error FROM llm_calls WHERE run_id = 'garbage' ORDER BY id")
+    calls = query(alpha_db, "SELECT attempt, error FROM llm_calls WHERE run_id = 'garbage' ORDER BY id")
     assert proxy.requests >= 1 and len(calls) == proxy.requests
     assert [attempt for attempt, _ in calls] == list(range(1, proxy.requests + 1))
     assert all("not JSON" in str(error) and "<html>" in str(error) for _, error in calls)
-    (error,) = _query(alpha_db, "SELECT error FROM proposals WHERE run_id = 'garbage'")[0]
+    (error,) = query(alpha_db, "SELECT error FROM proposals WHERE run_id = 'garbage'")[0]
     assert "body that is not JSON" in str(error) and "base URL" in str(error), error
     assert "taxonomy schema" not in str(error) and "taxonomy schema" not in stderr
 
@@ -414,25 +405,25 @@ def test_every_request_is_one_call_row_with_its_own_latency_and_the_counts_said_
         proxy.script.extend(["stall", "stall"])
         code, _ = _llm_propose(alpha_db, proxy.base_url, "stalled", "--timeout", "1", "--max-retries", "1")
         assert code == 1 and proxy.requests == 2
-        rows = _query(alpha_db, "SELECT latency_s, error FROM llm_calls WHERE run_id = 'stalled' ORDER BY id")
+        rows = query(alpha_db, "SELECT latency_s, error FROM llm_calls WHERE run_id = 'stalled' ORDER BY id")
         assert len(rows) == 2 and all(float(str(latency)) >= 0.9 for latency, _ in rows), rows
         assert all("timeout" in str(error) for _, error in rows)
-        (error,) = _query(alpha_db, "SELECT error FROM proposals WHERE run_id = 'stalled'")[0]
+        (error,) = query(alpha_db, "SELECT error FROM proposals WHERE run_id = 'stalled'")[0]
         assert "kept failing after 2 attempts: timeout" in str(error), error
 
         proxy.script.append("length")
         code, stderr = _llm_propose(alpha_db, proxy.base_url, "cut", "--no-cache")
         assert code == 1 and proxy.requests == 3 and "cut at max_tokens" in stderr
-        rows = _query(alpha_db, "SELECT prompt_tokens, error FROM llm_calls WHERE run_id = 'cut'")
+        rows = query(alpha_db, "SELECT prompt_tokens, error FROM llm_calls WHERE run_id = 'cut'")
         assert rows == [(11, "answer cut at max_tokens")]  # one request, one row, with its tokens
 
         proxy.script.extend(["malformed", "stall"])  # an invalid answer, then its re-ask times out
         code, _ = _llm_propose(alpha_db, proxy.base_url, "reasked", "--timeout", "1", "--max-retries", "0")
         assert code == 1 and proxy.requests == 5
-        rows = _query(alpha_db, "SELECT latency_s, error FROM llm_calls WHERE run_id = 'reasked' ORDER BY id")
+        rows = query(alpha_db, "SELECT latency_s, error FROM llm_calls WHERE run_id = 'reasked' ORDER BY id")
         assert [str(error).split(":")[0] for _, error in rows] == ["invalid answer", "timeout"]
         assert float(str(rows[1][0])) >= 0.9
-        (error,) = _query(alpha_db, "SELECT error FROM proposals WHERE run_id = 'reasked'")[0]
+        (error,) = query(alpha_db, "SELECT error FROM proposals WHERE run_id = 'reasked'")[0]
         assert "model call failed (2 requests in all, re-asks included): timeout" in str(error), error
     finally:
         proxy.stop()
@@ -453,8 +444,8 @@ def test_an_out_of_scope_answer_is_not_reasked_for_the_quotes_of_labels_it_drops
         proxy.stop()
     assert code == 0, stderr
     assert proxy.requests == 1
-    assert _query(alpha_db, "SELECT attempt, error FROM llm_calls WHERE run_id = 'oos'") == [(1, None)]
-    statuses = _query(alpha_db, "SELECT axis, status FROM axis_status WHERE run_id = 'oos' ORDER BY axis")
+    assert query(alpha_db, "SELECT attempt, error FROM llm_calls WHERE run_id = 'oos'") == [(1, None)]
+    statuses = query(alpha_db, "SELECT axis, status FROM axis_status WHERE run_id = 'oos' ORDER BY axis")
     assert statuses == [("A", "out_of_scope"), ("I", "out_of_scope"), ("K", "out_of_scope")]
-    assert _query(alpha_db, "SELECT count(*) FROM labels WHERE run_id = 'oos'") == [(0,)]
-    assert _query(alpha_db, "SELECT status FROM proposals WHERE run_id = 'oos'") == [("done",)]
+    assert query(alpha_db, "SELECT count(*) FROM labels WHERE run_id = 'oos'") == [(0,)]
+    assert query(alpha_db, "SELECT status FROM proposals WHERE run_id = 'oos'") == [("done",)]

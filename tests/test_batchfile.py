@@ -278,7 +278,7 @@ def test_each_answer_line_is_checked_on_its_own_and_bad_ones_never_stop_the_impo
 
     directory = run_kia("propose", "--batch-results", str(tmp_path), "--db", str(papers_db))
     assert directory.returncode == 1 and "Traceback" not in directory.stderr
-    assert directory.stderr.strip() == f"kia: {tmp_path}: is a directory, not a batch output file"
+    assert directory.stderr.strip() == f"kia: {tmp_path}: is a folder, not a batch output file"
 
 
 def test_answers_written_for_another_database_are_refused_and_consume_nothing(papers_db: Path, tmp_path: Path) -> None:

@@ -15,12 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-import duckdb
 import pymupdf
 import pytest
 
 from kia.extract import extract
-from tests.conftest import ROOT, kia_exe, make_pdf, run_kia
+from tests.conftest import ROOT, kia_exe, make_pdf, query, run_kia
 from tests.fault_proxy import SYNTHETIC, FaultProxy
 
 SECRET = "sk-test-DO-NOT-LEAK-9191"
@@ -40,14 +39,6 @@ def _papers(folder: Path, count: int) -> list[Path]:
         )
         paths.append(path)
     return paths
-
-
-def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def _propose_args(db: Path, base_url: str, *extra: str) -> list[str]:
@@ -94,7 +85,7 @@ def test_kill_9_of_propose_then_rerun_labels_every_paper_exactly_once(tmp_path: 
             time.sleep(0.02)
         process.send_signal(signal.SIGKILL)
         process.wait()
-        partial = _query(db, "SELECT count(*) FROM proposals WHERE run_id = 'crash' AND status = 'done'")[0][0]
+        partial = query(db, "SELECT count(*) FROM proposals WHERE run_id = 'crash' AND status = 'done'")[0][0]
         assert 0 <= partial < len(papers)  # type: ignore[operator]
         rerun = subprocess.run(
             _propose_args(db, proxy.base_url),
@@ -106,12 +97,12 @@ def test_kill_9_of_propose_then_rerun_labels_every_paper_exactly_once(tmp_path: 
         assert rerun.returncode == 0, rerun.stderr
     finally:
         proxy.stop()
-    assert _query(db, "SELECT count(*), count(DISTINCT paper_key) FROM proposals WHERE run_id = 'crash'") == [(12, 12)]
-    duplicates = _query(
+    assert query(db, "SELECT count(*), count(DISTINCT paper_key) FROM proposals WHERE run_id = 'crash'") == [(12, 12)]
+    duplicates = query(
         db, "SELECT paper_key, axis, category, count(*) c FROM labels WHERE run_id = 'crash' GROUP BY ALL HAVING c > 1"
     )
     assert duplicates == []
-    assert _query(db, "SELECT count(*) FROM labels WHERE run_id = 'crash'") == [(36,)]
+    assert query(db, "SELECT count(*) FROM labels WHERE run_id = 'crash'") == [(36,)]
 
 
 def test_server_killed_mid_batch_then_rerun_against_a_restarted_server(tmp_path: Path) -> None:
@@ -132,7 +123,7 @@ def test_server_killed_mid_batch_then_rerun_against_a_restarted_server(tmp_path:
     server.wait()
     out, _err = process.communicate(timeout=120)
     assert process.returncode == 1 and "failed" in out
-    errors = _query(db, "SELECT error FROM proposals WHERE run_id = 'crash' AND status = 'failed'")
+    errors = query(db, "SELECT error FROM proposals WHERE run_id = 'crash' AND status = 'failed'")
     assert errors and all("connection" in str(e[0]).lower() for e in errors)
     missing = len(errors)
     restarted = FaultProxy(None).start()  # a new server, on another port
@@ -145,7 +136,7 @@ def test_server_killed_mid_batch_then_rerun_against_a_restarted_server(tmp_path:
         restarted.stop()
     assert rerun.returncode == 0, rerun.stderr
     assert f"already done {4 - missing}" in rerun.stdout and restarted.requests == missing
-    assert _query(db, "SELECT count(*) FROM proposals WHERE run_id = 'crash' AND status = 'done'") == [(4,)]
+    assert query(db, "SELECT count(*) FROM proposals WHERE run_id = 'crash' AND status = 'done'") == [(4,)]
 
 
 def test_api_key_never_reaches_database_logs_or_errors(tmp_path: Path) -> None:
@@ -232,8 +223,8 @@ def test_hostile_file_names_huge_lines_and_many_pages(tmp_path: Path) -> None:
     assert "ingested 4" in result.stdout
     shown = run_kia("show", "my paper ü 論文 (v2)", "--db", str(db))
     assert shown.returncode == 0 and "hostile file name" in shown.stdout
-    assert _query(db, "SELECT n_pages FROM documents WHERE paper_key = '2000-pages'") == [(2000,)]
-    assert _query(db, "SELECT n_chars > 10000000 FROM documents WHERE paper_key = 'one-line'") == [(True,)]
+    assert query(db, "SELECT n_pages FROM documents WHERE paper_key = '2000-pages'") == [(2000,)]
+    assert query(db, "SELECT n_chars > 10000000 FROM documents WHERE paper_key = 'one-line'") == [(True,)]
 
 
 def _injection_answer(quote: str) -> str:
@@ -273,7 +264,7 @@ def test_injected_sentence_is_flagged_withheld_and_never_evidence(tmp_path: Path
     finally:
         proxy.stop()
     assert result.returncode == 0, result.stderr
-    grounded = _query(
+    grounded = query(
         db, "SELECT paper_key, axis, category FROM labels WHERE run_id = 'crash' AND grounded ORDER BY ALL"
     )
     by_paper: dict[str, set[tuple[object, object]]] = {}
@@ -281,12 +272,12 @@ def test_injected_sentence_is_flagged_withheld_and_never_evidence(tmp_path: Path
         by_paper.setdefault(str(key), set()).add((axis, category))
     hostile = "hostile"
     assert by_paper["paper00"] == by_paper[hostile] == {("K", "K1"), ("I", "I2"), ("A", "A1")}  # no extra category
-    assert _query(db, f"SELECT status FROM evidence WHERE paper_key = '{hostile}' AND category = 'K4'") == [
+    assert query(db, f"SELECT status FROM evidence WHERE paper_key = '{hostile}' AND category = 'K4'") == [
         ("suspicious",)
     ]
-    flagged = _query(db, "SELECT paper_key, sentence FROM suspicious_sentences WHERE run_id = 'crash'")
+    flagged = query(db, "SELECT paper_key, sentence FROM suspicious_sentences WHERE run_id = 'crash'")
     assert len(flagged) == 1 and flagged[0][0] == hostile and phrasing.split(": ", 1)[-1] in str(flagged[0][1])
-    assert _query(db, "SELECT paper_key FROM proposals WHERE suspicious_text") == [(hostile,)]
+    assert query(db, "SELECT paper_key FROM proposals WHERE suspicious_text") == [(hostile,)]
     shown = run_kia("review", "--db", str(db), "--reviewer", "ann", env={"KIA_REVIEWER": "ann"})
     assert "SUSPICIOUS TEXT" in shown.stdout, shown.stdout
     report = tmp_path / "report.html"
@@ -350,4 +341,4 @@ def test_reading_commands_work_while_a_batch_writes(tmp_path: Path) -> None:
         proxy.stop()
     assert writer.returncode == 0, errors
     assert reads >= 4 and seen_done and min(seen_done) < 6  # read while the batch was still running
-    assert _query(db, "SELECT count(*) FROM proposals WHERE run_id = 'crash' AND status = 'done'") == [(6,)]
+    assert query(db, "SELECT count(*) FROM proposals WHERE run_id = 'crash' AND status = 'done'") == [(6,)]

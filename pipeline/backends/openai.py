@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ValidationInfo, create_model, model_validator
@@ -149,29 +149,32 @@ def _validation_summary(error: Exception) -> str:
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
-def _api_error(exc: BaseException | None) -> BaseException | None:
-    """The openai error behind `exc` (instructor wraps API failures in its retry exception)."""
-    import openai
+E = TypeVar("E", bound=BaseException)
 
+
+def _cause(exc: BaseException | None, kind: type[E]) -> E | None:
+    """The first error of type `kind` in `exc`'s chain of causes (instructor wraps what the openai
+    client raised in its retry exception), looking at most five links deep."""
     seen = 0
     while exc is not None and seen < 5:
-        if isinstance(exc, openai.APIError):
+        if isinstance(exc, kind):
             return exc
         exc = exc.__cause__ or exc.__context__
         seen += 1
     return None
+
+
+def _api_error(exc: BaseException | None) -> BaseException | None:
+    """The openai error behind `exc`."""
+    import openai
+
+    return _cause(exc, openai.APIError)
 
 
 def _unreadable_body(exc: BaseException | None) -> json.JSONDecodeError | None:
     """The JSON error behind `exc` when the endpoint's HTTP body itself was not JSON (the openai
     client raises it unwrapped; instructor wraps it), e.g. an HTML page at a wrong base URL."""
-    seen = 0
-    while exc is not None and seen < 5:
-        if isinstance(exc, json.JSONDecodeError):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return None
+    return _cause(exc, json.JSONDecodeError)
 
 
 def _content_of(completion: Any) -> str | None:
