@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -96,3 +97,30 @@ class PreparingLocalBackend(LocalBackend):
 
         with open(self.marker, "a", encoding="utf-8") as handle:
             handle.write(f"{os.getpid()}\n")
+
+
+def one_paper_run(
+    folder: Path,
+    key: str,
+    title: str,
+    quote: str,
+    answer: dict[str, list[tuple[str, list[str] | None]]],
+    taxonomy: Taxonomy | None = None,
+    run: str = "r",
+) -> Path:
+    """A real store in `folder` with one Markdown paper (`title`, an abstract of `quote`) and a
+    scripted run `run` that answers it with `answer`: what many tests of outputs start from."""
+    from kia.extract import extract
+    from kia.propose import load_prompt, run_proposals
+    from kia.store import Store
+    from kia.taxonomy import load_taxonomy
+
+    paper = folder / f"{key}.md"
+    paper.write_text(f"# {title}\n\n## Abstract\n{quote}.\n", encoding="utf-8")
+    db = folder / "kia.duckdb"
+    with Store(db) as store:
+        document = extract(paper)
+        store.add_document(document, key)
+        backend = ScriptedBackend({document.title: answer})
+        run_proposals(store, backend, taxonomy or load_taxonomy(), load_prompt(), run_name=run)
+    return db

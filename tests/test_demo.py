@@ -51,21 +51,12 @@ def test_score_without_runs_is_one_line(tmp_path: Path) -> None:
 
 def test_the_walkthrough_shows_axes_a_proposal_with_quotes_and_next_steps(tmp_path: Path) -> None:
     from kia.demo import walkthrough
-    from kia.extract import extract
-    from kia.propose import load_prompt, run_proposals
-    from kia.store import Store
-    from kia.taxonomy import load_taxonomy
-    from tests.fakes import ScriptedBackend
+    from tests.fakes import one_paper_run
 
     quote = "We generate CT from segmentation masks with a ControlNet branch"
-    paper = tmp_path / "MAISI.md"
-    paper.write_text(f"# MAISI\n\n## Abstract\n{quote}.\n", encoding="utf-8")
-    db = tmp_path / "kia.duckdb"
-    with Store(db) as store:
-        store.add_document(extract(paper), "MAISI")
-        answers = {"MAISI": {"K": [("K2", [quote])], "I": [("I2", [quote])], "A": [("A1", [quote])]}}
-        run_id = run_proposals(store, ScriptedBackend(answers), load_taxonomy(), load_prompt(), run_name="r").run_id
-    text = "\n".join(walkthrough(db, run_id))
+    answer = {"K": [("K2", [quote])], "I": [("I2", [quote])], "A": [("A1", [quote])]}
+    db = one_paper_run(tmp_path, "MAISI", "MAISI", quote, answer)  # type: ignore[arg-type]
+    text = "\n".join(walkthrough(db, "r"))
     assert "I = Knowledge Integration (one or more labels)" in text and "K2 Geometric Knowledge" in text
     assert "One proposal: MAISI" in text and f'"{quote}" (p.1, chars ' in text
     assert "A Generative Architecture: A1 " in text

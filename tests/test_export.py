@@ -243,23 +243,12 @@ def test_markdown_cells_carry_no_html_and_no_line_break() -> None:
 def test_export_to_a_pipe_writes_the_bytes_out_writes(tmp_path: Path) -> None:
     """`kia export > file` and `kia export --out file` give the same file (tabs, and characters a
     terminal would show as escapes), for a table and for library entries."""
-    from kia.extract import extract
-    from kia.propose import load_prompt, run_proposals
-    from kia.store import Store
     from tests.conftest import run_kia
-    from tests.fakes import ScriptedBackend
+    from tests.fakes import one_paper_run
 
     quote = "We generate CT from segmentation masks with a ControlNet branch"
-    title = "Masks\tto CT \x1b[1m bold"
-    path = tmp_path / "Odd.md"
-    path.write_text(f"# {title}\n\n## Abstract\n{quote}.\n", encoding="utf-8")
-    db = tmp_path / "kia.duckdb"
-    with Store(db) as store:
-        store.add_document(extract(path), "Odd")
-        answer = {"K": [("K2", [quote])], "I": [("I2", [quote])], "A": [("A1", [quote])]}
-        run_proposals(
-            store, ScriptedBackend({extract(path).title: answer}), load_taxonomy(), load_prompt(), run_name="r"
-        )
+    answer = {"K": [("K2", [quote])], "I": [("I2", [quote])], "A": [("A1", [quote])]}
+    db = one_paper_run(tmp_path, "Odd", "Masks\tto CT \x1b[1m bold", quote, answer)  # type: ignore[arg-type]
     for fmt in ("csv", "bibtex"):
         piped = run_kia("export", "--format", fmt, "--run", "r", "--db", str(db), process=True)
         assert piped.returncode == 0, piped.stderr
@@ -306,23 +295,14 @@ def test_each_label_carries_its_own_name_when_categories_are_not_alphabetical(tm
     """Names were looked up in sorted-id order and the ids then put in the taxonomy's order, so
     `sparse;dense` was written beside `Dense retrieval; Sparse retrieval`: every format pairs each id
     with its own name."""
-    from kia.extract import extract
-    from kia.propose import load_prompt, run_proposals
-    from kia.store import Store
     from tests.conftest import run_kia
-    from tests.fakes import ScriptedBackend
+    from tests.fakes import one_paper_run
 
     taxonomy_path = tmp_path / "taxonomy.yaml"
     taxonomy_path.write_text(ZA_TAXONOMY, encoding="utf-8")
-    taxonomy = load_taxonomy(str(taxonomy_path))
     quote = "We retrieve passages with BM25 and a dual encoder and concatenate them to the prompt"
-    paper = tmp_path / "hybrid.md"
-    paper.write_text(f"# Hybrid retrieval\n\n## Abstract\n{quote}.\n", encoding="utf-8")
-    db = tmp_path / "kia.duckdb"
-    with Store(db) as store:
-        store.add_document(extract(paper), "hybrid")
-        answer = {"retriever": [("sparse", [quote]), ("dense", [quote])], "fusion": [("input", [quote])]}
-        run_proposals(store, ScriptedBackend({"Hybrid retrieval": answer}), taxonomy, load_prompt(), run_name="r")
+    answer = {"retriever": [("sparse", [quote]), ("dense", [quote])], "fusion": [("input", [quote])]}
+    db = one_paper_run(tmp_path, "hybrid", "Hybrid retrieval", quote, answer, load_taxonomy(str(taxonomy_path)))  # type: ignore[arg-type]
     common = ["--db", str(db), "--taxonomy", str(taxonomy_path)]
     row = next(csv.DictReader(io.StringIO(run_kia("export", "--format", "csv", *common).stdout)))
     assert row["retriever"] == "sparse;dense" and row["retriever_names"] == "Sparse retrieval; Dense retrieval"
