@@ -915,13 +915,24 @@ def report(
 
 @app.command()
 @one_line_errors
-def runs(db: DbOption = None) -> None:
+def runs(
+    name: Annotated[
+        str | None, typer.Argument(help="One run: what produced it (hashes, model, endpoint, parameters, versions)")
+    ] = None,
+    db: DbOption = None,
+) -> None:
     """List proposal runs: name (never cut), taxonomy, backend, model, papers done, failed and waiting
     for batch answers, tokens; `*` marks the default run (the latest complete run of the project's taxonomy)."""
     from kia.score import default_run_at, run_state
     from kia.store import list_runs_at
 
     path = _existing_db(db)
+    if name is not None:
+        from kia.report import run_provenance
+
+        for label, value in run_provenance(path, name):
+            out.print(f"{label + ':':15} {value or '-'}", markup=False)
+        return
     rows = list_runs_at(path)
     default = default_run_at(path, given_taxonomy(None))
     header = ("run", "taxonomy", "backend", "model", "started", "done", "failed", "state", "tokens")

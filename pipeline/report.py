@@ -460,6 +460,36 @@ def _papers_table(rows: list[ExportRow], taxonomy: Taxonomy, paths: dict[str, st
     return "".join(parts)
 
 
+# What produced a run, in the order a reader checks it (`kia runs NAME`, the report).
+PROVENANCE_FIELDS = (
+    ("backend", "backend"),
+    ("model", "model"),
+    ("endpoint_host", "endpoint"),
+    ("taxonomy_name", "taxonomy"),
+    ("taxonomy_hash", "taxonomy hash"),
+    ("prompt_file", "prompt file"),
+    ("prompt_hash", "prompt hash"),
+    ("schema_hash", "schema hash"),
+    ("identity_hash", "run identity"),
+    ("params", "parameters"),
+    ("package_version", "kia version"),
+    ("git_commit", "git commit"),
+    ("started_at", "started"),
+    ("finished_at", "finished"),
+)
+
+
+def run_provenance(db: Path, run_id: str) -> list[tuple[str, str]]:
+    """(what, value) of everything a run recorded about what produced it: the hashes of its prompt,
+    schema and taxonomy, the model and endpoint, its parameters and kia's version, so each figure
+    traces back to what made it. One line when there is no such run."""
+    with Store(db, read_only=True) as store:
+        row = store.run_row(run_id)
+        if row is None:
+            raise KiaError(f"{db}: no run named {run_id!r} (see `kia runs`)")
+    return [(label, "" if row.get(column) is None else str(row[column])) for column, label in PROVENANCE_FIELDS]
+
+
 def _provenance(db: Path, run_id: str) -> tuple[str, dict[str, str]]:
     """The line saying which run and which reviews the report uses, and each paper's file."""
     with Store(db, read_only=True) as store:
@@ -475,9 +505,15 @@ def _provenance(db: Path, run_id: str) -> tuple[str, dict[str, str]]:
         if reviews
         else "none (proposals only)"
     )
+    fields = "".join(
+        f"<tr><th>{html.escape(label)}</th><td><code>{html.escape(value)}</code></td></tr>"
+        for label, value in run_provenance(db, run_id)
+        if value
+    )
     line = (
         f"<p>Run <b>{html.escape(run_id)}</b>: backend {html.escape(str(backend))}, model {html.escape(str(model))},"
         f" started {html.escape(str(started))}. Reviews used: {html.escape(used)}.</p>"
+        f"<details><summary>What produced this run</summary><table>{fields}</table></details>"
     )
     return line, paths
 

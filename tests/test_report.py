@@ -122,3 +122,25 @@ def test_a_project_of_another_survey_reports_without_the_shipped_gold(tmp_path: 
     assert (folder / "plots" / "design-space.png").exists() and not (folder / "plots" / "figure2.png").exists()
     exported = run_kia("export", "--format", "csv", cwd=folder)
     assert exported.returncode == 0 and exported.stdout.splitlines()[1].startswith("P1,")
+
+
+def test_a_runs_provenance_is_shown_by_kia_runs_name_and_in_the_report(tmp_path: Path) -> None:
+    """The hashes of prompt, schema and taxonomy, the endpoint and parameters were stored with each
+    run but no command showed them."""
+    from tests.conftest import query, run_kia
+    from tests.fakes import one_paper_run
+
+    quote = "We generate CT from segmentation masks with a ControlNet branch"
+    answer = {"K": [("K2", [quote])], "I": [("I2", [quote])], "A": [("A1", [quote])]}
+    db = one_paper_run(tmp_path, "MAISI", "MAISI", quote, answer)  # type: ignore[arg-type]
+    ((prompt_hash, schema_hash),) = query(db, "SELECT prompt_hash, schema_hash FROM runs WHERE run_id = 'r'")
+    shown = run_kia("runs", "r", "--db", str(db))
+    assert shown.returncode == 0, shown.stderr
+    assert f"prompt hash:    {prompt_hash}" in shown.stdout and f"schema hash:    {schema_hash}" in shown.stdout
+    assert "kia version:" in shown.stdout and "parameters:" in shown.stdout
+    missing = run_kia("runs", "nope", "--db", str(db))
+    assert missing.returncode == 1 and "no run named 'nope'" in missing.stderr
+    report = tmp_path / "r.html"
+    assert run_kia("report", "--out", str(report), "--db", str(db)).returncode == 0
+    html = report.read_text(encoding="utf-8")
+    assert "What produced this run" in html and str(prompt_hash) in html
