@@ -495,6 +495,8 @@ def propose(
             gold=gold,
         )
     out.print(summary.line(), markup=False)
+    for note in summary.notes:
+        err.print(f"note: {note}", markup=False)
     if summary.failed:
         raise typer.Exit(1)
 
