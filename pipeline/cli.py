@@ -511,6 +511,8 @@ def propose(
             err.print(f"kia: interrupted: {kept}the same command resumes it", markup=False)
             raise typer.Exit(130) from None
     out.print(summary.line(), markup=False)
+    for note in summary.notes:
+        err.print(f"note: {note}", markup=False)
     if summary.failed:
         raise typer.Exit(1)
 

@@ -29,7 +29,7 @@ from kia.calibrate import (
 from kia.consensus import CONSENSUS_REVIEWER, consensus_inputs
 from kia.errors import KiaError
 from kia.review import ACCEPT, EDIT, MACHINE_ACCEPTED, NEED, BulkAccept, ReviewSession
-from kia.score import run_labeling
+from kia.score import run_labeling, runs_with_labels_of
 from kia.settings import Settings
 from kia.store import Store
 from kia.taxonomy import Taxonomy
@@ -37,17 +37,14 @@ from kia.taxonomy import Taxonomy
 ABSTAINED = ("unclear", "out_of_scope", "unsupported", "disagreement")
 
 
-def compared_runs(store: Store, run_id: str) -> list[str]:
-    """The other runs of the same taxonomy, consensus runs left out (their labels repeat their inputs')."""
-    hashes = store.run_taxonomy_hashes()
+def compared_runs(store: Store, run_id: str, taxonomy: Taxonomy) -> list[str]:
+    """The other runs of the same taxonomy's labels (`runs_with_labels_of`: a run made after a
+    definition's wording was fixed labels the same ids), consensus runs left out (their labels
+    repeat their inputs')."""
     inputs = consensus_inputs(store, run_id)
     if inputs is not None:
         return inputs
-    return [
-        r
-        for r in store.run_ids()
-        if r != run_id and hashes.get(r) == hashes.get(run_id) and consensus_inputs(store, r) is None
-    ]
+    return [r for r in runs_with_labels_of(store, taxonomy) if r != run_id and consensus_inputs(store, r) is None]
 
 
 def stored_proposals(store: Store, run_id: str, taxonomy: Taxonomy) -> dict[str, dict[str, Proposed]]:
@@ -56,7 +53,7 @@ def stored_proposals(store: Store, run_id: str, taxonomy: Taxonomy) -> dict[str,
     not grounded) or flagged (tentative, paper out of scope or with suspicious text), and whether the
     other runs of the taxonomy agree."""
     labeling = run_labeling(store, run_id, taxonomy)
-    others = [run_labeling(store, r, taxonomy) for r in compared_runs(store, run_id)]
+    others = [run_labeling(store, r, taxonomy) for r in compared_runs(store, run_id, taxonomy)]
     statuses = {(k, a): s for k, a, s, _r in store.axis_statuses(run_id)}
     out_of_scope = set(store.scope_flags(run_id))
     suspicious = {row[0] for row in store.suspicious_sentences(run_id)}

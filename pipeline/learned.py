@@ -882,7 +882,18 @@ class Head:
         return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
 
     def matches(self, taxonomy: Taxonomy) -> bool:
-        """Whether the head was fitted for this very taxonomy (content hash)."""
+        """Whether the head was fitted for this very taxonomy text (content hash), not merely for
+        taxonomies with the same labels (`Taxonomy.label_hash`, which is what reviews follow).
+
+        Why not keep the head when only wording changed: its features compare sentences with each
+        category's name, definition and examples and match its cues, and its per-category weights
+        carry the meaning each category had on the papers it was fitted on. Measured on the shared
+        corpus (9 papers, int8 MiniLM): an axis definition edited moves no probability, a category
+        definition reworded moves them by at most 0.0014, so a typo fixed would cost nothing; but
+        the head cannot tell a typo fixed from a category redefined under the same id, and would
+        decide the new definition by the old meaning without anyone told. So the head stays with its
+        text, and the offline backend, deciding zero-shot instead, says so: `kia propose` prints
+        what differs (`LocalBackend.taxonomy_note`) and the run's model reads `+zero-shot`."""
         return self.taxonomy_hash == taxonomy.content_hash
 
 

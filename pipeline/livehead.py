@@ -271,7 +271,7 @@ def learn_between_papers(session: ReviewSession, live: LiveHead) -> None:
             session.learning_line += f"; head: still reading the run's {len(live.documents)} papers in the background"
             return
         reviewed = reviewed_labeling(session.store, session.taxonomy)
-        decided = {(row[0], row[1]) for row in session.store.review_rows(session.reviewer)}
+        decided = {(key, axis) for key, axes in session.decided_axes().items() for axis in axes}
     # The refit (seconds for a large run) holds no file: let go where a caller holds it (`kia serve`
     # per request; a no-op for the terminal's session), so neither the browser nor another reviewer waits.
     with session.store.released():

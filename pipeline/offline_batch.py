@@ -376,6 +376,7 @@ class OfflineJob:
 
             encoder, read = spec
             self._backends[spec] = LocalBackend(encoder_name=encoder, read_sentences=read)
+            self._backends[spec].use_taxonomy(self.taxonomy)  # its fingerprint says head or zero-shot, as the run's
         return self._backends[spec]
 
     def check(self, request: RequestLine) -> str | None:

@@ -543,7 +543,12 @@ def run_identity(
 ) -> RunIdentity:
     """What produced a run: backend, model, endpoint host, hashes and parameters (and, where the
     model sees retrieved evidence only, the retriever's model and settings; where it is shown
-    labelled examples, their number, embedder and a hash of the pool with its labels and quotes)."""
+    labelled examples, their number, embedder and a hash of the pool with its labels and quotes).
+    A backend whose model depends on the taxonomy (`use_taxonomy`: the offline one, zero-shot where
+    its head was fitted on another taxonomy text) is told the taxonomy first."""
+    use_taxonomy = getattr(backend, "use_taxonomy", None)
+    if use_taxonomy is not None:
+        use_taxonomy(taxonomy)
     fields: dict[str, Any] = {
         "backend": backend.params(),
         "max_input_tokens": max_input_tokens,
@@ -592,6 +597,9 @@ class RunSummary:
     # A run made now by a backend that adapted to reviewed papers (the offline head): why a rerun
     # after reviews starts a new run instead of resuming the last one.
     adapted: int = 0
+    # What the run's settings cost that no one asked for, one line each (the offline backend deciding
+    # zero-shot because the taxonomy file differs from the one its head was fitted on).
+    notes: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         """`run R: proposed N (cached C), already done S, failed F; tokens P+Q`."""
@@ -1057,6 +1065,10 @@ def run_proposals(
     _ensure_run(store, run_id, identity, taxonomy, adapted)
     store.mark_run(run_id, finished=False)  # until this call returns: a run stopped midway is no default
     summary = RunSummary(run_id, adapted=adapted if new_run else 0)
+    note = getattr(backend, "taxonomy_note", None)
+    said = note(taxonomy) if note is not None else None
+    if said:
+        summary.notes.append(said)
     done = store.done_papers(run_id)
     todo: list[str] = []
     for paper_key in wanted:

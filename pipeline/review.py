@@ -25,7 +25,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from kia.consensus import CONSENSUS, DISAGREEMENT, consensus_decided, consensus_inputs
 from kia.errors import DatabaseBusyError, KiaError, StoreError
 from kia.extract import Document
-from kia.score import Labeling, resolve_run, run_labeling, taxonomy_for_run
+from kia.score import Labeling, resolve_run, review_scope, run_labeling, runs_with_labels_of, taxonomy_for_run
 from kia.sentences import sentences_around
 from kia.settings import Settings
 from kia.store import Store
@@ -255,13 +255,10 @@ class ReviewSession:
                 elif self.consensus_of is not None:
                     runs = self.consensus_of
                 else:
-                    hashes = self.store.run_taxonomy_hashes()
                     runs = [
                         r
-                        for r in self.store.run_ids()
-                        if r != self.run_id
-                        and hashes.get(r) == hashes.get(self.run_id)
-                        and consensus_inputs(self.store, r) is None
+                        for r in runs_with_labels_of(self.store, self.taxonomy)
+                        if r != self.run_id and consensus_inputs(self.store, r) is None
                     ]
                 self._compared = {run: run_labeling(self.store, run, self.taxonomy) for run in runs}
         return self._compared
@@ -310,10 +307,13 @@ class ReviewSession:
     # --- state ---------------------------------------------------------------------------------
     @_holding
     def decisions(self, key: str) -> dict[str, tuple[str, list[str]]]:
-        """This reviewer's latest decision per axis on a paper."""
+        """This reviewer's latest decision per axis on a paper, of those `ReviewScope` counts for this
+        taxonomy (so the queue calls done exactly what every output reads as reviewed)."""
+        scope = review_scope(self.store, self.taxonomy)
         latest: dict[str, tuple[str, list[str]]] = {}
-        for _key, axis, decision, labels, _who in self.store.review_rows(self.reviewer, key):
-            latest[axis] = (decision, [c for c in (labels or "").split(";") if c])
+        for _key, axis, decision, labels, _who, run in self.store.review_rows(self.reviewer, key, with_run=True):
+            if scope.applies(run, axis, labels):
+                latest[axis] = (decision, [c for c in (labels or "").split(";") if c])
         return latest
 
     @_holding
@@ -323,15 +323,13 @@ class ReviewSession:
         settled. Why: a bulk or automatic acceptance under one reviewer's name must never replace
         another person's decision, which every output reads as the latest decision on the axis. A
         consensus agreement is no such decision: it settles the axis in its own consensus run only
-        (kia.consensus), so another run's agreement leaves the axis open here."""
-        hashes = self.store.run_taxonomy_hashes()
-        axes = set(self.taxonomy.axis_ids)
+        (kia.consensus), so another run's agreement leaves the axis open here. Which decisions count
+        for this taxonomy is `ReviewScope`'s rule."""
+        scope = review_scope(self.store, self.taxonomy)
         return {
             (key, axis)
-            for key, axis, decision, _labels, _who, run in self.store.review_rows(with_run=True)
-            if axis in axes
-            and (run is None or hashes.get(run) == self.taxonomy.content_hash)
-            and (decision != CONSENSUS or run == self.run_id)
+            for key, axis, decision, labels, _who, run in self.store.review_rows(with_run=True)
+            if scope.applies(run, axis, labels) and (decision != CONSENSUS or run == self.run_id)
         }
 
     @_holding
@@ -344,12 +342,21 @@ class ReviewSession:
         return decided >= set(self.taxonomy.axis_ids)
 
     @_holding
+    def decided_axes(self) -> dict[str, set[str]]:
+        """Paper -> the axes this reviewer has decided, counting the decisions `ReviewScope` counts
+        for this taxonomy (what `decisions` reads, for every paper in one query)."""
+        scope = review_scope(self.store, self.taxonomy)
+        decided: dict[str, set[str]] = {}
+        for key, axis, _decision, labels, _who, run in self.store.review_rows(self.reviewer, with_run=True):
+            if scope.applies(run, axis, labels):
+                decided.setdefault(key, set()).add(axis)
+        return decided
+
+    @_holding
     def finished_keys(self) -> set[str]:
         """Every paper `finished` would call finished, read in two queries (a queue of 1,000 papers
         shows each paper's state without a query per paper)."""
-        decided: dict[str, set[str]] = {}
-        for key, axis, _decision, _labels, _who in self.store.review_rows(self.reviewer):
-            decided.setdefault(key, set()).add(axis)
+        decided = self.decided_axes()
         for key, axis in consensus_decided(self.store, self.run_id):
             decided.setdefault(key, set()).add(axis)
         axes = set(self.taxonomy.axis_ids)

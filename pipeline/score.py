@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from kia.errors import KiaError
+from kia.errors import KiaError, TaxonomyError
 from kia.gold import GoldPaper, gold_index, load_gold
 from kia.references import RecordedPapers
 from kia.resources import default_gold_path
@@ -247,14 +247,16 @@ LATEST = "latest"
 def latest_run(store: Store, taxonomy: Taxonomy | None = None) -> str | None:
     """The default run of every command that reads one: the most recently started COMPLETE run
     (its last propose returned, at least one paper proposed, none waiting for a batch answer) of
-    `taxonomy` when given, else of any taxonomy. A run whose every paper failed, or one stopped
-    midway (Ctrl-C), is no default: it would hide the last run that has labels behind an empty or
-    partial table.
+    `taxonomy` when given (a run of the same name and labels, `runs_with_labels_of`: one made before
+    a definition's wording was fixed still reads the same ids), else of any taxonomy. A run whose
+    every paper failed, or one stopped midway (Ctrl-C), is no default: it would hide the last run
+    that has labels behind an empty or partial table.
     None when the store holds no run at all; one line saying why when none qualifies."""
     states = store.run_states()
     if not states:
         return None
-    wanted = [s for s in states if taxonomy is None or s["taxonomy_hash"] == taxonomy.content_hash]
+    same = None if taxonomy is None else set(runs_with_labels_of(store, taxonomy))
+    wanted = [s for s in states if same is None or s["run"] in same]
     complete = [s for s in wanted if run_state(s) == "complete"]
     if complete:
         return str(complete[-1]["run"])
@@ -312,15 +314,17 @@ def waiting_answers(store: Store, run_id: str) -> int:
 
 def taxonomy_for_run(store: Store, run_id: str, given: Taxonomy | None = None) -> Taxonomy:
     """The taxonomy a run used, read back from the store: its axes, ids, names, order and
-    single/multi-label. A taxonomy the user gave (`--taxonomy`) must be that same taxonomy; one
-    line naming both otherwise, so labels of two surveys are never read against each other."""
+    single/multi-label. A taxonomy the user gave (`--taxonomy`, the project's file) must have the
+    same name and labels (`Taxonomy.label_hash`; its wording may have been edited since, and its
+    wording is then the one shown); one line naming both otherwise, so labels of two surveys are
+    never read against each other."""
     stored = store.run_taxonomy(run_id)
     if stored is None:
         known = ", ".join(store.run_ids()) or "none"
         raise KiaError(f"{store.path}: no run named {run_id!r} (runs: {known})")
     stored_hash, name, content = stored
     if given is not None:
-        if given.content_hash != stored_hash:
+        if given.content_hash != stored_hash and not _same_labels(stored, given):
             raise KiaError(
                 f"run {run_id!r} used taxonomy {name!r} ({stored_hash[:10]}), not {given.name!r} "
                 f"({given.content_hash[:10]}); leave out --taxonomy or choose a run of {given.name!r}"
@@ -341,12 +345,17 @@ def same_taxonomy(store: Store, run_a: str, run_b: str, given: Taxonomy | None =
     """The one taxonomy two runs share; one line naming both when they differ."""
     first = taxonomy_for_run(store, run_a, given)
     second = taxonomy_for_run(store, run_b, given)
-    if first.content_hash != second.content_hash:
+    if first.label_hash != second.label_hash:
         raise KiaError(
             f"runs {run_a!r} and {run_b!r} used different taxonomies ({first.name!r} {first.content_hash[:10]} "
             f"and {second.name!r} {second.content_hash[:10]}); compare runs of one taxonomy"
         )
     return first
+
+
+def _same_labels(stored: tuple[str, str, str | None], given: Taxonomy) -> bool:
+    """Whether the taxonomy of a stored run (`store.run_taxonomy` row) has `given`'s name and labels."""
+    return _labels_of_run(stored, given) == (given.name, given.label_axes)
 
 
 def run_labeling(store: Store, run_id: str, taxonomy: Taxonomy) -> Labeling:
@@ -358,6 +367,88 @@ def run_labeling(store: Store, run_id: str, taxonomy: Taxonomy) -> Labeling:
         paper = labeling.setdefault(paper_key, {a: frozenset() for a in taxonomy.axis_ids})
         paper[axis] = paper[axis] | {category}
     return labeling
+
+
+LabelAxes = dict[str, tuple[bool, tuple[str, ...]]]  # axis -> (multi-label, sorted category ids)
+
+# Content hash -> the label axes of a stored run's taxonomy; None where it cannot be read back.
+# Keyed by the hash, so the stored file of each distinct taxonomy is parsed once per process.
+_RUN_LABELS: dict[str, LabelAxes | None] = {}
+
+
+def _labels_of_run(stored: tuple[str, str, str | None], taxonomy: Taxonomy) -> tuple[str, LabelAxes | None]:
+    """The name and label axes of the taxonomy a run used (`store.run_taxonomies()` row); the axes
+    are None where they cannot be told (a run older than stored taxonomies whose taxonomy is not the
+    shipped one, or a stored file that no longer validates): only the name recorded with it is known."""
+    content_hash, name, content = stored
+    if content_hash == taxonomy.content_hash:
+        return taxonomy.name, taxonomy.label_axes
+    if content_hash not in _RUN_LABELS:
+        used: Taxonomy | None = None
+        if content is not None:
+            try:
+                used = taxonomy_from_text(content, "a stored run")
+            except TaxonomyError:
+                used = None
+        else:
+            shipped = load_taxonomy(None)
+            used = shipped if shipped.content_hash == content_hash else None
+        _RUN_LABELS[content_hash] = None if used is None else used.label_axes
+    return name, _RUN_LABELS[content_hash]
+
+
+@dataclass(frozen=True)
+class ReviewScope:
+    """Which stored axis decisions count for a taxonomy: the one rule every output (score, stats,
+    report, export, serve, few-shot examples, the head's refit) and the review queue share, so the
+    queue never calls done what the outputs ignore.
+
+    A review decides which category ids of one axis a paper has. It counts for `taxonomy` when
+    - it was made on a run of a taxonomy of the same name (or on no run), whose axis has the same
+      single/multi-label-ness as `taxonomy`'s (where the run's taxonomy can be read back: a run
+      older than stored taxonomies is known by its name only), and
+    - every category id it names is still a category of that axis (at most one on a single-label axis).
+    So a definition's wording fixed, a cue or example added, even a category added to an axis leaves
+    reviews in force (they said which of that axis's categories hold; `kia review` still shows the
+    new category); a category removed or renamed retires the reviews that name it, on that axis only
+    (the paper is back in the queue for that axis); reviews of another survey's taxonomy never count.
+    Matching by `Taxonomy.label_hash` is the fast path; `content_hash` would drop every review at
+    the first typo fixed in a definition.
+    """
+
+    taxonomy: Taxonomy
+    # Run id -> (taxonomy name, label axes) of the run's taxonomy; the axes None where unknown.
+    runs: dict[str, tuple[str, LabelAxes | None]]
+
+    def applies(self, run_id: str | None, axis: str, labels: str | None) -> bool:
+        """Whether a decision on `axis` (its `;`-joined `labels`, empty for a reject) made on
+        `run_id` (None: made without a run, by `kia label`) counts for this taxonomy."""
+        current = self.taxonomy.label_axes.get(axis)
+        if current is None:
+            return False
+        if run_id is not None:
+            used = self.runs.get(run_id)
+            if used is None or used[0] != self.taxonomy.name:
+                return False
+            if used[1] == self.taxonomy.label_axes:
+                return True
+            if used[1] is not None and used[1].get(axis, (None, ()))[0] != current[0]:
+                return False
+        named = [c for c in (labels or "").split(";") if c]
+        return set(named) <= set(current[1]) and (current[0] or len(named) <= 1)
+
+
+def review_scope(store: Store, taxonomy: Taxonomy) -> ReviewScope:
+    """The `ReviewScope` of `taxonomy` over the runs in `store`."""
+    return ReviewScope(taxonomy, {run: _labels_of_run(row, taxonomy) for run, row in store.run_taxonomies().items()})
+
+
+def runs_with_labels_of(store: Store, taxonomy: Taxonomy) -> list[str]:
+    """The runs (in `store.run_ids()` order) whose taxonomy has the same name and label axes as
+    `taxonomy` (`Taxonomy.label_hash`): their labels are read against the same category ids."""
+    scope = review_scope(store, taxonomy)
+    wanted = (taxonomy.name, taxonomy.label_axes)
+    return [r for r in store.run_ids() if scope.runs.get(r) == wanted]
 
 
 @dataclass(frozen=True)
@@ -377,14 +468,12 @@ AxisReviews = dict[tuple[str, str], AxisReview]
 
 def final_reviews(store: Store, taxonomy: Taxonomy, reviewer: str | None = None) -> AxisReviews:
     """THE reading of reviews that every output uses (score, stats, report, every export format):
-    per paper and axis the latest decision (of one reviewer, or of anyone). Only reviews of runs of
-    this taxonomy count (and reviews made without a run, on its axes), so two surveys never mix."""
-    hashes = store.run_taxonomy_hashes()
+    per paper and axis the latest decision (of one reviewer, or of anyone) that `ReviewScope`
+    counts for this taxonomy: reviews survive an edit of its wording, two surveys never mix."""
+    scope = review_scope(store, taxonomy)
     latest: AxisReviews = {}
     for key, axis, decision, labels, who, note, decided_at, run_id in store.axis_decisions(reviewer):
-        if run_id is not None and hashes.get(run_id) != taxonomy.content_hash:
-            continue  # a review of another survey's run: never mixed into this taxonomy's labels
-        if axis not in taxonomy.axis_ids or decision not in ("accept", "edit", "reject"):
+        if decision not in ("accept", "edit", "reject") or not scope.applies(run_id, axis, labels):
             continue
         kept = frozenset(labels.split(";")) if decision != "reject" and labels else frozenset()
         latest[(key, axis)] = AxisReview(decision, kept, str(who), str(note or ""), str(decided_at)[:19], run_id)

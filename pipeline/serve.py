@@ -173,9 +173,7 @@ def queue_page(
         and (not flag or flag in flags.get(key, set()))
     ]
     finished = session.finished_keys()
-    decided: dict[str, set[str]] = {}
-    for key, axis, _decision, _labels, _who in store.review_rows(session.reviewer):
-        decided.setdefault(key, set()).add(axis)
+    decided = session.decided_axes()
     confidence = store.min_confidence_per_paper(session.run_id)
     pages = max(1, -(-len(keys) // page_size))
     page = min(max(page, 1), pages)

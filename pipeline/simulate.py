@@ -718,6 +718,7 @@ def simulate(
         keys_fitted_on,
         resolve_run,
         run_labeling,
+        runs_with_labels_of,
         taxonomy_for_run,
         training_use,
     )
@@ -767,8 +768,7 @@ def simulate(
         gold = _blind(gold, fitted, options.blind)
         if not gold:
             raise KiaError(f"{where}: no stored paper has a gold row (matched by method name or arXiv id)")
-        hashes = store.run_taxonomy_hashes()
-        runs = [r for r in store.run_ids() if hashes.get(r) == taxonomy.content_hash]
+        runs = runs_with_labels_of(store, taxonomy)
         others = [run_labeling(store, r, taxonomy) for r in runs if consensus_inputs(store, r) is None]
         proposer = head_proposer(store, sorted(gold), taxonomy, settings.encoder, learning, others)
         source = "offline head (local)" + ("" if learning else ", no refit")

@@ -289,6 +289,73 @@ class Taxonomy(BaseModel):
         canonical = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
+    @cached_property
+    def label_axes(self) -> dict[str, tuple[bool, tuple[str, ...]]]:
+        """Axis id -> (multi-label, sorted category ids): what a decision about a paper's labels is
+        made of. Wording (names, definitions, cues, examples, patterns) is no part of it."""
+        return {axis.id: (axis.multi, tuple(sorted(axis.category_ids))) for axis in self.axes}
+
+    @cached_property
+    def label_hash(self) -> str:
+        """sha256 of the taxonomy's name and `label_axes`: its identity as far as reviews go.
+
+        A review decides which category ids of an axis a paper has; that decision stays true when a
+        definition's wording is fixed, so reviews are matched to a taxonomy by this hash (and, where
+        it differs, axis by axis: `kia.score.ReviewScope`), never by `content_hash`, which changes
+        with every character of the file and stays the run's record of the exact text it used."""
+        data = {
+            "name": self.name,
+            "axes": {k: [multi, list(ids)] for k, (multi, ids) in sorted(self.label_axes.items())},
+        }
+        return hashlib.sha256(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+
+    def differences(self, other: Taxonomy) -> list[str]:
+        """What differs from `other` (the taxonomy it was edited from), in words, most telling first:
+        the name, axes or categories added or removed, single/multi-label changes, then per
+        category the fields edited (`definitions of K2, I3`). Empty when the two are the same."""
+        found: list[str] = []
+        if self.name != other.name:
+            found.append(f"name {other.name!r} -> {self.name!r}")
+        mine, theirs = {a.id: a for a in self.axes}, {a.id: a for a in other.axes}
+        added, removed = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
+        if added:
+            found.append(f"axes added: {', '.join(added)}")
+        if removed:
+            found.append(f"axes removed: {', '.join(removed)}")
+        edited: dict[str, list[str]] = {}
+        for axis_id in [a for a in mine if a in theirs]:
+            new, old = mine[axis_id], theirs[axis_id]
+            if new.multi != old.multi:
+                found.append(f"axis {axis_id} is now {'multi' if new.multi else 'single'}-label")
+            gained = [c for c in new.category_ids if c not in old.category_ids]
+            lost = [c for c in old.category_ids if c not in new.category_ids]
+            if gained:
+                found.append(f"categories added to {axis_id}: {', '.join(gained)}")
+            if lost:
+                found.append(f"categories removed from {axis_id}: {', '.join(lost)}")
+            for field_name in ("name", "question", "definition", "default"):
+                if getattr(new, field_name) != getattr(old, field_name):
+                    edited.setdefault(f"{field_name}s", []).append(f"axis {axis_id}")
+            before = {c.id: c for c in old.categories}
+            for category in new.categories:
+                if category.id not in before:
+                    continue
+                now = category.model_dump()
+                for field_name, value in before[category.id].model_dump().items():
+                    if now[field_name] != value:
+                        edited.setdefault(_plural(field_name), []).append(category.id)
+            if new.category_ids != old.category_ids and not gained and not lost:
+                edited.setdefault("order of categories", []).append(f"axis {axis_id}")
+        found.extend(f"{field_name} of {', '.join(where)}" for field_name, where in edited.items())
+        found.extend(
+            f"the {field_name}"
+            for field_name in ("title", "source", "scope", "conventions", "ignore_phrases")
+            if getattr(self, field_name) != getattr(other, field_name)
+        )
+        if not found and self.content_hash != other.content_hash:
+            found.append("the order of axes")
+        return found
+
     def render_definitions(self) -> str:
         """The taxonomy as prompt text: every axis, category, definition and examples."""
         lines: list[str] = []
@@ -317,6 +384,13 @@ class Taxonomy(BaseModel):
     def render_conventions(self) -> str:
         """The conventions as a numbered list ("" when there are none)."""
         return "\n".join(f"{i}. {' '.join(rule.split())}" for i, rule in enumerate(self.conventions, 1))
+
+
+def _plural(field_name: str) -> str:
+    """A category field's name as `differences` lists it (`definitions`, `cues`, `examples`)."""
+    if field_name == "instantiations":
+        return "examples"
+    return field_name if field_name.endswith("s") else f"{field_name}s"
 
 
 def resolve_taxonomy_path(option: str | os.PathLike[str] | None) -> Path:

@@ -175,3 +175,39 @@ def test_kia_propose_reads_as_many_sentences_as_read_sentences_says(tmp_path: Pa
     with Store(tmp_path / "k.duckdb") as store:
         (raw,) = store.query("SELECT raw_response FROM proposals WHERE run_id = 'r12'")[0]
     assert json.loads(raw)["backend"]["sampled"].startswith("read 12 of "), raw[:600]
+
+
+def test_a_taxonomy_edited_after_the_heads_fit_is_decided_zero_shot_and_says_so(tmp_path: Path) -> None:
+    """The shipped head was fitted on the shipped taxonomy text: with a definition edited, the offline
+    backend decides zero-shot, and that is never silent: `kia propose` prints what differs and the
+    run's model reads `+zero-shot` in `kia runs`. An unchanged taxonomy resumes its run, head and all."""
+    import json
+
+    from tests.conftest import run_kia
+
+    db = str(tmp_path / "k.duckdb")
+    for i in range(2):
+        assert run_kia("ingest", str(_paper(tmp_path / f"p{i}.md", i)), "--db", db).returncode == 0
+    first = run_kia("propose", "--backend", "local", "--db", db)
+    assert first.returncode == 0 and "note:" not in first.stderr, first.stderr
+    again = run_kia("propose", "--backend", "local", "--db", db)
+    assert "already done 2" in again.stdout and "note:" not in again.stderr
+    shipped = load_taxonomy()
+    definition = shipped.category("K2").definition
+    edited = tmp_path / "taxonomy.yaml"
+    text = shipped.source_text.replace(definition.split()[0], definition.split()[0] + " (typo fixed)", 1)
+    edited.write_text(text, encoding="utf-8")
+    zero = run_kia("propose", "--backend", "local", "--taxonomy", str(edited), "--db", db)
+    assert zero.returncode == 0, zero.stderr
+    note = " ".join(zero.stderr.split())
+    assert "note: the offline head was fitted on taxonomy 'kia-3dct' as shipped" in note
+    assert "differs in: definitions of K2" in note and "decides zero-shot" in note
+    runs = run_kia("runs", "--db", db).stdout
+    assert runs.count("+head") == 1 and runs.count("+zero-shot") == 1, runs
+    with Store(tmp_path / "k.duckdb") as store:
+        rows = store.query(
+            "SELECT r.model, p.raw_response FROM proposals p JOIN runs r USING (run_id) WHERE r.model LIKE '%zero-shot'"
+        )
+    assert len(rows) == 2 and all(json.loads(raw)["backend"]["zero_shot"] is True for _, raw in rows)
+    resumed = run_kia("propose", "--backend", "local", "--taxonomy", str(edited), "--db", db)
+    assert "already done 2" in resumed.stdout and run_kia("runs", "--db", db).stdout.count("+zero-shot") == 1

@@ -734,3 +734,64 @@ def test_queue_storage_in_a_real_terminal(two_runs: Path) -> None:
     _expect_paper(child, "mike", "3/3")
     child.send("q")
     child.expect(pexpect.EOF)
+
+
+def _edited_taxonomy(folder: Path, name: str, *replacements: tuple[str, str]) -> Taxonomy:
+    """The shipped taxonomy file with `replacements` made (each must apply), saved and loaded."""
+    text = (ROOT / "labels" / "taxonomy.yaml").read_text(encoding="utf-8")
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return load_taxonomy(path)
+
+
+def test_reviews_survive_a_definition_edit_and_the_queue_agrees_with_the_outputs(db: Path, tmp_path: Path) -> None:
+    """A review decides category ids: a definition's wording fixed in taxonomy.yaml (a new run of it,
+    another content hash) leaves every review in force in the outputs, and the queue calls done
+    exactly the papers the outputs read as reviewed. A category id renamed retires the reviews that
+    name it on that axis only (the paper is back in the queue), and another survey's reviews never count."""
+    shipped = load_taxonomy()
+    with Store(db) as store:
+        session = ReviewSession(store, shipped, reviewer="alice")
+        for key, k in (("P1", "K1"), ("P2", "K2")):
+            session.goto(key)
+            session.edit("K", [k])
+            session.accept("I")
+            session.accept("A")
+    definition = shipped.category("K2").definition
+    typo = _edited_taxonomy(tmp_path, "typo.yaml", (definition.split()[0], definition.split()[0] + " (typo fixed)"))
+    assert typo.content_hash != shipped.content_hash and typo.label_hash == shipped.label_hash
+    answers = {k: ANSWER for k in ("P1", "P2", "P3")}
+    with Store(db) as store:
+        run_proposals(store, ScriptedBackend(answers), typo, load_prompt(), run_name="after-typo")
+        expected = {
+            "P1": {"K": frozenset({"K1"}), "I": frozenset({"I2"}), "A": frozenset({"A1"})},
+            "P2": {"K": frozenset({"K2"}), "I": frozenset({"I2"}), "A": frozenset({"A1"})},
+        }
+        assert reviewed_labeling(store, typo) == expected
+        queue = ReviewSession(store, typo, reviewer="alice")
+        assert queue.run_id == "after-typo" and queue.left() == 1 and queue.current == "P3"
+        assert queue.finished_keys() == {"P1", "P2"}
+    exported = run_kia("export", "--format", "jsonl", "--taxonomy", str(tmp_path / "typo.yaml"), "--db", str(db))
+    assert exported.returncode == 0, exported.stderr
+    rows = {row["key"]: row for row in map(json.loads, exported.stdout.splitlines())}
+    assert rows["P1"]["labels"]["K"] == ["K1"] and rows["P1"]["axes"]["K"]["reviewer"] == "alice"
+    assert rows["P1"]["axes"]["K"]["status"] == "edited" and rows["P3"]["axes"]["K"]["status"] == "proposed"
+
+    renamed = _edited_taxonomy(tmp_path, "renamed.yaml", ("      - id: K1\n", "      - id: K1x\n"))
+    assert renamed.label_hash != shipped.label_hash
+    with Store(db) as store:
+        run_proposals(store, ScriptedBackend(answers), renamed, load_prompt(), run_name="after-rename")
+        final = reviewed_labeling(store, renamed)
+        assert final["P1"] == {"I": frozenset({"I2"}), "A": frozenset({"A1"})}  # its K review named K1
+        assert final["P2"] == expected["P2"]  # K2 is still a category of K: every axis stands
+        queue = ReviewSession(store, renamed, reviewer="alice")
+        assert queue.finished_keys() == {"P2"} and queue.left() == 2
+
+    other = _edited_taxonomy(tmp_path, "other.yaml", ("name: kia-3dct\n", "name: another-survey\n"))
+    with Store(db) as store:
+        run_proposals(store, ScriptedBackend(answers), other, load_prompt(), run_name="other-survey")
+        assert reviewed_labeling(store, other) == {}
+        assert ReviewSession(store, other, reviewer="alice").left() == 3

@@ -452,3 +452,39 @@ def test_a_gold_in_scope_column_scores_the_runs_scope_flags(tmp_path: Path) -> N
         "every axis needs a category (or in_scope = no)"
         in run_kia("score", "--gold", str(empty), "--db", str(db)).stderr
     )
+
+
+def test_reviews_count_per_axis_while_its_ids_and_single_label_stand(tmp_path: Path) -> None:
+    """`final_reviews` (every output's reading of reviews) across taxonomy versions of one name: an
+    axis made single-label retires that axis's reviews (made when it took several), the other axes'
+    stand; a run older than stored taxonomies (its text unknown, its name recorded) counts its
+    reviews where every id they name is still a category of the axis."""
+    from kia.extract import extract
+    from kia.propose import load_prompt, run_proposals
+    from kia.score import final_reviews
+    from kia.store import Store
+    from tests.fakes import ScriptedBackend
+
+    quote = "We generate CT from segmentation masks with a ControlNet branch"
+    answer = {"K": [("K2", [quote])], "I": [("I2", [quote])], "A": [("A1", [quote])]}
+    shipped = load_taxonomy()
+    single_path = tmp_path / "single.yaml"
+    single_path.write_text(shipped.source_text.replace("  - id: A\n", "  - id: A\n    multi: false\n", 1), "utf-8")
+    single = load_taxonomy(single_path)
+    with Store(tmp_path / "k.duckdb") as store:
+        for key in ("P1", "P2"):
+            paper = tmp_path / f"{key}.md"
+            paper.write_text(f"# {key}\n\n## Abstract\n{quote}. It is {key}.\n", encoding="utf-8")
+            store.add_document(extract(paper), key)
+        run_proposals(store, ScriptedBackend({"P1": answer, "P2": answer}), shipped, load_prompt(), run_name="r")
+        store.add_review("P1", "r", "K", ["K1"], "edit", "ann")
+        store.add_review("P1", "r", "A", ["A1", "A2"], "edit", "ann")
+        store.add_review("P2", "r", "A", ["A1"], "accept", "ann")
+        assert set(final_reviews(store, shipped)) == {("P1", "K"), ("P1", "A"), ("P2", "A")}
+        assert set(final_reviews(store, single)) == {("P1", "K")}
+        # an old store: the run's taxonomy text was never stored, only its hash and name
+        store.con.execute("UPDATE runs SET taxonomy_hash = 'from-an-old-kia' WHERE run_id = 'r'")
+        store.add_review("P2", "r", "K", ["K9"], "edit", "ann")  # no such category any more
+        old = final_reviews(store, shipped)
+        assert set(old) == {("P1", "K"), ("P1", "A"), ("P2", "A")} and old[("P1", "K")].labels == {"K1"}
+        assert set(final_reviews(store, single)) == {("P1", "K"), ("P2", "A")}  # one id on a single-label axis

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kia.errors import TaxonomyError
-from kia.taxonomy import load_taxonomy
+from kia.taxonomy import Taxonomy, load_taxonomy
 
 
 def test_default_taxonomy_shape() -> None:
@@ -37,6 +37,36 @@ def test_content_hash_changes_with_content(tmp_path: Path) -> None:
     )
     custom = load_taxonomy(other)
     assert custom.axis_ids == ["M"] and custom.content_hash != base.content_hash
+
+
+def test_label_hash_follows_names_and_category_ids_not_wording(tmp_path: Path) -> None:
+    """`label_hash` is what reviews are matched by: a definition, cue or example edited keeps it (the
+    content hash, the run's record of its text, changes); an id renamed, a category added, an axis
+    made single-label or the taxonomy renamed changes it. `differences` says what was edited."""
+    base = load_taxonomy()
+    text = base.source_text
+
+    def edited(old: str, new: str) -> Taxonomy:
+        assert old in text, old
+        path = tmp_path / "t.yaml"
+        path.write_text(text.replace(old, new, 1), encoding="utf-8")
+        return load_taxonomy(path)
+
+    definition = base.category("K2").definition.split()[0]
+    typo = edited(definition, definition + " (typo fixed)")
+    cue = edited(f"- {base.category('I3').cues[0]}\n", f"- {base.category('I3').cues[0]}\n          - a new cue\n")
+    for same in (typo, cue):
+        assert same.content_hash != base.content_hash and same.label_hash == base.label_hash
+    assert typo.differences(base) == ["definitions of K2"]
+    assert cue.differences(base) == ["cues of I3"]
+    renamed = edited("      - id: K1\n", "      - id: K1x\n")
+    assert renamed.label_hash != base.label_hash
+    assert renamed.differences(base)[:2] == ["categories added to K: K1x", "categories removed from K: K1"]
+    single = edited("  - id: A\n", "  - id: A\n    multi: false\n")
+    assert single.label_hash != base.label_hash and "axis A is now single-label" in single.differences(base)
+    other = edited("name: kia-3dct\n", "name: another\n")
+    assert other.label_hash != base.label_hash and other.differences(base) == ["name 'kia-3dct' -> 'another'"]
+    assert base.differences(base) == []
 
 
 @pytest.mark.parametrize(

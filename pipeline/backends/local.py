@@ -156,6 +156,9 @@ class LocalBackend:
         # Sentences of a long paper read (screened) at most; None: the head's own `read_sentences`,
         # 0: every sentence (slower on full texts, the same on abstracts).
         self.read_sentences = read_sentences
+        # The taxonomy the next run labels (`use_taxonomy`): decides whether `model` and `params`
+        # describe the head or the zero-shot path.
+        self._taxonomy: Taxonomy | None = None
 
     def prepare(self) -> None:
         """Make what the encoder loads exist (the int8 model is built once per machine) without
@@ -176,11 +179,51 @@ class LocalBackend:
         """The head in use (shipped, given, or refitted on reviews)."""
         return self._head
 
+    def use_taxonomy(self, taxonomy: Taxonomy) -> None:
+        """Say which taxonomy the run labels (`kia.propose.run_identity` does, before it reads `model`
+        and `params`), so a run the head cannot decide is recorded as zero-shot, not as the head's."""
+        self._taxonomy = taxonomy
+
+    def zero_shot(self, taxonomy: Taxonomy) -> bool:
+        """Whether papers of `taxonomy` are decided zero-shot: no head, or a head fitted on another
+        taxonomy text (`Head.matches`)."""
+        return self._head_for(taxonomy) is None
+
+    def taxonomy_note(self, taxonomy: Taxonomy) -> str | None:
+        """One line for `kia propose` when the offline backend decides `taxonomy` zero-shot although a
+        head is at hand (None otherwise): which head, what differs from the taxonomy it was fitted on,
+        and what that costs. Why: zero-shot is far weaker than the head (on the 9 papers of the shared
+        corpus it labels every one differently), and a typo fixed in taxonomy.yaml switches to it."""
+        head = self._head
+        if head is None or not self.zero_shot(taxonomy):
+            return None
+        from kia.resources import default_taxonomy_path
+        from kia.taxonomy import load_taxonomy
+
+        fitted = load_taxonomy(None)
+        zero = (
+            "the offline backend decides zero-shot, from definition similarity (far weaker than the head;"
+            " the run's model says +zero-shot)"
+        )
+        if fitted.content_hash != head.taxonomy_hash or fitted.name != taxonomy.name:
+            return (
+                f"no offline head was fitted for taxonomy {taxonomy.name!r}: {zero}; once {self.min_reviewed}"
+                " papers are reviewed, kia propose refits a head on the reviews"
+            )
+        changed = "; ".join(taxonomy.differences(fitted))
+        return (
+            f"the offline head was fitted on taxonomy {fitted.name!r} as shipped; this taxonomy file differs in:"
+            f" {changed}. A head cannot tell a typo fixed from a category redefined, so {zero}; restore the"
+            f" shipped text of those fields ({default_taxonomy_path()}) to use the head"
+        )
+
     @property
     def model(self) -> str:
-        """Model identity stored with each run: encoder and head."""
+        """Model identity stored with each run: encoder and head (`+zero-shot` where the run's
+        taxonomy, `use_taxonomy`, has no head fitted for it: `kia runs` must not show the head then)."""
         encoder_name = self._encoder.name if self._encoder is not None else self._encoder_class.name
-        return f"{encoder_name}+head"
+        decides = "zero-shot" if self._taxonomy is not None and self.zero_shot(self._taxonomy) else "head"
+        return f"{encoder_name}+{decides}"
 
     def params(self) -> dict[str, Any]:
         """The head's digest, settings and where it came from: part of the run's identity."""
@@ -209,6 +252,7 @@ class LocalBackend:
         return (head.settings if head is not None else HeadSettings()).read_sentences
 
     def _head_for(self, taxonomy: Taxonomy) -> Head | None:
+        """The head when it was fitted on this very taxonomy text (`Head.matches`), else None: zero-shot."""
         head = self._head
         return head if head is not None and head.matches(taxonomy) else None
 

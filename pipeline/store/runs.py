@@ -96,6 +96,14 @@ class RunQueries(StoreBase):
         )
         return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
+    def run_taxonomies(self) -> dict[str, tuple[str, str, str | None]]:
+        """Run id -> (taxonomy hash, name, stored file or None for runs older than migration 006)."""
+        rows = self.query(
+            "SELECT r.run_id, r.taxonomy_hash, r.taxonomy_name, t.content FROM runs r"
+            " LEFT JOIN taxonomies t USING (taxonomy_hash)"
+        )
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
     def run_taxonomy_hashes(self) -> dict[str, str]:
         """Run id -> the content hash of the taxonomy it used."""
         return {r[0]: r[1] for r in self.query("SELECT run_id, taxonomy_hash FROM runs")}
