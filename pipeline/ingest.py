@@ -432,7 +432,10 @@ def ingest_library(
     """
     outcomes: list[EntryOutcome] = []
     for position, ref in enumerate(read_references(library)):
-        outcome = _ingest_entry(ref, library, store, fetch_pdf, position)
+        if ref.unreadable:
+            outcome = EntryOutcome(ref.key, "failed", detail=f"{library}: {ref.unreadable}")
+        else:
+            outcome = _ingest_entry(ref, library, store, fetch_pdf, position)
         outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(outcome)

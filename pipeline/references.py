@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -50,6 +51,9 @@ class Reference:
     # back as it was (labels merged into the keywords, kia's note added) when exported in that format.
     raw: list[tuple[str, Any]] = field(default_factory=list)
     source_format: str = ""
+    # Why a block of the file could not be read as an entry (a second entry under one key, a syntax
+    # error): kept as a reference so the import says so on its own line instead of dropping it.
+    unreadable: str = ""
 
 
 def normalise_title(title: str) -> str:
@@ -255,6 +259,7 @@ def read_bibtex(path: Path) -> list[Reference]:
     """Entries of a BibTeX file (bibtexparser); braces and LaTeX left in titles are cleaned."""
     import bibtexparser
 
+    logging.getLogger("bibtexparser").setLevel(logging.ERROR)  # its warnings are said per entry instead
     library = bibtexparser.parse_string(path.read_text(encoding="utf-8-sig"))
     refs = []
     for entry in library.entries:
@@ -275,7 +280,23 @@ def read_bibtex(path: Path) -> list[Reference]:
                 source_format="bibtex",
             )
         )
-    return refs
+    return refs + [_unreadable_block(block) for block in library.failed_blocks]
+
+
+def _unreadable_block(block: Any) -> Reference:
+    """A block bibtexparser could not make an entry of, as a reference saying why (the parser drops
+    a second entry under one key and a malformed entry without a word)."""
+    line = (getattr(block, "start_line", None) or 0) + 1
+    key = getattr(block, "key", None)
+    if key:
+        return Reference(
+            key=str(key), unreadable=f"line {line}: a second entry with key {key!r}; only the first is read"
+        )
+    error = getattr(block, "error", None)
+    cause = str(getattr(error, "abort_reason", "") or error or "").strip() or "a syntax error"
+    entry = re.match(r"@\w+\s*\{\s*([^,\s]+)", str(getattr(block, "raw", "")))
+    name = entry.group(1) if entry else f"line {line}"
+    return Reference(key=name, unreadable=f"line {line}: not read as BibTeX ({cause})")
 
 
 def read_ris(path: Path) -> list[Reference]:

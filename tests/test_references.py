@@ -166,6 +166,25 @@ def test_bad_library_is_one_line(tmp_path: Path, db_path: Path) -> None:
     assert nothing.returncode == 1 and "--bib" in nothing.stderr
 
 
+def test_entries_the_parser_drops_are_said_one_line_each(tmp_path: Path, db_path: Path) -> None:
+    """bibtexparser drops a second entry under one key and a malformed entry without a word: each is a
+    `failed` line naming the entry, its line and why, and the entries around them are read."""
+    library = tmp_path / "library.bib"
+    library.write_text(
+        "@article{a, title={One}, year={2020}, abstract={We generate CT volumes from masks with diffusion.}}\n"
+        "@article{a, title={Two}, year={2021}}\n"
+        "@article{b, title={Broken, year={2021}\n"
+        "@article{c, title={Three}, year={2022}, abstract={We synthesise CT from reports with a transformer.}}\n",
+        encoding="utf-8",
+    )
+    result = run_kia("ingest", "--bib", str(library), "--db", str(db_path))
+    lines = (result.stdout + result.stderr).splitlines()
+    assert f"failed: a ({library}: line 2: a second entry with key 'a'; only the first is read)" in lines, lines
+    assert any(line.startswith(f"failed: b ({library}: line 3: not read as BibTeX (Unexpected block") for line in lines)
+    assert sum(line.startswith(("abstract: a", "abstract: c")) for line in lines) == 2, lines
+    assert "Parsing of" not in result.stderr  # the parser's own warning is not printed beside kia's line
+
+
 # Issue 23: a title or key from a paper or a library cannot add fields or forge records.
 HOSTILE_TITLES = [
     "Evil}, author = {Mallory",
