@@ -1155,12 +1155,17 @@ def init(
 @one_line_errors
 def config() -> None:
     """The settings in force (kia.toml, environment, global options) and where each value came from."""
+    from kia.backends import chosen_backend_name
     from kia.settings import describe
 
     settings = _settings()
     where = settings.project or "none (no kia.toml here or above; `kia init DIR` writes one)"
     out.print(f"project: {where}", markup=False)
-    rows = describe(settings)
+    chosen = chosen_backend_name(None, settings)  # what `kia propose` runs: a model given outranks kia.toml's local
+    rows = [
+        (name, f"{value} (propose runs {chosen})" if name == "backend" and value != chosen else value, source)
+        for name, value, source in describe(settings)
+    ]
     width = max(len(name) for name, _, _ in rows)
     for name, value, source in rows:  # plain lines: never cut at the terminal's width
         out.print(f"{name:<{width}}  {value}    # {source}", markup=False)

@@ -136,3 +136,14 @@ def test_settings_made_in_python_are_checked_like_the_command_lines_options(tmp_
             Settings(**given)  # type: ignore[arg-type]
     with pytest.raises(KiaError, match="Settings: workers must be at least 1, not -1"):
         kia.propose(tmp_path / "none.duckdb", workers=-1)
+
+
+def test_config_says_which_backend_propose_runs_when_a_model_outranks_kia_toml(tmp_path: Path) -> None:
+    """kia.toml's `backend = "local"` yields to `$KIA_MODEL`; `kia config` showed plain `local`."""
+    from tests.conftest import run_kia
+
+    (tmp_path / "kia.toml").write_text('backend = "local"\n', encoding="utf-8")
+    with_model = run_kia("config", cwd=tmp_path, env={"KIA_MODEL": "m"}).stdout
+    assert any(line.startswith("backend") and "local (propose runs openai)" in line for line in with_model.splitlines())
+    plain = run_kia("config", cwd=tmp_path, env={"KIA_MODEL": ""}).stdout
+    assert any(line.split()[:2] == ["backend", "local"] and "propose runs" not in line for line in plain.splitlines())
