@@ -449,3 +449,22 @@ def test_an_out_of_scope_answer_is_not_reasked_for_the_quotes_of_labels_it_drops
     assert statuses == [("A", "out_of_scope"), ("I", "out_of_scope"), ("K", "out_of_scope")]
     assert query(alpha_db, "SELECT count(*) FROM labels WHERE run_id = 'oos'") == [(0,)]
     assert query(alpha_db, "SELECT status FROM proposals WHERE run_id = 'oos'") == [("done",)]
+
+
+def test_an_http_error_is_described_by_the_servers_message_once() -> None:
+    """ "HTTP 500: Error code: 500 - {'error': ...}" said the status twice and printed the raw body."""
+    import httpx
+    import openai
+
+    from kia.backends.openai import _describe
+
+    request = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    body = {"error": {"message": "internal   error", "type": "server_error"}}
+    error = openai.InternalServerError(
+        "Error code: 500 - {'error': ...}", response=httpx.Response(500, request=request), body=body
+    )
+    assert _describe(error) == "HTTP 500: internal error"
+    bare = openai.BadRequestError(
+        "Error code: 400 - bad request", response=httpx.Response(400, request=request), body=None
+    )
+    assert _describe(bare) == "HTTP 400: bad request"

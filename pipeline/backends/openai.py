@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -152,6 +153,17 @@ def _validation_summary(error: Exception) -> str:
 E = TypeVar("E", bound=BaseException)
 
 
+def _status_detail(exc: Any) -> str:
+    """What an HTTP error response said: the server's own `error.message` where its body has one
+    (the client's message repeats the status: "Error code: 500 - {...}"), else the client's text."""
+    body = getattr(exc, "body", None)
+    error = body.get("error") if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else error if isinstance(error, str) else None
+    if isinstance(message, str) and message.strip():
+        return _short(" ".join(message.split()), 200)
+    return re.sub(r"^Error code: \d+ - ", "", str(getattr(exc, "message", exc)))
+
+
 def _cause(exc: BaseException | None, kind: type[E]) -> E | None:
     """The first error of type `kind` in `exc`'s chain of causes (instructor wraps what the openai
     client raised in its retry exception), looking at most five links deep."""
@@ -242,7 +254,7 @@ def _describe(exc: BaseException) -> str:
         )
     exc = _api_error(exc) or exc
     if isinstance(exc, openai.APIStatusError):
-        return f"HTTP {exc.status_code}: {exc.message}"
+        return f"HTTP {exc.status_code}: {_status_detail(exc)}"
     if isinstance(exc, openai.APITimeoutError):
         return "timeout: no answer within the time limit"
     if isinstance(exc, openai.APIConnectionError):
