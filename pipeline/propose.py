@@ -289,7 +289,7 @@ def axis_statuses(answer: BackendAnswer, taxonomy: Taxonomy) -> dict[str, tuple[
     return statuses
 
 
-def _check_defaults(answer: BackendAnswer, taxonomy: Taxonomy, paper_key: str) -> None:
+def _check_defaults(answer: BackendAnswer, taxonomy: Taxonomy) -> None:
     """A backend's default must be a category of its axis, as a claimed label must: one outside the
     taxonomy was stored as a `default` status with no label, so the paper looked labelled."""
     axes = {axis.id: axis for axis in taxonomy.axes}
@@ -301,7 +301,7 @@ def _check_defaults(answer: BackendAnswer, taxonomy: Taxonomy, paper_key: str) -
             problem = f"{category!r} as the default of axis {axis_id}, not one of {', '.join(axis.category_ids)}"
         else:
             continue
-        error = KiaError(f"{paper_key}: the backend gave {problem}")
+        error = KiaError(f"the backend gave {problem}")  # the failure line names the paper
         error.calls = answer.calls  # type: ignore[attr-defined]
         raise error
 
@@ -455,7 +455,7 @@ def proposal_from_answer(
     `flagged` sentences (addressing the labeller) are no evidence: a quote inside one is `suspicious`.
     """
     flagged = suspicious_sentences(doc, taxonomy) if flagged is None else flagged
-    _check_defaults(answer, taxonomy, paper_key)
+    _check_defaults(answer, taxonomy)
     payload = answer_to_json(answer, taxonomy)
     labels = ground_answer(with_supports(labels_from_json(payload, taxonomy), answer), doc, flagged)
     statuses = {**axis_statuses(answer, taxonomy), **label_statuses(labels, confidence_floor)}

@@ -813,9 +813,9 @@ def test_a_default_outside_the_taxonomy_fails_the_paper_instead_of_looking_label
             (
                 "bad",
                 {"I": ("NOPE", 0.5, "silent")},
-                "p: the backend gave 'NOPE' as the default of axis I, not one of I1",
+                "the backend gave 'NOPE' as the default of axis I, not one of I1",
             ),
-            ("axis", {"Z": ("Z1", 0.5, "silent")}, "p: the backend gave a default for 'Z', not an axis of taxonomy"),
+            ("axis", {"Z": ("Z1", 0.5, "silent")}, "the backend gave a default for 'Z', not an axis of taxonomy"),
         ):
             summary = run_proposals(store, _DefaultsBackend(defaults), taxonomy, load_prompt(), run_name=run)  # type: ignore[arg-type]
             assert summary.failed == 1 and summary.done == 0 and said in summary.failures[0][1], summary.failures
