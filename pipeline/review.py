@@ -310,11 +310,11 @@ class ReviewSession:
         """This reviewer's latest decision per axis on a paper, of those `ReviewScope` counts for this
         taxonomy (so the queue calls done exactly what every output reads as reviewed)."""
         scope = review_scope(self.store, self.taxonomy)
-        latest: dict[str, tuple[str, list[str]]] = {}
-        for _key, axis, decision, labels, _who, run in self.store.review_rows(self.reviewer, key, with_run=True):
-            if scope.applies(run, axis, labels):
-                latest[axis] = (decision, [c for c in (labels or "").split(";") if c])
-        return latest
+        rows = self.store.review_rows(self.reviewer, key, with_run=True)
+        return {
+            axis: (decision, [c for c in (labels or "").split(";") if c])
+            for (_key, axis), (_k, _a, decision, labels, _who, _run) in scope.in_force(rows, 5).items()
+        }
 
     @_holding
     def decided_by_anyone(self) -> set[tuple[str, str]]:
@@ -326,10 +326,12 @@ class ReviewSession:
         (kia.consensus), so another run's agreement leaves the axis open here. Which decisions count
         for this taxonomy is `ReviewScope`'s rule."""
         scope = review_scope(self.store, self.taxonomy)
-        return {
+        rows = self.store.review_rows(with_run=True)
+        decided = set(scope.in_force([row for row in rows if row[2] != CONSENSUS], 5))
+        return decided | {
             (key, axis)
-            for key, axis, decision, labels, _who, run in self.store.review_rows(with_run=True)
-            if scope.applies(run, axis, labels) and (decision != CONSENSUS or run == self.run_id)
+            for key, axis, decision, labels, _who, run in rows
+            if decision == CONSENSUS and run == self.run_id and scope.applies(run, axis, labels)
         }
 
     @_holding
@@ -347,9 +349,8 @@ class ReviewSession:
         for this taxonomy (what `decisions` reads, for every paper in one query)."""
         scope = review_scope(self.store, self.taxonomy)
         decided: dict[str, set[str]] = {}
-        for key, axis, _decision, labels, _who, run in self.store.review_rows(self.reviewer, with_run=True):
-            if scope.applies(run, axis, labels):
-                decided.setdefault(key, set()).add(axis)
+        for key, axis in scope.in_force(self.store.review_rows(self.reviewer, with_run=True), 5):
+            decided.setdefault(key, set()).add(axis)
         return decided
 
     @_holding

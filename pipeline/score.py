@@ -420,6 +420,25 @@ class ReviewScope:
     # Run id -> (taxonomy name, label axes) of the run's taxonomy; the axes None where unknown.
     runs: dict[str, tuple[str, LabelAxes | None]]
 
+    def of_this_survey(self, run_id: str | None, axis: str) -> bool:
+        """Whether a decision on `axis` made on `run_id` (None: by `kia label`, on no run) is about
+        this survey's axis at all: a decision of another survey neither counts nor retires one here."""
+        if axis not in self.taxonomy.label_axes:
+            return False
+        used = self.runs.get(run_id) if run_id is not None else None
+        return run_id is None or (used is not None and used[0] == self.taxonomy.name)
+
+    def in_force(self, rows: Iterable[Sequence[Any]], run_at: int) -> dict[tuple[str, str], Sequence[Any]]:
+        """Per (paper, axis) the latest of `rows` (oldest first: paper key, axis, decision, labels, ...,
+        the run at index `run_at`) made in this survey, kept only where it `applies`. The latest is
+        chosen first: a decision retired by an edit (it names a category id since renamed) leaves the
+        axis undecided, it does not bring back an older decision the reviewer had overruled."""
+        latest: dict[tuple[str, str], Sequence[Any]] = {}
+        for row in rows:
+            if self.of_this_survey(row[run_at], row[1]):
+                latest[(row[0], row[1])] = row
+        return {where: row for where, row in latest.items() if self.applies(row[run_at], row[1], row[3])}
+
     def applies(self, run_id: str | None, axis: str, labels: str | None) -> bool:
         """Whether a decision on `axis` (its `;`-joined `labels`, empty for a reject) made on
         `run_id` (None: made without a run, by `kia label`) counts for this taxonomy."""
@@ -471,12 +490,11 @@ def final_reviews(store: Store, taxonomy: Taxonomy, reviewer: str | None = None)
     per paper and axis the latest decision (of one reviewer, or of anyone) that `ReviewScope`
     counts for this taxonomy: reviews survive an edit of its wording, two surveys never mix."""
     scope = review_scope(store, taxonomy)
+    decisions = [row for row in store.axis_decisions(reviewer) if row[2] in ("accept", "edit", "reject")]
     latest: AxisReviews = {}
-    for key, axis, decision, labels, who, note, decided_at, run_id in store.axis_decisions(reviewer):
-        if decision not in ("accept", "edit", "reject") or not scope.applies(run_id, axis, labels):
-            continue
+    for where, (_key, _axis, decision, labels, who, note, decided_at, run_id) in scope.in_force(decisions, 7).items():
         kept = frozenset(labels.split(";")) if decision != "reject" and labels else frozenset()
-        latest[(key, axis)] = AxisReview(decision, kept, str(who), str(note or ""), str(decided_at)[:19], run_id)
+        latest[where] = AxisReview(decision, kept, str(who), str(note or ""), str(decided_at)[:19], run_id)
     return latest
 
 

@@ -780,15 +780,21 @@ def test_reviews_survive_a_definition_edit_and_the_queue_agrees_with_the_outputs
     assert rows["P1"]["labels"]["K"] == ["K1"] and rows["P1"]["axes"]["K"]["reviewer"] == "alice"
     assert rows["P1"]["axes"]["K"]["status"] == "edited" and rows["P3"]["axes"]["K"]["status"] == "proposed"
 
+    with Store(db) as store:  # alice overrules herself on P2: K2 becomes K1 + K3 (K1 is renamed below)
+        later = ReviewSession(store, typo, reviewer="alice")
+        later.goto("P2")
+        later.edit("K", ["K1", "K3"])
     renamed = _edited_taxonomy(tmp_path, "renamed.yaml", ("      - id: K1\n", "      - id: K1x\n"))
     assert renamed.label_hash != shipped.label_hash
     with Store(db) as store:
         run_proposals(store, ScriptedBackend(answers), renamed, load_prompt(), run_name="after-rename")
         final = reviewed_labeling(store, renamed)
         assert final["P1"] == {"I": frozenset({"I2"}), "A": frozenset({"A1"})}  # its K review named K1
-        assert final["P2"] == expected["P2"]  # K2 is still a category of K: every axis stands
+        # P2's latest K decision names K1 too: K is undecided, her overruled K2 does not come back
+        assert final["P2"] == {"I": frozenset({"I2"}), "A": frozenset({"A1"})}
         queue = ReviewSession(store, renamed, reviewer="alice")
-        assert queue.finished_keys() == {"P2"} and queue.left() == 2
+        assert queue.finished_keys() == set() and queue.left() == 3
+        assert "K" not in queue.decisions("P2") and ("P2", "K") not in queue.decided_by_anyone()
 
     other = _edited_taxonomy(tmp_path, "other.yaml", ("name: kia-3dct\n", "name: another-survey\n"))
     with Store(db) as store:
