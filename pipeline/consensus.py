@@ -23,7 +23,7 @@ from typing import Any
 
 from kia._version import __version__
 from kia.errors import KiaError
-from kia.score import Labeling, resolve_run, run_labeling
+from kia.score import Labeling, resolve_run, run_labeling, runs_with_labels_of
 from kia.store import Store, dumps
 from kia.taxonomy import Taxonomy
 
@@ -82,12 +82,17 @@ def make_consensus(store: Store, taxonomy: Taxonomy, runs: list[str], name: str)
     if len(set(runs)) != len(runs) or name in runs:
         raise KiaError("consensus runs must be distinct, and the new run's name must be new")
     rows = {}
+    same_labels = set(runs_with_labels_of(store, taxonomy))  # its wording may differ: the ids are compared
     for run in runs:
         row = store.run_row(run)
         if row is None:
             raise KiaError(f"{store.path}: no run named {run!r} (see `kia runs`)")
-        if row["taxonomy_hash"] != taxonomy.content_hash:
-            raise KiaError(f"run {run!r} was made with another taxonomy; pass the same --taxonomy")
+        if run not in same_labels:
+            raise KiaError(
+                f"run {run!r} used taxonomy {row['taxonomy_name']!r} ({str(row['taxonomy_hash'])[:10]}), whose name "
+                f"or category ids differ from {taxonomy.name!r} ({taxonomy.content_hash[:10]}); consensus compares "
+                "runs of one taxonomy (pass that run's --taxonomy)"
+            )
         rows[run] = row
     params = dumps({"inputs": runs})
     existing = store.run_row(name)

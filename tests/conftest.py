@@ -7,9 +7,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pymupdf
 import pytest
+
+if TYPE_CHECKING:
+    from kia.taxonomy import Taxonomy
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_CORPUS = Path(os.environ.get("KIA_SHARED_CORPUS", ROOT.parent / "shared" / "corpus"))
@@ -67,6 +71,19 @@ def run_kia(
     finally:
         os.chdir(previous)
     return subprocess.CompletedProcess(["kia", *args], result.exit_code, result.stdout, result.stderr)
+
+
+def edited_taxonomy(folder: Path, name: str, *replacements: tuple[str, str]) -> Taxonomy:
+    """The shipped taxonomy file with `replacements` made (each must apply), saved and loaded."""
+    from kia.taxonomy import load_taxonomy
+
+    text = (ROOT / "labels" / "taxonomy.yaml").read_text(encoding="utf-8")
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return load_taxonomy(path)
 
 
 def query(db: Path, sql: str) -> list[tuple[object, ...]]:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from kia.consensus import CONSENSUS_REVIEWER, ConsensusSummary, consensus_score, make_consensus
+from kia.errors import KiaError
 from kia.extract import extract
 from kia.propose import load_prompt, run_proposals
 from kia.review import ReviewSession, bulk_accept
@@ -169,3 +172,26 @@ def test_a_persons_decision_applies_in_every_run_beside_consensus_agreements(tmp
     assert reviewed_labeling(store, taxonomy) == {"p1": {"A": frozenset({"A2"})}}
     bulk = bulk_accept(store, taxonomy, 0.5, "r1", "bot")
     assert (bulk.accepted, bulk.decided) == (5, 1)
+
+
+def test_consensus_takes_runs_of_two_wordings_of_one_taxonomy_and_refuses_other_ids(
+    tmp_path: Path, db_path: Path
+) -> None:
+    """Two runs of one taxonomy whose definition was reworded between them (same name and category
+    ids: `kia compare` and review read them as one) were refused as "another taxonomy"."""
+    from tests.conftest import edited_taxonomy
+
+    shipped = load_taxonomy()
+    reworded = edited_taxonomy(
+        tmp_path, "typo.yaml", ("Unstructured semantic information", "Unstructured, semantic information")
+    )
+    renamed = edited_taxonomy(tmp_path, "renamed.yaml", ("      - id: K1\n", "      - id: K1x\n"))
+    with Store(db_path) as store:
+        (tmp_path / "p1.md").write_text(TEXT.format(title="One"), encoding="utf-8")
+        store.add_document(extract(tmp_path / "p1.md"), "p1")
+        for run, taxonomy in (("a", shipped), ("b", reworded), ("c", renamed)):
+            scripted = ScriptedBackend({"One": answer("K2", "I2", "A1")})
+            run_proposals(store, scripted, taxonomy, load_prompt(), run_name=run, use_cache=False)
+        assert make_consensus(store, reworded, ["a", "b"], "ab").agreed_axes == 3
+        with pytest.raises(KiaError, match="run 'c' used taxonomy 'kia-3dct' .*whose name or category ids differ"):
+            make_consensus(store, reworded, ["a", "c"], "ac")

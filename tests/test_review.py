@@ -38,7 +38,7 @@ from kia.review_keys import REDRAW, STAY, handle_key, split_keys
 from kia.score import reviewed_labeling
 from kia.store import Store
 from kia.taxonomy import Taxonomy, load_taxonomy
-from tests.conftest import ROOT, kia_exe, make_pdf, run_kia
+from tests.conftest import ROOT, edited_taxonomy, kia_exe, make_pdf, run_kia
 from tests.fakes import ScriptedBackend
 
 QUOTE = "We generate CT from segmentation masks with a ControlNet branch"
@@ -736,17 +736,6 @@ def test_queue_storage_in_a_real_terminal(two_runs: Path) -> None:
     child.expect(pexpect.EOF)
 
 
-def _edited_taxonomy(folder: Path, name: str, *replacements: tuple[str, str]) -> Taxonomy:
-    """The shipped taxonomy file with `replacements` made (each must apply), saved and loaded."""
-    text = (ROOT / "labels" / "taxonomy.yaml").read_text(encoding="utf-8")
-    for old, new in replacements:
-        assert old in text, old
-        text = text.replace(old, new, 1)
-    path = folder / name
-    path.write_text(text, encoding="utf-8")
-    return load_taxonomy(path)
-
-
 def test_reviews_survive_a_definition_edit_and_the_queue_agrees_with_the_outputs(db: Path, tmp_path: Path) -> None:
     """A review decides category ids: a definition's wording fixed in taxonomy.yaml (a new run of it,
     another content hash) leaves every review in force in the outputs, and the queue calls done
@@ -761,7 +750,7 @@ def test_reviews_survive_a_definition_edit_and_the_queue_agrees_with_the_outputs
             session.accept("I")
             session.accept("A")
     definition = shipped.category("K2").definition
-    typo = _edited_taxonomy(tmp_path, "typo.yaml", (definition.split()[0], definition.split()[0] + " (typo fixed)"))
+    typo = edited_taxonomy(tmp_path, "typo.yaml", (definition.split()[0], definition.split()[0] + " (typo fixed)"))
     assert typo.content_hash != shipped.content_hash and typo.label_hash == shipped.label_hash
     answers = {k: ANSWER for k in ("P1", "P2", "P3")}
     with Store(db) as store:
@@ -784,7 +773,7 @@ def test_reviews_survive_a_definition_edit_and_the_queue_agrees_with_the_outputs
         later = ReviewSession(store, typo, reviewer="alice")
         later.goto("P2")
         later.edit("K", ["K1", "K3"])
-    renamed = _edited_taxonomy(tmp_path, "renamed.yaml", ("      - id: K1\n", "      - id: K1x\n"))
+    renamed = edited_taxonomy(tmp_path, "renamed.yaml", ("      - id: K1\n", "      - id: K1x\n"))
     assert renamed.label_hash != shipped.label_hash
     with Store(db) as store:
         run_proposals(store, ScriptedBackend(answers), renamed, load_prompt(), run_name="after-rename")
@@ -796,7 +785,7 @@ def test_reviews_survive_a_definition_edit_and_the_queue_agrees_with_the_outputs
         assert queue.finished_keys() == set() and queue.left() == 3
         assert "K" not in queue.decisions("P2") and ("P2", "K") not in queue.decided_by_anyone()
 
-    other = _edited_taxonomy(tmp_path, "other.yaml", ("name: kia-3dct\n", "name: another-survey\n"))
+    other = edited_taxonomy(tmp_path, "other.yaml", ("name: kia-3dct\n", "name: another-survey\n"))
     with Store(db) as store:
         run_proposals(store, ScriptedBackend(answers), other, load_prompt(), run_name="other-survey")
         assert reviewed_labeling(store, other) == {}
