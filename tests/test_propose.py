@@ -725,7 +725,15 @@ def test_sigint_to_propose_alone_stops_its_workers_and_says_how_to_resume(tmp_pa
     assert run_kia("ingest", str(tmp_path / "papers"), "--db", str(db_path)).returncode == 0
     args = [*kia_exe(), "propose", "--backend", "local", "--encoder", "minilm-int8", "--workers", "2"]
     args += ["--run", "stopped", "--no-cache", "--db", str(db_path)]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # A shell's background job (CI started with `&`) ignores SIGINT, and a child inherits that: kia is
+    # given the default disposition, as in a terminal, so Python turns the signal into KeyboardInterrupt.
+    process = subprocess.Popen(
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 300
     while process.poll() is None and time.monotonic() < deadline and (_done(db_path, "stopped") or 0) < 6:
         time.sleep(0.2)
