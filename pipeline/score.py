@@ -271,8 +271,31 @@ def latest_run(store: Store, taxonomy: Taxonomy | None = None) -> str | None:
         detail += f"{'; ' if detail else ': '}no paper proposed in {', '.join(empty)}"
     if unfinished:
         detail += f"{'; ' if detail else ': '}stopped before the end: {', '.join(unfinished)} (a rerun resumes)"
-    others = "" if wanted else f" (runs of other taxonomies: {', '.join(str(s['run']) for s in states)})"
+    others = "" if wanted else _other_versions(store, taxonomy, [str(s["run"]) for s in states])
     raise KiaError(f"{store.path}: no complete run{of} yet{detail}{others}; run `kia propose` or pass --run NAME")
+
+
+def _other_versions(store: Store, taxonomy: Taxonomy | None, runs: list[str]) -> str:
+    """The runs of no use as a default, said apart: those of an earlier version of this survey (same
+    name, other category ids: what changed) and those of other surveys."""
+    if taxonomy is None:
+        return f" (runs of other taxonomies: {', '.join(runs)})"
+    names = store.run_taxonomies()
+    earlier = [r for r in runs if r in names and names[r][1] == taxonomy.name]
+    others = [r for r in runs if r not in earlier]
+    said = []
+    if earlier:
+        stored = names[earlier[-1]]
+        changed = (
+            taxonomy.differences(taxonomy_from_text(stored[2], "a stored run"))[:2] if stored[2] is not None else []
+        )
+        what = f" ({'; '.join(changed)} since)" if changed else ""
+        said.append(
+            f"runs of an earlier version of {taxonomy.name!r}{what}: {', '.join(earlier)}, read with --run NAME"
+        )
+    if others:
+        said.append(f"runs of other taxonomies: {', '.join(others)}")
+    return f" ({'; '.join(said)})"
 
 
 def run_state(row: dict[str, Any]) -> str:
@@ -324,12 +347,16 @@ def taxonomy_for_run(store: Store, run_id: str, given: Taxonomy | None = None) -
         raise KiaError(f"{store.path}: no run named {run_id!r} (runs: {known})")
     stored_hash, name, content = stored
     if given is not None:
-        if given.content_hash != stored_hash and not _same_labels(stored, given):
-            raise KiaError(
-                f"run {run_id!r} used taxonomy {name!r} ({stored_hash[:10]}), not {given.name!r} "
-                f"({given.content_hash[:10]}); leave out --taxonomy or choose a run of {given.name!r}"
-            )
-        return given
+        if given.content_hash == stored_hash or _same_labels(stored, given):
+            return given
+        if name == given.name and content is not None:
+            # An earlier version of this survey (a category added, renamed or removed since): the run
+            # named is read in the version it was made with, whose ids its labels are.
+            return taxonomy_from_text(content, f"{store.path}: run {run_id}")
+        raise KiaError(
+            f"run {run_id!r} used taxonomy {name!r} ({stored_hash[:10]}), not {given.name!r} "
+            f"({given.content_hash[:10]}); choose a run of {given.name!r}, or pass the taxonomy of {name!r}"
+        )
     if content is not None:
         return taxonomy_from_text(content, f"{store.path}: run {run_id}")
     shipped = load_taxonomy(None)  # a run from before taxonomies were stored: the shipped one, if it is that
