@@ -646,6 +646,9 @@ class TrainingUse:
     # local runs whose head kia does not ship now (an earlier version's, one given to the API): for
     # them it cannot tell which papers were training papers
     unknown_heads: list[str] = field(default_factory=list)
+    # every local run here decided zero-shot: no head chose its labels, but the sentence-support
+    # models (which pick quotes and drop labels no sentence supports) were fitted on these papers
+    zero_shot: bool = False
 
     def line(self, command: str = "kia score", learned: str = "their labels were learned, not predicted") -> str | None:
         """One line for `command` (`kia score`, `kia simulate`), or None when no scored paper was a
@@ -662,6 +665,12 @@ class TrainingUse:
         if self.left_out:
             return (
                 f"blind: left out {len(self.fitted)} of {self.scored} paper(s) the offline head was fitted on ({names})"
+            )
+        if self.zero_shot:
+            return (
+                f"partly blind: no head chose these labels (zero-shot), but the sentence-support models that pick "
+                f"quotes and drop unsupported labels were fitted on the evidence sentences of {len(self.fitted)} of "
+                f"the {self.scored} scored paper(s) ({names}). `{command} --blind` leaves them out"
             )
         return (
             f"not blind: the offline head was fitted on {len(self.fitted)} of the {self.scored} scored paper(s) "
@@ -683,6 +692,7 @@ def training_use(store: Store, run_id: str, scored: set[str]) -> TrainingUse:
     inputs = _run_params(store.run_row(run_id)).get("inputs")
     papers: list[dict[str, Any]] = []
     unknown: list[str] = []
+    zero_shot: list[bool] = []
     for run in [run_id, *(inputs if isinstance(inputs, list) else [])]:
         row = store.run_row(run)
         backend = _run_params(row).get("backend")
@@ -692,7 +702,9 @@ def training_use(store: Store, run_id: str, scored: set[str]) -> TrainingUse:
                 unknown.append(run)
             else:
                 papers += known
-    return TrainingUse(keys_fitted_on(store, papers, scored), len(scored), unknown_heads=unknown)
+                zero_shot.append(str(row.get("model", "")).endswith("+zero-shot"))
+    fitted = keys_fitted_on(store, papers, scored)
+    return TrainingUse(fitted, len(scored), unknown_heads=unknown, zero_shot=bool(zero_shot) and all(zero_shot))
 
 
 def _run_params(row: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -333,6 +333,15 @@ def test_score_names_the_papers_the_shipped_head_was_fitted_on_and_blind_leaves_
     assert both.returncode == 0, both.stderr
     agreed = json.loads(run_kia("score", "--run", "both", "--db", str(db_path), "--format", "json").stdout)
     assert agreed["training"]["fitted"] == document["training"]["fitted"]
+    # a taxonomy edited since the head's fit is decided zero-shot: no head chose its labels, though the
+    # support models that pick its quotes saw those papers' evidence ("not blind" said the head did)
+    from tests.conftest import edited_taxonomy
+
+    edited_taxonomy(tmp_path, "typo.yaml", ("Unstructured semantic information", "Unstructured, semantic information"))
+    typo = ["--taxonomy", str(tmp_path / "typo.yaml"), "--db", str(db_path)]
+    assert run_kia("propose", "--run", "zs", *typo).returncode == 0
+    said = run_kia("score", "--run", "zs", *typo).stdout
+    assert "partly blind: no head chose these labels (zero-shot)" in said and "not blind" not in said
 
 
 def test_a_run_knows_its_training_papers_only_through_a_head_kia_recognises() -> None:
