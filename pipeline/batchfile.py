@@ -42,7 +42,7 @@ from kia.backends.openai import (
     request_body,
 )
 from kia.backends.rules import RulesBackend
-from kia.errors import KiaError, read_user_text
+from kia.errors import KiaError, read_user_text, writing_to
 from kia.extract import Document
 from kia.fewshot import Example, ExamplePool, render_examples
 from kia.ground import Locator
@@ -212,6 +212,7 @@ def write_requests(
     waiting = store.waiting_requests(run_id)
     params = backend.params()
     lines: list[str] = []
+    waits: list[tuple[str, str, str, str, str, str]] = []  # saved once the file is written
     for paper_key in keys or store.paper_keys():
         sha = store.latest_sha(paper_key)
         if (paper_key, sha) in done:
@@ -241,11 +242,16 @@ def write_requests(
             "evidence": retriever is not None,
             "examples": [e.record() for e in shots],
         }
-        store.save_waiting(run_id, paper_key, sha, custom, dumps(request), __version__)
+        waits.append((run_id, paper_key, sha, custom, dumps(request), __version__))
         lines.append(request_line(custom, body))
         summary.written += 1
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    # The file first, then the papers recorded waiting for it: a file that cannot be written (a
+    # folder given as --batch-file) must not leave a run waiting for answers that never come.
+    with writing_to(out, "batch file"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    for wait in waits:  # inside the caller's transaction
+        store.save_waiting(*wait)
     return summary
 
 
@@ -306,7 +312,9 @@ def _write_offline_lines(writing: _Writing, target: Path, encoder: str, keys: li
     )
     done = store.done_papers(run_id)
     waiting = store.waiting_requests(run_id)
-    with target.open("w", encoding="utf-8") as sink:
+    with writing_to(target, "request file"):
+        sink = target.open("w", encoding="utf-8")
+    with sink:
         for paper_key in keys or store.paper_keys():
             sha = store.latest_sha(paper_key)
             if (paper_key, sha) in done:

@@ -18,7 +18,7 @@ import typer
 from rich.table import Table
 
 from kia._version import __version__
-from kia.errors import KiaError
+from kia.errors import KiaError, writing_to
 from kia.settings import Settings
 from kia.terminal import SafeConsole, visible
 
@@ -885,7 +885,9 @@ def export(
     elif output is None:
         out.print(text, markup=False, end="")  # a terminal: control characters shown as escapes
     else:
-        output.write_text(text, encoding="utf-8")
+        with writing_to(output, "export"):
+            output.parent.mkdir(parents=True, exist_ok=True)  # as `kia report --out` does
+            output.write_text(text, encoding="utf-8")
         out.print(f"wrote {output}", markup=False)
     path = _db(db)
     if gold is not None and run is None and not reviewed and path.exists():
@@ -1461,7 +1463,8 @@ def simulate(
     if plot is not None:
         out.print(f"curve: {plot}", markup=False)
     if json_out is not None:
-        json_out.write_text(json.dumps(report.as_dict(), indent=1), encoding="utf-8")
+        with writing_to(json_out, "JSON report"):
+            json_out.write_text(json.dumps(report.as_dict(), indent=1), encoding="utf-8")
 
 
 @app.command()

@@ -6,6 +6,7 @@ Every error names the thing it concerns (a file, a paper key, a taxonomy file) a
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,6 +95,25 @@ def reading(path: Path, what: str, error: type[KiaError] = KiaError) -> Iterator
         raise error(f"{path}: is a folder, not a {what}") from exc
     except OSError as exc:
         raise error(f"{path}: cannot read the {what} ({exc.strerror or exc})") from exc
+
+
+@contextmanager
+def writing_to(path: Path, what: str, error: type[KiaError] = KiaError) -> Iterator[None]:
+    """Around the writing of a file the user names (`--out`, `--batch-file`): a folder, a folder that
+    does not exist or a file that cannot be written is one `error` line naming it. A full disk is
+    left to the command line's own line for it."""
+    try:
+        yield
+    except IsADirectoryError as exc:
+        raise error(f"{path}: is a folder; give the {what} a file name") from exc
+    except FileNotFoundError as exc:
+        raise error(
+            f"{path}: its folder {path.parent} does not exist; create it or write the {what} elsewhere"
+        ) from exc
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        raise error(f"{path}: cannot write the {what} ({exc.strerror or exc})") from exc
 
 
 def read_user_text(path: Path, what: str, error: type[KiaError] = KiaError, line_word: str = "line") -> str:

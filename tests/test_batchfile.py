@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
-from tests.conftest import run_kia
+from tests.conftest import query, run_kia
 from tests.fault_proxy import SYNTHETIC, FaultProxy, completion
 
 PAPERS = {
@@ -44,14 +43,6 @@ def proxy() -> Iterator[FaultProxy]:
     fault_proxy.default = "canned"
     yield fault_proxy
     fault_proxy.stop()
-
-
-def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -305,3 +296,15 @@ def test_answers_written_for_another_database_are_refused_and_consume_nothing(pa
         "stored 1, re-ask 0, failed 1"
         in run_kia("propose", "--batch-results", str(output), "--db", str(other_db)).stdout
     )
+
+
+def test_a_batch_file_that_cannot_be_written_leaves_no_run_waiting(papers_db: Path, tmp_path: Path) -> None:
+    """`--batch-file FOLDER` ended in an IsADirectoryError traceback after the papers were recorded
+    waiting, so the run waited for answers no file would ever bring."""
+    result = run_kia(
+        "propose", "--backend", "openai", "--model", "m", "--batch-file", str(tmp_path), "--run", "b",
+        "--db", str(papers_db), env={"OPENAI_API_KEY": "sk-test"},
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"kia: {tmp_path}: is a folder; give the batch file a file name"
+    assert query(papers_db, "SELECT count(*) FROM proposals WHERE run_id = 'b' AND status = 'waiting'") == [(0,)]

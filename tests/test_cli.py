@@ -147,3 +147,18 @@ def test_stats_describes_one_source_and_says_so_when_given_two(tmp_path: Path) -
     for other in (["--run", "r"], ["--reviewed"]):
         result = run_kia("stats", *other, "--gold", gold, "--db", str(tmp_path / "none.duckdb"))
         assert result.returncode == 1 and result.stderr.strip() == f"kia: choose one source: --gold or {other[0]}"
+
+
+def test_an_output_path_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    """`--out FOLDER` ended in a traceback from deep inside export and report, and export's
+    `--out new/x.csv` in another (report made the folder): both make it now."""
+    from tests.fakes import one_paper_run
+
+    quote = "We generate CT from segmentation masks with a ControlNet branch"
+    answer = {"K": [("K2", [quote])], "I": [("I2", [quote])], "A": [("A1", [quote])]}
+    db = ["--db", str(one_paper_run(tmp_path, "MAISI", "MAISI", quote, answer))]  # type: ignore[arg-type]
+    for command, what in (("export", "export"), ("report", "report")):
+        folder = run_kia(command, "--out", str(tmp_path), *db)
+        assert folder.stderr.strip() == f"kia: {tmp_path}: is a folder; give the {what} a file name", folder.stderr
+        fresh = tmp_path / f"new-{command}" / "x.txt"
+        assert run_kia(command, "--out", str(fresh), *db).returncode == 0 and fresh.stat().st_size > 0

@@ -8,10 +8,9 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import duckdb
 import pytest
 
-from tests.conftest import run_kia
+from tests.conftest import query, run_kia
 from tests.fault_proxy import FaultProxy
 
 SECRET = "sk-test-DO-NOT-LEAK-4242"
@@ -88,14 +87,6 @@ def propose(db: Path, base_url: str, *extra: str) -> subprocess.CompletedProcess
         env={"OPENAI_API_KEY": SECRET},
         timeout=600,
     )
-
-
-def query(db: Path, sql: str) -> list[tuple[object, ...]]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_structured_output_grounding_accounting_and_cache(papers_db: Path, proxy: FaultProxy) -> None:

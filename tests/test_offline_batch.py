@@ -12,11 +12,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
 from kia.offline_batch import LOCAL_URL, parse_shard
-from tests.conftest import REAL_PDF, run_kia
+from tests.conftest import REAL_PDF, query, run_kia
 
 PAPERS = {
     "alpha.md": "# Alpha\n\n## Abstract\nWe generate chest CT volumes from radiology reports. The report is encoded "
@@ -27,14 +26,6 @@ PAPERS = {
     "gamma.md": "# Gamma\n\n## Abstract\nWe synthesise lung tumours into healthy CT scans with a mask-conditioned "
     "diffusion model. The tumour mask and the masked scan are concatenated with the noisy latent.\n",
 }
-
-
-def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
