@@ -18,6 +18,7 @@ A relative path in `kia.toml` is relative to the folder of that file. Variables 
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -106,8 +107,9 @@ class Settings:
 
     def __post_init__(self) -> None:
         """Settings built in Python (the API) are checked as the command line's options are: a path
-        given as text becomes a Path, and a count or share of the wrong type or out of its range is
-        one KiaError naming the setting, not an AttributeError deep inside a run."""
+        given as text becomes a Path, and a count or share of the wrong type, not finite or out of
+        its range, a flag that is no bool or a name that is no text, is one KiaError naming the
+        setting, not an AttributeError (or a NaN threshold) deep inside a run."""
         for name in _PATH_KEYS + ("project",):
             value = getattr(self, name)
             if isinstance(value, str | os.PathLike) and not isinstance(value, Path):
@@ -118,13 +120,20 @@ class Settings:
             value = getattr(self, name)
             if value is None and name == "read_sentences":
                 continue
-            if isinstance(value, bool) or not isinstance(value, int if kind is int else int | float):
-                raise KiaError(
-                    f"Settings: {name} must be {'a whole number' if kind is int else 'a number'}, not {value!r}"
-                )
+            number = not isinstance(value, bool) and isinstance(value, int if kind is int else int | float)
+            if not number or not math.isfinite(value):
+                what = "a whole number" if kind is int else "a finite number"
+                raise KiaError(f"Settings: {name} must be {what}, not {value!r}")
             if value < low or (high is not None and value > high):
                 limits = f"at least {low}" if high is None else f"between {low} and {high}"
                 raise KiaError(f"Settings: {name} must be {limits}, not {value!r}")
+        if not isinstance(self.review_adapts, bool):
+            raise KiaError(f"Settings: review_adapts must be True or False, not {self.review_adapts!r}")
+        if not isinstance(self.reviewer, str) or not self.reviewer.strip():
+            raise KiaError(f"Settings: reviewer must be a name, not {self.reviewer!r}")
+        for name in ("model", "base_url", "backend", "encoder", "mode"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise KiaError(f"Settings: {name} must be text, not {getattr(self, name)!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -245,6 +254,7 @@ _CHECKED: dict[str, tuple[type, float, float | None]] = {
     "workers": (int, 1, None),
     "arxiv_interval": (float, 0, None),
     "discover_threshold": (float, -1, 1),
+    "calibration_c": (float, 1e-9, None),
 }
 PROJECT_FILE = "kia.toml"
 # Settings a project file may hold; the API key never (keys stay in the environment, out of files).

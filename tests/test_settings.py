@@ -131,6 +131,10 @@ def test_settings_made_in_python_are_checked_like_the_command_lines_options(tmp_
         ({"concurrency": 0}, "concurrency must be at least 1, not 0"),
         ({"max_retries": True}, "max_retries must be a whole number, not True"),
         ({"db": 3}, "db must be a path, not 3"),
+        ({"confidence_floor": float("nan")}, "confidence_floor must be a finite number, not nan"),
+        ({"review_adapts": "no"}, "review_adapts must be True or False, not 'no'"),
+        ({"reviewer": ""}, "reviewer must be a name, not ''"),
+        ({"model": 123}, "model must be text, not 123"),
     ):
         with pytest.raises(KiaError, match=f"Settings: {said}"):
             Settings(**given)  # type: ignore[arg-type]
