@@ -405,6 +405,8 @@ def propose(
     context = paper_context(doc, taxonomy, max_input_tokens, retriever, flagged)
     rendered = render_prompt(prompt, taxonomy, doc.title, context, render_examples(examples or [], taxonomy))
     answer = answer if answer is not None else backend.answer(doc, taxonomy, rendered)
+    if not isinstance(answer, BackendAnswer):  # a plugin's mistake, named, not an AttributeError later
+        raise KiaError(f"backend {backend.name!r} answered {type(answer).__name__}, not a kia.backends.BackendAnswer")
     if not reads_prompt(backend):
         answer = one_label_per_single_axis(answer, taxonomy)
     saved = context.full_tokens - context.tokens if retriever else None

@@ -79,6 +79,31 @@ def not_a_backend(settings: Settings) -> object:
     return "a string"
 
 
+class _PropertyParams:
+    """A backend whose `params` is a dict, not a method, and whose answer is None."""
+
+    name, model, endpoint_host = "props", "p1", None
+    params = {"temperature": 0}  # noqa: RUF012 - the plugin's mistake under test
+
+    def answer(self, doc: object, taxonomy: object, prompt: str) -> None:
+        return None
+
+
+def property_params(settings: Settings) -> object:
+    """A plugin factory whose backend has `params` as a dict."""
+    return _PropertyParams()
+
+
+class _AnswersNone(_PropertyParams):
+    def params(self) -> dict[str, object]:  # type: ignore[override]
+        return {}
+
+
+def answers_none(settings: Settings) -> object:
+    """A plugin factory whose backend answers None."""
+    return _AnswersNone()
+
+
 @pytest.fixture
 def plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     """Installed entry points as a user's environment could have them: a broken factory, a factory
@@ -91,6 +116,8 @@ def plugins(monkeypatch: pytest.MonkeyPatch) -> None:
         EntryPoint("local", "kia.backends.local:create", "kia.backends"),
         EntryPoint("broken", "tests.test_plugins:boom", "kia.backends"),
         EntryPoint("odd", "tests.test_plugins:not_a_backend", "kia.backends"),
+        EntryPoint("props", "tests.test_plugins:property_params", "kia.backends"),
+        EntryPoint("none", "tests.test_plugins:answers_none", "kia.backends"),
     ]
     monkeypatch.setattr(kia.backends, "entry_points", lambda group: [ep for ep in installed if ep.group == group])
     installed.append(EntryPoint("rules", "someone_else.rules:create", "kia.backends"))
@@ -107,12 +134,16 @@ def test_a_plugin_that_fails_or_returns_no_backend_is_one_line_naming_it(plugins
         make_backend("broken", Settings())
     with pytest.raises(BackendError, match=r"returned str, not a backend \(it lacks name, model, endpoint_host"):
         make_backend("odd", Settings())
+    with pytest.raises(BackendError, match=r"returned _PropertyParams, not a backend \(it lacks params\(\);"):
+        make_backend("props", Settings())
     db = tmp_path / "kia.duckdb"
     (tmp_path / "p.md").write_text(PAPER, encoding="utf-8")
     assert run_kia("ingest", str(tmp_path / "p.md"), "--db", str(db)).returncode == 0
     result = run_kia("propose", "--backend", "broken", "--db", str(db))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("kia: backend 'broken' (tests.test_plugins:boom) failed to start")
+    none = run_kia("propose", "--backend", "none", "--db", str(db))
+    assert none.returncode == 1 and "answered NoneType, not a kia.backends.BackendAnswer" in none.stderr, none.stderr
 
 
 def test_a_plugin_named_like_a_built_in_is_refused_not_silently_shadowed(plugins: None) -> None:

@@ -191,7 +191,8 @@ def make_backend(name: str | None, settings: Settings | None = None) -> Backend:
         raise
     except Exception as exc:  # a plugin's bug: one line naming it, never a traceback from inside it
         raise BackendError(f"backend {chosen!r} ({target}) failed to start: {type(exc).__name__}: {exc}") from exc
-    missing = [part for part in ("name", "model", "endpoint_host", "params", "answer") if not hasattr(backend, part)]
+    missing = [part for part in ("name", "model", "endpoint_host") if not hasattr(backend, part)]
+    missing += [f"{part}()" for part in ("params", "answer") if not callable(getattr(backend, part, None))]
     if missing:
         raise BackendError(
             f"backend {chosen!r} ({target}) returned {type(backend).__name__}, not a backend "
