@@ -718,8 +718,11 @@ def score(
     for d in report.agreement.disagreements:
         lines.append(f"\n[bold]{escape(d.paper_key)}[/bold]")
         for axis, (reference, candidate) in d.axes.items():
-            lines.append(escape(f"  {axis}: gold {','.join(reference)} | proposed {','.join(candidate)}"))
-            for category, quote, status, page in report.evidence.get((d.paper_key, axis), [])[:4]:
+            source = "reviewed" if (d.paper_key, axis) in report.reviewed else "proposed"
+            lines.append(escape(f"  {axis}: gold {','.join(reference)} | {source} {','.join(candidate)}"))
+            # the quotes of the labels scored (none for a rejected axis, only its own for an edit)
+            quotes = [q for q in report.evidence.get((d.paper_key, axis), []) if q[0] in set(candidate)]
+            for category, quote, status, page in quotes[:4]:
                 shown = textwrap.shorten(quote, 160, placeholder=" …")  # cut at a word, and marked
                 lines.append(escape(f"    {category} [{status}, p.{page}] {shown}"))
     if lines:

@@ -823,6 +823,8 @@ class ScoreReport:
     waiting: int = 0
     # the run's out-of-scope flags against the gold's in_scope column (None: the gold has none)
     scope: ScopeAgreement | None = None
+    # (paper, axis) whose scored labels are a person's decision, not the run's proposal
+    reviewed: set[tuple[str, str]] = field(default_factory=set)
 
     def nothing_scored(self) -> str | None:
         """Why no paper was scored, in one line (None when some was): the papers still wait for
@@ -973,6 +975,7 @@ def score_run(
         training,
         waiting,
         scope,
+        {(key, axis) for key, axes in reviewed.items() for axis in axes},
     )
 
 

@@ -531,3 +531,25 @@ def test_a_run_of_an_earlier_version_of_the_survey_is_said_so_and_read_in_its_ow
         assert "K5" not in taxonomy_for_run(store, "r1", added).axis("K").category_ids  # the version r1 used
         with pytest.raises(KiaError, match="not 'another-survey'.*choose a run of 'another-survey'"):
             taxonomy_for_run(store, "r1", other)
+
+
+def test_a_disagreement_on_a_reviewed_axis_shows_the_reviewers_labels_and_their_quotes_only(tmp_path: Path) -> None:
+    """`kia score` printed a person's edit as "proposed" and, under a rejected axis, the quotes of
+    the labels the reviewer had rejected."""
+    from kia.review import label_paper
+    from kia.store import Store
+    from tests.conftest import run_kia
+    from tests.fakes import one_paper_run
+
+    quote = "We generate CT from segmentation masks with a ControlNet branch"
+    answer = {"K": [("K2", [quote])], "I": [("I2", [quote])], "A": [("A1", [quote])]}
+    db = one_paper_run(tmp_path, "MAISI", "MAISI", quote, answer)  # type: ignore[arg-type]
+    with Store(db) as store:
+        label_paper(store, load_taxonomy(), "MAISI", {"K": ["K3"]}, None, "ann")
+    gold = tmp_path / "gold.csv"
+    gold.write_text("method,K,I,A\nMAISI,K1,I3,A1\n", encoding="utf-8")
+    said = run_kia("score", "--gold", str(gold), "--db", str(db)).stdout
+    assert "K: gold K1 | reviewed K3" in said and "I: gold I3 | proposed I2" in said, said
+    assert "K2 [" not in said and "I2 [" in said  # the quote of the label the reviewer replaced is not shown
+    plain = run_kia("score", "--gold", str(gold), "--proposals-only", "--db", str(db)).stdout
+    assert "K: gold K1 | proposed K2" in plain and "K2 [" in plain
