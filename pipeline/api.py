@@ -356,6 +356,7 @@ def export(
         source = default_source(_db(db, settings), Path(gold) if gold else None, loaded, settings.gold)
     # A run's or the reviews' export has gold columns only when gold is asked for (`gold` given).
     with_gold = gold is not None or not (reviewed or source.run_id is not None)
+    format = format.lower()  # `CSV` is csv, as `--format JSON` is json for `kia score`
     if format in BIB_FORMATS:
         if not (reviewed or source.run_id is not None):
             raise KiaError(f"--format {format} writes library entries of stored papers: give --run NAME or --reviewed")

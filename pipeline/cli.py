@@ -239,7 +239,8 @@ def _ingest_library(bib: Path, fetch: bool, output_dir: Path, db: Path) -> None:
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
-    out.print(f"{bib}: {len(outcomes)} entries; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    tally = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    out.print(f"{bib}: {len(outcomes)} entries" + (f"; {tally}" if tally else ""), markup=False)
     if counts.get("failed"):
         raise typer.Exit(1)
 
@@ -851,9 +852,13 @@ def stats(
 @one_line_errors
 def export(
     output_format: Annotated[
-        str,
-        typer.Option("--format", help="csv, jsonl, markdown, latex; bibtex, ris or csljson for a reference manager"),
-    ] = "csv",
+        str | None,
+        typer.Option(
+            "--format",
+            help="csv, jsonl, markdown, latex; bibtex, ris or csljson for a reference manager (default: what --out's"
+            " suffix names, .tex .md .bib .ris .json .jsonl, else csv)",
+        ),
+    ] = None,
     run: RunOption = None,
     reviewed: Annotated[
         bool, typer.Option("--reviewed", help="Use reviewed labels (papers reviewed on every axis)")
@@ -871,10 +876,11 @@ def export(
 ) -> None:
     """Labels as CSV, JSON lines, Markdown, LaTeX (a survey table's layout), or BibTeX/RIS/CSL-JSON entries."""
     import kia
+    from kia.export import format_for
 
     text = kia.export(
         _existing_db(db) if (run or reviewed) else _source_db(db, gold),
-        output_format,
+        format_for(output_format, output),
         run,
         reviewed,
         gold,
@@ -937,6 +943,8 @@ def runs(
     if name is not None:
         from kia.report import run_provenance
 
+        if name == "latest":  # as every command that reads a run takes it
+            name = default_run_at(path, given_taxonomy(None)) or name
         for label, value in run_provenance(path, name):
             out.print(f"{label + ':':15} {value or '-'}", markup=False)
         return

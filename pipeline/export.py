@@ -10,6 +10,7 @@ import io
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kia.errors import KiaError
 from kia.gold import GoldPaper
@@ -18,6 +19,27 @@ from kia.score import Labeling
 from kia.taxonomy import Axis, Taxonomy
 
 FORMATS = ("csv", "jsonl", "markdown", "latex")
+# The export format a file name asks for when no --format is given (`--out table.tex`).
+FORMAT_OF_SUFFIX = {
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".tex": "latex",
+    ".bib": "bibtex",
+    ".ris": "ris",
+    ".json": "csljson",
+}
+
+
+def format_for(given: str | None, output: Path | None) -> str:
+    """The export format: the one given (any case), else the one `output`'s suffix names, else CSV.
+    `--out refs.bib` wrote CSV into a .bib file without a word."""
+    if given:
+        return given.lower()
+    return FORMAT_OF_SUFFIX.get(output.suffix.lower(), "csv") if output is not None else "csv"
+
+
 DETAIL_COLUMNS = ["conditioning_source", "conditioning_mechanism", "generation_strategy", "dataset"]
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from kia.errors import KiaError
+from kia.errors import KiaError, read_user_text
 from kia.extract import SUPPORTED_EXTENSIONS
 
 BIB_FORMATS = ("bibtex", "ris", "csljson")
@@ -392,6 +392,8 @@ def read_references(path: Path) -> list[Reference]:
 
 
 def _read_references(path: Path) -> list[Reference]:
+    if path.is_dir():
+        raise KiaError(f"{path}: is a folder, not a library file (.bib, .ris or CSL-JSON .json)")
     if not path.is_file():
         raise KiaError(f"{path}: no such library file")
     suffix = path.suffix.lower()
@@ -402,7 +404,10 @@ def _read_references(path: Path) -> list[Reference]:
             return read_ris(path)
         if suffix in (".json", ".csljson"):
             return read_csljson(path)
-    except (UnicodeDecodeError, OSError) as exc:
+    except UnicodeDecodeError:
+        read_user_text(path, "library file")  # says where the first byte that is not UTF-8 is
+        raise
+    except OSError as exc:
         raise KiaError(f"{path}: cannot read library ({exc})") from exc
     raise KiaError(f"{path}: unknown library type {suffix!r}; kia reads .bib, .ris and CSL-JSON (.json)")
 

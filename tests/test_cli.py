@@ -162,3 +162,21 @@ def test_an_output_path_that_cannot_be_written_is_one_line(tmp_path: Path) -> No
         assert folder.stderr.strip() == f"kia: {tmp_path}: is a folder; give the {what} a file name", folder.stderr
         fresh = tmp_path / f"new-{command}" / "x.txt"
         assert run_kia(command, "--out", str(fresh), *db).returncode == 0 and fresh.stat().st_size > 0
+
+
+def test_export_reads_its_format_from_out_and_in_any_case_and_runs_takes_latest(tmp_path: Path) -> None:
+    """`--out refs.bib` wrote CSV into a .bib file, `--format CSV` was refused while `--format JSON`
+    was taken by score, and `kia runs latest` said there was no run named 'latest'."""
+    from tests.fakes import one_paper_run
+
+    quote = "We generate CT from segmentation masks with a ControlNet branch"
+    answer = {"K": [("K2", [quote])], "I": [("I2", [quote])], "A": [("A1", [quote])]}
+    db = ["--db", str(one_paper_run(tmp_path, "MAISI", "MAISI", quote, answer))]  # type: ignore[arg-type]
+    for name, start in (("refs.bib", "@"), ("table.tex", "\\"), ("rows.jsonl", "{"), ("t.md", "|")):
+        assert run_kia("export", "--out", str(tmp_path / name), *db).returncode == 0
+        assert (tmp_path / name).read_text(encoding="utf-8").lstrip().startswith(start), name
+    assert run_kia("export", "--format", "CSV", *db).stdout.startswith("key,title,K,I,A")
+    assert run_kia("export", "--format", "csv", "--out", str(tmp_path / "x.bib"), *db).returncode == 0
+    assert (tmp_path / "x.bib").read_text(encoding="utf-8").startswith("key,title")  # --format wins
+    latest = run_kia("runs", "latest", *db)
+    assert latest.returncode == 0 and "prompt hash:" in latest.stdout

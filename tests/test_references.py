@@ -590,3 +590,18 @@ def test_another_paper_under_a_taken_citation_key_gets_a_free_key_and_says_so(tm
         assert "score-based" in store.get_document("smith2025-3").text
     again = run_kia("ingest", "--bib", str(theirs), "--db", str(db_path))  # the same library again: nothing new
     assert again.returncode == 0 and "present: smith2025 -> smith2025-2" in again.stdout, again.stdout
+
+
+def test_a_library_that_is_a_folder_empty_or_not_utf8_says_so_in_one_line(tmp_path: Path, db_path: Path) -> None:
+    """A folder said "no such library file", a Latin-1 .bib gave the codec's message, and an empty
+    library printed "0 entries; " with nothing after the separator."""
+    latin = tmp_path / "latin.bib"
+    latin.write_bytes("@article{a, title={Caf\xe9}}\n".encode("latin-1"))
+    empty = tmp_path / "empty.bib"
+    empty.write_text("", encoding="utf-8")
+    folder = run_kia("ingest", "--bib", str(tmp_path), "--db", str(db_path))
+    assert folder.returncode == 1 and f"{tmp_path}: is a folder, not a library file" in folder.stderr
+    bad = run_kia("ingest", "--bib", str(latin), "--db", str(db_path))
+    assert bad.returncode == 1 and "latin.bib: line 1: not UTF-8 (byte 0xe9 at character 23)" in bad.stderr
+    nothing = run_kia("ingest", "--bib", str(empty), "--db", str(db_path))
+    assert nothing.returncode == 0 and nothing.stdout.strip().endswith("empty.bib: 0 entries")
