@@ -463,6 +463,10 @@ def propose(
         return
     given_taxonomy(taxonomy)  # a taxonomy that does not load is one line before any database is made
     load_prompt(prompt or settings.prompt)  # so is a prompt, before any progress bar
+    if gold is not None:  # and a gold file named on purpose, even where no example is drawn from it
+        from kia.gold import load_gold
+
+        load_gold(gold, given_taxonomy(taxonomy))
     chosen = make_backend(backend, settings)
     path = _db(db)
     # What a live run and a batch file take alike.

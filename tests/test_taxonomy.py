@@ -309,6 +309,9 @@ def test_a_folder_or_a_file_that_is_not_utf8_is_one_line_not_a_traceback(tmp_pat
         pass
     prompt = run_kia("propose", "--prompt", str(tmp_path), "--db", str(tmp_path / "empty.duckdb"))
     assert prompt.returncode == 1 and prompt.stderr.strip() == f"kia: {tmp_path}: is a folder, not a prompt file"
+    # a gold file named on purpose is read even where the offline backend draws no example from it
+    gold = run_kia("propose", "--gold", str(tmp_path), "--db", str(tmp_path / "empty.duckdb"))
+    assert gold.returncode == 1 and gold.stderr.strip() == f"kia: {tmp_path}: is a folder, not a gold file"
 
 
 CONTRADICTION = """\
