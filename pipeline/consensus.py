@@ -23,7 +23,7 @@ from typing import Any
 
 from kia._version import __version__
 from kia.errors import KiaError
-from kia.score import Labeling, resolve_run, run_labeling, runs_with_labels_of
+from kia.score import Labeling, final_reviews, resolve_run, run_labeling, runs_with_labels_of
 from kia.store import Store, dumps
 from kia.taxonomy import Taxonomy
 
@@ -41,12 +41,15 @@ class ConsensusSummary:
     agreed_axes: int = 0
     disagreed_axes: int = 0
     left_out: list[str] = field(default_factory=list)  # papers not done in every input run
+    decided_already: int = 0  # of the disagreed axes, those a person's decision already settles
 
     def line(self) -> str:
-        """One summary line."""
+        """One summary line: the disagreements a person has already decided are not "left"."""
+        left = self.disagreed_axes - self.decided_already
+        decided = f" ({self.decided_already} more already decided by a person)" if self.decided_already else ""
         return (
             f"run {self.run_id}: {self.papers} paper(s); {self.agreed_axes} axis decision(s) agreed and accepted "
-            f"as consensus, {self.disagreed_axes} left for a person; {len(self.left_out)} paper(s) not in every run"
+            f"as consensus, {left} left for a person{decided}; {len(self.left_out)} paper(s) not in every run"
         )
 
 
@@ -126,6 +129,7 @@ def make_consensus(store: Store, taxonomy: Taxonomy, runs: list[str], name: str)
     all_keys = sorted(set().union(*labelings.values()))
     # A rebuild adds no second row for an agreement this run already holds (another run's never counts).
     already = consensus_decided(store, name)
+    by_a_person = set(final_reviews(store, taxonomy))  # a person's decisions in force, counted in every run
     for key in all_keys:
         if any(key not in labelings[run] for run in runs):
             summary.left_out.append(key)
@@ -159,6 +163,7 @@ def make_consensus(store: Store, taxonomy: Taxonomy, runs: list[str], name: str)
             else:
                 statuses.append((axis, DISAGREEMENT, _side_by_side(runs, labelings, key, axis)))
                 summary.disagreed_axes += 1
+                summary.decided_already += (key, axis) in by_a_person
         store.save_proposal(
             name,
             {

@@ -172,6 +172,11 @@ def test_a_persons_decision_applies_in_every_run_beside_consensus_agreements(tmp
     assert reviewed_labeling(store, taxonomy) == {"p1": {"A": frozenset({"A2"})}}
     bulk = bulk_accept(store, taxonomy, 0.5, "r1", "bot")
     assert (bulk.accepted, bulk.decided) == (5, 1)
+    # a later consensus over the same disagreements does not call decided axes "left for a person"
+    # (the person's A of p1, and p2's I that the bulk acceptance under "bot" settled)
+    again = make_consensus(store, taxonomy, ["r1", "r2"], "c12-again")
+    assert again.disagreed_axes == 2 and again.decided_already == 2
+    assert "0 left for a person (2 more already decided by a person)" in again.line()
 
 
 def test_consensus_takes_runs_of_two_wordings_of_one_taxonomy_and_refuses_other_ids(
