@@ -676,8 +676,9 @@ def score(
         out.print(report.scope.line(), markup=False)
     if report.training.line():
         out.print(report.training.line(), markup=False)
-    if report.waiting_line():
-        out.print(report.waiting_line(), markup=False)
+    for line in (report.waiting_line(), report.unfinished_line()):
+        if line:
+            out.print(line, markup=False)
     abstention = report.abstention
     if any(sum(c.values()) for c in abstention.counts.values()):
         table = Table(title="abstained (counted as misses above) and flagged axes (unsupported, tentative, by default)")

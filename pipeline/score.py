@@ -825,6 +825,7 @@ class ScoreReport:
     scope: ScopeAgreement | None = None
     # (paper, axis) whose scored labels are a person's decision, not the run's proposal
     reviewed: set[tuple[str, str]] = field(default_factory=set)
+    state: str = "complete"  # the run's state, as `kia runs` shows it (`run_state`)
 
     def nothing_scored(self) -> str | None:
         """Why no paper was scored, in one line (None when some was): the papers still wait for
@@ -839,10 +840,21 @@ class ScoreReport:
         if self.waiting:
             return f"nothing to score yet: {self.waiting_line()}"
         sides = [m["missing_in"] for m in self.agreement.missing]
+        if not sides.count("gold"):
+            return f"nothing to score: run {self.run_id} holds no proposed paper (it is {self.state}; see `kia runs`)"
         return (
             f"nothing to score: none of run {self.run_id}'s {sides.count('gold')} paper(s) has a row among the "
             f"{sides.count('proposals')} of {self.gold_path} (a row matches a stored paper by its method name or "
             "arXiv id; `kia papers` lists the keys)"
+        )
+
+    def unfinished_line(self) -> str | None:
+        """One line for a run whose last propose did not return (stopped, or still running), else None."""
+        if not self.state.startswith("unfinished"):
+            return None
+        return (
+            f"run {self.run_id} is unfinished (stopped, or still running): only the papers proposed so far are "
+            "scored; the same `kia propose` command resumes it"
         )
 
     def waiting_line(self) -> str | None:
@@ -964,6 +976,7 @@ def score_run(
             if (key, axis) in wanted:
                 evidence[(key, axis)].append((category, quote, status, page))
         waiting = waiting_answers(store, chosen)
+        state = next((run_state(row) for row in store.run_states() if row["run"] == chosen), "complete")
     return ScoreReport(
         chosen,
         str(gold_path or default_gold_path()),
@@ -976,6 +989,7 @@ def score_run(
         waiting,
         scope,
         {(key, axis) for key, axes in reviewed.items() for axis in axes},
+        state,
     )
 
 

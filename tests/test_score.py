@@ -158,6 +158,17 @@ def test_the_default_run_is_the_latest_complete_one_and_a_waiting_run_says_so(tm
     all_waiting = run_kia("score", "--run", "all-waiting", "--db", str(db))
     assert all_waiting.returncode == 1
     assert "nothing to score yet: run all-waiting is waiting for 1 batch answer(s)" in all_waiting.stderr
+    failed = run_kia("score", "--run", "failed-run", "--db", str(db))
+    assert (
+        failed.stderr.strip()
+        == "kia: nothing to score: run failed-run holds no proposed paper (it is empty; see `kia runs`)"
+    )
+    with Store(db) as store:  # as a propose stopped midway leaves it
+        store.mark_run("a", finished=False)
+    partial = run_kia("score", "--run", "a", "--db", str(db))
+    assert partial.returncode == 0 and "run a is unfinished (stopped, or still running)" in partial.stdout
+    with Store(db) as store:
+        store.mark_run("a", finished=True)
     scored = json.loads(run_kia("score", "--run", "latest", "--format", "json", "--db", str(db)).stdout)
     assert scored["run"] == "a" and scored["waiting"] == 0
     told = run_kia("score", "--run", waiting, "--db", str(db))
