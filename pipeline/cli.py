@@ -441,7 +441,7 @@ def propose(
 
     import kia
     from kia.backends import make_backend
-    from kia.propose import load_prompt
+    from kia.propose import backend_note, load_prompt
     from kia.store import Store
 
     settings = _settings().with_options(
@@ -509,6 +509,10 @@ def propose(
             if status == "failed":
                 progress.console.print(f"failed: {paper_key}: {summary.failures[-1][1]}", markup=False)
 
+        # Said before the work starts (a zero-shot run on an edited taxonomy is far weaker): not after it.
+        said_before = [n for n in [backend_note(chosen, load_taxonomy(taxonomy))] if n]
+        for note in said_before:
+            progress.console.print(f"note: {note}", markup=False)
         try:
             summary = kia.propose(path, keys or None, chosen, concurrency=concurrency, on_progress=tick, **common)
         except KeyboardInterrupt:
@@ -517,7 +521,8 @@ def propose(
             raise typer.Exit(130) from None
     out.print(summary.line(), markup=False)
     for note in summary.notes:
-        err.print(f"note: {note}", markup=False)
+        if note not in said_before:
+            err.print(f"note: {note}", markup=False)
     if summary.failed:
         raise typer.Exit(1)
 

@@ -995,6 +995,12 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
         process.terminate()
 
 
+def backend_note(backend: Backend, taxonomy: Taxonomy) -> str | None:
+    """What a backend says about deciding `taxonomy` (the offline head's zero-shot note), or None."""
+    note = getattr(backend, "taxonomy_note", None)
+    return note(taxonomy) if callable(note) else None
+
+
 def adapt_to_reviews(store: Store, backend: Backend, taxonomy: Taxonomy) -> int:
     """Let a backend that learns (`adapt`) refit on the papers a person reviewed, each on the axes
     that were decided (an axis reviewed counts; the paper need not be reviewed whole).
@@ -1067,8 +1073,7 @@ def run_proposals(
     _ensure_run(store, run_id, identity, taxonomy, adapted)
     store.mark_run(run_id, finished=False)  # until this call returns: a run stopped midway is no default
     summary = RunSummary(run_id, adapted=adapted if new_run else 0)
-    note = getattr(backend, "taxonomy_note", None)
-    said = note(taxonomy) if note is not None else None
+    said = backend_note(backend, taxonomy)
     if said:
         summary.notes.append(said)
     done = store.done_papers(run_id)

@@ -202,6 +202,8 @@ def test_a_taxonomy_edited_after_the_heads_fit_is_decided_zero_shot_and_says_so(
     note = " ".join(zero.stderr.split())
     assert "note: the offline head was fitted on taxonomy 'kia-3dct' as shipped" in note
     assert "differs in: definitions of K2" in note and "decides zero-shot" in note
+    assert note.index("note: the offline head") < note.index("propose (local)")  # said before the work
+    assert note.count("note: the offline head") == 1 and "restore the shipped text" in note
     runs = run_kia("runs", "--db", db).stdout
     assert runs.count("+head") == 1 and runs.count("+zero-shot") == 1, runs
     with Store(tmp_path / "k.duckdb") as store:
@@ -211,3 +213,14 @@ def test_a_taxonomy_edited_after_the_heads_fit_is_decided_zero_shot_and_says_so(
     assert len(rows) == 2 and all(json.loads(raw)["backend"]["zero_shot"] is True for _, raw in rows)
     resumed = run_kia("propose", "--backend", "local", "--taxonomy", str(edited), "--db", db)
     assert "already done 2" in resumed.stdout and run_kia("runs", "--db", db).stdout.count("+zero-shot") == 1
+    added = tmp_path / "added.yaml"  # a category added: restoring wording cannot bring the head back
+    added.write_text(
+        text.replace(
+            "      - id: K2\n",
+            "      - id: K5\n        name: Other\n        definition: Another form.\n      - id: K2\n",
+            1,
+        ),
+        encoding="utf-8",
+    )
+    more = " ".join(run_kia("propose", "--backend", "local", "--taxonomy", str(added), "--db", db).stderr.split())
+    assert "categories added to K: K5" in more and "restore the shipped text" not in more and "refits a head" in more

@@ -210,11 +210,15 @@ class LocalBackend:
                 f"no offline head was fitted for taxonomy {taxonomy.name!r}: {zero}; once {self.min_reviewed}"
                 " papers are reviewed, kia propose refits a head on the reviews"
             )
-        changed = "; ".join(taxonomy.differences(fitted))
+        differences = taxonomy.differences(fitted)
+        changed = "; ".join(differences)
+        if fitted.label_hash != taxonomy.label_hash:  # categories or axes changed: the head cannot serve
+            remedy = f"once {self.min_reviewed} papers are reviewed, kia propose refits a head on the reviews"
+        else:
+            remedy = f"restore the shipped text of those fields ({default_taxonomy_path()}) to use the head"
         return (
             f"the offline head was fitted on taxonomy {fitted.name!r} as shipped; this taxonomy file differs in:"
-            f" {changed}. A head cannot tell a typo fixed from a category redefined, so {zero}; restore the"
-            f" shipped text of those fields ({default_taxonomy_path()}) to use the head"
+            f" {changed}. A head cannot tell a typo fixed from a category redefined, so {zero}; {remedy}"
         )
 
     @property
