@@ -25,16 +25,23 @@ def answer(k: str, i: str, a: str) -> dict[str, list[tuple[str, list[str]]]]:
     return {"K": [(k, QUOTE)], "I": [(i, QUOTE)], "A": [(a, QUOTE)]}
 
 
-def test_consensus_accepts_agreement_leaves_disagreement_and_scores_both(tmp_path: Path, db_path: Path) -> None:
+def _runs(tmp_path: Path, db_path: Path, answers: dict[str, tuple[tuple[str, str, str], ...]]) -> Store:
+    """A store with papers p1 ("One") and p2 ("Two") and, per run name, the K, I, A each paper gets."""
     taxonomy = load_taxonomy()
     store = Store(db_path)
     for key, title in (("p1", "One"), ("p2", "Two")):
         (tmp_path / f"{key}.md").write_text(TEXT.format(title=title), encoding="utf-8")
         store.add_document(extract(tmp_path / f"{key}.md"), key)
-    first = ScriptedBackend({"One": answer("K2", "I2", "A1"), "Two": answer("K2", "I2", "A1")})
-    second = ScriptedBackend({"One": answer("K2", "I2", "A1"), "Two": answer("K2", "I3", "A1")})
-    for run, backend in (("a", first), ("b", second)):
+    for run, (one, two) in answers.items():
+        backend = ScriptedBackend({"One": answer(*one), "Two": answer(*two)})
         run_proposals(store, backend, taxonomy, load_prompt(), run_name=run, use_cache=False)
+    return store
+
+
+def test_consensus_accepts_agreement_leaves_disagreement_and_scores_both(tmp_path: Path, db_path: Path) -> None:
+    taxonomy = load_taxonomy()
+    agreed = ("K2", "I2", "A1")
+    store = _runs(tmp_path, db_path, {"a": (agreed, agreed), "b": (agreed, ("K2", "I3", "A1"))})
     summary = make_consensus(store, taxonomy, ["a", "b"], "ab")
     assert (summary.papers, summary.agreed_axes, summary.disagreed_axes) == (2, 5, 1)
     assert make_consensus(store, taxonomy, ["a", "b"], "ab").agreed_axes == 5  # a rebuild adds no second review
@@ -96,16 +103,8 @@ def test_consensus_takes_latest_as_every_command_that_reads_a_run(tmp_path: Path
 
 def _three_runs(tmp_path: Path, db_path: Path) -> Store:
     """Runs r1 and r3 agree on every axis of p1 and p2; r2 disagrees with both on p1's A and p2's I."""
-    taxonomy = load_taxonomy()
-    store = Store(db_path)
-    for key, title in (("p1", "One"), ("p2", "Two")):
-        (tmp_path / f"{key}.md").write_text(TEXT.format(title=title), encoding="utf-8")
-        store.add_document(extract(tmp_path / f"{key}.md"), key)
-    same = ScriptedBackend({"One": answer("K2", "I2", "A1"), "Two": answer("K2", "I2", "A1")})
-    other = ScriptedBackend({"One": answer("K2", "I2", "A2"), "Two": answer("K2", "I3", "A1")})
-    for run, backend in (("r1", same), ("r2", other), ("r3", same)):
-        run_proposals(store, backend, taxonomy, load_prompt(), run_name=run, use_cache=False)
-    return store
+    same = (("K2", "I2", "A1"), ("K2", "I2", "A1"))
+    return _runs(tmp_path, db_path, {"r1": same, "r2": (("K2", "I2", "A2"), ("K2", "I3", "A1")), "r3": same})
 
 
 def _stored(store: Store, run: str) -> int:
