@@ -466,7 +466,7 @@ def propose(
     if gold is not None:  # and a gold file named on purpose, even where no example is drawn from it
         from kia.gold import load_gold
 
-        load_gold(gold, given_taxonomy(taxonomy))
+        load_gold(gold, load_taxonomy(taxonomy))
     chosen = make_backend(backend, settings)
     path = _db(db)
     # What a live run and a batch file take alike.
