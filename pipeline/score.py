@@ -263,7 +263,7 @@ def latest_run(store: Store, taxonomy: Taxonomy | None = None) -> str | None:
     waiting = [f"{s['run']} (waiting for {s['waiting']} batch answers)" for s in wanted if s["waiting"]]
     empty = [f"{s['run']} ({s['failed']} failed)" for s in wanted if not s["waiting"] and not s["done"]]
     unfinished = [
-        f"{s['run']} ({s['done']} done)" for s in wanted if not s["waiting"] and s["done"] and not s["finished"]
+        f"{s['run']} ({s['done']} done)" for s in wanted if run_state(s).startswith("unfinished") and s["done"]
     ]
     of = f" of taxonomy {taxonomy.name!r}" if taxonomy is not None else ""
     detail = f": {', '.join(waiting)}; import them with `kia propose --batch-results FILE`" if waiting else ""
@@ -328,11 +328,6 @@ def default_run_at(db: Path, taxonomy: Taxonomy | None) -> str | None:
     """The run commands read by default in the database at `db` (None when there is none to read)."""
     with Store(db, read_only=True) as store:
         return default_run(store, taxonomy)
-
-
-def waiting_answers(store: Store, run_id: str) -> int:
-    """How many of a run's papers still wait for a batch answer (0 for a complete run)."""
-    return next((int(s["waiting"]) for s in store.run_states() if s["run"] == run_id), 0)
 
 
 def taxonomy_for_run(store: Store, run_id: str, given: Taxonomy | None = None) -> Taxonomy:
@@ -469,13 +464,11 @@ class ReviewScope:
     def applies(self, run_id: str | None, axis: str, labels: str | None) -> bool:
         """Whether a decision on `axis` (its `;`-joined `labels`, empty for a reject) made on
         `run_id` (None: made without a run, by `kia label`) counts for this taxonomy."""
-        current = self.taxonomy.label_axes.get(axis)
-        if current is None:
+        if not self.of_this_survey(run_id, axis):
             return False
-        if run_id is not None:
-            used = self.runs.get(run_id)
-            if used is None or used[0] != self.taxonomy.name:
-                return False
+        current = self.taxonomy.label_axes[axis]
+        used = self.runs.get(run_id) if run_id is not None else None
+        if used is not None:
             if used[1] == self.taxonomy.label_axes:
                 return True
             if used[1] is not None and used[1].get(axis, (None, ()))[0] != current[0]:
@@ -975,8 +968,8 @@ def score_run(
         for key, axis, category, quote, status, _start, _end, page in store.run_evidence(chosen):  # one query
             if (key, axis) in wanted:
                 evidence[(key, axis)].append((category, quote, status, page))
-        waiting = waiting_answers(store, chosen)
-        state = next((run_state(row) for row in store.run_states() if row["run"] == chosen), "complete")
+        row = next((r for r in store.run_states() if r["run"] == chosen), None)  # one read: answers waiting, state
+        waiting, state = (int(row["waiting"]), run_state(row)) if row is not None else (0, "complete")
     return ScoreReport(
         chosen,
         str(gold_path or default_gold_path()),
