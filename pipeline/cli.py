@@ -953,9 +953,7 @@ def runs(
     if name is not None:
         from kia.report import run_provenance
 
-        if name == "latest":  # as every command that reads a run takes it
-            name = default_run_at(path, given_taxonomy(None)) or name
-        for label, value in run_provenance(path, name):
+        for label, value in run_provenance(path, name, given_taxonomy(None)):
             out.print(f"{label + ':':15} {value or '-'}", markup=False)
         return
     rows = list_runs_at(path)

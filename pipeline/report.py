@@ -479,11 +479,13 @@ PROVENANCE_FIELDS = (
 )
 
 
-def run_provenance(db: Path, run_id: str) -> list[tuple[str, str]]:
+def run_provenance(db: Path, run_id: str, taxonomy: Taxonomy | None = None) -> list[tuple[str, str]]:
     """(what, value) of everything a run recorded about what produced it: the hashes of its prompt,
     schema and taxonomy, the model and endpoint, its parameters and kia's version, so each figure
-    traces back to what made it. One line when there is no such run."""
+    traces back to what made it. `latest` is the default run of `taxonomy`, as for every command
+    that reads a run. One line when there is no such run."""
     with Store(db, read_only=True) as store:
+        run_id = resolve_run(store, run_id, taxonomy) or run_id
         row = store.run_row(run_id)
         if row is None:
             raise KiaError(f"{db}: no run named {run_id!r} (see `kia runs`)")
