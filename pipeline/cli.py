@@ -910,7 +910,7 @@ def export(
         out.print(f"wrote {output}", markup=False)
     path = _db(db)
     if gold is not None and run is None and not reviewed and path.exists():
-        from kia.score import default_run_at
+        from kia.labelings import default_run_at
 
         if default_run_at(path, None) is not None:
             err.print(
@@ -946,7 +946,7 @@ def runs(
 ) -> None:
     """List proposal runs: name (never cut), taxonomy, backend, model, papers done, failed and waiting
     for batch answers, tokens; `*` marks the default run (the latest complete run of the project's taxonomy)."""
-    from kia.score import default_run_at, run_state
+    from kia.labelings import default_run_at, run_state
     from kia.store import list_runs_at
 
     path = _existing_db(db)

@@ -12,7 +12,7 @@ consensus run only (`consensus_decided`). Another consensus run over other input
 review queue and `--accept-above` on any other run ignore it: otherwise a consensus of r1 and r3
 would close the axis r1 and r2 disagree on, and a run nobody reviewed would look reviewed. A
 person's decision (accept, edit, reject, by any reviewer name) is about the paper's axis and applies
-in every run of the taxonomy, as every output reads it (`kia.score.final_reviews`).
+in every run of the taxonomy, as every output reads it (`kia.labelings.final_reviews`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 from kia._version import __version__
 from kia.errors import KiaError
-from kia.score import Labeling, final_reviews, resolve_run, run_labeling, runs_with_labels_of
+from kia.labelings import Labeling, final_reviews, resolve_run, run_labeling, runs_with_labels_of
 from kia.store import Store, dumps
 from kia.taxonomy import Taxonomy
 
@@ -223,7 +223,8 @@ class ConsensusScore:
 def score_consensus(db: Path, taxonomy: Taxonomy, run_id: str | None, gold_path: Path | None) -> ConsensusScore | None:
     """`kia score` on a consensus run (None for any other run): against the gold CSV (default Table 5)."""
     from kia.gold import load_gold
-    from kia.score import gold_labeling, resolve_run
+    from kia.labelings import resolve_run
+    from kia.score import gold_labeling
 
     with Store(db, read_only=True) as store:
         chosen = resolve_run(store, run_id, taxonomy)

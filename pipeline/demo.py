@@ -42,7 +42,7 @@ def run_demo(db: Path, on_stage: Callable[[str], None] | None = None) -> DemoRes
 def walkthrough(db: Path, run_id: str, key: str | None = None) -> list[str]:
     """What a newcomer reads after the demo's table: the axes in words, one paper's proposal with its
     quotes (page and offsets), and the commands to try next."""
-    from kia.score import taxonomy_for_run
+    from kia.labelings import taxonomy_for_run
 
     with Store(db, read_only=True) as store:
         taxonomy = taxonomy_for_run(store, run_id)

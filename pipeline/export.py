@@ -14,8 +14,8 @@ from pathlib import Path
 
 from kia.errors import KiaError
 from kia.gold import GoldPaper
+from kia.labelings import Labeling
 from kia.references import BIB_FORMATS
-from kia.score import Labeling
 from kia.taxonomy import Axis, Taxonomy
 
 FORMATS = ("csv", "jsonl", "markdown", "latex")

@@ -187,7 +187,8 @@ def labelled_papers(
 ) -> list[tuple[str, str, dict[str, frozenset[str]], dict[str, str]]]:
     """(paper key, source, labels, notes) of the pool: reviewed papers (every axis) first, then stored
     gold papers, each with the gold row's notes (its extra columns) where the paper has a gold row."""
-    from kia.score import complete, gold_labeling, reviewed_labeling
+    from kia.labelings import complete, reviewed_labeling
+    from kia.score import gold_labeling
 
     stored = store.paper_keys()
     reviewed = complete(reviewed_labeling(store, taxonomy), taxonomy)

@@ -28,8 +28,8 @@ from kia.calibrate import (
 )
 from kia.consensus import CONSENSUS_REVIEWER, consensus_inputs
 from kia.errors import KiaError
+from kia.labelings import run_labeling, runs_with_labels_of
 from kia.review import ACCEPT, EDIT, MACHINE_ACCEPTED, NEED, BulkAccept, ReviewSession
-from kia.score import run_labeling, runs_with_labels_of
 from kia.settings import Settings
 from kia.store import Store
 from kia.taxonomy import Taxonomy

@@ -258,8 +258,8 @@ def learn_between_papers(session: ReviewSession, live: LiveHead) -> None:
     """After a reviewed paper: refit the calibration map (`relearn`), then adapt the head to every
     review of the run's papers (as `kia propose` would) and order the papers still to come by its
     need; the axes it now labels differently are shown with its quote."""
+    from kia.labelings import reviewed_labeling
     from kia.learn import relearn
-    from kia.score import reviewed_labeling
     from kia.simulate import need_keys
 
     with session.store.held():  # the reviews are read at once; the refit below reads no store

@@ -13,7 +13,8 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Wedge  # noqa: E402
 
-from kia.score import Agreement, Labeling  # noqa: E402
+from kia.labelings import Labeling  # noqa: E402
+from kia.score import Agreement
 from kia.stats import design_space  # noqa: E402
 from kia.taxonomy import Taxonomy  # noqa: E402
 

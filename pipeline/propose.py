@@ -1012,7 +1012,7 @@ def adapt_to_reviews(store: Store, backend: Backend, taxonomy: Taxonomy) -> int:
     adapt = getattr(backend, "adapt", None)
     if adapt is None:
         return 0
-    from kia.score import reviewed_labeling
+    from kia.labelings import reviewed_labeling
 
     reviewed = reviewed_labeling(store, taxonomy)
     keys = sorted(set(reviewed) & set(store.paper_keys()))

@@ -15,6 +15,20 @@ from kia._version import __version__
 from kia.errors import KiaError, writing_to
 from kia.export import AxisDetail, ExportRow, PaperFlags, Quote, render, rows_from_labeling
 from kia.gold import gold_index, load_gold
+from kia.labelings import (
+    AxisReview,
+    AxisReviews,
+    Labeling,
+    complete,
+    default_run,
+    final_labels,
+    final_reviews,
+    resolve_run,
+    reviewed_labeling,
+    run_labeling,
+    same_taxonomy,
+    taxonomy_for_run,
+)
 from kia.references import (
     LabelledReference,
     LibraryRecord,
@@ -23,25 +37,7 @@ from kia.references import (
     latest_records,
     write_references,
 )
-from kia.score import (
-    Agreement,
-    AxisReview,
-    AxisReviews,
-    Labeling,
-    ScoreReport,
-    compare,
-    complete,
-    default_run,
-    final_labels,
-    final_reviews,
-    gold_labeling,
-    resolve_run,
-    reviewed_labeling,
-    run_labeling,
-    same_taxonomy,
-    score_run,
-    taxonomy_for_run,
-)
+from kia.score import Agreement, ScoreReport, compare, gold_labeling, score_run
 from kia.stats import DesignSpaceStats, ReportedMismatch, design_space, load_reported, text_vs_table
 from kia.store import Store
 from kia.taxonomy import Taxonomy, load_taxonomy
@@ -60,7 +56,7 @@ class LabelSource:
     taxonomy: Taxonomy | None = None
     # the run the labels (and so the evidence) come from, when they come from one
     run_id: str | None = None
-    # (paper, axis) -> the review in force (`kia.score.final_reviews`), already applied to `labeling`
+    # (paper, axis) -> the review in force (`kia.labelings.final_reviews`), already applied to `labeling`
     reviews: AxisReviews = field(default_factory=dict)
     # paper key -> what the run flagged on it (out of scope, suspicious text, unclear axes)
     flags: dict[str, PaperFlags] = field(default_factory=dict)

@@ -25,7 +25,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from kia.consensus import CONSENSUS, DISAGREEMENT, consensus_decided, consensus_inputs
 from kia.errors import DatabaseBusyError, KiaError, StoreError
 from kia.extract import Document
-from kia.score import Labeling, resolve_run, review_scope, run_labeling, runs_with_labels_of, taxonomy_for_run
+from kia.labelings import Labeling, resolve_run, review_scope, run_labeling, runs_with_labels_of, taxonomy_for_run
 from kia.sentences import sentences_around
 from kia.settings import Settings
 from kia.store import Store

@@ -711,17 +711,9 @@ def simulate(
     random_runs, learning = options.random_runs, options.learning
     from kia.consensus import consensus_inputs
     from kia.gold import default_gold_path, load_gold
+    from kia.labelings import default_run, resolve_run, run_labeling, runs_with_labels_of, taxonomy_for_run
     from kia.learn import stored_proposals
-    from kia.score import (
-        default_run,
-        gold_labeling,
-        keys_fitted_on,
-        resolve_run,
-        run_labeling,
-        runs_with_labels_of,
-        taxonomy_for_run,
-        training_use,
-    )
+    from kia.score import gold_labeling, keys_fitted_on, training_use
 
     settings = settings or Settings()
     if run_id is not None and backend is not None:

@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 
 from kia.errors import KiaError
+from kia.labelings import Labeling
 from kia.resources import survey_reported_path
-from kia.score import Labeling
 from kia.taxonomy import Taxonomy, all_cells, cells
 
 

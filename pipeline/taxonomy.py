@@ -301,7 +301,7 @@ class Taxonomy(BaseModel):
 
         A review decides which category ids of an axis a paper has; that decision stays true when a
         definition's wording is fixed, so reviews are matched to a taxonomy by this hash (and, where
-        it differs, axis by axis: `kia.score.ReviewScope`), never by `content_hash`, which changes
+        it differs, axis by axis: `kia.labelings.ReviewScope`), never by `content_hash`, which changes
         with every character of the file and stays the run's record of the exact text it used."""
         data = {
             "name": self.name,

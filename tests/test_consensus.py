@@ -10,9 +10,9 @@ import pytest
 from kia.consensus import CONSENSUS_REVIEWER, ConsensusSummary, consensus_score, make_consensus
 from kia.errors import KiaError
 from kia.extract import extract
+from kia.labelings import reviewed_labeling
 from kia.propose import load_prompt, run_proposals
 from kia.review import ReviewSession, bulk_accept
-from kia.score import reviewed_labeling
 from kia.store import Store
 from kia.taxonomy import load_taxonomy
 from tests.fakes import ScriptedBackend

@@ -14,12 +14,12 @@ from kia.backends.local import LocalBackend
 from kia.backends.rules import RulesBackend
 from kia.errors import KiaError
 from kia.extract import extract
+from kia.labelings import run_labeling
 from kia.learn import learn_from_reviews, relearn
 from kia.livehead import LiveHead, learn_between_papers, start_learning
 from kia.propose import load_prompt, run_proposals
 from kia.review import STORAGE, ReviewSession, apply_command, axis_keys, render_paper
 from kia.review_keys import REDRAW, handle_key
-from kia.score import run_labeling
 from kia.settings import Settings
 from kia.simulate import need_key
 from kia.store import Store

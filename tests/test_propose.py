@@ -359,8 +359,9 @@ class _ScopeBackend(ScriptedBackend):
 
 
 def test_out_of_scope_papers_keep_their_labels_flagged_and_never_bulk_accepted(stored: Store) -> None:
+    from kia.labelings import run_labeling
     from kia.review import bulk_accept
-    from kia.score import abstention_summary, run_labeling
+    from kia.score import abstention_summary
 
     taxonomy, prompt = load_taxonomy(), load_prompt()
     backend = _ScopeBackend({"Mask Paper": GOOD, "Other Paper": GOOD})
@@ -383,8 +384,9 @@ def test_out_of_scope_papers_keep_their_labels_flagged_and_never_bulk_accepted(s
 
 
 def test_unsupported_and_tentative_axes_are_stored_scored_apart_and_never_bulk_accepted(stored: Store) -> None:
+    from kia.labelings import run_labeling
     from kia.review import bulk_accept
-    from kia.score import abstention_summary, run_labeling
+    from kia.score import abstention_summary
 
     taxonomy = load_taxonomy()
     summary = run_proposals(

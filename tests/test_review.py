@@ -23,6 +23,7 @@ from kia.backends import BackendAnswer
 from kia.consensus import make_consensus
 from kia.errors import KiaError, PaperNotFoundError
 from kia.extract import Document, extract
+from kia.labelings import reviewed_labeling
 from kia.propose import load_prompt, run_proposals
 from kia.review import (
     CONTEXT_CHARS,
@@ -35,7 +36,6 @@ from kia.review import (
     render_paper,
 )
 from kia.review_keys import REDRAW, STAY, handle_key, split_keys
-from kia.score import reviewed_labeling
 from kia.store import Store
 from kia.taxonomy import Taxonomy, load_taxonomy
 from tests.conftest import ROOT, edited_taxonomy, kia_exe, make_pdf, run_kia
