@@ -556,6 +556,10 @@ def run_identity(
         "max_input_tokens": max_input_tokens,
         "context": context_mode,
     }
+    if max_input_tokens is not None:
+        # which sections a cut keeps is decided by this order: a cached answer read from text cut
+        # another way is another run's answer
+        fields["section_order"] = SECTION_PRIORITY
     if confidence_floor is not None:
         fields["confidence_floor"] = confidence_floor
     if retriever is not None:

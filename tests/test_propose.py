@@ -141,6 +141,24 @@ def test_conventions_are_part_of_the_run_identity(tmp_path: Path) -> None:
     assert first.short_hash() != second.short_hash()
 
 
+def test_the_section_order_of_a_cut_is_part_of_the_run_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Session 18 moved the abstract before the front matter in `--max-input-tokens`' cut, yet a
+    rerun kept the run's identity, so its cached answers (read from text cut the old way) came back
+    as the new run's. The order is now part of the identity whenever the text is cut."""
+    import importlib
+
+    from kia.propose import run_identity
+
+    stage = importlib.import_module("kia.propose")  # `kia.propose` is also the API's function
+
+    backend = ScriptedBackend(GOOD)
+    before = [run_identity(backend, load_taxonomy(), load_prompt(), m).short_hash() for m in (None, 2000)]
+    monkeypatch.setattr(stage, "SECTION_PRIORITY", ["front", *stage.SECTION_PRIORITY[:-1]])
+    after = [run_identity(backend, load_taxonomy(), load_prompt(), m).short_hash() for m in (None, 2000)]
+    assert before[0] == after[0]  # nothing is cut: the order decides nothing
+    assert before[1] != after[1]
+
+
 def test_no_convention_names_a_table5_method() -> None:
     from kia.gold import load_gold
 
