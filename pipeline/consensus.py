@@ -28,6 +28,9 @@ from kia.store import Store, dumps
 from kia.taxonomy import Taxonomy
 
 CONSENSUS = "consensus"
+# Recorded by a rebuild where the inputs no longer agree on an axis this run had accepted: reviews
+# are append-only, so the agreement is withdrawn by a later row, never deleted.
+WITHDRAWN = "consensus-withdrawn"
 DISAGREEMENT = "disagreement"
 CONSENSUS_REVIEWER = "kia:consensus"
 
@@ -42,14 +45,22 @@ class ConsensusSummary:
     disagreed_axes: int = 0
     left_out: list[str] = field(default_factory=list)  # papers not done in every input run
     decided_already: int = 0  # of the disagreed axes, those a person's decision already settles
+    withdrawn: int = 0  # of the disagreed axes, those an earlier build of this run had accepted
 
     def line(self) -> str:
-        """One summary line: the disagreements a person has already decided are not "left"."""
+        """One summary line: the disagreements a person has already decided are not "left"; an
+        agreement a rebuild withdrew is said, since that axis is back in the queue."""
         left = self.disagreed_axes - self.decided_already
         decided = f" ({self.decided_already} more already decided by a person)" if self.decided_already else ""
+        withdrawn = (
+            f" ({self.withdrawn} agreed at an earlier build, withdrawn: the runs changed since)"
+            if self.withdrawn
+            else ""
+        )
         return (
             f"run {self.run_id}: {self.papers} paper(s); {self.agreed_axes} axis decision(s) agreed and accepted "
-            f"as consensus, {left} left for a person{decided}; {len(self.left_out)} paper(s) not in every run"
+            f"as consensus, {left} left for a person{decided}{withdrawn}; {len(self.left_out)} paper(s) not in "
+            "every run"
         )
 
 
@@ -69,8 +80,10 @@ def consensus_decided(store: Store, run_id: str | None, paper_key: str | None = 
     an axis in another run (see the module's docstring)."""
     if run_id is None:
         return {}
-    rows = store.review_rows(CONSENSUS_REVIEWER, paper_key, run_id=run_id)
-    return {(key, axis): labels or "" for key, axis, decision, labels, _who in rows if decision == CONSENSUS}
+    latest: dict[tuple[str, str], tuple[str, str]] = {}
+    for key, axis, decision, labels, _who in store.review_rows(CONSENSUS_REVIEWER, paper_key, run_id=run_id):
+        latest[(key, axis)] = (decision, labels or "")  # oldest first: a rebuild's withdrawal comes later
+    return {where: labels for where, (decision, labels) in latest.items() if decision == CONSENSUS}
 
 
 def _side_by_side(runs: list[str], labelings: dict[str, Labeling], key: str, axis: str) -> str:
@@ -139,6 +152,7 @@ def make_consensus(store: Store, taxonomy: Taxonomy, runs: list[str], name: str)
         evidence: list[tuple[Any, ...]] = []
         statuses: list[tuple[str, str, str]] = []
         agreed: dict[str, list[str]] = {}
+        withdrawn: list[str] = []
         per_run = {run: store.paper_label_rows(run, key) for run in runs}
         for axis in taxonomy.axis_ids:
             sets = [labelings[run][key][axis] for run in runs]
@@ -164,6 +178,9 @@ def make_consensus(store: Store, taxonomy: Taxonomy, runs: list[str], name: str)
                 statuses.append((axis, DISAGREEMENT, _side_by_side(runs, labelings, key, axis)))
                 summary.disagreed_axes += 1
                 summary.decided_already += (key, axis) in by_a_person
+                if (key, axis) in already:  # agreed at an earlier build: the inputs changed since
+                    withdrawn.append(axis)
+                    summary.withdrawn += 1
         store.save_proposal(
             name,
             {
@@ -185,6 +202,10 @@ def make_consensus(store: Store, taxonomy: Taxonomy, runs: list[str], name: str)
                 store.add_review(
                     key, name, axis, categories, CONSENSUS, CONSENSUS_REVIEWER, f"agreed by {', '.join(runs)}"
                 )
+        for axis in withdrawn:
+            store.add_review(
+                key, name, axis, [], WITHDRAWN, CONSENSUS_REVIEWER, f"no longer agreed by {', '.join(runs)}"
+            )
     return summary
 
 

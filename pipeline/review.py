@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from kia.consensus import CONSENSUS, DISAGREEMENT, consensus_decided, consensus_inputs
+from kia.consensus import CONSENSUS, DISAGREEMENT, WITHDRAWN, consensus_decided, consensus_inputs
 from kia.errors import DatabaseBusyError, KiaError, StoreError
 from kia.extract import Document
 from kia.labelings import Labeling, resolve_run, review_scope, run_labeling, runs_with_labels_of, taxonomy_for_run
@@ -327,12 +327,9 @@ class ReviewSession:
         for this taxonomy is `ReviewScope`'s rule."""
         scope = review_scope(self.store, self.taxonomy)
         rows = self.store.review_rows(with_run=True)
-        decided = set(scope.in_force([row for row in rows if row[2] != CONSENSUS], 5))
-        return decided | {
-            (key, axis)
-            for key, axis, decision, labels, _who, run in rows
-            if decision == CONSENSUS and run == self.run_id and scope.applies(run, axis, labels)
-        }
+        decided = set(scope.in_force([row for row in rows if row[2] not in (CONSENSUS, WITHDRAWN)], 5))
+        agreed = consensus_decided(self.store, self.run_id)
+        return decided | {where for where, labels in agreed.items() if scope.applies(self.run_id, where[1], labels)}
 
     @_holding
     def finished(self, key: str) -> bool:

@@ -199,3 +199,28 @@ def test_consensus_takes_runs_of_two_wordings_of_one_taxonomy_and_refuses_other_
         assert make_consensus(store, reworded, ["a", "b"], "ab").agreed_axes == 3
         with pytest.raises(KiaError, match="run 'c' used taxonomy 'kia-3dct' .*whose name or category ids differ"):
             make_consensus(store, reworded, ["a", "c"], "ac")
+
+
+def test_a_rebuild_withdraws_an_agreement_its_inputs_no_longer_share(tmp_path: Path, db_path: Path) -> None:
+    """A consensus rebuilt after its input runs changed (a paper's new version proposed again, and
+    the runs now disagree on an axis) kept its earlier agreement in force: the axis stayed settled,
+    out of the review queue, though the runs disagree on it now. The rebuild now withdraws it (a
+    later row, reviews being append-only), says so, and the axis is back for a person."""
+    taxonomy = load_taxonomy()
+    agreed = ("K2", "I2", "A1")
+    store = _runs(tmp_path, db_path, {"a": (agreed, agreed), "b": (agreed, agreed)})
+    assert make_consensus(store, taxonomy, ["a", "b"], "ab").agreed_axes == 6
+    assert ReviewSession(store, taxonomy, "ab", "person").left() == 0
+    changed = tmp_path / "p2.md"
+    changed.write_text(TEXT.format(title="Two") + "\nA second version of the paper.\n", encoding="utf-8")
+    store.add_document(extract(changed), "p2")
+    for run, two in (("a", agreed), ("b", ("K2", "I3", "A1"))):
+        run_proposals(
+            store, ScriptedBackend({"Two": answer(*two)}), taxonomy, load_prompt(), run_name=run, use_cache=False
+        )
+    rebuilt = make_consensus(store, taxonomy, ["a", "b"], "ab")
+    assert (rebuilt.agreed_axes, rebuilt.disagreed_axes, rebuilt.withdrawn) == (5, 1, 1)
+    assert "1 left for a person (1 agreed at an earlier build, withdrawn" in rebuilt.line()
+    session = ReviewSession(store, taxonomy, "ab", "person")
+    assert session.left() == 1 and not session.finished("p2") and ("p2", "I") not in session.decided_by_anyone()
+    assert make_consensus(store, taxonomy, ["a", "b"], "ab").withdrawn == 0  # withdrawn once, not at every build
