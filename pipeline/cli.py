@@ -998,7 +998,13 @@ def _threshold(value: str) -> float:
 def review(
     run: RunOption = None,
     reviewer: ReviewerOption = None,
-    only: Annotated[str | None, typer.Option(help="unreviewed, disagreements or low-confidence")] = None,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            help="unreviewed, disagreements, low-confidence or new-categories (papers decided before a"
+            " category joined the axis)"
+        ),
+    ] = None,
     queue: Annotated[
         str,
         typer.Option(
@@ -1050,9 +1056,14 @@ def review(
             out.print(result.line(threshold), markup=False)
             return
         session = review_stage.ReviewSession(store, given_taxonomy(taxonomy), run, reviewer, only, queue=queue)
+        revisit = session.new_categories_line()
         if session.done:
             out.print(f"nothing to review for {session.reviewer} in run {session.run_id}", markup=False)
+            if revisit:
+                out.print(revisit, markup=False)
             return
+        if revisit:
+            out.print(revisit, markup=False)
         from kia.livehead import start_learning
 
         # The need queue learns from each reviewed paper: the calibration map, and an offline run's head

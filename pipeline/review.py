@@ -33,7 +33,8 @@ from kia.taxonomy import Axis, Taxonomy, load_taxonomy
 
 ACCEPT, EDIT, REJECT, NOTE = "accept", "edit", "reject", "note"
 MACHINE_ACCEPTED = "machine-accepted"
-ONLY_CHOICES = ("unreviewed", "disagreements", "low-confidence")
+NEW_CATEGORIES = "new-categories"
+ONLY_CHOICES = ("unreviewed", "disagreements", "low-confidence", NEW_CATEGORIES)
 # need: disagreements between runs, then abstained or flagged papers, then the lowest confidence;
 # storage: the order the papers were ingested.
 NEED, STORAGE = "need", "storage"
@@ -104,6 +105,8 @@ class PaperView:
     runs: dict[str, list[RunLabels]] = field(default_factory=dict)
     # Axes on which those runs disagree (or that a consensus run left pending).
     disagreed: set[str] = field(default_factory=set)
+    # Axis -> the categories added to it since the decision in force on it was made (`added_since`).
+    added_since: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _keep_start(text: str, limit: int = CONTEXT_CHARS) -> str:
@@ -215,6 +218,7 @@ class ReviewSession:
             raise KiaError(f"--queue must be one of {', '.join(QUEUES)}, not {queue!r}")
         self.store = store
         self.reviewer = default_reviewer(reviewer)
+        self.only = only
         self._compared: dict[str, Labeling] | None = None
         self.queue = queue
         # What the queue learned from the reviews so far (shown on screen; kia.learn), and each paper's
@@ -302,6 +306,8 @@ class ReviewSession:
             keys = [k for k in keys if confidence.get(k, 0.0) < LOW_CONFIDENCE]
         elif only == "unreviewed":
             keys = [k for k in keys if not self.finished(k)]
+        elif only == NEW_CATEGORIES:
+            keys = [k for k in keys if k in self.added_since()]
         return keys
 
     # --- state ---------------------------------------------------------------------------------
@@ -336,9 +342,47 @@ class ReviewSession:
         """Every axis of the paper has a decision from this reviewer (in any run: a person's decision is
         about the paper's axis) or, in a consensus run, this run's agreement of its inputs
         (machine-accepted, so a person looks only at the disagreements; another consensus run's
-        agreement settles nothing here)."""
+        agreement settles nothing here). In the `new-categories` queue: no decision in force (by
+        anyone) predates a category of its axis any more (`added_since`)."""
+        if self.only == NEW_CATEGORIES:
+            return key not in self.added_since()
         decided = set(self.decisions(key)) | {axis for _k, axis in consensus_decided(self.store, self.run_id, key)}
         return decided >= set(self.taxonomy.axis_ids)
+
+    def new_categories_line(self) -> str:
+        """One line saying how many papers hold a decision made before a category joined its axis
+        (the `new-categories` queue revisits them); empty when none, or in that queue itself."""
+        if self.only == NEW_CATEGORIES:
+            return ""
+        added = self.added_since()
+        if not added:
+            return ""
+        categories = sorted({c for axes in added.values() for new in axes.values() for c in new})
+        return (
+            f"{len(added)} paper(s) hold decisions made before {', '.join(categories)} joined their axis: "
+            "`kia review --only new-categories` asks whether it applies"
+        )
+
+    @_holding
+    def added_since(self) -> dict[str, dict[str, list[str]]]:
+        """Paper -> axis -> the categories added to the axis since the decision in force on it was
+        made (by anyone, on a run of an earlier version of this survey whose axis lacked them). Why: a
+        review says which of the axis's categories then known hold, so it stays in force when a
+        category is added (`ReviewScope`), but nobody has yet asked whether the new one applies; the
+        `new-categories` queue brings exactly those papers back, and a decision on the axis now
+        (made on a run that knows the category) settles it. Decisions made without a run (`kia label`)
+        and on runs whose taxonomy cannot be read back are taken as knowing every category."""
+        scope = review_scope(self.store, self.taxonomy)
+        rows = [row for row in self.store.review_rows(with_run=True) if row[2] not in (CONSENSUS, WITHDRAWN)]
+        added: dict[str, dict[str, list[str]]] = {}
+        for (key, axis), row in scope.in_force(rows, 5).items():
+            used = scope.runs.get(row[5]) if row[5] is not None else None
+            if key not in self.proposals or used is None or used[1] is None or axis not in used[1]:
+                continue
+            new = [c for c in self.taxonomy.label_axes[axis][1] if c not in used[1][axis][1]]
+            if new:
+                added.setdefault(key, {})[axis] = new
+        return added
 
     @_holding
     def decided_axes(self) -> dict[str, set[str]]:
@@ -354,6 +398,8 @@ class ReviewSession:
     def finished_keys(self) -> set[str]:
         """Every paper `finished` would call finished, read in two queries (a queue of 1,000 papers
         shows each paper's state without a query per paper)."""
+        if self.only == NEW_CATEGORIES:
+            return set(self.proposals) - set(self.added_since())
         decided = self.decided_axes()
         for key, axis in consensus_decided(self.store, self.run_id):
             decided.setdefault(key, set()).add(axis)
@@ -441,6 +487,7 @@ class ReviewSession:
             self.store.paper_notes_by_reviewer(key),
             runs,
             disagreed,
+            self.added_since().get(key, {}),
         )
 
     def _runs_side_by_side(self, doc: Document) -> tuple[dict[str, list[RunLabels]], set[str]]:
@@ -812,6 +859,11 @@ def render_paper(session: ReviewSession, console: Any) -> None:
         if suggestion is not None and not decided:
             take = f" (t {keys[axis.id]} takes it)" if suggestion.labels else ""
             console.print(Text(f"   {suggestion.line}{take}", style="yellow"))
+        if axis.id in view.added_since:
+            added = ", ".join(view.added_since[axis.id])
+            console.print(
+                Text(f"   the decision in force predates {added} on this axis: decide again to say whether it applies")
+            )
         if view.runs.get(axis.id):
             render_runs(view.runs[axis.id], axis.id in view.disagreed, console)
         if axis.id in view.abstained:

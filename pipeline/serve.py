@@ -471,6 +471,7 @@ def paper_context(reviews: Reviews, key: str, only: str | None, queue: str) -> d
                 "key": by_axis[axis.id],
                 "proposed": view.proposed.get(axis.id, []),
                 "decided": view.decided.get(axis.id),
+                "added_since": view.added_since.get(axis.id, []),
                 "abstained": view.abstained.get(axis.id),
                 "runs": view.runs.get(axis.id, []),
                 "disagree": axis.id in view.disagreed,

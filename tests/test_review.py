@@ -790,3 +790,46 @@ def test_reviews_survive_a_definition_edit_and_the_queue_agrees_with_the_outputs
         run_proposals(store, ScriptedBackend(answers), other, load_prompt(), run_name="other-survey")
         assert reviewed_labeling(store, other) == {}
         assert ReviewSession(store, other, reviewer="alice").left() == 3
+
+
+def test_a_category_added_to_an_axis_brings_its_decided_papers_back_in_their_own_queue(
+    db: Path, tmp_path: Path
+) -> None:
+    """A category added to an axis left that axis's reviews in force (rightly: they said which of the
+    categories then known hold) but nothing ever asked whether the new one applies: the papers were
+    done for good. `--only new-categories` now brings back exactly the papers whose decision in force
+    predates a category of its axis, says which, and one decision on the axis settles it; the plain
+    queue and `kia review` say how many there are."""
+    with Store(db) as store:
+        session = ReviewSession(store, load_taxonomy(), reviewer="alice")
+        for key in ("P1", "P2"):
+            session.goto(key)
+            session.accept_all()
+    added = edited_taxonomy(
+        tmp_path,
+        "added.yaml",
+        (
+            "      - id: K2\n",
+            "      - id: K5\n        name: Other\n        definition: Knowledge of another form.\n      - id: K2\n",
+        ),
+    )
+    with Store(db) as store:
+        run_proposals(
+            store, ScriptedBackend({k: ANSWER for k in ("P1", "P2", "P3")}), added, load_prompt(), run_name="r2"
+        )
+        revisit = ReviewSession(store, added, reviewer="bob", only="new-categories")
+        assert revisit.run_id == "r2" and revisit.keys == ["P1", "P2"] and revisit.left() == 2
+        assert revisit.added_since() == {"P1": {"K": ["K5"]}, "P2": {"K": ["K5"]}}
+        assert revisit.view().added_since == {"K": ["K5"]}
+        revisit.edit("K", ["K2", "K5"])  # bob's decision on the axis, made knowing K5
+        assert revisit.advance_if_finished() and revisit.current == "P2" and revisit.left() == 1
+        plain = ReviewSession(store, added, reviewer="alice")
+        assert plain.finished_keys() == {"P1", "P2"}  # the decisions stay in force in every other queue
+        assert plain.new_categories_line().startswith("1 paper(s) hold decisions made before K5 joined")
+    told = run_kia("review", "--taxonomy", str(tmp_path / "added.yaml"), "--db", str(db), input="q\n")
+    assert "`kia review --only new-categories` asks whether it applies" in told.stdout
+    shown = run_kia(
+        "review", "--only", "new-categories", "--taxonomy", str(tmp_path / "added.yaml"), "--db", str(db), input="q\n"
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "the decision in force predates K5 on this axis" in shown.stdout and "P2" in shown.stdout
