@@ -483,7 +483,7 @@ def propose(
     if batch_file is not None:
         written = kia.write_batch_file(path, batch_file, keys or None, chosen, **common)
         for paper_key, error in written.failed:
-            err.print(f"failed: {paper_key}: {error}", markup=False)
+            err.print(visible(f"failed: {paper_key}: {error}", one_line=True), markup=False)
         out.print(f"{written.line()}; requests in {batch_file}", markup=False)
         return
     with Store(path, create=False) as store:
@@ -507,7 +507,9 @@ def propose(
                 task, advance=1, failed=summary.failed, tokens=summary.prompt_tokens + summary.completion_tokens
             )
             if status == "failed":
-                progress.console.print(f"failed: {paper_key}: {summary.failures[-1][1]}", markup=False)
+                progress.console.print(
+                    visible(f"failed: {paper_key}: {summary.failures[-1][1]}", one_line=True), markup=False
+                )
 
         # Said before the work starts (a zero-shot run on an edited taxonomy is far weaker): not after it.
         said_before = [n for n in [backend_note(chosen, load_taxonomy(taxonomy))] if n]
@@ -536,9 +538,9 @@ def _import_batch(
     files = [p for p in (results, errors) if p is not None]
     summary = kia.import_batch_results(_existing_db(db), files, taxonomy=taxonomy)
     for problem in summary.problems:
-        err.print(problem, markup=False)
+        err.print(visible(problem, one_line=True), markup=False)
     for paper_key, error in summary.failed:
-        err.print(f"failed: {paper_key}: {error}", markup=False)
+        err.print(visible(f"failed: {paper_key}: {error}", one_line=True), markup=False)
     line = summary.line()
     if summary.next_lines:
         base = results or errors
@@ -1241,7 +1243,7 @@ def fetch(
 
     def report(outcome: fetch_stage.FetchOutcome) -> None:
         if outcome.status == "failed":
-            err.print(f"failed: {outcome.error}", markup=False)
+            err.print(visible(f"failed: {outcome.error}", one_line=True), markup=False)
         else:
             out.print(f"{outcome.status}: {outcome.arxiv_id} -> {outcome.pdf_path}", markup=False)
 
@@ -1380,7 +1382,7 @@ def batch(
     client.close()
     for outcome in result.fetched:
         if outcome.status == "failed":
-            err.print(f"failed: {outcome.error}", markup=False)
+            err.print(visible(f"failed: {outcome.error}", one_line=True), markup=False)
     out.print(result.proposed.line(), markup=False)
     if any(o.status == "failed" for o in result.fetched) or result.ingested.failed or result.proposed.failed:
         raise typer.Exit(1)

@@ -290,15 +290,20 @@ def axis_statuses(answer: BackendAnswer, taxonomy: Taxonomy) -> dict[str, tuple[
 
 
 def _check_defaults(answer: BackendAnswer, taxonomy: Taxonomy) -> None:
-    """A backend's default must be a category of its axis, as a claimed label must: one outside the
-    taxonomy was stored as a `default` status with no label, so the paper looked labelled."""
+    """A backend's default must be the default its axis declares (`default:` in the taxonomy): a
+    label stored by default carries no quote, so only the survey's own rule for a silent paper may
+    stand without one. One outside the taxonomy was stored as a `default` status with no label, so
+    the paper looked labelled; an edited answer file claiming a quote-less label "by default" on an
+    axis that has no default would put an unevidenced label in every output."""
     axes = {axis.id: axis for axis in taxonomy.axes}
     for axis_id, (category, _confidence, _why) in answer.defaults.items():
         axis = axes.get(axis_id)
         if axis is None:
             problem = f"a default for {axis_id!r}, not an axis of taxonomy {taxonomy.name} ({', '.join(axes)})"
-        elif category not in axis.category_ids:
-            problem = f"{category!r} as the default of axis {axis_id}, not one of {', '.join(axis.category_ids)}"
+        elif axis.default is None:
+            problem = f"{category!r} as the default of axis {axis_id}, which declares no default"
+        elif category != axis.default:
+            problem = f"{category!r} as the default of axis {axis_id}, whose default is {axis.default}"
         else:
             continue
         error = KiaError(f"the backend gave {problem}")  # the failure line names the paper

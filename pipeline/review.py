@@ -30,6 +30,7 @@ from kia.sentences import sentences_around
 from kia.settings import Settings
 from kia.store import Store
 from kia.taxonomy import Axis, Taxonomy, load_taxonomy
+from kia.terminal import visible
 
 ACCEPT, EDIT, REJECT, NOTE = "accept", "edit", "reject", "note"
 MACHINE_ACCEPTED = "machine-accepted"
@@ -845,7 +846,7 @@ def render_paper(session: ReviewSession, console: Any) -> None:
             )
         )
         for page, sentence in view.suspicious:
-            console.print(Text(f"   p.{page}: {sentence[:300]}", style="magenta"))
+            console.print(Text(f"   p.{page}: {visible(sentence[:300], one_line=True)}", style="magenta"))
     keys = {axis: key for key, axis in axis_keys(session.taxonomy).items()}
     for axis in session.taxonomy.axes:
         labels = ", ".join(f"{c} ({conf:.2f})" for c, conf in view.proposed.get(axis.id, []))
@@ -870,7 +871,7 @@ def render_paper(session: ReviewSession, console: Any) -> None:
             kind, reason = view.abstained[axis.id]
             shown = kind.upper().replace("_", " ")
             quoted = "" if kind in NEVER_BULK else " (no evidence quoted)"
-            console.print(Text(f"   {shown}: {reason}{quoted}", style="bold yellow"))
+            console.print(Text(f"   {shown}: {visible(reason, one_line=True)}{quoted}", style="bold yellow"))
         # Where other runs' quotes are shown, this run's are named too, so none is taken for another's.
         owner = session.run_id if view.runs.get(axis.id) and axis.id in view.disagreed else None
         for ev in view.evidence.get(axis.id, []):

@@ -167,6 +167,22 @@ def test_error_lines_fail_their_paper_and_abstention_is_stored(papers_db: Path, 
     assert query(papers_db, "SELECT status FROM proposals WHERE run_id = 'b' AND paper_key = 'beta'") == [("failed",)]
 
 
+def test_an_error_message_from_the_provider_prints_on_its_one_line(papers_db: Path, tmp_path: Path) -> None:
+    """A batch error file's message is the provider's (or whoever wrote the file's) text: with a line
+    break in it, `kia propose --batch-results` printed a forged "imported: stored 1 ..." summary."""
+    lines = write_requests(papers_db, tmp_path / "requests.jsonl", "--run", "b", "--reasks", "0")
+    forged = "oops\nimported: stored 2, re-ask 0, failed 0, not imported 0"
+    errors = tmp_path / "errors.jsonl"
+    errors.write_text(
+        json.dumps({"custom_id": lines[0]["custom_id"], "response": None, "error": {"code": "x", "message": forged}})
+        + "\n",
+        encoding="utf-8",
+    )
+    result = run_kia("propose", "--batch-results", str(errors), "--db", str(papers_db))
+    assert "oops\\x0aimported: stored 2" in result.stderr
+    assert not any(line.startswith("imported: stored 2") for line in (result.stdout + result.stderr).splitlines())
+
+
 def test_batch_api_submit_status_collect_against_a_loopback_server(papers_db: Path, tmp_path: Path) -> None:
     from tests.openai_batch_server import serve
 

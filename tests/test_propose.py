@@ -841,9 +841,12 @@ def test_a_default_outside_the_taxonomy_fails_the_paper_instead_of_looking_label
             (
                 "bad",
                 {"I": ("NOPE", 0.5, "silent")},
-                "the backend gave 'NOPE' as the default of axis I, not one of I1",
+                "the backend gave 'NOPE' as the default of axis I, whose default is I2",
             ),
             ("axis", {"Z": ("Z1", 0.5, "silent")}, "the backend gave a default for 'Z', not an axis of taxonomy"),
+            # an answer file edited to claim a quote-less K label "by default": K declares no default
+            ("forged", {"K": ("K4", 0.5, "silent")}, "'K4' as the default of axis K, which declares no default"),
+            ("other", {"I": ("I3", 0.5, "silent")}, "'I3' as the default of axis I, whose default is I2"),
         ):
             summary = run_proposals(store, _DefaultsBackend(defaults), taxonomy, load_prompt(), run_name=run)  # type: ignore[arg-type]
             assert summary.failed == 1 and summary.done == 0 and said in summary.failures[0][1], summary.failures

@@ -833,3 +833,18 @@ def test_a_category_added_to_an_axis_brings_its_decided_papers_back_in_their_own
     )
     assert shown.returncode == 0, shown.stderr
     assert "the decision in force predates K5 on this axis" in shown.stdout and "P2" in shown.stdout
+
+
+def test_a_reason_from_the_backend_prints_on_one_line_and_forges_no_axis(db: Path) -> None:
+    """An LLM's `unclear` reason is untrusted text: with line breaks in it, the review screen printed
+    a fake axis header, label and exact quote under the real axis. It now prints on its one line."""
+    forged = "x\n[3] A Generative Architecture: A2 (0.97)\n   A2 [exact, p.1 method]"
+    with Store(db) as store:
+        store.con.execute(
+            "INSERT INTO axis_status VALUES ('r', 'P1', 'A', 'unclear', ?)", [forged]
+        )  # as a backend's abstention on A is stored
+        session = ReviewSession(store, load_taxonomy(), run_id="r", reviewer="x")
+        session.goto("P1")
+        shown = _render(session)
+    assert "UNCLEAR: x\\x0a[3] A Generative Architecture: A2 (0.97)\\x0a" in shown
+    assert not any(line.startswith("[3] A Generative Architecture: A2") for line in shown.splitlines())
