@@ -804,7 +804,11 @@ def stats(
     ] = None,
     run: RunOption = None,
     reviewed: Annotated[
-        bool, typer.Option("--reviewed", help="Use reviewed labels (papers reviewed on every axis)")
+        bool,
+        typer.Option(
+            "--reviewed",
+            help="Use reviewed labels (papers with a decision on every axis; a rejected axis has no labels)",
+        ),
     ] = False,
     output_format: TableOrJsonOption = TableOrJson.table,
     plots: Annotated[
@@ -873,7 +877,11 @@ def export(
     ] = None,
     run: RunOption = None,
     reviewed: Annotated[
-        bool, typer.Option("--reviewed", help="Use reviewed labels (papers reviewed on every axis)")
+        bool,
+        typer.Option(
+            "--reviewed",
+            help="Use reviewed labels (papers with a decision on every axis; a rejected axis has no labels)",
+        ),
     ] = False,
     gold: GoldOption = None,
     output: Annotated[Path | None, typer.Option("--out", help="Write to this file instead of stdout")] = None,

@@ -308,12 +308,17 @@ def final_labels(proposals: Labeling, reviews: AxisReviews) -> Labeling:
     return final
 
 
-def reviewed_labeling(store: Store, taxonomy: Taxonomy, reviewer: str | None = None) -> Labeling:
-    """Papers' reviewed labels from `final_reviews`: the axes accepted or edited (a rejected axis has
-    no final labels, so a paper counts as reviewed only on axes accepted or edited)."""
+def reviewed_labeling(
+    store: Store, taxonomy: Taxonomy, reviewer: str | None = None, with_rejected: bool = False
+) -> Labeling:
+    """Papers' reviewed labels from `final_reviews`: the axes accepted or edited. A rejected axis has
+    no final labels: left out by default (what learns from reviews, the few-shot examples and the
+    head's refit, needs a right answer), or, `with_rejected`, kept as an empty set (what shows the
+    reviewed table, `--reviewed`: the reviewer decided that axis, and every output shows a rejected
+    axis as having no labels)."""
     labeling: Labeling = {}
     for (key, axis), review in final_reviews(store, taxonomy, reviewer).items():
-        if review.labels:
+        if review.labels or with_rejected:
             labeling.setdefault(key, {})[axis] = review.labels
     return labeling
 

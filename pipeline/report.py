@@ -133,14 +133,14 @@ def paper_flags(store: Store, run_id: str, decided: set[tuple[str, str]] | None 
 
 
 def reviewed_source(db: Path, taxonomy: Taxonomy | None, reviewer: str | None = None) -> LabelSource:
-    """Reviewed labels (latest accept or edit per axis, of anyone or of one reviewer), papers reviewed on every axis
-    of the taxonomy given (else that of the latest complete run, else the shipped one); reviews of
-    other taxonomies' runs are left out."""
+    """Reviewed labels (latest accept or edit per axis, of anyone or of one reviewer; a rejected axis
+    has none), of the papers with a decision on every axis of the taxonomy given (else that of the
+    latest complete run, else the shipped one); reviews of other taxonomies' runs are left out."""
     with Store(db, read_only=True) as store:
         if taxonomy is None:
             latest = default_run(store)
             taxonomy = taxonomy_for_run(store, latest) if latest else load_taxonomy(None)
-        labeling = complete(reviewed_labeling(store, taxonomy, reviewer), taxonomy)
+        labeling = complete(reviewed_labeling(store, taxonomy, reviewer, with_rejected=True), taxonomy)
         titles = store.titles()
     if not labeling:
         raise KiaError(f"{db}: no paper is reviewed on every axis yet (see `kia review`)")

@@ -366,6 +366,21 @@ def test_stats_and_export_of_reviewed_labels(db: Path) -> None:
     assert [r["key"] for r in rows] == ["P2"] and rows[0]["labels"]["K"] == ["K1", "K4"]
     stats = json.loads(run_kia("stats", "--reviewed", "--format", "json", "--db", str(db)).stdout)
     assert stats["n_papers"] == 1 and stats["single_multi"]["K"] == {"single": 0, "multi": 1, "none": 0}
+    # P1 decided on every axis, one of them by a reject: reviewed, with no labels on A (it was left
+    # out, and its library note told the author to run `kia propose`)
+    with Store(db) as store:
+        session = ReviewSession(store, load_taxonomy(), run_id="r", reviewer="ann")
+        session.goto("P1")
+        session.accept("K")
+        session.accept("I")
+        session.reject("A")
+    rows = [
+        json.loads(line)
+        for line in run_kia("export", "--reviewed", "--format", "jsonl", "--db", str(db)).stdout.splitlines()
+    ]
+    assert [r["key"] for r in rows] == ["P1", "P2"] and rows[0]["labels"]["A"] == []
+    stats = json.loads(run_kia("stats", "--reviewed", "--format", "json", "--db", str(db)).stdout)
+    assert stats["n_papers"] == 2 and stats["single_multi"]["A"] == {"single": 1, "multi": 0, "none": 1}
 
 
 def test_order_and_filters_put_disagreements_first(db: Path) -> None:
