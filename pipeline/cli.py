@@ -278,6 +278,10 @@ def show(
         int | None, typer.Option(help="Only a window of text around this character offset (e.g. a quote's start)")
     ] = None,
     width: Annotated[int, typer.Option(help="Characters shown either side of --around")] = 400,
+    run: Annotated[
+        str | None,
+        typer.Option(help="Read the version of the paper this run labelled (its quote offsets point into it)"),
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Print a stored paper's text, section by section, with character offsets and pages."""
@@ -285,7 +289,9 @@ def show(
 
     from kia.store import paper_text_by_section
 
-    doc, sections = paper_text_by_section(_existing_db(db), key, section)
+    doc, sections, note = paper_text_by_section(_existing_db(db), key, section, run)
+    if note:
+        err.print(visible(note, one_line=True), markup=False)
     out.print(
         f"[bold]{escape(visible(doc.title, True))}[/bold]  ({escape(visible(key, True))}, {len(doc.pages)} pages, "
         f"{escape(doc.extractor)} {escape(doc.extractor_version)})",

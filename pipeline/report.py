@@ -494,7 +494,8 @@ def _provenance(db: Path, run_id: str) -> tuple[str, dict[str, str]]:
         info = store.run_summary(run_id)
         taxonomy = taxonomy_for_run(store, run_id)
         reviews = final_reviews(store, taxonomy)
-        paths = store.latest_document_field("path")
+        # Each quote links the file it was found in: the version the run labelled, not a newer one.
+        paths = {**store.latest_document_field("path"), **store.proposal_paths(run_id)}
     who = sorted({r.reviewer for r in reviews.values()})
     backend, model, started = info or ("?", "?", "?")
     used = (

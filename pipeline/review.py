@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -73,6 +73,9 @@ class EvidenceView:
     # Where the quote lies in the paper's text ([start, end)); None when it was not located.
     start: int | None = None
     end: int | None = None
+    # The hash of the paper version those offsets point into: the one the run read, which a newer
+    # text ingested since does not replace (the browser opens the quote in that version).
+    version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,8 @@ class PaperView:
     disagreed: set[str] = field(default_factory=set)
     # Axis -> the categories added to it since the decision in force on it was made (`added_since`).
     added_since: dict[str, list[str]] = field(default_factory=dict)
+    # One line when the run labelled another version of the paper than the current one ("" otherwise).
+    other_version: str = ""
 
 
 def _keep_start(text: str, limit: int = CONTEXT_CHARS) -> str:
@@ -149,12 +154,33 @@ def quote_in_context(doc: Document, start: int, end: int) -> tuple[str, str, str
 
 def evidence_view(doc: Document, row: tuple[Any, ...]) -> EvidenceView:
     """A stored evidence row (axis, category, quote, status, score, start, end, page, section) in context;
-    a quote not located in the paper is shown alone."""
+    a quote not located in the paper is shown alone. `doc` must be the version the row's run read
+    (`run_document`): the offsets point into that text only."""
     _axis, category, quote, status, score, start, end, page, section = row
     located = start is not None and end is not None
     pieces = quote_in_context(doc, int(start), int(end)) if located else ("", "", quote, "", "")
     where = (int(start), int(end)) if located else (None, None)
-    return EvidenceView(category, quote, status, score, page, section, *pieces, *where)
+    return replace(EvidenceView(category, quote, status, score, page, section, *pieces, *where), version=doc.sha256)
+
+
+def run_document(store: Store, run_id: str | None, key: str) -> Document:
+    """The version of a paper a run labelled (its quotes' offsets point into it), else the current one.
+
+    Why: a newer text of the paper ingested after the run becomes current, and its offsets differ, so
+    the current text would mark another passage as the quote."""
+    sha = store.proposal_sha(run_id, key) if run_id is not None else None
+    return store.get_document_version(key, sha) if sha is not None else store.get_document(key)
+
+
+def other_version_line(store: Store, run_id: str | None, key: str, doc: Document) -> str:
+    """One line for the reviewer when `doc`, the version of `key` the run labelled, is no longer the
+    paper's current version ("" when it is): the labels and quotes are of the other text."""
+    if run_id is None or store.latest_sha(key) == doc.sha256:
+        return ""
+    return (
+        f"{key} has a newer version than the one run {run_id} labelled (quotes are shown in the text they"
+        " were found in): run `kia propose` to label the current version"
+    )
 
 
 def axis_keys(taxonomy: Taxonomy) -> dict[str, str]:
@@ -460,7 +486,7 @@ class ReviewSession:
         """The current paper with its proposed labels, confidences, evidence in its sentences, notes
         and, where other runs labelled it, every run's labels side by side."""
         key = self.current
-        doc = self.store.get_document(key)
+        doc = run_document(self.store, self.run_id, key)
         proposed: dict[str, list[tuple[str, float]]] = {a: [] for a in self.taxonomy.axis_ids}
         for axis, category, confidence in self.store.paper_labels(self.run_id, key):
             proposed[axis].append((category, confidence))
@@ -474,7 +500,7 @@ class ReviewSession:
         ]
         flags = self.store.scope_flags(self.run_id)
         scope = (key in flags, flags.get(key))
-        runs, disagreed = self._runs_side_by_side(doc)
+        runs, disagreed = self._runs_side_by_side()
         disagreed |= {axis for _k, axis, status, _r in statuses if status == DISAGREEMENT}
         return PaperView(
             key,
@@ -489,12 +515,14 @@ class ReviewSession:
             runs,
             disagreed,
             self.added_since().get(key, {}),
+            other_version_line(self.store, self.run_id, key, doc),
         )
 
-    def _runs_side_by_side(self, doc: Document) -> tuple[dict[str, list[RunLabels]], set[str]]:
+    def _runs_side_by_side(self) -> tuple[dict[str, list[RunLabels]], set[str]]:
         """Per axis, the labels of this run and of each compared run that labelled the current paper
-        (a consensus run shows its inputs only), each run's quotes on the axes where they disagree;
-        and those axes. Nothing when no compared run labelled the paper."""
+        (a consensus run shows its inputs only), each run's quotes on the axes where they disagree,
+        each in the version of the paper that run read; and those axes. Nothing when no compared
+        run labelled the paper."""
         key = self.current
         others = [run for run, labeling in self.compared.items() if key in labeling]
         if not others:
@@ -502,6 +530,7 @@ class ReviewSession:
         mine = self.proposals.get(key, {})
         rows: dict[str, list[RunLabels]] = {}
         disagreed: set[str] = set()
+        documents: dict[str, Document] = {}
         for axis in self.taxonomy.axis_ids:
             sets = [self.compared[run][key][axis] for run in others]
             if self.consensus_of is None:
@@ -510,11 +539,10 @@ class ReviewSession:
                 disagreed.add(axis)
             row = [RunLabels(str(self.run_id), sorted(mine.get(axis, ())), True)] if self.consensus_of is None else []
             for run in others:
-                quotes = (
-                    [evidence_view(doc, r) for r in self.store.paper_evidence(run, key, axis)]
-                    if axis in disagreed
-                    else []
-                )
+                quotes = []
+                if axis in disagreed:
+                    doc = documents.get(run) or documents.setdefault(run, run_document(self.store, run, key))
+                    quotes = [evidence_view(doc, r) for r in self.store.paper_evidence(run, key, axis)]
                 row.append(RunLabels(run, sorted(self.compared[run][key][axis]), False, quotes))
             rows[axis] = row
         return rows, disagreed
@@ -823,6 +851,8 @@ def render_paper(session: ReviewSession, console: Any) -> None:
         )
     )
     console.print(Text(view.title, style="bold"))
+    if view.other_version:
+        console.print(Text(view.other_version, style="bold yellow"))
     if session.learning_line:
         console.print(Text(f"learned between papers: {session.learning_line}", style="dim"))
     for who, note in view.notes:

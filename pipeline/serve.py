@@ -362,7 +362,8 @@ def quote_view(doc: Document, key: str, start: int, end: int) -> QuoteView:
         if page.start < end and start < page.end:
             first, last = max(start, page.start), min(end, page.end)
             rendered = render_page(str(path), doc.sha256, page.number, doc.text[first:last])
-            image = f"/page/{quote(key, safe='')}/{page.number}.png?{urlencode({'start': first, 'end': last})}"
+            where = {"start": first, "end": last, "version": doc.sha256}
+            image = f"/page/{quote(key, safe='')}/{page.number}.png?{urlencode(where)}"
             pages.append(QuotePage(page.number, doc.text[first:last], image, rendered.highlights, rendered.top))
     return QuoteView(key, pages, before, doc.text[start:end], after, "")
 
@@ -631,6 +632,15 @@ def build_app(reviews: Reviews, token: str, page_size: int) -> Any:
 
         return await answer(request, work)
 
+    def _version(request: Request, key: str) -> Document:
+        """The version of the paper a link names (`version=SHA`: the text a run's quote offsets point
+        into, when a newer one is current since), else its current version."""
+        version = request.query_params.get("version", "")
+        with reviews.held():
+            if version:
+                return reviews.store.get_document_version(key, version)
+            return reviews.store.get_document(key)
+
     def _offsets(request: Request) -> tuple[int | None, int | None]:
         start, end = request.query_params.get("start", ""), request.query_params.get("end", "")
         if not (start.isdigit() and end.isdigit()):
@@ -644,8 +654,7 @@ def build_app(reviews: Reviews, token: str, page_size: int) -> Any:
         def work() -> Response:
             if start is None or end is None:
                 raise KiaError("a quote is asked for by its characters: start=N&end=M")
-            with reviews.held():
-                doc = reviews.store.get_document(key)
+            doc = _version(request, key)
             shown = quote_view(doc, key, start, end)
             fragment = request.query_params.get("fragment") == "1"
             return page("quote_pane.html" if fragment else "quote.html", view=shown, title=doc.title)
@@ -657,8 +666,7 @@ def build_app(reviews: Reviews, token: str, page_size: int) -> Any:
         start, end = _offsets(request)
 
         def work() -> Response:
-            with reviews.held():
-                doc = reviews.store.get_document(key)
+            doc = _version(request, key)
             rendered = page_image(doc, number, start, end)
             headers = {"Cache-Control": "private, max-age=3600", "X-Kia-Highlights": str(rendered.highlights)}
             return Response(rendered.png, media_type="image/png", headers=headers)

@@ -124,3 +124,37 @@ def one_paper_run(
         backend = ScriptedBackend({document.title: answer})
         run_proposals(store, backend, taxonomy or load_taxonomy(), load_prompt(), run_name=run)
     return db
+
+
+VERSION_QUOTE = "We generate CT from segmentation masks with a ControlNet branch"
+
+
+def versioned_paper(folder: Path) -> Path:
+    """A real store in `folder` whose paper `paper` (v1/paper.md) is labelled by a scripted run `r`
+    (every axis quoting `VERSION_QUOTE`), then a longer text of the same paper (v2/paper.md, a
+    paragraph added before the quote, so every offset moves) ingested under the same key: it becomes
+    the current version, which `r` never read. Both ingested with kia's own `kia.ingest`."""
+    import kia
+    from kia.propose import load_prompt, run_proposals
+    from kia.store import Store
+    from kia.taxonomy import load_taxonomy
+
+    answer: dict[str, list[tuple[str, list[str] | None]]] = {
+        "K": [("K2", [VERSION_QUOTE])],
+        "I": [("I2", [VERSION_QUOTE])],
+        "A": [("A1", [VERSION_QUOTE])],
+    }
+    db = folder / "kia.duckdb"
+    text = f"# Versioned paper\n\n## Abstract\n{{extra}}{VERSION_QUOTE}. The sentence after the quote.\n"
+    (folder / "v1").mkdir()
+    (folder / "v1" / "paper.md").write_text(text.format(extra=""), encoding="utf-8")
+    assert kia.ingest([folder / "v1" / "paper.md"], db=db).failed == 0
+    with Store(db) as store:
+        run_proposals(store, ScriptedBackend({"Versioned paper": answer}), load_taxonomy(), load_prompt(), run_name="r")
+    extra = "This extended version adds a long paragraph at the very start, so every later offset moves. "
+    (folder / "v2").mkdir()
+    (folder / "v2" / "paper.md").write_text(text.format(extra=extra * 3), encoding="utf-8")
+    assert kia.ingest([folder / "v2" / "paper.md"], db=db).failed == 0
+    with Store(db, read_only=True) as store:
+        assert store.get_document("paper").path.endswith("v2/paper.md")  # the new text is current
+    return db

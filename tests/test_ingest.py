@@ -10,6 +10,7 @@ import duckdb
 import pytest
 
 from kia.ingest import load_manifest
+from kia.store import Store
 from tests.conftest import (
     SHARED_CORPUS,
     make_encrypted_pdf,
@@ -18,6 +19,7 @@ from tests.conftest import (
     needs_shared_corpus,
     run_kia,
 )
+from tests.fakes import VERSION_QUOTE, versioned_paper
 
 
 def _bad_batch(folder: Path) -> list[Path]:
@@ -426,3 +428,23 @@ def test_kias_own_report_export_and_readme_in_a_papers_folder_are_skipped_not_st
     assert result.stdout.splitlines()[-1] == "ingested 1, already present 2, failed 0, skipped 4 (kia's own files)"
     with Store(db_path, read_only=True) as store:
         assert store.paper_keys() == ["MAISI", "MedLoRD", "notes"]
+
+
+def test_papers_and_show_know_which_version_a_run_labelled(tmp_path: Path) -> None:
+    """A newer text of the paper became current after run r labelled it: `kia papers` says the
+    current version is not proposed, and `kia show --around` of a quote's offset (as `kia export`
+    prints it) shows the quote with `--run r`, and without it says which run to name."""
+    db = versioned_paper(tmp_path)
+    listing = run_kia("papers", "--db", str(db), env={"COLUMNS": "200"})
+    assert listing.returncode == 0 and "proposed on another version (2 versions)" in listing.stdout
+    with Store(db, read_only=True) as store:
+        start, end = store.paper_evidence("r", "paper", "K")[0][5:7]
+    shown = run_kia("show", "paper", "--around", str(start), "--width", "200", "--run", "r", "--db", str(db))
+    assert shown.returncode == 0, shown.stderr
+    assert f">>>{VERSION_QUOTE}" in shown.stdout and "This extended version" not in shown.stdout
+    assert "the version run r labelled, not the current one: run `kia propose`" in shown.stderr
+    current = run_kia("show", "paper", "--around", str(start), "--db", str(db))
+    assert f">>>{VERSION_QUOTE}" not in current.stdout and "This extended version" in current.stdout
+    assert "run r labelled another version of this paper" in current.stderr and "add --run r" in current.stderr
+    unknown = run_kia("show", "paper", "--run", "nope", "--db", str(db))
+    assert unknown.returncode == 1 and "no run named 'nope'" in unknown.stderr

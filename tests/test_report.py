@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from tests.conftest import ROOT, run_kia
-from tests.fakes import ScriptedBackend
+from tests.fakes import ScriptedBackend, versioned_paper
 
 GOOD = {
     "K": [("K2", ["We generate CT from segmentation masks with a ControlNet branch"])],
@@ -144,3 +144,15 @@ def test_a_runs_provenance_is_shown_by_kia_runs_name_and_in_the_report(tmp_path:
     assert run_kia("report", "--out", str(report), "--db", str(db)).returncode == 0
     html = report.read_text(encoding="utf-8")
     assert "What produced this run" in html and str(prompt_hash) in html
+
+
+def test_quotes_link_the_file_of_the_version_the_run_labelled(tmp_path: Path) -> None:
+    """A newer text of the paper (another file) became current after run r labelled it: each quote
+    links the file r read, whose pages its offsets and page numbers are of, not the newer one."""
+    db = versioned_paper(tmp_path)
+    out = tmp_path / "report.html"
+    done = run_kia("report", "--run", "r", "--db", str(db), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    html = out.read_text(encoding="utf-8")
+    read = (tmp_path / "v1" / "paper.md").resolve().as_uri()
+    assert html.count(f'<a href="{read}">p.1</a>') == 3 and (tmp_path / "v2").resolve().as_uri() not in html

@@ -39,7 +39,7 @@ from kia.review_keys import REDRAW, STAY, handle_key, split_keys
 from kia.store import Store
 from kia.taxonomy import Taxonomy, load_taxonomy
 from tests.conftest import ROOT, edited_taxonomy, kia_exe, make_pdf, run_kia
-from tests.fakes import ScriptedBackend
+from tests.fakes import VERSION_QUOTE, ScriptedBackend, versioned_paper
 
 QUOTE = "We generate CT from segmentation masks with a ControlNet branch"
 ANSWER = {"K": [("K2", [QUOTE])], "I": [("I2", [QUOTE])], "A": [("A1", [QUOTE])]}
@@ -596,6 +596,32 @@ def test_quote_in_its_sentences_with_page_and_runs_side_by_side(two_runs: Path) 
         ]
         screen = _render(consensus)
         assert "A1 (r1) [exact, p.2 front]" in screen and "A2 (r2) [exact, p.2 front]" in screen
+
+
+def test_quotes_of_a_run_on_an_earlier_version_are_marked_in_that_text(tmp_path: Path) -> None:
+    """A newer, longer text of the paper became current after run r labelled it: r's quotes are
+    marked in the text r read (their offsets point there), a second run's quotes in the text it
+    read, and the reviewer is told in one line that the current version is not labelled by r."""
+    db = versioned_paper(tmp_path)
+    taxonomy = load_taxonomy()
+    with Store(db) as store:
+        answer = {"K": [("K2", [VERSION_QUOTE])], "I": [("I2", [VERSION_QUOTE])], "A": [("A2", [VERSION_QUOTE])]}
+        run_proposals(store, ScriptedBackend({"Versioned paper": answer}), taxonomy, load_prompt(), run_name="r2")
+        session = ReviewSession(store, taxonomy, run_id="r", reviewer="x")
+        view = session.view()
+        shown = [ev for axis in ("K", "I", "A") for ev in view.evidence[axis]]
+        assert len(shown) == 3 and all(ev.status == "exact" for ev in shown)
+        assert [ev.match for ev in shown] == [VERSION_QUOTE] * 3  # not whatever the newer text holds there
+        assert view.other_version.startswith("paper has a newer version than the one run r labelled")
+        assert "run `kia propose` to label the current version" in view.other_version
+        # r2 read the current text: its quote (shown where the runs disagree) is marked in that one.
+        other = next(row for row in view.runs["A"] if row.run == "r2")
+        assert [ev.match for ev in other.evidence] == [VERSION_QUOTE]
+        assert other.evidence[0].start != shown[0].start  # two texts, two offsets, each quote right
+        screen = _render(session)
+        assert f"«{VERSION_QUOTE}»" in screen and screen.count("has a newer version") == 1
+        assert "«This extended version" not in screen
+        assert ReviewSession(store, taxonomy, run_id="r2", reviewer="x").view().other_version == ""
 
 
 def test_a_long_sentence_is_cut_with_a_marker_outside_the_quote() -> None:

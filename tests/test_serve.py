@@ -29,7 +29,7 @@ from kia.sentences import split_sentences
 from kia.serve import RENDER_DPI, Reviews, bind_loopback, create_app, quote_quads
 from kia.store import Store
 from tests.conftest import REAL_PDF, kia_exe, make_pdf, needs_shared_corpus, run_kia
-from tests.fakes import ScriptedBackend
+from tests.fakes import VERSION_QUOTE, ScriptedBackend, versioned_paper
 from tests.test_livehead import needs_devset
 
 TOKEN = "test-token-not-secret"
@@ -292,6 +292,27 @@ def test_the_quote_is_highlighted_on_its_pdf_page_and_marked_in_a_text_paper(db:
         finally:
             pdf_path.with_suffix(".moved").rename(pdf_path)
         assert "no longer at" in moved and f'<mark id="passage-mark">{PDF_QUOTE}</mark>' in moved
+
+
+def test_a_quote_of_a_run_on_an_earlier_version_opens_in_that_text(tmp_path: Path) -> None:
+    """A newer text of the paper became current after run r labelled it: the paper page says so in
+    one line, and each quote's link opens the text r read, the passage marked being the quote."""
+    db = versioned_paper(tmp_path)
+    with Store(db, read_only=True) as store:
+        labelled = store.query("SELECT sha256 FROM proposals WHERE run_id = 'r' AND paper_key = 'paper'")[0][0]
+        assert labelled != store.latest_sha("paper")
+    with serving(db) as base:
+        client = _client(base)
+        paper = client.get("/paper/paper").text
+        assert "has a newer version than the one run r labelled" in paper
+        assert "run `kia propose` to label the current version" in paper
+        links = [link.replace("&amp;", "&") for link in re.findall(r'class="quote-link" href="([^"]+)"', paper)]
+        assert len(links) == 3 and all(f"version={labelled}" in link for link in links)
+        assert all(f">{VERSION_QUOTE}</mark>" in paper for _ in links)
+        for link in links:
+            pane = client.get(f"{link}&fragment=1").text
+            assert f'<mark id="passage-mark">{VERSION_QUOTE}</mark>' in pane
+        assert client.get("/quote/paper?start=0&end=5&version=0123456789abcdef").status_code == 400
 
 
 def _listed(html: str) -> list[str]:

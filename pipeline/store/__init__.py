@@ -480,15 +480,44 @@ def list_papers_at(db: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
         return store.list_papers(), store.failed_ingests()
 
 
-def paper_text_by_section(db: Path, paper_key: str, section: str | None = None) -> tuple[Document, list[Section]]:
-    """A stored paper and the sections to print (all, or those named `section`)."""
+def paper_text_by_section(
+    db: Path, paper_key: str, section: str | None = None, run: str | None = None
+) -> tuple[Document, list[Section], str]:
+    """A stored paper, the sections to print (all, or those named `section`) and a note ("" or one line).
+
+    With `run`, the version of the paper that run labelled: its quote offsets (`kia export`, the
+    report) point into that text, which a newer version ingested since does not replace. Without
+    it, the current version, and a note when the latest run that labelled the paper read another."""
     with Store(db, read_only=True) as store:
-        doc = store.get_document(paper_key)
+        if run is None:
+            doc = store.get_document(paper_key)
+            runs = store.runs_of_paper(paper_key)
+            read = store.proposal_sha(runs[0], paper_key) if runs else None
+            note = (
+                f"note: {paper_key}: run {runs[0]} labelled another version of this paper; its quote offsets point"
+                f" into that text: add --run {runs[0]} to read it"
+                if read is not None and read != doc.sha256
+                else ""
+            )
+        else:
+            if not store.run_exists(run):
+                raise StoreError(f"{store.path}: no run named {run!r} (see `kia runs`)")
+            sha = store.proposal_sha(run, paper_key)
+            if sha is None:
+                store.get_document(paper_key)  # an unknown key is its own clear line
+                raise StoreError(f"{paper_key}: run {run!r} has not labelled this paper (see `kia runs`)")
+            doc = store.get_document_version(paper_key, sha)
+            note = (
+                ""
+                if store.latest_sha(paper_key) == sha
+                else f"note: {paper_key}: the version run {run} labelled, not the current one: run `kia propose`"
+                " to label the current version"
+            )
     chosen = [s for s in doc.sections if section is None or s.name == section]
     if section is not None and not chosen:
         names = sorted({s.name for s in doc.sections})
         raise StoreError(f"{paper_key}: no section {section!r}; it has {', '.join(names)}")
-    return doc, chosen
+    return doc, chosen, note
 
 
 def list_runs_at(db: Path) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kia.errors import PaperNotFoundError
+from kia.errors import KiaError, PaperNotFoundError
 from kia.extract import Document, Page, Section
 from kia.store._base import StoreBase
 
@@ -202,6 +202,19 @@ class DocumentQueries(StoreBase):
         for paper_key in paper_keys:
             if paper_key not in shas:
                 raise PaperNotFoundError(paper_key)
+        return self._documents_at({key: shas[key] for key in paper_keys})
+
+    def get_document_version(self, paper_key: str, sha256: str) -> Document:
+        """One stored version of a paper, current or not: the text a run's quote offsets point into
+        (a proposal keeps the hash of the version it read), so a quote is shown where it was found."""
+        if not self.query("SELECT 1 FROM documents WHERE paper_key = ? AND sha256 = ?", [paper_key, sha256]):
+            if not self.has_paper(paper_key):
+                raise PaperNotFoundError(paper_key)
+            raise KiaError(f"{paper_key}: no stored version {sha256[:12]} of this paper (see `kia papers`)")
+        return self._documents_at({paper_key: sha256})[paper_key]
+
+    def _documents_at(self, shas: dict[str, str]) -> dict[str, Document]:
+        """Paper key -> the Document stored with the given hash, each part read in one query."""
         wanted = sorted(set(shas.values()))
         rows = {
             r[0]: r[1:]
@@ -226,8 +239,7 @@ class DocumentQueries(StoreBase):
         ).fetchall():
             sections.setdefault(r[0], []).append(Section(*r[1:]))
         documents: dict[str, Document] = {}
-        for paper_key in paper_keys:
-            sha = shas[paper_key]
+        for paper_key, sha in shas.items():
             row = rows[sha]
             documents[paper_key] = Document(
                 path=row[0],
@@ -244,12 +256,16 @@ class DocumentQueries(StoreBase):
         return documents
 
     def list_papers(self) -> list[dict[str, Any]]:
-        """Stored papers (their current version), with a status and how many versions are kept."""
+        """Stored papers (their current version), with a status and how many versions are kept: a
+        paper proposed only on a version that is no longer current is not `proposed` (its current
+        text has no labels yet; `kia propose` labels it)."""
         stored = self.con.execute(
             """
             SELECT d.paper_key, d.title, d.n_pages, d.n_chars, d.format,
                    (SELECT count(*) FROM proposals p WHERE p.paper_key = d.paper_key AND p.status = 'done'),
-                   (SELECT count(*) FROM documents v WHERE v.paper_key = d.paper_key)
+                   (SELECT count(*) FROM documents v WHERE v.paper_key = d.paper_key),
+                   (SELECT count(*) FROM proposals p
+                     WHERE p.paper_key = d.paper_key AND p.status = 'done' AND p.sha256 = d.sha256)
             FROM documents d
             QUALIFY row_number() OVER (PARTITION BY d.paper_key ORDER BY d.is_current DESC, d.ingested_at DESC) = 1
             ORDER BY d.paper_key
@@ -262,7 +278,7 @@ class DocumentQueries(StoreBase):
                 "pages": r[2],
                 "chars": r[3],
                 "format": r[4],
-                "status": "proposed" if r[5] else "ingested",
+                "status": _paper_status(int(r[5]), int(r[7])),
                 "versions": int(r[6]),
                 "error": None,
             }
@@ -280,3 +296,11 @@ class DocumentQueries(StoreBase):
             """
         ).fetchall()
         return [{"path": r[0], "key": r[1] or Path(r[0]).stem, "error": r[2]} for r in rows]
+
+
+def _paper_status(proposals: int, on_current: int) -> str:
+    """`proposed` when a run labelled the current version, `proposed on another version` when runs
+    labelled only other versions of the paper (a newer text ingested since), else `ingested`."""
+    if on_current:
+        return "proposed"
+    return "proposed on another version" if proposals else "ingested"

@@ -117,6 +117,24 @@ class RunQueries(StoreBase):
         )
         return [r[0] for r in rows]
 
+    def proposal_sha(self, run_id: str, paper_key: str) -> str | None:
+        """The hash of the paper version a run's finished proposal read (its quote offsets point into
+        that text), or None when the run has not finished the paper."""
+        rows = self.query(
+            "SELECT sha256 FROM proposals WHERE run_id = ? AND paper_key = ? AND status = 'done'", [run_id, paper_key]
+        )
+        return str(rows[0][0]) if rows else None
+
+    def proposal_paths(self, run_id: str) -> dict[str, str]:
+        """Paper key -> the file of the version a run labelled: where its quotes' pages are, which a
+        newer version ingested since (another file, other pages) is not."""
+        rows = self.query(
+            "SELECT p.paper_key, d.path FROM proposals p JOIN documents d ON d.sha256 = p.sha256"
+            " WHERE p.run_id = ? AND p.status = 'done'",
+            [run_id],
+        )
+        return {r[0]: r[1] for r in rows}
+
     def done_papers(self, run_id: str) -> set[tuple[str, str]]:
         """(paper key, document hash) of the papers a run has finished."""
         rows = self.query("SELECT paper_key, sha256 FROM proposals WHERE run_id = ? AND status = 'done'", [run_id])
