@@ -15,7 +15,7 @@ from pathlib import Path
 from kia.errors import KiaError
 from kia.gold import GoldPaper
 from kia.labelings import Labeling
-from kia.references import BIB_FORMATS
+from kia.references import BIB_FORMATS, one_line
 from kia.taxonomy import Axis, Taxonomy
 
 FORMATS = ("csv", "jsonl", "markdown", "latex")
@@ -152,6 +152,9 @@ class ExportRow:
     gold: dict[str, list[str]] = field(default_factory=dict)
     # what the run flagged on the paper (exports of a run)
     flags: PaperFlags = field(default_factory=PaperFlags)
+    # the method name of the gold row the paper matched (by its key: a method name or an arXiv id);
+    # a survey's table names methods (CTFlow), not the arXiv id or citation key a paper is stored under
+    method: str = ""
 
     def detail_cells(self, axis: str) -> list[str]:
         """The DETAIL_FIELDS of one axis as CSV cells."""
@@ -196,22 +199,27 @@ def rows_from_labeling(
     evidence: dict[str, dict[str, str]] | None = None,
     statuses: dict[str, dict[str, str]] | None = None,
 ) -> list[ExportRow]:
-    """Rows sorted by key; Table-5 detail columns are filled from gold rows where the paper matches."""
-    details_by_key: dict[str, dict[str, str]] = {}
+    """Rows sorted by key; Table-5 detail columns and the method name are filled from gold rows
+    where the paper matches."""
+    gold_by_key: dict[str, GoldPaper] = {}
     for paper in gold or []:
         for name in paper.names():
-            details_by_key[name.lower()] = paper.details
-    return [
-        ExportRow(
-            key=key,
-            title=titles.get(key, ""),
-            labels={axis: sorted(cats) for axis, cats in labels.items()},
-            details=details_by_key.get(key.lower(), {}),
-            evidence=(evidence or {}).get(key, {}),
-            status=(statuses or {}).get(key, {}),
+            gold_by_key[name.lower()] = paper
+    rows = []
+    for key, labels in sorted(labeling.items()):
+        matched = gold_by_key.get(key.lower())
+        rows.append(
+            ExportRow(
+                key=key,
+                title=titles.get(key, ""),
+                labels={axis: sorted(cats) for axis, cats in labels.items()},
+                details=matched.details if matched else {},
+                evidence=(evidence or {}).get(key, {}),
+                status=(statuses or {}).get(key, {}),
+                method=matched.method if matched else "",
+            )
         )
-        for key, labels in sorted(labeling.items())
-    ]
+    return rows
 
 
 # A spreadsheet reads a cell that starts with one of these as a formula (CSV injection): a paper
@@ -243,35 +251,77 @@ class _SafeWriter:
         self._writer.writerow([csv_safe(cell) for cell in cells])
 
 
+# Markdown that turns plain text into something else: a link or an image (`[x](javascript:...)`,
+# `![](https://tracker/pixel.png)` loads a remote image when the table is viewed), code, and the
+# backslash that would undo an escape. `|` ends a cell; `<`, `>`, `&` make HTML and entities.
+_MARKDOWN_ESCAPES = str.maketrans(
+    {
+        "\\": "\\\\",
+        "[": "\\[",
+        "]": "\\]",
+        "(": "\\(",
+        ")": "\\)",
+        "!": "\\!",
+        "`": "\\`",
+        "|": "\\|",
+        "&": "&amp;",
+        "<": "&lt;",
+        ">": "&gt;",
+    }
+)
+
+
 def _markdown_cell(text: str) -> str:
-    """A table cell that stays one cell of plain text: keys, titles and flags quote papers, and a
-    renderer that allows HTML would run `<img onerror=...>` from one; a line break or `|` would end
-    the row or the cell."""
-    text = " ".join(text.split())
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return text.replace("|", "\\|")
+    """A table cell (header cells too) that stays one cell of plain text: keys, titles, axis names
+    and flags quote papers, taxonomies and model answers, and a renderer that allows HTML would run
+    `<img onerror=...>` from one, a link or image in one would render as such, and a line break or
+    `|` would end the row or the cell. One pass, so no escape is escaped again."""
+    return one_line(text).translate(_MARKDOWN_ESCAPES)
+
+
+# One pass: escaping `\` as `\textbackslash{}` and then the braces it brings (`\{\}`) would typeset
+# `\{}`.
+_LATEX_ESCAPES = str.maketrans(
+    {
+        "\\": r"\textbackslash{}",
+        "&": r"\&",
+        "%": r"\%",
+        "$": r"\$",
+        "#": r"\#",
+        "_": r"\_",
+        "{": r"\{",
+        "}": r"\}",
+        "~": r"\textasciitilde{}",
+        "^": r"\textasciicircum{}",
+        "→": r"$\rightarrow$",
+        "²": r"$^2$",
+        "³": r"$^3$",
+        "×": r"$\times$",
+    }
+)
 
 
 def _latex_escape(text: str) -> str:
-    for char, escaped in (
-        ("\\", r"\textbackslash{}"),
-        ("&", r"\&"),
-        ("%", r"\%"),
-        ("$", r"\$"),
-        ("#", r"\#"),
-        ("_", r"\_"),
-        ("{", r"\{"),
-        ("}", r"\}"),
-        ("~", r"\textasciitilde{}"),
-        ("^", r"\textasciicircum{}"),
-    ):
-        text = text.replace(char, escaped)
-    return text.replace("→", r"$\rightarrow$").replace("²", r"$^2$").replace("³", r"$^3$").replace("×", r"$\times$")
+    """Text typeset as written, on one line: TeX ends a line at a carriage return as at a line
+    feed, and LaTeX reads a form feed as a paragraph break, so every control character and line
+    break (`one_line`) becomes a space before the special characters are escaped."""
+    return one_line(text).translate(_LATEX_ESCAPES)
+
+
+def _latex_comment(text: str) -> str:
+    """Text for a `%` comment: one line, or what follows a line break (a carriage return, which TeX
+    also ends a line at, in a model's reason or a paper key) would run as TeX where the table is
+    `\\input`."""
+    return one_line(text)
 
 
 def _axis_header(axis: Axis) -> str:
     """A one-letter axis is typeset as the survey does ($\\mathcal{K}$); any other by its name."""
-    return rf"$\mathcal{{{axis.id}}}$" if len(axis.id) == 1 and axis.id.isalpha() else _latex_escape(axis.name)
+    return (
+        rf"$\mathcal{{{axis.id}}}$"
+        if len(axis.id) == 1 and axis.id.isascii() and axis.id.isalpha()
+        else _latex_escape(axis.name)
+    )
 
 
 def _in_taxonomy_order(rows: list[ExportRow], taxonomy: Taxonomy) -> None:
@@ -383,12 +433,16 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
         flagged = any(r.flags for r in rows)
         header = ["Method", *(taxonomy.axis(a).name for a in axes), *(d.replace("_", " ").title() for d in details)]
         header += ["Flags"] if flagged else []
-        lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        lines = ["| " + " | ".join(_markdown_cell(h) for h in header) + " |", "|" + " --- |" * len(header)]
         for row in rows:
-            shown = [f"*{instead}*" if (instead := row.status_only(a)) else row.cell(a, ", ") for a in axes]
-            cells = [row.key, *shown, *(row.details.get(d, "–") for d in details)]
+            shown = [
+                f"*{_markdown_cell(instead)}*" if (instead := row.status_only(a)) else _markdown_cell(row.cell(a, ", "))
+                for a in axes
+            ]
+            cells = [row.key, *(row.details.get(d, "–") for d in details)]
             cells += ["; ".join(row.flags.lines()) or "–"] if flagged else []
-            lines.append("| " + " | ".join(_markdown_cell(c) for c in cells) + " |")
+            escaped = [_markdown_cell(c) for c in cells]
+            lines.append("| " + " | ".join([escaped[0], *shown, *escaped[1:]]) + " |")
         return "\n".join(lines) + "\n"
     if output_format == "latex":
         detail_headers = [
@@ -416,7 +470,7 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
                 lines.append(rf"\multicolumn{{{len(header)}}}{{l}}{{\textit{{{_latex_escape(title)}}}}} \\")
             for row in members:
                 cells = [
-                    _latex_escape(row.key) + (r"$^\dagger$" if row.flags else ""),
+                    _latex_escape(row.method or row.key) + (r"$^\dagger$" if row.flags else ""),
                     *(
                         rf"\textit{{{_latex_escape(instead)}}}"
                         if (instead := row.status_only(a))
@@ -441,7 +495,9 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
             r"\end{table*}",
         ]
         lines += [  # comments: carried in the file, not typeset
-            f"% kia flag: {row.key}: " + line.replace("\n", " ") for row in rows for line in row.flags.lines()
+            f"% kia flag: {_latex_comment(row.key)}: {_latex_comment(line)}"
+            for row in rows
+            for line in row.flags.lines()
         ]
         return "\n".join(lines) + "\n"
     raise KiaError(f"unknown export format {output_format!r}; use one of {', '.join(FORMATS + BIB_FORMATS)}")

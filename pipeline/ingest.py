@@ -85,9 +85,9 @@ def load_manifest(path: Path) -> dict[str, str]:
                     f"{path}: manifest needs columns 'file' and 'method' (or 'arxiv_id'); found {sorted(columns)}"
                 )
             return {
-                row["file"].strip(): row[key_column].strip()
+                row["file"].strip(): clean_key(row[key_column].strip())
                 for row in reader
-                if row.get("file") and row.get(key_column)
+                if (row.get("file") or "").strip() and (row.get(key_column) or "").strip()
             }
     except OSError as exc:
         raise KiaError(f"{path}: cannot read manifest ({exc.strerror})") from exc
@@ -129,18 +129,26 @@ def collect_paths(paths: Iterable[Path]) -> list[tuple[Path, str | None]]:
 _KEY_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2028\u2029\u2066-\u2069]")
 
 
-def paper_key_for(path: Path, doc: Document, manifest: dict[str, str]) -> str:
-    """The manifest's key for this file, else the arXiv id in the document, else the file stem.
+def clean_key(key: str) -> str:
+    """A paper key with its control characters (a line break, an escape, a bidi override) as `_`.
 
-    A key is typed and printed everywhere (`kia show KEY`, exports, custom_ids): the control
-    characters a file name may hold (a line break, an escape) become `_` in the key made from it.
+    A key is typed and printed everywhere (`kia show KEY`, exports, custom_ids), and written into
+    a LaTeX table and its comments: a carriage return in one would end the comment line there and
+    run the rest as TeX. The same rule holds for every source of a key: a file stem, a manifest's
+    `method` (or `arxiv_id`) cell and a library's citation key.
     """
+    return _KEY_CONTROL_RE.sub("_", key)
+
+
+def paper_key_for(path: Path, doc: Document, manifest: dict[str, str]) -> str:
+    """The manifest's key for this file, else the arXiv id in the document, else the file stem;
+    each with its control characters as `_` (`clean_key`)."""
     for candidate in (path.name, str(path)):
         if candidate in manifest:
-            return manifest[candidate]
+            return clean_key(manifest[candidate])
     if doc.arxiv_id:
         return doc.arxiv_id
-    return _KEY_CONTROL_RE.sub("_", path.stem)
+    return clean_key(path.stem)
 
 
 def reextract(store: Store, doc: Document) -> int:
@@ -234,13 +242,13 @@ def _free_key(store: Store, key: str) -> str:
 def _entry_paper_key(store: Store, ref: Reference, known: dict[str, list[Identity]]) -> tuple[str, str | None]:
     """The paper key of a library entry that is no stored paper, and a notice when it is not its own.
 
-    Its arXiv id, else its citation key; but two libraries may give one citation key to two papers,
-    so when the key is taken by a paper whose titles all differ from the entry's (no DOI or arXiv id
+    Its arXiv id, else its citation key (`clean_key`); but two libraries may give one citation key
+    to two papers, so when the key is taken by a paper whose titles all differ from the entry's (no DOI or arXiv id
     tied them, or the entry would be that known paper), the entry gets a free key (`key-2`): stored
     under the taken key, its file would become a version of the other paper and, being longer,
     its current text.
     """
-    key = ref.arxiv_id or ref.key
+    key = ref.arxiv_id or clean_key(ref.key)
     if ref.arxiv_id or not store.has_paper(key):
         return key, None
     if not _titles_differ((i.title for i in known.get(key, [])), ref.title or ""):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -76,7 +79,8 @@ def test_latex_layout_escapes_and_columns() -> None:
     assert line.count(" & ") == 7 and line.endswith(r"\\")
     assert "$^2$" in latex and "²" not in latex
     # A key opening with "[" or "*" after the previous row's \\ must not read as \\[length] or \\*.
-    rows[1].key, rows[2].key = "[v2] b", "*starred"
+    rows[1].key = rows[1].method = "[v2] b"
+    rows[2].key = rows[2].method = "*starred"
     lines = render(rows, taxonomy, "latex").splitlines()
     assert any(line.startswith("{[v2] b}") for line in lines) and any(line.startswith("{*starred}") for line in lines)
 
@@ -234,10 +238,35 @@ def test_markdown_cells_carry_no_html_and_no_line_break() -> None:
     rows[0].details["dataset"] = "CT-RATE\n| forged | row |"
     rows[1].title = "A & B"
     markdown = render(rows, taxonomy, "markdown")
-    assert "<script>" not in markdown and "&lt;script&gt;alert(1)&lt;/script&gt;" in markdown
+    assert "<script>" not in markdown and "&lt;script&gt;alert\\(1\\)&lt;/script&gt;" in markdown
     line = next(line for line in markdown.splitlines() if line.startswith("| &lt;script&gt;"))
     assert "CT-RATE \\| forged \\| row \\|" in line
     assert len(markdown.splitlines()) == len(rows) + 2  # the header, its rule, one line per row
+
+
+def test_markdown_header_and_cells_render_as_plain_text_with_no_link_image_or_html() -> None:
+    """An axis name (the taxonomy file's) goes through the cells' escaping, so `|` cannot add a
+    header cell nor `<img>` run; a model's reason holding Markdown image or link syntax renders as
+    its text, not as a remote image or a `javascript:` link. Rendered as a previewer would."""
+    from markdown_it import MarkdownIt
+
+    from kia.export import PaperFlags
+
+    rows, taxonomy = _rows()
+    rows = rows[:2]
+    axes = [a.model_copy(update={"name": "Family <img src=x onerror=alert(1)> | extra"}) for a in taxonomy.axes]
+    taxonomy = taxonomy.model_copy(update={"axes": [axes[0], *taxonomy.axes[1:]]})
+    pixel = "see ![pixel](https://attacker.example/t.png) and [details](javascript:alert(1)) `code` back\\slash"
+    rows[0].flags = PaperFlags(unclear={"I": pixel})
+    rows[1].key = "[key](https://attacker.example/)"
+    markdown = render(rows, taxonomy, "markdown")
+    header, rule = markdown.splitlines()[:2]
+    html = MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown)
+    assert html.count("<th>") == rule.count("---") == len(taxonomy.axes) + 1 + 4 + 1  # Method, axes, details, Flags
+    assert "<img" not in html and "<a " not in html and "<code>" not in html
+    assert "Family &lt;img src=x onerror=alert(1)&gt; | extra" in html  # shown as written
+    assert "see ![pixel](https://attacker.example/t.png) and [details](javascript:alert(1)) `code` back\\slash" in html
+    assert "<td>[key](https://attacker.example/)</td>" in html
 
 
 def test_export_to_a_pipe_writes_the_bytes_out_writes(tmp_path: Path) -> None:
@@ -311,3 +340,96 @@ def test_each_label_carries_its_own_name_when_categories_are_not_alphabetical(tm
         {"id": "sparse", "name": "Sparse retrieval"},
         {"id": "dense", "name": "Dense retrieval"},
     ]
+
+
+# Every character that ends a line for TeX (carriage return), for LaTeX (form feed: \par) or for a
+# reader of the file (Python's str.splitlines), and other controls (NUL, ESC, DEL).
+LINE_BREAKS = ["\r", "\r\n", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\x00", "\x1b", "\x7f"]
+
+
+def _ran(where: str) -> str:
+    """TeX that writes `RAN-WHERE-42` to the log only if it runs (typeset, it never reads `42`)."""
+    return f"\\typeout{{RAN-{where}-\\the\\numexpr 6*7\\relax}}"
+
+
+def _hostile_latex_rows():  # type: ignore[no-untyped-def]
+    """Rows whose key, flags, detail cells and labels' status hold every line break, each followed
+    by TeX that would run if it began a line; and a taxonomy whose title and axis name do too."""
+    from kia.export import PaperFlags
+
+    rows, taxonomy = _rows()
+    rows = rows[: len(LINE_BREAKS)]
+    for row, brk in zip(rows, LINE_BREAKS, strict=True):
+        row.key = row.method = f"key{brk}{_ran('KEY')}"
+        row.details["dataset"] = f"CT{brk}{_ran('CELL')}"
+        row.flags = PaperFlags(
+            unclear={"I": f"not stated{brk}{_ran('FLAG')}\\input{{/etc/hostname}}"},
+            out_of_scope=True,
+            scope_reason=f"off topic{brk}{_ran('SCOPE')}",
+        )
+    taxonomy = taxonomy.model_copy(update={"title": f"Survey\r{_ran('CAPTION')}"})
+    return rows, taxonomy
+
+
+def test_latex_comments_and_cells_stay_on_their_line_whatever_line_break_the_text_holds() -> None:
+    rows, taxonomy = _hostile_latex_rows()
+    latex = render(rows, taxonomy, "latex")
+    assert latex.endswith("\n")
+    lines = latex[:-1].split("\n")
+    assert latex.splitlines() == lines  # no line break but the line feeds kia writes
+    for brk in LINE_BREAKS:
+        assert brk.strip("\r\n") == "" or brk not in latex, repr(brk)
+    assert "\r" not in latex
+    comments = [line for line in lines if line.startswith("% kia flag: ")]
+    assert len(comments) == 2 * len(rows)  # out of scope and the unclear axis, each on its own line
+    assert all("RAN-KEY" in line and ("RAN-FLAG" in line or "RAN-SCOPE" in line) for line in comments)
+    # Every other mention of TeX that came with the text is escaped: `\typeout` only in comments.
+    assert not any("\\typeout" in line for line in lines if not line.startswith("%"))
+    assert r"CT \textbackslash{}typeout\{RAN-CELL-\textbackslash{}the" in latex
+    assert r"Survey \textbackslash{}typeout\{RAN-CAPTION-" in latex
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
+def test_latex_export_input_into_a_paper_runs_none_of_the_text(tmp_path: Path) -> None:
+    """The table \\input by a paper and compiled: pdflatex's log shows no `\\typeout` of the text and
+    no file it was told to read."""
+    rows, taxonomy = _hostile_latex_rows()
+    (tmp_path / "table.tex").write_text(render(rows, taxonomy, "latex"), encoding="utf-8")
+    (tmp_path / "main.tex").write_text(
+        "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\\input{table.tex}\\end{document}\n",
+        encoding="utf-8",
+    )
+    subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-no-shell-escape", "main.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    log = (tmp_path / "main.log").read_text(encoding="utf-8", errors="replace")
+    assert "Output written on main.pdf" in log  # it compiled
+    assert not re.search(r"RAN-[A-Z]+-42", log.replace("\n", "")), log
+    assert "(/etc/hostname" not in log
+
+
+def test_latex_escapes_a_backslash_once() -> None:
+    rows, taxonomy = _rows()
+    rows[0].key, rows[0].method = "back\\slash", ""
+    rows[0].details["dataset"] = "a\\b {c} 50%"
+    latex = render(rows, taxonomy, "latex")
+    assert r"{back\textbackslash{}slash}" in latex and r"a\textbackslash{}b \{c\} 50\%" in latex
+    assert r"\textbackslash\{\}" not in latex
+
+
+def test_latex_method_column_names_the_gold_method_a_paper_matched() -> None:
+    """A paper stored under its arXiv id (or a citation key) is shown by the method name of the gold
+    row it matched, as the survey's table names methods; one gold does not know keeps its key."""
+    taxonomy = load_taxonomy()
+    gold = load_gold(None, taxonomy)
+    labeling = gold_labeling(gold, [])
+    ctflow = next(p for p in gold if p.method == "CTFlow")
+    stored = {ctflow.arxiv_id: labeling["CTFlow"], "smith2025masks": labeling["MedSyn"]}
+    latex = render(rows_from_labeling(stored, {}, gold), taxonomy, "latex")
+    rows = [line for line in latex.splitlines() if line.startswith("{")]
+    assert rows[0].startswith("{CTFlow} & K1 & I2 & A3 & Clinical Reports") and ctflow.arxiv_id not in latex
+    assert rows[1].startswith("{smith2025masks} & ")

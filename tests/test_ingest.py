@@ -124,6 +124,33 @@ def test_manifest_reader(tmp_path: Path) -> None:
     assert load_manifest(manifest) == {"x.pdf": "2409.11169"}
 
 
+def test_control_characters_in_manifest_and_library_keys_become_underscores(tmp_path: Path, db_path: Path) -> None:
+    """A manifest's `method` cell and a library's citation key follow the rule of file-stem keys:
+    a carriage return in one (`Meth\\r\\typeout{...}`) would end a `% kia flag:` comment of the
+    LaTeX export and run the rest as TeX; every control character becomes `_`. (A library's reader
+    already puts its line breaks on one line; a bidi override is left to the key.)"""
+    import json
+
+    folder = tmp_path / "papers"
+    folder.mkdir()
+    (folder / "p1.md").write_text("# One\n\n## Abstract\nRadiology reports.\n", encoding="utf-8")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_bytes(b'file,method\np1.md,"Meth\r\\typeout{X}\x1b[31m"\n')
+    result = run_kia("ingest", str(folder), "--manifest", str(manifest), "--db", str(db_path))
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "p2.md").write_text("# Two\n\n## Abstract\nSegmentation masks.\n", encoding="utf-8")
+    library = tmp_path / "lib.json"
+    library.write_text(
+        json.dumps([{"id": "lee\u202e2024\rx", "type": "article", "title": "Two", "file": "p2.md"}]), encoding="utf-8"
+    )
+    result = run_kia("ingest", "--bib", str(library), "--db", str(db_path))
+    assert result.returncode == 0, result.stderr
+    con = duckdb.connect(str(db_path), read_only=True)
+    keys = {row[0] for row in con.execute("SELECT paper_key FROM documents").fetchall()}
+    con.close()
+    assert keys == {"Meth_\\typeout{X}_[31m", "lee_2024 x"}
+
+
 @needs_shared_corpus
 def test_shared_corpus_ingests_with_manifest_keys(db_path: Path) -> None:
     result = run_kia(
