@@ -259,9 +259,6 @@ _MARKDOWN_ESCAPES = str.maketrans(
         "\\": "\\\\",
         "[": "\\[",
         "]": "\\]",
-        "(": "\\(",
-        ")": "\\)",
-        "!": "\\!",
         "`": "\\`",
         "|": "\\|",
         "&": "&amp;",
@@ -274,8 +271,9 @@ _MARKDOWN_ESCAPES = str.maketrans(
 def _markdown_cell(text: str) -> str:
     """A table cell (header cells too) that stays one cell of plain text: keys, titles, axis names
     and flags quote papers, taxonomies and model answers, and a renderer that allows HTML would run
-    `<img onerror=...>` from one, a link or image in one would render as such, and a line break or
-    `|` would end the row or the cell. One pass, so no escape is escaped again."""
+    `<img onerror=...>` from one, a link or image in one would render as such (escaping `[` and `]`
+    is enough: no link, image or reference forms without them, so `(` and `!` stay readable), and a
+    line break or `|` would end the row or the cell. One pass, so no escape is escaped again."""
     return one_line(text).translate(_MARKDOWN_ESCAPES)
 
 
