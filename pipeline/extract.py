@@ -701,15 +701,54 @@ def _repaired_warning(path: Path, data: bytes, n_pages: int, n_chars: int) -> st
     )
 
 
+# Byte-order marks, longest first: a UTF-32 LE mark starts with the UTF-16 LE one. Windows Notepad's
+# "Unicode" is UTF-16 LE with its mark; without the mark its NULs would be read as text.
+_BOMS: list[tuple[bytes, str]] = [
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\xef\xbb\xbf", "utf-8"),
+    (b"\xfe\xff", "utf-16-be"),
+    (b"\xff\xfe", "utf-16-le"),
+]
+
+
 def _decode(path: Path, data: bytes) -> tuple[str, list[str]]:
-    """UTF-8 (with or without BOM), else cp1252/latin-1 with a warning rather than a failure."""
+    """Text of a file: by its byte-order mark, else UTF-8, else cp1252 with a warning.
+
+    Text that still holds NUL characters once decoded is binary data or an encoding kia did not
+    recognise (UTF-16 without its mark): stored, it would be a paper of garbage that fails only
+    at `propose`, so it is refused here with one line naming the file.
+    """
+    text, warnings = _decode_bytes(path, data)
+    nuls = text.count("\x00")
+    if nuls:
+        what = next((kind for magic, kind in _MAGIC if data.startswith(magic)), None)
+        cause = f"it is {what}" if what else "binary data, or text in an encoding kia does not recognise"
+        raise ExtractError(
+            str(path),
+            f"not readable as text: {nuls:,} NUL character(s) after decoding ({cause});"
+            " save it as UTF-8 text (UTF-16 needs its byte-order mark)",
+        )
+    return text, warnings
+
+
+def _decode_bytes(path: Path, data: bytes) -> tuple[str, list[str]]:
+    """Decode by byte-order mark, else as UTF-8, else as cp1252; a warning says what was guessed."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data[len(bom) :].decode(encoding), []
+            except UnicodeDecodeError:
+                text = data[len(bom) :].decode(encoding, errors="replace")
+                bad = text.count("\ufffd")
+                return text, [f"{path}: {bad} invalid {encoding.upper()} sequence(s) replaced by \ufffd"]
     try:
-        return data.decode("utf-8-sig"), []
+        return data.decode("utf-8"), []
     except UnicodeDecodeError:
         pass
     # UTF-8 with a stray byte or two (a bad copy-paste) stays UTF-8: decoding all of it as cp1252 would
     # garble every accent and dash ("Î²-schedules") and the quotes would ground in that garble.
-    text = data.decode("utf-8-sig", errors="replace")
+    text = data.decode("utf-8", errors="replace")
     bad = text.count("\ufffd")
     if any(ord(ch) > 127 and ch != "\ufffd" for ch in text):  # real UTF-8 sequences: it is UTF-8
         return text, [f"{path}: {bad} byte(s) that are not UTF-8 replaced by \ufffd"]

@@ -399,3 +399,46 @@ def test_markdown_headings_of_every_kind_and_link_lines_are_never_prose(tmp_path
     assert reasons[link_line] == "link"
     assert reasons["The model uses gradient boosting over hand-made features."] is None
     assert reasons["It is trained on twelve thousand emails that support staff labelled by hand."] is None
+
+
+@pytest.mark.parametrize(
+    ("name", "encoding"),
+    [
+        ("notepad.txt", "utf-16"),  # Windows Notepad "Unicode": UTF-16 LE with its byte-order mark
+        ("paper.md", "utf-16"),
+        ("big-endian.txt", "utf-16-be"),
+        ("paper.html", "utf-32"),
+        ("bom.txt", "utf-8-sig"),
+    ],
+)
+def test_a_byte_order_mark_decides_the_encoding(tmp_path: Path, name: str, encoding: str) -> None:
+    text = "Report-Guided CT Synthesis (caf\u00e9 \u03b2 edition)\n\nAbstract\n\nWe propose a latent diffusion model.\n"
+    if name.endswith(".html"):
+        text = f"<html><body><h1>{text.splitlines()[0]}</h1><h2>Abstract</h2><p>We propose a model.</p></body></html>"
+    data = text.encode(encoding)
+    if encoding == "utf-16-be":
+        data = b"\xfe\xff" + data
+    path = tmp_path / name
+    path.write_bytes(data)
+    doc = extract(path)
+    assert doc.title == "Report-Guided CT Synthesis (caf\u00e9 \u03b2 edition)"
+    assert "\x00" not in doc.text and "\u00ff" not in doc.text and doc.warnings == []
+    assert doc.section_text("abstract").startswith("Abstract\n")
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "what"),
+    [
+        ("no-bom.txt", "Abstract\n\nWe propose a model.\n".encode("utf-16-le"), "an encoding kia does not recognise"),
+        ("image.md", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64 + b"IHDR text", "it is a PNG image"),
+    ],
+    ids=["utf16-without-bom", "png"],
+)
+def test_text_still_holding_nuls_after_decoding_is_refused(tmp_path: Path, name: str, data: bytes, what: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(ExtractError) as info:
+        extract(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: not readable as text: ") and "NUL" in message and what in message
+    assert "\n" not in message
