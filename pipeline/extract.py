@@ -119,6 +119,8 @@ class Document:
     extractor: str
     extractor_version: str
     warnings: list[str] = field(default_factory=list)
+    # A DOI the file declares outside its text (Markdown front matter); else it is found in the text.
+    doi: str | None = None
 
     def page_of(self, offset: int) -> int:
         """The 1-based page holding character `offset` (the last page for offsets past the end)."""
@@ -934,19 +936,131 @@ def _strip_md_headings(text: str, sections: list[Section]) -> tuple[str, list[Se
 
 
 def _first_title(text: str) -> str:
+    """The first line that has words: a rule ("---", "***") above the title is no title."""
     for line in text.split("\n"):
         line = line.strip().lstrip("#").strip()
-        if line:
+        if line and not _RULE_RE.match(line):
             return line[:200]
     return ""
 
 
-def extract_markdown(path: Path, data: bytes) -> Document:
-    """Markdown: headings give sections; links, emphasis and comments are reduced to prose."""
-    raw, warnings = _decode(path, data)
-    return _structured_text(
-        path, markdown_to_text(raw), "markdown", "kia-markdown", extractor_version("kia"), data, warnings
+@dataclass(frozen=True)
+class FrontMatter:
+    """What a Markdown file's front matter block declares about the paper."""
+
+    title: str = ""
+    arxiv_id: str | None = None
+    doi: str | None = None
+
+
+# The fence that opens front matter on the very first line, and the lines that may close it.
+_FRONT_MATTER_FENCES = {"---": ("---", "..."), "+++": ("+++",)}
+_FRONT_MATTER_KEY_RE = re.compile(r"^[A-Za-z_][\w-]*$")
+# A top-level `key: value` line of hand-written YAML that a YAML parser refuses ("title: A: B").
+_LOOSE_YAML_LINE_RE = re.compile(r"^([A-Za-z_][\w-]*)\s*:(?:\s+(.*))?$")
+_FRONT_MATTER_DOI_RE = re.compile(r"10\.\d{4,9}/[^\s\"'<>]+")
+_FRONT_MATTER_ARXIV_RE = re.compile(r"\d{4}\.\d{4,5}")
+
+
+def split_front_matter(markdown: str) -> tuple[FrontMatter | None, str]:
+    """Front matter (a YAML `---` or TOML `+++` block on the first line) and the Markdown after it.
+
+    Static-site and notebook exports put the paper's metadata there; read as text it became the
+    title ("---") and a quotable "sentence" of tags. A block whose content is not a mapping of
+    plain keys (a rule above prose, say) is no front matter: the text is returned unchanged.
+    """
+    first, newline, rest = markdown.partition("\n")
+    closers = _FRONT_MATTER_FENCES.get(first.strip())
+    if not newline or closers is None:
+        return None, markdown
+    lines = rest.split("\n")
+    close = next((i for i, line in enumerate(lines) if line.strip() in closers), None)
+    if close is None:
+        return None, markdown
+    block = "\n".join(lines[:close])
+    fields = _parse_front_matter(block, toml=first.strip() == "+++")
+    if fields is None:
+        return None, markdown
+    return _front_matter_of(fields, block), "\n".join(lines[close + 1 :])
+
+
+def _parse_front_matter(block: str, toml: bool) -> dict[str, Any] | None:
+    """The block's top-level fields, or None when it does not read as metadata."""
+    fields: Any = None
+    try:
+        if toml:
+            import tomllib
+
+            fields = tomllib.loads(block)
+        else:
+            import yaml
+
+            fields = yaml.safe_load(block) if block.strip() else {}
+    except Exception:  # a YAML or TOML syntax error: try the loose reading below
+        fields = None
+    if fields is None and not toml:
+        fields = _loose_yaml(block)
+    if not isinstance(fields, dict) or not all(_FRONT_MATTER_KEY_RE.match(str(key)) for key in fields):
+        return None
+    return {str(key).lower(): value for key, value in fields.items()}
+
+
+def _loose_yaml(block: str) -> dict[str, Any] | None:
+    """`key: value` lines as written by hand, unquoted colons and all; None if a line is not one.
+
+    Indented lines and `- item` lines continue the field above them and are not read.
+    """
+    fields: dict[str, Any] = {}
+    for line in block.split("\n"):
+        if not line.strip() or line.lstrip().startswith("#") or line[:1] in (" ", "\t", "-"):
+            continue
+        match = _LOOSE_YAML_LINE_RE.match(line.rstrip())
+        if match is None:
+            return None
+        fields[match.group(1)] = (match.group(2) or "").strip().strip("\"'")
+    return fields
+
+
+def _front_matter_of(fields: dict[str, Any], block: str) -> FrontMatter:
+    """The title, arXiv id and DOI among front matter fields (an arXiv URL anywhere in it counts)."""
+    title = fields.get("title")
+    title_text = " ".join(str(title).split())[:200] if isinstance(title, str | int | float) else ""
+    arxiv_id: str | None = None
+    for key in ("arxiv", "arxiv_id", "arxiv-id", "arxivid", "eprint"):
+        found = _FRONT_MATTER_ARXIV_RE.search(str(fields.get(key) or ""))
+        if found:
+            arxiv_id = found.group(0)
+            break
+    doi = _FRONT_MATTER_DOI_RE.search(str(fields.get("doi") or ""))
+    return FrontMatter(
+        title=title_text,
+        arxiv_id=arxiv_id or find_arxiv_id(block),
+        doi=doi.group(0).rstrip(".,;)]") if doi else None,
     )
+
+
+def extract_markdown(path: Path, data: bytes) -> Document:
+    """Markdown: headings give sections; links, emphasis and comments are reduced to prose.
+
+    Front matter is metadata, not text: its title, arXiv id and DOI are the document's, and the
+    block is left out of the stored text (offsets are into the text without it).
+    """
+    raw, warnings = _decode(path, data)
+    front, body = split_front_matter(raw)
+    doc = _structured_text(
+        path,
+        markdown_to_text(body),
+        "markdown",
+        "kia-markdown",
+        extractor_version("kia"),
+        data,
+        warnings,
+        front.title if front else "",
+    )
+    if front is not None:
+        doc.arxiv_id = front.arxiv_id or doc.arxiv_id
+        doc.doi = front.doi
+    return doc
 
 
 def extract_text(path: Path, data: bytes) -> Document:

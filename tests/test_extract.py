@@ -401,6 +401,54 @@ def test_markdown_headings_of_every_kind_and_link_lines_are_never_prose(tmp_path
     assert reasons["It is trained on twelve thousand emails that support staff labelled by hand."] is None
 
 
+_FRONT_MATTER_BODY = (
+    "# VolGen: Mask-Guided CT Synthesis\n\n## Abstract\n\nWe propose a latent diffusion model for chest CT.\n\n"
+    "## Method\n\nOrgan masks are concatenated with the noisy latent.\n"
+)
+
+
+@pytest.mark.parametrize(
+    "front",
+    [
+        '---\ntitle: "VolGen: Mask-Guided CT Synthesis"\nauthors: [A. Author, B. Author]\n'
+        "tags: [diffusion, ct, cross-attention]\ndoi: https://doi.org/10.1109/TMI.2024.1234567\n"
+        "arxiv: 2401.01234\n---\n",
+        # hand-written YAML a YAML parser refuses (an unquoted colon), closed by "..."
+        "---\ntitle: VolGen: Mask-Guided CT Synthesis\nauthors:\n  - A. Author\ntags: diffusion, ct\n"
+        "doi: 10.1109/TMI.2024.1234567\nurl: https://arxiv.org/abs/2401.01234\n...\n",
+        '+++\ntitle = "VolGen: Mask-Guided CT Synthesis"\ntags = ["diffusion", "ct"]\n'
+        'doi = "10.1109/TMI.2024.1234567"\narxiv_id = "2401.01234v2"\n+++\n',
+    ],
+    ids=["yaml", "loose-yaml", "toml"],
+)
+def test_markdown_front_matter_is_metadata_not_text(tmp_path: Path, front: str) -> None:
+    path = tmp_path / "volgen.md"
+    path.write_text(front + _FRONT_MATTER_BODY, encoding="utf-8")
+    doc = extract(path)
+    assert doc.title == "VolGen: Mask-Guided CT Synthesis"
+    assert doc.arxiv_id == "2401.01234"
+    assert doc.doi is not None and doc.doi.lower() == "10.1109/tmi.2024.1234567"
+    assert doc.text.startswith("VolGen: Mask-Guided CT Synthesis\n\nAbstract")
+    for marker in ("---", "+++", "tags", "title", "authors", "doi", "A. Author"):
+        assert marker not in doc.text
+    # offsets are into the stored text: each section starts at its heading
+    method = next(s for s in doc.sections if s.name == "method")
+    assert doc.text[method.start : method.end].startswith("Method\n\nOrgan masks")
+    assert [s.name for s in doc.sections] == ["front", "abstract", "method"]
+
+
+def test_markdown_rules_and_prose_between_them_are_not_front_matter(tmp_path: Path) -> None:
+    path = tmp_path / "rules.md"
+    path.write_text(
+        "---\nWe propose a model, and it works well.\n---\n\n# Real Title\n\nMore text here.\n", encoding="utf-8"
+    )
+    doc = extract(path)
+    assert "We propose a model, and it works well." in doc.text and doc.doi is None
+    alone = tmp_path / "rule.md"
+    alone.write_text("---\n\n# Real Title\n\n## Abstract\n\nText.\n", encoding="utf-8")
+    assert extract(alone).title == "Real Title"  # a rule above the title is no title
+
+
 @pytest.mark.parametrize(
     ("name", "encoding"),
     [
