@@ -37,7 +37,7 @@ LIGATURES = {
 _LIGATURE_RE = re.compile("[" + "".join(LIGATURES) + "]")
 # Bumped whenever extraction output changes (offsets move): a stored document whose version lacks
 # this suffix is re-extracted on the next ingest, and its stored quotes are located again.
-EXTRACTOR_REVISION = "x2"
+EXTRACTOR_REVISION = "x3"
 # A word broken at a line end: "genera-\ntion". Only considered when the next part is lower case,
 # so "CT-\nRATE" or "3D-\nVQGAN" keep their hyphen; then `keeps_hyphen` decides.
 # The following word is a lookahead, so "x-\ny-\nz" is decided pair by pair in one pass (idempotence).
@@ -271,7 +271,7 @@ def _package_version(name: str) -> str:
 
 
 def extractor_version(package: str) -> str:
-    """The reading library's version plus kia's extraction revision: "1.24.9+x2"."""
+    """The reading library's version plus kia's extraction revision: "1.24.9+x3"."""
     return f"{_package_version(package)}+{EXTRACTOR_REVISION}"
 
 
@@ -477,18 +477,104 @@ def _order_blocks(blocks: list[Block], width: float) -> list[str]:
 
 @dataclass
 class _RawPage:
-    """One PDF page as pymupdf gives it: its text blocks and size."""
+    """One PDF page as pymupdf gives it: its text blocks and size, in the orientation it is read in.
+
+    `margins` says, per block, whether it lies in the top or bottom band of the page, judged in
+    the orientation its own text reads in: a landscape page (pdflscape) keeps the portrait running
+    header, which reads sideways on the turned page but is still a header.
+    """
 
     blocks: list[Block]
     width: float
     height: float
+    margins: list[bool] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.margins:
+            self.margins = [_in_band(b, self.height) for b in self.blocks]
 
 
-def _read_page(page: object) -> _RawPage:
-    raw_blocks = page.get_text("blocks")  # type: ignore[attr-defined]
-    rect = page.rect  # type: ignore[attr-defined]
-    blocks = [(b[0], b[1], b[2], b[3], b[4]) for b in raw_blocks if b[6] == 0 and b[4].strip()]
+def _in_band(block: Block, height: float) -> bool:
+    """The block lies in the top or bottom margin band of a page `height` high."""
+    return block[3] <= height * _MARGIN or block[1] >= height * (1 - _MARGIN)
+
+
+def _text_blocks(raw_blocks: list[Any]) -> list[tuple[int, Block]]:
+    """pymupdf's text blocks that hold text, with their block numbers."""
+    return [(b[5], (b[0], b[1], b[2], b[3], b[4])) for b in raw_blocks if b[6] == 0 and b[4].strip()]
+
+
+def _read_page(page: Any) -> _RawPage:
+    """A page's text blocks; a rotated page's in the orientation its text reads (`_read_turned_page`)."""
+    if page.rotation % 360:
+        return _read_turned_page(page)
+    rect = page.rect
+    blocks = [block for _, block in _text_blocks(page.get_text("blocks"))]
     return _RawPage(blocks, float(rect.width), float(rect.height))
+
+
+def _block_directions(page_dict: dict[str, Any]) -> dict[int, tuple[float, float]]:
+    """Each text block's writing direction (unrotated page space): that of most of its characters."""
+    directions: dict[int, tuple[float, float]] = {}
+    for block in page_dict.get("blocks", []):
+        weights: dict[tuple[float, float], int] = {}
+        for line in block.get("lines", []):
+            direction = (round(line["dir"][0]), round(line["dir"][1]))
+            weights[direction] = weights.get(direction, 0) + sum(len(s["text"]) for s in line["spans"])
+        if weights:
+            directions[block["number"]] = max(weights, key=lambda d: weights[d])
+    return directions
+
+
+def _read_turned_page(page: Any) -> _RawPage:
+    """A page with /Rotate, read in the orientation in which most of its text is upright.
+
+    pymupdf gives text boxes in unrotated page space while `page.rect` is the page as displayed;
+    sorting the one against the other read a landscape page (text upright once turned) by the
+    length of its lines, a heading landing mid-sentence. Text upright on the displayed page is
+    read there (boxes through `rotation_matrix`); a page turned only for viewing, its text reading
+    sideways, is read unrotated. Margins are judged in each block's own upright orientation.
+    """
+    textpage = page.get_textpage()
+    numbered = _text_blocks(page.get_text("blocks", textpage=textpage))
+    directions = _block_directions(page.get_text("dict", textpage=textpage))
+    matrix = page.rotation_matrix
+    shown = page.rect
+    unrotated = page.rect * page.derotation_matrix
+
+    def upright_when_shown(direction: tuple[float, float]) -> bool:
+        return direction[0] * matrix.a + direction[1] * matrix.c > 0.5
+
+    shown_chars = unrotated_chars = 0
+    for number, block in numbered:
+        direction = directions.get(number, (1, 0))
+        if upright_when_shown(direction):
+            shown_chars += len(block[4])
+        elif direction[0] > 0.5:
+            unrotated_chars += len(block[4])
+    read_shown = shown_chars >= unrotated_chars
+    frame = shown if read_shown else unrotated
+    blocks: list[Block] = []
+    margins: list[bool] = []
+    for number, block in numbered:
+        turned = _turned(block, matrix)
+        blocks.append(turned if read_shown else block)
+        direction = directions.get(number, (1, 0))
+        if read_shown and direction[0] > 0.5 and not upright_when_shown(direction):
+            margins.append(_in_band(block, float(unrotated.height)))  # upright unrotated: a portrait header
+        elif not read_shown and upright_when_shown(direction):
+            margins.append(_in_band(turned, float(shown.height)))
+        else:
+            margins.append(_in_band(blocks[-1], float(frame.height)))
+    return _RawPage(blocks, float(frame.width), float(frame.height), margins)
+
+
+def _turned(block: Block, matrix: Any) -> Block:
+    """A block's box as the page is displayed (through its rotation matrix)."""
+    import pymupdf
+
+    box = pymupdf.Rect(block[:4]) * matrix
+    return (box.x0, box.y0, box.x1, box.y1, block[4])
 
 
 def _furniture_key(text: str) -> str:
@@ -496,14 +582,9 @@ def _furniture_key(text: str) -> str:
     return re.sub(r"\d+", "#", " ".join(text.split()).lower())
 
 
-def _in_margin(block: Block, page: _RawPage) -> bool:
-    """The block lies in the top or bottom margin band of the page."""
-    return block[3] <= page.height * _MARGIN or block[1] >= page.height * (1 - _MARGIN)
-
-
 def _has_body(page: _RawPage) -> bool:
     """Some text lies outside the margin bands (so margin text may be running furniture)."""
-    return any(not _in_margin(b, page) and b[4].strip() for b in page.blocks)
+    return any(not margin and b[4].strip() for b, margin in zip(page.blocks, page.margins, strict=True))
 
 
 def _running_furniture(pages: list[_RawPage]) -> set[str]:
@@ -516,7 +597,7 @@ def _running_furniture(pages: list[_RawPage]) -> set[str]:
     for page in pages:
         if not _has_body(page):
             continue  # a page whose only text is in its margins: that text is the page, not furniture
-        keys = {_furniture_key(b[4]) for b in page.blocks if _in_margin(b, page)}
+        keys = {_furniture_key(b[4]) for b, margin in zip(page.blocks, page.margins, strict=True) if margin}
         for key in keys:
             seen[key] = seen.get(key, 0) + 1
     threshold = max(3, len(pages) / 3)
@@ -532,11 +613,11 @@ def _page_text(page: _RawPage, furniture: set[str], vocabulary: Vocabulary, cont
     """
     kept: list[Block] = []
     has_body = _has_body(page)
-    for block in page.blocks:
+    for block, margin in zip(page.blocks, page.margins, strict=True):
         stripped = block[4].strip()
         if _PAGE_NUMBER_RE.match(stripped):
             continue
-        if has_body and _in_margin(block, page) and _furniture_key(stripped) in furniture:
+        if has_body and margin and _furniture_key(stripped) in furniture:
             continue
         kept.append(block)
     body: list[str] = []

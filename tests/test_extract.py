@@ -331,7 +331,7 @@ def test_real_pdf_keeps_real_hyphens_and_lifts_captions_out_of_sentences() -> No
     assert not re.search(r"[a-z]- [a-z]", doc.text.split("References")[0]), "a line-end hyphen left a gap"
     for match in re.finditer(r"(?:Figure|Table) \d+:", doc.text):
         assert doc.text[match.start() - 2 : match.start()] in ("\n\n", ""), "a caption inside a paragraph"
-    assert doc.extractor_version.endswith("+x2")
+    assert doc.extractor_version.endswith("+x3")
 
 
 @needs_shared_corpus
@@ -490,3 +490,66 @@ def test_text_still_holding_nuls_after_decoding_is_refused(tmp_path: Path, name:
     message = str(info.value)
     assert message.startswith(f"{path}: not readable as text: ") and "NUL" in message and what in message
     assert "\n" not in message
+
+
+def _turned_page(doc: pymupdf.Document, lines: list[tuple[float, float, str]], header: str) -> None:
+    """A landscape page as pdflscape makes it: /Rotate 90, the body written turned so that it is
+    upright once the page is displayed, the running header still in portrait at the unrotated top."""
+    page = doc.new_page(width=595, height=842)
+    page.set_rotation(90)
+    page.insert_text((60, 30), header, fontsize=8)
+    for x, y, text in lines:  # (x, y) as displayed
+        page.insert_text(pymupdf.Point(x, y) * page.derotation_matrix, text, fontsize=10, rotate=90)
+
+
+def test_a_landscape_page_is_read_in_its_displayed_orientation(tmp_path: Path) -> None:
+    header = "Preprint under review at the Journal of Tests"
+    doc = pymupdf.open()
+    for number in (1, 2, 3, 4):
+        if number == 3:
+            _turned_page(
+                doc,
+                [
+                    (60, 80, "5 Experiments"),
+                    (60, 130, "This turned page reports the per-organ Dice scores of a segmentation network, which"),
+                    (60, 143, "improves on the network trained on real volumes alone."),
+                    (60, 200, "A short closing paragraph."),
+                ],
+                header,
+            )
+            continue
+        page = doc.new_page(width=595, height=842)
+        page.insert_text((60, 30), header, fontsize=8)
+        page.insert_text((60, 100), "4 Method" if number == 1 else f"Page {number} text of the method.", fontsize=10)
+        page.insert_text((60, 130), f"Portrait page {number} describes the method.", fontsize=10)
+    path = tmp_path / "landscape.pdf"
+    doc.save(path)
+    doc.close()
+    extracted = extract(path)
+    turned = extracted.pages[2]
+    assert extracted.text[turned.start : turned.end] == (
+        "5 Experiments\n\nThis turned page reports the per-organ Dice scores of a segmentation network, which"
+        " improves on the network trained on real volumes alone.\n\nA short closing paragraph."
+    )
+    assert extracted.section_of(extracted.text.index("per-organ Dice")) == "experiments"
+    assert header not in extracted.text  # the portrait header of the turned page is still furniture
+
+
+def test_a_page_turned_only_for_viewing_is_read_in_columns_of_its_text(tmp_path: Path) -> None:
+    """/Rotate 90 on a portrait two-column page whose text reads sideways when shown: its columns
+    are those of the unrotated page (read against the turned page's width they interleaved)."""
+    doc = pymupdf.open()
+    page = doc.new_page(width=612, height=792)
+    for x, column in ((58, "Left"), (320, "Right")):
+        page.insert_textbox(pymupdf.Rect(x, 100, x + 230, 200), f"{column} column first paragraph.", fontsize=10)
+        page.insert_textbox(pymupdf.Rect(x, 300, x + 230, 400), f"{column} column second paragraph.", fontsize=10)
+    page.set_rotation(90)
+    path = tmp_path / "sideways.pdf"
+    doc.save(path)
+    doc.close()
+    assert extract(path).text.split("\n\n") == [
+        "Left column first paragraph.",
+        "Left column second paragraph.",
+        "Right column first paragraph.",
+        "Right column second paragraph.",
+    ]

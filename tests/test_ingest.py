@@ -186,7 +186,7 @@ def test_new_extraction_rules_reextract_and_relocate_stored_quotes(tmp_path: Pat
     with Store(db_path) as store:
         after = _quote_at_offsets(store, run_id)
         assert len(after) == len(before) and all(_same(quote, found) for _, quote, found in after)
-        assert store.extraction_version(store.latest_sha("paper")).endswith("+x2")  # type: ignore[union-attr]
+        assert store.extraction_version(store.latest_sha("paper")).endswith("+x3")  # type: ignore[union-attr]
     again = run_kia("ingest", str(paper), "--db", str(db_path))
     assert "already present 1" in again.stdout
 
