@@ -37,7 +37,7 @@ LIGATURES = {
 _LIGATURE_RE = re.compile("[" + "".join(LIGATURES) + "]")
 # Bumped whenever extraction output changes (offsets move): a stored document whose version lacks
 # this suffix is re-extracted on the next ingest, and its stored quotes are located again.
-EXTRACTOR_REVISION = "x2"
+EXTRACTOR_REVISION = "x3"
 # A word broken at a line end: "genera-\ntion". Only considered when the next part is lower case,
 # so "CT-\nRATE" or "3D-\nVQGAN" keep their hyphen; then `keeps_hyphen` decides.
 # The following word is a lookahead, so "x-\ny-\nz" is decided pair by pair in one pass (idempotence).
@@ -119,6 +119,8 @@ class Document:
     extractor: str
     extractor_version: str
     warnings: list[str] = field(default_factory=list)
+    # A DOI the file declares outside its text (Markdown front matter); else it is found in the text.
+    doi: str | None = None
 
     def page_of(self, offset: int) -> int:
         """The 1-based page holding character `offset` (the last page for offsets past the end)."""
@@ -269,7 +271,7 @@ def _package_version(name: str) -> str:
 
 
 def extractor_version(package: str) -> str:
-    """The reading library's version plus kia's extraction revision: "1.24.9+x2"."""
+    """The reading library's version plus kia's extraction revision: "1.24.9+x3"."""
     return f"{_package_version(package)}+{EXTRACTOR_REVISION}"
 
 
@@ -475,18 +477,104 @@ def _order_blocks(blocks: list[Block], width: float) -> list[str]:
 
 @dataclass
 class _RawPage:
-    """One PDF page as pymupdf gives it: its text blocks and size."""
+    """One PDF page as pymupdf gives it: its text blocks and size, in the orientation it is read in.
+
+    `margins` says, per block, whether it lies in the top or bottom band of the page, judged in
+    the orientation its own text reads in: a landscape page (pdflscape) keeps the portrait running
+    header, which reads sideways on the turned page but is still a header.
+    """
 
     blocks: list[Block]
     width: float
     height: float
+    margins: list[bool] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.margins:
+            self.margins = [_in_band(b, self.height) for b in self.blocks]
 
 
-def _read_page(page: object) -> _RawPage:
-    raw_blocks = page.get_text("blocks")  # type: ignore[attr-defined]
-    rect = page.rect  # type: ignore[attr-defined]
-    blocks = [(b[0], b[1], b[2], b[3], b[4]) for b in raw_blocks if b[6] == 0 and b[4].strip()]
+def _in_band(block: Block, height: float) -> bool:
+    """The block lies in the top or bottom margin band of a page `height` high."""
+    return block[3] <= height * _MARGIN or block[1] >= height * (1 - _MARGIN)
+
+
+def _text_blocks(raw_blocks: list[Any]) -> list[tuple[int, Block]]:
+    """pymupdf's text blocks that hold text, with their block numbers."""
+    return [(b[5], (b[0], b[1], b[2], b[3], b[4])) for b in raw_blocks if b[6] == 0 and b[4].strip()]
+
+
+def _read_page(page: Any) -> _RawPage:
+    """A page's text blocks; a rotated page's in the orientation its text reads (`_read_turned_page`)."""
+    if page.rotation % 360:
+        return _read_turned_page(page)
+    rect = page.rect
+    blocks = [block for _, block in _text_blocks(page.get_text("blocks"))]
     return _RawPage(blocks, float(rect.width), float(rect.height))
+
+
+def _block_directions(page_dict: dict[str, Any]) -> dict[int, tuple[float, float]]:
+    """Each text block's writing direction (unrotated page space): that of most of its characters."""
+    directions: dict[int, tuple[float, float]] = {}
+    for block in page_dict.get("blocks", []):
+        weights: dict[tuple[float, float], int] = {}
+        for line in block.get("lines", []):
+            direction = (round(line["dir"][0]), round(line["dir"][1]))
+            weights[direction] = weights.get(direction, 0) + sum(len(s["text"]) for s in line["spans"])
+        if weights:
+            directions[block["number"]] = max(weights, key=lambda d: weights[d])
+    return directions
+
+
+def _read_turned_page(page: Any) -> _RawPage:
+    """A page with /Rotate, read in the orientation in which most of its text is upright.
+
+    pymupdf gives text boxes in unrotated page space while `page.rect` is the page as displayed;
+    sorting the one against the other read a landscape page (text upright once turned) by the
+    length of its lines, a heading landing mid-sentence. Text upright on the displayed page is
+    read there (boxes through `rotation_matrix`); a page turned only for viewing, its text reading
+    sideways, is read unrotated. Margins are judged in each block's own upright orientation.
+    """
+    textpage = page.get_textpage()
+    numbered = _text_blocks(page.get_text("blocks", textpage=textpage))
+    directions = _block_directions(page.get_text("dict", textpage=textpage))
+    matrix = page.rotation_matrix
+    shown = page.rect
+    unrotated = page.rect * page.derotation_matrix
+
+    def upright_when_shown(direction: tuple[float, float]) -> bool:
+        return direction[0] * matrix.a + direction[1] * matrix.c > 0.5
+
+    shown_chars = unrotated_chars = 0
+    for number, block in numbered:
+        direction = directions.get(number, (1, 0))
+        if upright_when_shown(direction):
+            shown_chars += len(block[4])
+        elif direction[0] > 0.5:
+            unrotated_chars += len(block[4])
+    read_shown = shown_chars >= unrotated_chars
+    frame = shown if read_shown else unrotated
+    blocks: list[Block] = []
+    margins: list[bool] = []
+    for number, block in numbered:
+        turned = _turned(block, matrix)
+        blocks.append(turned if read_shown else block)
+        direction = directions.get(number, (1, 0))
+        if read_shown and direction[0] > 0.5 and not upright_when_shown(direction):
+            margins.append(_in_band(block, float(unrotated.height)))  # upright unrotated: a portrait header
+        elif not read_shown and upright_when_shown(direction):
+            margins.append(_in_band(turned, float(shown.height)))
+        else:
+            margins.append(_in_band(blocks[-1], float(frame.height)))
+    return _RawPage(blocks, float(frame.width), float(frame.height), margins)
+
+
+def _turned(block: Block, matrix: Any) -> Block:
+    """A block's box as the page is displayed (through its rotation matrix)."""
+    import pymupdf
+
+    box = pymupdf.Rect(block[:4]) * matrix
+    return (box.x0, box.y0, box.x1, box.y1, block[4])
 
 
 def _furniture_key(text: str) -> str:
@@ -494,14 +582,9 @@ def _furniture_key(text: str) -> str:
     return re.sub(r"\d+", "#", " ".join(text.split()).lower())
 
 
-def _in_margin(block: Block, page: _RawPage) -> bool:
-    """The block lies in the top or bottom margin band of the page."""
-    return block[3] <= page.height * _MARGIN or block[1] >= page.height * (1 - _MARGIN)
-
-
 def _has_body(page: _RawPage) -> bool:
     """Some text lies outside the margin bands (so margin text may be running furniture)."""
-    return any(not _in_margin(b, page) and b[4].strip() for b in page.blocks)
+    return any(not margin and b[4].strip() for b, margin in zip(page.blocks, page.margins, strict=True))
 
 
 def _running_furniture(pages: list[_RawPage]) -> set[str]:
@@ -514,7 +597,7 @@ def _running_furniture(pages: list[_RawPage]) -> set[str]:
     for page in pages:
         if not _has_body(page):
             continue  # a page whose only text is in its margins: that text is the page, not furniture
-        keys = {_furniture_key(b[4]) for b in page.blocks if _in_margin(b, page)}
+        keys = {_furniture_key(b[4]) for b, margin in zip(page.blocks, page.margins, strict=True) if margin}
         for key in keys:
             seen[key] = seen.get(key, 0) + 1
     threshold = max(3, len(pages) / 3)
@@ -530,11 +613,11 @@ def _page_text(page: _RawPage, furniture: set[str], vocabulary: Vocabulary, cont
     """
     kept: list[Block] = []
     has_body = _has_body(page)
-    for block in page.blocks:
+    for block, margin in zip(page.blocks, page.margins, strict=True):
         stripped = block[4].strip()
         if _PAGE_NUMBER_RE.match(stripped):
             continue
-        if has_body and _in_margin(block, page) and _furniture_key(stripped) in furniture:
+        if has_body and margin and _furniture_key(stripped) in furniture:
             continue
         kept.append(block)
     body: list[str] = []
@@ -701,15 +784,54 @@ def _repaired_warning(path: Path, data: bytes, n_pages: int, n_chars: int) -> st
     )
 
 
+# Byte-order marks, longest first: a UTF-32 LE mark starts with the UTF-16 LE one. Windows Notepad's
+# "Unicode" is UTF-16 LE with its mark; without the mark its NULs would be read as text.
+_BOMS: list[tuple[bytes, str]] = [
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\xef\xbb\xbf", "utf-8"),
+    (b"\xfe\xff", "utf-16-be"),
+    (b"\xff\xfe", "utf-16-le"),
+]
+
+
 def _decode(path: Path, data: bytes) -> tuple[str, list[str]]:
-    """UTF-8 (with or without BOM), else cp1252/latin-1 with a warning rather than a failure."""
+    """Text of a file: by its byte-order mark, else UTF-8, else cp1252 with a warning.
+
+    Text that still holds NUL characters once decoded is binary data or an encoding kia did not
+    recognise (UTF-16 without its mark): stored, it would be a paper of garbage that fails only
+    at `propose`, so it is refused here with one line naming the file.
+    """
+    text, warnings = _decode_bytes(path, data)
+    nuls = text.count("\x00")
+    if nuls:
+        what = next((kind for magic, kind in _MAGIC if data.startswith(magic)), None)
+        cause = f"it is {what}" if what else "binary data, or text in an encoding kia does not recognise"
+        raise ExtractError(
+            str(path),
+            f"not readable as text: {nuls:,} NUL character(s) after decoding ({cause});"
+            " save it as UTF-8 text (UTF-16 needs its byte-order mark)",
+        )
+    return text, warnings
+
+
+def _decode_bytes(path: Path, data: bytes) -> tuple[str, list[str]]:
+    """Decode by byte-order mark, else as UTF-8, else as cp1252; a warning says what was guessed."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data[len(bom) :].decode(encoding), []
+            except UnicodeDecodeError:
+                text = data[len(bom) :].decode(encoding, errors="replace")
+                bad = text.count("\ufffd")
+                return text, [f"{path}: {bad} invalid {encoding.upper()} sequence(s) replaced by \ufffd"]
     try:
-        return data.decode("utf-8-sig"), []
+        return data.decode("utf-8"), []
     except UnicodeDecodeError:
         pass
     # UTF-8 with a stray byte or two (a bad copy-paste) stays UTF-8: decoding all of it as cp1252 would
     # garble every accent and dash ("Î²-schedules") and the quotes would ground in that garble.
-    text = data.decode("utf-8-sig", errors="replace")
+    text = data.decode("utf-8", errors="replace")
     bad = text.count("\ufffd")
     if any(ord(ch) > 127 and ch != "\ufffd" for ch in text):  # real UTF-8 sequences: it is UTF-8
         return text, [f"{path}: {bad} byte(s) that are not UTF-8 replaced by \ufffd"]
@@ -895,19 +1017,131 @@ def _strip_md_headings(text: str, sections: list[Section]) -> tuple[str, list[Se
 
 
 def _first_title(text: str) -> str:
+    """The first line that has words: a rule ("---", "***") above the title is no title."""
     for line in text.split("\n"):
         line = line.strip().lstrip("#").strip()
-        if line:
+        if line and not _RULE_RE.match(line):
             return line[:200]
     return ""
 
 
-def extract_markdown(path: Path, data: bytes) -> Document:
-    """Markdown: headings give sections; links, emphasis and comments are reduced to prose."""
-    raw, warnings = _decode(path, data)
-    return _structured_text(
-        path, markdown_to_text(raw), "markdown", "kia-markdown", extractor_version("kia"), data, warnings
+@dataclass(frozen=True)
+class FrontMatter:
+    """What a Markdown file's front matter block declares about the paper."""
+
+    title: str = ""
+    arxiv_id: str | None = None
+    doi: str | None = None
+
+
+# The fence that opens front matter on the very first line, and the lines that may close it.
+_FRONT_MATTER_FENCES = {"---": ("---", "..."), "+++": ("+++",)}
+_FRONT_MATTER_KEY_RE = re.compile(r"^[A-Za-z_][\w-]*$")
+# A top-level `key: value` line of hand-written YAML that a YAML parser refuses ("title: A: B").
+_LOOSE_YAML_LINE_RE = re.compile(r"^([A-Za-z_][\w-]*)\s*:(?:\s+(.*))?$")
+_FRONT_MATTER_DOI_RE = re.compile(r"10\.\d{4,9}/[^\s\"'<>]+")
+_FRONT_MATTER_ARXIV_RE = re.compile(r"\d{4}\.\d{4,5}")
+
+
+def split_front_matter(markdown: str) -> tuple[FrontMatter | None, str]:
+    """Front matter (a YAML `---` or TOML `+++` block on the first line) and the Markdown after it.
+
+    Static-site and notebook exports put the paper's metadata there; read as text it became the
+    title ("---") and a quotable "sentence" of tags. A block whose content is not a mapping of
+    plain keys (a rule above prose, say) is no front matter: the text is returned unchanged.
+    """
+    first, newline, rest = markdown.partition("\n")
+    closers = _FRONT_MATTER_FENCES.get(first.strip())
+    if not newline or closers is None:
+        return None, markdown
+    lines = rest.split("\n")
+    close = next((i for i, line in enumerate(lines) if line.strip() in closers), None)
+    if close is None:
+        return None, markdown
+    block = "\n".join(lines[:close])
+    fields = _parse_front_matter(block, toml=first.strip() == "+++")
+    if fields is None:
+        return None, markdown
+    return _front_matter_of(fields, block), "\n".join(lines[close + 1 :])
+
+
+def _parse_front_matter(block: str, toml: bool) -> dict[str, Any] | None:
+    """The block's top-level fields, or None when it does not read as metadata."""
+    fields: Any = None
+    try:
+        if toml:
+            import tomllib
+
+            fields = tomllib.loads(block)
+        else:
+            import yaml
+
+            fields = yaml.safe_load(block) if block.strip() else {}
+    except Exception:  # a YAML or TOML syntax error: try the loose reading below
+        fields = None
+    if fields is None and not toml:
+        fields = _loose_yaml(block)
+    if not isinstance(fields, dict) or not all(_FRONT_MATTER_KEY_RE.match(str(key)) for key in fields):
+        return None
+    return {str(key).lower(): value for key, value in fields.items()}
+
+
+def _loose_yaml(block: str) -> dict[str, Any] | None:
+    """`key: value` lines as written by hand, unquoted colons and all; None if a line is not one.
+
+    Indented lines and `- item` lines continue the field above them and are not read.
+    """
+    fields: dict[str, Any] = {}
+    for line in block.split("\n"):
+        if not line.strip() or line.lstrip().startswith("#") or line[:1] in (" ", "\t", "-"):
+            continue
+        match = _LOOSE_YAML_LINE_RE.match(line.rstrip())
+        if match is None:
+            return None
+        fields[match.group(1)] = (match.group(2) or "").strip().strip("\"'")
+    return fields
+
+
+def _front_matter_of(fields: dict[str, Any], block: str) -> FrontMatter:
+    """The title, arXiv id and DOI among front matter fields (an arXiv URL anywhere in it counts)."""
+    title = fields.get("title")
+    title_text = " ".join(str(title).split())[:200] if isinstance(title, str | int | float) else ""
+    arxiv_id: str | None = None
+    for key in ("arxiv", "arxiv_id", "arxiv-id", "arxivid", "eprint"):
+        found = _FRONT_MATTER_ARXIV_RE.search(str(fields.get(key) or ""))
+        if found:
+            arxiv_id = found.group(0)
+            break
+    doi = _FRONT_MATTER_DOI_RE.search(str(fields.get("doi") or ""))
+    return FrontMatter(
+        title=title_text,
+        arxiv_id=arxiv_id or find_arxiv_id(block),
+        doi=doi.group(0).rstrip(".,;)]") if doi else None,
     )
+
+
+def extract_markdown(path: Path, data: bytes) -> Document:
+    """Markdown: headings give sections; links, emphasis and comments are reduced to prose.
+
+    Front matter is metadata, not text: its title, arXiv id and DOI are the document's, and the
+    block is left out of the stored text (offsets are into the text without it).
+    """
+    raw, warnings = _decode(path, data)
+    front, body = split_front_matter(raw)
+    doc = _structured_text(
+        path,
+        markdown_to_text(body),
+        "markdown",
+        "kia-markdown",
+        extractor_version("kia"),
+        data,
+        warnings,
+        front.title if front else "",
+    )
+    if front is not None:
+        doc.arxiv_id = front.arxiv_id or doc.arxiv_id
+        doc.doi = front.doi
+    return doc
 
 
 def extract_text(path: Path, data: bytes) -> Document:

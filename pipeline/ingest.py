@@ -175,7 +175,10 @@ _DOI_RE = re.compile(r"(?:\bdoi\s*[:=]?\s*|https?://(?:dx\.)?doi\.org/)(10\.\d{4
 
 
 def find_doi(doc: Document) -> str | None:
-    """The DOI printed on the first page (or the first 3,000 characters), lower-cased, if any."""
+    """The DOI the file declares (Markdown front matter), else the one printed on the first page
+    (or the first 3,000 characters), lower-cased, if any."""
+    if doc.doi:
+        return doc.doi.lower()
     head = doc.text[: doc.pages[0].end] if doc.pages else doc.text[:3000]
     match = _DOI_RE.search(head[:6000])
     return match.group(1).rstrip(".,;)]").lower() if match else None

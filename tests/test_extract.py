@@ -331,7 +331,7 @@ def test_real_pdf_keeps_real_hyphens_and_lifts_captions_out_of_sentences() -> No
     assert not re.search(r"[a-z]- [a-z]", doc.text.split("References")[0]), "a line-end hyphen left a gap"
     for match in re.finditer(r"(?:Figure|Table) \d+:", doc.text):
         assert doc.text[match.start() - 2 : match.start()] in ("\n\n", ""), "a caption inside a paragraph"
-    assert doc.extractor_version.endswith("+x2")
+    assert doc.extractor_version.endswith("+x3")
 
 
 @needs_shared_corpus
@@ -399,3 +399,157 @@ def test_markdown_headings_of_every_kind_and_link_lines_are_never_prose(tmp_path
     assert reasons[link_line] == "link"
     assert reasons["The model uses gradient boosting over hand-made features."] is None
     assert reasons["It is trained on twelve thousand emails that support staff labelled by hand."] is None
+
+
+_FRONT_MATTER_BODY = (
+    "# VolGen: Mask-Guided CT Synthesis\n\n## Abstract\n\nWe propose a latent diffusion model for chest CT.\n\n"
+    "## Method\n\nOrgan masks are concatenated with the noisy latent.\n"
+)
+
+
+@pytest.mark.parametrize(
+    "front",
+    [
+        '---\ntitle: "VolGen: Mask-Guided CT Synthesis"\nauthors: [A. Author, B. Author]\n'
+        "tags: [diffusion, ct, cross-attention]\ndoi: https://doi.org/10.1109/TMI.2024.1234567\n"
+        "arxiv: 2401.01234\n---\n",
+        # hand-written YAML a YAML parser refuses (an unquoted colon), closed by "..."
+        "---\ntitle: VolGen: Mask-Guided CT Synthesis\nauthors:\n  - A. Author\ntags: diffusion, ct\n"
+        "doi: 10.1109/TMI.2024.1234567\nurl: https://arxiv.org/abs/2401.01234\n...\n",
+        '+++\ntitle = "VolGen: Mask-Guided CT Synthesis"\ntags = ["diffusion", "ct"]\n'
+        'doi = "10.1109/TMI.2024.1234567"\narxiv_id = "2401.01234v2"\n+++\n',
+    ],
+    ids=["yaml", "loose-yaml", "toml"],
+)
+def test_markdown_front_matter_is_metadata_not_text(tmp_path: Path, front: str) -> None:
+    path = tmp_path / "volgen.md"
+    path.write_text(front + _FRONT_MATTER_BODY, encoding="utf-8")
+    doc = extract(path)
+    assert doc.title == "VolGen: Mask-Guided CT Synthesis"
+    assert doc.arxiv_id == "2401.01234"
+    assert doc.doi is not None and doc.doi.lower() == "10.1109/tmi.2024.1234567"
+    assert doc.text.startswith("VolGen: Mask-Guided CT Synthesis\n\nAbstract")
+    for marker in ("---", "+++", "tags", "title", "authors", "doi", "A. Author"):
+        assert marker not in doc.text
+    # offsets are into the stored text: each section starts at its heading
+    method = next(s for s in doc.sections if s.name == "method")
+    assert doc.text[method.start : method.end].startswith("Method\n\nOrgan masks")
+    assert [s.name for s in doc.sections] == ["front", "abstract", "method"]
+
+
+def test_markdown_rules_and_prose_between_them_are_not_front_matter(tmp_path: Path) -> None:
+    path = tmp_path / "rules.md"
+    path.write_text(
+        "---\nWe propose a model, and it works well.\n---\n\n# Real Title\n\nMore text here.\n", encoding="utf-8"
+    )
+    doc = extract(path)
+    assert "We propose a model, and it works well." in doc.text and doc.doi is None
+    alone = tmp_path / "rule.md"
+    alone.write_text("---\n\n# Real Title\n\n## Abstract\n\nText.\n", encoding="utf-8")
+    assert extract(alone).title == "Real Title"  # a rule above the title is no title
+
+
+@pytest.mark.parametrize(
+    ("name", "encoding"),
+    [
+        ("notepad.txt", "utf-16"),  # Windows Notepad "Unicode": UTF-16 LE with its byte-order mark
+        ("paper.md", "utf-16"),
+        ("big-endian.txt", "utf-16-be"),
+        ("paper.html", "utf-32"),
+        ("bom.txt", "utf-8-sig"),
+    ],
+)
+def test_a_byte_order_mark_decides_the_encoding(tmp_path: Path, name: str, encoding: str) -> None:
+    text = "Report-Guided CT Synthesis (caf\u00e9 \u03b2 edition)\n\nAbstract\n\nWe propose a latent diffusion model.\n"
+    if name.endswith(".html"):
+        text = f"<html><body><h1>{text.splitlines()[0]}</h1><h2>Abstract</h2><p>We propose a model.</p></body></html>"
+    data = text.encode(encoding)
+    if encoding == "utf-16-be":
+        data = b"\xfe\xff" + data
+    path = tmp_path / name
+    path.write_bytes(data)
+    doc = extract(path)
+    assert doc.title == "Report-Guided CT Synthesis (caf\u00e9 \u03b2 edition)"
+    assert "\x00" not in doc.text and "\u00ff" not in doc.text and doc.warnings == []
+    assert doc.section_text("abstract").startswith("Abstract\n")
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "what"),
+    [
+        ("no-bom.txt", "Abstract\n\nWe propose a model.\n".encode("utf-16-le"), "an encoding kia does not recognise"),
+        ("image.md", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64 + b"IHDR text", "it is a PNG image"),
+    ],
+    ids=["utf16-without-bom", "png"],
+)
+def test_text_still_holding_nuls_after_decoding_is_refused(tmp_path: Path, name: str, data: bytes, what: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(ExtractError) as info:
+        extract(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: not readable as text: ") and "NUL" in message and what in message
+    assert "\n" not in message
+
+
+def _turned_page(doc: pymupdf.Document, lines: list[tuple[float, float, str]], header: str) -> None:
+    """A landscape page as pdflscape makes it: /Rotate 90, the body written turned so that it is
+    upright once the page is displayed, the running header still in portrait at the unrotated top."""
+    page = doc.new_page(width=595, height=842)
+    page.set_rotation(90)
+    page.insert_text((60, 30), header, fontsize=8)
+    for x, y, text in lines:  # (x, y) as displayed
+        page.insert_text(pymupdf.Point(x, y) * page.derotation_matrix, text, fontsize=10, rotate=90)
+
+
+def test_a_landscape_page_is_read_in_its_displayed_orientation(tmp_path: Path) -> None:
+    header = "Preprint under review at the Journal of Tests"
+    doc = pymupdf.open()
+    for number in (1, 2, 3, 4):
+        if number == 3:
+            _turned_page(
+                doc,
+                [
+                    (60, 80, "5 Experiments"),
+                    (60, 130, "This turned page reports the per-organ Dice scores of a segmentation network, which"),
+                    (60, 143, "improves on the network trained on real volumes alone."),
+                    (60, 200, "A short closing paragraph."),
+                ],
+                header,
+            )
+            continue
+        page = doc.new_page(width=595, height=842)
+        page.insert_text((60, 30), header, fontsize=8)
+        page.insert_text((60, 100), "4 Method" if number == 1 else f"Page {number} text of the method.", fontsize=10)
+        page.insert_text((60, 130), f"Portrait page {number} describes the method.", fontsize=10)
+    path = tmp_path / "landscape.pdf"
+    doc.save(path)
+    doc.close()
+    extracted = extract(path)
+    turned = extracted.pages[2]
+    assert extracted.text[turned.start : turned.end] == (
+        "5 Experiments\n\nThis turned page reports the per-organ Dice scores of a segmentation network, which"
+        " improves on the network trained on real volumes alone.\n\nA short closing paragraph."
+    )
+    assert extracted.section_of(extracted.text.index("per-organ Dice")) == "experiments"
+    assert header not in extracted.text  # the portrait header of the turned page is still furniture
+
+
+def test_a_page_turned_only_for_viewing_is_read_in_columns_of_its_text(tmp_path: Path) -> None:
+    """/Rotate 90 on a portrait two-column page whose text reads sideways when shown: its columns
+    are those of the unrotated page (read against the turned page's width they interleaved)."""
+    doc = pymupdf.open()
+    page = doc.new_page(width=612, height=792)
+    for x, column in ((58, "Left"), (320, "Right")):
+        page.insert_textbox(pymupdf.Rect(x, 100, x + 230, 200), f"{column} column first paragraph.", fontsize=10)
+        page.insert_textbox(pymupdf.Rect(x, 300, x + 230, 400), f"{column} column second paragraph.", fontsize=10)
+    page.set_rotation(90)
+    path = tmp_path / "sideways.pdf"
+    doc.save(path)
+    doc.close()
+    assert extract(path).text.split("\n\n") == [
+        "Left column first paragraph.",
+        "Left column second paragraph.",
+        "Right column first paragraph.",
+        "Right column second paragraph.",
+    ]

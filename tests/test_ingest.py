@@ -215,7 +215,7 @@ def test_new_extraction_rules_reextract_and_relocate_stored_quotes(tmp_path: Pat
     with Store(db_path) as store:
         after = _quote_at_offsets(store, run_id)
         assert len(after) == len(before) and all(_same(quote, found) for _, quote, found in after)
-        assert store.extraction_version(store.latest_sha("paper")).endswith("+x2")  # type: ignore[union-attr]
+        assert store.extraction_version(store.latest_sha("paper")).endswith("+x3")  # type: ignore[union-attr]
     again = run_kia("ingest", str(paper), "--db", str(db_path))
     assert "already present 1" in again.stdout
 
@@ -311,6 +311,27 @@ def test_same_doi_under_another_file_name_is_a_version(tmp_path: Path, db_path: 
     assert "another version of masks-paper (same DOI 10.1109/tmi.2024.1234567)" in result.stderr
     assert "this file is now the current version" in result.stderr  # longer and complete
     assert "organ masks" in run_kia("show", "masks-paper", "--db", str(db_path)).stdout
+
+
+def test_front_matter_names_the_paper_and_its_doi_identifies_a_version(tmp_path: Path, db_path: Path) -> None:
+    first = tmp_path / "volgen.md"
+    first.write_text(
+        '---\ntitle: "VolGen: Mask-Guided CT Synthesis"\ndoi: 10.1109/TMI.2024.7654321\ntags: [ct, masks]\n---\n\n'
+        "## Abstract\nWe condition on masks.\n",
+        encoding="utf-8",
+    )
+    second = tmp_path / "publisher.md"
+    second.write_text(
+        "# VolGen\n\nhttps://doi.org/10.1109/tmi.2024.7654321\n\n## Abstract\nWe condition on organ masks.\n",
+        encoding="utf-8",
+    )
+    result = run_kia("ingest", str(first), str(second), "--db", str(db_path))
+    assert result.returncode == 0, result.stderr
+    assert "another version of volgen (same DOI 10.1109/tmi.2024.7654321)" in result.stderr
+    with duckdb.connect(str(db_path), read_only=True) as con:
+        title, doi, text = con.execute("SELECT title, doi, text FROM documents WHERE path LIKE '%volgen.md'").fetchone()
+    assert (title, doi) == ("VolGen: Mask-Guided CT Synthesis", "10.1109/tmi.2024.7654321")
+    assert text == "Abstract\nWe condition on masks."
 
 
 @pytest.mark.parametrize(
