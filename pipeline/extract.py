@@ -800,10 +800,14 @@ def _decode(path: Path, data: bytes) -> tuple[str, list[str]]:
 
     Text that still holds NUL characters once decoded is binary data or an encoding kia did not
     recognise (UTF-16 without its mark): stored, it would be a paper of garbage that fails only
-    at `propose`, so it is refused here with one line naming the file.
+    at `propose`, so it is refused here with one line naming the file. A stray NUL or two in
+    otherwise readable text (a bad copy-paste) is dropped with a warning instead: refusing a whole
+    paper for it would lose the paper.
     """
     text, warnings = _decode_bytes(path, data)
     nuls = text.count("\x00")
+    if nuls and nuls <= max(2, len(text) // 1000) and not any(data.startswith(m) for m, _ in _MAGIC):
+        return text.replace("\x00", ""), [*warnings, f"{path}: {nuls} stray NUL character(s) dropped"]
     if nuls:
         what = next((kind for magic, kind in _MAGIC if data.startswith(magic)), None)
         cause = f"it is {what}" if what else "binary data, or text in an encoding kia does not recognise"

@@ -492,6 +492,17 @@ def test_text_still_holding_nuls_after_decoding_is_refused(tmp_path: Path, name:
     assert "\n" not in message
 
 
+def test_a_stray_nul_in_readable_text_is_dropped_with_a_warning(tmp_path: Path) -> None:
+    """One NUL from a bad copy-paste in a readable paper: dropping it keeps the paper; refusing the
+    whole file would lose it."""
+    path = tmp_path / "paper.md"
+    body = "We generate CT volumes from segmentation masks with a latent diffusion model. " * 20
+    path.write_bytes(f"# Masks to CT\n\n## Abstract\n{body}\x00\n".encode())
+    doc = extract(path)
+    assert "\x00" not in doc.text and doc.title == "Masks to CT"
+    assert any("1 stray NUL character(s) dropped" in w for w in doc.warnings)
+
+
 def _turned_page(doc: pymupdf.Document, lines: list[tuple[float, float, str]], header: str) -> None:
     """A landscape page as pdflscape makes it: /Rotate 90, the body written turned so that it is
     upright once the page is displayed, the running header still in portrait at the unrotated top."""
