@@ -131,3 +131,14 @@ def read_user_text(path: Path, what: str, error: type[KiaError] = KiaError, line
             f"{path}: {line_word} {line}: not UTF-8 (byte 0x{data[exc.start]:02x} at character {column});"
             f" save the {what} as UTF-8"
         ) from None
+
+
+class IdentityConflictError(KiaError):
+    """A library record names two different stored papers (its DOI one, its arXiv id another; or
+    its title two papers that share it): taking either would give one paper's text and labels to
+    the other, so it is linked to neither. `papers` is (paper key, what names it) per paper."""
+
+    def __init__(self, papers: list[tuple[str, str]]) -> None:
+        self.papers = papers
+        named = ", ".join(f"{what} names stored paper {key}" for key, what in papers)
+        super().__init__(f"identity conflict: {named}")

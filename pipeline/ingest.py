@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kia.errors import ExtractError, KiaError
+from kia.errors import ExtractError, IdentityConflictError, KiaError
 from kia.extract import (
     HTML_EXTENSIONS,
     MARKDOWN_EXTENSIONS,
@@ -22,6 +22,7 @@ from kia.extract import (
     sha256_of,
 )
 from kia.references import (
+    ABSTRACT_ONLY,
     Identity,
     Reference,
     find_known_paper,
@@ -462,12 +463,18 @@ def _ingest_abstract(ref: Reference, library: Path, store: Store, key: str) -> s
         source = Path(tmp) / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', ref.key) or 'entry'}.md"
         source.write_text(f"# {ref.title or ref.key}\n\n## Abstract\n\n{ref.abstract}\n", encoding="utf-8")
         doc = extract(source)
-    doc.path = f"{library}#{ref.key} (abstract only)"
+    doc.path = f"{library}#{ref.key}{ABSTRACT_ONLY}"
     stored = store.has_document(doc.sha256)
     if stored is None:
         store.add_document(doc, key, ref.doi)
         return key
     return stored
+
+
+def _abstract_only(store: Store, key: str) -> bool:
+    """Whether paper `key`'s current text is an entry's title and abstract (no file yet): a file of it
+    is then read as its new version, not merely linked."""
+    return str(store.latest_document_field("path").get(key, "")).endswith(ABSTRACT_ONLY)
 
 
 def _waiting_hint(ref: Reference, library: Path) -> str:
@@ -482,16 +489,23 @@ def _ingest_entry(
 ) -> EntryOutcome:
     identity = Identity.of(ref.doi, ref.arxiv_id, ref.title)
     papers = known_papers(store.paper_identifiers())
-    known = find_known_paper(papers, identity)
-    file, reason = usable_file(ref)
+    conflict = None
+    try:
+        known = find_known_paper(papers, identity)
+    except IdentityConflictError as exc:  # linking it to either paper would hand one's labels to the other
+        known, conflict = None, f"{exc}; linked to neither, no file read: correct the entry and ingest again"
+    file, said = usable_file(ref, library.parent) if conflict is None else (None, None)
+    reason, note = (said, None) if file is None else (None, said)  # why no file, or which one was read
     status, detail = "ingested", None
-    if file is None and fetch_pdf is not None and ref.arxiv_id and known is None:
+    if file is None and fetch_pdf is not None and ref.arxiv_id and known is None and conflict is None:
         try:
             file, status = fetch_pdf(ref.arxiv_id), "fetched"
         except KiaError as exc:
             reason = f"{reason}; fetching arXiv {ref.arxiv_id} failed: {exc}"
     paper_key = known[0] if known else None
-    if file is None:
+    if conflict is not None:
+        status, detail = "failed", conflict
+    elif file is None:
         if known:
             status, detail = "linked", f"{known[1]}, no file: {reason}"
         elif ref.abstract.strip():
@@ -504,7 +518,7 @@ def _ingest_entry(
             status, detail = "no file", f"{reason}; {_waiting_hint(ref, library)}"
     else:
         doc_outcome: IngestOutcome | None = None
-        if known is not None:
+        if known is not None and not _abstract_only(store, known[0]):
             try:
                 sha = sha256_of(file.read_bytes())
             except OSError as exc:
@@ -515,16 +529,20 @@ def _ingest_entry(
             else:
                 store.link_file(known[0], str(file), sha, known[1])
                 status, detail = "linked", f"second file of a known paper ({known[1]}): {file}"
-        else:
-            key, notice = _entry_paper_key(store, ref, papers)
+        else:  # a new paper, or the first file of one labelled from its abstract: its current version
+            key, notice = (known[0], None) if known else _entry_paper_key(store, ref, papers)
             doc_outcome = ingest_one(file, store, {str(file): key})
             paper_key = doc_outcome.paper_key
             if doc_outcome.status == "failed":
                 status, detail, paper_key = "failed", doc_outcome.error, None
             elif doc_outcome.status == "present":
                 status, detail = "present", f"{file} is stored as {paper_key}"
+            elif doc_outcome.status == "version":  # it had its abstract only: which text is current now
+                detail = doc_outcome.notice
             elif notice and paper_key == key:
                 detail = notice
+        if note and status != "failed":  # which of several files was read, or that it is outside the library
+            detail = f"{note}; {detail}" if detail else note
     store.add_bib_entry(
         {
             "source": str(library),

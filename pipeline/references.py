@@ -7,26 +7,33 @@ Out: the same entries, every field as it was, with the labels merged into the ke
 evidence added to the note, so the reference manager can filter by category and nothing is lost.
 
 Identity (`same_paper`, `find_known_paper`): two records are the same paper when their DOI, their
-arXiv id (any version) or their normalised title matches. Other stages (ingest of a second file of
-a known paper) call the same functions.
+arXiv id (any version) or their normalised title (LaTeX decoded) matches, a title only where no DOI
+or arXiv id tells them apart; a record naming two papers is a conflict, never a match. Other stages
+(ingest of a second file of a known paper) call the same functions.
 """
 
 from __future__ import annotations
 
+import codecs
+import functools
 import hashlib
 import json
 import logging
 import re
 import unicodedata
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from kia.errors import KiaError, read_user_text
-from kia.extract import SUPPORTED_EXTENSIONS
+from kia.errors import IdentityConflictError, KiaError, read_user_text
+from kia.extract import HTML_EXTENSIONS, SUPPORTED_EXTENSIONS
 
 BIB_FORMATS = ("bibtex", "ris", "csljson")
+# How the stored document of an entry labelled from its title and abstract (no file) ends its path:
+# the export tells such a paper by its current document, whatever the newest library record says.
+ABSTRACT_ONLY = " (abstract only)"
 _ARXIV_RE = re.compile(r"(?:arxiv[:/ ]|arxiv\.org/(?:abs|pdf|html)/|10\.48550/arxiv\.)(\d{4}\.\d{4,5})(?:v\d+)?", re.I)
 _BARE_ARXIV_RE = re.compile(r"^(\d{4}\.\d{4,5})(?:v\d+)?$")
 _DOI_RE = re.compile(r"10\.\d{4,9}/\S+", re.I)
@@ -56,9 +63,35 @@ class Reference:
     unreadable: str = ""
 
 
+def latex_to_text(text: str) -> str:
+    """The text a LaTeX field value prints, one line (`M{\\"u}ller` -> `Müller`, `Fran{\\c{c}}ois` ->
+    `François`, `{CT}` -> `CT`), decoded by pylatexenc (bibtexparser's own LaTeX decoder).
+
+    Why: a BibTeX library writes accents as LaTeX where Zotero's CSL-JSON writes Unicode; undecoded,
+    one paper's two records are two titles, and exports to RIS or CSL-JSON carry `M{\\"u}ller`. A `%`
+    is kept (in a field it is a character, not a comment). Text with no `\\`, `{` or `$` is returned
+    as it is (cheap, and plain text stays plain).
+    """
+    if not any(char in text for char in "\\{}$"):
+        return " ".join(text.split())
+    try:
+        decoded = _latex_decoder().latex_to_text(re.sub(r"(?<!\\)%", r"\\%", text))
+    except Exception:  # pylatexenc parses tolerantly; should it still fail, strip the markup instead
+        decoded = _LATEX_RE.sub("", text)
+    return " ".join(decoded.split())
+
+
+@functools.lru_cache(maxsize=1)
+def _latex_decoder() -> Any:
+    from pylatexenc.latex2text import LatexNodes2Text
+
+    return LatexNodes2Text()
+
+
 def normalise_title(title: str) -> str:
-    """A title's identity: LaTeX, accents, case and punctuation removed ("{CT}-Flow:" -> "ct flow")."""
-    text = unicodedata.normalize("NFKD", _LATEX_RE.sub("", title))
+    """A title's identity: LaTeX decoded, accents, case and punctuation removed ("{CT}-Flow:" ->
+    "ct flow", `M{\\"u}ller-Net` and `Müller-Net` -> "muller net")."""
+    text = unicodedata.normalize("NFKD", _LATEX_RE.sub("", latex_to_text(title)))
     text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
     return " ".join(re.sub(r"[^a-z0-9]+", " ", text).split())
 
@@ -85,6 +118,9 @@ def arxiv_id_of(*texts: str | None) -> str | None:
     return None
 
 
+_ARXIV_DOI_PREFIX = "10.48550/arxiv."
+
+
 @dataclass(frozen=True)
 class Identity:
     """What makes two records the same paper."""
@@ -95,22 +131,42 @@ class Identity:
 
     @classmethod
     def of(cls, doi: str | None, arxiv_id: str | None, title: str | None) -> Identity:
-        """Identity from raw fields, normalised (an arXiv id loses its version)."""
-        return cls(normalise_doi(doi), arxiv_id_of(arxiv_id), normalise_title(title or ""))
+        """Identity from raw fields, normalised (an arXiv id loses its version; an arXiv DOI,
+        10.48550/arXiv.ID, names the arXiv id too)."""
+        normal = normalise_doi(doi)
+        arxiv_doi = normal if normal and normal.startswith(_ARXIV_DOI_PREFIX) else None
+        return cls(normal, arxiv_id_of(arxiv_id) or arxiv_id_of(arxiv_doi), normalise_title(title or ""))
+
+    @property
+    def publisher_doi(self) -> str | None:
+        """The DOI unless it is arXiv's (10.48550/arXiv.ID is the arXiv id said again, so a preprint's
+        arXiv DOI and its journal version's DOI are not two works)."""
+        return None if self.doi is None or self.doi.startswith(_ARXIV_DOI_PREFIX) else self.doi
 
 
 def same_paper(a: Identity, b: Identity) -> str | None:
     """Why `a` and `b` are the same paper ("same DOI", "same arXiv id", "same title"), or None.
 
-    A title counts only when it is long enough to be specific (more than 3 words).
+    A title counts only when it is long enough to be specific (more than 3 words) and no identifier
+    tells the two apart: two DOIs or two arXiv ids that differ are two works under one (often
+    generic) title, and taking them as one would give one paper's labels to the other.
     """
     if a.doi and a.doi == b.doi:
         return "same DOI"
     if a.arxiv_id and a.arxiv_id == b.arxiv_id:
         return "same arXiv id"
-    if a.title and a.title == b.title and len(a.title.split()) > 3:
+    if a.title and a.title == b.title and len(a.title.split()) > 3 and not _ids_differ([a], b):
         return "same title"
     return None
+
+
+def _ids_differ(identities: Sequence[Identity], wanted: Identity) -> bool:
+    """Whether `wanted` has a DOI (not arXiv's) or arXiv id that a paper (its `identities`) has
+    another of and not this one: then a shared title does not make them one paper."""
+    dois = {i.publisher_doi for i in identities if i.publisher_doi}
+    arxiv_ids = {i.arxiv_id for i in identities if i.arxiv_id}
+    other_doi = bool(wanted.publisher_doi and dois and wanted.publisher_doi not in dois)
+    return other_doi or bool(wanted.arxiv_id and arxiv_ids and wanted.arxiv_id not in arxiv_ids)
 
 
 def title_fingerprint(title: str | None) -> str | None:
@@ -162,13 +218,27 @@ def same_work(
 
 
 def find_known_paper(known: dict[str, list[Identity]], wanted: Identity) -> tuple[str, str] | None:
-    """(paper key, reason) of the stored paper `wanted` is, given each paper's identities."""
+    """(paper key, reason) of the stored paper `wanted` is, given each paper's identities.
+
+    A DOI or arXiv id names a paper before a title does, and a title never names a paper that has
+    another DOI or arXiv id than `wanted` (`_ids_differ`, over all of the paper's records). Raises
+    IdentityConflictError when `wanted` names two papers (its DOI one, its arXiv id another, or its
+    title two): either answer would hand one paper's text and labels to the other.
+    """
+    by_id: dict[str, str] = {}
+    by_title: dict[str, str] = {}
     for paper_key, identities in known.items():
-        for identity in identities:
-            reason = same_paper(identity, wanted)
-            if reason:
-                return paper_key, reason
-    return None
+        reasons = {r for r in (same_paper(identity, wanted) for identity in identities) if r}
+        strong = next((r for r in ("same DOI", "same arXiv id") if r in reasons), None)
+        if strong:
+            by_id[paper_key] = strong
+        elif "same title" in reasons and not _ids_differ(identities, wanted):
+            by_title[paper_key] = "same title"
+    found = by_id or by_title
+    if len(found) > 1:
+        said = {"same DOI": f"its DOI {wanted.doi}", "same arXiv id": f"its arXiv id {wanted.arxiv_id}"}
+        raise IdentityConflictError([(key, said.get(reason, "its title")) for key, reason in found.items()])
+    return next(iter(found.items()), None)
 
 
 @dataclass(frozen=True)
@@ -215,7 +285,10 @@ def latest_records(records: list[LibraryRecord], known: dict[str, list[Identity]
         identity = _identity(record.ref)
         group = record.paper_key
         if group is None:
-            found = find_known_paper(identities, identity)
+            try:
+                found = find_known_paper(identities, identity)
+            except IdentityConflictError:  # names two papers (refused at ingest): written on its own
+                found = None
             group = found[0] if found else by_key_title.get((record.ref.key, identity.title))
         if group is None:  # a paper of its own; NUL cannot be in a paper key (keys are one-line text)
             group = f"\0{index}"
@@ -246,17 +319,31 @@ def _zotero_files(value: str, base: Path) -> list[Path]:
         typed = "/" in pieces[-1] or pieces[-1].isalpha()
         raw = ":".join(pieces[1:-1]) if len(pieces) >= 3 and typed else part
         raw = raw.replace("\\:", ":").replace("\\\\", "\\")
-        path = Path(raw)
-        paths.append(path if path.is_absolute() else base / path)
+        paths.append(_attachment_path(raw, base))
     return paths
 
 
+def _attachment_path(text: str, base: Path) -> Path:
+    """An attached file's path: a `file://` URL (as Mendeley and EndNote write `L1`) decoded, a
+    relative path taken from the library's folder `base`."""
+    text = text.strip()
+    if text[:5].lower() == "file:":
+        url = urllib.parse.urlsplit(text)
+        host = url.netloc if url.netloc.lower() not in ("", "localhost") else ""
+        text = (f"//{host}" if host else "") + urllib.parse.unquote(url.path)
+    path = Path(text)
+    return path if path.is_absolute() else base / path
+
+
 def _authors_bibtex(value: str) -> list[str]:
-    return [" ".join(a.split()) for a in re.split(r"\s+and\s+", value) if a.strip()]
+    """A BibTeX author list as names, LaTeX decoded (`M{\\"u}ller` -> `Müller`); `and others` (et
+    al.) is no author."""
+    names = (latex_to_text(a) for a in re.split(r"\s+and\s+", value))
+    return [name for name in names if name and name.casefold() != "others"]
 
 
 def read_bibtex(path: Path) -> list[Reference]:
-    """Entries of a BibTeX file (bibtexparser); braces and LaTeX left in titles are cleaned."""
+    """Entries of a BibTeX file (bibtexparser); LaTeX in titles, authors and abstracts decoded."""
     import bibtexparser
 
     logging.getLogger("bibtexparser").setLevel(logging.ERROR)  # its warnings are said per entry instead
@@ -268,14 +355,14 @@ def read_bibtex(path: Path) -> list[Reference]:
             Reference(
                 key=entry.key,
                 entry_type=entry.entry_type.lower(),
-                title=" ".join(_LATEX_RE.sub("", fields.get("title", "")).split()),
+                title=latex_to_text(fields.get("title", "")),
                 authors=_authors_bibtex(fields.get("author", "")),
                 year=fields.get("year", fields.get("date", "")[:4]),
                 doi=normalise_doi(fields.get("doi")),
                 arxiv_id=arxiv_id_of(fields.get("eprint"), fields.get("journal"), fields.get("url"), fields.get("doi")),
                 url=fields.get("url"),
                 files=_zotero_files(fields.get("file", ""), path.parent),
-                abstract=" ".join(_LATEX_RE.sub("", fields.get("abstract", "")).split()),
+                abstract=latex_to_text(fields.get("abstract", "")),
                 raw=[(f.key, str(f.value)) for f in entry.fields],
                 source_format="bibtex",
             )
@@ -299,33 +386,49 @@ def _unreadable_block(block: Any) -> Reference:
     return Reference(key=name, unreadable=f"line {line}: not read as BibTeX ({cause})")
 
 
+# Where read_ris keeps a library's line ending among an entry's fields, so the write-back keeps it
+# (Zotero and EndNote write RIS with CRLF); not an RIS tag, never written as one.
+RIS_NEWLINE_FIELD = "kia:newline"
+
+
 def read_ris(path: Path) -> list[Reference]:
-    """Entries of an RIS file (rispy); `L1`/`file_attachments1` are the attached files."""
+    """Entries of an RIS file (rispy); every `L1`/`L2` line is an attached file (a paper and its
+    supplement are two `L1` lines; rispy keeps only the first unless repeated tags are read as
+    lists), and a tag repeated where rispy expects one is kept whole for the write-back."""
     import rispy
 
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        text = handle.read()
+    newline = "\r\n" if "\r\n" in text else "\n"
+    entries = rispy.loads(text.replace("\r\n", "\n").replace("\r", "\n"), enforce_list_tags=False)
     refs = []
-    with path.open(encoding="utf-8-sig") as handle:
-        entries = rispy.load(handle)
     for index, entry in enumerate(entries, start=1):
         files = [f for name in ("file_attachments1", "file_attachments2") for f in _as_list(entry.get(name))]
-        urls = entry.get("urls", [])
+        urls = _as_list(entry.get("urls"))
+        doi = _first(entry.get("doi"))
         refs.append(
             Reference(
-                key=str(entry.get("id") or f"ris{index}"),
-                entry_type=str(entry.get("type_of_reference", "JOUR")).lower(),
-                title=str(entry.get("title") or entry.get("primary_title") or ""),
-                authors=list(entry.get("authors", []) or entry.get("first_authors", [])),
-                year=str(entry.get("year", ""))[:4],
-                doi=normalise_doi(entry.get("doi")),
-                arxiv_id=arxiv_id_of(*urls, entry.get("doi"), entry.get("journal_name")),
+                key=_first(entry.get("id")) or f"ris{index}",
+                entry_type=(_first(entry.get("type_of_reference")) or "JOUR").lower(),
+                title=_first(entry.get("title")) or _first(entry.get("primary_title")),
+                authors=_as_list(entry.get("authors")) or _as_list(entry.get("first_authors")),
+                year=_first(entry.get("year"))[:4],
+                doi=normalise_doi(doi),
+                arxiv_id=arxiv_id_of(*urls, doi, _first(entry.get("journal_name"))),
                 url=urls[0] if urls else None,
-                files=[Path(f) if Path(f).is_absolute() else path.parent / f for f in files],
-                abstract=str(entry.get("abstract") or ""),
-                raw=list(entry.items()),
+                files=[_attachment_path(f, path.parent) for f in files],
+                abstract=_first(entry.get("abstract")),
+                raw=[*entry.items(), (RIS_NEWLINE_FIELD, newline)],
                 source_format="ris",
             )
         )
     return refs
+
+
+def _first(value: Any) -> str:
+    """The first text of a field rispy read as one string or (a repeated tag) a list."""
+    values = _as_list(value)
+    return values[0] if values else ""
 
 
 def _as_list(value: Any) -> list[str]:
@@ -336,7 +439,9 @@ def _as_list(value: Any) -> list[str]:
 
 
 def read_csljson(path: Path) -> list[Reference]:
-    """Entries of a CSL-JSON file (a list of items, as Zotero and citeproc write them)."""
+    """Entries of a CSL-JSON file (a list of items, as Zotero and citeproc write them); an item of
+    another shape (a string, an author that is not a name object, `issued` that is not a date
+    object) is one unreadable entry naming the item and the field, the other items still read."""
     try:
         items = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
@@ -345,33 +450,95 @@ def read_csljson(path: Path) -> list[Reference]:
         raise KiaError(f"{path}: CSL-JSON must be a list of items")
     refs = []
     for index, item in enumerate(items, start=1):
-        authors = [
-            " ".join(p for p in (a.get("given"), a.get("family")) if p) or a.get("literal", "")
-            for a in item.get("author", [])
-        ]
-        issued = (item.get("issued") or {}).get("date-parts") or [[""]]
-        files = (
-            [Path(f) for f in item.get("file", []) if isinstance(f, str)] if isinstance(item.get("file"), list) else []
-        )
-        if isinstance(item.get("file"), str):
-            files = _zotero_files(item["file"], path.parent)
-        refs.append(
-            Reference(
-                key=str(item.get("id") or f"csl{index}"),
-                entry_type=str(item.get("type", "article")),
-                title=str(item.get("title", "")),
-                authors=[a for a in authors if a],
-                year=str(issued[0][0]) if issued and issued[0] else "",
-                doi=normalise_doi(item.get("DOI")),
-                arxiv_id=arxiv_id_of(item.get("URL"), item.get("DOI"), item.get("number")),
-                url=item.get("URL"),
-                files=[f if f.is_absolute() else path.parent / f for f in files],
-                abstract=str(item.get("abstract") or ""),
-                raw=list(item.items()),
-                source_format="csljson",
-            )
-        )
+        key = str(item.get("id") or f"csl{index}") if isinstance(item, dict) else f"csl{index}"
+        try:
+            refs.append(_csl_reference(item, key, path.parent))
+        except _CslShapeError as exc:
+            refs.append(Reference(key=key, unreadable=f"item {index} ({key}): {exc}; the item is not read"))
     return refs
+
+
+class _CslShapeError(ValueError):
+    """A CSL-JSON item or field of another shape than the schema's (said on the item's line)."""
+
+
+def _csl_text(item: dict[str, Any], name: str) -> str:
+    """A CSL-JSON text field (a number is taken as its text), "" when absent."""
+    value = item.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise _CslShapeError(f"`{name}` must be text, not {_json_kind(value)}")
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null"}
+    return kinds.get(type(value), "a number")
+
+
+def _csl_year(item: dict[str, Any]) -> str:
+    """The year of `issued`: its `date-parts` (`{"date-parts": [[2024, 5]]}`), else the first
+    four digits of its `raw` or `literal` text."""
+    issued = item.get("issued")
+    if issued is None:
+        return ""
+    if not isinstance(issued, dict):
+        raise _CslShapeError(
+            f'`issued` must be a date object such as {{"date-parts": [[2024]]}}, not {_json_kind(issued)}'
+        )
+    parts = issued.get("date-parts")
+    if parts:
+        if not (isinstance(parts, list) and isinstance(parts[0], list)):
+            raise _CslShapeError("`issued.date-parts` must be a list of [year, month, day] lists")
+        return str(parts[0][0]) if parts[0] else ""
+    text = issued.get("raw") or issued.get("literal") or ""
+    match = re.search(r"\d{4}", text) if isinstance(text, str) else None
+    return match.group(0) if match else ""
+
+
+def _csl_authors(item: dict[str, Any]) -> list[str]:
+    """Authors from CSL name objects (`{"family": ..., "given": ...}` or `{"literal": ...}`)."""
+    names = item.get("author") or []
+    if not isinstance(names, list):
+        raise _CslShapeError(f'`author` must be a list of names such as {{"family": "Smith"}}, not {_json_kind(names)}')
+    authors = []
+    for name in names:
+        if not isinstance(name, dict):
+            raise _CslShapeError(f"an `author` must be a name object, not {_json_kind(name)}")
+        parts = [_csl_text(name, part) for part in ("given", "family")]
+        authors.append(" ".join(p for p in parts if p) or _csl_text(name, "literal"))
+    return [a for a in authors if a]
+
+
+def _csl_reference(item: Any, key: str, base: Path) -> Reference:
+    """One CSL-JSON item as a reference; _CslShapeError when it is not of the schema's shape."""
+    if not isinstance(item, dict):
+        raise _CslShapeError(f"not a CSL-JSON item (an object with `id`, `title`, ...) but {_json_kind(item)}")
+    file = item.get("file")
+    if isinstance(file, str):
+        files = _zotero_files(file, base)
+    elif isinstance(file, list) and all(isinstance(f, str) for f in file):
+        files = [_attachment_path(f, base) for f in file]
+    elif file is None:
+        files = []
+    else:
+        raise _CslShapeError(f"`file` must be a path or a list of paths, not {_json_kind(file)}")
+    url, doi = _csl_text(item, "URL"), _csl_text(item, "DOI")
+    return Reference(
+        key=key,
+        entry_type=_csl_text(item, "type") or "article",
+        title=_csl_text(item, "title"),
+        authors=_csl_authors(item),
+        year=_csl_year(item),
+        doi=normalise_doi(doi),
+        arxiv_id=arxiv_id_of(url, doi, _csl_text(item, "number")),
+        url=url or None,
+        files=files,
+        abstract=_csl_text(item, "abstract"),
+        raw=list(item.items()),
+        source_format="csljson",
+    )
 
 
 def _cleaned(ref: Reference) -> Reference:
@@ -412,19 +579,85 @@ def _read_references(path: Path) -> list[Reference]:
     raise KiaError(f"{path}: unknown library type {suffix!r}; kia reads .bib, .ris and CSL-JSON (.json)")
 
 
-def usable_file(ref: Reference) -> tuple[Path | None, str | None]:
-    """The first attached file kia can read, else why there is none."""
+# A file name that says it is not the paper itself: read only when no other attached file is readable.
+_SUPPLEMENT_RE = re.compile(r"(?:^|[^a-z])(?:supp(?:l[a-z]*|s)?|appendi[a-z]*|si)(?:[^a-z]|$)", re.I)
+_HTML_START_RE = re.compile(
+    rb"\s*(?:<!--.*?-->\s*|<\?xml[^>]*>\s*)*<(?:!doctype\s+html|html|head|body)[\s>]", re.I | re.S
+)
+
+
+def usable_file(ref: Reference, folder: Path | None = None) -> tuple[Path | None, str | None]:
+    """The attached file that is the paper and what to say about it, else None and why there is none.
+
+    Of several readable files a PDF is read before other types and a file named as a supplement or
+    appendix last (an RIS library lists `L1  - supp.pdf` and the paper in any order); when that is
+    not the first one listed, the note says which was read. `folder` is the library's folder: a
+    file outside it (an absolute path, `../`, a link leading out) is read only when its content is
+    a paper's (`_paper_content`), and the note says it lies outside, since a shared library's `file`
+    field must not quietly bring other files into the store, the prompts and the exports.
+    """
     if not ref.files:
         return None, "no attached file"
+    readable: list[tuple[Path, str | None]] = []
     reasons = []
     for candidate in ref.files:
-        if candidate.suffix.lower() not in SUPPORTED_EXTENSIONS:
-            reasons.append(f"{candidate.name}: unsupported type {candidate.suffix or '(none)'}")
-        elif not candidate.is_file():
-            reasons.append(f"{candidate}: file not found")
+        refused, note = _attachment_check(candidate, folder)
+        if refused:
+            reasons.append(refused)
         else:
-            return candidate, None
-    return None, "; ".join(reasons)
+            readable.append((candidate, note))
+    if not readable:
+        return None, "; ".join(reasons)
+    chosen, outside = min(
+        readable, key=lambda r: (bool(_SUPPLEMENT_RE.search(r[0].stem)), r[0].suffix.lower() != ".pdf")
+    )
+    notes = [outside] if outside else []
+    if chosen != readable[0][0]:
+        notes.append(f"read {chosen.name}, not {readable[0][0].name} listed before it: a PDF first, a supplement last")
+    return chosen, "; ".join(notes) or None
+
+
+def _attachment_check(candidate: Path, folder: Path | None) -> tuple[str | None, str | None]:
+    """(why `candidate` is not read, or None; a note when it is read from outside `folder`)."""
+    if candidate.suffix.lower() not in SUPPORTED_EXTENSIONS:
+        return f"{candidate.name}: unsupported type {candidate.suffix or '(none)'}", None
+    if not candidate.is_file():
+        return f"{candidate}: file not found", None
+    if folder is None:
+        return None, None
+    try:
+        real = candidate.resolve(strict=True)
+        inside = real.is_relative_to(folder.resolve())
+        paper = inside or _paper_content(real)
+    except (OSError, RuntimeError) as exc:
+        return f"{candidate}: cannot read ({getattr(exc, 'strerror', None) or exc})", None
+    if inside:
+        return None, None
+    if not paper:
+        suffix = real.suffix.lower()
+        kind = "a PDF" if suffix == ".pdf" else "an HTML page" if suffix in HTML_EXTENSIONS else "UTF-8 text"
+        return f"{real}: outside the library's folder and its content is not {kind}: not read", None
+    return None, f"file outside the library's folder: {real}"
+
+
+def _paper_content(path: Path) -> bool:
+    """Whether a file (a link's target: its own name and type count) is a paper format by its first
+    bytes: a PDF header, an HTML page's start, or UTF-8 text without NUL bytes for Markdown and
+    plain text (an archive or a database renamed `.txt` is not a paper)."""
+    with path.open("rb") as handle:
+        head = handle.read(8192)
+    suffix = path.suffix.lower()
+    if suffix == ".pdf":
+        return b"%PDF-" in head[:1024]
+    if suffix in HTML_EXTENSIONS:
+        return _HTML_START_RE.match(head.removeprefix(b"\xef\xbb\xbf")) is not None
+    if suffix not in SUPPORTED_EXTENSIONS:  # a link `notes.txt` to a file of another name and type
+        return False
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return b"\0" not in head and bool(head.strip())
 
 
 # --- writing -----------------------------------------------------------------------------------
@@ -617,15 +850,19 @@ def write_bibtex(
 
 def write_ris(items: list[LabelledReference], kia_labels: frozenset[str] = frozenset()) -> str:
     """RIS (rispy's writer): the labels as `KW` lines, the evidence as an `N1` note (kia's earlier
-    labels among `kia_labels` and its earlier note replaced, as in BibTeX)."""
+    labels among `kia_labels` and its earlier note replaced, as in BibTeX). Written as the library
+    was: every repeated tag (two `L1` files) kept, its line ending (CRLF as Zotero and EndNote
+    write it) kept, and no `1.`, `2.` counter line before each `TY` (rispy's default, no RIS tag)."""
     import rispy
 
     entries = []
+    newlines = []
     for item in with_unique_keys(items):
         ref = item.ref
         # every value on one line: a line break in a title or key would start a forged tag or record
         if ref.raw and ref.source_format == "ris":
             kept = dict(ref.raw)
+            newlines.append(str(kept.pop(RIS_NEWLINE_FIELD, "\n")))
             notes = _as_list(kept.get("notes"))
             came_back = any(has_kia_note(n) for n in notes)
             have = own_keywords(_as_list(kept.get("keywords")), kia_labels, came_back)
@@ -652,7 +889,21 @@ def write_ris(items: list[LabelledReference], kia_labels: frozenset[str] = froze
         if item.note:
             entry["notes"] = [one_line(item.note)]
         entries.append(entry)
-    return rispy.dumps(entries)
+    newline = "\r\n" if newlines and newlines[0] == "\r\n" else "\n"
+    return rispy.dumps(entries, implementation=_ris_writer(newline), enforce_list_tags=False)
+
+
+def _ris_writer(newline: str) -> type[Any]:
+    """rispy's RIS writer with `newline` between lines and no counter line before a record."""
+    from rispy.writer import RisWriter
+
+    class LibraryRisWriter(RisWriter):
+        NEWLINE = newline
+
+        def set_header(self, count: int) -> str:
+            return ""
+
+    return LibraryRisWriter
 
 
 def write_csljson(items: list[LabelledReference], kia_labels: frozenset[str] = frozenset()) -> str:

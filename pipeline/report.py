@@ -30,6 +30,7 @@ from kia.labelings import (
     taxonomy_for_run,
 )
 from kia.references import (
+    ABSTRACT_ONLY,
     LabelledReference,
     LibraryRecord,
     Reference,
@@ -350,6 +351,9 @@ def export_bibliography(
     note from an earlier export are replaced, the user's own kept (`merge_keywords`, `merge_note`)."""
     with Store(db, read_only=True) as store:
         arxiv_ids = store.latest_document_field("arxiv_id")
+        # labelled from the abstract only: the paper's current document, not the newest record's
+        # status (kia's export ingested back is `linked`, the paper still has no file)
+        abstract_only = {k for k, p in store.latest_document_field("path").items() if str(p).endswith(ABSTRACT_ONLY)}
         records = [
             LibraryRecord(
                 e["source"], e["added_at"], e["paper_key"], _library_reference(e), e["status"], e["reason"] or ""
@@ -365,7 +369,7 @@ def export_bibliography(
                 evidence = store.paper_evidence(source.run_id, key) if source.run_id else []
                 labels = [c for axis in taxonomy.axis_ids for c in sorted(source.labeling[key].get(axis, frozenset()))]
                 note = _evidence_note(source, taxonomy, key, evidence)
-                if record.status == "abstract":
+                if key in abstract_only:
                     note = note.replace("): ", "; labelled from the abstract only, no file): ", 1)
                 items.append(LabelledReference(ref, labels, note))
                 written.add(key)

@@ -496,3 +496,38 @@ def test_papers_and_show_know_which_version_a_run_labelled(tmp_path: Path) -> No
     assert "run r labelled another version of this paper" in current.stderr and "add --run r" in current.stderr
     unknown = run_kia("show", "paper", "--run", "nope", "--db", str(db))
     assert unknown.returncode == 1 and "no run named 'nope'" in unknown.stderr
+
+
+def test_a_library_file_outside_its_folder_is_read_only_when_it_is_a_paper_and_said(tmp_path: Path) -> None:
+    """A shared library's `file` field (`../`, an absolute path, a link leading out) must not quietly
+    bring any file into the store: outside the library's folder a file is read only when its
+    content is a paper format's, and its line says it lies outside; anything else is refused."""
+    private, shared = tmp_path / "private", tmp_path / "shared"
+    private.mkdir()
+    shared.mkdir()
+    (private / "notes.txt").write_text("Notes on report conditioned CT diffusion models and their masks.\n")
+    make_pdf(private / "zotero.pdf", ["Masks to CT: a latent diffusion model conditioned on organ masks."])
+    (private / "fake.pdf").write_text("Private text saved under a PDF name.\n", encoding="utf-8")
+    (private / "key.txt").write_bytes(b"\x00\x01binary\xff\xfe secret")
+    (shared / "link.txt").symlink_to(private / "key.txt")
+    (shared / "inside.txt").write_text("We generate CT volumes from radiology reports inside the folder.\n")
+    library = shared / "library.bib"
+    library.write_text(
+        "@article{rel, title = {Relative}, file = {Full Text:../private/notes.txt:text/plain}}\n"
+        f"@article{{abs, title = {{Absolute}}, file = {{Full Text:{private / 'zotero.pdf'}:application/pdf}}}}\n"
+        f"@article{{fake, title = {{Fake}}, file = {{:{private / 'fake.pdf'}:pdf}}}}\n"
+        "@article{link, title = {Link}, file = {:link.txt:text/plain}}\n"
+        "@article{inside, title = {Inside}, file = {:inside.txt:text/plain}}\n",
+        encoding="utf-8",
+    )
+    db = tmp_path / "kia.duckdb"
+    out = run_kia("ingest", "--bib", str(library), "--db", str(db)).stdout
+    lines = {m.group(1): m.string for m in (re.match(r"[a-z ]+: (\S+)", line) for line in out.splitlines()) if m}
+    assert lines["rel"] == f"ingested: rel -> rel (file outside the library's folder: {private / 'notes.txt'})"
+    assert lines["abs"] == f"ingested: abs -> abs (file outside the library's folder: {private / 'zotero.pdf'})"
+    assert lines["fake"].startswith(f"no file: fake ({private / 'fake.pdf'}: outside the library's folder and its")
+    assert "its content is not a PDF: not read" in lines["fake"]
+    assert f"({private / 'key.txt'}: outside the library's folder and its content is not UTF-8 text" in lines["link"]
+    assert lines["inside"] == "ingested: inside -> inside"
+    with Store(db, read_only=True) as store:
+        assert sorted(store.paper_keys()) == ["abs", "inside", "rel"]

@@ -605,3 +605,228 @@ def test_a_library_that_is_a_folder_empty_or_not_utf8_says_so_in_one_line(tmp_pa
     assert bad.returncode == 1 and "latin.bib: line 1: not UTF-8 (byte 0xe9 at character 23)" in bad.stderr
     nothing = run_kia("ingest", "--bib", str(empty), "--db", str(db_path))
     assert nothing.returncode == 0 and nothing.stdout.strip().endswith("empty.bib: 0 entries")
+
+
+# --- identity conflicts, LaTeX accents, RIS attachments and form, malformed CSL-JSON ----------------
+ALPHA = "We propose a latent diffusion model conditioned on radiology reports to generate 3D CT volumes."
+BETA = "We propose a GAN conditioned on segmentation masks to generate 3D CT volumes of the liver."
+GAMMA = "A third file: a diffusion model conditioned on text reports for chest CT synthesis."
+
+
+def test_a_record_whose_doi_and_arxiv_id_name_two_papers_is_linked_to_neither(tmp_path: Path, db_path: Path) -> None:
+    """Its DOI is paper A's, its arXiv id paper B's: linking it to A (the first found) would write
+    it back in A's place with A's labels; it is refused in one line naming both papers."""
+    for name, text in (("a.txt", ALPHA), ("b.txt", BETA), ("c.txt", GAMMA)):
+        (tmp_path / name).write_text(text + "\n", encoding="utf-8")
+    first, second = tmp_path / "lib1.bib", tmp_path / "lib2.bib"
+    first.write_text(
+        "@article{alpha2024, title = {Alpha: report conditioned latent diffusion for CT}, doi = {10.1000/alpha},"
+        " file = {:a.txt:txt}}\n@article{beta2024, title = {Beta: mask conditioned GAN for liver CT},"
+        " eprint = {2401.00001}, file = {:b.txt:txt}}\n",
+        encoding="utf-8",
+    )
+    second.write_text(
+        "@article{mixed2024, title = {Gamma: something else entirely for CT}, doi = {10.1000/ALPHA},"
+        " eprint = {2401.00001v2}, file = {:c.txt:txt}}\n",
+        encoding="utf-8",
+    )
+    assert run_kia("ingest", "--bib", str(first), "--db", str(db_path)).returncode == 0
+    mixed = run_kia("ingest", "--bib", str(second), "--db", str(db_path))
+    assert mixed.returncode == 1
+    assert (
+        "failed: mixed2024 (identity conflict: its DOI 10.1000/alpha names stored paper alpha2024, its arXiv id"
+        " 2401.00001 names stored paper 2401.00001; linked to neither" in mixed.stdout
+    )
+    with Store(db_path, read_only=True) as store:
+        assert sorted(store.paper_keys()) == ["2401.00001", "alpha2024"] and store.linked_files() == []
+    run_id = _propose(db_path)
+    out = run_kia("export", "--format", "bibtex", "--run", run_id, "--db", str(db_path)).stdout
+    entries = {e.key: e for e in bibtexparser.parse_string(out).entries}
+    assert list(entries) == ["alpha2024", "beta2024", "mixed2024"]  # alpha's own entry is not dropped for it
+    assert "keywords" not in entries["mixed2024"] and "identity conflict" in entries["mixed2024"]["note"]
+
+
+def test_one_title_under_two_dois_is_two_papers(tmp_path: Path, db_path: Path) -> None:
+    """A generic title shared by two works with different DOIs: the second is its own paper, its own
+    file read, never a 'second file' of the first (written back with the first's labels)."""
+    (tmp_path / "p1.txt").write_text(ALPHA + "\n", encoding="utf-8")
+    (tmp_path / "p2.txt").write_text(BETA + "\n", encoding="utf-8")
+    library = tmp_path / "lib.bib"
+    library.write_text(
+        "@article{lee2023, title = {Deep Learning for Medical Image Synthesis}, doi = {10.1000/one},"
+        " file = {:p1.txt:txt}}\n@article{kim2024, title = {Deep learning for medical image synthesis},"
+        " doi = {10.2000/two}, file = {:p2.txt:txt}}\n",
+        encoding="utf-8",
+    )
+    result = run_kia("ingest", "--bib", str(library), "--db", str(db_path))
+    assert "ingested: kim2024 -> kim2024" in result.stdout, result.stdout
+    with Store(db_path, read_only=True) as store:
+        assert sorted(store.paper_keys()) == ["kim2024", "lee2023"]
+    title = "Deep Learning for Medical Image Synthesis"
+    assert same_paper(Identity.of("10.1000/one", None, title), Identity.of("10.2000/two", None, title)) is None
+    assert same_paper(Identity.of(None, "2401.00001", title), Identity.of(None, "2402.00002", title)) is None
+    # an arXiv DOI is the arXiv id said again: the preprint and its journal version are one paper
+    preprint = Identity.of("10.48550/arXiv.2401.00001", None, title)
+    assert same_paper(preprint, Identity.of("10.1000/one", None, title)) == "same title"
+    assert same_paper(preprint, Identity.of(None, "2401.00001v3", "Another title")) == "same arXiv id"
+
+
+def test_latex_accents_are_decoded_for_identity_and_cross_format_export(tmp_path: Path, db_path: Path) -> None:
+    """JabRef's `M{\\"u}ller-Net` and Zotero's `Müller-Net` are one paper; a BibTeX library exported
+    as RIS or CSL-JSON carries `Müller`, `François`, and no author named `others`."""
+    assert normalise_title('M{\\"u}ller-Net: Report Conditioned {CT}') == normalise_title(
+        "Müller-Net: Report Conditioned CT"
+    )
+    assert normalise_title("Fran{\\c{c}}ois and 50% of {\\O}resund") == normalise_title("François and 50% of Øresund")
+    assert normalise_title("Fran{\\c{c}}ois and 50% of {\\O}resund").startswith("francois and 50 of ")
+    (tmp_path / "v1.txt").write_text(ALPHA + "\n", encoding="utf-8")
+    (tmp_path / "v2.txt").write_text(ALPHA + " (camera-ready)\n", encoding="utf-8")
+    jabref, zotero = tmp_path / "jabref.bib", tmp_path / "zotero.json"
+    jabref.write_text(
+        '@article{mueller2024,\n  title = {M{\\"u}ller-Net: Report Conditioned Diffusion for {CT} Synthesis},\n'
+        '  author = {M{\\"u}ller, J{\\"o}rg and Fran{\\c{c}}ois, Ren{\\\'e} and others},\n  year = {2024},\n'
+        "  file = {:v1.txt:text/plain}\n}\n",
+        encoding="utf-8",
+    )
+    ref = read_references(jabref)[0]
+    assert ref.title == "Müller-Net: Report Conditioned Diffusion for CT Synthesis"
+    assert ref.authors == ["Müller, Jörg", "François, René"]
+    zotero.write_text(
+        json.dumps([
+            {"id": "mueller2024b", "type": "article-journal",
+             "title": "Müller-Net: Report Conditioned Diffusion for CT Synthesis",
+             "author": [{"family": "Müller", "given": "Jörg"}], "file": ["v2.txt"]}
+        ]),
+        encoding="utf-8",
+    )  # fmt: skip
+    assert run_kia("ingest", "--bib", str(jabref), "--db", str(db_path)).returncode == 0
+    second = run_kia("ingest", "--bib", str(zotero), "--db", str(db_path))
+    assert "linked: mueller2024b -> mueller2024 (second file of a known paper (same title)" in second.stdout
+    with Store(db_path, read_only=True) as store:
+        assert store.paper_keys() == ["mueller2024"]
+    alone = tmp_path / "jabref-only.duckdb"  # the BibTeX library alone, exported to other formats
+    assert run_kia("ingest", "--bib", str(jabref), "--db", str(alone)).returncode == 0
+    run_id = _propose(alone)
+    csl = json.loads(run_kia("export", "--format", "csljson", "--run", run_id, "--db", str(alone)).stdout)
+    assert csl[0]["author"] == [{"literal": "Müller, Jörg"}, {"literal": "François, René"}]
+    ris = run_kia("export", "--format", "ris", "--run", run_id, "--db", str(alone)).stdout
+    assert "TI  - Müller-Net: Report Conditioned Diffusion for CT Synthesis" in ris
+    assert "AU  - François, René" in ris and "others" not in ris and "\\" not in ris and '"u' not in ris
+
+
+def test_every_ris_attachment_is_read_and_written_back(tmp_path: Path, db_path: Path) -> None:
+    """Two `L1` lines (a supplement listed first, then the paper): the paper is read, and both come
+    back; an `L1` given as a file:// URL (Mendeley, EndNote) is found."""
+    (tmp_path / "paper.txt").write_text(ALPHA + "\n", encoding="utf-8")
+    (tmp_path / "supp.txt").write_text("Supplementary material: extra tables of the CT model.\n", encoding="utf-8")
+    (tmp_path / "my paper 2.txt").write_text(BETA + "\n", encoding="utf-8")
+    url = (tmp_path / "my paper 2.txt").as_uri()  # percent-encoded: file:///.../my%20paper%202.txt
+    library = tmp_path / "lib.ris"
+    library.write_text(
+        "TY  - JOUR\nTI  - A report conditioned latent diffusion model for CT\nAU  - Doe, Jane\nPY  - 2024\n"
+        "L1  - supp.txt\nL1  - paper.txt\nER  - \n\n"
+        f"TY  - JOUR\nTI  - Another mask conditioned GAN for liver CT\nAU  - Roe, Rick\nL1  - {url}\nER  - \n",
+        encoding="utf-8",
+    )
+    result = run_kia("ingest", "--bib", str(library), "--db", str(db_path))
+    assert result.returncode == 0, result.stdout
+    assert "ingested: ris1 -> ris1 (read paper.txt, not supp.txt listed before it" in result.stdout
+    assert "ingested: ris2 -> ris2" in result.stdout
+    with Store(db_path, read_only=True) as store:
+        assert "radiology reports" in store.get_document("ris1").text
+        assert "segmentation masks" in store.get_document("ris2").text
+    run_id = _propose(db_path)
+    out = run_kia("export", "--format", "ris", "--run", run_id, "--db", str(db_path)).stdout
+    assert [line for line in out.splitlines() if line.startswith("L1")] == [
+        "L1  - supp.txt", "L1  - paper.txt", f"L1  - {url}"
+    ]  # fmt: skip
+
+
+def test_an_ris_library_is_written_back_in_its_own_form(tmp_path: Path, db_path: Path) -> None:
+    """CRLF stays CRLF (Zotero, EndNote), and no `1.`, `2.` counter line precedes a record."""
+    (tmp_path / "a.txt").write_text(ALPHA + "\n", encoding="utf-8")
+    library = tmp_path / "lib.ris"
+    record = (
+        "TY  - JOUR\r\nTI  - Report conditioned diffusion for CT volumes {n}\r\nPY  - 2024\r\nL1  - a.txt\r\nER  - \r\n"
+    )
+    library.write_bytes((record.format(n=1) + "\r\n" + record.format(n=2)).encode())
+    assert run_kia("ingest", "--bib", str(library), "--db", str(db_path)).returncode == 0
+    run_id = _propose(db_path)
+    out = tmp_path / "out.ris"
+    assert (
+        run_kia("export", "--format", "ris", "--run", run_id, "--out", str(out), "--db", str(db_path)).returncode == 0
+    )
+    data = out.read_bytes()
+    assert data.startswith(b"TY  - JOUR\r\nTI  - Report conditioned diffusion for CT volumes 1\r\n")
+    assert b"\n" not in data.replace(b"\r\n", b"") and data.count(b"TY  - ") == 2
+    assert not [line for line in data.decode().splitlines() if line.rstrip(".").isdigit()]
+    assert [e["title"][-1] for e in rispy.loads(data.decode().replace("\r\n", "\n"))] == ["1", "2"]
+
+
+def test_a_malformed_csljson_item_is_one_line_and_the_others_are_read(tmp_path: Path, db_path: Path) -> None:
+    (tmp_path / "good.txt").write_text(ALPHA + "\n", encoding="utf-8")
+    library = tmp_path / "lib.json"
+    library.write_text(
+        json.dumps([
+            {"id": "a", "title": "A good long title of a paper", "author": "Smith, J"},
+            "just a string",
+            {"id": "b", "title": "B long paper title here", "issued": "2024"},
+            {"id": "c", "title": "C long paper title here", "author": ["Smith"]},
+            {"id": "good", "title": "A good paper on report conditioned CT", "file": ["good.txt"],
+             "author": [{"family": "Doe", "given": "Jane"}], "issued": {"date-parts": [[2024, 5]]}},
+        ]),
+        encoding="utf-8",
+    )  # fmt: skip
+    result = run_kia("ingest", "--bib", str(library), "--db", str(db_path), process=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr + result.stdout
+    lines = result.stdout.splitlines()
+    assert f"failed: a ({library}: item 1 (a): `author` must be a list of names" in lines[0]
+    assert lines[1].startswith(f"failed: csl2 ({library}: item 2 (csl2): not a CSL-JSON item")
+    assert "item 3 (b): `issued` must be a date object" in lines[2]
+    assert "item 4 (c): an `author` must be a name object, not a string" in lines[3]
+    assert lines[4] == "ingested: good -> good"
+    with Store(db_path, read_only=True) as store:
+        entry = {e["entry_key"]: e for e in store.bib_entries()}["good"]
+        assert entry["year"] == "2024" and entry["authors"] == "Jane Doe"
+
+
+def test_labelled_from_the_abstract_only_survives_a_round_trip(tmp_path: Path, db_path: Path) -> None:
+    """kia's export ingested back makes the newest record `linked`; the paper still has no file, so
+    the note still says its labels come from the abstract only."""
+    library = tmp_path / "lib.bib"
+    library.write_text(
+        "@article{abs2024,\n  title = {A report conditioned latent diffusion model for chest CT synthesis},\n"
+        "  abstract = {We propose a latent diffusion model conditioned on free-text radiology reports through"
+        " cross-attention to generate 3D chest CT volumes.}\n}\n",
+        encoding="utf-8",
+    )
+    assert "abstract: abs2024" in run_kia("ingest", "--bib", str(library), "--db", str(db_path)).stdout
+    run_id = _propose(db_path)
+    rounds = []
+    for number in (1, 2):
+        out = tmp_path / f"round{number}.bib"
+        run_kia("export", "--format", "bibtex", "--run", run_id, "--out", str(out), "--db", str(db_path))
+        rounds.append(bibtexparser.parse_string(out.read_text(encoding="utf-8")).entries[0]["note"])
+        assert run_kia("ingest", "--bib", str(out), "--db", str(db_path)).returncode == 0
+    assert all("labelled from the abstract only, no file" in note for note in rounds), rounds
+
+
+def test_a_file_of_a_paper_labelled_from_its_abstract_becomes_its_current_text(tmp_path: Path, db_path: Path) -> None:
+    """The entry gets its file later: that file is the paper's current, complete version (not only a
+    linked file beside the abstract), and the export's note no longer says abstract only."""
+    library = tmp_path / "lib.bib"
+    entry = (
+        "@article{abs2024,\n  title = {A report conditioned latent diffusion model for chest CT synthesis},\n"
+        "  abstract = {We propose a latent diffusion model conditioned on radiology reports.}{file}\n}\n"
+    )
+    library.write_text(entry.replace("{file}", ""), encoding="utf-8")
+    run_kia("ingest", "--bib", str(library), "--db", str(db_path))
+    (tmp_path / "abs.txt").write_text(ALPHA + " " + BETA + "\n", encoding="utf-8")
+    library.write_text(entry.replace("{file}", ",\n  file = {:abs.txt:txt}"), encoding="utf-8")
+    again = run_kia("ingest", "--bib", str(library), "--db", str(db_path))
+    assert "ingested: abs2024 -> abs2024" in again.stdout, again.stdout
+    with Store(db_path, read_only=True) as store:
+        assert store.latest_document_field("path")["abs2024"].endswith("abs.txt")
+    run_id = _propose(db_path)
+    note = run_kia("export", "--format", "bibtex", "--run", run_id, "--db", str(db_path)).stdout
+    assert "kia (run r): " in note and "abstract only" not in note
