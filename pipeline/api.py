@@ -322,13 +322,16 @@ def export(
     taxonomy: PathLike | None = None,
     group_by: str | None = None,
     keywords_field: str = "keywords",
+    out: PathLike | None = None,
 ) -> str:
     """Labels as csv, jsonl, markdown or latex text: a run's (in the taxonomy it recorded; `run`
     None or `latest`: the latest complete run), the reviewed ones, or `gold`'s (the default gold
     file's when the database holds no run yet); `group_by` groups LaTeX rows by an axis.
 
     `bibtex`, `ris` and `csljson` write the labelled papers back as library entries (the labels in
-    `keywords_field`, the evidence in a note) for a reference manager.
+    `keywords_field`, the evidence in a note) for a reference manager; `out`, the file the text
+    will be written to, is what relative `file` paths of a BibTeX library are rebased to (None:
+    they stay as written, relative to the library's folder).
     """
     from kia.errors import KiaError
     from kia.references import BIB_FORMATS
@@ -360,5 +363,6 @@ def export(
     if format in BIB_FORMATS:
         if not (reviewed or source.run_id is not None):
             raise KiaError(f"--format {format} writes library entries of stored papers: give --run NAME or --reviewed")
-        return export_bibliography(_db(db, settings), source, source_taxonomy(source), format, keywords_field)
+        out_dir = Path(out).parent if out is not None else None
+        return export_bibliography(_db(db, settings), source, source_taxonomy(source), format, keywords_field, out_dir)
     return export_labels(source, format, gold_path, group_by, _db(db, settings), with_gold)

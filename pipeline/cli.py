@@ -240,7 +240,8 @@ def _ingest_library(bib: Path, fetch: bool, output_dir: Path, db: Path) -> None:
     for outcome in outcomes:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
     tally = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-    out.print(f"{bib}: {len(outcomes)} entries" + (f"; {tally}" if tally else ""), markup=False)
+    entries = sum(o.status != "retired" for o in outcomes)  # a retired entry is no longer in the file
+    out.print(f"{bib}: {entries} entries" + (f"; {tally}" if tally else ""), markup=False)
     if counts.get("failed"):
         raise typer.Exit(1)
 
@@ -913,6 +914,7 @@ def export(
         taxonomy,
         group_by=group_by,
         keywords_field=keywords_field,
+        out=output,
     )
     if output is None and not sys.stdout.isatty():
         sys.stdout.write(text)  # piped or redirected: the very bytes --out writes (tabs, every character)

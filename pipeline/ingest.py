@@ -416,7 +416,8 @@ def run_ingest(
 
 @dataclass(frozen=True)
 class EntryOutcome:
-    """What happened to one library entry: ingested, present, linked, fetched or no file (with why)."""
+    """What happened to one library entry: ingested, present, linked, fetched, abstract, no file,
+    failed, or retired (an earlier ingest's entry the file no longer holds), with why."""
 
     entry_key: str
     status: str
@@ -441,17 +442,44 @@ def ingest_library(
     The paper key of a new paper is its arXiv id, else the entry's citation key. An entry without a
     usable file is kept: labelled from its abstract when it has one (status `abstract`), else
     listed as waiting for a file, with the `--fetch` hint where it has an arXiv id.
+
+    The file read is the library's state: an entry an earlier ingest of it stored and it no longer
+    holds (deleted, or renamed to another key) is `retired`, kept but never written back. A BibTeX
+    entry is stored with its text as written and the text around it (an entry kia cannot read
+    among it), so the export writes the library back as it was.
     """
     outcomes: list[EntryOutcome] = []
-    for position, ref in enumerate(read_references(library)):
-        if ref.unreadable:
-            outcome = EntryOutcome(ref.key, "failed", detail=f"{library}: {ref.unreadable}")
-        else:
-            outcome = _ingest_entry(ref, library, store, fetch_pdf, position)
+    refs = _with_surrounding_text(read_references(library))
+
+    def said(outcome: EntryOutcome) -> None:
         outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(outcome)
+
+    for position, ref in enumerate(refs):
+        if ref.unreadable:
+            said(EntryOutcome(ref.key, "failed", detail=f"{library}: {ref.unreadable}"))
+        else:
+            said(_ingest_entry(ref, library, store, fetch_pdf, position))
+    kept = [ref.key for ref in refs if not ref.unreadable]
+    for key in store.retire_bib_entries(str(library), str(library.resolve()), kept):
+        said(EntryOutcome(key, "retired", detail=f"no longer in {library}: kept, not written back"))
     return outcomes
+
+
+def _with_surrounding_text(refs: list[Reference]) -> list[Reference]:
+    """`refs` with an unreadable entry's text (kept as written, never an entry of its own) moved
+    into the text before the next entry read, or after the last one: written back in its place."""
+    pending, last = "", None
+    for ref in refs:
+        if ref.unreadable:
+            pending += ref.before + ref.verbatim + ref.after
+            ref.before = ref.verbatim = ref.after = ""
+        else:
+            ref.before, pending, last = pending + ref.before, "", ref
+    if last is not None:
+        last.after += pending
+    return refs
 
 
 def _ingest_abstract(ref: Reference, library: Path, store: Store, key: str) -> str:
@@ -561,6 +589,10 @@ def _ingest_entry(
             "raw": json.dumps(ref.raw, ensure_ascii=False, default=str),
             "position": position,
             "source_format": ref.source_format,
+            "verbatim": ref.verbatim or None,
+            "text_before": ref.before,
+            "text_after": ref.after,
+            "source_path": str(library.resolve()),
         }
     )
     return EntryOutcome(ref.key, status, paper_key, detail)

@@ -4,7 +4,9 @@ In: each entry's title, authors, year, DOI, arXiv id, URL and attached file (Zot
 field) is read with a well-kept parser (bibtexparser, rispy, plain JSON for CSL-JSON), stored, and
 its file ingested; every field the entry had is kept too, in its own order (`Reference.raw`).
 Out: the same entries, every field as it was, with the labels merged into the keywords and the
-evidence added to the note, so the reference manager can filter by category and nothing is lost.
+evidence added to the note, so the reference manager can filter by category and nothing is lost; a
+BibTeX library comes back byte for byte around what kia adds (its text as read is kept), and the
+text kia writes into BibTeX is TeX-escaped (`tex_text`).
 
 Identity (`same_paper`, `find_known_paper`): two records are the same paper when their DOI, their
 arXiv id (any version) or their normalised title (LaTeX decoded) matches, a title only where no DOI
@@ -19,12 +21,13 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import re
 import unicodedata
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from kia.errors import IdentityConflictError, KiaError, read_user_text
@@ -61,6 +64,12 @@ class Reference:
     # Why a block of the file could not be read as an entry (a second entry under one key, a syntax
     # error): kept as a reference so the import says so on its own line instead of dropping it.
     unreadable: str = ""
+    # BibTeX only, so that writing the library back changes nothing kia did not add: the entry's
+    # block exactly as written, the file's text before it since the previous entry (blank lines,
+    # `%` lines, @string/@preamble/@comment blocks) and, for the file's last entry, the text after it.
+    verbatim: str = ""
+    before: str = ""
+    after: str = ""
 
 
 def latex_to_text(text: str) -> str:
@@ -343,31 +352,65 @@ def _authors_bibtex(value: str) -> list[str]:
 
 
 def read_bibtex(path: Path) -> list[Reference]:
-    """Entries of a BibTeX file (bibtexparser); LaTeX in titles, authors and abstracts decoded."""
+    """Entries of a BibTeX file (bibtexparser), in file order, an unreadable block in its place;
+    LaTeX in titles, authors and abstracts decoded. Each keeps its text as written (`Reference.verbatim`,
+    `before`, `after`) so the export can write the library back byte for byte."""
     import bibtexparser
+    from bibtexparser.model import Entry, ParsingFailedBlock
 
     logging.getLogger("bibtexparser").setLevel(logging.ERROR)  # its warnings are said per entry instead
-    library = bibtexparser.parse_string(path.read_text(encoding="utf-8-sig"))
-    refs = []
-    for entry in library.entries:
-        fields = {f.key.lower(): str(f.value) for f in entry.fields}
-        refs.append(
-            Reference(
-                key=entry.key,
-                entry_type=entry.entry_type.lower(),
-                title=latex_to_text(fields.get("title", "")),
-                authors=_authors_bibtex(fields.get("author", "")),
-                year=fields.get("year", fields.get("date", "")[:4]),
-                doi=normalise_doi(fields.get("doi")),
-                arxiv_id=arxiv_id_of(fields.get("eprint"), fields.get("journal"), fields.get("url"), fields.get("doi")),
-                url=fields.get("url"),
-                files=_zotero_files(fields.get("file", ""), path.parent),
-                abstract=latex_to_text(fields.get("abstract", "")),
-                raw=[(f.key, str(f.value)) for f in entry.fields],
-                source_format="bibtex",
-            )
-        )
-    return refs + [_unreadable_block(block) for block in library.failed_blocks]
+    text = path.read_text(encoding="utf-8-sig")
+    library = bibtexparser.parse_string(text)
+    layout = _block_layout(text, [str(getattr(block, "raw", "") or "") for block in library.blocks])
+    refs: list[Reference] = []
+    pending = ""  # text since the previous entry: gaps, comments, @string/@preamble/@comment blocks
+    for index, block in enumerate(library.blocks):
+        gap, raw = layout[index] if layout else ("", "")
+        if isinstance(block, Entry):
+            ref = _bibtex_reference(block, path)
+        elif isinstance(block, ParsingFailedBlock):
+            ref = _unreadable_block(block)
+        else:
+            pending += gap + raw
+            continue
+        ref.before, ref.verbatim, pending = pending + gap, raw, ""
+        refs.append(ref)
+    if refs and layout:
+        refs[-1].after = pending + text[sum(len(g) + len(r) for g, r in layout) :]
+    return refs
+
+
+def _block_layout(text: str, raws: list[str]) -> list[tuple[str, str]] | None:
+    """Each block's (text before it since the previous block, its own text), in file order, so that
+    joined they are the file; None when a block's text cannot be found where it should be (then the
+    file's entries are written back field by field instead)."""
+    layout, cursor = [], 0
+    for raw in raws:
+        at = text.find(raw, cursor) if raw else -1
+        if at < 0:
+            return None
+        layout.append((text[cursor:at], raw))
+        cursor = at + len(raw)
+    return layout
+
+
+def _bibtex_reference(entry: Any, path: Path) -> Reference:
+    """A parsed BibTeX entry as a reference (values with their strings resolved, enclosing removed)."""
+    fields = {f.key.lower(): str(f.value) for f in entry.fields}
+    return Reference(
+        key=entry.key,
+        entry_type=entry.entry_type.lower(),
+        title=latex_to_text(fields.get("title", "")),
+        authors=_authors_bibtex(fields.get("author", "")),
+        year=fields.get("year", fields.get("date", "")[:4]),
+        doi=normalise_doi(fields.get("doi")),
+        arxiv_id=arxiv_id_of(fields.get("eprint"), fields.get("journal"), fields.get("url"), fields.get("doi")),
+        url=fields.get("url"),
+        files=_zotero_files(fields.get("file", ""), path.parent),
+        abstract=latex_to_text(fields.get("abstract", "")),
+        raw=[(f.key, str(f.value)) for f in entry.fields],
+        source_format="bibtex",
+    )
 
 
 def _unreadable_block(block: Any) -> Reference:
@@ -698,6 +741,33 @@ def bibtex_value(text: str | None) -> str:
     return value if _braces_balanced(value) else value.replace("{", "(").replace("}", ")")
 
 
+# What TeX reads as a command, a comment, a table cell, math, a sub/superscript or a space: text kia
+# writes into BibTeX (its note, and what it builds from a paper's own text) is written as these
+# characters typeset, never run. BibTeX counts braces whatever precedes them, so they are words.
+_TEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "{": r"\textbraceleft{}",
+    "}": r"\textbraceright{}",
+    "$": r"\$",
+    "&": r"\&",
+    "#": r"\#",
+    "%": r"\%",
+    "_": r"\_",
+    "^": r"\textasciicircum{}",
+    "~": r"\textasciitilde{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+}
+_TEX_SPECIALS_RE = re.compile("|".join(re.escape(c) for c in _TEX_SPECIALS))
+
+
+def tex_text(text: str | None) -> str:
+    """`text` on one line and TeX-escaped, so a survey that cites the entry typesets it literally: a
+    paper's `\\input /etc/hostname` reads no file, its `35% & SSIM` neither cuts the bibliography
+    nor breaks it (the characters of `_TEX_SPECIALS` as text commands)."""
+    return _TEX_SPECIALS_RE.sub(lambda m: _TEX_SPECIALS[m.group(0)], one_line(text))
+
+
 def bibtex_key(key: str) -> str:
     """A citation key BibTeX reads as one key: characters outside letters, digits and `:.-+/_` become `_`."""
     return _BIBTEX_KEY_RE.sub("_", one_line(key)) or "entry"
@@ -710,6 +780,18 @@ class LabelledReference:
     ref: Reference
     labels: list[str]
     note: str
+    # The folder of the library the entry was read from: its relative `file` paths are relative to
+    # it, and are rebased when the export is written elsewhere (BibTeX).
+    library_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class VerbatimText:
+    """Text of a BibTeX library written back as it was, between entries: its comments, @string,
+    @preamble and @comment blocks, entries kia could not read, and those of an entry another
+    library's newer record of the paper replaces (`latest_records`)."""
+
+    text: str
 
 
 # Where kia's note begins: `kia (SOURCE): ` (SOURCE is `run NAME`, `reviewed ...` or `gold ...`, no
@@ -812,40 +894,248 @@ def with_unique_keys(items: list[LabelledReference]) -> list[LabelledReference]:
 
 
 def write_bibtex(
-    items: list[LabelledReference], keywords_field: str = "keywords", kia_labels: frozenset[str] = frozenset()
+    items: Sequence[LabelledReference | VerbatimText],
+    keywords_field: str = "keywords",
+    kia_labels: frozenset[str] = frozenset(),
+    out_dir: Path | None = None,
 ) -> str:
-    """BibTeX (bibtexparser's writer) with the labels in `keywords_field` and the evidence in `note`;
-    an entry read from a BibTeX library comes back with every field it had, in its order (kia's
-    earlier labels among `kia_labels` and its earlier note replaced, see `own_keywords`)."""
+    """BibTeX with the labels in `keywords_field` and the evidence in `note`. An entry read from a
+    BibTeX library is written back as written (`_edited_entry`: only its keywords, its note, a key
+    made unique and, written to another folder `out_dir`, its relative `file` paths change), with
+    the library's text around it (`Reference.before`/`after`, `VerbatimText`), so a library
+    written back over itself keeps every byte kia did not add; kia's earlier labels among
+    `kia_labels` and its earlier note are replaced (see `own_keywords`). Other entries are built by
+    bibtexparser's writer, kia's own text in them TeX-escaped (`tex_text`)."""
     import bibtexparser
+
+    entries = iter(with_unique_keys([i for i in items if isinstance(i, LabelledReference)]))
+    pieces: list[tuple[str, bool]] = []  # (text, whether it is a library's own text)
+    built: list[Any] = []  # a run of built entries, written together
+
+    def flush() -> None:
+        if built:
+            pieces.append((bibtexparser.write_string(bibtexparser.Library(built)), False))
+            built.clear()
+
+    for given in items:
+        if isinstance(given, VerbatimText):
+            flush()
+            pieces.append((given.text, True))
+            continue
+        item = next(entries)
+        text = _edited_entry(item, keywords_field, kia_labels, out_dir) if item.ref.verbatim else None
+        if text is None:
+            built.append(_built_entry(item, keywords_field, kia_labels, out_dir))
+        else:
+            flush()
+            pieces.append((item.ref.before + text + item.ref.after, True))
+    flush()
+    return _joined(pieces)
+
+
+def _joined(pieces: list[tuple[str, bool]]) -> str:
+    """The written library: a library's own text follows the text before it as it was (a line
+    break added only where an entry would run into the one before it), a built entry comes after a
+    blank line."""
+    out = ""
+    previous_verbatim = False
+    for text, verbatim in pieces:
+        if not text:
+            continue
+        if out and verbatim and previous_verbatim:
+            if not out[-1].isspace() and not text[0].isspace():
+                out += "\n"
+        elif out and not out.endswith("\n\n"):
+            out += "\n" if out.endswith("\n") else "\n\n"
+        out += text
+        previous_verbatim = verbatim
+    return out
+
+
+def _built_entry(item: LabelledReference, keywords_field: str, kia_labels: frozenset[str], out_dir: Path | None) -> Any:
+    """An entry built field by field: a BibTeX library's entry stored without its text (ingested
+    before kia kept it) from its fields as read, kia's note TeX-escaped; any other from the stored
+    title, authors, year, DOI, arXiv id and URL, the title and authors TeX-escaped (a paper's own
+    title, or an RIS/CSL-JSON library's plain text, typeset as it reads)."""
     from bibtexparser.model import Entry, Field
 
-    library = bibtexparser.Library()
-    for item in with_unique_keys(items):
-        ref = item.ref
-        if ref.raw and ref.source_format == "bibtex":
-            braces = str.maketrans("{}", "()")  # kia's note only: the entry's own fields stay as they were
-            plain = LabelledReference(ref, item.labels, item.note.translate(braces))
-            kept = [
-                Field(name, bibtex_value(value) if isinstance(value, str) else value)
-                for name, value in _raw_fields(plain, keywords_field, "note", kia_labels)
-            ]
-            library.add(Entry(ref.entry_type or "article", bibtex_key(ref.key), kept))
-            continue
-        fields = [Field("title", bibtex_value(ref.title))]
-        if ref.authors:
-            fields.append(Field("author", bibtex_value(" and ".join(ref.authors))))
-        for name, value in (("year", ref.year), ("doi", ref.doi), ("url", ref.url)):
-            if value:
-                fields.append(Field(name, bibtex_value(value)))
-        if ref.arxiv_id:
-            fields += [Field("eprint", bibtex_value(ref.arxiv_id)), Field("archiveprefix", "arXiv")]
-        fields.append(Field(bibtex_key(keywords_field), bibtex_value(", ".join(item.labels))))
-        if item.note:
-            fields.append(Field("note", one_line(item.note).replace("{", "(").replace("}", ")")))
-        entry_type = re.sub(r"[^a-z]", "", (ref.entry_type or "").lower()) or "article"
-        library.add(Entry(entry_type, bibtex_key(ref.key), fields))
-    return bibtexparser.write_string(library)
+    ref = item.ref
+    if ref.raw and ref.source_format == "bibtex":
+        plain = LabelledReference(ref, item.labels, tex_text(item.note))
+        kept = []
+        for name, value in _raw_fields(plain, keywords_field, "note", kia_labels):
+            if name.lower() == "file" and isinstance(value, str):
+                value = rebase_file_field(value, item.library_dir, out_dir)
+            kept.append(Field(name, bibtex_value(value) if isinstance(value, str) else value))
+        return Entry(ref.entry_type or "article", bibtex_key(ref.key), kept)
+    fields = [Field("title", tex_text(ref.title))]
+    if ref.authors:
+        fields.append(Field("author", " and ".join(tex_text(a) for a in ref.authors)))
+    for name, value in (("year", ref.year), ("doi", ref.doi), ("url", ref.url)):
+        if value:
+            fields.append(Field(name, bibtex_value(value)))
+    if ref.arxiv_id:
+        fields += [Field("eprint", bibtex_value(ref.arxiv_id)), Field("archiveprefix", "arXiv")]
+    fields.append(Field(bibtex_key(keywords_field), bibtex_value(", ".join(item.labels))))
+    if item.note:
+        fields.append(Field("note", tex_text(item.note)))
+    entry_type = re.sub(r"[^a-z]", "", (ref.entry_type or "").lower()) or "article"
+    return Entry(entry_type, bibtex_key(ref.key), fields)
+
+
+@dataclass(frozen=True)
+class _EntryText:
+    """Where the parts of an entry's text are: its key, each field's value (name, start, end, as
+    written with its braces or quotes) and its closing brace."""
+
+    key: tuple[int, int]
+    fields: list[tuple[str, int, int]]
+    close: int
+
+
+def _entry_text(verbatim: str) -> _EntryText | None:
+    """The parts of one entry as written, found by bibtexparser without resolving or unwrapping
+    anything (each value exactly as written); None when the text is not one entry so found."""
+    import bibtexparser
+
+    library = bibtexparser.parse_string(verbatim, parse_stack=[])
+    head = re.match(r"\s*@\s*\w+\s*[{(]\s*", verbatim)
+    if len(library.blocks) != 1 or len(library.entries) != 1 or head is None:
+        return None
+    entry = library.entries[0]
+    if not verbatim.startswith(entry.key, head.end()):
+        return None
+    position = head.end() + len(entry.key)
+    fields = []
+    for field_ in entry.fields:
+        found = re.compile(rf"(?<![^\s,]){re.escape(field_.key)}\s*=\s*").search(verbatim, position)
+        value = str(field_.value)
+        if found is None or not verbatim.startswith(value, found.end()):
+            return None
+        position = found.end() + len(value)
+        fields.append((field_.key, found.end(), position))
+    close = len(verbatim.rstrip()) - 1
+    if close < position or verbatim[close] not in "})":
+        return None
+    return _EntryText((head.end(), head.end() + len(entry.key)), fields, close)
+
+
+def _enclosed(value: str) -> tuple[str, str, str] | None:
+    """(opening, inner text, closing) of a value written as one `{...}` or `"..."`; None for a
+    number, a @string macro or a `#` concatenation."""
+    if len(value) >= 2 and value[0] == '"' and value[-1] == '"' and '"' not in value[1:-1]:
+        return '"', value[1:-1], '"'
+    if len(value) >= 2 and value[0] == "{" and value[-1] == "}" and _braces_balanced(value[1:-1]):
+        return "{", value[1:-1], "}"
+    return None
+
+
+def _keyword_list(text: str) -> list[str]:
+    return [k.strip() for k in re.split(r"[;,]", text) if k.strip()]
+
+
+def _edited_entry(
+    item: LabelledReference, keywords_field: str, kia_labels: frozenset[str], out_dir: Path | None
+) -> str | None:
+    """The entry's text as written, with only what kia changes changed: its labels merged into
+    `keywords_field` (written `{...}` only when they change it), kia's note (TeX-escaped) after
+    the user's own on its line, a key `with_unique_keys` gave it, its relative `file` paths rebased
+    to `out_dir`; a field it lacked is added after its last one in its layout. None when its text
+    cannot be taken apart (then it is built field by field)."""
+    ref, text = item.ref, item.ref.verbatim
+    parts = _entry_text(text)
+    if parts is None:
+        return None
+    edits: list[tuple[int, int, str]] = []
+    if ref.key != text[parts.key[0] : parts.key[1]]:
+        edits.append((*parts.key, bibtex_key(ref.key)))
+    values = {name.lower(): (start, end) for name, start, end in parts.fields}
+    parsed = {name.lower(): str(value) for name, value in ref.raw}  # a macro's value as read
+    note_at, keywords_at = values.get("note"), values.get(keywords_field.lower())
+    own = ""
+    if note_at is not None:
+        written = _enclosed(text[note_at[0] : note_at[1]])
+        own = written[1] if written else parsed.get("note", "")
+    added: list[tuple[str, str]] = []
+    if keywords_at is not None:
+        written = _enclosed(text[keywords_at[0] : keywords_at[1]])
+        existing = written[1] if written else parsed.get(keywords_field.lower(), "")
+        merged = merge_keywords(existing, item.labels, kia_labels, has_kia_note(own))
+        if _keyword_list(merged) != _keyword_list(existing):
+            edits.append((*keywords_at, "{" + bibtex_value(merged) + "}"))
+    elif item.labels:
+        added.append((bibtex_key(keywords_field), bibtex_value(", ".join(item.labels))))
+    note = tex_text(item.note)
+    if note_at is not None:
+        mine = own_note(own)
+        merged_note = f"{mine} {note}" if mine and note else mine or note
+        if merged_note != own or _enclosed(text[note_at[0] : note_at[1]]) is None:
+            edits.append((*note_at, "{" + merged_note + "}"))
+    elif note:
+        added.append(("note", note))
+    if item.library_dir is not None and out_dir is not None and "file" in values:
+        start, end = values["file"]
+        written = _enclosed(text[start:end])
+        if written is not None:
+            rebased = rebase_file_field(written[1], item.library_dir, out_dir)
+            if rebased != written[1]:
+                edits.append((start, end, written[0] + rebased + written[2]))
+    if added:
+        edits.append(_added_fields(text, parts, added))
+    for start, end, new in sorted(edits, key=lambda edit: edit[0], reverse=True):
+        text = text[:start] + new + text[end:]
+    return text
+
+
+def _added_fields(text: str, parts: _EntryText, added: list[tuple[str, str]]) -> tuple[int, int, str]:
+    """The fields an entry lacked, inserted after its last value in its own layout (each on its own
+    line, indented as its fields are, when the entry is written over several lines)."""
+    last = parts.fields[-1][2] if parts.fields else parts.key[1]
+    if "\n" in text[parts.key[1] : parts.close]:
+        first = parts.fields[0][1] if parts.fields else parts.close
+        line = text[text.rfind("\n", 0, first) + 1 : first]
+        indent = line[: len(line) - len(line.lstrip())] or "  "
+        separator = "\n" + indent
+    else:
+        separator = " "
+    return last, last, "".join(f",{separator}{name} = {{{value}}}" for name, value in added)
+
+
+_URL_RE = re.compile(r"^[a-z][a-z0-9+.-]*:(?:\\?:)?//", re.I)
+
+
+def rebase_file_field(value: str, library_dir: Path | None, out_dir: Path | None) -> str:
+    """A `file` field (Zotero `desc:path:mime;...`, Mendeley `:path:pdf`, or plain paths) with
+    each relative path, relative to the library's folder, made relative to `out_dir`, where the
+    export is written; absolute paths, URLs and everything else in the field stay as written."""
+    if library_dir is None or out_dir is None:
+        return value
+    base, target_dir = library_dir.resolve(), out_dir.resolve()
+    if base == target_dir:
+        return value
+    parts = re.split(r"(;(?=[^;]*:))", value)
+    for index in range(0, len(parts), 2):
+        part = parts[index]
+        pieces = part.split(":")
+        typed = "/" in pieces[-1] or pieces[-1].isalpha()
+        if len(pieces) >= 3 and typed:
+            lead, raw, tail = pieces[0] + ":", ":".join(pieces[1:-1]), ":" + pieces[-1]
+        else:
+            lead, raw, tail = "", part, ""
+        stripped = raw.strip()
+        plain = stripped.replace("\\:", ":").replace("\\\\", "\\")
+        absolute = (
+            not stripped
+            or Path(plain).is_absolute()
+            or PureWindowsPath(plain).is_absolute()
+            or PureWindowsPath(plain).drive != ""
+            or plain.startswith("~")
+            or _URL_RE.match(plain) is not None
+        )
+        if not absolute:
+            rebased = os.path.relpath(os.path.normpath(os.path.join(base, stripped)), target_dir)
+            parts[index] = lead + raw.replace(stripped, rebased, 1) + tail
+    return "".join(parts)
 
 
 def write_ris(items: list[LabelledReference], kia_labels: frozenset[str] = frozenset()) -> str:
@@ -934,17 +1224,21 @@ def write_csljson(items: list[LabelledReference], kia_labels: frozenset[str] = f
 
 
 def write_references(
-    items: list[LabelledReference],
+    items: Sequence[LabelledReference | VerbatimText],
     output_format: str,
     keywords_field: str = "keywords",
     kia_labels: frozenset[str] = frozenset(),
+    out_dir: Path | None = None,
 ) -> str:
     """The entries in one of BIB_FORMATS; `kia_labels` are the taxonomy's category ids, the
-    keywords kia itself wrote into an entry that comes back from an earlier export."""
+    keywords kia itself wrote into an entry that comes back from an earlier export. A BibTeX
+    library's own text between entries (`VerbatimText`) is written in BibTeX only; `out_dir` is
+    the folder the export is written to (BibTeX rebases relative `file` paths to it)."""
+    entries = [item for item in items if isinstance(item, LabelledReference)]
     if output_format == "bibtex":
-        return write_bibtex(items, keywords_field, kia_labels)
+        return write_bibtex(items, keywords_field, kia_labels, out_dir)
     if output_format == "ris":
-        return write_ris(items, kia_labels)
+        return write_ris(entries, kia_labels)
     if output_format == "csljson":
-        return write_csljson(items, kia_labels)
+        return write_csljson(entries, kia_labels)
     raise KiaError(f"unknown reference format {output_format!r}; use one of {', '.join(BIB_FORMATS)}")

@@ -34,6 +34,7 @@ from kia.references import (
     LabelledReference,
     LibraryRecord,
     Reference,
+    VerbatimText,
     known_papers,
     latest_records,
     write_references,
@@ -336,53 +337,80 @@ def _library_reference(entry: dict[str, Any]) -> Reference:
         url=entry["url"] and str(entry["url"]),
         raw=[(str(name), value) for name, value in raw],
         source_format=str(entry["source_format"] or ""),
+        verbatim=str(entry.get("verbatim") or ""),
+        before=str(entry.get("text_before") or ""),
+        after=str(entry.get("text_after") or ""),
     )
 
 
+def _library_dir(entry: dict[str, Any]) -> Path:
+    """The folder of the library an entry was read from (its relative `file` paths' base): as
+    resolved at ingest, else (an entry stored before kia kept it) its path as given, from here."""
+    return Path(entry.get("source_path") or Path(str(entry["source"])).resolve()).parent
+
+
 def export_bibliography(
-    db: Path, source: LabelSource, taxonomy: Taxonomy, output_format: str, keywords_field: str = "keywords"
+    db: Path,
+    source: LabelSource,
+    taxonomy: Taxonomy,
+    output_format: str,
+    keywords_field: str = "keywords",
+    out_dir: Path | None = None,
 ) -> str:
-    """Every library entry ingested (`kia ingest --bib`), in its library's order, with every field it
-    had (labels merged into its keywords, the evidence added to its note), then the labelled papers
-    that came from no library as entries built from the stored document. An entry whose paper has
-    no labels here is still written, its note saying why (waiting for a file, or not labelled).
+    """Every current library entry ingested (`kia ingest --bib`; an entry a later ingest of its
+    library no longer had is not), in its library's order, with every field it had (labels merged
+    into its keywords, the evidence added to its note), then the labelled papers that came from no
+    library (nor from a library that no longer holds it) as entries built from the stored document.
+    An entry whose paper has no labels here is
+    still written, its note saying why (waiting for a file, or not labelled).
     A paper held by several libraries (two exports of one library, kia's own export re-imported) is
     written once, from the library that gave its newest record (`latest_records`); kia's labels and
-    note from an earlier export are replaced, the user's own kept (`merge_keywords`, `merge_note`)."""
+    note from an earlier export are replaced, the user's own kept (`merge_keywords`, `merge_note`).
+    In BibTeX a library comes back as written around its entries (comments, @string, @preamble,
+    @comment, entries kia could not read), also where another library's record of an entry wins;
+    `out_dir`, the folder the export is written to, is what relative `file` paths are rebased to."""
     with Store(db, read_only=True) as store:
         arxiv_ids = store.latest_document_field("arxiv_id")
         # labelled from the abstract only: the paper's current document, not the newest record's
         # status (kia's export ingested back is `linked`, the paper still has no file)
         abstract_only = {k for k, p in store.latest_document_field("path").items() if str(p).endswith(ABSTRACT_ONLY)}
+        entries = store.library_entries()
         records = [
             LibraryRecord(
                 e["source"], e["added_at"], e["paper_key"], _library_reference(e), e["status"], e["reason"] or ""
             )
-            for e in store.library_entries()
+            for e in entries
         ]
-        items = []
-        written: set[str] = set()
         # a paper's record once, however many libraries (or exports of one library) hold it
-        for record in latest_records(records, known_papers(store.paper_identifiers())):
+        chosen = {id(r) for r in latest_records(records, known_papers(store.paper_identifiers()))}
+        items: list[LabelledReference | VerbatimText] = []
+        written: set[str] = set()
+        for entry, record in zip(entries, records, strict=True):
             ref, key = record.ref, record.paper_key
+            if id(record) not in chosen:  # the library's own text around it stays in its place
+                if (ref.before + ref.after).strip():
+                    items.append(VerbatimText(ref.before + ref.after))
+                continue
+            library_dir = _library_dir(entry)
             if key and key in source.labeling:
                 evidence = store.paper_evidence(source.run_id, key) if source.run_id else []
                 labels = [c for axis in taxonomy.axis_ids for c in sorted(source.labeling[key].get(axis, frozenset()))]
                 note = _evidence_note(source, taxonomy, key, evidence)
                 if key in abstract_only:
                     note = note.replace("): ", "; labelled from the abstract only, no file): ", 1)
-                items.append(LabelledReference(ref, labels, note))
+                items.append(LabelledReference(ref, labels, note, library_dir))
                 written.add(key)
             else:
                 why = record.reason if not key else f"not labelled in {source.name} (run `kia propose`)"
-                items.append(LabelledReference(ref, [], f"kia ({source.name}): no labels: {why}"))
-        for key in sorted(set(source.labeling) - written):
+                items.append(LabelledReference(ref, [], f"kia ({source.name}): no labels: {why}", library_dir))
+        # a paper whose library entries were all deleted from their library is not written back either
+        for key in sorted(set(source.labeling) - written - store.retired_library_papers()):
             evidence = store.paper_evidence(source.run_id, key) if source.run_id else []
             ref = Reference(key=key, title=source.titles.get(key, ""), arxiv_id=arxiv_ids.get(key))
             labels = [c for axis in taxonomy.axis_ids for c in sorted(source.labeling[key].get(axis, frozenset()))]
             items.append(LabelledReference(ref, labels, _evidence_note(source, taxonomy, key, evidence)))
     ours = frozenset(c for axis in taxonomy.axes for c in axis.category_ids)
-    return write_references(items, output_format, keywords_field, ours)
+    return write_references(items, output_format, keywords_field, ours, out_dir)
 
 
 def _img(path: Path) -> str:

@@ -433,3 +433,62 @@ def test_latex_method_column_names_the_gold_method_a_paper_matched() -> None:
     rows = [line for line in latex.splitlines() if line.startswith("{")]
     assert rows[0].startswith("{CTFlow} & K1 & I2 & A3 & Clinical Reports") and ctflow.arxiv_id not in latex
     assert rows[1].startswith("{smith2025masks} & ")
+
+
+def test_relative_attachment_paths_follow_the_written_library(tmp_path: Path) -> None:
+    """A library's relative `file` paths are relative to its folder: a BibTeX export written to
+    another folder rebases them (kia finds the files when it reads that export), one written beside
+    the library keeps them byte for byte, and absolute paths stay as they were."""
+    from kia.backends.rules import RulesBackend
+    from kia.propose import load_prompt, run_proposals
+    from kia.store import Store
+    from tests.conftest import run_kia
+    from tests.fakes import HashingEncoder
+
+    db = tmp_path / "kia.duckdb"
+    (tmp_path / "lib" / "files").mkdir(parents=True)
+    (tmp_path / "lib" / "files" / "a.md").write_text(
+        "# Report conditioned diffusion for CT volumes\n\n## Abstract\nWe propose a latent diffusion model "
+        "conditioned on radiology reports to generate 3D CT volumes.\n",
+        encoding="utf-8",
+    )
+    elsewhere = tmp_path / "elsewhere.md"
+    elsewhere.write_text("# Mask conditioned GAN for liver CT\n\n## Abstract\nA GAN from masks.\n", encoding="utf-8")
+    library = tmp_path / "lib" / "library.bib"
+    library.write_text(
+        "@article{a2024,\n  title = {Report conditioned diffusion for CT volumes},\n"
+        "  file = {Full Text:files/a.md:text/markdown;Snapshot:files/gone.html:text/html}\n}\n"
+        f"@article{{b2024,\n  title = {{Mask conditioned GAN for liver CT}},\n  file = {{:{elsewhere}:text/markdown}}\n}}\n",
+        encoding="utf-8",
+    )
+    assert run_kia("ingest", "--bib", str(library), "--db", str(db)).returncode == 0
+    with Store(db) as store:
+        run_proposals(store, RulesBackend(HashingEncoder()), load_taxonomy(), load_prompt(), run_name="r")
+    out = tmp_path / "out" / "labelled.bib"
+    assert run_kia("export", "--format", "bibtex", "--run", "r", "--out", str(out), "--db", str(db)).returncode == 0
+    written = out.read_text(encoding="utf-8")
+    assert "file = {Full Text:../lib/files/a.md:text/markdown;Snapshot:../lib/files/gone.html:text/html}" in written
+    assert f"file = {{:{elsewhere}:text/markdown}}" in written
+    back = run_kia("ingest", "--bib", str(out), "--db", str(db))
+    assert "present: a2024 -> a2024" in back.stdout and "file not found" not in back.stdout, back.stdout
+    beside = tmp_path / "lib" / "labelled.bib"
+    assert run_kia("export", "--format", "bibtex", "--run", "r", "--out", str(beside), "--db", str(db)).returncode == 0
+    assert "file = {Full Text:files/a.md:text/markdown;Snapshot:files/gone.html:text/html}" in beside.read_text()
+
+
+def test_a_file_field_is_rebased_path_by_path() -> None:
+    """Zotero's `desc:path:mime;...`, Mendeley's `:path:pdf`, plain paths: only the relative paths
+    move; absolute POSIX and Windows paths (JabRef's `C\\:\\\\...`) and URLs stay as written."""
+    from kia.references import rebase_file_field
+
+    lib, out = Path("/data/lib"), Path("/data/out")
+    assert (
+        rebase_file_field(":papers/x.pdf:PDF;:/abs/y.pdf:PDF", lib, out) == ":../lib/papers/x.pdf:PDF;:/abs/y.pdf:PDF"
+    )
+    assert rebase_file_field("papers/x.pdf", lib, out) == "../lib/papers/x.pdf"
+    assert rebase_file_field(r":C\:\\Users\\me\\x.pdf:PDF", lib, out) == r":C\:\\Users\\me\\x.pdf:PDF"
+    assert rebase_file_field(r"Online:https\://arxiv.org/pdf/2501.00001:URL", lib, out) == (
+        r"Online:https\://arxiv.org/pdf/2501.00001:URL"
+    )
+    assert rebase_file_field(":x.pdf:PDF", lib, lib) == ":x.pdf:PDF"
+    assert rebase_file_field(":x.pdf:PDF", lib, None) == ":x.pdf:PDF"

@@ -531,3 +531,54 @@ def test_a_library_file_outside_its_folder_is_read_only_when_it_is_a_paper_and_s
     assert lines["inside"] == "ingested: inside -> inside"
     with Store(db, read_only=True) as store:
         assert sorted(store.paper_keys()) == ["abs", "inside", "rel"]
+
+
+def test_a_library_ingested_again_is_that_files_state(tmp_path: Path, db_path: Path) -> None:
+    """The user renames one citation key and deletes another entry, then ingests the library again
+    (under another spelling of its path): the export writes the one entry it has, once, in every
+    format; the entries gone from the file are retired, kept as history."""
+    import json
+
+    import rispy
+
+    from kia.store import Store
+
+    (tmp_path / "a.md").write_text(
+        "# Report conditioned latent diffusion for CT volumes\n\n## Abstract\nWe propose a latent diffusion "
+        "model conditioned on radiology reports to generate 3D CT volumes.\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "b.md").write_text(
+        "# Mask conditioned GAN for liver CT volumes\n\n## Abstract\nWe propose a GAN conditioned on "
+        "segmentation masks to generate 3D CT volumes of the liver.\n",
+        encoding="utf-8",
+    )
+    library = tmp_path / "library.bib"
+    library.write_text(
+        "@article{oldkey2024, title = {Report conditioned latent diffusion for CT volumes}, file = {:a.md:md}}\n"
+        "@article{deleteme2024, title = {Mask conditioned GAN for liver CT volumes}, file = {:b.md:md}}\n",
+        encoding="utf-8",
+    )
+    assert run_kia("ingest", "--bib", str(library), "--db", str(db_path)).returncode == 0
+    with Store(db_path) as store:
+        run_id = _propose_offline(store)
+    library.write_text(
+        "@article{newkey2024, title = {Report conditioned latent diffusion for CT volumes}, file = {:a.md:md}}\n",
+        encoding="utf-8",
+    )
+    again = run_kia("ingest", "--bib", "library.bib", "--db", str(db_path), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "retired: deleteme2024 (no longer in library.bib: kept, not written back)" in again.stdout
+    assert "retired: oldkey2024 (" in again.stdout and "library.bib: 1 entries;" in again.stdout
+
+    def exported(output_format: str) -> str:
+        result = run_kia("export", "--format", output_format, "--run", run_id, "--db", str(db_path))
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert re.findall(r"^@\w+\{([^,]+),", exported("bibtex"), re.M) == ["newkey2024"]
+    assert [e["id"] for e in rispy.loads(exported("ris"))] == ["newkey2024"]
+    assert [i["id"] for i in json.loads(exported("csljson"))] == ["newkey2024"]
+    with Store(db_path, read_only=True) as store:  # history: the retired entries are still stored
+        rows = store.query("SELECT entry_key, retired_at IS NOT NULL FROM bib_entries ORDER BY entry_key")
+    assert rows == [("deleteme2024", True), ("newkey2024", False), ("oldkey2024", True)]

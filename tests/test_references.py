@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import bibtexparser
@@ -830,3 +833,109 @@ def test_a_file_of_a_paper_labelled_from_its_abstract_becomes_its_current_text(t
     run_id = _propose(db_path)
     note = run_kia("export", "--format", "bibtex", "--run", run_id, "--db", str(db_path)).stdout
     assert "kia (run r): " in note and "abstract only" not in note
+
+
+# Write-back fidelity: a BibTeX library written back over itself keeps every byte kia did not add.
+FAITHFUL_BIB = r"""% Encoding: UTF-8
+@Comment{jabref-meta: databaseType:biblatex;}
+@preamble{ "\providecommand{\noopsort}[1]{}" }
+@string{tmi = "IEEE Transactions on Medical Imaging"}
+
+% the journal version
+@Article{Smith2025,
+    Title     = {Masks to {CT}: Conditioning Diffusion on Organ Masks},
+    Author    = {M{\"u}ller, Anna},
+    Journal   = tmi # { (early access)},
+    month     = sep,
+    year      = 2025,
+    abstract  = {We generate CT volumes from organ masks
+                 with a latent diffusion model.},
+    publisher = "IEEE",
+    file      = {:files/masks.md:text/markdown}
+}
+
+@article{broken2024,
+  title = {A malformed entry, missing a brace
+  year = {2024}
+
+@InProceedings{lee2024, title = {Report-Guided {CT} Generation With Text}, booktitle = tmi, file = {:files/reports.md:text/markdown},}
+
+@article{lee2024,
+  title = {Another paper under the same key},
+  year = {2023}
+}
+
+@comment{jabref-meta: grouping:
+0 AllEntriesGroup:;
+}
+"""
+
+
+def _kia_additions_removed(text: str) -> str:
+    """`text` without the keywords and note fields kia adds to an entry that had neither."""
+    return re.sub(r",(?:\n\s*| )(?:keywords|note) = \{[^\n]*?\}(?=,?(?:\n| note = |\}))", "", text)
+
+
+def test_a_bibtex_library_written_back_over_itself_keeps_every_byte(tmp_path: Path, db_path: Path) -> None:
+    """Comments, @string/@preamble/@comment blocks (JabRef's jabref-meta), macros unexpanded
+    (`tmi # {...}`, `month = sep`), the entry type's case, the layout and the entries kia cannot read
+    (malformed, a second one under a key) come back byte for byte; a second write-back is identical."""
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "masks.md").write_text(MASKS, encoding="utf-8")
+    (tmp_path / "files" / "reports.md").write_text(REPORTS, encoding="utf-8")
+    library = tmp_path / "library.bib"
+    library.write_text(FAITHFUL_BIB, encoding="utf-8")
+    run_kia("ingest", "--bib", str(library), "--db", str(db_path))
+    run_id = _propose(db_path)
+    exported = run_kia("export", "--format", "bibtex", "--run", run_id, "--out", str(library), "--db", str(db_path))
+    assert exported.returncode == 0, exported.stderr
+    first = library.read_text(encoding="utf-8")
+    assert first.count("note = {kia (run r)") == 2 and first.count("keywords = {") == 2, first
+    assert _kia_additions_removed(first) == FAITHFUL_BIB
+    # the labelled library ingested and written back again: the same bytes
+    assert run_kia("ingest", "--bib", str(library), "--db", str(db_path)).returncode == 1  # its 2 unreadable blocks
+    again = run_kia("export", "--format", "bibtex", "--run", run_id, "--out", str(library), "--db", str(db_path))
+    assert again.returncode == 0, again.stderr
+    assert library.read_text(encoding="utf-8") == first
+
+
+HOSTILE_TEX = r"p.1 \input /etc/hostname and \def\x{1} at 35% & SSIM_3D, $x^2$ ~ #1 {open"
+
+
+def test_text_kia_writes_into_bibtex_is_typeset_literally(tmp_path: Path) -> None:
+    """kia's note (a paper's quotes) and the title of a paper from no library are TeX-escaped: no
+    backslash command, comment, alignment, math or parameter character of the paper's reaches TeX;
+    the user's own fields stay exactly as written."""
+    from kia.references import LabelledReference, Reference, write_bibtex
+
+    library = tmp_path / "library.bib"
+    own = "@article{mine,\n  title = {Our {CT} model \\& $\\alpha$ tricks},\n  year = {2024}\n}\n"
+    library.write_text(own, encoding="utf-8")
+    (ref,) = read_references(library)
+    paper = Reference(key="paper", title=f"Report-conditioned CT {{\\input{{/etc/hostname}}}} {HOSTILE_TEX}")
+    written = write_bibtex(
+        [LabelledReference(ref, ["K1"], f"kia (run r): K1 {HOSTILE_TEX}"), LabelledReference(paper, [], "")]
+    )
+    escaped = (
+        r"p.1 \textbackslash{}input /etc/hostname and \textbackslash{}def\textbackslash{}x\textbraceleft{}1"
+        r"\textbraceright{} at 35\% \& SSIM\_3D, \$x\textasciicircum{}2\$ \textasciitilde{} \#1 \textbraceleft{}open"
+    )
+    assert f"note = {{kia (run r): K1 {escaped}}}" in written
+    assert "title = {Our {CT} model \\& $\\alpha$ tricks}" in written  # the user's LaTeX, as written
+    built = bibtexparser.parse_string(written).entries[1]
+    assert built["title"] == (
+        r"Report-conditioned CT \textbraceleft{}\textbackslash{}input\textbraceleft{}/etc/hostname"
+        rf"\textbraceright{{}}\textbraceright{{}} {escaped}"
+    )
+    if shutil.which("pdflatex") and shutil.which("bibtex"):  # and TeX reads it as text, no file
+        (tmp_path / "refs.bib").write_text(written, encoding="utf-8")
+        (tmp_path / "survey.tex").write_text(
+            "\\documentclass{article}\\begin{document}\\nocite{*}\\bibliographystyle{unsrt}"
+            "\\bibliography{refs}\\end{document}\n",
+            encoding="utf-8",
+        )
+        for command in (["pdflatex"], ["bibtex"], ["pdflatex"]):
+            tex = [*command, "-interaction=nonstopmode", "survey"] if command == ["pdflatex"] else [*command, "survey"]
+            subprocess.run(tex, cwd=tmp_path, capture_output=True, timeout=120, check=False)
+        log = (tmp_path / "survey.log").read_text(encoding="utf-8", errors="replace")
+        assert "/etc/hostname" not in log and not re.search(r"^! ", log, re.M), log[-2000:]

@@ -3,6 +3,7 @@ reference-manager entries and linked files, arXiv versions."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from kia.store._base import StoreBase
@@ -118,6 +119,30 @@ class ReviewQueries(StoreBase):
             )
             self._insert_rows(f"INSERT INTO bib_entries ({', '.join(row)})", [list(row.values())])
 
+    def retire_bib_entries(self, source: str, source_path: str, kept: Sequence[str]) -> list[str]:
+        """Mark retired the current entries of the library file `source` (also those stored under
+        another spelling of its path, `source_path`) that its latest ingest no longer holds (`kept`:
+        the entry keys it stored): they stay as history, the export writes the file's current state.
+        Returns their keys."""
+        rows = self.query(
+            "UPDATE bib_entries SET retired_at = current_timestamp WHERE retired_at IS NULL"
+            " AND (source = ? OR source_path = ?)"
+            " AND NOT (source = ? AND list_contains(CAST(? AS VARCHAR[]), entry_key))"
+            " RETURNING entry_key",
+            [source, source_path, source, list(kept)],
+        )
+        return sorted(str(r[0]) for r in rows)
+
+    def retired_library_papers(self) -> set[str]:
+        """Papers that came from a library and are in none any more: every entry that became them was
+        retired by a later ingest of its library (the user deleted the entry)."""
+        rows = self.query(
+            "SELECT DISTINCT paper_key FROM bib_entries WHERE paper_key IS NOT NULL AND retired_at IS NOT NULL"
+            " AND paper_key NOT IN"
+            " (SELECT paper_key FROM bib_entries WHERE paper_key IS NOT NULL AND retired_at IS NULL)"
+        )
+        return {str(r[0]) for r in rows}
+
     def bib_entries(self) -> list[dict[str, Any]]:
         """Every stored library entry as column -> value: per paper, the entries whose file is the
         stored paper first (a linked second record after them), then the latest."""
@@ -129,11 +154,13 @@ class ReviewQueries(StoreBase):
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def library_entries(self) -> list[dict[str, Any]]:
-        """Every stored library entry, column -> value, in each library's own order (libraries in
-        the order first ingested), with when it was ingested: what a library export chooses from."""
+        """Every current library entry (none a later ingest of its library retired), column ->
+        value, in each library's own order (libraries in the order first ingested), with when it
+        was ingested and its text as written: what a library export chooses from."""
         cursor = self.con.execute(
             "SELECT source, entry_key, entry_type, paper_key, title, authors, year, doi, arxiv_id, url, file_path,"
-            " status, reason, raw, source_format, added_at FROM bib_entries"
+            " status, reason, raw, source_format, added_at, verbatim, text_before, text_after, source_path"
+            " FROM bib_entries WHERE retired_at IS NULL"
             " ORDER BY min(added_at) OVER (PARTITION BY source), source, coalesce(position, 0), entry_key"
         )
         names = [d[0] for d in cursor.description]
