@@ -679,6 +679,7 @@ def score(
             "examples": report.examples.as_dict(),
             "training": report.training.as_dict(),
             "scope": report.scope.as_dict() if report.scope else None,
+            "matching": report.matching.as_dict() if report.matching else None,
         }
         agreed = score_consensus(_existing_db(db), report.taxonomy or load_taxonomy(taxonomy), report.run_id, gold)
         if agreed is not None:
@@ -686,6 +687,8 @@ def score(
         out.print(json.dumps(document, indent=2), markup=False)
         return
     _print_agreement(report.agreement, f"run {report.run_id} against {report.gold_path}")
+    for line in report.matching_lines():
+        out.print(line, markup=False)
     if report.scope is not None:
         out.print(report.scope.line(), markup=False)
     if report.training.line():

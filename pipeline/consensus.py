@@ -245,14 +245,14 @@ def score_consensus(db: Path, taxonomy: Taxonomy, run_id: str | None, gold_path:
     """`kia score` on a consensus run (None for any other run): against the gold CSV (default Table 5)."""
     from kia.gold import load_gold
     from kia.labelings import resolve_run
-    from kia.score import gold_labeling
+    from kia.score import match_stored
 
     with Store(db, read_only=True) as store:
         chosen = resolve_run(store, run_id, taxonomy)
         row = store.run_row(chosen) if chosen else None
         if chosen is None or row is None or row["backend"] != CONSENSUS:
             return None  # not a consensus run: nothing to add (and its gold need not fit this taxonomy)
-        reference = gold_labeling(load_gold(gold_path, taxonomy), store.paper_keys())
+        reference = match_stored(store, load_gold(gold_path, taxonomy)).labeling()
         return consensus_score(store, taxonomy, chosen, reference)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from kia.encoders import DEFAULT_ENCODER
 from kia.extract import Document
-from kia.gold import GoldPaper, gold_index
+from kia.gold import GoldPaper
 from kia.references import same_work
 from kia.sentences import Sentence, split_sentences, withheld_title
 from kia.store import Store, dumps
@@ -188,19 +188,18 @@ def labelled_papers(
     """(paper key, source, labels, notes) of the pool: reviewed papers (every axis) first, then stored
     gold papers, each with the gold row's notes (its extra columns) where the paper has a gold row."""
     from kia.labelings import complete, reviewed_labeling
-    from kia.score import gold_labeling
+    from kia.score import match_stored
 
-    stored = store.paper_keys()
+    known = set(store.paper_keys())
     reviewed = complete(reviewed_labeling(store, taxonomy), taxonomy)
-    known = set(stored)
-    notes = {name: paper.notes for name, paper in gold_index(gold).items()}
+    rows = match_stored(store, gold).stored  # by key, arXiv id, DOI or title: a citation key meets its row
     pool: list[tuple[str, str, dict[str, frozenset[str]], dict[str, str]]] = [
-        (k, REVIEW, reviewed[k], notes.get(k.lower(), {})) for k in sorted(reviewed) if k in known
+        (k, REVIEW, reviewed[k], rows[k].notes if k in rows else {}) for k in sorted(reviewed) if k in known
     ]
     taken = {k for k, _, _, _ in pool}
-    for key, labels in sorted(gold_labeling(gold, stored).items()):
-        if key in known and key not in taken:  # gold_labeling keeps unmatched rows too, under their method
-            pool.append((key, GOLD, labels, notes.get(key.lower(), {})))
+    for key, row in sorted(rows.items()):
+        if key not in taken:
+            pool.append((key, GOLD, dict(row.labels), row.notes))
     return pool
 
 

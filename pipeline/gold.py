@@ -1,7 +1,9 @@
 """Gold labels as data: a Table-5-style CSV with one column per taxonomy axis.
 
 Labels within a cell are joined by ';' (the survey's Table 5 prints "I1, I2"; both separators are
-read). A paper is found by its method name or its arXiv id.
+read). A row is matched to a stored paper by identity (`match_gold`): the paper's key (the row's
+method name or arXiv id), else the stored document's or library record's arXiv id, DOI or title, so
+papers from a reference library, stored under citation keys, still meet their rows.
 """
 
 from __future__ import annotations
@@ -9,10 +11,13 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from kia.errors import GoldError, read_user_text
+from kia.references import Identity, arxiv_id_of, known_papers, same_paper
 from kia.resources import default_gold_path
 from kia.taxonomy import Taxonomy
 
@@ -35,6 +40,7 @@ class GoldPaper:
     # The row's `in_scope` (yes / no; None: the file has no such column, or the cell says unsure).
     # A paper out of scope has no labels: it is scored only against the run's out-of-scope flags.
     in_scope: bool | None = None
+    doi: str = ""  # the row's `doi` column, where the file has one
 
     def names(self) -> set[str]:
         """Every key a stored paper may carry and still match this row."""
@@ -154,7 +160,8 @@ def load_gold(path: str | Path | None, taxonomy: Taxonomy, with_out_of_scope: bo
                 and column not in taxonomy.axis_ids
                 and (value or "").strip()
             }
-            paper = GoldPaper(method, arxiv_id, (row.get("title") or "").strip(), labels, details, notes, in_scope)
+            title, doi = (row.get("title") or "").strip(), (row.get("doi") or "").strip()
+            paper = GoldPaper(method, arxiv_id, title, labels, details, notes, in_scope, doi)
             if with_out_of_scope or not out_of_scope:
                 papers.append(paper)
     except csv.Error as exc:
@@ -170,3 +177,128 @@ def gold_index(papers: list[GoldPaper]) -> dict[str, GoldPaper]:
             index[key] = paper
             index[key.lower()] = paper
     return index
+
+
+# How a gold row met its stored paper, strongest first: the key is the row's method name or arXiv id;
+# the others are the stored documents' and library records' identities (`kia.references.same_paper`).
+MATCHED_BY = ("key", "arXiv id", "DOI", "title")
+_REASONS = {"same arXiv id": "arXiv id", "same DOI": "DOI", "same title": "title"}
+
+
+@dataclass(frozen=True)
+class GoldMatch:
+    """Which stored paper each gold row is (at most one each way), how it was matched, and the
+    ambiguities left unmatched: every stage that reads gold against stored papers reads this."""
+
+    gold: tuple[GoldPaper, ...]
+    stored: dict[str, GoldPaper]  # stored paper key -> its gold row
+    how: dict[str, str]  # stored paper key -> one of MATCHED_BY
+    stored_keys: frozenset[str]
+    ambiguous: tuple[str, ...] = ()  # one line per ambiguity (nothing matched there)
+
+    @cached_property
+    def _key_by_row(self) -> dict[int, str]:
+        return {id(row): key for key, row in self.stored.items()}
+
+    def key_of(self, paper: GoldPaper) -> str:
+        """The key a gold row's labels go under: its stored paper's, else its method name (marked as a
+        gold row where that name is a stored paper's key the row did not match)."""
+        if id(paper) in self._key_by_row:
+            return self._key_by_row[id(paper)]
+        return f"{paper.method} (gold row)" if paper.method in self.stored_keys else paper.method
+
+    def labeling(self) -> dict[str, dict[str, frozenset[str]]]:
+        """Gold labels keyed like the stored papers; a row matched to none stays under its method name."""
+        return {self.key_of(paper): dict(paper.labels) for paper in self.gold}
+
+    def counts(self) -> dict[str, int]:
+        """How many stored papers met their row each way (MATCHED_BY order; ways never used left out)."""
+        used = [how for how in MATCHED_BY if how in self.how.values()]
+        return {how: sum(1 for h in self.how.values() if h == how) for how in used}
+
+    def line(self) -> str | None:
+        """One line naming the papers matched other than by key, or None when every match is by key:
+        a citation key scored against a method's row should never be a surprise."""
+        parts = []
+        for how in MATCHED_BY[1:]:
+            pairs = [f"{key} = {row.method}" for key, row in sorted(self.stored.items()) if self.how[key] == how]
+            if pairs:
+                shown = ", ".join(pairs[:8]) + (f" and {len(pairs) - 8} more" if len(pairs) > 8 else "")
+                parts.append(f"{len(pairs)} by {how} ({shown})")
+        return f"gold rows matched to stored papers not by key: {'; '.join(parts)}" if parts else None
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form: the counts, each stored paper's row and how, and the ambiguities."""
+        return {
+            "matched_by": self.counts(),
+            "papers": {key: {"gold": row.method, "by": self.how[key]} for key, row in sorted(self.stored.items())},
+            "ambiguous": list(self.ambiguous),
+        }
+
+
+def _pair_how(row: GoldPaper, mine: Identity, key: str, identities: Sequence[Identity]) -> str | None:
+    """How gold row `row` (identity `mine`) is stored paper `key` (its identities), strongest way, or None."""
+    if key.lower() in {name.lower() for name in row.names()}:
+        return "key"
+    reasons = {same_paper(identity, mine) for identity in identities}
+    reasons.add(same_paper(Identity(arxiv_id=arxiv_id_of(key)), mine))  # a key that is an arXiv id (any version)
+    return next((how for how in MATCHED_BY[1:] if any(_REASONS.get(r or "") == how for r in reasons)), None)
+
+
+def match_gold(
+    gold: Sequence[GoldPaper], identifiers: Sequence[tuple[str, str | None, str | None, str | None]]
+) -> GoldMatch:
+    """Match gold rows to stored papers by identity, way by way (MATCHED_BY): the key, then the arXiv
+    id, the DOI (where both sides have one), then the normalised title (more than 3 words, as
+    `same_paper` counts one). `identifiers` are (paper key, DOI, arXiv id, title) rows of the stored
+    documents and library records (`Store.gold_identities`). A row meets at most one paper and a
+    paper at most one row: where a way offers a row several papers (or a paper several rows), none
+    is matched and one line says so, rather than one be picked silently."""
+    known = known_papers(identifiers)
+    # value (lower-case key, arXiv id, DOI, normalised title) -> the stored papers that carry it: the
+    # candidates of a row, each then confirmed by `_pair_how` (so a row is never compared with every paper)
+    carriers: dict[str, set[str]] = {}
+    for key, identities in known.items():
+        values = {key.lower(), arxiv_id_of(key)} | {v for i in identities for v in (i.arxiv_id, i.doi, i.title)}
+        for value in values - {None, ""}:
+            carriers.setdefault(str(value), set()).add(key)
+    pairs: dict[str, list[tuple[int, str]]] = {how: [] for how in MATCHED_BY}
+    for index, row in enumerate(gold):
+        mine = Identity.of(row.doi, row.arxiv_id, row.title)
+        wanted = {name.lower() for name in row.names()} | {mine.arxiv_id, mine.doi, mine.title}
+        for key in sorted({key for value in wanted - {None, ""} for key in carriers.get(str(value), ())}):
+            how = _pair_how(row, mine, key, known[key])
+            if how is not None:
+                pairs[how].append((index, key))
+    stored: dict[str, GoldPaper] = {}
+    how_of: dict[str, str] = {}
+    ambiguous: list[str] = []
+    rows_done: set[int] = set()
+    keys_done: set[str] = set()
+    for how in MATCHED_BY:
+        live = [(i, k) for i, k in pairs[how] if i not in rows_done and k not in keys_done]
+        by_row: dict[int, list[str]] = {}
+        by_key: dict[str, list[int]] = {}
+        for i, k in live:
+            by_row.setdefault(i, []).append(k)
+            by_key.setdefault(k, []).append(i)
+        for i, keys in sorted(by_row.items()):
+            if len(keys) > 1:
+                ambiguous.append(
+                    f"gold row {gold[i].method} matches {len(keys)} stored papers by {how} ({', '.join(sorted(keys))}):"
+                    " matched to none (write the one meant in its method column)"
+                )
+                rows_done.add(i)
+        for k, rows in sorted(by_key.items()):
+            if len(rows) > 1:
+                methods = ", ".join(sorted(gold[i].method for i in rows))
+                ambiguous.append(
+                    f"stored paper {k} matches {len(rows)} gold rows by {how} ({methods}): matched to none"
+                )
+                keys_done.add(k)
+        for i, k in live:
+            if len(by_row[i]) == 1 and len(by_key[k]) == 1:
+                stored[k], how_of[k] = gold[i], how
+                rows_done.add(i)
+                keys_done.add(k)
+    return GoldMatch(tuple(gold), stored, how_of, frozenset(known), tuple(ambiguous))

@@ -7,14 +7,14 @@ import base64
 import html
 import json
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from kia._version import __version__
 from kia.errors import KiaError, writing_to
 from kia.export import AxisDetail, ExportRow, PaperFlags, Quote, render, rows_from_labeling
-from kia.gold import gold_index, load_gold
+from kia.gold import GoldPaper, gold_index, load_gold
 from kia.labelings import (
     AxisReview,
     AxisReviews,
@@ -39,7 +39,7 @@ from kia.references import (
     latest_records,
     write_references,
 )
-from kia.score import Agreement, ScoreReport, compare, gold_labeling, score_run
+from kia.score import Agreement, ScoreReport, compare, gold_labeling, match_stored, score_run
 from kia.stats import DesignSpaceStats, ReportedMismatch, design_space, load_reported, text_vs_table
 from kia.store import Store
 from kia.taxonomy import Taxonomy, load_taxonomy
@@ -60,6 +60,8 @@ class LabelSource:
     run_id: str | None = None
     # (paper, axis) -> the review in force (`kia.labelings.final_reviews`), already applied to `labeling`
     reviews: AxisReviews = field(default_factory=dict)
+    # the labels are a gold file's own, keyed by its method names (not stored papers)
+    from_gold: bool = False
     # paper key -> what the run flagged on it (out of scope, suspicious text, unclear axes)
     flags: dict[str, PaperFlags] = field(default_factory=dict)
 
@@ -159,6 +161,7 @@ def gold_source(gold_path: Path | None, taxonomy: Taxonomy | None) -> LabelSourc
         f"gold {gold_path or 'labels/table5.csv'}",
         {p.method: p.title for p in gold},
         taxonomy=taxonomy,
+        from_gold=True,
     )
 
 
@@ -241,6 +244,8 @@ def export_labels(
         except KiaError:
             if gold_path is not None:
                 raise
+    if gold and not source.from_gold and db is not None and db.exists():
+        gold = stored_gold_rows(db, gold)
     rows = rows_from_labeling(source.labeling, source.titles, gold, statuses=source.statuses)
     for row in rows:
         row.flags = source.flags.get(row.key, row.flags)
@@ -253,6 +258,15 @@ def export_labels(
                 if paper is not None:
                     row.gold = {a: sorted(paper.labels.get(a, [])) for a in taxonomy.axis_ids}
     return render(rows, taxonomy, output_format, group_by=group_by)
+
+
+def stored_gold_rows(db: Path, gold: list[GoldPaper]) -> list[GoldPaper]:
+    """The gold rows matched to stored papers (by key, arXiv id, DOI or title: `kia.score.match_stored`),
+    each under its paper's key alone: an export of stored papers finds a row under a citation key,
+    and never the row a name-alike paper did not match."""
+    with Store(db, read_only=True) as store:
+        matching = match_stored(store, gold)
+    return [replace(row, method=key, arxiv_id="") for key, row in sorted(matching.stored.items())]
 
 
 def axis_status(review: AxisReview | None, abstained: str | None, grounded: bool) -> str:
@@ -700,6 +714,8 @@ def _scoring_sections(
         waiting += f"<p><b>{html.escape(scored.training.line() or '')}</b></p>"
     if scored.scope is not None:
         waiting += f"<p>{html.escape(scored.scope.line())}</p>"
+    for line in scored.matching_lines():
+        waiting += f"<p>{html.escape(line)}</p>"
     return f"""{waiting}<p>run <b>{html.escape(scored.run_id)}</b> against {html.escape(scored.gold_path)}; taxonomy
 <b>{html.escape(taxonomy.title or taxonomy.name)}</b> ({len(taxonomy.axes)} axes: {html.escape(axes_line)});
 {scored.agreement.n_papers} papers scored; all-axes exact match {scored.agreement.triple_exact_match:.3f};

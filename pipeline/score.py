@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from kia.errors import KiaError
-from kia.gold import GoldPaper, gold_index, load_gold
+from kia.gold import GoldMatch, GoldPaper, load_gold, match_gold
 from kia.labelings import (
     Labeling,
     complete,
@@ -253,19 +253,16 @@ def evidence_for(store: Store, run_id: str, paper_key: str, axis: str) -> list[t
 
 
 def gold_labeling(gold: list[GoldPaper], stored_keys: list[str]) -> Labeling:
-    """Gold labels keyed like the stored papers: a paper matches by method name or arXiv id."""
-    index = gold_index(gold)
-    labeling: Labeling = {}
-    matched: set[str] = set()
-    for key in stored_keys:
-        paper = index.get(key.lower())
-        if paper is not None:
-            labeling[key] = dict(paper.labels)
-            matched.add(paper.method)
-    for paper in gold:
-        if paper.method not in matched:
-            labeling[paper.method] = dict(paper.labels)
-    return labeling
+    """Gold labels keyed like `stored_keys` where a row's method name or arXiv id is the key (rows
+    matched to none stay under their method name). A store's papers are matched by identity too:
+    `match_stored(store, gold).labeling()`."""
+    return match_gold(gold, [(key, None, None, None) for key in stored_keys]).labeling()
+
+
+def match_stored(store: Store, gold: Sequence[GoldPaper]) -> GoldMatch:
+    """Gold rows matched to the store's papers by key, arXiv id, DOI or title (`kia.gold.match_gold`):
+    papers ingested from a library under citation keys still meet the rows that name their method."""
+    return match_gold(gold, store.gold_identities())
 
 
 @dataclass
@@ -482,12 +479,16 @@ class ScopeAgreement:
         }
 
 
-def scope_agreement(gold: list[GoldPaper], store: Store, run_id: str) -> ScopeAgreement | None:
+def scope_agreement(match: GoldMatch, store: Store, run_id: str) -> ScopeAgreement | None:
     """Score the run's out-of-scope judgement (a scope flag, or axes abstained as out of scope) on
-    the stored papers whose gold row says in_scope yes or no; None when the gold says it of none."""
-    index = gold_index([paper for paper in gold if paper.in_scope is not None])
+    the stored papers whose gold row (as `match` pairs them) says in_scope yes or no; None when the
+    gold says it of none."""
     proposed = {key for key, _sha in store.done_papers(run_id)}
-    judged = {key: index[key.lower()].in_scope for key in sorted(proposed) if key.lower() in index}
+    judged = {
+        key: bool(row.in_scope)
+        for key, row in sorted(match.stored.items())
+        if key in proposed and row.in_scope is not None
+    }
     if not judged:
         return None
     flagged = set(store.scope_flags(run_id))
@@ -522,6 +523,16 @@ class ScoreReport:
     # (paper, axis) whose scored labels are a person's decision, not the run's proposal
     reviewed: set[tuple[str, str]] = field(default_factory=set)
     state: str = "complete"  # the run's state, as `kia runs` shows it (`run_state`)
+    # which stored paper each gold row is, and how (key, arXiv id, DOI, title); None: not matched yet
+    matching: GoldMatch | None = None
+
+    def matching_lines(self) -> list[str]:
+        """The papers matched to gold rows other than by key, and each ambiguity left unmatched: one
+        line each, so a citation key scored against a method's row (or not scored) is never a surprise."""
+        if self.matching is None:
+            return []
+        line = self.matching.line()
+        return ([line] if line else []) + list(self.matching.ambiguous)
 
     def nothing_scored(self) -> str | None:
         """Why no paper was scored, in one line (None when some was): the papers still wait for
@@ -538,10 +549,12 @@ class ScoreReport:
         sides = [m["missing_in"] for m in self.agreement.missing]
         if not sides.count("gold"):
             return f"nothing to score: run {self.run_id} holds no proposed paper (it is {self.state}; see `kia runs`)"
+        unmatched = f"; {'; '.join(self.matching.ambiguous)}" if self.matching and self.matching.ambiguous else ""
         return (
             f"nothing to score: none of run {self.run_id}'s {sides.count('gold')} paper(s) has a row among the "
-            f"{sides.count('proposals')} of {self.gold_path} (a row matches a stored paper by its method name or "
-            "arXiv id; `kia papers` lists the keys)"
+            f"{sides.count('proposals')} of {self.gold_path} (a row matches a stored paper by its key "
+            "(the row's method name or arXiv id), arXiv id, DOI or title; `kia papers` lists the keys)"
+            f"{unmatched}"
         )
 
     def unfinished_line(self) -> str | None:
@@ -647,12 +660,11 @@ def score_run(
         for (key, axis), review in reviews.items():
             reviewed.setdefault(key, {})[axis] = review.labels
         every_row = load_gold(gold_path, taxonomy, with_out_of_scope=True)
-        scope = scope_agreement(every_row, store, chosen)
-        gold = [paper for paper in every_row if paper.in_scope is not False]
-        stored = store.paper_keys()
-        reference = gold_labeling(gold, stored)
+        matching = match_stored(store, every_row)  # every row at once: one row per paper, in scope or not
+        scope = scope_agreement(matching, store, chosen)
+        reference = {matching.key_of(p): dict(p.labels) for p in every_row if p.in_scope is not False}
         # a paper gold marks out of scope is scored by `scope` (the run's flag), never as "not in gold"
-        out_of_scope = set(gold_labeling([p for p in every_row if p.in_scope is False], stored)) & set(stored)
+        out_of_scope = {key for key, row in matching.stored.items() if row.in_scope is False}
         candidate = {k: v for k, v in candidate.items() if k not in out_of_scope}
         scored = set(reference) & set(candidate)
         examples = example_use(store, chosen, scored)
@@ -686,6 +698,7 @@ def score_run(
         scope,
         {(key, axis) for key, axes in reviewed.items() for axis in axes},
         state,
+        matching,
     )
 
 

@@ -509,6 +509,9 @@ class SimulationReport:
     unknown_heads: list[str] = field(default_factory=list)
     # The gold file the replayed reviewer sets papers to.
     gold: str = ""
+    # How gold rows met the stored papers where not by key, and each ambiguity left unmatched
+    # (`kia.gold.GoldMatch`): one line each.
+    matching: list[str] = field(default_factory=list)
 
     @property
     def random_work_saved(self) -> float | None:
@@ -534,6 +537,7 @@ class SimulationReport:
         said = training.line("kia simulate", "their proposals were learned, so work saved is flattered")
         if said:
             out.append(said)
+        out += self.matching
         if m.order == "oracle":
             out.append(
                 "oracle order is hindsight: it takes first what kia has wrong (it reads gold), so its work "
@@ -594,6 +598,7 @@ class SimulationReport:
             "fitted": self.fitted,
             "left_out": self.left_out,
             "unknown_heads": self.unknown_heads,
+            "matching": self.matching,
         }
 
 
@@ -713,7 +718,7 @@ def simulate(
     from kia.gold import default_gold_path, load_gold
     from kia.labelings import default_run, resolve_run, run_labeling, runs_with_labels_of, taxonomy_for_run
     from kia.learn import stored_proposals
-    from kia.score import gold_labeling, keys_fitted_on, training_use
+    from kia.score import keys_fitted_on, match_stored, training_use
 
     settings = settings or Settings()
     if run_id is not None and backend is not None:
@@ -736,8 +741,8 @@ def simulate(
 
         taxonomy = load_taxonomy(None)
     gold_rows = load_gold(gold_path, taxonomy)
-    stored = store.paper_keys()
-    matched = {k: v for k, v in gold_labeling(gold_rows, stored).items() if k in set(stored)}
+    matching = match_stored(store, gold_rows)
+    matched = {key: dict(row.labels) for key, row in matching.stored.items()}
     gold: Labels = {k: {a: frozenset(v[a]) for a in taxonomy.axis_ids} for k, v in matched.items()}
     where = gold_path or f"the shipped gold ({default_gold_path().name})"
     proposer: Proposer
@@ -748,7 +753,9 @@ def simulate(
         fitted, unknown = use.fitted, use.unknown_heads
         gold = _blind(gold, fitted, options.blind)
         if not gold:
-            raise KiaError(f"{where}: no paper of run {run_id!r} has a gold row (matched by method name or arXiv id)")
+            raise KiaError(
+                f"{where}: no paper of run {run_id!r} has a gold row (matched by key, arXiv id, DOI or title)"
+            )
         proposer = StoredRunProposer(f"run {run_id}", proposals)
         source = f"run {run_id}"
     else:
@@ -759,7 +766,7 @@ def simulate(
         unknown = []
         gold = _blind(gold, fitted, options.blind)
         if not gold:
-            raise KiaError(f"{where}: no stored paper has a gold row (matched by method name or arXiv id)")
+            raise KiaError(f"{where}: no stored paper has a gold row (matched by key, arXiv id, DOI or title)")
         runs = runs_with_labels_of(store, taxonomy)
         others = [run_labeling(store, r, taxonomy) for r in runs if consensus_inputs(store, r) is None]
         proposer = head_proposer(store, sorted(gold), taxonomy, settings.encoder, learning, others)
@@ -777,7 +784,10 @@ def simulate(
             for s in range(random_runs)
         ]
     )
-    report = SimulationReport(source, taxonomy.name, main, randoms, refits, fitted, options.blind, unknown, str(where))
+    said = [line for line in (matching.line(), *matching.ambiguous) if line]
+    report = SimulationReport(
+        source, taxonomy.name, main, randoms, refits, fitted, options.blind, unknown, str(where), said
+    )
     if plot is not None:
         curves = {f"{order} order": main}
         if randoms:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kia.errors import GoldError
-from kia.gold import gold_index, load_gold, parse_cell
+from kia.gold import gold_index, load_gold, match_gold, parse_cell
 from kia.taxonomy import load_taxonomy
 
 
@@ -114,3 +114,76 @@ def test_duplicate_gold_rows_are_one_line_naming_file_and_row(tmp_path: Path, ro
     gold.write_text("method,arxiv_id,K,I,A\n" + rows, encoding="utf-8")
     result = run_kia("export", "--gold", str(gold), "--format", "csv", process=True)
     assert result.returncode == 1 and result.stderr.strip() == f"kia: {gold}{message}"
+
+
+def _rows(tmp_path: Path, body: str) -> list:
+    path = tmp_path / "gold.csv"
+    path.write_text("method,title,arxiv_id,doi,K,I,A\n" + body, encoding="utf-8")
+    return load_gold(path, load_taxonomy())
+
+
+def test_match_gold_by_identity_one_to_one(tmp_path: Path) -> None:
+    rows = _rows(
+        tmp_path,
+        "GenerateCT,GenerateCT: Text-Conditional Generation of 3D Chest CT Volumes,2305.16037,,K1,I1;I2,A2\n"
+        "GEM-3D,Generative Enhancement for 3D Medical Images,,10.1000/gem,K2,I2,A3\n"
+        "Tiny,CT Synthesis,,,K2,I2,A1\n"
+        "MedSyn,MedSyn: Text-guided Anatomy-aware Synthesis of High-Fidelity 3D CT Images,,,K1,I4,A2\n",
+    )
+    identifiers = [
+        # the key is an arXiv id with a version: the same paper as the row's id
+        ("2305.16037v2", None, None, "GenerateCT preprint"),
+        # a resembling title, and a DOI only one side has, are not GEM-3D
+        ("zhu2024gem", None, None, "Generative Enhancement for 3D Medical Images with Latent Diffusion"),
+        # a title of 3 words or fewer says too little to be a paper's identity
+        ("tiny2024", None, None, "CT synthesis"),
+        # the library record's title (LaTeX braces, case) names MedSyn; the document's own title does not
+        ("xu2024medsyn", None, None, "MedSyn preprint"),
+        (
+            "xu2024medsyn",
+            "10.9/x",
+            None,
+            "{MedSyn}: Text-Guided Anatomy-Aware Synthesis of High-Fidelity {3D} {CT} Images",
+        ),
+    ]
+    match = match_gold(rows, identifiers)
+    assert {key: row.method for key, row in match.stored.items()} == {
+        "2305.16037v2": "GenerateCT",
+        "xu2024medsyn": "MedSyn",
+    }
+    assert match.how == {"2305.16037v2": "arXiv id", "xu2024medsyn": "title"}
+    assert match.ambiguous == ()
+    labeling = match.labeling()
+    assert set(labeling) == {"2305.16037v2", "xu2024medsyn", "GEM-3D", "Tiny"}
+    assert match.line() == (
+        "gold rows matched to stored papers not by key: 1 by arXiv id (2305.16037v2 = GenerateCT); "
+        "1 by title (xu2024medsyn = MedSyn)"
+    )
+    # the DOI counts where both sides have one
+    assert match_gold(rows, [("zhu2024gem", "https://doi.org/10.1000/GEM", None, "")]).how == {"zhu2024gem": "DOI"}
+
+
+def test_match_gold_reports_ambiguity_and_prefers_the_key(tmp_path: Path) -> None:
+    title = "GenerateCT: Text-Conditional Generation of 3D Chest CT Volumes"
+    rows = _rows(tmp_path, f"GenerateCT,{title},,,K1,I1;I2,A2\nGenerateCT-v2,{title} (v2),,,K1,I2,A2\n")
+    # two stored papers carry the row's title: neither is picked
+    twice = match_gold(rows, [("hamamci2023", None, None, title), ("hamamci2024", None, None, title)])
+    assert twice.stored == {}
+    assert twice.ambiguous == (
+        "gold row GenerateCT matches 2 stored papers by title (hamamci2023, hamamci2024): matched to none "
+        "(write the one meant in its method column)",
+    )
+    # the row's own name is a stronger identity than a title: no ambiguity left
+    named = match_gold(rows, [("GenerateCT", None, None, "x"), ("hamamci2024", None, None, title)])
+    assert named.how == {"GenerateCT": "key"} and named.ambiguous == ()
+    # two rows carry one stored paper's title: neither row is scored against it
+    same = _rows(tmp_path, f"A,{title},,,K1,I2,A2\nB,{title},,,K2,I2,A2\n")
+    both = match_gold(same, [("hamamci2024", None, None, title)])
+    assert both.stored == {}
+    assert both.ambiguous == ("stored paper hamamci2024 matches 2 gold rows by title (A, B): matched to none",)
+    # a row whose name and arXiv id are two stored papers is matched to neither, and its labels are
+    # not lent to the paper that has its name
+    split = _rows(tmp_path, f"A,{title},2305.16037,,K1,I2,A2\n")
+    unmatched = match_gold(split, [("A", None, None, ""), ("2305.16037", None, None, "")])
+    assert unmatched.stored == {} and set(unmatched.labeling()) == {"A (gold row)"}
+    assert unmatched.ambiguous[0].startswith("gold row A matches 2 stored papers by key (2305.16037, A)")

@@ -494,3 +494,153 @@ def test_a_disagreement_on_a_reviewed_axis_shows_the_reviewers_labels_and_their_
     assert "K2 [" not in said and "I2 [" in said  # the quote of the label the reviewer replaced is not shown
     plain = run_kia("score", "--gold", str(gold), "--proposals-only", "--db", str(db)).stdout
     assert "K: gold K1 | proposed K2" in plain and "K2 [" in plain
+
+
+# --- gold rows meet papers stored under citation keys (a reference library) ------------------------
+
+_GOLD_HEADER = "method,title,first_author,year,arxiv_id,doi,K,I,A\n"
+_GOLD_ROWS = (
+    "MedGen3D,MedGen3D: A Deep Generative Framework for Paired 3D Image and Mask Generation,Han,2023,,"
+    "10.1000/medgen3d.2023,K2,I4,A3\n"
+    "GenerateCT,GenerateCT: Text-Conditional Generation of 3D Chest CT Volumes,Hamamci,2024,2305.16037,,K1,I1;I2,A2\n"
+    "MedSyn,MedSyn: Text-guided Anatomy-aware Synthesis of High-Fidelity 3D CT Images,Xu,2024,2310.03559,,K1;K2,I4,A2\n"
+    "GEM-3D,Generative Enhancement for 3D Medical Images,Zhu,2024,2403.12852,,K2;K3,I2,A3\n"
+)
+# A library as a survey author keeps it: citation keys, no arXiv id on the entries; GenerateCT's file
+# has a title of its own (only the library record names the paper), MedSyn's library title is not the
+# gold one (its text announces its arXiv id), MedGen3D is known by its DOI, and zhu2024 is another
+# paper whose title merely resembles GEM-3D's.
+_LIBRARY = """
+@article{hamamci2024generatect,
+  title = {{GenerateCT}: Text-Conditional Generation of {3D} Chest {CT} Volumes},
+  author = {Hamamci, Ibrahim Ethem},
+  year = {2024},
+  file = {Full Text PDF:files/generatect.md:text/markdown}
+}
+@article{xu2024medsyn,
+  title = {MedSyn preprint},
+  author = {Xu, Yanwu},
+  year = {2024},
+  file = {Full Text PDF:files/medsyn.md:text/markdown}
+}
+@article{han2023medgen,
+  title = {Paired image and mask generation},
+  author = {Han, Kun},
+  year = {2023},
+  doi = {10.1000/MEDGEN3D.2023},
+  file = {Full Text PDF:files/medgen.md:text/markdown}
+}
+@article{zhu2024gem,
+  title = {Generative Enhancement for 3D Medical Images with Latent Diffusion},
+  author = {Zhu, Lingting},
+  year = {2024},
+  file = {Full Text PDF:files/gem.md:text/markdown}
+}
+"""
+_QUOTE = "We generate chest CT volumes from free-text reports injected through cross-attention"
+_FILES = {
+    "generatect.md": "# Hamamci et al. preprint",
+    "medsyn.md": "# MedSyn preprint\n\narXiv:2310.03559v2 [eess.IV] 12 Oct 2023",
+    "medgen.md": "# Paired image and mask generation",
+    "gem.md": "# Generative Enhancement for 3D Medical Images with Latent Diffusion",
+}
+
+
+def _library_store(tmp_path: Path) -> tuple[Path, Path]:
+    """A store whose papers came from a BibTeX library under citation keys, a scripted run `r` on
+    them (GenerateCT's exactly its gold labels), and a gold CSV naming their methods."""
+    from kia.extract import extract
+    from kia.ingest import ingest_library
+    from kia.propose import load_prompt, run_proposals
+    from kia.store import Store
+    from tests.fakes import ScriptedBackend
+
+    (tmp_path / "files").mkdir()
+    for name, head in _FILES.items():
+        (tmp_path / "files" / name).write_text(f"{head}\n\n## Abstract\n{_QUOTE}.\n", encoding="utf-8")
+    library = tmp_path / "library.bib"
+    library.write_text(_LIBRARY, encoding="utf-8")
+    gold = tmp_path / "gold.csv"
+    gold.write_text(_GOLD_HEADER + _GOLD_ROWS, encoding="utf-8")
+    db = tmp_path / "kia.duckdb"
+    answer = {"K": [("K1", [_QUOTE])], "I": [("I1", [_QUOTE]), ("I2", [_QUOTE])], "A": [("A2", [_QUOTE])]}
+    with Store(db) as store:
+        outcomes = ingest_library(library, store)
+        assert [o.paper_key for o in outcomes] == [
+            "hamamci2024generatect",
+            "xu2024medsyn",
+            "han2023medgen",
+            "zhu2024gem",
+        ]
+        titles = {extract(tmp_path / "files" / name).title: answer for name in _FILES}
+        run_proposals(store, ScriptedBackend(titles), load_taxonomy(), load_prompt(), run_name="r")
+    return db, gold
+
+
+def test_gold_rows_match_citation_keys_by_arxiv_id_doi_and_title(tmp_path: Path) -> None:
+    db, gold = _library_store(tmp_path)
+    result = run_kia("score", "--db", str(db), "--gold", str(gold), "--run", "r")
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    assert "papers scored: 3;" in out
+    assert (
+        "gold rows matched to stored papers not by key: 1 by arXiv id (xu2024medsyn = MedSyn); "
+        "1 by DOI (han2023medgen = MedGen3D); 1 by title (hamamci2024generatect = GenerateCT)"
+    ) in out
+    document = json.loads(
+        run_kia("score", "--db", str(db), "--gold", str(gold), "--run", "r", "--format", "json").stdout
+    )
+    # the similar title is another paper: neither it nor GEM-3D's row is scored against the other
+    assert sorted((m["paper"], m["missing_in"]) for m in document["missing"]) == [
+        ("GEM-3D", "proposals"),
+        ("zhu2024gem", "gold"),
+    ]
+    assert document["matching"]["matched_by"] == {"arXiv id": 1, "DOI": 1, "title": 1}
+    assert document["matching"]["ambiguous"] == []
+    assert not any(d["paper"] == "hamamci2024generatect" for d in document["disagreements"])  # its gold labels
+    assert any(d["paper"] == "xu2024medsyn" for d in document["disagreements"])  # MedSyn's: K1;K2, I4
+
+    # every other stage that reads gold against stored papers sees the same rows
+    from kia.fewshot import GOLD, labelled_papers
+    from kia.gold import load_gold
+    from kia.simulate import ReplayOptions, simulate
+    from kia.store import Store
+
+    rows = load_gold(gold, load_taxonomy())
+    with Store(db, read_only=True) as store:
+        pool = {key: (source, labels) for key, source, labels, _notes in labelled_papers(store, load_taxonomy(), rows)}
+        replay = simulate(store, gold, load_taxonomy(), run_id="r", options=ReplayOptions(random_runs=1))
+    assert pool["hamamci2024generatect"] == (GOLD, rows[1].labels) and "zhu2024gem" not in pool
+    assert replay.main.papers == 3
+    assert any("1 by title (hamamci2024generatect = GenerateCT)" in line for line in replay.lines())
+    exported = run_kia("export", "--db", str(db), "--run", "r", "--gold", str(gold), "--format", "jsonl")
+    assert exported.returncode == 0, exported.stderr
+    exported_gold = {row["key"]: row.get("gold") for row in map(json.loads, exported.stdout.splitlines())}
+    assert exported_gold["hamamci2024generatect"] == {"K": ["K1"], "I": ["I1", "I2"], "A": ["A2"]}
+    assert exported_gold["xu2024medsyn"] == {"K": ["K1", "K2"], "I": ["I4"], "A": ["A2"]}
+    assert exported_gold["zhu2024gem"] is None
+
+
+def test_an_ambiguous_title_is_reported_and_matched_to_none(tmp_path: Path) -> None:
+    from kia.extract import extract
+    from kia.propose import load_prompt, run_proposals
+    from kia.store import Store
+    from tests.fakes import ScriptedBackend
+
+    title = "GenerateCT: Text-Conditional Generation of 3D Chest CT Volumes"
+    answer = {"K": [("K1", [_QUOTE])], "I": [("I1", [_QUOTE]), ("I2", [_QUOTE])], "A": [("A2", [_QUOTE])]}
+    db = tmp_path / "kia.duckdb"
+    with Store(db) as store:
+        for key, year in (("hamamci2023", "2023"), ("hamamci2024", "2024")):
+            path = tmp_path / f"{key}.md"
+            path.write_text(f"# {title}\n\n## Abstract\n{_QUOTE} ({year}).\n", encoding="utf-8")
+            store.add_document(extract(path), key)
+        run_proposals(store, ScriptedBackend({title: answer}), load_taxonomy(), load_prompt(), run_name="r")
+    gold = tmp_path / "gold.csv"
+    gold.write_text(_GOLD_HEADER + _GOLD_ROWS, encoding="utf-8")
+    result = run_kia("score", "--db", str(db), "--gold", str(gold), "--run", "r")
+    assert result.returncode == 1
+    said = " ".join(result.stderr.split())
+    assert (
+        "gold row GenerateCT matches 2 stored papers by title (hamamci2023, hamamci2024): matched to none"
+    ) in said, said

@@ -172,6 +172,13 @@ class ReviewQueries(StoreBase):
         rows += self.query("SELECT paper_key, doi, arxiv_id, title FROM bib_entries WHERE paper_key IS NOT NULL")
         return [(r[0], r[1], r[2], r[3]) for r in rows]
 
+    def gold_identities(self) -> list[tuple[str, str | None, str | None, str | None]]:
+        """(paper key, DOI, arXiv id, title) of every stored document version and library entry of a
+        paper, DOIs included: what a gold row is matched on (`kia.gold.match_gold`)."""
+        rows = self.query("SELECT paper_key, doi, arxiv_id, title FROM documents")
+        rows += self.query("SELECT paper_key, doi, arxiv_id, title FROM bib_entries WHERE paper_key IS NOT NULL")
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
     def link_file(self, paper_key: str, path: str, sha256: str | None, reason: str) -> None:
         """Record a further file of a known paper, linked to it rather than stored a second time."""
         self.con.execute(
