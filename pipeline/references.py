@@ -1138,11 +1138,25 @@ def rebase_file_field(value: str, library_dir: Path | None, out_dir: Path | None
     return "".join(parts)
 
 
-def write_ris(items: list[LabelledReference], kia_labels: frozenset[str] = frozenset()) -> str:
+def _rebased_files(value: Any, item: LabelledReference, out_dir: Path | None) -> Any:
+    """An RIS `L1`/`L2` or CSL-JSON `file` value (a path or a list of them) with its relative paths
+    made relative to `out_dir` (`rebase_file_field`), so a written library's attachments resolve
+    from where it is written."""
+    if isinstance(value, str):
+        return rebase_file_field(value, item.library_dir, out_dir)
+    if isinstance(value, list):
+        return [rebase_file_field(v, item.library_dir, out_dir) if isinstance(v, str) else v for v in value]
+    return value
+
+
+def write_ris(
+    items: list[LabelledReference], kia_labels: frozenset[str] = frozenset(), out_dir: Path | None = None
+) -> str:
     """RIS (rispy's writer): the labels as `KW` lines, the evidence as an `N1` note (kia's earlier
     labels among `kia_labels` and its earlier note replaced, as in BibTeX). Written as the library
     was: every repeated tag (two `L1` files) kept, its line ending (CRLF as Zotero and EndNote
-    write it) kept, and no `1.`, `2.` counter line before each `TY` (rispy's default, no RIS tag)."""
+    write it) kept, and no `1.`, `2.` counter line before each `TY` (rispy's default, no RIS tag);
+    relative attachment paths rebased to `out_dir`, the folder it is written to."""
     import rispy
 
     entries = []
@@ -1159,6 +1173,9 @@ def write_ris(items: list[LabelledReference], kia_labels: frozenset[str] = froze
             kept["keywords"] = [*have, *(label for label in item.labels if label not in have)]
             notes = [own for own in (own_note(n) for n in notes) if own]
             kept["notes"] = [*notes, item.note] if item.note else notes
+            for name in ("file_attachments1", "file_attachments2"):
+                if name in kept:
+                    kept[name] = _rebased_files(kept[name], item, out_dir)
             entries.append({k: _one_line_value(v) for k, v in kept.items() if v != []})
             continue
         entry: dict[str, Any] = {
@@ -1196,14 +1213,20 @@ def _ris_writer(newline: str) -> type[Any]:
     return LibraryRisWriter
 
 
-def write_csljson(items: list[LabelledReference], kia_labels: frozenset[str] = frozenset()) -> str:
+def write_csljson(
+    items: list[LabelledReference], kia_labels: frozenset[str] = frozenset(), out_dir: Path | None = None
+) -> str:
     """CSL-JSON: the labels in `keyword` (comma separated, as Zotero reads it), the evidence in `note`
-    (kia's earlier labels among `kia_labels` and its earlier note replaced, as in BibTeX)."""
+    (kia's earlier labels among `kia_labels` and its earlier note replaced, as in BibTeX); a `file`
+    with relative paths rebased to `out_dir`, the folder it is written to."""
     out = []
     for item in with_unique_keys(items):
         ref = item.ref
         if ref.raw and ref.source_format == "csljson":
-            out.append(dict(_raw_fields(item, "keyword", "note", kia_labels)))
+            fields = dict(_raw_fields(item, "keyword", "note", kia_labels))
+            if "file" in fields:
+                fields["file"] = _rebased_files(fields["file"], item, out_dir)
+            out.append(fields)
             continue
         csl: dict[str, Any] = {"id": ref.key, "type": "article-journal", "title": ref.title}
         if ref.authors:
@@ -1233,12 +1256,12 @@ def write_references(
     """The entries in one of BIB_FORMATS; `kia_labels` are the taxonomy's category ids, the
     keywords kia itself wrote into an entry that comes back from an earlier export. A BibTeX
     library's own text between entries (`VerbatimText`) is written in BibTeX only; `out_dir` is
-    the folder the export is written to (BibTeX rebases relative `file` paths to it)."""
+    the folder the export is written to (every format rebases relative attachment paths to it)."""
     entries = [item for item in items if isinstance(item, LabelledReference)]
     if output_format == "bibtex":
         return write_bibtex(items, keywords_field, kia_labels, out_dir)
     if output_format == "ris":
-        return write_ris(entries, kia_labels)
+        return write_ris(entries, kia_labels, out_dir)
     if output_format == "csljson":
-        return write_csljson(entries, kia_labels)
+        return write_csljson(entries, kia_labels, out_dir)
     raise KiaError(f"unknown reference format {output_format!r}; use one of {', '.join(BIB_FORMATS)}")

@@ -476,6 +476,59 @@ def test_relative_attachment_paths_follow_the_written_library(tmp_path: Path) ->
     assert "file = {Full Text:files/a.md:text/markdown;Snapshot:files/gone.html:text/html}" in beside.read_text()
 
 
+def test_ris_and_csljson_attachments_follow_the_written_library(tmp_path: Path) -> None:
+    """RIS `L1` and CSL-JSON `file` paths relative to the library's folder were copied as they were,
+    so an export written to another folder pointed at files that are not there."""
+    import json
+
+    from kia.backends.rules import RulesBackend
+    from kia.propose import load_prompt, run_proposals
+    from kia.store import Store
+    from tests.conftest import run_kia
+    from tests.fakes import HashingEncoder
+
+    db = tmp_path / "kia.duckdb"
+    (tmp_path / "lib" / "files").mkdir(parents=True)
+    for name, title in (
+        ("a", "Report conditioned diffusion for CT volumes"),
+        ("b", "Mask conditioned GAN for liver CT"),
+    ):
+        (tmp_path / "lib" / "files" / f"{name}.md").write_text(
+            f"# {title}\n\n## Abstract\nWe propose a latent diffusion model conditioned on radiology reports.\n",
+            encoding="utf-8",
+        )
+    ris = tmp_path / "lib" / "library.ris"
+    ris.write_text(
+        "TY  - JOUR\nID  - a2024\nTI  - Report conditioned diffusion for CT volumes\nL1  - files/a.md\nER  - \n",
+        encoding="utf-8",
+    )
+    csl = tmp_path / "lib" / "library.json"
+    csl.write_text(
+        json.dumps(
+            [
+                {
+                    "id": "b2024",
+                    "type": "article-journal",
+                    "title": "Mask conditioned GAN for liver CT",
+                    "file": "files/b.md",
+                }
+            ]
+        ),  # fmt: skip
+        encoding="utf-8",
+    )
+    for library in (ris, csl):
+        assert run_kia("ingest", "--bib", str(library), "--db", str(db)).returncode == 0
+    with Store(db) as store:
+        run_proposals(store, RulesBackend(HashingEncoder()), load_taxonomy(), load_prompt(), run_name="r")
+    for suffix, moved in (("ris", "L1  - ../lib/files/a.md"), ("json", '"file": "../lib/files/b.md"')):
+        out = tmp_path / "out" / f"labelled.{suffix}"
+        done = run_kia("export", "--run", "r", "--out", str(out), "--db", str(db))
+        assert done.returncode == 0, done.stderr
+        assert moved in out.read_text(encoding="utf-8")  # each library's own format keeps its attachment
+        back = run_kia("ingest", "--bib", str(out), "--db", str(tmp_path / f"fresh-{suffix}.duckdb"))
+        assert back.returncode == 0 and "file not found" not in back.stdout, back.stdout
+
+
 def test_a_file_field_is_rebased_path_by_path() -> None:
     """Zotero's `desc:path:mime;...`, Mendeley's `:path:pdf`, plain paths: only the relative paths
     move; absolute POSIX and Windows paths (JabRef's `C\\:\\\\...`) and URLs stay as written."""
