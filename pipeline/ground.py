@@ -2,24 +2,33 @@
 
 First an exact match after normalising case, whitespace, ligatures, hyphens and quote marks; else
 the best fuzzy match (rapidfuzz) with its score; else `not_found`. A found quote gets character
-offsets into `Document.text`, its page and its section, so a reviewer can see it in context.
+offsets into `Document.text`, its page and its section, so a reviewer can see it in context: an
+exact quote's span covers the quote's own edges (a closing period, a list dash) where the paper has
+them, and no span begins or ends with a space.
+
+Whatever backend gave it, a quote found only in text that is never evidence (the title, a heading, a
+link line, a caption, a table row, the reference list: `kia.support.blocked_spans`) is stored with
+status `not_evidence` and the reason, and is no evidence, as a quote that is not found.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rapidfuzz import fuzz
 
 from kia.extract import LIGATURES, Document
+from kia.support import NOT_EVIDENCE_REASONS, blocked_spans, normalised
 
 EXACT = "exact"
 FUZZY = "fuzzy"
 NOT_FOUND = "not_found"
 # Found only inside a sentence that addresses the labeller or the model: never evidence.
 SUSPICIOUS = "suspicious"
+# Found only in text that is never evidence (title, heading, link, caption, table, reference list).
+NOT_EVIDENCE = "not_evidence"
 DEFAULT_FUZZY_THRESHOLD = 85.0
 MIN_QUOTE_CHARS = 12
 
@@ -53,8 +62,8 @@ class Grounding:
     end: int | None = None
     page: int | None = None
     section: str | None = None
-    # Why a quote was not found (too short, not in the paper, a piece around an ellipsis missing);
-    # a re-ask names it so the model can fix that quote.
+    # Why a quote was not found (too short, not in the paper, a piece around an ellipsis missing) or
+    # is no evidence (the paper's title, a heading, ...); a re-ask names it so the model can fix that quote.
     reason: str | None = None
 
     @property
@@ -144,13 +153,27 @@ def normalise(text: str) -> str:
 
 
 _MASK = "\x00"
+# Stripped from a quote's ends before it is searched (the model's closing period, quote marks, a list
+# dash); put back on the span where the paper has them.
+_EDGES = " .\"'-"
+
+
+def _needle(quote: str) -> tuple[str, str, str]:
+    """A quote's matching form split into (what was stripped before it, the needle, what after)."""
+    text = normalise(quote)
+    needle = text.strip(_EDGES)
+    lead = text[: len(text) - len(text.lstrip(_EDGES))]
+    trail = text[len(text.rstrip(_EDGES)) :]
+    return lead, needle, trail
 
 
 class Locator:
     """Locates quotes in one document; the normalised text is computed once per document.
 
     `excluded` spans (sentences that address the labeller or the model) are masked: a quote found
-    only there gets the status `suspicious`, with its span, and is no evidence.
+    only there gets the status `suspicious`, with its span, and is no evidence. So is the text that
+    is never evidence (`evidence_only`, the default): a quote found only there gets `not_evidence`,
+    with its span and the reason (a quote of the title found again in the abstract is the abstract's).
     """
 
     def __init__(
@@ -158,22 +181,59 @@ class Locator:
         doc: Document,
         fuzzy_threshold: float = DEFAULT_FUZZY_THRESHOLD,
         excluded: list[tuple[int, int]] | None = None,
+        evidence_only: bool = True,
     ) -> None:
         self.doc = doc
         self.fuzzy_threshold = fuzzy_threshold
         self.excluded = sorted(excluded or [])
+        self.blocked = blocked_spans(doc) if evidence_only else []
+        # A quote that is the title is no evidence wherever it is found (an abstract may repeat it).
+        self._title = normalised(doc.title) if evidence_only and doc.title else None
+        masked = self.excluded + [(start, end) for start, end, _ in self.blocked]
         text = doc.text
-        if self.excluded:
+        if masked:
             chars = list(text)
-            for start, end in self.excluded:
+            for start, end in masked:
                 chars[start:end] = _MASK * (end - start)
             text = "".join(chars)
         self.norm, self.origin = normalise_with_map(text)
-        self._unmasked = Locator(doc, fuzzy_threshold) if self.excluded else None
+        self._masked = bool(masked)
+        self._plain: Locator | None = None
+
+    def _unmasked(self) -> Locator:
+        """The same document with nothing masked (made on the first quote that needs it)."""
+        if self._plain is None:
+            self._plain = Locator(self.doc, self.fuzzy_threshold, evidence_only=False)
+        return self._plain
 
     def _span(self, norm_start: int, norm_end: int) -> tuple[int, int]:
         start = self.origin[norm_start]
         end = self.origin[max(norm_start, norm_end - 1)] + 1
+        return start, end
+
+    def _edges(self, start: int, end: int, lead: str, trail: str) -> tuple[int, int]:
+        """A normalised span widened over the quote's stripped `lead` and `trail` where the text has
+        them (so an exact quote's offsets cover all of it), then narrowed off any space at its ends."""
+        before = 0
+        while before < len(lead) and start - before > 0 and self.norm[start - before - 1] == lead[-1 - before]:
+            before += 1
+        after = 0
+        while after < len(trail) and end + after < len(self.norm) and self.norm[end + after] == trail[after]:
+            after += 1
+        start, end = start - before, end + after
+        while start < end and self.norm[start] == " ":
+            start += 1
+        while end > start and self.norm[end - 1] == " ":
+            end -= 1
+        return start, end
+
+    def _whole_words(self, start: int, end: int) -> tuple[int, int]:
+        """A fuzzy span widened to the words it cuts ("caded 3D ... synthesi" is "Cascaded 3D ...
+        synthesis"): a likeness is aligned character by character, a reviewer reads words."""
+        while start > 0 and self.norm[start - 1].isalnum() and self.norm[start].isalnum():
+            start -= 1
+        while end < len(self.norm) and self.norm[end].isalnum() and self.norm[end - 1].isalnum():
+            end += 1
         return start, end
 
     def _grounding(self, quote: str, status: str, score: float, start: int, end: int) -> Grounding:
@@ -183,30 +243,63 @@ class Locator:
 
     def locate(self, quote: str) -> Grounding:
         """Exact (normalised) match first, else fuzzy above the threshold, else not_found (or
-        `suspicious` when the quote is found only inside an excluded sentence).
+        `suspicious` when the quote is found only inside an excluded sentence, `not_evidence` when
+        only in text that is never evidence). A quote that is word for word a caption (or another
+        never-evidence line) is that, even where a sentence elsewhere resembles it.
 
         A quote with an ellipsis ("we condition ... on the report") is matched piece by piece: every
         piece must be found, in order, and the span runs from the first piece to the last.
         """
         found = self._locate(quote)
-        if found.found or self._unmasked is None:
+        if self._title is not None and normalised(quote) == self._title:
+            where = self._unmasked()._locate(quote)  # word for word where it is: the title line
+            where = where if where.found else found
+            if where.found:
+                return replace(where, status=NOT_EVIDENCE, reason=NOT_EVIDENCE_REASONS["title"])
             return found
-        inside = self._unmasked._locate(quote)
-        if not inside.found:
+        if found.status == EXACT or not self._masked:
             return found
-        return Grounding(quote, SUSPICIOUS, 0.0, inside.start, inside.end, inside.page, inside.section)
+        inside = self._unmasked()._locate(quote)
+        if not inside.found or inside.start is None or inside.end is None:
+            return found
+        if found.found and inside.status != EXACT:  # only a likeness either way: the one that may be evidence
+            return found
+        if any(inside.start < end and start < inside.end for start, end in self.excluded):
+            return Grounding(quote, SUSPICIOUS, 0.0, inside.start, inside.end, inside.page, inside.section)
+        kind = self._blocked_kind(inside.start, inside.end)
+        if kind is None:  # it also covers text that may be evidence
+            return inside
+        return replace(inside, status=NOT_EVIDENCE, reason=NOT_EVIDENCE_REASONS[kind])
+
+    def _blocked_kind(self, start: int, end: int) -> str | None:
+        """The kind of never-evidence text [start, end) lies in, when every word of it does; else None."""
+        kinds: list[str] = []
+        cursor = start
+        for block_start, block_end, kind in self.blocked:
+            if block_end <= start or block_start >= end:
+                continue
+            if any(ch.isalnum() for ch in self.doc.text[cursor:block_start]):
+                return None
+            kinds.append(kind)
+            cursor = max(cursor, block_end)
+        if not kinds or any(ch.isalnum() for ch in self.doc.text[cursor:end]):
+            return None
+        return kinds[0]
 
     def _locate(self, quote: str) -> Grounding:
-        pieces = [p for p in _ELLIPSIS_RE.split(quote) if p.strip(" .\"'-")]
+        pieces = [p for p in _ELLIPSIS_RE.split(quote) if p.strip(_EDGES)]
         if len(pieces) > 1:
             return self._locate_pieces(quote, pieces)
-        needle = normalise(quote).strip(" .\"'-")
+        lead, needle, trail = _needle(quote)
         if len(needle) < MIN_QUOTE_CHARS:
             return Grounding(quote, NOT_FOUND, 0.0, reason=f"too short (under {MIN_QUOTE_CHARS} characters)")
         found = self._find(needle, 0)
         if found is None:
             return Grounding(quote, NOT_FOUND, 0.0, reason="not found in the paper")
         status, score, start, end = found
+        start, end = self._edges(start, end, lead, trail)
+        if status == FUZZY:
+            start, end = self._whole_words(start, end)
         return self._grounding(quote, status, score, *self._span(start, end))
 
     def _find(self, needle: str, offset: int) -> tuple[str, float, int, int] | None:
@@ -222,8 +315,10 @@ class Locator:
     def _locate_pieces(self, quote: str, pieces: list[str]) -> Grounding:
         """Every piece of an elided quote, in order; the weakest piece decides the status and score."""
         offset, first, last, worst, status = 0, -1, -1, 100.0, EXACT
+        lead, trail = "", ""
         for piece in pieces:
-            needle = normalise(piece).strip(" .\"'-")
+            piece_lead, needle, trail = _needle(piece)
+            lead = piece_lead if first < 0 else lead
             if len(needle) < MIN_QUOTE_CHARS:
                 reason = f"contains an ellipsis and the piece {piece.strip()!r} is too short to be checked"
                 return Grounding(quote, NOT_FOUND, 0.0, reason=reason)
@@ -239,6 +334,9 @@ class Locator:
             last, offset = end, end
             worst = min(worst, score)
             status = FUZZY if piece_status == FUZZY else status
+        first, last = self._edges(first, last, lead, trail)
+        if status == FUZZY:
+            first, last = self._whole_words(first, last)
         start, end = self._span(first, last)
         return self._grounding(quote, status, worst, start, end)
 

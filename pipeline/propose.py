@@ -34,7 +34,7 @@ from kia.backends.rules import RulesBackend
 from kia.errors import KiaError, PaperNotFoundError, read_user_text
 from kia.extract import Document
 from kia.fewshot import Example, ExamplePool, render_examples
-from kia.ground import Grounding, Locator
+from kia.ground import NOT_EVIDENCE, Grounding, Locator
 from kia.resources import default_prompt_path, source_checkout
 from kia.schema import answer_to_json, labels_from_json, schema_hash
 from kia.sentences import Sentence, overlaps, suspicious_sentences, withheld_title
@@ -312,15 +312,17 @@ def _check_defaults(answer: BackendAnswer, taxonomy: Taxonomy) -> None:
 
 
 def label_statuses(labels: list[Label], confidence_floor: float | None) -> dict[str, tuple[str, str]]:
-    """Per labelled axis, `unsupported` (a label none of whose quotes is in the paper) or `tentative`
-    (a label below the confidence floor), with the labels named; unsupported wins.
+    """Per labelled axis, `unsupported` (a label none of whose quotes is in the paper, or is evidence
+    there) or `tentative` (a label below the confidence floor), with the labels named; unsupported wins.
+    A label whose quotes were found only in text that is never evidence names why ("K1 (the paper's
+    title is no evidence)"), so a reviewer knows the quote was there but cannot carry the label.
 
     Neither is ever bulk-accepted; both are shown, exported and scored apart from the other axes.
     """
     statuses: dict[str, tuple[str, str]] = {}
     for axis in dict.fromkeys(label.axis for label in labels):
         mine = [label for label in labels if label.axis == axis]
-        ungrounded = [label.category for label in mine if not label.grounded]
+        ungrounded = [_named_with_reasons(label) for label in mine if not label.grounded]
         if ungrounded:
             statuses[axis] = (UNSUPPORTED, f"no quote found in the paper for {', '.join(ungrounded)}")
             continue
@@ -329,6 +331,18 @@ def label_statuses(labels: list[Label], confidence_floor: float | None) -> dict[
             named = ", ".join(f"{label.category} {label.confidence:.2f}" for label in weak)
             statuses[axis] = (TENTATIVE, f"confidence below {confidence_floor:.2f}: {named}")
     return statuses
+
+
+def _named_with_reasons(label: Label) -> str:
+    """A label's category, with why its quotes that were found are no evidence (if any were)."""
+    reasons = dict.fromkeys(e.reason for e in label.evidence if e.status == NOT_EVIDENCE and e.reason)
+    return f"{label.category} ({'; '.join(r for r in reasons if r)})" if reasons else label.category
+
+
+def _no_evidence_reasons(labels: list[Label]) -> str:
+    """Why the quotes found in the paper are no evidence, for a failure line ("" when none was found)."""
+    reasons = dict.fromkeys(e.reason for lb in labels for e in lb.evidence if e.status == NOT_EVIDENCE and e.reason)
+    return f"; the quotes found are no evidence: {'; '.join(r for r in reasons if r)}" if reasons else ""
 
 
 def with_supports(claimed: dict[str, list[ClaimedLabel]], answer: BackendAnswer) -> dict[str, list[ClaimedLabel]]:
@@ -473,7 +487,9 @@ def proposal_from_answer(
     ]
     if labels and all(statuses.get(axis, ("",))[0] == UNSUPPORTED for axis in taxonomy.axis_ids):
         # No key in the message: every failure line already starts with the paper it is about.
-        error = KiaError("no quote of any label was found in the paper (every axis unsupported)")
+        error = KiaError(
+            f"no quote of any label was found in the paper (every axis unsupported{_no_evidence_reasons(labels)})"
+        )
         error.calls = answer.calls  # type: ignore[attr-defined]
         raise error
     return Proposal(

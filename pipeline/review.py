@@ -797,7 +797,13 @@ def help_text(taxonomy: Taxonomy) -> str:
 axes: {axes}"""
 
 
-MARKS = {"exact": ("exact", "green"), "fuzzy": ("FUZZY", "yellow"), "not_found": ("NOT FOUND", "bold red")}
+MARKS = {
+    "exact": ("exact", "green"),
+    "fuzzy": ("FUZZY", "yellow"),
+    "not_found": ("NOT FOUND", "bold red"),
+    # found, but in the title, a heading, a link line, a caption, a table or the reference list
+    "not_evidence": ("NOT EVIDENCE", "bold red"),
+}
 
 
 def render_quote(ev: EvidenceView, indent: str, console: Any, run: str | None = None) -> None:

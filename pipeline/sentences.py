@@ -219,12 +219,14 @@ def sentence_spans(line: str) -> list[tuple[int, int]]:
     return trimmed
 
 
-def _cut_at_word(text: str, max_chars: int) -> str:
+def cut_at_word(text: str, max_chars: int) -> str:
     """`text` cut to at most `max_chars` at a word boundary (a quote never ends mid-word)."""
     cut = text.rfind(" ", 0, max_chars + 1)
     return text[:cut].rstrip(" ,;:") if cut > 0 else text[:max_chars]
 
 
+# A sentence longer than this is read (and quoted by the offline backend) as its first part only.
+MAX_SENTENCE_CHARS = 300
 # A heading is at most this many words; a sentence ends with one of these marks (or a bracket).
 HEADING_WORDS = 12
 _CLOSED_RE = re.compile(r"[.!?:;,)\]\"\u201d]$")
@@ -334,7 +336,7 @@ def capped_document(doc: Document, max_chars: int = MAX_READ_CHARS) -> Document:
 
 
 def split_sentences(
-    doc: Document, min_chars: int = 30, max_chars: int = 300, taxonomy: Taxonomy | None = None
+    doc: Document, min_chars: int = 30, max_chars: int = MAX_SENTENCE_CHARS, taxonomy: Taxonomy | None = None
 ) -> list[Sentence]:
     """Sentences of every section but references and acknowledgements, as verbatim spans.
 
@@ -349,7 +351,7 @@ def split_sentences(
         if len(text) < min_chars or len(WORD_RE.findall(text)) < 5 or CODE_RE.search(text):
             continue
         if len(text) > max_chars:
-            text = _cut_at_word(text, max_chars)
+            text = cut_at_word(text, max_chars)
         line_start = doc.text.rfind("\n", 0, start) + 1
         sentences.append(Sentence(start, start + len(text), section, text, line_start in headings))
     if taxonomy is not None:

@@ -25,7 +25,9 @@ All are trained on `../shared/devset/evidence.jsonl`-style data (the sentences a
 chose as the reason for each gold label), Platt-calibrated on out-of-fold scores grouped by paper.
 
 Some sentences are never evidence whatever they say (`blocked_reason`): the title, headings, links,
-reference-list lines and table rows. Their support is 0.
+reference-list lines, figure and table captions and table rows. Their support is 0, and a quote of
+any backend that lies only in such sentences (or in the reference list) is no evidence
+(`blocked_spans`, read by `kia.ground.Locator`).
 """
 
 from __future__ import annotations
@@ -38,9 +40,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kia.linear import LinearModel
-from kia.sentences import CITATION_RE, EVALUATION_RE, OTHER_WORK_RE, OWN_WORK_RE, Sentence
+from kia.sentences import (
+    CITATION_RE,
+    EVALUATION_RE,
+    MAX_SENTENCE_CHARS,
+    OTHER_WORK_RE,
+    OWN_WORK_RE,
+    Sentence,
+    cut_at_word,
+    heading_lines,
+    sentence_spans,
+)
 
 if TYPE_CHECKING:
+    from kia.extract import Document
     from kia.learned import HeadSettings
 
 # Per-sentence flags, in this column order (`sentence_flags`).
@@ -64,6 +77,14 @@ _MECHANISM_RE = re.compile(
     r"|denois\w*|latent|cascad\w*|stage|autoregress\w*|cross-attention|concatenat\w*|embed\w*|sampl\w*)\b",
     re.I,
 )
+# A caption on its own: "Figure 1: Overview ...", "Fig. 2.", "Table 3:", "**Fig. 4** The encoder ...",
+# "Algorithm 1 Sampling". The label must be followed by a closing mark or a capitalised description,
+# so a sentence that opens by naming a figure ("Fig. 2 shows the encoder", "Table 1 reports ...") is
+# prose, and one that mentions it in passing ("as shown in Fig. 2, we ...") does not start so at all.
+_CAPTION_RE = re.compile(
+    r"^[\W_]{0,3}(?i:fig(?:ure)?s?|tab(?:le)?s?|alg(?:orithm)?|listing)\.?\s*(?:[A-Z]?\d+(?:\.\d+)*[a-z]?|[IVX]+)"
+    r"(?:\([a-z]\))?[*_]{0,2}(?:\s*[.:|\u2013\u2014]|\s+-\s|\s+(?=[A-Z(\"\u201c])|\s*$)"
+)
 _WORD_RE = re.compile(r"[A-Za-z][A-Za-z'\-]*")
 _NORMALISE_RE = re.compile(r"[^a-z0-9]+")
 _FIRST_PERSON_METHOD_RE = re.compile(
@@ -80,8 +101,9 @@ def normalised(text: str) -> str:
 
 def blocked_reason(sentence: Sentence, title: str | None = None) -> str | None:
     """Why a sentence can never be evidence (None when it can): it is the title, a heading, a link,
-    a reference-list entry, a call to cite or star the work, or a table row. These name or point at
-    the method without stating what it does, so a reader cannot accept a label from them."""
+    a reference-list entry, a call to cite or star the work, a figure or table caption, or a table
+    row. These name, point at or illustrate the method without stating what the paper does, so a
+    reader cannot accept a label from them."""
     text = sentence.text.strip()
     norm = normalised(text)
     if title:
@@ -89,14 +111,16 @@ def blocked_reason(sentence: Sentence, title: str | None = None) -> str | None:
         prefix = norm.startswith(t) or t.startswith(norm)
         if t and (norm == t or (len(t) > 20 and prefix and len(norm) < len(t) + 40)):
             return "title"
+    if _LINK_RE.search(text):  # before headings: a bare "Code: https://..." line also stands alone
+        return "link"
     if sentence.heading or text.startswith("#"):
         return "heading"
-    if _LINK_RE.search(text):
-        return "link"
     if _REFERENCE_RE.search(text) and CITATION_RE.search(text):
         return "reference"
     if _BOILERPLATE_RE.search(text):
         return "boilerplate"
+    if _CAPTION_RE.match(text):
+        return "caption"
     words = _WORD_RE.findall(text)
     if not re.search(r"[.!?:;)]\s*$", text) and len(words) <= 14:
         capitalised = sum(1 for w in words if w[0].isupper())
@@ -106,6 +130,46 @@ def blocked_reason(sentence: Sentence, title: str | None = None) -> str | None:
     if text.count("|") >= 2 or digits > 0.25 * max(len(text), 1):
         return "table"
     return None
+
+
+# Why each kind of `blocked_reason` (and the reference list) is no evidence, as a quote's reason says it.
+NOT_EVIDENCE_REASONS = {
+    "title": "the paper's title is no evidence",
+    "heading": "a heading is no evidence",
+    "link": "a line with a link is no evidence",
+    "reference": "a reference-list entry is no evidence",
+    "references": "the reference list is no evidence",
+    "boilerplate": "a call to cite or star the work is no evidence",
+    "caption": "a figure or table caption is no evidence",
+    "table": "a table row is no evidence",
+}
+
+
+def blocked_spans(doc: Document) -> list[tuple[int, int, str]]:
+    """(start, end, kind) of every part of the paper's text that is never evidence, in text order:
+    the reference list whole, and each sentence piece of any other section that `blocked_reason`
+    refuses (the same rule the offline backend's support applies, so every backend's quotes are
+    judged alike). A piece is judged as the offline backend reads it: its first `MAX_SENTENCE_CHARS`."""
+    references = [(s.start, s.end) for s in doc.sections if s.name == "references"]
+    spans: list[tuple[int, int, str]] = [(start, end, "references") for start, end in references]
+    headings = heading_lines(doc)
+    offset = 0
+    for line in doc.text.split("\n"):
+        line_start, offset = offset, offset + len(line) + 1
+        if any(start <= line_start < end for start, end in references):
+            continue
+        for local_start, local_end in sentence_spans(line):
+            piece = line[local_start:local_end]
+            text = piece.strip()
+            if not text:
+                continue
+            start = line_start + local_start + piece.find(text)
+            judged = cut_at_word(text, MAX_SENTENCE_CHARS) if len(text) > MAX_SENTENCE_CHARS else text
+            sentence = Sentence(start, start + len(text), doc.section_of(start), judged, line_start in headings)
+            kind = blocked_reason(sentence, doc.title)
+            if kind is not None:
+                spans.append((start, start + len(text), kind))
+    return sorted(spans)
 
 
 def sentence_flags(sentences: Sequence[Sentence], title: str | None = None) -> np.ndarray:

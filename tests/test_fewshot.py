@@ -258,7 +258,7 @@ def test_a_reviewed_paper_is_quoted_from_the_run_the_person_accepted(labelled_db
         session.accept_all()
         pool = build_pool(store, taxonomy, [], 2, encoder="tfidf")
     assert pool is not None and [e.key for e in pool.examples] == ["gamma"]
-    first_sentence = PAPERS["gamma"][1].split(". ")[0]  # as located (the full stop is not part of it)
+    first_sentence = PAPERS["gamma"][1].split(". ")[0] + "."  # as located: its full stop is part of it
     assert pool.examples[0].quotes == {"K1": first_sentence, "I2": first_sentence, "A1": first_sentence}
 
 

@@ -100,7 +100,8 @@ def test_any_quote_cut_from_a_document_is_found_at_its_own_offsets(words: list[s
     while end < len(text) and text[end] != " ":
         end += 1
     quote = text[start:end]
-    grounding = Locator(doc).locate(quote)
+    # Random words can read as a heading or a table row (never evidence): this checks offsets only.
+    grounding = Locator(doc, evidence_only=False).locate(quote)
     assert grounding.status == EXACT
     assert normalise(text[grounding.start : grounding.end]) == normalise(quote)
     # The first occurrence is reported; it is this span unless the same words occur earlier.
@@ -186,3 +187,96 @@ def test_fast_normalisation_equals_the_character_by_character_definition(text: s
     from kia.ground import normalise_with_map
 
     assert normalise_with_map(text) == _reference_normalise_with_map(text)
+
+
+def test_an_exact_quote_s_offsets_cover_its_period_and_list_dash_and_no_span_edge_is_a_space(tmp_path: Path) -> None:
+    """`kia show` and review highlight [start, end): an exact quote's span is the quote itself (its
+    closing period, a leading list dash); a fuzzy span never begins or ends with a space."""
+    from kia.extract import extract
+
+    path = tmp_path / "x.md"
+    path.write_text(
+        "# T\n\n## Method\n\n- Text-Conditional Upsampling: we upsample the generated volume with a second diffusion"
+        " stage.\n\nThe whole volume is generated in a single stage in the latent space of a pretrained autoencoder."
+        "\n",
+        encoding="utf-8",
+    )
+    doc = extract(path)
+    locator = Locator(doc)
+    for quote in (
+        "The whole volume is generated in a single stage in the latent space of a pretrained autoencoder.",
+        "- Text-Conditional Upsampling: we upsample the generated volume with a second diffusion stage.",
+    ):
+        found = locator.locate(quote)
+        assert found.status == EXACT, quote
+        assert normalise(doc.text[found.start : found.end]) == normalise(quote), quote
+    elided = locator.locate("The whole volume is generated ... in the latent space of a pretrained autoencoder.")
+    assert doc.text[elided.start : elided.end].endswith("of a pretrained autoencoder.")
+    # Marks the paper does not have are not taken from the next sentence or the line before.
+    wrapped = locator.locate('"we upsample the generated volume with a second diffusion"')
+    assert doc.text[wrapped.start : wrapped.end] == "we upsample the generated volume with a second diffusion"
+    fuzzy = locator.locate("generated in a single stage in the latent space of a pre-trained autoencoder")
+    assert fuzzy.status == FUZZY
+    span = doc.text[fuzzy.start : fuzzy.end]
+    assert span == span.strip() and span.startswith("generated in a single stage"), span
+
+
+BLOCKED_PAPER = """# Volumetric Report-Conditioned Diffusion for Chest CT Synthesis
+
+## Abstract
+
+We propose volumetric report-conditioned diffusion for chest CT synthesis with a latent model.
+
+## Method
+
+### Cascaded super-resolution stages
+
+Figure 1: The report encoder feeds cross-attention blocks of the 3D U-Net.
+
+As shown in Fig. 1, the report encoder feeds cross-attention blocks of the denoising network.
+
+Code: https://github.com/example/repo
+
+## References
+
+[1] Rombach R. et al. High-resolution image synthesis with latent diffusion models conditioned through cross-attention. CVPR 2022.
+"""
+
+
+def test_a_quote_found_only_in_text_that_is_never_evidence_is_kept_with_its_span_and_the_reason(
+    tmp_path: Path,
+) -> None:
+    from kia.extract import extract
+    from kia.ground import NOT_EVIDENCE
+
+    path = tmp_path / "p.md"
+    path.write_text(BLOCKED_PAPER, encoding="utf-8")
+    doc = extract(path)
+    locator = Locator(doc)
+    expected = {
+        "Volumetric Report-Conditioned Diffusion for Chest CT Synthesis.": "the paper's title",
+        "Cascaded super-resolution stages": "a heading",
+        "Figure 1: The report encoder feeds cross-attention blocks": "caption",
+        "Code: https://github.com/example/repo": "link",
+        "latent diffusion models conditioned through cross-attention": "the reference list",
+    }
+    for quote, why in expected.items():
+        found = locator.locate(quote)
+        assert found.status == NOT_EVIDENCE and not found.found, (quote, found)
+        assert why in (found.reason or "") and "no evidence" in (found.reason or ""), (quote, found.reason)
+        assert found.start is not None and found.end is not None  # kept for the record, with where it is
+        assert normalise(quote).rstrip(".") in normalise(doc.text[found.start : found.end])
+    # The title is no evidence even where the abstract repeats it; the abstract's sentence is, and a
+    # quote of it is located there (the first occurrence that may be evidence), not in the title.
+    assert "the paper's title" in (
+        locator.locate("VOLUMETRIC report-conditioned diffusion for chest CT synthesis").reason or ""
+    )
+    again = locator.locate("We propose volumetric report-conditioned diffusion for chest CT synthesis")
+    assert again.status == EXACT and again.section == "abstract"
+    inside = locator.locate("Report-Conditioned Diffusion for Chest CT Synthesis with a latent model")
+    assert inside.status == EXACT and inside.section == "abstract"
+    # A sentence that mentions the figure in passing is evidence.
+    passing = locator.locate("As shown in Fig. 1, the report encoder feeds cross-attention blocks")
+    assert passing.status == EXACT and passing.section == "method"
+    # Offsets alone (no judgement) for whoever asks: the title is then found where it is.
+    assert Locator(doc, evidence_only=False).locate("Cascaded super-resolution stages").status == EXACT

@@ -855,3 +855,78 @@ def test_a_default_outside_the_taxonomy_fails_the_paper_instead_of_looking_label
         )  # type: ignore[arg-type]
         assert good.done == 1
         assert ("p", "I", "default") in [row[:3] for row in store.axis_statuses("ok")]
+
+
+BLOCKED = """# Volumetric Report-Conditioned Diffusion for Chest CT Synthesis
+
+## Abstract
+
+We propose a latent diffusion model that synthesises chest CT volumes from radiology reports.
+
+## Method
+
+### Cascaded super-resolution stages
+
+Figure 1: The report encoder feeds cross-attention blocks of the 3D U-Net.
+
+Code: https://github.com/example/repo
+
+## References
+
+[1] Rombach R. et al. High-resolution image synthesis with latent diffusion models conditioned through cross-attention. CVPR 2022.
+"""
+TITLE = "Volumetric Report-Conditioned Diffusion for Chest CT Synthesis"
+
+
+def test_a_backend_s_quotes_of_title_heading_link_caption_or_references_are_kept_but_no_evidence(
+    tmp_path: Path, db_path: Path
+) -> None:
+    """Any backend but `local` (here a scripted one, as an LLM, a plugin or a batch import answers)
+    is judged by the rule the offline backend's support applies: such a quote is stored, located,
+    with status `not_evidence`; a label left without evidence is `unsupported`, and the axis says why."""
+    (tmp_path / "p.md").write_text(BLOCKED, encoding="utf-8")
+    (tmp_path / "q.md").write_text(BLOCKED.replace("Chest CT", "Knee MRI"), encoding="utf-8")
+    store = Store(db_path)
+    store.add_document(extract(tmp_path / "p.md"), "P")
+    store.add_document(extract(tmp_path / "q.md"), "Q")
+    stating = "We propose a latent diffusion model that synthesises chest CT volumes from radiology reports."
+    answer = {
+        "K": [("K1", [TITLE]), ("K2", ["Code: https://github.com/example/repo"])],
+        "I": [
+            (
+                "I2",
+                ["High-resolution image synthesis with latent diffusion models conditioned through cross-attention"],
+            ),
+            ("I3", ["Figure 1: The report encoder feeds cross-attention blocks"]),
+        ],
+        "A": [("A2", ["Cascaded super-resolution stages", stating])],
+    }
+    only_title = {axis: [(claims[0][0], [TITLE.replace("Chest CT", "Knee MRI")])] for axis, claims in answer.items()}
+    backend = ScriptedBackend({TITLE: answer, TITLE.replace("Chest CT", "Knee MRI"): only_title})
+    summary = run_proposals(store, backend, load_taxonomy(), load_prompt(), run_name="b")
+    rows = store.query(
+        "SELECT e.category, e.idx, e.status, e.start_char, e.end_char, l.grounded FROM evidence e"
+        " JOIN labels l USING (run_id, paper_key, axis, category) WHERE e.run_id = 'b' AND e.paper_key = 'P'"
+        " ORDER BY 1, 2"
+    )
+    assert [(r[0], r[1], r[2], r[5]) for r in rows] == [
+        ("A2", 0, "not_evidence", True),
+        ("A2", 1, "exact", True),  # its other quote is evidence: the label stands
+        ("I2", 0, "not_evidence", False),
+        ("I3", 0, "not_evidence", False),
+        ("K1", 0, "not_evidence", False),
+        ("K2", 0, "not_evidence", False),
+    ]
+    assert all(r[3] is not None and r[4] is not None for r in rows)  # located, for the record
+    reasons = {axis: (status, reason) for key, axis, status, reason in store.axis_statuses("b") if key == "P"}
+    assert set(reasons) == {"K", "I"} and {s for s, _ in reasons.values()} == {"unsupported"}
+    assert "K1 (the paper's title is no evidence)" in reasons["K"][1] and "link" in reasons["K"][1]
+    assert "reference list" in reasons["I"][1] and "caption" in reasons["I"][1]
+    # A paper whose every quote is no evidence fails, as one whose quotes are not found, and says why.
+    assert summary.failures == [
+        (
+            "Q",
+            "no quote of any label was found in the paper (every axis unsupported;"
+            " the quotes found are no evidence: the paper's title is no evidence)",
+        )
+    ]

@@ -269,3 +269,24 @@ def test_offline_quotes_on_another_taxonomy_are_never_headings_or_link_lines(tmp
     )
     for quote in quotes:
         assert not any(quote.startswith(line) for line in never), quote
+
+
+def test_a_caption_alone_is_never_evidence_but_a_sentence_that_mentions_a_figure_is() -> None:
+    for caption in (
+        "Figure 1: Overview: the report encoder feeds cross-attention blocks of the 3D U-Net.",
+        "Fig. 2.",
+        "Fig. 2. The mask is concatenated with the noisy latent at every step.",
+        "Table 3: Results on CT-RATE.",
+        "**Figure 4** The denoiser reads the report through cross-attention.",
+        "Figure S1 - Samples generated from held-out reports.",
+        "Algorithm 1 Sampling with classifier-free guidance",
+    ):
+        assert blocked_reason(_s(caption, "method"), None) == "caption", caption
+    for prose in (
+        "As shown in Fig. 2, we concatenate the mask with the noisy latent at every step.",
+        "Fig. 2 shows that the mask is concatenated with the noisy latent at every step.",
+        "Table 1 reports the image quality of every model on the held-out test split.",
+        "Figures 2 and 3 show samples conditioned on reports of rare findings.",
+        "The figure caption generator is conditioned on the radiology report.",
+    ):
+        assert blocked_reason(_s(prose, "method"), None) is None, prose
