@@ -55,9 +55,12 @@ class Quote:
     status: str
 
     def cell(self) -> str:
-        """`K2 p.3 [120-240] "quote"` (or `not located`)."""
+        """`K2 p.3 [120-240] "quote"` (or `not located`); a quote found other than word for word says
+        how (`(fuzzy)`: the paper's words at the span, which the model's resembled; `(not evidence)`,
+        `(suspicious)`), so no reader takes it for the model's exact citation."""
         where = f"p.{self.page} [{self.start}-{self.end}]" if self.start is not None else "not located"
-        return f'{self.category} {where} "{self.quote}"'
+        how = f" ({self.status.replace('_', ' ')})" if self.start is not None and self.status != "exact" else ""
+        return f'{self.category} {where}{how} "{self.quote}"'
 
 
 @dataclass

@@ -237,6 +237,12 @@ class Locator:
         return start, end
 
     def _grounding(self, quote: str, status: str, score: float, start: int, end: int) -> Grounding:
+        """A found quote. A fuzzy one is stored as the paper's own words at its span (whitespace
+        collapsed), never the model's: a model that changed "radiology report text" to "patient age
+        and sex" must not have its words shown, exported and accepted as the paper's; its score says
+        how far they were apart, and its answer keeps what it wrote."""
+        if status == FUZZY:
+            quote = " ".join(self.doc.text[start:end].split())
         return Grounding(
             quote, status, round(score, 1), start, end, self.doc.page_of(start), self.doc.section_of(start)
         )

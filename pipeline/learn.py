@@ -141,8 +141,8 @@ def auto_accept(
 ) -> tuple[AutoThreshold, BulkAccept, Calibration]:
     """`--accept-above auto`: fit the map on the reviews so far, choose the threshold whose accepted
     set has a conservative precision bound at least `target`, and accept those axes, as bulk accept
-    does: only grounded, not abstained, not flagged (tentative, out of scope, suspicious text), not
-    yet decided by anyone, and not one the learned secondary rule would change."""
+    does: only grounded word for word, not abstained, not flagged (tentative, out of scope, suspicious
+    text), not yet decided by anyone, and not one the learned secondary rule would change."""
     settings = settings or Settings()
     session = ReviewSession(store, taxonomy, run_id, reviewer, only)
     if session.run_id is None:
@@ -164,9 +164,12 @@ def auto_accept(
         if key in suspicious:
             result.suspicious_papers.append(key)
             continue
+        acceptance = store.axis_acceptance(session.run_id, key)
         for axis, proposed in open_axes.items():
             if proposed.abstained:
                 result.abstained += 1
+            elif axis in acceptance and not acceptance[axis][2]:  # quoted only loosely, as in bulk accept
+                result.loose += 1
             elif proposed.flagged or with_rule(proposed, learned.rule, multi[axis]).labels != proposed.labels:
                 result.below += 1
             else:

@@ -674,6 +674,9 @@ class BulkAccept:
     suspicious_papers: list[str] = field(default_factory=list)
     # Axes someone already decided (any reviewer): never accepted over, never "left for review".
     decided: int = 0
+    # Axes with a label whose quotes matched the paper only loosely (fuzzy, under 95): the model's
+    # words differ from the paper's, so a person checks them.
+    loose: int = 0
 
     def line(self, threshold: float) -> str:
         """One summary line."""
@@ -681,8 +684,9 @@ class BulkAccept:
 
     def left(self, below: str = "below the threshold") -> str:
         """What was not accepted, and why."""
+        loose = f"{self.loose} quoted only loosely (fuzzy match under 95), " if self.loose else ""
         return (
-            f"left for review: {self.below} {below}, {self.ungrounded} not grounded in the paper, "
+            f"left for review: {self.below} {below}, {self.ungrounded} not grounded in the paper, {loose}"
             f"{self.abstained} abstained, {len(self.suspicious_papers)} paper(s) flagged suspicious_text; "
             f"{self.decided} already decided"
         )
@@ -729,9 +733,11 @@ def bulk_accept(
             if status is not None or axis not in acceptance:
                 result.abstained += 1
                 continue
-            confidence, grounded = acceptance[axis]
+            confidence, grounded, verbatim = acceptance[axis]
             if not grounded:
                 result.ungrounded += 1
+            elif not verbatim:  # a quote that matched only loosely: a person reads what the paper says
+                result.loose += 1
             elif confidence < threshold:
                 result.below += 1
             else:

@@ -34,6 +34,17 @@ def test_csv_round_trips_labels() -> None:
     assert generate["I"] == "I1;I2" and generate["conditioning_mechanism"] == "Cross-attention, CFG"
 
 
+def test_a_quote_found_other_than_word_for_word_says_how() -> None:
+    """A fuzzy quote was exported like an exact one, so a reader took it for the model's exact
+    citation of the paper."""
+    from kia.export import Quote
+
+    assert Quote("K2", "masks steer it", 3, 10, 24, "exact").cell() == 'K2 p.3 [10-24] "masks steer it"'
+    assert Quote("K2", "masks steer it", 3, 10, 24, "fuzzy").cell() == 'K2 p.3 [10-24] (fuzzy) "masks steer it"'
+    assert Quote("K2", "A Title", 1, 0, 7, "not_evidence").cell() == 'K2 p.1 [0-7] (not evidence) "A Title"'
+    assert Quote("K2", "words", None, None, None, "not_found").cell() == 'K2 not located "words"'
+
+
 HOSTILE_CELLS = ['=HYPERLINK("http://x")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tTab", "\rReturn", "\uff1d1+1"]
 
 

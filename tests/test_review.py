@@ -411,6 +411,22 @@ class _AbstainsOnP3(ScriptedBackend):
         return answer
 
 
+def test_accept_above_leaves_a_label_quoted_only_loosely_for_a_person(db: Path) -> None:
+    """A label whose only quote matched the paper loosely (the model changed words: "report text"
+    became "patient age") was machine-accepted like one quoted word for word."""
+    reworded = {**ANSWER, "K": [("K4", ["We generate CT from patient age masks with a ControlNet branch"])]}
+    with Store(db) as store:
+        loose = ScriptedBackend({"P1": reworded, "P2": ANSWER, "P3": ANSWER})
+        loose.model = "loose-model"
+        run_proposals(store, loose, load_taxonomy(), load_prompt(), run_name="loose")
+        assert store.query(
+            "SELECT status FROM evidence WHERE run_id = 'loose' AND paper_key = 'P1' AND axis = 'K'"
+        ) == [("fuzzy",)]
+        result = bulk_accept(store, load_taxonomy(), 0.5, "loose", "bot")
+    assert result.accepted == 8 and result.loose == 1
+    assert "1 quoted only loosely (fuzzy match under 95)" in result.line(0.5)
+
+
 def test_accept_above_honours_the_filter_grounding_and_abstention(db: Path) -> None:
     taxonomy = load_taxonomy()
     invented = {**ANSWER, "A": [("A1", ["a sentence that this paper never wrote anywhere"])]}

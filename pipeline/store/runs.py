@@ -375,14 +375,21 @@ class RunQueries(StoreBase):
         rows = self.query(sql + " ORDER BY s.paper_key, s.idx", params)
         return [(r[0], r[1], int(r[2]), int(r[3]), r[4], r[5]) for r in rows]
 
-    def axis_acceptance(self, run_id: str | None, paper_key: str) -> dict[str, tuple[float, bool]]:
-        """Per axis with labels: (lowest confidence, whether every label is grounded in the paper)."""
+    def axis_acceptance(
+        self, run_id: str | None, paper_key: str, verbatim_score: float = 95.0
+    ) -> dict[str, tuple[float, bool, bool]]:
+        """Per axis with labels: (lowest confidence, whether every label is grounded in the paper,
+        whether every label has a quote found word for word: exact, or fuzzy at `verbatim_score` or
+        more)."""
         rows = self.query(
-            "SELECT axis, min(confidence), bool_and(grounded) FROM labels WHERE run_id = ? AND paper_key = ?"
-            " GROUP BY axis",
-            [run_id, paper_key],
+            "SELECT l.axis, min(l.confidence), bool_and(l.grounded), bool_and(coalesce(e.best, 0) >= ?)"
+            " FROM labels l LEFT JOIN (SELECT axis, category, max(CASE WHEN status = 'exact' THEN 100.0"
+            " WHEN status = 'fuzzy' THEN score ELSE 0.0 END) AS best FROM evidence WHERE run_id = ? AND"
+            " paper_key = ? GROUP BY axis, category) e ON e.axis = l.axis AND e.category = l.category"
+            " WHERE l.run_id = ? AND l.paper_key = ? GROUP BY l.axis",
+            [verbatim_score, run_id, paper_key, run_id, paper_key],
         )
-        return {r[0]: (float(r[1]), bool(r[2])) for r in rows}
+        return {r[0]: (float(r[1]), bool(r[2]), bool(r[3])) for r in rows}
 
     def paper_labels(self, run_id: str | None, paper_key: str) -> list[tuple[str, str, float]]:
         """(axis, category, confidence) of one paper in one run."""
