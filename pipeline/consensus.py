@@ -185,7 +185,8 @@ def make_consensus(store: Store, taxonomy: Taxonomy, runs: list[str], name: str)
             name,
             {
                 "paper_key": key,
-                "sha256": store.latest_sha(key),
+                # the version the first input run read: its quotes (copied below) point into that text
+                "sha256": store.proposal_sha(runs[0], key) or store.latest_sha(key),
                 "model": CONSENSUS,
                 "package_version": __version__,
                 "raw_response": dumps(

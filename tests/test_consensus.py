@@ -224,3 +224,27 @@ def test_a_rebuild_withdraws_an_agreement_its_inputs_no_longer_share(tmp_path: P
     session = ReviewSession(store, taxonomy, "ab", "person")
     assert session.left() == 1 and not session.finished("p2") and ("p2", "I") not in session.decided_by_anyone()
     assert make_consensus(store, taxonomy, ["a", "b"], "ab").withdrawn == 0  # withdrawn once, not at every build
+
+
+def test_a_consensus_shows_its_quotes_in_the_version_its_first_input_read(tmp_path: Path, db_path: Path) -> None:
+    """A consensus proposal was stamped with the paper's current version while its quotes (copied from
+    the first input run) point into the version that run read: after a newer text was ingested, the
+    consensus run's review marked other text as each quote."""
+    from kia.review import run_document
+
+    taxonomy = load_taxonomy()
+    agreed = ("K2", "I2", "A1")
+    store = _runs(tmp_path, db_path, {"a": (agreed, agreed), "b": (agreed, agreed)})
+    first = store.proposal_sha("a", "p2")
+    longer = tmp_path / "p2.md"
+    longer.write_text(
+        "# Two\n\n## Abstract\nA new opening sentence moves every offset. " + TEXT.split("## Abstract\n")[1]
+    )
+    store.add_document(extract(longer), "p2")
+    assert store.latest_sha("p2") != first
+    make_consensus(store, taxonomy, ["a", "b"], "ab")
+    assert store.proposal_sha("ab", "p2") == first
+    doc = run_document(store, "ab", "p2")
+    for row in store.paper_evidence("ab", "p2"):
+        quote, start, end = row[2], row[5], row[6]
+        assert doc.text[start:end].rstrip(".") == quote.rstrip(".")
