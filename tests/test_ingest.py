@@ -220,6 +220,41 @@ def test_new_extraction_rules_reextract_and_relocate_stored_quotes(tmp_path: Pat
     assert "already present 1" in again.stdout
 
 
+def test_a_label_whose_quote_the_new_extraction_no_longer_holds_is_unsupported(tmp_path: Path, db_path: Path) -> None:
+    """Re-extraction located every stored quote again but left each label `grounded` as it was: a
+    label whose only quote the new rules no longer find (or find only in a caption) stayed grounded
+    and could be accepted in bulk without a quote. Its label is now ungrounded and its axis
+    `unsupported`; the other axes keep their state."""
+    from kia.extract import extract
+    from kia.propose import load_prompt, run_proposals
+    from kia.review import bulk_accept
+    from kia.store import Store
+    from kia.taxonomy import load_taxonomy
+    from tests.fakes import ScriptedBackend
+
+    kept = "We generate CT volumes from organ segmentation masks with a latent diffusion model"
+    gone = "A running header the old rules took for prose about report text conditioning"
+    paper = tmp_path / "paper.md"
+    paper.write_text(f"# Masks to CT\n\n## Abstract\n{kept}.\n", encoding="utf-8")
+    with Store(db_path) as store:
+        store.add_document(extract(paper), "paper")
+        # as an older extractor stored it: a line the current rules drop
+        store.con.execute(
+            "UPDATE documents SET text = replace(text, ?, ?), extractor_version = '0.1.0'", [kept, f"{gone}. {kept}"]
+        )
+        answer = {"K": [("K1", [gone])], "I": [("I2", [kept])], "A": [("A1", [kept])]}
+        run_proposals(store, ScriptedBackend({"Masks to CT": answer}), load_taxonomy(), load_prompt(), run_name="r")
+        assert store.axis_statuses("r") == []
+    assert "re-extracted 1" in run_kia("ingest", str(paper), "--db", str(db_path)).stdout
+    with Store(db_path) as store:
+        grounded = dict(store.query("SELECT axis, grounded FROM labels WHERE run_id = 'r'"))
+        assert grounded == {"K": False, "I": True, "A": True}
+        statuses = store.axis_statuses("r")
+        assert [(s[1], s[2]) for s in statuses] == [("K", "unsupported")] and "K1" in statuses[0][3]
+        accepted = bulk_accept(store, load_taxonomy(), 0.5, "r", "bot")
+    assert accepted.accepted == 2 and accepted.ungrounded == 1
+
+
 @needs_shared_corpus
 def test_every_stored_quote_of_the_shared_corpus_is_at_its_offsets_on_word_boundaries(db_path: Path) -> None:
     from kia.store import Store

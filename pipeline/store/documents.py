@@ -95,6 +95,47 @@ class DocumentQueries(StoreBase):
                     " WHERE run_id = ? AND paper_key = ? AND axis = ? AND category = ? AND idx = ?",
                     [list(r) for r in evidence],
                 )
+                self._regrounded(sorted({(r[6], r[7]) for r in evidence}))
+
+    def _regrounded(self, proposals: list[tuple[str, str]]) -> None:
+        """After the quotes of these (run, paper) proposals were located again: each quoted label is
+        grounded exactly when one of its quotes is still evidence, and an axis with a label no longer
+        grounded is `unsupported` (one whose labels are all grounded again loses that status). Why:
+        new extraction rules can find a quote no longer, or only in text that is never evidence (a
+        caption), and a label that stayed `grounded` would be accepted in bulk without a quote."""
+        for run_id, paper_key in proposals:
+            self.con.execute(
+                "UPDATE labels SET grounded = EXISTS (SELECT 1 FROM evidence e WHERE e.run_id = labels.run_id"
+                " AND e.paper_key = labels.paper_key AND e.axis = labels.axis AND e.category = labels.category"
+                " AND e.status IN ('exact', 'fuzzy')) WHERE run_id = ? AND paper_key = ? AND EXISTS (SELECT 1"
+                " FROM evidence e WHERE e.run_id = labels.run_id AND e.paper_key = labels.paper_key AND"
+                " e.axis = labels.axis AND e.category = labels.category)",
+                [run_id, paper_key],
+            )
+            axes = self.con.execute(
+                "SELECT l.axis, string_agg(CASE WHEN NOT l.grounded THEN l.category END, ', ' ORDER BY l.category),"
+                " any_value(s.status) FROM labels l LEFT JOIN axis_status s ON s.run_id = l.run_id AND"
+                " s.paper_key = l.paper_key AND s.axis = l.axis WHERE l.run_id = ? AND l.paper_key = ? AND EXISTS"
+                " (SELECT 1 FROM evidence e WHERE e.run_id = l.run_id AND e.paper_key = l.paper_key AND"
+                " e.axis = l.axis AND e.category = l.category) GROUP BY l.axis",
+                [run_id, paper_key],
+            ).fetchall()
+            for axis, ungrounded, status in axes:
+                if ungrounded and status in (None, "tentative"):
+                    self.con.execute(
+                        "INSERT OR REPLACE INTO axis_status VALUES (?, ?, ?, 'unsupported', ?)",
+                        [
+                            run_id,
+                            paper_key,
+                            axis,
+                            f"no quote is evidence for {ungrounded} in the text as now extracted",
+                        ],
+                    )
+                elif not ungrounded and status == "unsupported":
+                    self.con.execute(
+                        "DELETE FROM axis_status WHERE run_id = ? AND paper_key = ? AND axis = ?",
+                        [run_id, paper_key, axis],
+                    )
 
     def document_quotes(self, sha256: str) -> list[tuple[str, str, str, str, int, str]]:
         """(run id, paper key, axis, category, idx, quote) of every quote stored against a document."""
