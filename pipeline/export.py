@@ -440,7 +440,9 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
                 f"*{_markdown_cell(instead)}*" if (instead := row.status_only(a)) else _markdown_cell(row.cell(a, ", "))
                 for a in axes
             ]
-            cells = [row.key, *(row.details.get(d, "–") for d in details)]
+            # the survey's name of the method where the row matched gold, its key beside it to find it
+            named = f"{row.method} ({row.key})" if row.method and row.method != row.key else row.key
+            cells = [named, *(row.details.get(d, "–") for d in details)]
             cells += ["; ".join(row.flags.lines()) or "–"] if flagged else []
             escaped = [_markdown_cell(c) for c in cells]
             lines.append("| " + " | ".join([escaped[0], *shown, *escaped[1:]]) + " |")

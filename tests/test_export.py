@@ -246,6 +246,7 @@ def test_unsupported_and_tentative_axes_are_flagged_until_a_person_decides_them(
 def test_markdown_cells_carry_no_html_and_no_line_break() -> None:
     rows, taxonomy = _rows()
     rows[0].key = "<script>alert(1)</script>"
+    rows[0].method = ""  # not matched to gold: the key alone names the row
     rows[0].details["dataset"] = "CT-RATE\n| forged | row |"
     rows[1].title = "A & B"
     markdown = render(rows, taxonomy, "markdown")
@@ -270,6 +271,7 @@ def test_markdown_header_and_cells_render_as_plain_text_with_no_link_image_or_ht
     pixel = "see ![pixel](https://attacker.example/t.png) and [details](javascript:alert(1)) `code` back\\slash"
     rows[0].flags = PaperFlags(unclear={"I": pixel})
     rows[1].key = "[key](https://attacker.example/)"
+    rows[1].method = ""
     markdown = render(rows, taxonomy, "markdown")
     header, rule = markdown.splitlines()[:2]
     html = MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown)
@@ -432,7 +434,7 @@ def test_latex_escapes_a_backslash_once() -> None:
     assert r"\textbackslash\{\}" not in latex
 
 
-def test_latex_method_column_names_the_gold_method_a_paper_matched() -> None:
+def test_latex_and_markdown_method_column_names_the_gold_method_a_paper_matched() -> None:
     """A paper stored under its arXiv id (or a citation key) is shown by the method name of the gold
     row it matched, as the survey's table names methods; one gold does not know keeps its key."""
     taxonomy = load_taxonomy()
@@ -444,6 +446,10 @@ def test_latex_method_column_names_the_gold_method_a_paper_matched() -> None:
     rows = [line for line in latex.splitlines() if line.startswith("{")]
     assert rows[0].startswith("{CTFlow} & K1 & I2 & A3 & Clinical Reports") and ctflow.arxiv_id not in latex
     assert rows[1].startswith("{smith2025masks} & ")
+    markdown = render(rows_from_labeling(stored, {}, gold), taxonomy, "markdown").splitlines()
+    assert markdown[2].startswith(f"| CTFlow ({ctflow.arxiv_id}) | K1 |") and markdown[3].startswith(
+        "| smith2025masks |"
+    )
 
 
 def test_relative_attachment_paths_follow_the_written_library(tmp_path: Path) -> None:
