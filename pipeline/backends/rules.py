@@ -35,6 +35,7 @@ from kia.sentences import (
     without_negated,
 )
 from kia.settings import Settings
+from kia.support import blocked_reason
 from kia.taxonomy import Axis, Category, Taxonomy
 
 
@@ -232,6 +233,9 @@ class RulesBackend:
             raise BackendError(nothing_to_classify(doc, taxonomy))
         raw, margins, closeness = self.sentence_scores(sentences, taxonomy)
         weights = np.asarray([_sentence_weight(s, self.settings) for s in sentences], dtype=np.float32)
+        # A title, heading, link, caption or table row counts towards the scores but is never quoted:
+        # it names or illustrates the method without stating it (`kia.support.blocked_reason`).
+        quotable = np.asarray([blocked_reason(s, doc.title) is None for s in sentences], dtype=np.float32)
         axes: dict[str, AxisScores] = {}
         for axis in taxonomy.axes:
             scores: dict[str, float] = {}
@@ -243,9 +247,11 @@ class RulesBackend:
                 fallback[category.id] = float((margins[category.id] * weights).sum())
                 # Quotes: the strongest lexical sentences, else those that fit this category better
                 # than the others, else (a label given by default) the closest sentence at all.
-                ranking = weighted if weighted.any() else margins[category.id] * weights
+                ranking = weighted * quotable
                 if not ranking.any():
-                    ranking = np.clip(closeness[category.id], 1e-6, None) * weights
+                    ranking = np.clip(margins[category.id], 0, None) * weights * quotable
+                if not ranking.any():
+                    ranking = np.clip(closeness[category.id], 1e-6, None) * weights * quotable
                 order = np.argsort(-ranking, kind="stable")
                 tops[category.id] = [int(i) for i in order[: self.settings.quotes_per_label * 2] if ranking[i] > 0]
             axes[axis.id] = AxisScores(scores, tops, fallback)
