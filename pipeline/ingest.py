@@ -166,7 +166,7 @@ def reextract(store: Store, doc: Document) -> int:
         found = locator.locate(quote)
         location = (found.status, found.score, found.start, found.end, found.page, found.section)
         rows.append((*location, run_id, paper_key, axis, category, idx))
-    store.replace_extraction(doc, rows)
+    store.replace_extraction(doc, rows, find_doi(doc))
     return len(rows)
 
 
@@ -416,8 +416,9 @@ def run_ingest(
 
 @dataclass(frozen=True)
 class EntryOutcome:
-    """What happened to one library entry: ingested, present, linked, fetched, abstract, no file,
-    failed, or retired (an earlier ingest's entry the file no longer holds), with why."""
+    """What happened to one library entry: ingested, present, re-extracted (its file, stored by older
+    extraction rules, read again), linked, fetched, abstract, no file, failed, or retired (an
+    earlier ingest's entry the file no longer holds), with why."""
 
     entry_key: str
     status: str
@@ -552,7 +553,15 @@ def _ingest_entry(
             except OSError as exc:
                 sha, detail = None, f"cannot read {file}: {exc.strerror}"
             stored = store.has_document(sha) if sha else None
-            if stored is not None:
+            if stored is not None and sha and not is_current_extraction(store.extraction_version(sha) or ""):
+                # read by older extraction rules: read again and its quotes located again, as a
+                # folder ingest of the same file does
+                doc_outcome = ingest_one(file, store, {str(file): stored})
+                if doc_outcome.status == "failed":
+                    status, detail, paper_key = "failed", doc_outcome.error, None
+                else:
+                    status, detail = doc_outcome.status, f"{file} is stored as {stored}"
+            elif stored is not None:
                 status, detail = "present", f"{file} is stored as {stored}"
             else:
                 store.link_file(known[0], str(file), sha, known[1])

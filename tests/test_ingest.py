@@ -255,6 +255,36 @@ def test_a_label_whose_quote_the_new_extraction_no_longer_holds_is_unsupported(t
     assert accepted.accepted == 2 and accepted.ungrounded == 1
 
 
+def test_a_library_ingested_again_rereads_files_stored_by_older_rules_and_their_titles(tmp_path: Path) -> None:
+    """After an upgrade, `kia ingest --bib` said `present` for every entry and kept the text older
+    extraction rules had stored (front matter as text, titled `---`); only a folder ingest re-read
+    them. A library's files are now re-extracted as any file is, and the new reading's title kept."""
+    from kia.store import Store
+
+    db = tmp_path / "kia.duckdb"
+    (tmp_path / "files").mkdir()
+    paper = tmp_path / "files" / "volgen.md"
+    paper.write_text(
+        '---\ntitle: "VolGen: Mask-Guided CT Synthesis"\n---\n\n# VolGen\n\n## Abstract\nWe generate CT volumes'
+        " from organ masks with a latent diffusion model.\n",
+        encoding="utf-8",
+    )
+    library = tmp_path / "library.bib"
+    library.write_text(
+        "@article{volgen2025,\n  title = {VolGen: Mask-Guided CT Synthesis},\n  file = {:files/volgen.md:md}\n}\n"
+    )
+    assert run_kia("ingest", "--bib", str(library), "--db", str(db)).returncode == 0
+    with Store(db) as store:  # as the rules before front matter was read stored it
+        store.con.execute("UPDATE documents SET title = '---', extractor_version = '1.0+x2'")
+    again = run_kia("ingest", "--bib", str(library), "--db", str(db))
+    assert again.returncode == 0 and "re-extracted: volgen2025 -> volgen2025" in again.stdout, again.stdout
+    with Store(db, read_only=True) as store:
+        assert store.query("SELECT title, extractor_version LIKE '%+x3' FROM documents") == [
+            ("VolGen: Mask-Guided CT Synthesis", True)
+        ]
+    assert "present: volgen2025" in run_kia("ingest", "--bib", str(library), "--db", str(db)).stdout
+
+
 @needs_shared_corpus
 def test_every_stored_quote_of_the_shared_corpus_is_at_its_offsets_on_word_boundaries(db_path: Path) -> None:
     from kia.store import Store

@@ -66,18 +66,31 @@ class DocumentQueries(StoreBase):
         row = self.con.execute("SELECT extractor_version FROM documents WHERE sha256 = ?", [sha256]).fetchone()
         return str(row[0]) if row else None
 
-    def replace_extraction(self, doc: Document, evidence: list[tuple[Any, ...]]) -> None:
+    def replace_extraction(self, doc: Document, evidence: list[tuple[Any, ...]], doi: str | None = None) -> None:
         """Store a new extraction of already stored bytes, and where its quotes now are, at once.
 
         `evidence` rows are (status, score, start, end, page, section, run id, paper key, axis,
         category, idx): every stored quote of the document, located again in the new text, so no
-        offset ever points into text that is gone.
+        offset ever points into text that is gone. What the new rules read as the title, arXiv id
+        and DOI replaces the old reading (an id the new rules find none of is kept): a Markdown
+        file's front matter, once read as text, titled its paper `---`.
         """
         with self.transaction():
             self.con.execute(
-                "UPDATE documents SET text = ?, n_chars = ?, n_pages = ?, extractor = ?, extractor_version = ?"
+                "UPDATE documents SET text = ?, n_chars = ?, n_pages = ?, extractor = ?, extractor_version = ?,"
+                " title = coalesce(nullif(?, ''), title), arxiv_id = coalesce(?, arxiv_id), doi = coalesce(?, doi)"
                 " WHERE sha256 = ?",
-                [doc.text, len(doc.text), len(doc.pages), doc.extractor, doc.extractor_version, doc.sha256],
+                [
+                    doc.text,
+                    len(doc.text),
+                    len(doc.pages),
+                    doc.extractor,
+                    doc.extractor_version,
+                    doc.title,
+                    doc.arxiv_id,
+                    doi,
+                    doc.sha256,
+                ],
             )
             self.con.execute("DELETE FROM pages WHERE sha256 = ?", [doc.sha256])
             self.con.execute("DELETE FROM sections WHERE sha256 = ?", [doc.sha256])
