@@ -471,8 +471,9 @@ def proposal_from_answer(
 ) -> Proposal:
     """Check a backend's answer against the schema, ground its quotes and mark each axis's status.
 
-    Shared by live calls and imported batch results, so both store the same thing. A paper every one
-    of whose axes is `unsupported` (no quote found for any label) fails: nothing of it can be trusted.
+    Shared by live calls and imported batch results, so both store the same thing. A paper with no
+    grounded label at all (every axis `unsupported`, no quote of any label found) fails: nothing of
+    it can be trusted.
     `flagged` sentences (addressing the labeller) are no evidence: a quote inside one is `suspicious`.
     """
     flagged = suspicious_sentences(doc, taxonomy) if flagged is None else flagged
@@ -485,7 +486,14 @@ def proposal_from_answer(
         Label(axis, category, confidence, f"{category} by default: {why}", [])
         for axis, (category, confidence, why) in answer.defaults.items()
     ]
-    if labels and all(statuses.get(axis, ("",))[0] == UNSUPPORTED for axis in taxonomy.axis_ids):
+    # Fails only when no label at all is grounded: an axis is `unsupported` as soon as one of its
+    # labels is (an extra label quoted from a caption beside a well-quoted one), and the labels that
+    # are grounded are worth keeping for a person to check.
+    if (
+        labels
+        and all(statuses.get(axis, ("",))[0] == UNSUPPORTED for axis in taxonomy.axis_ids)
+        and not any(label.grounded for label in labels)
+    ):
         # No key in the message: every failure line already starts with the paper it is about.
         error = KiaError(
             f"no quote of any label was found in the paper (every axis unsupported{_no_evidence_reasons(labels)})"

@@ -435,6 +435,22 @@ def test_a_paper_whose_every_axis_is_unsupported_fails(stored: Store) -> None:
     assert summary.failures == [("A", "no quote of any label was found in the paper (every axis unsupported)")]
 
 
+def test_a_paper_with_grounded_labels_on_every_axis_and_an_unquoted_extra_one_on_each_is_kept(stored: Store) -> None:
+    """Each axis had one well-quoted label and one extra label quoted from nowhere (a caption, a
+    reference): every axis was `unsupported`, so the paper failed with "no quote of any label was
+    found", which was false, and its grounded labels were lost. They are kept, the axes flagged."""
+    real = "We generate CT volumes from segmentation masks with a ControlNet branch"
+    nowhere = "this sentence was never written anywhere in the paper"
+    mixed = {axis: [(good, [real]), (extra, [nowhere])] for axis, good, extra in
+             (("K", "K2", "K1"), ("I", "I2", "I3"), ("A", "A1", "A2"))}  # fmt: skip
+    summary = run_proposals(stored, ScriptedBackend({"Mask Paper": mixed}), load_taxonomy(), load_prompt(),
+                            keys=["A"], run_name="mixed")  # fmt: skip
+    assert summary.failed == 0 and summary.done == 1
+    grounded = stored.query("SELECT category, grounded FROM labels WHERE run_id = 'mixed' ORDER BY category")
+    assert grounded == [("A1", True), ("A2", False), ("I2", True), ("I3", False), ("K1", False), ("K2", True)]
+    assert {s[2] for s in stored.axis_statuses("mixed")} == {"unsupported"}
+
+
 # Issue 23: two live `kia propose` on one database never pay the model twice for a paper.
 def test_two_live_propose_processes_never_pay_twice_for_a_paper(tmp_path: Path) -> None:
     import subprocess
