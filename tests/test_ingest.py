@@ -647,3 +647,6 @@ def test_a_library_ingested_again_is_that_files_state(tmp_path: Path, db_path: P
     with Store(db_path, read_only=True) as store:  # history: the retired entries are still stored
         rows = store.query("SELECT entry_key, retired_at IS NOT NULL FROM bib_entries ORDER BY entry_key")
     assert rows == [("deleteme2024", True), ("newkey2024", False), ("oldkey2024", True)]
+    # the same file ingested again by another spelling of its path: nothing left the file
+    same = run_kia("ingest", "--bib", str(library), "--db", str(db_path))
+    assert same.returncode == 0 and "retired" not in same.stdout, same.stdout

@@ -123,7 +123,8 @@ class ReviewQueries(StoreBase):
         """Mark retired the current entries of the library file `source` (also those stored under
         another spelling of its path, `source_path`) that its latest ingest no longer holds (`kept`:
         the entry keys it stored): they stay as history, the export writes the file's current state.
-        Returns their keys."""
+        Returns the keys of the entries the file no longer holds: a row stored under another spelling
+        of its path whose entry this ingest stored again is superseded, not gone, so it is not said."""
         rows = self.query(
             "UPDATE bib_entries SET retired_at = current_timestamp WHERE retired_at IS NULL"
             " AND (source = ? OR source_path = ?)"
@@ -131,7 +132,7 @@ class ReviewQueries(StoreBase):
             " RETURNING entry_key",
             [source, source_path, source, list(kept)],
         )
-        return sorted(str(r[0]) for r in rows)
+        return sorted({str(r[0]) for r in rows} - set(kept))
 
     def retired_library_papers(self) -> set[str]:
         """Papers that came from a library and are in none any more: every entry that became them was
