@@ -589,18 +589,19 @@ def _taxonomy_ids_in(text: str, taxonomy: Taxonomy) -> dict[str, str]:
     return found
 
 
-def _chosen(text: str, taxonomy: Taxonomy) -> bool:
-    """Whether a category id or name follows a verb that puts a paper somewhere ("record it as K4")."""
+def _chosen(text: str, taxonomy: Taxonomy) -> re.Match[str] | None:
+    """The verb phrase that puts a paper somewhere when a category id or name follows it ("record it
+    as K4"), else None."""
     names = _terms(taxonomy).names
     for match in _CHOOSE_RE.finditer(text):
         window = text[match.end() : match.end() + 80]
         if _taxonomy_ids_in(window, taxonomy):
-            return True
+            return match
         # A name (or a word id) must follow at once ("as diffusion", "under the Volumes category"):
         # names are ordinary words, and "a classifier under three regimes: real CT volumes" chooses none.
         if names and names.search(" ".join(window.split()[:4])):
-            return True
-    return False
+            return match
+    return None
 
 
 def _not_english(text: str) -> bool:
@@ -671,15 +672,30 @@ def _is_instruction(text: str, taxonomy: Taxonomy) -> bool:
         and (flags.this_survey or ids or (flags.names or flags.this_paper) and flags.labelling)
     ):
         return True
+    chosen = _chosen(text, taxonomy)
     if (
-        _chosen(text, taxonomy)
+        chosen is not None
         and (ids or flags.names)
-        and (flags.this_paper or flags.this_survey or flags.directive or flags.labelling)
+        and (flags.this_paper or flags.this_survey or flags.directive or _labelling_besides(text, chosen))
     ):
         return True
     if ids and (flags.labelling or flags.this_paper or flags.directive or _not_english(text)):
         return True
     return len(set(ids.values())) >= 2
+
+
+def _labelling_besides(text: str, chosen: re.Match[str]) -> bool:
+    """Whether the sentence speaks of labelling outside the verb phrase that chose a category: the
+    same verb must not count twice ("passages are placed into the input of the model" places, but
+    says nothing of labels, where "placed into K4 by the annotation" does)."""
+    if _LABELLING_VERB_RE.match(chosen.group(0)):  # "classify it as", "label it under": labelling itself
+        return True
+    rest = text[: chosen.start()] + " " + text[chosen.end() :]
+    return bool(_LABEL_WORD_RE.search(rest))
+
+
+# The verbs of `_CHOOSE_RE` that mean labelling whatever follows; "placed", "put", "filed" do not.
+_LABELLING_VERB_RE = re.compile(r"(?:label|classif|categori[sz]|tag|assign|annotat)\w*\b", re.I)
 
 
 class _Flags:

@@ -174,6 +174,9 @@ WORD_ID_PROSE = [
     "In this paper, the agent learns to use tools from a few examples.",
     "The agent keeps a hybrid memory and calls tools such as search engines.",
     "We train a diagnostic classifier under three data regimes: only real CT volumes, only synthetic volumes.",
+    # a placing verb is no labelling by itself ("placed", "put" say where data goes)
+    "Search results are placed into the unified memory of the agent.",
+    "Generated slices are placed into volumes by stacking them along the axial direction.",
 ]
 # Orders that name the same word ids, or an agents-example code id: still orders.
 WORD_ID_ORDERS = [
