@@ -844,6 +844,7 @@ def stats(
             **result.as_dict(),
             "text_vs_table": [m.__dict__ for m in report.mismatches],
             "plots": [str(p) for p in report.plots],
+            "left_out_of_scope": report.out_of_scope,
         }
         out.print(json.dumps(document, indent=2), markup=False)
         return
@@ -864,6 +865,8 @@ def stats(
         + ", ".join(result.sparse_cells),
         markup=False,
     )
+    if report.left_out_line():
+        out.print(report.left_out_line(), markup=False)
     for m in report.mismatches:
         out.print(
             f"  text vs table: {m.category} reported {m.reported_percent:g}% but the table gives "

@@ -39,7 +39,7 @@ from kia.references import (
     latest_records,
     write_references,
 )
-from kia.score import Agreement, ScoreReport, compare, gold_labeling, match_stored, score_run
+from kia.score import Agreement, ScoreReport, compare, gold_labeling, match_stored, score_run, some_names
 from kia.stats import DesignSpaceStats, ReportedMismatch, design_space, load_reported, text_vs_table
 from kia.store import Store
 from kia.taxonomy import Taxonomy, load_taxonomy
@@ -191,21 +191,43 @@ class StatsReport:
     stats: DesignSpaceStats
     mismatches: list[ReportedMismatch]
     plots: list[Path]
+    # Papers the run judged out of scope that no person has labelled: not counted (see stats_report).
+    out_of_scope: list[str] = field(default_factory=list)
+
+    def left_out_line(self) -> str:
+        """One line naming the papers left out of the counts, or ""."""
+        if not self.out_of_scope:
+            return ""
+        return (
+            f"  left out: {len(self.out_of_scope)} paper(s) the run judged out of scope "
+            f"({some_names(self.out_of_scope)}); accept or edit one of its axes in `kia review` to count it"
+        )
 
 
 def stats_report(source: LabelSource, check_text: bool, plot_dir: Path | None) -> StatsReport:
     """Design-space statistics of a labeling in its own taxonomy, optional Figure-2 plots and the
-    text-vs-table check (the shipped survey's reported shares, so only for its taxonomy)."""
+    text-vs-table check (the shipped survey's reported shares, so only for its taxonomy).
+
+    A run's paper judged out of scope is left out of the counts, and named, until a person accepts or
+    edits one of its axes: a survey's design space counts its methods, and a gold file's rows with
+    `in_scope = no` are left out the same way, so a run's and the gold's statistics describe one set."""
     taxonomy = source_taxonomy(source)
-    stats = design_space(source.labeling, taxonomy)
+    labelled = {key for (key, _axis), review in source.reviews.items() if review.labels}
+    out_of_scope = sorted(
+        key
+        for key, flags in source.flags.items()
+        if flags.out_of_scope and key not in labelled and key in source.labeling
+    )
+    labeling = {key: labels for key, labels in source.labeling.items() if key not in set(out_of_scope)}
+    stats = design_space(labeling, taxonomy)
     shipped = taxonomy.content_hash == load_taxonomy(None).content_hash
     mismatches = text_vs_table(stats, load_reported()) if check_text and shipped else []
     plots: list[Path] = []
     if plot_dir is not None:
         from kia.plots import figure2  # matplotlib loads only when plots are drawn
 
-        plots = figure2(source.labeling, taxonomy, plot_dir, f"Design space: {source.name}")
-    return StatsReport(source.name, stats, mismatches, plots)
+        plots = figure2(labeling, taxonomy, plot_dir, f"Design space: {source.name}")
+    return StatsReport(source.name, stats, mismatches, plots, out_of_scope)
 
 
 def compare_runs(db: Path, run_a: str, run_b: str, taxonomy: Taxonomy | None) -> Agreement:

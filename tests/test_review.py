@@ -905,3 +905,32 @@ def test_a_reason_from_the_backend_prints_on_one_line_and_forges_no_axis(db: Pat
         shown = _render(session)
     assert "UNCLEAR: x\\x0a[3] A Generative Architecture: A2 (0.97)\\x0a" in shown
     assert not any(line.startswith("[3] A Generative Architecture: A2") for line in shown.splitlines())
+
+
+class _P3OutOfScope(ScriptedBackend):
+    """Scripted answers; P3 judged outside the taxonomy's scope (its labels kept, flagged)."""
+
+    def answer(self, doc: Document, taxonomy: Taxonomy, prompt: str) -> BackendAnswer:
+        answer = super().answer(doc, taxonomy, prompt)
+        if doc.title == "P3":
+            answer.in_scope, answer.scope_score = False, 0.1
+        return answer
+
+
+def test_stats_leave_out_a_paper_judged_out_of_scope_until_a_person_labels_it(db: Path) -> None:
+    """`kia stats` counted a paper the run judged out of scope among the survey's methods (its labels
+    in every share) while the gold's statistics leave out `in_scope = no` rows: the two described
+    different sets. It is left out, and named, until a person accepts or edits one of its axes."""
+    with Store(db) as store:
+        scoped = _P3OutOfScope({k: ANSWER for k in ("P1", "P2", "P3")})
+        scoped.model = "scoped"
+        run_proposals(store, scoped, load_taxonomy(), load_prompt(), run_name="scoped")
+    shown = run_kia("stats", "--run", "scoped", "--db", str(db))
+    assert shown.returncode == 0, shown.stderr
+    assert "run scoped: 2 methods" in shown.stdout
+    assert "left out: 1 paper(s) the run judged out of scope (P3)" in shown.stdout
+    document = json.loads(run_kia("stats", "--run", "scoped", "--format", "json", "--db", str(db)).stdout)
+    assert document["n_papers"] == 2 and document["left_out_of_scope"] == ["P3"]
+    with Store(db) as store:
+        label_paper(store, load_taxonomy(), "P3", {"K": ["K2"]}, None, reviewer="ann")
+    assert "run scoped: 3 methods" in run_kia("stats", "--run", "scoped", "--db", str(db)).stdout
