@@ -493,6 +493,14 @@ def _source_link(path: str, page: int | None) -> str:
     return f'<a href="{html.escape(uri + anchor)}">p.{page}</a>'
 
 
+def _how_found(quote: Quote) -> str:
+    """` <i>(fuzzy)</i>` for a quote found other than word for word (fuzzy, not evidence,
+    suspicious), as the CSV's `Quote.cell` marks it; "" for an exact one or one not located."""
+    if quote.start is None or quote.status == "exact":
+        return ""
+    return f" <i>({html.escape(quote.status.replace('_', ' '))})</i>"
+
+
 def _papers_table(rows: list[ExportRow], taxonomy: Taxonomy, paths: dict[str, str]) -> str:
     """Per paper and axis: labels with names, status, confidence, review, quotes linked to the source."""
     parts = ["<table><tr><th>paper</th><th>axis</th><th>labels</th><th>status</th><th>evidence</th></tr>"]
@@ -506,7 +514,7 @@ def _papers_table(rows: list[ExportRow], taxonomy: Taxonomy, paths: dict[str, st
             quotes = "".join(
                 f"<li><b>{html.escape(q.category)}</b> "
                 + (_source_link(paths.get(row.key, ""), q.page) if q.start is not None else "<i>not located</i>")
-                + f" [{q.start}-{q.end}] {html.escape(q.quote)}</li>"
+                + f" [{q.start}-{q.end}]{_how_found(q)} {html.escape(q.quote)}</li>"
                 for q in d.quotes
             )
             flags = "".join(f"<br><i>flag: {html.escape(line)}</i>" for line in row.flags.lines())

@@ -156,3 +156,32 @@ def test_quotes_link_the_file_of_the_version_the_run_labelled(tmp_path: Path) ->
     html = out.read_text(encoding="utf-8")
     read = (tmp_path / "v1" / "paper.md").resolve().as_uri()
     assert html.count(f'<a href="{read}">p.1</a>') == 3 and (tmp_path / "v2").resolve().as_uri() not in html
+
+
+def test_a_quote_found_other_than_word_for_word_says_so_in_the_report(tmp_path: Path) -> None:
+    """The report's papers table showed a fuzzy quote, or one found only in the title or a caption,
+    like exact evidence; the CSV marked them."""
+    from kia.extract import extract
+    from kia.propose import load_prompt, run_proposals
+    from kia.store import Store
+    from kia.taxonomy import load_taxonomy
+    from tests.fakes import ScriptedBackend
+
+    paper = tmp_path / "masks.md"
+    real = "We generate CT volumes from organ segmentation masks with a latent diffusion model"
+    paper.write_text(f"# Masks to CT volumes\n\n## Abstract\n{real}.\n", encoding="utf-8")
+    db = tmp_path / "kia.duckdb"
+    with Store(db) as store:
+        store.add_document(extract(paper), "masks")
+        answer = {
+            "K": [("K2", [real])],
+            "I": [("I2", ["We generate CT volumes from organ segmentation maps with a latent diffusion model"])],
+            "A": [("A1", [real]), ("A2", ["Masks to CT volumes"])],
+        }
+        run_proposals(
+            store, ScriptedBackend({"Masks to CT volumes": answer}), load_taxonomy(), load_prompt(), run_name="r"
+        )
+    out = tmp_path / "report.html"
+    assert run_kia("report", "--run", "r", "--db", str(db), "--out", str(out)).returncode == 0
+    html = out.read_text(encoding="utf-8")
+    assert html.count("<i>(fuzzy)</i>") == 1 and html.count("<i>(not evidence)</i>") == 1
