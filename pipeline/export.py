@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from kia.errors import KiaError
 from kia.gold import GoldPaper
 from kia.labelings import Labeling
 from kia.references import BIB_FORMATS, one_line
-from kia.taxonomy import Axis, Taxonomy
+from kia.taxonomy import Axis, Taxonomy, load_taxonomy
 
 FORMATS = ("csv", "jsonl", "markdown", "latex")
 # The export format a file name asks for when no --format is given (`--out table.tex`).
@@ -40,7 +41,28 @@ def format_for(given: str | None, output: Path | None) -> str:
     return FORMAT_OF_SUFFIX.get(output.suffix.lower(), "csv") if output is not None else "csv"
 
 
-DETAIL_COLUMNS = ["conditioning_source", "conditioning_mechanism", "generation_strategy", "dataset"]
+# LaTeX headers and widths the shipped survey's Table 5 prints for its detail columns where a column's
+# name alone would not say it (`dataset` holds "CT-RATE (512²×201)"): applied only to that survey's
+# taxonomy, so a second survey's `dataset` column is headed "Dataset", never "Dataset (Resolution)".
+_SHIPPED_LATEX_COLUMNS = {"dataset": ("Dataset (Resolution)", "3.2cm")}
+_DETAIL_WIDTH = "3cm"
+
+
+def detail_header(column: str) -> str:
+    """A detail column's header, from the gold file's column name: `conditioning_source` ->
+    "Conditioning Source"; a name written with capitals or spaces (`k-NN store`) is kept as written."""
+    words = column.replace("_", " ").split()
+    return " ".join(w[:1].upper() + w[1:] for w in words) if column.islower() else " ".join(words)
+
+
+def _latex_detail_columns(details: list[str], taxonomy: Taxonomy) -> list[tuple[str, str]]:
+    """(header, width) of each detail column in a LaTeX table: the shipped survey's Table 5 headers
+    for its taxonomy (`_SHIPPED_LATEX_COLUMNS`), else the header the column's name gives."""
+    shipped = taxonomy.content_hash == load_taxonomy(None).content_hash
+    return [
+        _SHIPPED_LATEX_COLUMNS[d] if shipped and d in _SHIPPED_LATEX_COLUMNS else (detail_header(d), _DETAIL_WIDTH)
+        for d in details
+    ]
 
 
 @dataclass
@@ -155,8 +177,8 @@ class ExportRow:
     gold: dict[str, list[str]] = field(default_factory=dict)
     # what the run flagged on the paper (exports of a run)
     flags: PaperFlags = field(default_factory=PaperFlags)
-    # the method name of the gold row the paper matched (by its key: a method name or an arXiv id);
-    # a survey's table names methods (CTFlow), not the arXiv id or citation key a paper is stored under
+    # the method name of the gold row the paper matched (by key, arXiv id, DOI or title); a survey's
+    # table names methods (CTFlow), not the arXiv id or citation key a paper is stored under
     method: str = ""
 
     def detail_cells(self, axis: str) -> list[str]:
@@ -198,25 +220,24 @@ class ExportRow:
 def rows_from_labeling(
     labeling: Labeling,
     titles: dict[str, str],
-    gold: list[GoldPaper] | None = None,
+    gold: Sequence[GoldPaper] | Mapping[str, GoldPaper] | None = None,
     evidence: dict[str, dict[str, str]] | None = None,
     statuses: dict[str, dict[str, str]] | None = None,
 ) -> list[ExportRow]:
-    """Rows sorted by key; Table-5 detail columns and the method name are filled from gold rows
-    where the paper matches."""
-    gold_by_key: dict[str, GoldPaper] = {}
-    for paper in gold or []:
-        for name in paper.names():
-            gold_by_key[name.lower()] = paper
+    """Rows sorted by key; the gold file's detail columns and the method name are filled from the
+    gold row of each paper: `gold` is either each paper's row by its key, as `kia.gold.match_gold`
+    paired them (by key, arXiv id, DOI or title: a paper stored under a citation key still shows its
+    method's name), or the gold rows, met by a key that is a row's method name or arXiv id."""
+    by_name = {} if isinstance(gold, Mapping) else {n.lower(): p for p in gold or [] for n in p.names()}
     rows = []
     for key, labels in sorted(labeling.items()):
-        matched = gold_by_key.get(key.lower())
+        matched = gold.get(key) if isinstance(gold, Mapping) else by_name.get(key.lower())
         rows.append(
             ExportRow(
                 key=key,
                 title=titles.get(key, ""),
                 labels={axis: sorted(cats) for axis, cats in labels.items()},
-                details=matched.details if matched else {},
+                details=dict(matched.details) if matched else {},
                 evidence=(evidence or {}).get(key, {}),
                 status=(statuses or {}).get(key, {}),
                 method=matched.method if matched else "",
@@ -337,7 +358,8 @@ def _in_taxonomy_order(rows: list[ExportRow], taxonomy: Taxonomy) -> None:
 
 def _groups(rows: list[ExportRow], taxonomy: Taxonomy, column: str) -> list[tuple[str, list[ExportRow]]]:
     """Rows grouped by a column the user names: an axis (by id or name; groups in category order,
-    titled by the category's name) or a detail column of gold (groups in order of appearance)."""
+    titled by the category's name) or any detail column of gold (by its name or header; groups in
+    order of appearance)."""
     wanted = column.strip().lower()
     axis = next((a for a in taxonomy.axes if wanted in (a.id.lower(), a.name.lower())), None)
     if axis is not None:
@@ -352,17 +374,24 @@ def _groups(rows: list[ExportRow], taxonomy: Taxonomy, column: str) -> list[tupl
             label = " + ".join(f"{names[i]} ({i})" for i in ids) or "no label"
             titled.append((label, keyed[key]))
         return titled
-    details = {d for row in rows for d in row.details}
-    detail = next((d for d in details if d.lower() == wanted), None)
+    details = _detail_columns(rows)
+    detail = next((d for d in details if wanted in (d.lower(), detail_header(d).lower())), None)
     if detail is None:
-        choices = [*taxonomy.axis_ids, *sorted(details)]
+        choices = [*taxonomy.axis_ids, *details]
         raise KiaError(
-            f"cannot group by {column!r}: not an axis or a detail column (choose one of {', '.join(choices)})"
+            f"cannot group by {column!r}: not an axis or a gold column of the exported papers "
+            f"(choose one of {', '.join(choices)})"
         )
     ordered: dict[str, list[ExportRow]] = {}
     for row in rows:
         ordered.setdefault(row.details.get(detail, "") or "--", []).append(row)
     return list(ordered.items())
+
+
+def _detail_columns(rows: list[ExportRow]) -> list[str]:
+    """The gold file's detail columns the rows carry, in the file's order (every row of one file
+    carries all of them, empty cells too)."""
+    return list(dict.fromkeys(d for row in rows for d in row.details))
 
 
 def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_by: str | None = None) -> str:
@@ -372,8 +401,7 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
     _in_taxonomy_order(rows, taxonomy)
     if group_by and output_format != "latex":
         raise KiaError("--group-by applies to --format latex")
-    with_details = any(row.details for row in rows)
-    details = DETAIL_COLUMNS if with_details else []
+    details = _detail_columns(rows)
     if output_format == "csv":
         buffer = io.StringIO()
         writer = _SafeWriter(buffer)
@@ -432,7 +460,7 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
         )
     if output_format == "markdown":
         flagged = any(r.flags for r in rows)
-        header = ["Method", *(taxonomy.axis(a).name for a in axes), *(d.replace("_", " ").title() for d in details)]
+        header = ["Method", *(taxonomy.axis(a).name for a in axes), *(detail_header(d) for d in details)]
         header += ["Flags"] if flagged else []
         lines = ["| " + " | ".join(_markdown_cell(h) for h in header) + " |", "|" + " --- |" * len(header)]
         for row in rows:
@@ -442,20 +470,19 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
             ]
             # the survey's name of the method where the row matched gold, its key beside it to find it
             named = f"{row.method} ({row.key})" if row.method and row.method != row.key else row.key
-            cells = [named, *(row.details.get(d, "–") for d in details)]
+            cells = [named, *(row.details.get(d) or "–" for d in details)]
             cells += ["; ".join(row.flags.lines()) or "–"] if flagged else []
             escaped = [_markdown_cell(c) for c in cells]
             lines.append("| " + " | ".join([escaped[0], *shown, *escaped[1:]]) + " |")
         return "\n".join(lines) + "\n"
     if output_format == "latex":
-        detail_headers = [
-            "Conditioning Source",
-            "Conditioning Mechanism",
-            "Generation Strategy",
-            "Dataset (Resolution)",
+        columns = _latex_detail_columns(details, taxonomy)
+        header = [
+            "Method",
+            *(_axis_header(taxonomy.axis(a)) for a in axes),
+            *(_latex_escape(title) for title, _ in columns),
         ]
-        header = ["Method", *(_axis_header(taxonomy.axis(a)) for a in axes), *(detail_headers if details else [])]
-        spec = "l" + "c" * len(axes) + ("p{3cm}p{3cm}p{3cm}p{3.2cm}" if details else "")
+        spec = "l" + "c" * len(axes) + "".join(f"p{{{width}}}" for _, width in columns)
         lines = [
             r"\begin{table*}[t]",
             r"\centering",

@@ -32,11 +32,11 @@ class GoldPaper:
     arxiv_id: str
     title: str
     labels: dict[str, frozenset[str]]
+    # The survey's own columns (`detail_columns`: Table 5's conditioning source ... dataset, a second
+    # survey's index or notes), every one of the file in its order, an empty cell as "": exports show
+    # them as the table's detail columns, and an LLM's worked example shows the filled ones
+    # (`notes`) as the survey's note on the paper.
     details: dict[str, str] = field(default_factory=dict)
-    # Every other column of the row (beside the key, the axes and the paper's identification): the
-    # survey's own notes on the paper (Table 5's conditioning source, mechanism, generation strategy
-    # ...), shown with the paper when it is an LLM's worked example.
-    notes: dict[str, str] = field(default_factory=dict)
     # The row's `in_scope` (yes / no; None: the file has no such column, or the cell says unsure).
     # A paper out of scope has no labels: it is scored only against the run's out-of-scope flags.
     in_scope: bool | None = None
@@ -46,10 +46,19 @@ class GoldPaper:
         """Every key a stored paper may carry and still match this row."""
         return {k for k in (self.method, self.arxiv_id) if k}
 
+    @property
+    def notes(self) -> dict[str, str]:
+        """The survey's own filled cells of the row (its detail columns, empty ones left out): what
+        an LLM's worked example shows as the survey's note on the paper."""
+        return {column: value for column, value in self.details.items() if value}
 
-# Columns that identify a paper rather than say anything about it: never shown as the survey's notes.
+
+# Columns that identify a paper or its publication rather than say anything about its method (and
+# kia's own `in_scope`): never a detail column, nor shown as the survey's note. `code` (is the code
+# out?) is the publication's, as its url is: the shipped Table 5 carries it, and its LaTeX never showed it.
 IDENTIFICATION_COLUMNS = frozenset(
     {
+        "code",
         "method",
         "key",
         "title",
@@ -69,6 +78,21 @@ _SCOPE_VALUES: dict[str, bool | None] = {"yes": True, "y": True, "true": True, "
 _SCOPE_VALUES |= {"no": False, "n": False, "false": False, "out": False, "0": False}
 _SCOPE_VALUES |= {"unsure": None, "": None, "?": None}
 _EMPTY_CELL = frozenset({"", "-", "–"})
+
+
+def detail_columns(columns: Sequence[str | None], taxonomy: Taxonomy) -> list[str]:
+    """A gold file's own columns, in the file's order: every one that neither identifies the paper
+    (IDENTIFICATION_COLUMNS, kia's `in_scope` among them) nor is an axis of the taxonomy. The taxonomy
+    is data: a second survey's `index` or `notes` columns are its detail columns as Table 5's
+    conditioning source ... dataset are the shipped survey's, in every export and every LLM example."""
+    return [
+        column
+        for column in dict.fromkeys(columns)
+        if column
+        and column.strip()
+        and column.strip().lower() not in IDENTIFICATION_COLUMNS
+        and column not in taxonomy.axis_ids
+    ]
 
 
 def parse_cell(cell: str) -> frozenset[str]:
@@ -113,6 +137,7 @@ def load_gold(path: str | Path | None, taxonomy: Taxonomy, with_out_of_scope: bo
             f"{resolved} does not fit taxonomy {taxonomy.name!r}: it needs a 'method' column and one column "
             f"per axis ({', '.join(taxonomy.axis_ids)}); missing {', '.join(missing)}{hint}"
         )
+    own = detail_columns(reader.fieldnames or [], taxonomy)
     papers: list[GoldPaper] = []
     seen: dict[str, int] = {}
     line = 1
@@ -147,21 +172,9 @@ def load_gold(path: str | Path | None, taxonomy: Taxonomy, with_out_of_scope: bo
                 if first is not None:
                     raise GoldError(f"{resolved}: row {line}: duplicate: {name} {value!r} is already on row {first}")
                 seen[f"{name}:{value.lower()}"] = line
-            details = {
-                column: (row.get(column) or "").strip()
-                for column in ("conditioning_source", "conditioning_mechanism", "generation_strategy", "dataset")
-                if row.get(column)
-            }
-            notes = {
-                column: (value or "").strip()
-                for column, value in row.items()
-                if column
-                and column.strip().lower() not in IDENTIFICATION_COLUMNS
-                and column not in taxonomy.axis_ids
-                and (value or "").strip()
-            }
+            details = {column: (row.get(column) or "").strip() for column in own}
             title, doi = (row.get("title") or "").strip(), (row.get("doi") or "").strip()
-            paper = GoldPaper(method, arxiv_id, title, labels, details, notes, in_scope, doi)
+            paper = GoldPaper(method, arxiv_id, title, labels, details, in_scope, doi)
             if with_out_of_scope or not out_of_scope:
                 papers.append(paper)
     except csv.Error as exc:

@@ -7,7 +7,7 @@ import base64
 import html
 import json
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -254,9 +254,11 @@ def export_labels(
     """A labeling as CSV, JSON lines, Markdown or LaTeX in its own taxonomy.
 
     A run's export (with `db`) carries per axis the names, status, confidence, quotes with page and
-    offsets, and the latest review (reviewer, time, note). Gold columns (Table-5 details and gold
-    labels) only come with `with_gold` and where the gold file fits the taxonomy (a run of another
-    survey simply has none); a gold source is gold itself and always has its details.
+    offsets, and the latest review (reviewer, time, note). Gold columns (the gold file's own detail
+    columns and gold labels) only come with `with_gold` and where the gold file fits the taxonomy (a
+    run of another survey simply has none); a gold source is gold itself and always has its details.
+    Each stored paper's row is the one `match_gold` paired it with, so a paper stored under an arXiv
+    id or citation key is named by its row's method in LaTeX and Markdown.
     """
     taxonomy = source_taxonomy(source)
     gold = []
@@ -266,29 +268,31 @@ def export_labels(
         except KiaError:
             if gold_path is not None:
                 raise
-    if gold and not source.from_gold and db is not None and db.exists():
-        gold = stored_gold_rows(db, gold)
-    rows = rows_from_labeling(source.labeling, source.titles, gold, statuses=source.statuses)
+    # each paper's gold row: as stored papers meet theirs (by key, arXiv id, DOI or title), else by name
+    paired = stored_gold_rows(db, gold) if gold and not source.from_gold and db is not None and db.exists() else None
+    rows = rows_from_labeling(
+        source.labeling, source.titles, gold if paired is None else paired, statuses=source.statuses
+    )
     for row in rows:
         row.flags = source.flags.get(row.key, row.flags)
     if source.run_id is not None and db is not None:
         _add_axis_details(rows, source, taxonomy, db)
         if with_gold:
-            index = gold_index(gold)
+            index = gold_index(gold) if paired is None else paired
             for row in rows:
-                paper = index.get(row.key.lower())
+                paper = index.get(row.key) if paired is not None else index.get(row.key.lower())
                 if paper is not None:
                     row.gold = {a: sorted(paper.labels.get(a, [])) for a in taxonomy.axis_ids}
     return render(rows, taxonomy, output_format, group_by=group_by)
 
 
-def stored_gold_rows(db: Path, gold: list[GoldPaper]) -> list[GoldPaper]:
-    """The gold rows matched to stored papers (by key, arXiv id, DOI or title: `kia.score.match_stored`),
-    each under its paper's key alone: an export of stored papers finds a row under a citation key,
-    and never the row a name-alike paper did not match."""
+def stored_gold_rows(db: Path, gold: list[GoldPaper]) -> dict[str, GoldPaper]:
+    """Each stored paper's gold row by the paper's key (matched by key, arXiv id, DOI or title:
+    `kia.score.match_stored`), the row as the file has it: an export of stored papers finds a row
+    under a citation key, names the row's method (never the key), and never shows the row a
+    name-alike paper did not match."""
     with Store(db, read_only=True) as store:
-        matching = match_stored(store, gold)
-    return [replace(row, method=key, arxiv_id="") for key, row in sorted(matching.stored.items())]
+        return dict(match_stored(store, gold).stored)
 
 
 def axis_status(review: AxisReview | None, abstained: str | None, grounded: bool) -> str:

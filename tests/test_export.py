@@ -562,3 +562,111 @@ def test_a_file_field_is_rebased_path_by_path() -> None:
     )
     assert rebase_file_field(":x.pdf:PDF", lib, lib) == ":x.pdf:PDF"
     assert rebase_file_field(":x.pdf:PDF", lib, None) == ":x.pdf:PDF"
+
+
+def _rag_survey(tmp_path: Path) -> tuple[Path, Path]:
+    """A second survey's taxonomy and gold file (its own `dataset`, `index` and `notes` columns)."""
+    from tests.test_gold import RAG_TAXONOMY
+
+    taxonomy, gold = tmp_path / "tax.yaml", tmp_path / "gold.csv"
+    taxonomy.write_text(RAG_TAXONOMY, encoding="utf-8")
+    gold.write_text(
+        "method,title,arxiv_id,retriever,dataset,index,notes,code\n"
+        "LexiRead,LexiRead: Retrieve-then-Read with BM25,2401.10001,sparse,NQ,Wikipedia,baseline,yes\n"
+        "DenseRead,DenseRead: Reading with a Dense Retriever for QA,,dense,TriviaQA,CC-News,,no\n",
+        encoding="utf-8",
+    )
+    return taxonomy, gold
+
+
+def test_a_second_surveys_gold_columns_reach_its_tables_and_group_them(tmp_path: Path) -> None:
+    """A gold file's `index` and `notes` were missing from the tables, `--group-by index` was
+    refused although --help offers any gold column, and a column named `dataset` headed a RAG
+    survey's table with the 3D-CT survey's four headers. Now the survey's own columns are the
+    table's, in the file's order and headed by their names; the shipped Table 5 keeps its headers."""
+    from tests.conftest import run_kia
+
+    taxonomy, gold = _rag_survey(tmp_path)
+    base = ("--db", str(tmp_path / "none.duckdb"), "--taxonomy", str(taxonomy), "export", "--gold", str(gold))
+    latex = run_kia(*base, "--format", "latex")
+    assert latex.returncode == 0, latex.stderr
+    assert "Method & Retriever & Dataset & Index & Notes \\\\" in latex.stdout.splitlines()
+    assert r"\begin{tabular}{lcp{3cm}p{3cm}p{3cm}}" in latex.stdout
+    assert "Conditioning" not in latex.stdout and "Resolution" not in latex.stdout and "Code" not in latex.stdout
+    assert "{DenseRead} & dense & TriviaQA & CC-News & -- \\\\" in latex.stdout.splitlines()
+    markdown = run_kia(*base, "--format", "markdown").stdout.splitlines()
+    assert markdown[0] == "| Method | Retriever | Dataset | Index | Notes |"
+    assert markdown[2:] == [
+        "| DenseRead | dense | TriviaQA | CC-News | – |",
+        "| LexiRead | sparse | NQ | Wikipedia | baseline |",
+    ]
+    grouped = run_kia(*base, "--format", "latex", "--group-by", "index")
+    assert grouped.returncode == 0, grouped.stderr
+    lines = grouped.stdout.splitlines()
+    assert lines.index(r"\multicolumn{5}{l}{\textit{CC-News}} \\") < lines.index(
+        r"\multicolumn{5}{l}{\textit{Wikipedia}} \\"
+    )
+    by_header = run_kia(*base, "--format", "latex", "--group-by", "Notes")
+    assert by_header.returncode == 0 and r"\multicolumn{5}{l}{\textit{baseline}} \\" in by_header.stdout
+    wrong = run_kia(*base, "--format", "latex", "--group-by", "venue")
+    assert wrong.returncode == 1
+    assert "cannot group by 'venue': not an axis or a gold column" in wrong.stderr
+    assert "(choose one of retriever, dataset, index, notes)" in wrong.stderr
+    shipped = run_kia("--db", str(tmp_path / "none.duckdb"), "export", "--format", "latex").stdout.splitlines()
+    assert shipped[3] == r"\begin{tabular}{lcccp{3cm}p{3cm}p{3cm}p{3.2cm}}"
+    assert shipped[5] == (
+        r"Method & $\mathcal{K}$ & $\mathcal{I}$ & $\mathcal{A}$ & Conditioning Source & Conditioning Mechanism"
+        r" & Generation Strategy & Dataset (Resolution) \\"
+    )
+
+
+def test_a_runs_latex_and_markdown_method_column_names_the_gold_row_however_it_matched(tmp_path: Path) -> None:
+    """`kia export --run --gold` printed `{2401.10001} & sparse`: each stored paper's gold row was
+    rewritten with the paper's key as its method. A paper matched by arXiv id (stored under it) and
+    one matched by title (stored under its file name) are named by their rows' methods, with the
+    rows' own columns; a paper without a row keeps its key."""
+    from kia.backends.rules import RulesBackend
+    from kia.propose import load_prompt, run_proposals
+    from kia.store import Store
+    from tests.conftest import run_kia
+    from tests.fakes import HashingEncoder
+
+    taxonomy, gold = _rag_survey(tmp_path)
+    papers, db = tmp_path / "p", tmp_path / "k.duckdb"
+    papers.mkdir()
+    (papers / "lexiread.md").write_text(
+        "# LexiRead: Retrieve-then-Read with BM25\n\narXiv:2401.10001\n\n## Abstract\n\n"
+        "We retrieve passages with BM25 over an inverted index and prepend them to the prompt.\n",
+        encoding="utf-8",
+    )
+    (papers / "denseread.md").write_text(
+        "# DenseRead: Reading with a Dense Retriever for QA\n\n## Abstract\n\n"
+        "We retrieve passages with a dense retriever over vector embeddings and prepend them to the prompt.\n",
+        encoding="utf-8",
+    )
+    (papers / "unlisted.md").write_text(
+        "# Hybrid Passage Retrieval for Open Questions\n\n## Abstract\n\n"
+        "We retrieve passages with BM25 and with a dense retriever and prepend them to the prompt.\n",
+        encoding="utf-8",
+    )
+    assert run_kia("--db", str(db), "--taxonomy", str(taxonomy), "ingest", str(papers)).returncode == 0
+    with Store(db) as store:
+        assert set(store.paper_keys()) == {"2401.10001", "denseread", "unlisted"}
+        run_proposals(store, RulesBackend(HashingEncoder()), load_taxonomy(taxonomy), load_prompt(), run_name="r")
+    base = ("--db", str(db), "export", "--run", "r", "--gold", str(gold))
+    latex = run_kia(*base, "--format", "latex")
+    assert latex.returncode == 0, latex.stderr
+    rows = [line for line in latex.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 3 and "{2401.10001" not in latex.stdout and "{denseread" not in latex.stdout
+    assert rows[0].startswith("{LexiRead") and rows[0].endswith("& NQ & Wikipedia & baseline \\\\")
+    assert rows[1].startswith("{DenseRead") and rows[1].endswith("& TriviaQA & CC-News & -- \\\\")
+    assert rows[2].startswith("{unlisted")
+    markdown = run_kia(*base, "--format", "markdown").stdout.splitlines()
+    named = sorted(line.split(" | ")[0] for line in markdown[2:])
+    assert named == ["| DenseRead (denseread)", "| LexiRead (2401.10001)", "| unlisted"]
+    table = list(csv.DictReader(io.StringIO(run_kia(*base, "--format", "csv").stdout)))
+    assert {r["key"]: r["gold_retriever"] for r in table} == {
+        "2401.10001": "sparse",
+        "denseread": "dense",
+        "unlisted": "",
+    }

@@ -187,3 +187,47 @@ def test_match_gold_reports_ambiguity_and_prefers_the_key(tmp_path: Path) -> Non
     unmatched = match_gold(split, [("A", None, None, ""), ("2305.16037", None, None, "")])
     assert unmatched.stored == {} and set(unmatched.labeling()) == {"A (gold row)"}
     assert unmatched.ambiguous[0].startswith("gold row A matches 2 stored papers by key (2305.16037, A)")
+
+
+RAG_TAXONOMY = """name: mini-rag
+title: Mini RAG
+scope: Retrieval-augmented generation with language models that retrieve passages.
+axes:
+  - id: retriever
+    name: Retriever
+    definition: The retrieval model.
+    categories:
+      - id: sparse
+        name: Sparse lexical
+        definition: Term-matching retrieval such as BM25.
+        cues: [BM25]
+      - id: dense
+        name: Dense embedding
+        definition: Nearest neighbour search over dense vector embeddings.
+        cues: [dense retriever]
+"""
+
+
+def test_a_second_surveys_own_columns_are_its_detail_columns_and_its_notes(tmp_path: Path) -> None:
+    """Only the 3D-CT survey's four column names were read as details: a second survey's `index` and
+    `notes` never reached an export. Every column that is no identification, axis or kia's own is a
+    detail column, in the file's order (empty cells kept), and the few-shot note is its filled cells."""
+    (tmp_path / "tax.yaml").write_text(RAG_TAXONOMY, encoding="utf-8")
+    taxonomy = load_taxonomy(tmp_path / "tax.yaml")
+    path = tmp_path / "gold.csv"
+    path.write_text(
+        "method,title,notes,arxiv_id,retriever,index,in_scope,code,Year\n"
+        "LexiRead,LexiRead: BM25,baseline,2401.10001,sparse,Wikipedia,yes,yes,2024\n"
+        "DenseRead,DenseRead: dense,,,dense,CC-News,yes,no,2024\n",
+        encoding="utf-8",
+    )
+    lexi, dense = load_gold(path, taxonomy)
+    assert list(lexi.details.items()) == [("notes", "baseline"), ("index", "Wikipedia")]
+    assert list(dense.details.items()) == [("notes", ""), ("index", "CC-News")]
+    assert dense.notes == {"index": "CC-News"}  # what an LLM's worked example shows as the survey's note
+    from kia.gold import detail_columns  # the one definition both read
+
+    header = path.read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert detail_columns(header, taxonomy) == ["notes", "index"]
+    shipped = load_gold(None, load_taxonomy())[0]
+    assert list(shipped.details) == ["conditioning_source", "conditioning_mechanism", "generation_strategy", "dataset"]
