@@ -246,6 +246,7 @@ class ReviewSession:
         self.store = store
         self.reviewer = default_reviewer(reviewer)
         self.only = only
+        self.explicit = keys is not None  # papers named: each is shown, finished or not
         self._compared: dict[str, Labeling] | None = None
         self.queue = queue
         # What the queue learned from the reviews so far (shown on screen; kia.learn), and each paper's
@@ -643,9 +644,19 @@ class ReviewSession:
         return True
 
     def next(self) -> None:
-        """Move to the next paper (skip)."""
+        """Move to the next paper (skip): the next one not finished yet, as a reopened session starts
+        at the first one not finished (`keys` given by name are all shown, finished or not)."""
         if not self.done:
-            self.index += 1
+            self.index = self._next_open(self.index)
+
+    def _next_open(self, index: int) -> int:
+        """The position after `index` of the next paper to review: with the queue (not `keys` given by
+        name) the next one not finished, so a reopened session never walks back through papers
+        already decided, where a key typed for the paper expected would replace a decision."""
+        if self.explicit:
+            return index + 1
+        finished = self.finished_keys()
+        return next((i for i in range(index + 1, len(self.keys)) if self.keys[i] not in finished), len(self.keys))
 
     def back(self) -> None:
         """Move to the previous paper."""
@@ -656,7 +667,7 @@ class ReviewSession:
         set, learns from the reviews so far between papers: kia.learn.relearn; it holds the store for
         its reads only, never for a refit)."""
         if not self.done and self.finished(self.current):
-            self.index += 1
+            self.index = self._next_open(self.index)
             if self.learner is not None:
                 self.learner(self)
             return True

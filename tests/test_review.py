@@ -934,3 +934,24 @@ def test_stats_leave_out_a_paper_judged_out_of_scope_until_a_person_labels_it(db
     with Store(db) as store:
         label_paper(store, load_taxonomy(), "P3", {"K": ["K2"]}, None, reviewer="ann")
     assert "run scoped: 3 methods" in run_kia("stats", "--run", "scoped", "--db", str(db)).stdout
+
+
+def test_a_reopened_review_never_walks_back_through_finished_papers(db: Path) -> None:
+    """Session 1 skipped P1 and finished P2; session 2 opened at P1 (first unfinished) but after it
+    showed P2 again, where the next typed key (meant for a new paper) replaced P2's decision."""
+    with Store(db) as store:
+        first = ReviewSession(store, load_taxonomy(), run_id="r", reviewer="ann")
+        assert first.current == "P1"
+        first.next()
+        assert first.current == "P2"
+        first.accept_all()
+        assert first.advance_if_finished() and first.current == "P3"
+        again = ReviewSession(store, load_taxonomy(), run_id="r", reviewer="ann")
+        assert again.current == "P1"
+        again.accept_all()
+        assert again.advance_if_finished() and again.current == "P3"  # not the finished P2
+        again.back()
+        assert again.current == "P2"  # going back still reaches it, on purpose
+        named = ReviewSession(store, load_taxonomy(), run_id="r", reviewer="ann", keys=["P1", "P2"])
+        named.next()
+        assert named.current == "P2"  # papers asked for by name are each shown
