@@ -19,6 +19,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from kia.learned import Head, Labeling, PaperFeatures, apply_support, refit, supported_probabilities
+from kia.support import SupportModel
 from kia.taxonomy import Taxonomy
 
 # The blend weights tried, prior first: on a tie the head a person started from wins.
@@ -84,14 +85,19 @@ def adapt_head(
     taxonomy: Taxonomy,
     prior: Head | None,
     in_scope: Mapping[str, bool] | None = None,
+    zero_shot_support: SupportModel | None = None,
 ) -> Head:
     """The head refitted on the reviewed papers of `features`, blended with `prior` (its root, when
     `prior` is itself adapted) by `prior_weights`. Without a prior (zero-shot: another taxonomy) the
-    refit alone, as before: zero-shot scores are relative, not probabilities to blend with."""
+    refit alone, as before: zero-shot scores are relative, not probabilities to blend with. That
+    refit keeps `zero_shot_support`, the sentence support the zero-shot start quoted with
+    (`kia.learned.generic_support` of the shipped head), so its labels and quotes stay evidence
+    first: reviews carry no evidence sentences to fit support of its own on."""
     prior = root_prior(prior)
     if prior is not None and prior.settings.support:
         features = apply_support(prior.support, features)  # once: the refits below keep the prior's support
-    head = refit(features, reviewed, taxonomy, base=prior, in_scope=in_scope)
+    support = zero_shot_support if prior is None else None
+    head = refit(features, reviewed, taxonomy, base=prior, in_scope=in_scope, support=support)
     if prior is None:
         return head
     head.prior = prior

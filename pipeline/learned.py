@@ -704,7 +704,7 @@ def evidence_block(features: PaperFeatures) -> np.ndarray:
             out[row, columns, 8] = rule
             out[row, columns, 9] = rule / max(float(rule.max()), 1e-6)
         if features.support is not None and len(features.support[row]):
-            support = features.support[row]
+            support = evidence_support(features, row)
             ranked = -np.sort(-support, axis=0)
             out[row, :, 10] = ranked[0]
             out[row, :, 11] = ranked[: min(2, len(ranked))].mean(axis=0)
@@ -1291,12 +1291,16 @@ def refit(
     base: Head | None = None,
     in_scope: Mapping[str, bool] | None = None,
     evidence: Evidence | None = None,
+    support: SupportModel | None = None,
 ) -> Head:
     """Fit a head from papers a user reviewed (the backend passes reviewed labels from the store),
     with the settings of `base` when given. Same as `fit_head`; provenance says it was a refit.
     Reviewed papers may be decided on some axes only. Without `evidence` (the sentences a reviewer
     accepted as quotes), the base head's sentence-support models are kept: the label models are
-    what a handful of reviews can refit. C is taken from `refit_c_grid` (one value by default), not
+    what a handful of reviews can refit. Without a `base` (another taxonomy), `support` is kept in
+    their place: the taxonomy-agnostic models the zero-shot path quoted with (`generic_support`),
+    so the refitted head stays evidence first as the zero-shot start was (without any, it quoted
+    titles and figure captions). C is taken from `refit_c_grid` (one value by default), not
     searched, so a refit after every review stays fast."""
     settings = base.settings if base is not None else HeadSettings()
     if settings.refit_c_grid:
@@ -1309,7 +1313,7 @@ def refit(
         in_scope,
         provenance={"data": "reviewed labels"},
         evidence=evidence,
-        base_support=base.support if base is not None else None,
+        base_support=base.support if base is not None else support,
     )
 
 
@@ -1418,10 +1422,25 @@ def scope_probabilities(head: Head | None, features: PaperFeatures) -> np.ndarra
     return _sigmoid((best - ZERO_SHOT_SCOPE_MIDPOINT) * 15.0)
 
 
+def may_be_evidence(features: PaperFeatures, row: int) -> np.ndarray:
+    """Per sentence of one paper, whether it may be evidence at all: False for the title, headings,
+    links, captions, table rows and the like (`kia.support.blocked_reason`, the `blocked` flag).
+    Every path that picks a quote or a reason sentence reads this, with a support model or without:
+    an adapted head without one quoted "Figure 2: Knowledge graph triples are not used ..." as the
+    first evidence for the knowledge-graph label. All True for features made without flags."""
+    from kia.support import FLAG_NAMES
+
+    n = len(features.weights[row])
+    if not features.flags or len(features.flags[row]) != n:
+        return np.ones(n, dtype=bool)
+    return features.flags[row][:, FLAG_NAMES.index("blocked")] <= 0
+
+
 def evidence_sentences(features: PaperFeatures, row: int, category_id: str, limit: int) -> list[int]:
     """Indices of the sentences that speak most for a category: weighted cue matches plus how much
     closer the sentence is to this category than to the axis's others. Only sentences with some
-    evidence (a cue, or a positive margin) are returned."""
+    evidence (a cue, or a positive margin) that may be evidence (`may_be_evidence`: never a title or
+    a caption, whatever cue it matches) are returned."""
     sim, hits, w = features.similarity[row], features.cue_hits[row], features.weights[row]
     if len(w) == 0:
         return []
@@ -1430,19 +1449,23 @@ def evidence_sentences(features: PaperFeatures, row: int, category_id: str, limi
     others = [c for c in columns if c != col]
     margin = sim[:, col] - (sim[:, others].max(axis=1) if others else 0.0)
     score = w * (hits[:, col] + 10.0 * np.clip(margin, 0.0, None))
+    score = np.where(may_be_evidence(features, row), score, 0.0)
     order = np.argsort(-score, kind="stable")
     return [int(i) for i in order[:limit] if score[i] > 0]
 
 
 def closest_sentence(features: PaperFeatures, row: int, category_id: str) -> list[int]:
-    """The one sentence closest to a category's definition (weighted): the quote for a label the
-    head keeps without any sentence-level evidence (typically the conventional case, e.g. knowledge
-    fed in as a model input, which abstracts rarely spell out)."""
+    """The one sentence closest to a category's definition (weighted) among those that may be
+    evidence: the quote for a label the head keeps without any sentence-level evidence (typically
+    the conventional case, e.g. knowledge fed in as a model input, which abstracts rarely spell
+    out). Empty when every sentence is a title, heading, caption or the like."""
     sim, w = features.similarity[row], features.weights[row]
     if len(w) == 0:
         return []
     col = features.category_ids.index(category_id)
-    return [int(np.argmax(w * np.clip(sim[:, col], 1e-6, None)))]
+    closeness = np.where(may_be_evidence(features, row), w * np.clip(sim[:, col], 1e-6, None), -np.inf)
+    best = int(np.argmax(closeness))
+    return [best] if np.isfinite(closeness[best]) else []
 
 
 def decide_axis(
@@ -1543,16 +1566,22 @@ def _assemble(
 
 def _scope_sentence(features: PaperFeatures, row: int) -> int | None:
     """The sentence closest to the taxonomy's scope text among those that may be evidence."""
-    from kia.support import FLAG_NAMES
-
     similarity = features.scope_similarity[row]
     if not len(similarity):
         return None
-    if features.flags:
-        blocked = features.flags[row][:, FLAG_NAMES.index("blocked")] > 0
-        similarity = np.where(blocked, -np.inf, similarity)
+    similarity = np.where(may_be_evidence(features, row), similarity, -np.inf)
     best = int(np.argmax(similarity))
     return best if np.isfinite(similarity[best]) else None
+
+
+def evidence_support(features: PaperFeatures, row: int) -> np.ndarray:
+    """One paper's sentence support (n, C), 0 for every sentence that may not be evidence
+    (`may_be_evidence`). `SupportModel.score` gives those 0 already; scores set otherwise
+    (`PaperFeatures.with_support`) are held to the same rule, so no quote rests on a title or a
+    caption, and neither does a label's support."""
+    assert features.support is not None
+    support = features.support[row]
+    return np.where(may_be_evidence(features, row)[:, None], support, 0.0) if len(support) else support
 
 
 def _evidence_first(
@@ -1570,8 +1599,7 @@ def _evidence_first(
     names the sentence that came closest to supporting its leading category."""
     from kia.support import top_supported
 
-    assert features.support is not None
-    support = features.support[row]
+    support = evidence_support(features, row)
     claimed: list[tuple[str, float, list[int]]] = []
     scores: dict[str, list[float]] = {}
     unsupported: dict[str, float] = {}
@@ -1610,7 +1638,7 @@ def _default_when_silent(
     default = axis.default
     if not settings.silent_default or decided.kept or not default or features.support is None:
         return decided
-    support = features.support[row]
+    support = evidence_support(features, row)
     if not len(support):
         return decided
     others = [c.id for c in axis.categories if c.id != default]

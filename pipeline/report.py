@@ -343,8 +343,18 @@ def _add_axis_details(rows: list[ExportRow], source: LabelSource, taxonomy: Taxo
             )
 
 
+def _grounding_mark(status: str) -> str:
+    """How a located quote was found, in the words of the CSV export's `Quote.cell`: nothing for an
+    exact quote, else ` (fuzzy)`, ` (not evidence)`, ` (suspicious)`."""
+    return "" if status == "exact" else f" ({status.replace('_', ' ')})"
+
+
 def _evidence_note(source: LabelSource, taxonomy: Taxonomy, paper_key: str, evidence: list[tuple[object, ...]]) -> str:
-    """The note written into a library entry: per label its name and the quotes with their pages."""
+    """The note written into a library entry: per label its name and the quotes with their pages.
+    A quote found other than word for word says how, as the CSV export's cells do (`p.2 (fuzzy)
+    "..."`: the paper's words at the span; `(not evidence)`: found only in a title, heading or
+    caption; `(suspicious)`), so a library reader never takes a quote that is no evidence for one
+    that is; a quote not found in the paper has no page and is left out."""
     parts = []
     for axis in taxonomy.axis_ids:
         categories = sorted(source.labeling.get(paper_key, {}).get(axis, frozenset()))
@@ -353,7 +363,7 @@ def _evidence_note(source: LabelSource, taxonomy: Taxonomy, paper_key: str, evid
             parts.append(f"{axis}: {status or 'no label'}")
         for category in categories:
             quotes = [
-                f'p.{row[7]} "{row[2]}"'
+                f'p.{row[7]}{_grounding_mark(str(row[3]))} "{row[2]}"'
                 for row in evidence
                 if row[0] == axis and row[1] == category and row[5] is not None
             ]

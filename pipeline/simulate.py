@@ -156,10 +156,12 @@ class HeadProposer:
         started = time.perf_counter()
         keys = [i for i, k in enumerate(self.features.keys) if k in usable]
         subset = self.features.subset(keys)
+        # Without a base head the refit keeps the zero-shot path's support, as `kia propose` adapts.
+        support = self.zero_shot_support if self.base is None else None
         head = (
-            adapt_head(subset, usable, self.taxonomy, self.base)
+            adapt_head(subset, usable, self.taxonomy, self.base, zero_shot_support=support)
             if self.blend
-            else refit(subset, usable, self.taxonomy, base=self.base)
+            else refit(subset, usable, self.taxonomy, base=self.base, support=support)
         )
         self.predictions = predict(head, self.features, self.taxonomy)
         converted = self._convert(self.predictions)

@@ -601,3 +601,43 @@ def test_an_axis_the_paper_is_silent_on_takes_the_taxonomys_default_with_no_quot
             assert not without.axes[axis_id].kept and without.axes[axis_id].unclear
     assert taken >= 20
     assert on[-1].key == "tools" and on[-1].axes["action"].by_default is None
+
+
+def test_no_quote_nor_reason_sentence_is_a_title_or_caption_with_or_without_support(
+    toy: tuple[Head, Taxonomy, BagEncoder],
+) -> None:
+    """Titles and captions are never evidence (`kia.support.blocked_reason`), on every path that picks
+    a quote: a head without a support model (the toy head, as an adapted head on another taxonomy was),
+    zero-shot without support, and support scores given to the features that rate a caption highest.
+    Before, the paths without support searched cues and definition margins over every sentence and
+    quoted "Figure 2: A transformer attention encoder ..." first for M2."""
+    from kia.learned import closest_sentence, evidence_sentences
+
+    head, taxonomy, encoder = toy
+    title = "Spectrogram Transformer: Raw Waveform Spectrograms"
+    caption = "Figure 2: A transformer attention encoder classifies the input sequence."
+    paper = [title, caption, SIGNAL["S1"], FILLER[0], FILLER[1]]
+    blocked = {0, 1}
+    features = featurize([paper], taxonomy, encoder, keys=["x"], titles=[title])
+    predictions = [predict(head, features, taxonomy)[0], predict_zero_shot(features, taxonomy)[0]]
+    assert head.support is None and predictions[0].axes["M"].kept  # the caption's cue still sways M ...
+    for pred in predictions:
+        for axis_pred in pred.axes.values():
+            for _, _, indices in axis_pred.kept:
+                assert not blocked & set(indices), (pred.zero_shot, axis_pred.kept)  # ... it is never quoted
+    for category in ("S1", "S2", "M1", "M2"):
+        assert not blocked & set(evidence_sentences(features, 0, category, 5) + closest_sentence(features, 0, category))
+    # Support scores set on the features (not by a SupportModel) that rate the title and caption highest:
+    # the caption's M2 has no other support, so it is dropped, and the unclear axis names no caption.
+    support = np.zeros((len(paper), 4))
+    support[0, :] = support[1, :] = 0.9
+    support[2, 0] = 0.4  # S1: the spectrogram sentence
+    scored = features.with_support([support])
+    settings = dataclasses.replace(head.settings, support=True, silent_default=False)
+    from kia.learned import _assemble
+
+    probabilities = np.asarray([[0.9, 0.1, 0.1, 0.9]])
+    pred = _assemble(scored, taxonomy, probabilities, np.asarray([0.9]), settings, False)[0]
+    assert pred.axes["S"].kept == [("S1", 0.9, [2])] and pred.axes["S"].support == {"S1": [0.4]}
+    assert not pred.axes["M"].kept and pred.axes["M"].unsupported == {"M2": 0.0}
+    assert pred.axes["M"].reason_sentence is None

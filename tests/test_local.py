@@ -224,3 +224,96 @@ def test_a_taxonomy_edited_after_the_heads_fit_is_decided_zero_shot_and_says_so(
     )
     more = " ".join(run_kia("propose", "--backend", "local", "--taxonomy", str(added), "--db", db).stderr.split())
     assert "categories added to K: K5" in more and "restore the shipped text" not in more and "refits a head" in more
+
+
+# Six short agent papers for the examples' second taxonomy (llm-agents): each has a title that names
+# cues and a figure caption that names the cues of a category the paper is not (its bait), neither of
+# which is ever evidence. Per paper: title, abstract, caption, reviewed labels, bait (axis, category).
+AGENT_PAPERS = {
+    "toolagent": (
+        "ToolAgent: Tool Use with a Web Browser, a Calculator API and a Search Engine",
+        "The agent answers each question by calling a calculator API and a web search engine as external "
+        "tools, and reads their results before it answers.",
+        "Figure 1: A long-term memory stream with memory retrieval and a forgetting curve is not used.",
+        {"profile": "no_profile", "memory": "no_memory", "planning": "no_planning", "action": "tools"},
+        ("memory", "hybrid"),
+    ),
+    "planner": (
+        "Planner: Task Planning by Decomposing Goals into Sub-tasks",
+        "The agent decomposes each goal into a chain of sub-tasks once and executes the plan step by step "
+        "with external APIs.",
+        "Figure 2: A long-term memory stream with reflection and memory retrieval, shown for contrast.",
+        {"profile": "no_profile", "memory": "no_memory", "planning": "planning_no_feedback", "action": "tools"},
+        ("memory", "hybrid"),
+    ),
+    "reflector": (
+        "Reflector: Self-reflection and Iterative Refinement from Observations",
+        "After every failed trial the agent writes a verbal self-reflection into a long-term memory and "
+        "revises its plan from the observations of the environment.",
+        "Figure 3: Role-playing personas and an assigned role are drawn beside the agent for contrast.",
+        {"profile": "no_profile", "memory": "hybrid", "planning": "planning_feedback", "action": "no_tools"},
+        ("profile", "handcrafting"),
+    ),
+    "townsfolk": (
+        "Townsfolk: Role-playing Personas with an Assigned Role",
+        "Each agent is given a hand-written persona with an occupation and talks with the other agents "
+        "in dialogue; a memory stream stores its observations as long-term memory.",
+        "Figure 4: Tool use through a web browser, a calculator API and a search engine is not shown.",
+        {"profile": "handcrafting", "memory": "hybrid", "planning": "no_planning", "action": "no_tools"},
+        ("action", "tools"),
+    ),
+    "dbagent": (
+        "DBAgent: A Symbolic Memory Store in a Database",
+        "The agent keeps its memory in an external database as a symbolic memory store and reads and "
+        "writes it with SQL while it solves multi-step tasks.",
+        "Figure 5: Role-playing personas with an assigned role appear only in the related-work diagram.",
+        {"profile": "no_profile", "memory": "unified", "planning": "no_planning", "action": "tools"},
+        ("profile", "handcrafting"),
+    ),
+    "chatpair": (
+        "ChatPair: Two Agents in Conversation",
+        "Two language model agents communicate in a chat conversation, one instructing and one solving, "
+        "until the task is complete.",
+        "Figure 6: Task planning with a classical planner and PDDL is drawn only for contrast.",
+        {"profile": "handcrafting", "memory": "no_memory", "planning": "no_planning", "action": "no_tools"},
+        ("planning", "planning_no_feedback"),
+    ),
+}
+
+
+def test_a_head_adapted_on_another_taxonomy_stays_evidence_first_and_never_quotes_a_title_or_caption(
+    tmp_path: Path,
+) -> None:
+    """A taxonomy with no shipped head (the llm-agents example) is decided zero-shot, quoting with the
+    shipped head's transferable support models; once 5 papers are reviewed (`kia label`), `kia propose`
+    adapts a head to the reviews. That head keeps the zero-shot support, so every quote has its support
+    stored, none is a paper's title or a figure caption, and no caption gives its paper a label.
+    (Before, the adapted head had no support model: on a probe 17 of 98 quotes were titles or captions,
+    stored `not_evidence`, and "Figure 4: Tool use through a web browser ... is not shown" made the
+    role-playing paper `tools`.)"""
+    from tests.conftest import query, run_kia
+
+    taxonomy = str(Path(__file__).resolve().parent.parent / "examples" / "llm-agents" / "taxonomy.yaml")
+    papers = tmp_path / "papers"
+    papers.mkdir()
+    for key, (title, body, caption, _, _) in AGENT_PAPERS.items():
+        (papers / f"{key}.md").write_text(f"# {title}\n\n## Abstract\n\n{body}\n\n{caption}\n", encoding="utf-8")
+    db = tmp_path / "kia.duckdb"
+    common = ("--taxonomy", taxonomy, "--db", str(db))
+    assert run_kia("ingest", str(papers), "--db", str(db)).returncode == 0
+    assert run_kia("propose", "--backend", "local", *common).returncode == 0
+    for key, (_, _, _, labels, _) in list(AGENT_PAPERS.items())[:5]:
+        sets = [part for axis, category in labels.items() for part in ("--set", f"{axis}={category}")]
+        assert run_kia("label", key, *sets, *common).returncode == 0
+    adapted = run_kia("propose", "--backend", "local", *common)
+    assert adapted.returncode == 0 and "adapted to 5 reviewed paper(s)" in adapted.stdout, adapted.stdout
+    run_id = query(db, "SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1")[0][0]
+    rows = query(db, f"SELECT paper_key, status, support, quote FROM evidence WHERE run_id = '{run_id}'")
+    assert len(rows) >= 6
+    assert not [r for r in rows if r[1] != "exact"], rows  # never not_evidence (a title, a caption)
+    assert all(r[2] is not None for r in rows), rows  # evidence first: each quote's support is stored
+    blocked = {key: (title, caption) for key, (title, _, caption, _, _) in AGENT_PAPERS.items()}
+    assert not [r for r in rows if any(r[3] in text or text in r[3] for text in blocked[str(r[0])])], rows
+    labels = set(query(db, f"SELECT paper_key, axis, category FROM labels WHERE run_id = '{run_id}'"))
+    baited = [(key, *bait) for key, (*_, bait) in AGENT_PAPERS.items() if (key, *bait) in labels]
+    assert not baited, baited  # only its caption speaks for it

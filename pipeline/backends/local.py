@@ -275,7 +275,8 @@ class LocalBackend:
         this backend started from (shipped or given; never an earlier adaptation) by per-axis
         weights the reviews choose, so a handful of reviews cannot push it far below that head;
         without one (another taxonomy) the refit is used alone. The sentence-support models are
-        kept (reviews carry no evidence sentences).
+        kept (reviews carry no evidence sentences): the start head's, or on another taxonomy the
+        transferable ones the zero-shot path quotes with (`generic_support`), never none.
         """
         if len(keys) < self.min_reviewed:
             return False
@@ -286,7 +287,8 @@ class LocalBackend:
         titles = [doc.title for doc in documents]
         features = featurize(sentence_lists, taxonomy, self.encoder, keys=list(keys), titles=titles)
         start = self._start if self._start is not None and self._start.matches(taxonomy) else None
-        self._head = adapt_head(features, labels, taxonomy, start)
+        zero_shot_support = generic_support(self._start) if start is None else None
+        self._head = adapt_head(features, labels, taxonomy, start, zero_shot_support=zero_shot_support)
         self._adapted_from = len(keys)
         return True
 
