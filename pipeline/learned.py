@@ -1613,9 +1613,10 @@ def _evidence_first(
             unsupported[c] = round(float(support[:, col].max()) if len(support) else 0.0, 4)
     if unsupported and (not claimed or settings.unsupported == "unclear"):
         names = ", ".join(
-            f"{c} (probability {probabilities[c]:.2f}, best sentence support {s:.2f})" for c, s in unsupported.items()
+            f"{c} (probability {probabilities[c]:.2f}, best sentence support {s:.3f})" for c, s in unsupported.items()
         )
-        reason = f"no sentence supports {names} (support threshold {settings.support_threshold:.2f})"
+        # three decimals: at two, a support just under a 0.03 threshold read "0.03 (threshold 0.03)"
+        reason = f"no sentence supports {names} (support threshold {settings.support_threshold:.3f})"
         claimed, scores = [], {}
     reason_sentence = None
     if not claimed and len(support):
