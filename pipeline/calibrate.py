@@ -271,8 +271,9 @@ class SecondaryRule:
 
 def fit_secondary_rule(pairs: Sequence[tuple[float, bool]], settings: Settings | None = None) -> SecondaryRule:
     """The threshold that decides most reviewed secondary labels right: `pairs` are (confidence of
-    a category beyond the axis's first, whether the person's labels have it). Chosen among the seen
-    confidences (ties: the higher, fewer extra labels); too few pairs or only one outcome: None."""
+    a reviewed category beyond the axis's first, whether the person's labels have it: see
+    `secondary_pairs`). Chosen among the seen confidences (ties: the higher, fewer extra labels);
+    too few pairs or only one outcome: None."""
     settings = settings or Settings()
     if len(pairs) < settings.secondary_min_reviews:
         return SecondaryRule(
@@ -326,10 +327,16 @@ def with_rule(proposed: Proposed, rule: SecondaryRule, multi: bool) -> Proposed:
 
 
 def secondary_pairs(proposed: Proposed, truth: frozenset[str]) -> list[tuple[float, bool]]:
-    """(confidence, in the person's labels) of the categories beyond an axis's first: what the rule learns from."""
+    """(confidence, in the person's labels) of the reviewed secondary labels of an axis: what the
+    rule learns from. A reviewed secondary label is a category beyond the axis's first that was a
+    decision: proposed (the person kept or removed it) or in the person's labels (added beside the
+    kept ones). A category neither proposed nor chosen decided nothing: the offline head ranks every
+    category of the axis, and counting those silent ones made its rule switch on after two papers
+    (nine "reviewed secondary labels" per paper), where a stored run, which ranks only what it
+    claimed, counted only real decisions."""
     if proposed.abstained or not proposed.ranked:
         return []
-    return [(p, c in truth) for c, p in proposed.ranked[1:]]
+    return [(p, c in truth) for c, p in proposed.ranked[1:] if c in proposed.labels or c in truth]
 
 
 # --- measures ------------------------------------------------------------------------------------

@@ -1491,8 +1491,10 @@ def simulate(
     order: Annotated[str, typer.Option(help="need, random, storage, or oracle (hindsight: wrong ones first)")] = "need",
     unit: Annotated[str, typer.Option(help="paper: review every axis of a paper at a time; axis: one axis")] = "paper",
     refit_every: Annotated[int, typer.Option(help="Learn after every N reviewed units (papers or axes)")] = 1,
-    target: Annotated[float, typer.Option(help="Share of each axis of the table that must equal gold")] = 0.95,
-    random_runs: Annotated[int, typer.Option(help="Random-order replays to compare with")] = 3,
+    target: Annotated[
+        float, typer.Option(help="Share of each axis of the table that must equal gold (above 0, at most 1)")
+    ] = 0.95,
+    random_runs: Annotated[int, typer.Option(help="Random-order replays to compare with (0: none)")] = 3,
     blind: Annotated[
         bool, typer.Option("--blind", help="Replay only papers the offline head was not fitted on")
     ] = False,

@@ -152,6 +152,8 @@ def auto_accept(
     result = BulkAccept()
     candidates: list[AxisItem] = []
     suspicious = {row[0] for row in store.suspicious_sentences(session.run_id)}
+    statuses = {(k, a): s for k, a, s, _r in store.axis_statuses(session.run_id)}
+    out_of_scope = set(store.scope_flags(session.run_id))
     taken = session.decided_by_anyone()
     for key in session.keys:
         axes = learned.proposals.get(key)
@@ -164,12 +166,18 @@ def auto_accept(
         if key in suspicious:
             result.suspicious_papers.append(key)
             continue
+        if key in out_of_scope:  # as `--accept-above T` counts a paper judged out of scope
+            result.abstained += len(open_axes)
+            continue
         acceptance = store.axis_acceptance(session.run_id, key)
         for axis, proposed in open_axes.items():
-            if proposed.abstained:
-                result.abstained += 1
-            elif axis in acceptance and not acceptance[axis][2]:  # quoted only loosely, as in bulk accept
+            why = left_because(statuses.get((key, axis)), acceptance.get(axis))
+            if why == "ungrounded":
+                result.ungrounded += 1
+            elif why == "loose":
                 result.loose += 1
+            elif why == "abstained" or proposed.abstained:
+                result.abstained += 1
             elif proposed.flagged or with_rule(proposed, learned.rule, multi[axis]).labels != proposed.labels:
                 result.below += 1
             else:
@@ -193,6 +201,24 @@ def auto_accept(
                 session.accept(axis, note)
                 result.accepted += 1
     return auto, result, learned.calibration
+
+
+def left_because(status: str | None, acceptance: tuple[float, bool, bool] | None) -> str | None:
+    """Why an open axis is not a candidate for acceptance without a person, named as `--accept-above T`
+    (kia.review.bulk_accept) names it, so both summaries count an axis alike: `ungrounded` (labelled,
+    but a label's quote was not found in the paper: status unsupported, or a label not grounded),
+    `abstained` (unclear, out of scope, disagreement; no label), `loose` (a quote matched only
+    loosely); None: none of these (tentative axes and flagged papers are left below the threshold)."""
+    if status == "unsupported":
+        return "ungrounded"
+    if status == "tentative":
+        return None
+    if status is not None or acceptance is None:
+        return "abstained"
+    _confidence, grounded, verbatim = acceptance
+    if not grounded:
+        return "ungrounded"
+    return None if verbatim else "loose"
 
 
 def summary_line(auto: AutoThreshold, bulk: BulkAccept, calibration: Calibration) -> list[str]:

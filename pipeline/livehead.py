@@ -24,6 +24,7 @@ need orders can differ slightly.
 
 from __future__ import annotations
 
+import importlib
 import json
 import threading
 import time
@@ -42,6 +43,10 @@ from kia.taxonomy import Taxonomy
 CHUNK = 16
 # How much of a quote the suggestion line shows.
 QUOTE_CHARS = 200
+# Imported by the first step between papers (the calibration map's logistic regression, the
+# Jeffreys bound, the blend): over a second the first time, so the background reading imports them
+# while the person reads the first paper.
+WARM_IMPORTS = ("sklearn.linear_model", "threadpoolctl", "scipy.stats", "kia.adapt")
 
 Labels = dict[str, dict[str, frozenset[str]]]
 
@@ -122,6 +127,8 @@ class LiveHead:
         from kia.simulate import proposer_from
 
         try:
+            for module in WARM_IMPORTS:
+                importlib.import_module(module)
             encoder = load_encoder(self.encoder_name)
             keys = list(self.documents)
             parts = []
@@ -257,7 +264,9 @@ def attach(session: ReviewSession, live: LiveHead | None) -> None:
 def learn_between_papers(session: ReviewSession, live: LiveHead) -> None:
     """After a reviewed paper: refit the calibration map (`relearn`), then adapt the head to every
     review of the run's papers (as `kia propose` would) and order the papers still to come by its
-    need; the axes it now labels differently are shown with its quote."""
+    need; the axes it now labels differently are shown with its quote. The time shown is the whole
+    step's (map, adaptation, ordering, suggestions): what the person waited, not the adaptation's alone."""
+    started = time.perf_counter()
     from kia.labelings import reviewed_labeling
     from kia.learn import relearn
     from kia.simulate import need_keys
@@ -302,7 +311,8 @@ def learn_between_papers(session: ReviewSession, live: LiveHead) -> None:
         if changed:
             session.suggestions[key] = changed
     session.learning_line += (
-        f"; head adapted to {live.adapted_from} reviewed papers in {live.seconds:.1f} s: the papers still to"
+        f"; head adapted to {live.adapted_from} reviewed papers (this step took {time.perf_counter() - started:.1f} s):"
+        " the papers still to"
         f" come are ordered by its need, and it labels {len(session.suggestions)} papers you have not decided"
         " differently from the stored run (shown under the axis; `kia propose --backend local` stores its"
         " proposals as a new run)"

@@ -6,11 +6,12 @@ saved over sampling); here a simulated reviewer takes the papers in kia's order 
 disagreements between runs, then abstained or flagged axes, then the lowest calibrated confidence),
 sets each paper's axes to the gold labels, and kia learns as it would in `kia review`: the offline
 head adapts to the reviewed papers (kia.adapt, as `kia propose` does), the calibration map and the
-secondary-label rule refit on the reviewed axes (kia.calibrate). After every paper, the table (gold
-where reviewed, kia's labels elsewhere) is scored against gold. Reported: axes reviewed until every
-axis of the table is at least `target` exact, the share of axes never touched (work saved) beside
-random order, and what `--accept-above auto` would have accepted, and how precisely, after 10, 20
-and 40 reviewed papers.
+secondary-label rule refit on the reviewed axes (kia.calibrate). After every paper, the table kia
+would show (gold where reviewed, the run's or the adapted head's labels elsewhere) is scored against
+gold; the secondary rule, as in kia, only keeps axes it would change out of auto-accept. Reported:
+axes reviewed until every axis of the table is at least `target` exact, the share of axes never
+touched (work saved) beside random order, and what `--accept-above auto` would have accepted, and
+how precisely, after 10, 20 and 40 reviewed papers.
 
 Nothing is written to the store: the replay holds its reviews in memory.
 """
@@ -30,6 +31,7 @@ from kia.calibrate import (
     AxisItem,
     Calibration,
     Proposed,
+    SecondaryRule,
     agreement,
     choose_threshold,
     expected_calibration_error,
@@ -333,6 +335,15 @@ def need_keys(
     return out
 
 
+def check_target(target: float) -> None:
+    """The target is the share of each axis of the table that equals gold: above 0 (0 is reached
+    before any review, and "work saved 100%" would say nothing) and at most 1 (all exact)."""
+    if not 0 < target <= 1:
+        raise KiaError(
+            f"--target is the share of each axis that must equal gold: above 0 and at most 1, not {target:g}"
+        )
+
+
 def replay(
     proposer: Proposer,
     taxonomy: Taxonomy,
@@ -352,7 +363,8 @@ def replay(
     order then asks for the single least certain axis, and the rest of that paper waits its turn).
 
     After every `refit_every` units kia learns (head, calibration map, secondary rule); the table's
-    correctness is recorded after every unit; the auto-accept measures are taken once as many axes
+    correctness (the proposer's labels, gold where reviewed: what kia shows, the secondary rule
+    applied to no label) is recorded after every unit; the auto-accept measures are taken once as many axes
     are reviewed as `checkpoints` papers have (10 papers: 30 axes of a three-axis taxonomy)."""
     if order not in ORDERS:
         raise KiaError(f"--order must be one of {', '.join(ORDERS)}, not {order!r}")
@@ -360,6 +372,7 @@ def replay(
         raise KiaError(f"--unit must be one of {', '.join(UNITS)}, not {unit!r}")
     if refit_every < 1:
         raise KiaError("--refit-every must be at least 1")
+    check_target(target)
     settings = settings or Settings()
     keys = [k for k in (storage_order or sorted(gold)) if k in gold]
     axes = taxonomy.axis_ids
@@ -378,14 +391,12 @@ def replay(
     taken: set[tuple[str, tuple[str, ...]]] = set()
     items: list[AxisItem] = []
     pairs: list[tuple[float, bool]] = []
-    raw = proposer.propose(reviewed)
+    # The table kia shows: the proposer's labels (a stored run's, or the refitted head's as `kia propose
+    # --backend local` would store them), gold where reviewed. The learned secondary rule never changes
+    # a shown label (in kia it only keeps an axis it would change out of `--accept-above auto`).
+    current = proposer.propose(reviewed)
     calibration = fit_calibration(items, axes, settings)
     rule = fit_secondary_rule(pairs, settings)
-
-    def shown() -> dict[str, dict[str, Proposed]]:
-        return {k: {a: with_rule(raw[k][a], rule, multi[a]) for a in axes} for k in raw}
-
-    current = shown()
     result.curve.append((0, *_table_exact(taxonomy, gold, current, done)))
     wanted = sorted(set(checkpoints))
     while len(taken) < len(units):
@@ -410,22 +421,21 @@ def replay(
             correct = proposed.labels == truth[axis]
             items.append(AxisItem(key, axis, proposed.confidence, proposed.agreement, correct))
             if multi[axis]:
-                pairs.extend(secondary_pairs(raw[key][axis], truth[axis]))
+                pairs.extend(secondary_pairs(proposed, truth[axis]))
         reviewed.setdefault(key, {}).update({axis: truth[axis] for axis in asked})
         done.update((key, axis) for axis in asked)
         taken.add(chosen)
         if key not in result.reviewed_keys:
             result.reviewed_keys.append(key)
         if len(taken) % refit_every == 0 or len(taken) == len(units):
-            raw = proposer.propose(reviewed)
+            current = proposer.propose(reviewed)
             calibration = fit_calibration(items, axes, settings)
             rule = fit_secondary_rule(pairs, settings)
-            current = shown()
         result.curve.append((len(done), *_table_exact(taxonomy, gold, current, done)))
         if wanted and len(done) == wanted[0] * len(axes):
             wanted.pop(0)
             result.checkpoints.append(
-                _checkpoint(taxonomy, gold, current, done, items, calibration, target, settings, len(reviewed))
+                _checkpoint(taxonomy, gold, current, done, items, calibration, target, settings, len(reviewed), rule)
             )
         if on_step is not None:
             on_step(len(taken), len(units))
@@ -442,16 +452,22 @@ def _checkpoint(
     target: float,
     settings: Settings,
     papers: int,
+    rule: SecondaryRule | None = None,
 ) -> Checkpoint:
     """Auto-accept on the remaining axes as `--accept-above auto` would, scored against gold
-    (`papers`: how many papers have a reviewed axis)."""
+    (`papers`: how many papers have a reviewed axis): never an abstained or flagged axis, nor one
+    the learned secondary `rule` would change (`kia.learn.auto_accept`)."""
+    multi = {a.id: a.multi for a in taxonomy.axes}
+    rule = rule or SecondaryRule(None, 0)
     remaining = [(k, a) for k in gold for a in taxonomy.axis_ids if (k, a) not in done and k in current]
     every = [AxisItem(k, a, current[k][a].confidence, current[k][a].agreement) for k, a in remaining]
     right = np.asarray([current[k][a].labels == gold[k][a] for k, a in remaining], dtype=float)
     candidates = [
         item
         for item, (k, a) in zip(every, remaining, strict=True)
-        if not current[k][a].abstained and not current[k][a].flagged
+        if not current[k][a].abstained
+        and not current[k][a].flagged
+        and with_rule(current[k][a], rule, multi[a]).labels == current[k][a].labels
     ]
     auto = choose_threshold(calibration, items, candidates, target, settings)
     accepted: list[AxisItem] = []
@@ -716,6 +732,9 @@ def simulate(
     options = options or ReplayOptions()
     order, unit, refit_every, target = options.order, options.unit, options.refit_every, options.target
     random_runs, learning = options.random_runs, options.learning
+    check_target(target)  # before the slow part (the offline head reads every paper)
+    if random_runs < 0:
+        raise KiaError(f"--random-runs is how many random-order replays to compare with: 0 or more, not {random_runs}")
     from kia.consensus import consensus_inputs
     from kia.gold import default_gold_path, load_gold
     from kia.labelings import default_run, resolve_run, run_labeling, runs_with_labels_of, taxonomy_for_run

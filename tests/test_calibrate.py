@@ -113,6 +113,41 @@ def test_secondary_rule_is_learned_or_left_to_the_backend() -> None:
     assert secondary_pairs(proposed, frozenset({"K1", "K2"})) == [(0.72, False), (0.5, True)]
 
 
+def test_only_real_secondary_decisions_teach_the_rule() -> None:
+    """The offline head ranks every category of an axis; one it neither kept nor the person chose
+    decided nothing. Counting those made the rule's 10 "reviewed secondary labels" arrive after two
+    papers (nine a paper); now a paper whose head kept K1 and the person agreed teaches nothing, a
+    removed or an added category does, as a stored run (which ranks what it claimed) counts them."""
+    ranked = [("K1", 0.8), ("K3", 0.4), ("K2", 0.2), ("K4", 0.1)]
+    alone = Proposed(frozenset({"K1"}), 0.8, ranked)
+    assert secondary_pairs(alone, frozenset({"K1"})) == []
+    assert secondary_pairs(alone, frozenset({"K1", "K2"})) == [(0.2, True)]  # added by the person
+    kept = Proposed(frozenset({"K1", "K3"}), 0.4, ranked)
+    assert secondary_pairs(kept, frozenset({"K1"})) == [(0.4, False)]  # removed by the person
+    assert secondary_pairs(kept, frozenset({"K1", "K3"})) == [(0.4, True)]  # kept
+    # Ten papers the head and the person agree on, K1 alone: nothing to learn a rule from.
+    pairs = [p for _ in range(10) for p in secondary_pairs(alone, frozenset({"K1"}))]
+    assert fit_secondary_rule(pairs).reviews == 0
+
+
+def test_the_readme_says_how_many_clean_reviews_a_095_bound_needs() -> None:
+    """All accepted as proposed, n reviewed axes bound the precision at 0.95 from the n the README says."""
+    from pathlib import Path
+
+    from kia.calibrate import Calibration, reviewed_precision
+
+    calibration = Calibration(["K"], 0, 0)
+
+    def bound(n: int) -> float:
+        clean = [AxisItem(str(i), "K", 0.9, None, True) for i in range(n)]
+        return float(reviewed_precision(calibration, clean, np.asarray([0.9]), Settings().auto_accept_level)[1][0])
+
+    needed = next(n for n in range(1, 200) if bound(n) >= 0.95)
+    assert needed == 38 and bound(37) < 0.95
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert f"so 0.95 needs {needed} reviewed\naxes there, all accepted as proposed" in readme
+
+
 def test_ece_and_agreement() -> None:
     assert expected_calibration_error(np.asarray([]), np.asarray([])) is None
     assert expected_calibration_error(np.asarray([0.95] * 20), np.asarray([1.0] * 19 + [0.0])) < 1e-9

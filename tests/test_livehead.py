@@ -214,3 +214,51 @@ def test_on_another_taxonomy_the_zero_shot_head_adapts_as_kia_propose_would(tmp_
         second = run_labeling(store, "second", taxonomy)
         assert {k: {a: second[k].get(a, frozenset()) for a in taxonomy.axis_ids} for k in adapted} == adapted
         assert any(adapted[k][a] != first[k].get(a, frozenset()) for k in adapted for a in taxonomy.axis_ids)
+
+
+@needs_devset
+def test_the_time_shown_between_papers_is_the_whole_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The screen said "adapted ... in 0.1 s" after a step of seconds: it timed the adaptation alone,
+    not the map's refit (nor its first imports). A map refit that takes 1.5 s shows in the time now."""
+    import re
+    import time
+
+    import kia.learn
+
+    slow_relearn = kia.learn.relearn
+
+    def slow(session: ReviewSession) -> object:
+        time.sleep(1.5)
+        return slow_relearn(session)
+
+    db = _store(tmp_path, 7)
+    with Store(db) as store:
+        session = ReviewSession(store, load_taxonomy(), "first", "ann")
+        live = start_learning(store, session, Settings(), background=False)
+        assert live is not None and live.ready
+        for _ in range(4):
+            _review(session)
+        monkeypatch.setattr(kia.learn, "relearn", slow)
+        _review(session)
+    took = re.search(r"head adapted to 5 reviewed papers \(this step took ([\d.]+) s\)", session.learning_line)
+    assert took and float(took.group(1)) >= 1.5, session.learning_line
+
+
+def test_the_background_reading_imports_what_the_first_step_needs(tmp_path: Path) -> None:
+    """The first step between papers imported scikit-learn (over a second) while the person waited:
+    the background reading imports it first, in a fresh process (where nothing imported it yet)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from kia.livehead import LiveHead, WARM_IMPORTS\n"
+        "from kia.taxonomy import load_taxonomy\n"
+        "assert not [m for m in WARM_IMPORTS if m in sys.modules], 'imported before the reading'\n"
+        "live = LiveHead({}, load_taxonomy(), 'no-such-encoder', 10, 10)\n"
+        "live.start(background=False)\n"
+        "print(sorted(m for m in WARM_IMPORTS if m in sys.modules), live.failed is not None)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['kia.adapt', 'scipy.stats', 'sklearn.linear_model', 'threadpoolctl'] True"
