@@ -108,7 +108,11 @@ def blocked_reason(sentence: Sentence, title: str | None = None) -> str | None:
     norm = normalised(text)
     if title:
         t = normalised(title)
-        prefix = norm.startswith(t) or t.startswith(norm)
+        # A sentence that is only the start of the title (a title the splitter cut) counts only where
+        # the title reads as one: a PDF with no title line is titled by its first block, whose first
+        # sentence is the abstract's, not a title.
+        one_title = len(t) <= 200 and title.count(". ") < 2
+        prefix = norm.startswith(t) or (one_title and t.startswith(norm))
         if t and (norm == t or (len(t) > 20 and prefix and len(norm) < len(t) + 40)):
             return "title"
     if _LINK_RE.search(text):  # before headings: a bare "Code: https://..." line also stands alone

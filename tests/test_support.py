@@ -290,3 +290,18 @@ def test_a_caption_alone_is_never_evidence_but_a_sentence_that_mentions_a_figure
         "The figure caption generator is conditioned on the radiology report.",
     ):
         assert blocked_reason(_s(prose, "method"), None) is None, prose
+
+
+def test_the_first_sentence_of_a_block_taken_for_the_title_is_evidence() -> None:
+    """A PDF with no title line is titled by its first block (several sentences): its first
+    sentence, the abstract's, was refused as "the title", so a label quoting it lost its evidence.
+    A real title cut by the sentence splitter still is one."""
+    block = (
+        "We generate chest CT volumes from radiology reports. The report is encoded by a text encoder and"
+        " enters a latent diffusion model through cross-attention. Variant 0."
+    )
+    first = "We generate chest CT volumes from radiology reports."
+    assert blocked_reason(_s(first, "front"), block) is None
+    title = "MAISI: Medical AI for Synthetic Imaging. Generating 3D CT from masks"
+    assert blocked_reason(_s("MAISI: Medical AI for Synthetic Imaging.", "front"), title) == "title"
+    assert blocked_reason(_s(block, "front"), block) == "title"  # the whole block still is the "title"
