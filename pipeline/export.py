@@ -78,11 +78,17 @@ class Quote:
 
     def cell(self) -> str:
         """`K2 p.3 [120-240] "quote"` (or `not located`); a quote found other than word for word says
-        how (`(fuzzy)`: the paper's words at the span, which the model's resembled; `(not evidence)`,
-        `(suspicious)`), so no reader takes it for the model's exact citation."""
+        how (`grounding_mark`), so no reader takes it for the model's exact citation."""
         where = f"p.{self.page} [{self.start}-{self.end}]" if self.start is not None else "not located"
-        how = f" ({self.status.replace('_', ' ')})" if self.start is not None and self.status != "exact" else ""
+        how = grounding_mark(self.status) if self.start is not None else ""
         return f'{self.category} {where}{how} "{self.quote}"'
+
+
+def grounding_mark(status: str) -> str:
+    """How a located quote was found, said wherever quotes are shown (CSV cells, library notes, the
+    report): nothing for an exact quote, else ` (fuzzy)` (the paper's words at the span, which the
+    model's resembled), ` (not evidence)` (found only in a title, heading or caption), ` (suspicious)`."""
+    return "" if status == "exact" else f" ({status.replace('_', ' ')})"
 
 
 @dataclass

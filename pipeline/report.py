@@ -13,7 +13,7 @@ from typing import Any
 
 from kia._version import __version__
 from kia.errors import KiaError, writing_to
-from kia.export import AxisDetail, ExportRow, PaperFlags, Quote, render, rows_from_labeling
+from kia.export import AxisDetail, ExportRow, PaperFlags, Quote, grounding_mark, render, rows_from_labeling
 from kia.gold import GoldPaper, gold_index, load_gold
 from kia.labelings import (
     AxisReview,
@@ -343,12 +343,6 @@ def _add_axis_details(rows: list[ExportRow], source: LabelSource, taxonomy: Taxo
             )
 
 
-def _grounding_mark(status: str) -> str:
-    """How a located quote was found, in the words of the CSV export's `Quote.cell`: nothing for an
-    exact quote, else ` (fuzzy)`, ` (not evidence)`, ` (suspicious)`."""
-    return "" if status == "exact" else f" ({status.replace('_', ' ')})"
-
-
 def _evidence_note(source: LabelSource, taxonomy: Taxonomy, paper_key: str, evidence: list[tuple[object, ...]]) -> str:
     """The note written into a library entry: per label its name and the quotes with their pages.
     A quote found other than word for word says how, as the CSV export's cells do (`p.2 (fuzzy)
@@ -363,7 +357,7 @@ def _evidence_note(source: LabelSource, taxonomy: Taxonomy, paper_key: str, evid
             parts.append(f"{axis}: {status or 'no label'}")
         for category in categories:
             quotes = [
-                f'p.{row[7]}{_grounding_mark(str(row[3]))} "{row[2]}"'
+                f'p.{row[7]}{grounding_mark(str(row[3]))} "{row[2]}"'
                 for row in evidence
                 if row[0] == axis and row[1] == category and row[5] is not None
             ]
@@ -508,11 +502,9 @@ def _source_link(path: str, page: int | None) -> str:
 
 
 def _how_found(quote: Quote) -> str:
-    """` <i>(fuzzy)</i>` for a quote found other than word for word (fuzzy, not evidence,
-    suspicious), as the CSV's `Quote.cell` marks it; "" for an exact one or one not located."""
-    if quote.start is None or quote.status == "exact":
-        return ""
-    return f" <i>({html.escape(quote.status.replace('_', ' '))})</i>"
+    """`grounding_mark` in italics for a located quote; "" for an exact one or one not located."""
+    mark = grounding_mark(quote.status) if quote.start is not None else ""
+    return f" <i>{html.escape(mark.strip())}</i>" if mark else ""
 
 
 def _papers_table(rows: list[ExportRow], taxonomy: Taxonomy, paths: dict[str, str]) -> str:
