@@ -29,7 +29,7 @@ from kia.calibrate import (
 from kia.consensus import CONSENSUS_REVIEWER, consensus_inputs
 from kia.errors import KiaError
 from kia.labelings import run_labeling, runs_with_labels_of
-from kia.review import ACCEPT, EDIT, MACHINE_ACCEPTED, NEED, BulkAccept, ReviewSession
+from kia.review import ACCEPT, EDIT, MACHINE_ACCEPTED, NEED, BulkAccept, ReviewSession, left_because
 from kia.settings import Settings
 from kia.store import Store
 from kia.taxonomy import Taxonomy
@@ -172,11 +172,9 @@ def auto_accept(
         acceptance = store.axis_acceptance(session.run_id, key)
         for axis, proposed in open_axes.items():
             why = left_because(statuses.get((key, axis)), acceptance.get(axis))
-            if why == "ungrounded":
-                result.ungrounded += 1
-            elif why == "loose":
-                result.loose += 1
-            elif why == "abstained" or proposed.abstained:
+            if why is not None:
+                result.leave(why)
+            elif proposed.abstained:
                 result.abstained += 1
             elif proposed.flagged or with_rule(proposed, learned.rule, multi[axis]).labels != proposed.labels:
                 result.below += 1
@@ -201,24 +199,6 @@ def auto_accept(
                 session.accept(axis, note)
                 result.accepted += 1
     return auto, result, learned.calibration
-
-
-def left_because(status: str | None, acceptance: tuple[float, bool, bool] | None) -> str | None:
-    """Why an open axis is not a candidate for acceptance without a person, named as `--accept-above T`
-    (kia.review.bulk_accept) names it, so both summaries count an axis alike: `ungrounded` (labelled,
-    but a label's quote was not found in the paper: status unsupported, or a label not grounded),
-    `abstained` (unclear, out of scope, disagreement; no label), `loose` (a quote matched only
-    loosely); None: none of these (tentative axes and flagged papers are left below the threshold)."""
-    if status == "unsupported":
-        return "ungrounded"
-    if status == "tentative":
-        return None
-    if status is not None or acceptance is None:
-        return "abstained"
-    _confidence, grounded, verbatim = acceptance
-    if not grounded:
-        return "ungrounded"
-    return None if verbatim else "loose"
 
 
 def summary_line(auto: AutoThreshold, bulk: BulkAccept, calibration: Calibration) -> list[str]:

@@ -689,6 +689,10 @@ class BulkAccept:
     # words differ from the paper's, so a person checks them.
     loose: int = 0
 
+    def leave(self, why: str) -> None:
+        """Count an axis left for a person for `why` (`left_because`: ungrounded, abstained, loose)."""
+        setattr(self, why, getattr(self, why) + 1)
+
     def line(self, threshold: float) -> str:
         """One summary line."""
         return f"accepted {self.accepted} axis decision(s) with confidence >= {threshold}; {self.left()}"
@@ -701,6 +705,24 @@ class BulkAccept:
             f"{self.abstained} abstained, {len(self.suspicious_papers)} paper(s) flagged suspicious_text; "
             f"{self.decided} already decided"
         )
+
+
+def left_because(status: str | None, acceptance: tuple[float, bool, bool] | None) -> str | None:
+    """Why an open axis is not a candidate for acceptance without a person, named alike by `--accept-above T`
+    (`bulk_accept`) and `auto` (kia.learn.auto_accept), so both summaries count an axis alike: `ungrounded` (labelled,
+    but a label's quote was not found in the paper: status unsupported, or a label not grounded),
+    `abstained` (unclear, out of scope, disagreement; no label), `loose` (a quote matched only
+    loosely); None: none of these (tentative axes and flagged papers are left below the threshold)."""
+    if status == "unsupported":
+        return "ungrounded"
+    if status == "tentative":
+        return None
+    if status is not None or acceptance is None:
+        return "abstained"
+    _confidence, grounded, verbatim = acceptance
+    if not grounded:
+        return "ungrounded"
+    return None if verbatim else "loose"
 
 
 def bulk_accept(
@@ -735,21 +757,10 @@ def bulk_accept(
         acceptance = store.axis_acceptance(session.run_id, key)
         for axis in open_axes:
             status = abstained.get((key, axis))
-            if status == "unsupported":  # labelled, but no quote of a label was found
-                result.ungrounded += 1
-                continue
-            if status == "tentative":  # a label below the run's confidence floor
-                result.below += 1
-                continue
-            if status is not None or axis not in acceptance:
-                result.abstained += 1
-                continue
-            confidence, grounded, verbatim = acceptance[axis]
-            if not grounded:
-                result.ungrounded += 1
-            elif not verbatim:  # a quote that matched only loosely: a person reads what the paper says
-                result.loose += 1
-            elif confidence < threshold:
+            why = left_because(status, acceptance.get(axis))
+            if why is not None:
+                result.leave(why)
+            elif status == "tentative" or acceptance[axis][0] < threshold:  # tentative: below the run's floor
                 result.below += 1
             else:
                 # Exports tell this apart from a person's acceptance ("machine-accepted").
