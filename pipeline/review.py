@@ -335,7 +335,8 @@ class ReviewSession:
         elif only == "unreviewed":
             keys = [k for k in keys if not self.finished(k)]
         elif only == NEW_CATEGORIES:
-            keys = [k for k in keys if k in self.added_since()]
+            added = self.added_since()  # read once: it scans every review
+            keys = [k for k in keys if k in added]
         return keys
 
     # --- state ---------------------------------------------------------------------------------
