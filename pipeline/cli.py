@@ -1,26 +1,35 @@
 """The `kia` command line. Each command parses its options, calls one library function, prints.
 
-Errors raised on purpose (KiaError) become one line on stderr and exit code 1. Stage modules are
-imported inside the commands that use them, so `kia --help` and `kia --version` stay fast.
+Errors raised on purpose (KiaError) become one line on stderr and exit code 1; a bad command line
+(an unknown option, a value out of range or not one of the words an option takes) one line and exit
+code 2. Stage modules are imported inside the commands that use them, so `kia --help` and
+`kia --version` stay fast.
 """
 
 from __future__ import annotations
 
 import errno
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from enum import StrEnum
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+import typer.core
 from rich.table import Table
 
 from kia._version import __version__
-from kia.errors import KiaError, writing_to
+from kia.errors import KiaError, UsageError, allowed_range, check_range, writing_to
 from kia.settings import Settings
 from kia.terminal import SafeConsole, visible
+
+try:  # typer 0.29 and later parse with a copy of click of their own
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - earlier typer: click itself
+    from click import exceptions as click_errors  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
     from kia import fetch as fetch_stage
@@ -39,10 +48,109 @@ USER_HELP = (
     " kia.toml (kia config shows them). kia COMMAND --help for one command."
 )
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=USER_HELP, pretty_exceptions_enable=False)
 # Paper text, titles and file names are untrusted: both consoles print control characters as escapes.
 out = SafeConsole(highlight=False, soft_wrap=True)
 err = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
+
+# What an argument of each command is, for the hint on a value that starts with a dash.
+_ARGUMENT_WORDS = {
+    **dict.fromkeys(("key", "keys"), "paper key"),
+    **dict.fromkeys(("runs", "run_a", "run"), "run name"),
+    "paths": "file",
+    "ids": "arXiv id",
+}
+
+
+def _dash_hint(exc: click_errors.NoSuchOption, argv: Sequence[str]) -> str | None:
+    """`kia show -dash` reads -dash as options -d -a -s -h: when the command takes an argument, the
+    unknown option is most likely that argument, which click reads after `--` only; say so."""
+    command = exc.ctx.command if exc.ctx else None
+    arguments = [p for p in command.params if p.param_type_name == "argument"] if command else []
+    if not arguments or exc.ctx is None:
+        return None
+    name = exc.option_name
+    short = not name.startswith("--")
+    token = next((a for a in argv if a == name or (short and a.startswith(name) and not a.startswith("--"))), name)
+    what = _ARGUMENT_WORDS.get(arguments[0].name or "", "value")
+    article = "an" if what[0] in "aeiou" else "a"
+    after = f"goes after -- (options before it): {_command_path(exc.ctx)} -- {token}"
+    return f"no such option: {token}; {article} {what} that starts with a dash {after}"
+
+
+def _usage_line(exc: click_errors.UsageError, argv: Sequence[str]) -> str:
+    """A bad command line in one line: click's message and where help is, or the dash hint."""
+    hint = _dash_hint(exc, argv) if isinstance(exc, click_errors.NoSuchOption) else None
+    return hint or f"{exc.format_message()} (see {_command_path(exc.ctx)} --help)"
+
+
+def _command_path(ctx: Any) -> str:
+    """`kia show`, whatever name the program was started by (a test runner's, `python -m`)."""
+    return " ".join(["kia", *(ctx.command_path.split()[1:] if ctx else [])])
+
+
+# A bare `kia` (or `kia taxonomy`) raises this to show the help: it stays help, not an error line.
+_NO_ARGS_IS_HELP: Any = getattr(click_errors, "NoArgsIsHelpError", ())
+
+
+@contextmanager
+def _usage_in_one_line(argv: Sequence[str]) -> Iterator[None]:
+    """Parse errors (click's and kia's range checks met while parsing) as one `kia: ...` line and exit
+    code 2, like every other bad input, not typer's boxed multi-line panel. A bare `kia` still shows help."""
+    try:
+        yield
+    except _NO_ARGS_IS_HELP:
+        raise
+    except click_errors.UsageError as exc:
+        err.print(f"kia: {_usage_line(exc, argv)}", markup=False)
+        raise typer.Exit(exc.exit_code) from None
+    except UsageError as exc:
+        err.print(f"kia: {exc}", markup=False)
+        raise typer.Exit(2) from None
+
+
+class KiaGroup(typer.core.TyperGroup):
+    """kia's command group: parsing the command line and its subcommand's, with one-line errors."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        """Parse the global options; the whole command line is kept for the errors of the subcommand's."""
+        argv = list(args)
+        with _usage_in_one_line(argv):
+            ctx = super().make_context(info_name, args, parent, **extra)
+        ctx.meta.setdefault("kia.argv", argv)
+        return ctx
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the subcommand: its own parsing happens here, so its usage errors are caught here."""
+        with _usage_in_one_line(ctx.meta.get("kia.argv", [])):
+            return super().invoke(ctx)
+
+
+def within(
+    low: float | None = None, high: float | None = None, *, above: bool = False
+) -> Callable[[typer.CallbackParam, Any], Any]:
+    """A parser callback for a numeric option: a value outside the range is refused while parsing, in
+    the one line `check_range` writes for every numeric option (option, value, range), exit code 2."""
+
+    def check(param: typer.CallbackParam, value: Any) -> Any:
+        if value is not None:
+            check_range(max(param.opts, key=len), value, low, high, above=above)
+        return value
+
+    return check
+
+
+def in_range(
+    low: float | None = None, high: float | None = None, *, above: bool = False, text: str, name: str | None = None
+) -> Any:
+    """A numeric option: its range checked while parsing (`within`) and shown at the end of its help."""
+    decls = (name,) if name else ()
+    shown = allowed_range(low, high, above=above)
+    return typer.Option(*decls, callback=within(low, high, above=above), help=f"{text} \\[{shown}]")
+
+
+app = typer.Typer(
+    cls=KiaGroup, add_completion=False, no_args_is_help=True, help=USER_HELP, pretty_exceptions_enable=False
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -137,7 +245,8 @@ def given_taxonomy(path: Path | None) -> Taxonomy | None:
 
 
 def one_line_errors(func: F) -> F:
-    """Turn KiaError into `kia: <message>` on stderr and exit 1, never a traceback; so too a full
+    """Turn KiaError into `kia: <message>` on stderr and exit 1 (2 for a bad option value: a
+    UsageError), never a traceback; so too a full
     disk and a database error met mid-command (a damaged file), naming the database."""
 
     @wraps(func)
@@ -146,7 +255,7 @@ def one_line_errors(func: F) -> F:
             return func(*args, **kwargs)
         except KiaError as exc:
             err.print(f"kia: {exc}", markup=False)
-            raise typer.Exit(1) from None
+            raise typer.Exit(2 if isinstance(exc, UsageError) else 1) from None
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
                 raise
@@ -276,9 +385,10 @@ def show(
         str | None, typer.Option(help="Only this section: abstract, introduction, method, experiments, ...")
     ] = None,
     around: Annotated[
-        int | None, typer.Option(help="Only a window of text around this character offset (e.g. a quote's start)")
+        int | None,
+        in_range(0, text="Only a window of text around this character offset (e.g. a quote's start)"),
     ] = None,
-    width: Annotated[int, typer.Option(help="Characters shown either side of --around")] = 400,
+    width: Annotated[int, in_range(0, text="Characters shown either side of --around")] = 400,
     run: Annotated[
         str | None,
         typer.Option(help="Read the version of the paper this run labelled (its quote offsets point into it)"),
@@ -345,10 +455,10 @@ EncoderOption = Annotated[
 ]
 ReadOption = Annotated[
     int | None,
-    typer.Option(
-        "--read-sentences",
-        min=0,
-        help="Local backend: read at most this many sentences of a long paper, its front matter and abstract "
+    in_range(
+        0,
+        name="--read-sentences",
+        text="Local backend: read at most this many sentences of a long paper, its front matter and abstract "
         "first, then those its cues and sections rank highest (default: the head's, 80; 0: every sentence)",
     ),
 ]
@@ -369,7 +479,7 @@ def propose(
     model: Annotated[str | None, typer.Option(help="Model name (default: $KIA_MODEL)")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")] = None,
     concurrency: Annotated[
-        int | None, typer.Option(min=1, max=64, help="Requests in flight (LLM backends; default 4, local 1)")
+        int | None, in_range(1, 64, text="Requests in flight (LLM backends; default 4, local 1)")
     ] = None,
     run: Annotated[
         str | None, typer.Option(help="Run name (default: derived from the settings, so reruns resume)")
@@ -378,19 +488,18 @@ def propose(
         bool, typer.Option("--no-cache", help="Call the model even when a stored answer matches")
     ] = False,
     max_input_tokens: Annotated[
-        int | None, typer.Option(help="Cut the paper to this many tokens by section priority")
+        int | None, in_range(1, text="Cut the paper to this many tokens by section priority")
     ] = None,
     context: Annotated[
         str, typer.Option(help="full: the paper text; evidence: only the local backend's top sentences")
     ] = "full",
-    timeout: Annotated[float | None, typer.Option(help="Seconds before one LLM request is abandoned (120)")] = None,
-    max_retries: Annotated[
-        int | None, typer.Option(min=0, max=10, help="Retries per LLM call (429, 5xx, timeouts; 3)")
+    timeout: Annotated[
+        float | None,
+        in_range(0, above=True, text="Seconds before one LLM request is abandoned (120)"),
     ] = None,
-    reasks: Annotated[
-        int | None, typer.Option(min=0, max=5, help="Re-asks on an invalid or ungrounded answer (2)")
-    ] = None,
-    max_tokens: Annotated[int | None, typer.Option(min=64, help="Completion token limit per LLM call (2048)")] = None,
+    max_retries: Annotated[int | None, in_range(0, 10, text="Retries per LLM call (429, 5xx, timeouts; 3)")] = None,
+    reasks: Annotated[int | None, in_range(0, 5, text="Re-asks on an invalid or ungrounded answer (2)")] = None,
+    max_tokens: Annotated[int | None, in_range(64, text="Completion token limit per LLM call (2048)")] = None,
     mode: Annotated[
         str | None,
         typer.Option(help="Structured output: json_schema (default; OpenAI, vLLM, xllamacpp), json, tools"),
@@ -398,7 +507,7 @@ def propose(
     prompt: Annotated[Path | None, typer.Option(help="Prompt template (default: the shipped classify.md)")] = None,
     confidence_floor: Annotated[
         float | None,
-        typer.Option(min=0.0, max=1.0, help="Labels below this confidence are marked tentative (default 0.5)"),
+        in_range(0, 1, text="Labels below this confidence are marked tentative (default 0.5)"),
     ] = None,
     batch_file: Annotated[
         Path | None,
@@ -417,10 +526,10 @@ def propose(
     ] = None,
     examples: Annotated[
         int | None,
-        typer.Option(
-            min=0,
-            max=20,
-            help="LLM backends: show this many labelled papers (reviewed, then gold) most like each paper (4; 0: none)",
+        in_range(
+            0,
+            20,
+            text="LLM backends: show this many labelled papers (reviewed, then gold) most like each paper (4; 0: none)",
         ),
     ] = None,
     gold: Annotated[
@@ -434,7 +543,7 @@ def propose(
     read_sentences: ReadOption = None,
     workers: Annotated[
         int | None,
-        typer.Option(min=1, max=64, help="Processes answering papers with the offline backend (default: the cores)"),
+        in_range(1, 64, text="Processes answering papers with the offline backend (default: the cores)"),
     ] = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
@@ -1011,9 +1120,8 @@ def _threshold(value: str) -> float:
     try:
         threshold = float(value)
     except ValueError:
-        raise KiaError(f"--accept-above takes a confidence (0.9) or auto, not {value!r}") from None
-    if not 0.0 <= threshold <= 1.0:
-        raise KiaError(f"--accept-above takes a confidence between 0 and 1 (0.9) or auto, not {value!r}")
+        raise UsageError(f"--accept-above takes a confidence (0.9) or auto, not {value!r}") from None
+    check_range("--accept-above", threshold, 0, 1)
     return threshold
 
 
@@ -1045,8 +1153,10 @@ def review(
     ] = None,
     target_precision: Annotated[
         float | None,
-        typer.Option(
-            min=0.5, max=0.999, help="With --accept-above auto: the precision to keep (default 0.95; 0.5 to 0.999)"
+        in_range(
+            0.5,
+            0.999,
+            text="With --accept-above auto: the precision to keep (default 0.95)",
         ),
     ] = None,
     adapt: Annotated[
@@ -1065,6 +1175,8 @@ def review(
     from kia import review as review_stage
     from kia import review_keys
 
+    # The threshold is read before the store is opened: a bad one is refused before any work.
+    threshold = None if accept_above in (None, "auto") else _threshold(accept_above)
     with review_stage.open_store(_existing_db(db)) as store:
         if accept_above == "auto":
             from kia import learn
@@ -1074,8 +1186,7 @@ def review(
             for line in learn.summary_line(auto, bulk, calibration):
                 out.print(line, markup=False)
             return
-        if accept_above is not None:
-            threshold = _threshold(accept_above)
+        if threshold is not None:
             result = review_stage.bulk_accept(store, given_taxonomy(taxonomy), threshold, run, reviewer, only)
             out.print(result.line(threshold), markup=False)
             return
@@ -1130,9 +1241,11 @@ def label(
         axis, sep, ids = assignment.partition("=")
         if not sep or not axis.strip() or not ids.strip():
             example = f"{axis.strip()}=ID1,ID2" if axis.strip() else "AXIS=ID1,ID2"
-            raise KiaError(f"--set {assignment!r}: write AXIS=ID[,ID...] with the taxonomy's ids, e.g. --set {example}")
+            raise UsageError(
+                f"--set {assignment!r}: write AXIS=ID[,ID...] with the taxonomy's ids, e.g. --set {example}"
+            )
         if axis.strip() in labels:
-            raise KiaError(f"--set gives axis {axis.strip()!r} twice")
+            raise UsageError(f"--set gives axis {axis.strip()!r} twice")
         labels[axis.strip()] = [c for c in ids.split(",") if c.strip()]
     for axis, value in (("K", k), ("I", i), ("A", a)):
         if value:
@@ -1237,7 +1350,8 @@ def _arxiv_client(interval: float | None) -> fetch_stage.ArxivClient:
 
 
 IntervalOption = Annotated[
-    float | None, typer.Option(help="Seconds between arXiv requests (default 3, as arXiv asks; $KIA_ARXIV_INTERVAL)")
+    float | None,
+    in_range(0, text="Seconds between arXiv requests (default 3, as arXiv asks; $KIA_ARXIV_INTERVAL)"),
 ]
 OutOption = Annotated[Path, typer.Option("--out", help="Folder for downloaded papers (keep it out of git)")]
 
@@ -1286,8 +1400,8 @@ def discover(
     ] = None,
     category: Annotated[str | None, typer.Option(help="arXiv category, e.g. eess.IV (default: kia.toml)")] = None,
     since: Annotated[str | None, typer.Option(help="Only papers submitted on or after YYYY-MM-DD")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
-    threshold: Annotated[float | None, typer.Option(help="Scope similarity a paper must reach (0.35)")] = None,
+    limit: Annotated[int, in_range(1, 500, text="At most this many arXiv results")] = 50,
+    threshold: Annotated[float | None, in_range(-1, 1, text="Scope similarity a paper must reach (0.35)")] = None,
     interval: IntervalOption = None,
     taxonomy: TaxonomyOption = None,
 ) -> None:
@@ -1329,8 +1443,8 @@ def batch(
     query: Annotated[str | None, typer.Option(help="arXiv search terms (default: kia.toml's arxiv_query)")] = None,
     category: Annotated[str | None, typer.Option(help="arXiv category, e.g. eess.IV (default: kia.toml)")] = None,
     since: Annotated[str | None, typer.Option(help="Only papers submitted on or after YYYY-MM-DD")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
-    threshold: Annotated[float | None, typer.Option(help="Scope similarity a paper must reach (0.35)")] = None,
+    limit: Annotated[int, in_range(1, 500, text="At most this many arXiv results")] = 50,
+    threshold: Annotated[float | None, in_range(-1, 1, text="Scope similarity a paper must reach (0.35)")] = None,
     backend: Annotated[
         str | None, typer.Option(help="local (default), rules, openai, or an installed plugin's name")
     ] = None,
@@ -1490,11 +1604,11 @@ def simulate(
     backend: Annotated[str | None, typer.Option(help="local: replay the offline head, refitted as you review")] = None,
     order: Annotated[str, typer.Option(help="need, random, storage, or oracle (hindsight: wrong ones first)")] = "need",
     unit: Annotated[str, typer.Option(help="paper: review every axis of a paper at a time; axis: one axis")] = "paper",
-    refit_every: Annotated[int, typer.Option(help="Learn after every N reviewed units (papers or axes)")] = 1,
+    refit_every: Annotated[int, in_range(1, text="Learn after every N reviewed units (papers or axes)")] = 1,
     target: Annotated[
-        float, typer.Option(help="Share of each axis of the table that must equal gold (above 0, at most 1)")
+        float, in_range(0, 1, above=True, text="Share of each axis of the table that must equal gold")
     ] = 0.95,
-    random_runs: Annotated[int, typer.Option(help="Random-order replays to compare with (0: none)")] = 3,
+    random_runs: Annotated[int, in_range(0, text="Random-order replays to compare with (0: none)")] = 3,
     blind: Annotated[
         bool, typer.Option("--blind", help="Replay only papers the offline head was not fitted on")
     ] = False,
@@ -1526,7 +1640,7 @@ def simulate(
 @app.command()
 @one_line_errors
 def serve(
-    port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default 8765; 0: any free port)")] = None,
+    port: Annotated[int | None, in_range(0, 65535, text="Port on 127.0.0.1 (default 8765; 0: any free port)")] = None,
     run: RunOption = None,
     reviewer: ReviewerOption = None,
     taxonomy: TaxonomyOption = None,
@@ -1552,9 +1666,7 @@ def answer(
         Path, typer.Argument(help="A request file written by kia propose --backend local --batch-file")
     ],
     out_file: Annotated[Path, typer.Option("--out", help="Output file (OpenAI Batch format); a rerun resumes it")],
-    workers: Annotated[
-        int | None, typer.Option(min=1, max=64, help="Processes answering papers (default: the cores)")
-    ] = None,
+    workers: Annotated[int | None, in_range(1, 64, text="Processes answering papers (default: the cores)")] = None,
     shard: Annotated[
         str | None, typer.Option(help="I/K: answer every K-th line from line I (K machines share one file)")
     ] = None,

@@ -16,6 +16,30 @@ class KiaError(Exception):
     """Base class: anything kia raises on purpose."""
 
 
+class UsageError(KiaError):
+    """An option's value kia cannot use (out of its range, not one of its words): a bad command line,
+    so the CLI exits 2 as it does for an unknown option, and says so before any work is done."""
+
+
+def check_range(
+    option: str, value: float, low: float | None = None, high: float | None = None, *, above: bool = False
+) -> None:
+    """Refuse `value` outside [low, high] (`above`: low itself is refused too) in one line naming the
+    option, the value and the range: every numeric option of every command words it the same way."""
+    too_low = low is not None and (value <= low if above else value < low)
+    if too_low or (high is not None and value > high):
+        raise UsageError(f"{option} must be {allowed_range(low, high, above=above)}, not {value:g}")
+
+
+def allowed_range(low: float | None, high: float | None, *, above: bool = False) -> str:
+    """The range in words: `between 0.5 and 0.999`, `at least 1`, `above 0 and at most 1`."""
+    if low is not None and high is not None and not above:
+        return f"between {low:g} and {high:g}"
+    parts = [] if low is None else [f"{'above' if above else 'at least'} {low:g}"]
+    parts += [] if high is None else [f"at most {high:g}"]
+    return " and ".join(parts)
+
+
 class ExtractError(KiaError):
     """A document could not be turned into text (corrupt, encrypted, scanned, empty...)."""
 

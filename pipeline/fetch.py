@@ -24,7 +24,7 @@ from typing import Any
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from kia._version import __version__
-from kia.errors import KiaError
+from kia.errors import KiaError, UsageError
 from kia.settings import DEFAULT_ARXIV_API, DEFAULT_ARXIV_HTML, DEFAULT_ARXIV_PDF, Settings
 from kia.store import Store
 
@@ -347,7 +347,7 @@ def parse_since(value: str | None) -> date | None:
     try:
         return datetime.strptime(value, "%Y-%m-%d").date()
     except ValueError as exc:
-        raise KiaError(f"--since {value!r}: expected YYYY-MM-DD") from exc
+        raise UsageError(f"--since {value!r}: expected YYYY-MM-DD") from exc
 
 
 DEFAULT_SCOPE_THRESHOLD = 0.35

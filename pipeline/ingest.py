@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kia.errors import ExtractError, IdentityConflictError, KiaError
+from kia.errors import ExtractError, IdentityConflictError, KiaError, UsageError
 from kia.extract import (
     HTML_EXTENSIONS,
     MARKDOWN_EXTENSIONS,
@@ -391,7 +391,7 @@ def ingest_paths(
 ) -> IngestSummary:
     """Ingest every file under `paths`; report each outcome as it happens."""
     if prefer not in PREFER_CHOICES:
-        raise KiaError(f"--prefer must be one of {', '.join(PREFER_CHOICES)}, not {prefer!r}")
+        raise UsageError(f"--prefer must be one of {', '.join(PREFER_CHOICES)}, not {prefer!r}")
     summary = IngestSummary()
     for path, refused in collect_paths(paths):
         outcome = _read_one(path, refused, store, manifest or {}, prefer)

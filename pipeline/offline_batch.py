@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kia._version import __version__
 from kia.backends import Backend, BackendAnswer, ClaimedLabel
-from kia.errors import KiaError, reading
+from kia.errors import KiaError, UsageError, reading
 from kia.extract import Document
 from kia.store import dumps
 from kia.taxonomy import Taxonomy
@@ -263,7 +263,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     except ValueError:
         i, k = 0, 0
     if not 1 <= i <= k:
-        raise KiaError(f"--shard must be I/K with 1 <= I <= K (e.g. 2/5), not {text!r}")
+        raise UsageError(f"--shard must be I/K with 1 <= I <= K (e.g. 2/5), not {text!r}")
     return i, k
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from kia.consensus import CONSENSUS, DISAGREEMENT, WITHDRAWN, consensus_decided, consensus_inputs
-from kia.errors import DatabaseBusyError, KiaError, StoreError
+from kia.errors import DatabaseBusyError, KiaError, StoreError, UsageError
 from kia.extract import Document
 from kia.labelings import Labeling, resolve_run, review_scope, run_labeling, runs_with_labels_of, taxonomy_for_run
 from kia.sentences import sentences_around
@@ -240,9 +240,9 @@ class ReviewSession:
         must be that one; without a run it is the taxonomy reviewed in). `queue` orders the papers:
         `need` (disagreements first) or `storage` (the order they were ingested)."""
         if only is not None and only not in ONLY_CHOICES:
-            raise KiaError(f"--only must be one of {', '.join(ONLY_CHOICES)}, not {only!r}")
+            raise UsageError(f"--only must be one of {', '.join(ONLY_CHOICES)}, not {only!r}")
         if queue not in QUEUES:
-            raise KiaError(f"--queue must be one of {', '.join(QUEUES)}, not {queue!r}")
+            raise UsageError(f"--queue must be one of {', '.join(QUEUES)}, not {queue!r}")
         self.store = store
         self.reviewer = default_reviewer(reviewer)
         self.only = only

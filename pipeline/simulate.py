@@ -42,7 +42,7 @@ from kia.calibrate import (
     with_rule,
 )
 from kia.encoders import DEFAULT_ENCODER
-from kia.errors import KiaError
+from kia.errors import KiaError, UsageError, check_range
 from kia.settings import Settings
 from kia.taxonomy import Taxonomy
 
@@ -338,10 +338,17 @@ def need_keys(
 def check_target(target: float) -> None:
     """The target is the share of each axis of the table that equals gold: above 0 (0 is reached
     before any review, and "work saved 100%" would say nothing) and at most 1 (all exact)."""
-    if not 0 < target <= 1:
-        raise KiaError(
-            f"--target is the share of each axis that must equal gold: above 0 and at most 1, not {target:g}"
-        )
+    check_range("--target", target, 0, 1, above=True)
+
+
+def check_replay(order: str, unit: str, refit_every: int, target: float) -> None:
+    """The options of one replay, refused in one line each before any paper is read."""
+    if order not in ORDERS:
+        raise UsageError(f"--order must be one of {', '.join(ORDERS)}, not {order!r}")
+    if unit not in UNITS:
+        raise UsageError(f"--unit must be one of {', '.join(UNITS)}, not {unit!r}")
+    check_range("--refit-every", refit_every, 1)
+    check_target(target)
 
 
 def replay(
@@ -366,13 +373,7 @@ def replay(
     correctness (the proposer's labels, gold where reviewed: what kia shows, the secondary rule
     applied to no label) is recorded after every unit; the auto-accept measures are taken once as many axes
     are reviewed as `checkpoints` papers have (10 papers: 30 axes of a three-axis taxonomy)."""
-    if order not in ORDERS:
-        raise KiaError(f"--order must be one of {', '.join(ORDERS)}, not {order!r}")
-    if unit not in UNITS:
-        raise KiaError(f"--unit must be one of {', '.join(UNITS)}, not {unit!r}")
-    if refit_every < 1:
-        raise KiaError("--refit-every must be at least 1")
-    check_target(target)
+    check_replay(order, unit, refit_every, target)
     settings = settings or Settings()
     keys = [k for k in (storage_order or sorted(gold)) if k in gold]
     axes = taxonomy.axis_ids
@@ -663,6 +664,12 @@ class ReplayOptions:
     # Replay only papers the head never learned from (the shipped head knows the shared corpus).
     blind: bool = False
 
+    def __post_init__(self) -> None:
+        """Every option checked when the options are made, so `kia simulate` refuses a bad one
+        before it opens the store or reads a paper (the offline head reads every paper first)."""
+        check_replay(self.order, self.unit, self.refit_every, self.target)
+        check_range("--random-runs", self.random_runs, 0)
+
 
 def head_proposer(
     store: Any,
@@ -732,9 +739,6 @@ def simulate(
     options = options or ReplayOptions()
     order, unit, refit_every, target = options.order, options.unit, options.refit_every, options.target
     random_runs, learning = options.random_runs, options.learning
-    check_target(target)  # before the slow part (the offline head reads every paper)
-    if random_runs < 0:
-        raise KiaError(f"--random-runs is how many random-order replays to compare with: 0 or more, not {random_runs}")
     from kia.consensus import consensus_inputs
     from kia.gold import default_gold_path, load_gold
     from kia.labelings import default_run, resolve_run, run_labeling, runs_with_labels_of, taxonomy_for_run
@@ -743,9 +747,9 @@ def simulate(
 
     settings = settings or Settings()
     if run_id is not None and backend is not None:
-        raise KiaError("give --run or --backend, not both")
+        raise UsageError("give --run or --backend, not both")
     if backend is not None and backend != "local":
-        raise KiaError(
+        raise UsageError(
             f"kia simulate replays the offline head (--backend local) or a stored run (--run), not {backend!r}"
         )
     gold_path = gold_path or settings.gold  # the project's gold (kia.toml), as `kia score` reads it

@@ -180,3 +180,89 @@ def test_export_reads_its_format_from_out_and_in_any_case_and_runs_takes_latest(
     assert (tmp_path / "x.bib").read_text(encoding="utf-8").startswith("key,title")  # --format wins
     latest = run_kia("runs", "latest", *db)
     assert latest.returncode == 0 and "prompt hash:" in latest.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["review", "--accept-above", "auto", "--target-precision", "1.5"],
+            "--target-precision must be between 0.5 and 0.999, not 1.5",
+        ),
+        (["review", "--target-precision", "0"], "--target-precision must be between 0.5 and 0.999, not 0"),
+        (["review", "--target-precision", "-1"], "--target-precision must be between 0.5 and 0.999, not -1"),
+        (["review", "--accept-above", "1.5"], "--accept-above must be between 0 and 1, not 1.5"),
+        (["propose", "--confidence-floor", "2"], "--confidence-floor must be between 0 and 1, not 2"),
+        (["propose", "--concurrency", "0"], "--concurrency must be between 1 and 64, not 0"),
+        (["propose", "--timeout", "0"], "--timeout must be above 0, not 0"),
+        (["show", "P1", "--width", "-1"], "--width must be at least 0, not -1"),
+        (["serve", "--port", "70000"], "--port must be between 0 and 65535, not 70000"),
+        (["batch", "--limit", "0"], "--limit must be between 1 and 500, not 0"),
+        (["simulate", "--target", "2"], "--target must be above 0 and at most 1, not 2"),
+        (["simulate", "--refit-every", "0"], "--refit-every must be at least 1, not 0"),
+        (["simulate", "--random-runs", "-1"], "--random-runs must be at least 0, not -1"),
+        (["simulate", "--order", "best"], "--order must be one of need, random, storage, oracle, not 'best'"),
+        (["simulate", "--unit", "page"], "--unit must be one of paper, axis, not 'page'"),
+    ],
+)
+def test_a_number_out_of_range_is_one_line_naming_option_value_and_range(
+    tmp_path: Path, args: list[str], line: str
+) -> None:
+    """A numeric option out of range was typer's boxed panel (`--target-precision 1.5`, no value named)
+    or exit 1 (`--accept-above 1.5`): now one line, exit code 2 as for any bad command line, and
+    before any work (the database named here does not exist: the option is refused first)."""
+    result = run_kia(*args, "--db", str(tmp_path / "none.duckdb"))
+    assert (result.returncode, result.stderr, result.stdout) == (2, f"kia: {line}\n", "")
+
+
+def test_a_bad_command_line_is_one_line_in_a_real_process(tmp_path: Path) -> None:
+    """The real program printed click's usage and a boxed panel for an unknown option or command."""
+    db = ["--db", str(tmp_path / "none.duckdb")]
+    cases = {
+        ("review", "--target-precision", "1.5", *db): "kia: --target-precision must be between 0.5 and 0.999, not 1.5",
+        ("--bogus",): "kia: No such option: --bogus (see kia --help)",
+        ("shw",): "kia: No such command 'shw'. Did you mean 'show'? (see kia --help)",
+        ("show",): "kia: Missing argument 'key'. (see kia show --help)",
+    }
+    for args, line in cases.items():
+        result = run_kia(*args, process=True)
+        assert (result.returncode, result.stderr.strip(), result.stdout) == (2, line, ""), args
+    bare = run_kia(process=True)
+    assert "Usage: kia" in bare.stdout + bare.stderr  # a bare `kia` is still the help
+
+
+def test_a_paper_key_that_starts_with_a_dash_is_told_to_go_after_double_dash(tmp_path: Path) -> None:
+    """`kia show -dash` read -dash as the options -d -a -s -h: `No such option: -d` in a box, never
+    saying the key goes after `--`; with `--` the key is read as the key."""
+    paper = tmp_path / "-dash.md"
+    paper.write_text("# A dashing paper\n\n## Abstract\n\nWe generate CT volumes with diffusion.\n", encoding="utf-8")
+    db = ["--db", str(tmp_path / "kia.duckdb")]
+    assert run_kia("ingest", *db, "--", str(paper)).returncode == 0
+    refused = run_kia("show", "-dash", *db, process=True)
+    assert refused.returncode == 2 and not refused.stdout
+    assert refused.stderr == (
+        "kia: no such option: -dash; a paper key that starts with a dash goes after -- (options before it):"
+        " kia show -- -dash\n"
+    )
+    shown = run_kia("show", *db, "--", "-dash")
+    assert shown.returncode == 0 and "A dashing paper" in shown.stdout
+    for args, hint in (
+        (
+            ["label", "-dash", "--K", "K1"],
+            "a paper key that starts with a dash goes after -- (options before it): kia label -- -dash",
+        ),
+        (
+            ["propose", "-dash"],
+            "a paper key that starts with a dash goes after -- (options before it): kia propose -- -dash",
+        ),
+        (
+            ["compare", "-r1", "r2"],
+            "a run name that starts with a dash goes after -- (options before it): kia compare -- -r1",
+        ),
+        (
+            ["fetch", "-2409"],
+            "an arXiv id that starts with a dash goes after -- (options before it): kia fetch -- -2409",
+        ),
+    ):
+        result = run_kia(*args, *db)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and hint in result.stderr, result.stderr

@@ -341,7 +341,7 @@ def test_truncated_copy_is_kept_as_a_version_and_never_replaces_the_full_paper(t
     assert "this file is now the current version" in forced.stderr
     assert run_kia("show", "2409.11169", "--db", str(db_path)).stdout != full_text
     bad = run_kia("ingest", str(copy), "--prefer", "oldest", "--db", str(db_path))
-    assert bad.returncode == 1 and "--prefer must be one of longer, new" in bad.stderr
+    assert bad.returncode == 2 and "--prefer must be one of longer, new" in bad.stderr
 
 
 def test_a_pdf_cut_short_is_stored_with_one_line_naming_it(tmp_path: Path, db_path: Path) -> None:

@@ -438,9 +438,9 @@ def test_accept_above_honours_the_filter_grounding_and_abstention(db: Path) -> N
         third.model = "third-model"
         run_proposals(store, third, taxonomy, load_prompt(), run_name="r3")
     bogus = run_kia("review", "--run", "r3", "--only", "bogus", "--accept-above", "0.5", "--db", str(db))
-    assert bogus.returncode == 1 and bogus.stderr.strip().count("\n") == 0 and "--only must be one of" in bogus.stderr
+    assert bogus.returncode == 2 and bogus.stderr.strip().count("\n") == 0 and "--only must be one of" in bogus.stderr
     over = run_kia("review", "--run", "r3", "--accept-above", "1.5", "--db", str(db))
-    assert over.returncode == 1 and "between 0 and 1" in over.stderr
+    assert over.returncode == 2 and over.stderr == "kia: --accept-above must be between 0 and 1, not 1.5\n"
     beyond = run_kia("review", "--run", "r3", "--accept-above", "auto", "--target-precision", "2", "--db", str(db))
     assert beyond.returncode == 2 and "--target-precision" in beyond.stderr
     result = run_kia(
@@ -538,7 +538,7 @@ def test_queues_need_and_storage(two_runs: Path) -> None:
         with pytest.raises(KiaError, match="--queue must be one of need, storage"):
             ReviewSession(store, taxonomy, queue="random")
     bad = run_kia("review", "--queue", "random", "--db", str(two_runs))
-    assert bad.returncode == 1 and bad.stderr.strip() == "kia: --queue must be one of need, storage, not 'random'"
+    assert bad.returncode == 2 and bad.stderr.strip() == "kia: --queue must be one of need, storage, not 'random'"
 
 
 def test_tentative_and_unsupported_come_after_disagreements_before_the_rest(tmp_path: Path) -> None:

@@ -256,20 +256,20 @@ def test_simulate_and_auto_accept_end_to_end_on_the_default_taxonomy(tmp_path: P
     assert "confidence: the backend's own (0 reviewed axes, calibration needs 20)" in auto.stdout
     assert "auto threshold: none accepted at target precision 0.95" in auto.stdout
     assert "accepted 0 axis decision(s)" in auto.stdout
-    for args, message in (
-        (("--order", "best"), "--order must be one of need, random, storage, oracle"),
-        (("--unit", "page"), "--unit must be one of paper, axis"),
-        (("--run", "nope"), "no run named 'nope'"),
-        (("--backend", "openai"), "not 'openai'"),
-        (("--run", run, "--backend", "local"), "give --run or --backend, not both"),
+    for args, message, code in (
+        (("--order", "best"), "--order must be one of need, random, storage, oracle", 2),
+        (("--unit", "page"), "--unit must be one of paper, axis", 2),
+        (("--run", "nope"), "no run named 'nope'", 1),
+        (("--backend", "openai"), "not 'openai'", 2),
+        (("--run", run, "--backend", "local"), "give --run or --backend, not both", 2),
     ):
         bad = run_kia("simulate", "--gold", gold, *args, "--db", str(db))
-        assert bad.returncode == 1 and message in bad.stderr, (args, bad.stderr)
+        assert bad.returncode == code and message in bad.stderr, (args, bad.stderr)
     other = tmp_path / "other.csv"
     other.write_text("method,K,I,A\nNobody,K1,I1,A1\n", encoding="utf-8")
     none = run_kia("simulate", "--gold", str(other), "--db", str(db))
     assert none.returncode == 1 and "no stored paper has a gold row" in none.stderr
-    assert run_kia("review", "--accept-above", "most", "--db", str(db)).returncode == 1
+    assert run_kia("review", "--accept-above", "most", "--db", str(db)).returncode == 2
 
 
 def test_simulate_and_auto_accept_on_the_agents_taxonomy(tmp_path: Path) -> None:
@@ -503,16 +503,14 @@ def test_simulate_scores_the_table_kia_shows_not_the_secondary_rule_applied_to_i
 def test_simulate_refuses_a_target_or_random_runs_out_of_range_in_one_line(tmp_path: Path) -> None:
     db, gold, _ = _secondary_store(tmp_path, 12)
     for args, message in (
-        (
-            ("--target", "1.5"),
-            "--target is the share of each axis that must equal gold: above 0 and at most 1, not 1.5",
-        ),
-        (("--target", "0"), "not 0"),
-        (("--target", "-1"), "not -1"),
-        (("--random-runs", "-2"), "--random-runs is how many random-order replays to compare with: 0 or more, not -2"),
+        (("--target", "1.5"), "kia: --target must be above 0 and at most 1, not 1.5"),
+        (("--target", "0"), "kia: --target must be above 0 and at most 1, not 0"),
+        (("--target", "-1"), "kia: --target must be above 0 and at most 1, not -1"),
+        (("--random-runs", "-2"), "kia: --random-runs must be at least 0, not -2"),
+        (("--refit-every", "0"), "kia: --refit-every must be at least 1, not 0"),
     ):
         bad = run_kia("simulate", "--gold", str(gold), "--run", "s", *args, "--db", str(db))
-        assert bad.returncode == 1 and message in bad.stderr, (args, bad.stdout, bad.stderr)
+        assert bad.returncode == 2 and bad.stderr.strip() == message, (args, bad.stdout, bad.stderr)
         assert len(bad.stderr.strip().splitlines()) == 1 and not bad.stdout
     whole = run_kia(
         "simulate", "--gold", str(gold), "--run", "s", "--target", "1", "--random-runs", "0", "--db", str(db)
@@ -532,3 +530,26 @@ def test_accept_above_auto_names_why_axes_are_left_as_accept_above_a_threshold_d
     assert by_threshold.ungrounded == 3 and by_threshold.abstained == 0
     assert (by_rule.ungrounded, by_rule.abstained, by_rule.loose) == (3, 0, 0)
     assert "3 not grounded in the paper" in by_rule.left() and "0 abstained" in by_rule.left()
+
+
+def test_replay_options_are_refused_before_the_store_is_read(tmp_path: Path) -> None:
+    """`kia simulate --order best` read every paper (the offline head's features) before replay()
+    looked at --order: a wrong word found minutes late on a big store. The options are now checked
+    when they are made, so the store is never opened (here: one that is not there)."""
+    from kia.errors import UsageError
+    from kia.simulate import ReplayOptions
+
+    for bad, option in (
+        ({"order": "best"}, "--order"),
+        ({"unit": "page"}, "--unit"),
+        ({"refit_every": 0}, "--refit-every"),
+    ):
+        with pytest.raises(UsageError, match=option):
+            ReplayOptions(**bad)  # type: ignore[arg-type]
+    missing = tmp_path / "none.duckdb"
+    for args, line in (
+        (("--order", "best"), "kia: --order must be one of need, random, storage, oracle, not 'best'"),
+        (("--unit", "page"), "kia: --unit must be one of paper, axis, not 'page'"),
+    ):
+        result = run_kia("simulate", *args, "--db", str(missing))
+        assert (result.returncode, result.stderr.strip()) == (2, line), result.stderr
