@@ -55,7 +55,7 @@ err = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
 # What an argument of each command is, for the hint on a value that starts with a dash.
 _ARGUMENT_WORDS = {
     **dict.fromkeys(("key", "keys"), "paper key"),
-    **dict.fromkeys(("runs", "run_a", "run"), "run name"),
+    **dict.fromkeys(("runs", "run_a", "name"), "run name"),
     "paths": "file",
     "ids": "arXiv id",
 }
@@ -157,6 +157,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 DbOption = Annotated[
     Path | None, typer.Option("--db", help="DuckDB file (default: $KIA_DB, else kia.toml's db, else ./kia.duckdb)")
 ]
+# The endpoint and the name of a run being made, alike in `propose` and `batch` (which proposes).
+BaseUrlOption = Annotated[
+    str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
+]
+NewRunOption = Annotated[
+    str | None, typer.Option("--run", help="Run name (default: derived from the settings, so reruns resume)")
+]
+# arXiv's search, alike in `discover` and `batch`.
+QUERY_HELP = 'arXiv search terms, e.g. "3D CT generation diffusion" (default: kia.toml\'s arxiv_query)'
+CATEGORY_HELP = "arXiv category, e.g. eess.IV (default: kia.toml's arxiv_category)"
 # The gold file and the reviewer name, read the same way by every command that takes them.
 GoldOption = Annotated[
     Path | None, typer.Option("--gold", help="Gold CSV (default: kia.toml's gold, else the shipped Table 5)")
@@ -477,13 +487,11 @@ def propose(
         ),
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model name (default: $KIA_MODEL)")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")] = None,
+    base_url: BaseUrlOption = None,
     concurrency: Annotated[
         int | None, in_range(1, 64, text="Requests in flight (LLM backends; default 4, local 1)")
     ] = None,
-    run: Annotated[
-        str | None, typer.Option(help="Run name (default: derived from the settings, so reruns resume)")
-    ] = None,
+    run: NewRunOption = None,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Call the model even when a stored answer matches")
     ] = False,
@@ -1395,10 +1403,8 @@ def fetch(
 @app.command()
 @one_line_errors
 def discover(
-    query: Annotated[
-        str | None, typer.Option(help='arXiv search terms, e.g. "3D CT generation diffusion" (default: kia.toml)')
-    ] = None,
-    category: Annotated[str | None, typer.Option(help="arXiv category, e.g. eess.IV (default: kia.toml)")] = None,
+    query: Annotated[str | None, typer.Option(help=QUERY_HELP)] = None,
+    category: Annotated[str | None, typer.Option(help=CATEGORY_HELP)] = None,
     since: Annotated[str | None, typer.Option(help="Only papers submitted on or after YYYY-MM-DD")] = None,
     limit: Annotated[int, in_range(1, 500, text="At most this many arXiv results")] = 50,
     threshold: Annotated[float | None, in_range(-1, 1, text="Scope similarity a paper must reach (0.35)")] = None,
@@ -1440,8 +1446,8 @@ def discover(
 @app.command()
 @one_line_errors
 def batch(
-    query: Annotated[str | None, typer.Option(help="arXiv search terms (default: kia.toml's arxiv_query)")] = None,
-    category: Annotated[str | None, typer.Option(help="arXiv category, e.g. eess.IV (default: kia.toml)")] = None,
+    query: Annotated[str | None, typer.Option(help=QUERY_HELP)] = None,
+    category: Annotated[str | None, typer.Option(help=CATEGORY_HELP)] = None,
     since: Annotated[str | None, typer.Option(help="Only papers submitted on or after YYYY-MM-DD")] = None,
     limit: Annotated[int, in_range(1, 500, text="At most this many arXiv results")] = 50,
     threshold: Annotated[float | None, in_range(-1, 1, text="Scope similarity a paper must reach (0.35)")] = None,
@@ -1449,10 +1455,10 @@ def batch(
         str | None, typer.Option(help="local (default), rules, openai, or an installed plugin's name")
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model for --backend openai (default: $KIA_MODEL)")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint")] = None,
+    base_url: BaseUrlOption = None,
     encoder: EncoderOption = None,
     read_sentences: ReadOption = None,
-    run: Annotated[str | None, typer.Option(help="Run name (default: from the settings)")] = None,
+    run: NewRunOption = None,
     output_dir: OutOption = Path("papers"),
     interval: IntervalOption = None,
     taxonomy: TaxonomyOption = None,

@@ -259,6 +259,7 @@ def test_a_paper_key_that_starts_with_a_dash_is_told_to_go_after_double_dash(tmp
             ["compare", "-r1", "r2"],
             "a run name that starts with a dash goes after -- (options before it): kia compare -- -r1",
         ),
+        (["runs", "-r1"], "a run name that starts with a dash goes after -- (options before it): kia runs -- -r1"),
         (
             ["fetch", "-2409"],
             "an arXiv id that starts with a dash goes after -- (options before it): kia fetch -- -2409",
@@ -266,3 +267,15 @@ def test_a_paper_key_that_starts_with_a_dash_is_told_to_go_after_double_dash(tmp
     ):
         result = run_kia(*args, *db)
         assert result.returncode == 2 and result.stderr.count("\n") == 1 and hint in result.stderr, result.stderr
+
+
+def test_propose_batch_and_discover_word_their_shared_options_alike() -> None:
+    """`kia batch --base-url` named no default and `--run` said less than `kia propose`'s (batch
+    proposes the same way); `kia discover --query` said `kia.toml`, `kia batch --query` its key."""
+    options = _options_by_command()
+    for option in ("--base-url", "--run"):
+        assert options["batch"][option] == options["propose"][option], option
+    for option in ("--query", "--category", "--limit", "--threshold", "--since", "--interval"):
+        assert options["discover"][option] == options["batch"][option], option
+    assert "arxiv_query" in options["batch"]["--query"] and "arxiv_category" in options["batch"]["--category"]
+    assert "$OPENAI_BASE_URL" in options["batch"]["--base-url"]
