@@ -323,10 +323,16 @@ def export(
     group_by: str | None = None,
     keywords_field: str = "keywords",
     out: PathLike | None = None,
+    cite: bool = False,
+    cite_command: str = "cite",
 ) -> str:
     """Labels as csv, jsonl, markdown or latex text: a run's (in the taxonomy it recorded; `run`
     None or `latest`: the latest complete run), the reviewed ones, or `gold`'s (the default gold
     file's when the database holds no run yet); `group_by` groups LaTeX rows by an axis.
+
+    `cite` cites each method by its paper's library entry key, else its paper key: LaTeX
+    `Method~\\cite{KEY}` (`cite_command`: `citep`, `parencite`, ...), Markdown `Method [@KEY]`; a key
+    BibTeX cannot read is refused with one line naming the paper, never written.
 
     `bibtex`, `ris` and `csljson` write the labelled papers back as library entries (the labels in
     `keywords_field`, the evidence in a note) for a reference manager; `out`, the file the text
@@ -334,6 +340,7 @@ def export(
     they stay as written, relative to the library's folder).
     """
     from kia.errors import KiaError
+    from kia.export import TableOptions
     from kia.references import BIB_FORMATS
     from kia.report import (
         default_source,
@@ -345,6 +352,9 @@ def export(
     )
     from kia.taxonomy import load_taxonomy
 
+    format = format.lower()  # `CSV` is csv, as `--format JSON` is json for `kia score`
+    options = TableOptions(group_by, cite, cite_command)
+    options.check(format)
     settings = Settings.load()
     chosen = taxonomy or settings.taxonomy
     loaded = load_taxonomy(chosen) if chosen else None
@@ -359,10 +369,9 @@ def export(
         source = default_source(_db(db, settings), Path(gold) if gold else None, loaded, settings.gold)
     # A run's or the reviews' export has gold columns only when gold is asked for (`gold` given).
     with_gold = gold is not None or not (reviewed or source.run_id is not None)
-    format = format.lower()  # `CSV` is csv, as `--format JSON` is json for `kia score`
     if format in BIB_FORMATS:
         if not (reviewed or source.run_id is not None):
             raise KiaError(f"--format {format} writes library entries of stored papers: give --run NAME or --reviewed")
         out_dir = Path(out).parent if out is not None else None
         return export_bibliography(_db(db, settings), source, source_taxonomy(source), format, keywords_field, out_dir)
-    return export_labels(source, format, gold_path, group_by, _db(db, settings), with_gold)
+    return export_labels(source, format, gold_path, options, _db(db, settings), with_gold)

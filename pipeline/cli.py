@@ -1021,6 +1021,17 @@ def export(
     keywords_field: Annotated[
         str, typer.Option(help="BibTeX field that carries the labels (e.g. keywords, groups, tags)")
     ] = "keywords",
+    cite: Annotated[
+        bool,
+        typer.Option(
+            "--cite",
+            help="LaTeX, Markdown: cite each method by its library entry's key, else its paper key"
+            " (Method~\\cite{KEY}; Markdown: pandoc's \\[@KEY]); a key BibTeX cannot read is refused",
+        ),
+    ] = False,
+    cite_command: Annotated[
+        str, typer.Option(help="With --cite: the LaTeX command written, letters only (citep, citet, parencite)")
+    ] = "cite",
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
@@ -1038,6 +1049,8 @@ def export(
         group_by=group_by,
         keywords_field=keywords_field,
         out=output,
+        cite=cite,
+        cite_command=cite_command,
     )
     if output is None and not sys.stdout.isatty():
         sys.stdout.write(text)  # piped or redirected: the very bytes --out writes (tabs, every character)

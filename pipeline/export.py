@@ -1,7 +1,7 @@
 """Exports of a labeling as CSV, JSON lines, Markdown or LaTeX, in the taxonomy's axis order with its
 names. LaTeX has the layout of a survey's classification table (the shipped survey's Table 5): one
-row per paper, one column per axis, detail columns where gold has them, and optional groups of rows
-under a column the user names (`--group-by`)."""
+row per paper, one column per axis, detail columns where gold has them, optional groups of rows
+under a column the user names (`--group-by`) and each method cited (`--cite`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from kia.errors import KiaError
 from kia.gold import GoldPaper
 from kia.labelings import Labeling
-from kia.references import BIB_FORMATS, one_line
+from kia.references import BIB_FORMATS, is_bibtex_key, one_line
 from kia.taxonomy import Axis, Taxonomy, load_taxonomy
 
 FORMATS = ("csv", "jsonl", "markdown", "latex")
@@ -63,6 +63,42 @@ def _latex_detail_columns(details: list[str], taxonomy: Taxonomy) -> list[tuple[
         _SHIPPED_LATEX_COLUMNS[d] if shipped and d in _SHIPPED_LATEX_COLUMNS else (detail_header(d), _DETAIL_WIDTH)
         for d in details
     ]
+
+
+# A LaTeX command's name, letters only: `--cite-command` is written into the table as `\\NAME{KEY}`,
+# so `cite}\\input{x` or `cite%` must never come from it.
+_COMMAND_RE = re.compile(r"[A-Za-z]+")
+
+
+@dataclass(frozen=True)
+class TableOptions:
+    """How `kia export` lays out a Markdown or LaTeX table: one object from the command line through
+    `kia.export` to `render`, so a new table option is one field, not a parameter in every call.
+
+    `group_by`: rows under a heading per value of an axis or gold column (LaTeX). `cite`: each
+    method cited by its paper's citation key (`ExportRow.citation`), LaTeX `Method~\\cite{KEY}`
+    with `cite_command` (`citep`, `parencite`, ...), Markdown pandoc's `Method [@KEY]`."""
+
+    group_by: str | None = None
+    cite: bool = False
+    cite_command: str = "cite"
+
+    def __post_init__(self) -> None:
+        """A command that is no LaTeX command name is refused before anything is read."""
+        if not isinstance(self.cite_command, str) or not _COMMAND_RE.fullmatch(self.cite_command):
+            raise KiaError(
+                f"--cite-command takes a LaTeX command name of letters only (cite, citep, parencite), "
+                f"not '{one_line(str(self.cite_command))}'"
+            )
+
+    def check(self, output_format: str) -> None:
+        """One line for an option `output_format` has no use for: it would be left out unsaid."""
+        if self.group_by and output_format != "latex":
+            raise KiaError("--group-by applies to --format latex")
+        if self.cite and output_format not in ("latex", "markdown"):
+            raise KiaError("--cite applies to --format latex or markdown")
+        if self.cite_command != "cite" and not self.cite:
+            raise KiaError(f"--cite-command {self.cite_command} names the command --cite writes: add --cite")
 
 
 @dataclass
@@ -186,6 +222,19 @@ class ExportRow:
     # the method name of the gold row the paper matched (by key, arXiv id, DOI or title); a survey's
     # table names methods (CTFlow), not the arXiv id or citation key a paper is stored under
     method: str = ""
+    # the citation key of the paper's library entry and that library's file (`--cite`; "": the
+    # paper came from no library and is cited by its key)
+    cite_key: str = ""
+    cite_library: str = ""
+
+    def citation(self) -> str:
+        """The key a table cites the paper by: its library entry's, which the user's .bib holds, else
+        the paper's key (kia's BibTeX export writes it under that key)."""
+        return self.cite_key or self.key
+
+    def citation_source(self) -> str:
+        """Where `citation()` came from, for a line that refuses it."""
+        return f"its key in {self.cite_library}" if self.cite_key else "its kia key"
 
     def detail_cells(self, axis: str) -> list[str]:
         """The DETAIL_FIELDS of one axis as CSV cells."""
@@ -394,19 +443,57 @@ def _groups(rows: list[ExportRow], taxonomy: Taxonomy, column: str) -> list[tupl
     return list(ordered.items())
 
 
+def _check_citations(rows: list[ExportRow]) -> None:
+    """Every paper's citation key is one BibTeX reads and no other paper's: refused with one line
+    naming the papers, never written into the table. A key with a space, brace, comma, `\\`, `%`,
+    `#` or `~` would end `\\cite{...}`'s argument or run as TeX where the table is `\\input`, and
+    left out with a comment a published table would lack a citation no one sees is missing; two
+    papers under one key (two libraries' `smith2020`) would both cite whichever the .bib holds."""
+    bad = [row for row in rows if not is_bibtex_key(row.citation())]
+    if bad:
+        named = ", ".join(f"{row.key} ('{row.citation()}', {row.citation_source()})" for row in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise KiaError(
+            f"--cite: {len(bad)} paper(s) have a citation key BibTeX cannot read (letters, digits and : . - + / _"
+            f" only): {one_line(named)}{more}; rename the entry in its library and ingest the library again, or"
+            " give the paper a library entry (kia ingest --bib LIBRARY)"
+        )
+    seen: dict[str, ExportRow] = {}
+    for row in rows:
+        first = seen.setdefault(row.citation().casefold(), row)
+        if first is not row:
+            raise KiaError(
+                f"--cite: papers {first.key} and {row.key} would both cite '{row.citation()}' (BibTeX reads keys"
+                " in any case as one): give one of them another key in its library and ingest the library again"
+            )
+
+
+# A key pandoc reads after a bare `@`: word characters, punctuation only between them; any other
+# key is written `@{KEY}`, or pandoc would cite `smith.` as `smith`.
+_PANDOC_PLAIN_KEY_RE = re.compile(r"\w+(?:[:.\-+/]\w+)*")
+
+
+def _pandoc_citation(key: str) -> str:
+    """` [@KEY]`, pandoc's citation of a key (`is_bibtex_key`: no `|`, `[`, `]` or `}` in it)."""
+    return f" [@{key}]" if _PANDOC_PLAIN_KEY_RE.fullmatch(key) else f" [@{{{key}}}]"
+
+
 def _detail_columns(rows: list[ExportRow]) -> list[str]:
     """The gold file's detail columns the rows carry, in the file's order (every row of one file
     carries all of them, empty cells too)."""
     return list(dict.fromkeys(d for row in rows for d in row.details))
 
 
-def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_by: str | None = None) -> str:
-    """The rows in one of FORMATS, axes in the taxonomy's order; `group_by` (LaTeX only) puts rows
-    under a heading per value of an axis or detail column."""
+def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, options: TableOptions | None = None) -> str:
+    """The rows in one of FORMATS, axes in the taxonomy's order; `options.group_by` (LaTeX only)
+    puts rows under a heading per value of an axis or detail column, `options.cite` cites each
+    method (LaTeX, Markdown)."""
+    options = options or TableOptions()
+    options.check(output_format)
+    if options.cite:
+        _check_citations(rows)
     axes = taxonomy.axis_ids
     _in_taxonomy_order(rows, taxonomy)
-    if group_by and output_format != "latex":
-        raise KiaError("--group-by applies to --format latex")
     details = _detail_columns(rows)
     if output_format == "csv":
         buffer = io.StringIO()
@@ -479,6 +566,7 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
             cells = [named, *(row.details.get(d) or "–" for d in details)]
             cells += ["; ".join(row.flags.lines()) or "–"] if flagged else []
             escaped = [_markdown_cell(c) for c in cells]
+            escaped[0] += _pandoc_citation(row.citation()) if options.cite else ""
             lines.append("| " + " | ".join([escaped[0], *shown, *escaped[1:]]) + " |")
         return "\n".join(lines) + "\n"
     if output_format == "latex":
@@ -498,15 +586,17 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, group_
             " & ".join(header) + r" \\",
             r"\midrule",
         ]
-        groups = _groups(rows, taxonomy, group_by) if group_by else [("", rows)]
+        groups = _groups(rows, taxonomy, options.group_by) if options.group_by else [("", rows)]
         for index, (title, members) in enumerate(groups):
             if title:
                 if index:
                     lines.append(r"\midrule")
                 lines.append(rf"\multicolumn{{{len(header)}}}{{l}}{{\textit{{{_latex_escape(title)}}}}} \\")
             for row in members:
+                # the key unescaped: `_check_citations` let only letters, digits and `:.-+/_` through
+                cite = rf"~\{options.cite_command}{{{row.citation()}}}" if options.cite else ""
                 cells = [
-                    _latex_escape(row.method or row.key) + (r"$^\dagger$" if row.flags else ""),
+                    _latex_escape(row.method or row.key) + (r"$^\dagger$" if row.flags else "") + cite,
                     *(
                         rf"\textit{{{_latex_escape(instead)}}}"
                         if (instead := row.status_only(a))

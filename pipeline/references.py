@@ -773,6 +773,13 @@ def bibtex_key(key: str) -> str:
     return _BIBTEX_KEY_RE.sub("_", one_line(key)) or "entry"
 
 
+def is_bibtex_key(key: str) -> bool:
+    """Whether `key` is a citation key as kia writes one (`bibtex_key` leaves it as it is): letters,
+    digits and `:.-+/_` only. A key with a space, brace, comma, `\\`, `%`, `#` or `~` is none: BibTeX
+    cannot read it, and written into `\\cite{...}` it would end the argument or run as TeX."""
+    return bool(key) and _BIBTEX_KEY_RE.search(key) is None
+
+
 @dataclass
 class LabelledReference:
     """An entry to write back: the reference, its labels per axis and a note with the evidence."""

@@ -13,7 +13,16 @@ from typing import Any
 
 from kia._version import __version__
 from kia.errors import KiaError, writing_to
-from kia.export import AxisDetail, ExportRow, PaperFlags, Quote, grounding_mark, render, rows_from_labeling
+from kia.export import (
+    AxisDetail,
+    ExportRow,
+    PaperFlags,
+    Quote,
+    TableOptions,
+    grounding_mark,
+    render,
+    rows_from_labeling,
+)
 from kia.gold import GoldPaper, gold_index, load_gold
 from kia.labelings import (
     AxisReview,
@@ -247,7 +256,7 @@ def export_labels(
     source: LabelSource,
     output_format: str,
     gold_path: Path | None = None,
-    group_by: str | None = None,
+    options: TableOptions | None = None,
     db: Path | None = None,
     with_gold: bool = True,
 ) -> str:
@@ -258,7 +267,8 @@ def export_labels(
     columns and gold labels) only come with `with_gold` and where the gold file fits the taxonomy (a
     run of another survey simply has none); a gold source is gold itself and always has its details.
     Each stored paper's row is the one `match_gold` paired it with, so a paper stored under an arXiv
-    id or citation key is named by its row's method in LaTeX and Markdown.
+    id or citation key is named by its row's method in LaTeX and Markdown. With `options.cite` a
+    stored paper from a library is cited by its library entry's key (`Store.citation_keys`).
     """
     taxonomy = source_taxonomy(source)
     gold = []
@@ -275,6 +285,11 @@ def export_labels(
     )
     for row in rows:
         row.flags = source.flags.get(row.key, row.flags)
+    if options is not None and options.cite and not source.from_gold and db is not None and db.exists():
+        with Store(db, read_only=True) as store:
+            library = store.citation_keys()
+        for row in rows:
+            row.cite_key, row.cite_library = library.get(row.key, ("", ""))
     if source.run_id is not None and db is not None:
         _add_axis_details(rows, source, taxonomy, db)
         if with_gold:
@@ -283,7 +298,7 @@ def export_labels(
                 paper = index.get(row.key) if paired is not None else index.get(row.key.lower())
                 if paper is not None:
                     row.gold = {a: sorted(paper.labels.get(a, [])) for a in taxonomy.axis_ids}
-    return render(rows, taxonomy, output_format, group_by=group_by)
+    return render(rows, taxonomy, output_format, options)
 
 
 def stored_gold_rows(db: Path, gold: list[GoldPaper]) -> dict[str, GoldPaper]:

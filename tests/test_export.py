@@ -670,3 +670,204 @@ def test_a_runs_latex_and_markdown_method_column_names_the_gold_row_however_it_m
         "denseread": "dense",
         "unlisted": "",
     }
+
+
+def _cited_rows():  # type: ignore[no-untyped-def]
+    """The shipped gold's rows with CTFlow flagged out of scope (a dagger) and cited by a library key."""
+    from kia.export import PaperFlags
+
+    rows, taxonomy = _rows()
+    ctflow = next(row for row in rows if row.key == "CTFlow")
+    ctflow.flags = PaperFlags(out_of_scope=True, scope_reason="off topic")
+    ctflow.cite_key, ctflow.cite_library = "wang2025ctflow", "lib.bib"
+    return rows, taxonomy
+
+
+def test_latex_cite_writes_the_method_then_its_citation_with_dagger_and_groups_kept() -> None:
+    """A survey's table needs a citation in every method row: `--cite` writes `Method~\\cite{KEY}`
+    (the library entry's key where the paper has one, else its key) with the command asked for, the
+    dagger of a flagged paper on its name, grouped tables too."""
+    from kia.export import TableOptions
+
+    rows, taxonomy = _cited_rows()
+    lines = render(rows, taxonomy, "latex", TableOptions(cite=True, cite_command="citep")).splitlines()
+    assert (
+        r"{CTFlow$^\dagger$~\citep{wang2025ctflow}} & K1 & I2 & A3 & Clinical Reports & Cross-attention"
+        r" & Slice-as-video Flow Matching & CT-RATE (256$^2$$\times$Z, Z variable) \\"
+    ) in lines
+    assert r"{MAISI~\citep{MAISI}} & " in "\n".join(lines)
+    assert "% kia flag: CTFlow: out_of_scope: off topic" in lines
+    grouped = render(rows, taxonomy, "latex", TableOptions(group_by="K", cite=True)).splitlines()
+    assert grouped.index(r"\multicolumn{8}{l}{\textit{Textual Knowledge (K1)}} \\") < next(
+        i for i, line in enumerate(grouped) if line.startswith(r"{CTFlow$^\dagger$~\cite{wang2025ctflow}} & K1 & ")
+    )
+    plain = render(rows, taxonomy, "latex")
+    assert r"\cite" not in plain and r"{CTFlow$^\dagger$} & K1 & " in plain
+
+
+def test_markdown_cite_writes_a_pandoc_citation_after_the_method() -> None:
+    """Markdown cites as pandoc reads it: `[@KEY]`, and `[@{KEY}]` for a key pandoc would cut short
+    (trailing punctuation); the flags column is still there."""
+    from kia.export import TableOptions
+
+    rows, taxonomy = _cited_rows()
+    maisi = next(row for row in rows if row.key == "MAISI")
+    maisi.cite_key = "guo2024maisi."
+    lines = render(rows, taxonomy, "markdown", TableOptions(cite=True)).splitlines()
+    assert lines[0].endswith("| Flags |")
+    assert any(line.startswith("| CTFlow [@wang2025ctflow] | K1 | I2 | A3 |") for line in lines)
+    assert any(line.startswith("| MAISI [@{guo2024maisi.}] | ") for line in lines)
+
+
+HOSTILE_KEYS = [
+    "smith 2020",
+    "smith{2020}",
+    "smith,2020",
+    "smith\\2020",
+    "50%off",
+    "a#b",
+    "a~b",
+    "x}\\input{/etc/passwd",
+]
+
+
+@pytest.mark.parametrize("output_format", ["latex", "markdown"])
+@pytest.mark.parametrize("key", HOSTILE_KEYS)
+def test_cite_refuses_a_key_bibtex_cannot_read_with_one_line_naming_the_paper(key: str, output_format: str) -> None:
+    """A key with a space, brace, comma, backslash, %, # or ~ (a paper key from a file name, a
+    library's odd key) is never written into `\\cite{...}`: one line names the paper, its key and
+    where the key came from, and nothing is rendered."""
+    from kia.export import TableOptions
+
+    rows, taxonomy = _cited_rows()
+    rows[0].key = key
+    rows[1].cite_key, rows[1].cite_library = key, "/lib/refs.json"
+    with pytest.raises(KiaError) as refused:
+        render(rows, taxonomy, output_format, TableOptions(cite=True))
+    line = str(refused.value)
+    assert "\n" not in line and line.startswith("--cite: 2 paper(s) have a citation key BibTeX cannot read")
+    assert f"{key} ('{key}', its kia key)" in line
+    assert f"{rows[1].key} ('{key}', its key in /lib/refs.json)" in line
+
+
+def test_cite_refuses_two_papers_under_one_key() -> None:
+    """Two libraries' `smith2020` of two papers (BibTeX reads keys in any case alike) would cite one
+    entry for both rows."""
+    from kia.export import TableOptions
+
+    rows, taxonomy = _cited_rows()
+    rows[0].cite_key, rows[1].cite_key = "smith2020", "Smith2020"
+    with pytest.raises(KiaError, match=f"--cite: papers {rows[0].key} and {rows[1].key} would both cite 'Smith2020'"):
+        render(rows, taxonomy, "latex", TableOptions(cite=True))
+
+
+@pytest.mark.parametrize("command", ["cite}\\input{x", "cite%", "citep*", "cite2", "", "ci te", "\\cite"])
+def test_cite_command_is_a_command_name_of_letters_only(command: str) -> None:
+    from kia.export import TableOptions
+
+    with pytest.raises(KiaError, match="--cite-command takes a LaTeX command name of letters only"):
+        TableOptions(cite=True, cite_command=command)
+    assert TableOptions(cite=True, cite_command="parencite").cite_command == "parencite"
+
+
+def test_cite_options_each_refused_with_one_line_where_they_do_not_apply(tmp_path: Path) -> None:
+    from tests.conftest import run_kia
+
+    base = ("--db", str(tmp_path / "none.duckdb"), "export")
+    for args, said in [
+        (("--format", "latex", "--cite", "--cite-command", "cite}\\input{x"), "letters only (cite, citep, parencite)"),
+        (("--format", "csv", "--cite"), "--cite applies to --format latex or markdown"),
+        (("--format", "latex", "--cite-command", "citep"), "--cite-command citep names the command --cite writes"),
+    ]:
+        refused = run_kia(*base, *args)
+        assert refused.returncode == 1 and refused.stdout == ""
+        assert refused.stderr.startswith("kia: ") and said in refused.stderr and refused.stderr.count("\n") == 1
+    cited = run_kia(*base, "--format", "latex", "--cite", "--cite-command", "citet")
+    assert cited.returncode == 0 and r"{CTFlow~\citet{CTFlow}} & K1 & " in cited.stdout
+
+
+def test_cite_prefers_the_library_entry_key_and_refuses_a_hostile_one(tmp_path: Path) -> None:
+    """A paper from a reference library is cited by the library's key (stored under its arXiv id,
+    kia's key is not what the user's .bib holds); a paper from no library by its paper key; a
+    library key BibTeX cannot read stops the export with one line naming the paper and the library."""
+    from kia.backends.rules import RulesBackend
+    from kia.propose import load_prompt, run_proposals
+    from kia.store import Store
+    from tests.conftest import run_kia
+    from tests.fakes import HashingEncoder
+
+    db = tmp_path / "kia.duckdb"
+    abstract = "## Abstract\nWe propose a latent diffusion model conditioned on radiology reports for 3D CT.\n"
+    for name in ("a.md", "plain.md", "c.md"):
+        (tmp_path / name).write_text(f"# Paper {name}\n\n{abstract}", encoding="utf-8")
+    library = tmp_path / "refs.json"
+    library.write_text(
+        json.dumps(
+            [
+                {
+                    "id": "smith2024masks",
+                    "title": "Paper a.md",
+                    "URL": "https://arxiv.org/abs/2401.00001",
+                    "file": str(tmp_path / "a.md"),
+                }
+            ]
+        ),
+        encoding="utf-8",
+    )
+    assert run_kia("ingest", "--bib", str(library), "--db", str(db)).returncode == 0
+    assert run_kia("ingest", str(tmp_path / "plain.md"), "--db", str(db)).returncode == 0
+    with Store(db) as store:
+        assert set(store.paper_keys()) == {"2401.00001", "plain"}
+        run_proposals(store, RulesBackend(HashingEncoder()), load_taxonomy(), load_prompt(), run_name="r")
+    latex = run_kia("export", "--format", "latex", "--cite", "--run", "r", "--db", str(db))
+    assert latex.returncode == 0, latex.stderr
+    rows = [line for line in latex.stdout.splitlines() if line.startswith("{")]
+    assert rows[0].startswith(r"{2401.00001~\cite{smith2024masks}} & ") and rows[1].startswith(
+        r"{plain~\cite{plain}} & "
+    )
+    markdown = run_kia("export", "--format", "markdown", "--cite", "--run", "r", "--db", str(db)).stdout
+    assert "| 2401.00001 [@smith2024masks] | " in markdown and "| plain [@plain] | " in markdown
+
+    hostile = tmp_path / "hostile.json"
+    hostile.write_text(
+        json.dumps([{"id": "Lee et al, 2024 {draft}", "title": "Paper c.md", "file": str(tmp_path / "c.md")}]),
+        encoding="utf-8",
+    )
+    assert run_kia("ingest", "--bib", str(hostile), "--db", str(db)).returncode == 0
+    with Store(db) as store:
+        run_proposals(store, RulesBackend(HashingEncoder()), load_taxonomy(), load_prompt(), run_name="r2")
+    refused = run_kia("export", "--format", "latex", "--cite", "--run", "r2", "--db", str(db))
+    assert refused.returncode == 1 and refused.stdout == "" and refused.stderr.count("\n") == 1
+    assert f"Lee et al, 2024 {{draft}} ('Lee et al, 2024 {{draft}}', its key in {hostile})" in refused.stderr
+    assert run_kia("export", "--format", "latex", "--run", "r2", "--db", str(db)).returncode == 0
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
+def test_a_cited_table_compiles_and_resolves_every_key_kia_allows(tmp_path: Path) -> None:
+    """Every character a key may hold (letters, digits, `: . - + / _`) works inside `\\cite{...}`
+    in a tabular: the table compiles and each citation resolves."""
+    from kia.export import TableOptions
+
+    rows, taxonomy = _rows()
+    rows = rows[:3]
+    keys = ["DBLP:conf/miccai/Wang25", "wang_2025+ct.v2", "2401.00001"]
+    for row, key in zip(rows, keys, strict=True):
+        row.cite_key = key
+    (tmp_path / "table.tex").write_text(render(rows, taxonomy, "latex", TableOptions(cite=True)), encoding="utf-8")
+    bibitems = "".join(f"\\bibitem{{{key}}} Ref.\n" for key in keys)
+    (tmp_path / "main.tex").write_text(
+        "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\\input{table.tex}\n"
+        f"\\begin{{thebibliography}}{{9}}\n{bibitems}\\end{{thebibliography}}\\end{{document}}\n",
+        encoding="utf-8",
+    )
+    for _ in range(2):  # the second run reads the citations the first wrote
+        subprocess.run(
+            ["pdflatex", "-interaction=nonstopmode", "-no-shell-escape", "main.tex"],
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+    log = (tmp_path / "main.log").read_text(encoding="utf-8", errors="replace")
+    assert "Output written on main.pdf" in log and "\n! " not in log, log
+    assert "undefined" not in log, log

@@ -167,6 +167,20 @@ class ReviewQueries(StoreBase):
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
+    def citation_keys(self) -> dict[str, tuple[str, str]]:
+        """Paper key -> (citation key, library file) of the paper's current library entry: the
+        entry whose file is the stored paper before a linked second record, then the latest ingested
+        (a re-ingested library, kia's export of it too, is the user's latest word). A table that
+        cites the paper (`kia export --cite`) cites the key the user's library has, not kia's."""
+        rows = self.query(
+            "SELECT paper_key, entry_key, source FROM bib_entries WHERE paper_key IS NOT NULL AND retired_at IS NULL"
+            " ORDER BY paper_key, status = 'linked', added_at DESC, coalesce(position, 0), entry_key"
+        )
+        keys: dict[str, tuple[str, str]] = {}
+        for paper_key, entry_key, source in rows:
+            keys.setdefault(str(paper_key), (str(entry_key), str(source)))
+        return keys
+
     def paper_identifiers(self) -> list[tuple[str, str | None, str | None, str | None]]:
         """(paper key, DOI, arXiv id, title) of every stored document and library entry of a paper."""
         rows = self.query("SELECT paper_key, NULL, arxiv_id, title FROM documents")
