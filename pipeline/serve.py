@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
-from kia.errors import KiaError, NoteConflictError, PaperNotFoundError, StoreError
+from kia.errors import KiaError, NoteConflictError, PaperNotFoundError, ProposalChangedError, StoreError
 from kia.extract import Document, sha256_of
 from kia.livehead import attach, start_learning
 from kia.review import (
@@ -195,19 +195,23 @@ def queue_page(
 
 def state_of(session: ReviewSession) -> str:
     """A digest of everything people decided on the current paper (every reviewer's decisions and
-    notes): a tab compares it when it comes back to the front and reloads when another tab or the
-    terminal changed the paper."""
+    notes) and of the run's proposal of it: a tab compares it when it comes back to the front and
+    reloads when another tab or the terminal changed the paper, or `kia propose` labelled it again."""
     rows = session.store.review_rows(paper_key=session.current)
     notes = session.store.paper_notes_by_reviewer(session.current)
-    return hashlib.sha256(repr((rows, notes)).encode()).hexdigest()[:16]
+    proposal = session.proposal_now(session.current)
+    return hashlib.sha256(repr((rows, notes, proposal)).encode()).hexdigest()[:16]
 
 
 def record(session: ReviewSession, form: dict[str, Any]) -> None:
     """Apply one decision from the browser with the terminal's functions: accept, accept_all, edit,
     reject (each on an axis) or note. Bad input raises KiaError; a note written from a page that
-    showed another note than the stored one raises NoteConflictError."""
+    showed another note than the stored one raises NoteConflictError, and a decision from a page that
+    showed another proposal than the stored one (`proposal`, its digest) ProposalChangedError."""
     action = str(form.get("action", ""))
     axis = str(form.get("axis", ""))
+    if form.get("proposal"):
+        session.mark_shown(str(form["proposal"]))
     if action == "accept":
         session.accept(axis)
     elif action == "accept_all":
@@ -549,14 +553,15 @@ def build_app(reviews: Reviews, token: str, page_size: int) -> Any:
             404
             if isinstance(exc, PaperNotFoundError)
             else 409
-            if isinstance(exc, NoteConflictError)
+            if isinstance(exc, NoteConflictError | ProposalChangedError)
             else 503
             if isinstance(exc, StoreError)
             else 400
         )
         if wants_json:
             current = {"note": exc.current} if isinstance(exc, NoteConflictError) else {}
-            return JSONResponse({"error": str(exc), **current}, status)
+            changed = {"changed": True} if isinstance(exc, ProposalChangedError) else {}
+            return JSONResponse({"error": str(exc), **current, **changed}, status)
         return page("error.html", status, message=str(exc))
 
     async def answer(request: Request, work: Callable[[], Response]) -> Response:
@@ -606,7 +611,9 @@ def build_app(reviews: Reviews, token: str, page_size: int) -> Any:
         key, params = request.path_params["key"], request.query_params
         # Forms post urlencoded bodies (the pages' forms and kia.js both): parsed here, no multipart library.
         form = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
-        data: dict[str, Any] = {name: form.get(name, [""])[-1] for name in ("action", "axis", "note", "base")}
+        data: dict[str, Any] = {
+            name: form.get(name, [""])[-1] for name in ("action", "axis", "note", "base", "proposal")
+        }
         data["category"] = form.get("category", [])
         wants_json = "application/json" in request.headers.get("accept", "")
 

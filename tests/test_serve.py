@@ -571,3 +571,46 @@ def test_the_browser_queue_adapts_the_head_and_takes_what_it_now_proposes(tmp_pa
         assert taken.status_code == 200
     labels = ";".join(suggestions[paper][axis].labels)
     assert (axis, "edit", labels, "ann", None, "first") in _rows(db, paper)
+
+
+def _relabel(db: Path, k: str) -> None:
+    """Run r resumed labels the current (newer) version of `paper` with `k` on axis K, as `kia propose`
+    does while a review is open."""
+    from kia.propose import load_prompt, run_proposals
+    from kia.taxonomy import load_taxonomy
+
+    answer = {"K": [(k, [VERSION_QUOTE])], "I": [("I2", [VERSION_QUOTE])], "A": [("A2", [VERSION_QUOTE])]}
+    with Store(db) as store:
+        run_proposals(store, ScriptedBackend({"Versioned paper": answer}), load_taxonomy(), load_prompt(), run_name="r")
+
+
+def test_a_decision_is_on_the_proposal_the_page_showed_never_one_labelled_since(tmp_path: Path) -> None:
+    """The run labelled the paper again while its page was open: accept (and edit, reject) from that
+    page is refused with 409 and nothing is stored, the state digest changes (a tab reloads), and the
+    reloaded page's accept stores the new labels (the server's session never keeps the old ones)."""
+    db = versioned_paper(tmp_path)
+    json = {"Accept": "application/json"}
+    with serving(db) as base:
+        client = _client(base)
+        page = client.get("/paper/paper").text
+        shown = re.search(r'name="proposal" value="([0-9a-f]+)"', page)
+        assert shown and ">K2</span>" in page
+        state = client.get("/paper/paper/state").json()["state"]
+        _relabel(db, "K3")
+        assert client.get("/paper/paper/state").json()["state"] != state
+        for decision in ({"action": "accept"}, {"action": "reject"}, {"action": "edit", "category": ["K1"]}):
+            stale = client.post(
+                "/paper/paper", data={**decision, "axis": "K", "proposal": shown.group(1)}, headers=json
+            )
+            assert stale.status_code == 409 and stale.json()["changed"] is True
+            assert "labelled this paper again since it was shown" in stale.json()["error"]
+        plain = client.post("/paper/paper", data={"action": "accept_all", "proposal": shown.group(1)})
+        assert plain.status_code == 409 and "nothing saved" in plain.text
+        assert _rows(db, "paper") == []
+        page = client.get("/paper/paper").text
+        assert ">K3</span>" in page and ">K2</span>" not in page
+        fresh = re.search(r'name="proposal" value="([0-9a-f]+)"', page)
+        assert fresh and fresh.group(1) != shown.group(1)
+        accepted = client.post("/paper/paper", data={"action": "accept", "axis": "K", "proposal": fresh.group(1)})
+        assert accepted.status_code == 200
+    assert _rows(db, "paper") == [("K", "accept", "K3", "ann", None, "r")]
