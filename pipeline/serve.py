@@ -18,9 +18,11 @@ the text around it with the passage marked. Paper text is data: every piece of i
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import socket
 import threading
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -382,6 +384,32 @@ def page_image(doc: Document, page_no: int, start: int | None, end: int | None) 
 
 
 # --- the web app ---------------------------------------------------------------------------------
+_JOINERS_RE = re.compile("[\u200c\u200d]")
+
+
+def _joins_a_word(text: str, at: int) -> bool:
+    """Whether the ZWNJ or ZWJ at `at` sits between two letters or marks: inside a Persian, Arabic or
+    Indic word (after a virama), where it is how the word is written, not a hidden character."""
+    if not 0 < at < len(text) - 1:
+        return False
+    return unicodedata.category(text[at - 1])[0] in "LM" and unicodedata.category(text[at + 1])[0] in "LM"
+
+
+def page_text(text: str) -> str:
+    """Text as a page shows it: control and format characters written as escapes (`visible`, as the
+    terminal shows them), except a ZWNJ or ZWJ inside a word, which is shown as it is (escaping it
+    would spell "\\u200c" inside a Persian word). Bidi overrides, isolates and marks, C0 and C1
+    controls and a joiner outside a word stay escapes."""
+    from kia.terminal import visible
+
+    pieces, start = [], 0
+    for match in _JOINERS_RE.finditer(text):
+        if _joins_a_word(text, match.start()):
+            pieces += [visible(text[start : match.start()]), match.group()]
+            start = match.end()
+    return "".join([*pieces, visible(text[start:])])
+
+
 def bind_loopback(port: int) -> socket.socket:
     """A listening socket on 127.0.0.1 (port 0: any free port); a port in use is one clear line."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -512,7 +540,7 @@ def build_app(reviews: Reviews, token: str, page_size: int) -> Any:
     """The routes: the queue, a paper (GET shows, POST decides), its state digest, a quote's pane and
     a page image; static files; all behind `Guard`."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
-    from markupsafe import Markup
+    from markupsafe import Markup, escape
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.middleware import Middleware
@@ -521,16 +549,21 @@ def build_app(reviews: Reviews, token: str, page_size: int) -> Any:
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
-    from kia.terminal import visible
-
     def shown(value: Any) -> Any:
-        """Every text a page prints, with control and bidi characters written as escapes (as the
-        terminal shows them): a title with U+202E must not reverse the queue's row around it."""
-        return visible(value) if isinstance(value, str) and not isinstance(value, Markup) else value
+        """Every text a page prints, with control and bidi characters written as escapes (`page_text`):
+        a title with U+202E must not reverse the queue's row around it."""
+        return page_text(value) if isinstance(value, str) and not isinstance(value, Markup) else value
+
+    def form_value(value: Any) -> Markup:
+        """A form field's value, HTML-escaped only: it is posted back as it stands, so it must be the
+        stored text byte for byte (a note with a ZWNJ written as "\\u200c" would be saved so, or
+        refused as changed elsewhere)."""
+        return escape(str(value))
 
     env = Environment(
         loader=FileSystemLoader(str(WEB / "templates")), autoescape=select_autoescape(default=True), finalize=shown
     )
+    env.filters["form_value"] = form_value
     env.globals.update(
         run_id=reviews.run_id,
         reviewer=reviews.reviewer,

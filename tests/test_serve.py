@@ -614,3 +614,37 @@ def test_a_decision_is_on_the_proposal_the_page_showed_never_one_labelled_since(
         accepted = client.post("/paper/paper", data={"action": "accept", "axis": "K", "proposal": fresh.group(1)})
         assert accepted.status_code == 200
     assert _rows(db, "paper") == [("K", "accept", "K3", "ann", None, "r")]
+
+
+def test_form_values_round_trip_byte_for_byte_and_a_joiner_inside_a_word_shows_as_it_is(tmp_path: Path) -> None:
+    """A note with a ZWNJ (Persian) and an RLM is put into its form as it is stored (HTML-escaped
+    only), so saving it as the browser posts it is neither refused as changed elsewhere nor stored
+    with literal escapes; shown as text, a ZWNJ inside a word stays as it is, a bidi override or RLM
+    is an escape."""
+    import html
+
+    persian = "می\u200cخواهم"
+    paper = tmp_path / "fa.md"
+    paper.write_text(f"# {persian} \u202egnp.exe\n\n## Abstract\nA first sentence. {MD_QUOTE}.\n", encoding="utf-8")
+    db = tmp_path / "kia.duckdb"
+    assert kia.ingest([paper], db=db).failed == 0
+    with Store(db, read_only=True) as store:
+        key, title = next(iter(store.titles().items()))
+    kia.propose(db=db, backend=ScriptedBackend({title: _answer("A1", MD_QUOTE)}), run="r", use_cache=False)
+    note = f"{persian} check\u200f this"
+    with Store(db) as store:
+        ReviewSession(store, None, reviewer="ann", keys=[key]).note(note)
+    with serving(db) as base:
+        client = _client(base)
+        page = client.get(f"/paper/{key}").text
+        value = html.unescape(re.search(r'id="note" name="note" value="([^"]*)"', page).group(1))
+        shown_base = html.unescape(re.search(r'name="base" value="([^"]*)"', page).group(1))
+        assert value == shown_base == note
+        assert f"{persian} " in page and "\\u202egnp.exe" in page and "\u202e" not in page  # the title
+        assert f"note (ann): {persian} check\\u200f this" in page
+        saved = client.post(f"/paper/{key}", data={"action": "note", "base": shown_base, "note": value + " ok"})
+        assert saved.status_code == 200 and "changed elsewhere" not in saved.text
+    with Store(db, read_only=True) as store:
+        assert store.query("SELECT note FROM reviews WHERE decision = 'note' ORDER BY id DESC LIMIT 1") == [
+            (note + " ok",)
+        ]
