@@ -648,3 +648,20 @@ def test_form_values_round_trip_byte_for_byte_and_a_joiner_inside_a_word_shows_a
         assert store.query("SELECT note FROM reviews WHERE decision = 'note' ORDER BY id DESC LIMIT 1") == [
             (note + " ok",)
         ]
+
+
+def test_a_database_moved_away_while_serving_is_one_line_and_never_made_again(db: Path) -> None:
+    """The database moved (or deleted) while the server runs: each request answers 503 with one line
+    naming the file, and no new empty database appears at the old path."""
+    json = {"Accept": "application/json"}
+    with serving(db) as base:
+        client = _client(base)
+        db.rename(db.with_name("moved.duckdb"))
+        queue = client.get("/")
+        assert queue.status_code == 503 and f"{db}: the database file is gone" in queue.text
+        posted = client.post("/paper/mike", data={"action": "accept", "axis": "K"}, headers=json)
+        assert posted.status_code == 503 and posted.json()["error"].startswith(f"{db}: the database file is gone")
+        assert "\n" not in posted.json()["error"]
+        assert not db.exists()
+        db.with_name("moved.duckdb").rename(db)  # put back: the review goes on
+        assert client.get("/").status_code == 200
