@@ -700,6 +700,12 @@ class ReviewSession:
         if not self.done:
             self.index = self._next_open(self.index)
 
+    def following(self) -> str | None:
+        """The paper `s` (skip) moves to from the current one (`next`), None at the end: the browser's
+        next link goes where the terminal's `s` goes, never to a paper already finished."""
+        index = self._next_open(self.index)
+        return self.keys[index] if index < len(self.keys) else None
+
     def _next_open(self, index: int) -> int:
         """The position after `index` of the next paper to review: with the queue (not `keys` given by
         name) the next one not finished, so a reopened session never walks back through papers

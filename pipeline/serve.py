@@ -515,6 +515,7 @@ def paper_context(reviews: Reviews, key: str, only: str | None, queue: str) -> d
             }
         )
     index, keys_ = session.index, session.keys
+    following = session.following()
     return {
         "view": view,
         "session": session,
@@ -523,7 +524,7 @@ def paper_context(reviews: Reviews, key: str, only: str | None, queue: str) -> d
         "position": index + 1,
         "total": len(keys_),
         "back": paper_url(keys_[index - 1], only, queue) if index > 0 else None,
-        "next": paper_url(keys_[index + 1], only, queue) if index + 1 < len(keys_) else None,
+        "next": paper_url(following, only, queue) if following is not None else None,
         "queue_url": "/" + _query(only, queue),
         "post_url": paper_url(key, only, queue),
         "state_url": f"/paper/{quote(key, safe='')}/state",

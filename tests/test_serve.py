@@ -665,3 +665,25 @@ def test_a_database_moved_away_while_serving_is_one_line_and_never_made_again(db
         assert not db.exists()
         db.with_name("moved.duckdb").rename(db)  # put back: the review goes on
         assert client.get("/").status_code == 200
+
+
+def test_next_goes_to_the_next_paper_not_finished_as_the_terminals_skip(tmp_path: Path) -> None:
+    """`s` / the next link on a paper's page skips papers already finished, as `kia review`'s `s` does,
+    so a key pressed for a new paper never replaces a decision made on an old one."""
+    papers = []
+    for name in ("p1", "p2", "p3"):
+        papers.append(tmp_path / f"{name}.md")
+        papers[-1].write_text(f"# Paper {name}\n\n## Abstract\nA first sentence. {MD_QUOTE}.\n", encoding="utf-8")
+    db = tmp_path / "kia.duckdb"
+    assert kia.ingest(papers, db=db).failed == 0
+    answers = {f"Paper {name}": _answer("A1", MD_QUOTE) for name in ("p1", "p2", "p3")}
+    kia.propose(db=db, backend=ScriptedBackend(answers), run="r", use_cache=False)
+    with serving(db) as base:
+        client = _client(base)
+        order = _listed(client.get("/?queue=storage").text)
+        assert len(order) == 3
+        assert client.post(f"/paper/{order[1]}?queue=storage", data={"action": "accept_all"}).status_code == 200
+        page = client.get(f"/paper/{order[0]}?queue=storage").text
+        assert f'data-next="/paper/{order[2]}?queue=storage"' in page
+        last = client.get(f"/paper/{order[2]}?queue=storage").text
+        assert 'data-next=""' in last and f'data-back="/paper/{order[1]}?queue=storage"' in last  # b still goes back
