@@ -99,6 +99,8 @@ class Reviews:
         settings: Settings | None = None,
     ) -> None:
         self.lock = threading.RLock()
+        # Where a paper's file stored under a relative path is looked for first (`pdf_file`).
+        self.db_folder = db.absolute().parent
         # A request waits for a database another process holds as long as any command does
         # ($KIA_LOCK_WAIT, set by `open_store`), then answers 503 with the lock's holder.
         self.store = open_store(db)
@@ -246,17 +248,27 @@ def _file_sha(path: str, size: int, mtime_ns: int) -> str:
     return sha256_of(Path(path).read_bytes())
 
 
-def pdf_file(doc: Document) -> Path | None:
+def pdf_file(doc: Document, db_folder: Path | None = None) -> Path | None:
     """The paper's PDF when it is still where it was ingested from with the same bytes; else None
-    (the stored text is shown instead: offsets into other bytes would mark the wrong place)."""
+    (the stored text is shown instead: offsets into other bytes would mark the wrong place).
+
+    kia ingests a file under its absolute path; a relative one (stored by an older kia, relative to
+    the folder `kia ingest` ran in, which is not recorded) is looked for beside the database first
+    (`db_folder`: a project's papers/ next to its kia.duckdb), then in the server's working folder.
+    Why: `kia serve --db /abs/path` started elsewhere would find no page image; the sha256 check
+    keeps another file of the same name from being shown."""
     if doc.format != "pdf":
         return None
-    path = Path(doc.path)
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return path if _file_sha(str(path), stat.st_size, stat.st_mtime_ns) == doc.sha256 else None
+    stored = Path(doc.path)
+    candidates = [stored] if stored.is_absolute() or db_folder is None else [db_folder / stored, stored]
+    for path in candidates:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        if _file_sha(str(path.absolute()), stat.st_size, stat.st_mtime_ns) == doc.sha256:
+            return path
+    return None
 
 
 def quote_quads(page: Any, text: str) -> list[Any]:
@@ -345,9 +357,10 @@ def _located(doc: Document, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def quote_view(doc: Document, key: str, start: int, end: int) -> QuoteView:
+def quote_view(doc: Document, key: str, start: int, end: int, db_folder: Path | None = None) -> QuoteView:
     """The quote at [start, end) of a paper: each PDF page it lies on with its part highlighted, or
-    the text around it with the passage marked (HTML, Markdown, text, or a PDF no longer on disk)."""
+    the text around it with the passage marked (HTML, Markdown, text, or a PDF no longer on disk).
+    `db_folder` is where a relative stored path is looked for first (`pdf_file`)."""
     start, end = _located(doc, start, end)
     # The quote's paragraph, at most PASSAGE_CHARS either side (a text without paragraphs is cut there).
     window_start, window_end = max(0, start - PASSAGE_CHARS), min(len(doc.text), end + PASSAGE_CHARS)
@@ -355,7 +368,7 @@ def quote_view(doc: Document, key: str, start: int, end: int) -> QuoteView:
     tail = doc.text.find("\n\n", end, window_end)
     before = doc.text[lead + 2 if lead >= 0 else window_start : start]
     after = doc.text[end : tail if tail >= 0 else window_end]
-    path = pdf_file(doc)
+    path = pdf_file(doc, db_folder)
     if path is None:
         reason = (
             f"the PDF is no longer at {doc.path} with the bytes ingested; the stored text is shown"
@@ -374,9 +387,11 @@ def quote_view(doc: Document, key: str, start: int, end: int) -> QuoteView:
     return QuoteView(key, pages, before, doc.text[start:end], after, "")
 
 
-def page_image(doc: Document, page_no: int, start: int | None, end: int | None) -> RenderedPage:
+def page_image(
+    doc: Document, page_no: int, start: int | None, end: int | None, db_folder: Path | None = None
+) -> RenderedPage:
     """A PDF page as PNG, with the quote at [start, end) highlighted when given."""
-    path = pdf_file(doc)
+    path = pdf_file(doc, db_folder)
     if path is None:
         raise KiaError(f"{doc.path}: no PDF of this paper on disk with the bytes ingested")
     text = doc.text[slice(*_located(doc, start, end))] if start is not None and end is not None else ""
@@ -696,7 +711,7 @@ def build_app(reviews: Reviews, token: str, page_size: int) -> Any:
             if start is None or end is None:
                 raise KiaError("a quote is asked for by its characters: start=N&end=M")
             doc = _version(request, key)
-            shown = quote_view(doc, key, start, end)
+            shown = quote_view(doc, key, start, end, reviews.db_folder)
             fragment = request.query_params.get("fragment") == "1"
             return page("quote_pane.html" if fragment else "quote.html", view=shown, title=doc.title)
 
@@ -708,7 +723,7 @@ def build_app(reviews: Reviews, token: str, page_size: int) -> Any:
 
         def work() -> Response:
             doc = _version(request, key)
-            rendered = page_image(doc, number, start, end)
+            rendered = page_image(doc, number, start, end, reviews.db_folder)
             headers = {"Cache-Control": "private, max-age=3600", "X-Kia-Highlights": str(rendered.highlights)}
             return Response(rendered.png, media_type="image/png", headers=headers)
 

@@ -687,3 +687,26 @@ def test_next_goes_to_the_next_paper_not_finished_as_the_terminals_skip(tmp_path
         assert f'data-next="/paper/{order[2]}?queue=storage"' in page
         last = client.get(f"/paper/{order[2]}?queue=storage").text
         assert 'data-next=""' in last and f'data-back="/paper/{order[1]}?queue=storage"' in last  # b still goes back
+
+
+def test_a_pdf_stored_under_a_relative_path_shows_its_page_from_any_folder(
+    db: Path, store_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store made by an older kia holds the PDF's path relative to where `kia ingest` ran (here: the
+    folder of the database, as in a project); a server started from another folder still shows the
+    quote on its page image, found beside the database (and checked by its sha256)."""
+    shutil.copy(store_template / "mike.pdf", tmp_path / "mike.pdf")
+    with Store(db) as store:
+        store.query("UPDATE documents SET path = 'mike.pdf' WHERE paper_key = 'mike'")
+        start, end = store.query(
+            "SELECT start_char, end_char FROM evidence WHERE run_id = 'r2' AND paper_key = 'mike' AND axis = 'K'"
+        )[0]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with serving(db) as base:
+        client = _client(base)
+        pane = client.get(f"/quote/mike?start={start}&end={end}&fragment=1").text
+        assert 'data-page="2"' in pane and "no longer at" not in pane
+        image_url = re.search(r'src="([^"]+)"', pane).group(1).replace("&amp;", "&")
+        assert client.get(image_url).headers["content-type"] == "image/png"
