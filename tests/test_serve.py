@@ -710,3 +710,28 @@ def test_a_pdf_stored_under_a_relative_path_shows_its_page_from_any_folder(
         assert 'data-page="2"' in pane and "no longer at" not in pane
         image_url = re.search(r'src="([^"]+)"', pane).group(1).replace("&amp;", "&")
         assert client.get(image_url).headers["content-type"] == "image/png"
+
+
+def test_a_quote_that_is_no_evidence_is_marked_so_never_highlighted_as_evidence(db: Path) -> None:
+    """A quote found only inside a withheld suspicious sentence, or where nothing is evidence (a
+    title, the references), is shown as the terminal shows it: its status in capitals, struck
+    through, with no link that opens it in the pane as the quote; a quote found in the text keeps its
+    highlight and link."""
+    with Store(db) as store:
+        store.query(
+            "UPDATE evidence SET status = 'suspicious' WHERE run_id = 'r2' AND paper_key = 'kilo' AND axis = 'K'"
+        )
+        store.query(
+            "UPDATE evidence SET status = 'not_evidence' WHERE run_id = 'r2' AND paper_key = 'kilo' AND axis = 'I'"
+        )
+    with serving(db) as base:
+        page = _client(base).get("/paper/kilo").text
+    quotes = dict(re.findall(r'<article class="axis[^"]*" id="axis-(\w)".*?<ul class="quotes">(.*?)</ul>', page, re.S))
+    for axis, status in (("K", "SUSPICIOUS"), ("I", "NOT EVIDENCE")):
+        assert 'class="quote status-' in quotes[axis] and " not-evidence" in quotes[axis]
+        assert f"[{status}, p.1" in quotes[axis]
+        assert "quote-link" not in quotes[axis] and 'class="quote-unlocated"' in quotes[axis]
+    assert "quote-link" in quotes["A"] and "[exact, p.1" in quotes["A"] and "not-evidence" not in quotes["A"]
+    css = (Path(kia.__file__).parent / "web" / "static" / "kia.css").read_text(encoding="utf-8")
+    assert re.search(r"li\.quote\.not-evidence \.meta \{[^}]*var\(--bad\)", css)
+    assert re.search(r"\.quote-unlocated mark \{[^}]*line-through", css)
