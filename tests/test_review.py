@@ -982,3 +982,26 @@ def test_a_decision_in_a_long_terminal_review_is_on_the_proposal_shown(tmp_path:
         _stop(first)
     with Store(db, read_only=True) as store:
         assert store.query("SELECT axis, decision, labels FROM reviews") == [("K", "accept", "K3")]
+
+
+def test_the_unreviewed_queue_reads_the_reviews_once_not_once_per_paper(db: Path) -> None:
+    """`--only unreviewed` (and the browser's filter, built again at each queue page) asks which papers
+    are finished in one read of the reviews, as the unfiltered queue does, not once per paper."""
+    with Store(db) as store:
+        reads = 0
+        review_rows = store.review_rows
+
+        def counted(*args: object, **kwargs: object) -> list[tuple[object, ...]]:
+            nonlocal reads
+            reads += 1
+            return review_rows(*args, **kwargs)  # type: ignore[arg-type]
+
+        store.review_rows = counted  # type: ignore[method-assign]
+        all_papers = ReviewSession(store, load_taxonomy(), run_id="r", reviewer="ann")
+        unfiltered, reads = reads, 0
+        all_papers.accept_all()  # P1 finished
+        reads = 0
+        unreviewed = ReviewSession(store, load_taxonomy(), run_id="r", reviewer="ann", only="unreviewed")
+    assert unreviewed.keys == ["P2", "P3"]
+    # The filter reads who finished what once more than the unfiltered queue, whatever the number of papers.
+    assert reads <= 2 * unfiltered
