@@ -542,7 +542,7 @@ def paper_context(reviews: Reviews, key: str, only: str | None, queue: str) -> d
         "next": paper_url(following, only, queue) if following is not None else None,
         "queue_url": "/" + _query(only, queue),
         "post_url": paper_url(key, only, queue),
-        "state_url": f"/paper/{quote(key, safe='')}/state",
+        "state_url": f"/state/{quote(key, safe='')}",
         "quote_url": f"/quote/{quote(key, safe='')}",
         "state": state_of(session),
         "own_note": session.own_note(),
@@ -733,9 +733,10 @@ def build_app(reviews: Reviews, token: str, page_size: int) -> Any:
         Route("/", show_queue),
         Route("/resume", resume),
         # `key:path`: a key may hold a "/" (an old-style arXiv id such as hep-th/9901001, a manifest
-        # name); the router matches the decoded path, where %2F is a "/" again. The state route
-        # goes first, so ".../state" is never read as part of a key.
-        Route("/paper/{key:path}/state", paper_state),
+        # name); the router matches the decoded path, where %2F is a "/" again. So nothing follows a
+        # key in a URL that a key could end with: a paper's state digest has its own prefix (as
+        # "/paper/{key}/state" it took the page of a paper whose key ends in "/state").
+        Route("/state/{key:path}", paper_state),
         Route("/paper/{key:path}", show_paper, methods=["GET"]),
         Route("/paper/{key:path}", decide, methods=["POST"]),
         Route("/quote/{key:path}", show_quote),

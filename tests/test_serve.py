@@ -168,7 +168,7 @@ def test_decisions_are_the_terminals_rows_and_each_shows_in_the_other(db: Path) 
         terminal = run_kia("review", "--db", str(db), "--reviewer", "ben", input="n from the terminal\nq\n")
         assert terminal.returncode == 0, terminal.stderr
         assert "note (ben): from the terminal" in client.get("/paper/mike").text
-        assert client.get("/paper/mike/state").json()["state"] != ""
+        assert client.get("/state/mike").json()["state"] != ""
     assert _rows(db, "mike") == [
         ("K", "accept", "K2", "ann", None, "r2"),
         ("I", "edit", "I2;I3", "ann", None, "r2"),
@@ -202,7 +202,7 @@ def test_a_key_with_a_slash_opens_and_takes_decisions(tmp_path: Path) -> None:
         assert link and link.group(1) == "/paper/hep-th%2F9901001"
         page = client.get(link.group(1))
         assert page.status_code == 200 and "Old paper" in page.text
-        assert client.get(link.group(1) + "/state").status_code == 200
+        assert client.get(link.group(1).replace("/paper/", "/state/", 1)).status_code == 200
         decided = client.post(
             link.group(1), data={"action": "accept", "axis": "K"}, headers={"Accept": "application/json"}
         )
@@ -595,9 +595,9 @@ def test_a_decision_is_on_the_proposal_the_page_showed_never_one_labelled_since(
         page = client.get("/paper/paper").text
         shown = re.search(r'name="proposal" value="([0-9a-f]+)"', page)
         assert shown and ">K2</span>" in page
-        state = client.get("/paper/paper/state").json()["state"]
+        state = client.get("/state/paper").json()["state"]
         _relabel(db, "K3")
-        assert client.get("/paper/paper/state").json()["state"] != state
+        assert client.get("/state/paper").json()["state"] != state
         for decision in ({"action": "accept"}, {"action": "reject"}, {"action": "edit", "category": ["K1"]}):
             stale = client.post(
                 "/paper/paper", data={**decision, "axis": "K", "proposal": shown.group(1)}, headers=json
@@ -735,3 +735,27 @@ def test_a_quote_that_is_no_evidence_is_marked_so_never_highlighted_as_evidence(
     css = (Path(kia.__file__).parent / "web" / "static" / "kia.css").read_text(encoding="utf-8")
     assert re.search(r"li\.quote\.not-evidence \.meta \{[^}]*var\(--bad\)", css)
     assert re.search(r"\.quote-unlocated mark \{[^}]*line-through", css)
+
+
+def test_a_paper_whose_key_ends_in_state_opens_and_has_its_own_state(tmp_path: Path) -> None:
+    """A manifest key may end in "/state": its page opens (not another paper's state digest), its
+    decisions are stored, and the state URL its page names answers its own digest."""
+    paper = tmp_path / "z.md"
+    paper.write_text(f"# Zq paper\n\n## Abstract\nA first sentence. {MD_QUOTE}.\n", encoding="utf-8")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("file,method\nz.md,zqpaper/state\n", encoding="utf-8")
+    db = tmp_path / "kia.duckdb"
+    assert kia.ingest([paper], db=db, manifest=manifest).failed == 0
+    kia.propose(db=db, backend=ScriptedBackend({"Zq paper": _answer("A1", MD_QUOTE)}), run="r", use_cache=False)
+    with serving(db) as base:
+        client = _client(base)
+        page = client.get("/paper/zqpaper%2Fstate")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert 'data-key="zqpaper/state"' in page.text
+        state_url = re.search(r'data-state-url="([^"]+)"', page.text).group(1)
+        assert len(client.get(state_url).json()["state"]) == 16
+        decided = client.post(
+            "/paper/zqpaper%2Fstate", data={"action": "accept", "axis": "K"}, headers={"Accept": "application/json"}
+        )
+        assert decided.status_code == 200, decided.text
+    assert _rows(db, "zqpaper/state")[0][:3] == ("K", "accept", "K2")
