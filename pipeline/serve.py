@@ -426,7 +426,10 @@ def page_text(text: str) -> str:
 
 
 def bind_loopback(port: int) -> socket.socket:
-    """A listening socket on 127.0.0.1 (port 0: any free port); a port in use is one clear line."""
+    """A listening socket on 127.0.0.1 (port 0: any free port); a port in use or out of range is one
+    clear line (Python's socket raises OverflowError, not OSError, for a number past 65535)."""
+    if not 0 <= port <= 65535:
+        raise KiaError(f"--port {port}: a port is a number from 1 to 65535 (0: any free port)")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:

@@ -759,3 +759,12 @@ def test_a_paper_whose_key_ends_in_state_opens_and_has_its_own_state(tmp_path: P
         )
         assert decided.status_code == 200, decided.text
     assert _rows(db, "zqpaper/state")[0][:3] == ("K", "accept", "K2")
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_a_port_out_of_range_is_one_line(db: Path, port: str) -> None:
+    served = run_kia("serve", "--port", port, "--db", str(db))
+    assert served.returncode == 1 and "Traceback" not in served.stderr
+    assert served.stderr.strip().splitlines() == [
+        f"kia: --port {port}: a port is a number from 1 to 65535 (0: any free port)"
+    ]
