@@ -453,10 +453,16 @@ def _same(given: str | None, token: str) -> bool:
     return bool(given) and secrets.compare_digest(str(given).encode(), token.encode())
 
 
+# Sent with every answer: no page (another localhost port included, which the cookie's SameSite does
+# not tell apart) may show the review in a frame and trick a click on its buttons (clickjacking).
+NO_FRAMING = [(b"x-frame-options", b"DENY"), (b"content-security-policy", b"frame-ancestors 'none'")]
+
+
 class Guard:
     """ASGI middleware: a request is answered only when its Host is loopback (no DNS rebinding) and it
     carries the token: in the query (the printed URL; answered with a cookie and a redirect to the URL
-    without it), a cookie (SameSite=Strict: no other site's page can post with it) or a header."""
+    without it), a cookie (SameSite=Strict: no other site's page can post with it) or a header. Every
+    answer forbids framing (`NO_FRAMING`)."""
 
     def __init__(self, app: Any, token: str) -> None:
         self.app = app
@@ -469,6 +475,7 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        send = _never_framed(send)
         request = Request(scope)
         host = request.headers.get("host", "")
         cookie = f"kia_token_{request.url.port or 80}"
@@ -493,6 +500,17 @@ class Guard:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+def _never_framed(send: Any) -> Any:
+    """An ASGI `send` that adds `NO_FRAMING` to the headers of the answer it starts."""
+
+    async def sending(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *NO_FRAMING]}
+        await send(message)
+
+    return sending
 
 
 def _query(only: str | None, queue: str, **more: Any) -> str:

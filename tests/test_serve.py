@@ -768,3 +768,21 @@ def test_a_port_out_of_range_is_one_line(db: Path, port: str) -> None:
     assert served.stderr.strip().splitlines() == [
         f"kia: --port {port}: a port is a number from 1 to 65535 (0: any free port)"
     ]
+
+
+def test_no_answer_may_be_shown_in_a_frame(db: Path) -> None:
+    """Every answer (pages, decisions, images, refusals) forbids framing, so a page on another
+    localhost port cannot show the review under its own and trick a click on accept."""
+    with serving(db) as base:
+        client = _client(base)
+        answers = [
+            client.get("/"),
+            client.get("/paper/mike"),
+            client.get("/static/kia.css"),
+            client.post("/paper/kilo", data={"action": "accept", "axis": "K"}, follow_redirects=False),
+            httpx.get(f"{base}/paper/mike"),  # refused: no token
+        ]
+    assert [a.status_code for a in answers] == [200, 200, 200, 303, 403]
+    for answered in answers:
+        assert answered.headers["x-frame-options"] == "DENY"
+        assert answered.headers["content-security-policy"] == "frame-ancestors 'none'"
