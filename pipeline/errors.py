@@ -99,6 +99,12 @@ class NoteConflictError(KiaError):
         super().__init__(message)
 
 
+class ProposalChangedError(KiaError):
+    """A decision on a proposal other than the one the reviewer was shown: the run labelled the paper
+    again (a new version, `kia propose` resumed) after the page or screen was drawn. Refused, so an
+    accept never stores labels the reviewer did not see; the paper is shown again to decide anew."""
+
+
 class BackendError(KiaError):
     """A proposal backend failed for a paper (after its retries)."""
 

@@ -301,6 +301,8 @@ def ingest_one(path: Path, store: Store, manifest: dict[str, str], prefer: str =
         return failed(store, str(path), exc.cause, manifest.get(path.name))
     except Exception as exc:  # an extractor bug must not end the batch either
         return failed(store, str(path), f"unexpected {type(exc).__name__}: {exc}", manifest.get(path.name))
+    # Stored absolute: `kia serve` and the report find the file (page images, links) from any folder.
+    doc.path = str(path.resolve())
     key = paper_key_for(path, doc, manifest)
     existing = store.has_document(doc.sha256)
     if existing is not None:

@@ -363,24 +363,38 @@ def with_supports(claimed: dict[str, list[ClaimedLabel]], answer: BackendAnswer)
     return out
 
 
+def distinct_evidence(
+    found: list[Grounding], supports: tuple[float, ...] | None
+) -> tuple[list[Grounding], tuple[float, ...] | None]:
+    """One grounding per place of a label's quotes (and the support score of each kept). Why: a
+    quote given twice, or two sentences of the same words (a paper that repeats one), are located
+    at the same first occurrence, and stored twice they were listed twice as if two pieces of evidence."""
+    kept: list[Grounding] = []
+    scores: list[float] = []
+    places: set[object] = set()
+    for index, grounding in enumerate(found):
+        place = (grounding.start, grounding.end) if grounding.start is not None else grounding.quote
+        if place in places:
+            continue
+        places.add(place)
+        kept.append(grounding)
+        if supports is not None and index < len(supports):
+            scores.append(supports[index])
+    return kept, tuple(scores) if supports is not None else None
+
+
 def ground_answer(
     labels: dict[str, list[ClaimedLabel]], doc: Document, suspicious: list[Sentence] | None = None
 ) -> list[Label]:
-    """Locate every quote of every label in the document's text; a quote that lies inside a
-    `suspicious` sentence is marked so and is no evidence."""
+    """Locate every quote of every label in the document's text (each place once: `distinct_evidence`);
+    a quote that lies inside a `suspicious` sentence is marked so and is no evidence."""
     locator = Locator(doc, excluded=[(s.start, s.end) for s in suspicious or []])
-    return [
-        Label(
-            axis,
-            claim.category,
-            claim.confidence,
-            claim.rationale,
-            [locator.locate(q) for q in claim.quotes],
-            claim.supports,
-        )
-        for axis, claims in labels.items()
-        for claim in claims
-    ]
+    out = []
+    for axis, claims in labels.items():
+        for claim in claims:
+            found, supports = distinct_evidence([locator.locate(q) for q in claim.quotes], claim.supports)
+            out.append(Label(axis, claim.category, claim.confidence, claim.rationale, found, supports))
+    return out
 
 
 def one_label_per_single_axis(answer: BackendAnswer, taxonomy: Taxonomy) -> BackendAnswer:

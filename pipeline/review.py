@@ -16,6 +16,7 @@ while another process holds the file past `lock_wait` is refused in one line tha
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from kia.consensus import CONSENSUS, DISAGREEMENT, WITHDRAWN, consensus_decided, consensus_inputs
-from kia.errors import DatabaseBusyError, KiaError, StoreError, UsageError
+from kia.errors import DatabaseBusyError, KiaError, ProposalChangedError, StoreError, UsageError
 from kia.extract import Document
 from kia.labelings import Labeling, resolve_run, review_scope, run_labeling, runs_with_labels_of, taxonomy_for_run
 from kia.sentences import sentences_around
@@ -113,6 +114,9 @@ class PaperView:
     added_since: dict[str, list[str]] = field(default_factory=dict)
     # One line when the run labelled another version of the paper than the current one ("" otherwise).
     other_version: str = ""
+    # A digest of the run's proposal shown (`ReviewSession.proposal_now`): a decision sent back with it
+    # is refused when the proposal changed since (the browser's forms carry it).
+    proposal: str = ""
 
 
 def _keep_start(text: str, limit: int = CONTEXT_CHARS) -> str:
@@ -257,6 +261,9 @@ class ReviewSession:
         # Paper -> axis -> what the head adapted to the reviews now proposes where it differs from the
         # stored proposal (kia.livehead): shown under the axis, taken with `t`.
         self.suggestions: dict[str, dict[str, Suggested]] = {}
+        # Paper -> the digest of the proposal last shown of it (`view`, or the page a browser decides
+        # from): a decision is refused when the stored proposal differs (`ProposalChangedError`).
+        self.shown: dict[str, str] = {}
         # Held while the run and the queue are read, then let go (see the module's docstring).
         with store.held():
             chosen = resolve_run(store, run_id, taxonomy)
@@ -333,7 +340,8 @@ class ReviewSession:
         elif only == "low-confidence":
             keys = [k for k in keys if confidence.get(k, 0.0) < LOW_CONFIDENCE]
         elif only == "unreviewed":
-            keys = [k for k in keys if not self.finished(k)]
+            finished = self.finished_keys()  # read once, not once per paper (seconds on 500 papers)
+            keys = [k for k in keys if k not in finished]
         elif only == NEW_CATEGORIES:
             added = self.added_since()  # read once: it scans every review
             keys = [k for k in keys if k in added]
@@ -484,10 +492,47 @@ class ReviewSession:
         return self.keys[self.index]
 
     @_holding
+    def proposal_now(self, key: str) -> str:
+        """A digest of the run's proposal of a paper as stored now (the version read and its labels),
+        which also replaces the session's copy of that proposal (`proposals`). Why: a session lives
+        as long as a review (the browser's for the server's life) while `kia propose` may label a new
+        version of the paper meanwhile; every screen and every decision reads the proposal again."""
+        if self.run_id is None:
+            return ""
+        sha, rows = self.store.proposal_labels(self.run_id, key)
+        if sha is None:
+            self.proposals.pop(key, None)
+        else:
+            labels: dict[str, frozenset[str]] = {axis: frozenset() for axis in self.taxonomy.axis_ids}
+            for axis, category in rows:
+                labels[axis] = labels.get(axis, frozenset()) | {category}
+            self.proposals[key] = labels
+        return hashlib.sha256(repr((sha, rows)).encode()).hexdigest()[:16]
+
+    def mark_shown(self, digest: str) -> None:
+        """Record that the current paper was shown with the proposal of `digest` (the browser's page
+        sends back the digest it was drawn with), so the next decision is checked against it."""
+        self.shown[self.current] = digest
+
+    def _proposal_as_shown(self) -> dict[str, frozenset[str]]:
+        """The current paper's proposal as stored now, when it is the one last shown; else
+        ProposalChangedError (nothing is written): a decision is about the labels the reviewer saw."""
+        key = self.current
+        digest = self.proposal_now(key)
+        if key in self.shown and self.shown[key] != digest:
+            raise ProposalChangedError(
+                f"{key}: run {self.run_id} labelled this paper again since it was shown (its proposal changed);"
+                " nothing saved: the new proposal is shown, decide again"
+            )
+        return self.proposals.get(key, {})
+
+    @_holding
     def view(self) -> PaperView:
         """The current paper with its proposed labels, confidences, evidence in its sentences, notes
         and, where other runs labelled it, every run's labels side by side."""
         key = self.current
+        digest = self.proposal_now(key)
+        self.shown[key] = digest
         doc = run_document(self.store, self.run_id, key)
         proposed: dict[str, list[tuple[str, float]]] = {a: [] for a in self.taxonomy.axis_ids}
         for axis, category, confidence in self.store.paper_labels(self.run_id, key):
@@ -518,6 +563,7 @@ class ReviewSession:
             disagreed,
             self.added_since().get(key, {}),
             other_version_line(self.store, self.run_id, key, doc),
+            digest,
         )
 
     def _runs_side_by_side(self) -> tuple[dict[str, list[RunLabels]], set[str]]:
@@ -587,10 +633,11 @@ class ReviewSession:
     def accept(self, axis: str, note: str | None = None) -> None:
         """Accept the proposed labels of one axis (`note` says why, for an acceptance by rule)."""
         axis = self._check_axis(axis)
-        proposed = self.proposals.get(self.current, {}).get(axis)
-        if not proposed:
-            raise KiaError(f"{self.current}: nothing proposed on axis {axis} to accept; edit it instead")
-        self._record(axis, ACCEPT, sorted(proposed), note)
+        with self._writing(f"accept {axis}"):
+            proposed = self._proposal_as_shown().get(axis)  # as stored now, never a copy older than the screen
+            if not proposed:
+                raise KiaError(f"{self.current}: nothing proposed on axis {axis} to accept; edit it instead")
+            self._record(axis, ACCEPT, sorted(proposed), note)
 
     def accept_all(self) -> None:
         """Accept every axis of the current paper (the file held once, so all or none is written
@@ -613,7 +660,9 @@ class ReviewSession:
         chosen = sorted({c if c in allowed else by_lower[c.lower()] for c in typed}, key=allowed.index)
         if not self.taxonomy.axis(axis).multi and len(chosen) > 1:
             raise KiaError(f"axis {axis} is single-label: give one of {', '.join(allowed)}, not {', '.join(chosen)}")
-        self._record(axis, EDIT, chosen)
+        with self._writing(f"edit {axis} {','.join(chosen)}"):
+            self._proposal_as_shown()  # an edit starts from the proposal shown
+            self._record(axis, EDIT, chosen)
 
     def take(self, axis: str) -> list[str]:
         """Take what the adapted head now proposes on an axis (shown under it): an edit to those
@@ -628,7 +677,9 @@ class ReviewSession:
     def reject(self, axis: str) -> None:
         """Mark an axis's proposal as wrong without giving the right labels."""
         axis = self._check_axis(axis)
-        self._record(axis, REJECT, [])
+        with self._writing(f"reject {axis}"):
+            self._proposal_as_shown()  # the proposal rejected is the one shown
+            self._record(axis, REJECT, [])
 
     def note(self, text: str) -> None:
         """Attach a note to the current paper (a new row: the latest note is the one shown)."""
@@ -649,6 +700,12 @@ class ReviewSession:
         at the first one not finished (`keys` given by name are all shown, finished or not)."""
         if not self.done:
             self.index = self._next_open(self.index)
+
+    def following(self) -> str | None:
+        """The paper `s` (skip) moves to from the current one (`next`), None at the end: the browser's
+        next link goes where the terminal's `s` goes, never to a paper already finished."""
+        index = self._next_open(self.index)
+        return self.keys[index] if index < len(self.keys) else None
 
     def _next_open(self, index: int) -> int:
         """The position after `index` of the next paper to review: with the queue (not `keys` given by
@@ -1035,7 +1092,8 @@ def interactive(session: ReviewSession, console: Any, read_line: Callable[[str],
                     shown = None  # show the decision just made (or the next paper)
             except KiaError as exc:
                 console.print(f"! {exc}", markup=False, style="red")
-                if session.index != before:  # decided, then failed (the file busy): show where the queue is
+                if session.index != before or isinstance(exc, ProposalChangedError):
+                    # decided, then failed (the file busy), or the proposal changed: show the paper as it is now
                     shown = None
     except KeyboardInterrupt:
         console.print("\ninterrupted: every decision so far is saved", markup=False)

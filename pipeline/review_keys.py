@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any, Protocol
 
-from kia.errors import KiaError
+from kia.errors import KiaError, ProposalChangedError
 from kia.review import (
     ReviewSession,
     apply_command,
@@ -331,7 +331,8 @@ def interactive_keys(session: ReviewSession, console: Any, keys: KeyReader) -> i
                 action = handle_key(session, keys.key(), console, keys)
             except KiaError as exc:
                 console.print(f"! {exc}", markup=False, style="red")
-                if session.index != before:  # decided, then failed (the file busy): show where the queue is
+                if session.index != before or isinstance(exc, ProposalChangedError):
+                    # decided, then failed (the file busy), or the proposal changed: show the paper as it is now
                     shown = None
                 continue
             if action == QUIT:

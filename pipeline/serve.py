@@ -18,9 +18,11 @@ the text around it with the passage marked. Paper text is data: every piece of i
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import socket
 import threading
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
-from kia.errors import KiaError, NoteConflictError, PaperNotFoundError, StoreError
+from kia.errors import KiaError, NoteConflictError, PaperNotFoundError, ProposalChangedError, StoreError
 from kia.extract import Document, sha256_of
 from kia.livehead import attach, start_learning
 from kia.review import (
@@ -97,6 +99,8 @@ class Reviews:
         settings: Settings | None = None,
     ) -> None:
         self.lock = threading.RLock()
+        # Where a paper's file stored under a relative path is looked for first (`pdf_file`).
+        self.db_folder = db.absolute().parent
         # A request waits for a database another process holds as long as any command does
         # ($KIA_LOCK_WAIT, set by `open_store`), then answers 503 with the lock's holder.
         self.store = open_store(db)
@@ -195,19 +199,23 @@ def queue_page(
 
 def state_of(session: ReviewSession) -> str:
     """A digest of everything people decided on the current paper (every reviewer's decisions and
-    notes): a tab compares it when it comes back to the front and reloads when another tab or the
-    terminal changed the paper."""
+    notes) and of the run's proposal of it: a tab compares it when it comes back to the front and
+    reloads when another tab or the terminal changed the paper, or `kia propose` labelled it again."""
     rows = session.store.review_rows(paper_key=session.current)
     notes = session.store.paper_notes_by_reviewer(session.current)
-    return hashlib.sha256(repr((rows, notes)).encode()).hexdigest()[:16]
+    proposal = session.proposal_now(session.current)
+    return hashlib.sha256(repr((rows, notes, proposal)).encode()).hexdigest()[:16]
 
 
 def record(session: ReviewSession, form: dict[str, Any]) -> None:
     """Apply one decision from the browser with the terminal's functions: accept, accept_all, edit,
     reject (each on an axis) or note. Bad input raises KiaError; a note written from a page that
-    showed another note than the stored one raises NoteConflictError."""
+    showed another note than the stored one raises NoteConflictError, and a decision from a page that
+    showed another proposal than the stored one (`proposal`, its digest) ProposalChangedError."""
     action = str(form.get("action", ""))
     axis = str(form.get("axis", ""))
+    if form.get("proposal"):
+        session.mark_shown(str(form["proposal"]))
     if action == "accept":
         session.accept(axis)
     elif action == "accept_all":
@@ -240,17 +248,27 @@ def _file_sha(path: str, size: int, mtime_ns: int) -> str:
     return sha256_of(Path(path).read_bytes())
 
 
-def pdf_file(doc: Document) -> Path | None:
+def pdf_file(doc: Document, db_folder: Path | None = None) -> Path | None:
     """The paper's PDF when it is still where it was ingested from with the same bytes; else None
-    (the stored text is shown instead: offsets into other bytes would mark the wrong place)."""
+    (the stored text is shown instead: offsets into other bytes would mark the wrong place).
+
+    kia ingests a file under its absolute path; a relative one (stored by an older kia, relative to
+    the folder `kia ingest` ran in, which is not recorded) is looked for beside the database first
+    (`db_folder`: a project's papers/ next to its kia.duckdb), then in the server's working folder.
+    Why: `kia serve --db /abs/path` started elsewhere would find no page image; the sha256 check
+    keeps another file of the same name from being shown."""
     if doc.format != "pdf":
         return None
-    path = Path(doc.path)
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return path if _file_sha(str(path), stat.st_size, stat.st_mtime_ns) == doc.sha256 else None
+    stored = Path(doc.path)
+    candidates = [stored] if stored.is_absolute() or db_folder is None else [db_folder / stored, stored]
+    for path in candidates:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        if _file_sha(str(path.absolute()), stat.st_size, stat.st_mtime_ns) == doc.sha256:
+            return path
+    return None
 
 
 def quote_quads(page: Any, text: str) -> list[Any]:
@@ -339,9 +357,10 @@ def _located(doc: Document, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def quote_view(doc: Document, key: str, start: int, end: int) -> QuoteView:
+def quote_view(doc: Document, key: str, start: int, end: int, db_folder: Path | None = None) -> QuoteView:
     """The quote at [start, end) of a paper: each PDF page it lies on with its part highlighted, or
-    the text around it with the passage marked (HTML, Markdown, text, or a PDF no longer on disk)."""
+    the text around it with the passage marked (HTML, Markdown, text, or a PDF no longer on disk).
+    `db_folder` is where a relative stored path is looked for first (`pdf_file`)."""
     start, end = _located(doc, start, end)
     # The quote's paragraph, at most PASSAGE_CHARS either side (a text without paragraphs is cut there).
     window_start, window_end = max(0, start - PASSAGE_CHARS), min(len(doc.text), end + PASSAGE_CHARS)
@@ -349,7 +368,7 @@ def quote_view(doc: Document, key: str, start: int, end: int) -> QuoteView:
     tail = doc.text.find("\n\n", end, window_end)
     before = doc.text[lead + 2 if lead >= 0 else window_start : start]
     after = doc.text[end : tail if tail >= 0 else window_end]
-    path = pdf_file(doc)
+    path = pdf_file(doc, db_folder)
     if path is None:
         reason = (
             f"the PDF is no longer at {doc.path} with the bytes ingested; the stored text is shown"
@@ -368,9 +387,11 @@ def quote_view(doc: Document, key: str, start: int, end: int) -> QuoteView:
     return QuoteView(key, pages, before, doc.text[start:end], after, "")
 
 
-def page_image(doc: Document, page_no: int, start: int | None, end: int | None) -> RenderedPage:
+def page_image(
+    doc: Document, page_no: int, start: int | None, end: int | None, db_folder: Path | None = None
+) -> RenderedPage:
     """A PDF page as PNG, with the quote at [start, end) highlighted when given."""
-    path = pdf_file(doc)
+    path = pdf_file(doc, db_folder)
     if path is None:
         raise KiaError(f"{doc.path}: no PDF of this paper on disk with the bytes ingested")
     text = doc.text[slice(*_located(doc, start, end))] if start is not None and end is not None else ""
@@ -378,8 +399,37 @@ def page_image(doc: Document, page_no: int, start: int | None, end: int | None) 
 
 
 # --- the web app ---------------------------------------------------------------------------------
+_JOINERS_RE = re.compile("[\u200c\u200d]")
+
+
+def _joins_a_word(text: str, at: int) -> bool:
+    """Whether the ZWNJ or ZWJ at `at` sits between two letters or marks: inside a Persian, Arabic or
+    Indic word (after a virama), where it is how the word is written, not a hidden character."""
+    if not 0 < at < len(text) - 1:
+        return False
+    return unicodedata.category(text[at - 1])[0] in "LM" and unicodedata.category(text[at + 1])[0] in "LM"
+
+
+def page_text(text: str) -> str:
+    """Text as a page shows it: control and format characters written as escapes (`visible`, as the
+    terminal shows them), except a ZWNJ or ZWJ inside a word, which is shown as it is (escaping it
+    would spell "\\u200c" inside a Persian word). Bidi overrides, isolates and marks, C0 and C1
+    controls and a joiner outside a word stay escapes."""
+    from kia.terminal import visible
+
+    pieces, start = [], 0
+    for match in _JOINERS_RE.finditer(text):
+        if _joins_a_word(text, match.start()):
+            pieces += [visible(text[start : match.start()]), match.group()]
+            start = match.end()
+    return "".join([*pieces, visible(text[start:])])
+
+
 def bind_loopback(port: int) -> socket.socket:
-    """A listening socket on 127.0.0.1 (port 0: any free port); a port in use is one clear line."""
+    """A listening socket on 127.0.0.1 (port 0: any free port); a port in use or out of range is one
+    clear line (Python's socket raises OverflowError, not OSError, for a number past 65535)."""
+    if not 0 <= port <= 65535:
+        raise KiaError(f"--port {port}: a port is a number from 1 to 65535 (0: any free port)")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -403,10 +453,16 @@ def _same(given: str | None, token: str) -> bool:
     return bool(given) and secrets.compare_digest(str(given).encode(), token.encode())
 
 
+# Sent with every answer: no page (another localhost port included, which the cookie's SameSite does
+# not tell apart) may show the review in a frame and trick a click on its buttons (clickjacking).
+NO_FRAMING = [(b"x-frame-options", b"DENY"), (b"content-security-policy", b"frame-ancestors 'none'")]
+
+
 class Guard:
     """ASGI middleware: a request is answered only when its Host is loopback (no DNS rebinding) and it
     carries the token: in the query (the printed URL; answered with a cookie and a redirect to the URL
-    without it), a cookie (SameSite=Strict: no other site's page can post with it) or a header."""
+    without it), a cookie (SameSite=Strict: no other site's page can post with it) or a header. Every
+    answer forbids framing (`NO_FRAMING`)."""
 
     def __init__(self, app: Any, token: str) -> None:
         self.app = app
@@ -419,6 +475,7 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        send = _never_framed(send)
         request = Request(scope)
         host = request.headers.get("host", "")
         cookie = f"kia_token_{request.url.port or 80}"
@@ -443,6 +500,17 @@ class Guard:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+def _never_framed(send: Any) -> Any:
+    """An ASGI `send` that adds `NO_FRAMING` to the headers of the answer it starts."""
+
+    async def sending(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *NO_FRAMING]}
+        await send(message)
+
+    return sending
 
 
 def _query(only: str | None, queue: str, **more: Any) -> str:
@@ -483,6 +551,7 @@ def paper_context(reviews: Reviews, key: str, only: str | None, queue: str) -> d
             }
         )
     index, keys_ = session.index, session.keys
+    following = session.following()
     return {
         "view": view,
         "session": session,
@@ -491,10 +560,10 @@ def paper_context(reviews: Reviews, key: str, only: str | None, queue: str) -> d
         "position": index + 1,
         "total": len(keys_),
         "back": paper_url(keys_[index - 1], only, queue) if index > 0 else None,
-        "next": paper_url(keys_[index + 1], only, queue) if index + 1 < len(keys_) else None,
+        "next": paper_url(following, only, queue) if following is not None else None,
         "queue_url": "/" + _query(only, queue),
         "post_url": paper_url(key, only, queue),
-        "state_url": f"/paper/{quote(key, safe='')}/state",
+        "state_url": f"/state/{quote(key, safe='')}",
         "quote_url": f"/quote/{quote(key, safe='')}",
         "state": state_of(session),
         "own_note": session.own_note(),
@@ -508,7 +577,7 @@ def build_app(reviews: Reviews, token: str, page_size: int) -> Any:
     """The routes: the queue, a paper (GET shows, POST decides), its state digest, a quote's pane and
     a page image; static files; all behind `Guard`."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
-    from markupsafe import Markup
+    from markupsafe import Markup, escape
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.middleware import Middleware
@@ -517,16 +586,21 @@ def build_app(reviews: Reviews, token: str, page_size: int) -> Any:
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
-    from kia.terminal import visible
-
     def shown(value: Any) -> Any:
-        """Every text a page prints, with control and bidi characters written as escapes (as the
-        terminal shows them): a title with U+202E must not reverse the queue's row around it."""
-        return visible(value) if isinstance(value, str) and not isinstance(value, Markup) else value
+        """Every text a page prints, with control and bidi characters written as escapes (`page_text`):
+        a title with U+202E must not reverse the queue's row around it."""
+        return page_text(value) if isinstance(value, str) and not isinstance(value, Markup) else value
+
+    def form_value(value: Any) -> Markup:
+        """A form field's value, HTML-escaped only: it is posted back as it stands, so it must be the
+        stored text byte for byte (a note with a ZWNJ written as "\\u200c" would be saved so, or
+        refused as changed elsewhere)."""
+        return escape(str(value))
 
     env = Environment(
         loader=FileSystemLoader(str(WEB / "templates")), autoescape=select_autoescape(default=True), finalize=shown
     )
+    env.filters["form_value"] = form_value
     env.globals.update(
         run_id=reviews.run_id,
         reviewer=reviews.reviewer,
@@ -549,14 +623,15 @@ def build_app(reviews: Reviews, token: str, page_size: int) -> Any:
             404
             if isinstance(exc, PaperNotFoundError)
             else 409
-            if isinstance(exc, NoteConflictError)
+            if isinstance(exc, NoteConflictError | ProposalChangedError)
             else 503
             if isinstance(exc, StoreError)
             else 400
         )
         if wants_json:
             current = {"note": exc.current} if isinstance(exc, NoteConflictError) else {}
-            return JSONResponse({"error": str(exc), **current}, status)
+            changed = {"changed": True} if isinstance(exc, ProposalChangedError) else {}
+            return JSONResponse({"error": str(exc), **current, **changed}, status)
         return page("error.html", status, message=str(exc))
 
     async def answer(request: Request, work: Callable[[], Response]) -> Response:
@@ -606,7 +681,9 @@ def build_app(reviews: Reviews, token: str, page_size: int) -> Any:
         key, params = request.path_params["key"], request.query_params
         # Forms post urlencoded bodies (the pages' forms and kia.js both): parsed here, no multipart library.
         form = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
-        data: dict[str, Any] = {name: form.get(name, [""])[-1] for name in ("action", "axis", "note", "base")}
+        data: dict[str, Any] = {
+            name: form.get(name, [""])[-1] for name in ("action", "axis", "note", "base", "proposal")
+        }
         data["category"] = form.get("category", [])
         wants_json = "application/json" in request.headers.get("accept", "")
 
@@ -655,7 +732,7 @@ def build_app(reviews: Reviews, token: str, page_size: int) -> Any:
             if start is None or end is None:
                 raise KiaError("a quote is asked for by its characters: start=N&end=M")
             doc = _version(request, key)
-            shown = quote_view(doc, key, start, end)
+            shown = quote_view(doc, key, start, end, reviews.db_folder)
             fragment = request.query_params.get("fragment") == "1"
             return page("quote_pane.html" if fragment else "quote.html", view=shown, title=doc.title)
 
@@ -667,7 +744,7 @@ def build_app(reviews: Reviews, token: str, page_size: int) -> Any:
 
         def work() -> Response:
             doc = _version(request, key)
-            rendered = page_image(doc, number, start, end)
+            rendered = page_image(doc, number, start, end, reviews.db_folder)
             headers = {"Cache-Control": "private, max-age=3600", "X-Kia-Highlights": str(rendered.highlights)}
             return Response(rendered.png, media_type="image/png", headers=headers)
 
@@ -677,9 +754,10 @@ def build_app(reviews: Reviews, token: str, page_size: int) -> Any:
         Route("/", show_queue),
         Route("/resume", resume),
         # `key:path`: a key may hold a "/" (an old-style arXiv id such as hep-th/9901001, a manifest
-        # name); the router matches the decoded path, where %2F is a "/" again. The state route
-        # goes first, so ".../state" is never read as part of a key.
-        Route("/paper/{key:path}/state", paper_state),
+        # name); the router matches the decoded path, where %2F is a "/" again. So nothing follows a
+        # key in a URL that a key could end with: a paper's state digest has its own prefix (as
+        # "/paper/{key}/state" it took the page of a paper whose key ends in "/state").
+        Route("/state/{key:path}", paper_state),
         Route("/paper/{key:path}", show_paper, methods=["GET"]),
         Route("/paper/{key:path}", decide, methods=["POST"]),
         Route("/quote/{key:path}", show_quote),

@@ -650,3 +650,19 @@ def test_a_library_ingested_again_is_that_files_state(tmp_path: Path, db_path: P
     # the same file ingested again by another spelling of its path: nothing left the file
     same = run_kia("ingest", "--bib", str(library), "--db", str(db_path))
     assert same.returncode == 0 and "retired" not in same.stdout, same.stdout
+
+
+def test_a_paper_given_by_a_relative_path_is_stored_under_its_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`kia ingest papers/` run in a project folder stores each file's absolute path, so `kia serve`
+    (its page images) and the report's links find the file from any other folder."""
+    import kia
+
+    (tmp_path / "papers").mkdir()
+    make_pdf(tmp_path / "papers" / "p.pdf", ["Abstract\n\nWe condition on segmentation masks."])
+    monkeypatch.chdir(tmp_path)
+    assert kia.ingest([Path("papers")], db=Path("kia.duckdb")).failed == 0
+    with Store(tmp_path / "kia.duckdb", read_only=True) as store:
+        stored = store.get_document(store.paper_keys()[0]).path
+    assert stored == str((tmp_path / "papers" / "p.pdf").resolve())

@@ -946,3 +946,27 @@ def test_a_backend_s_quotes_of_title_heading_link_caption_or_references_are_kept
             " the quotes found are no evidence: the paper's title is no evidence)",
         )
     ]
+
+
+def test_a_quote_given_twice_or_a_repeated_sentence_is_stored_once(tmp_path: Path, db_path: Path) -> None:
+    """A paper that repeats a sentence, and a backend that quotes both (the offline model picks
+    sentences, and here two have the same words): both are located at the first occurrence, and they
+    are one piece of evidence, stored once (the review listed the quote twice at the same offsets)."""
+    from kia.propose import run_proposals
+
+    sentence = "We use a diffusion model conditioned on radiology reports."
+    (tmp_path / "dup.md").write_text(
+        f"# Dup Paper\n\n## Abstract\nA first sentence.\n\n## Method\n{sentence} {sentence}\n", encoding="utf-8"
+    )
+    store = Store(db_path)
+    store.add_document(extract(tmp_path / "dup.md"), "dup")
+    answer = {
+        "K": [("K1", [sentence, sentence, "A first sentence."])],
+        "I": [("I2", [sentence])],
+        "A": [("A1", [sentence])],
+    }
+    run_proposals(store, ScriptedBackend({"Dup Paper": answer}), load_taxonomy(), load_prompt(), run_name="r")
+    rows = store.query("SELECT idx, quote, start_char, end_char FROM evidence WHERE axis = 'K' ORDER BY idx")
+    start = store.get_document("dup").text.index(sentence)
+    assert rows == [(0, sentence, start, start + len(sentence)), (1, "A first sentence.", rows[1][2], rows[1][3])]
+    store.close()

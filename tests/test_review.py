@@ -955,3 +955,53 @@ def test_a_reopened_review_never_walks_back_through_finished_papers(db: Path) ->
         named = ReviewSession(store, load_taxonomy(), run_id="r", reviewer="ann", keys=["P1", "P2"])
         named.next()
         assert named.current == "P2"  # papers asked for by name are each shown
+
+
+def test_a_decision_in_a_long_terminal_review_is_on_the_proposal_shown(tmp_path: Path) -> None:
+    """`kia propose` labels a new version of the paper on screen while `kia review` waits for a key:
+    the `a K` typed for the labels shown is refused in one line, nothing is stored, the paper is shown
+    again with the new proposal, and `a K` then stores the labels now on screen."""
+    db = versioned_paper(tmp_path)
+    first = _line_review(db, "ann")
+    try:
+        assert "K External Knowledge: K2 (0.80)" in first.before
+        answer = {"K": [("K3", [VERSION_QUOTE])], "I": [("I2", [VERSION_QUOTE])], "A": [("A2", [VERSION_QUOTE])]}
+        with Store(db) as store:
+            run_proposals(
+                store, ScriptedBackend({"Versioned paper": answer}), load_taxonomy(), load_prompt(), run_name="r"
+            )
+        first.sendline("a K")
+        first.expect("K External Knowledge: K3 \\(0.80\\)")  # shown again, with the new proposal
+        assert "paper: run r labelled this paper again since it was shown" in first.before
+        with Store(db, read_only=True) as store:
+            assert store.query("SELECT count(*) FROM reviews") == [(0,)]
+        first.sendline("a K")
+        first.expect("-> accept K3")
+        assert _quit(first) == 0
+    finally:
+        _stop(first)
+    with Store(db, read_only=True) as store:
+        assert store.query("SELECT axis, decision, labels FROM reviews") == [("K", "accept", "K3")]
+
+
+def test_the_unreviewed_queue_reads_the_reviews_once_not_once_per_paper(db: Path) -> None:
+    """`--only unreviewed` (and the browser's filter, built again at each queue page) asks which papers
+    are finished in one read of the reviews, as the unfiltered queue does, not once per paper."""
+    with Store(db) as store:
+        reads = 0
+        review_rows = store.review_rows
+
+        def counted(*args: object, **kwargs: object) -> list[tuple[object, ...]]:
+            nonlocal reads
+            reads += 1
+            return review_rows(*args, **kwargs)  # type: ignore[arg-type]
+
+        store.review_rows = counted  # type: ignore[method-assign]
+        all_papers = ReviewSession(store, load_taxonomy(), run_id="r", reviewer="ann")
+        unfiltered, reads = reads, 0
+        all_papers.accept_all()  # P1 finished
+        reads = 0
+        unreviewed = ReviewSession(store, load_taxonomy(), run_id="r", reviewer="ann", only="unreviewed")
+    assert unreviewed.keys == ["P2", "P3"]
+    # The filter reads who finished what once more than the unfiltered queue, whatever the number of papers.
+    assert reads <= 2 * unfiltered

@@ -168,7 +168,7 @@ def test_decisions_are_the_terminals_rows_and_each_shows_in_the_other(db: Path) 
         terminal = run_kia("review", "--db", str(db), "--reviewer", "ben", input="n from the terminal\nq\n")
         assert terminal.returncode == 0, terminal.stderr
         assert "note (ben): from the terminal" in client.get("/paper/mike").text
-        assert client.get("/paper/mike/state").json()["state"] != ""
+        assert client.get("/state/mike").json()["state"] != ""
     assert _rows(db, "mike") == [
         ("K", "accept", "K2", "ann", None, "r2"),
         ("I", "edit", "I2;I3", "ann", None, "r2"),
@@ -202,7 +202,7 @@ def test_a_key_with_a_slash_opens_and_takes_decisions(tmp_path: Path) -> None:
         assert link and link.group(1) == "/paper/hep-th%2F9901001"
         page = client.get(link.group(1))
         assert page.status_code == 200 and "Old paper" in page.text
-        assert client.get(link.group(1) + "/state").status_code == 200
+        assert client.get(link.group(1).replace("/paper/", "/state/", 1)).status_code == 200
         decided = client.post(
             link.group(1), data={"action": "accept", "axis": "K"}, headers={"Accept": "application/json"}
         )
@@ -571,3 +571,218 @@ def test_the_browser_queue_adapts_the_head_and_takes_what_it_now_proposes(tmp_pa
         assert taken.status_code == 200
     labels = ";".join(suggestions[paper][axis].labels)
     assert (axis, "edit", labels, "ann", None, "first") in _rows(db, paper)
+
+
+def _relabel(db: Path, k: str) -> None:
+    """Run r resumed labels the current (newer) version of `paper` with `k` on axis K, as `kia propose`
+    does while a review is open."""
+    from kia.propose import load_prompt, run_proposals
+    from kia.taxonomy import load_taxonomy
+
+    answer = {"K": [(k, [VERSION_QUOTE])], "I": [("I2", [VERSION_QUOTE])], "A": [("A2", [VERSION_QUOTE])]}
+    with Store(db) as store:
+        run_proposals(store, ScriptedBackend({"Versioned paper": answer}), load_taxonomy(), load_prompt(), run_name="r")
+
+
+def test_a_decision_is_on_the_proposal_the_page_showed_never_one_labelled_since(tmp_path: Path) -> None:
+    """The run labelled the paper again while its page was open: accept (and edit, reject) from that
+    page is refused with 409 and nothing is stored, the state digest changes (a tab reloads), and the
+    reloaded page's accept stores the new labels (the server's session never keeps the old ones)."""
+    db = versioned_paper(tmp_path)
+    json = {"Accept": "application/json"}
+    with serving(db) as base:
+        client = _client(base)
+        page = client.get("/paper/paper").text
+        shown = re.search(r'name="proposal" value="([0-9a-f]+)"', page)
+        assert shown and ">K2</span>" in page
+        state = client.get("/state/paper").json()["state"]
+        _relabel(db, "K3")
+        assert client.get("/state/paper").json()["state"] != state
+        for decision in ({"action": "accept"}, {"action": "reject"}, {"action": "edit", "category": ["K1"]}):
+            stale = client.post(
+                "/paper/paper", data={**decision, "axis": "K", "proposal": shown.group(1)}, headers=json
+            )
+            assert stale.status_code == 409 and stale.json()["changed"] is True
+            assert "labelled this paper again since it was shown" in stale.json()["error"]
+        plain = client.post("/paper/paper", data={"action": "accept_all", "proposal": shown.group(1)})
+        assert plain.status_code == 409 and "nothing saved" in plain.text
+        assert _rows(db, "paper") == []
+        page = client.get("/paper/paper").text
+        assert ">K3</span>" in page and ">K2</span>" not in page
+        fresh = re.search(r'name="proposal" value="([0-9a-f]+)"', page)
+        assert fresh and fresh.group(1) != shown.group(1)
+        accepted = client.post("/paper/paper", data={"action": "accept", "axis": "K", "proposal": fresh.group(1)})
+        assert accepted.status_code == 200
+    assert _rows(db, "paper") == [("K", "accept", "K3", "ann", None, "r")]
+
+
+def test_form_values_round_trip_byte_for_byte_and_a_joiner_inside_a_word_shows_as_it_is(tmp_path: Path) -> None:
+    """A note with a ZWNJ (Persian) and an RLM is put into its form as it is stored (HTML-escaped
+    only), so saving it as the browser posts it is neither refused as changed elsewhere nor stored
+    with literal escapes; shown as text, a ZWNJ inside a word stays as it is, a bidi override or RLM
+    is an escape."""
+    import html
+
+    persian = "می\u200cخواهم"
+    paper = tmp_path / "fa.md"
+    paper.write_text(f"# {persian} \u202egnp.exe\n\n## Abstract\nA first sentence. {MD_QUOTE}.\n", encoding="utf-8")
+    db = tmp_path / "kia.duckdb"
+    assert kia.ingest([paper], db=db).failed == 0
+    with Store(db, read_only=True) as store:
+        key, title = next(iter(store.titles().items()))
+    kia.propose(db=db, backend=ScriptedBackend({title: _answer("A1", MD_QUOTE)}), run="r", use_cache=False)
+    note = f"{persian} check\u200f this"
+    with Store(db) as store:
+        ReviewSession(store, None, reviewer="ann", keys=[key]).note(note)
+    with serving(db) as base:
+        client = _client(base)
+        page = client.get(f"/paper/{key}").text
+        value = html.unescape(re.search(r'id="note" name="note" value="([^"]*)"', page).group(1))
+        shown_base = html.unescape(re.search(r'name="base" value="([^"]*)"', page).group(1))
+        assert value == shown_base == note
+        assert f"{persian} " in page and "\\u202egnp.exe" in page and "\u202e" not in page  # the title
+        assert f"note (ann): {persian} check\\u200f this" in page
+        saved = client.post(f"/paper/{key}", data={"action": "note", "base": shown_base, "note": value + " ok"})
+        assert saved.status_code == 200 and "changed elsewhere" not in saved.text
+    with Store(db, read_only=True) as store:
+        assert store.query("SELECT note FROM reviews WHERE decision = 'note' ORDER BY id DESC LIMIT 1") == [
+            (note + " ok",)
+        ]
+
+
+def test_a_database_moved_away_while_serving_is_one_line_and_never_made_again(db: Path) -> None:
+    """The database moved (or deleted) while the server runs: each request answers 503 with one line
+    naming the file, and no new empty database appears at the old path."""
+    json = {"Accept": "application/json"}
+    with serving(db) as base:
+        client = _client(base)
+        db.rename(db.with_name("moved.duckdb"))
+        queue = client.get("/")
+        assert queue.status_code == 503 and f"{db}: the database file is gone" in queue.text
+        posted = client.post("/paper/mike", data={"action": "accept", "axis": "K"}, headers=json)
+        assert posted.status_code == 503 and posted.json()["error"].startswith(f"{db}: the database file is gone")
+        assert "\n" not in posted.json()["error"]
+        assert not db.exists()
+        db.with_name("moved.duckdb").rename(db)  # put back: the review goes on
+        assert client.get("/").status_code == 200
+
+
+def test_next_goes_to_the_next_paper_not_finished_as_the_terminals_skip(tmp_path: Path) -> None:
+    """`s` / the next link on a paper's page skips papers already finished, as `kia review`'s `s` does,
+    so a key pressed for a new paper never replaces a decision made on an old one."""
+    papers = []
+    for name in ("p1", "p2", "p3"):
+        papers.append(tmp_path / f"{name}.md")
+        papers[-1].write_text(f"# Paper {name}\n\n## Abstract\nA first sentence. {MD_QUOTE}.\n", encoding="utf-8")
+    db = tmp_path / "kia.duckdb"
+    assert kia.ingest(papers, db=db).failed == 0
+    answers = {f"Paper {name}": _answer("A1", MD_QUOTE) for name in ("p1", "p2", "p3")}
+    kia.propose(db=db, backend=ScriptedBackend(answers), run="r", use_cache=False)
+    with serving(db) as base:
+        client = _client(base)
+        order = _listed(client.get("/?queue=storage").text)
+        assert len(order) == 3
+        assert client.post(f"/paper/{order[1]}?queue=storage", data={"action": "accept_all"}).status_code == 200
+        page = client.get(f"/paper/{order[0]}?queue=storage").text
+        assert f'data-next="/paper/{order[2]}?queue=storage"' in page
+        last = client.get(f"/paper/{order[2]}?queue=storage").text
+        assert 'data-next=""' in last and f'data-back="/paper/{order[1]}?queue=storage"' in last  # b still goes back
+
+
+def test_a_pdf_stored_under_a_relative_path_shows_its_page_from_any_folder(
+    db: Path, store_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store made by an older kia holds the PDF's path relative to where `kia ingest` ran (here: the
+    folder of the database, as in a project); a server started from another folder still shows the
+    quote on its page image, found beside the database (and checked by its sha256)."""
+    shutil.copy(store_template / "mike.pdf", tmp_path / "mike.pdf")
+    with Store(db) as store:
+        store.query("UPDATE documents SET path = 'mike.pdf' WHERE paper_key = 'mike'")
+        start, end = store.query(
+            "SELECT start_char, end_char FROM evidence WHERE run_id = 'r2' AND paper_key = 'mike' AND axis = 'K'"
+        )[0]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with serving(db) as base:
+        client = _client(base)
+        pane = client.get(f"/quote/mike?start={start}&end={end}&fragment=1").text
+        assert 'data-page="2"' in pane and "no longer at" not in pane
+        image_url = re.search(r'src="([^"]+)"', pane).group(1).replace("&amp;", "&")
+        assert client.get(image_url).headers["content-type"] == "image/png"
+
+
+def test_a_quote_that_is_no_evidence_is_marked_so_never_highlighted_as_evidence(db: Path) -> None:
+    """A quote found only inside a withheld suspicious sentence, or where nothing is evidence (a
+    title, the references), is shown as the terminal shows it: its status in capitals, struck
+    through, with no link that opens it in the pane as the quote; a quote found in the text keeps its
+    highlight and link."""
+    with Store(db) as store:
+        store.query(
+            "UPDATE evidence SET status = 'suspicious' WHERE run_id = 'r2' AND paper_key = 'kilo' AND axis = 'K'"
+        )
+        store.query(
+            "UPDATE evidence SET status = 'not_evidence' WHERE run_id = 'r2' AND paper_key = 'kilo' AND axis = 'I'"
+        )
+    with serving(db) as base:
+        page = _client(base).get("/paper/kilo").text
+    quotes = dict(re.findall(r'<article class="axis[^"]*" id="axis-(\w)".*?<ul class="quotes">(.*?)</ul>', page, re.S))
+    for axis, status in (("K", "SUSPICIOUS"), ("I", "NOT EVIDENCE")):
+        assert 'class="quote status-' in quotes[axis] and " not-evidence" in quotes[axis]
+        assert f"[{status}, p.1" in quotes[axis]
+        assert "quote-link" not in quotes[axis] and 'class="quote-unlocated"' in quotes[axis]
+    assert "quote-link" in quotes["A"] and "[exact, p.1" in quotes["A"] and "not-evidence" not in quotes["A"]
+    css = (Path(kia.__file__).parent / "web" / "static" / "kia.css").read_text(encoding="utf-8")
+    assert re.search(r"li\.quote\.not-evidence \.meta \{[^}]*var\(--bad\)", css)
+    assert re.search(r"\.quote-unlocated mark \{[^}]*line-through", css)
+
+
+def test_a_paper_whose_key_ends_in_state_opens_and_has_its_own_state(tmp_path: Path) -> None:
+    """A manifest key may end in "/state": its page opens (not another paper's state digest), its
+    decisions are stored, and the state URL its page names answers its own digest."""
+    paper = tmp_path / "z.md"
+    paper.write_text(f"# Zq paper\n\n## Abstract\nA first sentence. {MD_QUOTE}.\n", encoding="utf-8")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("file,method\nz.md,zqpaper/state\n", encoding="utf-8")
+    db = tmp_path / "kia.duckdb"
+    assert kia.ingest([paper], db=db, manifest=manifest).failed == 0
+    kia.propose(db=db, backend=ScriptedBackend({"Zq paper": _answer("A1", MD_QUOTE)}), run="r", use_cache=False)
+    with serving(db) as base:
+        client = _client(base)
+        page = client.get("/paper/zqpaper%2Fstate")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert 'data-key="zqpaper/state"' in page.text
+        state_url = re.search(r'data-state-url="([^"]+)"', page.text).group(1)
+        assert len(client.get(state_url).json()["state"]) == 16
+        decided = client.post(
+            "/paper/zqpaper%2Fstate", data={"action": "accept", "axis": "K"}, headers={"Accept": "application/json"}
+        )
+        assert decided.status_code == 200, decided.text
+    assert _rows(db, "zqpaper/state")[0][:3] == ("K", "accept", "K2")
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_a_port_out_of_range_is_one_line(db: Path, port: str) -> None:
+    served = run_kia("serve", "--port", port, "--db", str(db))
+    assert served.returncode == 1 and "Traceback" not in served.stderr
+    assert served.stderr.strip().splitlines() == [
+        f"kia: --port {port}: a port is a number from 1 to 65535 (0: any free port)"
+    ]
+
+
+def test_no_answer_may_be_shown_in_a_frame(db: Path) -> None:
+    """Every answer (pages, decisions, images, refusals) forbids framing, so a page on another
+    localhost port cannot show the review under its own and trick a click on accept."""
+    with serving(db) as base:
+        client = _client(base)
+        answers = [
+            client.get("/"),
+            client.get("/paper/mike"),
+            client.get("/static/kia.css"),
+            client.post("/paper/kilo", data={"action": "accept", "axis": "K"}, follow_redirects=False),
+            httpx.get(f"{base}/paper/mike"),  # refused: no token
+        ]
+    assert [a.status_code for a in answers] == [200, 200, 200, 303, 403]
+    for answered in answers:
+        assert answered.headers["x-frame-options"] == "DENY"
+        assert answered.headers["content-security-policy"] == "frame-ancestors 'none'"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kia.errors import PaperNotFoundError, StoreError
-from kia.extract import extract
+from kia.extract import Document, extract
 from kia.store import Store, load_migrations, resolve_db_path
 from tests.conftest import run_kia
 
@@ -395,3 +395,29 @@ def test_a_store_whose_migration_history_differs_is_refused_before_any_copy(tmp_
             with pytest.raises(StoreError, match=rf"migration 14 is 'raw_answers' there and '{shipped}' here"):
                 Store(db, read_only=read_only)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["branch.duckdb"]
+
+
+def test_a_database_moved_away_while_released_is_one_line_and_never_made_again(tmp_path: Path) -> None:
+    """A store that let go of its file (a review between keys, `kia serve` between requests, a batch
+    between papers) and finds it moved or deleted says so in one line naming the file, and never
+    makes a new empty database at the old path (every later command would then read no papers)."""
+    path = tmp_path / "kia.duckdb"
+    with Store(path) as store:
+        store.add_document(extract_md(tmp_path), "P1")
+    store = Store(path, create=False)
+    store.close()
+    path.rename(tmp_path / "moved.duckdb")
+    with pytest.raises(StoreError, match="kia.duckdb: the database file is gone"), store.held():
+        pass
+    assert not path.exists()
+    writer = Store(tmp_path / "moved.duckdb")
+    with pytest.raises(StoreError, match="the database file is gone"), writer.released():
+        (tmp_path / "moved.duckdb").unlink()
+    assert not (tmp_path / "moved.duckdb").exists()
+
+
+def extract_md(folder: Path) -> Document:
+    """A small Markdown paper, extracted."""
+    paper = folder / "p.md"
+    paper.write_text("# P\n\n## Abstract\nA sentence about a paper.\n", encoding="utf-8")
+    return extract(paper)

@@ -317,6 +317,17 @@ class Store(DocumentQueries, RunQueries, ReviewQueries):
             raise StoreError(f"{self.path}: the database is released; use `with store.held():` to write")
         return self._con
 
+    def _reconnect(self, wait: float) -> duckdb.DuckDBPyConnection:
+        """Connect again to the file this store opened, never creating it: when it was moved or
+        deleted meanwhile (a long `kia serve` or review, a batch between papers), DuckDB would make a
+        new empty database at the old path, and every later command would read no papers there."""
+        if not self.path.exists():
+            raise StoreError(
+                f"{self.path}: the database file is gone (moved or deleted while kia had it open);"
+                " put it back, or restart with --db naming its new place"
+            )
+        return self._connect(self.read_only, wait)
+
     def _connect(self, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
         """Connect, waiting with backoff while another process holds a conflicting lock."""
         started = time.monotonic()
@@ -389,10 +400,10 @@ class Store(DocumentQueries, RunQueries, ReviewQueries):
             # Keep the original error; reconnect only if the file is free at once.
             if self._con is None:
                 with suppress(StoreError):
-                    self._con = self._connect(self.read_only, 0.0)
+                    self._con = self._reconnect(0.0)
             raise
         if self._con is None:
-            self._con = self._connect(self.read_only, self.write_wait)
+            self._con = self._reconnect(self.write_wait)
 
     @contextmanager
     def held(self) -> Iterator[None]:
@@ -400,7 +411,7 @@ class Store(DocumentQueries, RunQueries, ReviewQueries):
         if self._con is not None:
             yield
             return
-        self._con = self._connect(self.read_only, self.write_wait)
+        self._con = self._reconnect(self.write_wait)
         try:
             yield
         finally:

@@ -325,6 +325,18 @@ class RunQueries(StoreBase):
             )
         ]
 
+    def proposal_labels(self, run_id: str, paper_key: str) -> tuple[str | None, list[tuple[str, str]]]:
+        """The version a run's finished proposal of one paper read (None: not finished) and its (axis,
+        category) labels, in one query: what a review decision is about, read as it is stored now."""
+        rows = self.query(
+            "SELECT p.sha256, l.axis, l.category FROM proposals p LEFT JOIN labels l USING (run_id, paper_key)"
+            " WHERE p.run_id = ? AND p.paper_key = ? AND p.status = 'done' ORDER BY l.axis, l.category",
+            [run_id, paper_key],
+        )
+        if not rows:
+            return None, []
+        return str(rows[0][0]), [(r[1], r[2]) for r in rows if r[1] is not None]
+
     def run_label_confidences(self, run_id: str) -> list[tuple[str, str, str, float, bool]]:
         """(paper key, axis, category, confidence, grounded) of every label of a run, in one query
         (reading a run's proposals for calibration once per paper cost a second at 500 papers)."""

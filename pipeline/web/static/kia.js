@@ -39,6 +39,13 @@ async function post(form) {
   });
   let answer = {};
   try { answer = await response.json(); } catch (error) { answer = { error: `the server answered ${response.status}` }; }
+  if (!response.ok && answer.changed) {
+    // The proposal changed since this page was drawn (`kia propose` labelled the paper again): nothing
+    // was saved; the page is drawn again with the new proposal, the reason shown on it.
+    sessionStorage.setItem("kia-message", answer.error);
+    location.reload();
+    return false;
+  }
   if (!response.ok) {
     say(answer.error || `the server answered ${response.status}`, true);
     // A note changed elsewhere: the typed text stays; the next save replaces the note now shown.
@@ -216,6 +223,8 @@ function watchState() {
 }
 
 function setupPaper() {
+  const kept = sessionStorage.getItem("kia-message");
+  if (kept) { sessionStorage.removeItem("kia-message"); say(kept, true); }
   wireForms();
   wireNote();
   watchState();
