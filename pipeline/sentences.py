@@ -225,8 +225,46 @@ def cut_at_word(text: str, max_chars: int) -> str:
     return text[:cut].rstrip(" ,;:") if cut > 0 else text[:max_chars]
 
 
-# A sentence longer than this is read (and quoted by the offline backend) as its first part only.
+# A sentence longer than this is read (and quoted) in parts of at most this many characters, cut
+# at clause breaks where it has them (`clause_chunks`).
 MAX_SENTENCE_CHARS = 300
+# Where an over-long sentence may be cut, best first: before an enumeration mark ("(ii)", "(2)"),
+# after a semicolon, after a colon, after a comma before a conjunction or "which"/"while".
+_CLAUSE_BREAKS = (
+    re.compile(r"\s(?=\((?:[ivx]{1,4}|\d{1,2}|[a-h])\)\s)"),
+    re.compile(r"(?<=;)\s"),
+    re.compile(r"(?<=:)\s"),
+    re.compile(r"(?<=,)\s(?=(?:and|but|while|whereas|which|where|then|followed|thereby)\b)"),
+)
+
+
+def clause_chunks(text: str, max_chars: int = MAX_SENTENCE_CHARS, min_chars: int = 30) -> list[tuple[int, str]]:
+    """(offset, part) of `text` in parts of at most `max_chars`, each verbatim, cut at the latest
+    clause break that leaves a part of at least `min_chars` (else at a word boundary). Why: a long
+    contribution list ("(i) ...; (ii) ...; (iii) ...") was read as its first 300 characters only, so
+    the clause stating a later contribution could be neither read nor quoted."""
+    parts: list[tuple[int, str]] = []
+    offset = 0
+    rest = text
+    while len(rest) > max_chars:
+        cut = 0
+        for pattern in _CLAUSE_BREAKS:
+            ends = [m.start() for m in pattern.finditer(rest, 0, max_chars + 1) if min_chars <= m.start() <= max_chars]
+            if ends:
+                cut = ends[-1]
+                break
+        if not cut:
+            cut = len(cut_at_word(rest, max_chars))
+        piece = rest[:cut].rstrip()
+        parts.append((offset, piece))
+        skipped = len(rest[cut:]) - len(rest[cut:].lstrip())
+        offset += cut + skipped
+        rest = rest[cut + skipped :]
+    if len(rest) >= min_chars or not parts:
+        parts.append((offset, rest))
+    return parts
+
+
 # A heading is at most this many words; a sentence ends with one of these marks (or a bracket).
 HEADING_WORDS = 12
 _CLOSED_RE = re.compile(r"[.!?:;,)\]\"\u201d]$")
@@ -350,10 +388,11 @@ def split_sentences(
     for start, text, section in _pieces(doc):
         if len(text) < min_chars or len(WORD_RE.findall(text)) < 5 or CODE_RE.search(text):
             continue
-        if len(text) > max_chars:
-            text = cut_at_word(text, max_chars)
         line_start = doc.text.rfind("\n", 0, start) + 1
-        sentences.append(Sentence(start, start + len(text), section, text, line_start in headings))
+        for offset, chunk in clause_chunks(text, max_chars, min_chars):
+            sentences.append(
+                Sentence(start + offset, start + offset + len(chunk), section, chunk, line_start in headings)
+            )
     if taxonomy is not None:
         sentences = without_suspicious(sentences, suspicious_sentences(doc, taxonomy))
     return sentences

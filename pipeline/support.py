@@ -47,7 +47,7 @@ from kia.sentences import (
     OTHER_WORK_RE,
     OWN_WORK_RE,
     Sentence,
-    cut_at_word,
+    clause_chunks,
     heading_lines,
     sentence_spans,
 )
@@ -153,7 +153,8 @@ def blocked_spans(doc: Document) -> list[tuple[int, int, str]]:
     """(start, end, kind) of every part of the paper's text that is never evidence, in text order:
     the reference list whole, and each sentence piece of any other section that `blocked_reason`
     refuses (the same rule the offline backend's support applies, so every backend's quotes are
-    judged alike). A piece is judged as the offline backend reads it: its first `MAX_SENTENCE_CHARS`."""
+    judged alike). A piece is judged as the offline backend reads it: in parts of at most
+    `MAX_SENTENCE_CHARS` (`clause_chunks`), each part on its own."""
     references = [(s.start, s.end) for s in doc.sections if s.name == "references"]
     spans: list[tuple[int, int, str]] = [(start, end, "references") for start, end in references]
     headings = heading_lines(doc)
@@ -168,11 +169,12 @@ def blocked_spans(doc: Document) -> list[tuple[int, int, str]]:
             if not text:
                 continue
             start = line_start + local_start + piece.find(text)
-            judged = cut_at_word(text, MAX_SENTENCE_CHARS) if len(text) > MAX_SENTENCE_CHARS else text
-            sentence = Sentence(start, start + len(text), doc.section_of(start), judged, line_start in headings)
-            kind = blocked_reason(sentence, doc.title)
-            if kind is not None:
-                spans.append((start, start + len(text), kind))
+            for into, part in clause_chunks(text, MAX_SENTENCE_CHARS, 1):
+                at = start + into
+                sentence = Sentence(at, at + len(part), doc.section_of(at), part, line_start in headings)
+                kind = blocked_reason(sentence, doc.title)
+                if kind is not None:
+                    spans.append((at, at + len(part), kind))
     return sorted(spans)
 
 

@@ -10,6 +10,8 @@ import pytest
 
 from kia.extract import extract
 from kia.sentences import (
+    MAX_SENTENCE_CHARS,
+    clause_chunks,
     is_instruction,
     normalise_for_detection,
     nothing_to_classify,
@@ -399,3 +401,39 @@ def test_a_paper_whose_every_sentence_is_an_instruction_says_so_when_nothing_is_
     result = run_kia("propose", "--backend", "rules", "--db", str(db))
     assert result.returncode == 1
     assert "tagged.md: no sentences to classify: its one sentence addresses the labeller" in result.stderr
+
+
+CONTRIBUTIONS = (
+    "We make three contributions: (i) a latent diffusion model conditioned on age and sex that generates"
+    " brain MRI volumes of high fidelity across the lifespan of patients; (ii) an auxiliary model that"
+    " predicts the disease progression from covariates such as cognitive status; (iii) a method that"
+    " enforces the individual anatomy of the subject at inference time through latent average"
+    " stabilisation, which improves accuracy."
+)
+
+
+def test_an_over_long_sentence_is_read_whole_in_verbatim_parts_cut_at_its_clauses(tmp_path: Path) -> None:
+    """A contribution list over 300 characters was read as its first 300 only: its third clause (the
+    one stating inference-time conditioning) could be neither read nor quoted. Now every part is
+    read, each part is the paper's text at its offsets, and the cut falls before an enumeration mark."""
+    paper = tmp_path / "brlp.md"
+    paper.write_text(f"# A paper\n\n## Abstract\n\n{CONTRIBUTIONS}\n", encoding="utf-8")
+    doc = extract(paper)
+    sentences = split_sentences(doc)
+    assert [s.text for s in sentences] == [
+        CONTRIBUTIONS[: CONTRIBUTIONS.index(" (iii)")],
+        CONTRIBUTIONS[CONTRIBUTIONS.index("(iii)") :],
+    ]
+    assert all(doc.text[s.start : s.end] == s.text and len(s.text) <= MAX_SENTENCE_CHARS for s in sentences)
+    assert any("at inference time" in s.text for s in sentences)
+
+
+def test_clause_chunks_cut_at_a_word_where_a_sentence_has_no_clause_break() -> None:
+    """Without a clause break a part ends at a word boundary; parts cover the text, and a tail under
+    `min_chars` (a fragment) is left out as short fragments always are."""
+    text = " ".join(f"word{i}" for i in range(120))
+    parts = clause_chunks(text, 100, 30)
+    assert all(len(p) <= 100 and text[o : o + len(p)] == p for o, p in parts)
+    assert all(not p.startswith(" ") and not p.endswith(" ") for _, p in parts)
+    joined = " ".join(p for _, p in parts)
+    assert joined == text[: len(joined)] and len(text) - len(joined) < 30
