@@ -756,7 +756,7 @@ def _ensure_run(store: Store, run_id: str, identity: RunIdentity, taxonomy: Taxo
 
 
 def _call_rows(calls: list[CallRecord]) -> list[CallRow]:
-    return [(c.attempt, c.prompt_tokens, c.completion_tokens, c.latency_s, c.error) for c in calls]
+    return [c.row() for c in calls]
 
 
 def save_proposal(store: Store, run_id: str, proposal: Proposal, identity: RunIdentity, key: str) -> None:

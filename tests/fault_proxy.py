@@ -75,8 +75,8 @@ SYNTHETIC: dict[str, Any] = {
 }
 
 
-def completion(content: str, finish_reason: str = "stop") -> bytes:
-    """An OpenAI chat completion carrying `content`, with usage."""
+def completion(content: str, finish_reason: str = "stop", usage: tuple[object, object] = (11, 7)) -> bytes:
+    """An OpenAI chat completion carrying `content`, with usage (prompt, completion tokens)."""
     return json.dumps(
         {
             "id": "chatcmpl-fault",
@@ -86,7 +86,7 @@ def completion(content: str, finish_reason: str = "stop") -> bytes:
             "choices": [
                 {"index": 0, "finish_reason": finish_reason, "message": {"role": "assistant", "content": content}}
             ],
-            "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+            "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": 18},
         }
     ).encode()
 
@@ -104,6 +104,7 @@ class FaultProxy:
         self.canned_delay = canned_delay
         self.default = "pass"  # the fault used once the script is empty
         self.answers: dict[str, str] = {}  # extra named completions a test scripts (name -> content)
+        self.usage: tuple[object, object] = (11, 7)  # the usage (prompt, completion) every completion reports
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -175,11 +176,11 @@ class FaultProxy:
                     self._send(200, completion(SYNTHETIC["canned"][:40], finish_reason="length"))
                 elif fault in proxy.answers:
                     time.sleep(proxy.canned_delay)
-                    self._send(200, completion(proxy.answers[fault]))
+                    self._send(200, completion(proxy.answers[fault], usage=proxy.usage))
                 elif fault in SYNTHETIC:
                     if fault == "canned":
                         time.sleep(proxy.canned_delay)
-                    self._send(200, completion(SYNTHETIC[fault]))
+                    self._send(200, completion(SYNTHETIC[fault], usage=proxy.usage))
                 elif proxy.upstream is None:
                     self._send(502, b'{"error": {"message": "no upstream"}}')
                 else:

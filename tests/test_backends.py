@@ -451,6 +451,45 @@ def test_an_out_of_scope_answer_is_not_reasked_for_the_quotes_of_labels_it_drops
     assert query(alpha_db, "SELECT status FROM proposals WHERE run_id = 'oos'") == [("done",)]
 
 
+def test_a_usage_no_call_can_have_is_stored_as_unknown_and_the_paid_answer_is_kept(alpha_db: Path) -> None:
+    """An endpoint reporting 2**40 prompt tokens aborted the whole `kia propose` on the INTEGER column
+    (the answer, paid for, was lost and the other papers never asked); a negative count was stored."""
+    from tests.fault_proxy import FaultProxy
+
+    proxy = FaultProxy(None).start()
+    proxy.default = "canned"
+    proxy.usage = (2**40, -5)
+    try:
+        code, stderr = _llm_propose(alpha_db, proxy.base_url, "huge", "--reasks", "0")
+    finally:
+        proxy.stop()
+    assert code == 0, stderr
+    assert query(alpha_db, "SELECT status FROM proposals WHERE run_id = 'huge'") == [("done",)]
+    assert query(alpha_db, "SELECT count(*) FROM labels WHERE run_id = 'huge'") == [(3,)]
+    ((prompt, completion, note),) = query(
+        alpha_db, "SELECT prompt_tokens, completion_tokens, error FROM llm_calls WHERE run_id = 'huge'"
+    )
+    assert prompt is None and completion is None
+    assert "usage recorded as unknown" in str(note) and "1099511627776 prompt tokens" in str(note), note
+
+
+def test_a_call_record_keeps_only_token_counts_one_call_can_have() -> None:
+    """A plugin's CallRecord is checked as an endpoint's usage is: a count that is no int in
+    [0, MAX_CALL_TOKENS] is unknown, with a note beside any error the call had."""
+    from kia.backends import MAX_CALL_TOKENS, CallRecord
+
+    kept = CallRecord(1, MAX_CALL_TOKENS, 0, 0.1)
+    assert (kept.prompt_tokens, kept.completion_tokens, kept.error) == (MAX_CALL_TOKENS, 0, None)
+    odd = CallRecord(2, 2**63, 1.5, 0.1, "timeout")  # type: ignore[arg-type]
+    assert odd.prompt_tokens is None and odd.completion_tokens is None
+    assert odd.error == "timeout" and "9223372036854775808 prompt tokens" in (odd.usage_note or "")
+    assert (odd.logged_error or "").startswith("timeout; usage recorded as unknown"), odd.logged_error
+    from dataclasses import replace
+
+    assert replace(odd, error="invalid answer").usage_note == odd.usage_note  # kept when the error changes
+    assert CallRecord(3, True, None, 0.0).prompt_tokens is None  # type: ignore[arg-type]
+
+
 def test_an_http_error_is_described_by_the_servers_message_once() -> None:
     """ "HTTP 500: Error code: 500 - {'error': ...}" said the status twice and printed the raw body."""
     import httpx

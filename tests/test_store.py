@@ -395,3 +395,16 @@ def test_a_store_whose_migration_history_differs_is_refused_before_any_copy(tmp_
             with pytest.raises(StoreError, match=rf"migration 14 is 'raw_answers' there and '{shipped}' here"):
                 Store(db, read_only=read_only)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["branch.duckdb"]
+
+
+def test_a_runs_token_total_beyond_int32_is_summed_not_an_overflow(db_path: Path) -> None:
+    """Token counts are INTEGER columns; their per-run total was summed as INT32, so one stored call
+    of 2,147,483,647 prompt tokens plus one more made `run_states` (which every reading command asks
+    for the default run) fail with "Overflow in addition of INT32"."""
+    run = {"run_id": "r", "backend": "openai", "model": "m", "prompt_hash": "p", "schema_hash": "s",
+           "taxonomy_hash": "t", "taxonomy_name": "n", "package_version": "0", "params": "{}"}  # fmt: skip
+    with Store(db_path) as store:
+        store.insert_run(run)
+        store.add_calls("r", "P1", [(1, 2**31 - 1, 1, 0.1, None), (2, 2**31 - 1, 2**31 - 1, 0.1, None)])
+        (state,) = store.run_states()
+    assert state["run"] == "r" and state["tokens"] == 3 * (2**31 - 1) + 1
