@@ -105,6 +105,7 @@ class FaultProxy:
         self.default = "pass"  # the fault used once the script is empty
         self.answers: dict[str, str] = {}  # extra named completions a test scripts (name -> content)
         self.usage: tuple[object, object] = (11, 7)  # the usage (prompt, completion) every completion reports
+        self.retry_headers = {"Retry-After": "1"}  # what a `429` answer says about waiting
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -160,7 +161,7 @@ class FaultProxy:
                 fault = proxy.next_fault()
                 if fault == "429":
                     self._send(
-                        429, b'{"error": {"message": "rate limited", "type": "rate_limit"}}', {"Retry-After": "1"}
+                        429, b'{"error": {"message": "rate limited", "type": "rate_limit"}}', proxy.retry_headers
                     )
                 elif fault == "500":
                     self._send(500, b'{"error": {"message": "internal error", "type": "server_error"}}')

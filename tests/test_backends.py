@@ -490,6 +490,27 @@ def test_a_call_record_keeps_only_token_counts_one_call_can_have() -> None:
     assert CallRecord(3, True, None, 0.0).prompt_tokens is None  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("headers", [{"Retry-After": "-5"}, {"retry-after-ms": "-1000"}, {"Retry-After": "nan"}])
+def test_a_negative_or_meaningless_retry_after_is_no_wait_not_a_failed_paper(
+    alpha_db: Path, headers: dict[str, str]
+) -> None:
+    """A 429 saying `Retry-After: -5` made the retry's sleep raise ValueError ("sleep length must be
+    non-negative") and failed the paper instead of retrying."""
+    from tests.fault_proxy import FaultProxy
+
+    proxy = FaultProxy(None).start()
+    proxy.script.append("429")
+    proxy.default = "canned"
+    proxy.retry_headers = headers
+    try:
+        code, stderr = _llm_propose(alpha_db, proxy.base_url, "retried", "--max-retries", "2")
+    finally:
+        proxy.stop()
+    assert code == 0 and "ValueError" not in stderr, stderr
+    assert proxy.requests == 2
+    assert query(alpha_db, "SELECT status FROM proposals WHERE run_id = 'retried'") == [("done",)]
+
+
 def test_an_http_error_is_described_by_the_servers_message_once() -> None:
     """ "HTTP 500: Error code: 500 - {'error': ...}" said the status twice and printed the raw body."""
     import httpx

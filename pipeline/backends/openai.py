@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 from dataclasses import replace
@@ -211,22 +212,22 @@ def _is_transient(exc: BaseException) -> bool:
 
 
 def _retry_after_seconds(exc: BaseException | None) -> float | None:
+    """How long the server asks to wait (`retry-after-ms`, else `retry-after` in seconds), within
+    [0, MAX_RETRY_AFTER_S]; None when it says nothing usable. A negative wait ("-5") is no wait: the
+    sleep would raise and fail the paper; a value that is no finite number is ignored."""
     response = getattr(_api_error(exc), "response", None)
     headers = getattr(response, "headers", None)
     if not headers:
         return None
-    value = headers.get("retry-after-ms")
-    if value:
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if not value:
+            continue
         try:
-            return min(MAX_RETRY_AFTER_S, float(value) / 1000.0)
+            seconds = float(value) / scale
         except ValueError:
             return None
-    value = headers.get("retry-after")
-    if value:
-        try:
-            return min(MAX_RETRY_AFTER_S, float(value))
-        except ValueError:
-            return None
+        return min(MAX_RETRY_AFTER_S, max(0.0, seconds)) if math.isfinite(seconds) else None
     return None
 
 
