@@ -7,8 +7,9 @@ Each POST takes the next fault from a script (then `pass` once the script is emp
 `outside`, `empty_axis` and `invented` answer 200 with a completion whose JSON is broken, uses a
 label outside the taxonomy, leaves an axis empty, or quotes text that is not in the paper; `canned`
 answers a fixed schema-valid completion; `garbage` answers 200 with a body that is not JSON (an HTML
-page, as a wrong base URL serves); `length` answers a completion cut at max_tokens (finish_reason
-`length`).
+page, as a wrong base URL serves); `not_completion` and `no_choices` answer 200 with JSON that is
+no chat completion (`{"foo": 1}`, `"choices": []`); `length` answers a completion cut at max_tokens
+(finish_reason `length`).
 """
 
 from __future__ import annotations
@@ -173,6 +174,10 @@ class FaultProxy:
                     self.connection.close()
                 elif fault == "garbage":
                     self._send(200, b"<html>this is not json</html>")
+                elif fault == "not_completion":
+                    self._send(200, b'{"foo": 1}')
+                elif fault == "no_choices":
+                    self._send(200, json.dumps({**json.loads(completion("")), "choices": []}).encode())
                 elif fault == "length":
                     self._send(200, completion(SYNTHETIC["canned"][:40], finish_reason="length"))
                 elif fault in proxy.answers:

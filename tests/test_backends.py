@@ -511,6 +511,30 @@ def test_a_negative_or_meaningless_retry_after_is_no_wait_not_a_failed_paper(
     assert query(alpha_db, "SELECT status FROM proposals WHERE run_id = 'retried'") == [("done",)]
 
 
+def test_a_200_body_that_is_no_completion_is_the_endpoints_and_re_asks_are_counted_as_made(alpha_db: Path) -> None:
+    """A 200 answer `{"foo": 1}` (or `"choices": []`) failed the paper as the model's answer that "did
+    not fit the taxonomy schema after 2 re-asks" when one request was made; the count said was the
+    setting, not the re-asks made (a retried HTTP failure is none)."""
+    from tests.fault_proxy import FaultProxy
+
+    proxy = FaultProxy(None).start()
+    try:
+        for run, fault in (("foo", "not_completion"), ("empty", "no_choices")):
+            proxy.script.append(fault)
+            code, stderr = _llm_propose(alpha_db, proxy.base_url, run, "--reasks", "2", "--no-cache")
+            (error,) = query(alpha_db, f"SELECT error FROM proposals WHERE run_id = '{run}'")[0]
+            assert code == 1 and "taxonomy schema" not in str(error) and "re-ask" not in str(error), error
+            assert "answered 1 request with HTTP 200 and a body that is not a chat completion" in str(error), error
+            assert "127.0.0.1" in str(error) and "base URL" in str(error)
+        proxy.script.extend(["500", "malformed", "malformed"])
+        code, _ = _llm_propose(alpha_db, proxy.base_url, "reasked", "--reasks", "1", "--max-retries", "1")
+        (error,) = query(alpha_db, "SELECT error FROM proposals WHERE run_id = 'reasked'")[0]
+        assert code == 1 and "did not fit the taxonomy schema after 1 re-ask:" in str(error), error
+        assert proxy.requests == 5
+    finally:
+        proxy.stop()
+
+
 def test_an_http_error_is_described_by_the_servers_message_once() -> None:
     """ "HTTP 500: Error code: 500 - {'error': ...}" said the status twice and printed the raw body."""
     import httpx

@@ -411,7 +411,7 @@ class OpenAIBackend:
             # The last answer came back but never fit: salvage it. The last request got no answer
             # (an HTTP failure, a body that is not JSON): the endpoint's fault, said so.
             if not last_got_no_answer[0] and _api_error(exc) is None and getattr(exc, "last_completion", None):
-                result, completion = self._salvage(exc, taxonomy, calls)
+                result, completion = self._salvage(exc, taxonomy, calls, len(calls) - unanswered[0] - 1)
             else:
                 self._raise_api_failure(doc, exc, calls, unanswered[0])
         except IncompleteOutputException as exc:
@@ -446,16 +446,29 @@ class OpenAIBackend:
         error.calls = calls  # type: ignore[attr-defined]
         raise error from None
 
-    def _salvage(self, exc: Exception, taxonomy: Taxonomy, calls: list[CallRecord]) -> tuple[BaseModel, Any]:
+    def _salvage(
+        self, exc: Exception, taxonomy: Taxonomy, calls: list[CallRecord], reasks: int
+    ) -> tuple[BaseModel, Any]:
         """After the last re-ask: keep a schema-valid answer whose only fault is ungrounded quotes.
 
         Its labels are stored with their quotes marked not_found, never as grounded. An answer that
-        is not even schema-valid fails the paper.
+        is not even schema-valid fails the paper, saying how many re-asks were made (`reasks`: the
+        answered requests after the first). A 200 body that is no chat completion at all (`{"foo":
+        1}`, `"choices": []`) is the endpoint's fault, named as such, not the model's.
         """
         completion = getattr(exc, "last_completion", None)
+        choices = getattr(completion, "choices", None)
+        if not choices or not isinstance(choices, list):
+            error = BackendError(
+                f"the endpoint {self.endpoint_host or ''} answered {_plural(reasks + 1, 'request')} with HTTP 200"
+                " and a body that is not a chat completion (no choices): is the base URL an OpenAI-compatible"
+                " endpoint (ending in /v1)?"
+            )
+            error.calls = calls  # type: ignore[attr-defined]
+            raise error from None
         try:
-            content = completion.choices[0].message.content  # type: ignore[union-attr]
-            finish = completion.choices[0].finish_reason  # type: ignore[union-attr]
+            content = choices[0].message.content
+            finish = choices[0].finish_reason
         except (AttributeError, IndexError, TypeError):
             content, finish = None, None
         try:
@@ -463,11 +476,16 @@ class OpenAIBackend:
         except Exception as invalid:
             cause = "the answer was cut at max_tokens" if finish == "length" else _validation_summary(invalid)
             error = BackendError(
-                f"model answer did not fit the taxonomy schema after {self._reasks} re-asks: "
+                f"model answer did not fit the taxonomy schema after {_plural(reasks, 're-ask')}: "
                 f"{_redact(cause, self._api_key)}"
             )
             error.calls = calls  # type: ignore[attr-defined]
             raise error from None
+
+
+def _plural(count: int, noun: str) -> str:
+    """`1 re-ask`, `2 re-asks`, `0 re-asks`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def create(settings: Settings) -> OpenAIBackend:
