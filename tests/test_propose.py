@@ -209,6 +209,14 @@ def test_backend_answer_outside_schema_is_a_validation_error(stored: Store) -> N
         propose(doc, ScriptedBackend({"Mask Paper": no_quote}), load_taxonomy(), load_prompt(), "A")
 
 
+def test_labels_for_an_axis_the_taxonomy_lacks_are_refused_not_dropped(stored: Store) -> None:
+    """A plugin's labels for axis Z (not in the taxonomy) were dropped without a word."""
+    doc = stored.get_document("A")
+    other_axis = {**GOOD, "Z": [("Z1", ["We generate CT volumes from segmentation masks"])]}
+    with pytest.raises(ProposalValidationError, match=r"labels for 'Z', not an axis of taxonomy kia-3dct \(K, I, A\)"):
+        propose(doc, ScriptedBackend({"Mask Paper": other_axis}), load_taxonomy(), load_prompt(), "A")
+
+
 def test_run_resumes_caches_and_records_failures(stored: Store) -> None:
     taxonomy, prompt = load_taxonomy(), load_prompt()
     backend = ScriptedBackend({"Mask Paper": GOOD, "Other Paper": failing("endpoint kept failing: HTTP 500")})
