@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -77,8 +77,6 @@ CHAT_URL = "/v1/chat/completions"
 
 
 BINDING_CHARS = 12
-# Token counts are stored as INTEGER: a count beyond it is a broken line, not a number to store.
-INT32_MAX = 2**31 - 1
 
 
 def custom_id(run_id: str, identity: RunIdentity, paper_key: str, attempt: int, store_id: str, sha: str) -> str:
@@ -375,7 +373,9 @@ class ImportSummary:
         )
 
 
-_Count = Annotated[int, Field(strict=True, ge=0, le=INT32_MAX)]
+# Any whole number: one no call can have (negative, beyond MAX_CALL_TOKENS) is stored as unknown by
+# `CallRecord`, with a note, and the answer is imported (it was paid for).
+_Count = Annotated[int, Field(strict=True)]
 _OPEN = ConfigDict(extra="allow")
 
 
@@ -573,13 +573,11 @@ def _import_one(
         first = invalid.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
         brief = f"{where + ': ' if where else ''}{first.get('msg', '')}"
-        call = CallRecord(call.attempt, call.prompt_tokens, call.completion_tokens, 0.0, f"invalid answer: {brief}")
+        call = replace(call, error=f"invalid answer: {brief}")
         if attempt <= reasks:
             body = {**request["body"], "messages": reask_messages(request["body"]["messages"], content, str(invalid))}
             custom = custom_id(run_id, identity, paper_key, attempt + 1, store.identity(), sha)
-            store.add_calls(
-                run_id, paper_key, [(call.attempt, call.prompt_tokens, call.completion_tokens, 0.0, call.error)]
-            )
+            store.add_calls(run_id, paper_key, [call.row()])
             store.save_waiting(
                 run_id, paper_key, sha, custom, dumps({**request, "attempt": attempt + 1, "body": body}), __version__
             )
@@ -624,8 +622,7 @@ def _import_one(
 def _fail(
     store: Store, summary: ImportSummary, run_id: str, paper_key: str, sha: str, error: str, call: CallRecord
 ) -> None:
-    failed = CallRecord(call.attempt, call.prompt_tokens, call.completion_tokens, 0.0, call.error or error)
-    save_failure(store, run_id, paper_key, sha, error, [failed])
+    save_failure(store, run_id, paper_key, sha, error, [replace(call, error=call.error or error)])
     summary.failed.append((paper_key, error))
 
 

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from bisect import bisect_left
 from dataclasses import dataclass, replace
 
 from rapidfuzz import fuzz
 
 from kia.extract import LIGATURES, Document
+from kia.sentences import next_sentence_start
 from kia.support import NOT_EVIDENCE_REASONS, blocked_spans, normalised
 
 EXACT = "exact"
@@ -31,6 +33,12 @@ SUSPICIOUS = "suspicious"
 NOT_EVIDENCE = "not_evidence"
 DEFAULT_FUZZY_THRESHOLD = 85.0
 MIN_QUOTE_CHARS = 12
+# An elided quote ("A ... B") is matched within one sentence: the text left out between two pieces
+# holds no sentence end or paragraph break, and is looked through for one up to this many characters
+# (a sentence longer than that ends there). Each place its first piece occurs is tried, up to
+# MAX_ELIDED_STARTS of them.
+MAX_ELIDED_GAP_CHARS = 1000
+MAX_ELIDED_STARTS = 50
 
 _TRANSLATE = {
     **{ord(k): v for k, v in LIGATURES.items()},
@@ -167,6 +175,11 @@ def _needle(quote: str) -> tuple[str, str, str]:
     return lead, needle, trail
 
 
+def _pieces(quote: str) -> list[str]:
+    """The parts of a quote around its ellipses (one part where it has none)."""
+    return [p for p in _ELLIPSIS_RE.split(quote) if p.strip(_EDGES)]
+
+
 class Locator:
     """Locates quotes in one document; the normalised text is computed once per document.
 
@@ -273,6 +286,8 @@ class Locator:
         if any(inside.start < end and start < inside.end for start, end in self.excluded):
             return Grounding(quote, SUSPICIOUS, 0.0, inside.start, inside.end, inside.page, inside.section)
         kind = self._blocked_kind(inside.start, inside.end)
+        if kind is None and len(_pieces(quote)) > 1:  # what the ellipsis left out is never evidence
+            kind = next((k for start, end, k in self.blocked if start < inside.end and inside.start < end), None)
         if kind is None:  # it also covers text that may be evidence
             return inside
         return replace(inside, status=NOT_EVIDENCE, reason=NOT_EVIDENCE_REASONS[kind])
@@ -293,7 +308,7 @@ class Locator:
         return kinds[0]
 
     def _locate(self, quote: str) -> Grounding:
-        pieces = [p for p in _ELLIPSIS_RE.split(quote) if p.strip(_EDGES)]
+        pieces = _pieces(quote)
         if len(pieces) > 1:
             return self._locate_pieces(quote, pieces)
         lead, needle, trail = _needle(quote)
@@ -308,43 +323,83 @@ class Locator:
             start, end = self._whole_words(start, end)
         return self._grounding(quote, status, score, *self._span(start, end))
 
-    def _find(self, needle: str, offset: int) -> tuple[str, float, int, int] | None:
-        """(status, score, start, end) in the normalised text at or after `offset`, or None."""
-        position = self.norm.find(needle, offset)
+    def _find(self, needle: str, offset: int, limit: int | None = None) -> tuple[str, float, int, int] | None:
+        """(status, score, start, end) in the normalised text at or after `offset` (and within
+        `limit`, when given), or None."""
+        limit = len(self.norm) if limit is None else min(limit, len(self.norm))
+        position = self.norm.find(needle, offset, limit)
         if position >= 0:
             return EXACT, 100.0, position, position + len(needle)
-        alignment = fuzz.partial_ratio_alignment(needle, self.norm[offset:], score_cutoff=self.fuzzy_threshold)
+        alignment = fuzz.partial_ratio_alignment(needle, self.norm[offset:limit], score_cutoff=self.fuzzy_threshold)
         if alignment is None:
             return None
         return FUZZY, alignment.score, offset + alignment.dest_start, offset + alignment.dest_end
 
     def _locate_pieces(self, quote: str, pieces: list[str]) -> Grounding:
-        """Every piece of an elided quote, in order; the weakest piece decides the status and score."""
-        offset, first, last, worst, status = 0, -1, -1, 100.0, EXACT
-        lead, trail = "", ""
+        """Every piece of an elided quote, in order, within one sentence; the weakest piece decides
+        the status and score.
+
+        What the model left out must hold no sentence end, no paragraph break and no masked text
+        (a sentence that addresses the labeller, a caption, ...): "We generate CT from ... segmentation
+        masks" must not join "We generate CT from reports." to "We do not use any segmentation masks."
+        Each place the first piece occurs is tried (up to `MAX_ELIDED_STARTS`).
+        """
+        needles: list[tuple[str, str, str]] = []
         for piece in pieces:
-            piece_lead, needle, trail = _needle(piece)
-            lead = piece_lead if first < 0 else lead
-            if len(needle) < MIN_QUOTE_CHARS:
+            needles.append(_needle(piece))
+            if len(needles[-1][1]) < MIN_QUOTE_CHARS:
                 reason = f"contains an ellipsis and the piece {piece.strip()!r} is too short to be checked"
                 return Grounding(quote, NOT_FOUND, 0.0, reason=reason)
-            found = self._find(needle, offset)
-            if found is None:
-                reason = (
-                    f"contains an ellipsis and the piece {piece.strip()!r} is not in the paper"
-                    " after the pieces before it"
-                )
-                return Grounding(quote, NOT_FOUND, 0.0, reason=reason)
-            piece_status, score, start, end = found
-            first = start if first < 0 else first
-            last, offset = end, end
-            worst = min(worst, score)
-            status = FUZZY if piece_status == FUZZY else status
-        first, last = self._edges(first, last, lead, trail)
-        if status == FUZZY:
-            first, last = self._whole_words(first, last)
-        start, end = self._span(first, last)
-        return self._grounding(quote, status, worst, start, end)
+        missing, offset, earliest = 0, 0, None
+        for _ in range(MAX_ELIDED_STARTS):
+            first = self._find(needles[0][1], offset)
+            if first is None or (earliest is not None and first[0] == FUZZY):
+                break  # every exact place tried; a likeness is tried only where there is no exact one
+            earliest = first if earliest is None else earliest
+            chain, reached = self._chain(needles, first)
+            if chain is not None:
+                status, worst, start, end = chain
+                start, end = self._edges(start, end, needles[0][0], needles[-1][2])
+                if status == FUZZY:
+                    start, end = self._whole_words(start, end)
+                return self._grounding(quote, status, worst, *self._span(start, end))
+            missing = max(missing, reached)
+            if first[0] == FUZZY:
+                break
+            offset = first[2] + 1
+        piece = pieces[missing].strip()
+        if earliest is not None and self._find(needles[missing][1], earliest[3]) is not None:
+            reason = (
+                f"contains an ellipsis and the piece {piece!r} is not in the same sentence as the pieces"
+                " before it (an elided quote must stay within one sentence)"
+            )
+        else:
+            reason = f"contains an ellipsis and the piece {piece!r} is not in the paper after the pieces before it"
+        return Grounding(quote, NOT_FOUND, 0.0, reason=reason)
+
+    def _chain(
+        self, needles: list[tuple[str, str, str]], first: tuple[str, float, int, int]
+    ) -> tuple[tuple[str, float, int, int] | None, int]:
+        """The pieces after the first found one by one, each before the next sentence begins:
+        ((status, worst score, start, end), 0), or (None, the index of the piece that is not there)."""
+        status, worst, start, end = first
+        for index, (_, needle, _) in enumerate(needles[1:], start=1):
+            boundary = self._next_sentence(end)
+            found = self._find(needle, end, boundary + len(needle))
+            if found is None or found[2] >= boundary or _MASK in self.norm[end : found[2]]:
+                return None, index
+            status = FUZZY if found[0] == FUZZY else status
+            worst = min(worst, found[1])
+            end = found[3]
+        return (status, worst, start, end), 0
+
+    def _next_sentence(self, norm_pos: int) -> int:
+        """The normalised offset where the sentence after the one holding `norm_pos` begins."""
+        if norm_pos >= len(self.norm):
+            return len(self.norm)
+        text_pos = self.origin[norm_pos - 1] + 1 if norm_pos > 0 else 0
+        text_next = next_sentence_start(self.doc.text, text_pos, text_pos + MAX_ELIDED_GAP_CHARS)
+        return bisect_left(self.origin, text_next, lo=norm_pos)
 
 
 def locate(quote: str, doc: Document, fuzzy_threshold: float = DEFAULT_FUZZY_THRESHOLD) -> Grounding:

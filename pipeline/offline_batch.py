@@ -42,7 +42,7 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -144,22 +144,31 @@ class RequestLine(BaseModel):
 # --- what an answer carries -------------------------------------------------------------------------
 
 
+# An answer file comes from another machine and may have been edited: every number is a finite
+# score in [0, 1], as the LLM path's confidence is, and every text is bounded. kia's own offline
+# backend writes reasons of a lead-in plus one sentence (itself at most 300 characters, see
+# `kia.sentences.MAX_SENTENCE_CHARS`), so a reason or quote is allowed 1,000 characters.
+MAX_ANSWER_TEXT_CHARS = 1000
+_Unit = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+_Text = Annotated[str, Field(max_length=MAX_ANSWER_TEXT_CHARS)]
+
+
 class _Claim(BaseModel):
-    category: str
-    confidence: float = Field(ge=0.0, le=1.0)
-    rationale: str
-    quotes: list[str]
-    supports: list[float] | None = None
+    category: str = Field(max_length=100)
+    confidence: _Unit
+    rationale: _Text
+    quotes: list[_Text]
+    supports: list[_Unit] | None = None
 
 
 class _Answer(BaseModel):
     labels: dict[str, list[_Claim]]
     raw: dict[str, Any] = Field(default_factory=dict)
     context_sections: list[str] = Field(default_factory=list)
-    unclear: dict[str, str] = Field(default_factory=dict)
-    defaults: dict[str, tuple[str, float, str]] = Field(default_factory=dict)
+    unclear: dict[str, _Text] = Field(default_factory=dict)
+    defaults: dict[str, tuple[Annotated[str, Field(max_length=100)], _Unit, _Text]] = Field(default_factory=dict)
     in_scope: bool | None = None
-    scope_score: float | None = None
+    scope_score: _Unit | None = None
 
 
 class AnswerBody(BaseModel):

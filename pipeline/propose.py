@@ -9,6 +9,7 @@ stored answer without a call), and failures recorded per paper while the batch g
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -26,7 +27,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, 
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kia._version import __version__
 from kia.backends import Backend, BackendAnswer, CallRecord, ClaimedLabel
@@ -397,6 +398,9 @@ def ground_answer(
     return out
 
 
+_Read = TypeVar("_Read", Document, list[Document])
+
+
 def one_label_per_single_axis(answer: BackendAnswer, taxonomy: Taxonomy) -> BackendAnswer:
     """The in-process backends (`local`, `rules`) keep every category they find likely; on an axis
     with `multi: false` only their most confident category stands. (An LLM gets the one-label limit from the response
@@ -407,6 +411,14 @@ def one_label_per_single_axis(answer: BackendAnswer, taxonomy: Taxonomy) -> Back
         if not axis.multi and len(claims) > 1:
             labels[axis.id] = [max(claims, key=lambda c: c.confidence)]
     return replace(answer, labels=labels)
+
+
+def backend_copies(docs: _Read, taxonomy: Taxonomy) -> tuple[_Read, Taxonomy]:
+    """Copies of the paper(s) and the taxonomy for a backend to read. A backend (a plugin) may change
+    what it is given; kia grounds the answer in the stored text and checks it against the run's
+    taxonomy as loaded, so a plugin that prepends to `doc.text` cannot shift stored offsets, nor one
+    that adds a category to the taxonomy get it stored (a copy costs well under a millisecond)."""
+    return copy.deepcopy(docs), copy.deepcopy(taxonomy)
 
 
 def reads_prompt(backend: Backend) -> bool:
@@ -437,7 +449,7 @@ def propose(
     flagged = suspicious_sentences(doc, taxonomy)
     context = paper_context(doc, taxonomy, max_input_tokens, retriever, flagged)
     rendered = render_prompt(prompt, taxonomy, doc.title, context, render_examples(examples or [], taxonomy))
-    answer = answer if answer is not None else backend.answer(doc, taxonomy, rendered)
+    answer = answer if answer is not None else backend.answer(*backend_copies(doc, taxonomy), rendered)
     if not isinstance(answer, BackendAnswer):  # a plugin's mistake, named, not an AttributeError later
         raise KiaError(f"backend {backend.name!r} answered {type(answer).__name__}, not a kia.backends.BackendAnswer")
     if not reads_prompt(backend):
@@ -770,7 +782,7 @@ def _ensure_run(store: Store, run_id: str, identity: RunIdentity, taxonomy: Taxo
 
 
 def _call_rows(calls: list[CallRecord]) -> list[CallRow]:
-    return [(c.attempt, c.prompt_tokens, c.completion_tokens, c.latency_s, c.error) for c in calls]
+    return [c.row() for c in calls]
 
 
 def save_proposal(store: Store, run_id: str, proposal: Proposal, identity: RunIdentity, key: str) -> None:
@@ -930,7 +942,8 @@ class ChunkJob:
         when the batch call fails, paper by paper, so one bad paper fails alone."""
         answers: list[Any]
         try:
-            answers = list(self.backend.answer_many([doc for _, doc in chunk], self.taxonomy))  # type: ignore[attr-defined]
+            docs, taxonomy = backend_copies([doc for _, doc in chunk], self.taxonomy)
+            answers = list(self.backend.answer_many(docs, taxonomy))  # type: ignore[attr-defined]
         except Exception:
             answers = [None] * len(chunk)
         results: list[ChunkResult] = []

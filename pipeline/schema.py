@@ -167,7 +167,16 @@ def schema_hash(taxonomy: Taxonomy) -> str:
 
 
 def answer_to_json(answer: BackendAnswer, taxonomy: Taxonomy) -> dict[str, Any]:
-    """Validate a backend's labels against the schema and return them as plain JSON."""
+    """Validate a backend's labels against the schema and return them as plain JSON.
+
+    Labels for an axis the taxonomy lacks (a plugin's) are refused, naming the axis: dropped, they
+    vanished without a word."""
+    foreign = [axis for axis, claims in answer.labels.items() if claims and axis not in taxonomy.axis_ids]
+    if foreign:
+        raise ProposalValidationError(
+            f"answer does not fit the taxonomy schema: labels for {', '.join(map(repr, foreign))}, not an axis of"
+            f" taxonomy {taxonomy.name} ({', '.join(taxonomy.axis_ids)})"
+        )
     # An axis may stay empty with a reason: unclear, or (for a paper judged out of scope) the scope.
     unlabelled = {axis for axis in taxonomy.axis_ids if not answer.labels.get(axis)}
     abstaining = set(answer.unclear) | set(answer.defaults) | (unlabelled if answer.in_scope is False else set())

@@ -219,6 +219,31 @@ def sentence_spans(line: str) -> list[tuple[int, int]]:
     return trimmed
 
 
+_PARAGRAPH_BREAK_RE = re.compile(r"\n[ \t]*\n")
+
+
+def next_sentence_start(text: str, pos: int, limit: int) -> int:
+    """Where the first sentence or paragraph that begins after `pos` begins, looked for up to
+    `limit` (returned where none begins before it).
+
+    The end of the sentence holding `pos` by `sentence_spans`' rules (an abbreviation's or an
+    initial's period is no end), or a blank line. A single line break is none: a PDF's text wraps
+    sentences across lines. Grounding bounds an elided quote with it: what the model left out
+    ("A ... B") must not hold a sentence end, so no quote stitches distant sentences together.
+    """
+    limit = min(limit, len(text))
+    for match in _SENTENCE_END_RE.finditer(text, max(0, pos - 4), limit):
+        if match.end() <= pos:
+            continue
+        word = _last_token(text, match.start()).lstrip("([\"'").lower()
+        if text[match.start()] == "." and (word in ABBREVIATIONS or (len(word) == 1 and word.isalpha())):
+            continue
+        limit = match.end()
+        break
+    paragraph = _PARAGRAPH_BREAK_RE.search(text, pos, limit)
+    return paragraph.end() if paragraph else limit
+
+
 def cut_at_word(text: str, max_chars: int) -> str:
     """`text` cut to at most `max_chars` at a word boundary (a quote never ends mid-word)."""
     cut = text.rfind(" ", 0, max_chars + 1)

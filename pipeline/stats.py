@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from kia.errors import KiaError
+from kia.errors import KiaError, TaxonomyError
 from kia.labelings import Labeling
 from kia.resources import survey_reported_path
 from kia.taxonomy import Taxonomy, all_cells, cells
@@ -50,16 +50,22 @@ def design_space(labeling: Labeling, taxonomy: Taxonomy, sparse_max: int = 1) ->
     design space (one category per axis: K x I x A for the shipped taxonomy), for 1 to 6 axes.
 
     A large design space (six axes of eight categories has 262,144 cells) is counted, not listed:
-    its empty cells are listed only up to MAX_LISTED_CELLS."""
+    its empty cells are listed only up to MAX_LISTED_CELLS. A label that is no category of the
+    taxonomy (a store written outside kia's checks) stops it with one line naming the paper."""
     axes = taxonomy.axis_ids
     counts = {a: {c: 0 for c in taxonomy.axis(a).category_ids} for a in axes}
     # "none": papers with no label on the axis (rejected, unclear, out of scope): neither single nor multi
     single_multi = {a: {"single": 0, "multi": 0, "none": 0} for a in axes}
     pairs: Counter[str] = Counter()
     triples: Counter[str] = Counter()
-    for labels in labeling.values():
+    for key, labels in labeling.items():
         for axis in axes:
             for category in labels.get(axis, ()):
+                if category not in counts[axis]:
+                    raise TaxonomyError(
+                        f"paper {key!r}: label {category!r} on axis {axis} is not a category of taxonomy"
+                        f" {taxonomy.name!r} (stored by a backend that changed its taxonomy, or edited by hand)"
+                    )
                 counts[axis][category] += 1
             used = len(labels.get(axis, ()))
             single_multi[axis]["multi" if used > 1 else "single" if used else "none"] += 1

@@ -7,8 +7,9 @@ Each POST takes the next fault from a script (then `pass` once the script is emp
 `outside`, `empty_axis` and `invented` answer 200 with a completion whose JSON is broken, uses a
 label outside the taxonomy, leaves an axis empty, or quotes text that is not in the paper; `canned`
 answers a fixed schema-valid completion; `garbage` answers 200 with a body that is not JSON (an HTML
-page, as a wrong base URL serves); `length` answers a completion cut at max_tokens (finish_reason
-`length`).
+page, as a wrong base URL serves); `not_completion` and `no_choices` answer 200 with JSON that is
+no chat completion (`{"foo": 1}`, `"choices": []`); `length` answers a completion cut at max_tokens
+(finish_reason `length`).
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ SYNTHETIC: dict[str, Any] = {
 }
 
 
-def completion(content: str, finish_reason: str = "stop") -> bytes:
-    """An OpenAI chat completion carrying `content`, with usage."""
+def completion(content: str, finish_reason: str = "stop", usage: tuple[object, object] = (11, 7)) -> bytes:
+    """An OpenAI chat completion carrying `content`, with usage (prompt, completion tokens)."""
     return json.dumps(
         {
             "id": "chatcmpl-fault",
@@ -86,7 +87,7 @@ def completion(content: str, finish_reason: str = "stop") -> bytes:
             "choices": [
                 {"index": 0, "finish_reason": finish_reason, "message": {"role": "assistant", "content": content}}
             ],
-            "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+            "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": 18},
         }
     ).encode()
 
@@ -104,6 +105,8 @@ class FaultProxy:
         self.canned_delay = canned_delay
         self.default = "pass"  # the fault used once the script is empty
         self.answers: dict[str, str] = {}  # extra named completions a test scripts (name -> content)
+        self.usage: tuple[object, object] = (11, 7)  # the usage (prompt, completion) every completion reports
+        self.retry_headers = {"Retry-After": "1"}  # what a `429` answer says about waiting
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -159,7 +162,7 @@ class FaultProxy:
                 fault = proxy.next_fault()
                 if fault == "429":
                     self._send(
-                        429, b'{"error": {"message": "rate limited", "type": "rate_limit"}}', {"Retry-After": "1"}
+                        429, b'{"error": {"message": "rate limited", "type": "rate_limit"}}', proxy.retry_headers
                     )
                 elif fault == "500":
                     self._send(500, b'{"error": {"message": "internal error", "type": "server_error"}}')
@@ -171,15 +174,19 @@ class FaultProxy:
                     self.connection.close()
                 elif fault == "garbage":
                     self._send(200, b"<html>this is not json</html>")
+                elif fault == "not_completion":
+                    self._send(200, b'{"foo": 1}')
+                elif fault == "no_choices":
+                    self._send(200, json.dumps({**json.loads(completion("")), "choices": []}).encode())
                 elif fault == "length":
                     self._send(200, completion(SYNTHETIC["canned"][:40], finish_reason="length"))
                 elif fault in proxy.answers:
                     time.sleep(proxy.canned_delay)
-                    self._send(200, completion(proxy.answers[fault]))
+                    self._send(200, completion(proxy.answers[fault], usage=proxy.usage))
                 elif fault in SYNTHETIC:
                     if fault == "canned":
                         time.sleep(proxy.canned_delay)
-                    self._send(200, completion(SYNTHETIC[fault]))
+                    self._send(200, completion(SYNTHETIC[fault], usage=proxy.usage))
                 elif proxy.upstream is None:
                     self._send(502, b'{"error": {"message": "no upstream"}}')
                 else:

@@ -451,6 +451,90 @@ def test_an_out_of_scope_answer_is_not_reasked_for_the_quotes_of_labels_it_drops
     assert query(alpha_db, "SELECT status FROM proposals WHERE run_id = 'oos'") == [("done",)]
 
 
+def test_a_usage_no_call_can_have_is_stored_as_unknown_and_the_paid_answer_is_kept(alpha_db: Path) -> None:
+    """An endpoint reporting 2**40 prompt tokens aborted the whole `kia propose` on the INTEGER column
+    (the answer, paid for, was lost and the other papers never asked); a negative count was stored."""
+    from tests.fault_proxy import FaultProxy
+
+    proxy = FaultProxy(None).start()
+    proxy.default = "canned"
+    proxy.usage = (2**40, -5)
+    try:
+        code, stderr = _llm_propose(alpha_db, proxy.base_url, "huge", "--reasks", "0")
+    finally:
+        proxy.stop()
+    assert code == 0, stderr
+    assert query(alpha_db, "SELECT status FROM proposals WHERE run_id = 'huge'") == [("done",)]
+    assert query(alpha_db, "SELECT count(*) FROM labels WHERE run_id = 'huge'") == [(3,)]
+    ((prompt, completion, note),) = query(
+        alpha_db, "SELECT prompt_tokens, completion_tokens, error FROM llm_calls WHERE run_id = 'huge'"
+    )
+    assert prompt is None and completion is None
+    assert "usage recorded as unknown" in str(note) and "1099511627776 prompt tokens" in str(note), note
+
+
+def test_a_call_record_keeps_only_token_counts_one_call_can_have() -> None:
+    """A plugin's CallRecord is checked as an endpoint's usage is: a count that is no int in
+    [0, MAX_CALL_TOKENS] is unknown, with a note beside any error the call had."""
+    from kia.backends import MAX_CALL_TOKENS, CallRecord
+
+    kept = CallRecord(1, MAX_CALL_TOKENS, 0, 0.1)
+    assert (kept.prompt_tokens, kept.completion_tokens, kept.error) == (MAX_CALL_TOKENS, 0, None)
+    odd = CallRecord(2, 2**63, 1.5, 0.1, "timeout")  # type: ignore[arg-type]
+    assert odd.prompt_tokens is None and odd.completion_tokens is None
+    assert odd.error == "timeout" and "9223372036854775808 prompt tokens" in (odd.usage_note or "")
+    assert (odd.logged_error or "").startswith("timeout; usage recorded as unknown"), odd.logged_error
+    from dataclasses import replace
+
+    assert replace(odd, error="invalid answer").usage_note == odd.usage_note  # kept when the error changes
+    assert CallRecord(3, True, None, 0.0).prompt_tokens is None  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("headers", [{"Retry-After": "-5"}, {"retry-after-ms": "-1000"}, {"Retry-After": "nan"}])
+def test_a_negative_or_meaningless_retry_after_is_no_wait_not_a_failed_paper(
+    alpha_db: Path, headers: dict[str, str]
+) -> None:
+    """A 429 saying `Retry-After: -5` made the retry's sleep raise ValueError ("sleep length must be
+    non-negative") and failed the paper instead of retrying."""
+    from tests.fault_proxy import FaultProxy
+
+    proxy = FaultProxy(None).start()
+    proxy.script.append("429")
+    proxy.default = "canned"
+    proxy.retry_headers = headers
+    try:
+        code, stderr = _llm_propose(alpha_db, proxy.base_url, "retried", "--max-retries", "2")
+    finally:
+        proxy.stop()
+    assert code == 0 and "ValueError" not in stderr, stderr
+    assert proxy.requests == 2
+    assert query(alpha_db, "SELECT status FROM proposals WHERE run_id = 'retried'") == [("done",)]
+
+
+def test_a_200_body_that_is_no_completion_is_the_endpoints_and_re_asks_are_counted_as_made(alpha_db: Path) -> None:
+    """A 200 answer `{"foo": 1}` (or `"choices": []`) failed the paper as the model's answer that "did
+    not fit the taxonomy schema after 2 re-asks" when one request was made; the count said was the
+    setting, not the re-asks made (a retried HTTP failure is none)."""
+    from tests.fault_proxy import FaultProxy
+
+    proxy = FaultProxy(None).start()
+    try:
+        for run, fault in (("foo", "not_completion"), ("empty", "no_choices")):
+            proxy.script.append(fault)
+            code, stderr = _llm_propose(alpha_db, proxy.base_url, run, "--reasks", "2", "--no-cache")
+            (error,) = query(alpha_db, f"SELECT error FROM proposals WHERE run_id = '{run}'")[0]
+            assert code == 1 and "taxonomy schema" not in str(error) and "re-ask" not in str(error), error
+            assert "answered 1 request with HTTP 200 and a body that is not a chat completion" in str(error), error
+            assert "127.0.0.1" in str(error) and "base URL" in str(error)
+        proxy.script.extend(["500", "malformed", "malformed"])
+        code, _ = _llm_propose(alpha_db, proxy.base_url, "reasked", "--reasks", "1", "--max-retries", "1")
+        (error,) = query(alpha_db, "SELECT error FROM proposals WHERE run_id = 'reasked'")[0]
+        assert code == 1 and "did not fit the taxonomy schema after 1 re-ask:" in str(error), error
+        assert proxy.requests == 5
+    finally:
+        proxy.stop()
+
+
 def test_an_http_error_is_described_by_the_servers_message_once() -> None:
     """ "HTTP 500: Error code: 500 - {'error': ...}" said the status twice and printed the raw body."""
     import httpx

@@ -265,7 +265,7 @@ def test_each_answer_line_is_checked_on_its_own_and_bad_ones_never_stop_the_impo
         spoiled("response.body.usage.prompt_tokens", "eleven"),  # a string where a number is expected
         spoiled("response", "not an object"),
         spoiled("response.body.usage", [1, 2]),
-        spoiled("response.body.usage.completion_tokens", 2**40),  # beyond INT32
+        spoiled("response.body.usage.completion_tokens", 7.5),  # not a whole number
         spoiled("response.status_code", "200"),
         '{"custom_id": "' + ids["alpha"] + '", "response": ' + "[" * 100_000 + "]" * 100_000 + "}",
     ]
@@ -286,6 +286,31 @@ def test_each_answer_line_is_checked_on_its_own_and_bad_ones_never_stop_the_impo
     directory = run_kia("propose", "--batch-results", str(tmp_path), "--db", str(papers_db))
     assert directory.returncode == 1 and "Traceback" not in directory.stderr
     assert directory.stderr.strip() == f"kia: {tmp_path}: is a folder, not a batch output file"
+
+
+def test_an_answer_whose_usage_no_call_can_have_is_imported_with_its_tokens_unknown(
+    papers_db: Path, tmp_path: Path
+) -> None:
+    """A line reporting 2,147,483,647 prompt tokens was stored, and every command that reads runs
+    (`kia runs`, export, score, stats, report) then failed on an INT32 overflow; one reporting 2**40
+    was refused, so the paid answer was lost. Both are imported with their usage unknown and a note."""
+    lines = write_requests(papers_db, tmp_path / "requests.jsonl", "--run", "b", "--reasks", "0")
+    ids = {line["custom_id"].split("::")[0]: line["custom_id"] for line in lines}
+    answers = []
+    for key, usage in (("alpha", (2**31 - 1, 1)), ("beta", (2**40, 3))):
+        line = json.loads(output_line(ids[key], SYNTHETIC["canned"]))
+        line["response"]["body"]["usage"].update(prompt_tokens=usage[0], completion_tokens=usage[1])
+        answers.append(json.dumps(line))
+    output = tmp_path / "output.jsonl"
+    output.write_text("\n".join(answers) + "\n", encoding="utf-8")
+    result = run_kia("propose", "--batch-results", str(output), "--db", str(papers_db))
+    assert "not imported 0" in result.stdout and "Traceback" not in result.stderr, result.stdout + result.stderr
+    calls = query(papers_db, "SELECT paper_key, prompt_tokens, completion_tokens, error FROM llm_calls ORDER BY 1")
+    assert [row[:3] for row in calls] == [("alpha", None, 1), ("beta", None, 3)], calls
+    assert all("usage recorded as unknown" in str(row[3]) for row in calls), calls
+    assert query(papers_db, "SELECT paper_key FROM proposals WHERE run_id = 'b' AND status = 'done'") == [("alpha",)]
+    runs = run_kia("runs", "--db", str(papers_db))
+    assert runs.returncode == 0 and "Traceback" not in runs.stderr, runs.stderr
 
 
 def test_answers_written_for_another_database_are_refused_and_consume_nothing(papers_db: Path, tmp_path: Path) -> None:

@@ -319,6 +319,38 @@ def test_an_answer_body_is_checked_before_it_is_stored() -> None:
             answer_from_body(given, sha, taxonomy, {"model": "m", "head": "h"})
 
 
+def test_an_answer_s_numbers_and_texts_are_bounded_as_the_llm_path_s_are() -> None:
+    """An answer file edited on another machine was stored as it said: a default's confidence 7.5
+    (exported as such), a support of NaN or 1e308, a scope score of -5, an unclear reason of two
+    million characters. Each is refused, naming the field, and the paper fails (one line)."""
+    from kia.errors import KiaError
+    from kia.offline_batch import MAX_ANSWER_TEXT_CHARS, answer_from_body
+    from kia.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    claim = {"category": "K1", "confidence": 0.9, "rationale": "r", "quotes": ["q"], "supports": [0.4]}
+    good = {"labels": {"K": [claim]}, "defaults": {"I": ["I2", 0.6, "silent"]}, "scope_score": 0.7}
+    body = {"object": "kia.local_answer", "sha256": "a" * 64, "taxonomy_hash": taxonomy.content_hash,
+            "fingerprint": {"model": "m"}, "answer": good}  # fmt: skip
+    answer = answer_from_body(body, "a" * 64, taxonomy, {"model": "m"})
+    assert answer.scope_score == 0.7 and answer.defaults["I"][1] == 0.6 and answer.labels["K"][0].supports == (0.4,)
+    long = "x" * (MAX_ANSWER_TEXT_CHARS + 1)
+    edits = [
+        ({"defaults": {"I": ["I2", 7.5, "silent"]}}, "answer.defaults.I.1"),
+        ({"labels": {"K": [{**claim, "supports": [float("nan")]}]}}, "answer.labels.K.0.supports.0"),
+        ({"labels": {"K": [{**claim, "supports": [1e308]}]}}, "answer.labels.K.0.supports.0"),
+        ({"labels": {"K": [{**claim, "confidence": float("inf")}]}}, "answer.labels.K.0.confidence"),
+        ({"scope_score": -5.0}, "answer.scope_score"),
+        ({"unclear": {"A": long}}, "answer.unclear.A"),
+        ({"defaults": {"I": ["I2", 0.6, long]}}, "answer.defaults.I.2"),
+        ({"labels": {"K": [{**claim, "rationale": long}]}}, "answer.labels.K.0.rationale"),
+    ]
+    for edit, where in edits:
+        with pytest.raises(KiaError) as info:
+            answer_from_body({**body, "answer": {**good, **edit}}, "a" * 64, taxonomy, {"model": "m"})
+        assert str(info.value).startswith(f"not an offline answer ({where}:") and "\n" not in str(info.value)
+
+
 def test_an_output_line_writes_numpy_numbers_as_numbers() -> None:
     import numpy
 

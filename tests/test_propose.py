@@ -209,6 +209,14 @@ def test_backend_answer_outside_schema_is_a_validation_error(stored: Store) -> N
         propose(doc, ScriptedBackend({"Mask Paper": no_quote}), load_taxonomy(), load_prompt(), "A")
 
 
+def test_labels_for_an_axis_the_taxonomy_lacks_are_refused_not_dropped(stored: Store) -> None:
+    """A plugin's labels for axis Z (not in the taxonomy) were dropped without a word."""
+    doc = stored.get_document("A")
+    other_axis = {**GOOD, "Z": [("Z1", ["We generate CT volumes from segmentation masks"])]}
+    with pytest.raises(ProposalValidationError, match=r"labels for 'Z', not an axis of taxonomy kia-3dct \(K, I, A\)"):
+        propose(doc, ScriptedBackend({"Mask Paper": other_axis}), load_taxonomy(), load_prompt(), "A")
+
+
 def test_run_resumes_caches_and_records_failures(stored: Store) -> None:
     taxonomy, prompt = load_taxonomy(), load_prompt()
     backend = ScriptedBackend({"Mask Paper": GOOD, "Other Paper": failing("endpoint kept failing: HTTP 500")})
@@ -970,3 +978,36 @@ def test_a_quote_given_twice_or_a_repeated_sentence_is_stored_once(tmp_path: Pat
     start = store.get_document("dup").text.index(sentence)
     assert rows == [(0, sentence, start, start + len(sentence)), (1, "A first sentence.", rows[1][2], rows[1][3])]
     store.close()
+
+
+class _MutatingBackend(ScriptedBackend):
+    """A plugin that changes what it is given: prepends to the paper's text, and adds a category K99
+    to the taxonomy and claims it (scripted answers otherwise)."""
+
+    def answer(self, doc, taxonomy, prompt):  # type: ignore[no-untyped-def]
+        doc.text = "INSERTED BY PLUGIN. " * 5 + doc.text
+        if doc.title == "Other Paper":
+            taxonomy.axes[0].categories.append(taxonomy.axes[0].categories[0].model_copy(update={"id": "K99"}))
+        return super().answer(doc, taxonomy, prompt)
+
+    def answer_many(self, docs, taxonomy):  # type: ignore[no-untyped-def]
+        return [self.answer(doc, taxonomy, "") for doc in docs]
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_a_backend_that_changes_the_paper_or_the_taxonomy_changes_neither(stored: Store, many: bool) -> None:
+    """propose handed the backend the Document and Taxonomy it then grounded and validated with: a
+    plugin that prepended to `doc.text` got offsets stored that point elsewhere in the stored text,
+    and one that added K99 to the taxonomy got K99 stored (then `kia stats` crashed on it)."""
+    backend = _MutatingBackend({"Mask Paper": GOOD, "Other Paper": {**GOOD, "K": [("K99", GOOD["K"][0][1])]}})
+    if not many:
+        backend.answer_many = None  # type: ignore[method-assign,assignment]
+    taxonomy = load_taxonomy()
+    summary = run_proposals(stored, backend, taxonomy, load_prompt(), run_name="m")  # type: ignore[arg-type]
+    text = stored.get_document("A").text
+    rows = stored.query("SELECT quote, start_char, end_char FROM evidence WHERE run_id = 'm' AND status = 'exact'")
+    assert len(rows) == 3 and all(text[start:end] == quote for quote, start, end in rows), rows
+    assert "K99" not in [c.id for c in taxonomy.axes[0].categories]
+    assert summary.failed == 1 and summary.failures[0][0] == "B"
+    assert "K1', 'K2', 'K3' or 'K4'" in summary.failures[0][1], summary.failures
+    assert stored.query("SELECT count(*) FROM labels WHERE category = 'K99'") == [(0,)]

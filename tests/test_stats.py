@@ -75,3 +75,21 @@ def test_an_axis_without_labels_is_neither_single_nor_multi_label_use() -> None:
     stats = design_space(labeling, load_taxonomy())
     assert stats.single_multi["K"] == {"single": 1, "multi": 0, "none": 1}
     assert stats.single_multi["I"] == {"single": 1, "multi": 1, "none": 0}
+
+
+def test_a_stored_label_the_taxonomy_lacks_is_one_line_naming_the_paper(tmp_path: Path) -> None:
+    """`kia stats` ended in a KeyError traceback on a stored label that is no category of the run's
+    taxonomy (a plugin that added K99 to the taxonomy it was given got it stored)."""
+    import duckdb
+
+    from tests.conftest import run_kia
+    from tests.fakes import one_paper_run
+
+    quote = "We generate CT volumes from segmentation masks with a ControlNet branch"
+    answer = {"K": [("K2", [quote])], "I": [("I2", [quote])], "A": [("A1", [quote])]}
+    db = one_paper_run(tmp_path, "masks", "Mask Paper", quote, answer)  # type: ignore[arg-type]
+    with duckdb.connect(str(db)) as con:
+        con.execute("UPDATE labels SET category = 'K99' WHERE axis = 'K'")
+    result = run_kia("stats", "--db", str(db))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "'masks'" in result.stderr and "'K99'" in result.stderr

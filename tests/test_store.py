@@ -421,3 +421,16 @@ def extract_md(folder: Path) -> Document:
     paper = folder / "p.md"
     paper.write_text("# P\n\n## Abstract\nA sentence about a paper.\n", encoding="utf-8")
     return extract(paper)
+
+
+def test_a_runs_token_total_beyond_int32_is_summed_not_an_overflow(db_path: Path) -> None:
+    """Token counts are INTEGER columns; their per-run total was summed as INT32, so one stored call
+    of 2,147,483,647 prompt tokens plus one more made `run_states` (which every reading command asks
+    for the default run) fail with "Overflow in addition of INT32"."""
+    run = {"run_id": "r", "backend": "openai", "model": "m", "prompt_hash": "p", "schema_hash": "s",
+           "taxonomy_hash": "t", "taxonomy_name": "n", "package_version": "0", "params": "{}"}  # fmt: skip
+    with Store(db_path) as store:
+        store.insert_run(run)
+        store.add_calls("r", "P1", [(1, 2**31 - 1, 1, 0.1, None), (2, 2**31 - 1, 2**31 - 1, 0.1, None)])
+        (state,) = store.run_states()
+    assert state["run"] == "r" and state["tokens"] == 3 * (2**31 - 1) + 1

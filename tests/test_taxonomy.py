@@ -280,12 +280,67 @@ def test_every_schema_error_is_named_on_its_own_line_and_a_python_tag_is_one_lin
     tagged.write_text("evil: !!python/object/apply:os.system ['touch PWNED']\n" + valid, encoding="utf-8")
     checked = run_kia("taxonomy", "check", str(tagged))
     assert checked.returncode == 1 and "Traceback" not in checked.stderr
-    assert f"{tagged}:1: error: not valid YAML: could not determine a constructor" in checked.stderr
+    assert f"{tagged}:1: error: the YAML tag !!python/object/apply:os.system is refused" in checked.stderr
     assert not (tmp_path / "PWNED").exists() and not Path("PWNED").exists()
     db = tmp_path / "kia.duckdb"
     refused = run_kia("propose", "--taxonomy", str(path), "--db", str(db))
     assert refused.returncode == 1 and f"{path}:6:" in refused.stderr
     assert not db.exists()  # nothing made for a taxonomy that does not load
+
+
+ALIASED = """name: aliased
+axes:
+  - id: K
+    name: Knowledge
+    definition: what knowledge
+    categories:
+      - id: K1
+        name: One
+        definition: first
+        cues: [&s "cue cue cue cue", CUES]
+      - id: K2
+        name: Two
+        definition: second
+"""
+
+
+def test_a_yaml_alias_is_refused_in_one_line_by_check_and_load(tmp_path: Path) -> None:
+    """A 200 KB taxonomy repeating one 100 KB anchored string 25,000 times by aliases passed `kia
+    taxonomy check` and then expanded to gigabytes; aliases are refused before anything is built
+    (here 300 aliases of a short string: the shape of the bomb, not its size)."""
+    from kia.taxonomy import check_taxonomy_text
+    from tests.conftest import run_kia
+
+    text = ALIASED.replace("CUES", ", ".join(["*s"] * 300))
+    path = tmp_path / "aliased.yaml"
+    path.write_text(text, encoding="utf-8")
+    assert [(p.line, p.severity) for p in check_taxonomy_text(text)] == [(10, "error")]
+    checked = run_kia("taxonomy", "check", str(path))
+    assert checked.returncode == 1 and "Traceback" not in checked.stderr
+    assert f"{path}:10: error:" in checked.stderr and "YAML alias" in checked.stderr
+    with pytest.raises(TaxonomyError) as info:
+        load_taxonomy(path)
+    assert str(info.value).startswith(f"{path}:10: ") and "aliases are refused" in str(info.value)
+    assert "\n" not in str(info.value)
+    merged = "base: &b {name: One}\n" + ALIASED.replace("CUES", "x").replace("name: aliased", "name: aliased\nx: *b")
+    assert "YAML alias" in check_taxonomy_text(merged)[0].message
+    assert load_taxonomy(_written(tmp_path / "plain.yaml", ALIASED.replace(", CUES", ""))).name == "aliased"
+
+
+def test_a_python_tag_on_the_name_is_named_as_the_tag_not_a_missing_name(tmp_path: Path) -> None:
+    """`name: !!python/object/apply:...` was refused as "the taxonomy has no 'name'"."""
+    from kia.taxonomy import check_taxonomy_text
+
+    text = ALIASED.replace(", CUES", "").replace("name: aliased", "name: !!python/object/apply:os.getcwd []")
+    (problem,) = check_taxonomy_text(text)
+    assert problem.line == 1 and problem.message.startswith("the YAML tag !!python/object/apply:os.getcwd is refused")
+    with pytest.raises(TaxonomyError, match="YAML tag !!python/object/apply:os.getcwd is refused"):
+        load_taxonomy(_written(tmp_path / "tagged.yaml", text))
+
+
+def _written(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def test_a_folder_or_a_file_that_is_not_utf8_is_one_line_not_a_traceback(tmp_path: Path) -> None:

@@ -47,15 +47,54 @@ class ClaimedLabel:
     supports: tuple[float, ...] | None = None
 
 
+# No model reads or writes more tokens than this in one call (the largest context windows hold a few
+# million): a usage outside [0, MAX_CALL_TOKENS] is the endpoint's or a plugin's mistake.
+MAX_CALL_TOKENS = 10_000_000
+
+
+def sane_tokens(value: object) -> int | None:
+    """`value` where it is a token count one call can have (an int in [0, MAX_CALL_TOKENS]), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_CALL_TOKENS:
+        return value
+    return None
+
+
 @dataclass(frozen=True)
 class CallRecord:
-    """One model call: tokens, latency, attempt number and error (None when it succeeded)."""
+    """One model call: tokens, latency, attempt number and error (None when it succeeded).
+
+    Tokens come from outside (an endpoint's `usage`, a plugin, a batch output line): a count that is
+    not an int in [0, MAX_CALL_TOKENS] is recorded as unknown (None) and `usage_note` names what was
+    reported. A bad count must never cost the paid answer nor overflow a sum of the store.
+    """
 
     attempt: int
     prompt_tokens: int | None
     completion_tokens: int | None
     latency_s: float
     error: str | None = None
+    usage_note: str | None = None
+
+    def __post_init__(self) -> None:
+        reported = []
+        for name in ("prompt_tokens", "completion_tokens"):
+            value = getattr(self, name)
+            if value is not None and sane_tokens(value) is None:
+                shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+                reported.append(f"{shown} {name.replace('_', ' ')}")
+                object.__setattr__(self, name, None)
+        if reported:
+            note = f"usage recorded as unknown: reported {' and '.join(reported)}, outside 0..{MAX_CALL_TOKENS:,}"
+            object.__setattr__(self, "usage_note", f"{self.usage_note}; {note}" if self.usage_note else note)
+
+    @property
+    def logged_error(self) -> str | None:
+        """What the call log's `error` column holds: the error, then the note on its usage, if any."""
+        return "; ".join(part for part in (self.error, self.usage_note) if part) or None
+
+    def row(self) -> tuple[int, int | None, int | None, float, str | None]:
+        """The call as a row of the call log (attempt, prompt tokens, completion tokens, latency, error)."""
+        return (self.attempt, self.prompt_tokens, self.completion_tokens, self.latency_s, self.logged_error)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 from dataclasses import replace
@@ -211,22 +212,22 @@ def _is_transient(exc: BaseException) -> bool:
 
 
 def _retry_after_seconds(exc: BaseException | None) -> float | None:
+    """How long the server asks to wait (`retry-after-ms`, else `retry-after` in seconds), within
+    [0, MAX_RETRY_AFTER_S]; None when it says nothing usable. A negative wait ("-5") is no wait: the
+    sleep would raise and fail the paper; a value that is no finite number is ignored."""
     response = getattr(_api_error(exc), "response", None)
     headers = getattr(response, "headers", None)
     if not headers:
         return None
-    value = headers.get("retry-after-ms")
-    if value:
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if not value:
+            continue
         try:
-            return min(MAX_RETRY_AFTER_S, float(value) / 1000.0)
+            seconds = float(value) / scale
         except ValueError:
             return None
-    value = headers.get("retry-after")
-    if value:
-        try:
-            return min(MAX_RETRY_AFTER_S, float(value))
-        except ValueError:
-            return None
+        return min(MAX_RETRY_AFTER_S, max(0.0, seconds)) if math.isfinite(seconds) else None
     return None
 
 
@@ -410,7 +411,7 @@ class OpenAIBackend:
             # The last answer came back but never fit: salvage it. The last request got no answer
             # (an HTTP failure, a body that is not JSON): the endpoint's fault, said so.
             if not last_got_no_answer[0] and _api_error(exc) is None and getattr(exc, "last_completion", None):
-                result, completion = self._salvage(exc, taxonomy, calls)
+                result, completion = self._salvage(exc, taxonomy, calls, len(calls) - unanswered[0] - 1)
             else:
                 self._raise_api_failure(doc, exc, calls, unanswered[0])
         except IncompleteOutputException as exc:
@@ -445,16 +446,29 @@ class OpenAIBackend:
         error.calls = calls  # type: ignore[attr-defined]
         raise error from None
 
-    def _salvage(self, exc: Exception, taxonomy: Taxonomy, calls: list[CallRecord]) -> tuple[BaseModel, Any]:
+    def _salvage(
+        self, exc: Exception, taxonomy: Taxonomy, calls: list[CallRecord], reasks: int
+    ) -> tuple[BaseModel, Any]:
         """After the last re-ask: keep a schema-valid answer whose only fault is ungrounded quotes.
 
         Its labels are stored with their quotes marked not_found, never as grounded. An answer that
-        is not even schema-valid fails the paper.
+        is not even schema-valid fails the paper, saying how many re-asks were made (`reasks`: the
+        answered requests after the first). A 200 body that is no chat completion at all (`{"foo":
+        1}`, `"choices": []`) is the endpoint's fault, named as such, not the model's.
         """
         completion = getattr(exc, "last_completion", None)
+        choices = getattr(completion, "choices", None)
+        if not choices or not isinstance(choices, list):
+            error = BackendError(
+                f"the endpoint {self.endpoint_host or ''} answered {_plural(reasks + 1, 'request')} with HTTP 200"
+                " and a body that is not a chat completion (no choices): is the base URL an OpenAI-compatible"
+                " endpoint (ending in /v1)?"
+            )
+            error.calls = calls  # type: ignore[attr-defined]
+            raise error from None
         try:
-            content = completion.choices[0].message.content  # type: ignore[union-attr]
-            finish = completion.choices[0].finish_reason  # type: ignore[union-attr]
+            content = choices[0].message.content
+            finish = choices[0].finish_reason
         except (AttributeError, IndexError, TypeError):
             content, finish = None, None
         try:
@@ -462,11 +476,16 @@ class OpenAIBackend:
         except Exception as invalid:
             cause = "the answer was cut at max_tokens" if finish == "length" else _validation_summary(invalid)
             error = BackendError(
-                f"model answer did not fit the taxonomy schema after {self._reasks} re-asks: "
+                f"model answer did not fit the taxonomy schema after {_plural(reasks, 're-ask')}: "
                 f"{_redact(cause, self._api_key)}"
             )
             error.calls = calls  # type: ignore[attr-defined]
             raise error from None
+
+
+def _plural(count: int, noun: str) -> str:
+    """`1 re-ask`, `2 re-asks`, `0 re-asks`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def create(settings: Settings) -> OpenAIBackend:

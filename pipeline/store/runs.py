@@ -487,7 +487,7 @@ class RunQueries(StoreBase):
                    (SELECT count(*) FROM proposals p WHERE p.run_id = r.run_id AND p.status = 'done') AS done,
                    (SELECT count(*) FROM proposals p WHERE p.run_id = r.run_id AND p.status = 'failed') AS failed,
                    (SELECT count(*) FROM proposals p WHERE p.run_id = r.run_id AND p.status = 'waiting') AS waiting,
-                   (SELECT coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)
+                   (SELECT coalesce(sum(coalesce(prompt_tokens, 0)::BIGINT + coalesce(completion_tokens, 0)::BIGINT), 0)
                       FROM llm_calls c WHERE c.run_id = r.run_id) AS tokens,
                    r.finished_at IS NOT NULL AS finished
             FROM runs r ORDER BY r.started_at, r.run_id
