@@ -22,7 +22,7 @@ import typer.core
 from rich.table import Table
 
 from kia._version import __version__
-from kia.errors import KiaError, UsageError, allowed_range, check_range, writing_to
+from kia.errors import KiaError, UsageError, allowed_range, check_range, write_whole
 from kia.settings import Settings
 from kia.terminal import SafeConsole, visible
 
@@ -670,7 +670,7 @@ def _import_batch(
         base = results or errors
         assert base is not None
         target = next_file or base.with_name(base.stem + ".reask.jsonl")
-        target.write_text("".join(text + "\n" for text in summary.next_lines), encoding="utf-8")
+        write_whole(target, "".join(text + "\n" for text in summary.next_lines), "re-ask file")
         line += f"; re-ask requests in {target}"
     out.print(line, markup=False)
     if summary.failed or summary.problems:
@@ -1045,9 +1045,7 @@ def export(
     elif output is None:
         out.print(text, markup=False, end="")  # a terminal: control characters shown as escapes
     else:
-        with writing_to(output, "export"):
-            output.parent.mkdir(parents=True, exist_ok=True)  # as `kia report --out` does
-            output.write_text(text, encoding="utf-8")
+        write_whole(output, text, "export")  # never a cut-off file over the last good export
         out.print(f"wrote {output}", markup=False)
     path = _db(db)
     if gold is not None and run is None and not reviewed and path.exists():
@@ -1639,8 +1637,7 @@ def simulate(
     if plot is not None:
         out.print(f"curve: {plot}", markup=False)
     if json_out is not None:
-        with writing_to(json_out, "JSON report"):
-            json_out.write_text(json.dumps(report.as_dict(), indent=1), encoding="utf-8")
+        write_whole(json_out, json.dumps(report.as_dict(), indent=1), "JSON report")
 
 
 @app.command()

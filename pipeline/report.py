@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kia._version import __version__
-from kia.errors import KiaError, writing_to
+from kia.errors import KiaError, write_whole
 from kia.export import AxisDetail, ExportRow, PaperFlags, Quote, grounding_mark, render, rows_from_labeling
 from kia.gold import GoldPaper, gold_index, load_gold
 from kia.labelings import (
@@ -667,9 +667,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:top}}
 <h2>Design space of the run</h2>{images["run"]}
 <h2>Papers: labels, status and the evidence to check them against</h2>{_papers_table(paper_rows, taxonomy, paths)}
 </body></html>"""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with writing_to(out, "report"):
-        out.write_text(page, encoding="utf-8")
+    write_whole(out, page, "report")
     return out
 
 

@@ -185,3 +185,31 @@ def test_a_quote_found_other_than_word_for_word_says_so_in_the_report(tmp_path: 
     assert run_kia("report", "--run", "r", "--db", str(db), "--out", str(out)).returncode == 0
     html = out.read_text(encoding="utf-8")
     assert html.count("<i>(fuzzy)</i>") == 1 and html.count("<i>(not evidence)</i>") == 1
+
+
+def test_a_report_that_cannot_be_written_whole_leaves_the_previous_one(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`kia report --out` wrote in place: a disk that filled mid-write left a cut-off page over the
+    previous report. The disk fills here as the new page is flushed to it."""
+    import errno
+    import os
+
+    from tests.fakes import one_paper_run
+
+    quote = "We generate CT from segmentation masks with a ControlNet branch"
+    answer = {"K": [("K2", [quote])], "I": [("I2", [quote])], "A": [("A1", [quote])]}
+    db = one_paper_run(tmp_path, "MAISI", "MAISI", quote, answer)  # type: ignore[arg-type]
+    out = tmp_path / "site" / "report.html"
+    out.parent.mkdir()
+    out.write_text("<html>the previous report</html>", encoding="utf-8")
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    failed = run_kia("report", "--out", str(out), "--db", str(db))
+    assert failed.returncode == 1
+    assert failed.stderr.strip() == (
+        f"kia: {out}: disk full (No space left on device) while writing the report; free space and rerun"
+    )
+    assert out.read_text(encoding="utf-8") == "<html>the previous report</html>"
+    assert [p.name for p in out.parent.iterdir()] == ["report.html"]
