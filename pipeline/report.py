@@ -64,6 +64,8 @@ class LabelSource:
     from_gold: bool = False
     # paper key -> what the run flagged on it (out of scope, suspicious text, unclear axes)
     flags: dict[str, PaperFlags] = field(default_factory=dict)
+    # (paper key, cause) of the papers that failed in the run: they have no labels, so no row
+    failed: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _require_run(store: Store, run_id: str) -> None:
@@ -96,8 +98,41 @@ def run_source(db: Path, run_id: str | None, taxonomy: Taxonomy | None, use_revi
                     statuses.get(key, {}).pop(axis, None)  # a person decided: no longer abstained
         flags = paper_flags(store, chosen, set(reviews))
         return LabelSource(
-            labeling, f"run {chosen}", titles, statuses, taxonomy=taxonomy, run_id=chosen, reviews=reviews, flags=flags
+            labeling,
+            f"run {chosen}",
+            titles,
+            statuses,
+            taxonomy=taxonomy,
+            run_id=chosen,
+            reviews=reviews,
+            flags=flags,
+            failed=store.failed_papers(chosen),
         )
+
+
+def failed_papers_line(run_id: str, failed: list[tuple[str, str]]) -> str:
+    """One line saying how many papers failed in a run and how to list them with their causes, or "".
+
+    A failed paper has no labels in the run, so an export or a statistic of it silently leaves the
+    paper out: a count read from it would be too small without a word."""
+    if not failed:
+        return ""
+    keys = some_names([key for key, _cause in failed])
+    return (
+        f"{len(failed)} paper(s) failed in run {run_id} ({keys});"
+        f" `kia runs {run_id}` lists each with its cause, `kia propose` tries them again"
+    )
+
+
+def run_failures(db: Path, run_id: str | None, taxonomy: Taxonomy | None = None) -> tuple[str, list[tuple[str, str]]]:
+    """The run named (None or `latest`: the default run) and (paper key, cause) of each paper that
+    failed in it; ("", []) when the database holds no run. One line when there is no such run."""
+    with Store(db, read_only=True) as store:
+        chosen = resolve_run(store, run_id, taxonomy)
+        if chosen is None:
+            return "", []
+        _require_run(store, chosen)
+        return chosen, store.failed_papers(chosen)
 
 
 def paper_flags(store: Store, run_id: str, decided: set[tuple[str, str]] | None = None) -> dict[str, PaperFlags]:
@@ -193,6 +228,9 @@ class StatsReport:
     plots: list[Path]
     # Papers the run judged out of scope that no person has labelled: not counted (see stats_report).
     out_of_scope: list[str] = field(default_factory=list)
+    # The run read and (paper key, cause) of the papers that failed in it: not counted either.
+    run_id: str | None = None
+    failed: list[tuple[str, str]] = field(default_factory=list)
 
     def left_out_line(self) -> str:
         """One line naming the papers left out of the counts, or ""."""
@@ -202,6 +240,12 @@ class StatsReport:
             f"  left out: {len(self.out_of_scope)} paper(s) the run judged out of scope "
             f"({some_names(self.out_of_scope)}); accept or edit one of its axes in `kia review` to count it"
         )
+
+    def failed_line(self) -> str:
+        """One line saying how many papers failed in the run (not counted) and how to list them, or ""."""
+        if self.run_id is None or not self.failed:
+            return ""
+        return "  left out: " + failed_papers_line(self.run_id, self.failed)
 
 
 def stats_report(source: LabelSource, check_text: bool, plot_dir: Path | None) -> StatsReport:
@@ -227,7 +271,7 @@ def stats_report(source: LabelSource, check_text: bool, plot_dir: Path | None) -
         from kia.plots import figure2  # matplotlib loads only when plots are drawn
 
         plots = figure2(labeling, taxonomy, plot_dir, f"Design space: {source.name}")
-    return StatsReport(source.name, stats, mismatches, plots, out_of_scope)
+    return StatsReport(source.name, stats, mismatches, plots, out_of_scope, source.run_id, source.failed)
 
 
 def compare_runs(db: Path, run_a: str, run_b: str, taxonomy: Taxonomy | None) -> Agreement:

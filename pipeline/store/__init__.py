@@ -474,10 +474,21 @@ def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
 
 
-def list_papers_at(db: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """What `kia papers` prints: the stored papers, and apart from them the files that failed."""
+def list_papers_at(db: Path, run_id: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What `kia papers` prints: the stored papers, and apart from them the files that failed.
+
+    A paper that failed in `run_id` (the default run; None: the latest run) has the status `failed in
+    run X: cause`: it has no labels there, and `ingested` would hide it from export's and stats' reader."""
     with Store(db, read_only=True) as store:
-        return store.list_papers(), store.failed_ingests()
+        papers = store.list_papers()
+        run_id = run_id or store.latest_run()
+        failures = dict(store.failed_papers(run_id)) if run_id else {}
+        for paper in papers:
+            if paper["key"] in failures:
+                paper["status"] = f"failed in run {run_id}: {failures[paper['key']]}"
+                paper["error"] = failures[paper["key"]]
+                paper["failed_in"] = run_id
+        return papers, store.failed_ingests()
 
 
 def paper_text_by_section(
