@@ -379,17 +379,28 @@ def papers(db: DbOption = None) -> None:
     table = Table("key", "title", "pages", "chars", Column("status", overflow="fold"))
     for row in rows:
         status = row["status"] + (f" ({row['versions']} versions)" if row["versions"] > 1 else "")
+        status += f" (same title as {', '.join(row['same_title'])})" if row["same_title"] else ""
         title = visible(row["title"] or "", one_line=True)[:70]
         table.add_row(visible(row["key"], one_line=True), title, str(row["pages"]), str(row["chars"]), status)
     out.print(table)
     failed_in_run = [row for row in rows if row.get("failed_in")]
-    out.print(f"{len(rows)} paper(s)" + (f"; {_failed_in_run(failed_in_run)}" if failed_in_run else ""), markup=False)
+    count = f"{len(rows)} paper(s)" + (f"; {_failed_in_run(failed_in_run)}" if failed_in_run else "")
+    out.print(count + _same_titles([row for row in rows if row["same_title"]]), markup=False)
     if failed:
         failures = Table("file", "cause", title="files that failed to ingest (not papers)")
         for row in failed:
             failures.add_row(visible(row["path"], one_line=True), visible(row["error"] or "", one_line=True))
         out.print(failures)
         out.print(f"{len(failed)} failed file(s)")
+
+
+def _same_titles(rows: list[dict[str, Any]]) -> str:
+    """`kia papers`' count of the papers that share a title with another: one paper stored under two
+    file names (a Markdown and a PDF) would be counted twice by `kia stats`."""
+    if not rows:
+        return ""
+    names = ", ".join(visible(row["key"], one_line=True) for row in rows[:8]) + (" ..." if len(rows) > 8 else "")
+    return f"; {len(rows)} share a title with another ({names}): one paper stored twice is counted twice"
 
 
 def _failed_in_run(rows: list[dict[str, Any]]) -> str:
@@ -974,6 +985,7 @@ def stats(
             "plots": [str(p) for p in report.plots],
             "left_out_of_scope": report.out_of_scope,
             "failed_in_run": [{"key": key, "error": cause} for key, cause in report.failed],
+            "same_title": report.same_titles,
         }
         out.print(json.dumps(document, indent=2), markup=False)
         return
@@ -998,6 +1010,8 @@ def stats(
         out.print(report.left_out_line(), markup=False)
     if report.failed_line():
         out.print(visible(report.failed_line(), one_line=True), markup=False)
+    if report.same_titles_line():
+        out.print(visible(report.same_titles_line(), one_line=True), markup=False)
     for m in report.mismatches:
         out.print(
             f"  text vs table: {m.category} reported {m.reported_percent:g}% but the table gives "

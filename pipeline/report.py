@@ -31,12 +31,14 @@ from kia.labelings import (
 )
 from kia.references import (
     ABSTRACT_ONLY,
+    Identity,
     LabelledReference,
     LibraryRecord,
     Reference,
     VerbatimText,
     known_papers,
     latest_records,
+    same_title_groups,
     write_references,
 )
 from kia.score import Agreement, ScoreReport, compare, gold_labeling, match_stored, score_run, some_names
@@ -66,6 +68,8 @@ class LabelSource:
     flags: dict[str, PaperFlags] = field(default_factory=dict)
     # (paper key, cause) of the papers that failed in the run: they have no labels, so no row
     failed: list[tuple[str, str]] = field(default_factory=list)
+    # keys of labelled papers that share a title (one paper stored twice?), group by group
+    same_titles: list[list[str]] = field(default_factory=list)
 
 
 def _require_run(store: Store, run_id: str) -> None:
@@ -107,7 +111,27 @@ def run_source(db: Path, run_id: str | None, taxonomy: Taxonomy | None, use_revi
             reviews=reviews,
             flags=flags,
             failed=store.failed_papers(chosen),
+            same_titles=shared_titles(store, set(labeling)),
         )
+
+
+def shared_titles(store: Store, keys: set[str]) -> list[list[str]]:
+    """Groups (two or more) of `keys` whose stored papers share a title (`same_title_groups`): one
+    paper stored under two file names is counted twice by a statistic, so `kia stats` says so."""
+    identities = [(key, Identity.of(doi, arxiv, title)) for key, doi, arxiv, title in store.current_identities()]
+    groups = same_title_groups([(key, identity) for key, identity in identities if key in keys])
+    return groups
+
+
+def same_titles_line(groups: list[list[str]]) -> str:
+    """One line saying how many papers share a title with another and which, or ""."""
+    if not groups:
+        return ""
+    shown = "; ".join(" = ".join(group) for group in groups[:5]) + ("; ..." if len(groups) > 5 else "")
+    return (
+        f"{sum(len(g) for g in groups)} paper(s) share a title with another ({shown}): one paper stored under"
+        " two names is counted once per name; `kia papers` lists them"
+    )
 
 
 def failed_papers_line(run_id: str, failed: list[tuple[str, str]]) -> str:
@@ -231,6 +255,7 @@ class StatsReport:
     # The run read and (paper key, cause) of the papers that failed in it: not counted either.
     run_id: str | None = None
     failed: list[tuple[str, str]] = field(default_factory=list)
+    same_titles: list[list[str]] = field(default_factory=list)
 
     def left_out_line(self) -> str:
         """One line naming the papers left out of the counts, or ""."""
@@ -246,6 +271,11 @@ class StatsReport:
         if self.run_id is None or not self.failed:
             return ""
         return "  left out: " + failed_papers_line(self.run_id, self.failed)
+
+    def same_titles_line(self) -> str:
+        """One line naming the counted papers that share a title with another, or ""."""
+        line = same_titles_line(self.same_titles)
+        return f"  note: {line}" if line else ""
 
 
 def stats_report(source: LabelSource, check_text: bool, plot_dir: Path | None) -> StatsReport:
@@ -271,7 +301,9 @@ def stats_report(source: LabelSource, check_text: bool, plot_dir: Path | None) -
         from kia.plots import figure2  # matplotlib loads only when plots are drawn
 
         plots = figure2(labeling, taxonomy, plot_dir, f"Design space: {source.name}")
-    return StatsReport(source.name, stats, mismatches, plots, out_of_scope, source.run_id, source.failed)
+    counted = set(labeling)
+    same_titles = [kept for kept in ([k for k in g if k in counted] for g in source.same_titles) if len(kept) > 1]
+    return StatsReport(source.name, stats, mismatches, plots, out_of_scope, source.run_id, source.failed, same_titles)
 
 
 def compare_runs(db: Path, run_a: str, run_b: str, taxonomy: Taxonomy | None) -> Agreement:
