@@ -42,7 +42,7 @@ from kia.backends.openai import (
     request_body,
 )
 from kia.backends.rules import RulesBackend
-from kia.errors import KiaError, read_user_text, writing_to
+from kia.errors import KiaError, read_user_text, write_whole, writing_to
 from kia.extract import Document
 from kia.fewshot import Example, ExamplePool, render_examples
 from kia.ground import Locator
@@ -245,9 +245,7 @@ def write_requests(
         summary.written += 1
     # The file first, then the papers recorded waiting for it: a file that cannot be written (a
     # folder given as --batch-file) must not leave a run waiting for answers that never come.
-    with writing_to(out, "batch file"):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    write_whole(out, "".join(line + "\n" for line in lines), "batch file")
     for wait in waits:  # inside the caller's transaction
         store.save_waiting(*wait)
     return summary

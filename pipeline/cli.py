@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 import typer.core
-from rich.table import Table
+from rich.table import Column, Table
 
 from kia._version import __version__
-from kia.errors import KiaError, UsageError, allowed_range, check_range, writing_to
+from kia.errors import KiaError, UsageError, allowed_range, check_range, write_whole
 from kia.settings import Settings
 from kia.terminal import SafeConsole, visible
 
@@ -368,23 +368,45 @@ def _ingest_library(bib: Path, fetch: bool, output_dir: Path, db: Path) -> None:
 @app.command()
 @one_line_errors
 def papers(db: DbOption = None) -> None:
-    """List stored papers: key, title, pages, characters, status."""
+    """List stored papers: key, title, pages, characters, status (`failed in run X: cause` for a paper
+    that failed in the default run, else the latest run)."""
+    from kia.labelings import default_run_at
     from kia.store import list_papers_at
 
-    rows, failed = list_papers_at(_existing_db(db))
-    table = Table("key", "title", "pages", "chars", "status")
+    path = _existing_db(db)
+    rows, failed = list_papers_at(path, default_run_at(path, given_taxonomy(None)))
+    # A status names a run (`failed in run X: cause`): folded, never cut, as `kia runs` never cuts one.
+    table = Table("key", "title", "pages", "chars", Column("status", overflow="fold"))
     for row in rows:
         status = row["status"] + (f" ({row['versions']} versions)" if row["versions"] > 1 else "")
+        status += f" (same title as {', '.join(row['same_title'])})" if row["same_title"] else ""
         title = visible(row["title"] or "", one_line=True)[:70]
         table.add_row(visible(row["key"], one_line=True), title, str(row["pages"]), str(row["chars"]), status)
     out.print(table)
-    out.print(f"{len(rows)} paper(s)")
+    failed_in_run = [row for row in rows if row.get("failed_in")]
+    count = f"{len(rows)} paper(s)" + (f"; {_failed_in_run(failed_in_run)}" if failed_in_run else "")
+    out.print(count + _same_titles([row for row in rows if row["same_title"]]), markup=False)
     if failed:
         failures = Table("file", "cause", title="files that failed to ingest (not papers)")
         for row in failed:
             failures.add_row(visible(row["path"], one_line=True), visible(row["error"] or "", one_line=True))
         out.print(failures)
         out.print(f"{len(failed)} failed file(s)")
+
+
+def _same_titles(rows: list[dict[str, Any]]) -> str:
+    """`kia papers`' count of the papers that share a title with another: one paper stored under two
+    file names (a Markdown and a PDF) would be counted twice by `kia stats`."""
+    if not rows:
+        return ""
+    names = ", ".join(visible(row["key"], one_line=True) for row in rows[:8]) + (" ..." if len(rows) > 8 else "")
+    return f"; {len(rows)} share a title with another ({names}): one paper stored twice is counted twice"
+
+
+def _failed_in_run(rows: list[dict[str, Any]]) -> str:
+    """`kia papers`' count of the papers that failed in the run it shows, and where their causes are."""
+    run = rows[0]["failed_in"]
+    return f"{len(rows)} failed in run {run} (`kia runs {run}` lists them with their causes)"
 
 
 @app.command()
@@ -670,7 +692,7 @@ def _import_batch(
         base = results or errors
         assert base is not None
         target = next_file or base.with_name(base.stem + ".reask.jsonl")
-        target.write_text("".join(text + "\n" for text in summary.next_lines), encoding="utf-8")
+        write_whole(target, "".join(text + "\n" for text in summary.next_lines), "re-ask file")
         line += f"; re-ask requests in {target}"
     out.print(line, markup=False)
     if summary.failed or summary.problems:
@@ -962,6 +984,8 @@ def stats(
             "text_vs_table": [m.__dict__ for m in report.mismatches],
             "plots": [str(p) for p in report.plots],
             "left_out_of_scope": report.out_of_scope,
+            "failed_in_run": [{"key": key, "error": cause} for key, cause in report.failed],
+            "same_title": report.same_titles,
         }
         out.print(json.dumps(document, indent=2), markup=False)
         return
@@ -984,6 +1008,10 @@ def stats(
     )
     if report.left_out_line():
         out.print(report.left_out_line(), markup=False)
+    if report.failed_line():
+        out.print(visible(report.failed_line(), one_line=True), markup=False)
+    if report.same_titles_line():
+        out.print(visible(report.same_titles_line(), one_line=True), markup=False)
     for m in report.mismatches:
         out.print(
             f"  text vs table: {m.category} reported {m.reported_percent:g}% but the table gives "
@@ -1058,11 +1086,10 @@ def export(
     elif output is None:
         out.print(text, markup=False, end="")  # a terminal: control characters shown as escapes
     else:
-        with writing_to(output, "export"):
-            output.parent.mkdir(parents=True, exist_ok=True)  # as `kia report --out` does
-            output.write_text(text, encoding="utf-8")
+        write_whole(output, text, "export")  # never a cut-off file over the last good export
         out.print(f"wrote {output}", markup=False)
     path = _db(db)
+    _note_failed_papers(path, run, reviewed, gold, taxonomy)
     if gold is not None and run is None and not reviewed and path.exists():
         from kia.labelings import default_run_at
 
@@ -1072,6 +1099,18 @@ def export(
                 "with gold columns",
                 markup=False,
             )
+
+
+def _note_failed_papers(db: Path, run: str | None, reviewed: bool, gold: Path | None, taxonomy: Path | None) -> None:
+    """After a run's export: one `note:` line on stderr when papers of the run failed (they have no
+    row), with how to list them; nothing for a gold or reviewed export."""
+    from kia.report import failed_papers_line, run_failures
+
+    if reviewed or (run is None and gold is not None) or not db.exists():
+        return
+    chosen, failures = run_failures(db, run, given_taxonomy(taxonomy))
+    if failures:
+        err.print(visible("note: not in this export: " + failed_papers_line(chosen, failures), True), markup=False)
 
 
 @app.command()
@@ -1109,6 +1148,7 @@ def runs(
 
         for label, value in run_provenance(path, name, given_taxonomy(None)):
             out.print(f"{label + ':':15} {value or '-'}", markup=False)
+        _print_run_failures(path, name)
         return
     rows = list_runs_at(path)
     default = default_run_at(path, given_taxonomy(None))
@@ -1131,9 +1171,20 @@ def runs(
         out.print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip(), markup=False)
     out.print(
         f"{len(rows)} run(s); * the default of every command that reads a run (the latest complete run);"
-        " name another with --run NAME, or --run latest",
+        " name another with --run NAME, or --run latest"
+        + ("; `kia runs NAME` lists a run's failed papers with their causes" if any(r["failed"] for r in rows) else ""),
         markup=False,
     )
+
+
+def _print_run_failures(db: Path, name: str) -> None:
+    """`kia runs NAME`: how many papers failed in the run, then each on one line with its cause."""
+    from kia.report import run_failures
+
+    _run, failures = run_failures(db, name, given_taxonomy(None))
+    out.print(f"{'failed papers:':15} {len(failures)}", markup=False)
+    for key, cause in failures:
+        out.print(visible(f"  failed: {key}: {cause}", one_line=True), markup=False)
 
 
 def _threshold(value: str) -> float:
@@ -1652,8 +1703,7 @@ def simulate(
     if plot is not None:
         out.print(f"curve: {plot}", markup=False)
     if json_out is not None:
-        with writing_to(json_out, "JSON report"):
-            json_out.write_text(json.dumps(report.as_dict(), indent=1), encoding="utf-8")
+        write_whole(json_out, json.dumps(report.as_dict(), indent=1), "JSON report")
 
 
 @app.command()

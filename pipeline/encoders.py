@@ -24,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from kia.errors import BackendError
+from kia.errors import BackendError, write_whole
 
 
 class SentenceEncoder(Protocol):
@@ -194,17 +194,9 @@ def source_digest(model_dir: Path, cache_dir: Path) -> str:
             changed = True
         digest.update(f"{name}:{memo[stamp]}".encode())
     if changed:
-        _write_atomic(memo_path, json.dumps(memo, indent=1).encode())
+        # Through a temporary file and a rename: a reader never sees half a memo.
+        write_whole(memo_path, json.dumps(memo, indent=1), "encoder digest memo", BackendError)
     return digest.hexdigest()[:16]
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write through a temporary file and a rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "wb") as out:
-        out.write(data)
-    os.replace(temporary, path)
 
 
 def int8_model_path(model_dir: Path | None = None, cache_dir: Path | None = None) -> Path:

@@ -7,6 +7,9 @@ Every error names the thing it concerns (a file, a paper key, a taxonomy file) a
 from __future__ import annotations
 
 import errno
+import os
+import secrets
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -130,8 +133,7 @@ def reading(path: Path, what: str, error: type[KiaError] = KiaError) -> Iterator
 @contextmanager
 def writing_to(path: Path, what: str, error: type[KiaError] = KiaError) -> Iterator[None]:
     """Around the writing of a file the user names (`--out`, `--batch-file`): a folder, a folder that
-    does not exist or a file that cannot be written is one `error` line naming it. A full disk is
-    left to the command line's own line for it."""
+    does not exist, a file that cannot be written or a full disk is one `error` line naming it."""
     try:
         yield
     except IsADirectoryError as exc:
@@ -142,8 +144,41 @@ def writing_to(path: Path, what: str, error: type[KiaError] = KiaError) -> Itera
         ) from exc
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise
+            # A write() that fails names no file (exc.filename is None): name the one being written.
+            raise error(
+                f"{path}: disk full ({exc.strerror or exc}) while writing the {what}; free space and rerun"
+            ) from exc
         raise error(f"{path}: cannot write the {what} ({exc.strerror or exc})") from exc
+
+
+def write_whole(path: Path, content: str | bytes, what: str, error: type[KiaError] = KiaError) -> None:
+    """Write a file the user names (`--out`, `--json`, a batch file) complete or not at all.
+
+    Writing in place truncates the previous file first, so a full disk mid-write would destroy a
+    good export and leave a cut-off one under its name. Instead the content goes to a hidden
+    temporary file in the same folder, is flushed to disk and renamed over `path`; on any failure
+    the temporary file is removed and a previous `path` stays byte for byte as it was. Failures are
+    one `error` line naming `path` (`writing_to`). The folder is created when missing.
+    """
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    with writing_to(path, what, error):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        target = path.resolve() if path.is_symlink() else path  # replace the file a link points to
+        if target.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+            with os.fdopen(handle, "wb") as sink:
+                sink.write(data)
+                sink.flush()
+                os.fsync(sink.fileno())
+            if target.exists():  # the new file keeps the old one's permissions
+                os.chmod(temporary, stat.S_IMODE(target.stat().st_mode))
+            os.replace(temporary, target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
 
 
 def read_user_text(path: Path, what: str, error: type[KiaError] = KiaError, line_word: str = "line") -> str:

@@ -29,6 +29,8 @@ from kia.references import (
     known_papers,
     normalise_title,
     read_references,
+    same_paper,
+    title_key,
     usable_file,
 )
 from kia.store import Store
@@ -45,6 +47,8 @@ class IngestOutcome:
     error: str | None = None
     # For a new version of a known paper: which version is current now, and why (one line).
     notice: str | None = None
+    # Skipped as a type kia does not read (a `.docx` in a folder), not as a file kia wrote.
+    unsupported: bool = False
 
 
 @dataclass
@@ -70,7 +74,11 @@ class IngestSummary:
         extra = f", re-extracted {again}" if again else ""
         tail = f", new versions {versions}" if versions else ""
         present = self.count("present")
-        tail += f", skipped {self.count('skipped')} (kia's own files)" if self.count("skipped") else ""
+        unread = sum(1 for o in self.outcomes if o.unsupported)
+        own = self.count("skipped") - unread
+        why = [f"kia's own files {own}" if unread else "kia's own files"] if own else []
+        why += [f"types kia does not read {unread}" if own else "types kia does not read"] if unread else []
+        tail += f", skipped {own + unread} ({', '.join(why)})" if own or unread else ""
         return f"ingested {self.count('ingested')}, already present {present}{extra}, failed {self.failed}{tail}"
 
 
@@ -94,23 +102,66 @@ def load_manifest(path: Path) -> dict[str, str]:
         raise KiaError(f"{path}: cannot read manifest ({exc.strerror})") from exc
 
 
-def collect_paths(paths: Iterable[Path]) -> list[tuple[Path, str | None]]:
+# Files a folder of papers holds beside them that are never papers (figures, manifests, data, code,
+# a library, kia's own database): skipped without a word. Hidden files and folders (`.DS_Store`,
+# `.git`) are too. Any other type kia does not read (`.docx`, `.tex`, `.epub`) gets one line.
+_NOT_PAPERS = frozenset(
+    {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".tif", ".tiff", ".bmp", ".ico", ".heic"}  # figures
+    | {".csv", ".tsv", ".json", ".jsonl", ".yaml", ".yml", ".toml", ".ini", ".cfg"}  # manifests, data
+    | {".bib", ".ris", ".enl", ".nbib"}  # a library (`kia ingest --bib` reads it)
+    | {".py", ".pyc", ".ipynb", ".sh", ".r", ".js", ".css"}  # code
+    | {".duckdb", ".wal", ".bak", ".lock", ".log", ".tmp", ".part", ".partial", ".db", ".sqlite"}  # databases, temp
+)
+_JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", "__pycache__"})
+
+
+def _said_when_skipped(found: Path, root: Path) -> bool:
+    """Whether a file of a type kia does not read, met in the folder `root`, is worth a line: not a
+    hidden file or one in a hidden folder, not a figure, manifest or other obvious non-paper."""
+    parts = found.relative_to(root).parts
+    if any(part.startswith(".") or part.lower() in _JUNK_NAMES for part in parts):
+        return False
+    return found.suffix.lower() not in _NOT_PAPERS
+
+
+def _spelled_out(path: Path) -> str:
+    """`path` absolute with `.` and `..` taken out: one file however it was typed (a link stays a
+    name of its own: a folder may hold an alias of a paper on purpose)."""
+    return os.path.normpath(os.path.abspath(path))
+
+
+def collect_paths(paths: Iterable[Path], unsupported: list[Path] | None = None) -> list[tuple[Path, str | None]]:
     """Expand folders into their supported files (sorted); keep explicit files as given. Each path
-    comes with why it is refused (None: read it).
+    comes with why it is refused (None: read it). A file named twice (`papers/x.md`, its absolute
+    path, `./papers/../papers/x.md`, or in a folder also given) is read once, as first named.
 
     An explicit file of an unsupported type is kept so that it fails with its own message; inside a
-    folder such files are skipped silently (a folder also holds manifests, images, etc.). A link in
-    a folder that leads out of it (a downloaded folder's `notes.md -> /etc/passwd`) or nowhere is
-    refused with its own line: a folder of papers must not pull other files into the store and the
-    LLM's prompt. A file named on the command line is read wherever it is.
+    folder such files are left out, and added to `unsupported` when given, for one line each
+    (hidden files and obvious non-papers such as figures and manifests are left out silently,
+    `_said_when_skipped`). A link in a folder that leads out of it (a downloaded folder's
+    `notes.md -> /etc/passwd`) or nowhere is refused with its own line: a folder of papers must not
+    pull other files into the store and the LLM's prompt. A file named on the command line is read
+    wherever it is.
     """
     collected: list[tuple[Path, str | None]] = []
+    seen: set[str] = set()
+
+    def read(found: Path) -> None:
+        once = _spelled_out(found)
+        if once not in seen:
+            seen.add(once)
+            collected.append((found, None))
+
     for path in paths:
         if not path.is_dir():
-            collected.append((path, None))
+            read(path)
             continue
         root = path.resolve()
-        for found in sorted(p for p in path.rglob("*") if p.suffix.lower() in SUPPORTED_EXTENSIONS):
+        for found in sorted(path.rglob("*")):
+            if found.suffix.lower() not in SUPPORTED_EXTENSIONS:
+                if unsupported is not None and found.is_file() and _said_when_skipped(found, path):
+                    unsupported.append(found)
+                continue
             if found.is_symlink():
                 try:
                     target = found.resolve(strict=True)
@@ -123,7 +174,7 @@ def collect_paths(paths: Iterable[Path]) -> list[tuple[Path, str | None]]:
                     )
                     continue
             if found.is_file():
-                collected.append((found, None))
+                read(found)
     return collected
 
 
@@ -225,6 +276,24 @@ def _other_paper_of_same_name(store: Store, key: str, doc: Document, doi: str | 
     return _free_key(store, key)
 
 
+def _same_title_note(store: Store, path: Path, key: str, doc: Document, doi: str | None) -> str | None:
+    """A note naming the stored paper whose title is this new paper's (as `same_paper` compares them:
+    normalised, specific, no DOI or arXiv id telling them apart), else None.
+
+    Files are one paper by key, arXiv id or DOI only; the same paper saved as `AXON.md` and as
+    `axon_camera_ready.pdf` becomes two papers, and every statistic counts it twice. It is not
+    merged on a title (two works may share one), but said, with the way to make it one paper."""
+    mine = Identity.of(doi, doc.arxiv_id, doc.title)
+    for other, other_doi, other_arxiv, other_title in store.papers_titled(title_key(doc.title)):
+        if other != key and same_paper(mine, Identity.of(other_doi, other_arxiv, other_title)):
+            return (
+                f"{path}: the stored paper {other} has the same title; kept apart as {key}, so both are counted:"
+                f" if they are one paper, a --manifest row `{path.name},{other}` makes this file a version of"
+                f" {other} (in a database that does not hold it yet)"
+            )
+    return None
+
+
 def _titles_differ(stored: Iterable[str], title: str) -> bool:
     """Whether `title` names another work than every one of a paper's `stored` titles: all are known
     and none equals it or begins the other (a short title or a subtitle is still the same paper)."""
@@ -323,9 +392,11 @@ def ingest_one(path: Path, store: Store, manifest: dict[str, str], prefer: str =
             key, known = other, None
     warned = "; ".join(doc.warnings) or None  # a repaired PDF, a text file not in UTF-8: said, never silent
     if known is None:
+        twin = _same_title_note(store, path, key, doc, doi)  # looked up before this paper joins the store
         store.add_document(doc, key, doi)
         store.log_ingest(str(path), "ingested", key, doc.sha256)
-        return IngestOutcome(str(path), "ingested", key, notice="; ".join(filter(None, (notice, warned))) or None)
+        notice = "; ".join(filter(None, (notice, warned, twin))) or None
+        return IngestOutcome(str(path), "ingested", key, notice=notice)
     current = store.paper_versions(known.key)[0]
     new_state = completeness(len(doc.text), (s.name for s in doc.sections))
     old_state = completeness(current["chars"], current["sections"])
@@ -374,6 +445,19 @@ def skipped(store: Store, path: Path, what: str) -> IngestOutcome:
     return IngestOutcome(str(path), "skipped", notice=f"{path}: {what}, not a paper: not ingested")
 
 
+def unsupported(store: Store, path: Path) -> IngestOutcome:
+    """A file in a folder of a type kia does not read (`.docx`, `.tex`): logged and reported as one
+    line (the README promises one for every unsupported type), never stored, no failure."""
+    what = f"a {path.suffix.lower() or 'file without a suffix'} file, a type kia does not read"
+    store.log_ingest(str(path), "skipped", None, None, what)
+    return IngestOutcome(
+        str(path),
+        "skipped",
+        notice=f"{path}: {what} (PDF, HTML, Markdown, text): not ingested; convert it to PDF to ingest it",
+        unsupported=True,
+    )
+
+
 def _read_one(path: Path, refused: str | None, store: Store, manifest: dict[str, str], prefer: str) -> IngestOutcome:
     """The outcome of one collected path: refused by the walk, kia's own output, or ingested."""
     if refused:
@@ -395,8 +479,14 @@ def ingest_paths(
     if prefer not in PREFER_CHOICES:
         raise UsageError(f"--prefer must be one of {', '.join(PREFER_CHOICES)}, not {prefer!r}")
     summary = IngestSummary()
-    for path, refused in collect_paths(paths):
+    unread: list[Path] = []
+    for path, refused in collect_paths(paths, unread):
         outcome = _read_one(path, refused, store, manifest or {}, prefer)
+        summary.outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
+    for path in unread:
+        outcome = unsupported(store, path)
         summary.outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(outcome)

@@ -178,6 +178,28 @@ def _ids_differ(identities: Sequence[Identity], wanted: Identity) -> bool:
     return other_doi or bool(wanted.arxiv_id and arxiv_ids and wanted.arxiv_id not in arxiv_ids)
 
 
+def title_key(title: str | None) -> str:
+    """A title as `Store.papers_titled` looks it up: normalised (`normalise_title`), without spaces."""
+    return normalise_title(title or "").replace(" ", "")
+
+
+def same_title_groups(papers: Sequence[tuple[str, Identity]]) -> list[list[str]]:
+    """Keys (sorted, two or more) of the papers, one identity each, that `same_paper` takes for one
+    paper by their title: stored apart (two files under two names: a Markdown and a PDF of one
+    paper), they would be counted twice by every statistic, so `kia papers` and `kia stats` say so.
+    Papers whose DOI or arXiv ids tell them apart are not grouped."""
+    by_title: dict[str, list[tuple[str, Identity]]] = {}
+    for key, identity in papers:
+        if identity.title:
+            by_title.setdefault(identity.title, []).append((key, identity))
+    groups: list[list[str]] = []
+    for members in by_title.values():
+        keys = {a_key for a_key, a in members for b_key, b in members if a_key != b_key and same_paper(a, b)}
+        if len(keys) > 1:
+            groups.append(sorted(keys))
+    return sorted(groups)
+
+
 def title_fingerprint(title: str | None) -> str | None:
     """A short hash of a title as `same_work` compares it (normalised): lets a file that must hold no
     paper text (a shipped head's provenance) still recognise a paper by its title."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kia._version import __version__
-from kia.errors import KiaError, writing_to
+from kia.errors import KiaError, write_whole
 from kia.export import (
     AxisDetail,
     ExportRow,
@@ -40,12 +40,14 @@ from kia.labelings import (
 )
 from kia.references import (
     ABSTRACT_ONLY,
+    Identity,
     LabelledReference,
     LibraryRecord,
     Reference,
     VerbatimText,
     known_papers,
     latest_records,
+    same_title_groups,
     write_references,
 )
 from kia.score import Agreement, ScoreReport, compare, gold_labeling, match_stored, score_run, some_names
@@ -73,6 +75,10 @@ class LabelSource:
     from_gold: bool = False
     # paper key -> what the run flagged on it (out of scope, suspicious text, unclear axes)
     flags: dict[str, PaperFlags] = field(default_factory=dict)
+    # (paper key, cause) of the papers that failed in the run: they have no labels, so no row
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    # keys of labelled papers that share a title (one paper stored twice?), group by group
+    same_titles: list[list[str]] = field(default_factory=list)
 
 
 def _require_run(store: Store, run_id: str) -> None:
@@ -105,8 +111,61 @@ def run_source(db: Path, run_id: str | None, taxonomy: Taxonomy | None, use_revi
                     statuses.get(key, {}).pop(axis, None)  # a person decided: no longer abstained
         flags = paper_flags(store, chosen, set(reviews))
         return LabelSource(
-            labeling, f"run {chosen}", titles, statuses, taxonomy=taxonomy, run_id=chosen, reviews=reviews, flags=flags
+            labeling,
+            f"run {chosen}",
+            titles,
+            statuses,
+            taxonomy=taxonomy,
+            run_id=chosen,
+            reviews=reviews,
+            flags=flags,
+            failed=store.failed_papers(chosen),
+            same_titles=shared_titles(store, set(labeling)),
         )
+
+
+def shared_titles(store: Store, keys: set[str]) -> list[list[str]]:
+    """Groups (two or more) of `keys` whose stored papers share a title (`same_title_groups`): one
+    paper stored under two file names is counted twice by a statistic, so `kia stats` says so."""
+    identities = [(key, Identity.of(doi, arxiv, title)) for key, doi, arxiv, title in store.current_identities()]
+    groups = same_title_groups([(key, identity) for key, identity in identities if key in keys])
+    return groups
+
+
+def same_titles_line(groups: list[list[str]]) -> str:
+    """One line saying how many papers share a title with another and which, or ""."""
+    if not groups:
+        return ""
+    shown = "; ".join(" = ".join(group) for group in groups[:5]) + ("; ..." if len(groups) > 5 else "")
+    return (
+        f"{sum(len(g) for g in groups)} paper(s) share a title with another ({shown}): one paper stored under"
+        " two names is counted once per name; `kia papers` lists them"
+    )
+
+
+def failed_papers_line(run_id: str, failed: list[tuple[str, str]]) -> str:
+    """One line saying how many papers failed in a run and how to list them with their causes, or "".
+
+    A failed paper has no labels in the run, so an export or a statistic of it silently leaves the
+    paper out: a count read from it would be too small without a word."""
+    if not failed:
+        return ""
+    keys = some_names([key for key, _cause in failed])
+    return (
+        f"{len(failed)} paper(s) failed in run {run_id} ({keys});"
+        f" `kia runs {run_id}` lists each with its cause, `kia propose` tries them again"
+    )
+
+
+def run_failures(db: Path, run_id: str | None, taxonomy: Taxonomy | None = None) -> tuple[str, list[tuple[str, str]]]:
+    """The run named (None or `latest`: the default run) and (paper key, cause) of each paper that
+    failed in it; ("", []) when the database holds no run. One line when there is no such run."""
+    with Store(db, read_only=True) as store:
+        chosen = resolve_run(store, run_id, taxonomy)
+        if chosen is None:
+            return "", []
+        _require_run(store, chosen)
+        return chosen, store.failed_papers(chosen)
 
 
 def paper_flags(store: Store, run_id: str, decided: set[tuple[str, str]] | None = None) -> dict[str, PaperFlags]:
@@ -202,6 +261,10 @@ class StatsReport:
     plots: list[Path]
     # Papers the run judged out of scope that no person has labelled: not counted (see stats_report).
     out_of_scope: list[str] = field(default_factory=list)
+    # The run read and (paper key, cause) of the papers that failed in it: not counted either.
+    run_id: str | None = None
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    same_titles: list[list[str]] = field(default_factory=list)
 
     def left_out_line(self) -> str:
         """One line naming the papers left out of the counts, or ""."""
@@ -211,6 +274,17 @@ class StatsReport:
             f"  left out: {len(self.out_of_scope)} paper(s) the run judged out of scope "
             f"({some_names(self.out_of_scope)}); accept or edit one of its axes in `kia review` to count it"
         )
+
+    def failed_line(self) -> str:
+        """One line saying how many papers failed in the run (not counted) and how to list them, or ""."""
+        if self.run_id is None or not self.failed:
+            return ""
+        return "  left out: " + failed_papers_line(self.run_id, self.failed)
+
+    def same_titles_line(self) -> str:
+        """One line naming the counted papers that share a title with another, or ""."""
+        line = same_titles_line(self.same_titles)
+        return f"  note: {line}" if line else ""
 
 
 def stats_report(source: LabelSource, check_text: bool, plot_dir: Path | None) -> StatsReport:
@@ -236,7 +310,9 @@ def stats_report(source: LabelSource, check_text: bool, plot_dir: Path | None) -
         from kia.plots import figure2  # matplotlib loads only when plots are drawn
 
         plots = figure2(labeling, taxonomy, plot_dir, f"Design space: {source.name}")
-    return StatsReport(source.name, stats, mismatches, plots, out_of_scope)
+    counted = set(labeling)
+    same_titles = [kept for kept in ([k for k in g if k in counted] for g in source.same_titles) if len(kept) > 1]
+    return StatsReport(source.name, stats, mismatches, plots, out_of_scope, source.run_id, source.failed, same_titles)
 
 
 def compare_runs(db: Path, run_a: str, run_b: str, taxonomy: Taxonomy | None) -> Agreement:
@@ -682,9 +758,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:top}}
 <h2>Design space of the run</h2>{images["run"]}
 <h2>Papers: labels, status and the evidence to check them against</h2>{_papers_table(paper_rows, taxonomy, paths)}
 </body></html>"""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with writing_to(out, "report"):
-        out.write_text(page, encoding="utf-8")
+    write_whole(out, page, "report")
     return out
 
 

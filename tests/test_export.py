@@ -871,3 +871,47 @@ def test_a_cited_table_compiles_and_resolves_every_key_kia_allows(tmp_path: Path
     log = (tmp_path / "main.log").read_text(encoding="utf-8", errors="replace")
     assert "Output written on main.pdf" in log and "\n! " not in log, log
     assert "undefined" not in log, log
+
+
+def test_a_full_disk_leaves_the_previous_export_whole_and_the_line_names_the_file(tmp_path: Path) -> None:
+    """`kia export --out FILE` truncated FILE before writing: a disk that filled mid-write destroyed
+    the last good export, left a cut-off one under its name, and said "a file". A real process whose
+    files may not grow past 2000 bytes (the export is about 4800) stands in for the full disk."""
+    import os
+    import resource
+    import signal
+
+    from tests.conftest import kia_exe
+
+    def small_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    previous = folder / "labels.csv"
+    previous.write_bytes(b"key,title\r\nOLD,the last good export\r\n")
+    gold = ROOT / "labels" / "table5.csv"
+    args = ["export", "--db", str(tmp_path / "k.duckdb"), "--gold", str(gold)]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    for fmt in ("csv", "jsonl"):
+        full = subprocess.run(
+            [*kia_exe(), *args, "--format", fmt, "--out", str(previous)],
+            capture_output=True,
+            text=True,
+            env=env,
+            preexec_fn=small_disk,
+            timeout=300,
+            check=False,
+        )
+        assert full.returncode == 1, (fmt, full.stdout, full.stderr)
+        assert full.stderr.strip().splitlines() == [
+            f"kia: {previous}: disk full (File too large) while writing the export; free space and rerun"
+        ], fmt
+        assert previous.read_bytes() == b"key,title\r\nOLD,the last good export\r\n", fmt
+        assert sorted(p.name for p in folder.iterdir()) == ["labels.csv"], fmt  # no temporary file left
+    # With room, the export replaces the file whole and keeps its permissions.
+    previous.chmod(0o640)
+    assert subprocess.run([*kia_exe(), *args, "--out", str(previous)], env=env, check=False).returncode == 0
+    assert previous.read_text(encoding="utf-8").count("\n") == 27 and (previous.stat().st_mode & 0o777) == 0o640
+    assert sorted(p.name for p in folder.iterdir()) == ["labels.csv"]

@@ -666,3 +666,137 @@ def test_a_paper_given_by_a_relative_path_is_stored_under_its_absolute_path(
     with Store(tmp_path / "kia.duckdb", read_only=True) as store:
         stored = store.get_document(store.paper_keys()[0]).path
     assert stored == str((tmp_path / "papers" / "p.pdf").resolve())
+
+
+AXON_TITLE = "Conditional Diffusion for 3D CT Volume Reconstruction from 2D X-rays"
+AXON_BODY = (
+    "Abstract\n\nWe reconstruct a CT volume from two X-rays with a conditional diffusion model.\n\n"
+    "Method\n\nA 3D U-Net denoises the volume conditioned on the projections through cross-attention."
+)
+
+
+def test_one_paper_in_two_formats_under_two_names_is_said_not_silently_two(tmp_path: Path, db_path: Path) -> None:
+    """`AXON.md` and `axon_camera_ready.pdf` (same title, same text) became two papers without a word,
+    and `kia stats` counted the method twice. They stay two (a title alone never merges two files),
+    but ingest names the stored paper with the same title and how to make the file its version,
+    and `kia papers` and `kia stats` say that papers share a title."""
+    import pymupdf
+
+    from kia.propose import load_prompt, run_proposals
+    from kia.taxonomy import load_taxonomy
+    from tests.fakes import ScriptedBackend
+
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "AXON.md").write_text(f"# {AXON_TITLE}\n\n{AXON_BODY}\n", encoding="utf-8")
+    pdf = pymupdf.open()
+    page = pdf.new_page()
+    page.insert_textbox(pymupdf.Rect(50, 40, 560, 90), AXON_TITLE, fontsize=14)
+    page.insert_textbox(pymupdf.Rect(50, 100, 560, 780), AXON_BODY, fontsize=9)
+    pdf.save(folder / "axon_camera_ready.pdf")
+    # Another work under a short, generic title that an unrelated paper shares: never said.
+    for name, title, what in (("survey", "A Survey", "CT generation"), ("survey2", "A survey", "MRI synthesis")):
+        text = f"# {title}\n\n## Abstract\nWe survey {what} with diffusion models and compare them on public data.\n"
+        (folder / f"{name}.md").write_text(text, encoding="utf-8")
+
+    ingested = run_kia("ingest", str(folder), "--db", str(db_path))
+    assert ingested.returncode == 0, ingested.stderr
+    assert ingested.stdout.splitlines()[-1] == "ingested 4, already present 0, failed 0"
+    notes = [line for line in ingested.stderr.splitlines() if line.startswith("note: ")]
+    assert notes == [
+        f"note: {folder / 'axon_camera_ready.pdf'}: the stored paper AXON has the same title; kept apart as"
+        " axon_camera_ready, so both are counted: if they are one paper, a --manifest row"
+        " `axon_camera_ready.pdf,AXON` makes this file a version of AXON (in a database that does not hold it yet)"
+    ]
+    listing = run_kia("papers", "--db", str(db_path), env={"COLUMNS": "250"})
+    assert listing.stdout.strip().splitlines()[-1] == (
+        "4 paper(s); 2 share a title with another (AXON, axon_camera_ready): one paper stored twice is counted twice"
+    )
+    (axon,) = [line for line in listing.stdout.splitlines() if "│ AXON " in line]
+    assert "ingested (same title as axon_camera_ready)" in axon
+
+    # The hint works: into a database that does not hold it, the manifest makes the PDF AXON's version.
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("file,method\naxon_camera_ready.pdf,AXON\n", encoding="utf-8")
+    other_db = tmp_path / "other.duckdb"
+    assert run_kia("ingest", str(folder / "AXON.md"), "--db", str(other_db)).returncode == 0
+    version = run_kia(
+        "ingest", str(folder / "axon_camera_ready.pdf"), "--manifest", str(manifest), "--db", str(other_db)
+    )
+    assert version.stdout.splitlines()[-1] == "ingested 0, already present 0, failed 0, new versions 1"
+
+    answer = {"K": [("K2", ["conditional diffusion"])], "I": [("I2", ["two X-rays"])], "A": [("A1", ["U-Net"])]}
+    with Store(db_path) as store:
+        answers = {AXON_TITLE: answer}
+        for title, what in (("A Survey", "CT generation"), ("A survey", "MRI synthesis")):
+            quote = [f"We survey {what} with diffusion models"]
+            answers[title] = {"K": [("K2", quote)], "I": [("I2", quote)], "A": [("A1", quote)]}
+        backend = ScriptedBackend(answers)  # type: ignore[arg-type]
+        run_proposals(store, backend, load_taxonomy(), load_prompt(), run_name="r")
+    stats = run_kia("stats", "--db", str(db_path))
+    assert stats.returncode == 0, stats.stderr
+    assert stats.stdout.splitlines()[0] == "run r: 4 methods", stats.stdout
+    assert (
+        "  note: 2 paper(s) share a title with another (AXON = axon_camera_ready): one paper stored under two names"
+        " is counted once per name; `kia papers` lists them"
+    ) in stats.stdout.splitlines()
+
+
+def test_a_file_failed_under_several_spellings_is_one_failure_cleared_once_it_ingests(tmp_path: Path) -> None:
+    """Failed files were keyed by the path as typed: `papers/x.md`, its absolute path and
+    `./papers/../papers/x.md` gave three failed rows, and they stayed failed after the fixed file
+    was ingested from its own folder."""
+    db = tmp_path / "k.duckdb"
+    papers = tmp_path / "papers"
+    papers.mkdir()
+    broken = papers / "x.md"
+    broken.write_bytes(b"")
+    spellings = ["papers/x.md", str(broken), "./papers/../papers/x.md"]
+    first = run_kia("ingest", *spellings, "--db", str(db), cwd=tmp_path)
+    assert first.returncode == 1
+    assert first.stderr.strip().splitlines() == ["failed: papers/x.md: empty file"]  # one file, read once
+    assert first.stdout.strip().splitlines()[-1] == "ingested 0, already present 0, failed 1"
+    assert run_kia("ingest", "x.md", "--db", str(db), cwd=papers).returncode == 1  # a fourth spelling
+    listing = run_kia("papers", "--db", str(db), env={"COLUMNS": "250"})
+    assert "1 failed file(s)" in listing.stdout and str(broken.resolve()) in listing.stdout
+
+    broken.write_text("# Masks to CT\n\n## Abstract\nWe generate CT from segmentation masks.\n", encoding="utf-8")
+    fixed = run_kia("ingest", "x.md", "--db", str(db), cwd=papers)
+    assert fixed.returncode == 0, fixed.stderr
+    listing = run_kia("papers", "--db", str(db), env={"COLUMNS": "250"})
+    assert "failed to ingest" not in listing.stdout and "failed file" not in listing.stdout
+    assert listing.stdout.strip().splitlines()[-1] == "1 paper(s)"
+
+
+def test_a_folder_says_which_files_it_cannot_read_and_counts_them(tmp_path: Path, db_path: Path) -> None:
+    """In a folder, a paper in a type kia does not read (.docx, .tex) was skipped without a word and
+    not counted, while the README promises one line for unsupported types. Hidden files, kia's own
+    files' folders and obvious non-papers (figures, a manifest, byte code) stay silent."""
+    folder = tmp_path / "papers"
+    (folder / ".git").mkdir(parents=True)
+    (folder / "__pycache__").mkdir()
+    (folder / "AXON.md").write_text(f"# {AXON_TITLE}\n\n{AXON_BODY}\n", encoding="utf-8")
+    (folder / "my-key-paper.docx").write_bytes(b"PK\x03\x04 (a Word file)")
+    (folder / "main.tex").write_text("\\documentclass{article}\\begin{document}We generate 3D CT.\\end{document}")
+    (folder / "kia-report.html").write_text("<html><head><title>kia report: r</title></head></html>")
+    for silent in (".DS_Store", ".git/config", "__pycache__/x.cpython-311.pyc", "figure1.png", "manifest.csv"):
+        (folder / silent).write_bytes(b"not a paper")
+    result = run_kia("ingest", str(folder), "--db", str(db_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == (
+        "ingested 1, already present 0, failed 0, skipped 3 (kia's own files 1, types kia does not read 2)"
+    )
+    unread = [line for line in result.stderr.splitlines() if "a type kia does not read" in line]
+    assert unread == [
+        f"skipped: {folder / name}: a {suffix} file, a type kia does not read (PDF, HTML, Markdown, text): not"
+        " ingested; convert it to PDF to ingest it"
+        for name, suffix in (("main.tex", ".tex"), ("my-key-paper.docx", ".docx"))
+    ]
+    assert len(result.stderr.strip().splitlines()) == 3  # and the report's own line; nothing for the rest
+    only_unread = tmp_path / "drafts"
+    only_unread.mkdir()
+    (only_unread / "draft.rtf").write_text("{\\rtf1 a draft}")
+    alone = run_kia("ingest", str(only_unread), "--db", str(db_path))
+    assert alone.stdout.strip().splitlines()[-1] == (
+        "ingested 0, already present 0, failed 0, skipped 1 (types kia does not read)"
+    )

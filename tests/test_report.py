@@ -185,3 +185,75 @@ def test_a_quote_found_other_than_word_for_word_says_so_in_the_report(tmp_path: 
     assert run_kia("report", "--run", "r", "--db", str(db), "--out", str(out)).returncode == 0
     html = out.read_text(encoding="utf-8")
     assert html.count("<i>(fuzzy)</i>") == 1 and html.count("<i>(not evidence)</i>") == 1
+
+
+def test_a_report_that_cannot_be_written_whole_leaves_the_previous_one(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`kia report --out` wrote in place: a disk that filled mid-write left a cut-off page over the
+    previous report. The disk fills here as the new page is flushed to it."""
+    import errno
+    import os
+
+    from tests.fakes import one_paper_run
+
+    quote = "We generate CT from segmentation masks with a ControlNet branch"
+    answer = {"K": [("K2", [quote])], "I": [("I2", [quote])], "A": [("A1", [quote])]}
+    db = one_paper_run(tmp_path, "MAISI", "MAISI", quote, answer)  # type: ignore[arg-type]
+    out = tmp_path / "site" / "report.html"
+    out.parent.mkdir()
+    out.write_text("<html>the previous report</html>", encoding="utf-8")
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    failed = run_kia("report", "--out", str(out), "--db", str(db))
+    assert failed.returncode == 1
+    assert failed.stderr.strip() == (
+        f"kia: {out}: disk full (No space left on device) while writing the report; free space and rerun"
+    )
+    assert out.read_text(encoding="utf-8") == "<html>the previous report</html>"
+    assert [p.name for p in out.parent.iterdir()] == ["report.html"]
+
+
+def test_papers_that_failed_in_a_run_are_named_by_papers_runs_export_and_stats(tmp_path: Path) -> None:
+    """A paper that failed in `kia propose` was named only in that command's output: `kia papers`
+    said `ingested`, `kia runs NAME` named none, and export and stats left it out without a word."""
+    from kia.extract import extract
+    from kia.propose import load_prompt, run_proposals
+    from kia.store import Store
+    from kia.taxonomy import load_taxonomy
+    from tests.fakes import failing
+
+    db = tmp_path / "kia.duckdb"
+    for key in ("MAISI", "Broken"):
+        path = tmp_path / f"{key}.md"
+        path.write_text(f"# {key}\n\n## Abstract\n{GOOD['K'][0][1][0]}.\n", encoding="utf-8")  # type: ignore[index]
+        with Store(db) as store:
+            store.add_document(extract(path), key)
+    backend = ScriptedBackend({"MAISI": GOOD, "Broken": failing("endpoint kept failing: HTTP 500")})
+    with Store(db) as store:
+        run_proposals(store, backend, load_taxonomy(), load_prompt(), run_name="r")
+    where = ("--db", str(db))
+
+    papers = run_kia("papers", *where, env={"COLUMNS": "200"})
+    assert papers.returncode == 0, papers.stderr
+    (broken,) = [line for line in papers.stdout.splitlines() if "Broken" in line]
+    assert "failed in run r: endpoint kept failing: HTTP 500" in broken and "ingested" not in broken
+    assert "3 paper(s)" not in papers.stdout and "2 paper(s); 1 failed in run r" in papers.stdout
+
+    runs = run_kia("runs", "r", *where)
+    assert runs.returncode == 0, runs.stderr
+    assert runs.stdout.splitlines()[-2:] == ["failed papers:  1", "  failed: Broken: endpoint kept failing: HTTP 500"]
+    assert "`kia runs NAME` lists a run's failed papers" in run_kia("runs", *where).stdout
+
+    exported = run_kia("export", "--run", "r", *where)
+    assert exported.returncode == 0 and [r.split(",")[0] for r in exported.stdout.splitlines()] == ["key", "MAISI"]
+    assert exported.stderr.strip() == (
+        "note: not in this export: 1 paper(s) failed in run r (Broken); `kia runs r` lists each with its cause,"
+        " `kia propose` tries them again"
+    )
+    stats = run_kia("stats", *where)
+    assert stats.stdout.splitlines()[0] == "run r: 1 methods"
+    assert "  left out: 1 paper(s) failed in run r (Broken); `kia runs r` lists each" in stats.stdout
+    as_json = json.loads(run_kia("stats", "--format", "json", *where).stdout)
+    assert as_json["failed_in_run"] == [{"key": "Broken", "error": "endpoint kept failing: HTTP 500"}]

@@ -485,10 +485,29 @@ def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
 
 
-def list_papers_at(db: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """What `kia papers` prints: the stored papers, and apart from them the files that failed."""
+def list_papers_at(db: Path, run_id: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What `kia papers` prints: the stored papers, and apart from them the files that failed.
+
+    A paper that failed in `run_id` (the default run; None: the latest run) has the status `failed in
+    run X: cause`: it has no labels there, and `ingested` would hide it from export's and stats' reader.
+    `same_title` names the other papers with the same title (`kia.references.same_title_groups`)."""
+    from kia.references import Identity, same_title_groups
+
     with Store(db, read_only=True) as store:
-        return store.list_papers(), store.failed_ingests()
+        papers = store.list_papers()
+        # Papers that share a title (one paper stored under two names?): `kia papers` says so.
+        identities = [(key, Identity.of(doi, arxiv, title)) for key, doi, arxiv, title in store.current_identities()]
+        twins = {key: group for group in same_title_groups(identities) for key in group}
+        for paper in papers:
+            paper["same_title"] = [key for key in twins.get(paper["key"], []) if key != paper["key"]]
+        run_id = run_id or store.latest_run()
+        failures = dict(store.failed_papers(run_id)) if run_id else {}
+        for paper in papers:
+            if paper["key"] in failures:
+                paper["status"] = f"failed in run {run_id}: {failures[paper['key']]}"
+                paper["error"] = failures[paper["key"]]
+                paper["failed_in"] = run_id
+        return papers, store.failed_ingests()
 
 
 def paper_text_by_section(

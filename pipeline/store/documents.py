@@ -209,10 +209,12 @@ class DocumentQueries(StoreBase):
     def log_ingest(
         self, path: str, status: str, paper_key: str | None = None, sha256: str | None = None, error: str | None = None
     ) -> None:
-        """One row per ingest attempt: ingested, present or failed (with its cause)."""
+        """One row per ingest attempt: ingested, present or failed (with its cause), under the file's
+        resolved absolute path: `papers/x.md`, its absolute path and `./papers/../papers/x.md` are
+        one file, so it is listed as failed once, and no longer once it ingests from any folder."""
         self.con.execute(
             "INSERT INTO ingest_log (path, paper_key, sha256, status, error) VALUES (?, ?, ?, ?, ?)",
-            [path, paper_key, sha256, status, error],
+            [_resolved(path), paper_key, sha256, status, error],
         )
 
     def latest_sha(self, paper_key: str) -> str:
@@ -350,6 +352,36 @@ class DocumentQueries(StoreBase):
             """
         ).fetchall()
         return [{"path": r[0], "key": r[1] or Path(r[0]).stem, "error": r[2]} for r in rows]
+
+    def current_identities(self) -> list[tuple[str, str | None, str | None, str | None]]:
+        """(paper key, DOI, arXiv id, title) of each paper's current version."""
+        rows = self.query(
+            "SELECT paper_key, doi, arxiv_id, title FROM documents QUALIFY row_number() OVER"
+            " (PARTITION BY paper_key ORDER BY is_current DESC, ingested_at DESC) = 1 ORDER BY paper_key"
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def papers_titled(self, compact_title: str) -> list[tuple[str, str | None, str | None, str | None]]:
+        """(paper key, DOI, arXiv id, title) of the current versions whose title, lower-cased, without
+        accents and without anything but letters and digits, is `compact_title`
+        (`kia.references.title_key`): one query however many papers are stored, so ingest can look
+        every new file's title up."""
+        rows = self.query(
+            "SELECT paper_key, doi, arxiv_id, title FROM (SELECT * FROM documents QUALIFY row_number() OVER"
+            " (PARTITION BY paper_key ORDER BY is_current DESC, ingested_at DESC) = 1)"
+            " WHERE regexp_replace(strip_accents(lower(coalesce(title, ''))), '[^a-z0-9]+', '', 'g') = ?"
+            " ORDER BY paper_key",
+            [compact_title],
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+def _resolved(path: str) -> str:
+    """`path` absolute, with `..` and links resolved (as it is, if it cannot be)."""
+    try:
+        return str(Path(path).resolve())
+    except (OSError, RuntimeError, ValueError):
+        return path
 
 
 def _paper_status(proposals: int, on_current: int) -> str:

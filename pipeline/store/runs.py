@@ -496,6 +496,17 @@ class RunQueries(StoreBase):
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
+    def failed_papers(self, run_id: str) -> list[tuple[str, str]]:
+        """(paper key, cause) of each paper that failed in a run, by key: such a paper has no labels
+        there, so every command that reads the run must be able to name it (a rerun tries it again
+        and replaces the row)."""
+        rows = self.query(
+            "SELECT paper_key, coalesce(error, '') FROM proposals WHERE run_id = ? AND status = 'failed'"
+            " ORDER BY paper_key",
+            [run_id],
+        )
+        return [(str(r[0]), str(r[1])) for r in rows]
+
 
 _CURRENT_VERSION = "QUALIFY row_number() OVER (PARTITION BY paper_key ORDER BY is_current DESC, ingested_at DESC) = 1"
 """One row per paper: its current version (else, for rows without the flag, the latest ingested), the
