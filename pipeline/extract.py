@@ -1078,10 +1078,11 @@ def _parse_front_matter(block: str, toml: bool) -> dict[str, Any] | None:
 
             fields = tomllib.loads(block)
         else:
-            import yaml
+            from kia.plainyaml import parse
 
-            fields = yaml.safe_load(block) if block.strip() else {}
-    except Exception:  # a YAML or TOML syntax error: try the loose reading below
+            # paper text: an alias (a few lines that expand to gigabytes) or a tag is refused
+            fields = parse(block) if block.strip() else {}
+    except Exception:  # a YAML or TOML syntax error, or refused YAML: try the loose reading below
         fields = None
     if fields is None and not toml:
         fields = _loose_yaml(block)

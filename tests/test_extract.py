@@ -564,3 +564,24 @@ def test_a_page_turned_only_for_viewing_is_read_in_columns_of_its_text(tmp_path:
         "Right column first paragraph.",
         "Right column second paragraph.",
     ]
+
+
+def test_front_matter_aliases_are_never_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A paper's front matter is untrusted text: YAML aliases nested nine deep (a "billion laughs"
+    of 10^8 strings from a few lines) used to be expanded by the safe loader on ingest. The plain
+    YAML parser refuses aliases before building anything, so the block is read the loose way
+    (`key: value` lines, nothing expanded) and the paper's title still comes from it."""
+    import yaml
+
+    from kia.plainyaml import RefusedYAMLError, parse
+
+    levels = ['a0: &a0 ["lol"]'] + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    block = "title: VolGen\n" + "\n".join(levels)
+    with pytest.raises(RefusedYAMLError, match="alias"):
+        parse(block)
+    path = tmp_path / "bomb.md"
+    path.write_text(f"---\n{block}\n---\n" + _FRONT_MATTER_BODY, encoding="utf-8")
+    monkeypatch.setattr(yaml, "safe_load", lambda *_a, **_k: pytest.fail("front matter expanded by yaml.safe_load"))
+    doc = extract(path)
+    assert doc.title == "VolGen"
+    assert "Organ masks are concatenated" in doc.text and "lol" not in doc.text
