@@ -312,6 +312,36 @@ def _check_defaults(answer: BackendAnswer, taxonomy: Taxonomy) -> None:
         raise error
 
 
+def _is_share(value: object) -> bool:
+    """A finite number in [0, 1] (a bool is no number here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
+
+
+def _check_scores(answer: BackendAnswer) -> None:
+    """Every number a backend gives beside its labels is a share in [0, 1], and `in_scope` a yes or
+    no: a plugin's support of NaN, a scope score of infinity or `in_scope="no"` (stored as False)
+    were stored as given, and the review's ordering, auto-accept and the flags read them. The
+    offline answer file checks the same on import; the schema checks the labels' confidences."""
+    problems = [
+        f"support {support!r} for {axis}/{claim.category}"
+        for axis, claims in answer.labels.items()
+        for claim in claims
+        for support in claim.supports or ()
+        if not _is_share(support)
+    ]
+    problems += [
+        f"confidence {c!r} for the default of {axis}" for axis, (_, c, _) in answer.defaults.items() if not _is_share(c)
+    ]
+    if answer.scope_score is not None and not _is_share(answer.scope_score):
+        problems.append(f"scope_score {answer.scope_score!r}")
+    if answer.in_scope is not None and not isinstance(answer.in_scope, bool):
+        problems.append(f"in_scope {answer.in_scope!r}")
+    if problems:
+        error = KiaError(f"the backend gave {problems[0]}; its scores are numbers in [0, 1], in_scope true or false")
+        error.calls = answer.calls  # type: ignore[attr-defined]
+        raise error
+
+
 def label_statuses(labels: list[Label], confidence_floor: float | None) -> dict[str, tuple[str, str]]:
     """Per labelled axis, `unsupported` (a label none of whose quotes is in the paper, or is evidence
     there) or `tentative` (a label below the confidence floor), with the labels named; unsupported wins.
@@ -504,6 +534,7 @@ def proposal_from_answer(
     """
     flagged = suspicious_sentences(doc, taxonomy) if flagged is None else flagged
     _check_defaults(answer, taxonomy)
+    _check_scores(answer)
     payload = answer_to_json(answer, taxonomy)
     labels = ground_answer(with_supports(labels_from_json(payload, taxonomy), answer), doc, flagged)
     statuses = {**axis_statuses(answer, taxonomy), **label_statuses(labels, confidence_floor)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -1011,3 +1012,36 @@ def test_a_backend_that_changes_the_paper_or_the_taxonomy_changes_neither(stored
     assert summary.failed == 1 and summary.failures[0][0] == "B"
     assert "K1', 'K2', 'K3' or 'K4'" in summary.failures[0][1], summary.failures
     assert stored.query("SELECT count(*) FROM labels WHERE category = 'K99'") == [(0,)]
+
+
+class _BadScoresBackend(ScriptedBackend):
+    """A plugin whose numbers beside its labels are not shares: the scripted answer, then one field spoiled."""
+
+    def __init__(self, spoil: str) -> None:
+        super().__init__({"Mask Paper": GOOD})
+        self.spoil = spoil
+
+    def answer(self, doc, taxonomy, prompt):  # type: ignore[no-untyped-def]
+        answer = super().answer(doc, taxonomy, prompt)
+        if self.spoil == "support":
+            first = answer.labels["K"][0]
+            answer.labels["K"][0] = dataclasses.replace(first, supports=(float("nan"),) * len(first.quotes))
+        elif self.spoil == "scope_score":
+            answer.scope_score = float("inf")
+        elif self.spoil == "in_scope":
+            answer.in_scope = "no"  # type: ignore[assignment]
+        return answer
+
+
+@pytest.mark.parametrize(
+    ("spoil", "said"),
+    [("support", "support nan for K/K2"), ("scope_score", "scope_score inf"), ("in_scope", "in_scope 'no'")],
+)
+def test_a_backends_scores_are_shares_and_its_scope_a_yes_or_no(stored: Store, spoil: str, said: str) -> None:
+    """A plugin's support of NaN, scope score of infinity or `in_scope="no"` were stored as given (the
+    last as False: a paper flagged out of scope by a string); each now fails the paper in one line."""
+    doc = stored.get_document("A")
+    with pytest.raises(KiaError, match=re.escape(said)) as caught:
+        propose(doc, _BadScoresBackend(spoil), load_taxonomy(), load_prompt(), "A")
+    assert "\n" not in str(caught.value)
+    assert propose(doc, ScriptedBackend({"Mask Paper": GOOD}), load_taxonomy(), load_prompt(), "A").labels
