@@ -162,6 +162,11 @@ def write_whole(path: Path, content: str | bytes, what: str, error: type[KiaErro
     """
     data = content.encode("utf-8") if isinstance(content, str) else content
     with writing_to(path, what, error):
+        if path.exists() and not path.is_file() and not path.is_dir():
+            # /dev/stdout, a named pipe: nothing to keep and no folder to write in, so in place
+            with open(path, "wb") as sink:
+                sink.write(data)
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         target = path.resolve() if path.is_symlink() else path  # replace the file a link points to
         if target.is_dir():

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .encoders import SUPPORT_LAYER, LayeredEncoder, SentenceEncoder
+from .errors import write_whole
 from .extract import Document
 from .linear import LinearModel, _sigmoid, fit_linear_oof
 from .sentences import (
@@ -847,7 +848,8 @@ class Head:
 
     def save(self, path: str | Path) -> None:
         """Write the head as compact JSON (weights rounded to 6 significant digits)."""
-        Path(path).write_text(json.dumps(_rounded(self.to_json()), separators=(",", ":")), encoding="utf-8")
+        # whole or not at all: `kia review` saves an adapted head while a reader may load it
+        write_whole(Path(path), json.dumps(_rounded(self.to_json()), separators=(",", ":")), "head")
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Head:

@@ -661,6 +661,17 @@ def run_provenance(db: Path, run_id: str, taxonomy: Taxonomy | None = None) -> l
     return [(label, "" if row.get(column) is None else str(row[column])) for column, label in PROVENANCE_FIELDS]
 
 
+def _beside_database(path: str, db: Path) -> str:
+    """A stored relative path (an older kia stored paths as typed at ingest) as the file beside the
+    database when one is there, as `kia serve` looks for it: resolved against the folder the report
+    is made in, a report made elsewhere linked every quote to a file that is not there."""
+    stored = Path(path)
+    if not path or stored.is_absolute():
+        return path
+    beside = db.resolve().parent / stored
+    return str(beside) if beside.exists() else path
+
+
 def _provenance(db: Path, run_id: str) -> tuple[str, dict[str, str]]:
     """The line saying which run and which reviews the report uses, and each paper's file."""
     with Store(db, read_only=True) as store:
@@ -669,6 +680,7 @@ def _provenance(db: Path, run_id: str) -> tuple[str, dict[str, str]]:
         reviews = final_reviews(store, taxonomy)
         # Each quote links the file it was found in: the version the run labelled, not a newer one.
         paths = {**store.latest_document_field("path"), **store.proposal_paths(run_id)}
+    paths = {key: _beside_database(path, db) for key, path in paths.items()}
     who = sorted({r.reviewer for r in reviews.values()})
     backend, model, started = info or ("?", "?", "?")
     used = (

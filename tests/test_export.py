@@ -915,3 +915,31 @@ def test_a_full_disk_leaves_the_previous_export_whole_and_the_line_names_the_fil
     assert subprocess.run([*kia_exe(), *args, "--out", str(previous)], env=env, check=False).returncode == 0
     assert previous.read_text(encoding="utf-8").count("\n") == 27 and (previous.stat().st_mode & 0o777) == 0o640
     assert sorted(p.name for p in folder.iterdir()) == ["labels.csv"]
+
+
+def test_an_export_to_a_fifo_or_dev_stdout_is_written_in_place(tmp_path: Path) -> None:
+    """Writing whole (temporary file, rename) needs a folder to write in: `--out /dev/stdout` was
+    refused ("its folder /dev does not exist") and a named pipe would have been replaced by a file.
+    A path that is neither a file nor a folder is written in place."""
+    import os
+    import threading
+
+    from tests.conftest import kia_exe
+
+    args = [*kia_exe(), "export", "--db", str(tmp_path / "k.duckdb"), "--gold", str(ROOT / "labels" / "table5.csv")]
+    to_stdout = subprocess.run(
+        [*args, "--out", "/dev/stdout"], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert to_stdout.returncode == 0, to_stdout.stderr
+    table = to_stdout.stdout.removesuffix("wrote /dev/stdout\n")
+    assert table.count("\n") == 27 and table.startswith("key,")
+    pipe = tmp_path / "labels.fifo"
+    os.mkfifo(pipe)
+    read: list[bytes] = []
+    reader = threading.Thread(target=lambda: read.append(pipe.read_bytes()))
+    reader.start()
+    into_pipe = subprocess.run([*args, "--out", str(pipe)], capture_output=True, text=True, timeout=300, check=False)
+    reader.join(timeout=60)
+    assert into_pipe.returncode == 0, into_pipe.stderr
+    assert read and read[0].decode("utf-8") == table
+    assert pipe.is_fifo() and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -257,3 +257,24 @@ def test_papers_that_failed_in_a_run_are_named_by_papers_runs_export_and_stats(t
     assert "  left out: 1 paper(s) failed in run r (Broken); `kia runs r` lists each" in stats.stdout
     as_json = json.loads(run_kia("stats", "--format", "json", *where).stdout)
     assert as_json["failed_in_run"] == [{"key": "Broken", "error": "endpoint kept failing: HTTP 500"}]
+
+
+def test_a_path_an_older_kia_stored_relative_links_the_file_beside_the_database(tmp_path: Path) -> None:
+    """An older kia stored paths as typed at ingest (`v1/paper.md`, relative to wherever it ran); a
+    report made from another folder linked every quote to a file that is not there. The file beside
+    the database is linked, as `kia serve` finds it."""
+    import duckdb
+
+    db = versioned_paper(tmp_path)
+    con = duckdb.connect(str(db))
+    stored = str((tmp_path / "v1" / "paper.md").resolve())
+    assert con.execute("UPDATE documents SET path = 'v1/paper.md' WHERE path = ?", [stored]).fetchall() is not None
+    con.close()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "report.html"
+    done = run_kia("report", "--run", "r", "--db", str(db), "--out", str(out), cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    html = out.read_text(encoding="utf-8")
+    assert html.count(f'<a href="{Path(stored).as_uri()}">p.1</a>') == 3
+    assert (elsewhere / "v1").as_uri() not in html
