@@ -181,6 +181,9 @@ class Sentence:
     # The whole line is a section heading of the document (Markdown `#`, setext, a numbered or
     # known heading line): read for classification, never quoted as evidence.
     heading: bool = False
+    # A part of a longer sentence (`clause_chunks`): that sentence's first `MAX_SENTENCE_CHARS`
+    # characters, which is what decides whether the part may be evidence (`kia.support.blocked_reason`).
+    whole: str = ""
 
 
 def _last_token(line: str, end: int) -> str:
@@ -264,30 +267,42 @@ _CLAUSE_BREAKS = (
 
 
 def clause_chunks(text: str, max_chars: int = MAX_SENTENCE_CHARS, min_chars: int = 30) -> list[tuple[int, str]]:
-    """(offset, part) of `text` in parts of at most `max_chars`, each verbatim, cut at the latest
-    clause break that leaves a part of at least `min_chars` (else at a word boundary). Why: a long
-    contribution list ("(i) ...; (ii) ...; (iii) ...") was read as its first 300 characters only, so
-    the clause stating a later contribution could be neither read nor quoted."""
+    """(offset, part) of `text` in parts of at most `max_chars`, each verbatim and non-empty. Why: a
+    long contribution list ("(i) ...; (ii) ...; (iii) ...") was read as its first 300 characters only,
+    so the clause stating a later contribution could be neither read nor quoted. Each cut is the
+    latest clause break (best kind first, `_CLAUSE_BREAKS`) that leaves `min_chars` on both sides,
+    else the latest such space, else any space, else `max_chars` (a token longer than a part); every
+    cut moves forward. A last part under `min_chars` (a fragment) is left out, as short fragments are."""
     parts: list[tuple[int, str]] = []
     offset = 0
     rest = text
     while len(rest) > max_chars:
-        cut = 0
-        for pattern in _CLAUSE_BREAKS:
-            ends = [m.start() for m in pattern.finditer(rest, 0, max_chars + 1) if min_chars <= m.start() <= max_chars]
-            if ends:
-                cut = ends[-1]
-                break
-        if not cut:
-            cut = len(cut_at_word(rest, max_chars))
+        cut = _clause_cut(rest, max_chars, min_chars)
         piece = rest[:cut].rstrip()
-        parts.append((offset, piece))
-        skipped = len(rest[cut:]) - len(rest[cut:].lstrip())
-        offset += cut + skipped
-        rest = rest[cut + skipped :]
-    if len(rest) >= min_chars or not parts:
+        if piece:
+            parts.append((offset, piece))
+        step = cut + len(rest[cut:]) - len(rest[cut:].lstrip())
+        offset, rest = offset + step, rest[step:]
+    if rest and (len(rest) >= min_chars or not parts):
         parts.append((offset, rest))
     return parts
+
+
+def _clause_cut(rest: str, max_chars: int, min_chars: int) -> int:
+    """Where `clause_chunks` cuts `rest` (longer than `max_chars`): always in 1..max_chars."""
+
+    def fits(at: int) -> bool:
+        return min_chars <= at <= max_chars and len(rest) - at >= min_chars
+
+    for pattern in _CLAUSE_BREAKS:
+        ends = [m.start() for m in pattern.finditer(rest, 0, max_chars + 1) if fits(m.start())]
+        if ends:
+            return ends[-1]
+    spaces = [m.start() for m in re.finditer(r"\s", rest[: max_chars + 1]) if m.start() > 0]
+    fitting = [at for at in spaces if fits(at)]
+    if fitting:
+        return fitting[-1]
+    return spaces[-1] if spaces else max_chars
 
 
 # A heading is at most this many words; a sentence ends with one of these marks (or a bracket).
@@ -414,10 +429,11 @@ def split_sentences(
         if len(text) < min_chars or len(WORD_RE.findall(text)) < 5 or CODE_RE.search(text):
             continue
         line_start = doc.text.rfind("\n", 0, start) + 1
-        for offset, chunk in clause_chunks(text, max_chars, min_chars):
-            sentences.append(
-                Sentence(start + offset, start + offset + len(chunk), section, chunk, line_start in headings)
-            )
+        parts = clause_chunks(text, max_chars, min_chars)
+        whole = cut_at_word(text, max_chars) if len(text) > max_chars else ""
+        for offset, chunk in parts:
+            at = start + offset
+            sentences.append(Sentence(at, at + len(chunk), section, chunk, line_start in headings, whole))
     if taxonomy is not None:
         sentences = without_suspicious(sentences, suspicious_sentences(doc, taxonomy))
     return sentences

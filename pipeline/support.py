@@ -47,7 +47,7 @@ from kia.sentences import (
     OTHER_WORK_RE,
     OWN_WORK_RE,
     Sentence,
-    clause_chunks,
+    cut_at_word,
     heading_lines,
     sentence_spans,
 )
@@ -104,7 +104,9 @@ def blocked_reason(sentence: Sentence, title: str | None = None) -> str | None:
     a reference-list entry, a call to cite or star the work, a figure or table caption, or a table
     row. These name, point at or illustrate the method without stating what the paper does, so a
     reader cannot accept a label from them."""
-    text = sentence.text.strip()
+    # a part of a long sentence is judged as its sentence: a short capitalised first clause cut at a
+    # comma is no heading, and a caption's later part is still a caption
+    text = (sentence.whole or sentence.text).strip()
     norm = normalised(text)
     if title:
         t = normalised(title)
@@ -153,8 +155,8 @@ def blocked_spans(doc: Document) -> list[tuple[int, int, str]]:
     """(start, end, kind) of every part of the paper's text that is never evidence, in text order:
     the reference list whole, and each sentence piece of any other section that `blocked_reason`
     refuses (the same rule the offline backend's support applies, so every backend's quotes are
-    judged alike). A piece is judged as the offline backend reads it: in parts of at most
-    `MAX_SENTENCE_CHARS` (`clause_chunks`), each part on its own."""
+    judged alike). A piece is judged as a whole, by its first `MAX_SENTENCE_CHARS`, and so are the
+    parts the offline backend reads it in (`Sentence.whole`): a part shares its sentence's verdict."""
     references = [(s.start, s.end) for s in doc.sections if s.name == "references"]
     spans: list[tuple[int, int, str]] = [(start, end, "references") for start, end in references]
     headings = heading_lines(doc)
@@ -169,12 +171,11 @@ def blocked_spans(doc: Document) -> list[tuple[int, int, str]]:
             if not text:
                 continue
             start = line_start + local_start + piece.find(text)
-            for into, part in clause_chunks(text, MAX_SENTENCE_CHARS, 1):
-                at = start + into
-                sentence = Sentence(at, at + len(part), doc.section_of(at), part, line_start in headings)
-                kind = blocked_reason(sentence, doc.title)
-                if kind is not None:
-                    spans.append((at, at + len(part), kind))
+            judged = cut_at_word(text, MAX_SENTENCE_CHARS) if len(text) > MAX_SENTENCE_CHARS else text
+            sentence = Sentence(start, start + len(text), doc.section_of(start), judged, line_start in headings)
+            kind = blocked_reason(sentence, doc.title)
+            if kind is not None:
+                spans.append((start, start + len(text), kind))
     return sorted(spans)
 
 

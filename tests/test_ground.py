@@ -330,3 +330,26 @@ def test_a_quote_found_only_in_text_that_is_never_evidence_is_kept_with_its_span
     assert passing.status == EXACT and passing.section == "method"
     # Offsets alone (no judgement) for whoever asks: the title is then found where it is.
     assert Locator(doc, evidence_only=False).locate("Cascaded super-resolution stages").status == EXACT
+
+
+def test_a_clause_of_a_long_sentence_is_judged_as_its_sentence_not_as_a_heading(tmp_path: Path) -> None:
+    """A sentence over 300 characters is read in parts; its first part, a capitalised name cut at a
+    comma ("Our Text-Guided ... Model (TALDM) for Chest CT,"), was judged alone and refused as a
+    heading, for every backend's quote of it. A part takes its sentence's verdict."""
+    from kia.extract import extract
+    from kia.sentences import split_sentences
+
+    sentence = (
+        "Our Text-Guided Anatomy-Aware Latent Diffusion Model (TALDM) for Chest CT, which conditions a 3D latent"
+        " diffusion model on radiology reports through cross-attention in every block of the denoising network,"
+        " generates whole 3D chest CT volumes at full resolution in one stage and keeps the anatomy consistent"
+        " across the axial slices of the volume by a mask-guided loss on the organs named in the report."
+    )
+    assert len(sentence) > 300
+    paper = tmp_path / "taldm.md"
+    paper.write_text(f"# TALDM\n\n## Method\n\n{sentence}\n", encoding="utf-8")
+    doc = extract(paper)
+    first = split_sentences(doc)[0]
+    assert first.text.endswith("Chest CT,") and first.whole
+    found = Locator(doc).locate(first.text)
+    assert found.status == EXACT, found

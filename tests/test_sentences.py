@@ -437,3 +437,26 @@ def test_clause_chunks_cut_at_a_word_where_a_sentence_has_no_clause_break() -> N
     assert all(not p.startswith(" ") and not p.endswith(" ") for _, p in parts)
     joined = " ".join(p for _, p in parts)
     assert joined == text[: len(joined)] and len(text) - len(joined) < 30
+
+
+def test_a_token_longer_than_a_part_after_a_comma_is_cut_and_the_split_ends(tmp_path: Path) -> None:
+    """A sentence line ending in a long link after a comma ("downloaded from our storage, https://...")
+    made `clause_chunks` cut at 0 forever: `kia propose` hung with its memory climbing. Every cut now
+    moves forward; a token longer than a part is cut at the part's length."""
+    for text in ("downloaded from our storage, https://x.example/" + "a" * 400, ",, " + "b" * 400, "c" * 1000):
+        parts = clause_chunks(text, 300, 1)
+        assert all(0 < len(p) <= 300 and text[o : o + len(p)] == p for o, p in parts)
+        assert "".join(p for _, p in parts).replace(" ", "") == text.replace(" ", "")
+
+
+def test_the_last_clause_is_kept_when_a_cut_could_leave_it_whole() -> None:
+    """The cut before an enumeration's last mark left "(ii) style mixing." (18 characters) as a
+    fragment, dropped; a cut must leave at least `min_chars` after it, so the clause stays in a part."""
+    text = (
+        "We evaluate the model on a brain MRI data set of T1 images and show that it learns the distribution"
+        " of the volumes, with: (i) realistic generation of unseen images of the brain in full resolution,"
+        " (i) projection of unseen real images into the latent space of the generator for editing, and"
+        " (ii) style mixing."
+    )
+    parts = clause_chunks(text, 300, 30)
+    assert parts[-1][1].endswith("(ii) style mixing.") and all(len(p) <= 300 for _, p in parts)
