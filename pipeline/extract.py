@@ -1069,6 +1069,11 @@ def split_front_matter(markdown: str) -> tuple[FrontMatter | None, str]:
     return _front_matter_of(fields, block), "\n".join(lines[close + 1 :])
 
 
+# Front matter may reuse text through YAML aliases (an author list), up to this many characters
+# expanded: a few lines of nested aliases otherwise expand to gigabytes on ingest.
+FRONT_MATTER_MAX_EXPANDED = 100_000
+
+
 def _parse_front_matter(block: str, toml: bool) -> dict[str, Any] | None:
     """The block's top-level fields, or None when it does not read as metadata."""
     fields: Any = None
@@ -1080,8 +1085,8 @@ def _parse_front_matter(block: str, toml: bool) -> dict[str, Any] | None:
         else:
             from kia.plainyaml import parse
 
-            # paper text: an alias (a few lines that expand to gigabytes) or a tag is refused
-            fields = parse(block) if block.strip() else {}
+            # paper text: aliases that would expand past a paper's worth of metadata, and tags, are refused
+            fields = parse(block, max_expanded=FRONT_MATTER_MAX_EXPANDED) if block.strip() else {}
     except Exception:  # a YAML or TOML syntax error, or refused YAML: try the loose reading below
         fields = None
     if fields is None and not toml:

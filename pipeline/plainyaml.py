@@ -19,18 +19,21 @@ class RefusedYAMLError(yaml.MarkedYAMLError):
     """YAML that parses but that kia refuses (an alias, an unsafe tag); `problem` says which."""
 
 
-def parse(text: str) -> Any:
+def parse(text: str, max_expanded: int | None = None) -> Any:
     """YAML's safe subset, parsed by libyaml where PyYAML has it (10x faster than pure Python: every
     command that opens a run reads its taxonomy, and `kia serve` should start in under 2 s).
 
     An alias (`*name`) is refused before anything is built from the file (`refused_node`): a 200 KB
-    file that repeats one 100 KB anchored string 25,000 times expands to gigabytes of cues."""
+    file that repeats one 100 KB anchored string 25,000 times expands to gigabytes of cues. Given
+    `max_expanded`, aliases are allowed as long as the document would expand to at most that many
+    characters of text (`oversized_node`): a paper's front matter may reuse an author list, never
+    blow up; unsafe tags are refused either way."""
     loader = _LOADER(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return None
-        refused = refused_node(node)
+        refused = refused_node(node) if max_expanded is None else oversized_node(node, max_expanded)
         if refused is not None:
             raise RefusedYAMLError(problem=refused[1], problem_mark=refused[0].start_mark)
         return loader.construct_document(node)
@@ -60,3 +63,48 @@ def refused_node(root: Any) -> tuple[Any, str] | None:
         elif isinstance(node, yaml.SequenceNode):
             stack.extend(reversed(node.value))
     return None
+
+
+def oversized_node(root: Any, max_expanded: int) -> tuple[Any, str] | None:
+    """The root when the document, with every alias expanded, holds more than `max_expanded`
+    characters of scalar text, or the first node with a refused tag; else None. Counted on the
+    composed graph with each node's size computed once, so nine lines of nested aliases that expand to
+    10^9 strings are refused in microseconds; an alias cycle counts as too large."""
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+
+    def size(node: Any) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        if id(node) in visiting:  # a recursive alias: no finite expansion
+            return max_expanded + 1
+        if node.tag not in yaml.SafeLoader.yaml_constructors:
+            raise _Refused(
+                node, f"the YAML tag {node.tag.replace('tag:yaml.org,2002:', '!!')} is refused (plain YAML only)"
+            )
+        visiting.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            total = sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = sum(size(item) for item in node.value)
+        else:
+            total = len(str(node.value)) + 1
+        visiting.discard(id(node))
+        sizes[id(node)] = total = min(total, max_expanded + 1)
+        return total
+
+    try:
+        if size(root) > max_expanded:
+            return root, f"the YAML expands to over {max_expanded:,} characters through its aliases (*name)"
+    except _Refused as refused:
+        return refused.node, refused.why
+    return None
+
+
+class _Refused(Exception):
+    """A node `oversized_node` refuses, and why."""
+
+    def __init__(self, node: Any, why: str) -> None:
+        super().__init__(why)
+        self.node, self.why = node, why

@@ -573,15 +573,30 @@ def test_front_matter_aliases_are_never_expanded(tmp_path: Path, monkeypatch: py
     (`key: value` lines, nothing expanded) and the paper's title still comes from it."""
     import yaml
 
+    from kia.extract import FRONT_MATTER_MAX_EXPANDED
     from kia.plainyaml import RefusedYAMLError, parse
 
     levels = ['a0: &a0 ["lol"]'] + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
     block = "title: VolGen\n" + "\n".join(levels)
     with pytest.raises(RefusedYAMLError, match="alias"):
-        parse(block)
+        parse(block, max_expanded=FRONT_MATTER_MAX_EXPANDED)
     path = tmp_path / "bomb.md"
     path.write_text(f"---\n{block}\n---\n" + _FRONT_MATTER_BODY, encoding="utf-8")
     monkeypatch.setattr(yaml, "safe_load", lambda *_a, **_k: pytest.fail("front matter expanded by yaml.safe_load"))
     doc = extract(path)
     assert doc.title == "VolGen"
     assert "Organ masks are concatenated" in doc.text and "lol" not in doc.text
+
+
+def test_front_matter_may_reuse_text_through_a_small_alias(tmp_path: Path) -> None:
+    """Refusing every alias lost harmless metadata: a folded title beside a reused author list came
+    back as the title ">-", quoted keys made the block the paper's text. A small alias is read."""
+    front = (
+        "---\ntitle: >-\n  MedGen: generating CT volumes\n  from radiology reports\n"
+        'authors: &who [A. Author, B. Author]\nmaintainers: *who\n"doi": 10.1000/xyz.123\n---\n'
+    )
+    path = tmp_path / "medgen.md"
+    path.write_text(front + _FRONT_MATTER_BODY, encoding="utf-8")
+    doc = extract(path)
+    assert doc.title == "MedGen: generating CT volumes from radiology reports"
+    assert doc.doi == "10.1000/xyz.123" and not doc.text.startswith("---")
