@@ -25,7 +25,7 @@ import os
 import re
 import unicodedata
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PureWindowsPath
 from typing import Any
@@ -183,18 +183,45 @@ def title_key(title: str | None) -> str:
     return normalise_title(title or "").replace(" ", "")
 
 
-def same_title_groups(papers: Sequence[tuple[str, Identity]]) -> list[list[str]]:
+def similar_texts(a: str, b: str, words: int = 3000) -> bool:
+    """Whether two texts are one paper's: at least a fifth of the shorter one's word 5-grams (of its
+    first `words` words) are the other's. Why: a title alone is no proof, as a PDF's metadata title is
+    often a series or template name ("Lecture Notes in Computer Science", "Microsoft Word - main"),
+    and telling two papers they are one invites a merge that gives one the other's labels; the same
+    paper in two formats shares most of its sentences word for word."""
+
+    def grams(text: str) -> set[tuple[str, ...]]:
+        tokens = re.findall(r"[a-z0-9]+", text.lower())[:words]
+        return {tuple(tokens[i : i + 5]) for i in range(max(len(tokens) - 4, 0))}
+
+    mine, theirs = grams(a), grams(b)
+    if not mine or not theirs:
+        return False
+    return len(mine & theirs) >= 0.2 * min(len(mine), len(theirs))
+
+
+def same_title_groups(
+    papers: Sequence[tuple[str, Identity]], text_of: Callable[[str], str] | None = None
+) -> list[list[str]]:
     """Keys (sorted, two or more) of the papers, one identity each, that `same_paper` takes for one
     paper by their title: stored apart (two files under two names: a Markdown and a PDF of one
     paper), they would be counted twice by every statistic, so `kia papers` and `kia stats` say so.
-    Papers whose DOI or arXiv ids tell them apart are not grouped."""
+    Papers whose DOI or arXiv ids tell them apart are not grouped, nor, given `text_of` (a paper's
+    stored text by key), papers whose texts differ (`similar_texts`)."""
     by_title: dict[str, list[tuple[str, Identity]]] = {}
     for key, identity in papers:
         if identity.title:
             by_title.setdefault(identity.title, []).append((key, identity))
     groups: list[list[str]] = []
     for members in by_title.values():
-        keys = {a_key for a_key, a in members for b_key, b in members if a_key != b_key and same_paper(a, b)}
+        keys = {
+            a_key
+            for a_key, a in members
+            for b_key, b in members
+            if a_key != b_key
+            and same_paper(a, b)
+            and (text_of is None or similar_texts(text_of(a_key), text_of(b_key)))
+        }
         if len(keys) > 1:
             groups.append(sorted(keys))
     return sorted(groups)

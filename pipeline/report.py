@@ -128,7 +128,7 @@ def shared_titles(store: Store, keys: set[str]) -> list[list[str]]:
     """Groups (two or more) of `keys` whose stored papers share a title (`same_title_groups`): one
     paper stored under two file names is counted twice by a statistic, so `kia stats` says so."""
     identities = [(key, Identity.of(doi, arxiv, title)) for key, doi, arxiv, title in store.current_identities()]
-    groups = same_title_groups([(key, identity) for key, identity in identities if key in keys])
+    groups = same_title_groups([(key, identity) for key, identity in identities if key in keys], store.current_text)
     return groups
 
 

@@ -800,3 +800,31 @@ def test_a_folder_says_which_files_it_cannot_read_and_counts_them(tmp_path: Path
     assert alone.stdout.strip().splitlines()[-1] == (
         "ingested 0, already present 0, failed 0, skipped 1 (types kia does not read)"
     )
+
+
+def test_two_papers_under_one_generic_metadata_title_are_not_called_one(tmp_path: Path, db_path: Path) -> None:
+    """Two different PDFs whose metadata title is a series name ("Lecture Notes in Computer Science")
+    were told they are one paper, with a manifest row to make one the other's version: following it
+    gives one paper the other's labels. A shared title counts only where the texts are one paper's
+    too (most word 5-grams shared), for ingest's note and for `kia papers`."""
+    import pymupdf
+
+    folder = tmp_path / "p"
+    folder.mkdir()
+    bodies = {
+        "mri_gan": "We translate brain MRI into synthetic CT with a cycle-consistent adversarial network trained on"
+        " unpaired scans of forty patients, and we evaluate the dose calculation on the synthetic volumes.",
+        "unet_ct": "We segment abdominal organs in contrast-enhanced CT with a cascaded U-Net whose second stage"
+        " refines the boundaries of the pancreas at full resolution, trained on two hundred annotated scans.",
+    }
+    for name, body in bodies.items():
+        pdf = pymupdf.open()
+        page = pdf.new_page()
+        page.insert_textbox(pymupdf.Rect(50, 100, 560, 780), body * 3, fontsize=10)
+        pdf.set_metadata({"title": "Lecture Notes in Computer Science"})
+        pdf.save(folder / f"{name}.pdf")
+    ingested = run_kia("ingest", str(folder), "--db", str(db_path))
+    assert ingested.returncode == 0, ingested.stderr
+    assert not [line for line in ingested.stderr.splitlines() if "same title" in line], ingested.stderr
+    listing = run_kia("papers", "--db", str(db_path), env={"COLUMNS": "250"})
+    assert "share a title" not in listing.stdout and "same title as" not in listing.stdout, listing.stdout

@@ -497,7 +497,7 @@ def list_papers_at(db: Path, run_id: str | None = None) -> tuple[list[dict[str, 
         papers = store.list_papers()
         # Papers that share a title (one paper stored under two names?): `kia papers` says so.
         identities = [(key, Identity.of(doi, arxiv, title)) for key, doi, arxiv, title in store.current_identities()]
-        twins = {key: group for group in same_title_groups(identities) for key in group}
+        twins = {key: group for group in same_title_groups(identities, store.current_text) for key in group}
         for paper in papers:
             paper["same_title"] = [key for key in twins.get(paper["key"], []) if key != paper["key"]]
         run_id = run_id or store.latest_run()

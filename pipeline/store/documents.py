@@ -242,6 +242,16 @@ class DocumentQueries(StoreBase):
         """Rebuild the stored Document of a paper key (its current version)."""
         return self.get_documents([paper_key])[paper_key]
 
+    def current_text(self, paper_key: str) -> str:
+        """The text of a paper's current version ("" when no paper has the key): what telling two
+        papers with one title apart reads (`kia.references.similar_texts`), without its pages."""
+        rows = self.con.execute(
+            "SELECT text FROM documents WHERE paper_key = ?"
+            " QUALIFY row_number() OVER (PARTITION BY paper_key ORDER BY is_current DESC, ingested_at DESC) = 1",
+            [paper_key],
+        ).fetchall()
+        return str(rows[0][0]) if rows else ""
+
     def current_shas(self, paper_keys: Sequence[str]) -> dict[str, str]:
         """`latest_sha` of many papers in one query (keys not stored are absent)."""
         rows = self.con.execute(
