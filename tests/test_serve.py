@@ -763,11 +763,16 @@ def test_a_paper_whose_key_ends_in_state_opens_and_has_its_own_state(tmp_path: P
 
 @pytest.mark.parametrize("port", ["70000", "-1"])
 def test_a_port_out_of_range_is_one_line(db: Path, port: str) -> None:
+    """The command line refuses it while parsing (exit 2, as every option out of range); a caller of
+    the library's `bind_loopback` gets one KiaError line, not Python's OverflowError."""
+    from kia.errors import KiaError
+    from kia.serve import bind_loopback
+
     served = run_kia("serve", "--port", port, "--db", str(db))
-    assert served.returncode == 1 and "Traceback" not in served.stderr
-    assert served.stderr.strip().splitlines() == [
-        f"kia: --port {port}: a port is a number from 1 to 65535 (0: any free port)"
-    ]
+    assert served.returncode == 2 and "Traceback" not in served.stderr
+    assert served.stderr.strip().splitlines() == [f"kia: --port must be between 0 and 65535, not {port}"]
+    with pytest.raises(KiaError, match=r"^--port -?\d+: a port is a number from 1 to 65535 \(0: any free port\)$"):
+        bind_loopback(int(port))
 
 
 def test_no_answer_may_be_shown_in_a_frame(db: Path) -> None:
