@@ -1087,7 +1087,8 @@ def export(
         out.print(text, markup=False, end="")  # a terminal: control characters shown as escapes
     else:
         write_whole(output, text, "export")  # never a cut-off file over the last good export
-        out.print(f"wrote {output}", markup=False)
+        # `--out /dev/stdout` or a pipe: the receipt goes beside the table, not into it
+        (out if output.is_file() else err).print(f"wrote {output}", markup=False)
     path = _db(db)
     _note_failed_papers(path, run, reviewed, gold, taxonomy)
     if gold is not None and run is None and not reviewed and path.exists():
