@@ -66,40 +66,68 @@ def refused_node(root: Any) -> tuple[Any, str] | None:
 
 
 def oversized_node(root: Any, max_expanded: int) -> tuple[Any, str] | None:
-    """The root when the document, with every alias expanded, holds more than `max_expanded`
-    characters of scalar text, or the first node with a refused tag; else None. Counted on the
-    composed graph with each node's size computed once, so nine lines of nested aliases that expand to
-    10^9 strings are refused in microseconds; an alias cycle counts as too large."""
+    """The root when expanding the document's aliases would add more than `max_expanded` to it, or
+    the first node with a refused tag; else None. Size is characters of scalar text plus one per
+    node (an empty list is no free lunch: nine lines of aliases to empty lists expand to 10^9 of
+    them), counted on the composed graph with each node's size computed once, so a bomb is refused
+    in microseconds; an alias cycle counts as too large. A long text without aliases is its own
+    size and is never refused: only the repetition aliases bring is. Merge keys (`<<: *base`) are
+    allowed, since they are what small aliases are mostly for."""
     sizes: dict[int, int] = {}
     visiting: set[int] = set()
+
+    def own(node: Any) -> int:
+        return 1 if isinstance(node, yaml.MappingNode | yaml.SequenceNode) else len(str(node.value)) + 1
+
+    written = sum(own(node) for node in _distinct_nodes(root))
+    limit = written + max_expanded + 1  # any node this large already repeats too much: stop counting
 
     def size(node: Any) -> int:
         known = sizes.get(id(node))
         if known is not None:
             return known
         if id(node) in visiting:  # a recursive alias: no finite expansion
-            return max_expanded + 1
-        if node.tag not in yaml.SafeLoader.yaml_constructors:
+            return limit
+        if node.tag not in yaml.SafeLoader.yaml_constructors and node.tag != _MERGE:
             raise _Refused(
                 node, f"the YAML tag {node.tag.replace('tag:yaml.org,2002:', '!!')} is refused (plain YAML only)"
             )
         visiting.add(id(node))
+        total = own(node)
         if isinstance(node, yaml.MappingNode):
-            total = sum(size(k) + size(v) for k, v in node.value)
+            total += sum(size(k) + size(v) for k, v in node.value)
         elif isinstance(node, yaml.SequenceNode):
-            total = sum(size(item) for item in node.value)
-        else:
-            total = len(str(node.value)) + 1
+            total += sum(size(item) for item in node.value)
         visiting.discard(id(node))
-        sizes[id(node)] = total = min(total, max_expanded + 1)
+        sizes[id(node)] = total = min(total, limit)
         return total
 
     try:
-        if size(root) > max_expanded:
-            return root, f"the YAML expands to over {max_expanded:,} characters through its aliases (*name)"
+        expanded = size(root)
     except _Refused as refused:
         return refused.node, refused.why
+    if expanded - written > max_expanded:
+        return root, f"the YAML's aliases (*name) repeat over {max_expanded:,} characters"
     return None
+
+
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _distinct_nodes(root: Any) -> list[Any]:
+    """Every node of the composed graph once (what the file writes out, aliases not repeated)."""
+    seen: dict[int, Any] = {}
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen[id(node)] = node
+        if isinstance(node, yaml.MappingNode):
+            stack.extend(part for pair in node.value for part in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    return list(seen.values())
 
 
 class _Refused(Exception):

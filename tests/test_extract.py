@@ -600,3 +600,32 @@ def test_front_matter_may_reuse_text_through_a_small_alias(tmp_path: Path) -> No
     doc = extract(path)
     assert doc.title == "MedGen: generating CT volumes from radiology reports"
     assert doc.doi == "10.1000/xyz.123" and not doc.text.startswith("---")
+
+
+@pytest.mark.parametrize("leaf", ["[]", "{}", '["lol"]'])
+def test_front_matter_aliases_of_empty_lists_are_counted_too(leaf: str) -> None:
+    """Counting only the text of scalars let nine lines of aliases to empty lists through (10^8 empty
+    lists: seconds and gigabytes once a field was printed). Every node counts."""
+    from kia.extract import FRONT_MATTER_MAX_EXPANDED
+    from kia.plainyaml import RefusedYAMLError, parse
+
+    levels = [f"a0: &a0 {leaf}"] + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    with pytest.raises(RefusedYAMLError, match="repeat"):
+        parse("\n".join(levels) + "\ndoi: *a8", max_expanded=FRONT_MATTER_MAX_EXPANDED)
+
+
+def test_long_front_matter_without_aliases_and_merge_keys_are_read(tmp_path: Path) -> None:
+    """Only what aliases repeat counts against the limit: a 150 KB abstract in the front matter was
+    refused (read the loose way, the folded title came back as ">"). A merge key (`<<: *base`), the
+    commonest use of a small alias, is read, where the whole block became quotable body text."""
+    long_front = "---\ntitle: >\n  A Folded Title\n  Over Two Lines\nabstract: " + "x" * 150_000 + "\n---\n"
+    merged = "---\nbase: &b {doi: 10.1000/xyz.123}\ntitle: Merged Metadata Paper\nmeta:\n  <<: *b\n  year: 2025\n---\n"
+    for name, front, title in (("long", long_front, "A Folded Title Over Two Lines"), ("merged", merged, None)):
+        path = tmp_path / f"{name}.md"
+        path.write_text(front + _FRONT_MATTER_BODY, encoding="utf-8")
+        doc = extract(path)
+        assert not doc.text.startswith("---") and "xxxxxxxx" not in doc.text, name
+        if title:
+            assert doc.title == title
+        else:
+            assert doc.title == "Merged Metadata Paper"
