@@ -47,6 +47,7 @@ from kia.sentences import (
     OTHER_WORK_RE,
     OWN_WORK_RE,
     Sentence,
+    clause_chunks,
     cut_at_word,
     heading_lines,
     sentence_spans,
@@ -117,13 +118,15 @@ def blocked_reason(sentence: Sentence, title: str | None = None) -> str | None:
         prefix = norm.startswith(t) or (one_title and t.startswith(norm))
         if t and (norm == t or (len(t) > 20 and prefix and len(norm) < len(t) + 40)):
             return "title"
-    if _LINK_RE.search(text):  # before headings: a bare "Code: https://..." line also stands alone
+    # what a part says is read too: a link past the sentence's first 300 characters is in its part
+    said = f"{text} {sentence.text.strip()}" if sentence.whole else text
+    if _LINK_RE.search(said):  # before headings: a bare "Code: https://..." line also stands alone
         return "link"
     if sentence.heading or text.startswith("#"):
         return "heading"
-    if _REFERENCE_RE.search(text) and CITATION_RE.search(text):
+    if _REFERENCE_RE.search(said) and CITATION_RE.search(said):
         return "reference"
-    if _BOILERPLATE_RE.search(text):
+    if _BOILERPLATE_RE.search(said):
         return "boilerplate"
     if _CAPTION_RE.match(text):
         return "caption"
@@ -155,8 +158,8 @@ def blocked_spans(doc: Document) -> list[tuple[int, int, str]]:
     """(start, end, kind) of every part of the paper's text that is never evidence, in text order:
     the reference list whole, and each sentence piece of any other section that `blocked_reason`
     refuses (the same rule the offline backend's support applies, so every backend's quotes are
-    judged alike). A piece is judged as a whole, by its first `MAX_SENTENCE_CHARS`, and so are the
-    parts the offline backend reads it in (`Sentence.whole`): a part shares its sentence's verdict."""
+    judged alike). A piece over `MAX_SENTENCE_CHARS` is judged in the parts the offline backend reads
+    it in (`clause_chunks`), each by its sentence's start (`Sentence.whole`) and its own words."""
     references = [(s.start, s.end) for s in doc.sections if s.name == "references"]
     spans: list[tuple[int, int, str]] = [(start, end, "references") for start, end in references]
     headings = heading_lines(doc)
@@ -171,11 +174,14 @@ def blocked_spans(doc: Document) -> list[tuple[int, int, str]]:
             if not text:
                 continue
             start = line_start + local_start + piece.find(text)
-            judged = cut_at_word(text, MAX_SENTENCE_CHARS) if len(text) > MAX_SENTENCE_CHARS else text
-            sentence = Sentence(start, start + len(text), doc.section_of(start), judged, line_start in headings)
-            kind = blocked_reason(sentence, doc.title)
-            if kind is not None:
-                spans.append((start, start + len(text), kind))
+            whole = cut_at_word(text, MAX_SENTENCE_CHARS) if len(text) > MAX_SENTENCE_CHARS else ""
+            parts = clause_chunks(text, MAX_SENTENCE_CHARS, 1) if whole else [(0, text)]
+            for into, part in parts:  # the parts the offline backend reads, each judged as it judges them
+                at = start + into
+                sentence = Sentence(at, at + len(part), doc.section_of(at), part, line_start in headings, whole)
+                kind = blocked_reason(sentence, doc.title)
+                if kind is not None:
+                    spans.append((at, at + len(part), kind))
     return sorted(spans)
 
 

@@ -353,3 +353,25 @@ def test_a_clause_of_a_long_sentence_is_judged_as_its_sentence_not_as_a_heading(
     assert first.text.endswith("Chest CT,") and first.whole
     found = Locator(doc).locate(first.text)
     assert found.status == EXACT, found
+
+
+def test_a_link_past_a_long_sentences_first_300_characters_is_no_evidence(tmp_path: Path) -> None:
+    """A sentence over 300 characters was judged by its first 300 only: a link after them grounded
+    `exact`. Each part is judged by its own words too; the clause before the link stays evidence."""
+    from kia.extract import extract
+    from kia.ground import NOT_EVIDENCE
+
+    lead = (
+        "We condition a 3D latent diffusion model on radiology reports through cross-attention in every block of"
+        " the denoising network and generate whole chest CT volumes at full resolution in one stage, keeping"
+        " anatomy consistent across the axial slices by a mask-guided loss on the organs the report names;"
+    )
+    sentence = (
+        f"{lead} the code, the weights and the generated volumes are at https://github.com/acme/medsynth for all."
+    )
+    assert len(lead) < 300 < len(sentence)
+    paper = tmp_path / "late_link.md"
+    paper.write_text(f"# Late Link\n\n## Method\n\n{sentence}\n", encoding="utf-8")
+    locator = Locator(extract(paper))
+    assert locator.locate("https://github.com/acme/medsynth").status == NOT_EVIDENCE
+    assert locator.locate(lead[:120]).status == EXACT
