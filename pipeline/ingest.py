@@ -30,7 +30,8 @@ from kia.references import (
     normalise_title,
     read_references,
     same_paper,
-    similar_texts,
+    similar_grams,
+    text_grams,
     title_key,
     usable_file,
 )
@@ -285,12 +286,12 @@ def _same_title_note(store: Store, path: Path, key: str, doc: Document, doi: str
     `axon_camera_ready.pdf` becomes two papers, and every statistic counts it twice. It is not
     merged on a title (two works may share one), but said, with the way to make it one paper."""
     mine = Identity.of(doi, doc.arxiv_id, doc.title)
+    grams: frozenset[tuple[str, ...]] | None = None  # this paper's 5-grams, cut once for every twin
     for other, other_doi, other_arxiv, other_title in store.papers_titled(title_key(doc.title)):
-        if (
-            other != key
-            and same_paper(mine, Identity.of(other_doi, other_arxiv, other_title))
-            and similar_texts(doc.text, store.current_text(other))
-        ):
+        if other == key or not same_paper(mine, Identity.of(other_doi, other_arxiv, other_title)):
+            continue
+        grams = text_grams(doc.text) if grams is None else grams
+        if similar_grams(grams, text_grams(store.current_text(other))):
             return (
                 f"{path}: the stored paper {other} has the same title; kept apart as {key}, so both are counted:"
                 f" if they are one paper, a --manifest row `{path.name},{other}` makes this file a version of"
