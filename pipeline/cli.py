@@ -1067,6 +1067,9 @@ def export(
     import kia
     from kia.export import format_for
 
+    if output is not None and str(output) in ("-", "/dev/stdout"):
+        # stdout itself, never a file opened anew: `--out /dev/stdout >> log` reopened and replaced log
+        output = None
     text = kia.export(
         _existing_db(db) if (run or reviewed) else _source_db(db, gold),
         format_for(output_format, output),

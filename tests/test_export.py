@@ -932,7 +932,16 @@ def test_an_export_to_a_fifo_or_dev_stdout_is_written_in_place(tmp_path: Path) -
     )
     assert to_stdout.returncode == 0, to_stdout.stderr
     table = to_stdout.stdout
-    assert table.count("\n") == 27 and table.startswith("key,") and to_stdout.stderr == "wrote /dev/stdout\n"
+    assert table.count("\n") == 27 and table.startswith("key,") and to_stdout.stderr == ""
+    # `>> log`: stdout is a file opened to append; /dev/stdout (and `-`) write to it, never replace it
+    log = tmp_path / "log.txt"
+    log.write_text("PREVIOUS LINE\n", encoding="utf-8")
+    for spelled in ("/dev/stdout", "-"):
+        with log.open("a", encoding="utf-8") as appended:
+            done = subprocess.run([*args, "--out", spelled], stdout=appended, cwd=tmp_path, timeout=300, check=False)
+        assert done.returncode == 0
+    assert log.read_text(encoding="utf-8") == "PREVIOUS LINE\n" + table + table
+    assert not (tmp_path / "-").exists()
     pipe = tmp_path / "labels.fifo"
     os.mkfifo(pipe)
     read: list[bytes] = []
