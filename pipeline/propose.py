@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import multiprocessing
+import numbers
 import os
 import pickle
 import re
@@ -313,8 +314,15 @@ def _check_defaults(answer: BackendAnswer, taxonomy: Taxonomy) -> None:
 
 
 def _is_share(value: object) -> bool:
-    """A finite number in [0, 1] (a bool is no number here)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
+    """A finite number in [0, 1]: any real number type (numpy's too, as plugins compute with it), but
+    no bool, and a number too large for a float is no share rather than an OverflowError."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        number = float(value)
+    except (OverflowError, ValueError):
+        return False
+    return math.isfinite(number) and 0 <= number <= 1
 
 
 def _check_scores(answer: BackendAnswer) -> None:

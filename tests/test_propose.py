@@ -1026,6 +1026,15 @@ class _BadScoresBackend(ScriptedBackend):
         if self.spoil == "support":
             first = answer.labels["K"][0]
             answer.labels["K"][0] = dataclasses.replace(first, supports=(float("nan"),) * len(first.quotes))
+        elif self.spoil == "huge":
+            first = answer.labels["K"][0]
+            answer.labels["K"][0] = dataclasses.replace(first, supports=(10**400,) * len(first.quotes))
+        elif self.spoil == "numpy":  # a plugin computing with numpy: its numbers are shares too
+            import numpy as np
+
+            first = answer.labels["K"][0]
+            answer.labels["K"][0] = dataclasses.replace(first, supports=(np.float32(0.5),) * len(first.quotes))
+            answer.scope_score = np.float64(0.9)  # type: ignore[assignment]
         elif self.spoil == "scope_score":
             answer.scope_score = float("inf")
         elif self.spoil == "in_scope":
@@ -1035,7 +1044,12 @@ class _BadScoresBackend(ScriptedBackend):
 
 @pytest.mark.parametrize(
     ("spoil", "said"),
-    [("support", "support nan for K/K2"), ("scope_score", "scope_score inf"), ("in_scope", "in_scope 'no'")],
+    [
+        ("support", "support nan for K/K2"),
+        ("huge", "support 1000000000000"),
+        ("scope_score", "scope_score inf"),
+        ("in_scope", "in_scope 'no'"),
+    ],
 )
 def test_a_backends_scores_are_shares_and_its_scope_a_yes_or_no(stored: Store, spoil: str, said: str) -> None:
     """A plugin's support of NaN, scope score of infinity or `in_scope="no"` were stored as given (the
@@ -1045,3 +1059,10 @@ def test_a_backends_scores_are_shares_and_its_scope_a_yes_or_no(stored: Store, s
         propose(doc, _BadScoresBackend(spoil), load_taxonomy(), load_prompt(), "A")
     assert "\n" not in str(caught.value)
     assert propose(doc, ScriptedBackend({"Mask Paper": GOOD}), load_taxonomy(), load_prompt(), "A").labels
+
+
+def test_a_plugins_numpy_scores_are_numbers(stored: Store) -> None:
+    """numpy's float32 support and float64 scope score were refused as "not a number in [0, 1]"."""
+    doc = stored.get_document("A")
+    proposal = propose(doc, _BadScoresBackend("numpy"), load_taxonomy(), load_prompt(), "A")
+    assert proposal.labels and proposal.scope_score == 0.9
