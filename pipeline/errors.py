@@ -167,10 +167,16 @@ def write_whole(path: Path, content: str | bytes, what: str, error: type[KiaErro
             with open(path, "wb") as sink:
                 sink.write(data)
             return
+        blocking = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            raise error(f"{path}: {blocking} is a file, not a folder; write the {what} elsewhere")
         path.parent.mkdir(parents=True, exist_ok=True)
         target = path.resolve() if path.is_symlink() else path  # replace the file a link points to
         if target.is_dir():
             raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+        if target.exists() and not target.stat().st_mode & 0o222:  # no write bit (root could write it anyway)
+            # renaming over it would succeed (the folder is writable): a read-only file is kept, as cp would
+            raise error(f"{path}: the file is read-only; make it writable or write the {what} elsewhere")
         temporary = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
             handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies

@@ -952,3 +952,24 @@ def test_an_export_to_a_fifo_or_dev_stdout_is_written_in_place(tmp_path: Path) -
     assert into_pipe.returncode == 0, into_pipe.stderr
     assert read and read[0].decode("utf-8") == table
     assert pipe.is_fifo() and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_an_export_over_a_read_only_file_or_under_a_file_is_one_line(tmp_path: Path) -> None:
+    """Writing whole renames over the target, which a writable folder allows even for a read-only
+    file: a 0444 file was replaced silently. And a path under a file said "(File exists)"."""
+    from tests.conftest import kia_exe
+
+    args = [*kia_exe(), "export", "--db", str(tmp_path / "k.duckdb"), "--gold", str(ROOT / "labels" / "table5.csv")]
+    kept = tmp_path / "kept.csv"
+    kept.write_text("mine\n", encoding="utf-8")
+    kept.chmod(0o444)
+    refused = subprocess.run([*args, "--out", str(kept)], capture_output=True, text=True, timeout=300, check=False)
+    assert refused.returncode == 1 and kept.read_text(encoding="utf-8") == "mine\n"
+    assert refused.stderr.strip().splitlines() == [
+        f"kia: {kept}: the file is read-only; make it writable or write the export elsewhere"
+    ]
+    under = kept / "labels.csv"
+    refused = subprocess.run([*args, "--out", str(under)], capture_output=True, text=True, timeout=300, check=False)
+    assert refused.stderr.strip().splitlines() == [
+        f"kia: {under}: {kept} is a file, not a folder; write the export elsewhere"
+    ]
