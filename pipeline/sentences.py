@@ -413,6 +413,17 @@ def capped_document(doc: Document, max_chars: int = MAX_READ_CHARS) -> Document:
     return replace(doc, sections=kept)
 
 
+def sentence_parts(
+    text: str, start: int, section: str, heading: bool, max_chars: int = MAX_SENTENCE_CHARS, min_chars: int = 30
+) -> list[Sentence]:
+    """A sentence piece at `start` as the Sentences it is read in: itself, or over `max_chars` its
+    `clause_chunks`, each carrying the piece's start as `whole`. One rule for the splitter and for
+    grounding's never-evidence spans (`kia.support.blocked_spans`), so both judge the same parts."""
+    whole = cut_at_word(text, max_chars) if len(text) > max_chars else ""
+    parts = clause_chunks(text, max_chars, min_chars) if whole else [(0, text)]
+    return [Sentence(start + at, start + at + len(part), section, part, heading, whole) for at, part in parts]
+
+
 def split_sentences(
     doc: Document, min_chars: int = 30, max_chars: int = MAX_SENTENCE_CHARS, taxonomy: Taxonomy | None = None
 ) -> list[Sentence]:
@@ -429,11 +440,7 @@ def split_sentences(
         if len(text) < min_chars or len(WORD_RE.findall(text)) < 5 or CODE_RE.search(text):
             continue
         line_start = doc.text.rfind("\n", 0, start) + 1
-        parts = clause_chunks(text, max_chars, min_chars)
-        whole = cut_at_word(text, max_chars) if len(text) > max_chars else ""
-        for offset, chunk in parts:
-            at = start + offset
-            sentences.append(Sentence(at, at + len(chunk), section, chunk, line_start in headings, whole))
+        sentences.extend(sentence_parts(text, start, section, line_start in headings, max_chars, min_chars))
     if taxonomy is not None:
         sentences = without_suspicious(sentences, suspicious_sentences(doc, taxonomy))
     return sentences

@@ -43,13 +43,11 @@ from kia.linear import LinearModel
 from kia.sentences import (
     CITATION_RE,
     EVALUATION_RE,
-    MAX_SENTENCE_CHARS,
     OTHER_WORK_RE,
     OWN_WORK_RE,
     Sentence,
-    clause_chunks,
-    cut_at_word,
     heading_lines,
+    sentence_parts,
     sentence_spans,
 )
 
@@ -174,14 +172,11 @@ def blocked_spans(doc: Document) -> list[tuple[int, int, str]]:
             if not text:
                 continue
             start = line_start + local_start + piece.find(text)
-            whole = cut_at_word(text, MAX_SENTENCE_CHARS) if len(text) > MAX_SENTENCE_CHARS else ""
-            parts = clause_chunks(text, MAX_SENTENCE_CHARS, 1) if whole else [(0, text)]
-            for into, part in parts:  # the parts the offline backend reads, each judged as it judges them
-                at = start + into
-                sentence = Sentence(at, at + len(part), doc.section_of(at), part, line_start in headings, whole)
-                kind = blocked_reason(sentence, doc.title)
+            # the parts the offline backend reads (every character kept), each judged as it judges them
+            for part in sentence_parts(text, start, doc.section_of(start), line_start in headings, min_chars=1):
+                kind = blocked_reason(part, doc.title)
                 if kind is not None:
-                    spans.append((at, at + len(part), kind))
+                    spans.append((part.start, part.end, kind))
     return sorted(spans)
 
 
