@@ -146,6 +146,16 @@ class Document:
         return "\n\n".join(self.text[s.start : s.end] for s in self.sections if s.name == name)
 
 
+def stored_path_candidates(path: str, db_folder: Path | None) -> list[Path]:
+    """Where a paper's file stored under `path` may be, first to last. kia ingests a file under its
+    absolute path; a relative one (stored by an older kia, relative to the folder `kia ingest` ran
+    in, which is not recorded) is looked for beside the database first (`db_folder`: a project's
+    papers/ next to its kia.duckdb), then in the working folder. `kia serve` and the report read a
+    paper's file by this one rule."""
+    stored = Path(path)
+    return [stored] if stored.is_absolute() or db_folder is None else [db_folder / stored, stored]
+
+
 def sha256_of(data: bytes) -> str:
     """Content hash: the identity of a document, so the same bytes are stored once."""
     return hashlib.sha256(data).hexdigest()

@@ -185,25 +185,20 @@ def title_key(title: str | None) -> str:
 
 def text_grams(text: str, words: int = 3000) -> frozenset[tuple[str, ...]]:
     """The word 5-grams of a text's first `words` words (lower-cased letters and digits): what
-    `similar_texts` compares, computed once per paper where many are compared."""
+    `similar_grams` compares, computed once per paper where many are compared."""
     tokens = re.findall(r"[a-z0-9]+", text[: words * 20].lower())[:words]
     return frozenset(tuple(tokens[i : i + 5]) for i in range(max(len(tokens) - 4, 0)))
 
 
 def similar_grams(mine: frozenset[tuple[str, ...]], theirs: frozenset[tuple[str, ...]]) -> bool:
-    """Whether two texts' 5-grams (`text_grams`) are one paper's: a fifth of the smaller set shared."""
+    """Whether two texts' 5-grams (`text_grams`) are one paper's: at least a fifth of the smaller set
+    shared. Why: a title alone is no proof, as a PDF's metadata title is often a series or template
+    name ("Lecture Notes in Computer Science", "Microsoft Word - main"), and telling two papers they
+    are one invites a merge that gives one the other's labels; the same paper in two formats shares
+    most of its sentences word for word."""
     if not mine or not theirs:
         return False
     return len(mine & theirs) >= 0.2 * min(len(mine), len(theirs))
-
-
-def similar_texts(a: str, b: str) -> bool:
-    """Whether two texts are one paper's: at least a fifth of the shorter one's word 5-grams (of its
-    first 3,000 words) are the other's. Why: a title alone is no proof, as a PDF's metadata title is
-    often a series or template name ("Lecture Notes in Computer Science", "Microsoft Word - main"),
-    and telling two papers they are one invites a merge that gives one the other's labels; the same
-    paper in two formats shares most of its sentences word for word."""
-    return similar_grams(text_grams(a), text_grams(b))
 
 
 def same_title_groups(
@@ -213,7 +208,7 @@ def same_title_groups(
     paper by their title: stored apart (two files under two names: a Markdown and a PDF of one
     paper), they would be counted twice by every statistic, so `kia papers` and `kia stats` say so.
     Papers whose DOI or arXiv ids tell them apart are not grouped, nor, given `text_of` (a paper's
-    stored text by key), papers whose texts differ (`similar_texts`; each text read and cut into
+    stored text by key), papers whose texts differ (`similar_grams`; each text read and cut into
     5-grams once, each pair compared once)."""
     by_title: dict[str, list[tuple[str, Identity]]] = {}
     for key, identity in papers:

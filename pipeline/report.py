@@ -23,6 +23,7 @@ from kia.export import (
     render,
     rows_from_labeling,
 )
+from kia.extract import stored_path_candidates
 from kia.gold import GoldPaper, gold_index, load_gold
 from kia.labelings import (
     AxisReview,
@@ -662,14 +663,13 @@ def run_provenance(db: Path, run_id: str, taxonomy: Taxonomy | None = None) -> l
 
 
 def _beside_database(path: str, db: Path) -> str:
-    """A stored relative path (an older kia stored paths as typed at ingest) as the file beside the
-    database when one is there, as `kia serve` looks for it: resolved against the folder the report
-    is made in, a report made elsewhere linked every quote to a file that is not there."""
-    stored = Path(path)
-    if not path or stored.is_absolute():
+    """A stored path as `kia serve` finds its file (`stored_path_candidates`: an older kia's relative
+    path beside the database first): resolved against the folder the report is made in, a report
+    made elsewhere linked every quote to a file that is not there."""
+    if not path:
         return path
-    beside = db.resolve().parent / stored
-    return str(beside) if beside.exists() else path
+    found = next((p for p in stored_path_candidates(path, db.resolve().parent) if p.exists()), None)
+    return str(found) if found is not None else path
 
 
 def _provenance(db: Path, run_id: str) -> tuple[str, dict[str, str]]:

@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
 from kia.errors import KiaError, NoteConflictError, PaperNotFoundError, ProposalChangedError, StoreError
-from kia.extract import Document, sha256_of
+from kia.extract import Document, sha256_of, stored_path_candidates
 from kia.livehead import attach, start_learning
 from kia.review import (
     LOW_CONFIDENCE,
@@ -252,16 +252,12 @@ def pdf_file(doc: Document, db_folder: Path | None = None) -> Path | None:
     """The paper's PDF when it is still where it was ingested from with the same bytes; else None
     (the stored text is shown instead: offsets into other bytes would mark the wrong place).
 
-    kia ingests a file under its absolute path; a relative one (stored by an older kia, relative to
-    the folder `kia ingest` ran in, which is not recorded) is looked for beside the database first
-    (`db_folder`: a project's papers/ next to its kia.duckdb), then in the server's working folder.
+    Looked for where `stored_path_candidates` says (a relative path beside the database first).
     Why: `kia serve --db /abs/path` started elsewhere would find no page image; the sha256 check
     keeps another file of the same name from being shown."""
     if doc.format != "pdf":
         return None
-    stored = Path(doc.path)
-    candidates = [stored] if stored.is_absolute() or db_folder is None else [db_folder / stored, stored]
-    for path in candidates:
+    for path in stored_path_candidates(doc.path, db_folder):
         try:
             stat = path.stat()
         except OSError:

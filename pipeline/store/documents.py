@@ -244,7 +244,7 @@ class DocumentQueries(StoreBase):
 
     def current_text(self, paper_key: str) -> str:
         """The text of a paper's current version ("" when no paper has the key): what telling two
-        papers with one title apart reads (`kia.references.similar_texts`), without its pages."""
+        papers with one title apart reads (`kia.references.similar_grams`), without its pages."""
         rows = self.con.execute(
             "SELECT text FROM documents WHERE paper_key = ?"
             " QUALIFY row_number() OVER (PARTITION BY paper_key ORDER BY is_current DESC, ingested_at DESC) = 1",
