@@ -57,7 +57,7 @@ def refused_node(root: Any) -> tuple[Any, str] | None:
             )
         seen.add(id(node))
         if node.tag not in yaml.SafeLoader.yaml_constructors:
-            return node, f"the YAML tag {node.tag.replace('tag:yaml.org,2002:', '!!')} is refused (plain YAML only)"
+            return node, _tag_refused(node)
         if isinstance(node, yaml.MappingNode):
             stack.extend(part for pair in reversed(node.value) for part in reversed(pair))
         elif isinstance(node, yaml.SequenceNode):
@@ -89,9 +89,7 @@ def oversized_node(root: Any, max_expanded: int) -> tuple[Any, str] | None:
         if id(node) in visiting:  # a recursive alias: no finite expansion
             return limit
         if node.tag not in yaml.SafeLoader.yaml_constructors and node.tag != _MERGE:
-            raise _Refused(
-                node, f"the YAML tag {node.tag.replace('tag:yaml.org,2002:', '!!')} is refused (plain YAML only)"
-            )
+            raise _Refused(node, _tag_refused(node))
         visiting.add(id(node))
         total = own(node)
         if isinstance(node, yaml.MappingNode):
@@ -128,6 +126,11 @@ def _distinct_nodes(root: Any) -> list[Any]:
         elif isinstance(node, yaml.SequenceNode):
             stack.extend(node.value)
     return list(seen.values())
+
+
+def _tag_refused(node: Any) -> str:
+    """Why a node whose tag the safe loader lacks (`!!python/object/apply:...`) is refused."""
+    return f"the YAML tag {node.tag.replace('tag:yaml.org,2002:', '!!')} is refused (plain YAML only)"
 
 
 class _Refused(Exception):
