@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from kia._version import __version__
 
-_API = ("export", "import_batch_results", "ingest", "open_store", "propose", "score", "write_batch_file")
+_API = ("KiaNote", "export", "import_batch_results", "ingest", "open_store", "propose", "score", "write_batch_file")
 
 __all__ = [
+    "KiaNote",
     "Settings",
     "__version__",
     "export",
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from kia.api import export, import_batch_results, ingest, open_store, propose, score, write_batch_file
+    from kia.api import KiaNote, export, import_batch_results, ingest, open_store, propose, score, write_batch_file
     from kia.settings import Settings
 
 

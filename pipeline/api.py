@@ -16,6 +16,7 @@ Every default comes from `kia.Settings.load()` (kia.toml, then `KIA_*` and `OPEN
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,6 +56,24 @@ def _keys(keys: Sequence[str] | str | None) -> list[str] | None:
 
 def _db(db: PathLike | None, settings: Settings) -> Path:
     return Path(db) if db else settings.db
+
+
+class KiaNote(UserWarning):
+    """What a call tells its caller beside its result, as `kia` prints a `note:` line: a table that
+    leaves out papers that failed in the run, a gold table read where a run may have been meant.
+    Issued with `warnings.warn`; `warnings.catch_warnings(record=True)` collects them."""
+
+
+def _note(line: str) -> None:
+    """Issue `line` as a KiaNote at the caller of the public function (`kia.export(...)`'s line)."""
+    if line:
+        warnings.warn(line, KiaNote, stacklevel=3)
+
+
+def _named_db(db: PathLike | None, settings: Settings) -> bool:
+    """Whether the database was named (the argument, `$KIA_DB`, kia.toml, the CLI's --db) rather than
+    the implicit ./kia.duckdb: a named one that is missing is a typo, never a wish for the gold table."""
+    return bool(db) or settings.sources.get("db", "default") != "default"
 
 
 def open_store(db: PathLike | None = None, read_only: bool = False, create: bool = True) -> Store:
@@ -330,6 +349,11 @@ def export(
     None or `latest`: the latest complete run), the reviewed ones, or `gold`'s (the default gold
     file's when the database holds no run yet); `group_by` groups LaTeX rows by an axis.
 
+    A database named (`db`, `$KIA_DB`, kia.toml) that does not exist is refused (KiaError), as
+    `kia export --db` refuses it: a typo, never a wish for the default gold table (unless `gold` is
+    given). What `kia export` prints as `note:` lines comes as `KiaNote` warnings: the gold table
+    exported (`gold` without `run`) where the database holds a run.
+
     `cite` cites each method by its paper's library entry key, else its paper key: LaTeX
     `Method~\\cite{KEY}` (`cite_command`: `citep`, `parencite`, ...), Markdown `Method [@KEY]`; a key
     BibTeX cannot read is refused with one line naming the paper, never written.
@@ -346,8 +370,10 @@ def export(
         default_source,
         export_bibliography,
         export_labels,
+        gold_table_note,
         reviewed_source,
         run_source,
+        source_db,
         source_taxonomy,
     )
     from kia.taxonomy import load_taxonomy
@@ -366,7 +392,9 @@ def export(
     elif run is not None:
         source = run_source(_db(db, settings), run, loaded)
     else:  # the latest complete run of the database, else (none yet) the gold file
-        source = default_source(_db(db, settings), Path(gold) if gold else None, loaded, settings.gold)
+        path = source_db(_db(db, settings), _named_db(db, settings), Path(gold) if gold else None)
+        source = default_source(path, Path(gold) if gold else None, loaded, settings.gold)
+        _note(gold_table_note(source, path, Path(gold) if gold else None))
     # A run's or the reviews' export has gold columns only when gold is asked for (`gold` given).
     with_gold = gold is not None or not (reviewed or source.run_id is not None)
     if format in BIB_FORMATS:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
@@ -234,10 +235,9 @@ def _existing_db(db: Path | None) -> Path:
 def _source_db(db: Path | None, gold: Path | None) -> Path:
     """The database `kia export` and `kia stats` read when told no run: without one they describe the
     gold table, but a `--db` that names no file is a typo, not a wish for Table 5 (unless --gold)."""
-    path = _db(db)
-    if db is not None and gold is None and not path.exists():
-        raise KiaError(f"{path}: no database here; run `kia ingest` first, or pass --gold FILE to read a gold file")
-    return path
+    from kia.report import source_db
+
+    return source_db(_db(db), db is not None, gold)
 
 
 def load_taxonomy(path: Path | None) -> Taxonomy:
@@ -1070,19 +1070,22 @@ def export(
     if output is not None and str(output) in ("-", "/dev/stdout"):
         # stdout itself, never a file opened anew: `--out /dev/stdout >> log` reopened and replaced log
         output = None
-    text = kia.export(
-        _existing_db(db) if (run or reviewed) else _source_db(db, gold),
-        format_for(output_format, output),
-        run,
-        reviewed,
-        gold,
-        taxonomy,
-        group_by=group_by,
-        keywords_field=keywords_field,
-        out=output,
-        cite=cite,
-        cite_command=cite_command,
-    )
+    _existing_db(db) if (run or reviewed) else _source_db(db, gold)  # a missing database: one line, first
+    with warnings.catch_warnings(record=True) as notes:  # kia.KiaNote: printed below as `note:` lines
+        warnings.simplefilter("always", kia.KiaNote)
+        text = kia.export(
+            db,
+            format_for(output_format, output),
+            run,
+            reviewed,
+            gold,
+            taxonomy,
+            group_by=group_by,
+            keywords_field=keywords_field,
+            out=output,
+            cite=cite,
+            cite_command=cite_command,
+        )
     if output is None and not sys.stdout.isatty():
         sys.stdout.write(text)  # piped or redirected: the very bytes --out writes (tabs, every character)
         sys.stdout.flush()
@@ -1092,17 +1095,10 @@ def export(
         write_whole(output, text, "export")  # never a cut-off file over the last good export
         # `--out /dev/stdout` or a pipe: the receipt goes beside the table, not into it
         (out if output.is_file() else err).print(f"wrote {output}", markup=False)
-    path = _db(db)
-    _note_failed_papers(path, run, reviewed, gold, taxonomy)
-    if gold is not None and run is None and not reviewed and path.exists():
-        from kia.labelings import default_run_at
-
-        if default_run_at(path, None) is not None:
-            err.print(
-                f"note: exported the gold table {gold} (--gold without --run); --run latest exports the latest run "
-                "with gold columns",
-                markup=False,
-            )
+    _note_failed_papers(_db(db), run, reviewed, gold, taxonomy)
+    for note in notes:
+        if issubclass(note.category, kia.KiaNote):
+            err.print(visible(f"note: {note.message}", True), markup=False)
 
 
 def _note_failed_papers(db: Path, run: str | None, reviewed: bool, gold: Path | None, taxonomy: Path | None) -> None:

@@ -31,6 +31,7 @@ from kia.labelings import (
     Labeling,
     complete,
     default_run,
+    default_run_at,
     final_labels,
     final_reviews,
     resolve_run,
@@ -245,6 +246,27 @@ def default_source(
         if has_runs:
             return run_source(db, None, taxonomy)
     return gold_source(gold_path or default_gold, taxonomy)
+
+
+def source_db(path: Path, named: bool, gold: Path | None) -> Path:
+    """`path`, the database a reading of labels without a run uses (`kia export`, `kia stats`,
+    `kia.export`): without a database they read the gold table, but a database that was named (by the
+    caller, not the implicit default) and is not there is a typo, not a wish for Table 5, unless a
+    gold file is named too. One function, so the CLI and the Python API refuse the same case alike."""
+    if named and gold is None and not path.exists():
+        raise KiaError(f"{path}: no database here; run `kia ingest` first, or pass --gold FILE to read a gold file")
+    return path
+
+
+def gold_table_note(source: LabelSource, db: Path, gold: Path | None) -> str:
+    """One line when a gold file named without a run was read although the database holds a run
+    (the run may have been meant: `gold` with a run adds gold columns to the run's rows), else ""."""
+    if gold is None or not source.from_gold or not db.exists() or default_run_at(db, None) is None:
+        return ""
+    return (
+        f"exported the gold table {gold} (--gold without --run); --run latest (run='latest') exports the latest"
+        " run with gold columns"
+    )
 
 
 def source_taxonomy(source: LabelSource) -> Taxonomy:

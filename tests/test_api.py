@@ -69,3 +69,52 @@ def test_score_with_nothing_to_score_raises_the_reason_instead_of_an_empty_repor
         kia.score(db, run="r", gold=gold)
     gold.write_text("method,K,I,A\nalpha,K2,I2,A1\n", encoding="utf-8")
     assert kia.score(db, run="r", gold=gold).agreement.axes["K"].micro_f1 == 1.0
+
+
+TABLE5 = Path(__file__).resolve().parents[1] / "labels" / "table5.csv"
+
+
+def test_a_named_database_that_is_missing_is_refused_not_read_as_the_gold_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`kia.export(db="survey.duckbd")` returned the shipped Table 5 as if it were the user's labels;
+    `kia export --db` refused it. A database named by the argument or $KIA_DB is refused in the CLI's
+    words and not created; only the implicit ./kia.duckdb falls back to the gold table."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KIA_DB", raising=False)
+    typo = tmp_path / "survey.duckbd"
+    line = f"{typo}: no database here; run `kia ingest` first, or pass --gold FILE to read a gold file"
+    with pytest.raises(KiaError) as refused:
+        kia.export(db=typo)
+    assert str(refused.value) == line
+    monkeypatch.setenv("KIA_DB", str(typo))
+    with pytest.raises(KiaError, match="no database here"):
+        kia.export()
+    with pytest.raises(StoreError, match="no database here"):
+        kia.score(db=typo, gold=TABLE5)
+    assert not typo.exists()
+    assert len(kia.export(db=typo, gold=TABLE5).splitlines()) == 27  # a gold file named: that table
+    monkeypatch.delenv("KIA_DB")
+    assert len(kia.export().splitlines()) == 27  # nothing named: the default gold table
+    assert not (tmp_path / "kia.duckdb").exists()
+
+
+def test_exporting_the_gold_table_where_a_run_exists_says_so_as_a_warning(tmp_path: Path) -> None:
+    """`kia export --gold X` without --run prints a note when the database holds a run (the run may
+    have been meant); `kia.export` said nothing. It issues the same line as a `kia.KiaNote`."""
+    import warnings
+
+    db = tmp_path / "kia.duckdb"
+    kia.ingest([_papers(tmp_path / "papers")], db=db)
+    with warnings.catch_warnings(record=True) as before_run:
+        warnings.simplefilter("always")
+        kia.export(db, gold=TABLE5)
+    assert before_run == []
+    kia.propose(db, backend=_backend(), run="r", settings=Settings(examples=0))
+    with pytest.warns(kia.KiaNote, match=r"exported the gold table .*table5.csv.*--run latest") as noted:
+        table = kia.export(db, gold=TABLE5)
+    assert len(table.splitlines()) == 27 and len(noted) == 1
+    with warnings.catch_warnings(record=True) as with_run:
+        warnings.simplefilter("always")
+        assert "alpha" in kia.export(db, run="r", gold=TABLE5)
+    assert with_run == []
