@@ -48,10 +48,16 @@ def _paths(paths: Sequence[PathLike] | PathLike) -> list[Path]:
 
 
 def _keys(keys: Sequence[str] | str | None) -> list[str] | None:
-    """`keys` as a list, None for every paper: one key given alone is a list of one, not its letters."""
-    if isinstance(keys, str):
-        return [keys]
-    return list(keys) if keys else None
+    """`keys` as a list, None for every paper: one key given alone is a list of one, not its letters.
+
+    An empty selection (a filter that matched nothing) is refused: read as "every paper", it would
+    propose every stored paper (with an LLM, a paid call each) where the caller meant none."""
+    if keys is None:
+        return None
+    chosen = [keys] if isinstance(keys, str) else list(keys)
+    if not chosen:
+        raise KiaError("no paper selected: keys is empty (pass keys=None for every stored paper)")
+    return chosen
 
 
 def _db(db: PathLike | None, settings: Settings) -> Path:
@@ -164,6 +170,9 @@ def propose(
 ) -> RunSummary:
     """Propose labels on every axis for the stored papers (or `keys`), grounded in each paper.
 
+    `keys=None` is every stored paper; an empty `keys` (a filter that matched nothing) raises
+    KiaError ("no paper selected"), never proposes every paper. A missing database is refused.
+
     `backend` is a registered name (`local`, `openai`, or a plugin's), a Backend object, or None
     (openai when a model or endpoint is configured, else local). The run resumes if it exists.
     An LLM is shown `settings.examples` labelled papers per paper (reviews, then `gold`'s stored papers).
@@ -172,6 +181,7 @@ def propose(
     from kia.propose import run_proposals
     from kia.store import Store
 
+    selected = _keys(keys)  # before a model loads: an empty selection is refused at once
     settings = (settings or Settings.load()).with_options(concurrency=concurrency, workers=workers)  # checked there
     chosen, loaded, template, retriever = _run_inputs(backend, settings, taxonomy, prompt, context)
     with Store(_db(db, settings), create=False) as store:  # proposing needs papers: never a new, empty store
@@ -181,7 +191,7 @@ def propose(
             chosen,
             loaded,
             template,
-            keys=_keys(keys),
+            keys=selected,
             run_name=run,
             use_cache=use_cache,
             concurrency=concurrency or (1 if chosen.name in ("local", "rules") else settings.concurrency),
@@ -211,6 +221,7 @@ def write_batch_file(
     gold: PathLike | None = None,
 ) -> WriteSummary:
     """Write the requests of a run as an OpenAI Batch file instead of calling; the run waits for them.
+    `keys` as for `propose` (an empty selection is refused); a missing database is refused, never made.
 
     With the offline backend (`local`) the file is for `answer_batch_file` on any machine (kia's own
     endpoint, never a provider's): each line carries the paper as stored, so no database travels.
@@ -219,12 +230,13 @@ def write_batch_file(
     from kia.batchfile import write_offline_requests, write_requests
     from kia.store import Store
 
+    selected = _keys(keys)
     settings = settings or Settings.load()
     chosen, loaded, template, retriever = _run_inputs(backend, settings, taxonomy, prompt, context)
     if chosen.name == "local":
         from kia.offline_batch import encoder_key
 
-        with Store(_db(db, settings)) as store:
+        with Store(_db(db, settings), create=False) as store:  # requests need papers: never a new, empty store
             return write_offline_requests(
                 store,
                 chosen,
@@ -232,7 +244,7 @@ def write_batch_file(
                 template,
                 Path(out),
                 encoder_key(chosen, settings.encoder),
-                keys=_keys(keys),
+                keys=selected,
                 run_name=run,
                 use_cache=use_cache,
                 max_input_tokens=max_input_tokens,
@@ -243,7 +255,7 @@ def write_batch_file(
         raise KiaError(
             "batch files are for the openai backend (--backend openai --model NAME) or the offline one (local)"
         )
-    with Store(_db(db, settings)) as store:
+    with Store(_db(db, settings), create=False) as store:
         pool = _example_pool(store, chosen, loaded, settings, gold)
         return write_requests(
             store,
@@ -251,7 +263,7 @@ def write_batch_file(
             loaded,
             template,
             Path(out),
-            keys=_keys(keys),
+            keys=selected,
             run_name=run,
             use_cache=use_cache,
             max_input_tokens=max_input_tokens,

@@ -118,3 +118,28 @@ def test_exporting_the_gold_table_where_a_run_exists_says_so_as_a_warning(tmp_pa
         warnings.simplefilter("always")
         assert "alpha" in kia.export(db, run="r", gold=TABLE5)
     assert with_run == []
+
+
+def test_an_empty_selection_is_refused_not_read_as_every_paper(tmp_path: Path) -> None:
+    """`kia.propose(keys=[])` (a filter that matched nothing) proposed every stored paper, and
+    `write_batch_file(keys=[])` wrote them all: it is refused in one line, and no run is made."""
+    db = tmp_path / "kia.duckdb"
+    kia.ingest([_papers(tmp_path / "papers")], db=db)
+    with pytest.raises(KiaError, match=r"^no paper selected: keys is empty \(pass keys=None for every stored paper\)$"):
+        kia.propose(db, keys=[], backend=_backend(), run="none", settings=Settings(examples=0))
+    out = tmp_path / "requests.jsonl"
+    with pytest.raises(KiaError, match="no paper selected"):
+        kia.write_batch_file(db, out, keys=(), backend="local", run="none")
+    assert not out.exists()
+    with Store(db, read_only=True) as store:
+        assert store.run_states() == []
+
+
+def test_writing_a_batch_file_never_creates_a_missing_database(tmp_path: Path) -> None:
+    """`write_batch_file` opened the store with create on: a typo made a new empty database (and
+    then an empty request file); `kia.propose` refuses the same path in the same words."""
+    missing = tmp_path / "typo.duckdb"
+    out = tmp_path / "requests.jsonl"
+    with pytest.raises(StoreError, match=r"typo.duckdb: no database here yet; run `kia ingest` first"):
+        kia.write_batch_file(missing, out, backend="local")
+    assert not missing.exists() and not out.exists()
