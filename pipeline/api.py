@@ -323,8 +323,10 @@ def score(
     """Agreement of a run (default: the latest; reviewed labels where reviewed) with gold labels, in
     the taxonomy the run recorded (`taxonomy`, when given, must be that one). `blind` leaves out the
     papers the run's offline head was fitted on (`ScoreReport.training` names them either way).
-    Raises `KiaError` with the reason when no paper could be scored (`ScoreReport.nothing_scored`)."""
+    Raises `KiaError` with the reason when no paper could be scored (`ScoreReport.nothing_scored`);
+    papers that failed in the run (not scored: they have no labels) are named in a `KiaNote` warning."""
     from kia.errors import KiaError
+    from kia.report import failed_papers_line, run_failures
     from kia.score import score_run
     from kia.taxonomy import load_taxonomy
 
@@ -341,6 +343,8 @@ def score(
     reason = report.nothing_scored()
     if reason is not None:
         raise KiaError(reason)
+    _run, failed = run_failures(_db(db, settings), report.run_id, report.taxonomy)
+    _note("not scored: " + failed_papers_line(report.run_id, failed) if failed else "")
     return report
 
 
@@ -363,8 +367,9 @@ def export(
 
     A database named (`db`, `$KIA_DB`, kia.toml) that does not exist is refused (KiaError), as
     `kia export --db` refuses it: a typo, never a wish for the default gold table (unless `gold` is
-    given). What `kia export` prints as `note:` lines comes as `KiaNote` warnings: the gold table
-    exported (`gold` without `run`) where the database holds a run.
+    given). What `kia export` prints as `note:` lines comes as `KiaNote` warnings: the papers that
+    failed in the run (they have no row), the gold table exported (`gold` without `run`) where the
+    database holds a run.
 
     `cite` cites each method by its paper's library entry key, else its paper key: LaTeX
     `Method~\\cite{KEY}` (`cite_command`: `citep`, `parencite`, ...), Markdown `Method [@KEY]`; a key
@@ -382,6 +387,7 @@ def export(
         default_source,
         export_bibliography,
         export_labels,
+        failed_papers_line,
         gold_table_note,
         reviewed_source,
         run_source,
@@ -407,6 +413,8 @@ def export(
         path = source_db(_db(db, settings), _named_db(db, settings), Path(gold) if gold else None)
         source = default_source(path, Path(gold) if gold else None, loaded, settings.gold)
         _note(gold_table_note(source, path, Path(gold) if gold else None))
+    if not reviewed and source.run_id is not None:  # a failed paper has no labels, so no row: say so
+        _note("not in this export: " + failed_papers_line(source.run_id, source.failed) if source.failed else "")
     # A run's or the reviews' export has gold columns only when gold is asked for (`gold` given).
     with_gold = gold is not None or not (reviewed or source.run_id is not None)
     if format in BIB_FORMATS:

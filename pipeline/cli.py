@@ -154,6 +154,7 @@ app = typer.Typer(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R")
 
 DbOption = Annotated[
     Path | None, typer.Option("--db", help="DuckDB file (default: $KIA_DB, else kia.toml's db, else ./kia.duckdb)")
@@ -806,7 +807,10 @@ def score(
         else:
             _print_agreement(agreement, f"reviewer {between[1]} against reviewer {between[0]}")
         return
-    report = kia.score(_existing_db(db), run, gold, taxonomy, use_reviews=not proposals_only, blind=blind)
+    report, notes = _with_notes(
+        lambda: kia.score(_existing_db(db), run, gold, taxonomy, use_reviews=not proposals_only, blind=blind)
+    )
+    _print_notes(notes)
     if output_format == "json":
         from kia.consensus import score_consensus
 
@@ -1071,9 +1075,8 @@ def export(
         # stdout itself, never a file opened anew: `--out /dev/stdout >> log` reopened and replaced log
         output = None
     _existing_db(db) if (run or reviewed) else _source_db(db, gold)  # a missing database: one line, first
-    with warnings.catch_warnings(record=True) as notes:  # kia.KiaNote: printed below as `note:` lines
-        warnings.simplefilter("always", kia.KiaNote)
-        text = kia.export(
+    text, notes = _with_notes(
+        lambda: kia.export(
             db,
             format_for(output_format, output),
             run,
@@ -1086,6 +1089,7 @@ def export(
             cite=cite,
             cite_command=cite_command,
         )
+    )
     if output is None and not sys.stdout.isatty():
         sys.stdout.write(text)  # piped or redirected: the very bytes --out writes (tabs, every character)
         sys.stdout.flush()
@@ -1095,22 +1099,27 @@ def export(
         write_whole(output, text, "export")  # never a cut-off file over the last good export
         # `--out /dev/stdout` or a pipe: the receipt goes beside the table, not into it
         (out if output.is_file() else err).print(f"wrote {output}", markup=False)
-    _note_failed_papers(_db(db), run, reviewed, gold, taxonomy)
+    _print_notes(notes)
+
+
+def _with_notes(call: Callable[[], R]) -> tuple[R, list[str]]:
+    """The API call's result and the `kia.KiaNote` lines it issued (failed papers left out, a gold
+    table read where a run may have been meant), for `_print_notes`; other warnings pass on."""
+    import kia
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", kia.KiaNote)
+        result = call()
+    for other in caught:
+        if not issubclass(other.category, kia.KiaNote):
+            warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+    return result, [str(w.message) for w in caught if issubclass(w.category, kia.KiaNote)]
+
+
+def _print_notes(notes: list[str]) -> None:
+    """Each note of the API as one `note:` line on stderr (beside the output, never in it)."""
     for note in notes:
-        if issubclass(note.category, kia.KiaNote):
-            err.print(visible(f"note: {note.message}", True), markup=False)
-
-
-def _note_failed_papers(db: Path, run: str | None, reviewed: bool, gold: Path | None, taxonomy: Path | None) -> None:
-    """After a run's export: one `note:` line on stderr when papers of the run failed (they have no
-    row), with how to list them; nothing for a gold or reviewed export."""
-    from kia.report import failed_papers_line, run_failures
-
-    if reviewed or (run is None and gold is not None) or not db.exists():
-        return
-    chosen, failures = run_failures(db, run, given_taxonomy(taxonomy))
-    if failures:
-        err.print(visible("note: not in this export: " + failed_papers_line(chosen, failures), True), markup=False)
+        err.print(visible(f"note: {note}", True), markup=False)
 
 
 @app.command()

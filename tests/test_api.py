@@ -143,3 +143,31 @@ def test_writing_a_batch_file_never_creates_a_missing_database(tmp_path: Path) -
     with pytest.raises(StoreError, match=r"typo.duckdb: no database here yet; run `kia ingest` first"):
         kia.write_batch_file(missing, out, backend="local")
     assert not missing.exists() and not out.exists()
+
+
+def test_papers_that_failed_in_the_run_are_named_by_export_and_score(tmp_path: Path) -> None:
+    """`kia export` notes the papers that failed in the run (they have no row); `kia.export` and
+    `kia.score` returned the shorter table without a word. Both issue the line as a KiaNote, and the
+    CLI prints the API's note (not a copy it computes apart)."""
+    from kia.errors import BackendError
+    from tests.conftest import run_kia
+
+    db = tmp_path / "kia.duckdb"
+    kia.ingest([_papers(tmp_path / "papers")], db=db)
+    answer = {"K": [("K2", [QUOTE])], "I": [("I2", [QUOTE])], "A": [("A1", [QUOTE])]}
+    failing = ScriptedBackend({"alpha title": answer, "beta title": BackendError("provider said no")})
+    assert kia.propose(db, backend=failing, run="r", settings=Settings(examples=0)).failed == 1
+    line = "1 paper(s) failed in run r (beta); `kia runs r` lists each with its cause, `kia propose` tries them again"
+    with pytest.warns(kia.KiaNote) as noted:
+        table = kia.export(db, run="r")
+    assert [str(w.message) for w in noted] == [f"not in this export: {line}"]
+    assert [row.split(",")[0] for row in table.splitlines()] == ["key", "alpha"]
+    gold = tmp_path / "gold.csv"
+    gold.write_text("method,K,I,A\nalpha,K2,I2,A1\nbeta,K2,I2,A1\n", encoding="utf-8")
+    with pytest.warns(kia.KiaNote) as noted:
+        assert kia.score(db, run="r", gold=gold).agreement.n_papers == 1
+    assert [str(w.message) for w in noted] == [f"not scored: {line}"]
+    cli = run_kia("export", "--run", "r", "--db", str(db))
+    assert cli.returncode == 0 and cli.stderr == f"note: not in this export: {line}\n"
+    scored = run_kia("score", "--run", "r", "--gold", str(gold), "--db", str(db))
+    assert scored.returncode == 0 and scored.stderr == f"note: not scored: {line}\n"
