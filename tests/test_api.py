@@ -171,3 +171,41 @@ def test_papers_that_failed_in_the_run_are_named_by_export_and_score(tmp_path: P
     assert cli.returncode == 0 and cli.stderr == f"note: not in this export: {line}\n"
     scored = run_kia("score", "--run", "r", "--gold", str(gold), "--db", str(db))
     assert scored.returncode == 0 and scored.stderr == f"note: not scored: {line}\n"
+
+
+def test_a_store_held_open_in_this_process_leaves_the_other_calls_working(tmp_path: Path) -> None:
+    """A notebook's `store = kia.open_store(db)` (read-write) made every later kia.score, kia.export
+    and second open_store on that file fail with DuckDB's "different configuration" message: DuckDB
+    opens a file in one mode per process. Readers now share the writable connection; a writer facing
+    a read-only store of this process gets one line saying which store to close."""
+    db = tmp_path / "kia.duckdb"
+    kia.ingest([_papers(tmp_path / "papers")], db=db)
+    kia.propose(db, backend=_backend(), run="r", settings=Settings(examples=0))
+    gold = tmp_path / "gold.csv"
+    gold.write_text("method,K,I,A\nalpha,K2,I2,A1\nbeta,K2,I2,A1\n", encoding="utf-8")
+    more = tmp_path / "gamma.md"
+    more.write_text(f"# gamma title\n\n## Abstract\n{QUOTE}.\n", encoding="utf-8")
+    writer = kia.open_store(db)
+    try:
+        assert kia.score(db, run="r", gold=gold).agreement.n_papers == 2
+        assert [row.split(",")[0] for row in kia.export(db, run="r").splitlines()] == ["key", "alpha", "beta"]
+        with kia.open_store(db, read_only=True) as reader, kia.open_store(db) as second:
+            assert reader.paper_keys() == second.paper_keys() == ["alpha", "beta"]
+        assert kia.ingest(more, db=db).failed == 0
+        assert writer.paper_keys() == ["alpha", "beta", "gamma"]
+    finally:
+        writer.close()
+    reader = kia.open_store(db, read_only=True)
+    try:
+        with kia.open_store(db, read_only=True) as another:
+            assert another.paper_keys() == ["alpha", "beta", "gamma"]
+        with pytest.raises(StoreError) as refused:
+            kia.open_store(db)
+        assert str(refused.value) == (
+            f"{db}: this process already has the database open read-only (a store opened with read_only=True);"
+            " close that store (store.close(), or open it in a `with` block) before writing to it"
+        )
+    finally:
+        reader.close()
+    with kia.open_store(db) as store:  # closed: writable again
+        assert store.paper_keys() == ["alpha", "beta", "gamma"]

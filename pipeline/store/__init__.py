@@ -146,6 +146,11 @@ def _is_lock_conflict(exc: Exception) -> bool:
     return "Conflicting lock" in str(exc) or "Could not set lock" in str(exc)
 
 
+def _held_here(exc: Exception) -> bool:
+    """DuckDB refused a second connection because this process holds the file in the other mode."""
+    return "different configuration" in str(exc)
+
+
 def _friendly_open_error(path: Path, exc: Exception, waited: float = 0.0) -> StoreError:
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     lock = re.search(r"Conflicting lock is held in (.+?) \(PID (\d+)\)", str(exc))
@@ -338,11 +343,25 @@ class Store(DocumentQueries, RunQueries, ReviewQueries):
                     self.path.parent.mkdir(parents=True, exist_ok=True)
                 return duckdb.connect(str(self.path), read_only=read_only, config=CONNECT_CONFIG)
             except duckdb.Error as exc:
+                if _held_here(exc):
+                    return self._share_held(read_only, exc)
                 waited = time.monotonic() - started
                 if not _is_lock_conflict(exc) or waited + delay > wait:
                     raise _friendly_open_error(self.path, exc, waited) from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
+
+    def _share_held(self, read_only: bool, exc: duckdb.Error) -> duckdb.DuckDBPyConnection:
+        """A connection to a file this very process already has open in the other mode (DuckDB opens
+        a file in one mode per process). Held for writing (a store from `kia.open_store(db)`): a
+        reader shares that writable connection's database and reads (kia's readers never write).
+        Held read-only: a writer cannot, and one line says which store to close."""
+        if read_only:
+            return duckdb.connect(str(self.path), read_only=False, config=CONNECT_CONFIG)
+        raise StoreError(
+            f"{self.path}: this process already has the database open read-only (a store opened with"
+            " read_only=True); close that store (store.close(), or open it in a `with` block) before writing to it"
+        ) from exc
 
     def _inspect(self) -> SchemaState:
         """The migrations and writer recorded in an existing file, read without writing to it."""
