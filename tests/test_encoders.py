@@ -143,3 +143,57 @@ def test_a_vector_is_the_same_with_any_number_of_threads(int8: MiniLMInt8Encoder
     ]
     one, two = MiniLMInt8Encoder(threads=1).encode(sentences), MiniLMInt8Encoder(threads=2).encode(sentences)
     assert np.array_equal(one, two)
+
+
+def test_loading_a_model_leaves_the_callers_environment_as_it_was() -> None:
+    """Loading the torch MiniLM set HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE, ... in the caller's
+    os.environ for good: a notebook's later Hugging Face imports and every process it started were
+    offline. They are set while the model loads (Hugging Face reads them as it is imported) and put
+    back after; a value the caller set is kept throughout. A real process: imports happen once."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    names = ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM", "HF_HUB_DISABLE_PROGRESS_BARS"]
+    script = (
+        "import json, os, sys\n"
+        "from kia.encoders import MiniLMEncoder\n"
+        "MiniLMEncoder()\n"
+        "import huggingface_hub.constants as hub\n"
+        "names = sys.argv[1:] + ['TRANSFORMERS_VERBOSITY']\n"
+        "print(json.dumps({'after': {n: os.environ.get(n) for n in names}, 'hub_offline': hub.HF_HUB_OFFLINE}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    env["TRANSFORMERS_VERBOSITY"] = "info"  # the caller's own choice
+    done = subprocess.run([sys.executable, "-c", script, *names], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["hub_offline"] is True  # imported while the load had it offline
+    assert seen["after"] == {name: None for name in names} | {"TRANSFORMERS_VERBOSITY": "info"}
+
+
+def test_nested_and_concurrent_offline_loads_restore_the_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two loads in threads (a propose with concurrency) each save and restore: the second must not
+    save the first's offline values as the caller's and put them back for good."""
+    import os
+    import threading
+
+    for name in encoders.OFFLINE_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    inside, release = threading.Event(), threading.Event()
+
+    def load() -> None:
+        with encoders._offline_environment():
+            inside.set()
+            release.wait(10)
+
+    first = threading.Thread(target=load)
+    first.start()
+    inside.wait(10)
+    with encoders._offline_environment():
+        assert os.environ["HF_HUB_OFFLINE"] == "1"
+        release.set()
+        first.join(10)
+        assert os.environ["HF_HUB_OFFLINE"] == "1"  # the first's exit leaves this load offline
+    assert all(os.environ.get(name) is None for name in encoders.OFFLINE_ENVIRONMENT)
