@@ -6,6 +6,8 @@ The public API (each function documents itself; `help(kia.propose)`):
 - `kia.propose(db=..., backend="local")`: propose labels on every axis, grounded in each paper.
 - `kia.score(db=..., run=...)`: agreement with gold labels, axis by axis.
 - `kia.export(db=..., format="csv", run=...)`: labels as csv, jsonl, markdown or latex.
+- `kia.label(key, {"K": "K2"}, db=...)`: record a reviewer's decision on one paper (`kia label`).
+- `kia.write_batch_file`, `kia.answer_batch_file`, `kia.import_batch_results`: a run as a batch file.
 - `kia.open_store(db)`: the DuckDB store, for queries of your own.
 - `kia.Settings`: every default, read once from `KIA_*` / `OPENAI_*` variables.
 
@@ -21,15 +23,28 @@ from typing import TYPE_CHECKING, Any
 
 from kia._version import __version__
 
-_API = ("KiaNote", "export", "import_batch_results", "ingest", "open_store", "propose", "score", "write_batch_file")
+_API = (
+    "KiaNote",
+    "answer_batch_file",
+    "export",
+    "import_batch_results",
+    "ingest",
+    "label",
+    "open_store",
+    "propose",
+    "score",
+    "write_batch_file",
+)
 
 __all__ = [
     "KiaNote",
     "Settings",
     "__version__",
+    "answer_batch_file",
     "export",
     "import_batch_results",
     "ingest",
+    "label",
     "open_store",
     "propose",
     "score",
@@ -37,7 +52,18 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from kia.api import KiaNote, export, import_batch_results, ingest, open_store, propose, score, write_batch_file
+    from kia.api import (
+        KiaNote,
+        answer_batch_file,
+        export,
+        import_batch_results,
+        ingest,
+        label,
+        open_store,
+        propose,
+        score,
+        write_batch_file,
+    )
     from kia.settings import Settings
 
 

@@ -1,4 +1,4 @@
-"""kia's public Python API: the five functions the CLI itself calls.
+"""kia's public Python API: the functions the CLI itself calls (`kia.__all__` lists them).
 
     import kia
     kia.ingest(["papers/"], db="survey.duckdb")
@@ -17,24 +17,23 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+# The types the signatures name, imported when the API is first used (never by `import kia`), not
+# only for the type checker: `typing.get_type_hints(kia.score)` resolves them at run time.
+from kia.backends import Backend
+from kia.backends.rules import RulesBackend
+from kia.batchfile import ImportSummary, WriteSummary
 from kia.errors import KiaError
+from kia.fewshot import ExamplePool
+from kia.ingest import IngestOutcome, IngestSummary
+from kia.offline_batch import AnswerSummary
+from kia.propose import ProgressCallback, PromptTemplate, RunSummary
+from kia.score import ScoreReport
 from kia.settings import Settings
-
-if TYPE_CHECKING:
-    from kia.backends import Backend
-    from kia.backends.rules import RulesBackend
-    from kia.batchfile import ImportSummary, WriteSummary
-    from kia.fewshot import ExamplePool
-    from kia.ingest import IngestOutcome, IngestSummary
-    from kia.offline_batch import AnswerSummary
-    from kia.propose import ProgressCallback, PromptTemplate, RunSummary
-    from kia.score import ScoreReport
-    from kia.store import Store
-    from kia.taxonomy import Taxonomy
+from kia.store import Store
+from kia.taxonomy import Taxonomy
 
 PathLike = str | os.PathLike[str]
 
@@ -310,6 +309,30 @@ def import_batch_results(
     settings = Settings.load()
     with Store(_db(db, settings), create=False) as store:
         return import_results(store, load_taxonomy(taxonomy or settings.taxonomy), _paths(files))
+
+
+def label(
+    key: str,
+    labels: Mapping[str, Sequence[str] | str],
+    db: PathLike | None = None,
+    *,
+    note: str | None = None,
+    reviewer: str | None = None,
+    run: str | None = None,
+    taxonomy: PathLike | None = None,
+) -> None:
+    """Record a reviewer's decision on one paper, as `kia label KEY --set AXIS=ID` does: `labels`
+    maps an axis id to its category ids (`{"K": "K2", "A": ["A1", "A3"]}`; a single-label axis takes
+    one id), `note` a note on the paper. Stored like an edit in `kia review`, by `reviewer` (default:
+    the settings' reviewer), on the run named (default: the latest run that labelled the paper)."""
+    from kia.review import label_paper, open_store
+    from kia.taxonomy import load_taxonomy
+
+    settings = Settings.load()
+    chosen = taxonomy or settings.taxonomy
+    given = {axis: [ids] if isinstance(ids, str) else list(ids) for axis, ids in labels.items()}
+    with open_store(_db(db, settings)) as store:
+        label_paper(store, load_taxonomy(chosen) if chosen else None, key, given, note, reviewer, run)
 
 
 def score(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -851,13 +852,13 @@ def label_paper(
         session.note(note)
 
 
-def open_store(db: Path) -> Store:
-    """A store for reviewing (read-write: every decision is written at once).
+def open_store(db: str | os.PathLike[str]) -> Store:
+    """A store for reviewing (read-write: every decision is written at once); `db` a path or its text.
 
     A person waits on each read and write of a review: when another process holds the file, the
     session retries for as long as any command waits ($KIA_LOCK_WAIT), not a batch writer's minute,
     then says so in one line (the browser answers 503 with the lock's holder)."""
-    store = Store(db, create=False)
+    store = Store(Path(db), create=False)
     store.write_wait = store.lock_wait
     return store
 

@@ -209,3 +209,31 @@ def test_a_store_held_open_in_this_process_leaves_the_other_calls_working(tmp_pa
         reader.close()
     with kia.open_store(db) as store:  # closed: writable again
         assert store.paper_keys() == ["alpha", "beta", "gamma"]
+
+
+def test_the_public_api_lists_every_function_and_its_type_hints_resolve(tmp_path: Path) -> None:
+    """`answer_batch_file` was in kia.api but not in `kia.__all__`; `typing.get_type_hints` raised
+    NameError on the API (its types were imported for the type checker only); no public function
+    recorded a review decision, and `kia.review.open_store` took only a Path."""
+    import csv
+    import io
+    import typing
+
+    from kia import api, review
+
+    public = {name for name in dir(api) if callable(getattr(api, name)) and getattr(api, name).__module__ == "kia.api"}
+    assert {name for name in public if not name.startswith("_")} <= set(kia.__all__)
+    assert {"answer_batch_file", "label"} <= set(kia.__all__)
+    for name in kia.__all__:
+        if name not in ("__version__", "Settings", "KiaNote"):
+            assert typing.get_type_hints(getattr(kia, name)), name
+    assert typing.get_type_hints(kia.score)["return"].__name__ == "ScoreReport"
+
+    db = tmp_path / "kia.duckdb"
+    kia.ingest([_papers(tmp_path / "papers")], db=db)
+    kia.propose(db, backend=_backend(), run="r", settings=Settings(examples=0))
+    kia.label("alpha", {"K": "K1", "A": ["A2"]}, db=str(db), note="read the method section", reviewer="ana")
+    rows = {row["key"]: row for row in csv.DictReader(io.StringIO(kia.export(db, run="r")))}
+    assert (rows["alpha"]["K"], rows["alpha"]["A"], rows["beta"]["K"]) == ("K1", "A2", "K2")
+    with review.open_store(str(db)) as store:
+        assert store.paper_keys() == ["alpha", "beta"]
