@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 # The types the signatures name, imported when the API is first used (never by `import kia`), not
@@ -25,7 +25,7 @@ from pathlib import Path
 from kia.backends import Backend
 from kia.backends.rules import RulesBackend
 from kia.batchfile import ImportSummary, WriteSummary
-from kia.errors import KiaError
+from kia.errors import KiaError, StoreError
 from kia.fewshot import ExamplePool
 from kia.ingest import IngestOutcome, IngestSummary
 from kia.offline_batch import AnswerSummary
@@ -53,14 +53,50 @@ def _keys(keys: Sequence[str] | str | None) -> list[str] | None:
     propose every stored paper (with an LLM, a paid call each) where the caller meant none."""
     if keys is None:
         return None
-    chosen = [keys] if isinstance(keys, str) else list(keys)
+    if isinstance(keys, str):
+        chosen = [keys]
+    elif isinstance(keys, Iterable) and not isinstance(keys, bytes | Mapping):
+        chosen = list(keys)
+    else:
+        raise KiaError(f"keys must be a paper key or a list of paper keys (None: every paper), not {keys!r}")
+    odd = [key for key in chosen if not isinstance(key, str) or not key.strip()]
+    if odd:
+        raise KiaError(f"keys: {odd[0]!r} is not a paper key (keys are the names `kia papers` lists)")
     if not chosen:
         raise KiaError("no paper selected: keys is empty (pass keys=None for every stored paper)")
     return chosen
 
 
+def _path(value: object, what: str) -> Path | None:
+    """`value` as a Path (None for None or ""): anything but a path or its text is one KiaError line
+    naming the argument, not a TypeError from deep inside."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str | os.PathLike):
+        raise KiaError(f"{what} must be a path (text or pathlib.Path), not {value!r}")
+    return Path(value)
+
+
+def _required(value: object, what: str) -> Path:
+    """A path argument that has no default."""
+    path = _path(value, what)
+    if path is None:
+        raise KiaError(f"{what} must be a path (text or pathlib.Path), not {value!r}")
+    return path
+
+
+def _run(run: object) -> str | None:
+    """`run` as given: None (the default run) or a run's name. An empty name is refused everywhere
+    (it was an unknown run for score and export, but silently a new default-named run for propose)."""
+    if run is None:
+        return None
+    if not isinstance(run, str) or not run.strip():
+        raise KiaError(f"run must be a run's name (None: the default run), not {run!r}")
+    return run
+
+
 def _db(db: PathLike | None, settings: Settings) -> Path:
-    return Path(db) if db else settings.db
+    return _path(db, "db") or settings.db
 
 
 class KiaNote(UserWarning):
@@ -81,14 +117,16 @@ def _named_db(db: PathLike | None, settings: Settings) -> bool:
     return bool(db) or settings.sources.get("db", "default") != "default"
 
 
-def open_store(db: PathLike | None = None, read_only: bool = False, create: bool = True) -> Store:
+def open_store(db: PathLike | None = None, read_only: bool = False, create: bool = False) -> Store:
     """The DuckDB store at `db` (default: `$KIA_DB`, else ./kia.duckdb), migrated to this kia's schema.
 
-    `create=False` refuses a path where no database exists (read commands never create one).
+    A path where no database exists is refused (a typo never becomes a new, empty database that
+    reads as "no papers"); `create=True` makes one there.
     """
-    from kia.store import Store
-
-    return Store(_db(db, Settings.load()), read_only=read_only, create=create)
+    path = _db(db, Settings.load())
+    if not create and not path.exists():
+        raise StoreError(f"{path}: no database here; run `kia ingest` first, or pass create=True for a new, empty one")
+    return Store(path, read_only=read_only, create=create)
 
 
 def ingest(
@@ -104,7 +142,7 @@ def ingest(
     from kia.ingest import run_ingest
 
     settings = Settings.load()
-    return run_ingest(_paths(paths), _db(db, settings), Path(manifest) if manifest else None, on_outcome, prefer)
+    return run_ingest(_paths(paths), _db(db, settings), _path(manifest, "manifest"), on_outcome, prefer)
 
 
 def _run_inputs(
@@ -117,12 +155,14 @@ def _run_inputs(
     from kia.propose import load_prompt
     from kia.taxonomy import load_checked_taxonomy
 
+    if backend is not None and not isinstance(backend, str) and not callable(getattr(backend, "answer", None)):
+        raise KiaError(f"backend must be a backend's name (local, openai, a plugin's) or a Backend, not {backend!r}")
     chosen = backend if backend is not None and not isinstance(backend, str) else make_backend(backend, settings)
     retriever = RulesBackend(encoder_name=settings.encoder) if context == "evidence" else None
     return (
         chosen,
-        load_checked_taxonomy(taxonomy or settings.taxonomy),
-        load_prompt(prompt or settings.prompt),
+        load_checked_taxonomy(_path(taxonomy, "taxonomy") or settings.taxonomy),
+        load_prompt(_path(prompt, "prompt") or settings.prompt),
         retriever,
     )
 
@@ -140,7 +180,7 @@ def _example_pool(
 
     if settings.examples <= 0 or not reads_prompt(backend):
         return None
-    chosen = Path(gold) if gold else settings.gold
+    chosen = _path(gold, "gold") or settings.gold
     try:
         papers = load_gold(chosen, taxonomy)
     except GoldError:
@@ -180,7 +220,7 @@ def propose(
     from kia.propose import run_proposals
     from kia.store import Store
 
-    selected = _keys(keys)  # before a model loads: an empty selection is refused at once
+    selected, run = _keys(keys), _run(run)  # before a model loads: a bad selection is refused at once
     settings = (settings or Settings.load()).with_options(concurrency=concurrency, workers=workers)  # checked there
     chosen, loaded, template, retriever = _run_inputs(backend, settings, taxonomy, prompt, context)
     with Store(_db(db, settings), create=False) as store:  # proposing needs papers: never a new, empty store
@@ -229,7 +269,7 @@ def write_batch_file(
     from kia.batchfile import write_offline_requests, write_requests
     from kia.store import Store
 
-    selected = _keys(keys)
+    selected, run = _keys(keys), _run(run)
     settings = settings or Settings.load()
     chosen, loaded, template, retriever = _run_inputs(backend, settings, taxonomy, prompt, context)
     if chosen.name == "local":
@@ -241,7 +281,7 @@ def write_batch_file(
                 chosen,
                 loaded,
                 template,
-                Path(out),
+                _required(out, "out"),
                 encoder_key(chosen, settings.encoder),
                 keys=selected,
                 run_name=run,
@@ -261,7 +301,7 @@ def write_batch_file(
             chosen,
             loaded,
             template,
-            Path(out),
+            _required(out, "out"),
             keys=selected,
             run_name=run,
             use_cache=use_cache,
@@ -290,9 +330,9 @@ def answer_batch_file(
 
     settings = settings or Settings.load()
     return answer_file(
-        Path(requests),
-        Path(out),
-        load_taxonomy(taxonomy or settings.taxonomy),
+        _required(requests, "requests"),
+        _required(out, "out"),
+        load_taxonomy(_path(taxonomy, "taxonomy") or settings.taxonomy),
         workers or settings.workers,
         parse_shard(shard),
     )
@@ -308,7 +348,7 @@ def import_batch_results(
 
     settings = Settings.load()
     with Store(_db(db, settings), create=False) as store:
-        return import_results(store, load_taxonomy(taxonomy or settings.taxonomy), _paths(files))
+        return import_results(store, load_taxonomy(_path(taxonomy, "taxonomy") or settings.taxonomy), _paths(files))
 
 
 def label(
@@ -328,8 +368,8 @@ def label(
     from kia.review import label_paper, open_store
     from kia.taxonomy import load_taxonomy
 
-    settings = Settings.load()
-    chosen = taxonomy or settings.taxonomy
+    settings, run = Settings.load(), _run(run)
+    chosen = _path(taxonomy, "taxonomy") or settings.taxonomy
     given = {axis: [ids] if isinstance(ids, str) else list(ids) for axis, ids in labels.items()}
     with open_store(_db(db, settings)) as store:
         label_paper(store, load_taxonomy(chosen) if chosen else None, key, given, note, reviewer, run)
@@ -353,20 +393,20 @@ def score(
     from kia.score import score_run
     from kia.taxonomy import load_taxonomy
 
-    settings = Settings.load()
-    chosen = taxonomy or settings.taxonomy
+    settings, run = Settings.load(), _run(run)
+    chosen = _path(taxonomy, "taxonomy") or settings.taxonomy
     report = score_run(
         _db(db, settings),
         load_taxonomy(chosen) if chosen else None,
         run,
-        Path(gold) if gold else settings.gold,
+        _path(gold, "gold") or settings.gold,
         use_reviews=use_reviews,
         blind=blind,
     )
     reason = report.nothing_scored()
     if reason is not None:
         raise KiaError(reason)
-    _run, failed = run_failures(_db(db, settings), report.run_id, report.taxonomy)
+    _scored, failed = run_failures(_db(db, settings), report.run_id, report.taxonomy)
     _note("not scored: " + failed_papers_line(report.run_id, failed) if failed else "")
     return report
 
@@ -419,13 +459,15 @@ def export(
     )
     from kia.taxonomy import load_taxonomy
 
-    format = format.lower()  # `CSV` is csv, as `--format JSON` is json for `kia score`
+    if not isinstance(format, str):
+        raise KiaError(f"format must be csv, jsonl, markdown, latex, bibtex, ris or csljson, not {format!r}")
+    format, run = format.lower(), _run(run)  # `CSV` is csv, as `--format JSON` is json for `kia score`
     options = TableOptions(group_by, cite, cite_command)
     options.check(format)
     settings = Settings.load()
-    chosen = taxonomy or settings.taxonomy
+    chosen = _path(taxonomy, "taxonomy") or settings.taxonomy
     loaded = load_taxonomy(chosen) if chosen else None
-    gold_path = Path(gold) if gold else settings.gold
+    gold_path = _path(gold, "gold") or settings.gold
     if reviewed and run is not None:
         raise KiaError("choose one source: --run or --reviewed")
     if reviewed:
@@ -433,9 +475,9 @@ def export(
     elif run is not None:
         source = run_source(_db(db, settings), run, loaded)
     else:  # the latest complete run of the database, else (none yet) the gold file
-        path = source_db(_db(db, settings), _named_db(db, settings), Path(gold) if gold else None)
-        source = default_source(path, Path(gold) if gold else None, loaded, settings.gold)
-        _note(gold_table_note(source, path, Path(gold) if gold else None))
+        path = source_db(_db(db, settings), _named_db(db, settings), _path(gold, "gold"))
+        source = default_source(path, _path(gold, "gold"), loaded, settings.gold)
+        _note(gold_table_note(source, path, _path(gold, "gold")))
     if not reviewed and source.run_id is not None:  # a failed paper has no labels, so no row: say so
         _note("not in this export: " + failed_papers_line(source.run_id, source.failed) if source.failed else "")
     # A run's or the reviews' export has gold columns only when gold is asked for (`gold` given).
@@ -443,6 +485,6 @@ def export(
     if format in BIB_FORMATS:
         if not (reviewed or source.run_id is not None):
             raise KiaError(f"--format {format} writes library entries of stored papers: give --run NAME or --reviewed")
-        out_dir = Path(out).parent if out is not None else None
+        out_dir = _required(out, "out").parent if out is not None else None
         return export_bibliography(_db(db, settings), source, source_taxonomy(source), format, keywords_field, out_dir)
     return export_labels(source, format, gold_path, options, _db(db, settings), with_gold)

@@ -3,6 +3,7 @@ one key given alone, proposing into a missing or empty store, scoring where noth
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -237,3 +238,47 @@ def test_the_public_api_lists_every_function_and_its_type_hints_resolve(tmp_path
     assert (rows["alpha"]["K"], rows["alpha"]["A"], rows["beta"]["K"]) == ("K1", "A2", "K2")
     with review.open_store(str(db)) as store:
         assert store.paper_keys() == ["alpha", "beta"]
+
+
+def test_wrong_argument_types_and_an_empty_run_name_are_one_kia_error_line(tmp_path: Path) -> None:
+    """`format=None` raised AttributeError, `keys=5` TypeError; `run=""` was an unknown run for
+    kia.score but silently the default-named run for kia.propose. Each is one KiaError naming the
+    argument, before any work (no run is made)."""
+    db = tmp_path / "kia.duckdb"
+    kia.ingest([_papers(tmp_path / "papers")], db=db)
+    calls: list[tuple[str, Callable[[], object]]] = [
+        ("format must be csv, jsonl", lambda: kia.export(db, format=None)),  # type: ignore[arg-type]
+        ("keys must be a paper key or a list", lambda: kia.propose(db, keys=5, backend=_backend())),  # type: ignore[arg-type]
+        ("keys: 7 is not a paper key", lambda: kia.propose(db, keys=["alpha", 7], backend=_backend())),  # type: ignore[list-item]
+        ("db must be a path", lambda: kia.export(db=3.5)),  # type: ignore[arg-type]
+        ("gold must be a path", lambda: kia.score(db, gold=["a.csv"])),  # type: ignore[arg-type]
+        ("backend must be a backend's name", lambda: kia.propose(db, backend=42)),  # type: ignore[arg-type]
+    ]
+    for empty in ("", "  "):
+        said = f"run must be a run's name (None: the default run), not {empty!r}"
+        calls += [
+            (said, lambda e=empty: kia.propose(db, run=e, backend=_backend(), settings=Settings(examples=0))),  # type: ignore[misc]
+            (said, lambda e=empty: kia.score(db, run=e)),  # type: ignore[misc]
+            (said, lambda e=empty: kia.export(db, run=e)),  # type: ignore[misc]
+        ]
+    for said, call in calls:
+        with pytest.raises(KiaError) as refused:
+            call()
+        assert str(refused.value).startswith(said) and "\n" not in str(refused.value), str(refused.value)
+    with Store(db, read_only=True) as store:
+        assert store.run_states() == []
+
+
+def test_open_store_refuses_a_missing_database_unless_asked_to_create_one(tmp_path: Path) -> None:
+    """`kia.open_store("s.duckbd")` made a new, empty database at the typo (read-write, by default),
+    which then read as "no papers". A new database takes `create=True`."""
+    typo = tmp_path / "s.duckbd"
+    with pytest.raises(StoreError) as refused:
+        kia.open_store(typo)
+    assert str(refused.value) == (
+        f"{typo}: no database here; run `kia ingest` first, or pass create=True for a new, empty one"
+    )
+    assert not typo.exists()
+    with kia.open_store(typo, create=True) as store:
+        assert store.paper_keys() == []
+    assert typo.exists()
