@@ -544,7 +544,7 @@ def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, option
                     **({"status": r.status} if r.status and not r.axes else {}),
                     **({"axes": {a: r.detail_json(a) for a in axes}} if r.axes else {}),
                     **({"gold": r.gold} if r.gold else {}),
-                    **({"flags": r.flags.as_dict()} if r.flags else {}),
+                    "flags": r.flags.as_dict(),  # every record: a reader need not test for the key
                 },
                 ensure_ascii=False,
             )

@@ -975,3 +975,28 @@ def test_an_export_over_a_read_only_file_or_under_a_file_is_one_line(tmp_path: P
     assert refused.stderr.strip().splitlines() == [
         f"kia: {under}: {kept} is a file, not a folder; write the export elsewhere"
     ]
+
+
+def test_every_json_lines_record_carries_its_flags_object(tmp_path: Path) -> None:
+    """The `flags` key was written only on flagged papers, so a reader's `record["flags"]` failed on
+    the others: every record has it, its lists empty (and out_of_scope null) where nothing is flagged."""
+    import kia
+    from kia.settings import Settings
+    from tests.fakes import ScriptedBackend
+
+    folder = tmp_path / "papers"
+    folder.mkdir()
+    quote = "We generate CT volumes from segmentation masks with a ControlNet branch on a latent diffusion model"
+    for key in ("plain", "odd"):
+        (folder / f"{key}.md").write_text(f"# {key} title\n\n## Abstract\n{quote}.\n", encoding="utf-8")
+    db = tmp_path / "kia.duckdb"
+    kia.ingest([folder], db=db)
+    grounded = {"K": [("K2", [quote])], "I": [("I2", [quote])], "A": [("A1", [quote])]}
+    unsupported = {**grounded, "K": [("K2", ["a sentence the paper does not hold"])]}
+    kia.propose(db, backend=ScriptedBackend({"plain title": grounded, "odd title": unsupported}), run="r",
+                settings=Settings(examples=0))  # fmt: skip
+    records = {r["key"]: r for r in map(json.loads, kia.export(db, format="jsonl", run="r").splitlines())}
+    assert records["odd"]["flags"]["unsupported"] == ["K"]
+    assert records["plain"]["flags"] == {
+        "out_of_scope": None, "suspicious_text": [], "unclear": {}, "by_default": [], "unsupported": [], "tentative": []
+    }  # fmt: skip

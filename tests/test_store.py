@@ -434,3 +434,29 @@ def test_a_runs_token_total_beyond_int32_is_summed_not_an_overflow(db_path: Path
         store.add_calls("r", "P1", [(1, 2**31 - 1, 1, 0.1, None), (2, 2**31 - 1, 2**31 - 1, 0.1, None)])
         (state,) = store.run_states()
     assert state["run"] == "r" and state["tokens"] == 3 * (2**31 - 1) + 1
+
+
+def test_an_unknown_key_is_refused_alike_by_current_text_and_get_document(tmp_path: Path) -> None:
+    """`store.current_text("nosuch")` returned "" (a paper with no words) where get_document raised."""
+    with Store(tmp_path / "kia.duckdb") as store:
+        store.add_document(extract_md(tmp_path), "P1")
+        assert "A sentence about a paper." in store.current_text("P1")
+        for read in (store.current_text, store.get_document):
+            with pytest.raises(PaperNotFoundError, match="no paper with key 'nosuch'"):
+                read("nosuch")
+
+
+def test_a_closed_store_says_it_was_closed_and_a_released_one_how_to_hold_it(tmp_path: Path) -> None:
+    """A store the user closed said "the database is released; use `with store.held():` to write",
+    which is the message of a batch's store between writes, and no advice for a closed one."""
+    path = tmp_path / "kia.duckdb"
+    with Store(path) as store:
+        store.add_document(extract_md(tmp_path), "P1")
+    with pytest.raises(StoreError) as closed:
+        store.paper_keys()
+    assert str(closed.value) == (
+        f"{path}: this store is closed (store.close(), or the end of its `with` block); open it again with"
+        " kia.open_store"
+    )
+    with Store(path) as writer, writer.released(), pytest.raises(StoreError, match="released; use `with store.held"):
+        writer.paper_keys()

@@ -251,6 +251,7 @@ class Store(DocumentQueries, RunQueries, ReviewQueries):
         self.backup: Path | None = None
         self.newer: SchemaState | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._closed = False  # by `close()` (or a `with` block's end), not released between writes
         if (read_only or not create) and not path.exists():
             raise StoreError(f"{path}: no database here yet; run `kia ingest` first or pass --db")
         if path.is_dir():
@@ -318,6 +319,11 @@ class Store(DocumentQueries, RunQueries, ReviewQueries):
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
         """The open connection (an error while the store has released the file)."""
+        if self._con is None and self._closed:
+            raise StoreError(
+                f"{self.path}: this store is closed (store.close(), or the end of its `with` block); open it again"
+                " with kia.open_store"
+            )
         if self._con is None:
             raise StoreError(f"{self.path}: the database is released; use `with store.held():` to write")
         return self._con
@@ -391,6 +397,7 @@ class Store(DocumentQueries, RunQueries, ReviewQueries):
 
     def close(self) -> None:
         """Close the connection (DuckDB checkpoints the WAL on close)."""
+        self._closed = True
         if self._con is not None:
             self._con.close()
             self._con = None

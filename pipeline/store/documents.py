@@ -243,14 +243,17 @@ class DocumentQueries(StoreBase):
         return self.get_documents([paper_key])[paper_key]
 
     def current_text(self, paper_key: str) -> str:
-        """The text of a paper's current version ("" when no paper has the key): what telling two
-        papers with one title apart reads (`kia.references.similar_grams`), without its pages."""
+        """The text of a paper's current version: what telling two papers with one title apart reads
+        (`kia.references.similar_grams`), without its pages. An unknown key raises PaperNotFoundError,
+        as `get_document` does (an empty text would read as a paper with no words)."""
         rows = self.con.execute(
             "SELECT text FROM documents WHERE paper_key = ?"
             " QUALIFY row_number() OVER (PARTITION BY paper_key ORDER BY is_current DESC, ingested_at DESC) = 1",
             [paper_key],
         ).fetchall()
-        return str(rows[0][0]) if rows else ""
+        if not rows:
+            raise PaperNotFoundError(paper_key)
+        return str(rows[0][0])
 
     def current_shas(self, paper_keys: Sequence[str]) -> dict[str, str]:
         """`latest_sha` of many papers in one query (keys not stored are absent)."""
