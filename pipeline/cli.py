@@ -1651,15 +1651,25 @@ def batch_api_collect(
 
 @app.command()
 @one_line_errors
-def demo(db: DbOption = None) -> None:
-    """The main job on the shipped examples: ingest, propose offline, and print the score table."""
-    from kia.demo import run_demo
+def demo(
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db", help="DuckDB file (default: demo.duckdb here; never kia.toml's, $KIA_DB or the global --db)"
+        ),
+    ] = None,
+) -> None:
+    """The main job on the shipped examples: ingest, propose offline, and print the score table. It
+    writes its own database (demo.duckdb here), never a survey's."""
+    from kia.demo import demo_db, run_demo
     from kia.store import list_papers_at
 
-    result = run_demo(_db(db), on_stage=lambda m: err.print(f"kia: {m}"))
+    path = demo_db(db)
+    out.print(f"demo database: {path} (the demo's own; no survey's database is used)", markup=False)
+    result = run_demo(path, on_stage=lambda m: err.print(f"kia: {m}"))
     out.print(result.ingest.line())
     out.print(result.run.line(), markup=False)
-    rows, _failed = list_papers_at(_db(db))
+    rows, _failed = list_papers_at(path)
     table = Table("key", "title", "status")
     for row in rows:
         table.add_row(row["key"], (row["title"] or "")[:60], row["status"])
@@ -1667,7 +1677,7 @@ def demo(db: DbOption = None) -> None:
     _print_agreement(result.score.agreement, f"run {result.score.run_id} against {result.score.gold_path}")
     from kia.demo import walkthrough
 
-    out.print("\n".join(walkthrough(_db(db), result.score.run_id)), markup=False)
+    out.print("\n".join(walkthrough(path, result.score.run_id)), markup=False)
 
 
 @app.command()
