@@ -233,11 +233,36 @@ def _existing_db(db: Path | None) -> Path:
 
 def _source_db(db: Path | None, gold: Path | None) -> Path:
     """The database `kia export` and `kia stats` read when told no run: without one they describe the
-    gold table, but a `--db` that names no file is a typo, not a wish for Table 5 (unless --gold)."""
+    gold table, but a database that was named (the command's --db, the global --db, $KIA_DB,
+    kia.toml's db) and names no file is a typo, not a wish for Table 5 (unless --gold); only kia's
+    implicit ./kia.duckdb may be missing."""
     path = _db(db)
-    if db is not None and gold is None and not path.exists():
+    named = db is not None or _settings().named("db")
+    if named and gold is None and not path.exists():
         raise KiaError(f"{path}: no database here; run `kia ingest` first, or pass --gold FILE to read a gold file")
     return path
+
+
+def _holds_runs(path: Path) -> bool:
+    """Whether the database at `path` exists and holds a run (else export and stats, told no source,
+    show the gold table)."""
+    from kia.store import Store
+
+    if not path.exists():
+        return False
+    with Store(path, read_only=True) as store:
+        return bool(store.run_ids())
+
+
+def _note_gold_shown(path: Path) -> None:
+    """One `note:` line on stderr when `kia export` or `kia stats`, told no source, show the gold table
+    for want of a run: the table is the gold's, never labels of the user's, and it must say so."""
+    gold = _settings().gold or "labels/table5.csv (shipped with kia)"
+    why = f"{path} holds no run yet" if path.exists() else f"no database {path} here yet"
+    err.print(
+        f"note: {why}: this is the gold table {gold}, not proposed labels; `kia propose` makes a run",
+        markup=False,
+    )
 
 
 def load_taxonomy(path: Path | None) -> Taxonomy:
@@ -975,6 +1000,8 @@ def stats(
         raise KiaError(f"choose one source: --gold or {'--run' if run is not None else '--reviewed'}")
     source = _label_source(run, gold, taxonomy, db, reviewed)
     check_text = source.run_id is None and gold is None and not reviewed
+    if check_text:
+        _note_gold_shown(_db(db))
     report = stats_report(source, check_text=check_text, plot_dir=plots)
     result = report.stats
     if output_format == "json":
@@ -1070,8 +1097,10 @@ def export(
     if output is not None and str(output) in ("-", "/dev/stdout"):
         # stdout itself, never a file opened anew: `--out /dev/stdout >> log` reopened and replaced log
         output = None
+    source_db = _existing_db(db) if (run or reviewed) else _source_db(db, gold)
+    gold_shown = run is None and not reviewed and gold is None and not _holds_runs(source_db)
     text = kia.export(
-        _existing_db(db) if (run or reviewed) else _source_db(db, gold),
+        source_db,
         format_for(output_format, output),
         run,
         reviewed,
@@ -1093,6 +1122,8 @@ def export(
         # `--out /dev/stdout` or a pipe: the receipt goes beside the table, not into it
         (out if output.is_file() else err).print(f"wrote {output}", markup=False)
     path = _db(db)
+    if gold_shown:
+        _note_gold_shown(path)
     _note_failed_papers(path, run, reviewed, gold, taxonomy)
     if gold is not None and run is None and not reviewed and path.exists():
         from kia.labelings import default_run_at

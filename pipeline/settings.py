@@ -165,6 +165,11 @@ class Settings:
             arxiv_interval=arxiv_interval,
         )
 
+    def named(self, name: str) -> bool:
+        """Whether setting `name` was chosen (by kia.toml, the environment or an option), not kia's own
+        default: a database someone named and that is missing is a typo, never a wish for a fallback."""
+        return self.sources.get(name, "default") != "default"
+
     def with_options(self, **options: object) -> Settings:
         """These settings with the options a caller gave (None means: keep the default)."""
         given = {k: v for k, v in options.items() if v is not None}

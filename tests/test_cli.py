@@ -281,3 +281,45 @@ def test_propose_batch_and_discover_word_their_shared_options_alike() -> None:
         assert options["discover"][option] == options["batch"][option], option
     assert "arxiv_query" in options["batch"]["--query"] and "arxiv_category" in options["batch"]["--category"]
     assert "$OPENAI_BASE_URL" in options["batch"]["--base-url"]
+
+
+@pytest.mark.parametrize("named_by", ["global --db", "$KIA_DB", "kia.toml"])
+def test_a_missing_database_named_any_way_is_refused_by_export_and_stats(tmp_path: Path, named_by: str) -> None:
+    """`kia --db typo export`, `KIA_DB=typo kia export` and a kia.toml whose db names no file printed the
+    shipped Table 5 as if it were the user's labels and exited 0; only `kia export --db typo` was refused."""
+    folder = tmp_path / "survey"
+    folder.mkdir()
+    typo = folder / "survey.duckbd"
+    before: list[str] = ["--db", str(typo)] if named_by == "global --db" else []
+    env = {"KIA_DB": str(typo) if named_by == "$KIA_DB" else "", "KIA_PROJECT": ""}
+    if named_by == "kia.toml":
+        (folder / "kia.toml").write_text('db = "survey.duckbd"\n', encoding="utf-8")
+    for command in ("export", "stats"):
+        result = run_kia(*before, command, env=env, cwd=folder)
+        assert (result.returncode, result.stdout) == (1, ""), (command, result.stdout[:200])
+        assert result.stderr == (
+            f"kia: {typo}: no database here; run `kia ingest` first, or pass --gold FILE to read a gold file\n"
+        )
+    assert not typo.exists()
+
+
+def test_export_and_stats_say_when_they_show_the_gold_table_instead_of_a_run(tmp_path: Path) -> None:
+    """With nothing named and no database yet, or a database with papers but no run, export and stats
+    show the gold table: they said nothing, and it read as the user's labels."""
+    env = {"KIA_DB": "", "KIA_PROJECT": ""}
+    table5 = {"export": "3D-WLDM,", "stats": "gold labels/table5.csv: 26 methods"}
+    for command, seen in table5.items():
+        shown = run_kia(command, env=env, cwd=tmp_path)
+        assert shown.returncode == 0 and seen in shown.stdout, shown.stderr
+        assert shown.stderr == (
+            "note: no database kia.duckdb here yet: this is the gold table labels/table5.csv (shipped with kia),"
+            " not proposed labels; `kia propose` makes a run\n"
+        )
+    paper = tmp_path / "p.md"
+    paper.write_text("# A paper\n\n## Abstract\n\nWe generate CT volumes with diffusion.\n", encoding="utf-8")
+    db = tmp_path / "real.duckdb"
+    assert run_kia("ingest", str(paper), "--db", str(db)).returncode == 0
+    for command, seen in table5.items():
+        shown = run_kia(command, "--db", str(db), env=env, cwd=tmp_path)
+        assert shown.returncode == 0 and seen in shown.stdout, shown.stderr
+        assert f"note: {db} holds no run yet: this is the gold table " in shown.stderr, shown.stderr
