@@ -724,11 +724,12 @@ def _import_batch(
         raise typer.Exit(1)
 
 
-def _print_consensus(run_id: str, gold: Path | None, taxonomy: Path | None, db: Path | None) -> None:
-    """For a consensus run: gold agreement on the agreed and the disagreed axes, and what is left."""
+def _print_consensus(report: score_stage.ScoreReport, db: Path, taxonomy: Path | None) -> None:
+    """For a consensus run: gold agreement on the agreed and the disagreed axes, and what is left;
+    against the gold file and in the run's taxonomy the score tables above used (kia.toml's gold)."""
     from kia.consensus import score_consensus
 
-    scored = score_consensus(_existing_db(db), load_taxonomy(taxonomy), run_id, gold)
+    scored = score_consensus(db, report.taxonomy or load_taxonomy(taxonomy), report.run_id, Path(report.gold_path))
     if scored is None:
         return
 
@@ -757,7 +758,7 @@ def consensus(
     from kia.store import Store
 
     with Store(_existing_db(db), create=False) as store:
-        summary = make_consensus(store, load_taxonomy(taxonomy), runs, name)
+        summary = make_consensus(store, given_taxonomy(taxonomy), runs, name)
     out.print(summary.line(), markup=False)
 
 
@@ -820,9 +821,11 @@ def score(
     import kia
 
     if between is not None:
+        from kia.labelings import default_taxonomy_at
         from kia.score import between_reviewers
 
-        agreement = between_reviewers(_existing_db(db), load_taxonomy(taxonomy), *between)
+        path = _existing_db(db)
+        agreement = between_reviewers(path, default_taxonomy_at(path, given_taxonomy(taxonomy)), *between)
         if not agreement.n_papers:
             first, second = between
             raise KiaError(f"nothing to compare: no paper is reviewed on every axis by both {first} and {second}")
@@ -845,7 +848,8 @@ def score(
             "scope": report.scope.as_dict() if report.scope else None,
             "matching": report.matching.as_dict() if report.matching else None,
         }
-        agreed = score_consensus(_existing_db(db), report.taxonomy or load_taxonomy(taxonomy), report.run_id, gold)
+        taxonomy_used = report.taxonomy or load_taxonomy(taxonomy)  # the run's, and the tables' gold file
+        agreed = score_consensus(_existing_db(db), taxonomy_used, report.run_id, Path(report.gold_path))
         if agreed is not None:
             document["consensus"] = agreed.as_dict()
         out.print(json.dumps(document, indent=2), markup=False)
@@ -896,7 +900,7 @@ def score(
     examples_line = report.examples.line()
     if examples_line:
         out.print(examples_line, markup=False)
-    _print_consensus(report.run_id, gold, taxonomy, db)
+    _print_consensus(report, _existing_db(db), taxonomy)
     import textwrap
 
     from rich.markup import escape
