@@ -161,8 +161,25 @@ DbOption = Annotated[
 BaseUrlOption = Annotated[
     str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
 ]
+
+
+def _new_run_name(param: typer.CallbackParam, value: str | None) -> str | None:
+    """The name of a run being made: never `latest`, which every command reading a run takes as the
+    latest complete run, so a run of that name could never be read by its name; refused while parsing."""
+    if value == "latest":
+        option = max(param.opts, key=len)
+        raise UsageError(
+            f"{option} latest: the name latest is reserved (--run latest reads the latest complete run);"
+            " choose another name"
+        )
+    return value
+
+
 NewRunOption = Annotated[
-    str | None, typer.Option("--run", help="Run name (default: derived from the settings, so reruns resume)")
+    str | None,
+    typer.Option(
+        "--run", callback=_new_run_name, help="Run name (default: derived from the settings, so reruns resume)"
+    ),
 ]
 # arXiv's search, alike in `discover` and `batch`.
 QUERY_HELP = 'arXiv search terms, e.g. "3D CT generation diffusion" (default: kia.toml\'s arxiv_query)'
@@ -749,7 +766,7 @@ def _print_consensus(report: score_stage.ScoreReport, db: Path, taxonomy: Path |
 @one_line_errors
 def consensus(
     runs: Annotated[list[str], typer.Argument(help="Two or more runs (see `kia runs`)")],
-    name: Annotated[str, typer.Option(help="Name of the consensus run")],
+    name: Annotated[str, typer.Option(callback=_new_run_name, help="Name of the consensus run")],
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:

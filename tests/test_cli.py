@@ -323,3 +323,26 @@ def test_export_and_stats_say_when_they_show_the_gold_table_instead_of_a_run(tmp
         shown = run_kia(command, "--db", str(db), env=env, cwd=tmp_path)
         assert shown.returncode == 0 and seen in shown.stdout, shown.stderr
         assert f"note: {db} holds no run yet: this is the gold table " in shown.stderr, shown.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["propose", "--run", "latest", "--backend", "rules"], "--run"),
+        (["propose", "--run", "latest", "--batch-file", "req.jsonl"], "--run"),
+        (["batch", "--run", "latest"], "--run"),
+        (["consensus", "a", "b", "--name", "latest"], "--name"),
+    ],
+)
+def test_a_new_run_named_latest_is_refused_before_any_work(tmp_path: Path, args: list[str], option: str) -> None:
+    """`kia propose --run latest` made a run no command could read by name once another run existed:
+    every reading command takes `--run latest` as the latest complete run."""
+    db = tmp_path / "kia.duckdb"
+    result = run_kia(*args, "--db", str(db), cwd=tmp_path)
+    given = args[args.index(option) + 1]
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"kia: {option} {given}: the name latest is reserved (--run latest reads the latest complete run);"
+        " choose another name\n"
+    )
+    assert not db.exists() and not (tmp_path / "req.jsonl").exists()
