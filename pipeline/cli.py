@@ -12,7 +12,6 @@ import errno
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from enum import StrEnum
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -23,7 +22,7 @@ from rich.table import Column, Table
 
 from kia._version import __version__
 from kia.errors import KiaError, UsageError, allowed_range, check_range, write_whole
-from kia.settings import Settings
+from kia.settings import MODES, Settings
 from kia.terminal import SafeConsole, visible
 
 try:  # typer 0.29 and later parse with a copy of click of their own
@@ -139,6 +138,41 @@ def within(
     return check
 
 
+def one_of(
+    words: Sequence[str] | Callable[[], Sequence[str]], *, any_case: bool = False
+) -> Callable[[typer.CallbackParam, Any], Any]:
+    """A parser callback for an option that takes one of `words` (or those a function lists, read only
+    when the option is given): anything else is refused while parsing, before any work, in the one
+    line every such option writes (`--queue must be one of need, storage, not 'x'`), exit code 2.
+    `any_case`: `JSON` is json (the value is passed on in lower case)."""
+
+    def check(param: typer.CallbackParam, value: Any) -> Any:
+        if value is None:
+            return value
+        allowed = list(words() if callable(words) else words)
+        given = value.lower() if any_case else value
+        if given not in allowed:
+            raise UsageError(f"{max(param.opts, key=len)} must be one of {', '.join(allowed)}, not {value!r}")
+        return given
+
+    return check
+
+
+def _backend_names() -> list[str]:
+    """The backends `--backend` takes: kia's own and every installed plugin's."""
+    from kia.backends import available_backends
+
+    return sorted(available_backends())
+
+
+def _export_formats() -> list[str]:
+    """The formats `kia export --format` writes."""
+    from kia.export import FORMATS
+    from kia.references import BIB_FORMATS
+
+    return [*FORMATS, *BIB_FORMATS]
+
+
 def in_range(
     low: float | None = None, high: float | None = None, *, above: bool = False, text: str, name: str | None = None
 ) -> Any:
@@ -191,14 +225,9 @@ GoldOption = Annotated[
 
 
 # `--format` of the commands that print a table: anything but these two is refused, never a table.
-class TableOrJson(StrEnum):
-    """What a table-printing command writes."""
-
-    table = "table"
-    json = "json"
-
-
-TableOrJsonOption = Annotated[TableOrJson, typer.Option("--format", help="table or json", case_sensitive=False)]
+TableOrJsonOption = Annotated[
+    str, typer.Option("--format", callback=one_of(("table", "json"), any_case=True), help="table or json")
+]
 ReviewerOption = Annotated[
     str | None,
     typer.Option("--reviewer", help="Reviewer name (default: $KIA_REVIEWER, else kia.toml's, else your login name)"),
@@ -545,9 +574,10 @@ def propose(
     backend: Annotated[
         str | None,
         typer.Option(
+            callback=one_of(_backend_names),
             help="local (offline default), rules (cue rules, no head), openai (any OpenAI-compatible server), "
             "or an installed plugin's name; default: kia.toml's, else openai when a model or endpoint is given, "
-            "else local"
+            "else local",
         ),
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model name (default: $KIA_MODEL)")] = None,
@@ -563,7 +593,11 @@ def propose(
         int | None, in_range(1, text="Cut the paper to this many tokens by section priority")
     ] = None,
     context: Annotated[
-        str, typer.Option(help="full: the paper text; evidence: only the local backend's top sentences")
+        str,
+        typer.Option(
+            callback=one_of(("full", "evidence")),
+            help="full: the paper text; evidence: only the local backend's top sentences",
+        ),
     ] = "full",
     timeout: Annotated[
         float | None,
@@ -574,7 +608,10 @@ def propose(
     max_tokens: Annotated[int | None, in_range(64, text="Completion token limit per LLM call (2048)")] = None,
     mode: Annotated[
         str | None,
-        typer.Option(help="Structured output: json_schema (default; OpenAI, vLLM, xllamacpp), json, tools"),
+        typer.Option(
+            callback=one_of(MODES),
+            help="Structured output: json_schema (default; OpenAI, vLLM, xllamacpp), json, tools",
+        ),
     ] = None,
     prompt: Annotated[Path | None, typer.Option(help="Prompt template (default: the shipped classify.md)")] = None,
     confidence_floor: Annotated[
@@ -817,7 +854,7 @@ def _print_agreement(agreement: score_stage.Agreement, title: str) -> None:
 def score(
     run: RunOption = None,
     gold: GoldOption = None,
-    output_format: TableOrJsonOption = TableOrJson.table,
+    output_format: TableOrJsonOption = "table",
     proposals_only: Annotated[bool, typer.Option("--proposals-only", help="Ignore reviews")] = False,
     blind: Annotated[
         bool,
@@ -950,7 +987,7 @@ def score(
 def compare(
     run_a: Annotated[str, typer.Argument(help="Reference run")],
     run_b: Annotated[str, typer.Argument(help="Run compared with it")],
-    output_format: TableOrJsonOption = TableOrJson.table,
+    output_format: TableOrJsonOption = "table",
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
@@ -1005,7 +1042,7 @@ def stats(
             help="Use reviewed labels (papers with a decision on every axis; a rejected axis has no labels)",
         ),
     ] = False,
-    output_format: TableOrJsonOption = TableOrJson.table,
+    output_format: TableOrJsonOption = "table",
     plots: Annotated[
         Path | None, typer.Option(help="Write the design-space plots (design-space.png and .svg) into this folder")
     ] = None,
@@ -1077,6 +1114,7 @@ def export(
         str | None,
         typer.Option(
             "--format",
+            callback=one_of(_export_formats, any_case=True),
             help="csv, jsonl, markdown, latex; bibtex, ris or csljson for a reference manager (default: what --out's"
             " suffix names, .tex .md .bib .ris .json .jsonl, else csv)",
         ),
@@ -1113,11 +1151,14 @@ def export(
 ) -> None:
     """Labels as CSV, JSON lines, Markdown, LaTeX (a survey table's layout), or BibTeX/RIS/CSL-JSON entries."""
     import kia
-    from kia.export import format_for
+    from kia.export import TableOptions, format_for
 
     if output is not None and str(output) in ("-", "/dev/stdout"):
         # stdout itself, never a file opened anew: `--out /dev/stdout >> log` reopened and replaced log
         output = None
+    # The table options the format has no use for, and a --cite-command that is no LaTeX name: a bad
+    # command line (exit code 2), refused before any database is looked at.
+    TableOptions(group_by, cite, cite_command).check(format_for(output_format, output))
     source_db = _existing_db(db) if (run or reviewed) else _source_db(db, gold)
     gold_shown = run is None and not reviewed and gold is None and not _holds_runs(source_db)
     text = kia.export(
@@ -1572,7 +1613,10 @@ def batch(
     limit: Annotated[int, in_range(1, 500, text="At most this many arXiv results")] = 50,
     threshold: Annotated[float | None, in_range(-1, 1, text="Scope similarity a paper must reach (0.35)")] = None,
     backend: Annotated[
-        str | None, typer.Option(help="local (default), rules, openai, or an installed plugin's name")
+        str | None,
+        typer.Option(
+            callback=one_of(_backend_names), help="local (default), rules, openai, or an installed plugin's name"
+        ),
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model for --backend openai (default: $KIA_MODEL)")] = None,
     base_url: BaseUrlOption = None,

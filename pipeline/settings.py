@@ -30,6 +30,8 @@ from kia.encoders import DEFAULT_ENCODER
 from kia.errors import KiaError
 
 DEFAULT_ARXIV_API = "https://export.arxiv.org/api/query"
+# The structured-output modes of the OpenAI-compatible backend (`--mode`, kia.toml's `mode`).
+MODES = ("json_schema", "json", "tools")
 DEFAULT_ARXIV_PDF = "https://arxiv.org/pdf"
 DEFAULT_ARXIV_HTML = "https://arxiv.org/html"
 
@@ -129,6 +131,8 @@ class Settings:
                 raise KiaError(f"Settings: {name} must be {limits}, not {value!r}")
         if not isinstance(self.review_adapts, bool):
             raise KiaError(f"Settings: review_adapts must be True or False, not {self.review_adapts!r}")
+        if isinstance(self.mode, str) and self.mode not in MODES:
+            raise KiaError(f"Settings: mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         if not isinstance(self.reviewer, str) or not self.reviewer.strip():
             raise KiaError(f"Settings: reviewer must be a name, not {self.reviewer!r}")
         for name in ("model", "base_url", "backend", "encoder", "mode"):
@@ -198,7 +202,7 @@ class Settings:
         sources = {f.name: "default" for f in fields(cls) if f.name != "sources"}
         if project_file is not None:
             values = read_project(project_file)
-            base = replace(base, **values, project=project_file)  # type: ignore[arg-type]
+            base = _checked_project(base, values, project_file)
             sources.update({k: str(project_file) for k in values}, project=str(project_file))
         layered = cls._env_layer(base, env, sources)
         given = {k: v for k, v in _cli_options.items() if k != "project"} | dict(options or {})
@@ -312,6 +316,15 @@ def resolve_project(given: Path) -> Path:
     if not path.is_file():
         raise KiaError(f"{path}: no project file here (`kia init FOLDER` writes one)")
     return path.resolve()
+
+
+def _checked_project(base: Settings, values: dict[str, Any], path: Path) -> Settings:
+    """`base` with a project file's values, each checked as Settings checks any (a range, a word): a
+    value out of its range is one line naming the file, as a wrong type is (`read_project`)."""
+    try:
+        return replace(base, **values, project=path)
+    except KiaError as exc:
+        raise KiaError(f"{path}: {str(exc).removeprefix('Settings: ')}") from None
 
 
 def read_project(path: Path) -> dict[str, Any]:

@@ -783,7 +783,7 @@ def test_cite_options_each_refused_with_one_line_where_they_do_not_apply(tmp_pat
         (("--format", "latex", "--cite-command", "citep"), "--cite-command citep names the command --cite writes"),
     ]:
         refused = run_kia(*base, *args)
-        assert refused.returncode == 1 and refused.stdout == ""
+        assert refused.returncode == 2 and refused.stdout == ""  # a bad command line
         assert refused.stderr.startswith("kia: ") and said in refused.stderr and refused.stderr.count("\n") == 1
     cited = run_kia(*base, "--format", "latex", "--cite", "--cite-command", "citet")
     assert cited.returncode == 0 and r"{CTFlow~\citet{CTFlow}} & K1 & " in cited.stdout

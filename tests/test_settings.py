@@ -63,6 +63,7 @@ def test_outside_a_project_the_defaults_hold(tmp_path: Path) -> None:
         ("examples = 'four'\n", "examples must be a whole number"),
         ('review_adapts = "no"\n', "review_adapts must be true or false"),
         ("db = \n", "not valid TOML"),
+        ('mode = "bogus"\n', "mode must be one of json_schema, json, tools, not 'bogus'"),
     ],
 )
 def test_a_bad_project_file_is_one_line_naming_it(tmp_path: Path, text: str, message: str) -> None:
