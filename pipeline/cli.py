@@ -73,12 +73,61 @@ def _dash_hint(exc: click_errors.NoSuchOption, argv: Sequence[str]) -> str | Non
     what = _ARGUMENT_WORDS.get(arguments[0].name or "", "value")
     article = "an" if what[0] in "aeiou" else "a"
     after = f"goes after -- (options before it): {_command_path(exc.ctx)} -- {token}"
-    return f"no such option: {token}; {article} {what} that starts with a dash {after}"
+    return f"No such option: {token}; {article} {what} that starts with a dash {after}"
+
+
+def _kia_options(ctx: Any) -> tuple[set[str], set[str]]:
+    """(the global options of `kia` itself, every option any kia command takes): for the line on an
+    option given to a command that does not take it."""
+    root = ctx.find_root().command
+    found: set[str] = set()
+
+    def walk(command: Any) -> None:
+        for param in command.params:
+            if param.param_type_name == "option":
+                found.update((*param.opts, *param.secondary_opts))
+        for sub in getattr(command, "commands", {}).values():
+            walk(sub)
+
+    walk(root)
+    top = {o for p in root.params if p.param_type_name == "option" for o in p.opts} - {"--version", "--help"}
+    return top, found
+
+
+def _not_taken_here(exc: click_errors.NoSuchOption) -> str | None:
+    """`kia runs --run x`: --run is an option of other kia commands, not a run name that starts with a
+    dash; say that this command does not take it, and how it is used (a global option goes before the
+    command). None for a token that is no kia option at all."""
+    if exc.ctx is None:
+        return None
+    name = exc.option_name
+    top, every = _kia_options(exc.ctx)
+    if name not in every:
+        return None
+    command = _command_path(exc.ctx)
+    if name in top and exc.ctx.parent is not None:
+        before = f"kia {name} VALUE {command.removeprefix('kia ')}"
+        return f"No such option: {name}; {command} does not take it: a global option goes before the command, {before}"
+    return f"No such option: {name}; {command} does not take it (usage: {_usage(exc.ctx)}; see {command} --help)"
+
+
+def _usage(ctx: Any) -> str:
+    """`kia runs [OPTIONS] [NAME]`: a command's usage with its arguments in capitals, as its help shows."""
+    pieces = [_command_path(ctx), "[OPTIONS]"]
+    for param in ctx.command.params:
+        if param.param_type_name == "argument":
+            name = (param.name or "value").upper()
+            name = name if param.required else f"[{name}]"
+            pieces.append(name + ("..." if param.nargs == -1 else ""))
+    return " ".join(pieces)
 
 
 def _usage_line(exc: click_errors.UsageError, argv: Sequence[str]) -> str:
-    """A bad command line in one line: click's message and where help is, or the dash hint."""
-    hint = _dash_hint(exc, argv) if isinstance(exc, click_errors.NoSuchOption) else None
+    """A bad command line in one line: click's message and where help is; for an unknown option, that
+    this command does not take another command's option, or the dash hint."""
+    hint = None
+    if isinstance(exc, click_errors.NoSuchOption):
+        hint = _not_taken_here(exc) or _dash_hint(exc, argv)
     return hint or f"{exc.format_message()} (see {_command_path(exc.ctx)} --help)"
 
 

@@ -260,7 +260,7 @@ def test_a_paper_key_that_starts_with_a_dash_is_told_to_go_after_double_dash(tmp
     refused = run_kia("show", "-dash", *db, process=True)
     assert refused.returncode == 2 and not refused.stdout
     assert refused.stderr == (
-        "kia: no such option: -dash; a paper key that starts with a dash goes after -- (options before it):"
+        "kia: No such option: -dash; a paper key that starts with a dash goes after -- (options before it):"
         " kia show -- -dash\n"
     )
     shown = run_kia("show", *db, "--", "-dash")
@@ -363,3 +363,48 @@ def test_a_new_run_named_latest_is_refused_before_any_work(tmp_path: Path, args:
         " choose another name\n"
     )
     assert not db.exists() and not (tmp_path / "req.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["runs", "--run", "x"],
+            "No such option: --run; kia runs does not take it (usage: kia runs [OPTIONS] [NAME]; see kia runs --help)",
+        ),
+        (
+            ["show", "somekey", "--format", "json"],
+            "No such option: --format; kia show does not take it (usage: kia show [OPTIONS] KEY; see kia show --help)",
+        ),
+        (
+            ["propose", "--reviewer", "me"],
+            "No such option: --reviewer; kia propose does not take it (usage: kia propose [OPTIONS] [KEYS]...;"
+            " see kia propose --help)",
+        ),
+        (
+            ["papers", "--run", "x"],
+            "No such option: --run; kia papers does not take it (usage: kia papers [OPTIONS]; see kia papers --help)",
+        ),
+        (
+            ["config", "--db", "x"],
+            "No such option: --db; kia config does not take it: a global option goes before the command,"
+            " kia --db VALUE config",
+        ),
+        (
+            ["taxonomy", "check", "--taxonomy", "t.yaml"],
+            "No such option: --taxonomy; kia taxonomy check does not take it: a global option goes before the"
+            " command, kia --taxonomy VALUE taxonomy check",
+        ),
+        (["runs", "--bogus"], "No such option: --bogus; a run name that starts with a dash goes after --"),
+    ],
+)
+def test_another_commands_option_is_said_to_be_not_taken_here_not_a_dashed_argument(
+    tmp_path: Path, args: list[str], line: str
+) -> None:
+    """`kia runs --run x` answered "a run name that starts with a dash goes after --" and suggested
+    `kia runs -- --run`, a lookup of a run named "--run"; `kia papers --run x` said only "No such
+    option". An option other kia commands take is now said to be not taken by this one; the dash hint
+    stays for tokens that are no kia option at all."""
+    result = run_kia(*args, cwd=tmp_path, process=True)
+    assert (result.returncode, result.stdout, result.stderr.count("\n")) == (2, "", 1), result.stderr
+    assert result.stderr.startswith(f"kia: {line}"), result.stderr
