@@ -266,8 +266,10 @@ _CHECKED: dict[str, tuple[type, float, float | None]] = {
     "calibration_c": (float, 1e-9, None),
 }
 PROJECT_FILE = "kia.toml"
-# Settings a project file may hold; the API key never (keys stay in the environment, out of files).
+# Settings a project file may hold: every setting `kia config` lists, each checked as Settings checks
+# it (`_CHECKED`, MODES); the API key never (keys stay in the environment, out of files).
 _PATH_KEYS = ("db", "taxonomy", "gold", "prompt")
+NOT_IN_PROJECT = {"api_key": "OPENAI_API_KEY only, never in kia.toml"}
 _PROJECT_KEYS: dict[str, type] = {
     **dict.fromkeys(_PATH_KEYS, Path),
     **dict.fromkeys(
@@ -286,8 +288,7 @@ _PROJECT_KEYS: dict[str, type] = {
         ),
         str,
     ),
-    **dict.fromkeys(("concurrency", "max_retries", "reasks", "max_tokens", "examples", "read_sentences"), int),
-    **dict.fromkeys(("timeout", "confidence_floor", "arxiv_interval", "discover_threshold", "lock_wait"), float),
+    **{name: (int if kind is int else float) for name, (kind, _low, _high) in _CHECKED.items()},
     "review_adapts": bool,
 }
 # The command line's global options (`kia --project P --db D --taxonomy T COMMAND`), set once per call.
@@ -386,5 +387,7 @@ def describe(settings: Settings) -> list[tuple[str, str, str]]:
             }.get(f.name, "(none)")
         else:
             shown = str(value)
+        if f.name in NOT_IN_PROJECT:
+            shown += f" ({NOT_IN_PROJECT[f.name]})"
         rows.append((f.name, shown, settings.sources.get(f.name, "default")))
     return rows
