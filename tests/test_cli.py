@@ -408,3 +408,41 @@ def test_another_commands_option_is_said_to_be_not_taken_here_not_a_dashed_argum
     result = run_kia(*args, cwd=tmp_path, process=True)
     assert (result.returncode, result.stdout, result.stderr.count("\n")) == (2, "", 1), result.stderr
     assert result.stderr.startswith(f"kia: {line}"), result.stderr
+
+
+def test_help_names_kia_toml_wherever_a_project_sets_the_default() -> None:
+    """`kia batch --help` said `--backend local (default)` whatever kia.toml said, `--model` said
+    "(default: $KIA_MODEL)" without kia.toml, and numeric defaults a project overrides (timeout,
+    port, workers, threshold ...) were printed as fixed numbers: each now states the rule."""
+    options = _options_by_command()
+    for option in ("--backend", "--model", "--encoder", "--read-sentences", "--threshold", "--interval"):
+        assert options["batch"][option] == options["propose"].get(option, options["discover"].get(option)), option
+    expected = {
+        ("propose", "--backend"): "backend",
+        ("propose", "--model"): "model",
+        ("propose", "--base-url"): "base_url",
+        ("propose", "--concurrency"): "concurrency",
+        ("propose", "--timeout"): "timeout",
+        ("propose", "--max-retries"): "max_retries",
+        ("propose", "--reasks"): "reasks",
+        ("propose", "--max-tokens"): "max_tokens",
+        ("propose", "--mode"): "mode",
+        ("propose", "--prompt"): "prompt",
+        ("propose", "--confidence-floor"): "confidence_floor",
+        ("propose", "--examples"): "examples",
+        ("propose", "--encoder"): "encoder",
+        ("propose", "--read-sentences"): "read_sentences",
+        ("propose", "--workers"): "workers",
+        ("answer", "--workers"): "workers",
+        ("discover", "--threshold"): "discover_threshold",
+        ("fetch", "--interval"): "arxiv_interval",
+        ("serve", "--port"): "serve_port",
+        ("review", "--target-precision"): "auto_accept_target",
+        ("review", "--adapt"): "review_adapts",
+        ("batch-api submit", "--base-url"): "base_url",
+    }
+    for (command, option), setting in expected.items():
+        assert f"default: kia.toml's {setting}, else " in options[command][option] or (
+            f"else kia.toml's {setting}" in options[command][option]
+        ), (command, option, options[command][option])
+    assert "local (default)" not in options["batch"]["--backend"]
