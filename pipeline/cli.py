@@ -1875,8 +1875,21 @@ def demo(
 @one_line_errors
 def simulate(
     gold: GoldOption = None,
-    run: Annotated[str | None, typer.Option(help="Replay a stored run's proposals (calibration learns)")] = None,
-    backend: Annotated[str | None, typer.Option(help="local: replay the offline head, refitted as you review")] = None,
+    run: Annotated[
+        str | None,
+        typer.Option(
+            help="Replay a stored run's proposals, a name from `kia runs` or latest (calibration learns). Unlike"
+            " the commands that read a run, no default run: without --run the offline head is replayed, not the"
+            " run `kia runs` marks with *"
+        ),
+    ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="local: replay the offline head, refitted as you review (the default when no --run is given;"
+            " --run latest replays the run `kia runs` marks with *)"
+        ),
+    ] = None,
     order: Annotated[str, typer.Option(help="need, random, storage, or oracle (hindsight: wrong ones first)")] = "need",
     unit: Annotated[str, typer.Option(help="paper: review every axis of a paper at a time; axis: one axis")] = "paper",
     refit_every: Annotated[int, in_range(1, text="Learn after every N reviewed units (papers or axes)")] = 1,

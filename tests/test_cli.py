@@ -446,3 +446,11 @@ def test_help_names_kia_toml_wherever_a_project_sets_the_default() -> None:
             f"else kia.toml's {setting}" in options[command][option]
         ), (command, option, options[command][option])
     assert "local (default)" not in options["batch"]["--backend"]
+
+
+def test_simulate_help_says_its_default_is_the_offline_head_not_the_default_run() -> None:
+    """Every command that reads a run defaults to the run `kia runs` stars; `kia simulate` without
+    --run replays the offline head, and neither --run's nor --backend's help said so."""
+    options = _options_by_command()["simulate"]
+    assert "without --run the offline head is replayed, not the run `kia runs` marks with *" in options["--run"]
+    assert "the default when no --run is given; --run latest replays the run `kia runs` marks" in options["--backend"]
