@@ -884,7 +884,15 @@ def _print_consensus(report: score_stage.ScoreReport, db: Path, taxonomy: Path |
 @one_line_errors
 def consensus(
     runs: Annotated[list[str], typer.Argument(help="Two or more runs (see `kia runs`)")],
-    name: Annotated[str, typer.Option(callback=_new_run_name, help="Name of the consensus run")],
+    name: Annotated[
+        str,
+        typer.Option(
+            "--name",
+            "--run",
+            callback=_new_run_name,
+            help="Name of the consensus run (--run: the same, as propose and batch name the run they make)",
+        ),
+    ],
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
@@ -1902,6 +1910,14 @@ def simulate(
     ] = False,
     plot: Annotated[Path | None, typer.Option(help="PNG of table correctness against axes reviewed")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full result as JSON")] = None,
+    output_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            callback=one_of(("table", "json"), any_case=True),
+            help="table (the report's lines) or json (the full result on stdout, as --json FILE writes it)",
+        ),
+    ] = "table",
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
@@ -1916,12 +1932,16 @@ def simulate(
     options = ReplayOptions(order, unit, refit_every, target, random_runs, blind=blind)
     with Store(_existing_db(db), read_only=True) as store:
         report = run_simulation(store, gold, given_taxonomy(taxonomy), run, backend, options, _settings(), plot)
-    for line in report.lines():
-        out.print(line, markup=False)
+    document = json.dumps(report.as_dict(), indent=1)
+    if output_format == "json":
+        out.print(document, markup=False)  # stdout holds the JSON alone: the receipt below goes to stderr
+    else:
+        for line in report.lines():
+            out.print(line, markup=False)
     if plot is not None:
-        out.print(f"curve: {plot}", markup=False)
+        (err if output_format == "json" else out).print(f"curve: {plot}", markup=False)
     if json_out is not None:
-        write_whole(json_out, json.dumps(report.as_dict(), indent=1), "JSON report")
+        write_whole(json_out, document, "JSON report")
 
 
 @app.command()

@@ -454,3 +454,25 @@ def test_simulate_help_says_its_default_is_the_offline_head_not_the_default_run(
     options = _options_by_command()["simulate"]
     assert "without --run the offline head is replayed, not the run `kia runs` marks with *" in options["--run"]
     assert "the default when no --run is given; --run latest replays the run `kia runs` marks" in options["--backend"]
+
+
+def test_consensus_takes_run_for_its_name_and_simulate_prints_json_with_format(tmp_path: Path) -> None:
+    """The run being made was `--run` in propose and batch but only `--name` in consensus, and machine-
+    readable output was `--format json` in score, stats and compare but only `--json FILE` in simulate."""
+    import json
+
+    from tests.fakes import one_paper_run
+
+    quote = "We generate CT from segmentation masks with a ControlNet branch"
+    answer = {"K": [("K2", [quote])], "I": [("I2", [quote])], "A": [("A1", [quote])]}
+    db = ["--db", str(one_paper_run(tmp_path, "MAISI", "MAISI", quote, answer))]  # type: ignore[arg-type]
+    assert run_kia("propose", "--backend", "rules", "--run", "rules", *db).returncode == 0
+    made = run_kia("consensus", "r", "rules", "--run", "both", *db)
+    assert made.returncode == 0 and made.stdout.startswith("run both: 1 paper(s)"), made.stderr
+    assert run_kia("consensus", "r", "rules", "--name", "both", *db).returncode == 0  # --name still works
+    simulated = run_kia("simulate", "--run", "r", "--random-runs", "0", "--format", "json", *db)
+    assert simulated.returncode == 0, simulated.stderr
+    document = json.loads(simulated.stdout)
+    written = tmp_path / "report.json"
+    assert run_kia("simulate", "--run", "r", "--random-runs", "0", "--json", str(written), *db).returncode == 0
+    assert document == json.loads(written.read_text(encoding="utf-8"))
