@@ -612,7 +612,9 @@ def test_a_second_surveys_gold_columns_reach_its_tables_and_group_them(tmp_path:
     assert wrong.returncode == 1
     assert "cannot group by 'venue': not an axis or a gold column" in wrong.stderr
     assert "(choose one of retriever, dataset, index, notes)" in wrong.stderr
-    shipped = run_kia("--db", str(tmp_path / "none.duckdb"), "export", "--format", "latex").stdout.splitlines()
+    table5 = str(ROOT / "labels" / "table5.csv")  # a missing --db is refused unless a gold file is named
+    latex_run = run_kia("--db", str(tmp_path / "none.duckdb"), "export", "--gold", table5, "--format", "latex")
+    shipped = latex_run.stdout.splitlines()
     assert shipped[3] == r"\begin{tabular}{lcccp{3cm}p{3cm}p{3cm}p{3.2cm}}"
     assert shipped[5] == (
         r"Method & $\mathcal{K}$ & $\mathcal{I}$ & $\mathcal{A}$ & Conditioning Source & Conditioning Mechanism"
@@ -773,14 +775,15 @@ def test_cite_command_is_a_command_name_of_letters_only(command: str) -> None:
 def test_cite_options_each_refused_with_one_line_where_they_do_not_apply(tmp_path: Path) -> None:
     from tests.conftest import run_kia
 
-    base = ("--db", str(tmp_path / "none.duckdb"), "export")
+    table5 = str(ROOT / "labels" / "table5.csv")  # a missing --db is refused unless a gold file is named
+    base = ("--db", str(tmp_path / "none.duckdb"), "export", "--gold", table5)
     for args, said in [
         (("--format", "latex", "--cite", "--cite-command", "cite}\\input{x"), "letters only (cite, citep, parencite)"),
         (("--format", "csv", "--cite"), "--cite applies to --format latex or markdown"),
         (("--format", "latex", "--cite-command", "citep"), "--cite-command citep names the command --cite writes"),
     ]:
         refused = run_kia(*base, *args)
-        assert refused.returncode == 1 and refused.stdout == ""
+        assert refused.returncode == 2 and refused.stdout == ""  # a bad command line
         assert refused.stderr.startswith("kia: ") and said in refused.stderr and refused.stderr.count("\n") == 1
     cited = run_kia(*base, "--format", "latex", "--cite", "--cite-command", "citet")
     assert cited.returncode == 0 and r"{CTFlow~\citet{CTFlow}} & K1 & " in cited.stdout
