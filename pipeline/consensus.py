@@ -23,7 +23,14 @@ from typing import Any
 
 from kia._version import __version__
 from kia.errors import KiaError
-from kia.labelings import Labeling, final_reviews, resolve_run, run_labeling, runs_with_labels_of
+from kia.labelings import (
+    Labeling,
+    final_reviews,
+    resolve_run,
+    run_labeling,
+    runs_with_labels_of,
+    taxonomy_for_run,
+)
 from kia.store import Store, dumps
 from kia.taxonomy import Taxonomy
 
@@ -90,19 +97,23 @@ def _side_by_side(runs: list[str], labelings: dict[str, Labeling], key: str, axi
     return " | ".join(f"{run}: {','.join(sorted(labelings[run][key][axis])) or 'none'}" for run in runs)
 
 
-def make_consensus(store: Store, taxonomy: Taxonomy, runs: list[str], name: str) -> ConsensusSummary:
-    """Build (or rebuild) the consensus run `name` over `runs`."""
+def make_consensus(store: Store, taxonomy: Taxonomy | None, runs: list[str], name: str) -> ConsensusSummary:
+    """Build (or rebuild) the consensus run `name` over `runs`, in `taxonomy`; None: the taxonomy the
+    first run recorded, as every command on a run reads it (not the shipped one)."""
     runs = [resolve_run(store, run, taxonomy) or run for run in runs]  # `latest` as every command reads it
     if len(runs) < 2:
         raise KiaError("consensus needs at least two runs")
     if len(set(runs)) != len(runs) or name in runs:
         raise KiaError("consensus runs must be distinct, and the new run's name must be new")
+    for run in runs:
+        if store.run_row(run) is None:
+            raise KiaError(f"{store.path}: no run named {run!r} (see `kia runs`)")
+    taxonomy = taxonomy or taxonomy_for_run(store, runs[0])
     rows = {}
     same_labels = set(runs_with_labels_of(store, taxonomy))  # its wording may differ: the ids are compared
     for run in runs:
         row = store.run_row(run)
-        if row is None:
-            raise KiaError(f"{store.path}: no run named {run!r} (see `kia runs`)")
+        assert row is not None  # checked above
         if run not in same_labels:
             raise KiaError(
                 f"run {run!r} used taxonomy {row['taxonomy_name']!r} ({str(row['taxonomy_hash'])[:10]}), whose name "
@@ -243,7 +254,8 @@ class ConsensusScore:
 
 
 def score_consensus(db: Path, taxonomy: Taxonomy, run_id: str | None, gold_path: Path | None) -> ConsensusScore | None:
-    """`kia score` on a consensus run (None for any other run): against the gold CSV (default Table 5)."""
+    """`kia score` on a consensus run (None for any other run): against the gold CSV (None: the shipped
+    Table 5; `kia score` passes the gold file and the run's taxonomy its tables were scored with)."""
     from kia.gold import load_gold
     from kia.labelings import resolve_run
     from kia.score import match_stored

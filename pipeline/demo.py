@@ -14,6 +14,16 @@ from kia.score import ScoreReport, score_run
 from kia.store import Store
 from kia.taxonomy import load_taxonomy
 
+# The demo's own database, in the working folder: never a survey's (see `demo_db`).
+DEMO_DB = Path("demo.duckdb")
+
+
+def demo_db(given: Path | None) -> Path:
+    """The database the demo writes: `given` (its own `--db`), else `demo.duckdb` here. Never the
+    settings' database (kia.toml's, $KIA_DB, the global --db): run inside a survey's folder, the
+    demo's fictional papers and run would otherwise land in the survey's store and its outputs."""
+    return given if given is not None else DEMO_DB
+
 
 @dataclass
 class DemoResult:

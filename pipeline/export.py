@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kia.errors import KiaError
+from kia.errors import KiaError, UsageError
 from kia.gold import GoldPaper
 from kia.labelings import Labeling
 from kia.references import BIB_FORMATS, is_bibtex_key, one_line
@@ -84,21 +84,23 @@ class TableOptions:
     cite_command: str = "cite"
 
     def __post_init__(self) -> None:
-        """A command that is no LaTeX command name is refused before anything is read."""
+        """A command that is no LaTeX command name is refused before anything is read: a bad command
+        line (UsageError, exit code 2), as any option's value kia cannot use."""
         if not isinstance(self.cite_command, str) or not _COMMAND_RE.fullmatch(self.cite_command):
-            raise KiaError(
+            raise UsageError(
                 f"--cite-command takes a LaTeX command name of letters only (cite, citep, parencite), "
                 f"not '{one_line(str(self.cite_command))}'"
             )
 
     def check(self, output_format: str) -> None:
-        """One line for an option `output_format` has no use for: it would be left out unsaid."""
+        """One line for an option `output_format` has no use for: it would be left out unsaid. A bad
+        command line (UsageError, exit code 2), said before anything is read."""
         if self.group_by and output_format != "latex":
-            raise KiaError("--group-by applies to --format latex")
+            raise UsageError("--group-by applies to --format latex")
         if self.cite and output_format not in ("latex", "markdown"):
-            raise KiaError("--cite applies to --format latex or markdown")
+            raise UsageError("--cite applies to --format latex or markdown")
         if self.cite_command != "cite" and not self.cite:
-            raise KiaError(f"--cite-command {self.cite_command} names the command --cite writes: add --cite")
+            raise UsageError(f"--cite-command {self.cite_command} names the command --cite writes: add --cite")
 
 
 @dataclass

@@ -109,6 +109,17 @@ def default_run_at(db: Path, taxonomy: Taxonomy | None) -> str | None:
         return default_run(store, taxonomy)
 
 
+def default_taxonomy_at(db: Path, given: Taxonomy | None) -> Taxonomy | None:
+    """The taxonomy a command that reads no one run (`kia score --between`: two reviewers' reviews)
+    reads in: `given` (--taxonomy, $KIA_TAXONOMY, kia.toml's), else the one the default run recorded,
+    as every command on a run reads that run's; None (the shipped one) when there is no run."""
+    if given is not None:
+        return given
+    with Store(db, read_only=True) as store:
+        run = default_run(store, None)
+        return taxonomy_for_run(store, run) if run is not None else None
+
+
 def taxonomy_for_run(store: Store, run_id: str, given: Taxonomy | None = None) -> Taxonomy:
     """The taxonomy a run used, read back from the store: its axes, ids, names, order and
     single/multi-label. A taxonomy the user gave (`--taxonomy`, the project's file) must have the

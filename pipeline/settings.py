@@ -30,6 +30,8 @@ from kia.encoders import DEFAULT_ENCODER
 from kia.errors import KiaError
 
 DEFAULT_ARXIV_API = "https://export.arxiv.org/api/query"
+# The structured-output modes of the OpenAI-compatible backend (`--mode`, kia.toml's `mode`).
+MODES = ("json_schema", "json", "tools")
 DEFAULT_ARXIV_PDF = "https://arxiv.org/pdf"
 DEFAULT_ARXIV_HTML = "https://arxiv.org/html"
 
@@ -129,6 +131,8 @@ class Settings:
                 raise KiaError(f"Settings: {name} must be {limits}, not {value!r}")
         if not isinstance(self.review_adapts, bool):
             raise KiaError(f"Settings: review_adapts must be True or False, not {self.review_adapts!r}")
+        if isinstance(self.mode, str) and self.mode not in MODES:
+            raise KiaError(f"Settings: mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         if not isinstance(self.reviewer, str) or not self.reviewer.strip():
             raise KiaError(f"Settings: reviewer must be a name, not {self.reviewer!r}")
         for name in ("model", "base_url", "backend", "encoder", "mode"):
@@ -165,6 +169,11 @@ class Settings:
             arxiv_interval=arxiv_interval,
         )
 
+    def named(self, name: str) -> bool:
+        """Whether setting `name` was chosen (by kia.toml, the environment or an option), not kia's own
+        default: a database someone named and that is missing is a typo, never a wish for a fallback."""
+        return self.sources.get(name, "default") != "default"
+
     def with_options(self, **options: object) -> Settings:
         """These settings with the options a caller gave (None means: keep the default)."""
         given = {k: v for k, v in options.items() if v is not None}
@@ -193,7 +202,7 @@ class Settings:
         sources = {f.name: "default" for f in fields(cls) if f.name != "sources"}
         if project_file is not None:
             values = read_project(project_file)
-            base = replace(base, **values, project=project_file)  # type: ignore[arg-type]
+            base = _checked_project(base, values, project_file)
             sources.update({k: str(project_file) for k in values}, project=str(project_file))
         layered = cls._env_layer(base, env, sources)
         given = {k: v for k, v in _cli_options.items() if k != "project"} | dict(options or {})
@@ -257,8 +266,10 @@ _CHECKED: dict[str, tuple[type, float, float | None]] = {
     "calibration_c": (float, 1e-9, None),
 }
 PROJECT_FILE = "kia.toml"
-# Settings a project file may hold; the API key never (keys stay in the environment, out of files).
+# Settings a project file may hold: every setting `kia config` lists, each checked as Settings checks
+# it (`_CHECKED`, MODES); the API key never (keys stay in the environment, out of files).
 _PATH_KEYS = ("db", "taxonomy", "gold", "prompt")
+NOT_IN_PROJECT = {"api_key": "OPENAI_API_KEY only, never in kia.toml"}
 _PROJECT_KEYS: dict[str, type] = {
     **dict.fromkeys(_PATH_KEYS, Path),
     **dict.fromkeys(
@@ -277,8 +288,7 @@ _PROJECT_KEYS: dict[str, type] = {
         ),
         str,
     ),
-    **dict.fromkeys(("concurrency", "max_retries", "reasks", "max_tokens", "examples", "read_sentences"), int),
-    **dict.fromkeys(("timeout", "confidence_floor", "arxiv_interval", "discover_threshold", "lock_wait"), float),
+    **{name: (int if kind is int else float) for name, (kind, _low, _high) in _CHECKED.items()},
     "review_adapts": bool,
 }
 # The command line's global options (`kia --project P --db D --taxonomy T COMMAND`), set once per call.
@@ -307,6 +317,15 @@ def resolve_project(given: Path) -> Path:
     if not path.is_file():
         raise KiaError(f"{path}: no project file here (`kia init FOLDER` writes one)")
     return path.resolve()
+
+
+def _checked_project(base: Settings, values: dict[str, Any], path: Path) -> Settings:
+    """`base` with a project file's values, each checked as Settings checks any (a range, a word): a
+    value out of its range is one line naming the file, as a wrong type is (`read_project`)."""
+    try:
+        return replace(base, **values, project=path)
+    except KiaError as exc:
+        raise KiaError(f"{path}: {str(exc).removeprefix('Settings: ')}") from None
 
 
 def read_project(path: Path) -> dict[str, Any]:
@@ -368,5 +387,7 @@ def describe(settings: Settings) -> list[tuple[str, str, str]]:
             }.get(f.name, "(none)")
         else:
             shown = str(value)
+        if f.name in NOT_IN_PROJECT:
+            shown += f" ({NOT_IN_PROJECT[f.name]})"
         rows.append((f.name, shown, settings.sources.get(f.name, "default")))
     return rows

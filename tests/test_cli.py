@@ -98,8 +98,10 @@ def test_shared_options_read_alike_in_every_command() -> None:
     taxonomy, reviewer and run options share one text, and every gold option names kia.toml."""
     options = _options_by_command()
     for option in ("--db", "--taxonomy", "--reviewer"):
-        texts = {name: o[option] for name, o in options.items() if option in o}
+        # the demo alone never reads the settings' database: its --db says its own default
+        texts = {name: o[option] for name, o in options.items() if option in o and (name, option) != ("demo", "--db")}
         assert len(texts) >= 3 and len(set(texts.values())) == 1, (option, texts)
+    assert "default: demo.duckdb here; never kia.toml's" in options["demo"]["--db"]
     review_run = options["review"]["--run"]
     assert options["serve"]["--run"] == review_run == options["score"]["--run"]
     golds = {name: o["--gold"] for name, o in options.items() if "--gold" in o}
@@ -114,7 +116,7 @@ def test_a_format_other_than_table_or_json_is_refused_not_printed_as_a_table(tmp
     db = ["--db", str(tmp_path / "none.duckdb")]
     for command in (["score"], ["stats"], ["compare", "a", "b"]):
         refused = run_kia(*command, "--format", "xml", *db)
-        assert refused.returncode == 2 and "'xml' is not one of" in refused.stderr, refused.stderr
+        assert refused.returncode == 2 and "--format must be one of table, json, not 'xml'" in refused.stderr
     table5 = str(Path(__file__).parents[1] / "labels" / "table5.csv")
     assert json.loads(run_kia("stats", "--format", "JSON", "--gold", table5, *db).stdout)["n_papers"] == 26
 
@@ -203,14 +205,31 @@ def test_export_reads_its_format_from_out_and_in_any_case_and_runs_takes_latest(
         (["simulate", "--random-runs", "-1"], "--random-runs must be at least 0, not -1"),
         (["simulate", "--order", "best"], "--order must be one of need, random, storage, oracle, not 'best'"),
         (["simulate", "--unit", "page"], "--unit must be one of paper, axis, not 'page'"),
+        (["score", "--format", "bogus"], "--format must be one of table, json, not 'bogus'"),
+        (
+            ["export", "--format", "bogus"],
+            "--format must be one of csv, jsonl, markdown, latex, bibtex, ris, csljson, not 'bogus'",
+        ),
+        (["propose", "--backend", "bogus"], "--backend must be one of local, openai, rules, not 'bogus'"),
+        (["batch", "--backend", "bogus"], "--backend must be one of local, openai, rules, not 'bogus'"),
+        (["propose", "--context", "bogus"], "--context must be one of full, evidence, not 'bogus'"),
+        (["propose", "--mode", "bogus"], "--mode must be one of json_schema, json, tools, not 'bogus'"),
+        (["export", "--group-by", "K"], "--group-by applies to --format latex"),
+        (
+            ["export", "--cite", "--cite-command", "x y"],
+            "--cite-command takes a LaTeX command name of letters only (cite, citep, parencite), not 'x y'",
+        ),
     ],
 )
-def test_a_number_out_of_range_is_one_line_naming_option_value_and_range(
+def test_a_bad_option_value_is_one_line_naming_option_value_and_what_it_takes(
     tmp_path: Path, args: list[str], line: str
 ) -> None:
     """A numeric option out of range was typer's boxed panel (`--target-precision 1.5`, no value named)
     or exit 1 (`--accept-above 1.5`): now one line, exit code 2 as for any bad command line, and
-    before any work (the database named here does not exist: the option is refused first)."""
+    before any work (the database named here does not exist: the option is refused first). So too a
+    word an option does not take: `export --format`, `propose --backend`, `--context` and `--cite-command`
+    exited 1 in other words, `--mode bogus` was taken and drew a progress bar, `score --format` was
+    click's own line."""
     result = run_kia(*args, "--db", str(tmp_path / "none.duckdb"))
     assert (result.returncode, result.stderr, result.stdout) == (2, f"kia: {line}\n", "")
 
@@ -241,7 +260,7 @@ def test_a_paper_key_that_starts_with_a_dash_is_told_to_go_after_double_dash(tmp
     refused = run_kia("show", "-dash", *db, process=True)
     assert refused.returncode == 2 and not refused.stdout
     assert refused.stderr == (
-        "kia: no such option: -dash; a paper key that starts with a dash goes after -- (options before it):"
+        "kia: No such option: -dash; a paper key that starts with a dash goes after -- (options before it):"
         " kia show -- -dash\n"
     )
     shown = run_kia("show", *db, "--", "-dash")
@@ -279,3 +298,181 @@ def test_propose_batch_and_discover_word_their_shared_options_alike() -> None:
         assert options["discover"][option] == options["batch"][option], option
     assert "arxiv_query" in options["batch"]["--query"] and "arxiv_category" in options["batch"]["--category"]
     assert "$OPENAI_BASE_URL" in options["batch"]["--base-url"]
+
+
+@pytest.mark.parametrize("named_by", ["global --db", "$KIA_DB", "kia.toml"])
+def test_a_missing_database_named_any_way_is_refused_by_export_and_stats(tmp_path: Path, named_by: str) -> None:
+    """`kia --db typo export`, `KIA_DB=typo kia export` and a kia.toml whose db names no file printed the
+    shipped Table 5 as if it were the user's labels and exited 0; only `kia export --db typo` was refused."""
+    folder = tmp_path / "survey"
+    folder.mkdir()
+    typo = folder / "survey.duckbd"
+    before: list[str] = ["--db", str(typo)] if named_by == "global --db" else []
+    env = {"KIA_DB": str(typo) if named_by == "$KIA_DB" else "", "KIA_PROJECT": ""}
+    if named_by == "kia.toml":
+        (folder / "kia.toml").write_text('db = "survey.duckbd"\n', encoding="utf-8")
+    for command in ("export", "stats"):
+        result = run_kia(*before, command, env=env, cwd=folder)
+        assert (result.returncode, result.stdout) == (1, ""), (command, result.stdout[:200])
+        assert result.stderr == (
+            f"kia: {typo}: no database here; run `kia ingest` first, or pass --gold FILE to read a gold file\n"
+        )
+    assert not typo.exists()
+
+
+def test_export_and_stats_say_when_they_show_the_gold_table_instead_of_a_run(tmp_path: Path) -> None:
+    """With nothing named and no database yet, or a database with papers but no run, export and stats
+    show the gold table: they said nothing, and it read as the user's labels."""
+    env = {"KIA_DB": "", "KIA_PROJECT": ""}
+    table5 = {"export": "3D-WLDM,", "stats": "gold labels/table5.csv: 26 methods"}
+    for command, seen in table5.items():
+        shown = run_kia(command, env=env, cwd=tmp_path)
+        assert shown.returncode == 0 and seen in shown.stdout, shown.stderr
+        assert shown.stderr == (
+            "note: no database kia.duckdb here yet: this is the gold table labels/table5.csv (shipped with kia),"
+            " not proposed labels; `kia propose` makes a run\n"
+        )
+    paper = tmp_path / "p.md"
+    paper.write_text("# A paper\n\n## Abstract\n\nWe generate CT volumes with diffusion.\n", encoding="utf-8")
+    db = tmp_path / "real.duckdb"
+    assert run_kia("ingest", str(paper), "--db", str(db)).returncode == 0
+    for command, seen in table5.items():
+        shown = run_kia(command, "--db", str(db), env=env, cwd=tmp_path)
+        assert shown.returncode == 0 and seen in shown.stdout, shown.stderr
+        assert f"note: {db} holds no run yet: this is the gold table " in shown.stderr, shown.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["propose", "--run", "latest", "--backend", "rules"], "--run"),
+        (["propose", "--run", "latest", "--batch-file", "req.jsonl"], "--run"),
+        (["batch", "--run", "latest"], "--run"),
+        (["consensus", "a", "b", "--name", "latest"], "--name"),
+    ],
+)
+def test_a_new_run_named_latest_is_refused_before_any_work(tmp_path: Path, args: list[str], option: str) -> None:
+    """`kia propose --run latest` made a run no command could read by name once another run existed:
+    every reading command takes `--run latest` as the latest complete run."""
+    db = tmp_path / "kia.duckdb"
+    result = run_kia(*args, "--db", str(db), cwd=tmp_path)
+    given = args[args.index(option) + 1]
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"kia: {option} {given}: the name latest is reserved (--run latest reads the latest complete run);"
+        " choose another name\n"
+    )
+    assert not db.exists() and not (tmp_path / "req.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["runs", "--run", "x"],
+            "No such option: --run; kia runs does not take it (usage: kia runs [OPTIONS] [NAME]; see kia runs --help)",
+        ),
+        (
+            ["show", "somekey", "--format", "json"],
+            "No such option: --format; kia show does not take it (usage: kia show [OPTIONS] KEY; see kia show --help)",
+        ),
+        (
+            ["propose", "--reviewer", "me"],
+            "No such option: --reviewer; kia propose does not take it (usage: kia propose [OPTIONS] [KEYS]...;"
+            " see kia propose --help)",
+        ),
+        (
+            ["papers", "--run", "x"],
+            "No such option: --run; kia papers does not take it (usage: kia papers [OPTIONS]; see kia papers --help)",
+        ),
+        (
+            ["config", "--db", "x"],
+            "No such option: --db; kia config does not take it: a global option goes before the command,"
+            " kia --db VALUE config",
+        ),
+        (
+            ["taxonomy", "check", "--taxonomy", "t.yaml"],
+            "No such option: --taxonomy; kia taxonomy check does not take it: a global option goes before the"
+            " command, kia --taxonomy VALUE taxonomy check",
+        ),
+        (["runs", "--bogus"], "No such option: --bogus; a run name that starts with a dash goes after --"),
+    ],
+)
+def test_another_commands_option_is_said_to_be_not_taken_here_not_a_dashed_argument(
+    tmp_path: Path, args: list[str], line: str
+) -> None:
+    """`kia runs --run x` answered "a run name that starts with a dash goes after --" and suggested
+    `kia runs -- --run`, a lookup of a run named "--run"; `kia papers --run x` said only "No such
+    option". An option other kia commands take is now said to be not taken by this one; the dash hint
+    stays for tokens that are no kia option at all."""
+    result = run_kia(*args, cwd=tmp_path, process=True)
+    assert (result.returncode, result.stdout, result.stderr.count("\n")) == (2, "", 1), result.stderr
+    assert result.stderr.startswith(f"kia: {line}"), result.stderr
+
+
+def test_help_names_kia_toml_wherever_a_project_sets_the_default() -> None:
+    """`kia batch --help` said `--backend local (default)` whatever kia.toml said, `--model` said
+    "(default: $KIA_MODEL)" without kia.toml, and numeric defaults a project overrides (timeout,
+    port, workers, threshold ...) were printed as fixed numbers: each now states the rule."""
+    options = _options_by_command()
+    for option in ("--backend", "--model", "--encoder", "--read-sentences", "--threshold", "--interval"):
+        assert options["batch"][option] == options["propose"].get(option, options["discover"].get(option)), option
+    expected = {
+        ("propose", "--backend"): "backend",
+        ("propose", "--model"): "model",
+        ("propose", "--base-url"): "base_url",
+        ("propose", "--concurrency"): "concurrency",
+        ("propose", "--timeout"): "timeout",
+        ("propose", "--max-retries"): "max_retries",
+        ("propose", "--reasks"): "reasks",
+        ("propose", "--max-tokens"): "max_tokens",
+        ("propose", "--mode"): "mode",
+        ("propose", "--prompt"): "prompt",
+        ("propose", "--confidence-floor"): "confidence_floor",
+        ("propose", "--examples"): "examples",
+        ("propose", "--encoder"): "encoder",
+        ("propose", "--read-sentences"): "read_sentences",
+        ("propose", "--workers"): "workers",
+        ("answer", "--workers"): "workers",
+        ("discover", "--threshold"): "discover_threshold",
+        ("fetch", "--interval"): "arxiv_interval",
+        ("serve", "--port"): "serve_port",
+        ("review", "--target-precision"): "auto_accept_target",
+        ("review", "--adapt"): "review_adapts",
+        ("batch-api submit", "--base-url"): "base_url",
+    }
+    for (command, option), setting in expected.items():
+        assert f"default: kia.toml's {setting}, else " in options[command][option] or (
+            f"else kia.toml's {setting}" in options[command][option]
+        ), (command, option, options[command][option])
+    assert "local (default)" not in options["batch"]["--backend"]
+
+
+def test_simulate_help_says_its_default_is_the_offline_head_not_the_default_run() -> None:
+    """Every command that reads a run defaults to the run `kia runs` stars; `kia simulate` without
+    --run replays the offline head, and neither --run's nor --backend's help said so."""
+    options = _options_by_command()["simulate"]
+    assert "without --run the offline head is replayed, not the run `kia runs` marks with *" in options["--run"]
+    assert "the default when no --run is given; --run latest replays the run `kia runs` marks" in options["--backend"]
+
+
+def test_consensus_takes_run_for_its_name_and_simulate_prints_json_with_format(tmp_path: Path) -> None:
+    """The run being made was `--run` in propose and batch but only `--name` in consensus, and machine-
+    readable output was `--format json` in score, stats and compare but only `--json FILE` in simulate."""
+    import json
+
+    from tests.fakes import one_paper_run
+
+    quote = "We generate CT from segmentation masks with a ControlNet branch"
+    answer = {"K": [("K2", [quote])], "I": [("I2", [quote])], "A": [("A1", [quote])]}
+    db = ["--db", str(one_paper_run(tmp_path, "MAISI", "MAISI", quote, answer))]  # type: ignore[arg-type]
+    assert run_kia("propose", "--backend", "rules", "--run", "rules", *db).returncode == 0
+    made = run_kia("consensus", "r", "rules", "--run", "both", *db)
+    assert made.returncode == 0 and made.stdout.startswith("run both: 1 paper(s)"), made.stderr
+    assert run_kia("consensus", "r", "rules", "--name", "both", *db).returncode == 0  # --name still works
+    simulated = run_kia("simulate", "--run", "r", "--random-runs", "0", "--format", "json", *db)
+    assert simulated.returncode == 0, simulated.stderr
+    document = json.loads(simulated.stdout)
+    written = tmp_path / "report.json"
+    assert run_kia("simulate", "--run", "r", "--random-runs", "0", "--json", str(written), *db).returncode == 0
+    assert document == json.loads(written.read_text(encoding="utf-8"))

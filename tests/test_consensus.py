@@ -248,3 +248,79 @@ def test_a_consensus_shows_its_quotes_in_the_version_its_first_input_read(tmp_pa
     for row in store.paper_evidence("ab", "p2"):
         quote, start, end = row[2], row[5], row[6]
         assert doc.text[start:end].rstrip(".") == quote.rstrip(".")
+
+
+def _survey_with_two_runs(folder: Path) -> Path:
+    """A survey of its own (`kia init`'s skeleton: taxonomy 'my-survey', axes family and data, kia.toml
+    naming kia.duckdb, taxonomy.yaml and gold.csv), its gold filled, papers p1 and p2, and runs a and
+    b that agree on every axis but p2's data; the project's folder."""
+    from kia.scaffold import write_skeleton
+
+    write_skeleton(folder)
+    (folder / "gold.csv").write_text(
+        "method,arxiv_id,title,family,data\np1,,,diffusion,volumes\np2,,,diffusion,images\n", encoding="utf-8"
+    )
+    taxonomy = load_taxonomy(folder / "taxonomy.yaml")
+    with Store(folder / "kia.duckdb") as store:
+        for key, title in (("p1", "One"), ("p2", "Two")):
+            (folder / f"{key}.md").write_text(TEXT.format(title=title), encoding="utf-8")
+            store.add_document(extract(folder / f"{key}.md"), key)
+        for run, p2_data in (("a", "volumes"), ("b", "images")):
+            scripted = ScriptedBackend(
+                {
+                    title: {"family": [("diffusion", QUOTE)], "data": [(data, QUOTE)]}
+                    for title, data in (("One", "volumes"), ("Two", p2_data))
+                }
+            )
+            run_proposals(store, scripted, taxonomy, load_prompt(), run_name=run, use_cache=False)
+    return folder
+
+
+def test_consensus_reads_the_runs_taxonomy_not_the_shipped_one(tmp_path: Path) -> None:
+    """Outside the project (nothing names a taxonomy), `kia consensus` refused runs of another survey
+    as not the shipped 3D-CT taxonomy's, while `kia compare` of the same runs read their recorded one."""
+    from tests.conftest import run_kia
+
+    db = str(_survey_with_two_runs(tmp_path / "survey") / "kia.duckdb")
+    outside = {"KIA_TAXONOMY": "", "KIA_PROJECT": "", "KIA_DB": ""}
+    made = run_kia("consensus", "a", "b", "--name", "ab", "--db", db, env=outside, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith("run ab: 2 paper(s); 3 axis decision(s) agreed and accepted as consensus, 1 left")
+
+
+def test_score_between_reads_the_default_runs_taxonomy_not_the_shipped_one(tmp_path: Path) -> None:
+    """Outside the project, `kia score --between alice bob` on another survey's reviews said that no
+    paper was reviewed by both: it read them in the shipped 3D-CT taxonomy."""
+    from tests.conftest import run_kia
+
+    db = str(_survey_with_two_runs(tmp_path / "survey") / "kia.duckdb")
+    outside = {"KIA_TAXONOMY": "", "KIA_PROJECT": "", "KIA_DB": ""}
+    for reviewer, data in (("alice", "volumes"), ("bob", "images")):
+        labelled = run_kia(
+            "label", "p1", "--run", "a", "--set", "family=diffusion", "--set", f"data={data}",
+            "--reviewer", reviewer, "--db", db, env=outside, cwd=tmp_path,
+        )  # fmt: skip
+        assert labelled.returncode == 0, labelled.stderr
+    between = run_kia("score", "--between", "alice", "bob", "--format", "json", "--db", db, env=outside, cwd=tmp_path)
+    assert between.returncode == 0, between.stderr
+    document = json.loads(between.stdout)
+    assert document["n_papers"] == 1 and set(document["axes"]) == {"family", "data"}
+
+
+def test_score_of_a_consensus_run_scores_its_consensus_line_against_the_projects_gold(tmp_path: Path) -> None:
+    """`kia score --run CONSENSUS` scored its tables against kia.toml's gold but its `consensus:` line
+    against the shipped Table 5: in a survey of its own taxonomy the command failed altogether."""
+    from tests.conftest import run_kia
+
+    project = _survey_with_two_runs(tmp_path / "survey")
+    env = {"KIA_TAXONOMY": "", "KIA_PROJECT": "", "KIA_DB": ""}
+    assert run_kia("consensus", "a", "b", "--name", "ab", env=env, cwd=project).returncode == 0
+    scored = run_kia("score", "--run", "ab", env=env, cwd=project)
+    assert scored.returncode == 0, scored.stderr
+    assert (
+        "consensus: 3 agreed axes, exact match with gold 1.000; 1 disagreed axes, exact match per input run:"
+        " a 0.000, b 1.000; 1 axes left for a person"
+    ) in scored.stdout
+    as_json = run_kia("score", "--run", "ab", "--format", "json", env=env, cwd=project)
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["consensus"]["disagreed_exact_match_by_run"] == {"a": 0.0, "b": 1.0}

@@ -61,3 +61,20 @@ def test_the_walkthrough_shows_axes_a_proposal_with_quotes_and_next_steps(tmp_pa
     assert "One proposal: MAISI" in text and f'"{quote}" (p.1, chars ' in text
     assert "A Generative Architecture: A1 " in text
     assert f"kia show MAISI --db {db} --around " in text and "kia review" in text
+
+
+@pytest.mark.slow
+def test_demo_inside_a_survey_writes_its_own_database_never_the_surveys(tmp_path: Path) -> None:
+    """`kia demo` (as `kia --help` suggests) run inside a survey's folder wrote its five fictional
+    papers and a run into the survey's database (kia.toml's db), as it did into $KIA_DB's and the
+    global --db's: the survey's papers, runs, stats and export then carried them."""
+    project = tmp_path / "survey"
+    project.mkdir()
+    (project / "kia.toml").write_text('db = "survey.duckdb"\n', encoding="utf-8")
+    env_db, global_db = tmp_path / "env.duckdb", tmp_path / "global.duckdb"
+    result = run_kia("--db", str(global_db), "demo", cwd=project, env={"KIA_DB": str(env_db)})
+    assert result.returncode == 0, result.stderr
+    assert not (project / "survey.duckdb").exists() and not env_db.exists() and not global_db.exists()
+    assert (project / "demo.duckdb").is_file()
+    assert result.stdout.splitlines()[0].startswith("demo database: demo.duckdb ")
+    assert "ingested 5" in result.stdout and "kia review --db demo.duckdb" in result.stdout

@@ -65,8 +65,8 @@ def test_pip_installed_plugin_backend_runs_through_the_cli(tmp_path: Path) -> No
     assert statuses == {"exact"}
     # Without the plugin on the path, the same name is one clear line.
     missing = subprocess.run([*kia, "propose", "--backend", "echo", "--db", str(db)], capture_output=True, text=True)
-    assert missing.returncode == 1
-    assert "unknown backend 'echo'" in missing.stderr
+    assert missing.returncode == 2  # a bad command line, refused while parsing
+    assert "--backend must be one of local, openai, rules, not 'echo'" in missing.stderr
 
 
 def boom(settings: Settings) -> object:

@@ -354,7 +354,7 @@ def test_cli_context_evidence_records_tokens_saved(tmp_path: Path) -> None:
     assert saved is not None and saved[0] > 1000
     assert params is not None and '"context": "evidence"' in params[0]
     bad = run_kia("propose", "--context", "summary", "--db", str(db))
-    assert bad.returncode == 1 and "context must be full or evidence" in bad.stderr
+    assert bad.returncode == 2 and "--context must be one of full, evidence, not 'summary'" in bad.stderr
 
 
 def test_default_run_name_is_readable_and_a_rerun_resumes_it_by_settings_hash(stored: Store) -> None:

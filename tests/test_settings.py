@@ -63,6 +63,7 @@ def test_outside_a_project_the_defaults_hold(tmp_path: Path) -> None:
         ("examples = 'four'\n", "examples must be a whole number"),
         ('review_adapts = "no"\n', "review_adapts must be true or false"),
         ("db = \n", "not valid TOML"),
+        ('mode = "bogus"\n', "mode must be one of json_schema, json, tools, not 'bogus'"),
     ],
 )
 def test_a_bad_project_file_is_one_line_naming_it(tmp_path: Path, text: str, message: str) -> None:
@@ -151,3 +152,40 @@ def test_config_says_which_backend_propose_runs_when_a_model_outranks_kia_toml(t
     assert any(line.startswith("backend") and "local (propose runs openai)" in line for line in with_model.splitlines())
     plain = run_kia("config", cwd=tmp_path, env={"KIA_MODEL": ""}).stdout
     assert any(line.split()[:2] == ["backend", "local"] and "propose runs" not in line for line in plain.splitlines())
+
+
+def test_every_setting_kia_config_lists_is_settable_in_kia_toml_and_checked_there(tmp_path: Path) -> None:
+    """`kia config` listed serve_port, workers, auto_accept_target, calibration_min_reviews ...; copied
+    into kia.toml, each broke every command of the project ("unknown setting"). Each is settable now,
+    checked as Settings checks it; the API key alone is not, and `kia config` says so on its line."""
+    import json
+
+    from kia.settings import describe
+
+    samples = {"taxonomy": "t.yaml", "gold": "g.csv", "prompt": "p.md", "model": "m", "base_url": "http://h/v1"}
+    samples |= {"backend": "rules", "arxiv_query": "ct", "arxiv_category": "eess.IV", "read_sentences": 80}
+    samples |= {"mode": "tools", "workers": 1, "serve_port": 9000, "auto_accept_target": 0.9}
+    defaults = Settings()
+    listed = [name for name, _value, _source in describe(defaults)]
+    assert {"serve_port", "workers", "auto_accept_target", "calibration_min_reviews", "claim_lease"} <= set(listed)
+    for name in listed:
+        if name == "api_key":
+            continue
+        value = samples.get(name, getattr(defaults, name))
+        literal = (
+            ("true" if value else "false")
+            if isinstance(value, bool)
+            else json.dumps(value if isinstance(value, int | float) else str(value))
+        )
+        path = _project(tmp_path, f"{name} = {literal}\n")
+        loaded = Settings.load(tmp_path, environ={})
+        assert loaded.sources[name] == str(path.resolve()), name
+    _project(tmp_path, "workers = 0\n")
+    with pytest.raises(KiaError, match=r"kia\.toml: workers must be at least 1, not 0$"):
+        Settings.load(tmp_path, environ={})
+    _project(tmp_path, "serve_port = 9000\n")
+    shown = run_kia("config", cwd=tmp_path, env={"OPENAI_API_KEY": ""})
+    assert shown.returncode == 0, shown.stderr
+    lines = {line.split()[0]: line for line in shown.stdout.splitlines()[1:]}
+    assert "9000" in lines["serve_port"] and "kia.toml" in lines["serve_port"]
+    assert "(not set) (OPENAI_API_KEY only, never in kia.toml)" in lines["api_key"]
