@@ -51,6 +51,12 @@ class SafeConsole(Console):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("markup", False)
         super().__init__(*args, **kwargs)
+        if kwargs.get("width") is None:
+            # rich fixes the width from $COLUMNS once, at construction; kia's consoles are made when
+            # kia.cli is imported, so a command run in-process later (the API's callers, the tests'
+            # CliRunner with its own COLUMNS) would print at whatever width the importer had. Left
+            # unset, rich reads the terminal or $COLUMNS at each print.
+            self._width = None
 
     def _render_buffer(self, buffer: Iterable[Segment]) -> str:
         return super()._render_buffer(

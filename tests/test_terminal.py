@@ -4,12 +4,13 @@ file name cannot forge a line of `kia ingest`'s output."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from kia.terminal import visible
+from kia.terminal import SafeConsole, visible
 from tests.conftest import kia_exe, run_kia
 
 ESCAPES = "\x1b]0;pwned\x07\x1b[2J\x9b31m\u202e"
@@ -104,3 +105,14 @@ def test_markup_in_titles_keys_and_names_prints_as_typed_in_tables_and_rules(tmp
     review = run_kia("review", "--reviewer", "[/]x", "--db", str(db), input="q\n", env=env, process=True)
     assert review.returncode == 0, review.stderr
     assert "[red]k[red]" in review.stdout and "reviewer [/]x" in review.stdout
+
+
+def test_a_console_made_before_columns_changed_prints_at_the_new_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kia's consoles are made when kia.cli is imported; a command run in-process later (a notebook
+    calling the CLI app, a test's CliRunner with its own COLUMNS) prints at the width set then, not
+    at the width the importer happened to have."""
+    monkeypatch.setenv("COLUMNS", "50")
+    console = SafeConsole(file=io.StringIO())
+    monkeypatch.setenv("COLUMNS", "200")
+    assert console.width == 200
+    assert SafeConsole(file=io.StringIO(), width=70).width == 70
