@@ -552,3 +552,47 @@ def test_an_http_error_is_described_by_the_servers_message_once() -> None:
         "Error code: 400 - bad request", response=httpx.Response(400, request=request), body=None
     )
     assert _describe(bare) == "HTTP 400: bad request"
+
+
+def test_the_stored_schema_hash_is_the_sent_schema_and_the_system_message_and_version_key_the_cache(
+    alpha_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: runs.schema_hash was the hash of kia's answer model, never of the schema sent in
+    `response_format`; and neither the system message nor the kia version was in the run identity
+    or the cache key, so a new run after an upgrade that changed the system message was filled from
+    the old run's cache: no request, answers to another prompt."""
+    import hashlib
+    import json
+    import sys
+
+    import kia.backends.openai as oa
+    from tests.fault_proxy import FaultProxy
+
+    proxy = FaultProxy(None).start()
+    proxy.default = "canned"
+    try:
+        assert _llm_propose(alpha_db, proxy.base_url, "first")[0] == 0
+        sent = proxy.bodies[0]["response_format"]["json_schema"]["schema"]
+        assert proxy.bodies[0]["messages"][0] == {"role": "system", "content": oa.SYSTEM_PROMPT}
+        monkeypatch.setattr(oa, "SYSTEM_PROMPT", "You are another annotator. Answer with JSON.")
+        assert _llm_propose(alpha_db, proxy.base_url, "other-system")[0] == 0
+        assert proxy.requests == 2  # asked again: the answer to another system message is not reused
+        assert proxy.bodies[1]["messages"][0]["content"].startswith("You are another annotator")
+        monkeypatch.setattr(sys.modules["kia.propose"], "__version__", "999.0")
+        assert _llm_propose(alpha_db, proxy.base_url, "other-version")[0] == 0
+        assert proxy.requests == 3  # another kia version: no cache across it either
+        assert _llm_propose(alpha_db, proxy.base_url, "same-again")[0] == 0
+        assert proxy.requests == 3  # the same system message and version: cached, as before
+    finally:
+        proxy.stop()
+    digest = hashlib.sha256(json.dumps(sent, sort_keys=True).encode()).hexdigest()
+    runs = dict(query(alpha_db, "SELECT run_id, schema_hash FROM runs"))
+    assert set(runs.values()) == {digest}
+    assert {r[0] for r in query(alpha_db, "SELECT schema_hash FROM proposals")} == {digest}
+    system = dict(query(alpha_db, "SELECT run_id, system_hash FROM runs"))
+    assert system["first"] == hashlib.sha256(proxy.bodies[0]["messages"][0]["content"].encode()).hexdigest()
+    assert system["other-system"] != system["first"]
+    identities = dict(query(alpha_db, "SELECT run_id, identity_hash FROM runs"))
+    assert len({identities["first"], identities["other-system"], identities["other-version"]}) == 3
+    cached = dict(query(alpha_db, "SELECT run_id, cached FROM proposals"))
+    assert cached == {"first": False, "other-system": False, "other-version": False, "same-again": True}

@@ -91,7 +91,8 @@ def grounded_response_model(taxonomy: Taxonomy) -> type[BaseModel]:
 
 
 def llm_schema_hash(taxonomy: Taxonomy) -> str:
-    """sha256 of the JSON schema the model is asked to fill (part of the run's identity)."""
+    """sha256 of the JSON schema the model is asked to fill, exactly as `request_body` sends it in
+    `response_format` (the run's `schema_hash`, part of its identity)."""
     schema = grounded_response_model(taxonomy).model_json_schema()
     return hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()
 
@@ -324,6 +325,15 @@ class OpenAIBackend:
         if parsed.hostname is None:
             return None
         return f"{parsed.hostname}:{parsed.port}" if parsed.port else parsed.hostname
+
+    @property
+    def system_prompt(self) -> str:
+        """The system message every request starts with (its hash is part of the run's identity)."""
+        return SYSTEM_PROMPT
+
+    def request_schema_hash(self, taxonomy: Taxonomy) -> str:
+        """The hash of the schema sent in `response_format` (stored as the run's `schema_hash`)."""
+        return llm_schema_hash(taxonomy)
 
     def params(self) -> dict[str, Any]:
         """What changes the answer besides the model (never the key or the timeout)."""

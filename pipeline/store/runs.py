@@ -29,23 +29,30 @@ class RunQueries(StoreBase):
         rows = self.query("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1")
         return str(rows[0][0]) if rows else None
 
-    def run_with_identity(self, identity_hash: str, legacy_name: str) -> str | None:
-        """The run whose settings hash is `identity_hash` (or, from before readable names, the run
-        named `legacy_name`), oldest first."""
+    def run_with_identity(self, identity_hash: str, legacy_hash: str, legacy_name: str) -> str | None:
+        """The run whose settings hash is `identity_hash`; else a run stored before migration 018 whose
+        version 1 hash is `legacy_hash` (or, from before readable names, the run named `legacy_name`);
+        oldest first."""
         rows = self.query(
-            "SELECT run_id FROM runs WHERE identity_hash = ? OR (identity_hash IS NULL AND run_id = ?)"
-            " ORDER BY started_at LIMIT 1",
-            [identity_hash, legacy_name],
+            "SELECT run_id FROM runs WHERE (identity_hash = ? AND identity_version >= 2)"
+            " OR (identity_version IS NULL AND identity_hash = ?)"
+            " OR (identity_hash IS NULL AND run_id = ?)"
+            " ORDER BY identity_version IS NULL, started_at LIMIT 1",
+            [identity_hash, legacy_hash, legacy_name],
         )
         return str(rows[0][0]) if rows else None
 
-    def run_settings(self, run_id: str) -> tuple[Any, ...] | None:
-        """(backend, model, prompt_hash, schema_hash, taxonomy_hash, params) of a stored run."""
-        rows = self.query(
-            "SELECT backend, model, prompt_hash, schema_hash, taxonomy_hash, params FROM runs WHERE run_id = ?",
+    def run_settings(self, run_id: str) -> dict[str, Any] | None:
+        """What a stored run was made with, by column: backend, model, endpoint host, prompt file and
+        the hashes and parameters of its identity, the system message's hash, the kia version and the
+        identity's version (NULL: a run stored before migration 018)."""
+        cursor = self.con.execute(
+            "SELECT backend, model, endpoint_host, prompt_hash, prompt_file, schema_hash, taxonomy_hash, taxonomy_name,"
+            " params, system_hash, package_version, identity_version FROM runs WHERE run_id = ?",
             [run_id],
         )
-        return tuple(rows[0]) if rows else None
+        row = cursor.fetchone()
+        return None if row is None else {c[0]: v for c, v in zip(cursor.description, row, strict=True)}
 
     def run_row(self, run_id: str) -> dict[str, Any] | None:
         """Every column of a run's row, by name (None when there is no such run)."""
