@@ -781,6 +781,8 @@ class RunSummary:
     # What the run's settings cost that no one asked for, one line each (the offline backend deciding
     # zero-shot because the taxonomy file differs from the one its head was fitted on).
     notes: list[str] = field(default_factory=list)
+    # Model names the server answered with that differ from the one asked for.
+    served: set[str] = field(default_factory=set)
 
     def line(self) -> str:
         """`run R: proposed N (cached C), already done S, failed F; tokens P+Q`."""
@@ -938,6 +940,8 @@ def proposal_rows(proposal: Proposal, identity: RunIdentity, key: str) -> Propos
             "in_scope": proposal.in_scope,
             "scope_score": proposal.scope_score,
             "examples": dumps(proposal.examples) if proposal.examples else None,
+            "served_model": served_model(proposal),
+            "endpoint_host": answered_from(proposal),
         },
         [(lb.axis, lb.category, lb.confidence, lb.rationale, lb.grounded) for lb in proposal.labels],
         [
@@ -960,6 +964,32 @@ def proposal_rows(proposal: Proposal, identity: RunIdentity, key: str) -> Propos
         _call_rows(proposal.calls),
         [(axis, status, reason) for axis, (status, reason) in sorted(proposal.statuses.items())],
         list(proposal.suspicious),
+    )
+
+
+def served_model(proposal: Proposal) -> str | None:
+    """The model name the server answered with (an LLM's completion names it), None where no server
+    named one. A llama.cpp server answers with what it loaded, whatever name was asked for: the run
+    records the model asked for, each proposal the one that answered."""
+    backend = proposal.raw.get("backend")
+    name = backend.get("model") if isinstance(backend, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def answered_from(proposal: Proposal) -> str | None:
+    """The endpoint (host:port) that answered the paper, None for a backend that calls none (a run
+    resumed against another endpoint keeps its first one in the run row)."""
+    backend = proposal.raw.get("backend")
+    endpoint = backend.get("endpoint") if isinstance(backend, dict) else None
+    return endpoint if isinstance(endpoint, str) and endpoint else None
+
+
+def served_note(requested: str, served: set[str]) -> str:
+    """The one note `kia propose` prints when the server answered as another model than the one asked for."""
+    names = ", ".join(sorted(served))
+    return (
+        f"the endpoint answered as model {names}, not {requested} as asked (a llama.cpp-style server serves"
+        " whatever it loaded under any name); each paper records the model that answered: kia runs NAME"
     )
 
 
@@ -1354,6 +1384,9 @@ def run_proposals(
                 summary.done += 1
                 summary.cached += int(proposal.cached)
                 status = "cached" if proposal.cached else "done"
+                served = served_model(proposal)
+                if served is not None and served != identity.model:
+                    summary.served.add(served)
             if on_progress:
                 on_progress(paper_key, status, summary)
 
@@ -1376,6 +1409,8 @@ def run_proposals(
             store.drop_claims(owner.name)
     with store.held():
         store.mark_run(run_id, finished=True)
+    if summary.served:
+        summary.notes.append(served_note(identity.model, summary.served))
     return summary
 
 

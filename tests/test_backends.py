@@ -596,3 +596,49 @@ def test_the_stored_schema_hash_is_the_sent_schema_and_the_system_message_and_ve
     assert len({identities["first"], identities["other-system"], identities["other-version"]}) == 3
     cached = dict(query(alpha_db, "SELECT run_id, cached FROM proposals"))
     assert cached == {"first": False, "other-system": False, "other-version": False, "same-again": True}
+
+
+def test_the_model_and_endpoint_that_answered_are_stored_per_paper_and_said_where_they_differ(
+    alpha_db: Path, tmp_path: Path
+) -> None:
+    """Before: a run recorded the model asked for and its first endpoint only. A server answering as
+    another model (llama.cpp serves whatever it loaded under any name) was recorded as the model asked
+    for, without a word, and a run resumed against another endpoint kept the first one: nothing said
+    which endpoint answered which paper."""
+    from tests.conftest import run_kia
+    from tests.fault_proxy import FaultProxy
+
+    (tmp_path / "beta.md").write_text(CANNED_PAPER.replace("# Alpha", "# Beta"), encoding="utf-8")
+    assert run_kia("ingest", str(tmp_path / "beta.md"), "--db", str(alpha_db)).returncode == 0
+    first, second = FaultProxy(None).start(), FaultProxy(None).start()
+    first.default = second.default = "canned"  # both answer as model "fault-proxy"
+    hosts = [p.base_url.removeprefix("http://").removesuffix("/v1") for p in (first, second)]
+    common = ("--backend", "openai", "--examples", "0", "--run", "r", "--db", str(alpha_db))
+    try:
+        one = run_kia("propose", "alpha", "--model", "m", "--base-url", first.base_url, *common)
+        two = run_kia("propose", "beta", "--model", "m", "--base-url", second.base_url, *common)
+        same = run_kia("propose", "alpha", "--model", "fault-proxy", "--base-url", first.base_url,
+                       "--backend", "openai", "--examples", "0", "--run", "named-right", "--db", str(alpha_db))  # fmt: skip
+    finally:
+        first.stop()
+        second.stop()
+    assert one.returncode == 0 and two.returncode == 0 and same.returncode == 0, (one.stderr, two.stderr)
+    for result in (one, two):
+        notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+        assert len(notes) == 1 and "fault-proxy" in notes[0] and "not m as asked" in notes[0], result.stderr
+    assert "note:" not in same.stderr  # the server answered with the name asked for: nothing to say
+    rows = query(alpha_db, "SELECT paper_key, served_model, endpoint_host FROM proposals WHERE run_id = 'r'")
+    assert sorted(rows) == [("alpha", "fault-proxy", hosts[0]), ("beta", "fault-proxy", hosts[1])]
+    assert query(alpha_db, "SELECT model, endpoint_host FROM runs WHERE run_id = 'r'") == [("m", hosts[0])]
+
+    shown = run_kia("runs", "r", "--db", str(alpha_db)).stdout
+    served = next(line for line in shown.splitlines() if line.startswith("served model:"))
+    assert "fault-proxy (2 papers)" in served
+    endpoints = next(line for line in shown.splitlines() if line.startswith("endpoints:"))
+    assert f"{hosts[0]} (1 paper)" in endpoints and f"{hosts[1]} (1 paper)" in endpoints
+    plain = run_kia("runs", "named-right", "--db", str(alpha_db)).stdout
+    assert "served model:" not in plain and "endpoints:" not in plain, plain
+    report = tmp_path / "r.html"
+    assert run_kia("report", "--run", "r", "--out", str(report), "--db", str(alpha_db)).returncode == 0
+    head = report.read_text(encoding="utf-8").split("<details>")[0]
+    assert "model m (served model: fault-proxy (2 papers))" in head and hosts[1] in head

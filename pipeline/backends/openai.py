@@ -441,7 +441,8 @@ class OpenAIBackend:
         answer.raw.update(
             {
                 "completion_id": getattr(completion, "id", None),
-                "model": getattr(completion, "model", None),
+                "model": getattr(completion, "model", None),  # the name the server answered with
+                "endpoint": self.endpoint_host,  # the host:port that answered
                 "content": _content_of(completion),
             }
         )

@@ -472,6 +472,16 @@ class RunQueries(StoreBase):
         rows = self.query(f"SELECT paper_key, {column} FROM documents {_CURRENT_VERSION}")
         return {r[0]: r[1] for r in rows}
 
+    def served_by(self, run_id: str) -> list[tuple[str | None, str | None, int]]:
+        """(model the server answered with, endpoint that answered, papers) of a run's finished
+        proposals, most papers first (NULL where no server named a model or an endpoint)."""
+        rows = self.query(
+            "SELECT served_model, endpoint_host, count(*) FROM proposals WHERE run_id = ? AND status = 'done'"
+            " GROUP BY ALL ORDER BY count(*) DESC, served_model, endpoint_host",
+            [run_id],
+        )
+        return [(r[0], r[1], int(r[2])) for r in rows]
+
     def run_summary(self, run_id: str) -> tuple[str, str, str] | None:
         """(backend, model, start time) of a run."""
         rows = self.query(
