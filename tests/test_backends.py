@@ -642,3 +642,32 @@ def test_the_model_and_endpoint_that_answered_are_stored_per_paper_and_said_wher
     assert run_kia("report", "--run", "r", "--out", str(report), "--db", str(alpha_db)).returncode == 0
     head = report.read_text(encoding="utf-8").split("<details>")[0]
     assert "model m (served model: fault-proxy (2 papers))" in head and hosts[1] in head
+
+
+def test_each_request_records_when_it_started_and_an_http_error_the_servers_own_message(alpha_db: Path) -> None:
+    """Before: a 500, a 429 and the retry that answered carried one time, the time the paper's result
+    was written (`logged_at`), and the errors read "HTTP 500: {'error': {'message': ...}}": the openai
+    client hands over the body unwrapped, and only the wrapped form was read."""
+    from tests.fault_proxy import FaultProxy
+
+    proxy = FaultProxy(None).start()
+    proxy.script.extend(["500", "429"])
+    proxy.default = "canned"
+    proxy.retry_headers = {"Retry-After": "1"}
+    try:
+        code, stderr = _llm_propose(alpha_db, proxy.base_url, "retried", "--max-retries", "2")
+    finally:
+        proxy.stop()
+    assert code == 0, stderr
+    rows = query(
+        alpha_db, "SELECT attempt, error, started_at, latency_s, logged_at FROM llm_calls WHERE run_id = 'retried'"
+        " ORDER BY id",
+    )  # fmt: skip
+    assert [(r[0], r[1]) for r in rows] == [(1, "HTTP 500: internal error"), (2, "HTTP 429: rate limited"), (3, None)]
+    starts = [r[2] for r in rows]
+    assert all(start is not None for start in starts), rows
+    assert starts[0] < starts[1] < starts[2]
+    assert (starts[2] - starts[1]).total_seconds() >= 0.9  # the retry waited the 429's Retry-After: 1
+    for start, latency, following in zip(starts, [r[3] for r in rows], [*starts[1:], None], strict=True):
+        if following is not None:  # each request ended before the next one started
+            assert (following - start).total_seconds() >= float(str(latency))

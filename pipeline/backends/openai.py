@@ -18,6 +18,7 @@ import math
 import re
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
@@ -156,10 +157,12 @@ E = TypeVar("E", bound=BaseException)
 
 
 def _status_detail(exc: Any) -> str:
-    """What an HTTP error response said: the server's own `error.message` where its body has one
-    (the client's message repeats the status: "Error code: 500 - {...}"), else the client's text."""
+    """What an HTTP error response said: the server's own message where its body has one, else the
+    client's text (which repeats the status: "Error code: 500 - {...}"). The openai client (3.x)
+    passes `exc.body` already unwrapped from `{"error": {...}}`, so `{"message": ...}` is read as
+    well as the wrapped form (a dict repr in the call log was all that was said before)."""
     body = getattr(exc, "body", None)
-    error = body.get("error") if isinstance(body, dict) else None
+    error = body.get("error", body) if isinstance(body, dict) else None
     message = error.get("message") if isinstance(error, dict) else error if isinstance(error, str) else None
     if isinstance(message, str) and message.strip():
         return _short(" ".join(message.split()), 200)
@@ -352,6 +355,7 @@ class OpenAIBackend:
 
         calls: list[CallRecord] = []
         started: list[float] = []
+        sent_at: list[datetime] = []  # when each request started, by the clock (`started` times it)
         attempt_no = [0]
         last_got_no_answer = [False]  # the latest request failed at the HTTP level (no completion)
         unanswered = [0]  # requests that failed at the HTTP level
@@ -359,6 +363,7 @@ class OpenAIBackend:
         def on_kwargs(*_args: Any, **_kwargs: Any) -> None:
             attempt_no[0] += 1
             started.append(time.perf_counter())
+            sent_at.append(datetime.now(UTC))
 
         def on_response(response: Any) -> None:
             last_got_no_answer[0] = False
@@ -369,12 +374,17 @@ class OpenAIBackend:
                     prompt_tokens=getattr(usage, "prompt_tokens", None),
                     completion_tokens=getattr(usage, "completion_tokens", None),
                     latency_s=round(time.perf_counter() - (started[-1] if started else time.perf_counter()), 4),
+                    started_at=sent_at[-1] if sent_at else None,
                 )
             )
 
         def record_failed_request(error: str) -> None:
             latency = time.perf_counter() - (started[-1] if started else time.perf_counter())
-            calls.append(CallRecord(attempt_no[0], None, None, round(latency, 4), error))
+            calls.append(
+                CallRecord(
+                    attempt_no[0], None, None, round(latency, 4), error, started_at=sent_at[-1] if sent_at else None
+                )
+            )
 
         def on_error(error: Exception) -> None:
             # A request that got no usable HTTP answer (status, timeout, connection, a body that is

@@ -9,7 +9,9 @@ from typing import Any
 from kia.errors import StoreError
 from kia.store._base import CallRow, FailureRows, ProposalRows, StoreBase
 
-_INSERT_CALLS = "INSERT INTO llm_calls (run_id, paper_key, attempt, prompt_tokens, completion_tokens, latency_s, error)"
+_INSERT_CALLS = (
+    "INSERT INTO llm_calls (run_id, paper_key, attempt, prompt_tokens, completion_tokens, latency_s, error, started_at)"
+)
 
 
 class RunQueries(StoreBase):
@@ -164,7 +166,8 @@ class RunQueries(StoreBase):
             )
 
     def _call_rows(self, run_id: str, paper_key: str, calls: list[CallRow]) -> list[list[Any]]:
-        return [[run_id, paper_key, *call] for call in calls]
+        """The call log's rows; a call given without its start time has none (NULL)."""
+        return [[run_id, paper_key, *call, *([None] * (6 - len(call)))] for call in calls]
 
     def save_proposal(
         self,
@@ -180,7 +183,8 @@ class RunQueries(StoreBase):
 
         `proposal` maps proposal columns to values; `labels` rows are (axis, category, confidence,
         rationale, grounded); `evidence` rows are (axis, category, idx, quote, status, score, start,
-        end, page, section, support); `calls` rows are (attempt, prompt tokens, completion tokens, latency, error);
+        end, page, section, support); `calls` rows are (attempt, prompt tokens, completion tokens, latency, error,
+        start time);
         `statuses` rows are (axis, status, reason) of the axes the backend abstained on; `suspicious`
         rows are (sentence, start, end, page, section) of the sentences that address the labeller
         (the proposal is then flagged `suspicious_text`).
