@@ -51,7 +51,16 @@ from kia.references import (
     same_title_groups,
     write_references,
 )
-from kia.score import Agreement, ScoreReport, compare, gold_labeling, match_stored, score_run, some_names
+from kia.score import (
+    Agreement,
+    ScoreReport,
+    compare,
+    gold_labeling,
+    match_stored,
+    run_origin,
+    score_run,
+    some_names,
+)
 from kia.stats import DesignSpaceStats, ReportedMismatch, design_space, load_reported, text_vs_table
 from kia.store import Store
 from kia.taxonomy import Taxonomy, load_taxonomy
@@ -375,7 +384,11 @@ def export_labels(
                 paper = index.get(row.key) if paired is not None else index.get(row.key.lower())
                 if paper is not None:
                     row.gold = {a: sorted(paper.labels.get(a, [])) for a in taxonomy.axis_ids}
-    return render(rows, taxonomy, output_format, options)
+    origin = None
+    if source.run_id is not None and db is not None:
+        with Store(db, read_only=True) as store:
+            origin = run_origin(store, source.run_id)
+    return render(rows, taxonomy, output_format, options, origin)
 
 
 def stored_gold_rows(db: Path, gold: list[GoldPaper]) -> dict[str, GoldPaper]:
