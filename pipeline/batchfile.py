@@ -482,8 +482,7 @@ def _identity_of(store: Store, run_id: str) -> RunIdentity:
     stored = store.run_settings(run_id)
     if stored is None:
         raise KiaError(f"{store.path}: no run named {run_id!r}")
-    backend, model, prompt_hash, schema, taxonomy_hash, params = stored
-    return RunIdentity(backend, model, None, prompt_hash, "", schema, taxonomy_hash, "", params)
+    return RunIdentity.from_stored(stored)
 
 
 def import_results(store: Store, taxonomy: Taxonomy, paths: Iterable[Path]) -> ImportSummary:

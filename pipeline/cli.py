@@ -986,6 +986,7 @@ def score(
 
         document = {
             "run": report.run_id,
+            "provenance": report.provenance,
             "waiting": report.waiting,
             **report.agreement.as_dict(),
             "abstention": report.abstention.as_dict(),

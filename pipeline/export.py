@@ -486,10 +486,48 @@ def _detail_columns(rows: list[ExportRow]) -> list[str]:
     return list(dict.fromkeys(d for row in rows for d in row.details))
 
 
-def render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, options: TableOptions | None = None) -> str:
+def origin_line(origin: Mapping[str, object]) -> str:
+    """What produced an export, on one line (`kia.score.run_origin`): run, identity, backend and model
+    (with the models that answered, where another answered), the kia version that made the run."""
+    listed = origin.get("served_models")
+    served = [str(m) for m in listed if m != origin.get("model")] if isinstance(listed, list) else []
+    model = f"{origin.get('model')}" + (f" (answered as {', '.join(served)})" if served else "")
+    return one_line(
+        f"kia export of run {origin.get('run')}: identity {origin.get('identity') or '-'}, backend "
+        f"{origin.get('backend')}, model {model}, made by kia {origin.get('kia_version') or '-'}"
+    )
+
+
+def render(
+    rows: list[ExportRow],
+    taxonomy: Taxonomy,
+    output_format: str,
+    options: TableOptions | None = None,
+    origin: Mapping[str, object] | None = None,
+) -> str:
     """The rows in one of FORMATS, axes in the taxonomy's order; `options.group_by` (LaTeX only)
     puts rows under a heading per value of an axis or detail column, `options.cite` cites each
-    method (LaTeX, Markdown)."""
+    method (LaTeX, Markdown). A run's `origin` (`kia.score.run_origin`) is said where the format has
+    a place for it: a `%` comment atop LaTeX, an HTML comment below the Markdown table, `run` and
+    `identity` in every JSON line; CSV has no comment line (spreadsheet and CSV readers take it for a row)."""
+    text = _render(rows, taxonomy, output_format, options)
+    if origin is None:
+        return text
+    if output_format == "latex":
+        return f"% {_latex_comment(origin_line(origin))}\n{text}"
+    if output_format == "markdown":  # below the table: its first line stays the header row, as readers expect
+        return f"{text}\n<!-- {origin_line(origin).replace('--', '- -')} -->\n"
+    if output_format == "jsonl":
+        return "".join(
+            json.dumps({**json.loads(line), "run": origin.get("run"), "identity": origin.get("identity")},
+                       ensure_ascii=False) + "\n"
+            for line in text.splitlines()
+        )  # fmt: skip
+    return text
+
+
+def _render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, options: TableOptions | None) -> str:
+    """`render` without the origin."""
     options = options or TableOptions()
     options.check(output_format)
     if options.cite:

@@ -113,8 +113,9 @@ def supportive_quotes(
     sentences: list[Sentence], title: str | None, taxonomy: Taxonomy, categories: list[str], encoder: Any
 ) -> dict[str, str]:
     """Per category, the paper's sentence the shipped sentence-support model (`kia.support`) judges
-    most supportive of it ("" where none has any support): the same judgement that quotes the
-    offline backend's labels. For another taxonomy only its definition-based part is used."""
+    most supportive of it, at or above the head's support threshold (`quote_choice`; "" where none
+    reaches it): the same judgement that quotes the offline backend's labels. For another taxonomy
+    only its definition-based part is used. {} when no support model can judge."""
     from kia.backends.local import shipped_head
     from kia.learned import featurize, generic_support, score_support
 
@@ -126,12 +127,31 @@ def supportive_quotes(
     model = head.support if head.matches(taxonomy) else generic_support(head)
     features = featurize([sentences], taxonomy, encoder, titles=[title])
     support = score_support(model, features, 0)
+    sections = [sentence.section for sentence in sentences]
     out: dict[str, str] = {}
     for category in categories:
         column = features.category_ids.index(category)
-        best = int(np.argmax(support[:, column])) if len(support) else 0
-        out[category] = _short(sentences[best].text) if len(support) and support[best, column] > 0 else ""
+        scores = [float(value) for value in support[:, column]] if len(support) else []
+        best = quote_choice(scores, sections, head.settings.support_threshold)
+        out[category] = "" if best is None else _short(sentences[best].text)
     return out
+
+
+# Where a paper says what it does; and where it only evaluates or describes others' work.
+DOING_SECTIONS = ("abstract", "method")
+REPORTING_SECTIONS = ("experiments", "related_work")
+
+
+def quote_choice(scores: Sequence[float], sections: Sequence[str], threshold: float) -> int | None:
+    """The sentence that quotes a label: the most supportive one at or above the support threshold (the
+    offline head's own bar for evidence), never one from the experiments or related work when an
+    abstract or method sentence reaches the bar; None when none reaches it. Why: the argmax of any
+    support above 0 quoted AgeCascade's K4 (demographics) by its evaluation sentence ("We compare organ
+    volumes ... across age groups and sexes"), teaching the model to take evaluation for conditioning."""
+    reaching = [i for i, score in enumerate(scores) if score >= threshold]
+    if any(sections[i] in DOING_SECTIONS for i in reaching):
+        reaching = [i for i in reaching if sections[i] not in REPORTING_SECTIONS]
+    return max(reaching, key=lambda i: (scores[i], -i)) if reaching else None
 
 
 def best_sentence(sentences: list[Sentence], taxonomy: Taxonomy, category: str) -> str:
@@ -178,7 +198,11 @@ def example_quotes(
     sentences = quotable(split_sentences(doc, taxonomy=taxonomy), doc.title)
     supported = supportive_quotes(sentences, doc.title, taxonomy, missing, encoder) if encoder else {}
     for category in missing:
-        quotes[category] = supported.get(category) or best_sentence(sentences, taxonomy, category)
+        # A label the support model judged and no sentence supports is shown unquoted, not quoted by
+        # a sentence that merely shares its words.
+        quotes[category] = (
+            supported[category] if category in supported else best_sentence(sentences, taxonomy, category)
+        )
     return quotes
 
 

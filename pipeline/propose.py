@@ -584,6 +584,14 @@ def proposal_from_answer(
 # --- a batch as a run --------------------------------------------------------------------------------
 
 
+# The version of the run identity new runs get. Version 1 (runs stored before migration 018) hashes
+# backend, model, prompt, kia's answer-model schema, taxonomy and parameters. Version 2 hashes the
+# schema actually sent (`request_schema_hash`), the system message and the kia version too, so a kia
+# upgrade that changes what is sent never fills a new run from an old run's cache. A version 1 run
+# keeps its stored identity: rehashing it would make every resumed run start over (see `legacy`).
+IDENTITY_VERSION = 2
+
+
 @dataclass(frozen=True)
 class RunIdentity:
     """Everything that determines a run's answers; stored in the `runs` row."""
@@ -597,6 +605,13 @@ class RunIdentity:
     taxonomy_hash: str
     taxonomy_name: str
     params: str
+    # sha256 of the system message the backend sends (None: it sends none, or a version 1 run).
+    system_hash: str | None = None
+    # The kia version that made the run (None: a version 1 identity, which does not hash it).
+    package_version: str | None = None
+    version: int = IDENTITY_VERSION
+    # kia's answer-model schema hash, what a version 1 identity hashed as `schema_hash`.
+    legacy_schema_hash: str | None = None
 
     def short_hash(self) -> str:
         """A short digest used in default run names and cache keys."""
@@ -610,7 +625,53 @@ class RunIdentity:
             self.taxonomy_hash,
             self.params,
         ]
+        if self.version >= 2:
+            fields += [f"identity-{self.version}", self.system_hash or "", self.package_version or ""]
         return hashlib.sha256("\x1f".join(fields).encode()).hexdigest()[:10]
+
+    def legacy(self) -> RunIdentity:
+        """The version 1 identity of these settings: how a run stored before migration 018 is found
+        and checked (its schema hash is kia's answer model's; no system message, no version)."""
+        return replace(
+            self,
+            schema_hash=self.legacy_schema_hash or self.schema_hash,
+            system_hash=None,
+            package_version=None,
+            version=1,
+        )
+
+    def settings(self) -> dict[str, Any]:
+        """The stored fields that must match for a named run to be resumed with these settings."""
+        settings: dict[str, Any] = {
+            "backend": self.backend,
+            "model": self.model,
+            "prompt_hash": self.prompt_hash,
+            "schema_hash": self.schema_hash,
+            "taxonomy_hash": self.taxonomy_hash,
+            "params": self.params,
+        }
+        if self.version >= 2:
+            settings |= {"system_hash": self.system_hash, "package_version": self.package_version}
+        return settings
+
+    @classmethod
+    def from_stored(cls, row: dict[str, Any]) -> RunIdentity:
+        """The identity a stored run was made with (`Store.run_settings`), version 1 or 2 as stored."""
+        version = int(row.get("identity_version") or 1)
+        return cls(
+            backend=row["backend"],
+            model=row["model"],
+            endpoint_host=row.get("endpoint_host"),
+            prompt_hash=row["prompt_hash"],
+            prompt_file=row.get("prompt_file") or "",
+            schema_hash=row["schema_hash"],
+            taxonomy_hash=row["taxonomy_hash"],
+            taxonomy_name=row.get("taxonomy_name") or "",
+            params=row["params"],
+            system_hash=row.get("system_hash") if version >= 2 else None,
+            package_version=row.get("package_version") if version >= 2 else None,
+            version=version,
+        )
 
 
 def git_commit() -> str | None:
@@ -661,17 +722,37 @@ def run_identity(
     if examples is not None:
         fields["examples"] = examples.identity()
     params = dumps(fields)
+    answer_schema = schema_hash(taxonomy)
     return RunIdentity(
         backend=backend.name,
         model=backend.model,
         endpoint_host=backend.endpoint_host,
         prompt_hash=prompt.sha256,
         prompt_file=str(prompt.path.name),
-        schema_hash=schema_hash(taxonomy),
+        schema_hash=request_schema_hash(backend, taxonomy) or answer_schema,
         taxonomy_hash=taxonomy.content_hash,
         taxonomy_name=taxonomy.name,
         params=params,
+        system_hash=system_prompt_hash(backend),
+        package_version=__version__,
+        legacy_schema_hash=answer_schema,
     )
+
+
+def request_schema_hash(backend: Backend, taxonomy: Taxonomy) -> str | None:
+    """sha256 of the JSON schema a backend sends with each request (`request_schema_hash`: the LLM's
+    `response_format` schema), so the stored hash can be checked against a request; None for a
+    backend that sends none (the offline ones: the run then stores the hash of kia's answer model,
+    which their answers are checked against)."""
+    method = getattr(backend, "request_schema_hash", None)
+    return str(method(taxonomy)) if callable(method) else None
+
+
+def system_prompt_hash(backend: Backend) -> str | None:
+    """sha256 of the system message a backend sends (`system_prompt`), None when it sends none: part
+    of the run's identity, since another system message gives other answers."""
+    system = getattr(backend, "system_prompt", None)
+    return hashlib.sha256(system.encode()).hexdigest() if isinstance(system, str) else None
 
 
 def cache_key(identity: RunIdentity, paper_sha: str) -> str:
@@ -700,6 +781,8 @@ class RunSummary:
     # What the run's settings cost that no one asked for, one line each (the offline backend deciding
     # zero-shot because the taxonomy file differs from the one its head was fitted on).
     notes: list[str] = field(default_factory=list)
+    # Model names the server answered with that differ from the one asked for.
+    served: set[str] = field(default_factory=set)
 
     def line(self) -> str:
         """`run R: proposed N (cached C), already done S, failed F; tokens P+Q`."""
@@ -777,28 +860,26 @@ def claim_papers(
     return mine, elsewhere
 
 
+def differing_settings(stored: dict[str, Any], identity: RunIdentity) -> list[str]:
+    """The settings in which a stored run differs from `identity` (compared as the run's identity
+    version has them: a run stored before migration 018 against the version 1 identity)."""
+    wanted = (identity if int(stored.get("identity_version") or 1) >= 2 else identity.legacy()).settings()
+    return [name for name, value in wanted.items() if stored.get(name) != value]
+
+
 def _ensure_run(store: Store, run_id: str, identity: RunIdentity, taxonomy: Taxonomy, adapted: int = 0) -> None:
-    wanted = (
-        identity.backend,
-        identity.model,
-        identity.prompt_hash,
-        identity.schema_hash,
-        identity.taxonomy_hash,
-        identity.params,
-    )
     stored = store.run_settings(run_id)
     if stored is not None:
-        if stored != wanted:
+        differ = differing_settings(stored, identity)
+        if differ:
             why = (
                 f"; here the offline head adapted to {adapted} reviewed paper(s) since, which changes its "
                 "parameters: leave out --run to start the adapted run"
                 if adapted
                 else "; choose another --run name"
             )
-            raise KiaError(
-                f"run {run_id!r} already exists with other settings (backend, model, prompt, schema, taxonomy or "
-                f"parameters){why}"
-            )
+            named = ", ".join(_SETTING_NAMES.get(name, name) for name in differ)
+            raise KiaError(f"run {run_id!r} already exists with other settings ({named} differ){why}")
         return
     store.save_taxonomy(identity.taxonomy_hash, identity.taxonomy_name, taxonomy.source_text)
     store.insert_run(
@@ -816,8 +897,20 @@ def _ensure_run(store: Store, run_id: str, identity: RunIdentity, taxonomy: Taxo
             "prompt_file": identity.prompt_file,
             "params": identity.params,
             "identity_hash": identity.short_hash(),
+            "identity_version": identity.version,
+            "system_hash": identity.system_hash,
         }
     )
+
+
+_SETTING_NAMES = {
+    "prompt_hash": "prompt",
+    "schema_hash": "schema",
+    "taxonomy_hash": "taxonomy",
+    "params": "parameters",
+    "system_hash": "system message",
+    "package_version": "kia version",
+}
 
 
 def _call_rows(calls: list[CallRecord]) -> list[CallRow]:
@@ -847,6 +940,8 @@ def proposal_rows(proposal: Proposal, identity: RunIdentity, key: str) -> Propos
             "in_scope": proposal.in_scope,
             "scope_score": proposal.scope_score,
             "examples": dumps(proposal.examples) if proposal.examples else None,
+            "served_model": served_model(proposal),
+            "endpoint_host": answered_from(proposal),
         },
         [(lb.axis, lb.category, lb.confidence, lb.rationale, lb.grounded) for lb in proposal.labels],
         [
@@ -869,6 +964,32 @@ def proposal_rows(proposal: Proposal, identity: RunIdentity, key: str) -> Propos
         _call_rows(proposal.calls),
         [(axis, status, reason) for axis, (status, reason) in sorted(proposal.statuses.items())],
         list(proposal.suspicious),
+    )
+
+
+def served_model(proposal: Proposal) -> str | None:
+    """The model name the server answered with (an LLM's completion names it), None where no server
+    named one. A llama.cpp server answers with what it loaded, whatever name was asked for: the run
+    records the model asked for, each proposal the one that answered."""
+    backend = proposal.raw.get("backend")
+    name = backend.get("model") if isinstance(backend, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def answered_from(proposal: Proposal) -> str | None:
+    """The endpoint (host:port) that answered the paper, None for a backend that calls none (a run
+    resumed against another endpoint keeps its first one in the run row)."""
+    backend = proposal.raw.get("backend")
+    endpoint = backend.get("endpoint") if isinstance(backend, dict) else None
+    return endpoint if isinstance(endpoint, str) and endpoint else None
+
+
+def served_note(requested: str, served: set[str]) -> str:
+    """The one note `kia propose` prints when the server answered as another model than the one asked for."""
+    names = ", ".join(sorted(served))
+    return (
+        f"the endpoint answered as model {names}, not {requested} as asked (a llama.cpp-style server serves"
+        " whatever it loaded under any name); each paper records the model that answered: kia runs NAME"
     )
 
 
@@ -931,7 +1052,10 @@ def default_run_name(identity: RunIdentity, store: Store | None = None) -> str:
     """The run a rerun with the same settings resumes (found by its settings hash), else a new
     readable name, numbered when another run took that name today."""
     if store is not None:
-        existing = store.run_with_identity(identity.short_hash(), f"{identity.backend}-{identity.short_hash()}")
+        # A run stored before migration 018 is found by its version 1 identity (and one from before
+        # readable names by its old name): it resumes rather than starting over.
+        legacy = identity.legacy().short_hash()
+        existing = store.run_with_identity(identity.short_hash(), legacy, f"{identity.backend}-{legacy}")
         if existing is not None:
             return existing
     name = readable_run_name(identity)
@@ -1260,6 +1384,9 @@ def run_proposals(
                 summary.done += 1
                 summary.cached += int(proposal.cached)
                 status = "cached" if proposal.cached else "done"
+                served = served_model(proposal)
+                if served is not None and served != identity.model:
+                    summary.served.add(served)
             if on_progress:
                 on_progress(paper_key, status, summary)
 
@@ -1282,6 +1409,8 @@ def run_proposals(
             store.drop_claims(owner.name)
     with store.held():
         store.mark_run(run_id, finished=True)
+    if summary.served:
+        summary.notes.append(served_note(identity.model, summary.served))
     return summary
 
 

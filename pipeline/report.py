@@ -52,7 +52,16 @@ from kia.references import (
     same_title_groups,
     write_references,
 )
-from kia.score import Agreement, ScoreReport, compare, gold_labeling, match_stored, score_run, some_names
+from kia.score import (
+    Agreement,
+    ScoreReport,
+    compare,
+    gold_labeling,
+    match_stored,
+    run_origin,
+    score_run,
+    some_names,
+)
 from kia.stats import DesignSpaceStats, ReportedMismatch, design_space, load_reported, text_vs_table
 from kia.store import Store
 from kia.taxonomy import Taxonomy, load_taxonomy
@@ -397,7 +406,11 @@ def export_labels(
                 paper = index.get(row.key) if paired is not None else index.get(row.key.lower())
                 if paper is not None:
                     row.gold = {a: sorted(paper.labels.get(a, [])) for a in taxonomy.axis_ids}
-    return render(rows, taxonomy, output_format, options)
+    origin = None
+    if source.run_id is not None and db is not None:
+        with Store(db, read_only=True) as store:
+            origin = run_origin(store, source.run_id)
+    return render(rows, taxonomy, output_format, options, origin)
 
 
 def stored_gold_rows(db: Path, gold: list[GoldPaper]) -> dict[str, GoldPaper]:
@@ -662,6 +675,7 @@ PROVENANCE_FIELDS = (
     ("prompt_file", "prompt file"),
     ("prompt_hash", "prompt hash"),
     ("schema_hash", "schema hash"),
+    ("system_hash", "system hash"),
     ("identity_hash", "run identity"),
     ("params", "parameters"),
     ("package_version", "kia version"),
@@ -681,7 +695,28 @@ def run_provenance(db: Path, run_id: str, taxonomy: Taxonomy | None = None) -> l
         row = store.run_row(run_id)
         if row is None:
             raise KiaError(f"{db}: no run named {run_id!r} (see `kia runs`)")
-    return [(label, "" if row.get(column) is None else str(row[column])) for column, label in PROVENANCE_FIELDS]
+        served = store.served_by(run_id)
+    fields = [(label, "" if row.get(column) is None else str(row[column])) for column, label in PROVENANCE_FIELDS]
+    at = next(i for i, (column, _) in enumerate(PROVENANCE_FIELDS) if column == "endpoint_host") + 1
+    fields[at:at] = served_lines(served, str(row.get("model") or ""), row.get("endpoint_host"))
+    return fields
+
+
+def served_lines(
+    served: list[tuple[str | None, str | None, int]], model: str, endpoint: str | None
+) -> list[tuple[str, str]]:
+    """("served model", ...) when the server answered with another model name than the run asked for,
+    and ("endpoints", ...) when papers were answered by another endpoint than the run's first; each
+    name with its count of papers. Nothing when all is as the run row says."""
+    lines: list[tuple[str, str]] = []
+    for label, index, expected in (("served model", 0, model), ("endpoints", 1, endpoint)):
+        counts: dict[str, int] = {}
+        for row in served:
+            if row[index] is not None:
+                counts[str(row[index])] = counts.get(str(row[index]), 0) + row[2]
+        if any(name != expected for name in counts):
+            lines.append((label, ", ".join(f"{name} ({n} paper{'s' if n != 1 else ''})" for name, n in counts.items())))
+    return lines
 
 
 def _beside_database(path: str, db: Path) -> str:
@@ -711,14 +746,21 @@ def _provenance(db: Path, run_id: str) -> tuple[str, dict[str, str]]:
         if reviews
         else "none (proposals only)"
     )
+    provenance = run_provenance(db, run_id)
     fields = "".join(
         f"<tr><th>{html.escape(label)}</th><td><code>{html.escape(value)}</code></td></tr>"
-        for label, value in run_provenance(db, run_id)
+        for label, value in provenance
         if value
     )
+    # The model and endpoints that actually answered, where they are not what the run asked for.
+    served = "".join(
+        f" ({html.escape(label)}: {html.escape(value)})"
+        for label, value in provenance
+        if label in ("served model", "endpoints")
+    )
     line = (
-        f"<p>Run <b>{html.escape(run_id)}</b>: backend {html.escape(str(backend))}, model {html.escape(str(model))},"
-        f" started {html.escape(str(started))}. Reviews used: {html.escape(used)}.</p>"
+        f"<p>Run <b>{html.escape(run_id)}</b>: backend {html.escape(str(backend))}, model {html.escape(str(model))}"
+        f"{served}, started {html.escape(str(started))}. Reviews used: {html.escape(used)}.</p>"
         f"<details><summary>What produced this run</summary><table>{fields}</table></details>"
     )
     return line, paths

@@ -525,6 +525,8 @@ class ScoreReport:
     state: str = "complete"  # the run's state, as `kia runs` shows it (`run_state`)
     # which stored paper each gold row is, and how (key, arXiv id, DOI, title); None: not matched yet
     matching: GoldMatch | None = None
+    # what produced the run (`run_origin`): identity hash, model, kia version
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def matching_lines(self) -> list[str]:
         """The papers matched to gold rows other than by key, and each ambiguity left unmatched: one
@@ -632,6 +634,23 @@ def abstention_summary(
     return Abstention(counts, flagged, coverage, decided_exact)
 
 
+def run_origin(store: Store, run_id: str) -> dict[str, Any]:
+    """What produced a run, for what leaves kia with its figures (an export, `kia score --format
+    json`): its name, identity hash, backend, the model asked for and the models that answered, and
+    the kia version that made it. A run name alone is no provenance: default names are
+    backend-model-date, so two databases hold one name for different settings."""
+    row = store.run_row(run_id) or {}
+    served = sorted({model for model, _endpoint, _n in store.served_by(run_id) if model is not None})
+    return {
+        "run": run_id,
+        "identity": row.get("identity_hash"),
+        "backend": row.get("backend"),
+        "model": row.get("model"),
+        "served_models": served,
+        "kia_version": row.get("package_version"),
+    }
+
+
 def score_run(
     db: Path,
     taxonomy: Taxonomy | None,
@@ -685,6 +704,7 @@ def score_run(
                 evidence[(key, axis)].append((category, quote, status, page))
         row = next((r for r in store.run_states() if r["run"] == chosen), None)  # one read: answers waiting, state
         waiting, state = (int(row["waiting"]), run_state(row)) if row is not None else (0, "complete")
+        origin = run_origin(store, chosen)
     return ScoreReport(
         chosen,
         str(gold_path or default_gold_path()),
@@ -699,6 +719,7 @@ def score_run(
         {(key, axis) for key, axes in reviewed.items() for axis in axes},
         state,
         matching,
+        origin,
     )
 
 

@@ -552,3 +552,122 @@ def test_an_http_error_is_described_by_the_servers_message_once() -> None:
         "Error code: 400 - bad request", response=httpx.Response(400, request=request), body=None
     )
     assert _describe(bare) == "HTTP 400: bad request"
+
+
+def test_the_stored_schema_hash_is_the_sent_schema_and_the_system_message_and_version_key_the_cache(
+    alpha_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: runs.schema_hash was the hash of kia's answer model, never of the schema sent in
+    `response_format`; and neither the system message nor the kia version was in the run identity
+    or the cache key, so a new run after an upgrade that changed the system message was filled from
+    the old run's cache: no request, answers to another prompt."""
+    import hashlib
+    import json
+    import sys
+
+    import kia.backends.openai as oa
+    from tests.fault_proxy import FaultProxy
+
+    proxy = FaultProxy(None).start()
+    proxy.default = "canned"
+    try:
+        assert _llm_propose(alpha_db, proxy.base_url, "first")[0] == 0
+        sent = proxy.bodies[0]["response_format"]["json_schema"]["schema"]
+        assert proxy.bodies[0]["messages"][0] == {"role": "system", "content": oa.SYSTEM_PROMPT}
+        monkeypatch.setattr(oa, "SYSTEM_PROMPT", "You are another annotator. Answer with JSON.")
+        assert _llm_propose(alpha_db, proxy.base_url, "other-system")[0] == 0
+        assert proxy.requests == 2  # asked again: the answer to another system message is not reused
+        assert proxy.bodies[1]["messages"][0]["content"].startswith("You are another annotator")
+        monkeypatch.setattr(sys.modules["kia.propose"], "__version__", "999.0")
+        assert _llm_propose(alpha_db, proxy.base_url, "other-version")[0] == 0
+        assert proxy.requests == 3  # another kia version: no cache across it either
+        assert _llm_propose(alpha_db, proxy.base_url, "same-again")[0] == 0
+        assert proxy.requests == 3  # the same system message and version: cached, as before
+    finally:
+        proxy.stop()
+    digest = hashlib.sha256(json.dumps(sent, sort_keys=True).encode()).hexdigest()
+    runs = dict(query(alpha_db, "SELECT run_id, schema_hash FROM runs"))
+    assert set(runs.values()) == {digest}
+    assert {r[0] for r in query(alpha_db, "SELECT schema_hash FROM proposals")} == {digest}
+    system = dict(query(alpha_db, "SELECT run_id, system_hash FROM runs"))
+    assert system["first"] == hashlib.sha256(proxy.bodies[0]["messages"][0]["content"].encode()).hexdigest()
+    assert system["other-system"] != system["first"]
+    identities = dict(query(alpha_db, "SELECT run_id, identity_hash FROM runs"))
+    assert len({identities["first"], identities["other-system"], identities["other-version"]}) == 3
+    cached = dict(query(alpha_db, "SELECT run_id, cached FROM proposals"))
+    assert cached == {"first": False, "other-system": False, "other-version": False, "same-again": True}
+
+
+def test_the_model_and_endpoint_that_answered_are_stored_per_paper_and_said_where_they_differ(
+    alpha_db: Path, tmp_path: Path
+) -> None:
+    """Before: a run recorded the model asked for and its first endpoint only. A server answering as
+    another model (llama.cpp serves whatever it loaded under any name) was recorded as the model asked
+    for, without a word, and a run resumed against another endpoint kept the first one: nothing said
+    which endpoint answered which paper."""
+    from tests.conftest import run_kia
+    from tests.fault_proxy import FaultProxy
+
+    (tmp_path / "beta.md").write_text(CANNED_PAPER.replace("# Alpha", "# Beta"), encoding="utf-8")
+    assert run_kia("ingest", str(tmp_path / "beta.md"), "--db", str(alpha_db)).returncode == 0
+    first, second = FaultProxy(None).start(), FaultProxy(None).start()
+    first.default = second.default = "canned"  # both answer as model "fault-proxy"
+    hosts = [p.base_url.removeprefix("http://").removesuffix("/v1") for p in (first, second)]
+    common = ("--backend", "openai", "--examples", "0", "--run", "r", "--db", str(alpha_db))
+    try:
+        one = run_kia("propose", "alpha", "--model", "m", "--base-url", first.base_url, *common)
+        two = run_kia("propose", "beta", "--model", "m", "--base-url", second.base_url, *common)
+        same = run_kia("propose", "alpha", "--model", "fault-proxy", "--base-url", first.base_url,
+                       "--backend", "openai", "--examples", "0", "--run", "named-right", "--db", str(alpha_db))  # fmt: skip
+    finally:
+        first.stop()
+        second.stop()
+    assert one.returncode == 0 and two.returncode == 0 and same.returncode == 0, (one.stderr, two.stderr)
+    for result in (one, two):
+        notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+        assert len(notes) == 1 and "fault-proxy" in notes[0] and "not m as asked" in notes[0], result.stderr
+    assert "note:" not in same.stderr  # the server answered with the name asked for: nothing to say
+    rows = query(alpha_db, "SELECT paper_key, served_model, endpoint_host FROM proposals WHERE run_id = 'r'")
+    assert sorted(rows) == [("alpha", "fault-proxy", hosts[0]), ("beta", "fault-proxy", hosts[1])]
+    assert query(alpha_db, "SELECT model, endpoint_host FROM runs WHERE run_id = 'r'") == [("m", hosts[0])]
+
+    shown = run_kia("runs", "r", "--db", str(alpha_db)).stdout
+    served = next(line for line in shown.splitlines() if line.startswith("served model:"))
+    assert "fault-proxy (2 papers)" in served
+    endpoints = next(line for line in shown.splitlines() if line.startswith("endpoints:"))
+    assert f"{hosts[0]} (1 paper)" in endpoints and f"{hosts[1]} (1 paper)" in endpoints
+    plain = run_kia("runs", "named-right", "--db", str(alpha_db)).stdout
+    assert "served model:" not in plain and "endpoints:" not in plain, plain
+    report = tmp_path / "r.html"
+    assert run_kia("report", "--run", "r", "--out", str(report), "--db", str(alpha_db)).returncode == 0
+    head = report.read_text(encoding="utf-8").split("<details>")[0]
+    assert "model m (served model: fault-proxy (2 papers))" in head and hosts[1] in head
+
+
+def test_each_request_records_when_it_started_and_an_http_error_the_servers_own_message(alpha_db: Path) -> None:
+    """Before: a 500, a 429 and the retry that answered carried one time, the time the paper's result
+    was written (`logged_at`), and the errors read "HTTP 500: {'error': {'message': ...}}": the openai
+    client hands over the body unwrapped, and only the wrapped form was read."""
+    from tests.fault_proxy import FaultProxy
+
+    proxy = FaultProxy(None).start()
+    proxy.script.extend(["500", "429"])
+    proxy.default = "canned"
+    proxy.retry_headers = {"Retry-After": "1"}
+    try:
+        code, stderr = _llm_propose(alpha_db, proxy.base_url, "retried", "--max-retries", "2")
+    finally:
+        proxy.stop()
+    assert code == 0, stderr
+    rows = query(
+        alpha_db, "SELECT attempt, error, started_at, latency_s, logged_at FROM llm_calls WHERE run_id = 'retried'"
+        " ORDER BY id",
+    )  # fmt: skip
+    assert [(r[0], r[1]) for r in rows] == [(1, "HTTP 500: internal error"), (2, "HTTP 429: rate limited"), (3, None)]
+    starts = [r[2] for r in rows]
+    assert all(start is not None for start in starts), rows
+    assert starts[0] < starts[1] < starts[2]
+    assert (starts[2] - starts[1]).total_seconds() >= 0.9  # the retry waited the 429's Retry-After: 1
+    for start, latency, following in zip(starts, [r[3] for r in rows], [*starts[1:], None], strict=True):
+        if following is not None:  # each request ended before the next one started
+            assert (following - start).total_seconds() >= float(str(latency))

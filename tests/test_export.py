@@ -664,7 +664,8 @@ def test_a_runs_latex_and_markdown_method_column_names_the_gold_row_however_it_m
     assert rows[1].startswith("{DenseRead") and rows[1].endswith("& TriviaQA & CC-News & -- \\\\")
     assert rows[2].startswith("{unlisted")
     markdown = run_kia(*base, "--format", "markdown").stdout.splitlines()
-    named = sorted(line.split(" | ")[0] for line in markdown[2:])
+    assert markdown[-1].startswith("<!-- kia export of run r:")  # the run's origin, below the table
+    named = sorted(line.split(" | ")[0] for line in markdown[2:-2])
     assert named == ["| DenseRead (denseread)", "| LexiRead (2401.10001)", "| unlisted"]
     table = list(csv.DictReader(io.StringIO(run_kia(*base, "--format", "csv").stdout)))
     assert {r["key"]: r["gold_retriever"] for r in table} == {
@@ -976,3 +977,45 @@ def test_an_export_over_a_read_only_file_or_under_a_file_is_one_line(tmp_path: P
     assert refused.stderr.strip().splitlines() == [
         f"kia: {under}: {kept} is a file, not a folder; write the export elsewhere"
     ]
+
+
+def test_a_runs_exports_say_which_run_identity_model_and_kia_made_them_where_the_format_has_room(
+    tmp_path: Path,
+) -> None:
+    """Before: no export named what produced it, and default run names are backend-model-date, so two
+    databases hold the same run name for different settings. LaTeX now opens with a `%` comment,
+    Markdown ends with an HTML comment, every JSON line carries run and identity; CSV stays plain rows
+    (a comment line would be read as a row)."""
+    from kia._version import __version__
+    from kia.propose import load_prompt, run_proposals
+    from kia.store import Store
+    from tests.conftest import query, run_kia
+    from tests.fakes import ScriptedBackend
+
+    db = tmp_path / "kia.duckdb"
+    paper = tmp_path / "MAISI.md"
+    paper.write_text("# Masks to CT\n\n## Abstract\nWe generate CT volumes from organ masks.\n", encoding="utf-8")
+    assert run_kia("ingest", str(paper), "--db", str(db)).returncode == 0
+    answer = {"K": [("K2", ["We generate CT volumes from organ masks"])], "I": [("I2", ["from organ masks"])],
+              "A": [("A1", ["We generate CT volumes"])]}  # fmt: skip
+    with Store(db) as store:
+        run_proposals(store, ScriptedBackend({"Masks to CT": answer}), load_taxonomy(), load_prompt(), run_name="r")
+    ((identity,),) = query(db, "SELECT identity_hash FROM runs WHERE run_id = 'r'")
+    said = f"kia export of run r: identity {identity}, backend scripted, model scripted-1, made by kia {__version__}"
+
+    def export(fmt: str) -> str:
+        result = run_kia("export", "--format", fmt, "--run", "r", "--db", str(db))
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    latex, markdown = export("latex"), export("markdown")
+    assert latex.splitlines()[0] == f"% {said}" and latex.splitlines()[1] == r"\begin{table*}[t]"
+    assert markdown.splitlines()[0].startswith("| Method |") and markdown.splitlines()[-1] == f"<!-- {said} -->"
+    assert markdown.splitlines()[-2] == ""  # a blank line ends the table before the comment
+    records = [json.loads(line) for line in export("jsonl").splitlines()]
+    assert [(r["key"], r["run"], r["identity"]) for r in records] == [("MAISI", "r", identity)]
+    rows = list(csv.reader(io.StringIO(export("csv"))))
+    assert rows[0][:2] == ["key", "title"] and len(rows) == 2 and identity not in export("csv")
+    # gold exports are no run's: nothing claimed
+    gold = run_kia("export", "--format", "latex", "--gold", str(ROOT / "labels" / "table5.csv"), "--db", str(db))
+    assert gold.stdout.startswith(r"\begin{table*}")

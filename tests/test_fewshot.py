@@ -307,3 +307,50 @@ def test_a_gold_examples_quote_is_its_most_supportive_sentence_never_the_title(l
     assert all(q != doc.title for q in quotes.values())
     # Another encoder than the one the support models read: no judgement rather than a wrong one.
     assert supportive_quotes(sentences, doc.title, taxonomy, ["K1"], type("E", (), {"name": "other"})()) == {}
+
+
+def test_an_example_quote_reaches_the_support_threshold_and_prefers_what_the_paper_does() -> None:
+    """The choice itself: the best sentence at or above the threshold; an experiments or related-work
+    sentence only where no abstract or method sentence reaches it; none below the threshold."""
+    from kia.fewshot import quote_choice
+
+    sections = ["experiments", "abstract", "method", "related_work", "introduction"]
+    assert quote_choice([0.14, 0.10, 0.09, 0.2, 0.01], sections, 0.03) == 1
+    assert quote_choice([0.14, 0.01, 0.02, 0.2, 0.05], sections, 0.03) == 3  # no method/abstract reaches it
+    assert quote_choice([0.029, 0.01, 0.02, 0.0, 0.001], sections, 0.03) is None  # above 0, below the bar
+    assert quote_choice([0.03, 0.03, 0.0, 0.0, 0.0], sections, 0.03) == 1  # at the bar counts
+
+
+@pytest.mark.slow
+def test_agecascades_k4_example_is_not_quoted_by_its_evaluation_sentence(tmp_path: Path) -> None:
+    """Before: the worked example shown to the LLM quoted, as the survey's evidence for AgeCascade's
+    K4 (patient demographics), the evaluation sentence "We compare organ volumes of synthetic and real
+    scans across age groups and sexes." (the argmax of any support above 0, experiments included). A
+    label no sentence supports at the threshold is now shown without a quote."""
+    from kia.backends.local import shipped_head
+    from kia.encoders import DEFAULT_ENCODER
+    from tests.conftest import ROOT
+
+    folder = tmp_path / "papers"
+    folder.mkdir()
+    examples = ROOT / "corpus" / "examples"
+    for path in examples.iterdir():
+        if path.suffix in (".md", ".txt", ".html"):
+            (folder / path.name).write_bytes(path.read_bytes())
+    db = tmp_path / "kia.duckdb"
+    assert kia.ingest([folder], db=db).failed == 0
+    taxonomy = load_taxonomy(None)
+    gold = load_gold(ROOT / "labels" / "examples.csv", taxonomy)
+    with Store(db) as store:
+        pool = build_pool(store, taxonomy, gold, 4, encoder=DEFAULT_ENCODER)
+        assert pool is not None
+        age = next(e for e in pool.examples if e.key.lower() == "agecascade")
+        doc = store.get_document(age.key)
+    assert "K4" in age.labels["K"]
+    assert age.quotes["K4"] != "We compare organ volumes of synthetic and real scans across age groups and sexes."
+    assert age.quotes["K4"] and age.quotes["K4"] in " ".join(doc.text.split())
+    assert "demographic" in age.quotes["K4"].lower() or "age, sex" in age.quotes["K4"].lower()
+    head = shipped_head(DEFAULT_ENCODER)
+    assert head is not None and head.settings.support_threshold > 0
+    block = render_examples([age], taxonomy)
+    assert f'K4 ("{age.quotes["K4"]}")' in block

@@ -1066,3 +1066,52 @@ def test_a_plugins_numpy_scores_are_numbers(stored: Store) -> None:
     doc = stored.get_document("A")
     proposal = propose(doc, _BadScoresBackend("numpy"), load_taxonomy(), load_prompt(), "A")
     assert proposal.labels and proposal.scope_score == 0.9
+
+
+def _as_stored_before_018(store: Store, run: str) -> str:
+    """Rewrite a run's row to what kia stored before migration 018 (identity version 1: kia's
+    answer-model schema hash, no system message, no version in the hash); returns that old hash,
+    computed here as the old code did."""
+    import hashlib
+
+    from kia.schema import schema_hash
+
+    old_schema = schema_hash(load_taxonomy())
+    backend, model, prompt, taxonomy, params = store.query(
+        "SELECT backend, model, prompt_hash, taxonomy_hash, params FROM runs WHERE run_id = ?", [run]
+    )[0]
+    fields = [backend, model, prompt, old_schema, taxonomy, params]
+    old = hashlib.sha256("\x1f".join(fields).encode()).hexdigest()[:10]
+    store.con.execute(
+        "UPDATE runs SET identity_version = NULL, system_hash = NULL, schema_hash = ?, identity_hash = ?"
+        " WHERE run_id = ?",
+        [old_schema, old, run],
+    )
+    return old
+
+
+def test_a_run_stored_before_the_identity_hashed_the_version_still_resumes(
+    stored: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The identity of new runs hashes the system message and the kia version (migration 018); a run
+    stored before keeps its old identity, so a rerun resumes it instead of starting over, by its
+    default name and by `--run`. A new-style run made by another kia version is another run."""
+    import sys
+
+    backend = ScriptedBackend({"Mask Paper": GOOD, "Other Paper": GOOD})
+    first = run_proposals(stored, backend, load_taxonomy(), load_prompt(), keys=["A"])
+    old = _as_stored_before_018(stored, first.run_id)
+    again = run_proposals(stored, backend, load_taxonomy(), load_prompt())
+    assert (again.run_id, again.skipped, again.done) == (first.run_id, 1, 1)
+    named = run_proposals(stored, backend, load_taxonomy(), load_prompt(), run_name=first.run_id)
+    assert named.skipped == 2
+    assert stored.query("SELECT identity_hash, identity_version FROM runs WHERE run_id = ?", [first.run_id]) == [
+        (old, None)
+    ]
+    assert backend.calls == 2
+
+    made = run_proposals(stored, backend, load_taxonomy(), load_prompt(), run_name="new-style", keys=["A"])
+    assert stored.query("SELECT identity_version FROM runs WHERE run_id = 'new-style'") == [(2,)]
+    monkeypatch.setattr(sys.modules["kia.propose"], "__version__", "999.0")
+    with pytest.raises(KiaError, match=r"other settings \(kia version differ\)"):
+        run_proposals(stored, backend, load_taxonomy(), load_prompt(), run_name=made.run_id)

@@ -644,3 +644,35 @@ def test_an_ambiguous_title_is_reported_and_matched_to_none(tmp_path: Path) -> N
     assert (
         "gold row GenerateCT matches 2 stored papers by title (hamamci2023, hamamci2024): matched to none"
     ) in said, said
+
+
+def test_score_json_names_the_runs_identity_model_and_kia_version(tmp_path: Path) -> None:
+    """Before: `kia score --format json` named only the run, and a default run name (backend-model-date)
+    is the same in two databases whose settings differ: the figures could not be traced to a run."""
+    from kia._version import __version__
+    from kia.propose import load_prompt, run_proposals
+    from kia.store import Store
+    from tests.conftest import query
+    from tests.fakes import ScriptedBackend
+
+    db = tmp_path / "kia.duckdb"
+    paper = tmp_path / "MAISI.md"
+    paper.write_text("# Masks to CT\n\n## Abstract\nWe generate CT volumes from organ masks.\n", encoding="utf-8")
+    assert run_kia("ingest", str(paper), "--db", str(db)).returncode == 0
+    answer = {"K": [("K2", ["We generate CT volumes from organ masks"])], "I": [("I2", ["from organ masks"])],
+              "A": [("A1", ["We generate CT volumes"])]}  # fmt: skip
+    with Store(db) as store:
+        run_proposals(store, ScriptedBackend({"Masks to CT": answer}), load_taxonomy(), load_prompt(), run_name="r")
+    result = run_kia("score", "--run", "r", "--format", "json", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    ((identity,),) = query(db, "SELECT identity_hash FROM runs WHERE run_id = 'r'")
+    assert document["run"] == "r"
+    assert document["provenance"] == {
+        "run": "r",
+        "identity": identity,
+        "backend": "scripted",
+        "model": "scripted-1",
+        "served_models": [],
+        "kia_version": __version__,
+    }

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any, Protocol
@@ -74,6 +75,8 @@ class CallRecord:
     latency_s: float
     error: str | None = None
     usage_note: str | None = None
+    # When the request was sent (aware, UTC); None where unknown (a batch file's request).
+    started_at: datetime | None = None
 
     def __post_init__(self) -> None:
         reported = []
@@ -92,9 +95,17 @@ class CallRecord:
         """What the call log's `error` column holds: the error, then the note on its usage, if any."""
         return "; ".join(part for part in (self.error, self.usage_note) if part) or None
 
-    def row(self) -> tuple[int, int | None, int | None, float, str | None]:
-        """The call as a row of the call log (attempt, prompt tokens, completion tokens, latency, error)."""
-        return (self.attempt, self.prompt_tokens, self.completion_tokens, self.latency_s, self.logged_error)
+    def row(self) -> tuple[int, int | None, int | None, float, str | None, datetime | None]:
+        """The call as a row of the call log (attempt, prompt tokens, completion tokens, latency, error,
+        start time)."""
+        return (
+            self.attempt,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.latency_s,
+            self.logged_error,
+            self.started_at,
+        )
 
 
 @dataclass

@@ -18,6 +18,7 @@ import math
 import re
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
@@ -91,7 +92,8 @@ def grounded_response_model(taxonomy: Taxonomy) -> type[BaseModel]:
 
 
 def llm_schema_hash(taxonomy: Taxonomy) -> str:
-    """sha256 of the JSON schema the model is asked to fill (part of the run's identity)."""
+    """sha256 of the JSON schema the model is asked to fill, exactly as `request_body` sends it in
+    `response_format` (the run's `schema_hash`, part of its identity)."""
     schema = grounded_response_model(taxonomy).model_json_schema()
     return hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()
 
@@ -155,10 +157,12 @@ E = TypeVar("E", bound=BaseException)
 
 
 def _status_detail(exc: Any) -> str:
-    """What an HTTP error response said: the server's own `error.message` where its body has one
-    (the client's message repeats the status: "Error code: 500 - {...}"), else the client's text."""
+    """What an HTTP error response said: the server's own message where its body has one, else the
+    client's text (which repeats the status: "Error code: 500 - {...}"). The openai client (3.x)
+    passes `exc.body` already unwrapped from `{"error": {...}}`, so `{"message": ...}` is read as
+    well as the wrapped form (a dict repr in the call log was all that was said before)."""
     body = getattr(exc, "body", None)
-    error = body.get("error") if isinstance(body, dict) else None
+    error = body.get("error", body) if isinstance(body, dict) else None
     message = error.get("message") if isinstance(error, dict) else error if isinstance(error, str) else None
     if isinstance(message, str) and message.strip():
         return _short(" ".join(message.split()), 200)
@@ -325,6 +329,15 @@ class OpenAIBackend:
             return None
         return f"{parsed.hostname}:{parsed.port}" if parsed.port else parsed.hostname
 
+    @property
+    def system_prompt(self) -> str:
+        """The system message every request starts with (its hash is part of the run's identity)."""
+        return SYSTEM_PROMPT
+
+    def request_schema_hash(self, taxonomy: Taxonomy) -> str:
+        """The hash of the schema sent in `response_format` (stored as the run's `schema_hash`)."""
+        return llm_schema_hash(taxonomy)
+
     def params(self) -> dict[str, Any]:
         """What changes the answer besides the model (never the key or the timeout)."""
         return {
@@ -342,6 +355,7 @@ class OpenAIBackend:
 
         calls: list[CallRecord] = []
         started: list[float] = []
+        sent_at: list[datetime] = []  # when each request started, by the clock (`started` times it)
         attempt_no = [0]
         last_got_no_answer = [False]  # the latest request failed at the HTTP level (no completion)
         unanswered = [0]  # requests that failed at the HTTP level
@@ -349,6 +363,7 @@ class OpenAIBackend:
         def on_kwargs(*_args: Any, **_kwargs: Any) -> None:
             attempt_no[0] += 1
             started.append(time.perf_counter())
+            sent_at.append(datetime.now(UTC))
 
         def on_response(response: Any) -> None:
             last_got_no_answer[0] = False
@@ -359,12 +374,17 @@ class OpenAIBackend:
                     prompt_tokens=getattr(usage, "prompt_tokens", None),
                     completion_tokens=getattr(usage, "completion_tokens", None),
                     latency_s=round(time.perf_counter() - (started[-1] if started else time.perf_counter()), 4),
+                    started_at=sent_at[-1] if sent_at else None,
                 )
             )
 
         def record_failed_request(error: str) -> None:
             latency = time.perf_counter() - (started[-1] if started else time.perf_counter())
-            calls.append(CallRecord(attempt_no[0], None, None, round(latency, 4), error))
+            calls.append(
+                CallRecord(
+                    attempt_no[0], None, None, round(latency, 4), error, started_at=sent_at[-1] if sent_at else None
+                )
+            )
 
         def on_error(error: Exception) -> None:
             # A request that got no usable HTTP answer (status, timeout, connection, a body that is
@@ -431,7 +451,8 @@ class OpenAIBackend:
         answer.raw.update(
             {
                 "completion_id": getattr(completion, "id", None),
-                "model": getattr(completion, "model", None),
+                "model": getattr(completion, "model", None),  # the name the server answered with
+                "endpoint": self.endpoint_host,  # the host:port that answered
                 "content": _content_of(completion),
             }
         )

@@ -6,12 +6,18 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import duckdb
 
-# One logged model call: (attempt, prompt tokens, completion tokens, latency in seconds, error).
-CallRow = tuple[int, int | None, int | None, float, str | None]
+# One logged model call: (attempt, prompt tokens, completion tokens, latency in seconds, error, and
+# when its request started: an aware datetime, or None where unknown, e.g. a batch file's request).
+# A row of the first five alone is still taken (the start then unknown).
+CallRow = (
+    tuple[int, int | None, int | None, float, str | None, datetime | None]
+    | tuple[int, int | None, int | None, float, str | None]
+)
 # Rows per INSERT statement when many are written at once (DuckDB takes a few thousand parameters easily).
 _ROWS_PER_INSERT = 500
 

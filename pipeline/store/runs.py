@@ -9,7 +9,9 @@ from typing import Any
 from kia.errors import StoreError
 from kia.store._base import CallRow, FailureRows, ProposalRows, StoreBase
 
-_INSERT_CALLS = "INSERT INTO llm_calls (run_id, paper_key, attempt, prompt_tokens, completion_tokens, latency_s, error)"
+_INSERT_CALLS = (
+    "INSERT INTO llm_calls (run_id, paper_key, attempt, prompt_tokens, completion_tokens, latency_s, error, started_at)"
+)
 
 
 class RunQueries(StoreBase):
@@ -29,23 +31,30 @@ class RunQueries(StoreBase):
         rows = self.query("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1")
         return str(rows[0][0]) if rows else None
 
-    def run_with_identity(self, identity_hash: str, legacy_name: str) -> str | None:
-        """The run whose settings hash is `identity_hash` (or, from before readable names, the run
-        named `legacy_name`), oldest first."""
+    def run_with_identity(self, identity_hash: str, legacy_hash: str, legacy_name: str) -> str | None:
+        """The run whose settings hash is `identity_hash`; else a run stored before migration 018 whose
+        version 1 hash is `legacy_hash` (or, from before readable names, the run named `legacy_name`);
+        oldest first."""
         rows = self.query(
-            "SELECT run_id FROM runs WHERE identity_hash = ? OR (identity_hash IS NULL AND run_id = ?)"
-            " ORDER BY started_at LIMIT 1",
-            [identity_hash, legacy_name],
+            "SELECT run_id FROM runs WHERE (identity_hash = ? AND identity_version >= 2)"
+            " OR (identity_version IS NULL AND identity_hash = ?)"
+            " OR (identity_hash IS NULL AND run_id = ?)"
+            " ORDER BY identity_version IS NULL, started_at LIMIT 1",
+            [identity_hash, legacy_hash, legacy_name],
         )
         return str(rows[0][0]) if rows else None
 
-    def run_settings(self, run_id: str) -> tuple[Any, ...] | None:
-        """(backend, model, prompt_hash, schema_hash, taxonomy_hash, params) of a stored run."""
-        rows = self.query(
-            "SELECT backend, model, prompt_hash, schema_hash, taxonomy_hash, params FROM runs WHERE run_id = ?",
+    def run_settings(self, run_id: str) -> dict[str, Any] | None:
+        """What a stored run was made with, by column: backend, model, endpoint host, prompt file and
+        the hashes and parameters of its identity, the system message's hash, the kia version and the
+        identity's version (NULL: a run stored before migration 018)."""
+        cursor = self.con.execute(
+            "SELECT backend, model, endpoint_host, prompt_hash, prompt_file, schema_hash, taxonomy_hash, taxonomy_name,"
+            " params, system_hash, package_version, identity_version FROM runs WHERE run_id = ?",
             [run_id],
         )
-        return tuple(rows[0]) if rows else None
+        row = cursor.fetchone()
+        return None if row is None else {c[0]: v for c, v in zip(cursor.description, row, strict=True)}
 
     def run_row(self, run_id: str) -> dict[str, Any] | None:
         """Every column of a run's row, by name (None when there is no such run)."""
@@ -157,7 +166,8 @@ class RunQueries(StoreBase):
             )
 
     def _call_rows(self, run_id: str, paper_key: str, calls: list[CallRow]) -> list[list[Any]]:
-        return [[run_id, paper_key, *call] for call in calls]
+        """The call log's rows; a call given without its start time has none (NULL)."""
+        return [[run_id, paper_key, *call, *([None] * (6 - len(call)))] for call in calls]
 
     def save_proposal(
         self,
@@ -173,7 +183,8 @@ class RunQueries(StoreBase):
 
         `proposal` maps proposal columns to values; `labels` rows are (axis, category, confidence,
         rationale, grounded); `evidence` rows are (axis, category, idx, quote, status, score, start,
-        end, page, section, support); `calls` rows are (attempt, prompt tokens, completion tokens, latency, error);
+        end, page, section, support); `calls` rows are (attempt, prompt tokens, completion tokens, latency, error,
+        start time);
         `statuses` rows are (axis, status, reason) of the axes the backend abstained on; `suspicious`
         rows are (sentence, start, end, page, section) of the sentences that address the labeller
         (the proposal is then flagged `suspicious_text`).
@@ -464,6 +475,16 @@ class RunQueries(StoreBase):
             raise StoreError(f"no document field {column!r} to list")
         rows = self.query(f"SELECT paper_key, {column} FROM documents {_CURRENT_VERSION}")
         return {r[0]: r[1] for r in rows}
+
+    def served_by(self, run_id: str) -> list[tuple[str | None, str | None, int]]:
+        """(model the server answered with, endpoint that answered, papers) of a run's finished
+        proposals, most papers first (NULL where no server named a model or an endpoint)."""
+        rows = self.query(
+            "SELECT served_model, endpoint_host, count(*) FROM proposals WHERE run_id = ? AND status = 'done'"
+            " GROUP BY ALL ORDER BY count(*) DESC, served_model, endpoint_host",
+            [run_id],
+        )
+        return [(r[0], r[1], int(r[2])) for r in rows]
 
     def run_summary(self, run_id: str) -> tuple[str, str, str] | None:
         """(backend, model, start time) of a run."""
