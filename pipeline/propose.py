@@ -586,9 +586,11 @@ def proposal_from_answer(
 
 # The version of the run identity new runs get. Version 1 (runs stored before migration 018) hashes
 # backend, model, prompt, kia's answer-model schema, taxonomy and parameters. Version 2 hashes the
-# schema actually sent (`request_schema_hash`), the system message and the kia version too, so a kia
-# upgrade that changes what is sent never fills a new run from an old run's cache. A version 1 run
-# keeps its stored identity: rehashing it would make every resumed run start over (see `legacy`).
+# schema actually sent (`request_schema_hash`) and the system message too, so a kia upgrade that
+# changes what is sent never fills a new run from an old run's cache. The kia version is stored with
+# the run and with every proposal but is no part of the identity: an upgrade that sends the same
+# request gets the same answer, and a survey's named run resumes across it. A version 1 run keeps its
+# stored identity: rehashing it would make every resumed run start over (see `legacy`).
 IDENTITY_VERSION = 2
 
 
@@ -607,8 +609,6 @@ class RunIdentity:
     params: str
     # sha256 of the system message the backend sends (None: it sends none, or a version 1 run).
     system_hash: str | None = None
-    # The kia version that made the run (None: a version 1 identity, which does not hash it).
-    package_version: str | None = None
     version: int = IDENTITY_VERSION
     # kia's answer-model schema hash, what a version 1 identity hashed as `schema_hash`.
     legacy_schema_hash: str | None = None
@@ -626,17 +626,16 @@ class RunIdentity:
             self.params,
         ]
         if self.version >= 2:
-            fields += [f"identity-{self.version}", self.system_hash or "", self.package_version or ""]
+            fields += [f"identity-{self.version}", self.system_hash or ""]
         return hashlib.sha256("\x1f".join(fields).encode()).hexdigest()[:10]
 
     def legacy(self) -> RunIdentity:
         """The version 1 identity of these settings: how a run stored before migration 018 is found
-        and checked (its schema hash is kia's answer model's; no system message, no version)."""
+        and checked (its schema hash is kia's answer model's; no system message)."""
         return replace(
             self,
             schema_hash=self.legacy_schema_hash or self.schema_hash,
             system_hash=None,
-            package_version=None,
             version=1,
         )
 
@@ -651,7 +650,7 @@ class RunIdentity:
             "params": self.params,
         }
         if self.version >= 2:
-            settings |= {"system_hash": self.system_hash, "package_version": self.package_version}
+            settings["system_hash"] = self.system_hash
         return settings
 
     @classmethod
@@ -669,7 +668,6 @@ class RunIdentity:
             taxonomy_name=row.get("taxonomy_name") or "",
             params=row["params"],
             system_hash=row.get("system_hash") if version >= 2 else None,
-            package_version=row.get("package_version") if version >= 2 else None,
             version=version,
         )
 
@@ -734,7 +732,6 @@ def run_identity(
         taxonomy_name=taxonomy.name,
         params=params,
         system_hash=system_prompt_hash(backend),
-        package_version=__version__,
         legacy_schema_hash=answer_schema,
     )
 
@@ -909,7 +906,6 @@ _SETTING_NAMES = {
     "taxonomy_hash": "taxonomy",
     "params": "parameters",
     "system_hash": "system message",
-    "package_version": "kia version",
 }
 
 

@@ -554,13 +554,14 @@ def test_an_http_error_is_described_by_the_servers_message_once() -> None:
     assert _describe(bare) == "HTTP 400: bad request"
 
 
-def test_the_stored_schema_hash_is_the_sent_schema_and_the_system_message_and_version_key_the_cache(
+def test_the_stored_schema_hash_is_the_sent_schema_and_the_system_message_keys_the_cache(
     alpha_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before: runs.schema_hash was the hash of kia's answer model, never of the schema sent in
-    `response_format`; and neither the system message nor the kia version was in the run identity
-    or the cache key, so a new run after an upgrade that changed the system message was filled from
-    the old run's cache: no request, answers to another prompt."""
+    `response_format`; and the system message was in neither the run identity nor the cache key,
+    so a new run after an upgrade that changed the system message was filled from the old run's
+    cache: no request, answers to another prompt. An upgrade that sends the same request (same
+    system message, schema, prompt and model) is still answered from the cache."""
     import hashlib
     import json
     import sys
@@ -580,9 +581,10 @@ def test_the_stored_schema_hash_is_the_sent_schema_and_the_system_message_and_ve
         assert proxy.bodies[1]["messages"][0]["content"].startswith("You are another annotator")
         monkeypatch.setattr(sys.modules["kia.propose"], "__version__", "999.0")
         assert _llm_propose(alpha_db, proxy.base_url, "other-version")[0] == 0
-        assert proxy.requests == 3  # another kia version: no cache across it either
-        assert _llm_propose(alpha_db, proxy.base_url, "same-again")[0] == 0
-        assert proxy.requests == 3  # the same system message and version: cached, as before
+        assert proxy.requests == 2  # another kia version sending the same request: cached
+        monkeypatch.setattr(oa, "SYSTEM_PROMPT", oa.SYSTEM_PROMPT + " ")
+        assert _llm_propose(alpha_db, proxy.base_url, "one-space-more")[0] == 0
+        assert proxy.requests == 3  # any change to the system message is another request
     finally:
         proxy.stop()
     digest = hashlib.sha256(json.dumps(sent, sort_keys=True).encode()).hexdigest()
@@ -593,9 +595,13 @@ def test_the_stored_schema_hash_is_the_sent_schema_and_the_system_message_and_ve
     assert system["first"] == hashlib.sha256(proxy.bodies[0]["messages"][0]["content"].encode()).hexdigest()
     assert system["other-system"] != system["first"]
     identities = dict(query(alpha_db, "SELECT run_id, identity_hash FROM runs"))
-    assert len({identities["first"], identities["other-system"], identities["other-version"]}) == 3
+    # "other-version" sends what "other-system" sent (its system message), under another kia version
+    assert identities["other-version"] == identities["other-system"] != identities["first"]
+    assert len({identities["other-system"], identities["one-space-more"], identities["first"]}) == 3
     cached = dict(query(alpha_db, "SELECT run_id, cached FROM proposals"))
-    assert cached == {"first": False, "other-system": False, "other-version": False, "same-again": True}
+    assert cached == {"first": False, "other-system": False, "other-version": True, "one-space-more": False}
+    versions = dict(query(alpha_db, "SELECT run_id, package_version FROM proposals"))
+    assert versions["other-version"] == "999.0" != versions["first"]
 
 
 def test_the_model_and_endpoint_that_answered_are_stored_per_paper_and_said_where_they_differ(

@@ -1093,9 +1093,11 @@ def _as_stored_before_018(store: Store, run: str) -> str:
 def test_a_run_stored_before_the_identity_hashed_the_version_still_resumes(
     stored: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The identity of new runs hashes the system message and the kia version (migration 018); a run
-    stored before keeps its old identity, so a rerun resumes it instead of starting over, by its
-    default name and by `--run`. A new-style run made by another kia version is another run."""
+    """The identity of new runs hashes the system message (migration 018); a run stored before keeps
+    its old identity, so a rerun resumes it instead of starting over, by its default name and by
+    `--run`. A new-style run resumes under another kia version (the version is stored with each
+    proposal, not hashed: the same request gets the same answer), and its proposals say which
+    version made them."""
     import sys
 
     backend = ScriptedBackend({"Mask Paper": GOOD, "Other Paper": GOOD})
@@ -1113,5 +1115,7 @@ def test_a_run_stored_before_the_identity_hashed_the_version_still_resumes(
     made = run_proposals(stored, backend, load_taxonomy(), load_prompt(), run_name="new-style", keys=["A"])
     assert stored.query("SELECT identity_version FROM runs WHERE run_id = 'new-style'") == [(2,)]
     monkeypatch.setattr(sys.modules["kia.propose"], "__version__", "999.0")
-    with pytest.raises(KiaError, match=r"other settings \(kia version differ\)"):
-        run_proposals(stored, backend, load_taxonomy(), load_prompt(), run_name=made.run_id)
+    resumed = run_proposals(stored, backend, load_taxonomy(), load_prompt(), run_name=made.run_id)
+    assert (resumed.run_id, resumed.skipped, resumed.done) == ("new-style", 1, 1)
+    versions = stored.query("SELECT paper_key, package_version FROM proposals WHERE run_id = 'new-style' ORDER BY 1")
+    assert [v for _, v in versions][1] == "999.0" and [v for _, v in versions][0] != "999.0", versions
