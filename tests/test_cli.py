@@ -174,7 +174,7 @@ def test_export_reads_its_format_from_out_and_in_any_case_and_runs_takes_latest(
     quote = "We generate CT from segmentation masks with a ControlNet branch"
     answer = {"K": [("K2", [quote])], "I": [("I2", [quote])], "A": [("A1", [quote])]}
     db = ["--db", str(one_paper_run(tmp_path, "MAISI", "MAISI", quote, answer))]  # type: ignore[arg-type]
-    for name, start in (("refs.bib", "@"), ("table.tex", "\\"), ("rows.jsonl", "{"), ("t.md", "|")):
+    for name, start in (("refs.bib", "@"), ("table.tex", "% kia export of run"), ("rows.jsonl", "{"), ("t.md", "|")):
         assert run_kia("export", "--out", str(tmp_path / name), *db).returncode == 0
         assert (tmp_path / name).read_text(encoding="utf-8").lstrip().startswith(start), name
     assert run_kia("export", "--format", "CSV", *db).stdout.startswith("key,title,K,I,A")
