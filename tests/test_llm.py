@@ -4,12 +4,15 @@ machinery: validation, grounding status, accounting, cache, retries and recorded
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import pytest
 
+from kia.taxonomy import load_taxonomy
 from tests.conftest import query, run_kia
 from tests.fault_proxy import FaultProxy
 
@@ -281,3 +284,68 @@ def test_batch_round_trip_against_the_real_server_stores_the_live_labels(papers_
         query(papers_db, "SELECT count(*) FROM labels"),
         query(papers_db, "SELECT count(*) FROM llm_calls"),
     ) == before
+
+
+# The second survey of tests/test_examples.py (examples/llm-agents), here because its LLM leg needs
+# this module's server: under pytest-xdist each module runs on one worker, and two llama.cpp servers
+# on two workers starved each other of the cores (each call 10-20 times slower, then timeouts).
+AGENTS = Path(__file__).resolve().parent.parent / "examples" / "llm-agents"
+TAXONOMY = str(AGENTS / "taxonomy.yaml")
+GOLD = str(AGENTS / "gold.csv")
+
+
+def _agents_ok(*args: str) -> str:
+    result = run_kia(*args)
+    assert result.returncode == 0, (args, result.stdout, result.stderr)
+    return result.stdout
+
+
+@pytest.fixture
+def agents_db(tmp_path: Path) -> Path:
+    """The agents survey's papers ingested (no run yet)."""
+    db = tmp_path / "agents.duckdb"
+    _agents_ok("ingest", str(AGENTS / "papers"), "--manifest", str(AGENTS / "manifest.csv"), "--db", str(db))
+    return db
+
+
+def test_llm_leg_of_the_agents_journey(agents_db: Path, server: str) -> None:
+    """The agents survey through a real OpenAI-compatible server (llama.cpp, Gemma 3 270M): its five
+    axes and single-label axes reach the schema, two labelled agents are shown as examples, and what
+    comes back is stored, scored and exported in the agents' taxonomy. Mechanics only: a 270M model
+    cannot judge labels."""
+    db = ["--db", str(agents_db)]
+    result = run_kia(
+        "propose", "ReAct", "--backend", "openai", "--model", "gemma-3-270m", "--base-url", server,
+        "--taxonomy", TAXONOMY, "--gold", GOLD, "--examples", "2", "--run", "agents-llm", "--reasks", "0",
+        "--max-tokens", "1500", "--concurrency", "1", *db, env={"OPENAI_API_KEY": "sk-test"}, timeout=600,
+    )  # fmt: skip
+    assert "Traceback" not in result.stderr and result.returncode in (0, 1), result.stderr
+    con = duckdb.connect(str(agents_db), read_only=True)
+    try:
+        status, examples, error = con.execute(
+            "SELECT status, examples, error FROM proposals WHERE run_id = 'agents-llm' AND paper_key = 'ReAct'"
+        ).fetchone()
+        labels = con.execute("SELECT axis, category FROM labels WHERE run_id = 'agents-llm'").fetchall()
+        calls = con.execute(
+            "SELECT count(*), sum(prompt_tokens), count(*) FILTER (WHERE prompt_tokens IS NULL AND error IS NULL) "
+            "FROM llm_calls WHERE run_id = 'agents-llm'"
+        ).fetchone()
+        taxonomy = con.execute("SELECT taxonomy_name FROM runs WHERE run_id = 'agents-llm'").fetchone()
+    finally:
+        con.close()
+    # Every call is logged; one with no usage (a timeout on a loaded machine) says why.
+    assert taxonomy == ("llm-agents",) and calls[0] >= 1 and calls[2] == 0, calls
+    agents = load_taxonomy(TAXONOMY)
+    single = {a.id for a in agents.axes if not a.multi}
+    for axis in single:  # the schema allows one label at most on a single-label axis
+        assert sum(1 for a, _ in labels if a == axis) <= 1, labels
+    assert all(category in agents.axis(axis).category_ids for axis, category in labels)
+    if status == "done":
+        assert calls[1] > 500, calls  # the prompt with its two worked examples reached the model
+        shown = json.loads(examples)
+        assert len(shown) == 2 and "ReAct" not in {e["key"] for e in shown}
+        report = _agents_ok("score", "--run", "agents-llm", "--gold", GOLD, *db)
+        assert "leave-one-out" in report
+        assert "ReAct" in _agents_ok("export", "--run", "agents-llm", "--format", "csv", *db)
+    else:  # a tiny model may fail a paper: recorded with its cause, one line, never a traceback
+        assert status == "failed" and error, (status, error)
