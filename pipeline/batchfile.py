@@ -59,6 +59,7 @@ from kia.propose import (
     adapt_to_reviews,
     cache_key,
     default_run_name,
+    examples_note,
     one_label_per_single_axis,
     paper_context,
     proposal_from_answer,
@@ -113,6 +114,8 @@ class WriteSummary:
     cached: int = 0
     skipped: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    # What `kia propose --batch-file` prints as note: lines (a run this one could not resume).
+    notes: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         """One summary line."""
@@ -200,8 +203,9 @@ def write_requests(
         backend, taxonomy, prompt, max_input_tokens, context_mode, retriever, confidence_floor, examples
     )
     run_id = run_name or default_run_name(identity, store)
+    superseded = examples_note(store, identity, run_id) if run_name is None and not store.run_exists(run_id) else None
     _ensure_run(store, run_id, identity, taxonomy)
-    summary = WriteSummary(run_id)
+    summary = WriteSummary(run_id, notes=[superseded] if superseded else [])
     writing = _Writing(
         store, backend, taxonomy, prompt, identity, run_id, summary, use_cache, max_input_tokens, confidence_floor,
         retriever,

@@ -791,6 +791,8 @@ def propose(
         for paper_key, error in written.failed:
             err.print(visible(f"failed: {paper_key}: {error}", one_line=True), markup=False)
         out.print(f"{written.line()}; requests in {batch_file}", markup=False)
+        for note in written.notes:
+            err.print(visible(f"note: {note}", True), markup=False)
         return
     with Store(path, create=False) as store:
         total = len(keys) if keys else len(store.paper_keys())
@@ -807,8 +809,14 @@ def propose(
 
         seen: list[propose_stage.RunSummary] = []
 
+        said_before: list[str] = []
+
         def tick(paper_key: str, status: str, summary: propose_stage.RunSummary) -> None:
             seen[:] = [summary]
+            for note in summary.notes:  # a new run's note (what it could not resume) at its first paper
+                if note not in said_before:
+                    said_before.append(note)
+                    progress.console.print(visible(f"note: {note}", True), markup=False)
             progress.update(
                 task, advance=1, failed=summary.failed, tokens=summary.prompt_tokens + summary.completion_tokens
             )
@@ -818,7 +826,7 @@ def propose(
                 )
 
         # Said before the work starts (a zero-shot run on an edited taxonomy is far weaker): not after it.
-        said_before = [n for n in [backend_note(chosen, load_taxonomy(taxonomy))] if n]
+        said_before += [n for n in [backend_note(chosen, load_taxonomy(taxonomy))] if n]
         for note in said_before:
             progress.console.print(f"note: {note}", markup=False)
         try:

@@ -44,6 +44,16 @@ class RunQueries(StoreBase):
         )
         return str(rows[0][0]) if rows else None
 
+    def runs_like(self, backend: str, model: str, prompt_hash: str, taxonomy_hash: str) -> list[str]:
+        """The runs of this backend, model, prompt and taxonomy, newest first: the ones a new run may
+        have been meant to resume (`propose.examples_note` says which, and why it could not)."""
+        rows = self.query(
+            "SELECT run_id FROM runs WHERE backend = ? AND model = ? AND prompt_hash = ? AND taxonomy_hash = ?"
+            " ORDER BY started_at DESC",
+            [backend, model, prompt_hash, taxonomy_hash],
+        )
+        return [str(row[0]) for row in rows]
+
     def run_settings(self, run_id: str) -> dict[str, Any] | None:
         """What a stored run was made with, by column: backend, model, endpoint host, prompt file and
         the hashes and parameters of its identity, the system message's hash, the kia version and the
