@@ -401,6 +401,8 @@ class _Choice(BaseModel):
 class _Body(BaseModel):
     model_config = _OPEN
     id: str | None = None
+    # The model that answered, as the provider names it (a dated snapshot of the one asked for).
+    model: str | None = None
     choices: list[_Choice] = Field(default_factory=list)
     usage: _Usage | None = None
     error: dict[str, Any] | str | None = None
@@ -600,7 +602,16 @@ def _import_one(
             return
     answer = answer_from_llm(answer_model.model_dump(), taxonomy)
     response = value.response
-    answer.raw.update({"completion_id": response.body.id if response and response.body else None, "content": content})
+    answered = response.body if response else None
+    # As the live path records it (`propose.served_model`): the model the answer line names. The
+    # endpoint stays unknown: the file was answered wherever the batch ran, not at the run's base URL.
+    answer.raw.update(
+        {
+            "completion_id": answered.id if answered else None,
+            "model": answered.model if answered else None,
+            "content": content,
+        }
+    )
     answer.raw["batch"] = {"custom_id": value.custom_id, "request_id": response.request_id if response else None}
     answer.calls = [call]
     ctx = request.get("context") or {}
