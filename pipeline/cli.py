@@ -568,7 +568,7 @@ def show(
 
     from kia.store import paper_text_by_section
 
-    doc, sections, note = paper_text_by_section(_existing_db(db), key, section, run)
+    doc, sections, note, made_by = paper_text_by_section(_existing_db(db), key, section, run)
     if note:
         err.print(visible(note, one_line=True), markup=False)
     out.print(
@@ -576,6 +576,8 @@ def show(
         f"{escape(doc.extractor)} {escape(doc.extractor_version)})",
         markup=True,
     )
+    if made_by:
+        out.print(visible(made_by, True), markup=False)
     if around is not None:
         if not 0 <= around <= len(doc.text):
             raise KiaError(f"{key}: offset {around} is outside the text (0-{len(doc.text)})")

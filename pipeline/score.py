@@ -634,14 +634,17 @@ def abstention_summary(
     return Abstention(counts, flagged, coverage, decided_exact)
 
 
-def run_origin(store: Store, run_id: str) -> dict[str, Any]:
+def run_origin(store: Store, run_id: str, per_paper: bool = True) -> dict[str, Any]:
     """What produced a run, for what leaves kia with its figures (an export, `kia score --format
     json`): its name, identity hash, backend, the model asked for and the models that answered, and
-    the kia version that made it. A run name alone is no provenance: default names are
-    backend-model-date, so two databases hold one name for different settings."""
+    the kia version that made it (`kia_version`, the run row's). A run name alone is no provenance:
+    default names are backend-model-date, so two databases hold one name for different settings.
+    With `per_paper` (an export's), also the versions that made its proposals (`kia_versions`, in
+    the order they first made one: a run resumed across an upgrade holds several) and each paper's
+    (`paper_versions`), which the comment atop LaTeX/Markdown and each JSON line say."""
     row = store.run_row(run_id) or {}
     served = sorted({model for model, _endpoint, _n in store.served_by(run_id) if model is not None})
-    return {
+    origin: dict[str, Any] = {
         "run": run_id,
         "identity": row.get("identity_hash"),
         "backend": row.get("backend"),
@@ -649,6 +652,10 @@ def run_origin(store: Store, run_id: str) -> dict[str, Any]:
         "served_models": served,
         "kia_version": row.get("package_version"),
     }
+    if per_paper:
+        origin["kia_versions"] = store.run_kia_versions(run_id)
+        origin["paper_versions"] = store.proposal_versions(run_id)
+    return origin
 
 
 def score_run(
@@ -704,7 +711,7 @@ def score_run(
                 evidence[(key, axis)].append((category, quote, status, page))
         row = next((r for r in store.run_states() if r["run"] == chosen), None)  # one read: answers waiting, state
         waiting, state = (int(row["waiting"]), run_state(row)) if row is not None else (0, "complete")
-        origin = run_origin(store, chosen)
+        origin = run_origin(store, chosen, per_paper=False)  # the score's JSON: the run's own version
     return ScoreReport(
         chosen,
         str(gold_path or default_gold_path()),

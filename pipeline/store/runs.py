@@ -144,6 +144,33 @@ class RunQueries(StoreBase):
         )
         return str(rows[0][0]) if rows else None
 
+    def proposal_version(self, run_id: str, paper_key: str) -> str | None:
+        """The kia version that made a run's finished proposal of a paper (None: none stored)."""
+        rows = self.query(
+            "SELECT package_version FROM proposals WHERE run_id = ? AND paper_key = ? AND status = 'done'",
+            [run_id, paper_key],
+        )
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def proposal_versions(self, run_id: str) -> dict[str, str]:
+        """The kia version that made each of a run's finished proposals, by paper (a run resumed
+        across an upgrade holds several: the version is no part of its identity)."""
+        rows = self.query(
+            "SELECT paper_key, package_version FROM proposals WHERE run_id = ? AND status = 'done'"
+            " AND package_version IS NOT NULL",
+            [run_id],
+        )
+        return {str(key): str(version) for key, version in rows}
+
+    def run_kia_versions(self, run_id: str) -> list[str]:
+        """The kia versions that made a run's finished proposals, in the order they first made one."""
+        rows = self.query(
+            "SELECT package_version FROM proposals WHERE run_id = ? AND status = 'done' AND package_version IS NOT NULL"
+            " GROUP BY package_version ORDER BY min(created_at), package_version",
+            [run_id],
+        )
+        return [str(row[0]) for row in rows]
+
     def proposal_paths(self, run_id: str) -> dict[str, str]:
         """Paper key -> the file of the version a run labelled: where its quotes' pages are, which a
         newer version ingested since (another file, other pages) is not."""
