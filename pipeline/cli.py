@@ -9,6 +9,7 @@ code 2. Stage modules are imported inside the commands that use them, so `kia --
 from __future__ import annotations
 
 import errno
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -895,14 +896,17 @@ def _print_consensus(report: score_stage.ScoreReport, db: Path, taxonomy: Path |
 def consensus(
     runs: Annotated[list[str], typer.Argument(help="Two or more runs (see `kia runs`)")],
     name: Annotated[
-        str,
+        str | None,
+        typer.Option("--name", callback=_new_run_name, help="Name of the consensus run (required, or --run)"),
+    ] = None,
+    run: Annotated[
+        str | None,
         typer.Option(
-            "--name",
             "--run",
             callback=_new_run_name,
-            help="Name of the consensus run (--run: the same, as propose and batch name the run they make)",
+            help="The same as --name, as propose and batch name the run they make",
         ),
-    ],
+    ] = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
@@ -910,6 +914,13 @@ def consensus(
     from kia.consensus import make_consensus
     from kia.store import Store
 
+    # Two options, not one with two names: a refusal names the option the user typed.
+    if name is None and run is None:
+        raise UsageError("Missing option '--name' (or --run): the name of the consensus run")
+    if name is not None and run is not None and name != run:
+        raise UsageError(f"--name {name} and --run {run} name two runs; give one")
+    name = name or run
+    assert name is not None
     with Store(_existing_db(db), create=False) as store:
         summary = make_consensus(store, given_taxonomy(taxonomy), runs, name)
     out.print(summary.line(), markup=False)
@@ -1308,9 +1319,20 @@ def _with_notes(call: Callable[[], R]) -> tuple[R, list[str]]:
 
 
 def _print_notes(notes: list[str]) -> None:
-    """Each note of the API as one `note:` line on stderr (beside the output, never in it)."""
+    """Each note of the API as one `note:` line on stderr (beside the output, never in it), in the
+    CLI's words (`cli_words`)."""
     for note in notes:
-        err.print(visible(f"note: {note}", True), markup=False)
+        err.print(visible(f"note: {cli_words(note)}", True), markup=False)
+
+
+# A Python argument spelled beside the option it is (`--run latest (run='latest')`): the API's
+# words for the API's readers, which a command line has no use for.
+_API_SPELLING = re.compile(r" \([a-z_]+=(?:'[^'()]*'|[A-Za-z0-9_.]+)\)")
+
+
+def cli_words(note: str) -> str:
+    """An API note as the CLI says it: the Python spelling of an argument beside its option dropped."""
+    return _API_SPELLING.sub("", note)
 
 
 @app.command()

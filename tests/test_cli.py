@@ -349,6 +349,7 @@ def test_export_and_stats_say_when_they_show_the_gold_table_instead_of_a_run(tmp
         (["propose", "--run", "latest", "--batch-file", "req.jsonl"], "--run"),
         (["batch", "--run", "latest"], "--run"),
         (["consensus", "a", "b", "--name", "latest"], "--name"),
+        (["consensus", "a", "b", "--run", "latest"], "--run"),  # the option typed, not its other name
     ],
 )
 def test_a_new_run_named_latest_is_refused_before_any_work(tmp_path: Path, args: list[str], option: str) -> None:
@@ -470,6 +471,10 @@ def test_consensus_takes_run_for_its_name_and_simulate_prints_json_with_format(t
     made = run_kia("consensus", "r", "rules", "--run", "both", *db)
     assert made.returncode == 0 and made.stdout.startswith("run both: 1 paper(s)"), made.stderr
     assert run_kia("consensus", "r", "rules", "--name", "both", *db).returncode == 0  # --name still works
+    missing = run_kia("consensus", "r", "rules", *db)
+    assert missing.returncode == 2 and "--name" in missing.stderr and "--run" in missing.stderr, missing.stderr
+    two = run_kia("consensus", "r", "rules", "--name", "x", "--run", "y", *db)
+    assert two.returncode == 2 and "--name x and --run y" in two.stderr, two.stderr
     simulated = run_kia("simulate", "--run", "r", "--random-runs", "0", "--format", "json", *db)
     assert simulated.returncode == 0, simulated.stderr
     document = json.loads(simulated.stdout)

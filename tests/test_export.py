@@ -152,6 +152,7 @@ def test_run_export_carries_evidence_status_and_review_and_gold_only_when_asked(
     gold_only = run_kia("export", "--format", "csv", "--gold", str(ROOT / "labels" / "table5.csv"), "--db", str(db))
     assert "K_status" not in gold_only.stdout.splitlines()[0]
     assert "note: exported the gold table" in gold_only.stderr and "--run latest" in gold_only.stderr
+    assert "run='latest'" not in gold_only.stderr  # the API's spelling, no word of the command line
 
 
 def test_every_export_format_carries_the_papers_flags(tmp_path: Path) -> None:
