@@ -481,3 +481,29 @@ def test_consensus_takes_run_for_its_name_and_simulate_prints_json_with_format(t
     written = tmp_path / "report.json"
     assert run_kia("simulate", "--run", "r", "--random-runs", "0", "--json", str(written), *db).returncode == 0
     assert document == json.loads(written.read_text(encoding="utf-8"))
+
+
+def test_kia_runs_name_says_a_run_stored_before_migration_018_has_a_version_1_identity(tmp_path: Path) -> None:
+    """A run stored before migration 018 shows kia's answer-model schema hash (which README says an
+    openai run does not store) and no system hash: `kia runs NAME` says it is a version 1 identity
+    and why, so neither reads as a fault; a run made since says v2."""
+    import duckdb
+
+    from tests.fakes import one_paper_run
+
+    quote = "We generate CT from segmentation masks with a ControlNet branch"
+    answer = {"K": [("K2", [quote])], "I": [("I2", [quote])], "A": [("A1", [quote])]}
+    db = one_paper_run(tmp_path, "MAISI", "MAISI", quote, answer)  # type: ignore[arg-type]
+    assert run_kia("propose", "--backend", "rules", "--run", "new", "--db", str(db)).returncode == 0
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE runs SET identity_version = NULL, system_hash = NULL WHERE run_id = 'r'")
+    con.close()
+    old = run_kia("runs", "r", "--db", str(db))
+    assert old.returncode == 0, old.stderr
+    lines = old.stdout.splitlines()
+    said = "identity:       v1 (made before kia stored the system message; schema hash is kia's answer model's)"
+    assert (
+        said in lines and lines.index(said) == next(i for i, x in enumerate(lines) if x.startswith("run identity:")) + 1
+    )
+    new = run_kia("runs", "new", "--db", str(db))
+    assert "identity:       v2" in new.stdout.splitlines(), new.stdout
