@@ -59,6 +59,7 @@ from kia.propose import (
     adapt_to_reviews,
     cache_key,
     default_run_name,
+    examples_note,
     one_label_per_single_axis,
     paper_context,
     proposal_from_answer,
@@ -113,6 +114,8 @@ class WriteSummary:
     cached: int = 0
     skipped: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    # What `kia propose --batch-file` prints as note: lines (a run this one could not resume).
+    notes: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         """One summary line."""
@@ -200,8 +203,9 @@ def write_requests(
         backend, taxonomy, prompt, max_input_tokens, context_mode, retriever, confidence_floor, examples
     )
     run_id = run_name or default_run_name(identity, store)
+    superseded = examples_note(store, identity, run_id) if run_name is None and not store.run_exists(run_id) else None
     _ensure_run(store, run_id, identity, taxonomy)
-    summary = WriteSummary(run_id)
+    summary = WriteSummary(run_id, notes=[superseded] if superseded else [])
     writing = _Writing(
         store, backend, taxonomy, prompt, identity, run_id, summary, use_cache, max_input_tokens, confidence_floor,
         retriever,
@@ -397,6 +401,8 @@ class _Choice(BaseModel):
 class _Body(BaseModel):
     model_config = _OPEN
     id: str | None = None
+    # The model that answered, as the provider names it (a dated snapshot of the one asked for).
+    model: str | None = None
     choices: list[_Choice] = Field(default_factory=list)
     usage: _Usage | None = None
     error: dict[str, Any] | str | None = None
@@ -596,7 +602,16 @@ def _import_one(
             return
     answer = answer_from_llm(answer_model.model_dump(), taxonomy)
     response = value.response
-    answer.raw.update({"completion_id": response.body.id if response and response.body else None, "content": content})
+    answered = response.body if response else None
+    # As the live path records it (`propose.served_model`): the model the answer line names. The
+    # endpoint stays unknown: the file was answered wherever the batch ran, not at the run's base URL.
+    answer.raw.update(
+        {
+            "completion_id": answered.id if answered else None,
+            "model": answered.model if answered else None,
+            "content": content,
+        }
+    )
     answer.raw["batch"] = {"custom_id": value.custom_id, "request_id": response.request_id if response else None}
     answer.calls = [call]
     ctx = request.get("context") or {}

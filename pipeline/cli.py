@@ -9,6 +9,7 @@ code 2. Stage modules are imported inside the commands that use them, so `kia --
 from __future__ import annotations
 
 import errno
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -568,7 +569,7 @@ def show(
 
     from kia.store import paper_text_by_section
 
-    doc, sections, note = paper_text_by_section(_existing_db(db), key, section, run)
+    doc, sections, note, made_by = paper_text_by_section(_existing_db(db), key, section, run)
     if note:
         err.print(visible(note, one_line=True), markup=False)
     out.print(
@@ -576,6 +577,8 @@ def show(
         f"{escape(doc.extractor)} {escape(doc.extractor_version)})",
         markup=True,
     )
+    if made_by:
+        out.print(visible(made_by, True), markup=False)
     if around is not None:
         if not 0 <= around <= len(doc.text):
             raise KiaError(f"{key}: offset {around} is outside the text (0-{len(doc.text)})")
@@ -791,6 +794,8 @@ def propose(
         for paper_key, error in written.failed:
             err.print(visible(f"failed: {paper_key}: {error}", one_line=True), markup=False)
         out.print(f"{written.line()}; requests in {batch_file}", markup=False)
+        for note in written.notes:
+            err.print(visible(f"note: {note}", True), markup=False)
         return
     with Store(path, create=False) as store:
         total = len(keys) if keys else len(store.paper_keys())
@@ -807,8 +812,14 @@ def propose(
 
         seen: list[propose_stage.RunSummary] = []
 
+        said_before: list[str] = []
+
         def tick(paper_key: str, status: str, summary: propose_stage.RunSummary) -> None:
             seen[:] = [summary]
+            for note in summary.notes:  # a new run's note (what it could not resume) at its first paper
+                if note not in said_before:
+                    said_before.append(note)
+                    progress.console.print(visible(f"note: {note}", True), markup=False)
             progress.update(
                 task, advance=1, failed=summary.failed, tokens=summary.prompt_tokens + summary.completion_tokens
             )
@@ -818,7 +829,7 @@ def propose(
                 )
 
         # Said before the work starts (a zero-shot run on an edited taxonomy is far weaker): not after it.
-        said_before = [n for n in [backend_note(chosen, load_taxonomy(taxonomy))] if n]
+        said_before += [n for n in [backend_note(chosen, load_taxonomy(taxonomy))] if n]
         for note in said_before:
             progress.console.print(f"note: {note}", markup=False)
         try:
@@ -885,14 +896,17 @@ def _print_consensus(report: score_stage.ScoreReport, db: Path, taxonomy: Path |
 def consensus(
     runs: Annotated[list[str], typer.Argument(help="Two or more runs (see `kia runs`)")],
     name: Annotated[
-        str,
+        str | None,
+        typer.Option("--name", callback=_new_run_name, help="Name of the consensus run (required, or --run)"),
+    ] = None,
+    run: Annotated[
+        str | None,
         typer.Option(
-            "--name",
             "--run",
             callback=_new_run_name,
-            help="Name of the consensus run (--run: the same, as propose and batch name the run they make)",
+            help="The same as --name, as propose and batch name the run they make",
         ),
-    ],
+    ] = None,
     taxonomy: TaxonomyOption = None,
     db: DbOption = None,
 ) -> None:
@@ -900,6 +914,13 @@ def consensus(
     from kia.consensus import make_consensus
     from kia.store import Store
 
+    # Two options, not one with two names: a refusal names the option the user typed.
+    if name is None and run is None:
+        raise UsageError("Missing option '--name' (or --run): the name of the consensus run")
+    if name is not None and run is not None and name != run:
+        raise UsageError(f"--name {name} and --run {run} name two runs; give one")
+    name = name or run
+    assert name is not None
     with Store(_existing_db(db), create=False) as store:
         summary = make_consensus(store, given_taxonomy(taxonomy), runs, name)
     out.print(summary.line(), markup=False)
@@ -1298,9 +1319,20 @@ def _with_notes(call: Callable[[], R]) -> tuple[R, list[str]]:
 
 
 def _print_notes(notes: list[str]) -> None:
-    """Each note of the API as one `note:` line on stderr (beside the output, never in it)."""
+    """Each note of the API as one `note:` line on stderr (beside the output, never in it), in the
+    CLI's words (`cli_words`)."""
     for note in notes:
-        err.print(visible(f"note: {note}", True), markup=False)
+        err.print(visible(f"note: {cli_words(note)}", True), markup=False)
+
+
+# A Python argument spelled beside the option it is (`--run latest (run='latest')`): the API's
+# words for the API's readers, which a command line has no use for.
+_API_SPELLING = re.compile(r" \([a-z_]+=(?:'[^'()]*'|[A-Za-z0-9_.]+)\)")
+
+
+def cli_words(note: str) -> str:
+    """An API note as the CLI says it: the Python spelling of an argument beside its option dropped."""
+    return _API_SPELLING.sub("", note)
 
 
 @app.command()
@@ -1334,9 +1366,9 @@ def runs(
 
     path = _existing_db(db)
     if name is not None:
-        from kia.report import run_provenance
+        from kia.score import run_record
 
-        for label, value in run_provenance(path, name, given_taxonomy(None)):
+        for label, value in run_record(path, name, given_taxonomy(None)):
             out.print(f"{label + ':':15} {value or '-'}", markup=False)
         _print_run_failures(path, name)
         return

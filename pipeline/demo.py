@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from kia.backends.local import LocalBackend
+from kia.errors import KiaError
 from kia.ingest import IngestSummary, ingest_paths, load_manifest
 from kia.propose import RunSummary, load_prompt, run_proposals
-from kia.resources import examples_dir, examples_gold_path
+from kia.resources import default_taxonomy_path, examples_dir, examples_gold_path
 from kia.score import ScoreReport, score_run
+from kia.settings import Settings
 from kia.store import Store
-from kia.taxonomy import load_taxonomy
+from kia.taxonomy import Taxonomy, load_taxonomy
 
 # The demo's own database, in the working folder: never a survey's (see `demo_db`).
 DEMO_DB = Path("demo.duckdb")
@@ -59,7 +62,7 @@ def walkthrough(db: Path, run_id: str, key: str | None = None) -> list[str]:
         keys = sorted({k for k, _a, _c in store.run_label_rows(run_id)})
         if not keys:
             return []
-        key = key if key in keys else keys[0]
+        key = key if key is not None and key in keys else str(keys[0])
         labels = store.paper_labels(run_id, key)
         evidence = store.paper_evidence(run_id, key)
     lines = [f"The taxonomy {taxonomy.title or taxonomy.name} has {len(taxonomy.axes)} axes:"]
@@ -81,14 +84,38 @@ def walkthrough(db: Path, run_id: str, key: str | None = None) -> list[str]:
                 where = f"p.{page}, chars {start}-{end}" if start is not None else "not located in the paper"
                 lines.append(f'      "{quote[:150]}" ({where}, {status})')
     first = next((row for row in evidence if row[5] is not None), None)
-    around = f" --around {first[5]}" if first else ""
-    steps = [
-        (f"kia review --db {db}", "accept, edit or reject each axis, the quotes in their sentences"),
-        (f"kia show {key} --db {db}{around}", "a quote in its paper"),
-        (f"kia export --format markdown --db {db}", "the labels as a table (csv, latex, bibtex, ...)"),
-        ("kia init my-survey", "start your own survey: kia.toml, a taxonomy skeleton, a gold CSV"),
-    ]
-    width = max(len(command) for command, _ in steps)
     lines.append("\nNext:")
-    lines += [f"  {command:<{width}}  # {why}" for command, why in steps]
+    lines += next_steps(db, taxonomy, key, first[5] if first else None)
     return lines
+
+
+def next_steps(db: Path, taxonomy: Taxonomy, key: str, around: int | None) -> list[str]:
+    """The commands to try next, each as it runs from here: the demo's database named, and, inside a
+    survey's folder whose taxonomy is another (kia.toml's, $KIA_TAXONOMY), the demo's taxonomy too:
+    without it `kia review` and `kia export` look for a run of the survey's taxonomy and find none.
+    Inside a survey, no `kia init` (it is started)."""
+    settings = Settings.load()
+    where = f"--db {shlex.quote(str(db))}"
+    pinned = f" --taxonomy {shlex.quote(str(default_taxonomy_path()))}" if _other_taxonomy(settings, taxonomy) else ""
+    steps = [
+        (f"kia review {where}{pinned}", "accept, edit or reject each axis, the quotes in their sentences"),
+        (
+            f"kia show {shlex.quote(key)} {where}{f' --around {around}' if around is not None else ''}",
+            "a quote in its paper",
+        ),
+        (f"kia export --format markdown {where}{pinned}", "the labels as a table (csv, latex, bibtex, ...)"),
+    ]
+    if settings.project is None:
+        steps.append(("kia init my-survey", "start your own survey: kia.toml, a taxonomy skeleton, a gold CSV"))
+    width = max(len(command) for command, _ in steps)
+    return [f"  {command:<{width}}  # {why}" for command, why in steps]
+
+
+def _other_taxonomy(settings: Settings, taxonomy: Taxonomy) -> bool:
+    """Whether the settings name a taxonomy other than the run's (one that does not load is other)."""
+    if settings.taxonomy is None:
+        return False
+    try:
+        return load_taxonomy(settings.taxonomy).content_hash != taxonomy.content_hash
+    except KiaError:
+        return True

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kia.errors import KiaError, UsageError
 from kia.gold import GoldPaper
@@ -488,13 +489,17 @@ def _detail_columns(rows: list[ExportRow]) -> list[str]:
 
 def origin_line(origin: Mapping[str, object]) -> str:
     """What produced an export, on one line (`kia.score.run_origin`): run, identity, backend and model
-    (with the models that answered, where another answered), the kia version that made the run."""
+    (with the models that answered, where another answered), the kia versions that made its
+    proposals (the run's own where it has none: a run resumed across an upgrade holds several)."""
     listed = origin.get("served_models")
     served = [str(m) for m in listed if m != origin.get("model")] if isinstance(listed, list) else []
     model = f"{origin.get('model')}" + (f" (answered as {', '.join(served)})" if served else "")
+    made = origin.get("kia_versions")
+    versions = [str(v) for v in made] if isinstance(made, list) and made else [str(origin.get("kia_version") or "-")]
+    said = versions[0] if len(versions) == 1 else f"{', '.join(versions[:-1])} and {versions[-1]}"
     return one_line(
         f"kia export of run {origin.get('run')}: identity {origin.get('identity') or '-'}, backend "
-        f"{origin.get('backend')}, model {model}, made by kia {origin.get('kia_version') or '-'}"
+        f"{origin.get('backend')}, model {model}, made by kia {said}"
     )
 
 
@@ -518,12 +523,18 @@ def render(
     if output_format == "markdown":  # below the table: its first line stays the header row, as readers expect
         return f"{text}\n<!-- {origin_line(origin).replace('--', '- -')} -->\n"
     if output_format == "jsonl":
-        return "".join(
-            json.dumps({**json.loads(line), "run": origin.get("run"), "identity": origin.get("identity")},
-                       ensure_ascii=False) + "\n"
-            for line in text.splitlines()
-        )  # fmt: skip
+        return "".join(json.dumps(_with_origin(json.loads(line), origin), ensure_ascii=False) + "\n"
+                       for line in text.splitlines())  # fmt: skip
     return text
+
+
+def _with_origin(record: dict[str, Any], origin: Mapping[str, object]) -> dict[str, Any]:
+    """A JSON-lines record of a run's export with its run, identity and the kia version that made
+    the paper's proposal (`kia_version`, null where the run has none for it): a run resumed across
+    an upgrade holds proposals of several versions, and a reader of one record sees which."""
+    made = origin.get("paper_versions")
+    version = made.get(record.get("key")) if isinstance(made, dict) else None
+    return {**record, "run": origin.get("run"), "identity": origin.get("identity"), "kia_version": version}
 
 
 def _render(rows: list[ExportRow], taxonomy: Taxonomy, output_format: str, options: TableOptions | None) -> str:

@@ -261,6 +261,28 @@ class ExamplePool:
         return [self.examples[i] for i in order if not self.excluded(i, key, doc)][: self.n]
 
 
+def identity_change(before: dict[str, Any] | None, now: dict[str, Any] | None) -> str:
+    """How a stored run's few-shot examples (its params' `ExamplePool.identity`) differ from these, in
+    words, so a run that cannot resume says why: a pool changes with a new review, another gold file
+    or a kia version that quotes the examples otherwise, and nothing else tells them apart."""
+    if not before:
+        return f"it showed none, now {(now or {}).get('n')} per paper"
+    if not now:
+        return f"it showed {before.get('n')} per paper, now none"
+    parts = []
+    if before.get("n") != now.get("n"):
+        parts.append(f"it showed {before.get('n')} per paper, now {now.get('n')}")
+    if before.get("embedder") != now.get("embedder"):
+        parts.append(f"chosen by {before.get('embedder')}, now by {now.get('embedder')}")
+    if before.get("pool") != now.get("pool") or before.get("papers") != now.get("papers"):
+        parts.append(
+            f"its pool {before.get('pool')} of {before.get('papers')} paper(s), now {now.get('pool')} of"
+            f" {now.get('papers')}: the labelled papers, their labels or their quotes changed, by a new review,"
+            " another gold file or a kia version that picks the quotes otherwise"
+        )
+    return "; ".join(parts) or "their settings changed"
+
+
 class TfidfEmbedder:
     """TF-IDF vectors fitted on the pool's summaries: similarity without the local model installed."""
 

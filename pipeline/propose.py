@@ -35,7 +35,7 @@ from kia.backends import Backend, BackendAnswer, CallRecord, ClaimedLabel
 from kia.backends.rules import RulesBackend
 from kia.errors import KiaError, PaperNotFoundError, read_user_text
 from kia.extract import Document
-from kia.fewshot import Example, ExamplePool, render_examples
+from kia.fewshot import Example, ExamplePool, identity_change, render_examples
 from kia.ground import NOT_EVIDENCE, Grounding, Locator
 from kia.resources import default_prompt_path, source_checkout
 from kia.schema import answer_to_json, labels_from_json, schema_hash
@@ -864,19 +864,67 @@ def differing_settings(stored: dict[str, Any], identity: RunIdentity) -> list[st
     return [name for name, value in wanted.items() if stored.get(name) != value]
 
 
+def examples_change(stored_params: str, params: str) -> str | None:
+    """How two runs' few-shot examples differ (`fewshot.identity_change`) when their parameters differ
+    in nothing else; None when they differ elsewhere or not at all."""
+    try:
+        before, now = json.loads(stored_params), json.loads(params)
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(before, dict) or not isinstance(now, dict):
+        return None
+    shown_before, shown_now = before.pop("examples", None), now.pop("examples", None)
+    if before != now or shown_before == shown_now:
+        return None
+    return identity_change(shown_before, shown_now)
+
+
+def _refusal(run_id: str, stored: dict[str, Any], identity: RunIdentity, differ: list[str], adapted: int) -> str:
+    """The line refusing to resume `run_id` with other settings: what differs (the few-shot examples
+    said apart, with how: nothing else tells a changed pool from changed parameters) and what to do."""
+    change = examples_change(str(stored.get("params")), identity.params) if "params" in differ else None
+    named = ", ".join(_SETTING_NAMES.get(name, name) for name in differ if not (change and name == "params"))
+    said = "; ".join(
+        part for part in (f"{named} differ" if named else "", change and f"few-shot examples differ: {change}") if part
+    )
+    if adapted:
+        why = (
+            f"here the offline head adapted to {adapted} reviewed paper(s) since, which changes its "
+            "parameters: leave out --run to start the adapted run"
+        )
+    elif change:
+        why = (
+            "no option shows a run its old examples again: choose another --run name to label with these"
+            " (the stored run keeps its proposals)"
+        )
+    else:
+        why = "choose another --run name"
+    return f"run {run_id!r} already exists with other settings ({said}); {why}"
+
+
+def examples_note(store: Store, identity: RunIdentity, run_id: str) -> str | None:
+    """The note for a new default-named run where a run with the same backend, model, prompt, schema,
+    system message and taxonomy exists that differs only in its few-shot examples: without it a
+    survey's rerun after a new review or an upgrade starts over, and pays for every paper, silently."""
+    for other in store.runs_like(identity.backend, identity.model, identity.prompt_hash, identity.taxonomy_hash):
+        stored = store.run_settings(other)
+        if other == run_id or stored is None or differing_settings(stored, identity) != ["params"]:
+            continue
+        change = examples_change(str(stored.get("params")), identity.params)
+        if change:
+            return (
+                f"run {other!r} has these settings but other few-shot examples ({change}), so this is a new"
+                f" run, {run_id!r}, and its papers are asked again; {other!r} cannot resume with other examples"
+            )
+    return None
+
+
 def _ensure_run(store: Store, run_id: str, identity: RunIdentity, taxonomy: Taxonomy, adapted: int = 0) -> None:
     stored = store.run_settings(run_id)
     if stored is not None:
         differ = differing_settings(stored, identity)
         if differ:
-            why = (
-                f"; here the offline head adapted to {adapted} reviewed paper(s) since, which changes its "
-                "parameters: leave out --run to start the adapted run"
-                if adapted
-                else "; choose another --run name"
-            )
-            named = ", ".join(_SETTING_NAMES.get(name, name) for name in differ)
-            raise KiaError(f"run {run_id!r} already exists with other settings ({named} differ){why}")
+            raise KiaError(_refusal(run_id, stored, identity, differ, adapted))
         return
     store.save_taxonomy(identity.taxonomy_hash, identity.taxonomy_name, taxonomy.source_text)
     store.insert_run(
@@ -1289,9 +1337,12 @@ def run_proposals(
         raise PaperNotFoundError(missing[0])
     run_id = run_name or default_run_name(identity, store)
     new_run = not store.run_exists(run_id)
+    superseded = examples_note(store, identity, run_id) if new_run and run_name is None else None
     _ensure_run(store, run_id, identity, taxonomy, adapted)
     store.mark_run(run_id, finished=False)  # until this call returns: a run stopped midway is no default
     summary = RunSummary(run_id, adapted=adapted if new_run else 0)
+    if superseded:
+        summary.notes.append(superseded)
     said = backend_note(backend, taxonomy)
     if said:
         summary.notes.append(said)

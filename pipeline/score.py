@@ -634,14 +634,17 @@ def abstention_summary(
     return Abstention(counts, flagged, coverage, decided_exact)
 
 
-def run_origin(store: Store, run_id: str) -> dict[str, Any]:
+def run_origin(store: Store, run_id: str, per_paper: bool = True) -> dict[str, Any]:
     """What produced a run, for what leaves kia with its figures (an export, `kia score --format
     json`): its name, identity hash, backend, the model asked for and the models that answered, and
-    the kia version that made it. A run name alone is no provenance: default names are
-    backend-model-date, so two databases hold one name for different settings."""
+    the kia version that made it (`kia_version`, the run row's). A run name alone is no provenance:
+    default names are backend-model-date, so two databases hold one name for different settings.
+    With `per_paper` (an export's), also the versions that made its proposals (`kia_versions`, in
+    the order they first made one: a run resumed across an upgrade holds several) and each paper's
+    (`paper_versions`), which the comment atop LaTeX/Markdown and each JSON line say."""
     row = store.run_row(run_id) or {}
     served = sorted({model for model, _endpoint, _n in store.served_by(run_id) if model is not None})
-    return {
+    origin: dict[str, Any] = {
         "run": run_id,
         "identity": row.get("identity_hash"),
         "backend": row.get("backend"),
@@ -649,6 +652,31 @@ def run_origin(store: Store, run_id: str) -> dict[str, Any]:
         "served_models": served,
         "kia_version": row.get("package_version"),
     }
+    if per_paper:
+        origin["kia_versions"] = store.run_kia_versions(run_id)
+        origin["paper_versions"] = store.proposal_versions(run_id)
+    return origin
+
+
+def identity_words(version: object) -> str:
+    """A run's identity version in words, for `kia runs NAME`: a version 1 run (stored before
+    migration 018) has no system message hash and a schema hash that is kia's answer model's, not
+    the schema sent, which without this line reads as a contradiction of the README."""
+    if version is None or int(str(version)) <= 1:
+        return "v1 (made before kia stored the system message; schema hash is kia's answer model's)"
+    return f"v{version}"
+
+
+def run_record(db: Path, run_id: str, taxonomy: Taxonomy | None = None) -> list[tuple[str, str]]:
+    """`kia runs NAME`: (what, value) of what produced the run (`kia.report.run_provenance`), with
+    its identity version said after its identity hash (`identity_words`)."""
+    from kia.report import run_provenance
+
+    fields = run_provenance(db, run_id, taxonomy)
+    with Store(db, read_only=True) as store:
+        row = store.run_row(resolve_run(store, run_id, taxonomy) or run_id) or {}
+    at = next((i + 1 for i, (label, _) in enumerate(fields) if label == "run identity"), len(fields))
+    return [*fields[:at], ("identity", identity_words(row.get("identity_version"))), *fields[at:]]
 
 
 def score_run(
@@ -704,7 +732,7 @@ def score_run(
                 evidence[(key, axis)].append((category, quote, status, page))
         row = next((r for r in store.run_states() if r["run"] == chosen), None)  # one read: answers waiting, state
         waiting, state = (int(row["waiting"]), run_state(row)) if row is not None else (0, "complete")
-        origin = run_origin(store, chosen)
+        origin = run_origin(store, chosen, per_paper=False)  # the score's JSON: the run's own version
     return ScoreReport(
         chosen,
         str(gold_path or default_gold_path()),

@@ -349,3 +349,23 @@ def test_a_batch_file_that_cannot_be_written_leaves_no_run_waiting(papers_db: Pa
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip() == f"kia: {tmp_path}: is a folder; give the batch file a file name"
     assert query(papers_db, "SELECT count(*) FROM proposals WHERE run_id = 'b' AND status = 'waiting'") == [(0,)]
+
+
+def test_an_imported_answer_records_the_model_its_line_names_as_a_live_answer_does(
+    papers_db: Path, tmp_path: Path
+) -> None:
+    """A provider's output names the model that answered (a dated snapshot of the one asked for):
+    the import stores it per proposal as the live path does, so `kia runs NAME` and the exports say
+    it; the endpoint stays unknown (the batch ran wherever it ran)."""
+    lines = write_requests(papers_db, tmp_path / "requests.jsonl", "alpha", "--run", "batch")
+    answered = json.loads(output_line(lines[0]["custom_id"], SYNTHETIC["canned"]))
+    answered["response"]["body"]["model"] = "recorded-model-2024-07-18"
+    output = tmp_path / "output.jsonl"
+    output.write_text(json.dumps(answered) + "\n", encoding="utf-8")
+    imported = run_kia("propose", "--batch-results", str(output), "--db", str(papers_db))
+    assert imported.returncode == 0 and "stored 1" in imported.stdout, imported.stdout + imported.stderr
+    assert query(papers_db, "SELECT served_model, endpoint_host FROM proposals WHERE run_id = 'batch'") == [
+        ("recorded-model-2024-07-18", None)
+    ]
+    shown = run_kia("runs", "batch", "--db", str(papers_db))
+    assert "recorded-model-2024-07-18 (1 paper" in shown.stdout, shown.stdout

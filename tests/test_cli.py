@@ -349,6 +349,7 @@ def test_export_and_stats_say_when_they_show_the_gold_table_instead_of_a_run(tmp
         (["propose", "--run", "latest", "--batch-file", "req.jsonl"], "--run"),
         (["batch", "--run", "latest"], "--run"),
         (["consensus", "a", "b", "--name", "latest"], "--name"),
+        (["consensus", "a", "b", "--run", "latest"], "--run"),  # the option typed, not its other name
     ],
 )
 def test_a_new_run_named_latest_is_refused_before_any_work(tmp_path: Path, args: list[str], option: str) -> None:
@@ -470,9 +471,39 @@ def test_consensus_takes_run_for_its_name_and_simulate_prints_json_with_format(t
     made = run_kia("consensus", "r", "rules", "--run", "both", *db)
     assert made.returncode == 0 and made.stdout.startswith("run both: 1 paper(s)"), made.stderr
     assert run_kia("consensus", "r", "rules", "--name", "both", *db).returncode == 0  # --name still works
+    missing = run_kia("consensus", "r", "rules", *db)
+    assert missing.returncode == 2 and "--name" in missing.stderr and "--run" in missing.stderr, missing.stderr
+    two = run_kia("consensus", "r", "rules", "--name", "x", "--run", "y", *db)
+    assert two.returncode == 2 and "--name x and --run y" in two.stderr, two.stderr
     simulated = run_kia("simulate", "--run", "r", "--random-runs", "0", "--format", "json", *db)
     assert simulated.returncode == 0, simulated.stderr
     document = json.loads(simulated.stdout)
     written = tmp_path / "report.json"
     assert run_kia("simulate", "--run", "r", "--random-runs", "0", "--json", str(written), *db).returncode == 0
     assert document == json.loads(written.read_text(encoding="utf-8"))
+
+
+def test_kia_runs_name_says_a_run_stored_before_migration_018_has_a_version_1_identity(tmp_path: Path) -> None:
+    """A run stored before migration 018 shows kia's answer-model schema hash (which README says an
+    openai run does not store) and no system hash: `kia runs NAME` says it is a version 1 identity
+    and why, so neither reads as a fault; a run made since says v2."""
+    import duckdb
+
+    from tests.fakes import one_paper_run
+
+    quote = "We generate CT from segmentation masks with a ControlNet branch"
+    answer = {"K": [("K2", [quote])], "I": [("I2", [quote])], "A": [("A1", [quote])]}
+    db = one_paper_run(tmp_path, "MAISI", "MAISI", quote, answer)  # type: ignore[arg-type]
+    assert run_kia("propose", "--backend", "rules", "--run", "new", "--db", str(db)).returncode == 0
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE runs SET identity_version = NULL, system_hash = NULL WHERE run_id = 'r'")
+    con.close()
+    old = run_kia("runs", "r", "--db", str(db))
+    assert old.returncode == 0, old.stderr
+    lines = old.stdout.splitlines()
+    said = "identity:       v1 (made before kia stored the system message; schema hash is kia's answer model's)"
+    assert (
+        said in lines and lines.index(said) == next(i for i, x in enumerate(lines) if x.startswith("run identity:")) + 1
+    )
+    new = run_kia("runs", "new", "--db", str(db))
+    assert "identity:       v2" in new.stdout.splitlines(), new.stdout

@@ -78,3 +78,36 @@ def test_demo_inside_a_survey_writes_its_own_database_never_the_surveys(tmp_path
     assert (project / "demo.duckdb").is_file()
     assert result.stdout.splitlines()[0].startswith("demo database: demo.duckdb ")
     assert "ingested 5" in result.stdout and "kia review --db demo.duckdb" in result.stdout
+
+
+def test_each_next_step_the_demo_prints_inside_a_survey_runs_as_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside a survey's folder (kia.toml names its own taxonomy) the printed `kia review --db
+    demo.duckdb` and `kia export ... --db demo.duckdb` looked for a run of the survey's taxonomy in
+    the demo's database and failed: each printed command now carries what it needs, and runs."""
+    import shlex
+
+    from kia.demo import walkthrough
+    from tests.fakes import one_paper_run
+
+    assert run_kia("init", "survey", cwd=tmp_path).returncode == 0
+    project = tmp_path / "survey"
+    quote = "We generate CT from segmentation masks with a ControlNet branch"
+    answer = {"K": [("K2", [quote])], "I": [("I2", [quote])], "A": [("A1", [quote])]}
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    db = one_paper_run(demo, "MAISI", "MAISI", quote, answer)  # type: ignore[arg-type]
+    monkeypatch.chdir(project)
+    text = walkthrough(db, "r")
+    steps = [line.split("  # ")[0].strip() for line in text[text.index("\nNext:") + 1 :]]
+    for step in steps:
+        result = run_kia(*shlex.split(step)[1:], cwd=project, input="q\n")
+        assert result.returncode == 0, f"{step}: {result.stderr}"
+    assert [s.split()[1] for s in steps] == ["review", "show", "export"], steps  # no `kia init` in a survey
+    exported = run_kia(*shlex.split(steps[2])[1:], cwd=project)
+    assert "| MAISI |" in exported.stdout, exported.stdout
+    # outside a survey: the short commands, and `kia init` to start one
+    monkeypatch.chdir(demo)
+    outside = walkthrough(db, "r")
+    assert not any("--taxonomy" in line for line in outside) and "kia init my-survey" in outside[-1]

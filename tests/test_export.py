@@ -152,6 +152,7 @@ def test_run_export_carries_evidence_status_and_review_and_gold_only_when_asked(
     gold_only = run_kia("export", "--format", "csv", "--gold", str(ROOT / "labels" / "table5.csv"), "--db", str(db))
     assert "K_status" not in gold_only.stdout.splitlines()[0]
     assert "note: exported the gold table" in gold_only.stderr and "--run latest" in gold_only.stderr
+    assert "run='latest'" not in gold_only.stderr  # the API's spelling, no word of the command line
 
 
 def test_every_export_format_carries_the_papers_flags(tmp_path: Path) -> None:
@@ -1019,3 +1020,48 @@ def test_a_runs_exports_say_which_run_identity_model_and_kia_made_them_where_the
     # gold exports are no run's: nothing claimed
     gold = run_kia("export", "--format", "latex", "--gold", str(ROOT / "labels" / "table5.csv"), "--db", str(db))
     assert gold.stdout.startswith(r"\begin{table*}")
+
+
+def test_a_run_resumed_across_an_upgrade_says_each_proposals_kia_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kia version is no part of a run's identity, so a run resumed after an upgrade holds
+    proposals of two versions: each JSON line says its paper's, `kia show --run` says it, and the
+    LaTeX/Markdown comment lists both ("made by kia A and B"), not only the run's first."""
+    import sys
+
+    from kia._version import __version__
+    from kia.propose import load_prompt, run_proposals
+    from kia.store import Store
+    from tests.conftest import run_kia
+    from tests.fakes import ScriptedBackend
+
+    db = tmp_path / "kia.duckdb"
+    answers = {}
+    for key, title in (("MAISI", "Masks to CT"), ("Other", "Reports to CT")):
+        (tmp_path / f"{key}.md").write_text(
+            f"# {title}\n\n## Abstract\nWe generate CT volumes from organ masks.\n", encoding="utf-8"
+        )
+        answers[title] = {"K": [("K2", ["We generate CT volumes from organ masks"])], "I": [("I2", ["from organ masks"])],
+                          "A": [("A1", ["We generate CT volumes"])]}  # fmt: skip
+    assert run_kia("ingest", str(tmp_path / "MAISI.md"), str(tmp_path / "Other.md"), "--db", str(db)).returncode == 0
+    with Store(db) as store:
+        run_proposals(store, ScriptedBackend(answers), load_taxonomy(), load_prompt(), keys=["MAISI"], run_name="r")
+        monkeypatch.setattr(sys.modules["kia.propose"], "__version__", "999.0")
+        resumed = run_proposals(store, ScriptedBackend(answers), load_taxonomy(), load_prompt(), run_name="r")
+        assert (resumed.skipped, resumed.done) == (1, 1), resumed
+
+    def export(fmt: str) -> str:
+        result = run_kia("export", "--format", fmt, "--run", "r", "--db", str(db))
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    records = {r["key"]: r for r in map(json.loads, export("jsonl").splitlines())}
+    assert {k: r["kia_version"] for k, r in records.items()} == {"MAISI": __version__, "Other": "999.0"}
+    assert export("latex").splitlines()[0].endswith(f"made by kia {__version__} and 999.0")
+    assert export("markdown").splitlines()[-1].endswith(f"made by kia {__version__} and 999.0 -->")
+    for key, version in (("MAISI", __version__), ("Other", "999.0")):
+        shown = run_kia("show", key, "--run", "r", "--db", str(db))
+        assert shown.returncode == 0 and f"run r labelled it with kia {version}\n" in shown.stdout, shown.stdout
+    plain = run_kia("show", "MAISI", "--db", str(db))
+    assert "labelled it with kia" not in plain.stdout

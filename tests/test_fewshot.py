@@ -11,6 +11,7 @@ import duckdb
 import pytest
 
 import kia
+from kia.errors import KiaError
 from kia.fewshot import GOLD, REVIEW, build_pool, render_examples, summary_text
 from kia.gold import load_gold
 from kia.review import label_paper
@@ -354,3 +355,48 @@ def test_agecascades_k4_example_is_not_quoted_by_its_evaluation_sentence(tmp_pat
     assert head is not None and head.settings.support_threshold > 0
     block = render_examples([age], taxonomy)
     assert f'K4 ("{age.quotes["K4"]}")' in block
+
+
+def test_a_run_whose_examples_changed_is_named_when_a_new_one_starts_and_refused_by_name(
+    labelled_db: tuple[Path, Path],
+) -> None:
+    """A run differing only in its few-shot examples (a new review, or an upgrade that quotes them
+    otherwise) cannot resume: the new default-named run says which run it did not resume and why,
+    and resuming that run by name is refused with the examples named, not "parameters"."""
+    db, gold_path = labelled_db
+    first = kia.propose(db, backend=ScriptedBackend(_answers()), settings=_settings(2), gold=gold_path)
+    assert first.notes == []
+    with Store(db) as store:
+        label_paper(store, load_taxonomy(None), "gamma", {"K": ["K4"], "I": ["I2"], "A": ["A1"]}, None, "ann")
+    changed = kia.propose(db, backend=ScriptedBackend(_answers()), settings=_settings(2), gold=gold_path)
+    assert changed.run_id != first.run_id
+    said = [n for n in changed.notes if "few-shot examples" in n]
+    assert len(said) == 1 and repr(first.run_id) in said[0] and repr(changed.run_id) in said[0], changed.notes
+    with pytest.raises(KiaError) as refused:
+        kia.propose(db, backend=ScriptedBackend(_answers()), run=first.run_id, settings=_settings(2), gold=gold_path)
+    line = str(refused.value)
+    assert "few-shot examples differ: its pool" in line and "parameters" not in line, line
+    assert "choose another --run name" in line
+    # Another setting that differs is still named as before (the examples are no excuse for it).
+    with pytest.raises(KiaError, match=r"\(parameters differ\)"):
+        kia.propose(db, backend=ScriptedBackend(_answers()), run=first.run_id, settings=_settings(2),
+                    gold=gold_path, max_input_tokens=500)  # fmt: skip
+
+
+def test_cli_batch_file_notes_the_run_whose_examples_changed(labelled_db: tuple[Path, Path], tmp_path: Path) -> None:
+    from tests.conftest import run_kia
+
+    db, gold_path = labelled_db
+    kia.propose(db, backend=ScriptedBackend(_answers()), run="seed", settings=_settings(0))  # a run to review in
+    args = ["propose", "--backend", "openai", "--model", "m", "--base-url", "http://127.0.0.1:9/v1", "--examples",
+            "2", "--encoder", "tfidf", "--gold", str(gold_path), "--db", str(db)]  # fmt: skip
+    made = run_kia(*args, "--run", "survey", "--batch-file", str(tmp_path / "r1.jsonl"))
+    assert made.returncode == 0, made.stderr
+    with Store(db) as store:
+        label_paper(store, load_taxonomy(None), "gamma", {"K": ["K4"], "I": ["I2"], "A": ["A1"]}, None, "ann")
+    again = run_kia(*args, "--batch-file", str(tmp_path / "r2.jsonl"))
+    assert again.returncode == 0, again.stderr
+    notes = [line for line in again.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "run 'survey'" in notes[0] and "few-shot examples" in notes[0], again.stderr
+    named = run_kia(*args, "--run", "survey", "--batch-file", str(tmp_path / "r3.jsonl"))
+    assert named.returncode != 0 and "few-shot examples differ" in named.stderr, named.stderr

@@ -460,3 +460,39 @@ def test_a_closed_store_says_it_was_closed_and_a_released_one_how_to_hold_it(tmp
     )
     with Store(path) as writer, writer.released(), pytest.raises(StoreError, match="released; use `with store.held"):
         writer.paper_keys()
+
+
+def test_an_upgrade_fills_the_served_model_of_proposals_stored_before_migration_018(
+    db_path: Path, tmp_path: Path
+) -> None:
+    """Migration 018 added proposals.served_model empty for old proposals; their raw answer names the
+    model the server answered with, and migration 019 fills it (and the endpoint where named), so the
+    counts of `kia runs NAME`, the report and the exports are right after an upgrade."""
+    import json
+
+    from kia.propose import load_prompt, run_proposals
+    from kia.taxonomy import load_taxonomy
+    from tests.fakes import ScriptedBackend
+
+    texts = {"A": ("Mask Paper", "We generate CT volumes from segmentation masks."), "B": ("Other Paper", "MRI.")}
+    with Store(db_path) as store:
+        for key, (title, abstract) in texts.items():
+            paper = tmp_path / f"{key}.md"
+            paper.write_text(f"# {title}\n\n## Abstract\n{abstract}\n", encoding="utf-8")
+            store.add_document(extract(paper), key)
+        answers = {"K": [("K2", ["We generate CT volumes from segmentation masks."])]}
+        run = run_proposals(
+            store, ScriptedBackend({"Mask Paper": answers, "Other Paper": answers}), load_taxonomy(), load_prompt()
+        ).run_id
+        old = {"backend": {"model": "served-x", "completion_id": "c1"}, "answer": {}}
+        with_endpoint = {"backend": {"model": "served-y", "endpoint": "10.0.0.2:8080"}}
+        store.con.execute("UPDATE proposals SET served_model = NULL, endpoint_host = NULL")
+        store.con.execute("UPDATE proposals SET raw_response = ? WHERE paper_key = 'A'", [json.dumps(old)])
+        store.con.execute("UPDATE proposals SET raw_response = ? WHERE paper_key = 'B'", [json.dumps(with_endpoint)])
+        store.con.execute("DELETE FROM schema_migrations WHERE version = 19")
+    with Store(db_path) as store:
+        rows = store.query(
+            "SELECT paper_key, served_model, endpoint_host FROM proposals WHERE run_id = ? ORDER BY 1", [run]
+        )
+        assert 19 in store.schema_versions()
+    assert rows == [("A", "served-x", None), ("B", "served-y", "10.0.0.2:8080")]

@@ -538,12 +538,15 @@ def list_papers_at(db: Path, run_id: str | None = None) -> tuple[list[dict[str, 
 
 def paper_text_by_section(
     db: Path, paper_key: str, section: str | None = None, run: str | None = None
-) -> tuple[Document, list[Section], str]:
-    """A stored paper, the sections to print (all, or those named `section`) and a note ("" or one line).
+) -> tuple[Document, list[Section], str, str]:
+    """A stored paper, the sections to print (all, or those named `section`), a note ("" or one
+    line) and, with `run`, which kia version made the run's proposal of it ("" without `run`).
 
     With `run`, the version of the paper that run labelled: its quote offsets (`kia export`, the
     report) point into that text, which a newer version ingested since does not replace. Without
-    it, the current version, and a note when the latest run that labelled the paper read another."""
+    it, the current version, and a note when the latest run that labelled the paper read another.
+    The kia version is said because a run resumed across an upgrade holds proposals of several."""
+    made_by = ""
     with Store(db, read_only=True) as store:
         if run is None:
             doc = store.get_document(paper_key)
@@ -569,11 +572,14 @@ def paper_text_by_section(
                 else f"note: {paper_key}: the version run {run} labelled, not the current one: run `kia propose`"
                 " to label the current version"
             )
+            made_by = (
+                f"run {run} labelled it with kia {store.proposal_version(run, paper_key) or '(version not stored)'}"
+            )
     chosen = [s for s in doc.sections if section is None or s.name == section]
     if section is not None and not chosen:
         names = sorted({s.name for s in doc.sections})
         raise StoreError(f"{paper_key}: no section {section!r}; it has {', '.join(names)}")
-    return doc, chosen, note
+    return doc, chosen, note, made_by
 
 
 def list_runs_at(db: Path) -> list[dict[str, Any]]:

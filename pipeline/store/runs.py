@@ -44,6 +44,16 @@ class RunQueries(StoreBase):
         )
         return str(rows[0][0]) if rows else None
 
+    def runs_like(self, backend: str, model: str, prompt_hash: str, taxonomy_hash: str) -> list[str]:
+        """The runs of this backend, model, prompt and taxonomy, newest first: the ones a new run may
+        have been meant to resume (`propose.examples_note` says which, and why it could not)."""
+        rows = self.query(
+            "SELECT run_id FROM runs WHERE backend = ? AND model = ? AND prompt_hash = ? AND taxonomy_hash = ?"
+            " ORDER BY started_at DESC",
+            [backend, model, prompt_hash, taxonomy_hash],
+        )
+        return [str(row[0]) for row in rows]
+
     def run_settings(self, run_id: str) -> dict[str, Any] | None:
         """What a stored run was made with, by column: backend, model, endpoint host, prompt file and
         the hashes and parameters of its identity, the system message's hash, the kia version and the
@@ -133,6 +143,33 @@ class RunQueries(StoreBase):
             "SELECT sha256 FROM proposals WHERE run_id = ? AND paper_key = ? AND status = 'done'", [run_id, paper_key]
         )
         return str(rows[0][0]) if rows else None
+
+    def proposal_version(self, run_id: str, paper_key: str) -> str | None:
+        """The kia version that made a run's finished proposal of a paper (None: none stored)."""
+        rows = self.query(
+            "SELECT package_version FROM proposals WHERE run_id = ? AND paper_key = ? AND status = 'done'",
+            [run_id, paper_key],
+        )
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def proposal_versions(self, run_id: str) -> dict[str, str]:
+        """The kia version that made each of a run's finished proposals, by paper (a run resumed
+        across an upgrade holds several: the version is no part of its identity)."""
+        rows = self.query(
+            "SELECT paper_key, package_version FROM proposals WHERE run_id = ? AND status = 'done'"
+            " AND package_version IS NOT NULL",
+            [run_id],
+        )
+        return {str(key): str(version) for key, version in rows}
+
+    def run_kia_versions(self, run_id: str) -> list[str]:
+        """The kia versions that made a run's finished proposals, in the order they first made one."""
+        rows = self.query(
+            "SELECT package_version FROM proposals WHERE run_id = ? AND status = 'done' AND package_version IS NOT NULL"
+            " GROUP BY package_version ORDER BY min(created_at), package_version",
+            [run_id],
+        )
+        return [str(row[0]) for row in rows]
 
     def proposal_paths(self, run_id: str) -> dict[str, str]:
         """Paper key -> the file of the version a run labelled: where its quotes' pages are, which a
