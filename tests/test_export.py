@@ -988,19 +988,12 @@ def test_a_runs_exports_say_which_run_identity_model_and_kia_made_them_where_the
     Markdown ends with an HTML comment, every JSON line carries run and identity; CSV stays plain rows
     (a comment line would be read as a row)."""
     from kia._version import __version__
-    from kia.propose import load_prompt, run_proposals
-    from kia.store import Store
     from tests.conftest import query, run_kia
-    from tests.fakes import ScriptedBackend
+    from tests.fakes import one_paper_run
 
-    db = tmp_path / "kia.duckdb"
-    paper = tmp_path / "MAISI.md"
-    paper.write_text("# Masks to CT\n\n## Abstract\nWe generate CT volumes from organ masks.\n", encoding="utf-8")
-    assert run_kia("ingest", str(paper), "--db", str(db)).returncode == 0
     answer = {"K": [("K2", ["We generate CT volumes from organ masks"])], "I": [("I2", ["from organ masks"])],
               "A": [("A1", ["We generate CT volumes"])]}  # fmt: skip
-    with Store(db) as store:
-        run_proposals(store, ScriptedBackend({"Masks to CT": answer}), load_taxonomy(), load_prompt(), run_name="r")
+    db = one_paper_run(tmp_path, "MAISI", "Masks to CT", "We generate CT volumes from organ masks", answer)
     ((identity,),) = query(db, "SELECT identity_hash FROM runs WHERE run_id = 'r'")
     said = f"kia export of run r: identity {identity}, backend scripted, model scripted-1, made by kia {__version__}"
 

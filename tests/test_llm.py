@@ -15,6 +15,8 @@ import pytest
 from kia.taxonomy import load_taxonomy
 from tests.conftest import query, run_kia
 from tests.fault_proxy import FaultProxy
+from tests.test_examples import AGENTS, GOLD, TAXONOMY
+from tests.test_examples import _ok as _agents_ok
 
 SECRET = "sk-test-DO-NOT-LEAK-4242"
 
@@ -289,17 +291,6 @@ def test_batch_round_trip_against_the_real_server_stores_the_live_labels(papers_
 # The second survey of tests/test_examples.py (examples/llm-agents), here because its LLM leg needs
 # this module's server: under pytest-xdist each module runs on one worker, and two llama.cpp servers
 # on two workers starved each other of the cores (each call 10-20 times slower, then timeouts).
-AGENTS = Path(__file__).resolve().parent.parent / "examples" / "llm-agents"
-TAXONOMY = str(AGENTS / "taxonomy.yaml")
-GOLD = str(AGENTS / "gold.csv")
-
-
-def _agents_ok(*args: str) -> str:
-    result = run_kia(*args)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result.stdout
-
-
 @pytest.fixture
 def agents_db(tmp_path: Path) -> Path:
     """The agents survey's papers ingested (no run yet)."""

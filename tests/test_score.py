@@ -650,19 +650,12 @@ def test_score_json_names_the_runs_identity_model_and_kia_version(tmp_path: Path
     """Before: `kia score --format json` named only the run, and a default run name (backend-model-date)
     is the same in two databases whose settings differ: the figures could not be traced to a run."""
     from kia._version import __version__
-    from kia.propose import load_prompt, run_proposals
-    from kia.store import Store
     from tests.conftest import query
-    from tests.fakes import ScriptedBackend
+    from tests.fakes import one_paper_run
 
-    db = tmp_path / "kia.duckdb"
-    paper = tmp_path / "MAISI.md"
-    paper.write_text("# Masks to CT\n\n## Abstract\nWe generate CT volumes from organ masks.\n", encoding="utf-8")
-    assert run_kia("ingest", str(paper), "--db", str(db)).returncode == 0
     answer = {"K": [("K2", ["We generate CT volumes from organ masks"])], "I": [("I2", ["from organ masks"])],
               "A": [("A1", ["We generate CT volumes"])]}  # fmt: skip
-    with Store(db) as store:
-        run_proposals(store, ScriptedBackend({"Masks to CT": answer}), load_taxonomy(), load_prompt(), run_name="r")
+    db = one_paper_run(tmp_path, "MAISI", "Masks to CT", "We generate CT volumes from organ masks", answer)
     result = run_kia("score", "--run", "r", "--format", "json", "--db", str(db))
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
