@@ -432,7 +432,7 @@ def export(
     `kia export --db` refuses it: a typo, never a wish for the default gold table (unless `gold` is
     given). What `kia export` prints as `note:` lines comes as `KiaNote` warnings: the papers that
     failed in the run (they have no row), the gold table exported (`gold` without `run`) where the
-    database holds a run.
+    database holds a run, and the gold table shown for want of a run (no source named, no run yet).
 
     `cite` cites each method by its paper's library entry key, else its paper key: LaTeX
     `Method~\\cite{KEY}` (`cite_command`: `citep`, `parencite`, ...), Markdown `Method [@KEY]`; a key
@@ -477,7 +477,7 @@ def export(
     else:  # the latest complete run of the database, else (none yet) the gold file
         path = source_db(_db(db, settings), _named_db(db, settings), _path(gold, "gold"))
         source = default_source(path, _path(gold, "gold"), loaded, settings.gold)
-        _note(gold_table_note(source, path, _path(gold, "gold")))
+        _note(gold_table_note(source, path, _path(gold, "gold"), settings.gold))
     if not reviewed and source.run_id is not None:  # a failed paper has no labels, so no row: say so
         _note("not in this export: " + failed_papers_line(source.run_id, source.failed) if source.failed else "")
     # A run's or the reviews' export has gold columns only when gold is asked for (`gold` given).

@@ -355,28 +355,6 @@ def _source_db(db: Path | None, gold: Path | None) -> Path:
     return source_db(_db(db), db is not None or _settings().named("db"), gold)
 
 
-def _holds_runs(path: Path) -> bool:
-    """Whether the database at `path` exists and holds a run (else export and stats, told no source,
-    show the gold table)."""
-    from kia.store import Store
-
-    if not path.exists():
-        return False
-    with Store(path, read_only=True) as store:
-        return bool(store.run_ids())
-
-
-def _note_gold_shown(path: Path) -> None:
-    """One `note:` line on stderr when `kia export` or `kia stats`, told no source, show the gold table
-    for want of a run: the table is the gold's, never labels of the user's, and it must say so."""
-    gold = _settings().gold or "labels/table5.csv (shipped with kia)"
-    why = f"{path} holds no run yet" if path.exists() else f"no database {path} here yet"
-    err.print(
-        f"note: {why}: this is the gold table {gold}, not proposed labels; `kia propose` makes a run",
-        markup=False,
-    )
-
-
 def load_taxonomy(path: Path | None) -> Taxonomy:
     """`--taxonomy`, else the settings' ($KIA_TAXONOMY), else the shipped one."""
     from kia.taxonomy import load_taxonomy as load
@@ -1166,14 +1144,14 @@ def stats(
     """Design-space statistics: shares, single/multi-label use, co-occurrences, empty and sparse cells."""
     import json
 
-    from kia.report import stats_report
+    from kia.report import gold_table_note, stats_report
 
     if gold is not None and (run is not None or reviewed):  # stats describe one source; --gold was dropped
         raise KiaError(f"choose one source: --gold or {'--run' if run is not None else '--reviewed'}")
     source = _label_source(run, gold, taxonomy, db, reviewed)
     check_text = source.run_id is None and gold is None and not reviewed
     if check_text:
-        _note_gold_shown(_db(db))
+        _print_notes([gold_table_note(source, _db(db), None, _settings().gold)])
     report = stats_report(source, check_text=check_text, plot_dir=plots)
     result = report.stats
     if output_format == "json":
@@ -1273,8 +1251,8 @@ def export(
     # The table options the format has no use for, and a --cite-command that is no LaTeX name: a bad
     # command line (exit code 2), refused before any database is looked at.
     TableOptions(group_by, cite, cite_command).check(format_for(output_format, output))
-    source_db = _existing_db(db) if (run or reviewed) else _source_db(db, gold)  # a missing database: one line
-    gold_shown = run is None and not reviewed and gold is None and not _holds_runs(source_db)
+    if run or reviewed:
+        _existing_db(db)  # a missing database: one line (told no source, kia.export refuses a named one)
     text, notes = _with_notes(  # kia.export tells a named database from the implicit one: `db` as given
         lambda: kia.export(
             db,
@@ -1299,9 +1277,7 @@ def export(
         write_whole(output, text, "export")  # never a cut-off file over the last good export
         # `--out /dev/stdout` or a pipe: the receipt goes beside the table, not into it
         (out if output.is_file() else err).print(f"wrote {output}", markup=False)
-    if gold_shown:
-        _note_gold_shown(_db(db))
-    _print_notes(notes)  # the API's: papers that failed in the run, the gold table where a run exists
+    _print_notes(notes)  # the API's: papers that failed in the run, a gold table where a run could be
 
 
 def _with_notes(call: Callable[[], R]) -> tuple[R, list[str]]:

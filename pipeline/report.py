@@ -267,10 +267,19 @@ def source_db(path: Path, named: bool, gold: Path | None) -> Path:
     return path
 
 
-def gold_table_note(source: LabelSource, db: Path, gold: Path | None) -> str:
-    """One line when a gold file named without a run was read although the database holds a run
-    (the run may have been meant: `gold` with a run adds gold columns to the run's rows), else ""."""
-    if gold is None or not source.from_gold or not db.exists() or default_run_at(db, None) is None:
+def gold_table_note(source: LabelSource, db: Path, gold: Path | None, default_gold: Path | None = None) -> str:
+    """One line whenever a table of gold labels stands where labels of a run could be read, else "":
+    a gold file named without a run although the database holds a run (the run may have been meant:
+    `gold` with a run adds gold columns to the run's rows), or, told no source, the gold table shown
+    for want of a run (`default_gold`, kia.toml's, else the shipped Table 5): never labels of the
+    user's, and it must say so."""
+    if not source.from_gold:
+        return ""
+    if gold is None:
+        shown = default_gold or "labels/table5.csv (shipped with kia)"
+        why = f"{db} holds no run yet" if db.exists() else f"no database {db} here yet"
+        return f"{why}: this is the gold table {shown}, not proposed labels; `kia propose` makes a run"
+    if not db.exists() or default_run_at(db, None) is None:
         return ""
     return (
         f"exported the gold table {gold} (--gold without --run); --run latest (run='latest') exports the latest"

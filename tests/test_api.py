@@ -96,7 +96,12 @@ def test_a_named_database_that_is_missing_is_refused_not_read_as_the_gold_table(
     assert not typo.exists()
     assert len(kia.export(db=typo, gold=TABLE5).splitlines()) == 27  # a gold file named: that table
     monkeypatch.delenv("KIA_DB")
-    assert len(kia.export().splitlines()) == 27  # nothing named: the default gold table
+    with pytest.warns(kia.KiaNote) as said:  # nothing named: the default gold table, and it says so
+        assert len(kia.export().splitlines()) == 27
+    assert [str(w.message) for w in said] == [
+        "no database kia.duckdb here yet: this is the gold table labels/table5.csv (shipped with kia), not proposed"
+        " labels; `kia propose` makes a run"
+    ]
     assert not (tmp_path / "kia.duckdb").exists()
 
 
