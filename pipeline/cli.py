@@ -1342,9 +1342,9 @@ def runs(
 
     path = _existing_db(db)
     if name is not None:
-        from kia.score import run_record
+        from kia.report import run_provenance
 
-        for label, value in run_record(path, name, given_taxonomy(None)):
+        for label, value in run_provenance(path, name, given_taxonomy(None)):
             out.print(f"{label + ':':15} {value or '-'}", markup=False)
         _print_run_failures(path, name)
         return

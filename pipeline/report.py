@@ -708,7 +708,18 @@ def run_provenance(db: Path, run_id: str, taxonomy: Taxonomy | None = None) -> l
     fields = [(label, "" if row.get(column) is None else str(row[column])) for column, label in PROVENANCE_FIELDS]
     at = next(i for i, (column, _) in enumerate(PROVENANCE_FIELDS) if column == "endpoint_host") + 1
     fields[at:at] = served_lines(served, str(row.get("model") or ""), row.get("endpoint_host"))
+    at = next((i + 1 for i, (label, _) in enumerate(fields) if label == "run identity"), len(fields))
+    fields[at:at] = [("identity", identity_words(row.get("identity_version")))]
     return fields
+
+
+def identity_words(version: object) -> str:
+    """A run's identity version in words: a version 1 run (stored before migration 018) has no system
+    message hash and a schema hash that is kia's answer model's, not the schema sent, which without
+    this line reads as a contradiction of the README."""
+    if version is None or int(str(version)) <= 1:
+        return "v1 (made before kia stored the system message; schema hash is kia's answer model's)"
+    return f"v{version}"
 
 
 def served_lines(

@@ -658,27 +658,6 @@ def run_origin(store: Store, run_id: str, per_paper: bool = True) -> dict[str, A
     return origin
 
 
-def identity_words(version: object) -> str:
-    """A run's identity version in words, for `kia runs NAME`: a version 1 run (stored before
-    migration 018) has no system message hash and a schema hash that is kia's answer model's, not
-    the schema sent, which without this line reads as a contradiction of the README."""
-    if version is None or int(str(version)) <= 1:
-        return "v1 (made before kia stored the system message; schema hash is kia's answer model's)"
-    return f"v{version}"
-
-
-def run_record(db: Path, run_id: str, taxonomy: Taxonomy | None = None) -> list[tuple[str, str]]:
-    """`kia runs NAME`: (what, value) of what produced the run (`kia.report.run_provenance`), with
-    its identity version said after its identity hash (`identity_words`)."""
-    from kia.report import run_provenance
-
-    fields = run_provenance(db, run_id, taxonomy)
-    with Store(db, read_only=True) as store:
-        row = store.run_row(resolve_run(store, run_id, taxonomy) or run_id) or {}
-    at = next((i + 1 for i, (label, _) in enumerate(fields) if label == "run identity"), len(fields))
-    return [*fields[:at], ("identity", identity_words(row.get("identity_version"))), *fields[at:]]
-
-
 def score_run(
     db: Path,
     taxonomy: Taxonomy | None,
