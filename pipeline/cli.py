@@ -126,9 +126,11 @@ def _usage(ctx: Any) -> str:
 
 def _usage_line(exc: click_errors.UsageError, argv: Sequence[str]) -> str:
     """A bad command line in one line: click's message and where help is; for an unknown option, that
-    this command does not take another command's option, or the dash hint."""
+    this command does not take another command's option, or the dash hint, unless the option is
+    close to one of this command's own (click names those): `kia show --rnu r` is a typo of --run,
+    not a paper key that starts with a dash."""
     hint = None
-    if isinstance(exc, click_errors.NoSuchOption):
+    if isinstance(exc, click_errors.NoSuchOption) and not exc.possibilities:
         hint = _not_taken_here(exc) or _dash_hint(exc, argv)
     return hint or f"{exc.format_message()} (see {_command_path(exc.ctx)} --help)"
 

@@ -397,6 +397,9 @@ def test_a_new_run_named_latest_is_refused_before_any_work(tmp_path: Path, args:
             " command, kia --taxonomy VALUE taxonomy check",
         ),
         (["runs", "--bogus"], "No such option: --bogus; a run name that starts with a dash goes after --"),
+        # a typo of this command's own option: click's close matches, not the dash hint
+        (["show", "somekey", "--rnu", "r"], "No such option: --rnu (Possible options: --around, --run)"),
+        (["ingest", "--manfest", "m.csv", "x.md"], "No such option: --manfest (Possible options: --fetch, --manifest)"),
     ],
 )
 def test_another_commands_option_is_said_to_be_not_taken_here_not_a_dashed_argument(
